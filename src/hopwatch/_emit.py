@@ -1,0 +1,292 @@
+"""Turning a finished request record into one ``hopwatch.request`` line, with structlog.
+
+The line's fields are documented in ``docs/log-schema.md`` (a contract: the
+report reads only those). :func:`build_event` is a pure function from a record
+to an ordered dict; :class:`Emitter` decides whether to log it (sampling,
+thresholds) and writes it through a structlog logger of its own.
+
+hopwatch never calls ``structlog.configure()``: its logger is made with
+``structlog.wrap_logger`` and every option given explicitly, so the project's
+own structlog configuration (or its absence) neither affects hopwatch's lines
+nor is affected by them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import threading
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime, timezone
+from typing import Any, Final, TextIO
+
+import structlog
+
+from hopwatch import _errors
+from hopwatch._recorder import Hop, RequestRecord
+
+SCHEMA_VERSION: Final = 1
+EVENT: Final = "hopwatch.request"
+
+#: Fields the extra-fields hook may not replace.
+RESERVED: Final = frozenset(
+    {
+        "event", "schema", "timestamp", "request_id", "method", "route", "view", "status",
+        "interface", "duration_ms", "hops", "hop_ms", "wait_ms", "sync_to_async",
+        "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
+        "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
+        "scope", "response_closed", "pinned_ms", "pinned_by", "profile",
+    }
+)  # fmt: skip
+
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1_000_000, 3)
+
+
+def clean_path(path: str | None, limit: int) -> str:
+    """A raw path fit for a log: no query string, no control characters, bounded."""
+    if not path:
+        return "/"
+    path = path.split("?", 1)[0].translate(_CONTROL)
+    if len(path) > limit:
+        path = path[:limit] + "..."
+    return path
+
+
+def _hop_detail(hop: Hop) -> dict[str, Any]:
+    cause = hop.cause
+    return {
+        "direction": hop.direction,
+        "kind": cause.kind,
+        "site": cause.site,
+        "call_site": cause.call_site,
+        "depth": hop.depth,
+        "thread_sensitive": hop.thread_sensitive,
+        "new_loop": hop.new_loop,
+        "thread": hop.thread_id,
+        "wait_ms": _ms(hop.wait_ns),
+        "run_ms": _ms(hop.run_ns),
+        "resume_ms": _ms(hop.resume_ns),
+        "outcome": hop.outcome,
+    }
+
+
+def build_event(
+    record: RequestRecord,
+    *,
+    sites_limit: int = 10,
+    detail_limit: int | None = None,
+    path_limit: int = 200,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The documented fields of one request line, in schema order."""
+    record.fold()
+    ranked = record.top_causes()
+    sites = []
+    for cause, stats in ranked[:sites_limit]:
+        site: dict[str, Any] = {
+            "site": cause.site,
+            "kind": cause.kind,
+            "direction": stats.direction,
+            "count": stats.count,
+            "ms": _ms(stats.wall_ns),
+        }
+        if cause.call_site:
+            site["call_site"] = cause.call_site
+        sites.append(site)
+    event: dict[str, Any] = {
+        "event": EVENT,
+        "schema": SCHEMA_VERSION,
+        "timestamp": (now or datetime.now(timezone.utc))
+        .astimezone(timezone.utc)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z"),
+        "request_id": record.request_id or "",
+        "method": (record.method or "").upper()[:16].translate(_CONTROL),
+        "route": record.route or clean_path(record.path, path_limit),
+        "view": record.view,
+        "status": record.status,
+        "interface": record.interface,
+        "duration_ms": _ms(record.duration_ns),
+        "hops": record.count,
+        "hop_ms": _ms(record.wall_ns),
+        "wait_ms": _ms(record.wait_ns),
+        "sync_to_async": record.sync_to_async,
+        "async_to_sync": record.async_to_sync,
+        "threads": record.thread_count,
+        "new_loops": record.new_loops,
+        "max_depth": record.max_depth,
+        "sites": sites,
+    }
+    if len(ranked) > sites_limit:
+        event["sites_dropped"] = len(ranked) - sites_limit
+    if detail_limit is not None:
+        kept = record.details[:detail_limit]
+        event["detail"] = [_hop_detail(hop) for hop in kept]
+        event["detail_dropped"] = record.count - len(kept)
+    for key in ("scope", "response_closed"):
+        if key in record.extra:
+            event[key] = record.extra[key]
+    return event
+
+
+def _event_first(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    # structlog puts "event" last; the schema (and grep) wants it first.
+    return {"event": event_dict.pop("event"), **event_dict}
+
+
+def _level_and_logger(name: str) -> Callable[..., Any]:
+    def add(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        event_dict["level"] = method
+        event_dict["logger"] = name
+        return event_dict
+
+    return add
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def dumps(event: Mapping[str, Any], **_: Any) -> str:
+    """Compact JSON; non-finite floats (from extra fields) become null."""
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False, default=_json_default)  # fmt: skip
+    except ValueError:
+        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False,
+                          default=_json_default)  # fmt: skip
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _LineWriter:
+    """A structlog logger writing one line per event to a text stream."""
+
+    def __init__(self, stream: TextIO, *, close: bool = False) -> None:
+        self._stream = stream
+        self._close = close
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+
+    info = msg
+
+    def close(self) -> None:
+        if self._close:
+            self._stream.close()
+
+
+def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]:
+    """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer."""
+    processors: list[Any] = [
+        _event_first,
+        _level_and_logger(logger_name),
+        structlog.processors.JSONRenderer(serializer=dumps),
+    ]
+    target: Any
+    closer: Callable[[], None] = lambda: None  # noqa: E731
+    if output == "logging":
+        target = logging.getLogger(logger_name)
+    elif output == "stdout":
+        target = _LineWriter(sys.stdout)
+    else:
+        writer = _LineWriter(open(output, "a", encoding="utf-8"), close=True)  # noqa: SIM115
+        target, closer = writer, writer.close
+    bound = structlog.wrap_logger(
+        target,
+        processors=processors,
+        wrapper_class=structlog.BoundLogger,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )
+    return bound, closer
+
+
+class Emitter:
+    """The request sink: filters, builds and writes one line per request."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+        self._logger: Any = None
+        self._logger_key: tuple[str, str] | None = None
+        self._closer: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+
+    def _get_logger(self) -> Any:
+        key = (self._settings.OUTPUT, self._settings.LOGGER_NAME)
+        if key != self._logger_key:
+            with self._lock:
+                if key != self._logger_key:
+                    self._closer()
+                    self._logger, self._closer = make_logger(*key)
+                    self._logger_key = key
+        return self._logger
+
+    def close(self) -> None:
+        with self._lock:
+            self._closer()
+            self._closer = lambda: None
+            self._logger_key = None
+
+    def __call__(self, record: RequestRecord) -> None:
+        settings = self._settings
+        if record.count < settings.MIN_HOPS:
+            return
+        if record.wall_ns < settings.MIN_HOP_MS * 1_000_000:
+            return
+        rate = settings.SAMPLE_RATE
+        if rate < 1.0 and random.random() >= rate:
+            return
+        event = build_event(
+            record,
+            sites_limit=settings.SITES_LIMIT,
+            detail_limit=settings.DETAIL_LIMIT if settings.DETAIL else None,
+            path_limit=settings.PATH_MAX_LENGTH,
+        )
+        if rate < 1.0:
+            event["sample_rate"] = rate
+        extra = self._extra_fields(record)
+        if extra:
+            for key, value in extra.items():
+                if isinstance(key, str) and key not in RESERVED:
+                    event[key] = value
+        errors = _errors.take_unreported()
+        if errors:
+            event["hopwatch_errors"] = errors
+        self._get_logger().info(event.pop("event"), **event)
+
+    def _extra_fields(self, record: RequestRecord) -> Mapping[str, Any] | None:
+        hook = self._settings.EXTRA_FIELDS
+        if hook is None:
+            return None
+        try:
+            if isinstance(hook, str):
+                from django.utils.module_loading import import_string
+
+                hook = import_string(hook)
+            result = hook(record.request, record)
+            return result if isinstance(result, Mapping) else None
+        except Exception as exc:
+            _errors.report("HOPWATCH['EXTRA_FIELDS'] hook", exc)
+            return None
+
+
+__all__ = ["EVENT", "SCHEMA_VERSION", "Emitter", "build_event", "clean_path"]

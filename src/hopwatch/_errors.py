@@ -1,0 +1,63 @@
+"""Internal errors: never raised into the app, logged once, then counted.
+
+Every place where hopwatch runs inside a request catches its own exceptions
+and calls :func:`report`. The first one is logged with its traceback on the
+``hopwatch`` logger; later ones only increment the counter, which the request
+log line reports (``hopwatch_errors``) so they are not silent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+
+logger = logging.getLogger("hopwatch")
+
+_count = itertools.count(1)  # next() is atomic in CPython: no lock on the error path
+_total = 0
+_reported = 0
+_first_logged = False
+_lock = threading.Lock()
+
+
+def report(where: str, exc: BaseException) -> None:
+    global _total, _first_logged
+    _total = next(_count)
+    if _first_logged:
+        return
+    with _lock:
+        if _first_logged:
+            return
+        _first_logged = True
+    try:
+        logger.warning(
+            "hopwatch internal error in %s; the request was not affected. Further errors"
+            " are counted in the hopwatch_errors field of the request log line.",
+            where,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+    except Exception:  # a broken log handler must not turn this into an app error
+        pass
+
+
+def total() -> int:
+    """Internal errors since the process started."""
+    return _total
+
+
+def take_unreported() -> int:
+    """Errors not yet reported in a log line; marks them reported."""
+    global _reported
+    total_now = _total
+    fresh = total_now - _reported
+    _reported = total_now
+    return fresh
+
+
+def reset_for_tests() -> None:
+    global _count, _total, _reported, _first_logged
+    _count = itertools.count(1)
+    _total = 0
+    _reported = 0
+    _first_logged = False

@@ -1,0 +1,129 @@
+"""Django system checks for hopwatch's configuration.
+
+Ids are stable; each message says what is wrong and each hint how to fix it.
+
+* ``hopwatch.E001`` ``HOPWATCH`` is not a dict.
+* ``hopwatch.E002`` ``HOPWATCH`` has a key hopwatch does not know (a typo).
+* ``hopwatch.E003`` a ``HOPWATCH`` value has the wrong type or range.
+* ``hopwatch.W001`` the middleware is missing from ``MIDDLEWARE``.
+* ``hopwatch.W002`` the middleware is not first in ``MIDDLEWARE``.
+* ``hopwatch.W003`` the middleware is used but the app is not installed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from hopwatch.conf import DEFAULTS
+
+MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
+
+
+def _number(low: float, high: float | None) -> Callable[[Any], bool]:
+    def ok(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        return value >= low and (high is None or value <= high)
+
+    return ok
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "ENABLED": (lambda v: isinstance(v, bool), "True or False"),
+    "OUTPUT": (lambda v: isinstance(v, str) and bool(v), '"logging", "stdout" or a file path'),
+    "LOGGER_NAME": (lambda v: isinstance(v, str) and bool(v), "a logger name"),
+    "REQUEST_ID_HEADER": (lambda v: v is None or isinstance(v, str), "a header name or None"),
+    "SAMPLE_RATE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),
+    "MIN_HOPS": (_count, "a whole number >= 0"),
+    "MIN_HOP_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
+    "SITES_LIMIT": (_count, "a whole number >= 0"),
+    "DETAIL": (lambda v: isinstance(v, bool), "True or False"),
+    "DETAIL_LIMIT": (_count, "a whole number >= 0"),
+    "EXTRA_FIELDS": (
+        lambda v: v is None or callable(v) or isinstance(v, str),
+        "None, a callable or its dotted path",
+    ),
+    "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
+}
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    user = getattr(settings, "HOPWATCH", None)
+    if user is None:
+        return []
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"HOPWATCH must be a dict, not {type(user).__name__}.",
+                hint='Write HOPWATCH = {"ENABLED": True, ...} in your settings.',
+                id="hopwatch.E001",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for key in user:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            hint = f"Did you mean {close[0]!r}?" if close else "See docs/settings.md."
+            messages.append(
+                Error(f"HOPWATCH has an unknown key {key!r}.", hint=hint, id="hopwatch.E002")
+            )
+    for key, (valid, expected) in _VALIDATORS.items():
+        if key in user and not valid(user[key]):
+            messages.append(
+                Error(
+                    f"HOPWATCH[{key!r}] is {user[key]!r}; it must be {expected}.",
+                    hint=f"Set HOPWATCH[{key!r}] to {expected}, or remove it for the default"
+                    f" ({DEFAULTS[key]!r}).",
+                    id="hopwatch.E003",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    messages: list[CheckMessage] = []
+    app_installed = apps.is_installed("hopwatch")
+    if MIDDLEWARE_PATH not in middleware:
+        if app_installed:
+            messages.append(
+                Warning(
+                    "hopwatch is installed but its middleware is not in MIDDLEWARE: request"
+                    " lines will have no route, view or request id.",
+                    hint=f"Add {MIDDLEWARE_PATH!r} as the first entry of MIDDLEWARE.",
+                    id="hopwatch.W001",
+                )
+            )
+    elif middleware[0] != MIDDLEWARE_PATH:
+        messages.append(
+            Warning(
+                f"{MIDDLEWARE_PATH} is not first in MIDDLEWARE: middleware above it"
+                f" ({middleware[0]}) is not covered and may change what it sees.",
+                hint=f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
+                id="hopwatch.W002",
+            )
+        )
+    if MIDDLEWARE_PATH in middleware and not app_installed:
+        messages.append(
+            Warning(
+                "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
+                " INSTALLED_APPS: hops Django makes outside the middleware (request_started,"
+                " response.close) are not counted and request lines are not configured.",
+                hint="Add 'hopwatch' to INSTALLED_APPS.",
+                id="hopwatch.W003",
+            )
+        )
+    return messages

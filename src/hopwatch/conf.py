@@ -1,0 +1,56 @@
+"""hopwatch's settings: one ``HOPWATCH`` dict in the project's settings.
+
+Read lazily on every access, so ``override_settings(HOPWATCH=...)`` works in
+tests. Unknown keys are reported by the system check ``hopwatch.E002``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from django.conf import settings as django_settings
+
+#: Every setting with its default. ``docs/settings.md`` documents each one.
+DEFAULTS: Final[dict[str, Any]] = {
+    # Install the asgiref patch and log requests. Off: hopwatch does nothing.
+    "ENABLED": True,
+    # Where request lines go: "logging" (the stdlib logger named LOGGER_NAME),
+    # "stdout", or a file path (appended to, one JSON object per line).
+    "OUTPUT": "logging",
+    "LOGGER_NAME": "hopwatch",
+    # Request header whose value becomes request_id (when it looks sane).
+    "REQUEST_ID_HEADER": "X-Request-ID",
+    # Fraction of requests to log (0.0-1.0). Counting is never sampled.
+    "SAMPLE_RATE": 1.0,
+    # Log only requests with at least this many hops / this much hop time.
+    "MIN_HOPS": 0,
+    "MIN_HOP_MS": 0.0,
+    # How many causes the line lists in "sites".
+    "SITES_LIMIT": 10,
+    # Detail mode: add the per-hop list ("detail"), capped at DETAIL_LIMIT.
+    "DETAIL": False,
+    "DETAIL_LIMIT": 100,
+    # A callable (or its dotted path) taking (request, record) and returning
+    # a dict of extra top-level fields for the line.
+    "EXTRA_FIELDS": None,
+    # Unmatched (404) paths are truncated to this many characters.
+    "PATH_MAX_LENGTH": 200,
+}
+
+
+class Settings:
+    """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"hopwatch has no setting {name!r}")
+        user = getattr(django_settings, "HOPWATCH", None) or {}
+        if not isinstance(user, dict):
+            return DEFAULTS[name]
+        return user.get(name, DEFAULTS[name])
+
+    def user_dict(self) -> Any:
+        return getattr(django_settings, "HOPWATCH", None)
+
+
+hopwatch_settings = Settings()

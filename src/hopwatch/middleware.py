@@ -1,0 +1,122 @@
+"""``HopwatchMiddleware``: names the request (route, view, status) in its record.
+
+Put it first in ``MIDDLEWARE``. It is both sync and async capable, so Django
+runs it in whichever mode the chain around it needs: it never adds a hop.
+
+The request record itself is opened earlier, by the handler (see
+``hopwatch._django``), so hops Django makes before and after the middleware
+chain are counted. Where that did not happen (hopwatch installed after the
+handler was called, a custom handler), the middleware opens the record itself
+and the line says ``"scope": "middleware"``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from hopwatch import _errors
+from hopwatch import checks as _checks  # noqa: F401  (registered even without the app)
+from hopwatch._django import (
+    INTERFACE_ASGI,
+    INTERFACE_WSGI,
+    _finish,
+    current_request,
+    is_installed,
+)
+from hopwatch._recorder import RequestRecord, open_request
+from hopwatch.conf import hopwatch_settings
+
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+class HopwatchMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if not is_installed():
+            # The app is missing from INSTALLED_APPS (check hopwatch.W003 says
+            # so): install here so hops are still counted from now on.
+            from hopwatch.apps import activate
+
+            activate()
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        record, own = _begin(request)
+        response = None
+        try:
+            response = self.get_response(request)  # type: ignore[assignment]
+        finally:
+            _end(record, own, request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        record, own = _begin(request)
+        response = None
+        try:
+            response = await self.get_response(request)  # type: ignore[misc]
+        finally:
+            _end(record, own, request, response)
+        return response  # type: ignore[return-value]
+
+
+def _begin(request: HttpRequest) -> tuple[RequestRecord | None, bool]:
+    try:
+        record = current_request()
+        own = False
+        if record is None:
+            interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
+            record, _token = open_request(interface)
+            record.extra["scope"] = "middleware"
+            own = True
+        record.saw_middleware = True
+        record.method = request.method
+        record.path = request.path
+        header = hopwatch_settings.REQUEST_ID_HEADER
+        value = request.headers.get(header) if header else None
+        if value and _REQUEST_ID_OK.fullmatch(value):
+            record.request_id = value
+        else:
+            record.request_id = secrets.token_hex(8)
+        return record, own
+    except Exception as exc:
+        _errors.report("HopwatchMiddleware (request)", exc)
+        return None, False
+
+
+def _end(
+    record: RequestRecord | None,
+    own: bool,
+    request: HttpRequest,
+    response: HttpResponseBase | None,
+) -> None:
+    if record is None:
+        return
+    try:
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            record.route = "/" + match.route if match.route is not None else None
+            record.view = getattr(match, "_func_path", None)
+        if response is not None:
+            record.status = response.status_code
+        record.request = request
+        if own:
+            _finish(record)
+    except Exception as exc:
+        _errors.report("HopwatchMiddleware (response)", exc)

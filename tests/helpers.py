@@ -1,0 +1,125 @@
+"""Drive Django's real handlers in-process and capture hopwatch's request records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+
+from hopwatch import RequestRecord, add_sink, remove_sink
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[RequestRecord]]:
+    """Collect every request record closed inside the block."""
+    records: list[RequestRecord] = []
+    add_sink(records.append)
+    try:
+        yield records
+    finally:
+        remove_sink(records.append)
+
+
+@dataclass
+class AsgiResult:
+    status: int | None = None
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def asgi_scope(path: str, method: str = "GET", query: str = "", headers: Any = ()) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def asgi_call(
+    app: Any,
+    path: str,
+    method: str = "GET",
+    query: str = "",
+    headers: Any = (),
+    disconnect_after: float | None = None,
+) -> AsgiResult:
+    """One request through an ASGI app, as a server would make it."""
+    result = AsgiResult()
+    sent_body = False
+
+    async def receive() -> dict:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if disconnect_after is not None:
+            await asyncio.sleep(disconnect_after)
+            return {"type": "http.disconnect"}
+        await asyncio.Future()  # a client that stays connected until cancelled
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            result.status = message["status"]
+            result.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            result.body += message.get("body", b"")
+
+    await app(asgi_scope(path, method, query, headers), receive, send)
+    return result
+
+
+def asgi_request(path: str, **kwargs: Any) -> AsgiResult:
+    """One request through a fresh ``ASGIHandler`` (it reads MIDDLEWARE when made)."""
+    return asyncio.run(asgi_call(ASGIHandler(), path, **kwargs))
+
+
+def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, bytes]:
+    """One request through a fresh ``WSGIHandler``, iterated and closed like a server."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    status_line: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        status_line.append(status)
+        return lambda data: None
+
+    response = WSGIHandler()(environ, start_response)
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()
+    return status_line[0], body
+
+
+def sites(record: RequestRecord) -> dict[tuple[str, str], int]:
+    """{(kind, site): count} of a record."""
+    return {(cause.kind, cause.site): stats.count for cause, stats in record.top_causes()}

@@ -1,0 +1,31 @@
+"""Middleware shapes whose hop cost the tests pin."""
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+
+class SyncOnlyMiddleware:
+    """A plain class: Django treats it as sync-only (no capability flags)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+class AsyncCapableMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return self.get_response(request)
+
+    async def _acall(self, request):
+        return await self.get_response(request)

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from tests.testapp import views
+
+urlpatterns = [
+    path("async/", views.async_view),
+    path("sync/", views.sync_view),
+    path("class/", views.AsyncClassView.as_view()),
+    path("hops/<int:n>/", views.hops_view),
+    path("nested/", views.nested_view),
+    path("orm/loop/", views.orm_loop_view),
+    path("orm/batch/", views.orm_batch_view),
+    path("orm/count/", views.orm_count_view),
+    path("stream/sync/", views.stream_sync_view),
+    path("stream/async/", views.stream_async_view),
+    path("error/", views.error_view),
+    path("sync-error/", views.sync_error_view),
+    path("slow/", views.slow_view),
+    path("sleepy/", views.sleepy_async_view),
+    path("decorated/", views.decorated_view),
+]

@@ -1,0 +1,111 @@
+"""Views, each making a known number of hops of a known kind."""
+
+import asyncio
+import time
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.http import HttpResponse, StreamingHttpResponse
+from django.views import View
+
+from tests.testapp.models import Item
+
+
+async def async_view(request):
+    return HttpResponse("async")
+
+
+def sync_view(request):
+    return HttpResponse("sync")
+
+
+class AsyncClassView(View):
+    async def get(self, request):
+        return HttpResponse("class")
+
+
+def _noop():
+    return None
+
+
+async def hops_view(request, n):
+    """n extra sync_to_async hops, for concurrency tests."""
+    for _ in range(n):
+        await sync_to_async(_noop)()
+    return HttpResponse(str(n))
+
+
+async def _deepest():
+    return await sync_to_async(_noop)()
+
+
+def _middle():
+    async_to_sync(_deepest)()
+
+
+async def nested_view(request):
+    """async view -> sync_to_async -> async_to_sync -> sync_to_async: depths 1, 2, 3."""
+    await sync_to_async(_middle)()
+    return HttpResponse("nested")
+
+
+async def orm_loop_view(request):
+    """The N+1 shape: one aget per item."""
+    ids = [pk async for pk in Item.objects.order_by("pk").values_list("pk", flat=True)]
+    names = [(await Item.objects.aget(pk=pk)).name for pk in ids]
+    return HttpResponse(",".join(names))
+
+
+async def orm_batch_view(request):
+    names = [item.name async for item in Item.objects.order_by("pk")]
+    return HttpResponse(",".join(names))
+
+
+async def orm_count_view(request):
+    count = await Item.objects.acount()
+    return HttpResponse(str(count))
+
+
+def _chunks():
+    yield b"a"
+    yield b"b"
+
+
+async def _achunks():
+    yield b"a"
+    yield b"b"
+
+
+def stream_sync_view(request):
+    return StreamingHttpResponse(_chunks())
+
+
+async def stream_async_view(request):
+    return StreamingHttpResponse(_achunks())
+
+
+async def error_view(request):
+    raise ValueError("boom")
+
+
+def sync_error_view(request):
+    raise ValueError("boom")
+
+
+async def slow_view(request):
+    await sync_to_async(time.sleep)(0.5)
+    return HttpResponse("slow")
+
+
+async def sleepy_async_view(request):
+    await asyncio.sleep(float(request.GET.get("s", "0.05")))
+    return HttpResponse("slept")
+
+
+@sync_to_async
+def _decorated_helper():
+    return 1
+
+
+async def decorated_view(request):
+    await _decorated_helper()
+    return HttpResponse("decorated")
