@@ -121,5 +121,9 @@ def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, 
 
 
 def sites(record: RequestRecord) -> dict[tuple[str, str], int]:
-    """{(kind, site): count} of a record."""
-    return {(cause.kind, cause.site): stats.count for cause, stats in record.top_causes()}
+    """{(kind, site): count} of a record, both directions summed."""
+    counts: dict[tuple[str, str], int] = {}
+    for cause, stats in record.top_causes():
+        key = (cause.kind, cause.site)
+        counts[key] = counts.get(key, 0) + stats.count
+    return counts

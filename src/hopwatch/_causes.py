@@ -15,10 +15,12 @@ One mechanism, four sources, tried in order for every hop:
    site (the first frame outside Django, asgiref, hopwatch and the stdlib).
 
 Rules are registered by the integration layer (``hopwatch._django``); this
-module knows nothing about Django. Every lookup is a dict lookup keyed by an
-object identity (a code object, a type) and cached, so attribution costs a few
-hundred nanoseconds per hop; frame walks happen only for causes that need a
-call site, and the per-code "is this library code?" answer is cached.
+module knows nothing about Django. Every lookup is a dict lookup keyed by
+``id()`` of a code object (CPython does not cache a code object's hash, and
+hashing a module-sized one costs microseconds), with the object kept in the
+entry so an id can never be reused while cached. Frame walks happen only for
+causes that need a call site, and the per-code "is this library code?" answer
+is cached.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ TAG_ATTR: Final = "_hopwatch_cause"
 Rule = Callable[[object, "FrameType | None"], "Cause | None"]
 CallerClassifier = Callable[[CodeType], "Rule | None"]
 
-_target_rules: dict[CodeType, Rule] = {}
-_caller_rules: dict[CodeType, Rule] = {}
+# id(code) -> (code, rule): see the module docstring for why ids.
+_target_rules: dict[int, tuple[CodeType, Rule]] = {}
+_caller_rules: dict[int, tuple[CodeType, Rule]] = {}
 _caller_classifiers: list[CallerClassifier] = []
-# Registered caller rules plus the classifiers' answers (None included), by code.
-_caller_cache: dict[CodeType, Rule | None] = {}
+# Registered caller rules plus the classifiers' answers (None included).
+_caller_cache: dict[int, tuple[CodeType, Rule | None]] = {}
 
 _MISSING: Final = object()
 _CACHE_LIMIT: Final = 20_000
@@ -60,12 +63,14 @@ def _code_of(obj: object) -> CodeType:
 
 def register_target(func: object, rule: Rule) -> None:
     """Use ``rule`` for hops whose wrapped callable runs ``func``'s code."""
-    _target_rules[_code_of(func)] = rule
+    code = _code_of(func)
+    _target_rules[id(code)] = (code, rule)
 
 
 def register_caller(func: object, rule: Rule) -> None:
     """Use ``rule`` for hops made directly from ``func``'s code."""
-    _caller_rules[_code_of(func)] = rule
+    code = _code_of(func)
+    _caller_rules[id(code)] = (code, rule)
     _caller_cache.clear()
 
 
@@ -85,7 +90,8 @@ def tag(adapter: object, cause: Cause) -> None:
 
 
 def _caller_rule(code: CodeType) -> Rule | None:
-    rule = _caller_rules.get(code)
+    registered = _caller_rules.get(id(code))
+    rule = registered[1] if registered is not None and registered[0] is code else None
     if rule is None:
         for classifier in _caller_classifiers:
             rule = classifier(code)
@@ -93,7 +99,7 @@ def _caller_rule(code: CodeType) -> Rule | None:
                 break
     if len(_caller_cache) >= _CACHE_LIMIT:
         _caller_cache.clear()
-    _caller_cache[code] = rule
+    _caller_cache[id(code)] = (code, rule)
     return rule
 
 
@@ -105,26 +111,57 @@ def attribute(adapter: object, target: object, frame: FrameType | None) -> Cause
     func = target.__func__ if type(target) is MethodType else target
     code = getattr(func, "__code__", None)
     if code is not None:
-        rule = _target_rules.get(code)
-        if rule is not None:
-            cause = rule(target, frame)
+        entry = _target_rules.get(id(code))
+        if entry is not None and entry[0] is code:
+            cause = entry[1](target, frame)
             if cause is not None:
                 return cause
     if frame is not None:
         caller_code = frame.f_code
-        caller = _caller_cache.get(caller_code, _MISSING)
-        if caller is _MISSING:
+        cached = _caller_cache.get(id(caller_code))
+        if cached is not None and cached[0] is caller_code:
+            caller = cached[1]
+        else:
             caller = _caller_rule(caller_code)
         if caller is not None:
-            cause = caller(target, frame)  # type: ignore[operator]
+            cause = caller(target, frame)
             if cause is not None:
-                return cause  # type: ignore[no-any-return]
-    return intern_cause("other", dotted_name(target), call_site(frame))
+                return cause
+    return _fallback(target, frame)
+
+
+# (id(callable key), id(user code), line) -> (callable key, user code, cause)
+_fallbacks: dict[tuple[int, int, int], tuple[object, object, Cause]] = {}
+
+
+def _fallback(target: object, frame: FrameType | None) -> Cause:
+    """``other``: the callable's dotted name plus the user's call site, cached."""
+    func = target.__func__ if type(target) is MethodType else target
+    key_obj = getattr(func, "__code__", None) or func
+    user = user_frame(frame)
+    user_code = user.f_code if user is not None else None
+    # f_lasti (the bytecode offset) rather than f_lineno: the line number is
+    # computed by scanning the code's line table, the offset is free.
+    key = (id(key_obj), id(user_code), user.f_lasti if user is not None else -1)
+    entry = _fallbacks.get(key)
+    if entry is not None and entry[0] is key_obj and entry[1] is user_code:
+        if type(target) is not MethodType:
+            return entry[2]
+        # Bound methods share a function across subclasses: check the name.
+        if entry[2].site == dotted_name(target):
+            return entry[2]
+    cause = intern_cause("other", dotted_name(target), call_site(user))
+    if len(_fallbacks) >= _CACHE_LIMIT:
+        _fallbacks.clear()
+    _fallbacks[key] = (key_obj, user_code, cause)
+    return cause
 
 
 # --- names ------------------------------------------------------------------
 
-_names: dict[object, str] = {}
+# id(key object) -> (key object, name); bound methods by (function, class).
+_names: dict[int, tuple[object, str]] = {}
+_bound_names: dict[tuple[int, int], tuple[object, type, str]] = {}
 
 
 def dotted_name(target: object) -> str:
@@ -132,41 +169,39 @@ def dotted_name(target: object) -> str:
     while isinstance(target, functools.partial):
         target = target.func
     if type(target) is MethodType:
-        owner = type(target.__self__)
-        if isinstance(target.__self__, type):  # a classmethod
-            owner = target.__self__
-        key: object = (owner, target.__func__)
-        name = _names.get(key)
-        if name is None:
-            name = f"{owner.__module__}.{owner.__qualname__}.{target.__func__.__name__}"
-            _remember(key, name)
+        owner = target.__self__ if isinstance(target.__self__, type) else type(target.__self__)
+        function = target.__func__
+        key = (id(function), id(owner))
+        bound = _bound_names.get(key)
+        if bound is not None and bound[0] is function and bound[1] is owner:
+            return bound[2]
+        name = f"{owner.__module__}.{owner.__qualname__}.{function.__name__}"
+        if len(_bound_names) >= _CACHE_LIMIT:
+            _bound_names.clear()
+        _bound_names[key] = (function, owner, name)
         return name
-    code = getattr(target, "__code__", None)
-    key = code if code is not None else type(target)
-    name = _names.get(key)
-    if name is None:
-        if code is not None:
-            module = getattr(target, "__module__", None) or "?"
-            qualname = getattr(target, "__qualname__", None) or code.co_qualname
-            name = f"{module}.{qualname}"
-        else:
-            cls = type(target)
-            name = f"{cls.__module__}.{cls.__qualname__}"
-        _remember(key, name)
-    return name
-
-
-def _remember(key: object, name: str) -> None:
+    # Functions by their code (closures made per call share it); classes and
+    # builtins by themselves (long-lived); callable instances by their class.
+    key = getattr(target, "__code__", None)
+    if key is None:
+        key = target if hasattr(target, "__qualname__") else type(target)
+    entry = _names.get(id(key))
+    if entry is not None and entry[0] is key:
+        return entry[1]
+    named = target if hasattr(target, "__qualname__") else type(target)
+    module = getattr(named, "__module__", None) or "builtins"
+    name = f"{module}.{named.__qualname__}"
     if len(_names) >= _CACHE_LIMIT:
         _names.clear()
-    _names[key] = name
+    _names[id(key)] = (key, name)
+    return name
 
 
 # --- call sites -------------------------------------------------------------
 
 _library_roots: list[str] = []
 _non_library_roots: list[str] = []
-_is_library: dict[CodeType, bool] = {}
+_is_library: dict[int, tuple[CodeType, bool]] = {}
 
 
 def _norm(path: str) -> str:
@@ -205,20 +240,22 @@ def _init_roots() -> None:
 
 
 def _library(code: CodeType) -> bool:
-    known = _is_library.get(code)
-    if known is not None:
-        return known
+    known = _is_library.get(id(code))
+    if known is not None and known[0] is code:
+        return known[1]
     filename = code.co_filename
     if filename.startswith("<"):
         result = True  # frozen modules, exec'd strings
     else:
+        # The most specific root decides: django/ inside site-packages inside
+        # a distro's stdlib directory is library code.
         path = os.path.normcase(os.path.abspath(filename))
-        result = any(path.startswith(root) for root in _library_roots) and not any(
-            path.startswith(root) for root in _non_library_roots
-        )
+        library = max((len(r) for r in _library_roots if path.startswith(r)), default=0)
+        other = max((len(r) for r in _non_library_roots if path.startswith(r)), default=0)
+        result = library > other
     if len(_is_library) >= _CACHE_LIMIT:
         _is_library.clear()
-    _is_library[code] = result
+    _is_library[id(code)] = (code, result)
     return result
 
 
@@ -229,7 +266,7 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     return frame
 
 
-_sites: dict[tuple[CodeType, int], str] = {}
+_sites: dict[tuple[int, int], tuple[CodeType, str]] = {}
 _short_paths: dict[str, str] = {}
 
 
@@ -258,13 +295,21 @@ def call_site(frame: FrameType | None) -> str | None:
     if frame is None:
         return None
     code = frame.f_code
-    key = (code, frame.f_lineno)
-    site = _sites.get(key)
-    if site is None:
-        site = f"{short_path(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
-        if len(_sites) >= _CACHE_LIMIT:
-            _sites.clear()
-        _sites[key] = site
+    key = (id(code), frame.f_lasti)  # see _fallback: the offset is free, the line is not
+    entry = _sites.get(key)
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    name = code.co_name
+    enclosing = frame.f_back
+    if name.startswith("<") and enclosing is not None:
+        # A comprehension or genexpr frame (Python < 3.12): name the function
+        # it is written in, whose code it belongs to.
+        if enclosing.f_code.co_filename == code.co_filename:
+            name = enclosing.f_code.co_name
+    site = f"{short_path(code.co_filename)}:{frame.f_lineno} in {name}"
+    if len(_sites) >= _CACHE_LIMIT:
+        _sites.clear()
+    _sites[key] = (code, site)
     return site
 
 

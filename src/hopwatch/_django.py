@@ -33,6 +33,7 @@ from types import CodeType, FrameType, MethodType
 from typing import Any
 
 import django
+from asgiref.sync import SyncToAsync
 from django.core.handlers import base as handlers_base
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
@@ -160,12 +161,25 @@ def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
     return intern_cause("view", view_path(target))
 
 
+# (id(class), id(function)) -> (class, function, cause)
+_hook_causes: dict[tuple[int, int], tuple[type, Any, Cause]] = {}
+
+
+def _hook_cause(method: MethodType) -> Cause:
+    """``<middleware class path>.<hook>`` for a bound middleware hook, cached."""
+    cls = type(method.__self__)
+    function = method.__func__
+    key = (id(cls), id(function))
+    entry = _hook_causes.get(key)
+    if entry is not None and entry[0] is cls and entry[1] is function:
+        return entry[2]
+    cause = intern_cause("middleware", f"{class_path(cls)}.{function.__name__}")
+    _hook_causes[key] = (cls, function, cause)
+    return cause
+
+
 def _mixin_hook_rule(target: object, frame: FrameType | None) -> Cause | None:
-    if type(target) is not MethodType:
-        return None
-    return intern_cause(
-        "middleware", f"{class_path(type(target.__self__))}.{target.__func__.__name__}"
-    )
+    return _hook_cause(target) if type(target) is MethodType else None
 
 
 _STREAM_SYNC = intern_cause("stream", "StreamingHttpResponse (sync iterator)")
@@ -239,7 +253,7 @@ def _register_rules() -> None:
             continue
         _causes.register_target(method, _signal_bound_rule)
         for nested in _nested_codes(method.__code__):
-            _causes._target_rules[nested] = _signal_closure_rule
+            _causes.register_target(nested, _signal_closure_rule)
 
     _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
     _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
@@ -258,28 +272,47 @@ def _register_rules() -> None:
 # --- middleware adaptation tags -----------------------------------------------
 
 
+def _unwrap_handler(handler: Any) -> Any:
+    """The middleware instance behind ``convert_exception_to_response``'s wrapper."""
+    return getattr(handler, "__wrapped__", handler)
+
+
+def _sync_only_below(middleware: Any) -> Any:
+    """The first sync-only middleware at or below ``middleware`` in the chain, or None.
+
+    An async-capable middleware runs sync only because the handler below it is
+    sync; follow ``get_response`` down to the middleware that is the reason.
+    """
+    for _ in range(1000):  # a chain is finite; guard against odd get_response graphs
+        if middleware is None or isinstance(middleware, MethodType):
+            return None  # reached the view-calling handler
+        if not getattr(type(middleware), "async_capable", False):
+            return middleware
+        middleware = _unwrap_handler(getattr(middleware, "get_response", None))
+    return None
+
+
 def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
     """The middleware to blame for an adapter ``adapt_method_mode`` made.
 
     ``name`` is Django's ``"middleware <path>"`` for the middleware being
-    loaded. When it is sync-only, Django wraps the async handler below it in
-    ``async_to_sync`` and the name is right. When an async-capable middleware
-    sits above a sync-only one, Django wraps the sync handler below in
-    ``sync_to_async`` under the *upper* middleware's name; the sync-only one is
-    the middleware that handler wraps, so name that one.
+    loaded when the handler below it needed adapting. When that middleware is
+    sync-only, Django wraps the async handler below in ``async_to_sync`` and the
+    name is right. When the handler below is sync (``sync_to_async``), the
+    reason is the first sync-only middleware in that handler's chain (an
+    async-capable middleware above it also runs sync): blame that one.
     """
     if type(method) is MethodType:  # process_view / process_template_response / ...
-        return intern_cause(
-            "middleware", f"{class_path(type(method.__self__))}.{method.__func__.__name__}"
-        )
-    wrapped = getattr(method, "__wrapped__", None)
-    is_sync_to_async = adapter.__class__.__name__ == "SyncToAsync"
-    if is_sync_to_async and wrapped is not None and not isinstance(wrapped, MethodType):
-        return intern_cause("middleware", class_path(type(wrapped)))
+        return _hook_cause(method)
+    below = _unwrap_handler(method)
+    if isinstance(adapter, SyncToAsync):
+        culprit = _sync_only_below(below)
+        if culprit is not None:
+            return intern_cause("middleware", class_path(type(culprit)))
     if name and name.startswith("middleware "):
         return intern_cause("middleware", name[len("middleware ") :])
-    if wrapped is not None and not isinstance(wrapped, MethodType):
-        return intern_cause("middleware", class_path(type(wrapped)))
+    if below is not method and not isinstance(below, MethodType):
+        return intern_cause("middleware", class_path(type(below)))
     return intern_cause("middleware", name or _causes.dotted_name(method))
 
 

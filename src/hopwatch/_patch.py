@@ -80,24 +80,6 @@ def _shadow(adapter: Any, attr: str, replacement: object) -> Any:
     return clone
 
 
-def _start_hop(
-    adapter: Any,
-    direction: str,
-    target: object,
-    caller: Any,
-    thread_sensitive: bool | None,
-    called_ns: int,
-) -> Hop:
-    return Hop(
-        direction,
-        attribute(adapter, target, caller),
-        thread_sensitive,
-        current_hop.get(),
-        current_scope.get(),
-        called_ns,
-    )
-
-
 def _end_hop(hop: Hop, token: Any) -> None:
     try:
         current_hop.reset(token)
@@ -133,12 +115,21 @@ async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     called_ns = _now()
     if not _active:
         return await _original_s2a_call(self, *args, **kwargs)
+    # Everything below is inlined (no helper calls): it runs on every hop.
     try:
         func = self.func
-        hop = _start_hop(
-            self, SYNC_TO_ASYNC, func, _getframe(1), self._thread_sensitive, called_ns
+        hop = Hop(
+            SYNC_TO_ASYNC,
+            attribute(self, func, _getframe(1)),
+            self._thread_sensitive,
+            current_hop.get(),
+            current_scope.get(),
+            called_ns,
         )
-        shadow = _shadow(self, "func", _timed_sync(func, hop))
+        shadow = _new(type(self))
+        state = self.__dict__.copy()
+        state["func"] = _timed_sync(func, hop)
+        shadow.__dict__ = state
         token = current_hop.set(hop)
     except Exception as exc:
         _errors.report("SyncToAsync.__call__", exc)
@@ -206,7 +197,14 @@ def _async_to_sync_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _original_a2s_call(self, *args, **kwargs)
     try:
         awaitable = self.awaitable
-        hop = _start_hop(self, ASYNC_TO_SYNC, awaitable, _getframe(1), None, called_ns)
+        hop = Hop(
+            ASYNC_TO_SYNC,
+            attribute(self, awaitable, _getframe(1)),
+            None,
+            current_hop.get(),
+            current_scope.get(),
+            called_ns,
+        )
         hop.expected_loop = _loop_asgiref_will_use(self)
         shadow = _shadow(self, "awaitable", _timed_async(awaitable, hop))
         token = current_hop.set(hop)

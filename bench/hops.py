@@ -1,0 +1,186 @@
+"""Per-hop cost: hopwatch-patched vs bare asgiref, interleaved in one run.
+
+The machine is shared and noisy, so configurations alternate round by round
+(bare, patched, bare, patched, ...) and the result is the ratio of medians of
+per-round means, never an absolute number from another run.
+
+    python -m bench.hops [--rounds 30] [--per-round 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+import hopwatch
+from hopwatch._recorder import Ledger, current_scope
+
+
+def _noop() -> None:
+    return None
+
+
+async def _anoop() -> None:
+    return None
+
+
+def _s2a_sensitive(n: int) -> float:
+    async def main() -> float:
+        hop = sync_to_async(_noop)
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await hop()
+        return (time.perf_counter_ns() - start) / n
+
+    return asyncio.run(main())
+
+
+def _s2a_pool(n: int) -> float:
+    async def main() -> float:
+        hop = sync_to_async(_noop, thread_sensitive=False)
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await hop()
+        return (time.perf_counter_ns() - start) / n
+
+    return asyncio.run(main())
+
+
+def _a2s_running_loop(n: int) -> float:
+    """async_to_sync from a worker thread back onto the running loop (Django's usual case)."""
+
+    def in_thread() -> float:
+        hop = async_to_sync(_anoop)
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            hop()
+        return (time.perf_counter_ns() - start) / n
+
+    async def main() -> float:
+        return await sync_to_async(in_thread)()
+
+    return asyncio.run(main())
+
+
+def _a2s_cold(n: int) -> float:
+    """async_to_sync with no loop: a new thread and event loop per call (WSGI)."""
+    hop = async_to_sync(_anoop)
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        hop()
+    return (time.perf_counter_ns() - start) / n
+
+
+@dataclass
+class Case:
+    name: str
+    run: Callable[[int], float]
+    scale: float  # cold hops are slow: fewer per round
+
+
+CASES = [
+    Case("sync_to_async, thread-sensitive", _s2a_sensitive, 1.0),
+    Case("sync_to_async, thread pool", _s2a_pool, 1.0),
+    Case("async_to_sync, onto the running loop", _a2s_running_loop, 1.0),
+    Case("async_to_sync, cold (new loop)", _a2s_cold, 0.25),
+]
+
+
+def _measure(case: Case, patched: bool, n: int) -> tuple[float, float]:
+    """(wall ns per hop, process CPU ns per hop)."""
+    cpu = time.process_time_ns()
+    wall = _measure_wall(case, patched, n)
+    return wall, (time.process_time_ns() - cpu) / n
+
+
+def _measure_wall(case: Case, patched: bool, n: int) -> float:
+    if patched:
+        hopwatch.install()
+        scope = Ledger()  # record into a scope, as inside a request
+        token = current_scope.set(scope)
+        try:
+            return case.run(n)
+        finally:
+            current_scope.reset(token)
+            assert len(scope) >= n, "hops were not recorded"
+    hopwatch.uninstall()
+    return case.run(n)
+
+
+@dataclass
+class Result:
+    name: str
+    bare_us: float
+    patched_us: float
+    bare_cpu_us: float
+    patched_cpu_us: float
+
+    @property
+    def added_us(self) -> float:
+        return self.patched_us - self.bare_us
+
+    @property
+    def ratio(self) -> float:
+        return self.patched_us / self.bare_us
+
+
+def run(rounds: int = 30, per_round: int = 400) -> list[Result]:
+    results = []
+    for case in CASES:
+        n = max(10, int(per_round * case.scale))
+        _measure(case, False, n)  # warm up threads and caches
+        _measure(case, True, n)
+        bare: list[tuple[float, float]] = []
+        patched: list[tuple[float, float]] = []
+        for i in range(rounds):
+            # Alternate which goes first, so drift favours neither.
+            order = (False, True) if i % 2 == 0 else (True, False)
+            for is_patched in order:
+                (patched if is_patched else bare).append(_measure(case, is_patched, n))
+        results.append(
+            Result(
+                case.name,
+                statistics.median(w for w, _ in bare) / 1000,
+                statistics.median(w for w, _ in patched) / 1000,
+                statistics.median(c for _, c in bare) / 1000,
+                statistics.median(c for _, c in patched) / 1000,
+            )
+        )
+    hopwatch.uninstall()
+    return results
+
+
+def format_table(results: list[Result]) -> str:
+    lines = [
+        "| hop | bare µs | with hopwatch µs | added µs (wall) | added % (wall)"
+        " | added µs (CPU) | added % (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        cpu_added = r.patched_cpu_us - r.bare_cpu_us
+        lines.append(
+            f"| {r.name} | {r.bare_us:.1f} | {r.patched_us:.1f} | {r.added_us:+.1f}"
+            f" | {(r.ratio - 1) * 100:+.1f}% | {cpu_added:+.1f}"
+            f" | {cpu_added / r.bare_us * 100:+.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--per-round", type=int, default=400)
+    args = parser.parse_args(argv)
+    print(format_table(run(args.rounds, args.per_round)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Exact hop counts and causes for real Django requests.
+
+Every number here was measured through Django's real handlers (``ASGIHandler``,
+``WSGIHandler``, the test ``Client`` and ``AsyncClient``) and is pinned for
+Django 4.2 (asgiref 3.6.0) and 5.2 (asgiref 3.13.0). They match what the
+project brief measured independently on Django 5.2.19 + asgiref 3.13.0: 15 hops
+for an async view behind startproject's middleware, 16 for a sync view, 2 and 3
+with no middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import django
+import pytest
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.test import AsyncClient, Client, override_settings
+
+from tests.helpers import asgi_call, asgi_request, capture, sites, wsgi_request
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+DEFAULT = settings.MIDDLEWARE  # hopwatch + startproject's seven
+DJANGO_5 = django.VERSION >= (5, 0)
+
+# The 13 MiddlewareMixin hook hops of startproject's stack under ASGI.
+DEFAULT_STACK_HOOKS = {
+    ("middleware", f"{path}.{hook}"): 1
+    for path, hooks in [
+        ("django.middleware.security.SecurityMiddleware", ["process_request", "process_response"]),
+        ("django.contrib.sessions.middleware.SessionMiddleware", ["process_request", "process_response"]),
+        ("django.middleware.common.CommonMiddleware", ["process_request", "process_response"]),
+        ("django.middleware.csrf.CsrfViewMiddleware", ["process_request", "process_view", "process_response"]),
+        ("django.contrib.auth.middleware.AuthenticationMiddleware", ["process_request"]),
+        ("django.contrib.messages.middleware.MessageMiddleware", ["process_request", "process_response"]),
+        ("django.middleware.clickjacking.XFrameOptionsMiddleware", ["process_response"]),
+    ]
+    for hook in hooks
+}  # fmt: skip
+OUTSIDE_CHAIN = {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
+
+
+def one(records):
+    assert len(records) == 1, records
+    return records[0]
+
+
+@pytest.mark.parametrize(
+    ("middleware", "path", "hops", "expected_sites"),
+    [
+        (DEFAULT, "/async/", 15, {**DEFAULT_STACK_HOOKS, **OUTSIDE_CHAIN}),
+        (DEFAULT, "/class/", 15, {**DEFAULT_STACK_HOOKS, **OUTSIDE_CHAIN}),
+        (
+            DEFAULT,
+            "/sync/",
+            16,
+            {**DEFAULT_STACK_HOOKS, **OUTSIDE_CHAIN, ("view", "tests.testapp.views.sync_view"): 1},
+        ),
+        (HOPWATCH_ONLY, "/async/", 2, OUTSIDE_CHAIN),
+        (HOPWATCH_ONLY, "/sync/", 3, {**OUTSIDE_CHAIN, ("view", "tests.testapp.views.sync_view"): 1}),
+    ],
+    ids=["default-async", "default-class-async", "default-sync", "none-async", "none-sync"],
+)
+def test_asgi_counts(middleware, path, hops, expected_sites):
+    with override_settings(MIDDLEWARE=middleware), capture() as records:
+        assert asgi_request(path).status == 200
+    record = one(records)
+    assert len(record) == hops
+    assert record.sync_to_async == hops and record.async_to_sync == 0
+    assert record.max_depth == 1 and record.new_loops == 0
+    assert sites(record) == expected_sites
+    assert record.interface == "asgi" and record.status == 200 and record.method == "GET"
+    assert record.route == path
+
+
+def test_class_based_view_is_named_by_its_class():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asgi_request("/class/")
+    assert one(records).view == "tests.testapp.views.AsyncClassView"
+
+
+def test_unhandled_exception_adds_the_exception_handling_hops():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/error/").status == 500
+    record = one(records)
+    assert len(record) == 5
+    assert sites(record) == {
+        ("signal", "request_started"): 1,
+        ("exception", "process_exception_by_middleware"): 1,
+        ("exception", "response_for_exception"): 1,
+        ("exception", "log_response"): 1,
+        ("response", "HttpResponseServerError.close"): 1,
+    }
+    with override_settings(MIDDLEWARE=DEFAULT), capture() as records:
+        asgi_request("/error/")
+    assert len(one(records)) == 18  # 15 + the three exception-handling hops
+
+
+def test_not_found_is_logged_with_its_path_and_no_view():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/no/such/page/").status == 404
+    record = one(records)
+    assert len(record) == 4  # request_started, response_for_exception, log_response, close
+    assert record.route is None and record.view is None and record.path == "/no/such/page/"
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_streaming_a_sync_iterator_under_asgi_adds_one_hop():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/stream/sync/").body == b"ab"
+    record = one(records)
+    assert len(record) == 4
+    assert sites(record)[("stream", "StreamingHttpResponse (sync iterator)")] == 1
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/stream/async/").body == b"ab"
+    assert len(one(records)) == 2  # an async iterator streams without a hop
+
+
+def test_nested_hops_have_depth():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asgi_request("/nested/")
+    record = one(records)
+    assert (len(record), record.sync_to_async, record.async_to_sync) == (5, 4, 1)
+    assert record.max_depth == 3
+    depths = sorted(hop.depth for hop in record.hops())
+    assert depths == [1, 1, 1, 2, 3]
+    middle = next(h for h in record.hops() if h.cause.site.endswith("._middle"))
+    assert middle.cause.kind == "other"
+    assert middle.cause.call_site.startswith("tests/testapp/views.py:")
+    assert middle.cause.call_site.endswith(" in nested_view")
+
+
+# --- middleware adaptation ------------------------------------------------------------
+
+SYNC_ONLY = "tests.testapp.middleware.SyncOnlyMiddleware"
+ASYNC_CAPABLE = "tests.testapp.middleware.AsyncCapableMiddleware"
+
+
+def test_sync_only_middleware_in_an_async_stack():
+    with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, SYNC_ONLY]), capture() as records:
+        asgi_request("/async/")
+    record = one(records)
+    # request_started, sync_to_async into the sync chain, async_to_sync back
+    # out to the async view, close.
+    assert (len(record), record.sync_to_async, record.async_to_sync) == (4, 3, 1)
+    assert sites(record) == {**OUTSIDE_CHAIN, ("middleware", SYNC_ONLY): 2}
+    assert record.max_depth == 2
+    # asgiref before 3.8 fixes an AsyncToSync's loop when it is created (at
+    # load_middleware time, with no loop running): a new loop per request.
+    expected_new_loops = 1 if _asgiref_version() < (3, 8) else 0
+    assert record.new_loops == expected_new_loops
+
+
+def test_async_capable_rewrite_costs_nothing():
+    with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, ASYNC_CAPABLE]), capture() as records:
+        asgi_request("/async/")
+    assert sites(one(records)) == OUTSIDE_CHAIN
+
+
+def test_adaptation_blames_the_sync_only_middleware_not_its_neighbours():
+    stack = [
+        *HOPWATCH_ONLY,
+        ASYNC_CAPABLE,
+        SYNC_ONLY,
+        "django.contrib.sessions.middleware.SessionMiddleware",
+    ]
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        asgi_request("/async/")
+    record = one(records)
+    assert sites(record) == {
+        **OUTSIDE_CHAIN,
+        ("middleware", SYNC_ONLY): 2,
+        ("middleware", "django.contrib.sessions.middleware.SessionMiddleware.process_request"): 1,
+        ("middleware", "django.contrib.sessions.middleware.SessionMiddleware.process_response"): 1,
+    }
+    assert record.max_depth == 3
+
+
+def test_hopwatch_middleware_adds_no_hop():
+    for stack in (DEFAULT, HOPWATCH_ONLY):
+        with override_settings(MIDDLEWARE=stack), capture() as with_records:
+            asgi_request("/async/")
+        with override_settings(MIDDLEWARE=stack[1:]), capture() as without_records:
+            asgi_request("/async/")
+        assert len(one(with_records)) == len(one(without_records))
+
+
+def _asgiref_version() -> tuple[int, ...]:
+    import asgiref
+
+    return tuple(int(part) for part in asgiref.__version__.split(".")[:2])
+
+
+# --- ORM --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def items(transactional_db):
+    from tests.testapp.models import Item
+
+    Item.objects.bulk_create([Item(name=n) for n in ("a", "b", "c")])
+
+
+def test_orm_loop_is_one_hop_per_item_with_the_call_site(items):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/orm/loop/").body == b"a,b,c"
+    record = one(records)
+    assert len(record) == 2 + 1 + 3  # signal+close, the id list, one aget per item
+    by_site = {cause.site: (cause, stats) for cause, stats in record.top_causes()}
+    cause, stats = by_site["QuerySet.aget"]
+    assert cause.kind == "orm" and stats.count == 3
+    assert cause.call_site.startswith("tests/testapp/views.py:")
+    assert cause.call_site.endswith(" in orm_loop_view")
+    assert by_site["QuerySet.__aiter__"][0].kind == "orm"
+
+
+def test_orm_batch_is_one_hop(items):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/orm/batch/").body == b"a,b,c"
+    record = one(records)
+    assert len(record) == 3
+    assert sites(record)[("orm", "QuerySet.__aiter__")] == 1
+
+
+def test_orm_count(items):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asgi_request("/orm/count/").body == b"3"
+    assert sites(one(records))[("orm", "QuerySet.acount")] == 1
+
+
+# --- WSGI and the test clients ------------------------------------------------------------
+
+
+def test_wsgi_async_view_is_the_cold_path(db):
+    with override_settings(MIDDLEWARE=DEFAULT), capture() as records:
+        status, body = wsgi_request("/async/")
+    assert status.startswith("200") and body == b"async"
+    record = one(records)
+    assert (len(record), record.async_to_sync, record.new_loops) == (1, 1, 1)
+    assert sites(record) == {("view", "tests.testapp.views.async_view"): 1}
+    assert record.interface == "wsgi" and record.thread_count == 2
+
+
+def test_wsgi_sync_view_makes_no_hop(db):
+    with override_settings(MIDDLEWARE=DEFAULT), capture() as records:
+        wsgi_request("/sync/")
+    record = one(records)
+    assert len(record) == 0 and record.thread_count == 1 and record.status == 200
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_wsgi_request_stays_open_until_the_server_closes_the_response(db):
+    # The async iterator is consumed while the server iterates, after the
+    # handler returned: those hops still belong to the request.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        wsgi_request("/stream/async/")
+    record = one(records)
+    assert sites(record) == {
+        ("view", "tests.testapp.views.stream_async_view"): 1,
+        ("stream", "StreamingHttpResponse (async iterator)"): 1,
+    }
+    assert record.new_loops == 2
+
+
+@pytest.mark.parametrize(
+    ("middleware", "path", "hops", "new_loops"),
+    [
+        (DEFAULT, "/async/", 1, 1),
+        (DEFAULT, "/sync/", 0, 0),
+        (HOPWATCH_ONLY, "/async/", 1, 1),
+        (HOPWATCH_ONLY, "/sync/", 0, 0),
+    ],
+)
+def test_sync_test_client(middleware, path, hops, new_loops):
+    with override_settings(MIDDLEWARE=middleware), capture() as records:
+        assert Client().get(path).status_code == 200
+    record = one(records)
+    assert (len(record), record.new_loops) == (hops, new_loops)
+    assert record.interface == "test-client"
+
+
+@pytest.mark.parametrize(
+    ("middleware", "path", "hops"),
+    [(DEFAULT, "/async/", 15), (DEFAULT, "/sync/", 16), (HOPWATCH_ONLY, "/async/", 2), (HOPWATCH_ONLY, "/sync/", 3)],
+)  # fmt: skip
+def test_async_test_client(middleware, path, hops):
+    with override_settings(MIDDLEWARE=middleware), capture() as records:
+        assert asyncio.run(AsyncClient().get(path)).status_code == 200
+    record = one(records)
+    assert len(record) == hops and record.sync_to_async == hops
+    assert record.interface == "test-async-client"
+
+
+# --- concurrency and cancellation ------------------------------------------------------------
+
+
+def test_fifty_concurrent_requests_never_mix():
+    rng = random.Random(7)
+    extra_hops = [rng.randrange(0, 9) for _ in range(60)]
+
+    async def main() -> None:
+        app = ASGIHandler()
+        results = await asyncio.gather(*(asgi_call(app, f"/hops/{n}/") for n in extra_hops))
+        assert [r.body for r in results] == [str(n).encode() for n in extra_hops]
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asyncio.run(main())
+    assert len(records) == len(extra_hops)
+    for record in records:
+        n = int(record.path.strip("/").split("/")[1])
+        assert len(record) == 2 + n, record.path
+        assert record.route == "/hops/<int:n>/"
+    assert sorted(len(r) - 2 for r in records) == sorted(extra_hops)
+
+
+def test_client_disconnect_cancels_the_hop_and_closes_the_record():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asgi_request("/slow/", disconnect_after=0.1)
+    record = one(records)
+    assert len(record) == 3
+    sleep_hop = next(h for h in record.hops() if h.cause.site == "time.sleep")
+    if DJANGO_5:
+        # Django 5 cancels the view on disconnect and sends request_finished itself.
+        assert sleep_hop.outcome == "cancelled"
+        assert sites(record)[("signal", "request_finished")] == 1
+        assert record.status is None
+    else:
+        assert sleep_hop.outcome == "ok"
+        assert sites(record)[("response", "HttpResponse.close")] == 1

@@ -1,0 +1,487 @@
+"""The asgiref instrumentation on its own: install/uninstall, transparency, what a hop records.
+
+Transparency tests run each scenario twice, with hopwatch and without it, and
+require the same observable outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from asgiref.local import Local
+from asgiref.sync import (
+    AsyncToSync,
+    SyncToAsync,
+    ThreadSensitiveContext,
+    async_to_sync,
+    sync_to_async,
+)
+
+import hopwatch
+from hopwatch import _patch
+from hopwatch._recorder import Ledger, current_scope, late, unscoped
+from hopwatch.apps import activate, deactivate
+
+
+@contextlib.contextmanager
+def without_hopwatch() -> Iterator[None]:
+    deactivate()
+    try:
+        assert not hopwatch.is_installed()
+        yield
+    finally:
+        activate()
+        assert hopwatch.is_installed()
+
+
+@contextlib.contextmanager
+def ledger() -> Iterator[Ledger]:
+    scope = Ledger()
+    token = current_scope.set(scope)
+    try:
+        yield scope
+    finally:
+        current_scope.reset(token)
+
+
+def both(scenario: Callable[[], Any]) -> tuple[Any, Any]:
+    with_ = scenario()
+    with without_hopwatch():
+        without = scenario()
+    return with_, without
+
+
+def _class_state(cls: type) -> dict[str, Any]:
+    return dict(vars(cls))
+
+
+# --- install / uninstall ---------------------------------------------------------
+
+
+def test_installed_by_the_app():
+    assert hopwatch.is_installed()
+    assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
+    assert AsyncToSync.__dict__["__call__"] is _patch._async_to_sync_call
+
+
+def test_uninstall_restores_asgiref_exactly_and_install_is_idempotent():
+    with without_hopwatch():
+        pristine_s2a = _class_state(SyncToAsync)
+        pristine_a2s = _class_state(AsyncToSync)
+        hopwatch.install()
+        hopwatch.install()  # installing twice is installing once
+        assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
+        assert SyncToAsync.__call__.__wrapped__ is pristine_s2a["__call__"]
+        hopwatch.uninstall()
+        hopwatch.uninstall()  # and uninstalling twice is harmless
+        assert _class_state(SyncToAsync) == pristine_s2a
+        assert _class_state(AsyncToSync) == pristine_a2s
+        for name, value in pristine_s2a.items():
+            assert SyncToAsync.__dict__[name] is value, name
+        for name, value in pristine_a2s.items():
+            assert AsyncToSync.__dict__[name] is value, name
+
+
+def test_concurrent_install_and_uninstall_leave_a_consistent_state():
+    with without_hopwatch():
+        original = SyncToAsync.__dict__["__call__"]
+        barrier = threading.Barrier(8)
+
+        def flip(i: int) -> None:
+            barrier.wait()
+            for _ in range(200):
+                hopwatch.install()
+                hopwatch.uninstall()
+
+        threads = [threading.Thread(target=flip, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not hopwatch.is_installed()
+        assert SyncToAsync.__dict__["__call__"] is original
+
+
+def test_instances_made_before_install_are_seen():
+    with without_hopwatch():
+        early = sync_to_async(lambda: 7)  # created while uninstalled
+
+    async def main() -> int:
+        with ledger() as scope:
+            value = await early()
+        assert len(scope) == 1
+        return value
+
+    assert asyncio.run(main()) == 7
+
+
+# --- transparency -------------------------------------------------------------------
+
+
+def test_return_values():
+    def scenario() -> tuple[Any, Any]:
+        async def double(x: int) -> int:
+            return x * 2
+
+        def sync_side() -> Any:
+            return async_to_sync(double)(21)
+
+        async def main() -> Any:
+            return await sync_to_async(sync_side)(), await sync_to_async(dict, thread_sensitive=False)(a=1)
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without == (42, {"a": 1})
+
+
+def _user_frames(exc: BaseException) -> list[tuple[str, str]]:
+    """(file, function) of each traceback frame, hopwatch's own hidden frames left out."""
+    frames = []
+    for frame, _lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename.startswith(str(_patch.__file__).rsplit("/", 1)[0]):
+            assert frame.f_locals.get("__traceback_hide__") is True
+            continue
+        frames.append((frame.f_code.co_filename, frame.f_code.co_name))
+    return frames
+
+
+def test_exceptions_and_their_tracebacks():
+    class Boom(Exception):
+        pass
+
+    def scenario() -> tuple[type, tuple[Any, ...], list[tuple[str, str]], list[tuple[str, str]]]:
+        def fails() -> None:
+            raise Boom("sync side", 1)
+
+        async def afails() -> None:
+            raise Boom("async side", 2)
+
+        async def main() -> Any:
+            try:
+                await sync_to_async(fails)()
+            except Boom as exc:
+                first = exc
+            try:
+                await sync_to_async(async_to_sync(afails))()
+            except Boom as exc:
+                second = exc
+            return first, second
+
+        first, second = asyncio.run(main())
+        return (
+            type(first),
+            first.args + second.args,
+            _user_frames(first),
+            _user_frames(second),
+        )
+
+    with_, without = both(scenario)
+    assert with_ == without
+    assert with_[1] == ("sync side", 1, "async side", 2)
+
+
+def test_contextvars_flow_both_ways():
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("hopwatch_test_var")
+
+    def scenario() -> tuple[str, str, str]:
+        async def async_reader() -> str:
+            seen = var.get()
+            var.set("set on the loop")
+            return seen
+
+        def sync_side() -> str:
+            seen = var.get()
+            inner = async_to_sync(async_reader)()
+            var.set(f"set in the thread after {inner!r}, seen {var.get()!r}")
+            return seen
+
+        async def main() -> tuple[str, str, str]:
+            var.set("set by the caller")
+            seen_in_thread = await sync_to_async(sync_side)()
+            return seen_in_thread, var.get(), "done"
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without
+    assert with_[0] == "set by the caller"
+    assert "set on the loop" in with_[1]
+
+
+def test_cancellation_propagates():
+    def scenario() -> tuple[str, bool]:
+        finished = threading.Event()
+
+        def slow() -> None:
+            time.sleep(0.2)
+            finished.set()
+
+        async def main() -> str:
+            task = asyncio.ensure_future(sync_to_async(slow)())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+            return "not cancelled"
+
+        outcome = asyncio.run(main())
+        finished.wait(2)
+        return outcome, finished.is_set()
+
+    with_, without = both(scenario)
+    assert with_ == without == ("cancelled", True)
+
+
+def test_cancelled_hop_is_recorded_as_cancelled():
+    async def main() -> Ledger:
+        with ledger() as scope:
+            task = asyncio.ensure_future(sync_to_async(time.sleep)(0.2))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return scope
+
+    scope = asyncio.run(main())
+    (hop,) = scope.hops()
+    assert hop.outcome == "cancelled"
+    assert hop.started_ns  # it had started running in its thread
+
+
+def test_thread_sensitive_routing():
+    def scenario() -> tuple[bool, bool, bool]:
+        main_thread = threading.get_ident()
+
+        def ident() -> int:
+            return threading.get_ident()
+
+        async def outer_async() -> tuple[int, int]:
+            return await sync_to_async(ident)(), await sync_to_async(ident)()
+
+        # Under async_to_sync, thread-sensitive code runs in the outer sync thread.
+        a, b = async_to_sync(outer_async)()
+
+        async def from_loop() -> tuple[int, int, int]:
+            return (
+                await sync_to_async(ident)(),
+                await sync_to_async(ident)(),
+                await sync_to_async(ident, thread_sensitive=False)(),
+            )
+
+        c, d, e = asyncio.run(from_loop())
+        return a == b == main_thread, c == d != main_thread, e != c
+
+    with_, without = both(scenario)
+    assert with_ == without == (True, True, True)
+
+
+def test_thread_sensitive_context():
+    def scenario() -> tuple[bool, bool]:
+        def ident() -> int:
+            return threading.get_ident()
+
+        async def in_context() -> tuple[int, int]:
+            async with ThreadSensitiveContext():
+                return await sync_to_async(ident)(), await sync_to_async(ident)()
+
+        async def main() -> tuple[bool, bool]:
+            (a, b), (c, d) = await asyncio.gather(in_context(), in_context())
+            return a == b and c == d, a != c
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without == (True, True)
+
+
+def test_async_single_thread_context():
+    asgiref_sync = pytest.importorskip("asgiref.sync")
+    context_class = getattr(asgiref_sync, "AsyncSingleThreadContext", None)
+    if context_class is None:
+        pytest.skip("AsyncSingleThreadContext arrived in asgiref 3.10")
+
+    def scenario() -> bool:
+        async def ident() -> int:
+            return threading.get_ident()
+
+        with context_class():
+            first = async_to_sync(ident)()
+            second = async_to_sync(ident)()
+        return first == second
+
+    with_, without = both(scenario)
+    assert with_ == without is True
+
+
+def test_deadlock_detection():
+    def scenario() -> str:
+        async def main() -> str:
+            SyncToAsync.deadlock_context.set(True)
+            try:
+                await sync_to_async(lambda: None)()
+            except RuntimeError as exc:
+                return str(exc)
+            return "no error"
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without
+    assert "deadlock" in with_
+
+
+def test_refused_hop_is_recorded_as_an_error_that_never_ran():
+    async def main() -> Ledger:
+        with ledger() as scope:
+            SyncToAsync.deadlock_context.set(True)
+            with pytest.raises(RuntimeError):
+                await sync_to_async(lambda: None)()
+        return scope
+
+    (hop,) = asyncio.run(main()).hops()
+    assert hop.outcome == "error"
+    assert hop.started_ns == 0 and hop.run_ns == 0
+
+
+def test_asgiref_local():
+    def scenario() -> tuple[str, str]:
+        local = Local()
+
+        def sync_side() -> str:
+            seen = local.value
+            local.value = "from the thread"
+            return seen
+
+        async def main() -> tuple[str, str]:
+            local.value = "from the loop"
+            seen = await sync_to_async(sync_side)()
+            return seen, local.value
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without == ("from the loop", "from the thread")
+
+
+def test_adapter_as_method_decorator():
+    class Service:
+        def __init__(self) -> None:
+            self.factor = 3
+
+        @sync_to_async
+        def times(self, x: int) -> int:
+            return self.factor * x
+
+    async def main() -> tuple[int, int]:
+        with ledger() as scope:
+            value = await Service().times(5)
+        return value, len(scope)
+
+    assert asyncio.run(main()) == (15, 1)
+
+
+# --- what a hop records ---------------------------------------------------------------
+
+
+def _noop() -> None:
+    return None
+
+
+def test_hop_fields_for_nested_crossings():
+    async def deepest() -> None:
+        await sync_to_async(_noop)()
+
+    def middle() -> None:
+        async_to_sync(deepest)()
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            await sync_to_async(middle)()
+        return scope
+
+    scope = asyncio.run(main())
+    hops = {hop.depth: hop for hop in scope.hops()}
+    assert sorted(hops) == [1, 2, 3]
+    outer, bridge, inner = hops[1], hops[2], hops[3]
+    assert (outer.direction, bridge.direction, inner.direction) == (
+        "sync_to_async",
+        "async_to_sync",
+        "sync_to_async",
+    )
+    assert bridge.parent is outer and inner.parent is bridge
+    assert outer.thread_sensitive is True and bridge.thread_sensitive is None
+    assert not bridge.new_loop  # back onto the running loop
+    # the bridge ran on the loop's thread; the inner hop in the outer hop's thread
+    assert inner.thread_id == outer.thread_id != bridge.thread_id
+    assert scope.max_depth == 3
+    for hop in (outer, bridge, inner):
+        assert hop.called_ns <= hop.started_ns <= hop.ended_ns <= hop.resumed_ns
+        assert hop.wall_ns == hop.wait_ns + hop.run_ns + hop.resume_ns
+    assert outer.cause.site.endswith("test_hop_fields_for_nested_crossings.<locals>.middle")
+    assert outer.cause.call_site.startswith("tests/test_patch.py:")
+    assert outer.cause.call_site.endswith(" in main")
+
+
+def test_cold_path_counts_a_new_loop():
+    async def coro() -> int:
+        return 1
+
+    with ledger() as scope:
+        assert async_to_sync(coro)() == 1
+    (hop,) = scope.hops()
+    assert hop.new_loop and hop.direction == "async_to_sync"
+    assert scope.new_loops == 1
+
+
+def test_hops_outside_any_scope_are_kept_apart():
+    before = len(unscoped)
+    asyncio.run(sync_to_async(_noop)())
+    assert len(unscoped) == before + 1
+
+
+def test_hops_finishing_after_their_scope_closed_go_to_late():
+    before = len(late)
+    release = threading.Event()
+
+    async def main() -> None:
+        scope = Ledger()
+        token = current_scope.set(scope)
+        task = asyncio.ensure_future(sync_to_async(release.wait)(5))
+        current_scope.reset(token)
+        await asyncio.sleep(0.05)
+        scope.closed = True  # the request ended; the task it started did not
+        release.set()
+        await task
+        assert len(scope) == 0
+
+    asyncio.run(main())
+    assert len(late) == before + 1
+
+
+def test_ledger_memory_is_bounded_and_counts_exact():
+    async def main() -> Ledger:
+        scope = Ledger(detail_limit=50, cause_limit=4)
+        token = current_scope.set(scope)
+        try:
+            for i in range(600):
+                await sync_to_async([_noop, time.time, dict, list, set, tuple][i % 6])()
+        finally:
+            current_scope.reset(token)
+        return scope
+
+    scope = asyncio.run(main())
+    assert len(scope) == 600
+    assert len(scope.details) == 50 and scope.detail_dropped == 550
+    assert len(scope.causes) == 5  # 4 causes plus the overflow bucket
+    assert sum(stats.count for stats in scope.causes.values()) == 600
