@@ -87,12 +87,38 @@ def cmd_test(args: list[str]) -> int:
         lint_python = ensure_env(DEFAULT_ENV)
         status |= _run([lint_python, "-m", "ruff", "check", "src", "tests", "bench", "dev.py"])
         status |= _run([lint_python, "-m", "mypy"])
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
     for env in envs:
         python = ensure_env(env)
         print(f"\n=== tests on {env} ===", flush=True)
-        status |= _run([python, "-m", "pytest", "-q", *args])
-    print("\nall passed" if status == 0 else "\nFAILED", flush=True)
+        report = ROOT / ".cache" / f"junit-{env}.xml"
+        report.parent.mkdir(exist_ok=True)
+        report.unlink(missing_ok=True)
+        status |= _run([python, "-m", "pytest", "-q", f"--junitxml={report}", *args])
+        for key, value in _junit_counts(report).items():
+            totals[key] += value
+    # One plain closing line for the whole matrix (CI reads it).
+    print(
+        f"\nhopwatch: {totals['passed']} passed, {totals['failed']} failed,"
+        f" {totals['skipped']} skipped",
+        flush=True,
+    )
     return 1 if status else 0
+
+
+def _junit_counts(report: Path) -> dict[str, int]:
+    """passed/failed/skipped from a pytest JUnit XML report (missing report: one failure)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return {"failed": 1}
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    return {"passed": tests - failed - skipped, "failed": failed, "skipped": skipped}
 
 
 def cmd_demo(args: list[str]) -> int:

@@ -8,11 +8,13 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W001`` the middleware is missing from ``MIDDLEWARE``.
 * ``hopwatch.W002`` the middleware is not first in ``MIDDLEWARE``.
 * ``hopwatch.W003`` the middleware is used but the app is not installed.
+* ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +23,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from hopwatch.conf import DEFAULTS
+from hopwatch.conf import DEFAULTS, hopwatch_settings
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
 
@@ -127,3 +129,25 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    user = getattr(settings, "HOPWATCH", None)
+    if not apps.is_installed("hopwatch") or (isinstance(user, dict) and not user.get("ENABLED", True)):
+        return []
+    if hopwatch_settings.OUTPUT != "logging":
+        return []
+    name = hopwatch_settings.LOGGER_NAME
+    logger = logging.getLogger(name)
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+        return []
+    return [
+        Warning(
+            f"hopwatch writes request lines to the logger {name!r} at INFO, but that logger"
+            " has no handler or a level above INFO: the lines are lost.",
+            hint=f'Add a handler for {name!r} with level "INFO" to LOGGING (see'
+            ' docs/getting-started.md), or set HOPWATCH["OUTPUT"] to "stdout" or a file.',
+            id="hopwatch.W004",
+        )
+    ]

@@ -1,0 +1,355 @@
+"""The hopwatch.request log line: golden output, the documented schema, options, privacy."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+import structlog
+from django.test import override_settings
+
+from hopwatch import _errors
+from tests.helpers import asgi_request, wsgi_request
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+TIMING = {"timestamp", "duration_ms", "hop_ms", "wait_ms", "ms", "run_ms", "resume_ms", "thread"}
+
+
+def normalise(value):
+    """Replace the values that differ run to run (times, thread ids) with their type."""
+    if isinstance(value, dict):
+        return {
+            k: (type(v).__name__ if k in TIMING else normalise(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+def settings_with(**options):
+    return override_settings(HOPWATCH={"OUTPUT": "logging", **options})
+
+
+# --- golden -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "middleware", "path"),
+    [
+        ("async_no_middleware", HOPWATCH_ONLY, "/async/"),
+        ("sync_no_middleware", HOPWATCH_ONLY, "/sync/"),
+        ("error_no_middleware", HOPWATCH_ONLY, "/error/"),
+        ("async_default_middleware", None, "/async/"),
+    ],
+)
+def test_golden_lines(name, middleware, path, log_lines):
+    overrides = {"MIDDLEWARE": middleware} if middleware else {}
+    with override_settings(**overrides), settings_with(SITES_LIMIT=20):
+        asgi_request(path, headers=[(b"x-request-id", b"golden-" + name.encode())])
+    (line,) = log_lines.parsed()
+    # The sites' order among equal times is by time, which varies: sort for the golden.
+    line["sites"] = sorted(line["sites"], key=lambda s: (s["kind"], s["site"], s["direction"]))
+    if name.startswith("error"):
+        # response_for_exception and log_response run in the default thread
+        # pool (thread_sensitive=False): one or two pool threads.
+        assert line["threads"] in (3, 4)
+        line["threads"] = "3 or 4"
+    got = normalise(line)
+    golden = GOLDEN / f"{name}.json"
+    if os.environ.get("HOPWATCH_UPDATE_GOLDEN"):  # then review the diff and commit
+        golden.write_text(json.dumps(got, indent=2) + "\n")
+    assert got == json.loads(golden.read_text())
+
+
+def test_line_is_compact_json_with_event_first_and_sites_largest_first(log_lines):
+    with override_settings(MIDDLEWARE=None or HOPWATCH_ONLY):
+        asgi_request("/sync/")
+    (raw,) = log_lines.raw
+    assert raw.startswith('{"event":"hopwatch.request","schema":1,"timestamp":"')
+    assert ", " not in raw.split('"sites"')[0]  # compact separators
+    line = json.loads(raw)
+    assert line["timestamp"].endswith("Z")
+    ms = [site["ms"] for site in line["sites"]]
+    assert ms == sorted(ms, reverse=True)
+    assert list(line)[-2:] == ["level", "logger"]
+
+
+# --- the documented schema -------------------------------------------------------------
+
+_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "array": list,
+    "boolean": bool,
+}
+
+
+def documented_fields() -> dict[str, tuple[tuple[type, ...], bool, bool]]:
+    """{field: (types, nullable, optional)} from docs/log-schema.md's tables."""
+    fields = {}
+    text = (ROOT / "docs" / "log-schema.md").read_text()
+    for match in re.finditer(r"^\| `([a-z_\[\].]+)`(?:, `[a-z_]+`)? \| ([^|]+) \|", text, re.M):
+        name, kind = match.group(1), match.group(2).strip()
+        nullable = "or null" in kind
+        optional = "optional" in kind
+        base = kind.split(" or ")[0].split(",")[0].strip()
+        if base not in _TYPES:  # a row of another table (site names by kind)
+            continue
+        types = _TYPES[base]
+        fields[name] = (types if isinstance(types, tuple) else (types,), nullable, optional)
+    return fields
+
+
+def check_against_schema(line: dict) -> None:
+    fields = documented_fields()
+    for name, value in line.items():
+        assert name in fields or name in {"level", "logger"}, f"undocumented field {name}"
+        if name in fields:
+            types, nullable, _optional = fields[name]
+            assert (value is None and nullable) or (
+                isinstance(value, types) and not isinstance(value, bool)
+            ), (name, value)
+    required = [n for n, (_, _, optional) in fields.items() if "." not in n and not optional]
+    top_optional = {"sites_dropped", "detail", "detail_dropped", "hopwatch_errors", "sample_rate"}
+    for name in required:
+        if name not in top_optional and "[" not in name:
+            assert name in line, f"missing {name}"
+    for site in line["sites"]:
+        for key, value in site.items():
+            types, nullable, _ = fields[f"sites[].{key}"]
+            assert isinstance(value, types) or (value is None and nullable), (key, value)
+
+
+def test_every_field_has_its_documented_type(log_lines, db):
+    with settings_with(DETAIL=True):
+        asgi_request("/nested/")
+        asgi_request("/nope/")
+        wsgi_request("/async/")
+    lines = log_lines.parsed()
+    assert len(lines) == 3
+    for line in lines:
+        check_against_schema(line)
+    assert documented_fields()["status"][1]  # status is documented nullable
+
+
+def test_the_report_reads_only_documented_fields():
+    """The report must not depend on anything outside the contract."""
+    documented = set(documented_fields()) | {"level", "logger", "pinned_ms", "profile"}
+    source = "\n".join(p.read_text() for p in (ROOT / "src/hopwatch/report").glob("*.py"))
+    used = set(re.findall(r'\[\s*"([a-z_]+)"\s*\]|\.get\(\s*"([a-z_]+)"', source))
+    names = {a or b for a, b in used}
+    field_like = {n for n in names if n in {f.split(".")[-1].strip("[]") for f in documented}}
+    assert field_like  # the report does read the line
+    site_fields = {f.split(".")[-1] for f in documented if f.startswith("sites[]")}
+    for name in field_like:
+        assert name in documented or name in site_fields, name
+
+
+# --- options ---------------------------------------------------------------------------
+
+
+def test_thresholds(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        with settings_with(MIN_HOPS=3):
+            asgi_request("/async/")  # 2 hops: not logged
+            asgi_request("/sync/")  # 3 hops: logged
+        with settings_with(MIN_HOP_MS=10_000):
+            asgi_request("/sync/")  # never that slow
+    assert [line["route"] for line in log_lines.parsed()] == ["/sync/"]
+
+
+def test_sampling(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        with settings_with(SAMPLE_RATE=0.0):
+            for _ in range(5):
+                asgi_request("/async/")
+        assert log_lines.parsed() == []
+        with settings_with(SAMPLE_RATE=0.5):
+            for _ in range(60):
+                asgi_request("/async/")
+    lines = log_lines.parsed()
+    assert 10 < len(lines) < 50  # p(outside) < 1e-5
+    assert all(line["sample_rate"] == 0.5 for line in lines)
+    assert all(line["hops"] == 2 for line in lines)  # counting is never sampled
+
+
+def test_detail_mode_caps_the_list_and_keeps_counts_exact(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(DETAIL=True, DETAIL_LIMIT=3):
+        asgi_request("/hops/7/")
+    (line,) = log_lines.parsed()
+    assert line["hops"] == 9
+    assert len(line["detail"]) == 3 and line["detail_dropped"] == 6
+    first = line["detail"][0]
+    assert set(first) == {
+        "direction", "kind", "site", "call_site", "depth", "thread_sensitive", "new_loop",
+        "thread", "wait_ms", "run_ms", "resume_ms", "outcome",
+    }  # fmt: skip
+
+
+def test_sites_limit(log_lines):
+    with settings_with(SITES_LIMIT=4):
+        asgi_request("/async/")
+    (line,) = log_lines.parsed()
+    assert len(line["sites"]) == 4 and line["sites_dropped"] == 11
+    assert sum(site["count"] for site in line["sites"]) <= line["hops"] == 15
+
+
+def extra_fields(request, record):
+    return {"pod": "web-7", "user_id": 42, "hops": "not allowed to replace", "event": "nope"}
+
+
+def test_extra_fields_hook(log_lines):
+    with settings_with(EXTRA_FIELDS="tests.test_log.extra_fields"):
+        asgi_request("/async/")
+    (line,) = log_lines.parsed()
+    assert line["pod"] == "web-7" and line["user_id"] == 42
+    assert line["hops"] == 15 and line["event"] == "hopwatch.request"
+
+
+def test_request_id_from_header_or_generated(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        asgi_request("/async/", headers=[(b"x-request-id", b"abc-123")])
+        asgi_request("/async/", headers=[(b"x-request-id", b"bad id\x1b[31m")])
+        asgi_request("/async/")
+    first, hostile, generated = log_lines.parsed()
+    assert first["request_id"] == "abc-123"
+    assert re.fullmatch(r"[0-9a-f]{16}", hostile["request_id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", generated["request_id"])
+
+
+def test_file_and_stdout_outputs(tmp_path, capsys):
+    target = tmp_path / "hops.log"
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        with settings_with(OUTPUT=str(target)):
+            asgi_request("/async/")
+            asgi_request("/sync/")
+        with settings_with(OUTPUT="stdout"):
+            asgi_request("/async/")
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["route"] for line in lines] == ["/async/", "/sync/"]
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["route"] for line in out] == ["/async/"]
+
+
+# --- privacy ---------------------------------------------------------------------------
+
+SECRETS = ["SECRET-QUERY-1", "SECRET-COOKIE-2", "SECRET-AUTH-3", "SECRET-SESSION-4", "SECRET-BODY-5"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"DETAIL": True}, {"DETAIL": True, "SITES_LIMIT": 100, "REQUEST_ID_HEADER": "Authorization"}],
+)
+def test_no_secret_reaches_the_line(options, log_lines):
+    headers = [
+        (b"cookie", f"sessionid={SECRETS[3]}; other={SECRETS[1]}".encode()),
+        (b"authorization", f"Bearer {SECRETS[2]}".encode()),
+    ]
+    with settings_with(**options):
+        for path in ("/async/", "/nope/", "/error/"):
+            asgi_request(path, query=f"token={SECRETS[0]}", headers=headers)
+    raw = "\n".join(log_lines.raw)
+    assert len(log_lines.raw) == 3
+    for secret in SECRETS:
+        assert secret not in raw
+
+
+def test_unmatched_paths_are_cleaned_and_truncated(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(PATH_MAX_LENGTH=20):
+        asgi_request("/nope/\x1b[31mred\x07/" + "x" * 100)
+    (line,) = log_lines.parsed()
+    assert line["route"] == "/nope/[31mred/xxxxxx..."
+    assert line["view"] is None and line["status"] == 404
+
+
+# --- structlog coexistence ----------------------------------------------------------------
+
+
+def test_project_structlog_configuration_is_left_alone(log_lines):
+    seen = []
+
+    def project_processor(logger, method, event_dict):
+        seen.append(event_dict)
+        return event_dict
+
+    structlog.configure(
+        processors=[project_processor, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(io.StringIO()),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        before = structlog.get_config()
+        asgi_request("/async/")
+        assert structlog.get_config() == before
+        assert seen == []  # hopwatch's lines did not go through the project's pipeline
+        (line,) = log_lines.parsed()  # and are still JSON
+        assert line["hops"] == 15
+        structlog.get_logger().info("project event")
+        assert seen and seen[-1]["event"] == "project event"
+    finally:
+        structlog.reset_defaults()
+
+
+def test_works_without_any_structlog_configuration(log_lines):
+    structlog.reset_defaults()
+    asgi_request("/async/")
+    assert log_lines.parsed()[0]["hops"] == 15
+
+
+# --- never break the app ----------------------------------------------------------------------
+
+
+class ExplodingHandler(logging.Handler):
+    """A handler that raises out of emit() (stdlib handlers catch their own errors)."""
+
+    def emit(self, record):
+        raise OSError("disk on fire")
+
+
+@pytest.mark.internal_errors
+def test_a_failing_hook_or_handler_never_fails_the_request(log_lines):
+    logger = logging.getLogger("hopwatch")
+    warnings_seen: list[logging.LogRecord] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = warnings_seen.append  # type: ignore[method-assign]
+    logger.addHandler(collector)
+    exploding = ExplodingHandler()
+    logger.addHandler(exploding)
+    old_raise = logging.raiseExceptions
+    logging.raiseExceptions = False  # as in production: handler errors are swallowed
+    try:
+        with settings_with(EXTRA_FIELDS=lambda request, record: 1 / 0):
+            for _ in range(3):
+                assert asgi_request("/async/").status == 200
+    finally:
+        logger.removeHandler(exploding)
+        logger.removeHandler(collector)
+        logging.raiseExceptions = old_raise
+    # per request: the hook failed, then the handler raised while writing the line
+    assert _errors.total() == 6
+    warnings = [r for r in warnings_seen if "internal error" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, then counted
+    lines = log_lines.parsed()
+    assert len(lines) == 3
+    # each line says how many errors happened since the previous line said so
+    assert [line.get("hopwatch_errors") for line in lines] == [1, 2, 2]
+    asgi_request("/async/")
+    assert log_lines.parsed()[-1]["hopwatch_errors"] == 1  # the last handler failure
+    asgi_request("/async/")
+    assert "hopwatch_errors" not in log_lines.parsed()[-1]
+
+
+@pytest.mark.internal_errors
+def test_an_unwritable_file_output_never_fails_the_request(tmp_path, db):
+    with settings_with(OUTPUT=str(tmp_path / "missing-dir" / "hops.log")):
+        assert asgi_request("/async/").status == 200
+        assert wsgi_request("/sync/")[0].startswith("200")
+    assert _errors.total() == 2
