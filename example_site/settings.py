@@ -1,0 +1,84 @@
+"""Settings for hopwatch's example site: startproject's defaults plus hopwatch."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+VAR_DIR = Path(os.environ.get("EXAMPLE_SITE_VAR", BASE_DIR / "var"))
+
+SECRET_KEY = "example-site-not-a-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "hopwatch",
+    "example_site.shop",
+]
+
+# startproject's default MIDDLEWARE, with hopwatch's line first.
+MIDDLEWARE = [
+    "hopwatch.middleware.HopwatchMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_site.urls"
+ASGI_APPLICATION = "example_site.asgi.application"
+WSGI_APPLICATION = "example_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "db.sqlite3",
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+STATIC_URL = "static/"
+
+# One hopwatch line per request, as JSON, to a file per server process.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"bare": {"format": "%(message)s"}},
+    "handlers": {
+        "hopwatch": {
+            "class": "logging.FileHandler",
+            "filename": os.environ.get("HOPWATCH_LOG", str(VAR_DIR / "hopwatch.log")),
+            "formatter": "bare",
+            "delay": True,
+        },
+    },
+    "loggers": {
+        "hopwatch": {"handlers": ["hopwatch"], "level": "INFO", "propagate": False},
+        "django.request": {"level": "CRITICAL"},  # the demo's /boom/ is expected
+    },
+}
+
+HOPWATCH = {"SITES_LIMIT": 8}
