@@ -329,3 +329,32 @@ def test_client_disconnect_cancels_the_hop_and_closes_the_record():
     else:
         assert sleep_hop.outcome == "ok"
         assert sites(record)[("response", "HttpResponse.close")] == 1
+
+
+# --- pinned threads ---------------------------------------------------------------------
+
+
+def test_a_sync_only_middleware_pins_a_thread_and_says_which():
+    with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, SYNC_ONLY]), capture() as records:
+        asgi_request("/sleepy/", query="s=0.05")
+    record = one(records)
+    (bridge,) = [h for h in record.hops() if h.direction == "async_to_sync"]
+    # the worker thread waited for the whole async view (it sleeps 50 ms)
+    assert record.pinned_ns == bridge.wall_ns >= 50_000_000
+    assert record.top_pinning_cause().site == SYNC_ONLY
+
+
+def test_nothing_is_pinned_without_a_sync_only_middleware():
+    for stack in (DEFAULT, HOPWATCH_ONLY, [*HOPWATCH_ONLY, ASYNC_CAPABLE]):
+        with override_settings(MIDDLEWARE=stack), capture() as records:
+            asgi_request("/sleepy/", query="s=0.01")
+        record = one(records)
+        assert record.pinned_ns == 0 and record.top_pinning_cause() is None
+
+
+def test_nested_view_code_pins_the_thread_it_bridges_from():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asgi_request("/nested/")
+    record = one(records)
+    assert record.pinned_ns > 0
+    assert record.top_pinning_cause().site.endswith("views._middle")

@@ -122,6 +122,8 @@ def build_event(
         "threads": record.thread_count,
         "new_loops": record.new_loops,
         "max_depth": record.max_depth,
+        "pinned_ms": _ms(record.pinned_ns),
+        "pinned_by": pinning.site if (pinning := record.top_pinning_cause()) else None,
         "sites": sites,
     }
     if len(ranked) > sites_limit:

@@ -247,6 +247,11 @@ class Ledger:
         self.causes: dict[tuple[Cause, str], CauseStats] = {}
         self.details: list[Hop] = []
         self.detail_dropped = 0
+        #: Time a sync worker thread was held while async work ran: the wall
+        #: time of async_to_sync hops made from inside a sync_to_async hop,
+        #: by the cause of that sync_to_async hop (what pinned the thread).
+        self.pinned_ns = 0
+        self.pinned_by: dict[Cause, int] = {}
 
     # --- hot path -------------------------------------------------------
     def add(self, hop: Hop) -> None:
@@ -288,6 +293,11 @@ class Ledger:
             run_sum += run
             if hop.direction == SYNC_TO_ASYNC:
                 sync_to_async += 1
+            else:
+                parent = hop.parent
+                if parent is not None and parent.direction == SYNC_TO_ASYNC:
+                    self.pinned_ns += wall
+                    self.pinned_by[parent.cause] = self.pinned_by.get(parent.cause, 0) + wall
             if hop.new_loop:
                 new_loops += 1
             if hop.depth > max_depth:
@@ -335,6 +345,13 @@ class Ledger:
             key=lambda item: (-item[1].wall_ns, -item[1].count, item[0].site),
         )
         return ranked if limit is None else ranked[:limit]
+
+    def top_pinning_cause(self) -> Cause | None:
+        """The cause that pinned a worker thread the longest, if any did."""
+        self.fold()
+        if not self.pinned_by:
+            return None
+        return max(self.pinned_by.items(), key=lambda item: (item[1], item[0].site))[0]
 
     def hops(self) -> list[Hop]:
         """The kept hops, in the order they finished (see ``detail_limit``)."""
