@@ -66,7 +66,8 @@ def prepare(var: Path, env: dict[str, str]) -> None:
     var.mkdir(parents=True)
     manage = [sys.executable, str(SITE / "manage.py")]
     for command in (["migrate", "--verbosity", "0"], ["loaddata", "products", "--verbosity", "0"]):
-        subprocess.run([*manage, *command], env=env, check=True, cwd=ROOT)
+        if subprocess.run([*manage, *command], env=env, cwd=ROOT).returncode != 0:
+            raise SystemExit(f"demo: `manage.py {command[0]}` failed (its error is above)")
 
 
 @contextmanager
@@ -145,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 64:
         parser.error("--requests takes 1-10000 and --concurrency 1-64")
 
-    env = {**os.environ, "EXAMPLE_SITE_VAR": str(args.var), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "example_site.settings",  # whatever the caller had set
+        "EXAMPLE_SITE_VAR": str(args.var),
+        "PYTHONPATH": str(ROOT),
+    }
     say(f"preparing a fresh database in {args.var}")
     prepare(args.var, env)
     say("starting the example site under uvicorn (ASGI) and wsgiref (WSGI) on 127.0.0.1")
