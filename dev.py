@@ -135,7 +135,7 @@ COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}
 
 
 def main() -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be run by an older python3)
         print("dev.py: hopwatch needs Python 3.11 or newer", file=sys.stderr)
         return 2
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -171,18 +171,18 @@ def dotted_name(target: object) -> str:
     if type(target) is MethodType:
         owner = target.__self__ if isinstance(target.__self__, type) else type(target.__self__)
         function = target.__func__
-        key = (id(function), id(owner))
-        bound = _bound_names.get(key)
+        bound_key = (id(function), id(owner))
+        bound = _bound_names.get(bound_key)
         if bound is not None and bound[0] is function and bound[1] is owner:
             return bound[2]
         name = f"{owner.__module__}.{owner.__qualname__}.{function.__name__}"
         if len(_bound_names) >= _CACHE_LIMIT:
             _bound_names.clear()
-        _bound_names[key] = (function, owner, name)
+        _bound_names[bound_key] = (function, owner, name)
         return name
     # Functions by their code (closures made per call share it); classes and
     # builtins by themselves (long-lived); callable instances by their class.
-    key = getattr(target, "__code__", None)
+    key: object = getattr(target, "__code__", None)
     if key is None:
         key = target if hasattr(target, "__qualname__") else type(target)
     entry = _names.get(id(key))
@@ -301,11 +301,14 @@ def call_site(frame: FrameType | None) -> str | None:
         return entry[1]
     name = code.co_name
     enclosing = frame.f_back
-    if name.startswith("<") and enclosing is not None:
-        # A comprehension or genexpr frame (Python < 3.12): name the function
-        # it is written in, whose code it belongs to.
-        if enclosing.f_code.co_filename == code.co_filename:
-            name = enclosing.f_code.co_name
+    # A comprehension or genexpr frame (Python < 3.12): name the function it
+    # is written in, whose code it belongs to.
+    if (
+        name.startswith("<")
+        and enclosing is not None
+        and enclosing.f_code.co_filename == code.co_filename
+    ):
+        name = enclosing.f_code.co_name
     site = f"{short_path(code.co_filename)}:{frame.f_lineno} in {name}"
     if len(_sites) >= _CACHE_LIMIT:
         _sites.clear()

@@ -103,7 +103,7 @@ def _signal_name(signal: Signal) -> str:
         for attr, value in list(namespace.items()):
             if value is signal:
                 if module_name in _SIGNAL_SHORT_NAMES:
-                    return attr
+                    return str(attr)
                 dotted = f"{module_name}.{attr}"
                 if module_name.rsplit(".", 1)[-1] == "signals":
                     return dotted
@@ -360,7 +360,7 @@ def _finish(record: RequestRecord) -> None:
 
 def _async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
     async def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         if not _installed or scope.get("type") != "http":
             return await original(self, scope, *args, **kwargs)
         try:
@@ -398,7 +398,7 @@ def _close_stale_scope() -> None:
 
 def _sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
     def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         if not _installed:
             return original(self, environ, *args, **kwargs)
         try:
@@ -465,9 +465,7 @@ def _patch_test_client(module: types.ModuleType) -> None:
         if not _installed:
             return
         _replace(module.ClientHandler, "__call__", _sync_handler, INTERFACE_TEST_CLIENT)
-        _replace(
-            module.AsyncClientHandler, "__call__", _async_handler, INTERFACE_TEST_ASYNC_CLIENT
-        )
+        _replace(module.AsyncClientHandler, "__call__", _async_handler, INTERFACE_TEST_ASYNC_CLIENT)
 
 
 class _TestClientImportHook(importlib.abc.MetaPathFinder):
@@ -485,7 +483,9 @@ class _TestClientImportHook(importlib.abc.MetaPathFinder):
                 loader = spec.loader
                 original_exec = loader.exec_module
 
-                def exec_module(module: types.ModuleType) -> None:
+                def exec_module(
+                    module: types.ModuleType, original_exec: Any = original_exec
+                ) -> None:
                     original_exec(module)
                     try:
                         _patch_test_client(module)
@@ -500,7 +500,7 @@ class _TestClientImportHook(importlib.abc.MetaPathFinder):
 class _LoaderProxy(importlib.abc.Loader):
     def __init__(self, loader: Any, exec_module: Callable[[types.ModuleType], None]) -> None:
         self._loader = loader
-        self.exec_module = exec_module  # type: ignore[method-assign]
+        self.exec_module = exec_module  # type: ignore[method-assign,assignment]
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self._loader.create_module(spec)

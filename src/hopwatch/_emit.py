@@ -20,7 +20,7 @@ import random
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 import structlog
@@ -103,8 +103,8 @@ def build_event(
     event: dict[str, Any] = {
         "event": EVENT,
         "schema": SCHEMA_VERSION,
-        "timestamp": (now or datetime.now(timezone.utc))
-        .astimezone(timezone.utc)
+        "timestamp": (now or datetime.now(UTC))
+        .astimezone(UTC)
         .isoformat(timespec="microseconds")
         .replace("+00:00", "Z"),
         "request_id": record.request_id or "",

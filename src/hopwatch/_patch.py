@@ -97,8 +97,8 @@ def _timed_sync(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
     """The wrapped sync callable, timed; runs in the worker thread."""
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True  # noqa: F841  (Django's debug page)
-        __tracebackhide__ = True  # noqa: F841  (pytest)
+        __traceback_hide__ = True
+        __tracebackhide__ = True
         hop.thread_id = _get_ident()
         hop.started_ns = _now()
         try:
@@ -110,8 +110,8 @@ def _timed_sync(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
 
 
 async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    __traceback_hide__ = True  # noqa: F841
-    __tracebackhide__ = True  # noqa: F841
+    __traceback_hide__ = True
+    __tracebackhide__ = True
     called_ns = _now()
     if not _active:
         return await _original_s2a_call(self, *args, **kwargs)
@@ -155,8 +155,8 @@ async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 async def _timed_await(hop: Hop, awaitable: Any) -> Any:
     """Await the wrapped awaitable, timed; runs on the target event loop."""
-    __traceback_hide__ = True  # noqa: F841
-    __tracebackhide__ = True  # noqa: F841
+    __traceback_hide__ = True
+    __tracebackhide__ = True
     hop.thread_id = _get_ident()
     hop.started_ns = _now()
     hop.new_loop = asyncio.get_running_loop() is not hop.expected_loop
@@ -190,8 +190,8 @@ def _loop_asgiref_will_use(adapter: Any) -> object:
 
 
 def _async_to_sync_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    __traceback_hide__ = True  # noqa: F841
-    __tracebackhide__ = True  # noqa: F841
+    __traceback_hide__ = True
+    __tracebackhide__ = True
     called_ns = _now()
     if not _active:
         return _original_a2s_call(self, *args, **kwargs)
@@ -247,7 +247,7 @@ def install() -> None:
             (_sync_to_async_call, _original_s2a_call),
             (_async_to_sync_call, _original_a2s_call),
         ):
-            patched.__wrapped__ = original  # type: ignore[attr-defined]
+            patched.__wrapped__ = original  # type: ignore[union-attr]
             patched.__doc__ = original.__doc__
         SyncToAsync.__call__ = _sync_to_async_call  # type: ignore[method-assign]
         AsyncToSync.__call__ = _async_to_sync_call  # type: ignore[method-assign]
@@ -267,7 +267,7 @@ def uninstall() -> None:
             (AsyncToSync, _async_to_sync_call, _original_a2s_call),
         ):
             if cls.__dict__.get("__call__") is patched:
-                cls.__call__ = original
+                cls.__call__ = original  # type: ignore[method-assign]
             else:
                 # Someone wrapped our patch since; removing it would remove
                 # theirs. Our function now passes through (_active is False).

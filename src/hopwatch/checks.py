@@ -134,7 +134,8 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 @register(Tags.compatibility)
 def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     user = getattr(settings, "HOPWATCH", None)
-    if not apps.is_installed("hopwatch") or (isinstance(user, dict) and not user.get("ENABLED", True)):
+    disabled = isinstance(user, dict) and not user.get("ENABLED", True)
+    if disabled or not apps.is_installed("hopwatch"):
         return []
     if hopwatch_settings.OUTPUT != "logging":
         return []

@@ -61,7 +61,7 @@ class HopwatchMiddleware:
         record, own = _begin(request)
         response = None
         try:
-            response = self.get_response(request)  # type: ignore[assignment]
+            response = self.get_response(request)
         finally:
             _end(record, own, request, response)
         return response
@@ -70,10 +70,10 @@ class HopwatchMiddleware:
         record, own = _begin(request)
         response = None
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
         finally:
             _end(record, own, request, response)
-        return response  # type: ignore[return-value]
+        return response
 
 
 def _begin(request: HttpRequest) -> tuple[RequestRecord | None, bool]:
