@@ -132,7 +132,7 @@ def build_event(
         kept = record.details[:detail_limit]
         event["detail"] = [_hop_detail(hop) for hop in kept]
         event["detail_dropped"] = record.count - len(kept)
-    for key in ("scope", "response_closed"):
+    for key in ("profile", "scope", "response_closed"):
         if key in record.extra:
             event[key] = record.extra[key]
     return event

@@ -42,7 +42,7 @@ from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 
-from hopwatch import _errors
+from hopwatch import _errors, _recorder
 from hopwatch._causes import attribute
 from hopwatch._recorder import (
     ASYNC_TO_SYNC,
@@ -128,7 +128,10 @@ async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         )
         shadow = _new(type(self))
         state = self.__dict__.copy()
-        state["func"] = _timed_sync(func, hop)
+        if _recorder.profiles_active and hop.scope is not None and hop.scope.profile:
+            state["func"] = hop.scope.profile.wrap_sync(func, hop)  # profile the worker thread
+        else:
+            state["func"] = _timed_sync(func, hop)
         shadow.__dict__ = state
         token = current_hop.set(hop)
     except Exception as exc:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "ASYNC_TO_SYNC",
@@ -210,6 +210,11 @@ class CauseStats:
         self.max_ns = 0
 
 
+#: Requests being profiled right now (hopwatch.profiling). The asgiref patch
+#: reads this one global per hop and looks further only when it is non-zero.
+profiles_active = 0
+
+
 class Ledger:
     """An exact, memory-bounded account of hops.
 
@@ -218,6 +223,9 @@ class Ledger:
     ``detail_dropped``), and distinct causes up to ``cause_limit`` (the rest are
     merged into one overflow cause).
     """
+
+    #: The active profile (hopwatch.profiling.ActiveProfile) of a profiled request.
+    profile: Any = None
 
     def __init__(
         self,

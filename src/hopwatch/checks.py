@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,19 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "None, a callable or its dotted path",
     ),
     "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
+    "PROFILE_DIR": (lambda v: v is None or isinstance(v, str | os.PathLike), "None or a path"),
+    "PROFILE_TOKEN": (
+        lambda v: v is None or (isinstance(v, str) and len(v) >= 16),
+        "None or a secret string of at least 16 characters",
+    ),
+    "PROFILE_HEADER": (lambda v: v is None or isinstance(v, str), "a header name or None"),
+    "PROFILE_STAFF_PARAM": (lambda v: v is None or isinstance(v, str), "a parameter name or None"),
+    "PROFILE_INLINE_PARAM": (lambda v: v is None or isinstance(v, str), "a parameter name or None"),
+    "PROFILE_AUTO_SAMPLE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),
+    "PROFILE_AUTO_MIN_HOP_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
+    "PROFILE_AUTO_MIN_DURATION_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
+    "PROFILE_RATE_LIMIT": (lambda v: _count(v) and v > 0, "a whole number > 0"),
+    "PROFILE_INTERVAL": (_number(0.0001, 1.0), "seconds between samples, 0.0001-1.0"),
 }
 
 

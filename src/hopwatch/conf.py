@@ -35,6 +35,17 @@ DEFAULTS: Final[dict[str, Any]] = {
     "EXTRA_FIELDS": None,
     # Unmatched (404) paths are truncated to this many characters.
     "PATH_MAX_LENGTH": 200,
+    # Profiling (hopwatch.profiling): off unless PROFILE_DIR is set.
+    "PROFILE_DIR": None,
+    "PROFILE_TOKEN": None,
+    "PROFILE_HEADER": "X-Hopwatch-Profile",
+    "PROFILE_STAFF_PARAM": None,
+    "PROFILE_INLINE_PARAM": "hopwatch-profile-inline",
+    "PROFILE_AUTO_SAMPLE": 0.0,
+    "PROFILE_AUTO_MIN_HOP_MS": 0.0,
+    "PROFILE_AUTO_MIN_DURATION_MS": 0.0,
+    "PROFILE_RATE_LIMIT": 6,
+    "PROFILE_INTERVAL": 0.001,
 }
 
 

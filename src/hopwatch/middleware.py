@@ -17,10 +17,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
-from hopwatch import _errors
+from hopwatch import _errors, profiling
 from hopwatch import checks as _checks  # noqa: F401  (registered even without the app)
 from hopwatch._django import (
     INTERFACE_ASGI,
@@ -58,25 +58,69 @@ class HopwatchMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        record, own = _begin(request)
+        record, own = _begin(request, async_mode=False)
         response = None
         try:
             response = self.get_response(request)
         finally:
+            if record is not None and record.profile is not None:
+                response = _finish_profile(request, record, response, _is_staff_sync(request, record))
             _end(record, own, request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        record, own = _begin(request)
+        record, own = _begin(request, async_mode=True)
         response = None
         try:
             response = await self.get_response(request)
         finally:
+            if record is not None and record.profile is not None:
+                is_staff = await _is_staff_async(request, record)
+                response = _finish_profile(request, record, response, is_staff)
             _end(record, own, request, response)
         return response
 
 
-def _begin(request: HttpRequest) -> tuple[RequestRecord | None, bool]:
+# --- profiling (hopwatch.profiling does the work; only profiled requests get here) ---
+
+
+def _finish_profile(
+    request: HttpRequest, record: RequestRecord, response: Any, is_staff: bool | None
+) -> Any:
+    return profiling.finish(request, record, response, is_staff)
+
+
+def _staff(user: Any) -> bool:
+    return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
+
+
+def _is_staff_sync(request: HttpRequest, record: RequestRecord) -> bool | None:
+    if not profiling.needs_staff_check(record):
+        return None
+    try:
+        return _staff(getattr(request, "user", None))
+    except Exception as exc:
+        _errors.report("checking the profiling user", exc)
+        return False
+
+
+async def _is_staff_async(request: HttpRequest, record: RequestRecord) -> bool | None:
+    if not profiling.needs_staff_check(record):
+        return None
+    try:
+        auser = getattr(request, "auser", None)  # Django 5.0+
+        if auser is not None:
+            return _staff(await auser())
+        if not hasattr(request, "user"):
+            return False
+        # Django 4.2: request.user is lazy and may query; evaluate it in a thread.
+        return await sync_to_async(lambda: _staff(request.user))()
+    except Exception as exc:
+        _errors.report("checking the profiling user", exc)
+        return False
+
+
+def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None, bool]:
     try:
         record = current_request()
         own = False
@@ -94,6 +138,7 @@ def _begin(request: HttpRequest) -> tuple[RequestRecord | None, bool]:
             record.request_id = value
         else:
             record.request_id = secrets.token_hex(8)
+        profiling.start(request, record, async_mode)
         return record, own
     except Exception as exc:
         _errors.report("HopwatchMiddleware (request)", exc)

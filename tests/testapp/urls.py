@@ -18,4 +18,5 @@ urlpatterns = [
     path("slow/", views.slow_view),
     path("sleepy/", views.sleepy_async_view),
     path("decorated/", views.decorated_view),
+    path("sync-orm/", views.sync_orm_view),
 ]

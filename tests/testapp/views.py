@@ -109,3 +109,21 @@ def _decorated_helper():
 async def decorated_view(request):
     await _decorated_helper()
     return HttpResponse("decorated")
+
+
+def _burn_cpu(seconds):
+    """Busy work the sampling profiler can see."""
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        total += sum(range(200))
+    return total
+
+
+def sync_orm_view(request):
+    """A sync view that queries the database and burns CPU (for profiles under ASGI)."""
+    names = [item.name for item in Item.objects.all()]
+    for _ in range(300):  # enough ORM work for the sampler to see
+        Item.objects.filter(name__startswith="x").count()
+    _burn_cpu(0.05)
+    return HttpResponse(",".join(names) or "none")

@@ -1,0 +1,259 @@
+"""pyinstrument profiles of chosen requests, across the threads their hops run in.
+
+Off unless ``HOPWATCH["PROFILE_DIR"]`` is set. A request is profiled when:
+
+* it carries ``PROFILE_HEADER`` (default ``X-Hopwatch-Profile``) whose value
+  equals ``PROFILE_TOKEN`` (compared in constant time); or
+* it carries the ``PROFILE_STAFF_PARAM`` query parameter and, once the request
+  is done, ``request.user`` is active staff (the profile is captured
+  tentatively and discarded for anyone else, so an anonymous request can never
+  get one written or shown); or
+* ``PROFILE_AUTO_SAMPLE`` picked it and it turned out slow: hop time at least
+  ``PROFILE_AUTO_MIN_HOP_MS`` or duration at least
+  ``PROFILE_AUTO_MIN_DURATION_MS``.
+
+Every capture counts against ``PROFILE_RATE_LIMIT`` profiles per minute
+(tentative captures included, so a flood of requests with the parameter cannot
+make the server profile them all).
+
+pyinstrument samples one thread. The main profiler runs in the request's async
+context (or thread, under WSGI); each ``sync_to_async`` hop the request makes
+while profiled is profiled in its worker thread too (``ActiveProfile.wrap_sync``,
+called by the asgiref patch), and the sessions are combined, so a sync view's
+frames and its ORM calls appear under ASGI, below a frame named
+``sync_to_async_hop`` that marks the hop boundary.
+
+Output: pyinstrument's HTML and speedscope JSON in ``PROFILE_DIR``, under names
+built only from a timestamp, the request id and the route (sanitised), created
+exclusively (never overwriting, never following a link). The request's log
+line names the HTML file in ``profile``. The response is unchanged unless the
+authorised request asked for the profile inline (``PROFILE_INLINE_PARAM``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import random
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hopwatch import _errors, _recorder
+from hopwatch._recorder import Hop, RequestRecord
+from hopwatch.conf import hopwatch_settings
+
+__all__ = ["ActiveProfile", "finish", "start"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class RateLimiter:
+    """At most ``limit`` events in any 60-second window (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._events: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def allow(self, limit: int, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._events and now - self._events[0] >= 60.0:
+                self._events.popleft()
+            if len(self._events) >= limit:
+                return False
+            self._events.append(now)
+            return True
+
+
+rate_limiter = RateLimiter()
+_active_lock = threading.Lock()
+
+
+def _count_active(delta: int) -> None:
+    with _active_lock:
+        _recorder.profiles_active += delta
+
+
+class ActiveProfile:
+    """A profile being captured for one request (main thread plus hop threads)."""
+
+    def __init__(self, reason: str, inline: bool, interval: float, async_mode: bool) -> None:
+        from pyinstrument import Profiler
+
+        self.reason = reason  # "token", "staff" (tentative until checked) or "auto"
+        self.inline = inline
+        self.interval = interval
+        self._profiler = Profiler(
+            interval=interval, async_mode="enabled" if async_mode else "disabled"
+        )
+        self._hop_sessions: list[Any] = []  # list.append is atomic: worker threads add here
+        self._profiler.start(target_description="hopwatch request profile")
+
+    def wrap_sync(self, func: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
+        """The wrapped callable of a sync_to_async hop: timed, and profiled in its thread."""
+        interval = self.interval
+        sessions = self._hop_sessions
+
+        def sync_to_async_hop(*args: Any, **kwargs: Any) -> Any:
+            # No __tracebackhide__ here: pyinstrument drops frames that set it,
+            # and this one marks the hop boundary in the profile.
+            __traceback_hide__ = True  # noqa: F841
+            from pyinstrument import Profiler
+
+            hop.thread_id = threading.get_ident()
+            profiler = Profiler(interval=interval, async_mode="disabled")
+            try:
+                # Start from our caller's frame: pyinstrument trims the stack
+                # down to it, so this frame (the hop boundary) stays visible.
+                profiler.start(caller_frame=sys._getframe(1), target_description="hopwatch hop")
+            except Exception:  # already profiled in this thread: time only
+                profiler = None
+            hop.started_ns = time.perf_counter_ns()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                hop.ended_ns = time.perf_counter_ns()
+                if profiler is not None:
+                    try:
+                        sessions.append(profiler.stop())
+                    except Exception as exc:
+                        _errors.report("profiling a hop", exc)
+
+        return sync_to_async_hop
+
+    def stop(self) -> Any:
+        """The combined pyinstrument Session."""
+        from pyinstrument.session import Session
+
+        session = self._profiler.stop()
+        for hop_session in list(self._hop_sessions):
+            session = Session.combine(session, hop_session)
+        return session
+
+
+def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
+    """Begin a profile for this request if it is authorised (or auto-sampled)."""
+    if not hopwatch_settings.PROFILE_DIR:  # the one check every request pays
+        return
+    try:
+        reason = _trigger(request)
+        if reason is None or not rate_limiter.allow(int(hopwatch_settings.PROFILE_RATE_LIMIT)):
+            return
+        inline = reason != "auto" and _asked_inline(request)
+        profile = ActiveProfile(
+            reason, inline, float(hopwatch_settings.PROFILE_INTERVAL), async_mode
+        )
+        record.profile = profile
+        _count_active(+1)
+    except Exception as exc:
+        _errors.report("starting a profile", exc)
+
+
+def _trigger(request: Any) -> str | None:
+    token = hopwatch_settings.PROFILE_TOKEN
+    header = hopwatch_settings.PROFILE_HEADER
+    if token and header:
+        sent = request.headers.get(header)
+        if sent and hmac.compare_digest(sent.encode(), str(token).encode()):
+            return "token"
+    param = hopwatch_settings.PROFILE_STAFF_PARAM
+    if param and param in request.GET:
+        return "staff"
+    sample = float(hopwatch_settings.PROFILE_AUTO_SAMPLE)
+    if sample > 0 and random.random() < sample:
+        return "auto"
+    return None
+
+
+def _asked_inline(request: Any) -> bool:
+    param = hopwatch_settings.PROFILE_INLINE_PARAM
+    return bool(param) and param in request.GET
+
+
+def _stop(record: RequestRecord) -> Any:
+    profile: ActiveProfile = record.profile  # type: ignore[assignment]
+    record.profile = None
+    _count_active(-1)
+    return profile, profile.stop()
+
+
+def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | None) -> Any:
+    """Stop the profile; keep, write and maybe show it. Returns the response to send."""
+    try:
+        profile, session = _stop(record)
+        if profile.reason == "staff" and not is_staff:
+            return response  # not staff (or anonymous): discarded, never written
+        if profile.reason == "auto" and not _slow_enough(record):
+            return response
+        html_name = write(session, record)
+        record.extra["profile"] = html_name
+        if profile.inline and response is not None:
+            from django.http import HttpResponse
+
+            from pyinstrument.renderers import HTMLRenderer
+
+            return HttpResponse(HTMLRenderer().render(session), content_type="text/html")
+    except Exception as exc:
+        _errors.report("writing a profile", exc)
+    return response
+
+
+def needs_staff_check(record: RequestRecord) -> bool:
+    profile = record.profile
+    return isinstance(profile, ActiveProfile) and profile.reason == "staff"
+
+
+def _slow_enough(record: RequestRecord) -> bool:
+    record.fold()
+    hop_ms = record.wall_ns / 1e6
+    duration_ms = (time.perf_counter_ns() - record.started_ns) / 1e6
+    min_hop = float(hopwatch_settings.PROFILE_AUTO_MIN_HOP_MS)
+    min_duration = float(hopwatch_settings.PROFILE_AUTO_MIN_DURATION_MS)
+    return (min_hop > 0 and hop_ms >= min_hop) or (min_duration > 0 and duration_ms >= min_duration)
+
+
+def safe_stem(record: RequestRecord, now: datetime | None = None) -> str:
+    """A file name stem from sanitised parts only: nothing from the request can add a path."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    route = _SAFE.sub("_", (record.route or "unmatched").strip("/"))[:60].strip("_") or "root"
+    method = _SAFE.sub("", record.method or "")[:10] or "X"
+    request_id = _SAFE.sub("", record.request_id or "")[:32]
+    return "-".join(part for part in (stamp, method, route, request_id) if part)
+
+
+def _open_exclusive(directory: Path, name: str) -> int:
+    path = directory / name
+    # Belt and braces: the name has no separators, and the result must be in the directory.
+    if path.parent.resolve() != directory.resolve() or os.sep in name or name.startswith("."):
+        raise ValueError(f"unsafe profile file name {name!r}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags, 0o640)
+
+
+def write(session: Any, record: RequestRecord) -> str:
+    """Write HTML and speedscope JSON; return the HTML file's name."""
+    from pyinstrument.renderers import HTMLRenderer, SpeedscopeRenderer
+
+    directory = Path(hopwatch_settings.PROFILE_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = safe_stem(record)
+    for attempt in range(100):
+        name = stem if attempt == 0 else f"{stem}-{attempt}"
+        try:
+            html_fd = _open_exclusive(directory, f"{name}.html")
+        except FileExistsError:
+            continue
+        with os.fdopen(html_fd, "w", encoding="utf-8") as html:
+            html.write(HTMLRenderer().render(session))
+        speedscope_fd = _open_exclusive(directory, f"{name}.speedscope.json")
+        with os.fdopen(speedscope_fd, "w", encoding="utf-8") as speedscope:
+            speedscope.write(SpeedscopeRenderer().render(session))
+        return f"{name}.html"
+    raise FileExistsError(f"no free profile file name for {stem}")
