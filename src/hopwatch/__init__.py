@@ -17,6 +17,7 @@ from hopwatch._errors import total as internal_errors
 from hopwatch._patch import install, is_installed, uninstall
 from hopwatch._recorder import (
     ASYNC_TO_SYNC,
+    KINDS,
     SYNC_TO_ASYNC,
     Cause,
     CauseStats,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASYNC_TO_SYNC",
+    "KINDS",
     "SYNC_TO_ASYNC",
     "Cause",
     "CauseStats",

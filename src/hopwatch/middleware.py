@@ -64,7 +64,9 @@ class HopwatchMiddleware:
             response = self.get_response(request)
         finally:
             if record is not None and record.profile is not None:
-                response = _finish_profile(request, record, response, _is_staff_sync(request, record))
+                response = _finish_profile(
+                    request, record, response, _is_staff_sync(request, record)
+                )
             _end(record, own, request, response)
         return response
 

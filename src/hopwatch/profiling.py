@@ -108,11 +108,13 @@ class ActiveProfile:
             from pyinstrument import Profiler
 
             hop.thread_id = threading.get_ident()
-            profiler = Profiler(interval=interval, async_mode="disabled")
+            profiler: Profiler | None = Profiler(interval=interval, async_mode="disabled")
             try:
                 # Start from our caller's frame: pyinstrument trims the stack
                 # down to it, so this frame (the hop boundary) stays visible.
-                profiler.start(caller_frame=sys._getframe(1), target_description="hopwatch hop")
+                profiler.start(  # type: ignore[union-attr]
+                    caller_frame=sys._getframe(1), target_description="hopwatch hop"
+                )
             except Exception:  # already profiled in this thread: time only
                 profiler = None
             hop.started_ns = time.perf_counter_ns()
@@ -178,7 +180,7 @@ def _asked_inline(request: Any) -> bool:
 
 
 def _stop(record: RequestRecord) -> Any:
-    profile: ActiveProfile = record.profile  # type: ignore[assignment]
+    profile: ActiveProfile = record.profile
     record.profile = None
     _count_active(-1)
     return profile, profile.stop()
