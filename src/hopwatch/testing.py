@@ -1,0 +1,750 @@
+"""Hop budgets in tests: ``assertNumQueries``, for sync/async hops.
+
+Three tools, all usable in sync and async code, in ``django.test`` test cases
+(including ``async def`` test methods), around the test ``Client`` /
+``AsyncClient``, in pytest (see the ``hops`` and ``hop_budget`` fixtures of
+:mod:`hopwatch.pytest_plugin`) and in plain asgiref code:
+
+* :func:`count_hops`: a context manager returning the hops made in the block
+  (exact counts, the kept :class:`~hopwatch.Hop` objects with their causes and
+  call sites, a summary by site);
+* :func:`assert_max_hops` / :func:`assert_hops`: context managers and
+  decorators that fail with a listing of every hop (direction, kind, site,
+  call site) when the block made more than / other than ``n`` hops;
+* :func:`hop_budget`: a snapshot budget kept in a JSON file in the repository;
+  fails when a test's hops grow, records new tests, and rewrites the file when
+  ``HOPWATCH_UPDATE_BUDGETS=1`` (or pytest's ``--hopwatch-update-budgets``).
+
+How the counting works: a block sets a fresh :class:`~hopwatch.Ledger` as the
+current scope (a contextvar). A hop is added to the scope that was current
+where the hop was *made*, and a request opened inside the block (the test
+clients' handlers, which hopwatch patches) makes its record a child that
+forwards its hops to the block. So the block sees exactly the hops of the code
+it wraps, and a hop made around it, such as the ``async_to_sync`` Django uses
+to run an ``async def`` test method, is not counted.
+
+This module imports neither Django nor pytest. Its frames that raise carry
+``__tracebackhide__`` so pytest points at the test's line, not at hopwatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+from asgiref.sync import iscoroutinefunction
+
+from hopwatch import _patch
+from hopwatch._recorder import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC, Hop, Ledger, current_scope
+
+__all__ = [
+    "BUDGETS_ENV",
+    "HopAssertion",
+    "HopBudget",
+    "HopCount",
+    "HopsFixture",
+    "assert_hops",
+    "assert_max_hops",
+    "budget_path_for",
+    "count_hops",
+    "hop_budget",
+    "update_mode",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Environment variable that switches how :func:`hop_budget` writes its file.
+BUDGETS_ENV: Final = "HOPWATCH_UPDATE_BUDGETS"
+
+#: The suffix of a test module's budget file: ``test_views.py`` -> ``test_views.hops.json``.
+BUDGETS_SUFFIX: Final = ".hops.json"
+
+# A testing block keeps more detail than a request record: the listing is the
+# point. Counts stay exact beyond these limits.
+_DETAIL_LIMIT: Final = 10_000
+_CAUSE_LIMIT: Final = 10_000
+
+_FORMAT_KEY: Final = "hopwatch_budgets"
+_FORMAT_VERSION: Final = 1
+
+_DIRECTIONS: Final = (SYNC_TO_ASYNC, ASYNC_TO_SYNC)
+
+
+# --- installing ---------------------------------------------------------------
+
+
+def _ensure_installed() -> None:
+    """Install hopwatch if needed, with Django's causes and request scopes when Django is up.
+
+    Checks ``sys.modules`` rather than importing Django, so plain asgiref code
+    gets only the asgiref patch. Both installs are idempotent.
+    """
+    django_apps = sys.modules.get("django.apps")
+    if django_apps is not None and getattr(django_apps.apps, "ready", False):
+        from hopwatch import _django
+
+        _django.install()
+    else:
+        _patch.install()
+
+
+# --- counting -----------------------------------------------------------------
+
+
+def _site_key(kind: str, site: str) -> str:
+    """The key a site is counted under: ``"orm QuerySet.aget"`` (no call site: lines move)."""
+    return f"{kind} {site}"
+
+
+def _kinds(kind: str | Iterable[str] | None) -> frozenset[str] | None:
+    if kind is None:
+        return None
+    kinds = frozenset([kind] if isinstance(kind, str) else kind)
+    unknown = sorted(kinds.difference(KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"kind must be some of {list(KINDS)}, not {sorted(kinds)}")
+    return kinds
+
+
+def _direction(direction: str | None) -> str | None:
+    if direction is not None and direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be one of {list(_DIRECTIONS)}, not {direction!r}")
+    return direction
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """What a :class:`HopCount` reports, computed from its ledger at one moment."""
+
+    count: int = 0
+    sync_to_async: int = 0
+    async_to_sync: int = 0
+    hops: list[Hop] = field(default_factory=list)
+    sites: dict[str, int] = field(default_factory=dict)
+
+
+class HopCount:
+    """The hops made in a :func:`count_hops` block; the block's context manager too.
+
+    Inside the block it reads live; from the end of the block on it is frozen,
+    so a task the block started and did not wait for cannot change it later.
+    ``len()`` and the counts are exact; :meth:`hops` lists the kept
+    :class:`~hopwatch.Hop` objects (all of them up to 10,000 per block, see
+    :attr:`not_listed`). With ``kind``/``direction`` filters, everything here
+    counts only the matching hops.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str | Iterable[str] | None = None,
+        direction: str | None = None,
+    ) -> None:
+        self.kinds = _kinds(kind)
+        self.direction = _direction(direction)
+        #: The block's ledger (None before the block starts).
+        self.ledger: Ledger | None = None
+        self._token: Any = None
+        self._frozen: _Tally | None = None
+
+    # --- context manager ------------------------------------------------------
+    def __enter__(self) -> HopCount:
+        if self.ledger is not None:
+            raise RuntimeError("a count_hops() block can be entered only once; make a new one")
+        _ensure_installed()
+        # The enclosing scope (a request, an outer block) still gets every hop.
+        self.ledger = Ledger(
+            parent=current_scope.get(), detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT
+        )
+        self._token = current_scope.set(self.ledger)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            raise RuntimeError("count_hops() exited without being entered")
+        try:
+            current_scope.reset(self._token)
+        except ValueError:
+            # Exited in another context than the one that entered (an async
+            # fixture finalised in another task): undo our part only.
+            if current_scope.get() is ledger:
+                current_scope.set(ledger.parent)
+        self._token = None
+        self._frozen = self._tally()
+
+    async def __aenter__(self) -> HopCount:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        self.__exit__(exc_type, exc, tb)
+
+    # --- reading --------------------------------------------------------------
+    def _matches(self, kind: str, direction: str) -> bool:
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        return self.direction is None or direction == self.direction
+
+    def _tally(self) -> _Tally:
+        ledger = self.ledger
+        if ledger is None:
+            return _Tally()
+        counts = {SYNC_TO_ASYNC: 0, ASYNC_TO_SYNC: 0}
+        sites: dict[str, int] = {}
+        for cause, stats in ledger.top_causes():  # folds: exact up to now
+            if self._matches(cause.kind, stats.direction):
+                counts[stats.direction] = counts.get(stats.direction, 0) + stats.count
+                key = _site_key(cause.kind, cause.site)
+                sites[key] = sites.get(key, 0) + stats.count
+        hops = [h for h in ledger.hops() if self._matches(h.cause.kind, h.direction)]
+        ordered = dict(sorted(sites.items(), key=lambda item: (-item[1], item[0])))
+        return _Tally(
+            count=sum(counts.values()),
+            sync_to_async=counts[SYNC_TO_ASYNC],
+            async_to_sync=counts[ASYNC_TO_SYNC],
+            hops=hops,
+            sites=ordered,
+        )
+
+    def _current(self) -> _Tally:
+        return self._frozen if self._frozen is not None else self._tally()
+
+    def __len__(self) -> int:
+        return self._current().count
+
+    def __iter__(self) -> Iterator[Hop]:
+        return iter(self._current().hops)
+
+    @property
+    def count(self) -> int:
+        """The exact number of (matching) hops; the same as ``len()``."""
+        return self._current().count
+
+    @property
+    def sync_to_async(self) -> int:
+        return self._current().sync_to_async
+
+    @property
+    def async_to_sync(self) -> int:
+        return self._current().async_to_sync
+
+    def hops(self) -> list[Hop]:
+        """The kept hops, in the order they finished."""
+        return list(self._current().hops)
+
+    def by_site(self) -> dict[str, int]:
+        """``{"<kind> <site>": count}``, exact, largest first (ties by name)."""
+        return dict(self._current().sites)
+
+    @property
+    def not_listed(self) -> int:
+        """Hops counted but not kept (beyond the block's detail limit)."""
+        tally = self._current()
+        return tally.count - len(tally.hops)
+
+    def describe(self) -> str:
+        """``"hops"``, ``"orm hops"``, ``"orm async_to_sync hops"``: what is counted."""
+        words = [*sorted(self.kinds or ()), *([self.direction] if self.direction else [])]
+        return " ".join([*words, "hops"])
+
+    def report(self) -> str:
+        """Every hop on one line (direction, kind, site, call site), then counts by site."""
+        return format_hops(self._current().hops, self.by_site(), self.not_listed)
+
+    def __repr__(self) -> str:
+        state = "frozen" if self._frozen is not None else "live"
+        return f"<HopCount {self.describe()}={len(self)} {state}>"
+
+
+def count_hops(
+    *,
+    kind: str | Iterable[str] | None = None,
+    direction: str | None = None,
+) -> HopCount:
+    """Count the hops made in a ``with`` (or ``async with``) block.
+
+    ``kind`` (``"orm"``, ``("middleware", "signal")``, ...) and ``direction``
+    (``"sync_to_async"`` / ``"async_to_sync"``) restrict what is counted.
+    Installs hopwatch if it is not installed yet::
+
+        with count_hops() as hops:
+            client.get("/items/1/")
+        assert len(hops) == 1, hops.report()
+    """
+    return HopCount(kind=kind, direction=direction)
+
+
+# --- the listing --------------------------------------------------------------
+
+
+def _notes(hop: Hop, parent_number: int | None) -> str:
+    notes = []
+    if parent_number is not None:
+        # Relative to the listing: every hop of an ``async def`` test method is
+        # nested in the harness's own hop, which is not listed.
+        notes.append(f"inside {parent_number}")
+    if hop.new_loop:
+        notes.append("new event loop")
+    if hop.outcome != "ok":
+        notes.append(hop.outcome)
+    return f"  [{', '.join(notes)}]" if notes else ""
+
+
+def format_hop(hop: Hop, parent_number: int | None = None) -> str:
+    """``sync_to_async  orm         QuerySet.aget at shop/views.py:12 in detail``.
+
+    Then, in brackets: ``inside N`` when the hop was made from the code of hop
+    number ``N`` of the listing, ``new event loop``, and an outcome other than ok.
+    """
+    cause = hop.cause
+    where = f" at {cause.call_site}" if cause.call_site else ""
+    notes = _notes(hop, parent_number)
+    return f"{hop.direction:<13}  {cause.kind:<10}  {cause.site}{where}{notes}"
+
+
+def format_hops(hops: list[Hop], sites: dict[str, int], not_listed: int = 0) -> str:
+    """The numbered hop lines, a line for hops not kept, and the summary by site.
+
+    The summary is left out when it would repeat the listing (every site made
+    one hop and every hop is listed).
+    """
+    numbers = {id(hop): i for i, hop in enumerate(hops, 1)}
+    width = len(str(len(hops)))
+    lines = []
+    for i, hop in enumerate(hops, 1):
+        parent = numbers.get(id(hop.parent)) if hop.parent is not None else None
+        lines.append(f"  {i:>{width}}. {format_hop(hop, parent)}")
+    if not_listed:
+        lines.append(f"  ... and {not_listed} more, not listed (kept: the first {len(hops)})")
+    if sites and (not_listed or any(n > 1 for n in sites.values())):
+        count_width = max(len(str(n)) for n in sites.values())
+        lines.append("By site:")
+        for key, n in sites.items():
+            kind, _, site = key.partition(" ")
+            lines.append(f"  {n:>{count_width}}  {kind:<10}  {site}")
+    return "\n".join(lines)
+
+
+# --- assertions -----------------------------------------------------------------
+
+
+class HopAssertion:
+    """:func:`assert_hops` / :func:`assert_max_hops`: a context manager and a decorator.
+
+    As a context manager it yields the block's :class:`HopCount`. As a
+    decorator it counts each call separately; an ``async def`` stays an
+    ``async def``. When the block raises, its exception propagates and the
+    hops are not checked.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        exact: bool,
+        kind: str | Iterable[str] | None = None,
+        direction: str | None = None,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"the number of hops must be an int >= 0, not {n!r}")
+        self.n = n
+        self.exact = exact
+        self.kind = _kinds(kind)
+        self.direction = _direction(direction)
+        self._active: list[HopCount] = []
+
+    def _counter(self) -> HopCount:
+        return HopCount(kind=self.kind, direction=self.direction)
+
+    def _fresh(self) -> HopAssertion:
+        """The same assertion, for one call of a decorated function."""
+        return HopAssertion(self.n, exact=self.exact, kind=self.kind, direction=self.direction)
+
+    def __enter__(self) -> HopCount:
+        counter = self._counter()
+        self._active.append(counter)
+        return counter.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        counter = self._active.pop()
+        counter.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self.check(counter)
+
+    async def __aenter__(self) -> HopCount:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        self.__exit__(exc_type, exc, tb)
+
+    def check(self, counted: HopCount) -> None:
+        """Raise ``AssertionError`` listing every hop unless ``counted`` is within the budget."""
+        __tracebackhide__ = True
+        made = len(counted)
+        if made == self.n or (made < self.n and not self.exact):
+            return
+        expected = "exactly" if self.exact else "at most"
+        what = counted.describe()
+        if self.n == 1:
+            what = what[:-1]  # "hops" -> "hop"
+        verb = "was" if made == 1 else "were"
+        head = f"Expected {expected} {self.n} {what}, {made} {verb} made"
+        listing = counted.report()
+        raise AssertionError(f"{head}:\n{listing}" if listing else f"{head}.")
+
+    def __call__(self, func: F) -> F:
+        return _decorate(func, self._fresh)
+
+    def __repr__(self) -> str:
+        name = "assert_hops" if self.exact else "assert_max_hops"
+        return f"<{name}({self.n}) {self._counter().describe()}>"
+
+
+def _decorate(func: F, make: Callable[[], contextlib.AbstractContextManager[Any]]) -> F:
+    """Wrap ``func`` so each call runs in a fresh ``make()`` block; keeps it async if it was."""
+    if isinstance(func, type):
+        raise TypeError("decorate test functions or methods, not classes")
+    if iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            with make():
+                return await func(*args, **kwargs)
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        with make():
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def assert_hops(
+    n: int,
+    *,
+    kind: str | Iterable[str] | None = None,
+    direction: str | None = None,
+) -> HopAssertion:
+    """Fail unless the block (or each call of the decorated function) makes exactly ``n`` hops."""
+    return HopAssertion(n, exact=True, kind=kind, direction=direction)
+
+
+def assert_max_hops(
+    n: int,
+    *,
+    kind: str | Iterable[str] | None = None,
+    direction: str | None = None,
+) -> HopAssertion:
+    """Fail if the block (or each call of the decorated function) makes more than ``n`` hops."""
+    return HopAssertion(n, exact=False, kind=kind, direction=direction)
+
+
+# --- snapshot budgets ------------------------------------------------------------
+
+#: How budget files are written: "new" records missing entries only (default),
+#: "all" rewrites every entry a test reaches, "none" never writes.
+UPDATE_MODES: Final = ("new", "all", "none")
+_TRUE: Final = ("1", "true", "yes", "all")
+_FALSE: Final = ("0", "false", "no", "none")
+
+# Set by the pytest plugin for ``--hopwatch-update-budgets``; wins over the env.
+_mode_override: str | None = None
+
+
+def update_mode() -> str:
+    """The budget write mode: pytest's flag, else ``HOPWATCH_UPDATE_BUDGETS``, else ``"new"``."""
+    if _mode_override is not None:
+        return _mode_override
+    value = os.environ.get(BUDGETS_ENV, "").strip().lower()
+    if not value or value == "new":
+        return "new"
+    if value in _TRUE:
+        return "all"
+    if value in _FALSE:
+        return "none"
+    raise ValueError(f"{BUDGETS_ENV}={value!r}: use 1 (rewrite), 0 (never write) or leave unset")
+
+
+def _set_mode_override(mode: str | None) -> str | None:
+    """Set the mode the pytest flag asks for; returns the previous override."""
+    global _mode_override
+    if mode is not None and mode not in UPDATE_MODES:
+        raise ValueError(f"mode must be one of {UPDATE_MODES}")
+    previous, _mode_override = _mode_override, mode
+    return previous
+
+
+def budget_path_for(test_file: str | os.PathLike[str]) -> Path:
+    """The budget file kept next to a test module: ``tests/test_views.hops.json``."""
+    path = Path(test_file)
+    return path.with_name(path.name.removesuffix(".py") + BUDGETS_SUFFIX)
+
+
+# Parsed files by path, with the (inode, mtime_ns, size) they were read at; a
+# write replaces the file (a new inode), so a rewrite is never mistaken for it.
+_cache: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_write_lock = threading.Lock()
+
+
+def _read_budgets(path: Path) -> dict[str, Any]:
+    """The ``tests`` mapping of a budget file ({} if the file does not exist)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"hopwatch budget file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
+        raise ValueError(f"hopwatch budget file {path} has no 'tests' mapping")
+    if data.get(_FORMAT_KEY) != _FORMAT_VERSION:
+        raise ValueError(
+            f"hopwatch budget file {path}: unsupported format {data.get(_FORMAT_KEY)!r}"
+            f" (this hopwatch writes {_FORMAT_KEY}: {_FORMAT_VERSION})"
+        )
+    tests: dict[str, Any] = data["tests"]
+    _cache[path] = (stamp, tests)
+    return tests
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock for read-modify-write of the budget files in ``directory``.
+
+    A thread lock within the process, plus ``flock`` on the directory itself
+    across processes (pytest-xdist workers) where available (POSIX), so no
+    lock file is left in the repository.
+    """
+    with _write_lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: threads only (see docs/testing.md)
+            yield
+            return
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _write_budget(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Set one test's entry, keeping every other entry as it is on disk now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        _cache.pop(path, None)
+        tests = dict(_read_budgets(path))
+        tests[name] = entry
+        text = json.dumps({_FORMAT_KEY: _FORMAT_VERSION, "tests": tests}, indent=2, sort_keys=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(text + "\n", encoding="utf-8")
+        os.replace(temporary, path)  # readers see the old or the new file, never half
+
+
+def _pytest_test_name() -> str | None:
+    """The running pytest test's id without its file (``TestX::test_y[1]``), if any."""
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    if not current:
+        return None
+    node_id = current.rsplit(" (", 1)[0]
+    return node_id.split("::", 1)[1] if "::" in node_id else node_id
+
+
+class HopBudget:
+    """:func:`hop_budget`: compare a block's hops with the budget recorded for its test.
+
+    A context manager (yielding the block's :class:`HopCount`) and a decorator.
+    """
+
+    def __init__(self, name: str | None, path: str | os.PathLike[str] | None, caller: str) -> None:
+        self.name = name
+        self.path = Path(path) if path is not None else None
+        self._caller = caller
+        self._active: list[tuple[HopCount, str, Path]] = []
+
+    def _resolved(self) -> tuple[str, Path]:
+        name = self.name or _pytest_test_name()
+        if not name:
+            raise RuntimeError(
+                "hop_budget() needs a name outside pytest, e.g. hop_budget(self.id()),"
+                " or use it as a decorator"
+            )
+        return name, self.path or budget_path_for(self._caller)
+
+    def __enter__(self) -> HopCount:
+        name, path = self._resolved()  # before the code under test runs: fail early
+        counter = HopCount()
+        self._active.append((counter, name, path))
+        return counter.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        counter, name, path = self._active.pop()
+        counter.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            check_budget(counter, name, path)
+
+    async def __aenter__(self) -> HopCount:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: F) -> F:
+        name = self.name or getattr(func, "__qualname__", None) or repr(func)
+        code = getattr(func, "__code__", None)
+        path = self.path or budget_path_for(code.co_filename if code else self._caller)
+        return _decorate(func, lambda: HopBudget(name, path, self._caller))
+
+    def __repr__(self) -> str:
+        return f"<hop_budget {self.name or '(test name)'} in {self.path or '(default file)'}>"
+
+
+def hop_budget(name: str | None = None, *, path: str | os.PathLike[str] | None = None) -> HopBudget:
+    """A snapshot hop budget: fail when the block makes more hops than recorded for ``name``.
+
+    The budget lives in ``path`` (default: next to the calling test module,
+    ``test_views.py`` -> ``test_views.hops.json``), one entry per test: the
+    hop count and the count per site. A missing entry is recorded and passes;
+    fewer hops pass; more hops in total or at any site fail.
+    ``HOPWATCH_UPDATE_BUDGETS=1`` rewrites entries instead of comparing,
+    ``HOPWATCH_UPDATE_BUDGETS=0`` never writes (a missing entry fails: for CI).
+
+    ``name`` defaults to the pytest test id without its file
+    (``TestViews::test_detail[1]``), or, as a decorator, to the function's
+    qualified name (``TestViews.test_detail``).
+    """
+    return HopBudget(name, path, sys._getframe(1).f_code.co_filename)
+
+
+def budget_entry(counted: HopCount) -> dict[str, Any]:
+    """The file entry for a block: ``{"hops": 3, "sites": {"orm QuerySet.aget": 3}}``."""
+    return {"hops": len(counted), "sites": counted.by_site()}
+
+
+def check_budget(counted: HopCount, name: str, path: str | os.PathLike[str]) -> None:
+    """Compare ``counted`` with the entry ``name`` in ``path``; record or fail per the mode."""
+    __tracebackhide__ = True
+    path = Path(path)
+    mode = update_mode()
+    entry = budget_entry(counted)
+    recorded = _read_budgets(path).get(name)
+    if mode == "all" or (recorded is None and mode == "new"):
+        if recorded != entry:
+            _write_budget(path, name, entry)
+        return
+    if recorded is None:
+        raise AssertionError(
+            f"No hop budget recorded for {name} in {path} ({BUDGETS_ENV}=0 forbids writing"
+            f" it); {len(counted)} hops were made. Run once without {BUDGETS_ENV}=0 (or with"
+            f" {BUDGETS_ENV}=1) and commit the file.\n{counted.report()}".rstrip()
+        )
+    failure = _budget_failure(counted, name, path, recorded)
+    if failure:
+        raise AssertionError(failure)
+
+
+def _budget_failure(counted: HopCount, name: str, path: Path, recorded: Any) -> str | None:
+    """The failure message when ``counted`` grew past ``recorded``, else None."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("hops"), int):
+        return f"hop budget entry {name!r} in {path} is malformed: {recorded!r}"
+    old_sites = recorded.get("sites") or {}
+    made = len(counted)
+    grew = [
+        (site, int(old_sites.get(site, 0)), n)
+        for site, n in counted.by_site().items()
+        if n > old_sites.get(site, 0)
+    ]
+    if made <= recorded["hops"] and not grew:
+        return None
+    head = f"Hop budget exceeded for {name}: {made} hops made, {recorded['hops']} recorded"
+    lines = [f"{head} in {path}."]
+    if grew:
+        lines.append("Grew:")
+        lines.extend(f"  {site}: {old} -> {new}" for site, old, new in grew)
+    lines.append("Hops made:")
+    lines.append(counted.report())
+    lines.append(
+        f"If the new hops are intended, run with {BUDGETS_ENV}=1 (pytest:"
+        " --hopwatch-update-budgets) and commit the file."
+    )
+    return "\n".join(lines)
+
+
+# --- pytest fixture object ---------------------------------------------------------
+
+
+class HopsFixture:
+    """The pytest ``hops`` fixture: ``hops()`` counts, ``hops.at_most(n)`` / ``hops.exactly(n)``.
+
+    The same as :func:`count_hops`, :func:`assert_max_hops` and
+    :func:`assert_hops`, without an import in the test module.
+    """
+
+    def __call__(
+        self, *, kind: str | Iterable[str] | None = None, direction: str | None = None
+    ) -> HopCount:
+        return count_hops(kind=kind, direction=direction)
+
+    def at_most(
+        self, n: int, *, kind: str | Iterable[str] | None = None, direction: str | None = None
+    ) -> HopAssertion:
+        return assert_max_hops(n, kind=kind, direction=direction)
+
+    def exactly(
+        self, n: int, *, kind: str | Iterable[str] | None = None, direction: str | None = None
+    ) -> HopAssertion:
+        return assert_hops(n, kind=kind, direction=direction)

@@ -1,0 +1,700 @@
+"""hopwatch.testing and the pytest plugin: counting, budgets, failure messages, harness hops.
+
+Hop counts of requests are the ones pinned in test_counts.py: with only the
+hopwatch middleware an ASGI (or ``AsyncClient``) request costs 2 hops for an
+async view and 3 for a sync view, 15 and 16 behind startproject's middleware;
+the sync ``Client`` makes 1 hop (a new event loop) for an async view, 0 for a
+sync view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import unittest
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.test import AsyncClient, Client, SimpleTestCase, TestCase, override_settings
+
+import hopwatch
+from hopwatch import _causes, _django, testing
+from hopwatch.testing import (
+    assert_hops,
+    assert_max_hops,
+    budget_path_for,
+    count_hops,
+    hop_budget,
+)
+
+pytest_plugins = ["pytester"]
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+HERE = _causes.short_path(__file__)
+
+
+def _noop() -> None:
+    return None
+
+
+async def _hops(n: int) -> None:
+    for _ in range(n):
+        await sync_to_async(_noop)()
+
+
+def _make_hops(n: int) -> None:
+    """n sync_to_async hops from sync code (one async_to_sync around them, not in any block)."""
+    async_to_sync(_hops)(n)
+
+
+def _line_of(func: object, text: str) -> int:
+    """The line number of the first line of ``func`` containing ``text``."""
+    lines, first = inspect.getsourcelines(func)  # type: ignore[arg-type]
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+# --- count_hops -------------------------------------------------------------------------------
+
+
+def test_count_hops_counts_the_block_only():
+    async def main() -> tuple[int, int]:
+        await _hops(1)  # before the block
+        with count_hops() as counted:
+            await _hops(2)
+            live = len(counted)
+        await _hops(1)  # after it
+        return live, len(counted)
+
+    assert asyncio.run(main()) == (2, 2)
+
+
+def test_count_hops_keeps_causes_and_call_sites():
+    async def two_hops() -> None:
+        await sync_to_async(_noop)()
+        await sync_to_async(_noop)()
+
+    with count_hops() as counted:
+        asyncio.run(two_hops())
+    assert (len(counted), counted.sync_to_async, counted.async_to_sync) == (2, 2, 0)
+    first, second = counted.hops()
+    line = _line_of(two_hops, "sync_to_async")
+    assert first.cause.kind == "other" and first.cause.site == "tests.test_testing._noop"
+    assert first.cause.call_site == f"{HERE}:{line} in two_hops"
+    assert second.cause.call_site == f"{HERE}:{line + 1} in two_hops"
+    assert counted.by_site() == {"other tests.test_testing._noop": 2}
+    assert list(counted) == [first, second] and counted.not_listed == 0
+
+
+def test_count_hops_from_sync_code_sees_both_directions_and_nesting():
+    with count_hops() as counted:
+        _make_hops(2)
+    assert (len(counted), counted.async_to_sync, counted.sync_to_async) == (3, 1, 2)
+    outer = counted.hops()[-1]
+    assert outer.direction == "async_to_sync" and outer.new_loop
+    assert all(hop.parent is outer for hop in counted.hops()[:2])
+
+
+def test_the_result_is_frozen_when_the_block_ends():
+    release = asyncio.Event()
+
+    async def straggler() -> None:
+        await release.wait()
+        await _hops(3)
+
+    async def main() -> tuple[int, int]:
+        with count_hops() as counted:
+            task = asyncio.create_task(straggler())  # copies the block's context
+            await _hops(1)
+        release.set()
+        await task
+        return len(counted), len(counted.hops())
+
+    assert asyncio.run(main()) == (1, 1)
+
+
+def test_nested_blocks_and_the_enclosing_scope_all_count():
+    with count_hops() as outer:
+        _make_hops(1)
+        with count_hops() as inner:
+            _make_hops(2)
+    assert (len(inner), len(outer)) == (3, 5)
+
+
+def test_async_with_works_too():
+    async def main() -> int:
+        async with count_hops() as counted:
+            await _hops(2)
+        async with assert_max_hops(1):
+            await _hops(1)
+        return len(counted)
+
+    assert asyncio.run(main()) == 2
+
+
+def test_filters_count_only_matching_hops():
+    with (
+        count_hops(kind="other", direction="async_to_sync") as to_sync,
+        count_hops(direction="sync_to_async") as to_async,
+        count_hops(kind=("orm", "signal")) as none,
+    ):
+        _make_hops(2)
+    assert (len(to_sync), len(to_async), len(none)) == (1, 2, 0)
+    assert [hop.direction for hop in to_sync] == ["async_to_sync"]
+    assert to_sync.describe() == "other async_to_sync hops"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"kind": "sql"}, {"kind": ()}, {"direction": "sideways"}],
+)
+def test_unknown_filters_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        count_hops(**kwargs)
+
+
+def test_a_block_is_entered_once():
+    counted = count_hops()
+    with counted:
+        pass
+    with pytest.raises(RuntimeError, match="only once"), counted:
+        pass
+
+
+def test_count_hops_installs_hopwatch():
+    _django.uninstall()
+    try:
+        assert not hopwatch.is_installed()
+        with count_hops() as counted:
+            _make_hops(1)
+        assert hopwatch.is_installed() and _django.is_installed()
+        assert len(counted) == 2
+    finally:
+        _django.install()
+
+
+def test_hops_beyond_the_detail_limit_are_counted_and_said(monkeypatch):
+    monkeypatch.setattr(testing, "_DETAIL_LIMIT", 2)
+    with pytest.raises(AssertionError) as failure, assert_max_hops(1, kind="other"):
+        asyncio.run(_hops(5))
+    message = str(failure.value)
+    assert message.startswith("Expected at most 1 other hop, 5 were made:\n")
+    assert "  ... and 3 more, not listed (kept: the first 2)\n" in message
+    assert message.endswith("By site:\n  5  other       tests.test_testing._noop")
+
+
+# --- failure messages --------------------------------------------------------------------------
+
+
+def test_failure_message_lists_every_hop_of_a_request():
+    with (
+        override_settings(MIDDLEWARE=HOPWATCH_ONLY),
+        pytest.raises(AssertionError) as failure,
+        assert_max_hops(2),
+    ):
+        asyncio.run(AsyncClient().get("/sync/"))
+    assert str(failure.value) == (
+        "Expected at most 2 hops, 3 were made:\n"
+        "  1. sync_to_async  signal      request_started\n"
+        "  2. sync_to_async  view        tests.testapp.views.sync_view\n"
+        "  3. sync_to_async  response    HttpResponse.close"
+    )
+
+
+def test_failure_message_has_call_sites_nesting_and_a_summary_by_site():
+    def sync_part() -> None:
+        async_to_sync(_hops)(2)
+
+    async def view_like() -> None:
+        await sync_to_async(sync_part)()
+        await sync_to_async(_noop)()
+
+    with pytest.raises(AssertionError) as failure, assert_hops(1):
+        asyncio.run(view_like())
+    s2a = _line_of(view_like, "sync_part")
+    a2s = _line_of(sync_part, "async_to_sync")
+    loop = _line_of(_hops, "sync_to_async")
+    noop = f"other       tests.test_testing._noop at {HERE}:{loop} in _hops  [inside 3]"
+    assert str(failure.value) == (
+        "Expected exactly 1 hop, 5 were made:\n"
+        f"  1. sync_to_async  {noop}\n"
+        f"  2. sync_to_async  {noop}\n"
+        f"  3. async_to_sync  other       tests.test_testing._hops at {HERE}:{a2s} in sync_part"
+        "  [inside 4]\n"
+        f"  4. sync_to_async  other       tests.test_testing.test_failure_message_has_call_sites"
+        f"_nesting_and_a_summary_by_site.<locals>.sync_part at {HERE}:{s2a} in view_like\n"
+        f"  5. sync_to_async  other       tests.test_testing._noop at {HERE}:{s2a + 1}"
+        " in view_like\n"
+        "By site:\n"
+        "  3  other       tests.test_testing._noop\n"
+        "  1  other       tests.test_testing._hops\n"
+        "  1  other       tests.test_testing.test_failure_message_has_call_sites_nesting_and_a"
+        "_summary_by_site.<locals>.sync_part"
+    )
+
+
+def test_new_loops_and_errors_are_noted():
+    def boom() -> None:
+        raise KeyError("x")
+
+    async def main() -> None:
+        with pytest.raises(KeyError):
+            await sync_to_async(boom)()
+
+    with pytest.raises(AssertionError) as failure, assert_max_hops(0):
+        asyncio.run(main())
+        Client().get("/async/")
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "Expected at most 0 hops, 2 were made:"
+    assert lines[1].endswith("  [error]")
+    assert lines[2] == (
+        "  2. async_to_sync  view        tests.testapp.views.async_view  [new event loop]"
+    )
+
+
+def test_exact_fails_on_fewer_hops_and_says_when_there_were_none():
+    with pytest.raises(AssertionError) as failure, assert_hops(3):
+        asyncio.run(_hops(2))
+    assert str(failure.value).startswith("Expected exactly 3 hops, 2 were made:\n  1. ")
+    with pytest.raises(AssertionError) as failure, assert_hops(1, kind="orm"):
+        asyncio.run(_hops(2))
+    assert str(failure.value) == "Expected exactly 1 orm hop, 0 were made."
+
+
+def test_an_exception_in_the_block_is_not_masked():
+    with pytest.raises(ZeroDivisionError), assert_max_hops(0):
+        asyncio.run(_hops(3))
+        1 / 0  # noqa: B018
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, True, "2"])
+def test_budget_must_be_a_whole_number(n):
+    with pytest.raises(ValueError):
+        assert_max_hops(n)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("middleware", "path", "hops"),
+    [(HOPWATCH_ONLY, "/async/", 2), (HOPWATCH_ONLY, "/sync/", 3), (None, "/async/", 15)],
+)
+def test_async_client_request_hops(middleware, path, hops):
+    with override_settings(MIDDLEWARE=middleware or settings.MIDDLEWARE), assert_hops(hops):
+        assert asyncio.run(AsyncClient().get(path)).status_code == 200
+
+
+def test_sync_client_request_hops():
+    with assert_hops(1) as counted:
+        Client().get("/async/")
+    assert counted.hops()[0].new_loop
+    with assert_hops(0):
+        Client().get("/sync/")
+
+
+def test_kind_filter_on_a_request():
+    with assert_hops(13, kind="middleware"), assert_max_hops(0, kind="orm"):
+        asyncio.run(AsyncClient().get("/async/"))
+
+
+def test_only_the_request_inside_the_block_counts():
+    client = Client()
+    client.get("/async/")
+    with assert_hops(1):
+        client.get("/async/")
+    client.get("/async/")
+
+
+# --- decorators -----------------------------------------------------------------------------
+
+
+def test_decorating_keeps_async_functions_async():
+    @assert_hops(2)
+    async def coroutine_function(n: int) -> int:
+        await _hops(n)
+        return n
+
+    @assert_max_hops(3)
+    def function(n: int) -> int:
+        _make_hops(n - 1)
+        return n
+
+    assert inspect.iscoroutinefunction(coroutine_function)
+    assert not inspect.iscoroutinefunction(function)
+    assert coroutine_function.__name__ == "coroutine_function"
+    assert asyncio.run(coroutine_function(2)) == 2
+    assert function(3) == 3
+    assert function(3) == 3  # each call is counted on its own
+    with pytest.raises(AssertionError, match="Expected exactly 2 hops, 3 were made"):
+        asyncio.run(coroutine_function(3))
+    with pytest.raises(AssertionError, match="Expected at most 3 hops, 4 were made"):
+        function(4)
+
+
+@assert_max_hops(0)
+def test_a_decorated_pytest_test_keeps_its_fixtures(tmp_path):
+    assert tmp_path.is_dir()
+
+
+def test_classes_cannot_be_decorated():
+    with pytest.raises(TypeError):
+        assert_hops(1)(SimpleTestCase)
+
+
+# --- Django test cases (collected and run by pytest like any Django suite) -------------------
+
+
+@override_settings(MIDDLEWARE=HOPWATCH_ONLY)
+class DjangoSimpleTestCaseTests(SimpleTestCase):
+    @assert_hops(2)
+    async def test_async_method_decorated(self):
+        await self.async_client.get("/async/")
+
+    async def test_async_method_block(self):
+        with assert_hops(3) as counted:
+            await self.async_client.get("/sync/")
+        self.assertEqual(counted.by_site()["view tests.testapp.views.sync_view"], 1)
+
+    @assert_hops(1)
+    def test_sync_method_decorated(self):
+        self.client.get("/async/")
+
+
+class DjangoTestCaseTests(TestCase):
+    @assert_hops(15)
+    async def test_async_method_with_the_default_middleware(self):
+        await self.async_client.get("/async/")
+
+    @assert_hops(2, kind="orm")
+    async def test_orm_filter(self):
+        from tests.testapp.models import Item
+
+        await Item.objects.acreate(name="a")
+        self.assertEqual(await Item.objects.acount(), 1)
+
+    def test_sync_method_block(self):
+        with assert_max_hops(0):
+            self.client.get("/sync/")
+
+
+# --- the harness's own hops --------------------------------------------------------------------
+
+
+def _run(case: type[unittest.TestCase], *names: str) -> unittest.TestResult:
+    result = unittest.TestResult()
+    unittest.TestSuite([case(name) for name in names]).run(result)
+    return result
+
+
+def test_the_hop_django_makes_to_run_an_async_test_method_is_not_counted():
+    class Case(SimpleTestCase):
+        @assert_hops(1)
+        async def test_one_hop(self):
+            await sync_to_async(_noop)()
+
+    with count_hops() as everything:
+        result = _run(Case, "test_one_hop")
+    assert result.wasSuccessful(), result.failures + result.errors
+    # The harness hop was made (outside the test's block), so the exclusion is real.
+    assert (len(everything), everything.async_to_sync) == (2, 1)
+    harness = everything.hops()[-1]
+    assert harness.direction == "async_to_sync"
+    assert harness.cause.site.endswith("Case.test_one_hop")
+
+
+def test_a_failing_async_test_method_lists_only_its_own_hops():
+    class Case(SimpleTestCase):
+        @assert_hops(0)
+        async def test_no_hop(self):
+            await sync_to_async(_noop)()
+
+        async def test_block(self):
+            with assert_max_hops(0):
+                await sync_to_async(_noop)()
+
+    result = _run(Case, "test_no_hop", "test_block")
+    assert not result.errors and len(result.failures) == 2
+    for _case, traceback in result.failures:
+        message = traceback[traceback.index("AssertionError: ") + len("AssertionError: ") :]
+        lines = message.strip().splitlines()
+        assert lines[0].endswith("0 hops, 1 was made:"), message
+        assert lines[1].startswith("  1. sync_to_async  other       tests.test_testing._noop at ")
+        assert "[inside" not in lines[1] and len(lines) == 2
+
+
+# --- snapshot budgets ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgets(tmp_path, monkeypatch):
+    """A budget file in a temporary directory, with the update switch unset."""
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    return tmp_path / "test_views.hops.json"
+
+
+def _entries(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    assert data["hopwatch_budgets"] == 1
+    return data["tests"]
+
+
+def test_a_missing_budget_is_recorded_in_a_sorted_file(budgets):
+    with hop_budget("TestViews::test_a", path=budgets):
+        _make_hops(2)
+    with hop_budget("TestViews::test_b", path=budgets):
+        pass
+    assert budgets.read_text() == textwrap.dedent("""\
+        {
+          "hopwatch_budgets": 1,
+          "tests": {
+            "TestViews::test_a": {
+              "hops": 3,
+              "sites": {
+                "other tests.test_testing._hops": 1,
+                "other tests.test_testing._noop": 2
+              }
+            },
+            "TestViews::test_b": {
+              "hops": 0,
+              "sites": {}
+            }
+          }
+        }
+        """)
+
+
+def test_equal_and_fewer_hops_pass_without_writing(budgets):
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(3))
+    recorded = budgets.read_text()
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(3))
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(1))
+    assert budgets.read_text() == recorded
+
+
+def test_more_hops_fail_with_what_grew(budgets):
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(1))
+    with pytest.raises(AssertionError) as failure, hop_budget("t", path=budgets):
+        asyncio.run(_hops(2))
+    line = _line_of(_hops, "sync_to_async")
+    assert str(failure.value) == (
+        f"Hop budget exceeded for t: 2 hops made, 1 recorded in {budgets}.\n"
+        "Grew:\n"
+        "  other tests.test_testing._noop: 1 -> 2\n"
+        "Hops made:\n"
+        f"  1. sync_to_async  other       tests.test_testing._noop at {HERE}:{line} in _hops\n"
+        f"  2. sync_to_async  other       tests.test_testing._noop at {HERE}:{line} in _hops\n"
+        "By site:\n"
+        "  2  other       tests.test_testing._noop\n"
+        "If the new hops are intended, run with HOPWATCH_UPDATE_BUDGETS=1 (pytest:"
+        " --hopwatch-update-budgets) and commit the file."
+    )
+    assert _entries(budgets)["t"]["hops"] == 1  # a failure does not write
+
+
+def test_a_new_site_fails_even_when_the_total_does_not_grow(budgets):
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(2))
+    with (
+        pytest.raises(AssertionError, match=r"Grew:\n  other tests.test_testing._hops: 0 -> 1"),
+        hop_budget("t", path=budgets),
+    ):
+        _make_hops(1)
+
+
+def test_the_update_switch_rewrites(budgets, monkeypatch):
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(1))
+    monkeypatch.setenv(testing.BUDGETS_ENV, "1")
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(4))
+    assert _entries(budgets)["t"]["hops"] == 4
+    with hop_budget("t", path=budgets):
+        asyncio.run(_hops(2))  # shrinking is written too
+    assert _entries(budgets)["t"]["hops"] == 2
+
+
+def test_never_write_mode_fails_on_a_missing_entry(budgets, monkeypatch):
+    monkeypatch.setenv(testing.BUDGETS_ENV, "0")
+    with (
+        pytest.raises(AssertionError, match="No hop budget recorded for t in "),
+        hop_budget("t", path=budgets),
+    ):
+        asyncio.run(_hops(1))
+    assert not budgets.exists()
+    monkeypatch.setenv(testing.BUDGETS_ENV, "sometimes")
+    with pytest.raises(ValueError, match="HOPWATCH_UPDATE_BUDGETS"), hop_budget("t", path=budgets):
+        pass
+
+
+def test_a_broken_file_is_reported(budgets):
+    budgets.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"), hop_budget("t", path=budgets):
+        pass
+    budgets.write_text('{"tests": {}}')
+    with pytest.raises(ValueError, match="unsupported format"), hop_budget("t", path=budgets):
+        pass
+
+
+def test_the_name_comes_from_pytest_or_must_be_given(budgets, monkeypatch):
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_views.py::TestViews::test_x[1] (call)")
+    with hop_budget(path=budgets):
+        pass
+    assert list(_entries(budgets)) == ["TestViews::test_x[1]"]
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    with pytest.raises(RuntimeError, match="needs a name"), hop_budget(path=budgets):
+        pass
+
+
+def test_the_default_file_sits_next_to_the_test_module(tmp_path, monkeypatch):
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    assert budget_path_for("tests/test_views.py") == Path("tests/test_views.hops.json")
+    module = tmp_path / "test_shop.py"
+    source = textwrap.dedent("""\
+        from hopwatch.testing import hop_budget
+
+        class TestShop:
+            @hop_budget()
+            async def test_decorated(self):
+                pass
+
+        def in_a_block():
+            with hop_budget("block"):
+                pass
+        """)
+    namespace: dict = {}
+    exec(compile(source, str(module), "exec"), namespace)
+    decorated = namespace["TestShop"]().test_decorated
+    assert inspect.iscoroutinefunction(decorated)
+    asyncio.run(decorated())
+    namespace["in_a_block"]()
+    assert sorted(_entries(tmp_path / "test_shop.hops.json")) == [
+        "TestShop.test_decorated",
+        "block",
+    ]
+
+
+def test_concurrent_writers_keep_every_entry(budgets):
+    names = [f"test_{i}" for i in range(8)]
+    barrier = threading.Barrier(len(names))
+
+    def write(name: str) -> None:
+        barrier.wait()
+        testing._write_budget(budgets, name, {"hops": 1, "sites": {}})
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(_entries(budgets)) == names
+    assert not [p for p in budgets.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- the pytest plugin ---------------------------------------------------------------------------
+
+PLUGIN_TESTS = """
+import asyncio
+from asgiref.sync import sync_to_async
+
+def noop():
+    pass
+
+async def make_hops(n):
+    for _ in range(n):
+        await sync_to_async(noop)()
+
+def test_hops_fixture(hops):
+    with hops() as counted:
+        asyncio.run(hops_n())
+    assert len(counted) == N
+    with hops.at_most(N), hops.exactly(N, direction="sync_to_async"):
+        asyncio.run(hops_n())
+
+def test_budget(hop_budget):
+    with hop_budget():
+        asyncio.run(hops_n())
+    with hop_budget("second"):
+        pass
+
+async def hops_n():
+    await make_hops(N)
+"""
+
+
+# The plugins this environment has that an inner session does not need (slow to load).
+QUIET = ("-p", "no:django", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+
+
+def _plugin_run(pytester: pytest.Pytester, n: int, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_plugin_use=f"N = {n}\n{PLUGIN_TESTS}")
+    return pytester.runpytest_inprocess(*QUIET, *args)
+
+
+def test_plugin_fixtures_record_compare_and_update(pytester, monkeypatch):
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    budget_file = pytester.path / "test_plugin_use.hops.json"
+    _plugin_run(pytester, 2).assert_outcomes(passed=2)
+    assert _entries(budget_file) == {
+        "test_budget": {"hops": 2, "sites": {"other test_plugin_use.noop": 2}},
+        "test_budget::second": {"hops": 0, "sites": {}},
+    }
+    _plugin_run(pytester, 1).assert_outcomes(passed=2)
+    result = _plugin_run(pytester, 3)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Hop budget exceeded for test_budget: 3 hops made, 2 recorded*"])
+    _plugin_run(pytester, 3, "--hopwatch-update-budgets").assert_outcomes(passed=2)
+    assert _entries(budget_file)["test_budget"]["hops"] == 3
+    assert testing.update_mode() == "new"  # the flag does not outlive its session
+
+
+def test_plugin_refuses_a_budget_used_twice(pytester):
+    pytester.makepyfile(
+        test_twice="""
+        def test_twice(hop_budget):
+            hop_budget("a")
+            hop_budget("a")
+        """
+    )
+    result = pytester.runpytest_inprocess(*QUIET)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*already used in this test*"])
+
+
+def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
+    """In a fresh process without Django settings: the plugin alone touches nothing."""
+    (tmp_path / "test_plain.py").write_text(
+        textwrap.dedent("""\
+            import asyncio, sys
+            import hopwatch
+            from asgiref.sync import sync_to_async
+
+            def test_without_fixtures():
+                assert "django" not in sys.modules and "hopwatch.testing" not in sys.modules
+                assert not hopwatch.is_installed()
+
+            def test_with_the_fixture(hops):
+                with hops.exactly(1):
+                    asyncio.run(sync_to_async(print)())
+                assert "django" not in sys.modules
+            """)
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *QUIET, str(tmp_path / "test_plain.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "2 passed" in completed.stdout
