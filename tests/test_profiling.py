@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
@@ -156,7 +156,7 @@ def test_auto_capture_keeps_only_slow_requests(profile_dir):
 def test_file_names_cannot_escape_the_directory(route, request_id, method, tmp_path):
     record = RequestRecord("asgi")
     record.route, record.request_id, record.method = route, request_id, method
-    stem = profiling.safe_stem(record, now=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    stem = profiling.safe_stem(record, now=datetime(2026, 1, 2, tzinfo=UTC))
     assert "/" not in stem and "\\" not in stem and ".." not in stem and "\x00" not in stem
     assert len(stem) < 140
     target = tmp_path / "profiles"
@@ -177,7 +177,7 @@ def test_an_existing_file_or_link_is_never_overwritten(tmp_path):
     target.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, tzinfo=UTC)
     stem = profiling.safe_stem(record, now=now)
     os.symlink(victim, target / f"{stem}.html")
     with pytest.raises(FileExistsError):

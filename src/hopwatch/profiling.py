@@ -41,7 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ class ActiveProfile:
         def sync_to_async_hop(*args: Any, **kwargs: Any) -> Any:
             # No __tracebackhide__ here: pyinstrument drops frames that set it,
             # and this one marks the hop boundary in the profile.
-            __traceback_hide__ = True  # noqa: F841
+            __traceback_hide__ = True
             from pyinstrument import Profiler
 
             hop.thread_id = threading.get_ident()
@@ -198,7 +198,6 @@ def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | 
         record.extra["profile"] = html_name
         if profile.inline and response is not None:
             from django.http import HttpResponse
-
             from pyinstrument.renderers import HTMLRenderer
 
             return HttpResponse(HTMLRenderer().render(session), content_type="text/html")
@@ -223,7 +222,7 @@ def _slow_enough(record: RequestRecord) -> bool:
 
 def safe_stem(record: RequestRecord, now: datetime | None = None) -> str:
     """A file name stem from sanitised parts only: nothing from the request can add a path."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
     route = _SAFE.sub("_", (record.route or "unmatched").strip("/"))[:60].strip("_") or "root"
     method = _SAFE.sub("", record.method or "")[:10] or "X"
     request_id = _SAFE.sub("", record.request_id or "")[:32]
