@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import numbers
+import os
 from collections.abc import Callable
 from typing import Any
 
