@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import inspect
 import sys
 import threading
 import types
@@ -71,6 +72,14 @@ INTERFACE_TEST_ASYNC_CLIENT = "test-async-client"
 
 def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def middleware_site(instance: Any) -> str:
+    """How causes name a middleware: its class path or, for a function-based
+    middleware (the closure its factory returned), the factory's dotted path."""
+    if isinstance(instance, types.FunctionType):
+        return f"{instance.__module__}.{instance.__qualname__.split('.<locals>', 1)[0]}"
+    return class_path(type(instance))
 
 
 def view_path(view: Any) -> str:
@@ -286,7 +295,13 @@ def _sync_only_below(middleware: Any) -> Any:
     for _ in range(1000):  # a chain is finite; guard against odd get_response graphs
         if middleware is None or isinstance(middleware, MethodType):
             return None  # reached the view-calling handler
-        if not getattr(type(middleware), "async_capable", False):
+        if isinstance(middleware, types.FunctionType):
+            # A function-based middleware's flags are on its factory, out of
+            # reach here; an async closure is running async, a sync one is
+            # the reason the chain is sync.
+            if not inspect.iscoroutinefunction(middleware):
+                return middleware
+        elif not getattr(type(middleware), "async_capable", False):
             return middleware
         middleware = _unwrap_handler(getattr(middleware, "get_response", None))
     return None
@@ -308,11 +323,11 @@ def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
     if isinstance(adapter, SyncToAsync):
         culprit = _sync_only_below(below)
         if culprit is not None:
-            return intern_cause("middleware", class_path(type(culprit)))
+            return intern_cause("middleware", middleware_site(culprit))
     if name and name.startswith("middleware "):
         return intern_cause("middleware", name[len("middleware ") :])
     if below is not method and not isinstance(below, MethodType):
-        return intern_cause("middleware", class_path(type(below)))
+        return intern_cause("middleware", middleware_site(below))
     return intern_cause("middleware", name or _causes.dotted_name(method))
 
 

@@ -9,6 +9,7 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W002`` the middleware is not first in ``MIDDLEWARE``.
 * ``hopwatch.W003`` the middleware is used but the app is not installed.
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
+* ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch.audit``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from hopwatch.audit import check_sync_only_middleware
 from hopwatch.conf import DEFAULTS, hopwatch_settings
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
@@ -166,3 +168,7 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             id="hopwatch.W004",
         )
     ]
+
+
+# The audit owns the middleware model; the check is registered here with the others.
+register(Tags.compatibility)(check_sync_only_middleware)

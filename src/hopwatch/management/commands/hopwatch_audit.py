@@ -1,0 +1,56 @@
+"""``manage.py hopwatch_audit``: the middleware audit of this project (see ``hopwatch.audit``)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from hopwatch import audit
+
+
+class Command(BaseCommand):
+    help = (
+        "List each MIDDLEWARE entry: its flags, the mode Django runs it in under ASGI and"
+        " WSGI, the hops it costs per request, whether it holds a thread, and what to change;"
+        " then the predicted hops per request and what a hop costs on this host."
+    )
+    requires_system_checks: list[str] = []  # the audit is useful on a project with warnings
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--format",
+            choices=audit.FORMATS,
+            default="auto",
+            help="output format (default: rich on a terminal, else text)",
+        )
+        parser.add_argument(
+            "--samples",
+            type=audit._samples,
+            default=audit.DEFAULT_SAMPLES,
+            metavar="N",
+            help=f"hops timed per kind for the hop tax (default {audit.DEFAULT_SAMPLES})",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        format_name = options["format"]
+        if format_name == "auto":
+            format_name = "rich" if self.stdout.isatty() else "text"
+        try:
+            report = audit.audit_settings()
+        except audit.AuditError as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        report.hop_tax = audit.measure_hop_tax(options["samples"])
+        buffer = io.StringIO()
+        if format_name == "rich":
+            audit.render_rich(report, buffer, width=_terminal_width())
+        else:
+            audit.RENDERERS[format_name](report, buffer)
+        self.stdout.write(buffer.getvalue(), ending="")
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().columns
