@@ -353,3 +353,21 @@ def test_an_unwritable_file_output_never_fails_the_request(tmp_path, db):
         assert asgi_request("/async/").status == 200
         assert wsgi_request("/sync/")[0].startswith("200")
     assert _errors.total() == 2
+
+
+def test_hop_tax_is_measured_once_in_the_background_and_logged(log_lines):
+    from hopwatch import apps
+
+    with settings_with(MEASURE_HOP_TAX=True):
+        apps.activate()
+        for _ in range(200):  # the measurement runs in its own thread
+            if apps.hop_tax is not None:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert apps.hop_tax is not None and apps.hop_tax.sync_to_async_us > 0
+        asgi_request("/async/")
+    (line,) = log_lines.parsed()
+    assert line["hop_tax_us"] == round(apps.hop_tax.sync_to_async_us, 1)
+    apps.hop_tax = None  # later tests' lines stay without it

@@ -38,7 +38,7 @@ RESERVED: Final = frozenset(
         "interface", "duration_ms", "hops", "hop_ms", "wait_ms", "sync_to_async",
         "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
         "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
-        "scope", "response_closed", "pinned_ms", "pinned_by", "profile",
+        "scope", "response_closed", "pinned_ms", "pinned_by", "profile", "hop_tax_us",
     }
 )  # fmt: skip
 
@@ -270,6 +270,9 @@ class Emitter:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
                     event[key] = value
+        tax = _hop_tax_us()
+        if tax is not None:
+            event["hop_tax_us"] = tax
         errors = _errors.take_unreported()
         if errors:
             event["hopwatch_errors"] = errors
@@ -289,6 +292,13 @@ class Emitter:
         except Exception as exc:
             _errors.report("HOPWATCH['EXTRA_FIELDS'] hook", exc)
             return None
+
+
+def _hop_tax_us() -> float | None:
+    from hopwatch import apps
+
+    tax = apps.hop_tax
+    return None if tax is None else round(tax.sync_to_async_us, 1)
 
 
 __all__ = ["EVENT", "SCHEMA_VERSION", "Emitter", "build_event", "clean_path"]

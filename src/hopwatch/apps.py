@@ -25,6 +25,34 @@ def activate() -> None:
         if _emitter is None:
             _emitter = Emitter(hopwatch_settings)
         add_sink(_emitter)
+    if hopwatch_settings.MEASURE_HOP_TAX:
+        _start_hop_tax_measurement()
+
+
+#: What a no-op hop costs on this host (hopwatch.audit.HopTax), once measured.
+hop_tax = None
+_hop_tax_started = False
+
+
+def _start_hop_tax_measurement() -> None:
+    """Measure once, in a daemon thread (never inside a request); lines carry the result."""
+    global _hop_tax_started
+    with _lock:
+        if _hop_tax_started:
+            return
+        _hop_tax_started = True
+
+    def measure() -> None:
+        global hop_tax
+        from hopwatch import _errors
+        from hopwatch.audit import measure_hop_tax
+
+        try:
+            hop_tax = measure_hop_tax(samples=30)
+        except Exception as exc:
+            _errors.report("measuring the hop tax", exc)
+
+    threading.Thread(target=measure, name="hopwatch-hop-tax", daemon=True).start()
 
 
 def deactivate() -> None:

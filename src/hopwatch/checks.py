@@ -60,6 +60,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "None, a callable or its dotted path",
     ),
     "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
+    "MEASURE_HOP_TAX": (lambda v: isinstance(v, bool), "True or False"),
     "PROFILE_DIR": (lambda v: v is None or isinstance(v, str | os.PathLike), "None or a path"),
     "PROFILE_TOKEN": (
         lambda v: v is None or (isinstance(v, str) and len(v) >= 16),

@@ -35,6 +35,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "EXTRA_FIELDS": None,
     # Unmatched (404) paths are truncated to this many characters.
     "PATH_MAX_LENGTH": 200,
+    # Measure what a no-op hop costs on this host, once, in a background
+    # thread at start-up; lines then carry hop_tax_us.
+    "MEASURE_HOP_TAX": False,
     # Profiling (hopwatch.profiling): off unless PROFILE_DIR is set.
     "PROFILE_DIR": None,
     "PROFILE_TOKEN": None,
