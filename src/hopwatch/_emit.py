@@ -156,14 +156,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# One encoder, made once: json.dumps() with options builds a new one per call.
+_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+)
+
+
 def dumps(event: Mapping[str, Any], **_: Any) -> str:
     """Compact JSON; non-finite floats (from extra fields) become null."""
     try:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False, default=_json_default)  # fmt: skip
+        return _encoder.encode(event)
     except ValueError:
-        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False,
-                          default=_json_default)  # fmt: skip
+        return _encoder.encode(_finite(event))
 
 
 def _finite(value: Any) -> Any:
@@ -232,8 +236,8 @@ class Emitter:
         self._closer: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
 
-    def _get_logger(self) -> Any:
-        key = (self._settings.OUTPUT, self._settings.LOGGER_NAME)
+    def _get_logger(self, settings: dict[str, Any]) -> Any:
+        key = (settings["OUTPUT"], settings["LOGGER_NAME"])
         if key != self._logger_key:
             with self._lock:
                 if key != self._logger_key:
@@ -249,23 +253,23 @@ class Emitter:
             self._logger_key = None
 
     def __call__(self, record: RequestRecord) -> None:
-        settings = self._settings
-        if record.count < settings.MIN_HOPS:
+        settings = self._settings.merged()  # one snapshot per line
+        if record.count < settings["MIN_HOPS"]:
             return
-        if record.wall_ns < settings.MIN_HOP_MS * 1_000_000:
+        if record.wall_ns < settings["MIN_HOP_MS"] * 1_000_000:
             return
-        rate = settings.SAMPLE_RATE
+        rate = settings["SAMPLE_RATE"]
         if rate < 1.0 and random.random() >= rate:
             return
         event = build_event(
             record,
-            sites_limit=settings.SITES_LIMIT,
-            detail_limit=settings.DETAIL_LIMIT if settings.DETAIL else None,
-            path_limit=settings.PATH_MAX_LENGTH,
+            sites_limit=settings["SITES_LIMIT"],
+            detail_limit=settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
+            path_limit=settings["PATH_MAX_LENGTH"],
         )
         if rate < 1.0:
             event["sample_rate"] = rate
-        extra = self._extra_fields(record)
+        extra = self._extra_fields(record, settings["EXTRA_FIELDS"])
         if extra:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
@@ -276,10 +280,9 @@ class Emitter:
         errors = _errors.take_unreported()
         if errors:
             event["hopwatch_errors"] = errors
-        self._get_logger().info(event.pop("event"), **event)
+        self._get_logger(settings).info(event.pop("event"), **event)
 
-    def _extra_fields(self, record: RequestRecord) -> Mapping[str, Any] | None:
-        hook = self._settings.EXTRA_FIELDS
+    def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:
             return None
         try:

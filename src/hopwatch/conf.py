@@ -53,15 +53,31 @@ DEFAULTS: Final[dict[str, Any]] = {
 
 
 class Settings:
-    """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``."""
+    """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``.
+
+    The merged dict is cached until ``settings.HOPWATCH`` is another object
+    (``override_settings`` replaces it), so a lookup costs one attribute read
+    and one identity check, not a merge.
+    """
+
+    def __init__(self) -> None:
+        self._source: object = object()
+        self._merged: dict[str, Any] = dict(DEFAULTS)
+
+    def merged(self) -> dict[str, Any]:
+        """All settings, defaults filled in (a snapshot: do not mutate)."""
+        user = getattr(django_settings, "HOPWATCH", None)
+        if user is not self._source:
+            merged = dict(DEFAULTS)
+            if isinstance(user, dict):
+                merged.update((k, v) for k, v in user.items() if k in DEFAULTS)
+            self._merged, self._source = merged, user
+        return self._merged
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"hopwatch has no setting {name!r}")
-        user = getattr(django_settings, "HOPWATCH", None) or {}
-        if not isinstance(user, dict):
-            return DEFAULTS[name]
-        return user.get(name, DEFAULTS[name])
+        return self.merged()[name]
 
     def user_dict(self) -> Any:
         return getattr(django_settings, "HOPWATCH", None)
