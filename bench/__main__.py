@@ -1,0 +1,1018 @@
+"""hopwatch's benchmarks, in one run, as ratios; writes docs/performance.md.
+
+    python3 dev.py bench                 (the full run; about 10 minutes)
+    python3 dev.py bench --quick         (a smoke run; about 1-2 minutes)
+    python -m bench [--quick] [--skip server] [--output PATH] ...
+
+Three parts, each measured against its own baseline within this run:
+
+* per hop: ``bench.hops`` (wall and CPU, interleaved), plus instructions per
+  hop under valgrind's callgrind when valgrind is installed;
+* server: ``bench.server``: the example site under uvicorn, bare, with
+  hopwatch, and with the tools a user would pick instead, under wrk;
+* report: ``bench.report_bench`` (``hopwatch report`` on a generated log, next
+  to jq), when that module is present.
+
+The peers (OpenTelemetry, sentry-sdk) are installed into a virtualenv of their
+own, ``.venvs/bench``, which this command makes (or refreshes) and then re-runs
+itself in, so the test environments never see them. wrk comes from Debian's
+packages (``apt-get install wrk``) when missing and installable; otherwise the
+asyncio load generator in ``bench.server`` stands in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_VENV = ROOT / ".venvs" / "bench"
+DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
+DEFAULT_JSON = ROOT / ".cache" / "bench" / "results.json"
+
+#: The bench environment: the test pins plus the peers, each checked with
+#: ``pip index versions`` when chosen. opentelemetry-instrumentation-asgi is
+#: what makes the Django instrumentation trace ASGI requests at all.
+BENCH_REQUIREMENTS = [
+    "Django==5.2.19",
+    "asgiref==3.13.0",
+    "uvicorn==0.54.0",
+    "pyinstrument==5.1.3",
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-instrumentation-django==0.66b2",
+    "opentelemetry-instrumentation-asgi==0.66b2",
+    "sentry-sdk==2.75.0",
+]
+
+#: Distributions whose versions the report states.
+VERSIONS_OF = [
+    "hopwatch",
+    "Django",
+    "asgiref",
+    "uvicorn",
+    "structlog",
+    "pyinstrument",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-django",
+    "sentry-sdk",
+]
+
+# Targets from the benchmark issue.
+HOP_TARGET_PCT = 2.0
+THROUGHPUT_TARGET = 0.97
+P99_TARGET = 1.05
+
+PEERS = ["pyinstrument", "opentelemetry", "sentry"]
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+# --- parameters ---------------------------------------------------------------
+
+
+@dataclass
+class Params:
+    quick: bool
+    hop_rounds: int
+    per_round: int
+    callgrind_cases: int  # how many of bench.hops.CASES, in order
+    callgrind_small: int
+    callgrind_large: int
+    rounds: int
+    duration: float
+    connections: int
+    configs: list[str]
+    endpoints: list[str]
+    report_lines: int
+    report_rounds: int
+    skip: list[str] = field(default_factory=list)
+
+
+FULL = {
+    "hop_rounds": 30,
+    "per_round": 400,
+    "callgrind_cases": 4,
+    "callgrind_small": 100,
+    "callgrind_large": 600,
+    "rounds": 5,
+    "duration": 4.0,
+    "connections": 8,
+    "report_lines": 1_000_000,
+    "report_rounds": 3,
+}
+QUICK = {
+    "hop_rounds": 6,
+    "per_round": 100,
+    "callgrind_cases": 1,
+    "callgrind_small": 50,
+    "callgrind_large": 150,
+    "rounds": 2,
+    "duration": 1.0,
+    "connections": 8,
+    "report_lines": 20_000,
+    "report_rounds": 1,
+}
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
+    from bench import server
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~1-2 min)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the markdown report")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results as JSON")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["hops", "callgrind", "server", "report"],
+        help="leave a part out (repeatable)",
+    )
+    parser.add_argument("--hop-rounds", type=int, help="per-hop: interleaved rounds")
+    parser.add_argument("--per-round", type=int, help="per-hop: hops per round")
+    parser.add_argument("--rounds", type=int, help="server: interleaved rounds")
+    parser.add_argument("--duration", type=float, help="server: seconds per load run")
+    parser.add_argument("--connections", type=int, help="server: concurrent connections")
+    parser.add_argument(
+        "--configs",
+        default=",".join(c.name for c in server.CONFIGS),
+        help="server: comma-separated configurations (baseline always first)",
+    )
+    parser.add_argument(
+        "--endpoints",
+        default=",".join(e.path for e in server.ENDPOINTS),
+        help="server: comma-separated paths",
+    )
+    parser.add_argument("--report-lines", type=int, help="report: lines in the generated log")
+    parser.add_argument("--report-rounds", type=int, help="report: interleaved rounds")
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk if present or installable, else the Python generator",
+    )
+    parser.add_argument(
+        "--here",
+        action="store_true",
+        help="run in this interpreter; peers not importable here are skipped",
+    )
+    parser.add_argument(
+        "--no-install", action="store_true", help="install nothing (no venv, no apt-get)"
+    )
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="measure nothing: rewrite --output from the raw results in --json",
+    )
+    args = parser.parse_args(argv)
+    base = dict(QUICK if args.quick else FULL)
+    for key in base:
+        value = getattr(args, key, None)
+        if value is not None:
+            base[key] = value
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in server.CONFIG_BY_NAME]
+    if unknown:
+        parser.error(f"unknown configuration(s): {', '.join(unknown)}")
+    configs = ["baseline", *(c for c in configs if c != "baseline")]
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    if not 1 <= base["rounds"] <= 50 or not 0 < base["duration"] <= 120:
+        parser.error("--rounds takes 1-50 and --duration (0, 120] seconds")
+    if not 1 <= base["connections"] <= 256:
+        parser.error("--connections takes 1-256")
+    params = Params(
+        quick=args.quick, configs=configs, endpoints=endpoints, skip=list(args.skip), **base
+    )
+    return args, params
+
+
+# --- environment: the bench virtualenv and wrk ---------------------------------
+
+
+def in_bench_venv() -> bool:
+    try:
+        return Path(sys.prefix).resolve() == BENCH_VENV.resolve()
+    except OSError:
+        return False
+
+
+def ensure_bench_venv(argv: list[str]) -> None:
+    """Make or refresh .venvs/bench, then re-run ``python -m bench`` there (never returns),
+    or return to run here when that is not possible."""
+    python = BENCH_VENV / "bin" / "python"
+    pyproject = (ROOT / "pyproject.toml").read_bytes()
+    stamp_value = hashlib.sha256(repr(BENCH_REQUIREMENTS).encode() + pyproject).hexdigest()
+    stamp = BENCH_VENV / ".hopwatch-bench-stamp"
+    if not (python.exists() and stamp.exists() and stamp.read_text() == stamp_value):
+        say(f"setting up {BENCH_VENV.relative_to(ROOT)} (the peers: {', '.join(PEERS)})")
+        if BENCH_VENV.exists():
+            shutil.rmtree(BENCH_VENV)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        steps = [
+            [sys.executable, "-m", "venv", str(BENCH_VENV)],
+            [*pip, "-e", str(ROOT), *BENCH_REQUIREMENTS],
+        ]
+        for step in steps:
+            if subprocess.call(step, cwd=ROOT) != 0:
+                say(
+                    "could not make the bench virtualenv (see the output above); running"
+                    " here instead: configurations whose packages are missing are skipped"
+                )
+                return
+        stamp.write_text(stamp_value)
+    say(f"re-running in {BENCH_VENV.relative_to(ROOT)}")
+    sys.stdout.flush()
+    os.chdir(ROOT)
+    os.execv(str(python), [str(python), "-m", "bench", *argv])
+
+
+def find_or_install_wrk(allow_install: bool) -> str | None:
+    """wrk's path; installs Debian's package when missing and we may (root, apt-get)."""
+    found = shutil.which("wrk")
+    if found or not allow_install:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        say("wrk is missing and cannot be installed here (needs root and apt-get)")
+        return None
+    say("wrk is missing: installing Debian's package (apt-get install -y wrk)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    for attempt in ([install], [["apt-get", "update", "-q"], install]):
+        ok = True
+        for command in attempt:
+            try:
+                result = subprocess.run(
+                    command, env=env, capture_output=True, text=True, timeout=300
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                say(f"`{' '.join(command)}` failed: {exc}")
+                ok = False
+                break
+            if result.returncode != 0:
+                ok = False
+                tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
+                say(f"`{' '.join(command)}` failed: {tail[0]}")
+                break
+        if ok and shutil.which("wrk"):
+            return shutil.which("wrk")
+    say("could not install wrk")
+    return None
+
+
+# --- the machine ----------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _command_version(command: list[str]) -> str | None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (result.stdout or result.stderr).strip().splitlines()
+    return text[0].strip() if text else None
+
+
+def describe_machine(wrk: str | None) -> dict[str, Any]:
+    cpuinfo = _read("/proc/cpuinfo")
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mhz = re.findall(r"^cpu MHz\s*:\s*([\d.]+)$", cpuinfo, re.M)
+    meminfo = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
+    os_release = re.search(r'^PRETTY_NAME="?([^"\n]+)"?', _read("/etc/os-release"), re.M)
+    versions = {}
+    for name in VERSIONS_OF:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count() or 1
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_model": models[0].strip() if models else platform.processor() or "unknown",
+        "cpu_mhz": round(float(mhz[0])) if mhz else None,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": affinity,
+        "virtualized": " hypervisor " in f" {cpuinfo.replace(chr(10), ' ')} ",
+        "memory_gib": round(int(meminfo.group(1)) / 1024 / 1024, 1) if meminfo else None,
+        "os": os_release.group(1) if os_release else platform.platform(),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions,
+        "wrk": (_command_version([wrk, "-v"]) or "wrk").split(" Copyright")[0] if wrk else None,
+        "valgrind": _command_version(["valgrind", "--version"]),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- per hop ----------------------------------------------------------------------
+
+
+def run_hops(params: Params) -> list[dict[str, Any]]:
+    from bench import hops
+
+    say(f"per hop: {params.hop_rounds} interleaved rounds of {params.per_round} hops per case")
+    return [asdict(r) for r in hops.run(params.hop_rounds, params.per_round)]
+
+
+_CALLGRIND_WORKER = (
+    "import sys\n"
+    "from bench import hops\n"
+    "case = hops.CASES[int(sys.argv[1])]\n"
+    "hops._measure_wall(case, sys.argv[2] == 'patched', int(sys.argv[3]))\n"
+)
+
+
+def _instructions(case: int, patched: bool, n: int, tmp: str) -> int:
+    out = Path(tmp) / f"callgrind.{case}.{patched}.{n}.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    command += [sys.executable, "-c", _CALLGRIND_WORKER]
+    command += [str(case), "patched" if patched else "bare", str(n)]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-800:]}")
+    return int(match.group(1))
+
+
+def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
+    """Marginal instructions per hop, bare and patched: (I(large) - I(small)) / (large - small).
+
+    Instruction counts do not depend on the machine's load, so the runs go in
+    parallel (one per core).
+    """
+    if shutil.which("valgrind") is None:
+        say("valgrind is not installed: no instruction counts")
+        return None
+    from bench import hops
+
+    cases = list(range(min(params.callgrind_cases, len(hops.CASES))))
+    jobs = []
+    for case in cases:
+        scale = hops.CASES[case].scale
+        small = max(10, int(params.callgrind_small * scale))
+        large = max(small + 10, int(params.callgrind_large * scale))
+        for patched in (False, True):
+            for n in (small, large):
+                jobs.append((case, patched, n))
+    say(f"per hop: {len(jobs)} callgrind runs ({len(cases)} case(s); a few seconds each)")
+    try:
+        with tempfile.TemporaryDirectory(prefix="hopwatch-callgrind-") as tmp:
+            workers = max(1, min(len(jobs), os.cpu_count() or 1))
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                runs = pool.map(lambda j: _instructions(*j, tmp), jobs)
+                counts = dict(zip(jobs, runs, strict=True))
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        say(f"per hop: no instruction counts: {exc}")
+        return None
+    rows = []
+    for case in cases:
+        per_hop = {}
+        for patched in (False, True):
+            (n_small, i_small), (n_large, i_large) = sorted(
+                (n, count) for (c, p, n), count in counts.items() if c == case and p == patched
+            )
+            per_hop[patched] = (i_large - i_small) / (n_large - n_small)
+        rows.append(
+            {
+                "name": hops.CASES[case].name,
+                "bare": per_hop[False],
+                "patched": per_hop[True],
+                "hops": f"{n_small} vs {n_large}",
+            }
+        )
+    return rows
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def run_report(params: Params) -> dict[str, Any] | None:
+    """The "Report" part, owned by ``bench/report_bench.py``.
+
+    When that module exists, ``python -m bench.report_bench --lines N --rounds R``
+    runs; its standard output (a markdown table: lines per second and peak
+    memory of ``hopwatch report`` next to jq on the same generated file) goes
+    into docs/performance.md as it is, and its progress (standard error) to the
+    terminal.
+    """
+    if importlib.util.find_spec("bench.report_bench") is None:
+        say("report: bench/report_bench.py is not there yet: section left as a placeholder")
+        return None
+    say(f"report: hopwatch report vs jq on a generated {params.report_lines:,}-line log")
+    command = [sys.executable, "-m", "bench.report_bench", "--lines", str(params.report_lines)]
+    command += ["--rounds", str(params.report_rounds)]
+    started = time.monotonic()
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=3600)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after an hour", "command": " ".join(command[1:])}
+    if result.returncode != 0:
+        say(f"report: bench.report_bench failed with status {result.returncode}")
+        return {
+            "error": f"exit status {result.returncode} (its error is in the run's output)",
+            "command": " ".join(["python", *command[1:]]),
+        }
+    return {
+        "markdown": result.stdout.strip(),
+        "command": " ".join(["python", *command[1:]]),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+# --- the document ---------------------------------------------------------------------
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f}%"
+
+
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def render_machine(m: dict[str, Any], pinned: bool | None) -> str:
+    v = m["versions"]
+    lines = [
+        f"- Date: {m['date']}",
+        f"- CPU: {m['cpu_model']}"
+        + (f", {m['cpu_mhz']} MHz" if m["cpu_mhz"] else "")
+        + f"; {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable)"
+        + ("; a virtual machine" if m["virtualized"] else ""),
+        f"- Memory: {m['memory_gib']} GiB; {m['os']}, kernel {m['kernel']}",
+        f"- {m['python']}; Django {v['Django']}, asgiref {v['asgiref']}, uvicorn {v['uvicorn']},"
+        f" structlog {v['structlog']}, hopwatch {v['hopwatch']}",
+        f"- Peers: pyinstrument {v['pyinstrument']}, opentelemetry-sdk {v['opentelemetry-sdk']}"
+        f" with opentelemetry-instrumentation-django {v['opentelemetry-instrumentation-django']},"
+        f" sentry-sdk {v['sentry-sdk']}",
+        f"- Load generator: {m['wrk'] or 'the asyncio generator in bench/server.py (wrk missing)'}"
+        f"; valgrind: {m['valgrind'] or 'not installed'}",
+        f"- Load average (1, 5, 15 min) at the start: {m['loadavg_start']}"
+        + (f", at the end: {m['loadavg_end']}" if m.get("loadavg_end") else ""),
+    ]
+    if pinned is not None:
+        lines.append(
+            "- Pinning: each server process on CPU 1 and the load generator on CPU 0 (taskset)"
+            if pinned
+            else "- Pinning: none (fewer than two CPUs, or no taskset)"
+        )
+    return "\n".join(lines)
+
+
+def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]] | None) -> str:
+    out = []
+    if hops_rows:
+        out += [
+            "| hop | bare µs | with hopwatch µs | added µs | added % (wall) | added % (CPU)"
+            f" | target ≤ {HOP_TARGET_PCT:g}% |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in hops_rows:
+            wall = (r["patched_us"] / r["bare_us"] - 1) * 100
+            cpu = (r["patched_cpu_us"] / r["bare_cpu_us"] - 1) * 100 if r["bare_cpu_us"] else 0
+            verdict = (
+                "met" if wall <= HOP_TARGET_PCT else f"missed by {wall - HOP_TARGET_PCT:.1f} points"
+            )
+            out.append(
+                f"| {r['name']} | {r['bare_us']:.1f} | {r['patched_us']:.1f}"
+                f" | {r['patched_us'] - r['bare_us']:+.1f} | {wall:+.1f}% | {cpu:+.1f}%"
+                f" | {verdict} |"
+            )
+    else:
+        out.append("_Not run (`--skip hops`)._")
+    out.append("")
+    if cg:
+        out += [
+            "Instructions per hop (valgrind `--tool=callgrind`, marginal: the difference between"
+            " two runs of different lengths, divided by the difference in hops, so start-up"
+            " cancels out; deterministic, unaffected by the machine's load):",
+            "",
+            "| hop | hops per run | bare instructions | with hopwatch | added | added % |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in cg:
+            added = r["patched"] - r["bare"]
+            out.append(
+                f"| {r['name']} | {r['hops']} | {r['bare']:,.0f} | {r['patched']:,.0f}"
+                f" | {added:+,.0f} | {added / r['bare'] * 100:+.1f}% |"
+            )
+    else:
+        out.append("_No instruction counts (valgrind missing, or `--skip callgrind`)._")
+    return "\n".join(out)
+
+
+def render_server(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "_Not run (`--skip server`)._"
+    out = [
+        f"{s['rounds']} rounds x {s['duration']:g} s per configuration and endpoint,"
+        f" {s['connections']} keep-alive connections, load by"
+        f" {'wrk (one thread)' if s['loadgen'] == 'wrk' else 'the asyncio generator'}."
+        " Ratios are medians of per-round ratios to the baseline measured in the same round"
+        " (range over rounds in brackets).",
+        "",
+    ]
+    for endpoint in s["endpoints"]:
+        path = endpoint["path"]
+        out += [
+            f"**`{path}`**: {endpoint['label']}",
+            "",
+            "| configuration | req/s | x baseline req/s | p50 ms | p99 ms | x baseline p99"
+            " | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in s["configs"]:
+            row = s["table"][path][c["name"]]
+            if c["name"] == "baseline":
+                tp, p99 = "1", "1"
+            else:
+                tp = f"{row['tp_ratio']:.3f} [{row['tp_min']:.2f}-{row['tp_max']:.2f}]"
+                p99 = f"{row['p99_ratio']:.3f} [{row['p99_min']:.2f}-{row['p99_max']:.2f}]"
+            out.append(
+                f"| {c['label']} | {row['rps']:.0f} | {tp} | {row['p50_ms']:.1f}"
+                f" | {row['p99_ms']:.1f} | {p99} | {row['errors']} |"
+            )
+        out.append("")
+    if s["skipped"]:
+        out.append(
+            "Not run: " + "; ".join(f"{name} ({why})" for name, why in s["skipped"].items()) + "."
+        )
+        out.append("")
+    if s["evidence"]:
+        out.append(
+            "Each tool really recorded (counted inside each server, over the whole run):"
+            + "; ".join(
+                f" {name}: "
+                + ", ".join(
+                    f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in ev.items()
+                )
+                for name, ev in s["evidence"].items()
+            )
+            + "."
+        )
+    return "\n".join(out)
+
+
+def summarize_server(results: Any) -> dict[str, Any]:
+    """ServerResults -> plain data (medians, ratios, ranges) for the JSON and the doc."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for endpoint in results.endpoints:
+        path = endpoint.path
+        table[path] = {}
+        for config in results.configs:
+            name = config.name
+            row: dict[str, Any] = {
+                "rps": results.median(name, path, "rps"),
+                "p50_ms": results.median(name, path, "p50_ms"),
+                "p99_ms": results.median(name, path, "p99_ms"),
+                "errors": results.errors(name, path),
+                "trials": [asdict(t) for t in results.trials[(name, path)]],
+            }
+            if name != "baseline":
+                tp = results.ratios(name, path, "rps")
+                p99 = results.ratios(name, path, "p99_ms")
+                row.update(
+                    tp_ratio=statistics.median(tp),
+                    tp_min=min(tp),
+                    tp_max=max(tp),
+                    p99_ratio=statistics.median(p99),
+                    p99_min=min(p99),
+                    p99_max=max(p99),
+                )
+            table[path][name] = row
+    return {
+        "rounds": results.rounds,
+        "duration": results.duration,
+        "connections": results.connections,
+        "loadgen": results.loadgen,
+        "pinned": results.pinned,
+        "configs": [{"name": c.name, "label": c.label} for c in results.configs],
+        "endpoints": [
+            {"path": e.path, "label": e.label, "hops": e.hops} for e in results.endpoints
+        ],
+        "table": table,
+        "skipped": results.skipped,
+        "evidence": results.evidence,
+    }
+
+
+def judge(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: what, the result, met or not."""
+    rows: list[dict[str, Any]] = []
+    hops_rows = data.get("hops")
+    if hops_rows:
+        worst = max((r["patched_us"] / r["bare_us"] - 1) * 100 for r in hops_rows)
+        best = min((r["patched_us"] / r["bare_us"] - 1) * 100 for r in hops_rows)
+        cg = data.get("callgrind") or []
+        instr = (
+            f"; instructions +{(cg[0]['patched'] / cg[0]['bare'] - 1) * 100:.0f}% ({cg[0]['name']})"
+            if cg
+            else ""
+        )
+        rows.append(
+            {
+                "target": f"per hop: hopwatch adds at most {HOP_TARGET_PCT:g}% of a bare hop",
+                "result": f"wall {best:+.1f}% to {worst:+.1f}% across the four hops{instr}",
+                "met": worst <= HOP_TARGET_PCT,
+            }
+        )
+    s = data.get("server")
+    if s and "hopwatch" in s["table"][s["endpoints"][0]["path"]]:
+        for endpoint in s["endpoints"]:
+            path = endpoint["path"]
+            hw = s["table"][path]["hopwatch"]
+            rows.append(
+                {
+                    "target": f"server `{path}`: hopwatch ≥ {THROUGHPUT_TARGET:g}x baseline req/s",
+                    "result": f"{hw['tp_ratio']:.3f}x",
+                    "met": hw["tp_ratio"] >= THROUGHPUT_TARGET,
+                }
+            )
+            rows.append(
+                {
+                    "target": f"server `{path}`: hopwatch p99 within {(P99_TARGET - 1) * 100:g}%"
+                    " of baseline",
+                    "result": f"{_pct(hw['p99_ratio'])}",
+                    "met": hw["p99_ratio"] <= P99_TARGET,
+                }
+            )
+            peers = [p for p in PEERS if p in s["table"][path]]
+            if peers:
+                worse = [p for p in peers if s["table"][path][p]["tp_ratio"] >= hw["tp_ratio"]]
+                ratios = ", ".join(f"{p} {s['table'][path][p]['tp_ratio']:.3f}x" for p in peers)
+                rows.append(
+                    {
+                        "target": f"server `{path}`: less overhead (req/s lost) than every peer",
+                        "result": (
+                            f"hopwatch {hw['tp_ratio']:.3f}x vs {ratios}"
+                            + ("" if not worse else f": not lighter than {', '.join(worse)}")
+                            + ("" if len(peers) == len(PEERS) else " (other peers not run)")
+                        ),
+                        "met": not worse,
+                    }
+                )
+    return rows
+
+
+def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
+    out = []
+    hops_rows = data.get("hops")
+    cg = data.get("callgrind") or []
+    if any(not v["met"] and v["target"].startswith("per hop") for v in verdicts):
+        worst = max(hops_rows or [], key=lambda r: r["patched_us"] / r["bare_us"])
+        out += [
+            "### Per hop: missed",
+            "",
+            f"hopwatch adds up to {(worst['patched_us'] / worst['bare_us'] - 1) * 100:.1f}% to a"
+            f" bare hop here ({worst['name']}, {worst['patched_us'] - worst['bare_us']:+.1f} µs),"
+            f" against a target of {HOP_TARGET_PCT:g}%"
+            + (
+                f"; in instructions, {cg[0]['patched'] - cg[0]['bare']:+,.0f} on a"
+                f" {cg[0]['bare']:,.0f}-instruction bare hop"
+                f" ({(cg[0]['patched'] / cg[0]['bare'] - 1) * 100:+.0f}%)."
+                if cg
+                else "."
+            ),
+            "",
+            "Why: the patch is pure Python on the hop's own path. Each hop goes through one more"
+            " coroutine layer (the patched `SyncToAsync.__call__`/`AsyncToSync.__call__` around"
+            " asgiref's own), attribution (which line of which module asked for the hop: a frame"
+            " walk with id-keyed caches), a `Hop` record and its contextvars, a timing wrapper"
+            " in the worker thread, and the fold into the request's ledger. Each piece has"
+            ' already been cut once (see docs/how-it-works.md, "Overhead"); what is left is'
+            " bytecode that a bare asgiref hop does not run, and a bare hop is itself only a"
+            " few hundred thousand instructions, so a few tens of thousands more is well over"
+            " 2%.",
+            "",
+            "What would close it: a small C accelerator (an extension module with a pure-Python"
+            " fallback) for the hot path: the patched `__call__`, the timing wrapper and the"
+            " ledger append, which together are most of the added instructions; and moving the"
+            " naming part of attribution (turning a code object into `module:function:line`)"
+            " off the hop path, into the end-of-request fold, where it runs once per distinct"
+            " site instead of once per hop.",
+            "",
+        ]
+    s = data.get("server")
+    server_misses = [v for v in verdicts if not v["met"] and v["target"].startswith("server")]
+    if s and server_misses:
+        out += ["### Server: missed", ""]
+        for v in server_misses:
+            out.append(f"- {v['target']}: {v['result']}.")
+        out.append("")
+        hop_cost_us = None
+        if hops_rows:
+            sensitive = next((r for r in hops_rows if "thread-sensitive" in r["name"]), None)
+            running = next((r for r in hops_rows if "running loop" in r["name"]), None)
+            picks = [r for r in (sensitive, running) if r]
+            if picks:
+                hop_cost_us = statistics.mean(r["patched_us"] - r["bare_us"] for r in picks)
+        for endpoint in s["endpoints"]:
+            out += [_server_breakdown(endpoint, s["table"][endpoint["path"]], hop_cost_us), ""]
+        out += [
+            "Why: on these endpoints a request is short (the per-request times above, on one"
+            " core, include uvicorn, Django's whole middleware chain and the hops themselves),"
+            " and hopwatch's cost is per hop and per request, not proportional to the"
+            " request's own work: every one of the 15-16 hops goes through the patched path,"
+            " the middleware opens and closes a request scope, the end of the request folds"
+            " the hops into sites, and one JSON line is built with structlog and written"
+            " through the logging module. On a view that does real work (templates, several"
+            " queries, calls to other services) the same absolute cost is a much smaller"
+            " fraction. With a closed-loop load on a single-process server, p99 latency is"
+            " mostly queueing, so it moves with throughput: the p99 target falls with the"
+            " throughput one.",
+            "",
+            "What would close it: the C accelerator for the hop path (above), which removes most"
+            " of the per-hop part; a cheaper request line (the event dict serialized with"
+            " `json.dumps` straight to a buffered writer instead of through structlog's"
+            " processor chain and a logging handler's lock, or handed to a background writer"
+            " thread); profiling the per-request remainder (request scope and fold) the same"
+            ' way the hop path was; and, today, `HOPWATCH = {"SAMPLE_RATE": 0.1}`: counting'
+            " stays exact for every request and only one line in ten is written (the"
+            ' "counting only" row shows the floor that sampling approaches).',
+            "",
+        ]
+        peer_misses = [v for v in server_misses if "every peer" in v["target"]]
+        if peer_misses:
+            out += [
+                "Against the peers: a peer that records less per request can cost less than"
+                " hopwatch, which records every hop: OpenTelemetry's Django instrumentation"
+                " makes one span per request (no database spans without the separate DB-API"
+                " instrumentation), and sentry-sdk's defaults make no middleware spans. The"
+                " fixes above apply.",
+                "",
+            ]
+    if not out:
+        out.append("Every target was met in this run.")
+    return "\n".join(out)
+
+
+def _server_breakdown(endpoint: dict[str, Any], table: dict[str, Any], hop_us: float | None) -> str:
+    """Where hopwatch's time per request goes on one endpoint, from this run's numbers."""
+    path = endpoint["path"]
+    base, hw = table["baseline"]["rps"], table["hopwatch"]["rps"]
+    if not base or not hw:
+        return f"On `{path}`: no throughput measured."
+    total = (1 / hw - 1 / base) * 1e6
+    text = (
+        f"On `{path}` the server (one process on one core) served {base:.0f} req/s bare and"
+        f" {hw:.0f} with hopwatch: {1e6 / base:.0f} µs → {1e6 / hw:.0f} µs per request,"
+        f" {total:+.0f} µs."
+    )
+    parts = []
+    hops_part = None
+    if hop_us is not None and hop_us > 0 and endpoint.get("hops"):
+        hops_part = endpoint["hops"] * hop_us
+        parts.append(
+            f"the hops about {hops_part:.0f} µs ({endpoint['hops']} hops x {hop_us:.1f} µs,"
+            " the per-hop benchmark's added wall time)"
+        )
+    unlogged = table.get("hopwatch-unlogged")
+    line_part = None
+    if unlogged and unlogged["rps"]:
+        line_part = (1 / hw - 1 / unlogged["rps"]) * 1e6
+        if line_part > 0:
+            parts.append(
+                f"the request line about {line_part:.0f} µs (the counting-only server ran at"
+                f" {unlogged['tp_ratio']:.3f}x baseline)"
+            )
+        else:
+            parts.append(
+                "the request line: lost in this run's noise (the counting-only server was"
+                " not faster than the logging one)"
+            )
+            line_part = None
+    if hops_part is not None and line_part is not None:
+        rest = total - hops_part - line_part
+        parts.append(
+            f"the rest, about {rest:.0f} µs, is per-request work outside the hops (the request"
+            " scope, the end-of-request fold, the middleware)"
+            if rest > 0.05 * total
+            else "nothing measurable is left outside the hops and the line"
+        )
+    if parts:
+        text += " Of that, by this run's numbers: " + "; ".join(parts) + "."
+    return text
+
+
+def render_report(r: dict[str, Any] | None, skipped: bool) -> str:
+    if skipped:
+        return "_Not run (`--skip report`)._"
+    if r is None:
+        return (
+            "_Not measured in this run: `bench/report_bench.py` (the generator of the"
+            " 1,000,000-line log and the timing of `hopwatch report` next to jq) was not"
+            " present. When it is, `python -m bench` runs `python -m bench.report_bench"
+            " --lines N` and puts its table here._"
+        )
+    if "error" in r:
+        return f"_`{r['command']}` failed:_\n\n```\n{r['error']}\n```"
+    return f"From `{r['command']}` ({r['seconds']:.0f} s):\n\n{r['markdown']}"
+
+
+INTRO = """\
+# Performance
+
+_Generated by `python3 dev.py bench` (`python -m bench`, see bench/README.md);
+do not edit by hand: rerun it. {run_kind}_
+
+What hopwatch costs, measured three ways, each against its own baseline **in
+the same run**: this machine is shared and noisy, so configurations are
+interleaved round by round and every number that matters here is a ratio
+within the run (medians of per-round values), never an absolute number from
+another run or another machine.
+
+- **Per hop**: one `sync_to_async` (thread-sensitive, and on the thread pool)
+  and one `async_to_sync` (back onto the running loop, and cold, with a new
+  event loop) with and without hopwatch's patch, alternating bare and patched
+  rounds in one process (`bench/hops.py`), in wall time and process CPU time;
+  and the same hops counted in instructions under valgrind, which no other
+  load on the machine can disturb. Target: hopwatch adds at most 2% of a bare
+  hop.
+- **Server**: the example site (`example_site/`) under uvicorn on 127.0.0.1,
+  one process per configuration, all up for the whole run: no
+  instrumentation; hopwatch as the example site sets it up (a JSON line per
+  request to a file); pyinstrument's Django middleware profiling every request
+  (`PYINSTRUMENT_PROFILE_DIR` set, its default HTML renderer, one file per
+  route overwritten); OpenTelemetry's Django instrumentation
+  (`DjangoInstrumentor`, every request traced, `SimpleSpanProcessor` into an
+  `InMemorySpanExporter` cleared every 10,000 spans); sentry-sdk with its Django
+  integration, `traces_sample_rate=1.0` and a transport that discards every
+  envelope (no network traffic). Plus one diagnostic configuration, hopwatch
+  with its line turned off, to split hopwatch's cost. Settings for each are in
+  `bench/peers/`. Two endpoints: `/hello/` (an async view behind startproject's
+  default middleware: 15 hops) and `/products/` (an async view with one ORM
+  query: 16 hops). Each round gives every configuration one load run per
+  endpoint, in an order rotated every round, after a warm-up of each. Targets:
+  hopwatch keeps at least 0.97 of the baseline's throughput, its p99 latency
+  stays within 5% of the baseline's, and it costs less than every peer.
+- **Report**: lines per second and peak memory of `hopwatch report` on a
+  generated 1,000,000-line log, next to `jq` computing a per-route count and
+  mean on the same file.
+"""
+
+
+def render(data: dict[str, Any]) -> str:
+    params = data["params"]
+    run_kind = (
+        "**This is a quick smoke run (`--quick`): too short for conclusions; run the full"
+        " benchmark on a quiet machine.**"
+        if params["quick"]
+        else "Full run."
+    )
+    verdicts = judge(data)
+    s = data.get("server")
+    parts = [
+        INTRO.format(run_kind=run_kind),
+        "## Results against the targets",
+        "",
+        "| target | result | |",
+        "|---|---|---|",
+        *(f"| {v['target']} | {v['result']} | {_verdict(v['met'])} |" for v in verdicts),
+        "",
+        "## The machine",
+        "",
+        render_machine(data["machine"], s["pinned"] if s else None),
+        "",
+        f"Run parameters: {json.dumps({k: v for k, v in params.items() if k != 'skip'})};"
+        f" total time {data['seconds']:.0f} s.",
+        "",
+        "## Per hop",
+        "",
+        f"{params['hop_rounds']} interleaved rounds of {params['per_round']} hops per case"
+        " (cold hops: a quarter as many), bare and patched alternating which goes first;"
+        ' medians of per-round means. "CPU" is the process\'s CPU time per hop (all'
+        " threads). Reproduce with `python -m bench.hops`.",
+        "",
+        render_hops(data.get("hops"), data.get("callgrind")),
+        "",
+        "## Server",
+        "",
+        render_server(s),
+        "",
+        "## Report",
+        "",
+        render_report(data.get("report"), "report" in params["skip"]),
+        "",
+        "## Where a target is missed: by how much, why, and what would close it",
+        "",
+        render_misses(data, verdicts),
+        "",
+        "## Method notes",
+        "",
+        "- The load generator is bounded in time and only ever targets 127.0.0.1; each"
+        " server listens on 127.0.0.1 only and stops by itself after a bounded lifetime (and"
+        " is stopped at the end of the run in any case).",
+        "- Latency is measured by a closed-loop generator (a new request on a connection as"
+        " soon as the previous answer arrives), so with a single-process server p50/p99"
+        " include queueing behind the other connections: they move with throughput.",
+        "- One server process per configuration, started once; all share one sqlite"
+        " database, prepared before the run (`migrate`, `loaddata products`).",
+        "- The peers are installed into `.venvs/bench`, never into the test environments.",
+    ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, params = parse_args(argv)
+    if args.rerender:
+        data = json.loads(args.json.read_text())
+        args.output.write_text(render(data))
+        say(f"rewrote {args.output} from {args.json}")
+        return 0
+    if not (args.here or args.no_install or in_bench_venv()):
+        ensure_bench_venv(argv)  # re-runs this command in .venvs/bench, or returns
+    started = time.monotonic()
+
+    from bench import server
+
+    wrk = None
+    if "server" not in params.skip and args.loadgen != "python":
+        wrk = find_or_install_wrk(allow_install=not args.no_install)
+        if wrk is None:
+            if args.loadgen == "wrk":
+                say("--loadgen wrk: wrk is not available")
+                return 1
+            say("using the Python load generator (bench/server.py) instead of wrk")
+    data: dict[str, Any] = {"params": asdict(params), "machine": describe_machine(wrk)}
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("hops", lambda: run_hops(params)),
+        ("callgrind", lambda: run_callgrind(params)),
+    ]
+    for name, step in steps:
+        if name not in params.skip and not ("hops" in params.skip and name == "callgrind"):
+            data[name] = step()
+    if "server" not in params.skip:
+        configs = [server.CONFIG_BY_NAME[c] for c in params.configs]
+        endpoints = [
+            next((e for e in server.ENDPOINTS if e.path == p), server.Endpoint(p, p))
+            for p in params.endpoints
+        ]
+        estimate = server.estimate_seconds(
+            len(configs), len(endpoints), params.rounds, params.duration
+        )
+        say(
+            f"server: {len(configs)} configurations x {len(endpoints)} endpoints x"
+            f" {params.rounds} rounds (about {estimate / 60:.0f} min)"
+        )
+        results = server.run(
+            configs,
+            endpoints,
+            params.rounds,
+            params.duration,
+            params.connections,
+            wrk,
+            say=lambda m: say(f"server: {m}"),
+        )
+        data["server"] = summarize_server(results)
+    if "report" not in params.skip:
+        data["report"] = run_report(params)
+    data["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    data["seconds"] = time.monotonic() - started
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(data, indent=2, default=str))
+    document = render(data)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(document)
+    say(f"wrote {args.output} (raw results: {args.json}) in {data['seconds']:.0f} s")
+    for v in judge(data):
+        say(f"{'met   ' if v['met'] else 'MISSED'} {v['target']}: {v['result']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

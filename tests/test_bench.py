@@ -1,0 +1,153 @@
+"""The benchmark harness (``python -m bench``) runs and writes its report.
+
+Tiny parameters only: these check the harness, not hopwatch's speed. The full
+benchmark is ``python3 dev.py bench`` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# In the test environments: no bench virtualenv, no apt-get, no valgrind runs,
+# and the report benchmark (a generated log of its own) left out.
+HERE = ["--here", "--no-install", "--skip", "callgrind", "--skip", "report"]
+
+
+def run_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
+    output, raw = tmp_path / "performance.md", tmp_path / "results.json"
+    command = [sys.executable, "-m", "bench", *HERE, "--output", str(output), "--json", str(raw)]
+    result = subprocess.run(
+        [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return output.read_text(), json.loads(raw.read_text())
+
+
+def test_per_hop_part_runs_and_renders(tmp_path):
+    doc, data = run_bench(
+        tmp_path, "--skip", "server", "--hop-rounds", "2", "--per-round", "20", timeout=120
+    )
+    assert [row["name"] for row in data["hops"]] == [
+        "sync_to_async, thread-sensitive",
+        "sync_to_async, thread pool",
+        "async_to_sync, onto the running loop",
+        "async_to_sync, cold (new loop)",
+    ]
+    assert all(row["bare_us"] > 0 and row["patched_us"] > 0 for row in data["hops"])
+    assert "## Results against the targets" in doc
+    assert "per hop: hopwatch adds at most 2% of a bare hop" in doc
+    assert "## The machine" in doc and data["machine"]["logical_cpus"] >= 1
+    assert "_Not run (`--skip server`)._" in doc
+
+
+def test_render_judges_every_target_from_results():
+    from bench.__main__ import judge, render
+
+    def row(rps, tp=None, p99=None):
+        r = {"rps": rps, "p50_ms": 10.0, "p99_ms": 20.0, "errors": 0, "trials": []}
+        if tp is not None:
+            r.update(tp_ratio=tp, tp_min=tp, tp_max=tp, p99_ratio=p99, p99_min=p99, p99_max=p99)
+        return r
+
+    table = {
+        "baseline": row(1000),
+        "hopwatch": row(980, 0.98, 1.02),
+        "pyinstrument": row(500, 0.5, 2.0),
+        "opentelemetry": row(990, 0.99, 1.01),
+        "sentry": row(600, 0.6, 1.6),
+    }
+    data = {
+        "params": {"quick": True, "hop_rounds": 2, "per_round": 20, "skip": ["report"]},
+        "machine": {
+            "date": "today",
+            "cpu_model": "cpu",
+            "cpu_mhz": None,
+            "logical_cpus": 2,
+            "usable_cpus": 2,
+            "virtualized": False,
+            "memory_gib": 1.0,
+            "os": "os",
+            "kernel": "k",
+            "python": "CPython 3",
+            "versions": dict.fromkeys(
+                [
+                    "hopwatch",
+                    "Django",
+                    "asgiref",
+                    "uvicorn",
+                    "structlog",
+                    "pyinstrument",
+                    "opentelemetry-sdk",
+                    "opentelemetry-instrumentation-django",
+                    "sentry-sdk",
+                ],
+                "1",
+            ),
+            "wrk": None,
+            "valgrind": None,
+            "loadavg_start": [0, 0, 0],
+        },
+        "hops": [
+            {
+                "name": "sync_to_async, thread-sensitive",
+                "bare_us": 100.0,
+                "patched_us": 101.0,
+                "bare_cpu_us": 100.0,
+                "patched_cpu_us": 101.0,
+            }
+        ],
+        "server": {
+            "rounds": 1,
+            "duration": 1.0,
+            "connections": 8,
+            "loadgen": "python",
+            "pinned": False,
+            "configs": [{"name": name, "label": name} for name in table],
+            "endpoints": [{"path": "/hello/", "label": "hello", "hops": 15}],
+            "table": {"/hello/": table},
+            "skipped": {},
+            "evidence": {},
+        },
+        "seconds": 1.0,
+    }
+    verdicts = {v["target"]: v["met"] for v in judge(data)}
+    assert verdicts == {
+        "per hop: hopwatch adds at most 2% of a bare hop": True,
+        "server `/hello/`: hopwatch ≥ 0.97x baseline req/s": True,
+        "server `/hello/`: hopwatch p99 within 5% of baseline": True,
+        "server `/hello/`: less overhead (req/s lost) than every peer": False,  # opentelemetry
+    }
+    doc = render(data)
+    assert "quick smoke run" in doc
+    assert "not lighter than opentelemetry" in doc
+    assert "### Server: missed" in doc and "### Per hop: missed" not in doc
+
+
+@pytest.mark.slow  # starts two uvicorn servers and puts load on them
+def test_server_part_runs_against_real_servers(tmp_path):
+    doc, data = run_bench(
+        tmp_path,
+        "--skip", "hops",
+        "--configs", "baseline,hopwatch",
+        "--endpoints", "/hello/",
+        "--rounds", "1",
+        "--duration", "0.5",
+        "--connections", "2",
+        "--loadgen", "python",
+        timeout=180,
+    )  # fmt: skip
+    server = data["server"]
+    assert [c["name"] for c in server["configs"]] == ["baseline", "hopwatch"]
+    for name in ("baseline", "hopwatch"):
+        row = server["table"]["/hello/"][name]
+        assert row["rps"] > 0 and row["errors"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+    assert server["evidence"]["hopwatch"]["request lines logged"] > 0
+    assert "| no instrumentation |" in doc and "| hopwatch |" in doc
