@@ -1,0 +1,70 @@
+"""The ``hopwatch`` command: ``hopwatch report ...`` and ``hopwatch audit ...``.
+
+Each subcommand lives in its own module with ``HELP`` (one line),
+``configure(parser)`` and ``run(args) -> int``; add it to :data:`COMMANDS`.
+Modules are imported when the command line is parsed; ``report`` never needs
+Django, ``audit`` imports it only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+#: subcommand name -> module implementing it
+COMMANDS: Final = {
+    "report": "hopwatch.report.command",
+    "audit": "hopwatch.audit",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("hopwatch")
+    except (ImportError, PackageNotFoundError):
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hopwatch",
+        description="See what sync/async thread hops cost your Django app.",
+    )
+    parser.add_argument("--version", action="version", version=f"hopwatch {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP)
+        module.configure(sub)
+        sub.set_defaults(run_command=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        status: int = args.run_command(args)
+    except KeyboardInterrupt:
+        print("hopwatch: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""Per-endpoint accumulation with bounded memory, and mergeable partial results.
+
+A :class:`Partial` is what one process makes of its share of the input; partials
+from several processes merge into one (:meth:`Partial.merge`), and
+:mod:`hopwatch.report.rank` turns the merged result into report rows.
+
+Endpoints are kept at the finest grain, (method, route, view), so that the
+report can be regrouped by route, by view or by site without reading the logs
+again. Everything that could grow with hostile input is capped:
+
+* at most :data:`ENDPOINT_CAP` endpoints; later ones go to one overflow endpoint;
+* at most :data:`SITE_CAP` causes per endpoint (the largest by time are kept),
+  the rest summed into that endpoint's "other" cause;
+* the hop time distribution is a fixed-size :class:`~hopwatch.report.sketch.Sketch`;
+* a few slowest requests and profiled requests per endpoint.
+
+The scanner's fast path writes raw byte spans from the log line into the
+``raw_*`` dicts (a dict increment instead of decoding five integers) and
+:meth:`EndpointStats.fold` decodes them; partials are always folded before
+they are merged or pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from hopwatch.report import parse
+from hopwatch.report.parse import Record
+from hopwatch.report.sketch import Sketch
+
+ENDPOINT_CAP: Final = 2000
+SITE_CAP: Final = 64
+#: A raw dict past this many keys is folded (checked once per block of lines).
+RAW_CAP: Final = 512
+SLOWEST_KEPT: Final = 3
+PROFILES_KEPT: Final = 20
+#: Distinct interface names and pinned_by sites kept per endpoint; others are "(other)".
+INTERFACE_CAP: Final = 16
+PINNED_BY_CAP: Final = 16
+
+# Endpoint keys: (kind, method, route, view). Requests without a resolved view
+# (unmatched paths, requests answered by middleware) would make one endpoint per
+# raw path, so they are collapsed into one "no view" endpoint per method.
+NORMAL: Final = 0
+NO_VIEW: Final = 1
+OVERFLOW: Final = 2
+EndpointKey = tuple[int, str, str, str | None]
+OVERFLOW_KEY: Final[EndpointKey] = (OVERFLOW, "", "", None)
+
+# SiteKey: (site, kind, direction, call_site)
+SiteKey = tuple[str, str, str, str | None]
+
+# Indices into EndpointStats.acc, the hot accumulator the scanner updates inline.
+A_RECORDS: Final = 0  # lines read for this endpoint
+# Sampled lines stand for 1 / sample_rate requests each. Unsampled logs are the
+# norm, so only the excess over 1 is accumulated: requests = records + extra.
+A_EXTRA_REQUESTS: Final = 1  # sum of (1 / sample_rate - 1)
+A_DURATION: Final = 2  # sum of duration_ms
+A_HOP_MS: Final = 3  # sum of hop_ms
+A_WAIT: Final = 4  # sum of wait_ms
+A_HOPS: Final = 5  # sum of hops
+A_HOPS_MAX: Final = 6
+A_SLOWEST_FLOOR: Final = 7  # hop_ms a request must beat to enter the slowest list
+A_EXTRA_HOP_MS: Final = 8  # sum of hop_ms * (1 / sample_rate - 1)
+
+# Indices into EndpointStats.counters, folded from the raw counter spans.
+C_SYNC_TO_ASYNC: Final = 0
+C_ASYNC_TO_SYNC: Final = 1
+C_THREADS: Final = 2
+C_THREADS_MAX: Final = 3
+C_NEW_LOOPS: Final = 4
+C_NEW_LOOP_RECORDS: Final = 5  # records with at least one new loop
+C_DEPTH_MAX: Final = 6
+
+# Indices into a site accumulator list; every value is weighted by 1 / sample_rate.
+S_REQUESTS: Final = 0  # requests that listed the site
+S_COUNT: Final = 1  # crossings
+S_MS: Final = 2
+
+
+def site_order(item: tuple[SiteKey, list[float]]) -> tuple[float, str, str, str, bool, str]:
+    """Largest time first, then by name: a total order (call_site may be None)."""
+    (site, kind, direction, call_site), entry = item
+    return (-entry[S_MS], site, kind, direction, call_site is not None, call_site or "")
+
+
+def endpoint_key(method: str, route: str, view: str | None) -> EndpointKey:
+    if view is None:
+        return (NO_VIEW, method, "", None)
+    return (NORMAL, method, route, view)
+
+
+# Decoding caches shared by all endpoints of a process; cleared when large so
+# hostile input cannot grow them without bound.
+_SITE_KEYS: dict[bytes, tuple[SiteKey, int]] = {}
+_STATUS_SPANS: dict[bytes, tuple[int | None, str]] = {}
+_CACHE_LIMIT: Final = 20_000
+
+
+def _site_key(raw: bytes) -> tuple[SiteKey, int]:
+    key = _SITE_KEYS.get(raw)
+    if key is None:
+        if len(_SITE_KEYS) >= _CACHE_LIMIT:
+            _SITE_KEYS.clear()
+        key = _SITE_KEYS[raw] = parse.decode_site_key(raw)
+    return key
+
+
+def _status_interface(raw: bytes) -> tuple[int | None, str]:
+    value = _STATUS_SPANS.get(raw)
+    if value is None:
+        if len(_STATUS_SPANS) >= _CACHE_LIMIT:
+            _STATUS_SPANS.clear()
+        value = _STATUS_SPANS[raw] = parse.decode_status_interface(raw)
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+class EndpointStats:
+    """Everything the report needs about one (method, route, view)."""
+
+    __slots__ = (
+        "acc",
+        "counters",
+        "interfaces",
+        "key",
+        "other_site",
+        "pinned",
+        "pinned_by",
+        "profiles",
+        "raw_counters",
+        "raw_pinned_by",
+        "raw_sites",
+        "raw_status",
+        "sites",
+        "sites_dropped",
+        "sketch",
+        "slowest",
+        "statuses",
+    )
+
+    def __init__(self, key: EndpointKey) -> None:
+        self.key = key
+        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0]
+        self.sketch = Sketch()
+        self.raw_counters: dict[bytes, int] = {}
+        self.raw_status: dict[bytes, int] = {}
+        self.raw_sites: dict[bytes, list[float]] = {}  # raw key -> [requests, ms], weighted
+        self.counters: list[int] = [0, 0, 0, 0, 0, 0, 0]
+        self.statuses: dict[str, int] = {}  # "200", or "none" when no response
+        self.interfaces: dict[str, int] = {}
+        self.sites: dict[SiteKey, list[float]] = {}
+        self.other_site: list[float] = [0.0, 0.0, 0.0]
+        self.slowest: list[tuple[float, str, str]] = []  # (hop_ms, request_id, timestamp)
+        self.profiles: list[tuple[float, str, str, str]] = []  # ... plus the profile name
+        # pinned_ms: sum, records *without* the field (lines from before it existed; counting
+        # those spares the hot loop any work for the usual 0.0), weighted sum (the total)
+        self.pinned: list[float] = [0.0, 0, 0.0]
+        self.pinned_by: dict[str, float] = {}  # site -> requests it pinned (weighted)
+        self.raw_pinned_by: dict[bytes, float] = {}
+        self.sites_dropped = 0
+
+    # --- adding ------------------------------------------------------------------
+    def add_record(self, record: Record) -> None:
+        """Add a record from the general decoder (the fast path inlines this in scan.py)."""
+        acc = self.acc
+        hop_ms = record.hop_ms
+        weight = 1.0 / record.sample_rate
+        acc[A_RECORDS] += 1
+        acc[A_EXTRA_REQUESTS] += weight - 1.0
+        acc[A_EXTRA_HOP_MS] += hop_ms * (weight - 1.0)
+        acc[A_DURATION] += record.duration_ms
+        acc[A_HOP_MS] += hop_ms
+        acc[A_WAIT] += record.wait_ms
+        acc[A_HOPS] += record.hops
+        if record.hops > acc[A_HOPS_MAX]:
+            acc[A_HOPS_MAX] = record.hops
+        self.sketch.add(hop_ms)
+        self._add_counters(
+            1,
+            record.sync_to_async,
+            record.async_to_sync,
+            record.threads,
+            record.new_loops,
+            record.max_depth,
+        )
+        self._add_status(1, record.status, record.interface)
+        for site in record.sites:
+            self._add_site(
+                (site.site, site.kind, site.direction, site.call_site),
+                weight,
+                site.count * weight,
+                site.ms * weight,
+            )
+        if hop_ms > acc[A_SLOWEST_FLOOR]:
+            self.offer_slowest(hop_ms, record.request_id, record.timestamp)
+        if record.pinned_ms is None:
+            self.pinned[1] += 1
+        self.add_optional(
+            hop_ms,
+            record.request_id,
+            record.timestamp,
+            weight,
+            record.sites_dropped,
+            record.pinned_ms,
+            record.pinned_by,
+            record.profile,
+        )
+
+    def add_optional(
+        self,
+        hop_ms: float,
+        request_id: bytes | str,
+        timestamp: bytes | str,
+        weight: float,
+        sites_dropped: int,
+        pinned_ms: float | None,
+        pinned_by: str | None,
+        profile: str | None,
+    ) -> None:
+        self.sites_dropped += sites_dropped
+        if pinned_ms is not None:
+            self.pinned[0] += pinned_ms
+            self.pinned[2] += pinned_ms * weight
+        if pinned_by is not None:
+            self._add_pinned_by(pinned_by, weight)
+        if profile is not None:
+            profiles = self.profiles
+            if len(profiles) < PROFILES_KEPT or hop_ms > profiles[-1][0]:
+                profiles.append((hop_ms, _text(request_id), _text(timestamp), profile))
+                profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
+                del profiles[PROFILES_KEPT:]
+
+    def offer_slowest(self, hop_ms: float, request_id: bytes | str, timestamp: bytes | str) -> None:
+        slowest = self.slowest
+        slowest.append((hop_ms, _text(request_id), _text(timestamp)))
+        slowest.sort(key=lambda entry: (-entry[0], entry[2], entry[1]))
+        del slowest[SLOWEST_KEPT:]
+        if len(slowest) == SLOWEST_KEPT:
+            self.acc[A_SLOWEST_FLOOR] = slowest[-1][0]
+
+    def _add_counters(
+        self, records: int, s2a: int, a2s: int, threads: int, loops: int, depth: int
+    ) -> None:
+        c = self.counters
+        c[C_SYNC_TO_ASYNC] += s2a * records
+        c[C_ASYNC_TO_SYNC] += a2s * records
+        c[C_THREADS] += threads * records
+        if threads > c[C_THREADS_MAX]:
+            c[C_THREADS_MAX] = threads
+        c[C_NEW_LOOPS] += loops * records
+        if loops:
+            c[C_NEW_LOOP_RECORDS] += records
+        if depth > c[C_DEPTH_MAX]:
+            c[C_DEPTH_MAX] = depth
+
+    def _add_pinned_by(self, site: str, requests: float) -> None:
+        pinned_by = self.pinned_by
+        if site not in pinned_by and len(pinned_by) >= PINNED_BY_CAP:
+            site = "(other)"
+        pinned_by[site] = pinned_by.get(site, 0.0) + requests
+
+    def _add_status(self, records: int, status: int | None, interface: str) -> None:
+        name = "none" if status is None else str(status)
+        self.statuses[name] = self.statuses.get(name, 0) + records
+        interfaces = self.interfaces
+        if interface not in interfaces and len(interfaces) >= INTERFACE_CAP:
+            interface = "(other)"
+        interfaces[interface] = interfaces.get(interface, 0) + records
+
+    def _add_site(self, key: SiteKey, requests: float, count: float, ms: float) -> None:
+        entry = self.sites.get(key)
+        if entry is None:
+            if len(self.sites) >= 2 * SITE_CAP:
+                self._trim_sites()
+            entry = self.sites[key] = [0.0, 0.0, 0.0]
+        entry[S_REQUESTS] += requests
+        entry[S_COUNT] += count
+        entry[S_MS] += ms
+
+    def _trim_sites(self) -> None:
+        """Keep the SITE_CAP largest causes by time; sum the rest into "other"."""
+        if len(self.sites) <= SITE_CAP:
+            return
+        ranked = sorted(self.sites.items(), key=site_order)
+        self.sites = dict(ranked[:SITE_CAP])
+        other = self.other_site
+        for _key, entry in ranked[SITE_CAP:]:
+            other[S_REQUESTS] += entry[S_REQUESTS]
+            other[S_COUNT] += entry[S_COUNT]
+            other[S_MS] += entry[S_MS]
+
+    # --- folding and merging -----------------------------------------------------------
+    def needs_fold(self) -> bool:
+        return (
+            len(self.raw_sites) > RAW_CAP
+            or len(self.raw_counters) > RAW_CAP
+            or len(self.raw_status) > RAW_CAP
+            or len(self.raw_pinned_by) > RAW_CAP
+        )
+
+    def fold(self) -> None:
+        """Decode the fast path's raw spans into the canonical fields."""
+        if self.raw_counters:
+            for span, records in self.raw_counters.items():
+                found = parse.COUNTERS_SPAN.match(span)
+                assert found is not None  # FAST_LINE already matched this span
+                s2a, a2s, threads, loops, depth = map(int, found.groups())
+                self._add_counters(records, s2a, a2s, threads, loops, depth)
+            self.raw_counters = {}
+        if self.raw_status:
+            for span, records in self.raw_status.items():
+                status, interface = _status_interface(span)
+                self._add_status(records, status, interface)
+            self.raw_status = {}
+        if self.raw_pinned_by:
+            for raw, requests in self.raw_pinned_by.items():
+                self._add_pinned_by(raw.decode("utf-8", "replace"), requests)
+            self.raw_pinned_by = {}
+        if self.raw_sites:
+            for raw, (requests, ms) in self.raw_sites.items():
+                key, count = _site_key(raw)
+                self._add_site(key, requests, requests * count, ms)
+            self.raw_sites = {}
+        self._trim_sites()
+
+    @property
+    def pinned_records(self) -> float:
+        """Records that had a pinned_ms field."""
+        return self.acc[A_RECORDS] - self.pinned[1]
+
+    @property
+    def requests(self) -> float:
+        """The requests the records stand for (sampled lines count 1 / sample_rate)."""
+        return self.acc[A_RECORDS] + self.acc[A_EXTRA_REQUESTS]
+
+    @property
+    def hop_ms_total(self) -> float:
+        """Summed hop time of those requests."""
+        return self.acc[A_HOP_MS] + self.acc[A_EXTRA_HOP_MS]
+
+    def merge(self, other: EndpointStats) -> None:
+        """Add another (folded) endpoint's numbers to this one's."""
+        self.fold()
+        other.fold()
+        acc, theirs = self.acc, other.acc
+        for index in (
+            A_RECORDS,
+            A_EXTRA_REQUESTS,
+            A_DURATION,
+            A_HOP_MS,
+            A_WAIT,
+            A_HOPS,
+            A_EXTRA_HOP_MS,
+        ):
+            acc[index] += theirs[index]
+        acc[A_HOPS_MAX] = max(acc[A_HOPS_MAX], theirs[A_HOPS_MAX])
+        self.sketch.merge(other.sketch)
+        c, oc = self.counters, other.counters
+        for index in (C_SYNC_TO_ASYNC, C_ASYNC_TO_SYNC, C_THREADS, C_NEW_LOOPS, C_NEW_LOOP_RECORDS):
+            c[index] += oc[index]
+        for index in (C_THREADS_MAX, C_DEPTH_MAX):
+            c[index] = max(c[index], oc[index])
+        for name, records in other.statuses.items():
+            self.statuses[name] = self.statuses.get(name, 0) + records
+        for interface, records in other.interfaces.items():
+            if interface not in self.interfaces and len(self.interfaces) >= INTERFACE_CAP:
+                interface = "(other)"
+            self.interfaces[interface] = self.interfaces.get(interface, 0) + records
+        for key, entry in other.sites.items():
+            self._add_site(key, *entry)
+        for index in (S_REQUESTS, S_COUNT, S_MS):
+            self.other_site[index] += other.other_site[index]
+        self._trim_sites()
+        for hop_ms, request_id, timestamp in other.slowest:
+            if hop_ms > acc[A_SLOWEST_FLOOR]:
+                self.offer_slowest(hop_ms, request_id, timestamp)
+        for hop_ms, request_id, timestamp, profile in other.profiles:
+            self.add_optional(hop_ms, request_id, timestamp, 1.0, 0, None, None, profile)
+        for index in range(3):
+            self.pinned[index] += other.pinned[index]
+        for site, requests in other.pinned_by.items():
+            self._add_pinned_by(site, requests)
+        self.sites_dropped += other.sites_dropped
+
+    def copy_as(self, key: EndpointKey) -> EndpointStats:
+        """A folded copy under another key (to regroup endpoints without changing them)."""
+        twin = EndpointStats(key)
+        twin.merge(self)
+        return twin
+
+    def __getstate__(self) -> dict[str, object]:
+        self.fold()
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class Partial:
+    """What one reader made of its share of the input: endpoints and counts."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[EndpointKey, EndpointStats] = {}
+        self.files = 0
+        self.bytes = 0
+        self.lines = 0
+        self.records = 0
+        self.other_lines = 0
+        self.skipped: dict[str, int] = {}
+        self.filtered: dict[str, int] = {}
+        self.hopwatch_errors = 0
+        self.first_timestamp = ""  # canonical, so text order is time order
+        self.last_timestamp = ""
+        self.truncated_inputs: list[str] = []  # e.g. a .gz file cut short
+
+    def endpoint(self, key: EndpointKey) -> EndpointStats:
+        stats = self.endpoints.get(key)
+        if stats is None:
+            if len(self.endpoints) >= ENDPOINT_CAP and key != OVERFLOW_KEY:
+                return self.endpoint(OVERFLOW_KEY)
+            stats = self.endpoints[key] = EndpointStats(key)
+        return stats
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def filter_out(self, reason: str, count: int = 1) -> None:
+        self.filtered[reason] = self.filtered.get(reason, 0) + count
+
+    def see_timestamp(self, timestamp: str) -> None:
+        if not self.first_timestamp or timestamp < self.first_timestamp:
+            self.first_timestamp = timestamp
+        if timestamp > self.last_timestamp:
+            self.last_timestamp = timestamp
+
+    def fold(self) -> None:
+        for stats in self.endpoints.values():
+            stats.fold()
+
+    def merge(self, other: Partial) -> None:
+        for key, stats in other.endpoints.items():
+            mine = self.endpoints.get(key)
+            if mine is None:
+                if len(self.endpoints) >= ENDPOINT_CAP and key != OVERFLOW_KEY:
+                    mine = self.endpoint(OVERFLOW_KEY)
+                else:
+                    self.endpoints[key] = stats
+                    continue
+            mine.merge(stats)
+        self.files += other.files
+        self.bytes += other.bytes
+        self.lines += other.lines
+        self.records += other.records
+        self.other_lines += other.other_lines
+        for reason, count in other.skipped.items():
+            self.skip(reason, count)
+        for reason, count in other.filtered.items():
+            self.filter_out(reason, count)
+        self.hopwatch_errors += other.hopwatch_errors
+        if other.first_timestamp:
+            self.see_timestamp(other.first_timestamp)
+            self.see_timestamp(other.last_timestamp)
+        self.truncated_inputs.extend(other.truncated_inputs)

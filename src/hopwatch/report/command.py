@@ -1,0 +1,245 @@
+"""``hopwatch report``: its options, and running it to an exit status.
+
+Exit status: 0 when hopwatch records were found and reported, 1 when none were
+found (or the filters left none), 2 for a usage error or an input that cannot
+be read (one line on stderr names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, Final
+
+from hopwatch.report import inputs, parallel, parse, rank, render
+from hopwatch.report.scan import Filters, StatusFilter
+
+FORMATS: Final = ("auto", "rich", "text", "json", "markdown", "csv")
+HELP: Final = "rank the worst endpoints from captured hopwatch logs"
+DESCRIPTION: Final = """\
+Read hopwatch.request lines from log files, directories, globs, gzip files or
+stdin ("-"), mixed with anything else, and rank endpoints by what their
+sync/async thread hops cost. See docs/report.md for every column and option."""
+EPILOG: Final = """\
+sort keys: total (default), requests, mean, p50, p95, p99, hops, max-hops,
+hop-share, wait-share, threads, loops, pinned; with --by site: total,
+requests, mean, count, endpoints.
+exit status: 0 reported, 1 no hopwatch records found, 2 usage error or
+unreadable input."""
+
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
+_UNITS: Final = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_STATUS_ITEM: Final = re.compile(r"[1-9]\d\d|[1-9]xx|none", re.IGNORECASE)
+
+
+def parse_time(value: str, now: datetime | None = None) -> str:
+    """A canonical UTC timestamp from ISO 8601 (naive means UTC) or a duration before now."""
+    text = value.strip()
+    relative = _DURATION.fullmatch(text)
+    if relative:
+        seconds = float(relative.group(1)) * _UNITS[relative.group(2).lower()]
+        try:
+            moment = (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"duration {value!r} is too long") from None
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+        text += "T00:00"
+    canonical = parse.canonical_timestamp(text)
+    if canonical is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {value!r}: use ISO 8601 such as 2026-11-24T10:00 (Z or +01:00; "
+            "naive means UTC) or a duration before now such as 30m, 2h, 7d"
+        )
+    return canonical
+
+
+def parse_status(value: str) -> StatusFilter:
+    include: set[str] = set()
+    exclude: set[str] = set()
+    for raw in value.split(","):
+        item = raw.strip()
+        negate = item.startswith("!")
+        item = item[1:].strip() if negate else item
+        if item.lower() == "null":
+            item = "none"
+        if not _STATUS_ITEM.fullmatch(item):
+            raise argparse.ArgumentTypeError(
+                f"invalid status {raw.strip()!r}: use a code (404), a class (5xx) or none, "
+                "with ! in front to exclude it"
+            )
+        (exclude if negate else include).add(item.lower())
+    return StatusFilter(frozenset(include), frozenset(exclude), value.strip())
+
+
+def parse_names(value: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated names")
+    return names
+
+
+def _whole(minimum: int) -> Any:
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {number}")
+        return number
+
+    return convert
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="log file, directory, glob or - for stdin (default: stdin when piped)",
+    )
+    parser.add_argument(
+        "--by",
+        choices=rank.BY_CHOICES,
+        default="route",
+        help="group by route and method (default), by view, or rank the causes",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=rank.SORT_CHOICES,
+        default="total",
+        metavar="KEY",
+        help="rank by this key, largest first (default: total hop time)",
+    )
+    parser.add_argument(
+        "--top",
+        type=_whole(0),
+        default=20,
+        metavar="N",
+        help="show the first N rows (default 20; 0 shows all)",
+    )
+    parser.add_argument(
+        "--min-requests",
+        type=_whole(0),
+        default=1,
+        metavar="N",
+        help="leave out rows with fewer logged requests (default 1)",
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="TIME",
+        help="only requests at or after TIME (ISO 8601 or 30m, 2h, 7d ago)",
+    )
+    parser.add_argument(
+        "--until", type=parse_time, metavar="TIME", help="only requests before TIME"
+    )
+    parser.add_argument(
+        "--status",
+        type=parse_status,
+        metavar="LIST",
+        help="only these statuses: 200,5xx,none; !404 excludes",
+    )
+    parser.add_argument(
+        "--interface",
+        type=parse_names,
+        metavar="LIST",
+        help="only these interfaces: asgi, wsgi, test-client, test-async-client",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="output format (default: rich on a terminal, else text)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_whole(1),
+        metavar="N",
+        help="processes to read with (default: one per core for large input)",
+    )
+
+
+def _echo_filters(args: argparse.Namespace) -> dict[str, Any]:
+    echoed: dict[str, Any] = {}
+    if args.since:
+        echoed["since"] = args.since
+    if args.until:
+        echoed["until"] = args.until
+    if args.status:
+        echoed["status"] = args.status.text
+    if args.interface:
+        echoed["interface"] = sorted(args.interface)
+    return echoed
+
+
+def _usage_error(message: str) -> int:
+    print(f"hopwatch report: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
+    out = stdout if stdout is not None else sys.stdout
+    if args.since and args.until and args.since >= args.until:
+        return _usage_error("--since must be earlier than --until")
+    paths = list(args.paths)
+    if not paths:
+        if sys.stdin is None or sys.stdin.isatty():
+            return _usage_error("no input: give log files, directories or globs, or - for stdin")
+        paths = [inputs.STDIN]
+    options = rank.ReportOptions(
+        by=args.by,
+        sort=args.sort,
+        top=args.top,
+        min_requests=args.min_requests,
+        filters=_echo_filters(args),
+    )
+    try:
+        options.check()
+    except rank.OptionError as exc:
+        return _usage_error(str(exc))
+    filters = Filters(
+        since=args.since, until=args.until, status=args.status, interfaces=args.interface
+    )
+    try:
+        sources = inputs.resolve(paths)
+        partial = parallel.read_all(sources, filters, args.jobs)
+    except inputs.InputError as exc:
+        print(f"hopwatch report: {exc}", file=sys.stderr)
+        return 2
+    document = rank.build_document(partial, options, [source.name for source in sources])
+    format_name = args.format
+    if format_name == "auto":
+        format_name = "rich" if _is_terminal(out) else "text"
+    try:
+        render.RENDERERS[format_name](document, out)
+        out.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    if format_name == "csv":
+        # csv has no room for it on stdout; json carries it in "summary"
+        print(f"hopwatch report: {render.summary_line(document)}", file=sys.stderr)
+    return 0 if document["summary"]["reported"] > 0 else 1
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _silence_stdout() -> None:
+    """After the reader of our output went away (``| head``): no error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -1,0 +1,412 @@
+"""From a merged :class:`~hopwatch.report.aggregate.Partial` to the report document.
+
+The document is a plain dict and *is* the ``--format json`` output (its shape is
+documented in docs/report.md and versioned by ``REPORT_VERSION``); every other
+renderer formats the same dict, so all formats always agree.
+
+Sampled logs: each line stands for ``1 / sample_rate`` requests, so
+``requests`` and every total (hop time; a cause's requests, crossings and time)
+are weighted by it; means and percentiles describe the logged requests as
+they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from hopwatch.report.aggregate import (
+    A_DURATION,
+    A_HOP_MS,
+    A_HOPS,
+    A_HOPS_MAX,
+    A_RECORDS,
+    A_WAIT,
+    C_ASYNC_TO_SYNC,
+    C_DEPTH_MAX,
+    C_NEW_LOOP_RECORDS,
+    C_NEW_LOOPS,
+    C_SYNC_TO_ASYNC,
+    C_THREADS,
+    C_THREADS_MAX,
+    NORMAL,
+    OVERFLOW,
+    S_COUNT,
+    S_MS,
+    S_REQUESTS,
+    EndpointKey,
+    EndpointStats,
+    Partial,
+    SiteKey,
+    site_order,
+)
+from hopwatch.report.sketch import ALPHA
+
+REPORT_VERSION: Final = 1
+BY_CHOICES: Final = ("route", "view", "site")
+#: Causes listed per endpoint in the document (renderers show fewer).
+CAUSES_LISTED: Final = 10
+#: pinned_by sites listed per endpoint.
+PINNED_BY_LISTED: Final = 3
+#: Endpoints listed per cause with --by site.
+ENDPOINTS_PER_SITE: Final = 3
+
+NO_VIEW_LABEL: Final = "(no view)"
+OVERFLOW_LABEL: Final = "(other endpoints)"
+
+
+def _r(value: float, digits: int = 3) -> float:
+    return round(value, digits) + 0.0  # + 0.0: no "-0.0" in the output
+
+
+def _count(value: float) -> float | int:
+    """An estimated count: an int when it is whole (always, for unsampled logs)."""
+    rounded = round(value, 3)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return _r(part / whole, 4) if whole > 0 else None
+
+
+# --- sort keys -------------------------------------------------------------------------
+Row = dict[str, Any]
+
+
+def _get(*path: str) -> Callable[[Row], float]:
+    def key(row: Row) -> float:
+        value: Any = row
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+        return float(value) if value is not None else float("-inf")
+
+    return key
+
+
+ENDPOINT_SORTS: Final[dict[str, Callable[[Row], float]]] = {
+    "total": _get("hop_ms", "total"),
+    "requests": _get("requests"),
+    "mean": _get("hop_ms", "mean"),
+    "p50": _get("hop_ms", "p50"),
+    "p95": _get("hop_ms", "p95"),
+    "p99": _get("hop_ms", "p99"),
+    "hops": _get("hops", "mean"),
+    "max-hops": _get("hops", "max"),
+    "hop-share": _get("hop_share"),
+    "wait-share": _get("wait_share"),
+    "threads": _get("threads", "mean"),
+    "loops": _get("new_loops", "total"),
+    "pinned": _get("pinned_ms", "mean"),
+}
+SITE_SORTS: Final[dict[str, Callable[[Row], float]]] = {
+    "total": _get("ms"),
+    "requests": _get("requests"),
+    "mean": _get("ms_per_request"),
+    "count": _get("count"),
+    "endpoints": _get("endpoints"),
+}
+SORT_CHOICES: Final = tuple(dict.fromkeys([*ENDPOINT_SORTS, *SITE_SORTS]))
+
+
+class OptionError(ValueError):
+    """Options that do not go together (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    by: str = "route"
+    sort: str = "total"
+    top: int = 20  # 0: all
+    min_requests: int = 1
+    filters: dict[str, Any] | None = None  # echoed in the document
+
+    def check(self) -> None:
+        if self.by not in BY_CHOICES:
+            raise OptionError(f"unknown --by {self.by!r} (choose from {', '.join(BY_CHOICES)})")
+        sorts = SITE_SORTS if self.by == "site" else ENDPOINT_SORTS
+        if self.sort not in sorts:
+            raise OptionError(
+                f"--sort {self.sort} does not apply to --by {self.by} "
+                f"(choose from {', '.join(sorts)})"
+            )
+        if self.top < 0:
+            raise OptionError("--top must be 0 (all) or more")
+        if self.min_requests < 0:
+            raise OptionError("--min-requests must be 0 or more")
+
+
+# --- regrouping --------------------------------------------------------------------------
+GroupKey = tuple[Any, ...]
+
+
+def _group_key(key: EndpointKey, by: str) -> GroupKey:
+    kind, method, route, view = key
+    if kind == OVERFLOW:
+        return (OVERFLOW,)
+    if by == "view":
+        return (kind, view)
+    return (kind, method, route)
+
+
+def _dominant(counts: dict[Any, float]) -> Any:
+    return max(counts.items(), key=lambda item: (item[1], str(item[0])))[0] if counts else None
+
+
+def _regroup(partial: Partial, by: str) -> list[tuple[GroupKey, EndpointStats, Row]]:
+    """Merge fine-grained endpoints into the report's groups (route + method, or view)."""
+    groups: dict[GroupKey, tuple[EndpointStats, dict[Any, float], dict[Any, float]]] = {}
+    for key, stats in sorted(partial.endpoints.items(), key=lambda item: repr(item[0])):
+        group = _group_key(key, by)
+        records = stats.acc[A_RECORDS]
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = (stats.copy_as(key), {}, {})
+        else:
+            entry[0].merge(stats)
+        entry[1][key[2] if key[0] == NORMAL else None] = (
+            entry[1].get(key[2] if key[0] == NORMAL else None, 0) + records
+        )
+        entry[2][key[3]] = entry[2].get(key[3], 0) + records
+    result = []
+    for group, (stats, routes, views) in groups.items():
+        kind = group[0]
+        identity: Row
+        if kind == OVERFLOW:
+            identity = {
+                "kind": "overflow",
+                "method": None,
+                "route": None,
+                "view": None,
+                "label": OVERFLOW_LABEL,
+            }
+        elif by == "view":
+            view = group[1]
+            identity = {
+                "kind": "endpoint" if kind == NORMAL else "no_view",
+                "method": None,
+                "route": _dominant(routes),
+                "view": view,
+                "label": view if view is not None else NO_VIEW_LABEL,
+            }
+        else:
+            method = group[1]
+            route = group[2] if kind == NORMAL else None
+            identity = {
+                "kind": "endpoint" if kind == NORMAL else "no_view",
+                "method": method,
+                "route": route,
+                "view": _dominant(views),
+                "label": f"{method} {route if route is not None else NO_VIEW_LABEL}",
+            }
+        result.append((group, stats, identity))
+    return result
+
+
+# --- rows ----------------------------------------------------------------------------------
+def _site_dict(key: SiteKey) -> Row:
+    site, kind, direction, call_site = key
+    return {"site": site, "kind": kind, "direction": direction, "call_site": call_site}
+
+
+def endpoint_row(stats: EndpointStats, identity: Row) -> Row:
+    acc, counters = stats.acc, stats.counters
+    records = acc[A_RECORDS]
+    hop_total = stats.hop_ms_total
+    p50, p95, p99 = stats.sketch.quantiles((0.5, 0.95, 0.99))
+    causes = []
+    ranked = sorted(stats.sites.items(), key=site_order)
+    for key, entry in ranked[:CAUSES_LISTED]:
+        requests = entry[S_REQUESTS]
+        causes.append(
+            {
+                **_site_dict(key),
+                "requests": _count(requests),
+                "count": _count(entry[S_COUNT]),
+                "ms": _r(entry[S_MS]),
+                "ms_per_request": _r(entry[S_MS] / requests) if requests else 0.0,
+                "share": _ratio(entry[S_MS], hop_total),
+            }
+        )
+    other_count = stats.other_site[S_COUNT] + sum(e[S_COUNT] for _k, e in ranked[CAUSES_LISTED:])
+    other_ms = stats.other_site[S_MS] + sum(e[S_MS] for _k, e in ranked[CAUSES_LISTED:])
+    pinned_sum, _missing, pinned_total = stats.pinned
+    pinned_records = stats.pinned_records
+    pinned_by = sorted(stats.pinned_by.items(), key=lambda item: (-item[1], item[0]))
+    return {
+        **identity,
+        "requests": _count(stats.requests),
+        "records": int(records),
+        "hops": {"mean": _r(acc[A_HOPS] / records), "max": int(acc[A_HOPS_MAX])},
+        "hop_ms": {
+            "total": _r(hop_total),
+            "mean": _r(acc[A_HOP_MS] / records),
+            "p50": p50,
+            "p95": p95,
+            "p99": p99,
+            "max": _r(stats.sketch.max),
+        },
+        "duration_ms": {"mean": _r(acc[A_DURATION] / records)},
+        "wait_ms": {"mean": _r(acc[A_WAIT] / records)},
+        "hop_share": _ratio(acc[A_HOP_MS], acc[A_DURATION]),
+        "wait_share": _ratio(acc[A_WAIT], acc[A_HOP_MS]),
+        "threads": {"mean": _r(counters[C_THREADS] / records), "max": counters[C_THREADS_MAX]},
+        "new_loops": {"total": counters[C_NEW_LOOPS], "requests": counters[C_NEW_LOOP_RECORDS]},
+        "max_depth": counters[C_DEPTH_MAX],
+        "directions": {
+            "sync_to_async": counters[C_SYNC_TO_ASYNC],
+            "async_to_sync": counters[C_ASYNC_TO_SYNC],
+        },
+        "pinned_ms": (
+            {
+                "mean": _r(pinned_sum / pinned_records),
+                "total": _r(pinned_total),
+                "records": int(pinned_records),
+                "by": [
+                    {"site": site, "requests": _count(requests)}
+                    for site, requests in pinned_by[:PINNED_BY_LISTED]
+                ],
+            }
+            if pinned_records
+            else None
+        ),
+        "statuses": dict(sorted(stats.statuses.items())),
+        "interfaces": dict(sorted(stats.interfaces.items())),
+        "causes": causes,
+        "other_causes": (
+            {
+                "count": _count(other_count),
+                "ms": _r(other_ms),
+                "share": _ratio(other_ms, hop_total),
+            }
+            if other_count or other_ms
+            else None
+        ),
+        "sites_dropped": stats.sites_dropped,
+        "slowest": [
+            {"request_id": rid, "timestamp": ts, "hop_ms": hop} for hop, rid, ts in stats.slowest
+        ],
+        "profiles": [
+            {"request_id": rid, "timestamp": ts, "hop_ms": hop, "profile": profile}
+            for hop, rid, ts, profile in stats.profiles
+        ],
+    }
+
+
+def _round_quantiles(row: Row) -> Row:
+    for name in ("p50", "p95", "p99"):
+        value = row["hop_ms"][name]
+        if value is not None:
+            row["hop_ms"][name] = _r(value)
+    return row
+
+
+def site_rows(partial: Partial) -> tuple[list[Row], Row | None]:
+    """Causes across all endpoints (--by site), and the sum of every endpoint's "other"."""
+    sites: dict[SiteKey, list[Any]] = {}
+    total_hop_ms = 0.0
+    other = [0.0, 0.0]
+    for _group, stats, identity in _regroup(partial, "route"):
+        total_hop_ms += stats.hop_ms_total
+        other[0] += stats.other_site[S_COUNT]
+        other[1] += stats.other_site[S_MS]
+        for key, entry in stats.sites.items():
+            acc = sites.get(key)
+            if acc is None:
+                acc = sites[key] = [0.0, 0.0, 0.0, []]
+            acc[0] += entry[S_REQUESTS]
+            acc[1] += entry[S_COUNT]
+            acc[2] += entry[S_MS]
+            acc[3].append((entry[S_MS], identity))
+    rows = []
+    for key, (requests, count, ms, endpoints) in sites.items():
+        endpoints.sort(key=lambda item: (-item[0], item[1]["label"]))
+        rows.append(
+            {
+                **_site_dict(key),
+                "requests": _count(requests),
+                "endpoints": len(endpoints),
+                "count": _count(count),
+                "ms": _r(ms),
+                "ms_per_request": _r(ms / requests) if requests else 0.0,
+                "count_per_request": _r(count / requests) if requests else 0.0,
+                "share": _ratio(ms, total_hop_ms),
+                "top_endpoints": [
+                    {
+                        "label": identity["label"],
+                        "method": identity["method"],
+                        "route": identity["route"],
+                        "view": identity["view"],
+                        "ms": _r(share),
+                    }
+                    for share, identity in endpoints[:ENDPOINTS_PER_SITE]
+                ],
+            }
+        )
+    other_row = (
+        {"count": _count(other[0]), "ms": _r(other[1]), "share": _ratio(other[1], total_hop_ms)}
+        if other[0] or other[1]
+        else None
+    )
+    return rows, other_row
+
+
+def _summary(partial: Partial, sources: list[str]) -> Row:
+    skipped = sum(partial.skipped.values())
+    filtered = sum(partial.filtered.values())
+    return {
+        "files": sum(1 for name in sources if name != "<stdin>"),
+        "stdin": "<stdin>" in sources,
+        "bytes": partial.bytes,
+        "lines": partial.lines,
+        "records": partial.records,
+        "other_lines": partial.other_lines,
+        "skipped": skipped,
+        "skipped_by_reason": dict(sorted(partial.skipped.items())),
+        "filtered": filtered,
+        "filtered_by_reason": dict(sorted(partial.filtered.items())),
+        "reported": partial.records - filtered,
+        "hopwatch_errors": partial.hopwatch_errors,
+        "first_timestamp": partial.first_timestamp or None,
+        "last_timestamp": partial.last_timestamp or None,
+        "truncated_inputs": sorted(partial.truncated_inputs),
+    }
+
+
+def _sort_and_cut(rows: list[Row], key: Callable[[Row], float], top: int) -> list[Row]:
+    rows.sort(key=lambda row: (-key(row), str(row.get("label", row.get("site")))))
+    return rows[:top] if top else rows
+
+
+def build_document(partial: Partial, options: ReportOptions, sources: list[str]) -> Row:
+    """The report as a dict: the JSON output, and the input of every renderer."""
+    options.check()
+    document: Row = {
+        "report": "hopwatch",
+        "version": REPORT_VERSION,
+        "by": options.by,
+        "sort": options.sort,
+        "top": options.top,
+        "min_requests": options.min_requests,
+        "filters": options.filters or {},
+        "relative_accuracy": ALPHA,
+        "summary": _summary(partial, sources),
+    }
+    if options.by == "site":
+        rows, other = site_rows(partial)
+        shown = [row for row in rows if row["requests"] >= options.min_requests]
+        document["groups"] = {"total": len(rows), "below_min_requests": len(rows) - len(shown)}
+        document["rows"] = _sort_and_cut(shown, SITE_SORTS[options.sort], options.top)
+        document["other_causes"] = other
+    else:
+        rows = [
+            _round_quantiles(endpoint_row(stats, identity))
+            for _group, stats, identity in _regroup(partial, options.by)
+        ]
+        shown = [row for row in rows if row["records"] >= options.min_requests]
+        document["groups"] = {"total": len(rows), "below_min_requests": len(rows) - len(shown)}
+        document["rows"] = _sort_and_cut(shown, ENDPOINT_SORTS[options.sort], options.top)
+    for rank, row in enumerate(document["rows"], 1):
+        row["rank"] = rank
+    document["rows"] = [{"rank": row.pop("rank"), **row} for row in document["rows"]]
+    return document

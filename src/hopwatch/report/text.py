@@ -1,0 +1,142 @@
+"""Making log content safe to print, and formatting numbers for people.
+
+Everything the report prints that came from a log line (routes, views, site
+names, request ids, file names) goes through :func:`clean` first: control
+characters (C0, DEL, C1, so every ANSI escape sequence), Unicode bidi and
+invisible formatting characters, and lone surrogates are replaced by visible
+escapes such as ``\\x1b``. Markdown and CSV add their own escaping on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+
+def _escape_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]:
+        table[code] = f"\\x{code:02x}"
+    invisible = [
+        0x061C,
+        0x180E,
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2065),
+        *range(0x2066, 0x206A),
+        0xFEFF,
+    ]
+    for code in [*invisible, *range(0xD800, 0xE000)]:
+        table[code] = f"\\u{code:04x}"
+    return table
+
+
+_ESCAPES: Final = _escape_table()
+ELLIPSIS: Final = "…"
+
+
+def clean(value: Any, limit: int | None = None) -> str:
+    """``value`` as text that cannot drive a terminal; cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    text = text.translate(_ESCAPES)
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 1, 0)] + ELLIPSIS
+    return text
+
+
+# Backslash-escaping any ASCII punctuation is literal in CommonMark and GFM;
+# these are the characters that could start markup inside a table cell.
+_MARKDOWN: Final = {ord(c): "\\" + c for c in "\\`*_[]<>|~#!&$"}
+
+
+def markdown_cell(value: Any, limit: int | None = None) -> str:
+    return clean(value, limit).translate(_MARKDOWN)
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """Numbers as they are; text cleaned and kept from being read as a spreadsheet formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return value
+    text = clean(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+# --- numbers -----------------------------------------------------------------------------
+def count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.3f}"
+    if value < 1000:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def duration(value_ms: float | None) -> str:
+    """A total of milliseconds in the unit that reads best."""
+    if value_ms is None:
+        return "-"
+    if value_ms < 1000:
+        return f"{value_ms:.1f} ms"
+    seconds = value_ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def mean(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def size(value: int) -> str:
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def short_site(site: str, call_site: str | None) -> str:
+    """``SessionMiddleware.process_request`` for the long dotted path, plus ``(file:line)``."""
+    parts = site.split(".")
+    name = ".".join(parts[-2:]) if len(parts) > 2 else site
+    if call_site:
+        where = call_site.split(" in ", 1)[0]
+        name += f" ({where.rsplit('/', 1)[-1]})"
+    return name
+
+
+_REASONS: Final = {
+    "malformed_json": "malformed JSON",
+    "truncated": "truncated",
+    "invalid_utf8": "invalid UTF-8",
+    "line_too_long": "too long",
+}
+
+
+def reason(name: str) -> str:
+    if name in _REASONS:
+        return _REASONS[name]
+    problem, _, field = name.partition(":")
+    return f"{problem} {field}" if field else name

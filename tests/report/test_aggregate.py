@@ -1,0 +1,168 @@
+"""Bounded accumulation, merging partial results, sampled logs, optional fields."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from hopwatch.report import aggregate, rank
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Filters, Scanner, StatusFilter
+from tests.report.samples import SESSION, canonical_lines, line, site
+
+
+def scan(texts: list[str], filters: Filters | None = None) -> Partial:
+    scanner = Scanner(Partial(), filters)
+    scanner.feed_lines([text.encode() for text in texts])
+    return scanner.finish()
+
+
+def document(partial: Partial, **options: Any) -> dict[str, Any]:
+    return rank.build_document(partial, rank.ReportOptions(top=0, **options), ["x"])
+
+
+def close(a: Any, b: Any) -> bool:
+    """Equal, with float sums allowed to differ in their last bits (addition order)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-3)
+    return bool(a == b)
+
+
+def test_merged_partials_equal_one_pass() -> None:
+    texts = canonical_lines(300)
+    whole = scan(texts)
+    merged = Partial()
+    for start in range(0, 300, 70):
+        merged.merge(pickle.loads(pickle.dumps(scan(texts[start : start + 70]))))
+    assert close(document(merged), document(whole))
+    assert close(document(merged, by="site"), document(whole, by="site"))
+
+
+def test_endpoints_beyond_the_cap_share_one_overflow_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aggregate, "ENDPOINT_CAP", 5)
+    partial = scan([line(route=f"/r{i}/") for i in range(20)])
+    assert len(partial.endpoints) == 6
+    rows = document(partial)["rows"]
+    overflow = [row for row in rows if row["kind"] == "overflow"]
+    assert overflow and overflow[0]["records"] == 15 and overflow[0]["label"] == "(other endpoints)"
+
+
+def test_causes_beyond_the_cap_are_summed_into_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aggregate, "SITE_CAP", 4)
+    texts = [line(sites=[site(f"cause{i}", ms=float(i + 1))]) for i in range(10)]
+    row = document(scan(texts))["rows"][0]
+    assert [c["site"] for c in row["causes"]] == ["cause9", "cause8", "cause7", "cause6"]
+    assert row["other_causes"] == {"count": 6, "ms": 21.0, "share": round(21 / (10 * 4.187), 4)}
+
+
+def test_raw_spans_are_folded_before_they_grow_large() -> None:
+    scanner = Scanner(Partial())
+    for block in range(40):
+        scanner.feed_lines(
+            [
+                line(sites=[site(f"s{block}-{i}")], threads=block * 50 + i).encode()
+                for i in range(50)
+            ]
+        )
+    stats = next(iter(scanner.partial.endpoints.values()))
+    assert len(stats.raw_counters) <= aggregate.RAW_CAP + 50 * 16
+    assert len(stats.sites) <= 2 * aggregate.SITE_CAP
+
+
+def test_view_less_requests_collapse_into_one_row_per_method() -> None:
+    texts = [line(route=f"/probe/{i}", view=None, status=404) for i in range(50)]
+    rows = document(scan(texts))["rows"]
+    assert len(rows) == 1
+    assert rows[0]["label"] == "GET (no view)" and rows[0]["route"] is None
+    assert rows[0]["kind"] == "no_view" and rows[0]["statuses"] == {"404": 50}
+
+
+def test_sampled_lines_stand_for_more_requests() -> None:
+    texts = [line(sample_rate=0.25, hop_ms=2.0, sites=[site(SESSION, ms=1.0)])] * 4
+    row = document(scan(texts))["rows"][0]
+    assert row["records"] == 4 and row["requests"] == 16
+    assert row["hop_ms"]["total"] == 32.0 and row["hop_ms"]["mean"] == 2.0
+    assert row["causes"][0]["requests"] == 16 and row["causes"][0]["ms"] == 16.0
+
+
+def test_pinned_profile_and_slowest_are_kept() -> None:
+    texts = [
+        line(
+            request_id=f"r{i}",
+            hop_ms=float(i),
+            pinned_ms=1.0,
+            profile=f"p{i}.html" if i % 2 else None,
+        )
+        for i in range(1, 50)
+    ]
+    row = document(scan(texts))["rows"][0]
+    assert row["pinned_ms"] == {"mean": 1.0, "total": 49.0, "records": 49, "by": []}
+    assert [s["request_id"] for s in row["slowest"]] == ["r49", "r48", "r47"]
+    assert len(row["profiles"]) == aggregate.PROFILES_KEPT
+    assert row["profiles"][0] == {
+        "request_id": "r49",
+        "timestamp": "2026-11-24T10:00:00.000000Z",
+        "hop_ms": 49.0,
+        "profile": "p49.html",
+    }
+
+
+def test_filters_count_what_they_leave_out() -> None:
+    texts = [
+        line(timestamp="2026-11-24T09:59:59.999999Z"),
+        line(timestamp="2026-11-24T10:00:00.000000Z"),
+        line(timestamp="2026-11-24T10:30:00.000000Z", status=500),
+        line(timestamp="2026-11-24T10:30:00.000000Z", interface="wsgi"),
+        line(timestamp="2026-11-24T11:00:00.000000Z"),
+    ]
+    filters = Filters(
+        since="2026-11-24T10:00:00.000000Z",
+        until="2026-11-24T11:00:00.000000Z",
+        status=StatusFilter(frozenset(), frozenset({"5xx"})),
+        interfaces=frozenset({"asgi"}),
+    )
+    for partial in (scan(texts, filters), _slow(texts, filters)):
+        assert partial.records == 5
+        assert partial.filtered == {"time": 2, "status": 1, "interface": 1}
+        assert document(partial)["summary"]["reported"] == 1
+
+
+def _slow(texts: list[str], filters: Filters) -> Partial:
+    scanner = Scanner(Partial(), filters)
+    for text in texts:
+        scanner.add_slow_line(text.encode())
+    return scanner.finish()
+
+
+def test_status_filter_classes_codes_and_none() -> None:
+    only = StatusFilter(frozenset({"2xx", "404", "none"}), frozenset({"204"}))
+    assert only.allows(200) and only.allows(404) and only.allows(None)
+    assert not only.allows(204) and not only.allows(500)
+
+
+def test_grouping_by_view_merges_routes_and_methods() -> None:
+    texts = [
+        line(method="GET", route="/a/", view="v.a"),
+        line(method="POST", route="/a/", view="v.a"),
+        line(method="GET", route="/b/", view="v.b"),
+    ]
+    rows = document(scan(texts), by="view")["rows"]
+    assert sorted((row["view"], row["records"]) for row in rows) == [("v.a", 2), ("v.b", 1)]
+    assert all(row["method"] is None for row in rows)
+
+
+def test_by_site_ranks_causes_across_endpoints() -> None:
+    texts = [
+        line(route=f"/r{i}/", sites=[site(SESSION, ms=1.0), site("other", ms=0.1)])
+        for i in range(4)
+    ]
+    rows = document(scan(texts), by="site")["rows"]
+    assert rows[0]["site"] == SESSION and rows[0]["endpoints"] == 4 and rows[0]["requests"] == 4
+    assert rows[0]["ms_per_request"] == 1.0 and rows[0]["ms"] == 4.0
+    assert len(rows[0]["top_endpoints"]) == rank.ENDPOINTS_PER_SITE

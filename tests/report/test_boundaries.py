@@ -1,0 +1,45 @@
+"""The report reads logs only: it imports neither Django nor the rest of hopwatch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import hopwatch.report
+
+PACKAGE = Path(hopwatch.report.__file__).parent
+ALLOWED_THIRD_PARTY = {"rich"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_report_package_imports_only_itself_rich_and_the_stdlib() -> None:
+    import sys
+
+    for path in sorted(PACKAGE.glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top == "hopwatch":
+                assert name == "hopwatch.report" or name.startswith("hopwatch.report."), (
+                    path,
+                    name,
+                )
+            else:
+                assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, (path, name)
+
+
+def test_rich_is_imported_only_to_draw_a_terminal_table() -> None:
+    users = [
+        path.name
+        for path in PACKAGE.glob("*.py")
+        if "rich" in {n.split(".")[0] for n in _imports(path)}
+    ]
+    assert users == ["render.py"]

@@ -1,0 +1,242 @@
+"""``hopwatch report`` end to end: golden outputs, inputs, exit statuses, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.report.conftest import Run
+from tests.report.samples import FIXTURES, canonical_lines, line
+
+MIXED = FIXTURES / "mixed.log"
+UPDATE = os.environ.get("HOPWATCH_UPDATE_GOLDEN") == "1"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+RunCli = Callable[..., Run]
+
+
+def golden(name: str, actual: str) -> None:
+    path = FIXTURES / name
+    if UPDATE:
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8"), f"differs from {path} (see its docstring)"
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("mixed.json", ["--format", "json", "--top", "0"]),
+        ("mixed.md", ["--format", "markdown"]),
+        ("mixed.by-site.json", ["--format", "json", "--by", "site"]),
+    ],
+)
+def test_golden_output(run_cli: RunCli, name: str, args: list[str]) -> None:
+    result = run_cli(MIXED, *args, "--jobs", "1")
+    assert result.status == 0 and result.err == ""
+    golden(name, result.out)
+
+
+def test_the_fixture_accounts_for_every_line(run_cli: RunCli) -> None:
+    summary = json.loads(run_cli(MIXED, "--format", "json").out)["summary"]
+    assert summary["lines"] == len(MIXED.read_bytes().splitlines())
+    assert summary["lines"] == summary["records"] + summary["other_lines"] + summary["skipped"]
+    assert summary["skipped_by_reason"] == {
+        "invalid:duration_ms": 1,
+        "invalid:hop_ms": 2,
+        "invalid:hops": 1,
+        "invalid:sites": 1,
+        "invalid:threads": 1,
+        "invalid:timestamp": 1,
+        "invalid_utf8": 1,
+        "malformed_json": 1,
+        "missing:hops": 1,
+        "truncated": 1,
+    }
+
+
+def test_text_is_the_default_when_not_a_terminal(run_cli: RunCli) -> None:
+    result = run_cli(MIXED)
+    assert result.out.startswith("hopwatch report: worst routes by total\nread 1 file")
+    assert "\x1b" not in result.out and "GET /search/" in result.out
+
+
+def test_csv_has_a_header_and_the_summary_goes_to_stderr(run_cli: RunCli) -> None:
+    result = run_cli(MIXED, "--format", "csv")
+    rows = result.out.splitlines()
+    assert rows[0].startswith("rank,method,route,view,label,requests,records,")
+    assert len(rows) == 1 + 6
+    assert result.err.startswith("hopwatch report: read 1 file") and result.err.count("\n") == 1
+
+
+def test_stdin_explicit_and_implicit(run_cli: RunCli) -> None:
+    data = ("\n".join(canonical_lines(9)) + "\n").encode()
+    for args in (["-"], []):
+        summary = json.loads(run_cli(*args, "--format", "json", stdin=data).out)["summary"]
+        assert summary["records"] == 9 and summary["stdin"] and summary["files"] == 0
+    summary = json.loads(run_cli("-", "--format", "json", stdin=gzip.compress(data)).out)["summary"]
+    assert summary["records"] == 9
+
+
+def test_many_files_directories_globs_and_gzip(run_cli: RunCli, tmp_path: Path) -> None:
+    for i in range(5):
+        pod = tmp_path / f"pod-{i}"
+        pod.mkdir()
+        (pod / "0.log").write_text("\n".join(canonical_lines(20, seed=i)) + "\n")
+        (pod / "1.log.gz").write_bytes(
+            gzip.compress(("\n".join(canonical_lines(10, seed=i))).encode())
+        )
+    result = run_cli(
+        tmp_path / "pod-0", tmp_path / "pod-*" / "*.log", tmp_path / "pod-4", "--format", "json"
+    )
+    summary = json.loads(result.out)["summary"]
+    assert summary["files"] == 5 + 1 + 1  # each file once
+    assert summary["records"] == 5 * 20 + 10 + 10
+
+
+def test_parallel_reading_matches_one_process(run_cli: RunCli, tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.log").write_text("\n".join(canonical_lines(700, seed=i)) + "\nnoise\n")
+    (tmp_path / "3.log.gz").write_bytes(gzip.compress("\n".join(canonical_lines(300)).encode()))
+    outputs = [
+        json.loads(run_cli(tmp_path, "--format", "json", "--top", "0", "--jobs", jobs).out)
+        for jobs in ("1", "2", "3")
+    ]
+    from tests.report.test_aggregate import close
+
+    assert outputs[0]["summary"]["records"] == 2400
+    assert close(outputs[1], outputs[0]) and close(outputs[2], outputs[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.log"], "hopwatch report: cannot read missing.log: no such file or directory"),
+        (["--since", "yesterday", "x"], "argument --since: invalid time 'yesterday'"),
+        (["--until", "2026-02-30", "x"], "argument --until: invalid time '2026-02-30'"),
+        (["--sort", "fastest", "x"], "argument --sort: invalid choice: 'fastest'"),
+        (["--by", "site", "--sort", "p95", "x"], "--sort p95 does not apply to --by site"),
+        (["--since", "2026-11-25", "--until", "2026-11-24", "x"], "--since must be earlier"),
+        (["--status", "2x", "x"], "argument --status: invalid status '2x'"),
+        (["--top", "-1", "x"], "argument --top: expected 0 or more, got -1"),
+        (["--jobs", "zero", "x"], "argument --jobs: expected a whole number, got 'zero'"),
+        (["--format", "html", "x"], "argument --format: invalid choice: 'html'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    run_cli: RunCli, args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").write_text(line() + "\n")
+    result = run_cli(*args)
+    assert result.status == 2 and result.out == ""
+    assert result.err.count("\n") == 1 and message in result.err, result.err
+
+
+def test_no_input_on_a_terminal_is_a_usage_error(run_cli: RunCli) -> None:
+    result = run_cli(tty=True)
+    assert result.status == 2 and "no input" in result.err
+
+
+def test_exit_1_when_no_hopwatch_records_are_found(run_cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "other.log").write_text('just\nsome\n{"event": "other"}\n')
+    result = run_cli(tmp_path / "other.log", "--format", "json")
+    assert result.status == 1 and json.loads(result.out)["rows"] == []
+    assert run_cli(MIXED, "--since", "2030-01-01").status == 1  # all filtered out
+    assert run_cli(tmp_path / "other.log").status == 1
+
+
+def test_filters_and_time_window(run_cli: RunCli) -> None:
+    document = json.loads(
+        run_cli(
+            MIXED,
+            "--format",
+            "json",
+            "--status",
+            "!5xx",
+            "--interface",
+            "asgi",
+            "--since",
+            "2026-11-24T10:00:05",
+            "--until",
+            "2026-11-24T10:00:20Z",
+        ).out
+    )
+    summary = document["summary"]
+    assert summary["filtered_by_reason"]["time"] > 0
+    assert summary["first_timestamp"] >= "2026-11-24T10:00:05"
+    assert summary["last_timestamp"] < "2026-11-24T10:00:20"
+    assert document["filters"] == {
+        "since": "2026-11-24T10:00:05.000000Z",
+        "until": "2026-11-24T10:00:20.000000Z",
+        "status": "!5xx",
+        "interface": ["asgi"],
+    }
+
+
+def test_relative_times_are_before_now(run_cli: RunCli) -> None:
+    assert run_cli(MIXED, "--since", "30m").status == 1  # the fixture is from 2026-11-24
+    assert run_cli(MIXED, "--until", "1h").status in (0, 1)
+
+
+def test_min_requests_top_and_sort(run_cli: RunCli) -> None:
+    document = json.loads(
+        run_cli(
+            MIXED, "--format", "json", "--min-requests", "5", "--top", "2", "--sort", "requests"
+        ).out
+    )
+    assert [row["label"] for row in document["rows"]] == ["GET /search/", "GET /items/<int:pk>/"]
+    assert document["groups"] == {"total": 6, "below_min_requests": 3}
+
+
+def _module_run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [sys.executable, "-m", "hopwatch", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_python_dash_m_runs_without_django() -> None:
+    probe = (
+        "import sys, runpy; sys.argv = ['hopwatch', 'report', '-', '--format', 'json'];\n"
+        "try: runpy.run_module('hopwatch', run_name='__main__')\n"
+        "except SystemExit as exit: print('status', exit.code, 'django' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=(line() + "\n").encode(),
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.decode().strip().endswith("status 0 False"), done.stderr.decode()
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    data = ("\n".join(canonical_lines(50)) + "\n").encode()
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    command = f"{sys.executable} -m hopwatch report - --format text --top 0 | head -c 10"
+    done = subprocess.run(
+        command, shell=True, input=data, env=env, capture_output=True, timeout=60, check=False
+    )
+    assert b"Traceback" not in done.stderr and done.stderr == b""
+
+
+def test_help_and_version_exit_0() -> None:
+    assert _module_run("report", "--help").returncode == 0
+    assert _module_run("--version").returncode == 0
+    assert _module_run().returncode == 2

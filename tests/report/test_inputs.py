@@ -1,0 +1,203 @@
+"""Files, directories, globs, gzip, byte ranges and over-long lines."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hopwatch.report import inputs, parallel
+from hopwatch.report.inputs import InputError, LineBlocks, Source, line_blocks, read_source, resolve
+from hopwatch.report.parse import MAX_LINE_BYTES
+from hopwatch.report.scan import Filters
+from tests.report.samples import canonical_lines
+
+
+def lines_of(blocks: LineBlocks) -> list[bytes]:
+    lines = []
+    for buffer, end in blocks:
+        chunk = buffer[:end].split(b"\n")
+        if chunk[-1] == b"":
+            chunk.pop()
+        lines += chunk
+    return lines
+
+
+def blocks_of(data: bytes, block: int = 7) -> tuple[list[bytes], int]:
+    stream = io.BytesIO(data)
+    too_long = [0]
+
+    def read(size: int) -> bytes:
+        return stream.read(min(size, block))
+
+    def count(n: int) -> None:
+        too_long[0] += n
+
+    lines = lines_of(line_blocks(read, count))
+    return lines, too_long[0]
+
+
+@given(
+    st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    st.booleans(),
+)
+def test_line_blocks_yield_every_line_once(lines: list[bytes], final_newline: bool) -> None:
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    got, _ = blocks_of(data)
+    expected = data.split(b"\n")
+    if expected and expected[-1] == b"":
+        expected.pop()
+    assert got == expected
+
+
+def test_lines_longer_than_the_limit_are_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 10)
+    got, too_long = blocks_of(b"short\n" + b"x" * 50 + b"\nafter\n" + b"y" * 40)
+    assert got == [b"short", b"after"] and too_long == 2
+
+
+def test_a_file_without_newlines_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "binary.bin"
+    path.write_bytes(os.urandom(1024).replace(b"\n", b"") * (3 * MAX_LINE_BYTES // 1024))
+    blocks, close = read_source(resolve([str(path)])[0], lambda n: None)
+    assert all(len(line) <= MAX_LINE_BYTES for line in lines_of(blocks))
+    close()
+
+
+def test_the_scanner_drops_complete_lines_over_the_limit() -> None:
+    from hopwatch.report.aggregate import Partial
+    from hopwatch.report.scan import Scanner
+
+    scanner = Scanner(Partial())
+    scanner.feed(b"ok\n" + b"x" * (MAX_LINE_BYTES + 1) + b"\nhopwatch.request\n")
+    assert scanner.partial.lines == 3 and scanner.partial.skipped == {"line_too_long": 1}
+    assert scanner.partial.other_lines == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=40),
+    st.lists(st.integers(0, 2000), max_size=5),
+)
+def test_byte_ranges_cover_every_line_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, lengths: list[int], cuts: list[int]
+) -> None:
+    path = tmp_path_factory.mktemp("ranges") / "log"
+    lines = [f"{i}:".encode() + b"x" * n for i, n in enumerate(lengths)]
+    data = b"\n".join(lines) + b"\n"
+    path.write_bytes(data)
+    source = resolve([str(path)])[0]
+    points = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
+    got = []
+    for start, end in itertools.pairwise(points):
+        blocks, close = read_source(source, lambda n: None, start, end)
+        got += lines_of(blocks)
+        close()
+    assert got == lines
+
+
+def test_plan_splits_plain_files_and_keeps_gzip_whole(tmp_path: Path) -> None:
+    sources = [
+        Source("a", "a", 1000, False),
+        Source("b.gz", "b.gz", 100, True),
+        Source("c", "c", 3000, False),
+        Source("<stdin>", None, 0, False),
+    ]
+    shares = parallel.plan(sources, 2)
+    assert shares[0][0].source.name == "<stdin>"
+    pieces = [piece for share in shares for piece in share]
+    assert sum(1 for p in pieces if p.source.name == "b.gz") == 1
+    for name, size in (("a", 1000), ("c", 3000)):
+        ranges = sorted(
+            (p.start, p.end if p.end is not None else size) for p in pieces if p.source.name == name
+        )
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_resolve_walks_directories_globs_and_dedupes(tmp_path: Path) -> None:
+    (tmp_path / "pods" / "web-1").mkdir(parents=True)
+    (tmp_path / "pods" / ".hidden").mkdir()
+    for name in ("pods/web-1/0.log", "pods/b.log", "pods/.secret", "pods/.hidden/x.log", "c.log"):
+        (tmp_path / name).write_text("x\n")
+    names = [
+        s.name
+        for s in resolve(
+            [str(tmp_path / "pods"), str(tmp_path / "*.log"), str(tmp_path / "pods" / "b.log"), "-"]
+        )
+    ]
+    assert names == [
+        str(tmp_path / "pods" / "b.log"),
+        str(tmp_path / "pods" / "web-1" / "0.log"),
+        str(tmp_path / "c.log"),
+        "<stdin>",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("missing.log", "cannot read missing.log: no such file or directory"),
+        ("nothing-*.log", "no files match nothing-*.log"),
+    ],
+)
+def test_resolve_names_what_is_missing(
+    argument: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=re.escape(message)):
+        resolve([argument])
+
+
+def test_resolve_reports_broken_links_and_unreadable_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "link.log").symlink_to(tmp_path / "gone.log")
+    with pytest.raises(InputError, match="broken symbolic link"):
+        resolve([str(tmp_path / "link.log")])
+    (tmp_path / "secret.log").write_text("x\n")
+    real_open = open
+
+    def deny(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).endswith("secret.log"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", deny)
+    with pytest.raises(InputError, match=r"cannot read .*secret.log: Permission denied"):
+        resolve([str(tmp_path / "secret.log")])
+
+
+def test_gzip_is_recognised_by_its_magic_bytes(tmp_path: Path) -> None:
+    text = "\n".join(canonical_lines(10)) + "\n"
+    (tmp_path / "rotated.1").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "plain.gz").write_text(text)  # a plain file with a misleading name
+    sources = resolve([str(tmp_path / "rotated.1"), str(tmp_path / "plain.gz")])
+    assert [s.gzip for s in sources] == [True, False]
+    partial = parallel.read_all(sources, Filters(), jobs=1)
+    assert partial.records == 20 and partial.files == 2
+
+
+def test_a_gzip_file_cut_short_keeps_what_it_held(tmp_path: Path) -> None:
+    data = gzip.compress(("\n".join(canonical_lines(200)) + "\n").encode())
+    (tmp_path / "cut.gz").write_bytes(data[: len(data) * 2 // 3])
+    partial = parallel.read_all(resolve([str(tmp_path / "cut.gz")]), Filters(), jobs=1)
+    assert 0 < partial.records < 200
+    assert partial.truncated_inputs == [str(tmp_path / "cut.gz")]
+
+
+def test_corrupt_gzip_data_is_an_input_error(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(("\n".join(canonical_lines(50)) + "\n").encode()))
+    data[40:60] = b"\x00" * 20
+    (tmp_path / "bad.gz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"cannot read .*bad.gz: corrupt gzip data"):
+        parallel.read_all(resolve([str(tmp_path / "bad.gz")]), Filters(), jobs=1)

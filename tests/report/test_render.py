@@ -1,0 +1,105 @@
+"""Every format escapes what came from a log: no terminal control, no markup injection."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+
+from hopwatch.report import rank, render
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Scanner
+from hopwatch.report.text import clean, csv_cell, markdown_cell
+from tests.report.samples import line, site
+
+HOSTILE = (
+    "<i>|a|`b`*c*_d_&amp; [bold red]x[/] \x1b[2J\x1b]8;;http://evil\x07link\x9b31m \u202eevil\u202c"
+)
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def hostile_document(by: str = "route") -> dict[str, Any]:
+    text = json.dumps(
+        {
+            **json.loads(line()),
+            "route": HOSTILE,
+            "view": HOSTILE,
+            "sites": [site(HOSTILE, HOSTILE, call_site=HOSTILE)],
+        }
+    )
+    scanner = Scanner(Partial())
+    scanner.feed_lines([text.encode()])
+    return rank.build_document(scanner.finish(), rank.ReportOptions(by=by), ["x"])
+
+
+@pytest.mark.parametrize("by", ["route", "view", "site"])
+@pytest.mark.parametrize("format_name", ["text", "markdown", "csv", "json"])
+def test_no_control_characters_reach_the_output(by: str, format_name: str) -> None:
+    output = render.render_to_string(hostile_document(by), format_name)
+    assert not CONTROL.search(output.replace("\n", "")), repr(output)
+
+
+@pytest.mark.parametrize("by", ["route", "site"])
+def test_rich_prints_log_content_literally(by: str) -> None:
+    buffer = io.StringIO()
+    render.render_rich(hostile_document(by), buffer, width=400)
+    output = buffer.getvalue()
+    assert "[bold red]x[/]" in output  # markup shown, not applied
+    assert "\\x1b[2J" in output and "\x1b" not in output
+    assert not CONTROL.search(output.replace("\n", ""))
+
+
+def test_rich_on_a_terminal_styles_only_its_own_text() -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    document = hostile_document()
+    Console(file=buffer, force_terminal=True, width=300)  # what render_rich builds on
+    render.render_rich(document, buffer, width=300)
+    assert "\x1b]8;;http://evil" not in buffer.getvalue()
+
+
+def test_markdown_cells_cannot_inject_markup() -> None:
+    output = render.render_to_string(hostile_document(), "markdown")
+    table_rows = [row for row in output.splitlines() if row.startswith("| 1 |")]
+    assert len(table_rows) == 1
+    cells = re.split(r"(?<!\\)\|", table_rows[0])[1:-1]
+    assert len(cells) == len(render._endpoint_columns(hostile_document()))
+    assert "<i>" not in output and "\\<i\\>" in output
+    assert "\\`b\\`" in output and "\\*c\\*" in output and "\\_d\\_" in output
+    assert "\\&amp;" in output
+
+
+def test_csv_guards_against_formulas_and_round_trips() -> None:
+    assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert csv_cell("-1+1") == "'-1+1" and csv_cell(-1) == -1 and csv_cell(None) == ""
+    output = render.render_to_string(hostile_document(), "csv")
+    rows = list(csv.reader(io.StringIO(output)))
+    assert rows[1][2] == clean(HOSTILE)
+
+
+def test_json_is_ascii_and_keeps_the_exact_value() -> None:
+    output = render.render_to_string(hostile_document(), "json")
+    assert output.isascii()
+    assert json.loads(output)["rows"][0]["route"] == HOSTILE
+
+
+def test_clean_escapes_and_cuts() -> None:
+    assert clean("a\x1bb\tc\x9bd\u202ee\ud800") == "a\\x1bb\\x09c\\x9bd\\u202ee\\ud800"
+    assert clean("x" * 10, 5) == "xxxx…"
+    assert markdown_cell("a|b\\c") == "a\\|b\\\\c"
+
+
+def test_empty_reports_render_in_every_format() -> None:
+    document = rank.build_document(Partial(), rank.ReportOptions(), [])
+    for format_name in render.RENDERERS:
+        buffer = io.StringIO()
+        if format_name == "rich":
+            render.render_rich(document, buffer, width=100)
+        else:
+            render.RENDERERS[format_name](document, buffer)
+        assert buffer.getvalue()

@@ -1,0 +1,90 @@
+"""The quantile sketch: every estimate within its relative-error bound of the exact value."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hopwatch.report.sketch import ALPHA, BUCKETS, MIN_VALUE, Sketch
+
+QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
+# log() rounding at a bucket edge may add a hair to the bound
+TOLERANCE = ALPHA * (1 + 1e-9)
+
+
+def exact(values: list[float], q: float) -> float:
+    """The value of rank floor(q * (n - 1)), the rank the sketch answers for."""
+    ordered = sorted(values)
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def assert_within_bound(values: list[float]) -> None:
+    sketch = Sketch()
+    for value in values:
+        sketch.add(value)
+    for q, estimate in zip(QUANTILES, sketch.quantiles(QUANTILES), strict=True):
+        truth = exact(values, q)
+        assert estimate is not None
+        if truth < MIN_VALUE:
+            assert estimate == 0.0
+        else:
+            assert abs(estimate - truth) <= TOLERANCE * truth, (q, estimate, truth)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [random.Random(1).lognormvariate(0, 1.5) for _ in range(20_000)],
+        [random.Random(2).uniform(0, 50) for _ in range(5_000)],
+        [round(random.Random(3).expovariate(0.3), 3) for _ in range(5_000)],
+        [4.187] * 1000,
+        [0.0] * 300 + [0.001, 0.002, 999_999_999.999],
+        [0.0005, 0.0009, 1.0],
+        [7.0],
+    ],
+)
+def test_percentiles_are_within_the_documented_bound(values: list[float]) -> None:
+    assert_within_bound(values)
+
+
+@given(st.lists(st.floats(0, 999_999_999.999).map(lambda v: round(v, 3)), min_size=1, max_size=300))
+def test_percentiles_are_within_the_bound_for_any_input(values: list[float]) -> None:
+    assert_within_bound(values)
+
+
+def test_the_estimate_never_exceeds_the_maximum() -> None:
+    sketch = Sketch()
+    for value in (1.0, 2.0, 3.0):
+        sketch.add(value)
+    assert sketch.quantile(1.0) == 3.0
+    assert sketch.max == 3.0
+
+
+def test_merging_equals_adding_everything_to_one_sketch() -> None:
+    rng = random.Random(5)
+    values = [rng.lognormvariate(1, 2) for _ in range(3000)]
+    whole, left, right = Sketch(), Sketch(), Sketch()
+    for i, value in enumerate(values):
+        whole.add(value)
+        (left if i % 3 else right).add(value)
+    left.merge(right)
+    assert left.bins == whole.bins and left.zeros == whole.zeros and left.max == whole.max
+    assert left.quantiles(QUANTILES) == whole.quantiles(QUANTILES)
+
+
+def test_the_size_is_fixed_and_it_pickles() -> None:
+    sketch = Sketch()
+    for value in (0.001, 1e8, 5.5):
+        sketch.add(value)
+    assert len(sketch.bins) == BUCKETS < 1500
+    twin = pickle.loads(pickle.dumps(sketch))
+    assert twin.bins == sketch.bins and twin.quantile(0.5) == sketch.quantile(0.5)
+
+
+def test_an_empty_sketch_has_no_quantiles() -> None:
+    assert Sketch().quantiles((0.5, 0.99)) == [None, None]
