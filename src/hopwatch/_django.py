@@ -401,8 +401,19 @@ _awaiting_close: dict[int, tuple[weakref.ref[Any], RequestRecord]] = {}
 
 
 def _close_stale_scope() -> None:
-    """A previous sync request in this context whose response was never closed."""
+    """Clean up after a previous sync request in this context (a WSGI server thread).
+
+    Its response was never closed (finish it now), or it was closed from
+    another context, which could not reset this one (drop it, so it is not
+    kept alive or taken for the next request's parent).
+    """
     stale = current_scope.get()
+    if stale is not None and stale.closed:
+        parent = stale.parent
+        while parent is not None and parent.closed:
+            parent = parent.parent
+        current_scope.set(parent)
+        return
     if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
         for key, (_ref, record) in list(_awaiting_close.items()):
             if record is stale:

@@ -241,15 +241,21 @@ class Emitter:
         if key != self._logger_key:
             with self._lock:
                 if key != self._logger_key:
-                    self._closer()
+                    self._close_quietly()
                     self._logger, self._closer = make_logger(*key)
                     self._logger_key = key
         return self._logger
 
+    def _close_quietly(self) -> None:
+        closer, self._closer = self._closer, lambda: None
+        try:
+            closer()
+        except Exception as exc:  # a full disk refusing the final flush
+            _errors.report("closing the previous output", exc)
+
     def close(self) -> None:
         with self._lock:
-            self._closer()
-            self._closer = lambda: None
+            self._close_quietly()
             self._logger_key = None
 
     def __call__(self, record: RequestRecord) -> None:
@@ -280,7 +286,11 @@ class Emitter:
         errors = _errors.take_unreported()
         if errors:
             event["hopwatch_errors"] = errors
-        self._get_logger(settings).info(event.pop("event"), **event)
+        try:
+            self._get_logger(settings).info(event.pop("event"), **event)
+        except BaseException:
+            _errors.give_back(errors)  # this line is lost: the next one reports them
+            raise
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:

@@ -55,6 +55,12 @@ def take_unreported() -> int:
     return fresh
 
 
+def give_back(count: int) -> None:
+    """A line that was to report ``count`` errors was itself lost: report them later."""
+    global _reported
+    _reported -= count
+
+
 def reset_for_tests() -> None:
     global _count, _total, _reported, _first_logged
     _count = itertools.count(1)

@@ -9,14 +9,18 @@ How one crossing is measured, the same way in every asgiref version from 3.6
 (Django 4.2's oldest) to 3.13:
 
 * The patched ``__call__`` makes a **per-call shadow** of the adapter instance
-  (a shallow copy of its ``__dict__``) whose wrapped callable (``func`` for
-  ``SyncToAsync``, ``awaitable`` for ``AsyncToSync``) is replaced by a thin
-  timing wrapper, and runs the *original* ``__call__`` on the shadow. asgiref
-  therefore does all its own work (executor choice, thread-sensitivity,
-  deadlock detection, context copying, cancellation) exactly as it would;
-  hopwatch only sees when the wrapped code starts and ends on the other side.
-  A shadow rather than a mutation of the shared instance, because one adapter
-  is routinely called from many requests at once.
+  (a shallow copy of its ``__dict__``) with one extra instance attribute, a
+  thin timing wrapper around the method asgiref calls on the other side
+  (``thread_handler`` in the worker thread for ``SyncToAsync``, ``main_wrap``
+  on the target loop for ``AsyncToSync``), and runs the *original*
+  ``__call__`` on the shadow. asgiref therefore does all its own work
+  (executor choice, thread-sensitivity, deadlock detection, context copying,
+  cancellation) exactly as it would; the wrapped callable (``func`` /
+  ``awaitable``) is untouched, and the wrapper calls whatever ``thread_handler``
+  / ``main_wrap`` the class has at call time, so subclass overrides and other
+  agents' class-level wrappers (APMs do this) see exactly what they would see
+  without hopwatch. A shadow rather than a mutation of the shared instance,
+  because one adapter is routinely called from many requests at once.
 * asgiref 3.8-3.11 caches ``main_event_loop`` on the instance during
   ``AsyncToSync.__call__``; that one attribute is written back from the shadow
   so the instance ends up exactly as it would have.
@@ -72,14 +76,6 @@ _original_s2a_call: Any = None
 _original_a2s_call: Any = None
 
 
-def _shadow(adapter: Any, attr: str, replacement: object) -> Any:
-    clone = _new(type(adapter))
-    state = adapter.__dict__.copy()
-    state[attr] = replacement
-    clone.__dict__ = state
-    return clone
-
-
 def _end_hop(hop: Hop, token: Any) -> None:
     try:
         current_hop.reset(token)
@@ -94,9 +90,9 @@ def _end_hop(hop: Hop, token: Any) -> None:
 
 
 def _timed_sync(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
-    """The wrapped sync callable, timed; runs in the worker thread."""
+    """``thread_handler`` (bound to the shadow), timed; runs in the worker thread."""
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def thread_handler(*args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True
         __tracebackhide__ = True
         hop.thread_id = _get_ident()
@@ -106,7 +102,7 @@ def _timed_sync(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
         finally:
             hop.ended_ns = _now()
 
-    return timed
+    return thread_handler
 
 
 async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -126,12 +122,14 @@ async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
             current_scope.get(),
             called_ns,
         )
-        shadow = _new(type(self))
+        cls = type(self)
+        shadow = _new(cls)
         state = self.__dict__.copy()
+        handler = cls.thread_handler.__get__(shadow, cls)  # the class's, at call time
         if _recorder.profiles_active and hop.scope is not None and hop.scope.profile:
-            state["func"] = hop.scope.profile.wrap_sync(func, hop)  # profile the worker thread
+            state["thread_handler"] = hop.scope.profile.wrap_sync(handler, hop)
         else:
-            state["func"] = _timed_sync(func, hop)
+            state["thread_handler"] = _timed_sync(handler, hop)
         shadow.__dict__ = state
         token = current_hop.set(hop)
     except Exception as exc:
@@ -169,14 +167,13 @@ async def _timed_await(hop: Hop, awaitable: Any) -> Any:
         hop.ended_ns = _now()
 
 
-def _timed_async(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
-    # Called exactly where asgiref calls the awaitable (eagerly in __call__ from
-    # 3.9, inside main_wrap before), so a callable that raises at call time
-    # raises at the same point as without hopwatch.
-    def awaitable(*args: Any, **kwargs: Any) -> Any:
-        return _timed_await(hop, real(*args, **kwargs))
+def _timed_async(main_wrap: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
+    """``main_wrap`` (bound to the shadow), timed: its coroutine runs on the target loop."""
 
-    return awaitable
+    def timed_main_wrap(*args: Any, **kwargs: Any) -> Any:
+        return _timed_await(hop, main_wrap(*args, **kwargs))
+
+    return timed_main_wrap
 
 
 def _loop_asgiref_will_use(adapter: Any) -> object:
@@ -209,7 +206,11 @@ def _async_to_sync_call(self: Any, *args: Any, **kwargs: Any) -> Any:
             called_ns,
         )
         hop.expected_loop = _loop_asgiref_will_use(self)
-        shadow = _shadow(self, "awaitable", _timed_async(awaitable, hop))
+        cls = type(self)
+        shadow = _new(cls)
+        state = self.__dict__.copy()
+        state["main_wrap"] = _timed_async(cls.main_wrap.__get__(shadow, cls), hop)
+        shadow.__dict__ = state
         token = current_hop.set(hop)
     except Exception as exc:
         _errors.report("AsyncToSync.__call__", exc)

@@ -449,12 +449,14 @@ def finish_hop(hop: Hop) -> None:
     if scope is None:
         unscoped.add(hop)
     elif scope.closed:
-        late.add(hop)
         # An enclosing scope still open (a test's count_hops() block around a
         # request) still gets it.
         parent = scope.parent
         while parent is not None and parent.closed:
             parent = parent.parent
+        # Kept in `late` without its links, so it keeps no request alive.
+        hop.scope = hop.parent = None
+        late.add(hop)
         if parent is not None:
             parent.add(hop)
     else:

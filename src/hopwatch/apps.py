@@ -61,10 +61,12 @@ def deactivate() -> None:
     from hopwatch._recorder import remove_sink
 
     with _lock:
-        if _emitter is not None:
-            remove_sink(_emitter)
-            _emitter.close()
-        _django.uninstall()
+        try:
+            if _emitter is not None:
+                remove_sink(_emitter)
+                _emitter.close()
+        finally:
+            _django.uninstall()
 
 
 class HopwatchConfig(AppConfig):

@@ -48,7 +48,15 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ENABLED": (lambda v: isinstance(v, bool), "True or False"),
     "OUTPUT": (lambda v: isinstance(v, str) and bool(v), '"logging", "stdout" or a file path'),
     "LOGGER_NAME": (lambda v: isinstance(v, str) and bool(v), "a logger name"),
-    "REQUEST_ID_HEADER": (lambda v: v is None or isinstance(v, str), "a header name or None"),
+    "REQUEST_ID_HEADER": (
+        lambda v: v is None
+        or (
+            isinstance(v, str)
+            and v.lower()
+            not in {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
+        ),
+        "a header name that carries no credential, or None",
+    ),
     "SAMPLE_RATE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),
     "MIN_HOPS": (_count, "a whole number >= 0"),
     "MIN_HOP_MS": (_number(0.0, None), "a number of milliseconds >= 0"),

@@ -33,6 +33,10 @@ from hopwatch._recorder import RequestRecord, open_request
 from hopwatch.conf import hopwatch_settings
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+#: Never read as a request id, whatever REQUEST_ID_HEADER says: they carry secrets.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
+)
 
 
 class HopwatchMiddleware:
@@ -135,7 +139,8 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
         record.method = request.method
         record.path = request.path
         header = hopwatch_settings.REQUEST_ID_HEADER
-        value = request.headers.get(header) if header else None
+        usable = header and header.lower() not in CREDENTIAL_HEADERS
+        value = request.headers.get(header) if usable else None
         if value and _REQUEST_ID_OK.fullmatch(value):
             record.request_id = value
         else:
