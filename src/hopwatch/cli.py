@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module with ``HELP`` (one line),
 ``configure(parser)`` and ``run(args) -> int``; add it to :data:`COMMANDS`.
-Modules are imported when the command line is parsed; ``report`` never needs
-Django, ``audit`` imports it only when it runs.
+Only the module of the subcommand being run is imported (all of them for
+``hopwatch --help``); ``report`` never needs Django, ``audit`` imports it only
+when it runs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of ``command`` (the one about to run) filled in."""
     parser = _Parser(
         prog="hopwatch",
         description="See what sync/async thread hops cost your Django app.",
@@ -45,17 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hopwatch {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        sub = commands.add_parser(name, help=module.HELP)
-        module.configure(sub)
-        sub.set_defaults(run_command=module.run)
+        if command is not None and name != command:
+            commands.add_parser(name)  # not the one running: no need to import it
+            continue
+        module = importlib.import_module(module_name)  # all of them for "hopwatch --help"
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        if name == command:
+            module.configure(sub)
+            sub.set_defaults(run_command=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # the subcommand is the first word that is not an option (none take a value)
+    command = next((word for word in arguments if not word.startswith("-")), None)
+    parser = build_parser(command)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
     try:

@@ -91,6 +91,7 @@ def test_exponents_and_offsets_are_normalised() -> None:
         (line(sites=[site("x", ms=-0.5)]), "invalid:sites"),
         (line(sample_rate=0), "invalid:sample_rate"),
         (line(sample_rate=2), "invalid:sample_rate"),
+        (line(sample_rate=1e-9), "invalid:sample_rate"),
         (line(pinned_ms=-3), "invalid:pinned_ms"),
         (line(profile=12), "invalid:profile"),
         (json.dumps({k: v for k, v in record().items() if k != "hop_ms"}), "missing:hop_ms"),
@@ -195,9 +196,14 @@ def _document(partial: Partial) -> dict[str, Any]:
 def test_canonical_lines_take_the_fast_path() -> None:
     lines = [text.encode() for text in canonical_lines(50)]
     lines += [line(pinned=False).encode(), line(pinned_ms=2.5, pinned_by="m.Legacy").encode()]
+    # the optional fields the emitter appends after "sites"
+    tail = {"sites_dropped": 2, "profile": "p.html", "scope": "middleware",
+            "response_closed": False, "sample_rate": 0.5, "hop_tax_us": 41.3,
+            "hopwatch_errors": 1, "level": "info", "logger": "hopwatch"}  # fmt: skip
+    lines += [line(tail).encode()]
     scanner = Scanner(Partial())
     scanner.feed_lines(lines)
-    assert scanner.slow_lines == 0 and scanner.partial.records == 52
+    assert scanner.slow_lines == 0 and scanner.partial.records == 53
 
 
 def test_fast_and_general_paths_agree_on_canonical_lines() -> None:

@@ -103,3 +103,24 @@ def test_empty_reports_render_in_every_format() -> None:
         else:
             render.RENDERERS[format_name](document, buffer)
         assert buffer.getvalue()
+
+
+def test_a_denormal_hop_time_gives_no_infinite_share() -> None:
+    scanner = Scanner(Partial())
+    scanner.feed_lines([line(hop_ms=5e-324, duration_ms=5e-324).encode()])
+    document = rank.build_document(scanner.finish(), rank.ReportOptions(), ["x"])
+    row = document["rows"][0]
+    assert row["wait_share"] is None and row["hop_share"] is None
+    for format_name in ("text", "markdown", "csv", "json"):
+        assert "inf" not in render.render_to_string(document, format_name).lower()
+
+
+def test_a_narrow_terminal_keeps_the_columns_that_name_the_rows() -> None:
+    texts = [line(route=f"/api/items/{name}/") for name in ("alpha", "beta", "gamma")]
+    scanner = Scanner(Partial())
+    scanner.feed_lines([text.encode() for text in texts])
+    document = rank.build_document(scanner.finish(), rank.ReportOptions(), ["x"])
+    for width in (60, 80, 120, 200):
+        buffer = io.StringIO()
+        render.render_rich(document, buffer, width=width)
+        assert all(name in buffer.getvalue() for name in ("alpha", "beta", "gamma")), width

@@ -1,17 +1,22 @@
 """Reading the sources, in one process or split across cores.
 
 Small input is read in this process. Large input (:data:`PARALLEL_MIN_BYTES` of
-files or more, and more than one usable core) is cut into one share per
-process: plain files by byte ranges (each process reads the lines that *start*
-in its range, so no line is lost or read twice), gzip files whole (a gzip
-stream cannot be entered in the middle). The main process reads one share
-itself (and stdin, which cannot be split); the others run in child processes
-that send back a folded :class:`~hopwatch.report.aggregate.Partial`, merged in
-share order so the result does not depend on which process finished first.
+files or more, and more than one usable core) is cut into pieces: plain files
+into byte ranges (a process reads the lines that *start* in its range, so no
+line is lost or read twice), gzip files whole (a gzip stream cannot be entered
+in the middle). There are a few pieces per process, and each process claims the
+next unread piece from a shared counter when it is done with one, so a process
+slowed down by a busy machine simply reads fewer pieces. The main process
+reads stdin (which cannot be split) and claims pieces too; the others are
+child processes that send back a folded
+:class:`~hopwatch.report.aggregate.Partial`. Partials merge exactly (counts,
+sketches, maxima); only floating-point sums may differ in their last bits
+from one run to the next, which rounding hides.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import os
@@ -29,6 +34,9 @@ from hopwatch.report.scan import Filters, Scanner
 PARALLEL_MIN_BYTES: Final = 32 * 1024 * 1024
 #: Decompressing and reading a gzip byte costs about this many plain bytes.
 GZIP_COST: Final = 8
+#: Pieces per process: enough for a slowed process to fall behind gracefully.
+PIECES_PER_PROCESS: Final = 6
+MIN_PIECE_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,64 +55,71 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def read_pieces(pieces: list[Piece], filters: Filters) -> Partial:
-    """One process's work: every piece, in order, into one folded Partial."""
-    partial = Partial()
-    scanner = Scanner(partial, filters)
+def _read_piece(piece: Piece, scanner: Scanner) -> None:
+    partial = scanner.partial
 
     def too_long(count: int) -> None:
         scanner.skip_lines("line_too_long", count)
 
+    if piece.start == 0:
+        partial.files += int(piece.source.path is not None)
+    blocks, close = read_source(piece.source, too_long, piece.start, piece.end)
+    try:
+        for buffer, end in blocks:
+            partial.bytes += end
+            scanner.feed(buffer, end)
+    except TruncatedInput:
+        partial.truncated_inputs.append(piece.source.name)
+    finally:
+        close()
+
+
+def read_pieces(pieces: list[Piece], filters: Filters) -> Partial:
+    """One process's work: every piece, in order, into one folded Partial."""
+    scanner = Scanner(Partial(), filters)
     for piece in pieces:
-        if piece.start == 0:
-            partial.files += int(piece.source.path is not None)
-        blocks, close = read_source(piece.source, too_long, piece.start, piece.end)
-        try:
-            for buffer, end in blocks:
-                partial.bytes += end
-                scanner.feed(buffer, end)
-        except TruncatedInput:
-            partial.truncated_inputs.append(piece.source.name)
-        finally:
-            close()
+        _read_piece(piece, scanner)
     return scanner.finish()
 
 
-def plan(sources: list[Source], processes: int) -> list[list[Piece]]:
-    """Shares of about equal cost; the first one (the main process's) gets stdin."""
-    shares: list[list[Piece]] = [[] for _ in range(processes)]
-    loads = [0] * processes
-    for source in sources:
-        if source.path is None:
-            shares[0].append(Piece(source))
-    for source in sorted((s for s in sources if s.gzip), key=lambda s: -s.size):
-        share = loads.index(min(loads))  # largest first, each to the least loaded share
-        shares[share].append(Piece(source))
-        loads[share] += source.size * GZIP_COST
-    plain = [s for s in sources if s.path is not None and not s.gzip]
-    target = (sum(loads) + sum(s.size for s in plain)) / processes
-    share = 0
+def plan(sources: list[Source], processes: int) -> tuple[list[Piece], list[Piece]]:
+    """(what only the main process can read: stdin, pieces for any process, costliest first)."""
+    own = [Piece(source) for source in sources if source.path is None]
+    shared = [Piece(source) for source in sources if source.gzip]
+    plain = [source for source in sources if source.path is not None and not source.gzip]
+    total = sum(s.size * GZIP_COST for s in sources if s.gzip) + sum(s.size for s in plain)
+    piece_bytes = max(MIN_PIECE_BYTES, math.ceil(total / (processes * PIECES_PER_PROCESS)))
     for source in plain:
-        if source.size == 0:
-            shares[share].append(Piece(source))
-            continue
-        start = 0
-        while start < source.size:
-            while share < processes - 1 and loads[share] >= target:
-                share += 1
-            last = share == processes - 1
-            room = source.size - start if last else max(1, math.ceil(target - loads[share]))
-            end = min(source.size, start + room)
-            shares[share].append(Piece(source, start, None if end >= source.size else end))
-            loads[share] += end - start
-            start = end
-    return shares
+        count = max(1, math.ceil(source.size / piece_bytes))
+        cuts = [source.size * i // count for i in range(count + 1)]
+        for start, end in itertools.pairwise(cuts):
+            shared.append(Piece(source, start, None if end >= source.size else end))
+
+    def cost(piece: Piece) -> int:
+        if piece.source.gzip:
+            return piece.source.size * GZIP_COST
+        return (piece.source.size if piece.end is None else piece.end) - piece.start
+
+    shared.sort(key=cost, reverse=True)  # the big ones first: the last claims are short
+    return own, shared
 
 
-def _child(pieces: list[Piece], filters: Filters, connection: Connection) -> None:
+def _claim_and_read(pieces: list[Piece], counter: Any, scanner: Scanner) -> None:
+    while True:
+        with counter.get_lock():
+            index = counter.value
+            counter.value = index + 1
+        if index >= len(pieces):
+            return
+        _read_piece(pieces[index], scanner)
+
+
+def _child(pieces: list[Piece], counter: Any, filters: Filters, connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
-        result: Any = ("ok", read_pieces(pieces, filters))
+        scanner = Scanner(Partial(), filters)
+        _claim_and_read(pieces, counter, scanner)
+        result: Any = ("ok", scanner.finish())
     except InputError as exc:
         result = ("error", str(exc))
     except Exception as exc:
@@ -130,19 +145,27 @@ def read_all(
     processes = jobs if jobs is not None else usable_cpus()
     if jobs is None and file_bytes < PARALLEL_MIN_BYTES:
         processes = 1
-    shares = [share for share in plan(sources, max(1, processes)) if share]
-    if len(shares) <= 1:
+    own, shared = plan(sources, max(1, processes))
+    processes = min(processes, len(shared) + (1 if own else 0))
+    if processes <= 1:
         return read_pieces([Piece(source) for source in sources], filters)
     context = _context()
+    counter = context.Value("q", 0)  # the next piece to claim, shared by every process
     children = []
     try:
-        for share in shares[1:]:
+        for _ in range(processes - 1):
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(share, filters, sender), daemon=True)
+            process = context.Process(
+                target=_child, args=(shared, counter, filters, sender), daemon=True
+            )
             process.start()
             sender.close()
             children.append((process, receiver))
-        merged = read_pieces(shares[0], filters)
+        scanner = Scanner(Partial(), filters)
+        for piece in own:
+            _read_piece(piece, scanner)
+        _claim_and_read(shared, counter, scanner)
+        merged = scanner.finish()
         for process, receiver in children:
             try:
                 status, payload = receiver.recv()

@@ -40,6 +40,8 @@ EVENT: Final = "hopwatch.request"
 
 #: Numbers at or above this (1e9 ms is 11.6 days; 1e9 hops is absurd) are rejected.
 MAX_VALUE: Final = 1e9
+#: The smallest sample_rate accepted (one request in a million logged).
+MIN_SAMPLE_RATE: Final = 1e-6
 #: Lines longer than this are skipped unread (``line_too_long``); bounds memory.
 MAX_LINE_BYTES: Final = 1 << 20
 #: How many sites the fast path reads (hopwatch's default SITES_LIMIT is 10).
@@ -370,7 +372,7 @@ def read_optional_fields(obj: dict[str, Any], record: Record) -> None:
     value = obj.get("sample_rate")
     if value is not None:
         rate = _number(value, "sample_rate")
-        if not 0.0 < rate <= 1.0:
+        if not MIN_SAMPLE_RATE <= rate <= 1.0:  # its inverse weighs every total
             raise Invalid("invalid:sample_rate")
         record.sample_rate = rate
     value = obj.get("pinned_ms")

@@ -12,6 +12,7 @@ they are.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -66,8 +67,16 @@ def _count(value: float) -> float | int:
     return int(rounded) if rounded == int(rounded) else rounded
 
 
+#: A denominator below this (a total of hop or request time under a nanosecond) makes
+#: no meaningful share: the log itself resolves 0.001 ms. Guards against 5e-324.
+_SMALLEST_WHOLE: Final = 1e-6
+
+
 def _ratio(part: float, whole: float) -> float | None:
-    return _r(part / whole, 4) if whole > 0 else None
+    if whole < _SMALLEST_WHOLE:
+        return None
+    share = part / whole
+    return _r(share, 4) if math.isfinite(share) else None
 
 
 # --- sort keys -------------------------------------------------------------------------
@@ -409,4 +418,15 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
     for rank, row in enumerate(document["rows"], 1):
         row["rank"] = rank
     document["rows"] = [{"rank": row.pop("rank"), **row} for row in document["rows"]]
-    return document
+    finite: Row = _finite(document)  # every value is finite by construction; never trust that
+    return finite
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value

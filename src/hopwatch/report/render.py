@@ -124,6 +124,25 @@ def _columns(document: Document) -> list[Column]:
     return _site_columns(document) if document["by"] == "site" else _endpoint_columns(document)
 
 
+#: On a narrow terminal a full table squeezes every column to nothing; these are
+#: the columns kept below each width (the first columns say which row it is).
+_NARROW: Final = (
+    (110, {"#", "endpoint", "view", "cause", "requests", "p95 ms", "hop total", "ms/req",
+           "total", "top causes"}),
+    (160, {"#", "endpoint", "view", "cause", "kind", "requests", "endpoints", "hops/req",
+           "p50 ms", "p95 ms", "hop total", "hop %", "wait %", "ms/req", "total", "share",
+           "pinned ms", "top causes", "top endpoints"}),
+)  # fmt: skip
+
+
+def _columns_for_width(document: Document, width: int) -> list[Column]:
+    columns = _columns(document)
+    for below, kept in _NARROW:
+        if width < below:
+            return [column for column in columns if column[0] in kept]
+    return columns
+
+
 def _title(document: Document) -> str:
     what = "causes" if document["by"] == "site" else f"{document['by']}s"
     return f"hopwatch report: worst {what} by {document['sort']}"
@@ -232,7 +251,7 @@ def render_rich(document: Document, out: IO[str], *, width: int | None = None) -
     from rich.text import Text
 
     console = Console(file=out, highlight=False, emoji=False, markup=False, width=width)
-    columns = _columns(document)
+    columns = _columns_for_width(document, console.width)
     table = Table(
         title=Text(_title(document)),
         caption=Text(summary_line(document)),
