@@ -1,0 +1,474 @@
+"""Faults in-process, through Django's real handlers: the app behaves as without hopwatch,
+and no request record is lost silently or left open.
+
+Cancelled request tasks, view exceptions (also in the middle of a stream),
+WSGI responses a server never closes, a failing log handler, a full disk under
+the file output. The real-server faults (clients hanging up, shutdown
+mid-traffic) are in test_server_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import json
+import logging
+import threading
+from typing import Any
+
+import django
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import override_settings
+
+import hopwatch
+from hopwatch import _errors
+from hopwatch._django import _awaiting_close
+from hopwatch._recorder import late
+from hopwatch.apps import activate, deactivate
+from tests.helpers import asgi_scope, capture
+from tests.stress import views
+from tests.transparency.helpers import both, signal_log, without_hopwatch
+
+DJANGO_5 = django.VERSION >= (5, 0)
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+
+
+@pytest.fixture(autouse=True)
+def _stress_urls():
+    with override_settings(ROOT_URLCONF="tests.stress.urls", MIDDLEWARE=HOPWATCH_ONLY):
+        yield
+
+
+def hopwatch_settings(**options: Any):
+    return override_settings(HOPWATCH={"OUTPUT": "logging", **options})
+
+
+# --- cancelled request tasks ----------------------------------------------------------------
+
+
+async def _cancel_during(app: Any, path: str, rid: str, cancel_after: float) -> dict[str, Any]:
+    """Start a request, cancel its task from outside (a server giving up on it), and wait."""
+    path, _, query = path.partition("?")
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        if not sent:
+            sent.append("<received body>")
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Future()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    scope = asgi_scope(path, query=query, headers=[(b"x-request-id", rid.encode())])
+    task = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.sleep(cancel_after)
+    task.cancel()
+    try:
+        await task
+        outcome = "finished"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    return {"outcome": outcome, "sent": sent}
+
+
+CANCELLED = [
+    # (path, cancel after): in a sync hop's thread; awaiting on the loop; between and in hops
+    ("/slow/", 0.1),
+    ("/sleepy/?s=0.5", 0.1),
+    ("/stress/load/?n=20&gap=0.01", 0.1),
+    ("/stress/load/?n=20&gap=0.01&kind=nested", 0.1),
+]
+
+
+@pytest.mark.parametrize(("path", "cancel_after"), CANCELLED)
+def test_cancelled_request_task(path, cancel_after, log_lines):
+    rid = f"cancel-{CANCELLED.index((path, cancel_after))}"
+
+    def scenario() -> dict[str, Any]:
+        views.UNITS_STARTED.clear()
+
+        async def main() -> dict[str, Any]:
+            app = ASGIHandler()
+            bystander = asyncio.ensure_future(_bystander(app))
+            seen = await _cancel_during(app, path, rid, cancel_after)
+            seen["bystander"] = await bystander
+            await asyncio.sleep(0.8)  # whatever Django left running finishes
+            return seen
+
+        with signal_log() as signals:
+            seen = asyncio.run(main())
+        seen["signals"] = sorted(signals)
+        seen["units"] = views.UNITS_STARTED[rid]
+        return seen
+
+    late_before = len(late)
+    with capture() as records:
+        with_, without = both(scenario)
+    late_hops = len(late) - late_before
+    # The app behaves as without hopwatch: the task ends cancelled, the same
+    # messages are sent (Django 5 finishes the response in a task of its own),
+    # the same signals.
+    assert with_["outcome"] == without["outcome"] == "cancelled"
+    for key in ("sent", "bystander", "signals"):
+        assert with_[key] == without[key], key
+    units_with = with_["units"]  # timing: compared to the count, not across runs
+
+    # Exactly two records: the cancelled request's and the bystander's, closed.
+    by_id = {record.request_id: record for record in records}
+    assert sorted(by_id) == sorted([rid, "bystander"]) and len(records) == 2
+    assert all(record.closed for record in records)
+    assert len(by_id["bystander"]) == 2 + 7  # request_started, 7 hops, close: untouched
+    cancelled = by_id[rid]
+    # Its line was written when the task was cancelled: no response, no status.
+    # (Django 5 with asgiref 3.13 waits for a sync hop's thread while the
+    # cancelled handler exits, so /slow/ may still answer in full.)
+    (line,) = [line for line in log_lines.parsed() if line["request_id"] == rid]
+    assert line["status"] in (None, 200) and line["hops"] == len(cancelled)
+    # Nothing lost: every hop the request made is in its record or, when it
+    # finished after the record closed (Django 5 leaves the view running in a
+    # task of its own), in the ``late`` ledger; never in the bystander's.
+    view_hops = {"/slow/": 1, "/sleepy/?s=0.5": 0}.get(path)
+    if view_hops is None:
+        view_hops = units_with * (3 if "nested" in path else 1)
+        # Django 5 leaves the view running (to the end); 4.2 cancels it.
+        assert units_with == 20 if DJANGO_5 else 0 < units_with < 20
+    assert len(cancelled) + late_hops == 1 + view_hops
+    outcomes = [hop.outcome for hop in cancelled.hops()]
+    assert outcomes.count("cancelled") <= 1
+
+
+async def _bystander(app: Any) -> tuple[int | None, bytes]:
+    from tests.helpers import asgi_call
+
+    result = await asgi_call(app, "/hops/7/", headers=[(b"x-request-id", b"bystander")])
+    return result.status, result.body
+
+
+# --- view exceptions ----------------------------------------------------------------------------
+
+
+def _wsgi_environ(path: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def wsgi_serve(path: str, *, close: bool = True) -> dict[str, Any]:
+    """Serve one request as a WSGI server does: iterate the body, then close() (PEP 3333)."""
+    seen: dict[str, Any] = {"body": b""}
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        seen["status"] = status
+        return lambda data: None
+
+    response = WSGIHandler()(_wsgi_environ(path), start_response)
+    try:
+        for chunk in response:
+            seen["body"] += chunk
+    except Exception as exc:
+        seen["raised"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if close:
+            response.close()
+    return seen
+
+
+def asgi_serve(path: str) -> dict[str, Any]:
+    from tests.helpers import asgi_call
+
+    async def main() -> dict[str, Any]:
+        result = await asgi_call(ASGIHandler(), path)
+        return {"status": result.status, "body": result.body}
+
+    try:
+        return asyncio.run(main())
+    except Exception as exc:
+        return {"raised": f"{type(exc).__name__}: {exc}"}
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    "path", ["/error/", "/sync-error/", "/stress/stream-error/", "/stress/sync-stream-error/"]
+)
+def test_view_exceptions(interface, path, db):
+    serve = asgi_serve if interface == "asgi" else wsgi_serve
+
+    def scenario() -> dict[str, Any]:
+        with signal_log() as signals:
+            seen = serve(path)
+        seen["signals"] = signals
+        seen.pop("body", None) if "raised" in seen else None
+        return seen
+
+    with capture() as records:
+        with_, without = both(scenario)
+    assert with_ == without
+    if path.endswith("stream-error/"):
+        # The stream breaks after its first chunk: the error reaches the server.
+        assert "the stress suite's deliberate error mid-stream" in with_["raised"]
+    else:
+        assert with_.get("status") in (500, "500 Internal Server Error")
+    (record,) = records  # one record, closed, even when the error escaped Django
+    assert record.closed and record.interface == interface
+    assert "response_closed" not in record.extra  # the server did close the response
+    assert not _awaiting_close
+
+
+# --- WSGI responses that are never closed -----------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+@pytest.mark.parametrize(
+    "path", ["/sync/", "/async/", "/stream/sync/", "/stress/sync-stream-error/"]
+)
+def test_wsgi_response_never_closed_is_logged_when_collected(path, db, log_lines):
+    def scenario() -> dict[str, Any]:
+        seen = wsgi_serve(path, close=False)  # a server that forgets close()
+        gc.collect()
+        return seen
+
+    with_, without = both(scenario)
+    assert with_ == without
+    (line,) = log_lines.parsed()
+    assert line["response_closed"] is False and line["interface"] == "wsgi"
+    assert not _awaiting_close
+
+
+def test_wsgi_response_kept_unclosed_is_closed_by_the_next_request_in_the_context(db, log_lines):
+    kept = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return lambda data: None
+
+    def leaky_server() -> None:  # iterates, keeps the response, never closes it
+        for path in ("/sync/", "/hops/2/", "/sync/"):
+            response = WSGIHandler()(_wsgi_environ(path), start_response)
+            b"".join(response)
+            kept.append(response)
+
+    thread = threading.Thread(target=leaky_server)
+    thread.start()
+    thread.join()
+    lines = log_lines.parsed()
+    # The first two were closed by the next request in the same context; the
+    # last one is still waiting for its close() (the response is alive).
+    assert [(line["route"], line.get("response_closed")) for line in lines] == [
+        ("/sync/", False),
+        ("/hops/<int:n>/", False),
+    ]
+    assert len(_awaiting_close) == 1
+    for response in kept:
+        response.close()  # the server finally closes: the last one is logged, nothing waits
+    assert len(log_lines.parsed()) == 3 and not _awaiting_close
+    assert "response_closed" not in log_lines.parsed()[-1]
+
+
+# --- a failing log handler ------------------------------------------------------------------
+
+
+class DoomedLinesHandler(logging.Handler):
+    """Raises out of emit() for the request lines whose request id is in ``doomed``."""
+
+    def __init__(self, doomed: set[str]) -> None:
+        super().__init__(logging.INFO)
+        self.doomed = doomed
+        self.written: list[dict[str, Any]] = []  # emit() runs under the handler's lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith('{"event":"hopwatch.request"'):
+            return
+        line = json.loads(message)
+        if line["request_id"] in self.doomed:
+            raise OSError("the log shipper is down")
+        self.written.append(line)
+
+
+@pytest.mark.internal_errors
+def test_a_failing_log_handler_loses_lines_but_never_silently(db):
+    rids = [f"req-{i:02d}" for i in range(60)]
+    doomed = {rid for i, rid in enumerate(rids) if i % 3 == 0}
+    handler = DoomedLinesHandler(doomed)
+    logger = logging.getLogger("hopwatch")
+
+    async def asgi_traffic() -> list[int | None]:
+        from tests.helpers import asgi_call
+
+        app = ASGIHandler()
+        results = await asyncio.gather(
+            *(
+                asgi_call(app, f"/hops/{i % 5}/", headers=[(b"x-request-id", rid.encode())])
+                for i, rid in enumerate(rids[:40])
+            )
+        )
+        return [r.status for r in results]
+
+    def wsgi_traffic(rid: str) -> None:
+        environ = {**_wsgi_environ("/sync/"), "HTTP_X_REQUEST_ID": rid}
+        response = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+        b"".join(response)
+        response.close()
+
+    _errors.reset_for_tests()
+    logger.addHandler(handler)
+    try:
+        with hopwatch_settings():
+            statuses = asyncio.run(asgi_traffic())
+            threads = [threading.Thread(target=wsgi_traffic, args=(rid,)) for rid in rids[40:]]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert statuses == [200] * 40  # the app never noticed
+            lost = _errors.total()
+            # One more request, after the shipper recovered: its line reports the rest.
+            wsgi_traffic("after")
+    finally:
+        logger.removeHandler(handler)
+
+    written = {line["request_id"]: line for line in handler.written}
+    assert set(written) == (set(rids) - doomed) | {"after"}  # every other line arrived, once
+    assert lost == len(doomed)  # each lost line was counted as an internal error
+    # ... and every one of those errors was reported in a line that was written.
+    reported = sum(line.get("hopwatch_errors", 0) for line in handler.written)
+    assert reported == len(doomed), (
+        f"{len(doomed)} lines were lost, the written lines report {reported}"
+    )
+
+
+# --- a full disk under the file output ----------------------------------------------------------
+
+FULL = "/dev/full"  # Linux: every write fails with ENOSPC
+
+
+@pytest.fixture
+def full_disk():
+    import os
+
+    if not os.path.exists(FULL):
+        pytest.skip("needs Linux's /dev/full")
+    _errors.reset_for_tests()
+    yield FULL
+    discard_broken_writer()  # leave no broken writer behind for the next test
+
+
+def discard_broken_writer() -> None:
+    """Close the emitter's file; a full disk makes the first close() raise, once."""
+    from hopwatch import apps
+
+    if apps._emitter is not None:
+        try:
+            apps._emitter.close()
+        except OSError:
+            pass
+
+
+@pytest.mark.internal_errors
+def test_a_full_disk_never_fails_a_request_and_every_lost_line_is_counted(full_disk, db):
+    warnings: list[logging.LogRecord] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = warnings.append  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(collector)
+
+    def scenario() -> list[Any]:
+        return [
+            result
+            for _ in range(3)
+            for result in (asgi_serve("/hops/3/"), wsgi_serve("/sync/"), asgi_serve("/error/"))
+        ]
+
+    try:
+        with hopwatch_settings(OUTPUT=full_disk):
+            with_ = scenario()
+    finally:
+        logging.getLogger("hopwatch").removeHandler(collector)
+    assert _errors.total() == 9  # one per line that could not be written
+    discard_broken_writer()  # (closing it raises: see the test on deactivate below)
+    with without_hopwatch(), hopwatch_settings(OUTPUT=full_disk):
+        without = scenario()
+    assert with_ == without
+    assert len([w for w in warnings if "internal error" in w.getMessage()]) == 1
+
+
+@pytest.mark.internal_errors
+def test_lines_lost_to_a_full_disk_are_reported_when_the_disk_has_room_again(tmp_path, db):
+    """A log handler that fails ("disk full") for a while, then works again.
+
+    Each lost line is counted, and the next line that is written must report
+    all of them: a line that could not be written must not take the error
+    count it carried down with it.
+    """
+    _errors.reset_for_tests()
+    handler = DoomedLinesHandler({f"full-{i}" for i in range(5)})
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(handler)
+    try:
+        with hopwatch_settings():
+            for i in range(5):
+                asgi_serve_with_id("/async/", f"full-{i}")
+            asgi_serve_with_id("/async/", "room-again")
+    finally:
+        logger.removeHandler(handler)
+    (line,) = handler.written
+    assert line["request_id"] == "room-again"
+    assert line.get("hopwatch_errors") == 5, line.get("hopwatch_errors")
+
+
+def asgi_serve_with_id(path: str, rid: str) -> int | None:
+    from tests.helpers import asgi_request
+
+    return asgi_request(path, headers=[(b"x-request-id", rid.encode())]).status
+
+
+@pytest.mark.internal_errors
+def test_switching_the_file_output_away_from_a_full_disk_loses_no_line(full_disk, tmp_path, db):
+    target = tmp_path / "hops.log"
+    with hopwatch_settings(OUTPUT=full_disk):
+        asgi_serve("/async/")
+    with hopwatch_settings(OUTPUT=str(target)):
+        for i in range(3):
+            asgi_serve_with_id("/async/", f"after-{i}")
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == ["after-0", "after-1", "after-2"]
+
+
+@pytest.mark.internal_errors
+def test_deactivate_with_a_full_disk_file_output_still_uninstalls(full_disk, db):
+    with hopwatch_settings(OUTPUT=full_disk):
+        asgi_serve("/async/")  # the line is stuck in the file's buffer
+        try:
+            deactivate()  # must neither raise nor leave hopwatch half-installed
+            assert not hopwatch.is_installed()
+        finally:
+            activate()
+    assert hopwatch.is_installed()
+
+
+def test_without_hopwatch_helper_really_uninstalls():
+    """The comparisons above are only worth something if 'without' is really without."""
+    from asgiref.sync import SyncToAsync
+
+    from hopwatch import _patch
+
+    with without_hopwatch():
+        assert SyncToAsync.__dict__["__call__"] is not _patch._sync_to_async_call
+        assert not hopwatch.is_installed()
+    assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
