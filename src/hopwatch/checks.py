@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from hopwatch.audit import check_sync_only_middleware
-from hopwatch.conf import DEFAULTS, hopwatch_settings
+from hopwatch.conf import CREDENTIAL_HEADERS, DEFAULTS, hopwatch_settings
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
 
@@ -49,12 +49,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "OUTPUT": (lambda v: isinstance(v, str) and bool(v), '"logging", "stdout" or a file path'),
     "LOGGER_NAME": (lambda v: isinstance(v, str) and bool(v), "a logger name"),
     "REQUEST_ID_HEADER": (
-        lambda v: v is None
-        or (
-            isinstance(v, str)
-            and v.lower()
-            not in {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
-        ),
+        lambda v: v is None or (isinstance(v, str) and v.lower() not in CREDENTIAL_HEADERS),
         "a header name that carries no credential, or None",
     ),
     "SAMPLE_RATE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),

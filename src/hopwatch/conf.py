@@ -52,6 +52,12 @@ DEFAULTS: Final[dict[str, Any]] = {
 }
 
 
+#: Headers never read as a request id, whatever REQUEST_ID_HEADER says: they carry secrets.
+CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
+)
+
+
 class Settings:
     """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``.
 

@@ -30,13 +30,9 @@ from hopwatch._django import (
     is_installed,
 )
 from hopwatch._recorder import RequestRecord, open_request
-from hopwatch.conf import hopwatch_settings
+from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-#: Never read as a request id, whatever REQUEST_ID_HEADER says: they carry secrets.
-CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
-)
 
 
 class HopwatchMiddleware:
