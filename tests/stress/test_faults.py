@@ -85,8 +85,20 @@ CANCELLED = [
 ]
 
 
+def _asgiref_version() -> tuple[int, ...]:
+    import asgiref
+
+    return tuple(int(part) for part in asgiref.__version__.split(".")[:2])
+
+
 @pytest.mark.parametrize(("path", "cancel_after"), CANCELLED)
 def test_cancelled_request_task(path, cancel_after, log_lines):
+    if "kind=nested" in path and _asgiref_version() < (3, 12):
+        pytest.skip(
+            "asgiref < 3.12 can deadlock the event loop when a request task is cancelled"
+            " while its sync code is parked in async_to_sync (asgiref #535, fixed in 3.12),"
+            " with or without hopwatch: it hung CI here once"
+        )
     rid = f"cancel-{CANCELLED.index((path, cancel_after))}"
 
     def scenario() -> dict[str, Any]:
