@@ -46,9 +46,13 @@ def _python(env: str) -> Path:
     return VENVS / env / "bin" / "python"
 
 
-def _run(cmd: list[str | Path], **kwargs: object) -> int:
+def _run(cmd: list[str | Path], timeout: float | None = None) -> int:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kwargs)  # type: ignore[arg-type]
+    try:
+        return subprocess.call([str(c) for c in cmd], cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"dev.py: gave up after {timeout:.0f} s (a hung test?)", flush=True)
+        return 1
 
 
 def ensure_env(env: str) -> Path:
@@ -94,7 +98,8 @@ def cmd_test(args: list[str]) -> int:
         report = ROOT / ".cache" / f"junit-{env}.xml"
         report.parent.mkdir(exist_ok=True)
         report.unlink(missing_ok=True)
-        status |= _run([python, "-m", "pytest", "-q", f"--junitxml={report}", *args])
+        # A watchdog: a hung test fails the run instead of using up CI's time.
+        status |= _run([python, "-m", "pytest", "-q", f"--junitxml={report}", *args], 1200)
         for key, value in _junit_counts(report).items():
             totals[key] += value
     # One plain closing line for the whole matrix (CI reads it).
