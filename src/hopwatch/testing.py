@@ -132,7 +132,34 @@ class _Tally:
     sites: dict[str, int] = field(default_factory=dict)
 
 
-class HopCount:
+class _AsyncBlock:
+    """``async with`` for blocks whose entering and checking are synchronous."""
+
+    def __enter__(self) -> HopCount:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> HopCount:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        self.__exit__(exc_type, exc, tb)
+
+
+class HopCount(_AsyncBlock):
     """The hops made in a :func:`count_hops` block; the block's context manager too.
 
     Inside the block it reads live; from the end of the block on it is frozen,
@@ -186,18 +213,6 @@ class HopCount:
                 current_scope.set(ledger.parent)
         self._token = None
         self._frozen = self._tally()
-
-    async def __aenter__(self) -> HopCount:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        __tracebackhide__ = True
-        self.__exit__(exc_type, exc, tb)
 
     # --- reading --------------------------------------------------------------
     def _matches(self, kind: str, direction: str) -> bool:
@@ -348,7 +363,7 @@ def format_hops(hops: list[Hop], sites: dict[str, int], not_listed: int = 0) -> 
 # --- assertions -----------------------------------------------------------------
 
 
-class HopAssertion:
+class HopAssertion(_AsyncBlock):
     """:func:`assert_hops` / :func:`assert_max_hops`: a context manager and a decorator.
 
     As a context manager it yields the block's :class:`HopCount`. As a
@@ -396,18 +411,6 @@ class HopAssertion:
         counter.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.check(counter)
-
-    async def __aenter__(self) -> HopCount:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        __tracebackhide__ = True
-        self.__exit__(exc_type, exc, tb)
 
     def check(self, counted: HopCount) -> None:
         """Raise ``AssertionError`` listing every hop unless ``counted`` is within the budget."""
@@ -592,7 +595,7 @@ def _pytest_test_name() -> str | None:
     return node_id.split("::", 1)[1] if "::" in node_id else node_id
 
 
-class HopBudget:
+class HopBudget(_AsyncBlock):
     """:func:`hop_budget`: compare a block's hops with the budget recorded for its test.
 
     A context manager (yielding the block's :class:`HopCount`) and a decorator.
@@ -630,18 +633,6 @@ class HopBudget:
         counter.__exit__(exc_type, exc, tb)
         if exc_type is None:
             check_budget(counter, name, path)
-
-    async def __aenter__(self) -> HopCount:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        __tracebackhide__ = True
-        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
         name = self.name or getattr(func, "__qualname__", None) or repr(func)
