@@ -111,7 +111,7 @@ async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     called_ns = _now()
     if not _active:
         return await _original_s2a_call(self, *args, **kwargs)
-    # Everything below is inlined (no helper calls): it runs on every hop.
+    # Kept inline, without helper functions: this runs on every hop.
     try:
         func = self.func
         hop = Hop(
