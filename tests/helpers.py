@@ -89,9 +89,11 @@ def asgi_request(path: str, **kwargs: Any) -> AsgiResult:
     return asyncio.run(asgi_call(ASGIHandler(), path, **kwargs))
 
 
-def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, bytes]:
-    """One request through a fresh ``WSGIHandler``, iterated and closed like a server."""
-    environ = {
+def wsgi_environ(
+    path: str, method: str = "GET", query: str = "", headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A WSGI environ as a server builds it; ``headers`` by their HTTP names."""
+    environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "QUERY_STRING": query,
@@ -106,6 +108,14 @@ def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, 
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
+    for name, value in (headers or {}).items():
+        environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
+    return environ
+
+
+def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, bytes]:
+    """One request through a fresh ``WSGIHandler``, iterated and closed like a server."""
+    environ = wsgi_environ(path, method, query)
     status_line: list[str] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:

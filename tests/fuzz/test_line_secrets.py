@@ -13,7 +13,6 @@ custom headers.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import re
@@ -28,7 +27,7 @@ from django.test import AsyncClient, Client, override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import asgi_call
+from tests.helpers import asgi_call, wsgi_environ
 
 SECRETS = {
     "query": "SECRETQUERY9d1e",
@@ -82,22 +81,7 @@ def serve(interface: str, path: str, query: str, headers: dict[str, str]) -> lis
         result = asyncio.run(asgi_call(ASGIHandler(), path, query=query, headers=raw))
         cookies = [v.decode() for k, v in result.headers if k.lower() == b"set-cookie"]
     elif interface == "wsgi":
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.errors": io.StringIO(),
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            **{f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()},
-        }
+        environ = wsgi_environ(path, query=query, headers=headers)
         seen: dict[str, Any] = {}
 
         def start_response(status: str, response_headers: Any, exc_info: Any = None) -> Any:

@@ -13,7 +13,6 @@ variables, ``asgiref.local.Local``, the database connection).
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
 import threading
@@ -27,7 +26,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client, override_settings
 
-from tests.helpers import asgi_scope, capture
+from tests.helpers import asgi_scope, capture, wsgi_environ
 from tests.transparency.helpers import both, signal_log
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
@@ -152,22 +151,7 @@ async def asgi_exchange(
 def wsgi_exchange(
     method: str, path: str, query: str, headers: tuple[tuple[bytes, bytes], ...]
 ) -> dict[str, Any]:
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "HTTP_HOST": "testserver",
-    }
+    environ = wsgi_environ(path, method, query, {"Host": "testserver"})
     for name, value in headers:
         key = name.decode().upper().replace("-", "_")
         environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = (
