@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import json
 import logging
 import threading
@@ -28,7 +27,7 @@ from hopwatch import _errors
 from hopwatch._django import _awaiting_close
 from hopwatch._recorder import late
 from hopwatch.apps import activate, deactivate
-from tests.helpers import asgi_scope, capture
+from tests.helpers import asgi_scope, capture, wsgi_environ
 from tests.stress import views
 from tests.transparency.helpers import both, signal_log, without_hopwatch
 
@@ -164,24 +163,6 @@ async def _bystander(app: Any) -> tuple[int | None, bytes]:
 # --- view exceptions ----------------------------------------------------------------------------
 
 
-def _wsgi_environ(path: str) -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-
-
 def wsgi_serve(path: str, *, close: bool = True) -> dict[str, Any]:
     """Serve one request as a WSGI server does: iterate the body, then close() (PEP 3333)."""
     seen: dict[str, Any] = {"body": b""}
@@ -190,7 +171,7 @@ def wsgi_serve(path: str, *, close: bool = True) -> dict[str, Any]:
         seen["status"] = status
         return lambda data: None
 
-    response = WSGIHandler()(_wsgi_environ(path), start_response)
+    response = WSGIHandler()(wsgi_environ(path), start_response)
     try:
         for chunk in response:
             seen["body"] += chunk
@@ -272,7 +253,7 @@ def test_wsgi_response_kept_unclosed_is_closed_by_the_next_request_in_the_contex
 
     def leaky_server() -> None:  # iterates, keeps the response, never closes it
         for path in ("/sync/", "/hops/2/", "/sync/"):
-            response = WSGIHandler()(_wsgi_environ(path), start_response)
+            response = WSGIHandler()(wsgi_environ(path), start_response)
             b"".join(response)
             kept.append(response)
 
@@ -334,7 +315,7 @@ def test_a_failing_log_handler_loses_lines_but_never_silently(db):
         return [r.status for r in results]
 
     def wsgi_traffic(rid: str) -> None:
-        environ = {**_wsgi_environ("/sync/"), "HTTP_X_REQUEST_ID": rid}
+        environ = {**wsgi_environ("/sync/"), "HTTP_X_REQUEST_ID": rid}
         response = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
         b"".join(response)
         response.close()

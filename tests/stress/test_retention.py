@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import io
 import threading
 import weakref
 from typing import Any
@@ -22,7 +21,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
 from hopwatch._recorder import current_scope, late
-from tests.helpers import asgi_call, capture
+from tests.helpers import asgi_call, capture, wsgi_environ
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 
@@ -50,24 +49,6 @@ def test_a_late_hop_does_not_keep_its_request_alive():
     assert request() is None, "the late ledger keeps Django's HttpRequest alive"
 
 
-def _environ(path: str) -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-
-
 def test_a_response_closed_from_another_context_does_not_stay_in_scope(db):
     """A WSGI response closed in another context than the request's (another
     thread's, a ``copy_context().run``, an event loop's task: Django's sync test
@@ -82,13 +63,13 @@ def test_a_response_closed_from_another_context_does_not_stay_in_scope(db):
     def server_thread() -> None:  # a thread of its own: its context is its own
         start_response = lambda status, headers, exc_info=None: None  # noqa: E731
         with capture() as records:
-            response = WSGIHandler()(_environ("/sync/"), start_response)
+            response = WSGIHandler()(wsgi_environ("/sync/"), start_response)
             b"".join(response)
             contextvars.copy_context().run(response.close)  # closed elsewhere
         first = weakref.ref(records[0])
         del records
         with capture() as records:
-            response = WSGIHandler()(_environ("/hops/2/"), start_response)
+            response = WSGIHandler()(wsgi_environ("/hops/2/"), start_response)
             b"".join(response)
             response.close()  # closed here, as a WSGI server does
         seen["next record's parent"] = records[0].parent
