@@ -1203,7 +1203,8 @@ def _summary_lines(audit: Audit) -> list[str]:
             f"{', hopwatch instrumentation on' if tax.instrumented else ''}):"
             f" sync_to_async {_us(tax.sync_to_async_us)},"
             f" async_to_sync {_us(tax.async_to_sync_us)} onto a running loop,"
-            f" {_us(tax.new_loop_us)} with a new event loop"
+            f" {_us(tax.new_loop_us)} with a new event loop;"
+            f" `hopwatch report --hop-tax {tax.sync_to_async_us:.0f}` prices logged hops at it"
         )
     for problem in audit.problems:
         lines.append(f"problem: {_clean(problem)}")

@@ -67,12 +67,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    _tolerate_narrow_encodings()
     try:
         status: int = args.run_command(args)
     except KeyboardInterrupt:
         print("hopwatch: interrupted", file=sys.stderr)
         return 130
     return status
+
+
+def _tolerate_narrow_encodings() -> None:
+    """A terminal or pipe that cannot encode "…" or "µ" gets an escape, not a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # closed, or not a text wrapper after all
+                pass
 
 
 if __name__ == "__main__":

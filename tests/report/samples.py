@@ -189,6 +189,17 @@ def mixed_lines() -> list[bytes]:
             sites=[site(SESSION, ms=1.5)],
         ),
         line(request_id="old", pinned=False),  # written before pinned_ms existed
+        # two pods that measured their hop tax (MEASURE_HOP_TAX): different hosts, prices
+        line(request_id="tax1", route="/search/", view="shop.views.search", hop_tax_us=212.5),
+        line(
+            request_id="tax2",
+            route="/search/",
+            view="shop.views.search",
+            hops=4,
+            duration_ms=2.0,
+            hop_tax_us=301.0,
+            hopwatch_errors=1,
+        ),
         # view-less requests (unmatched paths) collapse into one row per method
         line(
             request_id="nf1", route="/wp-login.php", view=None, status=404, hop_ms=0.2, wait_ms=0.05

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hopwatch.report import aggregate, rank
+from hopwatch.report import aggregate, rank, render
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Filters, Scanner, StatusFilter
 from tests.report.samples import SESSION, canonical_lines, line, site
@@ -166,3 +166,85 @@ def test_by_site_ranks_causes_across_endpoints() -> None:
     assert rows[0]["site"] == SESSION and rows[0]["endpoints"] == 4 and rows[0]["requests"] == 4
     assert rows[0]["ms_per_request"] == 1.0 and rows[0]["ms"] == 4.0
     assert len(rows[0]["top_endpoints"]) == rank.ENDPOINTS_PER_SITE
+
+
+def test_hops_are_priced_at_the_hop_tax_the_lines_carry() -> None:
+    # two pods on different hosts, and one line from a pod that did not measure it
+    texts = [
+        line(hops=15, duration_ms=10.0, hop_tax_us=200.0),
+        line(hops=15, duration_ms=10.0, hop_tax_us=200.0),
+        line(hops=5, duration_ms=5.0, hop_tax_us=320.0, sample_rate=0.5),
+        line(hops=15, duration_ms=10.0),
+    ]
+    doc = document(scan(texts))
+    (row,) = doc["rows"]
+    # per record that carries it: (3000 + 3000 + 1600) us / 3; the total weighs the
+    # sampled line twice; the share is of those records' request time (25 ms)
+    assert row["hop_tax_ms"] == {
+        "mean": 2.533,
+        "total": 9.2,
+        "share": round(7.6 / 25.0, 4),
+        "per_hop_us": round(7600 / 35, 1),
+        "records": 3,
+        "source": "lines",
+    }
+    assert doc["summary"]["hop_tax"] == {
+        "source": "lines",
+        "min_us": 200.0,
+        "max_us": 320.0,
+        "records": 3,
+    }
+    text = render.render_to_string(doc, "text")
+    assert "hops priced at 200 µs to 320 µs (hop_tax_us of 3 records)" in text
+    assert "hop tax ms" in text and " 2.533 " in text and " 30.4% " in text
+
+
+def test_the_hop_tax_option_prices_every_hop() -> None:
+    texts = [
+        line(hops=15, duration_ms=10.0, hop_tax_us=200.0),
+        line(hops=5, duration_ms=5.0, sample_rate=0.5),
+    ]
+    doc = document(scan(texts), hop_tax_us=250.0)
+    (row,) = doc["rows"]
+    # every record, at 250 us: (15 + 5) x 250 / 2 records; the total weighs the sampled line
+    assert row["hop_tax_ms"] == {
+        "mean": 2.5,
+        "total": 6.25,
+        "share": round(5.0 / 15.0, 4),
+        "per_hop_us": 250.0,
+        "records": 2,
+        "source": "option",
+    }
+    assert doc["summary"]["hop_tax"]["source"] == "option"
+    assert "hops priced at 250 µs (--hop-tax)" in render.render_to_string(doc, "text")
+
+
+def test_without_a_hop_tax_there_is_no_tax_column() -> None:
+    doc = document(scan([line(hops=15)]))
+    assert doc["rows"][0]["hop_tax_ms"] is None and doc["summary"]["hop_tax"] is None
+    text = render.render_to_string(doc, "text")
+    assert "hop tax" not in text and "priced" not in text
+    # csv keeps its columns, empty
+    header, values = render.render_to_string(doc, "csv").splitlines()
+    assert header.endswith(",hop_tax_ms_mean,hop_tax_ms_total,hop_tax_share,hop_tax_per_hop_us")
+    assert values.endswith(",,,,")
+
+
+def test_hop_tax_survives_merging_and_the_general_decoder() -> None:
+    texts = [
+        line(request_id=f"r{i}", hops=i % 7, hop_tax_us=100.0 + i % 3, sample_rate=0.5)
+        for i in range(90)
+    ]
+    whole = scan(texts)
+    merged = Partial()
+    for start in range(0, 90, 25):
+        merged.merge(pickle.loads(pickle.dumps(scan(texts[start : start + 25]))))
+    slow = Scanner(Partial())
+    for text in texts:  # a space after each comma: not the canonical form
+        assert slow.add_slow_line(text.replace(',"', ', "').encode())
+    assert slow.slow_lines == 0 and whole.records == 90
+    slow.partial.lines = whole.lines  # add_slow_line reads lines, it does not count them
+    for other in (merged, slow.finish()):
+        assert close(document(other), document(whole))
+        assert close(document(other, sort="hop-tax"), document(whole, sort="hop-tax"))
+    assert document(whole)["rows"][0]["hop_tax_ms"]["records"] == 90

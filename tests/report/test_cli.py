@@ -128,6 +128,9 @@ def test_parallel_reading_matches_one_process(run_cli: RunCli, tmp_path: Path) -
         (["--jobs", "zero", "x"], "argument --jobs: expected a whole number, got 'zero'"),
         (["--format", "html", "x"], "argument --format: invalid choice: 'html'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--hop-tax", "0", "x"], "argument --hop-tax: invalid hop tax '0'"),
+        (["--hop-tax", "nan", "x"], "argument --hop-tax: invalid hop tax 'nan'"),
+        (["--hop-tax", "2ms", "x"], "argument --hop-tax: invalid hop tax '2ms'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -240,3 +243,36 @@ def test_help_and_version_exit_0() -> None:
     assert _module_run("report", "--help").returncode == 0
     assert _module_run("--version").returncode == 0
     assert _module_run().returncode == 2
+
+
+def test_an_output_that_cannot_encode_gets_escapes_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "x.log").write_text(line(route="/caf\u00e9/" + "a" * 90, hop_tax_us=212.5) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", str(tmp_path / "x.log"), "--format", "text"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    assert b"GET /caf\\xe9/aaa" in done.stdout and b"\\u2026" in done.stdout
+    assert b"hops priced at 212 \\xb5s" in done.stdout
+
+
+def test_hop_tax_sort_and_option(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text(
+        "\n".join(
+            [line(route="/many/", hops=20, hop_ms=1.0)] * 2
+            + [line(route="/few/", hops=2, hop_ms=9.0)] * 2
+        )
+        + "\n"
+    )
+    by_time = json.loads(run_cli(log, "--format", "json", "--hop-tax", "300").out)
+    assert [row["route"] for row in by_time["rows"]] == ["/few/", "/many/"]
+    by_tax = json.loads(
+        run_cli(log, "--format", "json", "--hop-tax", "300us", "--sort", "hop-tax").out
+    )
+    assert [row["route"] for row in by_tax["rows"]] == ["/many/", "/few/"]
+    assert [row["hop_tax_ms"]["total"] for row in by_tax["rows"]] == [12.0, 1.2]

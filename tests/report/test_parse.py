@@ -265,6 +265,9 @@ def _records(draw: st.DrawFn) -> str:
                 {"hopwatch_errors": 1},
                 {"pinned_ms": 2.0, "pinned_by": "late"},
                 {"extra": {"a": 1}},
+                {"hop_tax_us": 212.5, "level": "info"},
+                {"sample_rate": 0.5, "hop_tax_us": 99.9},
+                {"hop_tax_us": 0.0, "hopwatch_errors": 2},
             ]
         )
     )

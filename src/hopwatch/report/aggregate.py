@@ -22,6 +22,7 @@ they are merged or pickled.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from hopwatch.report import parse
@@ -62,6 +63,17 @@ A_HOPS: Final = 5  # sum of hops
 A_HOPS_MAX: Final = 6
 A_SLOWEST_FLOOR: Final = 7  # hop_ms a request must beat to enter the slowest list
 A_EXTRA_HOP_MS: Final = 8  # sum of hop_ms * (1 / sample_rate - 1)
+A_EXTRA_HOPS: Final = 9  # sum of hops * (1 / sample_rate - 1)
+
+# Indices into EndpointStats.tax: the records that carry hop_tax_us (the host's
+# price of one hop), and their hops priced at it.
+T_PRICED_US: Final = 0  # sum of hops * hop_tax_us
+T_RECORDS: Final = 1
+T_PRICED_US_TOTAL: Final = 2  # the same, weighted by 1 / sample_rate
+T_HOPS: Final = 3  # sum of hops
+T_DURATION: Final = 4  # sum of duration_ms
+T_MIN: Final = 5  # the lowest and highest hop_tax_us seen
+T_MAX: Final = 6
 
 # Indices into EndpointStats.counters, folded from the raw counter spans.
 C_SYNC_TO_ASYNC: Final = 0
@@ -140,11 +152,12 @@ class EndpointStats:
         "sketch",
         "slowest",
         "statuses",
+        "tax",
     )
 
     def __init__(self, key: EndpointKey) -> None:
         self.key = key
-        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0]
+        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0]
         self.sketch = Sketch()
         self.raw_counters: dict[bytes, int] = {}
         self.raw_status: dict[bytes, int] = {}
@@ -162,6 +175,7 @@ class EndpointStats:
         self.pinned_by: dict[str, float] = {}  # site -> requests it pinned (weighted)
         self.raw_pinned_by: dict[bytes, float] = {}
         self.sites_dropped = 0
+        self.tax: list[float] = [0.0, 0, 0.0, 0, 0.0, math.inf, 0.0]
 
     # --- adding ------------------------------------------------------------------
     def add_record(self, record: Record) -> None:
@@ -172,6 +186,7 @@ class EndpointStats:
         acc[A_RECORDS] += 1
         acc[A_EXTRA_REQUESTS] += weight - 1.0
         acc[A_EXTRA_HOP_MS] += hop_ms * (weight - 1.0)
+        acc[A_EXTRA_HOPS] += record.hops * (weight - 1.0)
         acc[A_DURATION] += record.duration_ms
         acc[A_HOP_MS] += hop_ms
         acc[A_WAIT] += record.wait_ms
@@ -199,6 +214,8 @@ class EndpointStats:
             self.offer_slowest(hop_ms, record.request_id, record.timestamp)
         if record.pinned_ms is None:
             self.pinned[1] += 1
+        if record.hop_tax_us is not None:
+            self.add_tax(record.hops, record.hop_tax_us, weight, record.duration_ms)
         self.add_optional(
             hop_ms,
             record.request_id,
@@ -233,6 +250,20 @@ class EndpointStats:
                 profiles.append((hop_ms, _text(request_id), _text(timestamp), profile))
                 profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
                 del profiles[PROFILES_KEPT:]
+
+    def add_tax(self, hops: int, hop_tax_us: float, weight: float, duration_ms: float) -> None:
+        """A record that carries hop_tax_us (the scanner inlines this)."""
+        tax = self.tax
+        priced = hops * hop_tax_us
+        tax[T_PRICED_US] += priced
+        tax[T_RECORDS] += 1
+        tax[T_PRICED_US_TOTAL] += priced * weight
+        tax[T_HOPS] += hops
+        tax[T_DURATION] += duration_ms
+        if hop_tax_us < tax[T_MIN]:
+            tax[T_MIN] = hop_tax_us
+        if hop_tax_us > tax[T_MAX]:
+            tax[T_MAX] = hop_tax_us
 
     def offer_slowest(self, hop_ms: float, request_id: bytes | str, timestamp: bytes | str) -> None:
         slowest = self.slowest
@@ -333,6 +364,11 @@ class EndpointStats:
         return self.acc[A_RECORDS] - self.pinned[1]
 
     @property
+    def hops_total(self) -> float:
+        """Summed hops of the requests the records stand for."""
+        return self.acc[A_HOPS] + self.acc[A_EXTRA_HOPS]
+
+    @property
     def requests(self) -> float:
         """The requests the records stand for (sampled lines count 1 / sample_rate)."""
         return self.acc[A_RECORDS] + self.acc[A_EXTRA_REQUESTS]
@@ -355,6 +391,7 @@ class EndpointStats:
             A_WAIT,
             A_HOPS,
             A_EXTRA_HOP_MS,
+            A_EXTRA_HOPS,
         ):
             acc[index] += theirs[index]
         acc[A_HOPS_MAX] = max(acc[A_HOPS_MAX], theirs[A_HOPS_MAX])
@@ -385,6 +422,11 @@ class EndpointStats:
         for site, requests in other.pinned_by.items():
             self._add_pinned_by(site, requests)
         self.sites_dropped += other.sites_dropped
+        tax, theirs_tax = self.tax, other.tax
+        for index in (T_PRICED_US, T_RECORDS, T_PRICED_US_TOTAL, T_HOPS, T_DURATION):
+            tax[index] += theirs_tax[index]
+        tax[T_MIN] = min(tax[T_MIN], theirs_tax[T_MIN])
+        tax[T_MAX] = max(tax[T_MAX], theirs_tax[T_MAX])
 
     def copy_as(self, key: EndpointKey) -> EndpointStats:
         """A folded copy under another key (to regroup endpoints without changing them)."""

@@ -8,6 +8,7 @@ be read (one line on stderr names it).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -25,7 +26,7 @@ stdin ("-"), mixed with anything else, and rank endpoints by what their
 sync/async thread hops cost. See docs/report.md for every column and option."""
 EPILOG: Final = """\
 sort keys: total (default), requests, mean, p50, p95, p99, hops, max-hops,
-hop-share, wait-share, threads, loops, pinned; with --by site: total,
+hop-share, wait-share, threads, loops, pinned, hop-tax; with --by site: total,
 requests, mean, count, endpoints.
 exit status: 0 reported, 1 no hopwatch records found, 2 usage error or
 unreadable input."""
@@ -95,6 +96,19 @@ def _whole(minimum: int) -> Any:
     return convert
 
 
+def parse_hop_tax(value: str) -> float:
+    try:
+        number = float(value.strip().removesuffix("us").removesuffix("µs"))
+    except ValueError:
+        number = math.nan
+    if not 0 < number < rank.MAX_HOP_TAX_US:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"invalid hop tax {value!r}: give microseconds per hop above 0 and below"
+            f" {rank.MAX_HOP_TAX_US:,}, such as 250 (hopwatch audit measures it)"
+        )
+    return number
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
@@ -154,6 +168,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only these interfaces: asgi, wsgi, test-client, test-async-client",
     )
     parser.add_argument(
+        "--hop-tax",
+        type=parse_hop_tax,
+        metavar="US",
+        help="price every hop at US microseconds (as hopwatch audit measured on the host)"
+        " instead of the hop_tax_us the lines carry",
+    )
+    parser.add_argument(
         "--format",
         choices=FORMATS,
         default="auto",
@@ -200,6 +221,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         top=args.top,
         min_requests=args.min_requests,
         filters=_echo_filters(args),
+        hop_tax_us=args.hop_tax,
     )
     try:
         options.check()

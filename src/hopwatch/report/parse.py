@@ -78,6 +78,7 @@ DOCUMENTED_KEYS: Final = frozenset(
         "pinned_ms",
         "pinned_by",
         "profile",
+        "hop_tax_us",
     }
 )
 
@@ -255,6 +256,7 @@ class Record:
     pinned_ms: float | None = None
     pinned_by: str | None = None
     profile: str | None = None
+    hop_tax_us: float | None = None
 
 
 class Invalid(Exception):
@@ -384,6 +386,9 @@ def read_optional_fields(obj: dict[str, Any], record: Record) -> None:
     value = obj.get("profile")
     if value is not None:
         record.profile = _string(value, "profile")
+    value = obj.get("hop_tax_us")
+    if value is not None:
+        record.hop_tax_us = _number(value, "hop_tax_us")
 
 
 #: What decode_line() returns for a line that is not a hopwatch record at all.
@@ -469,5 +474,13 @@ def decode_tail(tail: bytes) -> dict[str, Any] | None:
 
 
 _OPTIONAL_KEYS: Final = frozenset(
-    {"sites_dropped", "sample_rate", "hopwatch_errors", "pinned_ms", "pinned_by", "profile"}
+    {
+        "sites_dropped",
+        "sample_rate",
+        "hopwatch_errors",
+        "pinned_ms",
+        "pinned_by",
+        "profile",
+        "hop_tax_us",
+    }
 )

@@ -36,6 +36,13 @@ from hopwatch.report.aggregate import (
     S_COUNT,
     S_MS,
     S_REQUESTS,
+    T_DURATION,
+    T_HOPS,
+    T_MAX,
+    T_MIN,
+    T_PRICED_US,
+    T_PRICED_US_TOTAL,
+    T_RECORDS,
     EndpointKey,
     EndpointStats,
     Partial,
@@ -45,6 +52,8 @@ from hopwatch.report.aggregate import (
 from hopwatch.report.sketch import ALPHA
 
 REPORT_VERSION: Final = 1
+#: --hop-tax above this (one second per hop) is a unit mistake, not a host.
+MAX_HOP_TAX_US: Final = 1_000_000
 BY_CHOICES: Final = ("route", "view", "site")
 #: Causes listed per endpoint in the document (renderers show fewer).
 CAUSES_LISTED: Final = 10
@@ -107,6 +116,7 @@ ENDPOINT_SORTS: Final[dict[str, Callable[[Row], float]]] = {
     "threads": _get("threads", "mean"),
     "loops": _get("new_loops", "total"),
     "pinned": _get("pinned_ms", "mean"),
+    "hop-tax": _get("hop_tax_ms", "total"),
 }
 SITE_SORTS: Final[dict[str, Callable[[Row], float]]] = {
     "total": _get("ms"),
@@ -129,6 +139,8 @@ class ReportOptions:
     top: int = 20  # 0: all
     min_requests: int = 1
     filters: dict[str, Any] | None = None  # echoed in the document
+    #: --hop-tax: price every hop at this many microseconds instead of the lines' hop_tax_us
+    hop_tax_us: float | None = None
 
     def check(self) -> None:
         if self.by not in BY_CHOICES:
@@ -143,6 +155,10 @@ class ReportOptions:
             raise OptionError("--top must be 0 (all) or more")
         if self.min_requests < 0:
             raise OptionError("--min-requests must be 0 or more")
+        if self.hop_tax_us is not None and not 0 < self.hop_tax_us < MAX_HOP_TAX_US:
+            raise OptionError(
+                f"--hop-tax must be above 0 and below {MAX_HOP_TAX_US:,} microseconds"
+            )
 
 
 # --- regrouping --------------------------------------------------------------------------
@@ -218,7 +234,38 @@ def _site_dict(key: SiteKey) -> Row:
     return {"site": site, "kind": kind, "direction": direction, "call_site": call_site}
 
 
-def endpoint_row(stats: EndpointStats, identity: Row) -> Row:
+def _hop_tax(stats: EndpointStats, hop_tax_us: float | None) -> Row | None:
+    """The endpoint's hops priced at the host's hop tax (see docs/report.md)."""
+    acc = stats.acc
+    if hop_tax_us is not None:  # --hop-tax: every record, at one price
+        records = acc[A_RECORDS]
+        return {
+            "mean": _r(acc[A_HOPS] * hop_tax_us / records / 1000),
+            "total": _r(stats.hops_total * hop_tax_us / 1000),
+            "share": _ratio(acc[A_HOPS] * hop_tax_us / 1000, acc[A_DURATION]),
+            "per_hop_us": _r(hop_tax_us, 1),
+            "records": int(records),
+            "source": "option",
+        }
+    tax = stats.tax
+    records = tax[T_RECORDS]
+    if not records:
+        return None
+    if tax[T_HOPS]:
+        per_hop: float | None = _r(tax[T_PRICED_US] / tax[T_HOPS], 1)
+    else:  # no hops to weigh the price by
+        per_hop = tax[T_MIN] if tax[T_MIN] == tax[T_MAX] else None
+    return {
+        "mean": _r(tax[T_PRICED_US] / records / 1000),
+        "total": _r(tax[T_PRICED_US_TOTAL] / 1000),
+        "share": _ratio(tax[T_PRICED_US] / 1000, tax[T_DURATION]),
+        "per_hop_us": per_hop,
+        "records": int(records),
+        "source": "lines",
+    }
+
+
+def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None = None) -> Row:
     acc, counters = stats.acc, stats.counters
     records = acc[A_RECORDS]
     hop_total = stats.hop_ms_total
@@ -279,6 +326,7 @@ def endpoint_row(stats: EndpointStats, identity: Row) -> Row:
             if pinned_records
             else None
         ),
+        "hop_tax_ms": _hop_tax(stats, hop_tax_us),
         "statuses": dict(sorted(stats.statuses.items())),
         "interfaces": dict(sorted(stats.interfaces.items())),
         "causes": causes,
@@ -360,7 +408,23 @@ def site_rows(partial: Partial) -> tuple[list[Row], Row | None]:
     return rows, other_row
 
 
-def _summary(partial: Partial, sources: list[str]) -> Row:
+def _summary_hop_tax(partial: Partial, hop_tax_us: float | None) -> Row | None:
+    if hop_tax_us is not None:
+        return {"source": "option", "min_us": hop_tax_us, "max_us": hop_tax_us, "records": None}
+    records = 0.0
+    low, high = math.inf, 0.0
+    for stats in partial.endpoints.values():
+        tax = stats.tax
+        if tax[T_RECORDS]:
+            records += tax[T_RECORDS]
+            low = min(low, tax[T_MIN])
+            high = max(high, tax[T_MAX])
+    if not records:
+        return None
+    return {"source": "lines", "min_us": low, "max_us": high, "records": int(records)}
+
+
+def _summary(partial: Partial, sources: list[str], hop_tax_us: float | None = None) -> Row:
     skipped = sum(partial.skipped.values())
     filtered = sum(partial.filtered.values())
     return {
@@ -379,6 +443,7 @@ def _summary(partial: Partial, sources: list[str]) -> Row:
         "first_timestamp": partial.first_timestamp or None,
         "last_timestamp": partial.last_timestamp or None,
         "truncated_inputs": sorted(partial.truncated_inputs),
+        "hop_tax": _summary_hop_tax(partial, hop_tax_us),
     }
 
 
@@ -399,7 +464,7 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
         "min_requests": options.min_requests,
         "filters": options.filters or {},
         "relative_accuracy": ALPHA,
-        "summary": _summary(partial, sources),
+        "summary": _summary(partial, sources, options.hop_tax_us),
     }
     if options.by == "site":
         rows, other = site_rows(partial)
@@ -409,7 +474,7 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
         document["other_causes"] = other
     else:
         rows = [
-            _round_quantiles(endpoint_row(stats, identity))
+            _round_quantiles(endpoint_row(stats, identity, options.hop_tax_us))
             for _group, stats, identity in _regroup(partial, options.by)
         ]
         shown = [row for row in rows if row["records"] >= options.min_requests]

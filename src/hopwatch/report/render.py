@@ -49,6 +49,19 @@ def summary_line(document: Document) -> str:
         line += f"; {s['first_timestamp'][:19]}Z to {s['last_timestamp'][:19]}Z"
     if s["truncated_inputs"]:
         line += f"; cut short: {', '.join(s['truncated_inputs'])}"
+    tax = s.get("hop_tax")
+    if tax:
+        price = fmt.us(tax["min_us"])
+        if tax["max_us"] != tax["min_us"]:
+            price = f"{fmt.us(tax['min_us'])} to {fmt.us(tax['max_us'])}"
+        if tax["source"] == "option":
+            line += f"; hops priced at {price} (--hop-tax)"
+        else:
+            records = tax["records"]
+            line += (
+                f"; hops priced at {price} (hop_tax_us of {records:,}"
+                f" record{'s' if records != 1 else ''})"
+            )
     if s["hopwatch_errors"]:
         line += f"; hopwatch logged {s['hopwatch_errors']:,} internal errors"
     hidden = document["groups"]["below_min_requests"]
@@ -86,6 +99,13 @@ def _endpoint_columns(document: Document) -> list[Column]:
         ("p99 ms", lambda r: fmt.ms(r["hop_ms"]["p99"]), True),
         ("hop total", lambda r: fmt.duration(r["hop_ms"]["total"]), True),
         ("hop %", lambda r: fmt.percent(r["hop_share"]), True),
+    ]
+    if any(row["hop_tax_ms"] for row in rows):
+        columns += [
+            ("hop tax ms", lambda r: fmt.ms((r["hop_tax_ms"] or {}).get("mean")), True),
+            ("tax %", lambda r: fmt.percent((r["hop_tax_ms"] or {}).get("share")), True),
+        ]
+    columns += [
         ("wait %", lambda r: fmt.percent(r["wait_share"]), True),
         ("threads", lambda r: fmt.mean(r["threads"]["mean"]), True),
         ("new loops", lambda r: fmt.count(r["new_loops"]["total"]), True),
@@ -131,7 +151,7 @@ _NARROW: Final = (
            "total", "top causes"}),
     (160, {"#", "endpoint", "view", "cause", "kind", "requests", "endpoints", "hops/req",
            "p50 ms", "p95 ms", "hop total", "hop %", "wait %", "ms/req", "total", "share",
-           "pinned ms", "top causes", "top endpoints"}),
+           "hop tax ms", "pinned ms", "top causes", "top endpoints"}),
 )  # fmt: skip
 
 
@@ -220,6 +240,11 @@ _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
             for c in r["causes"][:CAUSES_SHOWN]
         ),
     ),
+    # added after the first release: appended, so existing readers' columns do not move
+    ("hop_tax_ms_mean", lambda r: (r["hop_tax_ms"] or {}).get("mean")),
+    ("hop_tax_ms_total", lambda r: (r["hop_tax_ms"] or {}).get("total")),
+    ("hop_tax_share", lambda r: (r["hop_tax_ms"] or {}).get("share")),
+    ("hop_tax_per_hop_us", lambda r: (r["hop_tax_ms"] or {}).get("per_hop_us")),
 ]
 _CSV_SITE: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("rank", lambda r: r["rank"]),

@@ -29,6 +29,7 @@ from hopwatch.report import parse
 from hopwatch.report.aggregate import (
     A_DURATION,
     A_EXTRA_HOP_MS,
+    A_EXTRA_HOPS,
     A_EXTRA_REQUESTS,
     A_HOP_MS,
     A_HOPS,
@@ -36,6 +37,13 @@ from hopwatch.report.aggregate import (
     A_RECORDS,
     A_SLOWEST_FLOOR,
     A_WAIT,
+    T_DURATION,
+    T_HOPS,
+    T_MAX,
+    T_MIN,
+    T_PRICED_US,
+    T_PRICED_US_TOTAL,
+    T_RECORDS,
     EndpointStats,
     Partial,
     _status_interface,
@@ -68,9 +76,20 @@ _TAIL = parse.G_TAIL - 1
 
 #: The tail info of a line whose tail the general decoder must read.
 _FALLBACK: Final = ""
-# Tail info: (weight, sites_dropped, hopwatch_errors, pinned_ms, pinned_by, profile, plain)
-TailInfo = tuple[float, int, int, float | None, str | None, str | None, bool]
-_T_WEIGHT, _T_DROPPED, _T_ERRORS, _T_PINNED_MS, _T_PINNED_BY, _T_PROFILE, _T_PLAIN = range(7)
+# Tail info: (weight, sites_dropped, hopwatch_errors, pinned_ms, pinned_by, profile, plain,
+# hop_tax_us). "plain": nothing that differs from request to request (hop_tax_us is the
+# same on every line of a process), so the info is cached and add_optional is not needed.
+TailInfo = tuple[float, int, int, float | None, str | None, str | None, bool, float | None]
+(
+    _T_WEIGHT,
+    _T_DROPPED,
+    _T_ERRORS,
+    _T_PINNED_MS,
+    _T_PINNED_BY,
+    _T_PROFILE,
+    _T_PLAIN,
+    _T_TAX,
+) = range(8)
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,7 @@ class Scanner:
                 probe.pinned_by,
                 probe.profile,
                 plain,
+                probe.hop_tax_us,
             )
             if not plain:  # per-request values: not worth caching
                 return info
@@ -324,14 +344,16 @@ class Scanner:
             acc = stats.acc
             hop_ms = float(g[_HOP_MS])
             weight = info[_T_WEIGHT]  # 1 / sample_rate; 1.0 unless the log is sampled
+            hops = int(g[_HOPS])
+            duration_ms = float(g[_DURATION])
             acc[A_RECORDS] += 1
             if weight != 1.0:
                 acc[A_EXTRA_REQUESTS] += weight - 1.0
                 acc[A_EXTRA_HOP_MS] += hop_ms * (weight - 1.0)
-            acc[A_DURATION] += float(g[_DURATION])
+                acc[A_EXTRA_HOPS] += hops * (weight - 1.0)
+            acc[A_DURATION] += duration_ms
             acc[A_HOP_MS] += hop_ms
             acc[A_WAIT] += float(g[_WAIT])
-            hops = int(g[_HOPS])
             acc[A_HOPS] += hops
             if hops > acc[A_HOPS_MAX]:
                 acc[A_HOPS_MAX] = hops
@@ -366,6 +388,19 @@ class Scanner:
             elif g[_PINNED_BY] is not None:
                 raw_by = stats.raw_pinned_by
                 raw_by[g[_PINNED_BY]] = raw_by.get(g[_PINNED_BY], 0.0) + weight
+            hop_tax_us = info[_T_TAX]
+            if hop_tax_us is not None:  # stats.add_tax, inlined
+                tax = stats.tax
+                priced = hops * hop_tax_us
+                tax[T_PRICED_US] += priced
+                tax[T_RECORDS] += 1
+                tax[T_PRICED_US_TOTAL] += priced * weight
+                tax[T_HOPS] += hops
+                tax[T_DURATION] += duration_ms
+                if hop_tax_us < tax[T_MIN]:
+                    tax[T_MIN] = hop_tax_us
+                if hop_tax_us > tax[T_MAX]:
+                    tax[T_MAX] = hop_tax_us
 
             sites = stats.raw_sites
             if weight == 1.0:

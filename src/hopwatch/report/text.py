@@ -86,6 +86,13 @@ def ms(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
+def us(value: float | None) -> str:
+    """Microseconds (a hop's price)."""
+    if value is None:
+        return "-"
+    return f"{value:,.1f} µs" if value < 100 else f"{value:,.0f} µs"
+
+
 def duration(value_ms: float | None) -> str:
     """A total of milliseconds in the unit that reads best."""
     if value_ms is None:
