@@ -124,3 +124,22 @@ def test_a_narrow_terminal_keeps_the_columns_that_name_the_rows() -> None:
         buffer = io.StringIO()
         render.render_rich(document, buffer, width=width)
         assert all(name in buffer.getvalue() for name in ("alpha", "beta", "gamma")), width
+
+
+def test_a_cause_shown_twice_says_which_way_each_hop_went() -> None:
+    legacy = "myproject.middleware.LegacyMiddleware"
+    text = line(
+        sites=[
+            site(legacy, ms=2.0, direction="sync_to_async"),
+            site(legacy, ms=1.0, direction="async_to_sync"),
+            site("request_started", "signal", ms=0.5),
+        ]
+    )
+    scanner = Scanner(Partial())
+    scanner.feed_lines([text.encode()])
+    document = rank.build_document(scanner.finish(), rank.ReportOptions(), ["x"])
+    out = render.render_to_string(document, "text")
+    assert (
+        "middleware.LegacyMiddleware (sync_to_async) 47.8%, "
+        "middleware.LegacyMiddleware (async_to_sync) 23.9%, request_started 11.9%"
+    ) in out

@@ -75,9 +75,12 @@ Column = tuple[str, Callable[[Row], str], bool]  # header, cell, right-aligned
 
 
 def _causes(row: Row, limit: int | None) -> str:
+    causes = row["causes"][:CAUSES_SHOWN]
+    names = [fmt.short_site(cause["site"], cause["call_site"]) for cause in causes]
     shown = []
-    for cause in row["causes"][:CAUSES_SHOWN]:
-        name = fmt.short_site(cause["site"], cause["call_site"])
+    for name, cause in zip(names, causes, strict=True):
+        if names.count(name) > 1:  # e.g. a sync-only middleware's two hops, one each way
+            name = f"{name} ({cause['direction']})"
         shown.append(f"{fmt.clean(name, CAUSE_LIMIT)} {fmt.percent(cause['share'])}")
     return ", ".join(shown) if shown else "-"
 
