@@ -81,4 +81,9 @@ LOGGING = {
     },
 }
 
-HOPWATCH = {"SITES_LIMIT": 8}
+HOPWATCH = {
+    "SITES_LIMIT": 8,
+    # time a no-op hop once at start-up (in a background thread): every line then
+    # carries hop_tax_us, and the report shows what each endpoint's hops cost here
+    "MEASURE_HOP_TAX": True,
+}

@@ -84,6 +84,30 @@ def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):
     assert worst["hops"]["mean"] == 36
 
 
+def test_the_report_prices_hops_at_the_hop_tax_the_servers_measured(demo):
+    report, lines = demo
+    priced = [line for line in lines if "hop_tax_us" in line]
+    # measured in a background thread at start-up: the first lines may come before it
+    assert len(priced) >= len(lines) // 2 and all(line["hop_tax_us"] > 0 for line in priced)
+    taxes = [line["hop_tax_us"] for line in priced]
+    assert report["summary"]["hop_tax"] == {
+        "source": "lines",
+        "min_us": min(taxes),
+        "max_us": max(taxes),
+        "records": len(priced),
+    }
+    for row in report["rows"]:
+        if row["kind"] != "endpoint":  # "(no view)" rows have no route to match
+            continue
+        mine = [line for line in priced if (line["method"], line["route"]) == (row["method"], row["route"])]
+        if not mine:
+            assert row["hop_tax_ms"] is None
+            continue
+        expected = sum(line["hops"] * line["hop_tax_us"] for line in mine) / len(mine) / 1000
+        assert row["hop_tax_ms"]["records"] == len(mine)
+        assert row["hop_tax_ms"]["mean"] == pytest.approx(expected, abs=0.0011)
+
+
 def test_the_demo_leaves_no_server_running(demo):
     result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert "example_site.servers" not in result.stdout
