@@ -300,6 +300,7 @@ def test_plain_text_output_for_the_test_settings():
     assert "  ASGI: async view 15 (~3,750 µs); sync view 16 (~4,000 µs)" in lines
     assert "  WSGI: async view 1 (~900 µs), 1 new event loop; sync view 0" in lines
     assert "hop tax on this host (median of 7, hopwatch instrumentation on): sync_to_async" in text
+    assert "with a new event loop; `hopwatch report --hop-tax 250` prices logged hops at it" in text
     assert "[A] MiddlewareMixin under ASGI" in text
     assert "markcoroutinefunction(self)" in text and "async def __acall__" in text
     assert "[B]" not in text  # no sync-only middleware here
