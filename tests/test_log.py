@@ -270,6 +270,14 @@ def test_unmatched_paths_are_cleaned_and_truncated(log_lines):
     assert line["view"] is None and line["status"] == 404
 
 
+def test_a_path_cannot_split_the_line_for_readers_that_split_on_unicode_breaks(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        asgi_request("/nope/a\u2028b\u2029c\x85d/")
+    (raw,) = log_lines.raw
+    assert raw.splitlines() == [raw]
+    assert json.loads(raw)["route"] == "/nope/abcd/"
+
+
 # --- structlog coexistence ----------------------------------------------------------------
 
 

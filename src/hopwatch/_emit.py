@@ -42,7 +42,9 @@ RESERVED: Final = frozenset(
     }
 )  # fmt: skip
 
-_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)])
+# C0, DEL, C1, and U+2028/U+2029: str.splitlines() and JavaScript read those two as
+# line breaks, so a path carrying them could split one log line in two downstream
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029])
 
 
 def _ms(ns: int) -> float:
