@@ -8,6 +8,7 @@ endpoint's hop count from the captured log lines.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -44,6 +45,56 @@ EXPECTED_HOPS = {
 }
 
 
+#: Hops a view makes beyond what the audit predicts for "a view that returns a plain
+#: response" (the audit models the middleware chain, the handler and the signals Django
+#: sends, not what the view's own code does).
+OWN_HOPS = {
+    "/products/one-by-one/": 21,  # the id list + 20 aget()
+    "/products/": 1,  # one query
+    "/products/<int:pk>/": 1,  # afirst()
+    "/export/sync-iterator/": 1,  # the sync iterator, consumed in a thread
+    "/export/": 1,  # the async iterator's query
+    "/orders/sync-receiver/": 1,  # the sync receiver of the view's own signal
+    "/boom/": 3,  # process_exception_by_middleware, response_for_exception, log_response
+}
+LEGACY = "example_site.shop.middleware.LegacyAuditMiddleware"
+REWRITE = "example_site.shop.middleware.AuditMiddleware"
+
+#: Run under the example site's own settings: the audit's predictions for the three
+#: middleware stacks example_site/asgi.py serves, and whether each route's view is async.
+AUDIT_SCRIPT = f"""
+import json, django
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.urls import get_resolver, resolve
+django.setup()
+from hopwatch import audit
+stacks = {{"default": [], "legacy": [{LEGACY!r}], "rewrite": [{REWRITE!r}]}}
+out = {{"predicted": {{}}, "async_view": {{}}}}
+for name, extra in stacks.items():
+    report = audit.audit_settings([*settings.MIDDLEWARE, *extra])
+    out["predicted"][name] = {{
+        f"{{interface}} {{kind}}": report.predicted(interface, kind)
+        for interface in audit.INTERFACES for kind in ("async_view", "sync_view")
+    }}
+for pattern in get_resolver().url_patterns:
+    route = "/" + str(pattern.pattern)
+    view = resolve(route.replace("<int:pk>", "1")).func
+    out["async_view"][route] = iscoroutinefunction(view)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def audited():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", AUDIT_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     var = tmp_path_factory.mktemp("demo-var")
@@ -73,6 +124,18 @@ def test_every_example_endpoint_makes_its_pinned_number_of_hops(demo):
     assert all(line["pinned_ms"] > 0 for line in legacy)
     assert {line["pinned_by"] for line in legacy} == {"example_site.shop.middleware.LegacyAuditMiddleware"}
     assert all(line["pinned_ms"] == 0 for line in lines if line["route"] == "/mw/rewrite/")
+
+
+def test_the_audit_predicts_every_example_endpoint(demo, audited):
+    """The audit's prediction plus the view's own hops is what the servers measured."""
+    _report, lines = demo
+    measured = {(line["interface"], line["route"]): line["hops"] for line in lines}
+    assert set(measured) == set(EXPECTED_HOPS)
+    for (interface, route), hops in measured.items():
+        stack = {"/mw/legacy/": "legacy", "/mw/rewrite/": "rewrite"}.get(route, "default")
+        kind = "async_view" if audited["async_view"][route] else "sync_view"
+        predicted = audited["predicted"][stack][f"{interface} {kind}"]
+        assert (route, predicted + OWN_HOPS.get(route, 0)) == (route, hops)
 
 
 def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):
