@@ -49,9 +49,21 @@ FAST_SITE_SLOTS: Final = 10
 #: Keys of a log shipper's wrapper object that may hold the original line.
 WRAPPER_KEYS: Final = ("log", "message", "msg", "MESSAGE")
 
+#: The documented fields the report reads when present (read_optional_fields).
+OPTIONAL_KEYS: Final = frozenset(
+    {
+        "sites_dropped",
+        "sample_rate",
+        "hopwatch_errors",
+        "pinned_ms",
+        "pinned_by",
+        "profile",
+        "hop_tax_us",
+    }
+)
 #: Every field of the documented record. One of them repeated after "sites"
 #: (JSON lets the last one win) makes the fast path hand the line over.
-DOCUMENTED_KEYS: Final = frozenset(
+DOCUMENTED_KEYS: Final = OPTIONAL_KEYS | frozenset(
     {
         "event",
         "schema",
@@ -72,13 +84,6 @@ DOCUMENTED_KEYS: Final = frozenset(
         "new_loops",
         "max_depth",
         "sites",
-        "sites_dropped",
-        "sample_rate",
-        "hopwatch_errors",
-        "pinned_ms",
-        "pinned_by",
-        "profile",
-        "hop_tax_us",
     }
 )
 
@@ -467,20 +472,7 @@ def decode_tail(tail: bytes) -> dict[str, Any] | None:
         obj = _DECODER.decode("{" + tail[1:].decode("utf-8") + "}")
     except ValueError:
         return None
-    if type(obj) is not dict or not DOCUMENTED_KEYS.isdisjoint(obj.keys() - _OPTIONAL_KEYS):
+    if type(obj) is not dict or not DOCUMENTED_KEYS.isdisjoint(obj.keys() - OPTIONAL_KEYS):
         return None  # repeats a documented key: JSON says the last one wins
     # a key repeated within the tail itself is resolved by json (last wins) too
     return obj
-
-
-_OPTIONAL_KEYS: Final = frozenset(
-    {
-        "sites_dropped",
-        "sample_rate",
-        "hopwatch_errors",
-        "pinned_ms",
-        "pinned_by",
-        "profile",
-        "hop_tax_us",
-    }
-)
