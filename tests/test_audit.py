@@ -329,7 +329,9 @@ def test_json_document_is_stable():
         "predicted",
         "hop_tax",
         "problems",
+        "hopwatch_overhead",
     }
+    assert document["hopwatch_overhead"] is None  # not measured
     assert (document["format"], document["version"]) == ("hopwatch.audit", 1)
     sync_only = document["middleware"][1]
     assert set(sync_only) == {
@@ -444,6 +446,68 @@ def test_measure_hop_tax_outside_any_request():
         audit.measure_hop_tax(samples=0)
 
 
+def test_measure_overhead_leaves_the_instrumentation_as_it_found_it():
+    from asgiref.sync import SyncToAsync
+
+    from hopwatch import _patch
+
+    installed = SyncToAsync.__dict__["__call__"]
+    assert _patch.is_installed() and _patch.owns_call(SyncToAsync)
+    with capture() as records:
+        overhead = audit.measure_overhead(samples=20)
+    assert records == []  # its own thread and loop, never inside a request
+    assert overhead is not None and overhead.samples == 20
+    assert 0 < overhead.bare_us < 1_000_000 and 0 < overhead.instrumented_us < 1_000_000
+    assert overhead.added_us == overhead.instrumented_us - overhead.bare_us
+    assert SyncToAsync.__dict__["__call__"] is installed
+    _patch.uninstall()
+    try:
+        original = SyncToAsync.__dict__["__call__"]
+        assert audit.measure_overhead(samples=2) is not None
+        assert not _patch.is_installed() and SyncToAsync.__dict__["__call__"] is original
+    finally:
+        _patch.install()
+    with pytest.raises(ValueError):
+        audit.measure_overhead(samples=0)
+
+
+def test_measure_overhead_stands_back_when_another_agent_wrapped_the_patch():
+    from asgiref.sync import SyncToAsync
+
+    ours = SyncToAsync.__dict__["__call__"]
+
+    async def agent_call(self, *args, **kwargs):  # an APM wrapping asgiref after hopwatch
+        return await ours(self, *args, **kwargs)
+
+    SyncToAsync.__call__ = agent_call
+    try:
+        assert audit.measure_overhead(samples=2) is None
+        assert SyncToAsync.__dict__["__call__"] is agent_call
+    finally:
+        SyncToAsync.__call__ = ours
+
+
+def test_the_overhead_line():
+    report = predicted(DEFAULT)
+    report.overhead = audit.Overhead(bare_us=120.0, instrumented_us=135.0, samples=50)
+    text = audit.render_to_string(report, "text")
+    assert (
+        "hopwatch's own cost per hop on this host: +15 µs (+12%) on a bare sync_to_async of"
+        " 120 µs (medians of 50 with and without, taking turns)"
+    ) in text
+    document = json.loads(audit.render_to_string(report, "json"))
+    assert document["hopwatch_overhead"] == {
+        "bare_us": 120.0,
+        "instrumented_us": 135.0,
+        "added_us": 15.0,
+        "samples": 50,
+    }
+    report.overhead = audit.Overhead(bare_us=120.0, instrumented_us=118.0, samples=50)
+    assert "own cost per hop on this host: nothing this measurement can see" in (
+        audit.render_to_string(report, "text")
+    )
+
+
 # --- the command line and the management command ---------------------------------------
 
 
@@ -453,6 +517,7 @@ def test_cli_json(capsys):
     assert document["settings"] == "tests.settings"
     assert document["predicted"]["asgi"]["async_view"]["hops"] == 15
     assert document["hop_tax"]["samples"] == 2
+    assert document["hopwatch_overhead"]["samples"] == 2
     assert document["predicted"]["asgi"]["async_view"]["hop_time_us"] > 0
 
 
@@ -517,6 +582,7 @@ def test_management_command():
     call_command("hopwatch_audit", "--format", "json", "--samples", "2", stdout=out)
     document = json.loads(out.getvalue())
     assert [m["path"] for m in document["middleware"]] == DEFAULT
+    assert document["hop_tax"]["samples"] == document["hopwatch_overhead"]["samples"] == 2
     out = io.StringIO()
     call_command("hopwatch_audit", "--samples", "2", stdout=out)
     assert out.getvalue().startswith("hopwatch audit: tests.settings")

@@ -373,12 +373,7 @@ def test_hop_tax_is_measured_once_in_the_background_and_logged(log_lines):
     try:
         with settings_with(MEASURE_HOP_TAX=True):
             apps.activate()
-            for _ in range(200):  # the measurement runs in its own thread
-                if apps.hop_tax is not None:
-                    break
-                import time
-
-                time.sleep(0.05)
+            apps.wait_for_hop_tax_measurement()  # it runs in its own thread
             assert apps.hop_tax is not None and apps.hop_tax.sync_to_async_us > 0
             measured = apps.hop_tax.sync_to_async_us
             asgi_request("/async/")

@@ -285,3 +285,8 @@ def uninstall() -> None:
 
 def is_installed() -> bool:
     return _installed
+
+
+def owns_call(cls: type) -> bool:
+    """Whether ``cls.__call__`` is hopwatch's patch itself (nothing wrapped over it)."""
+    return cls.__dict__.get("__call__") in (_sync_to_async_call, _async_to_sync_call)

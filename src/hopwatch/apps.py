@@ -32,11 +32,12 @@ def activate() -> None:
 #: What a no-op hop costs on this host (hopwatch.audit.HopTax), once measured.
 hop_tax = None
 _hop_tax_started = False
+_hop_tax_thread: threading.Thread | None = None
 
 
 def _start_hop_tax_measurement() -> None:
     """Measure once, in a daemon thread (never inside a request); lines carry the result."""
-    global _hop_tax_started
+    global _hop_tax_started, _hop_tax_thread
     with _lock:
         if _hop_tax_started:
             return
@@ -52,7 +53,15 @@ def _start_hop_tax_measurement() -> None:
         except Exception as exc:
             _errors.report("measuring the hop tax", exc)
 
-    threading.Thread(target=measure, name="hopwatch-hop-tax", daemon=True).start()
+    _hop_tax_thread = threading.Thread(target=measure, name="hopwatch-hop-tax", daemon=True)
+    _hop_tax_thread.start()
+
+
+def wait_for_hop_tax_measurement(timeout: float = 30.0) -> None:
+    """Let a start-up measurement finish (the audit's own would compete with it for the GIL)."""
+    thread = _hop_tax_thread
+    if thread is not None:
+        thread.join(timeout)
 
 
 def deactivate() -> None:

@@ -244,6 +244,81 @@ def measure_hop_tax(samples: int = DEFAULT_SAMPLES) -> HopTax:
     )
 
 
+@dataclass(frozen=True)
+class Overhead:
+    """What hopwatch's instrumentation adds to one hop on this host: medians in microseconds."""
+
+    #: a thread-sensitive ``sync_to_async`` of a no-op, asgiref as it ships
+    bare_us: float
+    #: the same hop with hopwatch's instrumentation installed
+    instrumented_us: float
+    samples: int
+
+    @property
+    def added_us(self) -> float:
+        return self.instrumented_us - self.bare_us
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bare_us": round(self.bare_us, 1),
+            "instrumented_us": round(self.instrumented_us, 1),
+            "added_us": round(self.added_us, 1),
+            "samples": self.samples,
+        }
+
+
+#: Hops timed per turn while measuring the overhead: the two variants take turns, so
+#: that a machine busy for a moment slows both alike.
+_OVERHEAD_TURN: Final = 5
+
+
+async def _time_with_and_without(samples: int, warmup: int) -> tuple[list[int], list[int]]:
+    from hopwatch import _patch
+
+    sync = _asgiref_sync()
+    bare: list[int] = []
+    instrumented: list[int] = []
+    async with sync.ThreadSensitiveContext():
+        hop = sync.sync_to_async(_noop, thread_sensitive=True)
+        for _ in range(warmup):
+            await hop()
+        while len(bare) < samples:
+            for durations, switch in ((instrumented, _patch.install), (bare, _patch.uninstall)):
+                switch()  # between hops: none is in flight
+                for _ in range(min(_OVERHEAD_TURN, samples - len(durations))):
+                    started = time.perf_counter_ns()
+                    await hop()
+                    durations.append(time.perf_counter_ns() - started)
+    return bare, instrumented
+
+
+def measure_overhead(samples: int = DEFAULT_SAMPLES) -> Overhead | None:
+    """Measure what hopwatch adds to a no-op ``sync_to_async`` on this host, now.
+
+    ``samples`` hops with the instrumentation and as many without, taking turns.
+    It installs and removes the instrumentation while it measures, so it is only
+    for a process that serves no requests (``hopwatch audit``, the management
+    command); the instrumentation is left as it was found. None when other code
+    has wrapped asgiref over hopwatch's patch (removing ours would remove theirs).
+    """
+    if samples < 1:
+        raise ValueError("samples must be 1 or more")
+    from asgiref.sync import SyncToAsync
+
+    from hopwatch import _patch
+
+    was_installed = _patch.is_installed()
+    if was_installed and not _patch.owns_call(SyncToAsync):
+        return None
+    try:
+        bare, instrumented = _in_helper_thread(
+            lambda: asyncio.run(_time_with_and_without(samples, min(5, samples)))
+        )
+    finally:
+        (_patch.install if was_installed else _patch.uninstall)()
+    return Overhead(_median_us(bare), _median_us(instrumented), samples)
+
+
 # --- facts: what introspection finds ------------------------------------------------------
 
 
@@ -731,6 +806,7 @@ class Audit:
     loop_fixed_at_creation: bool
     hop_tax: HopTax | None = None
     problems: list[str] = field(default_factory=list)
+    overhead: Overhead | None = None
 
     def predicted(self, interface: str, view_kind: str) -> int:
         return self.simulations[(interface, view_kind)].count
@@ -1012,6 +1088,7 @@ def document(audit: Audit) -> dict[str, Any]:
         },
         "hop_tax": audit.hop_tax.as_dict() if audit.hop_tax is not None else None,
         "problems": list(audit.problems),
+        "hopwatch_overhead": audit.overhead.as_dict() if audit.overhead is not None else None,
     }
 
 
@@ -1205,6 +1282,18 @@ def _summary_lines(audit: Audit) -> list[str]:
             f" async_to_sync {_us(tax.async_to_sync_us)} onto a running loop,"
             f" {_us(tax.new_loop_us)} with a new event loop;"
             f" `hopwatch report --hop-tax {tax.sync_to_async_us:.0f}` prices logged hops at it"
+        )
+    overhead = audit.overhead
+    if overhead is not None:
+        added = (
+            f"+{_us(overhead.added_us)} ({overhead.added_us / overhead.bare_us:+.0%})"
+            if overhead.added_us > 0
+            else "nothing this measurement can see"
+        )
+        lines.append(
+            f"hopwatch's own cost per hop on this host: {added} on a bare sync_to_async of"
+            f" {_us(overhead.bare_us)} (medians of {overhead.samples} with and without, taking"
+            " turns)"
         )
     for problem in audit.problems:
         lines.append(f"problem: {_clean(problem)}")
@@ -1417,7 +1506,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_samples,
         default=DEFAULT_SAMPLES,
         metavar="N",
-        help=f"hops timed per kind for the hop tax (default {DEFAULT_SAMPLES})",
+        help=f"hops timed per kind for the hop tax and hopwatch's own cost"
+        f" (default {DEFAULT_SAMPLES})",
     )
 
 
@@ -1451,8 +1541,16 @@ def _setup_django(module: str, pythonpath: Sequence[str]) -> None:
 def write_audit(out: IO[str], format_name: str = "auto", samples: int = DEFAULT_SAMPLES) -> None:
     """Audit the configured project and write it (the CLI and the management command)."""
     audit = audit_settings()
-    audit.hop_tax = measure_hop_tax(samples)
+    measure_host(audit, samples)
     render(audit, format_name, out)
+
+
+def measure_host(audit: Audit, samples: int = DEFAULT_SAMPLES) -> None:
+    """Fill in the hop tax and hopwatch's own cost (a process serving no requests only)."""
+    if "hopwatch.apps" in sys.modules:  # MEASURE_HOP_TAX may be measuring right now
+        sys.modules["hopwatch.apps"].wait_for_hop_tax_measurement()
+    audit.hop_tax = measure_hop_tax(samples)
+    audit.overhead = measure_overhead(samples)
 
 
 def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:

@@ -14,7 +14,8 @@ class Command(BaseCommand):
     help = (
         "List each MIDDLEWARE entry: its flags, the mode Django runs it in under ASGI and"
         " WSGI, the hops it costs per request, whether it holds a thread, and what to change;"
-        " then the predicted hops per request and what a hop costs on this host."
+        " then the predicted hops per request, what a hop costs on this host, and what"
+        " hopwatch adds to it."
     )
     requires_system_checks: list[str] = []  # the audit is useful on a project with warnings
 
@@ -30,7 +31,8 @@ class Command(BaseCommand):
             type=audit._samples,
             default=audit.DEFAULT_SAMPLES,
             metavar="N",
-            help=f"hops timed per kind for the hop tax (default {audit.DEFAULT_SAMPLES})",
+            help=f"hops timed per kind for the hop tax and hopwatch's own cost"
+            f" (default {audit.DEFAULT_SAMPLES})",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -41,7 +43,7 @@ class Command(BaseCommand):
             report = audit.audit_settings()
         except audit.AuditError as exc:
             raise CommandError(str(exc), returncode=2) from None
-        report.hop_tax = audit.measure_hop_tax(options["samples"])
+        audit.measure_host(report, options["samples"])
         buffer = io.StringIO()
         if format_name == "rich":
             audit.render_rich(report, buffer, width=_terminal_width())
