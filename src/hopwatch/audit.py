@@ -169,19 +169,23 @@ def _time_async_to_sync(samples: int, warmup: int) -> list[int]:
     return durations
 
 
+async def _time_awaits(call: Callable[[], Any], count: int, durations: list[int]) -> None:
+    """Await ``call()`` ``count`` times, appending each wall time in nanoseconds."""
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        await call()
+        durations.append(time.perf_counter_ns() - started)
+
+
 async def _time_on_loop(samples: int, warmup: int) -> tuple[list[int], list[int]]:
     sync = _asgiref_sync()
     sync_to_async = sync.sync_to_async
     # One context, as Django's ASGIHandler makes per request: its own thread.
     async with sync.ThreadSensitiveContext():
         hop = sync_to_async(_noop, thread_sensitive=True)
-        for _ in range(warmup):
-            await hop()
-        durations = []
-        for _ in range(samples):
-            started = time.perf_counter_ns()
-            await hop()
-            durations.append(time.perf_counter_ns() - started)
+        await _time_awaits(hop, warmup, [])
+        durations: list[int] = []
+        await _time_awaits(hop, samples, durations)
         back = await sync_to_async(_time_async_to_sync, thread_sensitive=True)(samples, warmup)
     return durations, back
 
@@ -280,15 +284,11 @@ async def _time_with_and_without(samples: int, warmup: int) -> tuple[list[int], 
     instrumented: list[int] = []
     async with sync.ThreadSensitiveContext():
         hop = sync.sync_to_async(_noop, thread_sensitive=True)
-        for _ in range(warmup):
-            await hop()
+        await _time_awaits(hop, warmup, [])
         while len(bare) < samples:
             for durations, switch in ((instrumented, _patch.install), (bare, _patch.uninstall)):
                 switch()  # between hops: none is in flight
-                for _ in range(min(_OVERHEAD_TURN, samples - len(durations))):
-                    started = time.perf_counter_ns()
-                    await hop()
-                    durations.append(time.perf_counter_ns() - started)
+                await _time_awaits(hop, min(_OVERHEAD_TURN, samples - len(durations)), durations)
     return bare, instrumented
 
 
