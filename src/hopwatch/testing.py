@@ -159,6 +159,38 @@ class _AsyncBlock:
         self.__exit__(exc_type, exc, tb)
 
 
+class _CheckedBlock(_AsyncBlock):
+    """Counts a block's hops, then checks them when the block ends without an exception.
+
+    Re-entrant: each ``with`` gets its own counter and check (a stack), so one
+    instance can be nested or reused.
+    """
+
+    def __init__(self) -> None:
+        self._active: list[tuple[HopCount, Callable[[HopCount], None]]] = []
+
+    def _start(self) -> tuple[HopCount, Callable[[HopCount], None]]:
+        """A new counter for this block, and the check to run on it at the end."""
+        raise NotImplementedError
+
+    def __enter__(self) -> HopCount:
+        counter, check = self._start()
+        self._active.append((counter, check))
+        return counter.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        counter, check = self._active.pop()
+        counter.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            check(counter)
+
+
 class HopCount(_AsyncBlock):
     """The hops made in a :func:`count_hops` block; the block's context manager too.
 
@@ -363,7 +395,7 @@ def format_hops(hops: list[Hop], sites: dict[str, int], not_listed: int = 0) -> 
 # --- assertions -----------------------------------------------------------------
 
 
-class HopAssertion(_AsyncBlock):
+class HopAssertion(_CheckedBlock):
     """:func:`assert_hops` / :func:`assert_max_hops`: a context manager and a decorator.
 
     As a context manager it yields the block's :class:`HopCount`. As a
@@ -386,7 +418,7 @@ class HopAssertion(_AsyncBlock):
         self.exact = exact
         self.kind = _kinds(kind)
         self.direction = _direction(direction)
-        self._active: list[HopCount] = []
+        super().__init__()
 
     def _counter(self) -> HopCount:
         return HopCount(kind=self.kind, direction=self.direction)
@@ -395,22 +427,8 @@ class HopAssertion(_AsyncBlock):
         """The same assertion, for one call of a decorated function."""
         return HopAssertion(self.n, exact=self.exact, kind=self.kind, direction=self.direction)
 
-    def __enter__(self) -> HopCount:
-        counter = self._counter()
-        self._active.append(counter)
-        return counter.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        __tracebackhide__ = True
-        counter = self._active.pop()
-        counter.__exit__(exc_type, exc, tb)
-        if exc_type is None:
-            self.check(counter)
+    def _start(self) -> tuple[HopCount, Callable[[HopCount], None]]:
+        return self._counter(), self.check
 
     def check(self, counted: HopCount) -> None:
         """Raise ``AssertionError`` listing every hop unless ``counted`` is within the budget."""
@@ -595,7 +613,7 @@ def _pytest_test_name() -> str | None:
     return node_id.split("::", 1)[1] if "::" in node_id else node_id
 
 
-class HopBudget(_AsyncBlock):
+class HopBudget(_CheckedBlock):
     """:func:`hop_budget`: compare a block's hops with the budget recorded for its test.
 
     A context manager (yielding the block's :class:`HopCount`) and a decorator.
@@ -605,7 +623,7 @@ class HopBudget(_AsyncBlock):
         self.name = name
         self.path = Path(path) if path is not None else None
         self._caller = caller
-        self._active: list[tuple[HopCount, str, Path]] = []
+        super().__init__()
 
     def _resolved(self) -> tuple[str, Path]:
         name = self.name or _pytest_test_name()
@@ -616,23 +634,14 @@ class HopBudget(_AsyncBlock):
             )
         return name, self.path or budget_path_for(self._caller)
 
-    def __enter__(self) -> HopCount:
+    def _start(self) -> tuple[HopCount, Callable[[HopCount], None]]:
         name, path = self._resolved()  # before the code under test runs: fail early
-        counter = HopCount()
-        self._active.append((counter, name, path))
-        return counter.__enter__()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        __tracebackhide__ = True
-        counter, name, path = self._active.pop()
-        counter.__exit__(exc_type, exc, tb)
-        if exc_type is None:
-            check_budget(counter, name, path)
+        def check(counted: HopCount) -> None:
+            __tracebackhide__ = True
+            check_budget(counted, name, path)
+
+        return HopCount(), check
 
     def __call__(self, func: F) -> F:
         name = self.name or getattr(func, "__qualname__", None) or repr(func)
