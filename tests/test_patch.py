@@ -68,8 +68,8 @@ def _class_state(cls: type) -> dict[str, Any]:
 
 def test_installed_by_the_app():
     assert hopwatch.is_installed()
-    assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
-    assert AsyncToSync.__dict__["__call__"] is _patch._async_to_sync_call
+    assert SyncToAsync.__dict__["__call__"] is _patch.patched(SyncToAsync)
+    assert AsyncToSync.__dict__["__call__"] is _patch.patched(AsyncToSync)
 
 
 def test_uninstall_restores_asgiref_exactly_and_install_is_idempotent():
@@ -78,7 +78,7 @@ def test_uninstall_restores_asgiref_exactly_and_install_is_idempotent():
         pristine_a2s = _class_state(AsyncToSync)
         hopwatch.install()
         hopwatch.install()  # installing twice is installing once
-        assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
+        assert SyncToAsync.__dict__["__call__"] is _patch.patched(SyncToAsync)
         assert SyncToAsync.__call__.__wrapped__ is pristine_s2a["__call__"]
         hopwatch.uninstall()
         hopwatch.uninstall()  # and uninstalling twice is harmless

@@ -18,9 +18,16 @@ Rules are registered by the integration layer (``hopwatch._django``); this
 module knows nothing about Django. Every lookup is a dict lookup keyed by
 ``id()`` of a code object (CPython does not cache a code object's hash, and
 hashing a module-sized one costs microseconds), with the object kept in the
-entry so an id can never be reused while cached. Frame walks happen only for
-causes that need a call site, and the per-code "is this library code?" answer
-is cached.
+entry so an id can never be reused while cached.
+
+:func:`resolve` is what the hop path asks on a cache miss (``_hotpath``
+caches its answers by raw facts: the target's code and names, the caller's
+code and bytecode offset, and, for causes that name the user's call site, the
+user frame's). So it also says what its answer depends on: only the key
+(``MODE_FINAL``), the user's call site as well (``MODE_USER``, detected by the
+rule having walked the frames), or the objects themselves (``MODE_ASK``: a rule
+marked with :func:`per_instance`, such as "which Signal"). Nothing here keeps a
+call's objects (the callable, its instance, a partial) after the call.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType, MethodType
 from typing import Final
 
+from hopwatch._hotpath import MODE_ASK, MODE_FINAL, MODE_USER
 from hopwatch._recorder import Cause, intern_cause
 
 #: Attribute set on adapter instances whose cause is known when they are made.
@@ -59,6 +67,12 @@ def _code_of(obj: object) -> CodeType:
     if not isinstance(code, CodeType):
         raise TypeError(f"{obj!r} has no code object")
     return code
+
+
+def per_instance(rule: Rule) -> Rule:
+    """Mark ``rule`` as reading the hop's objects beyond its code and names (never cached)."""
+    rule.hopwatch_per_instance = True  # type: ignore[attr-defined]
+    return rule
 
 
 def register_target(func: object, rule: Rule) -> None:
@@ -103,11 +117,29 @@ def _caller_rule(code: CodeType) -> Rule | None:
     return rule
 
 
-def attribute(adapter: object, target: object, frame: FrameType | None) -> Cause:
-    """The cause of a hop through ``adapter`` running ``target``, called from ``frame``."""
-    tagged = adapter.__dict__.get(TAG_ATTR)
+def reads_instance() -> None:
+    """Called by a rule whose answer depends on the hop's objects this time
+    (not only on their code and names): the answer is then never cached."""
+    global _instance_reads
+    _instance_reads += 1
+
+
+_instance_reads = 0
+
+
+def _mode(rule: Rule, walks_before: int, reads_before: int) -> int:
+    if getattr(rule, "hopwatch_per_instance", False) or _instance_reads != reads_before:
+        return MODE_ASK
+    return MODE_USER if _walks != walks_before else MODE_FINAL
+
+
+def resolve(adapter: object, target: object, frame: FrameType | None) -> tuple[Cause, int]:
+    """The cause of a hop through ``adapter`` running ``target``, called from
+    ``frame``, and what it depends on (see the module docstring)."""
+    walks_before, reads_before = _walks, _instance_reads
+    tagged = getattr(adapter, "__dict__", {}).get(TAG_ATTR)
     if tagged is not None:
-        return tagged  # type: ignore[no-any-return]
+        return tagged, MODE_ASK
     func = target.__func__ if type(target) is MethodType else target
     code = getattr(func, "__code__", None)
     if code is not None:
@@ -115,7 +147,7 @@ def attribute(adapter: object, target: object, frame: FrameType | None) -> Cause
         if entry is not None and entry[0] is code:
             cause = entry[1](target, frame)
             if cause is not None:
-                return cause
+                return cause, _mode(entry[1], walks_before, reads_before)
     if frame is not None:
         caller_code = frame.f_code
         cached = _caller_cache.get(id(caller_code))
@@ -126,42 +158,11 @@ def attribute(adapter: object, target: object, frame: FrameType | None) -> Cause
         if caller is not None:
             cause = caller(target, frame)
             if cause is not None:
-                return cause
-    return _fallback(target, frame)
-
-
-# (id(callable key), id(user code), line) -> (callable key, user code, cause)
-_fallbacks: dict[tuple[int, int, int], tuple[object, object, Cause]] = {}
-
-
-def _fallback(target: object, frame: FrameType | None) -> Cause:
-    """``other``: the callable's dotted name plus the user's call site, cached."""
-    func = target.__func__ if type(target) is MethodType else target
-    key_obj = getattr(func, "__code__", None) or func
-    user = user_frame(frame)
-    user_code = user.f_code if user is not None else None
-    # f_lasti (the bytecode offset) rather than f_lineno: the line number is
-    # computed by scanning the code's line table, the offset is free.
-    key = (id(key_obj), id(user_code), user.f_lasti if user is not None else -1)
-    entry = _fallbacks.get(key)
-    if entry is not None and entry[0] is key_obj and entry[1] is user_code:
-        if type(target) is not MethodType:
-            return entry[2]
-        # Bound methods share a function across subclasses: check the name.
-        if entry[2].site == dotted_name(target):
-            return entry[2]
-    cause = intern_cause("other", dotted_name(target), call_site(user))
-    if len(_fallbacks) >= _CACHE_LIMIT:
-        _fallbacks.clear()
-    _fallbacks[key] = (key_obj, user_code, cause)
-    return cause
+                return cause, _mode(caller, walks_before, reads_before)
+    return intern_cause("other", dotted_name(target), call_site(frame)), MODE_USER
 
 
 # --- names ------------------------------------------------------------------
-
-# id(key object) -> (key object, name); bound methods by (function, class).
-_names: dict[int, tuple[object, str]] = {}
-_bound_names: dict[tuple[int, int], tuple[object, type, str]] = {}
 
 
 def dotted_name(target: object) -> str:
@@ -170,31 +171,17 @@ def dotted_name(target: object) -> str:
         target = target.func
     if type(target) is MethodType:
         owner = target.__self__ if isinstance(target.__self__, type) else type(target.__self__)
-        function = target.__func__
-        bound_key = (id(function), id(owner))
-        bound = _bound_names.get(bound_key)
-        if bound is not None and bound[0] is function and bound[1] is owner:
-            return bound[2]
-        name = f"{owner.__module__}.{owner.__qualname__}.{function.__name__}"
-        if len(_bound_names) >= _CACHE_LIMIT:
-            _bound_names.clear()
-        _bound_names[bound_key] = (function, owner, name)
-        return name
-    # Functions by their code (closures made per call share it); classes and
-    # builtins by themselves (long-lived); callable instances by their class.
-    key: object = getattr(target, "__code__", None)
-    if key is None:
-        key = target if hasattr(target, "__qualname__") else type(target)
-    entry = _names.get(id(key))
-    if entry is not None and entry[0] is key:
-        return entry[1]
+        return f"{owner.__module__}.{owner.__qualname__}.{target.__func__.__name__}"
+    bound_to: object = getattr(target, "__self__", None)
+    if type(target).__name__ == "builtin_function_or_method" and bound_to is not None:
+        if not isinstance(bound_to, type) and type(bound_to).__name__ != "module":
+            bound_to = type(bound_to)
+        if isinstance(bound_to, type):
+            name = getattr(target, "__name__", "?")
+            return f"{bound_to.__module__}.{bound_to.__qualname__}.{name}"
     named = target if hasattr(target, "__qualname__") else type(target)
     module = getattr(named, "__module__", None) or "builtins"
-    name = f"{module}.{named.__qualname__}"
-    if len(_names) >= _CACHE_LIMIT:
-        _names.clear()
-    _names[id(key)] = (key, name)
-    return name
+    return f"{module}.{named.__qualname__}"
 
 
 # --- call sites -------------------------------------------------------------
@@ -259,11 +246,36 @@ def _library(code: CodeType) -> bool:
     return result
 
 
+#: Times a rule walked the frames (resolve() compares it before and after).
+_walks = 0
+
+#: The event loop's dispatch of a callback (a task step). A walk that reaches it
+#: has left the code that awaited: the hop was awaited in a task of its own
+#: (``asyncio.gather``, ``create_task``), and whatever started the loop is not
+#: the call site.
+_LOOP_DISPATCH: Final = __import__("asyncio").events.Handle._run.__code__
+
+
+def classify_code(code: CodeType) -> int:
+    """0 user code, 1 library code, 2 the event loop's dispatch (the walk stops)."""
+    if code is _LOOP_DISPATCH:
+        return 2
+    return 1 if _library(code) else 0
+
+
 def user_frame(frame: FrameType | None) -> FrameType | None:
-    """The first frame at or above ``frame`` outside library code."""
-    while frame is not None and _library(frame.f_code):
+    """The first frame at or above ``frame`` outside library code, or None
+    when there is none or the walk reaches the event loop's dispatch."""
+    global _walks
+    _walks += 1
+    while frame is not None:
+        code = frame.f_code
+        if code is _LOOP_DISPATCH:
+            return None
+        if not _library(code):
+            return frame
         frame = frame.f_back
-    return frame
+    return None
 
 
 _sites: dict[tuple[int, int], tuple[CodeType, str]] = {}

@@ -135,11 +135,13 @@ def signal_cause(signal: object) -> Cause | None:
 # --- rules --------------------------------------------------------------------
 
 
+@_causes.per_instance  # which Signal: the instance, not the code
 def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
     # sync_to_async(signal.send) (Django 4.2's handlers), async_to_sync(signal.asend)
     return signal_cause(getattr(target, "__self__", None))
 
 
+@_causes.per_instance
 def _signal_closure_rule(target: object, frame: FrameType | None) -> Cause | None:
     # Django 5's Signal.asend wraps its sync receivers in a local ``sync_send``
     # (and Signal.send its async ones in a local ``asend``): the signal is the
@@ -167,6 +169,9 @@ def _fixed(kind: str, site: str) -> _causes.Rule:
 
 
 def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
+    if getattr(target, "view_class", None) is not None:
+        # as_view()'s closures share one code object and name across views.
+        _causes.reads_instance()
     return intern_cause("view", view_path(target))
 
 

@@ -1,284 +1,111 @@
-"""The asgiref instrumentation: the only module that touches asgiref internals.
+"""The asgiref instrumentation: the only module that touches asgiref's classes.
 
-``install()`` replaces ``SyncToAsync.__call__`` and ``AsyncToSync.__call__`` at
-class level, so every instance is seen, including instances Django and
-third-party code created at import time. ``uninstall()`` puts the original
-functions back.
+``install()`` replaces four methods at class level, so every instance is seen,
+including instances Django and third-party code created at import time:
+``SyncToAsync.__call__`` and ``SyncToAsync.thread_handler`` (the worker-thread
+side), ``AsyncToSync.__call__`` and ``AsyncToSync.main_wrap`` (the event-loop
+side). Each replacement calls the original it replaced, so asgiref does all its
+own work unchanged (executor choice, thread-sensitivity, deadlock detection,
+context copying both ways, cancellation), and an agent that wraps these
+methods too (APMs do) sees what it would see without hopwatch. How a crossing
+is measured is in ``_hotpath_py``'s docstring; the C accelerator
+(``_speedups``) does the same thing cheaply.
 
-How one crossing is measured, the same way in every asgiref version from 3.6
-(Django 4.2's oldest) to 3.13:
-
-* The patched ``__call__`` makes a **per-call shadow** of the adapter instance
-  (a shallow copy of its ``__dict__``) with one extra instance attribute, a
-  thin timing wrapper around the method asgiref calls on the other side
-  (``thread_handler`` in the worker thread for ``SyncToAsync``, ``main_wrap``
-  on the target loop for ``AsyncToSync``), and runs the *original*
-  ``__call__`` on the shadow. asgiref therefore does all its own work
-  (executor choice, thread-sensitivity, deadlock detection, context copying,
-  cancellation) exactly as it would; the wrapped callable (``func`` /
-  ``awaitable``) is untouched, and the wrapper calls whatever ``thread_handler``
-  / ``main_wrap`` the class has at call time, so subclass overrides and other
-  agents' class-level wrappers (APMs do this) see exactly what they would see
-  without hopwatch. A shadow rather than a mutation of the shared instance,
-  because one adapter is routinely called from many requests at once.
-* asgiref 3.8-3.11 caches ``main_event_loop`` on the instance during
-  ``AsyncToSync.__call__``; that one attribute is written back from the shadow
-  so the instance ends up exactly as it would have.
-* The hop being made is put in the ``current_hop`` contextvar *before* the
-  original call, in the caller's context. asgiref copies the context to the
-  other side, so a hop made from inside the wrapped code sees its parent
-  (nesting depth) and the request scope; the value is unchanged when asgiref
-  copies the context back, and the token is reset afterwards.
-
-The hot path takes no lock, does no logging and no I/O; any error inside
-hopwatch is reported once (``_errors``) and the call proceeds unpatched.
+``uninstall()`` puts the originals back, leaving the classes' dicts exactly as
+they were. When someone wrapped over hopwatch's methods after install, those
+are left in place and hopwatch's layer becomes inert (it passes through).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
+import functools
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 
-from hopwatch import _errors, _recorder
-from hopwatch._causes import attribute
-from hopwatch._recorder import (
-    ASYNC_TO_SYNC,
-    CANCELLED,
-    ERROR,
-    SYNC_TO_ASYNC,
-    Hop,
-    current_hop,
-    current_scope,
-    finish_hop,
-)
+from hopwatch import _causes, _errors, _hotpath
+from hopwatch._recorder import current_hop, current_scope, late, unscoped
 
 __all__ = ["install", "is_installed", "uninstall"]
 
-_now = time.perf_counter_ns
-_get_ident = threading.get_ident
-_getframe = sys._getframe
-_new = object.__new__
-_CancelledError = asyncio.CancelledError
-
 _lock = threading.Lock()
 _installed = False
-# Our functions stay callable after uninstall() if someone else wrapped them
-# meanwhile; then they pass straight through.
-_active = False
-_original_s2a_call: Any = None
-_original_a2s_call: Any = None
+
+# (class, attribute, which) for the four methods hopwatch replaces.
+_TARGETS: tuple[tuple[type, str, int], ...] = (
+    (SyncToAsync, "__call__", _hotpath.S2A_CALL),
+    (SyncToAsync, "thread_handler", _hotpath.THREAD_HANDLER),
+    (AsyncToSync, "__call__", _hotpath.A2S_CALL),
+    (AsyncToSync, "main_wrap", _hotpath.MAIN_WRAP),
+)
+# (class, attribute) -> (original, hopwatch's replacement), kept across
+# install/uninstall so the same replacement objects are reinstalled.
+_patches: dict[tuple[type, str], tuple[Any, Any]] = {}
+
+_hotpath.configure(
+    current_hop=current_hop,
+    current_scope=current_scope,
+    resolve=_causes.resolve,
+    classify_code=_causes.classify_code,
+    unscoped=unscoped,
+    late=late,
+    fold=lambda ledger: ledger.try_fold(),
+    report=_errors.report,
+    cancelled=asyncio.CancelledError,
+    get_running_loop=asyncio.events._get_running_loop,
+    threadlocal=SyncToAsync.threadlocal,
+    partial=functools.partial,
+)
 
 
-def _end_hop(hop: Hop, token: Any) -> None:
+def _patch_for(cls: type, name: str, which: int) -> tuple[Any, Any]:
+    original = cls.__dict__[name]
+    known = _patches.get((cls, name))
+    if known is not None and known[0] is original:
+        return known
+    patched = _hotpath.make_patch(original, which)
     try:
-        current_hop.reset(token)
-    except ValueError:
-        # The token belongs to another context (the caller's context was
-        # swapped under us); leave the variable as asgiref left it.
+        patched.__doc__ = original.__doc__
+    except AttributeError:
         pass
-    finish_hop(hop)
-
-
-# --- SyncToAsync --------------------------------------------------------------
-
-
-def _timed_sync(real: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
-    """``thread_handler`` (bound to the shadow), timed; runs in the worker thread."""
-
-    def thread_handler(*args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True
-        __tracebackhide__ = True
-        hop.thread_id = _get_ident()
-        hop.started_ns = _now()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            hop.ended_ns = _now()
-
-    return thread_handler
-
-
-async def _sync_to_async_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    __traceback_hide__ = True
-    __tracebackhide__ = True
-    called_ns = _now()
-    if not _active:
-        return await _original_s2a_call(self, *args, **kwargs)
-    # Kept inline, without helper functions: this runs on every hop.
-    try:
-        func = self.func
-        hop = Hop(
-            SYNC_TO_ASYNC,
-            attribute(self, func, _getframe(1)),
-            self._thread_sensitive,
-            current_hop.get(),
-            current_scope.get(),
-            called_ns,
-        )
-        cls = type(self)
-        shadow = _new(cls)
-        state = self.__dict__.copy()
-        handler = cls.thread_handler.__get__(shadow, cls)  # the class's, at call time
-        if _recorder.profiles_active and hop.scope is not None and hop.scope.profile:
-            state["thread_handler"] = hop.scope.profile.wrap_sync(handler, hop)
-        else:
-            state["thread_handler"] = _timed_sync(handler, hop)
-        shadow.__dict__ = state
-        token = current_hop.set(hop)
-    except Exception as exc:
-        _errors.report("SyncToAsync.__call__", exc)
-        return await _original_s2a_call(self, *args, **kwargs)
-    try:
-        return await _original_s2a_call(shadow, *args, **kwargs)
-    except _CancelledError:
-        hop.outcome = CANCELLED
-        raise
-    except BaseException:
-        hop.outcome = ERROR
-        raise
-    finally:
-        hop.resumed_ns = _now()
-        try:
-            _end_hop(hop, token)
-        except Exception as exc:
-            _errors.report("SyncToAsync.__call__ (finish)", exc)
-
-
-# --- AsyncToSync --------------------------------------------------------------
-
-
-async def _timed_await(hop: Hop, awaitable: Any) -> Any:
-    """Await the wrapped awaitable, timed; runs on the target event loop."""
-    __traceback_hide__ = True
-    __tracebackhide__ = True
-    hop.thread_id = _get_ident()
-    hop.started_ns = _now()
-    hop.new_loop = asyncio.get_running_loop() is not hop.expected_loop
-    try:
-        return await awaitable
-    finally:
-        hop.ended_ns = _now()
-
-
-def _timed_async(main_wrap: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
-    """``main_wrap`` (bound to the shadow), timed: its coroutine runs on the target loop."""
-
-    def timed_main_wrap(*args: Any, **kwargs: Any) -> Any:
-        return _timed_await(hop, main_wrap(*args, **kwargs))
-
-    return timed_main_wrap
-
-
-def _loop_asgiref_will_use(adapter: Any) -> object:
-    """The running loop asgiref will schedule onto, or None for a new loop."""
-    if adapter.__dict__.get("force_new_loop"):
-        return None
-    cached = adapter.__dict__.get("main_event_loop")  # asgiref < 3.12
-    if cached is not None:
-        return cached
-    local = SyncToAsync.threadlocal
-    if getattr(local, "main_event_loop_pid", None) == os.getpid():
-        return getattr(local, "main_event_loop", None)
-    return None
-
-
-def _async_to_sync_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    __traceback_hide__ = True
-    __tracebackhide__ = True
-    called_ns = _now()
-    if not _active:
-        return _original_a2s_call(self, *args, **kwargs)
-    try:
-        awaitable = self.awaitable
-        hop = Hop(
-            ASYNC_TO_SYNC,
-            attribute(self, awaitable, _getframe(1)),
-            None,
-            current_hop.get(),
-            current_scope.get(),
-            called_ns,
-        )
-        hop.expected_loop = _loop_asgiref_will_use(self)
-        cls = type(self)
-        shadow = _new(cls)
-        state = self.__dict__.copy()
-        state["main_wrap"] = _timed_async(cls.main_wrap.__get__(shadow, cls), hop)
-        shadow.__dict__ = state
-        token = current_hop.set(hop)
-    except Exception as exc:
-        _errors.report("AsyncToSync.__call__", exc)
-        return _original_a2s_call(self, *args, **kwargs)
-    try:
-        return _original_a2s_call(shadow, *args, **kwargs)
-    except _CancelledError:
-        hop.outcome = CANCELLED
-        raise
-    except BaseException:
-        hop.outcome = ERROR
-        raise
-    finally:
-        hop.resumed_ns = _now()
-        hop.expected_loop = None  # do not keep a loop alive through the record
-        try:
-            # asgiref < 3.12 caches the loop it found on the instance.
-            loop = shadow.__dict__.get("main_event_loop")
-            if loop is not None and self.__dict__.get("main_event_loop") is not loop:
-                self.main_event_loop = loop
-            _end_hop(hop, token)
-        except Exception as exc:
-            _errors.report("AsyncToSync.__call__ (finish)", exc)
-
-
-# --- install / uninstall ------------------------------------------------------
+    _patches[(cls, name)] = (original, patched)
+    return original, patched
 
 
 def install() -> None:
     """Instrument asgiref. Idempotent and thread-safe."""
-    global _installed, _active, _original_s2a_call, _original_a2s_call
+    global _installed
     with _lock:
         if _installed:
             return
-        _original_s2a_call = SyncToAsync.__dict__["__call__"]
-        _original_a2s_call = AsyncToSync.__dict__["__call__"]
-        for patched, original in (
-            (_sync_to_async_call, _original_s2a_call),
-            (_async_to_sync_call, _original_a2s_call),
-        ):
-            patched.__wrapped__ = original  # type: ignore[union-attr]
-            patched.__doc__ = original.__doc__
-        SyncToAsync.__call__ = _sync_to_async_call  # type: ignore[method-assign]
-        AsyncToSync.__call__ = _async_to_sync_call  # type: ignore[method-assign]
-        _active = True
+        for cls, name, which in _TARGETS:
+            _original, patched = _patch_for(cls, name, which)
+            setattr(cls, name, patched)
+        _hotpath.set_active(True)
         _installed = True
 
 
 def uninstall() -> None:
     """Put asgiref back exactly as it was. Idempotent and thread-safe."""
-    global _installed, _active
+    global _installed
     with _lock:
         if not _installed:
             return
-        _active = False
-        for cls, patched, original in (
-            (SyncToAsync, _sync_to_async_call, _original_s2a_call),
-            (AsyncToSync, _async_to_sync_call, _original_a2s_call),
-        ):
-            if cls.__dict__.get("__call__") is patched:
-                cls.__call__ = original  # type: ignore[method-assign]
+        _hotpath.set_active(False)
+        for cls, name, _which in _TARGETS:
+            original, patched = _patches[(cls, name)]
+            if cls.__dict__.get(name) is patched:
+                setattr(cls, name, original)
             else:
                 # Someone wrapped our patch since; removing it would remove
-                # theirs. Our function now passes through (_active is False).
+                # theirs. Our method now passes through (recording is off).
                 _errors.logger.warning(
-                    "hopwatch.uninstall(): %s.__call__ was replaced by other code after"
+                    "hopwatch.uninstall(): %s.%s was replaced by other code after"
                     " hopwatch installed; left in place, hopwatch's layer is now inert.",
                     cls.__name__,
+                    name,
                 )
         _installed = False
 
@@ -289,4 +116,10 @@ def is_installed() -> bool:
 
 def owns_call(cls: type) -> bool:
     """Whether ``cls.__call__`` is hopwatch's patch itself (nothing wrapped over it)."""
-    return cls.__dict__.get("__call__") in (_sync_to_async_call, _async_to_sync_call)
+    known = _patches.get((cls, "__call__"))
+    return known is not None and cls.__dict__.get("__call__") is known[1]
+
+
+def patched(cls: type, name: str = "__call__") -> Any:
+    """hopwatch's replacement for ``cls.name`` (installed or not), for tests."""
+    return _patches[(cls, name)][1]

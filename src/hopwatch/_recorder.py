@@ -7,10 +7,19 @@ Django layer opens a :class:`RequestRecord` per request with
 record to the registered sinks (the structlog emitter, tests, ...).
 
 Concurrency model: a hop is finished on whichever thread resumed its caller, so
-one request's hops can be finished from several threads. The hot path only
-appends to a ``collections.deque`` (atomic in CPython); the folding of pending
-hops into aggregates is done by one thread at a time under a lock that the hot
-path only ever *tries* (non-blocking), so no hop ever waits for a lock.
+one request's hops can be finished from several threads. The hop path
+(``_hotpath``) only appends to the ledger's pending list (atomic under the
+GIL); the folding of pending hops into aggregates is done by one thread at a
+time under a lock that the hop path only ever *tries* (non-blocking), so no hop
+ever waits for a lock.
+
+Times, and what each total means (docs/log-schema.md says the same to users):
+``wall_ns`` sums every hop's whole crossing, nested ones included (a
+nested crossing lies inside its parent's); ``overhead_ns`` sums every hop's
+own crossing cost (wait plus hand-off: never double counted, because a nested
+hop's overhead lies inside its parent's *run*); ``work_ns`` is the code that
+ran inside the outermost crossings, less the overhead of the crossings nested
+in them, so ``overhead_ns + work_ns`` is the outermost crossings' wall time.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
+
+from hopwatch import _hotpath
+from hopwatch._hotpath import Hop, LedgerCore
 
 __all__ = [
     "ASYNC_TO_SYNC",
@@ -32,6 +43,7 @@ __all__ = [
     "RequestRecord",
 ]
 
+# The same (interned) strings the hop path uses.
 SYNC_TO_ASYNC: Final = "sync_to_async"
 ASYNC_TO_SYNC: Final = "async_to_sync"
 
@@ -41,10 +53,6 @@ CANCELLED: Final = "cancelled"
 
 #: Kinds of cause, in the order the docs list them.
 KINDS: Final = ("middleware", "view", "orm", "signal", "response", "stream", "exception", "other")
-
-# How many hops may wait in a ledger before the hot path folds them into the
-# aggregates; bounds memory for requests that make very many hops.
-_FOLD_AT: Final = 256
 
 
 class Cause:
@@ -96,110 +104,19 @@ def intern_cause(kind: str, site: str, call_site: str | None = None) -> Cause:
 OVERFLOW_CAUSE: Final = intern_cause("other", "(more causes than the per-request limit)")
 
 
-class Hop:
-    """One sync/async crossing.
-
-    Timestamps are ``time.perf_counter_ns()`` values: ``called_ns`` when the
-    caller made the call, ``started_ns``/``ended_ns`` when the code ran on the
-    other side, ``resumed_ns`` when the caller got control back. ``started_ns``
-    stays 0 when the code never ran (cancelled or refused before it started).
-    """
+class CauseStats:
+    """Aggregate of one cause's hops within a ledger (every hop, nested ones too)."""
 
     __slots__ = (
-        "called_ns",
-        "cause",
-        "depth",
+        "count",
         "direction",
-        "ended_ns",
-        "expected_loop",
-        "new_loop",
-        "outcome",
-        "parent",
-        "resumed_ns",
-        "scope",
-        "started_ns",
-        "thread_id",
-        "thread_sensitive",
+        "max_ns",
+        "overhead_ns",
+        "resume_ns",
+        "run_ns",
+        "wait_ns",
+        "wall_ns",
     )
-
-    direction: str
-    cause: Cause
-    thread_sensitive: bool | None
-    depth: int
-    parent: Hop | None
-    scope: Ledger | None
-    new_loop: bool
-    thread_id: int
-    called_ns: int
-    started_ns: int
-    ended_ns: int
-    resumed_ns: int
-    outcome: str
-    expected_loop: object
-
-    def __init__(
-        self,
-        direction: str,
-        cause: Cause,
-        thread_sensitive: bool | None,
-        parent: Hop | None,
-        scope: Ledger | None,
-        called_ns: int,
-    ) -> None:
-        self.direction = direction
-        self.cause = cause
-        self.thread_sensitive = thread_sensitive
-        self.parent = parent
-        self.depth = 1 if parent is None else parent.depth + 1
-        self.scope = scope
-        self.called_ns = called_ns
-        self.started_ns = 0
-        self.ended_ns = 0
-        self.resumed_ns = 0
-        self.thread_id = 0
-        self.new_loop = False
-        self.outcome = OK
-        self.expected_loop = None
-
-    # Durations; all clamp at zero because the sides are timed on different
-    # threads and a clock read can land just before the other side's.
-    @property
-    def wait_ns(self) -> int:
-        """Queued: from the call until the code started running on the other side."""
-        if not self.started_ns:
-            return max(0, self.resumed_ns - self.called_ns)
-        return max(0, self.started_ns - self.called_ns)
-
-    @property
-    def run_ns(self) -> int:
-        """Running: the code's own time on the other side."""
-        if not self.started_ns:
-            return 0
-        return max(0, self.ended_ns - self.started_ns)
-
-    @property
-    def resume_ns(self) -> int:
-        """From the code finishing until the caller resumed."""
-        if not self.started_ns:
-            return 0
-        return max(0, self.resumed_ns - self.ended_ns)
-
-    @property
-    def wall_ns(self) -> int:
-        """The whole crossing as the caller saw it."""
-        return max(0, self.resumed_ns - self.called_ns)
-
-    def __repr__(self) -> str:
-        return (
-            f"<Hop {self.direction} {self.cause.describe()} depth={self.depth}"
-            f" wall={self.wall_ns / 1e6:.3f}ms {self.outcome}>"
-        )
-
-
-class CauseStats:
-    """Aggregate of one cause's hops within a ledger."""
-
-    __slots__ = ("count", "direction", "max_ns", "run_ns", "wait_ns", "wall_ns")
 
     def __init__(self, direction: str) -> None:
         self.direction = direction
@@ -207,15 +124,12 @@ class CauseStats:
         self.wall_ns = 0
         self.wait_ns = 0
         self.run_ns = 0
+        self.resume_ns = 0
+        self.overhead_ns = 0
         self.max_ns = 0
 
 
-#: Requests being profiled right now (hopwatch.profiling). The asgiref patch
-#: reads this one global per hop and looks further only when it is non-zero.
-profiles_active = 0
-
-
-class Ledger:
+class Ledger(LedgerCore):
     """An exact, memory-bounded account of hops.
 
     Counts and sums are exact however many hops arrive; individual :class:`Hop`
@@ -240,7 +154,6 @@ class Ledger:
         self.detail_limit = detail_limit
         self.cause_limit = cause_limit
         self.closed = False
-        self._pending: deque[Hop] = deque()
         self._fold_lock = threading.Lock()
         # Aggregates, written only under _fold_lock.
         self.count = 0
@@ -249,6 +162,8 @@ class Ledger:
         self.wall_ns = 0
         self.wait_ns = 0
         self.run_ns = 0
+        self.overhead_ns = 0
+        self.work_ns = 0
         self.new_loops = 0
         self.max_depth = 0
         self.thread_ids: set[int] = set()
@@ -261,51 +176,44 @@ class Ledger:
         self.pinned_ns = 0
         self.pinned_by: dict[Cause, int] = {}
 
-    # --- hot path -------------------------------------------------------
-    def add(self, hop: Hop) -> None:
-        ledger: Ledger | None = self
-        while ledger is not None:  # this ledger, then any enclosing one
-            pending = ledger._pending
-            pending.append(hop)
-            if len(pending) >= _FOLD_AT and ledger._fold_lock.acquire(blocking=False):
-                try:
-                    ledger._fold_pending()
-                finally:
-                    ledger._fold_lock.release()
-            ledger = ledger.parent
-
     # --- folding --------------------------------------------------------
     def _fold_pending(self) -> None:
-        pending = self._pending
+        pending = self._take_pending()
+        if not pending:
+            return
         causes = self.causes
         details = self.details
-        sync_to_async = wall_sum = wait_sum = run_sum = new_loops = folded = 0
+        detail_room = self.detail_limit - len(details)
+        sync_to_async = wall_sum = wait_sum = run_sum = overhead_sum = work_sum = 0
+        new_loops = 0
         max_depth = self.max_depth
         thread_ids = self.thread_ids
-        while True:
-            try:
-                hop = pending.popleft()
-            except IndexError:
-                break
-            folded += 1
+        for hop in pending:
             # The Hop properties, inlined: this runs once per hop.
             called, started, resumed = hop.called_ns, hop.started_ns, hop.resumed_ns
             wall = resumed - called if resumed > called else 0
             if started:
                 wait = started - called if started > called else 0
-                run = hop.ended_ns - started if hop.ended_ns > started else 0
+                ended = hop.ended_ns
+                run = ended - started if ended > started else 0
+                resume = resumed - ended if resumed > ended else 0
             else:
-                wait, run = wall, 0
+                wait, run, resume = wall, 0, 0
+            overhead = wall - run if wall > run else 0
             wall_sum += wall
             wait_sum += wait
             run_sum += run
-            if hop.direction == SYNC_TO_ASYNC:
-                sync_to_async += 1
+            overhead_sum += overhead
+            parent = hop.parent
+            if parent is None or parent.scope is not hop.scope:
+                work_sum += run  # an outermost crossing in this ledger
             else:
-                parent = hop.parent
-                if parent is not None and parent.direction == SYNC_TO_ASYNC:
-                    self.pinned_ns += wall
-                    self.pinned_by[parent.cause] = self.pinned_by.get(parent.cause, 0) + wall
+                work_sum -= overhead  # inside its parent's run: not work
+            if hop.direction is SYNC_TO_ASYNC:
+                sync_to_async += 1
+            elif parent is not None and parent.direction is SYNC_TO_ASYNC:
+                self.pinned_ns += wall
+                self.pinned_by[parent.cause] = self.pinned_by.get(parent.cause, 0) + wall
             if hop.new_loop:
                 new_loops += 1
             if hop.depth > max_depth:
@@ -324,20 +232,32 @@ class Ledger:
             stats.wall_ns += wall
             stats.wait_ns += wait
             stats.run_ns += run
+            stats.resume_ns += resume
+            stats.overhead_ns += overhead
             if wall > stats.max_ns:
                 stats.max_ns = wall
-            if len(details) < self.detail_limit:
-                details.append(hop)
-            else:
-                self.detail_dropped += 1
+        folded = len(pending)
+        if detail_room > 0:
+            details.extend(pending[:detail_room])
+        self.detail_dropped += max(0, folded - max(detail_room, 0))
         self.count += folded
         self.sync_to_async += sync_to_async
         self.async_to_sync += folded - sync_to_async
         self.wall_ns += wall_sum
         self.wait_ns += wait_sum
         self.run_ns += run_sum
+        self.overhead_ns += overhead_sum
+        self.work_ns += work_sum
         self.new_loops += new_loops
         self.max_depth = max_depth
+
+    def try_fold(self) -> None:
+        """Fold now unless another thread is folding (the hop path's call)."""
+        if self._fold_lock.acquire(blocking=False):
+            try:
+                self._fold_pending()
+            finally:
+                self._fold_lock.release()
 
     def fold(self) -> None:
         """Bring the aggregates up to date (blocking; not for the hot path)."""
@@ -395,8 +315,6 @@ class RequestRecord(Ledger):
         self.view: str | None = None
         self.status: int | None = None
         self.request_id: str | None = None
-        #: Set by the Django middleware: the request passed through it.
-        self.saw_middleware = False
         #: The framework's request object, for the extra-fields hook.
         self.request: object | None = None
         #: Annotations from the integration layer (profile file, ...).
@@ -443,24 +361,8 @@ unscoped = Ledger(detail_limit=200)
 late = Ledger(detail_limit=200)
 
 
-def finish_hop(hop: Hop) -> None:
-    """Account a finished hop to its scope (hot path)."""
-    scope = hop.scope
-    if scope is None:
-        unscoped.add(hop)
-    elif scope.closed:
-        # An enclosing scope still open (a test's count_hops() block around a
-        # request) still gets it.
-        parent = scope.parent
-        while parent is not None and parent.closed:
-            parent = parent.parent
-        # Kept in `late` without its links, so it keeps no request alive.
-        hop.scope = hop.parent = None
-        late.add(hop)
-        if parent is not None:
-            parent.add(hop)
-    else:
-        scope.add(hop)
+#: Account a finished hop to its scope (the hop path calls this itself).
+finish_hop: Callable[[Hop], None] = _hotpath.finish_hop
 
 
 Sink = Callable[[RequestRecord], None]

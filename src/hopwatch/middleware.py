@@ -131,7 +131,6 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
             record, _token = open_request(interface)
             record.extra["scope"] = "middleware"
             own = True
-        record.saw_middleware = True
         record.method = request.method
         record.path = request.path
         header = hopwatch_settings.REQUEST_ID_HEADER

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hopwatch import _errors, _recorder
+from hopwatch import _errors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.conf import hopwatch_settings
 
@@ -74,11 +74,30 @@ class RateLimiter:
 
 rate_limiter = RateLimiter()
 _active_lock = threading.Lock()
+_active_count = 0
+
+
+def _run_hop(hop: Hop, handler: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """The hop path's per-hop hook while requests are profiled: a hop of a
+    profiled request runs under the profile, any other is only timed."""
+    profile = getattr(hop.scope, "profile", None)
+    if profile is not None:
+        return profile.wrap_sync(handler, hop)(*args, **kwargs)
+    hop.thread_id = threading.get_ident()
+    hop.started_ns = time.perf_counter_ns()
+    try:
+        return handler(*args, **kwargs)
+    finally:
+        hop.ended_ns = time.perf_counter_ns()
 
 
 def _count_active(delta: int) -> None:
+    # The hook is registered only while some request is profiled, so the hop
+    # path pays nothing for profiling otherwise.
+    global _active_count
     with _active_lock:
-        _recorder.profiles_active += delta
+        _active_count += delta
+        _hotpath.set_thread_hook(_run_hop if _active_count > 0 else None)
 
 
 class ActiveProfile:

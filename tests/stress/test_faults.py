@@ -462,6 +462,6 @@ def test_without_hopwatch_helper_really_uninstalls():
     from hopwatch import _patch
 
     with without_hopwatch():
-        assert SyncToAsync.__dict__["__call__"] is not _patch._sync_to_async_call
+        assert SyncToAsync.__dict__["__call__"] is not _patch.patched(SyncToAsync)
         assert not hopwatch.is_installed()
-    assert SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
+    assert SyncToAsync.__dict__["__call__"] is _patch.patched(SyncToAsync)

@@ -78,8 +78,8 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
         from hopwatch._recorder import late, unscoped
 
         result["patched_at_end"] = (
-            SyncToAsync.__dict__["__call__"] is _patch._sync_to_async_call
-            and AsyncToSync.__dict__["__call__"] is _patch._async_to_sync_call
+            SyncToAsync.__dict__["__call__"] is _patch.patched(SyncToAsync)
+            and AsyncToSync.__dict__["__call__"] is _patch.patched(AsyncToSync)
         )
         result["hops_seen"] = len(unscoped) + len(late)
         result["internal_errors"] = hopwatch.internal_errors()

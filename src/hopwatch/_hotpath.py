@@ -1,0 +1,43 @@
+"""The hop path: the C accelerator when it is built, else the pure-Python reference.
+
+Both modules have the same names and the same behaviour (see
+``_hotpath_py``'s docstring for how a crossing is measured). Set
+``HOPWATCH_PURE_PYTHON=1`` to use the pure-Python one (the test command runs
+the suite both ways); ``IMPLEMENTATION`` says which one this process uses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hopwatch import _hotpath_py
+
+impl: Any = _hotpath_py
+IMPLEMENTATION = "python"
+if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from hopwatch import _speedups  # type: ignore[attr-defined]
+    except ImportError:  # not built (an install without a compiler): the reference
+        pass
+    else:
+        impl = _speedups
+        IMPLEMENTATION = "c"
+
+Hop: Any = impl.Hop
+LedgerCore: Any = impl.LedgerCore
+finish_hop: Any = impl.finish_hop
+attribute: Any = impl.attribute
+configure: Any = impl.configure
+set_active: Any = impl.set_active
+set_thread_hook: Any = impl.set_thread_hook
+clear_caches: Any = impl.clear_caches
+make_patch: Any = getattr(impl, "make_patch", None) or impl.Patch
+
+S2A_CALL: int = impl.S2A_CALL
+A2S_CALL: int = impl.A2S_CALL
+THREAD_HANDLER: int = impl.THREAD_HANDLER
+MAIN_WRAP: int = impl.MAIN_WRAP
+MODE_FINAL: int = impl.MODE_FINAL
+MODE_USER: int = impl.MODE_USER
+MODE_ASK: int = impl.MODE_ASK

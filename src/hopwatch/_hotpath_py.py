@@ -1,0 +1,605 @@
+"""The hop path in pure Python: the reference for the C accelerator (``_speedups.c``).
+
+``hopwatch._hotpath`` uses the C module when it is built and this one
+otherwise (or when ``HOPWATCH_PURE_PYTHON=1`` is set, which the test command
+uses to run the suite on both). Both have the same names and behaviour.
+
+How one crossing is measured, in every asgiref from 3.8 to 3.13, with four
+class-level patches and no per-call copies of anything:
+
+* ``SyncToAsync.__call__``: when its coroutine is first driven (in the
+  awaiting task's context), the hop is attributed, created and made the value
+  of the ``current_hop`` contextvar; then asgiref's own ``__call__`` runs
+  unchanged. asgiref copies the context into the worker thread, which is how
+  the other side finds the hop, and how a hop made from inside the wrapped
+  code finds its parent and the request scope. When the coroutine finishes,
+  the contextvar is reset and the hop is accounted.
+* ``SyncToAsync.thread_handler`` (worker thread): finds its hop in the context
+  asgiref hands it (the copied context's ``run``, or in asgiref 3.12+ a
+  closure over that context), checks it belongs to this adapter and has not
+  started, and takes the start and end of the code's run around the original.
+* ``AsyncToSync.__call__`` (sync caller): the same as the first, around the
+  original call.
+* ``AsyncToSync.main_wrap``: called by asgiref in the caller's thread while
+  ``current_hop`` is the hop being made; its coroutine, which runs on the
+  target loop, is timed from its first step to its end, and says whether the
+  loop is the one asgiref would have found (a new loop is the cold path).
+
+Timestamps: the caller's ``called_ns`` is taken after hopwatch's own set-up
+and ``resumed_ns`` before its own wrap-up, so what a hop records is the
+crossing, not hopwatch. Attribution is answered from a two-level cache keyed
+by raw facts (see :func:`attribute`); the rules themselves (``_causes``) run
+once per distinct site.
+
+Nothing here takes a lock, logs or does I/O; an error inside hopwatch is
+handed to ``report`` and the call goes on unrecorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextvars import Context, ContextVar
+from types import CodeType, FrameType, FunctionType, MethodType
+from typing import Any, Final
+
+S2A_CALL: Final = 1
+A2S_CALL: Final = 2
+THREAD_HANDLER: Final = 3
+MAIN_WRAP: Final = 4
+
+MODE_FINAL: Final = 0  # the cause depends only on the cache key
+MODE_USER: Final = 1  # ... and on the user's call site
+MODE_ASK: Final = 2  # ... and on the objects themselves: ask every time
+
+SYNC_TO_ASYNC: Final = "sync_to_async"
+ASYNC_TO_SYNC: Final = "async_to_sync"
+OK: Final = "ok"
+ERROR: Final = "error"
+CANCELLED: Final = "cancelled"
+
+_FOLD_AT: Final = 256
+_CACHE_LIMIT: Final = 2048
+TAG_ATTR: Final = "_hopwatch_cause"
+
+_now = time.perf_counter_ns
+_get_ident = threading.get_ident
+_partial = functools.partial
+_getframe = sys._getframe
+
+
+class Hop:
+    """One sync/async crossing.
+
+    Timestamps are ``time.perf_counter_ns()`` values: ``called_ns`` when the
+    caller made the call, ``started_ns``/``ended_ns`` when the code ran on the
+    other side, ``resumed_ns`` when the caller got control back. ``started_ns``
+    stays 0 when the code never ran (cancelled or refused before it started).
+    """
+
+    __slots__ = (
+        "adapter_id",
+        "called_ns",
+        "cause",
+        "depth",
+        "direction",
+        "ended_ns",
+        "expected_loop",
+        "new_loop",
+        "outcome",
+        "parent",
+        "resumed_ns",
+        "scope",
+        "started_ns",
+        "thread_id",
+        "thread_sensitive",
+    )
+
+    direction: str
+    cause: Any
+    thread_sensitive: bool | None
+    depth: int
+    parent: Hop | None
+    scope: Any
+    new_loop: bool
+    thread_id: int
+    called_ns: int
+    started_ns: int
+    ended_ns: int
+    resumed_ns: int
+    outcome: str
+    expected_loop: object
+    adapter_id: int
+
+    def __init__(
+        self,
+        direction: str,
+        cause: Any,
+        thread_sensitive: bool | None,
+        parent: Hop | None,
+        scope: Any,
+        called_ns: int = 0,
+    ) -> None:
+        self.direction = direction
+        self.cause = cause
+        self.thread_sensitive = thread_sensitive
+        self.parent = parent
+        self.depth = 1 if parent is None else parent.depth + 1
+        self.scope = scope
+        self.called_ns = called_ns
+        self.started_ns = 0
+        self.ended_ns = 0
+        self.resumed_ns = 0
+        self.thread_id = 0
+        self.new_loop = False
+        self.outcome = OK
+        self.expected_loop = None
+        self.adapter_id = 0
+
+    # Durations; all clamp at zero because the sides are timed on different
+    # threads and a clock read can land just before the other side's.
+    @property
+    def wait_ns(self) -> int:
+        """Queued: from the call until the code started running on the other side."""
+        if not self.started_ns:
+            return max(0, self.resumed_ns - self.called_ns)
+        return max(0, self.started_ns - self.called_ns)
+
+    @property
+    def run_ns(self) -> int:
+        """Running: the code's own time on the other side."""
+        if not self.started_ns:
+            return 0
+        return max(0, self.ended_ns - self.started_ns)
+
+    @property
+    def resume_ns(self) -> int:
+        """From the code finishing until the caller resumed."""
+        if not self.started_ns:
+            return 0
+        return max(0, self.resumed_ns - self.ended_ns)
+
+    @property
+    def wall_ns(self) -> int:
+        """The whole crossing as the caller saw it."""
+        return max(0, self.resumed_ns - self.called_ns)
+
+    @property
+    def overhead_ns(self) -> int:
+        """The crossing's own cost: wait plus hand-off back (wall minus run)."""
+        return max(0, self.wall_ns - self.run_ns)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Hop {self.direction} {self.cause.describe()} depth={self.depth}"
+            f" wall={self.wall_ns / 1e6:.3f}ms {self.outcome}>"
+        )
+
+
+class LedgerCore:
+    """The part of a Ledger the hop path touches (``hopwatch._recorder.Ledger``)."""
+
+    __slots__ = ("__dict__", "_pending", "closed", "parent")
+
+    _pending: list[Hop]
+    parent: Any
+    closed: bool
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        self._pending = []
+        self.parent = None
+        self.closed = False
+        return self
+
+    def _take_pending(self) -> list[Hop]:
+        """The hops waiting to be folded, taken (an empty list is left in their place)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+
+# --- collaborators, handed in by hopwatch._patch ------------------------------
+
+_current_hop: ContextVar[Any] = ContextVar("hopwatch_unconfigured_hop", default=None)
+_current_scope: ContextVar[Any] = ContextVar("hopwatch_unconfigured_scope", default=None)
+_resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int]]
+_classify_code: Callable[[CodeType], int]
+_unscoped: Any = None
+_late: Any = None
+_fold: Callable[[Any], None]
+_report: Callable[[str, BaseException], None]
+_cancelled: type[BaseException] = asyncio.CancelledError
+_get_running_loop: Callable[[], Any] = asyncio.events._get_running_loop
+_threadlocal: Any = None
+_active = False
+_thread_hook: Callable[..., Any] | None = None
+
+
+def configure(
+    *,
+    current_hop: ContextVar[Any],
+    current_scope: ContextVar[Any],
+    resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int]],
+    classify_code: Callable[[CodeType], int],
+    unscoped: Any,
+    late: Any,
+    fold: Callable[[Any], None],
+    report: Callable[[str, BaseException], None],
+    cancelled: type[BaseException],
+    get_running_loop: Callable[[], Any],
+    threadlocal: Any,
+    partial: type,
+) -> None:
+    """Hand the hop path its collaborators (see hopwatch._hotpath)."""
+    global _current_hop, _current_scope, _resolve, _classify_code, _unscoped, _late
+    global _fold, _report, _cancelled, _get_running_loop, _threadlocal
+    _current_hop, _current_scope = current_hop, current_scope
+    _resolve, _classify_code = resolve, classify_code
+    _unscoped, _late, _fold, _report = unscoped, late, fold, report
+    _cancelled, _get_running_loop, _threadlocal = cancelled, get_running_loop, threadlocal
+
+
+def set_active(active: bool) -> None:
+    """Turn recording on or off (the patches stay)."""
+    global _active
+    _active = bool(active)
+
+
+def set_thread_hook(hook: Callable[..., Any] | None) -> None:
+    """``hook(hop, handler, args, kwargs)`` runs every timed sync_to_async handler, or None."""
+    global _thread_hook
+    _thread_hook = hook
+
+
+# --- accounting ----------------------------------------------------------------
+
+
+def _ledger_add(ledger: Any, hop: Hop) -> None:
+    while ledger is not None:  # this ledger, then every enclosing one
+        pending = ledger._pending
+        pending.append(hop)
+        if len(pending) >= _FOLD_AT:
+            _fold(ledger)
+        ledger = ledger.parent
+
+
+def finish_hop(hop: Hop) -> None:
+    """Account a finished hop to its scope."""
+    scope = hop.scope
+    if scope is None:
+        _ledger_add(_unscoped, hop)
+    elif scope.closed:
+        # Late: an enclosing scope still open (a test's count_hops() block
+        # around a request) still gets it; kept in `late` without its links,
+        # so it keeps no request alive.
+        parent = scope.parent
+        while parent is not None and parent.closed:
+            parent = parent.parent
+        hop.scope = hop.parent = None
+        _ledger_add(_late, hop)
+        if parent is not None:
+            _ledger_add(parent, hop)
+    else:
+        _ledger_add(scope, hop)
+
+
+# --- attribution ------------------------------------------------------------------
+
+# First level: (target summary ids, caller code id, caller offset) ->
+# (objects held so no id is reused, cause, mode). Second level, for MODE_USER:
+# the first-level key plus the user frame's (code id, offset) -> (held, cause).
+_first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int]] = {}
+_second: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+_code_kinds: dict[int, tuple[CodeType, int]] = {}
+
+
+def clear_caches() -> None:
+    """Forget every cached attribution."""
+    _first.clear()
+    _second.clear()
+    _code_kinds.clear()
+
+
+def _summarize(target: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    """Key facts about a target that never keep it (or its instance) alive."""
+    wrapped = 0
+    while type(target) is _partial and wrapped < 4:
+        target = target.func
+        wrapped += 1
+    kind = type(target)
+    if kind is FunctionType:
+        code, qualname, module = target.__code__, target.__qualname__, target.__module__
+        return (id(code), id(qualname), id(module), wrapped), (code, qualname, module)
+    if kind is MethodType:
+        func, owner = target.__func__, target.__self__
+        if type(func) is not FunctionType:
+            return None
+        owner_type = owner if isinstance(owner, type) else type(owner)
+        code, qualname = func.__code__, func.__qualname__
+        ids = (id(code), id(qualname), id(owner_type), wrapped | 0x10)
+        return ids, (code, qualname, owner_type)
+    if isinstance(target, type):
+        return (id(target), 0, 0, wrapped | 0x40), (target,)
+    # A callable instance, or a builtin (bound to an instance or not): named
+    # after its class, or its qualified name and its instance's class.
+    owner = getattr(target, "__self__", None)
+    if kind.__name__ == "builtin_function_or_method":
+        bound_to: object = owner if owner is None or isinstance(owner, type) else type(owner)
+        name = target.__name__
+        # A builtin's __name__ is a new string on every access: key by its value.
+        return (name, id(bound_to), 0, wrapped | 0x20), (bound_to,)
+    return (id(kind), 0, 0, wrapped | 0x80), (kind,)
+
+
+def _code_kind(code: CodeType) -> int:
+    entry = _code_kinds.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    kind = _classify_code(code)
+    if len(_code_kinds) >= 4 * _CACHE_LIMIT:
+        _code_kinds.clear()
+    _code_kinds[id(code)] = (code, kind)
+    return kind
+
+
+def _user_frame(frame: FrameType | None) -> FrameType | None:
+    while frame is not None:
+        kind = _code_kind(frame.f_code)
+        if kind == 0:
+            return frame
+        if kind == 2:  # the event loop's own dispatch: who awaited is unknown
+            return None
+        frame = frame.f_back
+    return None
+
+
+def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
+    """The cause of a hop through ``adapter`` running ``target``, called from ``frame``."""
+    try:
+        tagged = adapter.__dict__.get(TAG_ATTR)
+    except AttributeError:
+        tagged = None
+    if tagged is not None:
+        return tagged
+    summary = _summarize(target)
+    if summary is None:
+        return _resolve(adapter, target, frame)[0]
+    ids, held = summary
+    caller = frame.f_code if frame is not None else None
+    key = (*ids, id(caller), frame.f_lasti if frame is not None else -1)
+    first = _first.get(key)
+    if first is not None:
+        if first[2] == MODE_FINAL:
+            return first[1]
+        if first[2] == MODE_ASK:
+            return _resolve(adapter, target, frame)[0]
+        user = _user_frame(frame)
+        user_key = (*key, id(user.f_code) if user else 0, user.f_lasti if user else -1)
+        second = _second.get(user_key)
+        if second is not None:
+            return second[1]
+    cause, mode = _resolve(adapter, target, frame)
+    if first is None:
+        if len(_first) >= _CACHE_LIMIT:
+            _first.clear()
+        _first[key] = ((*held, caller), cause, mode)
+        if mode != MODE_USER:
+            return cause
+        user = _user_frame(frame)
+        user_key = (*key, id(user.f_code) if user else 0, user.f_lasti if user else -1)
+    elif mode != MODE_USER:
+        return cause
+    if len(_second) >= _CACHE_LIMIT:
+        _second.clear()
+    _second[user_key] = ((*held, caller, user.f_code if user else None), cause)
+    return cause
+
+
+# --- the patches ------------------------------------------------------------------
+
+
+def _context_of(args: tuple[Any, ...]) -> Context | None:
+    for arg in args:
+        owner = getattr(arg, "__self__", None)
+        if type(owner) is Context:  # context.run (asgiref 3.8-3.11)
+            return owner
+        if type(arg) is FunctionType and arg.__closure__:  # a closure over it (3.12+)
+            for cell in arg.__closure__:
+                try:
+                    content = cell.cell_contents
+                except ValueError:
+                    continue
+                if type(content) is Context:
+                    return content
+    return None
+
+
+def _hop_of_thread_handler(adapter: Any, args: tuple[Any, ...]) -> Hop | None:
+    context = _context_of(args)
+    if context is None:
+        return None
+    hop = context.get(_current_hop)
+    if (
+        type(hop) is not Hop
+        or hop.adapter_id != id(adapter)
+        or hop.started_ns
+        or hop.direction is not SYNC_TO_ASYNC
+    ):
+        return None  # a context given by the caller may hold some other hop
+    return hop
+
+
+def _expected_loop(adapter: Any) -> object:
+    """The running loop asgiref will schedule onto, or None for a new loop."""
+    if getattr(adapter, "force_new_loop", False):
+        return None
+    cached = adapter.__dict__.get("main_event_loop")  # asgiref < 3.12
+    if cached is not None:
+        return cached
+    local = _threadlocal
+    if getattr(local, "main_event_loop_pid", None) == os.getpid():
+        return getattr(local, "main_event_loop", None)
+    return None
+
+
+def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        __tracebackhide__ = True
+        if not _active:
+            return await original(self, *args, **kwargs)
+        # Kept inline, without helper functions: this runs on every hop.
+        try:
+            cause = attribute(self, self.func, _getframe(1))
+            hop = Hop(
+                SYNC_TO_ASYNC,
+                cause,
+                getattr(self, "_thread_sensitive", None),
+                _current_hop.get(),
+                _current_scope.get(),
+            )
+            hop.adapter_id = id(self)
+            token = _current_hop.set(hop)
+        except Exception as exc:
+            _report("SyncToAsync.__call__", exc)
+            return await original(self, *args, **kwargs)
+        hop.called_ns = _now()  # last: hopwatch's set-up stays outside the interval
+        try:
+            return await original(self, *args, **kwargs)
+        except _cancelled:
+            hop.outcome = CANCELLED
+            raise
+        except BaseException:
+            hop.outcome = ERROR
+            raise
+        finally:
+            hop.resumed_ns = _now()
+            try:
+                try:
+                    _current_hop.reset(token)
+                except ValueError:
+                    # The token belongs to another context (the caller's
+                    # context was swapped under us); leave it as asgiref did.
+                    pass
+                hop.adapter_id = 0
+                finish_hop(hop)
+            except Exception as exc:
+                _report("SyncToAsync.__call__ (finish)", exc)
+
+    return __call__
+
+
+def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        __tracebackhide__ = True
+        if not _active:
+            return original(self, *args, **kwargs)
+        try:
+            cause = attribute(self, self.awaitable, _getframe(1))
+            hop = Hop(ASYNC_TO_SYNC, cause, None, _current_hop.get(), _current_scope.get())
+            hop.adapter_id = id(self)
+            hop.expected_loop = _expected_loop(self)
+            token = _current_hop.set(hop)
+        except Exception as exc:
+            _report("AsyncToSync.__call__", exc)
+            return original(self, *args, **kwargs)
+        hop.called_ns = _now()
+        try:
+            return original(self, *args, **kwargs)
+        except _cancelled:
+            hop.outcome = CANCELLED
+            raise
+        except BaseException:
+            hop.outcome = ERROR
+            raise
+        finally:
+            hop.resumed_ns = _now()
+            hop.expected_loop = None  # do not keep a loop alive through the record
+            hop.adapter_id = 0
+            try:
+                try:
+                    _current_hop.reset(token)
+                except ValueError:
+                    pass
+                finish_hop(hop)
+            except Exception as exc:
+                _report("AsyncToSync.__call__ (finish)", exc)
+
+    return __call__
+
+
+def _make_thread_handler(original: Callable[..., Any]) -> Callable[..., Any]:
+    def thread_handler(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        __tracebackhide__ = True
+        hop = _hop_of_thread_handler(self, args) if _active else None
+        if hop is None:
+            return original(self, *args, **kwargs)
+        if _thread_hook is not None:
+            return _thread_hook(hop, MethodType(original, self), args, kwargs)
+        hop.thread_id = _get_ident()
+        hop.started_ns = _now()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            hop.ended_ns = _now()
+
+    return thread_handler
+
+
+async def _timed_main(hop: Hop, coroutine: Any) -> Any:
+    """``main_wrap``'s coroutine, timed; runs on the target event loop."""
+    __traceback_hide__ = True
+    __tracebackhide__ = True
+    hop.thread_id = _get_ident()
+    hop.new_loop = _get_running_loop() is not hop.expected_loop
+    hop.started_ns = _now()
+    try:
+        return await coroutine
+    finally:
+        hop.ended_ns = _now()
+
+
+def _make_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+    def main_wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        coroutine = original(self, *args, **kwargs)
+        if not _active:
+            return coroutine
+        # Called by AsyncToSync.__call__ in the caller's thread, where
+        # current_hop is the hop being made.
+        hop = _current_hop.get()
+        if (
+            type(hop) is not Hop
+            or hop.adapter_id != id(self)
+            or hop.started_ns
+            or hop.direction is not ASYNC_TO_SYNC
+        ):
+            return coroutine
+        return _timed_main(hop, coroutine)
+
+    return main_wrap
+
+
+_FACTORIES: Final = {
+    S2A_CALL: _make_s2a_call,
+    A2S_CALL: _make_a2s_call,
+    THREAD_HANDLER: _make_thread_handler,
+    MAIN_WRAP: _make_main_wrap,
+}
+
+
+def make_patch(original: Callable[..., Any], which: int) -> Any:
+    """The function hopwatch installs in place of ``original`` (one of the four)."""
+    patched = _FACTORIES[which](original)
+    patched.__wrapped__ = original  # type: ignore[attr-defined]
+    patched.__doc__ = original.__doc__
+    patched.__name__ = original.__name__
+    patched.__qualname__ = original.__qualname__
+    return patched

@@ -1,0 +1,1844 @@
+/* hopwatch's hop path in C: the accelerator for hopwatch._hotpath.
+ *
+ * The pure-Python module hopwatch/_hotpath_py.py has the same behaviour and
+ * the same names; hopwatch/_hotpath.py picks this one when it imports (and
+ * HOPWATCH_PURE_PYTHON is not set). Read _hotpath_py.py first: it is the
+ * reference, and its docstrings say why each step is there. This file is that
+ * code made cheap: no Python frame around asgiref's own calls, no objects made
+ * per hop but the Hop itself and one small awaitable, attribution answered
+ * from a cache keyed by raw facts (code objects, bytecode offsets, types).
+ *
+ * Everything here runs with the GIL held (CPython 3.11-3.13, not the
+ * free-threaded build), which is what makes the list appends and the cache
+ * updates below safe without locks.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <structmember.h>
+#include <unistd.h>
+
+#if PY_VERSION_HEX < 0x030B0000
+#error "hopwatch._speedups needs CPython 3.11 or newer"
+#endif
+
+/* ---------------------------------------------------------------- helpers */
+
+static inline long long
+now_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t;
+    (void)PyTime_PerfCounterRaw(&t);
+    return (long long)t;
+#else
+    return (long long)_PyTime_GetPerfCounter();
+#endif
+}
+
+static inline int
+lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
+}
+
+/* An exception in flight is kept aside while hopwatch does its own work. */
+typedef struct {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc;
+#else
+    PyObject *type, *value, *tb;
+#endif
+} saved_exc;
+
+static inline void
+save_exc(saved_exc *s)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    s->exc = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&s->type, &s->value, &s->tb);
+#endif
+}
+
+static inline void
+restore_exc(saved_exc *s)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(s->exc);
+#else
+    PyErr_Restore(s->type, s->value, s->tb);
+#endif
+}
+
+/* ---------------------------------------------------------- configuration */
+
+static PyObject *g_current_hop;      /* ContextVar[Hop | None] */
+static PyObject *g_current_scope;    /* ContextVar[Ledger | None] */
+static PyObject *g_resolve;          /* resolve(adapter, target, frame) -> (cause, mode) */
+static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library, 2 loop */
+static PyObject *g_unscoped;         /* Ledger */
+static PyObject *g_late;             /* Ledger */
+static PyObject *g_fold;             /* fold(ledger): the hot path's try-fold */
+static PyObject *g_report;           /* report(where, exc) */
+static PyObject *g_thread_hook;      /* hook(hop, handler, args, kwargs) or None */
+static PyObject *g_cancelled;        /* asyncio.CancelledError */
+static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
+static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
+static int g_active = 0;
+static int g_thread_hooks = 0;
+
+static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
+static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
+static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid;
+static PyObject *s_throw, *s_close;
+static PyObject *g_partial_type;
+
+#define FOLD_AT 256
+
+static void
+report_error(const char *where)
+{
+    /* Called with an exception set: hand it to hopwatch._errors, never raise. */
+    saved_exc s;
+    save_exc(&s);
+    PyObject *exc;
+#if PY_VERSION_HEX >= 0x030C0000
+    exc = s.exc;
+    Py_XINCREF(exc);
+#else
+    PyErr_NormalizeException(&s.type, &s.value, &s.tb);
+    if (s.value && s.tb) {
+        PyException_SetTraceback(s.value, s.tb);
+    }
+    exc = s.value;
+    Py_XINCREF(exc);
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_CLEAR(s.exc);
+#else
+    Py_CLEAR(s.type);
+    Py_CLEAR(s.value);
+    Py_CLEAR(s.tb);
+#endif
+    if (g_report && exc) {
+        PyObject *r = PyObject_CallFunction(g_report, "sO", where, exc);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(exc);
+    PyErr_Clear();
+}
+
+/* -------------------------------------------------------------------- Hop */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *direction;
+    PyObject *cause;
+    PyObject *thread_sensitive;
+    PyObject *parent;
+    PyObject *scope;
+    PyObject *outcome;
+    PyObject *expected_loop;
+    long long called_ns;
+    long long started_ns;
+    long long ended_ns;
+    long long resumed_ns;
+    unsigned long long thread_id;
+    Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
+    int depth;
+    char new_loop;
+} HopObject;
+
+static PyTypeObject HopType;
+
+static HopObject *
+hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
+         PyObject *scope)
+{
+    HopObject *hop = PyObject_GC_New(HopObject, &HopType);
+    if (hop == NULL) {
+        return NULL;
+    }
+    hop->direction = Py_NewRef(direction);
+    hop->cause = Py_NewRef(cause);
+    hop->thread_sensitive = Py_NewRef(thread_sensitive);
+    hop->parent = Py_NewRef(parent);
+    hop->scope = Py_NewRef(scope);
+    hop->outcome = Py_NewRef(s_ok);
+    hop->expected_loop = Py_NewRef(Py_None);
+    hop->called_ns = hop->started_ns = hop->ended_ns = hop->resumed_ns = 0;
+    hop->thread_id = 0;
+    hop->adapter_id = 0;
+    hop->depth = (parent != Py_None && Py_IS_TYPE(parent, &HopType))
+                     ? ((HopObject *)parent)->depth + 1
+                     : 1;
+    hop->new_loop = 0;
+    PyObject_GC_Track(hop);
+    return hop;
+}
+
+static PyObject *
+Hop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"direction", "cause", "thread_sensitive", "parent", "scope",
+                             "called_ns", NULL};
+    PyObject *direction, *cause, *thread_sensitive, *parent, *scope;
+    long long called_ns = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|L", kwlist, &direction, &cause,
+                                     &thread_sensitive, &parent, &scope, &called_ns)) {
+        return NULL;
+    }
+    HopObject *hop = hop_make(direction, cause, thread_sensitive, parent, scope);
+    if (hop) {
+        hop->called_ns = called_ns;
+    }
+    return (PyObject *)hop;
+}
+
+static int
+Hop_traverse(HopObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->cause);
+    Py_VISIT(self->parent);
+    Py_VISIT(self->scope);
+    Py_VISIT(self->expected_loop);
+    return 0;
+}
+
+static int
+Hop_clear(HopObject *self)
+{
+    Py_CLEAR(self->cause);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->scope);
+    Py_CLEAR(self->expected_loop);
+    return 0;
+}
+
+static void
+Hop_dealloc(HopObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->direction);
+    Py_CLEAR(self->thread_sensitive);
+    Py_CLEAR(self->outcome);
+    Hop_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static inline long long
+clamp0(long long v)
+{
+    return v > 0 ? v : 0;
+}
+
+static PyObject *
+Hop_wait_ns(HopObject *h, void *c)
+{
+    if (!h->started_ns) {
+        return PyLong_FromLongLong(clamp0(h->resumed_ns - h->called_ns));
+    }
+    return PyLong_FromLongLong(clamp0(h->started_ns - h->called_ns));
+}
+
+static PyObject *
+Hop_run_ns(HopObject *h, void *c)
+{
+    if (!h->started_ns) {
+        return PyLong_FromLong(0);
+    }
+    return PyLong_FromLongLong(clamp0(h->ended_ns - h->started_ns));
+}
+
+static PyObject *
+Hop_resume_ns(HopObject *h, void *c)
+{
+    if (!h->started_ns) {
+        return PyLong_FromLong(0);
+    }
+    return PyLong_FromLongLong(clamp0(h->resumed_ns - h->ended_ns));
+}
+
+static PyObject *
+Hop_wall_ns(HopObject *h, void *c)
+{
+    return PyLong_FromLongLong(clamp0(h->resumed_ns - h->called_ns));
+}
+
+static PyObject *
+Hop_overhead_ns(HopObject *h, void *c)
+{
+    long long wall = clamp0(h->resumed_ns - h->called_ns);
+    if (!h->started_ns) {
+        return PyLong_FromLongLong(wall);
+    }
+    long long run = clamp0(h->ended_ns - h->started_ns);
+    return PyLong_FromLongLong(clamp0(wall - run));
+}
+
+static PyObject *
+Hop_repr(HopObject *h)
+{
+    PyObject *describe = PyObject_CallMethod(h->cause, "describe", NULL);
+    if (describe == NULL) {
+        return NULL;
+    }
+    long long wall_us = clamp0(h->resumed_ns - h->called_ns) / 1000;
+    PyObject *r = PyUnicode_FromFormat("<Hop %U %U depth=%d wall=%lld.%03lldms %U>", h->direction,
+                                       describe, h->depth, wall_us / 1000, wall_us % 1000,
+                                       h->outcome);
+    Py_DECREF(describe);
+    return r;
+}
+
+static PyMemberDef Hop_members[] = {
+    {"direction", T_OBJECT, offsetof(HopObject, direction), 0, NULL},
+    {"cause", T_OBJECT, offsetof(HopObject, cause), 0, NULL},
+    {"thread_sensitive", T_OBJECT, offsetof(HopObject, thread_sensitive), 0, NULL},
+    {"parent", T_OBJECT, offsetof(HopObject, parent), 0, NULL},
+    {"scope", T_OBJECT, offsetof(HopObject, scope), 0, NULL},
+    {"outcome", T_OBJECT, offsetof(HopObject, outcome), 0, NULL},
+    {"expected_loop", T_OBJECT, offsetof(HopObject, expected_loop), 0, NULL},
+    {"called_ns", T_LONGLONG, offsetof(HopObject, called_ns), 0, NULL},
+    {"started_ns", T_LONGLONG, offsetof(HopObject, started_ns), 0, NULL},
+    {"ended_ns", T_LONGLONG, offsetof(HopObject, ended_ns), 0, NULL},
+    {"resumed_ns", T_LONGLONG, offsetof(HopObject, resumed_ns), 0, NULL},
+    {"thread_id", T_ULONGLONG, offsetof(HopObject, thread_id), 0, NULL},
+    {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
+    {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
+    {"new_loop", T_BOOL, offsetof(HopObject, new_loop), 0, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Hop_getset[] = {
+    {"wait_ns", (getter)Hop_wait_ns, NULL,
+     "Queued: from the call until the code started running on the other side.", NULL},
+    {"run_ns", (getter)Hop_run_ns, NULL, "Running: the code's own time on the other side.", NULL},
+    {"resume_ns", (getter)Hop_resume_ns, NULL, "From the code finishing until the caller resumed.",
+     NULL},
+    {"wall_ns", (getter)Hop_wall_ns, NULL, "The whole crossing as the caller saw it.", NULL},
+    {"overhead_ns", (getter)Hop_overhead_ns, NULL,
+     "The crossing's own cost: wait plus hand-off back (wall minus run).", NULL},
+    {NULL},
+};
+
+static PyTypeObject HopType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.Hop",
+    .tp_basicsize = sizeof(HopObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One sync/async crossing (see hopwatch._hotpath_py.Hop).",
+    .tp_new = Hop_new,
+    .tp_dealloc = (destructor)Hop_dealloc,
+    .tp_traverse = (traverseproc)Hop_traverse,
+    .tp_clear = (inquiry)Hop_clear,
+    .tp_members = Hop_members,
+    .tp_getset = Hop_getset,
+    .tp_repr = (reprfunc)Hop_repr,
+};
+
+/* ------------------------------------------------------------- LedgerCore */
+
+/* The part of a Ledger the hop path touches: the pending list, whether it is
+ * closed, and the enclosing ledger. hopwatch._recorder.Ledger subclasses it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending;
+    PyObject *parent;
+    char closed;
+} LedgerCoreObject;
+
+static PyTypeObject LedgerCoreType;
+
+static PyObject *
+LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    LedgerCoreObject *self = (LedgerCoreObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->pending = PyList_New(0);
+    if (self->pending == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->parent = Py_NewRef(Py_None);
+    self->closed = 0;
+    return (PyObject *)self;
+}
+
+static int
+LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->pending);
+    Py_VISIT(self->parent);
+    return 0;
+}
+
+static int
+LedgerCore_clear(LedgerCoreObject *self)
+{
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->parent);
+    return 0;
+}
+
+static void
+LedgerCore_dealloc(LedgerCoreObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    LedgerCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+LedgerCore_take_pending(LedgerCoreObject *self, PyObject *unused)
+{
+    /* Swap the pending list for an empty one and return the old one. */
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) {
+        return NULL;
+    }
+    PyObject *old = self->pending;
+    self->pending = fresh;
+    if (old == NULL) {
+        return PyList_New(0);
+    }
+    return old;
+}
+
+static PyMethodDef LedgerCore_methods[] = {
+    {"_take_pending", (PyCFunction)LedgerCore_take_pending, METH_NOARGS,
+     "The hops waiting to be folded, taken (an empty list is left in their place)."},
+    {NULL},
+};
+
+static PyMemberDef LedgerCore_members[] = {
+    {"parent", T_OBJECT, offsetof(LedgerCoreObject, parent), 0,
+     "An enclosing ledger that also receives every hop of this one."},
+    {"closed", T_BOOL, offsetof(LedgerCoreObject, closed), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject LedgerCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.LedgerCore",
+    .tp_basicsize = sizeof(LedgerCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The hop path's part of a Ledger: pending hops, closed flag, enclosing ledger.",
+    .tp_new = LedgerCore_new,
+    .tp_dealloc = (destructor)LedgerCore_dealloc,
+    .tp_traverse = (traverseproc)LedgerCore_traverse,
+    .tp_clear = (inquiry)LedgerCore_clear,
+    .tp_members = LedgerCore_members,
+    .tp_methods = LedgerCore_methods,
+};
+
+static int
+ledger_add(PyObject *ledger, PyObject *hop)
+{
+    /* This ledger, then every enclosing one. */
+    int guard = 0;
+    while (ledger != NULL && ledger != Py_None && guard++ < 64) {
+        if (!PyObject_TypeCheck(ledger, &LedgerCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "hopwatch: a scope that is not a Ledger");
+            return -1;
+        }
+        LedgerCoreObject *l = (LedgerCoreObject *)ledger;
+        if (l->pending == NULL) {
+            break;
+        }
+        if (PyList_Append(l->pending, hop) < 0) {
+            return -1;
+        }
+        if (PyList_GET_SIZE(l->pending) >= FOLD_AT && g_fold) {
+            PyObject *r = PyObject_CallOneArg(g_fold, ledger);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+        }
+        ledger = l->parent;
+    }
+    return 0;
+}
+
+static int
+finish_hop_impl(HopObject *hop)
+{
+    PyObject *scope = hop->scope;
+    if (scope == NULL || scope == Py_None) {
+        return ledger_add(g_unscoped, (PyObject *)hop);
+    }
+    if (!PyObject_TypeCheck(scope, &LedgerCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "hopwatch: a scope that is not a Ledger");
+        return -1;
+    }
+    if (((LedgerCoreObject *)scope)->closed) {
+        /* Late: an enclosing scope still open (a test's count_hops() block
+         * around a request) still gets it; kept in `late` without its links,
+         * so it keeps no request alive. */
+        PyObject *parent = ((LedgerCoreObject *)scope)->parent;
+        int guard = 0;
+        while (parent != NULL && parent != Py_None && guard++ < 64 &&
+               PyObject_TypeCheck(parent, &LedgerCoreType) &&
+               ((LedgerCoreObject *)parent)->closed) {
+            parent = ((LedgerCoreObject *)parent)->parent;
+        }
+        Py_XINCREF(parent);
+        Py_SETREF(hop->scope, Py_NewRef(Py_None));
+        Py_SETREF(hop->parent, Py_NewRef(Py_None));
+        int rc = ledger_add(g_late, (PyObject *)hop);
+        if (rc == 0 && parent != NULL && parent != Py_None) {
+            rc = ledger_add(parent, (PyObject *)hop);
+        }
+        Py_XDECREF(parent);
+        return rc;
+    }
+    return ledger_add(scope, (PyObject *)hop);
+}
+
+static PyObject *
+finish_hop(PyObject *module, PyObject *hop)
+{
+    if (!Py_IS_TYPE(hop, &HopType)) {
+        PyErr_SetString(PyExc_TypeError, "finish_hop() takes a Hop");
+        return NULL;
+    }
+    if (finish_hop_impl((HopObject *)hop) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ attribution */
+
+/* Two caches, keyed by raw facts that never keep a call's objects alive:
+ * - first level: what the adapter runs (a summary of the target: code object,
+ *   qualified name, module, the bound instance's type, ...) and the calling
+ *   frame (code object and bytecode offset). Its entry is the cause, or says
+ *   the cause also depends on the user's call site, or that it must be asked
+ *   for every time (a rule that reads the instance itself, e.g. which Signal).
+ * - second level, for the call-site ones: the same key plus the first frame
+ *   outside library code (code object and offset).
+ * Objects in keys are held strongly (code objects, types, strings: long-lived),
+ * so an address can never be reused while cached; raw pointers (a builtin's
+ * PyMethodDef) are static. */
+
+#define MODE_FINAL 0
+#define MODE_USER 1
+#define MODE_ASK 2
+
+#define KEY_SLOTS 6
+typedef struct {
+    uintptr_t k[KEY_SLOTS];
+    PyObject *held[4]; /* strong references that keep key addresses valid */
+    PyObject *cause;
+    int mode;
+    int used;
+} CacheEntry;
+
+#define CACHE_SIZE 4096 /* power of two */
+#define CACHE_MAX_USED (CACHE_SIZE / 2)
+
+typedef struct {
+    CacheEntry *entries;
+    int used;
+} Cache;
+
+static Cache g_first, g_second;
+
+static void
+cache_clear(Cache *c)
+{
+    if (c->entries == NULL) {
+        return;
+    }
+    for (int i = 0; i < CACHE_SIZE; i++) {
+        CacheEntry *e = &c->entries[i];
+        if (!e->used) {
+            continue;
+        }
+        for (int j = 0; j < 4; j++) {
+            Py_CLEAR(e->held[j]);
+        }
+        Py_CLEAR(e->cause);
+        e->used = 0;
+    }
+    c->used = 0;
+}
+
+static inline size_t
+key_hash(const uintptr_t *k)
+{
+    size_t h = 1469598103934665603ULL;
+    for (int i = 0; i < KEY_SLOTS; i++) {
+        h ^= (size_t)(k[i] >> 3);
+        h *= 1099511628211ULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static CacheEntry *
+cache_find(Cache *c, const uintptr_t *k)
+{
+    if (c->entries == NULL) {
+        return NULL;
+    }
+    size_t i = key_hash(k) & (CACHE_SIZE - 1);
+    for (;;) {
+        CacheEntry *e = &c->entries[i];
+        if (!e->used) {
+            return NULL;
+        }
+        if (memcmp(e->k, k, sizeof(e->k)) == 0) {
+            return e;
+        }
+        i = (i + 1) & (CACHE_SIZE - 1);
+    }
+}
+
+static int
+cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mode)
+{
+    if (c->entries == NULL) {
+        c->entries = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
+        if (c->entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (c->used >= CACHE_MAX_USED) {
+        cache_clear(c); /* bounded: a program that makes call sites at run time */
+    }
+    size_t i = key_hash(k) & (CACHE_SIZE - 1);
+    while (c->entries[i].used) {
+        if (memcmp(c->entries[i].k, k, sizeof(c->entries[i].k)) == 0) {
+            return 0;
+        }
+        i = (i + 1) & (CACHE_SIZE - 1);
+    }
+    CacheEntry *e = &c->entries[i];
+    memcpy(e->k, k, sizeof(e->k));
+    for (int j = 0; j < 4; j++) {
+        e->held[j] = held[j];
+        Py_XINCREF(held[j]);
+    }
+    e->cause = cause;
+    Py_XINCREF(cause);
+    e->mode = mode;
+    e->used = 1;
+    c->used++;
+    return 0;
+}
+
+/* The summary of a target: up to three key slots and the objects to hold.
+ * Returns 0, or -1 when the target is of a shape not worth caching (always ask). */
+static int
+summarize_target(PyObject *target, uintptr_t *k, PyObject **held)
+{
+    uintptr_t wrapped = 0;
+    for (int depth = 0; depth < 4 && Py_TYPE(target) == (PyTypeObject *)g_partial_type;
+         depth++) {
+        /* functools.partial: named after what it wraps. */
+        PyObject *inner = PyObject_GetAttr(target, s_func);
+        if (inner == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        Py_DECREF(inner); /* alive through the partial */
+        target = inner;
+        wrapped++;
+    }
+    k[3] = wrapped;
+    if (PyFunction_Check(target)) {
+        PyFunctionObject *f = (PyFunctionObject *)target;
+        k[0] = (uintptr_t)f->func_code;
+        k[1] = (uintptr_t)f->func_qualname;
+        k[2] = (uintptr_t)f->func_module;
+        held[0] = f->func_code;
+        held[1] = f->func_qualname;
+        held[2] = f->func_module;
+        return 0;
+    }
+    if (PyMethod_Check(target)) {
+        PyObject *func = PyMethod_GET_FUNCTION(target);
+        PyObject *owner = PyMethod_GET_SELF(target);
+        PyObject *owner_type = PyType_Check(owner) ? owner : (PyObject *)Py_TYPE(owner);
+        if (PyFunction_Check(func)) {
+            PyFunctionObject *f = (PyFunctionObject *)func;
+            k[0] = (uintptr_t)f->func_code;
+            k[1] = (uintptr_t)f->func_qualname;
+            held[0] = f->func_code;
+            held[1] = f->func_qualname;
+        }
+        else {
+            return -1;
+        }
+        k[2] = (uintptr_t)owner_type;
+        held[2] = owner_type;
+        k[3] |= 0x10;
+        return 0;
+    }
+    if (PyCFunction_Check(target)) {
+        PyCFunctionObject *cf = (PyCFunctionObject *)target;
+        PyObject *owner = cf->m_self;
+        PyObject *owner_type = (owner == NULL || PyModule_Check(owner))
+                                   ? owner
+                                   : (PyType_Check(owner) ? owner : (PyObject *)Py_TYPE(owner));
+        k[0] = (uintptr_t)cf->m_ml; /* static: lives as long as its module */
+        k[1] = (uintptr_t)owner_type;
+        k[2] = 0;
+        held[1] = owner_type;
+        k[3] |= 0x20;
+        return 0;
+    }
+    if (PyType_Check(target)) {
+        k[0] = (uintptr_t)target;
+        k[1] = k[2] = 0;
+        held[0] = target;
+        k[3] |= 0x40;
+        return 0;
+    }
+    /* A callable instance: named after its class. */
+    k[0] = (uintptr_t)Py_TYPE(target);
+    k[1] = k[2] = 0;
+    held[0] = (PyObject *)Py_TYPE(target);
+    k[3] |= 0x80;
+    return 0;
+}
+
+/* Library-code answers per code object: 0 user code, 1 library, 2 the event
+ * loop's own dispatch (stop: whatever is above is not who awaited). */
+typedef struct {
+    PyObject *code;
+    int kind;
+} CodeKind;
+#define CODE_CACHE_SIZE 8192
+static CodeKind *g_codes;
+static int g_codes_used;
+
+static int
+code_kind(PyObject *code)
+{
+    if (g_codes == NULL) {
+        g_codes = PyMem_Calloc(CODE_CACHE_SIZE, sizeof(CodeKind));
+        if (g_codes == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    size_t i = ((uintptr_t)code >> 4) & (CODE_CACHE_SIZE - 1);
+    for (;;) {
+        if (g_codes[i].code == code) {
+            return g_codes[i].kind;
+        }
+        if (g_codes[i].code == NULL) {
+            break;
+        }
+        i = (i + 1) & (CODE_CACHE_SIZE - 1);
+    }
+    PyObject *r = PyObject_CallOneArg(g_classify_code, code);
+    if (r == NULL) {
+        return -1;
+    }
+    int kind = (int)PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (kind == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (g_codes_used >= CODE_CACHE_SIZE / 2) {
+        for (int j = 0; j < CODE_CACHE_SIZE; j++) {
+            Py_CLEAR(g_codes[j].code);
+        }
+        g_codes_used = 0;
+        i = ((uintptr_t)code >> 4) & (CODE_CACHE_SIZE - 1);
+    }
+    g_codes[i].code = Py_NewRef(code);
+    g_codes[i].kind = kind;
+    g_codes_used++;
+    return kind;
+}
+
+/* The first frame at or above `frame` outside library code (a new
+ * reference), or NULL with no error when there is none. */
+static PyFrameObject *
+user_frame(PyFrameObject *frame)
+{
+    Py_XINCREF(frame);
+    int guard = 0;
+    while (frame != NULL && guard++ < 1000) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int kind = code_kind((PyObject *)code);
+        Py_DECREF(code);
+        if (kind < 0) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        if (kind == 0) {
+            return frame;
+        }
+        if (kind == 2) {
+            break;
+        }
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    return NULL;
+}
+
+static PyObject *
+ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode)
+{
+    PyObject *r = PyObject_CallFunctionObjArgs(g_resolve, adapter, target,
+                                               frame ? (PyObject *)frame : Py_None, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+        Py_DECREF(r);
+        PyErr_SetString(PyExc_TypeError, "hopwatch: resolve() must return (cause, mode)");
+        return NULL;
+    }
+    PyObject *cause = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+    *mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+    Py_DECREF(r);
+    return cause;
+}
+
+/* The cause of a hop through `adapter` running `target`, called from `frame`. */
+static PyObject *
+attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
+{
+    PyObject *tagged = NULL;
+    if (lookup_attr(adapter, s_tag, &tagged) < 0) {
+        return NULL;
+    }
+    if (tagged != NULL && tagged != Py_None) {
+        return tagged;
+    }
+    Py_XDECREF(tagged);
+
+    uintptr_t k[KEY_SLOTS] = {0};
+    PyObject *held[4] = {NULL, NULL, NULL, NULL};
+    if (summarize_target(target, k, held) < 0) {
+        int mode;
+        return ask_python(adapter, target, frame, &mode);
+    }
+    PyCodeObject *caller_code = NULL;
+    if (frame != NULL) {
+        caller_code = PyFrame_GetCode(frame);
+        k[4] = (uintptr_t)caller_code;
+        k[5] = (uintptr_t)PyFrame_GetLasti(frame);
+        held[3] = (PyObject *)caller_code;
+    }
+    PyObject *result = NULL;
+    CacheEntry *first = cache_find(&g_first, k);
+    if (first != NULL && first->mode == MODE_FINAL) {
+        result = Py_NewRef(first->cause);
+        goto done;
+    }
+    if (first != NULL && first->mode == MODE_ASK) {
+        int mode;
+        result = ask_python(adapter, target, frame, &mode);
+        goto done;
+    }
+    /* The user-call-site level: the key plus the first user frame. */
+    uintptr_t k2[KEY_SLOTS];
+    PyObject *held2[4] = {NULL, NULL, NULL, NULL};
+    PyFrameObject *user = NULL;
+    PyCodeObject *user_code = NULL;
+    if (first != NULL) {
+        user = frame ? user_frame(frame) : NULL;
+        if (user == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+        uintptr_t user_lasti = 0;
+        if (user != NULL) {
+            user_code = PyFrame_GetCode(user);
+            user_lasti = (uintptr_t)PyFrame_GetLasti(user) + 1;
+        }
+        /* Fold the first-level key into three slots, then the user frame. */
+        k2[0] = key_hash(k);
+        k2[1] = k[4];
+        k2[2] = k[5];
+        k2[3] = (uintptr_t)user_code;
+        k2[4] = user_lasti;
+        k2[5] = 0x5EC0;
+        CacheEntry *second = cache_find(&g_second, k2);
+        /* The folded hash could collide: the first-level entry's facts must
+         * match too, which they do when the key objects are the ones held. */
+        if (second != NULL && second->held[0] == first->held[0] &&
+            second->held[1] == first->held[1] && second->held[2] == first->held[2]) {
+            result = Py_NewRef(second->cause);
+            goto done_user;
+        }
+    }
+    {
+        int mode = MODE_ASK;
+        result = ask_python(adapter, target, frame, &mode);
+        if (result == NULL) {
+            goto done_user;
+        }
+        if (first == NULL) {
+            if (cache_put(&g_first, k, held, result, mode) < 0) {
+                Py_CLEAR(result);
+                goto done_user;
+            }
+            if (mode != MODE_USER) {
+                goto done_user;
+            }
+            /* Fill the second level for this call site too. */
+            user = frame ? user_frame(frame) : NULL;
+            if (user == NULL && PyErr_Occurred()) {
+                Py_CLEAR(result);
+                goto done_user;
+            }
+            uintptr_t user_lasti = 0;
+            if (user != NULL) {
+                user_code = PyFrame_GetCode(user);
+                user_lasti = (uintptr_t)PyFrame_GetLasti(user) + 1;
+            }
+            k2[0] = key_hash(k);
+            k2[1] = k[4];
+            k2[2] = k[5];
+            k2[3] = (uintptr_t)user_code;
+            k2[4] = user_lasti;
+            k2[5] = 0x5EC0;
+        }
+        else if (mode != MODE_USER) {
+            goto done_user;
+        }
+        held2[0] = held[0];
+        held2[1] = held[1];
+        held2[2] = held[2];
+        held2[3] = (PyObject *)user_code;
+        if (cache_put(&g_second, k2, held2, result, MODE_FINAL) < 0) {
+            Py_CLEAR(result);
+        }
+    }
+done_user:
+    Py_XDECREF(user);
+    Py_XDECREF(user_code);
+done:
+    Py_XDECREF(caller_code);
+    return result;
+}
+
+static PyObject *
+py_attribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "attribute(adapter, target, frame)");
+        return NULL;
+    }
+    PyObject *frame = args[2];
+    if (frame != Py_None && !PyFrame_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "frame must be a frame or None");
+        return NULL;
+    }
+    return attribute(args[0], args[1], frame == Py_None ? NULL : (PyFrameObject *)frame);
+}
+
+static PyObject *
+py_clear_caches(PyObject *module, PyObject *unused)
+{
+    cache_clear(&g_first);
+    cache_clear(&g_second);
+    if (g_codes) {
+        for (int j = 0; j < CODE_CACHE_SIZE; j++) {
+            Py_CLEAR(g_codes[j].code);
+        }
+        g_codes_used = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------- HopAwaitable */
+
+/* The awaitable hopwatch puts around asgiref's coroutines, without a Python
+ * frame of its own: kind S2A wraps SyncToAsync.__call__'s coroutine (the hop is
+ * set up when it is first driven, in the awaiting task's context, and ended
+ * when it finishes); kind MAIN wraps AsyncToSync.main_wrap's coroutine on the
+ * target loop (the code's start and end). Everything else is delegated to the
+ * wrapped coroutine, which does all the work exactly as without hopwatch. */
+
+#define KIND_S2A 1
+#define KIND_MAIN 2
+
+#define ST_FRESH 0
+#define ST_RUNNING 1
+#define ST_DONE 2
+#define ST_PASSTHROUGH 3
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;
+    PyObject *adapter; /* S2A, until it starts */
+    HopObject *hop;
+    PyObject *token;
+    int kind;
+    int state;
+} HopAwaitableObject;
+
+static PyTypeObject HopAwaitableType;
+
+static HopAwaitableObject *
+awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
+{
+    HopAwaitableObject *a = PyObject_GC_New(HopAwaitableObject, &HopAwaitableType);
+    if (a == NULL) {
+        return NULL;
+    }
+    a->inner = Py_NewRef(inner);
+    a->adapter = Py_XNewRef(adapter);
+    a->hop = (HopObject *)Py_XNewRef(hop);
+    a->token = NULL;
+    a->kind = kind;
+    a->state = ST_FRESH;
+    PyObject_GC_Track(a);
+    return a;
+}
+
+static void
+s2a_start(HopAwaitableObject *a)
+{
+    /* Set up the hop; on any error, report it and pass through unrecorded. */
+    PyObject *adapter = a->adapter;
+    PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *ts = NULL;
+    HopObject *hop = NULL;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the awaiting frame */
+    target = PyObject_GetAttr(adapter, s_func);
+    if (target == NULL) {
+        goto fail;
+    }
+    cause = attribute(adapter, target, frame);
+    if (cause == NULL) {
+        goto fail;
+    }
+    if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0 ||
+        PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
+        goto fail;
+    }
+    if (lookup_attr(adapter, s_thread_sensitive, &ts) < 0) {
+        goto fail;
+    }
+    hop = hop_make(s_sync_to_async, cause, ts ? ts : Py_None, parent, scope);
+    if (hop == NULL) {
+        goto fail;
+    }
+    hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
+    a->token = PyContextVar_Set(g_current_hop, (PyObject *)hop);
+    if (a->token == NULL) {
+        goto fail;
+    }
+    a->hop = hop;
+    a->state = ST_RUNNING;
+    Py_CLEAR(a->adapter);
+    Py_DECREF(target);
+    Py_DECREF(cause);
+    Py_DECREF(parent);
+    Py_DECREF(scope);
+    Py_XDECREF(ts);
+    /* Taken last: hopwatch's own set-up stays outside the timed interval. */
+    hop->called_ns = now_ns();
+    return;
+fail:
+    report_error("SyncToAsync.__call__");
+    Py_XDECREF(target);
+    Py_XDECREF(cause);
+    Py_XDECREF(parent);
+    Py_XDECREF(scope);
+    Py_XDECREF(ts);
+    Py_XDECREF(hop);
+    Py_CLEAR(a->adapter);
+    a->state = ST_PASSTHROUGH;
+}
+
+static void
+main_start(HopAwaitableObject *a)
+{
+    HopObject *hop = a->hop;
+    hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+    PyObject *loop = PyObject_CallNoArgs(g_get_running_loop);
+    if (loop == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        hop->new_loop = (loop != hop->expected_loop);
+        Py_DECREF(loop);
+    }
+    a->state = ST_RUNNING;
+    hop->started_ns = now_ns();
+}
+
+/* The wrapped coroutine finished (status: 0 returned, 1 raised). Called with
+ * the exception (if any) still set; leaves it set. */
+static void
+awaitable_end(HopAwaitableObject *a, int raised)
+{
+    long long t = now_ns(); /* first: what follows is hopwatch's own cost */
+    HopObject *hop = a->hop;
+    a->state = ST_DONE;
+    if (hop == NULL) {
+        return;
+    }
+    if (a->kind == KIND_MAIN) {
+        hop->ended_ns = t;
+        Py_CLEAR(a->hop);
+        return;
+    }
+    hop->resumed_ns = t;
+    saved_exc s;
+    if (raised) {
+        PyObject *outcome = s_error;
+        if (PyErr_ExceptionMatches(g_cancelled)) {
+            outcome = s_cancelled;
+        }
+        Py_SETREF(hop->outcome, Py_NewRef(outcome));
+    }
+    save_exc(&s);
+    if (a->token != NULL) {
+        if (PyContextVar_Reset(g_current_hop, a->token) < 0) {
+            /* The token belongs to another context (the caller's context was
+             * swapped under us); leave the variable as asgiref left it. */
+            PyErr_Clear();
+        }
+        Py_CLEAR(a->token);
+    }
+    hop->adapter_id = 0;
+    if (finish_hop_impl(hop) < 0) {
+        report_error("SyncToAsync.__call__ (finish)");
+    }
+    Py_CLEAR(a->hop);
+    restore_exc(&s);
+}
+
+static PySendResult
+HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
+{
+    if (a->state == ST_FRESH) {
+        if (a->kind == KIND_S2A) {
+            if (g_active) {
+                s2a_start(a);
+            }
+            else {
+                a->state = ST_PASSTHROUGH;
+            }
+        }
+        else {
+            main_start(a);
+        }
+    }
+    PySendResult r = PyIter_Send(a->inner, arg, result);
+    if (r != PYGEN_NEXT && a->state == ST_RUNNING) {
+        awaitable_end(a, r == PYGEN_ERROR);
+    }
+    return r;
+}
+
+static PyObject *
+stop_iteration(PyObject *value)
+{
+    /* Raise StopIteration(value) the way generators do (value kept whole). */
+    if (value == Py_None) {
+        Py_DECREF(value);
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    Py_DECREF(value);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *
+HopAwaitable_iternext(HopAwaitableObject *a)
+{
+    PyObject *result = NULL;
+    PySendResult r = HopAwaitable_am_send(a, Py_None, &result);
+    if (r == PYGEN_NEXT) {
+        return result;
+    }
+    if (r == PYGEN_RETURN) {
+        return stop_iteration(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+HopAwaitable_send(HopAwaitableObject *a, PyObject *arg)
+{
+    PyObject *result = NULL;
+    PySendResult r = HopAwaitable_am_send(a, arg, &result);
+    if (r == PYGEN_NEXT) {
+        return result;
+    }
+    if (r == PYGEN_RETURN) {
+        return stop_iteration(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (a->state == ST_FRESH) {
+        /* Thrown into before it ran (cancelled before it started): nothing
+         * was crossed; the wrapped coroutine raises it at its start. */
+        a->state = ST_PASSTHROUGH;
+    }
+    PyObject *throw = PyObject_GetAttr(a->inner, s_throw);
+    if (throw == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_Vectorcall(throw, args, nargs, NULL);
+    Py_DECREF(throw);
+    if (res == NULL && a->state == ST_RUNNING) {
+        awaitable_end(a, !PyErr_ExceptionMatches(PyExc_StopIteration));
+    }
+    return res;
+}
+
+static PyObject *
+HopAwaitable_close(HopAwaitableObject *a, PyObject *unused)
+{
+    PyObject *close = PyObject_GetAttr(a->inner, s_close);
+    if (close == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    if (a->state == ST_RUNNING) {
+        if (res == NULL) {
+            awaitable_end(a, 1);
+        }
+        else {
+            /* Closed while it waited: like GeneratorExit through a coroutine. */
+            PyErr_SetNone(PyExc_GeneratorExit);
+            awaitable_end(a, 1);
+            PyErr_Clear();
+        }
+    }
+    else if (a->state == ST_FRESH) {
+        a->state = ST_DONE;
+    }
+    return res;
+}
+
+static PyObject *
+HopAwaitable_await(HopAwaitableObject *a)
+{
+    return Py_NewRef(a);
+}
+
+static PyObject *
+HopAwaitable_getattro(HopAwaitableObject *a, PyObject *name)
+{
+    /* cr_frame, cr_code, __name__, __qualname__, ...: the wrapped coroutine's. */
+    PyObject *r = PyObject_GenericGetAttr((PyObject *)a, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return r;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(a->inner, name);
+}
+
+static PyObject *
+HopAwaitable_repr(HopAwaitableObject *a)
+{
+    return PyObject_Repr(a->inner);
+}
+
+static void
+HopAwaitable_finalize(HopAwaitableObject *a)
+{
+    if (a->state != ST_RUNNING) {
+        return;
+    }
+    /* Dropped while it waited (its awaiting coroutine was collected): close
+     * it as a coroutine would be, so the hop is ended and accounted. */
+    saved_exc s;
+    save_exc(&s);
+    PyObject *r = HopAwaitable_close(a, NULL);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)a);
+    }
+    Py_XDECREF(r);
+    restore_exc(&s);
+}
+
+static int
+HopAwaitable_traverse(HopAwaitableObject *a, visitproc visit, void *arg)
+{
+    Py_VISIT(a->inner);
+    Py_VISIT(a->adapter);
+    Py_VISIT(a->hop);
+    Py_VISIT(a->token);
+    return 0;
+}
+
+static int
+HopAwaitable_clear(HopAwaitableObject *a)
+{
+    Py_CLEAR(a->inner);
+    Py_CLEAR(a->adapter);
+    Py_CLEAR(a->hop);
+    Py_CLEAR(a->token);
+    return 0;
+}
+
+static void
+HopAwaitable_dealloc(HopAwaitableObject *a)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)a) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(a);
+    HopAwaitable_clear(a);
+    PyObject_GC_Del(a);
+}
+
+static PyAsyncMethods HopAwaitable_as_async = {
+    .am_await = (unaryfunc)HopAwaitable_await,
+    .am_send = (sendfunc)HopAwaitable_am_send,
+};
+
+static PyMethodDef HopAwaitable_methods[] = {
+    {"send", (PyCFunction)HopAwaitable_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))HopAwaitable_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)HopAwaitable_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyTypeObject HopAwaitableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.HopAwaitable",
+    .tp_basicsize = sizeof(HopAwaitableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "asgiref's coroutine, timed by hopwatch (everything else is the coroutine's).",
+    .tp_dealloc = (destructor)HopAwaitable_dealloc,
+    .tp_traverse = (traverseproc)HopAwaitable_traverse,
+    .tp_clear = (inquiry)HopAwaitable_clear,
+    .tp_finalize = (destructor)HopAwaitable_finalize,
+    .tp_as_async = &HopAwaitable_as_async,
+    .tp_iternext = (iternextfunc)HopAwaitable_iternext,
+    .tp_methods = HopAwaitable_methods,
+    .tp_getattro = (getattrofunc)HopAwaitable_getattro,
+    .tp_repr = (reprfunc)HopAwaitable_repr,
+};
+
+/* ------------------------------------------------------------ the patches */
+
+/* One type for the four class attributes hopwatch installs: a method
+ * descriptor (no bound-method object is made when asgiref calls it) that
+ * calls the original function it replaced. */
+
+#define P_S2A_CALL 1
+#define P_A2S_CALL 2
+#define P_THREAD_HANDLER 3
+#define P_MAIN_WRAP 4
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *original;
+    PyObject *dict;
+    vectorcallfunc vectorcall;
+    int which;
+} PatchObject;
+
+static PyTypeObject PatchType;
+
+static PyObject *
+patch_passthrough(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+}
+
+static PyObject *
+s2a_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *inner = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    if (inner == NULL || !g_active || nargs < 1) {
+        return inner;
+    }
+    HopAwaitableObject *a = awaitable_make(KIND_S2A, inner, args[0], NULL);
+    Py_DECREF(inner);
+    return (PyObject *)a;
+}
+
+static PyObject *
+expected_loop(PyObject *adapter)
+{
+    /* The running loop asgiref will schedule onto, or None for a new loop
+     * (the same decision AsyncToSync.__call__ makes, in every version). */
+    PyObject *value = NULL;
+    if (lookup_attr(adapter, s_force_new_loop, &value) < 0) {
+        return NULL;
+    }
+    if (value != NULL) {
+        int truth = PyObject_IsTrue(value);
+        Py_DECREF(value);
+        if (truth < 0) {
+            return NULL;
+        }
+        if (truth) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *dict = NULL;
+    if (lookup_attr(adapter, s_dict, &dict) < 0) {
+        return NULL;
+    }
+    if (dict != NULL && PyDict_Check(dict)) {
+        PyObject *cached = PyDict_GetItemWithError(dict, s_main_event_loop); /* asgiref < 3.12 */
+        if (cached != NULL && cached != Py_None) {
+            Py_INCREF(cached);
+            Py_DECREF(dict);
+            return cached;
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+    }
+    Py_XDECREF(dict);
+    PyObject *pid = NULL;
+    if (lookup_attr(g_threadlocal, s_main_event_loop_pid, &pid) < 0) {
+        return NULL;
+    }
+    if (pid == NULL) {
+        Py_RETURN_NONE;
+    }
+    long value_pid = PyLong_AsLong(pid);
+    Py_DECREF(pid);
+    if (value_pid == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (value_pid != (long)getpid()) {
+        Py_RETURN_NONE;
+    }
+    PyObject *loop = NULL;
+    if (lookup_attr(g_threadlocal, s_main_event_loop, &loop) < 0) {
+        return NULL;
+    }
+    return loop ? loop : Py_NewRef(Py_None);
+}
+
+static PyObject *
+a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!g_active || nargs < 1) {
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    PyObject *adapter = args[0];
+    PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *token = NULL;
+    HopObject *hop = NULL;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the caller's frame */
+    target = PyObject_GetAttr(adapter, s_awaitable);
+    if (target == NULL) {
+        goto fail;
+    }
+    cause = attribute(adapter, target, frame);
+    if (cause == NULL) {
+        goto fail;
+    }
+    if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0 ||
+        PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
+        goto fail;
+    }
+    hop = hop_make(s_async_to_sync, cause, Py_None, parent, scope);
+    if (hop == NULL) {
+        goto fail;
+    }
+    hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
+    PyObject *loop = expected_loop(adapter);
+    if (loop == NULL) {
+        goto fail;
+    }
+    Py_SETREF(hop->expected_loop, loop);
+    token = PyContextVar_Set(g_current_hop, (PyObject *)hop);
+    if (token == NULL) {
+        goto fail;
+    }
+    Py_DECREF(target);
+    Py_DECREF(cause);
+    Py_DECREF(parent);
+    Py_DECREF(scope);
+
+    hop->called_ns = now_ns();
+    PyObject *result = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    hop->resumed_ns = now_ns();
+
+    saved_exc s;
+    if (result == NULL) {
+        PyObject *outcome = PyErr_ExceptionMatches(g_cancelled) ? s_cancelled : s_error;
+        Py_SETREF(hop->outcome, Py_NewRef(outcome));
+    }
+    save_exc(&s);
+    Py_SETREF(hop->expected_loop, Py_NewRef(Py_None)); /* keep no loop alive */
+    hop->adapter_id = 0;
+    if (PyContextVar_Reset(g_current_hop, token) < 0) {
+        PyErr_Clear();
+    }
+    Py_DECREF(token);
+    if (finish_hop_impl(hop) < 0) {
+        report_error("AsyncToSync.__call__ (finish)");
+    }
+    Py_DECREF(hop);
+    restore_exc(&s);
+    return result;
+
+fail:
+    report_error("AsyncToSync.__call__");
+    Py_XDECREF(target);
+    Py_XDECREF(cause);
+    Py_XDECREF(parent);
+    Py_XDECREF(scope);
+    Py_XDECREF(hop);
+    return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+}
+
+/* The hop a call of thread_handler belongs to: asgiref passes the copied
+ * context's run method (3.8-3.11) or a closure over the context (3.12+);
+ * the hop is the value of current_hop in that context, checked against the
+ * adapter and not yet started (a context given by the caller may hold some
+ * other hop). Returns a new reference or NULL (no error). */
+static HopObject *
+hop_of_thread_handler(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *ctx = NULL;
+    for (Py_ssize_t i = 1; i < nargs && ctx == NULL; i++) {
+        PyObject *arg = args[i];
+        if (PyCFunction_Check(arg)) {
+            PyObject *self = PyCFunction_GET_SELF(arg);
+            if (self != NULL && PyContext_CheckExact(self)) {
+                ctx = self;
+            }
+        }
+        else if (PyFunction_Check(arg)) {
+            PyObject *closure = PyFunction_GET_CLOSURE(arg);
+            if (closure != NULL && PyTuple_Check(closure)) {
+                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(closure); j++) {
+                    PyObject *cell = PyTuple_GET_ITEM(closure, j);
+                    PyObject *content = PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+                    if (content != NULL && PyContext_CheckExact(content)) {
+                        ctx = content;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if (ctx == NULL) {
+        return NULL;
+    }
+    PyObject *hop = PyObject_GetItem(ctx, g_current_hop);
+    if (hop == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!Py_IS_TYPE(hop, &HopType) ||
+        ((HopObject *)hop)->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
+        ((HopObject *)hop)->started_ns != 0 ||
+        ((HopObject *)hop)->direction != s_sync_to_async) {
+        Py_DECREF(hop);
+        return NULL;
+    }
+    return (HopObject *)hop;
+}
+
+static PyObject *
+thread_handler_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!g_active || nargs < 1) {
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    HopObject *hop = hop_of_thread_handler(args, nargs);
+    if (hop == NULL) {
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    if (g_thread_hooks && g_thread_hook != NULL && g_thread_hook != Py_None) {
+        /* A registered per-hop hook (profiling) runs the handler itself. */
+        PyObject *handler = PyMethod_New(p->original, args[0]);
+        PyObject *rest = PyTuple_New(nargs - 1);
+        PyObject *kwargs = PyDict_New();
+        PyObject *result = NULL;
+        if (handler && rest && kwargs) {
+            for (Py_ssize_t i = 1; i < nargs; i++) {
+                PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
+            }
+            if (kwnames) {
+                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+                    PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]);
+                }
+            }
+            result = PyObject_CallFunctionObjArgs(g_thread_hook, (PyObject *)hop, handler, rest,
+                                                  kwargs, NULL);
+        }
+        Py_XDECREF(handler);
+        Py_XDECREF(rest);
+        Py_XDECREF(kwargs);
+        Py_DECREF(hop);
+        return result;
+    }
+    hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+    hop->started_ns = now_ns();
+    PyObject *result = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    hop->ended_ns = now_ns();
+    Py_DECREF(hop);
+    return result;
+}
+
+static PyObject *
+main_wrap_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *inner = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    if (inner == NULL || !g_active || nargs < 1) {
+        return inner;
+    }
+    /* Called by AsyncToSync.__call__ in the caller's thread, where current_hop
+     * is the hop being made; its coroutine runs later, on the target loop. */
+    PyObject *hop = NULL;
+    if (PyContextVar_Get(g_current_hop, NULL, &hop) < 0) {
+        PyErr_Clear();
+        return inner;
+    }
+    if (hop == NULL || !Py_IS_TYPE(hop, &HopType) ||
+        ((HopObject *)hop)->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
+        ((HopObject *)hop)->started_ns != 0 ||
+        ((HopObject *)hop)->direction != s_async_to_sync) {
+        Py_XDECREF(hop);
+        return inner;
+    }
+    HopAwaitableObject *a = awaitable_make(KIND_MAIN, inner, NULL, (HopObject *)hop);
+    Py_DECREF(hop);
+    Py_DECREF(inner);
+    return (PyObject *)a;
+}
+
+static PyObject *
+Patch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"original", "which", NULL};
+    PyObject *original;
+    int which;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi", kwlist, &original, &which)) {
+        return NULL;
+    }
+    PatchObject *p = (PatchObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->original = Py_NewRef(original);
+    p->dict = NULL;
+    p->which = which;
+    switch (which) {
+        case P_S2A_CALL:
+            p->vectorcall = (vectorcallfunc)s2a_call;
+            break;
+        case P_A2S_CALL:
+            p->vectorcall = (vectorcallfunc)a2s_call;
+            break;
+        case P_THREAD_HANDLER:
+            p->vectorcall = (vectorcallfunc)thread_handler_call;
+            break;
+        case P_MAIN_WRAP:
+            p->vectorcall = (vectorcallfunc)main_wrap_call;
+            break;
+        default:
+            p->vectorcall = (vectorcallfunc)patch_passthrough;
+    }
+    return (PyObject *)p;
+}
+
+static PyObject *
+Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int
+Patch_traverse(PatchObject *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->original);
+    Py_VISIT(p->dict);
+    return 0;
+}
+
+static int
+Patch_clear(PatchObject *p)
+{
+    Py_CLEAR(p->original);
+    Py_CLEAR(p->dict);
+    return 0;
+}
+
+static void
+Patch_dealloc(PatchObject *p)
+{
+    PyObject_GC_UnTrack(p);
+    Patch_clear(p);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyObject *
+Patch_repr(PatchObject *p)
+{
+    return PyUnicode_FromFormat("<hopwatch patch of %R>", p->original);
+}
+
+static PyMemberDef Patch_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(PatchObject, original), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject PatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.Patch",
+    .tp_basicsize = sizeof(PatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR |
+                Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "A method hopwatch installed on an asgiref class; calls the original.",
+    .tp_new = Patch_new,
+    .tp_dealloc = (destructor)Patch_dealloc,
+    .tp_traverse = (traverseproc)Patch_traverse,
+    .tp_clear = (inquiry)Patch_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(PatchObject, vectorcall),
+    .tp_descr_get = Patch_descr_get,
+    .tp_dictoffset = offsetof(PatchObject, dict),
+    .tp_members = Patch_members,
+    .tp_repr = (reprfunc)Patch_repr,
+};
+
+/* ---------------------------------------------------------------- module */
+
+static PyObject *
+py_configure(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"current_hop", "current_scope", "resolve", "classify_code",
+                             "unscoped", "late", "fold", "report", "cancelled",
+                             "get_running_loop", "threadlocal", "partial", NULL};
+    PyObject *v[12];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOO", kwlist, &v[0], &v[1], &v[2],
+                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
+                                     &v[11])) {
+        return NULL;
+    }
+    PyObject **slots[] = {&g_current_hop, &g_current_scope, &g_resolve, &g_classify_code,
+                          &g_unscoped, &g_late, &g_fold, &g_report, &g_cancelled,
+                          &g_get_running_loop, &g_threadlocal, &g_partial_type};
+    for (int i = 0; i < 12; i++) {
+        Py_XSETREF(*slots[i], Py_NewRef(v[i]));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_set_active(PyObject *module, PyObject *arg)
+{
+    int truth = PyObject_IsTrue(arg);
+    if (truth < 0) {
+        return NULL;
+    }
+    g_active = truth;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_set_thread_hook(PyObject *module, PyObject *arg)
+{
+    /* None: no hook; else hook(hop, handler, args, kwargs) runs every timed
+     * sync_to_async handler (profiling turns it on while it has requests). */
+    Py_XSETREF(g_thread_hook, Py_NewRef(arg));
+    g_thread_hooks = (arg != Py_None);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))py_configure, METH_VARARGS | METH_KEYWORDS,
+     "Hand the hop path its collaborators (see hopwatch._hotpath)."},
+    {"set_active", py_set_active, METH_O, "Turn recording on or off (the patches stay)."},
+    {"set_thread_hook", py_set_thread_hook, METH_O, "Install or remove the per-hop thread hook."},
+    {"finish_hop", finish_hop, METH_O, "Account a finished hop to its scope."},
+    {"attribute", (PyCFunction)(void (*)(void))py_attribute, METH_FASTCALL,
+     "attribute(adapter, target, frame) -> Cause, through the caches."},
+    {"clear_caches", py_clear_caches, METH_NOARGS, "Forget every cached attribution."},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hopwatch._speedups",
+    .m_doc = "hopwatch's hop path in C (see hopwatch._hotpath_py for the reference).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+#define INTERN(var, text)                                                                     \
+    do {                                                                                      \
+        var = PyUnicode_InternFromString(text);                                               \
+        if (var == NULL) {                                                                    \
+            return NULL;                                                                      \
+        }                                                                                     \
+    } while (0)
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    INTERN(s_sync_to_async, "sync_to_async");
+    INTERN(s_async_to_sync, "async_to_sync");
+    INTERN(s_ok, "ok");
+    INTERN(s_error, "error");
+    INTERN(s_cancelled, "cancelled");
+    INTERN(s_func, "func");
+    INTERN(s_awaitable, "awaitable");
+    INTERN(s_thread_sensitive, "_thread_sensitive");
+    INTERN(s_tag, "_hopwatch_cause");
+    INTERN(s_dict, "__dict__");
+    INTERN(s_force_new_loop, "force_new_loop");
+    INTERN(s_main_event_loop, "main_event_loop");
+    INTERN(s_main_event_loop_pid, "main_event_loop_pid");
+    INTERN(s_throw, "throw");
+    INTERN(s_close, "close");
+    if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
+        PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Hop", (PyObject *)&HopType) < 0 ||
+        PyModule_AddObjectRef(m, "LedgerCore", (PyObject *)&LedgerCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "HopAwaitable", (PyObject *)&HopAwaitableType) < 0 ||
+        PyModule_AddObjectRef(m, "Patch", (PyObject *)&PatchType) < 0 ||
+        PyModule_AddIntConstant(m, "S2A_CALL", P_S2A_CALL) < 0 ||
+        PyModule_AddIntConstant(m, "A2S_CALL", P_A2S_CALL) < 0 ||
+        PyModule_AddIntConstant(m, "THREAD_HANDLER", P_THREAD_HANDLER) < 0 ||
+        PyModule_AddIntConstant(m, "MAIN_WRAP", P_MAIN_WRAP) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_FINAL", MODE_FINAL) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_USER", MODE_USER) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_ASK", MODE_ASK) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
