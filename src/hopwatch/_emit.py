@@ -13,16 +13,16 @@ nor is affected by them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
+import orjson
 import structlog
 
 from hopwatch import _errors
@@ -48,7 +48,26 @@ _CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 
 
 
 def _ms(ns: int) -> float:
-    return round(ns / 1_000_000, 3)
+    """Nanoseconds as milliseconds to the microsecond (integer rounding: a float
+    ``round()`` runs the correctly-rounded decimal algorithm, ten times slower)."""
+    return ((ns + 500) // 1000) / 1000
+
+
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last line: the date part is formatted
+# once a second, the microseconds every line.
+_second_text: tuple[int, str] = (0, "")
+
+
+def _timestamp(now: datetime | None) -> str:
+    global _second_text
+    if now is not None:
+        return now.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second_text
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _second_text = cached
+    return f"{cached[1]}.{micro:06d}Z"
 
 
 def clean_path(path: str | None, limit: int) -> str:
@@ -88,10 +107,19 @@ def build_event(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
+    # One fold, then the aggregates are read without the lock: a closed
+    # record no longer changes (late hops go elsewhere), and for an open one
+    # this is a snapshot, like every read.
     record.fold()
-    ranked = record.top_causes()
+    # Sorted by (time, count, site): a decorated list sorts in C, with the
+    # index as the tie-break so causes themselves are never compared.
+    ranked = [
+        (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
+        for index, ((cause, _direction), stats) in enumerate(record.causes.items())
+    ]
+    ranked.sort()
     sites = []
-    for cause, stats in ranked[:sites_limit]:
+    for *_key, cause, stats in ranked[:sites_limit]:
         site: dict[str, Any] = {
             "site": cause.site,
             "kind": cause.kind,
@@ -102,13 +130,15 @@ def build_event(
         if cause.call_site:
             site["call_site"] = cause.call_site
         sites.append(site)
+    pinning = None
+    if record.pinned_by:
+        pinning = max(record.pinned_by.items(), key=lambda item: (item[1], item[0].site))[0]
+    thread_ids = record.thread_ids
+    threads = len(thread_ids) + (record.handler_thread_id not in thread_ids)
     event: dict[str, Any] = {
         "event": EVENT,
         "schema": SCHEMA_VERSION,
-        "timestamp": (now or datetime.now(UTC))
-        .astimezone(UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z"),
+        "timestamp": _timestamp(now),
         "request_id": record.request_id or "",
         "method": (record.method or "").upper()[:16].translate(_CONTROL),
         "route": record.route or clean_path(record.path, path_limit),
@@ -121,11 +151,11 @@ def build_event(
         "wait_ms": _ms(record.wait_ns),
         "sync_to_async": record.sync_to_async,
         "async_to_sync": record.async_to_sync,
-        "threads": record.thread_count,
+        "threads": threads,
         "new_loops": record.new_loops,
         "max_depth": record.max_depth,
         "pinned_ms": _ms(record.pinned_ns),
-        "pinned_by": pinning.site if (pinning := record.top_pinning_cause()) else None,
+        "pinned_by": pinning.site if pinning is not None else None,
         "sites": sites,
     }
     if len(ranked) > sites_limit:
@@ -134,52 +164,57 @@ def build_event(
         kept = record.details[:detail_limit]
         event["detail"] = [_hop_detail(hop) for hop in kept]
         event["detail_dropped"] = record.count - len(kept)
-    for key in ("profile", "scope", "response_closed"):
-        if key in record.extra:
-            event[key] = record.extra[key]
+    extra = record.extra
+    if extra:
+        for key in ("profile", "scope", "response_closed"):
+            if key in extra:
+                event[key] = extra[key]
     return event
 
 
-def _event_first(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-    # structlog puts "event" last; the schema (and grep) wants it first.
-    return {"event": event_dict.pop("event"), **event_dict}
-
-
-def _level_and_logger(name: str) -> Callable[..., Any]:
-    def add(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        event_dict["level"] = method
-        event_dict["logger"] = name
-        return event_dict
-
-    return add
+_ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
 
 def _json_default(value: Any) -> Any:
     return str(value)
 
 
-# One encoder, made once: json.dumps() with options builds a new one per call.
-_encoder = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-)
-
-
 def dumps(event: Mapping[str, Any], **_: Any) -> str:
-    """Compact JSON; non-finite floats (from extra fields) become null."""
-    try:
-        return _encoder.encode(event)
-    except ValueError:
-        return _encoder.encode(_finite(event))
+    """Compact JSON in key order; non-finite floats become null, other objects str()."""
+    return orjson.dumps(event, default=_json_default, option=_ORJSON_OPTIONS).decode()
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def _renderer(logger_name: str) -> Callable[..., str]:
+    """structlog's last processor: the event first (the schema and grep want it
+    there; structlog puts it last), then the fields, then level and logger."""
+    head = '{"event":'
+
+    def render(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        event = event_dict.pop("event")
+        event_dict["level"] = method
+        event_dict["logger"] = logger_name
+        rest = dumps(event_dict)
+        return f"{head}{dumps(event)},{rest[1:]}"
+
+    return render
+
+
+class _StdlibLine:
+    """A structlog logger for a stdlib logger: one record per line, as ``info``
+    would make it, without ``findCaller()``'s walk over the stack (the line
+    has no caller worth naming) and without %-formatting of the message."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, message: str) -> None:
+        logger = self._logger
+        if logger.isEnabledFor(logging.INFO):
+            logger.handle(
+                logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, (), None, "emit")
+            )
+
+    msg = info
 
 
 class _LineWriter:
@@ -204,15 +239,11 @@ class _LineWriter:
 
 def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]:
     """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer."""
-    processors: list[Any] = [
-        _event_first,
-        _level_and_logger(logger_name),
-        structlog.processors.JSONRenderer(serializer=dumps),
-    ]
+    processors: list[Any] = [_renderer(logger_name)]
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
     if output == "logging":
-        target = logging.getLogger(logger_name)
+        target = _StdlibLine(logging.getLogger(logger_name))
     elif output == "stdout":
         target = _LineWriter(sys.stdout)
     else:
@@ -231,8 +262,10 @@ def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]
 class Emitter:
     """The request sink: filters, builds and writes one line per request."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, hop_tax_us: Callable[[], float | None]) -> None:
         self._settings = settings
+        #: This host's hop tax in µs once measured (MEASURE_HOP_TAX), else None.
+        self.hop_tax_us = hop_tax_us
         self._logger: Any = None
         self._logger_key: tuple[str, str] | None = None
         self._closer: Callable[[], None] = lambda: None
@@ -282,7 +315,7 @@ class Emitter:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
                     event[key] = value
-        tax = _hop_tax_us()
+        tax = self.hop_tax_us()
         if tax is not None:
             event["hop_tax_us"] = tax
         errors = _errors.take_unreported()
@@ -307,13 +340,6 @@ class Emitter:
         except Exception as exc:
             _errors.report("HOPWATCH['EXTRA_FIELDS'] hook", exc)
             return None
-
-
-def _hop_tax_us() -> float | None:
-    from hopwatch import apps
-
-    tax = apps.hop_tax
-    return None if tax is None else round(tax.sync_to_async_us, 1)
 
 
 __all__ = ["EVENT", "SCHEMA_VERSION", "Emitter", "build_event", "clean_path"]

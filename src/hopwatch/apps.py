@@ -23,7 +23,7 @@ def activate() -> None:
     with _lock:
         _django.install()
         if _emitter is None:
-            _emitter = Emitter(hopwatch_settings)
+            _emitter = Emitter(hopwatch_settings, hop_tax_us)
         add_sink(_emitter)
     if hopwatch_settings.MEASURE_HOP_TAX:
         _start_hop_tax_measurement()
@@ -55,6 +55,12 @@ def _start_hop_tax_measurement() -> None:
 
     _hop_tax_thread = threading.Thread(target=measure, name="hopwatch-hop-tax", daemon=True)
     _hop_tax_thread.start()
+
+
+def hop_tax_us() -> float | None:
+    """This host's hop tax in µs, once measured (the request line's ``hop_tax_us``)."""
+    tax = hop_tax
+    return None if tax is None else round(tax.sync_to_async_us, 1)
 
 
 def wait_for_hop_tax_measurement(timeout: float = 30.0) -> None:
