@@ -1,0 +1,401 @@
+"""hopwatch's cost in instructions (valgrind's callgrind): per hop and per request.
+
+Instruction counts do not move with the machine's load, so this is the number
+to hold hopwatch to (the wall-time benchmarks in ``bench/hops.py`` and
+``bench/server.py`` are ratios within one run). Every figure is marginal: the
+difference between a run of N and a run of M hops (or requests), divided by
+N - M, so interpreter start-up and Django's set-up cancel out; thread
+scheduling moves a run's total by a few thousand instructions, so the runs
+are long (the defaults: 1,000 hops, 200 requests of difference).
+
+    python -m bench.instructions                  # hops and requests, C and pure Python
+    python -m bench.instructions --only hops
+    python -m bench.instructions --json out.json
+
+Per hop: the four crossings of ``bench/hops.py``, bare and with hopwatch
+recording into a scope (as inside a request), with the C accelerator and with
+the pure-Python path.
+
+Per request: Django's real ``ASGIHandler`` in this process, startproject's
+default middleware, an async view (15 hops), driven by an in-process ASGI
+loop; with hopwatch, its app and middleware and one line per request written
+to a file through a ``logging.FileHandler``. What each part of hopwatch costs
+is measured by taking parts away, one configuration each:
+
+- ``bare``: no hopwatch;
+- ``hops``: the asgiref patches recording every hop (no Django layer);
+- ``scope``: plus the app and middleware (request scope, route, fold),
+  no line (``MIN_HOPS`` above any request's count);
+- ``build``: plus the line built and rendered, dropped by the logger's level;
+- ``hopwatch``: plus the line written (the full product).
+
+and attribution is read from the full run's own profile (the inclusive cost of
+the C accelerator's ``attribute`` function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+REQUEST_CONFIGS = ("bare", "hops", "scope", "build", "hopwatch")
+
+
+# --- the in-process Django site ------------------------------------------------
+
+
+def _configure_django(config: str, log_path: str) -> None:
+    import django
+    from django.conf import settings
+
+    with_app = config in ("scope", "build", "hopwatch")
+    middleware = [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ]
+    apps = [
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+    ]
+    hopwatch_settings: dict[str, Any] = {}
+    if with_app:
+        apps.append("hopwatch")
+        middleware.insert(0, "hopwatch.middleware.HopwatchMiddleware")
+    if config == "scope":
+        hopwatch_settings["MIN_HOPS"] = 10**9
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench-instructions",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=apps,
+        MIDDLEWARE=middleware,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+        HOPWATCH=hopwatch_settings,
+        LOGGING={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"bare": {"format": "%(message)s"}},
+            "handlers": {
+                "file": {
+                    "class": "logging.FileHandler",
+                    "filename": log_path,
+                    "formatter": "bare",
+                }
+            },
+            "loggers": {
+                "hopwatch": {
+                    "handlers": ["file"],
+                    "level": "WARNING" if config == "build" else "INFO",
+                    "propagate": False,
+                }
+            },
+        },
+    )
+    django.setup()
+
+
+async def _hello(request: Any) -> Any:
+    from django.http import HttpResponse
+
+    return HttpResponse(b"hello")
+
+
+def _urlpatterns() -> list[Any]:
+    from django.urls import path
+
+    return [path("hello/", _hello)]
+
+
+def __getattr__(name: str) -> Any:  # ROOT_URLCONF = this module
+    if name == "urlpatterns":
+        return _urlpatterns()
+    raise AttributeError(name)
+
+
+async def _one_request(handler: Any) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello/",
+        "raw_path": b"/hello/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    body_sent = asyncio.Event()
+    received = []
+
+    async def receive() -> dict[str, Any]:
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await body_sent.wait()  # the disconnect listener: after the response
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            body_sent.set()
+
+    await handler(scope, receive, send)
+    return int(sent[0]["status"])
+
+
+def run_requests(config: str, n: int, log_path: str) -> None:
+    _configure_django(config, log_path)
+    if config == "hops":
+        import hopwatch
+
+        hopwatch.install()
+    from django.core.handlers.asgi import ASGIHandler
+
+    handler = ASGIHandler()
+
+    async def main() -> None:
+        for _ in range(n):
+            status = await _one_request(handler)
+            assert status == 200, status
+
+    asyncio.run(main())
+    if config == "hopwatch":
+        with open(log_path, "rb") as log:
+            lines = sum(1 for _ in log)
+        assert lines == n, f"{lines} lines for {n} requests"
+
+
+# --- callgrind ---------------------------------------------------------------------
+
+_WORKER = (
+    "import sys\n"
+    "sys.path.insert(0, {root!r})\n"
+    "from bench import instructions, hops\n"
+    "what = sys.argv[1]\n"
+    "if what == 'hop':\n"
+    "    case = hops.CASES[int(sys.argv[2])]\n"
+    "    hops._measure_wall(case, sys.argv[3] != 'bare', int(sys.argv[4]))\n"
+    "else:\n"
+    "    instructions.run_requests(sys.argv[2], int(sys.argv[3]), sys.argv[4])\n"
+)
+
+
+def _callgrind(args: list[str], tmp: str, pure: bool, tag: str) -> tuple[int, int | None]:
+    """(total instructions, inclusive instructions of the C `attribute`, if seen)."""
+    out = Path(tmp) / f"callgrind.{tag}.out"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        "-c",
+        _WORKER.format(root=str(ROOT)),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("HOPWATCH_PURE_PYTHON", None)
+    if pure:
+        env["HOPWATCH_PURE_PYTHON"] = "1"
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp, timeout=1800
+    )
+    match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-1500:]}")
+    return int(match.group(1)), _inclusive(out, "attribute")
+
+
+def _inclusive(out: Path, function: str) -> int | None:
+    annotate = shutil.which("callgrind_annotate")
+    if annotate is None:
+        return None
+    result = subprocess.run(
+        [annotate, "--inclusive=yes", "--threshold=100", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for line in result.stdout.splitlines():
+        match = re.match(r"\s*([\d,]+)\s.*:" + re.escape(function) + r"\s", line + " ")
+        if match:
+            return int(match.group(1).replace(",", ""))
+    return 0
+
+
+def measure(
+    only: str | None = None, hops_small: int = 200, hops_large: int = 1200,
+    requests_small: int = 30, requests_large: int = 130,
+) -> dict[str, Any]:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench.instructions: valgrind is not installed (apt-get install valgrind)")
+    from bench import hops
+
+    jobs: list[tuple[str, tuple[str, ...], bool, int]] = []
+    if only in (None, "hops"):
+        for case_index, case in enumerate(hops.CASES):
+            small = max(10, int(hops_small * case.scale))
+            large = max(small + 10, int(hops_large * case.scale))
+            for mode in ("bare", "c", "python"):
+                for n in (small, large):
+                    args = ("hop", str(case_index), mode, str(n))
+                    jobs.append((f"hop:{case_index}:{mode}", args, mode == "python", n))
+    if only in (None, "requests"):
+        for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
+            config = mode.removesuffix("-python")
+            for n in (requests_small, requests_large):
+                args = ("request", config, str(n))
+                jobs.append((f"request:{mode}", args, mode.endswith("python"), n))
+
+    results: dict[str, list[tuple[int, int, int | None]]] = {}
+    with tempfile.TemporaryDirectory(prefix="hopwatch-instructions-") as tmp:
+
+        def run(job: tuple[str, tuple[str, ...], bool, int]) -> tuple[str, int, int, int | None]:
+            key, args, pure, n = job
+            tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
+            argv = list(args)
+            if argv[0] == "request":
+                argv.append(str(Path(tmp) / f"{tag}.log"))
+            total, attribution = _callgrind(argv, tmp, pure, tag)
+            return key, n, total, attribution
+
+        workers = max(1, min(len(jobs), os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for key, n, total, attribution in pool.map(run, jobs):
+                results.setdefault(key, []).append((n, total, attribution))
+
+    def marginal(key: str) -> tuple[float, float | None]:
+        (n1, i1, a1), (n2, i2, a2) = sorted(results[key])
+        attribution = None if a1 is None or a2 is None else (a2 - a1) / (n2 - n1)
+        return (i2 - i1) / (n2 - n1), attribution
+
+    report: dict[str, Any] = {"hops": [], "requests": {}}
+    if only in (None, "hops"):
+        for case_index, case in enumerate(hops.CASES):
+            bare = marginal(f"hop:{case_index}:bare")[0]
+            c_total, c_attr = marginal(f"hop:{case_index}:c")
+            py_total = marginal(f"hop:{case_index}:python")[0]
+            report["hops"].append(
+                {
+                    "name": case.name,
+                    "bare": bare,
+                    "c": c_total,
+                    "python": py_total,
+                    "c_attribution": c_attr,
+                }
+            )
+    if only in (None, "requests"):
+        for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
+            total, attribution = marginal(f"request:{mode}")
+            report["requests"][mode] = {"total": total, "attribution": attribution}
+    return report
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{part / whole * 100:+.1f}%"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if report["hops"]:
+        lines += [
+            "Instructions per hop (marginal):",
+            "",
+            "| hop | bare | hopwatch (C) | added | added % | pure Python | added | added % |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in report["hops"]:
+            bare, c, py = row["bare"], row["c"], row["python"]
+            lines.append(
+                f"| {row['name']} | {bare:,.0f} | {c:,.0f} | {c - bare:+,.0f}"
+                f" | {_pct(c - bare, bare)} | {py:,.0f} | {py - bare:+,.0f}"
+                f" | {_pct(py - bare, bare)} |"
+            )
+        lines.append("")
+    requests = report["requests"]
+    if requests:
+        bare = requests["bare"]["total"]
+        full = requests["hopwatch"]["total"]
+        lines += [
+            "Instructions per request (marginal; ASGIHandler in process, startproject's"
+            " middleware, async view, 15 hops, line written to a file):",
+            "",
+            "| configuration | per request | added over bare | added % |",
+            "|---|---:|---:|---:|",
+        ]
+        labels = {
+            "bare": "no hopwatch",
+            "hops": "asgiref patches recording hops (no Django layer)",
+            "scope": "+ app and middleware: request scope, names, fold (no line)",
+            "build": "+ the line built and rendered (dropped by the logger's level)",
+            "hopwatch": "+ the line written to a file: **hopwatch (C)**",
+            "hopwatch-python": "hopwatch, pure-Python hop path",
+        }
+        for mode, label in labels.items():
+            total = requests[mode]["total"]
+            lines.append(
+                f"| {label} | {total:,.0f} | {total - bare:+,.0f} | {_pct(total - bare, bare)} |"
+            )
+        parts = [
+            ("hop path: patches, timing, records", requests["hops"]["total"] - bare),
+            ("request scope, names, fold", requests["scope"]["total"] - requests["hops"]["total"]),
+            ("line build and render", requests["build"]["total"] - requests["scope"]["total"]),
+            ("line write (logging FileHandler)", full - requests["build"]["total"]),
+        ]
+        attribution = requests["hopwatch"]["attribution"]
+        lines += [
+            "",
+            "What each part of hopwatch costs per request (differences of the rows above):",
+            "",
+            "| part | instructions | % of a bare request |",
+            "|---|---:|---:|",
+        ]
+        for label, value in parts:
+            lines.append(f"| {label} | {value:,.0f} | {_pct(value, bare)} |")
+        if attribution is not None:
+            lines.append(
+                f"| of which attribution (C `attribute`, inclusive) | {attribution:,.0f}"
+                f" | {_pct(attribution, bare)} |"
+            )
+        lines.append(f"| **total** | **{full - bare:,.0f}** | **{_pct(full - bare, bare)}** |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["hops", "requests"])
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    report = measure(args.only)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
