@@ -6,7 +6,7 @@ to hold hopwatch to (the wall-time benchmarks in ``bench/hops.py`` and
 difference between a run of N and a run of M hops (or requests), divided by
 N - M, so interpreter start-up and Django's set-up cancel out; thread
 scheduling moves a run's total by a few thousand instructions, so the runs
-are long (the defaults: 1,000 hops, 200 requests of difference).
+are long (the defaults: 1,000 hops, 300 requests of difference).
 
     python -m bench.instructions                  # hops and requests, C and pure Python
     python -m bench.instructions --only hops
@@ -249,7 +249,7 @@ def _inclusive(out: Path, function: str) -> int | None:
 
 def measure(
     only: str | None = None, hops_small: int = 200, hops_large: int = 1200,
-    requests_small: int = 30, requests_large: int = 130,
+    requests_small: int = 30, requests_large: int = 330,
 ) -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (apt-get install valgrind)")

@@ -107,15 +107,11 @@ def build_event(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
-    # One fold, then the aggregates are read without the lock: a closed
-    # record no longer changes (late hops go elsewhere), and for an open one
-    # this is a snapshot, like every read.
-    record.fold()
     # Sorted by (time, count, site): a decorated list sorts in C, with the
     # index as the tie-break so causes themselves are never compared.
     ranked = [
         (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
-        for index, ((cause, _direction), stats) in enumerate(record.causes.items())
+        for index, ((cause, _direction), stats) in enumerate(list(record.causes.items()))
     ]
     ranked.sort()
     sites = []

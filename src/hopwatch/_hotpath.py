@@ -26,6 +26,7 @@ if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0"):
 
 Hop: Any = impl.Hop
 LedgerCore: Any = impl.LedgerCore
+CauseStats: Any = impl.CauseStats
 finish_hop: Any = impl.finish_hop
 attribute: Any = impl.attribute
 configure: Any = impl.configure

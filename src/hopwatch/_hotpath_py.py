@@ -63,7 +63,6 @@ OK: Final = "ok"
 ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
-_FOLD_AT: Final = 256
 _CACHE_LIMIT: Final = 2048
 TAG_ATTR: Final = "_hopwatch_cause"
 
@@ -181,26 +180,161 @@ class Hop:
         )
 
 
+class CauseStats:
+    """Aggregate of one cause's hops within a ledger (every hop, nested ones too)."""
+
+    __slots__ = (
+        "count",
+        "direction",
+        "max_ns",
+        "overhead_ns",
+        "resume_ns",
+        "run_ns",
+        "wait_ns",
+        "wall_ns",
+    )
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.count = 0
+        self.wall_ns = 0
+        self.wait_ns = 0
+        self.run_ns = 0
+        self.resume_ns = 0
+        self.overhead_ns = 0
+        self.max_ns = 0
+
+
 class LedgerCore:
-    """The part of a Ledger the hop path touches (``hopwatch._recorder.Ledger``)."""
+    """A ledger's exact account of hops: counts, sums, causes, kept hops.
 
-    __slots__ = ("__dict__", "_pending", "closed", "parent")
+    Each finished hop is accounted at once (:func:`finish_hop`), under the
+    ledger's lock here (the C accelerator needs none: its accounting runs
+    under the GIL without calling Python code). ``hopwatch._recorder.Ledger``
+    subclasses it with the reading methods.
 
-    _pending: list[Hop]
+    Times, and what each total means: ``wall_ns`` sums every hop's whole
+    crossing, nested ones included (a nested crossing lies inside its
+    parent's); ``overhead_ns`` sums every hop's own crossing cost (wait plus
+    hand-off: never double counted, because a nested hop's overhead lies inside
+    its parent's *run*); ``work_ns`` is the code that ran inside the outermost
+    crossings, less the overhead of the crossings nested in them, so
+    ``overhead_ns + work_ns`` is the outermost crossings' wall time.
+    ``pinned_ns``: the wall time of async_to_sync hops made from inside a
+    sync_to_async hop (a worker thread held while async work ran), by the
+    cause of that sync_to_async hop in ``pinned_by``.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "_account_lock",
+        "async_to_sync",
+        "cause_limit",
+        "causes",
+        "closed",
+        "count",
+        "detail_dropped",
+        "detail_limit",
+        "details",
+        "max_depth",
+        "new_loops",
+        "overhead_ns",
+        "parent",
+        "pinned_by",
+        "pinned_ns",
+        "run_ns",
+        "sync_to_async",
+        "thread_ids",
+        "wait_ns",
+        "wall_ns",
+        "work_ns",
+    )
+
     parent: Any
     closed: bool
+    causes: dict[tuple[Any, str], CauseStats]
+    details: list[Hop]
+    thread_ids: set[int]
+    pinned_by: dict[Any, int]
+    detail_limit: int
+    cause_limit: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
-        self._pending = []
+        self._account_lock = threading.Lock()
         self.parent = None
         self.closed = False
+        self.causes = {}
+        self.details = []
+        self.thread_ids = set()
+        self.pinned_by = {}
+        self.count = self.sync_to_async = self.async_to_sync = 0
+        self.wall_ns = self.wait_ns = self.run_ns = self.overhead_ns = self.work_ns = 0
+        self.new_loops = self.max_depth = self.pinned_ns = self.detail_dropped = 0
+        self.detail_limit = 1000
+        self.cause_limit = 256
         return self
 
-    def _take_pending(self) -> list[Hop]:
-        """The hops waiting to be folded, taken (an empty list is left in their place)."""
-        pending, self._pending = self._pending, []
-        return pending
+    def _account(self, hop: Hop) -> None:
+        called, started, resumed = hop.called_ns, hop.started_ns, hop.resumed_ns
+        wall = resumed - called if resumed > called else 0
+        if started:
+            ended = hop.ended_ns
+            wait = started - called if started > called else 0
+            run = ended - started if ended > started else 0
+            resume = resumed - ended if resumed > ended else 0
+        else:
+            wait, run, resume = wall, 0, 0
+        overhead = wall - run if wall > run else 0
+        parent = hop.parent
+        with self._account_lock:
+            self.count += 1
+            if hop.direction is SYNC_TO_ASYNC:
+                self.sync_to_async += 1
+            else:
+                self.async_to_sync += 1
+            self.wall_ns += wall
+            self.wait_ns += wait
+            self.run_ns += run
+            self.overhead_ns += overhead
+            if parent is not None and parent.scope is hop.scope:
+                self.work_ns -= overhead  # inside its parent's run: not work
+            else:
+                self.work_ns += run  # an outermost crossing in this ledger
+            if (
+                hop.direction is ASYNC_TO_SYNC
+                and parent is not None
+                and parent.direction is SYNC_TO_ASYNC
+            ):
+                self.pinned_ns += wall
+                self.pinned_by[parent.cause] = self.pinned_by.get(parent.cause, 0) + wall
+            if hop.new_loop:
+                self.new_loops += 1
+            if hop.depth > self.max_depth:
+                self.max_depth = hop.depth
+            if hop.thread_id:
+                self.thread_ids.add(hop.thread_id)
+            causes = self.causes
+            key = (hop.cause, hop.direction)
+            stats = causes.get(key)
+            if stats is None:
+                if len(causes) >= self.cause_limit and _overflow_cause is not None:
+                    key = (_overflow_cause, hop.direction)
+                    stats = causes.get(key)
+                if stats is None:
+                    stats = causes[key] = CauseStats(hop.direction)
+            stats.count += 1
+            stats.wall_ns += wall
+            stats.wait_ns += wait
+            stats.run_ns += run
+            stats.resume_ns += resume
+            stats.overhead_ns += overhead
+            if wall > stats.max_ns:
+                stats.max_ns = wall
+            if len(self.details) < self.detail_limit:
+                self.details.append(hop)
+            else:
+                self.detail_dropped += 1
 
 
 # --- collaborators, handed in by hopwatch._patch ------------------------------
@@ -211,7 +345,7 @@ _resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int]]
 _classify_code: Callable[[CodeType], int]
 _unscoped: Any = None
 _late: Any = None
-_fold: Callable[[Any], None]
+_overflow_cause: Any = None
 _report: Callable[[str, BaseException], None]
 _cancelled: type[BaseException] = asyncio.CancelledError
 _get_running_loop: Callable[[], Any] = asyncio.events._get_running_loop
@@ -228,7 +362,7 @@ def configure(
     classify_code: Callable[[CodeType], int],
     unscoped: Any,
     late: Any,
-    fold: Callable[[Any], None],
+    overflow_cause: Any,
     report: Callable[[str, BaseException], None],
     cancelled: type[BaseException],
     get_running_loop: Callable[[], Any],
@@ -237,10 +371,10 @@ def configure(
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath)."""
     global _current_hop, _current_scope, _resolve, _classify_code, _unscoped, _late
-    global _fold, _report, _cancelled, _get_running_loop, _threadlocal
+    global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
     _current_hop, _current_scope = current_hop, current_scope
     _resolve, _classify_code = resolve, classify_code
-    _unscoped, _late, _fold, _report = unscoped, late, fold, report
+    _unscoped, _late, _overflow_cause, _report = unscoped, late, overflow_cause, report
     _cancelled, _get_running_loop, _threadlocal = cancelled, get_running_loop, threadlocal
 
 
@@ -261,15 +395,21 @@ def set_thread_hook(hook: Callable[..., Any] | None) -> None:
 
 def _ledger_add(ledger: Any, hop: Hop) -> None:
     while ledger is not None:  # this ledger, then every enclosing one
-        pending = ledger._pending
-        pending.append(hop)
-        if len(pending) >= _FOLD_AT:
-            _fold(ledger)
+        ledger._account(hop)
         ledger = ledger.parent
 
 
 def finish_hop(hop: Hop) -> None:
-    """Account a finished hop to its scope."""
+    """Account a finished hop to its scope, then drop its link to the ledger: a
+    kept hop then references no ledger, so a request's record and its hops form
+    no cycle and are freed as soon as the request is done with."""
+    try:
+        _finish(hop)
+    finally:
+        hop.scope = None
+
+
+def _finish(hop: Hop) -> None:
     scope = hop.scope
     if scope is None:
         _ledger_add(_unscoped, hop)

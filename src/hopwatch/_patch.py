@@ -26,7 +26,7 @@ from typing import Any
 from asgiref.sync import AsyncToSync, SyncToAsync
 
 from hopwatch import _causes, _errors, _hotpath
-from hopwatch._recorder import current_hop, current_scope, late, unscoped
+from hopwatch._recorder import OVERFLOW_CAUSE, current_hop, current_scope, late, unscoped
 
 __all__ = ["install", "is_installed", "uninstall"]
 
@@ -51,7 +51,7 @@ _hotpath.configure(
     classify_code=_causes.classify_code,
     unscoped=unscoped,
     late=late,
-    fold=lambda ledger: ledger.try_fold(),
+    overflow_cause=OVERFLOW_CAUSE,
     report=_errors.report,
     cancelled=asyncio.CancelledError,
     get_running_loop=asyncio.events._get_running_loop,

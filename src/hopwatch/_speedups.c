@@ -83,7 +83,6 @@ static PyObject *g_resolve;          /* resolve(adapter, target, frame) -> (caus
 static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library, 2 loop */
 static PyObject *g_unscoped;         /* Ledger */
 static PyObject *g_late;             /* Ledger */
-static PyObject *g_fold;             /* fold(ledger): the hot path's try-fold */
 static PyObject *g_report;           /* report(where, exc) */
 static PyObject *g_thread_hook;      /* hook(hop, handler, args, kwargs) or None */
 static PyObject *g_cancelled;        /* asyncio.CancelledError */
@@ -97,8 +96,8 @@ static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
 static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid;
 static PyObject *s_throw, *s_close;
 static PyObject *g_partial_type;
+static PyObject *g_overflow_cause;  /* the Cause that absorbs causes past the limit */
 
-#define FOLD_AT 256
 
 static void
 report_error(const char *where)
@@ -341,14 +340,85 @@ static PyTypeObject HopType = {
     .tp_repr = (reprfunc)Hop_repr,
 };
 
-/* ------------------------------------------------------------- LedgerCore */
+/* -------------------------------------------------------------- CauseStats */
 
-/* The part of a Ledger the hop path touches: the pending list, whether it is
- * closed, and the enclosing ledger. hopwatch._recorder.Ledger subclasses it. */
 typedef struct {
     PyObject_HEAD
-    PyObject *pending;
+    PyObject *direction;
+    long long count, wall_ns, wait_ns, run_ns, resume_ns, overhead_ns, max_ns;
+} CauseStatsObject;
+
+static PyTypeObject CauseStatsType;
+
+static CauseStatsObject *
+stats_make(PyObject *direction)
+{
+    CauseStatsObject *st = PyObject_New(CauseStatsObject, &CauseStatsType);
+    if (st == NULL) {
+        return NULL;
+    }
+    st->direction = Py_NewRef(direction);
+    st->count = st->wall_ns = st->wait_ns = st->run_ns = st->resume_ns = 0;
+    st->overhead_ns = st->max_ns = 0;
+    return st;
+}
+
+static PyObject *
+CauseStats_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"direction", NULL};
+    PyObject *direction;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &direction)) {
+        return NULL;
+    }
+    return (PyObject *)stats_make(direction);
+}
+
+static void
+CauseStats_dealloc(CauseStatsObject *st)
+{
+    Py_XDECREF(st->direction);
+    PyObject_Free(st);
+}
+
+static PyMemberDef CauseStats_members[] = {
+    {"direction", T_OBJECT, offsetof(CauseStatsObject, direction), 0, NULL},
+    {"count", T_LONGLONG, offsetof(CauseStatsObject, count), 0, NULL},
+    {"wall_ns", T_LONGLONG, offsetof(CauseStatsObject, wall_ns), 0, NULL},
+    {"wait_ns", T_LONGLONG, offsetof(CauseStatsObject, wait_ns), 0, NULL},
+    {"run_ns", T_LONGLONG, offsetof(CauseStatsObject, run_ns), 0, NULL},
+    {"resume_ns", T_LONGLONG, offsetof(CauseStatsObject, resume_ns), 0, NULL},
+    {"overhead_ns", T_LONGLONG, offsetof(CauseStatsObject, overhead_ns), 0, NULL},
+    {"max_ns", T_LONGLONG, offsetof(CauseStatsObject, max_ns), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject CauseStatsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.CauseStats",
+    .tp_basicsize = sizeof(CauseStatsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Aggregate of one cause's hops within a ledger (every hop, nested ones too).",
+    .tp_new = CauseStats_new,
+    .tp_dealloc = (destructor)CauseStats_dealloc,
+    .tp_members = CauseStats_members,
+};
+
+/* ------------------------------------------------------------- LedgerCore */
+
+/* A ledger's exact account of hops (see hopwatch._hotpath_py.LedgerCore for
+ * the reference): each finished hop is accounted at once, in C, under the GIL,
+ * into counts and sums, per cause, and the kept hops (up to detail_limit).
+ * hopwatch._recorder.Ledger subclasses it with the reading methods. */
+typedef struct {
+    PyObject_HEAD
     PyObject *parent;
+    PyObject *causes;     /* {(cause, direction): CauseStats} */
+    PyObject *details;    /* [Hop], at most detail_limit */
+    PyObject *thread_ids; /* {thread id} */
+    PyObject *pinned_by;  /* {cause: ns} */
+    long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
+    long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
+    Py_ssize_t detail_limit, cause_limit;
     char closed;
 } LedgerCoreObject;
 
@@ -361,13 +431,17 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->pending = PyList_New(0);
-    if (self->pending == NULL) {
+    self->parent = Py_NewRef(Py_None);
+    self->causes = PyDict_New();
+    self->details = PyList_New(0);
+    self->thread_ids = PySet_New(NULL);
+    self->pinned_by = PyDict_New();
+    if (!self->causes || !self->details || !self->thread_ids || !self->pinned_by) {
         Py_DECREF(self);
         return NULL;
     }
-    self->parent = Py_NewRef(Py_None);
-    self->closed = 0;
+    self->detail_limit = 1000;
+    self->cause_limit = 256;
     return (PyObject *)self;
 }
 
@@ -375,16 +449,22 @@ static int
 LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->pending);
     Py_VISIT(self->parent);
+    Py_VISIT(self->causes);
+    Py_VISIT(self->details);
+    Py_VISIT(self->thread_ids);
+    Py_VISIT(self->pinned_by);
     return 0;
 }
 
 static int
 LedgerCore_clear(LedgerCoreObject *self)
 {
-    Py_CLEAR(self->pending);
     Py_CLEAR(self->parent);
+    Py_CLEAR(self->causes);
+    Py_CLEAR(self->details);
+    Py_CLEAR(self->thread_ids);
+    Py_CLEAR(self->pinned_by);
     return 0;
 }
 
@@ -396,32 +476,28 @@ LedgerCore_dealloc(LedgerCoreObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *
-LedgerCore_take_pending(LedgerCoreObject *self, PyObject *unused)
-{
-    /* Swap the pending list for an empty one and return the old one. */
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL) {
-        return NULL;
-    }
-    PyObject *old = self->pending;
-    self->pending = fresh;
-    if (old == NULL) {
-        return PyList_New(0);
-    }
-    return old;
-}
-
-static PyMethodDef LedgerCore_methods[] = {
-    {"_take_pending", (PyCFunction)LedgerCore_take_pending, METH_NOARGS,
-     "The hops waiting to be folded, taken (an empty list is left in their place)."},
-    {NULL},
-};
-
 static PyMemberDef LedgerCore_members[] = {
     {"parent", T_OBJECT, offsetof(LedgerCoreObject, parent), 0,
      "An enclosing ledger that also receives every hop of this one."},
     {"closed", T_BOOL, offsetof(LedgerCoreObject, closed), 0, NULL},
+    {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
+    {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
+    {"thread_ids", T_OBJECT, offsetof(LedgerCoreObject, thread_ids), READONLY, NULL},
+    {"pinned_by", T_OBJECT, offsetof(LedgerCoreObject, pinned_by), READONLY, NULL},
+    {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
+    {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
+    {"async_to_sync", T_LONGLONG, offsetof(LedgerCoreObject, async_to_sync), READONLY, NULL},
+    {"wall_ns", T_LONGLONG, offsetof(LedgerCoreObject, wall_ns), READONLY, NULL},
+    {"wait_ns", T_LONGLONG, offsetof(LedgerCoreObject, wait_ns), READONLY, NULL},
+    {"run_ns", T_LONGLONG, offsetof(LedgerCoreObject, run_ns), READONLY, NULL},
+    {"overhead_ns", T_LONGLONG, offsetof(LedgerCoreObject, overhead_ns), READONLY, NULL},
+    {"work_ns", T_LONGLONG, offsetof(LedgerCoreObject, work_ns), READONLY, NULL},
+    {"new_loops", T_LONGLONG, offsetof(LedgerCoreObject, new_loops), READONLY, NULL},
+    {"max_depth", T_LONGLONG, offsetof(LedgerCoreObject, max_depth), READONLY, NULL},
+    {"pinned_ns", T_LONGLONG, offsetof(LedgerCoreObject, pinned_ns), READONLY, NULL},
+    {"detail_dropped", T_LONGLONG, offsetof(LedgerCoreObject, detail_dropped), READONLY, NULL},
+    {"detail_limit", T_PYSSIZET, offsetof(LedgerCoreObject, detail_limit), 0, NULL},
+    {"cause_limit", T_PYSSIZET, offsetof(LedgerCoreObject, cause_limit), 0, NULL},
     {NULL},
 };
 
@@ -429,14 +505,137 @@ static PyTypeObject LedgerCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.LedgerCore",
     .tp_basicsize = sizeof(LedgerCoreObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The hop path's part of a Ledger: pending hops, closed flag, enclosing ledger.",
+    .tp_doc = "A ledger's exact account of hops: counts, sums, causes, kept hops.",
     .tp_new = LedgerCore_new,
     .tp_dealloc = (destructor)LedgerCore_dealloc,
     .tp_traverse = (traverseproc)LedgerCore_traverse,
     .tp_clear = (inquiry)LedgerCore_clear,
     .tp_members = LedgerCore_members,
-    .tp_methods = LedgerCore_methods,
 };
+
+/* Account one finished hop. Runs under the GIL without calling Python code
+ * (Cause hashes by identity), so it is atomic with respect to other threads
+ * finishing hops of the same ledger. */
+static int
+ledger_account(LedgerCoreObject *l, HopObject *hop)
+{
+    long long called = hop->called_ns, started = hop->started_ns, resumed = hop->resumed_ns;
+    long long wall = clamp0(resumed - called), wait, run, resume;
+    if (started) {
+        wait = clamp0(started - called);
+        run = clamp0(hop->ended_ns - started);
+        resume = clamp0(resumed - hop->ended_ns);
+    }
+    else {
+        wait = wall;
+        run = resume = 0;
+    }
+    long long overhead = clamp0(wall - run);
+    int s2a = hop->direction == s_sync_to_async;
+    l->count++;
+    if (s2a) {
+        l->sync_to_async++;
+    }
+    else {
+        l->async_to_sync++;
+    }
+    l->wall_ns += wall;
+    l->wait_ns += wait;
+    l->run_ns += run;
+    l->overhead_ns += overhead;
+    PyObject *parent = hop->parent;
+    int nested = parent != NULL && Py_IS_TYPE(parent, &HopType) &&
+                 ((HopObject *)parent)->scope == hop->scope;
+    if (nested) {
+        l->work_ns -= overhead; /* inside its parent's run: not work */
+    }
+    else {
+        l->work_ns += run; /* an outermost crossing in this ledger */
+    }
+    if (!s2a && parent != NULL && Py_IS_TYPE(parent, &HopType) &&
+        ((HopObject *)parent)->direction == s_sync_to_async) {
+        /* A worker thread held while async work ran: pinned, by the cause of
+         * the sync_to_async hop that holds it. */
+        PyObject *by = ((HopObject *)parent)->cause;
+        l->pinned_ns += wall;
+        PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
+        if (old == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        long long before = old ? PyLong_AsLongLong(old) : 0;
+        PyObject *sum = PyLong_FromLongLong(before + wall);
+        if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
+            Py_XDECREF(sum);
+            return -1;
+        }
+        Py_DECREF(sum);
+    }
+    if (hop->new_loop) {
+        l->new_loops++;
+    }
+    if (hop->depth > l->max_depth) {
+        l->max_depth = hop->depth;
+    }
+    if (hop->thread_id) {
+        PyObject *tid = PyLong_FromUnsignedLongLong(hop->thread_id);
+        if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
+            Py_XDECREF(tid);
+            return -1;
+        }
+        Py_DECREF(tid);
+    }
+    PyObject *key = PyTuple_Pack(2, hop->cause, hop->direction);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *stats = PyDict_GetItemWithError(l->causes, key);
+    if (stats == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (PyDict_GET_SIZE(l->causes) >= l->cause_limit && g_overflow_cause) {
+            Py_SETREF(key, PyTuple_Pack(2, g_overflow_cause, hop->direction));
+            if (key == NULL) {
+                return -1;
+            }
+            stats = PyDict_GetItemWithError(l->causes, key);
+            if (stats == NULL && PyErr_Occurred()) {
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+        if (stats == NULL) {
+            stats = (PyObject *)stats_make(hop->direction);
+            if (stats == NULL || PyDict_SetItem(l->causes, key, stats) < 0) {
+                Py_XDECREF(stats);
+                Py_DECREF(key);
+                return -1;
+            }
+            Py_DECREF(stats); /* the dict holds it */
+        }
+    }
+    Py_DECREF(key);
+    CauseStatsObject *st = (CauseStatsObject *)stats;
+    st->count++;
+    st->wall_ns += wall;
+    st->wait_ns += wait;
+    st->run_ns += run;
+    st->resume_ns += resume;
+    st->overhead_ns += overhead;
+    if (wall > st->max_ns) {
+        st->max_ns = wall;
+    }
+    if (PyList_GET_SIZE(l->details) < l->detail_limit) {
+        if (PyList_Append(l->details, (PyObject *)hop) < 0) {
+            return -1;
+        }
+    }
+    else {
+        l->detail_dropped++;
+    }
+    return 0;
+}
 
 static int
 ledger_add(PyObject *ledger, PyObject *hop)
@@ -449,26 +648,29 @@ ledger_add(PyObject *ledger, PyObject *hop)
             return -1;
         }
         LedgerCoreObject *l = (LedgerCoreObject *)ledger;
-        if (l->pending == NULL) {
-            break;
-        }
-        if (PyList_Append(l->pending, hop) < 0) {
+        if (l->causes == NULL || ledger_account(l, (HopObject *)hop) < 0) {
             return -1;
-        }
-        if (PyList_GET_SIZE(l->pending) >= FOLD_AT && g_fold) {
-            PyObject *r = PyObject_CallOneArg(g_fold, ledger);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
         }
         ledger = l->parent;
     }
     return 0;
 }
 
+static int finish_hop_account(HopObject *hop);
+
+/* Account a finished hop, then drop its link to the ledger: a kept hop then
+ * references no ledger, so a request's record and its hops form no cycle and
+ * are freed as soon as the request is done with (no garbage collection). */
 static int
 finish_hop_impl(HopObject *hop)
+{
+    int rc = finish_hop_account(hop);
+    Py_SETREF(hop->scope, Py_NewRef(Py_None));
+    return rc;
+}
+
+static int
+finish_hop_account(HopObject *hop)
 {
     PyObject *scope = hop->scope;
     if (scope == NULL || scope == Py_None) {
@@ -1734,7 +1936,7 @@ static PyObject *
 py_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"current_hop", "current_scope", "resolve", "classify_code",
-                             "unscoped", "late", "fold", "report", "cancelled",
+                             "unscoped", "late", "overflow_cause", "report", "cancelled",
                              "get_running_loop", "threadlocal", "partial", NULL};
     PyObject *v[12];
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOO", kwlist, &v[0], &v[1], &v[2],
@@ -1743,7 +1945,7 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject **slots[] = {&g_current_hop, &g_current_scope, &g_resolve, &g_classify_code,
-                          &g_unscoped, &g_late, &g_fold, &g_report, &g_cancelled,
+                          &g_unscoped, &g_late, &g_overflow_cause, &g_report, &g_cancelled,
                           &g_get_running_loop, &g_threadlocal, &g_partial_type};
     for (int i = 0; i < 12; i++) {
         Py_XSETREF(*slots[i], Py_NewRef(v[i]));
@@ -1819,6 +2021,7 @@ PyInit__speedups(void)
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
+        PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0) {
         return NULL;
     }
@@ -1828,6 +2031,7 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(m, "Hop", (PyObject *)&HopType) < 0 ||
         PyModule_AddObjectRef(m, "LedgerCore", (PyObject *)&LedgerCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "CauseStats", (PyObject *)&CauseStatsType) < 0 ||
         PyModule_AddObjectRef(m, "HopAwaitable", (PyObject *)&HopAwaitableType) < 0 ||
         PyModule_AddObjectRef(m, "Patch", (PyObject *)&PatchType) < 0 ||
         PyModule_AddIntConstant(m, "S2A_CALL", P_S2A_CALL) < 0 ||

@@ -122,6 +122,27 @@ async def _is_staff_async(request: HttpRequest, record: RequestRecord) -> bool |
         return False
 
 
+# header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None
+# for headers never read as an id. request.META, not request.headers: the
+# latter builds a dict of every header on first use, per request.
+_meta_keys: dict[str, str | None] = {}
+
+
+def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
+    if not header:
+        return None
+    key = _meta_keys.get(header, "")
+    if key == "":
+        usable = header.lower() not in CREDENTIAL_HEADERS
+        key = "HTTP_" + header.upper().replace("-", "_") if usable else None
+        if len(_meta_keys) < 64:
+            _meta_keys[header] = key
+    if key is None:
+        return None
+    value = request.META.get(key)
+    return value if isinstance(value, str) else None
+
+
 def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None, bool]:
     try:
         record = current_request()
@@ -133,9 +154,7 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
             own = True
         record.method = request.method
         record.path = request.path
-        header = hopwatch_settings.REQUEST_ID_HEADER
-        usable = header and header.lower() not in CREDENTIAL_HEADERS
-        value = request.headers.get(header) if usable else None
+        value = _request_id_header(request, hopwatch_settings.REQUEST_ID_HEADER)
         if value and _REQUEST_ID_OK.fullmatch(value):
             record.request_id = value
         else:

@@ -231,7 +231,6 @@ def needs_staff_check(record: RequestRecord) -> bool:
 
 
 def _slow_enough(record: RequestRecord) -> bool:
-    record.fold()
     hop_ms = record.wall_ns / 1e6
     duration_ms = (time.perf_counter_ns() - record.started_ns) / 1e6
     min_hop = float(hopwatch_settings.PROFILE_AUTO_MIN_HOP_MS)

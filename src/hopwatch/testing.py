@@ -258,7 +258,7 @@ class HopCount(_AsyncBlock):
             return _Tally()
         counts = {SYNC_TO_ASYNC: 0, ASYNC_TO_SYNC: 0}
         sites: dict[str, int] = {}
-        for cause, stats in ledger.top_causes():  # folds: exact up to now
+        for cause, stats in ledger.top_causes():  # exact up to now
             if self._matches(cause.kind, stats.direction):
                 counts[stats.direction] = counts.get(stats.direction, 0) + stats.count
                 key = _site_key(cause.kind, cause.site)
