@@ -275,7 +275,12 @@ class LedgerCore:
         self.cause_limit = 256
         return self
 
-    def _account(self, hop: Hop) -> None:
+    def close(self) -> None:
+        """No hop is accounted here from now on (they go to ``late``)."""
+        with self._account_lock:
+            self.closed = True
+
+    def _account(self, hop: Hop, unless_closed: bool = False) -> bool:
         called, started, resumed = hop.called_ns, hop.started_ns, hop.resumed_ns
         wall = resumed - called if resumed > called else 0
         if started:
@@ -288,6 +293,8 @@ class LedgerCore:
         overhead = wall - run if wall > run else 0
         parent = hop.parent
         with self._account_lock:
+            if unless_closed and self.closed:
+                return False
             self.count += 1
             if hop.direction is SYNC_TO_ASYNC:
                 self.sync_to_async += 1
@@ -335,6 +342,7 @@ class LedgerCore:
                 self.details.append(hop)
             else:
                 self.detail_dropped += 1
+        return True
 
 
 # --- collaborators, handed in by hopwatch._patch ------------------------------
@@ -413,19 +421,23 @@ def _finish(hop: Hop) -> None:
     scope = hop.scope
     if scope is None:
         _ledger_add(_unscoped, hop)
-    elif scope.closed:
-        # Late: an enclosing scope still open (a test's count_hops() block
-        # around a request) still gets it; kept in `late` without its links,
-        # so it keeps no request alive.
-        parent = scope.parent
-        while parent is not None and parent.closed:
-            parent = parent.parent
-        hop.scope = hop.parent = None
-        _ledger_add(_late, hop)
-        if parent is not None:
-            _ledger_add(parent, hop)
-    else:
-        _ledger_add(scope, hop)
+        return
+    # The closed check and the accounting under one lock hold, so a hop that
+    # finishes while its request closes is in the request's line or late,
+    # never neither (close() takes the same lock).
+    if scope._account(hop, unless_closed=True):
+        _ledger_add(scope.parent, hop)
+        return
+    # Late: an enclosing scope still open (a test's count_hops() block around
+    # a request) still gets it; kept in `late` without its links, so it keeps
+    # no request alive.
+    parent = scope.parent
+    while parent is not None and parent.closed:
+        parent = parent.parent
+    hop.scope = hop.parent = None
+    _ledger_add(_late, hop)
+    if parent is not None:
+        _ledger_add(parent, hop)
 
 
 # --- attribution ------------------------------------------------------------------

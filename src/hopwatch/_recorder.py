@@ -252,7 +252,7 @@ def close_request(record: RequestRecord) -> None:
         return
     record.ended_ns = time.perf_counter_ns()
     # Closed first: a straggler hop finishing from now on goes to ``late``.
-    record.closed = True
+    record.close()
     for sink in list(_sinks):
         try:
             sink(record)

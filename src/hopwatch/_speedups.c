@@ -476,6 +476,21 @@ LedgerCore_dealloc(LedgerCoreObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *
+LedgerCore_close(LedgerCoreObject *self, PyObject *unused)
+{
+    /* Atomic under the GIL with respect to the accounting, which checks the
+     * flag and accounts without releasing it. */
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef LedgerCore_methods[] = {
+    {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
+     "No hop is accounted here from now on (they go to `late`)."},
+    {NULL},
+};
+
 static PyMemberDef LedgerCore_members[] = {
     {"parent", T_OBJECT, offsetof(LedgerCoreObject, parent), 0,
      "An enclosing ledger that also receives every hop of this one."},
@@ -511,6 +526,7 @@ static PyTypeObject LedgerCoreType = {
     .tp_traverse = (traverseproc)LedgerCore_traverse,
     .tp_clear = (inquiry)LedgerCore_clear,
     .tp_members = LedgerCore_members,
+    .tp_methods = LedgerCore_methods,
 };
 
 /* Account one finished hop. Runs under the GIL without calling Python code
