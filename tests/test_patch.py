@@ -485,3 +485,28 @@ def test_ledger_memory_is_bounded_and_counts_exact():
     assert len(scope.details) == 50 and scope.detail_dropped == 550
     assert len(scope.causes) == 5  # 4 causes plus the overflow bucket
     assert sum(stats.count for stats in scope.causes.values()) == 600
+
+
+# --- call sites across tasks ---------------------------------------------------------
+
+
+def test_a_hop_awaited_in_a_task_of_its_own_names_no_call_site_rather_than_a_wrong_one():
+    # asyncio.gather(cache.aget(...)) runs Django's aget in a task of its own:
+    # no frame links it to the code that gathered it. The walk for the user's
+    # call site stops at the event loop's dispatch instead of naming whatever
+    # started the loop (here asyncio.run's caller; under uvicorn, its
+    # asyncio_run), which would merge every such hop of every view into one site.
+    from django.core.cache import cache
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            await asyncio.gather(cache.aget("a"), cache.aget("b"))
+            await cache.aget("c")  # awaited here: this line is the call site
+        return scope
+
+    scope = asyncio.run(main())
+    sites = sorted((h.cause.site, h.cause.call_site or "") for h in scope.hops())
+    assert [site for site, _ in sites] == ["BaseCache.aget"] * 3
+    call_sites = sorted(call_site for _, call_site in sites)
+    assert call_sites[:2] == ["", ""], call_sites
+    assert call_sites[2].startswith("tests/test_patch.py:") and call_sites[2].endswith(" in main")
