@@ -13,7 +13,7 @@ from django.test import AsyncClient, override_settings
 
 from hopwatch import profiling
 from hopwatch._recorder import RequestRecord
-from tests.helpers import asgi_request, capture
+from tests.helpers import asgi_request, capture, wsgi_request
 
 TOKEN = "t0k3n-for-the-profiling-tests"
 HW = "hopwatch.middleware.HopwatchMiddleware"
@@ -183,3 +183,23 @@ def test_an_existing_file_or_link_is_never_overwritten(tmp_path):
     with pytest.raises(FileExistsError):
         profiling._open_exclusive(target, f"{stem}.html")
     assert victim.read_text() == "keep me"
+
+
+def test_profile_files_are_named_after_the_route(profile_dir):
+    with profiled(profile_dir), capture() as records:
+        assert asgi_request("/sync/", headers=token_header()).status == 200
+    (record,) = records
+    html, _speedscope = files(profile_dir)
+    assert record.route == "/sync/"
+    assert "-GET-sync-" in html and "unmatched" not in html
+
+
+def test_enabled_false_means_off_no_line_no_record_no_profile(profile_dir, log_lines, db):
+    with profiled(profile_dir, ENABLED=False), capture() as records:
+        assert asgi_request("/sync/", headers=token_header()).status == 200
+        assert wsgi_request("/sync/")[0].startswith("200")
+    assert files(profile_dir) == []
+    assert log_lines.parsed() == []
+    # The handler's scope is hopwatch's own bookkeeping; nothing of the request
+    # was named, timed or written.
+    assert all(r.route is None and r.request_id is None for r in records)

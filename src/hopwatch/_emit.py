@@ -291,7 +291,7 @@ class Emitter:
 
     def __call__(self, record: RequestRecord) -> None:
         settings = self._settings.merged()  # one snapshot per line
-        if record.count < settings["MIN_HOPS"]:
+        if not settings["ENABLED"] or record.count < settings["MIN_HOPS"]:
             return
         if record.wall_ns < settings["MIN_HOP_MS"] * 1_000_000:
             return

@@ -58,28 +58,34 @@ class HopwatchMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
+        if not hopwatch_settings.ENABLED:  # off means off: no record, no profile
+            return self.get_response(request)
         record, own = _begin(request, async_mode=False)
         response = None
         try:
             response = self.get_response(request)
         finally:
+            _name(record, request, response)
             if record is not None and record.profile is not None:
                 response = _finish_profile(
                     request, record, response, _is_staff_sync(request, record)
                 )
-            _end(record, own, request, response)
+            _end(record, own)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if not hopwatch_settings.ENABLED:  # off means off: no record, no profile
+            return await self.get_response(request)
         record, own = _begin(request, async_mode=True)
         response = None
         try:
             response = await self.get_response(request)
         finally:
+            _name(record, request, response)
             if record is not None and record.profile is not None:
                 is_staff = await _is_staff_async(request, record)
                 response = _finish_profile(request, record, response, is_staff)
-            _end(record, own, request, response)
+            _end(record, own)
         return response
 
 
@@ -166,12 +172,10 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
         return None, False
 
 
-def _end(
-    record: RequestRecord | None,
-    own: bool,
-    request: HttpRequest,
-    response: HttpResponseBase | None,
+def _name(
+    record: RequestRecord | None, request: HttpRequest, response: HttpResponseBase | None
 ) -> None:
+    """Route, view and status: before the profile is written, which is named after them."""
     if record is None:
         return
     try:
@@ -182,7 +186,13 @@ def _end(
         if response is not None:
             record.status = response.status_code
         record.request = request
-        if own:
-            _finish(record)
     except Exception as exc:
         _errors.report("HopwatchMiddleware (response)", exc)
+
+
+def _end(record: RequestRecord | None, own: bool) -> None:
+    if record is not None and own:
+        try:
+            _finish(record)
+        except Exception as exc:
+            _errors.report("HopwatchMiddleware (response)", exc)
