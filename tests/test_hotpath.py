@@ -1,0 +1,75 @@
+"""The hop path's two implementations: which one runs, and that each is whole.
+
+The test command runs the whole suite twice: on the C accelerator (it sets
+HOPWATCH_REQUIRE_C=1, so a build that silently fell back to pure Python fails
+here) and on the pure-Python reference (HOPWATCH_PURE_PYTHON=1). Every other
+test then checks the same behaviour on both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hopwatch import _hotpath, _hotpath_py
+
+PUBLIC = [
+    "Hop",
+    "LedgerCore",
+    "CauseStats",
+    "finish_hop",
+    "attribute",
+    "configure",
+    "set_active",
+    "set_thread_hook",
+    "clear_caches",
+    "S2A_CALL",
+    "A2S_CALL",
+    "THREAD_HANDLER",
+    "MAIN_WRAP",
+    "MODE_FINAL",
+    "MODE_USER",
+    "MODE_ASK",
+]
+
+
+def test_the_implementation_asked_for_is_the_one_running():
+    if os.environ.get("HOPWATCH_PURE_PYTHON") not in (None, "", "0"):
+        assert _hotpath.IMPLEMENTATION == "python"
+        assert _hotpath.impl is _hotpath_py
+    elif os.environ.get("HOPWATCH_REQUIRE_C"):
+        assert _hotpath.IMPLEMENTATION == "c", "the C accelerator was not built"
+    assert _hotpath.IMPLEMENTATION in ("c", "python")
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_both_implementations_have_every_name(name):
+    assert hasattr(_hotpath_py, name)
+    assert getattr(_hotpath, name) is not None
+    if _hotpath.IMPLEMENTATION == "c":
+        assert hasattr(_hotpath.impl, name)
+        if name.isupper():
+            assert getattr(_hotpath.impl, name) == getattr(_hotpath_py, name)
+
+
+def test_the_pure_python_path_is_chosen_by_the_environment():
+    code = "from hopwatch import _hotpath; print(_hotpath.IMPLEMENTATION)"
+    env = {**os.environ, "HOPWATCH_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "python", out.stderr
+
+
+def test_hop_durations_agree_between_the_two_hop_types():
+    # The C Hop and the reference Hop derive the same durations from the same
+    # four clock readings (overhead = wall - run, clamped at zero).
+    for hop_type in {_hotpath.Hop, _hotpath_py.Hop}:
+        hop = hop_type("sync_to_async", None, True, None, None, 100)
+        hop.started_ns, hop.ended_ns, hop.resumed_ns = 130, 190, 200
+        assert (hop.wait_ns, hop.run_ns, hop.resume_ns) == (30, 60, 10)
+        assert (hop.wall_ns, hop.overhead_ns) == (100, 40)
+        never_ran = hop_type("async_to_sync", None, None, None, None, 100)
+        never_ran.resumed_ns = 150
+        assert (never_ran.wait_ns, never_ran.run_ns, never_ran.overhead_ns) == (50, 0, 50)
