@@ -29,7 +29,7 @@ def _key(line_or_attributes: dict) -> tuple:
 
 
 @pytest.mark.otel_settings(OTEL_METRICS=True, SITES_LIMIT=100)
-def test_histograms_and_counter_equal_the_lines_per_route(otel_on, log_lines):
+def test_histograms_and_counter_equal_the_lines_per_route(otel_on, log_lines, db):
     for path in ROUTES:
         asgi_request(path)
     wsgi_request("/sync/")
