@@ -11,4 +11,5 @@ HOPWATCH = {
     "OUTPUT": os.environ.get("HOPWATCH_LOG") or "logging",
     "OTEL_METRICS": True,
     "OTEL_SPANS": True,
+    "SITES_LIMIT": 100,  # every cause in the line, to compare with the counter by cause
 }
