@@ -30,12 +30,18 @@ from typing import Any, Final
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.version import __version__ as _api_version
 
 from hopwatch import _errors
 from hopwatch._recorder import ERROR, Hop, RequestRecord, add_sink, remove_sink
 from hopwatch.conf import hopwatch_settings
 
 __all__ = ["SITE_LIMIT", "install", "is_installed", "uninstall"]
+
+# 1.30 added the histograms' bucket advice; an older API would fail at start-up
+# with a TypeError instead of saying what to upgrade.
+if tuple(int(part) for part in re.findall(r"\d+", _api_version)[:2]) < (1, 30):
+    raise ImportError(f"hopwatch.otel needs opentelemetry-api 1.30 or newer, not {_api_version}")
 
 #: Distinct cause sites the ``hopwatch.hops`` counter names, per process; the
 #: rest are counted under ``_OTHER`` (Django's own causes are a few dozen).

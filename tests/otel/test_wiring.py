@@ -85,6 +85,20 @@ def test_on_without_opentelemetry_start_up_fails_with_one_clear_message():
     assert result.returncode == 0, result.stderr
 
 
+_OLD_OPENTELEMETRY = """
+import opentelemetry.version
+opentelemetry.version.__version__ = "1.29.0"  # as if an older opentelemetry-api were installed
+"""
+
+
+def test_on_with_an_opentelemetry_api_too_old_start_up_says_which_is_needed():
+    result = run_django("tests.otel.settings_on", prelude=_OLD_OPENTELEMETRY)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: ")
+    assert "opentelemetry-api 1.30 or newer, not 1.29.0" in last
+
+
 @pytest.mark.parametrize(
     ("middleware", "spans", "expected"),
     [
