@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.version import __version__ as _api_version
 
 from hopwatch import _errors
-from hopwatch._recorder import ERROR, Hop, RequestRecord, add_sink, remove_sink
+from hopwatch._recorder import ERROR, OK, Hop, RequestRecord, add_sink, remove_sink
 from hopwatch.conf import hopwatch_settings
 
 __all__ = ["SITE_LIMIT", "install", "is_installed", "uninstall"]
@@ -129,11 +129,20 @@ class _Sites:
 # --- metrics ---------------------------------------------------------------------------
 
 
+# (http.route, http.request.method, http.response.status_code, kind, site, direction)
+_CauseKey = tuple[str | None, str, int | None, str, str, str]
+
+
 class _Metrics:
     """The instruments, made once through the global MeterProvider.
 
     Made before the project sets its provider, they are the API's proxies and
     start recording once it does (OpenTelemetry's own rule for libraries).
+
+    The counter by cause is an *observable* counter: a request adds its causes'
+    counts to running totals here (a dict update each), and the SDK reads the
+    totals when it collects. One SDK call per cause per request (about 15 for a
+    default stack) cost more than all four histograms together.
     """
 
     def __init__(self, version: str) -> None:
@@ -164,12 +173,15 @@ class _Metrics:
             description="Time per request a sync worker thread was held while async work ran.",
             explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
         )
-        self.by_cause = meter.create_counter(
+        self.sites = _Sites(SITE_LIMIT)
+        self._by_cause: dict[_CauseKey, int] = {}
+        self._by_cause_lock = threading.Lock()
+        self.by_cause = meter.create_observable_counter(
             "hopwatch.hops",
+            callbacks=[self._observe_by_cause],
             unit="{hop}",
             description="Sync/async crossings by cause.",
         )
-        self.sites = _Sites(SITE_LIMIT)
 
     def record(self, record: RequestRecord) -> None:
         attributes = http_attributes(record)
@@ -178,16 +190,41 @@ class _Metrics:
         self.overhead.record(overhead_ns / 1e9, attributes)
         self.duration.record(work_ns / 1e9, attributes)
         self.pinned.record(record.pinned_ns / 1e9, attributes)
-        for cause, stats in record.top_causes():
-            self.by_cause.add(
+        route = attributes.get("http.route")
+        method = attributes["http.request.method"]
+        status = attributes.get("http.response.status_code")
+        counts = [
+            (
+                (
+                    route,
+                    method,
+                    status,
+                    cause.kind,
+                    self.sites.name(cause.kind, cause.site),
+                    stats.direction,
+                ),
                 stats.count,
-                {
-                    **attributes,
-                    "hopwatch.cause.kind": cause.kind,
-                    "hopwatch.cause.site": self.sites.name(cause.kind, cause.site),
-                    "hopwatch.direction": stats.direction,
-                },
             )
+            for cause, stats in record.top_causes()
+        ]
+        totals = self._by_cause
+        with self._by_cause_lock:  # requests close on several threads at once (WSGI)
+            for key, count in counts:
+                totals[key] = totals.get(key, 0) + count
+
+    def _observe_by_cause(self, options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        with self._by_cause_lock:
+            totals = list(self._by_cause.items())
+        for (route, method, status, kind, site, direction), count in totals:
+            attributes: dict[str, Any] = {"http.request.method": method}
+            if route is not None:
+                attributes["http.route"] = route
+            if status is not None:
+                attributes["http.response.status_code"] = status
+            attributes["hopwatch.cause.kind"] = kind
+            attributes["hopwatch.cause.site"] = site
+            attributes["hopwatch.direction"] = direction
+            yield metrics.Observation(count, attributes)
 
 
 # --- spans -----------------------------------------------------------------------------
@@ -219,6 +256,9 @@ def _ms(ns: int) -> float:
 
 
 def _hop_attributes(hop: Hop) -> dict[str, Any]:
+    # Each attribute costs the SDK a few microseconds per span: only what the span's
+    # name, times and place in the tree do not already say, and the rare flags only
+    # when set (hand-off back = the span's duration - wait - run; depth = the tree).
     cause = hop.cause
     attributes: dict[str, Any] = {
         "hopwatch.direction": hop.direction,
@@ -226,15 +266,13 @@ def _hop_attributes(hop: Hop) -> dict[str, Any]:
         "hopwatch.cause.site": cause.site,
         "hopwatch.hop.wait_ms": _ms(hop.wait_ns),
         "hopwatch.hop.run_ms": _ms(hop.run_ns),
-        "hopwatch.hop.resume_ms": _ms(hop.resume_ns),
-        "hopwatch.hop.depth": hop.depth,
-        "hopwatch.hop.new_loop": hop.new_loop,
-        "hopwatch.hop.outcome": hop.outcome,
     }
-    if hop.thread_sensitive is not None:
-        attributes["hopwatch.hop.thread_sensitive"] = hop.thread_sensitive
     if hop.thread_id:
         attributes["thread.id"] = hop.thread_id
+    if hop.new_loop:
+        attributes["hopwatch.hop.new_loop"] = True
+    if hop.outcome != OK:
+        attributes["hopwatch.hop.outcome"] = hop.outcome
     if cause.call_site:
         match = _CALL_SITE.fullmatch(cause.call_site)
         if match is not None:

@@ -61,9 +61,9 @@ def test_one_child_span_per_crossing_under_the_request_span(otel_on, log_lines):
     assert len(spans) == line["hops"] == record.count
     assert {s.context.trace_id for s in spans} == {request.context.trace_id}
 
-    by_id = {s.context.span_id: s for s in spans}
     hops = sorted(record.hops(), key=lambda hop: hop.called_ns)
     spans.sort(key=lambda span: span.start_time)
+    span_of = {id(hop): span for hop, span in zip(hops, spans, strict=True)}
     for hop, span in zip(hops, spans, strict=True):
         assert span.name == f"{hop.direction} {hop.cause.site}"
         assert span.kind == SpanKind.INTERNAL
@@ -72,12 +72,15 @@ def test_one_child_span_per_crossing_under_the_request_span(otel_on, log_lines):
         assert span.attributes["hopwatch.hop.wait_ms"] == round(hop.wait_ns / 1e6, 3)
         assert span.attributes["hopwatch.hop.run_ms"] == round(hop.run_ns / 1e6, 3)
         assert span.attributes["thread.id"] == hop.thread_id
+        assert span.attributes["hopwatch.direction"] == hop.direction
+        assert "hopwatch.hop.new_loop" not in span.attributes  # only when it is one
+        assert "hopwatch.hop.outcome" not in span.attributes  # only when not "ok"
         # The parent: the enclosing crossing's span, or the request's.
-        if hop.depth == 1:
+        if hop.parent is None:
             assert span.parent.span_id == request.context.span_id
         else:
-            parent = by_id[span.parent.span_id]
-            assert parent.attributes["hopwatch.hop.depth"] == hop.depth - 1
+            parent = span_of[id(hop.parent)]
+            assert span.parent.span_id == parent.context.span_id
             assert parent.start_time <= span.start_time and span.end_time <= parent.end_time
         # Epoch times, from the request's own offset: inside the request as OpenTelemetry
         # timed it (it ends its span when the last body is sent, before response.close()).
