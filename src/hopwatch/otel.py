@@ -9,7 +9,7 @@ global providers, and hopwatch uses whatever is configured, through the API.
 Both parts run once per request, in the request sink, from what the recorder
 already holds; nothing here is on the hop path. See docs/opentelemetry.md.
 
-* **Metrics**: four histograms and a counter through the global
+* **Metrics**: four histograms and an (observable) counter through the global
   ``MeterProvider`` (meter ``hopwatch``), with the HTTP attributes of
   OpenTelemetry's semantic conventions. Cardinality is bounded: the route is
   the URL pattern (never the raw path; absent when none matched), the method is
@@ -17,7 +17,8 @@ already holds; nothing here is on the hop path. See docs/opentelemetry.md.
   :data:`SITE_LIMIT` distinct ones per process become ``_OTHER``.
 * **Spans**: the middleware notes the span current when a request enters it
   (:func:`_capture`); when the request closes, each kept crossing becomes a
-  child span with its real times, and the request's span gets the totals.
+  child span with its real times, and the request's span gets the totals (or a
+  ``hopwatch.request`` span does, when the request's span has already ended).
 """
 
 from __future__ import annotations
