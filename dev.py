@@ -39,6 +39,17 @@ TEST_REQUIREMENTS = [
     "uvicorn==0.54.0",
     "ruff==0.17.6",
     "mypy==1.19.1",
+    # hopwatch.otel's tests: the SDK's in-memory reader and exporter, its Prometheus
+    # exporter scraped over HTTP, and OpenTelemetry's own ASGI/WSGI/Django instrumentation
+    # for the request's span; DuckDB runs the warehouse query of docs/log-warehouses.md.
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-prometheus==0.66b2",
+    "prometheus-client==0.26.0",
+    "opentelemetry-instrumentation-django==0.66b2",
+    "opentelemetry-instrumentation-asgi==0.66b2",
+    "opentelemetry-instrumentation-wsgi==0.66b2",
+    "duckdb==2.0.0",
 ]
 
 

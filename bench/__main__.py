@@ -579,7 +579,51 @@ def render_server(s: dict[str, Any] | None) -> str:
             )
             + "."
         )
+    otel = _render_otel_costs(s)
+    if otel:
+        out += ["", otel]
     return "\n".join(out)
+
+
+def _added_us(table: dict[str, Any], name: str) -> float | None:
+    """µs per request ``name`` adds to the baseline, from the median ratio within rounds."""
+    row, base = table.get(name), table.get("baseline")
+    if not row or not base or not base["rps"] or not row.get("tp_ratio"):
+        return None
+    return (1 / row["tp_ratio"] - 1) / base["rps"] * 1e6
+
+
+def _render_otel_costs(s: dict[str, Any]) -> str:
+    """hopwatch's OpenTelemetry output, priced against the same server without it."""
+    parts = []
+    for endpoint in s["endpoints"]:
+        table = s["table"][endpoint["path"]]
+        hopwatch = _added_us(table, "hopwatch")
+        metrics = _added_us(table, "hopwatch-otel-metrics")
+        otel = _added_us(table, "opentelemetry")
+        spans = _added_us(table, "opentelemetry-hopwatch-spans")
+        said = []
+        if hopwatch is not None and metrics is not None:
+            said.append(
+                f"OTEL_METRICS {metrics - hopwatch:+.0f} µs per request over hopwatch alone"
+                f" ({hopwatch:+.0f} µs → {metrics:+.0f} µs over the bare app)"
+            )
+        if hopwatch is not None and otel is not None and spans is not None:
+            beyond = spans - otel - hopwatch
+            said.append(
+                f"hopwatch with OTEL_SPANS under OpenTelemetry's Django instrumentation"
+                f" {spans - otel:+.0f} µs per request over OpenTelemetry alone: hopwatch's own"
+                f" {hopwatch:+.0f} µs and the crossing spans about {beyond:+.0f} µs more"
+            )
+        if said:
+            parts.append(f"On `{endpoint['path']}`: " + "; ".join(said) + ".")
+    if not parts:
+        return ""
+    return (
+        "hopwatch's OpenTelemetry output (medians of ratios within rounds, as µs per request"
+        " on this one-core server; differences of noisy numbers, so read them to within tens"
+        " of µs): " + " ".join(parts)
+    )
 
 
 def summarize_server(results: Any) -> dict[str, Any]:

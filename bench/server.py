@@ -67,6 +67,13 @@ CONFIGS = [
         ("hopwatch",),
     ),
     Config(
+        "hopwatch-otel-metrics",
+        "bench.peers.with_hopwatch_otel_metrics",
+        "hopwatch with OTEL_METRICS (OpenTelemetry SDK)",
+        ("hopwatch", "opentelemetry.sdk.metrics"),
+        "opentelemetry-sdk",
+    ),
+    Config(
         "pyinstrument",
         "bench.peers.with_pyinstrument",
         "pyinstrument middleware, every request",
@@ -78,6 +85,18 @@ CONFIGS = [
         "bench.peers.with_opentelemetry",
         "OpenTelemetry Django, in-memory exporter",
         (
+            "opentelemetry.sdk.trace",
+            "opentelemetry.instrumentation.django",
+            "opentelemetry.instrumentation.asgi",
+        ),
+        "opentelemetry-sdk opentelemetry-instrumentation-django opentelemetry-instrumentation-asgi",
+    ),
+    Config(
+        "opentelemetry-hopwatch-spans",
+        "bench.peers.with_opentelemetry_hopwatch_spans",
+        "OpenTelemetry Django + hopwatch with OTEL_SPANS",
+        (
+            "hopwatch",
             "opentelemetry.sdk.trace",
             "opentelemetry.instrumentation.django",
             "opentelemetry.instrumentation.asgi",

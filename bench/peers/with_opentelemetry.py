@@ -33,6 +33,7 @@ def _count_and_drop(record: logging.LogRecord) -> bool:
 
 
 def instrument() -> None:
+    from opentelemetry import trace
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.django.middleware import otel_middleware
     from opentelemetry.sdk.trace import TracerProvider
@@ -57,6 +58,8 @@ def instrument() -> None:
     logging.getLogger("opentelemetry.context").addFilter(_count_and_drop)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(ClearingInMemorySpanExporter()))
+    # Global, as projects set it up (and as libraries such as hopwatch find it).
+    trace.set_tracer_provider(provider)
     DjangoInstrumentor().instrument(tracer_provider=provider)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from django.apps import AppConfig
@@ -27,6 +28,22 @@ def activate() -> None:
         add_sink(_emitter)
     if hopwatch_settings.MEASURE_HOP_TAX:
         _start_hop_tax_measurement()
+    if hopwatch_settings.OTEL_METRICS or hopwatch_settings.OTEL_SPANS:
+        _install_otel()
+
+
+def _install_otel() -> None:
+    """hopwatch.otel, only when configured: off, OpenTelemetry is never imported."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from hopwatch import otel
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            'HOPWATCH["OTEL_METRICS"] / ["OTEL_SPANS"] need opentelemetry-api:'
+            f" pip install 'hopwatch[otel]' ({exc})"
+        ) from None
+    otel.install()
 
 
 #: What a no-op hop costs on this host (hopwatch.audit.HopTax), once measured.
@@ -80,6 +97,9 @@ def deactivate() -> None:
             if _emitter is not None:
                 remove_sink(_emitter)
                 _emitter.close()
+            otel = sys.modules.get("hopwatch.otel")
+            if otel is not None:
+                otel.uninstall()
         finally:
             _django.uninstall()
 

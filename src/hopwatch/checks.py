@@ -9,6 +9,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W002`` the middleware is not first in ``MIDDLEWARE``.
 * ``hopwatch.W003`` the middleware is used but the app is not installed.
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
+* ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
+  below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch.audit``).
 """
 
@@ -29,6 +31,12 @@ from hopwatch.audit import check_sync_only_middleware
 from hopwatch.conf import CREDENTIAL_HEADERS, DEFAULTS, hopwatch_settings
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
+#: What ``DjangoInstrumentor().instrument()`` inserts in MIDDLEWARE. It may stand
+#: above hopwatch's (it must, for OTEL_SPANS: hopwatch parents its spans on the
+#: span that middleware starts), so it does not count against "first".
+OTEL_MIDDLEWARE_PATH = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+)
 
 
 def _number(low: float, high: float | None) -> Callable[[Any], bool]:
@@ -64,6 +72,8 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
     "MEASURE_HOP_TAX": (lambda v: isinstance(v, bool), "True or False"),
+    "OTEL_METRICS": (lambda v: isinstance(v, bool), "True or False"),
+    "OTEL_SPANS": (lambda v: isinstance(v, bool), "True or False"),
     "PROFILE_DIR": (lambda v: v is None or isinstance(v, str | os.PathLike), "None or a path"),
     "PROFILE_TOKEN": (
         lambda v: v is None or (isinstance(v, str) and len(v) >= 16),
@@ -129,11 +139,13 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
                     id="hopwatch.W001",
                 )
             )
-    elif middleware[0] != MIDDLEWARE_PATH:
+    elif above := [
+        m for m in middleware[: middleware.index(MIDDLEWARE_PATH)] if m != OTEL_MIDDLEWARE_PATH
+    ]:
         messages.append(
             Warning(
                 f"{MIDDLEWARE_PATH} is not first in MIDDLEWARE: middleware above it"
-                f" ({middleware[0]}) is not covered and may change what it sees.",
+                f" ({above[0]}) is not covered and may change what it sees.",
                 hint=f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
                 id="hopwatch.W002",
             )
@@ -149,6 +161,28 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_otel_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if not hopwatch_settings.OTEL_SPANS:
+        return []
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE_PATH not in middleware or OTEL_MIDDLEWARE_PATH not in middleware:
+        return []
+    if middleware.index(OTEL_MIDDLEWARE_PATH) < middleware.index(MIDDLEWARE_PATH):
+        return []
+    return [
+        Warning(
+            "OTEL_SPANS is on but OpenTelemetry's Django middleware is below hopwatch's in"
+            " MIDDLEWARE: its span starts after hopwatch looks for the request's span, so"
+            " crossings cannot be its children (they get no span, unless OpenTelemetry's"
+            " ASGI or WSGI middleware wraps the application).",
+            hint="Instrument with DjangoInstrumentor().instrument() (it puts its middleware"
+            " first, its default), or move it above hopwatch's middleware.",
+            id="hopwatch.W005",
+        )
+    ]
 
 
 @register(Tags.compatibility)

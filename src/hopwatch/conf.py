@@ -38,6 +38,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Measure what a no-op hop costs on this host, once, in a background
     # thread at start-up; lines then carry hop_tax_us.
     "MEASURE_HOP_TAX": False,
+    # OpenTelemetry (hopwatch.otel, needs the "otel" extra): per-request metrics
+    # through the global MeterProvider, and a child span per crossing under the
+    # request's span. Read at start-up: off, opentelemetry is never imported.
+    "OTEL_METRICS": False,
+    "OTEL_SPANS": False,
     # Profiling (hopwatch.profiling): off unless PROFILE_DIR is set.
     "PROFILE_DIR": None,
     "PROFILE_TOKEN": None,

@@ -34,6 +34,10 @@ from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
 
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
+#: Called with the record as each request enters the middleware. hopwatch.otel
+#: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
+begin_hooks: list[Callable[[RequestRecord], None]] = []
+
 
 class HopwatchMiddleware:
     sync_capable = True
@@ -165,6 +169,11 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
             record.request_id = value
         else:
             record.request_id = secrets.token_hex(8)
+        for hook in begin_hooks:
+            try:
+                hook(record)
+            except Exception as exc:
+                _errors.report(f"request hook {hook!r}", exc)
         profiling.start(request, record, async_mode)
         return record, own
     except Exception as exc:
