@@ -70,33 +70,6 @@ _SPAN_KEY: Final = "otel_span"
 _CALL_SITE = re.compile(r"(?P<path>.+):(?P<line>\d+) in (?P<function>.+)")
 
 
-# --- the numbers (a stand-in until the recorder has them) ----------------------------
-
-
-def overhead_and_work_ns(record: RequestRecord) -> tuple[int, int]:
-    """The request's crossing overhead and the work its crossings reached, in ns.
-
-    Overhead: every crossing's queue wait plus its hand-off back (``wait + resume``,
-    which is ``wall - run``). Work: what ran in the outermost crossings, less the
-    overhead of the crossings nested inside them, so nothing is counted twice
-    (overhead + work = the outermost crossings' wall time). Uses
-    ``RequestRecord.overhead_ns``/``work_ns`` when the recorder has them; until
-    then nested requests are worked out from the kept hops (all of them up to
-    the recorder's detail limit, 1,000).
-    """
-    overhead = getattr(record, "overhead_ns", None)
-    work = getattr(record, "work_ns", None)
-    if isinstance(overhead, int) and isinstance(work, int):
-        return overhead, work
-    overhead = max(0, record.wall_ns - record.run_ns)
-    if record.max_depth <= 1:  # no crossing inside another: all of run is work
-        return overhead, record.run_ns
-    hops = record.hops()
-    outer_run = sum(hop.run_ns for hop in hops if hop.depth == 1)
-    nested_overhead = sum(hop.wait_ns + hop.resume_ns for hop in hops if hop.depth > 1)
-    return overhead, max(0, outer_run - nested_overhead)
-
-
 def http_attributes(record: RequestRecord) -> dict[str, Any]:
     """``http.route``, ``http.request.method``, ``http.response.status_code``: bounded."""
     attributes: dict[str, Any] = {}
@@ -186,7 +159,7 @@ class _Metrics:
 
     def record(self, record: RequestRecord) -> None:
         attributes = http_attributes(record)
-        overhead_ns, work_ns = overhead_and_work_ns(record)
+        overhead_ns, work_ns = record.overhead_ns, record.work_ns
         self.hops.record(record.count, attributes)
         self.overhead.record(overhead_ns / 1e9, attributes)
         self.duration.record(work_ns / 1e9, attributes)
@@ -285,7 +258,7 @@ def _hop_attributes(hop: Hop) -> dict[str, Any]:
 
 def totals(record: RequestRecord, spans_dropped: int) -> dict[str, Any]:
     """The request's totals, as attributes (the log line's fields, ``hopwatch.`` first)."""
-    overhead_ns, work_ns = overhead_and_work_ns(record)
+    overhead_ns, work_ns = record.overhead_ns, record.work_ns
     attributes: dict[str, Any] = {
         "hopwatch.request_id": record.request_id or "",
         "hopwatch.hops": record.count,
