@@ -146,7 +146,7 @@ class HopsPanel(Panel):
     @property
     def content(self) -> str:
         context = _hop_table.display(self.get_stats())
-        return str(_template().render(Context(context)))
+        return str(_template().render(Context(context, autoescape=True)))
 
 
 def _why_not_recorded() -> str:
