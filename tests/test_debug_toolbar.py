@@ -297,7 +297,7 @@ def test_asgi_request(toolbar, client, log_lines):
         html.split()
     )
     # Causes grouped with their advice; their rows add up to the request's hops.
-    groups = re.findall(r'<h5 class="hopwatch-group">(.*?)</h5>', html)
+    groups = re.findall(r'<h5 class="hopwatch-group"[^>]*>(.*?)</h5>', html)
     assert [g.split(":")[0] for g in groups if "13 hops" in g] == ["MiddlewareMixin hooks"]
     assert sum(int(row[4]) for row in found["hopwatch-causes"]) == PAGE_HOPS_ASGI
 
