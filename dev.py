@@ -3,6 +3,7 @@
 
     python3 dev.py test      lint, types, then the whole test suite on Django 4.2 and 5.2
     python3 dev.py demo      the example site under uvicorn, traffic, then `hopwatch report`
+    python3 dev.py site      the example site in debug mode (django-debug-toolbar, Hops panel)
     python3 dev.py bench     the benchmarks (writes docs/performance.md)
 
 Each environment is a virtualenv under .venvs/, made on first use and reused
@@ -160,12 +161,20 @@ def cmd_demo(args: list[str]) -> int:
     return _run([python, "-m", "example_site.demo", *args])
 
 
+def cmd_site(args: list[str]) -> int:
+    python = ensure_env(DEFAULT_ENV)
+    try:
+        return _run([python, "-m", "example_site.debug", *args])
+    except KeyboardInterrupt:  # Ctrl-C is how this one stops
+        return 0
+
+
 def cmd_bench(args: list[str]) -> int:
     python = ensure_env(DEFAULT_ENV)
     return _run([python, "-m", "bench", *args])
 
 
-COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"test": cmd_test, "demo": cmd_demo, "site": cmd_site, "bench": cmd_bench}
 
 
 def main() -> int:
