@@ -400,6 +400,18 @@ def test_the_toolbar_own_requests_make_no_panel_and_rendering_makes_no_hop(
     assert line_for(log_lines, "render-1")["hops"] == 0
 
 
+def test_hops_beyond_the_record_limit_are_counted_and_said(toolbar, client, log_lines):
+    result = asgi_request("/many/", headers=[(b"x-request-id", b"many-1")])
+    toolbar_id = dict(result.headers)[b"djdt-request-id"].decode()
+    stats = stored_stats(toolbar_id)
+    line = line_for(log_lines, "many-1")
+    assert line["hops"] == PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI + 10
+    assert len(stats["rows"]) + len(stats["tool_rows"]) == 5
+    assert stats["dropped"] == line["hops"] - 5
+    html = " ".join(render_panel(client, toolbar_id).split())
+    assert f"{line['hops'] - 5} hops of this request were counted but not kept one by one" in html
+
+
 def test_stored_data_is_plain(toolbar):
     result = asgi_request("/nested/")
     toolbar_id = dict(result.headers)[b"djdt-request-id"].decode()

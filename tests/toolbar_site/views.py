@@ -35,6 +35,21 @@ async def hostile_page(request, name):
     return HttpResponse(PAGE.format(title="hostile"))
 
 
+def _noop():
+    return None
+
+
+async def many_hops_page(request):
+    """Ten hops of its own, in a record that keeps only 5 hops one by one (the real
+    limit is 1000): beyond it, hops are counted but not listed."""
+    from hopwatch._django import current_request
+
+    current_request().detail_limit = 5
+    for _ in range(10):
+        await sync_to_async(_noop)()
+    return HttpResponse(PAGE.format(title="many"))
+
+
 def sync_page(request):
     return HttpResponse(PAGE.format(title="sync"))
 
