@@ -1,12 +1,13 @@
-"""The Hops panel in a real browser: the example site in debug mode, headless Chromium.
+"""The Hops panel in a real browser: headless Chromium, a real server on 127.0.0.1.
 
-Serves the example site under uvicorn on 127.0.0.1 with EXAMPLE_SITE_DEBUG=1,
-opens its index page in Debian's ``chromium`` (driven by ``chromedriver``
-through selenium), clicks "Hops" in the toolbar, waits for the panel the
-toolbar loads from its ``render_panel`` view, checks its rows against the
-server's hopwatch line for the page, and saves a screenshot under ``.cache/``.
-``python3 dev.py test`` installs chromium and chromium-driver with apt-get when
-they are missing; without them this test skips, except under CI=true.
+Serves a site with the toolbar on under uvicorn (the tests' toolbar site, and
+on Django 5 the example site in debug mode, EXAMPLE_SITE_DEBUG=1), opens a page
+in Debian's ``chromium`` (driven by ``chromedriver`` through selenium), clicks
+"Hops" in the toolbar, waits for the panel the toolbar loads from its
+``render_panel`` view, checks its rows against the server's hopwatch line for
+the page, and saves a screenshot under ``.cache/``. ``python3 dev.py test``
+installs chromium and chromium-driver with apt-get when they are missing;
+without them this test skips, except under CI=true.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +33,15 @@ ARTIFACTS = ROOT / ".cache"
 
 pytestmark = [pytest.mark.slow]
 
-#: The index page: an async view behind startproject's middleware (15 hops under
-#: ASGI), plus the toolbar's own two (show_toolbar, the SQL panel's set-up).
-INDEX_HOPS = 15
+#: The page: an async view behind startproject's middleware (15 hops under ASGI),
+#: plus the toolbar's own two (show_toolbar, the SQL panel's set-up).
+PAGE_HOPS = 15
 TOOLBAR_HOPS = 2
+
+#: (name, the page's path and route); the example site's endpoints need Django 5.
+SITES = [("tests", "/page/")]
+if django.VERSION >= (5, 0):
+    SITES.append(("example", "/"))
 
 
 def _missing(reason: str) -> None:
@@ -54,29 +63,33 @@ def browser_paths() -> tuple[str, str]:
     return chromium, driver  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="module")
-def debug_site(tmp_path_factory) -> Iterator[tuple[int, Path]]:
-    """The example site in debug mode under uvicorn; stops by itself after two minutes."""
-    from example_site.demo import free_port, prepare, wait_until_up
+@pytest.fixture(scope="module", params=SITES, ids=[name for name, _ in SITES])
+def site(request, tmp_path_factory) -> Iterator[tuple[str, int, str, Path]]:
+    """(name, port, page path, log file) of a site with the toolbar on, under uvicorn;
+    the server stops by itself after two minutes."""
+    from example_site.demo import free_port, prepare
 
-    if django.VERSION < (5, 0):
-        pytest.skip("the example site's signal endpoints use Signal.asend (Django 5.0+)")
-    var = tmp_path_factory.mktemp("debug-site")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "example_site.settings",
-        "EXAMPLE_SITE_VAR": str(var),
-        "EXAMPLE_SITE_DEBUG": "1",
-        "PYTHONPATH": str(ROOT),
-        "HOPWATCH_LOG": str(var / "asgi.log"),
-    }
-    prepare(var, env)
+    name, page = request.param
+    var = tmp_path_factory.mktemp(f"{name}-site")
+    log = var / "asgi.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOPWATCH_LOG": str(log)}
     port = free_port()
-    command = [sys.executable, "-m", "example_site.servers", "asgi", "--port", str(port)]
-    server = subprocess.Popen([*command, "--lifetime", "120"], env=env, cwd=ROOT)
+    if name == "example":
+        env |= {
+            "DJANGO_SETTINGS_MODULE": "example_site.settings",
+            "EXAMPLE_SITE_VAR": str(var),
+            "EXAMPLE_SITE_DEBUG": "1",
+        }
+        prepare(var, env)
+        command = [sys.executable, "-m", "example_site.servers", "asgi", "--port", str(port)]
+        command += ["--lifetime", "120"]
+    else:
+        env["DJANGO_SETTINGS_MODULE"] = "tests.toolbar_site.settings"
+        command = [sys.executable, "-m", "tests.toolbar_site.serve", str(port), "120"]
+    server = subprocess.Popen(command, env=env, cwd=ROOT)
     try:
-        wait_until_up(port, "asgi")
-        yield port, var
+        _wait_until_up(port)
+        yield name, port, page, log
     finally:
         server.terminate()
         try:
@@ -84,6 +97,20 @@ def debug_site(tmp_path_factory) -> Iterator[tuple[int, Path]]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _wait_until_up(port: int, timeout: float = 30.0) -> None:
+    """Until the server answers (with the toolbar's script: its static files are served)."""
+    url = f"http://127.0.0.1:{port}/static/debug_toolbar/js/toolbar.js"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                reply.read()
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.2)
+    pytest.fail(f"the server did not answer {url}")
 
 
 @pytest.fixture
@@ -116,16 +143,18 @@ def driver(browser_paths, tmp_path, monkeypatch):
         browser.quit()
 
 
-def test_the_hops_panel_renders_in_the_toolbar(debug_site, driver):
+def test_the_hops_panel_renders_in_the_toolbar(site, driver):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    port, var = debug_site
-    driver.get(f"http://127.0.0.1:{port}/")
+    name, port, page, log = site
+    driver.get(f"http://127.0.0.1:{port}{page}")
     wait = WebDriverWait(driver, 30)
-    root = wait.until(expected_conditions.presence_of_element_located((By.ID, "djDebugRoot")))
-    # django-debug-toolbar 8 draws itself in a shadow root; 6 in the page.
+    # django-debug-toolbar 8 draws itself in #djDebugRoot's shadow root; 6 in the page.
+    root = wait.until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#djDebugRoot, #djDebug"))
+    )
     in_shadow = driver.execute_script("return arguments[0].shadowRoot !== null", root)
     toolbar = root.shadow_root if in_shadow else driver
 
@@ -142,20 +171,21 @@ def test_the_hops_panel_renders_in_the_toolbar(debug_site, driver):
     title = toolbar.find_element(By.CSS_SELECTOR, "#HopsPanel .djDebugPanelTitle h3").text
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"debug-toolbar-hops-panel-django{django.VERSION[0]}{django.VERSION[1]}.png"
+    version = f"django{django.VERSION[0]}{django.VERSION[1]}"
+    shot = ARTIFACTS / f"debug-toolbar-hops-panel-{name}-site-{version}.png"
     assert driver.save_screenshot(str(shot))
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
 
     # What the browser shows is what the server's line says for the page.
-    lines = [json.loads(line) for line in (var / "asgi.log").read_text().splitlines()]
-    (line,) = [line for line in lines if line["route"] == "/"]
-    assert line["hops"] == INDEX_HOPS + TOOLBAR_HOPS
-    assert (len(rows), len(tool_rows)) == (INDEX_HOPS, TOOLBAR_HOPS)
-    assert summary.text == str(INDEX_HOPS)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    (line,) = [line for line in lines if line["route"] == page]
+    assert line["hops"] == PAGE_HOPS + TOOLBAR_HOPS
+    assert (len(rows), len(tool_rows)) == (PAGE_HOPS, TOOLBAR_HOPS)
+    assert summary.text == str(PAGE_HOPS)
     assert title == "Hops"
     # Drawn before the response's close() hop: one fewer, and it says so.
-    assert subtitle.startswith(f"{INDEX_HOPS - 1} hops so far, ")
+    assert subtitle.startswith(f"{PAGE_HOPS - 1} hops so far, ")
     last_site = rows[-1].find_elements(By.TAG_NAME, "td")[3].text
     assert " ".join(last_site.split()) == "HttpResponse.close after the toolbar"
 

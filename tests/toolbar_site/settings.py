@@ -1,5 +1,7 @@
 """tests.settings plus django-debug-toolbar with hopwatch's HopsPanel (a debug set-up)."""
 
+import os
+
 from debug_toolbar.settings import PANELS_DEFAULTS
 
 from tests.settings import *  # noqa: F403
@@ -25,3 +27,7 @@ TOOLBAR = {
 }
 
 globals().update(TOOLBAR)
+
+# A server of its own (the browser test): the request lines go to this file.
+if os.environ.get("HOPWATCH_LOG"):
+    HOPWATCH = {**TOOLBAR["HOPWATCH"], "OUTPUT": os.environ["HOPWATCH_LOG"]}
