@@ -223,11 +223,27 @@ def test_async_client_request(toolbar, log_lines):
     }
 
 
-def test_a_show_toolbar_callback_of_yours_is_the_toolbar_hop(toolbar, log_lines):
-    config = {
-        **TOOLBAR["DEBUG_TOOLBAR_CONFIG"],
-        "SHOW_TOOLBAR_CALLBACK": "tests.toolbar_site.views.show_toolbar",
-    }
+@pytest.mark.parametrize(
+    ("callback", "tool_sites"),
+    [
+        (
+            "tests.toolbar_site.views.show_toolbar",
+            ["tests.toolbar_site.views.show_toolbar"],
+        ),
+        # A crossing made inside the toolbar's crossing is the toolbar's too.
+        (
+            "tests.toolbar_site.views.show_toolbar_after_a_hop",
+            [
+                "tests.toolbar_site.views.show_toolbar_after_a_hop",
+                "tests.toolbar_site.views._anoop",
+            ],
+        ),
+    ],
+)
+def test_a_show_toolbar_callback_of_yours_is_the_toolbar_hop(
+    toolbar, log_lines, callback, tool_sites
+):
+    config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "SHOW_TOOLBAR_CALLBACK": callback}
     from debug_toolbar.middleware import show_toolbar_func_or_path
 
     show_toolbar_func_or_path.cache_clear()  # the toolbar caches the callback
@@ -240,9 +256,10 @@ def test_a_show_toolbar_callback_of_yours_is_the_toolbar_hop(toolbar, log_lines)
     assert_matches_line(stats, line_for(log_lines, "callback-1"))
     assert len(stats["rows"]) == PAGE_HOPS_ASGI
     assert [r["site"] for r in stats["tool_rows"]] == [
-        "tests.toolbar_site.views.show_toolbar",
+        *tool_sites,
         "debug_toolbar.panels.sql.panel.SQLPanel.enable_instrumentation",
     ]
+    assert [r["depth"] for r in stats["rows"]] == [1] * PAGE_HOPS_ASGI
 
 
 def test_made_by_toolbar():

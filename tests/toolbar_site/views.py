@@ -1,6 +1,6 @@
 """Pages for the toolbar to show: each makes hops of known kinds."""
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse
 
 from tests.testapp.models import Item
@@ -56,4 +56,14 @@ def sync_page(request):
 
 def show_toolbar(request):
     """A SHOW_TOOLBAR_CALLBACK of the project's own (sync: the toolbar calls it in a thread)."""
+    return True
+
+
+async def _anoop():
+    return None
+
+
+def show_toolbar_after_a_hop(request):
+    """A SHOW_TOOLBAR_CALLBACK that crosses back to async inside the toolbar's crossing."""
+    async_to_sync(_anoop)()
     return True

@@ -54,12 +54,14 @@ def capture(
     hops = record.hops()  # in the order they finished
     rendered = len(hops) if kept_at_render is None else kept_at_render
     after = {id(hop) for hop in hops[rendered:]}
-    order = sorted(range(len(hops)), key=lambda i: (hops[i].called_ns, i))
-    threads = _thread_labels(record, (hops[i] for i in order))
-    tool_ids = {id(hop) for hop in hops if _made_by(hop, made_by_tool)}
-    shown = [hops[i] for i in order if id(hops[i]) not in tool_ids]
-    tools = [hops[i] for i in order if id(hops[i]) in tool_ids]
-    shown_ids = {id(hop) for hop in shown}
+    ordered = sorted(hops, key=lambda hop: hop.called_ns)  # stable: ties keep finish order
+    threads = _thread_labels(record, ordered)
+    # The request's outermost crossings have this depth (1, unless the request itself
+    # was served inside a crossing, as by an AsyncClient called through async_to_sync).
+    base = min((hop.depth for hop in hops), default=1)
+    tool_ids = _tool_hops(hops, made_by_tool)
+    shown = [hop for hop in ordered if id(hop) not in tool_ids]
+    tools = [hop for hop in ordered if id(hop) in tool_ids]
     return {
         "schema": SCHEMA,
         "recorded": True,
@@ -72,9 +74,9 @@ def capture(
         "interface": record.interface,
         "line_hops": record.count,
         "dropped": record.detail_dropped,
-        "rows": [_row(hop, shown_ids, threads, id(hop) in after) for hop in shown],
-        "tool_rows": [_row(hop, tool_ids, threads, id(hop) in after) for hop in tools],
-        "summary": _summary(shown, shown_ids, record),
+        "rows": [_row(hop, base, threads, id(hop) in after) for hop in shown],
+        "tool_rows": [_row(hop, base, threads, id(hop) in after) for hop in tools],
+        "summary": _summary(shown, base, record),
     }
 
 
@@ -83,14 +85,24 @@ def not_recorded(reason: str) -> dict[str, Any]:
     return {"schema": SCHEMA, "recorded": False, "reason": reason}
 
 
-def _made_by(hop: Hop, made_by_tool: Callable[[Hop], bool]) -> bool:
-    """The hop, or a crossing it was made inside, was made by the tool."""
-    current: Hop | None = hop
-    while current is not None:
-        if made_by_tool(current):
-            return True
-        current = current.parent
-    return False
+def _tool_hops(hops: list[Hop], made_by_tool: Callable[[Hop], bool]) -> set[int]:
+    """Ids of the hops the tool made, and of the hops made inside those.
+
+    Inside: deeper, and within the tool hop's time. A tool makes its crossings
+    before or after the request's own code runs, so nothing else of the
+    request is in flight then to be taken for one of them.
+    """
+    made = [hop for hop in hops if made_by_tool(hop)]
+    ids = {id(hop) for hop in made}
+    for hop in hops:
+        if id(hop) in ids:
+            continue
+        for tool in made:
+            inside = tool.called_ns <= hop.called_ns and hop.resumed_ns <= tool.resumed_ns
+            if inside and hop.depth > tool.depth:
+                ids.add(id(hop))
+                break
+    return ids
 
 
 def _thread_labels(record: RequestRecord, hops: Iterable[Hop]) -> dict[int, str]:
@@ -102,17 +114,7 @@ def _thread_labels(record: RequestRecord, hops: Iterable[Hop]) -> dict[int, str]
     return labels
 
 
-def _depth(hop: Hop, within: set[int]) -> int:
-    """Nesting within the request: 1 for a hop the request's own code made directly."""
-    depth = 1
-    parent = hop.parent
-    while parent is not None and id(parent) in within:
-        depth += 1
-        parent = parent.parent
-    return depth
-
-
-def _row(hop: Hop, within: set[int], threads: dict[int, str], after_render: bool) -> dict[str, Any]:
+def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> dict[str, Any]:
     cause = hop.cause
     return {
         "direction": hop.direction,
@@ -124,30 +126,26 @@ def _row(hop: Hop, within: set[int], threads: dict[int, str], after_render: bool
         "resume_ns": hop.resume_ns,
         "wall_ns": hop.wall_ns,
         "thread": threads.get(hop.thread_id) if hop.thread_id else None,
-        "depth": _depth(hop, within),
+        # Within the request: 1 for a crossing its own code made directly.
+        "depth": hop.depth - base + 1,
         "new_loop": hop.new_loop,
         "outcome": hop.outcome,
         "after_render": after_render,
     }
 
 
-def _summary(hops: list[Hop], within: set[int], record: RequestRecord) -> dict[str, Any]:
-    overhead = wait = resume = outer_run = nested_overhead = pinned = 0
+def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any]:
+    overhead = wait = resume = outer_run = nested_overhead = 0
     used_threads = {record.handler_thread_id}
     for hop in hops:
         cost = overhead_ns(hop)
         overhead += cost
         wait += hop.wait_ns
         resume += hop.resume_ns
-        if hop.parent is not None and id(hop.parent) in within:
-            nested_overhead += cost
-        else:
+        if hop.depth == base:
             outer_run += hop.run_ns
-        # As the line's pinned_ms: a sync worker thread held while async work ran.
-        parent = hop.parent
-        pinning = parent is not None and parent.direction == SYNC_TO_ASYNC
-        if pinning and hop.direction == ASYNC_TO_SYNC:
-            pinned += hop.wall_ns
+        else:
+            nested_overhead += cost
         if hop.thread_id:
             used_threads.add(hop.thread_id)
     return {
@@ -158,10 +156,12 @@ def _summary(hops: list[Hop], within: set[int], record: RequestRecord) -> dict[s
         "wait_ns": wait,
         "resume_ns": resume,
         "work_ns": max(0, outer_run - nested_overhead),
-        "pinned_ns": pinned,
+        # The line's pinned_ms: a sync worker thread held while async work ran (the
+        # toolbar's own crossings hold none).
+        "pinned_ns": record.pinned_ns,
         "threads": len(used_threads),
         "new_loops": sum(1 for hop in hops if hop.new_loop),
-        "max_depth": max((_depth(hop, within) for hop in hops), default=0),
+        "max_depth": max((hop.depth - base + 1 for hop in hops), default=0),
     }
 
 
