@@ -129,19 +129,22 @@ class HopsPanel(Panel):
         stats = _hop_table.capture(
             record, made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns)
         )
-        if not record.closed:
-            add_sink(_store_complete_request)  # idempotent; ready() may not have run
-            _awaiting_close.add(
-                record,
-                _Destination(
-                    store=self.toolbar.store,
-                    request_id=self.toolbar.request_id,
-                    panel_id=self.panel_id,
-                    handed_on_ns=handed_on_ns,
-                    kept_at_render=len(stats["rows"]) + len(stats["tool_rows"]),
-                ),
-            )
         self.record_stats(stats)
+        if stats["complete"]:
+            return
+        add_sink(_store_complete_request)  # idempotent; ready() may not have run
+        _awaiting_close.add(
+            record,
+            _Destination(
+                store=self.toolbar.store,
+                request_id=self.toolbar.request_id,
+                panel_id=self.panel_id,
+                handed_on_ns=handed_on_ns,
+                kept_at_render=len(stats["rows"]) + len(stats["tool_rows"]),
+            ),
+        )
+        if record.closed:  # closed meanwhile, on another thread: its sink may have run
+            _store_complete_request(record)
 
     @property
     def content(self) -> str:
