@@ -3,6 +3,7 @@
 
     python3 dev.py test      lint, types, then the whole test suite on Django 4.2 and 5.2
     python3 dev.py demo      the example site under uvicorn, traffic, then `hopwatch report`
+    python3 dev.py site      the example site in debug mode (django-debug-toolbar, Hops panel)
     python3 dev.py bench     the benchmarks (writes docs/performance.md)
 
 Each environment is a virtualenv under .venvs/, made on first use and reused
@@ -24,10 +25,11 @@ ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 
 # The support matrix: each supported Django LTS with the oldest and the newest
-# asgiref it allows (Django 4.2: asgiref>=3.6.0; Django 5.2: asgiref>=3.8.1).
+# asgiref it allows (Django 4.2: asgiref>=3.6.0; Django 5.2: asgiref>=3.8.1), and
+# the newest django-debug-toolbar it allows (the panel's extra; 7.0+ needs Django 5.2).
 ENVIRONMENTS: dict[str, list[str]] = {
-    "django42": ["Django==4.2.30", "asgiref==3.6.0"],
-    "django52": ["Django==5.2.19", "asgiref==3.13.0"],
+    "django42": ["Django==4.2.30", "asgiref==3.6.0", "django-debug-toolbar==6.3.0"],
+    "django52": ["Django==5.2.19", "asgiref==3.13.0", "django-debug-toolbar==8.0.0"],
 }
 # Used by the demo and the benchmarks.
 DEFAULT_ENV = "django52"
@@ -50,7 +52,11 @@ TEST_REQUIREMENTS = [
     "opentelemetry-instrumentation-asgi==0.66b2",
     "opentelemetry-instrumentation-wsgi==0.66b2",
     "duckdb==2.0.0",
+    "selenium==4.51.0",  # drives Debian's chromium for the debug-toolbar panel's screenshot
 ]
+
+# The browser the screenshot test drives, from Debian's packages.
+BROWSER_PACKAGES = ["chromium", "chromium-driver"]
 
 
 def _python(env: str) -> Path:
@@ -88,6 +94,29 @@ def ensure_env(env: str) -> Path:
     return python
 
 
+def ensure_browser() -> None:
+    """Install chromium and chromedriver with apt-get when they are missing and we can."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    apt_get = shutil.which("apt-get")
+    if apt_get is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(
+            "dev.py: chromium/chromedriver are missing and apt-get cannot install them here"
+            f" (install {' '.join(BROWSER_PACKAGES)}); the browser test skips (fails when CI=true)",
+            flush=True,
+        )
+        return
+    lock = ["-o", "DPkg::Lock::Timeout=600"]  # other developers' apt-get may hold the lock
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    update = [apt_get, *lock, "update", "-q"]
+    install = [apt_get, *lock, "install", "-y", "-q", *BROWSER_PACKAGES]
+    for command in (update, install):
+        print("+", " ".join(command), flush=True)
+        if subprocess.call(command, env=env) != 0:
+            print("dev.py: could not install the browser (see apt-get's output)", flush=True)
+            return
+
+
 def cmd_test(args: list[str]) -> int:
     envs = list(ENVIRONMENTS)
     if "--env" in args:
@@ -102,6 +131,7 @@ def cmd_test(args: list[str]) -> int:
         lint_python = ensure_env(DEFAULT_ENV)
         status |= _run([lint_python, "-m", "ruff", "check", "src", "tests", "bench", "dev.py"])
         status |= _run([lint_python, "-m", "mypy"])
+    ensure_browser()
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     for env in envs:
         python = ensure_env(env)
@@ -142,12 +172,20 @@ def cmd_demo(args: list[str]) -> int:
     return _run([python, "-m", "example_site.demo", *args])
 
 
+def cmd_site(args: list[str]) -> int:
+    python = ensure_env(DEFAULT_ENV)
+    try:
+        return _run([python, "-m", "example_site.debug", *args])
+    except KeyboardInterrupt:  # Ctrl-C is how this one stops
+        return 0
+
+
 def cmd_bench(args: list[str]) -> int:
     python = ensure_env(DEFAULT_ENV)
     return _run([python, "-m", "bench", *args])
 
 
-COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"test": cmd_test, "demo": cmd_demo, "site": cmd_site, "bench": cmd_bench}
 
 
 def main() -> int:

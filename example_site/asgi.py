@@ -15,6 +15,10 @@ from django.core.handlers.asgi import ASGIHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_site.settings")
 
 django_application = get_asgi_application()
+if settings.DEBUG:  # debug mode: serve the toolbar's CSS and JavaScript too
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    django_application = ASGIStaticFilesHandler(django_application)
 
 
 class MiddlewareVariantHandler(ASGIHandler):

@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "EXAMPLE_SITE_VAR": str(args.var),
         "PYTHONPATH": str(ROOT),
     }
+    # Measured runs: never the debug mode (toolbar), whatever the caller's shell says.
+    env.pop("EXAMPLE_SITE_DEBUG", None)
     say(f"preparing a fresh database in {args.var}")
     prepare(args.var, env)
     say("starting the example site under uvicorn (ASGI) and wsgiref (WSGI) on 127.0.0.1")

@@ -7,7 +7,10 @@ BASE_DIR = Path(__file__).resolve().parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_SITE_VAR", BASE_DIR / "var"))
 
 SECRET_KEY = "example-site-not-a-secret"
-DEBUG = False
+# Debug mode (EXAMPLE_SITE_DEBUG=1, as `python3 dev.py site` runs it): Django's DEBUG
+# plus django-debug-toolbar with hopwatch's hops panel. Never on in the demo's measured
+# runs (example_site/demo.py clears the variable for its servers).
+DEBUG = os.environ.get("EXAMPLE_SITE_DEBUG") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 
 INSTALLED_APPS = [
@@ -80,6 +83,23 @@ LOGGING = {
         "django.request": {"level": "CRITICAL"},  # the demo's /boom/ is expected
     },
 }
+
+if DEBUG:
+    try:
+        from debug_toolbar.settings import PANELS_DEFAULTS
+    except ImportError:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "EXAMPLE_SITE_DEBUG=1 needs django-debug-toolbar: pip install 'hopwatch[debug-toolbar]'"
+        ) from None
+    INSTALLED_APPS.append("debug_toolbar")
+    # After hopwatch's middleware (first), before everything else: as the toolbar's docs say.
+    MIDDLEWARE.insert(1, "debug_toolbar.middleware.DebugToolbarMiddleware")
+    INTERNAL_IPS = ["127.0.0.1"]
+    DEBUG_TOOLBAR_PANELS = [*PANELS_DEFAULTS, "hopwatch.contrib.debug_toolbar.HopsPanel"]
+    # The index page fetches endpoints from its buttons: the toolbar follows each fetch.
+    DEBUG_TOOLBAR_CONFIG = {"UPDATE_ON_FETCH": True}
 
 HOPWATCH = {
     "SITES_LIMIT": 8,

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import path
 
 from example_site.shop import views
@@ -26,3 +27,8 @@ urlpatterns = [
     # An unhandled exception.
     path("boom/", views.boom),
 ]
+
+if settings.DEBUG:  # debug mode: an index page to start from, and the toolbar's views
+    from debug_toolbar.toolbar import debug_toolbar_urls
+
+    urlpatterns += [path("", views.index), *debug_toolbar_urls()]

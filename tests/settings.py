@@ -28,6 +28,10 @@ MIDDLEWARE = ["hopwatch.middleware.HopwatchMiddleware", *DEFAULT_MIDDLEWARE]
 
 ROOT_URLCONF = "tests.testapp.urls"
 
+# Set here, not with the toolbar tests' overrides: override_settings populates
+# INSTALLED_APPS (staticfiles checks STATIC_URL) before the other settings apply.
+STATIC_URL = "/static/"
+
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 

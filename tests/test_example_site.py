@@ -100,7 +100,10 @@ def demo(tmp_path_factory):
     var = tmp_path_factory.mktemp("demo-var")
     command = [sys.executable, "-m", "example_site.demo", "--requests", "3", "--concurrency", "4"]
     command += ["--var", str(var), "--format", "json", "--lifetime", "120"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    # Debug mode asked for in the caller's shell: the demo's measured servers run
+    # without it anyway (with the toolbar, every ASGI endpoint would count 2 more hops).
+    env = {**os.environ, "EXAMPLE_SITE_DEBUG": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout[result.stdout.index("{") :])
     lines = []
@@ -174,3 +177,48 @@ def test_the_report_prices_hops_at_the_hop_tax_the_servers_measured(demo):
 def test_the_demo_leaves_no_server_running(demo):
     result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert "example_site.servers" not in result.stdout
+
+
+DEBUG_MODE_SCRIPT = """
+import json, django
+django.setup()
+from django.conf import settings
+from django.urls import get_resolver
+print(json.dumps({
+    "debug": settings.DEBUG,
+    "toolbar": "debug_toolbar" in settings.INSTALLED_APPS,
+    "panel": "hopwatch.contrib.debug_toolbar.HopsPanel" in getattr(settings, "DEBUG_TOOLBAR_PANELS", []),
+    "middleware": settings.MIDDLEWARE[:2],
+    "routes": sorted(str(p.pattern) for p in get_resolver().url_patterns if str(p.pattern) in ("", "^__debug__/")),
+}))
+"""
+
+
+@pytest.mark.parametrize("flag", [None, "1"])
+def test_debug_mode_is_a_settings_flag(flag):
+    """EXAMPLE_SITE_DEBUG=1 turns on the toolbar with hopwatch's panel; otherwise it is off."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+    env.pop("EXAMPLE_SITE_DEBUG", None)
+    if flag:
+        env["EXAMPLE_SITE_DEBUG"] = flag
+    result = subprocess.run(
+        [sys.executable, "-c", DEBUG_MODE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    if flag:
+        assert found == {
+            "debug": True,
+            "toolbar": True,
+            "panel": True,
+            "middleware": ["hopwatch.middleware.HopwatchMiddleware", "debug_toolbar.middleware.DebugToolbarMiddleware"],
+            "routes": ["", "^__debug__/"],
+        }
+    else:
+        assert found == {
+            "debug": False,
+            "toolbar": False,
+            "panel": False,
+            "middleware": ["hopwatch.middleware.HopwatchMiddleware", "django.middleware.security.SecurityMiddleware"],
+            "routes": [],
+        }

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.html import format_html, format_html_join
 
 from example_site.shop.models import Product
 from example_site.shop.signals import order_placed, order_placed_async
@@ -74,3 +75,44 @@ async def place_order_async_receiver(request):
 
 async def boom(request):
     raise RuntimeError("the example site's deliberate error")
+
+
+#: The endpoints the index page lists (debug mode), with what each shows.
+INDEX = [
+    ("/hello/", "an async view behind startproject's middleware"),
+    ("/hello-sync/", "a sync view under ASGI"),
+    ("/products/one-by-one/", "N+1: one aget() per product"),
+    ("/products/", "its fix: one query"),
+    ("/products/1/", "one afirst()"),
+    ("/mw/legacy/", "a sync-only middleware: fewer hops, a pinned thread"),
+    ("/mw/rewrite/", "its async-capable rewrite"),
+    ("/export/sync-iterator/", "a sync iterator streamed under ASGI"),
+    ("/export/", "its fix: an async iterator"),
+    ("/orders/sync-receiver/", "a sync signal receiver"),
+    ("/orders/", "its fix: an async receiver"),
+    ("/boom/", "an unhandled exception"),
+]
+
+
+async def index(request):
+    """Debug mode's start page: the toolbar's Hops panel shows this page's hops; each
+    button fetches an endpoint, and the toolbar switches to that request."""
+    rows = format_html_join(
+        "\n",
+        '<tr><td><a href="{0}">{0}</a></td><td>{1}</td>'
+        '<td><button type="button" data-fetch="{0}">fetch</button></td></tr>',
+        INDEX,
+    )
+    page = format_html(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<title>hopwatch example site</title></head><body>"
+        "<h1>hopwatch example site</h1>"
+        "<p>Open the toolbar's <b>Hops</b> panel. A fetch button requests an endpoint;"
+        " the toolbar then shows that request (its History panel lists them all).</p>"
+        "<table>{}</table>"
+        "<script>document.addEventListener('click', (event) => {{"
+        " const url = event.target.dataset.fetch; if (url) fetch(url); }});</script>"
+        "</body></html>",
+        rows,
+    )
+    return HttpResponse(page)

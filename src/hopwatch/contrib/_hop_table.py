@@ -1,0 +1,281 @@
+"""One request's hops as plain data: rows, a summary, and causes grouped with their advice.
+
+Two pure steps, so a panel can store the first and render the second later
+(django-debug-toolbar keeps panel data as JSON between the request and the
+click that shows it):
+
+* :func:`capture`: a :class:`~hopwatch.RequestRecord` to a dict of strings,
+  numbers, booleans and lists (no live :class:`~hopwatch.Hop`), durations in
+  nanoseconds;
+* :func:`display`: that dict to what a template prints (milliseconds as
+  strings, causes grouped under the advice of :mod:`hopwatch._advice`).
+
+Figures and their names (as in the log line): a hop's **wait** is its queue
+wait before the code ran on the other side, **run** the code's own time there,
+**hand-off** the time from the code finishing until the caller resumed. Its
+**overhead** (the crossing's own cost) is wait + hand-off. **Work in hops** is
+the run time of the request's outermost hops minus the overhead of the hops
+nested in them, so overhead + work is the outermost hops' wall time and nothing
+is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from hopwatch import _advice
+from hopwatch._recorder import ASYNC_TO_SYNC, SYNC_TO_ASYNC, Hop, RequestRecord
+
+#: Bumped when the captured dict changes shape (stored data of an older shape is shown as gone).
+SCHEMA: Final = 1
+
+HANDLER_THREAD: Final = "handler"
+
+
+def overhead_ns(hop: Hop) -> int:
+    """The crossing's own cost: queue wait + hand-off back (``Hop.overhead_ns`` to come)."""
+    return hop.wait_ns + hop.resume_ns
+
+
+def capture(
+    record: RequestRecord,
+    *,
+    made_by_tool: Callable[[Hop], bool] = lambda hop: False,
+    kept_at_render: int | None = None,
+) -> dict[str, Any]:
+    """The record's hops as plain data.
+
+    ``made_by_tool(hop)`` picks hops a debugging tool made itself: they are
+    listed apart (``tool_rows``) and left out of the rows and the summary.
+    ``kept_at_render``: how many hops the record held when the tool drew its
+    summary; later hops are flagged ``after_render``.
+    """
+    hops = record.hops()  # in the order they finished
+    rendered = len(hops) if kept_at_render is None else kept_at_render
+    after = {id(hop) for hop in hops[rendered:]}
+    ordered = sorted(hops, key=lambda hop: hop.called_ns)  # stable: ties keep finish order
+    threads = _thread_labels(record, ordered)
+    # The request's outermost crossings have this depth (1, unless the request itself
+    # was served inside a crossing, as by an AsyncClient called through async_to_sync).
+    base = min((hop.depth for hop in hops), default=1)
+    tool_ids = _tool_hops(hops, made_by_tool)
+    shown = [hop for hop in ordered if id(hop) not in tool_ids]
+    tools = [hop for hop in ordered if id(hop) in tool_ids]
+    return {
+        "schema": SCHEMA,
+        "recorded": True,
+        "complete": record.closed,
+        "request_id": record.request_id,
+        "method": record.method,
+        "route": record.route,
+        "view": record.view,
+        "status": record.status,
+        "interface": record.interface,
+        "line_hops": record.count,
+        "dropped": record.detail_dropped,
+        "rows": [_row(hop, base, threads, id(hop) in after) for hop in shown],
+        "tool_rows": [_row(hop, base, threads, id(hop) in after) for hop in tools],
+        "summary": _summary(shown, base, record),
+    }
+
+
+def not_recorded(reason: str) -> dict[str, Any]:
+    """What a panel stores when hopwatch recorded nothing for the request."""
+    return {"schema": SCHEMA, "recorded": False, "reason": reason}
+
+
+def _tool_hops(hops: list[Hop], made_by_tool: Callable[[Hop], bool]) -> set[int]:
+    """Ids of the hops the tool made, and of the hops made inside those.
+
+    Inside: deeper, and within the tool hop's time. A tool makes its crossings
+    before or after the request's own code runs, so nothing else of the
+    request is in flight then to be taken for one of them.
+    """
+    made = [hop for hop in hops if made_by_tool(hop)]
+    ids = {id(hop) for hop in made}
+    for hop in hops:
+        if id(hop) in ids:
+            continue
+        for tool in made:
+            inside = tool.called_ns <= hop.called_ns and hop.resumed_ns <= tool.resumed_ns
+            if inside and hop.depth > tool.depth:
+                ids.add(id(hop))
+                break
+    return ids
+
+
+def _thread_labels(record: RequestRecord, hops: Iterable[Hop]) -> dict[int, str]:
+    """OS thread ids as short names: the request handler's thread, then 1, 2, ... by first use."""
+    labels = {record.handler_thread_id: HANDLER_THREAD}
+    for hop in hops:
+        if hop.thread_id and hop.thread_id not in labels:
+            labels[hop.thread_id] = str(len(labels))
+    return labels
+
+
+def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> dict[str, Any]:
+    cause = hop.cause
+    return {
+        "direction": hop.direction,
+        "kind": cause.kind,
+        "site": cause.site,
+        "call_site": cause.call_site,
+        "wait_ns": hop.wait_ns,
+        "run_ns": hop.run_ns,
+        "resume_ns": hop.resume_ns,
+        "wall_ns": hop.wall_ns,
+        "thread": threads.get(hop.thread_id) if hop.thread_id else None,
+        # Within the request: 1 for a crossing its own code made directly.
+        "depth": hop.depth - base + 1,
+        "new_loop": hop.new_loop,
+        "outcome": hop.outcome,
+        "after_render": after_render,
+    }
+
+
+def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any]:
+    overhead = wait = resume = outer_run = nested_overhead = 0
+    used_threads = {record.handler_thread_id}
+    for hop in hops:
+        cost = overhead_ns(hop)
+        overhead += cost
+        wait += hop.wait_ns
+        resume += hop.resume_ns
+        if hop.depth == base:
+            outer_run += hop.run_ns
+        else:
+            nested_overhead += cost
+        if hop.thread_id:
+            used_threads.add(hop.thread_id)
+    return {
+        "hops": len(hops),
+        "sync_to_async": sum(1 for hop in hops if hop.direction == SYNC_TO_ASYNC),
+        "async_to_sync": sum(1 for hop in hops if hop.direction == ASYNC_TO_SYNC),
+        "overhead_ns": overhead,
+        "wait_ns": wait,
+        "resume_ns": resume,
+        "work_ns": max(0, outer_run - nested_overhead),
+        # The line's pinned_ms: a sync worker thread held while async work ran (the
+        # toolbar's own crossings hold none).
+        "pinned_ns": record.pinned_ns,
+        "threads": len(used_threads),
+        "new_loops": sum(1 for hop in hops if hop.new_loop),
+        "max_depth": max((hop.depth - base + 1 for hop in hops), default=0),
+    }
+
+
+# --- display -----------------------------------------------------------------------
+
+
+def ms(ns: int) -> str:
+    """Nanoseconds as milliseconds with three decimals, as the log line writes them."""
+    return f"{ns / 1_000_000:.3f}"
+
+
+def subtitle(stats: dict[str, Any]) -> str:
+    """One short line: the hop count and the crossing overhead."""
+    if not stats.get("recorded"):
+        return "not recorded"
+    summary = stats["summary"]
+    count = summary["hops"]
+    noun = "hop" if count == 1 else "hops"
+    so_far = "" if stats["complete"] else " so far"
+    overhead = summary["overhead_ns"] / 1_000_000
+    return f"{count} {noun}{so_far}, {overhead:.2f} ms overhead"
+
+
+def display(stats: dict[str, Any]) -> dict[str, Any]:
+    """The template context for captured ``stats``."""
+    if stats.get("schema") != SCHEMA:
+        return {"recorded": False, "reason": "This panel's data is from another hopwatch version."}
+    if not stats["recorded"]:
+        return {"recorded": False, "reason": stats["reason"]}
+    summary = stats["summary"]
+    rows = [_display_row(i, row) for i, row in enumerate(stats["rows"], 1)]
+    tool_rows = [_display_row(i, row) for i, row in enumerate(stats["tool_rows"], 1)]
+    return {
+        "recorded": True,
+        "complete": stats["complete"],
+        "request": {
+            "request_id": stats["request_id"],
+            "method": stats["method"],
+            "route": stats["route"],
+            "view": stats["view"],
+            "status": stats["status"],
+            "interface": stats["interface"],
+        },
+        "summary": {
+            **summary,
+            "overhead_ms": ms(summary["overhead_ns"]),
+            "wait_ms": ms(summary["wait_ns"]),
+            "resume_ms": ms(summary["resume_ns"]),
+            "work_ms": ms(summary["work_ns"]),
+            "pinned_ms": ms(summary["pinned_ns"]),
+        },
+        "line_hops": stats["line_hops"],
+        "dropped": stats["dropped"],
+        "rows": rows,
+        "tool_rows": tool_rows,
+        "after_render": sum(1 for row in stats["rows"] if row["after_render"]),
+        "groups": _groups(stats["rows"]),
+    }
+
+
+def _display_row(number: int, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "number": number,
+        "wait_ms": ms(row["wait_ns"]),
+        "run_ms": ms(row["run_ns"]),
+        "resume_ms": ms(row["resume_ns"]),
+        "overhead_ms": ms(row["wait_ns"] + row["resume_ns"]),
+    }
+
+
+def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by cause, and causes by their advice; largest crossing time first."""
+    causes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["kind"], row["site"], row["call_site"], row["direction"])
+        cause = causes.get(key)
+        if cause is None:
+            cause = causes[key] = {
+                "kind": row["kind"],
+                "site": row["site"],
+                "call_site": row["call_site"],
+                "direction": row["direction"],
+                "count": 0,
+                "wall_ns": 0,
+                "overhead_ns": 0,
+            }
+        cause["count"] += 1
+        cause["wall_ns"] += row["wall_ns"]
+        cause["overhead_ns"] += row["wait_ns"] + row["resume_ns"]
+    groups: dict[str, dict[str, Any]] = {}
+    for cause in causes.values():
+        advice = _advice.advice_for(cause["kind"], cause["site"], cause["direction"])
+        group = groups.get(advice.key)
+        if group is None:
+            group = groups[advice.key] = {
+                "key": advice.key,
+                "title": advice.title,
+                "advice": _advice.code_spans(advice.summary),
+                "count": 0,
+                "wall_ns": 0,
+                "overhead_ns": 0,
+                "causes": [],
+            }
+        group["count"] += cause["count"]
+        group["wall_ns"] += cause["wall_ns"]
+        group["overhead_ns"] += cause["overhead_ns"]
+        group["causes"].append(cause)
+    ordered = sorted(groups.values(), key=lambda g: (-g["wall_ns"], -g["count"], g["key"]))
+    for group in ordered:
+        group["causes"].sort(key=lambda c: (-c["wall_ns"], -c["count"], c["site"]))
+        for cause in group["causes"]:
+            cause["wall_ms"] = ms(cause["wall_ns"])
+            cause["overhead_ms"] = ms(cause["overhead_ns"])
+        group["wall_ms"] = ms(group["wall_ns"])
+        group["overhead_ms"] = ms(group["overhead_ns"])
+    return ordered

@@ -1,0 +1,233 @@
+"""A django-debug-toolbar panel: the request's hops, next to its SQL queries.
+
+    DEBUG_TOOLBAR_PANELS = [..., "hopwatch.contrib.debug_toolbar.HopsPanel"]
+
+See docs/debug-toolbar.md. Only the toolbar imports this module (hopwatch never
+does), so django-debug-toolbar stays an optional extra:
+``pip install 'hopwatch[debug-toolbar]'``.
+
+How it gets every hop: the toolbar collects panel data before the response is
+closed, so some hops (the response's ``close()`` under ASGI, middleware above
+the toolbar on the way out) come later. The panel stores what the record holds
+when the toolbar asks (the sidebar's figure), and, when hopwatch closes the
+request, stores the whole request again in the toolbar's store, which is where
+the panel's content and the toolbar's history read it from. It only reads the
+record: the log line is the same with the panel on or off, and the panel makes
+no hop of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+try:
+    from debug_toolbar.panels import Panel
+except ImportError as exc:  # configured without the extra: say how to fix it
+    raise ImportError(
+        "hopwatch.contrib.debug_toolbar.HopsPanel needs django-debug-toolbar:"
+        " pip install 'hopwatch[debug-toolbar]'"
+    ) from exc
+
+from django.apps import apps
+from django.core.checks import CheckMessage
+from django.core.checks import Warning as CheckWarning
+from django.http import HttpRequest, HttpResponseBase
+from django.template import Context, Engine
+
+from hopwatch import _django, _errors
+from hopwatch._recorder import Hop, RequestRecord, add_sink
+from hopwatch.conf import hopwatch_settings
+from hopwatch.contrib import _hop_table
+
+_TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
+
+#: The toolbar's package, as it appears in causes: a site (``debug_toolbar.middleware.
+#: show_toolbar``) or the start of a call site (``debug_toolbar/panels/sql/panel.py:204``).
+_TOOLBAR_PACKAGE: Final = "debug_toolbar"
+
+
+def made_by_toolbar(hop: Hop, handed_on_ns: int | None) -> bool:
+    """Whether the toolbar made this crossing itself, not the request it watches.
+
+    The toolbar's own crossings run its code (``sync_to_async(show_toolbar)``,
+    the SQL panel's ``enable_instrumentation``): their site is in its package.
+    A crossing of a ``SHOW_TOOLBAR_CALLBACK`` of yours runs your code but is
+    called from the toolbar's, before the toolbar hands the request on
+    (``handed_on_ns``, when this panel's ``process_request`` ran). Later
+    crossings whose call site is the toolbar's are the request's: Django code
+    below the toolbar's middleware, with no code of yours in between, has the
+    toolbar's frame as its first non-library caller.
+    """
+    cause = hop.cause
+    if cause.site.startswith(_TOOLBAR_PACKAGE + "."):
+        return True
+    call_site = cause.call_site
+    if call_site is None or not call_site.replace("\\", "/").startswith(_TOOLBAR_PACKAGE + "/"):
+        return False
+    return handed_on_ns is None or hop.called_ns < handed_on_ns
+
+
+class HopsPanel(Panel):
+    """The request's sync/async crossings: a summary, one row per hop, causes with advice."""
+
+    # Works under ASGI too: it never blocks and makes no hop.
+    is_async = True
+    title = "Hops"
+    nav_title = "Hops"
+
+    @classmethod
+    def ready(cls) -> None:
+        add_sink(_store_complete_request)
+
+    @classmethod
+    def run_checks(cls) -> list[CheckMessage]:
+        if apps.is_installed("hopwatch"):
+            return []
+        return [
+            CheckWarning(
+                "hopwatch's HopsPanel is in DEBUG_TOOLBAR_PANELS but hopwatch is not in"
+                " INSTALLED_APPS: the panel will have no hops to show.",
+                hint='Add "hopwatch" to INSTALLED_APPS and'
+                ' "hopwatch.middleware.HopwatchMiddleware" first in MIDDLEWARE.',
+                id="hopwatch.W020",
+            )
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: When the toolbar handed the request on to the app (see made_by_toolbar).
+        self._handed_on_ns: int | None = None
+
+    def process_request(self, request: HttpRequest) -> Any:
+        # The toolbar calls its panels' process_request in order, this one
+        # usually last, right before the rest of the middleware chain.
+        self._handed_on_ns = time.perf_counter_ns()
+        return super().process_request(request)
+
+    @property
+    def nav_subtitle(self) -> str:
+        return _hop_table.subtitle(self.get_stats())
+
+    def generate_stats(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        try:
+            self._generate_stats()
+        except Exception as exc:
+            _errors.report("HopsPanel.generate_stats", exc)
+
+    def _generate_stats(self) -> None:
+        record = _django.current_request()
+        if record is None:
+            self.record_stats(_hop_table.not_recorded(_why_not_recorded()))
+            return
+        handed_on_ns = self._handed_on_ns
+        stats = _hop_table.capture(
+            record, made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns)
+        )
+        self.record_stats(stats)
+        if stats["complete"]:
+            return
+        add_sink(_store_complete_request)  # idempotent; ready() may not have run
+        _awaiting_close.add(
+            record,
+            _Destination(
+                store=self.toolbar.store,
+                request_id=self.toolbar.request_id,
+                panel_id=self.panel_id,
+                handed_on_ns=handed_on_ns,
+                kept_at_render=len(stats["rows"]) + len(stats["tool_rows"]),
+            ),
+        )
+        if record.closed:  # closed meanwhile, on another thread: its sink may have run
+            _store_complete_request(record)
+
+    @property
+    def content(self) -> str:
+        context = _hop_table.display(self.get_stats())
+        return str(_template().render(Context(context, autoescape=True)))
+
+
+def _why_not_recorded() -> str:
+    if not hopwatch_settings.ENABLED:
+        return 'hopwatch recorded nothing: HOPWATCH["ENABLED"] is False.'
+    if not _django.is_installed():
+        return (
+            'hopwatch recorded nothing: it is not installed. Add "hopwatch" to INSTALLED_APPS'
+            ' and "hopwatch.middleware.HopwatchMiddleware" first in MIDDLEWARE.'
+        )
+    return "hopwatch recorded nothing for this request (it was outside any request scope)."
+
+
+@functools.cache
+def _template() -> Any:
+    # hopwatch's own engine: autoescaping stays on whatever the project's TEMPLATES say,
+    # and the panel needs neither "hopwatch" in INSTALLED_APPS nor APP_DIRS.
+    engine = Engine(dirs=[str(_TEMPLATES)], autoescape=True, debug=False)
+    return engine.get_template("hops_panel.html")
+
+
+# --- storing the whole request once hopwatch closes it -------------------------------
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where a request's complete panel data goes (plain values: no toolbar, no request)."""
+
+    store: Any  # the toolbar's store class
+    request_id: str
+    panel_id: str
+    handed_on_ns: int | None
+    kept_at_render: int
+
+
+class _AwaitingClose:
+    """Records whose toolbar still waits for their last hops, weakly held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Weak: a record that is never closed (a response never closed nor collected)
+        # must not be kept alive by the panel.
+        self._entries: weakref.WeakKeyDictionary[RequestRecord, _Destination] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def add(self, record: RequestRecord, destination: _Destination) -> None:
+        with self._lock:
+            self._entries[record] = destination
+
+    def pop(self, record: RequestRecord) -> _Destination | None:
+        if not self._entries:  # the common case, every request: no lock
+            return None
+        with self._lock:
+            return self._entries.pop(record, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_awaiting_close = _AwaitingClose()
+
+
+def _store_complete_request(record: RequestRecord) -> None:
+    """hopwatch's request sink: the closed request's complete data, to the toolbar's store."""
+    destination = _awaiting_close.pop(record)
+    if destination is None:
+        return
+    try:
+        handed_on_ns = destination.handed_on_ns
+        stats = _hop_table.capture(
+            record,
+            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
+            kept_at_render=destination.kept_at_render,
+        )
+        destination.store.save_panel(destination.request_id, destination.panel_id, stats)
+    except Exception as exc:
+        _errors.report("HopsPanel (storing the complete request)", exc)
+
+
+__all__ = ["HopsPanel", "made_by_toolbar"]

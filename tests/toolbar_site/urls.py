@@ -1,0 +1,16 @@
+from django.urls import include, path
+
+from tests.testapp.views import nested_view
+from tests.toolbar_site import views
+
+urlpatterns = [
+    path("page/", views.page),
+    path("orm/", views.orm_page),
+    path("sync/", views.sync_page),
+    path("nested/", nested_view),
+    path("many/", views.many_hops_page),
+    # The route pattern itself is markup-like: "<str:name>" must be escaped.
+    path("hostile/<str:name>/", views.hostile_page),
+    # Unconditionally (debug_toolbar_urls() is empty unless DEBUG was on at import).
+    path("__debug__/", include("debug_toolbar.urls")),
+]

@@ -1,0 +1,69 @@
+"""Pages for the toolbar to show: each makes hops of known kinds."""
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.http import HttpResponse
+
+from tests.testapp.models import Item
+
+PAGE = (
+    "<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+)
+
+
+async def page(request):
+    """An async view behind startproject's middleware: 15 hops under ASGI."""
+    return HttpResponse(PAGE.format(title="page"))
+
+
+async def orm_page(request):
+    """Two async ORM calls, each a hop with this file's call site."""
+    await Item.objects.acount()
+    await Item.objects.filter(name="x").aexists()
+    return HttpResponse(PAGE.format(title="orm"))
+
+
+def _hostile():
+    return None
+
+
+# A callable whose name is markup: the panel must print it as text.
+_hostile.__qualname__ = "<script>alert('hop')</script>"
+
+
+async def hostile_page(request, name):
+    await sync_to_async(_hostile)()
+    return HttpResponse(PAGE.format(title="hostile"))
+
+
+def _noop():
+    return None
+
+
+async def many_hops_page(request):
+    """Ten hops of its own, in a record that keeps only 5 hops one by one (the real
+    limit is 1000): beyond it, hops are counted but not listed."""
+    from hopwatch._django import current_request
+
+    current_request().detail_limit = 5
+    for _ in range(10):
+        await sync_to_async(_noop)()
+    return HttpResponse(PAGE.format(title="many"))
+
+
+def sync_page(request):
+    return HttpResponse(PAGE.format(title="sync"))
+
+
+def show_toolbar(request):
+    """A SHOW_TOOLBAR_CALLBACK of the project's own (sync: the toolbar calls it in a thread)."""
+    return True
+
+
+async def _anoop():
+    return None
+
+
+def show_toolbar_after_a_hop(request):
+    """A SHOW_TOOLBAR_CALLBACK that crosses back to async inside the toolbar's crossing."""
+    async_to_sync(_anoop)()
+    return True
