@@ -233,8 +233,8 @@ class LedgerCore:
         "causes",
         "closed",
         "count",
+        "_detail_limit",
         "detail_dropped",
-        "detail_limit",
         "details",
         "max_depth",
         "new_loops",
@@ -252,11 +252,24 @@ class LedgerCore:
 
     parent: Any
     closed: bool
+    _account_lock: threading.Lock
+    count: int
+    sync_to_async: int
+    async_to_sync: int
+    wall_ns: int
+    wait_ns: int
+    run_ns: int
+    overhead_ns: int
+    work_ns: int
+    new_loops: int
+    max_depth: int
+    pinned_ns: int
+    detail_dropped: int
+    _detail_limit: int
     causes: dict[tuple[Any, str], CauseStats]
     details: list[Hop]
     thread_ids: set[int]
     pinned_by: dict[Any, int]
-    detail_limit: int
     cause_limit: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -271,9 +284,26 @@ class LedgerCore:
         self.count = self.sync_to_async = self.async_to_sync = 0
         self.wall_ns = self.wait_ns = self.run_ns = self.overhead_ns = self.work_ns = 0
         self.new_loops = self.max_depth = self.pinned_ns = self.detail_dropped = 0
-        self.detail_limit = 1000
+        self._detail_limit = 1000
         self.cause_limit = 256
         return self
+
+    @property
+    def detail_limit(self) -> int:
+        """At most this many hops are kept one by one (the rest are counted)."""
+        return self._detail_limit
+
+    @detail_limit.setter
+    def detail_limit(self, limit: int) -> None:
+        # Whenever it is set: a lower limit drops the kept hops beyond it.
+        if limit < 0:
+            raise ValueError("detail_limit must be a whole number >= 0")
+        with self._account_lock:
+            self._detail_limit = limit
+            extra = len(self.details) - limit
+            if extra > 0:
+                del self.details[limit:]
+                self.detail_dropped += extra
 
     def close(self) -> None:
         """No hop is accounted here from now on (they go to ``late``)."""
@@ -338,7 +368,7 @@ class LedgerCore:
             stats.overhead_ns += overhead
             if wall > stats.max_ns:
                 stats.max_ns = wall
-            if len(self.details) < self.detail_limit:
+            if len(self.details) < self._detail_limit:
                 self.details.append(hop)
             else:
                 self.detail_dropped += 1

@@ -143,7 +143,8 @@ class Ledger(LedgerCore):
         pinned = list(self.pinned_by.items())
         if not pinned:
             return None
-        return max(pinned, key=lambda item: (item[1], item[0].site))[0]
+        cause: Cause = max(pinned, key=lambda item: (item[1], item[0].site))[0]
+        return cause
 
     def hops(self) -> list[Hop]:
         """The kept hops, in the order they finished (see ``detail_limit``)."""

@@ -485,6 +485,41 @@ LedgerCore_close(LedgerCoreObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+LedgerCore_get_detail_limit(LedgerCoreObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->detail_limit);
+}
+
+static int
+LedgerCore_set_detail_limit(LedgerCoreObject *self, PyObject *value, void *closure)
+{
+    /* At most this many hops kept, whenever it is set: a lower limit drops
+     * the kept hops beyond it (counted in detail_dropped). */
+    Py_ssize_t limit = value ? PyLong_AsSsize_t(value) : -1;
+    if (limit < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "detail_limit must be a whole number >= 0");
+        }
+        return -1;
+    }
+    self->detail_limit = limit;
+    Py_ssize_t kept = self->details ? PyList_GET_SIZE(self->details) : 0;
+    if (kept > limit) {
+        if (PyList_SetSlice(self->details, limit, kept, NULL) < 0) {
+            return -1;
+        }
+        self->detail_dropped += kept - limit;
+    }
+    return 0;
+}
+
+static PyGetSetDef LedgerCore_getset[] = {
+    {"detail_limit", (getter)LedgerCore_get_detail_limit, (setter)LedgerCore_set_detail_limit,
+     "At most this many hops are kept one by one (the rest are counted).", NULL},
+    {NULL},
+};
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
@@ -511,7 +546,6 @@ static PyMemberDef LedgerCore_members[] = {
     {"max_depth", T_LONGLONG, offsetof(LedgerCoreObject, max_depth), READONLY, NULL},
     {"pinned_ns", T_LONGLONG, offsetof(LedgerCoreObject, pinned_ns), READONLY, NULL},
     {"detail_dropped", T_LONGLONG, offsetof(LedgerCoreObject, detail_dropped), READONLY, NULL},
-    {"detail_limit", T_PYSSIZET, offsetof(LedgerCoreObject, detail_limit), 0, NULL},
     {"cause_limit", T_PYSSIZET, offsetof(LedgerCoreObject, cause_limit), 0, NULL},
     {NULL},
 };
@@ -527,6 +561,7 @@ static PyTypeObject LedgerCoreType = {
     .tp_clear = (inquiry)LedgerCore_clear,
     .tp_members = LedgerCore_members,
     .tp_methods = LedgerCore_methods,
+    .tp_getset = LedgerCore_getset,
 };
 
 /* Account one finished hop. Runs under the GIL without calling Python code

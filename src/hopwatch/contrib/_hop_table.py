@@ -33,11 +33,6 @@ SCHEMA: Final = 1
 HANDLER_THREAD: Final = "handler"
 
 
-def overhead_ns(hop: Hop) -> int:
-    """The crossing's own cost: queue wait + hand-off back (``Hop.overhead_ns`` to come)."""
-    return hop.wait_ns + hop.resume_ns
-
-
 def capture(
     record: RequestRecord,
     *,
@@ -138,7 +133,7 @@ def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any
     overhead = wait = resume = outer_run = nested_overhead = 0
     used_threads = {record.handler_thread_id}
     for hop in hops:
-        cost = overhead_ns(hop)
+        cost: int = hop.overhead_ns
         overhead += cost
         wait += hop.wait_ns
         resume += hop.resume_ns
