@@ -585,16 +585,23 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
 # --- the patches ------------------------------------------------------------------
 
 
+_BuiltinMethod = type(Context().run)
+
+
 def _context_of(args: tuple[Any, ...]) -> Context | None:
+    # Types first: getattr() with a default on an object without the attribute
+    # raises and catches inside, which is slow, and this runs on every hop.
     for arg in args:
-        owner = getattr(arg, "__self__", None)
-        if type(owner) is Context:  # context.run (asgiref 3.8-3.11)
-            return owner
-        if type(arg) is FunctionType and arg.__closure__:  # a closure over it (3.12+)
+        kind = type(arg)
+        if kind is _BuiltinMethod:  # context.run (asgiref 3.8-3.11)
+            owner = arg.__self__
+            if type(owner) is Context:
+                return owner
+        elif kind is FunctionType and arg.__closure__:  # a closure over it (3.12+)
             for cell in arg.__closure__:
                 try:
                     content = cell.cell_contents
-                except ValueError:
+                except ValueError:  # an empty cell
                     continue
                 if type(content) is Context:
                     return content
