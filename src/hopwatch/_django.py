@@ -136,7 +136,7 @@ def signal_cause(signal: object) -> Cause | None:
 
 
 def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
-    # sync_to_async(signal.send) (Django 4.2's handlers), async_to_sync(signal.asend)
+    # async_to_sync(signal.asend), sync_to_async(signal.send) in user code
     return signal_cause(getattr(target, "__self__", None))
 
 

@@ -520,10 +520,6 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
 
 def request_started_hops() -> int:
     """Hops ``ASGIHandler`` spends sending ``request_started`` (its sync receivers)."""
-    import django
-
-    if django.VERSION < (5, 0):
-        return 1  # Django 4.2: sync_to_async(request_started.send), always
     from django.core.handlers.asgi import ASGIHandler
     from django.core.signals import request_started
 
@@ -534,21 +530,6 @@ def request_started_hops() -> int:
     except Exception:  # a private API: assume Django's own sync receivers
         return 1
     return 1 if sync_receivers else 0
-
-
-def asgiref_fixes_loop_at_creation() -> bool:
-    """asgiref < 3.8 binds an ``AsyncToSync`` to the loop running when it is *made*.
-
-    Django makes its middleware adapters at start-up, with no loop running:
-    under those versions each call of one makes a new event loop.
-    """
-    import asgiref
-
-    try:
-        version = tuple(int(part) for part in asgiref.__version__.split(".")[:2])
-    except ValueError:
-        return False
-    return version < (3, 8)
 
 
 # --- the model (pure) -------------------------------------------------------------------
@@ -630,7 +611,6 @@ def simulate(
     *,
     view_is_async: bool,
     request_started: int = 1,
-    loop_fixed_at_creation: bool = False,
 ) -> Simulation:
     """The hops of one ordinary request (a view resolved, a plain response, no exception)."""
     is_async = interface == ASGI
@@ -642,11 +622,9 @@ def simulate(
     # WSGI once an async_to_sync has made one.
     loop = is_async
 
-    def a2s(*, made_at_start_up: bool, encloses_the_rest: bool) -> str:
+    def a2s(*, encloses_the_rest: bool) -> str:
         nonlocal loop
-        kind = (
-            NEW_LOOP if not loop or (made_at_start_up and loop_fixed_at_creation) else ASYNC_TO_SYNC
-        )
+        kind = ASYNC_TO_SYNC if loop else NEW_LOOP
         if encloses_the_rest:  # the rest of the request runs inside that loop
             loop = True
         return kind
@@ -674,7 +652,7 @@ def simulate(
                 )
             )
         else:
-            adapter = a2s(made_at_start_up=True, encloses_the_rest=True)
+            adapter = a2s(encloses_the_rest=True)
             hops.append(
                 PredictedHop(
                     "middleware", facts[top].site_name, adapter, top, "adaptation (into the chain)"
@@ -710,7 +688,7 @@ def simulate(
                 )
             )
         else:  # async_to_sync of the async handler below
-            adapter = a2s(made_at_start_up=True, encloses_the_rest=True)
+            adapter = a2s(encloses_the_rest=True)
             hops.append(
                 PredictedHop("middleware", fact.path, adapter, index, "adaptation (below it)")
             )
@@ -721,7 +699,7 @@ def simulate(
         hook = fact.hook("process_view")
         if hook is not None and hook.is_async != is_async:
             adapter = (
-                SYNC_TO_ASYNC if is_async else a2s(made_at_start_up=True, encloses_the_rest=False)
+                SYNC_TO_ASYNC if is_async else a2s(encloses_the_rest=False)
             )
             hops.append(
                 PredictedHop(
@@ -736,7 +714,7 @@ def simulate(
             PredictedHop(
                 "view",
                 VIEW_SITE,
-                a2s(made_at_start_up=False, encloses_the_rest=False),
+                a2s(encloses_the_rest=False),
                 None,
                 "the view",
             )
@@ -803,7 +781,6 @@ class Audit:
     entries: list[EntryAudit]
     simulations: dict[tuple[str, str], Simulation]  # (interface, view kind)
     request_started: int
-    loop_fixed_at_creation: bool
     hop_tax: HopTax | None = None
     problems: list[str] = field(default_factory=list)
     overhead: Overhead | None = None
@@ -813,7 +790,7 @@ class Audit:
 
 
 def _simulate_all(
-    facts: Sequence[MiddlewareFacts], request_started: int, loop_fixed: bool
+    facts: Sequence[MiddlewareFacts], request_started: int
 ) -> dict[tuple[str, str], Simulation]:
     return {
         (interface, view_kind): simulate(
@@ -821,7 +798,6 @@ def _simulate_all(
             interface,
             view_is_async=view_kind == "async_view",
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         for interface in INTERFACES
         for view_kind in VIEW_KINDS
@@ -844,7 +820,6 @@ def _what_ifs(
     index: int,
     advice: Sequence[str],
     request_started: int,
-    loop_fixed: bool,
 ) -> list[WhatIf]:
     """The same stack with the change each piece of advice suggests, simulated."""
     fact = facts[index]
@@ -897,14 +872,12 @@ def _what_ifs(
             ASGI,
             view_is_async=True,
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         wsgi = simulate(
             variant,
             WSGI,
             view_is_async=True,
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         holds = any(reason is not None for reason in asgi.pinned_by)
         results.append(WhatIf(name, asgi.count, wsgi.count, holds))
@@ -919,11 +892,10 @@ def build_audit(
     asgiref_version: str = "",
     asgi_application: str | None = None,
     request_started: int = 1,
-    loop_fixed_at_creation: bool = False,
     hop_tax: HopTax | None = None,
 ) -> Audit:
     """The audit of a middleware stack, from facts alone (pure)."""
-    simulations = _simulate_all(facts, request_started, loop_fixed_at_creation)
+    simulations = _simulate_all(facts, request_started)
     asgi = simulations[(ASGI, "async_view")]
     wsgi = simulations[(WSGI, "async_view")]
     entries = []
@@ -958,7 +930,7 @@ def build_audit(
             advice.append(ADVICE_ASYNC_ONLY)
         if any(h.name == "process_view" and h.hops[ASGI] for h in hooks) and not advice:
             advice.append(ADVICE_PROCESS_VIEW)
-        what_ifs = _what_ifs(facts, index, advice, request_started, loop_fixed_at_creation)
+        what_ifs = _what_ifs(facts, index, advice, request_started)
         problems.extend(
             f"{fact.path}: {note}" for note in fact.notes if "MiddlewareMixin cannot" in note
         )
@@ -984,7 +956,6 @@ def build_audit(
         entries=entries,
         simulations=simulations,
         request_started=request_started,
-        loop_fixed_at_creation=loop_fixed_at_creation,
         hop_tax=hop_tax,
         problems=problems,
     )
@@ -1009,7 +980,6 @@ def audit_settings(
         asgiref_version=getattr(asgiref, "__version__", "unknown"),
         asgi_application=str(asgi_application) if asgi_application else None,
         request_started=request_started_hops(),
-        loop_fixed_at_creation=asgiref_fixes_loop_at_creation(),
         hop_tax=hop_tax,
     )
 
