@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,16 +57,22 @@ async def asgi_call(
     query: str = "",
     headers: Any = (),
     disconnect_after: float | None = None,
+    body: Sequence[bytes] = (),
 ) -> AsgiResult:
-    """One request through an ASGI app, as a server would make it."""
+    """One request through an ASGI app, as a server would make it.
+
+    ``body``: the request body's chunks, one ``http.request`` message each.
+    """
     result = AsgiResult()
+    chunks = list(body) or [b""]
     sent_body = False
 
     async def receive() -> dict:
         nonlocal sent_body
         if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            chunk = chunks.pop(0)
+            sent_body = not chunks
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
         if disconnect_after is not None:
             await asyncio.sleep(disconnect_after)
             return {"type": "http.disconnect"}

@@ -485,3 +485,18 @@ def test_ledger_memory_is_bounded_and_counts_exact():
     assert len(scope.details) == 50 and scope.detail_dropped == 550
     assert len(scope.causes) == 5  # 4 causes plus the overflow bucket
     assert sum(stats.count for stats in scope.causes.values()) == 600
+
+
+@pytest.mark.internal_errors
+def test_a_cause_rule_that_cannot_be_registered_costs_that_rule_only():
+    # What a Django that renamed a private method hopwatch names would do to
+    # install(): the rule is reported once and skipped, nothing raises.
+    from hopwatch import _django, _errors
+
+    before = _errors.total()
+
+    def renamed() -> None:
+        raise AttributeError("type object 'BaseHandler' has no attribute '_get_response_async'")
+
+    _django._register("BaseHandler._get_response_async", renamed)
+    assert _errors.total() == before + 1
