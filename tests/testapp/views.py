@@ -127,3 +127,36 @@ def sync_orm_view(request):
         Item.objects.filter(name__startswith="x").count()
     _burn_cpu(0.05)
     return HttpResponse(",".join(names) or "none")
+
+
+#: Hops started by each counted_stream_view response's iterator, in request order (an
+#: oracle independent of hopwatch).
+STREAM_HOPS_STARTED: list[int] = []
+
+
+async def counted_stream_view(request):
+    """20 chunks, 20 ms apart, one hop before each; counts the hops it starts."""
+    started = len(STREAM_HOPS_STARTED)
+    STREAM_HOPS_STARTED.append(0)
+
+    async def body():
+        for _ in range(20):
+            STREAM_HOPS_STARTED[started] += 1
+            await sync_to_async(_noop)()
+            yield b"chunk\n"
+            await asyncio.sleep(0.02)
+
+    return StreamingHttpResponse(body())
+
+
+async def child_task_view(request):
+    """A hop in a task the view spawns, and one in a TaskGroup's task."""
+    await asyncio.create_task(sync_to_async(_noop)())
+    async with asyncio.TaskGroup() as group:
+        group.create_task(sync_to_async(_noop)())
+    return HttpResponse("children")
+
+
+async def task_view(request):
+    """The qualified name of the coroutine of the task the view runs in."""
+    return HttpResponse(asyncio.current_task().get_coro().__qualname__)
