@@ -330,8 +330,10 @@ def test_json_document_is_stable():
         "hop_tax",
         "problems",
         "hopwatch_overhead",
+        "django_6_2",
     }
     assert document["hopwatch_overhead"] is None  # not measured
+    assert document["django_6_2"] is None  # Django 6.2's change touches neither entry
     assert (document["format"], document["version"]) == ("hopwatch.audit", 1)
     sync_only = document["middleware"][1]
     assert set(sync_only) == {

@@ -784,6 +784,8 @@ class Audit:
     hop_tax: HopTax | None = None
     problems: list[str] = field(default_factory=list)
     overhead: Overhead | None = None
+    #: what Django 6.2's flag change will do to this MIDDLEWARE (None: nothing, or on 6.2+)
+    django_6_2: Django62Preview | None = None
 
     def predicted(self, interface: str, view_kind: str) -> int:
         return self.simulations[(interface, view_kind)].count
@@ -972,7 +974,7 @@ def audit_settings(
     paths = list(settings.MIDDLEWARE if middleware is None else middleware)
     facts = gather(paths)
     asgi_application = getattr(settings, "ASGI_APPLICATION", None)
-    return build_audit(
+    audit = build_audit(
         facts,
         settings_module=getattr(settings, "SETTINGS_MODULE", None)
         or os.environ.get("DJANGO_SETTINGS_MODULE"),
@@ -982,6 +984,180 @@ def audit_settings(
         request_started=request_started_hops(),
         hop_tax=hop_tax,
     )
+    if django.VERSION[:2] < DJANGO_6_2:
+        audit.django_6_2 = preview_django_6_2(
+            facts, django_6_2_flag_changes(paths), audit.request_started
+        )
+    return audit
+
+
+# --- Django 6.2: what ticket #37177 will do to this MIDDLEWARE -------------------------------
+#
+# Django 6.2 (commit a013c821, "Fixed #37177 -- Reduced per-middleware context
+# switching under ASGI") sets async_capable = False on Django's own
+# MiddlewareMixin subclasses; MiddlewareMixin's default stays True. Under ASGI
+# such a middleware then runs sync: one sync_to_async into the chain and one
+# async_to_sync out to the view instead of a hop per hook, but the request holds
+# a worker thread while everything below it runs, the view included. The model
+# takes the commit message at its word ("only the values on Django's own
+# subclasses"): every Django class that inherits MiddlewareMixin's flag.
+
+DJANGO_6_2: Final = (6, 2)
+
+
+@dataclass(frozen=True)
+class Django62Preview:
+    """The same MIDDLEWARE under ASGI before and after Django 6.2's flag change."""
+
+    #: the MIDDLEWARE paths whose async_capable 6.2 turns to False
+    affected: tuple[str, ...]
+    before: dict[str, Simulation]  # ASGI, per view kind
+    after: dict[str, Simulation]
+
+
+def django_6_2_flag_changes(paths: Sequence[str]) -> tuple[bool, ...]:
+    """For each path: whether Django 6.2 changes its ``async_capable``.
+
+    A class that inherits ``async_capable`` from ``MiddlewareMixin`` through
+    one of Django's own subclasses (a user subclass of ``SessionMiddleware``
+    inherits 6.2's value too); not one that sets it itself, nor a function.
+    """
+    from django.utils.deprecation import MiddlewareMixin
+
+    changes = []
+    for path in paths:
+        factory = _import(path)
+        changed = False
+        if isinstance(factory, type) and issubclass(factory, MiddlewareMixin):
+            mro = factory.__mro__
+            definer = next(cls for cls in mro if "async_capable" in cls.__dict__)
+            below_mixin = mro[: mro.index(MiddlewareMixin)]
+            changed = definer is MiddlewareMixin and any(
+                cls.__module__.split(".", 1)[0] == "django" for cls in below_mixin
+            )
+        changes.append(changed)
+    return tuple(changes)
+
+
+def preview_django_6_2(
+    facts: Sequence[MiddlewareFacts], changes: Sequence[bool], request_started: int = 1
+) -> Django62Preview | None:
+    """The model before and after the change (pure); None when it changes no entry."""
+    if not any(changes):
+        return None
+    after_facts = [
+        replace(fact, async_capable=False, instance_async_capable=False) if changed else fact
+        for fact, changed in zip(facts, changes, strict=True)
+    ]
+
+    def asgi(variant: Sequence[MiddlewareFacts]) -> dict[str, Simulation]:
+        return {
+            kind: simulate(
+                variant, ASGI, view_is_async=kind == "async_view", request_started=request_started
+            )
+            for kind in VIEW_KINDS
+        }
+
+    affected = tuple(fact.path for fact, changed in zip(facts, changes, strict=True) if changed)
+    return Django62Preview(affected, asgi(facts), asgi(after_facts))
+
+
+def pinned_section(sim: Simulation) -> list[PredictedHop] | None:
+    """The crossing that holds a worker thread and the hops made inside it (None: none).
+
+    Under ASGI a sync section of the chain is entered through sync_to_async and
+    left through async_to_sync to what runs below it: that async_to_sync, and
+    everything until the response goes back up, runs while the thread waits,
+    the view included. hopwatch's ``pinned_ms`` is that crossing's wall time.
+    """
+    for position, hop in enumerate(sim.hops):
+        if hop.adapter != SYNC_TO_ASYNC and hop.what.startswith("adaptation"):
+            return [hop, *(h for h in sim.hops[position + 1 :] if h.kind != "response")]
+    return None
+
+
+def _pinned_by(sim: Simulation, facts_paths: Sequence[str]) -> str | None:
+    reasons = [reason for reason in sim.pinned_by if reason is not None]
+    return facts_paths[reasons[0]] if reasons else None
+
+
+def _django_6_2_side(
+    sim: Simulation, paths: Sequence[str], hop_tax: HopTax | None
+) -> dict[str, Any]:
+    section = pinned_section(sim)
+    pinned_us = None
+    if section is not None and hop_tax is not None:
+        adapters: dict[str, int] = {}
+        for hop in section:
+            adapters[hop.adapter] = adapters.get(hop.adapter, 0) + 1
+        pinned_us = round(hop_tax.cost_us(adapters), 1)
+    return {
+        "hops": sim.count,
+        "hop_time_us": round(hop_tax.cost_us(sim.adapters()), 1) if hop_tax else None,
+        "pinned_by": _pinned_by(sim, paths),
+        # the crossing that holds the thread and the hops inside it: pinned_ms is
+        # the view's own time plus these
+        "pinned_hops": None if section is None else len(section),
+        "pinned_hop_time_us": pinned_us,
+    }
+
+
+def django_6_2_document(audit: Audit) -> dict[str, Any] | None:
+    """The ``django_6_2`` member of the JSON document."""
+    preview = audit.django_6_2
+    if preview is None:
+        return None
+    paths = [entry.facts.path for entry in audit.entries]
+    return {
+        "affected": list(preview.affected),
+        ASGI: {
+            kind: {
+                "before": _django_6_2_side(preview.before[kind], paths, audit.hop_tax),
+                "after": _django_6_2_side(preview.after[kind], paths, audit.hop_tax),
+            }
+            for kind in VIEW_KINDS
+        },
+    }
+
+
+def _pinned_words(side: dict[str, Any]) -> str:
+    if side["pinned_by"] is None:
+        return "nothing pinned"
+    hops = side["pinned_hops"]
+    timed = f", ~{_us(side['pinned_hop_time_us'])}" if side["pinned_hop_time_us"] else ""
+    return (
+        f"pinned: the view + {hops} hop{'s' if hops != 1 else ''}{timed}"
+        f" (by {side['pinned_by'].rsplit('.', 1)[-1]})"
+    )
+
+
+def django_6_2_lines(audit: Audit) -> list[str]:
+    """The text lines of the preview (none when there is nothing to say)."""
+    document = django_6_2_document(audit)
+    if document is None:
+        return []
+    affected = document["affected"]
+    lines = [
+        f"Django 6.2 (ticket #37177) makes Django's own MiddlewareMixin subclasses sync-only"
+        f" (async_capable = False): {len(affected)} entr{'ies' if len(affected) != 1 else 'y'}"
+        " here. Under ASGI, per request:"
+    ]
+    for kind in VIEW_KINDS:
+        before, after = document[ASGI][kind]["before"], document[ASGI][kind]["after"]
+        timed = ""
+        if before["hop_time_us"] is not None:
+            timed = f" (~{_us(before['hop_time_us'])} -> ~{_us(after['hop_time_us'])})"
+        lines.append(
+            f"  {kind.replace('_', ' ')}: {before['hops']} -> {after['hops']} hops{timed};"
+            f" {_pinned_words(before)} -> {_pinned_words(after)}"
+        )
+    lines.append(
+        "  pinned: a worker thread held for the view's whole duration plus those hops, on every"
+        " request (pinned_ms in the request lines), even while the view awaits I/O: one thread"
+        " per request in flight. To keep today's behaviour for one, list a subclass of it with"
+        " async_capable = True."
+    )
+    return lines
 
 
 # --- the JSON document ------------------------------------------------------------------
@@ -1059,6 +1235,7 @@ def document(audit: Audit) -> dict[str, Any]:
         "hop_tax": audit.hop_tax.as_dict() if audit.hop_tax is not None else None,
         "problems": list(audit.problems),
         "hopwatch_overhead": audit.overhead.as_dict() if audit.overhead is not None else None,
+        "django_6_2": django_6_2_document(audit),
     }
 
 
@@ -1265,6 +1442,7 @@ def _summary_lines(audit: Audit) -> list[str]:
             f" {_us(overhead.bare_us)} (medians of {overhead.samples} with and without, taking"
             " turns)"
         )
+    lines.extend(_clean(line) for line in django_6_2_lines(audit))
     for problem in audit.problems:
         lines.append(f"problem: {_clean(problem)}")
     for entry in audit.entries:
