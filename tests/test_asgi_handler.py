@@ -70,9 +70,15 @@ def test_hops_of_tasks_the_view_spawns_are_the_requests():
     assert sites(record)[("other", "tests.testapp.views._noop")] == 2
 
 
+def _streamed(at_least):
+    """True once the counted stream has started ``at_least`` hops."""
+    return lambda: bool(views.STREAM_HOPS_STARTED) and views.STREAM_HOPS_STARTED[0] >= at_least
+
+
 def test_disconnect_while_the_view_awaits_on_the_loop():
+    views.REACHED.clear()
     with capture() as records:
-        result = asgi_request("/sleepy/", query="s=0.5", disconnect_after=0.1)
+        result = asgi_request("/sleepy/", query="s=0.5", disconnect_when=lambda: views.REACHED["sleepy"])
     record = one(records)
     assert result.status is None and record.status is None
     # The view is cancelled; Django sends request_finished itself (no response to close).
@@ -82,10 +88,10 @@ def test_disconnect_while_the_view_awaits_on_the_loop():
 def test_disconnect_in_the_middle_of_a_stream_closes_the_response_once():
     views.STREAM_HOPS_STARTED.clear()
     with capture() as records:
-        result = asgi_request("/stream/counted/", disconnect_after=0.1)
+        result = asgi_request("/stream/counted/", disconnect_when=_streamed(3))
     record = one(records)
     (started,) = views.STREAM_HOPS_STARTED
-    assert result.status == 200 and 1 <= started < 20  # cut off mid-stream
+    assert result.status == 200 and 3 <= started < 20  # cut off mid-stream
     assert sites(record) == {
         ("signal", "request_started"): 1,
         ("other", "tests.testapp.views._noop"): started,
@@ -123,7 +129,7 @@ def test_the_error_response_made_before_the_view_is_closed_and_counted():
 def test_concurrent_requests_on_one_handler_keep_their_own_hops():
     async def main():
         app = ASGIHandler()
-        cut = asgi_call(app, "/stream/counted/", headers=[(b"x-request-id", b"cut")], disconnect_after=0.1)
+        cut = asgi_call(app, "/stream/counted/", headers=[(b"x-request-id", b"cut")], disconnect_when=_streamed(3))
         full = [asgi_call(app, f"/hops/{n}/", headers=[(b"x-request-id", f"full-{n}".encode())]) for n in range(5)]
         return await asyncio.gather(cut, *full)
 
@@ -136,4 +142,4 @@ def test_concurrent_requests_on_one_handler_keep_their_own_hops():
     for n in range(5):
         assert len(by_id[f"full-{n}"]) == 2 + n
     (started,) = views.STREAM_HOPS_STARTED
-    assert len(by_id["cut"]) == 1 + started + 1
+    assert 3 <= started < 20 and len(by_id["cut"]) == 1 + started + 1

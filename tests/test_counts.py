@@ -20,6 +20,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, Client, override_settings
 
 from tests.helpers import asgi_call, asgi_request, capture, sites, wsgi_request
+from tests.testapp import views
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 DEFAULT = settings.MIDDLEWARE  # hopwatch + startproject's seven
@@ -305,8 +306,10 @@ def test_fifty_concurrent_requests_never_mix():
 
 
 def test_client_disconnect_cancels_the_hop_and_closes_the_record():
+    views.REACHED.clear()
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
-        asgi_request("/slow/", disconnect_after=0.1)
+        # the client goes while the view's sync hop (a 0.5 s sleep) runs
+        asgi_request("/slow/", disconnect_when=lambda: views.REACHED["slow"])
     record = one(records)
     assert len(record) == 3
     sleep_hop = next(h for h in record.hops() if h.cause.site == "time.sleep")

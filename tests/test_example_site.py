@@ -99,11 +99,11 @@ def demo(tmp_path_factory):
     lines = []
     for name in ("asgi.log", "wsgi.log"):
         lines += [json.loads(line) for line in (var / name).read_text().splitlines()]
-    return report, lines
+    return report, lines, var
 
 
 def test_every_example_endpoint_makes_its_pinned_number_of_hops(demo):
-    _report, lines = demo
+    _report, lines, _var = demo
     seen = defaultdict(set)
     for line in lines:
         seen[(line["interface"], line["route"])].add(line["hops"])
@@ -121,7 +121,7 @@ def test_every_example_endpoint_makes_its_pinned_number_of_hops(demo):
 
 def test_the_audit_predicts_every_example_endpoint(demo, audited):
     """The audit's prediction plus the view's own hops is what the servers measured."""
-    _report, lines = demo
+    _report, lines, _var = demo
     measured = {(line["interface"], line["route"]): line["hops"] for line in lines}
     assert set(measured) == set(EXPECTED_HOPS)
     for (interface, route), hops in measured.items():
@@ -132,16 +132,28 @@ def test_the_audit_predicts_every_example_endpoint(demo, audited):
 
 
 def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):
-    report, lines = demo
+    report, lines, var = demo
     assert report["summary"]["records"] == len(lines)
     assert report["summary"]["skipped"] == 0
-    worst = report["rows"][0]
+    # The demo's report ranks by total hop time: that order is the host's. On a
+    # loaded one, /mw/legacy/'s single hop into its sync chain (which encloses
+    # the whole request) can outweigh the N+1 endpoint's 36 short ones, so only
+    # the order is checked against the report's own numbers...
+    totals = [row["hop_ms"]["total"] for row in report["rows"]]
+    assert totals == sorted(totals, reverse=True)
+    # ... and the ranking that does not depend on timing names the N+1 endpoint.
+    result = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", "--sort", "hops", "--format", "json",
+         str(var / "asgi.log"), str(var / "wsgi.log")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    worst = json.loads(result.stdout)["rows"][0]
     assert (worst["method"], worst["route"]) == ("GET", "/products/one-by-one/")
     assert worst["hops"]["mean"] == 36
 
 
 def test_the_report_prices_hops_at_the_hop_tax_the_servers_measured(demo):
-    report, lines = demo
+    report, lines, _var = demo
     priced = [line for line in lines if "hop_tax_us" in line]
     # measured in a background thread at start-up: the first lines may come before it
     assert len(priced) >= len(lines) // 2 and all(line["hop_tax_us"] > 0 for line in priced)

@@ -29,6 +29,7 @@ import hopwatch
 from hopwatch import _patch
 from hopwatch._recorder import Ledger, current_scope, late, unscoped
 from hopwatch.apps import activate, deactivate
+from tests.helpers import wait_until
 
 
 @contextlib.contextmanager
@@ -219,15 +220,18 @@ def test_contextvars_flow_both_ways():
 
 def test_cancellation_propagates():
     def scenario() -> tuple[str, bool]:
-        finished = threading.Event()
+        started, finished = threading.Event(), threading.Event()
 
         def slow() -> None:
+            started.set()
             time.sleep(0.2)
             finished.set()
 
         async def main() -> str:
             task = asyncio.ensure_future(sync_to_async(slow)())
-            await asyncio.sleep(0.05)
+            # cancelled while it runs in its thread (a fixed delay may come
+            # before the thread starts on a loaded machine)
+            await wait_until(started.is_set)
             task.cancel()
             try:
                 await task
@@ -246,8 +250,14 @@ def test_cancellation_propagates():
 def test_cancelled_hop_is_recorded_as_cancelled():
     async def main() -> Ledger:
         with ledger() as scope:
-            task = asyncio.ensure_future(sync_to_async(time.sleep)(0.2))
-            await asyncio.sleep(0.05)
+            started = threading.Event()
+
+            def sleep() -> None:
+                started.set()
+                time.sleep(0.2)
+
+            task = asyncio.ensure_future(sync_to_async(sleep)())
+            await wait_until(started.is_set)  # running in its thread
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections import Counter
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
@@ -91,12 +92,24 @@ def sync_error_view(request):
     raise ValueError("boom")
 
 
+#: Views that reached their slow part, by X-Request-ID (else the view's name): a
+#: test cancels or disconnects at that point instead of after a guessed delay,
+#: which a loaded machine may not keep to.
+REACHED: Counter[str] = Counter()
+
+
+def _reached(request, name):
+    REACHED[request.headers.get("X-Request-ID") or name] += 1
+
+
 async def slow_view(request):
-    await sync_to_async(time.sleep)(0.5)
+    _reached(request, "slow")
+    await sync_to_async(time.sleep)(0.5)  # the marker is seen once this hop is awaited
     return HttpResponse("slow")
 
 
 async def sleepy_async_view(request):
+    _reached(request, "sleepy")
     await asyncio.sleep(float(request.GET.get("s", "0.05")))
     return HttpResponse("slept")
 
