@@ -222,10 +222,10 @@ def test_cache_bulk_methods(db_cache, cache, op):
 # --- QuerySet.aiterator() is ORM work ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("chunk", "hops"), [(2, 4), (3, 3), (2000, 1)])
+@pytest.mark.parametrize(("chunk", "hops"), [(2, 4), (3, 3), (7, 2), (2000, 1)])
 def test_aiterator_is_one_orm_hop_per_chunk(items, chunk, hops):
     # 7 rows: chunks of 2 are 2+2+2+1 (the short one ends it), of 3 are
-    # 3+3+1, of 2000 one.
+    # 3+3+1, of 7 a full one and an empty one (how it learns the end), of 2000 one.
     result, record = request("/aiterator/", query=f"chunk={chunk}")
     assert result.body == b"a,b,c,d,e,f,g"
     site = line_of("aiterator_view", ".aiterator(chunk_size=chunk)")
