@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """hopwatch's developer commands. Needs only python3 (3.11+); sets up everything else.
 
-    python3 dev.py test      lint, types, then the whole test suite on Django 4.2 and 5.2
+    python3 dev.py test      lint, types, then the whole test suite on each supported
+                             Python + Django: 3.11 + 5.2, 3.12 + 6.0, 3.13 + 6.1
     python3 dev.py demo      the example site under uvicorn, traffic, then `hopwatch report`
     python3 dev.py site      the example site in debug mode (django-debug-toolbar, Hops panel)
-    python3 dev.py bench     the benchmarks (writes docs/performance.md)
+    python3 dev.py bench     the benchmarks (writes docs/performance.md);
+                             `bench --instructions`: instructions per hop and per request
 
 Each environment is a virtualenv under .venvs/, made on first use and reused
 while its requirements are unchanged. Extra arguments after `test` go to pytest
 (`python3 dev.py test -k counts`); `--env django52` runs one environment only.
+An environment's Python is `python3.X` on PATH, else pyenv's newest 3.X; a
+missing one is skipped with a message (with CI=true it fails the run).
 """
 
 from __future__ import annotations
@@ -18,21 +22,33 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
 
-# The support matrix: each supported Django LTS with the oldest and the newest
-# asgiref it allows (Django 4.2: asgiref>=3.6.0; Django 5.2: asgiref>=3.8.1), and
-# the newest django-debug-toolbar it allows (the panel's extra; 7.0+ needs Django 5.2).
-ENVIRONMENTS: dict[str, list[str]] = {
-    "django42": ["Django==4.2.30", "asgiref==3.6.0", "django-debug-toolbar==6.3.0"],
-    "django52": ["Django==5.2.19", "asgiref==3.13.0", "django-debug-toolbar==8.0.0"],
+
+@dataclass(frozen=True)
+class Environment:
+    python: str  # "3.12": the interpreter's major.minor
+    requirements: tuple[str, ...]
+
+
+# The support matrix. Each Django with the Python it is tested on; asgiref is
+# pinned to cover its range: 5.2's floor (3.8.1), 6.0's floor (3.9.1), newest.
+ENVIRONMENTS: dict[str, Environment] = {
+    "django52": Environment("3.11", ("Django==5.2.19", "asgiref==3.8.1")),
+    "django60": Environment("3.12", ("Django==6.0.10", "asgiref==3.9.1")),
+    "django61": Environment("3.13", ("Django==6.1.3", "asgiref==3.13.0")),
 }
-# Used by the demo and the benchmarks.
-DEFAULT_ENV = "django52"
+# Lint, types, the demo and the benchmarks: the first of these that is available.
+DEFAULT_ENVS = ("django52", "django61", "django60")
+# The load, memory and server-fault tests (marked `slow`) run on one environment
+# only: they test hopwatch under load, which does not change with Django, and
+# take ~4 of the ~6 minutes an environment needs on 2 cores (measured): on all
+# three the run would pass 20 minutes on a loaded machine.
+SLOW_ENV = "django61"
 
 TEST_REQUIREMENTS = [
     "pytest==9.0.3",
@@ -52,31 +68,99 @@ TEST_REQUIREMENTS = [
     "opentelemetry-instrumentation-asgi==0.66b2",
     "opentelemetry-instrumentation-wsgi==0.66b2",
     "duckdb==2.0.0",
-    "selenium==4.51.0",  # drives Debian's chromium for the debug-toolbar panel's screenshot
+    # The debug-toolbar panel (the extra's newest release; every supported Django has it)
+    # and selenium, which drives Debian's chromium for the panel's screenshot.
+    "django-debug-toolbar==8.0.0",
+    "selenium==4.51.0",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.
 BROWSER_PACKAGES = ["chromium", "chromium-driver"]
+
+# The whole suite runs once more on the pure-Python hop path
+# (HOPWATCH_PURE_PYTHON=1), on this environment (asgiref's oldest supported
+# release: its thread_handler gets the context's run method, the newest a
+# closure; the C runs cover both), without the slow tests.
+PURE_PYTHON_ENV = "django52"
 
 
 def _python(env: str) -> Path:
     return VENVS / env / "bin" / "python"
 
 
-def _run(cmd: list[str | Path], timeout: float | None = None) -> int:
-    print("+", " ".join(str(c) for c in cmd), flush=True)
+def _run(
+    cmd: list[str | Path], timeout: float | None = None, environ: dict[str, str] | None = None
+) -> int:
+    shown = " ".join(f"{k}={v}" for k, v in (environ or {}).items())
+    print("+", *([shown] if shown else []), " ".join(str(c) for c in cmd), flush=True)
+    env = {**os.environ, **environ} if environ else None
     try:
-        return subprocess.call([str(c) for c in cmd], cwd=ROOT, timeout=timeout)
+        return subprocess.call([str(c) for c in cmd], cwd=ROOT, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         print(f"dev.py: gave up after {timeout:.0f} s (a hung test?)", flush=True)
         return 1
 
 
-def ensure_env(env: str) -> Path:
-    """Create or refresh the virtualenv for ``env``; return its python."""
-    requirements = [*ENVIRONMENTS[env], *TEST_REQUIREMENTS]
+def _reports_version(candidate: str | Path, version: str) -> bool:
+    """Whether ``candidate`` runs and is Python ``version`` (a pyenv shim for a
+    version that is not selected is on PATH but exits with an error)."""
+    try:
+        done = subprocess.run(
+            [str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == version
+
+
+def _pyenv_candidates(version: str) -> list[Path]:
+    """pyenv's installs of ``version`` (3.12.1, 3.12.4, ...), newest first."""
+    pyenv = shutil.which("pyenv")
+    root = os.environ.get("PYENV_ROOT", "")
+    if pyenv:
+        try:
+            done = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=30)
+            root = done.stdout.strip() if done.returncode == 0 else root
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if not root:
+        return []
+    found = []
+    for directory in Path(root, "versions").glob(f"{version}.*"):
+        patch = directory.name[len(version) + 1 :]
+        if patch.isdigit():  # 3.12.1, not 3.12.1t or 3.12-dev
+            found.append((int(patch), directory / "bin" / f"python{version}"))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def find_python(version: str) -> str | None:
+    """``python3.X`` on PATH if it runs, else pyenv's newest 3.X, else None."""
+    on_path = shutil.which(f"python{version}")
+    candidates: list[str | Path] = [on_path] if on_path else []
+    candidates += _pyenv_candidates(version)
+    for candidate in candidates:
+        if _reports_version(candidate, version):
+            return str(candidate)
+    return None
+
+
+def _describe(env: str) -> str:
+    spec = ENVIRONMENTS[env]
+    return f"{env} (Python {spec.python}, {', '.join(spec.requirements)})"
+
+
+def ensure_env(env: str, interpreter: str) -> Path:
+    """Create or refresh the virtualenv for ``env`` with ``interpreter``; return its python."""
+    spec = ENVIRONMENTS[env]
+    requirements = [*spec.requirements, *TEST_REQUIREMENTS]
     pyproject = (ROOT / "pyproject.toml").read_bytes()
-    stamp_value = hashlib.sha256(repr(requirements).encode() + pyproject).hexdigest()
+    # The C accelerator is built by the editable install: a changed source rebuilds.
+    accelerator = (ROOT / "src" / "hopwatch" / "_speedups.c").read_bytes()
+    key = repr((requirements, spec.python, interpreter)).encode()
+    stamp_value = hashlib.sha256(key + pyproject + accelerator).hexdigest()
     target = VENVS / env
     stamp = target / ".hopwatch-stamp"
     python = _python(env)
@@ -84,14 +168,29 @@ def ensure_env(env: str) -> Path:
         return python
     if target.exists():
         shutil.rmtree(target)
-    print(f"setting up {target.relative_to(ROOT)} ({', '.join(ENVIRONMENTS[env])})", flush=True)
-    venv.EnvBuilder(with_pip=True).create(target)
+    print(f"setting up {target.relative_to(ROOT)}: {_describe(env)}, {interpreter}", flush=True)
+    if _run([interpreter, "-m", "venv", target]):
+        raise SystemExit(f"dev.py: could not make a virtualenv with {interpreter}")
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # The project first, then the pins: the pins win over the ranges in pyproject.
     if _run([*pip, "-e", "."]) or _run([*pip, *requirements]):
         raise SystemExit(f"dev.py: could not install the {env} environment (see pip's output)")
     stamp.write_text(stamp_value)
     return python
+
+
+def _default_env() -> tuple[str, str]:
+    """The environment for lint, types, demo and bench: the first one available."""
+    for env in DEFAULT_ENVS:
+        interpreter = find_python(ENVIRONMENTS[env].python)
+        if interpreter:
+            return env, interpreter
+    wanted = ", ".join(f"python{ENVIRONMENTS[env].python}" for env in DEFAULT_ENVS)
+    raise SystemExit(f"dev.py: none of {wanted} found on PATH or through pyenv")
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def ensure_browser() -> None:
@@ -117,6 +216,19 @@ def ensure_browser() -> None:
             return
 
 
+def _pytest(
+    python: Path, env: str, label: str, arguments: list[str], environ: dict[str, str]
+) -> tuple[int, dict[str, int]]:
+    """Run pytest under a watchdog (a hung test fails the run instead of using up
+    CI's time); the status and the counts from its JUnit report."""
+    report = ROOT / ".cache" / f"junit-{env}-{label}.xml"
+    report.parent.mkdir(exist_ok=True)
+    report.unlink(missing_ok=True)
+    command = [python, "-m", "pytest", "-q", f"--junitxml={report}", *arguments]
+    status = _run(command, 1200, environ)
+    return status, _junit_counts(report)
+
+
 def cmd_test(args: list[str]) -> int:
     envs = list(ENVIRONMENTS)
     if "--env" in args:
@@ -127,22 +239,43 @@ def cmd_test(args: list[str]) -> int:
         envs = [args[i + 1]]
         args = args[:i] + args[i + 2 :]
     status = 0
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
     if not args:  # lint and types only on the full run
-        lint_python = ensure_env(DEFAULT_ENV)
+        lint_env, interpreter = _default_env()
+        lint_python = ensure_env(lint_env, interpreter)
         status |= _run([lint_python, "-m", "ruff", "check", "src", "tests", "bench", "dev.py"])
         status |= _run([lint_python, "-m", "mypy"])
     ensure_browser()
-    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    skipped_envs = []
     for env in envs:
-        python = ensure_env(env)
-        print(f"\n=== tests on {env} ===", flush=True)
-        report = ROOT / ".cache" / f"junit-{env}.xml"
-        report.parent.mkdir(exist_ok=True)
-        report.unlink(missing_ok=True)
-        # A watchdog: a hung test fails the run instead of using up CI's time.
-        status |= _run([python, "-m", "pytest", "-q", f"--junitxml={report}", *args], 1200)
-        for key, value in _junit_counts(report).items():
-            totals[key] += value
+        interpreter = find_python(ENVIRONMENTS[env].python)
+        if interpreter is None:
+            version = ENVIRONMENTS[env].python
+            reason = f"no python{version} on PATH or through pyenv (`pyenv install {version}`)"
+            skipped_envs.append(f"{_describe(env)}: {reason}")
+            print(f"\n=== skipped {_describe(env)}: {reason} ===", flush=True)
+            continue
+        python = ensure_env(env, interpreter)
+        # Explicit pytest arguments choose what runs; the full run keeps the
+        # slow tests to one environment (see SLOW_ENV).
+        selection = [] if args or env == SLOW_ENV or len(envs) == 1 else ["-m", "not slow"]
+        runs = [("c", {"HOPWATCH_REQUIRE_C": "1"}, selection)]
+        if env == PURE_PYTHON_ENV or len(envs) == 1:
+            pure_selection = [] if args else ["-m", "not slow"]
+            runs.append(("pure-python", {"HOPWATCH_PURE_PYTHON": "1"}, pure_selection))
+        for label, environ, chosen in runs:
+            print(f"\n=== tests on {_describe(env)}, {label} hop path ===", flush=True)
+            run_status, counts = _pytest(python, env, label, [*chosen, *args], environ)
+            status |= run_status
+            for key, value in counts.items():
+                totals[key] += value
+    for line in skipped_envs:
+        print(f"dev.py: skipped {line}", flush=True)
+    if skipped_envs and _on_ci():
+        # CI promises the whole matrix: a missing interpreter is a failure there.
+        print("dev.py: CI=true, so a skipped environment fails the run", flush=True)
+        totals["failed"] += len(skipped_envs)
+        status = 1
     # One plain closing line for the whole matrix (CI reads it).
     print(
         f"\nhopwatch: {totals['passed']} passed, {totals['failed']} failed,"
@@ -168,12 +301,12 @@ def _junit_counts(report: Path) -> dict[str, int]:
 
 
 def cmd_demo(args: list[str]) -> int:
-    python = ensure_env(DEFAULT_ENV)
+    python = ensure_env(*_default_env())
     return _run([python, "-m", "example_site.demo", *args])
 
 
 def cmd_site(args: list[str]) -> int:
-    python = ensure_env(DEFAULT_ENV)
+    python = ensure_env(*_default_env())
     try:
         return _run([python, "-m", "example_site.debug", *args])
     except KeyboardInterrupt:  # Ctrl-C is how this one stops
@@ -181,7 +314,10 @@ def cmd_site(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    python = ensure_env(DEFAULT_ENV)
+    python = ensure_env(*_default_env())
+    if "--instructions" in args:
+        rest = [a for a in args if a != "--instructions"]
+        return _run([python, "-m", "bench.instructions", *rest])
     return _run([python, "-m", "bench", *args])
 
 

@@ -2,9 +2,20 @@ import json
 import logging
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from hopwatch import _errors
 from hopwatch._recorder import current_scope
+
+# Property tests: no timed assertions (hypothesis' default 200 ms deadline per
+# example and its too_slow health check fail a test on a loaded machine, not on
+# a wrong answer), and the same examples on every run, so CI never fails by
+# chance. A test's own @settings still override these.
+hypothesis_settings.register_profile(
+    "hopwatch", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("hopwatch")
 
 
 def pytest_configure(config):

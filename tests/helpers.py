@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,18 +57,30 @@ async def asgi_call(
     query: str = "",
     headers: Any = (),
     disconnect_after: float | None = None,
+    body: Sequence[bytes] = (),
+    disconnect_when: Callable[[], bool] | None = None,
 ) -> AsgiResult:
-    """One request through an ASGI app, as a server would make it."""
+    """One request through an ASGI app, as a server would make it.
+
+    ``body``: the request body's chunks, one ``http.request`` message each.
+    The client disconnects ``disconnect_after`` seconds after Django starts
+    listening for it, or as soon as ``disconnect_when()`` is true.
+    """
     result = AsgiResult()
+    chunks = list(body) or [b""]
     sent_body = False
 
     async def receive() -> dict:
         nonlocal sent_body
         if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            chunk = chunks.pop(0)
+            sent_body = not chunks
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
         if disconnect_after is not None:
             await asyncio.sleep(disconnect_after)
+            return {"type": "http.disconnect"}
+        if disconnect_when is not None:
+            await wait_until(disconnect_when)
             return {"type": "http.disconnect"}
         await asyncio.Future()  # a client that stays connected until cancelled
         raise AssertionError("unreachable")
@@ -82,6 +94,19 @@ async def asgi_call(
 
     await app(asgi_scope(path, method, query, headers), receive, send)
     return result
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` on the loop until it is true (AssertionError after ``timeout``).
+
+    For tests that must act at a point in a request's progress: a fixed delay
+    is a guess a loaded machine does not keep to.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {condition!r}")
+        await asyncio.sleep(0.002)
 
 
 def asgi_request(path: str, **kwargs: Any) -> AsgiResult:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
 
 import pytest
 from django.core import checks
 from django.test import override_settings
 
-from hopwatch.checks import check_logging, check_middleware, check_settings
+from hopwatch import _versions
+from hopwatch._versions import Provider
+from hopwatch.checks import check_logging, check_middleware, check_settings, check_versions
+
+ROOT = Path(__file__).resolve().parent.parent
 
 HW = "hopwatch.middleware.HopwatchMiddleware"
 
@@ -86,3 +97,128 @@ def test_every_setting_is_documented_and_validated():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
     assert [key for key in DEFAULTS if f"| `{key}` |" not in doc] == []
     assert set(_VALIDATORS) == set(DEFAULTS)
+
+
+# --- hopwatch.I001: versions hopwatch was not tested on ----------------------------------
+
+
+def test_every_environment_of_the_matrix_is_a_tested_version():
+    # dev.py's ENVIRONMENTS and hopwatch._versions name the same matrix.
+    assert check_versions() == []
+
+
+@pytest.mark.parametrize(
+    ("version", "tested"),
+    [
+        ((5, 2, 19, "final", 0), True),
+        ((5, 2, 0, "final", 0), True),
+        ((6, 0, 10, "final", 0), True),
+        ((6, 1, 3, "final", 0), True),
+        ((6, 1, 0, "rc", 1), False),
+        ((6, 2, 0, "alpha", 0), False),
+        ((6, 2, 0, "final", 0), False),
+        ((7, 0, 0, "final", 0), False),
+        ((5, 1, 15, "final", 0), False),
+    ],
+)
+def test_untested_django_versions(version, tested):
+    assert (_versions.django_untested(version) is None) == tested
+
+
+@pytest.mark.parametrize(
+    ("providers", "expected"),
+    [
+        ([Provider("asgiref", "3.8.1")], None),
+        ([Provider("asgiref", "3.9.1")], None),
+        ([Provider("asgiref", "3.13.0")], None),
+        ([Provider("asgiref", "3.13.7")], None),
+        ([Provider("asgiref", "3.14.0")], "tested with the asgiref distribution 3.8.1 up to"),
+        ([Provider("asgiref", "3.8.0")], "tested with the asgiref distribution 3.8.1 up to"),
+        ([Provider("asgiref", "3.14.0rc1")], "tested with the asgiref distribution 3.8.1 up to"),
+        ([Provider("asgire", "3.13.0")], "comes from the distribution 'asgire' 3.13.0, not asgiref"),
+        ([], "no installed distribution provides the imported asgiref module"),
+        ([Provider("asgiref", "3.13.0"), Provider("asgire", "3.13.0")], "several distributions (asgiref 3.13.0, asgire 3.13.0)"),
+    ],
+)
+def test_untested_asgiref_distributions(providers, expected):
+    reason = _versions.asgiref_untested("3.13.0", providers)
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in reason
+
+
+def test_the_installed_asgiref_is_found_by_its_distribution():
+    import asgiref
+
+    (provider,) = _versions.module_providers(asgiref)
+    assert provider.name == "asgiref" and provider.version == asgiref.__version__
+
+
+def _fork_wheel(directory: Path) -> Path:
+    """A wheel of a fork named ``asgire`` that installs itself as the ``asgiref`` module.
+
+    Its files are the installed asgiref's, so it works; its metadata names
+    another distribution, and its ``asgiref.__version__`` is upstream's.
+    """
+    import asgiref
+
+    source = Path(asgiref.__file__).parent
+    dist_info = f"asgire-{asgiref.__version__}.dist-info"
+    wheel = directory / f"asgire-{asgiref.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, f"asgiref/{path.relative_to(source).as_posix()}")
+        archive.writestr(
+            f"{dist_info}/METADATA",
+            f"Metadata-Version: 2.1\nName: asgire\nVersion: {asgiref.__version__}\n",
+        )
+        archive.writestr(
+            f"{dist_info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: hopwatch-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{dist_info}/RECORD", "")  # pip writes the real one
+    return wheel
+
+
+def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_working(tmp_path):
+    target = tmp_path / "site"
+    wheel = _fork_wheel(tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--disable-pip-version-check", "--target", str(target), str(wheel)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import asyncio, json
+        import asgiref, django
+        django.setup()
+        from django.core.management import call_command
+        from django.test import AsyncClient, override_settings
+        from tests.helpers import capture
+
+        call_command("check")  # prints the I001 message on stderr (an INFO)
+        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
+            with capture() as records:
+                status = asyncio.run(AsyncClient().get("/async/")).status_code
+        print(json.dumps({"asgiref": asgiref.__file__, "status": status,
+                          "hops": [len(r) for r in records]}))
+        """
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)]),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["asgiref"].startswith(str(target))  # the fork's module was the one imported
+    assert seen["status"] == 200 and seen["hops"] == [2]  # request_started and close, as ever
+    assert "(hopwatch.I001) hopwatch runs on asgiref" in done.stderr
+    assert "the asgiref module comes from the distribution 'asgire'" in done.stderr

@@ -14,18 +14,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import django
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        django.VERSION < (5, 0),
-        reason="the example site's signal endpoints use Signal.asend (Django 5.0+)",
-    ),
-]
+# Not marked slow (~10 s): it pins the example site's counts on every Django.
 
 #: (interface, route) -> hops per request, measured on Django 5.2.
 EXPECTED_HOPS = {
@@ -109,11 +102,11 @@ def demo(tmp_path_factory):
     lines = []
     for name in ("asgi.log", "wsgi.log"):
         lines += [json.loads(line) for line in (var / name).read_text().splitlines()]
-    return report, lines
+    return report, lines, var
 
 
 def test_every_example_endpoint_makes_its_pinned_number_of_hops(demo):
-    _report, lines = demo
+    _report, lines, _var = demo
     seen = defaultdict(set)
     for line in lines:
         seen[(line["interface"], line["route"])].add(line["hops"])
@@ -131,7 +124,7 @@ def test_every_example_endpoint_makes_its_pinned_number_of_hops(demo):
 
 def test_the_audit_predicts_every_example_endpoint(demo, audited):
     """The audit's prediction plus the view's own hops is what the servers measured."""
-    _report, lines = demo
+    _report, lines, _var = demo
     measured = {(line["interface"], line["route"]): line["hops"] for line in lines}
     assert set(measured) == set(EXPECTED_HOPS)
     for (interface, route), hops in measured.items():
@@ -142,16 +135,28 @@ def test_the_audit_predicts_every_example_endpoint(demo, audited):
 
 
 def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):
-    report, lines = demo
+    report, lines, var = demo
     assert report["summary"]["records"] == len(lines)
     assert report["summary"]["skipped"] == 0
-    worst = report["rows"][0]
+    # The demo's report ranks by total hop time: that order is the host's. On a
+    # loaded one, /mw/legacy/'s single hop into its sync chain (which encloses
+    # the whole request) can outweigh the N+1 endpoint's 36 short ones, so only
+    # the order is checked against the report's own numbers...
+    totals = [row["hop_ms"]["total"] for row in report["rows"]]
+    assert totals == sorted(totals, reverse=True)
+    # ... and the ranking that does not depend on timing names the N+1 endpoint.
+    result = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", "--sort", "hops", "--format", "json",
+         str(var / "asgi.log"), str(var / "wsgi.log")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    worst = json.loads(result.stdout)["rows"][0]
     assert (worst["method"], worst["route"]) == ("GET", "/products/one-by-one/")
     assert worst["hops"]["mean"] == 36
 
 
 def test_the_report_prices_hops_at_the_hop_tax_the_servers_measured(demo):
-    report, lines = demo
+    report, lines, _var = demo
     priced = [line for line in lines if "hop_tax_us" in line]
     # measured in a background thread at start-up: the first lines may come before it
     assert len(priced) >= len(lines) // 2 and all(line["hop_tax_us"] > 0 for line in priced)
@@ -174,9 +179,32 @@ def test_the_report_prices_hops_at_the_hop_tax_the_servers_measured(demo):
         assert row["hop_tax_ms"]["mean"] == pytest.approx(expected, abs=0.0011)
 
 
+def _servers_running(var: Path) -> list[str]:
+    """The example-site servers still running that log into ``var`` (this demo's).
+
+    Another checkout's test run on the same machine may have its own demo up:
+    those are not this demo's to stop (a machine-wide check failed when two
+    suites ran at once).
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():  # no /proc: fall back to any example-site server at all
+        result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        return [line for line in result.stdout.splitlines() if "example_site.servers" in line]
+    found = []
+    for entry in proc.iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes() if b"example_site.servers" in cmdline else b""
+        except OSError:  # gone, or not ours to read
+            continue
+        if environ and f"HOPWATCH_LOG={var}".encode() in environ:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
 def test_the_demo_leaves_no_server_running(demo):
-    result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    assert "example_site.servers" not in result.stdout
+    _report, _lines, var = demo
+    assert _servers_running(var) == []
 
 
 DEBUG_MODE_SCRIPT = """

@@ -29,6 +29,7 @@ import hopwatch
 from hopwatch import _patch
 from hopwatch._recorder import Ledger, current_scope, late, unscoped
 from hopwatch.apps import activate, deactivate
+from tests.helpers import wait_until
 
 
 @contextlib.contextmanager
@@ -219,15 +220,18 @@ def test_contextvars_flow_both_ways():
 
 def test_cancellation_propagates():
     def scenario() -> tuple[str, bool]:
-        finished = threading.Event()
+        started, finished = threading.Event(), threading.Event()
 
         def slow() -> None:
+            started.set()
             time.sleep(0.2)
             finished.set()
 
         async def main() -> str:
             task = asyncio.ensure_future(sync_to_async(slow)())
-            await asyncio.sleep(0.05)
+            # cancelled while it runs in its thread (a fixed delay may come
+            # before the thread starts on a loaded machine)
+            await wait_until(started.is_set)
             task.cancel()
             try:
                 await task
@@ -246,8 +250,14 @@ def test_cancellation_propagates():
 def test_cancelled_hop_is_recorded_as_cancelled():
     async def main() -> Ledger:
         with ledger() as scope:
-            task = asyncio.ensure_future(sync_to_async(time.sleep)(0.2))
-            await asyncio.sleep(0.05)
+            started = threading.Event()
+
+            def sleep() -> None:
+                started.set()
+                time.sleep(0.2)
+
+            task = asyncio.ensure_future(sync_to_async(sleep)())
+            await wait_until(started.is_set)  # running in its thread
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -510,3 +520,18 @@ def test_a_hop_awaited_in_a_task_of_its_own_names_no_call_site_rather_than_a_wro
     call_sites = sorted(call_site for _, call_site in sites)
     assert call_sites[:2] == ["", ""], call_sites
     assert call_sites[2].startswith("tests/test_patch.py:") and call_sites[2].endswith(" in main")
+
+
+@pytest.mark.internal_errors
+def test_a_cause_rule_that_cannot_be_registered_costs_that_rule_only():
+    # What a Django that renamed a private method hopwatch names would do to
+    # install(): the rule is reported once and skipped, nothing raises.
+    from hopwatch import _django, _errors
+
+    before = _errors.total()
+
+    def renamed() -> None:
+        raise AttributeError("type object 'BaseHandler' has no attribute '_get_response_async'")
+
+    _django._register("BaseHandler._get_response_async", renamed)
+    assert _errors.total() == before + 1

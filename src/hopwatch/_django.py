@@ -22,9 +22,11 @@ reversible (``uninstall()``). It does three things, all at class level:
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import inspect
+import os
 import sys
 import threading
 import types
@@ -137,7 +139,7 @@ def signal_cause(signal: object) -> Cause | None:
 
 @_causes.per_instance  # which Signal: the instance, not the code
 def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
-    # sync_to_async(signal.send) (Django 4.2's handlers), async_to_sync(signal.asend)
+    # async_to_sync(signal.asend), sync_to_async(signal.send) in user code
     return signal_cause(getattr(target, "__self__", None))
 
 
@@ -196,6 +198,8 @@ def _mixin_hook_rule(target: object, frame: FrameType | None) -> Cause | None:
     return _hook_cause(target) if type(target) is MethodType else None
 
 
+#: The site of the 6.0+ hops that write an upload's body chunks to disk.
+REQUEST_BODY_TO_DISK = "request body (written to disk)"
 _STREAM_SYNC = intern_cause("stream", "StreamingHttpResponse (sync iterator)")
 _STREAM_ASYNC = intern_cause("stream", "StreamingHttpResponse (async iterator)")
 
@@ -212,6 +216,26 @@ def _async_api_rule(kind: str, site: str) -> _causes.Rule:
 _DJANGO_ROOT = ""
 _RESPONSE_FILE = http_response.__file__
 
+#: Django functions that make a hop the generic rules below would misname, by
+#: (file under django/, qualname). Matched by name, not imported: nothing is
+#: loaded for them, and a version without one simply never matches it.
+_KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
+    # QuerySet.aiterator() runs BaseIterable's generic async generator, which
+    # fetches each chunk through sync_to_async(next_slice): ORM work.
+    ("db/models/query.py", "BaseIterable._async_generator"): _async_api_rule(
+        "orm", "QuerySet.aiterator"
+    ),
+    # 6.0+: once an upload spools to disk (FILE_UPLOAD_MAX_MEMORY_SIZE), each
+    # further body chunk is written through sync_to_async(body_file.write).
+    # Handler code: no call site (the frame above it is the server's).
+    ("core/handlers/asgi.py", "ASGIHandler.read_body"): _fixed("stream", REQUEST_BODY_TO_DISK),
+    # 6.1: aauthenticate() with an unknown username still hashes the password
+    # once (so it takes as long as a wrong password), in a thread.
+    ("contrib/auth/__init__.py", "acheck_password_with_timing_attack_mitigation"): (
+        _async_api_rule("other", "acheck_password (unknown user)")
+    ),
+}
+
 
 def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
     """Caller rules derived from a code object on first sight (cached by _causes)."""
@@ -219,6 +243,9 @@ def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
     if not filename.startswith(_DJANGO_ROOT):
         return None
     qualname = code.co_qualname
+    known = _KNOWN_CALLERS.get((filename[len(_DJANGO_ROOT) :].replace(os.sep, "/"), qualname))
+    if known is not None:
+        return known
     if filename == _RESPONSE_FILE and qualname.startswith("StreamingHttpResponse."):
         if qualname.startswith("StreamingHttpResponse.__aiter__"):
             return lambda target, frame: _STREAM_SYNC
@@ -235,14 +262,8 @@ def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
     owner_index = parts.index(api)
     site = ".".join(parts[max(0, owner_index - 1) : owner_index + 1])
     relative = filename[len(_DJANGO_ROOT) :]
-    kind = "orm" if relative.startswith(f"db{_sep()}") else "other"
+    kind = "orm" if relative.startswith(f"db{os.sep}") else "other"
     return _async_api_rule(kind, site)
-
-
-def _sep() -> str:
-    import os
-
-    return os.sep
 
 
 def _nested_codes(code: CodeType) -> list[CodeType]:
@@ -254,16 +275,29 @@ def _nested_codes(code: CodeType) -> list[CodeType]:
     return found
 
 
+def _register(where: str, register: Callable[[], None]) -> None:
+    """One rule's registration. A Django that renamed what it names (a version
+    hopwatch was not tested on) loses that rule, not hopwatch: its hops are
+    still counted, named by the fallback."""
+    try:
+        register()
+    except Exception as exc:
+        _errors.report(f"registering the cause rule for {where}", exc)
+
+
+def _register_view_caller(name: str) -> None:
+    _causes.register_caller(getattr(handlers_base.BaseHandler, name), _view_rule)
+
+
 def _register_rules() -> None:
     global _DJANGO_ROOT
-    import os
 
     _DJANGO_ROOT = os.path.dirname(django.__file__ or "") + os.sep
     _causes.add_library_package(django.__file__ or "")
 
     for name in ("send", "send_robust", "asend", "asend_robust"):
         method = getattr(Signal, name, None)
-        if method is None:  # asend is Django 5.0+
+        if method is None:
             continue
         _causes.register_target(method, _signal_bound_rule)
         for nested in _nested_codes(method.__code__):
@@ -273,12 +307,18 @@ def _register_rules() -> None:
     _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
     _causes.register_target(response_for_exception, _fixed("exception", "response_for_exception"))
     _causes.register_target(log_response, _fixed("exception", "log_response"))
-    _causes.register_target(
-        handlers_base.BaseHandler.process_exception_by_middleware,
-        _fixed("exception", "process_exception_by_middleware"),
+    _register(
+        "process_exception_by_middleware",
+        lambda: _causes.register_target(
+            handlers_base.BaseHandler.process_exception_by_middleware,
+            _fixed("exception", "process_exception_by_middleware"),
+        ),
     )
-    _causes.register_caller(handlers_base.BaseHandler._get_response_async, _view_rule)
-    _causes.register_caller(handlers_base.BaseHandler._get_response, _view_rule)
+    for get_response in ("_get_response_async", "_get_response"):
+        _register(
+            f"BaseHandler.{get_response}",
+            functools.partial(_register_view_caller, get_response),
+        )
     _causes.register_caller(MiddlewareMixin.__acall__, _mixin_hook_rule)
     _causes.register_caller_classifier(_classify_django_caller)
 

@@ -520,10 +520,6 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
 
 def request_started_hops() -> int:
     """Hops ``ASGIHandler`` spends sending ``request_started`` (its sync receivers)."""
-    import django
-
-    if django.VERSION < (5, 0):
-        return 1  # Django 4.2: sync_to_async(request_started.send), always
     from django.core.handlers.asgi import ASGIHandler
     from django.core.signals import request_started
 
@@ -534,21 +530,6 @@ def request_started_hops() -> int:
     except Exception:  # a private API: assume Django's own sync receivers
         return 1
     return 1 if sync_receivers else 0
-
-
-def asgiref_fixes_loop_at_creation() -> bool:
-    """asgiref < 3.8 binds an ``AsyncToSync`` to the loop running when it is *made*.
-
-    Django makes its middleware adapters at start-up, with no loop running:
-    under those versions each call of one makes a new event loop.
-    """
-    import asgiref
-
-    try:
-        version = tuple(int(part) for part in asgiref.__version__.split(".")[:2])
-    except ValueError:
-        return False
-    return version < (3, 8)
 
 
 # --- the model (pure) -------------------------------------------------------------------
@@ -630,7 +611,6 @@ def simulate(
     *,
     view_is_async: bool,
     request_started: int = 1,
-    loop_fixed_at_creation: bool = False,
 ) -> Simulation:
     """The hops of one ordinary request (a view resolved, a plain response, no exception)."""
     is_async = interface == ASGI
@@ -642,11 +622,9 @@ def simulate(
     # WSGI once an async_to_sync has made one.
     loop = is_async
 
-    def a2s(*, made_at_start_up: bool, encloses_the_rest: bool) -> str:
+    def a2s(*, encloses_the_rest: bool) -> str:
         nonlocal loop
-        kind = (
-            NEW_LOOP if not loop or (made_at_start_up and loop_fixed_at_creation) else ASYNC_TO_SYNC
-        )
+        kind = ASYNC_TO_SYNC if loop else NEW_LOOP
         if encloses_the_rest:  # the rest of the request runs inside that loop
             loop = True
         return kind
@@ -674,7 +652,7 @@ def simulate(
                 )
             )
         else:
-            adapter = a2s(made_at_start_up=True, encloses_the_rest=True)
+            adapter = a2s(encloses_the_rest=True)
             hops.append(
                 PredictedHop(
                     "middleware", facts[top].site_name, adapter, top, "adaptation (into the chain)"
@@ -710,7 +688,7 @@ def simulate(
                 )
             )
         else:  # async_to_sync of the async handler below
-            adapter = a2s(made_at_start_up=True, encloses_the_rest=True)
+            adapter = a2s(encloses_the_rest=True)
             hops.append(
                 PredictedHop("middleware", fact.path, adapter, index, "adaptation (below it)")
             )
@@ -721,7 +699,7 @@ def simulate(
         hook = fact.hook("process_view")
         if hook is not None and hook.is_async != is_async:
             adapter = (
-                SYNC_TO_ASYNC if is_async else a2s(made_at_start_up=True, encloses_the_rest=False)
+                SYNC_TO_ASYNC if is_async else a2s(encloses_the_rest=False)
             )
             hops.append(
                 PredictedHop(
@@ -736,7 +714,7 @@ def simulate(
             PredictedHop(
                 "view",
                 VIEW_SITE,
-                a2s(made_at_start_up=False, encloses_the_rest=False),
+                a2s(encloses_the_rest=False),
                 None,
                 "the view",
             )
@@ -803,17 +781,18 @@ class Audit:
     entries: list[EntryAudit]
     simulations: dict[tuple[str, str], Simulation]  # (interface, view kind)
     request_started: int
-    loop_fixed_at_creation: bool
     hop_tax: HopTax | None = None
     problems: list[str] = field(default_factory=list)
     overhead: Overhead | None = None
+    #: what Django 6.2's flag change will do to this MIDDLEWARE (None: nothing, or on 6.2+)
+    django_6_2: Django62Preview | None = None
 
     def predicted(self, interface: str, view_kind: str) -> int:
         return self.simulations[(interface, view_kind)].count
 
 
 def _simulate_all(
-    facts: Sequence[MiddlewareFacts], request_started: int, loop_fixed: bool
+    facts: Sequence[MiddlewareFacts], request_started: int
 ) -> dict[tuple[str, str], Simulation]:
     return {
         (interface, view_kind): simulate(
@@ -821,7 +800,6 @@ def _simulate_all(
             interface,
             view_is_async=view_kind == "async_view",
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         for interface in INTERFACES
         for view_kind in VIEW_KINDS
@@ -844,7 +822,6 @@ def _what_ifs(
     index: int,
     advice: Sequence[str],
     request_started: int,
-    loop_fixed: bool,
 ) -> list[WhatIf]:
     """The same stack with the change each piece of advice suggests, simulated."""
     fact = facts[index]
@@ -897,14 +874,12 @@ def _what_ifs(
             ASGI,
             view_is_async=True,
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         wsgi = simulate(
             variant,
             WSGI,
             view_is_async=True,
             request_started=request_started,
-            loop_fixed_at_creation=loop_fixed,
         )
         holds = any(reason is not None for reason in asgi.pinned_by)
         results.append(WhatIf(name, asgi.count, wsgi.count, holds))
@@ -919,11 +894,10 @@ def build_audit(
     asgiref_version: str = "",
     asgi_application: str | None = None,
     request_started: int = 1,
-    loop_fixed_at_creation: bool = False,
     hop_tax: HopTax | None = None,
 ) -> Audit:
     """The audit of a middleware stack, from facts alone (pure)."""
-    simulations = _simulate_all(facts, request_started, loop_fixed_at_creation)
+    simulations = _simulate_all(facts, request_started)
     asgi = simulations[(ASGI, "async_view")]
     wsgi = simulations[(WSGI, "async_view")]
     entries = []
@@ -958,7 +932,7 @@ def build_audit(
             advice.append(ADVICE_ASYNC_ONLY)
         if any(h.name == "process_view" and h.hops[ASGI] for h in hooks) and not advice:
             advice.append(ADVICE_PROCESS_VIEW)
-        what_ifs = _what_ifs(facts, index, advice, request_started, loop_fixed_at_creation)
+        what_ifs = _what_ifs(facts, index, advice, request_started)
         problems.extend(
             f"{fact.path}: {note}" for note in fact.notes if "MiddlewareMixin cannot" in note
         )
@@ -984,7 +958,6 @@ def build_audit(
         entries=entries,
         simulations=simulations,
         request_started=request_started,
-        loop_fixed_at_creation=loop_fixed_at_creation,
         hop_tax=hop_tax,
         problems=problems,
     )
@@ -1001,7 +974,7 @@ def audit_settings(
     paths = list(settings.MIDDLEWARE if middleware is None else middleware)
     facts = gather(paths)
     asgi_application = getattr(settings, "ASGI_APPLICATION", None)
-    return build_audit(
+    audit = build_audit(
         facts,
         settings_module=getattr(settings, "SETTINGS_MODULE", None)
         or os.environ.get("DJANGO_SETTINGS_MODULE"),
@@ -1009,9 +982,182 @@ def audit_settings(
         asgiref_version=getattr(asgiref, "__version__", "unknown"),
         asgi_application=str(asgi_application) if asgi_application else None,
         request_started=request_started_hops(),
-        loop_fixed_at_creation=asgiref_fixes_loop_at_creation(),
         hop_tax=hop_tax,
     )
+    if django.VERSION[:2] < DJANGO_6_2:
+        audit.django_6_2 = preview_django_6_2(
+            facts, django_6_2_flag_changes(paths), audit.request_started
+        )
+    return audit
+
+
+# --- Django 6.2: what ticket #37177 will do to this MIDDLEWARE -------------------------------
+#
+# Django 6.2 (commit a013c821, "Fixed #37177 -- Reduced per-middleware context
+# switching under ASGI") sets async_capable = False on Django's own
+# MiddlewareMixin subclasses; MiddlewareMixin's default stays True. Under ASGI
+# such a middleware then runs sync: one sync_to_async into the chain and one
+# async_to_sync out to the view instead of a hop per hook, but the request holds
+# a worker thread while everything below it runs, the view included. The model
+# takes the commit message at its word ("only the values on Django's own
+# subclasses"): every Django class that inherits MiddlewareMixin's flag.
+
+DJANGO_6_2: Final = (6, 2)
+
+
+@dataclass(frozen=True)
+class Django62Preview:
+    """The same MIDDLEWARE under ASGI before and after Django 6.2's flag change."""
+
+    #: the MIDDLEWARE paths whose async_capable 6.2 turns to False
+    affected: tuple[str, ...]
+    before: dict[str, Simulation]  # ASGI, per view kind
+    after: dict[str, Simulation]
+
+
+def django_6_2_flag_changes(paths: Sequence[str]) -> tuple[bool, ...]:
+    """For each path: whether Django 6.2 changes its ``async_capable``.
+
+    A class that inherits ``async_capable`` from ``MiddlewareMixin`` through
+    one of Django's own subclasses (a user subclass of ``SessionMiddleware``
+    inherits 6.2's value too); not one that sets it itself, nor a function.
+    """
+    from django.utils.deprecation import MiddlewareMixin
+
+    changes = []
+    for path in paths:
+        factory = _import(path)
+        changed = False
+        if isinstance(factory, type) and issubclass(factory, MiddlewareMixin):
+            mro = factory.__mro__
+            definer = next(cls for cls in mro if "async_capable" in cls.__dict__)
+            below_mixin = mro[: mro.index(MiddlewareMixin)]
+            changed = definer is MiddlewareMixin and any(
+                cls.__module__.split(".", 1)[0] == "django" for cls in below_mixin
+            )
+        changes.append(changed)
+    return tuple(changes)
+
+
+def preview_django_6_2(
+    facts: Sequence[MiddlewareFacts], changes: Sequence[bool], request_started: int = 1
+) -> Django62Preview | None:
+    """The model before and after the change (pure); None when it changes no entry."""
+    if not any(changes):
+        return None
+    after_facts = [
+        replace(fact, async_capable=False, instance_async_capable=False) if changed else fact
+        for fact, changed in zip(facts, changes, strict=True)
+    ]
+
+    def asgi(variant: Sequence[MiddlewareFacts]) -> dict[str, Simulation]:
+        return {
+            kind: simulate(
+                variant, ASGI, view_is_async=kind == "async_view", request_started=request_started
+            )
+            for kind in VIEW_KINDS
+        }
+
+    affected = tuple(fact.path for fact, changed in zip(facts, changes, strict=True) if changed)
+    return Django62Preview(affected, asgi(facts), asgi(after_facts))
+
+
+def pinned_section(sim: Simulation) -> list[PredictedHop] | None:
+    """The crossing that holds a worker thread and the hops made inside it (None: none).
+
+    Under ASGI a sync section of the chain is entered through sync_to_async and
+    left through async_to_sync to what runs below it: that async_to_sync, and
+    everything until the response goes back up, runs while the thread waits,
+    the view included. hopwatch's ``pinned_ms`` is that crossing's wall time.
+    """
+    for position, hop in enumerate(sim.hops):
+        if hop.adapter != SYNC_TO_ASYNC and hop.what.startswith("adaptation"):
+            return [hop, *(h for h in sim.hops[position + 1 :] if h.kind != "response")]
+    return None
+
+
+def _pinned_by(sim: Simulation, facts_paths: Sequence[str]) -> str | None:
+    reasons = [reason for reason in sim.pinned_by if reason is not None]
+    return facts_paths[reasons[0]] if reasons else None
+
+
+def _django_6_2_side(
+    sim: Simulation, paths: Sequence[str], hop_tax: HopTax | None
+) -> dict[str, Any]:
+    section = pinned_section(sim)
+    pinned_us = None
+    if section is not None and hop_tax is not None:
+        adapters: dict[str, int] = {}
+        for hop in section:
+            adapters[hop.adapter] = adapters.get(hop.adapter, 0) + 1
+        pinned_us = round(hop_tax.cost_us(adapters), 1)
+    return {
+        "hops": sim.count,
+        "hop_time_us": round(hop_tax.cost_us(sim.adapters()), 1) if hop_tax else None,
+        "pinned_by": _pinned_by(sim, paths),
+        # the crossing that holds the thread and the hops inside it: pinned_ms is
+        # the view's own time plus these
+        "pinned_hops": None if section is None else len(section),
+        "pinned_hop_time_us": pinned_us,
+    }
+
+
+def django_6_2_document(audit: Audit) -> dict[str, Any] | None:
+    """The ``django_6_2`` member of the JSON document."""
+    preview = audit.django_6_2
+    if preview is None:
+        return None
+    paths = [entry.facts.path for entry in audit.entries]
+    return {
+        "affected": list(preview.affected),
+        ASGI: {
+            kind: {
+                "before": _django_6_2_side(preview.before[kind], paths, audit.hop_tax),
+                "after": _django_6_2_side(preview.after[kind], paths, audit.hop_tax),
+            }
+            for kind in VIEW_KINDS
+        },
+    }
+
+
+def _pinned_words(side: dict[str, Any]) -> str:
+    if side["pinned_by"] is None:
+        return "nothing pinned"
+    hops = side["pinned_hops"]
+    timed = f", ~{_us(side['pinned_hop_time_us'])}" if side["pinned_hop_time_us"] else ""
+    return (
+        f"pinned: the view + {hops} hop{'s' if hops != 1 else ''}{timed}"
+        f" (by {side['pinned_by'].rsplit('.', 1)[-1]})"
+    )
+
+
+def django_6_2_lines(audit: Audit) -> list[str]:
+    """The text lines of the preview (none when there is nothing to say)."""
+    document = django_6_2_document(audit)
+    if document is None:
+        return []
+    affected = document["affected"]
+    lines = [
+        f"Django 6.2 (ticket #37177) makes Django's own MiddlewareMixin subclasses sync-only"
+        f" (async_capable = False): {len(affected)} entr{'ies' if len(affected) != 1 else 'y'}"
+        " here. Under ASGI, per request:"
+    ]
+    for kind in VIEW_KINDS:
+        before, after = document[ASGI][kind]["before"], document[ASGI][kind]["after"]
+        timed = ""
+        if before["hop_time_us"] is not None:
+            timed = f" (~{_us(before['hop_time_us'])} -> ~{_us(after['hop_time_us'])})"
+        lines.append(
+            f"  {kind.replace('_', ' ')}: {before['hops']} -> {after['hops']} hops{timed};"
+            f" {_pinned_words(before)} -> {_pinned_words(after)}"
+        )
+    lines.append(
+        "  pinned: a worker thread held for the view's whole duration plus those hops, on every"
+        " request (pinned_ms in the request lines), even while the view awaits I/O: one thread"
+        " per request in flight. To keep today's behaviour for one, list a subclass of it with"
+        " async_capable = True."
+    )
+    return lines
 
 
 # --- the JSON document ------------------------------------------------------------------
@@ -1089,6 +1235,7 @@ def document(audit: Audit) -> dict[str, Any]:
         "hop_tax": audit.hop_tax.as_dict() if audit.hop_tax is not None else None,
         "problems": list(audit.problems),
         "hopwatch_overhead": audit.overhead.as_dict() if audit.overhead is not None else None,
+        "django_6_2": django_6_2_document(audit),
     }
 
 
@@ -1295,6 +1442,7 @@ def _summary_lines(audit: Audit) -> list[str]:
             f" {_us(overhead.bare_us)} (medians of {overhead.samples} with and without, taking"
             " turns)"
         )
+    lines.extend(_clean(line) for line in django_6_2_lines(audit))
     for problem in audit.problems:
         lines.append(f"problem: {_clean(problem)}")
     for entry in audit.entries:

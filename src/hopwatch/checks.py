@@ -12,6 +12,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch.audit``).
+* ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
+  (it keeps working; the counts may miss hops a new version adds).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
 from hopwatch.audit import check_sync_only_middleware
 from hopwatch.conf import CREDENTIAL_HEADERS, DEFAULTS, hopwatch_settings
@@ -205,6 +207,27 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             ' docs/getting-started.md), or set HOPWATCH["OUTPUT"] to "stdout" or a file.',
             id="hopwatch.W004",
         )
+    ]
+
+
+@register(Tags.compatibility)
+def check_versions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from hopwatch import _versions
+
+    try:
+        found = _versions.untested()
+    except Exception as exc:  # reading package metadata must never stop `manage.py check`
+        found = [("Django and asgiref", f"hopwatch could not read their versions ({exc})")]
+    return [
+        Info(
+            f"hopwatch runs on {installed}, a version it was not tested on: {reason}.",
+            hint="hopwatch keeps working. Hops a new version adds are still counted, but may"
+            " be named only by the callable (kind other) and some counts in its docs may"
+            " differ. Check for a newer hopwatch; silence with SILENCED_SYSTEM_CHECKS ="
+            ' ["hopwatch.I001"].',
+            id="hopwatch.I001",
+        )
+        for installed, reason in found
     ]
 
 

@@ -120,12 +120,13 @@ async def _is_staff_async(request: HttpRequest, record: RequestRecord) -> bool |
     if not profiling.needs_staff_check(record):
         return None
     try:
-        auser = getattr(request, "auser", None)  # Django 5.0+
+        auser = getattr(request, "auser", None)  # set by AuthenticationMiddleware
         if auser is not None:
             return _staff(await auser())
         if not hasattr(request, "user"):
             return False
-        # Django 4.2: request.user is lazy and may query; evaluate it in a thread.
+        # Set by another authentication middleware: it may be lazy and query, so
+        # evaluate it in a thread.
         return await sync_to_async(lambda: _staff(request.user))()
     except Exception as exc:
         _errors.report("checking the profiling user", exc)

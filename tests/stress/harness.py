@@ -15,10 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import django
-
 ROOT = Path(__file__).resolve().parents[2]
-DJANGO_5 = django.VERSION >= (5, 0)
 
 #: Hops of an async view behind the example site's middleware (startproject's seven).
 BASE = 15
@@ -35,9 +32,9 @@ EXAMPLE_ENDPOINTS: dict[str, int] = {
     "/mw/legacy/": 5,
     "/mw/rewrite/": 15,
     "/boom/": 18,
+    "/orders/": 15,
+    "/orders/sync-receiver/": 16,
 }
-if DJANGO_5:  # Signal.asend is Django 5.0+
-    EXAMPLE_ENDPOINTS |= {"/orders/": 15, "/orders/sync-receiver/": 16}
 
 
 def free_port() -> int:

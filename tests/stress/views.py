@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from contextvars import ContextVar
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
@@ -14,10 +15,12 @@ def noop() -> None:
 
 
 async def _deepest() -> None:
+    HOPS_STARTED[_request_id.get()] += 1
     await sync_to_async(noop)()
 
 
 def _middle() -> None:
+    HOPS_STARTED[_request_id.get()] += 1
     async_to_sync(_deepest)()
 
 
@@ -26,6 +29,12 @@ KINDS = {"ts": 1, "pool": 1, "nested": 3}
 
 #: units started per X-Request-ID, counted by the view itself (an oracle independent of hopwatch)
 UNITS_STARTED: Counter[str] = Counter()
+#: hops started per X-Request-ID, at every depth, counted just before each one: a
+#: cancelled unit may not make all of its hops (its thread may never start), so
+#: units x hops per unit is not always what ran
+HOPS_STARTED: Counter[str] = Counter()
+#: the X-Request-ID, for the nested unit's code (asgiref carries it across hops)
+_request_id: ContextVar[str] = ContextVar("stress_request_id", default="")
 
 
 async def _unit(kind: str) -> None:
@@ -47,9 +56,11 @@ async def load(request):
     kind = request.GET.get("kind", "ts")
     gap = float(request.GET.get("gap", "0"))
     rid = request.headers.get("X-Request-ID", "")
+    _request_id.set(rid)
     await asyncio.sleep(float(request.GET.get("sleep", "0")))
     for _ in range(n):
         UNITS_STARTED[rid] += 1
+        HOPS_STARTED[rid] += 1
         await _unit(kind)
         await asyncio.sleep(gap)
     return HttpResponse(f"{kind} {n}\n")

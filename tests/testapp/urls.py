@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tests.testapp import views
+from tests.testapp import views, views_django6
 
 urlpatterns = [
     path("async/", views.async_view),
@@ -19,4 +19,14 @@ urlpatterns = [
     path("sleepy/", views.sleepy_async_view),
     path("decorated/", views.decorated_view),
     path("sync-orm/", views.sync_orm_view),
+    path("stream/counted/", views.counted_stream_view),
+    path("child-tasks/", views.child_task_view),
+    path("task/", views.task_view),
+    path("upload/", views_django6.upload_view),
+    path("check-password/", views_django6.check_password_view),
+    path("login/", views_django6.login_view),
+    path("paginate/", views_django6.paginate_view),
+    path("enqueue/", views_django6.enqueue_view),
+    path("cache/", views_django6.cache_view),
+    path("aiterator/", views_django6.aiterator_view),
 ]

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections import Counter
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
@@ -91,12 +92,24 @@ def sync_error_view(request):
     raise ValueError("boom")
 
 
+#: Views that reached their slow part, by X-Request-ID (else the view's name): a
+#: test cancels or disconnects at that point instead of after a guessed delay,
+#: which a loaded machine may not keep to.
+REACHED: Counter[str] = Counter()
+
+
+def _reached(request, name):
+    REACHED[request.headers.get("X-Request-ID") or name] += 1
+
+
 async def slow_view(request):
-    await sync_to_async(time.sleep)(0.5)
+    _reached(request, "slow")
+    await sync_to_async(time.sleep)(0.5)  # the marker is seen once this hop is awaited
     return HttpResponse("slow")
 
 
 async def sleepy_async_view(request):
+    _reached(request, "sleepy")
     await asyncio.sleep(float(request.GET.get("s", "0.05")))
     return HttpResponse("slept")
 
@@ -123,7 +136,44 @@ def _burn_cpu(seconds):
 def sync_orm_view(request):
     """A sync view that queries the database and burns CPU (for profiles under ASGI)."""
     names = [item.name for item in Item.objects.all()]
-    for _ in range(300):  # enough ORM work for the sampler to see
-        Item.objects.filter(name__startswith="x").count()
+    # Enough ORM work for the sampler to see, in one line: consecutive samples
+    # then fall in the same count() frame, which the profile keeps whole (a
+    # loop alternating two lines splits it into nodes too small to be kept).
+    query = Item.objects.filter(name__startswith="x")
+    for _ in range(300):
+        query.count()
     _burn_cpu(0.05)
     return HttpResponse(",".join(names) or "none")
+
+
+#: Hops started by each counted_stream_view response's iterator, in request order (an
+#: oracle independent of hopwatch).
+STREAM_HOPS_STARTED: list[int] = []
+
+
+async def counted_stream_view(request):
+    """20 chunks, 20 ms apart, one hop before each; counts the hops it starts."""
+    started = len(STREAM_HOPS_STARTED)
+    STREAM_HOPS_STARTED.append(0)
+
+    async def body():
+        for _ in range(20):
+            STREAM_HOPS_STARTED[started] += 1
+            await sync_to_async(_noop)()
+            yield b"chunk\n"
+            await asyncio.sleep(0.02)
+
+    return StreamingHttpResponse(body())
+
+
+async def child_task_view(request):
+    """A hop in a task the view spawns, and one in a TaskGroup's task."""
+    await asyncio.create_task(sync_to_async(_noop)())
+    async with asyncio.TaskGroup() as group:
+        group.create_task(sync_to_async(_noop)())
+    return HttpResponse("children")
+
+
+async def task_view(request):
+    """The qualified name of the coroutine of the task the view runs in."""
+    return HttpResponse(asyncio.current_task().get_coro().__qualname__)

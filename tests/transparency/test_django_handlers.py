@@ -16,7 +16,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +26,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client, override_settings
 
-from tests.helpers import asgi_scope, capture, wsgi_environ
+from tests.helpers import asgi_scope, capture, wait_until, wsgi_environ
+from tests.testapp import views
 from tests.transparency.helpers import both, signal_log
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
@@ -113,8 +114,9 @@ async def asgi_exchange(
     path: str,
     query: str,
     headers: tuple[tuple[bytes, bytes], ...],
-    disconnect_after: float | None = None,
+    disconnect_when: Callable[[list[Any]], bool] | None = None,
 ) -> dict[str, Any]:
+    """One exchange; the client disconnects once ``disconnect_when(messages)`` is true."""
     messages: list[Any] = []
     received = False
 
@@ -123,8 +125,8 @@ async def asgi_exchange(
         if not received:
             received = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        if disconnect_after is not None:
-            await asyncio.sleep(disconnect_after)
+        if disconnect_when is not None:
+            await wait_until(lambda: disconnect_when(messages))
             return {"type": "http.disconnect"}
         await asyncio.Future()
         raise AssertionError("unreachable")
@@ -266,14 +268,31 @@ def test_probes_see_the_same_threads_loops_and_context():
     }
 
 
+def _answered(messages: list[Any]) -> bool:
+    return any(m[0] == "http.response.body" and not m[4] for m in messages)
+
+
+# The client goes at the same point of the request in both runs (a delay would
+# not be: a loaded machine runs one slower than the other): while the view's
+# sync hop runs, while it awaits on the loop, after the whole response.
+DISCONNECTS = {
+    "/slow/": lambda messages: views.REACHED["slow"] > 0,
+    "/sleepy/": lambda messages: views.REACHED["sleepy"] > 0,
+    "/hops/2/": _answered,
+}
+
+
 @pytest.mark.parametrize(
     ("path", "query"), [("/slow/", ""), ("/sleepy/", "s=0.5"), ("/hops/2/", "")]
 )
 def test_client_disconnect_behaves_as_without_hopwatch(path, query):
     def scenario() -> dict[str, Any]:
+        views.REACHED.clear()
         with signal_log() as signals:
             seen = asyncio.run(
-                asgi_exchange(ASGIHandler(), "GET", path, query, (), disconnect_after=0.1)
+                asgi_exchange(
+                    ASGIHandler(), "GET", path, query, (), disconnect_when=DISCONNECTS[path]
+                )
             )
         seen["signals"] = signals
         return seen

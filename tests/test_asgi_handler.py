@@ -1,0 +1,145 @@
+"""The request scope on Django's ASGIHandler, before and since 6.1.
+
+Before 6.1 the handler runs the view in a task of its own next to a
+disconnect listener; 6.1 runs it in the handler's own task, in a TaskGroup
+with the listener (a disconnect cancels the handler's task). hopwatch opens
+the request's record in the handler's ``__call__``: these tests check, on each
+version, that the view's hops, the hops of tasks it spawns, a client
+disconnect (on the loop, in a sync hop, mid-stream), the error response Django
+makes before the view, and ``response.close()`` are counted exactly, in the
+one record of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import django
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.test import override_settings
+
+from tests.helpers import asgi_call, asgi_request, asgi_scope, capture, sites
+from tests.testapp import views
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+VIEW_IN_THE_HANDLER_TASK = django.VERSION >= (6, 1)
+
+
+@pytest.fixture(autouse=True)
+def _hopwatch_only():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        yield
+
+
+def one(records):
+    assert len(records) == 1, records
+    (record,) = records
+    assert record.closed
+    return record
+
+
+def test_where_the_view_runs():
+    # What the other tests rely on: the view runs in the server's task (here
+    # asgi_call's, which awaits the handler) on 6.1, in one of Django's before.
+    with capture() as records:
+        result = asgi_request("/task/")
+    one(records)
+    expected = "asgi_call" if VIEW_IN_THE_HANDLER_TASK else "ASGIHandler.handle.<locals>.process_request"
+    assert result.body.decode() == expected
+
+
+def _receive_once():
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Future()
+
+    return receive
+
+
+def test_hops_of_tasks_the_view_spawns_are_the_requests():
+    with capture() as records:
+        assert asgi_request("/child-tasks/").body == b"children"
+    record = one(records)
+    assert len(record) == 2 + 2 and record.status == 200
+    assert sites(record)[("other", "tests.testapp.views._noop")] == 2
+
+
+def _streamed(at_least):
+    """True once the counted stream has started ``at_least`` hops."""
+    return lambda: bool(views.STREAM_HOPS_STARTED) and views.STREAM_HOPS_STARTED[0] >= at_least
+
+
+def test_disconnect_while_the_view_awaits_on_the_loop():
+    views.REACHED.clear()
+    with capture() as records:
+        result = asgi_request("/sleepy/", query="s=0.5", disconnect_when=lambda: views.REACHED["sleepy"])
+    record = one(records)
+    assert result.status is None and record.status is None
+    # The view is cancelled; Django sends request_finished itself (no response to close).
+    assert sites(record) == {("signal", "request_started"): 1, ("signal", "request_finished"): 1}
+
+
+def test_disconnect_in_the_middle_of_a_stream_closes_the_response_once():
+    views.STREAM_HOPS_STARTED.clear()
+    with capture() as records:
+        result = asgi_request("/stream/counted/", disconnect_when=_streamed(3))
+    record = one(records)
+    (started,) = views.STREAM_HOPS_STARTED
+    assert result.status == 200 and 3 <= started < 20  # cut off mid-stream
+    assert sites(record) == {
+        ("signal", "request_started"): 1,
+        ("other", "tests.testapp.views._noop"): started,
+        ("response", "StreamingHttpResponse.close"): 1,
+    }
+    outcomes = [hop.outcome for hop in record.hops()]
+    assert outcomes.count("cancelled") <= 1  # at most the hop the disconnect cut
+
+
+def test_a_stream_that_completes():
+    views.STREAM_HOPS_STARTED.clear()
+    with capture() as records:
+        result = asgi_request("/stream/counted/")
+    record = one(records)
+    assert result.body == b"chunk\n" * 20 and views.STREAM_HOPS_STARTED == [20]
+    assert len(record) == 1 + 20 + 1 and all(hop.outcome == "ok" for hop in record.hops())
+
+
+def test_the_error_response_made_before_the_view_is_closed_and_counted():
+    # A query string that is not UTF-8: Django answers 400 without running the
+    # middleware or the view, then closes that response through sync_to_async.
+    sent = []
+
+    async def send(message):
+        sent.append(message.get("status"))
+
+    scope = {**asgi_scope("/async/"), "query_string": b"\xff"}
+    with capture() as records:
+        asyncio.run(ASGIHandler()(scope, _receive_once(), send))
+    record = one(records)
+    assert sent[0] == 400
+    assert sites(record) == {("signal", "request_started"): 1, ("response", "HttpResponseBadRequest.close"): 1}
+
+
+def test_concurrent_requests_on_one_handler_keep_their_own_hops():
+    async def main():
+        app = ASGIHandler()
+        cut = asgi_call(app, "/stream/counted/", headers=[(b"x-request-id", b"cut")], disconnect_when=_streamed(3))
+        full = [asgi_call(app, f"/hops/{n}/", headers=[(b"x-request-id", f"full-{n}".encode())]) for n in range(5)]
+        return await asyncio.gather(cut, *full)
+
+    views.STREAM_HOPS_STARTED.clear()
+    with capture() as records:
+        results = asyncio.run(main())
+    assert [r.body for r in results[1:]] == [str(n).encode() for n in range(5)]
+    by_id = {record.request_id: record for record in records}
+    assert sorted(by_id) == sorted(["cut", *(f"full-{n}" for n in range(5))])
+    for n in range(5):
+        assert len(by_id[f"full-{n}"]) == 2 + n
+    (started,) = views.STREAM_HOPS_STARTED
+    assert 3 <= started < 20 and len(by_id["cut"]) == 1 + started + 1

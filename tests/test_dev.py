@@ -1,0 +1,96 @@
+"""``dev.py test``: finding each combination's Python, and skipping (or failing) without it.
+
+The interpreters here are small scripts on a temporary PATH or in a temporary
+pyenv root, standing in for ``python3.X``: what dev.py runs to ask them their
+version is real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from hopwatch import _versions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_dev():
+    spec = importlib.util.spec_from_file_location("hopwatch_dev_script", ROOT / "dev.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+dev = _load_dev()
+
+
+def _interpreter(path: Path, version: str | None) -> Path:
+    """A stand-in ``python3.X``: prints ``version``, or fails as an unselected pyenv shim."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = (
+        f"print({version!r})"
+        if version
+        else "import sys; print('pyenv: command not found', file=sys.stderr); sys.exit(127)"
+    )
+    path.write_text(f"#!{sys.executable}\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def no_pythons(tmp_path, monkeypatch):
+    """A PATH and a pyenv root with no Python 3.98 or 3.99 in them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    return tmp_path
+
+
+def test_python_on_path(no_pythons):
+    found = _interpreter(no_pythons / "bin" / "python3.99", "3.99")
+    assert dev.find_python("3.99") == str(found)
+
+
+def test_a_pyenv_shim_that_does_not_run_is_passed_over_for_pyenv(no_pythons):
+    _interpreter(no_pythons / "bin" / "python3.99", None)  # on PATH, but exits 127
+    older = _interpreter(no_pythons / "pyenv/versions/3.99.2/bin/python3.99", "3.99")
+    newer = _interpreter(no_pythons / "pyenv/versions/3.99.10/bin/python3.99", "3.99")
+    _interpreter(no_pythons / "pyenv/versions/3.99.11t/bin/python3.99", "3.99")  # free-threaded
+    assert dev.find_python("3.99") == str(newer) != str(older)
+
+
+def test_an_interpreter_of_another_version_is_not_taken(no_pythons):
+    _interpreter(no_pythons / "bin" / "python3.99", "3.98")
+    assert dev.find_python("3.99") is None
+
+
+@pytest.mark.parametrize(("ci", "status", "failed"), [("", 0, 0), ("true", 1, 1)])
+def test_a_combination_without_its_python_is_skipped_or_fails_on_ci(
+    no_pythons, monkeypatch, capsys, ci, status, failed
+):
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setitem(dev.ENVIRONMENTS, "django99", dev.Environment("3.99", ("Django==9.9",)))
+    # pytest arguments given: no lint run, and nothing else is set up
+    assert dev.cmd_test(["--env", "django99", "-q"]) == status
+    out = capsys.readouterr().out
+    assert "skipped django99 (Python 3.99, Django==9.9): no python3.99 on PATH or through pyenv" in out
+    assert out.rstrip().endswith(f"hopwatch: 0 passed, {failed} failed, 0 skipped")
+
+
+def test_the_matrix_is_what_hopwatch_calls_tested():
+    for env in dev.ENVIRONMENTS.values():
+        pins = dict(requirement.split("==") for requirement in env.requirements)
+        django = tuple(int(part) for part in pins["Django"].split("."))
+        assert _versions.django_untested((*django[:3], "final", 0)) is None, env
+        provider = _versions.Provider("asgiref", pins["asgiref"])
+        assert _versions.asgiref_untested(pins["asgiref"], [provider]) is None, env
+    assert dev.SLOW_ENV in dev.ENVIRONMENTS
+    assert set(dev.DEFAULT_ENVS) == set(dev.ENVIRONMENTS)
