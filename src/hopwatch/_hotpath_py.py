@@ -228,12 +228,12 @@ class LedgerCore:
     __slots__ = (
         "__dict__",
         "_account_lock",
+        "_detail_limit",
         "async_to_sync",
         "cause_limit",
         "causes",
         "closed",
         "count",
-        "_detail_limit",
         "detail_dropped",
         "details",
         "max_depth",
