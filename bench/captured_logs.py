@@ -280,6 +280,7 @@ def generate(
     rng = random.Random(seed)
     names = [name for name in RENDER if name != "detail"]
     endpoints: dict[str, dict[str, Any]] = {}
+    by_route: dict[str, int] = {}
     records = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -296,12 +297,16 @@ def generate(
             out.write(render(record, rng) + "\n")
             records += 1
             _count(endpoints, record)
+            route_key = f"{record['method']} {record['route']}"
+            by_route[route_key] = by_route.get(route_key, 0) + 1
     truth = {
         "rendering": rendering,
         "seed": seed,
         "lines": lines,
         "records": records,
         "other_lines": lines - records,
+        # what a tool grouping by the line's method and route must count (raw 404 paths too)
+        "requests_by_route": dict(sorted(by_route.items())),
         "endpoints": [endpoints[key] for key in sorted(endpoints)],
     }
     truth_path = path.with_name(path.name + ".truth.json")

@@ -14,7 +14,8 @@ again. Everything that could grow with hostile input is capped:
 * the hop time distribution is a fixed-size :class:`~hopwatch.report.sketch.Sketch`;
 * a few slowest requests and profiled requests per endpoint.
 
-The scanner's hot loop counts (status, interface) pairs in ``raw_status`` and
+The scanner's hot loop counts its records by (status, interface, pinned_by) in
+``raw_status`` and
 appends each site's ``ms`` to a list under its full key, count included, in
 ``raw_sites`` (one dict lookup and one append per site); :meth:`EndpointStats.fold` turns those
 into the canonical fields. Partials are always folded before they are merged or
@@ -134,7 +135,8 @@ class EndpointStats:
         self.key = key
         self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0]
         self.sketch = Sketch()
-        self.raw_status: dict[tuple[int | None, str], int] = {}  # -> records
+        # (status, interface, pinned_by) -> records the scanner added (acc[A_RECORDS] too)
+        self.raw_status: dict[tuple[int | None, str, str | None], int] = {}
         # -> the ms of each unweighted request that listed it (requests: the list's length)
         self.raw_sites: defaultdict[RawSiteKey, list[float]] = defaultdict(list)
         self.counters: list[int] = [0, 0, 0, 0, 0, 0, 0]
@@ -306,8 +308,11 @@ class EndpointStats:
     def fold(self) -> None:
         """Turn the scanner's raw counts into the canonical fields."""
         if self.raw_status:
-            for (status, interface), records in self.raw_status.items():
+            for (status, interface, pinned_by), records in self.raw_status.items():
+                self.acc[A_RECORDS] += records
                 self._add_status(records, status, interface)
+                if pinned_by is not None:
+                    self.add_pinned_by(pinned_by, records)
             self.raw_status = {}
         if self.raw_sites:
             for (site, kind, direction, call_site, count), values in self.raw_sites.items():

@@ -35,7 +35,6 @@ from hopwatch.report.aggregate import (
     A_HOP_MS,
     A_HOPS,
     A_HOPS_MAX,
-    A_RECORDS,
     A_SLOWEST_FLOOR,
     A_WAIT,
     C_ASYNC_TO_SYNC,
@@ -286,7 +285,6 @@ class Scanner:
             acc = stats.acc
             hop_ms = record.hop_ms
             hops = record.hops
-            acc[A_RECORDS] += 1
             acc[A_DURATION] += record.duration_ms
             acc[A_HOP_MS] += hop_ms
             acc[A_WAIT] += record.wait_ms
@@ -314,8 +312,8 @@ class Scanner:
             value = record.max_depth
             if value > c[C_DEPTH_MAX]:
                 c[C_DEPTH_MAX] = value
-            raw = stats.raw_status
-            status = (record.status, record.interface)
+            raw = stats.raw_status  # the records are counted here (see EndpointStats.fold)
+            status = (record.status, record.interface, record.pinned_by)
             raw[status] = raw.get(status, 0) + 1
             pinned = record.pinned_ms
             if pinned is None:
@@ -324,8 +322,6 @@ class Scanner:
                 pin = stats.pinned
                 pin[0] += pinned
                 pin[2] += pinned
-            if record.pinned_by is not None:
-                stats.add_pinned_by(record.pinned_by, 1.0)
             if hop_ms > acc[A_SLOWEST_FLOOR]:
                 stats.offer_slowest(hop_ms, record.request_id, timestamp_text(ts))
             if record.hop_tax_us is not None:
