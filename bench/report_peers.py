@@ -16,10 +16,10 @@ tool would write it, not tuned against hopwatch:
 * ``msgspec-sites``: the same, plus per-route totals of every cause in ``sites``
   (the part of hopwatch's report that costs the most to compute).
 * ``polars``: the file as one text column (``scan_csv`` with a separator that
-  never occurs), ``str.extract`` from the first ``{``, ``str.json_decode`` with
+  never occurs), ``str.slice`` from ``str.find("{")``, ``str.json_decode`` with
   the needed fields, ``group_by``.
-* ``duckdb``: the same in SQL (``read_csv`` of one column, ``regexp_extract``,
-  ``from_json``, ``GROUP BY``, ``quantile_cont``).
+* ``duckdb``: the same in SQL (``read_csv`` of one column, ``substr`` from
+  ``strpos(line, '{')``, ``from_json``, ``GROUP BY``, ``quantile_cont``).
 * ``jq``: ``jq -R`` with ``fromjson?`` per line (in bench.report_bench).
 
 The peers are installed into the bench virtualenv only (see bench/__main__.py).
@@ -154,7 +154,12 @@ def run_polars(path: str) -> dict[str, int]:
             schema={"line": pl.String},
         )
         .filter(pl.col("line").str.contains("hopwatch.request", literal=True))
-        .select(pl.col("line").str.extract(r"(\{.*)", 1).str.json_decode(fields).alias("r"))
+        .select(  # from the first "{": str.find and str.slice (a regex is 8x slower here)
+            pl.col("line")
+            .str.slice(pl.col("line").str.find("{", literal=True))
+            .str.json_decode(fields)
+            .alias("r")
+        )
         .unnest("r")
         .filter(pl.col("event") == "hopwatch.request")
         .group_by("method", "route")
@@ -176,7 +181,7 @@ def run_duckdb(path: str) -> dict[str, int]:
         SELECT r.method, r.route, count(*) AS requests, avg(r.hop_ms) AS mean,
                quantile_cont(r.hop_ms, [0.5, 0.95, 0.99]) AS quantiles
         FROM (
-            SELECT from_json(regexp_extract(line, '\\{.*'),
+            SELECT from_json(substr(line, strpos(line, '{')),
                    '{"event": "VARCHAR", "method": "VARCHAR", "route": "VARCHAR",
                      "hop_ms": "DOUBLE"}') AS r
             FROM read_csv(?, columns = {'line': 'VARCHAR'}, delim = '\x01', quote = '',
