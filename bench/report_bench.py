@@ -46,6 +46,7 @@ from bench.captured_logs import generate
 from bench.report_peers import JQ_PROGRAM, PEERS
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGET_LINES_PER_SECOND = 350_000
 BARE_LOOP = (
     "import sys\nn = 0\nwith open(sys.argv[1], 'rb') as f:\n    for line in f:\n        n += 1\n"
 )
@@ -258,12 +259,33 @@ def render(
     )
     print("| contender | lines/s | vs hopwatch | peak RSS (largest process) | counts |")
     print("|---|---:|---:|---:|---|")
+    rates = {}
     for name, result in results.items():
-        rate = result.lines / statistics.median(result.seconds)
+        rate = rates[name] = result.lines / statistics.median(result.seconds)
         print(
             f"| {name} | {rate:,.0f} | {rate / base:.2f}x |"
             f" {max(result.peak_kb) / 1024:,.0f} MB | {result.counts} |"
         )
+    peers = [
+        name
+        for name in rates
+        if name.startswith(("msgspec", "polars", "DuckDB", "jq")) and rates[name] > 0
+    ]
+    faster = [_short(name) for name in peers if rates[name] > base]
+    slower = [_short(name) for name in peers if rates[name] <= base]
+    met = base >= TARGET_LINES_PER_SECOND and not faster
+    print(
+        f"\nTarget (issue 18): at least {TARGET_LINES_PER_SECOND:,} lines/s with 2 cores, faster"
+        f" than every peer above: **{'met' if met else 'missed'}**. hopwatch read"
+        f" {base:,.0f} lines/s ({base / TARGET_LINES_PER_SECOND:.0%} of the target);"
+        f" faster than {', '.join(slower) or 'none'}; slower than {', '.join(faster) or 'none'}."
+    )
+
+
+def _short(name: str) -> str:
+    if name.startswith("msgspec"):
+        return "the msgspec loop" + (" with causes" if "causes" in name else "")
+    return name.split(" (")[0]
 
 
 def _importable(module: str) -> bool:

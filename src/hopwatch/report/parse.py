@@ -212,9 +212,10 @@ class LearningDecoder:
 
     def _build(self) -> Any:
         types = {field: self._type(field, nullable) for _, field, nullable in REPEATING}
-        site = _subclass(Site, "LearnedSite", types, {"site", "kind", "direction", "call_site"})
+        site_fields = {field for struct, field, _ in REPEATING if struct is Site}
+        site = _subclass(Site, "LearnedSite", types, site_fields)
         types["sites"] = list[site]  # type: ignore[valid-type]
-        record = _subclass(Record, "LearnedRecord", types, {*types} - set(site.__struct_fields__))
+        record = _subclass(Record, "LearnedRecord", types, {*types} - site_fields)
         return msgspec.json.Decoder(record).decode
 
 
