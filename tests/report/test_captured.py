@@ -19,7 +19,7 @@ from bench.captured_logs import RENDERINGS, generate
 from hopwatch.report import parallel
 from hopwatch.report.aggregate import A_HOP_MS, A_HOPS, NO_VIEW, Partial
 from hopwatch.report.inputs import resolve
-from hopwatch.report.scan import Filters
+from hopwatch.report.scan import Filters, Scanner
 
 
 def _found(partial: Partial) -> dict[str, Any]:
@@ -83,3 +83,18 @@ def test_several_processes_give_the_same_exact_numbers(
     truth.pop("")
     partial = parallel.read_all(resolve([str(path)]), Filters(), jobs=2)
     assert _found(partial) == truth
+
+
+@pytest.mark.parametrize("rendering", ["docker", "logging", "structlog", "cri", "sorted"])
+def test_common_renderings_are_read_by_the_typed_decoders(tmp_path: Path, rendering: str) -> None:
+    """Only lines that are not records, or are broken, reach the (slow) general decoder."""
+    path = tmp_path / f"{rendering}.log"
+    generate(path, 2000, rendering, seed=13, foreign=0.0)
+    scanner = Scanner(Partial())
+    data = path.read_bytes()
+    start = 0
+    while start < len(data):  # several buffers: the decoding modes adapt per buffer
+        end = data.rfind(b"\n", start, start + 64 * 1024) + 1 or len(data)
+        scanner.feed(data[start:end])
+        start = end
+    assert scanner.partial.records == 2000 and scanner.slow_lines == 0

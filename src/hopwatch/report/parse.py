@@ -385,7 +385,7 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
         # a log shipper's envelope: {"log": "<the original line>\n", ...}; the typed
         # decoders read it first, as most lines of such a log are wrapped
         try:
-            inner = _envelope_line(decode_envelope(text))
+            inner = envelope_line(decode_envelope(text))
         except DECODE_ERRORS:
             inner = None
         if inner is not None:
@@ -413,7 +413,7 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
     return OTHER
 
 
-def _envelope_line(envelope: Envelope) -> str | None:
+def envelope_line(envelope: Envelope) -> str | None:
     """The wrapped line in an envelope, from its first "{", or None."""
     for key in WRAPPER_KEYS:
         inner = getattr(envelope, key)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import log
 from operator import attrgetter
-from typing import Final
+from typing import Any, Final
 
 from hopwatch.report import parse
 from hopwatch.report.aggregate import (
@@ -55,6 +55,8 @@ from hopwatch.report.sketch import INV_LN_GAMMA, MIN_VALUE, SHIFT
 _CACHE_LIMIT: Final = 8000
 #: Fold the endpoints' raw counts every this many buffers (bounds their memory).
 _FOLD_EVERY_BLOCKS: Final = 16
+#: How the marker reads inside an envelope's string value (its quotes escaped).
+ESCAPED_MARKER: Final = b'\\"hopwatch.request\\"'
 #: Look for the marker in each line first when fewer than 1 / this of the lines are
 #: hopwatch lines (decided per buffer, from the one before).
 _PREFILTER_BELOW: Final = 1.25
@@ -127,6 +129,7 @@ class Scanner:
         self._blocks = 0
         self._typed = parse.LearningDecoder()
         self._prefilter = True  # look for the marker before decoding (see feed)
+        self._wrapped = False  # unwrap a shipper's envelope before decoding (see feed)
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
         f = self.filters
@@ -164,6 +167,31 @@ class Scanner:
             self._by_key[key] = stats
         return stats
 
+    def _fallback(self, line: memoryview, enveloped: bool) -> Any:
+        """A line the learning decoder refused: a Record, (Record,) when it came in an
+        envelope, a skip reason, or None (not a hopwatch record)."""
+        plain = parse.decode_record
+        errors = parse.DECODE_ERRORS
+        if enveloped:  # its quotes are escaped: the line inside a shipper's envelope
+            try:
+                inner = parse.envelope_line(parse.decode_envelope(line))
+                if inner is not None:
+                    return (plain(inner),)
+            except errors:
+                pass
+        try:  # a value the learning decoder has not seen yet?
+            return plain(line)
+        except errors:
+            pass
+        self.slow_lines += 1
+        result = parse.decode_general(bytes(line))
+        if result is None or isinstance(result, str):
+            return result
+        record, lost = result
+        for name in lost:
+            self.partial.lose_part(name)
+        return record
+
     def _verdict(self, key: tuple[int | None, str]) -> str:
         verdict = self.filters.status_reason(*key) or ""
         if len(self._verdicts) < _CACHE_LIMIT:
@@ -186,7 +214,11 @@ class Scanner:
         typed = self._typed
         decode = typed.decode
         decode_errors = parse.DECODE_ERRORS
-        plain_decode = parse.decode_record
+        decode_envelope = parse.decode_envelope
+        envelope_line = parse.envelope_line
+        escaped = ESCAPED_MARKER
+        wrapped = self._wrapped
+        enveloped = 0  # records that came in an envelope
         by_key = self._by_key
         since, until = self._since, self._until
         windowed = since is not None or until is not None
@@ -222,28 +254,34 @@ class Scanner:
                 if start == -1:
                     continue  # an other line
             line = view[start:stop]
-            try:
-                record = decode(line)
-            except decode_errors:
-                if not prefilter and find(marker, start, stop) == -1:
-                    continue  # another logger's JSON
-                try:  # a value the learning decoder has not seen yet?
-                    record = plain_decode(line)
+            record = None
+            if wrapped:  # most lines came in a log shipper's envelope: unwrap first
+                try:
+                    inner = envelope_line(decode_envelope(line))
+                    if inner is not None:
+                        record = decode(inner)
+                        enveloped += 1
                 except decode_errors:
-                    self.slow_lines += 1
-                    result = parse.decode_general(buffer[start:stop])
-                    if result is None:
+                    record = None  # the paths below decide
+            if record is None:
+                try:
+                    record = decode(line)
+                except decode_errors:
+                    if not prefilter and find(marker, start, stop) == -1:
+                        continue  # another logger's JSON
+                    record = self._fallback(line, find(escaped, start, stop) != -1)
+                    if record is None:
                         continue
-                    if result.__class__ is str:
+                    if record.__class__ is str:
                         dropped += 1
-                        part.skip(result)  # type: ignore[arg-type]
+                        part.skip(record)
                         continue
-                    record, lost = result  # type: ignore[misc]
-                    for name in lost:
-                        part.lose_part(name)
-                if typed.learn(record) and typed.rebuilds < _EAGER_REBUILDS:
-                    typed.rebuild()  # so that the next line with these values is fast
-                    decode = typed.decode
+                    if record.__class__ is tuple:  # an enveloped line
+                        record = record[0]
+                        enveloped += 1
+                    if typed.learn(record) and typed.rebuilds < _EAGER_REBUILDS:
+                        typed.rebuild()  # so that the next line with these values is fast
+                        decode = typed.decode
             ts = record.timestamp
             if ts.tzinfo is not utc:  # an offset: the same instant in UTC
                 ts = parse.to_utc(ts)
@@ -337,6 +375,7 @@ class Scanner:
         # Most lines are records: msgspec refuses another logger's line about as fast
         # as bytes.find would look for the marker in it, so only look when it pays.
         self._prefilter = (records + dropped) * _PREFILTER_BELOW < count
+        self._wrapped = enveloped * 2 > records  # try the envelope first in the next buffer
         part.lines += count
         part.records += records
         part.other_lines += count - records - dropped - too_long
