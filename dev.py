@@ -72,6 +72,7 @@ TEST_REQUIREMENTS = [
     # and selenium, which drives Debian's chromium for the panel's screenshot.
     "django-debug-toolbar==8.0.0",
     "selenium==4.51.0",
+    "isal==1.9.1",  # the fast-gzip extra: the report's gzip tests read through it and without it
 ]
 
 # The browser the screenshot test drives, from Debian's packages.

@@ -10,10 +10,10 @@ Three parts, each measured against its own baseline within this run:
   hop under valgrind's callgrind when valgrind is installed;
 * server: ``bench.server``: the example site under uvicorn, bare, with
   hopwatch, and with the tools a user would pick instead, under wrk;
-* report: ``bench.report_bench`` (``hopwatch report`` on a generated log, next
-  to jq), when that module is present.
+* report: ``bench.report_bench`` (``hopwatch report`` on a generated captured
+  log, next to msgspec loops, polars, DuckDB and jq), when that module is present.
 
-The peers (OpenTelemetry, sentry-sdk) are installed into a virtualenv of their
+The peers (OpenTelemetry, sentry-sdk; polars, DuckDB) are installed into a virtualenv of their
 own, ``.venvs/bench``, which this command makes (or refreshes) and then re-runs
 itself in, so the test environments never see them. wrk comes from Debian's
 packages (``apt-get install wrk``) when missing and installable; otherwise the
@@ -61,6 +61,11 @@ BENCH_REQUIREMENTS = [
     "opentelemetry-instrumentation-django==0.66b2",
     "opentelemetry-instrumentation-asgi==0.66b2",
     "sentry-sdk==2.75.0",
+    # the report's peers (bench/report_peers.py) and its fast-gzip extra
+    "msgspec==0.23.0",
+    "polars==2.1.0",
+    "duckdb==2.0.1",
+    "isal==1.9.1",
 ]
 
 #: Distributions whose versions the report states.
@@ -420,15 +425,15 @@ def run_report(params: Params) -> dict[str, Any] | None:
     """The "Report" part, owned by ``bench/report_bench.py``.
 
     When that module exists, ``python -m bench.report_bench --lines N --rounds R``
-    runs; its standard output (a markdown table: lines per second and peak
-    memory of ``hopwatch report`` next to jq on the same generated file) goes
+    runs; its standard output (a markdown table: lines per second, peak memory
+    and checked counts of ``hopwatch report`` next to its peers) goes
     into docs/performance.md as it is, and its progress (standard error) to the
     terminal.
     """
     if importlib.util.find_spec("bench.report_bench") is None:
         say("report: bench/report_bench.py is not there yet: section left as a placeholder")
         return None
-    say(f"report: hopwatch report vs jq on a generated {params.report_lines:,}-line log")
+    say(f"report: hopwatch report vs its peers on a {params.report_lines:,}-line log")
     command = [sys.executable, "-m", "bench.report_bench", "--lines", str(params.report_lines)]
     command += ["--rounds", str(params.report_rounds)]
     started = time.monotonic()
@@ -921,8 +926,11 @@ another run or another machine.
   hopwatch keeps at least 0.97 of the baseline's throughput, its p99 latency
   stays within 5% of the baseline's, and it costs less than every peer.
 - **Report**: lines per second and peak memory of `hopwatch report` on a
-  generated 1,000,000-line log, next to `jq` computing a per-route count and
-  mean on the same file.
+  generated 1,000,000-line captured log (`bench/captured_logs.py`: structlog's
+  rendering, container prefixes, foreign lines), next to what a user would
+  reach for on the same file: 2-process msgspec loops, polars, DuckDB and `jq`
+  computing per-route counts, means and quantiles; every contender's counts are
+  checked against the ground truth written beside the log.
 """
 
 

@@ -71,7 +71,9 @@ def test_raw_spans_are_folded_before_they_grow_large() -> None:
             ]
         )
     stats = next(iter(scanner.partial.endpoints.values()))
-    assert len(stats.raw_counters) <= aggregate.RAW_CAP + 50 * 16
+    assert len(stats.raw_sites) <= 50 * 16  # folded every 16 blocks
+    assert sum(map(len, stats.raw_sites.values())) <= 50 * 16
+    assert len(stats.raw_status) <= 1
     assert len(stats.sites) <= 2 * aggregate.SITE_CAP
 
 

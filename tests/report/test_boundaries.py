@@ -1,4 +1,8 @@
-"""The report reads logs only: it imports neither Django nor the rest of hopwatch."""
+"""The report reads logs only: it imports neither Django nor the rest of hopwatch.
+
+Its third-party imports: rich (the terminal table), msgspec (the typed decoder) and,
+when installed (the fast-gzip extra), isal (gzip).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import hopwatch.report
 
 PACKAGE = Path(hopwatch.report.__file__).parent
-ALLOWED_THIRD_PARTY = {"rich"}
+ALLOWED_THIRD_PARTY = {"rich", "msgspec", "isal"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -21,7 +25,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_the_report_package_imports_only_itself_rich_and_the_stdlib() -> None:
+def test_the_report_package_imports_only_itself_its_dependencies_and_the_stdlib() -> None:
     import sys
 
     for path in sorted(PACKAGE.glob("*.py")):
@@ -43,3 +47,24 @@ def test_rich_is_imported_only_to_draw_a_terminal_table() -> None:
         if "rich" in {n.split(".")[0] for n in _imports(path)}
     ]
     assert users == ["render.py"]
+
+
+def test_isal_is_optional_and_imported_only_to_read_gzip() -> None:
+    top_level = set()
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = (
+                    [node.module]
+                    if isinstance(node, ast.ImportFrom)
+                    else [alias.name for alias in node.names]
+                )
+                top_level.update(str(name).split(".")[0] for name in names)
+    assert "isal" not in top_level
+    users = [
+        path.name
+        for path in PACKAGE.glob("*.py")
+        if "isal" in {n.split(".")[0] for n in _imports(path)}
+    ]
+    assert users == ["inputs.py"]

@@ -5,8 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import json
 import os
 import re
+import subprocess
+import sys
+import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -111,7 +116,7 @@ def test_plan_splits_plain_files_and_keeps_gzip_whole(monkeypatch: pytest.Monkey
         Source("a", "a", 1000, False),
         Source("b.gz", "b.gz", 100, True),
         Source("c", "c", 3000, False),
-        Source("<stdin>", None, 0, False),
+        Source("<stdin>", None, 0, False, stream=io.BytesIO()),
     ]
     own, shared = parallel.plan(sources, 2)
     assert [piece.source.name for piece in own] == ["<stdin>"]
@@ -202,3 +207,119 @@ def test_corrupt_gzip_data_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "bad.gz").write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"cannot read .*bad.gz: corrupt gzip data"):
         parallel.read_all(resolve([str(tmp_path / "bad.gz")]), Filters(), jobs=1)
+
+
+# --- streams: FIFOs, process substitution, /dev/stdin, a closed stdin -----------------------
+SRC = Path(__file__).resolve().parents[2] / "src"
+DECOMPRESSOR = inputs.decompressor
+LOG = ("\n".join(canonical_lines(30)) + "\n").encode()
+
+
+def _report(command: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``hopwatch report`` run by bash, as a user types it (process substitution, 0<&-)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HOPWATCH": f"{sys.executable} -m hopwatch"}
+    return subprocess.run(
+        ["bash", "-c", command],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _records(done: subprocess.CompletedProcess[bytes]) -> int:
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    return int(json.loads(done.stdout)["summary"]["records"])
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_process_substitution_is_read_once_without_seeking(tmp_path: Path, gzipped: bool) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(gzip.compress(LOG) if gzipped else LOG)
+    done = _report(f'$HOPWATCH report <(cat "{path}") --format json --jobs 2')
+    assert _records(done) == 30
+
+
+def test_dev_stdin_on_a_pipe_and_on_a_file(tmp_path: Path) -> None:
+    assert _records(_report("$HOPWATCH report /dev/stdin --format json", stdin=LOG)) == 30
+    path = tmp_path / "app.log"
+    path.write_bytes(LOG)
+    assert _records(_report(f'$HOPWATCH report /dev/stdin --format json < "{path}"')) == 30
+
+
+def test_a_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    big = LOG * 40  # more than one pipe buffer: the writer blocks until it is read
+
+    def write() -> None:
+        with open(fifo, "wb") as out:
+            out.write(gzip.compress(big))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        partial = parallel.read_all(resolve([str(fifo)]), Filters(), jobs=2)
+    finally:
+        writer.join(timeout=30)
+    assert partial.records == 30 * 40 and partial.lines == 30 * 40
+
+
+def test_stdin_closed_is_one_clear_line() -> None:
+    done = _report("$HOPWATCH report - 0<&-")
+    assert done.returncode == 2 and done.stdout == b""
+    assert (
+        done.stderr.decode() == "hopwatch report: cannot read <stdin>: standard input is closed\n"
+    )
+    done = _report("$HOPWATCH report 0<&-")  # no path: stdin would be read, if it were open
+    assert done.returncode == 2 and done.stderr.decode().count("\n") == 1
+    assert b"Traceback" not in done.stderr
+
+
+def test_gzip_reads_the_same_with_isal_and_with_zlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("isal", reason="the fast-gzip extra is installed by dev.py")
+    path = tmp_path / "app.log.gz"
+    data = gzip.compress(LOG) + gzip.compress(LOG[: len(LOG) // 2])  # two members, cut short
+    path.write_bytes(data[:-20])
+    isal_partial = parallel.read_all(resolve([str(path)]), Filters(), jobs=1)
+    assert inputs.decompressor().__name__ == "isal.isal_zlib"
+    monkeypatch.setitem(sys.modules, "isal", None)  # as if the extra were not installed
+    assert inputs.decompressor().__name__ == "zlib"
+    zlib_partial = parallel.read_all(resolve([str(path)]), Filters(), jobs=1)
+    assert 30 < isal_partial.records == zlib_partial.records < 30 + 15  # the cut line is lost
+    assert isal_partial.truncated_inputs == zlib_partial.truncated_inputs == [str(path)]
+
+
+@pytest.mark.parametrize("isal", [True, False])
+@given(
+    st.lists(st.binary(max_size=3000), min_size=1, max_size=4),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+@settings(max_examples=40, deadline=None)
+def test_gunzip_reads_every_member_and_any_padding(
+    isal: bool, members: list[bytes], zeros: list[int]
+) -> None:
+    if not isal:
+        inputs.decompressor = lambda: zlib  # type: ignore[assignment]
+    try:
+        data = b"".join(
+            gzip.compress(m) + b"\0" * (zeros[i] if i < len(zeros) else 0)
+            for i, m in enumerate(members)
+        )
+        stream = io.BytesIO(data)
+        read = inputs.gunzip_reader(stream.read)
+        out = b"".join(iter(lambda: read(700), b""))
+        assert out == b"".join(members)
+        padding = zeros[len(members) - 1] if len(zeros) >= len(members) else 0
+        cut = io.BytesIO(data[: len(data) - padding - 5])  # inside the last member's trailer
+        read = inputs.gunzip_reader(cut.read)
+        got = b""
+        with pytest.raises(EOFError):
+            while chunk := read(700):
+                got += chunk
+        assert b"".join(members).startswith(got)
+    finally:
+        inputs.decompressor = DECOMPRESSOR  # type: ignore[assignment]

@@ -14,19 +14,21 @@ again. Everything that could grow with hostile input is capped:
 * the hop time distribution is a fixed-size :class:`~hopwatch.report.sketch.Sketch`;
 * a few slowest requests and profiled requests per endpoint.
 
-The scanner's fast path writes raw byte spans from the log line into the
-``raw_*`` dicts (a dict increment instead of decoding five integers) and
-:meth:`EndpointStats.fold` decodes them; partials are always folded before
-they are merged or pickled.
+The scanner's hot loop counts its records by (status, interface, pinned_by) in
+``raw_status`` and
+appends each site's ``ms`` to a list under its full key, count included, in
+``raw_sites`` (one dict lookup and one append per site); :meth:`EndpointStats.fold` turns those
+into the canonical fields. Partials are always folded before they are merged or
+pickled.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Final
 
-from hopwatch.report import parse
-from hopwatch.report.parse import Record
+from hopwatch.report.parse import Record, timestamp_text
 from hopwatch.report.sketch import Sketch
 
 ENDPOINT_CAP: Final = 2000
@@ -102,33 +104,9 @@ def endpoint_key(method: str, route: str, view: str | None) -> EndpointKey:
     return (NORMAL, method, route, view)
 
 
-# Decoding caches shared by all endpoints of a process; cleared when large so
-# hostile input cannot grow them without bound.
-_SITE_KEYS: dict[bytes, tuple[SiteKey, int]] = {}
-_STATUS_SPANS: dict[bytes, tuple[int | None, str]] = {}
-_CACHE_LIMIT: Final = 20_000
-
-
-def _site_key(raw: bytes) -> tuple[SiteKey, int]:
-    key = _SITE_KEYS.get(raw)
-    if key is None:
-        if len(_SITE_KEYS) >= _CACHE_LIMIT:
-            _SITE_KEYS.clear()
-        key = _SITE_KEYS[raw] = parse.decode_site_key(raw)
-    return key
-
-
-def _status_interface(raw: bytes) -> tuple[int | None, str]:
-    value = _STATUS_SPANS.get(raw)
-    if value is None:
-        if len(_STATUS_SPANS) >= _CACHE_LIMIT:
-            _STATUS_SPANS.clear()
-        value = _STATUS_SPANS[raw] = parse.decode_status_interface(raw)
-    return value
-
-
-def _text(value: bytes | str) -> str:
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+# A site's key with its count, as the scanner counts it: (site, kind, direction,
+# call_site, count).
+RawSiteKey = tuple[str, str, str, str | None, int]
 
 
 class EndpointStats:
@@ -143,8 +121,6 @@ class EndpointStats:
         "pinned",
         "pinned_by",
         "profiles",
-        "raw_counters",
-        "raw_pinned_by",
         "raw_sites",
         "raw_status",
         "sites",
@@ -159,9 +135,10 @@ class EndpointStats:
         self.key = key
         self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0]
         self.sketch = Sketch()
-        self.raw_counters: dict[bytes, int] = {}
-        self.raw_status: dict[bytes, int] = {}
-        self.raw_sites: dict[bytes, list[float]] = {}  # raw key -> [requests, ms], weighted
+        # (status, interface, pinned_by) -> records the scanner added (acc[A_RECORDS] too)
+        self.raw_status: dict[tuple[int | None, str, str | None], int] = {}
+        # -> the ms of each unweighted request that listed it (requests: the list's length)
+        self.raw_sites: defaultdict[RawSiteKey, list[float]] = defaultdict(list)
         self.counters: list[int] = [0, 0, 0, 0, 0, 0, 0]
         self.statuses: dict[str, int] = {}  # "200", or "none" when no response
         self.interfaces: dict[str, int] = {}
@@ -173,13 +150,12 @@ class EndpointStats:
         # those spares the hot loop any work for the usual 0.0), weighted sum (the total)
         self.pinned: list[float] = [0.0, 0, 0.0]
         self.pinned_by: dict[str, float] = {}  # site -> requests it pinned (weighted)
-        self.raw_pinned_by: dict[bytes, float] = {}
         self.sites_dropped = 0
         self.tax: list[float] = [0.0, 0, 0.0, 0, 0.0, math.inf, 0.0]
 
     # --- adding ------------------------------------------------------------------
     def add_record(self, record: Record) -> None:
-        """Add a record from the general decoder (the fast path inlines this in scan.py)."""
+        """Add any record (the scanner inlines this for records without optional values)."""
         acc = self.acc
         hop_ms = record.hop_ms
         weight = 1.0 / record.sample_rate
@@ -210,8 +186,9 @@ class EndpointStats:
                 site.count * weight,
                 site.ms * weight,
             )
+        timestamp = timestamp_text(record.timestamp)
         if hop_ms > acc[A_SLOWEST_FLOOR]:
-            self.offer_slowest(hop_ms, record.request_id, record.timestamp)
+            self.offer_slowest(hop_ms, record.request_id, timestamp)
         if record.pinned_ms is None:
             self.pinned[1] += 1
         if record.hop_tax_us is not None:
@@ -219,7 +196,7 @@ class EndpointStats:
         self.add_optional(
             hop_ms,
             record.request_id,
-            record.timestamp,
+            timestamp,
             weight,
             record.sites_dropped,
             record.pinned_ms,
@@ -230,8 +207,8 @@ class EndpointStats:
     def add_optional(
         self,
         hop_ms: float,
-        request_id: bytes | str,
-        timestamp: bytes | str,
+        request_id: str,
+        timestamp: str,
         weight: float,
         sites_dropped: int,
         pinned_ms: float | None,
@@ -243,11 +220,11 @@ class EndpointStats:
             self.pinned[0] += pinned_ms
             self.pinned[2] += pinned_ms * weight
         if pinned_by is not None:
-            self._add_pinned_by(pinned_by, weight)
+            self.add_pinned_by(pinned_by, weight)
         if profile is not None:
             profiles = self.profiles
             if len(profiles) < PROFILES_KEPT or hop_ms > profiles[-1][0]:
-                profiles.append((hop_ms, _text(request_id), _text(timestamp), profile))
+                profiles.append((hop_ms, request_id, timestamp, profile))
                 profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
                 del profiles[PROFILES_KEPT:]
 
@@ -265,9 +242,9 @@ class EndpointStats:
         if hop_tax_us > tax[T_MAX]:
             tax[T_MAX] = hop_tax_us
 
-    def offer_slowest(self, hop_ms: float, request_id: bytes | str, timestamp: bytes | str) -> None:
+    def offer_slowest(self, hop_ms: float, request_id: str, timestamp: str) -> None:
         slowest = self.slowest
-        slowest.append((hop_ms, _text(request_id), _text(timestamp)))
+        slowest.append((hop_ms + 0.0, request_id, timestamp))  # + 0.0: no -0.0 shown
         slowest.sort(key=lambda entry: (-entry[0], entry[2], entry[1]))
         del slowest[SLOWEST_KEPT:]
         if len(slowest) == SLOWEST_KEPT:
@@ -288,7 +265,7 @@ class EndpointStats:
         if depth > c[C_DEPTH_MAX]:
             c[C_DEPTH_MAX] = depth
 
-    def _add_pinned_by(self, site: str, requests: float) -> None:
+    def add_pinned_by(self, site: str, requests: float) -> None:
         pinned_by = self.pinned_by
         if site not in pinned_by and len(pinned_by) >= PINNED_BY_CAP:
             site = "(other)"
@@ -326,36 +303,23 @@ class EndpointStats:
 
     # --- folding and merging -----------------------------------------------------------
     def needs_fold(self) -> bool:
-        return (
-            len(self.raw_sites) > RAW_CAP
-            or len(self.raw_counters) > RAW_CAP
-            or len(self.raw_status) > RAW_CAP
-            or len(self.raw_pinned_by) > RAW_CAP
-        )
+        return len(self.raw_sites) > RAW_CAP or len(self.raw_status) > RAW_CAP
 
     def fold(self) -> None:
-        """Decode the fast path's raw spans into the canonical fields."""
-        if self.raw_counters:
-            for span, records in self.raw_counters.items():
-                found = parse.COUNTERS_SPAN.match(span)
-                assert found is not None  # FAST_LINE already matched this span
-                s2a, a2s, threads, loops, depth = map(int, found.groups())
-                self._add_counters(records, s2a, a2s, threads, loops, depth)
-            self.raw_counters = {}
+        """Turn the scanner's raw counts into the canonical fields."""
         if self.raw_status:
-            for span, records in self.raw_status.items():
-                status, interface = _status_interface(span)
+            for (status, interface, pinned_by), records in self.raw_status.items():
+                self.acc[A_RECORDS] += records
                 self._add_status(records, status, interface)
+                if pinned_by is not None:
+                    self.add_pinned_by(pinned_by, records)
             self.raw_status = {}
-        if self.raw_pinned_by:
-            for raw, requests in self.raw_pinned_by.items():
-                self._add_pinned_by(raw.decode("utf-8", "replace"), requests)
-            self.raw_pinned_by = {}
         if self.raw_sites:
-            for raw, (requests, ms) in self.raw_sites.items():
-                key, count = _site_key(raw)
-                self._add_site(key, requests, requests * count, ms)
-            self.raw_sites = {}
+            for (site, kind, direction, call_site, count), values in self.raw_sites.items():
+                requests = len(values)
+                self._add_site((site, kind, direction, call_site), requests, requests * count,
+                               sum(values))  # fmt: skip
+            self.raw_sites.clear()
         self._trim_sites()
 
     @property
@@ -420,7 +384,7 @@ class EndpointStats:
         for index in range(3):
             self.pinned[index] += other.pinned[index]
         for site, requests in other.pinned_by.items():
-            self._add_pinned_by(site, requests)
+            self.add_pinned_by(site, requests)
         self.sites_dropped += other.sites_dropped
         tax, theirs_tax = self.tax, other.tax
         for index in (T_PRICED_US, T_RECORDS, T_PRICED_US_TOTAL, T_HOPS, T_DURATION):
@@ -454,6 +418,8 @@ class Partial:
         self.records = 0
         self.other_lines = 0
         self.skipped: dict[str, int] = {}
+        # records kept without a malformed separable part: part name -> records
+        self.parts_lost: dict[str, int] = {}
         self.filtered: dict[str, int] = {}
         self.hopwatch_errors = 0
         self.first_timestamp = ""  # canonical, so text order is time order
@@ -470,6 +436,9 @@ class Partial:
 
     def skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def lose_part(self, part: str, count: int = 1) -> None:
+        self.parts_lost[part] = self.parts_lost.get(part, 0) + count
 
     def filter_out(self, reason: str, count: int = 1) -> None:
         self.filtered[reason] = self.filtered.get(reason, 0) + count
@@ -501,6 +470,8 @@ class Partial:
         self.other_lines += other.other_lines
         for reason, count in other.skipped.items():
             self.skip(reason, count)
+        for part, count in other.parts_lost.items():
+            self.lose_part(part, count)
         for reason, count in other.filtered.items():
             self.filter_out(reason, count)
         self.hopwatch_errors += other.hopwatch_errors

@@ -7,7 +7,8 @@ line is lost or read twice), gzip files whole (a gzip stream cannot be entered
 in the middle). There are a few pieces per process, and each process claims the
 next unread piece from a shared counter when it is done with one, so a process
 slowed down by a busy machine simply reads fewer pieces. The main process
-reads stdin (which cannot be split) and claims pieces too; the others are
+reads stdin and other streams (FIFOs: they cannot be split or reopened) and
+claims pieces too; the others are
 child processes that send back a folded
 :class:`~hopwatch.report.aggregate.Partial`. Partials merge exactly (counts,
 sketches, maxima); only floating-point sums may differ in their last bits
@@ -84,9 +85,9 @@ def read_pieces(pieces: list[Piece], filters: Filters) -> Partial:
 
 def plan(sources: list[Source], processes: int) -> tuple[list[Piece], list[Piece]]:
     """(what only the main process can read: stdin, pieces for any process, costliest first)."""
-    own = [Piece(source) for source in sources if source.path is None]
-    shared = [Piece(source) for source in sources if source.gzip]
-    plain = [source for source in sources if source.path is not None and not source.gzip]
+    own = [Piece(source) for source in sources if source.stream is not None]
+    shared = [Piece(source) for source in sources if source.gzip and source.stream is None]
+    plain = [source for source in sources if source.splittable]
     total = sum(s.size * GZIP_COST for s in sources if s.gzip) + sum(s.size for s in plain)
     piece_bytes = max(MIN_PIECE_BYTES, math.ceil(total / (processes * PIECES_PER_PROCESS)))
     for source in plain:
@@ -141,7 +142,7 @@ def read_all(
     jobs: int | None = None,
 ) -> Partial:
     """Read every source into one Partial, in parallel when it is worth it."""
-    file_bytes = sum(s.size * (GZIP_COST if s.gzip else 1) for s in sources if s.path)
+    file_bytes = sum(s.size * (GZIP_COST if s.gzip else 1) for s in sources if s.stream is None)
     processes = jobs if jobs is not None else usable_cpus()
     if jobs is None and file_bytes < PARALLEL_MIN_BYTES:
         processes = 1

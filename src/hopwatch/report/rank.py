@@ -436,6 +436,8 @@ def _summary(partial: Partial, sources: list[str], hop_tax_us: float | None = No
         "other_lines": partial.other_lines,
         "skipped": skipped,
         "skipped_by_reason": dict(sorted(partial.skipped.items())),
+        # records counted without a malformed part (sites, an optional field): part -> records
+        "parts_lost": dict(sorted(partial.parts_lost.items())),
         "filtered": filtered,
         "filtered_by_reason": dict(sorted(partial.filtered.items())),
         "reported": partial.records - filtered,

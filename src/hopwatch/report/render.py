@@ -40,6 +40,9 @@ def summary_line(document: Document) -> str:
             f"{count:,} {fmt.reason(name)}" for name, count in s["skipped_by_reason"].items()
         )
         line += f", {s['skipped']:,} skipped ({reasons})"
+    if s["parts_lost"]:
+        parts = ", ".join(f"{name} in {count:,}" for name, count in s["parts_lost"].items())
+        line += f"; malformed parts left out ({parts}), their records counted"
     if s["filtered"]:
         reasons = ", ".join(
             f"{count:,} by {name}" for name, count in s["filtered_by_reason"].items()

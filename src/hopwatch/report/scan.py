@@ -1,19 +1,21 @@
 """The hot loop: buffers of raw lines in, a :class:`~hopwatch.report.aggregate.Partial` out.
 
-Lines are walked by offset within the buffer the reader filled (no object per
-line). Per line, in order of cost:
+Per buffer, only the lines that contain ``hopwatch.request`` are looked at: the
+scanner jumps from one occurrence of the marker to the next (``bytes.find``), so
+every other line is counted (one ``bytes.count``) but never touched. Per
+hopwatch line:
 
-1. a prefix test (``{"event":"hopwatch.request",`` at the line's start) and,
-   failing that, a substring test for ``hopwatch.request``: every other line
-   is dismissed here without being decoded;
-2. a backslash test, and an ASCII test (one per buffer; per line only when the
-   buffer has other bytes), so that :data:`~hopwatch.report.parse.FAST_LINE`
-   can read strings as ``"[^"]*"``;
-3. one match of ``FAST_LINE``, which validates the whole line and captures
-   every field, and the accumulation inlined below (floats are converted,
-   low-cardinality spans such as the five counters are counted as raw bytes
-   and decoded once per distinct value when the endpoint is folded);
-4. anything else goes to the general decoder (:func:`~hopwatch.report.parse.decode_line`).
+1. the JSON object at its first ``{`` (after a container runtime's prefix) goes
+   to msgspec's typed decoder (:data:`~hopwatch.report.parse.decode_record`),
+   which validates it and builds a Record in C; a line it refuses goes to the
+   general decoder (:func:`~hopwatch.report.parse.decode_general`), which
+   unwraps envelopes, names the skip reason, or keeps the record without a
+   malformed part;
+2. the record is accumulated inline, with attribute reads (msgspec's fields are
+   slots, which the interpreter reads fastest: faster than ``attrgetter`` or
+   ``map`` tricks, measured) into the endpoint's lists and small dicts. A record
+   with optional values (sampled, profiled, ...) goes through
+   :meth:`EndpointStats.add_record` instead, which reads the same fields.
 
 Keeping this one function long and flat is deliberate: attribute lookups and
 calls cost as much as the work itself at a few microseconds per line.
@@ -22,74 +24,52 @@ calls cost as much as the work itself at a few microseconds per line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from math import log
+from operator import attrgetter
 from typing import Any, Final
 
 from hopwatch.report import parse
 from hopwatch.report.aggregate import (
     A_DURATION,
-    A_EXTRA_HOP_MS,
-    A_EXTRA_HOPS,
-    A_EXTRA_REQUESTS,
     A_HOP_MS,
     A_HOPS,
     A_HOPS_MAX,
-    A_RECORDS,
     A_SLOWEST_FLOOR,
     A_WAIT,
-    T_DURATION,
-    T_HOPS,
-    T_MAX,
-    T_MIN,
-    T_PRICED_US,
-    T_PRICED_US_TOTAL,
-    T_RECORDS,
+    C_ASYNC_TO_SYNC,
+    C_DEPTH_MAX,
+    C_NEW_LOOP_RECORDS,
+    C_NEW_LOOPS,
+    C_SYNC_TO_ASYNC,
+    C_THREADS,
+    C_THREADS_MAX,
     EndpointStats,
     Partial,
-    _status_interface,
     endpoint_key,
 )
-from hopwatch.report.parse import Record
+from hopwatch.report.parse import Record, timestamp_text
 from hopwatch.report.sketch import INV_LN_GAMMA, MIN_VALUE, SHIFT
 
-#: Scanner caches keyed by raw spans stop growing here (lookups still work).
-_SPAN_CACHE_LIMIT: Final = 8000
-_TAIL_CACHE_LIMIT: Final = 256
-#: Fold endpoints' raw dicts every this many blocks (bounds their growth).
+#: The scanner's caches stop growing here (lookups still work, just slower).
+_CACHE_LIMIT: Final = 8000
+#: Fold the endpoints' raw counts every this many buffers (bounds their memory).
 _FOLD_EVERY_BLOCKS: Final = 16
+#: How the marker reads inside an envelope's string value (its quotes escaped).
+ESCAPED_MARKER: Final = b'\\"hopwatch.request\\"'
+#: Look for the marker in each line first when fewer than 1 / this of the lines are
+#: hopwatch lines (decided per buffer, from the one before).
+_PREFILTER_BELOW: Final = 1.25
+#: Rebuild the learning decoder as soon as it learns, this many times; then at the
+#: end of a buffer only (hostile input must not make it rebuild for every line).
+_EAGER_REBUILDS: Final = 64
 
-# m.groups() is 0-based: subtract one from parse's group numbers.
-_TS = parse.G_TIMESTAMP - 1
-_RID = parse.G_REQUEST_ID - 1
-_ENDPOINT = parse.G_ENDPOINT - 1
-_STATUS = parse.G_STATUS_INTERFACE - 1
-_DURATION = parse.G_DURATION - 1
-_HOPS = parse.G_HOPS - 1
-_HOP_MS = parse.G_HOP_MS - 1
-_WAIT = parse.G_WAIT - 1
-_COUNTERS = parse.G_COUNTERS - 1
-_PINNED_MS = parse.G_PINNED_MS - 1
-_PINNED_BY = parse.G_PINNED_BY - 1
-_SITES_START = parse.G_FIRST_SITE - 1
-_SITES_STOP = _SITES_START + parse.GROUPS_PER_SITE * parse.FAST_SITE_SLOTS
-_TAIL = parse.G_TAIL - 1
-
-#: The tail info of a line whose tail the general decoder must read.
-_FALLBACK: Final = ""
-# Tail info: (weight, sites_dropped, hopwatch_errors, pinned_ms, pinned_by, profile, plain,
-# hop_tax_us). "plain": nothing that differs from request to request (hop_tax_us is the
-# same on every line of a process), so the info is cached and add_optional is not needed.
-TailInfo = tuple[float, int, int, float | None, str | None, str | None, bool, float | None]
-(
-    _T_WEIGHT,
-    _T_DROPPED,
-    _T_ERRORS,
-    _T_PINNED_MS,
-    _T_PINNED_BY,
-    _T_PROFILE,
-    _T_PLAIN,
-    _T_TAX,
-) = range(8)
+# Optional fields that make a record go through EndpointStats.add_record, and
+# their values when absent: a record equal to _PLAIN is accumulated inline.
+_OPTIONAL = attrgetter("sites_dropped", "sample_rate", "hopwatch_errors", "profile")
+_PLAIN: Final = (0, 1.0, 0, None)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -138,102 +118,84 @@ class Filters:
         return None
 
 
-def _is_text(line: bytes) -> bool:
-    """ASCII, or valid UTF-8 (the general decoder reports anything else)."""
-    if line.isascii():
-        return True
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 class Scanner:
     """Feeds blocks of lines into one :class:`Partial`."""
 
     def __init__(self, partial: Partial, filters: Filters | None = None) -> None:
         self.partial = partial
         self.filters = filters if filters is not None else Filters()
-        self._by_span: dict[bytes, EndpointStats] = {}
-        self._tails: dict[bytes, TailInfo | str] = {}
-        self._status_verdicts: dict[bytes, str] = {}  # "" when the filters let it through
+        self._by_key: dict[tuple[str, str, str | None], EndpointStats] = {}
+        self._verdicts: dict[tuple[int | None, str], str] = {}  # "": the filters let it through
         self._blocks = 0
-        #: Lines the general decoder had to read (a measure of the fast path's coverage).
+        self._typed = parse.LearningDecoder()
+        self._prefilter = True  # look for the marker before decoding (see feed)
+        self._wrapped = False  # unwrap a shipper's envelope before decoding (see feed)
+        #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
         f = self.filters
-        self._since = f.since.encode() if f.since is not None else None
-        self._until = f.until.encode() if f.until is not None else None
+        self._since = _bound(f.since)
+        self._until = _bound(f.until)
         self._checks_status = f.status is not None or f.interfaces is not None
 
-    # --- the general path -----------------------------------------------------------
+    # --- single lines and records (tests, and the same path as the hot loop) -------------
     def add_slow_line(self, line: bytes) -> bool:
-        """Decode one line with the general decoder; True when it was a hopwatch line."""
-        result = parse.decode_line(line)
-        if result is None:
+        """Decode and add one line; True when it was a hopwatch line."""
+        before = self.partial.other_lines
+        self.feed(line)
+        self.partial.lines -= 1  # feed() counted it; the caller counts lines
+        if self.partial.other_lines != before:
+            self.partial.other_lines -= 1
             return False
-        if isinstance(result, str):
-            self.partial.skip(result)
-        else:
-            self.add_record(result)
         return True
 
     def add_record(self, record: Record) -> None:
+        """Add one decoded record, as the hot loop does (filters included)."""
         part = self.partial
         part.records += 1
         part.hopwatch_errors += record.hopwatch_errors
-        reason = self.filters.reject_reason(record.timestamp, record.status, record.interface)
+        timestamp = timestamp_text(record.timestamp)
+        reason = self.filters.reject_reason(timestamp, record.status, record.interface)
         if reason is not None:
             part.filter_out(reason)
             return
-        part.see_timestamp(record.timestamp)
-        part.endpoint(endpoint_key(record.method, record.route, record.view)).add_record(record)
+        part.see_timestamp(timestamp)
+        self._endpoint((record.method, record.route, record.view)).add_record(record)
 
-    def _endpoint(self, span: bytes) -> EndpointStats:
-        method, route, view = parse.decode_endpoint_span(span)
-        stats = self.partial.endpoint(endpoint_key(method, route, view))
-        if len(self._by_span) < _SPAN_CACHE_LIMIT:
-            self._by_span[span] = stats
+    def _endpoint(self, key: tuple[str, str, str | None]) -> EndpointStats:
+        stats = self.partial.endpoint(endpoint_key(*key))
+        if len(self._by_key) < _CACHE_LIMIT:
+            self._by_key[key] = stats
         return stats
 
-    def _tail_info(self, tail: bytes) -> TailInfo | str:
-        """What the fields after "sites" say: a TailInfo, a skip reason, or _FALLBACK."""
-        fields = parse.decode_tail(tail)
-        if fields is None:
-            return _FALLBACK
-        probe = Record("", "", "", "", None, None, "", 0.0, 0, 0.0, 0.0, 0, 0, 0, 0, 0)
-        try:
-            parse.read_optional_fields(fields, probe)
-        except parse.Invalid as exc:
-            info: TailInfo | str = exc.reason
-        else:
-            plain = (
-                probe.hopwatch_errors == 0
-                and probe.pinned_ms is None
-                and probe.pinned_by is None
-                and probe.profile is None
-            )
-            info = (
-                1.0 / probe.sample_rate,
-                probe.sites_dropped,
-                probe.hopwatch_errors,
-                probe.pinned_ms,
-                probe.pinned_by,
-                probe.profile,
-                plain,
-                probe.hop_tax_us,
-            )
-            if not plain:  # per-request values: not worth caching
-                return info
-        if len(self._tails) < _TAIL_CACHE_LIMIT:
-            self._tails[tail] = info
-        return info
+    def _fallback(self, line: memoryview, enveloped: bool) -> Any:
+        """A line the learning decoder refused: a Record, (Record,) when it came in an
+        envelope, a skip reason, or None (not a hopwatch record)."""
+        plain = parse.decode_record
+        errors = parse.DECODE_ERRORS
+        if enveloped:  # its quotes are escaped: the line inside a shipper's envelope
+            try:
+                inner = parse.envelope_line(parse.decode_envelope(line))
+                if inner is not None:
+                    return (plain(inner),)
+            except errors:
+                pass
+        try:  # a value the learning decoder has not seen yet?
+            return plain(line)
+        except errors:
+            pass
+        self.slow_lines += 1
+        result = parse.decode_general(bytes(line))
+        if result is None or isinstance(result, str):
+            return result
+        record, lost = result
+        for name in lost:
+            self.partial.lose_part(name)
+        return record
 
-    def _status_verdict(self, span: bytes) -> str:
-        status, interface = _status_interface(span)
-        verdict = self.filters.status_reason(status, interface) or ""
-        if len(self._status_verdicts) < _SPAN_CACHE_LIMIT:
-            self._status_verdicts[span] = verdict
+    def _verdict(self, key: tuple[int | None, str]) -> str:
+        verdict = self.filters.status_reason(*key) or ""
+        if len(self._verdicts) < _CACHE_LIMIT:
+            self._verdicts[key] = verdict
         return verdict
 
     # --- the hot loop --------------------------------------------------------------------
@@ -243,93 +205,105 @@ class Scanner:
             self.feed(b"\n".join(lines) + b"\n")
 
     def feed(self, buffer: bytes, end: int | None = None) -> None:
-        """Scan the complete lines in ``buffer[:end]`` (see inputs.LineBlocks).
-
-        Lines are walked by offset: a bytes object is made only for the few
-        lines the general decoder has to read.
-        """
+        """Scan the complete lines in ``buffer[:end]`` (see inputs.LineBlocks)."""
         end = len(buffer) if end is None else end
         part = self.partial
-        match = parse.FAST_LINE.match
-        start = parse.LINE_START
+        find = buffer.find
         marker = parse.MARKER
         max_line = parse.MAX_LINE_BYTES
-        find = buffer.find
-        startswith = buffer.startswith
-        # one C pass over the buffer spares an ASCII test per line, almost always
-        plain_ascii = buffer.isascii()
-        by_span = self._by_span
-        tails = self._tails
+        typed = self._typed
+        decode = typed.decode
+        decode_errors = parse.DECODE_ERRORS
+        decode_envelope = parse.decode_envelope
+        envelope_line = parse.envelope_line
+        escaped = ESCAPED_MARKER
+        wrapped = self._wrapped
+        enveloped = 0  # records that came in an envelope
+        by_key = self._by_key
         since, until = self._since, self._until
-        checks_status = self._checks_status
-        verdicts = self._status_verdicts
         windowed = since is not None or until is not None
-        first, last = b"~", b""  # "~" sorts after every digit
-        fast = 0  # hopwatch lines the fast path read (records)
-        dropped = 0  # hopwatch lines the fast path skipped
-        too_long = 0
-        slow: list[bytes] = []
-        errors = 0
+        checks_status = self._checks_status
+        verdicts = self._verdicts
+        optional_of = _OPTIONAL
+        plain = _PLAIN
+        utc = UTC
+        first, last = _LATEST, _EARLIEST
+        records = 0  # hopwatch records (filtered ones included)
+        dropped = 0  # hopwatch lines skipped with a reason
+        errors = 0  # hopwatch_errors the records carry
 
+        prefilter = self._prefilter
+        view = memoryview(buffer)  # slices of it are not copies
+        count = 0  # lines
+        too_long = 0
         position = 0
         while position < end:
-            line_start = position
-            line_end = find(b"\n", position, end)
-            if line_end == -1:  # the input's last line, without a newline
-                line_end = end
-            position = line_end + 1
-            if line_end - line_start > max_line:
+            start = position
+            stop = find(b"\n", start, end)
+            if stop == -1:  # the input's last line, without a newline
+                stop = end
+            position = stop + 1
+            count += 1
+            if stop - start > max_line:
                 too_long += 1
                 continue
-            if not startswith(start, line_start):
-                if find(marker, line_start, line_end) == -1:
-                    continue
-                brace = find(b"{", line_start, line_end)
-                if brace > line_start and startswith(start, brace):
-                    line_start = brace  # a prefix (container timestamp, pod name) before it
-                else:
-                    slow.append(buffer[line_start:line_end])
-                    continue
-            if find(b"\\", line_start, line_end) != -1 or (
-                not plain_ascii and not _is_text(buffer[line_start:line_end])
-            ):
-                slow.append(buffer[line_start:line_end])
+            if prefilter and find(marker, start, stop) == -1:
                 continue
-            found = match(buffer, line_start, line_end)
-            if found is None:
-                slow.append(buffer[line_start:line_end])
-                continue
-            g = found.groups()
-
-            info: Any = tails.get(g[_TAIL])
-            if info is None:
-                info = self._tail_info(g[_TAIL])
-            if info.__class__ is str:
-                if info:
+            if buffer[start] != 0x7B:  # "{": a prefix (container runtime, pod name) first
+                start = find(b"{", start, stop)
+                if start == -1:
+                    continue  # an other line
+            line = view[start:stop]
+            record = None
+            if wrapped:  # most lines came in a log shipper's envelope: unwrap first
+                try:
+                    inner = envelope_line(decode_envelope(line))
+                    if inner is not None:
+                        record = decode(inner)
+                        enveloped += 1
+                except decode_errors:
+                    record = None  # the paths below decide
+            if record is None:
+                try:
+                    record = decode(line)
+                except decode_errors:
+                    if not prefilter and find(marker, start, stop) == -1:
+                        continue  # another logger's JSON
+                    record = self._fallback(line, find(escaped, start, stop) != -1)
+                    if record is None:
+                        continue
+                    if record.__class__ is str:
+                        dropped += 1
+                        part.skip(record)
+                        continue
+                    if record.__class__ is tuple:  # an enveloped line
+                        record = record[0]
+                        enveloped += 1
+                    if typed.learn(record) and typed.rebuilds < _EAGER_REBUILDS:
+                        typed.rebuild()  # so that the next line with these values is fast
+                        decode = typed.decode
+            ts = record.timestamp
+            if ts.tzinfo is not utc:  # an offset: the same instant in UTC
+                ts = parse.to_utc(ts)
+                if ts is None:
                     dropped += 1
-                    part.skip(info)
-                else:
-                    slow.append(buffer[line_start:line_end])
-                continue
-            if not info[_T_PLAIN]:
-                if g[_PINNED_MS] is not None and (
-                    info[_T_PINNED_MS] is not None or info[_T_PINNED_BY] is not None
-                ):
-                    # pinned fields twice: JSON's last-one-wins decides
-                    slow.append(buffer[line_start:line_end])
+                    part.skip("invalid:timestamp")
                     continue
-                errors += info[_T_ERRORS]
-            fast += 1
-            ts = g[_TS]
+                record.timestamp = ts
+            records += 1
+            optional = optional_of(record)
+            if optional != plain:
+                errors += record.hopwatch_errors
             if windowed and (
                 (since is not None and ts < since) or (until is not None and ts >= until)
             ):
                 part.filter_out("time")
                 continue
             if checks_status:
-                verdict = verdicts.get(g[_STATUS])
+                status_key = (record.status, record.interface)
+                verdict = verdicts.get(status_key)
                 if verdict is None:
-                    verdict = self._status_verdict(g[_STATUS])
+                    verdict = self._verdict(status_key)
                 if verdict:
                     part.filter_out(verdict)
                     continue
@@ -338,22 +312,20 @@ class Scanner:
             if ts > last:
                 last = ts
 
-            stats = by_span.get(g[_ENDPOINT])
+            key = (record.method, record.route, record.view)
+            stats = by_key.get(key)
             if stats is None:
-                stats = self._endpoint(g[_ENDPOINT])
+                stats = self._endpoint(key)
+            if optional != plain:  # sampled, profiled, ...: the general accumulation
+                stats.add_record(record)
+                continue
+            # EndpointStats.add_record, inlined for a record without optional values
             acc = stats.acc
-            hop_ms = float(g[_HOP_MS])
-            weight = info[_T_WEIGHT]  # 1 / sample_rate; 1.0 unless the log is sampled
-            hops = int(g[_HOPS])
-            duration_ms = float(g[_DURATION])
-            acc[A_RECORDS] += 1
-            if weight != 1.0:
-                acc[A_EXTRA_REQUESTS] += weight - 1.0
-                acc[A_EXTRA_HOP_MS] += hop_ms * (weight - 1.0)
-                acc[A_EXTRA_HOPS] += hops * (weight - 1.0)
-            acc[A_DURATION] += duration_ms
+            hop_ms = record.hop_ms
+            hops = record.hops
+            acc[A_DURATION] += record.duration_ms
             acc[A_HOP_MS] += hop_ms
-            acc[A_WAIT] += float(g[_WAIT])
+            acc[A_WAIT] += record.wait_ms
             acc[A_HOPS] += hops
             if hops > acc[A_HOPS_MAX]:
                 acc[A_HOPS_MAX] = hops
@@ -364,109 +336,58 @@ class Scanner:
                     sketch.max = hop_ms
             else:
                 sketch.zeros += 1
-            raw = stats.raw_counters
-            span = g[_COUNTERS]
-            raw[span] = raw.get(span, 0) + 1
-            raw = stats.raw_status
-            span = g[_STATUS]
-            raw[span] = raw.get(span, 0) + 1
-            if hop_ms > acc[A_SLOWEST_FLOOR]:
-                stats.offer_slowest(hop_ms, g[_RID], ts)
-            pinned = g[_PINNED_MS]
+            c = stats.counters
+            c[C_SYNC_TO_ASYNC] += record.sync_to_async
+            c[C_ASYNC_TO_SYNC] += record.async_to_sync
+            value = record.threads
+            c[C_THREADS] += value
+            if value > c[C_THREADS_MAX]:
+                c[C_THREADS_MAX] = value
+            value = record.new_loops
+            if value:
+                c[C_NEW_LOOPS] += value
+                c[C_NEW_LOOP_RECORDS] += 1
+            value = record.max_depth
+            if value > c[C_DEPTH_MAX]:
+                c[C_DEPTH_MAX] = value
+            raw = stats.raw_status  # the records are counted here (see EndpointStats.fold)
+            status = (record.status, record.interface, record.pinned_by)
+            raw[status] = raw.get(status, 0) + 1
+            pinned = record.pinned_ms
             if pinned is None:
-                if info[_T_PLAIN] or info[_T_PINNED_MS] is None:
-                    stats.pinned[1] += 1  # a line from before pinned_ms existed
-            elif pinned != b"0.0":  # the usual value needs no work
+                stats.pinned[1] += 1  # a line from before pinned_ms existed
+            elif pinned:
                 pin = stats.pinned
-                pinned_ms = float(pinned)
-                pin[0] += pinned_ms
-                pin[2] += pinned_ms * weight
-                pinned_by = g[_PINNED_BY]
-                if pinned_by is not None:
-                    raw_by = stats.raw_pinned_by
-                    raw_by[pinned_by] = raw_by.get(pinned_by, 0.0) + weight
-            elif g[_PINNED_BY] is not None:
-                raw_by = stats.raw_pinned_by
-                raw_by[g[_PINNED_BY]] = raw_by.get(g[_PINNED_BY], 0.0) + weight
-            hop_tax_us = info[_T_TAX]
-            if hop_tax_us is not None:  # stats.add_tax, inlined
-                tax = stats.tax
-                priced = hops * hop_tax_us
-                tax[T_PRICED_US] += priced
-                tax[T_RECORDS] += 1
-                tax[T_PRICED_US_TOTAL] += priced * weight
-                tax[T_HOPS] += hops
-                tax[T_DURATION] += duration_ms
-                if hop_tax_us < tax[T_MIN]:
-                    tax[T_MIN] = hop_tax_us
-                if hop_tax_us > tax[T_MAX]:
-                    tax[T_MAX] = hop_tax_us
-
-            sites = stats.raw_sites
-            if weight == 1.0:
-                for slot in range(_SITES_START, _SITES_STOP, 3):
-                    key = g[slot]
-                    if key is None:
-                        break
-                    call_site = g[slot + 2]
-                    if call_site is not None:
-                        key = key + parse.CALL_SITE_OPEN + call_site + b'"'
-                    entry = sites.get(key)
-                    if entry is None:
-                        entry = sites[key] = [0.0, 0.0]
-                    entry[0] += 1.0
-                    entry[1] += float(g[slot + 1])
-            else:  # the same, weighted (a sampled log)
-                for slot in range(_SITES_START, _SITES_STOP, 3):
-                    key = g[slot]
-                    if key is None:
-                        break
-                    call_site = g[slot + 2]
-                    if call_site is not None:
-                        key = key + parse.CALL_SITE_OPEN + call_site + b'"'
-                    entry = sites.get(key)
-                    if entry is None:
-                        entry = sites[key] = [0.0, 0.0]
-                    entry[0] += weight
-                    entry[1] += float(g[slot + 1]) * weight
-
-            if not info[_T_PLAIN]:
-                stats.add_optional(
-                    hop_ms,
-                    g[_RID],
-                    ts,
-                    weight,
-                    info[_T_DROPPED],
-                    info[_T_PINNED_MS],
-                    info[_T_PINNED_BY],
-                    info[_T_PROFILE],
+                pin[0] += pinned
+                pin[2] += pinned
+            if hop_ms > acc[A_SLOWEST_FLOOR]:
+                stats.offer_slowest(hop_ms, record.request_id, timestamp_text(ts))
+            if record.hop_tax_us is not None:
+                stats.add_tax(hops, record.hop_tax_us, 1.0, record.duration_ms)
+            raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms, requests = len
+            for site in record.sites:
+                raw_sites[site.site, site.kind, site.direction, site.call_site, site.count].append(
+                    site.ms
                 )
-            elif info[_T_DROPPED]:
-                stats.sites_dropped += info[_T_DROPPED]
 
-        lines = buffer.count(b"\n", 0, end)
-        if end and buffer[end - 1] != 0x0A:
-            lines += 1
-        part.lines += lines
         if too_long:
             part.skip("line_too_long", too_long)
-        other = lines - fast - dropped - too_long - len(slow)
-        part.records += fast
+        # Most lines are records: msgspec refuses another logger's line about as fast
+        # as bytes.find would look for the marker in it, so only look when it pays.
+        self._prefilter = (records + dropped) * _PREFILTER_BELOW < count
+        self._wrapped = enveloped * 2 > records  # try the envelope first in the next buffer
+        part.lines += count
+        part.records += records
+        part.other_lines += count - records - dropped - too_long
         part.hopwatch_errors += errors
-        if last:
-            part.see_timestamp(first.decode())
-            part.see_timestamp(last.decode())
-        self.slow_lines += len(slow)
-        for line in slow:
-            if not self.add_slow_line(line):
-                other += 1
-        part.other_lines += other
+        if first is not _LATEST:
+            part.see_timestamp(timestamp_text(first))
+            part.see_timestamp(timestamp_text(last))
 
+        typed.rebuild()
         self._blocks += 1
         if self._blocks % _FOLD_EVERY_BLOCKS == 0:
-            for stats in part.endpoints.values():
-                if stats.needs_fold():
-                    stats.fold()
+            part.fold()
 
     def skip_lines(self, reason: str, count: int = 1) -> None:
         """Lines the reader dropped unread (e.g. longer than MAX_LINE_BYTES)."""
@@ -476,3 +397,8 @@ class Scanner:
     def finish(self) -> Partial:
         self.partial.fold()
         return self.partial
+
+
+def _bound(text: str | None) -> datetime | None:
+    """A --since / --until bound (canonical text) as the datetime records are compared with."""
+    return None if text is None else parse.parse_timestamp(text)
