@@ -636,6 +636,21 @@ def _expected_loop(adapter: Any) -> object:
     return None
 
 
+def _end_hop(hop: Hop, token: Any, where: str) -> None:
+    """The caller's side is done: reset the contextvar, account the hop."""
+    try:
+        try:
+            _current_hop.reset(token)
+        except ValueError:
+            # The token belongs to another context (the caller's context was
+            # swapped under us); leave the variable as asgiref left it.
+            pass
+        hop.adapter_id = 0
+        finish_hop(hop)
+    except Exception as exc:
+        _report(where, exc)
+
+
 def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
     async def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True
@@ -668,17 +683,7 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             hop.resumed_ns = _now()
-            try:
-                try:
-                    _current_hop.reset(token)
-                except ValueError:
-                    # The token belongs to another context (the caller's
-                    # context was swapped under us); leave it as asgiref did.
-                    pass
-                hop.adapter_id = 0
-                finish_hop(hop)
-            except Exception as exc:
-                _report("SyncToAsync.__call__ (finish)", exc)
+            _end_hop(hop, token, "SyncToAsync.__call__ (finish)")
 
     return __call__
 
@@ -710,15 +715,7 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             hop.resumed_ns = _now()
             hop.expected_loop = None  # do not keep a loop alive through the record
-            hop.adapter_id = 0
-            try:
-                try:
-                    _current_hop.reset(token)
-                except ValueError:
-                    pass
-                finish_hop(hop)
-            except Exception as exc:
-                _report("AsyncToSync.__call__ (finish)", exc)
+            _end_hop(hop, token, "AsyncToSync.__call__ (finish)")
 
     return __call__
 
