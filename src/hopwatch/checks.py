@@ -203,8 +203,9 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         Warning(
             f"hopwatch writes request lines to the logger {name!r} at INFO, but that logger"
             " has no handler or a level above INFO: the lines are lost.",
-            hint=f'Add a handler for {name!r} with level "INFO" to LOGGING (see'
-            ' docs/getting-started.md), or set HOPWATCH["OUTPUT"] to "stdout" or a file.',
+            hint=f'Add a handler for {name!r} with level "INFO" to LOGGING (see "Logging'
+            ' configuration" in docs/settings.md), or set HOPWATCH["OUTPUT"] to "stdout"'
+            " or a file.",
             id="hopwatch.W004",
         )
     ]
