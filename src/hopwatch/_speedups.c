@@ -1374,9 +1374,24 @@ awaitable_end(HopAwaitableObject *a, int raised)
     restore_exc(&s);
 }
 
+static int
+awaitable_gone(HopAwaitableObject *a)
+{
+    /* Only after the garbage collector broke a cycle through it. */
+    if (a->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hopwatch: the wrapped coroutine is gone");
+        return 1;
+    }
+    return 0;
+}
+
 static PySendResult
 HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
 {
+    if (awaitable_gone(a)) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
     if (a->state == ST_FRESH) {
         if (a->kind == KIND_S2A) {
             if (g_active) {
@@ -1446,6 +1461,9 @@ HopAwaitable_send(HopAwaitableObject *a, PyObject *arg)
 static PyObject *
 HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (awaitable_gone(a)) {
+        return NULL;
+    }
     if (a->state == ST_FRESH) {
         /* Thrown into before it ran (cancelled before it started): nothing
          * was crossed; the wrapped coroutine raises it at its start. */
@@ -1466,6 +1484,9 @@ HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t narg
 static PyObject *
 HopAwaitable_close(HopAwaitableObject *a, PyObject *unused)
 {
+    if (a->inner == NULL) {
+        Py_RETURN_NONE;
+    }
     PyObject *close = PyObject_GetAttr(a->inner, s_close);
     if (close == NULL) {
         return NULL;
@@ -1504,12 +1525,18 @@ HopAwaitable_getattro(HopAwaitableObject *a, PyObject *name)
         return r;
     }
     PyErr_Clear();
+    if (awaitable_gone(a)) {
+        return NULL;
+    }
     return PyObject_GetAttr(a->inner, name);
 }
 
 static PyObject *
 HopAwaitable_repr(HopAwaitableObject *a)
 {
+    if (a->inner == NULL) {
+        return PyUnicode_FromString("<hopwatch awaitable (cleared)>");
+    }
     return PyObject_Repr(a->inner);
 }
 
