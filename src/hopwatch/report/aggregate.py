@@ -317,8 +317,10 @@ class EndpointStats:
         if self.raw_sites:
             for (site, kind, direction, call_site, count), values in self.raw_sites.items():
                 requests = len(values)
+                # fsum: correctly rounded, so the same on every Python (3.12's
+                # sum() of floats compensates, 3.11's does not).
                 self._add_site((site, kind, direction, call_site), requests, requests * count,
-                               sum(values))  # fmt: skip
+                               math.fsum(values))  # fmt: skip
             self.raw_sites.clear()
         self._trim_sites()
 
