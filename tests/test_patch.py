@@ -535,3 +535,31 @@ def test_a_cause_rule_that_cannot_be_registered_costs_that_rule_only():
 
     _django._register("BaseHandler._get_response_async", renamed)
     assert _errors.total() == before + 1
+
+
+def test_a_rule_registered_later_applies_to_the_next_hop():
+    # The hop path caches attribution by code and call site; registering a
+    # rule must not leave the earlier answer cached.
+    from hopwatch import _causes, _hotpath
+    from hopwatch._recorder import intern_cause
+
+    def work() -> int:
+        return 1
+
+    async def caller() -> None:
+        await sync_to_async(work)()
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            await caller()
+            _causes.register_caller(caller, lambda target, frame: intern_cause("other", "ruled"))
+            try:
+                await caller()
+            finally:
+                del _causes._caller_rules[id(caller.__code__)]
+                _causes._caller_cache.clear()
+                _hotpath.clear_caches()
+        return scope
+
+    first, second = (hop.cause.site for hop in asyncio.run(main()).hops())
+    assert first.endswith(".work") and second == "ruled"

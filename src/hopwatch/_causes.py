@@ -40,6 +40,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType, MethodType
 from typing import Final
 
+from hopwatch import _hotpath
 from hopwatch._hotpath import MODE_ASK, MODE_FINAL, MODE_USER
 from hopwatch._recorder import Cause, intern_cause
 
@@ -79,6 +80,7 @@ def register_target(func: object, rule: Rule) -> None:
     """Use ``rule`` for hops whose wrapped callable runs ``func``'s code."""
     code = _code_of(func)
     _target_rules[id(code)] = (code, rule)
+    _hotpath.clear_caches()  # its answers were cached under the old rules
 
 
 def register_caller(func: object, rule: Rule) -> None:
@@ -86,6 +88,7 @@ def register_caller(func: object, rule: Rule) -> None:
     code = _code_of(func)
     _caller_rules[id(code)] = (code, rule)
     _caller_cache.clear()
+    _hotpath.clear_caches()
 
 
 def register_caller_classifier(classifier: CallerClassifier) -> None:
@@ -93,6 +96,7 @@ def register_caller_classifier(classifier: CallerClassifier) -> None:
     if classifier not in _caller_classifiers:
         _caller_classifiers.append(classifier)
     _caller_cache.clear()  # earlier negative answers may change
+    _hotpath.clear_caches()
 
 
 def tag(adapter: object, cause: Cause) -> None:
@@ -201,6 +205,7 @@ def add_library_package(module_file: str) -> None:
     if root not in _library_roots:
         _library_roots.append(root)
         _is_library.clear()
+        _hotpath.clear_caches()  # the user frame of a cached call site may change
 
 
 def _init_roots() -> None:
