@@ -107,15 +107,9 @@ def build_event(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
-    # Sorted by (time, count, site): a decorated list sorts in C, with the
-    # index as the tie-break so causes themselves are never compared.
-    ranked = [
-        (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
-        for index, ((cause, _direction), stats) in enumerate(list(record.causes.items()))
-    ]
-    ranked.sort()
+    ranked = record.top_causes()
     sites = []
-    for *_key, cause, stats in ranked[:sites_limit]:
+    for cause, stats in ranked[:sites_limit]:
         site: dict[str, Any] = {
             "site": cause.site,
             "kind": cause.kind,
@@ -126,11 +120,7 @@ def build_event(
         if cause.call_site:
             site["call_site"] = cause.call_site
         sites.append(site)
-    pinning = None
-    if record.pinned_by:
-        pinning = max(record.pinned_by.items(), key=lambda item: (item[1], item[0].site))[0]
-    thread_ids = record.thread_ids
-    threads = len(thread_ids) + (record.handler_thread_id not in thread_ids)
+    pinning = record.top_pinning_cause()
     event: dict[str, Any] = {
         "event": EVENT,
         "schema": SCHEMA_VERSION,
@@ -147,7 +137,7 @@ def build_event(
         "wait_ms": _ms(record.wait_ns),
         "sync_to_async": record.sync_to_async,
         "async_to_sync": record.async_to_sync,
-        "threads": threads,
+        "threads": record.thread_count,
         "new_loops": record.new_loops,
         "max_depth": record.max_depth,
         "pinned_ms": _ms(record.pinned_ns),

@@ -124,12 +124,11 @@ class Ledger(LedgerCore):
         self.cause_limit = cause_limit
         self.closed = False
 
-    def fold(self) -> None:
-        """Kept for callers of earlier versions: hops are accounted as they finish."""
-
     # --- reading --------------------------------------------------------
     def top_causes(self, limit: int | None = None) -> list[tuple[Cause, CauseStats]]:
-        """Causes by summed wall time, largest first (ties: more hops first)."""
+        """Causes by summed wall time, largest first (ties: more hops, then by site)."""
+        # A decorated list sorts in C; the index breaks ties, so causes
+        # themselves are never compared.
         ranked = [
             (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
             for index, ((cause, _direction), stats) in enumerate(list(self.causes.items()))
