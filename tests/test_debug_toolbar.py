@@ -376,7 +376,7 @@ def test_nested_hops_figures(toolbar, log_lines):
 
 def _line_shape(line: dict[str, Any]) -> tuple:
     """What a line says, apart from times and ids."""
-    timed = {"timestamp", "request_id", "duration_ms", "hop_ms", "wait_ms", "pinned_ms", "sites"}
+    timed = {"timestamp", "request_id", "duration_ms", "hop_ms", "wait_ms", "overhead_ms", "work_ms", "pinned_ms", "sites"}
     sites = sorted(
         (s["kind"], s["site"], s.get("call_site"), s["direction"], s["count"])
         for s in line["sites"]

@@ -19,7 +19,7 @@ from tests.helpers import asgi_request, wsgi_request
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
-TIMING = {"timestamp", "duration_ms", "hop_ms", "wait_ms", "ms", "run_ms", "resume_ms", "thread"}
+TIMING = {"timestamp", "duration_ms", "hop_ms", "wait_ms", "overhead_ms", "work_ms", "ms", "run_ms", "resume_ms", "thread"}
 
 
 def normalise(value):
@@ -394,3 +394,22 @@ def test_hop_tax_is_measured_once_in_the_background_and_logged(log_lines):
     (row,) = rank.build_document(partial, rank.ReportOptions(), ["-"])["rows"]
     assert row["hop_tax_ms"]["mean"] == round(15 * line["hop_tax_us"] / 1000, 3)
     assert row["hop_tax_ms"]["per_hop_us"] == line["hop_tax_us"]
+
+
+def test_overhead_and_work_split_the_outermost_crossings_without_double_counting(log_lines):
+    """overhead_ms + work_ms is the outermost crossings' wall; hop_ms also sums nested ones."""
+    with settings_with(DETAIL=True, DETAIL_LIMIT=100):
+        asgi_request("/nested/")
+    (line,) = log_lines.parsed()
+    hops = line["detail"]
+    assert line["max_depth"] == 3  # sync_to_async > async_to_sync > sync_to_async
+    outer = [h for h in hops if h["depth"] == 1]
+    outer_wall = sum(h["wait_ms"] + h["run_ms"] + h["resume_ms"] for h in outer)
+    overhead = sum(h["wait_ms"] + h["resume_ms"] for h in hops)
+    # every figure in the line is rounded to the microsecond on its own
+    slack = 0.001 * (len(hops) + 2)
+    assert abs(line["overhead_ms"] - overhead) <= slack
+    assert abs(line["overhead_ms"] + line["work_ms"] - outer_wall) <= slack
+    assert line["hop_ms"] > line["overhead_ms"] + line["work_ms"] - slack
+    for site in line["sites"]:
+        assert 0 <= site["overhead_ms"] <= site["ms"]

@@ -39,6 +39,7 @@ RESERVED: Final = frozenset(
         "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
         "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
         "scope", "response_closed", "pinned_ms", "pinned_by", "profile", "hop_tax_us",
+        "overhead_ms", "work_ms",
     }
 )  # fmt: skip
 
@@ -116,6 +117,7 @@ def build_event(
             "direction": stats.direction,
             "count": stats.count,
             "ms": _ms(stats.wall_ns),
+            "overhead_ms": _ms(stats.overhead_ns),
         }
         if cause.call_site:
             site["call_site"] = cause.call_site
@@ -135,6 +137,8 @@ def build_event(
         "hops": record.count,
         "hop_ms": _ms(record.wall_ns),
         "wait_ms": _ms(record.wait_ns),
+        "overhead_ms": _ms(record.overhead_ns),
+        "work_ms": _ms(record.work_ns),
         "sync_to_async": record.sync_to_async,
         "async_to_sync": record.async_to_sync,
         "threads": record.thread_count,
