@@ -14,7 +14,7 @@ _emitter = None
 def activate() -> None:
     """Install the instrumentation and the request-line sink, if enabled. Idempotent."""
     global _emitter
-    from hopwatch import _django
+    from hopwatch import _connections, _django
     from hopwatch._emit import Emitter
     from hopwatch._recorder import add_sink
     from hopwatch.conf import hopwatch_settings
@@ -23,6 +23,7 @@ def activate() -> None:
         return
     with _lock:
         _django.install()
+        _connections.install()
         if _emitter is None:
             _emitter = Emitter(hopwatch_settings, hop_tax_us)
         add_sink(_emitter)
@@ -89,7 +90,7 @@ def wait_for_hop_tax_measurement(timeout: float = 30.0) -> None:
 
 def deactivate() -> None:
     """Remove the sink and the instrumentation (asgiref and Django as they were)."""
-    from hopwatch import _django
+    from hopwatch import _connections, _django
     from hopwatch._recorder import remove_sink
 
     with _lock:
@@ -101,6 +102,7 @@ def deactivate() -> None:
             if otel is not None:
                 otel.uninstall()
         finally:
+            _connections.uninstall()
             _django.uninstall()
 
 
