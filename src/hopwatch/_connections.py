@@ -15,7 +15,7 @@ request need no lock).
 from __future__ import annotations
 
 import threading
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from hopwatch import _errors
 
@@ -31,7 +31,8 @@ def _created(sender: Any, connection: Any = None, **kwargs: Any) -> None:
         record = current_request()
         if record is None or record.closed:
             return
-        record.extra.setdefault(EXTRA_KEY, []).append(threading.get_ident())
+        threads = cast("list[int]", record.extra.setdefault(EXTRA_KEY, []))
+        threads.append(threading.get_ident())
     except Exception as exc:  # never fail the app's connection
         _errors.report("counting a database connection", exc)
 

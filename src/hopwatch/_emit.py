@@ -320,6 +320,16 @@ class Emitter:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise
 
+    def write_event(self, fields: Mapping[str, Any]) -> None:
+        """Write another hopwatch event (``hopwatch.process``) to the request lines' output:
+        its ``event`` and ``schema``, the time, then the other fields."""
+        settings = self._settings.merged()
+        if not settings["ENABLED"]:
+            return
+        event = {"schema": fields["schema"], "timestamp": _timestamp(None)}
+        event.update((k, v) for k, v in fields.items() if k not in ("event", "schema"))
+        self._get_logger(settings).info(fields["event"], **event)
+
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:
             return None

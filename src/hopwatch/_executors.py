@@ -356,7 +356,7 @@ def thread_fields(record: RequestRecord, event: dict[str, Any]) -> Classifier | 
 
 
 def annotate_detail(classifier: Classifier | None, entries: list[dict[str, Any]]) -> None:
-    """Add ``executor`` and ``thread_started`` to the line's detail entries (kept hops, in order)."""
+    """Add ``executor`` and ``thread_started`` to the detail entries (the kept hops, in order)."""
     if classifier is None or not entries:
         return
     kinds = classifier.kinds()

@@ -34,4 +34,5 @@ urlpatterns = [
     path("threads/own-executor/", views_threads.own_executor_view),
     path("threads/nested/", views_threads.nested_view),
     path("threads/cold-loop/", views_threads.sync_cold_loop_view),
+    path("threads/saturate/", views_threads.saturate_view),
 ]

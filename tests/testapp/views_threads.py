@@ -36,8 +36,7 @@ async def gather_pool_view(request):
     """Five thread_sensitive=False calls gathered: they run side by side, a thread each."""
     barrier = threading.Barrier(GATHERED, timeout=30)
     calls = (
-        sync_to_async(_connect_together, thread_sensitive=False)(barrier)
-        for _ in range(GATHERED)
+        sync_to_async(_connect_together, thread_sensitive=False)(barrier) for _ in range(GATHERED)
     )
     threads = await asyncio.gather(*calls)
     return HttpResponse(str(len(set(threads))))
@@ -75,3 +74,21 @@ def sync_cold_loop_view(request):
     """A sync view that calls async code: under WSGI a new event loop in a new thread."""
     async_to_sync(_back_to_sync)()
     return HttpResponse("cold")
+
+
+def _wait_for(release):
+    if not release.wait(timeout=30):
+        raise TimeoutError("never released")
+
+
+async def saturate_view(request):
+    """Five pool calls at once, held until all five are queued: a pool of 2 saturates."""
+    release = threading.Event()
+    calls = [
+        asyncio.ensure_future(sync_to_async(_wait_for, thread_sensitive=False)(release))
+        for _ in range(GATHERED)
+    ]
+    await asyncio.sleep(0)  # each task runs to its crossing's call: all five are submitted
+    release.set()
+    await asyncio.gather(*calls)
+    return HttpResponse("saturated")
