@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from asgiref.sync import AsyncToSync, async_to_sync, sync_to_async
@@ -275,3 +277,43 @@ def test_the_threads_page_for_staff(threads_url, monkeypatch):
     pool = facts["default_pool"]
     assert pool["loop"] is True and pool["asgi_threads"] == 4
     assert pool["asgi_threads_applied"] is False  # nothing here applies it
+
+
+def documented_process_fields() -> dict[str, tuple[type, ...]]:
+    """{field: types} of the hopwatch.process table in docs/log-schema.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "log-schema.md").read_text()
+    table = text.split("## The `hopwatch.process` line")[1]
+    kinds = {"integer": (int,), "number": (int, float), "boolean": (bool,), "object": (dict,)}
+    kinds["string"] = (str,)
+    fields: dict[str, tuple[type, ...]] = {}
+    for match in re.finditer(r"^\| `([a-z0-9_.]+)`((?:, `[a-z0-9_.]+`)*) \| ([^|]*) \|", table, re.M):
+        names = [match.group(1)] + re.findall(r"`([a-z0-9_.]+)`", match.group(2))
+        types = tuple(
+            t for word, ts in kinds.items() if word in match.group(3) for t in ts
+        ) + ((type(None),) if "null" in match.group(3) else ())
+        parent = match.group(1).rsplit(".", 1)[0] if "." in match.group(1) else ""
+        for name in names:
+            full = name if name.startswith(parent) or not parent else f"{parent}{name}"
+            fields[full] = types
+    return fields
+
+
+def test_the_process_line_is_documented_field_by_field():
+    process = _process.ProcessLines(3600, lambda event: None)
+
+    async def line():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        await sync_to_async(int, thread_sensitive=False)()
+        return process.line()
+
+    event = asyncio.run(line())
+    fields = documented_process_fields()
+    flat = {**{k: v for k, v in event.items() if k != "default_pool"}}
+    flat.update({f"default_pool.{k}": v for k, v in event["default_pool"].items()})
+    assert set(flat) - {"event", "schema"} == set(fields) - {"event", "schema", "timestamp"}
+    for name, value in flat.items():
+        if name in ("event", "schema"):
+            continue
+        types = fields[name]
+        assert isinstance(value, types), (name, value, types)
+        assert types != (bool,) or isinstance(value, bool)
