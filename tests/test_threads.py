@@ -21,7 +21,7 @@ from django.test import AsyncClient, override_settings
 
 from hopwatch import _executors, _process, add_sink, remove_sink
 from hopwatch._recorder import RequestRecord, current_scope
-from tests.helpers import asgi_call, asgi_request, capture, wsgi_request
+from tests.helpers import asgi_call, asgi_request, wsgi_request
 from tests.testapp.views_threads import GATHERED
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -287,7 +287,7 @@ def documented_process_fields() -> dict[str, tuple[type, ...]]:
     kinds["string"] = (str,)
     fields: dict[str, tuple[type, ...]] = {}
     for match in re.finditer(r"^\| `([a-z0-9_.]+)`((?:, `[a-z0-9_.]+`)*) \| ([^|]*) \|", table, re.M):
-        names = [match.group(1)] + re.findall(r"`([a-z0-9_.]+)`", match.group(2))
+        names = [match.group(1), *re.findall(r"`([a-z0-9_.]+)`", match.group(2))]
         types = tuple(
             t for word, ts in kinds.items() if word in match.group(3) for t in ts
         ) + ((type(None),) if "null" in match.group(3) else ())
