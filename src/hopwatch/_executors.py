@@ -44,6 +44,7 @@ from typing import Any, Final, NamedTuple
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 
+from hopwatch import _connections
 from hopwatch._recorder import ASYNC_TO_SYNC, RequestRecord
 
 CONTEXT_THREAD: Final = "context_thread"
@@ -112,15 +113,34 @@ class Classifier:
     ) -> None:
         self.record = record
         self.hops = hops
-        self.single = single_thread_ids() if single is None else single
-        self.default_pool = default_pool_ids() if default_pool is None else default_pool
-        # The default pool read above is the request's loop's only when the line is
-        # built on that loop: the async handlers close their record there.
-        if on_request_loop is None:
-            on_request_loop = record.interface not in _SYNC_INTERFACES
-        self.on_request_loop = on_request_loop and self.default_pool is not None
+        self._single = single
+        self._default_pool = default_pool
+        self._pool_read = default_pool is not None
+        self._on_request_loop = on_request_loop
         self.sync_handler = record.interface in _SYNC_INTERFACES
         self._mine: set[int] | None = None
+
+    # Read on first need only: most requests need neither.
+    @property
+    def single(self) -> frozenset[int]:
+        if self._single is None:
+            self._single = single_thread_ids()
+        return self._single
+
+    @property
+    def default_pool(self) -> frozenset[int] | None:
+        if not self._pool_read:
+            self._default_pool, self._pool_read = default_pool_ids(), True
+        return self._default_pool
+
+    @property
+    def on_request_loop(self) -> bool:
+        # The default pool read is the request's loop's only when the line is built
+        # on that loop: the async handlers close their record there.
+        on_loop = self._on_request_loop
+        if on_loop is None:
+            on_loop = not self.sync_handler
+        return on_loop and self.default_pool is not None
 
     def _caller_of(self, a2s: Any) -> int | None:
         """The thread that called an async_to_sync (the one its CurrentThreadExecutor runs)."""
@@ -222,6 +242,8 @@ class _Facts(NamedTuple):
 
 
 _FACTS = attrgetter("direction", "thread_sensitive", "new_loop", "thread_id")
+_THREAD = attrgetter("thread_id")
+_STARTED = attrgetter("started_ns")
 
 
 def executor_counts(record: RequestRecord, classifier: Classifier | None = None) -> dict[str, int]:
@@ -236,12 +258,19 @@ def executor_counts(record: RequestRecord, classifier: Classifier | None = None)
         return count_kinds((), dropped)
     classifier = classifier or Classifier(record, hops)
     if record.max_depth <= 1 and not hasattr(hops[0], "own_executor"):
+        if not record.async_to_sync and len(record.thread_ids) == 1 and all(map(_THREAD, hops)):
+            # One thread ran every crossing (the usual ASGI request: its context
+            # thread), and a thread runs one kind of crossing: the first one's.
+            return {classifier.kind(hops[0]): len(hops), **count_kinds((), dropped)}
         # No crossing inside another: the kind depends on these four facts only, so
         # count the distinct ones (in C) and classify each once.
-        counts: Counter[str] = Counter()
+        counts: dict[str, int] = {}
         for facts, count in Counter(map(_FACTS, hops)).items():
-            counts[classifier.kind(_Facts(*facts))] += count
-        return count_kinds(counts.elements(), dropped)
+            kind = classifier.kind(_Facts(*facts))
+            counts[kind] = counts.get(kind, 0) + count
+        if dropped:
+            counts[UNKNOWN] = counts.get(UNKNOWN, 0) + dropped
+        return {kind: counts[kind] for kind in KINDS if counts.get(kind)}
     return count_kinds(classifier.kinds(), dropped)
 
 
@@ -271,7 +300,7 @@ def concurrency(record: RequestRecord) -> tuple[int, int] | None:
         return None  # some hops were not kept: a figure from the rest would be wrong
     if record.max_depth <= 1 and len(record.thread_ids) <= 1:
         # None inside another, all on one thread: one ran at a time.
-        return (1 if any(hop.started_ns for hop in hops) else 0), 0
+        return (1 if any(map(_STARTED, hops)) else 0), 0
     return running_concurrency(hops)
 
 
@@ -343,8 +372,6 @@ def thread_fields(record: RequestRecord, event: dict[str, Any]) -> Classifier | 
     ``executors`` (crossings per executor kind), ``max_in_flight`` and
     ``concurrent_ms`` (when known exactly), ``db_connections``.
     """
-    from hopwatch import _connections
-
     classifier = Classifier(record, record.details) if record.details else None
     event["executors"] = executor_counts(record, classifier)
     known = concurrency(record)
