@@ -108,6 +108,10 @@ class Record(Struct, gc=False):
     hopwatch_errors: Count = 0
     profile: str | None = None
     hop_tax_us: Millis | None = None
+    # Threads and executors (docs/threads.md): newer lines only.
+    max_in_flight: Count | None = None
+    concurrent_ms: Millis | None = None
+    db_connections: Count | None = None
 
 
 _FIELDS: Final = {info.name: info for info in msgspec.structs.fields(Record)}
