@@ -310,6 +310,35 @@ class LedgerCore:
                 del self.details[limit:]
                 self.detail_dropped += extra
 
+    def ranked_causes(self) -> list[tuple[Any, CauseStats]]:
+        """[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."""
+        # A decorated list sorts in C; the index breaks ties, so causes
+        # themselves are never compared.
+        ranked = [
+            (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
+            for index, ((cause, _direction), stats) in enumerate(list(self.causes.items()))
+        ]
+        ranked.sort()
+        return [(entry[4], entry[5]) for entry in ranked]
+
+    def line_sites(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """(the line's ``sites`` entries for the top ``limit`` causes, how many causes)."""
+        ranked = self.ranked_causes()
+        sites = []
+        for cause, stats in ranked[: max(0, limit)]:
+            site: dict[str, Any] = {
+                "site": cause.site,
+                "kind": cause.kind,
+                "direction": stats.direction,
+                "count": stats.count,
+                "ms": ((stats.wall_ns + 500) // 1000) / 1000,
+                "overhead_ms": ((stats.overhead_ns + 500) // 1000) / 1000,
+            }
+            if cause.call_site:
+                site["call_site"] = cause.call_site
+            sites.append(site)
+        return sites, len(ranked)
+
     def close(self) -> None:
         """No hop is accounted here from now on (they go to ``late``)."""
         with self._account_lock:

@@ -572,9 +572,174 @@ static PyGetSetDef LedgerCore_getset[] = {
     {NULL},
 };
 
+/* The causes ranked the way the line lists them: summed wall time, largest
+ * first; ties: more hops first, then by site, then first seen. */
+typedef struct {
+    PyObject *cause, *stats, *site; /* borrowed, but site: held */
+    long long wall, count;
+    Py_ssize_t index;
+} RankEntry;
+
+static int
+rank_cmp(const void *pa, const void *pb)
+{
+    const RankEntry *a = pa, *b = pb;
+    if (a->wall != b->wall) {
+        return a->wall > b->wall ? -1 : 1;
+    }
+    if (a->count != b->count) {
+        return a->count > b->count ? -1 : 1;
+    }
+    if (a->site != b->site && PyUnicode_Check(a->site) && PyUnicode_Check(b->site)) {
+        int c = PyUnicode_Compare(a->site, b->site);
+        if (c != 0) {
+            return c;
+        }
+    }
+    return a->index < b->index ? -1 : (a->index > b->index);
+}
+
+static void
+ranked_free(RankEntry *entries, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(entries[i].site);
+    }
+    PyMem_Free(entries);
+}
+
+static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
+
+static RankEntry *
+ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n)
+{
+    Py_ssize_t size = PyDict_GET_SIZE(l->causes), pos = 0, i = 0;
+    RankEntry *entries = PyMem_Calloc(size ? size : 1, sizeof(RankEntry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *key, *value;
+    while (PyDict_Next(l->causes, &pos, &key, &value) && i < size) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2 ||
+            !Py_IS_TYPE(value, &CauseStatsType)) {
+            continue;
+        }
+        RankEntry *e = &entries[i];
+        e->cause = PyTuple_GET_ITEM(key, 0);
+        e->stats = value;
+        e->wall = ((CauseStatsObject *)value)->wall_ns;
+        e->count = ((CauseStatsObject *)value)->count;
+        e->index = i;
+        e->site = PyObject_GetAttr(e->cause, s_site);
+        i++;
+        if (e->site == NULL) {
+            ranked_free(entries, i);
+            return NULL;
+        }
+    }
+    qsort(entries, i, sizeof(RankEntry), rank_cmp);
+    *n = i;
+    return entries;
+}
+
+static PyObject *
+LedgerCore_ranked_causes(LedgerCoreObject *self, PyObject *unused)
+{
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        PyObject *pair = PyTuple_Pack(2, entries[i].cause, entries[i].stats);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    ranked_free(entries, n);
+    return list;
+}
+
+static inline PyObject *
+ms_of(long long ns)
+{
+    /* The line's rounding: to the microsecond, integer arithmetic (as
+     * hopwatch._emit._ms; both divisions are correctly rounded). */
+    return PyFloat_FromDouble((double)((ns + 500) / 1000) / 1000.0);
+}
+
+static int
+put_new(PyObject *dict, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* line_sites(limit) -> (sites, how many causes there are): the line's
+ * ``sites`` entries for the top ``limit`` causes (see docs/log-schema.md). */
+static PyObject *
+LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyLong_AsSsize_t(arg);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
+    PyObject *list = PyList_New(shown);
+    for (Py_ssize_t i = 0; list != NULL && i < shown; i++) {
+        RankEntry *e = &entries[i];
+        CauseStatsObject *st = (CauseStatsObject *)e->stats;
+        PyObject *site = PyDict_New();
+        PyObject *kind = NULL, *call_site = NULL;
+        int ok = site != NULL && (kind = PyObject_GetAttr(e->cause, s_kind)) != NULL &&
+                 (call_site = PyObject_GetAttr(e->cause, s_call_site)) != NULL &&
+                 PyDict_SetItem(site, s_site, e->site) == 0 &&
+                 PyDict_SetItem(site, s_kind, kind) == 0 &&
+                 PyDict_SetItem(site, s_direction, st->direction) == 0 &&
+                 put_new(site, s_count, PyLong_FromLongLong(st->count)) == 0 &&
+                 put_new(site, s_ms, ms_of(st->wall_ns)) == 0 &&
+                 put_new(site, s_overhead_ms, ms_of(st->overhead_ns)) == 0;
+        if (ok && call_site != Py_None) {
+            int truth = PyObject_IsTrue(call_site);
+            ok = truth >= 0 && (!truth || PyDict_SetItem(site, s_call_site, call_site) == 0);
+        }
+        Py_XDECREF(kind);
+        Py_XDECREF(call_site);
+        if (!ok) {
+            Py_XDECREF(site);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, site);
+    }
+    ranked_free(entries, n);
+    if (list == NULL) {
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", list, n);
+    return result;
+}
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
+    {"ranked_causes", (PyCFunction)LedgerCore_ranked_causes, METH_NOARGS,
+     "[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."},
+    {"line_sites", (PyCFunction)LedgerCore_line_sites, METH_O,
+     "line_sites(limit) -> (the line's sites entries, how many causes there are)."},
     {NULL},
 };
 
@@ -2264,6 +2429,13 @@ PyInit__speedups(void)
     INTERN(s_main_event_loop_pid, "main_event_loop_pid");
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
+    INTERN(s_site, "site");
+    INTERN(s_kind, "kind");
+    INTERN(s_call_site, "call_site");
+    INTERN(s_direction, "direction");
+    INTERN(s_count, "count");
+    INTERN(s_ms, "ms");
+    INTERN(s_overhead_ms, "overhead_ms");
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
