@@ -120,3 +120,21 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     ranked = [_ledger_with(impl, hops).ranked_causes() for impl in implementations]
     assert all([c.site for c, _ in r] == [c.site for c, _ in ranked[0]] for r in ranked)
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
+
+
+def test_pinned_time_is_summed_per_cause_whatever_the_order_on_both_ledgers():
+    from hopwatch._recorder import intern_cause
+
+    held_by = {name: intern_cause("middleware", name) for name in ("X", "Y")}
+    bridge = intern_cause("middleware", "bridge")
+    for impl in {_hotpath_py, _hotpath.impl}:
+        ledger = impl.LedgerCore()
+        for name, wall in [("X", 10), ("X", 20), ("Y", 5), ("X", 1), ("Y", 2)]:
+            # an async_to_sync made inside a sync_to_async of another ledger
+            # (only the parent's direction and cause matter for pinning)
+            parent = impl.Hop("sync_to_async", held_by[name], True, None, None, 0)
+            hop = impl.Hop("async_to_sync", bridge, None, parent, ledger, 0)
+            hop.resumed_ns = wall
+            impl.finish_hop(hop)
+        assert ledger.pinned_ns == 38
+        assert {cause.site: ns for cause, ns in ledger.pinned_by.items()} == {"X": 31, "Y": 7}

@@ -96,6 +96,7 @@ class Hop:
         "expected_loop",
         "new_loop",
         "outcome",
+        "own_executor",
         "parent",
         "resumed_ns",
         "scope",
@@ -111,6 +112,8 @@ class Hop:
     parent: Hop | None
     scope: Any
     new_loop: bool
+    #: a sync_to_async that is not thread-sensitive ran on an executor its caller gave
+    own_executor: bool
     thread_id: int
     called_ns: int
     started_ns: int
@@ -141,6 +144,7 @@ class Hop:
         self.resumed_ns = 0
         self.thread_id = 0
         self.new_loop = False
+        self.own_executor = False
         self.outcome = OK
         self.expected_loop = None
         self.adapter_id = 0
@@ -675,6 +679,8 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
                 _current_scope.get(),
             )
             hop.adapter_id = id(self)
+            if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
+                hop.own_executor = getattr(self, "_executor", None) is not None
         except Exception as exc:
             _report("SyncToAsync.__call__", exc)
             return await original(self, *args, **kwargs)

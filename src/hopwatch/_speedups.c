@@ -118,7 +118,7 @@ static int g_thread_hooks = 0;
 
 static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
 static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
-static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid;
+static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid, *s_executor;
 static PyObject *s_throw, *s_close;
 static PyObject *g_partial_type;
 static PyObject *g_overflow_cause;  /* the Cause that absorbs causes past the limit */
@@ -176,6 +176,7 @@ typedef struct {
     Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
     int depth;
     char new_loop;
+    char own_executor; /* sync_to_async, not thread-sensitive: the caller gave an executor */
 } HopObject;
 
 static PyTypeObject HopType;
@@ -216,6 +217,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
                      ? ((HopObject *)parent)->depth + 1
                      : 1;
     hop->new_loop = 0;
+    hop->own_executor = 0;
     PyObject_GC_Track(hop);
     return hop;
 }
@@ -350,6 +352,8 @@ static PyMemberDef Hop_members[] = {
     {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
     {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
     {"new_loop", T_BOOL, offsetof(HopObject, new_loop), 0, NULL},
+    {"own_executor", T_BOOL, offsetof(HopObject, own_executor), 0,
+     "A sync_to_async that is not thread-sensitive ran on an executor its caller gave."},
     {NULL},
 };
 
@@ -454,14 +458,18 @@ typedef struct {
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
     PyObject *thread_ids; /* {thread id} */
-    PyObject *pinned_by;  /* {cause: ns} */
+    PyObject *pinned_by;  /* {cause: ns}; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     Py_ssize_t detail_limit, cause_limit;
     /* Caches in front of the dict and the set (a request repeats its causes
      * and threads): (cause, direction) -> stats, held; thread ids added. */
     PyObject *memo_cause[4], *memo_direction[4], *memo_stats[4];
-    unsigned long long memo_tid[4];
+    /* Pinned time not yet added into pinned_by: (cause, held) -> ns. */
+    PyObject *pin_cause;
+    long long pin_ns;
+    unsigned long long memo_tid[8];
+    int memo_tid_next;
     char closed;
 } LedgerCoreObject;
 
@@ -497,6 +505,7 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->details);
     Py_VISIT(self->thread_ids);
     Py_VISIT(self->pinned_by);
+    Py_VISIT(self->pin_cause);
     for (int i = 0; i < 4; i++) {
         Py_VISIT(self->memo_cause[i]);
         Py_VISIT(self->memo_stats[i]);
@@ -512,6 +521,7 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_CLEAR(self->details);
     Py_CLEAR(self->thread_ids);
     Py_CLEAR(self->pinned_by);
+    Py_CLEAR(self->pin_cause);
     for (int i = 0; i < 4; i++) {
         self->memo_direction[i] = NULL;
         Py_CLEAR(self->memo_cause[i]);
@@ -566,7 +576,47 @@ LedgerCore_set_detail_limit(LedgerCoreObject *self, PyObject *value, void *closu
     return 0;
 }
 
+static int
+pinned_flush(LedgerCoreObject *l)
+{
+    /* Add the pending pinned time into the dict (a run of async_to_sync
+     * crossings pinned by one cause, the usual case, costs one update). */
+    PyObject *by = l->pin_cause;
+    if (by == NULL || l->pinned_by == NULL) {
+        return 0;
+    }
+    PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    long long before = old ? PyLong_AsLongLong(old) : 0;
+    if (before == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *sum = PyLong_FromLongLong(before + l->pin_ns);
+    if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
+        Py_XDECREF(sum);
+        return -1;
+    }
+    Py_DECREF(sum);
+    Py_CLEAR(l->pin_cause);
+    l->pin_ns = 0;
+    return 0;
+}
+
+static PyObject *
+LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
+{
+    if (pinned_flush(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->pinned_by);
+}
+
 static PyGetSetDef LedgerCore_getset[] = {
+    {"pinned_by", (getter)LedgerCore_get_pinned_by, NULL,
+     "{cause: ns}: the time each sync_to_async cause held a worker thread while async work ran.",
+     NULL},
     {"detail_limit", (getter)LedgerCore_get_detail_limit, (setter)LedgerCore_set_detail_limit,
      "At most this many hops are kept one by one (the rest are counted).", NULL},
     {NULL},
@@ -750,7 +800,6 @@ static PyMemberDef LedgerCore_members[] = {
     {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
     {"thread_ids", T_OBJECT, offsetof(LedgerCoreObject, thread_ids), READONLY, NULL},
-    {"pinned_by", T_OBJECT, offsetof(LedgerCoreObject, pinned_by), READONLY, NULL},
     {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
     {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
     {"async_to_sync", T_LONGLONG, offsetof(LedgerCoreObject, async_to_sync), READONLY, NULL},
@@ -851,17 +900,13 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
          * the sync_to_async hop that holds it. */
         PyObject *by = ((HopObject *)parent)->cause;
         l->pinned_ns += wall;
-        PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
-        if (old == NULL && PyErr_Occurred()) {
-            return -1;
+        if (by != l->pin_cause) {
+            if (pinned_flush(l) < 0) {
+                return -1;
+            }
+            l->pin_cause = Py_NewRef(by);
         }
-        long long before = old ? PyLong_AsLongLong(old) : 0;
-        PyObject *sum = PyLong_FromLongLong(before + wall);
-        if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
-            Py_XDECREF(sum);
-            return -1;
-        }
-        Py_DECREF(sum);
+        l->pin_ns += wall;
     }
     if (hop->new_loop) {
         l->new_loops++;
@@ -870,14 +915,26 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         l->max_depth = hop->depth;
     }
     unsigned long long thread_id = hop->thread_id;
-    if (thread_id && thread_id != l->memo_tid[thread_id % 4]) {
-        PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
-        if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
-            Py_XDECREF(tid);
-            return -1;
+    if (thread_id) {
+        /* The last 8 distinct threads seen (a pool's rotate; ids are
+         * addresses, so no hashing of their aligned low bits). */
+        int seen = 0;
+        for (int i = 0; i < 8; i++) {
+            if (l->memo_tid[i] == thread_id) {
+                seen = 1;
+                break;
+            }
         }
-        Py_DECREF(tid);
-        l->memo_tid[thread_id % 4] = thread_id;
+        if (!seen) {
+            PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
+            if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
+                Py_XDECREF(tid);
+                return -1;
+            }
+            Py_DECREF(tid);
+            l->memo_tid[l->memo_tid_next] = thread_id;
+            l->memo_tid_next = (l->memo_tid_next + 1) % 8;
+        }
     }
     int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
     if (l->memo_cause[slot] == hop->cause && l->memo_direction[slot] == hop->direction) {
@@ -1528,6 +1585,15 @@ s2a_start(HopAwaitableObject *a)
         goto fail;
     }
     hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
+    if (ts == Py_False) {
+        /* Which executor asgiref will use: the caller's, or the loop's pool. */
+        PyObject *executor = NULL;
+        if (instance_attr(adapter, s_executor, &executor) < 0) {
+            goto fail;
+        }
+        hop->own_executor = executor != NULL && executor != Py_None;
+        Py_XDECREF(executor);
+    }
     a->hop = hop;
     a->state = ST_RUNNING;
     Py_CLEAR(a->adapter);
@@ -2425,6 +2491,7 @@ PyInit__speedups(void)
     INTERN(s_tag, "_hopwatch_cause");
     INTERN(s_dict, "__dict__");
     INTERN(s_force_new_loop, "force_new_loop");
+    INTERN(s_executor, "_executor");
     INTERN(s_main_event_loop, "main_event_loop");
     INTERN(s_main_event_loop_pid, "main_event_loop_pid");
     INTERN(s_throw, "throw");
