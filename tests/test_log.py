@@ -441,4 +441,4 @@ def test_detail_places_each_crossing_in_the_request_for_a_timeline(log_lines):
         assert child_end <= parent_start + parent["run_ms"] + slack
     for hop in hops:
         end = hop["at_ms"] + hop["wait_ms"] + hop["run_ms"] + hop["resume_ms"]
-        assert 0 <= hop["at_ms"] and end <= line["duration_ms"] + slack
+        assert hop["at_ms"] >= 0 and end <= line["duration_ms"] + slack

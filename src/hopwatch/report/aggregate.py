@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Final
+from typing import Any, Final
 
 from hopwatch.report.parse import Record, timestamp_text
 from hopwatch.report.sketch import Sketch
@@ -412,8 +412,12 @@ class EndpointStats:
 class Partial:
     """What one reader made of its share of the input: endpoints and counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Any = None) -> None:
         self.endpoints: dict[EndpointKey, EndpointStats] = {}
+        #: An extra account the scanner feeds every counted record to, with its endpoint
+        #: key and raw line: ``extra.add(key, record, line)``, merged by ``extra.merge``
+        #: (the HTML page's, see report/picture.py). None: nothing more is read.
+        self.extra = extra
         self.files = 0
         self.bytes = 0
         self.lines = 0
@@ -481,3 +485,5 @@ class Partial:
             self.see_timestamp(other.first_timestamp)
             self.see_timestamp(other.last_timestamp)
         self.truncated_inputs.extend(other.truncated_inputs)
+        if self.extra is not None and other.extra is not None:
+            self.extra.merge(other.extra)
