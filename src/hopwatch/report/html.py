@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from importlib import resources
+from importlib import metadata, resources
 from typing import IO, Any, Final
 
 from hopwatch.report import render, svg
@@ -63,6 +63,13 @@ UNFIXABLE: Final = {
     ("response", "HttpResponse.close"): "one per request under ASGI, nothing to do",
     ("signal", "request_started"): "stays while Django's own receivers are sync",
 }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hopwatch")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "(not installed)"
 
 
 def _asset(name: str) -> str:
@@ -466,8 +473,6 @@ def render_html(
     document: Document, picture: Picture, out: IO[str], *, now: datetime | None = None
 ) -> None:
     """Write the page for ``document`` and the ``picture`` read with it."""
-    from hopwatch import __version__
-
     by = document["by"]
     groups = groups_by(picture, by if by != "site" else "route")
     nonce = secrets.token_urlsafe(18)  # the page's script runs; nothing else can
@@ -495,7 +500,7 @@ def render_html(
     out.write(_causes_section(picture))
     out.write(_timelines_section(document, picture, groups))
     out.write(
-        f"<footer>Made by hopwatch {esc(__version__)} on {esc(moment)}. Crossing overhead is"
+        f"<footer>Made by hopwatch {esc(_version())} on {esc(moment)}. Crossing overhead is"
         " each crossing's queue wait plus its hand-off back; work is the code that ran inside"
         " the crossings (nested crossings counted once); pinned time overlaps both. See"
         " docs/report.md.</footer>"

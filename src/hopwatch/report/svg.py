@@ -41,7 +41,8 @@ def _tick_label(tick: float, step: float) -> str:
     return f"{tick:.{decimals}f} ms"
 
 
-def _bar_title(bar: Bar, lane_name: str) -> str:
+def _bar_title(bar: Bar, lane_name: str) -> list[str]:
+    """The lines of a crossing's tooltip."""
     c = bar.crossing
     lines = [f"{c.direction} · {c.kind}: {c.site}"]
     if c.call_site:
@@ -58,7 +59,7 @@ def _bar_title(bar: Bar, lane_name: str) -> str:
     if c.outcome != "ok":
         extra.append(f"outcome: {c.outcome}")
     lines.append(", ".join(extra))
-    return "\n".join(lines)
+    return lines
 
 
 def _bar(bar: Bar, top: float, x: Callable[[float], float], lane_name: str) -> str:
@@ -70,7 +71,7 @@ def _bar(bar: Bar, top: float, x: Callable[[float], float], lane_name: str) -> s
     klass = "crossing error" if c.outcome == "error" else "crossing"
     parts = [
         f'<g class="{klass}" data-index="{bar.index}">'
-        f"<title>{esc(_bar_title(bar, lane_name))}</title>"
+        f"<title>{'&#10;'.join(esc(text) for text in _bar_title(bar, lane_name))}</title>"
     ]
     for css, low, high in (("wait", left, start), (f"run {direction}", start, end),
                            ("handoff", end, right)):  # fmt: skip

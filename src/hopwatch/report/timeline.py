@@ -30,6 +30,8 @@ from hopwatch.report.picture import Crossing, Kept
 SYNC_TO_ASYNC: Final = "sync_to_async"
 #: Interfaces whose requests are opened on an event loop.
 ASYNC_INTERFACES: Final = frozenset({"asgi", "test-async-client"})
+#: Times (ms) closer than this are one: a bar may start where the one before it ends.
+TOUCHING: Final = 1e-9
 #: The narrowest axis (ms): a request with no measurable time still gets one.
 MIN_SPAN_MS: Final = 0.001
 
@@ -149,10 +151,11 @@ def _lanes(kept: Kept, bars: list[Bar]) -> tuple[list[Lane], dict[int, int]]:
 def _pack(bars: list[Bar], lanes: list[Lane]) -> None:
     """Rows within each lane: first fit, earlier calls (and outer crossings) first."""
     ends: dict[int, list[float]] = {}
-    for bar in sorted(bars, key=lambda b: (b.call, b.crossing.depth, -b.resume, b.index)):
+    order = sorted(bars, key=lambda b: (b.call, b.crossing.depth, b.start, -b.resume, b.index))
+    for bar in order:
         rows = ends.setdefault(bar.lane, [])
         for row, end in enumerate(rows):
-            if end <= bar.call and not _inside_any(bar, bars, bar.lane, row):
+            if end <= bar.call + TOUCHING and not _inside_any(bar, bars, bar.lane, row):
                 bar.row = row
                 rows[row] = bar.resume
                 break
