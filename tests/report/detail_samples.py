@@ -123,7 +123,7 @@ def log_detail_requests(path: Path, asgi: list[str], wsgi: list[str] = ()) -> li
 
     from tests.helpers import asgi_request, wsgi_request
 
-    with override_settings(HOPWATCH={"OUTPUT": str(path), "DETAIL": True}):
+    with override_settings(HOPWATCH={"OUTPUT": str(path), "DETAIL": True, "SITES_LIMIT": 50}):
         for route in asgi:
             asgi_request(route)
         for route in wsgi:

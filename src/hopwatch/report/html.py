@@ -58,11 +58,15 @@ Cell = tuple[str, str, str]  # (html, sort value, css class)
 CAUSES_SHOWN: Final = 10
 #: Characters of a label shown in a cell (the full text is in its title).
 LABEL_LIMIT: Final = 120
-#: Causes with nothing to change in the app's code (see docs/causes.md).
-UNFIXABLE: Final = {
-    ("response", "HttpResponse.close"): "one per request under ASGI, nothing to do",
-    ("signal", "request_started"): "stays while Django's own receivers are sync",
-}
+
+
+def unfixable(kind: str, site: str) -> str | None:
+    """Why a cause has nothing to change in the app's code (docs/causes.md), or None."""
+    if kind == "response" and site.endswith(".close"):
+        return "Django closes every response through sync_to_async under ASGI"
+    if kind == "signal" and site == "request_started":
+        return "it stays while Django's own receivers are sync"
+    return None
 
 
 def _version() -> str:
@@ -326,7 +330,7 @@ def _causes_section(picture: Picture) -> str:
     measured = any(entry[K_MEASURED] for _key, entry in ranked)
     if not measured:  # lines from before sites[].overhead_ms: by time in crossings
         ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
-    fixable = [item for item in ranked if (item[0][1], item[0][0]) not in UNFIXABLE]
+    fixable = [item for item in ranked if unfixable(item[0][1], item[0][0]) is None]
     rows = []
     advice_used: dict[str, tuple[Any, list[str], float]] = {}
     for rank, ((site, kind, direction, call_site), entry) in enumerate(fixable[:CAUSES_SHOWN], 1):
@@ -367,14 +371,16 @@ def _causes_section(picture: Picture) -> str:
             "These lines carry no sites[].overhead_ms (an older hopwatch): the causes are"
             " ranked by their crossings' whole time, the work inside included."
         )
-    left_out = {site for (site, kind, _d, _c), _e in ranked if (kind, site) in UNFIXABLE}
-    if left_out:
-        reasons = ", ".join(
-            f"<code>{esc(site)}</code> ({esc(reason)})"
-            for (_kind, site), reason in UNFIXABLE.items()
-            if site in left_out
-        )
-        notes.append(f"Not listed, as there is nothing to change in your code: {reasons}.")
+    left_out: dict[str, dict[str, None]] = {}
+    for (site, kind, _direction, _call_site), _entry in ranked:
+        reason = unfixable(kind, site)
+        if reason is not None:
+            left_out.setdefault(reason, {})[site] = None
+    for reason, sites in left_out.items():
+        names = ", ".join(f"<code>{esc(site)}</code>" for site in list(sites)[:5])
+        more = f" and {len(sites) - 5} more" if len(sites) > 5 else ""
+        notes.append(f"Not listed, as there is nothing to change in your code: {names}{more}"
+                     f" ({esc(reason)}).")  # fmt: skip
     if picture.sites_dropped_lines:
         notes.append(
             f"{picture.sites_dropped_lines:,} lines left causes out (SITES_LIMIT): their"
