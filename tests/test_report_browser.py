@@ -250,7 +250,7 @@ def test_log_content_is_shown_as_text_and_never_runs(page, logged, driver):
     # the hostile names are there, as text: in the table, the causes and the timelines
     labels = _texts(driver, "#endpoint-table tbody td.l")
     assert clean(f"GET {evil['route']}") in labels
-    assert clean(f"GET /hand/<str:x>/") in labels
+    assert clean("GET /hand/<str:x>/") in labels
     body = driver.execute_script("return document.body.textContent")
     assert clean(HOSTILE) in body and clean(evil_site) in body
     tips = " ".join(_texts(driver, "figure g.crossing > title"))

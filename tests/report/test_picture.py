@@ -43,39 +43,41 @@ def scan(lines: list[str], picture: Picture | None = None) -> Picture:
 
 
 # --- decoding ----------------------------------------------------------------------------
-def test_extras_are_read_from_plain_prefixed_and_enveloped_lines():
+def test_detail_is_read_from_plain_prefixed_and_enveloped_lines():
     text = detailed_line(gathered_detail())
     expected = decode_extras(text.encode())
-    assert expected.overhead_ms == 3.7 and expected.work_ms == 7.0
     assert len(expected.detail or []) == 5 and expected.detail[1].wait_ms == 1.05
-    assert {s.site: s.overhead_ms for s in expected.sites or []} == {
-        "QuerySet.aget": 3.3,
-        "app.fetch": 0.4,
-    }
+    assert expected.detail[3].thread_sensitive is False and expected.detail[3].at_ms == 4.5
     enveloped = json.dumps({"log": "stdout F " + text + "\n", "stream": "stdout"})
     assert decode_extras(enveloped.encode()) == expected
     assert decode_extras(memoryview(text.encode())) == expected
     # a raw control character inside a string: msgspec refuses it, the lenient path reads it
     raw = text.replace('"app.fetch"', '"app.\x01fetch"')
     lenient = decode_extras(raw.encode())
-    assert lenient.overhead_ms == expected.overhead_ms and len(lenient.detail or []) == 5
-    assert lenient.detail[3].site == "app.\x01fetch"
+    assert len(lenient.detail or []) == 5 and lenient.detail[3].site == "app.\x01fetch"
 
 
-def test_a_malformed_part_is_left_out_alone():
-    text = detailed_line(gathered_detail())
-    obj = json.loads(text)
+def test_a_malformed_detail_is_left_out_alone():
+    obj = json.loads(detailed_line(gathered_detail(), request_id="bad"))
     obj["detail"][2]["wait_ms"] = "soon"  # one bad entry: the detail cannot be drawn
-    obj["sites"][0]["overhead_ms"] = -1
-    extras = decode_extras(json.dumps(obj).encode())
-    assert extras.detail is None
-    assert extras.overhead_ms == 3.7 and extras.work_ms == 7.0
-    assert [s.site for s in extras.sites or []] == ["app.fetch"]  # the bad entry only
+    assert decode_extras(json.dumps(obj).encode()).detail is None
+    picture = scan([json.dumps(obj)])
+    stats = picture.endpoints[ITEM_KEY]
+    assert (stats.records, stats.split, stats.timeline) == (1, 1, None)
+    assert stats.overhead == 3.7 and stats.work == 7.0  # read with the record
+
+
+def test_the_detail_of_an_enveloped_line_is_found():
+    text = detailed_line(gathered_detail(), request_id="wrapped")
+    enveloped = json.dumps({"log": text + "\n", "stream": "stdout"})
+    stats = scan([enveloped]).endpoints[ITEM_KEY]
+    assert stats.timeline is not None and stats.timeline.request_id == "wrapped"
+    assert len(stats.timeline.decode()) == 5
 
 
 def test_older_lines_have_none_of_the_extras():
     extras = decode_extras(line().encode())
-    assert (extras.overhead_ms, extras.work_ms, extras.detail) == (None, None, None)
+    assert (extras.detail, extras.detail_dropped) == (None, 0)
 
 
 # --- accumulating ---------------------------------------------------------------------------
@@ -118,15 +120,20 @@ def test_causes_are_weighted_like_the_report_and_ranked_by_overhead():
 
 
 def test_causes_past_the_cap_keep_the_costliest_and_sum_the_rest():
-    lines = [
-        line(sites=[{**site(f"s{i:04d}", ms=1.0), "overhead_ms": i / 1000}])
-        for i in range(2 * CAUSE_CAP + 10)
+    count = 2 * CAUSE_CAP + 10
+    costs = [(i * 7919) % count for i in range(count)]  # a shuffled order
+    lines = [  # seven causes per line: the cap is passed in the middle of a line
+        line(sites=[{**site(f"s{c:04d}", ms=1.0), "overhead_ms": c / 1000} for c in costs[i : i + 7]])
+        for i in range(0, count, 7)
     ]
     picture = scan(lines)
     picture._trim_causes()
     assert len(picture.causes) == CAUSE_CAP
     kept = sorted(key[0] for key in picture.causes)
-    assert kept == [f"s{i:04d}" for i in range(CAUSE_CAP + 10, 2 * CAUSE_CAP + 10)]
+    assert kept == [f"s{i:04d}" for i in range(CAUSE_CAP + 10, count)]
+    # nothing lost: every cause of every line is kept or in the remainder
+    requests = sum(entry[K_REQUESTS] for entry in picture.causes.values())
+    assert requests + picture.other_causes[K_REQUESTS] == count
     assert picture.other_causes[K_REQUESTS] == CAUSE_CAP + 10
 
 
@@ -217,3 +224,19 @@ def test_histogram_bins():
     ]  # fmt: skip
     assert [bin_label(i) for i in (0, 7, 17, 18)] == ["0", "7", "17-24", "25-32"]
     assert bin_label(len(HOP_BIN_EDGES) - 1) == "10001+"
+
+
+def test_a_line_that_passes_the_cause_cap_counts_its_later_causes_too():
+    """Trimming in the middle of a line's causes: the causes after it still count."""
+    fill = [
+        line(sites=[{**site(f"s{i:04d}", ms=1.0), "overhead_ms": 1.0}])
+        for i in range(2 * CAUSE_CAP - 1)
+    ]
+    cheap = {**site("cheap", ms=1.0), "overhead_ms": 0.0}  # the first to be trimmed
+    first = line(sites=[cheap])
+    passing = line(sites=[{**site("new", ms=1.0), "overhead_ms": 1.0}, cheap])
+    picture = scan([first, *fill, passing])
+    entry = picture.causes[("cheap", "middleware", "sync_to_async", None)]
+    assert entry[K_REQUESTS] == 1  # counted afresh after its first request was trimmed
+    total = sum(e[K_REQUESTS] for e in picture.causes.values()) + picture.other_causes[K_REQUESTS]
+    assert total == 2 * CAUSE_CAP + 2

@@ -415,8 +415,9 @@ class Partial:
     def __init__(self, extra: Any = None) -> None:
         self.endpoints: dict[EndpointKey, EndpointStats] = {}
         #: An extra account the scanner feeds every counted record to, with its endpoint
-        #: key and raw line: ``extra.add(key, record, line)``, merged by ``extra.merge``
-        #: (the HTML page's, see report/picture.py). None: nothing more is read.
+        #: key and its line, ``buffer[start:stop]``: ``extra.add(key, record, buffer, start,
+        #: stop)``, merged by ``extra.merge`` (the HTML page's, see report/picture.py).
+        #: None: nothing more is read.
         self.extra = extra
         self.files = 0
         self.bytes = 0

@@ -69,6 +69,7 @@ class Site(Struct, gc=False):
     count: Count
     ms: Millis
     call_site: str | None = None
+    overhead_ms: Millis | None = None  # joined the line later
 
 
 class Record(Struct, gc=False):
@@ -108,6 +109,8 @@ class Record(Struct, gc=False):
     hopwatch_errors: Count = 0
     profile: str | None = None
     hop_tax_us: Millis | None = None
+    overhead_ms: Millis | None = None  # these two joined the line later
+    work_ms: Millis | None = None
 
 
 _FIELDS: Final = {info.name: info for info in msgspec.structs.fields(Record)}

@@ -91,25 +91,10 @@ class Crossing(Struct, gc=False, omit_defaults=True):
     caller_thread: ThreadId | None = None
 
 
-class SiteCost(Struct, gc=False):
-    """One entry of ``sites``, with its overhead (absent from older lines)."""
-
-    site: str
-    kind: str
-    direction: str
-    count: Count
-    ms: Millis
-    overhead_ms: Millis | None = None
-    call_site: str | None = None
-
-
 class Extras(Struct, gc=False):
     """The fields of a line the page reads beyond :class:`~hopwatch.report.parse.Record`."""
 
     event: str | None = None  # None: not a record (an envelope, see decode_extras)
-    overhead_ms: Millis | None = None
-    work_ms: Millis | None = None
-    sites: list[SiteCost] | None = None
     detail: list[Crossing] | None = None
     detail_dropped: Count = 0
 
@@ -120,12 +105,9 @@ _encode = msgspec.json.Encoder().encode
 _decode_crossings = msgspec.json.Decoder(list[Crossing]).decode
 _EMPTY: Final = Extras()
 #: The separable parts of Extras and their types, for a line the typed decoder refused.
-_PARTS: Final[dict[str, Any]] = {
-    "overhead_ms": Millis,
-    "work_ms": Millis,
-    "detail": list[Crossing],
-    "detail_dropped": Count,
-}
+_PARTS: Final[dict[str, Any]] = {"detail": list[Crossing], "detail_dropped": Count}
+#: How the key of ``detail`` reads in a line, and in a line inside an envelope.
+_DETAIL_KEYS: Final = (b'"detail"', b'\\"detail\\"')
 
 
 def decode_extras(line: Any) -> Extras:
@@ -169,15 +151,6 @@ def _decode_leniently(line: Any) -> Extras:
                 fields[name] = msgspec.convert(obj[name], kind)
         except msgspec.ValidationError:
             pass  # that part is left out
-    sites = obj.get("sites")
-    if isinstance(sites, list):
-        kept = []
-        for entry in sites:
-            try:
-                kept.append(msgspec.convert(entry, SiteCost))
-            except msgspec.ValidationError:
-                pass
-        fields["sites"] = kept
     return Extras(**fields)
 
 
@@ -243,8 +216,8 @@ def _keep(record: Record, extras: Extras, limit: int | None) -> Kept:
         interface=record.interface,
         duration_ms=record.duration_ms,
         hops=record.hops,
-        overhead_ms=extras.overhead_ms,
-        work_ms=extras.work_ms,
+        overhead_ms=record.overhead_ms,
+        work_ms=record.work_ms,
         pinned_ms=record.pinned_ms,
         detail_dropped=extras.detail_dropped,
         crossings=_encode(kept),
@@ -303,38 +276,49 @@ class Picture:
         self.chosen_undrawable = 0  # ... without a detail list that can be drawn
 
     # --- adding (the scanner calls this for every record it counts) ----------------------
-    def add(self, key: EndpointKey, record: Record, line: Any) -> None:
-        extras = decode_extras(line)
+    def add(self, key: EndpointKey, record: Record, buffer: bytes, start: int, stop: int) -> None:
+        """A record the scanner counted, and its line: ``buffer[start:stop]``."""
         stats = self.endpoints.get(key)
         if stats is None:
             stats = self.endpoints[key] = EndpointPicture()
         stats.records += 1
-        stats.hop_bins[hop_bin(record.hops)] += 1
-        if extras.overhead_ms is not None and extras.work_ms is not None:
+        hops = record.hops
+        stats.hop_bins[hops if hops < 17 else hop_bin(hops)] += 1
+        if record.overhead_ms is not None and record.work_ms is not None:
             stats.split += 1
-            stats.overhead += extras.overhead_ms
-            stats.work += extras.work_ms
+            stats.overhead += record.overhead_ms
+            stats.work += record.work_ms
         if record.sites_dropped:
             self.sites_dropped_lines += 1
         weight = 1.0 / record.sample_rate
-        for site in extras.sites or ():
-            self._add_cause(
-                (site.site, site.kind, site.direction, site.call_site),
-                [
-                    weight,
-                    site.count * weight,
-                    site.ms * weight,
-                    (site.overhead_ms or 0.0) * weight,
-                    weight if site.overhead_ms is not None else 0.0,
-                ],
-            )
+        causes = self.causes
+        for site in record.sites:  # inline: this runs for every cause of every line
+            cause = (site.site, site.kind, site.direction, site.call_site)
+            entry = causes.get(cause)
+            if entry is None:
+                entry = self._new_cause(cause)
+                causes = self.causes  # a new dict if that trimmed
+            entry[K_REQUESTS] += weight
+            entry[K_COUNT] += site.count * weight
+            entry[K_MS] += site.ms * weight
+            if site.overhead_ms is not None:
+                entry[K_OVERHEAD] += site.overhead_ms * weight
+                entry[K_MEASURED] += weight
+        chosen = self.request_id is not None and record.request_id == self.request_id
+        self.chosen_lines += chosen
+        # Most lines have no detail list (detail mode is for staging): a look for its key
+        # spares them a second decode. The key cannot appear unescaped inside a string.
+        find = buffer.find
+        if find(_DETAIL_KEYS[0], start, stop) != -1 or find(_DETAIL_KEYS[1], start, stop) != -1:
+            extras = decode_extras(memoryview(buffer)[start:stop])
+        else:
+            extras = _EMPTY
         detail = extras.detail
         drawable = _drawable(detail)
         if detail is not None:
             self.detail_lines += 1
             self.undrawable_lines += not drawable
-        if self.request_id is not None and record.request_id == self.request_id:
-            self.chosen_lines += 1
+        if chosen:
             if drawable:
                 kept = _keep(record, extras, None)
                 if self.chosen is None or kept.order() < self.chosen.order():
@@ -344,14 +328,12 @@ class Picture:
         if drawable and (stats.timeline is None or record.hop_ms >= stats.timeline.hop_ms):
             stats.offer(_keep(record, extras, CROSSINGS_KEPT))
 
-    def _add_cause(self, key: SiteKey, values: list[float]) -> None:
-        entry = self.causes.get(key)
-        if entry is None:
-            if len(self.causes) >= 2 * CAUSE_CAP:
-                self._trim_causes()
-            entry = self.causes[key] = [0.0] * 5
-        for index, value in enumerate(values):
-            entry[index] += value
+    def _new_cause(self, key: SiteKey) -> list[float]:
+        if len(self.causes) >= 2 * CAUSE_CAP:
+            self._trim_causes()
+        entry: list[float] = [0.0] * 5
+        self.causes[key] = entry
+        return entry
 
     def _trim_causes(self) -> None:
         """Keep the CAUSE_CAP causes with the most overhead (then time); sum the rest."""
@@ -371,8 +353,10 @@ class Picture:
                 self.endpoints[key] = theirs
             else:
                 mine.merge(theirs)
-        for cause, entry in other.causes.items():
-            self._add_cause(cause, entry)
+        for cause, counts in other.causes.items():
+            entry = self.causes.get(cause) or self._new_cause(cause)
+            for index, value in enumerate(counts):
+                entry[index] += value
         self._trim_causes()
         self.other_causes = [
             a + b for a, b in zip(self.other_causes, other.other_causes, strict=True)

@@ -319,7 +319,7 @@ class Scanner:
             if stats is None:
                 stats = self._endpoint(key)
             if tap is not None:
-                tap(stats.key, record, line)
+                tap(stats.key, record, buffer, start, stop)
             if optional != plain:  # sampled, profiled, ...: the general accumulation
                 stats.add_record(record)
                 continue
