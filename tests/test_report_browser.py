@@ -4,10 +4,10 @@ Lines come from real requests through Django's ASGI and WSGI handlers in detail
 mode, one of them to a route and a cause whose names are HTML (a URL pattern and
 a function named ``<script>...``), plus hand-written lines with hostile text in
 every other field. The command writes the page; Chromium (Debian's ``chromium``,
-driven by ``chromedriver`` through selenium) opens it from disk with the network
-off. The table, the bars and the timelines are in the rendered DOM, sorting
-works, nothing from the logs ran or became an element, nothing was fetched, and
-a screenshot is kept under ``.cache/``. ``python3 dev.py test`` installs chromium
+driven by ``chromedriver`` through selenium, tests/browser.py) opens it from disk.
+The table, the bars and the timelines are in the rendered DOM, sorting works,
+nothing from the logs ran or became an element, nothing was fetched, and a
+screenshot is kept under ``.cache/``. ``python3 dev.py test`` installs chromium
 and chromium-driver with apt-get when they are missing; without them this test
 skips, except under CI=true.
 """
@@ -15,8 +15,6 @@ skips, except under CI=true.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,25 +72,6 @@ HAND_WRITTEN = detailed_line(
 )
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser test must run)")
-    pytest.skip(f"{reason}; python3 dev.py test installs it")
-
-
-@pytest.fixture(scope="module")
-def browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        _missing("Debian's chromium and chromium-driver are not installed")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _missing("selenium is not installed")
-    return chromium, driver  # type: ignore[return-value]
-
-
 @pytest.fixture
 def logged(tmp_path, transactional_db) -> tuple[Path, list[dict]]:
     """The lines of real requests (and the hand-written one), in a log file
@@ -119,36 +98,6 @@ def page(logged) -> Path:
     )
     assert done.returncode == 0, done.stderr
     return out
-
-
-@pytest.fixture
-def driver(browser_paths, tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium must not look anything up online
-    chromium, chromedriver = browser_paths
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    browser.set_page_load_timeout(60)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def _texts(driver, selector: str) -> list[str]:
