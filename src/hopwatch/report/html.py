@@ -332,16 +332,17 @@ def _causes_section(picture: Picture) -> str:
         ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
     fixable = [item for item in ranked if unfixable(item[0][1], item[0][0]) is None]
     rows = []
-    advice_used: dict[str, tuple[Any, list[str], float]] = {}
+    # each piece of advice once, below the table: the causes it is for, their overhead
+    advice_for_causes: dict[str, tuple[Any, dict[str, None], list[float]]] = {}
     for rank, ((site, kind, direction, call_site), entry) in enumerate(fixable[:CAUSES_SHOWN], 1):
         requests = entry[K_REQUESTS]
         per_request = entry[K_OVERHEAD] / entry[K_MEASURED] if entry[K_MEASURED] else None
         total = per_request * requests if per_request is not None else None
         name = fmt.short_site(site, call_site)
         advice = advice_for(kind, site, direction)
-        used = advice_used.setdefault(advice.key, (advice, [], 0.0))
-        used[1].append(name)
-        advice_used[advice.key] = (advice, used[1], used[2] + (total or 0.0))
+        _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
+        names[name] = None
+        overhead[0] += total or 0.0
         full = f"{site} ({direction})" + (f" at {call_site}" if call_site else "")
         rows.append(
             [
@@ -360,10 +361,10 @@ def _causes_section(picture: Picture) -> str:
     advice_html = "".join(
         f'<div class="advice" id="advice-{advice.key}"><h3>{esc(advice.title)}</h3>'
         f"<p>{_advice_text(advice.summary)}</p><p class=note>For "
-        f"{esc(', '.join(dict.fromkeys(names)), 400)}"
-        + (f"; {esc(fmt.duration(total))} of overhead over all requests" if total else "")
+        f"{esc(', '.join(names), 400)}"
+        + (f"; {esc(fmt.duration(total[0]))} of overhead over all requests" if total[0] else "")
         + f". More in docs/causes.md, {esc(advice.section.lstrip('# '))}.</p></div>"
-        for advice, names, total in advice_used.values()
+        for advice, names, total in advice_for_causes.values()
     )
     notes = []
     if not measured and ranked:
@@ -377,9 +378,9 @@ def _causes_section(picture: Picture) -> str:
         if reason is not None:
             left_out.setdefault(reason, {})[site] = None
     for reason, sites in left_out.items():
-        names = ", ".join(f"<code>{esc(site)}</code>" for site in list(sites)[:5])
+        shown = ", ".join(f"<code>{esc(site)}</code>" for site in list(sites)[:5])
         more = f" and {len(sites) - 5} more" if len(sites) > 5 else ""
-        notes.append(f"Not listed, as there is nothing to change in your code: {names}{more}"
+        notes.append(f"Not listed, as there is nothing to change in your code: {shown}{more}"
                      f" ({esc(reason)}).")  # fmt: skip
     if picture.sites_dropped_lines:
         notes.append(

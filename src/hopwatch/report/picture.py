@@ -1,13 +1,13 @@
 """What the HTML page and the trace need beyond the report document, read in the same pass.
 
-The report's scanner reads only the fields it ranks by (see :mod:`~hopwatch.report.parse`).
 The page also draws, per endpoint, the split of the crossings' time into crossing
 overhead and work (``overhead_ms``, ``work_ms``), the distribution of hops per
 request, the causes ranked by their overhead (``sites[].overhead_ms``), and one
 request's crossings on a timeline (``detail``, logged in detail mode). With
-``--format html`` or ``trace`` the scanner hands every record it counts to a
-:class:`Picture` (``Partial.extra``), which reads those fields from the same
-line and keeps a bounded, mergeable account of them:
+``--format html`` or ``trace`` the scanner hands every record it counts, with its
+line, to a :class:`Picture` (``Partial.extra``). The record already holds all but
+``detail``; a line with a ``detail`` list is decoded once more for it
+(:func:`decode_extras`), the others are not. The picture is bounded and mergeable:
 
 * per endpoint (the scanner's fine-grained key): sums, a fixed-size histogram
   of hops, and the slowest request (by ``hop_ms``) whose ``detail`` can be
@@ -273,7 +273,6 @@ class Picture:
         self.undrawable_lines = 0  # ... from before at_ms (no timeline possible)
         self.chosen: Kept | None = None  # the --request-id request
         self.chosen_lines = 0  # lines with that id
-        self.chosen_undrawable = 0  # ... without a detail list that can be drawn
 
     # --- adding (the scanner calls this for every record it counts) ----------------------
     def add(self, key: EndpointKey, record: Record, buffer: bytes, start: int, stop: int) -> None:
@@ -318,13 +317,10 @@ class Picture:
         if detail is not None:
             self.detail_lines += 1
             self.undrawable_lines += not drawable
-        if chosen:
-            if drawable:
-                kept = _keep(record, extras, None)
-                if self.chosen is None or kept.order() < self.chosen.order():
-                    self.chosen = kept
-            else:
-                self.chosen_undrawable += 1
+        if chosen and drawable:
+            kept = _keep(record, extras, None)
+            if self.chosen is None or kept.order() < self.chosen.order():
+                self.chosen = kept
         if drawable and (stats.timeline is None or record.hop_ms >= stats.timeline.hop_ms):
             stats.offer(_keep(record, extras, CROSSINGS_KEPT))
 
@@ -365,7 +361,6 @@ class Picture:
         self.detail_lines += other.detail_lines
         self.undrawable_lines += other.undrawable_lines
         self.chosen_lines += other.chosen_lines
-        self.chosen_undrawable += other.chosen_undrawable
         if other.chosen is not None and (
             self.chosen is None or other.chosen.order() < self.chosen.order()
         ):
