@@ -31,6 +31,7 @@ VIEW = "shop.views.<iframe src=javascript:alert(3)>"
 SITE = '"><svg onload="window.__pwned=3"><!--'
 CALL_SITE = "</title><script>alert(4)</script>\u2028\u202eevil.py:1 in f"
 REQUEST_ID = "'><b onmouseover=alert(5)>id</b>"
+SESSION_HOOK = "django.contrib.sessions.middleware.SessionMiddleware.process_request"
 
 
 class Page(HTMLParser):
@@ -41,12 +42,20 @@ class Page(HTMLParser):
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
         self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.tables: dict[str, list[list[str]]] = {}  # id -> the body's rows' cell texts
         self._in: str | None = None
+        self._table: list[list[str]] | None = None
         self.feed(source)
         self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
+        if tag == "table":
+            self._table = self.tables.setdefault(dict(attrs).get("id") or "", [])
+        elif tag == "tr" and self._table is not None and dict(attrs).get("data-i"):
+            self._table.append([])
+        elif tag == "td" and self._table:
+            self._table[-1].append("")
         if tag in ("script", "style"):
             self._in = tag
             if tag == "script":
@@ -55,6 +64,8 @@ class Page(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == self._in:
             self._in = None
+        if tag == "table":
+            self._table = None
 
     def handle_data(self, data: str) -> None:
         if self._in == "script":
@@ -62,6 +73,8 @@ class Page(HTMLParser):
             self.scripts[-1] = (attrs, body + data)
         elif self._in is None:
             self.text.append(data)
+            if self._table and self._table[-1]:
+                self._table[-1][-1] += data
 
     def attribute_values(self) -> list[str]:
         return [value or "" for _tag, attrs in self.tags for value in attrs.values()]
@@ -264,3 +277,29 @@ def test_the_page_is_bounded_whatever_the_number_of_endpoints(run_cli: RunCli, t
     large = page_of(run_cli, tmp_path, lines(10_000))
     assert len(large) < 2 * len(small) and len(large) < 400_000, (len(small), len(large))
     assert [tag for tag, _a in Page(large).tags].count("figure") == 10
+
+
+def test_fixable_causes_by_overhead_with_what_to_change(run_cli: RunCli, tmp_path: Path):
+    close = {**site("HttpResponse.close", "response", ms=9.0), "overhead_ms": 9.0}
+    started = {**site("request_started", "signal", ms=8.0), "overhead_ms": 8.0}
+    hook = {**site(SESSION_HOOK, ms=0.5), "overhead_ms": 0.4}
+    lines = [*sample_lines(), line(request_id="c", route="/c/", sites=[close, started, hook])]
+    page = Page(page_of(run_cli, tmp_path, lines))
+    rows = page.tables["cause-table"]
+    # most overhead first (over all requests): the three gathered ORM calls of /gather/'s
+    # two requests, 3.3 ms each; responses' close and request_started are not ranked
+    assert [(row[2], row[5], row[6], row[8]) for row in rows] == [
+        ("orm", "3.300", "6.6 ms", "Async ORM calls"),
+        ("other", "0.400", "0.8 ms", "Other crossings"),
+        ("view", "0.800", "0.8 ms", "An async view under WSGI"),
+        ("middleware", "0.400", "0.4 ms", "MiddlewareMixin hooks"),
+        ("other", "0.150", "0.1 ms", "Other crossings"),
+        ("other", "0.130", "0.1 ms", "Other crossings"),
+        ("other", "0.050", "0.1 ms", "Other crossings"),
+    ]
+    assert rows[0][1] == "QuerySet.aget (app.py:1)QuerySet.aget (sync_to_async) at app.py:1 in v"
+    text = "".join(page.text)
+    assert "Every await of an async ORM method is a hop" in text
+    assert ("Not listed, as there is nothing to change in your code: HttpResponse.close"
+            " (Django closes every response through sync_to_async under ASGI).") in text  # fmt: skip
+    assert "request_started (it stays while Django's own receivers are sync)" in text
