@@ -89,6 +89,7 @@ _TYPES = {
     "number": (int, float),
     "array": list,
     "boolean": bool,
+    "object": dict,
 }
 
 
@@ -96,6 +97,7 @@ def documented_fields() -> dict[str, tuple[tuple[type, ...], bool, bool]]:
     """{field: (types, nullable, optional)} from docs/log-schema.md's tables."""
     fields = {}
     text = (ROOT / "docs" / "log-schema.md").read_text()
+    text = text.split("## The `hopwatch.process` line")[0]  # another event's table
     optional_from = text.index("## Optional fields")
     for match in re.finditer(r"^\| `([a-z_\[\].]+)`(?:, `[a-z_]+`)? \| ([^|]+) \|", text, re.M):
         name, kind = match.group(1), match.group(2).strip()
@@ -191,6 +193,7 @@ def test_detail_mode_caps_the_list_and_keeps_counts_exact(log_lines):
     assert set(first) == {
         "direction", "kind", "site", "call_site", "depth", "thread_sensitive", "new_loop",
         "thread", "wait_ms", "run_ms", "resume_ms", "outcome", "at_ms", "parent", "caller_thread",
+        "executor", "thread_started",
     }  # fmt: skip
 
 

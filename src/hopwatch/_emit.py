@@ -25,7 +25,7 @@ from typing import Any, Final, TextIO
 import orjson
 import structlog
 
-from hopwatch import _errors
+from hopwatch import _errors, _executors
 from hopwatch._recorder import Hop, RequestRecord
 
 SCHEMA_VERSION: Final = 1
@@ -39,7 +39,8 @@ RESERVED: Final = frozenset(
         "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
         "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
         "scope", "response_closed", "pinned_ms", "pinned_by", "profile", "hop_tax_us",
-        "overhead_ms", "work_ms",
+        "overhead_ms", "work_ms", "executors", "max_in_flight", "concurrent_ms",
+        "db_connections",
     }
 )  # fmt: skip
 
@@ -154,8 +155,9 @@ def build_event(
         "max_depth": record.max_depth,
         "pinned_ms": _ms(record.pinned_ns),
         "pinned_by": pinning.site if pinning is not None else None,
-        "sites": sites,
     }
+    classifier = _executors.thread_fields(record, event)
+    event["sites"] = sites
     if len(ranked) > sites_limit:
         event["sites_dropped"] = len(ranked) - sites_limit
     if detail_limit is not None:
@@ -163,8 +165,9 @@ def build_event(
         # ids of live objects (every kept hop, and each one's parent) are unique
         positions = {id(hop): index for index, hop in enumerate(kept)}
         start, handler = record.started_ns, record.handler_thread_id
-        event["detail"] = [_hop_detail(hop, start, positions, handler) for hop in kept]
+        event["detail"] = details = [_hop_detail(hop, start, positions, handler) for hop in kept]
         event["detail_dropped"] = record.count - len(kept)
+        _executors.annotate_detail(classifier, details)
     extra = record.extra
     if extra:
         for key in ("profile", "scope", "response_closed"):
@@ -327,6 +330,16 @@ class Emitter:
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise
+
+    def write_event(self, fields: Mapping[str, Any]) -> None:
+        """Write another hopwatch event (``hopwatch.process``) to the request lines' output:
+        its ``event`` and ``schema``, the time, then the other fields."""
+        settings = self._settings.merged()
+        if not settings["ENABLED"]:
+            return
+        event = {"schema": fields["schema"], "timestamp": _timestamp(None)}
+        event.update((k, v) for k, v in fields.items() if k not in ("event", "schema"))
+        self._get_logger(settings).info(fields["event"], **event)
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:

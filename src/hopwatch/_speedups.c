@@ -46,6 +46,30 @@ lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
 #endif
 }
 
+/* obj.name for asgiref's adapters, whose attributes are plain instance
+ * attributes (set in __init__; the dict exists, functools.update_wrapper
+ * filled it): read from the instance dict when the type defines nothing of
+ * that name and uses generic attribute access, which is what getattr would
+ * find, at a third of the cost; otherwise getattr. 1 found, 0 missing, -1. */
+static inline int
+instance_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type->tp_getattro == PyObject_GenericGetAttr && _PyType_Lookup(type, name) == NULL) {
+        PyObject **dictptr = _PyObject_GetDictPtr(obj);
+        if (dictptr != NULL && *dictptr != NULL) {
+            PyObject *value = PyDict_GetItemWithError(*dictptr, name);
+            if (value != NULL) {
+                *result = Py_NewRef(value);
+                return 1;
+            }
+            *result = NULL;
+            return PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    return lookup_attr(obj, name, result);
+}
+
 /* An exception in flight is kept aside while hopwatch does its own work. */
 typedef struct {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -90,6 +114,7 @@ static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
 static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
 static int g_active = 0;
 static int g_thread_hooks = 0;
+
 
 static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
 static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
@@ -154,6 +179,20 @@ typedef struct {
 } HopObject;
 
 static PyTypeObject HopType;
+
+/* Per-thread hand-over, no context variable (each one a context holds costs
+ * every later crossing a pass of asgiref's _restore_context, twice on 3.13):
+ * tl_pending is the sync_to_async hop whose asgiref coroutine is taking its
+ * first step in this thread, which is when asgiref binds thread_handler
+ * (Patch_descr_get hands it to the bound handler the worker will call);
+ * tl_running is the sync_to_async hop whose code this (sync) thread is
+ * running, the parent of an async_to_sync made here. Both borrowed: the
+ * awaitable and the bound handler hold the hop while they are set. */
+static _Thread_local HopObject *tl_pending = NULL;
+static _Thread_local HopObject *tl_running = NULL;
+/* The loop tl_running's caller awaits (thread_handler's first argument), the
+ * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
+static _Thread_local PyObject *tl_loop = NULL;
 
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
@@ -419,6 +458,10 @@ typedef struct {
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     Py_ssize_t detail_limit, cause_limit;
+    /* Caches in front of the dict and the set (a request repeats its causes
+     * and threads): (cause, direction) -> stats, held; thread ids added. */
+    PyObject *memo_cause[4], *memo_direction[4], *memo_stats[4];
+    unsigned long long memo_tid[4];
     char closed;
 } LedgerCoreObject;
 
@@ -454,6 +497,10 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->details);
     Py_VISIT(self->thread_ids);
     Py_VISIT(self->pinned_by);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(self->memo_cause[i]);
+        Py_VISIT(self->memo_stats[i]);
+    }
     return 0;
 }
 
@@ -465,6 +512,11 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_CLEAR(self->details);
     Py_CLEAR(self->thread_ids);
     Py_CLEAR(self->pinned_by);
+    for (int i = 0; i < 4; i++) {
+        self->memo_direction[i] = NULL;
+        Py_CLEAR(self->memo_cause[i]);
+        Py_CLEAR(self->memo_stats[i]);
+    }
     return 0;
 }
 
@@ -567,6 +619,31 @@ static PyTypeObject LedgerCoreType = {
 /* Account one finished hop. Runs under the GIL without calling Python code
  * (Cause hashes by identity), so it is atomic with respect to other threads
  * finishing hops of the same ledger. */
+static inline void
+account_stats(CauseStatsObject *st, long long wall, long long wait, long long run,
+              long long resume, long long overhead)
+{
+    st->count++;
+    st->wall_ns += wall;
+    st->wait_ns += wait;
+    st->run_ns += run;
+    st->resume_ns += resume;
+    st->overhead_ns += overhead;
+    if (wall > st->max_ns) {
+        st->max_ns = wall;
+    }
+}
+
+static inline int
+ledger_keep(LedgerCoreObject *l, HopObject *hop)
+{
+    if (PyList_GET_SIZE(l->details) < l->detail_limit) {
+        return PyList_Append(l->details, (PyObject *)hop);
+    }
+    l->detail_dropped++;
+    return 0;
+}
+
 static int
 ledger_account(LedgerCoreObject *l, HopObject *hop)
 {
@@ -627,25 +704,34 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     if (hop->depth > l->max_depth) {
         l->max_depth = hop->depth;
     }
-    if (hop->thread_id) {
-        PyObject *tid = PyLong_FromUnsignedLongLong(hop->thread_id);
+    unsigned long long thread_id = hop->thread_id;
+    if (thread_id && thread_id != l->memo_tid[thread_id % 4]) {
+        PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
         if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
             Py_XDECREF(tid);
             return -1;
         }
         Py_DECREF(tid);
+        l->memo_tid[thread_id % 4] = thread_id;
+    }
+    int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
+    if (l->memo_cause[slot] == hop->cause && l->memo_direction[slot] == hop->direction) {
+        account_stats((CauseStatsObject *)l->memo_stats[slot], wall, wait, run, resume, overhead);
+        return ledger_keep(l, hop);
     }
     PyObject *key = PyTuple_Pack(2, hop->cause, hop->direction);
     if (key == NULL) {
         return -1;
     }
     PyObject *stats = PyDict_GetItemWithError(l->causes, key);
+    int overflowed = 0;
     if (stats == NULL) {
         if (PyErr_Occurred()) {
             Py_DECREF(key);
             return -1;
         }
         if (PyDict_GET_SIZE(l->causes) >= l->cause_limit && g_overflow_cause) {
+            overflowed = 1;
             Py_SETREF(key, PyTuple_Pack(2, g_overflow_cause, hop->direction));
             if (key == NULL) {
                 return -1;
@@ -667,25 +753,14 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         }
     }
     Py_DECREF(key);
-    CauseStatsObject *st = (CauseStatsObject *)stats;
-    st->count++;
-    st->wall_ns += wall;
-    st->wait_ns += wait;
-    st->run_ns += run;
-    st->resume_ns += resume;
-    st->overhead_ns += overhead;
-    if (wall > st->max_ns) {
-        st->max_ns = wall;
+    if (!overflowed) {
+        /* Not the overflow entry (which is not this cause's): remember it. */
+        Py_XSETREF(l->memo_cause[slot], Py_NewRef(hop->cause));
+        l->memo_direction[slot] = hop->direction; /* interned, the module holds it */
+        Py_XSETREF(l->memo_stats[slot], Py_NewRef(stats));
     }
-    if (PyList_GET_SIZE(l->details) < l->detail_limit) {
-        if (PyList_Append(l->details, (PyObject *)hop) < 0) {
-            return -1;
-        }
-    }
-    else {
-        l->detail_dropped++;
-    }
-    return 0;
+    account_stats((CauseStatsObject *)stats, wall, wait, run, resume, overhead);
+    return ledger_keep(l, hop);
 }
 
 static int
@@ -1071,7 +1146,7 @@ static PyObject *
 attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
 {
     PyObject *tagged = NULL;
-    if (lookup_attr(adapter, s_tag, &tagged) < 0) {
+    if (instance_attr(adapter, s_tag, &tagged) < 0) {
         return NULL;
     }
     if (tagged != NULL && tagged != Py_None) {
@@ -1236,7 +1311,6 @@ typedef struct {
     PyObject *inner;
     PyObject *adapter; /* S2A, until it starts */
     HopObject *hop;
-    PyObject *token;
     int kind;
     int state;
 } HopAwaitableObject;
@@ -1253,7 +1327,6 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     a->inner = Py_NewRef(inner);
     a->adapter = Py_XNewRef(adapter);
     a->hop = (HopObject *)Py_XNewRef(hop);
-    a->token = NULL;
     a->kind = kind;
     a->state = ST_FRESH;
     PyObject_GC_Track(a);
@@ -1268,8 +1341,10 @@ s2a_start(HopAwaitableObject *a)
     PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *ts = NULL;
     HopObject *hop = NULL;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the awaiting frame */
-    target = PyObject_GetAttr(adapter, s_func);
-    if (target == NULL) {
+    if (instance_attr(adapter, s_func, &target) <= 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_AttributeError, "func");
+        }
         goto fail;
     }
     cause = attribute(adapter, target, frame);
@@ -1280,7 +1355,7 @@ s2a_start(HopAwaitableObject *a)
         PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
         goto fail;
     }
-    if (lookup_attr(adapter, s_thread_sensitive, &ts) < 0) {
+    if (instance_attr(adapter, s_thread_sensitive, &ts) < 0) {
         goto fail;
     }
     hop = hop_make(s_sync_to_async, cause, ts ? ts : Py_None, parent, scope);
@@ -1288,10 +1363,6 @@ s2a_start(HopAwaitableObject *a)
         goto fail;
     }
     hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
-    a->token = PyContextVar_Set(g_current_hop, (PyObject *)hop);
-    if (a->token == NULL) {
-        goto fail;
-    }
     a->hop = hop;
     a->state = ST_RUNNING;
     Py_CLEAR(a->adapter);
@@ -1358,14 +1429,6 @@ awaitable_end(HopAwaitableObject *a, int raised)
         Py_SETREF(hop->outcome, Py_NewRef(outcome));
     }
     save_exc(&s);
-    if (a->token != NULL) {
-        if (PyContextVar_Reset(g_current_hop, a->token) < 0) {
-            /* The token belongs to another context (the caller's context was
-             * swapped under us); leave the variable as asgiref left it. */
-            PyErr_Clear();
-        }
-        Py_CLEAR(a->token);
-    }
     hop->adapter_id = 0;
     if (finish_hop_impl(hop) < 0) {
         report_error("SyncToAsync.__call__ (finish)");
@@ -1399,6 +1462,17 @@ HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
             }
             else {
                 a->state = ST_PASSTHROUGH;
+            }
+            if (a->state == ST_RUNNING) {
+                /* asgiref's first step binds thread_handler (see tl_pending). */
+                HopObject *outer = tl_pending;
+                tl_pending = a->hop;
+                PySendResult r = PyIter_Send(a->inner, arg, result);
+                tl_pending = outer;
+                if (r != PYGEN_NEXT) {
+                    awaitable_end(a, r == PYGEN_ERROR);
+                }
+                return r;
             }
         }
         else {
@@ -1564,7 +1638,6 @@ HopAwaitable_traverse(HopAwaitableObject *a, visitproc visit, void *arg)
     Py_VISIT(a->inner);
     Py_VISIT(a->adapter);
     Py_VISIT(a->hop);
-    Py_VISIT(a->token);
     return 0;
 }
 
@@ -1574,7 +1647,6 @@ HopAwaitable_clear(HopAwaitableObject *a)
     Py_CLEAR(a->inner);
     Py_CLEAR(a->adapter);
     Py_CLEAR(a->hop);
-    Py_CLEAR(a->token);
     return 0;
 }
 
@@ -1663,7 +1735,7 @@ expected_loop(PyObject *adapter)
     /* The running loop asgiref will schedule onto, or None for a new loop
      * (the same decision AsyncToSync.__call__ makes, in every version). */
     PyObject *value = NULL;
-    if (lookup_attr(adapter, s_force_new_loop, &value) < 0) {
+    if (instance_attr(adapter, s_force_new_loop, &value) < 0) {
         return NULL;
     }
     if (value != NULL) {
@@ -1677,8 +1749,9 @@ expected_loop(PyObject *adapter)
         }
     }
     PyObject *dict = NULL;
-    if (lookup_attr(adapter, s_dict, &dict) < 0) {
-        return NULL;
+    PyObject **dictptr = _PyObject_GetDictPtr(adapter);
+    if (dictptr != NULL) {
+        dict = Py_XNewRef(*dictptr);
     }
     if (dict != NULL && PyDict_Check(dict)) {
         PyObject *cached = PyDict_GetItemWithError(dict, s_main_event_loop); /* asgiref < 3.12 */
@@ -1693,6 +1766,12 @@ expected_loop(PyObject *adapter)
         }
     }
     Py_XDECREF(dict);
+    if (tl_running != NULL && tl_loop != NULL) {
+        /* Inside thread_handler in this thread, which set the threadlocal
+         * read below to its loop argument: the same answer, without two
+         * attribute reads of a threading.local. */
+        return Py_NewRef(tl_loop);
+    }
     PyObject *pid = NULL;
     if (lookup_attr(g_threadlocal, s_main_event_loop_pid, &pid) < 0) {
         return NULL;
@@ -1727,16 +1806,24 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *token = NULL;
     HopObject *hop = NULL;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the caller's frame */
-    target = PyObject_GetAttr(adapter, s_awaitable);
-    if (target == NULL) {
+    if (instance_attr(adapter, s_awaitable, &target) <= 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_AttributeError, "awaitable");
+        }
         goto fail;
     }
     cause = attribute(adapter, target, frame);
     if (cause == NULL) {
         goto fail;
     }
-    if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0 ||
-        PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
+    if (tl_running != NULL) {
+        /* Inside a sync_to_async's code in this thread: that hop holds us. */
+        parent = Py_NewRef((PyObject *)tl_running);
+    }
+    else if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0) {
+        goto fail;
+    }
+    if (PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
         goto fail;
     }
     hop = hop_make(s_async_to_sync, cause, Py_None, parent, scope);
@@ -1791,96 +1878,172 @@ fail:
     return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
 }
 
-/* The hop a call of thread_handler belongs to: asgiref passes the copied
- * context's run method (3.8-3.11) or a closure over the context (3.12+);
- * the hop is the value of current_hop in that context, checked against the
- * adapter and not yet started (a context given by the caller may hold some
- * other hop). Returns a new reference or NULL (no error). */
-static HopObject *
-hop_of_thread_handler(PyObject *const *args, Py_ssize_t nargs)
+/* The worker side of a sync_to_async: asgiref binds ``self.thread_handler``
+ * in its coroutine's first step, in the caller's thread, while tl_pending is
+ * the hop being made (HopAwaitable_am_send); Patch_descr_get then returns a
+ * BoundHandler carrying that hop, which the executor calls in the worker.
+ * Any other binding gets a plain bound method (the original, untimed). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *original; /* asgiref's thread_handler function */
+    PyObject *self;     /* the SyncToAsync instance */
+    HopObject *hop;
+} BoundHandlerObject;
+
+static PyTypeObject BoundHandlerType;
+
+static PyObject *
+run_thread_hook(BoundHandlerObject *b, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
 {
-    PyObject *ctx = NULL;
-    for (Py_ssize_t i = 1; i < nargs && ctx == NULL; i++) {
-        PyObject *arg = args[i];
-        if (PyCFunction_Check(arg)) {
-            PyObject *self = PyCFunction_GET_SELF(arg);
-            if (self != NULL && PyContext_CheckExact(self)) {
-                ctx = self;
+    /* A registered per-hop hook (profiling) runs the handler itself. */
+    PyObject *handler = PyMethod_New(b->original, b->self);
+    PyObject *rest = PyTuple_New(nargs);
+    PyObject *kwargs = PyDict_New();
+    PyObject *result = NULL;
+    if (handler && rest && kwargs) {
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            PyTuple_SET_ITEM(rest, i, Py_NewRef(args[i]));
+        }
+        if (kwnames) {
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+                PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]);
             }
         }
-        else if (PyFunction_Check(arg)) {
-            PyObject *closure = PyFunction_GET_CLOSURE(arg);
-            if (closure != NULL && PyTuple_Check(closure)) {
-                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(closure); j++) {
-                    PyObject *cell = PyTuple_GET_ITEM(closure, j);
-                    PyObject *content = PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
-                    if (content != NULL && PyContext_CheckExact(content)) {
-                        ctx = content;
-                        break;
-                    }
-                }
-            }
-        }
+        result = PyObject_CallFunctionObjArgs(g_thread_hook, (PyObject *)b->hop, handler, rest,
+                                              kwargs, NULL);
     }
-    if (ctx == NULL) {
-        return NULL;
-    }
-    PyObject *hop = PyObject_GetItem(ctx, g_current_hop);
-    if (hop == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (!Py_IS_TYPE(hop, &HopType) ||
-        ((HopObject *)hop)->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
-        ((HopObject *)hop)->started_ns != 0 ||
-        ((HopObject *)hop)->direction != s_sync_to_async) {
-        Py_DECREF(hop);
-        return NULL;
-    }
-    return (HopObject *)hop;
+    Py_XDECREF(handler);
+    Py_XDECREF(rest);
+    Py_XDECREF(kwargs);
+    return result;
 }
 
 static PyObject *
-thread_handler_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+BoundHandler_call(BoundHandlerObject *b, PyObject *const *args, size_t nargsf,
+                  PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (!g_active || nargs < 1) {
-        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    }
-    HopObject *hop = hop_of_thread_handler(args, nargs);
-    if (hop == NULL) {
-        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    }
-    if (g_thread_hooks && g_thread_hook != NULL && g_thread_hook != Py_None) {
-        /* A registered per-hop hook (profiling) runs the handler itself. */
-        PyObject *handler = PyMethod_New(p->original, args[0]);
-        PyObject *rest = PyTuple_New(nargs - 1);
-        PyObject *kwargs = PyDict_New();
-        PyObject *result = NULL;
-        if (handler && rest && kwargs) {
-            for (Py_ssize_t i = 1; i < nargs; i++) {
-                PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
-            }
-            if (kwnames) {
-                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-                    PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]);
-                }
-            }
-            result = PyObject_CallFunctionObjArgs(g_thread_hook, (PyObject *)hop, handler, rest,
-                                                  kwargs, NULL);
+    HopObject *hop = b->hop;
+    if (hop == NULL || hop->started_ns != 0) {
+        /* Called a second time (never by asgiref): the original, untimed. */
+        PyObject *method = PyMethod_New(b->original, b->self);
+        if (method == NULL) {
+            return NULL;
         }
-        Py_XDECREF(handler);
-        Py_XDECREF(rest);
-        Py_XDECREF(kwargs);
-        Py_DECREF(hop);
-        return result;
+        PyObject *r = PyObject_Vectorcall(method, args, nargs, kwnames);
+        Py_DECREF(method);
+        return r;
     }
-    hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
-    hop->started_ns = now_ns();
-    PyObject *result = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    hop->ended_ns = now_ns();
-    Py_DECREF(hop);
+    HopObject *outer = tl_running;
+    PyObject *outer_loop = tl_loop;
+    tl_running = hop;
+    tl_loop = nargs > 0 ? args[0] : NULL;
+    PyObject *result;
+    if (g_thread_hooks && g_thread_hook != NULL && g_thread_hook != Py_None) {
+        result = run_thread_hook(b, args, nargs, kwnames);
+    }
+    else {
+        hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+        /* One vectorcall with self in front, without a bound-method object:
+         * PY_VECTORCALL_ARGUMENTS_OFFSET lets us borrow the slot before args. */
+        PyObject *small[8];
+        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject **stack = small;
+        if (total + 1 > 8) {
+            stack = PyMem_Malloc((total + 1) * sizeof(PyObject *));
+            if (stack == NULL) {
+                tl_running = outer;
+                tl_loop = outer_loop;
+                return PyErr_NoMemory();
+            }
+        }
+        stack[0] = b->self;
+        for (Py_ssize_t i = 0; i < total; i++) {
+            stack[i + 1] = args[i];
+        }
+        hop->started_ns = now_ns();
+        result = PyObject_Vectorcall(b->original, stack, nargs + 1, kwnames);
+        hop->ended_ns = now_ns();
+        if (stack != small) {
+            PyMem_Free(stack);
+        }
+    }
+    tl_running = outer;
+    tl_loop = outer_loop;
+    /* Done with the hop: the executor may keep this object (a partial in a
+     * finished work item) a while; it must not keep the hop. */
+    Py_CLEAR(b->hop);
     return result;
+}
+
+static void
+BoundHandler_dealloc(BoundHandlerObject *b)
+{
+    /* Not tracked by the GC: it references a function, an adapter and a hop,
+     * none of which can reach it back. */
+    Py_XDECREF(b->original);
+    Py_XDECREF(b->self);
+    Py_XDECREF(b->hop);
+    PyObject_Free(b);
+}
+
+static PyObject *
+BoundHandler_get_self(BoundHandlerObject *b, void *c)
+{
+    return Py_NewRef(b->self);
+}
+
+static PyObject *
+BoundHandler_get_func(BoundHandlerObject *b, void *c)
+{
+    return Py_NewRef(b->original);
+}
+
+static PyObject *
+BoundHandler_repr(BoundHandlerObject *b)
+{
+    return PyUnicode_FromFormat("<bound method thread_handler of %R (timed by hopwatch)>",
+                                b->self);
+}
+
+static PyGetSetDef BoundHandler_getset[] = {
+    {"__self__", (getter)BoundHandler_get_self, NULL, NULL, NULL},
+    {"__func__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
+    {"__wrapped__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject BoundHandlerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.BoundHandler",
+    .tp_basicsize = sizeof(BoundHandlerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "SyncToAsync.thread_handler bound to its adapter and the hop it runs.",
+    .tp_dealloc = (destructor)BoundHandler_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(BoundHandlerObject, vectorcall),
+    .tp_getset = BoundHandler_getset,
+    .tp_repr = (reprfunc)BoundHandler_repr,
+};
+
+static PyObject *
+bound_handler(PatchObject *p, PyObject *obj)
+{
+    HopObject *hop = tl_pending;
+    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
+        return PyMethod_New((PyObject *)p, obj);
+    }
+    tl_pending = NULL; /* one binding per hop */
+    BoundHandlerObject *b = PyObject_New(BoundHandlerObject, &BoundHandlerType);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->vectorcall = (vectorcallfunc)BoundHandler_call;
+    b->original = Py_NewRef(p->original);
+    b->self = Py_NewRef(obj);
+    b->hop = (HopObject *)Py_NewRef((PyObject *)hop);
+    return (PyObject *)b;
 }
 
 static PyObject *
@@ -1934,8 +2097,8 @@ Patch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         case P_A2S_CALL:
             p->vectorcall = (vectorcallfunc)a2s_call;
             break;
-        case P_THREAD_HANDLER:
-            p->vectorcall = (vectorcallfunc)thread_handler_call;
+        case P_THREAD_HANDLER: /* timed through bound_handler, when bound */
+            p->vectorcall = (vectorcallfunc)patch_passthrough;
             break;
         case P_MAIN_WRAP:
             p->vectorcall = (vectorcallfunc)main_wrap_call;
@@ -1951,6 +2114,9 @@ Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
+    }
+    if (((PatchObject *)self)->which == P_THREAD_HANDLER && tl_pending != NULL) {
+        return bound_handler((PatchObject *)self, obj);
     }
     return PyMethod_New(self, obj);
 }
@@ -2100,7 +2266,8 @@ PyInit__speedups(void)
     INTERN(s_close, "close");
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
-        PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0) {
+        PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
+        PyType_Ready(&BoundHandlerType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&speedups_module);

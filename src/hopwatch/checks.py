@@ -74,6 +74,7 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
     "MEASURE_HOP_TAX": (lambda v: isinstance(v, bool), "True or False"),
+    "PROCESS_LINE_SECONDS": (_number(0.0, 86400.0), "seconds from 0 (off) to 86400"),
     "OTEL_METRICS": (lambda v: isinstance(v, bool), "True or False"),
     "OTEL_SPANS": (lambda v: isinstance(v, bool), "True or False"),
     "PROFILE_DIR": (lambda v: v is None or isinstance(v, str | os.PathLike), "None or a path"),

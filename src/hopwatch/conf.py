@@ -38,6 +38,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Measure what a no-op hop costs on this host, once, in a background
     # thread at start-up; lines then carry hop_tax_us.
     "MEASURE_HOP_TAX": False,
+    # Seconds between hopwatch.process lines (thread pools, threads, saturation);
+    # 0: off. Read at start-up.
+    "PROCESS_LINE_SECONDS": 0,
     # OpenTelemetry (hopwatch.otel, needs the "otel" extra): per-request metrics
     # through the global MeterProvider, and a child span per crossing under the
     # request's span. Read at start-up: off, opentelemetry is never imported.

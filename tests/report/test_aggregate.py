@@ -228,7 +228,7 @@ def test_without_a_hop_tax_there_is_no_tax_column() -> None:
     assert "hop tax" not in text and "priced" not in text
     # csv keeps its columns, empty
     header, values = render.render_to_string(doc, "csv").splitlines()
-    assert header.endswith(",hop_tax_ms_mean,hop_tax_ms_total,hop_tax_share,hop_tax_per_hop_us")
+    assert ",hop_tax_ms_mean,hop_tax_ms_total,hop_tax_share,hop_tax_per_hop_us," in header
     assert values.endswith(",,,,")
 
 

@@ -109,6 +109,10 @@ class Record(Struct, gc=False):
     hopwatch_errors: Count = 0
     profile: str | None = None
     hop_tax_us: Millis | None = None
+    # Threads and executors (docs/threads.md): newer lines only.
+    max_in_flight: Count | None = None
+    concurrent_ms: Millis | None = None
+    db_connections: Count | None = None
     overhead_ms: Millis | None = None  # these two joined the line later
     work_ms: Millis | None = None
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from hopwatch.report import threads
 from hopwatch.report.aggregate import (
     A_DURATION,
     A_HOP_MS,
@@ -289,7 +290,7 @@ def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None =
     pinned_sum, _missing, pinned_total = stats.pinned
     pinned_records = stats.pinned_records
     pinned_by = sorted(stats.pinned_by.items(), key=lambda item: (-item[1], item[0]))
-    return {
+    row: Row = {
         **identity,
         "requests": _count(stats.requests),
         "records": int(records),
@@ -348,6 +349,8 @@ def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None =
             for hop, rid, ts, profile in stats.profiles
         ],
     }
+    row["concurrency"] = threads.endpoint_fields(stats)
+    return row
 
 
 def _round_quantiles(row: Row) -> Row:
@@ -485,6 +488,7 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
     for rank, row in enumerate(document["rows"], 1):
         row["rank"] = rank
     document["rows"] = [{"rank": row.pop("rank"), **row} for row in document["rows"]]
+    document["pool_over_time"] = threads.pool_document(partial.pool)
     finite: Row = _finite(document)  # every value is finite by construction; never trust that
     return finite
 

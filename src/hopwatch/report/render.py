@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO, Any, Final
 
 from hopwatch.report import text as fmt
+from hopwatch.report import threads
 
 Row = dict[str, Any]
 Document = dict[str, Any]
@@ -199,6 +200,7 @@ def render_text(document: Document, out: IO[str]) -> None:
                 value.rjust(widths[i]) if right else value if last else value.ljust(widths[i])
             )
         out.write("  ".join(parts).rstrip() + "\n")
+    threads.write_text(document, out)
 
 
 def render_markdown(document: Document, out: IO[str]) -> None:
@@ -215,6 +217,7 @@ def render_markdown(document: Document, out: IO[str]) -> None:
         out.write(
             "| " + " | ".join(fmt.markdown_cell(cell(row)) for _h, cell, _r in columns) + " |\n"
         )
+    threads.write_markdown(document, out)
 
 
 _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
@@ -251,6 +254,8 @@ _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("hop_tax_ms_total", lambda r: (r["hop_tax_ms"] or {}).get("total")),
     ("hop_tax_share", lambda r: (r["hop_tax_ms"] or {}).get("share")),
     ("hop_tax_per_hop_us", lambda r: (r["hop_tax_ms"] or {}).get("per_hop_us")),
+    ("max_in_flight_mean", lambda r: threads.concurrency_mean(r, "max_in_flight")),
+    ("db_connections_mean", lambda r: threads.concurrency_mean(r, "db_connections")),
 ]
 _CSV_SITE: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("rank", lambda r: r["rank"]),
@@ -301,6 +306,10 @@ def render_rich(document: Document, out: IO[str], *, width: int | None = None) -
     else:
         console.print(Text(summary_line(document)))
         console.print(Text("no endpoints to show"))
+    sections = io.StringIO()
+    threads.write_text(document, sections)
+    if sections.getvalue():
+        console.print(Text(sections.getvalue().rstrip("\n")))
 
 
 RENDERERS: Final[dict[str, Callable[[Document, IO[str]], None]]] = {
