@@ -105,7 +105,7 @@ def test_wsgi_pool_calls_run_in_the_cold_loops_pool(log_lines):
     line = one_line(log_lines)
     # The cold loop and its default pool are gone when the request closes, so the
     # default pool cannot be told from an executor the caller gave (see the module).
-    assert line["executors"] == {"pool": GATHERED, "new_loop": 1}
+    assert line["executors"] == {"default_pool": GATHERED, "new_loop": 1}
     assert line["max_in_flight"] == GATHERED and line["db_connections"] == GATHERED
 
 

@@ -117,20 +117,7 @@ def build_event(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
-    ranked = record.top_causes()
-    sites = []
-    for cause, stats in ranked[:sites_limit]:
-        site: dict[str, Any] = {
-            "site": cause.site,
-            "kind": cause.kind,
-            "direction": stats.direction,
-            "count": stats.count,
-            "ms": _ms(stats.wall_ns),
-            "overhead_ms": _ms(stats.overhead_ns),
-        }
-        if cause.call_site:
-            site["call_site"] = cause.call_site
-        sites.append(site)
+    sites, causes = record.line_sites(sites_limit)
     pinning = record.top_pinning_cause()
     event: dict[str, Any] = {
         "event": EVENT,
@@ -158,8 +145,8 @@ def build_event(
     }
     classifier = _executors.thread_fields(record, event)
     event["sites"] = sites
-    if len(ranked) > sites_limit:
-        event["sites_dropped"] = len(ranked) - sites_limit
+    if causes > sites_limit:
+        event["sites_dropped"] = causes - sites_limit
     if detail_limit is not None:
         kept = record.details[:detail_limit]
         # ids of live objects (every kept hop, and each one's parent) are unique
@@ -178,6 +165,9 @@ def build_event(
 
 _ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
+#: The keyword the emitter hands structlog a whole request line under (see _renderer).
+_WHOLE_LINE: Final = "_hopwatch_line"
+
 
 def _json_default(value: Any) -> Any:
     return str(value)
@@ -194,6 +184,15 @@ def _renderer(logger_name: str) -> Callable[..., str]:
     head = '{"event":'
 
     def render(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        line = event_dict.pop(_WHOLE_LINE, None)
+        if line is not None and not event_dict.keys() - {"event"}:
+            # A request line, built whole and in order by build_event: one
+            # encoding of it, without spreading it into keywords and back.
+            line["level"] = method
+            line["logger"] = logger_name
+            return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
+        if line is not None:
+            event_dict.update(line)
         event = event_dict.pop("event")
         event_dict["level"] = method
         event_dict["logger"] = logger_name
@@ -326,7 +325,7 @@ class Emitter:
         if errors:
             event["hopwatch_errors"] = errors
         try:
-            self._get_logger(settings).info(event.pop("event"), **event)
+            self._get_logger(settings).info(EVENT, **{_WHOLE_LINE: event})
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise

@@ -3,9 +3,9 @@
 Nothing here runs per hop. When a request's line is built (once per logged
 request), the kept hops (``RequestRecord.details``) are classified from facts
 the hop path already records (``direction``, ``thread_sensitive``,
-``new_loop``, ``thread_id``, ``parent``) plus two facts read at that moment:
-the threads of asgiref's process-wide ``SyncToAsync.single_thread_executor``
-and the threads of the running event loop's default executor.
+``new_loop``, ``thread_id``, ``own_executor``, ``parent``) plus one fact read at
+that moment: the threads of asgiref's process-wide
+``SyncToAsync.single_thread_executor``.
 
 How asgiref picks the executor (``SyncToAsync.__call__``, the same in 3.8.1,
 3.9.1 and 3.13.0 apart from 3.13's ``ThreadSensitiveContext(executor=...)``):
@@ -20,23 +20,18 @@ How asgiref picks the executor (``SyncToAsync.__call__``, the same in 3.8.1,
    (:data:`SINGLE_THREAD`; e.g. ``AsyncClient`` from ``asyncio.run``);
 4. ``thread_sensitive=False``: the executor the caller gave
    (:data:`OWN_EXECUTOR`) or the running loop's default pool
-   (:data:`DEFAULT_POOL`).
+   (:data:`DEFAULT_POOL`), which the hop path records (``Hop.own_executor``).
 
 ``async_to_sync`` runs its coroutine on the loop found through the calling
 worker thread (:data:`LOOP`) or on a new loop in a new thread
 (:data:`NEW_LOOP`, the cold path; ``Hop.new_loop``).
 
-What cannot be told apart off the hop path is named, not guessed: a
-``thread_sensitive=False`` crossing made on a loop that is gone by the time the
-request closes (inside a cold ``async_to_sync``, e.g. every such crossing under
-WSGI) is :data:`POOL` (its loop's default pool or an executor the caller gave:
-the hop path would need to record ``executor is not None``), and crossings the
-record did not keep (beyond ``detail_limit``) are :data:`UNKNOWN`.
+What cannot be told apart is named, not guessed: crossings the record did not
+keep (beyond ``detail_limit``) are :data:`UNKNOWN`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
@@ -52,7 +47,6 @@ CALLER_THREAD: Final = "caller_thread"
 SINGLE_THREAD: Final = "single_thread"
 DEFAULT_POOL: Final = "default_pool"
 OWN_EXECUTOR: Final = "own_executor"
-POOL: Final = "pool"
 LOOP: Final = "loop"
 NEW_LOOP: Final = "new_loop"
 UNKNOWN: Final = "unknown"
@@ -64,7 +58,6 @@ KINDS: Final = (
     SINGLE_THREAD,
     DEFAULT_POOL,
     OWN_EXECUTOR,
-    POOL,
     LOOP,
     NEW_LOOP,
     UNKNOWN,
@@ -91,14 +84,6 @@ def single_thread_ids() -> frozenset[int]:
     return executor_threads(SyncToAsync.single_thread_executor)
 
 
-def default_pool_ids() -> frozenset[int] | None:
-    """The running loop's default executor's threads; None without a running loop."""
-    loop = asyncio.events._get_running_loop()
-    if loop is None:
-        return None
-    return executor_threads(getattr(loop, "_default_executor", None))
-
-
 class Classifier:
     """Classifies one request's kept hops (read the facts once, then :meth:`kind` per hop)."""
 
@@ -108,39 +93,18 @@ class Classifier:
         hops: Sequence[Any],
         *,
         single: frozenset[int] | None = None,
-        default_pool: frozenset[int] | None = None,
-        on_request_loop: bool | None = None,
     ) -> None:
         self.record = record
         self.hops = hops
         self._single = single
-        self._default_pool = default_pool
-        self._pool_read = default_pool is not None
-        self._on_request_loop = on_request_loop
         self.sync_handler = record.interface in _SYNC_INTERFACES
-        self._mine: set[int] | None = None
 
-    # Read on first need only: most requests need neither.
+    # Read on first need only: most requests do not need it.
     @property
     def single(self) -> frozenset[int]:
         if self._single is None:
             self._single = single_thread_ids()
         return self._single
-
-    @property
-    def default_pool(self) -> frozenset[int] | None:
-        if not self._pool_read:
-            self._default_pool, self._pool_read = default_pool_ids(), True
-        return self._default_pool
-
-    @property
-    def on_request_loop(self) -> bool:
-        # The default pool read is the request's loop's only when the line is built
-        # on that loop: the async handlers close their record there.
-        on_loop = self._on_request_loop
-        if on_loop is None:
-            on_loop = not self.sync_handler
-        return on_loop and self.default_pool is not None
 
     def _caller_of(self, a2s: Any) -> int | None:
         """The thread that called an async_to_sync (the one its CurrentThreadExecutor runs)."""
@@ -149,20 +113,6 @@ class Classifier:
             # Called from a sync_to_async's code: that code's thread.
             return int(parent.thread_id) if parent.direction != ASYNC_TO_SYNC else None
         return int(self.record.handler_thread_id) if self.sync_handler else None
-
-    def _on_new_loop(self, hop: Any) -> bool:
-        """Whether the hop was made inside a cold async_to_sync of this request (a loop
-        of its own, gone by the time the request closes)."""
-        if self._mine is None:
-            self._mine = {id(kept) for kept in self.hops}
-        parent = hop.parent
-        while parent is not None and id(parent) in self._mine:
-            if parent.direction == ASYNC_TO_SYNC:
-                return bool(parent.new_loop)
-            parent = parent.parent
-        # Made on the loop the request runs on (a crossing made before the request, such
-        # as a test's async_to_sync around an AsyncClient call, is not the request's).
-        return self.sync_handler  # a sync handler has no loop of its own
 
     def kind(self, hop: Any) -> str:
         if hop.direction == ASYNC_TO_SYNC:
@@ -182,13 +132,8 @@ class Classifier:
             if self.sync_handler and thread == self.record.handler_thread_id:
                 return CALLER_THREAD
             return CONTEXT_THREAD
-        own = getattr(hop, "own_executor", None)  # a hop-path field asked for (see report)
-        if own is not None:
-            return OWN_EXECUTOR if own else DEFAULT_POOL
-        if not thread or self._on_new_loop(hop) or not self.on_request_loop:
-            return POOL
-        assert self.default_pool is not None
-        return DEFAULT_POOL if thread in self.default_pool else OWN_EXECUTOR
+        # Recorded on the hop path: whether asgiref was given an executor
+        return OWN_EXECUTOR if hop.own_executor else DEFAULT_POOL
 
     def kinds(self) -> list[str]:
         return [self.kind(hop) for hop in self.hops]
@@ -238,10 +183,11 @@ class _Facts(NamedTuple):
     thread_sensitive: bool | None
     new_loop: bool
     thread_id: int
+    own_executor: bool
     parent: None = None
 
 
-_FACTS = attrgetter("direction", "thread_sensitive", "new_loop", "thread_id")
+_FACTS = attrgetter("direction", "thread_sensitive", "new_loop", "thread_id", "own_executor")
 _THREAD = attrgetter("thread_id")
 _STARTED = attrgetter("started_ns")
 
@@ -257,7 +203,7 @@ def executor_counts(record: RequestRecord, classifier: Classifier | None = None)
     if not hops:
         return count_kinds((), dropped)
     classifier = classifier or Classifier(record, hops)
-    if record.max_depth <= 1 and not hasattr(hops[0], "own_executor"):
+    if record.max_depth <= 1:
         if not record.async_to_sync and len(record.thread_ids) == 1 and all(map(_THREAD, hops)):
             # One thread ran every crossing (the usual ASGI request: its context
             # thread), and a thread runs one kind of crossing: the first one's.

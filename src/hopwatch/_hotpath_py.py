@@ -96,6 +96,7 @@ class Hop:
         "expected_loop",
         "new_loop",
         "outcome",
+        "own_executor",
         "parent",
         "resumed_ns",
         "scope",
@@ -111,6 +112,8 @@ class Hop:
     parent: Hop | None
     scope: Any
     new_loop: bool
+    #: a sync_to_async that is not thread-sensitive ran on an executor its caller gave
+    own_executor: bool
     thread_id: int
     called_ns: int
     started_ns: int
@@ -141,6 +144,7 @@ class Hop:
         self.resumed_ns = 0
         self.thread_id = 0
         self.new_loop = False
+        self.own_executor = False
         self.outcome = OK
         self.expected_loop = None
         self.adapter_id = 0
@@ -309,6 +313,35 @@ class LedgerCore:
             if extra > 0:
                 del self.details[limit:]
                 self.detail_dropped += extra
+
+    def ranked_causes(self) -> list[tuple[Any, CauseStats]]:
+        """[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."""
+        # A decorated list sorts in C; the index breaks ties, so causes
+        # themselves are never compared.
+        ranked = [
+            (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
+            for index, ((cause, _direction), stats) in enumerate(list(self.causes.items()))
+        ]
+        ranked.sort()
+        return [(entry[4], entry[5]) for entry in ranked]
+
+    def line_sites(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """(the line's ``sites`` entries for the top ``limit`` causes, how many causes)."""
+        ranked = self.ranked_causes()
+        sites = []
+        for cause, stats in ranked[: max(0, limit)]:
+            site: dict[str, Any] = {
+                "site": cause.site,
+                "kind": cause.kind,
+                "direction": stats.direction,
+                "count": stats.count,
+                "ms": ((stats.wall_ns + 500) // 1000) / 1000,
+                "overhead_ms": ((stats.overhead_ns + 500) // 1000) / 1000,
+            }
+            if cause.call_site:
+                site["call_site"] = cause.call_site
+            sites.append(site)
+        return sites, len(ranked)
 
     def close(self) -> None:
         """No hop is accounted here from now on (they go to ``late``)."""
@@ -646,6 +679,8 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
                 _current_scope.get(),
             )
             hop.adapter_id = id(self)
+            if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
+                hop.own_executor = getattr(self, "_executor", None) is not None
         except Exception as exc:
             _report("SyncToAsync.__call__", exc)
             return await original(self, *args, **kwargs)

@@ -118,7 +118,7 @@ static int g_thread_hooks = 0;
 
 static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
 static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
-static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid;
+static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid, *s_executor;
 static PyObject *s_throw, *s_close;
 static PyObject *g_partial_type;
 static PyObject *g_overflow_cause;  /* the Cause that absorbs causes past the limit */
@@ -176,6 +176,7 @@ typedef struct {
     Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
     int depth;
     char new_loop;
+    char own_executor; /* sync_to_async, not thread-sensitive: the caller gave an executor */
 } HopObject;
 
 static PyTypeObject HopType;
@@ -216,6 +217,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
                      ? ((HopObject *)parent)->depth + 1
                      : 1;
     hop->new_loop = 0;
+    hop->own_executor = 0;
     PyObject_GC_Track(hop);
     return hop;
 }
@@ -350,6 +352,8 @@ static PyMemberDef Hop_members[] = {
     {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
     {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
     {"new_loop", T_BOOL, offsetof(HopObject, new_loop), 0, NULL},
+    {"own_executor", T_BOOL, offsetof(HopObject, own_executor), 0,
+     "A sync_to_async that is not thread-sensitive ran on an executor its caller gave."},
     {NULL},
 };
 
@@ -454,14 +458,18 @@ typedef struct {
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
     PyObject *thread_ids; /* {thread id} */
-    PyObject *pinned_by;  /* {cause: ns} */
+    PyObject *pinned_by;  /* {cause: ns}; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     Py_ssize_t detail_limit, cause_limit;
     /* Caches in front of the dict and the set (a request repeats its causes
      * and threads): (cause, direction) -> stats, held; thread ids added. */
     PyObject *memo_cause[4], *memo_direction[4], *memo_stats[4];
-    unsigned long long memo_tid[4];
+    /* Pinned time not yet added into pinned_by: (cause, held) -> ns. */
+    PyObject *pin_cause;
+    long long pin_ns;
+    unsigned long long memo_tid[8];
+    int memo_tid_next;
     char closed;
 } LedgerCoreObject;
 
@@ -497,6 +505,7 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->details);
     Py_VISIT(self->thread_ids);
     Py_VISIT(self->pinned_by);
+    Py_VISIT(self->pin_cause);
     for (int i = 0; i < 4; i++) {
         Py_VISIT(self->memo_cause[i]);
         Py_VISIT(self->memo_stats[i]);
@@ -512,6 +521,7 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_CLEAR(self->details);
     Py_CLEAR(self->thread_ids);
     Py_CLEAR(self->pinned_by);
+    Py_CLEAR(self->pin_cause);
     for (int i = 0; i < 4; i++) {
         self->memo_direction[i] = NULL;
         Py_CLEAR(self->memo_cause[i]);
@@ -566,15 +576,220 @@ LedgerCore_set_detail_limit(LedgerCoreObject *self, PyObject *value, void *closu
     return 0;
 }
 
+static int
+pinned_flush(LedgerCoreObject *l)
+{
+    /* Add the pending pinned time into the dict (a run of async_to_sync
+     * crossings pinned by one cause, the usual case, costs one update). */
+    PyObject *by = l->pin_cause;
+    if (by == NULL || l->pinned_by == NULL) {
+        return 0;
+    }
+    PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    long long before = old ? PyLong_AsLongLong(old) : 0;
+    if (before == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *sum = PyLong_FromLongLong(before + l->pin_ns);
+    if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
+        Py_XDECREF(sum);
+        return -1;
+    }
+    Py_DECREF(sum);
+    Py_CLEAR(l->pin_cause);
+    l->pin_ns = 0;
+    return 0;
+}
+
+static PyObject *
+LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
+{
+    if (pinned_flush(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->pinned_by);
+}
+
 static PyGetSetDef LedgerCore_getset[] = {
+    {"pinned_by", (getter)LedgerCore_get_pinned_by, NULL,
+     "{cause: ns}: the time each sync_to_async cause held a worker thread while async work ran.",
+     NULL},
     {"detail_limit", (getter)LedgerCore_get_detail_limit, (setter)LedgerCore_set_detail_limit,
      "At most this many hops are kept one by one (the rest are counted).", NULL},
     {NULL},
 };
 
+/* The causes ranked the way the line lists them: summed wall time, largest
+ * first; ties: more hops first, then by site, then first seen. */
+typedef struct {
+    PyObject *cause, *stats, *site; /* borrowed, but site: held */
+    long long wall, count;
+    Py_ssize_t index;
+} RankEntry;
+
+static int
+rank_cmp(const void *pa, const void *pb)
+{
+    const RankEntry *a = pa, *b = pb;
+    if (a->wall != b->wall) {
+        return a->wall > b->wall ? -1 : 1;
+    }
+    if (a->count != b->count) {
+        return a->count > b->count ? -1 : 1;
+    }
+    if (a->site != b->site && PyUnicode_Check(a->site) && PyUnicode_Check(b->site)) {
+        int c = PyUnicode_Compare(a->site, b->site);
+        if (c != 0) {
+            return c;
+        }
+    }
+    return a->index < b->index ? -1 : (a->index > b->index);
+}
+
+static void
+ranked_free(RankEntry *entries, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(entries[i].site);
+    }
+    PyMem_Free(entries);
+}
+
+static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
+
+static RankEntry *
+ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n)
+{
+    Py_ssize_t size = PyDict_GET_SIZE(l->causes), pos = 0, i = 0;
+    RankEntry *entries = PyMem_Calloc(size ? size : 1, sizeof(RankEntry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *key, *value;
+    while (PyDict_Next(l->causes, &pos, &key, &value) && i < size) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2 ||
+            !Py_IS_TYPE(value, &CauseStatsType)) {
+            continue;
+        }
+        RankEntry *e = &entries[i];
+        e->cause = PyTuple_GET_ITEM(key, 0);
+        e->stats = value;
+        e->wall = ((CauseStatsObject *)value)->wall_ns;
+        e->count = ((CauseStatsObject *)value)->count;
+        e->index = i;
+        e->site = PyObject_GetAttr(e->cause, s_site);
+        i++;
+        if (e->site == NULL) {
+            ranked_free(entries, i);
+            return NULL;
+        }
+    }
+    qsort(entries, i, sizeof(RankEntry), rank_cmp);
+    *n = i;
+    return entries;
+}
+
+static PyObject *
+LedgerCore_ranked_causes(LedgerCoreObject *self, PyObject *unused)
+{
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        PyObject *pair = PyTuple_Pack(2, entries[i].cause, entries[i].stats);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    ranked_free(entries, n);
+    return list;
+}
+
+static inline PyObject *
+ms_of(long long ns)
+{
+    /* The line's rounding: to the microsecond, integer arithmetic (as
+     * hopwatch._emit._ms; both divisions are correctly rounded). */
+    return PyFloat_FromDouble((double)((ns + 500) / 1000) / 1000.0);
+}
+
+static int
+put_new(PyObject *dict, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* line_sites(limit) -> (sites, how many causes there are): the line's
+ * ``sites`` entries for the top ``limit`` causes (see docs/log-schema.md). */
+static PyObject *
+LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyLong_AsSsize_t(arg);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
+    PyObject *list = PyList_New(shown);
+    for (Py_ssize_t i = 0; list != NULL && i < shown; i++) {
+        RankEntry *e = &entries[i];
+        CauseStatsObject *st = (CauseStatsObject *)e->stats;
+        PyObject *site = PyDict_New();
+        PyObject *kind = NULL, *call_site = NULL;
+        int ok = site != NULL && (kind = PyObject_GetAttr(e->cause, s_kind)) != NULL &&
+                 (call_site = PyObject_GetAttr(e->cause, s_call_site)) != NULL &&
+                 PyDict_SetItem(site, s_site, e->site) == 0 &&
+                 PyDict_SetItem(site, s_kind, kind) == 0 &&
+                 PyDict_SetItem(site, s_direction, st->direction) == 0 &&
+                 put_new(site, s_count, PyLong_FromLongLong(st->count)) == 0 &&
+                 put_new(site, s_ms, ms_of(st->wall_ns)) == 0 &&
+                 put_new(site, s_overhead_ms, ms_of(st->overhead_ns)) == 0;
+        if (ok && call_site != Py_None) {
+            int truth = PyObject_IsTrue(call_site);
+            ok = truth >= 0 && (!truth || PyDict_SetItem(site, s_call_site, call_site) == 0);
+        }
+        Py_XDECREF(kind);
+        Py_XDECREF(call_site);
+        if (!ok) {
+            Py_XDECREF(site);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, site);
+    }
+    ranked_free(entries, n);
+    if (list == NULL) {
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", list, n);
+    return result;
+}
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
+    {"ranked_causes", (PyCFunction)LedgerCore_ranked_causes, METH_NOARGS,
+     "[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."},
+    {"line_sites", (PyCFunction)LedgerCore_line_sites, METH_O,
+     "line_sites(limit) -> (the line's sites entries, how many causes there are)."},
     {NULL},
 };
 
@@ -585,7 +800,6 @@ static PyMemberDef LedgerCore_members[] = {
     {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
     {"thread_ids", T_OBJECT, offsetof(LedgerCoreObject, thread_ids), READONLY, NULL},
-    {"pinned_by", T_OBJECT, offsetof(LedgerCoreObject, pinned_by), READONLY, NULL},
     {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
     {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
     {"async_to_sync", T_LONGLONG, offsetof(LedgerCoreObject, async_to_sync), READONLY, NULL},
@@ -686,17 +900,13 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
          * the sync_to_async hop that holds it. */
         PyObject *by = ((HopObject *)parent)->cause;
         l->pinned_ns += wall;
-        PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
-        if (old == NULL && PyErr_Occurred()) {
-            return -1;
+        if (by != l->pin_cause) {
+            if (pinned_flush(l) < 0) {
+                return -1;
+            }
+            l->pin_cause = Py_NewRef(by);
         }
-        long long before = old ? PyLong_AsLongLong(old) : 0;
-        PyObject *sum = PyLong_FromLongLong(before + wall);
-        if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
-            Py_XDECREF(sum);
-            return -1;
-        }
-        Py_DECREF(sum);
+        l->pin_ns += wall;
     }
     if (hop->new_loop) {
         l->new_loops++;
@@ -705,14 +915,26 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         l->max_depth = hop->depth;
     }
     unsigned long long thread_id = hop->thread_id;
-    if (thread_id && thread_id != l->memo_tid[thread_id % 4]) {
-        PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
-        if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
-            Py_XDECREF(tid);
-            return -1;
+    if (thread_id) {
+        /* The last 8 distinct threads seen (a pool's rotate; ids are
+         * addresses, so no hashing of their aligned low bits). */
+        int seen = 0;
+        for (int i = 0; i < 8; i++) {
+            if (l->memo_tid[i] == thread_id) {
+                seen = 1;
+                break;
+            }
         }
-        Py_DECREF(tid);
-        l->memo_tid[thread_id % 4] = thread_id;
+        if (!seen) {
+            PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
+            if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
+                Py_XDECREF(tid);
+                return -1;
+            }
+            Py_DECREF(tid);
+            l->memo_tid[l->memo_tid_next] = thread_id;
+            l->memo_tid_next = (l->memo_tid_next + 1) % 8;
+        }
     }
     int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
     if (l->memo_cause[slot] == hop->cause && l->memo_direction[slot] == hop->direction) {
@@ -1363,6 +1585,15 @@ s2a_start(HopAwaitableObject *a)
         goto fail;
     }
     hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
+    if (ts == Py_False) {
+        /* Which executor asgiref will use: the caller's, or the loop's pool. */
+        PyObject *executor = NULL;
+        if (instance_attr(adapter, s_executor, &executor) < 0) {
+            goto fail;
+        }
+        hop->own_executor = executor != NULL && executor != Py_None;
+        Py_XDECREF(executor);
+    }
     a->hop = hop;
     a->state = ST_RUNNING;
     Py_CLEAR(a->adapter);
@@ -2260,10 +2491,18 @@ PyInit__speedups(void)
     INTERN(s_tag, "_hopwatch_cause");
     INTERN(s_dict, "__dict__");
     INTERN(s_force_new_loop, "force_new_loop");
+    INTERN(s_executor, "_executor");
     INTERN(s_main_event_loop, "main_event_loop");
     INTERN(s_main_event_loop_pid, "main_event_loop_pid");
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
+    INTERN(s_site, "site");
+    INTERN(s_kind, "kind");
+    INTERN(s_call_site, "call_site");
+    INTERN(s_direction, "direction");
+    INTERN(s_count, "count");
+    INTERN(s_ms, "ms");
+    INTERN(s_overhead_ms, "overhead_ms");
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
