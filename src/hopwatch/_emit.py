@@ -82,8 +82,11 @@ def clean_path(path: str | None, limit: int) -> str:
     return path
 
 
-def _hop_detail(hop: Hop) -> dict[str, Any]:
+def _hop_detail(
+    hop: Hop, start_ns: int, positions: dict[int, int], handler_thread: int
+) -> dict[str, Any]:
     cause = hop.cause
+    parent = hop.parent
     return {
         "direction": hop.direction,
         "kind": cause.kind,
@@ -97,6 +100,11 @@ def _hop_detail(hop: Hop) -> dict[str, Any]:
         "run_ms": _ms(hop.run_ns),
         "resume_ms": _ms(hop.resume_ns),
         "outcome": hop.outcome,
+        # Where the crossing sits in the request, for a timeline: when it was called,
+        # the entry it was made inside (its code called this one), and from which thread.
+        "at_ms": _ms(max(0, hop.called_ns - start_ns)),
+        "parent": positions.get(id(parent)) if parent is not None else None,
+        "caller_thread": parent.thread_id if parent is not None else handler_thread,
     }
 
 
@@ -141,7 +149,10 @@ def build_event(
         event["sites_dropped"] = causes - sites_limit
     if detail_limit is not None:
         kept = record.details[:detail_limit]
-        event["detail"] = details = [_hop_detail(hop) for hop in kept]
+        # ids of live objects (every kept hop, and each one's parent) are unique
+        positions = {id(hop): index for index, hop in enumerate(kept)}
+        start, handler = record.started_ns, record.handler_thread_id
+        event["detail"] = details = [_hop_detail(hop, start, positions, handler) for hop in kept]
         event["detail_dropped"] = record.count - len(kept)
         _executors.annotate_detail(classifier, details)
     extra = record.extra

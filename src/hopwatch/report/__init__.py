@@ -11,7 +11,12 @@ Modules: :mod:`~hopwatch.report.parse` (finding and decoding lines),
 :mod:`~hopwatch.report.inputs` (files, gzip, stdin), :mod:`~hopwatch.report.parallel`
 (splitting work across processes), :mod:`~hopwatch.report.rank` (the report
 document), :mod:`~hopwatch.report.render` (output formats),
-:mod:`~hopwatch.report.command` (the command line).
+:mod:`~hopwatch.report.command` (the command line), :mod:`~hopwatch.report.output`
+(``-o FILE``). The formats that draw (:mod:`~hopwatch.report.visual`): what they
+read beyond the document (:mod:`~hopwatch.report.picture`), a request's crossings
+laid out (:mod:`~hopwatch.report.timeline`), the page (:mod:`~hopwatch.report.html`,
+its charts :mod:`~hopwatch.report.svg`, its escaping :mod:`~hopwatch.report.markup`)
+and the Chrome trace (:mod:`~hopwatch.report.trace`).
 """
 
 from __future__ import annotations

@@ -439,8 +439,13 @@ class EndpointStats:
 class Partial:
     """What one reader made of its share of the input: endpoints and counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Any = None) -> None:
         self.endpoints: dict[EndpointKey, EndpointStats] = {}
+        #: An extra account the scanner feeds every counted record to, with its endpoint
+        #: key and its line, ``buffer[start:stop]``: ``extra.add(key, record, buffer, start,
+        #: stop)``, merged by ``extra.merge`` (the HTML page's, see report/picture.py).
+        #: None: nothing more is read.
+        self.extra = extra
         self.files = 0
         self.bytes = 0
         self.lines = 0
@@ -515,3 +520,5 @@ class Partial:
 
             self.pool = self.pool or PoolSeries()
             self.pool.merge(other.pool)
+        if self.extra is not None and other.extra is not None:
+            self.extra.merge(other.extra)

@@ -69,6 +69,7 @@ class Site(Struct, gc=False):
     count: Count
     ms: Millis
     call_site: str | None = None
+    overhead_ms: Millis | None = None  # joined the line later
 
 
 class Record(Struct, gc=False):
@@ -112,6 +113,8 @@ class Record(Struct, gc=False):
     max_in_flight: Count | None = None
     concurrent_ms: Millis | None = None
     db_connections: Count | None = None
+    overhead_ms: Millis | None = None  # these two joined the line later
+    work_ms: Millis | None = None
 
 
 _FIELDS: Final = {info.name: info for info in msgspec.structs.fields(Record)}

@@ -243,6 +243,8 @@ class Scanner:
         dropped = 0  # hopwatch lines skipped with a reason
         errors = 0  # hopwatch_errors the records carry
 
+        extra = part.extra
+        tap = extra.add if extra is not None else None  # the HTML page's reader, if any
         prefilter = self._prefilter
         view = memoryview(buffer)  # slices of it are not copies
         count = 0  # lines
@@ -331,6 +333,8 @@ class Scanner:
             stats = by_key.get(key)
             if stats is None:
                 stats = self._endpoint(key)
+            if tap is not None:
+                tap(stats.key, record, buffer, start, stop)
             if optional != plain:  # sampled, profiled, ...: the general accumulation
                 stats.add_record(record)
                 continue
