@@ -12,8 +12,9 @@ and the line says ``"scope": "middleware"``.
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -133,6 +134,15 @@ async def _is_staff_async(request: HttpRequest, record: RequestRecord) -> bool |
         return False
 
 
+#: Request ids, 16 hex digits: a generator of hopwatch's own (seeded from the OS),
+#: so the app's ``random`` sequence is left alone and no id costs a system call
+#: (``secrets.token_hex`` reads the OS's random source every time). An id names a
+#: request in the logs; it is no secret and guards nothing.
+_ids = random.Random()
+# a forked worker (gunicorn, uwsgi) would otherwise repeat its parent's ids
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 # header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None
 # for headers never read as an id. request.META, not request.headers: the
 # latter builds a dict of every header on first use, per request.
@@ -169,7 +179,7 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
         if value and _REQUEST_ID_OK.fullmatch(value):
             record.request_id = value
         else:
-            record.request_id = secrets.token_hex(8)
+            record.request_id = f"{_ids.getrandbits(64):016x}"
         for hook in begin_hooks:
             try:
                 hook(record)
