@@ -12,13 +12,15 @@ _emitter = None
 
 
 def activate() -> None:
-    """Install the instrumentation and the request-line sink, if enabled. Idempotent."""
+    """Check the settings, then install the instrumentation and the request-line sink, if
+    enabled. Idempotent. A bad setting raises ``ImproperlyConfigured`` (start-up stops)."""
     global _emitter
-    from hopwatch import _django
+    from hopwatch import _django, conf
     from hopwatch._emit import Emitter
     from hopwatch._recorder import add_sink
     from hopwatch.conf import hopwatch_settings
 
+    conf.validate()
     if not hopwatch_settings.ENABLED:
         return
     with _lock:
