@@ -7,8 +7,8 @@ the two identical). Settings are checked when hopwatch starts
 with one clear error, since production servers never run the system checks.
 
 Read lazily on every access, so ``override_settings(HOPWATCH=...)`` works in
-tests; a bad value given that way is reported once as an internal error and
-replaced by its default, so it can never break a request.
+tests; a bad value given that way is replaced by its default (and said once on
+the ``hopwatch`` logger), so it can never break a request.
 """
 
 from __future__ import annotations
@@ -350,6 +350,21 @@ def validate() -> None:
         )
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(problem: Problem) -> None:
+    """A bad value met after start-up (``override_settings``): said once, on hopwatch's logger."""
+    if problem.message in _warned or len(_warned) > 100:
+        return
+    _warned.add(problem.message)
+    import logging
+
+    logging.getLogger("hopwatch").warning(
+        "%s hopwatch uses the default (%r) instead.", problem.message, DEFAULTS[problem.key]
+    )
+
+
 class Settings:
     """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``.
 
@@ -372,9 +387,7 @@ class Settings:
                 for problem in problems(user):
                     if problem.key in SETTINGS:  # validated at start-up; changed since
                         merged[problem.key] = DEFAULTS[problem.key]
-                        from hopwatch import _errors
-
-                        _errors.report("reading HOPWATCH", ValueError(problem.message))
+                        _warn_once(problem)
             self._merged, self._source = merged, user
         return self._merged
 
