@@ -1,9 +1,10 @@
 """Turning a finished request record into one ``hopwatch.request`` line, with structlog.
 
-The line's fields are documented in ``docs/log-schema.md`` (a contract: the
-report reads only those). :func:`build_event` is a pure function from a record
-to an ordered dict; :class:`Emitter` decides whether to log it (sampling,
-thresholds) and writes it through a structlog logger of its own.
+The line's fields are documented in ``docs/log-schema.md`` and listed in
+:mod:`hopwatch.schema` (a contract: the report reads only those).
+:func:`build_event` is a pure function from a record to an ordered dict;
+:class:`Emitter` decides whether to log it (sampling, thresholds) and writes it
+through a structlog logger of its own.
 
 hopwatch never calls ``structlog.configure()``: its logger is made with
 ``structlog.wrap_logger`` and every option given explicitly, so the project's
@@ -27,21 +28,10 @@ import structlog
 
 from hopwatch import _errors
 from hopwatch._recorder import Hop, RequestRecord
+from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
-SCHEMA_VERSION: Final = 1
-EVENT: Final = "hopwatch.request"
-
-#: Fields the extra-fields hook may not replace.
-RESERVED: Final = frozenset(
-    {
-        "event", "schema", "timestamp", "request_id", "method", "route", "view", "status",
-        "interface", "duration_ms", "hops", "hop_ms", "wait_ms", "sync_to_async",
-        "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
-        "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
-        "scope", "response_closed", "pinned_ms", "pinned_by", "profile", "hop_tax_us",
-        "overhead_ms", "work_ms",
-    }
-)  # fmt: skip
+#: Fields the extra-fields hook may not replace: every documented one.
+RESERVED: Final = NAMES
 
 # C0, DEL, C1, and U+2028/U+2029: str.splitlines() and JavaScript read those two as
 # line breaks, so a path carrying them could split one log line in two downstream
