@@ -48,7 +48,7 @@ def _install_otel() -> None:
     otel.install()
 
 
-#: What a no-op hop costs on this host (hopwatch.audit.HopTax), once measured.
+#: What a no-op hop costs on this host (hopwatch.hop_tax.HopTax), once measured.
 hop_tax = None
 _hop_tax_started = False
 _hop_tax_thread: threading.Thread | None = None
@@ -65,7 +65,7 @@ def _start_hop_tax_measurement() -> None:
     def measure() -> None:
         global hop_tax
         from hopwatch import _errors
-        from hopwatch.audit import measure_hop_tax
+        from hopwatch.hop_tax import measure_hop_tax
 
         try:
             hop_tax = measure_hop_tax(samples=30)

@@ -11,7 +11,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
 * ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
-* ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch.audit``).
+* ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
+  what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
   (it keeps working; the counts may miss hops a new version adds).
 """
@@ -25,7 +26,6 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
-from hopwatch.audit import check_sync_only_middleware
 from hopwatch.conf import hopwatch_settings, problems
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
@@ -152,5 +152,50 @@ def check_versions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     ]
 
 
-# The audit owns the middleware model; the check is registered here with the others.
-register(Tags.compatibility)(check_sync_only_middleware)
+#: A sync-only middleware in a project served by ASGI.
+SYNC_ONLY_CHECK_ID = "hopwatch.W010"
+
+
+@register(Tags.compatibility)
+def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``hopwatch.W010``: a sync-only middleware in a project served by ASGI."""
+    from django.utils.module_loading import import_string
+
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    messages: list[CheckMessage] = []
+    for path in list(getattr(settings, "MIDDLEWARE", None) or []):
+        try:
+            factory = import_string(path)
+        except Exception:
+            continue  # Django reports a middleware that does not import
+        can_sync = bool(getattr(factory, "sync_capable", True))
+        can_async = bool(getattr(factory, "async_capable", False))
+        if can_async or not can_sync:
+            continue
+        name = path.rsplit(".", 1)[-1]
+        deliberate = "async_capable" in getattr(factory, "__dict__", {})
+        hint = (
+            f"Make {name} sync and async capable: set sync_capable = async_capable = True, call"
+            " markcoroutinefunction(self) in __init__ when get_response is a coroutine function,"
+            " and add an async __acall__ (see hopwatch's docs/audit.md). If it is third-party,"
+            " upgrade it or ask its maintainers."
+        )
+        if deliberate:
+            hint += (
+                f" {name} sets async_capable = False itself: if that trade (fewer hops, a thread"
+                f" held per request) is deliberate, add {SYNC_ONLY_CHECK_ID!r} to"
+                " SILENCED_SYSTEM_CHECKS."
+            )
+        hint += " `hopwatch audit` shows what it costs."
+        messages.append(
+            Warning(
+                f"{path} is sync-only and this project is served by ASGI: Django runs it, and"
+                " every middleware above it, in a worker thread the request holds until it"
+                " ends, and adapts the chain around it (sync_to_async in, async_to_sync out).",
+                hint=hint,
+                obj=path,
+                id=SYNC_ONLY_CHECK_ID,
+            )
+        )
+    return messages

@@ -355,7 +355,7 @@ _warned: set[str] = set()
 
 def _warn_once(problem: Problem) -> None:
     """A bad value met after start-up (``override_settings``): said once, on hopwatch's logger."""
-    if problem.message in _warned or len(_warned) > 100:
+    if problem.key is None or problem.message in _warned or len(_warned) > 100:
         return
     _warned.add(problem.message)
     import logging

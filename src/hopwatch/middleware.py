@@ -21,7 +21,6 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
-from hopwatch import checks as _checks  # noqa: F401  (registered even without the app)
 from hopwatch._django import (
     INTERFACE_ASGI,
     INTERFACE_WSGI,
@@ -51,11 +50,20 @@ class HopwatchMiddleware:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if not is_installed():
-            # The app is missing from INSTALLED_APPS (check hopwatch.W003 says
-            # so): install here so hops are still counted from now on.
+            # The app is missing from INSTALLED_APPS: install here so hops are
+            # counted from the first request on, and say what is missing (the
+            # app registers the system checks: without it, W003 never runs).
+            import logging
+
             from hopwatch.apps import activate
 
             activate()
+            logging.getLogger("hopwatch").warning(
+                "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
+                " INSTALLED_APPS: hopwatch installed itself as Django loaded its middleware,"
+                " but its system checks and manage.py hopwatch_audit are missing. Add"
+                " 'hopwatch' to INSTALLED_APPS."
+            )
         if self.async_mode:
             markcoroutinefunction(self)
 

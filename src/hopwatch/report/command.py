@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
+from hopwatch._cli import is_terminal, silence_stdout, usage_error, whole_number
 from hopwatch.report import inputs, parallel, parse, rank, render
 from hopwatch.report.scan import Filters, StatusFilter
 
@@ -83,19 +83,6 @@ def parse_names(value: str) -> frozenset[str]:
     return names
 
 
-def _whole(minimum: int) -> Any:
-    def convert(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {number}")
-        return number
-
-    return convert
-
-
 def parse_hop_tax(value: str) -> float:
     try:
         number = float(value.strip().removesuffix("us").removesuffix("µs"))
@@ -134,14 +121,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--top",
-        type=_whole(0),
+        type=whole_number(0),
         default=20,
         metavar="N",
         help="show the first N rows (default 20; 0 shows all)",
     )
     parser.add_argument(
         "--min-requests",
-        type=_whole(0),
+        type=whole_number(0),
         default=1,
         metavar="N",
         help="leave out rows with fewer logged requests (default 1)",
@@ -182,7 +169,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=_whole(1),
+        type=whole_number(1),
         metavar="N",
         help="processes to read with (default: one per core for large input)",
     )
@@ -202,8 +189,7 @@ def _echo_filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _usage_error(message: str) -> int:
-    print(f"hopwatch report: error: {message}", file=sys.stderr)
-    return 2
+    return usage_error("report", message)
 
 
 def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
@@ -239,29 +225,13 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     document = rank.build_document(partial, options, [source.name for source in sources])
     format_name = args.format
     if format_name == "auto":
-        format_name = "rich" if _is_terminal(out) else "text"
+        format_name = "rich" if is_terminal(out) else "text"
     try:
         render.RENDERERS[format_name](document, out)
         out.flush()
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
     if format_name == "csv":
         # csv has no room for it on stdout; json carries it in "summary"
         print(f"hopwatch report: {render.summary_line(document)}", file=sys.stderr)
     return 0 if document["summary"]["reported"] > 0 else 1
-
-
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _silence_stdout() -> None:
-    """After the reader of our output went away (``| head``): no error at exit."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass

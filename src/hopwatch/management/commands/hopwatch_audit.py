@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hopwatch import audit
+from hopwatch._cli import terminal_width
+from hopwatch.audit.command import samples_type
 
 
 class Command(BaseCommand):
@@ -28,7 +30,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--samples",
-            type=audit._samples,
+            type=samples_type,
             default=audit.DEFAULT_SAMPLES,
             metavar="N",
             help=f"hops timed per kind for the hop tax and hopwatch's own cost"
@@ -46,13 +48,8 @@ class Command(BaseCommand):
         audit.measure_host(report, options["samples"])
         buffer = io.StringIO()
         if format_name == "rich":
-            audit.render_rich(report, buffer, width=_terminal_width())
+            audit.render_rich(report, buffer, width=terminal_width())
         else:
             audit.RENDERERS[format_name](report, buffer)
         self.stdout.write(buffer.getvalue(), ending="")
 
-
-def _terminal_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size().columns
