@@ -4,7 +4,7 @@ Put it first in ``MIDDLEWARE``. It is both sync and async capable, so Django
 runs it in whichever mode the chain around it needs: it never adds a hop.
 
 The request record itself is opened earlier, by the handler (see
-``hopwatch._django``), so hops Django makes before and after the middleware
+``hopwatch._django_scope``), so hops Django makes before and after the middleware
 chain are counted. Where that did not happen (hopwatch installed after the
 handler was called, a custom handler), the middleware opens the record itself
 and the line says ``"scope": "middleware"``.
@@ -21,12 +21,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
-from hopwatch._django import (
+from hopwatch._django import is_installed
+from hopwatch._django_scope import (
     INTERFACE_ASGI,
     INTERFACE_WSGI,
-    _finish,
     current_request,
-    is_installed,
+    finish_request,
 )
 from hopwatch._recorder import RequestRecord, open_request
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
@@ -211,6 +211,6 @@ def _name(
 def _end(record: RequestRecord | None, own: bool) -> None:
     if record is not None and own:
         try:
-            _finish(record)
+            finish_request(record)
         except Exception as exc:
             _errors.report("HopwatchMiddleware (response)", exc)

@@ -222,7 +222,7 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
                     )
                 )
         if instance is not None and not isinstance(instance, type):
-            from hopwatch._django import middleware_site
+            from hopwatch._django_causes import middleware_site
 
             site = middleware_site(instance)
             instance_async_capable: bool | None = bool(
