@@ -90,3 +90,18 @@ def test_the_recorder_names_what_the_schema_names():
     assert _recorder.KINDS == schema.KINDS
     assert (_recorder.SYNC_TO_ASYNC, _recorder.ASYNC_TO_SYNC) == schema.DIRECTIONS
     assert (_recorder.OK, _recorder.ERROR, _recorder.CANCELLED) == schema.OUTCOMES
+
+
+def test_import_hopwatch_gives_what_the_docs_describe_and_nothing_else():
+    import hopwatch
+
+    text = (ROOT / "docs" / "how-it-works.md").read_text()
+    section = text.split("## The Python API\n", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):  # a row: the names are in its first cell
+            first = line.split(" | ", 1)[0]
+            documented.update(re.findall(r"`(\w+)(?:\(\))?`", first))
+    assert set(hopwatch.__all__) - {"__version__"} == documented
+    for name in hopwatch.__all__:
+        assert getattr(hopwatch, name) is not None  # each one loads

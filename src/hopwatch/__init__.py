@@ -25,41 +25,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from hopwatch._errors import total as internal_errors
     from hopwatch._patch import install, is_installed, uninstall
-    from hopwatch._recorder import (
-        ASYNC_TO_SYNC,
-        KINDS,
-        SYNC_TO_ASYNC,
-        Cause,
-        CauseStats,
-        Hop,
-        Ledger,
-        RequestRecord,
-        add_sink,
-        remove_sink,
-    )
+    from hopwatch._recorder import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC, Cause, Hop, RequestRecord
 
-# name -> (module, attribute)
+# What docs/how-it-works.md ("The Python API") describes, and nothing else:
+# name -> (module, attribute).
 _EXPORTS: dict[str, tuple[str, str]] = {
-    "internal_errors": ("hopwatch._errors", "total"),
     "install": ("hopwatch._patch", "install"),
     "is_installed": ("hopwatch._patch", "is_installed"),
     "uninstall": ("hopwatch._patch", "uninstall"),
     **{
         name: ("hopwatch._recorder", name)
-        for name in (
-            "ASYNC_TO_SYNC",
-            "KINDS",
-            "SYNC_TO_ASYNC",
-            "Cause",
-            "CauseStats",
-            "Hop",
-            "Ledger",
-            "RequestRecord",
-            "add_sink",
-            "remove_sink",
-        )
+        for name in ("ASYNC_TO_SYNC", "KINDS", "SYNC_TO_ASYNC", "Cause", "Hop", "RequestRecord")
     },
 }
 
@@ -85,15 +62,10 @@ __all__ = [
     "KINDS",
     "SYNC_TO_ASYNC",
     "Cause",
-    "CauseStats",
     "Hop",
-    "Ledger",
     "RequestRecord",
     "__version__",
-    "add_sink",
     "install",
-    "internal_errors",
     "is_installed",
-    "remove_sink",
     "uninstall",
 ]
