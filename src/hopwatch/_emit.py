@@ -30,6 +30,9 @@ from hopwatch import _errors
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
+#: The route of a request no URL pattern resolved (LOG_RAW_PATHS off): never its raw path.
+UNRESOLVED: Final = "(unresolved)"
+
 #: Fields the extra-fields hook may not replace: every documented one.
 RESERVED: Final = NAMES
 
@@ -95,6 +98,7 @@ def build_event(
     sites_limit: int = 10,
     detail_limit: int | None = None,
     path_limit: int = 200,
+    raw_paths: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
@@ -119,7 +123,7 @@ def build_event(
         "timestamp": _timestamp(now),
         "request_id": record.request_id or "",
         "method": (record.method or "").upper()[:16].translate(_CONTROL),
-        "route": record.route or clean_path(record.path, path_limit),
+        "route": record.route or (clean_path(record.path, path_limit) if raw_paths else UNRESOLVED),
         "view": record.view,
         "status": record.status,
         "interface": record.interface,
@@ -287,6 +291,7 @@ class Emitter:
             sites_limit=settings["SITES_LIMIT"],
             detail_limit=settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
             path_limit=settings["PATH_MAX_LENGTH"],
+            raw_paths=settings["LOG_RAW_PATHS"],
         )
         if rate < 1.0:
             event["sample_rate"] = rate
@@ -322,4 +327,4 @@ class Emitter:
             return None
 
 
-__all__ = ["EVENT", "SCHEMA_VERSION", "Emitter", "build_event", "clean_path"]
+__all__ = ["EVENT", "SCHEMA_VERSION", "UNRESOLVED", "Emitter", "build_event", "clean_path"]

@@ -174,12 +174,21 @@ SETTINGS: Final[dict[str, Setting]] = {
         " it returns is added to the line (documented field names cannot be replaced). Errors"
         " in it are counted, never raised.",
     ),
+    "LOG_RAW_PATHS": Setting(
+        False,
+        _flag,
+        "True or False",
+        "A request no URL pattern resolved (a 404, or one a middleware answered first: an"
+        " HTTPS or trailing-slash redirect, a CORS preflight) has no route. Off, its `route` is"
+        " `\"(unresolved)\"`: its raw path, which may carry an e-mail address or a token, is"
+        " never logged. On, the raw path is logged instead, without query string or control"
+        " characters, cut to `PATH_MAX_LENGTH`.",
+    ),
     "PATH_MAX_LENGTH": Setting(
         200,
         _positive,
         "a whole number > 0",
-        "For a request no URL pattern matched (404), the raw path is logged as `route`,"
-        " without query string or control characters, cut to this length.",
+        "With `LOG_RAW_PATHS`, raw paths are cut to this many characters.",
     ),
     "MEASURE_HOP_TAX": Setting(
         False,
