@@ -75,10 +75,21 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     return __call__
 
 
-# Sync handlers whose response has not been closed yet: id(response) ->
-# (weak reference to the response, its record). Closed by the patched
-# HttpResponseBase.close(), or when the response is garbage collected unclosed.
-_awaiting_close: dict[int, tuple[weakref.ref[Any], RequestRecord]] = {}
+# Sync handlers whose response has not been closed yet: id(response) -> a list of
+# (weak reference to the response, its record), one per request that returned that
+# very object (a view may return one shared response to several requests). Closed
+# by the patched HttpResponseBase.close(), or when the response is collected unclosed.
+_awaiting_close: dict[int, list[tuple[weakref.ref[Any], RequestRecord]]] = {}
+
+
+def _forget(record: RequestRecord) -> None:
+    for key, entries in list(_awaiting_close.items()):
+        kept = [entry for entry in entries if entry[1] is not record]
+        if len(kept) != len(entries):
+            if kept:
+                _awaiting_close[key] = kept
+            else:
+                _awaiting_close.pop(key, None)
 
 
 def _close_stale_scope() -> None:
@@ -96,53 +107,100 @@ def _close_stale_scope() -> None:
         current_scope.set(parent)
         return
     if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
-        for key, (_ref, record) in list(_awaiting_close.items()):
-            if record is stale:
-                _awaiting_close.pop(key, None)
+        _forget(stale)
         stale.extra["response_closed"] = False
         finish_request(stale)
 
 
+def _await_close(response: Any, record: RequestRecord) -> None:
+    """Keep ``record`` open until ``response`` is closed (or collected unclosed)."""
+    record.extra["awaiting_close"] = True
+    key = id(response)
+
+    def collected(_ref: Any, key: int = key) -> None:
+        # Only entries whose reference this is: the id may be reused by now.
+        entries = _awaiting_close.pop(key, [])
+        kept = [entry for entry in entries if entry[0] is not _ref]
+        if kept:
+            _awaiting_close[key] = kept
+        for entry in entries:
+            if entry[0] is _ref:
+                entry[1].extra["response_closed"] = False
+                finish_request(entry[1])
+
+    _awaiting_close.setdefault(key, []).append((weakref.ref(response, collected), record))
+
+
+def _closes_with(
+    environ: Any, call: Callable[[Any], Any]
+) -> tuple[Any, http_response.HttpResponseBase | None]:
+    """Call the handler; return what it returned and the HttpResponse to wait for.
+
+    With ``wsgi.file_wrapper`` (a ``FileResponse`` under a server that offers it)
+    Django returns the server's wrapper around the file, not the response; the
+    response's ``close`` is then the file's, and the server calls it after sending
+    the body. The wrapper is seen on its way in, for this call only.
+    """
+    server_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, dict) else None
+    if server_wrapper is None:
+        result = call(environ)
+        return result, result if isinstance(result, http_response.HttpResponseBase) else None
+    wrapped: list[Any] = []
+
+    def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
+        # Django set filelike.close = response.close before calling this
+        wrapped.append(getattr(getattr(filelike, "close", None), "__self__", None))
+        return server_wrapper(filelike, *args, **kwargs)
+
+    environ["wsgi.file_wrapper"] = file_wrapper
+    try:
+        result = call(environ)
+    finally:
+        environ["wsgi.file_wrapper"] = server_wrapper
+    if isinstance(result, http_response.HttpResponseBase):
+        return result, result
+    owner = wrapped[-1] if wrapped else None
+    return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
+
+
 def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
+    # The test Client returns the response to the test, which may read a stream much
+    # later, or never: the test's own code must not run in the request's scope.
+    leaves_scope = interface == INTERFACE_TEST_CLIENT
+
     def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True
         if not active:
             return original(self, environ, *args, **kwargs)
         try:
             _close_stale_scope()
-            record, _token = open_request(interface)
+            record, token = open_request(interface)
             record.method = environ.get("REQUEST_METHOD")
             record.path = environ.get("PATH_INFO")
         except Exception as exc:
             _errors.report(f"{interface} handler", exc)
             return original(self, environ, *args, **kwargs)
         try:
-            response = original(self, environ, *args, **kwargs)
+            result, response = _closes_with(
+                environ, lambda env: original(self, env, *args, **kwargs)
+            )
         except BaseException:
             finish_request(record)
             raise
         try:
-            if isinstance(response, http_response.HttpResponseBase) and not getattr(
-                response, "closed", False
-            ):
-                # The server closes it later (after sending the body): stay
-                # open in this context until then.
-                record.extra["awaiting_close"] = True
-                key = id(response)
-
-                def collected(_ref: Any, key: int = key, record: RequestRecord = record) -> None:
-                    if _awaiting_close.get(key, (None, None))[1] is record:
-                        _awaiting_close.pop(key, None)
-                        record.extra["response_closed"] = False
-                        finish_request(record)
-
-                _awaiting_close[key] = (weakref.ref(response, collected), record)
+            if response is not None and not getattr(response, "closed", False):
+                # The server closes it later (after sending the body): stay open
+                # until then, in this context (a server sends the body in it).
+                _await_close(response, record)
+                if leaves_scope:
+                    record.scope_token = None
+                    current_scope.reset(token)
             else:
                 finish_request(record)
         except Exception as exc:
             _errors.report(f"{interface} handler", exc)
             finish_request(record)
-        return response
+        return result
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
     return __call__
@@ -154,14 +212,31 @@ def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self)
         finally:
             if _awaiting_close:
-                entry = _awaiting_close.pop(id(self), None)
-                if entry is not None and entry[0]() is self:
-                    entry[1].extra.pop("awaiting_close", None)
-                    finish_request(entry[1])
+                _closed(self)
 
     close.__wrapped__ = original  # type: ignore[attr-defined]
     close.__doc__ = original.__doc__
     return close
+
+
+def _closed(response: Any) -> None:
+    """``response`` was closed: finish the request that waited for it.
+
+    One response object returned to several requests is closed once per request,
+    each time by the server thread that sent it, where that request's scope is
+    still set: that request is finished, else the oldest waiting.
+    """
+    key = id(response)
+    entries = [entry for entry in _awaiting_close.get(key, ()) if entry[0]() is response]
+    if not entries:
+        return
+    current = current_scope.get()
+    chosen = next((entry for entry in entries if entry[1] is current), entries[0])
+    remaining = [entry for entry in _awaiting_close.pop(key, []) if entry is not chosen]
+    if remaining:
+        _awaiting_close[key] = remaining
+    chosen[1].extra.pop("awaiting_close", None)
+    finish_request(chosen[1])
 
 
 def current_request() -> RequestRecord | None:
