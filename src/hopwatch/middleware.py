@@ -78,10 +78,9 @@ class HopwatchMiddleware:
             response = self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and record.profile is not None:
-                response = _finish_profile(
-                    request, record, response, _is_staff_sync(request, record)
-                )
+            if record is not None and profiling.active(record):
+                is_staff = _is_staff_sync(request, record)
+                response = profiling.finish(request, record, response, is_staff)
             _end(record, own)
         return response
 
@@ -94,20 +93,14 @@ class HopwatchMiddleware:
             response = await self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and record.profile is not None:
+            if record is not None and profiling.active(record):
                 is_staff = await _is_staff_async(request, record)
-                response = _finish_profile(request, record, response, is_staff)
+                response = await profiling.afinish(request, record, response, is_staff)
             _end(record, own)
         return response
 
 
 # --- profiling (hopwatch.profiling does the work; only profiled requests get here) ---
-
-
-def _finish_profile(
-    request: HttpRequest, record: RequestRecord, response: Any, is_staff: bool | None
-) -> Any:
-    return profiling.finish(request, record, response, is_staff)
 
 
 def _staff(user: Any) -> bool:
