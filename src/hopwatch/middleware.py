@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
 from hopwatch._django import is_installed
+from hopwatch._django_names import route_of, view_of
 from hopwatch._django_scope import (
     INTERFACE_ASGI,
     INTERFACE_WSGI,
@@ -192,8 +193,8 @@ def _name(
     try:
         match = getattr(request, "resolver_match", None)
         if match is not None:
-            record.route = "/" + match.route if match.route is not None else None
-            record.view = getattr(match, "_func_path", None)
+            record.route = route_of(match)
+            record.view = view_of(match, request.method)
         if response is not None:
             record.status = response.status_code
         record.request = request
