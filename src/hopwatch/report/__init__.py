@@ -23,17 +23,20 @@ def make_report(
     paths: list[str],
     *,
     by: str = "route",
-    sort: str = "total",
+    sort: str = "overhead",
     top: int = 20,
     min_requests: int = 1,
     filters: Any = None,
     jobs: int | None = None,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
-    """The report document for ``paths`` (raises InputError, OptionError)."""
+    """The report document for ``paths`` (raises InputError, OptionError, NoSuchEndpoint)."""
     from hopwatch.report import inputs, parallel, rank
     from hopwatch.report.scan import Filters
 
-    options = rank.ReportOptions(by=by, sort=sort, top=top, min_requests=min_requests)
+    options = rank.ReportOptions(
+        by=by, sort=sort, top=top, min_requests=min_requests, endpoint=endpoint
+    )
     options.check()
     sources = inputs.resolve(paths)
     partial = parallel.read_all(sources, filters if filters is not None else Filters(), jobs)

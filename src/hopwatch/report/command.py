@@ -23,11 +23,14 @@ HELP: Final = "rank the worst endpoints from captured hopwatch logs"
 DESCRIPTION: Final = """\
 Read hopwatch.request lines from log files, directories, globs, gzip files or
 stdin ("-"), mixed with anything else, and rank endpoints by what their
-sync/async thread hops cost. See docs/report.md for every column and option."""
+sync/async thread hops cost: the crossing overhead (queue wait plus hand-off
+back), not the code that ran inside. Under the table: what each column means,
+and the causes to change first. See docs/report.md for every column and option."""
 EPILOG: Final = """\
-sort keys: total (default), requests, mean, p50, p95, p99, hops, max-hops,
-hop-share, wait-share, threads, loops, pinned, hop-tax; with --by site: total,
-requests, mean, count, endpoints.
+sort keys: overhead (default: crossing overhead in all), overhead-mean,
+overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,
+max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with --by
+site: overhead (default), overhead-mean, total, requests, mean, count, endpoints.
 exit status: 0 reported, 1 no hopwatch records found, 2 usage error or
 unreadable input."""
 
@@ -115,9 +118,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sort",
         choices=rank.SORT_CHOICES,
-        default="total",
+        default=rank.DEFAULT_SORT,
         metavar="KEY",
-        help="rank by this key, largest first (default: total hop time)",
+        help="rank by this key, largest first (default: crossing overhead in all; total hop"
+        " time for logs without overhead_ms)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="LABEL",
+        help='one endpoint in detail: its causes, call sites, counts, overhead and what to'
+        ' change ("GET /items/<int:pk>/", its route alone, or with --by view a view)',
     )
     parser.add_argument(
         "--top",
@@ -168,6 +178,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="output format (default: rich on a terminal, else text)",
     )
     parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column at its full width (a terminal otherwise gets the columns that fit)",
+    )
+    parser.add_argument(
+        "--legend",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="explain each column in one line under the table (default: on)",
+    )
+    parser.add_argument(
         "--jobs",
         type=whole_number(1),
         metavar="N",
@@ -208,6 +229,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         min_requests=args.min_requests,
         filters=_echo_filters(args),
         hop_tax_us=args.hop_tax,
+        endpoint=args.endpoint,
     )
     try:
         options.check()
@@ -222,12 +244,16 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     except inputs.InputError as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 2
-    document = rank.build_document(partial, options, [source.name for source in sources])
+    try:
+        document = rank.build_document(partial, options, [source.name for source in sources])
+    except rank.NoSuchEndpoint as exc:
+        print(f"hopwatch report: {exc}", file=sys.stderr)
+        return 1
     format_name = args.format
     if format_name == "auto":
         format_name = "rich" if is_terminal(out) else "text"
     try:
-        render.RENDERERS[format_name](document, out)
+        render.render(document, format_name, out, wide=args.wide, legend=args.legend)
         out.flush()
     except BrokenPipeError:
         silence_stdout()

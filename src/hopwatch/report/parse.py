@@ -71,6 +71,8 @@ class Site(Struct, gc=False):
     count: Count
     ms: Millis
     call_site: str | None = None
+    # Their crossing overhead; lines from before it was written lack it (None).
+    overhead_ms: Millis | None = None
 
 
 class Record(Struct, gc=False):
@@ -110,6 +112,10 @@ class Record(Struct, gc=False):
     hopwatch_errors: Count = 0
     profile: str | None = None
     hop_tax_us: Millis | None = None
+    # The crossings' own cost and the code run inside them; lines from before they were
+    # written lack them (None), and the report shows their overhead as n/a.
+    overhead_ms: Millis | None = None
+    work_ms: Millis | None = None
 
 
 _FIELDS: Final = {info.name: info for info in msgspec.structs.fields(Record)}

@@ -35,8 +35,14 @@ from hopwatch.report.aggregate import (
     A_HOP_MS,
     A_HOPS,
     A_HOPS_MAX,
+    A_OVERHEAD,
+    A_OVH_DURATION,
+    A_OVH_HOPS,
+    A_OVH_RECORDS,
+    A_OVH_WAIT,
     A_SLOWEST_FLOOR,
     A_WAIT,
+    A_WORK,
     C_ASYNC_TO_SYNC,
     C_DEPTH_MAX,
     C_NEW_LOOP_RECORDS,
@@ -316,16 +322,19 @@ class Scanner:
             stats = by_key.get(key)
             if stats is None:
                 stats = self._endpoint(key)
+            sites = record.sites
+            hops = record.hops
             if optional != plain:  # sampled, profiled, ...: the general accumulation
                 stats.add_record(record)
                 continue
             # EndpointStats.add_record, inlined for a record without optional values
             acc = stats.acc
             hop_ms = record.hop_ms
-            hops = record.hops
-            acc[A_DURATION] += record.duration_ms
+            duration = record.duration_ms
+            wait = record.wait_ms
+            acc[A_DURATION] += duration
             acc[A_HOP_MS] += hop_ms
-            acc[A_WAIT] += record.wait_ms
+            acc[A_WAIT] += wait
             acc[A_HOPS] += hops
             if hops > acc[A_HOPS_MAX]:
                 acc[A_HOPS_MAX] = hops
@@ -336,6 +345,21 @@ class Scanner:
                     sketch.max = hop_ms
             else:
                 sketch.zeros += 1
+            overhead = record.overhead_ms
+            if overhead is not None:  # None: a line from before overhead_ms was written
+                acc[A_OVERHEAD] += overhead
+                acc[A_WORK] += record.work_ms or 0.0
+                acc[A_OVH_RECORDS] += 1
+                acc[A_OVH_DURATION] += duration
+                acc[A_OVH_WAIT] += wait
+                acc[A_OVH_HOPS] += hops
+                sketch = stats.overhead_sketch
+                if overhead >= MIN_VALUE:
+                    sketch.bins[int(log(overhead) * INV_LN_GAMMA + SHIFT)] += 1
+                    if overhead > sketch.max:
+                        sketch.max = overhead
+                else:
+                    sketch.zeros += 1
             c = stats.counters
             c[C_SYNC_TO_ASYNC] += record.sync_to_async
             c[C_ASYNC_TO_SYNC] += record.async_to_sync
@@ -364,11 +388,16 @@ class Scanner:
                 stats.offer_slowest(hop_ms, record.request_id, timestamp_text(ts))
             if record.hop_tax_us is not None:
                 stats.add_tax(hops, record.hop_tax_us, 1.0, record.duration_ms)
-            raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms, requests = len
-            for site in record.sites:
-                raw_sites[site.site, site.kind, site.direction, site.call_site, site.count].append(
-                    site.ms
-                )
+            raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms and overhead
+            counted = 0
+            for site in sites:
+                crossings = site.count
+                values = raw_sites[site.site, site.kind, site.direction, site.call_site, crossings]
+                values.append(site.ms)
+                values.append(site.overhead_ms)
+                counted += crossings
+            if counted < hops:  # the line listed fewer crossings than it made
+                stats.add_left_out(record, counted, 1.0)
 
         if too_long:
             part.skip("line_too_long", too_long)
