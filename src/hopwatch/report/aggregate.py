@@ -68,14 +68,17 @@ A_EXTRA_HOP_MS: Final = 8  # sum of hop_ms * (1 / sample_rate - 1)
 A_EXTRA_HOPS: Final = 9  # sum of hops * (1 / sample_rate - 1)
 # Crossing overhead and the work inside crossings, over the records that carry them
 # (lines from before hopwatch wrote overhead_ms do not: their overhead is unknown).
+# The hot loop adds only the overhead and work of a record that has them; the few
+# that lack them (older lines) are counted apart, and the totals of the records that
+# carry overhead are derived (see EndpointStats.overhead_records and friends).
 A_OVERHEAD: Final = 10  # sum of overhead_ms
 A_WORK: Final = 11  # sum of work_ms
-A_OVH_RECORDS: Final = 12  # records with overhead_ms
-A_OVH_DURATION: Final = 13  # their sum of duration_ms
-A_OVH_WAIT: Final = 14  # their sum of wait_ms
+A_NO_OVH_RECORDS: Final = 12  # records without overhead_ms
+A_NO_OVH_DURATION: Final = 13  # their sum of duration_ms
+A_NO_OVH_WAIT: Final = 14  # their sum of wait_ms
 A_EXTRA_OVERHEAD: Final = 15  # sum of overhead_ms * (1 / sample_rate - 1)
 A_EXTRA_WORK: Final = 16  # sum of work_ms * (1 / sample_rate - 1)
-A_OVH_HOPS: Final = 17  # their sum of hops (the price of a crossing: overhead / hops)
+A_NO_OVH_HOPS: Final = 17  # their sum of hops
 
 # Indices into EndpointStats.tax: the records that carry hop_tax_us (the host's
 # price of one hop), and their hops priced at it.
@@ -209,13 +212,11 @@ class EndpointStats:
             work = record.work_ms or 0.0
             acc[A_OVERHEAD] += overhead
             acc[A_WORK] += work
-            acc[A_OVH_RECORDS] += 1
-            acc[A_OVH_DURATION] += record.duration_ms
-            acc[A_OVH_WAIT] += record.wait_ms
-            acc[A_OVH_HOPS] += record.hops
             acc[A_EXTRA_OVERHEAD] += overhead * (weight - 1.0)
             acc[A_EXTRA_WORK] += work * (weight - 1.0)
             self.overhead_sketch.add(overhead)
+        else:
+            self.lacks_overhead(record.duration_ms, record.wait_ms, record.hops)
         self._add_counters(
             1,
             record.sync_to_async,
@@ -237,7 +238,8 @@ class EndpointStats:
                 0.0 if site_overhead is None else weight,
             )
             counted += site.count
-        if record.hops > counted:
+        # a line that left causes out (SITES_LIMIT) or lost its sites: the rest of its hops
+        if (record.sites_dropped or not record.sites) and record.hops > counted:
             self.add_left_out(record, counted, weight)
         timestamp = timestamp_text(record.timestamp)
         if hop_ms > acc[A_SLOWEST_FLOOR]:
@@ -280,6 +282,31 @@ class EndpointStats:
                 profiles.append((hop_ms, request_id, timestamp, profile))
                 profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
                 del profiles[PROFILES_KEPT:]
+
+    def lacks_overhead(self, duration_ms: float, wait_ms: float, hops: int) -> None:
+        """A record from before overhead_ms (the scanner calls this too)."""
+        acc = self.acc
+        acc[A_NO_OVH_RECORDS] += 1
+        acc[A_NO_OVH_DURATION] += duration_ms
+        acc[A_NO_OVH_WAIT] += wait_ms
+        acc[A_NO_OVH_HOPS] += hops
+
+    @property
+    def overhead_records(self) -> float:
+        """Records that carry overhead_ms (call after folding: A_RECORDS is folded in)."""
+        return self.acc[A_RECORDS] - self.acc[A_NO_OVH_RECORDS]
+
+    @property
+    def overhead_duration(self) -> float:
+        return self.acc[A_DURATION] - self.acc[A_NO_OVH_DURATION]
+
+    @property
+    def overhead_wait(self) -> float:
+        return self.acc[A_WAIT] - self.acc[A_NO_OVH_WAIT]
+
+    @property
+    def overhead_hops(self) -> float:
+        return self.acc[A_HOPS] - self.acc[A_NO_OVH_HOPS]
 
     def add_left_out(self, record: Record, counted: int, weight: float) -> None:
         """A record whose sites list fewer crossings than it made: the causes the line
@@ -393,7 +420,9 @@ class EndpointStats:
         if self.raw_sites:
             for (site, kind, direction, call_site, count), values in self.raw_sites.items():
                 requests = len(values) // 2
-                overheads = [value for value in values[1::2] if value is not None]
+                overheads = values[1::2]
+                if None in overheads:  # lines from before overhead_ms: rare, so checked first
+                    overheads = [value for value in overheads if value is not None]
                 # fsum: correctly rounded, so the same on every Python (3.12's
                 # sum() of floats compensates, 3.11's does not).
                 self._add_site(
@@ -450,7 +479,7 @@ class EndpointStats:
             A_HOPS,
             A_EXTRA_HOP_MS,
             A_EXTRA_HOPS,
-            *range(A_OVERHEAD, A_OVH_HOPS + 1),
+            *range(A_OVERHEAD, A_NO_OVH_HOPS + 1),
         ):
             acc[index] += theirs[index]
         acc[A_HOPS_MAX] = max(acc[A_HOPS_MAX], theirs[A_HOPS_MAX])

@@ -24,10 +24,6 @@ from hopwatch.report.aggregate import (
     A_HOPS,
     A_HOPS_MAX,
     A_OVERHEAD,
-    A_OVH_DURATION,
-    A_OVH_HOPS,
-    A_OVH_RECORDS,
-    A_OVH_WAIT,
     A_RECORDS,
     A_WAIT,
     A_WORK,
@@ -363,7 +359,8 @@ def endpoint_row(
     records = acc[A_RECORDS]
     hop_total = stats.hop_ms_total
     overhead_total = stats.overhead_total
-    overhead_records = acc[A_OVH_RECORDS]
+    overhead_records = stats.overhead_records
+    overhead_hops = stats.overhead_hops
     p50, p95, p99 = stats.sketch.quantiles((0.5, 0.95, 0.99))
     ranked = sorted(stats.sites.items(), key=site_order)
     causes = [
@@ -389,7 +386,7 @@ def endpoint_row(
             "records": int(overhead_records),
             # what one crossing cost here, measured: overhead over crossings
             "per_hop_us": (
-                _r(acc[A_OVERHEAD] / acc[A_OVH_HOPS] * 1000, 1) if acc[A_OVH_HOPS] else None
+                _r(acc[A_OVERHEAD] / overhead_hops * 1000, 1) if overhead_hops else None
             ),
         }
     return {
@@ -404,10 +401,10 @@ def endpoint_row(
             else None
         ),
         "overhead_share": (
-            _ratio(acc[A_OVERHEAD], acc[A_OVH_DURATION]) if overhead_records else None
+            _ratio(acc[A_OVERHEAD], stats.overhead_duration) if overhead_records else None
         ),
         "wait_of_overhead": (
-            _ratio(acc[A_OVH_WAIT], acc[A_OVERHEAD]) if overhead_records else None
+            _ratio(stats.overhead_wait, acc[A_OVERHEAD]) if overhead_records else None
         ),
         "hop_ms": {
             "total": _r(hop_total),
@@ -622,10 +619,9 @@ def _summary_overhead(partial: Partial) -> Row:
     left = [0.0] * SITE_FIELDS
     hops_total = 0.0
     for stats in partial.endpoints.values():
-        acc = stats.acc
         overhead += stats.overhead_total
-        hops += acc[A_OVH_HOPS]
-        records += acc[A_OVH_RECORDS]
+        hops += stats.overhead_hops
+        records += stats.overhead_records
         requests += stats.requests
         hops_total += stats.hops_total
         for index in range(SITE_FIELDS):
@@ -647,7 +643,7 @@ def _sort_and_cut(rows: list[Row], key: Callable[[Row], float], top: int) -> lis
 
 
 def _any_overhead(partial: Partial) -> bool:
-    return any(stats.acc[A_OVH_RECORDS] for stats in partial.endpoints.values())
+    return any(stats.overhead_records for stats in partial.endpoints.values())
 
 
 def _find(

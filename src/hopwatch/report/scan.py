@@ -36,10 +36,6 @@ from hopwatch.report.aggregate import (
     A_HOPS,
     A_HOPS_MAX,
     A_OVERHEAD,
-    A_OVH_DURATION,
-    A_OVH_HOPS,
-    A_OVH_RECORDS,
-    A_OVH_WAIT,
     A_SLOWEST_FLOOR,
     A_WAIT,
     A_WORK,
@@ -233,6 +229,8 @@ class Scanner:
         optional_of = _OPTIONAL
         plain = _PLAIN
         utc = UTC
+        a_overhead, a_work = A_OVERHEAD, A_WORK
+        least, to_bin, shift = MIN_VALUE, INV_LN_GAMMA, SHIFT
         first, last = _LATEST, _EARLIEST
         records = 0  # hopwatch records (filtered ones included)
         dropped = 0  # hopwatch lines skipped with a reason
@@ -324,7 +322,8 @@ class Scanner:
                 stats = self._endpoint(key)
             sites = record.sites
             hops = record.hops
-            if optional != plain:  # sampled, profiled, ...: the general accumulation
+            if optional != plain or (hops and not sites):
+                # sampled, profiled, sites lost or left out: the general accumulation
                 stats.add_record(record)
                 continue
             # EndpointStats.add_record, inlined for a record without optional values
@@ -346,16 +345,16 @@ class Scanner:
             else:
                 sketch.zeros += 1
             overhead = record.overhead_ms
-            if overhead is not None:  # None: a line from before overhead_ms was written
-                acc[A_OVERHEAD] += overhead
-                acc[A_WORK] += record.work_ms or 0.0
-                acc[A_OVH_RECORDS] += 1
-                acc[A_OVH_DURATION] += duration
-                acc[A_OVH_WAIT] += wait
-                acc[A_OVH_HOPS] += hops
+            if overhead is None:  # a line from before overhead_ms was written
+                stats.lacks_overhead(duration, wait, hops)
+            else:
+                acc[a_overhead] += overhead
+                work = record.work_ms
+                if work:
+                    acc[a_work] += work
                 sketch = stats.overhead_sketch
-                if overhead >= MIN_VALUE:
-                    sketch.bins[int(log(overhead) * INV_LN_GAMMA + SHIFT)] += 1
+                if overhead >= least:
+                    sketch.bins[int(log(overhead) * to_bin + shift)] += 1
                     if overhead > sketch.max:
                         sketch.max = overhead
                 else:
@@ -389,15 +388,10 @@ class Scanner:
             if record.hop_tax_us is not None:
                 stats.add_tax(hops, record.hop_tax_us, 1.0, record.duration_ms)
             raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms and overhead
-            counted = 0
             for site in sites:
-                crossings = site.count
-                values = raw_sites[site.site, site.kind, site.direction, site.call_site, crossings]
+                values = raw_sites[site.site, site.kind, site.direction, site.call_site, site.count]
                 values.append(site.ms)
                 values.append(site.overhead_ms)
-                counted += crossings
-            if counted < hops:  # the line listed fewer crossings than it made
-                stats.add_left_out(record, counted, 1.0)
 
         if too_long:
             part.skip("line_too_long", too_long)
