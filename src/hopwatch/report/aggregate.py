@@ -423,6 +423,7 @@ class EndpointStats:
                 overheads = values[1::2]
                 if None in overheads:  # lines from before overhead_ms: rare, so checked first
                     overheads = [value for value in overheads if value is not None]
+                # (no None left in overheads, nor ever in values[0::2])
                 # fsum: correctly rounded, so the same on every Python (3.12's
                 # sum() of floats compensates, 3.11's does not).
                 self._add_site(
@@ -430,7 +431,7 @@ class EndpointStats:
                     requests,
                     requests * count,
                     math.fsum(values[0::2]),  # type: ignore[arg-type]
-                    math.fsum(overheads),  # type: ignore[arg-type]  (no None left in it)
+                    math.fsum(overheads),  # type: ignore[arg-type]
                     len(overheads),
                 )
             self.raw_sites.clear()
