@@ -22,6 +22,7 @@ from hopwatch.audit.facts import (
 )
 from hopwatch.audit.model import DJANGO_6_2, Audit, build_audit, preview_django_6_2
 from hopwatch.audit.render import FORMATS, render
+from hopwatch.audit.traffic import from_logs
 from hopwatch.hop_tax import DEFAULT_SAMPLES, HopTax, measure_hop_tax, measure_overhead
 
 HELP: Final = "list MIDDLEWARE with the hops each entry costs per request, and what to change"
@@ -97,6 +98,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"hops timed per kind for the hop tax and hopwatch's own cost"
         f" (default {DEFAULT_SAMPLES})",
     )
+    parser.add_argument(
+        "--logs",
+        nargs="+",
+        metavar="PATH",
+        help="the project's hopwatch logs (files, directories, globs, .gz, as hopwatch report"
+        " reads them): rank the changes by what they save for the traffic in them",
+    )
 
 
 def _error(message: str) -> int:
@@ -125,9 +133,19 @@ def _setup_django(module: str, pythonpath: Sequence[str]) -> None:
         raise AuditError(f"cannot load the settings {module!r}: {_one_line(exc)}") from None
 
 
-def write_audit(out: IO[str], format_name: str = "auto", samples: int = DEFAULT_SAMPLES) -> None:
-    """Audit the configured project and write it (the CLI and the management command)."""
+def write_audit(
+    out: IO[str],
+    format_name: str = "auto",
+    samples: int = DEFAULT_SAMPLES,
+    logs: Sequence[str] | None = None,
+) -> None:
+    """Audit the configured project and write it (the CLI and the management command).
+
+    ``logs``: the project's hopwatch logs; the changes are then ranked for the traffic
+    they hold (raises AuditError when they cannot be read or hold no request)."""
     audit = audit_settings()
+    if logs:
+        audit.traffic = from_logs(logs)  # before measuring: a bad path fails at once
     measure_host(audit, samples)
     render(audit, format_name, out)
 
@@ -149,7 +167,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         )
     try:
         _setup_django(module, args.pythonpath)
-        write_audit(out, args.format, args.samples)
+        write_audit(out, args.format, args.samples, args.logs)
         out.flush()
     except AuditError as exc:
         return _error(str(exc))

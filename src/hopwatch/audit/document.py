@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from hopwatch.audit import changes
 from hopwatch.audit.facts import ASGI, INTERFACES, WSGI
 from hopwatch.audit.model import VIEW_KINDS, Audit, Simulation, pinned_section
 from hopwatch.hop_tax import HopTax
@@ -129,4 +130,53 @@ def document(audit: Audit) -> dict[str, Any]:
         "problems": list(audit.problems),
         "hopwatch_overhead": audit.overhead.as_dict() if audit.overhead is not None else None,
         "django_6_2": django_6_2_document(audit),
+        **changes_document(audit),
+    }
+
+
+def _cells(values: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    return {
+        interface: {kind: values[(interface, kind)] for kind in VIEW_KINDS}
+        for interface in INTERFACES
+    }
+
+
+def changes_document(audit: Audit) -> dict[str, Any]:
+    """``traffic``, ``changes`` (ranked), ``needs_nothing`` and ``django_own``."""
+    traffic, ranked = changes.for_audit(audit)
+    return {
+        "traffic": {
+            "source": traffic.source,
+            "requests": round(traffic.requests, 3),
+            "mix": _cells({cell: round(traffic.share(*cell), 4) for cell in changes.CELLS}),
+            "price_us": None if traffic.price_us is None else round(traffic.price_us, 1),
+            "price_source": (
+                "logs" if traffic.price_us is not None else "hop_tax" if audit.hop_tax else None
+            ),
+            "files": list(traffic.files),
+        },
+        "changes": [
+            {
+                "rank": number,
+                "change": item.change.key,
+                "what": item.change.what,
+                "position": item.change.position,
+                "hops": _cells(
+                    {
+                        cell: {"before": before, "after": after}
+                        for cell, (before, after) in item.change.hops.items()
+                    }
+                ),
+                "pins_thread": item.change.pins_thread,
+                "frees_thread": item.change.frees_thread,
+                "saving": {
+                    "hops_per_request": round(item.hops, 3),
+                    "us_per_request": None if item.us is None else round(item.us, 1),
+                    "total_ms": None if item.total_ms is None else round(item.total_ms, 3),
+                },
+            }
+            for number, item in enumerate(ranked, 1)
+        ],
+        "needs_nothing": [entry.position for entry in changes.needs_nothing(audit.entries)],
+        "django_own": [entry.position for entry in changes.django_with_hops(audit.entries)],
     }

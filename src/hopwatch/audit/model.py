@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 from hopwatch.audit.facts import (
     ASGI,
@@ -304,6 +304,8 @@ class Audit:
     overhead: Overhead | None = None
     #: what Django 6.2's flag change will do to this MIDDLEWARE (None: nothing, or on 6.2+)
     django_6_2: Django62Preview | None = None
+    #: the project's measured traffic (hopwatch.audit.traffic.Traffic, from --logs), or None
+    traffic: Any = None
 
     def predicted(self, interface: str, view_kind: str) -> int:
         return self.simulations[(interface, view_kind)].count

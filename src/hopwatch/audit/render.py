@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
 from hopwatch._cli import is_terminal
+from hopwatch.audit import changes
+from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
 from hopwatch.audit.facts import ASGI, INTERFACES, WSGI, MiddlewareFacts
 from hopwatch.audit.model import (
@@ -25,6 +28,7 @@ from hopwatch.audit.model import (
     Audit,
     EntryAudit,
 )
+from hopwatch.audit.traffic import FROM_LOGS, Traffic
 from hopwatch.hop_tax import NEW_LOOP
 
 FORMATS: Final = ("auto", "rich", "text", "json")
@@ -137,7 +141,10 @@ def _change_cell(entry: EntryAudit, baseline: tuple[int, int]) -> str:
         return "-"
     labels = "".join(f"[{_LABELS[a]}]" for a in entry.advice)
     ifs = []
+    django_own = entry.facts.path.split(".", 1)[0] == "django"
     for what_if in entry.what_ifs:
+        if django_own and what_if.change == "native-async":
+            continue  # nobody rewrites Django's own middleware
         if what_if.change == "sync_capable=True":
             ifs.append(f"{what_if.change}: WSGI {baseline[1]}->{what_if.wsgi_async_view}")
             continue
@@ -256,12 +263,94 @@ def _how_to_lines(audit: Audit) -> list[str]:
     return lines
 
 
+def _percent(share: float) -> str:
+    return f"{share * 100:.0f}%"
+
+
+def _traffic_words(traffic: Traffic, priced_by_tax: bool) -> str:
+    if traffic.source == FROM_LOGS:
+        parts = []
+        for interface in INTERFACES:
+            kinds = [
+                f"{_percent(traffic.share(interface, kind))} {kind.replace('_', ' ')}s"
+                for kind in VIEW_KINDS
+                if traffic.share(interface, kind)
+            ]
+            if kinds:
+                parts.append(f"{interface.upper()} {', '.join(kinds)}")
+        words = f"your traffic: {traffic.requests:,.0f} requests in the logs ({'; '.join(parts)})"
+        if traffic.price_us is not None:
+            return f"{words}; a crossing cost {_us(traffic.price_us)} there"
+    else:
+        words = (
+            "ASGI traffic, half async-view and half sync-view requests (give --logs to rank for"
+            " yours)"
+        )
+    return f"{words}; crossings priced at this host's hop tax" if priced_by_tax else words
+
+
+def _saving_words(item: Ranked, logs: bool) -> str:
+    if item.hops <= 0:  # a trade: crossings for the thread each request holds
+        cost = f"costs {-item.hops:.1f} more crossings per request"
+        if item.us is not None:
+            cost += f" (~{_us(-item.us)})"
+        return f"{cost}, but frees the worker thread each ASGI request holds"
+    words = f"saves {item.hops:.1f} crossings per request"
+    if item.us is not None:
+        words += f" (~{_us(item.us)})"
+    if logs and item.total_ms is not None:
+        words += f", {item.total_ms / 1000:,.2f} s over the logged requests"
+    return words
+
+
+def _cells_words(item: Ranked, traffic: Traffic) -> str:
+    shown = []
+    for interface, kind in changes.CELLS:
+        before, after = item.change.hops[(interface, kind)]
+        if before != after and (traffic.share(interface, kind) or traffic.source != FROM_LOGS):
+            shown.append(f"{interface.upper()} {kind.replace('_', ' ')} {before} -> {after}")
+    held = (
+        "; a worker thread is then held for each request"
+        if item.change.pins_thread
+        else "; no thread held"
+    )
+    return ", ".join(shown) + held
+
+
+def changes_lines(audit: Audit) -> list[str]:
+    """What to change first, ranked for the traffic; which entries need nothing."""
+    traffic, ranked = changes.for_audit(audit)
+    logs = traffic.source == FROM_LOGS
+    priced_by_tax = traffic.price_us is None and audit.hop_tax is not None
+    lines = [f"what to change first (ranked for {_traffic_words(traffic, priced_by_tax)}):"]
+    if not ranked:
+        lines.append("  nothing: no change the audit knows saves a crossing for this traffic")
+    for number, item in enumerate(ranked, 1):
+        lines.append(f"  {number}. {_clean(item.change.what)}: {_saving_words(item, logs)}")
+        if number <= changes.LEADING:  # the one or two that matter: what they change
+            lines.append(f"     {_cells_words(item, traffic)}")
+    nothing = changes.needs_nothing(audit.entries)
+    if nothing:
+        names = [f"#{e.position} {_clean(e.facts.path.rsplit('.', 1)[-1])}" for e in nothing]
+        lines.append(f"needs nothing: {', '.join(names)}")
+    django_own = changes.django_with_hops(audit.entries)
+    if django_own:
+        positions = ", ".join(f"#{e.position}" for e in django_own)
+        lines.append(
+            f"Django's own middleware ({positions}): nothing to change in them; a chain-wide"
+            " change above is what removes their hops"
+        )
+    return lines
+
+
 def render_text(audit: Audit, out: IO[str]) -> None:
     columns = _columns(audit)
     cells = [[header for header, _cell, _right in columns]]
     cells += [[cell(entry) for _header, cell, _right in columns] for entry in audit.entries]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     out.write(_title(audit) + "\n\n")
+    if audit.entries:
+        out.write("\n".join(changes_lines(audit)) + "\n\n")
     if not audit.entries:
         out.write("MIDDLEWARE is empty\n")
     else:
@@ -303,6 +392,14 @@ def render_rich(audit: Audit, out: IO[str], *, width: int | None = None) -> None
             )
         )
     if audit.entries:
+        console.print(Text(_title(audit), style="bold"))
+        console.print(Text(""))
+        for line in changes_lines(audit):
+            # wrapped here, so that a continuation lines up under its item's text
+            indent = "     " if line[:5].strip().rstrip(".").isdigit() else "  "
+            for part in textwrap.wrap(line, console.width, subsequent_indent=indent) or [""]:
+                console.print(Text(part), no_wrap=True, overflow="ignore", crop=False)
+        table.title = None
         console.print(table)
     else:
         console.print(Text(_title(audit)))

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from hopwatch import audit
 from hopwatch._cli import terminal_width
 from hopwatch.audit.command import samples_type
+from hopwatch.audit.traffic import from_logs
 
 
 class Command(BaseCommand):
@@ -36,6 +37,12 @@ class Command(BaseCommand):
             help=f"hops timed per kind for the hop tax and hopwatch's own cost"
             f" (default {audit.DEFAULT_SAMPLES})",
         )
+        parser.add_argument(
+            "--logs",
+            nargs="+",
+            metavar="PATH",
+            help="the project's hopwatch logs: rank the changes for the traffic in them",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         format_name = options["format"]
@@ -43,6 +50,8 @@ class Command(BaseCommand):
             format_name = "rich" if self.stdout.isatty() else "text"
         try:
             report = audit.audit_settings()
+            if options["logs"]:
+                report.traffic = from_logs(options["logs"])
         except audit.AuditError as exc:
             raise CommandError(str(exc), returncode=2) from None
         audit.measure_host(report, options["samples"])
