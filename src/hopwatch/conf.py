@@ -148,7 +148,10 @@ SETTINGS: Final[dict[str, Setting]] = {
         _count,
         "a whole number >= 0",
         "How many causes the line lists in `sites` (largest first); the rest are counted in"
-        " `sites_dropped`.",
+        " `sites_dropped`, and `hopwatch report` shows their crossings and overhead as left"
+        " out of the lines. A stack with more causes than this (startproject's middleware and"
+        " a few ORM calls make 12 or more) gets exact totals but per-cause counts that are lower"
+        " bounds: raise it to name every cause.",
     ),
     "DETAIL": Setting(
         False,

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from hopwatch.audit.facts import ASGI, INTERFACES, MIXIN_HOOKS, WSGI, HookFacts, MiddlewareFacts
+from hopwatch.audit.facts import ASGI, INTERFACES, WSGI, MiddlewareFacts
 from hopwatch.audit.model import (
     ADVICE_ASYNC_ONLY,
     ADVICE_MIXIN,
@@ -37,7 +37,10 @@ from hopwatch.audit.model import (
     VIEW_KINDS,
     Audit,
     EntryAudit,
+    async_process_view,
+    native_async,
     simulate,
+    sync_only,
 )
 from hopwatch.audit.traffic import Traffic, assumed
 from hopwatch.hop_tax import HopTax
@@ -140,7 +143,7 @@ def candidates(
         last = used[-1]
         fact = facts[last]
         if fact.async_capable and fact.sync_capable:
-            sync_last = replace(fact, async_capable=False, instance_async_capable=False)
+            sync_last = sync_only(fact)
             found.append(
                 _change(
                     SYNC_CHAIN,
@@ -172,14 +175,7 @@ def candidates(
         name = f"#{entry.position} {_name(fact)}"
         advice = entry.advice
         if ADVICE_MIXIN in advice or ADVICE_SYNC_ONLY in advice:
-            native = replace(
-                fact,
-                sync_capable=True,
-                async_capable=True,
-                instance_async_capable=True,
-                mixin_calls_hooks=False,
-                hooks=tuple(h for h in fact.hooks if h.name not in MIXIN_HOOKS),
-            )
+            native = native_async(fact)
             found.append(
                 _change(
                     NATIVE_ASYNC if own else UPGRADE,
@@ -204,16 +200,13 @@ def candidates(
                 )
             )
         if ADVICE_PROCESS_VIEW in advice and own:
-            hooks = tuple(
-                HookFacts(h.name, True) if h.name == "process_view" else h for h in fact.hooks
-            )
             found.append(
                 _change(
                     ASYNC_PROCESS_VIEW,
                     f"make {name}'s process_view async def",
                     entry.position,
                     before,
-                    variant(index, replace(fact, hooks=hooks)),
+                    variant(index, async_process_view(fact)),
                 )
             )
     return found

@@ -337,6 +337,31 @@ def _hook_hops(fact: MiddlewareFacts, hook: HookFacts, mode: str | None, interfa
     return int(hook.is_async != is_async)  # adapted to the handler's mode
 
 
+# --- one entry changed: the variants the what-ifs and the ranked changes simulate ----
+
+
+def native_async(fact: MiddlewareFacts) -> MiddlewareFacts:
+    """The entry rewritten natively async: sync and async capable, no mixin hooks."""
+    return replace(
+        fact,
+        sync_capable=True,
+        async_capable=True,
+        instance_async_capable=True,
+        mixin_calls_hooks=False,
+        hooks=tuple(h for h in fact.hooks if h.name not in MIXIN_HOOKS),
+    )
+
+
+def sync_only(fact: MiddlewareFacts) -> MiddlewareFacts:
+    """The entry with ``async_capable = False`` (on a subclass listed in its place)."""
+    return replace(fact, async_capable=False, instance_async_capable=False)
+
+
+def async_process_view(fact: MiddlewareFacts) -> MiddlewareFacts:
+    hooks = tuple(HookFacts(h.name, True) if h.name == "process_view" else h for h in fact.hooks)
+    return replace(fact, hooks=hooks)
+
+
 def _what_ifs(
     facts: Sequence[MiddlewareFacts],
     index: int,
@@ -347,45 +372,13 @@ def _what_ifs(
     fact = facts[index]
     changes: list[tuple[str, MiddlewareFacts]] = []
     if ADVICE_MIXIN in advice or ADVICE_SYNC_ONLY in advice:
-        changes.append(
-            (
-                "native-async",
-                replace(
-                    fact,
-                    sync_capable=True,
-                    async_capable=True,
-                    instance_async_capable=True,
-                    mixin_calls_hooks=False,
-                    hooks=tuple(h for h in fact.hooks if h.name not in MIXIN_HOOKS),
-                ),
-            )
-        )
+        changes.append(("native-async", native_async(fact)))
     if ADVICE_MIXIN in advice:
-        changes.append(
-            (
-                "async_capable=False",
-                replace(
-                    fact,
-                    async_capable=False,
-                    instance_async_capable=False,
-                ),
-            )
-        )
+        changes.append(("async_capable=False", sync_only(fact)))
     if ADVICE_ASYNC_ONLY in advice:
         changes.append(("sync_capable=True", replace(fact, sync_capable=True)))
     if ADVICE_PROCESS_VIEW in advice:
-        changes.append(
-            (
-                "async process_view",
-                replace(
-                    fact,
-                    hooks=tuple(
-                        HookFacts(h.name, True) if h.name == "process_view" else h
-                        for h in fact.hooks
-                    ),
-                ),
-            )
-        )
+        changes.append(("async process_view", async_process_view(fact)))
     results = []
     for name, changed in changes:
         variant = [*facts[:index], changed, *facts[index + 1 :]]
@@ -512,7 +505,7 @@ def preview_django_6_2(
     if not any(changes):
         return None
     after_facts = [
-        replace(fact, async_capable=False, instance_async_capable=False) if changed else fact
+        sync_only(fact) if changed else fact
         for fact, changed in zip(facts, changes, strict=True)
     ]
 

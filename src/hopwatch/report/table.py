@@ -327,6 +327,45 @@ ENDPOINT_COLUMNS: Final = (
     ),
 )
 
+def _cause_costs(
+    over: str, share_of: str, share_drop: int, hop_drop: int
+) -> tuple[Column, Column, Column, Column]:
+    """A cause's overhead per request and in all, its share, its whole crossings per
+    request: the same for --by site and --endpoint but for what they are summed over."""
+    return (
+        Column(
+            "overhead_mean",
+            "ovh/req",
+            lambda r: _ms_or_na(r.get("overhead_per_request")),
+            f"ms per request that had it of {_OVERHEAD}",
+            shown=_with_overhead,
+        ),
+        Column(
+            "overhead_total",
+            "overhead",
+            lambda r: NA if r.get("overhead_ms") is None else fmt.duration(r["overhead_ms"]),
+            f"its overhead summed over {over}",
+            shown=_with_overhead,
+        ),
+        Column(
+            "overhead_share",
+            "ovh %",
+            lambda r: _percent_or_na(r.get("overhead_share")),
+            f"its share of {share_of}",
+            drop=share_drop,
+            shown=_with_overhead,
+        ),
+        Column(
+            "ms_mean",
+            "hop/req",
+            lambda r: fmt.ms(r["ms_per_request"]),
+            "ms per request of its whole crossings, the code inside them included",
+            drop=hop_drop,
+            shown=_lacking_overhead,
+        ),
+    )
+
+
 SITE_COLUMNS: Final = (
     Column("rank", "#", lambda r: str(r["rank"]), "rank by the sort key"),
     Column(
@@ -360,36 +399,7 @@ SITE_COLUMNS: Final = (
         "its crossings per request that had it",
         drop=4,
     ),
-    Column(
-        "overhead_mean",
-        "ovh/req",
-        lambda r: _ms_or_na(r.get("overhead_per_request")),
-        f"ms per request that had it of {_OVERHEAD}",
-        shown=_with_overhead,
-    ),
-    Column(
-        "overhead_total",
-        "overhead",
-        lambda r: NA if r.get("overhead_ms") is None else fmt.duration(r["overhead_ms"]),
-        "its overhead summed over the requests logged (the default sort)",
-        shown=_with_overhead,
-    ),
-    Column(
-        "overhead_share",
-        "ovh %",
-        lambda r: _percent_or_na(r.get("overhead_share")),
-        "its share of all the overhead in the report",
-        drop=2,
-        shown=_with_overhead,
-    ),
-    Column(
-        "ms_mean",
-        "hop/req",
-        lambda r: fmt.ms(r["ms_per_request"]),
-        "ms per request of its whole crossings, the code inside them included",
-        drop=3,
-        shown=_lacking_overhead,
-    ),
+    *_cause_costs("the requests logged (the default sort)", "all the overhead in the report", 2, 3),
     Column(
         "ms_total",
         "hop total",
@@ -455,35 +465,7 @@ CAUSE_COLUMNS: Final = (
         "its crossings per request that had it",
         drop=6,
     ),
-    Column(
-        "overhead_mean",
-        "ovh/req",
-        lambda r: _ms_or_na(r.get("overhead_per_request")),
-        f"ms per request that had it of {_OVERHEAD}",
-        shown=_with_overhead,
-    ),
-    Column(
-        "overhead_total",
-        "overhead",
-        lambda r: NA if r.get("overhead_ms") is None else fmt.duration(r["overhead_ms"]),
-        "its overhead summed over the endpoint's requests logged",
-        shown=_with_overhead,
-    ),
-    Column(
-        "overhead_share",
-        "ovh %",
-        lambda r: _percent_or_na(r.get("overhead_share")),
-        "its share of the endpoint's overhead",
-        drop=1,
-        shown=_with_overhead,
-    ),
-    Column(
-        "ms_mean",
-        "hop/req",
-        lambda r: fmt.ms(r["ms_per_request"]),
-        "ms per request of its whole crossings, the code inside them included",
-        shown=_lacking_overhead,
-    ),
+    *_cause_costs("the endpoint's requests logged", "the endpoint's overhead", 1, 3),
 )
 
 
