@@ -38,11 +38,11 @@ def _named(path: str, method: str = "GET", wsgi: bool = False) -> tuple[str | No
         ("/plain/", "GET", "/plain/", "tests.testapp.views.async_view"),
     ],
 )
-def test_routes_and_views_are_named_as_written(path, method, route, view, wsgi):
+def test_routes_and_views_are_named_as_written(path, method, route, view, wsgi, db):
     assert _named(path, method, wsgi) == (route, view)
 
 
-def test_a_ninja_api_is_several_views_not_its_dispatcher():
+def test_a_ninja_api_is_several_views_not_its_dispatcher(db):
     # Before: every operation was "ninja.operation.async_view_wrapper" (or _async_view,
     # _sync_view, functools.partial): one row for a whole API in --by view.
     views = {_named(path)[1] for path in ("/api/datasets/", "/api/datasets/7/", "/api/health/")}

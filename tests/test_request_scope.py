@@ -34,7 +34,7 @@ async def _noop():
     return None
 
 
-def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent():
+def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent(db):
     """With wsgi.file_wrapper Django returns the server's wrapper, not the response:
     the record closed at once, and request_finished's hops were lost."""
     environ = wsgi_environ("/file/")
@@ -57,9 +57,10 @@ def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent():
     assert not _awaiting_close
 
 
-def test_one_response_object_returned_to_two_requests_closes_each_its_own():
+def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
     """A view returning one shared response object: two requests in flight, each
-    closed by its own server thread (context), each closes its own record."""
+    closed by its own server thread (context), each closes its own record.
+    (db: closing a response sends request_finished, whose receiver closes connections.)"""
     handler = WSGIHandler.__new__(WSGIHandler)
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         handler.__init__()
@@ -77,7 +78,7 @@ def test_one_response_object_returned_to_two_requests_closes_each_its_own():
     assert not _awaiting_close
 
 
-def test_an_unconsumed_stream_from_the_test_client_leaves_the_test_outside_the_request():
+def test_an_unconsumed_stream_from_the_test_client_leaves_the_test_outside_the_request(db):
     """The test Client returns a streaming response unread: the test's own hops
     after that were counted in the request."""
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
