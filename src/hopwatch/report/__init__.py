@@ -1,6 +1,7 @@
 """``hopwatch report``: rank the worst endpoints from captured hopwatch logs.
 
-Reads logs only: this package imports neither Django nor the rest of hopwatch.
+Reads logs only: this package imports neither Django nor hopwatch's core (only the
+standard-library modules ``hopwatch.schema``, ``hopwatch._advice`` and ``hopwatch._cli``).
 
     from hopwatch.report import make_report
     document = make_report(["logs/"], by="route", top=10)   # the --format json document
@@ -11,6 +12,8 @@ Modules: :mod:`~hopwatch.report.parse` (finding and decoding lines),
 :mod:`~hopwatch.report.inputs` (files, gzip, stdin), :mod:`~hopwatch.report.parallel`
 (splitting work across processes), :mod:`~hopwatch.report.rank` (the report
 document), :mod:`~hopwatch.report.render` (output formats),
+:mod:`~hopwatch.report.table` (the table's columns, their legend, fitting a
+width), :mod:`~hopwatch.report.notes` (what is said under the table),
 :mod:`~hopwatch.report.command` (the command line).
 """
 
