@@ -752,22 +752,23 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                 else "."
             ),
             "",
-            "Why: the patch is pure Python on the hop's own path. Each hop goes through one more"
-            " coroutine layer (the patched `SyncToAsync.__call__`/`AsyncToSync.__call__` around"
-            " asgiref's own), attribution (which line of which module asked for the hop: a frame"
-            " walk with id-keyed caches), a `Hop` record and its contextvars, a timing wrapper"
-            " in the worker thread, and the fold into the request's ledger. Each piece has"
-            ' already been cut once (see docs/how-it-works.md, "Overhead"); what is left is'
-            " bytecode that a bare asgiref hop does not run, and a bare hop is itself only a"
-            " few hundred thousand instructions, so a few tens of thousands more is well over"
-            " 2%.",
+            "Why: the hop path is the C accelerator (`hopwatch/_speedups.c`); what it still"
+            " adds to a bare hop, read from callgrind profiles (docs/performance.md, the"
+            " instructions section): the awaitable around asgiref's coroutine and the extra"
+            " `send` level on each step, the `Hop` object, attribution (a cache hit), the"
+            " accounting into the request's ledger and, for `async_to_sync` only, the"
+            " `current_hop` context variable (its set and reset, and the pass asgiref's"
+            " `_restore_context` makes over it on each side), which is how a `sync_to_async`"
+            " made on the loop, or in a task started there, finds the crossing it is inside."
+            " Wall time adds what instructions do not show: a bare hop is mostly waiting for"
+            " another thread, so a few more instructions on either side can cost a scheduling"
+            " turn.",
             "",
-            "What would close it: a small C accelerator (an extension module with a pure-Python"
-            " fallback) for the hot path: the patched `__call__`, the timing wrapper and the"
-            " ledger append, which together are most of the added instructions; and moving the"
-            " naming part of attribution (turning a code object into `module:function:line`)"
-            " off the hop path, into the end-of-request fold, where it runs once per distinct"
-            " site instead of once per hop.",
+            "What would close it: for `async_to_sync`, finding the enclosing crossing without a"
+            " context variable of hopwatch's own (nothing else in asyncio follows a task to the"
+            " tasks it starts); a free list for the `Hop` and awaitable objects; on a quiet"
+            " machine the wall-time figures move by more than the remaining gap between runs,"
+            " so read the instruction counts first.",
             "",
         ]
     s = data.get("server")
@@ -799,12 +800,11 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " mostly queueing, so it moves with throughput: the p99 target falls with the"
             " throughput one.",
             "",
-            "What would close it: the C accelerator for the hop path (above), which removes most"
-            " of the per-hop part; a cheaper request line (the event dict serialized with"
-            " `json.dumps` straight to a buffered writer instead of through structlog's"
-            " processor chain and a logging handler's lock, or handed to a background writer"
-            " thread); profiling the per-request remainder (request scope and fold) the same"
-            ' way the hop path was; and, today, `HOPWATCH = {"SAMPLE_RATE": 0.1}`: counting'
+            "What would close it: the request line is now the largest part (build_event,"
+            " structlog and orjson, then the logging handler: about two thirds of hopwatch's"
+            " per-request instructions); a renderer for the documented fields in C, and the"
+            " request scope (middleware, handler wrapper, route and view names) made cheaper"
+            " the same way the hop path was. Today, `HOPWATCH = {\"SAMPLE_RATE\": 0.1}`: counting"
             " stays exact for every request and only one line in ten is written (the"
             ' "counting only" row shows the floor that sampling approaches).',
             "",

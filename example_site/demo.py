@@ -7,7 +7,9 @@
 2. starts the site under uvicorn (ASGI) and under wsgiref (WSGI), on 127.0.0.1;
 3. sends a bounded number of requests to every example endpoint;
 4. stops both servers (they also stop by themselves after a few minutes);
-5. runs ``hopwatch report`` on the two captured logs.
+5. runs ``hopwatch report`` on the two captured logs, and writes the same report as
+   a page (``--format html``, with each endpoint's slowest request on a timeline: the
+   servers log in detail mode) next to them.
 
 Run it again at will: each run starts from a clean example_site/var/.
 """
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # Measured runs: never the debug mode (toolbar), whatever the caller's shell says.
     env.pop("EXAMPLE_SITE_DEBUG", None)
+    env["EXAMPLE_SITE_DETAIL"] = "1"  # each crossing in the lines, for the page's timelines
     say(f"preparing a fresh database in {args.var}")
     prepare(args.var, env)
     say("starting the example site under uvicorn (ASGI) and wsgiref (WSGI) on 127.0.0.1")
@@ -167,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "hopwatch", "report", *logs]
     if args.format != "table":
         command += ["--format", args.format]
-    return subprocess.call(command, cwd=ROOT)
+    status = subprocess.call(command, cwd=ROOT)
+    page = args.var / "report.html"
+    html = [sys.executable, "-m", "hopwatch", "report", *logs, "--format", "html", "-o", str(page)]
+    done = subprocess.run(html, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        say(f"the same report as a page, with timelines: {page} (open it in a browser)")
+    else:
+        say(f"could not write the page {page}: {done.stderr.strip()}")
+        status = status or done.returncode
+    return status
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import django
 import pytest
 
 pytest.importorskip("debug_toolbar", reason="django-debug-toolbar is not installed")
+
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".cache"
@@ -42,25 +42,6 @@ TOOLBAR_HOPS = 2
 SITES = [("tests", "/page/")]
 if django.VERSION >= (5, 0):
     SITES.append(("example", "/"))
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser test must run)")
-    pytest.skip(f"{reason}; python3 dev.py test installs it")
-
-
-@pytest.fixture(scope="module")
-def browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        _missing("Debian's chromium and chromium-driver are not installed")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _missing("selenium is not installed")
-    return chromium, driver  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module", params=SITES, ids=[name for name, _ in SITES])
@@ -111,36 +92,6 @@ def _wait_until_up(port: int, timeout: float = 30.0) -> None:
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.2)
     pytest.fail(f"the server did not answer {url}")
-
-
-@pytest.fixture
-def driver(browser_paths, tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium must not look anything up online
-    chromium, chromedriver = browser_paths
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    browser.set_page_load_timeout(60)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def test_the_hops_panel_renders_in_the_toolbar(site, driver):

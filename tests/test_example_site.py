@@ -98,7 +98,12 @@ def demo(tmp_path_factory):
     env = {**os.environ, "EXAMPLE_SITE_DEBUG": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout[result.stdout.index("{") :])
+    report, end = json.JSONDecoder().raw_decode(result.stdout, result.stdout.index("{"))
+    # after the report, where the same report was written as a page
+    assert result.stdout[end:].strip() == (
+        f"demo: the same report as a page, with timelines: {var / 'report.html'}"
+        " (open it in a browser)"
+    )
     lines = []
     for name in ("asgi.log", "wsgi.log"):
         lines += [json.loads(line) for line in (var / name).read_text().splitlines()]
@@ -132,6 +137,17 @@ def test_the_audit_predicts_every_example_endpoint(demo, audited):
         kind = "async_view" if audited["async_view"][route] else "sync_view"
         predicted = audited["predicted"][stack][f"{interface} {kind}"]
         assert (route, predicted + OWN_HOPS.get(route, 0)) == (route, hops)
+
+
+def test_the_demo_writes_the_report_as_a_page_with_timelines(demo):
+    report, lines, var = demo
+    page = (var / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    table = page.split('id="endpoint-table"', 1)[1].split("</table>", 1)[0]
+    assert table.count('<tr data-i="') == len(report["rows"])
+    assert all("detail" in line for line in lines)  # the demo's servers log in detail mode
+    # a timeline for each of the first ten endpoints
+    assert page.count('<figure class="timeline-figure">') == min(10, len(report["rows"]))
 
 
 def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):

@@ -73,3 +73,68 @@ def test_hop_durations_agree_between_the_two_hop_types():
         never_ran = hop_type("async_to_sync", None, None, None, None, 100)
         never_ran.resumed_ns = 150
         assert (never_ran.wait_ns, never_ran.run_ns, never_ran.overhead_ns) == (50, 0, 50)
+
+
+def _ledger_with(impl, hops):
+    ledger = impl.LedgerCore()
+    for cause, direction, called, resumed in hops:
+        hop = impl.Hop(direction, cause, None, None, ledger, called)
+        hop.resumed_ns = resumed
+        impl.finish_hop(hop)
+    return ledger
+
+
+def test_the_line_sites_are_the_same_from_both_ledgers():
+    """Ranked by summed wall time (ties: more hops, then site), the top ``limit``
+    rendered as the line's entries, rounded to the microsecond."""
+    from hopwatch._recorder import intern_cause
+
+    a = intern_cause("orm", "QuerySet.aget", "shop/views.py:12 in detail")
+    b = intern_cause("middleware", "b.Middleware")
+    c = intern_cause("middleware", "a.Middleware")  # ties with b: site order
+    d = intern_cause("signal", "request_started")
+    hops = [
+        (a, "sync_to_async", 0, 1_500_499),  # 1.5 ms, rounds down
+        (a, "sync_to_async", 0, 1_000),
+        (b, "sync_to_async", 0, 700_500),  # 0.7005 -> 0.701 (half up)
+        (c, "sync_to_async", 0, 700_500),
+        (d, "async_to_sync", 0, 10),
+    ]
+    implementations = {_hotpath_py, _hotpath.impl}
+    results = [_ledger_with(impl, hops).line_sites(3) for impl in implementations]
+    sites, causes = results[0]
+    assert causes == 4
+    assert [s["site"] for s in sites] == ["QuerySet.aget", "a.Middleware", "b.Middleware"]
+    assert sites[0] == {
+        "site": "QuerySet.aget",
+        "kind": "orm",
+        "direction": "sync_to_async",
+        "count": 2,
+        "ms": 1.501,
+        "overhead_ms": 1.501,  # never ran: all of it was overhead
+        "call_site": "shop/views.py:12 in detail",
+    }
+    assert sites[1]["ms"] == 0.701 and "call_site" not in sites[1]
+    assert all(result == results[0] for result in results)
+    assert list(sites[0]) == ["site", "kind", "direction", "count", "ms", "overhead_ms", "call_site"]
+    ranked = [_ledger_with(impl, hops).ranked_causes() for impl in implementations]
+    assert all([c.site for c, _ in r] == [c.site for c, _ in ranked[0]] for r in ranked)
+    assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
+
+
+def test_pinned_time_is_summed_per_cause_whatever_the_order_on_both_ledgers():
+    from hopwatch._recorder import intern_cause
+
+    held_by = {name: intern_cause("middleware", name) for name in ("X", "Y")}
+    bridge = intern_cause("middleware", "bridge")
+    for impl in {_hotpath_py, _hotpath.impl}:
+        ledger = impl.LedgerCore()
+        for name, wall in [("X", 10), ("X", 20), ("Y", 5), ("X", 1), ("Y", 2)]:
+            # an async_to_sync made inside a sync_to_async of another ledger
+            # (only the parent's direction and cause matter for pinning)
+            parent = impl.Hop("sync_to_async", held_by[name], True, None, None, 0)
+            hop = impl.Hop("async_to_sync", bridge, None, parent, ledger, 0)
+            hop.resumed_ns = wall
+            impl.finish_hop(hop)
+        assert ledger.pinned_ns == 38
+        assert {cause.site: ns for cause, ns in ledger.pinned_by.items()} == {"X": 31, "Y": 7}

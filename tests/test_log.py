@@ -89,6 +89,7 @@ _TYPES = {
     "number": (int, float),
     "array": list,
     "boolean": bool,
+    "object": dict,
 }
 
 
@@ -96,6 +97,7 @@ def documented_fields() -> dict[str, tuple[tuple[type, ...], bool, bool]]:
     """{field: (types, nullable, optional)} from docs/log-schema.md's tables."""
     fields = {}
     text = (ROOT / "docs" / "log-schema.md").read_text()
+    text = text.split("## The `hopwatch.process` line")[0]  # another event's table
     optional_from = text.index("## Optional fields")
     for match in re.finditer(r"^\| `([a-z_\[\].]+)`(?:, `[a-z_]+`)? \| ([^|]+) \|", text, re.M):
         name, kind = match.group(1), match.group(2).strip()
@@ -190,7 +192,8 @@ def test_detail_mode_caps_the_list_and_keeps_counts_exact(log_lines):
     first = line["detail"][0]
     assert set(first) == {
         "direction", "kind", "site", "call_site", "depth", "thread_sensitive", "new_loop",
-        "thread", "wait_ms", "run_ms", "resume_ms", "outcome",
+        "thread", "wait_ms", "run_ms", "resume_ms", "outcome", "at_ms", "parent", "caller_thread",
+        "executor", "thread_started",
     }  # fmt: skip
 
 
@@ -449,3 +452,32 @@ def test_overhead_and_work_split_the_outermost_crossings_without_double_counting
     assert line["hop_ms"] > line["overhead_ms"] + line["work_ms"] - slack
     for site in line["sites"]:
         assert 0 <= site["overhead_ms"] <= site["ms"]
+
+
+def test_detail_places_each_crossing_in_the_request_for_a_timeline(log_lines):
+    """at_ms, parent and caller_thread: when each crossing was called, inside which one,
+    from which thread; nested crossings lie inside their parent's run."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(DETAIL=True):
+        asgi_request("/nested/")  # sync_to_async > async_to_sync > sync_to_async
+    (line,) = log_lines.parsed()
+    hops = line["detail"]
+    by_depth = {hop["depth"]: hop for hop in hops if hop["site"] != "HttpResponse.close"}
+    outer, middle, inner = by_depth[1], by_depth[2], by_depth[3]
+    assert outer["parent"] is None
+    assert hops[middle["parent"]] is outer and hops[inner["parent"]] is middle
+    assert middle["caller_thread"] == outer["thread"]  # called from the outer crossing's code
+    assert inner["caller_thread"] == middle["thread"]  # ... and from the event loop's coroutine
+    # the outermost crossings were called by the thread that opened the request: the loop,
+    # which also ran the async_to_sync's coroutine (no new loop under ASGI)
+    loop = outer["caller_thread"]
+    assert middle["thread"] == loop and not middle["new_loop"]
+    assert all(hop["caller_thread"] == loop for hop in hops if hop["depth"] == 1)
+    slack = 0.003  # every figure is rounded to the microsecond on its own
+    for child, parent in ((middle, outer), (inner, middle)):
+        parent_start = parent["at_ms"] + parent["wait_ms"]
+        child_end = child["at_ms"] + child["wait_ms"] + child["run_ms"] + child["resume_ms"]
+        assert parent_start - slack <= child["at_ms"]
+        assert child_end <= parent_start + parent["run_ms"] + slack
+    for hop in hops:
+        end = hop["at_ms"] + hop["wait_ms"] + hop["run_ms"] + hop["resume_ms"]
+        assert hop["at_ms"] >= 0 and end <= line["duration_ms"] + slack

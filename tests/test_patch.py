@@ -136,7 +136,9 @@ def test_return_values():
             return async_to_sync(double)(21)
 
         async def main() -> Any:
-            return await sync_to_async(sync_side)(), await sync_to_async(dict, thread_sensitive=False)(a=1)
+            return await sync_to_async(sync_side)(), await sync_to_async(
+                dict, thread_sensitive=False
+            )(a=1)
 
         return asyncio.run(main())
 
@@ -441,6 +443,43 @@ def test_hop_fields_for_nested_crossings():
     assert outer.cause.site.endswith("test_hop_fields_for_nested_crossings.<locals>.middle")
     assert outer.cause.call_site.startswith("tests/test_patch.py:")
     assert outer.cause.call_site.endswith(" in main")
+
+
+def test_parents_are_exact_with_one_adapter_shared_by_concurrent_tasks_and_gathers():
+    """The hop reaches its worker with the bound thread_handler, not through the
+    context: one adapter instance awaited by many tasks at once, gathers inside
+    and outside a nested crossing, and each hop still has its own start, end
+    and parent."""
+    shared = sync_to_async(_noop, thread_sensitive=False)  # one instance, many tasks
+
+    async def gathered_inside() -> None:
+        await asyncio.gather(*(shared() for _ in range(4)))
+
+    def middle() -> None:
+        async_to_sync(gathered_inside)()
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            await asyncio.gather(
+                sync_to_async(middle, thread_sensitive=False)(),
+                *(shared() for _ in range(6)),
+            )
+        return scope
+
+    scope = asyncio.run(main())
+    hops = scope.hops()
+    assert len(hops) == 1 + 1 + 4 + 6
+    (outer,) = [h for h in hops if h.cause.site.endswith("middle")]
+    (bridge,) = [h for h in hops if h.direction == "async_to_sync"]
+    noops = [h for h in hops if h.cause.site.endswith("_noop")]
+    inside = [h for h in noops if h.parent is bridge]
+    outside = [h for h in noops if h.parent is None]
+    assert bridge.parent is outer and outer.parent is None
+    assert (len(inside), len(outside)) == (4, 6)
+    assert {h.depth for h in inside} == {3} and {h.depth for h in outside} == {1}
+    for hop in hops:  # every one timed on its own worker, none twice
+        assert 0 < hop.called_ns <= hop.started_ns <= hop.ended_ns <= hop.resumed_ns
+    assert scope.count == 12 and scope.max_depth == 3
 
 
 def test_cold_path_counts_a_new_loop():

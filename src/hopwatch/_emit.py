@@ -26,7 +26,7 @@ from typing import Any, Final, TextIO
 import orjson
 import structlog
 
-from hopwatch import _errors
+from hopwatch import _errors, _executors
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
@@ -74,8 +74,11 @@ def clean_path(path: str | None, limit: int) -> str:
     return path
 
 
-def _hop_detail(hop: Hop) -> dict[str, Any]:
+def _hop_detail(
+    hop: Hop, start_ns: int, positions: dict[int, int], handler_thread: int
+) -> dict[str, Any]:
     cause = hop.cause
+    parent = hop.parent
     return {
         "direction": hop.direction,
         "kind": cause.kind,
@@ -89,6 +92,11 @@ def _hop_detail(hop: Hop) -> dict[str, Any]:
         "run_ms": _ms(hop.run_ns),
         "resume_ms": _ms(hop.resume_ns),
         "outcome": hop.outcome,
+        # Where the crossing sits in the request, for a timeline: when it was called,
+        # the entry it was made inside (its code called this one), and from which thread.
+        "at_ms": _ms(max(0, hop.called_ns - start_ns)),
+        "parent": positions.get(id(parent)) if parent is not None else None,
+        "caller_thread": parent.thread_id if parent is not None else handler_thread,
     }
 
 
@@ -102,20 +110,7 @@ def build_event(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
-    ranked = record.top_causes()
-    sites = []
-    for cause, stats in ranked[:sites_limit]:
-        site: dict[str, Any] = {
-            "site": cause.site,
-            "kind": cause.kind,
-            "direction": stats.direction,
-            "count": stats.count,
-            "ms": _ms(stats.wall_ns),
-            "overhead_ms": _ms(stats.overhead_ns),
-        }
-        if cause.call_site:
-            site["call_site"] = cause.call_site
-        sites.append(site)
+    sites, causes = record.line_sites(sites_limit)
     pinning = record.top_pinning_cause()
     event: dict[str, Any] = {
         "event": EVENT,
@@ -140,14 +135,19 @@ def build_event(
         "max_depth": record.max_depth,
         "pinned_ms": _ms(record.pinned_ns),
         "pinned_by": pinning.site if pinning is not None else None,
-        "sites": sites,
     }
-    if len(ranked) > sites_limit:
-        event["sites_dropped"] = len(ranked) - sites_limit
+    classifier = _executors.thread_fields(record, event)
+    event["sites"] = sites
+    if causes > sites_limit:
+        event["sites_dropped"] = causes - sites_limit
     if detail_limit is not None:
         kept = record.details[:detail_limit]
-        event["detail"] = [_hop_detail(hop) for hop in kept]
+        # ids of live objects (every kept hop, and each one's parent) are unique
+        positions = {id(hop): index for index, hop in enumerate(kept)}
+        start, handler = record.started_ns, record.handler_thread_id
+        event["detail"] = details = [_hop_detail(hop, start, positions, handler) for hop in kept]
         event["detail_dropped"] = record.count - len(kept)
+        _executors.annotate_detail(classifier, details)
     extra = record.extra
     if extra:
         for key in ("profile", "scope", "response_closed"):
@@ -157,6 +157,9 @@ def build_event(
 
 
 _ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+
+#: The keyword the emitter hands structlog a whole request line under (see _renderer).
+_WHOLE_LINE: Final = "_hopwatch_line"
 
 
 def _json_default(value: Any) -> Any:
@@ -174,6 +177,15 @@ def _renderer(logger_name: str) -> Callable[..., str]:
     head = '{"event":'
 
     def render(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        line = event_dict.pop(_WHOLE_LINE, None)
+        if line is not None and not event_dict.keys() - {"event"}:
+            # A request line, built whole and in order by build_event: one
+            # encoding of it, without spreading it into keywords and back.
+            line["level"] = method
+            line["logger"] = logger_name
+            return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
+        if line is not None:
+            event_dict.update(line)
         event = event_dict.pop("event")
         event_dict["level"] = method
         event_dict["logger"] = logger_name
@@ -307,10 +319,20 @@ class Emitter:
         if errors:
             event["hopwatch_errors"] = errors
         try:
-            self._get_logger(settings).info(event.pop("event"), **event)
+            self._get_logger(settings).info(EVENT, **{_WHOLE_LINE: event})
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise
+
+    def write_event(self, fields: Mapping[str, Any]) -> None:
+        """Write another hopwatch event (``hopwatch.process``) to the request lines' output:
+        its ``event`` and ``schema``, the time, then the other fields."""
+        settings = self._settings.merged()
+        if not settings["ENABLED"]:
+            return
+        event = {"schema": fields["schema"], "timestamp": _timestamp(None)}
+        event.update((k, v) for k, v in fields.items() if k not in ("event", "schema"))
+        self._get_logger(settings).info(fields["event"], **event)
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:

@@ -8,18 +8,23 @@ How one crossing is measured, in every asgiref from 3.8 to 3.13, with four
 class-level patches and no per-call copies of anything:
 
 * ``SyncToAsync.__call__``: when its coroutine is first driven (in the
-  awaiting task's context), the hop is attributed, created and made the value
-  of the ``current_hop`` contextvar; then asgiref's own ``__call__`` runs
-  unchanged. asgiref copies the context into the worker thread, which is how
-  the other side finds the hop, and how a hop made from inside the wrapped
-  code finds its parent and the request scope. When the coroutine finishes,
-  the contextvar is reset and the hop is accounted.
-* ``SyncToAsync.thread_handler`` (worker thread): finds its hop in the context
-  asgiref hands it (the copied context's ``run``, or in asgiref 3.12+ a
-  closure over that context), checks it belongs to this adapter and has not
-  started, and takes the start and end of the code's run around the original.
-* ``AsyncToSync.__call__`` (sync caller): the same as the first, around the
-  original call.
+  awaiting task's context), the hop is attributed and created, and made this
+  thread's *pending* hop; then asgiref's own ``__call__`` runs unchanged. Its
+  first step binds ``self.thread_handler`` for the executor, in this thread:
+  the binding takes the pending hop, so the worker gets its hop with the
+  function it calls. No context variable is set per hop: every variable a
+  context holds costs each later crossing a pass of asgiref's
+  ``_restore_context`` (two on asgiref 3.13). When the coroutine finishes,
+  the hop is accounted.
+* ``SyncToAsync.thread_handler`` (worker thread), when bound with a hop: takes
+  the start and end of the code's run around the original, and is the
+  thread's *running* hop meanwhile, the parent of an ``async_to_sync`` made
+  from that code.
+* ``AsyncToSync.__call__`` (sync caller): attributes and creates the hop (its
+  parent: the thread's running hop, else ``current_hop``), makes it the value
+  of the ``current_hop`` contextvar around the original call (the coroutine
+  asgiref runs on the loop inherits it: a ``sync_to_async`` made there finds
+  its parent in it), and accounts it.
 * ``AsyncToSync.main_wrap``: called by asgiref in the caller's thread while
   ``current_hop`` is the hop being made; its coroutine, which runs on the
   target loop, is timed from its first step to its end, and says whether the
@@ -44,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextvars import Context, ContextVar
+from contextvars import ContextVar
 from types import CodeType, FrameType, FunctionType, MethodType
 from typing import Any, Final
 
@@ -91,6 +96,7 @@ class Hop:
         "expected_loop",
         "new_loop",
         "outcome",
+        "own_executor",
         "parent",
         "resumed_ns",
         "scope",
@@ -106,6 +112,8 @@ class Hop:
     parent: Hop | None
     scope: Any
     new_loop: bool
+    #: a sync_to_async that is not thread-sensitive ran on an executor its caller gave
+    own_executor: bool
     thread_id: int
     called_ns: int
     started_ns: int
@@ -136,6 +144,7 @@ class Hop:
         self.resumed_ns = 0
         self.thread_id = 0
         self.new_loop = False
+        self.own_executor = False
         self.outcome = OK
         self.expected_loop = None
         self.adapter_id = 0
@@ -304,6 +313,35 @@ class LedgerCore:
             if extra > 0:
                 del self.details[limit:]
                 self.detail_dropped += extra
+
+    def ranked_causes(self) -> list[tuple[Any, CauseStats]]:
+        """[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."""
+        # A decorated list sorts in C; the index breaks ties, so causes
+        # themselves are never compared.
+        ranked = [
+            (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
+            for index, ((cause, _direction), stats) in enumerate(list(self.causes.items()))
+        ]
+        ranked.sort()
+        return [(entry[4], entry[5]) for entry in ranked]
+
+    def line_sites(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """(the line's ``sites`` entries for the top ``limit`` causes, how many causes)."""
+        ranked = self.ranked_causes()
+        sites = []
+        for cause, stats in ranked[: max(0, limit)]:
+            site: dict[str, Any] = {
+                "site": cause.site,
+                "kind": cause.kind,
+                "direction": stats.direction,
+                "count": stats.count,
+                "ms": ((stats.wall_ns + 500) // 1000) / 1000,
+                "overhead_ms": ((stats.overhead_ns + 500) // 1000) / 1000,
+            }
+            if cause.call_site:
+                site["call_site"] = cause.call_site
+            sites.append(site)
+        return sites, len(ranked)
 
     def close(self) -> None:
         """No hop is accounted here from now on (they go to ``late``)."""
@@ -585,42 +623,14 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
 # --- the patches ------------------------------------------------------------------
 
 
-_BuiltinMethod = type(Context().run)
+class _PerThread(threading.local):
+    #: the sync_to_async hop whose asgiref coroutine takes its first step here
+    pending: Hop | None = None
+    #: the sync_to_async hop whose code this sync thread runs
+    running: Hop | None = None
 
 
-def _context_of(args: tuple[Any, ...]) -> Context | None:
-    # Types first: getattr() with a default on an object without the attribute
-    # raises and catches inside, which is slow, and this runs on every hop.
-    for arg in args:
-        kind = type(arg)
-        if kind is _BuiltinMethod:  # context.run (asgiref 3.8-3.11)
-            owner = arg.__self__
-            if type(owner) is Context:
-                return owner
-        elif kind is FunctionType and arg.__closure__:  # a closure over it (3.12+)
-            for cell in arg.__closure__:
-                try:
-                    content = cell.cell_contents
-                except ValueError:  # an empty cell
-                    continue
-                if type(content) is Context:
-                    return content
-    return None
-
-
-def _hop_of_thread_handler(adapter: Any, args: tuple[Any, ...]) -> Hop | None:
-    context = _context_of(args)
-    if context is None:
-        return None
-    hop = context.get(_current_hop)
-    if (
-        type(hop) is not Hop
-        or hop.adapter_id != id(adapter)
-        or hop.started_ns
-        or hop.direction is not SYNC_TO_ASYNC
-    ):
-        return None  # a context given by the caller may hold some other hop
-    return hop
+_here = _PerThread()
 
 
 def _expected_loop(adapter: Any) -> object:
@@ -637,14 +647,15 @@ def _expected_loop(adapter: Any) -> object:
 
 
 def _end_hop(hop: Hop, token: Any, where: str) -> None:
-    """The caller's side is done: reset the contextvar, account the hop."""
+    """The caller's side is done: reset the contextvar (if set), account the hop."""
     try:
-        try:
-            _current_hop.reset(token)
-        except ValueError:
-            # The token belongs to another context (the caller's context was
-            # swapped under us); leave the variable as asgiref left it.
-            pass
+        if token is not None:
+            try:
+                _current_hop.reset(token)
+            except ValueError:
+                # The token belongs to another context (the caller's context was
+                # swapped under us); leave the variable as asgiref left it.
+                pass
         hop.adapter_id = 0
         finish_hop(hop)
     except Exception as exc:
@@ -668,10 +679,14 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
                 _current_scope.get(),
             )
             hop.adapter_id = id(self)
-            token = _current_hop.set(hop)
+            if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
+                hop.own_executor = getattr(self, "_executor", None) is not None
         except Exception as exc:
             _report("SyncToAsync.__call__", exc)
             return await original(self, *args, **kwargs)
+        # asgiref's first step, run by the await below, binds thread_handler in
+        # this thread and takes the hop from here (_ThreadHandler.__get__)
+        _here.pending = hop
         hop.called_ns = _now()  # last: hopwatch's set-up stays outside the interval
         try:
             return await original(self, *args, **kwargs)
@@ -683,7 +698,9 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             hop.resumed_ns = _now()
-            _end_hop(hop, token, "SyncToAsync.__call__ (finish)")
+            if _here.pending is hop:  # never bound: asgiref failed before that
+                _here.pending = None
+            _end_hop(hop, None, "SyncToAsync.__call__ (finish)")
 
     return __call__
 
@@ -696,7 +713,10 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         try:
             cause = attribute(self, self.awaitable, _getframe(1))
-            hop = Hop(ASYNC_TO_SYNC, cause, None, _current_hop.get(), _current_scope.get())
+            parent = _here.running
+            if parent is None:
+                parent = _current_hop.get()
+            hop = Hop(ASYNC_TO_SYNC, cause, None, parent, _current_scope.get())
             hop.adapter_id = id(self)
             hop.expected_loop = _expected_loop(self)
             token = _current_hop.set(hop)
@@ -720,23 +740,56 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return __call__
 
 
-def _make_thread_handler(original: Callable[..., Any]) -> Callable[..., Any]:
-    def thread_handler(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True
-        __tracebackhide__ = True
-        hop = _hop_of_thread_handler(self, args) if _active else None
-        if hop is None:
-            return original(self, *args, **kwargs)
+def _run_handler(
+    original: Callable[..., Any], adapter: Any, hop: Hop, *args: Any, **kwargs: Any
+) -> Any:
+    """thread_handler bound with its hop, in the worker thread."""
+    __traceback_hide__ = True
+    __tracebackhide__ = True
+    if hop.started_ns:  # called a second time (never by asgiref): untimed
+        return original(adapter, *args, **kwargs)
+    here = _here
+    outer = here.running
+    here.running = hop
+    try:
         if _thread_hook is not None:
-            return _thread_hook(hop, MethodType(original, self), args, kwargs)
+            return _thread_hook(hop, MethodType(original, adapter), args, kwargs)
         hop.thread_id = _get_ident()
         hop.started_ns = _now()
         try:
-            return original(self, *args, **kwargs)
+            return original(adapter, *args, **kwargs)
         finally:
             hop.ended_ns = _now()
+    finally:
+        here.running = outer
 
-    return thread_handler
+
+class _ThreadHandler:
+    """``SyncToAsync.thread_handler``: a plain method, except when bound by
+    asgiref's ``__call__`` for a hop being made (see the module docstring)."""
+
+    def __init__(self, original: Callable[..., Any]) -> None:
+        self.__wrapped__ = original
+        self.__doc__ = original.__doc__
+        self.__name__ = original.__name__
+        self.__qualname__ = original.__qualname__
+
+    def __get__(self, adapter: Any, owner: Any = None) -> Any:
+        if adapter is None:
+            return self
+        here = _here
+        hop = here.pending
+        if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
+            here.pending = None  # one binding per hop
+            return _partial(_run_handler, self.__wrapped__, adapter, hop)
+        return MethodType(self.__wrapped__, adapter)
+
+    def __call__(self, adapter: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(adapter, *args, **kwargs)
+
+
+def _make_thread_handler(original: Callable[..., Any]) -> Any:
+    return _ThreadHandler(original)
 
 
 async def _timed_main(hop: Hop, coroutine: Any) -> Any:
@@ -784,7 +837,9 @@ _FACTORIES: Final = {
 def make_patch(original: Callable[..., Any], which: int) -> Any:
     """The function hopwatch installs in place of ``original`` (one of the four)."""
     patched = _FACTORIES[which](original)
-    patched.__wrapped__ = original  # type: ignore[attr-defined]
+    if isinstance(patched, _ThreadHandler):
+        return patched
+    patched.__wrapped__ = original
     patched.__doc__ = original.__doc__
     patched.__name__ = original.__name__
     patched.__qualname__ = original.__qualname__

@@ -127,14 +127,7 @@ class Ledger(LedgerCore):
     # --- reading --------------------------------------------------------
     def top_causes(self, limit: int | None = None) -> list[tuple[Cause, CauseStats]]:
         """Causes by summed wall time, largest first (ties: more hops, then by site)."""
-        # A decorated list sorts in C; the index breaks ties, so causes
-        # themselves are never compared.
-        ranked = [
-            (-stats.wall_ns, -stats.count, cause.site, index, cause, stats)
-            for index, ((cause, _direction), stats) in enumerate(list(self.causes.items()))
-        ]
-        ranked.sort()
-        causes = [(cause, stats) for *_key, cause, stats in ranked]
+        causes: list[tuple[Cause, CauseStats]] = self.ranked_causes()
         return causes if limit is None else causes[:limit]
 
     def top_pinning_cause(self) -> Cause | None:

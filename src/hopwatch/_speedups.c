@@ -46,6 +46,30 @@ lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
 #endif
 }
 
+/* obj.name for asgiref's adapters, whose attributes are plain instance
+ * attributes (set in __init__; the dict exists, functools.update_wrapper
+ * filled it): read from the instance dict when the type defines nothing of
+ * that name and uses generic attribute access, which is what getattr would
+ * find, at a third of the cost; otherwise getattr. 1 found, 0 missing, -1. */
+static inline int
+instance_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type->tp_getattro == PyObject_GenericGetAttr && _PyType_Lookup(type, name) == NULL) {
+        PyObject **dictptr = _PyObject_GetDictPtr(obj);
+        if (dictptr != NULL && *dictptr != NULL) {
+            PyObject *value = PyDict_GetItemWithError(*dictptr, name);
+            if (value != NULL) {
+                *result = Py_NewRef(value);
+                return 1;
+            }
+            *result = NULL;
+            return PyErr_Occurred() ? -1 : 0;
+        }
+    }
+    return lookup_attr(obj, name, result);
+}
+
 /* An exception in flight is kept aside while hopwatch does its own work. */
 typedef struct {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -91,9 +115,10 @@ static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
 static int g_active = 0;
 static int g_thread_hooks = 0;
 
+
 static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
 static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
-static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid;
+static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid, *s_executor;
 static PyObject *s_throw, *s_close;
 static PyObject *g_partial_type;
 static PyObject *g_overflow_cause;  /* the Cause that absorbs causes past the limit */
@@ -151,9 +176,24 @@ typedef struct {
     Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
     int depth;
     char new_loop;
+    char own_executor; /* sync_to_async, not thread-sensitive: the caller gave an executor */
 } HopObject;
 
 static PyTypeObject HopType;
+
+/* Per-thread hand-over, no context variable (each one a context holds costs
+ * every later crossing a pass of asgiref's _restore_context, twice on 3.13):
+ * tl_pending is the sync_to_async hop whose asgiref coroutine is taking its
+ * first step in this thread, which is when asgiref binds thread_handler
+ * (Patch_descr_get hands it to the bound handler the worker will call);
+ * tl_running is the sync_to_async hop whose code this (sync) thread is
+ * running, the parent of an async_to_sync made here. Both borrowed: the
+ * awaitable and the bound handler hold the hop while they are set. */
+static _Thread_local HopObject *tl_pending = NULL;
+static _Thread_local HopObject *tl_running = NULL;
+/* The loop tl_running's caller awaits (thread_handler's first argument), the
+ * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
+static _Thread_local PyObject *tl_loop = NULL;
 
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
@@ -177,6 +217,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
                      ? ((HopObject *)parent)->depth + 1
                      : 1;
     hop->new_loop = 0;
+    hop->own_executor = 0;
     PyObject_GC_Track(hop);
     return hop;
 }
@@ -311,6 +352,8 @@ static PyMemberDef Hop_members[] = {
     {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
     {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
     {"new_loop", T_BOOL, offsetof(HopObject, new_loop), 0, NULL},
+    {"own_executor", T_BOOL, offsetof(HopObject, own_executor), 0,
+     "A sync_to_async that is not thread-sensitive ran on an executor its caller gave."},
     {NULL},
 };
 
@@ -415,10 +458,18 @@ typedef struct {
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
     PyObject *thread_ids; /* {thread id} */
-    PyObject *pinned_by;  /* {cause: ns} */
+    PyObject *pinned_by;  /* {cause: ns}; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     Py_ssize_t detail_limit, cause_limit;
+    /* Caches in front of the dict and the set (a request repeats its causes
+     * and threads): (cause, direction) -> stats, held; thread ids added. */
+    PyObject *memo_cause[4], *memo_direction[4], *memo_stats[4];
+    /* Pinned time not yet added into pinned_by: (cause, held) -> ns. */
+    PyObject *pin_cause;
+    long long pin_ns;
+    unsigned long long memo_tid[8];
+    int memo_tid_next;
     char closed;
 } LedgerCoreObject;
 
@@ -454,6 +505,11 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->details);
     Py_VISIT(self->thread_ids);
     Py_VISIT(self->pinned_by);
+    Py_VISIT(self->pin_cause);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(self->memo_cause[i]);
+        Py_VISIT(self->memo_stats[i]);
+    }
     return 0;
 }
 
@@ -465,6 +521,12 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_CLEAR(self->details);
     Py_CLEAR(self->thread_ids);
     Py_CLEAR(self->pinned_by);
+    Py_CLEAR(self->pin_cause);
+    for (int i = 0; i < 4; i++) {
+        self->memo_direction[i] = NULL;
+        Py_CLEAR(self->memo_cause[i]);
+        Py_CLEAR(self->memo_stats[i]);
+    }
     return 0;
 }
 
@@ -514,15 +576,220 @@ LedgerCore_set_detail_limit(LedgerCoreObject *self, PyObject *value, void *closu
     return 0;
 }
 
+static int
+pinned_flush(LedgerCoreObject *l)
+{
+    /* Add the pending pinned time into the dict (a run of async_to_sync
+     * crossings pinned by one cause, the usual case, costs one update). */
+    PyObject *by = l->pin_cause;
+    if (by == NULL || l->pinned_by == NULL) {
+        return 0;
+    }
+    PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    long long before = old ? PyLong_AsLongLong(old) : 0;
+    if (before == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *sum = PyLong_FromLongLong(before + l->pin_ns);
+    if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
+        Py_XDECREF(sum);
+        return -1;
+    }
+    Py_DECREF(sum);
+    Py_CLEAR(l->pin_cause);
+    l->pin_ns = 0;
+    return 0;
+}
+
+static PyObject *
+LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
+{
+    if (pinned_flush(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->pinned_by);
+}
+
 static PyGetSetDef LedgerCore_getset[] = {
+    {"pinned_by", (getter)LedgerCore_get_pinned_by, NULL,
+     "{cause: ns}: the time each sync_to_async cause held a worker thread while async work ran.",
+     NULL},
     {"detail_limit", (getter)LedgerCore_get_detail_limit, (setter)LedgerCore_set_detail_limit,
      "At most this many hops are kept one by one (the rest are counted).", NULL},
     {NULL},
 };
 
+/* The causes ranked the way the line lists them: summed wall time, largest
+ * first; ties: more hops first, then by site, then first seen. */
+typedef struct {
+    PyObject *cause, *stats, *site; /* borrowed, but site: held */
+    long long wall, count;
+    Py_ssize_t index;
+} RankEntry;
+
+static int
+rank_cmp(const void *pa, const void *pb)
+{
+    const RankEntry *a = pa, *b = pb;
+    if (a->wall != b->wall) {
+        return a->wall > b->wall ? -1 : 1;
+    }
+    if (a->count != b->count) {
+        return a->count > b->count ? -1 : 1;
+    }
+    if (a->site != b->site && PyUnicode_Check(a->site) && PyUnicode_Check(b->site)) {
+        int c = PyUnicode_Compare(a->site, b->site);
+        if (c != 0) {
+            return c;
+        }
+    }
+    return a->index < b->index ? -1 : (a->index > b->index);
+}
+
+static void
+ranked_free(RankEntry *entries, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(entries[i].site);
+    }
+    PyMem_Free(entries);
+}
+
+static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
+
+static RankEntry *
+ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n)
+{
+    Py_ssize_t size = PyDict_GET_SIZE(l->causes), pos = 0, i = 0;
+    RankEntry *entries = PyMem_Calloc(size ? size : 1, sizeof(RankEntry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *key, *value;
+    while (PyDict_Next(l->causes, &pos, &key, &value) && i < size) {
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2 ||
+            !Py_IS_TYPE(value, &CauseStatsType)) {
+            continue;
+        }
+        RankEntry *e = &entries[i];
+        e->cause = PyTuple_GET_ITEM(key, 0);
+        e->stats = value;
+        e->wall = ((CauseStatsObject *)value)->wall_ns;
+        e->count = ((CauseStatsObject *)value)->count;
+        e->index = i;
+        e->site = PyObject_GetAttr(e->cause, s_site);
+        i++;
+        if (e->site == NULL) {
+            ranked_free(entries, i);
+            return NULL;
+        }
+    }
+    qsort(entries, i, sizeof(RankEntry), rank_cmp);
+    *n = i;
+    return entries;
+}
+
+static PyObject *
+LedgerCore_ranked_causes(LedgerCoreObject *self, PyObject *unused)
+{
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        PyObject *pair = PyTuple_Pack(2, entries[i].cause, entries[i].stats);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    ranked_free(entries, n);
+    return list;
+}
+
+static inline PyObject *
+ms_of(long long ns)
+{
+    /* The line's rounding: to the microsecond, integer arithmetic (as
+     * hopwatch._emit._ms; both divisions are correctly rounded). */
+    return PyFloat_FromDouble((double)((ns + 500) / 1000) / 1000.0);
+}
+
+static int
+put_new(PyObject *dict, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* line_sites(limit) -> (sites, how many causes there are): the line's
+ * ``sites`` entries for the top ``limit`` causes (see docs/log-schema.md). */
+static PyObject *
+LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyLong_AsSsize_t(arg);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(self, &n);
+    if (entries == NULL) {
+        return NULL;
+    }
+    Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
+    PyObject *list = PyList_New(shown);
+    for (Py_ssize_t i = 0; list != NULL && i < shown; i++) {
+        RankEntry *e = &entries[i];
+        CauseStatsObject *st = (CauseStatsObject *)e->stats;
+        PyObject *site = PyDict_New();
+        PyObject *kind = NULL, *call_site = NULL;
+        int ok = site != NULL && (kind = PyObject_GetAttr(e->cause, s_kind)) != NULL &&
+                 (call_site = PyObject_GetAttr(e->cause, s_call_site)) != NULL &&
+                 PyDict_SetItem(site, s_site, e->site) == 0 &&
+                 PyDict_SetItem(site, s_kind, kind) == 0 &&
+                 PyDict_SetItem(site, s_direction, st->direction) == 0 &&
+                 put_new(site, s_count, PyLong_FromLongLong(st->count)) == 0 &&
+                 put_new(site, s_ms, ms_of(st->wall_ns)) == 0 &&
+                 put_new(site, s_overhead_ms, ms_of(st->overhead_ns)) == 0;
+        if (ok && call_site != Py_None) {
+            int truth = PyObject_IsTrue(call_site);
+            ok = truth >= 0 && (!truth || PyDict_SetItem(site, s_call_site, call_site) == 0);
+        }
+        Py_XDECREF(kind);
+        Py_XDECREF(call_site);
+        if (!ok) {
+            Py_XDECREF(site);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, site);
+    }
+    ranked_free(entries, n);
+    if (list == NULL) {
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", list, n);
+    return result;
+}
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
+    {"ranked_causes", (PyCFunction)LedgerCore_ranked_causes, METH_NOARGS,
+     "[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."},
+    {"line_sites", (PyCFunction)LedgerCore_line_sites, METH_O,
+     "line_sites(limit) -> (the line's sites entries, how many causes there are)."},
     {NULL},
 };
 
@@ -533,7 +800,6 @@ static PyMemberDef LedgerCore_members[] = {
     {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
     {"thread_ids", T_OBJECT, offsetof(LedgerCoreObject, thread_ids), READONLY, NULL},
-    {"pinned_by", T_OBJECT, offsetof(LedgerCoreObject, pinned_by), READONLY, NULL},
     {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
     {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
     {"async_to_sync", T_LONGLONG, offsetof(LedgerCoreObject, async_to_sync), READONLY, NULL},
@@ -567,6 +833,31 @@ static PyTypeObject LedgerCoreType = {
 /* Account one finished hop. Runs under the GIL without calling Python code
  * (Cause hashes by identity), so it is atomic with respect to other threads
  * finishing hops of the same ledger. */
+static inline void
+account_stats(CauseStatsObject *st, long long wall, long long wait, long long run,
+              long long resume, long long overhead)
+{
+    st->count++;
+    st->wall_ns += wall;
+    st->wait_ns += wait;
+    st->run_ns += run;
+    st->resume_ns += resume;
+    st->overhead_ns += overhead;
+    if (wall > st->max_ns) {
+        st->max_ns = wall;
+    }
+}
+
+static inline int
+ledger_keep(LedgerCoreObject *l, HopObject *hop)
+{
+    if (PyList_GET_SIZE(l->details) < l->detail_limit) {
+        return PyList_Append(l->details, (PyObject *)hop);
+    }
+    l->detail_dropped++;
+    return 0;
+}
+
 static int
 ledger_account(LedgerCoreObject *l, HopObject *hop)
 {
@@ -609,17 +900,13 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
          * the sync_to_async hop that holds it. */
         PyObject *by = ((HopObject *)parent)->cause;
         l->pinned_ns += wall;
-        PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
-        if (old == NULL && PyErr_Occurred()) {
-            return -1;
+        if (by != l->pin_cause) {
+            if (pinned_flush(l) < 0) {
+                return -1;
+            }
+            l->pin_cause = Py_NewRef(by);
         }
-        long long before = old ? PyLong_AsLongLong(old) : 0;
-        PyObject *sum = PyLong_FromLongLong(before + wall);
-        if (sum == NULL || PyDict_SetItem(l->pinned_by, by, sum) < 0) {
-            Py_XDECREF(sum);
-            return -1;
-        }
-        Py_DECREF(sum);
+        l->pin_ns += wall;
     }
     if (hop->new_loop) {
         l->new_loops++;
@@ -627,25 +914,46 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     if (hop->depth > l->max_depth) {
         l->max_depth = hop->depth;
     }
-    if (hop->thread_id) {
-        PyObject *tid = PyLong_FromUnsignedLongLong(hop->thread_id);
-        if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
-            Py_XDECREF(tid);
-            return -1;
+    unsigned long long thread_id = hop->thread_id;
+    if (thread_id) {
+        /* The last 8 distinct threads seen (a pool's rotate; ids are
+         * addresses, so no hashing of their aligned low bits). */
+        int seen = 0;
+        for (int i = 0; i < 8; i++) {
+            if (l->memo_tid[i] == thread_id) {
+                seen = 1;
+                break;
+            }
         }
-        Py_DECREF(tid);
+        if (!seen) {
+            PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
+            if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
+                Py_XDECREF(tid);
+                return -1;
+            }
+            Py_DECREF(tid);
+            l->memo_tid[l->memo_tid_next] = thread_id;
+            l->memo_tid_next = (l->memo_tid_next + 1) % 8;
+        }
+    }
+    int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
+    if (l->memo_cause[slot] == hop->cause && l->memo_direction[slot] == hop->direction) {
+        account_stats((CauseStatsObject *)l->memo_stats[slot], wall, wait, run, resume, overhead);
+        return ledger_keep(l, hop);
     }
     PyObject *key = PyTuple_Pack(2, hop->cause, hop->direction);
     if (key == NULL) {
         return -1;
     }
     PyObject *stats = PyDict_GetItemWithError(l->causes, key);
+    int overflowed = 0;
     if (stats == NULL) {
         if (PyErr_Occurred()) {
             Py_DECREF(key);
             return -1;
         }
         if (PyDict_GET_SIZE(l->causes) >= l->cause_limit && g_overflow_cause) {
+            overflowed = 1;
             Py_SETREF(key, PyTuple_Pack(2, g_overflow_cause, hop->direction));
             if (key == NULL) {
                 return -1;
@@ -667,25 +975,14 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         }
     }
     Py_DECREF(key);
-    CauseStatsObject *st = (CauseStatsObject *)stats;
-    st->count++;
-    st->wall_ns += wall;
-    st->wait_ns += wait;
-    st->run_ns += run;
-    st->resume_ns += resume;
-    st->overhead_ns += overhead;
-    if (wall > st->max_ns) {
-        st->max_ns = wall;
+    if (!overflowed) {
+        /* Not the overflow entry (which is not this cause's): remember it. */
+        Py_XSETREF(l->memo_cause[slot], Py_NewRef(hop->cause));
+        l->memo_direction[slot] = hop->direction; /* interned, the module holds it */
+        Py_XSETREF(l->memo_stats[slot], Py_NewRef(stats));
     }
-    if (PyList_GET_SIZE(l->details) < l->detail_limit) {
-        if (PyList_Append(l->details, (PyObject *)hop) < 0) {
-            return -1;
-        }
-    }
-    else {
-        l->detail_dropped++;
-    }
-    return 0;
+    account_stats((CauseStatsObject *)stats, wall, wait, run, resume, overhead);
+    return ledger_keep(l, hop);
 }
 
 static int
@@ -1071,7 +1368,7 @@ static PyObject *
 attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
 {
     PyObject *tagged = NULL;
-    if (lookup_attr(adapter, s_tag, &tagged) < 0) {
+    if (instance_attr(adapter, s_tag, &tagged) < 0) {
         return NULL;
     }
     if (tagged != NULL && tagged != Py_None) {
@@ -1236,7 +1533,6 @@ typedef struct {
     PyObject *inner;
     PyObject *adapter; /* S2A, until it starts */
     HopObject *hop;
-    PyObject *token;
     int kind;
     int state;
 } HopAwaitableObject;
@@ -1253,7 +1549,6 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     a->inner = Py_NewRef(inner);
     a->adapter = Py_XNewRef(adapter);
     a->hop = (HopObject *)Py_XNewRef(hop);
-    a->token = NULL;
     a->kind = kind;
     a->state = ST_FRESH;
     PyObject_GC_Track(a);
@@ -1268,8 +1563,10 @@ s2a_start(HopAwaitableObject *a)
     PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *ts = NULL;
     HopObject *hop = NULL;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the awaiting frame */
-    target = PyObject_GetAttr(adapter, s_func);
-    if (target == NULL) {
+    if (instance_attr(adapter, s_func, &target) <= 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_AttributeError, "func");
+        }
         goto fail;
     }
     cause = attribute(adapter, target, frame);
@@ -1280,7 +1577,7 @@ s2a_start(HopAwaitableObject *a)
         PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
         goto fail;
     }
-    if (lookup_attr(adapter, s_thread_sensitive, &ts) < 0) {
+    if (instance_attr(adapter, s_thread_sensitive, &ts) < 0) {
         goto fail;
     }
     hop = hop_make(s_sync_to_async, cause, ts ? ts : Py_None, parent, scope);
@@ -1288,9 +1585,14 @@ s2a_start(HopAwaitableObject *a)
         goto fail;
     }
     hop->adapter_id = (Py_ssize_t)(uintptr_t)adapter;
-    a->token = PyContextVar_Set(g_current_hop, (PyObject *)hop);
-    if (a->token == NULL) {
-        goto fail;
+    if (ts == Py_False) {
+        /* Which executor asgiref will use: the caller's, or the loop's pool. */
+        PyObject *executor = NULL;
+        if (instance_attr(adapter, s_executor, &executor) < 0) {
+            goto fail;
+        }
+        hop->own_executor = executor != NULL && executor != Py_None;
+        Py_XDECREF(executor);
     }
     a->hop = hop;
     a->state = ST_RUNNING;
@@ -1358,14 +1660,6 @@ awaitable_end(HopAwaitableObject *a, int raised)
         Py_SETREF(hop->outcome, Py_NewRef(outcome));
     }
     save_exc(&s);
-    if (a->token != NULL) {
-        if (PyContextVar_Reset(g_current_hop, a->token) < 0) {
-            /* The token belongs to another context (the caller's context was
-             * swapped under us); leave the variable as asgiref left it. */
-            PyErr_Clear();
-        }
-        Py_CLEAR(a->token);
-    }
     hop->adapter_id = 0;
     if (finish_hop_impl(hop) < 0) {
         report_error("SyncToAsync.__call__ (finish)");
@@ -1399,6 +1693,17 @@ HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
             }
             else {
                 a->state = ST_PASSTHROUGH;
+            }
+            if (a->state == ST_RUNNING) {
+                /* asgiref's first step binds thread_handler (see tl_pending). */
+                HopObject *outer = tl_pending;
+                tl_pending = a->hop;
+                PySendResult r = PyIter_Send(a->inner, arg, result);
+                tl_pending = outer;
+                if (r != PYGEN_NEXT) {
+                    awaitable_end(a, r == PYGEN_ERROR);
+                }
+                return r;
             }
         }
         else {
@@ -1564,7 +1869,6 @@ HopAwaitable_traverse(HopAwaitableObject *a, visitproc visit, void *arg)
     Py_VISIT(a->inner);
     Py_VISIT(a->adapter);
     Py_VISIT(a->hop);
-    Py_VISIT(a->token);
     return 0;
 }
 
@@ -1574,7 +1878,6 @@ HopAwaitable_clear(HopAwaitableObject *a)
     Py_CLEAR(a->inner);
     Py_CLEAR(a->adapter);
     Py_CLEAR(a->hop);
-    Py_CLEAR(a->token);
     return 0;
 }
 
@@ -1663,7 +1966,7 @@ expected_loop(PyObject *adapter)
     /* The running loop asgiref will schedule onto, or None for a new loop
      * (the same decision AsyncToSync.__call__ makes, in every version). */
     PyObject *value = NULL;
-    if (lookup_attr(adapter, s_force_new_loop, &value) < 0) {
+    if (instance_attr(adapter, s_force_new_loop, &value) < 0) {
         return NULL;
     }
     if (value != NULL) {
@@ -1677,8 +1980,9 @@ expected_loop(PyObject *adapter)
         }
     }
     PyObject *dict = NULL;
-    if (lookup_attr(adapter, s_dict, &dict) < 0) {
-        return NULL;
+    PyObject **dictptr = _PyObject_GetDictPtr(adapter);
+    if (dictptr != NULL) {
+        dict = Py_XNewRef(*dictptr);
     }
     if (dict != NULL && PyDict_Check(dict)) {
         PyObject *cached = PyDict_GetItemWithError(dict, s_main_event_loop); /* asgiref < 3.12 */
@@ -1693,6 +1997,12 @@ expected_loop(PyObject *adapter)
         }
     }
     Py_XDECREF(dict);
+    if (tl_running != NULL && tl_loop != NULL) {
+        /* Inside thread_handler in this thread, which set the threadlocal
+         * read below to its loop argument: the same answer, without two
+         * attribute reads of a threading.local. */
+        return Py_NewRef(tl_loop);
+    }
     PyObject *pid = NULL;
     if (lookup_attr(g_threadlocal, s_main_event_loop_pid, &pid) < 0) {
         return NULL;
@@ -1727,16 +2037,24 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *token = NULL;
     HopObject *hop = NULL;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the caller's frame */
-    target = PyObject_GetAttr(adapter, s_awaitable);
-    if (target == NULL) {
+    if (instance_attr(adapter, s_awaitable, &target) <= 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_AttributeError, "awaitable");
+        }
         goto fail;
     }
     cause = attribute(adapter, target, frame);
     if (cause == NULL) {
         goto fail;
     }
-    if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0 ||
-        PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
+    if (tl_running != NULL) {
+        /* Inside a sync_to_async's code in this thread: that hop holds us. */
+        parent = Py_NewRef((PyObject *)tl_running);
+    }
+    else if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0) {
+        goto fail;
+    }
+    if (PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
         goto fail;
     }
     hop = hop_make(s_async_to_sync, cause, Py_None, parent, scope);
@@ -1791,96 +2109,172 @@ fail:
     return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
 }
 
-/* The hop a call of thread_handler belongs to: asgiref passes the copied
- * context's run method (3.8-3.11) or a closure over the context (3.12+);
- * the hop is the value of current_hop in that context, checked against the
- * adapter and not yet started (a context given by the caller may hold some
- * other hop). Returns a new reference or NULL (no error). */
-static HopObject *
-hop_of_thread_handler(PyObject *const *args, Py_ssize_t nargs)
+/* The worker side of a sync_to_async: asgiref binds ``self.thread_handler``
+ * in its coroutine's first step, in the caller's thread, while tl_pending is
+ * the hop being made (HopAwaitable_am_send); Patch_descr_get then returns a
+ * BoundHandler carrying that hop, which the executor calls in the worker.
+ * Any other binding gets a plain bound method (the original, untimed). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *original; /* asgiref's thread_handler function */
+    PyObject *self;     /* the SyncToAsync instance */
+    HopObject *hop;
+} BoundHandlerObject;
+
+static PyTypeObject BoundHandlerType;
+
+static PyObject *
+run_thread_hook(BoundHandlerObject *b, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
 {
-    PyObject *ctx = NULL;
-    for (Py_ssize_t i = 1; i < nargs && ctx == NULL; i++) {
-        PyObject *arg = args[i];
-        if (PyCFunction_Check(arg)) {
-            PyObject *self = PyCFunction_GET_SELF(arg);
-            if (self != NULL && PyContext_CheckExact(self)) {
-                ctx = self;
+    /* A registered per-hop hook (profiling) runs the handler itself. */
+    PyObject *handler = PyMethod_New(b->original, b->self);
+    PyObject *rest = PyTuple_New(nargs);
+    PyObject *kwargs = PyDict_New();
+    PyObject *result = NULL;
+    if (handler && rest && kwargs) {
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            PyTuple_SET_ITEM(rest, i, Py_NewRef(args[i]));
+        }
+        if (kwnames) {
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+                PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]);
             }
         }
-        else if (PyFunction_Check(arg)) {
-            PyObject *closure = PyFunction_GET_CLOSURE(arg);
-            if (closure != NULL && PyTuple_Check(closure)) {
-                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(closure); j++) {
-                    PyObject *cell = PyTuple_GET_ITEM(closure, j);
-                    PyObject *content = PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
-                    if (content != NULL && PyContext_CheckExact(content)) {
-                        ctx = content;
-                        break;
-                    }
-                }
-            }
-        }
+        result = PyObject_CallFunctionObjArgs(g_thread_hook, (PyObject *)b->hop, handler, rest,
+                                              kwargs, NULL);
     }
-    if (ctx == NULL) {
-        return NULL;
-    }
-    PyObject *hop = PyObject_GetItem(ctx, g_current_hop);
-    if (hop == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (!Py_IS_TYPE(hop, &HopType) ||
-        ((HopObject *)hop)->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
-        ((HopObject *)hop)->started_ns != 0 ||
-        ((HopObject *)hop)->direction != s_sync_to_async) {
-        Py_DECREF(hop);
-        return NULL;
-    }
-    return (HopObject *)hop;
+    Py_XDECREF(handler);
+    Py_XDECREF(rest);
+    Py_XDECREF(kwargs);
+    return result;
 }
 
 static PyObject *
-thread_handler_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+BoundHandler_call(BoundHandlerObject *b, PyObject *const *args, size_t nargsf,
+                  PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (!g_active || nargs < 1) {
-        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    }
-    HopObject *hop = hop_of_thread_handler(args, nargs);
-    if (hop == NULL) {
-        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    }
-    if (g_thread_hooks && g_thread_hook != NULL && g_thread_hook != Py_None) {
-        /* A registered per-hop hook (profiling) runs the handler itself. */
-        PyObject *handler = PyMethod_New(p->original, args[0]);
-        PyObject *rest = PyTuple_New(nargs - 1);
-        PyObject *kwargs = PyDict_New();
-        PyObject *result = NULL;
-        if (handler && rest && kwargs) {
-            for (Py_ssize_t i = 1; i < nargs; i++) {
-                PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
-            }
-            if (kwnames) {
-                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-                    PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]);
-                }
-            }
-            result = PyObject_CallFunctionObjArgs(g_thread_hook, (PyObject *)hop, handler, rest,
-                                                  kwargs, NULL);
+    HopObject *hop = b->hop;
+    if (hop == NULL || hop->started_ns != 0) {
+        /* Called a second time (never by asgiref): the original, untimed. */
+        PyObject *method = PyMethod_New(b->original, b->self);
+        if (method == NULL) {
+            return NULL;
         }
-        Py_XDECREF(handler);
-        Py_XDECREF(rest);
-        Py_XDECREF(kwargs);
-        Py_DECREF(hop);
-        return result;
+        PyObject *r = PyObject_Vectorcall(method, args, nargs, kwnames);
+        Py_DECREF(method);
+        return r;
     }
-    hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
-    hop->started_ns = now_ns();
-    PyObject *result = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    hop->ended_ns = now_ns();
-    Py_DECREF(hop);
+    HopObject *outer = tl_running;
+    PyObject *outer_loop = tl_loop;
+    tl_running = hop;
+    tl_loop = nargs > 0 ? args[0] : NULL;
+    PyObject *result;
+    if (g_thread_hooks && g_thread_hook != NULL && g_thread_hook != Py_None) {
+        result = run_thread_hook(b, args, nargs, kwnames);
+    }
+    else {
+        hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+        /* One vectorcall with self in front, without a bound-method object:
+         * PY_VECTORCALL_ARGUMENTS_OFFSET lets us borrow the slot before args. */
+        PyObject *small[8];
+        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject **stack = small;
+        if (total + 1 > 8) {
+            stack = PyMem_Malloc((total + 1) * sizeof(PyObject *));
+            if (stack == NULL) {
+                tl_running = outer;
+                tl_loop = outer_loop;
+                return PyErr_NoMemory();
+            }
+        }
+        stack[0] = b->self;
+        for (Py_ssize_t i = 0; i < total; i++) {
+            stack[i + 1] = args[i];
+        }
+        hop->started_ns = now_ns();
+        result = PyObject_Vectorcall(b->original, stack, nargs + 1, kwnames);
+        hop->ended_ns = now_ns();
+        if (stack != small) {
+            PyMem_Free(stack);
+        }
+    }
+    tl_running = outer;
+    tl_loop = outer_loop;
+    /* Done with the hop: the executor may keep this object (a partial in a
+     * finished work item) a while; it must not keep the hop. */
+    Py_CLEAR(b->hop);
     return result;
+}
+
+static void
+BoundHandler_dealloc(BoundHandlerObject *b)
+{
+    /* Not tracked by the GC: it references a function, an adapter and a hop,
+     * none of which can reach it back. */
+    Py_XDECREF(b->original);
+    Py_XDECREF(b->self);
+    Py_XDECREF(b->hop);
+    PyObject_Free(b);
+}
+
+static PyObject *
+BoundHandler_get_self(BoundHandlerObject *b, void *c)
+{
+    return Py_NewRef(b->self);
+}
+
+static PyObject *
+BoundHandler_get_func(BoundHandlerObject *b, void *c)
+{
+    return Py_NewRef(b->original);
+}
+
+static PyObject *
+BoundHandler_repr(BoundHandlerObject *b)
+{
+    return PyUnicode_FromFormat("<bound method thread_handler of %R (timed by hopwatch)>",
+                                b->self);
+}
+
+static PyGetSetDef BoundHandler_getset[] = {
+    {"__self__", (getter)BoundHandler_get_self, NULL, NULL, NULL},
+    {"__func__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
+    {"__wrapped__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject BoundHandlerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.BoundHandler",
+    .tp_basicsize = sizeof(BoundHandlerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "SyncToAsync.thread_handler bound to its adapter and the hop it runs.",
+    .tp_dealloc = (destructor)BoundHandler_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(BoundHandlerObject, vectorcall),
+    .tp_getset = BoundHandler_getset,
+    .tp_repr = (reprfunc)BoundHandler_repr,
+};
+
+static PyObject *
+bound_handler(PatchObject *p, PyObject *obj)
+{
+    HopObject *hop = tl_pending;
+    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
+        return PyMethod_New((PyObject *)p, obj);
+    }
+    tl_pending = NULL; /* one binding per hop */
+    BoundHandlerObject *b = PyObject_New(BoundHandlerObject, &BoundHandlerType);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->vectorcall = (vectorcallfunc)BoundHandler_call;
+    b->original = Py_NewRef(p->original);
+    b->self = Py_NewRef(obj);
+    b->hop = (HopObject *)Py_NewRef((PyObject *)hop);
+    return (PyObject *)b;
 }
 
 static PyObject *
@@ -1934,8 +2328,8 @@ Patch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         case P_A2S_CALL:
             p->vectorcall = (vectorcallfunc)a2s_call;
             break;
-        case P_THREAD_HANDLER:
-            p->vectorcall = (vectorcallfunc)thread_handler_call;
+        case P_THREAD_HANDLER: /* timed through bound_handler, when bound */
+            p->vectorcall = (vectorcallfunc)patch_passthrough;
             break;
         case P_MAIN_WRAP:
             p->vectorcall = (vectorcallfunc)main_wrap_call;
@@ -1951,6 +2345,9 @@ Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
+    }
+    if (((PatchObject *)self)->which == P_THREAD_HANDLER && tl_pending != NULL) {
+        return bound_handler((PatchObject *)self, obj);
     }
     return PyMethod_New(self, obj);
 }
@@ -2094,13 +2491,22 @@ PyInit__speedups(void)
     INTERN(s_tag, "_hopwatch_cause");
     INTERN(s_dict, "__dict__");
     INTERN(s_force_new_loop, "force_new_loop");
+    INTERN(s_executor, "_executor");
     INTERN(s_main_event_loop, "main_event_loop");
     INTERN(s_main_event_loop_pid, "main_event_loop_pid");
     INTERN(s_throw, "throw");
     INTERN(s_close, "close");
+    INTERN(s_site, "site");
+    INTERN(s_kind, "kind");
+    INTERN(s_call_site, "call_site");
+    INTERN(s_direction, "direction");
+    INTERN(s_count, "count");
+    INTERN(s_ms, "ms");
+    INTERN(s_overhead_ms, "overhead_ms");
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
-        PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0) {
+        PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
+        PyType_Ready(&BoundHandlerType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&speedups_module);

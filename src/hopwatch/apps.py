@@ -15,7 +15,7 @@ def activate() -> None:
     """Check the settings, then install the instrumentation and the request-line sink, if
     enabled. Idempotent. A bad setting raises ``ImproperlyConfigured`` (start-up stops)."""
     global _emitter
-    from hopwatch import _django, conf
+    from hopwatch import _connections, _django, conf
     from hopwatch._emit import Emitter
     from hopwatch._recorder import add_sink
     from hopwatch.conf import hopwatch_settings
@@ -25,9 +25,12 @@ def activate() -> None:
         return
     with _lock:
         _django.install()
+        _connections.install()
         if _emitter is None:
             _emitter = Emitter(hopwatch_settings, hop_tax_us)
         add_sink(_emitter)
+    if hopwatch_settings.PROCESS_LINE_SECONDS:
+        _start_process_lines(hopwatch_settings.PROCESS_LINE_SECONDS)
     if hopwatch_settings.MEASURE_HOP_TAX:
         _start_hop_tax_measurement()
     if hopwatch_settings.OTEL_METRICS or hopwatch_settings.OTEL_SPANS:
@@ -46,6 +49,22 @@ def _install_otel() -> None:
             f" pip install 'hopwatch[otel]' ({exc})"
         ) from None
     otel.install()
+
+
+#: The hopwatch.process line writer (hopwatch._process.ProcessLines), when on.
+process_lines = None
+
+
+def _start_process_lines(seconds: float) -> None:
+    """One hopwatch.process line every ``seconds``, through the request lines' output."""
+    global process_lines
+    from hopwatch._process import ProcessLines
+    from hopwatch._recorder import add_sink
+
+    with _lock:
+        if process_lines is None and _emitter is not None:
+            process_lines = ProcessLines(seconds, _emitter.write_event)
+            add_sink(process_lines)
 
 
 #: What a no-op hop costs on this host (hopwatch.hop_tax.HopTax), once measured.
@@ -91,7 +110,7 @@ def wait_for_hop_tax_measurement(timeout: float = 30.0) -> None:
 
 def deactivate() -> None:
     """Remove the sink and the instrumentation (asgiref and Django as they were)."""
-    from hopwatch import _django
+    from hopwatch import _connections, _django
     from hopwatch._recorder import remove_sink
 
     with _lock:
@@ -99,11 +118,23 @@ def deactivate() -> None:
             if _emitter is not None:
                 remove_sink(_emitter)
                 _emitter.close()
+            _stop_process_lines()
             otel = sys.modules.get("hopwatch.otel")
             if otel is not None:
                 otel.uninstall()
         finally:
+            _connections.uninstall()
             _django.uninstall()
+
+
+def _stop_process_lines() -> None:
+    global process_lines
+    from hopwatch._recorder import remove_sink
+
+    if process_lines is not None:
+        remove_sink(process_lines)
+        process_lines.stop()
+        process_lines = None
 
 
 class HopwatchConfig(AppConfig):

@@ -158,7 +158,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         _flag,
         "True or False",
         "Detail mode: add `detail`, one entry per hop (direction, cause, call site, depth,"
-        " thread, wait/run/resume times).",
+        " thread, wait/run/resume times, when it was called, the crossing it was made in and"
+        " the calling thread): what `hopwatch report --format html` draws each request's"
+        " timeline from.",
     ),
     "DETAIL_LIMIT": Setting(
         100,
@@ -203,6 +205,16 @@ SETTINGS: Final[dict[str, Setting]] = {
         " audit` always measures it. It is measured while the process starts: several workers"
         " starting at once on few cores compete for them and read it high (the report shows"
         " the range across processes); `hopwatch audit` on an idle host gives the floor.",
+    ),
+    "PROCESS_LINE_SECONDS": Setting(
+        0,
+        _number(0.0, 86400.0),
+        "seconds from 0 (off) to 86400",
+        "Write one `hopwatch.process` line every this many seconds per process (thread pools,"
+        " threads alive, the queue the default pool's crossings found, ThreadSensitiveContexts"
+        " open at once; see [threads and executors](threads.md)), to the same output as the"
+        " request lines. `0`: off. Read at start-up; the line's thread starts with the"
+        " process's first request (so each forked worker has its own).",
     ),
     "OTEL_METRICS": Setting(
         False,

@@ -62,6 +62,8 @@ LINE: Final = (
     Field("max_depth", "integer"),
     Field("pinned_ms", "number"),
     Field("pinned_by", "string or null"),
+    Field("executors", "object"),
+    Field("db_connections", "integer"),
     Field("sites", "array"),
     Field("sites_dropped", "integer, optional"),
     Field("level", "string"),
@@ -83,6 +85,8 @@ SITE: Final = (
 OPTIONAL: Final = (
     Field("detail", "array"),
     Field("detail_dropped", "integer"),
+    Field("max_in_flight", "integer"),
+    Field("concurrent_ms", "number"),
     Field("hopwatch_errors", "integer"),
     Field("sample_rate", "number"),
     Field("hop_tax_us", "number"),
@@ -105,6 +109,11 @@ DETAIL: Final = (
     "run_ms",
     "resume_ms",
     "outcome",
+    "at_ms",
+    "parent",
+    "caller_thread",
+    "executor",
+    "thread_started",
 )
 
 #: Every documented top-level name: what the extra-fields hook may not replace.

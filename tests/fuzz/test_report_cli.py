@@ -272,6 +272,11 @@ def _is_number(cell: str) -> bool:
 def test_report_never_crashes_and_counts_every_line(lines, format_name, by, gzipped, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     status, out, err = run_report(data, "--format", format_name, "--by", by, gzipped=gzipped)
+    if not gzipped and data[:2] == b"\x1f\x8b":
+        # gzip's magic number: read as gzip, and refused as a damaged one (no
+        # text log starts with it: 0x8b is no UTF-8 lead byte)
+        assert status in (1, 2) and "Traceback" not in err, (status, err)
+        return
     assert status in (0, 1), (status, err)
     document = check_output(format_name, out, err)
     if document is not None:

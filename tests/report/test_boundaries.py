@@ -1,4 +1,5 @@
-"""The report reads logs only: it imports neither Django nor the rest of hopwatch.
+"""The report reads logs only: it imports neither Django nor the rest of hopwatch (but the
+advice on each cause, written once in hopwatch._advice, which the HTML page shows).
 
 Its third-party imports: rich (the terminal table), msgspec (the typed decoder) and,
 when installed (the fast-gzip extra), isal (gzip).

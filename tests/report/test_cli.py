@@ -127,7 +127,7 @@ def test_parallel_reading_matches_one_process(run_cli: RunCli, tmp_path: Path) -
         (["--status", "2x", "x"], "argument --status: invalid status '2x'"),
         (["--top", "-1", "x"], "argument --top: expected 0 or more, got -1"),
         (["--jobs", "zero", "x"], "argument --jobs: expected a whole number, got 'zero'"),
-        (["--format", "html", "x"], "argument --format: invalid choice: 'html'"),
+        (["--format", "pdf", "x"], "argument --format: invalid choice: 'pdf'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--hop-tax", "0", "x"], "argument --hop-tax: invalid hop tax '0'"),
         (["--hop-tax", "nan", "x"], "argument --hop-tax: invalid hop tax 'nan'"),

@@ -24,6 +24,8 @@ if os.environ.get("HOPWATCH_STRESS_WITHOUT"):
 
 # Every cause in the line, so the tests can check each one's count.
 HOPWATCH = {"SITES_LIMIT": 64}
+if os.environ.get("HOPWATCH_PROCESS_LINE_SECONDS"):  # the threads test's process lines
+    HOPWATCH["PROCESS_LINE_SECONDS"] = float(os.environ["HOPWATCH_PROCESS_LINE_SECONDS"])
 
 # The server's own warnings (uvicorn, Django's 500s) stay out of the hopwatch log.
 LOGGING = {**LOGGING, "loggers": {**LOGGING["loggers"], "django": {"level": "CRITICAL"}}}

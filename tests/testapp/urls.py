@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tests.testapp import views, views_django6
+from tests.testapp import views, views_django6, views_threads
 
 urlpatterns = [
     path("async/", views.async_view),
@@ -31,4 +31,10 @@ urlpatterns = [
     path("enqueue/", views_django6.enqueue_view),
     path("cache/", views_django6.cache_view),
     path("aiterator/", views_django6.aiterator_view),
+    path("threads/gather/", views_threads.gather_view),
+    path("threads/gather-pool/", views_threads.gather_pool_view),
+    path("threads/own-executor/", views_threads.own_executor_view),
+    path("threads/nested/", views_threads.nested_view),
+    path("threads/cold-loop/", views_threads.sync_cold_loop_view),
+    path("threads/saturate/", views_threads.saturate_view),
 ]

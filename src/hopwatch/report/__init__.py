@@ -14,7 +14,12 @@ Modules: :mod:`~hopwatch.report.parse` (finding and decoding lines),
 document), :mod:`~hopwatch.report.render` (output formats),
 :mod:`~hopwatch.report.table` (the table's columns, their legend, fitting a
 width), :mod:`~hopwatch.report.notes` (what is said under the table),
-:mod:`~hopwatch.report.command` (the command line).
+:mod:`~hopwatch.report.command` (the command line), :mod:`~hopwatch.report.output`
+(``-o FILE``). The formats that draw (:mod:`~hopwatch.report.visual`): what they
+read beyond the document (:mod:`~hopwatch.report.picture`), a request's crossings
+laid out (:mod:`~hopwatch.report.timeline`), the page (:mod:`~hopwatch.report.html`,
+its charts :mod:`~hopwatch.report.svg`, its escaping :mod:`~hopwatch.report.markup`)
+and the Chrome trace (:mod:`~hopwatch.report.trace`).
 """
 
 from __future__ import annotations

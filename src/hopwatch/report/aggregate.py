@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Final
+from typing import Any, Final
 
 from hopwatch.report.parse import Record, timestamp_text
 from hopwatch.report.sketch import Sketch
@@ -145,6 +145,7 @@ class EndpointStats:
 
     __slots__ = (
         "acc",
+        "concurrency",
         "counters",
         "interfaces",
         "key",
@@ -189,6 +190,25 @@ class EndpointStats:
         self.pinned_by: dict[str, float] = {}  # site -> requests it pinned (weighted)
         self.sites_dropped = 0
         self.tax: list[float] = [0.0, 0, 0.0, 0, 0.0, math.inf, 0.0]
+        # records with db_connections, their sum and max; records with max_in_flight,
+        # its sum and max, and the sum of concurrent_ms (hopwatch.report.threads reads it)
+        self.concurrency: list[float] = [0, 0, 0, 0, 0, 0, 0.0]
+
+    def add_concurrency(
+        self, db_connections: int, max_in_flight: int | None, concurrent_ms: float | None
+    ) -> None:
+        """A record that carries the thread fields (the scanner calls this too)."""
+        c = self.concurrency
+        c[0] += 1
+        c[1] += db_connections
+        if db_connections > c[2]:
+            c[2] = db_connections
+        if max_in_flight is not None:
+            c[3] += 1
+            c[4] += max_in_flight
+            if max_in_flight > c[5]:
+                c[5] = max_in_flight
+            c[6] += concurrent_ms or 0.0
 
     # --- adding ------------------------------------------------------------------
     def add_record(self, record: Record) -> None:
@@ -248,6 +268,8 @@ class EndpointStats:
             self.pinned[1] += 1
         if record.hop_tax_us is not None:
             self.add_tax(record.hops, record.hop_tax_us, weight, record.duration_ms)
+        if record.db_connections is not None:
+            self.add_concurrency(record.db_connections, record.max_in_flight, record.concurrent_ms)
         self.add_optional(
             hop_ms,
             record.request_id,
@@ -518,6 +540,11 @@ class EndpointStats:
             tax[index] += theirs_tax[index]
         tax[T_MIN] = min(tax[T_MIN], theirs_tax[T_MIN])
         tax[T_MAX] = max(tax[T_MAX], theirs_tax[T_MAX])
+        mine, theirs_c = self.concurrency, other.concurrency
+        for index in (0, 1, 3, 4, 6):
+            mine[index] += theirs_c[index]
+        for index in (2, 5):
+            mine[index] = max(mine[index], theirs_c[index])
 
     def copy_as(self, key: EndpointKey) -> EndpointStats:
         """A folded copy under another key (to regroup endpoints without changing them)."""
@@ -537,8 +564,13 @@ class EndpointStats:
 class Partial:
     """What one reader made of its share of the input: endpoints and counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Any = None) -> None:
         self.endpoints: dict[EndpointKey, EndpointStats] = {}
+        #: An extra account the scanner feeds every counted record to, with its endpoint
+        #: key and its line, ``buffer[start:stop]``: ``extra.add(key, record, buffer, start,
+        #: stop)``, merged by ``extra.merge`` (the HTML page's, see report/picture.py).
+        #: None: nothing more is read.
+        self.extra = extra
         self.files = 0
         self.bytes = 0
         self.lines = 0
@@ -552,6 +584,8 @@ class Partial:
         self.first_timestamp = ""  # canonical, so text order is time order
         self.last_timestamp = ""
         self.truncated_inputs: list[str] = []  # e.g. a .gz file cut short
+        #: hopwatch.process lines, by minute (hopwatch.report.threads.PoolSeries)
+        self.pool: Any = None
 
     def endpoint(self, key: EndpointKey) -> EndpointStats:
         stats = self.endpoints.get(key)
@@ -606,3 +640,10 @@ class Partial:
             self.see_timestamp(other.first_timestamp)
             self.see_timestamp(other.last_timestamp)
         self.truncated_inputs.extend(other.truncated_inputs)
+        if other.pool is not None:
+            from hopwatch.report.threads import PoolSeries
+
+            self.pool = self.pool or PoolSeries()
+            self.pool.merge(other.pool)
+        if self.extra is not None and other.extra is not None:
+            self.extra.merge(other.extra)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
 from hopwatch._cli import is_terminal, silence_stdout, usage_error, whole_number
-from hopwatch.report import inputs, parallel, parse, rank, render
+from hopwatch.report import inputs, output, parallel, parse, rank, render, visual
 from hopwatch.report.scan import Filters, StatusFilter
 
-FORMATS: Final = ("auto", "rich", "text", "json", "markdown", "csv")
+FORMATS: Final = ("auto", "rich", "text", "json", "markdown", "csv", *visual.FORMATS)
 HELP: Final = "rank the worst endpoints from captured hopwatch logs"
 DESCRIPTION: Final = """\
 Read hopwatch.request lines from log files, directories, globs, gzip files or
@@ -175,7 +175,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="auto",
-        help="output format (default: rich on a terminal, else text)",
+        help="output format (default: rich on a terminal, else text); html: a page with"
+        " charts and timelines; trace: Chrome trace events (Perfetto)",
+    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    parser.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="html, trace: draw the timeline of this request (logged in detail mode)",
     )
     parser.add_argument(
         "--wide",
@@ -217,6 +224,8 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     if args.since and args.until and args.since >= args.until:
         return _usage_error("--since must be earlier than --until")
+    if args.request_id is not None and args.format not in visual.FORMATS:
+        return _usage_error("--request-id draws a timeline: use it with --format html or trace")
     paths = list(args.paths)
     if not paths:
         if sys.stdin is None or sys.stdin.isatty():
@@ -239,9 +248,11 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         since=args.since, until=args.until, status=args.status, interfaces=args.interface
     )
     try:
+        target = output.Output(args.output, out)  # checked before reading anything
         sources = inputs.resolve(paths)
-        partial = parallel.read_all(sources, filters, args.jobs)
-    except inputs.InputError as exc:
+        extra = visual.extra_for(args.format, args.request_id)
+        partial = parallel.read_all(sources, filters, args.jobs, extra)
+    except (inputs.InputError, output.OutputError) as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 2
     try:
@@ -251,13 +262,28 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         return 1
     format_name = args.format
     if format_name == "auto":
-        format_name = "rich" if is_terminal(out) else "text"
+        format_name = "rich" if is_terminal(target.stream) else "text"
+    problem = visual.nothing_to_draw(format_name, document, partial)
+    if problem is not None:
+        print(f"hopwatch report: {problem}", file=sys.stderr)
+        return 1
+    drawer = visual.renderer(format_name, partial)
     try:
-        render.render(document, format_name, out, wide=args.wide, legend=args.legend)
-        out.flush()
+        if drawer is not None:
+            drawer(document, target.stream)
+        else:
+            render.render(
+                document, format_name, target.stream, wide=args.wide, legend=args.legend
+            )
+        target.finish()
     except BrokenPipeError:
         silence_stdout()
-    if format_name == "csv":
-        # csv has no room for it on stdout; json carries it in "summary"
+    except output.OutputError as exc:
+        print(f"hopwatch report: {exc}", file=sys.stderr)
+        return 2
+    if format_name in ("csv", "trace"):
+        # no room for it in the output; json carries it in "summary", the page shows it
         print(f"hopwatch report: {render.summary_line(document)}", file=sys.stderr)
+    if args.output:
+        print(f"hopwatch report: wrote {args.output}", file=sys.stderr)
     return 0 if document["summary"]["reported"] > 0 else 1

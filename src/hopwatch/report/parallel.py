@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
@@ -38,6 +39,10 @@ GZIP_COST: Final = 8
 #: Pieces per process: enough for a slowed process to fall behind gracefully.
 PIECES_PER_PROCESS: Final = 6
 MIN_PIECE_BYTES: Final = 4 * 1024 * 1024
+
+
+#: Makes a Partial's extra account (picklable, for processes started by spawn).
+Extra = Callable[[], Any] | None
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,9 @@ def _read_piece(piece: Piece, scanner: Scanner) -> None:
         close()
 
 
-def read_pieces(pieces: list[Piece], filters: Filters) -> Partial:
+def read_pieces(pieces: list[Piece], filters: Filters, extra: Extra = None) -> Partial:
     """One process's work: every piece, in order, into one folded Partial."""
-    scanner = Scanner(Partial(), filters)
+    scanner = Scanner(Partial(extra() if extra else None), filters)
     for piece in pieces:
         _read_piece(piece, scanner)
     return scanner.finish()
@@ -115,10 +120,12 @@ def _claim_and_read(pieces: list[Piece], counter: Any, scanner: Scanner) -> None
         _read_piece(pieces[index], scanner)
 
 
-def _child(pieces: list[Piece], counter: Any, filters: Filters, connection: Connection) -> None:
+def _child(
+    pieces: list[Piece], counter: Any, filters: Filters, connection: Connection, extra: Extra
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
-        scanner = Scanner(Partial(), filters)
+        scanner = Scanner(Partial(extra() if extra else None), filters)
         _claim_and_read(pieces, counter, scanner)
         result: Any = ("ok", scanner.finish())
     except InputError as exc:
@@ -140,8 +147,10 @@ def read_all(
     sources: list[Source],
     filters: Filters,
     jobs: int | None = None,
+    extra: Extra = None,
 ) -> Partial:
-    """Read every source into one Partial, in parallel when it is worth it."""
+    """Read every source into one Partial, in parallel when it is worth it; ``extra``
+    makes each process's ``Partial.extra`` (see aggregate.Partial)."""
     file_bytes = sum(s.size * (GZIP_COST if s.gzip else 1) for s in sources if s.stream is None)
     processes = jobs if jobs is not None else usable_cpus()
     if jobs is None and file_bytes < PARALLEL_MIN_BYTES:
@@ -149,7 +158,7 @@ def read_all(
     own, shared = plan(sources, max(1, processes))
     processes = min(processes, len(shared) + (1 if own else 0))
     if processes <= 1:
-        return read_pieces([Piece(source) for source in sources], filters)
+        return read_pieces([Piece(source) for source in sources], filters, extra)
     context = _context()
     counter = context.Value("q", 0)  # the next piece to claim, shared by every process
     children = []
@@ -157,12 +166,12 @@ def read_all(
         for _ in range(processes - 1):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=_child, args=(shared, counter, filters, sender), daemon=True
+                target=_child, args=(shared, counter, filters, sender, extra), daemon=True
             )
             process.start()
             sender.close()
             children.append((process, receiver))
-        scanner = Scanner(Partial(), filters)
+        scanner = Scanner(Partial(extra() if extra else None), filters)
         for piece in own:
             _read_piece(piece, scanner)
         _claim_and_read(shared, counter, scanner)

@@ -112,6 +112,10 @@ class Record(Struct, gc=False):
     hopwatch_errors: Count = 0
     profile: str | None = None
     hop_tax_us: Millis | None = None
+    # Threads and executors (docs/threads.md): newer lines only.
+    max_in_flight: Count | None = None
+    concurrent_ms: Millis | None = None
+    db_connections: Count | None = None
     # The crossings' own cost and the code run inside them; lines from before they were
     # written lack them (None), and the report shows their overhead as n/a.
     overhead_ms: Millis | None = None

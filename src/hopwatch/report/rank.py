@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hopwatch._advice import advice_for
+from hopwatch.report import threads
 from hopwatch.report.aggregate import (
     A_DURATION,
     A_HOP_MS,
@@ -389,7 +390,7 @@ def endpoint_row(
                 _r(acc[A_OVERHEAD] / overhead_hops * 1000, 1) if overhead_hops else None
             ),
         }
-    return {
+    row: Row = {
         **identity,
         "requests": _count(stats.requests),
         "records": int(records),
@@ -462,6 +463,8 @@ def endpoint_row(
             for hop, rid, ts, profile in stats.profiles
         ],
     }
+    row["concurrency"] = threads.endpoint_fields(stats)
+    return row
 
 
 def _round_quantiles(row: Row) -> Row:
@@ -714,6 +717,7 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
     for rank, row in enumerate(document["rows"], 1):
         row["rank"] = rank
     document["rows"] = [{"rank": row.pop("rank"), **row} for row in document["rows"]]
+    document["pool_over_time"] = threads.pool_document(partial.pool)
     finite: Row = _finite(document)  # every value is finite by construction; never trust that
     return finite
 

@@ -19,6 +19,7 @@ from typing import IO, Any, Final
 
 from hopwatch.report import notes, table
 from hopwatch.report import text as fmt
+from hopwatch.report import threads
 
 Row = dict[str, Any]
 Document = dict[str, Any]
@@ -169,6 +170,7 @@ def render_text(
         out.write(layout.line(layout.cells(row)) + "\n")
     for block in _sections(document, layout, None, legend):
         out.write("\n" + "\n".join(block) + "\n")
+    threads.write_text(document, out)
 
 
 def render_markdown(
@@ -195,6 +197,7 @@ def render_markdown(
         out.write("\n")
         for line in block:
             out.write(f"{fmt.markdown_cell(line)}  \n")
+    threads.write_markdown(document, out)
 
 
 _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
@@ -241,6 +244,8 @@ _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("work_ms_mean", lambda r: (r["work_ms"] or {}).get("mean")),
     ("wait_of_overhead", lambda r: r["wait_of_overhead"]),
     ("left_out_count", lambda r: (r["left_out"] or {}).get("count")),
+    ("max_in_flight_mean", lambda r: threads.concurrency_mean(r, "max_in_flight")),
+    ("db_connections_mean", lambda r: threads.concurrency_mean(r, "db_connections")),
 ]
 _CSV_SITE: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("rank", lambda r: r["rank"]),
@@ -310,6 +315,10 @@ def render_rich(
         say("")
         for line in block:
             say(line, "dim" if block[0] == "columns:" else "")
+    sections = io.StringIO()
+    threads.write_text(document, sections)
+    if sections.getvalue():
+        console.print(Text(sections.getvalue().rstrip("\n")))
 
 
 RENDERERS: Final[dict[str, Callable[[Document, IO[str]], None]]] = {

@@ -57,6 +57,8 @@ from hopwatch.report.sketch import INV_LN_GAMMA, MIN_VALUE, SHIFT
 _CACHE_LIMIT: Final = 8000
 #: Fold the endpoints' raw counts every this many buffers (bounds their memory).
 _FOLD_EVERY_BLOCKS: Final = 16
+#: The process line's event (docs/log-schema.md); read by hopwatch.report.threads.
+PROCESS_MARKER: Final = b"hopwatch.process"
 #: How the marker reads inside an envelope's string value (its quotes escaped).
 ESCAPED_MARKER: Final = b'\\"hopwatch.request\\"'
 #: Look for the marker in each line first when fewer than 1 / this of the lines are
@@ -194,6 +196,14 @@ class Scanner:
             self.partial.lose_part(name)
         return record
 
+    def _process_line(self, line: memoryview) -> None:
+        """A ``hopwatch.process`` line (rare: one per process per interval)."""
+        from hopwatch.report import threads
+
+        if self.partial.pool is None:
+            self.partial.pool = threads.PoolSeries()
+        self.partial.pool.add_line(bytes(line), self.filters)
+
     def _verdict(self, key: tuple[int | None, str]) -> str:
         verdict = self.filters.status_reason(*key) or ""
         if len(self._verdicts) < _CACHE_LIMIT:
@@ -212,6 +222,7 @@ class Scanner:
         part = self.partial
         find = buffer.find
         marker = parse.MARKER
+        process_marker = PROCESS_MARKER
         max_line = parse.MAX_LINE_BYTES
         typed = self._typed
         decode = typed.decode
@@ -236,6 +247,8 @@ class Scanner:
         dropped = 0  # hopwatch lines skipped with a reason
         errors = 0  # hopwatch_errors the records carry
 
+        extra = part.extra
+        tap = extra.add if extra is not None else None  # the HTML page's reader, if any
         prefilter = self._prefilter
         view = memoryview(buffer)  # slices of it are not copies
         count = 0  # lines
@@ -252,6 +265,8 @@ class Scanner:
                 too_long += 1
                 continue
             if prefilter and find(marker, start, stop) == -1:
+                if find(process_marker, start, stop) != -1:
+                    self._process_line(view[start:stop])
                 continue
             if buffer[start] != 0x7B:  # "{": a prefix (container runtime, pod name) first
                 start = find(b"{", start, stop)
@@ -272,6 +287,8 @@ class Scanner:
                     record = decode(line)
                 except decode_errors:
                     if not prefilter and find(marker, start, stop) == -1:
+                        if find(process_marker, start, stop) != -1:
+                            self._process_line(line)
                         continue  # another logger's JSON
                     record = self._fallback(line, find(escaped, start, stop) != -1)
                     if record is None:
@@ -320,6 +337,8 @@ class Scanner:
             stats = by_key.get(key)
             if stats is None:
                 stats = self._endpoint(key)
+            if tap is not None:
+                tap(stats.key, record, buffer, start, stop)
             sites = record.sites
             hops = record.hops
             if optional != plain or (hops and not sites):
@@ -387,6 +406,10 @@ class Scanner:
                 stats.offer_slowest(hop_ms, record.request_id, timestamp_text(ts))
             if record.hop_tax_us is not None:
                 stats.add_tax(hops, record.hop_tax_us, 1.0, record.duration_ms)
+            if record.db_connections is not None:
+                stats.add_concurrency(
+                    record.db_connections, record.max_in_flight, record.concurrent_ms
+                )
             raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms and overhead
             for site in sites:
                 values = raw_sites[site.site, site.kind, site.direction, site.call_site, site.count]

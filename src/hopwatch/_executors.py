@@ -1,0 +1,339 @@
+"""Which executor ran each crossing, and the concurrency a request got: derived off the hop path.
+
+Nothing here runs per hop. When a request's line is built (once per logged
+request), the kept hops (``RequestRecord.details``) are classified from facts
+the hop path already records (``direction``, ``thread_sensitive``,
+``new_loop``, ``thread_id``, ``own_executor``, ``parent``) plus one fact read at
+that moment: the threads of asgiref's process-wide
+``SyncToAsync.single_thread_executor``.
+
+How asgiref picks the executor (``SyncToAsync.__call__``, the same in 3.8.1,
+3.9.1 and 3.13.0 apart from 3.13's ``ThreadSensitiveContext(executor=...)``):
+
+1. thread-sensitive, inside an ``async_to_sync`` (its ``CurrentThreadExecutor``
+   is in the context): the thread blocked in that ``async_to_sync``
+   (:data:`CALLER_THREAD`; under WSGI the request's own thread);
+2. thread-sensitive, inside a ``ThreadSensitiveContext`` (Django's
+   ``ASGIHandler`` opens one per request, so a new thread per request):
+   that context's thread (:data:`CONTEXT_THREAD`);
+3. thread-sensitive, neither: the process-wide single sync thread
+   (:data:`SINGLE_THREAD`; e.g. ``AsyncClient`` from ``asyncio.run``);
+4. ``thread_sensitive=False``: the executor the caller gave
+   (:data:`OWN_EXECUTOR`) or the running loop's default pool
+   (:data:`DEFAULT_POOL`), which the hop path records (``Hop.own_executor``).
+
+``async_to_sync`` runs its coroutine on the loop found through the calling
+worker thread (:data:`LOOP`) or on a new loop in a new thread
+(:data:`NEW_LOOP`, the cold path; ``Hop.new_loop``).
+
+What cannot be told apart is named, not guessed: crossings the record did not
+keep (beyond ``detail_limit``) are :data:`UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+from typing import Any, Final, NamedTuple
+
+from asgiref.sync import AsyncToSync, SyncToAsync
+
+from hopwatch import _connections
+from hopwatch._recorder import ASYNC_TO_SYNC, RequestRecord
+
+CONTEXT_THREAD: Final = "context_thread"
+CALLER_THREAD: Final = "caller_thread"
+SINGLE_THREAD: Final = "single_thread"
+DEFAULT_POOL: Final = "default_pool"
+OWN_EXECUTOR: Final = "own_executor"
+LOOP: Final = "loop"
+NEW_LOOP: Final = "new_loop"
+UNKNOWN: Final = "unknown"
+
+#: Every kind, in the order the line lists them.
+KINDS: Final = (
+    CONTEXT_THREAD,
+    CALLER_THREAD,
+    SINGLE_THREAD,
+    DEFAULT_POOL,
+    OWN_EXECUTOR,
+    LOOP,
+    NEW_LOOP,
+    UNKNOWN,
+)
+
+#: Interfaces whose handler runs on the request's own (sync) thread.
+_SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
+
+# asgiref 3.13 can reuse a cold async_to_sync's thread (AsyncSingleThreadContext);
+# before it every cold call starts a thread of its own.
+_REUSABLE_LOOP_THREADS: Final = hasattr(AsyncToSync, "async_single_thread_context")
+
+
+def executor_threads(executor: Any) -> frozenset[int]:
+    """The thread ids a ``ThreadPoolExecutor`` has started (private attribute, read safely)."""
+    threads = getattr(executor, "_threads", None)
+    if not threads:
+        return frozenset()
+    return frozenset(thread.ident for thread in list(threads) if thread.ident)
+
+
+def single_thread_ids() -> frozenset[int]:
+    """The process-wide single sync thread, once started (it never exits)."""
+    return executor_threads(SyncToAsync.single_thread_executor)
+
+
+class Classifier:
+    """Classifies one request's kept hops (read the facts once, then :meth:`kind` per hop)."""
+
+    def __init__(
+        self,
+        record: RequestRecord,
+        hops: Sequence[Any],
+        *,
+        single: frozenset[int] | None = None,
+    ) -> None:
+        self.record = record
+        self.hops = hops
+        self._single = single
+        self.sync_handler = record.interface in _SYNC_INTERFACES
+
+    # Read on first need only: most requests do not need it.
+    @property
+    def single(self) -> frozenset[int]:
+        if self._single is None:
+            self._single = single_thread_ids()
+        return self._single
+
+    def _caller_of(self, a2s: Any) -> int | None:
+        """The thread that called an async_to_sync (the one its CurrentThreadExecutor runs)."""
+        parent = a2s.parent
+        if parent is not None:
+            # Called from a sync_to_async's code: that code's thread.
+            return int(parent.thread_id) if parent.direction != ASYNC_TO_SYNC else None
+        return int(self.record.handler_thread_id) if self.sync_handler else None
+
+    def kind(self, hop: Any) -> str:
+        if hop.direction == ASYNC_TO_SYNC:
+            return NEW_LOOP if hop.new_loop else LOOP
+        thread = hop.thread_id
+        if hop.thread_sensitive:
+            parent = hop.parent
+            if parent is not None and parent.direction == ASYNC_TO_SYNC:
+                caller = self._caller_of(parent)
+                if caller is None or not thread or thread == caller:
+                    return CALLER_THREAD
+                return CONTEXT_THREAD  # 3.13: a ThreadSensitiveContext given an executor
+            if not thread:
+                return UNKNOWN  # never started: which thread it was queued for is not recorded
+            if thread in self.single:
+                return SINGLE_THREAD
+            if self.sync_handler and thread == self.record.handler_thread_id:
+                return CALLER_THREAD
+            return CONTEXT_THREAD
+        # Recorded on the hop path: whether asgiref was given an executor
+        return OWN_EXECUTOR if hop.own_executor else DEFAULT_POOL
+
+    def kinds(self) -> list[str]:
+        return [self.kind(hop) for hop in self.hops]
+
+    def thread_started(self, kinds: Sequence[str]) -> list[bool | None]:
+        """Per hop: whether a thread was started for it (None: not knowable off the hop path).
+
+        A request's ThreadSensitiveContext starts its thread for its first
+        crossing (Django's ASGIHandler opens a context per request); a cold
+        async_to_sync starts a thread for its loop (asgiref 3.13 may reuse one
+        inside an AsyncSingleThreadContext); the caller's thread and the loop
+        are never started for a crossing. A pool thread's start is not recorded.
+        """
+        started: list[bool | None] = [None] * len(self.hops)
+        first_context: int | None = None
+        loop_threads: set[int] = set()
+        order = sorted(range(len(self.hops)), key=lambda i: self.hops[i].started_ns or 1 << 62)
+        per_request_context = self.record.interface == "asgi"
+        for index in order:
+            hop, kind = self.hops[index], kinds[index]
+            if kind in (CALLER_THREAD, LOOP):
+                started[index] = False
+            elif kind == CONTEXT_THREAD and per_request_context and not _under_a2s(hop):
+                if first_context is None:
+                    first_context = hop.thread_id
+                    started[index] = True
+                elif hop.thread_id == first_context:
+                    started[index] = False
+            elif kind == NEW_LOOP and hop.thread_id:
+                if hop.thread_id in loop_threads:
+                    started[index] = False
+                elif not _REUSABLE_LOOP_THREADS:
+                    started[index] = True
+                loop_threads.add(hop.thread_id)
+        return started
+
+
+def _under_a2s(hop: Any) -> bool:
+    parent = hop.parent
+    return parent is not None and parent.direction == ASYNC_TO_SYNC
+
+
+class _Facts(NamedTuple):
+    """What classifies a crossing that has no parent in its request."""
+
+    direction: str
+    thread_sensitive: bool | None
+    new_loop: bool
+    thread_id: int
+    own_executor: bool
+    parent: None = None
+
+
+_FACTS = attrgetter("direction", "thread_sensitive", "new_loop", "thread_id", "own_executor")
+_THREAD = attrgetter("thread_id")
+_STARTED = attrgetter("started_ns")
+
+
+def executor_counts(record: RequestRecord, classifier: Classifier | None = None) -> dict[str, int]:
+    """The request's crossings per executor kind (see :data:`KINDS`).
+
+    Crossings the record did not keep count as :data:`UNKNOWN`, so the counts
+    always add up to ``hops``.
+    """
+    hops = record.details
+    dropped = int(record.count) - len(hops)
+    if not hops:
+        return count_kinds((), dropped)
+    classifier = classifier or Classifier(record, hops)
+    if record.max_depth <= 1:
+        if not record.async_to_sync and len(record.thread_ids) == 1 and all(map(_THREAD, hops)):
+            # One thread ran every crossing (the usual ASGI request: its context
+            # thread), and a thread runs one kind of crossing: the first one's.
+            return {classifier.kind(hops[0]): len(hops), **count_kinds((), dropped)}
+        # No crossing inside another: the kind depends on these four facts only, so
+        # count the distinct ones (in C) and classify each once.
+        counts: dict[str, int] = {}
+        for facts, count in Counter(map(_FACTS, hops)).items():
+            kind = classifier.kind(_Facts(*facts))
+            counts[kind] = counts.get(kind, 0) + count
+        if dropped:
+            counts[UNKNOWN] = counts.get(UNKNOWN, 0) + dropped
+        return {kind: counts[kind] for kind in KINDS if counts.get(kind)}
+    return count_kinds(classifier.kinds(), dropped)
+
+
+def count_kinds(kinds: Iterable[str], dropped: int = 0) -> dict[str, int]:
+    """Crossings per kind, in :data:`KINDS` order, kinds with none left out."""
+    counts = dict.fromkeys(KINDS, 0)
+    for kind in kinds:
+        counts[kind] += 1
+    counts[UNKNOWN] += max(0, dropped)
+    return {kind: count for kind, count in counts.items() if count}
+
+
+# --- concurrency ------------------------------------------------------------------
+
+
+def concurrency(record: RequestRecord) -> tuple[int, int] | None:
+    """(max_in_flight, concurrent_ns) of a request, or None when not known exactly.
+
+    THE ONE PLACE to switch to the record's own attributes once the hop path
+    keeps them (``RequestRecord.max_in_flight`` / ``concurrent_ns``): then
+    they are used for every request, detail mode or not.
+    """
+    if hasattr(record, "max_in_flight") and hasattr(record, "concurrent_ns"):
+        return int(record.max_in_flight), int(record.concurrent_ns)
+    hops = record.details
+    if len(hops) != record.count:
+        return None  # some hops were not kept: a figure from the rest would be wrong
+    if record.max_depth <= 1 and len(record.thread_ids) <= 1:
+        # None inside another, all on one thread: one ran at a time.
+        return (1 if any(map(_STARTED, hops)) else 0), 0
+    return running_concurrency(hops)
+
+
+def running_concurrency(hops: Sequence[Any]) -> tuple[int, int]:
+    """The most crossings whose code ran at the same moment, and the time more than one did.
+
+    A crossing counts while its code runs (``started_ns`` to ``ended_ns``),
+    not while it waits in a queue: five calls gathered onto the request's one
+    thread-sensitive thread are all *awaited* at once but run one after the
+    other (1), five ``thread_sensitive=False`` calls in the default pool run
+    side by side (5). While a crossing's code waits on a crossing nested in it
+    (from the nested one's call to its return), it does not count, so nesting
+    is not mistaken for concurrency.
+    """
+    children: dict[int, list[Any]] = {}
+    for hop in hops:
+        parent = hop.parent
+        if parent is not None:
+            children.setdefault(id(parent), []).append(hop)
+    events: list[tuple[int, int]] = []
+    for hop in hops:
+        start, end = hop.started_ns, hop.ended_ns
+        if not start or end <= start:
+            continue
+        nested = children.get(id(hop))
+        if nested:
+            for segment_start, segment_end in _minus(start, end, nested):
+                events.append((segment_start, 1))
+                events.append((segment_end, -1))
+        else:
+            events.append((start, 1))
+            events.append((end, -1))
+    events.sort()  # at the same instant an end (-1) sorts before a start
+    running = peak = 0
+    concurrent_ns = 0
+    since = 0
+    for moment, step in events:
+        if running > 1:
+            concurrent_ns += moment - since
+        since = moment
+        running += step
+        if running > peak:
+            peak = running
+    return peak, concurrent_ns
+
+
+def _minus(start: int, end: int, nested: Sequence[Any]) -> list[tuple[int, int]]:
+    """[start, end) without the nested crossings' [called_ns, resumed_ns)."""
+    holes = sorted((hop.called_ns, hop.resumed_ns) for hop in nested if hop.resumed_ns)
+    segments = []
+    cursor = start
+    for hole_start, hole_end in holes:
+        if hole_start > cursor:
+            segments.append((cursor, min(hole_start, end)))
+        cursor = max(cursor, hole_end)
+        if cursor >= end:
+            break
+    if cursor < end:
+        segments.append((cursor, end))
+    return [(a, b) for a, b in segments if b > a]
+
+
+# --- the request line ------------------------------------------------------------------
+
+
+def thread_fields(record: RequestRecord, event: dict[str, Any]) -> Classifier | None:
+    """Add the line's thread fields to ``event``; the classifier, for the detail entries.
+
+    ``executors`` (crossings per executor kind), ``max_in_flight`` and
+    ``concurrent_ms`` (when known exactly), ``db_connections``.
+    """
+    classifier = Classifier(record, record.details) if record.details else None
+    event["executors"] = executor_counts(record, classifier)
+    known = concurrency(record)
+    if known is not None:
+        event["max_in_flight"] = known[0]
+        event["concurrent_ms"] = ((known[1] + 500) // 1000) / 1000
+    event["db_connections"] = len(_connections.opened(record))
+    return classifier
+
+
+def annotate_detail(classifier: Classifier | None, entries: list[dict[str, Any]]) -> None:
+    """Add ``executor`` and ``thread_started`` to the detail entries (the kept hops, in order)."""
+    if classifier is None or not entries:
+        return
+    kinds = classifier.kinds()
+    started = classifier.thread_started(kinds)
+    for entry, kind, new_thread in zip(entries, kinds, started, strict=False):
+        entry["executor"] = kind
+        entry["thread_started"] = new_thread

@@ -1,0 +1,517 @@
+"""``--format html``: the report as one self-contained page.
+
+The page needs nothing at view time: its CSS and its few lines of JavaScript
+(sortable tables) are inline, the charts are SVG drawn by
+:mod:`~hopwatch.report.svg`, and a Content-Security-Policy forbids loading
+anything and runs only the page's own script (by its nonce). Sections:
+
+* the ranked endpoints, with per endpoint a bar of crossing overhead then work in
+  crossings against the request's time, pinned time below it, and a sparkline of
+  its hops per request;
+* the distribution of hops per request over every request read;
+* the top fixable causes, ranked by their overhead, and what to change for them
+  (:mod:`hopwatch._advice`);
+* the timeline of the slowest detailed request of each endpoint, or of the
+  request chosen with ``--request-id``.
+
+The report document is embedded as JSON (``<script type="application/json"
+id="hopwatch-report">``), for tools. Everything from a log is escaped by
+:mod:`~hopwatch.report.markup`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import metadata, resources
+from typing import IO, Any, Final
+
+from hopwatch.report import render, svg
+from hopwatch.report import text as fmt
+from hopwatch.report.markup import esc, script_json
+from hopwatch.report.picture import (
+    HOP_BIN_EDGES,
+    K_COUNT,
+    K_MEASURED,
+    K_MS,
+    K_OVERHEAD,
+    K_REQUESTS,
+    TIMELINES_SHOWN,
+    EndpointPicture,
+    GroupKey,
+    Kept,
+    Picture,
+    bin_label,
+    cause_order,
+    chosen_timelines,
+    groups_by,
+    row_group,
+)
+from hopwatch.report.timeline import layout
+
+Row = dict[str, Any]
+Document = dict[str, Any]
+Cell = tuple[str, str, str]  # (html, sort value, css class)
+
+#: Causes listed in "top fixable causes".
+CAUSES_SHOWN: Final = 10
+#: Characters of a label shown in a cell (the full text is in its title).
+LABEL_LIMIT: Final = 120
+
+
+def unfixable(kind: str, site: str) -> str | None:
+    """Why a cause has nothing to change in the app's code (docs/causes.md), or None."""
+    if kind == "response" and site.endswith(".close"):
+        return "Django closes every response through sync_to_async under ASGI"
+    if kind == "signal" and site == "request_started":
+        return "it stays while Django's own receivers are sync"
+    return None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hopwatch")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "(not installed)"
+
+
+def _asset(name: str) -> str:
+    return resources.files("hopwatch.report").joinpath("assets", name).read_text("utf-8")
+
+
+def _num(value: float | None) -> str:
+    """A sort value for a data-v attribute ("" when unknown)."""
+    return "" if value is None else repr(round(float(value), 6))
+
+
+def _table(table_id: str, headers: list[tuple[str, str, str]], rows: Iterable[list[Cell]]) -> str:
+    """A sortable table. headers: (text, sort, title); sort: "num" (a number column),
+    "text", "bar" (a chart sorted as a number) or "" (not sortable)."""
+    head = []
+    for text, kind, title in headers:
+        css = ' class="n"' if kind == "num" else ""
+        typed = f' data-type="{"num" if kind == "bar" else kind}"' if kind else ""
+        inner = f"<button type=button>{esc(text)}</button>" if kind else esc(text)
+        head.append(f'<th{css}{typed} title="{esc(title)}">{inner}</th>')
+    body = []
+    for index, cells in enumerate(rows):
+        tds = "".join(
+            f'<td{f" class={css}" if css else ""} data-v="{esc(value)}">{content}</td>'
+            for content, value, css in cells
+        )
+        body.append(f'<tr data-i="{index}">{tds}</tr>')
+    return (
+        f'<table class="sortable" id="{table_id}"><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _ms(value: float | None) -> Cell:
+    return (esc(fmt.ms(value)), _num(value), "n")
+
+
+def _count(value: float | None) -> Cell:
+    return (esc(fmt.count(value)), _num(value), "n")
+
+
+def _mean(value: float | None) -> Cell:
+    return (esc(fmt.mean(value)), _num(value), "n")
+
+
+def _total(value: float | None) -> Cell:
+    return (esc(fmt.duration(value)), _num(value), "n")
+
+
+def _label(shown: str, title: str) -> Cell:
+    return (f'<span title="{esc(title)}">{esc(shown, LABEL_LIMIT)}</span>', fmt.clean(shown), "l")
+
+
+# --- endpoints ------------------------------------------------------------------------
+def _bar(
+    request_ms: float | None,
+    split: tuple[float, float] | None,
+    unsplit: float | None,
+    pinned: float | None,
+    scale: float,
+) -> str:
+    """Per request: the request's time (track), crossing overhead then work, pinned below."""
+
+    def pct(value: float) -> str:
+        return f"{min(100.0, 100 * value / scale):.2f}%"
+
+    parts, title = [], []
+    if request_ms:
+        parts.append(f'<span class="track" style="width:{pct(request_ms)}"></span>')
+    if split is not None:
+        overhead, work = split
+        parts.append(f'<span class="seg overhead" style="left:0;width:{pct(overhead)}"></span>')
+        parts.append(
+            f'<span class="seg work" style="left:{pct(overhead)};width:{pct(work)}"></span>'
+        )
+        title.append(f"crossing overhead {fmt.ms(overhead)} ms, then work {fmt.ms(work)} ms")
+    elif unsplit is not None:
+        parts.append(f'<span class="seg unsplit" style="left:0;width:{pct(unsplit)}"></span>')
+        title.append(f"time in crossings {fmt.ms(unsplit)} ms (lines without overhead_ms)")
+    if pinned:
+        parts.append(f'<span class="pinned" style="width:{pct(pinned)}"></span>')
+        title.append(f"a thread pinned {fmt.ms(pinned)} ms")
+    if request_ms:
+        title.append(f"of a {fmt.ms(request_ms)} ms request")
+    return f'<div class="bar" title="{esc("; ".join(title))}">{"".join(parts)}</div>'
+
+
+_ENDPOINT_HEADERS: Final = [
+    ("#", "num", "rank by the report's sort key"),
+    ("requests", "num", "requests logged (a sampled line counts 1 / sample_rate)"),
+    ("hops/req", "num", "mean crossings per request"),
+    ("hops per request", "", "how many requests made how many crossings (hover a bar)"),
+    ("max hops", "num", "the most crossings one request made"),
+    ("overhead ms/req", "num", "crossing overhead per request: each crossing's queue wait plus"
+     " its hand-off back, nested crossings once; what removing hops saves"),
+    ("work ms/req", "num", "the code that ran inside the crossings, per request (nested"
+     " crossings once): it stays when the hops go"),
+    ("pinned ms/req", "num", "time a sync worker thread was held while async work ran"),
+    ("request ms", "num", "mean request duration"),
+    ("per request", "bar", "crossing overhead then work, on the request's time (grey);"
+     " below, pinned time (it overlaps the two). One scale for every row"),
+    ("overhead, all requests", "num", "crossing overhead per request x requests"),
+]  # fmt: skip
+
+
+def _endpoint_rows(document: Document, groups: dict[GroupKey, EndpointPicture]) -> list[list[Cell]]:
+    facts = []
+    for row in document["rows"]:
+        stats = groups.get(row_group(row, document["by"])) or EndpointPicture()
+        split = (stats.overhead / stats.split, stats.work / stats.split) if stats.split else None
+        facts.append((row, stats, split))
+    scale = max(
+        [1e-9]
+        + [row["duration_ms"]["mean"] or 0.0 for row, _s, _p in facts]
+        + [row["hop_ms"]["mean"] or 0.0 for row, _s, _p in facts]
+        + [sum(split) for _r, _s, split in facts if split is not None]
+    )
+    rows = []
+    for row, stats, split in facts:
+        overhead, work = split if split is not None else (None, None)
+        pinned = (row["pinned_ms"] or {}).get("mean")
+        request_ms = row["duration_ms"]["mean"]
+        unsplit = row["hop_ms"]["mean"] if split is None else None
+        title = row["label"]
+        if stats.split and stats.split < stats.records:
+            title += f" (overhead and work over the {stats.split:,} of {stats.records:,} lines"
+            title += " that carry them)"
+        bar = _bar(request_ms, split, unsplit, pinned, scale)
+        rows.append(
+            [
+                (str(row["rank"]), _num(row["rank"]), "n"),
+                _label(row["label"], title),
+                _count(row["requests"]),
+                _mean(row["hops"]["mean"]),
+                (svg.sparkline(stats.hop_bins), "", ""),
+                _count(row["hops"]["max"]),
+                _ms(overhead),
+                _ms(work),
+                _ms(pinned),
+                _ms(request_ms),
+                (bar, _num(overhead if overhead is not None else unsplit), ""),
+                _total(overhead * row["requests"] if overhead is not None else None),
+            ]
+        )
+    return rows
+
+
+def _endpoints_section(document: Document, groups: dict[GroupKey, EndpointPicture]) -> str:
+    what = "views" if document["by"] == "view" else "endpoints"
+    if not document["rows"]:
+        return f'<section id="endpoints"><h2>Endpoints</h2><p>No {what} to show.</p></section>'
+    headers = list(_ENDPOINT_HEADERS)
+    headers.insert(1, ("view" if what == "views" else "endpoint", "text", "METHOD route, or view"))
+    legend = (
+        '<p class="note"><span class="swatch overhead"></span>crossing overhead'
+        '<span class="swatch work"></span>work in crossings'
+        '<span class="swatch pinned"></span>pinned thread (overlaps the two)'
+        '<span class="swatch track"></span>request time'
+        '<span class="swatch unsplit"></span>time in crossings, not split (older lines).'
+        " Per request, one scale for every row. Click a column's name to sort by it.</p>"
+    )
+    table = _table("endpoint-table", headers, _endpoint_rows(document, groups))
+    return (
+        f'<section id="endpoints"><h2>Endpoints <small>the worst {what} by'
+        f" {esc(document['sort'])}</small></h2>{legend}{table}</section>"
+    )
+
+
+def _sites_section(document: Document) -> str:
+    """--by site: the document's rows are causes."""
+    headers = [
+        ("#", "num", "rank"),
+        ("cause", "text", "the site, with the call site for orm and other"),
+        ("kind", "text", "the kind of cause"),
+        ("requests", "num", "requests that listed it"),
+        ("endpoints", "num", "endpoints where it appears"),
+        ("hops/req", "num", "its crossings per request that had it"),
+        ("ms/req", "num", "its time per request that had it"),
+        ("total", "num", "its summed time"),
+        ("share", "num", "its share of all hop time"),
+    ]
+    rows = []
+    for row in document["rows"]:
+        full = row["site"] + (f" at {row['call_site']}" if row["call_site"] else "")
+        rows.append(
+            [
+                (str(row["rank"]), _num(row["rank"]), "n"),
+                _label(fmt.short_site(row["site"], row["call_site"]), full),
+                (esc(row["kind"]), fmt.clean(row["kind"]), ""),
+                _count(row["requests"]),
+                _count(row["endpoints"]),
+                _mean(row["count_per_request"]),
+                _ms(row["ms_per_request"]),
+                _total(row["ms"]),
+                (esc(fmt.percent(row["share"])), _num(row["share"]), "n"),
+            ]
+        )
+    return (
+        f'<section id="endpoints"><h2>Causes <small>by {esc(document["sort"])}, across'
+        f" endpoints</small></h2>{_table('site-table', headers, rows)}</section>"
+    )
+
+
+# --- hops per request ---------------------------------------------------------------------
+def _hops_section(picture: Picture) -> str:
+    bins = [0] * len(HOP_BIN_EDGES)
+    for stats in picture.endpoints.values():
+        bins = [a + b for a, b in zip(bins, stats.hop_bins, strict=True)]
+    total = sum(bins)
+    if not total:
+        return '<section id="hops"><h2>Hops per request</h2><p>No requests.</p></section>'
+    running, median, high = 0, "", ""
+    for index, count in enumerate(bins):
+        running += count
+        if not median and running * 2 >= total:
+            median = bin_label(index)
+        if not high and running * 100 >= total * 95:
+            high = bin_label(index)
+    return (
+        '<section id="hops"><h2>Hops per request <small>every request read'
+        f"</small></h2><p>{total:,} logged requests: half made {esc(median)} crossings or"
+        f" fewer, 95% made {esc(high)} or fewer.</p>{svg.histogram(bins)}</section>"
+    )
+
+
+# --- causes ---------------------------------------------------------------------------------
+def _advice_text(summary: str) -> str:
+    from hopwatch._advice import code_spans
+
+    return "".join(
+        f"<code>{esc(piece)}</code>" if is_code else esc(piece)
+        for piece, is_code in code_spans(summary)
+    )
+
+
+_CAUSE_HEADERS: Final = [
+    ("#", "num", "rank by crossing overhead over all requests"),
+    ("cause", "text", "the site; for orm and other, with the call site in your code"),
+    ("kind", "text", "middleware, view, orm, signal, response, stream, exception, other"),
+    ("requests", "num", "requests that listed it"),
+    ("hops/req", "num", "its crossings per request that had it"),
+    ("overhead ms/req", "num", "its crossing overhead (queue wait plus hand-off back) per"
+     " request that had it: what removing it saves"),
+    ("overhead, all requests", "num", "overhead per request x requests"),
+    ("time ms/req", "num", "its crossings' whole time per request, the work inside included"),
+    ("what to change", "text", "the advice below"),
+]  # fmt: skip
+
+
+def _causes_section(picture: Picture) -> str:
+    from hopwatch._advice import advice_for  # asgiref, never Django
+
+    ranked = sorted(picture.causes.items(), key=cause_order)
+    measured = any(entry[K_MEASURED] for _key, entry in ranked)
+    if not measured:  # lines from before sites[].overhead_ms: by time in crossings
+        ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
+    fixable = [item for item in ranked if unfixable(item[0][1], item[0][0]) is None]
+    rows = []
+    # each piece of advice once, below the table: the causes it is for, their overhead
+    advice_for_causes: dict[str, tuple[Any, dict[str, None], list[float]]] = {}
+    for rank, ((site, kind, direction, call_site), entry) in enumerate(fixable[:CAUSES_SHOWN], 1):
+        requests = entry[K_REQUESTS]
+        per_request = entry[K_OVERHEAD] / entry[K_MEASURED] if entry[K_MEASURED] else None
+        total = per_request * requests if per_request is not None else None
+        name = fmt.short_site(site, call_site)
+        advice = advice_for(kind, site, direction)
+        _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
+        names[name] = None
+        overhead[0] += total or 0.0
+        full = f"{site} ({direction})" + (f" at {call_site}" if call_site else "")
+        rows.append(
+            [
+                (str(rank), str(rank), "n"),
+                (f'{esc(name, LABEL_LIMIT)}<div class="full">{esc(full, 300)}</div>',
+                 fmt.clean(name), "l"),
+                (esc(kind), fmt.clean(kind), ""),
+                _count(requests),
+                _mean(entry[K_COUNT] / requests),
+                _ms(per_request),
+                _total(total),
+                _ms(entry[K_MS] / requests),
+                (f'<a href="#advice-{advice.key}">{esc(advice.title)}</a>', advice.title, ""),
+            ]
+        )  # fmt: skip
+    advice_html = "".join(
+        f'<div class="advice" id="advice-{advice.key}"><h3>{esc(advice.title)}</h3>'
+        f"<p>{_advice_text(advice.summary)}</p><p class=note>For "
+        f"{esc(', '.join(names), 400)}"
+        + (f"; {esc(fmt.duration(total[0]))} of overhead over all requests" if total[0] else "")
+        + f". More in docs/causes.md, {esc(advice.section.lstrip('# '))}.</p></div>"
+        for advice, names, total in advice_for_causes.values()
+    )
+    notes = []
+    if not measured and ranked:
+        notes.append(
+            "These lines carry no sites[].overhead_ms (an older hopwatch): the causes are"
+            " ranked by their crossings' whole time, the work inside included."
+        )
+    left_out: dict[str, dict[str, None]] = {}
+    for (site, kind, _direction, _call_site), _entry in ranked:
+        reason = unfixable(kind, site)
+        if reason is not None:
+            left_out.setdefault(reason, {})[site] = None
+    for reason, sites in left_out.items():
+        shown = ", ".join(f"<code>{esc(site)}</code>" for site in list(sites)[:5])
+        more = f" and {len(sites) - 5} more" if len(sites) > 5 else ""
+        notes.append(f"Not listed, as there is nothing to change in your code: {shown}{more}"
+                     f" ({esc(reason)}).")  # fmt: skip
+    if picture.sites_dropped_lines:
+        notes.append(
+            f"{picture.sites_dropped_lines:,} lines left causes out (SITES_LIMIT): their"
+            " smallest causes are not counted here."
+        )
+    if picture.other_causes[K_REQUESTS]:
+        notes.append(
+            f"Past {len(picture.causes):,} distinct causes, the smallest are summed, not listed."
+        )
+    body = (
+        _table("cause-table", _CAUSE_HEADERS, rows) + advice_html
+        if rows
+        else "<p>No causes in these lines (they list no sites).</p>"
+    )
+    note_html = "".join(f'<p class="note">{note}</p>' for note in notes)
+    return (
+        '<section id="causes"><h2>Top fixable causes <small>by crossing overhead, across'
+        f" endpoints</small></h2>{body}{note_html}</section>"
+    )
+
+
+# --- timelines --------------------------------------------------------------------------
+def _timeline_figure(heading: str, kept: Kept, why: str) -> str:
+    chart = layout(kept)
+    facts = [
+        f"request {kept.request_id}",
+        kept.timestamp[:23] + "Z",
+        f"status {kept.status if kept.status is not None else 'none'}",
+        kept.interface,
+        f"{fmt.ms(kept.duration_ms)} ms",
+        f"{kept.hops:,} hops",
+    ]
+    if kept.overhead_ms is not None and kept.work_ms is not None:
+        facts.append(
+            f"crossing overhead {fmt.ms(kept.overhead_ms)} ms, work {fmt.ms(kept.work_ms)} ms"
+        )
+    if kept.pinned_ms:
+        facts.append(f"a thread pinned {fmt.ms(kept.pinned_ms)} ms")
+    notes = "".join(f'<p class="note">{esc(note)}</p>' for note in chart.notes)
+    return (
+        f'<figure class="timeline-figure"><h3>{esc(heading, LABEL_LIMIT)} <small>'
+        f"{esc(why)}</small></h3><figcaption>{esc(' · '.join(facts))}</figcaption>"
+        f"{svg.timeline(chart)}{notes}</figure>"
+    )
+
+
+_TIMELINE_LEGEND: Final = (
+    '<p class="note"><span class="swatch wait"></span>queued'
+    '<span class="swatch s2a"></span>running sync code (sync_to_async)'
+    '<span class="swatch a2s"></span>running async code (async_to_sync)'
+    '<span class="swatch handoff"></span>handing back. One lane per thread; each crossing'
+    " from its call to its resume, on the thread that ran its code, with a dashed line"
+    " from where it was called; crossings overlapping on one thread (nested, or queued"
+    " behind another) are drawn one below the other; a red outline: its code raised."
+    " Hover a crossing for its cause and times.</p>"
+)
+
+
+def _timelines_section(
+    document: Document, picture: Picture, groups: dict[GroupKey, EndpointPicture]
+) -> str:
+    chosen = chosen_timelines(document, picture, groups)
+    notes = []
+    if not picture.detail_lines:
+        notes.append(
+            "No line in this input has a detail list. Turn detail mode on"
+            ' (<code>HOPWATCH = {"DETAIL": True}</code>, on a staging host) to see the'
+            " requests' crossings on a timeline."
+        )
+    if picture.undrawable_lines:
+        notes.append(
+            f"{picture.undrawable_lines:,} lines have a detail list without at_ms (logged by"
+            " an older hopwatch): their crossings cannot be placed in time."
+        )
+    with_one = sum(1 for stats in groups.values() if stats.timeline is not None)
+    if picture.request_id is None and with_one > len(chosen) == TIMELINES_SHOWN:
+        notes.append(
+            f"The first {TIMELINES_SHOWN} endpoints with one are drawn;"
+            " <code>--request-id ID</code> draws any other request."
+        )
+    figures = "".join(_timeline_figure(*item) for item in chosen)
+    note_html = "".join(f'<p class="note">{note}</p>' for note in notes)
+    return (
+        '<section id="timelines"><h2>Timelines <small>requests logged in detail mode'
+        f"</small></h2>{_TIMELINE_LEGEND if chosen else ''}{note_html}{figures}</section>"
+    )
+
+
+# --- the page -----------------------------------------------------------------------------
+def _heading(document: Document) -> str:
+    what = "causes" if document["by"] == "site" else f"{document['by']}s"
+    return f"hopwatch report: worst {what} by {document['sort']}"
+
+
+def render_html(
+    document: Document, picture: Picture, out: IO[str], *, now: datetime | None = None
+) -> None:
+    """Write the page for ``document`` and the ``picture`` read with it."""
+    by = document["by"]
+    groups = groups_by(picture, by if by != "site" else "route")
+    nonce = secrets.token_urlsafe(18)  # the page's script runs; nothing else can
+    policy = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'"
+    )
+    title = _heading(document)
+    moment = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    out.write(
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(policy)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
+        f"<title>{esc(title)}</title><style>{_asset('page.css')}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>"
+        f'<p class="summary" id="summary">{esc(render.summary_line(document))}</p>'
+        '<nav><a href="#endpoints">endpoints</a><a href="#hops">hops per request</a>'
+        '<a href="#causes">fixable causes</a><a href="#timelines">timelines</a></nav>'
+        "</header>"
+    )
+    out.write(_sites_section(document) if by == "site" else _endpoints_section(document, groups))
+    out.write(_hops_section(picture))
+    out.write(_causes_section(picture))
+    out.write(_timelines_section(document, picture, groups))
+    out.write(
+        f"<footer>Made by hopwatch {esc(_version())} on {esc(moment)}. Crossing overhead is"
+        " each crossing's queue wait plus its hand-off back; work is the code that ran inside"
+        " the crossings (nested crossings counted once); pinned time overlaps both. See"
+        " docs/report.md.</footer>"
+        f'<script type="application/json" id="hopwatch-report">{script_json(document)}'
+        f'</script><script nonce="{nonce}">{_asset("page.js")}</script>'
+        "</body></html>\n"
+    )

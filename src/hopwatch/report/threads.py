@@ -1,0 +1,283 @@
+"""The report's threads sections: concurrency and connections per endpoint, pool saturation.
+
+Kept apart from the main table: the request lines' thread fields
+(``max_in_flight``, ``concurrent_ms``, ``db_connections``, accumulated per
+endpoint in ``EndpointStats.concurrency``) and the ``hopwatch.process`` lines
+(:class:`PoolSeries`, by minute) become two small tables under it, in every
+format (``concurrency`` per row and ``pool_over_time`` in the JSON document).
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, Final
+
+import msgspec
+from msgspec import Struct
+
+from hopwatch.report import parse
+from hopwatch.report import text as fmt
+
+#: Minutes kept (a week); later minutes past it are dropped and counted.
+MINUTES_CAP: Final = 7 * 24 * 60
+#: Rows of the saturation table in the text formats (the busiest minutes are merged
+#: into coarser steps to fit; the JSON document has every minute).
+ROWS_SHOWN: Final = 24
+
+
+class _Pool(Struct, gc=False):
+    max_workers: int | None = None
+    busy: int | None = None
+    queued: int | None = None
+    asgi_threads_applied: bool | None = None
+
+
+class ProcessRecord(Struct, gc=False):
+    """The fields of a ``hopwatch.process`` line the report reads."""
+
+    event: str
+    timestamp: parse.Timestamp
+    pid: int = 0
+    threads_alive: int = 0
+    requests: int = 0
+    pool_crossings: int = 0
+    pool_queue_max: int = 0
+    pool_busy_max: int = 0
+    pool_wait_p95_ms: float = 0.0
+    pool_wait_max_ms: float = 0.0
+    contexts_max: int = 0
+    default_pool: _Pool | None = None
+
+
+_decode: Final = msgspec.json.Decoder(ProcessRecord).decode
+
+# Per minute: [lines, processes (a set), requests, pool crossings, queue max, busy max,
+# busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max]
+_LINES, _PIDS, _REQUESTS, _CROSSINGS, _QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS = (
+    range(11)
+)
+
+
+class PoolSeries:
+    """``hopwatch.process`` lines folded by minute (mergeable, bounded)."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[str, list[Any]] = {}
+        self.lines = 0
+        self.invalid = 0
+        self.dropped = 0
+        self.not_applied = 0  # lines whose ASGI_THREADS was set but not applied
+
+    def add_line(self, line: bytes, filters: Any = None) -> None:
+        start = line.find(b"{")
+        try:
+            record = _decode(line[start:] if start > 0 else line)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            self.invalid += 1
+            return
+        if record.event != "hopwatch.process":
+            return
+        moment = parse.to_utc(record.timestamp)
+        if moment is None:
+            self.invalid += 1
+            return
+        stamp = parse.timestamp_text(moment)
+        if filters is not None and filters.reject_reason(stamp, 200, "asgi") == "time":
+            return
+        self.add(stamp[:16], record)
+
+    def add(self, minute: str, record: ProcessRecord) -> None:
+        self.lines += 1
+        entry = self.minutes.get(minute)
+        if entry is None:
+            if len(self.minutes) >= MINUTES_CAP:
+                self.dropped += 1
+                return
+            entry = self.minutes[minute] = [0, set(), 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0]
+        pool = record.default_pool
+        full = 0.0
+        if pool is not None and pool.max_workers:
+            full = max(record.pool_busy_max, pool.busy or 0) / pool.max_workers
+            if pool.asgi_threads_applied is False:
+                self.not_applied += 1
+        entry[_LINES] += 1
+        entry[_PIDS].add(record.pid)
+        entry[_REQUESTS] += record.requests
+        entry[_CROSSINGS] += record.pool_crossings
+        entry[_QUEUE] = max(entry[_QUEUE], record.pool_queue_max)
+        entry[_BUSY] = max(entry[_BUSY], record.pool_busy_max)
+        entry[_FULL] = max(entry[_FULL], full)
+        entry[_P95] = max(entry[_P95], record.pool_wait_p95_ms)
+        entry[_WAIT] = max(entry[_WAIT], record.pool_wait_max_ms)
+        entry[_CONTEXTS] = max(entry[_CONTEXTS], record.contexts_max)
+        entry[_THREADS] = max(entry[_THREADS], record.threads_alive)
+
+    def merge(self, other: PoolSeries) -> None:
+        self.lines += other.lines
+        self.invalid += other.invalid
+        self.dropped += other.dropped
+        self.not_applied += other.not_applied
+        for minute, theirs in other.minutes.items():
+            mine = self.minutes.get(minute)
+            if mine is None:
+                if len(self.minutes) >= MINUTES_CAP:
+                    self.dropped += theirs[_LINES]
+                    continue
+                mine = self.minutes[minute] = [0, set(), 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0]
+            _fold(mine, theirs)
+
+
+def _fold(mine: list[Any], theirs: list[Any]) -> None:
+    for index in (_LINES, _REQUESTS, _CROSSINGS):
+        mine[index] += theirs[index]
+    mine[_PIDS] |= theirs[_PIDS]
+    for index in (_QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS):
+        mine[index] = max(mine[index], theirs[index])
+
+
+def _row(minute: str, entry: list[Any]) -> dict[str, Any]:
+    return {
+        "minute": minute,
+        "lines": entry[_LINES],
+        "processes": len(entry[_PIDS]),
+        "requests": entry[_REQUESTS],
+        "pool_crossings": entry[_CROSSINGS],
+        "pool_queue_max": entry[_QUEUE],
+        "pool_busy_max": entry[_BUSY],
+        "pool_busy_share_max": round(entry[_FULL], 3),
+        "pool_wait_p95_ms_max": round(entry[_P95], 3),
+        "pool_wait_max_ms": round(entry[_WAIT], 3),
+        "contexts_max": entry[_CONTEXTS],
+        "threads_alive_max": entry[_THREADS],
+    }
+
+
+def pool_document(series: PoolSeries | None) -> dict[str, Any] | None:
+    """The ``pool_over_time`` part of the report document (None without process lines)."""
+    if series is None or not series.lines:
+        return None
+    return {
+        "lines": series.lines,
+        "invalid_lines": series.invalid,
+        "minutes_dropped": series.dropped,
+        "asgi_threads_not_applied_lines": series.not_applied,
+        "minutes": [_row(minute, series.minutes[minute]) for minute in sorted(series.minutes)],
+    }
+
+
+def endpoint_fields(stats: Any) -> dict[str, Any] | None:
+    """A row's ``concurrency``: per request, from the lines that carry the fields."""
+    c = stats.concurrency
+    if not c[0]:
+        return None
+    fields: dict[str, Any] = {
+        "records": int(c[0]),
+        "db_connections": {
+            "mean": round(c[1] / c[0], 3),
+            "max": int(c[2]),
+            "total": int(c[1]),
+        },
+        "max_in_flight": None,
+        "concurrent_ms": None,
+    }
+    if c[3]:
+        fields["max_in_flight"] = {"mean": round(c[4] / c[3], 3), "max": int(c[5])}
+        fields["concurrent_ms"] = {"mean": round(c[6] / c[3], 3)}
+    return fields
+
+
+def concurrency_mean(row: dict[str, Any], field: str) -> float | None:
+    """A row's mean ``max_in_flight`` or ``db_connections`` (None without the fields)."""
+    value = ((row.get("concurrency") or {}).get(field) or {}).get("mean")
+    return None if value is None else float(value)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _coarse(minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most ROWS_SHOWN rows: consecutive minutes merged, the worst figure of each kept."""
+    step = max(1, -(-len(minutes) // ROWS_SHOWN))
+    rows = []
+    for at in range(0, len(minutes), step):
+        group = minutes[at : at + step]
+        row = dict(group[0])
+        if len(group) > 1:
+            row["minute"] = f"{group[0]['minute']}-{group[-1]['minute'][11:]}"
+            for key in ("lines", "requests", "pool_crossings"):
+                row[key] = sum(entry[key] for entry in group)
+            for key in row:
+                if key not in ("minute", "lines", "requests", "pool_crossings"):
+                    row[key] = max(entry[key] for entry in group)
+        rows.append(row)
+    return rows
+
+
+def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of the sections that have something to show."""
+    tables = []
+    rows = [row for row in document.get("rows", []) if row.get("concurrency")]
+    if rows:
+        body = []
+        for row in rows:
+            c = row["concurrency"]
+            flight = c["max_in_flight"] or {}
+            body.append(
+                [
+                    fmt.clean(row["label"], 80),
+                    fmt.mean(row["threads"]["mean"]),
+                    fmt.mean(flight.get("mean")),
+                    fmt.count(flight.get("max")),
+                    fmt.ms((c["concurrent_ms"] or {}).get("mean")),
+                    fmt.mean(c["db_connections"]["mean"]),
+                    fmt.count(c["db_connections"]["max"]),
+                ]
+            )
+        headers = ["endpoint", "threads/req", "in flight", "max", "concurrent ms",
+                   "db conn/req", "max"]  # fmt: skip
+        tables.append(("threads and connections per request", headers, body))
+    pool = document.get("pool_over_time")
+    if pool:
+        body = [
+            [
+                fmt.clean(row["minute"]),
+                fmt.count(row["processes"]),
+                fmt.count(row["requests"]),
+                fmt.count(row["pool_crossings"]),
+                fmt.count(row["pool_busy_max"]),
+                fmt.percent(row["pool_busy_share_max"]),
+                fmt.count(row["pool_queue_max"]),
+                fmt.ms(row["pool_wait_p95_ms_max"]),
+                fmt.count(row["contexts_max"]),
+                fmt.count(row["threads_alive_max"]),
+            ]
+            for row in _coarse(pool["minutes"])
+        ]
+        headers = ["minute (UTC)", "procs", "requests", "pool calls", "busy", "busy %",
+                   "queued", "wait p95 ms", "contexts", "threads"]  # fmt: skip
+        title = "default pool saturation over time (hopwatch.process lines)"
+        not_applied = pool["asgi_threads_not_applied_lines"]
+        if not_applied:
+            title += f"; ASGI_THREADS set but not applied in {not_applied:,} lines"
+        tables.append((title, headers, body))
+    return tables
+
+
+def write_text(document: dict[str, Any], out: IO[str]) -> None:
+    """The sections as aligned plain text (the text and rich formats)."""
+    for title, headers, body in _tables(document):
+        cells = [headers, *body]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+        out.write(f"\n{title}\n")
+        for line in cells:
+            first = line[0].ljust(widths[0])
+            rest = [value.rjust(widths[i + 1]) for i, value in enumerate(line[1:])]
+            out.write("  ".join([first, *rest]).rstrip() + "\n")
+
+
+def write_markdown(document: dict[str, Any], out: IO[str]) -> None:
+    for title, headers, body in _tables(document):
+        out.write(f"\n#### {fmt.markdown_cell(title)}\n\n")
+        out.write("| " + " | ".join(fmt.markdown_cell(h) for h in headers) + " |\n")
+        out.write("|---" + "|---:" * (len(headers) - 1) + "|\n")
+        for line in body:
+            out.write("| " + " | ".join(fmt.markdown_cell(v) for v in line) + " |\n")

@@ -1,0 +1,305 @@
+"""``--format html``: one self-contained page, every log string escaped, bounded in size.
+
+The page in a real browser is tests/test_report_browser.py; here its HTML is read
+with the standard library's parser, which tokenises as a browser does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from hopwatch.report.text import clean
+from tests.report.detail_samples import crossing, detailed_line, gathered_detail, nested_wsgi_detail
+from tests.report.samples import line, site
+from tests.report.test_cli import RunCli
+
+#: Every element the page is made of: log content must add none.
+ELEMENTS = {
+    "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "nav",
+    "a", "section", "small", "table", "thead", "tbody", "tr", "th", "td", "button", "span",
+    "div", "code", "svg", "g", "rect", "line", "text", "figure", "figcaption", "footer",
+    "script",
+}  # fmt: skip
+
+ROUTE = '/</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">/'
+VIEW = "shop.views.<iframe src=javascript:alert(3)>"
+SITE = '"><svg onload="window.__pwned=3"><!--'
+CALL_SITE = "</title><script>alert(4)</script>\u2028\u202eevil.py:1 in f"
+REQUEST_ID = "'><b onmouseover=alert(5)>id</b>"
+SESSION_HOOK = "django.contrib.sessions.middleware.SessionMiddleware.process_request"
+
+
+class Page(HTMLParser):
+    """The elements, attributes, text and scripts of a page, as a browser tokenises them."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.tables: dict[str, list[list[str]]] = {}  # id -> the body's rows' cell texts
+        self._in: str | None = None
+        self._table: list[list[str]] | None = None
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "table":
+            self._table = self.tables.setdefault(dict(attrs).get("id") or "", [])
+        elif tag == "tr" and self._table is not None and dict(attrs).get("data-i"):
+            self._table.append([])
+        elif tag == "td" and self._table:
+            self._table[-1].append("")
+        if tag in ("script", "style"):
+            self._in = tag
+            if tag == "script":
+                self.scripts.append((dict(attrs), ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._in:
+            self._in = None
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "script":
+            attrs, body = self.scripts[-1]
+            self.scripts[-1] = (attrs, body + data)
+        elif self._in is None:
+            self.text.append(data)
+            if self._table and self._table[-1]:
+                self._table[-1][-1] += data
+
+    def attribute_values(self) -> list[str]:
+        return [value or "" for _tag, attrs in self.tags for value in attrs.values()]
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "app.log") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def page_of(run_cli: RunCli, tmp_path: Path, lines: list[str], *args: str) -> str:
+    log = write(tmp_path, lines)
+    out = tmp_path / "report.html"
+    result = run_cli(log, "--format", "html", "-o", out, *args)
+    assert result.status == 0, result.err
+    assert result.err == f"hopwatch report: wrote {out}\n"
+    return out.read_text()
+
+
+def sample_lines() -> list[str]:
+    return [
+        detailed_line(gathered_detail(), request_id="g1", route="/gather/", hop_ms=5.0),
+        detailed_line(gathered_detail(), request_id="g2", route="/gather/", hop_ms=7.0),
+        detailed_line(nested_wsgi_detail(), request_id="n1", route="/nested/", interface="wsgi"),
+        line(request_id="old", route="/old/"),  # from before overhead_ms and detail
+    ]
+
+
+def test_the_page_is_self_contained_and_has_every_section(run_cli: RunCli, tmp_path: Path):
+    source = page_of(run_cli, tmp_path, sample_lines())
+    page = Page(source)
+    tags = [tag for tag, _attrs in page.tags]
+    assert set(tags) <= ELEMENTS
+    for _tag, attrs in page.tags:  # nothing to fetch, no handler attributes
+        assert not {"src", "srcset", "action", "formaction"} & set(attrs)
+        assert not any(name.startswith("on") for name in attrs)
+        assert (attrs.get("href") or "#").startswith("#")
+    (policy,) = [a["content"] for t, a in page.tags if a.get("http-equiv")]
+    assert "default-src 'none'" in policy and "script-src 'nonce-" in policy
+    data, code = page.scripts
+    assert data[0] == {"type": "application/json", "id": "hopwatch-report"}
+    assert code[0]["nonce"] and code[0]["nonce"] in policy
+    document = json.loads(data[1])
+    assert [row["label"] for row in document["rows"]] == ["GET /gather/", "GET /nested/", "GET /old/"]
+    assert ("table", {"class": "sortable", "id": "endpoint-table"}) in page.tags
+    ids = {attrs.get("id") for _tag, attrs in page.tags}
+    assert {"endpoints", "hops", "causes", "timelines", "summary"} <= ids
+    # the bars: overhead and work where the lines carry them, unsplit for the old one
+    classes = [attrs.get("class") for _tag, attrs in page.tags]
+    assert classes.count("seg overhead") == 2 and classes.count("seg unsplit") == 1
+    # one timeline per endpoint with a detailed request: the slowest (g2) for /gather/
+    assert tags.count("figure") == 2
+    text = " ".join(page.text)
+    assert "request g2" in text and "request g1" not in text
+    assert classes.count("crossing") == 5 + 4
+    assert "3 logged requests" not in text and "4 logged requests" in text
+    assert "read 1 file" in text  # the summary line
+
+
+def test_every_string_from_the_logs_is_text_in_html_attributes_and_json(
+    run_cli: RunCli, tmp_path: Path
+):
+    detail = [
+        crossing(SITE, 0.5, 0.1, 1.0, 0.1, kind="orm", call_site=CALL_SITE),
+        crossing("ok.site", 2.0, 0.1, 1.0, 0.1),
+    ]
+    hostile = detailed_line(
+        detail,
+        route=ROUTE,
+        view=VIEW,
+        method="<b>GET</b>",
+        request_id=REQUEST_ID,
+        pinned_by=SITE,
+        pinned_ms=0.5,
+    )
+    source = page_of(run_cli, tmp_path, [hostile], "--request-id", REQUEST_ID)
+    page = Page(source)
+    assert {tag for tag, _attrs in page.tags} <= ELEMENTS
+    assert not any(name.startswith("on") for _tag, attrs in page.tags for name in attrs)
+    assert len(page.scripts) == 2 and source.count("</script>") == 2
+    assert "<!--" not in source and "\u202e" not in source
+    assert "\u2028" not in page.scripts[0][1] and "\\u2028" in page.scripts[0][1]
+    # shown as the text it is (cleaned: the invisible and line-breaking characters escaped)
+    text = "".join(page.text)
+    for value in (ROUTE, SITE, REQUEST_ID, CALL_SITE):
+        assert clean(value) in text, value
+    assert any(clean(f"<b>GET</b> {ROUTE}") in value for value in page.attribute_values())
+    # and in the embedded report, as it was logged
+    document = json.loads(page.scripts[0][1])
+    (row,) = document["rows"]
+    assert (row["route"], row["view"], row["method"]) == (ROUTE, VIEW, "<b>GET</b>")
+    assert row["causes"][0]["call_site"] == CALL_SITE
+
+
+@pytest.mark.parametrize("by", ["view", "site"])
+def test_by_view_and_by_site(run_cli: RunCli, tmp_path: Path, by: str):
+    page = Page(page_of(run_cli, tmp_path, sample_lines(), "--by", by))
+    ids = {attrs.get("id") for _tag, attrs in page.tags}
+    assert ("site-table" in ids) == (by == "site") and ("endpoint-table" in ids) == (by != "site")
+    # by view, /gather/ and /nested/ are one row (one view): its slowest timeline
+    assert [tag for tag, _a in page.tags].count("figure") == (1 if by == "view" else 2)
+
+
+def test_stdout_and_the_summary(run_cli: RunCli, tmp_path: Path):
+    result = run_cli(write(tmp_path, sample_lines()), "--format", "html")
+    assert result.status == 0 and result.err == ""
+    assert result.out.startswith("<!DOCTYPE html>\n") and result.out.endswith("</html>\n")
+
+
+def test_a_chosen_request_or_one_clear_line(run_cli: RunCli, tmp_path: Path):
+    source = page_of(run_cli, tmp_path, sample_lines(), "--request-id", "g1")
+    text = " ".join(Page(source).text)
+    assert "request g1" in text and "request g2" not in text and "request n1" not in text
+    log = write(tmp_path, sample_lines())
+    out = tmp_path / "kept.html"
+    out.write_text("the page from before")
+    for request_id, message in [
+        ("nope", "hopwatch report: no hopwatch line with request_id 'nope' passed the filters\n"),
+        (
+            "old",
+            "hopwatch report: the line with request_id 'old' has no detail list that can be"
+            " drawn: log with detail mode on (HOPWATCH = {'DETAIL': True}), from a hopwatch"
+            " whose detail entries carry at_ms\n",
+        ),
+    ]:
+        for format_name in ("html", "trace"):
+            result = run_cli(log, "--format", format_name, "--request-id", request_id, "-o", out)
+            assert (result.status, result.out, result.err) == (1, "", message)
+            assert out.read_text() == "the page from before"  # left as it was
+    result = run_cli(log, "--request-id", "g1")
+    assert result.status == 2
+    assert result.err == (
+        "hopwatch report: error: --request-id draws a timeline: use it with --format html"
+        " or trace\n"
+    )
+
+
+def test_lines_without_the_newer_fields_still_make_a_page(run_cli: RunCli, tmp_path: Path):
+    old = json.loads(detailed_line(gathered_detail()))
+    for entry in old["detail"]:
+        del entry["at_ms"], entry["parent"], entry["caller_thread"]
+    del old["overhead_ms"], old["work_ms"]
+    for entry in old["sites"]:
+        del entry["overhead_ms"]
+    page = Page(page_of(run_cli, tmp_path, [json.dumps(old), line(request_id="plain")]))
+    text = " ".join(page.text)
+    assert "1 lines have a detail list without at_ms" in text
+    assert "carry no sites[].overhead_ms" in text
+    assert [tag for tag, _a in page.tags].count("figure") == 0
+    result = run_cli(write(tmp_path, [json.dumps(old)]), "--format", "trace")
+    assert result.status == 1 and "no request in the input has a timeline" in result.err
+
+
+def test_no_detail_at_all_says_how_to_get_timelines(run_cli: RunCli, tmp_path: Path):
+    text = " ".join(Page(page_of(run_cli, tmp_path, [line()])).text)
+    assert "No line in this input has a detail list" in text
+
+
+def test_the_output_file_is_written_whole_or_not_at_all(run_cli: RunCli, tmp_path: Path):
+    log = write(tmp_path, sample_lines())
+    result = run_cli(log, "--format", "html", "-o", tmp_path / "missing" / "r.html")
+    assert result.status == 2
+    assert result.err == (
+        f"hopwatch report: cannot write {tmp_path}/missing/r.html: no directory"
+        f" {tmp_path}/missing\n"
+    )
+    result = run_cli(log, "--format", "html", "-o", tmp_path)
+    assert (result.status, result.err) == (2, f"hopwatch report: cannot write {tmp_path}: it is a directory\n")
+    out = tmp_path / "out" / "r.json"
+    out.parent.mkdir()
+    result = run_cli(log, "--format", "json", "-o", out)
+    assert result.status == 0 and result.out == ""
+    assert json.loads(out.read_text())["summary"]["records"] == 4
+    assert os.listdir(out.parent) == ["r.json"]  # no temporary file left
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_page_is_bounded_whatever_the_number_of_endpoints(run_cli: RunCli, tmp_path: Path):
+    """10 endpoints or 10,000: the same number of lines, pages of the same size order."""
+
+    def lines(endpoints: int) -> list[str]:
+        return [
+            detailed_line(
+                gathered_detail(),
+                route=f"/e{i % endpoints}/",
+                request_id=f"{i:016x}",
+                sites=[{**site(f"app.site{i % endpoints}", ms=1.0), "overhead_ms": 0.5}],
+            )
+            for i in range(10_000)
+        ]
+
+    small = page_of(run_cli, tmp_path, lines(10))
+    large = page_of(run_cli, tmp_path, lines(10_000))
+    assert len(large) < 2 * len(small) and len(large) < 400_000, (len(small), len(large))
+    assert [tag for tag, _a in Page(large).tags].count("figure") == 10
+
+
+def test_fixable_causes_by_overhead_with_what_to_change(run_cli: RunCli, tmp_path: Path):
+    close = {**site("HttpResponse.close", "response", ms=9.0), "overhead_ms": 9.0}
+    started = {**site("request_started", "signal", ms=8.0), "overhead_ms": 8.0}
+    hook = {**site(SESSION_HOOK, ms=0.5), "overhead_ms": 0.4}
+    lines = [*sample_lines(), line(request_id="c", route="/c/", sites=[close, started, hook])]
+    page = Page(page_of(run_cli, tmp_path, lines))
+    rows = page.tables["cause-table"]
+    # most overhead first (over all requests): the three gathered ORM calls of /gather/'s
+    # two requests, 3.3 ms each; responses' close and request_started are not ranked
+    assert [(row[2], row[5], row[6], row[8]) for row in rows] == [
+        ("orm", "3.300", "6.6 ms", "Async ORM calls"),
+        ("other", "0.400", "0.8 ms", "Other crossings"),
+        ("view", "0.800", "0.8 ms", "An async view under WSGI"),
+        ("middleware", "0.400", "0.4 ms", "MiddlewareMixin hooks"),
+        ("other", "0.150", "0.1 ms", "Other crossings"),
+        ("other", "0.130", "0.1 ms", "Other crossings"),
+        ("other", "0.050", "0.1 ms", "Other crossings"),
+    ]
+    assert rows[0][1] == "QuerySet.aget (app.py:1)QuerySet.aget (sync_to_async) at app.py:1 in v"
+    text = "".join(page.text)
+    assert "Every await of an async ORM method is a hop" in text
+    assert ("Not listed, as there is nothing to change in your code: HttpResponse.close"
+            " (Django closes every response through sync_to_async under ASGI).") in text  # fmt: skip
+    assert "request_started (it stays while Django's own receivers are sync)" in text

@@ -1,0 +1,135 @@
+"""The report's threads sections: concurrency and connections per endpoint, pool saturation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from hopwatch.report import render
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Filters, Scanner
+from tests.report.samples import line
+from tests.report.test_aggregate import document, scan
+
+
+def process_line(minute: str, second: int = 0, pid: int = 1, **fields: Any) -> str:
+    event: dict[str, Any] = {
+        "event": "hopwatch.process",
+        "schema": 1,
+        "timestamp": f"2026-11-24T10:{minute}:{second:02d}.000000Z",
+        "pid": pid,
+        "threads_alive": 9,
+        "native_threads": 11,
+        "default_pool": {
+            "loop": True,
+            "created": True,
+            "max_workers": 6,
+            "threads": 6,
+            "busy": 2,
+            "queued": 0,
+            "asgi_threads": 3,
+            "asgi_threads_applied": False,
+        },
+        "single_thread_started": False,
+        "contexts_open": 1,
+        "interval_s": 10.0,
+        "requests": 10,
+        "executors": {"context_thread": 20, "default_pool": 10},
+        "db_connections": 10,
+        "pool_crossings": 10,
+        "pool_queue_max": 0,
+        "pool_queue_p95": 0,
+        "pool_busy_max": 2,
+        "pool_wait_max_ms": 0.5,
+        "pool_wait_p95_ms": 0.2,
+        "contexts_max": 2,
+        "level": "info",
+        "logger": "hopwatch",
+    }
+    event.update(fields)
+    return json.dumps(event, separators=(",", ":"))
+
+
+def test_concurrency_and_connections_per_endpoint():
+    lines = [
+        line(request_id="a", max_in_flight=1, concurrent_ms=0.0, db_connections=1),
+        line(request_id="b", max_in_flight=5, concurrent_ms=4.0, db_connections=5),
+        line(request_id="c", db_connections=2),  # hops not all kept: no concurrency
+        line(request_id="d"),  # a line from before the fields
+    ]
+    (row,) = document(scan(lines))["rows"]
+    c = row["concurrency"]
+    assert c["records"] == 3
+    assert c["db_connections"] == {"mean": round(8 / 3, 3), "max": 5, "total": 8}
+    assert c["max_in_flight"] == {"mean": 3.0, "max": 5}
+    assert c["concurrent_ms"] == {"mean": 2.0}
+
+
+def test_old_lines_have_no_concurrency_and_no_section():
+    doc = document(scan([line()]))
+    assert doc["rows"][0]["concurrency"] is None and doc["pool_over_time"] is None
+    text = render.render_to_string(doc, "text")
+    assert "threads and connections" not in text and "saturation" not in text
+
+
+@pytest.mark.parametrize("others", [0, 50])  # the scanner's two modes (prefilter or not)
+def test_pool_saturation_over_time_from_process_lines(others):
+    noise = ['{"event":"something else","logger":"app"}'] * others
+    lines = [
+        *noise,
+        line(max_in_flight=1, concurrent_ms=0.0, db_connections=0),
+        process_line("00", 10, pid=1),
+        process_line("00", 20, pid=2, pool_queue_max=4, pool_busy_max=6, pool_wait_p95_ms=9.5),
+        process_line("01", 10, pid=1, requests=3),
+        *noise,
+    ]
+    partial = scan(lines)
+    assert partial.records == 1  # process lines are not request records
+    doc = document(partial)
+    pool = doc["pool_over_time"]
+    assert pool["lines"] == 3 and pool["asgi_threads_not_applied_lines"] == 3
+    first, second = pool["minutes"]
+    assert first["minute"] == "2026-11-24T10:00" and second["minute"] == "2026-11-24T10:01"
+    assert first["processes"] == 2 and first["requests"] == 20
+    assert first["pool_queue_max"] == 4 and first["pool_busy_max"] == 6
+    assert first["pool_busy_share_max"] == 1.0 and first["pool_wait_p95_ms_max"] == 9.5
+    assert second["requests"] == 3 and second["pool_queue_max"] == 0
+    text = render.render_to_string(doc, "text")
+    assert "default pool saturation over time" in text
+    assert "ASGI_THREADS set but not applied in 3 lines" in text
+    assert "2026-11-24T10:00" in text
+    markdown = render.render_to_string(doc, "markdown")
+    assert "#### default pool saturation over time" in markdown
+
+
+def test_process_lines_follow_the_time_filter_and_merge_across_readers():
+    lines = [process_line("00"), process_line("05"), process_line("09")]
+    since = Filters(since="2026-11-24T10:04:00.000000Z")
+    assert [m["minute"][-2:] for m in document(scan(lines, since))["pool_over_time"]["minutes"]] == [
+        "05",
+        "09",
+    ]
+    merged = Partial()
+    for text in lines:
+        scanner = Scanner(Partial())
+        scanner.feed_lines([text.encode()])
+        merged.merge(scanner.finish())
+    assert document(merged)["pool_over_time"]["lines"] == 3
+
+
+def test_a_malformed_process_line_is_counted_not_fatal():
+    broken = process_line("00").replace('"pid":1', '"pid":"one"')
+    pool = document(scan([broken, process_line("01")]))["pool_over_time"]
+    assert pool["lines"] == 1 and pool["invalid_lines"] == 1
+
+
+def test_log_content_in_the_sections_is_escaped():
+    hostile = "/x/\x1b[31m|evil|"
+    doc = document(scan([line(route=hostile, max_in_flight=2, db_connections=1)]))
+    text = render.render_to_string(doc, "text")
+    assert "\x1b" not in text
+    markdown = render.render_to_string(doc, "markdown")
+    section = markdown.split("#### threads and connections per request")[1]
+    assert "|evil|" not in section  # markdown's cell separator escaped

@@ -1,0 +1,213 @@
+"""``hopwatch report --format html`` in a real browser: headless Chromium opens the page.
+
+Lines come from real requests through Django's ASGI and WSGI handlers in detail
+mode, one of them to a route and a cause whose names are HTML (a URL pattern and
+a function named ``<script>...``), plus hand-written lines with hostile text in
+every other field. The command writes the page; Chromium (Debian's ``chromium``,
+driven by ``chromedriver`` through selenium, tests/browser.py) opens it from disk.
+The table, the bars and the timelines are in the rendered DOM, sorting works,
+nothing from the logs ran or became an element, nothing was fetched, and a
+screenshot is kept under ``.cache/``. ``python3 dev.py test`` installs chromium
+and chromium-driver with apt-get when they are missing; without them this test
+skips, except under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import django
+import pytest
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse
+from django.test import override_settings
+from django.urls import include, path, re_path
+
+from hopwatch.report.text import clean
+from tests.report.detail_samples import crossing, detailed_line, log_detail_requests
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / ".cache"
+
+pytestmark = [pytest.mark.slow]
+
+#: A URL pattern, and a function (so a cause), named with HTML that would run if injected.
+EVIL_PATTERN = "^evil/<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>/$"
+EVIL_PATH = "/evil/<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>/"
+
+
+def _evil_work() -> None:
+    return None
+
+
+_evil_work.__qualname__ = "<script>window.__pwned=3</script>"
+_evil_work.__module__ = '"><img src=x onerror="window.__pwned=4">'
+
+
+async def evil_view(request):
+    await sync_to_async(_evil_work)()
+    return HttpResponse("evil")
+
+
+urlpatterns = [
+    re_path(EVIL_PATTERN, evil_view),
+    path("", include("tests.testapp.urls")),
+]
+
+#: Hand-written lines: hostile text in the fields no request can set.
+HOSTILE = "</script><script>window.__pwned=5</script><svg onload=window.__pwned=6><!--"
+HAND_WRITTEN = detailed_line(
+    [
+        crossing(HOSTILE, 0.5, 0.2, 1.0, 0.1, kind="orm", call_site=f"{HOSTILE}.py:1 in f"),
+        crossing("ok.after", 2.0, 0.1, 0.5, 0.1),
+    ],
+    route="/hand/<str:x>/",
+    view=f"app.views.{HOSTILE}",
+    request_id=f"'\"{HOSTILE}",
+    pinned_by=HOSTILE,
+    pinned_ms=0.4,
+)
+
+
+@pytest.fixture
+def logged(tmp_path, transactional_db) -> tuple[Path, list[dict]]:
+    """The lines of real requests (and the hand-written one), in a log file
+    (transactional_db: the async ORM calls query from other threads)."""
+    from tests.testapp.models import Item
+
+    Item.objects.bulk_create([Item(name=f"item {i}") for i in range(4)])
+    log = tmp_path / "app.log"
+    with override_settings(ROOT_URLCONF=__name__):
+        asgi = ["/nested/", "/orm/loop/", "/hops/3/", "/async/", EVIL_PATH, "/async/"]
+        lines = log_detail_requests(log, asgi, ["/nested/"])
+    with log.open("a") as file:
+        file.write(HAND_WRITTEN + "\n")
+    return log, [*lines, json.loads(HAND_WRITTEN)]
+
+
+@pytest.fixture
+def page(logged) -> Path:
+    log, _lines = logged
+    out = log.parent / "report.html"
+    command = [sys.executable, "-m", "hopwatch", "report", str(log), "--format", "html"]
+    done = subprocess.run(
+        [*command, "-o", str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _texts(driver, selector: str) -> list[str]:
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    return driver.execute_script(script, selector)
+
+
+def test_the_page_renders_its_table_bars_and_timelines(page, logged, driver):
+    from selenium.webdriver.common.by import By
+
+    _log, lines = logged
+    driver.get(page.as_uri())
+    document = driver.execute_script(
+        "return JSON.parse(document.getElementById('hopwatch-report').textContent)"
+    )
+    rows = driver.find_elements(By.CSS_SELECTOR, "#endpoint-table tbody tr")
+    assert len(rows) == len(document["rows"]) == 6
+    labels = _texts(driver, "#endpoint-table tbody td.l")
+    assert labels == [clean(row["label"]) for row in document["rows"]]
+    # a bar per endpoint: overhead and work drawn to scale, pinned time where there was any
+    overhead = driver.find_elements(By.CSS_SELECTOR, "#endpoint-table .bar .seg.overhead")
+    work = driver.find_elements(By.CSS_SELECTOR, "#endpoint-table .bar .seg.work")
+    assert len(overhead) == len(work) == 6
+    assert all(bar.rect["width"] > 0 for bar in overhead)
+    assert driver.find_elements(By.CSS_SELECTOR, "#endpoint-table .bar .pinned")  # hand-written
+    # the histogram counts every request read
+    bars = driver.execute_script(
+        "return [...document.querySelectorAll('svg.hist rect title')].map(t => t.textContent)"
+    )
+    assert sum(int(text.split()[0].replace(",", "")) for text in bars) == len(lines)
+    # one timeline per endpoint: its slowest request. /nested/: ASGI's or WSGI's, drawn on
+    # the two threads it ran on, a crossing per crossing of the line
+    figures = driver.find_elements(By.CSS_SELECTOR, "figure.timeline-figure")
+    assert len(figures) == 6
+    (nested,) = [f for f in figures if f.find_element(By.TAG_NAME, "h3").text.startswith(
+        "GET /nested/")]  # fmt: skip
+    request_id = nested.find_element(By.TAG_NAME, "figcaption").text.split()[1]
+    (line,) = [line for line in lines if line["request_id"] == request_id]
+    assert line["route"] == "/nested/"
+    crossings = nested.find_elements(By.CSS_SELECTOR, "g.crossing")
+    assert len(crossings) == line["hops"] == len(line["detail"])
+    lanes = [e.text for e in nested.find_elements(By.CSS_SELECTOR, "text.lane-name")]
+    expected = {"asgi": ["event loop", "sync thread"], "wsgi": ["request thread", "new event loop"]}
+    assert lanes == expected[line["interface"]]
+    # hover: each crossing's cause and times
+    tips = [e.get_attribute("textContent") for e in nested.find_elements(
+        By.CSS_SELECTOR, "g.crossing > title")]  # fmt: skip
+    assert sorted(tip.splitlines()[0] for tip in tips) == sorted(
+        f"{c['direction']} · {c['kind']}: {c['site']}" for c in line["detail"]
+    )
+    assert all("queued" in tip and "handed back" in tip for tip in tips)
+    # sorting: the requests column, largest first, then reversed
+    header = driver.find_element(By.CSS_SELECTOR, "#endpoint-table th:nth-child(3) button")
+    header.click()
+    counts = [int(c) for c in _texts(driver, "#endpoint-table tbody td:nth-child(3)")]
+    assert counts == sorted(counts, reverse=True) and counts[0] == 2  # /async/ twice
+    header.click()
+    counts = [int(c) for c in _texts(driver, "#endpoint-table tbody td:nth-child(3)")]
+    assert counts == sorted(counts)
+    # nothing was fetched: no file, font, image or script but the page itself
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, min(height + 120, 12_000))
+    version = f"django{django.VERSION[0]}{django.VERSION[1]}"
+    shot = ARTIFACTS / f"report-page-{version}.png"
+    assert driver.save_screenshot(str(shot))
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 50_000
+
+
+def test_log_content_is_shown_as_text_and_never_runs(page, logged, driver):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    _log, lines = logged
+    (evil,) = [line for line in lines if "evil" in line["route"]]
+    assert evil["route"] == "/" + EVIL_PATTERN  # the URL pattern, as hopwatch logged it
+    evil_site = next(s["site"] for s in evil["sites"] if s["kind"] == "other")
+    assert evil_site == '"><img src=x onerror="window.__pwned=4">.<script>window.__pwned=3</script>'
+
+    driver.get(page.as_uri())
+    assert driver.execute_script("return typeof window.__pwned") == "undefined"
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018
+    found = driver.execute_script(
+        """
+        const all = [...document.querySelectorAll('*')];
+        return {
+          scripts: document.scripts.length,
+          injected: document.querySelectorAll('img, iframe, object, embed, link, base, form').length,
+          handlers: all.filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length,
+          svgs: [...document.querySelectorAll('svg')].filter(s => !s.getAttribute('class')).length,
+        };
+        """
+    )
+    assert found == {"scripts": 2, "injected": 0, "handlers": 0, "svgs": 0}
+    # the hostile names are there, as text: in the table, the causes and the timelines
+    labels = _texts(driver, "#endpoint-table tbody td.l")
+    assert clean(f"GET {evil['route']}") in labels
+    assert clean("GET /hand/<str:x>/") in labels
+    body = driver.execute_script("return document.body.textContent")
+    assert clean(HOSTILE) in body and clean(evil_site) in body
+    tips = " ".join(_texts(driver, "figure g.crossing > title"))
+    assert clean(evil_site) in tips and clean(f"{HOSTILE}.py:1 in f") in tips
+    captions = " ".join(e.text for e in driver.find_elements(By.TAG_NAME, "figcaption"))
+    assert clean(f"request '\"{HOSTILE}") in captions
+    # and in the embedded report, exactly as logged
+    document = driver.execute_script(
+        "return JSON.parse(document.getElementById('hopwatch-report').textContent)"
+    )
+    assert {row["route"] for row in document["rows"]} >= {evil["route"], "/hand/<str:x>/"}

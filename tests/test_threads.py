@@ -1,0 +1,320 @@
+"""Threads and executors: each fact against a scenario with a known answer.
+
+Real requests through Django's ``ASGIHandler``, ``WSGIHandler`` and ``AsyncClient``
+(views in tests/testapp/views_threads.py); the lines are the ones hopwatch's
+emitter wrote, built when the request closed (on the request's loop, where the
+default pool is read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from asgiref.sync import AsyncToSync, async_to_sync, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.test import AsyncClient, override_settings
+
+from hopwatch import _executors, _process
+from hopwatch._recorder import add_sink, remove_sink
+from hopwatch._recorder import RequestRecord, current_scope
+from tests.helpers import asgi_call, asgi_request, wsgi_request
+from tests.testapp.views_threads import GATHERED
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+# asgiref 3.13 can reuse a cold async_to_sync's thread (AsyncSingleThreadContext).
+NEW_LOOP_STARTS_A_THREAD = None if hasattr(AsyncToSync, "async_single_thread_context") else True
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _detail():
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        yield
+
+
+def one_line(log_lines):
+    (line,) = log_lines.parsed()
+    return line
+
+
+def pool_threads(line, kind):
+    return {hop["thread"] for hop in line["detail"] if hop["executor"] == kind}
+
+
+# --- per request: executors, concurrency, connections --------------------------------------
+
+
+def test_gathered_calls_run_one_at_a_time_on_the_requests_thread(log_lines):
+    assert asgi_request("/threads/gather/").body == b"1"  # the view saw one thread
+    line = one_line(log_lines)
+    # request_started, the five gathered calls, response.close(): all on the thread of
+    # the ThreadSensitiveContext Django's ASGIHandler opened for this request.
+    assert line["executors"] == {"context_thread": 2 + GATHERED}
+    assert line["max_in_flight"] == 1 and line["concurrent_ms"] == 0.0
+    assert line["db_connections"] == 1  # that thread is new: it opens its own
+    started = [hop["thread_started"] for hop in line["detail"]]
+    assert started == [True] + [False] * (1 + GATHERED)  # one new thread, for the first
+
+
+def test_gathered_pool_calls_run_side_by_side_with_a_connection_each(log_lines):
+    assert asgi_request("/threads/gather-pool/").body == str(GATHERED).encode()
+    line = one_line(log_lines)
+    assert line["executors"] == {"context_thread": 2, "default_pool": GATHERED}
+    assert line["max_in_flight"] == GATHERED  # held together by a barrier
+    assert line["concurrent_ms"] > 0
+    assert line["db_connections"] == GATHERED
+    assert len(pool_threads(line, "default_pool")) == GATHERED
+    assert line["threads"] == 2 + GATHERED  # the loop's, the context's, five pool threads
+
+
+def test_an_executor_given_by_the_caller_is_told_from_the_default_pool(log_lines):
+    asgi_request("/threads/own-executor/")
+    line = one_line(log_lines)
+    assert line["executors"] == {"context_thread": 2, "default_pool": 1, "own_executor": 1}
+    kinds = [hop["executor"] for hop in line["detail"] if hop["site"].endswith("_noop")]
+    assert kinds == ["own_executor", "default_pool"]
+
+
+def test_nesting_is_not_concurrency(log_lines):
+    asgi_request("/threads/nested/")
+    line = one_line(log_lines)
+    # The thread-sensitive call inside async_to_sync runs on the thread blocked in it.
+    assert line["executors"] == {"context_thread": 3, "caller_thread": 1, "loop": 1}
+    assert line["max_depth"] == 3 and line["max_in_flight"] == 1
+    assert line["concurrent_ms"] == 0.0
+
+
+def test_wsgi_runs_thread_sensitive_calls_on_the_request_thread_via_a_cold_loop(log_lines):
+    assert wsgi_request("/threads/gather/")[1] == b"1"
+    line = one_line(log_lines)
+    assert line["executors"] == {"caller_thread": GATHERED, "new_loop": 1}
+    assert line["new_loops"] == 1 and line["max_in_flight"] == 1
+    # The request's thread is the test's, which already has its connection.
+    assert line["db_connections"] == 0
+    cold = [hop for hop in line["detail"] if hop["executor"] == "new_loop"]
+    assert [hop["thread_started"] for hop in cold] == [NEW_LOOP_STARTS_A_THREAD]
+
+
+def test_wsgi_pool_calls_run_in_the_cold_loops_pool(log_lines):
+    wsgi_request("/threads/gather-pool/")
+    line = one_line(log_lines)
+    # The cold loop and its default pool are gone when the request closes, so the
+    # default pool cannot be told from an executor the caller gave (see the module).
+    assert line["executors"] == {"default_pool": GATHERED, "new_loop": 1}
+    assert line["max_in_flight"] == GATHERED and line["db_connections"] == GATHERED
+
+
+def test_async_client_outside_any_context_uses_the_process_wide_single_thread(log_lines):
+    assert asyncio.run(AsyncClient().get("/threads/gather/")).status_code == 200
+    line = one_line(log_lines)
+    # AsyncClient opens no ThreadSensitiveContext and closes the response with
+    # thread_sensitive=False.
+    assert line["executors"] == {"single_thread": 1 + GATHERED, "default_pool": 1}
+    assert line["max_in_flight"] == 1
+
+
+def test_async_client_inside_async_to_sync_runs_on_the_calling_thread(log_lines):
+    assert async_to_sync(AsyncClient().get)("/threads/gather/").status_code == 200
+    line = one_line(log_lines)
+    assert line["executors"] == {"caller_thread": 1 + GATHERED, "default_pool": 1}
+    assert line["max_in_flight"] == 1
+    assert line["db_connections"] == 0  # this thread (the test's) has its connection
+
+
+def test_hops_not_kept_are_unknown_and_leave_concurrency_out():
+    async def three_hops():
+        for _ in range(3):
+            await sync_to_async(int)()
+
+    record = RequestRecord("asgi")
+    record.detail_limit = 1
+    token = current_scope.set(record)
+    try:
+        asyncio.run(three_hops())
+    finally:
+        current_scope.reset(token)
+    record.close()
+    assert _executors.executor_counts(record)[_executors.UNKNOWN] == 2
+    assert _executors.concurrency(record) is None
+    event: dict = {}
+    _executors.thread_fields(record, event)
+    assert "max_in_flight" not in event and "concurrent_ms" not in event
+    assert sum(event["executors"].values()) == 3
+
+
+def test_requests_without_hops_have_no_executors(log_lines):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        wsgi_request("/sync/")
+    line = one_line(log_lines)
+    assert line["hops"] == 0 and line["executors"] == {}
+    assert line["max_in_flight"] == 0 and line["db_connections"] == 0
+
+
+# --- per process ------------------------------------------------------------------------
+
+
+def test_a_saturated_pool_shows_crossings_queued_behind_busy_threads():
+    lines = []
+    process = _process.ProcessLines(3600, lines.append)
+
+    async def serve():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        result = await asgi_call(ASGIHandler(), "/threads/saturate/")
+        process.write_line()  # on the loop: its default pool is the one read
+        return result
+
+    add_sink(process)  # the request sink, as PROCESS_LINE_SECONDS installs it
+    try:
+        assert asyncio.run(serve()).body == b"saturated"
+    finally:
+        remove_sink(process)
+        process.stop()
+    process.write_line()
+    line, after = lines
+    assert line["event"] == "hopwatch.process" and line["requests"] == 1
+    assert line["default_pool"]["max_workers"] == 2 and line["default_pool"]["created"]
+    assert line["executors"] == {"context_thread": 2, "default_pool": GATHERED}
+    assert line["pool_crossings"] == GATHERED
+    # Held until all five were called: two ran, the last found at least the 3rd and
+    # 4th queued ahead of it (the first two may still have been handed over).
+    assert 2 <= line["pool_queue_max"] <= GATHERED - 1
+    assert line["pool_busy_max"] <= 2
+    assert line["pool_wait_max_ms"] > 0
+    assert line["contexts_max"] == 1
+    assert after["requests"] == 0 and after["pool_crossings"] == 0  # a new interval
+
+
+def test_the_queue_each_crossing_found():
+    # (called, started, ended): three submitted at once to two threads.
+    pool = [(0, 1, 10), (0, 2, 10), (0, 10, 20), (15, 20, 30)]
+    queued, running = _process._queues_seen(pool)
+    assert queued == [0, 1, 2, 0] and running == [0, 0, 0, 1]
+
+
+def test_contexts_open_at_once():
+    assert _process._most_at_once([(0, 10), (5, 15), (10, 20), (30, 40)]) == 2
+    assert _process._most_at_once([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "workers", "applied"),
+    [(None, 2, None), ("2", 2, True), ("3", 2, False), ("3", None, False)],
+)
+def test_asgi_threads_applied_or_not(monkeypatch, env, workers, applied):
+    if env is None:
+        monkeypatch.delenv("ASGI_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("ASGI_THREADS", env)
+
+    async def facts():
+        if workers is not None:  # as daphne does with ASGI_THREADS at start-up
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers))
+        return _process.process_facts()
+
+    pool = asyncio.run(facts())["default_pool"]
+    assert pool["asgi_threads"] == (None if env is None else int(env))
+    assert pool["asgi_threads_applied"] is applied
+    expected = workers if workers is not None else _process.default_max_workers()
+    assert pool["max_workers"] == expected and pool["created"] is (workers is not None)
+
+
+def test_process_facts_outside_a_loop():
+    facts = _process.process_facts()
+    assert facts["pid"] == os.getpid() and facts["threads_alive"] >= 1
+    assert facts["default_pool"]["loop"] in (True, False)
+
+
+# --- the staff-only page -------------------------------------------------------------------
+
+
+@pytest.fixture
+def threads_url():
+    from django.urls import include, path
+
+    from tests.testapp import urls
+
+    patterns = [*urls.urlpatterns, path("hopwatch/", include("hopwatch.urls"))]
+    module = type(urls)("threads_urls")
+    module.urlpatterns = patterns
+    with override_settings(
+        ROOT_URLCONF=module,
+        MIDDLEWARE=[
+            "hopwatch.middleware.HopwatchMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ],
+    ):
+        yield "/hopwatch/threads/"
+
+
+def _client_as(is_staff):
+    from django.contrib.auth.models import User
+
+    client = AsyncClient()
+    if is_staff is not None:
+        user = User.objects.create_user(f"u{is_staff}", password="x", is_staff=is_staff)
+        client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("is_staff", [None, False])
+def test_the_threads_page_is_not_found_for_anyone_but_staff(threads_url, is_staff):
+    response = asyncio.run(_client_as(is_staff).get(threads_url))
+    assert response.status_code == 404
+
+
+def test_the_threads_page_for_staff(threads_url, monkeypatch):
+    monkeypatch.setenv("ASGI_THREADS", "4")
+    response = asyncio.run(_client_as(True).get(threads_url))
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    facts = response.json()
+    assert facts["event"] == "hopwatch.threads" and facts["pid"] == os.getpid()
+    pool = facts["default_pool"]
+    assert pool["loop"] is True and pool["asgi_threads"] == 4
+    assert pool["asgi_threads_applied"] is False  # nothing here applies it
+
+
+def documented_process_fields() -> dict[str, tuple[type, ...]]:
+    """{field: types} of the hopwatch.process table in docs/log-schema.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "log-schema.md").read_text()
+    table = text.split("## The `hopwatch.process` line")[1]
+    kinds = {"integer": (int,), "number": (int, float), "boolean": (bool,), "object": (dict,)}
+    kinds["string"] = (str,)
+    fields: dict[str, tuple[type, ...]] = {}
+    for match in re.finditer(r"^\| `([a-z0-9_.]+)`((?:, `[a-z0-9_.]+`)*) \| ([^|]*) \|", table, re.M):
+        names = [match.group(1), *re.findall(r"`([a-z0-9_.]+)`", match.group(2))]
+        types = tuple(
+            t for word, ts in kinds.items() if word in match.group(3) for t in ts
+        ) + ((type(None),) if "null" in match.group(3) else ())
+        parent = match.group(1).rsplit(".", 1)[0] if "." in match.group(1) else ""
+        for name in names:
+            full = name if name.startswith(parent) or not parent else f"{parent}{name}"
+            fields[full] = types
+    return fields
+
+
+def test_the_process_line_is_documented_field_by_field():
+    process = _process.ProcessLines(3600, lambda event: None)
+
+    async def line():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        await sync_to_async(int, thread_sensitive=False)()
+        return process.line()
+
+    event = asyncio.run(line())
+    fields = documented_process_fields()
+    flat = {**{k: v for k, v in event.items() if k != "default_pool"}}
+    flat.update({f"default_pool.{k}": v for k, v in event["default_pool"].items()})
+    assert set(flat) - {"event", "schema"} == set(fields) - {"event", "schema", "timestamp"}
+    for name, value in flat.items():
+        if name in ("event", "schema"):
+            continue
+        types = fields[name]
+        assert isinstance(value, types), (name, value, types)
+        assert types != (bool,) or isinstance(value, bool)

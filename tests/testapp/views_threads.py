@@ -1,0 +1,94 @@
+"""Views for the thread and executor facts (tests/test_threads.py): known answers."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
+from django.http import HttpResponse
+
+#: How many calls the gathering views make at once.
+GATHERED = 5
+
+
+def _connect():
+    """Open this thread's database connection if it has none (Django's are per thread)."""
+    connection.ensure_connection()
+    return threading.get_ident()
+
+
+def _connect_together(barrier):
+    # Every call waits here until all of them run: they are in flight together by
+    # construction, so the expected concurrency is exact, not a race.
+    ident = _connect()
+    barrier.wait()
+    return ident
+
+
+async def gather_view(request):
+    """Five thread-sensitive calls gathered: all awaited at once, run one after another."""
+    threads = await asyncio.gather(*(sync_to_async(_connect)() for _ in range(GATHERED)))
+    return HttpResponse(str(len(set(threads))))
+
+
+async def gather_pool_view(request):
+    """Five thread_sensitive=False calls gathered: they run side by side, a thread each."""
+    barrier = threading.Barrier(GATHERED, timeout=30)
+    calls = (
+        sync_to_async(_connect_together, thread_sensitive=False)(barrier) for _ in range(GATHERED)
+    )
+    threads = await asyncio.gather(*calls)
+    return HttpResponse(str(len(set(threads))))
+
+
+_OWN = ThreadPoolExecutor(max_workers=2, thread_name_prefix="own")
+
+
+def _noop():
+    return None
+
+
+async def own_executor_view(request):
+    """One call on an executor the view gives, one in the loop's default pool."""
+    await sync_to_async(_noop, thread_sensitive=False, executor=_OWN)()
+    await sync_to_async(_noop, thread_sensitive=False)()
+    return HttpResponse("own")
+
+
+async def _back_to_sync():
+    await sync_to_async(_noop)()
+
+
+def _sync_then_async():
+    async_to_sync(_back_to_sync)()
+
+
+async def nested_view(request):
+    """async -> thread-sensitive sync -> async on the request's loop -> sync, back on that thread."""
+    await sync_to_async(_sync_then_async)()
+    return HttpResponse("nested")
+
+
+def sync_cold_loop_view(request):
+    """A sync view that calls async code: under WSGI a new event loop in a new thread."""
+    async_to_sync(_back_to_sync)()
+    return HttpResponse("cold")
+
+
+def _wait_for(release):
+    if not release.wait(timeout=30):
+        raise TimeoutError("never released")
+
+
+async def saturate_view(request):
+    """Five pool calls at once, held until all five are queued: a pool of 2 saturates."""
+    release = threading.Event()
+    calls = [
+        asyncio.ensure_future(sync_to_async(_wait_for, thread_sensitive=False)(release))
+        for _ in range(GATHERED)
+    ]
+    await asyncio.sleep(0)  # each task runs to its crossing's call: all five are submitted
+    release.set()
+    await asyncio.gather(*calls)
+    return HttpResponse("saturated")
