@@ -20,8 +20,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, override_settings
 
 from hopwatch import _executors, _process
-from hopwatch._recorder import add_sink, remove_sink
-from hopwatch._recorder import RequestRecord, current_scope
+from hopwatch._recorder import RequestRecord, add_sink, current_scope, remove_sink
 from tests.helpers import asgi_call, asgi_request, wsgi_request
 from tests.testapp.views_threads import GATHERED
 

@@ -17,9 +17,8 @@ import json
 from collections.abc import Callable
 from typing import IO, Any, Final
 
-from hopwatch.report import notes, table
+from hopwatch.report import notes, table, threads
 from hopwatch.report import text as fmt
-from hopwatch.report import threads
 
 Row = dict[str, Any]
 Document = dict[str, Any]
