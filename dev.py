@@ -73,6 +73,9 @@ TEST_REQUIREMENTS = [
     "django-debug-toolbar==8.0.0",
     "selenium==4.51.0",
     "isal==1.9.1",  # the fast-gzip extra: the report's gzip tests read through it and without it
+    # How the line names a framework's operations (tests/test_names.py): a django-ninja API.
+    "django-ninja==1.7.1",
+    "pydantic==2.14.4",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.

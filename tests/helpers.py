@@ -12,7 +12,7 @@ from typing import Any
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 
-from hopwatch import RequestRecord, add_sink, remove_sink
+from hopwatch._recorder import RequestRecord, add_sink, remove_sink
 
 
 @contextlib.contextmanager

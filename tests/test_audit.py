@@ -24,16 +24,11 @@ from django.utils.decorators import sync_and_async_middleware
 from django.utils.deprecation import MiddlewareMixin
 
 from hopwatch import audit
-from hopwatch.audit import (
-    ASGI,
-    ASYNC_TO_SYNC,
-    NEW_LOOP,
-    SYNC_TO_ASYNC,
-    VIEW_SITE,
-    WSGI,
-    HookFacts,
-    MiddlewareFacts,
-)
+from hopwatch.audit import ASGI, WSGI, HookFacts, MiddlewareFacts
+from hopwatch.audit.facts import NOTE_ASYNC_MIXIN_HOOK, NOTE_NOT_USED
+from hopwatch.audit.model import VIEW_SITE
+from hopwatch.checks import check_sync_only_middleware
+from hopwatch.hop_tax import ASYNC_TO_SYNC, NEW_LOOP, SYNC_TO_ASYNC
 from tests.helpers import asgi_request, capture, sites, wsgi_request
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
@@ -285,7 +280,8 @@ def test_plain_text_output_for_the_test_settings():
     text = audit.render_to_string(report, "text")
     lines = text.splitlines()
     assert lines[0].startswith("hopwatch audit: tests.settings (Django ")
-    header = lines[2].split("  ")
+    assert lines[2].startswith("what to change first (ranked for ASGI traffic")
+    header = next(line for line in lines if line.startswith("#  ")).split("  ")
     assert [h.strip() for h in header if h.strip()][:5] == [
         "#",
         "middleware",
@@ -331,6 +327,10 @@ def test_json_document_is_stable():
         "problems",
         "hopwatch_overhead",
         "django_6_2",
+        "traffic",
+        "changes",
+        "needs_nothing",
+        "django_own",
     }
     assert document["hopwatch_overhead"] is None  # not measured
     assert document["django_6_2"] is None  # Django 6.2's change touches neither entry
@@ -380,10 +380,15 @@ def test_not_used_and_broken_middleware_are_reported():
     report = predicted([HOPWATCH, mw("NotUsedMiddleware"), mw("AsyncProcessRequestMixin")])
     not_used = report.entries[1]
     assert not_used.modes == {ASGI: None, WSGI: None} and not_used.hops[ASGI] == 0
-    assert any("MiddlewareNotUsed" in note for note in not_used.facts.notes)
+    assert any(
+        note.kind == NOTE_NOT_USED and "MiddlewareNotUsed" in note.text
+        for note in not_used.facts.notes
+    )
+    # the async hook is a problem (by its kind, not its wording), said once, not as a note
+    assert [note.kind for note in report.entries[-1].facts.notes] == [NOTE_ASYNC_MIXIN_HOOK]
     assert report.problems and "AsyncProcessRequestMixin" in report.problems[0]
     text = audit.render_to_string(report, "text")
-    assert "not used" in text and "problem: " in text
+    assert "not used" in text and text.count("MiddlewareMixin cannot call it") == 1
 
 
 def test_neither_capable_is_an_error():
@@ -601,7 +606,7 @@ def test_check_warns_about_sync_only_middleware_under_asgi():
         ASGI_APPLICATION="mysite.asgi.application",
         MIDDLEWARE=[HOPWATCH, *STARTPROJECT, SYNC_ONLY, LEGACY],
     ):
-        messages = audit.check_sync_only_middleware()
+        messages = check_sync_only_middleware()
     assert [m.id for m in messages] == ["hopwatch.W010", "hopwatch.W010"]
     assert [m.obj for m in messages] == [SYNC_ONLY, LEGACY]
     first = messages[0]
@@ -615,7 +620,7 @@ def test_check_hint_for_a_deliberately_sync_mixin():
     with override_settings(
         ASGI_APPLICATION="m.asgi.application", MIDDLEWARE=[HOPWATCH, mw("DeliberatelySyncMixin")]
     ):
-        (message,) = audit.check_sync_only_middleware()
+        (message,) = check_sync_only_middleware()
     assert "SILENCED_SYSTEM_CHECKS" in message.hint and "hopwatch.W010" in message.hint
 
 
@@ -631,13 +636,13 @@ def test_check_hint_for_a_deliberately_sync_mixin():
 )
 def test_check_stays_quiet(asgi_application, middleware):
     with override_settings(ASGI_APPLICATION=asgi_application, MIDDLEWARE=middleware):
-        assert audit.check_sync_only_middleware() == []
+        assert check_sync_only_middleware() == []
 
 
 def test_check_when_asgi_application_is_not_set_at_all():
     assert not hasattr(settings, "ASGI_APPLICATION")  # the test settings do not set it
     with override_settings(MIDDLEWARE=[SYNC_ONLY]):
-        assert audit.check_sync_only_middleware() == []
+        assert check_sync_only_middleware() == []
 
 
 def test_module_imports_neither_django_nor_rich():

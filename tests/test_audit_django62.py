@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from hopwatch import audit
 from hopwatch.audit import ASGI, VIEW_KINDS, HopTax
+from hopwatch.audit.facts import django_6_2_flag_changes
 from tests.helpers import asgi_request, capture
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
@@ -62,7 +63,7 @@ def test_which_entries_6_2_changes():
         "tests.test_audit.AsyncViewHookMixin",  # a project's mixin: MiddlewareMixin's default
         "tests.test_audit.plain_function_middleware",
     ]
-    assert audit.django_6_2_flag_changes(stack) == (
+    assert django_6_2_flag_changes(stack) == (
         False, *[True] * 7, True, False, False, False, False, False, False,
     )  # fmt: skip
 

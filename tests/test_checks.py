@@ -88,17 +88,6 @@ def test_logging_check_fires_when_lines_would_be_lost():
     assert ids(check_logging()) == []  # the test settings configure the hopwatch logger
 
 
-def test_every_setting_is_documented_and_validated():
-    from pathlib import Path
-
-    from hopwatch.checks import _VALIDATORS
-    from hopwatch.conf import DEFAULTS
-
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
-    assert [key for key in DEFAULTS if f"| `{key}` |" not in doc] == []
-    assert set(_VALIDATORS) == set(DEFAULTS)
-
-
 # --- hopwatch.I001: versions hopwatch was not tested on ----------------------------------
 
 

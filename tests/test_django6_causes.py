@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from hopwatch._django import REQUEST_BODY_TO_DISK
+from hopwatch._django_causes import REQUEST_BODY_TO_DISK
 from tests.helpers import asgi_request, capture
 
 DJANGO_6 = django.VERSION >= (6, 0)

@@ -249,7 +249,12 @@ SECRETS = ["SECRET-QUERY-1", "SECRET-COOKIE-2", "SECRET-AUTH-3", "SECRET-SESSION
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"DETAIL": True}, {"DETAIL": True, "SITES_LIMIT": 100, "REQUEST_ID_HEADER": "Authorization"}],
+    [
+        {},
+        {"DETAIL": True},
+        # refused at start-up; given at run time, the default is used instead
+        {"DETAIL": True, "SITES_LIMIT": 100, "REQUEST_ID_HEADER": "Authorization"},
+    ],
 )
 def test_no_secret_reaches_the_line(options, log_lines):
     headers = [
@@ -266,15 +271,46 @@ def test_no_secret_reaches_the_line(options, log_lines):
 
 
 def test_unmatched_paths_are_cleaned_and_truncated(log_lines):
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(PATH_MAX_LENGTH=20):
+    raw = {"LOG_RAW_PATHS": True, "PATH_MAX_LENGTH": 20}
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(**raw):
         asgi_request("/nope/\x1b[31mred\x07/" + "x" * 100)
     (line,) = log_lines.parsed()
     assert line["route"] == "/nope/[31mred/xxxxxx..."
     assert line["view"] is None and line["status"] == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "overrides", "status"),
+    [
+        ("/api/users/alice@example.com/orders/", {}, 404),  # no pattern matched
+        # CommonMiddleware's APPEND_SLASH answers before URL resolution names a route
+        ("/async", {"APPEND_SLASH": True}, 301),
+        # SecurityMiddleware's HTTPS redirect answers before anything resolves
+        ("/api/users/alice@example.com/orders/", {"SECURE_SSL_REDIRECT": True}, 301),
+    ],
+)
+def test_a_request_no_pattern_resolved_is_logged_without_its_path(
+    log_lines, path, overrides, status, db
+):
+    with override_settings(**overrides), settings_with():
+        assert asgi_request(path).status == status
+        wsgi_request(path)
+    lines = log_lines.parsed()
+    assert [(line["route"], line["view"], line["status"]) for line in lines] == [
+        ("(unresolved)", None, status)
+    ] * 2
+    assert all("alice" not in raw and path not in raw for raw in log_lines.raw)
+
+
+def test_raw_paths_are_logged_only_when_asked(log_lines):
+    with override_settings(SECURE_SSL_REDIRECT=True), settings_with(LOG_RAW_PATHS=True):
+        assert asgi_request("/api/users/alice@example.com/orders/", query="token=x").status == 301
+    (line,) = log_lines.parsed()
+    assert line["route"] == "/api/users/alice@example.com/orders/"
+
+
 def test_a_path_cannot_split_the_line_for_readers_that_split_on_unicode_breaks(log_lines):
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(LOG_RAW_PATHS=True):
         asgi_request("/nope/a\u2028b\u2029c\x85d/")
     (raw,) = log_lines.raw
     assert raw.splitlines() == [raw]

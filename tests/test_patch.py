@@ -565,14 +565,14 @@ def test_a_hop_awaited_in_a_task_of_its_own_names_no_call_site_rather_than_a_wro
 def test_a_cause_rule_that_cannot_be_registered_costs_that_rule_only():
     # What a Django that renamed a private method hopwatch names would do to
     # install(): the rule is reported once and skipped, nothing raises.
-    from hopwatch import _django, _errors
+    from hopwatch import _django_causes, _errors
 
     before = _errors.total()
 
     def renamed() -> None:
         raise AttributeError("type object 'BaseHandler' has no attribute '_get_response_async'")
 
-    _django._register("BaseHandler._get_response_async", renamed)
+    _django_causes._register("BaseHandler._get_response_async", renamed)
     assert _errors.total() == before + 1
 
 

@@ -205,3 +205,34 @@ def test_enabled_false_means_off_no_line_no_record_no_profile(profile_dir, log_l
     # The handler's scope is hopwatch's own bookkeeping; nothing of the request
     # was named, timed or written.
     assert all(r.route is None and r.request_id is None for r in records)
+
+
+def test_an_async_request_writes_its_profile_off_the_event_loop(profile_dir, monkeypatch):
+    """Rendering pyinstrument's HTML takes tens of ms of CPU: on the loop it stalls every
+    other request of the worker."""
+    import threading
+
+    written_on: list[int] = []
+    loop_thread: list[int] = []
+    write = profiling.write
+
+    def spying_write(session, record):
+        written_on.append(threading.get_ident())
+        return write(session, record)
+
+    monkeypatch.setattr(profiling, "write", spying_write)
+
+    async def request(headers: dict[str, str]) -> int:
+        loop_thread.append(threading.get_ident())
+        response = await AsyncClient().get("/async/", headers=headers)
+        return response.status_code
+
+    with profiled(profile_dir), capture() as records:
+        assert asyncio.run(request({"X-Hopwatch-Profile": TOKEN})) == 200
+        assert asyncio.run(request({})) == 200
+    profiled_record, plain_record = records
+    assert profiled_record.extra["profile"] == files(profile_dir)[0]
+    assert len(written_on) == 1 and written_on[0] != loop_thread[0]
+    # the thread it was written in is not a hop of the request
+    assert len(profiled_record) == len(plain_record)
+    assert profiling._profiles == {}  # nothing of the request kept

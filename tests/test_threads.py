@@ -19,8 +19,8 @@ from asgiref.sync import AsyncToSync, async_to_sync, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, override_settings
 
-from hopwatch import _executors, _process, add_sink, remove_sink
-from hopwatch._recorder import RequestRecord, current_scope
+from hopwatch import _executors, _process
+from hopwatch._recorder import RequestRecord, add_sink, current_scope, remove_sink
 from tests.helpers import asgi_call, asgi_request, wsgi_request
 from tests.testapp.views_threads import GATHERED
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from hopwatch._recorder import ASYNC_TO_SYNC
+from hopwatch.schema import ASYNC_TO_SYNC
 
 
 @dataclass(frozen=True)
 class Advice:
     #: Stable id (``middleware-hook``, ``view-async-under-wsgi``, ...).
     key: str
-    #: The cause kind it applies to (one of ``hopwatch.KINDS``).
+    #: The cause kind it applies to (one of ``hopwatch.schema.KINDS``).
     kind: str
     #: What the group of hops is, for a heading.
     title: str

@@ -1,61 +1,44 @@
-"""What hopwatch knows about Django: causes, and where a request begins and ends.
+"""hopwatch's Django integration: installing and removing it.
 
 Installed once by :class:`hopwatch.apps.HopwatchConfig` (``install()``), and
-reversible (``uninstall()``). It does three things, all at class level:
+reversible (``uninstall()``), all at class level. Two modules do the work:
 
-* **Attribution rules** for the crossings Django makes (see ``_causes``):
-  middleware adaptation (a tag set in ``BaseHandler.adapt_method_mode``),
-  ``MiddlewareMixin`` hooks, views, async ORM methods, signals,
-  ``response.close()``/``render()``, streaming, exception handling.
-* **Request scope**: the handlers' ``__call__`` (``ASGIHandler``,
-  ``WSGIHandler`` and the test clients' handlers) open a
-  :class:`~hopwatch._recorder.RequestRecord` in a contextvar before Django
-  does anything, so the ``request_started`` receivers and ``response.close()``
-  that run outside the middleware chain are counted. An async handler closes
-  the record when it returns (Django has closed the response by then). A sync
-  handler returns the response *before* the server iterates and closes it, so
-  the record stays open in the calling context until ``response.close()``.
-* The test client handlers are patched when ``django.test.client`` is
-  imported (a post-import hook), never by importing it: production processes
-  do not load Django's test machinery because of hopwatch.
+* :mod:`hopwatch._django_causes`: what caused a Django hop (the attribution
+  rules, and the tag ``BaseHandler.adapt_method_mode`` leaves on the adapters it
+  makes);
+* :mod:`hopwatch._django_scope`: where a request begins and ends (the
+  handlers' ``__call__`` and ``response.close()``).
+
+The test client handlers are patched when ``django.test.client`` is imported (a
+post-import hook), never by importing it: production processes do not load
+Django's test machinery because of hopwatch.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.abc
 import importlib.machinery
-import inspect
-import os
 import sys
 import threading
 import types
-import weakref
 from collections.abc import Callable
-from types import CodeType, FrameType, MethodType
 from typing import Any
 
-import django
-from asgiref.sync import SyncToAsync
 from django.core.handlers import base as handlers_base
 from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler
-from django.dispatch import Signal
 from django.http import response as http_response
-from django.template.response import SimpleTemplateResponse
-from django.utils.deprecation import MiddlewareMixin
-from django.utils.log import log_response
 
-from hopwatch import _causes, _errors, _patch
-from hopwatch._recorder import (
-    Cause,
-    Ledger,
-    RequestRecord,
-    close_request,
-    current_scope,
-    intern_cause,
-    open_request,
+from hopwatch import _django_causes as causes
+from hopwatch import _django_scope as scope
+from hopwatch import _errors, _patch
+from hopwatch._django_scope import (
+    INTERFACE_ASGI,
+    INTERFACE_TEST_ASYNC_CLIENT,
+    INTERFACE_TEST_CLIENT,
+    INTERFACE_WSGI,
+    current_request,
+    finish_request,
 )
 
 _lock = threading.Lock()
@@ -63,480 +46,18 @@ _installed = False
 # (owner, attribute name, original value) for everything we replaced.
 _replaced: list[tuple[type, str, Any]] = []
 
-INTERFACE_ASGI = "asgi"
-INTERFACE_WSGI = "wsgi"
-INTERFACE_TEST_CLIENT = "test-client"
-INTERFACE_TEST_ASYNC_CLIENT = "test-async-client"
-
-
-# --- naming -----------------------------------------------------------------
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def middleware_site(instance: Any) -> str:
-    """How causes name a middleware: its class path or, for a function-based
-    middleware (the closure its factory returned), the factory's dotted path."""
-    if isinstance(instance, types.FunctionType):
-        return f"{instance.__module__}.{instance.__qualname__.split('.<locals>', 1)[0]}"
-    return class_path(type(instance))
-
-
-def view_path(view: Any) -> str:
-    """A view's dotted path, as Django's ``ResolverMatch._func_path`` names it."""
-    view_class = getattr(view, "view_class", None)
-    if view_class is not None:
-        return class_path(view_class)
-    if not hasattr(view, "__name__"):
-        return class_path(type(view))
-    return f"{view.__module__}.{getattr(view, '__qualname__', view.__name__)}"
-
-
-_SIGNAL_SHORT_NAMES = (
-    "django.core.signals",
-    "django.db.models.signals",
-    "django.db.backends.signals",
-    "django.test.signals",
-)
-# Signals are long-lived module globals; keep a strong reference with the name
-# so an id can never be reused by another object while cached.
-_signal_causes: dict[int, tuple[Signal, Cause]] = {}
-
-
-def _signal_name(signal: Signal) -> str:
-    fallback = None
-    for module_name, module in list(sys.modules.items()):
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        for attr, value in list(namespace.items()):
-            if value is signal:
-                if module_name in _SIGNAL_SHORT_NAMES:
-                    return str(attr)
-                dotted = f"{module_name}.{attr}"
-                if module_name.rsplit(".", 1)[-1] == "signals":
-                    return dotted
-                fallback = fallback or dotted
-    return fallback or "unnamed signal"
-
-
-def signal_cause(signal: object) -> Cause | None:
-    if not isinstance(signal, Signal):
-        return None
-    entry = _signal_causes.get(id(signal))
-    if entry is None or entry[0] is not signal:
-        entry = (signal, intern_cause("signal", _signal_name(signal)))
-        if len(_signal_causes) > 10_000:
-            _signal_causes.clear()
-        _signal_causes[id(signal)] = entry
-    return entry[1]
-
-
-# --- rules --------------------------------------------------------------------
-
-
-@_causes.per_instance  # which Signal: the instance, not the code
-def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
-    # async_to_sync(signal.asend), sync_to_async(signal.send) in user code
-    return signal_cause(getattr(target, "__self__", None))
-
-
-@_causes.per_instance
-def _signal_closure_rule(target: object, frame: FrameType | None) -> Cause | None:
-    # Django 5's Signal.asend wraps its sync receivers in a local ``sync_send``
-    # (and Signal.send its async ones in a local ``asend``): the signal is the
-    # closure's ``self``.
-    code = getattr(target, "__code__", None)
-    closure = getattr(target, "__closure__", None)
-    if code is None or not closure or "self" not in code.co_freevars:
-        return None
-    return signal_cause(closure[code.co_freevars.index("self")].cell_contents)
-
-
-def _response_rule(verb: str) -> _causes.Rule:
-    def rule(target: object, frame: FrameType | None) -> Cause | None:
-        owner = getattr(target, "__self__", None)
-        if owner is None:
-            return None
-        return intern_cause("response", f"{type(owner).__name__}.{verb}")
-
-    return rule
-
-
-def _fixed(kind: str, site: str) -> _causes.Rule:
-    cause = intern_cause(kind, site)
-    return lambda target, frame: cause
-
-
-def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
-    if getattr(target, "view_class", None) is not None:
-        # as_view()'s closures share one code object and name across views.
-        _causes.reads_instance()
-    return intern_cause("view", view_path(target))
-
-
-# (id(class), id(function)) -> (class, function, cause)
-_hook_causes: dict[tuple[int, int], tuple[type, Any, Cause]] = {}
-
-
-def _hook_cause(method: MethodType) -> Cause:
-    """``<middleware class path>.<hook>`` for a bound middleware hook, cached."""
-    cls = type(method.__self__)
-    function = method.__func__
-    key = (id(cls), id(function))
-    entry = _hook_causes.get(key)
-    if entry is not None and entry[0] is cls and entry[1] is function:
-        return entry[2]
-    cause = intern_cause("middleware", f"{class_path(cls)}.{function.__name__}")
-    _hook_causes[key] = (cls, function, cause)
-    return cause
-
-
-def _mixin_hook_rule(target: object, frame: FrameType | None) -> Cause | None:
-    return _hook_cause(target) if type(target) is MethodType else None
-
-
-#: The site of the 6.0+ hops that write an upload's body chunks to disk.
-REQUEST_BODY_TO_DISK = "request body (written to disk)"
-_STREAM_SYNC = intern_cause("stream", "StreamingHttpResponse (sync iterator)")
-_STREAM_ASYNC = intern_cause("stream", "StreamingHttpResponse (async iterator)")
-
-
-def _async_api_rule(kind: str, site: str) -> _causes.Rule:
-    """``QuerySet.aget`` and friends: the async method plus the user's call site."""
-
-    def rule(target: object, frame: FrameType | None) -> Cause | None:
-        return intern_cause(kind, site, _causes.call_site(frame))
-
-    return rule
-
-
-_DJANGO_ROOT = ""
-_RESPONSE_FILE = http_response.__file__
-
-#: Django functions that make a hop the generic rules below would misname, by
-#: (file under django/, qualname). Matched by name, not imported: nothing is
-#: loaded for them, and a version without one simply never matches it.
-_KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
-    # QuerySet.aiterator() runs BaseIterable's generic async generator, which
-    # fetches each chunk through sync_to_async(next_slice): ORM work.
-    ("db/models/query.py", "BaseIterable._async_generator"): _async_api_rule(
-        "orm", "QuerySet.aiterator"
-    ),
-    # 6.0+: once an upload spools to disk (FILE_UPLOAD_MAX_MEMORY_SIZE), each
-    # further body chunk is written through sync_to_async(body_file.write).
-    # Handler code: no call site (the frame above it is the server's).
-    ("core/handlers/asgi.py", "ASGIHandler.read_body"): _fixed("stream", REQUEST_BODY_TO_DISK),
-    # 6.1: aauthenticate() with an unknown username still hashes the password
-    # once (so it takes as long as a wrong password), in a thread.
-    ("contrib/auth/__init__.py", "acheck_password_with_timing_attack_mitigation"): (
-        _async_api_rule("other", "acheck_password (unknown user)")
-    ),
-}
-
-
-def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
-    """Caller rules derived from a code object on first sight (cached by _causes)."""
-    filename = code.co_filename
-    if not filename.startswith(_DJANGO_ROOT):
-        return None
-    qualname = code.co_qualname
-    known = _KNOWN_CALLERS.get((filename[len(_DJANGO_ROOT) :].replace(os.sep, "/"), qualname))
-    if known is not None:
-        return known
-    if filename == _RESPONSE_FILE and qualname.startswith("StreamingHttpResponse."):
-        if qualname.startswith("StreamingHttpResponse.__aiter__"):
-            return lambda target, frame: _STREAM_SYNC
-        if qualname.startswith("StreamingHttpResponse.__iter__"):
-            return lambda target, frame: _STREAM_ASYNC
-        return None
-    # Django's async APIs that are sync_to_async of the sync method:
-    # QuerySet.aget, Model.asave, RelatedManager.acreate, QuerySet.__aiter__,
-    # BaseCache.aget, SessionBase.aget, auth's aauthenticate, ...
-    parts = [p for p in qualname.split(".") if p != "<locals>"]
-    api = next((p for p in parts if p.startswith("a") or p == "__aiter__"), None)
-    if api is None:
-        return None
-    owner_index = parts.index(api)
-    site = ".".join(parts[max(0, owner_index - 1) : owner_index + 1])
-    relative = filename[len(_DJANGO_ROOT) :]
-    kind = "orm" if relative.startswith(f"db{os.sep}") else "other"
-    return _async_api_rule(kind, site)
-
-
-def _nested_codes(code: CodeType) -> list[CodeType]:
-    found = []
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            found.append(const)
-            found.extend(_nested_codes(const))
-    return found
-
-
-def _register(where: str, register: Callable[[], None]) -> None:
-    """One rule's registration. A Django that renamed what it names (a version
-    hopwatch was not tested on) loses that rule, not hopwatch: its hops are
-    still counted, named by the fallback."""
-    try:
-        register()
-    except Exception as exc:
-        _errors.report(f"registering the cause rule for {where}", exc)
-
-
-def _register_view_caller(name: str) -> None:
-    _causes.register_caller(getattr(handlers_base.BaseHandler, name), _view_rule)
-
-
-def _register_rules() -> None:
-    global _DJANGO_ROOT
-
-    _DJANGO_ROOT = os.path.dirname(django.__file__ or "") + os.sep
-    _causes.add_library_package(django.__file__ or "")
-
-    for name in ("send", "send_robust", "asend", "asend_robust"):
-        method = getattr(Signal, name, None)
-        if method is None:
-            continue
-        _causes.register_target(method, _signal_bound_rule)
-        for nested in _nested_codes(method.__code__):
-            _causes.register_target(nested, _signal_closure_rule)
-
-    _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
-    _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
-    _causes.register_target(response_for_exception, _fixed("exception", "response_for_exception"))
-    _causes.register_target(log_response, _fixed("exception", "log_response"))
-    _register(
-        "process_exception_by_middleware",
-        lambda: _causes.register_target(
-            handlers_base.BaseHandler.process_exception_by_middleware,
-            _fixed("exception", "process_exception_by_middleware"),
-        ),
-    )
-    for get_response in ("_get_response_async", "_get_response"):
-        _register(
-            f"BaseHandler.{get_response}",
-            functools.partial(_register_view_caller, get_response),
-        )
-    _causes.register_caller(MiddlewareMixin.__acall__, _mixin_hook_rule)
-    _causes.register_caller_classifier(_classify_django_caller)
-
-
-# --- middleware adaptation tags -----------------------------------------------
-
-
-def _unwrap_handler(handler: Any) -> Any:
-    """The middleware instance behind ``convert_exception_to_response``'s wrapper."""
-    return getattr(handler, "__wrapped__", handler)
-
-
-def _sync_only_below(middleware: Any) -> Any:
-    """The first sync-only middleware at or below ``middleware`` in the chain, or None.
-
-    An async-capable middleware runs sync only because the handler below it is
-    sync; follow ``get_response`` down to the middleware that is the reason.
-    """
-    for _ in range(1000):  # a chain is finite; guard against odd get_response graphs
-        if middleware is None or isinstance(middleware, MethodType):
-            return None  # reached the view-calling handler
-        if isinstance(middleware, types.FunctionType):
-            # A function-based middleware's flags are on its factory, out of
-            # reach here; an async closure is running async, a sync one is
-            # the reason the chain is sync.
-            if not inspect.iscoroutinefunction(middleware):
-                return middleware
-        elif not getattr(type(middleware), "async_capable", False):
-            return middleware
-        middleware = _unwrap_handler(getattr(middleware, "get_response", None))
-    return None
-
-
-def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
-    """The middleware to blame for an adapter ``adapt_method_mode`` made.
-
-    ``name`` is Django's ``"middleware <path>"`` for the middleware being
-    loaded when the handler below it needed adapting. When that middleware is
-    sync-only, Django wraps the async handler below in ``async_to_sync`` and the
-    name is right. When the handler below is sync (``sync_to_async``), the
-    reason is the first sync-only middleware in that handler's chain (an
-    async-capable middleware above it also runs sync): blame that one.
-    """
-    if type(method) is MethodType:  # process_view / process_template_response / ...
-        return _hook_cause(method)
-    below = _unwrap_handler(method)
-    if isinstance(adapter, SyncToAsync):
-        culprit = _sync_only_below(below)
-        if culprit is not None:
-            return intern_cause("middleware", middleware_site(culprit))
-    if name and name.startswith("middleware "):
-        return intern_cause("middleware", name[len("middleware ") :])
-    if below is not method and not isinstance(below, MethodType):
-        return intern_cause("middleware", middleware_site(below))
-    return intern_cause("middleware", name or _causes.dotted_name(method))
-
-
-def _patched_adapt_method_mode(original: Callable[..., Any]) -> Callable[..., Any]:
-    def adapt_method_mode(
-        self: Any,
-        is_async: Any,
-        method: Any,
-        method_is_async: Any = None,
-        debug: Any = False,
-        name: Any = None,
-    ) -> Any:
-        adapted = original(self, is_async, method, method_is_async, debug, name)
-        if adapted is not method:
-            try:
-                _causes.tag(adapted, _adaptation_cause(method, name, adapted))
-            except Exception as exc:
-                _errors.report("adapt_method_mode", exc)
-        return adapted
-
-    adapt_method_mode.__wrapped__ = original  # type: ignore[attr-defined]
-    adapt_method_mode.__doc__ = original.__doc__
-    return adapt_method_mode
-
-
-# --- request scope --------------------------------------------------------------
-
-
-def _finish(record: RequestRecord) -> None:
-    try:
-        token = record.scope_token
-        record.scope_token = None
-        close_request(record)
-        if token is not None:
-            try:
-                current_scope.reset(token)
-            except ValueError:
-                # Closed from another context than the one that opened it
-                # (a server closing the response on another thread).
-                if current_scope.get() is record:
-                    current_scope.set(record.parent)
-    except Exception as exc:
-        _errors.report("closing a request record", exc)
-
-
-def _async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
-    async def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True
-        if not _installed or scope.get("type") != "http":
-            return await original(self, scope, *args, **kwargs)
-        try:
-            record, _token = open_request(interface)
-            record.method = scope.get("method")
-            record.path = scope.get("path")
-        except Exception as exc:
-            _errors.report(f"{interface} handler", exc)
-            return await original(self, scope, *args, **kwargs)
-        try:
-            return await original(self, scope, *args, **kwargs)
-        finally:
-            _finish(record)
-
-    __call__.__wrapped__ = original  # type: ignore[attr-defined]
-    return __call__
-
-
-# Sync handlers whose response has not been closed yet: id(response) ->
-# (weak reference to the response, its record). Closed by the patched
-# HttpResponseBase.close(), or when the response is garbage collected unclosed.
-_awaiting_close: dict[int, tuple[weakref.ref[Any], RequestRecord]] = {}
-
-
-def _close_stale_scope() -> None:
-    """Clean up after a previous sync request in this context (a WSGI server thread).
-
-    Its response was never closed (finish it now), or it was closed from
-    another context, which could not reset this one (drop it, so it is not
-    kept alive or taken for the next request's parent).
-    """
-    stale = current_scope.get()
-    if stale is not None and stale.closed:
-        parent = stale.parent
-        while parent is not None and parent.closed:
-            parent = parent.parent
-        current_scope.set(parent)
-        return
-    if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
-        for key, (_ref, record) in list(_awaiting_close.items()):
-            if record is stale:
-                _awaiting_close.pop(key, None)
-        stale.extra["response_closed"] = False
-        _finish(stale)
-
-
-def _sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
-    def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True
-        if not _installed:
-            return original(self, environ, *args, **kwargs)
-        try:
-            _close_stale_scope()
-            record, _token = open_request(interface)
-            record.method = environ.get("REQUEST_METHOD")
-            record.path = environ.get("PATH_INFO")
-        except Exception as exc:
-            _errors.report(f"{interface} handler", exc)
-            return original(self, environ, *args, **kwargs)
-        try:
-            response = original(self, environ, *args, **kwargs)
-        except BaseException:
-            _finish(record)
-            raise
-        try:
-            if isinstance(response, http_response.HttpResponseBase) and not getattr(
-                response, "closed", False
-            ):
-                # The server closes it later (after sending the body): stay
-                # open in this context until then.
-                record.extra["awaiting_close"] = True
-                key = id(response)
-
-                def collected(_ref: Any, key: int = key, record: RequestRecord = record) -> None:
-                    if _awaiting_close.get(key, (None, None))[1] is record:
-                        _awaiting_close.pop(key, None)
-                        record.extra["response_closed"] = False
-                        _finish(record)
-
-                _awaiting_close[key] = (weakref.ref(response, collected), record)
-            else:
-                _finish(record)
-        except Exception as exc:
-            _errors.report(f"{interface} handler", exc)
-            _finish(record)
-        return response
-
-    __call__.__wrapped__ = original  # type: ignore[attr-defined]
-    return __call__
-
-
-def _patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
-    def close(self: Any) -> Any:
-        try:
-            return original(self)
-        finally:
-            if _awaiting_close:
-                entry = _awaiting_close.pop(id(self), None)
-                if entry is not None and entry[0]() is self:
-                    entry[1].extra.pop("awaiting_close", None)
-                    _finish(entry[1])
-
-    close.__wrapped__ = original  # type: ignore[attr-defined]
-    close.__doc__ = original.__doc__
-    return close
-
-
-# --- test client: patched on import -------------------------------------------------
-
 
 def _patch_test_client(module: types.ModuleType) -> None:
     with _lock:
         if not _installed:
             return
-        _replace(module.ClientHandler, "__call__", _sync_handler, INTERFACE_TEST_CLIENT)
-        _replace(module.AsyncClientHandler, "__call__", _async_handler, INTERFACE_TEST_ASYNC_CLIENT)
+        _replace(module.ClientHandler, "__call__", scope.sync_handler, INTERFACE_TEST_CLIENT)
+        _replace(
+            module.AsyncClientHandler,
+            "__call__",
+            scope.async_handler,
+            INTERFACE_TEST_ASYNC_CLIENT,
+        )
 
 
 class _TestClientImportHook(importlib.abc.MetaPathFinder):
@@ -583,9 +104,6 @@ class _LoaderProxy(importlib.abc.Loader):
 _hook = _TestClientImportHook()
 
 
-# --- install / uninstall -----------------------------------------------------------
-
-
 def _replace(owner: type, name: str, factory: Callable[..., Any], *args: Any) -> None:
     original = owner.__dict__.get(name)
     if original is None or any(o is owner and n == name for o, n, _ in _replaced):
@@ -601,14 +119,16 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        _register_rules()
-        _replace(handlers_base.BaseHandler, "adapt_method_mode", _patched_adapt_method_mode)
-        _replace(ASGIHandler, "__call__", _async_handler, INTERFACE_ASGI)
-        _replace(WSGIHandler, "__call__", _sync_handler, INTERFACE_WSGI)
-        _replace(http_response.HttpResponseBase, "close", _patched_close)
+        causes.register_rules()
+        _replace(
+            handlers_base.BaseHandler, "adapt_method_mode", causes.patched_adapt_method_mode
+        )
+        _replace(ASGIHandler, "__call__", scope.async_handler, INTERFACE_ASGI)
+        _replace(WSGIHandler, "__call__", scope.sync_handler, INTERFACE_WSGI)
+        _replace(http_response.HttpResponseBase, "close", scope.patched_close)
         # response.close is now our wrapper: attribute it like the original.
-        _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
-        _installed = True
+        causes.register_close_rule()
+        _installed = scope.active = True
     module = sys.modules.get("django.test.client")
     if module is not None:
         _patch_test_client(module)
@@ -625,7 +145,7 @@ def uninstall() -> None:
         while _replaced:
             owner, name, original = _replaced.pop()
             setattr(owner, name, original)
-        _installed = False
+        _installed = scope.active = False
     _patch.uninstall()
 
 
@@ -633,9 +153,14 @@ def is_installed() -> bool:
     return _installed
 
 
-def current_request() -> RequestRecord | None:
-    """The request record of the current context, if any."""
-    scope: Ledger | None = current_scope.get()
-    while scope is not None and not isinstance(scope, RequestRecord):
-        scope = scope.parent
-    return scope
+__all__ = [
+    "INTERFACE_ASGI",
+    "INTERFACE_TEST_ASYNC_CLIENT",
+    "INTERFACE_TEST_CLIENT",
+    "INTERFACE_WSGI",
+    "current_request",
+    "finish_request",
+    "install",
+    "is_installed",
+    "uninstall",
+]

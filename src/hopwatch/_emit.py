@@ -1,9 +1,10 @@
 """Turning a finished request record into one ``hopwatch.request`` line, with structlog.
 
-The line's fields are documented in ``docs/log-schema.md`` (a contract: the
-report reads only those). :func:`build_event` is a pure function from a record
-to an ordered dict; :class:`Emitter` decides whether to log it (sampling,
-thresholds) and writes it through a structlog logger of its own.
+The line's fields are documented in ``docs/log-schema.md`` and listed in
+:mod:`hopwatch.schema` (a contract: the report reads only those).
+:func:`build_event` is a pure function from a record to an ordered dict;
+:class:`Emitter` decides whether to log it (sampling, thresholds) and writes it
+through a structlog logger of its own.
 
 hopwatch never calls ``structlog.configure()``: its logger is made with
 ``structlog.wrap_logger`` and every option given explicitly, so the project's
@@ -27,22 +28,13 @@ import structlog
 
 from hopwatch import _errors, _executors
 from hopwatch._recorder import Hop, RequestRecord
+from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
-SCHEMA_VERSION: Final = 1
-EVENT: Final = "hopwatch.request"
+#: The route of a request no URL pattern resolved (LOG_RAW_PATHS off): never its raw path.
+UNRESOLVED: Final = "(unresolved)"
 
-#: Fields the extra-fields hook may not replace.
-RESERVED: Final = frozenset(
-    {
-        "event", "schema", "timestamp", "request_id", "method", "route", "view", "status",
-        "interface", "duration_ms", "hops", "hop_ms", "wait_ms", "sync_to_async",
-        "async_to_sync", "threads", "new_loops", "max_depth", "sites", "sites_dropped",
-        "detail", "detail_dropped", "hopwatch_errors", "sample_rate", "level", "logger",
-        "scope", "response_closed", "pinned_ms", "pinned_by", "profile", "hop_tax_us",
-        "overhead_ms", "work_ms", "executors", "max_in_flight", "concurrent_ms",
-        "db_connections",
-    }
-)  # fmt: skip
+#: Fields the extra-fields hook may not replace: every documented one.
+RESERVED: Final = NAMES
 
 # C0, DEL, C1, and U+2028/U+2029: str.splitlines() and JavaScript read those two as
 # line breaks, so a path carrying them could split one log line in two downstream
@@ -114,6 +106,7 @@ def build_event(
     sites_limit: int = 10,
     detail_limit: int | None = None,
     path_limit: int = 200,
+    raw_paths: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The documented fields of one request line, in schema order."""
@@ -125,7 +118,7 @@ def build_event(
         "timestamp": _timestamp(now),
         "request_id": record.request_id or "",
         "method": (record.method or "").upper()[:16].translate(_CONTROL),
-        "route": record.route or clean_path(record.path, path_limit),
+        "route": record.route or (clean_path(record.path, path_limit) if raw_paths else UNRESOLVED),
         "view": record.view,
         "status": record.status,
         "interface": record.interface,
@@ -310,6 +303,7 @@ class Emitter:
             sites_limit=settings["SITES_LIMIT"],
             detail_limit=settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
             path_limit=settings["PATH_MAX_LENGTH"],
+            raw_paths=settings["LOG_RAW_PATHS"],
         )
         if rate < 1.0:
             event["sample_rate"] = rate
@@ -355,4 +349,4 @@ class Emitter:
             return None
 
 
-__all__ = ["EVENT", "SCHEMA_VERSION", "Emitter", "build_event", "clean_path"]
+__all__ = ["EVENT", "SCHEMA_VERSION", "UNRESOLVED", "Emitter", "build_event", "clean_path"]

@@ -12,13 +12,15 @@ _emitter = None
 
 
 def activate() -> None:
-    """Install the instrumentation and the request-line sink, if enabled. Idempotent."""
+    """Check the settings, then install the instrumentation and the request-line sink, if
+    enabled. Idempotent. A bad setting raises ``ImproperlyConfigured`` (start-up stops)."""
     global _emitter
-    from hopwatch import _connections, _django
+    from hopwatch import _connections, _django, conf
     from hopwatch._emit import Emitter
     from hopwatch._recorder import add_sink
     from hopwatch.conf import hopwatch_settings
 
+    conf.validate()
     if not hopwatch_settings.ENABLED:
         return
     with _lock:
@@ -65,7 +67,7 @@ def _start_process_lines(seconds: float) -> None:
             add_sink(process_lines)
 
 
-#: What a no-op hop costs on this host (hopwatch.audit.HopTax), once measured.
+#: What a no-op hop costs on this host (hopwatch.hop_tax.HopTax), once measured.
 hop_tax = None
 _hop_tax_started = False
 _hop_tax_thread: threading.Thread | None = None
@@ -82,7 +84,7 @@ def _start_hop_tax_measurement() -> None:
     def measure() -> None:
         global hop_tax
         from hopwatch import _errors
-        from hopwatch.audit import measure_hop_tax
+        from hopwatch.hop_tax import measure_hop_tax
 
         try:
             hop_tax = measure_hop_tax(samples=30)

@@ -11,26 +11,22 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
 * ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
-* ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch.audit``).
+* ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
+  what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
   (it keeps working; the counts may miss hops a new version adds).
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-import numbers
-import os
-from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
-from hopwatch.audit import check_sync_only_middleware
-from hopwatch.conf import CREDENTIAL_HEADERS, DEFAULTS, hopwatch_settings
+from hopwatch.conf import hopwatch_settings, problems
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
 #: What ``DjangoInstrumentor().instrument()`` inserts in MIDDLEWARE. It may stand
@@ -41,90 +37,13 @@ OTEL_MIDDLEWARE_PATH = (
 )
 
 
-def _number(low: float, high: float | None) -> Callable[[Any], bool]:
-    def ok(value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return False
-        return value >= low and (high is None or value <= high)
-
-    return ok
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-_VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "ENABLED": (lambda v: isinstance(v, bool), "True or False"),
-    "OUTPUT": (lambda v: isinstance(v, str) and bool(v), '"logging", "stdout" or a file path'),
-    "LOGGER_NAME": (lambda v: isinstance(v, str) and bool(v), "a logger name"),
-    "REQUEST_ID_HEADER": (
-        lambda v: v is None or (isinstance(v, str) and v.lower() not in CREDENTIAL_HEADERS),
-        "a header name that carries no credential, or None",
-    ),
-    "SAMPLE_RATE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),
-    "MIN_HOPS": (_count, "a whole number >= 0"),
-    "MIN_HOP_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
-    "SITES_LIMIT": (_count, "a whole number >= 0"),
-    "DETAIL": (lambda v: isinstance(v, bool), "True or False"),
-    "DETAIL_LIMIT": (_count, "a whole number >= 0"),
-    "EXTRA_FIELDS": (
-        lambda v: v is None or callable(v) or isinstance(v, str),
-        "None, a callable or its dotted path",
-    ),
-    "PATH_MAX_LENGTH": (lambda v: _count(v) and v > 0, "a whole number > 0"),
-    "MEASURE_HOP_TAX": (lambda v: isinstance(v, bool), "True or False"),
-    "PROCESS_LINE_SECONDS": (_number(0.0, 86400.0), "seconds from 0 (off) to 86400"),
-    "OTEL_METRICS": (lambda v: isinstance(v, bool), "True or False"),
-    "OTEL_SPANS": (lambda v: isinstance(v, bool), "True or False"),
-    "PROFILE_DIR": (lambda v: v is None or isinstance(v, str | os.PathLike), "None or a path"),
-    "PROFILE_TOKEN": (
-        lambda v: v is None or (isinstance(v, str) and len(v) >= 16),
-        "None or a secret string of at least 16 characters",
-    ),
-    "PROFILE_HEADER": (lambda v: v is None or isinstance(v, str), "a header name or None"),
-    "PROFILE_STAFF_PARAM": (lambda v: v is None or isinstance(v, str), "a parameter name or None"),
-    "PROFILE_INLINE_PARAM": (lambda v: v is None or isinstance(v, str), "a parameter name or None"),
-    "PROFILE_AUTO_SAMPLE": (_number(0.0, 1.0), "a number from 0.0 to 1.0"),
-    "PROFILE_AUTO_MIN_HOP_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
-    "PROFILE_AUTO_MIN_DURATION_MS": (_number(0.0, None), "a number of milliseconds >= 0"),
-    "PROFILE_RATE_LIMIT": (lambda v: _count(v) and v > 0, "a whole number > 0"),
-    "PROFILE_INTERVAL": (_number(0.0001, 1.0), "seconds between samples, 0.0001-1.0"),
-}
-
-
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    user = getattr(settings, "HOPWATCH", None)
-    if user is None:
-        return []
-    if not isinstance(user, dict):
-        return [
-            Error(
-                f"HOPWATCH must be a dict, not {type(user).__name__}.",
-                hint='Write HOPWATCH = {"ENABLED": True, ...} in your settings.',
-                id="hopwatch.E001",
-            )
-        ]
-    messages: list[CheckMessage] = []
-    for key in user:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
-            hint = f"Did you mean {close[0]!r}?" if close else "See docs/settings.md."
-            messages.append(
-                Error(f"HOPWATCH has an unknown key {key!r}.", hint=hint, id="hopwatch.E002")
-            )
-    for key, (valid, expected) in _VALIDATORS.items():
-        if key in user and not valid(user[key]):
-            messages.append(
-                Error(
-                    f"HOPWATCH[{key!r}] is {user[key]!r}; it must be {expected}.",
-                    hint=f"Set HOPWATCH[{key!r}] to {expected}, or remove it for the default"
-                    f" ({DEFAULTS[key]!r}).",
-                    id="hopwatch.E003",
-                )
-            )
-    return messages
+    """E001-E003 from the settings table (hopwatch's start-up refuses the same problems)."""
+    return [
+        Error(problem.message, hint=problem.hint, id=problem.id)
+        for problem in problems(getattr(settings, "HOPWATCH", None))
+    ]
 
 
 @register(Tags.compatibility)
@@ -233,5 +152,50 @@ def check_versions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     ]
 
 
-# The audit owns the middleware model; the check is registered here with the others.
-register(Tags.compatibility)(check_sync_only_middleware)
+#: A sync-only middleware in a project served by ASGI.
+SYNC_ONLY_CHECK_ID = "hopwatch.W010"
+
+
+@register(Tags.compatibility)
+def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``hopwatch.W010``: a sync-only middleware in a project served by ASGI."""
+    from django.utils.module_loading import import_string
+
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        return []
+    messages: list[CheckMessage] = []
+    for path in list(getattr(settings, "MIDDLEWARE", None) or []):
+        try:
+            factory = import_string(path)
+        except Exception:
+            continue  # Django reports a middleware that does not import
+        can_sync = bool(getattr(factory, "sync_capable", True))
+        can_async = bool(getattr(factory, "async_capable", False))
+        if can_async or not can_sync:
+            continue
+        name = path.rsplit(".", 1)[-1]
+        deliberate = "async_capable" in getattr(factory, "__dict__", {})
+        hint = (
+            f"Make {name} sync and async capable: set sync_capable = async_capable = True, call"
+            " markcoroutinefunction(self) in __init__ when get_response is a coroutine function,"
+            " and add an async __acall__ (see hopwatch's docs/audit.md). If it is third-party,"
+            " upgrade it or ask its maintainers."
+        )
+        if deliberate:
+            hint += (
+                f" {name} sets async_capable = False itself: if that trade (fewer hops, a thread"
+                f" held per request) is deliberate, add {SYNC_ONLY_CHECK_ID!r} to"
+                " SILENCED_SYSTEM_CHECKS."
+            )
+        hint += " `hopwatch audit` shows what it costs."
+        messages.append(
+            Warning(
+                f"{path} is sync-only and this project is served by ASGI: Django runs it, and"
+                " every middleware above it, in a worker thread the request holds until it"
+                " ends, and adapts the chain around it (sync_to_async in, async_to_sync out).",
+                hint=hint,
+                obj=path,
+                id=SYNC_ONLY_CHECK_ID,
+            )
+        )
+    return messages

@@ -13,20 +13,15 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Final, NoReturn
+from typing import Final
+
+from hopwatch._cli import Parser
 
 #: subcommand name -> module implementing it
 COMMANDS: Final = {
     "report": "hopwatch.report.command",
-    "audit": "hopwatch.audit",
+    "audit": "hopwatch.audit.command",
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _version() -> str:
@@ -40,7 +35,7 @@ def _version() -> str:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of ``command`` (the one about to run) filled in."""
-    parser = _Parser(
+    parser = Parser(
         prog="hopwatch",
         description="See what sync/async thread hops cost your Django app.",
     )

@@ -1,69 +1,392 @@
 """hopwatch's settings: one ``HOPWATCH`` dict in the project's settings.
 
+Every setting is one entry of :data:`SETTINGS`: its default, what a valid value
+is, and what it means (``docs/settings.md`` shows that table, and a test keeps
+the two identical). Settings are checked when hopwatch starts
+(:func:`validate`, from ``HopwatchConfig.ready()``): a bad one stops start-up
+with one clear error, since production servers never run the system checks.
+
 Read lazily on every access, so ``override_settings(HOPWATCH=...)`` works in
-tests. Unknown keys are reported by the system check ``hopwatch.E002``.
+tests; a bad value given that way is replaced by its default (and said once on
+the ``hopwatch`` logger), so it can never break a request.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from django.conf import settings as django_settings
-
-#: Every setting with its default. ``docs/settings.md`` documents each one.
-DEFAULTS: Final[dict[str, Any]] = {
-    # Install the asgiref patch and log requests. Off: hopwatch does nothing.
-    "ENABLED": True,
-    # Where request lines go: "logging" (the stdlib logger named LOGGER_NAME),
-    # "stdout", or a file path (appended to, one JSON object per line).
-    "OUTPUT": "logging",
-    "LOGGER_NAME": "hopwatch",
-    # Request header whose value becomes request_id (when it looks sane).
-    "REQUEST_ID_HEADER": "X-Request-ID",
-    # Fraction of requests to log (0.0-1.0). Counting is never sampled.
-    "SAMPLE_RATE": 1.0,
-    # Log only requests with at least this many hops / this much hop time.
-    "MIN_HOPS": 0,
-    "MIN_HOP_MS": 0.0,
-    # How many causes the line lists in "sites".
-    "SITES_LIMIT": 10,
-    # Detail mode: add the per-hop list ("detail"), capped at DETAIL_LIMIT.
-    "DETAIL": False,
-    "DETAIL_LIMIT": 100,
-    # A callable (or its dotted path) taking (request, record) and returning
-    # a dict of extra top-level fields for the line.
-    "EXTRA_FIELDS": None,
-    # Unmatched (404) paths are truncated to this many characters.
-    "PATH_MAX_LENGTH": 200,
-    # Measure what a no-op hop costs on this host, once, in a background
-    # thread at start-up; lines then carry hop_tax_us.
-    "MEASURE_HOP_TAX": False,
-    # Seconds between hopwatch.process lines (thread pools, threads, saturation);
-    # 0: off. Read at start-up.
-    "PROCESS_LINE_SECONDS": 0,
-    # OpenTelemetry (hopwatch.otel, needs the "otel" extra): per-request metrics
-    # through the global MeterProvider, and a child span per crossing under the
-    # request's span. Read at start-up: off, opentelemetry is never imported.
-    "OTEL_METRICS": False,
-    "OTEL_SPANS": False,
-    # Profiling (hopwatch.profiling): off unless PROFILE_DIR is set.
-    "PROFILE_DIR": None,
-    "PROFILE_TOKEN": None,
-    "PROFILE_HEADER": "X-Hopwatch-Profile",
-    "PROFILE_STAFF_PARAM": None,
-    "PROFILE_INLINE_PARAM": "hopwatch-profile-inline",
-    "PROFILE_AUTO_SAMPLE": 0.0,
-    "PROFILE_AUTO_MIN_HOP_MS": 0.0,
-    "PROFILE_AUTO_MIN_DURATION_MS": 0.0,
-    "PROFILE_RATE_LIMIT": 6,
-    "PROFILE_INTERVAL": 0.001,
-}
-
 
 #: Headers never read as a request id, whatever REQUEST_ID_HEADER says: they carry secrets.
 CREDENTIAL_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "x-api-key"}
 )
+#: OUTPUT values that are not a file path.
+OUTPUT_TARGETS: Final = ("logging", "stdout")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``HOPWATCH`` key."""
+
+    default: Any
+    #: Whether a value is valid.
+    valid: Callable[[Any], bool]
+    #: What a valid value is, for error messages ("a number from 0.0 to 1.0").
+    expected: str
+    #: What it does: the "meaning" column of docs/settings.md (markdown).
+    meaning: str
+
+
+def _number(low: float, high: float | None) -> Callable[[Any], bool]:
+    def ok(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        return value >= low and (high is None or value <= high)
+
+    return ok
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive(value: Any) -> bool:
+    return _count(value) and value > 0
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _output(value: Any) -> bool:
+    """``logging``, ``stdout``, or something that reads as a file path: a directory part or
+    a suffix. A bare word ("stderr", "file") is far more likely a mistake than a file name."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    if value in OUTPUT_TARGETS:
+        return True
+    head, tail = os.path.split(value)
+    return bool(tail) and (bool(head) or "." in tail.strip("."))
+
+
+def _request_id_header(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() not in CREDENTIAL_HEADERS)
+
+
+def _profile_token(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) >= 16)
+
+
+_MS = "a number of milliseconds >= 0"
+
+#: Every setting, in the order docs/settings.md lists them.
+SETTINGS: Final[dict[str, Setting]] = {
+    "ENABLED": Setting(
+        True,
+        _flag,
+        "True or False",
+        "Install the asgiref instrumentation and log requests. `False`: hopwatch patches"
+        " nothing, records nothing and logs nothing (read once, at start-up).",
+    ),
+    "OUTPUT": Setting(
+        "logging",
+        _output,
+        '"logging", "stdout", or a file path with a directory or a suffix'
+        ' ("/var/log/app/hops.jsonl", "hops.log")',
+        'Where request lines go: `"logging"` (the stdlib logger `LOGGER_NAME`, so your'
+        ' handlers and shippers get them), `"stdout"`, or a file path (appended to, one JSON'
+        " object per line). A path needs a directory part or a suffix (`hops.log`,"
+        " `./hops`): a bare word such as `\"stderr\"` is refused at start-up rather than"
+        " taken for a file name.",
+    ),
+    "LOGGER_NAME": Setting(
+        "hopwatch",
+        lambda v: isinstance(v, str) and bool(v),
+        "a logger name",
+        "The stdlib logger used when `OUTPUT` is `\"logging\"`. It needs a handler at level"
+        " INFO; check `hopwatch.W004` warns when it has none.",
+    ),
+    "REQUEST_ID_HEADER": Setting(
+        "X-Request-ID",
+        _request_id_header,
+        "a header name that carries no credential, or None",
+        "A request header whose value becomes `request_id`, when it is 1-128 characters of"
+        " `A-Za-z0-9._:/+=-`. Otherwise (or `None`) an id is generated. Headers that carry"
+        " credentials (`Authorization`, `Cookie`, ...) are refused.",
+    ),
+    "SAMPLE_RATE": Setting(
+        1.0,
+        _number(0.0, 1.0),
+        "a number from 0.0 to 1.0",
+        "Fraction of requests to log, 0.0-1.0. Counting is never sampled: each logged line is"
+        " exact; lines below 1.0 carry `sample_rate`.",
+    ),
+    "MIN_HOPS": Setting(
+        0,
+        _count,
+        "a whole number >= 0",
+        "Log only requests with at least this many hops.",
+    ),
+    "MIN_HOP_MS": Setting(
+        0.0,
+        _number(0.0, None),
+        _MS,
+        "Log only requests whose hops took at least this many milliseconds in total"
+        " (`hop_ms`).",
+    ),
+    "SITES_LIMIT": Setting(
+        10,
+        _count,
+        "a whole number >= 0",
+        "How many causes the line lists in `sites` (largest first); the rest are counted in"
+        " `sites_dropped`, and `hopwatch report` shows their crossings and overhead as left"
+        " out of the lines. A stack with more causes than this (startproject's middleware and"
+        " a few ORM calls make 12 or more) gets exact totals but per-cause counts that are lower"
+        " bounds: raise it to name every cause.",
+    ),
+    "DETAIL": Setting(
+        False,
+        _flag,
+        "True or False",
+        "Detail mode: add `detail`, one entry per hop (direction, cause, call site, depth,"
+        " thread, wait/run/resume times, when it was called, the crossing it was made in and"
+        " the calling thread): what `hopwatch report --format html` draws each request's"
+        " timeline from.",
+    ),
+    "DETAIL_LIMIT": Setting(
+        100,
+        _count,
+        "a whole number >= 0",
+        "The most hops listed in `detail`; the rest are counted in `detail_dropped` (all"
+        " counts stay exact). With `OTEL_SPANS`, also the most crossings per request that"
+        " become spans.",
+    ),
+    "EXTRA_FIELDS": Setting(
+        None,
+        lambda v: v is None or callable(v) or isinstance(v, str),
+        "None, a callable or its dotted path",
+        "A callable, or its dotted path, called as `hook(request, record)` for each logged"
+        " request (`record` is a [`RequestRecord`](how-it-works.md#the-python-api)); the dict"
+        " it returns is added to the line (documented field names cannot be replaced). Errors"
+        " in it are counted, never raised.",
+    ),
+    "LOG_RAW_PATHS": Setting(
+        False,
+        _flag,
+        "True or False",
+        "A request no URL pattern resolved (a 404, or one a middleware answered first: an"
+        " HTTPS or trailing-slash redirect, a CORS preflight) has no route. Off, its `route` is"
+        " `\"(unresolved)\"`: its raw path, which may carry an e-mail address or a token, is"
+        " never logged. On, the raw path is logged instead, without query string or control"
+        " characters, cut to `PATH_MAX_LENGTH`.",
+    ),
+    "PATH_MAX_LENGTH": Setting(
+        200,
+        _positive,
+        "a whole number > 0",
+        "With `LOG_RAW_PATHS`, raw paths are cut to this many characters.",
+    ),
+    "MEASURE_HOP_TAX": Setting(
+        False,
+        _flag,
+        "True or False",
+        "Measure once, at start-up and in a background thread (never in a request), what a"
+        " no-op hop costs on this host; each line then carries `hop_tax_us`, and `hopwatch"
+        " report` shows what each endpoint's hops cost at that price (`hop tax ms`). `hopwatch"
+        " audit` always measures it. It is measured while the process starts: several workers"
+        " starting at once on few cores compete for them and read it high (the report shows"
+        " the range across processes); `hopwatch audit` on an idle host gives the floor.",
+    ),
+    "PROCESS_LINE_SECONDS": Setting(
+        0,
+        _number(0.0, 86400.0),
+        "seconds from 0 (off) to 86400",
+        "Write one `hopwatch.process` line every this many seconds per process (thread pools,"
+        " threads alive, the queue the default pool's crossings found, ThreadSensitiveContexts"
+        " open at once; see [threads and executors](threads.md)), to the same output as the"
+        " request lines. `0`: off. Read at start-up; the line's thread starts with the"
+        " process's first request (so each forked worker has its own).",
+    ),
+    "OTEL_METRICS": Setting(
+        False,
+        _flag,
+        "True or False",
+        "Record each request's crossings, crossing overhead, the work reached through"
+        " crossings and pinned time as OpenTelemetry histograms, and crossings by cause as a"
+        " counter, through the global `MeterProvider` (meter `hopwatch`), by route, method and"
+        " status. Needs `pip install 'hopwatch[otel]'` and an SDK set up by your project. Read"
+        " at start-up: off, OpenTelemetry is not imported. See"
+        " [OpenTelemetry](opentelemetry.md).",
+    ),
+    "OTEL_SPANS": Setting(
+        False,
+        _flag,
+        "True or False",
+        "Make each crossing a child span of the request's span (current when the request"
+        " reaches hopwatch's middleware), with its real times, cause and call site; the"
+        " request's totals as attributes. Built when the request ends, at most `DETAIL_LIMIT`"
+        " per request. Same requirements as `OTEL_METRICS`.",
+    ),
+    "PROFILE_DIR": Setting(
+        None,
+        lambda v: v is None or isinstance(v, str | os.PathLike),
+        "None or a path",
+        "Profiling is off unless this is set: the directory profiles are written to. See"
+        " [profiling](profiling.md).",
+    ),
+    "PROFILE_TOKEN": Setting(
+        None,
+        _profile_token,
+        "None or a secret string of at least 16 characters",
+        "A secret (16+ characters): a request whose `PROFILE_HEADER` carries it is profiled.",
+    ),
+    "PROFILE_HEADER": Setting(
+        "X-Hopwatch-Profile",
+        _optional_text,
+        "a header name or None",
+        "The header carrying the token.",
+    ),
+    "PROFILE_STAFF_PARAM": Setting(
+        None,
+        _optional_text,
+        "a parameter name or None",
+        "A query parameter name: a request carrying it is profiled if its user is active staff"
+        " (checked at the end of the request; otherwise the profile is discarded).",
+    ),
+    "PROFILE_INLINE_PARAM": Setting(
+        "hopwatch-profile-inline",
+        _optional_text,
+        "a parameter name or None",
+        "With this query parameter, an authorised request gets the HTML profile as its"
+        " response instead of the page.",
+    ),
+    "PROFILE_AUTO_SAMPLE": Setting(
+        0.0,
+        _number(0.0, 1.0),
+        "a number from 0.0 to 1.0",
+        "Fraction of requests profiled tentatively for automatic capture; kept only when slow"
+        " (below).",
+    ),
+    "PROFILE_AUTO_MIN_HOP_MS": Setting(
+        0.0,
+        _number(0.0, None),
+        _MS,
+        "Automatic capture keeps a profile when the request's hop time reaches this (0: not"
+        " used).",
+    ),
+    "PROFILE_AUTO_MIN_DURATION_MS": Setting(
+        0.0,
+        _number(0.0, None),
+        _MS,
+        "... or when its duration reaches this (0: not used).",
+    ),
+    "PROFILE_RATE_LIMIT": Setting(
+        6,
+        _positive,
+        "a whole number > 0",
+        "At most this many profiles started per minute, all triggers together.",
+    ),
+    "PROFILE_INTERVAL": Setting(
+        0.001,
+        _number(0.0001, 1.0),
+        "seconds between samples, 0.0001-1.0",
+        "pyinstrument's sampling interval, in seconds.",
+    ),
+}
+
+#: Every setting with its default.
+DEFAULTS: Final[dict[str, Any]] = {name: setting.default for name, setting in SETTINGS.items()}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with ``settings.HOPWATCH``: a system check's id, message and hint."""
+
+    id: str  # hopwatch.E001, E002 or E003
+    key: str | None
+    message: str
+    hint: str
+
+
+def problems(user: object) -> list[Problem]:
+    """Everything wrong with a ``HOPWATCH`` value (None, the setting absent, is fine)."""
+    import difflib
+
+    if user is None:
+        return []
+    if not isinstance(user, dict):
+        return [
+            Problem(
+                "hopwatch.E001",
+                None,
+                f"HOPWATCH must be a dict, not {type(user).__name__}.",
+                'Write HOPWATCH = {"ENABLED": True, ...} in your settings.',
+            )
+        ]
+    found = []
+    for key in user:
+        if key not in SETTINGS:
+            close = difflib.get_close_matches(str(key), SETTINGS, n=1)
+            found.append(
+                Problem(
+                    "hopwatch.E002",
+                    str(key),
+                    f"HOPWATCH has an unknown key {key!r}.",
+                    f"Did you mean {close[0]!r}?" if close else "See docs/settings.md.",
+                )
+            )
+    for key, setting in SETTINGS.items():
+        if key in user and not setting.valid(user[key]):
+            found.append(
+                Problem(
+                    "hopwatch.E003",
+                    key,
+                    f"HOPWATCH[{key!r}] is {user[key]!r}; it must be {setting.expected}.",
+                    f"Set HOPWATCH[{key!r}] to {setting.expected}, or remove it for the default"
+                    f" ({setting.default!r}).",
+                )
+            )
+    return found
+
+
+def validate() -> None:
+    """Raise ``ImproperlyConfigured`` naming every problem of ``settings.HOPWATCH``.
+
+    Called when hopwatch starts (``HopwatchConfig.ready()``, or the middleware when the
+    app is not installed), so a bad setting stops the process at start-up.
+    """
+    found = problems(getattr(django_settings, "HOPWATCH", None))
+    if found:
+        from django.core.exceptions import ImproperlyConfigured
+
+        lines = [f"{problem.message} {problem.hint}" for problem in found]
+        raise ImproperlyConfigured(
+            "hopwatch: bad settings (see docs/settings.md): " + " ".join(lines)
+        )
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(problem: Problem) -> None:
+    """A bad value met after start-up (``override_settings``): said once, on hopwatch's logger."""
+    if problem.key is None or problem.message in _warned or len(_warned) > 100:
+        return
+    _warned.add(problem.message)
+    import logging
+
+    logging.getLogger("hopwatch").warning(
+        "%s hopwatch uses the default (%r) instead.", problem.message, DEFAULTS[problem.key]
+    )
 
 
 class Settings:
@@ -84,17 +407,18 @@ class Settings:
         if user is not self._source:
             merged = dict(DEFAULTS)
             if isinstance(user, dict):
-                merged.update((k, v) for k, v in user.items() if k in DEFAULTS)
+                merged.update((k, v) for k, v in user.items() if k in SETTINGS)
+                for problem in problems(user):
+                    if problem.key in SETTINGS:  # validated at start-up; changed since
+                        merged[problem.key] = DEFAULTS[problem.key]
+                        _warn_once(problem)
             self._merged, self._source = merged, user
         return self._merged
 
     def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
+        if name not in SETTINGS:
             raise AttributeError(f"hopwatch has no setting {name!r}")
         return self.merged()[name]
-
-    def user_dict(self) -> Any:
-        return getattr(django_settings, "HOPWATCH", None)
 
 
 hopwatch_settings = Settings()

@@ -4,7 +4,7 @@ Put it first in ``MIDDLEWARE``. It is both sync and async capable, so Django
 runs it in whichever mode the chain around it needs: it never adds a hop.
 
 The request record itself is opened earlier, by the handler (see
-``hopwatch._django``), so hops Django makes before and after the middleware
+``hopwatch._django_scope``), so hops Django makes before and after the middleware
 chain are counted. Where that did not happen (hopwatch installed after the
 handler was called, a custom handler), the middleware opens the record itself
 and the line says ``"scope": "middleware"``.
@@ -22,13 +22,13 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
-from hopwatch import checks as _checks  # noqa: F401  (registered even without the app)
-from hopwatch._django import (
+from hopwatch._django import is_installed
+from hopwatch._django_names import route_of, view_of
+from hopwatch._django_scope import (
     INTERFACE_ASGI,
     INTERFACE_WSGI,
-    _finish,
     current_request,
-    is_installed,
+    finish_request,
 )
 from hopwatch._recorder import RequestRecord, open_request
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
@@ -52,11 +52,20 @@ class HopwatchMiddleware:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if not is_installed():
-            # The app is missing from INSTALLED_APPS (check hopwatch.W003 says
-            # so): install here so hops are still counted from now on.
+            # The app is missing from INSTALLED_APPS: install here so hops are
+            # counted from the first request on, and say what is missing (the
+            # app registers the system checks: without it, W003 never runs).
+            import logging
+
             from hopwatch.apps import activate
 
             activate()
+            logging.getLogger("hopwatch").warning(
+                "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
+                " INSTALLED_APPS: hopwatch installed itself as Django loaded its middleware,"
+                " but its system checks and manage.py hopwatch_audit are missing. Add"
+                " 'hopwatch' to INSTALLED_APPS."
+            )
         if self.async_mode:
             markcoroutinefunction(self)
 
@@ -71,10 +80,9 @@ class HopwatchMiddleware:
             response = self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and record.profile is not None:
-                response = _finish_profile(
-                    request, record, response, _is_staff_sync(request, record)
-                )
+            if record is not None and profiling.active(record):
+                is_staff = _is_staff_sync(request, record)
+                response = profiling.finish(request, record, response, is_staff)
             _end(record, own)
         return response
 
@@ -87,20 +95,14 @@ class HopwatchMiddleware:
             response = await self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and record.profile is not None:
+            if record is not None and profiling.active(record):
                 is_staff = await _is_staff_async(request, record)
-                response = _finish_profile(request, record, response, is_staff)
+                response = await profiling.afinish(request, record, response, is_staff)
             _end(record, own)
         return response
 
 
 # --- profiling (hopwatch.profiling does the work; only profiled requests get here) ---
-
-
-def _finish_profile(
-    request: HttpRequest, record: RequestRecord, response: Any, is_staff: bool | None
-) -> Any:
-    return profiling.finish(request, record, response, is_staff)
 
 
 def _staff(user: Any) -> bool:
@@ -201,8 +203,8 @@ def _name(
     try:
         match = getattr(request, "resolver_match", None)
         if match is not None:
-            record.route = "/" + match.route if match.route is not None else None
-            record.view = getattr(match, "_func_path", None)
+            record.route = route_of(match)
+            record.view = view_of(match, request.method)
         if response is not None:
             record.status = response.status_code
         record.request = request
@@ -213,6 +215,6 @@ def _name(
 def _end(record: RequestRecord | None, own: bool) -> None:
     if record is not None and own:
         try:
-            _finish(record)
+            finish_request(record)
         except Exception as exc:
             _errors.report("HopwatchMiddleware (response)", exc)

@@ -49,7 +49,7 @@ from hopwatch import _errors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.conf import hopwatch_settings
 
-__all__ = ["ActiveProfile", "finish", "start"]
+__all__ = ["ActiveProfile", "active", "afinish", "finish", "start"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -77,10 +77,27 @@ _active_lock = threading.Lock()
 _active_count = 0
 
 
+# The requests being profiled: id(record) -> (record, its profile). The record is
+# kept alive while it is here; every profile started is stopped (and removed) by
+# the middleware at the end of its request.
+_profiles: dict[int, tuple[RequestRecord, ActiveProfile]] = {}
+
+
+def active(record: RequestRecord) -> bool:
+    """Whether a profile is being captured for this request."""
+    entry = _profiles.get(id(record))
+    return entry is not None and entry[0] is record
+
+
+def _profile_of(scope: Any) -> ActiveProfile | None:
+    entry = _profiles.get(id(scope))
+    return entry[1] if entry is not None and entry[0] is scope else None
+
+
 def _run_hop(hop: Hop, handler: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """The hop path's per-hop hook while requests are profiled: a hop of a
     profiled request runs under the profile, any other is only timed."""
-    profile = getattr(hop.scope, "profile", None)
+    profile = _profile_of(hop.scope)
     if profile is not None:
         return profile.wrap_sync(handler, hop)(*args, **kwargs)
     hop.thread_id = threading.get_ident()
@@ -171,7 +188,7 @@ def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
         profile = ActiveProfile(
             reason, inline, float(hopwatch_settings.PROFILE_INTERVAL), async_mode
         )
-        record.profile = profile
+        _profiles[id(record)] = (record, profile)
         _count_active(+1)
     except Exception as exc:
         _errors.report("starting a profile", exc)
@@ -198,20 +215,32 @@ def _asked_inline(request: Any) -> bool:
     return bool(param) and param in request.GET
 
 
-def _stop(record: RequestRecord) -> Any:
-    profile: ActiveProfile = record.profile
-    record.profile = None
+def stop(record: RequestRecord) -> tuple[ActiveProfile, Any, float] | None:
+    """Stop this request's profile: (the profile, pyinstrument's Session, the request's
+    duration so far in ms), or None if none was captured. Cheap; call it where the
+    profile started (pyinstrument stops the thread or task it runs in)."""
+    entry = _profiles.pop(id(record), None)
+    if entry is None or entry[0] is not record:
+        return None
     _count_active(-1)
-    return profile, profile.stop()
+    profile = entry[1]
+    duration_ms = (time.perf_counter_ns() - record.started_ns) / 1e6
+    return profile, profile.stop(), duration_ms
 
 
-def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | None) -> Any:
-    """Stop the profile; keep, write and maybe show it. Returns the response to send."""
+def keep(
+    record: RequestRecord,
+    stopped: tuple[ActiveProfile, Any, float],
+    response: Any,
+    is_staff: bool | None,
+) -> Any:
+    """Keep, write and maybe show a stopped profile; the response to send. The slow part
+    (rendering pyinstrument's HTML): under ASGI it runs in a thread, off the event loop."""
     try:
-        profile, session = _stop(record)
+        profile, session, duration_ms = stopped
         if profile.reason == "staff" and not is_staff:
             return response  # not staff (or anonymous): discarded, never written
-        if profile.reason == "auto" and not _slow_enough(record):
+        if profile.reason == "auto" and not _slow_enough(record, duration_ms):
             return response
         html_name = write(session, record)
         record.extra["profile"] = html_name
@@ -225,14 +254,45 @@ def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | 
     return response
 
 
+def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | None) -> Any:
+    """Stop the profile; keep, write and maybe show it. Returns the response to send."""
+    try:
+        stopped = stop(record)
+    except Exception as exc:
+        _errors.report("stopping a profile", exc)
+        return response
+    return response if stopped is None else keep(record, stopped, response, is_staff)
+
+
+async def afinish(
+    request: Any, record: RequestRecord, response: Any, is_staff: bool | None
+) -> Any:
+    """:func:`finish` for an async request: stopped on the loop, written in a thread.
+
+    Rendering a profile takes tens of milliseconds of CPU; on the event loop it
+    would stall every other request of the worker. ``run_in_executor`` is not an
+    asgiref crossing: it is not counted as a hop of the request.
+    """
+    try:
+        stopped = stop(record)
+    except Exception as exc:
+        _errors.report("stopping a profile", exc)
+        return response
+    if stopped is None:
+        return response
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, keep, record, stopped, response, is_staff)
+
+
 def needs_staff_check(record: RequestRecord) -> bool:
-    profile = record.profile
-    return isinstance(profile, ActiveProfile) and profile.reason == "staff"
+    profile = _profile_of(record)
+    return profile is not None and profile.reason == "staff"
 
 
-def _slow_enough(record: RequestRecord) -> bool:
+def _slow_enough(record: RequestRecord, duration_ms: float) -> bool:
     hop_ms = record.wall_ns / 1e6
-    duration_ms = (time.perf_counter_ns() - record.started_ns) / 1e6
     min_hop = float(hopwatch_settings.PROFILE_AUTO_MIN_HOP_MS)
     min_duration = float(hopwatch_settings.PROFILE_AUTO_MIN_DURATION_MS)
     return (min_hop > 0 and hop_ms >= min_hop) or (min_duration > 0 and duration_ms >= min_duration)

@@ -15,7 +15,7 @@ Three tools, all usable in sync and async code, in ``django.test`` test cases
   fails when a test's hops grow, records new tests, and rewrites the file when
   ``HOPWATCH_UPDATE_BUDGETS=1`` (or pytest's ``--hopwatch-update-budgets``).
 
-How the counting works: a block sets a fresh :class:`~hopwatch.Ledger` as the
+How the counting works: a block sets a fresh :class:`~hopwatch._recorder.Ledger` as the
 current scope (a contextvar). A hop is added to the scope that was current
 where the hop was *made*, and a request opened inside the block (the test
 clients' handlers, which hopwatch patches) makes its record a child that

@@ -51,6 +51,7 @@ def site(
     ms: float = 0.1,
     direction: str = "sync_to_async",
     call_site: str | None = None,
+    overhead_ms: float | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "site": name,
@@ -59,6 +60,8 @@ def site(
         "count": count,
         "ms": ms,
     }
+    if overhead_ms is not None:
+        entry["overhead_ms"] = overhead_ms
     if call_site is not None:
         entry["call_site"] = call_site
     return entry
@@ -106,8 +109,9 @@ KINDS = {
 }
 
 
-def canonical_lines(count: int, seed: int = 7) -> list[str]:
-    """``count`` plausible canonical lines over a few endpoints."""
+def canonical_lines(count: int, seed: int = 7, overhead: bool = True) -> list[str]:
+    """``count`` plausible canonical lines over a few endpoints (``overhead``: with
+    overhead_ms and work_ms, as hopwatch writes them now; else as before it did)."""
     rng = random.Random(seed)
     lines = []
     for i in range(count):
@@ -116,17 +120,23 @@ def canonical_lines(count: int, seed: int = 7) -> list[str]:
         for name in names:
             kind = KINDS.get(name, "middleware")
             call_site = "shop/views.py:42 in cart_add" if kind == "orm" else None
+            ms = round(rng.lognormvariate(-2, 0.6), 3)
             sites.append(
                 site(
                     name,
                     kind,
                     rng.randint(1, 3),
-                    round(rng.lognormvariate(-2, 0.6), 3),
+                    ms,
                     call_site=call_site,
+                    overhead_ms=round(ms * rng.uniform(0.2, 0.6), 3) if overhead else None,
                 )
             )
         sites.sort(key=lambda s: -s["ms"])
         hop_ms = round(sum(s["ms"] for s in sites), 3)
+        times = {}
+        if overhead:  # no nesting: overhead + work is the whole crossings' time
+            spent = round(sum(s["overhead_ms"] for s in sites), 3)
+            times = {"overhead_ms": spent, "work_ms": round(hop_ms - spent, 3)}
         lines.append(
             line(
                 timestamp=f"2026-11-24T10:{i // 60 % 60:02d}:{i % 60:02d}.{i * 7919 % 10**6:06d}Z",
@@ -141,6 +151,7 @@ def canonical_lines(count: int, seed: int = 7) -> list[str]:
                 sync_to_async=sum(s["count"] for s in sites),
                 threads=rng.choice([2, 2, 3]),
                 sites=sites,
+                **times,
             )
         )
     return lines
@@ -148,7 +159,7 @@ def canonical_lines(count: int, seed: int = 7) -> list[str]:
 
 def mixed_lines() -> list[bytes]:
     """The fixture: hopwatch lines mixed with everything a real log holds."""
-    out: list[bytes] = [text.encode() for text in canonical_lines(24)]
+    out: list[bytes] = [text.encode() for text in canonical_lines(24, overhead=False)]
     hostile_route = "/[bold red]boom[/] \x1b[31mred\x1b[0m |pipe| `tick` <b>*x*</b> _u_"
     extra = [
         # a container runtime prefix (CRI) and a timestamp prefix

@@ -8,14 +8,17 @@ when installed (the fast-gzip extra), isal (gzip).
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import hopwatch.report
 
 PACKAGE = Path(hopwatch.report.__file__).parent
 ALLOWED_THIRD_PARTY = {"rich", "msgspec", "isal"}
-#: The rest of hopwatch the report may read: the advice text (no Django in it).
-ALLOWED_HOPWATCH = {"hopwatch._advice"}
+#: Modules of hopwatch outside the report that it may import: standard library only.
+SHARED = {"hopwatch.schema", "hopwatch._advice", "hopwatch._cli"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -29,18 +32,12 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_report_package_imports_only_itself_its_dependencies_and_the_stdlib() -> None:
-    import sys
-
     for path in sorted(PACKAGE.glob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]
-            if name in ALLOWED_HOPWATCH:
-                continue
             if top == "hopwatch":
-                assert name == "hopwatch.report" or name.startswith("hopwatch.report."), (
-                    path,
-                    name,
-                )
+                ours = name == "hopwatch.report" or name.startswith("hopwatch.report.")
+                assert ours or name in SHARED, (path, name)
             else:
                 assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, (path, name)
 
@@ -73,3 +70,27 @@ def test_isal_is_optional_and_imported_only_to_read_gzip() -> None:
         if "isal" in {n.split(".")[0] for n in _imports(path)}
     ]
     assert users == ["inputs.py"]
+
+
+def test_the_shared_modules_import_only_the_stdlib() -> None:
+    root = PACKAGE.parent
+    for name in SHARED:
+        path = root / f"{name.split('.', 1)[1]}.py"
+        for imported in _imports(path):
+            top = imported.split(".")[0]
+            assert top in sys.stdlib_module_names or imported in SHARED, (name, imported)
+
+
+def test_running_the_report_loads_no_core_module_and_no_django() -> None:
+    probe = (
+        "import sys, hopwatch.report.command, hopwatch.report.render\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'asgiref')"
+        " or (m.startswith('hopwatch.') and not m.startswith('hopwatch.report'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(ast.literal_eval(done.stdout.strip()))
+    assert loaded <= SHARED, loaded - SHARED  # the stdlib-only shared modules, nothing else

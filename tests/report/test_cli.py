@@ -277,3 +277,28 @@ def test_hop_tax_sort_and_option(run_cli: RunCli, tmp_path: Path) -> None:
     )
     assert [row["route"] for row in by_tax["rows"]] == ["/many/", "/few/"]
     assert [row["hop_tax_ms"]["total"] for row in by_tax["rows"]] == [12.0, 1.2]
+
+
+def test_one_endpoint_in_detail_and_a_missing_one(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(canonical_lines(30)) + "\n")
+    shown = run_cli(log, "--endpoint", "POST /cart/")
+    assert shown.status == 0
+    assert shown.out.startswith("hopwatch report: POST /cart/, cause by cause\n")
+    assert "QuerySet.aget" in shown.out and "shop/views.py:42 in cart_add" in shown.out
+    missing = run_cli(log, "--endpoint", "POST /carts/")
+    assert missing.status == 1 and missing.out == ""
+    assert missing.err == (
+        "hopwatch report: no endpoint 'POST /carts/' in the logs read"
+        " (closest: POST /cart/, GET /search/)\n"
+    )
+    assert run_cli(log, "--endpoint", "POST /cart/", "--by", "site").status == 2
+
+
+def test_the_legend_is_on_by_default_and_can_be_turned_off(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(canonical_lines(30)) + "\n")
+    assert "\ncolumns:\n" in run_cli(log).out
+    assert "\ncolumns:\n" not in run_cli(log, "--no-legend").out
+    wide = run_cli(log, "--wide").out
+    assert "ovh p99" in wide and "max hops" in wide and "threads" in wide

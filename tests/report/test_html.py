@@ -119,7 +119,7 @@ def test_the_page_is_self_contained_and_has_every_section(run_cli: RunCli, tmp_p
     assert data[0] == {"type": "application/json", "id": "hopwatch-report"}
     assert code[0]["nonce"] and code[0]["nonce"] in policy
     document = json.loads(data[1])
-    assert [row["label"] for row in document["rows"]] == ["GET /gather/", "GET /old/", "GET /nested/"]
+    assert [row["label"] for row in document["rows"]] == ["GET /gather/", "GET /nested/", "GET /old/"]
     assert ("table", {"class": "sortable", "id": "endpoint-table"}) in page.tags
     ids = {attrs.get("id") for _tag, attrs in page.tags}
     assert {"endpoints", "hops", "causes", "timelines", "summary"} <= ids

@@ -71,7 +71,7 @@ def _renderings(rec: dict[str, Any]) -> list[str]:
         "2026-11-24T10:00:00.123456789Z stdout F " + json.dumps(rec),  # CRI
         "[pod/web-1/web] " + json.dumps(rec, separators=(",", ":")),  # kubectl --prefix
         json.dumps({**rec, "detail": [{"direction": "sync_to_async", "depth": 1}] * 3}),
-        json.dumps({**rec, "schema": 2, "later_ms": 1.5, "future": {"nested": [1]}}),
+        json.dumps({**rec, "schema": 2, "future_ms": 1.5, "future": {"nested": [1]}}),
     ]
 
 
@@ -208,7 +208,7 @@ def test_a_record_without_sites_is_counted_and_says_so() -> None:
 def test_detail_and_fields_the_report_does_not_read_never_cost_a_record() -> None:
     texts = [
         line(detail="not a list", detail_dropped="x", scope=7, response_closed="maybe"),
-        line(later_ms={"not": "a number"}, tags=[None]),
+        line(future_ms={"not": "a number"}, tags=[None]),
     ]
     partial = _scan([t.encode() for t in texts])
     assert partial.records == 2 and partial.skipped == {} and partial.parts_lost == {}

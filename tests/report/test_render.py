@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hopwatch.report import rank, render
+from hopwatch.report import rank, render, table
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
 from hopwatch.report.text import clean, csv_cell, markdown_cell
@@ -68,7 +68,7 @@ def test_markdown_cells_cannot_inject_markup() -> None:
     table_rows = [row for row in output.splitlines() if row.startswith("| 1 |")]
     assert len(table_rows) == 1
     cells = re.split(r"(?<!\\)\|", table_rows[0])[1:-1]
-    assert len(cells) == len(render._endpoint_columns(hostile_document()))
+    assert len(cells) == len(table.layout(hostile_document()).columns)
     assert "<i>" not in output and "\\<i\\>" in output
     assert "\\`b\\`" in output and "\\*c\\*" in output and "\\_d\\_" in output
     assert "\\&amp;" in output

@@ -79,7 +79,8 @@ def main() -> None:
     from example_site.asgi import application  # the example site's own entry point
 
     from hopwatch import _errors
-    from hopwatch._django import _awaiting_close, is_installed
+    from hopwatch._django import is_installed
+    from hopwatch._django_scope import _awaiting_close
     from hopwatch._recorder import add_sink, late
 
     closed: dict[str, int] = {}

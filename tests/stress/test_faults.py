@@ -25,7 +25,7 @@ from django.test import override_settings
 
 import hopwatch
 from hopwatch import _errors
-from hopwatch._django import _awaiting_close
+from hopwatch._django_scope import _awaiting_close
 from hopwatch._recorder import late
 from hopwatch.apps import activate, deactivate
 from tests.helpers import asgi_scope, capture, wait_until, wsgi_environ

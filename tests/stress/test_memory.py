@@ -22,7 +22,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
 from hopwatch import Hop, RequestRecord
-from hopwatch._django import _awaiting_close
+from hopwatch._django_scope import _awaiting_close
 from hopwatch._recorder import late, unscoped
 from tests.helpers import asgi_call, capture
 

@@ -29,3 +29,16 @@ class AsyncCapableMiddleware:
 
     async def _acall(self, request):
         return await self.get_response(request)
+
+
+try:
+    from django.middleware.clickjacking import XFrameOptionsMiddleware
+except ImportError:  # pragma: no cover
+    XFrameOptionsMiddleware = None
+
+
+class SyncLastXFrameOptionsMiddleware(XFrameOptionsMiddleware):
+    """The audit's advice for startproject's stack: a sync-only subclass of the last
+    middleware makes the whole chain run sync (15 hops -> 5 per async-view request)."""
+
+    async_capable = False

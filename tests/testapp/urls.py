@@ -5,6 +5,8 @@ from tests.testapp import views, views_django6, views_threads
 urlpatterns = [
     path("async/", views.async_view),
     path("sync/", views.sync_view),
+    path("file/", views.file_view),
+    path("shared/", views.shared_response_view),
     path("class/", views.AsyncClassView.as_view()),
     path("hops/<int:n>/", views.hops_view),
     path("nested/", views.nested_view),

@@ -1,11 +1,12 @@
 """Views, each making a known number of hops of a known kind."""
 
 import asyncio
+import io
 import time
 from collections import Counter
 
 from asgiref.sync import async_to_sync, sync_to_async
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.views import View
 
 from tests.testapp.models import Item
@@ -17,6 +18,18 @@ async def async_view(request):
 
 def sync_view(request):
     return HttpResponse("sync")
+
+
+def file_view(request):
+    return FileResponse(io.BytesIO(b"file body"))
+
+
+#: One response object returned to every request (a cached page): a shared object.
+SHARED_RESPONSE = HttpResponse("shared")
+
+
+def shared_response_view(request):
+    return SHARED_RESPONSE
 
 
 class AsyncClassView(View):

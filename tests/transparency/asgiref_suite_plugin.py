@@ -74,7 +74,7 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
         "hopwatch_imported": "hopwatch" in sys.modules,
     }
     if MODE == "hopwatch":
-        from hopwatch import _patch
+        from hopwatch import _errors, _patch
         from hopwatch._recorder import late, unscoped
 
         result["patched_at_end"] = (
@@ -82,6 +82,6 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
             and AsyncToSync.__dict__["__call__"] is _patch.patched(AsyncToSync)
         )
         result["hops_seen"] = len(unscoped) + len(late)
-        result["internal_errors"] = hopwatch.internal_errors()
+        result["internal_errors"] = _errors.total()
     with open(OUT, "w", encoding="utf-8") as out:
         json.dump(result, out)

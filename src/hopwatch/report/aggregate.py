@@ -66,6 +66,19 @@ A_HOPS_MAX: Final = 6
 A_SLOWEST_FLOOR: Final = 7  # hop_ms a request must beat to enter the slowest list
 A_EXTRA_HOP_MS: Final = 8  # sum of hop_ms * (1 / sample_rate - 1)
 A_EXTRA_HOPS: Final = 9  # sum of hops * (1 / sample_rate - 1)
+# Crossing overhead and the work inside crossings, over the records that carry them
+# (lines from before hopwatch wrote overhead_ms do not: their overhead is unknown).
+# The hot loop adds only the overhead and work of a record that has them; the few
+# that lack them (older lines) are counted apart, and the totals of the records that
+# carry overhead are derived (see EndpointStats.overhead_records and friends).
+A_OVERHEAD: Final = 10  # sum of overhead_ms
+A_WORK: Final = 11  # sum of work_ms
+A_NO_OVH_RECORDS: Final = 12  # records without overhead_ms
+A_NO_OVH_DURATION: Final = 13  # their sum of duration_ms
+A_NO_OVH_WAIT: Final = 14  # their sum of wait_ms
+A_EXTRA_OVERHEAD: Final = 15  # sum of overhead_ms * (1 / sample_rate - 1)
+A_EXTRA_WORK: Final = 16  # sum of work_ms * (1 / sample_rate - 1)
+A_NO_OVH_HOPS: Final = 17  # their sum of hops
 
 # Indices into EndpointStats.tax: the records that carry hop_tax_us (the host's
 # price of one hop), and their hops priced at it.
@@ -90,12 +103,30 @@ C_DEPTH_MAX: Final = 6
 S_REQUESTS: Final = 0  # requests that listed the site
 S_COUNT: Final = 1  # crossings
 S_MS: Final = 2
+S_OVERHEAD: Final = 3  # their crossing overhead, from the entries that carry it
+S_OVH_REQUESTS: Final = 4  # requests whose entry carried overhead_ms
+SITE_FIELDS: Final = 5
 
 
-def site_order(item: tuple[SiteKey, list[float]]) -> tuple[float, str, str, str, bool, str]:
-    """Largest time first, then by name: a total order (call_site may be None)."""
+def new_site() -> list[float]:
+    return [0.0] * SITE_FIELDS
+
+
+def site_order(
+    item: tuple[SiteKey, list[float]],
+) -> tuple[float, float, str, str, str, bool, str]:
+    """Largest overhead first, then largest time, then by name: a total order (call_site
+    may be None). Causes from lines without overhead have none and rank by time."""
     (site, kind, direction, call_site), entry = item
-    return (-entry[S_MS], site, kind, direction, call_site is not None, call_site or "")
+    return (
+        -entry[S_OVERHEAD],
+        -entry[S_MS],
+        site,
+        kind,
+        direction,
+        call_site is not None,
+        call_site or "",
+    )
 
 
 def endpoint_key(method: str, route: str, view: str | None) -> EndpointKey:
@@ -119,6 +150,7 @@ class EndpointStats:
         "interfaces",
         "key",
         "other_site",
+        "overhead_sketch",
         "pinned",
         "pinned_by",
         "profiles",
@@ -130,21 +162,26 @@ class EndpointStats:
         "slowest",
         "statuses",
         "tax",
+        "unattributed",
     )
 
     def __init__(self, key: EndpointKey) -> None:
         self.key = key
-        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0]
-        self.sketch = Sketch()
+        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0] + [0.0] * 8
+        self.sketch = Sketch()  # hop_ms per request
+        self.overhead_sketch = Sketch()  # overhead_ms per request that carries it
         # (status, interface, pinned_by) -> records the scanner added (acc[A_RECORDS] too)
         self.raw_status: dict[tuple[int | None, str, str | None], int] = {}
-        # -> the ms of each unweighted request that listed it (requests: the list's length)
-        self.raw_sites: defaultdict[RawSiteKey, list[float]] = defaultdict(list)
+        # -> the ms and overhead_ms (or None) of each unweighted request that listed it,
+        # in turn: [ms, overhead, ms, overhead, ...] (requests: half the list's length)
+        self.raw_sites: defaultdict[RawSiteKey, list[float | None]] = defaultdict(list)
         self.counters: list[int] = [0, 0, 0, 0, 0, 0, 0]
         self.statuses: dict[str, int] = {}  # "200", or "none" when no response
         self.interfaces: dict[str, int] = {}
         self.sites: dict[SiteKey, list[float]] = {}
-        self.other_site: list[float] = [0.0, 0.0, 0.0]
+        self.other_site: list[float] = new_site()
+        # crossings in causes the lines themselves left out (SITES_LIMIT): a site entry
+        self.unattributed: list[float] = new_site()
         self.slowest: list[tuple[float, str, str]] = []  # (hop_ms, request_id, timestamp)
         self.profiles: list[tuple[float, str, str, str]] = []  # ... plus the profile name
         # pinned_ms: sum, records *without* the field (lines from before it existed; counting
@@ -190,6 +227,16 @@ class EndpointStats:
         if record.hops > acc[A_HOPS_MAX]:
             acc[A_HOPS_MAX] = record.hops
         self.sketch.add(hop_ms)
+        overhead = record.overhead_ms
+        if overhead is not None:
+            work = record.work_ms or 0.0
+            acc[A_OVERHEAD] += overhead
+            acc[A_WORK] += work
+            acc[A_EXTRA_OVERHEAD] += overhead * (weight - 1.0)
+            acc[A_EXTRA_WORK] += work * (weight - 1.0)
+            self.overhead_sketch.add(overhead)
+        else:
+            self.lacks_overhead(record.duration_ms, record.wait_ms, record.hops)
         self._add_counters(
             1,
             record.sync_to_async,
@@ -199,13 +246,21 @@ class EndpointStats:
             record.max_depth,
         )
         self._add_status(1, record.status, record.interface)
+        counted = 0
         for site in record.sites:
+            site_overhead = site.overhead_ms
             self._add_site(
                 (site.site, site.kind, site.direction, site.call_site),
                 weight,
                 site.count * weight,
                 site.ms * weight,
+                0.0 if site_overhead is None else site_overhead * weight,
+                0.0 if site_overhead is None else weight,
             )
+            counted += site.count
+        # a line that left causes out (SITES_LIMIT) or lost its sites: the rest of its hops
+        if (record.sites_dropped or not record.sites) and record.hops > counted:
+            self.add_left_out(record, counted, weight)
         timestamp = timestamp_text(record.timestamp)
         if hop_ms > acc[A_SLOWEST_FLOOR]:
             self.offer_slowest(hop_ms, record.request_id, timestamp)
@@ -249,6 +304,45 @@ class EndpointStats:
                 profiles.append((hop_ms, request_id, timestamp, profile))
                 profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
                 del profiles[PROFILES_KEPT:]
+
+    def lacks_overhead(self, duration_ms: float, wait_ms: float, hops: int) -> None:
+        """A record from before overhead_ms (the scanner calls this too)."""
+        acc = self.acc
+        acc[A_NO_OVH_RECORDS] += 1
+        acc[A_NO_OVH_DURATION] += duration_ms
+        acc[A_NO_OVH_WAIT] += wait_ms
+        acc[A_NO_OVH_HOPS] += hops
+
+    @property
+    def overhead_records(self) -> float:
+        """Records that carry overhead_ms (call after folding: A_RECORDS is folded in)."""
+        return self.acc[A_RECORDS] - self.acc[A_NO_OVH_RECORDS]
+
+    @property
+    def overhead_duration(self) -> float:
+        return self.acc[A_DURATION] - self.acc[A_NO_OVH_DURATION]
+
+    @property
+    def overhead_wait(self) -> float:
+        return self.acc[A_WAIT] - self.acc[A_NO_OVH_WAIT]
+
+    @property
+    def overhead_hops(self) -> float:
+        return self.acc[A_HOPS] - self.acc[A_NO_OVH_HOPS]
+
+    def add_left_out(self, record: Record, counted: int, weight: float) -> None:
+        """A record whose sites list fewer crossings than it made: the causes the line
+        left out (SITES_LIMIT, or a malformed part), counted here, never lost."""
+        left = self.unattributed
+        left[S_REQUESTS] += weight
+        left[S_COUNT] += (record.hops - counted) * weight
+        listed_ms = math.fsum(site.ms for site in record.sites)
+        left[S_MS] += max(record.hop_ms - listed_ms, 0.0) * weight
+        overhead = record.overhead_ms
+        if overhead is not None:
+            listed = math.fsum(site.overhead_ms or 0.0 for site in record.sites)
+            left[S_OVERHEAD] += max(overhead - listed, 0.0) * weight
+            left[S_OVH_REQUESTS] += weight
 
     def add_tax(self, hops: int, hop_tax_us: float, weight: float, duration_ms: float) -> None:
         """A record that carries hop_tax_us (the scanner inlines this)."""
@@ -301,15 +395,25 @@ class EndpointStats:
             interface = "(other)"
         interfaces[interface] = interfaces.get(interface, 0) + records
 
-    def _add_site(self, key: SiteKey, requests: float, count: float, ms: float) -> None:
+    def _add_site(
+        self,
+        key: SiteKey,
+        requests: float,
+        count: float,
+        ms: float,
+        overhead: float = 0.0,
+        overhead_requests: float = 0.0,
+    ) -> None:
         entry = self.sites.get(key)
         if entry is None:
             if len(self.sites) >= 2 * SITE_CAP:
                 self._trim_sites()
-            entry = self.sites[key] = [0.0, 0.0, 0.0]
+            entry = self.sites[key] = new_site()
         entry[S_REQUESTS] += requests
         entry[S_COUNT] += count
         entry[S_MS] += ms
+        entry[S_OVERHEAD] += overhead
+        entry[S_OVH_REQUESTS] += overhead_requests
 
     def _trim_sites(self) -> None:
         """Keep the SITE_CAP largest causes by time; sum the rest into "other"."""
@@ -319,9 +423,8 @@ class EndpointStats:
         self.sites = dict(ranked[:SITE_CAP])
         other = self.other_site
         for _key, entry in ranked[SITE_CAP:]:
-            other[S_REQUESTS] += entry[S_REQUESTS]
-            other[S_COUNT] += entry[S_COUNT]
-            other[S_MS] += entry[S_MS]
+            for index in range(SITE_FIELDS):
+                other[index] += entry[index]
 
     # --- folding and merging -----------------------------------------------------------
     def needs_fold(self) -> bool:
@@ -338,11 +441,21 @@ class EndpointStats:
             self.raw_status = {}
         if self.raw_sites:
             for (site, kind, direction, call_site, count), values in self.raw_sites.items():
-                requests = len(values)
+                requests = len(values) // 2
+                overheads = values[1::2]
+                if None in overheads:  # lines from before overhead_ms: rare, so checked first
+                    overheads = [value for value in overheads if value is not None]
+                # (no None left in overheads, nor ever in values[0::2])
                 # fsum: correctly rounded, so the same on every Python (3.12's
                 # sum() of floats compensates, 3.11's does not).
-                self._add_site((site, kind, direction, call_site), requests, requests * count,
-                               math.fsum(values))  # fmt: skip
+                self._add_site(
+                    (site, kind, direction, call_site),
+                    requests,
+                    requests * count,
+                    math.fsum(values[0::2]),  # type: ignore[arg-type]
+                    math.fsum(overheads),  # type: ignore[arg-type]
+                    len(overheads),
+                )
             self.raw_sites.clear()
         self._trim_sites()
 
@@ -366,6 +479,15 @@ class EndpointStats:
         """Summed hop time of those requests."""
         return self.acc[A_HOP_MS] + self.acc[A_EXTRA_HOP_MS]
 
+    @property
+    def overhead_total(self) -> float:
+        """Summed crossing overhead of the requests whose lines carry it (weighted)."""
+        return self.acc[A_OVERHEAD] + self.acc[A_EXTRA_OVERHEAD]
+
+    @property
+    def work_total(self) -> float:
+        return self.acc[A_WORK] + self.acc[A_EXTRA_WORK]
+
     def merge(self, other: EndpointStats) -> None:
         """Add another (folded) endpoint's numbers to this one's."""
         self.fold()
@@ -380,10 +502,12 @@ class EndpointStats:
             A_HOPS,
             A_EXTRA_HOP_MS,
             A_EXTRA_HOPS,
+            *range(A_OVERHEAD, A_NO_OVH_HOPS + 1),
         ):
             acc[index] += theirs[index]
         acc[A_HOPS_MAX] = max(acc[A_HOPS_MAX], theirs[A_HOPS_MAX])
         self.sketch.merge(other.sketch)
+        self.overhead_sketch.merge(other.overhead_sketch)
         c, oc = self.counters, other.counters
         for index in (C_SYNC_TO_ASYNC, C_ASYNC_TO_SYNC, C_THREADS, C_NEW_LOOPS, C_NEW_LOOP_RECORDS):
             c[index] += oc[index]
@@ -397,8 +521,9 @@ class EndpointStats:
             self.interfaces[interface] = self.interfaces.get(interface, 0) + records
         for key, entry in other.sites.items():
             self._add_site(key, *entry)
-        for index in (S_REQUESTS, S_COUNT, S_MS):
+        for index in range(SITE_FIELDS):
             self.other_site[index] += other.other_site[index]
+            self.unattributed[index] += other.unattributed[index]
         self._trim_sites()
         for hop_ms, request_id, timestamp in other.slowest:
             if hop_ms > acc[A_SLOWEST_FLOOR]:

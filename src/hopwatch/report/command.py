@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
+from hopwatch._cli import is_terminal, silence_stdout, usage_error, whole_number
 from hopwatch.report import inputs, output, parallel, parse, rank, render, visual
 from hopwatch.report.scan import Filters, StatusFilter
 
@@ -23,11 +23,14 @@ HELP: Final = "rank the worst endpoints from captured hopwatch logs"
 DESCRIPTION: Final = """\
 Read hopwatch.request lines from log files, directories, globs, gzip files or
 stdin ("-"), mixed with anything else, and rank endpoints by what their
-sync/async thread hops cost. See docs/report.md for every column and option."""
+sync/async thread hops cost: the crossing overhead (queue wait plus hand-off
+back), not the code that ran inside. Under the table: what each column means,
+and the causes to change first. See docs/report.md for every column and option."""
 EPILOG: Final = """\
-sort keys: total (default), requests, mean, p50, p95, p99, hops, max-hops,
-hop-share, wait-share, threads, loops, pinned, hop-tax; with --by site: total,
-requests, mean, count, endpoints.
+sort keys: overhead (default: crossing overhead in all), overhead-mean,
+overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,
+max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with --by
+site: overhead (default), overhead-mean, total, requests, mean, count, endpoints.
 exit status: 0 reported, 1 no hopwatch records found, 2 usage error or
 unreadable input."""
 
@@ -83,19 +86,6 @@ def parse_names(value: str) -> frozenset[str]:
     return names
 
 
-def _whole(minimum: int) -> Any:
-    def convert(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {number}")
-        return number
-
-    return convert
-
-
 def parse_hop_tax(value: str) -> float:
     try:
         number = float(value.strip().removesuffix("us").removesuffix("µs"))
@@ -128,20 +118,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sort",
         choices=rank.SORT_CHOICES,
-        default="total",
+        default=rank.DEFAULT_SORT,
         metavar="KEY",
-        help="rank by this key, largest first (default: total hop time)",
+        help="rank by this key, largest first (default: crossing overhead in all; total hop"
+        " time for logs without overhead_ms)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="LABEL",
+        help='one endpoint in detail: its causes, call sites, counts, overhead and what to'
+        ' change ("GET /items/<int:pk>/", its route alone, or with --by view a view)',
     )
     parser.add_argument(
         "--top",
-        type=_whole(0),
+        type=whole_number(0),
         default=20,
         metavar="N",
         help="show the first N rows (default 20; 0 shows all)",
     )
     parser.add_argument(
         "--min-requests",
-        type=_whole(0),
+        type=whole_number(0),
         default=1,
         metavar="N",
         help="leave out rows with fewer logged requests (default 1)",
@@ -188,8 +185,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="html, trace: draw the timeline of this request (logged in detail mode)",
     )
     parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column at its full width (a terminal otherwise gets the columns that fit)",
+    )
+    parser.add_argument(
+        "--legend",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="explain each column in one line under the table (default: on)",
+    )
+    parser.add_argument(
         "--jobs",
-        type=_whole(1),
+        type=whole_number(1),
         metavar="N",
         help="processes to read with (default: one per core for large input)",
     )
@@ -209,8 +217,7 @@ def _echo_filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _usage_error(message: str) -> int:
-    print(f"hopwatch report: error: {message}", file=sys.stderr)
-    return 2
+    return usage_error("report", message)
 
 
 def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
@@ -231,6 +238,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         min_requests=args.min_requests,
         filters=_echo_filters(args),
         hop_tax_us=args.hop_tax,
+        endpoint=args.endpoint,
     )
     try:
         options.check()
@@ -247,20 +255,29 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     except (inputs.InputError, output.OutputError) as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 2
-    document = rank.build_document(partial, options, [source.name for source in sources])
+    try:
+        document = rank.build_document(partial, options, [source.name for source in sources])
+    except rank.NoSuchEndpoint as exc:
+        print(f"hopwatch report: {exc}", file=sys.stderr)
+        return 1
     format_name = args.format
     if format_name == "auto":
-        format_name = "rich" if _is_terminal(target.stream) else "text"
+        format_name = "rich" if is_terminal(target.stream) else "text"
     problem = visual.nothing_to_draw(format_name, document, partial)
     if problem is not None:
         print(f"hopwatch report: {problem}", file=sys.stderr)
         return 1
-    renderer = visual.renderer(format_name, partial) or render.RENDERERS[format_name]
+    drawer = visual.renderer(format_name, partial)
     try:
-        renderer(document, target.stream)
+        if drawer is not None:
+            drawer(document, target.stream)
+        else:
+            render.render(
+                document, format_name, target.stream, wide=args.wide, legend=args.legend
+            )
         target.finish()
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
     except output.OutputError as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 2
@@ -270,19 +287,3 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     if args.output:
         print(f"hopwatch report: wrote {args.output}", file=sys.stderr)
     return 0 if document["summary"]["reported"] > 0 else 1
-
-
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _silence_stdout() -> None:
-    """After the reader of our output went away (``| head``): no error at exit."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass

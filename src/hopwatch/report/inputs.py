@@ -36,7 +36,9 @@ from hopwatch.report.parse import MAX_LINE_BYTES
 
 #: Bytes read per call; a block is this plus the end of the line it cut.
 BLOCK_BYTES: Final = 512 * 1024
-GZIP_MAGIC: Final = b"\x1f\x8b"
+#: ID1, ID2 and CM = 8 (deflate, the only method RFC 1952 defines): a text log whose first
+#: line happens to start with the two ID bytes is not taken for gzip.
+GZIP_MAGIC: Final = b"\x1f\x8b\x08"
 STDIN: Final = "-"
 
 
@@ -76,7 +78,7 @@ def _file_source(path: str) -> Source:
         info = os.fstat(handle.fileno())
         if stat.S_ISREG(info.st_mode):
             with handle:
-                magic = handle.read(2)
+                magic = handle.read(len(GZIP_MAGIC))
             return Source(name=path, path=path, size=info.st_size, gzip=magic == GZIP_MAGIC)
     except OSError as exc:
         handle.close()
@@ -251,7 +253,7 @@ def _stream_blocks(source: Source, on_too_long: OnTooLong) -> tuple[LineBlocks, 
     assert stream is not None
     close = stream.close if source.path is not None else (lambda: None)  # stdin stays open
     try:
-        head = _guarded(stream.read, source)(2)
+        head = _guarded(stream.read, source)(len(GZIP_MAGIC))
     except InputError:
         close()
         raise

@@ -1,4 +1,4 @@
-"""Finding and decoding ``hopwatch.request`` lines (schema 1, see docs/log-schema.md).
+"""Finding and decoding ``hopwatch.request`` lines (schema 1: :mod:`hopwatch.schema`).
 
 One definition of a record, :class:`Record` (a msgspec ``Struct``: every field
 the report reads, with its type and its limits), serves two decoders:
@@ -33,12 +33,14 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+import hopwatch.schema as schema
+
 #: Cheap byte-level prefilter: a line without it is not a hopwatch line. Unquoted
 #: so that lines wrapped by a log shipper (``\"hopwatch.request\"``) still pass.
 MARKER: Final = b"hopwatch.request"
 #: A line containing this, whose JSON is broken, was a hopwatch line: counted as skipped.
 QUOTED_MARKER: Final = b'"hopwatch.request"'
-EVENT: Final = "hopwatch.request"
+EVENT: Final = schema.EVENT
 
 #: Numbers at or above this (1e9 ms is 11.6 days; 1e9 hops is absurd) are rejected.
 MAX_VALUE: Final = 1e9
@@ -69,7 +71,8 @@ class Site(Struct, gc=False):
     count: Count
     ms: Millis
     call_site: str | None = None
-    overhead_ms: Millis | None = None  # joined the line later
+    # Their crossing overhead; lines from before it was written lack it (None).
+    overhead_ms: Millis | None = None
 
 
 class Record(Struct, gc=False):
@@ -113,7 +116,9 @@ class Record(Struct, gc=False):
     max_in_flight: Count | None = None
     concurrent_ms: Millis | None = None
     db_connections: Count | None = None
-    overhead_ms: Millis | None = None  # these two joined the line later
+    # The crossings' own cost and the code run inside them; lines from before they were
+    # written lack them (None), and the report shows their overhead as n/a.
+    overhead_ms: Millis | None = None
     work_ms: Millis | None = None
 
 
@@ -148,9 +153,9 @@ REPEATING: Final = (
 #: Values known before any line is read (the documented ones).
 SEEDS: Final = {
     "method": ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"),
-    "interface": ("asgi", "wsgi", "test-client", "test-async-client"),
-    "kind": ("middleware", "view", "orm", "signal", "response", "stream", "exception", "other"),
-    "direction": ("sync_to_async", "async_to_sync"),
+    "interface": schema.INTERFACES,
+    "kind": schema.KINDS,
+    "direction": schema.DIRECTIONS,
 }
 #: A field with more distinct values than this is read as plain text from then on.
 VOCABULARY_LIMIT: Final = 256

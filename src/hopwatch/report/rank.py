@@ -17,14 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from hopwatch._advice import advice_for
 from hopwatch.report import threads
 from hopwatch.report.aggregate import (
     A_DURATION,
     A_HOP_MS,
     A_HOPS,
     A_HOPS_MAX,
+    A_OVERHEAD,
     A_RECORDS,
     A_WAIT,
+    A_WORK,
     C_ASYNC_TO_SYNC,
     C_DEPTH_MAX,
     C_NEW_LOOP_RECORDS,
@@ -36,7 +39,11 @@ from hopwatch.report.aggregate import (
     OVERFLOW,
     S_COUNT,
     S_MS,
+    S_OVERHEAD,
+    S_OVH_REQUESTS,
     S_REQUESTS,
+    SITE_CAP,
+    SITE_FIELDS,
     T_DURATION,
     T_HOPS,
     T_MAX,
@@ -62,6 +69,8 @@ CAUSES_LISTED: Final = 10
 PINNED_BY_LISTED: Final = 3
 #: Endpoints listed per cause with --by site.
 ENDPOINTS_PER_SITE: Final = 3
+#: Causes listed under the table as what to change first.
+FIXABLE_LISTED: Final = 5
 
 NO_VIEW_LABEL: Final = "(no view)"
 OVERFLOW_LABEL: Final = "(other endpoints)"
@@ -104,6 +113,10 @@ def _get(*path: str) -> Callable[[Row], float]:
 
 
 ENDPOINT_SORTS: Final[dict[str, Callable[[Row], float]]] = {
+    "overhead": _get("overhead_ms", "total"),
+    "overhead-mean": _get("overhead_ms", "mean"),
+    "overhead-p95": _get("overhead_ms", "p95"),
+    "work": _get("work_ms", "total"),
     "total": _get("hop_ms", "total"),
     "requests": _get("requests"),
     "mean": _get("hop_ms", "mean"),
@@ -120,6 +133,8 @@ ENDPOINT_SORTS: Final[dict[str, Callable[[Row], float]]] = {
     "hop-tax": _get("hop_tax_ms", "total"),
 }
 SITE_SORTS: Final[dict[str, Callable[[Row], float]]] = {
+    "overhead": _get("overhead_ms"),
+    "overhead-mean": _get("overhead_per_request"),
     "total": _get("ms"),
     "requests": _get("requests"),
     "mean": _get("ms_per_request"),
@@ -133,15 +148,27 @@ class OptionError(ValueError):
     """Options that do not go together (exit status 2)."""
 
 
+#: The default sort: crossing overhead over the logged traffic (what removing hops saves).
+DEFAULT_SORT: Final = "overhead"
+#: ... and what it falls back to when no line carries overhead_ms (hopwatch before it).
+FALLBACK_SORT: Final = "total"
+
+
+class NoSuchEndpoint(LookupError):
+    """``--endpoint`` names no row of the report (exit status 1)."""
+
+
 @dataclass(frozen=True)
 class ReportOptions:
     by: str = "route"
-    sort: str = "total"
+    sort: str = DEFAULT_SORT
     top: int = 20  # 0: all
     min_requests: int = 1
     filters: dict[str, Any] | None = None  # echoed in the document
     #: --hop-tax: price every hop at this many microseconds instead of the lines' hop_tax_us
     hop_tax_us: float | None = None
+    #: --endpoint: one row's label ("GET /x/", a view's path) or route, in detail
+    endpoint: str | None = None
 
     def check(self) -> None:
         if self.by not in BY_CHOICES:
@@ -160,6 +187,8 @@ class ReportOptions:
             raise OptionError(
                 f"--hop-tax must be above 0 and below {MAX_HOP_TAX_US:,} microseconds"
             )
+        if self.endpoint is not None and self.by == "site":
+            raise OptionError("--endpoint names a route or a view: use it with --by route or view")
 
 
 # --- regrouping --------------------------------------------------------------------------
@@ -266,35 +295,118 @@ def _hop_tax(stats: EndpointStats, hop_tax_us: float | None) -> Row | None:
     }
 
 
-def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None = None) -> Row:
+def fixable(kind: str, site: str) -> bool:
+    """Whether a cause's hops are the project's to remove. Not: Django closing every
+    response under ASGI, and its own receivers of ``request_started`` /
+    ``request_finished`` (docs/causes.md: nothing to do while Django's receivers are sync)."""
+    if kind == "response":
+        return not site.endswith(".close")
+    return not (kind == "signal" and site in ("request_started", "request_finished"))
+
+
+def _advice_dict(key: SiteKey, *, summary: bool = False) -> Row:
+    """Which advice of docs/causes.md applies (its text too in the what-to-change list)."""
+    site, kind, direction, _call_site = key
+    advice = advice_for(kind, site, direction)
+    found: Row = {"key": advice.key, "title": advice.title, "fixable": fixable(kind, site)}
+    if summary:
+        found["summary"] = advice.summary
+    return found
+
+
+def _cause(key: SiteKey, entry: list[float], row_ms: float, row_overhead: float) -> Row:
+    requests = entry[S_REQUESTS]
+    overhead_requests = entry[S_OVH_REQUESTS]
+    return {
+        **_site_dict(key),
+        "requests": _count(requests),
+        "count": _count(entry[S_COUNT]),
+        "ms": _r(entry[S_MS]),
+        "ms_per_request": _r(entry[S_MS] / requests) if requests else 0.0,
+        "share": _ratio(entry[S_MS], row_ms),
+        # None: no line that listed it carried overhead_ms (written before it existed)
+        "overhead_ms": _r(entry[S_OVERHEAD]) if overhead_requests else None,
+        "overhead_per_request": (
+            _r(entry[S_OVERHEAD] / overhead_requests) if overhead_requests else None
+        ),
+        "overhead_share": _ratio(entry[S_OVERHEAD], row_overhead) if overhead_requests else None,
+        "advice": _advice_dict(key),
+    }
+
+
+def _left_out(entry: list[float], hops_total: float, overhead_total: float) -> Row | None:
+    """Crossings in causes the lines left out (SITES_LIMIT): never silently lost."""
+    if not entry[S_COUNT]:
+        return None
+    return {
+        "requests": _count(entry[S_REQUESTS]),
+        "count": _count(entry[S_COUNT]),
+        "ms": _r(entry[S_MS]),
+        "overhead_ms": _r(entry[S_OVERHEAD]) if entry[S_OVH_REQUESTS] else None,
+        "share": _ratio(entry[S_COUNT], hops_total),
+        "overhead_share": (
+            _ratio(entry[S_OVERHEAD], overhead_total) if entry[S_OVH_REQUESTS] else None
+        ),
+    }
+
+
+def endpoint_row(
+    stats: EndpointStats,
+    identity: Row,
+    hop_tax_us: float | None = None,
+    causes_listed: int = CAUSES_LISTED,
+) -> Row:
     acc, counters = stats.acc, stats.counters
     records = acc[A_RECORDS]
     hop_total = stats.hop_ms_total
+    overhead_total = stats.overhead_total
+    overhead_records = stats.overhead_records
+    overhead_hops = stats.overhead_hops
     p50, p95, p99 = stats.sketch.quantiles((0.5, 0.95, 0.99))
-    causes = []
     ranked = sorted(stats.sites.items(), key=site_order)
-    for key, entry in ranked[:CAUSES_LISTED]:
-        requests = entry[S_REQUESTS]
-        causes.append(
-            {
-                **_site_dict(key),
-                "requests": _count(requests),
-                "count": _count(entry[S_COUNT]),
-                "ms": _r(entry[S_MS]),
-                "ms_per_request": _r(entry[S_MS] / requests) if requests else 0.0,
-                "share": _ratio(entry[S_MS], hop_total),
-            }
-        )
-    other_count = stats.other_site[S_COUNT] + sum(e[S_COUNT] for _k, e in ranked[CAUSES_LISTED:])
-    other_ms = stats.other_site[S_MS] + sum(e[S_MS] for _k, e in ranked[CAUSES_LISTED:])
+    causes = [
+        _cause(key, entry, hop_total, overhead_total) for key, entry in ranked[:causes_listed]
+    ]
+    other = list(stats.other_site)
+    for _key, entry in ranked[causes_listed:]:
+        for index in range(SITE_FIELDS):
+            other[index] += entry[index]
     pinned_sum, _missing, pinned_total = stats.pinned
     pinned_records = stats.pinned_records
     pinned_by = sorted(stats.pinned_by.items(), key=lambda item: (-item[1], item[0]))
+    overhead: Row | None = None
+    if overhead_records:
+        o50, o95, o99 = stats.overhead_sketch.quantiles((0.5, 0.95, 0.99))
+        overhead = {
+            "total": _r(overhead_total),
+            "mean": _r(acc[A_OVERHEAD] / overhead_records),
+            "p50": o50,
+            "p95": o95,
+            "p99": o99,
+            "max": _r(stats.overhead_sketch.max),
+            "records": int(overhead_records),
+            # what one crossing cost here, measured: overhead over crossings
+            "per_hop_us": (
+                _r(acc[A_OVERHEAD] / overhead_hops * 1000, 1) if overhead_hops else None
+            ),
+        }
     row: Row = {
         **identity,
         "requests": _count(stats.requests),
         "records": int(records),
         "hops": {"mean": _r(acc[A_HOPS] / records), "max": int(acc[A_HOPS_MAX])},
+        "overhead_ms": overhead,
+        "work_ms": (
+            {"total": _r(stats.work_total), "mean": _r(acc[A_WORK] / overhead_records)}
+            if overhead_records
+            else None
+        ),
+        "overhead_share": (
+            _ratio(acc[A_OVERHEAD], stats.overhead_duration) if overhead_records else None
+        ),
+        "wait_of_overhead": (
+            _ratio(stats.overhead_wait, acc[A_OVERHEAD]) if overhead_records else None
+        ),
         "hop_ms": {
             "total": _r(hop_total),
             "mean": _r(acc[A_HOP_MS] / records),
@@ -333,14 +445,16 @@ def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None =
         "causes": causes,
         "other_causes": (
             {
-                "count": _count(other_count),
-                "ms": _r(other_ms),
-                "share": _ratio(other_ms, hop_total),
+                "count": _count(other[S_COUNT]),
+                "ms": _r(other[S_MS]),
+                "share": _ratio(other[S_MS], hop_total),
+                "overhead_ms": _r(other[S_OVERHEAD]) if other[S_OVH_REQUESTS] else None,
             }
-            if other_count or other_ms
+            if other[S_COUNT] or other[S_MS]
             else None
         ),
         "sites_dropped": stats.sites_dropped,
+        "left_out": _left_out(stats.unattributed, stats.hops_total, overhead_total),
         "slowest": [
             {"request_id": rid, "timestamp": ts, "hop_ms": hop} for hop, rid, ts in stats.slowest
         ],
@@ -354,43 +468,66 @@ def endpoint_row(stats: EndpointStats, identity: Row, hop_tax_us: float | None =
 
 
 def _round_quantiles(row: Row) -> Row:
-    for name in ("p50", "p95", "p99"):
-        value = row["hop_ms"][name]
-        if value is not None:
-            row["hop_ms"][name] = _r(value)
+    for part in ("hop_ms", "overhead_ms"):
+        values = row[part]
+        if values is None:
+            continue
+        for name in ("p50", "p95", "p99"):
+            if values[name] is not None:
+                values[name] = _r(values[name])
     return row
 
 
-def site_rows(partial: Partial) -> tuple[list[Row], Row | None]:
-    """Causes across all endpoints (--by site), and the sum of every endpoint's "other"."""
+def _sites_across(
+    partial: Partial, endpoints: list[tuple[GroupKey, EndpointStats, Row]] | None = None
+) -> tuple[dict[SiteKey, list[Any]], list[float], list[float], float, float]:
+    """Every cause summed over endpoints: site -> [entry, [(overhead or ms, identity)]];
+    the summed "other" and left-out entries; all hop time; all overhead."""
     sites: dict[SiteKey, list[Any]] = {}
-    total_hop_ms = 0.0
-    other = [0.0, 0.0]
-    for _group, stats, identity in _regroup(partial, "route"):
-        total_hop_ms += stats.hop_ms_total
-        other[0] += stats.other_site[S_COUNT]
-        other[1] += stats.other_site[S_MS]
+    other = [0.0] * SITE_FIELDS
+    left = [0.0] * SITE_FIELDS
+    total_ms = total_overhead = 0.0
+    groups = endpoints if endpoints is not None else _regroup(partial, "route")
+    for _group, stats, identity in groups:
+        total_ms += stats.hop_ms_total
+        total_overhead += stats.overhead_total
+        for index in range(SITE_FIELDS):
+            other[index] += stats.other_site[index]
+            left[index] += stats.unattributed[index]
         for key, entry in stats.sites.items():
-            acc = sites.get(key)
-            if acc is None:
-                acc = sites[key] = [0.0, 0.0, 0.0, []]
-            acc[0] += entry[S_REQUESTS]
-            acc[1] += entry[S_COUNT]
-            acc[2] += entry[S_MS]
-            acc[3].append((entry[S_MS], identity))
+            summed = sites.get(key)
+            if summed is None:
+                summed = sites[key] = [[0.0] * SITE_FIELDS, []]
+            for index in range(SITE_FIELDS):
+                summed[0][index] += entry[index]
+            summed[1].append((entry[S_OVERHEAD] or entry[S_MS], identity))
+    return sites, other, left, total_ms, total_overhead
+
+
+def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
+    """Causes across all endpoints (--by site), the sum of every endpoint's "other",
+    and the crossings in causes the lines left out."""
+    sites, other, left, total_hop_ms, total_overhead = _sites_across(partial)
+    hops_total = sum(stats.hops_total for stats in partial.endpoints.values())
     rows = []
-    for key, (requests, count, ms, endpoints) in sites.items():
+    for key, (entry, endpoints) in sites.items():
         endpoints.sort(key=lambda item: (-item[0], item[1]["label"]))
+        requests, count = entry[S_REQUESTS], entry[S_COUNT]
+        cause = _cause(key, entry, total_hop_ms, total_overhead)
         rows.append(
             {
                 **_site_dict(key),
-                "requests": _count(requests),
+                "requests": cause["requests"],
                 "endpoints": len(endpoints),
-                "count": _count(count),
-                "ms": _r(ms),
-                "ms_per_request": _r(ms / requests) if requests else 0.0,
+                "count": cause["count"],
+                "ms": cause["ms"],
+                "ms_per_request": cause["ms_per_request"],
                 "count_per_request": _r(count / requests) if requests else 0.0,
-                "share": _ratio(ms, total_hop_ms),
+                "share": cause["share"],
+                "overhead_ms": cause["overhead_ms"],
+                "overhead_per_request": cause["overhead_per_request"],
+                "overhead_share": cause["overhead_share"],
+                "advice": cause["advice"],
                 "top_endpoints": [
                     {
                         "label": identity["label"],
@@ -404,11 +541,37 @@ def site_rows(partial: Partial) -> tuple[list[Row], Row | None]:
             }
         )
     other_row = (
-        {"count": _count(other[0]), "ms": _r(other[1]), "share": _ratio(other[1], total_hop_ms)}
-        if other[0] or other[1]
+        {
+            "count": _count(other[S_COUNT]),
+            "ms": _r(other[S_MS]),
+            "share": _ratio(other[S_MS], total_hop_ms),
+            "overhead_ms": _r(other[S_OVERHEAD]) if other[S_OVH_REQUESTS] else None,
+        }
+        if other[S_COUNT] or other[S_MS]
         else None
     )
-    return rows, other_row
+    return rows, other_row, _left_out(left, hops_total, total_overhead)
+
+
+def fixable_causes(
+    partial: Partial,
+    endpoints: list[tuple[GroupKey, EndpointStats, Row]] | None = None,
+    limit: int = FIXABLE_LISTED,
+) -> list[Row]:
+    """The causes to change first: fixable ones, by crossing overhead over the logged
+    traffic (by hop time when no line carries overhead), with the advice for each."""
+    sites, _other, _left, total_ms, total_overhead = _sites_across(partial, endpoints)
+    found = []
+    for key, (entry, endpoints_of) in sites.items():
+        site, kind, _direction, _call_site = key
+        if not fixable(kind, site):
+            continue
+        cause = _cause(key, entry, total_ms, total_overhead)
+        cause["endpoints"] = len(endpoints_of)
+        cause["advice"] = _advice_dict(key, summary=True)
+        found.append((entry[S_OVERHEAD], entry[S_MS], site, cause))
+    found.sort(key=lambda item: (-item[0], -item[1], item[2], str(item[3]["call_site"])))
+    return [cause for *_key, cause in found[:limit]]
 
 
 def _summary_hop_tax(partial: Partial, hop_tax_us: float | None) -> Row | None:
@@ -449,6 +612,31 @@ def _summary(partial: Partial, sources: list[str], hop_tax_us: float | None = No
         "last_timestamp": partial.last_timestamp or None,
         "truncated_inputs": sorted(partial.truncated_inputs),
         "hop_tax": _summary_hop_tax(partial, hop_tax_us),
+        **_summary_overhead(partial),
+    }
+
+
+def _summary_overhead(partial: Partial) -> Row:
+    """Crossing overhead over the whole report, and what the lines left out."""
+    overhead = hops = records = requests = 0.0
+    left = [0.0] * SITE_FIELDS
+    hops_total = 0.0
+    for stats in partial.endpoints.values():
+        overhead += stats.overhead_total
+        hops += stats.overhead_hops
+        records += stats.overhead_records
+        requests += stats.requests
+        hops_total += stats.hops_total
+        for index in range(SITE_FIELDS):
+            left[index] += stats.unattributed[index]
+    return {
+        # records that carry overhead_ms (the others: hopwatch before it; their overhead n/a)
+        "overhead_records": int(records),
+        "overhead_ms": _r(overhead) if records else None,
+        "overhead_per_hop_us": _r(overhead / hops * 1000, 1) if hops else None,
+        "requests": _count(requests),
+        "sites_dropped": sum(stats.sites_dropped for stats in partial.endpoints.values()),
+        "left_out": _left_out(left, hops_total, overhead),
     }
 
 
@@ -457,14 +645,42 @@ def _sort_and_cut(rows: list[Row], key: Callable[[Row], float], top: int) -> lis
     return rows[:top] if top else rows
 
 
+def _any_overhead(partial: Partial) -> bool:
+    return any(stats.overhead_records for stats in partial.endpoints.values())
+
+
+def _find(
+    groups: list[tuple[GroupKey, EndpointStats, Row]], wanted: str
+) -> tuple[GroupKey, EndpointStats, Row]:
+    """The row ``--endpoint`` names: its label (``GET /x/``, a view), else its route if
+    only one row has it. NoSuchEndpoint says which labels come close."""
+    exact = [group for group in groups if group[2]["label"] == wanted]
+    if not exact:
+        exact = [group for group in groups if group[2]["route"] == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    labels = sorted(group[2]["label"] for group in groups)
+    if exact:
+        choices = ", ".join(sorted(group[2]["label"] for group in exact))
+        raise NoSuchEndpoint(f"--endpoint {wanted!r} matches several rows: {choices}")
+    import difflib
+
+    close = difflib.get_close_matches(wanted, labels, n=3, cutoff=0.5)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise NoSuchEndpoint(f"no endpoint {wanted!r} in the logs read{hint}")
+
+
 def build_document(partial: Partial, options: ReportOptions, sources: list[str]) -> Row:
     """The report as a dict: the JSON output, and the input of every renderer."""
     options.check()
+    sort = options.sort
+    if sort == DEFAULT_SORT and not _any_overhead(partial):
+        sort = FALLBACK_SORT  # lines from before overhead_ms: rank by what they have
     document: Row = {
         "report": "hopwatch",
         "version": REPORT_VERSION,
         "by": options.by,
-        "sort": options.sort,
+        "sort": sort,
         "top": options.top,
         "min_requests": options.min_requests,
         "filters": options.filters or {},
@@ -472,19 +688,32 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
         "summary": _summary(partial, sources, options.hop_tax_us),
     }
     if options.by == "site":
-        rows, other = site_rows(partial)
+        rows, other, _left = site_rows(partial)
         shown = [row for row in rows if row["requests"] >= options.min_requests]
         document["groups"] = {"total": len(rows), "below_min_requests": len(rows) - len(shown)}
-        document["rows"] = _sort_and_cut(shown, SITE_SORTS[options.sort], options.top)
+        document["rows"] = _sort_and_cut(shown, SITE_SORTS[sort], options.top)
         document["other_causes"] = other
+        document["fixable"] = fixable_causes(partial)
+    elif options.endpoint is not None:
+        groups = _regroup(partial, options.by)
+        chosen = _find(groups, options.endpoint)
+        _group, stats, identity = chosen
+        # every cause kept for it (up to SITE_CAP), not only the first CAUSES_LISTED
+        row = _round_quantiles(endpoint_row(stats, identity, options.hop_tax_us, SITE_CAP))
+        document["endpoint"] = options.endpoint
+        document["groups"] = {"total": len(groups), "below_min_requests": 0}
+        document["rows"] = [row]
+        document["fixable"] = fixable_causes(partial, [chosen])
     else:
+        groups = _regroup(partial, options.by)
         rows = [
             _round_quantiles(endpoint_row(stats, identity, options.hop_tax_us))
-            for _group, stats, identity in _regroup(partial, options.by)
+            for _group, stats, identity in groups
         ]
         shown = [row for row in rows if row["records"] >= options.min_requests]
         document["groups"] = {"total": len(rows), "below_min_requests": len(rows) - len(shown)}
-        document["rows"] = _sort_and_cut(shown, ENDPOINT_SORTS[options.sort], options.top)
+        document["rows"] = _sort_and_cut(shown, ENDPOINT_SORTS[sort], options.top)
+        document["fixable"] = fixable_causes(partial, groups)
     for rank, row in enumerate(document["rows"], 1):
         row["rank"] = rank
     document["rows"] = [{"rank": row.pop("rank"), **row} for row in document["rows"]]

@@ -1,9 +1,12 @@
 """One function per output format, each taking the report document (see rank.py).
 
-``rich`` (a table for a terminal), ``text`` (plain aligned columns when the
-output is not a terminal), ``json`` (the document itself), ``markdown`` (for a
-pull request) and ``csv``. Every string that came from a log is cleaned by
-:func:`hopwatch.report.text.clean`; rich gets ``Text`` objects, never markup.
+``rich`` (a table for a terminal, fitted to its width), ``text`` (plain aligned
+columns when the output is not a terminal), ``json`` (the document itself),
+``markdown`` (for a pull request) and ``csv``. The table's columns, their
+legend and how they fit a width are :mod:`hopwatch.report.table`'s; what is
+said under the table is :mod:`hopwatch.report.notes`'. Every string that came
+from a log is cleaned by :func:`hopwatch.report.text.clean`; rich gets ``Text``
+objects, never markup.
 """
 
 from __future__ import annotations
@@ -14,16 +17,14 @@ import json
 from collections.abc import Callable
 from typing import IO, Any, Final
 
+from hopwatch.report import notes, table, threads
 from hopwatch.report import text as fmt
-from hopwatch.report import threads
 
 Row = dict[str, Any]
 Document = dict[str, Any]
 
-#: Characters of log content shown per cell (json and csv show everything).
-LABEL_LIMIT: Final = 80
-CAUSES_SHOWN: Final = 3
-CAUSE_LIMIT: Final = 60
+#: Causes named per row in the tables and in csv.
+CAUSES_SHOWN: Final = table.CAUSES_SHOWN
 
 
 def summary_line(document: Document) -> str:
@@ -74,103 +75,72 @@ def summary_line(document: Document) -> str:
     return fmt.clean(line)
 
 
-# --- the columns shared by the rich, text and markdown tables ---------------------------
-Column = tuple[str, Callable[[Row], str], bool]  # header, cell, right-aligned
+# --- what the rich, text and markdown formats share -------------------------------------
+def _cause_rows(row: Row) -> list[Row]:
+    return [{**cause, "rank": rank} for rank, cause in enumerate(row["causes"], 1)]
 
 
-def _causes(row: Row, limit: int | None) -> str:
-    causes = row["causes"][:CAUSES_SHOWN]
-    names = [fmt.short_site(cause["site"], cause["call_site"]) for cause in causes]
-    shown = []
-    for name, cause in zip(names, causes, strict=True):
-        if names.count(name) > 1:  # e.g. a sync-only middleware's two hops, one each way
-            name = f"{name} ({cause['direction']})"
-        shown.append(f"{fmt.clean(name, CAUSE_LIMIT)} {fmt.percent(cause['share'])}")
-    return ", ".join(shown) if shown else "-"
+def _tables(
+    document: Document, width: int | None, wide: bool
+) -> list[tuple[table.Layout, list[Row]]]:
+    """The table (or, with --endpoint, the endpoint's causes) laid out for ``width``."""
+    if document.get("endpoint") is not None:
+        rows = _cause_rows(document["rows"][0]) if document["rows"] else []
+        columns = [c for c in table.CAUSE_COLUMNS if wide or (not c.wide and c.shown(rows))]
+        return [(table.fit(columns, rows, None if wide else width, wide=wide), rows)]
+    extra = _left_out_row(document)
+    rows = [*document["rows"], *([extra] if extra else [])]
+    chosen = table.columns(document, wide=wide)
+    return [(table.fit(chosen, rows, None if wide else width, wide=wide), rows)]
 
 
-def _endpoint_columns(document: Document) -> list[Column]:
-    rows = document["rows"]
-    columns: list[Column] = [
-        ("#", lambda r: str(r["rank"]), True),
-        (
-            "view" if document["by"] == "view" else "endpoint",
-            lambda r: fmt.clean(r["label"], LABEL_LIMIT),
-            False,
+def _left_out_row(document: Document) -> Row | None:
+    """With --by site, the causes the lines left out, as the table's last row."""
+    left = document["summary"].get("left_out")
+    if document["by"] != "site" or not left:
+        return None
+    requests = left["requests"]
+    return {
+        "rank": "",
+        "site": "(left out of the lines: SITES_LIMIT)",
+        "call_site": None,
+        "kind": "-",
+        "requests": requests,
+        "endpoints": None,
+        "count_per_request": left["count"] / requests if requests else None,
+        "overhead_per_request": (
+            left["overhead_ms"] / requests if left["overhead_ms"] is not None and requests
+            else None
         ),
-        ("requests", lambda r: fmt.count(r["requests"]), True),
-        ("hops/req", lambda r: fmt.mean(r["hops"]["mean"]), True),
-        ("max", lambda r: fmt.count(r["hops"]["max"]), True),
-        ("p50 ms", lambda r: fmt.ms(r["hop_ms"]["p50"]), True),
-        ("p95 ms", lambda r: fmt.ms(r["hop_ms"]["p95"]), True),
-        ("p99 ms", lambda r: fmt.ms(r["hop_ms"]["p99"]), True),
-        ("hop total", lambda r: fmt.duration(r["hop_ms"]["total"]), True),
-        ("hop %", lambda r: fmt.percent(r["hop_share"]), True),
+        "overhead_ms": left["overhead_ms"],
+        "overhead_share": left["overhead_share"],
+        "ms_per_request": left["ms"] / requests if requests else 0.0,
+        "ms": left["ms"],
+        "share": None,
+        "top_endpoints": [],
+    }
+
+
+def _sections(
+    document: Document, layout: table.Layout, width: int | None, legend: bool
+) -> list[list[str]]:
+    """The blocks of lines under the table, in order."""
+    detail = document.get("endpoint") is not None
+    left = (document["rows"][0].get("left_out") if document["rows"] else None) if detail else (
+        document["summary"].get("left_out")
+    )
+    blocks = [
+        notes.legend_lines(layout, width) if legend else [],
+        notes.left_out_lines(left, width) if document["by"] != "site" or detail else [],
+        notes.missing_overhead_lines(document, width),
+        notes.fixable_lines(document, width),
     ]
-    if any(row["hop_tax_ms"] for row in rows):
-        columns += [
-            ("hop tax ms", lambda r: fmt.ms((r["hop_tax_ms"] or {}).get("mean")), True),
-            ("tax %", lambda r: fmt.percent((r["hop_tax_ms"] or {}).get("share")), True),
-        ]
-    columns += [
-        ("wait %", lambda r: fmt.percent(r["wait_share"]), True),
-        ("threads", lambda r: fmt.mean(r["threads"]["mean"]), True),
-        ("new loops", lambda r: fmt.count(r["new_loops"]["total"]), True),
-    ]
-    if any(row["pinned_ms"] for row in rows):
-        columns.append(("pinned ms", lambda r: fmt.ms((r["pinned_ms"] or {}).get("mean")), True))
-    columns.append(("top causes", lambda r: _causes(r, CAUSE_LIMIT), False))
-    return columns
-
-
-def _site_columns(document: Document) -> list[Column]:
-    def endpoints(row: Row) -> str:
-        names = [fmt.clean(e["label"], LABEL_LIMIT) for e in row["top_endpoints"]]
-        more = row["endpoints"] - len(names)
-        return ", ".join(names) + (f" +{more}" if more > 0 else "")
-
-    return [
-        ("#", lambda r: str(r["rank"]), True),
-        (
-            "cause",
-            lambda r: fmt.clean(fmt.short_site(r["site"], r["call_site"]), LABEL_LIMIT),
-            False,
-        ),
-        ("kind", lambda r: fmt.clean(r["kind"], 20), False),
-        ("requests", lambda r: fmt.count(r["requests"]), True),
-        ("endpoints", lambda r: fmt.count(r["endpoints"]), True),
-        ("hops/req", lambda r: fmt.mean(r["count_per_request"]), True),
-        ("ms/req", lambda r: fmt.ms(r["ms_per_request"]), True),
-        ("total", lambda r: fmt.duration(r["ms"]), True),
-        ("share", lambda r: fmt.percent(r["share"]), True),
-        ("top endpoints", endpoints, False),
-    ]
-
-
-def _columns(document: Document) -> list[Column]:
-    return _site_columns(document) if document["by"] == "site" else _endpoint_columns(document)
-
-
-#: On a narrow terminal a full table squeezes every column to nothing; these are
-#: the columns kept below each width (the first columns say which row it is).
-_NARROW: Final = (
-    (110, {"#", "endpoint", "view", "cause", "requests", "p95 ms", "hop total", "ms/req",
-           "total", "top causes"}),
-    (160, {"#", "endpoint", "view", "cause", "kind", "requests", "endpoints", "hops/req",
-           "p50 ms", "p95 ms", "hop total", "hop %", "wait %", "ms/req", "total", "share",
-           "hop tax ms", "pinned ms", "top causes", "top endpoints"}),
-)  # fmt: skip
-
-
-def _columns_for_width(document: Document, width: int) -> list[Column]:
-    columns = _columns(document)
-    for below, kept in _NARROW:
-        if width < below:
-            return [column for column in columns if column[0] in kept]
-    return columns
+    return [block for block in blocks if block]
 
 
 def _title(document: Document) -> str:
+    if document.get("endpoint") is not None:
+        return f"hopwatch report: {fmt.clean(document['endpoint'])}, cause by cause"
     what = "causes" if document["by"] == "site" else f"{document['by']}s"
     return f"hopwatch report: worst {what} by {document['sort']}"
 
@@ -182,41 +152,50 @@ def render_json(document: Document, out: IO[str]) -> None:
     out.write("\n")
 
 
-def render_text(document: Document, out: IO[str]) -> None:
-    columns = _columns(document)
-    cells = [[header for header, _cell, _right in columns]]
-    cells += [[cell(row) for _header, cell, _right in columns] for row in document["rows"]]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+def render_text(
+    document: Document, out: IO[str], *, wide: bool = False, legend: bool = True
+) -> None:
+    """Plain aligned columns, every row whole (labels cut in the middle past 80)."""
     out.write(_title(document) + "\n")
     out.write(summary_line(document) + "\n\n")
     if not document["rows"]:
         out.write("no endpoints to show\n")
         return
-    for line in cells:
-        parts = []
-        for i, (value, (_header, _cell, right)) in enumerate(zip(line, columns, strict=True)):
-            last = i == len(columns) - 1
-            parts.append(
-                value.rjust(widths[i]) if right else value if last else value.ljust(widths[i])
-            )
-        out.write("  ".join(parts).rstrip() + "\n")
+    if document.get("endpoint") is not None:
+        out.write("\n".join(notes.endpoint_lines(document["rows"][0], None)) + "\n\n")
+    ((layout, rows),) = _tables(document, None, wide)
+    out.write(layout.header() + "\n")
+    for row in rows:
+        out.write(layout.line(layout.cells(row)) + "\n")
+    for block in _sections(document, layout, None, legend):
+        out.write("\n" + "\n".join(block) + "\n")
     threads.write_text(document, out)
 
 
-def render_markdown(document: Document, out: IO[str]) -> None:
-    columns = _columns(document)
+def render_markdown(
+    document: Document, out: IO[str], *, wide: bool = False, legend: bool = True
+) -> None:
     out.write(f"### {fmt.markdown_cell(_title(document))}\n\n")
     out.write(fmt.markdown_cell(summary_line(document)) + "\n\n")
     if not document["rows"]:
         out.write("No endpoints to show.\n")
         return
-    out.write("| " + " | ".join(fmt.markdown_cell(h) for h, _c, _r in columns) + " |\n")
-    out.write("|" + "|".join("---:" if right else "---" for _h, _c, right in columns) + "|\n")
-    for row in document["rows"]:
+    if document.get("endpoint") is not None:
+        for line in notes.endpoint_lines(document["rows"][0], None):
+            out.write(f"{fmt.markdown_cell(line.strip())}  \n")
+        out.write("\n")
+    ((layout, rows),) = _tables(document, None, wide)
+    columns = layout.columns
+    out.write("| " + " | ".join(fmt.markdown_cell(c.header) for c in columns) + " |\n")
+    out.write("|" + "|".join("---:" if c.right else "---" for c in columns) + "|\n")
+    for row in rows:
         # cells are already clean()ed; markdown_cell escapes the markup characters
-        out.write(
-            "| " + " | ".join(fmt.markdown_cell(cell(row)) for _h, cell, _r in columns) + " |\n"
-        )
+        cells = layout.cells(row)
+        out.write("| " + " | ".join(fmt.markdown_cell(cell) for cell in cells) + " |\n")
+    for block in _sections(document, layout, None, legend):
+        out.write("\n")
+        for line in block:
+            out.write(f"{fmt.markdown_cell(line)}  \n")
     threads.write_markdown(document, out)
 
 
@@ -254,6 +233,16 @@ _CSV_ENDPOINT: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("hop_tax_ms_total", lambda r: (r["hop_tax_ms"] or {}).get("total")),
     ("hop_tax_share", lambda r: (r["hop_tax_ms"] or {}).get("share")),
     ("hop_tax_per_hop_us", lambda r: (r["hop_tax_ms"] or {}).get("per_hop_us")),
+    ("overhead_ms_total", lambda r: (r["overhead_ms"] or {}).get("total")),
+    ("overhead_ms_mean", lambda r: (r["overhead_ms"] or {}).get("mean")),
+    ("overhead_ms_p50", lambda r: (r["overhead_ms"] or {}).get("p50")),
+    ("overhead_ms_p95", lambda r: (r["overhead_ms"] or {}).get("p95")),
+    ("overhead_ms_p99", lambda r: (r["overhead_ms"] or {}).get("p99")),
+    ("overhead_share", lambda r: r["overhead_share"]),
+    ("work_ms_total", lambda r: (r["work_ms"] or {}).get("total")),
+    ("work_ms_mean", lambda r: (r["work_ms"] or {}).get("mean")),
+    ("wait_of_overhead", lambda r: r["wait_of_overhead"]),
+    ("left_out_count", lambda r: (r["left_out"] or {}).get("count")),
     ("max_in_flight_mean", lambda r: threads.concurrency_mean(r, "max_in_flight")),
     ("db_connections_mean", lambda r: threads.concurrency_mean(r, "db_connections")),
 ]
@@ -270,6 +259,10 @@ _CSV_SITE: Final[list[tuple[str, Callable[[Row], Any]]]] = [
     ("ms_per_request", lambda r: r["ms_per_request"]),
     ("count_per_request", lambda r: r["count_per_request"]),
     ("share", lambda r: r["share"]),
+    # added after the first release: appended, so existing readers' columns do not move
+    ("overhead_ms", lambda r: r["overhead_ms"]),
+    ("overhead_per_request", lambda r: r["overhead_per_request"]),
+    ("overhead_share", lambda r: r["overhead_share"]),
 ]
 
 
@@ -281,31 +274,46 @@ def render_csv(document: Document, out: IO[str]) -> None:
         writer.writerow([fmt.csv_cell(get(row)) for _name, get in columns])
 
 
-def render_rich(document: Document, out: IO[str], *, width: int | None = None) -> None:
+def render_rich(
+    document: Document,
+    out: IO[str],
+    *,
+    width: int | None = None,
+    wide: bool = False,
+    legend: bool = True,
+) -> None:
+    """The table for a terminal, fitted to its width (see :mod:`hopwatch.report.table`):
+    every row one line, labels cut in the middle, columns left out in their order."""
     from rich.console import Console  # imported here: only the terminal format needs it
-    from rich.table import Table
     from rich.text import Text
 
     console = Console(file=out, highlight=False, emoji=False, markup=False, width=width)
-    columns = _columns_for_width(document, console.width)
-    table = Table(
-        title=Text(_title(document)),
-        caption=Text(summary_line(document)),
-        caption_justify="left",
-        header_style="bold",
-    )
-    for header, _cell, right in columns:
-        wraps = header in {"endpoint", "view", "cause", "top causes", "top endpoints"}
-        table.add_column(
-            Text(header), justify="right" if right else "left", no_wrap=not wraps, overflow="fold"
-        )
-    for row in document["rows"]:
-        table.add_row(*(Text(cell(row)) for _header, cell, _right in columns))
-    if document["rows"]:
-        console.print(table)
-    else:
-        console.print(Text(summary_line(document)))
+    columns = console.width
+
+    def say(line: str, style: str = "") -> None:
+        # a table line is never wrapped (it fits, or --wide asked for its full width)
+        console.print(Text(line, style=style), no_wrap=True, overflow="ignore", crop=False)
+
+    console.print(Text(_title(document), style="bold"))
+    console.print(Text(summary_line(document)))
+    console.print(Text(""))
+    if not document["rows"]:
         console.print(Text("no endpoints to show"))
+        return
+    if document.get("endpoint") is not None:
+        for line in notes.endpoint_lines(document["rows"][0], columns):
+            say(line)
+        say("")
+    ((layout, rows),) = _tables(document, columns, wide)
+    header = layout.header()
+    say(header, "bold")
+    say("─" * len(header), "dim")
+    for row in rows:
+        say(layout.line(layout.cells(row)))
+    for block in _sections(document, layout, None if wide else columns, legend):
+        say("")
+        for line in block:
+            say(line, "dim" if block[0] == "columns:" else "")
     sections = io.StringIO()
     threads.write_text(document, sections)
     if sections.getvalue():
@@ -321,7 +329,29 @@ RENDERERS: Final[dict[str, Callable[[Document, IO[str]], None]]] = {
 }
 
 
-def render_to_string(document: Document, format_name: str) -> str:
+#: Formats that lay out a table for people: they take ``wide`` and ``legend``.
+TABLE_FORMATS: Final = ("rich", "text", "markdown")
+
+
+def render(
+    document: Document,
+    format_name: str,
+    out: IO[str],
+    *,
+    width: int | None = None,
+    wide: bool = False,
+    legend: bool = True,
+) -> None:
+    """Write ``document`` in ``format_name``, with the table options where they apply."""
+    if format_name == "rich":
+        render_rich(document, out, width=width, wide=wide, legend=legend)
+    elif format_name in TABLE_FORMATS:
+        RENDERERS[format_name](document, out, wide=wide, legend=legend)  # type: ignore[call-arg]
+    else:
+        RENDERERS[format_name](document, out)
+
+
+def render_to_string(document: Document, format_name: str, **options: Any) -> str:
     buffer = io.StringIO()
-    RENDERERS[format_name](document, buffer)
+    render(document, format_name, buffer, **options)
     return buffer.getvalue()

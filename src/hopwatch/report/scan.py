@@ -35,8 +35,10 @@ from hopwatch.report.aggregate import (
     A_HOP_MS,
     A_HOPS,
     A_HOPS_MAX,
+    A_OVERHEAD,
     A_SLOWEST_FLOOR,
     A_WAIT,
+    A_WORK,
     C_ASYNC_TO_SYNC,
     C_DEPTH_MAX,
     C_NEW_LOOP_RECORDS,
@@ -238,6 +240,8 @@ class Scanner:
         optional_of = _OPTIONAL
         plain = _PLAIN
         utc = UTC
+        a_overhead, a_work = A_OVERHEAD, A_WORK
+        least, to_bin, shift = MIN_VALUE, INV_LN_GAMMA, SHIFT
         first, last = _LATEST, _EARLIEST
         records = 0  # hopwatch records (filtered ones included)
         dropped = 0  # hopwatch lines skipped with a reason
@@ -335,16 +339,20 @@ class Scanner:
                 stats = self._endpoint(key)
             if tap is not None:
                 tap(stats.key, record, buffer, start, stop)
-            if optional != plain:  # sampled, profiled, ...: the general accumulation
+            sites = record.sites
+            hops = record.hops
+            if optional != plain or (hops and not sites):
+                # sampled, profiled, sites lost or left out: the general accumulation
                 stats.add_record(record)
                 continue
             # EndpointStats.add_record, inlined for a record without optional values
             acc = stats.acc
             hop_ms = record.hop_ms
-            hops = record.hops
-            acc[A_DURATION] += record.duration_ms
+            duration = record.duration_ms
+            wait = record.wait_ms
+            acc[A_DURATION] += duration
             acc[A_HOP_MS] += hop_ms
-            acc[A_WAIT] += record.wait_ms
+            acc[A_WAIT] += wait
             acc[A_HOPS] += hops
             if hops > acc[A_HOPS_MAX]:
                 acc[A_HOPS_MAX] = hops
@@ -355,6 +363,21 @@ class Scanner:
                     sketch.max = hop_ms
             else:
                 sketch.zeros += 1
+            overhead = record.overhead_ms
+            if overhead is None:  # a line from before overhead_ms was written
+                stats.lacks_overhead(duration, wait, hops)
+            else:
+                acc[a_overhead] += overhead
+                work = record.work_ms
+                if work:
+                    acc[a_work] += work
+                sketch = stats.overhead_sketch
+                if overhead >= least:
+                    sketch.bins[int(log(overhead) * to_bin + shift)] += 1
+                    if overhead > sketch.max:
+                        sketch.max = overhead
+                else:
+                    sketch.zeros += 1
             c = stats.counters
             c[C_SYNC_TO_ASYNC] += record.sync_to_async
             c[C_ASYNC_TO_SYNC] += record.async_to_sync
@@ -387,11 +410,11 @@ class Scanner:
                 stats.add_concurrency(
                     record.db_connections, record.max_in_flight, record.concurrent_ms
                 )
-            raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms, requests = len
-            for site in record.sites:
-                raw_sites[site.site, site.kind, site.direction, site.call_site, site.count].append(
-                    site.ms
-                )
+            raw_sites = stats.raw_sites  # a defaultdict(list): each site's ms and overhead
+            for site in sites:
+                values = raw_sites[site.site, site.kind, site.direction, site.call_site, site.count]
+                values.append(site.ms)
+                values.append(site.overhead_ms)
 
         if too_long:
             part.skip("line_too_long", too_long)

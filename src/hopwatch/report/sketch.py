@@ -35,11 +35,6 @@ SHIFT: Final = -math.floor(math.log(MIN_VALUE) * INV_LN_GAMMA)
 BUCKETS: Final = math.floor(math.log(MAX_VALUE) * INV_LN_GAMMA) + SHIFT + 2
 
 
-def bucket_of(value: float) -> int:
-    """The bucket index of a value in [MIN_VALUE, MAX_VALUE) (the scanner inlines this)."""
-    return int(math.log(value) * INV_LN_GAMMA + SHIFT)
-
-
 def representative(index: int) -> float:
     """The value reported for every member of bucket ``index``."""
     return 2.0 * GAMMA ** (index - SHIFT + 1) / (GAMMA + 1.0)

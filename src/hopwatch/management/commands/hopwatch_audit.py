@@ -8,6 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hopwatch import audit
+from hopwatch._cli import terminal_width
+from hopwatch.audit.command import samples_type
+from hopwatch.audit.traffic import from_logs
 
 
 class Command(BaseCommand):
@@ -28,11 +31,17 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--samples",
-            type=audit._samples,
+            type=samples_type,
             default=audit.DEFAULT_SAMPLES,
             metavar="N",
             help=f"hops timed per kind for the hop tax and hopwatch's own cost"
             f" (default {audit.DEFAULT_SAMPLES})",
+        )
+        parser.add_argument(
+            "--logs",
+            nargs="+",
+            metavar="PATH",
+            help="the project's hopwatch logs: rank the changes for the traffic in them",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -41,18 +50,15 @@ class Command(BaseCommand):
             format_name = "rich" if self.stdout.isatty() else "text"
         try:
             report = audit.audit_settings()
+            if options["logs"]:
+                report.traffic = from_logs(options["logs"])
         except audit.AuditError as exc:
             raise CommandError(str(exc), returncode=2) from None
         audit.measure_host(report, options["samples"])
         buffer = io.StringIO()
         if format_name == "rich":
-            audit.render_rich(report, buffer, width=_terminal_width())
+            audit.render_rich(report, buffer, width=terminal_width())
         else:
             audit.RENDERERS[format_name](report, buffer)
         self.stdout.write(buffer.getvalue(), ending="")
 
-
-def _terminal_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size().columns

@@ -1,0 +1,74 @@
+"""What hopwatch's commands share: one-line usage errors, terminal detection, a closed pipe.
+
+Standard library only: ``hopwatch report`` imports it, and the report loads
+nothing of hopwatch's core or of Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import IO, Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def is_terminal(stream: IO[str] | Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads them; 80 when unknown)."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def silence_stdout() -> None:
+    """After the reader of our output went away (``| head``): no error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {number}")
+        return number
+
+    return convert
+
+
+def usage_error(command: str, message: str) -> int:
+    """One line on stderr; the exit status of a usage error."""
+    print(f"hopwatch {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+__all__ = [
+    "Parser",
+    "is_terminal",
+    "silence_stdout",
+    "terminal_width",
+    "usage_error",
+    "whole_number",
+]

@@ -1,0 +1,366 @@
+"""What caused a Django hop: the attribution rules for the crossings Django makes.
+
+Registered once by :func:`hopwatch._django.install` (see ``_causes`` for how
+rules are looked up): middleware adaptation (a tag set in
+``BaseHandler.adapt_method_mode``, whose patch is here), ``MiddlewareMixin``
+hooks, views, async ORM methods, signals, ``response.close()``/``render()``,
+streaming, exception handling. Also how causes name a middleware and a view.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import types
+from collections.abc import Callable
+from types import CodeType, FrameType, MethodType
+from typing import Any
+
+import django
+from asgiref.sync import SyncToAsync
+from django.core.handlers import base as handlers_base
+from django.core.handlers.exception import response_for_exception
+from django.dispatch import Signal
+from django.http import response as http_response
+from django.template.response import SimpleTemplateResponse
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.log import log_response
+
+from hopwatch import _causes, _errors
+from hopwatch._recorder import Cause, intern_cause
+
+# --- naming -----------------------------------------------------------------
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def middleware_site(instance: Any) -> str:
+    """How causes name a middleware: its class path or, for a function-based
+    middleware (the closure its factory returned), the factory's dotted path."""
+    if isinstance(instance, types.FunctionType):
+        return f"{instance.__module__}.{instance.__qualname__.split('.<locals>', 1)[0]}"
+    return class_path(type(instance))
+
+
+def view_path(view: Any) -> str:
+    """A view's dotted path, as Django's ``ResolverMatch._func_path`` names it."""
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        return class_path(view_class)
+    if not hasattr(view, "__name__"):
+        return class_path(type(view))
+    return f"{view.__module__}.{getattr(view, '__qualname__', view.__name__)}"
+
+
+_SIGNAL_SHORT_NAMES = (
+    "django.core.signals",
+    "django.db.models.signals",
+    "django.db.backends.signals",
+    "django.test.signals",
+)
+# Signals are long-lived module globals; keep a strong reference with the name
+# so an id can never be reused by another object while cached.
+_signal_causes: dict[int, tuple[Signal, Cause]] = {}
+
+
+def _signal_name(signal: Signal) -> str:
+    fallback = None
+    for module_name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            if value is signal:
+                if module_name in _SIGNAL_SHORT_NAMES:
+                    return str(attr)
+                dotted = f"{module_name}.{attr}"
+                if module_name.rsplit(".", 1)[-1] == "signals":
+                    return dotted
+                fallback = fallback or dotted
+    return fallback or "unnamed signal"
+
+
+def signal_cause(signal: object) -> Cause | None:
+    if not isinstance(signal, Signal):
+        return None
+    entry = _signal_causes.get(id(signal))
+    if entry is None or entry[0] is not signal:
+        entry = (signal, intern_cause("signal", _signal_name(signal)))
+        if len(_signal_causes) > 10_000:
+            _signal_causes.clear()
+        _signal_causes[id(signal)] = entry
+    return entry[1]
+
+
+# --- rules --------------------------------------------------------------------
+
+
+@_causes.per_instance  # which Signal: the instance, not the code
+def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
+    # async_to_sync(signal.asend), sync_to_async(signal.send) in user code
+    return signal_cause(getattr(target, "__self__", None))
+
+
+@_causes.per_instance
+def _signal_closure_rule(target: object, frame: FrameType | None) -> Cause | None:
+    # Django 5's Signal.asend wraps its sync receivers in a local ``sync_send``
+    # (and Signal.send its async ones in a local ``asend``): the signal is the
+    # closure's ``self``.
+    code = getattr(target, "__code__", None)
+    closure = getattr(target, "__closure__", None)
+    if code is None or not closure or "self" not in code.co_freevars:
+        return None
+    return signal_cause(closure[code.co_freevars.index("self")].cell_contents)
+
+
+def _response_rule(verb: str) -> _causes.Rule:
+    def rule(target: object, frame: FrameType | None) -> Cause | None:
+        owner = getattr(target, "__self__", None)
+        if owner is None:
+            return None
+        return intern_cause("response", f"{type(owner).__name__}.{verb}")
+
+    return rule
+
+
+def _fixed(kind: str, site: str) -> _causes.Rule:
+    cause = intern_cause(kind, site)
+    return lambda target, frame: cause
+
+
+def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
+    if getattr(target, "view_class", None) is not None:
+        # as_view()'s closures share one code object and name across views.
+        _causes.reads_instance()
+    return intern_cause("view", view_path(target))
+
+
+# (id(class), id(function)) -> (class, function, cause)
+_hook_causes: dict[tuple[int, int], tuple[type, Any, Cause]] = {}
+
+
+def _hook_cause(method: MethodType) -> Cause:
+    """``<middleware class path>.<hook>`` for a bound middleware hook, cached."""
+    cls = type(method.__self__)
+    function = method.__func__
+    key = (id(cls), id(function))
+    entry = _hook_causes.get(key)
+    if entry is not None and entry[0] is cls and entry[1] is function:
+        return entry[2]
+    cause = intern_cause("middleware", f"{class_path(cls)}.{function.__name__}")
+    _hook_causes[key] = (cls, function, cause)
+    return cause
+
+
+def _mixin_hook_rule(target: object, frame: FrameType | None) -> Cause | None:
+    return _hook_cause(target) if type(target) is MethodType else None
+
+
+#: The site of the 6.0+ hops that write an upload's body chunks to disk.
+REQUEST_BODY_TO_DISK = "request body (written to disk)"
+_STREAM_SYNC = intern_cause("stream", "StreamingHttpResponse (sync iterator)")
+_STREAM_ASYNC = intern_cause("stream", "StreamingHttpResponse (async iterator)")
+
+
+def _async_api_rule(kind: str, site: str) -> _causes.Rule:
+    """``QuerySet.aget`` and friends: the async method plus the user's call site."""
+
+    def rule(target: object, frame: FrameType | None) -> Cause | None:
+        return intern_cause(kind, site, _causes.call_site(frame))
+
+    return rule
+
+
+_DJANGO_ROOT = ""
+_RESPONSE_FILE = http_response.__file__
+
+#: Django functions that make a hop the generic rules below would misname, by
+#: (file under django/, qualname). Matched by name, not imported: nothing is
+#: loaded for them, and a version without one simply never matches it.
+_KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
+    # QuerySet.aiterator() runs BaseIterable's generic async generator, which
+    # fetches each chunk through sync_to_async(next_slice): ORM work.
+    ("db/models/query.py", "BaseIterable._async_generator"): _async_api_rule(
+        "orm", "QuerySet.aiterator"
+    ),
+    # 6.0+: once an upload spools to disk (FILE_UPLOAD_MAX_MEMORY_SIZE), each
+    # further body chunk is written through sync_to_async(body_file.write).
+    # Handler code: no call site (the frame above it is the server's).
+    ("core/handlers/asgi.py", "ASGIHandler.read_body"): _fixed("stream", REQUEST_BODY_TO_DISK),
+    # 6.1: aauthenticate() with an unknown username still hashes the password
+    # once (so it takes as long as a wrong password), in a thread.
+    ("contrib/auth/__init__.py", "acheck_password_with_timing_attack_mitigation"): (
+        _async_api_rule("other", "acheck_password (unknown user)")
+    ),
+}
+
+
+def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
+    """Caller rules derived from a code object on first sight (cached by _causes)."""
+    filename = code.co_filename
+    if not filename.startswith(_DJANGO_ROOT):
+        return None
+    qualname = code.co_qualname
+    known = _KNOWN_CALLERS.get((filename[len(_DJANGO_ROOT) :].replace(os.sep, "/"), qualname))
+    if known is not None:
+        return known
+    if filename == _RESPONSE_FILE and qualname.startswith("StreamingHttpResponse."):
+        if qualname.startswith("StreamingHttpResponse.__aiter__"):
+            return lambda target, frame: _STREAM_SYNC
+        if qualname.startswith("StreamingHttpResponse.__iter__"):
+            return lambda target, frame: _STREAM_ASYNC
+        return None
+    # Django's async APIs that are sync_to_async of the sync method:
+    # QuerySet.aget, Model.asave, RelatedManager.acreate, QuerySet.__aiter__,
+    # BaseCache.aget, SessionBase.aget, auth's aauthenticate, ...
+    parts = [p for p in qualname.split(".") if p != "<locals>"]
+    api = next((p for p in parts if p.startswith("a") or p == "__aiter__"), None)
+    if api is None:
+        return None
+    owner_index = parts.index(api)
+    site = ".".join(parts[max(0, owner_index - 1) : owner_index + 1])
+    relative = filename[len(_DJANGO_ROOT) :]
+    kind = "orm" if relative.startswith(f"db{os.sep}") else "other"
+    return _async_api_rule(kind, site)
+
+
+def _nested_codes(code: CodeType) -> list[CodeType]:
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            found.append(const)
+            found.extend(_nested_codes(const))
+    return found
+
+
+def _register(where: str, register: Callable[[], None]) -> None:
+    """One rule's registration. A Django that renamed what it names (a version
+    hopwatch was not tested on) loses that rule, not hopwatch: its hops are
+    still counted, named by the fallback."""
+    try:
+        register()
+    except Exception as exc:
+        _errors.report(f"registering the cause rule for {where}", exc)
+
+
+def _register_view_caller(name: str) -> None:
+    _causes.register_caller(getattr(handlers_base.BaseHandler, name), _view_rule)
+
+
+def register_rules() -> None:
+    """Register every rule (once, from ``install()``)."""
+    global _DJANGO_ROOT
+
+    _DJANGO_ROOT = os.path.dirname(django.__file__ or "") + os.sep
+    _causes.add_library_package(django.__file__ or "")
+
+    for name in ("send", "send_robust", "asend", "asend_robust"):
+        method = getattr(Signal, name, None)
+        if method is None:
+            continue
+        _causes.register_target(method, _signal_bound_rule)
+        for nested in _nested_codes(method.__code__):
+            _causes.register_target(nested, _signal_closure_rule)
+
+    _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
+    _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
+    _causes.register_target(response_for_exception, _fixed("exception", "response_for_exception"))
+    _causes.register_target(log_response, _fixed("exception", "log_response"))
+    _register(
+        "process_exception_by_middleware",
+        lambda: _causes.register_target(
+            handlers_base.BaseHandler.process_exception_by_middleware,
+            _fixed("exception", "process_exception_by_middleware"),
+        ),
+    )
+    for get_response in ("_get_response_async", "_get_response"):
+        _register(
+            f"BaseHandler.{get_response}",
+            functools.partial(_register_view_caller, get_response),
+        )
+    _causes.register_caller(MiddlewareMixin.__acall__, _mixin_hook_rule)
+    _causes.register_caller_classifier(_classify_django_caller)
+
+
+# --- middleware adaptation tags -----------------------------------------------
+
+
+def _unwrap_handler(handler: Any) -> Any:
+    """The middleware instance behind ``convert_exception_to_response``'s wrapper."""
+    return getattr(handler, "__wrapped__", handler)
+
+
+def _sync_only_below(middleware: Any) -> Any:
+    """The first sync-only middleware at or below ``middleware`` in the chain, or None.
+
+    An async-capable middleware runs sync only because the handler below it is
+    sync; follow ``get_response`` down to the middleware that is the reason.
+    """
+    for _ in range(1000):  # a chain is finite; guard against odd get_response graphs
+        if middleware is None or isinstance(middleware, MethodType):
+            return None  # reached the view-calling handler
+        if isinstance(middleware, types.FunctionType):
+            # A function-based middleware's flags are on its factory, out of
+            # reach here; an async closure is running async, a sync one is
+            # the reason the chain is sync.
+            if not inspect.iscoroutinefunction(middleware):
+                return middleware
+        elif not getattr(type(middleware), "async_capable", False):
+            return middleware
+        middleware = _unwrap_handler(getattr(middleware, "get_response", None))
+    return None
+
+
+def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
+    """The middleware to blame for an adapter ``adapt_method_mode`` made.
+
+    ``name`` is Django's ``"middleware <path>"`` for the middleware being
+    loaded when the handler below it needed adapting. When that middleware is
+    sync-only, Django wraps the async handler below in ``async_to_sync`` and the
+    name is right. When the handler below is sync (``sync_to_async``), the
+    reason is the first sync-only middleware in that handler's chain (an
+    async-capable middleware above it also runs sync): blame that one.
+    """
+    if type(method) is MethodType:  # process_view / process_template_response / ...
+        return _hook_cause(method)
+    below = _unwrap_handler(method)
+    if isinstance(adapter, SyncToAsync):
+        culprit = _sync_only_below(below)
+        if culprit is not None:
+            return intern_cause("middleware", middleware_site(culprit))
+    if name and name.startswith("middleware "):
+        return intern_cause("middleware", name[len("middleware ") :])
+    if below is not method and not isinstance(below, MethodType):
+        return intern_cause("middleware", middleware_site(below))
+    return intern_cause("middleware", name or _causes.dotted_name(method))
+
+
+def patched_adapt_method_mode(original: Callable[..., Any]) -> Callable[..., Any]:
+    def adapt_method_mode(
+        self: Any,
+        is_async: Any,
+        method: Any,
+        method_is_async: Any = None,
+        debug: Any = False,
+        name: Any = None,
+    ) -> Any:
+        adapted = original(self, is_async, method, method_is_async, debug, name)
+        if adapted is not method:
+            try:
+                _causes.tag(adapted, _adaptation_cause(method, name, adapted))
+            except Exception as exc:
+                _errors.report("adapt_method_mode", exc)
+        return adapted
+
+    adapt_method_mode.__wrapped__ = original  # type: ignore[attr-defined]
+    adapt_method_mode.__doc__ = original.__doc__
+    return adapt_method_mode
+
+
+def register_close_rule() -> None:
+    """``response.close`` is hopwatch's wrapper once installed: attribute it like the original."""
+    _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))

@@ -1,0 +1,199 @@
+"""How the line names a request's route and view: as the people who wrote them know them.
+
+* **route**: the URL pattern, ``/items/<int:pk>/``. A ``re_path`` pattern is
+  written the same way: ``^static/(?P<path>.*)$`` becomes ``/static/<path>``
+  (anchors dropped, each group a ``<name>``), so regex routes read like the
+  others and never carry a regex's escapes into a report.
+* **view**: the dotted path of the code that handled the request. Django's own
+  ``ResolverMatch._func_path`` names the callable the URLconf holds, which for a
+  framework is its dispatcher: every django-ninja operation is
+  ``ninja.operation.async_view_wrapper`` (or ``_async_view``, ``_sync_view``,
+  ``functools.partial`` in older releases). hopwatch names the operation's own
+  function instead (``myapi.views.get_datasets``), picked by the request's method;
+  a ``functools.partial`` by the function it wraps; a class-based view by its
+  class (as Django does).
+
+Both are cached per pattern and per view callable (long-lived URLconf objects),
+so naming costs a dict lookup per request.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Final
+
+#: Entries kept per cache; past this, names are computed every time (still correct).
+_CACHE_LIMIT: Final = 4096
+
+_routes: dict[str, str] = {}
+# (id(view callable), method) -> (the callable, kept so the id is never reused, its name)
+_views: dict[tuple[int, str], tuple[Any, str | None]] = {}
+
+
+def route_of(match: Any) -> str | None:
+    """``/`` + the resolved pattern, a regex one written as a path pattern."""
+    route = getattr(match, "route", None)
+    if route is None:
+        return None
+    named = _routes.get(route)
+    if named is None:
+        named = "/" + regex_as_pattern(route) if _is_regex(route) else "/" + route
+        if len(_routes) < _CACHE_LIMIT:
+            _routes[route] = named
+    return named
+
+
+_REGEX_HINTS: Final = re.compile(r"[\^$\\(\[|?*+{]")
+
+
+def _is_regex(route: str) -> bool:
+    return _REGEX_HINTS.search(route) is not None
+
+
+def regex_as_pattern(regex: str) -> str:
+    """``^api/(?P<pk>[0-9]+)/$`` -> ``api/<pk>/``: anchors out, each group a ``<name>``.
+
+    Unnamed groups become ``<arg>``, ``<arg2>``, ...; non-capturing groups are kept
+    as their content; escaped characters lose their backslash; other regex
+    syntax outside groups is left as it is (it is rare in URL patterns).
+    """
+    out: list[str] = []
+    unnamed = 0
+    i = 0
+    n = len(regex)
+    while i < n:
+        ch = regex[i]
+        if ch == "\\" and i + 1 < n:
+            nxt = regex[i + 1]
+            if nxt in "AZz":  # \A, \Z, \z: anchors
+                i += 2
+                continue
+            out.append(nxt)
+            i += 2
+            continue
+        if ch in "^$":
+            i += 1
+            continue
+        if ch == "(":
+            end = _group_end(regex, i)
+            inner = regex[i + 1 : end]
+            found = re.match(r"\?P<(\w+)>", inner)
+            if found:
+                out.append(f"<{found.group(1)}>")
+            elif inner.startswith("?:"):
+                out.append(regex_as_pattern(inner[2:]))
+            elif inner.startswith("?"):
+                pass  # a lookaround or flag group: matches no characters of the path
+            else:
+                unnamed += 1
+                out.append("<arg>" if unnamed == 1 else f"<arg{unnamed}>")
+            i = end + 1
+            if i < n and regex[i] in "?*+":  # an optional group: the pattern shows it once
+                i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _group_end(regex: str, start: int) -> int:
+    """The index of the ``)`` closing the group opened at ``start`` (skipping classes, escapes)."""
+    depth = 0
+    i = start
+    in_class = False
+    while i < len(regex):
+        ch = regex[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return len(regex) - 1
+
+
+def view_of(match: Any, method: str | None) -> str | None:
+    """The view's dotted path, as its author knows it (see the module docstring)."""
+    func = getattr(match, "func", None)
+    if func is None:
+        return getattr(match, "_func_path", None)
+    key = (id(func), method or "")
+    entry = _views.get(key)
+    if entry is not None and entry[0] is func:
+        return entry[1]
+    name = _name(func, method) or getattr(match, "_func_path", None)
+    if len(_views) < _CACHE_LIMIT:
+        _views[key] = (func, name)
+    return name
+
+
+def _dotted(func: Any) -> str | None:
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if not module or not name:
+        return None
+    return f"{module}.{name}"
+
+
+def _name(func: Any, method: str | None) -> str | None:
+    view_class = getattr(func, "view_class", None)
+    if view_class is not None:  # as_view(): the class, as Django names it
+        return f"{view_class.__module__}.{view_class.__qualname__}"
+    for _ in range(8):  # partial(partial(f)): bounded, never a loop
+        if not isinstance(func, functools.partial):
+            break
+        func = func.func
+    operation = _ninja_operation(func, method)
+    if operation is not None:
+        return _dotted(operation)
+    if isinstance(func, functools.partial):
+        return None
+    return None if _dotted(func) is None else _plain_name(func)
+
+
+def _plain_name(func: Any) -> str | None:
+    # Django's own rule (module + __name__), so that plain views keep their names
+    if not hasattr(func, "__name__"):
+        cls = type(func)
+        return f"{cls.__module__}.{cls.__name__}"
+    return f"{func.__module__}.{func.__name__}"
+
+
+def _ninja_operation(func: Any, method: str | None) -> Any:
+    """The function of the django-ninja operation ``func`` dispatches to for ``method``.
+
+    django-ninja mounts one callable per path (its ``PathView``), a bound method
+    (``_async_view``, ``_sync_view``) or a closure over the PathView; the
+    PathView's ``operations`` each have ``methods`` and ``view_func``.
+    Recognised by that shape, without importing ninja.
+    """
+    candidates = [getattr(func, "__self__", None)]
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            candidates.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    for owner in candidates:
+        operations = getattr(owner, "operations", None)
+        if not isinstance(operations, list) or not operations:
+            continue
+        for operation in operations:
+            methods = getattr(operation, "methods", None)
+            view_func = getattr(operation, "view_func", None)
+            if view_func is None or not isinstance(methods, list | tuple):
+                break  # not a PathView after all
+            if method in methods or len(operations) == 1:
+                return view_func
+    return None
+
+
+__all__ = ["regex_as_pattern", "route_of", "view_of"]

@@ -1,0 +1,247 @@
+"""Where a Django request begins and ends: the request scope hops are counted in.
+
+The handlers' ``__call__`` (``ASGIHandler``, ``WSGIHandler`` and the test
+clients' handlers, replaced by :func:`hopwatch._django.install`) open a
+:class:`~hopwatch._recorder.RequestRecord` in a contextvar before Django does
+anything, so the ``request_started`` receivers and ``response.close()`` that run
+outside the middleware chain are counted. An async handler closes the record
+when it returns (Django has closed the response by then). A sync handler
+returns the response *before* the server iterates and closes it, so the record
+stays open in the calling context until ``response.close()``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from django.http import response as http_response
+
+from hopwatch import _errors
+from hopwatch._recorder import (
+    Ledger,
+    RequestRecord,
+    close_request,
+    current_scope,
+    open_request,
+)
+
+INTERFACE_ASGI = "asgi"
+INTERFACE_WSGI = "wsgi"
+INTERFACE_TEST_CLIENT = "test-client"
+INTERFACE_TEST_ASYNC_CLIENT = "test-async-client"
+
+#: Set by ``hopwatch._django.install()``; the replaced handlers do nothing extra when off.
+active = False
+
+
+def finish_request(record: RequestRecord) -> None:
+    """Close ``record`` (its line is written) and leave its scope. Never raises."""
+    try:
+        token = record.scope_token
+        record.scope_token = None
+        close_request(record)
+        if token is not None:
+            try:
+                current_scope.reset(token)
+            except ValueError:
+                # Closed from another context than the one that opened it
+                # (a server closing the response on another thread).
+                if current_scope.get() is record:
+                    current_scope.set(record.parent)
+    except Exception as exc:
+        _errors.report("closing a request record", exc)
+
+
+def async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
+    async def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        if not active or scope.get("type") != "http":
+            return await original(self, scope, *args, **kwargs)
+        try:
+            record, _token = open_request(interface)
+            record.method = scope.get("method")
+            record.path = scope.get("path")
+        except Exception as exc:
+            _errors.report(f"{interface} handler", exc)
+            return await original(self, scope, *args, **kwargs)
+        try:
+            return await original(self, scope, *args, **kwargs)
+        finally:
+            finish_request(record)
+
+    __call__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __call__
+
+
+# Sync handlers whose response has not been closed yet: id(response) -> a list of
+# (weak reference to the response, its record), one per request that returned that
+# very object (a view may return one shared response to several requests). Closed
+# by the patched HttpResponseBase.close(), or when the response is collected unclosed.
+_awaiting_close: dict[int, list[tuple[weakref.ref[Any], RequestRecord]]] = {}
+
+
+def _forget(record: RequestRecord) -> None:
+    for key, entries in list(_awaiting_close.items()):
+        kept = [entry for entry in entries if entry[1] is not record]
+        if len(kept) != len(entries):
+            if kept:
+                _awaiting_close[key] = kept
+            else:
+                _awaiting_close.pop(key, None)
+
+
+def _close_stale_scope() -> None:
+    """Clean up after a previous sync request in this context (a WSGI server thread).
+
+    Its response was never closed (finish it now), or it was closed from
+    another context, which could not reset this one (drop it, so it is not
+    kept alive or taken for the next request's parent).
+    """
+    stale = current_scope.get()
+    if stale is not None and stale.closed:
+        parent = stale.parent
+        while parent is not None and parent.closed:
+            parent = parent.parent
+        current_scope.set(parent)
+        return
+    if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
+        _forget(stale)
+        stale.extra["response_closed"] = False
+        finish_request(stale)
+
+
+def _await_close(response: Any, record: RequestRecord) -> None:
+    """Keep ``record`` open until ``response`` is closed (or collected unclosed)."""
+    record.extra["awaiting_close"] = True
+    key = id(response)
+
+    def collected(_ref: Any, key: int = key) -> None:
+        # Only entries whose reference this is: the id may be reused by now.
+        entries = _awaiting_close.pop(key, [])
+        kept = [entry for entry in entries if entry[0] is not _ref]
+        if kept:
+            _awaiting_close[key] = kept
+        for entry in entries:
+            if entry[0] is _ref:
+                entry[1].extra["response_closed"] = False
+                finish_request(entry[1])
+
+    _awaiting_close.setdefault(key, []).append((weakref.ref(response, collected), record))
+
+
+def _closes_with(
+    environ: Any, call: Callable[[Any], Any]
+) -> tuple[Any, http_response.HttpResponseBase | None]:
+    """Call the handler; return what it returned and the HttpResponse to wait for.
+
+    With ``wsgi.file_wrapper`` (a ``FileResponse`` under a server that offers it)
+    Django returns the server's wrapper around the file, not the response; the
+    response's ``close`` is then the file's, and the server calls it after sending
+    the body. The wrapper is seen on its way in, for this call only.
+    """
+    server_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, dict) else None
+    if server_wrapper is None:
+        result = call(environ)
+        return result, result if isinstance(result, http_response.HttpResponseBase) else None
+    wrapped: list[Any] = []
+
+    def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
+        # Django set filelike.close = response.close before calling this
+        wrapped.append(getattr(getattr(filelike, "close", None), "__self__", None))
+        return server_wrapper(filelike, *args, **kwargs)
+
+    environ["wsgi.file_wrapper"] = file_wrapper
+    try:
+        result = call(environ)
+    finally:
+        environ["wsgi.file_wrapper"] = server_wrapper
+    if isinstance(result, http_response.HttpResponseBase):
+        return result, result
+    owner = wrapped[-1] if wrapped else None
+    return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
+
+
+def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
+    # The test Client returns the response to the test, which may read a stream much
+    # later, or never: the test's own code must not run in the request's scope.
+    leaves_scope = interface == INTERFACE_TEST_CLIENT
+
+    def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True
+        if not active:
+            return original(self, environ, *args, **kwargs)
+        try:
+            _close_stale_scope()
+            record, token = open_request(interface)
+            record.method = environ.get("REQUEST_METHOD")
+            record.path = environ.get("PATH_INFO")
+        except Exception as exc:
+            _errors.report(f"{interface} handler", exc)
+            return original(self, environ, *args, **kwargs)
+        try:
+            result, response = _closes_with(
+                environ, lambda env: original(self, env, *args, **kwargs)
+            )
+        except BaseException:
+            finish_request(record)
+            raise
+        try:
+            if response is not None and not getattr(response, "closed", False):
+                # The server closes it later (after sending the body): stay open
+                # until then, in this context (a server sends the body in it).
+                _await_close(response, record)
+                if leaves_scope:
+                    record.scope_token = None
+                    current_scope.reset(token)
+            else:
+                finish_request(record)
+        except Exception as exc:
+            _errors.report(f"{interface} handler", exc)
+            finish_request(record)
+        return result
+
+    __call__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __call__
+
+
+def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    def close(self: Any) -> Any:
+        try:
+            return original(self)
+        finally:
+            if _awaiting_close:
+                _closed(self)
+
+    close.__wrapped__ = original  # type: ignore[attr-defined]
+    close.__doc__ = original.__doc__
+    return close
+
+
+def _closed(response: Any) -> None:
+    """``response`` was closed: finish the request that waited for it.
+
+    One response object returned to several requests is closed once per request,
+    each time by the server thread that sent it, where that request's scope is
+    still set: that request is finished, else the oldest waiting.
+    """
+    key = id(response)
+    entries = [entry for entry in _awaiting_close.get(key, ()) if entry[0]() is response]
+    if not entries:
+        return
+    current = current_scope.get()
+    chosen = next((entry for entry in entries if entry[1] is current), entries[0])
+    remaining = [entry for entry in _awaiting_close.pop(key, []) if entry is not chosen]
+    if remaining:
+        _awaiting_close[key] = remaining
+    chosen[1].extra.pop("awaiting_close", None)
+    finish_request(chosen[1])
+
+
+def current_request() -> RequestRecord | None:
+    """The request record of the current context, if any."""
+    scope: Ledger | None = current_scope.get()
+    while scope is not None and not isinstance(scope, RequestRecord):
+        scope = scope.parent
+    return scope

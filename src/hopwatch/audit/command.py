@@ -1,0 +1,191 @@
+"""``hopwatch audit`` and ``manage.py hopwatch_audit``: set Django up, audit, measure, print.
+
+Exit status: 0 when the audit was printed, 2 for a usage error or settings or
+middleware the audit cannot load (one line on stderr names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Final
+
+from hopwatch._cli import Parser, silence_stdout, usage_error, whole_number
+from hopwatch.audit.facts import (
+    AuditError,
+    _one_line,
+    django_6_2_flag_changes,
+    gather,
+    request_started_hops,
+)
+from hopwatch.audit.model import DJANGO_6_2, Audit, build_audit, preview_django_6_2
+from hopwatch.audit.render import FORMATS, render
+from hopwatch.audit.traffic import from_logs
+from hopwatch.hop_tax import DEFAULT_SAMPLES, HopTax, measure_hop_tax, measure_overhead
+
+HELP: Final = "list MIDDLEWARE with the hops each entry costs per request, and what to change"
+
+
+def audit_settings(
+    middleware: Sequence[str] | None = None, *, hop_tax: HopTax | None = None
+) -> Audit:
+    """Audit ``settings.MIDDLEWARE`` (or ``middleware``) of the configured project."""
+    import asgiref
+    import django
+    from django.conf import settings
+
+    paths = list(settings.MIDDLEWARE if middleware is None else middleware)
+    facts = gather(paths)
+    asgi_application = getattr(settings, "ASGI_APPLICATION", None)
+    audit = build_audit(
+        facts,
+        settings_module=getattr(settings, "SETTINGS_MODULE", None)
+        or os.environ.get("DJANGO_SETTINGS_MODULE"),
+        django_version=django.get_version(),
+        asgiref_version=getattr(asgiref, "__version__", "unknown"),
+        asgi_application=str(asgi_application) if asgi_application else None,
+        request_started=request_started_hops(),
+        hop_tax=hop_tax,
+    )
+    if django.VERSION[:2] < DJANGO_6_2:
+        audit.django_6_2 = preview_django_6_2(
+            facts, django_6_2_flag_changes(paths), audit.request_started
+        )
+    return audit
+
+
+DESCRIPTION: Final = """\
+List each MIDDLEWARE entry of a Django project: its sync_capable/async_capable
+flags, the mode Django runs it in under ASGI and under WSGI, the hops it costs
+per request, whether it holds a worker thread, and what to change. Then the
+predicted hops per request for an async and a sync view, and what a hop costs
+on this host (measured now, in a helper thread)."""
+
+
+#: ``--samples``: hops timed per kind (the management command shares it).
+samples_type = whole_number(1)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--settings",
+        metavar="DOTTED.PATH",
+        help="the Django settings module (default: $DJANGO_SETTINGS_MODULE)",
+    )
+    parser.add_argument(
+        "--pythonpath",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a directory to add to sys.path first (repeatable; the current"
+        " directory is always added)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="output format (default: rich on a terminal, else text)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=samples_type,
+        default=DEFAULT_SAMPLES,
+        metavar="N",
+        help=f"hops timed per kind for the hop tax and hopwatch's own cost"
+        f" (default {DEFAULT_SAMPLES})",
+    )
+    parser.add_argument(
+        "--logs",
+        nargs="+",
+        metavar="PATH",
+        help="the project's hopwatch logs (files, directories, globs, .gz, as hopwatch report"
+        " reads them): rank the changes by what they save for the traffic in them",
+    )
+
+
+def _error(message: str) -> int:
+    return usage_error("audit", message)
+
+
+def _setup_django(module: str, pythonpath: Sequence[str]) -> None:
+    """Configure Django with ``module``, or check it already is. AuditError if not."""
+    for entry in [os.getcwd(), *reversed(pythonpath)]:
+        entry = os.path.abspath(entry)
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    from django.conf import settings
+
+    if settings.configured:
+        current = getattr(settings, "SETTINGS_MODULE", None)
+        if current is not None and current != module:
+            raise AuditError(f"Django is already configured with {current!r}, not {module!r}")
+        return
+    os.environ["DJANGO_SETTINGS_MODULE"] = module
+    try:
+        import django
+
+        django.setup()
+    except Exception as exc:
+        raise AuditError(f"cannot load the settings {module!r}: {_one_line(exc)}") from None
+
+
+def write_audit(
+    out: IO[str],
+    format_name: str = "auto",
+    samples: int = DEFAULT_SAMPLES,
+    logs: Sequence[str] | None = None,
+) -> None:
+    """Audit the configured project and write it (the CLI and the management command).
+
+    ``logs``: the project's hopwatch logs; the changes are then ranked for the traffic
+    they hold (raises AuditError when they cannot be read or hold no request)."""
+    audit = audit_settings()
+    if logs:
+        audit.traffic = from_logs(logs)  # before measuring: a bad path fails at once
+    measure_host(audit, samples)
+    render(audit, format_name, out)
+
+
+def measure_host(audit: Audit, samples: int = DEFAULT_SAMPLES) -> None:
+    """Fill in the hop tax and hopwatch's own cost (a process serving no requests only)."""
+    if "hopwatch.apps" in sys.modules:  # MEASURE_HOP_TAX may be measuring right now
+        sys.modules["hopwatch.apps"].wait_for_hop_tax_measurement()
+    audit.hop_tax = measure_hop_tax(samples)
+    audit.overhead = measure_overhead(samples)
+
+
+def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
+    out = stdout if stdout is not None else sys.stdout
+    module = args.settings or os.environ.get("DJANGO_SETTINGS_MODULE")
+    if not module:
+        return _error(
+            "no Django settings: pass --settings dotted.path or set DJANGO_SETTINGS_MODULE"
+        )
+    try:
+        _setup_django(module, args.pythonpath)
+        write_audit(out, args.format, args.samples, args.logs)
+        out.flush()
+    except AuditError as exc:
+        return _error(str(exc))
+    except BrokenPipeError:
+        silence_stdout()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``hopwatch audit ...`` on its own (the ``hopwatch`` command dispatches here too)."""
+    parser = Parser(prog="hopwatch audit")
+    configure(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""What the audit finds by introspection: each ``MIDDLEWARE`` entry's flags and hooks.
+
+:func:`gather` imports each middleware and instantiates it exactly as
+``BaseHandler.load_middleware`` would (a ``MiddlewareNotUsed`` leaves it out),
+recording only facts (flags, hooks, which hooks are async). The model
+(:mod:`hopwatch.audit.model`) computes from these facts alone. Django is
+imported when these functions run, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+ASGI: Final = "asgi"
+WSGI: Final = "wsgi"
+INTERFACES: Final = (ASGI, WSGI)
+SYNC: Final = "sync"
+ASYNC: Final = "async"
+
+MIXIN_HOOKS: Final = ("process_request", "process_response")
+HANDLER_HOOKS: Final = ("process_view", "process_template_response", "process_exception")
+
+
+class AuditError(Exception):
+    """A problem that stops the audit; its message is one line, shown as is."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: Kinds of note: what the audit could not model about an entry, or a problem with it.
+NOTE_NOT_BUILT: Final = "not-built"  # its factory raised: hooks not inspected
+NOTE_OWN_CALL: Final = "own-call"  # a mixin that overrides __call__/__acall__
+NOTE_NOT_USED: Final = "not-used"  # MiddlewareNotUsed under an interface
+#: A problem at request time, not a gap in the model: an async hook a mixin cannot call.
+NOTE_ASYNC_MIXIN_HOOK: Final = "async-mixin-hook"
+PROBLEM_NOTES: Final = frozenset({NOTE_ASYNC_MIXIN_HOOK})
+
+
+@dataclass(frozen=True)
+class Note:
+    kind: str
+    text: str
+
+    @property
+    def is_problem(self) -> bool:
+        return self.kind in PROBLEM_NOTES
+
+
+@dataclass(frozen=True)
+class HookFacts:
+    name: str
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class MiddlewareFacts:
+    """What the model needs to know about one ``MIDDLEWARE`` entry."""
+
+    path: str
+    sync_capable: bool = True
+    async_capable: bool = False
+    #: "mixin" (MiddlewareMixin), "class", "function" or "callable"
+    kind: str = "class"
+    #: hooks Django or MiddlewareMixin call (process_request/response only for a mixin)
+    hooks: tuple[HookFacts, ...] = ()
+    #: MiddlewareMixin's own __call__/__acall__ call process_request/response
+    mixin_calls_hooks: bool = False
+    #: False where the factory raised MiddlewareNotUsed, per interface
+    used_asgi: bool = True
+    used_wsgi: bool = True
+    #: ``module.Qualname`` of the instance's type: how hopwatch's recorder names it
+    site: str = ""
+    #: ``async_capable`` of the instance's type (what the recorder's blame walk reads)
+    instance_async_capable: bool | None = None
+    #: the module is outside the project (site-packages, Django itself)
+    third_party: bool = False
+    notes: tuple[Note, ...] = ()
+
+    def used(self, interface: str) -> bool:
+        return self.used_asgi if interface == ASGI else self.used_wsgi
+
+    def hook(self, name: str) -> HookFacts | None:
+        return next((hook for hook in self.hooks if hook.name == name), None)
+
+    @property
+    def site_name(self) -> str:
+        return self.site or self.path
+
+    @property
+    def blame_async_capable(self) -> bool:
+        if self.instance_async_capable is None:
+            return self.async_capable
+        return self.instance_async_capable
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_third_party(obj: Any) -> bool:
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    filename = getattr(module, "__file__", None) or ""
+    parts = os.path.normcase(os.path.abspath(filename)).split(os.sep) if filename else []
+    return "site-packages" in parts or "dist-packages" in parts
+
+
+def _import(path: str) -> Any:
+    from django.utils.module_loading import import_string
+
+    try:
+        return import_string(path)
+    except Exception as exc:
+        raise AuditError(f"cannot import middleware {path!r}: {_one_line(exc)}") from None
+
+
+def _flags(path: str, factory: Any) -> tuple[bool, bool]:
+    can_sync = bool(getattr(factory, "sync_capable", True))
+    can_async = bool(getattr(factory, "async_capable", False))
+    if not can_sync and not can_async:
+        raise AuditError(
+            f"middleware {path!r} sets neither sync_capable nor async_capable: Django refuses"
+            " to load it"
+        )
+    return can_sync, can_async
+
+
+def _dummy_get_response(is_async: bool) -> Callable[[Any], Any]:
+    if is_async:
+
+        async def get_response_async(request: Any) -> Any:
+            raise AssertionError("hopwatch audit never calls the middleware")
+
+        return get_response_async
+
+    def get_response(request: Any) -> Any:
+        raise AssertionError("hopwatch audit never calls the middleware")
+
+    return get_response
+
+
+def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
+    """Import and instantiate each middleware as ``load_middleware`` would, for both modes.
+
+    Raises :class:`AuditError` (one line) for a path that does not import or a
+    middleware Django would refuse to load.
+    """
+    from asgiref.sync import iscoroutinefunction
+    from django.core.exceptions import MiddlewareNotUsed
+    from django.utils.deprecation import MiddlewareMixin
+
+    factories = [_import(path) for path in paths]
+    flags = [_flags(path, factory) for path, factory in zip(paths, factories, strict=True)]
+    instances: list[Any] = [None] * len(paths)
+    used = {ASGI: [True] * len(paths), WSGI: [True] * len(paths)}
+    notes: list[list[Note]] = [[] for _ in paths]
+    for interface in INTERFACES:
+        handler_is_async = interface == ASGI
+        for index in reversed(range(len(paths))):
+            can_sync, can_async = flags[index]
+            is_async = False if (not handler_is_async and can_sync) else can_async
+            try:
+                instance = factories[index](_dummy_get_response(is_async))
+            except MiddlewareNotUsed:
+                used[interface][index] = False
+                continue
+            except Exception as exc:
+                note = Note(
+                    NOTE_NOT_BUILT,
+                    f"could not be instantiated here ({_one_line(exc)}): hooks not inspected",
+                )
+                if note not in notes[index]:
+                    notes[index].append(note)
+            else:
+                if instances[index] is None:
+                    instances[index] = instance
+            handler_is_async = is_async
+
+    facts = []
+    for index, path in enumerate(paths):
+        factory, instance = factories[index], instances[index]
+        can_sync, can_async = flags[index]
+        inspected = instance if instance is not None else factory
+        is_mixin = isinstance(instance, MiddlewareMixin) or (
+            isinstance(factory, type) and issubclass(factory, MiddlewareMixin)
+        )
+        owner = type(instance) if instance is not None else factory
+        # MiddlewareMixin's own __call__/__acall__ (not overridden) call the hooks
+        stock = is_mixin and all(
+            inspect.getattr_static(owner, name, None) is MiddlewareMixin.__dict__[name]
+            for name in ("__call__", "__acall__")
+        )
+        names = (*MIXIN_HOOKS, *HANDLER_HOOKS) if is_mixin else HANDLER_HOOKS
+        hooks = tuple(
+            HookFacts(name, iscoroutinefunction(getattr(inspected, name)))
+            for name in names
+            if hasattr(inspected, name)
+        )
+        if is_mixin and not stock and any(h.name in MIXIN_HOOKS for h in hooks):
+            notes[index].append(
+                Note(
+                    NOTE_OWN_CALL,
+                    "overrides MiddlewareMixin's __call__/__acall__: hops its own code makes"
+                    " are not predicted",
+                )
+            )
+        for hook in hooks:
+            if stock and hook.name in MIXIN_HOOKS and hook.is_async:
+                notes[index].append(
+                    Note(
+                        NOTE_ASYNC_MIXIN_HOOK,
+                        f"{hook.name} is async: MiddlewareMixin cannot call it (sync_to_async"
+                        " raises TypeError under ASGI; under WSGI it is never awaited); write"
+                        " an __acall__ instead",
+                    )
+                )
+        if instance is not None and not isinstance(instance, type):
+            from hopwatch._django_causes import middleware_site
+
+            site = middleware_site(instance)
+            instance_async_capable: bool | None = bool(
+                getattr(type(instance), "async_capable", False)
+            )
+        else:
+            site = _class_path(factory) if isinstance(factory, type) else path
+            instance_async_capable = None
+        if isinstance(factory, type):
+            kind = "mixin" if is_mixin else "class"
+        else:
+            kind = "function" if callable(factory) and hasattr(factory, "__code__") else "callable"
+        for interface in INTERFACES:
+            if not used[interface][index]:
+                notes[index].append(
+                    Note(
+                        NOTE_NOT_USED,
+                        f"raises MiddlewareNotUsed under {interface.upper()}: Django leaves it"
+                        " out",
+                    )
+                )
+        facts.append(
+            MiddlewareFacts(
+                path=path,
+                sync_capable=can_sync,
+                async_capable=can_async,
+                kind=kind,
+                hooks=hooks,
+                mixin_calls_hooks=stock,
+                used_asgi=used[ASGI][index],
+                used_wsgi=used[WSGI][index],
+                site=site,
+                instance_async_capable=instance_async_capable,
+                third_party=_is_third_party(factory),
+                notes=tuple(notes[index]),
+            )
+        )
+    return facts
+
+
+def request_started_hops() -> int:
+    """Hops ``ASGIHandler`` spends sending ``request_started`` (its sync receivers)."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.signals import request_started
+
+    try:
+        if not request_started.receivers:
+            return 0
+        sync_receivers, _async_receivers = request_started._live_receivers(ASGIHandler)
+    except Exception:  # a private API: assume Django's own sync receivers
+        return 1
+    return 1 if sync_receivers else 0
+
+
+def django_6_2_flag_changes(paths: Sequence[str]) -> tuple[bool, ...]:
+    """For each path: whether Django 6.2 changes its ``async_capable``.
+
+    A class that inherits ``async_capable`` from ``MiddlewareMixin`` through
+    one of Django's own subclasses (a user subclass of ``SessionMiddleware``
+    inherits 6.2's value too); not one that sets it itself, nor a function.
+    """
+    from django.utils.deprecation import MiddlewareMixin
+
+    changes = []
+    for path in paths:
+        factory = _import(path)
+        changed = False
+        if isinstance(factory, type) and issubclass(factory, MiddlewareMixin):
+            mro = factory.__mro__
+            definer = next(cls for cls in mro if "async_capable" in cls.__dict__)
+            below_mixin = mro[: mro.index(MiddlewareMixin)]
+            changed = definer is MiddlewareMixin and any(
+                cls.__module__.split(".", 1)[0] == "django" for cls in below_mixin
+            )
+        changes.append(changed)
+    return tuple(changes)

@@ -1,0 +1,187 @@
+"""What the report says under its table, as plain lines every renderer can format.
+
+* the legend: each column shown, in one line;
+* what the lines left out: crossings in causes past ``SITES_LIMIT`` (never lost
+  silently: per-cause numbers are then lower bounds);
+* records from before ``overhead_ms`` was written (their overhead is n/a);
+* what to change first: the fixable causes with the most overhead over the
+  traffic logged, each with its cost and the one-line change from
+  docs/causes.md (the same text as ``hopwatch._advice``);
+* with ``--endpoint``: that endpoint's numbers, in words.
+
+Log content in these lines has been cleaned by the caller's cells or here
+(:func:`hopwatch.report.text.clean`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from hopwatch.report import text as fmt
+from hopwatch.report.table import Layout, legend
+
+Row = dict[str, Any]
+Document = dict[str, Any]
+
+
+def _requests(count: float) -> str:
+    return f"{fmt.count(count)} request{'' if count == 1 else 's'}"
+
+
+def wrap(line: str, width: int | None, indent: str = "") -> list[str]:
+    """``line`` wrapped at ``width`` (None: as is), continuation lines indented."""
+    if width is None or len(line) <= width:
+        return [line]
+    return textwrap.wrap(
+        line,
+        width=width,
+        subsequent_indent=indent,
+        break_long_words=True,
+        break_on_hyphens=False,
+    ) or [line]
+
+
+def legend_lines(layout: Layout, width: int | None) -> list[str]:
+    entries = legend(layout)
+    if not entries:
+        return []
+    pad = max(len(header) for header, _meaning in entries) + 2
+    lines = ["columns:"]
+    for header, meaning in entries:
+        lines += wrap(f"  {header.ljust(pad)}{meaning}", width, " " * (pad + 2))
+    return lines
+
+
+def left_out_lines(left: Row | None, width: int | None) -> list[str]:
+    """The crossings in causes the lines left out (a summary's or a row's ``left_out``)."""
+    if not left:
+        return []
+    overhead = ""
+    if left["overhead_ms"] is not None:
+        overhead = f", {fmt.duration(left['overhead_ms'])} of overhead"
+        if left["overhead_share"] is not None:
+            overhead += f" ({fmt.percent(left['overhead_share'])})"
+    line = (
+        f"left out of the lines: {fmt.count(left['count'])} crossings"
+        f" ({fmt.percent(left['share'])} of all){overhead}, in"
+        f" {_requests(left['requests'])} whose line listed only its top causes"
+        ' (SITES_LIMIT): the causes\' counts are lower bounds. Raise HOPWATCH["SITES_LIMIT"]'
+        " to see them."
+    )
+    return wrap(line, width, "  ")
+
+
+def missing_overhead_lines(document: Document, width: int | None) -> list[str]:
+    summary = document["summary"]
+    reported = summary["reported"]
+    carrying = summary.get("overhead_records", 0)
+    if not reported or carrying >= reported:
+        return []
+    lacking = reported - carrying
+    ranked = " and the rows are ranked by hop time" if document["sort"] == "total" else ""
+    line = (
+        f"{lacking:,} of {reported:,} records carry no overhead_ms (written by a hopwatch"
+        f" before it): their overhead reads n/a{ranked}. hop total is whole crossings, the"
+        " code inside them included."
+    )
+    return wrap(line, width, "  ")
+
+
+def fixable_lines(document: Document, width: int | None) -> list[str]:
+    causes = document.get("fixable") or []
+    if not causes:
+        return []
+    requests = document["summary"].get("requests")
+    over = f", over the {_requests(requests)} logged" if requests else ""
+    by_overhead = any(cause["overhead_ms"] is not None for cause in causes)
+    measure = "crossing overhead" if by_overhead else "hop time: no line carries overhead_ms"
+    lines = wrap(f"what to change first (ranked by {measure}{over}):", width, "  ")
+    said: dict[str, int] = {}  # advice key -> the number that first gave it
+    for number, cause in enumerate(causes, 1):
+        name = fmt.clean(fmt.short_site(cause["site"], None))
+        if cause["overhead_ms"] is not None:
+            cost = (
+                f"{fmt.ms(cause['overhead_per_request'])} ms per request,"
+                f" {fmt.duration(cause['overhead_ms'])} in all"
+            )
+            share = cause["overhead_share"]
+        else:
+            cost = f"{fmt.ms(cause['ms_per_request'])} ms of hop time per request"
+            share = cause["share"]
+        if share is not None:
+            cost += f" ({fmt.percent(share)})"
+        endpoints = cause.get("endpoints")
+        where = f", {endpoints} endpoint{'s' if endpoints != 1 else ''}" if endpoints else ""
+        call = f" at {fmt.clean(cause['call_site'])}" if cause["call_site"] else ""
+        kind = fmt.clean(cause["kind"])
+        lines += wrap(f"  {number}. {name} ({kind}{call}): {cost}{where}", width, "     ")
+        advice = cause["advice"]
+        first = said.setdefault(advice["key"], number)
+        if first == number:
+            lines += wrap(f"     {advice['summary']} (docs/causes.md)", width, "     ")
+        else:
+            lines.append(f"     The same change as {first}.")
+    return lines
+
+
+def endpoint_lines(row: Row, width: int | None) -> list[str]:
+    """One endpoint's numbers in words (--endpoint), above its causes."""
+    lines = [fmt.clean(row["label"])]
+    if row.get("view") and row["label"] != row["view"]:
+        lines.append(f"  view {fmt.clean(row['view'])}")
+    statuses = ", ".join(f"{fmt.clean(k)} x{v:,}" for k, v in row["statuses"].items())
+    interfaces = ", ".join(f"{fmt.clean(k)} x{v:,}" for k, v in row["interfaces"].items())
+    lines.append(
+        f"  {fmt.count(row['requests'])} requests ({interfaces}; statuses {statuses});"
+        f" {fmt.mean(row['hops']['mean'])} crossings per request (at most"
+        f" {fmt.count(row['hops']['max'])})"
+    )
+    overhead = row.get("overhead_ms")
+    if overhead is not None:
+        per_hop = overhead.get("per_hop_us")
+        price = f"; {fmt.us(per_hop)} per crossing" if per_hop is not None else ""
+        lines.append(
+            f"  crossing overhead: {fmt.ms(overhead['mean'])} ms per request (p50"
+            f" {fmt.ms(overhead['p50'])}, p95 {fmt.ms(overhead['p95'])}, p99"
+            f" {fmt.ms(overhead['p99'])}), {fmt.duration(overhead['total'])} in all,"
+            f" {fmt.percent(row['overhead_share'])} of the requests' time{price}"
+        )
+        lines.append(
+            f"  work inside the crossings: {fmt.ms(row['work_ms']['mean'])} ms per request"
+            " (it stays when the hops go)"
+        )
+    else:
+        lines.append(
+            f"  crossing overhead: n/a (no line carries overhead_ms); whole crossings"
+            f" {fmt.ms(row['hop_ms']['mean'])} ms per request, the code inside included"
+        )
+    pinned = row.get("pinned_ms")
+    if pinned and pinned["mean"]:
+        by = ", ".join(fmt.clean(entry["site"]) for entry in pinned["by"])
+        lines.append(
+            f"  a worker thread held {fmt.ms(pinned['mean'])} ms per request while async work"
+            f" ran (by {by})"
+        )
+    tax = row.get("hop_tax_ms")
+    if tax:
+        lines.append(
+            f"  at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
+            f" {fmt.ms(tax['mean'])} ms per request"
+        )
+    if row["new_loops"]["total"]:
+        lines.append(
+            f"  {fmt.count(row['new_loops']['total'])} new event loops (async_to_sync with no"
+            " loop to go to: the cold path)"
+        )
+    return [part for line in lines for part in wrap(line, width, "    ")]
+
+
+__all__ = [
+    "endpoint_lines",
+    "fixable_lines",
+    "left_out_lines",
+    "legend_lines",
+    "missing_overhead_lines",
+    "wrap",
+]

@@ -1,0 +1,1 @@
+"""A django-ninja API (a test-only dependency): how hopwatch names its operations."""

@@ -1,0 +1,201 @@
+"""The terminal table fits any width from 80 columns: every row one line, labels cut in the
+middle (never wrapped), columns left out in their documented order, --wide shows all."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import itertools
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hopwatch.report import rank, render, table
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Scanner
+from tests.report.samples import SESSION, line, site
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+WIDTHS = (80, 100, 120, 160, 220)
+LONG = "/api/v1/organisations/<slug:organisation>/members/<int:member_id>/permissions/"
+ROUTES = ["/", "/items/<int:pk>/", "/search/", LONG, "/api/v1/orders/<uuid:order>/lines/"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def lines_for(route: str, index: int) -> list[str]:
+    sites = [
+        site(SESSION, count=2, ms=1.2, overhead_ms=0.6),
+        site("QuerySet.aget", "orm", 5, 3.0, call_site=f"shop/views.py:{40 + index} in detail",
+             overhead_ms=1.0),
+        site("myproject.middleware.LegacyAuditMiddleware", count=1, ms=2.0, overhead_ms=0.3),
+    ]  # fmt: skip
+    return [
+        line(
+            route=route,
+            view=f"shop.views.view_{index}",
+            hops=8,
+            hop_ms=6.2,
+            overhead_ms=1.9 + index / 10,
+            work_ms=4.3,
+            duration_ms=20.0,
+            pinned_ms=1.5 if index == 3 else 0.0,
+            pinned_by="myproject.middleware.LegacyAuditMiddleware" if index == 3 else None,
+            new_loops=1 if index == 2 else 0,
+            hop_tax_us=80.0,
+            sites=sites,
+        )
+    ] * (index + 2)
+
+
+def document(**options: Any) -> dict[str, Any]:
+    scanner = Scanner(Partial())
+    texts = [text for index, route in enumerate(ROUTES) for text in lines_for(route, index)]
+    scanner.feed_lines([text.encode() for text in texts])
+    return rank.build_document(scanner.finish(), rank.ReportOptions(**options), ["x"])
+
+
+def rendered(doc: dict[str, Any], width: int, **options: Any) -> list[str]:
+    buffer = io.StringIO()
+    render.render_rich(doc, buffer, width=width, **options)
+    return buffer.getvalue().splitlines()
+
+
+def table_part(output: list[str]) -> tuple[str, list[str]]:
+    """The header and the data rows (each row starts with its rank)."""
+    start = next(i for i, text in enumerate(output) if text.lstrip().startswith("#  "))
+    rows = []
+    for text in output[start + 2 :]:
+        if not text.strip():
+            break
+        rows.append(text)
+    return output[start], rows
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_table_fits_the_width_with_every_row_on_one_line(width):
+    doc = document()
+    output = rendered(doc, width)
+    assert max(len(text) for text in output) <= width
+    header, rows = table_part(output)
+    assert len(rows) == len(doc["rows"]) == len(ROUTES)
+    for number, text in enumerate(rows, 1):
+        assert re.match(rf"\s*{number}  ", text), text  # one line per row, in rank order
+    for never in ("#", "endpoint", "ovh/req", "overhead"):
+        assert f" {never} " in f" {header} "
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_labels_are_whole_or_cut_in_the_middle(width):
+    doc = document()
+    _header, rows = table_part(rendered(doc, width))
+    for row, text in zip(doc["rows"], rows, strict=True):
+        label = row["label"]
+        if label in text:
+            continue
+        assert width < 120 or len(label) > table.LABEL_FIT, (width, label)
+        shown = text.split("  ", 2)[1]  # after the rank
+        head, _, tail = shown.strip().partition("…")
+        assert label.startswith(head) and label.endswith(tail) and head and tail, shown
+    # short labels are never cut
+    for row, text in zip(doc["rows"], rows, strict=True):
+        if len(row["label"]) <= 30:
+            assert row["label"] in text
+
+
+def test_columns_leave_in_the_documented_order():
+    doc = document()
+    shown = {}
+    for width in WIDTHS:
+        header, _rows = table_part(rendered(doc, width))
+        shown[width] = {c.header for c in table.columns(doc) if f" {c.header} " in f" {header} "}
+    for narrow, wide in itertools.pairwise(WIDTHS):
+        assert shown[narrow] <= shown[wide], (narrow, wide)  # wider never shows fewer
+    everything = {column.header for column in table.columns(doc)}
+    assert shown[220] == everything
+    order = [c.header for c in sorted((c for c in table.columns(doc) if c.drop), key=lambda c: c.drop)]
+    for width in WIDTHS:
+        gone = everything - shown[width]
+        assert gone == set(order[: len(gone)]), width  # the first ones in the drop order
+    assert everything - shown[80]  # 80 columns do leave some out
+
+
+def test_wide_shows_every_column_at_full_width():
+    doc = document()
+    header, rows = table_part(rendered(doc, 80, wide=True))
+    for column in table.ENDPOINT_COLUMNS:
+        if column.shown(doc["rows"]):
+            assert column.header in header
+    assert any(LONG in text for text in rows)  # nothing cut
+
+
+def test_the_legend_explains_each_column_and_can_be_left_out():
+    doc = document()
+    output = rendered(doc, 120)
+    header, _rows = table_part(output)
+    legend_start = output.index("columns:")
+    legend = "\n".join(output[legend_start:])
+    for column in table.columns(doc):
+        if f" {column.header} " in f" {header} " and column.key != "rank":
+            assert f"  {column.header}  " in legend
+    assert "columns:" not in rendered(doc, 120, legend=False)
+
+
+def _pty_run(width: int, path: Path) -> list[str]:
+    """``hopwatch report`` in a real terminal (a pty) ``width`` columns wide."""
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(PYTHONPATH=str(SRC), TERM="xterm-256color")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hopwatch", "report", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    text = ANSI.sub("", b"".join(chunks).decode())
+    return text.replace("\r\n", "\n").splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_in_a_real_terminal(tmp_path, width):
+    log = tmp_path / "app.log"
+    texts = [text for index, route in enumerate(ROUTES) for text in lines_for(route, index)]
+    log.write_text("\n".join(texts) + "\n")
+    output = _pty_run(width, log)
+    assert max(len(text) for text in output) <= width
+    header, rows = table_part(output)
+    assert len(rows) == len(ROUTES) and "ovh/req" in header
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(
+    "options", [{"by": "site"}, {"by": "view"}, {"endpoint": f"GET {LONG}"}], ids=str
+)
+def test_every_view_of_the_report_fits(width, options):
+    doc = document(**options)
+    output = rendered(doc, width)
+    assert max(len(text) for text in output) <= width
+    _header, rows = table_part(output)
+    expected = len(doc["rows"][0]["causes"]) if "endpoint" in options else len(doc["rows"])
+    assert len(rows) >= expected  # --by site adds the left-out row when there is one

@@ -1,0 +1,187 @@
+"""What hops cost, as the report shows it: crossing overhead, work inside, nothing summed twice.
+
+Lines built by hand with known overhead, work and nesting give exactly the
+expected columns; the "follow the audit's advice" scenario (a sync-only last
+middleware: fewer crossings, nested) reads as cheaper, not dearer; lines from
+before overhead_ms read n/a and rank by what they carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hopwatch.report import rank, render
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Scanner
+from tests.report.samples import SESSION, line, site
+
+
+def scan(texts: list[str]) -> Partial:
+    scanner = Scanner(Partial())
+    scanner.feed_lines([text.encode() for text in texts])
+    return scanner.finish()
+
+
+def document(texts: list[str], **options: Any) -> dict[str, Any]:
+    return rank.build_document(scan(texts), rank.ReportOptions(top=0, **options), ["x"])
+
+
+def request(route: str, **fields: Any) -> str:
+    return line(route=route, view=f"shop.views.{route.strip('/') or 'home'}", **fields)
+
+
+# Fifteen crossings, none nested: each 0.2 ms of overhead around 0.1 ms of work.
+FLAT = {
+    "duration_ms": 10.0,
+    "hops": 15,
+    "hop_ms": 4.5,
+    "wait_ms": 1.5,
+    "overhead_ms": 3.0,
+    "work_ms": 1.5,
+    "max_depth": 1,
+    "sites": [site(SESSION, count=15, ms=4.5, overhead_ms=3.0)],
+}
+# The audit's advice taken (async_capable = False on the last middleware): five
+# crossings, the first enclosing the view's async_to_sync and two more. hop_ms sums
+# every crossing's whole time, nested ones again: 6.0 + 1.0 + 3 x 0.3 = 7.9 ms.
+NESTED = {
+    "duration_ms": 7.0,
+    "hops": 5,
+    "hop_ms": 7.9,
+    "wait_ms": 0.4,
+    "overhead_ms": 1.0,  # 0.2 per crossing, each counted once
+    "work_ms": 5.9,  # 6.0 + 0.9 outermost wall, less the nested ones' overhead
+    "max_depth": 2,
+    "sites": [
+        site("myproject.middleware.SyncLast", count=1, ms=6.0, overhead_ms=0.2),
+        site("myproject.middleware.SyncLast", count=1, ms=1.0, overhead_ms=0.2,
+             direction="async_to_sync"),
+        site("request_started", "signal", count=1, ms=0.3, overhead_ms=0.2),
+        site("HttpResponse.close", "response", count=1, ms=0.3, overhead_ms=0.2),
+        site(SESSION, count=1, ms=0.3, overhead_ms=0.2),
+    ],
+}  # fmt: skip
+
+
+def test_known_overhead_and_work_give_the_expected_columns():
+    doc = document([request("/flat/", **FLAT)] * 4 + [request("/nested/", **NESTED)] * 2)
+    flat, nested = (next(r for r in doc["rows"] if r["route"] == f"/{n}/") for n in ("flat", "nested"))
+    overhead = flat["overhead_ms"]
+    assert {k: overhead[k] for k in ("total", "mean", "max", "records", "per_hop_us")} == {
+        "total": 12.0, "mean": 3.0, "max": 3.0, "records": 4, "per_hop_us": 200.0
+    }  # fmt: skip
+    for name in ("p50", "p95", "p99"):  # the sketch's bound: within 1%
+        assert overhead[name] == pytest.approx(3.0, rel=0.01)
+    assert flat["work_ms"] == {"total": 6.0, "mean": 1.5}
+    assert flat["overhead_share"] == 0.3 and flat["wait_of_overhead"] == 0.5
+    assert nested["overhead_ms"]["total"] == 2.0 and nested["overhead_ms"]["per_hop_us"] == 200.0
+    assert nested["work_ms"] == {"total": 11.8, "mean": 5.9}
+    # overhead and work never exceed the request: nothing is summed twice
+    assert nested["overhead_share"] == round(1.0 / 7.0, 4)
+    assert nested["hop_share"] > 1  # the old headline: 7.9 ms of "hops" in a 7 ms request
+    # the default sort: overhead in all, not hop time (nested has more hop time per request)
+    assert doc["sort"] == "overhead" and [r["route"] for r in doc["rows"]] == ["/flat/", "/nested/"]
+    (causes_flat,) = flat["causes"]
+    assert causes_flat["overhead_ms"] == 12.0 and causes_flat["overhead_per_request"] == 3.0
+    assert causes_flat["overhead_share"] == 1.0
+
+
+def test_following_the_advice_reads_cheaper_not_dearer():
+    """Before: 15 flat crossings. After the audit's advice: 5, nested. hop total used to
+    triple and hop % pass 100% (nested crossings summed): the user would revert a good
+    change. Overhead, and overhead + work, go down."""
+    before = document([request("/page/", **FLAT)] * 10)["rows"][0]
+    after = document([request("/page/", **NESTED)] * 10)["rows"][0]
+    assert after["hop_ms"]["total"] > before["hop_ms"]["total"]  # what misled
+    assert after["overhead_ms"]["total"] < before["overhead_ms"]["total"]
+    assert after["overhead_ms"]["mean"] < before["overhead_ms"]["mean"]
+    assert after["hops"]["mean"] < before["hops"]["mean"]
+    assert after["overhead_share"] < before["overhead_share"] <= 1
+
+
+def test_the_work_inside_crossings_is_not_what_ranks():
+    """A sync view hashing a password inside its crossing: much work, little overhead.
+    It used to top the report (hop % 94.7%); the crossings themselves cost little."""
+    hashing = dict(FLAT, hops=1, hop_ms=300.0, overhead_ms=0.2, work_ms=299.8, duration_ms=310.0,
+                   sites=[site("shop.views.login", "view", 1, 300.0, overhead_ms=0.2)])  # fmt: skip
+    doc = document([request("/login/", **hashing)] * 5 + [request("/flat/", **FLAT)] * 5)
+    assert [row["route"] for row in doc["rows"]] == ["/flat/", "/login/"]
+    by_hop_time = document([request("/login/", **hashing)] * 5 + [request("/flat/", **FLAT)] * 5,
+                           sort="total")  # fmt: skip
+    assert by_hop_time["rows"][0]["route"] == "/login/"
+
+
+def test_lines_without_overhead_read_n_a_and_rank_by_hop_time():
+    old = {k: v for k, v in FLAT.items() if k not in ("overhead_ms", "work_ms")}
+    old["sites"] = [site(SESSION, count=15, ms=4.5)]
+    doc = document([request("/old/", **old), request("/older/", **dict(old, hop_ms=9.0))])
+    assert doc["sort"] == "total"  # the documented fallback
+    assert [row["route"] for row in doc["rows"]] == ["/older/", "/old/"]
+    assert all(row["overhead_ms"] is None and row["work_ms"] is None for row in doc["rows"])
+    text = render.render_to_string(doc, "text")
+    assert "ovh/req" not in text and "hop total" in text
+    assert "2 of 2 records carry no overhead_ms" in text
+
+
+def test_old_and_new_lines_together():
+    old = {k: v for k, v in FLAT.items() if k not in ("overhead_ms", "work_ms")}
+    old["sites"] = [site(SESSION, count=15, ms=4.5)]
+    doc = document([request("/a/", **FLAT), request("/a/", **old)])
+    (row,) = doc["rows"]
+    assert row["overhead_ms"]["records"] == 1 and row["overhead_ms"]["mean"] == 3.0
+    assert doc["summary"]["overhead_records"] == 1
+    assert "1 of 2 records carry no overhead_ms" in render.render_to_string(doc, "text")
+
+
+def test_every_crossing_reaches_the_report_when_the_line_left_causes_out():
+    """SITES_LIMIT: a line lists its top causes; the rest are never lost silently."""
+    sites = [site(f"app.middleware.M{i}.process_request", count=1, ms=0.3, overhead_ms=0.2)
+             for i in range(10)]  # fmt: skip
+    full = dict(FLAT, hops=15, overhead_ms=3.0, hop_ms=4.5, sites_dropped=5, sites=sites)
+    doc = document([request("/busy/", **full)] * 3)
+    (row,) = doc["rows"]
+    listed = sum(cause["count"] for cause in row["causes"]) + (row["other_causes"] or {}).get(
+        "count", 0
+    )
+    assert row["left_out"] == {
+        "requests": 3, "count": 15, "ms": 4.5, "overhead_ms": 3.0, "share": 1 / 3,
+        "overhead_share": round(3.0 / 9.0, 4),
+    } | {"share": round(15 / 45, 4)}  # fmt: skip
+    assert listed + row["left_out"]["count"] == 45  # every crossing, exactly
+    assert doc["summary"]["left_out"]["count"] == 15
+    text = render.render_to_string(doc, "text")
+    assert "left out of the lines: 15 crossings (33.3% of all)" in text
+    site_doc = document([request("/busy/", **full)] * 3, by="site")
+    assert "(left out of the lines: SITES_LIMIT)" in render.render_to_string(site_doc, "text")
+
+
+def test_what_to_change_first_names_fixable_causes_with_their_advice():
+    texts = [request("/page/", **NESTED)] * 4
+    doc = document(texts)
+    fixable = [(cause["site"], cause["direction"]) for cause in doc["fixable"]]
+    # Django's response close and request_started are not the project's to remove
+    assert ("HttpResponse.close", "sync_to_async") not in fixable
+    assert ("request_started", "sync_to_async") not in fixable
+    assert ("myproject.middleware.SyncLast", "sync_to_async") in fixable
+    first = doc["fixable"][0]
+    assert first["overhead_per_request"] == 0.2 and first["advice"]["summary"]
+    text = render.render_to_string(doc, "text")
+    assert "what to change first (ranked by crossing overhead, over the 4 requests logged):" in text
+    assert "put it as low in `MIDDLEWARE`" in text  # the sync-only middleware's advice
+
+
+def test_one_endpoint_in_detail():
+    texts = [request("/page/", **NESTED)] * 3 + [request("/flat/", **FLAT)]
+    doc = document(texts, endpoint="GET /page/")
+    assert doc["endpoint"] == "GET /page/" and len(doc["rows"]) == 1
+    assert len(doc["rows"][0]["causes"]) == 5
+    text = render.render_to_string(doc, "text")
+    assert "hopwatch report: GET /page/, cause by cause" in text
+    assert "crossing overhead: 1.000 ms per request" in text
+    assert "direction" in text and "SyncLast" in text
+    # by its route alone when only one method has it
+    assert document(texts, endpoint="/flat/")["rows"][0]["route"] == "/flat/"
+    with pytest.raises(rank.NoSuchEndpoint, match=r"no endpoint 'GET /pag/' .*closest: GET /page/"):
+        document(texts, endpoint="GET /pag/")

@@ -1,0 +1,124 @@
+"""The audit leads with the changes that matter for this project's traffic, priced as the report
+prices hops, and says which entries need nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from hopwatch import audit
+from hopwatch.audit import changes
+from hopwatch.audit.traffic import FROM_LOGS, Traffic, from_logs
+from tests.helpers import asgi_request, wsgi_request
+
+HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
+STARTPROJECT = [HOPWATCH, *settings.DEFAULT_MIDDLEWARE]
+LEGACY = "example_site.shop.middleware.LegacyAuditMiddleware"
+
+
+def audited(stack, traffic=None):
+    with override_settings(MIDDLEWARE=stack):
+        report = audit.audit_settings()
+    report.traffic = traffic
+    return report
+
+
+def ranked(report):
+    _traffic, found = changes.for_audit(report)
+    return found
+
+
+def test_startproject_leads_with_the_chain_wide_change_not_eight_rewrites():
+    """Before: eight "rewrite natively async" rows for Django's own middleware, the change
+    that works (async_capable = False on a subclass of the last one, 15 -> 5) a number in
+    row 9. Now it leads, Django's own middleware gets no rewrite, and #1 needs nothing."""
+    report = audited(STARTPROJECT)
+    found = ranked(report)
+    first = found[0].change
+    assert first.key == changes.SYNC_CHAIN and first.position == 8
+    assert first.hops[("asgi", "async_view")] == (15, 5)
+    assert first.hops[("asgi", "sync_view")] == (16, 6)
+    assert first.pins_thread
+    assert {item.change.key for item in found} == {changes.SYNC_CHAIN, changes.WSGI_SYNC_VIEWS}
+    assert [entry.position for entry in changes.needs_nothing(report.entries)] == [1]
+    assert [e.position for e in changes.django_with_hops(report.entries)] == list(range(2, 9))
+    text = audit.render_to_string(report, "text")
+    lead = text.split("\n\n")[1]
+    assert lead.startswith("what to change first (ranked for ASGI traffic, half async-view")
+    assert "  1. list a subclass of XFrameOptionsMiddleware (#8, the last in MIDDLEWARE)" in lead
+    assert "needs nothing: #1 HopwatchMiddleware" in lead
+    assert "native-async" not in text.split("predicted hops per request")[0].split(lead)[1]
+
+
+@pytest.mark.parametrize(
+    ("mix", "first"),
+    [
+        ({("asgi", "async_view"): 1.0}, changes.SYNC_CHAIN),
+        ({("asgi", "sync_view"): 1.0}, changes.WSGI_SYNC_VIEWS),
+        # 64% sync views, as the project in the issue: serving them under WSGI saves more
+        ({("asgi", "sync_view"): 0.64, ("asgi", "async_view"): 0.36}, changes.WSGI_SYNC_VIEWS),
+    ],
+)
+def test_the_ranking_follows_the_traffics_mix(mix, first):
+    traffic = Traffic(FROM_LOGS, 1000.0, mix, price_us=200.0)
+    found = ranked(audited(STARTPROJECT, traffic))
+    assert found[0].change.key == first
+    for item in found:  # priced at the measured price of a crossing, like the report
+        assert item.us == pytest.approx(item.hops * 200.0)
+        assert item.total_ms == pytest.approx(item.us * 1000 / 1000)
+    if mix == {("asgi", "async_view"): 1.0}:
+        assert found[0].hops == 15 - 5
+        assert all(item.change.key != changes.WSGI_SYNC_VIEWS for item in found)  # saves nothing
+
+
+def test_a_projects_own_sync_only_middleware_gets_its_rewrite():
+    found = ranked(audited([*STARTPROJECT, LEGACY]))
+    keys = [(item.change.key, item.change.position) for item in found]
+    assert (changes.NATIVE_ASYNC, 9) in keys
+    native = next(item for item in found if item.change.key == changes.NATIVE_ASYNC)
+    # today 5 crossings (the whole chain sync, pinned); natively async: 15, no thread held
+    assert native.change.hops[("asgi", "async_view")] == (5, 15)
+    assert not native.change.pins_thread
+
+
+def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
+    """Requests through Django's real handlers, their lines read back: the mix is exact."""
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        for _ in range(3):
+            asgi_request("/async/")
+        asgi_request("/sync/")
+        wsgi_request("/async/")
+        wsgi_request("/sync/")
+        asgi_request("/no/such/page/")  # no view: left out of the mix
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    traffic = from_logs([str(log)])
+    assert traffic.requests == 6
+    assert traffic.mix == {
+        ("asgi", "async_view"): 0.5,
+        ("asgi", "sync_view"): pytest.approx(1 / 6),
+        ("wsgi", "async_view"): pytest.approx(1 / 6),
+        ("wsgi", "sync_view"): pytest.approx(1 / 6),
+    }
+    lines = [json.loads(raw) for raw in log_lines.raw]
+    measured = sum(line["overhead_ms"] for line in lines) / sum(line["hops"] for line in lines)
+    assert traffic.price_us == pytest.approx(measured * 1000)
+    report = audited(STARTPROJECT, traffic)
+    document = audit.document(report)
+    assert document["traffic"]["source"] == "logs" and document["traffic"]["requests"] == 6
+    assert document["changes"][0]["rank"] == 1
+    assert document["changes"][0]["saving"]["total_ms"] is not None
+    assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))
+
+
+def test_logs_that_cannot_be_read_are_one_line_and_status_2(capsys, tmp_path):
+    empty = tmp_path / "empty.log"
+    empty.write_text("no hopwatch here\n")
+    assert audit.main(["--samples", "1", "--logs", str(tmp_path / "missing.log")]) == 2
+    assert audit.main(["--samples", "1", "--logs", str(empty)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("hopwatch audit: error: --logs: ") for line in err)
+    assert "no hopwatch request with a resolved view" in err[1]

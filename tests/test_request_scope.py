@@ -1,0 +1,92 @@
+"""Where a request begins and ends under the sync handlers: what closes its record, and when.
+
+The WSGI handler returns before the server sends the body, so a request's
+record stays open until the server closes the response: every case below is one
+where that used to go wrong.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import wsgiref.util
+
+from asgiref.sync import async_to_sync
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished
+from django.test import Client, override_settings
+
+from hopwatch._django_scope import _awaiting_close
+from hopwatch._recorder import current_scope
+from tests.helpers import capture, sites, wsgi_environ
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+
+
+def _start_response(status, headers, exc_info=None):
+    return lambda data: None
+
+
+async def _async_receiver(sender, **kwargs):
+    return None
+
+
+async def _noop():
+    return None
+
+
+def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent(db):
+    """With wsgi.file_wrapper Django returns the server's wrapper, not the response:
+    the record closed at once, and request_finished's hops were lost."""
+    environ = wsgi_environ("/file/")
+    environ["wsgi.file_wrapper"] = wsgiref.util.FileWrapper
+    request_finished.connect(_async_receiver)  # an async receiver: a hop under WSGI
+    try:
+        with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+            sent = WSGIHandler()(environ, _start_response)
+            assert isinstance(sent, wsgiref.util.FileWrapper)
+            assert records == []  # still open: the server has not sent the body yet
+            assert b"".join(sent) == b"file body"
+            sent.close()  # as the server does, after the body
+    finally:
+        request_finished.disconnect(_async_receiver)
+    (record,) = records
+    assert record.route == "/file/" and record.status == 200
+    assert sites(record) == {("signal", "request_finished"): 1}
+    assert "response_closed" not in record.extra
+    assert environ["wsgi.file_wrapper"] is wsgiref.util.FileWrapper  # given back as it was
+    assert not _awaiting_close
+
+
+def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
+    """A view returning one shared response object: two requests in flight, each
+    closed by its own server thread (context), each closes its own record.
+    (db: closing a response sends request_finished, whose receiver closes connections.)"""
+    handler = WSGIHandler.__new__(WSGIHandler)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        handler.__init__()
+        first, second = contextvars.copy_context(), contextvars.copy_context()
+        sent_first = first.run(handler, wsgi_environ("/shared/"), _start_response)
+        sent_second = second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
+        assert sent_first is sent_second and records == []
+        mine_first, mine_second = first.run(current_scope.get), second.run(current_scope.get)
+        assert mine_first is not mine_second
+        second.run(sent_second.close)
+        assert records == [mine_second]  # was: the first request's record, from the second
+        first.run(sent_first.close)
+    assert records == [mine_second, mine_first]
+    assert all("response_closed" not in record.extra for record in records)
+    assert not _awaiting_close
+
+
+def test_an_unconsumed_stream_from_the_test_client_leaves_the_test_outside_the_request(db):
+    """The test Client returns a streaming response unread: the test's own hops
+    after that were counted in the request."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        response = Client().get("/stream/sync/")
+        assert current_scope.get() is None
+        async_to_sync(_noop)()  # the test's own hop, not the request's
+        assert records == []  # the request still waits for its response to close
+        assert b"".join(response.streaming_content) == b"ab"
+        response.close()
+    (record,) = records
+    assert len(record) == 0 and record.route == "/stream/sync/"

@@ -1,0 +1,139 @@
+"""The settings table: documented exactly, checked when hopwatch starts, never a request's problem."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from hopwatch.conf import SETTINGS, hopwatch_settings, problems
+
+ROOT = Path(__file__).resolve().parent.parent
+_ROW = re.compile(r"^\| `(?P<key>[A-Z_]+)` \| `(?P<default>[^`]*)` \| (?P<meaning>.*) \|$")
+
+
+def _doc_rows() -> list[tuple[str, str, str]]:
+    text = (ROOT / "docs" / "settings.md").read_text()
+    return [
+        (found["key"], found["default"], found["meaning"])
+        for found in map(_ROW.match, text.splitlines())
+        if found
+    ]
+
+
+def _shown(default: object) -> str:
+    return json.dumps(default) if isinstance(default, str) else repr(default)
+
+
+def test_the_docs_table_is_the_settings_table():
+    expected = [(key, _shown(s.default), s.meaning) for key, s in SETTINGS.items()]
+    rows = _doc_rows()
+    table = "\n".join(f"| `{k}` | `{d}` | {m} |" for k, d, m in expected)
+    assert rows == expected, f"docs/settings.md's table should read:\n{table}"
+
+
+def test_every_default_is_valid():
+    assert [key for key, s in SETTINGS.items() if not s.valid(s.default)] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("logging", True),
+        ("stdout", True),
+        ("/var/log/app/hops.jsonl", True),
+        ("hops.log", True),
+        ("./hops", True),
+        ("logs/hops", True),
+        ("stderr", False),  # was: a file named "stderr" in the working directory
+        ("file", False),
+        ("", False),
+        ("   ", False),
+        ("logs/", False),
+        (".hidden", False),
+        (3, False),
+    ],
+)
+def test_output_must_be_a_target_or_read_as_a_path(value, ok):
+    assert (problems({"OUTPUT": value}) == []) is ok
+
+
+# A process that starts Django with HOPWATCH set to the JSON on its command line.
+_START = textwrap.dedent(
+    """
+    import json, sys
+    from django.conf import settings
+    settings.configure(
+        INSTALLED_APPS=["hopwatch"],
+        HOPWATCH=json.loads(sys.argv[1]),
+        LOGGING_CONFIG=None,
+    )
+    import django
+    django.setup()
+    print("started")
+    """
+)
+
+
+def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    return subprocess.run(
+        [sys.executable, "-c", _START, json.dumps(hopwatch)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hopwatch", "said"),
+    [
+        # A string: every line used to be dropped after one internal error.
+        ({"MIN_HOP_MS": "1"}, "HOPWATCH['MIN_HOP_MS'] is '1'; it must be a number of milliseconds >= 0."),
+        ({"OUTPUT": "stderr"}, "HOPWATCH['OUTPUT'] is 'stderr'; it must be \"logging\", \"stdout\", or a file path"),
+        ({"SAMPLE_RTE": 0.5}, "HOPWATCH has an unknown key 'SAMPLE_RTE'. Did you mean 'SAMPLE_RATE'?"),
+        # Off is checked too: a typo must not pass unseen because hopwatch is off.
+        ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_clear_error(tmp_path, hopwatch, said):
+    done = _start(tmp_path, hopwatch)
+    assert done.returncode != 0 and "started" not in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings")
+    assert said in last
+    assert list(tmp_path.iterdir()) == []  # no file named "stderr", nothing else either
+
+
+def test_good_settings_start(tmp_path):
+    done = _start(tmp_path, {"OUTPUT": "hops.log", "MIN_HOP_MS": 1, "SAMPLE_RATE": 0.5})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "started"
+
+
+def test_a_bad_value_given_at_run_time_falls_back_to_its_default():
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(handler)  # it does not propagate (tests.settings)
+    try:
+        with override_settings(HOPWATCH={"MIN_HOP_MS": "1", "MIN_HOPS": 2}):
+            assert hopwatch_settings.MIN_HOP_MS == 0.0  # not "1", which broke every comparison
+            assert hopwatch_settings.MIN_HOPS == 2
+    finally:
+        logging.getLogger("hopwatch").removeHandler(handler)
+    assert said == [
+        "HOPWATCH['MIN_HOP_MS'] is '1'; it must be a number of milliseconds >= 0."
+        " hopwatch uses the default (0.0) instead."
+    ]
