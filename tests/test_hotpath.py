@@ -138,3 +138,22 @@ def test_pinned_time_is_summed_per_cause_whatever_the_order_on_both_ledgers():
             impl.finish_hop(hop)
         assert ledger.pinned_ns == 38
         assert {cause.site: ns for cause, ns in ledger.pinned_by.items()} == {"X": 31, "Y": 7}
+
+
+def test_pinned_by_is_bounded_like_the_causes():
+    import hopwatch._patch  # noqa: F401  (configures the running implementation)
+    from hopwatch._recorder import OVERFLOW_CAUSE, intern_cause
+
+    bridge = intern_cause("middleware", "bridge")
+    # the implementation this run uses (the suite runs once with each)
+    for impl in {_hotpath.impl}:
+        ledger = impl.LedgerCore()
+        ledger.cause_limit = 3
+        for i in range(10):
+            parent = impl.Hop("sync_to_async", intern_cause("middleware", f"m{i}"), True, None, None)
+            hop = impl.Hop("async_to_sync", bridge, None, parent, ledger, 0)
+            hop.resumed_ns = 1
+            impl.finish_hop(hop)
+        pinned = ledger.pinned_by
+        assert len(pinned) == 4 and pinned[OVERFLOW_CAUSE] == 7  # 3 named, the rest merged
+        assert ledger.pinned_ns == sum(pinned.values()) == 10

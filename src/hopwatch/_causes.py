@@ -14,7 +14,7 @@ One mechanism, four sources, tried in order for every hop:
 4. the **fallback**: the wrapped callable's dotted name plus the user's call
    site (the first frame outside Django, asgiref, hopwatch and the stdlib).
 
-Rules are registered by the integration layer (``hopwatch._django``); this
+Rules are registered by the integration layer (``hopwatch._django_causes``); this
 module knows nothing about Django. Every lookup is a dict lookup keyed by
 ``id()`` of a code object (CPython does not cache a code object's hash, and
 hashing a module-sized one costs microseconds), with the object kept in the

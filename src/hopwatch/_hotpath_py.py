@@ -382,7 +382,10 @@ class LedgerCore:
                 and parent.direction is SYNC_TO_ASYNC
             ):
                 self.pinned_ns += wall
-                self.pinned_by[parent.cause] = self.pinned_by.get(parent.cause, 0) + wall
+                by = parent.cause
+                if by not in self.pinned_by and len(self.pinned_by) >= self.cause_limit:
+                    by = _overflow_cause or by  # bounded like causes
+                self.pinned_by[by] = self.pinned_by.get(by, 0) + wall
             if hop.new_loop:
                 self.new_loops += 1
             if hop.depth > self.max_depth:

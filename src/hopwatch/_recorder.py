@@ -20,13 +20,18 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Final
 
 from hopwatch import _hotpath
 from hopwatch._hotpath import CauseStats, Hop, LedgerCore
 
+# The directions and kinds are the line's (one place: hopwatch.schema); the hop
+# path compares directions by identity, so it uses these very (interned) strings.
+from hopwatch.schema import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC
+
 __all__ = [
     "ASYNC_TO_SYNC",
+    "KINDS",
     "SYNC_TO_ASYNC",
     "Cause",
     "CauseStats",
@@ -35,16 +40,10 @@ __all__ = [
     "RequestRecord",
 ]
 
-# The same (interned) strings the hop path uses.
-SYNC_TO_ASYNC: Final = "sync_to_async"
-ASYNC_TO_SYNC: Final = "async_to_sync"
-
 OK: Final = "ok"
 ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
-#: Kinds of cause, in the order the docs list them.
-KINDS: Final = ("middleware", "view", "orm", "signal", "response", "stream", "exception", "other")
 
 
 class Cause:
@@ -106,9 +105,6 @@ class Ledger(LedgerCore):
     (``LedgerCore``: what each total means is in its docstring); this class
     reads it.
     """
-
-    #: The active profile (hopwatch.profiling.ActiveProfile) of a profiled request.
-    profile: Any = None
 
     def __init__(
         self,

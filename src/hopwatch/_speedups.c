@@ -589,6 +589,14 @@ pinned_flush(LedgerCoreObject *l)
     if (old == NULL && PyErr_Occurred()) {
         return -1;
     }
+    if (old == NULL && PyDict_GET_SIZE(l->pinned_by) >= l->cause_limit && g_overflow_cause) {
+        /* Bounded like causes: past the limit, into the overflow cause. */
+        by = g_overflow_cause;
+        old = PyDict_GetItemWithError(l->pinned_by, by);
+        if (old == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+    }
     long long before = old ? PyLong_AsLongLong(old) : 0;
     if (before == -1 && PyErr_Occurred()) {
         return -1;

@@ -48,6 +48,7 @@ from hopwatch.report.picture import (
     groups_by,
     row_group,
 )
+from hopwatch.report.rank import fixable as _fixable
 from hopwatch.report.timeline import layout
 
 Row = dict[str, Any]
@@ -61,12 +62,13 @@ LABEL_LIMIT: Final = 120
 
 
 def unfixable(kind: str, site: str) -> str | None:
-    """Why a cause has nothing to change in the app's code (docs/causes.md), or None."""
-    if kind == "response" and site.endswith(".close"):
+    """Why a cause has nothing to change in the app's code (docs/causes.md), or None.
+    Which causes those are is the report's one rule (``rank.fixable``)."""
+    if _fixable(kind, site):
+        return None
+    if kind == "response":
         return "Django closes every response through sync_to_async under ASGI"
-    if kind == "signal" and site == "request_started":
-        return "it stays while Django's own receivers are sync"
-    return None
+    return "it stays while Django's own receivers are sync"
 
 
 def _version() -> str:
