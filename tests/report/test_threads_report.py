@@ -133,3 +133,25 @@ def test_log_content_in_the_sections_is_escaped():
     markdown = render.render_to_string(doc, "markdown")
     section = markdown.split("#### threads and connections per request")[1]
     assert "|evil|" not in section  # markdown's cell separator escaped
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_the_sections_fit_a_terminal_without_wrapping_a_row(width):
+    """On a terminal the threads table keeps to its width as the main table does: the
+    label is cut in the middle, then columns leave from the right; rows never wrap."""
+    import io
+
+    from hopwatch.report import threads
+
+    route = "/api/v1/organisations/<int:org>/members/<int:pk>/permissions/"
+    doc = document(scan([line(route=route, max_in_flight=2, concurrent_ms=1.5, db_connections=3)]))
+    wide = io.StringIO()
+    threads.write_text(doc, wide)
+    assert max(len(row) for row in wide.getvalue().splitlines()) > width  # it would wrap
+    out = io.StringIO()
+    threads.write_text(doc, out, width)
+    rows = out.getvalue().splitlines()
+    assert rows and max(len(row) for row in rows) <= width
+    body = [row for row in rows if row.startswith("GET")]
+    assert body and body[0].startswith("GET /api") and "…" in body[0]
+    assert body[0].rstrip().endswith(("2", "3", "1.500"))  # numbers, not a cut label

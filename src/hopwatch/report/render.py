@@ -315,9 +315,9 @@ def render_rich(
         for line in block:
             say(line, "dim" if block[0] == "columns:" else "")
     sections = io.StringIO()
-    threads.write_text(document, sections)
-    if sections.getvalue():
-        console.print(Text(sections.getvalue().rstrip("\n")))
+    threads.write_text(document, sections, None if wide else columns)
+    for line in sections.getvalue().rstrip("\n").splitlines():
+        say(line)
 
 
 RENDERERS: Final[dict[str, Callable[[Document, IO[str]], None]]] = {

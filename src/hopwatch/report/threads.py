@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from hopwatch.report import parse
 from hopwatch.report import text as fmt
+from hopwatch.report.table import truncate_middle
 
 #: Minutes kept (a week); later minutes past it are dropped and counted.
 MINUTES_CAP: Final = 7 * 24 * 60
@@ -262,15 +263,28 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     return tables
 
 
-def write_text(document: dict[str, Any], out: IO[str]) -> None:
-    """The sections as aligned plain text (the text and rich formats)."""
+#: The narrowest the label column gets to fit a width (then columns leave, rightmost first).
+_LABEL_MIN: Final = 16
+
+
+def write_text(document: dict[str, Any], out: IO[str], width: int | None = None) -> None:
+    """The sections as aligned plain text (the text and rich formats). Within ``width``
+    columns (a terminal's), rows never wrap: the label is cut in the middle first, then
+    columns leave from the right, as in the main table."""
     for title, headers, body in _tables(document):
         cells = [headers, *body]
         widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+        shown = len(headers)
+        if width is not None:
+            excess = sum(widths) + 2 * (shown - 1) - width
+            if excess > 0:
+                widths[0] = max(_LABEL_MIN, widths[0] - excess)
+            while shown > 2 and sum(widths[:shown]) + 2 * (shown - 1) > width:
+                shown -= 1
         out.write(f"\n{title}\n")
         for line in cells:
-            first = line[0].ljust(widths[0])
-            rest = [value.rjust(widths[i + 1]) for i, value in enumerate(line[1:])]
+            first = truncate_middle(line[0], widths[0]).ljust(widths[0])
+            rest = [value.rjust(widths[i + 1]) for i, value in enumerate(line[1:shown])]
             out.write("  ".join([first, *rest]).rstrip() + "\n")
 
 
