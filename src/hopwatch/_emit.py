@@ -166,31 +166,17 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def dumps(event: Mapping[str, Any], **_: Any) -> str:
-    """Compact JSON in key order; non-finite floats become null, other objects str()."""
-    return orjson.dumps(event, default=_json_default, option=_ORJSON_OPTIONS).decode()
-
-
 def _renderer(logger_name: str) -> Callable[..., str]:
-    """structlog's last processor: the event first (the schema and grep want it
-    there; structlog puts it last), then the fields, then level and logger."""
-    head = '{"event":'
+    """structlog's last processor. The emitter hands structlog each line whole and in
+    order (the event first: the schema and grep want it there; structlog would put it
+    last), under one keyword; it is encoded once, with level and logger added last.
+    Compact JSON; non-finite floats become null, other objects str()."""
 
     def render(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
-        line = event_dict.pop(_WHOLE_LINE, None)
-        if line is not None and not event_dict.keys() - {"event"}:
-            # A request line, built whole and in order by build_event: one
-            # encoding of it, without spreading it into keywords and back.
-            line["level"] = method
-            line["logger"] = logger_name
-            return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
-        if line is not None:
-            event_dict.update(line)
-        event = event_dict.pop("event")
-        event_dict["level"] = method
-        event_dict["logger"] = logger_name
-        rest = dumps(event_dict)
-        return f"{head}{dumps(event)},{rest[1:]}"
+        line = event_dict[_WHOLE_LINE]
+        line["level"] = method
+        line["logger"] = logger_name
+        return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
 
     return render
 
@@ -330,9 +316,9 @@ class Emitter:
         settings = self._settings.merged()
         if not settings["ENABLED"]:
             return
-        event = {"schema": fields["schema"], "timestamp": _timestamp(None)}
-        event.update((k, v) for k, v in fields.items() if k not in ("event", "schema"))
-        self._get_logger(settings).info(fields["event"], **event)
+        line = {"event": fields["event"], "schema": fields["schema"], "timestamp": _timestamp(None)}
+        line.update((k, v) for k, v in fields.items() if k not in line)
+        self._get_logger(settings).info(line["event"], **{_WHOLE_LINE: line})
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:
