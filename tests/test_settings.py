@@ -137,3 +137,22 @@ def test_a_bad_value_given_at_run_time_falls_back_to_its_default():
         "HOPWATCH['MIN_HOP_MS'] is '1'; it must be a number of milliseconds >= 0."
         " hopwatch uses the default (0.0) instead."
     ]
+
+
+def test_settings_follow_django_whether_hopwatch_is_set_absent_or_swapped(settings):
+    """hopwatch reads Django's own cache of the setting: every way a test or a
+    project changes settings is seen, and an absent HOPWATCH means the defaults."""
+    from django.conf import settings as django_settings
+
+    default = SETTINGS["SITES_LIMIT"].default
+    with override_settings():
+        del django_settings.HOPWATCH
+        assert hopwatch_settings.SITES_LIMIT == default
+        with override_settings(HOPWATCH={"SITES_LIMIT": 3}):
+            assert hopwatch_settings.SITES_LIMIT == 3
+        assert hopwatch_settings.SITES_LIMIT == default  # absent again: not the inner value
+        assert hopwatch_settings.merged() == {name: s.default for name, s in SETTINGS.items()}
+    settings.HOPWATCH = {"SITES_LIMIT": 4}  # pytest-django's fixture
+    assert hopwatch_settings.SITES_LIMIT == 4
+    django_settings.HOPWATCH = {"SITES_LIMIT": 5}  # assigned at run time where it is set
+    assert hopwatch_settings.SITES_LIMIT == 5

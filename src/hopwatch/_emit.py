@@ -100,46 +100,41 @@ def _hop_detail(
     }
 
 
-def build_event(
-    record: RequestRecord,
-    *,
-    sites_limit: int = 10,
-    detail_limit: int | None = None,
-    path_limit: int = 200,
-    raw_paths: bool = False,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The documented fields of one request line, in schema order."""
-    sites, causes = record.line_sites(sites_limit)
+#: The methods a line usually has, as logged (others are cleaned on each line).
+_METHODS: Final = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
+
+def _request_fields(
+    record: RequestRecord, path_limit: int, raw_paths: bool
+) -> tuple[str, str, str, str | None, int | None, str, int]:
+    """request_id, method, route, view, status, interface and duration_ns, as logged."""
+    route = record.route or (clean_path(record.path, path_limit) if raw_paths else UNRESOLVED)
+    method = _METHODS.get(record.method)  # type: ignore[arg-type]
+    if method is None:
+        method = (record.method or "").upper()[:16].translate(_CONTROL)
+    return (
+        record.request_id or "",
+        method,
+        route,
+        record.view,
+        record.status,
+        record.interface,
+        record.duration_ns,
+    )
+
+
+def _pinned_site(record: RequestRecord) -> str | None:
     pinning = record.top_pinning_cause()
-    event: dict[str, Any] = {
-        "event": EVENT,
-        "schema": SCHEMA_VERSION,
-        "timestamp": _timestamp(now),
-        "request_id": record.request_id or "",
-        "method": (record.method or "").upper()[:16].translate(_CONTROL),
-        "route": record.route or (clean_path(record.path, path_limit) if raw_paths else UNRESOLVED),
-        "view": record.view,
-        "status": record.status,
-        "interface": record.interface,
-        "duration_ms": _ms(record.duration_ns),
-        "hops": record.count,
-        "hop_ms": _ms(record.wall_ns),
-        "wait_ms": _ms(record.wait_ns),
-        "overhead_ms": _ms(record.overhead_ns),
-        "work_ms": _ms(record.work_ns),
-        "sync_to_async": record.sync_to_async,
-        "async_to_sync": record.async_to_sync,
-        "threads": record.thread_count,
-        "new_loops": record.new_loops,
-        "max_depth": record.max_depth,
-        "pinned_ms": _ms(record.pinned_ns),
-        "pinned_by": pinning.site if pinning is not None else None,
-    }
-    classifier = _executors.thread_fields(record, event)
-    event["sites"] = sites
-    if causes > sites_limit:
-        event["sites_dropped"] = causes - sites_limit
+    return pinning.site if pinning is not None else None
+
+
+def _add_tail(
+    record: RequestRecord,
+    event: dict[str, Any],
+    detail_limit: int | None,
+    classifier: _executors.Classifier | None,
+) -> None:
+    """The fields after ``sites``: the kept hops in detail mode, then the Django layer's."""
     if detail_limit is not None:
         kept = record.details[:detail_limit]
         # ids of live objects (every kept hop, and each one's parent) are unique
@@ -153,7 +148,90 @@ def build_event(
         for key in ("profile", "scope", "response_closed"):
             if key in extra:
                 event[key] = extra[key]
+
+
+def build_event(
+    record: RequestRecord,
+    *,
+    sites_limit: int = 10,
+    detail_limit: int | None = None,
+    path_limit: int = 200,
+    raw_paths: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The documented fields of one request line, in schema order.
+
+    The reference for :func:`encode_head`, which writes the same line's head
+    as text in C (the emitter's path when the accelerator is built)."""
+    request_id, method, route, view, status, interface, duration_ns = _request_fields(
+        record, path_limit, raw_paths
+    )
+    sites, causes = record.line_sites(sites_limit)
+    event: dict[str, Any] = {
+        "event": EVENT,
+        "schema": SCHEMA_VERSION,
+        "timestamp": _timestamp(now),
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "view": view,
+        "status": status,
+        "interface": interface,
+        "duration_ms": _ms(duration_ns),
+        "hops": record.count,
+        "hop_ms": _ms(record.wall_ns),
+        "wait_ms": _ms(record.wait_ns),
+        "overhead_ms": _ms(record.overhead_ns),
+        "work_ms": _ms(record.work_ns),
+        "sync_to_async": record.sync_to_async,
+        "async_to_sync": record.async_to_sync,
+        "threads": record.thread_count,
+        "new_loops": record.new_loops,
+        "max_depth": record.max_depth,
+        "pinned_ms": _ms(record.pinned_ns),
+        "pinned_by": _pinned_site(record),
+    }
+    classifier = _executors.thread_fields(record, event)
+    event["sites"] = sites
+    if causes > sites_limit:
+        event["sites_dropped"] = causes - sites_limit
+    _add_tail(record, event, detail_limit, classifier)
     return event
+
+
+#: The line's first two fields, as encode_line starts it.
+_HEAD_PREFIX: Final = orjson.dumps({"event": EVENT, "schema": SCHEMA_VERSION}).decode()[:-1]
+
+
+def encode_head(
+    record: RequestRecord,
+    *,
+    sites_limit: int = 10,
+    detail_limit: int | None = None,
+    path_limit: int = 200,
+    raw_paths: bool = False,
+) -> tuple[str, dict[str, Any]] | None:
+    """The line as :func:`build_event` makes it, split in two: its head up to
+    ``sites`` as JSON text (written in C, from the record's ledger), and the
+    fields after it as a dict. None without the C accelerator."""
+    encode = getattr(record, "encode_line", None)
+    if encode is None:
+        return None
+    facts = _executors.thread_facts(record)
+    head = encode(
+        _HEAD_PREFIX,
+        *_request_fields(record, path_limit, raw_paths),
+        record.thread_count,
+        _pinned_site(record),
+        facts.executors,
+        facts.max_in_flight,
+        facts.concurrent_ns,
+        facts.db_connections,
+        sites_limit,
+    )
+    tail: dict[str, Any] = {}
+    _add_tail(record, tail, detail_limit, facts.classifier)
+    return head, tail
 
 
 _ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
@@ -172,8 +250,16 @@ def _renderer(logger_name: str) -> Callable[..., str]:
     last), under one keyword; it is encoded once, with level and logger added last.
     Compact JSON; non-finite floats become null, other objects str()."""
 
+    ending = orjson.dumps({"logger": logger_name}).decode()[1:]
+
     def render(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
         line = event_dict[_WHOLE_LINE]
+        if isinstance(line, tuple):  # (head text, the fields after it): encode_head's
+            head, tail = line
+            if tail:
+                fields = orjson.dumps(tail, default=_json_default, option=_ORJSON_OPTIONS)
+                head = f"{head},{fields.decode()[1:-1]}"
+            return f'{head},"level":"{method}",{ending}'
         line["level"] = method
         line["logger"] = logger_name
         return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
@@ -231,13 +317,15 @@ def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]
     else:
         writer = _LineWriter(open(output, "a", encoding="utf-8"), close=True)  # noqa: SIM115
         target, closer = writer, writer.close
+    # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
+    # the method on every line)
     bound = structlog.wrap_logger(
         target,
         processors=processors,
         wrapper_class=structlog.BoundLogger,
         context_class=dict,
         cache_logger_on_first_use=True,
-    )
+    ).bind()
     return bound, closer
 
 
@@ -284,13 +372,19 @@ class Emitter:
         rate = settings["SAMPLE_RATE"]
         if rate < 1.0 and random.random() >= rate:
             return
-        event = build_event(
-            record,
-            sites_limit=settings["SITES_LIMIT"],
-            detail_limit=settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
-            path_limit=settings["PATH_MAX_LENGTH"],
-            raw_paths=settings["LOG_RAW_PATHS"],
-        )
+        options = {
+            "sites_limit": settings["SITES_LIMIT"],
+            "detail_limit": settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
+            "path_limit": settings["PATH_MAX_LENGTH"],
+            "raw_paths": settings["LOG_RAW_PATHS"],
+        }
+        line: Any = None
+        try:
+            line = encode_head(record, **options)
+        except Exception:  # a value of a type the C encoder does not write: the reference
+            line = None
+        # `event`: the fields to add after the head (or the whole line, on the reference path)
+        event = line[1] if line is not None else build_event(record, **options)
         if rate < 1.0:
             event["sample_rate"] = rate
         extra = self._extra_fields(record, settings["EXTRA_FIELDS"])
@@ -305,7 +399,7 @@ class Emitter:
         if errors:
             event["hopwatch_errors"] = errors
         try:
-            self._get_logger(settings).info(EVENT, **{_WHOLE_LINE: event})
+            self._get_logger(settings).info(EVENT, **{_WHOLE_LINE: line or event})
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise

@@ -79,9 +79,16 @@ def executor_threads(executor: Any) -> frozenset[int]:
     return frozenset(thread.ident for thread in list(threads) if thread.ident)
 
 
+_single_ids: frozenset[int] = frozenset()
+
+
 def single_thread_ids() -> frozenset[int]:
-    """The process-wide single sync thread, once started (it never exits)."""
-    return executor_threads(SyncToAsync.single_thread_executor)
+    """The process-wide single sync thread, once started (it never exits, so
+    once seen it is remembered)."""
+    global _single_ids
+    if not _single_ids:
+        _single_ids = executor_threads(SyncToAsync.single_thread_executor)
+    return _single_ids
 
 
 class Classifier:
@@ -207,7 +214,10 @@ def executor_counts(record: RequestRecord, classifier: Classifier | None = None)
         if not record.async_to_sync and len(record.thread_ids) == 1 and all(map(_THREAD, hops)):
             # One thread ran every crossing (the usual ASGI request: its context
             # thread), and a thread runs one kind of crossing: the first one's.
-            return {classifier.kind(hops[0]): len(hops), **count_kinds((), dropped)}
+            kind = classifier.kind(hops[0])
+            if not dropped:
+                return {kind: len(hops)}
+            return count_kinds([kind] * len(hops), dropped)
         # No crossing inside another: the kind depends on these four facts only, so
         # count the distinct ones (in C) and classify each once.
         counts: dict[str, int] = {}
@@ -233,14 +243,8 @@ def count_kinds(kinds: Iterable[str], dropped: int = 0) -> dict[str, int]:
 
 
 def concurrency(record: RequestRecord) -> tuple[int, int] | None:
-    """(max_in_flight, concurrent_ns) of a request, or None when not known exactly.
-
-    THE ONE PLACE to switch to the record's own attributes once the hop path
-    keeps them (``RequestRecord.max_in_flight`` / ``concurrent_ns``): then
-    they are used for every request, detail mode or not.
-    """
-    if hasattr(record, "max_in_flight") and hasattr(record, "concurrent_ns"):
-        return int(record.max_in_flight), int(record.concurrent_ns)
+    """(max_in_flight, concurrent_ns) of a request, or None when not known exactly
+    (from the kept hops: known when every hop was kept)."""
     hops = record.details
     if len(hops) != record.count:
         return None  # some hops were not kept: a figure from the rest would be wrong
@@ -312,20 +316,60 @@ def _minus(start: int, end: int, nested: Sequence[Any]) -> list[tuple[int, int]]
 # --- the request line ------------------------------------------------------------------
 
 
-def thread_fields(record: RequestRecord, event: dict[str, Any]) -> Classifier | None:
-    """Add the line's thread fields to ``event``; the classifier, for the detail entries.
+class ThreadFacts(NamedTuple):
+    """A request's thread fields (see :func:`thread_facts`)."""
 
+    classifier: Classifier | None
+    executors: dict[str, int]
+    max_in_flight: int | None  # None: not known exactly (some hops not kept)
+    concurrent_ns: int | None
+    db_connections: int
+
+
+def thread_facts(record: RequestRecord) -> ThreadFacts:
+    """The line's thread fields, and the classifier for the detail entries:
     ``executors`` (crossings per executor kind), ``max_in_flight`` and
-    ``concurrent_ms`` (when known exactly), ``db_connections``.
-    """
-    classifier = Classifier(record, record.details) if record.details else None
-    event["executors"] = executor_counts(record, classifier)
+    ``concurrent_ns`` (when known exactly), ``db_connections``."""
+    hops = record.details
+    if not hops:
+        known = concurrency(record)
+        return ThreadFacts(None, executor_counts(record), *_known(known), _opened(record))
+    classifier = Classifier(record, hops)
+    count = len(hops)
+    if (
+        count == record.count
+        and record.max_depth <= 1
+        and not record.async_to_sync
+        and len(record.thread_ids) == 1
+        and all(map(_THREAD, hops))
+    ):
+        # The usual ASGI request: every crossing kept, none inside another, all run
+        # by one thread (its context thread). A thread runs one kind of crossing
+        # (the first one's), and one ran at a time (executor_counts, concurrency).
+        return ThreadFacts(classifier, {classifier.kind(hops[0]): count}, 1, 0, _opened(record))
     known = concurrency(record)
-    if known is not None:
-        event["max_in_flight"] = known[0]
-        event["concurrent_ms"] = ((known[1] + 500) // 1000) / 1000
-    event["db_connections"] = len(_connections.opened(record))
-    return classifier
+    return ThreadFacts(
+        classifier, executor_counts(record, classifier), *_known(known), _opened(record)
+    )
+
+
+def _known(known: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    return known if known is not None else (None, None)
+
+
+def _opened(record: RequestRecord) -> int:
+    return len(_connections.opened(record))
+
+
+def thread_fields(record: RequestRecord, event: dict[str, Any]) -> Classifier | None:
+    """Add the line's thread fields to ``event`` (see :func:`thread_facts`); the classifier."""
+    facts = thread_facts(record)
+    event["executors"] = facts.executors
+    if facts.max_in_flight is not None and facts.concurrent_ns is not None:
+        event["max_in_flight"] = facts.max_in_flight
+        event["concurrent_ms"] = ((facts.concurrent_ns + 500) // 1000) / 1000
+    event["db_connections"] = facts.db_connections
+    return facts.classifier
 
 
 def annotate_detail(classifier: Classifier | None, entries: list[dict[str, Any]]) -> None:

@@ -17,6 +17,8 @@
 #include <frameobject.h>
 #include <structmember.h>
 #include <unistd.h>
+#include <time.h>
+#include <string.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "hopwatch._speedups needs CPython 3.11 or newer"
@@ -791,6 +793,382 @@ LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
     return result;
 }
 
+/* ------------------------------------------------------------ the line, encoded */
+
+/* encode_line: the request line's documented head, up to its ``sites``, as
+ * JSON text, straight from the ledger (no dict, no float object per field).
+ * The reference is hopwatch._emit.build_event + orjson: the output is the
+ * same bytes (tested), and the emitter falls back to that path when this
+ * raises (a value of an unexpected type). Strings are escaped as orjson does:
+ * '"', '\\' and C0 controls (short forms for \b \t \n \f \r, else \u00xx
+ * lowercase); everything else, UTF-8 as it is. */
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} JBuf;
+
+static int
+jb_grow(JBuf *b, Py_ssize_t need)
+{
+    Py_ssize_t cap = b->cap ? b->cap : 2048;
+    while (cap < b->len + need) {
+        cap *= 2;
+    }
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+jb_put(JBuf *b, const char *s, Py_ssize_t n)
+{
+    if (b->len + n > b->cap && jb_grow(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#define JB_LIT(b, lit) jb_put((b), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+/* Decimal digits of v (v >= 0) written backwards from end; returns the start. */
+static inline char *
+digits_back(char *end, unsigned long long v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static int
+jb_ll(JBuf *b, long long v)
+{
+    char tmp[24];
+    char *end = tmp + sizeof tmp;
+    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    char *start = digits_back(end, magnitude);
+    if (v < 0) {
+        *--start = '-';
+    }
+    return jb_put(b, start, end - start);
+}
+
+/* Nanoseconds as the line's milliseconds: floor((ns + 500) / 1000) µs, shown
+ * as Python's repr of that count / 1000 (the shortest form: trailing zeros of
+ * the fraction dropped, at least one digit). */
+static int
+jb_ms(JBuf *b, long long ns)
+{
+    long long us = ns + 500;
+    us = us >= 0 ? us / 1000 : -((-us + 999) / 1000);
+    unsigned long long magnitude = us < 0 ? 0ULL - (unsigned long long)us : (unsigned long long)us;
+    char tmp[32];
+    char *end = tmp + sizeof tmp;
+    int frac = (int)(magnitude % 1000);
+    char *p = end;
+    /* the fraction, trailing zeros dropped, at least one digit */
+    char d3[3] = {(char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10)};
+    int keep = 3;
+    while (keep > 1 && d3[keep - 1] == '0') {
+        keep--;
+    }
+    p -= keep;
+    memcpy(p, d3, keep);
+    *--p = '.';
+    p = digits_back(p, magnitude / 1000);
+    if (us < 0) {
+        *--p = '-';
+    }
+    return jb_put(b, p, end - p);
+}
+
+static int
+jb_str(JBuf *b, PyObject *s)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "encode_line: a text field is not a str");
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (u == NULL) {
+        return -1;
+    }
+    /* worst case: every byte as \u00xx */
+    if (b->len + 6 * n + 2 > b->cap && jb_grow(b, 6 * n + 2) < 0) {
+        return -1;
+    }
+    char *out = b->data + b->len;
+    *out++ = '"';
+    static const char hex[] = "0123456789abcdef";
+    Py_ssize_t i = 0;
+    for (;;) {
+        /* the run of bytes that need no escape, 8 at a time: a word has none of
+         * them unless one byte is < 0x20, '"' (0x22) or '\\' (0x5c) */
+        Py_ssize_t j = i;
+        while (j + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, u + j, 8);
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+            uint64_t special = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+                               ((slash - ones) & ~slash);
+            if (special & highs) {
+                break;
+            }
+            j += 8;
+        }
+        while (j < n && (unsigned char)u[j] >= 0x20 && u[j] != '"' && u[j] != '\\') {
+            j++;
+        }
+        memcpy(out, u + i, j - i);
+        out += j - i;
+        if (j >= n) {
+            break;
+        }
+        i = j;
+        unsigned char c = (unsigned char)u[i++];
+        *out++ = '\\';
+        switch (c) {
+        case '"': *out++ = '"'; break;
+        case '\\': *out++ = '\\'; break;
+        case '\b': *out++ = 'b'; break;
+        case '\t': *out++ = 't'; break;
+        case '\n': *out++ = 'n'; break;
+        case '\f': *out++ = 'f'; break;
+        case '\r': *out++ = 'r'; break;
+        default:
+            *out++ = 'u';
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 15];
+        }
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return 0;
+}
+
+/* An int field, or null for None. */
+static int
+jb_int_or_null(JBuf *b, PyObject *v)
+{
+    if (v == Py_None) {
+        return JB_LIT(b, "null");
+    }
+    if (!PyLong_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "encode_line: a number field is not an int");
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return jb_ll(b, x);
+}
+
+static int
+jb_str_or_null(JBuf *b, PyObject *v)
+{
+    return v == Py_None ? JB_LIT(b, "null") : jb_str(b, v);
+}
+
+/* The line's timestamp: now, UTC, to the microsecond ("...T12:34:56.123456Z"),
+ * from the clock time.time_ns() reads. The date and time of day are formatted
+ * once a second (the civil date from days since the epoch: Howard Hinnant's
+ * algorithm, proleptic Gregorian as Python's datetime). Under the GIL. */
+static long long g_ts_second = -1;
+static char g_ts_text[24]; /* "YYYY-MM-DDTHH:MM:SS" */
+
+static void
+civil_text(long long seconds, char *out)
+{
+    long long days = seconds >= 0 ? seconds / 86400 : -((-seconds + 86399) / 86400);
+    long long rest = seconds - days * 86400;
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    long long d = doy - (153 * mp + 2) / 5 + 1;
+    long long m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    int fields[6] = {(int)y, (int)m, (int)d, (int)(rest / 3600), (int)(rest / 60 % 60),
+                     (int)(rest % 60)};
+    static const char seps[6] = {'-', '-', 'T', ':', ':', '\0'};
+    char *p = out;
+    for (int i = 0; i < 6; i++) {
+        int width = i == 0 ? 4 : 2, v = fields[i];
+        for (int k = width - 1; k >= 0; k--) {
+            p[k] = (char)('0' + v % 10);
+            v /= 10;
+        }
+        p += width;
+        if (seps[i]) {
+            *p++ = seps[i];
+        }
+    }
+    *p = '\0';
+}
+
+static int
+jb_timestamp(JBuf *b)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    long long second = (long long)ts.tv_sec;
+    if (second < 0 || second > 253402300799LL) { /* year 9999, datetime's limit */
+        PyErr_SetString(PyExc_OverflowError, "encode_line: the clock is out of range");
+        return -1;
+    }
+    if (second != g_ts_second) {
+        civil_text(second, g_ts_text);
+        g_ts_second = second;
+    }
+    char tmp[32];
+    tmp[0] = '"';
+    memcpy(tmp + 1, g_ts_text, 19);
+    tmp[20] = '.';
+    long micro = (long)(ts.tv_nsec / 1000);
+    for (int k = 26; k >= 21; k--) {
+        tmp[k] = (char)('0' + micro % 10);
+        micro /= 10;
+    }
+    tmp[27] = 'Z';
+    tmp[28] = '"';
+    return jb_put(b, tmp, 29);
+}
+
+static int
+jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
+{
+    Py_ssize_t n = 0;
+    RankEntry *entries = ledger_ranked(l, &n);
+    if (entries == NULL) {
+        return -1;
+    }
+    Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
+    int ok = JB_LIT(b, ",\"sites\":[") == 0;
+    for (Py_ssize_t i = 0; ok && i < shown; i++) {
+        RankEntry *e = &entries[i];
+        CauseStatsObject *st = (CauseStatsObject *)e->stats;
+        PyObject *kind = PyObject_GetAttr(e->cause, s_kind);
+        PyObject *call_site = kind ? PyObject_GetAttr(e->cause, s_call_site) : NULL;
+        ok = call_site != NULL && (i == 0 || JB_LIT(b, ",") == 0) &&
+             JB_LIT(b, "{\"site\":") == 0 && jb_str(b, e->site) == 0 &&
+             JB_LIT(b, ",\"kind\":") == 0 && jb_str(b, kind) == 0 &&
+             JB_LIT(b, ",\"direction\":") == 0 && jb_str(b, st->direction) == 0 &&
+             JB_LIT(b, ",\"count\":") == 0 && jb_ll(b, st->count) == 0 &&
+             JB_LIT(b, ",\"ms\":") == 0 && jb_ms(b, st->wall_ns) == 0 &&
+             JB_LIT(b, ",\"overhead_ms\":") == 0 && jb_ms(b, st->overhead_ns) == 0;
+        if (ok && call_site != Py_None) {
+            int truth = PyObject_IsTrue(call_site);
+            ok = truth >= 0 &&
+                 (!truth || (JB_LIT(b, ",\"call_site\":") == 0 && jb_str(b, call_site) == 0));
+        }
+        ok = ok && JB_LIT(b, "}") == 0;
+        Py_XDECREF(kind);
+        Py_XDECREF(call_site);
+    }
+    ok = ok && JB_LIT(b, "]") == 0;
+    if (ok && n > shown) {
+        ok = JB_LIT(b, ",\"sites_dropped\":") == 0 && jb_ll(b, n - shown) == 0;
+    }
+    ranked_free(entries, n);
+    return ok ? 0 : -1;
+}
+
+/* encode_line(prefix, request_id, method, route, view, status, interface,
+ *             duration_ns, threads, pinned_by, executors, max_in_flight,
+ *             concurrent_ns, db_connections, sites_limit) -> str
+ * The line from its first field to its sites (and sites_dropped), without
+ * the closing brace: the emitter adds the optional fields after it. */
+static PyObject *
+LedgerCore_encode_line(LedgerCoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "encode_line takes 15 arguments");
+        return NULL;
+    }
+    PyObject *executors = args[10];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[14]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyDict_Check(executors)) {
+        PyErr_SetString(PyExc_TypeError, "encode_line: executors is not a dict");
+        return NULL;
+    }
+    if (pinned_flush(self) < 0) {
+        return NULL;
+    }
+    JBuf b = {NULL, 0, 0};
+    int ok = jb_grow(&b, 2048) == 0;
+    if (ok) {
+        Py_ssize_t n;
+        const char *prefix = PyUnicode_Check(args[0]) ? PyUnicode_AsUTF8AndSize(args[0], &n) : NULL;
+        ok = prefix != NULL && jb_put(&b, prefix, n) == 0;
+        if (prefix == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "encode_line: prefix is not a str");
+        }
+    }
+    ok = ok && JB_LIT(&b, ",\"timestamp\":") == 0 && jb_timestamp(&b) == 0 &&
+         JB_LIT(&b, ",\"request_id\":") == 0 && jb_str(&b, args[1]) == 0 &&
+         JB_LIT(&b, ",\"method\":") == 0 && jb_str(&b, args[2]) == 0 &&
+         JB_LIT(&b, ",\"route\":") == 0 && jb_str(&b, args[3]) == 0 &&
+         JB_LIT(&b, ",\"view\":") == 0 && jb_str_or_null(&b, args[4]) == 0 &&
+         JB_LIT(&b, ",\"status\":") == 0 && jb_int_or_null(&b, args[5]) == 0 &&
+         JB_LIT(&b, ",\"interface\":") == 0 && jb_str(&b, args[6]) == 0;
+    long long duration = ok ? PyLong_AsLongLong(args[7]) : 0;
+    ok = ok && !(duration == -1 && PyErr_Occurred());
+    ok = ok && JB_LIT(&b, ",\"duration_ms\":") == 0 && jb_ms(&b, duration) == 0 &&
+         JB_LIT(&b, ",\"hops\":") == 0 && jb_ll(&b, self->count) == 0 &&
+         JB_LIT(&b, ",\"hop_ms\":") == 0 && jb_ms(&b, self->wall_ns) == 0 &&
+         JB_LIT(&b, ",\"wait_ms\":") == 0 && jb_ms(&b, self->wait_ns) == 0 &&
+         JB_LIT(&b, ",\"overhead_ms\":") == 0 && jb_ms(&b, self->overhead_ns) == 0 &&
+         JB_LIT(&b, ",\"work_ms\":") == 0 && jb_ms(&b, self->work_ns) == 0 &&
+         JB_LIT(&b, ",\"sync_to_async\":") == 0 && jb_ll(&b, self->sync_to_async) == 0 &&
+         JB_LIT(&b, ",\"async_to_sync\":") == 0 && jb_ll(&b, self->async_to_sync) == 0 &&
+         JB_LIT(&b, ",\"threads\":") == 0 && jb_int_or_null(&b, args[8]) == 0 &&
+         JB_LIT(&b, ",\"new_loops\":") == 0 && jb_ll(&b, self->new_loops) == 0 &&
+         JB_LIT(&b, ",\"max_depth\":") == 0 && jb_ll(&b, self->max_depth) == 0 &&
+         JB_LIT(&b, ",\"pinned_ms\":") == 0 && jb_ms(&b, self->pinned_ns) == 0 &&
+         JB_LIT(&b, ",\"pinned_by\":") == 0 && jb_str_or_null(&b, args[9]) == 0 &&
+         JB_LIT(&b, ",\"executors\":{") == 0;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (ok && PyDict_Next(executors, &pos, &key, &value)) {
+        ok = (i++ == 0 || JB_LIT(&b, ",") == 0) && jb_str(&b, key) == 0 &&
+             JB_LIT(&b, ":") == 0 && jb_int_or_null(&b, value) == 0;
+    }
+    ok = ok && JB_LIT(&b, "}") == 0;
+    if (ok && args[11] != Py_None) {
+        ok = JB_LIT(&b, ",\"max_in_flight\":") == 0 && jb_int_or_null(&b, args[11]) == 0;
+        long long concurrent = ok ? PyLong_AsLongLong(args[12]) : 0;
+        ok = ok && !(concurrent == -1 && PyErr_Occurred()) &&
+             JB_LIT(&b, ",\"concurrent_ms\":") == 0 && jb_ms(&b, concurrent) == 0;
+    }
+    ok = ok && JB_LIT(&b, ",\"db_connections\":") == 0 && jb_int_or_null(&b, args[13]) == 0 &&
+         jb_sites(&b, self, limit) == 0;
+    PyObject *text = ok ? PyUnicode_DecodeUTF8(b.data, b.len, NULL) : NULL;
+    PyMem_Free(b.data);
+    return text;
+}
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
@@ -798,6 +1176,8 @@ static PyMethodDef LedgerCore_methods[] = {
      "[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."},
     {"line_sites", (PyCFunction)LedgerCore_line_sites, METH_O,
      "line_sites(limit) -> (the line's sites entries, how many causes there are)."},
+    {"encode_line", (PyCFunction)(void (*)(void))LedgerCore_encode_line, METH_FASTCALL,
+     "The request line's head, up to its sites, as JSON text (see hopwatch._emit)."},
     {NULL},
 };
 

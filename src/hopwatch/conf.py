@@ -389,21 +389,40 @@ def _warn_once(problem: Problem) -> None:
     )
 
 
+#: ``django.conf.settings``' own cache of the settings it has been asked for (its
+#: instance dict, read without its ``__getattribute__``). Django keeps it exact: it
+#: is cleared when ``override_settings`` swaps the settings (``_wrapped``) and a
+#: setting assigned or deleted at run time is popped from it.
+_lazy_cache: dict[str, Any] = object.__getattribute__(django_settings, "__dict__")
+_ABSENT: Final = object()
+
+
 class Settings:
     """Attribute access to the merged settings: ``hopwatch_settings.SAMPLE_RATE``.
 
     The merged dict is cached until ``settings.HOPWATCH`` is another object
-    (``override_settings`` replaces it), so a lookup costs one attribute read
-    and one identity check, not a merge.
+    (``override_settings`` replaces it). A lookup reads Django's own cache of
+    the setting (a dict read and an identity check, not a merge, not a call
+    into ``LazySettings``). When the project sets no ``HOPWATCH`` at all, the
+    defaults hold until the settings object is swapped (``override_settings``);
+    assigning ``settings.HOPWATCH`` at run time where it was absent is not
+    seen (Django asks that settings are changed with ``override_settings``).
     """
 
     def __init__(self) -> None:
-        self._source: object = object()
+        self._source: object = _ABSENT
+        self._absent_in: object = None  # the settings object HOPWATCH was absent from
         self._merged: dict[str, Any] = dict(DEFAULTS)
 
     def merged(self) -> dict[str, Any]:
         """All settings, defaults filled in (a snapshot: do not mutate)."""
-        user = getattr(django_settings, "HOPWATCH", None)
+        user = _lazy_cache.get("HOPWATCH", _ABSENT)
+        if user is _ABSENT:
+            wrapped = _lazy_cache.get("_wrapped")
+            if self._absent_in is wrapped and wrapped is not None:
+                return self._merged
+            user = getattr(django_settings, "HOPWATCH", _ABSENT)
+            self._absent_in = _lazy_cache.get("_wrapped") if user is _ABSENT else None
         if user is not self._source:
             merged = dict(DEFAULTS)
             if isinstance(user, dict):

@@ -1,0 +1,160 @@
+"""The request line written in C (``encode_head``) is byte for byte the reference's.
+
+The emitter writes a line's head (up to ``sites``) with the C accelerator's
+``encode_line`` when it is built, and ``build_event`` + orjson otherwise. The
+two must agree on every byte but the timestamp's: key order, number formats,
+string escapes, optional fields. These tests hold the C path to the reference
+on real requests and on records with hostile values; on the pure-Python run
+there is no C path, which the first test checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from hopwatch import _emit, _hotpath
+from hopwatch._recorder import RequestRecord, intern_cause
+from hopwatch.conf import hopwatch_settings
+from tests.helpers import asgi_request, capture, wsgi_request
+
+C_PATH = _hotpath.IMPLEMENTATION == "c"
+needs_c = pytest.mark.skipif(not C_PATH, reason="the C line encoder is part of the accelerator")
+
+_TIMESTAMP = re.compile(r'"timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)"')
+
+
+def _render(line: Any) -> str:
+    return str(_emit._renderer("hopwatch")(None, "info", {_emit._WHOLE_LINE: line}))
+
+
+def _both(record: RequestRecord, **options: Any) -> tuple[str, str]:
+    """(the C line, the reference line), timestamps blanked."""
+    encoded = _emit.encode_head(record, **options)
+    assert encoded is not None
+    fast = _render(encoded)
+    reference = _render(_emit.build_event(record, **options))
+    return _TIMESTAMP.sub('"timestamp":"T"', fast), _TIMESTAMP.sub('"timestamp":"T"', reference)
+
+
+def test_the_c_encoder_is_there_exactly_when_the_accelerator_is():
+    record = RequestRecord("asgi")
+    assert (_emit.encode_head(record) is not None) is C_PATH
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "path",
+    ["/async/", "/sync/", "/hops/7/", "/nested/", "/orm/batch/", "/threads/gather-pool/", "/nope/"],
+)
+def test_real_asgi_requests_encode_as_the_reference(path, db):
+    with capture() as records:
+        asgi_request(path)
+    assert records
+    for record in records:
+        fast, reference = _both(record)
+        assert fast == reference
+        assert json.loads(fast)["hops"] == record.count
+
+
+@needs_c
+def test_a_wsgi_request_with_detail_and_few_sites_encodes_as_the_reference(db):
+    with capture() as records:
+        wsgi_request("/hops/12/")
+    (record,) = records
+    fast, reference = _both(record, sites_limit=1, detail_limit=5)
+    assert fast == reference
+    line = json.loads(fast)
+    assert line["sites_dropped"] >= 1 and len(line["detail"]) == 5
+
+
+def _record_with(site: str, route: str, view: Any, method: str = "GET") -> RequestRecord:
+    record = RequestRecord("asgi")
+    record.method, record.route, record.view, record.status = method, route, view, None
+    record.request_id = 'id"\\\n'
+    record.ended_ns = record.started_ns + 1_234_567_891
+    cause = intern_cause("middleware", site, 'views.py:3 in "quoted"\t')
+    for wall in (0, 499, 500, 1_000_000, 987_654_321_987):
+        hop = _hotpath.Hop("sync_to_async", cause, True, None, record, threading.get_ident())
+        hop.resumed_ns = hop.called_ns + wall
+        _hotpath.finish_hop(hop)
+    return record
+
+
+HOSTILE = [
+    'a"b\\c',
+    "tab\there\nnewline\r\x00\x01\x1f\x7f",
+    "\b\f back and form feed",
+    "ünïcödé ✓ \u2028\u2029 \U0001f600",
+    "</script><script>alert(1)</script>",
+    "",
+    # long runs: escapes at every offset within and across 8-byte words
+    "".join(f"{'x' * n}{c}" for n in range(17) for c in '"\\\x01\x1f '),
+    "é" * 9 + "\x00" + "✓" * 5 + '"' + "\U0001f600" * 3 + "\\",
+]
+
+
+@needs_c
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_are_escaped_as_the_reference_escapes_them(text):
+    record = _record_with(site=text, route=text, view=text, method=text)
+    fast, reference = _both(record)
+    assert fast == reference
+    line = json.loads(fast)
+    assert line["route"] == (text or _emit.UNRESOLVED) and line["sites"][0]["site"] == text
+    assert "\n" not in fast  # one line, whatever the values
+
+
+@needs_c
+def test_missing_values_and_milliseconds_are_formatted_as_the_reference():
+    record = _record_with(site="s", route="/r/", view=None)
+    fast, reference = _both(record)
+    assert fast == reference
+    line = json.loads(fast)
+    assert line["view"] is None and line["status"] is None
+    assert line["duration_ms"] == 1234.568
+    assert line["sites"][0]["ms"] == 987655.323  # 0 + 0.0 + 0.001 + 1.0 + 987654.322
+    assert '"pinned_ms":0.0,' in fast
+
+
+@needs_c
+@pytest.mark.parametrize("ns", [0, 1, 499, 500, 1_499, 1_500, 10_000, 123_456_789, 10**15 + 7])
+def test_every_millisecond_value_is_pythons_repr_of_the_rounded_value(ns):
+    record = RequestRecord("asgi")
+    record.ended_ns = record.started_ns + ns
+    line = _render(_emit.encode_head(record))
+    assert f'"duration_ms":{((ns + 500) // 1000) / 1000!r},' in line
+
+
+@needs_c
+def test_the_timestamp_is_now_in_utc_to_the_microsecond():
+    record = RequestRecord("asgi")
+    before = datetime.now(UTC).replace(microsecond=0)
+    line = _render(_emit.encode_head(record))
+    after = datetime.now(UTC)
+    (text,) = _TIMESTAMP.findall(line)
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert before <= stamp <= after
+
+
+@needs_c
+def test_a_value_the_c_encoder_does_not_write_falls_back_to_the_reference(tmp_path):
+    """A view name that is not a str (a project's odd resolver) is written as the
+    reference writes it, through the emitter, not dropped."""
+    record = _record_with(site="s", route="/r/", view=None)
+    record.view = 42  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        _emit.encode_head(record)
+    log = tmp_path / "line.log"
+    with override_settings(HOPWATCH={"OUTPUT": str(log)}):
+        emitter = _emit.Emitter(hopwatch_settings, lambda: None)
+        emitter(record)
+        emitter.close()
+    line = json.loads(log.read_text())
+    assert line["view"] == 42 and line["route"] == "/r/"
