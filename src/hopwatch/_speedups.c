@@ -641,6 +641,19 @@ typedef struct {
 } RankEntry;
 
 static int
+rank_cmp_totals(const void *pa, const void *pb)
+{
+    const RankEntry *a = pa, *b = pb;
+    if (a->wall != b->wall) {
+        return a->wall > b->wall ? -1 : 1;
+    }
+    if (a->count != b->count) {
+        return a->count > b->count ? -1 : 1;
+    }
+    return a->index < b->index ? -1 : (a->index > b->index);
+}
+
+static int
 rank_cmp(const void *pa, const void *pb)
 {
     const RankEntry *a = pa, *b = pb;
@@ -650,7 +663,8 @@ rank_cmp(const void *pa, const void *pb)
     if (a->count != b->count) {
         return a->count > b->count ? -1 : 1;
     }
-    if (a->site != b->site && PyUnicode_Check(a->site) && PyUnicode_Check(b->site)) {
+    if (a->site != b->site && a->site && b->site && PyUnicode_Check(a->site) &&
+        PyUnicode_Check(b->site)) {
         int c = PyUnicode_Compare(a->site, b->site);
         if (c != 0) {
             return c;
@@ -669,6 +683,16 @@ ranked_free(RankEntry *entries, Py_ssize_t n)
 }
 
 static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
+
+/* The entry's cause's site (read once, held by the entry), or NULL on error. */
+static PyObject *
+entry_site(RankEntry *e)
+{
+    if (e->site == NULL) {
+        e->site = PyObject_GetAttr(e->cause, s_site);
+    }
+    return e->site;
+}
 
 static RankEntry *
 ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n)
@@ -691,14 +715,28 @@ ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n)
         e->wall = ((CauseStatsObject *)value)->wall_ns;
         e->count = ((CauseStatsObject *)value)->count;
         e->index = i;
-        e->site = PyObject_GetAttr(e->cause, s_site);
         i++;
-        if (e->site == NULL) {
-            ranked_free(entries, i);
-            return NULL;
-        }
     }
-    qsort(entries, i, sizeof(RankEntry), rank_cmp);
+    /* By the totals first; the site is read only where totals tie (rare: a
+     * request's crossings take different nanoseconds). */
+    qsort(entries, i, sizeof(RankEntry), rank_cmp_totals);
+    for (Py_ssize_t start = 0; start < i;) {
+        Py_ssize_t end = start + 1;
+        while (end < i && entries[end].wall == entries[start].wall &&
+               entries[end].count == entries[start].count) {
+            end++;
+        }
+        if (end - start > 1) {
+            for (Py_ssize_t k = start; k < end; k++) {
+                if (entry_site(&entries[k]) == NULL) {
+                    ranked_free(entries, i);
+                    return NULL;
+                }
+            }
+            qsort(entries + start, end - start, sizeof(RankEntry), rank_cmp);
+        }
+        start = end;
+    }
     *n = i;
     return entries;
 }
@@ -764,7 +802,8 @@ LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
         CauseStatsObject *st = (CauseStatsObject *)e->stats;
         PyObject *site = PyDict_New();
         PyObject *kind = NULL, *call_site = NULL;
-        int ok = site != NULL && (kind = PyObject_GetAttr(e->cause, s_kind)) != NULL &&
+        int ok = site != NULL && entry_site(e) != NULL &&
+                 (kind = PyObject_GetAttr(e->cause, s_kind)) != NULL &&
                  (call_site = PyObject_GetAttr(e->cause, s_call_site)) != NULL &&
                  PyDict_SetItem(site, s_site, e->site) == 0 &&
                  PyDict_SetItem(site, s_kind, kind) == 0 &&
@@ -1053,6 +1092,52 @@ jb_timestamp(JBuf *b)
     return jb_put(b, tmp, 29);
 }
 
+/* A cause's parts of its sites entry, encoded once per cause: the text before
+ * "direction" ('{"site":...,"kind":...') and after "overhead_ms" (',"call_site":...}'
+ * or '}'). Causes are interned and never change; the cache is dropped whole when
+ * it grows past CAUSE_JSON_MAX (a process with that many distinct causes). */
+#define CAUSE_JSON_MAX 4096
+static PyObject *g_cause_json; /* {cause: (head bytes, tail bytes)} */
+
+static PyObject *
+cause_json(PyObject *cause, PyObject *site)
+{
+    PyObject *parts = PyDict_GetItemWithError(g_cause_json, cause);
+    if (parts != NULL || PyErr_Occurred()) {
+        return parts; /* borrowed */
+    }
+    PyObject *kind = PyObject_GetAttr(cause, s_kind);
+    PyObject *call_site = kind ? PyObject_GetAttr(cause, s_call_site) : NULL;
+    JBuf head = {NULL, 0, 0}, tail = {NULL, 0, 0};
+    int truth = call_site == NULL ? -1 : (call_site == Py_None ? 0 : PyObject_IsTrue(call_site));
+    int ok = truth >= 0 && JB_LIT(&head, "{\"site\":") == 0 && jb_str(&head, site) == 0 &&
+             JB_LIT(&head, ",\"kind\":") == 0 && jb_str(&head, kind) == 0 &&
+             (!truth || (JB_LIT(&tail, ",\"call_site\":") == 0 && jb_str(&tail, call_site) == 0)) &&
+             JB_LIT(&tail, "}") == 0;
+    Py_XDECREF(kind);
+    Py_XDECREF(call_site);
+    if (ok) {
+        parts = Py_BuildValue("(y#y#)", head.data, head.len, tail.data, tail.len);
+    }
+    PyMem_Free(head.data);
+    PyMem_Free(tail.data);
+    if (parts == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(g_cause_json) >= CAUSE_JSON_MAX) {
+        PyDict_Clear(g_cause_json);
+    }
+    int r = PyDict_SetItem(g_cause_json, cause, parts);
+    Py_DECREF(parts); /* the cache holds it */
+    return r < 0 ? NULL : parts;
+}
+
+static int
+jb_bytes(JBuf *b, PyObject *bytes)
+{
+    return jb_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
 static int
 jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
 {
@@ -1066,23 +1151,15 @@ jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
     for (Py_ssize_t i = 0; ok && i < shown; i++) {
         RankEntry *e = &entries[i];
         CauseStatsObject *st = (CauseStatsObject *)e->stats;
-        PyObject *kind = PyObject_GetAttr(e->cause, s_kind);
-        PyObject *call_site = kind ? PyObject_GetAttr(e->cause, s_call_site) : NULL;
-        ok = call_site != NULL && (i == 0 || JB_LIT(b, ",") == 0) &&
-             JB_LIT(b, "{\"site\":") == 0 && jb_str(b, e->site) == 0 &&
-             JB_LIT(b, ",\"kind\":") == 0 && jb_str(b, kind) == 0 &&
+        PyObject *site = entry_site(e);
+        PyObject *parts = site ? cause_json(e->cause, site) : NULL;
+        ok = parts != NULL && (i == 0 || JB_LIT(b, ",") == 0) &&
+             jb_bytes(b, PyTuple_GET_ITEM(parts, 0)) == 0 &&
              JB_LIT(b, ",\"direction\":") == 0 && jb_str(b, st->direction) == 0 &&
              JB_LIT(b, ",\"count\":") == 0 && jb_ll(b, st->count) == 0 &&
              JB_LIT(b, ",\"ms\":") == 0 && jb_ms(b, st->wall_ns) == 0 &&
-             JB_LIT(b, ",\"overhead_ms\":") == 0 && jb_ms(b, st->overhead_ns) == 0;
-        if (ok && call_site != Py_None) {
-            int truth = PyObject_IsTrue(call_site);
-            ok = truth >= 0 &&
-                 (!truth || (JB_LIT(b, ",\"call_site\":") == 0 && jb_str(b, call_site) == 0));
-        }
-        ok = ok && JB_LIT(b, "}") == 0;
-        Py_XDECREF(kind);
-        Py_XDECREF(call_site);
+             JB_LIT(b, ",\"overhead_ms\":") == 0 && jb_ms(b, st->overhead_ns) == 0 &&
+             jb_bytes(b, PyTuple_GET_ITEM(parts, 1)) == 0;
     }
     ok = ok && JB_LIT(b, "]") == 0;
     if (ok && n > shown) {
@@ -1090,6 +1167,31 @@ jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
     }
     ranked_free(entries, n);
     return ok ? 0 : -1;
+}
+
+/* The buffer as a str: ASCII (the usual line) copied straight in, else decoded. */
+static PyObject *
+jb_text(JBuf *b)
+{
+    const unsigned char *p = (const unsigned char *)b->data;
+    Py_ssize_t i = 0;
+    unsigned long long high = 0;
+    for (; i + 8 <= b->len; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        high |= w;
+    }
+    for (; i < b->len; i++) {
+        high |= p[i];
+    }
+    if (high & 0x8080808080808080ULL) {
+        return PyUnicode_DecodeUTF8(b->data, b->len, NULL);
+    }
+    PyObject *text = PyUnicode_New(b->len, 127);
+    if (text != NULL) {
+        memcpy(PyUnicode_DATA(text), b->data, b->len);
+    }
+    return text;
 }
 
 /* encode_line(prefix, request_id, method, route, view, status, interface,
@@ -1164,7 +1266,7 @@ LedgerCore_encode_line(LedgerCoreObject *self, PyObject *const *args, Py_ssize_t
     }
     ok = ok && JB_LIT(&b, ",\"db_connections\":") == 0 && jb_int_or_null(&b, args[13]) == 0 &&
          jb_sites(&b, self, limit) == 0;
-    PyObject *text = ok ? PyUnicode_DecodeUTF8(b.data, b.len, NULL) : NULL;
+    PyObject *text = ok ? jb_text(&b) : NULL;
     PyMem_Free(b.data);
     return text;
 }
@@ -1895,6 +1997,9 @@ py_clear_caches(PyObject *module, PyObject *unused)
             Py_CLEAR(g_codes[j].code);
         }
         g_codes_used = 0;
+    }
+    if (g_cause_json) {
+        PyDict_Clear(g_cause_json);
     }
     Py_RETURN_NONE;
 }
@@ -2891,6 +2996,10 @@ PyInit__speedups(void)
     INTERN(s_count, "count");
     INTERN(s_ms, "ms");
     INTERN(s_overhead_ms, "overhead_ms");
+    g_cause_json = PyDict_New();
+    if (g_cause_json == NULL) {
+        return NULL;
+    }
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
