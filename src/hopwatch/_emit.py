@@ -387,7 +387,8 @@ class Emitter:
         event = line[1] if line is not None else build_event(record, **options)
         if rate < 1.0:
             event["sample_rate"] = rate
-        extra = self._extra_fields(record, settings["EXTRA_FIELDS"])
+        hook = settings["EXTRA_FIELDS"]
+        extra = self._extra_fields(record, hook) if hook is not None else None
         if extra:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
