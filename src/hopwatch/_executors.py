@@ -94,6 +94,8 @@ def single_thread_ids() -> frozenset[int]:
 class Classifier:
     """Classifies one request's kept hops (read the facts once, then :meth:`kind` per hop)."""
 
+    __slots__ = ("_single", "hops", "record", "sync_handler")
+
     def __init__(
         self,
         record: RequestRecord,
@@ -134,7 +136,10 @@ class Classifier:
                 return CONTEXT_THREAD  # 3.13: a ThreadSensitiveContext given an executor
             if not thread:
                 return UNKNOWN  # never started: which thread it was queued for is not recorded
-            if thread in self.single:
+            single = self._single
+            if single is None:
+                single = self._single = single_thread_ids()
+            if thread in single:
                 return SINGLE_THREAD
             if self.sync_handler and thread == self.record.handler_thread_id:
                 return CALLER_THREAD
