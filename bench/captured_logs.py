@@ -13,8 +13,10 @@ a few extra keys, some escaped Unicode, 5% foreign lines.
 
 The ground truth (``OUT.log.truth.json``) holds what a correct reader must find:
 the line count, the records, and per endpoint (method, route, view) the exact
-request count, summed hops, and summed ``hop_ms`` in integer microseconds; per
-cause the requests, crossings and microseconds. It is computed from the values
+request count, summed hops, and summed ``hop_ms`` and ``overhead_ms`` in integer
+microseconds; per cause the requests, crossings, microseconds and overhead
+microseconds. Records carry the current schema's fields (``overhead_ms``,
+``work_ms``, ``sites[].overhead_ms``, ``executors``, the thread fields). It is computed from the values
 the generator drew, never by parsing the log back.
 """
 
@@ -88,15 +90,19 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
             "count": 1 if kind != "orm" else rng.randint(1, 6),
             "ms": round(rng.lognormvariate(-2.2, 0.7), 3),
         }
+        # the crossings' own cost: a share of their wall time (the rest ran inside them)
+        entry["overhead_ms"] = _us(entry["ms"] * rng.uniform(0.1, 0.6)) / 1000
         if kind == "orm":  # a view makes its ORM calls from a few lines of its code
             line_number = 40 + 10 * ROUTES.index(route) + rng.randint(0, 2)
             entry["call_site"] = f"shop/views.py:{line_number} in handler"
         sites.append(entry)
     sites.sort(key=lambda e: -e["ms"])
     hop_us = sum(_us(e["ms"]) for e in sites)
+    overhead_us = sum(_us(e["overhead_ms"]) for e in sites)
     hops = sum(e["count"] for e in sites)
     s2a = sum(e["count"] for e in sites if e["direction"] == "sync_to_async")
     pinned = any(name == LEGACY for name, _ in chosen)
+    orm = any(kind == "orm" for _, kind in chosen)
     view = None if rng.random() < 0.01 else _view(route)
     record: dict[str, Any] = {
         "event": "hopwatch.request",
@@ -112,7 +118,9 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
         "duration_ms": (hop_us + _us(round(rng.lognormvariate(2, 0.8), 3))) / 1000,
         "hops": hops,
         "hop_ms": hop_us / 1000,
-        "wait_ms": round(hop_us * rng.uniform(0.05, 0.5) / 1000, 3),
+        "wait_ms": round(overhead_us * rng.uniform(0.3, 0.9) / 1000, 3),
+        "overhead_ms": overhead_us / 1000,
+        "work_ms": (hop_us - overhead_us) / 1000,
         "sync_to_async": s2a,
         "async_to_sync": hops - s2a,
         "threads": rng.choice((2, 2, 2, 3)),
@@ -120,6 +128,11 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
         "max_depth": 1,
         "pinned_ms": round(hop_us * 0.4 / 1000, 3) if pinned else 0.0,
         "pinned_by": LEGACY if pinned else None,
+        # the thread fields (docs/threads.md): crossings per executor, concurrency, connections
+        "executors": _executors(rng, s2a, hops - s2a),
+        "max_in_flight": 1,
+        "concurrent_ms": 0.0,
+        "db_connections": 1 if orm else 0,
         "sites": sites,
     }
     if detail:
@@ -137,6 +150,11 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
                 "run_ms": round(e["ms"] * 0.7 / e["count"], 3),
                 "resume_ms": round(e["ms"] * 0.1 / e["count"], 3),
                 "outcome": "ok",
+                "at_ms": round(rng.uniform(0, 5), 3),
+                "parent": None,
+                "caller_thread": 140_000_000_000_000 + rng.getrandbits(20),
+                "executor": "context_thread" if e["direction"] == "sync_to_async" else "loop",
+                "thread_started": None,
             }
             for e in sites
             for _ in range(e["count"])
@@ -147,6 +165,13 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
 
 def _us(ms: float) -> int:
     return round(ms * 1000)
+
+
+def _executors(rng: random.Random, s2a: int, a2s: int) -> dict[str, int]:
+    """``executors``: the request's crossings by what ran them (kinds with none left out)."""
+    pool = rng.randint(0, min(1, s2a))  # a thread_sensitive=False call now and then
+    counts = {"context_thread": s2a - pool, "default_pool": pool, "loop": a2s}
+    return {kind: count for kind, count in counts.items() if count}
 
 
 # --- renderings: a record in, one line out ------------------------------------------------
@@ -331,18 +356,23 @@ def _count(endpoints: dict[str, dict[str, Any]], record: dict[str, Any]) -> None
             "requests": 0,
             "hops": 0,
             "hop_us": 0,
+            "overhead_us": 0,
             "causes": {},
         }
     entry["requests"] += 1
     entry["hops"] += record["hops"]
     entry["hop_us"] += _us(record["hop_ms"])
+    entry["overhead_us"] += _us(record["overhead_ms"])
     causes = entry["causes"]
     for site in record["sites"]:
         cause = json.dumps([site["site"], site["kind"], site["direction"], site.get("call_site")])
-        totals = causes.setdefault(cause, {"requests": 0, "count": 0, "us": 0})
+        totals = causes.setdefault(
+            cause, {"requests": 0, "count": 0, "us": 0, "overhead_us": 0}
+        )
         totals["requests"] += 1
         totals["count"] += site["count"]
         totals["us"] += _us(site["ms"])
+        totals["overhead_us"] += _us(site["overhead_ms"])
 
 
 def main() -> None:
