@@ -23,6 +23,7 @@ calls cost as much as the work itself at a few microseconds per line.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import log
@@ -74,6 +75,28 @@ _OPTIONAL = attrgetter("sites_dropped", "sample_rate", "hopwatch_errors", "profi
 _PLAIN: Final = (0, 1.0, 0, None)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _accelerator() -> Any:
+    """The C version of the hot loop's accumulation block (``_accumulate.add``), or None
+    (not built, or ``HOPWATCH_PURE_PYTHON`` set): both update the same objects the same way."""
+    if os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from hopwatch.report import _accumulate  # type: ignore[attr-defined]
+    except ImportError:  # an install without a C compiler: the Python block
+        return None
+    from hopwatch.report import aggregate
+
+    indices = {name: getattr(aggregate, name) for name in dir(aggregate) if name[:2] in ("A_", "C_")}
+    _accumulate.configure(indices, MIN_VALUE, INV_LN_GAMMA, float(SHIFT), timestamp_text)
+    return _accumulate.add
+
+
+#: ``_accumulate.add(stats, record)``, or None: the pure-Python block in Scanner.feed.
+ACCUMULATE: Any = _accelerator()
+#: Which one this process uses ("c" or "python").
+IMPLEMENTATION: Final = "python" if ACCUMULATE is None else "c"
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,8 @@ class Scanner:
         self._typed = parse.LearningDecoder()
         self._prefilter = True  # look for the marker before decoding (see feed)
         self._wrapped = False  # unwrap a shipper's envelope before decoding (see feed)
+        #: The accumulation block in C, or None (the Python block); tests set it.
+        self.accumulate = ACCUMULATE
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
         f = self.filters
@@ -249,6 +274,7 @@ class Scanner:
 
         extra = part.extra
         tap = extra.add if extra is not None else None  # the HTML page's reader, if any
+        accumulate = self.accumulate
         prefilter = self._prefilter
         view = memoryview(buffer)  # slices of it are not copies
         count = 0  # lines
@@ -344,6 +370,9 @@ class Scanner:
             if optional != plain or (hops and not sites):
                 # sampled, profiled, sites lost or left out: the general accumulation
                 stats.add_record(record)
+                continue
+            if accumulate is not None:  # the C version of the block below
+                accumulate(stats, record)
                 continue
             # EndpointStats.add_record, inlined for a record without optional values
             acc = stats.acc
