@@ -96,7 +96,12 @@ field(Layout *layout, PyObject *obj, int i)
     return PyObject_GetAttr(obj, layout->names[i]); /* raises AttributeError when unset */
 }
 
-/* list[i] += value (any numbers, as Python's +=). 0 ok, -1 error. */
+/* list[i] += value (any numbers, as Python's +=). 0 ok, -1 error.
+ *
+ * A float plus a float or an int is what Python computes (float.__add__ turns the
+ * int into a double the same way); and a float that only this list refers to
+ * (reference count 1: the accumulators' own, never handed out while we run) is
+ * updated in place rather than replaced, which saves an allocation per add. */
 static int
 add_to(PyObject *list, Py_ssize_t i, PyObject *value)
 {
@@ -104,7 +109,24 @@ add_to(PyObject *list, Py_ssize_t i, PyObject *value)
         PyErr_SetString(PyExc_TypeError, "hopwatch: an accumulator is not the expected list");
         return -1;
     }
-    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(list, i), value);
+    PyObject *item = PyList_GET_ITEM(list, i);
+    if (PyFloat_CheckExact(item) && (PyFloat_CheckExact(value) || PyLong_CheckExact(value))) {
+        double addend = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value)
+                                                  : PyLong_AsDouble(value);
+        if (addend == -1.0 && PyErr_Occurred())
+            return -1;
+        double total = PyFloat_AS_DOUBLE(item) + addend;
+        if (Py_REFCNT(item) == 1) {
+            ((PyFloatObject *)item)->ob_fval = total;
+            return 0;
+        }
+        PyObject *fresh = PyFloat_FromDouble(total);
+        if (fresh == NULL)
+            return -1;
+        PyList_SetItem(list, i, fresh);
+        return 0;
+    }
+    PyObject *sum = PyNumber_Add(item, value);
     if (sum == NULL)
         return -1;
     PyList_SetItem(list, i, sum); /* steals sum, releases the old item */
@@ -237,21 +259,13 @@ add_site(PyObject *stats, PyObject *sites, PyObject **part)
     return status;
 }
 
-static PyObject *
-accumulate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* The block itself: 0 ok, -1 error. */
+static int
+add_plain(PyObject *stats, PyObject *record)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add(stats, record)");
-        return NULL;
-    }
-    if (!configured) {
-        PyErr_SetString(PyExc_RuntimeError, "hopwatch.report._accumulate: configure() first");
-        return NULL;
-    }
-    PyObject *stats = args[0], *record = args[1];
     PyObject *f[F_COUNT] = {NULL};
     PyObject *s[S_COUNT] = {NULL};
-    PyObject *result = NULL;
+    int result = -1;
     PyObject *tmp = NULL;
     for (int i = 0; i < F_COUNT; i++) {
         if ((f[i] = field(&record_layout, record, i)) == NULL)
@@ -405,14 +419,223 @@ accumulate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (failed)
             goto done;
     }
-    result = Py_None;
-    Py_INCREF(result);
+    result = 0;
 done:
     for (int i = 0; i < F_COUNT; i++)
         Py_XDECREF(f[i]);
     for (int i = 0; i < S_COUNT; i++)
         Py_XDECREF(s[i]);
     return result;
+}
+
+static PyObject *
+accumulate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(stats, record)");
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "hopwatch.report._accumulate: configure() first");
+        return NULL;
+    }
+    if (add_plain(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Fields scan() reads besides the block's. */
+enum { R_TIMESTAMP, R_SITES_DROPPED, R_SAMPLE_RATE, R_ERRORS, R_PROFILE, R_METHOD, R_ROUTE,
+       R_VIEW, R_HOPS, R_SITES, R_COUNT };
+static PyObject *line_names[R_COUNT];
+static Layout line_layout = {NULL, R_COUNT, line_names, {0}};
+static PyObject *s_tzinfo, *s_add_record, *s_sites_dropped, *s_sample_rate, *s_hopwatch_errors;
+static PyObject *s_profile, *s_method, *s_route, *s_view;
+
+/* One decoded record, as Scanner.feed's Python loop handles it when no filter, tap
+ * or envelope is in play: 1 counted, 0 hand the line back to Python (a timestamp
+ * out of range), -1 error. bounds: [first, last, hopwatch_errors]. */
+static int
+take_record(PyObject *record, PyObject *by_key, PyObject *bounds, PyObject *to_utc,
+            PyObject *new_endpoint, PyObject *utc)
+{
+    PyObject *r[R_COUNT] = {NULL};
+    int result = -1;
+    PyObject *tz = NULL, *key = NULL, *stats = NULL, *tmp = NULL;
+    for (int i = 0; i < R_COUNT; i++) {
+        if ((r[i] = field(&line_layout, record, i)) == NULL)
+            goto done;
+    }
+    if ((tz = PyObject_GetAttr(r[R_TIMESTAMP], s_tzinfo)) == NULL)
+        goto done;
+    if (tz != utc) { /* an offset: the same instant in UTC, or the line goes back */
+        PyObject *moment = PyObject_CallOneArg(to_utc, r[R_TIMESTAMP]);
+        if (moment == NULL)
+            goto done;
+        if (moment == Py_None) {
+            Py_DECREF(moment);
+            result = 0;
+            goto done;
+        }
+        int set = PyObject_SetAttr(record, s_timestamp, moment);
+        Py_DECREF(r[R_TIMESTAMP]);
+        r[R_TIMESTAMP] = moment;
+        if (set < 0)
+            goto done;
+    }
+    /* optional values: (sites_dropped, sample_rate, hopwatch_errors, profile) == (0, 1.0, 0,
+     * None), as scan._PLAIN */
+    int plain = r[R_PROFILE] == Py_None;
+    int equal;
+    if (plain) {
+        if ((equal = PyObject_RichCompareBool(r[R_SITES_DROPPED], zero, Py_EQ)) < 0)
+            goto done;
+        plain = equal;
+    }
+    if (plain) {
+        if ((equal = PyObject_RichCompareBool(r[R_SAMPLE_RATE], one_float, Py_EQ)) < 0)
+            goto done;
+        plain = equal;
+    }
+    if (plain) {
+        if ((equal = PyObject_RichCompareBool(r[R_ERRORS], zero, Py_EQ)) < 0)
+            goto done;
+        plain = equal;
+    }
+    if (!plain && add_to(bounds, 2, r[R_ERRORS]) < 0)
+        goto done;
+    PyObject *moment = r[R_TIMESTAMP];
+    int earlier = PyObject_RichCompareBool(moment, PyList_GET_ITEM(bounds, 0), Py_LT);
+    if (earlier < 0)
+        goto done;
+    if (earlier) {
+        Py_INCREF(moment);
+        PyList_SetItem(bounds, 0, moment);
+    }
+    int later = PyObject_RichCompareBool(moment, PyList_GET_ITEM(bounds, 1), Py_GT);
+    if (later < 0)
+        goto done;
+    if (later) {
+        Py_INCREF(moment);
+        PyList_SetItem(bounds, 1, moment);
+    }
+    if ((key = PyTuple_Pack(3, r[R_METHOD], r[R_ROUTE], r[R_VIEW])) == NULL)
+        goto done;
+    stats = PyDict_GetItemWithError(by_key, key);
+    if (stats != NULL)
+        Py_INCREF(stats);
+    else if (PyErr_Occurred() || (stats = PyObject_CallOneArg(new_endpoint, key)) == NULL)
+        goto done;
+    int hops = PyObject_IsTrue(r[R_HOPS]);
+    if (hops < 0)
+        goto done;
+    if (!PyList_Check(r[R_SITES])) {
+        PyErr_SetString(PyExc_TypeError, "hopwatch: sites is not a list");
+        goto done;
+    }
+    if (!plain || (hops && PyList_GET_SIZE(r[R_SITES]) == 0)) {
+        /* sampled, profiled, sites lost or left out: the general accumulation */
+        if ((tmp = PyObject_CallMethodObjArgs(stats, s_add_record, record, NULL)) == NULL)
+            goto done;
+    }
+    else if (add_plain(stats, record) < 0)
+        goto done;
+    result = 1;
+done:
+    for (int i = 0; i < R_COUNT; i++)
+        Py_XDECREF(r[i]);
+    Py_XDECREF(tz);
+    Py_XDECREF(key);
+    Py_XDECREF(stats);
+    Py_XDECREF(tmp);
+    return result;
+}
+
+/* scan(buffer, position, end, decode, errors, by_key, bounds, to_utc, new_endpoint, utc,
+ *      max_line) -> (position, lines, records)
+ *
+ * Scanner.feed's loop over buffer[position:end] for the usual case (no marker
+ * prefilter, no envelope, no filter, no tap): each line's JSON object (from its
+ * first "{") decoded by ``decode``; a line without "{" counted as another line.
+ * It returns at the first line Python must look at (too long, refused by the
+ * decoder: another logger's JSON, a broken or new-valued line; a timestamp out of
+ * range), its position first, having counted the lines before it. */
+static PyObject *
+scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "scan() takes 11 arguments");
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "hopwatch.report._accumulate: configure() first");
+        return NULL;
+    }
+    PyObject *decode = args[3], *errors = args[4], *by_key = args[5], *bounds = args[6];
+    PyObject *to_utc = args[7], *new_endpoint = args[8], *utc = args[9];
+    Py_ssize_t position = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_line = PyLong_AsSsize_t(args[10]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!PyDict_Check(by_key) || !PyList_Check(bounds) || PyList_GET_SIZE(bounds) != 3) {
+        PyErr_SetString(PyExc_TypeError, "scan(): by_key must be a dict, bounds a list of 3");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (end > view.len)
+        end = view.len;
+    const char *buf = (const char *)view.buf;
+    Py_ssize_t lines = 0, records = 0;
+    int failed = 0;
+    while (position < end) {
+        const char *newline = memchr(buf + position, '\n', (size_t)(end - position));
+        Py_ssize_t stop = newline != NULL ? newline - buf : end;
+        if (stop - position > max_line)
+            break;
+        Py_ssize_t start = position;
+        if (buf[start] != '{') { /* a prefix (container runtime, pod name) first */
+            const char *brace = memchr(buf + start, '{', (size_t)(stop - start));
+            if (brace == NULL) { /* an other line */
+                lines++;
+                position = stop + 1;
+                continue;
+            }
+            start = brace - buf;
+        }
+        PyObject *line = PyMemoryView_FromMemory((char *)buf + start, stop - start, PyBUF_READ);
+        if (line == NULL) {
+            failed = 1;
+            break;
+        }
+        PyObject *record = PyObject_CallOneArg(decode, line);
+        Py_DECREF(line);
+        if (record == NULL) {
+            if (PyErr_ExceptionMatches(errors)) {
+                PyErr_Clear(); /* Python looks at this line */
+                break;
+            }
+            failed = 1;
+            break;
+        }
+        int taken = take_record(record, by_key, bounds, to_utc, new_endpoint, utc);
+        Py_DECREF(record);
+        if (taken < 0) {
+            failed = 1;
+            break;
+        }
+        if (taken == 0)
+            break;
+        lines++;
+        records++;
+        position = stop + 1;
+    }
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    return Py_BuildValue("(nnn)", position, lines, records);
 }
 
 static PyObject *
@@ -462,6 +685,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyMethodDef methods[] = {
     {"add", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
      "add(stats, record): add a plain record to an EndpointStats (see scan.py)."},
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
+     "scan(...): Scanner.feed's loop for the usual case (see the C source)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(indices, min_value, inv_ln_gamma, shift, timestamp_text)."},
     {NULL, NULL, 0, NULL},
@@ -540,5 +765,18 @@ PyInit__accumulate(void)
     memcpy(stats_names, stats, sizeof(stats));
     memcpy(site_names, sites, sizeof(sites));
     memcpy(sketch_names, sketches, sizeof(sketches));
+    INTERN(s_tzinfo, "tzinfo");
+    INTERN(s_add_record, "add_record");
+    INTERN(s_sites_dropped, "sites_dropped");
+    INTERN(s_sample_rate, "sample_rate");
+    INTERN(s_hopwatch_errors, "hopwatch_errors");
+    INTERN(s_profile, "profile");
+    INTERN(s_method, "method");
+    INTERN(s_route, "route");
+    INTERN(s_view, "view");
+    PyObject *line_fields[R_COUNT] = {s_timestamp, s_sites_dropped, s_sample_rate,
+                                      s_hopwatch_errors, s_profile, s_method, s_route,
+                                      s_view, s_hops, s_sites};
+    memcpy(line_names, line_fields, sizeof(line_fields));
     return PyModule_Create(&module_def);
 }

@@ -78,8 +78,9 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _accelerator() -> Any:
-    """The C version of the hot loop's accumulation block (``_accumulate.add``), or None
-    (not built, or ``HOPWATCH_PURE_PYTHON`` set): both update the same objects the same way."""
+    """The C module (``_accumulate``): the hot loop's accumulation block (``add``) and
+    the loop itself for the usual case (``scan``); or None when it is not built or
+    ``HOPWATCH_PURE_PYTHON`` is set. Both update the same objects the same way."""
     if os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
@@ -90,13 +91,16 @@ def _accelerator() -> Any:
 
     indices = {name: getattr(aggregate, name) for name in dir(aggregate) if name[:2] in ("A_", "C_")}
     _accumulate.configure(indices, MIN_VALUE, INV_LN_GAMMA, float(SHIFT), timestamp_text)
-    return _accumulate.add
+    return _accumulate
 
 
-#: ``_accumulate.add(stats, record)``, or None: the pure-Python block in Scanner.feed.
-ACCUMULATE: Any = _accelerator()
+_C: Any = _accelerator()
+#: ``add(stats, record)``: the accumulation block in C, or None (the Python block).
+ACCUMULATE: Any = None if _C is None else _C.add
+#: ``scan(...)``: the loop in C for the usual case, or None (the Python loop).
+SCAN: Any = None if _C is None else _C.scan
 #: Which one this process uses ("c" or "python").
-IMPLEMENTATION: Final = "python" if ACCUMULATE is None else "c"
+IMPLEMENTATION: Final = "python" if _C is None else "c"
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,9 @@ class Scanner:
         self._typed = parse.LearningDecoder()
         self._prefilter = True  # look for the marker before decoding (see feed)
         self._wrapped = False  # unwrap a shipper's envelope before decoding (see feed)
-        #: The accumulation block in C, or None (the Python block); tests set it.
+        #: The accumulation block and the loop in C, or None (Python's); tests set them.
         self.accumulate = ACCUMULATE
+        self.scan = SCAN
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
         f = self.filters
@@ -280,7 +285,24 @@ class Scanner:
         count = 0  # lines
         too_long = 0
         position = 0
+        # The loop in C while nothing unusual is asked for: it counts lines and records
+        # until a line it leaves to the loop below (see _accumulate.c's scan).
+        fast = self.scan
+        if prefilter or wrapped or tap is not None or windowed or checks_status:
+            fast = None
+        bounds = [first, last, 0]  # what fast saw: first and last timestamps, errors
+        to_utc = parse.to_utc
+        new_endpoint = self._endpoint
         while position < end:
+            if fast is not None:
+                position, lines, found = fast(
+                    buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
+                    new_endpoint, utc, max_line,
+                )  # fmt: skip
+                count += lines
+                records += found
+                if position >= end:
+                    break
             start = position
             stop = find(b"\n", start, end)
             if stop == -1:  # the input's last line, without a newline
@@ -445,6 +467,11 @@ class Scanner:
                 values.append(site.ms)
                 values.append(site.overhead_ms)
 
+        if bounds[0] < first:
+            first = bounds[0]
+        if bounds[1] > last:
+            last = bounds[1]
+        errors += bounds[2]
         if too_long:
             part.skip("line_too_long", too_long)
         # Most lines are records: msgspec refuses another logger's line about as fast
