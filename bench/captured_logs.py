@@ -293,10 +293,50 @@ def foreign_line(rng: random.Random, i: int) -> str:
     return ""
 
 
+# --- records with a malformed part ----------------------------------------------------
+#: How a record is spoiled, in turn, and the part the report must say it lost (None:
+#: nothing it reads: the record is read whole).
+SPOILS = (
+    ("site_ms", "sites"),  # one sites entry's ms is text: that entry is left out
+    ("site_shape", "sites"),  # one sites entry is not an object at all
+    ("overhead_ms", "overhead_ms"),  # the record's overhead is text: its overhead unknown
+    ("pinned_by", "pinned_by"),  # a number where a site name belongs
+    ("detail", None),  # a detail that is not a list (the table never reads it)
+    ("later_schema", None),  # a later schema: its version, and fields this one lacks
+)
+
+
+def spoil(record: dict[str, Any], how: str) -> None:
+    """Make one part of ``record`` malformed, in place (see SPOILS)."""
+    if how == "site_ms":
+        record["sites"][0]["ms"] = "slow"
+    elif how == "site_shape":
+        record["sites"].insert(1, ["not", "an", "object"])
+    elif how == "overhead_ms":
+        record["overhead_ms"] = "n/a"
+    elif how == "pinned_by":
+        record["pinned_by"] = 7
+    elif how == "detail":
+        record["detail"] = "not a list"
+    elif how == "later_schema":
+        record["schema"] = 2
+        record["queue_depth"] = {"p95": 3, "by_executor": [1, 2]}
+        record["sites"][0]["inline"] = True
+
+
 def generate(
-    path: Path, lines: int, rendering: str = "captured", seed: int = 1, foreign: float = 0.05
+    path: Path,
+    lines: int,
+    rendering: str = "captured",
+    seed: int = 1,
+    foreign: float = 0.05,
+    malformed: float = 0.0,
 ) -> dict[str, Any]:
     """Write ``lines`` lines to ``path`` and the ground truth beside it; return the truth.
+
+    ``malformed``: the share of records given a malformed part (see SPOILS, in turn);
+    the truth then says which parts the report must count as lost, and leaves out
+    of the causes and overheads exactly what those records lost.
 
     Both files are written atomically (a temporary file, then a rename): runs may share /tmp.
     """
@@ -306,6 +346,8 @@ def generate(
     names = [name for name in RENDER if name != "detail"]
     endpoints: dict[str, dict[str, Any]] = {}
     by_route: dict[str, int] = {}
+    parts_lost: dict[str, int] = {}
+    spoiled = 0
     records = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -318,6 +360,12 @@ def generate(
             record = draw_record(
                 rng, i, detail=name == "detail" or (rendering == "all" and i % 7 == 0)
             )
+            if malformed and rng.random() < malformed:
+                how, lost = SPOILS[spoiled % len(SPOILS)]
+                spoiled += 1
+                spoil(record, how)
+                if lost is not None:
+                    parts_lost[lost] = parts_lost.get(lost, 0) + 1
             render = _captured if name == "captured" else RENDER[name]
             out.write(render(record, rng) + "\n")
             records += 1
@@ -330,6 +378,8 @@ def generate(
         "lines": lines,
         "records": records,
         "other_lines": lines - records,
+        # records counted without a malformed part: part -> records (the report's parts_lost)
+        "parts_lost": dict(sorted(parts_lost.items())),
         # what a tool grouping by the line's method and route must count (raw 404 paths too)
         "requests_by_route": dict(sorted(by_route.items())),
         "endpoints": [endpoints[key] for key in sorted(endpoints)],
@@ -362,9 +412,12 @@ def _count(endpoints: dict[str, dict[str, Any]], record: dict[str, Any]) -> None
     entry["requests"] += 1
     entry["hops"] += record["hops"]
     entry["hop_us"] += _us(record["hop_ms"])
-    entry["overhead_us"] += _us(record["overhead_ms"])
+    if isinstance(record["overhead_ms"], float):  # else malformed: the overhead is unknown
+        entry["overhead_us"] += _us(record["overhead_ms"])
     causes = entry["causes"]
     for site in record["sites"]:
+        if not isinstance(site, dict) or not isinstance(site["ms"], float):
+            continue  # a malformed entry: left out, the record's other causes kept
         cause = json.dumps([site["site"], site["kind"], site["direction"], site.get("call_site")])
         totals = causes.setdefault(
             cause, {"requests": 0, "count": 0, "us": 0, "overhead_us": 0}
@@ -382,8 +435,13 @@ def main() -> None:
     parser.add_argument("--rendering", choices=RENDERINGS, default="captured")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--foreign", type=float, default=0.05, help="share of foreign lines")
+    parser.add_argument(
+        "--malformed", type=float, default=0.0, help="share of records with a malformed part"
+    )
     args = parser.parse_args()
-    truth = generate(args.path, args.lines, args.rendering, args.seed, args.foreign)
+    truth = generate(
+        args.path, args.lines, args.rendering, args.seed, args.foreign, args.malformed
+    )
     print(f"{args.path}: {truth['lines']:,} lines, {truth['records']:,} records")
 
 

@@ -77,15 +77,14 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
-def _accelerator() -> Any:
-    """The C module (``_accumulate``): the hot loop's accumulation block (``add``) and
-    the loop itself for the usual case (``scan``); or None when it is not built or
-    ``HOPWATCH_PURE_PYTHON`` is set. Both update the same objects the same way."""
-    if os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"):
-        return None
+def load_accelerator() -> Any:
+    """The C module (``_accumulate``), configured: the hot loop's accumulation block
+    (``add``) and the loop itself for the usual case (``scan``); None when it is not
+    built (an install without a C compiler). Both update the same objects the same way
+    as the Python code in :meth:`Scanner.feed`."""
     try:
         from hopwatch.report import _accumulate  # type: ignore[attr-defined]
-    except ImportError:  # an install without a C compiler: the Python block
+    except ImportError:
         return None
     from hopwatch.report import aggregate
 
@@ -94,7 +93,10 @@ def _accelerator() -> Any:
     return _accumulate
 
 
-_C: Any = _accelerator()
+#: The C module, unless ``HOPWATCH_PURE_PYTHON`` is set (the test command runs both).
+_C: Any = (
+    load_accelerator() if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0") else None
+)
 #: ``add(stats, record)``: the accumulation block in C, or None (the Python block).
 ACCUMULATE: Any = None if _C is None else _C.add
 #: ``scan(...)``: the loop in C for the usual case, or None (the Python loop).
