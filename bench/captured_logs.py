@@ -16,8 +16,8 @@ the line count, the records, and per endpoint (method, route, view) the exact
 request count, summed hops, and summed ``hop_ms`` and ``overhead_ms`` in integer
 microseconds; per cause the requests, crossings, microseconds and overhead
 microseconds. Records carry the current schema's fields (``overhead_ms``,
-``work_ms``, ``sites[].overhead_ms``, ``executors``, the thread fields). It is computed from the values
-the generator drew, never by parsing the log back.
+``work_ms``, ``sites[].overhead_ms``, ``executors``, the thread fields). It is
+computed from the values the generator drew, never by parsing the log back.
 """
 
 from __future__ import annotations

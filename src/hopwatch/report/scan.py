@@ -88,7 +88,8 @@ def load_accelerator() -> Any:
         return None
     from hopwatch.report import aggregate
 
-    indices = {name: getattr(aggregate, name) for name in dir(aggregate) if name[:2] in ("A_", "C_")}
+    names = [name for name in dir(aggregate) if name.startswith(("A_", "C_"))]
+    indices = {name: getattr(aggregate, name) for name in names}
     _accumulate.configure(indices, MIN_VALUE, INV_LN_GAMMA, float(SHIFT), timestamp_text)
     return _accumulate
 
@@ -248,7 +249,7 @@ class Scanner:
         if lines:
             self.feed(b"\n".join(lines) + b"\n")
 
-    def feed(self, buffer: bytes, end: int | None = None) -> None:
+    def feed(self, buffer: bytes | bytearray, end: int | None = None) -> None:
         """Scan the complete lines in ``buffer[:end]`` (see inputs.LineBlocks)."""
         end = len(buffer) if end is None else end
         part = self.partial
@@ -292,7 +293,7 @@ class Scanner:
         fast = self.scan
         if prefilter or wrapped or tap is not None or windowed or checks_status:
             fast = None
-        bounds = [first, last, 0]  # what fast saw: first and last timestamps, errors
+        bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
         to_utc = parse.to_utc
         new_endpoint = self._endpoint
         while position < end:
