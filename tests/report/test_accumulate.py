@@ -24,6 +24,7 @@ from hopwatch.report.parse import decode_record
 from hopwatch.report.scan import Filters, Scanner, StatusFilter
 from tests.report.samples import AUTH, SESSION, line, record, site
 from tests.report.test_aggregate import close
+from tests.report.test_threads_report import process_line
 
 C = scan.load_accelerator()
 needs_c = pytest.mark.skipif(
@@ -97,6 +98,8 @@ def _unusual_lines() -> list[str]:
         line(**plain).replace('"hops":15', '"hops":"15"'),  # invalid:hops
         line(**plain).replace('"sites":[', '"sites":[7,'),  # a malformed sites entry
         "x" * 100 + "{" + "y" * 50,
+        process_line("00", 5),  # a process line: not a record, read by the pool series
+        process_line("01", 5, pid=2),
     ]
     return texts + texts[:60]
 
@@ -111,6 +114,8 @@ def test_both_accumulations_give_the_same_report(block: int) -> None:
     assert (c.first_timestamp, c.last_timestamp) == (python.first_timestamp, python.last_timestamp)
     assert c.skipped == {"invalid:timestamp": 1, "truncated": 1, "invalid:hops": 1}
     assert c.parts_lost == {"sites": 1}
+    assert c.pool is not None and python.pool is not None
+    assert vars(c.pool) == vars(python.pool) and vars(c.pool)
     for options in ({}, {"by": "site"}, {"by": "view"}, {"sort": "p95"}):
         assert close(_document(c, **options), _document(python, **options)), options
 
@@ -144,3 +149,9 @@ def test_wrong_objects_raise_instead_of_crashing() -> None:
         C.scan(b"{}\n", 0, 3)
     with pytest.raises(TypeError):
         C.scan(b"{}\n", 0, 3, len, ValueError, [], [], None, None, None, 10)
+
+
+@needs_c
+def test_the_c_loop_looks_for_the_same_markers() -> None:
+    assert C is not None
+    assert (C.MARKER, C.PROCESS_MARKER) == (scan.parse.MARKER, scan.PROCESS_MARKER)

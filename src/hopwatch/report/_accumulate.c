@@ -551,6 +551,27 @@ done:
     return result;
 }
 
+/* parse.MARKER and scan.PROCESS_MARKER (a test checks they agree). */
+static const char MARKER[] = "hopwatch.request";
+static const char PROCESS_MARKER[] = "hopwatch.process";
+
+/* Whether needle occurs in haystack (memmem is not everywhere). */
+static int
+contains(const char *haystack, size_t length, const char *needle, size_t size)
+{
+    const char *end = haystack + length;
+    while (length >= size) {
+        const char *first = memchr(haystack, needle[0], length - size + 1);
+        if (first == NULL)
+            return 0;
+        if (memcmp(first, needle, size) == 0)
+            return 1;
+        haystack = first + 1;
+        length = (size_t)(end - haystack);
+    }
+    return 0;
+}
+
 /* scan(buffer, position, end, decode, errors, by_key, bounds, to_utc, new_endpoint, utc,
  *      max_line) -> (position, lines, records)
  *
@@ -613,12 +634,20 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *record = PyObject_CallOneArg(decode, line);
         Py_DECREF(line);
         if (record == NULL) {
-            if (PyErr_ExceptionMatches(errors)) {
-                PyErr_Clear(); /* Python looks at this line */
+            if (!PyErr_ExceptionMatches(errors)) {
+                failed = 1;
                 break;
             }
-            failed = 1;
-            break;
+            PyErr_Clear();
+            /* another logger's JSON (no marker, nor the process line's): an other line,
+             * as the Python loop counts it; anything else is the Python loop's */
+            size_t length = (size_t)(stop - start);
+            if (contains(buf + start, length, MARKER, sizeof(MARKER) - 1) ||
+                contains(buf + start, length, PROCESS_MARKER, sizeof(PROCESS_MARKER) - 1))
+                break;
+            lines++;
+            position = stop + 1;
+            continue;
         }
         int taken = take_record(record, by_key, bounds, to_utc, new_endpoint, utc);
         Py_DECREF(record);
@@ -778,5 +807,13 @@ PyInit__accumulate(void)
                                       s_hopwatch_errors, s_profile, s_method, s_route,
                                       s_view, s_hops, s_sites};
     memcpy(line_names, line_fields, sizeof(line_fields));
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObject(module, "MARKER", PyBytes_FromString(MARKER)) < 0 ||
+        PyModule_AddObject(module, "PROCESS_MARKER", PyBytes_FromString(PROCESS_MARKER)) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }
