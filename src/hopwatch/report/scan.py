@@ -1,24 +1,33 @@
 """The hot loop: buffers of raw lines in, a :class:`~hopwatch.report.aggregate.Partial` out.
 
-Per buffer, only the lines that contain ``hopwatch.request`` are looked at: the
-scanner jumps from one occurrence of the marker to the next (``bytes.find``), so
-every other line is counted (one ``bytes.count``) but never touched. Per
-hopwatch line:
+Per buffer, the lines are found by offset (no object per line). Per hopwatch
+line:
 
 1. the JSON object at its first ``{`` (after a container runtime's prefix) goes
-   to msgspec's typed decoder (:data:`~hopwatch.report.parse.decode_record`),
+   to msgspec's typed decoder (:class:`~hopwatch.report.parse.LearningDecoder`),
    which validates it and builds a Record in C; a line it refuses goes to the
    general decoder (:func:`~hopwatch.report.parse.decode_general`), which
    unwraps envelopes, names the skip reason, or keeps the record without a
    malformed part;
-2. the record is accumulated inline, with attribute reads (msgspec's fields are
-   slots, which the interpreter reads fastest: faster than ``attrgetter`` or
-   ``map`` tricks, measured) into the endpoint's lists and small dicts. A record
-   with optional values (sampled, profiled, ...) goes through
+2. the record is accumulated inline into the endpoint's lists and small dicts. A
+   record with optional values (sampled, profiled, ...) goes through
    :meth:`EndpointStats.add_record` instead, which reads the same fields.
 
-Keeping this one function long and flat is deliberate: attribute lookups and
-calls cost as much as the work itself at a few microseconds per line.
+Most of a realistic log's lines take the same path, and at a few microseconds
+per line every attribute read and call shows. So that path has a C version,
+``hopwatch/report/_accumulate.c`` (built by the install like the hop path's
+accelerator; :data:`IMPLEMENTATION` says which is used, ``HOPWATCH_PURE_PYTHON=1``
+forces Python): ``scan`` runs the loop over a buffer while no marker prefilter,
+envelope, filter or extra account is in play, and hands any line it does not
+take (too long, refused by the decoder while it mentions ``hopwatch.``, a
+timestamp out of range) to the Python loop below, which carries on from there;
+``add`` is the accumulation block. The Python code is the reference: the C one
+updates the same objects with the same operations, a test runs both side by
+side, and the per-cause sums (summed as they come in C, in batches with
+``math.fsum`` in Python) may differ only in their last bits.
+
+Keeping the Python loop one long flat function is deliberate too: attribute
+lookups and calls cost as much as the work itself there.
 """
 
 from __future__ import annotations
