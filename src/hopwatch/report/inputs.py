@@ -25,8 +25,10 @@ from __future__ import annotations
 import glob
 import io
 import os
+import queue
 import stat
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -250,7 +252,13 @@ def read_source(
     except OSError as exc:
         raise InputError(f"cannot read {source.name}: {exc.strerror or exc}") from None
     if source.gzip:
-        return line_blocks(_guarded(gunzip_reader(handle.read), source), on_too_long), handle.close
+        ahead = ReadAhead(gunzip_reader(handle.read))
+
+        def close() -> None:
+            ahead.close()
+            handle.close()
+
+        return line_blocks(_guarded(ahead.read, source), on_too_long), close
     try:
         read = _range_reader(handle, start, end)
     except OSError as exc:
@@ -270,9 +278,71 @@ def _stream_blocks(source: Source, on_too_long: OnTooLong) -> tuple[LineBlocks, 
         close()
         raise
     read: Callable[[int], bytes] = _Prefixed(head, stream).read
-    if head == GZIP_MAGIC:
-        read = gunzip_reader(read)
-    return line_blocks(_guarded(read, source), on_too_long), close
+    if head != GZIP_MAGIC:
+        return line_blocks(_guarded(read, source), on_too_long), close
+    ahead = ReadAhead(gunzip_reader(read))
+
+    def close_both() -> None:
+        ahead.close()
+        close()
+
+    return line_blocks(_guarded(ahead.read, source), on_too_long), close_both
+
+
+class ReadAhead:
+    """``read(n)`` served by a thread that reads the next blocks ahead.
+
+    For gzip: zlib and ISA-L release the GIL while they decompress, so the next
+    blocks are decompressed on another core while this one scans (measured in
+    docs/performance.md). The thread reads BLOCK_BYTES at a time whatever ``n``
+    is, and keeps at most :attr:`DEPTH` blocks waiting, which bounds memory. An
+    exception in the thread is raised by the next read, in order; :meth:`close`
+    stops the thread.
+    """
+
+    DEPTH: Final = 4
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._blocks: queue.Queue[tuple[bool, Any]] = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(
+            target=self._run, args=(read,), name="hopwatch-read-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, read: Callable[[int], bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                block = read(BLOCK_BYTES)
+                self._put((True, block))
+                if not block:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put((False, exc))
+
+    def _put(self, item: tuple[bool, Any]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int) -> bytes:
+        if self._finished:
+            return b""
+        ok, value = self._blocks.get()
+        if not ok:
+            self._finished = True
+            raise value
+        if not value:
+            self._finished = True
+        return value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _Prefixed(io.RawIOBase):
