@@ -180,8 +180,10 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
             chunk = chunk[newline + 1 :]
             skipping = False
         size = filled + len(chunk)
-        if size > len(buffer):
-            buffer.extend(bytes(size - len(buffer)))
+        if size > len(buffer):  # a new, larger one: resizing fails while a view of it lives
+            grown = bytearray(size + BLOCK_BYTES)
+            grown[:filled] = memoryview(buffer)[:filled]
+            buffer = grown
         buffer[filled:size] = chunk
         filled = size
         last = buffer.rfind(b"\n", 0, filled)
