@@ -163,6 +163,7 @@ def ensure_env(env: str, interpreter: str) -> Path:
     pyproject = (ROOT / "pyproject.toml").read_bytes()
     # The C accelerator is built by the editable install: a changed source rebuilds.
     accelerator = (ROOT / "src" / "hopwatch" / "_speedups.c").read_bytes()
+    accelerator += (ROOT / "src" / "hopwatch" / "report" / "_accumulate.c").read_bytes()
     key = repr((requirements, spec.python, interpreter)).encode()
     stamp_value = hashlib.sha256(key + pyproject + accelerator).hexdigest()
     target = VENVS / env

@@ -13,9 +13,11 @@ a few extra keys, some escaped Unicode, 5% foreign lines.
 
 The ground truth (``OUT.log.truth.json``) holds what a correct reader must find:
 the line count, the records, and per endpoint (method, route, view) the exact
-request count, summed hops, and summed ``hop_ms`` in integer microseconds; per
-cause the requests, crossings and microseconds. It is computed from the values
-the generator drew, never by parsing the log back.
+request count, summed hops, and summed ``hop_ms`` and ``overhead_ms`` in integer
+microseconds; per cause the requests, crossings, microseconds and overhead
+microseconds. Records carry the current schema's fields (``overhead_ms``,
+``work_ms``, ``sites[].overhead_ms``, ``executors``, the thread fields). It is
+computed from the values the generator drew, never by parsing the log back.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: Written into the ground truth: a log made by another version of this generator (other
+#: fields, other spoils) is made again by the benchmark rather than reused.
+GENERATOR_VERSION = 2
 
 # Every rendering this module can write; "captured" mixes several, "all" every one.
 RENDERINGS = (
@@ -88,15 +94,19 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
             "count": 1 if kind != "orm" else rng.randint(1, 6),
             "ms": round(rng.lognormvariate(-2.2, 0.7), 3),
         }
+        # the crossings' own cost: a share of their wall time (the rest ran inside them)
+        entry["overhead_ms"] = _us(entry["ms"] * rng.uniform(0.1, 0.6)) / 1000
         if kind == "orm":  # a view makes its ORM calls from a few lines of its code
             line_number = 40 + 10 * ROUTES.index(route) + rng.randint(0, 2)
             entry["call_site"] = f"shop/views.py:{line_number} in handler"
         sites.append(entry)
     sites.sort(key=lambda e: -e["ms"])
     hop_us = sum(_us(e["ms"]) for e in sites)
+    overhead_us = sum(_us(e["overhead_ms"]) for e in sites)
     hops = sum(e["count"] for e in sites)
     s2a = sum(e["count"] for e in sites if e["direction"] == "sync_to_async")
     pinned = any(name == LEGACY for name, _ in chosen)
+    orm = any(kind == "orm" for _, kind in chosen)
     view = None if rng.random() < 0.01 else _view(route)
     record: dict[str, Any] = {
         "event": "hopwatch.request",
@@ -112,7 +122,9 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
         "duration_ms": (hop_us + _us(round(rng.lognormvariate(2, 0.8), 3))) / 1000,
         "hops": hops,
         "hop_ms": hop_us / 1000,
-        "wait_ms": round(hop_us * rng.uniform(0.05, 0.5) / 1000, 3),
+        "wait_ms": round(overhead_us * rng.uniform(0.3, 0.9) / 1000, 3),
+        "overhead_ms": overhead_us / 1000,
+        "work_ms": (hop_us - overhead_us) / 1000,
         "sync_to_async": s2a,
         "async_to_sync": hops - s2a,
         "threads": rng.choice((2, 2, 2, 3)),
@@ -120,6 +132,11 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
         "max_depth": 1,
         "pinned_ms": round(hop_us * 0.4 / 1000, 3) if pinned else 0.0,
         "pinned_by": LEGACY if pinned else None,
+        # the thread fields (docs/threads.md): crossings per executor, concurrency, connections
+        "executors": _executors(rng, s2a, hops - s2a),
+        "max_in_flight": 1,
+        "concurrent_ms": 0.0,
+        "db_connections": 1 if orm else 0,
         "sites": sites,
     }
     if detail:
@@ -137,6 +154,11 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
                 "run_ms": round(e["ms"] * 0.7 / e["count"], 3),
                 "resume_ms": round(e["ms"] * 0.1 / e["count"], 3),
                 "outcome": "ok",
+                "at_ms": round(rng.uniform(0, 5), 3),
+                "parent": None,
+                "caller_thread": 140_000_000_000_000 + rng.getrandbits(20),
+                "executor": "context_thread" if e["direction"] == "sync_to_async" else "loop",
+                "thread_started": None,
             }
             for e in sites
             for _ in range(e["count"])
@@ -147,6 +169,13 @@ def draw_record(rng: random.Random, i: int, *, detail: bool = False) -> dict[str
 
 def _us(ms: float) -> int:
     return round(ms * 1000)
+
+
+def _executors(rng: random.Random, s2a: int, a2s: int) -> dict[str, int]:
+    """``executors``: the request's crossings by what ran them (kinds with none left out)."""
+    pool = rng.randint(0, min(1, s2a))  # a thread_sensitive=False call now and then
+    counts = {"context_thread": s2a - pool, "default_pool": pool, "loop": a2s}
+    return {kind: count for kind, count in counts.items() if count}
 
 
 # --- renderings: a record in, one line out ------------------------------------------------
@@ -268,10 +297,50 @@ def foreign_line(rng: random.Random, i: int) -> str:
     return ""
 
 
+# --- records with a malformed part ----------------------------------------------------
+#: How a record is spoiled, in turn, and the part the report must say it lost (None:
+#: nothing it reads: the record is read whole).
+SPOILS = (
+    ("site_ms", "sites"),  # one sites entry's ms is text: that entry is left out
+    ("site_shape", "sites"),  # one sites entry is not an object at all
+    ("overhead_ms", "overhead_ms"),  # the record's overhead is text: its overhead unknown
+    ("pinned_by", "pinned_by"),  # a number where a site name belongs
+    ("detail", None),  # a detail that is not a list (the table never reads it)
+    ("later_schema", None),  # a later schema: its version, and fields this one lacks
+)
+
+
+def spoil(record: dict[str, Any], how: str) -> None:
+    """Make one part of ``record`` malformed, in place (see SPOILS)."""
+    if how == "site_ms":
+        record["sites"][0]["ms"] = "slow"
+    elif how == "site_shape":
+        record["sites"].insert(1, ["not", "an", "object"])
+    elif how == "overhead_ms":
+        record["overhead_ms"] = "n/a"
+    elif how == "pinned_by":
+        record["pinned_by"] = 7
+    elif how == "detail":
+        record["detail"] = "not a list"
+    elif how == "later_schema":
+        record["schema"] = 2
+        record["queue_depth"] = {"p95": 3, "by_executor": [1, 2]}
+        record["sites"][0]["inline"] = True
+
+
 def generate(
-    path: Path, lines: int, rendering: str = "captured", seed: int = 1, foreign: float = 0.05
+    path: Path,
+    lines: int,
+    rendering: str = "captured",
+    seed: int = 1,
+    foreign: float = 0.05,
+    malformed: float = 0.0,
 ) -> dict[str, Any]:
     """Write ``lines`` lines to ``path`` and the ground truth beside it; return the truth.
+
+    ``malformed``: the share of records given a malformed part (see SPOILS, in turn);
+    the truth then says which parts the report must count as lost, and leaves out
+    of the causes and overheads exactly what those records lost.
 
     Both files are written atomically (a temporary file, then a rename): runs may share /tmp.
     """
@@ -281,6 +350,8 @@ def generate(
     names = [name for name in RENDER if name != "detail"]
     endpoints: dict[str, dict[str, Any]] = {}
     by_route: dict[str, int] = {}
+    parts_lost: dict[str, int] = {}
+    spoiled = 0
     records = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -293,6 +364,12 @@ def generate(
             record = draw_record(
                 rng, i, detail=name == "detail" or (rendering == "all" and i % 7 == 0)
             )
+            if malformed and rng.random() < malformed:
+                how, lost = SPOILS[spoiled % len(SPOILS)]
+                spoiled += 1
+                spoil(record, how)
+                if lost is not None:
+                    parts_lost[lost] = parts_lost.get(lost, 0) + 1
             render = _captured if name == "captured" else RENDER[name]
             out.write(render(record, rng) + "\n")
             records += 1
@@ -300,11 +377,14 @@ def generate(
             route_key = f"{record['method']} {record['route']}"
             by_route[route_key] = by_route.get(route_key, 0) + 1
     truth = {
+        "generator": GENERATOR_VERSION,
         "rendering": rendering,
         "seed": seed,
         "lines": lines,
         "records": records,
         "other_lines": lines - records,
+        # records counted without a malformed part: part -> records (the report's parts_lost)
+        "parts_lost": dict(sorted(parts_lost.items())),
         # what a tool grouping by the line's method and route must count (raw 404 paths too)
         "requests_by_route": dict(sorted(by_route.items())),
         "endpoints": [endpoints[key] for key in sorted(endpoints)],
@@ -331,18 +411,26 @@ def _count(endpoints: dict[str, dict[str, Any]], record: dict[str, Any]) -> None
             "requests": 0,
             "hops": 0,
             "hop_us": 0,
+            "overhead_us": 0,
             "causes": {},
         }
     entry["requests"] += 1
     entry["hops"] += record["hops"]
     entry["hop_us"] += _us(record["hop_ms"])
+    if isinstance(record["overhead_ms"], float):  # else malformed: the overhead is unknown
+        entry["overhead_us"] += _us(record["overhead_ms"])
     causes = entry["causes"]
     for site in record["sites"]:
+        if not isinstance(site, dict) or not isinstance(site["ms"], float):
+            continue  # a malformed entry: left out, the record's other causes kept
         cause = json.dumps([site["site"], site["kind"], site["direction"], site.get("call_site")])
-        totals = causes.setdefault(cause, {"requests": 0, "count": 0, "us": 0})
+        totals = causes.setdefault(
+            cause, {"requests": 0, "count": 0, "us": 0, "overhead_us": 0}
+        )
         totals["requests"] += 1
         totals["count"] += site["count"]
         totals["us"] += _us(site["ms"])
+        totals["overhead_us"] += _us(site["overhead_ms"])
 
 
 def main() -> None:
@@ -352,8 +440,13 @@ def main() -> None:
     parser.add_argument("--rendering", choices=RENDERINGS, default="captured")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--foreign", type=float, default=0.05, help="share of foreign lines")
+    parser.add_argument(
+        "--malformed", type=float, default=0.0, help="share of records with a malformed part"
+    )
     args = parser.parse_args()
-    truth = generate(args.path, args.lines, args.rendering, args.seed, args.foreign)
+    truth = generate(
+        args.path, args.lines, args.rendering, args.seed, args.foreign, args.malformed
+    )
     print(f"{args.path}: {truth['lines']:,} lines, {truth['records']:,} records")
 
 

@@ -9,9 +9,10 @@ keys, escaped Unicode, 5% foreign lines; about 1.2 KB per line) and its ground
 truth. Then, round by round so that a noisy machine affects every contender
 alike, it times in separate processes:
 
-* ``hopwatch report`` with its default processes (one per usable core), with
-  ``--jobs 1``, and with ``--jobs 1`` on a tenth of the file (memory must not
-  grow with the input);
+* ``hopwatch report`` with two processes, with ``--jobs 1``, with two processes
+  on its pure-Python accumulation (``HOPWATCH_PURE_PYTHON=1``: what an install
+  without a C compiler runs), and with ``--jobs 1`` on a tenth of the file
+  (memory must not grow with the input);
 * the peers of bench.report_peers: 2-process msgspec loops (per-route count,
   mean and quantiles; and the same plus per-route causes), polars, DuckDB;
   and jq; each computing per-route counts, means and quantiles;
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.captured_logs import generate
+from bench.captured_logs import GENERATOR_VERSION, generate
 from bench.report_peers import JQ_PROGRAM, PEERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,10 +127,18 @@ def _check_hopwatch(document: dict[str, Any], truth: dict[str, Any]) -> str:
     return "exact" if not off else f"{off} of {len(expected)} endpoints off"
 
 
+def _fresh(path: Path, truth_path: Path, lines: int) -> bool:
+    """A log of this many lines, made by this version of the generator."""
+    if not (path.exists() and truth_path.exists()):
+        return False
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    return bool(truth.get("generator") == GENERATOR_VERSION and truth.get("lines") == lines)
+
+
 def prepare(args: argparse.Namespace) -> tuple[Path, Path, Path, dict[str, Any]]:
     path: Path = args.file or Path(f"/tmp/hopwatch-bench/captured-{args.lines}.log")
     truth_path = path.with_name(path.name + ".truth.json")
-    if not (path.exists() and truth_path.exists()) or count_lines(path) != args.lines:
+    if not _fresh(path, truth_path, args.lines):
         say(f"generating {args.lines:,} lines into {path} ...")
         generate(path, args.lines, "captured")
     truth = json.loads(truth_path.read_text(encoding="utf-8"))
@@ -170,6 +179,11 @@ def main() -> None:
     contenders: dict[str, tuple[list[str], int, str | None]] = {
         "hopwatch report (2 processes)": (hopwatch("--jobs", "2", str(path)), lines, "hopwatch"),
         "hopwatch report --jobs 1": (hopwatch("--jobs", "1", str(path)), lines, "hopwatch"),
+        "hopwatch report (2 processes), pure Python (HOPWATCH_PURE_PYTHON=1)": (
+            ["env", "HOPWATCH_PURE_PYTHON=1", *hopwatch("--jobs", "2", str(path))],
+            lines,
+            "hopwatch",
+        ),
         "hopwatch report --jobs 1, 1/10 of the file": (
             [*report, "--jobs", "1", str(tenth)],
             lines // 10,
@@ -220,6 +234,7 @@ def main() -> None:
         contenders[name] = (command, lines, None)
 
     results = {name: Result(name, n) for name, (_, n, _) in contenders.items()}
+    loads = [os.getloadavg()[0]]
     for round_number in range(args.rounds):
         for name, (command, _, _) in contenders.items():
             seconds, peak, status = measure(command)
@@ -227,6 +242,7 @@ def main() -> None:
                 raise SystemExit(f"{name} failed with status {status}")
             results[name].seconds.append(seconds)
             results[name].peak_kb.append(peak)
+            loads.append(os.getloadavg()[0])
             say(f"round {round_number + 1}: {name}: {seconds:.2f} s, {peak / 1024:.0f} MB")
             output = contenders[name][2]
             if output == "hopwatch":
@@ -236,7 +252,7 @@ def main() -> None:
                 found = json.loads(Path(output).read_text(encoding="utf-8"))
                 results[name].counts = _check_routes(found, truth["requests_by_route"])
     shutil.rmtree(work, ignore_errors=True)
-    render(results, lines, size, gz.stat().st_size, truth, args.rounds)
+    render(results, lines, size, gz.stat().st_size, truth, args.rounds, loads)
 
 
 def render(
@@ -246,6 +262,7 @@ def render(
     gz_size: int,
     truth: dict[str, Any],
     rounds: int,
+    loads: list[float],
 ) -> None:
     hopwatch = results["hopwatch report (2 processes)"]
     base = hopwatch.lines / statistics.median(hopwatch.seconds)
@@ -255,7 +272,8 @@ def render(
         f" {gz_size / 1e6:,.0f} MB), {truth['records']:,} hopwatch records in the `captured`"
         f" rendering of bench/captured_logs.py; {cores} usable cores; medians of {rounds}"
         " interleaved rounds. Per-route request counts are checked against the ground truth"
-        " written beside the log.\n"
+        " written beside the log. 1-minute load average during the run (read after each"
+        f" contender): {min(loads):.1f} to {max(loads):.1f}; {_implementation()}.\n"
     )
     print("| contender | lines/s | vs hopwatch | peak RSS (largest process) | counts |")
     print("|---|---:|---:|---:|---|")
@@ -280,6 +298,14 @@ def render(
         f" {base:,.0f} lines/s ({base / TARGET_LINES_PER_SECOND:.0%} of the target);"
         f" faster than {', '.join(slower) or 'none'}; slower than {', '.join(faster) or 'none'}."
     )
+
+
+def _implementation() -> str:
+    code = "from hopwatch.report import scan; print(scan.IMPLEMENTATION)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    name = found.stdout.strip() or "unknown"
+    return f"hopwatch's report accumulation: {name} (hopwatch/report/_accumulate.c)"
 
 
 def _short(name: str) -> str:

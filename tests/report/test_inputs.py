@@ -323,3 +323,33 @@ def test_gunzip_reads_every_member_and_any_padding(
         assert b"".join(members).startswith(got)
     finally:
         inputs.decompressor = DECOMPRESSOR  # type: ignore[assignment]
+
+
+def test_read_ahead_hands_over_every_block_in_order_then_the_error() -> None:
+    chunks = [b"a" * 10, b"b" * 3, b"c"]
+
+    def read(size: int) -> bytes:
+        if chunks:
+            return chunks.pop(0)
+        raise EOFError("cut short")
+
+    ahead = inputs.ReadAhead(read)
+    assert [ahead.read(1), ahead.read(1), ahead.read(1)] == [b"a" * 10, b"b" * 3, b"c"]
+    with pytest.raises(EOFError, match="cut short"):
+        ahead.read(1)
+    assert ahead.read(1) == b""
+    ahead.close()
+
+
+def test_read_ahead_stops_when_closed_early() -> None:
+    served = []
+
+    def read(size: int) -> bytes:
+        served.append(size)
+        return b"x" * 8  # endless: the thread would read forever
+
+    ahead = inputs.ReadAhead(read)
+    assert ahead.read(1) == b"x" * 8
+    ahead.close()  # returns: the thread stops although its queue is full
+    assert not ahead._thread.is_alive()
+    assert len(served) <= inputs.ReadAhead.DEPTH + 3  # it read ahead a few blocks, no more

@@ -1,28 +1,38 @@
 """The hot loop: buffers of raw lines in, a :class:`~hopwatch.report.aggregate.Partial` out.
 
-Per buffer, only the lines that contain ``hopwatch.request`` are looked at: the
-scanner jumps from one occurrence of the marker to the next (``bytes.find``), so
-every other line is counted (one ``bytes.count``) but never touched. Per
-hopwatch line:
+Per buffer, the lines are found by offset (no object per line). Per hopwatch
+line:
 
 1. the JSON object at its first ``{`` (after a container runtime's prefix) goes
-   to msgspec's typed decoder (:data:`~hopwatch.report.parse.decode_record`),
+   to msgspec's typed decoder (:class:`~hopwatch.report.parse.LearningDecoder`),
    which validates it and builds a Record in C; a line it refuses goes to the
    general decoder (:func:`~hopwatch.report.parse.decode_general`), which
    unwraps envelopes, names the skip reason, or keeps the record without a
    malformed part;
-2. the record is accumulated inline, with attribute reads (msgspec's fields are
-   slots, which the interpreter reads fastest: faster than ``attrgetter`` or
-   ``map`` tricks, measured) into the endpoint's lists and small dicts. A record
-   with optional values (sampled, profiled, ...) goes through
+2. the record is accumulated inline into the endpoint's lists and small dicts. A
+   record with optional values (sampled, profiled, ...) goes through
    :meth:`EndpointStats.add_record` instead, which reads the same fields.
 
-Keeping this one function long and flat is deliberate: attribute lookups and
-calls cost as much as the work itself at a few microseconds per line.
+Most of a realistic log's lines take the same path, and at a few microseconds
+per line every attribute read and call shows. So that path has a C version,
+``hopwatch/report/_accumulate.c`` (built by the install like the hop path's
+accelerator; :data:`IMPLEMENTATION` says which is used, ``HOPWATCH_PURE_PYTHON=1``
+forces Python): ``scan`` runs the loop over a buffer while no marker prefilter,
+envelope, filter or extra account is in play, and hands any line it does not
+take (too long, refused by the decoder while it mentions ``hopwatch.``, a
+timestamp out of range) to the Python loop below, which carries on from there;
+``add`` is the accumulation block. The Python code is the reference: the C one
+updates the same objects with the same operations, a test runs both side by
+side, and the per-cause sums (summed as they come in C, in batches with
+``math.fsum`` in Python) may differ only in their last bits.
+
+Keeping the Python loop one long flat function is deliberate too: attribute
+lookups and calls cost as much as the work itself there.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import log
@@ -74,6 +84,35 @@ _OPTIONAL = attrgetter("sites_dropped", "sample_rate", "hopwatch_errors", "profi
 _PLAIN: Final = (0, 1.0, 0, None)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def load_accelerator() -> Any:
+    """The C module (``_accumulate``), configured: the hot loop's accumulation block
+    (``add``) and the loop itself for the usual case (``scan``); None when it is not
+    built (an install without a C compiler). Both update the same objects the same way
+    as the Python code in :meth:`Scanner.feed`."""
+    try:
+        from hopwatch.report import _accumulate  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    from hopwatch.report import aggregate
+
+    names = [name for name in dir(aggregate) if name.startswith(("A_", "C_"))]
+    indices = {name: getattr(aggregate, name) for name in names}
+    _accumulate.configure(indices, MIN_VALUE, INV_LN_GAMMA, float(SHIFT), timestamp_text)
+    return _accumulate
+
+
+#: The C module, unless ``HOPWATCH_PURE_PYTHON`` is set (the test command runs both).
+_C: Any = (
+    load_accelerator() if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0") else None
+)
+#: ``add(stats, record)``: the accumulation block in C, or None (the Python block).
+ACCUMULATE: Any = None if _C is None else _C.add
+#: ``scan(...)``: the loop in C for the usual case, or None (the Python loop).
+SCAN: Any = None if _C is None else _C.scan
+#: Which one this process uses ("c" or "python").
+IMPLEMENTATION: Final = "python" if _C is None else "c"
 
 
 @dataclass(frozen=True)
@@ -134,6 +173,9 @@ class Scanner:
         self._typed = parse.LearningDecoder()
         self._prefilter = True  # look for the marker before decoding (see feed)
         self._wrapped = False  # unwrap a shipper's envelope before decoding (see feed)
+        #: The accumulation block and the loop in C, or None (Python's); tests set them.
+        self.accumulate = ACCUMULATE
+        self.scan = SCAN
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
         f = self.filters
@@ -216,7 +258,7 @@ class Scanner:
         if lines:
             self.feed(b"\n".join(lines) + b"\n")
 
-    def feed(self, buffer: bytes, end: int | None = None) -> None:
+    def feed(self, buffer: bytes | bytearray, end: int | None = None) -> None:
         """Scan the complete lines in ``buffer[:end]`` (see inputs.LineBlocks)."""
         end = len(buffer) if end is None else end
         part = self.partial
@@ -249,12 +291,30 @@ class Scanner:
 
         extra = part.extra
         tap = extra.add if extra is not None else None  # the HTML page's reader, if any
+        accumulate = self.accumulate
         prefilter = self._prefilter
         view = memoryview(buffer)  # slices of it are not copies
         count = 0  # lines
         too_long = 0
         position = 0
+        # The loop in C while nothing unusual is asked for: it counts lines and records
+        # until a line it leaves to the loop below (see _accumulate.c's scan).
+        fast = self.scan
+        if prefilter or wrapped or tap is not None or windowed or checks_status:
+            fast = None
+        bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
+        to_utc = parse.to_utc
+        new_endpoint = self._endpoint
         while position < end:
+            if fast is not None:
+                position, lines, found = fast(
+                    buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
+                    new_endpoint, utc, max_line,
+                )  # fmt: skip
+                count += lines
+                records += found
+                if position >= end:
+                    break
             start = position
             stop = find(b"\n", start, end)
             if stop == -1:  # the input's last line, without a newline
@@ -345,6 +405,9 @@ class Scanner:
                 # sampled, profiled, sites lost or left out: the general accumulation
                 stats.add_record(record)
                 continue
+            if accumulate is not None:  # the C version of the block below
+                accumulate(stats, record)
+                continue
             # EndpointStats.add_record, inlined for a record without optional values
             acc = stats.acc
             hop_ms = record.hop_ms
@@ -416,6 +479,11 @@ class Scanner:
                 values.append(site.ms)
                 values.append(site.overhead_ms)
 
+        if bounds[0] < first:
+            first = bounds[0]
+        if bounds[1] > last:
+            last = bounds[1]
+        errors += bounds[2]
         if too_long:
             part.skip("line_too_long", too_long)
         # Most lines are records: msgspec refuses another logger's line about as fast
