@@ -800,12 +800,15 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " mostly queueing, so it moves with throughput: the p99 target falls with the"
             " throughput one.",
             "",
-            "What would close it: the request line is now the largest part (build_event,"
-            " structlog and orjson, then the logging handler: about two thirds of hopwatch's"
-            " per-request instructions); a renderer for the documented fields in C, and the"
-            " request scope (middleware, handler wrapper, route and view names) made cheaper"
-            " the same way the hop path was. Today, `HOPWATCH = {\"SAMPLE_RATE\": 0.1}`: counting"
-            " stays exact for every request and only one line in ten is written (the"
+            "What would close it: the line's head is now written in C from the ledger, and"
+            " what is left per request is spread over Python: the logging module's record"
+            " and handler (about a fifth of hopwatch's per-request instructions, and the"
+            " project's own configuration), structlog's call, the thread fields, the request"
+            " scope (middleware, handler wrapper, route and view names) and the coroutine"
+            " frame the middleware adds to every step of the request. Moving the scope into"
+            " C the way the hop path was is the next step. Today,"
+            " `HOPWATCH = {\"SAMPLE_RATE\": 0.1}`: counting stays exact for every request"
+            " and only one line in ten is written (the"
             ' "counting only" row shows the floor that sampling approaches).',
             "",
         ]
@@ -934,21 +937,31 @@ another run or another machine.
 """
 
 
-INSTRUCTIONS_BLOCK = re.compile(r"<!-- instructions -->.*?<!-- /instructions -->\n", re.S)
+#: Blocks of docs/performance.md measured and kept by hand or by their own command,
+#: carried over from the existing report by every run: (name, the heading they go before).
+KEPT_BLOCKS = (
+    # the instruction counts (python -m bench.instructions, the before/after table)
+    ("instructions", "## Results against the targets"),
+    # the report's breakdown per line and what was tried (measured by hand)
+    ("report-notes", "## Where a target is missed"),
+)
 
 
 def keep_instructions_block(document: str, output: Path) -> str:
-    """Carry over the instruction counts (``python -m bench.instructions``, with
-    the before/after table) from the existing report, right after its intro:
-    that block is measured and kept by its own command, not by this one."""
+    """Carry over the kept blocks (:data:`KEPT_BLOCKS`) from the existing report,
+    each right before its heading: they are measured and kept by their own
+    command or by hand, not by this one."""
     try:
-        match = INSTRUCTIONS_BLOCK.search(output.read_text())
+        existing = output.read_text()
     except OSError:
         return document
-    if match is None:
-        return document
-    head, sep, tail = document.partition("## Results against the targets")
-    return f"{head}{match.group(0)}\n{sep}{tail}" if sep else document + match.group(0)
+    for name, heading in KEPT_BLOCKS:
+        match = re.search(rf"<!-- {name} -->.*?<!-- /{name} -->\n", existing, re.S)
+        if match is None:
+            continue
+        head, sep, tail = document.partition(heading)
+        document = f"{head}{match.group(0)}\n{sep}{tail}" if sep else document + match.group(0)
+    return document
 
 
 def render(data: dict[str, Any]) -> str:
