@@ -942,6 +942,10 @@ jb_str(JBuf *b, PyObject *s)
         return -1;
     }
     /* worst case: every byte as \u00xx */
+    if (n > (PY_SSIZE_T_MAX / 2 - b->len) / 6) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (b->len + 6 * n + 2 > b->cap && jb_grow(b, 6 * n + 2) < 0) {
         return -1;
     }
