@@ -805,8 +805,11 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " and handler (about a fifth of hopwatch's per-request instructions, and the"
             " project's own configuration), structlog's call, the thread fields, the request"
             " scope (middleware, handler wrapper, route and view names) and the coroutine"
-            " frame the middleware adds to every step of the request. Moving the scope into"
-            " C the way the hop path was is the next step. Today,"
+            " frame the middleware adds to every step of the request. The instruction count"
+            " is not the whole cost: callgrind's cache simulation shows hopwatch adding about"
+            " 10,000 instruction-cache misses and 8,000 branch mispredictions per request"
+            " (the instructions section), so the next step is a smaller per-request code"
+            " path, measured that way. Today,"
             " `HOPWATCH = {\"SAMPLE_RATE\": 0.1}`: counting stays exact for every request"
             " and only one line in ten is written (the"
             ' "counting only" row shows the floor that sampling approaches).',
