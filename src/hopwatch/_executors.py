@@ -96,24 +96,12 @@ class Classifier:
 
     __slots__ = ("_single", "hops", "record", "sync_handler")
 
-    def __init__(
-        self,
-        record: RequestRecord,
-        hops: Sequence[Any],
-        *,
-        single: frozenset[int] | None = None,
-    ) -> None:
+    def __init__(self, record: RequestRecord, hops: Sequence[Any]) -> None:
         self.record = record
         self.hops = hops
-        self._single = single
+        # the single sync thread's ids, read on first need only (see kind())
+        self._single: frozenset[int] | None = None
         self.sync_handler = record.interface in _SYNC_INTERFACES
-
-    # Read on first need only: most requests do not need it.
-    @property
-    def single(self) -> frozenset[int]:
-        if self._single is None:
-            self._single = single_thread_ids()
-        return self._single
 
     def _caller_of(self, a2s: Any) -> int | None:
         """The thread that called an async_to_sync (the one its CurrentThreadExecutor runs)."""

@@ -1104,11 +1104,16 @@ jb_timestamp(JBuf *b)
 static PyObject *g_cause_json; /* {cause: (head bytes, tail bytes)} */
 
 static PyObject *
-cause_json(PyObject *cause, PyObject *site)
+cause_json(RankEntry *e)
 {
+    PyObject *cause = e->cause;
     PyObject *parts = PyDict_GetItemWithError(g_cause_json, cause);
     if (parts != NULL || PyErr_Occurred()) {
         return parts; /* borrowed */
+    }
+    PyObject *site = entry_site(e); /* held by the entry */
+    if (site == NULL) {
+        return NULL;
     }
     PyObject *kind = PyObject_GetAttr(cause, s_kind);
     PyObject *call_site = kind ? PyObject_GetAttr(cause, s_call_site) : NULL;
@@ -1155,8 +1160,7 @@ jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
     for (Py_ssize_t i = 0; ok && i < shown; i++) {
         RankEntry *e = &entries[i];
         CauseStatsObject *st = (CauseStatsObject *)e->stats;
-        PyObject *site = entry_site(e);
-        PyObject *parts = site ? cause_json(e->cause, site) : NULL;
+        PyObject *parts = cause_json(e);
         ok = parts != NULL && (i == 0 || JB_LIT(b, ",") == 0) &&
              jb_bytes(b, PyTuple_GET_ITEM(parts, 0)) == 0 &&
              JB_LIT(b, ",\"direction\":") == 0 && jb_str(b, st->direction) == 0 &&
