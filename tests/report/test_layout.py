@@ -199,3 +199,34 @@ def test_every_view_of_the_report_fits(width, options):
     _header, rows = table_part(output)
     expected = len(doc["rows"][0]["causes"]) if "endpoint" in options else len(doc["rows"])
     assert len(rows) >= expected  # --by site adds the left-out row when there is one
+
+
+def _columns(text: str) -> int:
+    """Terminal columns of ``text`` (wide CJK characters take two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_wide_characters_take_two_columns_and_rows_stay_aligned(width):
+    """A route in CJK script is measured in terminal columns, not characters: rows
+    neither overflow the width nor shift the columns after the label."""
+    wide = ["/直播/<slug:room>/", "/api/v1/直播間/" + "頻道" * 30 + "/<int:pk>/"]
+    scanner = Scanner(Partial())
+    routes = ROUTES[:2] + wide
+    texts = [text for index, route in enumerate(routes) for text in lines_for(route, index)]
+    scanner.feed_lines([text.encode() for text in texts])
+    doc = rank.build_document(scanner.finish(), rank.ReportOptions(), ["x"])
+    output = rendered(doc, width)
+    assert max(_columns(text) for text in output) <= width
+    header, rows = table_part(output)
+    after_label = re.match(r"\s*#\s+endpoint\s+(\S+)", header)
+    assert after_label is not None, header
+    end = _columns(header[: after_label.end(1)])
+    assert len(rows) == 4
+    for text in rows:
+        first = re.match(r"\s*\d+\s+GET \S+\s+(\d[\d,.]*)", text)
+        assert first is not None, text
+        # the column after the label ends where its header does, whatever the label's script
+        assert _columns(text[: first.end(1)]) == end, text

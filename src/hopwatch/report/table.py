@@ -62,14 +62,16 @@ class Column:
 
 
 def truncate_middle(value: str, width: int) -> str:
-    """``value`` in at most ``width`` characters, cut in the middle with "…"."""
-    if len(value) <= width:
+    """``value`` in at most ``width`` terminal columns, cut in the middle with "…"."""
+    if fmt.cells(value) <= width:
         return value
     if width <= 1:
         return fmt.ELLIPSIS[:width]
     head = (width - 1 + 1) // 2
     tail = width - 1 - head
-    return value[:head] + fmt.ELLIPSIS + (value[-tail:] if tail else "")
+    return (
+        fmt.head_cells(value, head) + fmt.ELLIPSIS + (fmt.tail_cells(value, tail) if tail else "")
+    )
 
 
 # --- cells -----------------------------------------------------------------------------------
@@ -502,9 +504,9 @@ class Layout:
             zip(cells, self.columns, self.widths, strict=True)
         ):
             if column.right:
-                parts.append(value.rjust(width))
+                parts.append(fmt.rjust_cells(value, width))
             else:
-                parts.append(value if index == last else value.ljust(width))
+                parts.append(value if index == last else fmt.ljust_cells(value, width))
         return (" " * GAP).join(parts).rstrip()
 
     def header(self) -> str:
@@ -513,7 +515,7 @@ class Layout:
 
 def _natural(column: Column, rows: list[Row], cap: bool) -> int:
     values = [column.cell(row) for row in rows]
-    natural = max([len(column.header), *map(len, values)])
+    natural = max([fmt.cells(column.header), *map(fmt.cells, values)])
     # a name is cut at LABEL_LIMIT even with room to spare (not with --wide); a list of
     # causes is not
     limited = cap and column.flexible and column.fit is None

@@ -9,6 +9,7 @@ escapes such as ``\\x1b``. Markdown and CSV add their own escaping on top.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Final
 
 
@@ -147,3 +148,48 @@ def reason(name: str) -> str:
         return _REASONS[name]
     problem, _, field = name.partition(":")
     return f"{problem} {field}" if field else name
+
+
+# --- terminal cells: a wide (CJK) character takes two columns, a combining mark none ---
+
+
+def _char_cells(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cells(value: str) -> int:
+    """How many terminal columns ``value`` takes."""
+    if value.isascii():
+        return len(value)
+    return sum(map(_char_cells, value))
+
+
+def ljust_cells(value: str, width: int) -> str:
+    return value + " " * (width - cells(value))
+
+
+def rjust_cells(value: str, width: int) -> str:
+    return " " * (width - cells(value)) + value
+
+
+def head_cells(value: str, width: int) -> str:
+    """The longest start of ``value`` that takes at most ``width`` columns."""
+    used = 0
+    for index, char in enumerate(value):
+        used += _char_cells(char)
+        if used > width:
+            return value[:index]
+    return value
+
+
+def tail_cells(value: str, width: int) -> str:
+    """The longest end of ``value`` that takes at most ``width`` columns."""
+    used = 0
+    for index in range(len(value) - 1, -1, -1):
+        used += _char_cells(value[index])
+        if used > width:
+            return value[index + 1 :]
+    return value
+

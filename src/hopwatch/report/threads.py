@@ -273,7 +273,7 @@ def write_text(document: dict[str, Any], out: IO[str], width: int | None = None)
     columns leave from the right, as in the main table."""
     for title, headers, body in _tables(document):
         cells = [headers, *body]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+        widths = [max(fmt.cells(line[i]) for line in cells) for i in range(len(headers))]
         shown = len(headers)
         if width is not None:
             excess = sum(widths) + 2 * (shown - 1) - width
@@ -283,8 +283,8 @@ def write_text(document: dict[str, Any], out: IO[str], width: int | None = None)
                 shown -= 1
         out.write(f"\n{title}\n")
         for line in cells:
-            first = truncate_middle(line[0], widths[0]).ljust(widths[0])
-            rest = [value.rjust(widths[i + 1]) for i, value in enumerate(line[1:shown])]
+            first = fmt.ljust_cells(truncate_middle(line[0], widths[0]), widths[0])
+            rest = [fmt.rjust_cells(v, widths[i + 1]) for i, v in enumerate(line[1:shown])]
             out.write("  ".join([first, *rest]).rstrip() + "\n")
 
 
