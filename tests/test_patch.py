@@ -271,6 +271,36 @@ def test_cancelled_hop_is_recorded_as_cancelled():
     assert hop.started_ns  # it had started running in its thread
 
 
+def test_a_hop_cancelled_before_it_started_ran_on_no_thread():
+    # Queued behind a busy thread-sensitive thread, cancelled before it ran: it has
+    # no thread, and the ledger counts it (the thread fields' fast path reads that).
+    async def main() -> Ledger:
+        with ledger() as scope:
+            started, release = threading.Event(), threading.Event()
+
+            def busy() -> None:
+                started.set()
+                release.wait(5)
+
+            first = asyncio.ensure_future(sync_to_async(busy)())
+            await wait_until(started.is_set)
+            queued = asyncio.ensure_future(sync_to_async(lambda: None)())
+            await asyncio.sleep(0.01)  # handed to the executor, behind busy()
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            release.set()
+            await first
+        return scope
+
+    scope = asyncio.run(main())
+    ran, cancelled = sorted(scope.hops(), key=lambda hop: hop.outcome != "ok")
+    assert (ran.outcome, cancelled.outcome) == ("ok", "cancelled")
+    assert ran.thread_id and not cancelled.thread_id
+    assert scope.threadless == 1
+    assert len(scope.thread_ids) == 1
+
+
 def test_thread_sensitive_routing():
     def scenario() -> tuple[bool, bool, bool]:
         main_thread = threading.get_ident()

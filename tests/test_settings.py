@@ -156,3 +156,17 @@ def test_settings_follow_django_whether_hopwatch_is_set_absent_or_swapped(settin
     assert hopwatch_settings.SITES_LIMIT == 4
     django_settings.HOPWATCH = {"SITES_LIMIT": 5}  # assigned at run time where it is set
     assert hopwatch_settings.SITES_LIMIT == 5
+
+
+def test_every_setting_reads_as_an_attribute_and_a_wrong_name_is_an_error():
+    """Each setting is a property (read without the AttributeError a __getattr__
+    fallback costs per read); a name that is no setting says so."""
+    from hopwatch.conf import Settings
+
+    with override_settings(HOPWATCH={"SITES_LIMIT": 3, "MIN_HOPS": 2}):
+        for name, setting in SETTINGS.items():
+            assert isinstance(vars(Settings).get(name), property), name
+            expected = {"SITES_LIMIT": 3, "MIN_HOPS": 2}.get(name, setting.default)
+            assert getattr(hopwatch_settings, name) == expected, name
+    with pytest.raises(AttributeError, match="hopwatch has no setting 'SITES_LIMT'"):
+        hopwatch_settings.SITES_LIMT  # noqa: B018

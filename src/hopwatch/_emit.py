@@ -236,8 +236,9 @@ def encode_head(
 
 _ORJSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
-#: The keyword the emitter hands structlog a whole request line under (see _renderer).
-_WHOLE_LINE: Final = "_hopwatch_line"
+#: Where structlog's event dict holds the whole request line (see _renderer): the
+#: event itself, passed positionally (no keyword dict to build and merge per line).
+_WHOLE_LINE: Final = "event"
 
 
 def _json_default(value: Any) -> Any:
@@ -247,7 +248,7 @@ def _json_default(value: Any) -> Any:
 def _renderer(logger_name: str) -> Callable[..., str]:
     """structlog's last processor. The emitter hands structlog each line whole and in
     order (the event first: the schema and grep want it there; structlog would put it
-    last), under one keyword; it is encoded once, with level and logger added last.
+    last), as the event itself; it is encoded once, with level and logger added last.
     Compact JSON; non-finite floats become null, other objects str()."""
 
     ending = orjson.dumps({"logger": logger_name}).decode()[1:]
@@ -400,7 +401,7 @@ class Emitter:
         if errors:
             event["hopwatch_errors"] = errors
         try:
-            self._get_logger(settings).info(EVENT, **{_WHOLE_LINE: line or event})
+            self._get_logger(settings).info(line or event)
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise
@@ -413,7 +414,7 @@ class Emitter:
             return
         line = {"event": fields["event"], "schema": fields["schema"], "timestamp": _timestamp(None)}
         line.update((k, v) for k, v in fields.items() if k not in line)
-        self._get_logger(settings).info(line["event"], **{_WHOLE_LINE: line})
+        self._get_logger(settings).info(line)
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         if hook is None:

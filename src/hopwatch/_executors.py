@@ -333,8 +333,8 @@ def thread_facts(record: RequestRecord) -> ThreadFacts:
         count == record.count
         and record.max_depth <= 1
         and not record.async_to_sync
+        and not record.threadless
         and len(record.thread_ids) == 1
-        and all(map(_THREAD, hops))
     ):
         # The usual ASGI request: every crossing kept, none inside another, all run
         # by one thread (its context thread). A thread runs one kind of crossing

@@ -235,7 +235,7 @@ class LedgerCore:
     """
 
     __slots__ = (
-        "__dict__",
+        "__weakref__",
         "_account_lock",
         "_detail_limit",
         "async_to_sync",
@@ -254,6 +254,7 @@ class LedgerCore:
         "run_ns",
         "sync_to_async",
         "thread_ids",
+        "threadless",
         "wait_ns",
         "wall_ns",
         "work_ns",
@@ -272,6 +273,7 @@ class LedgerCore:
     work_ns: int
     new_loops: int
     max_depth: int
+    threadless: int
     pinned_ns: int
     detail_dropped: int
     _detail_limit: int
@@ -293,6 +295,7 @@ class LedgerCore:
         self.count = self.sync_to_async = self.async_to_sync = 0
         self.wall_ns = self.wait_ns = self.run_ns = self.overhead_ns = self.work_ns = 0
         self.new_loops = self.max_depth = self.pinned_ns = self.detail_dropped = 0
+        self.threadless = 0
         self._detail_limit = 1000
         self.cause_limit = 256
         return self
@@ -392,6 +395,8 @@ class LedgerCore:
                 self.max_depth = hop.depth
             if hop.thread_id:
                 self.thread_ids.add(hop.thread_id)
+            else:
+                self.threadless += 1
             causes = self.causes
             key = (hop.cause, hop.direction)
             stats = causes.get(key)

@@ -106,6 +106,12 @@ class Ledger(LedgerCore):
     reads it.
     """
 
+    # Slots, not an instance dict: a ledger per request, read field by field
+    # (no dict to allocate, and each read is a slot's). The fields are
+    # LedgerCore's; __weakref__ for the debug toolbar's panel, which keeps
+    # records weakly (the pure-Python LedgerCore has it already).
+    __slots__ = () if hasattr(LedgerCore, "__weakref__") else ("__weakref__",)
+
     def __init__(
         self,
         parent: Ledger | None = None,
@@ -148,8 +154,26 @@ class Ledger(LedgerCore):
 class RequestRecord(Ledger):
     """A :class:`Ledger` for one request, plus what is known about the request."""
 
+    __slots__ = (
+        "ended_ns",
+        "extra",
+        "handler_thread_id",
+        "interface",
+        "method",
+        "path",
+        "request",
+        "request_id",
+        "route",
+        "scope_token",
+        "started_at",
+        "started_ns",
+        "status",
+        "view",
+    )
+
     def __init__(self, interface: str, parent: Ledger | None = None) -> None:
-        super().__init__(parent)
+        # Ledger.__init__ with its defaults, which are LedgerCore's own: only the parent
+        self.parent = parent
         self.interface = interface
         self.started_at = time.time()
         self.started_ns = time.perf_counter_ns()
@@ -172,7 +196,8 @@ class RequestRecord(Ledger):
     @property
     def duration_ns(self) -> int:
         end = self.ended_ns or time.perf_counter_ns()
-        return max(0, end - self.started_ns)
+        start = self.started_ns
+        return end - start if end > start else 0
 
     @property
     def thread_count(self) -> int:

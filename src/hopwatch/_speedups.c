@@ -463,6 +463,7 @@ typedef struct {
     PyObject *pinned_by;  /* {cause: ns}; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
+    long long threadless; /* hops with no thread recorded (never started) */
     Py_ssize_t detail_limit, cause_limit;
     /* Caches in front of the dict and the set (a request repeats its causes
      * and threads): (cause, direction) -> stats, held; thread ids added. */
@@ -1308,6 +1309,8 @@ static PyMemberDef LedgerCore_members[] = {
     {"work_ns", T_LONGLONG, offsetof(LedgerCoreObject, work_ns), READONLY, NULL},
     {"new_loops", T_LONGLONG, offsetof(LedgerCoreObject, new_loops), READONLY, NULL},
     {"max_depth", T_LONGLONG, offsetof(LedgerCoreObject, max_depth), READONLY, NULL},
+    {"threadless", T_LONGLONG, offsetof(LedgerCoreObject, threadless), READONLY,
+     "Hops with no thread recorded (cancelled before they started)."},
     {"pinned_ns", T_LONGLONG, offsetof(LedgerCoreObject, pinned_ns), READONLY, NULL},
     {"detail_dropped", T_LONGLONG, offsetof(LedgerCoreObject, detail_dropped), READONLY, NULL},
     {"cause_limit", T_PYSSIZET, offsetof(LedgerCoreObject, cause_limit), 0, NULL},
@@ -1413,7 +1416,10 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         l->max_depth = hop->depth;
     }
     unsigned long long thread_id = hop->thread_id;
-    if (thread_id) {
+    if (!thread_id) {
+        l->threadless++;
+    }
+    else {
         /* The last 8 distinct threads seen (a pool's rotate; ids are
          * addresses, so no hashing of their aligned low bits). */
         int seen = 0;

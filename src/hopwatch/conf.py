@@ -435,9 +435,22 @@ class Settings:
         return self._merged
 
     def __getattr__(self, name: str) -> Any:
-        if name not in SETTINGS:
-            raise AttributeError(f"hopwatch has no setting {name!r}")
+        # Reached only for a name that is no setting: each setting is a property
+        # (below), found on the class without the AttributeError that reaching
+        # __getattr__ costs (an exception object and its message, per read).
+        raise AttributeError(f"hopwatch has no setting {name!r}")
+
+
+def _setting(name: str) -> property:
+    def read(self: Settings) -> Any:
         return self.merged()[name]
 
+    read.__name__ = name
+    return property(read, doc=f"settings.HOPWATCH[{name!r}], or its default.")
+
+
+for _name in SETTINGS:
+    setattr(Settings, _name, _setting(_name))
+del _name
 
 hopwatch_settings = Settings()

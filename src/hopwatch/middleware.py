@@ -72,30 +72,32 @@ class HopwatchMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if not hopwatch_settings.ENABLED:  # off means off: no record, no profile
+        settings = hopwatch_settings.merged()
+        if not settings["ENABLED"]:  # off means off: no record, no profile
             return self.get_response(request)
-        record, own = _begin(request, async_mode=False)
+        record, own = _begin(request, settings, async_mode=False)
         response = None
         try:
             response = self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and profiling.active(record):
+            if profiling.running and record is not None and profiling.active(record):
                 is_staff = _is_staff_sync(request, record)
                 response = profiling.finish(request, record, response, is_staff)
             _end(record, own)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if not hopwatch_settings.ENABLED:  # off means off: no record, no profile
+        settings = hopwatch_settings.merged()
+        if not settings["ENABLED"]:  # off means off: no record, no profile
             return await self.get_response(request)
-        record, own = _begin(request, async_mode=True)
+        record, own = _begin(request, settings, async_mode=True)
         response = None
         try:
             response = await self.get_response(request)
         finally:
             _name(record, request, response)
-            if record is not None and profiling.active(record):
+            if profiling.running and record is not None and profiling.active(record):
                 is_staff = await _is_staff_async(request, record)
                 response = await profiling.afinish(request, record, response, is_staff)
             _end(record, own)
@@ -166,7 +168,9 @@ def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None, bool]:
+def _begin(
+    request: HttpRequest, settings: dict[str, Any], async_mode: bool
+) -> tuple[RequestRecord | None, bool]:
     try:
         record = current_request()
         own = False
@@ -177,7 +181,7 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
             own = True
         record.method = request.method
         record.path = request.path
-        value = _request_id_header(request, hopwatch_settings.REQUEST_ID_HEADER)
+        value = _request_id_header(request, settings["REQUEST_ID_HEADER"])
         if value and _REQUEST_ID_OK.fullmatch(value):
             record.request_id = value
         else:
@@ -187,7 +191,8 @@ def _begin(request: HttpRequest, async_mode: bool) -> tuple[RequestRecord | None
                 hook(record)
             except Exception as exc:
                 _errors.report(f"request hook {hook!r}", exc)
-        profiling.start(request, record, async_mode)
+        if settings["PROFILE_DIR"]:  # profiling is configured (the check every request pays)
+            profiling.start(request, record, async_mode)
         return record, own
     except Exception as exc:
         _errors.report("HopwatchMiddleware (request)", exc)

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hopwatch import _errors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
@@ -81,6 +81,10 @@ _active_count = 0
 # kept alive while it is here; every profile started is stopped (and removed) by
 # the middleware at the end of its request.
 _profiles: dict[int, tuple[RequestRecord, ActiveProfile]] = {}
+
+#: The profiles being captured (empty, hence false, while none is): the one check
+#: an unprofiled request pays on its way out.
+running: Final = _profiles
 
 
 def active(record: RequestRecord) -> bool:
