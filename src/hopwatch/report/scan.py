@@ -176,8 +176,13 @@ class Scanner:
         #: The accumulation block and the loop in C, or None (Python's); tests set them.
         self.accumulate = ACCUMULATE
         self.scan = SCAN
+        #: Whether the C loop reads the usual line with its own parser (False: msgspec reads
+        #: every line; tests compare the two).
+        self.parser = True
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
+        #: Records the C loop's own parser read (the rest went through msgspec).
+        self.parsed_lines = 0
         f = self.filters
         self._since = _bound(f.since)
         self._until = _bound(f.until)
@@ -300,19 +305,21 @@ class Scanner:
         # The loop in C while nothing unusual is asked for: it counts lines and records
         # until a line it leaves to the loop below (see _accumulate.c's scan).
         fast = self.scan
-        if prefilter or wrapped or tap is not None or windowed or checks_status:
+        if wrapped or tap is not None or windowed or checks_status:
             fast = None
         bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
         to_utc = parse.to_utc
         new_endpoint = self._endpoint
+        own_parser = self.parser
         while position < end:
             if fast is not None:
-                position, lines, found = fast(
+                position, lines, found, parsed = fast(
                     buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
-                    new_endpoint, utc, max_line,
+                    new_endpoint, utc, max_line, own_parser, prefilter,
                 )  # fmt: skip
                 count += lines
                 records += found
+                self.parsed_lines += parsed
                 if position >= end:
                     break
             start = position
