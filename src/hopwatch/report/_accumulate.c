@@ -400,7 +400,8 @@ add_plain(PyObject *stats, PyObject *record)
      * as EndpointStats._add_site does; a key not there yet goes through _add_site
      * itself (which keeps the number of causes bounded). The Python block files
      * entries in raw_sites and folds them in batches (math.fsum): the same numbers,
-     * summed in another order, so their last bits may differ. */
+     * summed in another order, so their last bits may differ. The dict is read again for
+     * each entry: _add_site replaces it when it trims the causes. */
     PyObject *sites = f[F_SITES];
     if (!PyList_Check(sites)) {
         PyErr_SetString(PyExc_TypeError, "hopwatch: sites is not a list");
@@ -412,8 +413,11 @@ add_plain(PyObject *stats, PyObject *record)
         int failed = 0;
         for (int j = 0; j < 7 && !failed; j++)
             failed = (part[j] = field(&site_layout, site, j)) == NULL;
-        if (!failed)
-            failed = add_site(stats, s[S_SITES], part) < 0;
+        if (!failed) {
+            PyObject *causes = field(&stats_layout, stats, S_SITES);
+            failed = causes == NULL || add_site(stats, causes, part) < 0;
+            Py_XDECREF(causes);
+        }
         for (int j = 0; j < 7; j++)
             Py_XDECREF(part[j]);
         if (failed)
@@ -2065,14 +2069,18 @@ add_parsed(PyObject *stats, const PLine *L, PObjects *o)
                 goto done;
         }
     }
-    /* each sites entry into stats.sites, as add_site */
-    PyObject *sites = s[S_SITES];
-    if (!PyDict_Check(sites)) {
-        PyErr_SetString(PyExc_TypeError, "hopwatch: sites is not a dict");
-        goto done;
-    }
+    /* each sites entry into stats.sites, as add_site (the dict read again for each: a new
+     * cause can make _add_site trim the causes, which replaces it) */
     for (int i = 0; i < L->nsites; i++) {
         const PSite *site = &L->sites[i];
+        Py_XSETREF(s[S_SITES], field(&stats_layout, stats, S_SITES));
+        PyObject *sites = s[S_SITES];
+        if (sites == NULL)
+            goto done;
+        if (!PyDict_Check(sites)) {
+            PyErr_SetString(PyExc_TypeError, "hopwatch: sites is not a dict");
+            goto done;
+        }
         PyObject **names = o->site[i];
         PyObject *site_key = PyTuple_Pack(4, names[0], names[1], names[2], names[3]);
         if (site_key == NULL)
