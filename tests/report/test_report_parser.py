@@ -28,7 +28,7 @@ from bench.captured_logs import RENDERINGS, generate
 
 from hopwatch.report import scan
 from hopwatch.report.aggregate import EndpointStats, Partial
-from hopwatch.report.parse import Record, Site
+from hopwatch.report.parse import Record, Site, decode_record, in_utc
 from hopwatch.report.scan import Scanner
 from hopwatch.report.sketch import Sketch
 from tests.report.samples import AUTH, SESSION, line, record, site
@@ -89,6 +89,7 @@ def differential(lines: list[bytes | str], block: int = 40) -> Scanner:
     """Scan ``lines`` the three ways; check they agree; the parser's scanner."""
     data = [text.encode() if isinstance(text, str) else text for text in lines]
     assert all(b"\n" not in text for text in data)
+    taken = sum(_same_as_msgspec(text) for text in data)
     found = {mode: _scan(data, mode, block) for mode in MODES}
     parsed, plain = _state(found["parser"].partial), _state(found["msgspec"].partial)
     if repr(parsed) != repr(plain):  # bit for bit; on failure, show where
@@ -100,7 +101,37 @@ def differential(lines: list[bytes | str], block: int = 40) -> Scanner:
     _trim(parsed, reference)
     assert close(parsed, reference)
     assert found["msgspec"].parsed_lines == found["python"].parsed_lines == 0
+    assert found["parser"].parsed_lines <= taken
     return found["parser"]
+
+
+#: What the parser reads of a line, in parse.Record's terms (see parse() in the C source).
+READ = (
+    "timestamp", "request_id", "method", "route", "view", "status", "interface",
+    "duration_ms", "hops", "hop_ms", "wait_ms", "sync_to_async", "async_to_sync", "threads",
+    "new_loops", "max_depth", "pinned_ms", "pinned_by", "hop_tax_us", "max_in_flight",
+    "concurrent_ms", "db_connections", "overhead_ms", "work_ms",
+)  # fmt: skip
+SITE_READ = ("site", "kind", "direction", "count", "ms", "call_site", "overhead_ms")
+
+
+def _same_as_msgspec(text: bytes) -> bool:
+    """Whether the parser takes the line; when it does, msgspec must decode it to the same
+    values (repr for repr: -0.0, int or float) as a record add_plain takes."""
+    assert C is not None
+    found = C.parse(text)
+    if found is None:
+        return False
+    decoded = in_utc(decode_record(text[text.index(b"{") :]))  # raises: wrongly taken
+    assert not isinstance(decoded, str), (decoded, text)
+    rec = decoded[0]
+    assert (rec.sample_rate, rec.sites_dropped, rec.hopwatch_errors, rec.profile) == (1.0, 0, 0, None)
+    assert rec.sites or not rec.hops
+    expected = {name: getattr(rec, name) for name in READ}
+    expected["sites"] = [{name: getattr(s, name) for name in SITE_READ} for s in rec.sites]
+    assert repr(found) == repr({**expected, "sites": expected["sites"]}) or found == expected
+    assert repr(sorted(found.items())) == repr(sorted(expected.items())), text
+    return True
 
 
 def _trim(*states: dict[str, Any]) -> None:
@@ -273,6 +304,9 @@ def test_strings_msgspec_refuses_are_left_to_it() -> None:
         base.replace('"/items/', '"/\\x41'),
         base.replace('"/items/', '"/\titems/'),  # a raw control character
         base.replace('"/items/', '"/\x7fitems/'),  # DEL is allowed
+        base.replace('"info"', '"\\udc00info"'),  # a lone surrogate in a value not read
+        base.replace('"info"', '"\\ud800"'),
+        base.replace('"level"', '"\\udfffx"'),  # and in a key
     ]
     raw = base.encode()
     bad_bytes = [

@@ -2418,7 +2418,96 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+/* parse(line) -> dict | None: what the line parser reads from one line (its JSON object
+ * from the first "{"), in parse.Record's terms: every field add_plain reads, "sites" a
+ * list of dicts, the timestamp an aware datetime in UTC; None when it would not take the
+ * line. For tests: they check it against msgspec's decode_record line by line. */
+static PyObject *
+number_or_none(int has, double value)
+{
+    if (!has)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(value);
+}
+
+static PyObject *
+parse_one(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *text = view.buf;
+    const char *brace = memchr(text, '{', (size_t)view.len);
+    PLine *L = PyMem_Malloc(sizeof(PLine));
+    PyObject *out = NULL, *sites = NULL;
+    if (L == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (brace == NULL || parse_line((const unsigned char *)brace, view.len - (brace - text), L) < 0) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *names[6] = {NULL};
+    const Str *texts[6] = {&L->request_id, &L->method, &L->route, &L->view, &L->interface,
+                           &L->pinned_by};
+    int refused = 0;
+    for (int i = 0; i < 6 && !refused; i++)
+        refused = (names[i] = str_of(texts[i])) == NULL;
+    if (!refused && (sites = PyList_New(0)) != NULL) {
+        for (int i = 0; i < L->nsites && !refused; i++) {
+            const PSite *s = &L->sites[i];
+            PyObject *site = str_of(&s->site), *kind = site ? str_of(&s->kind) : NULL;
+            PyObject *direction = kind ? str_of(&s->direction) : NULL;
+            PyObject *call_site = direction ? str_of(&s->call_site) : NULL;
+            PyObject *entry = NULL;
+            if (call_site != NULL)
+                entry = Py_BuildValue("{sOsOsOsLsdsOsN}", "site", site, "kind", kind,
+                                      "direction", direction, "count", s->count, "ms", s->ms,
+                                      "call_site", call_site, "overhead_ms",
+                                      number_or_none(s->has_overhead, s->overhead));
+            refused = entry == NULL || PyList_Append(sites, entry) < 0;
+            Py_XDECREF(entry);
+            Py_XDECREF(site);
+            Py_XDECREF(kind);
+            Py_XDECREF(direction);
+            Py_XDECREF(call_site);
+        }
+    }
+    if (!refused && sites != NULL) {
+        PyObject *status = status_object(L->status);
+        out = status == NULL ? NULL : Py_BuildValue(
+            "{sNsOsOsOsOsOsOsdsLsdsdsLsLsLsLsLsOsNsOsNsNsNsNsNsN}",
+            "timestamp", datetime_of(L->micros, PyDateTimeAPI->TimeZone_UTC),
+            "request_id", names[0], "method", names[1], "route", names[2], "view", names[3],
+            "status", status, "interface", names[4], "duration_ms", L->duration,
+            "hops", L->hops, "hop_ms", L->hop_ms, "wait_ms", L->wait, "sync_to_async", L->s2a,
+            "async_to_sync", L->a2s, "threads", L->threads, "new_loops", L->loops,
+            "max_depth", L->depth, "sites", sites,
+            "pinned_ms", number_or_none(L->has_pinned, L->pinned), "pinned_by", names[5],
+            "hop_tax_us", number_or_none(L->has_tax, L->tax),
+            "max_in_flight", L->has_in_flight ? PyLong_FromLongLong(L->in_flight)
+                                              : Py_NewRef(Py_None),
+            "concurrent_ms", number_or_none(L->has_concurrent, L->concurrent),
+            "db_connections", L->has_db ? PyLong_FromLongLong(L->db) : Py_NewRef(Py_None),
+            "overhead_ms", number_or_none(L->has_overhead, L->overhead),
+            "work_ms", number_or_none(L->has_work, L->work));
+        Py_XDECREF(status);
+    }
+    else if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None); /* a string that is not UTF-8: not taken */
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(names[i]);
+done:
+    Py_XDECREF(sites);
+    PyMem_Free(L);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"parse", (PyCFunction)parse_one, METH_O,
+     "parse(line): what the line parser reads from a line, or None (for tests)."},
     {"add", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
      "add(stats, record): add a plain record to an EndpointStats (see scan.py)."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
