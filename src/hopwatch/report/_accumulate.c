@@ -679,6 +679,8 @@ is_digit(unsigned char c)
 static inline const unsigned char *
 skip_ws(const unsigned char *p, const unsigned char *end)
 {
+    if (p < end && *p > ' ') /* the usual case: no space at all */
+        return p;
     while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
         p++;
     return p;
@@ -1331,6 +1333,34 @@ read_timestamp(const Str *s, long long *out)
 #define HINTS 64
 static signed char record_hints[HINTS], site_hints[HINTS];
 
+/* The key at p (which must be a string) into *key, and which of names it is into *id (-1:
+ * none); p past its closing quote, or NULL. The name found at this place in the line
+ * before is compared first, straight from the bytes: written plainly (no escape can be
+ * in it then), it needs no other reading. */
+static const unsigned char *
+read_key(const unsigned char *p, const unsigned char *end, Str *key, int *id,
+         const char *const *names, const Py_ssize_t *lengths, int count, signed char *hint)
+{
+    if (p >= end || *p != '"')
+        return NULL;
+    int guess = *hint;
+    if (guess >= 0 && guess < count) {
+        Py_ssize_t n = lengths[guess];
+        if (end - p > n + 1 && p[n + 1] == '"' &&
+            same_bytes(p + 1, (const unsigned char *)names[guess], n)) {
+            key->p = p + 1;
+            key->n = n;
+            key->flags = 0;
+            *id = guess;
+            return p + n + 2;
+        }
+    }
+    if ((p = read_string(p, end, key)) == NULL)
+        return NULL;
+    *id = key_index(key, names, lengths, count, hint);
+    return p;
+}
+
 /* One sites entry at p (an object) into *site; p past it, or NULL. */
 static const unsigned char *
 read_site(const unsigned char *p, const unsigned char *end, PSite *site)
@@ -1344,7 +1374,11 @@ read_site(const unsigned char *p, const unsigned char *end, PSite *site)
         return NULL; /* required fields missing */
     for (;;) {
         Str key;
-        if (p >= end || *p != '"' || (p = read_string(p, end, &key)) == NULL)
+        int id;
+        p = read_key(p, end, &key, &id, site_keys, site_key_lengths, SK_ALL,
+                     &site_hints[place < HINTS ? place : HINTS - 1]);
+        place++;
+        if (p == NULL)
             return NULL;
         p = skip_ws(p, end);
         if (p >= end || *p != ':')
@@ -1352,9 +1386,6 @@ read_site(const unsigned char *p, const unsigned char *end, PSite *site)
         p = skip_ws(p + 1, end);
         if (p >= end)
             return NULL;
-        int id = key_index(&key, site_keys, site_key_lengths, SK_ALL,
-                           &site_hints[place < HINTS ? place : HINTS - 1]);
-        place++;
         if (id < 0) {
             if ((key.flags & S_HIGH) && !valid_utf8(key.p, key.n))
                 return NULL;
@@ -1539,7 +1570,11 @@ parse_line(const unsigned char *p, Py_ssize_t size, PLine *line)
         return -1;
     for (;;) {
         Str key;
-        if (p >= end || *p != '"' || (p = read_string(p, end, &key)) == NULL)
+        int id;
+        p = read_key(p, end, &key, &id, record_keys, record_key_lengths, K_COUNT,
+                     &record_hints[place < HINTS ? place : HINTS - 1]);
+        place++;
+        if (p == NULL)
             return -1;
         p = skip_ws(p, end);
         if (p >= end || *p != ':')
@@ -1547,9 +1582,6 @@ parse_line(const unsigned char *p, Py_ssize_t size, PLine *line)
         p = skip_ws(p + 1, end);
         if (p >= end)
             return -1;
-        int id = key_index(&key, record_keys, record_key_lengths, K_COUNT,
-                           &record_hints[place < HINTS ? place : HINTS - 1]);
-        place++;
         if (id < 0) {
             if ((key.flags & S_HIGH) && !valid_utf8(key.p, key.n))
                 return -1;
