@@ -652,21 +652,32 @@ static Py_ssize_t record_key_lengths[K_COUNT], site_key_lengths[SK_ALL];
 static inline int
 same_bytes(const unsigned char *a, const unsigned char *b, Py_ssize_t n)
 {
-    while (n >= 8) {
-        uint64_t x, y;
-        memcpy(&x, a, 8);
-        memcpy(&y, b, 8);
-        if (x != y)
-            return 0;
-        a += 8;
-        b += 8;
-        n -= 8;
+    uint64_t x, y;
+    if (n >= 8) {
+        while (n > 8) {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
+            if (x != y)
+                return 0;
+            a += 8;
+            b += 8;
+            n -= 8;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 (the first of them may be compared twice) */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
     }
-    while (n > 0) {
-        if (*a++ != *b++)
-            return 0;
-        n--;
+    if (n >= 4) {
+        uint32_t u, v, s, t;
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        memcpy(&s, a + n - 4, 4);
+        memcpy(&t, b + n - 4, 4);
+        return u == v && s == t;
     }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
     return 1;
 }
 
