@@ -1630,7 +1630,7 @@ parse_line(const unsigned char *p, Py_ssize_t size, PLine *line)
  * to the str they decode to: routes, views and causes repeat from line to line, and a
  * cached str is not made again (nor its hash computed again). It never evicts: when it
  * is full, or for a long value, the str is made each time. */
-#define CACHE_SLOTS 8192 /* a power of 2 */
+#define CACHE_SLOTS 2048 /* a power of 2; 64 KB, so that it stays in the CPU's caches */
 #define CACHE_FILL (CACHE_SLOTS / 2)
 #define CACHE_PROBES 8
 #define CACHE_VALUE_BYTES 512
@@ -1643,39 +1643,45 @@ typedef struct {
 static CacheSlot *str_cache = NULL;
 static Py_ssize_t str_cache_used = 0;
 
+/* p[0:n] as a 64-bit word, for n <= 8 (no byte past p + n is read). */
 static inline uint64_t
-hash_bytes(const unsigned char *p, Py_ssize_t n)
+load_short(const unsigned char *p, Py_ssize_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
-    while (n >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        h = (h ^ x) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
-    }
     uint64_t x = 0;
-    memcpy(&x, p, (size_t)n);
-    h = (h ^ x) * 0xC4CEB9FE1A85EC53ULL;
-    return h ^ (h >> 29);
+    if (n >= 4) {
+        uint32_t head, tail;
+        memcpy(&head, p, 4);
+        memcpy(&tail, p + n - 4, 4);
+        x = ((uint64_t)tail << 32) | head; /* overlapping when n < 8: still a function of p[0:n] */
+    }
+    else if (n > 0)
+        x = (uint64_t)p[0] | ((uint64_t)p[n / 2] << 8) | ((uint64_t)p[n - 1] << 16);
+    return x;
 }
 
-/* A hash of a string's raw bytes for the cache that reads 24 of them whatever the length
- * (the first, middle and last 8 bytes): values that share them only probe further. */
+static inline uint64_t
+mix(uint64_t h, uint64_t x)
+{
+    h = (h ^ x) * 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 32);
+}
+
+/* A hash of a string's raw bytes for the cache that reads at most 24 of them whatever the
+ * length (the first, middle and last 8): values that share them only probe further. */
 static inline uint64_t
 cache_hash(const unsigned char *p, Py_ssize_t n)
 {
-    if (n <= 24)
-        return hash_bytes(p, n);
-    uint64_t first, middle, last;
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, first, middle, last;
+    if (n <= 8)
+        return mix(h, load_short(p, n));
     memcpy(&first, p, 8);
-    memcpy(&middle, p + n / 2 - 4, 8);
     memcpy(&last, p + n - 8, 8);
-    uint64_t h = (0x9E3779B97F4A7C15ULL ^ (uint64_t)n ^ first) * 0xFF51AFD7ED558CCDULL;
-    h = ((h ^ (h >> 32)) ^ middle) * 0xFF51AFD7ED558CCDULL;
-    h = ((h ^ (h >> 32)) ^ last) * 0xC4CEB9FE1A85EC53ULL;
-    return h ^ (h >> 29);
+    h = mix(h, first);
+    if (n > 16) {
+        memcpy(&middle, p + n / 2 - 4, 8);
+        h = mix(h, middle);
+    }
+    return mix(h, last) * 0xC4CEB9FE1A85EC53ULL;
 }
 
 /* The str a string's raw bytes stand for, made anew: a new reference; NULL without an
