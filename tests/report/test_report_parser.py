@@ -125,11 +125,11 @@ def _same_as_msgspec(text: bytes) -> bool:
     decoded = in_utc(decode_record(text[text.index(b"{") :]))  # raises: wrongly taken
     assert not isinstance(decoded, str), (decoded, text)
     rec = decoded[0]
-    assert (rec.sample_rate, rec.sites_dropped, rec.hopwatch_errors, rec.profile) == (1.0, 0, 0, None)
+    optional = (rec.sample_rate, rec.sites_dropped, rec.hopwatch_errors, rec.profile)
+    assert optional == (1.0, 0, 0, None), text
     assert rec.sites or not rec.hops
     expected = {name: getattr(rec, name) for name in READ}
     expected["sites"] = [{name: getattr(s, name) for name in SITE_READ} for s in rec.sites]
-    assert repr(found) == repr({**expected, "sites": expected["sites"]}) or found == expected
     assert repr(sorted(found.items())) == repr(sorted(expected.items())), text
     return True
 
@@ -181,7 +181,7 @@ def test_every_rendering_reads_the_same(tmp_path: Path, rendering: str, malforme
 
 
 def test_the_usual_line_is_read_by_the_parser() -> None:
-    lines = [line(request_id=f"r{i}", hop_ms=0.5 + i, status=200 + i % 3, **PLAIN) for i in range(50)]
+    lines = [line(request_id=f"r{i}", hop_ms=0.5 + i, status=200 + i, **PLAIN) for i in range(50)]
     scanner = differential(lines)
     assert scanner.parsed_lines == 50 and scanner.partial.records == 50
 
@@ -371,14 +371,14 @@ TIMESTAMPS = [
     "2026-11-24T10:00Z",
     "2026-11-24",
     "2026-11-24T10:00:00Z ",
-    "２０２６-11-24T10:00:00Z",
+    "\uff12\uff10\uff12\uff16-11-24T10:00:00Z",  # fullwidth digits
     "2026-11-24T10:00:00\\u005a",
 ]
 
 
 def test_timestamps_read_the_same() -> None:
     lines = [line(timestamp=moment, request_id=moment, **PLAIN) for moment in TIMESTAMPS]
-    scanner = differential(lines + [line(**PLAIN)], block=7)
+    scanner = differential([*lines, line(**PLAIN)], block=7)
     # RFC 3339 with a zone and at most microseconds, in range once in UTC (and the last)
     assert scanner.parsed_lines == 14
 
