@@ -155,3 +155,30 @@ def test_wrong_objects_raise_instead_of_crashing() -> None:
 def test_the_c_loop_looks_for_the_same_markers() -> None:
     assert C is not None
     assert (C.MARKER, C.PROCESS_MARKER) == (scan.parse.MARKER, scan.PROCESS_MARKER)
+
+
+@needs_c
+@pytest.mark.parametrize("parser", [True, False])
+def test_no_cause_is_lost_when_an_endpoint_trims_its_causes_mid_record(parser: bool) -> None:
+    """A new cause can make EndpointStats._add_site trim the causes (past 2 * SITE_CAP),
+    which replaces the endpoint's dict of causes: the record's later causes must go
+    into the new one (they once went into the old one, and were lost)."""
+    from hopwatch.report.aggregate import SITE_CAP
+
+    texts = []
+    for i in range(400):  # a new large cause, then a small one the trim sums into "other"
+        named = [site(f"large.{i}", ms=1.0), site("small", ms=0.001)]
+        texts.append(line(request_id=f"t{i}", hops=2, sites=named))
+    for c in (True, False):
+        scanner = Scanner(Partial())
+        if c:
+            assert C is not None
+            scanner.accumulate, scanner.scan = C.add, C.scan
+            scanner.parser = parser
+        else:
+            scanner.accumulate = scanner.scan = None
+        scanner.feed_lines([text.encode() for text in texts])
+        (stats,) = scanner.finish().endpoints.values()
+        assert len(stats.sites) == SITE_CAP
+        requests = sum(entry[0] for entry in stats.sites.values()) + stats.other_site[0]
+        assert requests == 800, ("c" if c else "python", requests)

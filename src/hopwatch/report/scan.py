@@ -17,14 +17,18 @@ Most of a realistic log's lines take the same path, and at a few microseconds
 per line every attribute read and call shows. So that path has a C version,
 ``hopwatch/report/_accumulate.c`` (built by the install like the hop path's
 accelerator; :data:`IMPLEMENTATION` says which is used, ``HOPWATCH_PURE_PYTHON=1``
-forces Python): ``scan`` runs the loop over a buffer while no marker prefilter,
-envelope, filter or extra account is in play, and hands any line it does not
-take (too long, refused by the decoder while it mentions ``hopwatch.``, a
-timestamp out of range) to the Python loop below, which carries on from there;
-``add`` is the accumulation block. The Python code is the reference: the C one
-updates the same objects with the same operations, a test runs both side by
-side, and the per-cause sums (summed as they come in C, in batches with
-``math.fsum`` in Python) may differ only in their last bits.
+forces Python): ``scan`` runs the loop over a buffer while no envelope, filter
+or extra account is in play, and hands any line it does not take (too long,
+refused by the decoder while it mentions ``hopwatch.``, a timestamp out of
+range, a process line) to the Python loop below, which carries on from there;
+``add`` is the accumulation block. ``scan`` reads the usual request line with a
+JSON parser of its own (no Record, no Site objects: its numbers go straight into
+the accumulators) and leaves every line it is not sure of to msgspec, as above;
+:attr:`Scanner.parsed_lines` counts the ones it read. The Python code is the
+reference: the C one updates the same objects with the same operations, tests
+run all of them side by side (tests/report/test_report_parser.py), and the
+per-cause sums (summed as they come in C, in batches with ``math.fsum`` in
+Python) may differ only in their last bits.
 
 Keeping the Python loop one long flat function is deliberate too: attribute
 lookups and calls cost as much as the work itself there.
@@ -176,8 +180,13 @@ class Scanner:
         #: The accumulation block and the loop in C, or None (Python's); tests set them.
         self.accumulate = ACCUMULATE
         self.scan = SCAN
+        #: Whether the C loop reads the usual line with its own parser (False: msgspec reads
+        #: every line; tests compare the two).
+        self.parser = True
         #: Lines the general decoder had to read (a measure of the typed decoder's coverage).
         self.slow_lines = 0
+        #: Records the C loop's own parser read (the rest went through msgspec).
+        self.parsed_lines = 0
         f = self.filters
         self._since = _bound(f.since)
         self._until = _bound(f.until)
@@ -300,19 +309,21 @@ class Scanner:
         # The loop in C while nothing unusual is asked for: it counts lines and records
         # until a line it leaves to the loop below (see _accumulate.c's scan).
         fast = self.scan
-        if prefilter or wrapped or tap is not None or windowed or checks_status:
+        if wrapped or tap is not None or windowed or checks_status:
             fast = None
         bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
         to_utc = parse.to_utc
         new_endpoint = self._endpoint
+        own_parser = self.parser
         while position < end:
             if fast is not None:
-                position, lines, found = fast(
+                position, lines, found, parsed = fast(
                     buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
-                    new_endpoint, utc, max_line,
+                    new_endpoint, utc, max_line, own_parser, prefilter,
                 )  # fmt: skip
                 count += lines
                 records += found
+                self.parsed_lines += parsed
                 if position >= end:
                     break
             start = position
