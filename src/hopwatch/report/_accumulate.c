@@ -161,6 +161,32 @@ max_to(PyObject *list, Py_ssize_t i, PyObject *value)
 static PyObject *sketch_names[3];
 static Layout sketch_layout = {NULL, 3, sketch_names, {0}};
 
+/* One more value v (>= MIN_VALUE) in the sketch's bucket for it. 0 ok, -1 error. */
+static int
+sketch_bump(PyObject *sketch, double v)
+{
+    PyObject *bins = field(&sketch_layout, sketch, 0);
+    if (bins == NULL)
+        return -1;
+    Py_buffer view;
+    if (PyObject_GetBuffer(bins, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        Py_DECREF(bins);
+        return -1;
+    }
+    Py_ssize_t index = (Py_ssize_t)(log(v) * INV_LN_GAMMA + SHIFT);
+    int ok = view.itemsize == 8 && view.format != NULL && view.format[0] == 'Q' &&
+             view.format[1] == '\0' && index >= 0 && index < view.len / 8;
+    if (ok)
+        ((unsigned long long *)view.buf)[index] += 1;
+    PyBuffer_Release(&view);
+    Py_DECREF(bins);
+    if (!ok) {
+        PyErr_SetString(PyExc_IndexError, "hopwatch: a sketch bucket out of range");
+        return -1;
+    }
+    return 0;
+}
+
 /* Sketch.add(value), for a float value. 0 ok, -1 error. */
 static int
 sketch_add(PyObject *sketch, PyObject *value)
@@ -169,25 +195,8 @@ sketch_add(PyObject *sketch, PyObject *value)
     if (v == -1.0 && PyErr_Occurred())
         return -1;
     if (v >= MIN_VALUE) {
-        PyObject *bins = field(&sketch_layout, sketch, 0);
-        if (bins == NULL)
+        if (sketch_bump(sketch, v) < 0)
             return -1;
-        Py_buffer view;
-        if (PyObject_GetBuffer(bins, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-            Py_DECREF(bins);
-            return -1;
-        }
-        Py_ssize_t index = (Py_ssize_t)(log(v) * INV_LN_GAMMA + SHIFT);
-        int ok = view.itemsize == 8 && view.format != NULL && view.format[0] == 'Q' &&
-                 view.format[1] == '\0' && index >= 0 && index < view.len / 8;
-        if (ok)
-            ((unsigned long long *)view.buf)[index] += 1;
-        PyBuffer_Release(&view);
-        Py_DECREF(bins);
-        if (!ok) {
-            PyErr_SetString(PyExc_IndexError, "hopwatch: a sketch bucket out of range");
-            return -1;
-        }
         PyObject *top = field(&sketch_layout, sketch, 1);
         if (top == NULL)
             return -1;
@@ -1879,25 +1888,8 @@ sketch_add_double(PyObject *sketch, double v)
         Py_DECREF(boxed);
         return status;
     }
-    PyObject *bins = field(&sketch_layout, sketch, 0);
-    if (bins == NULL)
+    if (sketch_bump(sketch, v) < 0)
         return -1;
-    Py_buffer view;
-    if (PyObject_GetBuffer(bins, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        Py_DECREF(bins);
-        return -1;
-    }
-    Py_ssize_t index = (Py_ssize_t)(log(v) * INV_LN_GAMMA + SHIFT);
-    int ok = view.itemsize == 8 && view.format != NULL && view.format[0] == 'Q' &&
-             view.format[1] == '\0' && index >= 0 && index < view.len / 8;
-    if (ok)
-        ((unsigned long long *)view.buf)[index] += 1;
-    PyBuffer_Release(&view);
-    Py_DECREF(bins);
-    if (!ok) {
-        PyErr_SetString(PyExc_IndexError, "hopwatch: a sketch bucket out of range");
-        return -1;
-    }
     PyObject *top = field(&sketch_layout, sketch, 1);
     if (top == NULL)
         return -1;
