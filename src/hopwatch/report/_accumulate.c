@@ -2337,6 +2337,84 @@ reserve(Bytes *b, Py_ssize_t n)
     return 0;
 }
 
+/* The string whose opening quote is at p, as read_string reads it (NULL: invalid or cut
+ * short), decoded into out in the same pass: its length into *n, S_HIGH into *flags when
+ * it has a byte >= 0x80 (its escapes decode to valid UTF-8, so the result is UTF-8 when
+ * its raw bytes are). out must have room for end - p bytes: runs are copied 8 bytes at a
+ * time, and the output never gets ahead of the input. */
+static const unsigned char *
+read_decoded(const unsigned char *p, const unsigned char *end, unsigned char *out,
+             Py_ssize_t *n, unsigned *flags)
+{
+    unsigned char *o = out;
+    unsigned f = 0;
+    p++;
+    for (;;) {
+        while (end - p >= 8) {
+            memcpy(o, p, 8); /* the bytes before the first special one are the output */
+            int offset = first_special(p);
+            p += offset;
+            o += offset;
+            if (offset < 8)
+                break;
+        }
+        if (p >= end)
+            return NULL;
+        unsigned char c = *p;
+        if (c == '"') {
+            *n = o - out;
+            *flags = f;
+            return p + 1;
+        }
+        if (c == '\\') {
+            if (end - p < 2)
+                return NULL;
+            if (p[1] == 'u') {
+                unsigned cp;
+                if ((p = read_unicode_escape(p, end, &cp)) == NULL)
+                    return NULL;
+                if (cp < 0x80)
+                    *o++ = (unsigned char)cp;
+                else if (cp < 0x800) {
+                    *o++ = (unsigned char)(0xC0 | (cp >> 6));
+                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+                }
+                else if (cp < 0x10000) {
+                    *o++ = (unsigned char)(0xE0 | (cp >> 12));
+                    *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+                }
+                else {
+                    *o++ = (unsigned char)(0xF0 | (cp >> 18));
+                    *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+                    *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+                }
+                continue;
+            }
+            switch (p[1]) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '/': *o++ = '/'; break;
+            case 'b': *o++ = '\b'; break;
+            case 'f': *o++ = '\f'; break;
+            case 'n': *o++ = '\n'; break;
+            case 'r': *o++ = '\r'; break;
+            case 't': *o++ = '\t'; break;
+            default: return NULL;
+            }
+            p += 2;
+            continue;
+        }
+        if (c < 0x20)
+            return NULL;
+        if (c >= 0x80)
+            f |= S_HIGH;
+        *o++ = c;
+        p++;
+    }
+}
+
 /* The envelope whose "{" is at p[0] (p[0:size] the line from it): ENV_INNER with the
  * inner line (*inner, *inner_size: in buffer or in p), ENV_NONE, ENV_UNSURE, or
  * ENV_ERROR (an exception set: out of memory). */
@@ -2349,7 +2427,15 @@ unwrap(const unsigned char *p, Py_ssize_t size, Bytes *buffer, const unsigned ch
     if (memchr(p, '\\', (size_t)size) == NULL)
         return ENV_NONE;
     const unsigned char *start = p, *end = p + size;
-    Str values[E_WRAPPERS];
+    /* each wrapper key's string value decoded, one after the other in the buffer (they
+     * take no more than the line), and where it is in the line */
+    struct {
+        Py_ssize_t at, n; /* in buffer; at -1: null */
+        const unsigned char *raw, *raw_end;
+    } values[E_WRAPPERS];
+    Py_ssize_t used = 0;
+    if (reserve(buffer, size + 8) < 0)
+        return ENV_ERROR;
     unsigned seen = 0; /* a bit per E_* key found */
     signed char hint = -1;
     p = skip_ws(p + 1, end);
@@ -2373,13 +2459,21 @@ unwrap(const unsigned char *p, Py_ssize_t size, Bytes *buffer, const unsigned ch
                 if (seen & (1u << id))
                     return ENV_UNSURE; /* a duplicate: which one msgspec keeps is its own */
                 if (*p == '"') {
-                    if ((p = read_string(p, end, &values[id])) == NULL)
+                    Py_ssize_t n;
+                    unsigned flags;
+                    values[id].raw = p;
+                    p = read_decoded(p, end, buffer->p + used, &n, &flags);
+                    if (p == NULL)
                         return ENV_UNSURE;
-                    if ((values[id].flags & S_HIGH) && !valid_utf8(values[id].p, values[id].n))
+                    if ((flags & S_HIGH) && !valid_utf8(buffer->p + used, n))
                         return ENV_UNSURE;
+                    values[id].raw_end = p;
+                    values[id].at = used;
+                    values[id].n = n;
+                    used += n;
                 }
                 else if (is_null(p, end)) { /* None for envelope_line: not a str */
-                    values[id].p = NULL;
+                    values[id].at = -1;
                     p += 4;
                 }
                 else
@@ -2406,18 +2500,10 @@ unwrap(const unsigned char *p, Py_ssize_t size, Bytes *buffer, const unsigned ch
     /* parse.envelope_line: the first wrapper key, in its order, whose str value holds the
      * event and a "{": from that "{", its trailing newlines stripped */
     for (int id = 0; id < E_WRAPPERS; id++) {
-        const Str *value = &values[id];
-        if (!(seen & (1u << id)) || value->p == NULL)
+        if (!(seen & (1u << id)) || values[id].at < 0)
             continue;
-        const unsigned char *text = value->p;
-        Py_ssize_t n = value->n;
-        if (value->flags & S_ESCAPED) {
-            if (reserve(buffer, n) < 0)
-                return ENV_ERROR;
-            if ((n = unescape(value->p, value->n, buffer->p)) < 0)
-                return ENV_UNSURE;
-            text = buffer->p;
-        }
+        const unsigned char *text = buffer->p + values[id].at;
+        Py_ssize_t n = values[id].n;
         if (!contains((const char *)text, (size_t)n, EVENT, sizeof(EVENT) - 1))
             continue;
         const unsigned char *brace = memchr(text, '{', (size_t)n);
@@ -2426,7 +2512,11 @@ unwrap(const unsigned char *p, Py_ssize_t size, Bytes *buffer, const unsigned ch
         /* The outer line must not be a record itself (no "event" key: msgspec refuses it
          * whatever the rest), and must have the escaped marker, by which the Python loop
          * looks in the envelope when its learning decoder refuses the inner line. */
-        if ((seen & (1u << E_EVENT)) ||
+        if (seen & (1u << E_EVENT))
+            return ENV_UNSURE;
+        /* (the marker is usually in the value itself, near its start) */
+        if (!contains((const char *)values[id].raw, (size_t)(values[id].raw_end - values[id].raw),
+                      ESCAPED_MARKER, sizeof(ESCAPED_MARKER) - 1) &&
             !contains((const char *)start, (size_t)size, ESCAPED_MARKER,
                       sizeof(ESCAPED_MARKER) - 1))
             return ENV_UNSURE;
