@@ -828,6 +828,54 @@ read_string(const unsigned char *p, const unsigned char *end, Str *s)
     }
 }
 
+/* The escape at p (p[0] == '\\') decoded into *out, moved past what it wrote: p past the
+ * escape, or NULL when it is invalid or cut short. */
+static inline const unsigned char *
+decode_escape(const unsigned char *p, const unsigned char *end, unsigned char **out)
+{
+    unsigned char *o = *out;
+    if (end - p < 2)
+        return NULL;
+    unsigned char c = p[1];
+    if (c == 'u') {
+        unsigned cp;
+        if ((p = read_unicode_escape(p, end, &cp)) == NULL)
+            return NULL;
+        if (cp < 0x80)
+            *o++ = (unsigned char)cp;
+        else if (cp < 0x800) {
+            *o++ = (unsigned char)(0xC0 | (cp >> 6));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else if (cp < 0x10000) {
+            *o++ = (unsigned char)(0xE0 | (cp >> 12));
+            *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else {
+            *o++ = (unsigned char)(0xF0 | (cp >> 18));
+            *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        *out = o;
+        return p;
+    }
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '/': *o++ = '/'; break;
+    case 'b': *o++ = '\b'; break;
+    case 'f': *o++ = '\f'; break;
+    case 'n': *o++ = '\n'; break;
+    case 'r': *o++ = '\r'; break;
+    case 't': *o++ = '\t'; break;
+    default: return NULL;
+    }
+    *out = o;
+    return p + 2;
+}
+
 /* The bytes a valid string's raw bytes stand for, into out (room for n bytes: no escape
  * decodes to more bytes than it takes); their number, or -1. */
 static Py_ssize_t
@@ -836,48 +884,10 @@ unescape(const unsigned char *p, Py_ssize_t n, unsigned char *out)
     const unsigned char *end = p + n;
     unsigned char *o = out;
     while (p < end) {
-        if (*p != '\\') {
+        if (*p != '\\')
             *o++ = *p++;
-            continue;
-        }
-        if (end - p < 2)
+        else if ((p = decode_escape(p, end, &o)) == NULL)
             return -1;
-        unsigned char c = p[1];
-        if (c == 'u') {
-            unsigned cp;
-            if ((p = read_unicode_escape(p, end, &cp)) == NULL)
-                return -1;
-            if (cp < 0x80)
-                *o++ = (unsigned char)cp;
-            else if (cp < 0x800) {
-                *o++ = (unsigned char)(0xC0 | (cp >> 6));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            else if (cp < 0x10000) {
-                *o++ = (unsigned char)(0xE0 | (cp >> 12));
-                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            else {
-                *o++ = (unsigned char)(0xF0 | (cp >> 18));
-                *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            continue;
-        }
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        default: return -1;
-        }
-        p += 2;
     }
     return o - out;
 }
@@ -2367,43 +2377,8 @@ read_decoded(const unsigned char *p, const unsigned char *end, unsigned char *ou
             return p + 1;
         }
         if (c == '\\') {
-            if (end - p < 2)
+            if ((p = decode_escape(p, end, &o)) == NULL)
                 return NULL;
-            if (p[1] == 'u') {
-                unsigned cp;
-                if ((p = read_unicode_escape(p, end, &cp)) == NULL)
-                    return NULL;
-                if (cp < 0x80)
-                    *o++ = (unsigned char)cp;
-                else if (cp < 0x800) {
-                    *o++ = (unsigned char)(0xC0 | (cp >> 6));
-                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-                }
-                else if (cp < 0x10000) {
-                    *o++ = (unsigned char)(0xE0 | (cp >> 12));
-                    *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-                }
-                else {
-                    *o++ = (unsigned char)(0xF0 | (cp >> 18));
-                    *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-                    *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                    *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-                }
-                continue;
-            }
-            switch (p[1]) {
-            case '"': *o++ = '"'; break;
-            case '\\': *o++ = '\\'; break;
-            case '/': *o++ = '/'; break;
-            case 'b': *o++ = '\b'; break;
-            case 'f': *o++ = '\f'; break;
-            case 'n': *o++ = '\n'; break;
-            case 'r': *o++ = '\r'; break;
-            case 't': *o++ = '\t'; break;
-            default: return NULL;
-            }
-            p += 2;
             continue;
         }
         if (c < 0x20)
