@@ -10,7 +10,9 @@ int-or-float included); the pure-Python one the same but for the last bits of th
 per-cause sums (it sums those with math.fsum). A line the parser takes that msgspec
 would refuse, or would read to other values, makes the partials differ (its skip
 reason, its lost part, a sum); ``parsed_lines`` says which lines the parser took, so a
-test also fails when it stops taking the usual lines.
+test also fails when it stops taking the usual lines. Lines in a log shipper's envelope
+are unwrapped in C too: the records counted as enveloped, and the scanner's mode they
+set block by block, must be the same every way.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import msgspec
 import pytest
 from bench.captured_logs import RENDERINGS, generate
 
-from hopwatch.report import scan
+from hopwatch.report import parse, scan
 from hopwatch.report.aggregate import EndpointStats, Partial
 from hopwatch.report.parse import Record, Site, decode_record, in_utc
 from hopwatch.report.scan import Scanner
@@ -53,9 +55,12 @@ def _scan(lines: list[bytes], mode: str, block: int = 40) -> Scanner:
         assert C is not None, "the report's C accelerator was not built"
         scanner.accumulate, scanner.scan = C.add, C.scan
         scanner.parser = mode == "parser"
+    modes = []  # the wrapped mode each block left (it picks the next block's path)
     for start in range(0, len(lines), block):
         scanner.feed_lines(lines[start : start + block])
+        modes.append(scanner._wrapped)
     scanner.finish()
+    scanner.modes = modes  # type: ignore[attr-defined]
     return scanner
 
 
@@ -102,6 +107,9 @@ def differential(lines: list[bytes | str], block: int = 40) -> Scanner:
     assert close(parsed, reference)
     assert found["msgspec"].parsed_lines == found["python"].parsed_lines == 0
     assert found["parser"].parsed_lines <= taken
+    enveloped = {mode: (found[mode].enveloped, found[mode].modes) for mode in MODES}  # type: ignore[attr-defined]
+    assert enveloped["parser"] == enveloped["msgspec"] == enveloped["python"], enveloped
+    assert found["parser"].slow_lines <= found["msgspec"].slow_lines
     return found["parser"]
 
 
@@ -116,12 +124,14 @@ SITE_READ = ("site", "kind", "direction", "count", "ms", "call_site", "overhead_
 
 
 def _same_as_msgspec(text: bytes) -> bool:
-    """Whether the parser takes the line; when it does, msgspec must decode it to the same
-    values (repr for repr: -0.0, int or float) as a record add_plain takes."""
+    """Whether the parser takes the line (or the line in its envelope); when it does,
+    msgspec must decode it to the same values (repr for repr: -0.0, int or float) as a
+    record add_plain takes."""
     assert C is not None
     found = C.parse(text)
     if found is None:
-        return False
+        inner = _same_envelope(text)
+        return inner is not None and _same_as_msgspec(inner)
     decoded = in_utc(decode_record(text[text.index(b"{") :]))  # raises: wrongly taken
     assert not isinstance(decoded, str), (decoded, text)
     rec = decoded[0]
@@ -132,6 +142,25 @@ def _same_as_msgspec(text: bytes) -> bool:
     expected["sites"] = [{name: getattr(s, name) for name in SITE_READ} for s in rec.sites]
     assert repr(sorted(found.items())) == repr(sorted(expected.items())), text
     return True
+
+
+def _same_envelope(text: bytes) -> bytes | None:
+    """The line C's unwrap finds in ``text``'s envelope (None: none, or not sure); the
+    same as parse.envelope_line(parse.decode_envelope(...)) finds, when it is sure."""
+    assert C is not None
+    found = C.unwrap(text)
+    if found is False:  # not sure: the Python loop's
+        return None
+    brace = text.find(b"{")
+    try:
+        expected = parse.envelope_line(parse.decode_envelope(text[brace:]))
+    except parse.DECODE_ERRORS:
+        expected = None
+    if found is None:
+        assert expected is None or brace == -1, text
+        return None
+    assert expected is not None and expected.encode() == found, (text, found)
+    return bytes(found)
 
 
 def _trim(*states: dict[str, Any]) -> None:
@@ -172,9 +201,7 @@ def test_every_rendering_reads_the_same(tmp_path: Path, rendering: str, malforme
     scanner = differential(path.read_bytes().split(b"\n")[:-1])
     assert scanner.partial.records == truth["records"]
     assert scanner.partial.parts_lost == truth["parts_lost"]
-    if rendering in ("docker", "logging"):  # envelopes: msgspec reads those
-        return
-    if malformed or rendering == "all":  # msgspec's: a malformed part, envelopes
+    if malformed:  # msgspec's: a malformed part
         assert truth["records"] // 2 < scanner.parsed_lines < truth["records"]
     else:
         assert scanner.parsed_lines == truth["records"]
@@ -501,3 +528,166 @@ def test_random_damage_to_real_lines_reads_the_same(tmp_path: Path) -> None:
     scanner = differential(lines + real, block=250)
     # the edits that leave a valid record (a digit, a space, an unknown key's text) are taken
     assert len(real) < scanner.parsed_lines < len(lines)
+
+
+# --- envelopes: the line inside a log shipper's wrapper -------------------------------------
+def _docker(inner: str, **extra: Any) -> str:
+    fields = {"log": inner + "\n", "stream": "stdout", "time": "2026-11-24T00:00:00.1Z", **extra}
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _logging(inner: str, **extra: Any) -> str:
+    return json.dumps({"asctime": "2026-11-24", "levelname": "INFO", "message": inner, **extra})
+
+
+def _padded(lines: list[str | bytes], good: list[str]) -> list[str | bytes]:
+    """Each line after two usual enveloped ones: most records of every block come in an
+    envelope, so the scanner reads them in its wrapped mode after the first block."""
+    return [text for i, line in enumerate(lines) for text in (good[i % 2], good[1 - i % 2], line)]
+
+
+def test_the_c_loop_knows_the_envelopes_keys() -> None:
+    assert C is not None
+    assert C.WRAPPER_KEYS == parse.WRAPPER_KEYS
+    assert C.ESCAPED_MARKER == scan.ESCAPED_MARKER
+
+
+def test_enveloped_usual_lines_are_read_by_the_parser() -> None:
+    inner = [line(request_id=f"r{i}", hop_ms=0.5 + i, **PLAIN) for i in range(60)]
+    lines = [(_docker if i % 3 else _logging)(text) for i, text in enumerate(inner)]
+    scanner = differential(lines, block=20)
+    assert scanner.parsed_lines == scanner.enveloped == scanner.partial.records == 60
+    assert scanner.modes == [True, True, True]  # type: ignore[attr-defined]
+
+
+def _envelope_variants() -> list[str | bytes]:
+    base = line(**PLAIN)
+    spaced = json.dumps(record(**PLAIN))
+    wide = line(**{**PLAIN, "route": "/café/直播/\U0001f600/"})
+    rec = record(**PLAIN)
+    quoted = json.dumps(base)
+
+    def fresh(k: int) -> str:  # a route the learning decoder has not seen: refused by it
+        return _docker(line(**{**PLAIN, "route": f"/fresh/{k}/"}))
+
+    return [
+        _docker(base),
+        _docker(spaced),
+        _logging(base),
+        _logging(spaced),
+        json.dumps({"log": base}),  # no newline
+        json.dumps({"log": base + "\n\n\n"}),  # several
+        json.dumps({"log": base + "\r\n"}),  # \r stays: JSON space for the inner line
+        json.dumps({"log": base + " \n"}),
+        json.dumps({"log": "\n" + base + "\n"}),
+        json.dumps({"log": "2026-11-24 INFO " + base}),  # a prefix inside
+        json.dumps({"log": base + "x"}),  # trailing text inside
+        json.dumps({"stream": "stdout", "log": base + "\n"}),  # key orders
+        json.dumps({"time": "t", "stream": "stdout", "log": base + "\n", "z": [1, {"a": None}]}),
+        json.dumps({"msg": base}),
+        json.dumps({"MESSAGE": base}),
+        json.dumps({"Message": base}),  # not a wrapper key
+        json.dumps({"log": "plain text", "message": base}),  # the first one with the event
+        json.dumps({"log": "hopwatch.request, no brace", "message": base}),
+        json.dumps({"log": "{hopwatch.request}", "message": base}),  # inner line broken
+        json.dumps({"message": base, "log": "{}"}),  # log first by key order, no event
+        json.dumps({"log": None, "message": base}),
+        json.dumps({"log": 7, "message": base}),  # a value that is not a string
+        json.dumps({"log": {"event": "hopwatch.request"}, "message": base}),
+        json.dumps({"log": [base]}),
+        json.dumps({"log": True}),
+        f'{{"log": 1e400, "message": {quoted}}}',  # msgspec refuses these values
+        f'{{"log": 1{"0" * 5000}, "message": {quoted}}}',
+        f'{{"log": {"[" * 600}{"]" * 600}, "message": {quoted}}}',
+        json.dumps({"log": base, "log2": base}),
+        f'{{"log": {quoted}, "log": {quoted}}}',  # duplicates
+        f'{{"log": {quoted}, "log": "x"}}',
+        f'{{"\\u006cog": {quoted}}}',  # an escaped key
+        f'{{"lo\\u0067": {quoted}, "stream": "\\u00e9"}}',
+        json.dumps({"log": base, "event": "not ours"}),  # an "event" key outside
+        json.dumps({**rec, "log": base}),  # the outer line is a record too
+        json.dumps({**rec, "message": line(**{**PLAIN, "route": "/inner/"})}),
+        f'{{"\\u0065vent": "x", "log": {quoted}}}',
+        _docker(wide),  # escaped Unicode (\\u00e9, surrogate pairs) in the envelope
+        json.dumps({"log": wide}, ensure_ascii=False),
+        json.dumps({"log": json.dumps(record(**{**PLAIN, "route": "/é/\U0001f600/"}))}),
+        _docker(base).replace('"log":"{', '"log":"\\ud800{'),  # a lone surrogate
+        _docker(base).replace('"log":"{', '"log":"\\udc00{'),
+        _docker(base).replace('GET', '\\ud83d\\ude00'),  # a pair where the method is
+        _docker(base).replace('"log":"{', '"log":"\\u007b', 1),  # the brace escaped
+        _docker(base).replace('\\"event\\"', '\\"\\u0065vent\\"'),
+        _docker(base).replace('\\"hopwatch.request\\"', '\\u0022hopwatch.request\\u0022'),
+        _docker(base).replace("hopwatch.request", "hopwatch\\u002erequest"),
+        _docker(base).replace("hopwatch.request", "hopwatch\\\\u002erequest"),
+        # the marker not in its escaped quotes: the Python loop's fallback does not look in
+        # the envelope when its learning decoder refuses the line inside
+        fresh(1).replace('\\"hopwatch.request\\"', '\\u0022hopwatch.request\\u0022'),
+        fresh(2).replace('\\"hopwatch.request\\"', '\\"hopwatch.request\\u0022'),
+        fresh(3).replace("hopwatch.request", "hopwatch\\u002erequest"),
+        fresh(4).replace('"stream":"stdout"', '"stream":"\\"hopwatch.request\\""'),
+        _docker(base).replace('\\"hops\\"', '\\"hops\\" '),
+        _docker(base.replace('"hops":15', '"hops":"15"')),  # the inner line: invalid
+        _docker(base.replace('"sites":[', '"sites":7,"x":[')),  # a malformed part
+        _docker(line(**{**PLAIN, "sample_rate": 0.5})),  # add_record's
+        _docker(line(**{**PLAIN, "timestamp": "0001-01-01T00:30:00+01:00"})),  # out of range
+        _docker(base[:-20]),  # truncated
+        _docker(json.dumps({"event": "hopwatch.request", "level": "info"})),  # not a record
+        _docker(json.dumps({"event": "hopwatch.process", "pid": 1})),
+        _docker("GET /items/ 200"),  # another line in an envelope
+        _docker(_docker(base)),  # nested envelopes
+        _logging(_docker(base)),
+        "2026-11-24T00:00:00Z stdout F " + _docker(base),  # a prefix outside
+        _docker(base) + "  \t",
+        _docker(base) + "x",
+        _docker(base)[:-1] + ",}",
+        _docker(base).replace(',"stream"', ',,"stream"'),
+        _docker(base).replace('"stream":"stdout"', '"stream":[[[[[[1]]]]]]'),
+        _docker(base).encode().replace(b'"stdout"', b'"\xffstdout"'),  # not UTF-8 outside
+        _docker(base).encode().replace(b"/items/", b"/\xc3\xa9items/"),  # UTF-8 inside
+        _docker(base).encode().replace(b"/items/", b"/\xffitems/"),  # not UTF-8 inside
+        _docker(base).encode().replace(b'"stream"', b'"\xff"'),  # in a key
+        _docker(base).replace("\\n", "\\u000a"),
+        _docker(base).replace("\\n", "\\r"),
+        "{}",
+        '{"log": "\\\\"}',
+    ]  # fmt: skip
+
+
+def test_envelope_variants_read_the_same() -> None:
+    good = [_docker(line(request_id=f"g{i}", **PLAIN)) for i in range(2)]
+    variants = _envelope_variants()
+    for block in (len(variants) * 3, 12):  # all in one block (not wrapped yet), and wrapped
+        scanner = differential(_padded(variants, good) + variants, block=block)
+        assert scanner.parsed_lines >= 2 * len(variants) + 30
+    for found in variants[:4]:  # each usual form, on its own
+        assert differential([found, found]).parsed_lines == 2
+
+
+def _enveloped_real_lines(tmp_path: Path) -> list[bytes]:
+    found = []
+    for rendering in ("docker", "logging"):
+        path = tmp_path / rendering
+        generate(path, 4, rendering, seed=7, foreign=0.0)
+        found += path.read_bytes().split(b"\n")[:3]
+    return found
+
+
+def test_every_truncation_of_enveloped_lines_reads_the_same(tmp_path: Path) -> None:
+    real = _enveloped_real_lines(tmp_path)
+    cuts = [text[:cut] for text in real for cut in range(len(text) + 1)]
+    good = [real[0].decode(), real[-1].decode()]
+    scanner = differential(_padded(cuts, good), block=600)
+    whole = sum(1 for text in cuts if text in real) + 2 * len(cuts)
+    assert scanner.parsed_lines == whole
+    assert scanner.modes[-1]  # type: ignore[attr-defined]
+
+
+def test_random_damage_to_enveloped_lines_reads_the_same(tmp_path: Path) -> None:
+    """The seeded fuzz loop on enveloped lines: the edits land in the envelope or in the
+    escaped line inside it."""
+    rng = random.Random(20261201)
+    real = _enveloped_real_lines(tmp_path)
+    lines = [_mutate(rng, rng.choice(real)) for _ in range(4000)]
+    scanner = differential(lines + real, block=250)
+    assert len(real) < scanner.parsed_lines < len(lines)
+    assert all(scanner.modes)  # type: ignore[attr-defined]

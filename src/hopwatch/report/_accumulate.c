@@ -837,6 +837,54 @@ read_string(const unsigned char *p, const unsigned char *end, Str *s)
     }
 }
 
+/* The escape at p (p[0] == '\\') decoded into *out, moved past what it wrote: p past the
+ * escape, or NULL when it is invalid or cut short. */
+static inline const unsigned char *
+decode_escape(const unsigned char *p, const unsigned char *end, unsigned char **out)
+{
+    unsigned char *o = *out;
+    if (end - p < 2)
+        return NULL;
+    unsigned char c = p[1];
+    if (c == 'u') {
+        unsigned cp;
+        if ((p = read_unicode_escape(p, end, &cp)) == NULL)
+            return NULL;
+        if (cp < 0x80)
+            *o++ = (unsigned char)cp;
+        else if (cp < 0x800) {
+            *o++ = (unsigned char)(0xC0 | (cp >> 6));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else if (cp < 0x10000) {
+            *o++ = (unsigned char)(0xE0 | (cp >> 12));
+            *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        else {
+            *o++ = (unsigned char)(0xF0 | (cp >> 18));
+            *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+        }
+        *out = o;
+        return p;
+    }
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '/': *o++ = '/'; break;
+    case 'b': *o++ = '\b'; break;
+    case 'f': *o++ = '\f'; break;
+    case 'n': *o++ = '\n'; break;
+    case 'r': *o++ = '\r'; break;
+    case 't': *o++ = '\t'; break;
+    default: return NULL;
+    }
+    *out = o;
+    return p + 2;
+}
+
 /* The bytes a valid string's raw bytes stand for, into out (room for n bytes: no escape
  * decodes to more bytes than it takes); their number, or -1. */
 static Py_ssize_t
@@ -845,48 +893,10 @@ unescape(const unsigned char *p, Py_ssize_t n, unsigned char *out)
     const unsigned char *end = p + n;
     unsigned char *o = out;
     while (p < end) {
-        if (*p != '\\') {
+        if (*p != '\\')
             *o++ = *p++;
-            continue;
-        }
-        if (end - p < 2)
+        else if ((p = decode_escape(p, end, &o)) == NULL)
             return -1;
-        unsigned char c = p[1];
-        if (c == 'u') {
-            unsigned cp;
-            if ((p = read_unicode_escape(p, end, &cp)) == NULL)
-                return -1;
-            if (cp < 0x80)
-                *o++ = (unsigned char)cp;
-            else if (cp < 0x800) {
-                *o++ = (unsigned char)(0xC0 | (cp >> 6));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            else if (cp < 0x10000) {
-                *o++ = (unsigned char)(0xE0 | (cp >> 12));
-                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            else {
-                *o++ = (unsigned char)(0xF0 | (cp >> 18));
-                *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
-            }
-            continue;
-        }
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        default: return -1;
-        }
-        p += 2;
     }
     return o - out;
 }
@@ -2284,8 +2294,223 @@ contains(const char *haystack, size_t length, const char *needle, size_t size)
     return 0;
 }
 
+/* --- envelopes: the line inside a log shipper's wrapper -------------------------------
+ *
+ * docker's json-file driver writes {"log": "<the line, JSON-escaped>\n", "stream": ...,
+ * "time": ...}, a logging JSON formatter {"message": "<the line>", ...}. The Python loop
+ * reads them with parse.decode_envelope and parse.envelope_line, then decodes the inner
+ * line; unwrap() finds the same inner line (decoded into a buffer of its own), so that
+ * parse_line can read it. Only when it is sure of the answer: ENV_NONE when no wrapper key
+ * holds a hopwatch line, so that decode_envelope/envelope_line give nothing (or fail);
+ * ENV_INNER with the inner line when they give that line, and the Python loop, whichever
+ * mode it is in and whether or not its learning decoder knows the line's values, would
+ * end up with the record decoded from it (counted as enveloped); ENV_UNSURE otherwise
+ * (the Python loop's). Its JSON reading is msgspec's or stricter (skip_value), so that
+ * what it reads, msgspec reads the same. */
+enum { E_LOG, E_MESSAGE, E_MSG, E_MESSAGE_UPPER, E_EVENT, E_COUNT };
+/* parse.WRAPPER_KEYS, in its order (a test checks), and the record's "event". */
+static const char *const envelope_keys[E_COUNT] = {"log", "message", "msg", "MESSAGE", "event"};
+static Py_ssize_t envelope_key_lengths[E_COUNT];
+#define E_WRAPPERS E_EVENT
+/* scan.ESCAPED_MARKER: the marker as it reads inside a string value (a test checks). */
+static const char ESCAPED_MARKER[] = "\\\"hopwatch.request\\\"";
+enum { ENV_ERROR = -2, ENV_UNSURE = -1, ENV_NONE = 0, ENV_INNER = 1 };
+
+/* A growable byte buffer (the inner line decoded), reused from line to line. Its size is
+ * bounded by the longest line unwrapped (an escape never decodes to more bytes). */
+typedef struct {
+    unsigned char *p;
+    Py_ssize_t size;
+} Bytes;
+
+static int
+reserve(Bytes *b, Py_ssize_t n)
+{
+    if (n <= b->size)
+        return 0;
+    Py_ssize_t size = n < 4096 ? 4096 : n;
+    unsigned char *p = PyMem_Realloc(b->p, (size_t)size);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->size = size;
+    return 0;
+}
+
+/* The string whose opening quote is at p, as read_string reads it (NULL: invalid or cut
+ * short), decoded into out in the same pass: its length into *n, S_HIGH into *flags when
+ * it has a byte >= 0x80 (its escapes decode to valid UTF-8, so the result is UTF-8 when
+ * its raw bytes are). out must have room for end - p bytes: runs are copied 8 bytes at a
+ * time, and the output never gets ahead of the input. */
+static const unsigned char *
+read_decoded(const unsigned char *p, const unsigned char *end, unsigned char *out,
+             Py_ssize_t *n, unsigned *flags)
+{
+    unsigned char *o = out;
+    unsigned f = 0;
+    p++;
+    for (;;) {
+        while (end - p >= 8) {
+            memcpy(o, p, 8); /* the bytes before the first special one are the output */
+            int offset = first_special(p);
+            p += offset;
+            o += offset;
+            if (offset < 8)
+                break;
+        }
+        if (p >= end)
+            return NULL;
+        unsigned char c = *p;
+        if (c == '"') {
+            *n = o - out;
+            *flags = f;
+            return p + 1;
+        }
+        if (c == '\\') {
+            if ((p = decode_escape(p, end, &o)) == NULL)
+                return NULL;
+            continue;
+        }
+        if (c < 0x20)
+            return NULL;
+        if (c >= 0x80)
+            f |= S_HIGH;
+        *o++ = c;
+        p++;
+    }
+}
+
+/* The envelope whose "{" is at p[0] (p[0:size] the line from it): ENV_INNER with the
+ * inner line (*inner, *inner_size: in buffer or in p), ENV_NONE, ENV_UNSURE, or
+ * ENV_ERROR (an exception set: out of memory). */
+static int
+unwrap(const unsigned char *p, Py_ssize_t size, Bytes *buffer, const unsigned char **inner,
+       Py_ssize_t *inner_size)
+{
+    /* A record in a string value needs its quotes escaped: without a backslash no wrapper
+     * key can hold one (and the Python loop finds none to decode). */
+    if (memchr(p, '\\', (size_t)size) == NULL)
+        return ENV_NONE;
+    const unsigned char *start = p, *end = p + size;
+    /* each wrapper key's string value decoded, one after the other in the buffer (they
+     * take no more than the line), and where it is in the line */
+    struct {
+        Py_ssize_t at, n; /* in buffer; at -1: null */
+        const unsigned char *raw, *raw_end;
+    } values[E_WRAPPERS];
+    Py_ssize_t used = 0;
+    if (reserve(buffer, size + 8) < 0)
+        return ENV_ERROR;
+    unsigned seen = 0; /* a bit per E_* key found */
+    signed char hint = -1;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        p++;
+    else {
+        for (;;) {
+            Str key;
+            if (p >= end || *p != '"' || (p = read_string(p, end, &key)) == NULL)
+                return ENV_UNSURE;
+            if ((key.flags & S_HIGH) && !valid_utf8(key.p, key.n))
+                return ENV_UNSURE;
+            int id = key_index(&key, envelope_keys, envelope_key_lengths, E_COUNT, &hint);
+            p = skip_ws(p, end);
+            if (p >= end || *p != ':')
+                return ENV_UNSURE;
+            p = skip_ws(p + 1, end);
+            if (p >= end)
+                return ENV_UNSURE;
+            if (id >= 0 && id < E_WRAPPERS) {
+                if (seen & (1u << id))
+                    return ENV_UNSURE; /* a duplicate: which one msgspec keeps is its own */
+                if (*p == '"') {
+                    Py_ssize_t n;
+                    unsigned flags;
+                    values[id].raw = p;
+                    p = read_decoded(p, end, buffer->p + used, &n, &flags);
+                    if (p == NULL)
+                        return ENV_UNSURE;
+                    if ((flags & S_HIGH) && !valid_utf8(buffer->p + used, n))
+                        return ENV_UNSURE;
+                    values[id].raw_end = p;
+                    values[id].at = used;
+                    values[id].n = n;
+                    used += n;
+                }
+                else if (is_null(p, end)) { /* None for envelope_line: not a str */
+                    values[id].at = -1;
+                    p += 4;
+                }
+                else
+                    return ENV_UNSURE; /* another value, as msgspec's Any reads it: Python's */
+            }
+            else if ((p = skip_value(p, end, 1)) == NULL)
+                return ENV_UNSURE;
+            if (id >= 0)
+                seen |= 1u << id;
+            p = skip_ws(p, end);
+            if (p >= end)
+                return ENV_UNSURE;
+            if (*p == '}') {
+                p++;
+                break;
+            }
+            if (*p != ',')
+                return ENV_UNSURE;
+            p = skip_ws(p + 1, end);
+        }
+    }
+    if (skip_ws(p, end) != end) /* trailing characters: msgspec refuses the line */
+        return ENV_UNSURE;
+    /* parse.envelope_line: the first wrapper key, in its order, whose str value holds the
+     * event and a "{": from that "{", its trailing newlines stripped */
+    for (int id = 0; id < E_WRAPPERS; id++) {
+        if (!(seen & (1u << id)) || values[id].at < 0)
+            continue;
+        const unsigned char *text = buffer->p + values[id].at;
+        Py_ssize_t n = values[id].n;
+        if (!contains((const char *)text, (size_t)n, EVENT, sizeof(EVENT) - 1))
+            continue;
+        const unsigned char *brace = memchr(text, '{', (size_t)n);
+        if (brace == NULL)
+            continue;
+        /* The outer line must not be a record itself (no "event" key: msgspec refuses it
+         * whatever the rest), and must have the escaped marker, by which the Python loop
+         * looks in the envelope when its learning decoder refuses the inner line. */
+        if (seen & (1u << E_EVENT))
+            return ENV_UNSURE;
+        /* (the marker is usually in the value itself, near its start) */
+        if (!contains((const char *)values[id].raw, (size_t)(values[id].raw_end - values[id].raw),
+                      ESCAPED_MARKER, sizeof(ESCAPED_MARKER) - 1) &&
+            !contains((const char *)start, (size_t)size, ESCAPED_MARKER,
+                      sizeof(ESCAPED_MARKER) - 1))
+            return ENV_UNSURE;
+        n -= brace - text;
+        while (n > 0 && brace[n - 1] == '\n')
+            n--;
+        *inner = brace;
+        *inner_size = n;
+        return ENV_INNER;
+    }
+    return ENV_NONE;
+}
+
+/* A line's record read by the parser into its endpoint: 1 taken, 0 not (msgspec's), -1
+ * error. */
+static int
+take_line(const unsigned char *p, Py_ssize_t size, PLine *line, PyObject *by_key,
+          PyObject *new_endpoint, Span *seen)
+{
+    if (parse_line(p, size, line) < 0)
+        return 0;
+    return take_parsed(line, by_key, new_endpoint, seen);
+}
+
 /* scan(buffer, position, end, decode, errors, by_key, bounds, to_utc, new_endpoint, utc,
- *      max_line[, parse[, prefilter]]) -> (position, lines, records, parsed)
+ *      max_line[, parse[, prefilter[, wrapped]]]) -> (position, lines, records, parsed,
+ *      enveloped)
  *
  * Scanner.feed's loop over buffer[position:end] for the usual case (no envelope, no
  * filter, no tap): with prefilter, a line without the marker is another line (or,
@@ -2295,12 +2520,15 @@ contains(const char *haystack, size_t length, const char *needle, size_t size)
  * line Python must look at (too long, refused by the decoder: another logger's JSON,
  * a broken or new-valued line; a timestamp out of range; a process line), its
  * position first, having counted the lines before it; parsed: the records the
- * parser read. */
+ * parser read. A line in a shipper's envelope is unwrapped (unwrap, above) and its inner
+ * line read by the parser where the Python loop would decode it: first with wrapped (the
+ * loop's mode after a buffer of mostly enveloped records), else after the line itself is
+ * refused; enveloped: those records (the loop's count, which sets its mode). */
 static PyObject *
 scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 11 || nargs > 13) {
-        PyErr_SetString(PyExc_TypeError, "scan() takes 11 to 13 arguments");
+    if (nargs < 11 || nargs > 14) {
+        PyErr_SetString(PyExc_TypeError, "scan() takes 11 to 14 arguments");
         return NULL;
     }
     if (!configured) {
@@ -2309,7 +2537,8 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int use_parser = nargs >= 12 ? PyObject_IsTrue(args[11]) : 1;
     int prefilter = nargs >= 13 ? PyObject_IsTrue(args[12]) : 0;
-    if (use_parser < 0 || prefilter < 0)
+    int wrapped = nargs >= 14 ? PyObject_IsTrue(args[13]) : 0;
+    if (use_parser < 0 || prefilter < 0 || wrapped < 0)
         return NULL;
     PyObject *decode = args[3], *errors = args[4], *by_key = args[5], *bounds = args[6];
     PyObject *to_utc = args[7], *new_endpoint = args[8], *utc = args[9];
@@ -2332,14 +2561,17 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (end > view.len)
         end = view.len;
     const char *buf = (const char *)view.buf;
-    Py_ssize_t lines = 0, records = 0, parsed = 0;
+    Py_ssize_t lines = 0, records = 0, parsed = 0, enveloped = 0;
     int failed = 0;
+    Bytes unwrapped = {NULL, 0}; /* an envelope's inner line, decoded */
     PLine *line_values = NULL; /* the parser's record (about 8 KB: one per call) */
     if (use_parser && str_cache != NULL && (line_values = PyMem_Malloc(sizeof(PLine))) == NULL) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
     Span seen = {0, 0, 0};
+    if (wrapped && line_values == NULL)
+        end = position; /* the envelope first needs the parser: all the Python loop's */
     while (position < end) {
         const char *newline = memchr(buf + position, '\n', (size_t)(end - position));
         Py_ssize_t stop = newline != NULL ? newline - buf : end;
@@ -2363,10 +2595,33 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             start = brace - buf;
         }
-        if (line_values != NULL &&
-            parse_line((const unsigned char *)buf + start, stop - start, line_values) == 0) {
-            int taken = take_parsed(line_values, by_key, new_endpoint, &seen);
-            if (taken < 0) {
+        const unsigned char *text = (const unsigned char *)buf + start, *inner = NULL;
+        Py_ssize_t size = stop - start, inner_size = 0;
+        if (line_values != NULL) {
+            /* the envelope first when the loop is in its wrapped mode: what it cannot be
+             * sure of is the Python loop's */
+            int envelope = wrapped ? unwrap(text, size, &unwrapped, &inner, &inner_size)
+                                   : ENV_NONE;
+            int taken = 0;
+            if (envelope == ENV_INNER &&
+                (taken = take_line(inner, inner_size, line_values, by_key, new_endpoint,
+                                   &seen)) > 0)
+                enveloped++;
+            else if (envelope == ENV_NONE) {
+                taken = take_line(text, size, line_values, by_key, new_endpoint, &seen);
+                /* refused, the Python loop's fallback looks in an envelope with the
+                 * escaped marker (never an outer record: unwrap sees no "event" key) */
+                if (taken == 0 && !wrapped &&
+                    contains((const char *)text, (size_t)size, ESCAPED_MARKER,
+                             sizeof(ESCAPED_MARKER) - 1)) {
+                    envelope = unwrap(text, size, &unwrapped, &inner, &inner_size);
+                    if (envelope == ENV_INNER &&
+                        (taken = take_line(inner, inner_size, line_values, by_key,
+                                           new_endpoint, &seen)) > 0)
+                        enveloped++;
+                }
+            }
+            if (envelope == ENV_ERROR || taken < 0) {
                 failed = 1;
                 break;
             }
@@ -2377,6 +2632,8 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 position = stop + 1;
                 continue;
             }
+            if (wrapped && envelope != ENV_NONE)
+                break; /* an envelope it is not sure of: the Python loop's */
         }
         PyObject *line = PyMemoryView_FromMemory((char *)buf + start, stop - start, PyBUF_READ);
         if (line == NULL) {
@@ -2415,11 +2672,12 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyBuffer_Release(&view);
     PyMem_Free(line_values);
+    PyMem_Free(unwrapped.p);
     if (!failed && flush_span(&seen, bounds, utc) < 0)
         failed = 1;
     if (failed)
         return NULL;
-    return Py_BuildValue("(nnnn)", position, lines, records, parsed);
+    return Py_BuildValue("(nnnnn)", position, lines, records, parsed, enveloped);
 }
 
 static PyObject *
@@ -2553,7 +2811,37 @@ done:
     return out;
 }
 
+/* unwrap(line) -> bytes | None | False: what unwrap() makes of a line's JSON object (from
+ * its first "{"): the inner line, None (no hopwatch line in it), False (not sure). For
+ * tests: they check it against parse.envelope_line(parse.decode_envelope(line)). */
+static PyObject *
+unwrap_one(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *text = view.buf, *inner = NULL;
+    const unsigned char *brace = memchr(text, '{', (size_t)view.len);
+    Py_ssize_t inner_size = 0;
+    Bytes buffer = {NULL, 0};
+    PyObject *out = NULL;
+    int found = brace == NULL ? ENV_NONE
+                              : unwrap(brace, view.len - (brace - text), &buffer, &inner,
+                                       &inner_size);
+    if (found == ENV_INNER)
+        out = PyBytes_FromStringAndSize((const char *)inner, inner_size);
+    else if (found == ENV_NONE)
+        out = Py_NewRef(Py_None);
+    else if (found == ENV_UNSURE)
+        out = Py_NewRef(Py_False);
+    PyMem_Free(buffer.p);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"unwrap", (PyCFunction)unwrap_one, METH_O,
+     "unwrap(line): the line in a shipper's envelope, None, or False (for tests)."},
     {"parse", (PyCFunction)parse_one, METH_O,
      "parse(line): what the line parser reads from a line, or None (for tests)."},
     {"add", (PyCFunction)(void (*)(void))accumulate, METH_FASTCALL,
@@ -2666,6 +2954,8 @@ PyInit__accumulate(void)
         record_key_lengths[i] = (Py_ssize_t)strlen(record_keys[i]);
     for (int i = 0; i < SK_ALL; i++)
         site_key_lengths[i] = (Py_ssize_t)strlen(site_keys[i]);
+    for (int i = 0; i < E_COUNT; i++)
+        envelope_key_lengths[i] = (Py_ssize_t)strlen(envelope_keys[i]);
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return NULL;
@@ -2697,8 +2987,12 @@ PyInit__accumulate(void)
         Py_DECREF(module);
         return NULL;
     }
-    if (PyModule_AddObject(module, "MARKER", PyBytes_FromString(MARKER)) < 0 ||
-        PyModule_AddObject(module, "PROCESS_MARKER", PyBytes_FromString(PROCESS_MARKER)) < 0) {
+    PyObject *wrappers = Py_BuildValue("(ssss)", envelope_keys[E_LOG], envelope_keys[E_MESSAGE],
+                                       envelope_keys[E_MSG], envelope_keys[E_MESSAGE_UPPER]);
+    if (add_owned(module, "MARKER", PyBytes_FromString(MARKER)) < 0 ||
+        add_owned(module, "PROCESS_MARKER", PyBytes_FromString(PROCESS_MARKER)) < 0 ||
+        add_owned(module, "ESCAPED_MARKER", PyBytes_FromString(ESCAPED_MARKER)) < 0 ||
+        add_owned(module, "WRAPPER_KEYS", wrappers) < 0) {
         Py_DECREF(module);
         return NULL;
     }

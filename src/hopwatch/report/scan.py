@@ -17,14 +17,17 @@ Most of a realistic log's lines take the same path, and at a few microseconds
 per line every attribute read and call shows. So that path has a C version,
 ``hopwatch/report/_accumulate.c`` (built by the install like the hop path's
 accelerator; :data:`IMPLEMENTATION` says which is used, ``HOPWATCH_PURE_PYTHON=1``
-forces Python): ``scan`` runs the loop over a buffer while no envelope, filter
-or extra account is in play, and hands any line it does not take (too long,
+forces Python): ``scan`` runs the loop over a buffer while no filter or extra
+account is in play, and hands any line it does not take (too long,
 refused by the decoder while it mentions ``hopwatch.``, a timestamp out of
 range, a process line) to the Python loop below, which carries on from there;
 ``add`` is the accumulation block. ``scan`` reads the usual request line with a
 JSON parser of its own (no Record, no Site objects: its numbers go straight into
 the accumulators) and leaves every line it is not sure of to msgspec, as above;
-:attr:`Scanner.parsed_lines` counts the ones it read. The Python code is the
+:attr:`Scanner.parsed_lines` counts the ones it read. It unwraps a log shipper's
+envelope (docker's ``{"log": ...}``, a logging formatter's ``{"message": ...}``)
+where this loop would, and reads the inner line the same way; an envelope it is
+not sure of is this loop's. The Python code is the
 reference: the C one updates the same objects with the same operations, tests
 run all of them side by side (tests/report/test_report_parser.py), and the
 per-cause sums (summed as they come in C, in batches with ``math.fsum`` in
@@ -187,6 +190,8 @@ class Scanner:
         self.slow_lines = 0
         #: Records the C loop's own parser read (the rest went through msgspec).
         self.parsed_lines = 0
+        #: Records that came in a log shipper's envelope (their count sets the wrapped mode).
+        self.enveloped = 0
         f = self.filters
         self._since = _bound(f.since)
         self._until = _bound(f.until)
@@ -309,20 +314,21 @@ class Scanner:
         # The loop in C while nothing unusual is asked for: it counts lines and records
         # until a line it leaves to the loop below (see _accumulate.c's scan).
         fast = self.scan
-        if wrapped or tap is not None or windowed or checks_status:
-            fast = None
+        own_parser = self.parser
+        if (wrapped and not own_parser) or tap is not None or windowed or checks_status:
+            fast = None  # (the C loop unwraps envelopes with its parser only)
         bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
         to_utc = parse.to_utc
         new_endpoint = self._endpoint
-        own_parser = self.parser
         while position < end:
             if fast is not None:
-                position, lines, found, parsed = fast(
+                position, lines, found, parsed, unwrapped = fast(
                     buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
-                    new_endpoint, utc, max_line, own_parser, prefilter,
+                    new_endpoint, utc, max_line, own_parser, prefilter, wrapped,
                 )  # fmt: skip
                 count += lines
                 records += found
+                enveloped += unwrapped
                 self.parsed_lines += parsed
                 if position >= end:
                     break
@@ -501,6 +507,7 @@ class Scanner:
         # as bytes.find would look for the marker in it, so only look when it pays.
         self._prefilter = (records + dropped) * _PREFILTER_BELOW < count
         self._wrapped = enveloped * 2 > records  # try the envelope first in the next buffer
+        self.enveloped += enveloped
         part.lines += count
         part.records += records
         part.other_lines += count - records - dropped - too_long
