@@ -476,12 +476,18 @@ def test_more_causes_than_the_parser_holds_are_left_to_msgspec() -> None:
 
 
 # --- every truncation, and random damage ----------------------------------------------------
-def _real_lines(tmp_path: Path) -> list[bytes]:
+PLAIN_RENDERINGS = ("hopwatch", "structlog", "sorted", "spaced", "extra", "cri", "detail")
+
+
+def _real_lines(
+    tmp_path: Path, renderings: tuple[str, ...] = PLAIN_RENDERINGS, each: int = 2, seed: int = 5
+) -> list[bytes]:
+    """The first ``each`` lines of a small generated log in each rendering."""
     found = []
-    for rendering in ("hopwatch", "structlog", "sorted", "spaced", "extra", "cri", "detail"):
+    for rendering in renderings:
         path = tmp_path / rendering
-        generate(path, 3, rendering, seed=5, foreign=0.0)
-        found += path.read_bytes().split(b"\n")[:2]
+        generate(path, each + 1, rendering, seed=seed, foreign=0.0)
+        found += path.read_bytes().split(b"\n")[:each]
     return found
 
 
@@ -664,12 +670,7 @@ def test_envelope_variants_read_the_same() -> None:
 
 
 def _enveloped_real_lines(tmp_path: Path) -> list[bytes]:
-    found = []
-    for rendering in ("docker", "logging"):
-        path = tmp_path / rendering
-        generate(path, 4, rendering, seed=7, foreign=0.0)
-        found += path.read_bytes().split(b"\n")[:3]
-    return found
+    return _real_lines(tmp_path, ("docker", "logging"), each=3, seed=7)
 
 
 def test_every_truncation_of_enveloped_lines_reads_the_same(tmp_path: Path) -> None:
