@@ -417,8 +417,7 @@ class Emitter:
         self._get_logger(settings).info(line)
 
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
-        if hook is None:
-            return None
+        """The EXTRA_FIELDS hook's fields for this line (the caller checks it is set)."""
         try:
             if isinstance(hook, str):
                 from django.utils.module_loading import import_string

@@ -188,7 +188,6 @@ class _Facts(NamedTuple):
 
 
 _FACTS = attrgetter("direction", "thread_sensitive", "new_loop", "thread_id", "own_executor")
-_THREAD = attrgetter("thread_id")
 _STARTED = attrgetter("started_ns")
 
 
@@ -204,7 +203,7 @@ def executor_counts(record: RequestRecord, classifier: Classifier | None = None)
         return count_kinds((), dropped)
     classifier = classifier or Classifier(record, hops)
     if record.max_depth <= 1:
-        if not record.async_to_sync and len(record.thread_ids) == 1 and all(map(_THREAD, hops)):
+        if not record.async_to_sync and not record.threadless and len(record.thread_ids) == 1:
             # One thread ran every crossing (the usual ASGI request: its context
             # thread), and a thread runs one kind of crossing: the first one's.
             kind = classifier.kind(hops[0])

@@ -151,6 +151,8 @@ def reason(name: str) -> str:
 
 
 # --- terminal cells: a wide (CJK) character takes two columns, a combining mark none ---
+# (rich.cells measures the same, but rich is imported only to draw the terminal table:
+# the other formats and the reading processes start without it; tests/report/test_boundaries.py)
 
 
 def _char_cells(char: str) -> int:
