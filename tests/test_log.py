@@ -481,3 +481,107 @@ def test_detail_places_each_crossing_in_the_request_for_a_timeline(log_lines):
     for hop in hops:
         end = hop["at_ms"] + hop["wait_ms"] + hop["run_ms"] + hop["resume_ms"]
         assert hop["at_ms"] >= 0 and end <= line["duration_ms"] + slack
+
+
+# --- the stdlib record ---------------------------------------------------------------
+
+
+class _FixedClock:
+    """time.time() and time.time_ns() at one instant (logging's and the emitter's)."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def time(self):
+        return self.ns / 1e9
+
+    def time_ns(self):
+        return self.ns
+
+
+def _both_records(monkeypatch, ns, logger_name="hopwatch.record_test", line=None):
+    from hopwatch import _emit
+
+    clock = _FixedClock(ns)
+    monkeypatch.setattr(logging, "time", clock)
+    monkeypatch.setattr(_emit, "_time", clock.time)
+    monkeypatch.setattr(_emit, "_time_ns", clock.time_ns)
+    if line is None:
+        line = _emit._StdlibLine(logging.getLogger(logger_name))
+    logger = logging.getLogger(logger_name)
+    made = logger.makeRecord(logger.name, logging.INFO, _emit.__file__, 0, "the line", (), None, "emit")
+    return line._record("the line"), made, line
+
+
+# the instants: any, a whole second, and the last nanoseconds of a second (3.13's
+# msecs rounding case)
+INSTANTS = [1_764_500_000_123_456_789, 1_764_500_000_000_000_000, 1_764_500_000_999_999_900]
+
+
+@pytest.mark.parametrize("ns", INSTANTS)
+def test_the_line_record_is_the_one_logging_makes(monkeypatch, ns):
+    fast, made, _ = _both_records(monkeypatch, ns)
+    assert type(fast) is logging.LogRecord
+    # every field, its value and its place (a JSON formatter walks __dict__ in order)
+    assert list(fast.__dict__.items()) == list(made.__dict__.items())
+
+
+@pytest.mark.parametrize("flags", [(0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1)])
+def test_the_line_record_follows_logging_s_switches(monkeypatch, flags):
+    threads, processes, multiprocessing, tasks = flags
+    monkeypatch.setattr(logging, "logThreads", threads)
+    monkeypatch.setattr(logging, "logProcesses", processes)
+    monkeypatch.setattr(logging, "logMultiprocessing", multiprocessing)
+    monkeypatch.setattr(logging, "logAsyncioTasks", tasks, raising=False)
+    fast, made, _ = _both_records(monkeypatch, INSTANTS[0])
+    assert list(fast.__dict__.items()) == list(made.__dict__.items())
+
+
+def test_the_line_record_names_its_task(monkeypatch):
+    import asyncio
+
+    async def in_a_task():
+        return _both_records(monkeypatch, INSTANTS[0])
+
+    async def main():
+        return await asyncio.create_task(in_a_task(), name="the-request-task")
+
+    fast, made, line = asyncio.run(main())
+    assert list(fast.__dict__.items()) == list(made.__dict__.items())
+    if hasattr(made, "taskName"):  # Python 3.12+
+        assert fast.taskName == "the-request-task"
+    # the same emitter's record outside any task afterwards, with and without
+    # task names: no stale task name
+    for tasks in (1, 0):
+        monkeypatch.setattr(logging, "logAsyncioTasks", tasks, raising=False)
+        fast, made, _ = _both_records(monkeypatch, INSTANTS[0], line=line)
+        assert list(fast.__dict__.items()) == list(made.__dict__.items())
+
+
+def test_a_custom_record_factory_or_logger_class_still_makes_the_record(log_lines):
+    made = []
+    default = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = default(*args, **kwargs)
+        record.tenant = "acme"
+        made.append(record)
+        return record
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    keep = Keep()
+    logging.getLogger("hopwatch").addHandler(keep)
+    logging.setLogRecordFactory(factory)
+    try:
+        with settings_with():
+            asgi_request("/async/")
+    finally:
+        logging.setLogRecordFactory(default)
+        logging.getLogger("hopwatch").removeHandler(keep)
+    assert len(made) == 1 and seen == made
+    assert seen[0].tenant == "acme" and json.loads(seen[0].getMessage())["route"] == "/async/"

@@ -134,9 +134,10 @@ class Ledger(LedgerCore):
 
     def top_pinning_cause(self) -> Cause | None:
         """The cause that pinned a worker thread the longest, if any did."""
-        pinned = list(self.pinned_by.items())
-        if not pinned:
+        pinned_by = self.pinned_by
+        if not pinned_by:
             return None
+        pinned = list(pinned_by.items())
         cause: Cause = max(pinned, key=lambda item: (item[1], item[0].site))[0]
         return cause
 
