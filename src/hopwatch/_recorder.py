@@ -186,7 +186,8 @@ class RequestRecord(Ledger):
         self.view: str | None = None
         self.status: int | None = None
         self.request_id: str | None = None
-        #: The framework's request object, for the extra-fields hook.
+        #: The framework's request object, for the extra-fields hook; None once the
+        #: record is closed and its sinks have run (the record must not keep it alive).
         self.request: object | None = None
         #: Annotations from the integration layer (profile file, ...).
         self.extra: dict[str, object] = {}
@@ -275,3 +276,9 @@ def close_request(record: RequestRecord) -> None:
             from hopwatch import _errors
 
             _errors.report(f"sink {sink!r}", exc)
+    # The sinks are done with the request (the extra-fields hook's argument). The
+    # record itself may live on a while: under ASGI, the task Django starts to
+    # listen for a disconnect ends in a reference cycle that holds its context,
+    # and with it this record, until a full collection. It must not hold the
+    # request (its body, session, user) there too.
+    record.request = None

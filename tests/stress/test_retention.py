@@ -16,10 +16,13 @@ import threading
 import weakref
 from typing import Any
 
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
+import hopwatch
+from hopwatch import _django
 from hopwatch._recorder import current_scope, late
 from tests.helpers import asgi_call, capture, wait_until, wsgi_environ
 from tests.stress import views
@@ -35,6 +38,7 @@ def test_a_late_hop_does_not_keep_its_request_alive():
         await wait_until(lambda: not views._background)
 
     late_before = len(late)
+    views.served.clear()
     with (
         override_settings(ROOT_URLCONF="tests.stress.urls", MIDDLEWARE=HOPWATCH_ONLY),
         capture() as records,
@@ -43,7 +47,8 @@ def test_a_late_hop_does_not_keep_its_request_alive():
     assert len(late) == late_before + 1  # the hop was counted, as late
     (record,) = records
     assert len(record) == 2  # request_started and close; the late hop is not in it
-    request = weakref.ref(record.request)
+    (request,) = views.served
+    views.served.clear()
     kept = weakref.ref(record)
     del record, records
     gc.collect()
@@ -89,3 +94,42 @@ def test_a_response_closed_from_another_context_does_not_stay_in_scope(db):
         "scope after the next request": None,
         "first record still alive": False,
     }
+
+
+def _serve_and_keep_the_records(installed: bool) -> tuple[bool, list[Any]]:
+    """Serve /stress/remember/ through Django's WSGIHandler, as a WSGI server
+    does, keeping the records closed meanwhile (as a sink may): whether the
+    request is still alive after a full collection, and the records."""
+    views.served.clear()
+    middleware = [m for m in settings.MIDDLEWARE if installed or not m.startswith("hopwatch.")]
+    if not installed:  # the Django layer, then asgiref's patch
+        _django.uninstall()
+        hopwatch.uninstall()
+    try:
+        with (
+            override_settings(ROOT_URLCONF="tests.stress.urls", MIDDLEWARE=middleware),
+            capture() as records,
+        ):
+            start_response = lambda status, headers, exc_info=None: None  # noqa: E731
+            response = WSGIHandler()(wsgi_environ("/stress/remember/"), start_response)
+            assert b"".join(response) == b"remembered\n"
+            response.close()
+            del response
+    finally:
+        _django.install()
+    gc.collect()
+    (request,) = views.served
+    views.served.clear()
+    return request() is not None, records
+
+
+def test_a_kept_record_does_not_keep_its_request_alive(db):
+    """A sink may keep the records it is given (a test's capture, a debug panel,
+    an extra-fields hook's author). A kept record must not keep Django's
+    request (its body, session, user) alive: the request goes when Django is
+    done with it, as it does without hopwatch."""
+    alive, records = _serve_and_keep_the_records(installed=False)
+    assert (alive, records) == (False, []), "without hopwatch, the request is freed"
+    alive, records = _serve_and_keep_the_records(installed=True)
+    assert len(records) == 1, "the request was recorded"
+    assert not alive, "the kept record keeps Django's request alive"

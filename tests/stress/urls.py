@@ -12,5 +12,6 @@ urlpatterns = [
     path("stress/hang/", views.hang),
     path("stress/fire-and-forget/", views.fire_and_forget),
     path("stress/session/", views.session_view),
+    path("stress/remember/", views.remember_request),
     path("", include("tests.testapp.urls")),
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
 from contextvars import ContextVar
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
@@ -111,6 +113,7 @@ def sync_stream_error(request):
 
 async def fire_and_forget(request):
     """Starts a task that makes a hop after the response: that hop finishes 'late'."""
+    served.append(weakref.ref(request))
 
     async def later() -> None:
         await asyncio.sleep(0.05)
@@ -131,3 +134,13 @@ async def session_view(request):
     else:
         await sync_to_async(request.session.__setitem__)("seen", True)
     return HttpResponse("session\n")
+
+
+#: Weak references to the requests ``remember_request`` served.
+served: list[weakref.ref[Any]] = []
+
+
+def remember_request(request):
+    """Keeps a weak reference to its request (does the request outlive the call?)."""
+    served.append(weakref.ref(request))
+    return HttpResponse("remembered\n")
