@@ -25,6 +25,7 @@ from hopwatch.conf import hopwatch_settings
 from tests.helpers import asgi_request, capture, wsgi_request
 
 C_PATH = _hotpath.IMPLEMENTATION == "c"
+HOPWATCH_MIDDLEWARE = "hopwatch.middleware.HopwatchMiddleware"
 needs_c = pytest.mark.skipif(not C_PATH, reason="the C line encoder is part of the accelerator")
 
 _TIMESTAMP = re.compile(r'"timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)"')
@@ -158,3 +159,106 @@ def test_a_value_the_c_encoder_does_not_write_falls_back_to_the_reference(tmp_pa
         emitter.close()
     line = json.loads(log.read_text())
     assert line["view"] == 42 and line["route"] == "/r/"
+
+
+def _usual(record: RequestRecord) -> str | None:
+    from hopwatch import _executors
+
+    head = record.encode_usual(
+        _emit._HEAD_PREFIX, _emit._USUAL, _executors.single_thread_ids(), 10
+    )
+    return None if head is None else _TIMESTAMP.sub('"timestamp":"T"', head)
+
+
+def _general(record: RequestRecord) -> str:
+    """encode_line with every argument worked out in Python (encode_head's other path)."""
+    from hopwatch import _executors
+
+    facts = _executors.thread_facts(record)
+    head = record.encode_line(
+        _emit._HEAD_PREFIX,
+        *_emit._request_fields(record, 200, False),
+        record.thread_count,
+        _emit._pinned_site(record),
+        facts.executors,
+        facts.max_in_flight,
+        facts.concurrent_ns,
+        facts.db_connections,
+        10,
+    )
+    return _TIMESTAMP.sub('"timestamp":"T"', head)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("path", "middleware", "usual"),
+    [
+        # one thread, no crossing inside another, a resolved route: the usual request
+        ("/async/", None, True),
+        ("/hops/7/", None, True),
+        ("/orm/batch/", None, True),
+        # async_to_sync crossings (a sync-only middleware pins a thread), nesting,
+        # crossings on several threads, no route: worked out in Python
+        ("/async/", [HOPWATCH_MIDDLEWARE, "tests.testapp.middleware.SyncOnlyMiddleware"], False),
+        ("/nested/", None, False),
+        ("/threads/gather-pool/", None, False),
+        ("/nope/", None, False),
+    ],
+)
+def test_the_usual_request_is_worked_out_in_one_c_call(path, middleware, usual, db):
+    """The usual request's line is written by one C call (encode_usual); it must
+    be the general path's text, and every other request must go that path."""
+    overrides = {"MIDDLEWARE": middleware} if middleware else {}
+    with override_settings(**overrides), capture() as records:
+        asgi_request(path)
+    record = records[-1]
+    head = _usual(record)
+    assert (head is not None) is usual
+    if usual:
+        assert head == _general(record)
+        assert _TIMESTAMP.sub('"timestamp":"T"', _emit.encode_head(record)[0]) == head
+
+
+def _single_thread() -> int:
+    """The id of asgiref's single sync thread (thread-sensitive work outside any
+    ThreadSensitiveContext runs there), started if it was not."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    return int(asyncio.run(sync_to_async(threading.get_ident)()))
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("interface", "sensitive", "own", "thread", "kind"),
+    [
+        ("asgi", True, False, "another", "context_thread"),
+        ("asgi", True, False, "single", "single_thread"),
+        ("wsgi", True, False, "handler", "caller_thread"),
+        ("wsgi", True, False, "another", "context_thread"),
+        ("asgi", False, False, "another", "default_pool"),
+        ("asgi", False, True, "another", "own_executor"),
+    ],
+)
+def test_the_usual_request_names_its_thread_as_the_classifier_does(
+    interface, sensitive, own, thread, kind
+):
+    record = RequestRecord(interface)
+    record.method, record.route, record.view, record.status = "GET", "/r/", "v.w", 200
+    record.ended_ns = record.started_ns + 5_000_000
+    ident = {
+        "handler": record.handler_thread_id,
+        "single": _single_thread(),
+        "another": record.handler_thread_id + 1,
+    }[thread]
+    cause = intern_cause("orm", "QuerySet.aget")
+    for wall in (1_000, 2_000, 3_000):
+        hop = _hotpath.Hop("sync_to_async", cause, sensitive, None, record)
+        hop.thread_id, hop.own_executor = ident, own
+        hop.resumed_ns = hop.called_ns + wall
+        _hotpath.finish_hop(hop)
+    head = _usual(record)
+    assert head is not None
+    assert head == _general(record)
+    assert json.loads(head + "}")["executors"] == {kind: 3}

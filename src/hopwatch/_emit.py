@@ -27,7 +27,7 @@ from typing import Any, Final, TextIO
 import orjson
 import structlog
 
-from hopwatch import _errors, _executors
+from hopwatch import _connections, _errors, _executors
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
@@ -200,6 +200,21 @@ def build_event(
     return event
 
 
+#: What LedgerCore.encode_usual needs of the Python side, once: the usual methods,
+#: the interfaces whose handler runs on the request's thread, the executor kinds a
+#: usual request's thread can be, and where the record keeps its database
+#: connections' threads.
+_USUAL: Final = (
+    _METHODS,
+    _executors.SYNC_INTERFACES,
+    _executors.SINGLE_THREAD,
+    _executors.CALLER_THREAD,
+    _executors.CONTEXT_THREAD,
+    _executors.OWN_EXECUTOR,
+    _executors.DEFAULT_POOL,
+    _connections.EXTRA_KEY,
+)
+
 #: The line's first two fields, as encode_line starts it.
 _HEAD_PREFIX: Final = orjson.dumps({"event": EVENT, "schema": SCHEMA_VERSION}).decode()[:-1]
 
@@ -217,6 +232,16 @@ def encode_head(
     encode = getattr(record, "encode_line", None)
     if encode is None:
         return None
+    tail: dict[str, Any] = {}
+    if detail_limit is None:
+        # The usual request (one thread, no crossing inside another, a resolved
+        # route, a usual method): the fields below worked out in C. None otherwise.
+        usual = record.encode_usual(
+            _HEAD_PREFIX, _USUAL, _executors.single_thread_ids(), sites_limit
+        )
+        if usual is not None:
+            _add_tail(record, tail, None, None)
+            return usual, tail
     facts = _executors.thread_facts(record)
     head = encode(
         _HEAD_PREFIX,
@@ -229,7 +254,6 @@ def encode_head(
         facts.db_connections,
         sites_limit,
     )
-    tail: dict[str, Any] = {}
     _add_tail(record, tail, detail_limit, facts.classifier)
     return head, tail
 

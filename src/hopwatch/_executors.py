@@ -64,7 +64,7 @@ KINDS: Final = (
 )
 
 #: Interfaces whose handler runs on the request's own (sync) thread.
-_SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
+SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
 
 # asgiref 3.13 can reuse a cold async_to_sync's thread (AsyncSingleThreadContext);
 # before it every cold call starts a thread of its own.
@@ -101,7 +101,7 @@ class Classifier:
         self.hops = hops
         # the single sync thread's ids, read on first need only (see kind())
         self._single: frozenset[int] | None = None
-        self.sync_handler = record.interface in _SYNC_INTERFACES
+        self.sync_handler = record.interface in SYNC_INTERFACES
 
     def _caller_of(self, a2s: Any) -> int | None:
         """The thread that called an async_to_sync (the one its CurrentThreadExecutor runs)."""

@@ -1280,6 +1280,146 @@ LedgerCore_encode_line(LedgerCoreObject *self, PyObject *const *args, Py_ssize_t
     return text;
 }
 
+/* The record's fields the usual line reads (RequestRecord's slots). */
+static PyObject *s_r_method, *s_r_route, *s_r_view, *s_r_status, *s_r_interface, *s_r_request_id,
+    *s_r_started_ns, *s_r_ended_ns, *s_r_handler_thread_id, *s_r_extra;
+
+/* encode_usual(prefix, constants, single_thread_ids, sites_limit) -> str | None
+ * encode_line's text for the usual request, with the arguments the emitter
+ * would otherwise work out in Python (hopwatch._emit.encode_head, the thread
+ * fields' fast path in hopwatch._executors.thread_facts, _request_fields,
+ * thread_count; no pinned_by) worked out here, from the record. The usual
+ * request: every crossing kept, none inside another, no async_to_sync, all run
+ * by one thread, a resolved route, a usual method, an end time. None for any
+ * other, and the emitter works them out in Python (the reference).
+ * constants: (methods {name: name}, sync interfaces, the kinds single_thread,
+ * caller_thread, context_thread, own_executor, default_pool, and the extra key
+ * of the database connections' threads). */
+static PyObject *
+LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 8 ||
+        !PyAnySet_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_usual(prefix, constants, single_thread_ids, sites_limit)");
+        return NULL;
+    }
+    PyObject *constants = args[1];
+    Py_ssize_t count = PyList_GET_SIZE(self->details);
+    /* (Pinned time comes only from an async_to_sync: none here, so pinned_by is null.) */
+    if (count == 0 || count != self->count || self->max_depth > 1 || self->async_to_sync != 0 ||
+        self->threadless != 0 || PySet_GET_SIZE(self->thread_ids) != 1 || self->pinned_ns != 0 ||
+        self->pin_ns != 0 || PyDict_GET_SIZE(self->pinned_by) != 0) {
+        Py_RETURN_NONE;
+    }
+    HopObject *first = (HopObject *)PyList_GET_ITEM(self->details, 0);
+    if (!Py_IS_TYPE(first, &HopType) || first->direction != s_sync_to_async ||
+        (first->thread_sensitive != Py_True && first->thread_sensitive != Py_False)) {
+        Py_RETURN_NONE;
+    }
+    PyObject **names[] = {&s_r_method,     &s_r_route,      &s_r_view,
+                          &s_r_status,     &s_r_interface,  &s_r_request_id,
+                          &s_r_started_ns, &s_r_ended_ns,   &s_r_handler_thread_id,
+                          &s_r_extra};
+    enum { METHOD, ROUTE, VIEW, STATUS, INTERFACE, REQUEST_ID, STARTED, ENDED, HANDLER, EXTRA, N };
+    PyObject *v[N] = {NULL};
+    PyObject *result = NULL, *executors = NULL, *duration = NULL;
+    PyObject *threads = NULL, *db = NULL, *tid = NULL;
+    for (int i = 0; i < N; i++) {
+        v[i] = PyObject_GetAttr((PyObject *)self, *names[i]);
+        if (v[i] == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear(); /* not a RequestRecord */
+                result = Py_NewRef(Py_None);
+            }
+            goto done;
+        }
+    }
+    PyObject *method = PyDict_GetItemWithError(PyTuple_GET_ITEM(constants, 0), v[METHOD]);
+    if (method == NULL || !PyUnicode_Check(v[ROUTE]) || PyUnicode_GET_LENGTH(v[ROUTE]) == 0 ||
+        !PyLong_CheckExact(v[STARTED]) || !PyLong_CheckExact(v[ENDED]) ||
+        !PyLong_CheckExact(v[HANDLER]) || !PyDict_Check(v[EXTRA]) ||
+        (v[REQUEST_ID] != Py_None && !PyUnicode_Check(v[REQUEST_ID]))) {
+        if (!PyErr_Occurred()) {
+            result = Py_NewRef(Py_None);
+        }
+        goto done;
+    }
+    long long started = PyLong_AsLongLong(v[STARTED]), ended = PyLong_AsLongLong(v[ENDED]);
+    unsigned long long handler = PyLong_AsUnsignedLongLong(v[HANDLER]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (ended == 0) { /* still open: its duration is read from the clock, in Python */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *opened = PyDict_GetItemWithError(v[EXTRA], PyTuple_GET_ITEM(constants, 7));
+    if (opened == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (opened != NULL && !PyList_Check(opened)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* The one thread's kind (hopwatch._executors.Classifier.kind): every crossing
+     * ran on it, so each is of the first one's kind. */
+    PyObject *kind;
+    unsigned long long thread = first->thread_id;
+    if (first->thread_sensitive == Py_True) {
+        tid = PyLong_FromUnsignedLongLong(thread);
+        int single = tid ? PySet_Contains(args[2], tid) : -1;
+        int sync = single < 0 ? -1 : PySet_Contains(PyTuple_GET_ITEM(constants, 1), v[INTERFACE]);
+        if (sync < 0) {
+            goto done;
+        }
+        kind = PyTuple_GET_ITEM(constants, single ? 2 : (sync && thread == handler) ? 3 : 4);
+    }
+    else {
+        kind = PyTuple_GET_ITEM(constants, first->own_executor ? 5 : 6);
+    }
+    PyObject *handler_id = PyLong_FromUnsignedLongLong(handler);
+    int handler_ran = handler_id ? PySet_Contains(self->thread_ids, handler_id) : -1;
+    Py_XDECREF(handler_id);
+    if (handler_ran < 0) {
+        goto done;
+    }
+    executors = PyDict_New();
+    duration = PyLong_FromLongLong(ended > started ? ended - started : 0);
+    threads = PyLong_FromLong(handler_ran ? 1 : 2);
+    db = PyLong_FromSsize_t(opened != NULL ? PyList_GET_SIZE(opened) : 0);
+    PyObject *hops = PyLong_FromSsize_t(count);
+    if (executors == NULL || duration == NULL || threads == NULL || db == NULL || hops == NULL ||
+        PyDict_SetItem(executors, kind, hops) < 0) {
+        Py_XDECREF(hops);
+        goto done;
+    }
+    Py_DECREF(hops);
+    PyObject *one = PyLong_FromLong(1), *zero = PyLong_FromLong(0); /* small ints: cached */
+    PyObject *request_id = v[REQUEST_ID] == Py_None ? PyUnicode_New(0, 0) : Py_NewRef(v[REQUEST_ID]);
+    if (one && zero && request_id) {
+        PyObject *line_args[15] = {args[0], request_id, method, v[ROUTE], v[VIEW], v[STATUS],
+                                   v[INTERFACE], duration, threads, Py_None, executors, one,
+                                   zero, db, args[3]};
+        result = LedgerCore_encode_line(self, line_args, 15);
+    }
+    Py_XDECREF(one);
+    Py_XDECREF(zero);
+    Py_XDECREF(request_id);
+done:
+    for (int i = 0; i < N; i++) {
+        Py_XDECREF(v[i]);
+    }
+    Py_XDECREF(tid);
+    Py_XDECREF(executors);
+    Py_XDECREF(duration);
+    Py_XDECREF(threads);
+    Py_XDECREF(db);
+    return result;
+}
+
 static PyMethodDef LedgerCore_methods[] = {
     {"close", (PyCFunction)LedgerCore_close, METH_NOARGS,
      "No hop is accounted here from now on (they go to `late`)."},
@@ -1289,6 +1429,8 @@ static PyMethodDef LedgerCore_methods[] = {
      "line_sites(limit) -> (the line's sites entries, how many causes there are)."},
     {"encode_line", (PyCFunction)(void (*)(void))LedgerCore_encode_line, METH_FASTCALL,
      "The request line's head, up to its sites, as JSON text (see hopwatch._emit)."},
+    {"encode_usual", (PyCFunction)(void (*)(void))LedgerCore_encode_usual, METH_FASTCALL,
+     "encode_line's text for the usual request, its arguments worked out here; else None."},
     {NULL},
 };
 
@@ -2988,6 +3130,16 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     INTERN(s_sync_to_async, "sync_to_async");
+    INTERN(s_r_method, "method");
+    INTERN(s_r_route, "route");
+    INTERN(s_r_view, "view");
+    INTERN(s_r_status, "status");
+    INTERN(s_r_interface, "interface");
+    INTERN(s_r_request_id, "request_id");
+    INTERN(s_r_started_ns, "started_ns");
+    INTERN(s_r_ended_ns, "ended_ns");
+    INTERN(s_r_handler_thread_id, "handler_thread_id");
+    INTERN(s_r_extra, "extra");
     INTERN(s_async_to_sync, "async_to_sync");
     INTERN(s_ok, "ok");
     INTERN(s_error, "error");
