@@ -199,7 +199,7 @@ _WORKER = (
     "what = sys.argv[1]\n"
     "if what == 'hop':\n"
     "    case = hops.CASES[int(sys.argv[2])]\n"
-    "    hops._measure_wall(case, sys.argv[3] != 'bare', int(sys.argv[4]))\n"
+    "    hops._measure_wall(case, sys.argv[3] != 'bare', int(sys.argv[4]), recorded=False)\n"
     "else:\n"
     "    instructions.run_requests(sys.argv[2], int(sys.argv[3]), sys.argv[4])\n"
 )
