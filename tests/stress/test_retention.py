@@ -16,15 +16,23 @@ import threading
 import weakref
 from typing import Any
 
+import pytest
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
 import hopwatch
-from hopwatch import _django
-from hopwatch._recorder import current_scope, late
-from tests.helpers import asgi_call, capture, wait_until, wsgi_environ
+from hopwatch import _django, _hotpath
+from hopwatch._recorder import Cause, current_scope, late
+from tests.helpers import (
+    asgi_call,
+    asgi_request,
+    capture,
+    wait_until,
+    wsgi_environ,
+    wsgi_request,
+)
 from tests.stress import views
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -133,3 +141,32 @@ def test_a_kept_record_does_not_keep_its_request_alive(db):
     alive, records = _serve_and_keep_the_records(installed=True)
     assert len(records) == 1, "the request was recorded"
     assert not alive, "the kept record keeps Django's request alive"
+
+
+@pytest.mark.skipif(
+    _hotpath.IMPLEMENTATION != "c", reason="the pure-Python Hop is a class the collector tracks"
+)
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_finished_hops_without_a_parent_are_left_out_of_collections(interface, db):
+    """A request's hops stay with its record until the record goes (under ASGI, at a
+    collection: asyncio's tasks keep their context). A finished hop with no parent
+    references no hop and no ledger, so it can be in no cycle and the collector
+    need not walk it; a hop inside another keeps its parent and stays tracked."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        if interface == "asgi":
+            asgi_request("/nested/")
+        else:
+            wsgi_request("/nested/")
+    (record,) = records
+    hops = record.hops()
+    # ASGI: Django's own two (request_started, response.close()) and the view's three
+    # levels; WSGI: the async view's own async_to_sync first, then those three
+    expected = [1, 1, 1, 2, 3] if interface == "asgi" else [1, 2, 3, 4]
+    assert sorted(hop.depth for hop in hops) == expected
+    for hop in hops:
+        assert gc.is_tracked(hop) is (hop.depth > 1), hop
+        if not gc.is_tracked(hop):
+            # what makes that safe: nothing it references can lead back to it
+            referents = gc.get_referents(hop)
+            assert hop.scope is None and hop.parent is None and hop.expected_loop is None
+            assert all(isinstance(r, str | bool | type(None) | Cause) for r in referents)
