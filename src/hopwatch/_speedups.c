@@ -196,6 +196,10 @@ static _Thread_local HopObject *tl_running = NULL;
 /* The loop tl_running's caller awaits (thread_handler's first argument), the
  * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
 static _Thread_local PyObject *tl_loop = NULL;
+/* The async_to_sync hop whose AsyncToSync.__call__ runs in this thread (borrowed:
+ * a2s_call holds it): __call__ makes main_wrap's coroutine here, before handing
+ * it to the loop, so main_wrap_call finds its hop without a context lookup. */
+static _Thread_local HopObject *tl_a2s = NULL;
 
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
@@ -2733,9 +2737,12 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     Py_DECREF(parent);
     Py_DECREF(scope);
 
+    HopObject *outer_a2s = tl_a2s;
+    tl_a2s = hop;
     hop->called_ns = now_ns();
     PyObject *result = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
     hop->resumed_ns = now_ns();
+    tl_a2s = outer_a2s;
 
     saved_exc s;
     if (result == NULL) {
@@ -2942,22 +2949,14 @@ main_wrap_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *k
     if (inner == NULL || !g_active || nargs < 1) {
         return inner;
     }
-    /* Called by AsyncToSync.__call__ in the caller's thread, where current_hop
-     * is the hop being made; its coroutine runs later, on the target loop. */
-    PyObject *hop = NULL;
-    if (PyContextVar_Get(g_current_hop, NULL, &hop) < 0) {
-        PyErr_Clear();
+    /* Called by AsyncToSync.__call__ in the caller's thread, where tl_a2s is
+     * the hop being made; its coroutine runs later, on the target loop. */
+    HopObject *hop = tl_a2s;
+    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
+        hop->started_ns != 0 || hop->direction != s_async_to_sync) {
         return inner;
     }
-    if (hop == NULL || !Py_IS_TYPE(hop, &HopType) ||
-        ((HopObject *)hop)->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
-        ((HopObject *)hop)->started_ns != 0 ||
-        ((HopObject *)hop)->direction != s_async_to_sync) {
-        Py_XDECREF(hop);
-        return inner;
-    }
-    HopAwaitableObject *a = awaitable_make(KIND_MAIN, inner, NULL, (HopObject *)hop);
-    Py_DECREF(hop);
+    HopAwaitableObject *a = awaitable_make(KIND_MAIN, inner, NULL, hop);
     Py_DECREF(inner);
     return (PyObject *)a;
 }
