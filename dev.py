@@ -57,6 +57,7 @@ TEST_REQUIREMENTS = [
     "uvicorn==0.54.0",
     "ruff==0.17.6",
     "mypy==1.19.1",
+    "rich==15.0.0",  # the rich extra: the terminal tables' tests
     # hopwatch.otel's tests: the SDK's in-memory reader and exporter, its Prometheus
     # exporter scraped over HTTP, and OpenTelemetry's own ASGI/WSGI/Django instrumentation
     # for the request's span; DuckDB runs the warehouse query of docs/log-warehouses.md.

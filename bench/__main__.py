@@ -75,6 +75,7 @@ VERSIONS_OF = [
     "asgiref",
     "uvicorn",
     "structlog",
+    "rich",  # not installed: the rich extra is for the commands, not the app
     "pyinstrument",
     "opentelemetry-sdk",
     "opentelemetry-instrumentation-django",

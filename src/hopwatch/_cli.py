@@ -27,6 +27,37 @@ def is_terminal(stream: IO[str] | Any) -> bool:
         return False
 
 
+#: How to get rich, which only the terminal table (``--format rich``) needs.
+RICH_EXTRA = "pip install 'hopwatch[rich]'"
+
+
+def has_rich() -> bool:
+    """Whether rich is installed (the ``rich`` extra).
+
+    rich is an extra, not a dependency: an app's environment then carries no rich,
+    which ``import structlog`` loads whenever it is installed, into every server
+    process (about 6,000 objects for the garbage collector to walk on each full
+    collection; see docs/performance.md). Only the terminal table needs it.
+    """
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def auto_format(stream: IO[str] | Any) -> str:
+    """What ``--format auto`` means on ``stream``: rich on a terminal if installed, else text."""
+    return "rich" if is_terminal(stream) and has_rich() else "text"
+
+
+def rich_missing() -> str | None:
+    """The one-line error for ``--format rich`` without rich, or None when it is installed."""
+    if has_rich():
+        return None
+    return f"--format rich needs rich, which is not installed: {RICH_EXTRA}"
+
+
 def terminal_width() -> int:
     """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads them; 80 when unknown)."""
     import shutil
@@ -65,8 +96,12 @@ def usage_error(command: str, message: str) -> int:
 
 
 __all__ = [
+    "RICH_EXTRA",
     "Parser",
+    "auto_format",
+    "has_rich",
     "is_terminal",
+    "rich_missing",
     "silence_stdout",
     "terminal_width",
     "usage_error",

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Final
 
-from hopwatch._cli import Parser, silence_stdout, usage_error, whole_number
+from hopwatch._cli import Parser, rich_missing, silence_stdout, usage_error, whole_number
 from hopwatch.audit.facts import (
     AuditError,
     _one_line,
@@ -88,7 +88,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="auto",
-        help="output format (default: rich on a terminal, else text)",
+        help="output format (default: rich on a terminal if rich is installed, else text)",
     )
     parser.add_argument(
         "--samples",
@@ -165,6 +165,8 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         return _error(
             "no Django settings: pass --settings dotted.path or set DJANGO_SETTINGS_MODULE"
         )
+    if args.format == "rich" and (missing := rich_missing()) is not None:
+        return _error(missing)
     try:
         _setup_django(module, args.pythonpath)
         write_audit(out, args.format, args.samples, args.logs)

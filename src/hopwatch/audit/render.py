@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
-from hopwatch._cli import is_terminal
+from hopwatch._cli import auto_format
 from hopwatch.audit import changes
 from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
@@ -425,7 +425,7 @@ RENDERERS: Final[dict[str, Callable[[Audit, IO[str]], None]]] = {
 
 def render(audit: Audit, format_name: str, out: IO[str]) -> None:
     if format_name == "auto":
-        format_name = "rich" if is_terminal(out) else "text"
+        format_name = auto_format(out)
     RENDERERS[format_name](audit, out)
 
 

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
-from hopwatch._cli import is_terminal, silence_stdout, usage_error, whole_number
+from hopwatch._cli import auto_format, rich_missing, silence_stdout, usage_error, whole_number
 from hopwatch.report import inputs, output, parallel, parse, rank, render, visual
 from hopwatch.report.scan import Filters, StatusFilter
 
@@ -175,8 +175,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="auto",
-        help="output format (default: rich on a terminal, else text); html: a page with"
-        " charts and timelines; trace: Chrome trace events (Perfetto)",
+        help="output format (default: rich on a terminal if rich is installed, else text);"
+        " html: a page with charts and timelines; trace: Chrome trace events (Perfetto)",
     )
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
     parser.add_argument(
@@ -224,6 +224,8 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     out = stdout if stdout is not None else sys.stdout
     if args.since and args.until and args.since >= args.until:
         return _usage_error("--since must be earlier than --until")
+    if args.format == "rich" and (missing := rich_missing()) is not None:
+        return _usage_error(missing)
     if args.request_id is not None and args.format not in visual.FORMATS:
         return _usage_error("--request-id draws a timeline: use it with --format html or trace")
     paths = list(args.paths)
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         return 1
     format_name = args.format
     if format_name == "auto":
-        format_name = "rich" if is_terminal(target.stream) else "text"
+        format_name = auto_format(target.stream)
     problem = visual.nothing_to_draw(format_name, document, partial)
     if problem is not None:
         print(f"hopwatch report: {problem}", file=sys.stderr)

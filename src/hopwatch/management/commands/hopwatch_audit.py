@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hopwatch import audit
-from hopwatch._cli import terminal_width
+from hopwatch._cli import has_rich, rich_missing, terminal_width
 from hopwatch.audit.command import samples_type
 from hopwatch.audit.traffic import from_logs
 
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             "--format",
             choices=audit.FORMATS,
             default="auto",
-            help="output format (default: rich on a terminal, else text)",
+            help="output format (default: rich on a terminal if rich is installed, else text)",
         )
         parser.add_argument(
             "--samples",
@@ -47,7 +47,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         format_name = options["format"]
         if format_name == "auto":
-            format_name = "rich" if self.stdout.isatty() else "text"
+            format_name = "rich" if self.stdout.isatty() and has_rich() else "text"
+        elif format_name == "rich" and (missing := rich_missing()) is not None:
+            raise CommandError(missing, returncode=2)
         try:
             report = audit.audit_settings()
             if options["logs"]:

@@ -1,0 +1,198 @@
+"""hopwatch without rich (``pip install hopwatch``, no ``rich`` extra).
+
+rich is an extra: an app's environment need not carry it (``import structlog``
+loads rich into the server process whenever it is installed). These tests run
+hopwatch in a child process where rich is not installed: a directory first on
+``sys.path`` whose ``rich`` package fails to import exactly as a missing one does.
+The app serves requests and writes its line; the commands print plain tables on a
+terminal, and ``--format rich`` says in one line how to get rich.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.report.samples import line, site
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+LINE = line(method="GET", route="/a/", sites=[site("QuerySet.aget", "orm", 1, 1.0)])
+
+
+@pytest.fixture
+def no_rich(tmp_path: Path) -> dict[str, str]:
+    """The environment of a child process in which rich is not installed."""
+    hidden = tmp_path / "no-rich" / "rich"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'rich'\", name='rich')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(hidden.parent), str(SRC), str(ROOT)]),
+        TERM="xterm-256color",
+    )
+    return env
+
+
+def _in_terminal(command: list[str], env: dict[str, str]) -> tuple[int, bytes, str]:
+    """Run ``command`` with its stdout on a real terminal (a pty): status, output, stderr."""
+    main, secondary = pty.openpty()
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=env
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    status = process.wait(timeout=120)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    return status, b"".join(chunks), stderr
+
+
+def test_the_child_really_has_no_rich(no_rich):
+    probe = "import importlib.util, structlog, sys; import hopwatch.middleware; print('rich' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=no_rich, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    check = subprocess.run(
+        [sys.executable, "-c", "import rich"], env=no_rich, capture_output=True, text=True
+    )
+    assert check.returncode == 1 and "No module named 'rich'" in check.stderr
+
+
+_APP = """
+import json, os, sys
+import django
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="x", ALLOWED_HOSTS=["*"], INSTALLED_APPS=["hopwatch", "tests.testapp"],
+    MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"], ROOT_URLCONF="tests.testapp.urls",
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    HOPWATCH={"OUTPUT": sys.argv[1]},
+)
+django.setup()
+import asyncio
+from django.test import AsyncClient, Client
+assert Client().get("/sync/").status_code == 200
+async def main():
+    assert (await AsyncClient().get("/async/")).status_code == 200
+asyncio.run(main())
+print(json.dumps(sorted(m for m in ("rich", "pygments", "structlog") if m in sys.modules)))
+"""
+
+
+def test_an_app_serves_and_logs_without_rich(no_rich, tmp_path):
+    log = tmp_path / "hops.log"
+    result = subprocess.run(
+        [sys.executable, "-c", _APP, str(log)],
+        env=no_rich,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["structlog"]  # the line's logger, and no rich
+    lines = [json.loads(text) for text in log.read_text().splitlines()]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        ("/sync/", 200),
+        ("/async/", 200),
+    ]
+
+
+@pytest.mark.parametrize("with_rich", [False, True], ids=["without-rich", "with-rich"])
+def test_report_on_a_terminal(no_rich, tmp_path, with_rich):
+    """On a terminal: rich's table when rich is installed, else the plain text table."""
+    log = tmp_path / "app.log"
+    log.write_text(LINE + "\n")
+    env = no_rich
+    if with_rich:
+        env = {**no_rich, "PYTHONPATH": os.pathsep.join([str(SRC), str(ROOT)])}
+    status, output, stderr = _in_terminal(
+        [sys.executable, "-m", "hopwatch", "report", str(log)], env
+    )
+    assert status == 0, stderr
+    assert stderr == ""
+    assert b"GET /a/" in ANSI.sub(b"", output)
+    # rich colours its table on this terminal; the text format writes no escape
+    assert bool(ANSI.search(output)) is with_rich
+
+
+@pytest.mark.parametrize("command", ["report", "audit"])
+def test_format_rich_without_rich_says_how_to_get_it(no_rich, tmp_path, command):
+    log = tmp_path / "app.log"
+    log.write_text(LINE + "\n")
+    args = [str(log)] if command == "report" else ["--settings", "tests.settings"]
+    result = subprocess.run(
+        [sys.executable, "-m", "hopwatch", command, "--format", "rich", *args],
+        env=no_rich,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"hopwatch {command}: error: --format rich needs rich, which is not installed:"
+        " pip install 'hopwatch[rich]'\n"
+    )
+
+
+def test_format_text_needs_no_rich(no_rich, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(LINE + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", "--format", "text", str(log)],
+        env=no_rich,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "GET /a/" in result.stdout
+
+
+def test_the_management_command_without_rich(no_rich):
+    script = (
+        "import os, sys, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
+        "django.setup()\n"
+        "from django.core.management import call_command\n"
+        "from django.core.management.base import CommandError\n"
+        "try:\n"
+        "    call_command('hopwatch_audit', '--format', 'rich', '--samples', '10')\n"
+        "except CommandError as exc:\n"
+        "    print(exc.returncode, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=no_rich,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "2 --format rich needs rich, which is not installed: pip install 'hopwatch[rich]'\n"
+    )
