@@ -1505,6 +1505,37 @@ ledger_keep(LedgerCoreObject *l, HopObject *hop)
     return 0;
 }
 
+/* The (cause, direction) keys of the ledgers' causes dicts: one tuple per pair
+ * for the process (causes are interned and never change), not one per request
+ * that sees the pair, which its record would keep until a garbage collection
+ * (asyncio's tasks keep the record: 15 tuples a request on the example site).
+ * Causes hold only strings, so keeping one here keeps nothing of any call. */
+#define CAUSE_KEYS_MAX 4096
+static PyObject *g_cause_keys[2]; /* {cause: (cause, direction)}: sync_to_async, async_to_sync */
+
+static PyObject *
+cause_key(PyObject *cause, PyObject *direction)
+{
+    PyObject *cache = direction == s_sync_to_async   ? g_cause_keys[0]
+                      : direction == s_async_to_sync ? g_cause_keys[1]
+                                                     : NULL;
+    if (cache != NULL) {
+        PyObject *key = PyDict_GetItemWithError(cache, cause);
+        if (key != NULL) {
+            return Py_NewRef(key);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *key = PyTuple_Pack(2, cause, direction);
+    if (key != NULL && cache != NULL && PyDict_GET_SIZE(cache) < CAUSE_KEYS_MAX &&
+        PyDict_SetItem(cache, cause, key) < 0) {
+        Py_CLEAR(key);
+    }
+    return key;
+}
+
 static int
 ledger_account(LedgerCoreObject *l, HopObject *hop)
 {
@@ -1591,7 +1622,7 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         account_stats((CauseStatsObject *)l->memo_stats[slot], wall, wait, run, resume, overhead);
         return ledger_keep(l, hop);
     }
-    PyObject *key = PyTuple_Pack(2, hop->cause, hop->direction);
+    PyObject *key = cause_key(hop->cause, hop->direction);
     if (key == NULL) {
         return -1;
     }
@@ -1604,7 +1635,7 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         }
         if (PyDict_GET_SIZE(l->causes) >= l->cause_limit && g_overflow_cause) {
             overflowed = 1;
-            Py_SETREF(key, PyTuple_Pack(2, g_overflow_cause, hop->direction));
+            Py_SETREF(key, cause_key(g_overflow_cause, hop->direction));
             if (key == NULL) {
                 return -1;
             }
@@ -2168,6 +2199,11 @@ py_clear_caches(PyObject *module, PyObject *unused)
     }
     if (g_cause_json) {
         PyDict_Clear(g_cause_json);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (g_cause_keys[i]) {
+            PyDict_Clear(g_cause_keys[i]);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -3170,7 +3206,9 @@ PyInit__speedups(void)
     INTERN(s_ms, "ms");
     INTERN(s_overhead_ms, "overhead_ms");
     g_cause_json = PyDict_New();
-    if (g_cause_json == NULL) {
+    g_cause_keys[0] = PyDict_New();
+    g_cause_keys[1] = PyDict_New();
+    if (g_cause_json == NULL || g_cause_keys[0] == NULL || g_cause_keys[1] == NULL) {
         return NULL;
     }
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
