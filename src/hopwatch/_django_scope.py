@@ -60,7 +60,9 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
         if not active or scope.get("type") != "http":
             return await original(self, scope, *args, **kwargs)
         try:
-            record, _token = open_request(interface)
+            # not the token in a local: Django 6's task group keeps this frame in a
+            # traceback until a collection; the record has the token until it closes
+            record = open_request(interface)[0]
             record.method = scope.get("method")
             record.path = scope.get("path")
         except Exception as exc:
