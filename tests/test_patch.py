@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -521,6 +522,39 @@ def test_cold_path_counts_a_new_loop():
     (hop,) = scope.hops()
     assert hop.new_loop and hop.direction == "async_to_sync"
     assert scope.new_loops == 1
+
+
+def test_a_thread_that_once_ran_sync_to_async_goes_back_onto_its_loop():
+    """asgiref's thread_handler leaves the loop in SyncToAsync.threadlocal: an
+    async_to_sync made later in that thread, outside any sync_to_async (plain
+    executor work), schedules onto that loop while it runs; in a thread that never
+    ran one, it makes a new loop. hopwatch says which, as asgiref decides it."""
+
+    async def coro() -> int:
+        return 1
+
+    def later() -> int:
+        return async_to_sync(coro)()
+
+    async def main() -> tuple[Ledger, Ledger]:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            with ledger() as fresh:  # the executor's thread has run no sync_to_async
+                in_context = contextvars.copy_context().run  # the ledger, over there too
+                assert await loop.run_in_executor(executor, in_context, later) == 1
+            await sync_to_async(_noop, thread_sensitive=False, executor=executor)()
+            with ledger() as reused:
+                in_context = contextvars.copy_context().run
+                assert await loop.run_in_executor(executor, in_context, later) == 1
+        return fresh, reused
+
+    fresh, reused = asyncio.run(main())
+    (cold,) = fresh.hops()
+    (back,) = reused.hops()
+    assert cold.direction == back.direction == "async_to_sync"
+    assert cold.new_loop and fresh.new_loops == 1
+    assert not back.new_loop and reused.new_loops == 0
+    assert back.thread_id == threading.main_thread().ident  # ran on the loop's thread
 
 
 def test_hops_outside_any_scope_are_kept_apart():
