@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
+import os
+import pty
+import struct
+import subprocess
+import termios
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,3 +168,30 @@ def sites(record: RequestRecord) -> dict[tuple[str, str], int]:
         key = (cause.kind, cause.site)
         counts[key] = counts.get(key, 0) + stats.count
     return counts
+
+
+def in_terminal(
+    command: Sequence[str], env: dict[str, str], columns: int | None = None
+) -> tuple[int, bytes, str]:
+    """Run ``command`` with its stdout on a real terminal (a pty), ``columns`` wide if
+    given: (exit status, what it wrote to the terminal, its stderr)."""
+    main, secondary = pty.openpty()
+    if columns is not None:
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    process = subprocess.Popen(
+        list(command), stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=env
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    status = process.wait(timeout=120)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    return status, b"".join(chunks), stderr

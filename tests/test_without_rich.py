@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import in_terminal
 from tests.report.samples import line, site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,38 +44,19 @@ def no_rich(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _in_terminal(command: list[str], env: dict[str, str]) -> tuple[int, bytes, str]:
-    """Run ``command`` with its stdout on a real terminal (a pty): status, output, stderr."""
-    main, secondary = pty.openpty()
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=env
+def _child(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python args...`` in the project's directory, its output captured."""
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main)
-    status = process.wait(timeout=120)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    return status, b"".join(chunks), stderr
 
 
 def test_the_child_really_has_no_rich(no_rich):
-    probe = "import importlib.util, structlog, sys; import hopwatch.middleware; print('rich' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], env=no_rich, capture_output=True, text=True, timeout=120
-    )
+    probe = "import sys, structlog, hopwatch.middleware; print('rich' in sys.modules)"
+    result = _child(["-c", probe], no_rich)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
-    check = subprocess.run(
-        [sys.executable, "-c", "import rich"], env=no_rich, capture_output=True, text=True
-    )
+    check = _child(["-c", "import rich"], no_rich)
     assert check.returncode == 1 and "No module named 'rich'" in check.stderr
 
 
@@ -102,14 +83,7 @@ print(json.dumps(sorted(m for m in ("rich", "pygments", "structlog") if m in sys
 
 def test_an_app_serves_and_logs_without_rich(no_rich, tmp_path):
     log = tmp_path / "hops.log"
-    result = subprocess.run(
-        [sys.executable, "-c", _APP, str(log)],
-        env=no_rich,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = _child(["-c", _APP, str(log)], no_rich)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["structlog"]  # the line's logger, and no rich
     lines = [json.loads(text) for text in log.read_text().splitlines()]
@@ -127,9 +101,8 @@ def test_report_on_a_terminal(no_rich, tmp_path, with_rich):
     env = no_rich
     if with_rich:
         env = {**no_rich, "PYTHONPATH": os.pathsep.join([str(SRC), str(ROOT)])}
-    status, output, stderr = _in_terminal(
-        [sys.executable, "-m", "hopwatch", "report", str(log)], env
-    )
+    command = [sys.executable, "-m", "hopwatch", "report", str(log)]
+    status, output, stderr = in_terminal(command, env)
     assert status == 0, stderr
     assert stderr == ""
     assert b"GET /a/" in ANSI.sub(b"", output)
@@ -142,14 +115,7 @@ def test_format_rich_without_rich_says_how_to_get_it(no_rich, tmp_path, command)
     log = tmp_path / "app.log"
     log.write_text(LINE + "\n")
     args = [str(log)] if command == "report" else ["--settings", "tests.settings"]
-    result = subprocess.run(
-        [sys.executable, "-m", "hopwatch", command, "--format", "rich", *args],
-        env=no_rich,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = _child(["-m", "hopwatch", command, "--format", "rich", *args], no_rich)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
@@ -161,13 +127,7 @@ def test_format_rich_without_rich_says_how_to_get_it(no_rich, tmp_path, command)
 def test_format_text_needs_no_rich(no_rich, tmp_path):
     log = tmp_path / "app.log"
     log.write_text(LINE + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "hopwatch", "report", "--format", "text", str(log)],
-        env=no_rich,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _child(["-m", "hopwatch", "report", "--format", "text", str(log)], no_rich)
     assert result.returncode == 0, result.stderr
     assert "GET /a/" in result.stdout
 
@@ -184,14 +144,7 @@ def test_the_management_command_without_rich(no_rich):
         "except CommandError as exc:\n"
         "    print(exc.returncode, exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=no_rich,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = _child(["-c", script], no_rich)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         "2 --format rich needs rich, which is not installed: pip install 'hopwatch[rich]'\n"

@@ -3,16 +3,11 @@ middle (never wrapped), columns left out in their documented order, --wide shows
 
 from __future__ import annotations
 
-import fcntl
 import io
 import itertools
 import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +16,7 @@ import pytest
 from hopwatch.report import rank, render, table
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
+from tests.helpers import in_terminal
 from tests.report.samples import SESSION, line, site
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -150,30 +146,12 @@ def test_the_legend_explains_each_column_and_can_be_left_out():
 
 def _pty_run(width: int, path: Path) -> list[str]:
     """``hopwatch report`` in a real terminal (a pty) ``width`` columns wide."""
-    main, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(PYTHONPATH=str(SRC), TERM="xterm-256color")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hopwatch", "report", str(path)],
-        stdin=subprocess.DEVNULL,
-        stdout=secondary,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main)
-    assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
-    text = ANSI.sub("", b"".join(chunks).decode())
+    command = [sys.executable, "-m", "hopwatch", "report", str(path)]
+    status, output, stderr = in_terminal(command, env, columns=width)
+    assert status == 0, stderr
+    text = ANSI.sub("", output.decode())
     return text.replace("\r\n", "\n").splitlines()
 
 
