@@ -119,8 +119,10 @@ FULL = {
     "hop_rounds": 30,
     "per_round": 400,
     "callgrind_cases": 4,
-    "callgrind_small": 100,
-    "callgrind_large": 600,
+    # the marginal over 1,000 hops: a hop's count moves by one to two thousand
+    # instructions with thread scheduling (the same lengths as bench.instructions)
+    "callgrind_small": 200,
+    "callgrind_large": 1200,
     "rounds": 5,
     "duration": 4.0,
     "connections": 8,
@@ -353,7 +355,7 @@ _CALLGRIND_WORKER = (
     "import sys\n"
     "from bench import hops\n"
     "case = hops.CASES[int(sys.argv[1])]\n"
-    "hops._measure_wall(case, sys.argv[2] == 'patched', int(sys.argv[3]))\n"
+    "hops._measure_wall(case, sys.argv[2] == 'patched', int(sys.argv[3]), recorded=False)\n"
 )
 
 
