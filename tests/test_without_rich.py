@@ -21,6 +21,7 @@ import pytest
 
 from tests.helpers import in_terminal
 from tests.report.samples import line, site
+from tests.report.test_layout import ROUTES, lines_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -93,19 +94,25 @@ def test_an_app_serves_and_logs_without_rich(no_rich, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("columns", [80, 160])
 @pytest.mark.parametrize("with_rich", [False, True], ids=["without-rich", "with-rich"])
-def test_report_on_a_terminal(no_rich, tmp_path, with_rich):
-    """On a terminal: rich's table when rich is installed, else the plain text table."""
+def test_report_on_a_terminal(no_rich, tmp_path, with_rich, columns):
+    """On a terminal: rich's table when rich is installed, else the plain text table;
+    either one fitted to the terminal's width."""
     log = tmp_path / "app.log"
-    log.write_text(LINE + "\n")
+    texts = [text for index, route in enumerate(ROUTES) for text in lines_for(route, index)]
+    log.write_text("\n".join(texts) + "\n")
     env = no_rich
     if with_rich:
         env = {**no_rich, "PYTHONPATH": os.pathsep.join([str(SRC), str(ROOT)])}
     command = [sys.executable, "-m", "hopwatch", "report", str(log)]
-    status, output, stderr = in_terminal(command, env)
+    status, output, stderr = in_terminal(command, env, columns=columns)
     assert status == 0, stderr
     assert stderr == ""
-    assert b"GET /a/" in ANSI.sub(b"", output)
+    lines = ANSI.sub(b"", output).decode().replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in lines) <= columns
+    endpoints = [line for line in lines if re.match(r"\d+  GET ", line)]
+    assert len(endpoints) == len(ROUTES)
     # rich colours its table on this terminal; the text format writes no escape
     assert bool(ANSI.search(output)) is with_rich
 
@@ -149,3 +156,22 @@ def test_the_management_command_without_rich(no_rich):
     assert result.stdout == (
         "2 --format rich needs rich, which is not installed: pip install 'hopwatch[rich]'\n"
     )
+
+
+@pytest.mark.parametrize("columns", [80, 220])
+def test_audit_on_a_terminal_without_rich(no_rich, columns):
+    """The plain text fitted to the terminal: prose wrapped, and the middleware table as
+    one block per entry when it is wider than the terminal (only the how-to's code is
+    left whole, as in rich's rendering)."""
+    command = [sys.executable, "-m", "hopwatch", "audit", "--settings", "tests.settings"]
+    status, output, stderr = in_terminal([*command, "--samples", "5"], no_rich, columns=columns)
+    assert (status, stderr) == (0, ""), stderr
+    assert not ANSI.search(output)
+    lines = output.decode().replace("\r\n", "\n").splitlines()
+    assert [line for line in lines if len(line) > columns and not line.startswith(" " * 8)] == []
+    assert lines[0].startswith("hopwatch audit: tests.settings")
+    if columns == 80:  # the table is wider: blocks
+        assert "1  hopwatch.middleware.HopwatchMiddleware" in lines
+        assert "    capable: sync+async" in lines
+    else:
+        assert any(line.startswith("#  middleware") for line in lines)

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
-from hopwatch._cli import auto_format
+from hopwatch._cli import auto_format, is_terminal, terminal_width
 from hopwatch.audit import changes
 from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
@@ -343,27 +343,58 @@ def changes_lines(audit: Audit) -> list[str]:
     return lines
 
 
-def render_text(audit: Audit, out: IO[str]) -> None:
+def render_text(audit: Audit, out: IO[str], *, width: int | None = None) -> None:
+    """Plain text. With ``width`` (a terminal without rich), fitted to it: the prose
+    wrapped as the rich table's is, and the table, if it is wider, one block per entry."""
     columns = _columns(audit)
     cells = [[header for header, _cell, _right in columns]]
     cells += [[cell(entry) for _header, cell, _right in columns] for entry in audit.entries]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    out.write(_title(audit) + "\n\n")
+    table = []
+    for line in cells:
+        parts = []
+        for i, (value, (_header, _cell, right)) in enumerate(zip(line, columns, strict=True)):
+            last = i == len(columns) - 1
+            aligned = value.rjust(widths[i]) if right else value.ljust(widths[i])
+            parts.append(value if last and not right else aligned)
+        table.append("  ".join(parts).rstrip())
+    if width is not None and max(len(line) for line in table) > width:
+        table = _entry_blocks(cells, width)
+
+    def write(lines: list[str], indent_items: bool = False, code: bool = False) -> None:
+        for line in lines:
+            if width is None or (code and line.startswith("    ")):  # code is never wrapped
+                out.write(line + "\n")
+                continue
+            lead = len(line) - len(line.lstrip())
+            numbered = indent_items and line[lead:].split(".")[0].isdigit()
+            indent = " " * (lead + 3 if numbered else lead)
+            for part in textwrap.wrap(line, width, subsequent_indent=indent) or [""]:
+                out.write(part + "\n")
+
+    write([_title(audit), ""])
     if audit.entries:
-        out.write("\n".join(changes_lines(audit)) + "\n\n")
-    if not audit.entries:
-        out.write("MIDDLEWARE is empty\n")
+        write([*changes_lines(audit), ""], indent_items=True)
+        out.write("\n".join(table) + "\n")
     else:
-        for line in cells:
-            parts = []
-            for i, (value, (_header, _cell, right)) in enumerate(zip(line, columns, strict=True)):
-                last = i == len(columns) - 1
-                parts.append(
-                    value.rjust(widths[i]) if right else value if last else value.ljust(widths[i])
-                )
-            out.write("  ".join(parts).rstrip() + "\n")
-    out.write("\n" + "\n".join(_summary_lines(audit)) + "\n\n")
-    out.write("\n".join(_how_to_lines(audit)).rstrip() + "\n")
+        out.write("MIDDLEWARE is empty\n")
+    write(["", *_summary_lines(audit), ""])
+    write("\n".join(_how_to_lines(audit)).rstrip().split("\n"), code=True)
+
+
+def _entry_blocks(cells: list[list[str]], width: int) -> list[str]:
+    """The middleware table as one block per entry: "#  middleware", then each
+    other column as "header: value", wrapped to ``width``."""
+    headers, *rows = cells
+    lines: list[str] = []
+    for row in rows:
+        lines.extend(textwrap.wrap(f"{row[0]}  {row[1]}", width, subsequent_indent="   ") or [""])
+        for header, value in zip(headers[2:], row[2:], strict=True):
+            lines.extend(
+                textwrap.wrap(f"    {header}: {value}", width, subsequent_indent="      ")
+                or [""]
+            )
+    return lines
 
 
 def render_rich(audit: Audit, out: IO[str], *, width: int | None = None) -> None:
@@ -426,6 +457,10 @@ RENDERERS: Final[dict[str, Callable[[Audit, IO[str]], None]]] = {
 def render(audit: Audit, format_name: str, out: IO[str]) -> None:
     if format_name == "auto":
         format_name = auto_format(out)
+        if format_name == "text" and is_terminal(out):
+            # no rich: the plain text, fitted to the terminal as rich's table is
+            render_text(audit, out, width=terminal_width())
+            return
     RENDERERS[format_name](audit, out)
 
 

@@ -14,7 +14,15 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
-from hopwatch._cli import auto_format, rich_missing, silence_stdout, usage_error, whole_number
+from hopwatch._cli import (
+    auto_format,
+    is_terminal,
+    rich_missing,
+    silence_stdout,
+    terminal_width,
+    usage_error,
+    whole_number,
+)
 from hopwatch.report import inputs, output, parallel, parse, rank, render, visual
 from hopwatch.report.scan import Filters, StatusFilter
 
@@ -263,8 +271,11 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 1
     format_name = args.format
+    width = None
     if format_name == "auto":
         format_name = auto_format(target.stream)
+        if format_name == "text" and is_terminal(target.stream):
+            width = terminal_width()  # no rich: the plain table, fitted as rich's is
     problem = visual.nothing_to_draw(format_name, document, partial)
     if problem is not None:
         print(f"hopwatch report: {problem}", file=sys.stderr)
@@ -275,7 +286,12 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
             drawer(document, target.stream)
         else:
             render.render(
-                document, format_name, target.stream, wide=args.wide, legend=args.legend
+                document,
+                format_name,
+                target.stream,
+                width=width,
+                wide=args.wide,
+                legend=args.legend,
             )
         target.finish()
     except BrokenPipeError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Callable
 from typing import IO, Any, Final
 
@@ -153,23 +154,35 @@ def render_json(document: Document, out: IO[str]) -> None:
 
 
 def render_text(
-    document: Document, out: IO[str], *, wide: bool = False, legend: bool = True
+    document: Document,
+    out: IO[str],
+    *,
+    width: int | None = None,
+    wide: bool = False,
+    legend: bool = True,
 ) -> None:
-    """Plain aligned columns, every row whole (labels cut in the middle past 80)."""
+    """Plain aligned columns, every row whole (labels cut in the middle past 80).
+
+    With ``width`` (a terminal without rich), fitted to it as the rich table is:
+    the same columns left out, the same labels cut, the summary wrapped."""
+    columns = None if wide else width
     out.write(_title(document) + "\n")
-    out.write(summary_line(document) + "\n\n")
+    summary = summary_line(document)
+    if columns is not None:
+        summary = "\n".join(textwrap.wrap(summary, columns, break_on_hyphens=False))
+    out.write(summary + "\n\n")
     if not document["rows"]:
         out.write("no endpoints to show\n")
         return
     if document.get("endpoint") is not None:
-        out.write("\n".join(notes.endpoint_lines(document["rows"][0], None)) + "\n\n")
-    ((layout, rows),) = _tables(document, None, wide)
+        out.write("\n".join(notes.endpoint_lines(document["rows"][0], columns)) + "\n\n")
+    ((layout, rows),) = _tables(document, columns, wide)
     out.write(layout.header() + "\n")
     for row in rows:
         out.write(layout.line(layout.cells(row)) + "\n")
-    for block in _sections(document, layout, None, legend):
+    for block in _sections(document, layout, columns, legend):
         out.write("\n" + "\n".join(block) + "\n")
-    threads.write_text(document, out)
+    threads.write_text(document, out, columns)
 
 
 def render_markdown(
@@ -345,6 +358,8 @@ def render(
     """Write ``document`` in ``format_name``, with the table options where they apply."""
     if format_name == "rich":
         render_rich(document, out, width=width, wide=wide, legend=legend)
+    elif format_name == "text":
+        render_text(document, out, width=width, wide=wide, legend=legend)
     elif format_name in TABLE_FORMATS:
         RENDERERS[format_name](document, out, wide=wide, legend=legend)  # type: ignore[call-arg]
     else:

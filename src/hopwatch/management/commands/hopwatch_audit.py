@@ -60,6 +60,9 @@ class Command(BaseCommand):
         buffer = io.StringIO()
         if format_name == "rich":
             audit.render_rich(report, buffer, width=terminal_width())
+        elif format_name == "text" and options["format"] == "auto":  # a terminal, no rich
+            width = terminal_width() if self.stdout.isatty() else None
+            audit.render_text(report, buffer, width=width)
         else:
             audit.RENDERERS[format_name](report, buffer)
         self.stdout.write(buffer.getvalue(), ending="")
