@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
 
 from hopwatch.report import notes, table, threads
@@ -165,24 +165,43 @@ def render_text(
 
     With ``width`` (a terminal without rich), fitted to it as the rich table is:
     the same columns left out, the same labels cut, the summary wrapped."""
-    columns = None if wide else width
     out.write(_title(document) + "\n")
     summary = summary_line(document)
-    if columns is not None:
-        summary = "\n".join(textwrap.wrap(summary, columns, break_on_hyphens=False))
+    if width is not None and not wide:
+        summary = "\n".join(textwrap.wrap(summary, width, break_on_hyphens=False))
     out.write(summary + "\n\n")
+    for line, _style in _body_lines(document, width, wide, legend, rule=False):
+        out.write(line + "\n")
+
+
+def _body_lines(
+    document: Document, columns: int | None, wide: bool, legend: bool, *, rule: bool
+) -> Iterator[tuple[str, str]]:
+    """What the rich and text formats show after the summary, fitted to ``columns``
+    (None: every row whole): (line, its style in rich's terms)."""
     if not document["rows"]:
-        out.write("no endpoints to show\n")
+        yield "no endpoints to show", ""
         return
     if document.get("endpoint") is not None:
-        out.write("\n".join(notes.endpoint_lines(document["rows"][0], columns)) + "\n\n")
+        for line in notes.endpoint_lines(document["rows"][0], columns):
+            yield line, ""
+        yield "", ""
     ((layout, rows),) = _tables(document, columns, wide)
-    out.write(layout.header() + "\n")
+    header = layout.header()
+    yield header, "bold"
+    if rule:
+        yield "─" * len(header), "dim"
     for row in rows:
-        out.write(layout.line(layout.cells(row)) + "\n")
-    for block in _sections(document, layout, columns, legend):
-        out.write("\n" + "\n".join(block) + "\n")
-    threads.write_text(document, out, columns)
+        yield layout.line(layout.cells(row)), ""
+    fitted = None if wide else columns
+    for block in _sections(document, layout, fitted, legend):
+        yield "", ""
+        for line in block:
+            yield line, "dim" if block[0] == "columns:" else ""
+    sections = io.StringIO()
+    threads.write_text(document, sections, fitted)
+    for line in sections.getvalue().rstrip("\n").splitlines():
+        yield line, ""
 
 
 def render_markdown(
@@ -310,27 +329,8 @@ def render_rich(
     console.print(Text(_title(document), style="bold"))
     console.print(Text(summary_line(document)))
     console.print(Text(""))
-    if not document["rows"]:
-        console.print(Text("no endpoints to show"))
-        return
-    if document.get("endpoint") is not None:
-        for line in notes.endpoint_lines(document["rows"][0], columns):
-            say(line)
-        say("")
-    ((layout, rows),) = _tables(document, columns, wide)
-    header = layout.header()
-    say(header, "bold")
-    say("─" * len(header), "dim")
-    for row in rows:
-        say(layout.line(layout.cells(row)))
-    for block in _sections(document, layout, None if wide else columns, legend):
-        say("")
-        for line in block:
-            say(line, "dim" if block[0] == "columns:" else "")
-    sections = io.StringIO()
-    threads.write_text(document, sections, None if wide else columns)
-    for line in sections.getvalue().rstrip("\n").splitlines():
-        say(line)
+    for line, style in _body_lines(document, columns, wide, legend, rule=True):
+        say(line, style)
 
 
 RENDERERS: Final[dict[str, Callable[[Document, IO[str]], None]]] = {
