@@ -46,8 +46,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         format_name = options["format"]
+        on_terminal = format_name == "auto" and self.stdout.isatty()
         if format_name == "auto":
-            format_name = "rich" if self.stdout.isatty() and has_rich() else "text"
+            format_name = "rich" if on_terminal and has_rich() else "text"
         elif format_name == "rich" and (missing := rich_missing()) is not None:
             raise CommandError(missing, returncode=2)
         try:
@@ -60,9 +61,8 @@ class Command(BaseCommand):
         buffer = io.StringIO()
         if format_name == "rich":
             audit.render_rich(report, buffer, width=terminal_width())
-        elif format_name == "text" and options["format"] == "auto":  # a terminal, no rich
-            width = terminal_width() if self.stdout.isatty() else None
-            audit.render_text(report, buffer, width=width)
+        elif format_name == "text":  # fitted on a terminal (auto without rich)
+            audit.render_text(report, buffer, width=terminal_width() if on_terminal else None)
         else:
             audit.RENDERERS[format_name](report, buffer)
         self.stdout.write(buffer.getvalue(), ending="")
