@@ -1695,12 +1695,12 @@ finish_hop_impl(HopObject *hop)
 {
     int rc = finish_hop_account(hop);
     Py_SETREF(hop->scope, Py_NewRef(Py_None));
-    if (hop->parent == Py_None && hop->expected_loop == Py_None &&
-        PyObject_GC_IsTracked((PyObject *)hop)) {
+    if (hop->parent == Py_None && hop->expected_loop == Py_None) {
         /* A finished hop with no parent now references only strings, a bool
          * and its Cause (which references no hop): it can be in no reference
          * cycle, so the collector need not walk it (a request's hops, kept
-         * by its record, which asyncio's tasks keep until a collection). */
+         * by its record, which asyncio's tasks keep until a collection).
+         * Untracking an untracked object is allowed (a hop accounted twice). */
         PyObject_GC_UnTrack(hop);
     }
     return rc;
