@@ -26,6 +26,7 @@ PUBLIC = [
     "set_active",
     "set_thread_hook",
     "clear_caches",
+    "then",
     "S2A_CALL",
     "A2S_CALL",
     "THREAD_HANDLER",
@@ -157,3 +158,110 @@ def test_pinned_by_is_bounded_like_the_causes():
         pinned = ledger.pinned_by
         assert len(pinned) == 4 and pinned[OVERFLOW_CAUSE] == 7  # 3 named, the rest merged
         assert ledger.pinned_ns == sum(pinned.values()) == 10
+
+
+# --- then(awaitable, fn, a, b): the async middleware's awaitable ---------------------
+
+
+class _Calls(list):
+    def __call__(self, a, b, result):
+        self.append((a, b, result))
+
+
+def test_then_gives_the_result_and_then_calls_back_once():
+    import asyncio
+
+    calls = _Calls()
+
+    async def work():
+        await asyncio.sleep(0)
+        assert calls == []  # not before it has ended
+        return "response"
+
+    async def main():
+        return await _hotpath.then(work(), calls, "a", "b")
+
+    assert asyncio.run(main()) == "response"
+    assert calls == [("a", "b", "response")]
+
+
+def test_then_calls_back_with_none_when_it_raises_or_is_cancelled():
+    import asyncio
+
+    calls = _Calls()
+
+    async def fails():
+        await asyncio.sleep(0)
+        raise KeyError("k")
+
+    async def waits():
+        await asyncio.Event().wait()
+
+    async def main():
+        with pytest.raises(KeyError):
+            await _hotpath.then(fails(), calls, 1, 2)
+        task = asyncio.ensure_future(_hotpath.then(waits(), calls, 3, 4))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert calls == [(1, 2, None), (3, 4, None)]
+
+
+def test_then_awaits_any_awaitable_and_keeps_its_return_value_whole():
+    import asyncio
+
+    calls = _Calls()
+
+    async def main():
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, (1, 2))
+        return await _hotpath.then(future, calls, None, None)
+
+    assert asyncio.run(main()) == (1, 2)  # a tuple is not taken for StopIteration's args
+    assert calls == [(None, None, (1, 2))]
+
+
+def test_then_closed_while_waiting_calls_back_and_never_started_does_not():
+    calls = _Calls()
+
+    class Suspend:
+        def __await__(self):
+            yield "suspended"
+
+    async def waits():
+        await Suspend()
+
+    started = _hotpath.then(waits(), calls, "x", "y")
+    assert started.send(None) == "suspended"
+    started.close()
+    assert calls == [("x", "y", None)]
+    inner = waits()
+    never = _hotpath.then(inner, calls, "p", "q")
+    never.close()  # as a coroutine that never started: the awaitable is left alone
+    assert inner.cr_frame is not None  # not closed
+    inner.close()
+    del never
+    assert calls == [("x", "y", None)]
+
+
+@pytest.mark.internal_errors
+def test_an_error_of_the_callback_is_reported_and_leaves_the_result_alone():
+    import asyncio
+
+    from hopwatch import _errors
+
+    def broken(a, b, result):
+        raise RuntimeError("hopwatch's own bug")
+
+    async def work():
+        return 7
+
+    async def main():
+        return await _hotpath.then(work(), broken, None, None)
+
+    before = _errors.total()
+    assert asyncio.run(main()) == 7
+    assert _errors.total() == before + 1

@@ -33,6 +33,7 @@ configure: Any = impl.configure
 set_active: Any = impl.set_active
 set_thread_hook: Any = impl.set_thread_hook
 clear_caches: Any = impl.clear_caches
+then: Any = impl.then
 make_patch: Any = getattr(impl, "make_patch", None) or impl.Patch
 
 S2A_CALL: int = impl.S2A_CALL

@@ -842,6 +842,22 @@ _FACTORIES: Final = {
 }
 
 
+async def then(awaitable: Any, fn: Callable[[Any, Any, Any], None], a: Any, b: Any) -> Any:
+    """Await ``awaitable``, then call ``fn(a, b, result)`` (result None unless it
+    returned), however it ended. The C accelerator's ``then`` does the same
+    without a Python frame (one per middleware-chain level, passed twice per
+    crossing). An error of ``fn`` is reported and leaves the outcome alone."""
+    result = None
+    try:
+        result = await awaitable
+        return result
+    finally:
+        try:
+            fn(a, b, result)
+        except Exception as exc:
+            _report("then (callback)", exc)
+
+
 def make_patch(original: Callable[..., Any], which: int) -> Any:
     """The function hopwatch installs in place of ``original`` (one of the four)."""
     patched = _FACTORIES[which](original)

@@ -2617,6 +2617,315 @@ static PyTypeObject HopAwaitableType = {
     .tp_repr = (reprfunc)HopAwaitable_repr,
 };
 
+/* ------------------------------------------------------------------ Then */
+
+/* then(awaitable, fn, a, b): awaits `awaitable` and, once it has ended (returned,
+ * raised, been closed), calls fn(a, b, result) -- result None unless it
+ * returned. What
+ *
+ *     async def then(awaitable, fn, a, b):
+ *         result = None
+ *         try:
+ *             result = await awaitable
+ *             return result
+ *         finally:
+ *             fn(a, b, result)
+ *
+ * does (the pure-Python path's), without a Python frame: an awaitable of the
+ * middleware chain is resumed and suspended once per crossing of the request,
+ * and a frame in it costs each of those passes. fn must not raise (hopwatch's
+ * own, which reports its errors); if it does, its error is reported and the
+ * awaitable's outcome is left as it was. As with the coroutine, fn is not
+ * called for an awaitable that never started. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;
+    PyObject *fn;
+    PyObject *a;
+    PyObject *b;
+    int state;
+} ThenObject;
+
+static PyTypeObject ThenType;
+
+static void
+then_end(ThenObject *t, PyObject *result)
+{
+    /* Leaves any exception that is set as it is. */
+    t->state = ST_DONE;
+    PyObject *fn = t->fn;
+    if (fn == NULL) {
+        return;
+    }
+    saved_exc s;
+    save_exc(&s);
+    PyObject *args[3] = {t->a, t->b, result ? result : Py_None};
+    PyObject *r = PyObject_Vectorcall(fn, args, 3, NULL);
+    if (r == NULL) {
+        report_error("then (callback)");
+    }
+    Py_XDECREF(r);
+    t->fn = NULL;
+    Py_CLEAR(t->a);
+    Py_CLEAR(t->b);
+    Py_DECREF(fn);
+    restore_exc(&s);
+}
+
+static PySendResult
+Then_am_send(ThenObject *t, PyObject *arg, PyObject **result)
+{
+    if (t->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hopwatch: the wrapped awaitable is gone");
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    if (t->state == ST_FRESH) {
+        t->state = ST_RUNNING;
+    }
+    PySendResult r = PyIter_Send(t->inner, arg, result);
+    if (r != PYGEN_NEXT && t->state == ST_RUNNING) {
+        then_end(t, r == PYGEN_RETURN ? *result : NULL);
+    }
+    return r;
+}
+
+static PyObject *
+Then_iternext(ThenObject *t)
+{
+    PyObject *result = NULL;
+    PySendResult r = Then_am_send(t, Py_None, &result);
+    if (r == PYGEN_NEXT) {
+        return result;
+    }
+    if (r == PYGEN_RETURN) {
+        return stop_iteration(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+Then_send(ThenObject *t, PyObject *arg)
+{
+    PyObject *result = NULL;
+    PySendResult r = Then_am_send(t, arg, &result);
+    if (r == PYGEN_NEXT) {
+        return result;
+    }
+    if (r == PYGEN_RETURN) {
+        return stop_iteration(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+Then_throw(ThenObject *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (t->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hopwatch: the wrapped awaitable is gone");
+        return NULL;
+    }
+    if (t->state == ST_FRESH) {
+        /* Thrown into before it started: a coroutine raises it at its start,
+         * before its try block. */
+        t->state = ST_DONE;
+    }
+    PyObject *throw = PyObject_GetAttr(t->inner, s_throw);
+    if (throw == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_Vectorcall(throw, args, nargs, NULL);
+    Py_DECREF(throw);
+    if (res == NULL && t->state == ST_RUNNING) {
+        PyObject *value = NULL;
+        if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            /* It returned: its value, and the StopIteration left to raise. */
+            saved_exc s;
+            save_exc(&s);
+#if PY_VERSION_HEX >= 0x030C0000
+            PyObject *stop = s.exc;
+#else
+            PyErr_NormalizeException(&s.type, &s.value, &s.tb);
+            PyObject *stop = s.value;
+#endif
+            value = stop ? PyObject_GetAttrString(stop, "value") : NULL;
+            if (value == NULL) {
+                PyErr_Clear();
+            }
+            restore_exc(&s);
+        }
+        then_end(t, value);
+        Py_XDECREF(value);
+    }
+    return res;
+}
+
+static PyObject *
+Then_close(ThenObject *t, PyObject *unused)
+{
+    if (t->inner == NULL || t->state == ST_DONE) {
+        Py_RETURN_NONE;
+    }
+    if (t->state == ST_FRESH) {
+        /* As a coroutine that never started: the awaitable is left alone. */
+        t->state = ST_DONE;
+        Py_RETURN_NONE;
+    }
+    PyObject *close = PyObject_GetAttr(t->inner, s_close);
+    if (close == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    then_end(t, NULL);
+    return res;
+}
+
+static PyObject *
+Then_await(ThenObject *t)
+{
+    return Py_NewRef(t);
+}
+
+static PyObject *
+Then_getattro(ThenObject *t, PyObject *name)
+{
+    /* cr_frame, cr_code, __name__, __qualname__, ...: the wrapped awaitable's. */
+    PyObject *r = PyObject_GenericGetAttr((PyObject *)t, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return r;
+    }
+    if (t->inner == NULL) {
+        return NULL;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(t->inner, name);
+}
+
+static PyObject *
+Then_repr(ThenObject *t)
+{
+    if (t->inner == NULL) {
+        return PyUnicode_FromString("<hopwatch then (cleared)>");
+    }
+    return PyObject_Repr(t->inner);
+}
+
+static void
+Then_finalize(ThenObject *t)
+{
+    if (t->state != ST_RUNNING) {
+        return;
+    }
+    /* Dropped while it waited: closed, as a coroutine's finalizer does. */
+    saved_exc s;
+    save_exc(&s);
+    PyObject *r = Then_close(t, NULL);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    restore_exc(&s);
+}
+
+static int
+Then_traverse(ThenObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->inner);
+    Py_VISIT(t->fn);
+    Py_VISIT(t->a);
+    Py_VISIT(t->b);
+    return 0;
+}
+
+static int
+Then_clear(ThenObject *t)
+{
+    Py_CLEAR(t->inner);
+    Py_CLEAR(t->fn);
+    Py_CLEAR(t->a);
+    Py_CLEAR(t->b);
+    return 0;
+}
+
+static void
+Then_dealloc(ThenObject *t)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(t);
+    Then_clear(t);
+    PyObject_GC_Del(t);
+}
+
+static PyAsyncMethods Then_as_async = {
+    .am_await = (unaryfunc)Then_await,
+    .am_send = (sendfunc)Then_am_send,
+};
+
+static PyMethodDef Then_methods[] = {
+    {"send", (PyCFunction)Then_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))Then_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)Then_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyTypeObject ThenType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.Then",
+    .tp_basicsize = sizeof(ThenObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An awaitable, then hopwatch's callback (everything else is the awaitable's).",
+    .tp_dealloc = (destructor)Then_dealloc,
+    .tp_traverse = (traverseproc)Then_traverse,
+    .tp_clear = (inquiry)Then_clear,
+    .tp_finalize = (destructor)Then_finalize,
+    .tp_as_async = &Then_as_async,
+    .tp_iternext = (iternextfunc)Then_iternext,
+    .tp_methods = Then_methods,
+    .tp_getattro = (getattrofunc)Then_getattro,
+    .tp_repr = (reprfunc)Then_repr,
+};
+
+static PyObject *
+py_then(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "then(awaitable, fn, a, b)");
+        return NULL;
+    }
+    PyObject *inner = args[0];
+    if (!PyCoro_CheckExact(inner)) {
+        /* Any other awaitable: its __await__ iterator, as `await` takes it. */
+        PyAsyncMethods *am = Py_TYPE(inner)->tp_as_async;
+        if (am == NULL || am->am_await == NULL) {
+            PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression",
+                         Py_TYPE(inner)->tp_name);
+            return NULL;
+        }
+        inner = am->am_await(inner);
+        if (inner == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(inner);
+    }
+    ThenObject *t = PyObject_GC_New(ThenObject, &ThenType);
+    if (t == NULL) {
+        Py_DECREF(inner);
+        return NULL;
+    }
+    t->inner = inner;
+    t->fn = Py_NewRef(args[1]);
+    t->a = Py_NewRef(args[2]);
+    t->b = Py_NewRef(args[3]);
+    t->state = ST_FRESH;
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
 /* ------------------------------------------------------------ the patches */
 
 /* One type for the four class attributes hopwatch installs: a method
@@ -3172,6 +3481,8 @@ static PyMethodDef module_methods[] = {
     {"attribute", (PyCFunction)(void (*)(void))py_attribute, METH_FASTCALL,
      "attribute(adapter, target, frame) -> Cause, through the caches."},
     {"clear_caches", py_clear_caches, METH_NOARGS, "Forget every cached attribution."},
+    {"then", (PyCFunction)(void (*)(void))py_then, METH_FASTCALL,
+     "then(awaitable, fn, a, b): await it, then fn(a, b, result) (see ThenType)."},
     {NULL},
 };
 
@@ -3236,6 +3547,7 @@ PyInit__speedups(void)
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
         PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
+        PyType_Ready(&ThenType) < 0 ||
         PyType_Ready(&BoundHandlerType) < 0) {
         return NULL;
     }
