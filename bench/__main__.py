@@ -361,7 +361,7 @@ _CALLGRIND_WORKER = (
 
 def _instructions(case: int, patched: bool, n: int, tmp: str) -> int:
     out = Path(tmp) / f"callgrind.{case}.{patched}.{n}.out"
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    command = ["valgrind", "--tool=callgrind", "--fair-sched=yes", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", _CALLGRIND_WORKER]
     command += [str(case), "patched" if patched else "bare", str(n)]
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}

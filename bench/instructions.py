@@ -5,8 +5,9 @@ to hold hopwatch to (the wall-time benchmarks in ``bench/hops.py`` and
 ``bench/server.py`` are ratios within one run). Every figure is marginal: the
 difference between a run of N and a run of M hops (or requests), divided by
 N - M, so interpreter start-up and Django's set-up cancel out; thread
-scheduling moves a run's total by a few thousand instructions, so the runs
-are long (the defaults: 1,000 hops, 300 requests of difference).
+scheduling moves a run's total, so valgrind's fair scheduler runs the threads
+in a fixed order (``--fair-sched=yes``) and the runs are long (the defaults:
+1,000 hops, 300 requests of difference).
 
     python -m bench.instructions                  # hops and requests, C and pure Python
     python -m bench.instructions --only hops
@@ -211,6 +212,11 @@ def _callgrind(args: list[str], tmp: str, pure: bool, tag: str) -> tuple[int, in
     command = [
         "valgrind",
         "--tool=callgrind",
+        # valgrind runs one thread at a time; its fair scheduler hands the turns
+        # round in order, so the threads' interleaving (and with it how often the
+        # loop polls, a lock spins...) is the same every run: counts then repeat
+        # to within a few hundred instructions per request, not +-10,000
+        "--fair-sched=yes",
         f"--callgrind-out-file={out}",
         sys.executable,
         "-c",
