@@ -413,6 +413,16 @@ class _LineWriter:
             self._stream.close()
 
 
+class _LineLogger(structlog.BoundLoggerBase):
+    """structlog's bound logger for hopwatch's lines: ``info`` only, a method of
+    its own (a custom wrapper class, as structlog's docs describe it), not the
+    generic ``BoundLogger``'s ``partial`` per method name and its proxy call."""
+
+    def info(self, event: Any) -> Any:
+        args, kw = self._process_event("info", event, {})
+        return self._logger.info(*args, **kw)
+
+
 def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]:
     """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer."""
     processors: list[Any] = [_renderer(logger_name)]
@@ -430,7 +440,7 @@ def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]
     bound = structlog.wrap_logger(
         target,
         processors=processors,
-        wrapper_class=structlog.BoundLogger,
+        wrapper_class=_LineLogger,
         context_class=dict,
         cache_logger_on_first_use=True,
     ).bind()
