@@ -86,7 +86,7 @@ def single_thread_ids() -> frozenset[int]:
     """The process-wide single sync thread, once started (it never exits, so
     once seen it is remembered)."""
     global _single_ids
-    if not _single_ids:
+    if not _single_ids and getattr(SyncToAsync.single_thread_executor, "_threads", None):
         _single_ids = executor_threads(SyncToAsync.single_thread_executor)
     return _single_ids
 
