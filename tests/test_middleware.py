@@ -97,9 +97,8 @@ def test_the_async_chain_passes_through_no_frame_of_hopwatch():
     with override_settings(
         ROOT_URLCONF=__name__,
         MIDDLEWARE=[HW, "django.contrib.sessions.middleware.SessionMiddleware"],
-    ):
-        with capture() as records:
-            result = asgi_request("/stack/")
+    ), capture() as records:
+        result = asgi_request("/stack/")
     assert result.status == 200
     files = json.loads(result.body)["files"]
     ours = [Path(f).name for f in files if f"{os.sep}hopwatch{os.sep}" in f]
@@ -130,9 +129,8 @@ def test_a_chain_that_raises_still_names_the_request():
     from hopwatch.middleware import HopwatchMiddleware
 
     middleware = HopwatchMiddleware(failing_next)
-    with capture() as records:
-        with pytest.raises(Boom):
-            asyncio.run(_call(middleware, AsyncRequestFactory().get("/async/")))
+    with capture() as records, pytest.raises(Boom):
+        asyncio.run(_call(middleware, AsyncRequestFactory().get("/async/")))
     (record,) = records  # the middleware opened its own scope and closed it
     assert record.status is None and record.extra["scope"] == "middleware"
 

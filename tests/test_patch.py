@@ -25,6 +25,7 @@ from asgiref.sync import (
     async_to_sync,
     sync_to_async,
 )
+from django.dispatch import Signal
 
 import hopwatch
 from hopwatch import _patch
@@ -666,3 +667,55 @@ def test_a_rule_registered_later_applies_to_the_next_hop():
 
     first, second = (hop.cause.site for hop in asyncio.run(main()).hops())
     assert first.endswith(".work") and second == "ruled"
+
+
+# --- a per-instance rule, asked directly -----------------------------------------------
+
+
+order_paid = Signal()
+order_shipped = Signal()
+
+
+def _sync_receiver(sender, **kwargs):
+    return None
+
+
+def test_a_per_instance_rule_is_asked_directly_once_it_has_answered_for_its_key():
+    # Which Signal a sync receiver's hop is for is read from the instance every
+    # time; after the first answer the hop path asks that rule itself, not the
+    # whole resolve(): still one answer per instance, resolve() called once.
+    import asyncio
+
+    from hopwatch import _causes, _hotpath, _patch
+    from hopwatch.testing import count_hops
+
+    calls = []
+
+    def counting(adapter, target, frame):
+        calls.append(target)
+        return _causes.resolve(adapter, target, frame)
+
+    async def send(rounds):
+        for _ in range(rounds):
+            await order_paid.asend(sender=None)
+            await order_shipped.asend(sender=None)
+
+    order_paid.connect(_sync_receiver, weak=False)
+    order_shipped.connect(_sync_receiver, weak=False)
+    try:
+        with count_hops() as warm_up:
+            asyncio.run(send(1))  # hopwatch installed, the signals named
+        _patch.configure_hot_path(counting)
+        _hotpath.clear_caches()
+        with count_hops(kind="signal") as hops:
+            asyncio.run(send(5))
+    finally:
+        _patch.configure_hot_path()
+        order_paid.disconnect(_sync_receiver)
+        order_shipped.disconnect(_sync_receiver)
+    assert len(warm_up) == 2
+    assert hops.by_site() == {
+        f"signal {__name__}.order_paid": 5,
+        f"signal {__name__}.order_shipped": 5,
+    }
+    assert len(calls) == 1  # the first hop; the nine after it asked the rule

@@ -137,13 +137,19 @@ def _mode(rule: Rule, walks_before: int, reads_before: int) -> int:
     return MODE_USER if _walks != walks_before else MODE_FINAL
 
 
-def resolve(adapter: object, target: object, frame: FrameType | None) -> tuple[Cause, int]:
+def resolve(
+    adapter: object, target: object, frame: FrameType | None
+) -> tuple[Cause, int, Rule | None]:
     """The cause of a hop through ``adapter`` running ``target``, called from
-    ``frame``, and what it depends on (see the module docstring)."""
+    ``frame``, what it depends on (see the module docstring) and, when that is
+    the objects themselves (``MODE_ASK``), the rule that answered: the hop
+    path asks that rule directly the next time it sees the same key (the same
+    code and caller: the same rule applies), and this function only if the
+    rule answers None."""
     walks_before, reads_before = _walks, _instance_reads
     tagged = getattr(adapter, "__dict__", {}).get(TAG_ATTR)
     if tagged is not None:
-        return tagged, MODE_ASK
+        return tagged, MODE_ASK, None
     func = target.__func__ if type(target) is MethodType else target
     code = getattr(func, "__code__", None)
     if code is not None:
@@ -151,7 +157,7 @@ def resolve(adapter: object, target: object, frame: FrameType | None) -> tuple[C
         if entry is not None and entry[0] is code:
             cause = entry[1](target, frame)
             if cause is not None:
-                return cause, _mode(entry[1], walks_before, reads_before)
+                return _answer(cause, entry[1], walks_before, reads_before)
     if frame is not None:
         caller_code = frame.f_code
         cached = _caller_cache.get(id(caller_code))
@@ -162,8 +168,15 @@ def resolve(adapter: object, target: object, frame: FrameType | None) -> tuple[C
         if caller is not None:
             cause = caller(target, frame)
             if cause is not None:
-                return cause, _mode(caller, walks_before, reads_before)
-    return intern_cause("other", dotted_name(target), call_site(frame)), MODE_USER
+                return _answer(cause, caller, walks_before, reads_before)
+    return intern_cause("other", dotted_name(target), call_site(frame)), MODE_USER, None
+
+
+def _answer(
+    cause: Cause, rule: Rule, walks_before: int, reads_before: int
+) -> tuple[Cause, int, Rule | None]:
+    mode = _mode(rule, walks_before, reads_before)
+    return cause, mode, rule if mode == MODE_ASK else None
 
 
 # --- names ------------------------------------------------------------------

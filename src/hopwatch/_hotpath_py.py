@@ -425,7 +425,7 @@ class LedgerCore:
 
 _current_hop: ContextVar[Any] = ContextVar("hopwatch_unconfigured_hop", default=None)
 _current_scope: ContextVar[Any] = ContextVar("hopwatch_unconfigured_scope", default=None)
-_resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int]]
+_resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int, Any]]
 _classify_code: Callable[[CodeType], int]
 _unscoped: Any = None
 _late: Any = None
@@ -442,7 +442,7 @@ def configure(
     *,
     current_hop: ContextVar[Any],
     current_scope: ContextVar[Any],
-    resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int]],
+    resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int, Any]],
     classify_code: Callable[[CodeType], int],
     unscoped: Any,
     late: Any,
@@ -521,7 +521,7 @@ def _finish(hop: Hop) -> None:
 # First level: (target summary ids, caller code id, caller offset) ->
 # (objects held so no id is reused, cause, mode). Second level, for MODE_USER:
 # the first-level key plus the user frame's (code id, offset) -> (held, cause).
-_first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int]] = {}
+_first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int, Any]] = {}
 _second: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 _code_kinds: dict[int, tuple[CodeType, int]] = {}
 
@@ -605,17 +605,22 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
         if first[2] == MODE_FINAL:
             return first[1]
         if first[2] == MODE_ASK:
+            rule = first[3]  # the rule that answered for this key (see _causes.resolve)
+            if rule is not None:
+                cause = rule(target, frame)
+                if cause is not None:
+                    return cause
             return _resolve(adapter, target, frame)[0]
         user = _user_frame(frame)
         user_key = (*key, id(user.f_code) if user else 0, user.f_lasti if user else -1)
         second = _second.get(user_key)
         if second is not None:
             return second[1]
-    cause, mode = _resolve(adapter, target, frame)
+    cause, mode, rule = _resolve(adapter, target, frame)
     if first is None:
         if len(_first) >= _CACHE_LIMIT:
             _first.clear()
-        _first[key] = ((*held, caller), cause, mode)
+        _first[key] = ((*held, caller), cause, mode, rule)
         if mode != MODE_USER:
             return cause
         user = _user_frame(frame)

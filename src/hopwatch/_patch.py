@@ -44,20 +44,26 @@ _TARGETS: tuple[tuple[type, str, int], ...] = (
 # install/uninstall so the same replacement objects are reinstalled.
 _patches: dict[tuple[type, str], tuple[Any, Any]] = {}
 
-_hotpath.configure(
-    current_hop=current_hop,
-    current_scope=current_scope,
-    resolve=_causes.resolve,
-    classify_code=_causes.classify_code,
-    unscoped=unscoped,
-    late=late,
-    overflow_cause=OVERFLOW_CAUSE,
-    report=_errors.report,
-    cancelled=asyncio.CancelledError,
-    get_running_loop=asyncio.events._get_running_loop,
-    threadlocal=SyncToAsync.threadlocal,
-    partial=functools.partial,
-)
+
+def configure_hot_path(resolve: Any = _causes.resolve) -> None:
+    """Hand the hop path its collaborators (``resolve``: a test may count its calls)."""
+    _hotpath.configure(
+        current_hop=current_hop,
+        current_scope=current_scope,
+        resolve=resolve,
+        classify_code=_causes.classify_code,
+        unscoped=unscoped,
+        late=late,
+        overflow_cause=OVERFLOW_CAUSE,
+        report=_errors.report,
+        cancelled=asyncio.CancelledError,
+        get_running_loop=asyncio.events._get_running_loop,
+        threadlocal=SyncToAsync.threadlocal,
+        partial=functools.partial,
+    )
+
+
+configure_hot_path()
 
 
 def _patch_for(cls: type, name: str, which: int) -> tuple[Any, Any]:

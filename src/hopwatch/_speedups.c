@@ -1777,6 +1777,7 @@ typedef struct {
     uintptr_t k[KEY_SLOTS];
     PyObject *held[4]; /* strong references that keep key addresses valid */
     PyObject *cause;
+    PyObject *rule; /* MODE_ASK: the rule that answered, asked directly next time */
     int mode;
     int used;
 } CacheEntry;
@@ -1806,6 +1807,7 @@ cache_clear(Cache *c)
             Py_CLEAR(e->held[j]);
         }
         Py_CLEAR(e->cause);
+        Py_CLEAR(e->rule);
         e->used = 0;
     }
     c->used = 0;
@@ -1843,7 +1845,8 @@ cache_find(Cache *c, const uintptr_t *k)
 }
 
 static int
-cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mode)
+cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mode,
+          PyObject *rule)
 {
     if (c->entries == NULL) {
         c->entries = PyMem_Calloc(CACHE_SIZE, sizeof(CacheEntry));
@@ -1870,6 +1873,7 @@ cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mo
     }
     e->cause = cause;
     Py_XINCREF(cause);
+    e->rule = (rule == Py_None) ? NULL : Py_XNewRef(rule);
     e->mode = mode;
     e->used = 1;
     c->used++;
@@ -2033,21 +2037,29 @@ user_frame(PyFrameObject *frame)
     return NULL;
 }
 
+/* resolve(adapter, target, frame) -> (cause, mode, rule): `rule` (a new
+ * reference, or NULL) is the rule that answered a MODE_ASK, to be asked
+ * directly for that key next time. */
 static PyObject *
-ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode)
+ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode,
+           PyObject **rule)
 {
     PyObject *r = PyObject_CallFunctionObjArgs(g_resolve, adapter, target,
                                                frame ? (PyObject *)frame : Py_None, NULL);
     if (r == NULL) {
         return NULL;
     }
-    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 3) {
         Py_DECREF(r);
-        PyErr_SetString(PyExc_TypeError, "hopwatch: resolve() must return (cause, mode)");
+        PyErr_SetString(PyExc_TypeError, "hopwatch: resolve() must return (cause, mode, rule)");
         return NULL;
     }
     PyObject *cause = Py_NewRef(PyTuple_GET_ITEM(r, 0));
     *mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(r, 1));
+    if (rule != NULL) {
+        PyObject *answered = PyTuple_GET_ITEM(r, 2);
+        *rule = answered == Py_None ? NULL : Py_NewRef(answered);
+    }
     Py_DECREF(r);
     return cause;
 }
@@ -2069,7 +2081,7 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
     PyObject *held[4] = {NULL, NULL, NULL, NULL};
     if (summarize_target(target, k, held) < 0) {
         int mode;
-        return ask_python(adapter, target, frame, &mode);
+        return ask_python(adapter, target, frame, &mode, NULL);
     }
     PyCodeObject *caller_code = NULL;
     if (frame != NULL) {
@@ -2085,8 +2097,17 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         goto done;
     }
     if (first != NULL && first->mode == MODE_ASK) {
+        if (first->rule != NULL) {
+            /* The rule that answered for this key, without resolve()'s search. */
+            PyObject *args[2] = {target, frame ? (PyObject *)frame : Py_None};
+            result = PyObject_Vectorcall(first->rule, args, 2, NULL);
+            if (result == NULL || result != Py_None) {
+                goto done;
+            }
+            Py_CLEAR(result);
+        }
         int mode;
-        result = ask_python(adapter, target, frame, &mode);
+        result = ask_python(adapter, target, frame, &mode, NULL);
         goto done;
     }
     /* The user-call-site level: the key plus the first user frame. */
@@ -2122,12 +2143,15 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
     }
     {
         int mode = MODE_ASK;
-        result = ask_python(adapter, target, frame, &mode);
+        PyObject *rule = NULL;
+        result = ask_python(adapter, target, frame, &mode, &rule);
         if (result == NULL) {
             goto done_user;
         }
         if (first == NULL) {
-            if (cache_put(&g_first, k, held, result, mode) < 0) {
+            int put = cache_put(&g_first, k, held, result, mode, mode == MODE_ASK ? rule : NULL);
+            Py_XDECREF(rule);
+            if (put < 0) {
                 Py_CLEAR(result);
                 goto done_user;
             }
@@ -2152,14 +2176,17 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
             k2[4] = user_lasti;
             k2[5] = 0x5EC0;
         }
-        else if (mode != MODE_USER) {
-            goto done_user;
+        else {
+            Py_XDECREF(rule);
+            if (mode != MODE_USER) {
+                goto done_user;
+            }
         }
         held2[0] = held[0];
         held2[1] = held[1];
         held2[2] = held[2];
         held2[3] = (PyObject *)user_code;
-        if (cache_put(&g_second, k2, held2, result, MODE_FINAL) < 0) {
+        if (cache_put(&g_second, k2, held2, result, MODE_FINAL, NULL) < 0) {
             Py_CLEAR(result);
         }
     }
