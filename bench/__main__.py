@@ -353,6 +353,7 @@ def run_hops(params: Params) -> list[dict[str, Any]]:
 
 _CALLGRIND_WORKER = (
     "import sys\n"
+    "sys.setswitchinterval(100.0)  # see bench.instructions: no timed GIL hand-offs\n"
     "from bench import hops\n"
     "case = hops.CASES[int(sys.argv[1])]\n"
     "hops._measure_wall(case, sys.argv[2] == 'patched', int(sys.argv[3]), recorded=False)\n"
