@@ -143,3 +143,53 @@ def test_concurrent_requests_on_one_handler_keep_their_own_hops():
         assert len(by_id[f"full-{n}"]) == 2 + n
     (started,) = views.STREAM_HOPS_STARTED
     assert 3 <= started < 20 and len(by_id["cut"]) == 1 + started + 1
+
+
+def test_the_handler_is_still_an_asgi3_coroutine_function_for_servers():
+    # Servers tell ASGI 3 from ASGI 2 by asking whether the app's __call__ is a
+    # coroutine function; what it returns is awaited, or made a task.
+    from asgiref.compatibility import is_double_callable
+
+    handler = ASGIHandler()
+    assert asyncio.iscoroutinefunction(handler.__call__)
+    assert not is_double_callable(handler)
+
+    async def as_a_task():
+        return await asyncio.ensure_future(asgi_call(handler, "/async/"))
+
+    with capture() as records:
+        result = asyncio.run(as_a_task())
+    assert result.status == 200
+    assert one(records).route == "/async/"
+
+
+def test_calling_the_handler_opens_nothing_in_the_callers_context():
+    # The record opens when the handler's awaitable is first driven, in the task
+    # that drives it: an app called in one context and run in a task (as
+    # asgiref's ApplicationCommunicator and daphne do) leaves the caller's alone.
+    from hopwatch._recorder import current_scope
+
+    handler = ASGIHandler()
+    sent = []
+    received = []
+
+    async def receive():
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Future()  # connected until cancelled
+
+    async def send(message):
+        sent.append(message)
+
+    async def main():
+        awaitable = handler(asgi_scope("/async/"), receive, send)
+        assert current_scope.get() is None
+        await asyncio.ensure_future(awaitable)
+        assert current_scope.get() is None
+
+    with capture() as records:
+        asyncio.run(main())
+    assert sent[0]["status"] == 200
+    record = one(records)
+    assert record.route == "/async/" and len(record) == 2  # request_started, close

@@ -265,3 +265,54 @@ def test_an_error_of_the_callback_is_reported_and_leaves_the_result_alone():
     before = _errors.total()
     assert asyncio.run(main()) == 7
     assert _errors.total() == before + 1
+
+
+def test_then_with_start_begins_when_first_driven_and_ends_with_its_state():
+    import asyncio
+    import contextvars
+
+    var = contextvars.ContextVar("where", default="caller")
+    calls = _Calls()
+    started = []
+
+    def start(a, b):
+        started.append((a, b, var.get()))
+        return f"state of {a}"
+
+    async def work():
+        return "done"
+
+    async def in_task():
+        var.set("task")
+        return await awaitable
+
+    awaitable = _hotpath.then(work(), calls, "a", "b", start)
+    assert started == []  # made, not driven: nothing begun in the caller
+    assert asyncio.run(in_task()) == "done"
+    assert started == [("a", "b", "task")]
+    assert calls == [("state of a", "b", "done")]
+
+
+@pytest.mark.internal_errors
+def test_then_whose_start_gives_none_or_fails_only_awaits():
+    import asyncio
+
+    from hopwatch import _errors
+
+    calls = _Calls()
+
+    def broken(a, b):
+        raise RuntimeError("hopwatch's own bug")
+
+    async def work():
+        return 3
+
+    async def main():
+        first = await _hotpath.then(work(), calls, 1, 2, lambda a, b: None)
+        second = await _hotpath.then(work(), calls, 1, 2, broken)
+        return first, second
+
+    before = _errors.total()
+    assert asyncio.run(main()) == (3, 3)
+    assert calls == []
+    assert _errors.total() == before + 1

@@ -16,9 +16,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
+from hopwatch._hotpath import then
 from hopwatch._recorder import (
     Ledger,
     RequestRecord,
@@ -54,27 +56,37 @@ def finish_request(record: RequestRecord) -> None:
         _errors.report("closing a request record", exc)
 
 
+def _handler_started(interface: str, scope: Any) -> RequestRecord | None:
+    """An async handler's request begins: its record, opened in the handler's context."""
+    try:
+        # not the token in a local: the record has the token until it closes
+        record = open_request(interface)[0]
+        record.method = scope.get("method")
+        record.path = scope.get("path")
+        return record
+    except Exception as exc:
+        _errors.report(f"{interface} handler", exc)
+        return None
+
+
+def _handler_ended(record: RequestRecord, scope: Any, result: Any) -> None:
+    finish_request(record)
+
+
 def async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
-    async def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True
+    # Not a coroutine function: the handler's own coroutine, given back in
+    # _hotpath.then, which opens the record when it is first driven (in the
+    # awaiting task's context, as the coroutine's body would) and finishes it
+    # when it has ended. In C that adds no frame to the awaiting chain (from
+    # Django 6.1 on, the middleware chain runs in the handler's own task).
+    def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
         if not active or scope.get("type") != "http":
-            return await original(self, scope, *args, **kwargs)
-        try:
-            # not the token in a local: Django 6's task group keeps this frame in a
-            # traceback until a collection; the record has the token until it closes
-            record = open_request(interface)[0]
-            record.method = scope.get("method")
-            record.path = scope.get("path")
-        except Exception as exc:
-            _errors.report(f"{interface} handler", exc)
-            return await original(self, scope, *args, **kwargs)
-        try:
-            return await original(self, scope, *args, **kwargs)
-        finally:
-            finish_request(record)
+            return original(self, scope, *args, **kwargs)
+        awaitable = original(self, scope, *args, **kwargs)
+        return then(awaitable, _handler_ended, interface, scope, _handler_started)
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
-    return __call__
+    return markcoroutinefunction(__call__)
 
 
 # Sync handlers whose response has not been closed yet: id(response) -> a list of

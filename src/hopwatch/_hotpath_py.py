@@ -847,11 +847,28 @@ _FACTORIES: Final = {
 }
 
 
-async def then(awaitable: Any, fn: Callable[[Any, Any, Any], None], a: Any, b: Any) -> Any:
+async def then(
+    awaitable: Any,
+    fn: Callable[[Any, Any, Any], None],
+    a: Any,
+    b: Any,
+    start: Callable[[Any, Any], Any] | None = None,
+) -> Any:
     """Await ``awaitable``, then call ``fn(a, b, result)`` (result None unless it
-    returned), however it ended. The C accelerator's ``then`` does the same
-    without a Python frame (one per middleware-chain level, passed twice per
-    crossing). An error of ``fn`` is reported and leaves the outcome alone."""
+    returned), however it ended. With ``start``: ``a = start(a, b)`` first, when
+    it is first driven (in the awaiting task's context), and no ``fn`` if that
+    gave None. The C accelerator's ``then`` does the same without a Python frame
+    (one per level of the request's awaiting chain, passed twice per crossing).
+    An error of ``fn`` or ``start`` is reported and leaves the outcome alone."""
+    __traceback_hide__ = True  # Django's debug page leaves this frame out
+    if start is not None:
+        try:
+            a = start(a, b)
+        except Exception as exc:
+            _report("then (start)", exc)
+            a = None
+        if a is None:
+            return await awaitable
     result = None
     try:
         result = await awaitable

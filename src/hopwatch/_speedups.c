@@ -2646,11 +2646,16 @@ static PyTypeObject HopAwaitableType = {
 
 /* ------------------------------------------------------------------ Then */
 
-/* then(awaitable, fn, a, b): awaits `awaitable` and, once it has ended (returned,
- * raised, been closed), calls fn(a, b, result) -- result None unless it
- * returned. What
+/* then(awaitable, fn, a, b, start=None): awaits `awaitable` and, once it has
+ * ended (returned, raised, been closed), calls fn(a, b, result) -- result None
+ * unless it returned. With `start`, a = start(a, b) first, when it is first
+ * driven (in the awaiting task's context), and no fn if that gave None. What
  *
- *     async def then(awaitable, fn, a, b):
+ *     async def then(awaitable, fn, a, b, start=None):
+ *         if start is not None:
+ *             a = start(a, b)
+ *             if a is None:
+ *                 return await awaitable
  *         result = None
  *         try:
  *             result = await awaitable
@@ -2659,11 +2664,12 @@ static PyTypeObject HopAwaitableType = {
  *             fn(a, b, result)
  *
  * does (the pure-Python path's), without a Python frame: an awaitable of the
- * middleware chain is resumed and suspended once per crossing of the request,
- * and a frame in it costs each of those passes. fn must not raise (hopwatch's
- * own, which reports its errors); if it does, its error is reported and the
- * awaitable's outcome is left as it was. As with the coroutine, fn is not
- * called for an awaitable that never started. */
+ * request's chain is resumed and suspended once per crossing of the request,
+ * and a frame in it costs each of those passes. fn and start must not raise
+ * (hopwatch's own, which report their errors); if one does, its error is
+ * reported and the awaitable's outcome is left as it was (and a failed start
+ * means no fn). As with the coroutine, neither is called for an awaitable
+ * that never started. */
 
 typedef struct {
     PyObject_HEAD
@@ -2671,6 +2677,7 @@ typedef struct {
     PyObject *fn;
     PyObject *a;
     PyObject *b;
+    PyObject *start;
     int state;
 } ThenObject;
 
@@ -2710,6 +2717,23 @@ Then_am_send(ThenObject *t, PyObject *arg, PyObject **result)
     }
     if (t->state == ST_FRESH) {
         t->state = ST_RUNNING;
+        PyObject *start = t->start;
+        if (start != NULL) {
+            t->start = NULL;
+            PyObject *args[2] = {t->a, t->b};
+            PyObject *state = PyObject_Vectorcall(start, args, 2, NULL);
+            Py_DECREF(start);
+            if (state == NULL) {
+                report_error("then (start)");
+            }
+            if (state == NULL || state == Py_None) {
+                Py_XDECREF(state);
+                Py_CLEAR(t->fn); /* nothing to end */
+            }
+            else {
+                Py_SETREF(t->a, state);
+            }
+        }
     }
     PySendResult r = PyIter_Send(t->inner, arg, result);
     if (r != PYGEN_NEXT && t->state == ST_RUNNING) {
@@ -2863,6 +2887,7 @@ Then_traverse(ThenObject *t, visitproc visit, void *arg)
     Py_VISIT(t->fn);
     Py_VISIT(t->a);
     Py_VISIT(t->b);
+    Py_VISIT(t->start);
     return 0;
 }
 
@@ -2873,6 +2898,7 @@ Then_clear(ThenObject *t)
     Py_CLEAR(t->fn);
     Py_CLEAR(t->a);
     Py_CLEAR(t->b);
+    Py_CLEAR(t->start);
     return 0;
 }
 
@@ -2918,8 +2944,8 @@ static PyTypeObject ThenType = {
 static PyObject *
 py_then(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "then(awaitable, fn, a, b)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "then(awaitable, fn, a, b, start=None)");
         return NULL;
     }
     PyObject *inner = args[0];
@@ -2948,6 +2974,7 @@ py_then(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     t->fn = Py_NewRef(args[1]);
     t->a = Py_NewRef(args[2]);
     t->b = Py_NewRef(args[3]);
+    t->start = (nargs == 5 && args[4] != Py_None) ? Py_NewRef(args[4]) : NULL;
     t->state = ST_FRESH;
     PyObject_GC_Track(t);
     return (PyObject *)t;
@@ -3509,7 +3536,7 @@ static PyMethodDef module_methods[] = {
      "attribute(adapter, target, frame) -> Cause, through the caches."},
     {"clear_caches", py_clear_caches, METH_NOARGS, "Forget every cached attribution."},
     {"then", (PyCFunction)(void (*)(void))py_then, METH_FASTCALL,
-     "then(awaitable, fn, a, b): await it, then fn(a, b, result) (see ThenType)."},
+     "then(awaitable, fn, a, b, start=None): await it, then fn(a, b, result) (see ThenType)."},
     {NULL},
 };
 

@@ -17,6 +17,7 @@ import weakref
 from collections import Counter
 from typing import Any
 
+import django
 import pytest
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
@@ -240,16 +241,21 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     assert without["ASGIRequest"] == 10, "Django leaves its requests for the collector"
     added = with_hopwatch.copy()
     added.subtract(without)
-    assert added["RequestRecord"] == 10
     # The request's context holds one variable more: its map's nodes are left out
     # (how many a map needs depends on the variables' hashes, their addresses).
-    added = Counter({kind: n for kind, n in added.items() if not kind.startswith("hamt")})
-    # At most one more object of any kind per request, and only of these kinds: the
-    # record's kept hops (a list), causes (a dict) and threads (a set); and on
-    # Django 6, whose task group keeps the handler's frames in a traceback until a
-    # collection, the frame of hopwatch's handler wrapper with its arguments' tuple.
     # (An object or two more or less once in a run, a cache's entry, is no request's.)
+    added = Counter({kind: n for kind, n in added.items() if not kind.startswith("hamt")})
+    if django.VERSION >= (6, 1):
+        # Django 6.1 serves the request in the handler's own task, which no other
+        # task's context copies, and hopwatch's part of it is no frame (its handler
+        # and middleware give back Django's own awaitables): nothing of hopwatch's
+        # waits for the collector.
+        assert max(added.values(), default=0) <= 2, added
+        return
+    # Before, the disconnect listener's task holds a copy of the request's context
+    # until a collection, and with it the record: one each of the record, its kept
+    # hops' list, its causes' dict and its threads' set per request, nothing else.
+    assert added["RequestRecord"] == 10
     per_request = {kind for kind, n in added.items() if n >= 5}
     assert max(added.values()) <= 10 + 2
-    assert per_request <= {"RequestRecord", "list", "dict", "set", "frame", "tuple"}
-    assert {"RequestRecord", "list", "dict", "set"} <= per_request
+    assert per_request == {"RequestRecord", "list", "dict", "set"}
