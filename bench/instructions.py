@@ -21,7 +21,10 @@ the pure-Python path.
 Per request: Django's real ``ASGIHandler`` in this process, startproject's
 default middleware, an async view (15 hops), driven by an in-process ASGI
 loop; with hopwatch, its app and middleware and one line per request written
-to a file through a ``logging.FileHandler``. What each part of hopwatch costs
+to a file through a ``logging.FileHandler``. Each run first serves a few
+requests and freezes what start-up left to the collector (``gc.freeze()``), so
+a full collection, which comes every few hundred requests and walks the whole
+heap, cannot fall inside one run length and not the other. What each part of hopwatch costs
 is measured by taking parts away, one configuration each:
 
 - ``bare``: no hopwatch;
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import gc
 import json
 import os
 import re
@@ -53,6 +57,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 REQUEST_CONFIGS = ("bare", "hops", "scope", "build", "hopwatch")
+#: Requests served before a run is counted (see run_requests).
+WARM_UP = 5
 
 
 # --- the in-process Django site ------------------------------------------------
@@ -180,16 +186,25 @@ def run_requests(config: str, n: int, log_path: str) -> None:
 
     handler = ASGIHandler()
 
-    async def main() -> None:
-        for _ in range(n):
+    async def main(count: int) -> None:
+        for _ in range(count):
             status = await _one_request(handler)
             assert status == 200, status
 
-    asyncio.run(main())
+    # Warm up (first-request caches), then freeze what start-up left to the
+    # collector: a full collection walks every object of the heap, millions of
+    # instructions, and whether one falls inside a run of N requests but not M
+    # (it comes every few hundred requests) moved the marginal by 20,000 to
+    # 40,000 per request either way. Frozen, the full collections walk only what
+    # the requests themselves left (hopwatch's records included).
+    asyncio.run(main(WARM_UP))
+    gc.collect()
+    gc.freeze()
+    asyncio.run(main(n))
     if config == "hopwatch":
         with open(log_path, "rb") as log:
             lines = sum(1 for _ in log)
-        assert lines == n, f"{lines} lines for {n} requests"
+        assert lines == n + WARM_UP, f"{lines} lines for {n + WARM_UP} requests"
 
 
 # --- callgrind ---------------------------------------------------------------------
