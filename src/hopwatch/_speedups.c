@@ -2459,11 +2459,10 @@ stop_iteration(PyObject *value)
     return NULL;
 }
 
+/* An am_send's outcome as `send()` and `__next__()` give it. */
 static PyObject *
-HopAwaitable_iternext(HopAwaitableObject *a)
+sent(PySendResult r, PyObject *result)
 {
-    PyObject *result = NULL;
-    PySendResult r = HopAwaitable_am_send(a, Py_None, &result);
     if (r == PYGEN_NEXT) {
         return result;
     }
@@ -2474,17 +2473,19 @@ HopAwaitable_iternext(HopAwaitableObject *a)
 }
 
 static PyObject *
+HopAwaitable_iternext(HopAwaitableObject *a)
+{
+    PyObject *result = NULL;
+    PySendResult r = HopAwaitable_am_send(a, Py_None, &result); /* before `result` is read */
+    return sent(r, result);
+}
+
+static PyObject *
 HopAwaitable_send(HopAwaitableObject *a, PyObject *arg)
 {
     PyObject *result = NULL;
-    PySendResult r = HopAwaitable_am_send(a, arg, &result);
-    if (r == PYGEN_NEXT) {
-        return result;
-    }
-    if (r == PYGEN_RETURN) {
-        return stop_iteration(result);
-    }
-    return NULL;
+    PySendResult r = HopAwaitable_am_send(a, arg, &result); /* before `result` is read */
+    return sent(r, result);
 }
 
 static PyObject *
@@ -2545,19 +2546,26 @@ HopAwaitable_await(HopAwaitableObject *a)
     return Py_NewRef(a);
 }
 
+/* An attribute of a wrapper awaitable, else the wrapped one's (cr_frame,
+ * cr_code, __name__, __qualname__, ...). */
 static PyObject *
-HopAwaitable_getattro(HopAwaitableObject *a, PyObject *name)
+forwarded_attr(PyObject *self, PyObject *inner, PyObject *name)
 {
-    /* cr_frame, cr_code, __name__, __qualname__, ...: the wrapped coroutine's. */
-    PyObject *r = PyObject_GenericGetAttr((PyObject *)a, name);
+    PyObject *r = PyObject_GenericGetAttr(self, name);
     if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return r;
     }
-    PyErr_Clear();
-    if (awaitable_gone(a)) {
+    if (inner == NULL) {
         return NULL;
     }
-    return PyObject_GetAttr(a->inner, name);
+    PyErr_Clear();
+    return PyObject_GetAttr(inner, name);
+}
+
+static PyObject *
+HopAwaitable_getattro(HopAwaitableObject *a, PyObject *name)
+{
+    return forwarded_attr((PyObject *)a, a->inner, name);
 }
 
 static PyObject *
@@ -2746,28 +2754,16 @@ static PyObject *
 Then_iternext(ThenObject *t)
 {
     PyObject *result = NULL;
-    PySendResult r = Then_am_send(t, Py_None, &result);
-    if (r == PYGEN_NEXT) {
-        return result;
-    }
-    if (r == PYGEN_RETURN) {
-        return stop_iteration(result);
-    }
-    return NULL;
+    PySendResult r = Then_am_send(t, Py_None, &result); /* before `result` is read */
+    return sent(r, result);
 }
 
 static PyObject *
 Then_send(ThenObject *t, PyObject *arg)
 {
     PyObject *result = NULL;
-    PySendResult r = Then_am_send(t, arg, &result);
-    if (r == PYGEN_NEXT) {
-        return result;
-    }
-    if (r == PYGEN_RETURN) {
-        return stop_iteration(result);
-    }
-    return NULL;
+    PySendResult r = Then_am_send(t, arg, &result); /* before `result` is read */
+    return sent(r, result);
 }
 
 static PyObject *
@@ -2842,16 +2838,7 @@ Then_await(ThenObject *t)
 static PyObject *
 Then_getattro(ThenObject *t, PyObject *name)
 {
-    /* cr_frame, cr_code, __name__, __qualname__, ...: the wrapped awaitable's. */
-    PyObject *r = PyObject_GenericGetAttr((PyObject *)t, name);
-    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        return r;
-    }
-    if (t->inner == NULL) {
-        return NULL;
-    }
-    PyErr_Clear();
-    return PyObject_GetAttr(t->inner, name);
+    return forwarded_attr((PyObject *)t, t->inner, name);
 }
 
 static PyObject *
