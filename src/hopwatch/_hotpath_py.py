@@ -519,7 +519,8 @@ def _finish(hop: Hop) -> None:
 # --- attribution ------------------------------------------------------------------
 
 # First level: (target summary ids, caller code id, caller offset) ->
-# (objects held so no id is reused, cause, mode). Second level, for MODE_USER:
+# (objects held so no id is reused, cause, mode, the rule to ask first for a
+# MODE_ASK: see _causes.resolve). Second level, for MODE_USER:
 # the first-level key plus the user frame's (code id, offset) -> (held, cause).
 _first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int, Any]] = {}
 _second: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
