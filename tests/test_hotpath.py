@@ -27,6 +27,7 @@ PUBLIC = [
     "set_thread_hook",
     "clear_caches",
     "then",
+    "fill_log_record",
     "S2A_CALL",
     "A2S_CALL",
     "THREAD_HANDLER",

@@ -499,6 +499,16 @@ class _FixedClock:
         return self.ns
 
 
+@pytest.fixture(params=["accelerated", "reference"], autouse=False)
+def fill(request, monkeypatch):
+    """Each record test on the path in use (C when built) and on the pure-Python reference."""
+    from hopwatch import _emit, _hotpath_py
+
+    if request.param == "reference":
+        monkeypatch.setattr(_emit, "_fill_record", _hotpath_py.fill_log_record)
+    return request.param
+
+
 def _both_records(monkeypatch, ns, logger_name="hopwatch.record_test", line=None):
     from hopwatch import _emit
 
@@ -519,7 +529,7 @@ INSTANTS = [1_764_500_000_123_456_789, 1_764_500_000_000_000_000, 1_764_500_000_
 
 
 @pytest.mark.parametrize("ns", INSTANTS)
-def test_the_line_record_is_the_one_logging_makes(monkeypatch, ns):
+def test_the_line_record_is_the_one_logging_makes(monkeypatch, ns, fill):
     fast, made, _ = _both_records(monkeypatch, ns)
     assert type(fast) is logging.LogRecord
     # every field, its value and its place (a JSON formatter walks __dict__ in order)
@@ -527,7 +537,7 @@ def test_the_line_record_is_the_one_logging_makes(monkeypatch, ns):
 
 
 @pytest.mark.parametrize("flags", [(0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1)])
-def test_the_line_record_follows_logging_s_switches(monkeypatch, flags):
+def test_the_line_record_follows_logging_s_switches(monkeypatch, flags, fill):
     threads, processes, multiprocessing, tasks = flags
     monkeypatch.setattr(logging, "logThreads", threads)
     monkeypatch.setattr(logging, "logProcesses", processes)
@@ -537,7 +547,7 @@ def test_the_line_record_follows_logging_s_switches(monkeypatch, flags):
     assert list(fast.__dict__.items()) == list(made.__dict__.items())
 
 
-def test_the_line_record_names_its_task(monkeypatch):
+def test_the_line_record_names_its_task(monkeypatch, fill):
     import asyncio
 
     async def in_a_task():

@@ -881,6 +881,62 @@ async def then(
             _report("then (callback)", exc)
 
 
+def fill_log_record(
+    record: Any, constant: dict[str, Any], message: str, clock: Any, logging: Any
+) -> None:
+    """The fields of the line's ``logging.LogRecord`` (``hopwatch._emit``):
+    ``record`` is the new record, ``constant`` what a record made
+    once holds the same on every line (the logger's name, the level, the path and
+    the names derived from it), ``clock`` the time ``LogRecord.__init__`` reads
+    (``time.time()`` before Python 3.13, ``time.time_ns()`` from it), ``logging``
+    the logging module, whose switches are read per line as ``__init__`` reads
+    them. The keys, their order and the values are ``__init__``'s
+    (``tests/test_log.py`` holds the two to the same ``__dict__``)."""
+    fields = record.__dict__
+    fields.update(constant)  # __init__'s order: the keys set below keep their place
+    fields["msg"] = message
+    fields["levelname"] = logging.getLevelName(logging.INFO)
+    if isinstance(clock, int):  # 3.13: from time_ns(), as _startTime is
+        created = fields["created"] = clock / 1e9
+        msecs = (clock % 1_000_000_000) // 1_000_000 + 0.0
+        if msecs == 999.0 and int(created) != clock // 1_000_000_000:
+            msecs = 0.0
+        fields["msecs"] = msecs
+        fields["relativeCreated"] = (clock - logging._startTime) / 1e6
+    else:
+        fields["created"] = clock
+        fields["msecs"] = int((clock - int(clock)) * 1000) + 0.0
+        fields["relativeCreated"] = (clock - logging._startTime) * 1000
+    if logging.logThreads:
+        fields["thread"] = threading.get_ident()
+        fields["threadName"] = logging.threading.current_thread().name
+    else:
+        fields["thread"] = fields["threadName"] = None
+    if logging.logMultiprocessing:
+        fields["processName"] = "MainProcess"
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None:
+            try:
+                fields["processName"] = mp.current_process().name
+            except Exception:  # as LogRecord.__init__ does
+                pass
+    else:
+        fields["processName"] = None
+    fields["process"] = os.getpid() if logging.logProcesses else None
+    if _TASK_NAMES:
+        fields["taskName"] = None
+        aio = sys.modules.get("asyncio")
+        if aio and logging.logAsyncioTasks:
+            try:
+                fields["taskName"] = aio.current_task().get_name()
+            except Exception:  # no running loop, no task: as LogRecord.__init__ does
+                pass
+
+
+#: LogRecord has taskName from Python 3.12 on.
+_TASK_NAMES: Final = sys.version_info >= (3, 12)
+
+
 def make_patch(original: Callable[..., Any], which: int) -> Any:
     """The function hopwatch installs in place of ``original`` (one of the four)."""
     patched = _FACTORIES[which](original)

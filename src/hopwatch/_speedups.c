@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <time.h>
 #include <string.h>
+#include <math.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "hopwatch._speedups needs CPython 3.11 or newer"
@@ -3513,6 +3514,264 @@ py_set_thread_hook(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ log record */
+
+/* The fields of the line's logging.LogRecord (hopwatch._emit's
+ * _StdlibLine._record): ``record`` is the new record, ``constant``
+ * the fields a record made once holds the same on every line, ``clock`` the
+ * time LogRecord.__init__ reads (time.time() before Python 3.13, time.ns()
+ * from it), ``logging`` the logging module, whose switches are read per line
+ * as __init__ reads them. Values, keys and their order are __init__'s (see
+ * fill_log_record in hopwatch._hotpath_py, the reference, and tests/test_log.py). */
+static PyObject *s_lr_msg, *s_lr_levelname, *s_lr_created, *s_lr_msecs, *s_lr_relative,
+    *s_lr_thread, *s_lr_thread_name, *s_lr_process_name, *s_lr_process, *s_lr_task_name;
+static PyObject *s_lg_start_time, *s_lg_log_threads, *s_lg_log_mp, *s_lg_log_processes,
+    *s_lg_log_tasks, *s_lg_level_to_name, *s_lg_get_level_name, *s_lg_threading,
+    *s_current_thread, *s_name, *s_current_process, *s_current_task, *s_get_name,
+    *s_multiprocessing, *s_asyncio, *s_main_process;
+static PyObject *g_info_level; /* 20 */
+
+static int
+set_owned(PyObject *fields, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(fields, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* logging.<name> is true; -1 on error */
+/* logging.<name> (a new reference): the module's dict entry, as attribute
+ * lookup on a module finds it, without the generic lookup's cost */
+static PyObject *
+module_attr(PyObject *module, PyObject *name)
+{
+    if (PyModule_CheckExact(module)) {
+        PyObject *v = PyDict_GetItemWithError(PyModule_GetDict(module), name);
+        if (v != NULL) {
+            return Py_NewRef(v);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(module, name);
+}
+
+/* logging.<name> is true; -1 on error */
+static int
+logging_flag(PyObject *logging, PyObject *name)
+{
+    PyObject *v = module_attr(logging, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int rc = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* obj.<method>().<attr>, as ``except Exception: pass`` around it: 1 with *out
+ * set, 0 when an Exception was swallowed, -1 on any other error. */
+static int
+call_then_attr(PyObject *obj, PyObject *method, PyObject *attr, int call_attr, PyObject **out)
+{
+    PyObject *made = PyObject_CallMethodNoArgs(obj, method);
+    PyObject *v = NULL;
+    if (made != NULL) {
+        v = call_attr ? PyObject_CallMethodNoArgs(made, attr) : PyObject_GetAttr(made, attr);
+        Py_DECREF(made);
+    }
+    if (v == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+static int
+fill_time(PyObject *fields, PyObject *clock, PyObject *logging)
+{
+    PyObject *start = module_attr(logging, s_lg_start_time);
+    if (start == NULL) {
+        return -1;
+    }
+    int rc = -1;
+    if (PyLong_CheckExact(clock)) { /* 3.13: time_ns(), and _startTime too */
+        long long ct = PyLong_AsLongLong(clock);
+        long long st = PyLong_AsLongLong(start);
+        if ((ct == -1 || st == -1) && PyErr_Occurred()) {
+            goto done;
+        }
+        double created = (double)ct / 1e9;
+        long long rem = ct % 1000000000LL;
+        if (rem < 0) {
+            rem += 1000000000LL;
+        }
+        double msecs = (double)(rem / 1000000LL) + 0.0;
+        long long whole = ct / 1000000000LL - (ct % 1000000000LL < 0);
+        if (msecs == 999.0 && (long long)created != whole) {
+            msecs = 0.0;
+        }
+        if (set_owned(fields, s_lr_created, PyFloat_FromDouble(created)) < 0 ||
+            set_owned(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
+            set_owned(fields, s_lr_relative, PyFloat_FromDouble((double)(ct - st) / 1e6)) < 0) {
+            goto done;
+        }
+    }
+    else { /* before 3.13: time(), a float */
+        double ct = PyFloat_AsDouble(clock);
+        double st = PyFloat_AsDouble(start);
+        if ((ct == -1.0 || st == -1.0) && PyErr_Occurred()) {
+            goto done;
+        }
+        double msecs = trunc((ct - trunc(ct)) * 1000.0) + 0.0;
+        if (PyDict_SetItem(fields, s_lr_created, clock) < 0 ||
+            set_owned(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
+            set_owned(fields, s_lr_relative, PyFloat_FromDouble((ct - st) * 1000.0)) < 0) {
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_DECREF(start);
+    return rc;
+}
+
+static int fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock,
+                              PyObject *logging);
+
+static PyObject *
+py_fill_log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fill_log_record(record, constant, message, clock, logging)");
+        return NULL;
+    }
+    /* A copy of the constant fields (one allocation, in their order) made the
+     * record's __dict__: the same dict, without inserting every key anew. */
+    PyObject *fields = PyDict_Copy(args[1]);
+    if (fields == NULL) {
+        return NULL;
+    }
+    if (fill_record_fields(fields, args[2], args[3], args[4]) < 0 ||
+        PyObject_SetAttr(args[0], s_dict, fields) < 0) {
+        Py_DECREF(fields);
+        return NULL;
+    }
+    Py_DECREF(fields);
+    Py_RETURN_NONE;
+}
+
+static int
+fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObject *logging)
+{
+    if (PyDict_SetItem(fields, s_lr_msg, message) < 0) {
+        return -1;
+    }
+    /* logging.getLevelName(INFO): its _levelToName entry, else the function */
+    PyObject *names = module_attr(logging, s_lg_level_to_name);
+    PyObject *level = NULL;
+    if (names != NULL && PyDict_Check(names)) {
+        level = Py_XNewRef(PyDict_GetItemWithError(names, g_info_level));
+    }
+    Py_XDECREF(names);
+    if (level == NULL) {
+        if (names == NULL) {
+            PyErr_Clear();
+        }
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        level = PyObject_CallMethodOneArg(logging, s_lg_get_level_name, g_info_level);
+    }
+    if (set_owned(fields, s_lr_levelname, level) < 0 || fill_time(fields, clock, logging) < 0) {
+        return -1;
+    }
+    int on = logging_flag(logging, s_lg_log_threads);
+    if (on < 0) {
+        return -1;
+    }
+    if (on) {
+        PyObject *threading = module_attr(logging, s_lg_threading);
+        if (threading == NULL) {
+            return -1;
+        }
+        PyObject *current = PyObject_CallMethodNoArgs(threading, s_current_thread);
+        Py_DECREF(threading);
+        PyObject *name = current ? PyObject_GetAttr(current, s_name) : NULL;
+        Py_XDECREF(current);
+        if (set_owned(fields, s_lr_thread,
+                      PyLong_FromUnsignedLong(PyThread_get_thread_ident())) < 0 ||
+            set_owned(fields, s_lr_thread_name, name) < 0) {
+            return -1;
+        }
+    }
+    else if (PyDict_SetItem(fields, s_lr_thread, Py_None) < 0 ||
+             PyDict_SetItem(fields, s_lr_thread_name, Py_None) < 0) {
+        return -1;
+    }
+    if ((on = logging_flag(logging, s_lg_log_mp)) < 0) {
+        return -1;
+    }
+    PyObject *process_name = Py_None;
+    PyObject *named = NULL;
+    if (on) {
+        process_name = s_main_process;
+        PyObject *mp = PyDict_GetItemWithError(PyImport_GetModuleDict(), s_multiprocessing);
+        if (mp == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (mp != NULL && mp != Py_None) {
+            int got = call_then_attr(mp, s_current_process, s_name, 0, &named);
+            if (got < 0) {
+                return -1;
+            }
+            if (got) {
+                process_name = named;
+            }
+        }
+    }
+    int rc = PyDict_SetItem(fields, s_lr_process_name, process_name);
+    Py_XDECREF(named);
+    if (rc < 0 || (on = logging_flag(logging, s_lg_log_processes)) < 0) {
+        return -1;
+    }
+    if (on ? set_owned(fields, s_lr_process, PyLong_FromLong((long)getpid())) < 0
+           : PyDict_SetItem(fields, s_lr_process, Py_None) < 0) {
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    /* LogRecord has taskName from 3.12 on */
+    PyObject *task_name = NULL;
+    PyObject *asyncio = PyDict_GetItemWithError(PyImport_GetModuleDict(), s_asyncio);
+    if (asyncio == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (asyncio != NULL && PyObject_IsTrue(asyncio) == 1) {
+        if ((on = logging_flag(logging, s_lg_log_tasks)) < 0) {
+            return -1;
+        }
+        if (on && call_then_attr(asyncio, s_current_task, s_get_name, 1, &task_name) < 0) {
+            return -1;
+        }
+    }
+    rc = PyDict_SetItem(fields, s_lr_task_name, task_name ? task_name : Py_None);
+    Py_XDECREF(task_name);
+    if (rc < 0) {
+        return -1;
+    }
+#endif
+    return 0;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the hop path its collaborators (see hopwatch._hotpath)."},
@@ -3524,6 +3783,8 @@ static PyMethodDef module_methods[] = {
     {"clear_caches", py_clear_caches, METH_NOARGS, "Forget every cached attribution."},
     {"then", (PyCFunction)(void (*)(void))py_then, METH_FASTCALL,
      "then(awaitable, fn, a, b, start=None): await it, then fn(a, b, result) (see ThenType)."},
+    {"fill_log_record", (PyCFunction)(void (*)(void))py_fill_log_record, METH_FASTCALL,
+     "fill_log_record(record, constant, message, clock, logging): a line's LogRecord fields."},
     {NULL},
 };
 
@@ -3579,6 +3840,36 @@ PyInit__speedups(void)
     INTERN(s_count, "count");
     INTERN(s_ms, "ms");
     INTERN(s_overhead_ms, "overhead_ms");
+    INTERN(s_lr_msg, "msg");
+    INTERN(s_lr_levelname, "levelname");
+    INTERN(s_lr_created, "created");
+    INTERN(s_lr_msecs, "msecs");
+    INTERN(s_lr_relative, "relativeCreated");
+    INTERN(s_lr_thread, "thread");
+    INTERN(s_lr_thread_name, "threadName");
+    INTERN(s_lr_process_name, "processName");
+    INTERN(s_lr_process, "process");
+    INTERN(s_lr_task_name, "taskName");
+    INTERN(s_lg_start_time, "_startTime");
+    INTERN(s_lg_log_threads, "logThreads");
+    INTERN(s_lg_log_mp, "logMultiprocessing");
+    INTERN(s_lg_log_processes, "logProcesses");
+    INTERN(s_lg_log_tasks, "logAsyncioTasks");
+    INTERN(s_lg_level_to_name, "_levelToName");
+    INTERN(s_lg_get_level_name, "getLevelName");
+    INTERN(s_lg_threading, "threading");
+    INTERN(s_current_thread, "current_thread");
+    INTERN(s_name, "name");
+    INTERN(s_current_process, "current_process");
+    INTERN(s_current_task, "current_task");
+    INTERN(s_get_name, "get_name");
+    INTERN(s_multiprocessing, "multiprocessing");
+    INTERN(s_asyncio, "asyncio");
+    INTERN(s_main_process, "MainProcess");
+    g_info_level = PyLong_FromLong(20);
+    if (g_info_level == NULL) {
+        return NULL;
+    }
     g_cause_json = PyDict_New();
     g_cause_keys[0] = PyDict_New();
     g_cause_keys[1] = PyDict_New();
