@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include <time.h>
 #include <string.h>
-#include <math.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "hopwatch._speedups needs CPython 3.11 or newer"
@@ -3631,7 +3630,8 @@ fill_time(PyObject *fields, PyObject *clock, PyObject *logging)
         if ((ct == -1.0 || st == -1.0) && PyErr_Occurred()) {
             goto done;
         }
-        double msecs = trunc((ct - trunc(ct)) * 1000.0) + 0.0;
+        /* int() truncates toward zero, as the casts do (the values are far below 2**63) */
+        double msecs = (double)(long long)((ct - (double)(long long)ct) * 1000.0) + 0.0;
         if (PyDict_SetItem(fields, s_lr_created, clock) < 0 ||
             set_owned(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
             set_owned(fields, s_lr_relative, PyFloat_FromDouble((ct - st) * 1000.0)) < 0) {
