@@ -29,8 +29,17 @@ from django.dispatch import Signal
 
 import hopwatch
 from hopwatch import _patch
-from hopwatch._recorder import Ledger, current_scope, late, unscoped
+from hopwatch._recorder import (
+    Ledger,
+    current_ledger,
+    current_scope,
+    enter_scope,
+    late,
+    unscoped,
+    value_outside,
+)
 from hopwatch.apps import activate, deactivate
+from hopwatch.testing import count_hops
 from tests.helpers import wait_until
 
 
@@ -475,6 +484,118 @@ def test_hop_fields_for_nested_crossings():
     assert outer.cause.site.endswith("test_hop_fields_for_nested_crossings.<locals>.middle")
     assert outer.cause.call_site.startswith("tests/test_patch.py:")
     assert outer.cause.call_site.endswith(" in main")
+
+
+def _hopwatch_variables() -> list[str]:
+    return sorted(var.name for var in contextvars.copy_context() if var.name.startswith("hopwatch"))
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["onto-the-loop", "cold"])
+def test_hopwatch_keeps_one_context_variable_inside_an_async_to_sync(cold):
+    """asgiref passes over every variable of the context on both sides of every
+    crossing: the scope and the running async_to_sync share one variable."""
+    seen: dict[str, Any] = {}
+
+    async def code() -> None:
+        seen["inside"] = _hopwatch_variables()
+        seen["value"] = current_scope.get()
+        seen["ledger"] = current_ledger()
+        seen["scope"] = current_scope.get().scope
+        await sync_to_async(_noop)()
+
+    def sync_code() -> None:
+        async_to_sync(code)()
+        seen["after"] = (_hopwatch_variables(), current_scope.get())
+
+    with ledger() as scope:
+        if cold:
+            sync_code()
+        else:
+            asyncio.run(sync_to_async(sync_code)())
+    assert seen["inside"] == ["hopwatch_scope"]
+    bridge = seen["value"]
+    assert type(bridge) is hopwatch.Hop and bridge.direction == "async_to_sync"
+    assert seen["ledger"] is scope and seen["scope"] is scope
+    assert seen["after"] == (["hopwatch_scope"], scope)  # the hop is not left behind
+    (inner,) = [h for h in scope.hops() if h.direction == "sync_to_async" and h.parent is bridge]
+    assert inner.depth == bridge.depth + 1
+
+
+def test_a_scope_entered_inside_an_async_to_sync_keeps_the_hop_as_parent():
+    """count_hops() inside an async_to_sync's code: its hops are counted there and
+    in the enclosing scope, and their parent is still the async_to_sync."""
+    seen: dict[str, Any] = {}
+
+    async def code() -> None:
+        bridge = current_scope.get()
+        with count_hops() as counted:
+            assert current_ledger() is counted.ledger
+            await sync_to_async(_noop)()
+        seen.update(bridge=bridge, counted=counted, after=current_scope.get())
+
+    with ledger() as scope:
+        async_to_sync(code)()
+    bridge, counted = seen["bridge"], seen["counted"]
+    assert seen["after"] is bridge  # left by its token: the hop is current again
+    (inner,) = counted.ledger.hops()
+    assert inner.parent is bridge and inner.depth == 2
+    assert counted.ledger.parent is scope and counted.ledger.outer_hop is bridge
+    assert scope.count == 2 and scope.max_depth == 2
+
+
+def test_a_request_opened_inside_an_async_to_sync_keeps_the_hop_as_parent():
+    from hopwatch._django_scope import current_request
+    from hopwatch._recorder import open_request
+
+    seen: dict[str, Any] = {}
+
+    async def code() -> None:
+        bridge = current_scope.get()
+        record, token = open_request("asgi")
+        try:
+            seen.update(current=current_request(), ledger=current_ledger())
+            await sync_to_async(_noop)()
+        finally:
+            current_scope.reset(token)
+        seen.update(bridge=bridge, record=record, after=current_scope.get())
+
+    with ledger() as scope:
+        async_to_sync(code)()
+    bridge, record = seen["bridge"], seen["record"]
+    assert seen["current"] is record and seen["ledger"] is record
+    assert record.parent is scope and record.outer_hop is bridge
+    assert seen["after"] is bridge
+    (inner,) = record.hops()
+    assert inner.parent is bridge and inner.depth == 2
+
+
+def test_a_scope_left_from_another_context_restores_what_was_there():
+    """Where a ledger's token cannot be used (left from another context), the
+    variable goes back to what it was where the ledger was entered: the running
+    async_to_sync, or the enclosing ledger."""
+    seen: dict[str, Any] = {}
+
+    async def code() -> None:
+        bridge = current_scope.get()
+        inner = Ledger(parent=current_ledger())
+        enter_scope(inner)
+        nested = Ledger(parent=current_ledger())
+        enter_scope(nested)
+        seen.update(
+            bridge=bridge,
+            outside_inner=value_outside(inner),
+            outside_nested=value_outside(nested),
+            nested_outer_hop=nested.outer_hop,
+        )
+
+    with ledger() as scope:
+        async_to_sync(code)()
+        plain = Ledger(parent=current_ledger())
+        contextvars.copy_context().run(enter_scope, plain)
+    assert seen["outside_inner"] is seen["bridge"]
+    assert seen["outside_nested"] is not seen["bridge"]  # the inner ledger, not the hop
+    assert seen["nested_outer_hop"] is seen["bridge"]
+    assert value_outside(plain) is scope and plain.outer_hop is None
 
 
 def test_parents_are_exact_with_one_adapter_shared_by_concurrent_tasks_and_gathers():

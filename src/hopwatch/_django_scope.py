@@ -22,11 +22,14 @@ from django.http import response as http_response
 from hopwatch import _errors
 from hopwatch._hotpath import then
 from hopwatch._recorder import (
+    Hop,
     Ledger,
     RequestRecord,
     close_request,
+    current_ledger,
     current_scope,
     open_request,
+    value_outside,
 )
 
 INTERFACE_ASGI = "asgi"
@@ -51,7 +54,7 @@ def finish_request(record: RequestRecord) -> None:
                 # Closed from another context than the one that opened it
                 # (a server closing the response on another thread).
                 if current_scope.get() is record:
-                    current_scope.set(record.parent)
+                    current_scope.set(value_outside(record))
     except Exception as exc:
         _errors.report("closing a request record", exc)
 
@@ -114,11 +117,13 @@ def _close_stale_scope() -> None:
     kept alive or taken for the next request's parent).
     """
     stale = current_scope.get()
-    if stale is not None and stale.closed:
-        parent = stale.parent
-        while parent is not None and parent.closed:
-            parent = parent.parent
-        current_scope.set(parent)
+    if not isinstance(stale, Ledger):  # none, or an async_to_sync's code runs here
+        return
+    if stale.closed:
+        outside = value_outside(stale)
+        while isinstance(outside, Ledger) and outside.closed:
+            outside = value_outside(outside)
+        current_scope.set(outside)
         return
     if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
         _forget(stale)
@@ -244,7 +249,7 @@ def _closed(response: Any) -> None:
     entries = [entry for entry in _awaiting_close.get(key, ()) if entry[0]() is response]
     if not entries:
         return
-    current = current_scope.get()
+    current = current_ledger()
     chosen = next((entry for entry in entries if entry[1] is current), entries[0])
     remaining = [entry for entry in _awaiting_close.pop(key, []) if entry is not chosen]
     if remaining:
@@ -255,7 +260,9 @@ def _closed(response: Any) -> None:
 
 def current_request() -> RequestRecord | None:
     """The request record of the current context, if any."""
-    scope: Ledger | None = current_scope.get()
+    scope = current_scope.get()
+    if type(scope) is Hop:  # inside an async_to_sync's code: its ledger
+        scope = scope.scope
     while scope is not None and not isinstance(scope, RequestRecord):
         scope = scope.parent
     return scope

@@ -21,12 +21,14 @@ class-level patches and no per-call copies of anything:
   thread's *running* hop meanwhile, the parent of an ``async_to_sync`` made
   from that code.
 * ``AsyncToSync.__call__`` (sync caller): attributes and creates the hop (its
-  parent: the thread's running hop, else ``current_hop``), makes it the value
-  of the ``current_hop`` contextvar around the original call (the coroutine
-  asgiref runs on the loop inherits it: a ``sync_to_async`` made there finds
-  its parent in it), and accounts it.
+  parent: the thread's running hop, else the hop whose code runs here), makes
+  it the value of the ``current_scope`` contextvar around the original call
+  (the coroutine asgiref runs on the loop inherits it: a ``sync_to_async`` made
+  there finds its parent in it, and its scope as the hop's ``scope``), and
+  accounts it. hopwatch keeps one context variable, not a second one for the
+  running hop: each costs every later crossing a pass of ``_restore_context``.
 * ``AsyncToSync.main_wrap``: called by asgiref in the caller's thread while
-  ``current_hop`` is the hop being made; its coroutine, which runs on the
+  ``current_scope`` is the hop being made; its coroutine, which runs on the
   target loop, is timed from its first step to its end, and says whether the
   loop is the one asgiref would have found (a new loop is the cold path).
 
@@ -247,6 +249,7 @@ class LedgerCore:
         "details",
         "max_depth",
         "new_loops",
+        "outer_hop",
         "overhead_ns",
         "parent",
         "pinned_by",
@@ -261,6 +264,9 @@ class LedgerCore:
     )
 
     parent: Any
+    #: The async_to_sync hop whose code was running where this ledger was
+    #: entered: the parent of the hops made in it (_recorder.enter_scope).
+    outer_hop: Any
     closed: bool
     _account_lock: threading.Lock
     count: int
@@ -286,7 +292,7 @@ class LedgerCore:
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
         self._account_lock = threading.Lock()
-        self.parent = None
+        self.parent = self.outer_hop = None
         self.closed = False
         self.causes = {}
         self.details = []
@@ -423,7 +429,6 @@ class LedgerCore:
 
 # --- collaborators, handed in by hopwatch._patch ------------------------------
 
-_current_hop: ContextVar[Any] = ContextVar("hopwatch_unconfigured_hop", default=None)
 _current_scope: ContextVar[Any] = ContextVar("hopwatch_unconfigured_scope", default=None)
 _resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int, Any]]
 _classify_code: Callable[[CodeType], int]
@@ -440,7 +445,6 @@ _thread_hook: Callable[..., Any] | None = None
 
 def configure(
     *,
-    current_hop: ContextVar[Any],
     current_scope: ContextVar[Any],
     resolve: Callable[[Any, Any, FrameType | None], tuple[Any, int, Any]],
     classify_code: Callable[[CodeType], int],
@@ -454,9 +458,9 @@ def configure(
     partial: type,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath)."""
-    global _current_hop, _current_scope, _resolve, _classify_code, _unscoped, _late
+    global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
-    _current_hop, _current_scope = current_hop, current_scope
+    _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
     _unscoped, _late, _overflow_cause, _report = unscoped, late, overflow_cause, report
     _cancelled, _get_running_loop, _threadlocal = cancelled, get_running_loop, threadlocal
@@ -660,12 +664,22 @@ def _expected_loop(adapter: Any) -> object:
     return None
 
 
+def _scope_and_hop() -> tuple[Any, Any]:
+    """The current scope and the hop whose code runs here, from ``current_scope``:
+    a ledger (and the hop running where it was entered), or an async_to_sync hop
+    (and its scope)."""
+    value = _current_scope.get()
+    if type(value) is Hop:
+        return value.scope, value
+    return value, getattr(value, "outer_hop", None)
+
+
 def _end_hop(hop: Hop, token: Any, where: str) -> None:
     """The caller's side is done: reset the contextvar (if set), account the hop."""
     try:
         if token is not None:
             try:
-                _current_hop.reset(token)
+                _current_scope.reset(token)
             except ValueError:
                 # The token belongs to another context (the caller's context was
                 # swapped under us); leave the variable as asgiref left it.
@@ -685,12 +699,9 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
         # Kept inline, without helper functions: this runs on every hop.
         try:
             cause = attribute(self, self.func, _getframe(1))
+            scope, parent = _scope_and_hop()
             hop = Hop(
-                SYNC_TO_ASYNC,
-                cause,
-                getattr(self, "_thread_sensitive", None),
-                _current_hop.get(),
-                _current_scope.get(),
+                SYNC_TO_ASYNC, cause, getattr(self, "_thread_sensitive", None), parent, scope
             )
             hop.adapter_id = id(self)
             if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
@@ -727,13 +738,13 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         try:
             cause = attribute(self, self.awaitable, _getframe(1))
-            parent = _here.running
-            if parent is None:
-                parent = _current_hop.get()
-            hop = Hop(ASYNC_TO_SYNC, cause, None, parent, _current_scope.get())
+            scope, parent = _scope_and_hop()
+            if _here.running is not None:
+                parent = _here.running
+            hop = Hop(ASYNC_TO_SYNC, cause, None, parent, scope)
             hop.adapter_id = id(self)
             hop.expected_loop = _expected_loop(self)
-            token = _current_hop.set(hop)
+            token = _current_scope.set(hop)
         except Exception as exc:
             _report("AsyncToSync.__call__", exc)
             return original(self, *args, **kwargs)
@@ -826,8 +837,8 @@ def _make_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _active:
             return coroutine
         # Called by AsyncToSync.__call__ in the caller's thread, where
-        # current_hop is the hop being made.
-        hop = _current_hop.get()
+        # current_scope is the hop being made.
+        hop = _current_scope.get()
         if (
             type(hop) is not Hop
             or hop.adapter_id != id(self)

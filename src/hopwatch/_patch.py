@@ -26,7 +26,7 @@ from typing import Any
 from asgiref.sync import AsyncToSync, SyncToAsync
 
 from hopwatch import _causes, _errors, _hotpath
-from hopwatch._recorder import OVERFLOW_CAUSE, current_hop, current_scope, late, unscoped
+from hopwatch._recorder import OVERFLOW_CAUSE, current_scope, late, unscoped
 
 __all__ = ["install", "is_installed", "uninstall"]
 
@@ -48,7 +48,6 @@ _patches: dict[tuple[type, str], tuple[Any, Any]] = {}
 def configure_hot_path(resolve: Any = _causes.resolve) -> None:
     """Hand the hop path its collaborators (``resolve``: a test may count its calls)."""
     _hotpath.configure(
-        current_hop=current_hop,
         current_scope=current_scope,
         resolve=resolve,
         classify_code=_causes.classify_code,

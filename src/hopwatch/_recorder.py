@@ -215,15 +215,44 @@ class RequestRecord(Ledger):
 
 # --- scope -----------------------------------------------------------------
 
-#: The ledger hops are currently added to (a request, or a testing block).
-current_scope: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
+#: The ledger hops are currently added to (a request, or a testing block) or,
+#: while an ``async_to_sync``'s code runs, that hop (its ``scope`` is then the
+#: ledger; it is the parent of the hops made there). One context variable, not
+#: a second for the running hop: asgiref passes over every variable of the
+#: context on both sides of every crossing, and each costs a cold
+#: ``async_to_sync`` about 4,000 instructions (docs/performance.md). Read it
+#: through :func:`current_ledger`; enter a ledger with :func:`enter_scope`.
+current_scope: contextvars.ContextVar[Ledger | Hop | None] = contextvars.ContextVar(
     "hopwatch_scope", default=None
 )
 
-#: The hop whose code is running right now (for nesting depth and parents).
-current_hop: contextvars.ContextVar[Hop | None] = contextvars.ContextVar(
-    "hopwatch_hop", default=None
-)
+
+def scope_of(value: Ledger | Hop | None) -> Ledger | None:
+    """The ledger of a value of ``current_scope``."""
+    return value.scope if isinstance(value, Hop) else value
+
+
+def current_ledger() -> Ledger | None:
+    """The ledger hops made here are added to, if any."""
+    return scope_of(current_scope.get())
+
+
+def enter_scope(ledger: Ledger) -> contextvars.Token[Ledger | Hop | None]:
+    """Make ``ledger`` the current scope (its ``parent`` is set by the caller). An
+    ``async_to_sync`` whose code runs here stays the parent of the hops made in it."""
+    value = current_scope.get()
+    ledger.outer_hop = value if isinstance(value, Hop) else getattr(value, "outer_hop", None)
+    return current_scope.set(ledger)
+
+
+def value_outside(ledger: Ledger) -> Ledger | Hop | None:
+    """What ``current_scope`` was where ``ledger`` was entered (for leaving it from
+    another context, where its token cannot be used): the hop that was running
+    there if that hop's scope is the ledger's parent, else the parent."""
+    hop = ledger.outer_hop
+    if hop is not None and hop.scope is ledger.parent:
+        return hop
+    return ledger.parent
 
 #: Hops made outside any scope: startup, management commands, background
 #: work. Kept apart, never attributed to a request.
@@ -255,8 +284,15 @@ def remove_sink(sink: Sink) -> None:
 
 def open_request(interface: str) -> tuple[RequestRecord, contextvars.Token[Ledger | None]]:
     """Start a request scope in the current context."""
-    parent = current_scope.get()
-    record = RequestRecord(interface, parent)
+    # enter_scope() and current_ledger(), inline: this runs on every request
+    value = current_scope.get()
+    if type(value) is Hop:  # inside an async_to_sync's code
+        record = RequestRecord(interface, value.scope)
+        record.outer_hop = value
+    else:
+        record = RequestRecord(interface, value)
+        if value is not None:
+            record.outer_hop = value.outer_hop
     token = current_scope.set(record)
     record.scope_token = token
     return record, token

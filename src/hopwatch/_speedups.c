@@ -103,8 +103,11 @@ restore_exc(saved_exc *s)
 
 /* ---------------------------------------------------------- configuration */
 
-static PyObject *g_current_hop;      /* ContextVar[Hop | None] */
-static PyObject *g_current_scope;    /* ContextVar[Ledger | None] */
+/* ContextVar[Ledger | Hop | None]: the ledger hops are added to, or the
+ * async_to_sync hop whose code runs here (its scope is then the ledger). One
+ * variable: asgiref passes over every variable of the context on both sides of
+ * every crossing (see hopwatch._recorder.current_scope). */
+static PyObject *g_current_scope;
 static PyObject *g_resolve;          /* resolve(adapter, target, frame) -> (cause, mode) */
 static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library, 2 loop */
 static PyObject *g_unscoped;         /* Ledger */
@@ -461,6 +464,7 @@ static PyTypeObject CauseStatsType = {
 typedef struct {
     PyObject_HEAD
     PyObject *parent;
+    PyObject *outer_hop;  /* the hop whose code ran where this ledger was entered */
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
     PyObject *thread_ids; /* {thread id} */
@@ -490,6 +494,7 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->parent = Py_NewRef(Py_None);
+    self->outer_hop = Py_NewRef(Py_None);
     self->causes = PyDict_New();
     self->details = PyList_New(0);
     self->thread_ids = PySet_New(NULL);
@@ -508,6 +513,7 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->parent);
+    Py_VISIT(self->outer_hop);
     Py_VISIT(self->causes);
     Py_VISIT(self->details);
     Py_VISIT(self->thread_ids);
@@ -524,6 +530,7 @@ static int
 LedgerCore_clear(LedgerCoreObject *self)
 {
     Py_CLEAR(self->parent);
+    Py_CLEAR(self->outer_hop);
     Py_CLEAR(self->causes);
     Py_CLEAR(self->details);
     Py_CLEAR(self->thread_ids);
@@ -1441,6 +1448,9 @@ static PyMethodDef LedgerCore_methods[] = {
 static PyMemberDef LedgerCore_members[] = {
     {"parent", T_OBJECT, offsetof(LedgerCoreObject, parent), 0,
      "An enclosing ledger that also receives every hop of this one."},
+    {"outer_hop", T_OBJECT, offsetof(LedgerCoreObject, outer_hop), 0,
+     "The async_to_sync hop whose code was running where this ledger was entered: the "
+     "parent of the hops made in it (hopwatch._recorder.enter_scope)."},
     {"closed", T_BOOL, offsetof(LedgerCoreObject, closed), 0, NULL},
     {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
@@ -2279,6 +2289,29 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     return a;
 }
 
+/* The current scope and the hop whose code runs here (new references; None
+ * for either when there is none), from the one context variable. */
+static int
+scope_and_hop(PyObject **scope, PyObject **hop)
+{
+    PyObject *v = NULL;
+    if (PyContextVar_Get(g_current_scope, Py_None, &v) < 0) {
+        return -1;
+    }
+    if (Py_IS_TYPE(v, &HopType)) {
+        PyObject *s = ((HopObject *)v)->scope;
+        *scope = Py_NewRef(s ? s : Py_None);
+        *hop = v;
+    }
+    else {
+        PyObject *h = PyObject_TypeCheck(v, &LedgerCoreType) ? ((LedgerCoreObject *)v)->outer_hop
+                                                             : NULL;
+        *hop = Py_NewRef(h ? h : Py_None);
+        *scope = v;
+    }
+    return 0;
+}
+
 static void
 s2a_start(HopAwaitableObject *a)
 {
@@ -2297,8 +2330,7 @@ s2a_start(HopAwaitableObject *a)
     if (cause == NULL) {
         goto fail;
     }
-    if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0 ||
-        PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
+    if (scope_and_hop(&scope, &parent) < 0) {
         goto fail;
     }
     if (instance_attr(adapter, s_thread_sensitive, &ts) < 0) {
@@ -3116,15 +3148,12 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     if (cause == NULL) {
         goto fail;
     }
+    if (scope_and_hop(&scope, &parent) < 0) {
+        goto fail;
+    }
     if (tl_running != NULL) {
         /* Inside a sync_to_async's code in this thread: that hop holds us. */
-        parent = Py_NewRef((PyObject *)tl_running);
-    }
-    else if (PyContextVar_Get(g_current_hop, Py_None, &parent) < 0) {
-        goto fail;
-    }
-    if (PyContextVar_Get(g_current_scope, Py_None, &scope) < 0) {
-        goto fail;
+        Py_SETREF(parent, Py_NewRef((PyObject *)tl_running));
     }
     hop = hop_make(s_async_to_sync, cause, Py_None, parent, scope);
     if (hop == NULL) {
@@ -3136,7 +3165,7 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
         goto fail;
     }
     Py_SETREF(hop->expected_loop, loop);
-    token = PyContextVar_Set(g_current_hop, (PyObject *)hop);
+    token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
     if (token == NULL) {
         goto fail;
     }
@@ -3160,7 +3189,7 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     save_exc(&s);
     Py_SETREF(hop->expected_loop, Py_NewRef(Py_None)); /* keep no loop alive */
     hop->adapter_id = 0;
-    if (PyContextVar_Reset(g_current_hop, token) < 0) {
+    if (PyContextVar_Reset(g_current_scope, token) < 0) {
         PyErr_Clear();
     }
     Py_DECREF(token);
@@ -3474,19 +3503,18 @@ static PyTypeObject PatchType = {
 static PyObject *
 py_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"current_hop", "current_scope", "resolve", "classify_code",
-                             "unscoped", "late", "overflow_cause", "report", "cancelled",
-                             "get_running_loop", "threadlocal", "partial", NULL};
-    PyObject *v[12];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOOO", kwlist, &v[0], &v[1], &v[2],
-                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
-                                     &v[11])) {
+    static char *kwlist[] = {"current_scope", "resolve", "classify_code", "unscoped", "late",
+                             "overflow_cause", "report", "cancelled", "get_running_loop",
+                             "threadlocal", "partial", NULL};
+    PyObject *v[11];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO", kwlist, &v[0], &v[1], &v[2],
+                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10])) {
         return NULL;
     }
-    PyObject **slots[] = {&g_current_hop, &g_current_scope, &g_resolve, &g_classify_code,
-                          &g_unscoped, &g_late, &g_overflow_cause, &g_report, &g_cancelled,
-                          &g_get_running_loop, &g_threadlocal, &g_partial_type};
-    for (int i = 0; i < 12; i++) {
+    PyObject **slots[] = {&g_current_scope, &g_resolve, &g_classify_code, &g_unscoped, &g_late,
+                          &g_overflow_cause, &g_report, &g_cancelled, &g_get_running_loop,
+                          &g_threadlocal, &g_partial_type};
+    for (int i = 0; i < 11; i++) {
         Py_XSETREF(*slots[i], Py_NewRef(v[i]));
     }
     Py_RETURN_NONE;

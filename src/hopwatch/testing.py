@@ -44,7 +44,17 @@ from typing import Any, Final, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 
 from hopwatch import _patch
-from hopwatch._recorder import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC, Hop, Ledger, current_scope
+from hopwatch._recorder import (
+    ASYNC_TO_SYNC,
+    KINDS,
+    SYNC_TO_ASYNC,
+    Hop,
+    Ledger,
+    current_ledger,
+    current_scope,
+    enter_scope,
+    value_outside,
+)
 
 __all__ = [
     "BUDGETS_ENV",
@@ -222,9 +232,9 @@ class HopCount(_AsyncBlock):
         _ensure_installed()
         # The enclosing scope (a request, an outer block) still gets every hop.
         self.ledger = Ledger(
-            parent=current_scope.get(), detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT
+            parent=current_ledger(), detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT
         )
-        self._token = current_scope.set(self.ledger)
+        self._token = enter_scope(self.ledger)
         return self
 
     def __exit__(
@@ -242,7 +252,7 @@ class HopCount(_AsyncBlock):
             # Exited in another context than the one that entered (an async
             # fixture finalised in another task): undo our part only.
             if current_scope.get() is ledger:
-                current_scope.set(ledger.parent)
+                current_scope.set(value_outside(ledger))
         self._token = None
         self._frozen = self._tally()
 
