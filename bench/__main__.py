@@ -769,9 +769,10 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " another thread, so a few more instructions on either side can cost a scheduling"
             " turn.",
             "",
-            "What would close it: for `async_to_sync`, finding the enclosing crossing without a"
-            " context variable of hopwatch's own (nothing else in asyncio follows a task to the"
-            " tasks it starts); a free list for the `Hop` and awaitable objects; on a quiet"
+            "What would close it: for `async_to_sync` onto the loop, finding the enclosing"
+            " crossing without setting the context variable (nothing else in asyncio follows a"
+            " task to the tasks it starts; hopwatch keeps one variable, no longer two); a free"
+            " list for the `Hop` and awaitable objects; on a quiet"
             " machine the wall-time figures move by more than the remaining gap between runs,"
             " so read the instruction counts first.",
             "",

@@ -3558,18 +3558,6 @@ static PyObject *s_lg_start_time, *s_lg_log_threads, *s_lg_log_mp, *s_lg_log_pro
     *s_multiprocessing, *s_asyncio, *s_main_process;
 static PyObject *g_info_level; /* 20 */
 
-static int
-set_owned(PyObject *fields, PyObject *key, PyObject *value)
-{
-    if (value == NULL) {
-        return -1;
-    }
-    int rc = PyDict_SetItem(fields, key, value);
-    Py_DECREF(value);
-    return rc;
-}
-
-/* logging.<name> is true; -1 on error */
 /* logging.<name> (a new reference): the module's dict entry, as attribute
  * lookup on a module finds it, without the generic lookup's cost */
 static PyObject *
@@ -3646,9 +3634,9 @@ fill_time(PyObject *fields, PyObject *clock, PyObject *logging)
         if (msecs == 999.0 && (long long)created != whole) {
             msecs = 0.0;
         }
-        if (set_owned(fields, s_lr_created, PyFloat_FromDouble(created)) < 0 ||
-            set_owned(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
-            set_owned(fields, s_lr_relative, PyFloat_FromDouble((double)(ct - st) / 1e6)) < 0) {
+        if (put_new(fields, s_lr_created, PyFloat_FromDouble(created)) < 0 ||
+            put_new(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
+            put_new(fields, s_lr_relative, PyFloat_FromDouble((double)(ct - st) / 1e6)) < 0) {
             goto done;
         }
     }
@@ -3661,8 +3649,8 @@ fill_time(PyObject *fields, PyObject *clock, PyObject *logging)
         /* int() truncates toward zero, as the casts do (the values are far below 2**63) */
         double msecs = (double)(long long)((ct - (double)(long long)ct) * 1000.0) + 0.0;
         if (PyDict_SetItem(fields, s_lr_created, clock) < 0 ||
-            set_owned(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
-            set_owned(fields, s_lr_relative, PyFloat_FromDouble((ct - st) * 1000.0)) < 0) {
+            put_new(fields, s_lr_msecs, PyFloat_FromDouble(msecs)) < 0 ||
+            put_new(fields, s_lr_relative, PyFloat_FromDouble((ct - st) * 1000.0)) < 0) {
             goto done;
         }
     }
@@ -3720,7 +3708,7 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
         }
         level = PyObject_CallMethodOneArg(logging, s_lg_get_level_name, g_info_level);
     }
-    if (set_owned(fields, s_lr_levelname, level) < 0 || fill_time(fields, clock, logging) < 0) {
+    if (put_new(fields, s_lr_levelname, level) < 0 || fill_time(fields, clock, logging) < 0) {
         return -1;
     }
     int on = logging_flag(logging, s_lg_log_threads);
@@ -3736,9 +3724,9 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
         Py_DECREF(threading);
         PyObject *name = current ? PyObject_GetAttr(current, s_name) : NULL;
         Py_XDECREF(current);
-        if (set_owned(fields, s_lr_thread,
+        if (put_new(fields, s_lr_thread,
                       PyLong_FromUnsignedLong(PyThread_get_thread_ident())) < 0 ||
-            set_owned(fields, s_lr_thread_name, name) < 0) {
+            put_new(fields, s_lr_thread_name, name) < 0) {
             return -1;
         }
     }
@@ -3772,7 +3760,7 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
     if (rc < 0 || (on = logging_flag(logging, s_lg_log_processes)) < 0) {
         return -1;
     }
-    if (on ? set_owned(fields, s_lr_process, PyLong_FromLong((long)getpid())) < 0
+    if (on ? put_new(fields, s_lr_process, PyLong_FromLong((long)getpid())) < 0
            : PyDict_SetItem(fields, s_lr_process, Py_None) < 0) {
         return -1;
     }
