@@ -22,7 +22,6 @@ from django.http import response as http_response
 from hopwatch import _errors
 from hopwatch._hotpath import then
 from hopwatch._recorder import (
-    Hop,
     Ledger,
     RequestRecord,
     close_request,
@@ -260,9 +259,7 @@ def _closed(response: Any) -> None:
 
 def current_request() -> RequestRecord | None:
     """The request record of the current context, if any."""
-    scope = current_scope.get()
-    if type(scope) is Hop:  # inside an async_to_sync's code: its ledger
-        scope = scope.scope
+    scope = current_ledger()
     while scope is not None and not isinstance(scope, RequestRecord):
         scope = scope.parent
     return scope

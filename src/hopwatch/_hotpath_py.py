@@ -671,7 +671,7 @@ def _scope_and_hop() -> tuple[Any, Any]:
     value = _current_scope.get()
     if type(value) is Hop:
         return value.scope, value
-    return value, getattr(value, "outer_hop", None)
+    return value, None if value is None else value.outer_hop
 
 
 def _end_hop(hop: Hop, token: Any, where: str) -> None:

@@ -227,21 +227,21 @@ current_scope: contextvars.ContextVar[Ledger | Hop | None] = contextvars.Context
 )
 
 
-def scope_of(value: Ledger | Hop | None) -> Ledger | None:
-    """The ledger of a value of ``current_scope``."""
-    return value.scope if isinstance(value, Hop) else value
-
-
 def current_ledger() -> Ledger | None:
     """The ledger hops made here are added to, if any."""
-    return scope_of(current_scope.get())
+    value = current_scope.get()
+    return value.scope if type(value) is Hop else value
 
 
 def enter_scope(ledger: Ledger) -> contextvars.Token[Ledger | Hop | None]:
-    """Make ``ledger`` the current scope (its ``parent`` is set by the caller). An
-    ``async_to_sync`` whose code runs here stays the parent of the hops made in it."""
+    """Make ``ledger`` the current scope, inside the current one (its ``parent``,
+    which also receives every hop of it). An ``async_to_sync`` whose code runs
+    here stays the parent of the hops made in it (``outer_hop``)."""
     value = current_scope.get()
-    ledger.outer_hop = value if isinstance(value, Hop) else getattr(value, "outer_hop", None)
+    if type(value) is Hop:
+        ledger.parent, ledger.outer_hop = value.scope, value
+    elif value is not None:
+        ledger.parent, ledger.outer_hop = value, value.outer_hop
     return current_scope.set(ledger)
 
 
@@ -286,16 +286,8 @@ def open_request(
     interface: str,
 ) -> tuple[RequestRecord, contextvars.Token[Ledger | Hop | None]]:
     """Start a request scope in the current context."""
-    # enter_scope() and current_ledger(), inline: this runs on every request
-    value = current_scope.get()
-    if type(value) is Hop:  # inside an async_to_sync's code
-        record = RequestRecord(interface, value.scope)
-        record.outer_hop = value
-    else:
-        record = RequestRecord(interface, value)
-        if value is not None:
-            record.outer_hop = value.outer_hop
-    token = current_scope.set(record)
+    record = RequestRecord(interface)
+    token = enter_scope(record)
     record.scope_token = token
     return record, token
 

@@ -3660,32 +3660,6 @@ done:
     return rc;
 }
 
-static int fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock,
-                              PyObject *logging);
-
-static PyObject *
-py_fill_log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 5 || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "fill_log_record(record, constant, message, clock, logging)");
-        return NULL;
-    }
-    /* A copy of the constant fields (one allocation, in their order) made the
-     * record's __dict__: the same dict, without inserting every key anew. */
-    PyObject *fields = PyDict_Copy(args[1]);
-    if (fields == NULL) {
-        return NULL;
-    }
-    if (fill_record_fields(fields, args[2], args[3], args[4]) < 0 ||
-        PyObject_SetAttr(args[0], s_dict, fields) < 0) {
-        Py_DECREF(fields);
-        return NULL;
-    }
-    Py_DECREF(fields);
-    Py_RETURN_NONE;
-}
-
 static int
 fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObject *logging)
 {
@@ -3786,6 +3760,29 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
     }
 #endif
     return 0;
+}
+
+static PyObject *
+py_fill_log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fill_log_record(record, constant, message, clock, logging)");
+        return NULL;
+    }
+    /* A copy of the constant fields (one allocation, in their order) made the
+     * record's __dict__: the same dict, without inserting every key anew. */
+    PyObject *fields = PyDict_Copy(args[1]);
+    if (fields == NULL) {
+        return NULL;
+    }
+    if (fill_record_fields(fields, args[2], args[3], args[4]) < 0 ||
+        PyObject_SetAttr(args[0], s_dict, fields) < 0) {
+        Py_DECREF(fields);
+        return NULL;
+    }
+    Py_DECREF(fields);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {

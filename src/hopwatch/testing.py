@@ -50,7 +50,6 @@ from hopwatch._recorder import (
     SYNC_TO_ASYNC,
     Hop,
     Ledger,
-    current_ledger,
     current_scope,
     enter_scope,
     value_outside,
@@ -230,10 +229,9 @@ class HopCount(_AsyncBlock):
         if self.ledger is not None:
             raise RuntimeError("a count_hops() block can be entered only once; make a new one")
         _ensure_installed()
-        # The enclosing scope (a request, an outer block) still gets every hop.
-        self.ledger = Ledger(
-            parent=current_ledger(), detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT
-        )
+        # enter_scope makes the enclosing scope (a request, an outer block) its
+        # parent, which still gets every hop.
+        self.ledger = Ledger(detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT)
         self._token = enter_scope(self.ledger)
         return self
 
