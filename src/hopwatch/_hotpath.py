@@ -35,6 +35,7 @@ set_thread_hook: Any = impl.set_thread_hook
 clear_caches: Any = impl.clear_caches
 then: Any = impl.then
 fill_log_record: Any = impl.fill_log_record
+deliver_line: Any = impl.deliver_line
 make_patch: Any = getattr(impl, "make_patch", None) or impl.Patch
 
 S2A_CALL: int = impl.S2A_CALL

@@ -948,6 +948,127 @@ def fill_log_record(
 _TASK_NAMES: Final = sys.version_info >= (3, 12)
 
 
+def deliver_line(
+    logger: Any, message: str, make_record: Callable[[str], Any], logging: Any
+) -> None:
+    """``logger.handle(record)`` for one INFO line (``hopwatch._emit._StdlibLine``),
+    the record made only if something reads it.
+
+    ``Logger.callHandlers``' walk: the logger and its ancestors while they
+    propagate, each handler whose level lets INFO through. A *plain* handler (a
+    ``logging.FileHandler`` or ``StreamHandler`` itself, no filters, its lock a
+    ``threading.RLock``, the ``"%(message)s"`` formatter or none) gets the line
+    written to its stream under its lock and flushed, as its ``emit`` writes
+    it: ``format()`` of the line's record is its message. Any other handler
+    gets ``handle(record)``, with the line's one record (``make_record(message)``,
+    made when first needed). The logger's own ``handle`` instead when the logger
+    has filters or when one of the logging methods the walk stands in for is not
+    logging's own (defined in another module: a subclass's, a patch's, as
+    Sentry's of ``callHandlers``); its ``callHandlers`` when no handler was found
+    (``lastResort``). The caller has checked ``isEnabledFor(INFO)`` and that the
+    record factory and ``makeRecord`` are logging's.
+    """
+    if logger.filters or not _logging_own(type(logger), logging):
+        logger.handle(make_record(message))
+        return
+    record = None
+    found = 0
+    current = logger
+    while current:
+        for handler in current.handlers:
+            found += 1
+            if handler.level > _INFO:
+                continue
+            if _plain_handler(handler, logging):
+                with handler.lock:  # Handler.handle, its filter() being true
+                    stream = handler.stream
+                    if type(handler) is logging.FileHandler and not stream:
+                        # closed or delayed: FileHandler.emit opens it (or not)
+                        if record is None:
+                            record = make_record(message)
+                        handler.emit(record)
+                        continue
+                    try:  # StreamHandler.emit
+                        stream.write(message + handler.terminator)
+                        if stream and hasattr(stream, "flush"):  # StreamHandler.flush
+                            stream.flush()
+                    except RecursionError:
+                        raise
+                    except Exception:
+                        if record is None:
+                            record = make_record(message)
+                        handler.handleError(record)
+            else:
+                if record is None:
+                    record = make_record(message)
+                handler.handle(record)
+        current = current.parent if current.propagate else None
+    if not found:  # lastResort, or the one-time "no handlers" warning
+        logger.callHandlers(make_record(message) if record is None else record)
+
+
+_INFO: Final = 20  # logging.INFO, a line's level
+_RLOCK: Final = type(threading.RLock())
+# the methods last found to be logging's own (deliver_line)
+_verified: tuple[Any, ...] = ()
+
+
+def _methods(logger_type: Any, logging: Any) -> tuple[Any, ...]:
+    """The logging methods deliver_line stands in for, as they are now."""
+    file, stream = logging.FileHandler, logging.StreamHandler
+    formatter, style = logging.Formatter, logging.PercentStyle
+    return (
+        logger_type.handle,
+        logger_type.callHandlers,
+        logger_type.filter,
+        file.handle,
+        file.filter,
+        file.format,
+        file.emit,
+        file.flush,
+        stream.handle,
+        stream.filter,
+        stream.format,
+        stream.emit,
+        stream.flush,
+        formatter.format,
+        formatter.formatMessage,
+        formatter.usesTime,
+        style.format,
+        style._format,
+        style.usesTime,
+        logging.LogRecord.getMessage,
+    )
+
+
+def _logging_own(logger_type: Any, logging: Any) -> bool:
+    """Whether each of those methods is defined in the logging module."""
+    global _verified
+    now = _methods(logger_type, logging)
+    if now == _verified:
+        return True
+    own = logging.__dict__
+    if all(getattr(method, "__globals__", None) is own for method in now):
+        _verified = now
+        return True
+    return False
+
+
+def _plain_handler(handler: Any, logging: Any) -> bool:
+    kind = type(handler)
+    if (kind is not logging.FileHandler and kind is not logging.StreamHandler) or handler.filters:
+        return False
+    formatter = handler.formatter or logging._defaultFormatter
+    if type(formatter) is not logging.Formatter:
+        return False
+    style = formatter._style
+    return (
+        type(style) is logging.PercentStyle
+        and style._fmt == "%(message)s"
+        and type(handler.lock) is _RLOCK
+    )
+
+
 def make_patch(original: Callable[..., Any], which: int) -> Any:
     """The function hopwatch installs in place of ``original`` (one of the four)."""
     patched = _FACTORIES[which](original)

@@ -3785,6 +3785,453 @@ py_fill_log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------- line delivery */
+
+/* deliver_line(logger, message, make_record, logging): Logger.handle for one
+ * INFO line, the record made only for a handler that reads it. The reference,
+ * with the rules and why, is deliver_line in hopwatch._hotpath_py; this is the
+ * same walk, step for step (tests/test_log.py runs both on each configuration). */
+static PyObject *s_dl_filters, *s_dl_handlers, *s_dl_level, *s_dl_formatter, *s_dl_style,
+    *s_dl_fmt, *s_dl_lock, *s_dl_stream, *s_dl_terminator, *s_dl_write, *s_dl_flush,
+    *s_dl_emit, *s_dl_handle, *s_dl_handle_error, *s_dl_call_handlers, *s_dl_parent,
+    *s_dl_propagate, *s_dl_acquire, *s_dl_release, *s_dl_message_fmt, *s_dl_file_handler,
+    *s_dl_stream_handler, *s_dl_formatter_cls, *s_dl_percent_style, *s_dl_log_record,
+    *s_dl_default_formatter, *s_dl_filter, *s_dl_format, *s_dl_format_message,
+    *s_dl_uses_time, *s_dl_underscore_format, *s_dl_get_message;
+static PyTypeObject *g_rlock_type;
+
+/* The logging classes a line's delivery reads, from the logging module's dict
+ * (borrowed; NULL when missing or not a class: then nothing is plain). */
+typedef struct {
+    PyObject *own; /* logging.__dict__: the globals of logging's own functions */
+    PyTypeObject *file, *stream, *formatter, *style, *record;
+} logging_classes;
+
+static PyTypeObject *
+logging_type(PyObject *own, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(own, name);
+    return (v != NULL && PyType_Check(v)) ? (PyTypeObject *)v : NULL;
+}
+
+static int
+get_logging_classes(PyObject *logging, logging_classes *c)
+{
+    c->own = PyModule_GetDict(logging);
+    c->file = logging_type(c->own, s_dl_file_handler);
+    c->stream = logging_type(c->own, s_dl_stream_handler);
+    c->formatter = logging_type(c->own, s_dl_formatter_cls);
+    c->style = logging_type(c->own, s_dl_percent_style);
+    c->record = logging_type(c->own, s_dl_log_record);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* cls.<name> is a function defined in the logging module */
+static inline int
+logging_method(PyTypeObject *cls, PyObject *name, PyObject *own)
+{
+    PyObject *m = cls ? _PyType_Lookup(cls, name) : NULL;
+    return m != NULL && PyFunction_Check(m) && PyFunction_GET_GLOBALS(m) == own;
+}
+
+/* The classes last found to have logging's own methods, and their type version
+ * tags then: a class's tag changes (to 0, then to a new one) whenever it or a
+ * base class is modified (PyType_Modified), so equal nonzero tags mean the
+ * methods found then are still the ones found now. */
+#define OWN_CLASSES 6
+static PyTypeObject *g_own_classes[OWN_CLASSES];
+static unsigned int g_own_tags[OWN_CLASSES];
+static PyObject *g_own_dict;
+
+/* _logging_own in the reference: 1 yes, 0 no */
+static int
+logging_own(PyTypeObject *logger_type, logging_classes *c)
+{
+    PyTypeObject *classes[OWN_CLASSES] = {logger_type, c->file, c->stream,
+                                          c->formatter, c->style, c->record};
+    if (g_own_dict == c->own) {
+        int same = 1;
+        for (int i = 0; i < OWN_CLASSES && same; i++) {
+            same = classes[i] == g_own_classes[i] && classes[i] != NULL &&
+                   classes[i]->tp_version_tag != 0 &&
+                   classes[i]->tp_version_tag == g_own_tags[i];
+        }
+        if (same) {
+            return 1;
+        }
+    }
+    PyObject *own = c->own;
+    PyObject *handler_names[] = {s_dl_handle, s_dl_filter, s_dl_format, s_dl_emit, s_dl_flush};
+    if (!logging_method(logger_type, s_dl_handle, own) ||
+        !logging_method(logger_type, s_dl_call_handlers, own) ||
+        !logging_method(logger_type, s_dl_filter, own)) {
+        return 0;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (!logging_method(c->file, handler_names[i], own) ||
+            !logging_method(c->stream, handler_names[i], own)) {
+            return 0;
+        }
+    }
+    if (!(logging_method(c->formatter, s_dl_format, own) &&
+          logging_method(c->formatter, s_dl_format_message, own) &&
+          logging_method(c->formatter, s_dl_uses_time, own) &&
+          logging_method(c->style, s_dl_format, own) &&
+          logging_method(c->style, s_dl_underscore_format, own) &&
+          logging_method(c->style, s_dl_uses_time, own) &&
+          logging_method(c->record, s_dl_get_message, own))) {
+        return 0;
+    }
+    /* remembered (borrowed pointers, compared only: a class freed and another
+     * made at its address has a new version tag) */
+    g_own_dict = own;
+    for (int i = 0; i < OWN_CLASSES; i++) {
+        g_own_classes[i] = classes[i];
+        g_own_tags[i] = classes[i]->tp_version_tag;
+    }
+    return 1;
+}
+
+/* getattr(obj, name): instance_attr's shortcut for the plain instance attributes
+ * of loggers and handlers, else getattr (which also raises the AttributeError) */
+static inline PyObject *
+plain_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v;
+    int rc = instance_attr(obj, name, &v);
+    if (rc > 0) {
+        return v;
+    }
+    return rc < 0 ? NULL : PyObject_GetAttr(obj, name);
+}
+
+/* getattr(obj, name) is true: 1, 0, -1 */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = plain_attr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int rc = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* _plain_handler in the reference: 1 yes (*lock set: the handler's lock), 0 no, -1 error */
+static int
+plain_handler(PyObject *handler, logging_classes *c, PyObject **lock)
+{
+    PyTypeObject *kind = Py_TYPE(handler);
+    if (kind == NULL || (kind != c->file && kind != c->stream)) {
+        return 0;
+    }
+    int rc = attr_true(handler, s_dl_filters);
+    if (rc != 0) {
+        return rc < 0 ? -1 : 0;
+    }
+    PyObject *formatter = plain_attr(handler, s_dl_formatter);
+    if (formatter == NULL) {
+        return -1;
+    }
+    if ((rc = PyObject_IsTrue(formatter)) <= 0) {
+        Py_DECREF(formatter);
+        if (rc < 0) {
+            return -1;
+        }
+        formatter = Py_XNewRef(PyDict_GetItemWithError(c->own, s_dl_default_formatter));
+        if (formatter == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetObject(PyExc_AttributeError, s_dl_default_formatter);
+            }
+            return -1;
+        }
+    }
+    int plain = 0;
+    if (Py_TYPE(formatter) == c->formatter) {
+        PyObject *style = plain_attr(formatter, s_dl_style);
+        if (style == NULL) {
+            Py_DECREF(formatter);
+            return -1;
+        }
+        if (Py_TYPE(style) == c->style) {
+            PyObject *fmt = plain_attr(style, s_dl_fmt);
+            plain = fmt ? PyObject_RichCompareBool(fmt, s_dl_message_fmt, Py_EQ) : -1;
+            Py_XDECREF(fmt);
+        }
+        Py_DECREF(style);
+    }
+    Py_DECREF(formatter);
+    if (plain <= 0) {
+        return plain;
+    }
+    PyObject *found = plain_attr(handler, s_dl_lock);
+    if (found == NULL) {
+        return -1;
+    }
+    if (Py_TYPE(found) != g_rlock_type) {
+        Py_DECREF(found);
+        return 0;
+    }
+    *lock = found;
+    return 1;
+}
+
+/* the line's record, made the first time it is needed: 0 or -1 */
+static int
+need_record(PyObject *make_record, PyObject *message, PyObject **record)
+{
+    if (*record == NULL) {
+        *record = PyObject_CallOneArg(make_record, message);
+    }
+    return *record ? 0 : -1;
+}
+
+/* handler.<method>(record): 0 or -1 */
+static int
+call_with_record(PyObject *handler, PyObject *method, PyObject *record)
+{
+    PyObject *r = PyObject_CallMethodOneArg(handler, method, record);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* StreamHandler.emit's write and flush: 0, or -1 with the exception set */
+static int
+write_line(PyObject *handler, PyObject *stream, PyObject *message)
+{
+    PyObject *terminator = plain_attr(handler, s_dl_terminator);
+    if (terminator == NULL) {
+        return -1;
+    }
+    PyObject *text = PyNumber_Add(message, terminator);
+    Py_DECREF(terminator);
+    if (text == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(stream, s_dl_write, text);
+    Py_DECREF(text);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    int rc = PyObject_IsTrue(stream);
+    if (rc <= 0) {
+        return rc;
+    }
+    PyObject *flush;
+    if (lookup_attr(stream, s_dl_flush, &flush) < 0) {
+        /* hasattr() lets every exception but AttributeError through */
+        return -1;
+    }
+    if (flush == NULL) {
+        return 0;
+    }
+    r = PyObject_CallNoArgs(flush);
+    Py_DECREF(flush);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* The exception set is handed to handler.handleError(record) as the one being
+ * handled (sys.exc_info(), which handleError reads), with the caller's frame in
+ * its traceback, as an ``except`` in the reference would have it. 0 or -1. */
+static int
+handle_error(PyObject *handler, PyObject *make_record, PyObject *message, PyObject **record)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (frame != NULL) {
+        PyTraceBack_Here(frame);
+    }
+    saved_exc s;
+    save_exc(&s);
+    PyObject *exc;
+#if PY_VERSION_HEX >= 0x030C0000
+    exc = s.exc;
+#else
+    PyErr_NormalizeException(&s.type, &s.value, &s.tb);
+    if (s.value && s.tb) {
+        PyException_SetTraceback(s.value, s.tb);
+    }
+    exc = s.value;
+    Py_CLEAR(s.type);
+    Py_CLEAR(s.tb);
+#endif
+    PyObject *previous = PyErr_GetHandledException();
+    PyErr_SetHandledException(exc);
+    int rc = need_record(make_record, message, record);
+    if (rc == 0) {
+        rc = call_with_record(handler, s_dl_handle_error, *record);
+    }
+    PyErr_SetHandledException(previous);
+    Py_XDECREF(previous);
+    Py_XDECREF(exc);
+    return rc;
+}
+
+/* One plain handler's line, under its lock (Handler.handle, FileHandler.emit,
+ * StreamHandler.emit; ``lock``, the handler's, is the caller's reference, released
+ * here): 0 or -1 */
+static int
+deliver_plain(PyObject *handler, PyObject *lock, logging_classes *c, PyObject *message,
+              PyObject *make_record, PyObject **record)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_dl_acquire);
+    if (r == NULL) {
+        Py_DECREF(lock);
+        return -1;
+    }
+    Py_DECREF(r);
+    int rc = -1;
+    PyObject *stream = plain_attr(handler, s_dl_stream);
+    if (stream == NULL) {
+        goto release;
+    }
+    if (Py_TYPE(handler) == c->file) {
+        int open = PyObject_IsTrue(stream);
+        if (open < 0) {
+            goto release;
+        }
+        if (!open) { /* closed or delayed: FileHandler.emit opens it (or not) */
+            if (need_record(make_record, message, record) == 0) {
+                rc = call_with_record(handler, s_dl_emit, *record);
+            }
+            goto release;
+        }
+    }
+    rc = write_line(handler, stream, message);
+    if (rc < 0 && !PyErr_ExceptionMatches(PyExc_RecursionError) &&
+        PyErr_ExceptionMatches(PyExc_Exception)) {
+        rc = handle_error(handler, make_record, message, record);
+    }
+release:
+    Py_XDECREF(stream);
+    {
+        /* released whatever happened, an exception kept aside meanwhile */
+        saved_exc s;
+        save_exc(&s);
+        r = PyObject_CallMethodNoArgs(lock, s_dl_release);
+        Py_DECREF(lock);
+        if (r == NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+            Py_XDECREF(s.exc);
+#else
+            Py_XDECREF(s.type);
+            Py_XDECREF(s.value);
+            Py_XDECREF(s.tb);
+#endif
+            return -1;
+        }
+        Py_DECREF(r);
+        restore_exc(&s);
+    }
+    return rc;
+}
+
+static PyObject *
+py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyModule_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "deliver_line(logger, message, make_record, logging)");
+        return NULL;
+    }
+    PyObject *logger = args[0], *message = args[1], *make_record = args[2];
+    logging_classes classes;
+    if (get_logging_classes(args[3], &classes) < 0) {
+        return NULL;
+    }
+    PyObject *record = NULL, *current = NULL, *handlers = NULL, *iter = NULL, *handler = NULL;
+    int rc = attr_true(logger, s_dl_filters);
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc || !logging_own(Py_TYPE(logger), &classes)) {
+        /* filters, or a method that is not logging's: the logger's own handle */
+        if (need_record(make_record, message, &record) < 0) {
+            return NULL;
+        }
+        rc = call_with_record(logger, s_dl_handle, record);
+        Py_DECREF(record);
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    Py_ssize_t found = 0;
+    current = Py_NewRef(logger);
+    for (;;) {
+        int alive = PyObject_IsTrue(current);
+        if (alive < 0) {
+            goto error;
+        }
+        if (!alive) {
+            break;
+        }
+        if ((handlers = plain_attr(current, s_dl_handlers)) == NULL ||
+            (iter = PyObject_GetIter(handlers)) == NULL) {
+            goto error;
+        }
+        while ((handler = PyIter_Next(iter)) != NULL) {
+            found++;
+            PyObject *level = plain_attr(handler, s_dl_level);
+            if (level == NULL) {
+                goto error;
+            }
+            int below = PyObject_RichCompareBool(level, g_info_level, Py_GT);
+            Py_DECREF(level);
+            if (below < 0) {
+                goto error;
+            }
+            if (!below) {
+                PyObject *lock = NULL;
+                int plain = plain_handler(handler, &classes, &lock);
+                if (plain < 0) {
+                    goto error;
+                }
+                if (plain) {
+                    if (deliver_plain(handler, lock, &classes, message, make_record, &record) <
+                        0) {
+                        goto error;
+                    }
+                }
+                else if (need_record(make_record, message, &record) < 0 ||
+                         call_with_record(handler, s_dl_handle, record) < 0) {
+                    goto error;
+                }
+            }
+            Py_CLEAR(handler);
+        }
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        Py_CLEAR(iter);
+        Py_CLEAR(handlers);
+        int propagate = attr_true(current, s_dl_propagate);
+        if (propagate < 0) {
+            goto error;
+        }
+        PyObject *next = propagate ? plain_attr(current, s_dl_parent) : Py_NewRef(Py_None);
+        if (next == NULL) {
+            goto error;
+        }
+        Py_SETREF(current, next);
+    }
+    Py_CLEAR(current);
+    if (!found) { /* lastResort, or the one-time "no handlers" warning */
+        if (need_record(make_record, message, &record) < 0 ||
+            call_with_record(logger, s_dl_call_handlers, record) < 0) {
+            goto error;
+        }
+    }
+    Py_XDECREF(record);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(handler);
+    Py_XDECREF(iter);
+    Py_XDECREF(handlers);
+    Py_XDECREF(current);
+    Py_XDECREF(record);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the hop path its collaborators (see hopwatch._hotpath)."},
@@ -3798,6 +4245,8 @@ static PyMethodDef module_methods[] = {
      "then(awaitable, fn, a, b, start=None): await it, then fn(a, b, result) (see ThenType)."},
     {"fill_log_record", (PyCFunction)(void (*)(void))py_fill_log_record, METH_FASTCALL,
      "fill_log_record(record, constant, message, clock, logging): a line's LogRecord fields."},
+    {"deliver_line", (PyCFunction)(void (*)(void))py_deliver_line, METH_FASTCALL,
+     "deliver_line(logger, message, make_record, logging): logger.handle for one INFO line."},
     {NULL},
 };
 
@@ -3840,6 +4289,49 @@ PyInit__speedups(void)
     INTERN(s_thread_sensitive, "_thread_sensitive");
     INTERN(s_tag, "_hopwatch_cause");
     INTERN(s_dict, "__dict__");
+    INTERN(s_dl_filters, "filters");
+    INTERN(s_dl_handlers, "handlers");
+    INTERN(s_dl_level, "level");
+    INTERN(s_dl_formatter, "formatter");
+    INTERN(s_dl_style, "_style");
+    INTERN(s_dl_fmt, "_fmt");
+    INTERN(s_dl_lock, "lock");
+    INTERN(s_dl_stream, "stream");
+    INTERN(s_dl_terminator, "terminator");
+    INTERN(s_dl_write, "write");
+    INTERN(s_dl_flush, "flush");
+    INTERN(s_dl_emit, "emit");
+    INTERN(s_dl_handle, "handle");
+    INTERN(s_dl_handle_error, "handleError");
+    INTERN(s_dl_call_handlers, "callHandlers");
+    INTERN(s_dl_parent, "parent");
+    INTERN(s_dl_propagate, "propagate");
+    INTERN(s_dl_acquire, "acquire");
+    INTERN(s_dl_release, "release");
+    INTERN(s_dl_message_fmt, "%(message)s");
+    INTERN(s_dl_file_handler, "FileHandler");
+    INTERN(s_dl_stream_handler, "StreamHandler");
+    INTERN(s_dl_formatter_cls, "Formatter");
+    INTERN(s_dl_percent_style, "PercentStyle");
+    INTERN(s_dl_log_record, "LogRecord");
+    INTERN(s_dl_default_formatter, "_defaultFormatter");
+    INTERN(s_dl_filter, "filter");
+    INTERN(s_dl_format, "format");
+    INTERN(s_dl_format_message, "formatMessage");
+    INTERN(s_dl_uses_time, "usesTime");
+    INTERN(s_dl_underscore_format, "_format");
+    INTERN(s_dl_get_message, "getMessage");
+    {
+        PyObject *thread = PyImport_ImportModule("_thread");
+        if (thread == NULL) {
+            return NULL;
+        }
+        g_rlock_type = (PyTypeObject *)PyObject_GetAttrString(thread, "RLock");
+        Py_DECREF(thread);
+        if (g_rlock_type == NULL) {
+            return NULL;
+        }
+    }
     INTERN(s_force_new_loop, "force_new_loop");
     INTERN(s_executor, "_executor");
     INTERN(s_main_event_loop, "main_event_loop");
