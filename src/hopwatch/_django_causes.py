@@ -105,16 +105,21 @@ def _signal_bound_rule(target: object, frame: FrameType | None) -> Cause | None:
     return signal_cause(getattr(target, "__self__", None))
 
 
-@_causes.per_instance
-def _signal_closure_rule(target: object, frame: FrameType | None) -> Cause | None:
-    # Django 5's Signal.asend wraps its sync receivers in a local ``sync_send``
-    # (and Signal.send its async ones in a local ``asend``): the signal is the
-    # closure's ``self``.
-    code = getattr(target, "__code__", None)
-    closure = getattr(target, "__closure__", None)
-    if code is None or not closure or "self" not in code.co_freevars:
+def _signal_closure_rule(code: CodeType) -> _causes.Rule | None:
+    """The rule for hops running ``code``, a function nested in a ``Signal``
+    method that closes over the signal (Django 5's ``Signal.asend`` wraps its sync
+    receivers in a local ``sync_send``, ``Signal.send`` its async ones in a local
+    ``asend``): the signal is the closure's ``self``, its cell found once here."""
+    if "self" not in code.co_freevars:
         return None
-    return signal_cause(closure[code.co_freevars.index("self")].cell_contents)
+    cell = code.co_freevars.index("self")
+
+    @_causes.per_instance
+    def rule(target: object, frame: FrameType | None) -> Cause | None:
+        closure = getattr(target, "__closure__", None)
+        return signal_cause(closure[cell].cell_contents) if closure else None
+
+    return rule
 
 
 def _response_rule(verb: str) -> _causes.Rule:
@@ -264,7 +269,9 @@ def register_rules() -> None:
             continue
         _causes.register_target(method, _signal_bound_rule)
         for nested in _nested_codes(method.__code__):
-            _causes.register_target(nested, _signal_closure_rule)
+            rule = _signal_closure_rule(nested)
+            if rule is not None:
+                _causes.register_target(nested, rule)
 
     _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
     _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
