@@ -45,10 +45,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import gc
+import itertools
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,7 +282,7 @@ def _inclusive(out: Path, function: str) -> int | None:
 
 def measure(
     only: str | None = None, hops_small: int = 200, hops_large: int = 1200,
-    requests_small: int = 30, requests_large: int = 330,
+    requests_small: int = 30, requests_large: int = 330, repeat: int = 1,
 ) -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (apt-get install valgrind)")
@@ -294,20 +296,23 @@ def measure(
             for mode in ("bare", "c", "python"):
                 for n in (small, large):
                     args = ("hop", str(case_index), mode, str(n))
-                    jobs.append((f"hop:{case_index}:{mode}", args, mode == "python", n))
+                    jobs += [(f"hop:{case_index}:{mode}", args, mode == "python", n)] * repeat
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
             config = mode.removesuffix("-python")
             for n in (requests_small, requests_large):
                 args = ("request", config, str(n))
-                jobs.append((f"request:{mode}", args, mode.endswith("python"), n))
+                jobs += [(f"request:{mode}", args, mode.endswith("python"), n)] * repeat
 
     results: dict[str, list[tuple[int, int, int | None]]] = {}
     with tempfile.TemporaryDirectory(prefix="hopwatch-instructions-") as tmp:
 
+        tags = itertools.count()
+
         def run(job: tuple[str, tuple[str, ...], bool, int]) -> tuple[str, int, int, int | None]:
             key, args, pure, n = job
             tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
+            tag += f"-{next(tags)}"
             argv = list(args)
             if argv[0] == "request":
                 argv.append(str(Path(tmp) / f"{tag}.log"))
@@ -320,7 +325,17 @@ def measure(
                 results.setdefault(key, []).append((n, total, attribution))
 
     def marginal(key: str) -> tuple[float, float | None]:
-        (n1, i1, a1), (n2, i2, a2) = sorted(results[key])
+        # With --repeat, each run length's median total (and attribution): a run
+        # whose threads happened to hand over more often moves one figure, not it.
+        lengths = sorted({n for n, _, _ in results[key]})
+        (n1, i1, a1), (n2, i2, a2) = (
+            (
+                n,
+                statistics.median_low([t for m, t, _ in results[key] if m == n]),
+                _median_or_none([a for m, _, a in results[key] if m == n]),
+            )
+            for n in lengths
+        )
         attribution = None if a1 is None or a2 is None else (a2 - a1) / (n2 - n1)
         return (i2 - i1) / (n2 - n1), attribution
 
@@ -416,12 +431,27 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _median_or_none(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return statistics.median_low(known) if len(known) == len(values) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["hops", "requests"])
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each run length this many times and take the median (request runs"
+        " move by about 10,000 instructions per request between runs with thread"
+        " hand-offs; 3 takes one outlier out)",
+    )
     args = parser.parse_args(argv)
-    report = measure(args.only)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    report = measure(args.only, repeat=args.repeat)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
