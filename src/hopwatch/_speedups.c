@@ -3575,17 +3575,23 @@ module_attr(PyObject *module, PyObject *name)
     return PyObject_GetAttr(module, name);
 }
 
-/* logging.<name> is true; -1 on error */
+/* bool(v), the reference to v taken (NULL: the error it was got with): 1, 0, -1 */
 static int
-logging_flag(PyObject *logging, PyObject *name)
+true_taken(PyObject *v)
 {
-    PyObject *v = module_attr(logging, name);
     if (v == NULL) {
         return -1;
     }
     int rc = PyObject_IsTrue(v);
     Py_DECREF(v);
     return rc;
+}
+
+/* logging.<name> is true; -1 on error */
+static int
+logging_flag(PyObject *logging, PyObject *name)
+{
+    return true_taken(module_attr(logging, name));
 }
 
 /* obj.<method>().<attr>, as ``except Exception: pass`` around it: 1 with *out
@@ -3909,13 +3915,7 @@ plain_attr(PyObject *obj, PyObject *name)
 static int
 attr_true(PyObject *obj, PyObject *name)
 {
-    PyObject *v = plain_attr(obj, name);
-    if (v == NULL) {
-        return -1;
-    }
-    int rc = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return rc;
+    return true_taken(plain_attr(obj, name));
 }
 
 /* _plain_handler in the reference: 1 yes (*lock set: the handler's lock), 0 no, -1 error */
