@@ -101,6 +101,41 @@ restore_exc(saved_exc *s)
 #endif
 }
 
+/* An exception kept aside and then not restored: let go of it. */
+static inline void
+drop_exc(saved_exc *s)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_CLEAR(s->exc);
+#else
+    Py_CLEAR(s->type);
+    Py_CLEAR(s->value);
+    Py_CLEAR(s->tb);
+#endif
+}
+
+/* The exception set, as one object with its traceback (a new reference; the
+ * error indicator cleared), or NULL if none is set. */
+static PyObject *
+take_exc(void)
+{
+    saved_exc s;
+    save_exc(&s);
+#if PY_VERSION_HEX >= 0x030C0000
+    return s.exc;
+#else
+    PyErr_NormalizeException(&s.type, &s.value, &s.tb);
+    if (s.value && s.tb) {
+        PyException_SetTraceback(s.value, s.tb);
+    }
+    PyObject *exc = s.value;
+    s.value = NULL;
+    drop_exc(&s);
+    return exc;
+#endif
+}
+
+
 /* ---------------------------------------------------------- configuration */
 
 /* ContextVar[Ledger | Hop | None]: the ledger hops are added to, or the
@@ -133,27 +168,7 @@ static void
 report_error(const char *where)
 {
     /* Called with an exception set: hand it to hopwatch._errors, never raise. */
-    saved_exc s;
-    save_exc(&s);
-    PyObject *exc;
-#if PY_VERSION_HEX >= 0x030C0000
-    exc = s.exc;
-    Py_XINCREF(exc);
-#else
-    PyErr_NormalizeException(&s.type, &s.value, &s.tb);
-    if (s.value && s.tb) {
-        PyException_SetTraceback(s.value, s.tb);
-    }
-    exc = s.value;
-    Py_XINCREF(exc);
-#endif
-#if PY_VERSION_HEX >= 0x030C0000
-    Py_CLEAR(s.exc);
-#else
-    Py_CLEAR(s.type);
-    Py_CLEAR(s.value);
-    Py_CLEAR(s.tb);
-#endif
+    PyObject *exc = take_exc();
     if (g_report && exc) {
         PyObject *r = PyObject_CallFunction(g_report, "sO", where, exc);
         Py_XDECREF(r);
@@ -4043,20 +4058,7 @@ handle_error(PyObject *handler, PyObject *make_record, PyObject *message, PyObje
     if (frame != NULL) {
         PyTraceBack_Here(frame);
     }
-    saved_exc s;
-    save_exc(&s);
-    PyObject *exc;
-#if PY_VERSION_HEX >= 0x030C0000
-    exc = s.exc;
-#else
-    PyErr_NormalizeException(&s.type, &s.value, &s.tb);
-    if (s.value && s.tb) {
-        PyException_SetTraceback(s.value, s.tb);
-    }
-    exc = s.value;
-    Py_CLEAR(s.type);
-    Py_CLEAR(s.tb);
-#endif
+    PyObject *exc = take_exc();
     PyObject *previous = PyErr_GetHandledException();
     PyErr_SetHandledException(exc);
     int rc = need_record(make_record, message, record);
@@ -4113,13 +4115,7 @@ release:
         r = PyObject_CallMethodNoArgs(lock, s_dl_release);
         Py_DECREF(lock);
         if (r == NULL) {
-#if PY_VERSION_HEX >= 0x030C0000
-            Py_XDECREF(s.exc);
-#else
-            Py_XDECREF(s.type);
-            Py_XDECREF(s.value);
-            Py_XDECREF(s.tb);
-#endif
+            drop_exc(&s);
             return -1;
         }
         Py_DECREF(r);
