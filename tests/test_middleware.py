@@ -138,3 +138,105 @@ def test_a_chain_that_raises_still_names_the_request():
 
 async def _call(middleware, request):
     return await middleware(request)
+
+
+# --- the middleware's begin and naming (_hotpath.begin_request, name_request: in C
+# when it is built; the suite runs on both) ---
+
+
+class _Ids:
+    """Request ids with a known next value: a real random.Random, seeded."""
+
+    def __init__(self):
+        import random
+
+        self.random = random.Random(7)
+
+    def getrandbits(self, k):
+        return self.random.getrandbits(k)
+
+
+ID_VALUES = [
+    "abc-123",
+    "A.b_c:d/e+f=g-h",
+    "x" * 128,
+    "x" * 129,
+    "",
+    "bad id",
+    "bad\x1b[31m",
+    "caf\u00e9",
+    "tab\there",
+    "trailing\n",
+    "\u0661\u0662",  # Arabic-Indic digits: not [0-9]
+]
+
+
+@pytest.mark.parametrize("header_value", [*ID_VALUES, None])
+def test_begin_request_keeps_a_usable_id_and_makes_one_otherwise(header_value):
+    import contextvars
+    import random
+
+    from hopwatch._hotpath import begin_request
+    from hopwatch._recorder import RequestRecord, current_scope, open_request
+
+    extra = {} if header_value is None else {"HTTP_X_REQUEST_ID": header_value}
+    request = RequestFactory().post("/items/7/?q=secret", **extra)
+    key = "HTTP_X_REQUEST_ID"
+
+    def run():
+        assert begin_request(current_scope, RequestRecord, request, key, _Ids()) is None
+        record, _token = open_request("asgi")
+        assert begin_request(current_scope, RequestRecord, request, key, _Ids()) is record
+        return record
+
+    record = contextvars.copy_context().run(run)
+    assert (record.method, record.path) == ("POST", "/items/7/")
+    usable = header_value in ID_VALUES[:3]
+    expected = header_value if usable else f"{random.Random(7).getrandbits(64):016x}"
+    assert record.request_id == expected
+
+
+def test_name_request_names_from_the_match_through_the_cache():
+    from django.urls import resolve
+
+    from hopwatch import _django_names, _hotpath
+    from hopwatch._recorder import RequestRecord
+
+    request = RequestFactory().get("/sync/")
+    request.resolver_match = resolve("/sync/")
+    response = type("Response", (), {"status_code": 418})()
+    calls = []
+
+    def counting_names_of(match, method):
+        calls.append(method)
+        return _django_names.names_of(match, method)
+
+    _django_names._named.clear()
+    first, second = RequestRecord("asgi"), RequestRecord("asgi")
+    for record, answer in ((first, response), (second, None)):
+        _hotpath.name_request(_django_names._named, counting_names_of, record, request, answer)
+        assert (record.route, record.view) == ("/sync/", "tests.testapp.views.sync_view")
+        assert record.request is request
+    assert (first.status, second.status) == (418, None)
+    # the reference always asks names_of; C asks it once, then reads its cache
+    assert calls == (["GET"] if _hotpath.IMPLEMENTATION == "c" else ["GET", "GET"])
+    _hotpath.name_request(_django_names._named, counting_names_of, None, request, response)
+
+
+@pytest.mark.internal_errors
+def test_name_request_reports_an_error_and_never_raises():
+    from hopwatch import _errors, _hotpath
+    from hopwatch._recorder import RequestRecord
+
+    request = RequestFactory().get("/sync/")
+    request.resolver_match = object()  # a match: names_of is asked
+
+    def failing_names_of(match, method):
+        raise RuntimeError("names_of failed")
+
+    before = _errors.total()
+    record = RequestRecord("asgi")
+    assert _hotpath.name_request({}, failing_names_of, record, request, None) is None
+    assert _errors.total() == before + 1
+    assert record.route is None and record.request is None
+    _errors.take_unreported()  # not for the next test's line

@@ -136,6 +136,25 @@ def view_of(match: Any, method: str | None) -> str | None:
     return name
 
 
+# (pattern, id(view callable), method) -> (the callable, the route's name, the view's).
+# The C accelerator's name_request (hopwatch._speedups) reads it by this very key.
+_named: dict[tuple[Any, int, str], tuple[Any, str | None, str | None]] = {}
+
+
+def names_of(match: Any, method: str | None) -> tuple[str | None, str | None]:
+    """``(route_of(match), view_of(match, method))``, with one lookup per request."""
+    func = getattr(match, "func", None)
+    key = (getattr(match, "route", None), id(func), method or "")
+    entry = _named.get(key)
+    if entry is not None and entry[0] is func:
+        return entry[1], entry[2]
+    route, view = route_of(match), view_of(match, method)
+    # Without a callable the view's name is the match's own: not cached under None.
+    if func is not None and len(_named) < _CACHE_LIMIT:
+        _named[key] = (func, route, view)
+    return route, view
+
+
 def _dotted(func: Any) -> str | None:
     module = getattr(func, "__module__", None)
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
@@ -196,4 +215,4 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
     return None
 
 
-__all__ = ["regex_as_pattern", "route_of", "view_of"]
+__all__ = ["names_of", "regex_as_pattern", "route_of", "view_of"]

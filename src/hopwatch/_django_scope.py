@@ -12,6 +12,7 @@ stays open in the calling context until ``response.close()``.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -20,13 +21,14 @@ from asgiref.sync import markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
-from hopwatch._hotpath import then
+from hopwatch._hotpath import start_request, then
 from hopwatch._recorder import (
     Ledger,
     RequestRecord,
     close_request,
     current_ledger,
     current_scope,
+    find_scope,
     open_request,
     value_outside,
 )
@@ -40,8 +42,9 @@ INTERFACE_TEST_ASYNC_CLIENT = "test-async-client"
 active = False
 
 
-def finish_request(record: RequestRecord) -> None:
-    """Close ``record`` (its line is written) and leave its scope. Never raises."""
+def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = None) -> None:
+    """Close ``record`` (its line is written) and leave its scope. Never raises.
+    (An async handler's ``then`` calls it with the ASGI scope and the result too.)"""
     try:
         token = record.scope_token
         record.scope_token = None
@@ -58,21 +61,10 @@ def finish_request(record: RequestRecord) -> None:
         _errors.report("closing a request record", exc)
 
 
-def _handler_started(interface: str, scope: Any) -> RequestRecord | None:
-    """An async handler's request begins: its record, opened in the handler's context."""
-    try:
-        # not the token in a local: the record has the token until it closes
-        record = open_request(interface)[0]
-        record.method = scope.get("method")
-        record.path = scope.get("path")
-        return record
-    except Exception as exc:
-        _errors.report(f"{interface} handler", exc)
-        return None
-
-
-def _handler_ended(record: RequestRecord, scope: Any, result: Any) -> None:
-    finish_request(record)
+#: An async handler's request begins: its record, opened in the handler's context
+#: (``_handler_started(interface, scope)``; ``_hotpath.start_request``, in C when it
+#: is built). None, the error reported, if that failed.
+_handler_started = functools.partial(start_request, current_scope, RequestRecord)
 
 
 def async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
@@ -85,7 +77,7 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
         awaitable = original(self, scope, *args, **kwargs)
-        return then(awaitable, _handler_ended, interface, scope, _handler_started)
+        return then(awaitable, finish_request, interface, scope, _handler_started)
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
     return markcoroutinefunction(__call__)
@@ -259,7 +251,4 @@ def _closed(response: Any) -> None:
 
 def current_request() -> RequestRecord | None:
     """The request record of the current context, if any."""
-    scope = current_ledger()
-    while scope is not None and not isinstance(scope, RequestRecord):
-        scope = scope.parent
-    return scope
+    return find_scope(RequestRecord)

@@ -430,6 +430,8 @@ class Emitter:
         self._logger_key: tuple[str, str] | None = None
         self._closer: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
+        #: _plan_for's answer for the last settings snapshot (None: none yet, or closed).
+        self._plan: tuple[Any, ...] | None = None
 
     def _get_logger(self, settings: dict[str, Any]) -> Any:
         key = (settings["OUTPUT"], settings["LOGGER_NAME"])
@@ -450,24 +452,49 @@ class Emitter:
 
     def close(self) -> None:
         with self._lock:
+            self._plan = None
             self._close_quietly()
             self._logger_key = None
 
+    def _plan_for(self, settings: dict[str, Any]) -> tuple[Any, ...]:
+        """What each line needs of a settings snapshot, read once per snapshot:
+        (the snapshot, the logger or None when off, the filters, the encoding
+        options, the extra-fields hook)."""
+        plan: tuple[Any, ...]
+        if not settings["ENABLED"]:
+            plan = (settings, None)
+        else:
+            options = (
+                settings["SITES_LIMIT"],
+                settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
+                settings["PATH_MAX_LENGTH"],
+                settings["LOG_RAW_PATHS"],
+            )
+            plan = (
+                settings,
+                self._get_logger(settings),
+                settings["MIN_HOPS"],
+                settings["MIN_HOP_MS"] * 1_000_000,
+                settings["SAMPLE_RATE"],
+                options,
+                settings["EXTRA_FIELDS"],
+            )
+        self._plan = plan
+        return plan
+
     def __call__(self, record: RequestRecord) -> None:
         settings = self._settings.merged()  # one snapshot per line
-        if not settings["ENABLED"] or record.count < settings["MIN_HOPS"]:
+        plan = self._plan
+        if plan is None or plan[0] is not settings:
+            plan = self._plan_for(settings)
+        logger = plan[1]
+        if logger is None:  # off
             return
-        if record.wall_ns < settings["MIN_HOP_MS"] * 1_000_000:
+        _, _, min_hops, min_hop_ns, rate, options, hook = plan
+        if record.count < min_hops or record.wall_ns < min_hop_ns:
             return
-        rate = settings["SAMPLE_RATE"]
         if rate < 1.0 and random.random() >= rate:
             return
-        options = (
-            settings["SITES_LIMIT"],
-            settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
-            settings["PATH_MAX_LENGTH"],
-            settings["LOG_RAW_PATHS"],
-        )
         line: Any = None
         try:
             line = encode_head(record, *options)
@@ -477,7 +504,6 @@ class Emitter:
         event = line[1] if line is not None else build_event(record, *options)
         if rate < 1.0:
             event["sample_rate"] = rate
-        hook = settings["EXTRA_FIELDS"]
         extra = self._extra_fields(record, hook) if hook is not None else None
         if extra:
             for key, value in extra.items():
@@ -490,7 +516,7 @@ class Emitter:
         if errors:
             event["hopwatch_errors"] = errors
         try:
-            self._get_logger(settings).info(line or event)
+            logger.info(line or event)
         except BaseException:
             _errors.give_back(errors)  # this line is lost: the next one reports them
             raise

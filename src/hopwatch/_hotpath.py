@@ -36,6 +36,11 @@ clear_caches: Any = impl.clear_caches
 then: Any = impl.then
 fill_log_record: Any = impl.fill_log_record
 deliver_line: Any = impl.deliver_line
+enter_scope: Any = impl.enter_scope
+find_scope: Any = impl.find_scope
+start_request: Any = impl.start_request
+begin_request: Any = impl.begin_request
+name_request: Any = impl.name_request
 make_patch: Any = getattr(impl, "make_patch", None) or impl.Patch
 
 S2A_CALL: int = impl.S2A_CALL

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import sys
 import threading
 import time
@@ -857,6 +858,89 @@ _FACTORIES: Final = {
     THREAD_HANDLER: _make_thread_handler,
     MAIN_WRAP: _make_main_wrap,
 }
+
+
+def enter_scope(var: ContextVar[Any], ledger: Any) -> Any:
+    """Make ``ledger`` the value of ``var`` (the scope contextvar) inside the
+    current one (its ``parent``, which also receives every hop of it); an
+    ``async_to_sync`` whose code runs here stays the parent of the hops made in
+    it (``outer_hop``). Returns the token."""
+    value = var.get(None)
+    if type(value) is Hop:
+        ledger.parent, ledger.outer_hop = value.scope, value
+    elif value is not None:
+        ledger.parent, ledger.outer_hop = value, value.outer_hop
+    return var.set(ledger)
+
+
+def find_scope(var: ContextVar[Any], cls: type) -> Any:
+    """The innermost scope of ``var``'s value (an ``async_to_sync`` hop's is its
+    scope) that is a ``cls``, following parents; None if there is none."""
+    scope = var.get(None)
+    if type(scope) is Hop:
+        scope = scope.scope
+    while scope is not None and not isinstance(scope, cls):
+        scope = scope.parent
+    return scope
+
+
+def start_request(var: ContextVar[Any], cls: type, interface: str, scope: Any) -> Any:
+    """An async handler's request begins: ``cls(interface)``, entered as ``var``'s
+    scope (its token kept as ``record.scope_token``), with the method and path of
+    the ASGI ``scope``. An error is reported and gives None."""
+    try:
+        record = cls(interface)
+        record.scope_token = enter_scope(var, record)
+        record.method = scope.get("method")
+        record.path = scope.get("path")
+        return record
+    except Exception as exc:
+        _report(f"{interface} handler", exc)
+        return None
+
+
+#: A request id taken from a header: 1 to 128 of these characters, else one is made.
+REQUEST_ID_OK: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def begin_request(var: ContextVar[Any], cls: type, request: Any, meta_key: Any, ids: Any) -> Any:
+    """The middleware's begin for a request whose record is open (the handler
+    opened it): its method, path and request id (``request.META[meta_key]`` when
+    that is a usable id, else 16 hex digits of ``ids.getrandbits(64)``). None
+    when there is no record of ``cls`` in ``var``'s scope."""
+    record = find_scope(var, cls)
+    if record is None:
+        return None
+    record.method = request.method
+    record.path = request.path
+    value = request.META.get(meta_key) if meta_key is not None else None
+    if isinstance(value, str) and REQUEST_ID_OK.fullmatch(value):
+        record.request_id = value
+    else:
+        record.request_id = f"{ids.getrandbits(64):016x}"
+    return record
+
+
+def name_request(
+    cache: dict[Any, Any], names_of: Callable[..., Any], record: Any, request: Any, response: Any
+) -> None:
+    """The middleware's naming of a request when its response (None if it raised)
+    is back: route and view from ``request.resolver_match`` (``names_of(match,
+    method)``, through its cache: ``{(pattern, id(view), method): (view, route
+    name, view name)}``), the status, and the request itself for the
+    extra-fields hook. An error is reported, never raised."""
+    if record is None:
+        return
+    try:
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            # (The C accelerator reads names_of's cache itself first.)
+            record.route, record.view = names_of(match, request.method)
+        if response is not None:
+            record.status = response.status_code
+        record.request = request
+    except Exception as exc:
+        _report("HopwatchMiddleware (response)", exc)
 
 
 async def then(

@@ -20,7 +20,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, TypeVar
 
 from hopwatch import _hotpath
 from hopwatch._hotpath import CauseStats, Hop, LedgerCore
@@ -152,6 +152,11 @@ class Ledger(LedgerCore):
         return int(self.count)
 
 
+_time: Final = time.time
+_perf_counter_ns: Final = time.perf_counter_ns
+_get_ident: Final = threading.get_ident
+
+
 class RequestRecord(Ledger):
     """A :class:`Ledger` for one request, plus what is known about the request."""
 
@@ -176,10 +181,10 @@ class RequestRecord(Ledger):
         # Ledger.__init__ with its defaults, which are LedgerCore's own: only the parent
         self.parent = parent
         self.interface = interface
-        self.started_at = time.time()
-        self.started_ns = time.perf_counter_ns()
+        self.started_at = _time()
+        self.started_ns = _perf_counter_ns()
         self.ended_ns = 0
-        self.handler_thread_id = threading.get_ident()
+        self.handler_thread_id = _get_ident()
         self.method: str | None = None
         self.path: str | None = None
         self.route: str | None = None
@@ -227,6 +232,11 @@ current_scope: contextvars.ContextVar[Ledger | Hop | None] = contextvars.Context
 )
 
 
+_enter_scope: Final = _hotpath.enter_scope
+_find_scope: Final = _hotpath.find_scope
+L = TypeVar("L", bound="Ledger")
+
+
 def current_ledger() -> Ledger | None:
     """The ledger hops made here are added to, if any."""
     value = current_scope.get()
@@ -237,12 +247,12 @@ def enter_scope(ledger: Ledger) -> contextvars.Token[Ledger | Hop | None]:
     """Make ``ledger`` the current scope, inside the current one (its ``parent``,
     which also receives every hop of it). An ``async_to_sync`` whose code runs
     here stays the parent of the hops made in it (``outer_hop``)."""
-    value = current_scope.get()
-    if type(value) is Hop:
-        ledger.parent, ledger.outer_hop = value.scope, value
-    elif value is not None:
-        ledger.parent, ledger.outer_hop = value, value.outer_hop
-    return current_scope.set(ledger)
+    return _enter_scope(current_scope, ledger)  # type: ignore[no-any-return]
+
+
+def find_scope(cls: type[L]) -> L | None:
+    """The innermost current scope that is a ``cls`` (a request's record), if any."""
+    return _find_scope(current_scope, cls)  # type: ignore[no-any-return]
 
 
 def value_outside(ledger: Ledger) -> Ledger | Hop | None:
@@ -268,18 +278,22 @@ finish_hop: Callable[[Hop], None] = _hotpath.finish_hop
 
 
 Sink = Callable[[RequestRecord], None]
-_sinks: list[Sink] = []
+#: Replaced, never changed in place: a request closing while a sink is added or
+#: removed iterates the tuple it read.
+_sinks: tuple[Sink, ...] = ()
 
 
 def add_sink(sink: Sink) -> None:
     """Call ``sink(record)`` for every closed request (idempotent)."""
+    global _sinks
     if sink not in _sinks:
-        _sinks.append(sink)
+        _sinks = (*_sinks, sink)
 
 
 def remove_sink(sink: Sink) -> None:
+    global _sinks
     if sink in _sinks:
-        _sinks.remove(sink)
+        _sinks = tuple(s for s in _sinks if s != sink)
 
 
 def open_request(
@@ -287,8 +301,7 @@ def open_request(
 ) -> tuple[RequestRecord, contextvars.Token[Ledger | Hop | None]]:
     """Start a request scope in the current context."""
     record = RequestRecord(interface)
-    token = enter_scope(record)
-    record.scope_token = token
+    record.scope_token = token = _enter_scope(current_scope, record)
     return record, token
 
 
@@ -296,10 +309,10 @@ def close_request(record: RequestRecord) -> None:
     """Finish a request and hand it to the sinks (once)."""
     if record.closed:
         return
-    record.ended_ns = time.perf_counter_ns()
+    record.ended_ns = _perf_counter_ns()
     # Closed first: a straggler hop finishing from now on goes to ``late``.
     record.close()
-    for sink in list(_sinks):
+    for sink in _sinks:
         try:
             sink(record)
         except Exception as exc:  # a sink must never break the request

@@ -1254,7 +1254,7 @@ LedgerCore_encode_line(LedgerCoreObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     JBuf b = {NULL, 0, 0};
-    int ok = jb_grow(&b, 2048) == 0;
+    int ok = jb_grow(&b, 4096) == 0;
     if (ok) {
         Py_ssize_t n;
         const char *prefix = PyUnicode_Check(args[0]) ? PyUnicode_AsUTF8AndSize(args[0], &n) : NULL;
@@ -3546,6 +3546,365 @@ py_set_active(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ the scope */
+
+/* enter_scope(var, ledger) -> token: make ledger the value of var (the scope
+ * contextvar) inside the current one, which becomes its parent (and every hop
+ * of it its parent's too); an async_to_sync whose code runs here stays the
+ * parent of the hops made in it (outer_hop). hopwatch._hotpath_py.enter_scope
+ * is the reference. */
+static PyObject *
+py_enter_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyContextVar_CheckExact(args[0]) ||
+        !PyObject_TypeCheck(args[1], &LedgerCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "enter_scope(var, ledger)");
+        return NULL;
+    }
+    LedgerCoreObject *l = (LedgerCoreObject *)args[1];
+    PyObject *value = NULL;
+    if (PyContextVar_Get(args[0], Py_None, &value) < 0) {
+        return NULL;
+    }
+    if (Py_IS_TYPE(value, &HopType)) {
+        PyObject *scope = ((HopObject *)value)->scope;
+        Py_XSETREF(l->parent, Py_NewRef(scope ? scope : Py_None));
+        Py_XSETREF(l->outer_hop, Py_NewRef(value));
+    }
+    else if (value != Py_None) {
+        PyObject *outer;
+        if (PyObject_TypeCheck(value, &LedgerCoreType)) {
+            outer = Py_NewRef(((LedgerCoreObject *)value)->outer_hop
+                                  ? ((LedgerCoreObject *)value)->outer_hop
+                                  : Py_None);
+        }
+        else {
+            outer = PyObject_GetAttrString(value, "outer_hop");
+            if (outer == NULL) {
+                Py_DECREF(value);
+                return NULL;
+            }
+        }
+        Py_XSETREF(l->parent, Py_NewRef(value));
+        Py_XSETREF(l->outer_hop, outer);
+    }
+    Py_DECREF(value);
+    return PyContextVar_Set(args[0], args[1]);
+}
+
+/* find_scope(var, cls): the innermost scope of var's value (an async_to_sync
+ * hop's is its scope) that is an instance of cls, following parents; None if
+ * there is none. hopwatch._hotpath_py.find_scope is the reference. */
+static PyObject *
+py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyContextVar_CheckExact(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "find_scope(var, cls)");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[1];
+    PyObject *scope = NULL;
+    if (PyContextVar_Get(args[0], Py_None, &scope) < 0) {
+        return NULL;
+    }
+    if (Py_IS_TYPE(scope, &HopType)) {
+        PyObject *inner = ((HopObject *)scope)->scope;
+        Py_SETREF(scope, Py_NewRef(inner ? inner : Py_None));
+    }
+    while (scope != Py_None && !PyObject_TypeCheck(scope, cls)) {
+        PyObject *parent;
+        if (PyObject_TypeCheck(scope, &LedgerCoreType)) {
+            parent = ((LedgerCoreObject *)scope)->parent;
+            parent = Py_NewRef(parent ? parent : Py_None);
+        }
+        else {
+            parent = PyObject_GetAttrString(scope, "parent");
+        }
+        Py_SETREF(scope, parent);
+        if (scope == NULL) {
+            return NULL;
+        }
+    }
+    return scope;
+}
+
+/* start_request(var, cls, interface, scope) -> record | None: an async
+ * handler's request begins: cls(interface), entered as var's scope (its token
+ * kept as record.scope_token), with the method and path of the ASGI scope. An
+ * error is reported ("<interface> handler") and gives None. The reference is
+ * hopwatch._hotpath_py.start_request. */
+static PyObject *s_scope_token, *s_sr_get, *s_mw_path;
+
+static PyObject *
+scope_get(PyObject *scope, PyObject *key)
+{
+    if (PyDict_CheckExact(scope)) {
+        PyObject *value = PyDict_GetItemWithError(scope, key);
+        if (value == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        return Py_NewRef(value ? value : Py_None);
+    }
+    return PyObject_CallMethodOneArg(scope, s_sr_get, key);
+}
+
+static PyObject *
+py_start_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "start_request(var, cls, interface, scope)");
+        return NULL;
+    }
+    PyObject *record = PyObject_CallOneArg(args[1], args[2]);
+    if (record == NULL) {
+        goto fail;
+    }
+    PyObject *enter[2] = {args[0], record};
+    PyObject *token = py_enter_scope(module, enter, 2);
+    if (token == NULL) {
+        goto fail;
+    }
+    int r = PyObject_SetAttr(record, s_scope_token, token);
+    Py_DECREF(token);
+    if (r < 0) {
+        goto fail;
+    }
+    PyObject *names[2] = {s_r_method, s_mw_path};
+    for (int i = 0; i < 2; i++) {
+        PyObject *value = scope_get(args[3], names[i]);
+        if (value == NULL) {
+            goto fail;
+        }
+        r = PyObject_SetAttr(record, names[i], value);
+        Py_DECREF(value);
+        if (r < 0) {
+            goto fail;
+        }
+    }
+    return record;
+fail:
+    Py_XDECREF(record);
+    {
+        const char *interface = PyUnicode_Check(args[2]) ? PyUnicode_AsUTF8(args[2]) : NULL;
+        char where[96];
+        PyOS_snprintf(where, sizeof where, "%.80s handler", interface ? interface : "?");
+        if (interface == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "start_request: the interface is not a str");
+        }
+        report_error(where);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------- the middleware */
+
+static PyObject *s_mw_meta, *s_mw_get, *s_mw_getrandbits, *s_mw_resolver_match;
+static PyObject *s_mw_route, *s_mw_status_code, *s_mw_request, *s_mw_empty, *g_bits64;
+
+/* A request id from a header is kept when it is 1 to 128 of A-Z a-z 0-9 and
+ * ._:/+=- (hopwatch._hotpath_py.REQUEST_ID_OK, the reference). */
+static int
+request_id_ok(PyObject *value)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(value) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    if (n < 1 || n > 128 || !PyUnicode_IS_ASCII(value)) {
+        return 0;
+    }
+    const Py_UCS1 *p = PyUnicode_1BYTE_DATA(value);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == ':' || c == '/' || c == '+' || c == '=' ||
+                 c == '-';
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+copy_attr(PyObject *to, PyObject *name, PyObject *from, PyObject *from_name)
+{
+    PyObject *value = PyObject_GetAttr(from, from_name);
+    if (value == NULL) {
+        return -1;
+    }
+    int r = PyObject_SetAttr(to, name, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* begin_request(var, cls, request, meta_key, ids) -> record | None: the
+ * middleware's begin for a request whose record is open (the handler opened
+ * it): its method, path and request id (from request.META[meta_key] when that
+ * is a usable id, else 16 hex digits of ids.getrandbits(64)). None when there
+ * is no record of cls in var's scope. hopwatch._hotpath_py.begin_request is
+ * the reference. */
+static PyObject *
+py_begin_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "begin_request(var, cls, request, meta_key, ids)");
+        return NULL;
+    }
+    PyObject *record = py_find_scope(module, args, 2);
+    if (record == NULL || record == Py_None) {
+        return record;
+    }
+    PyObject *request = args[2], *meta_key = args[3], *id = NULL;
+    if (copy_attr(record, s_r_method, request, s_r_method) < 0 ||
+        copy_attr(record, s_mw_path, request, s_mw_path) < 0) {
+        goto fail;
+    }
+    if (meta_key != Py_None) {
+        PyObject *meta = PyObject_GetAttr(request, s_mw_meta);
+        if (meta == NULL) {
+            goto fail;
+        }
+        PyObject *value;
+        if (PyDict_CheckExact(meta)) {
+            value = Py_XNewRef(PyDict_GetItemWithError(meta, meta_key));
+        }
+        else {
+            value = PyObject_CallMethodOneArg(meta, s_mw_get, meta_key);
+        }
+        Py_DECREF(meta);
+        if (value == NULL && PyErr_Occurred()) {
+            goto fail;
+        }
+        if (value != NULL && PyUnicode_Check(value) && request_id_ok(value)) {
+            id = value;
+        }
+        else {
+            Py_XDECREF(value);
+        }
+    }
+    if (id == NULL) {
+        PyObject *bits = PyObject_CallMethodOneArg(args[4], s_mw_getrandbits, g_bits64);
+        if (bits == NULL) {
+            goto fail;
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLong(bits);
+        Py_DECREF(bits);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            goto fail;
+        }
+        static const char hex[] = "0123456789abcdef";
+        char text[16];
+        for (int i = 15; i >= 0; i--) {
+            text[i] = hex[v & 15];
+            v >>= 4;
+        }
+        id = PyUnicode_FromStringAndSize(text, 16);
+        if (id == NULL) {
+            goto fail;
+        }
+    }
+    int r = PyObject_SetAttr(record, s_r_request_id, id);
+    Py_DECREF(id);
+    if (r < 0) {
+        goto fail;
+    }
+    return record;
+fail:
+    Py_DECREF(record);
+    return NULL;
+}
+
+/* name_request(cache, names_of, record, request, response): the middleware's
+ * naming of a request when its response (None if it raised) is back: route
+ * and view from request.resolver_match (names_of(match, method), through its
+ * cache: {(pattern, id(view), method): (view, route name, view name)}), the
+ * status, and the request itself for the extra-fields hook. An error is
+ * reported, never raised. hopwatch._hotpath_py.name_request is the reference. */
+static PyObject *
+py_name_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "name_request(cache, names_of, record, request, response)");
+        return NULL;
+    }
+    PyObject *cache = args[0], *names_of = args[1], *record = args[2], *request = args[3];
+    PyObject *response = args[4];
+    if (record == Py_None) {
+        Py_RETURN_NONE;
+    }
+    PyObject *match = NULL, *func = NULL, *route = NULL, *method = NULL, *key = NULL;
+    PyObject *names = NULL;
+    if (lookup_attr(request, s_mw_resolver_match, &match) < 0) {
+        goto fail;
+    }
+    if (match != NULL && match != Py_None) {
+        method = PyObject_GetAttr(request, s_r_method);
+        if (method == NULL || lookup_attr(match, s_func, &func) < 0 ||
+            lookup_attr(match, s_mw_route, &route) < 0) {
+            goto fail;
+        }
+        PyObject *id = PyLong_FromVoidPtr(func ? func : Py_None);
+        int has_method = method != Py_None && PyObject_IsTrue(method);
+        if (id == NULL || has_method < 0) {
+            Py_XDECREF(id);
+            goto fail;
+        }
+        key = PyTuple_Pack(3, route ? route : Py_None, id, has_method ? method : s_mw_empty);
+        Py_DECREF(id);
+        if (key == NULL) {
+            goto fail;
+        }
+        PyObject *entry = PyDict_Check(cache) ? PyDict_GetItemWithError(cache, key) : NULL;
+        if (entry == NULL && PyErr_Occurred()) {
+            goto fail;
+        }
+        Py_ssize_t at; /* where the two names are in names */
+        if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 3 &&
+            PyTuple_GET_ITEM(entry, 0) == (func ? func : Py_None)) {
+            names = Py_NewRef(entry); /* (view, route name, view name) */
+            at = 1;
+        }
+        else {
+            PyObject *call[2] = {match, method};
+            names = PyObject_Vectorcall(names_of, call, 2, NULL);
+            if (names == NULL) {
+                goto fail;
+            }
+            if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) != 2) {
+                PyErr_SetString(PyExc_TypeError, "names_of did not give (route, view)");
+                goto fail;
+            }
+            at = 0;
+        }
+        if (PyObject_SetAttr(record, s_r_route, PyTuple_GET_ITEM(names, at)) < 0 ||
+            PyObject_SetAttr(record, s_r_view, PyTuple_GET_ITEM(names, at + 1)) < 0) {
+            goto fail;
+        }
+    }
+    if (response != Py_None && copy_attr(record, s_r_status, response, s_mw_status_code) < 0) {
+        goto fail;
+    }
+    if (PyObject_SetAttr(record, s_mw_request, request) < 0) {
+        goto fail;
+    }
+    goto done;
+fail:
+    report_error("HopwatchMiddleware (response)");
+done:
+    Py_XDECREF(match);
+    Py_XDECREF(func);
+    Py_XDECREF(route);
+    Py_XDECREF(method);
+    Py_XDECREF(key);
+    Py_XDECREF(names);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 py_set_thread_hook(PyObject *module, PyObject *arg)
 {
@@ -4241,6 +4600,16 @@ static PyMethodDef module_methods[] = {
      "then(awaitable, fn, a, b, start=None): await it, then fn(a, b, result) (see ThenType)."},
     {"fill_log_record", (PyCFunction)(void (*)(void))py_fill_log_record, METH_FASTCALL,
      "fill_log_record(record, constant, message, clock, logging): a line's LogRecord fields."},
+    {"enter_scope", (PyCFunction)(void (*)(void))py_enter_scope, METH_FASTCALL,
+     "enter_scope(var, ledger) -> token: ledger becomes the scope, inside the current one."},
+    {"find_scope", (PyCFunction)(void (*)(void))py_find_scope, METH_FASTCALL,
+     "find_scope(var, cls): the innermost current scope that is a cls, or None."},
+    {"start_request", (PyCFunction)(void (*)(void))py_start_request, METH_FASTCALL,
+     "start_request(var, cls, interface, scope) -> record | None: an async handler's begin."},
+    {"begin_request", (PyCFunction)(void (*)(void))py_begin_request, METH_FASTCALL,
+     "begin_request(var, cls, request, meta_key, ids) -> record | None: the middleware's begin."},
+    {"name_request", (PyCFunction)(void (*)(void))py_name_request, METH_FASTCALL,
+     "name_request(cache, names_of, record, request, response): the middleware's naming."},
     {"deliver_line", (PyCFunction)(void (*)(void))py_deliver_line, METH_FASTCALL,
      "deliver_line(logger, message, make_record, logging): logger.handle for one INFO line."},
     {NULL},
@@ -4367,6 +4736,21 @@ PyInit__speedups(void)
     INTERN(s_multiprocessing, "multiprocessing");
     INTERN(s_asyncio, "asyncio");
     INTERN(s_main_process, "MainProcess");
+    INTERN(s_mw_path, "path");
+    INTERN(s_scope_token, "scope_token");
+    INTERN(s_sr_get, "get");
+    INTERN(s_mw_meta, "META");
+    INTERN(s_mw_get, "get");
+    INTERN(s_mw_getrandbits, "getrandbits");
+    INTERN(s_mw_resolver_match, "resolver_match");
+    INTERN(s_mw_route, "route");
+    INTERN(s_mw_status_code, "status_code");
+    INTERN(s_mw_request, "request");
+    INTERN(s_mw_empty, "");
+    g_bits64 = PyLong_FromLong(64);
+    if (g_bits64 == NULL) {
+        return NULL;
+    }
     g_info_level = PyLong_FromLong(20);
     if (g_info_level == NULL) {
         return NULL;

@@ -12,9 +12,9 @@ and the line says ``"scope": "middleware"``.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,18 +23,20 @@ from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
 from hopwatch._django import is_installed
-from hopwatch._django_names import route_of, view_of
+from hopwatch._django_names import _named, names_of
 from hopwatch._django_scope import (
     INTERFACE_ASGI,
     INTERFACE_WSGI,
-    current_request,
     finish_request,
 )
-from hopwatch._hotpath import then
-from hopwatch._recorder import RequestRecord, open_request
+from hopwatch._hotpath import begin_request as _begin_request
+from hopwatch._hotpath import find_scope, name_request, then
+from hopwatch._hotpath_py import REQUEST_ID_OK
+from hopwatch._recorder import RequestRecord, current_scope, open_request
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
 
-_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+#: The current request's record (``_django_scope.current_request``, without its frame).
+_current_request = functools.partial(find_scope, current_scope, RequestRecord)
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
 #: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
@@ -71,11 +73,28 @@ class HopwatchMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        if self.async_mode:
-            return self._async_call(request)
         settings = hopwatch_settings.merged()
         if not settings["ENABLED"]:  # off means off: no record, no profile
             return self.get_response(request)
+        if self.async_mode:
+            # The async chain's call: the request is begun here, and the awaitable
+            # given back is the next middleware's, with the naming to run when it
+            # has ended (``_hotpath.then``: in C, no frame of hopwatch's is added
+            # to the chain, which Python passes through twice per crossing). With
+            # profiling configured, :meth:`__acall__`, which awaits the profile's
+            # end too.
+            if settings["PROFILE_DIR"]:
+                return self.__acall__(request)
+            record, own = _begin(request, settings, async_mode=True)
+            if record is None:
+                return self.get_response(request)
+            try:
+                awaitable = self.get_response(request)
+            except BaseException:
+                _ended(record, request, None, own)
+                raise
+            # _name: the request's own record is finished by its handler
+            return then(awaitable, _ended_own if own else _name, record, request)
         record, own = _begin(request, settings, async_mode=False)
         response = None
         try:
@@ -87,27 +106,6 @@ class HopwatchMiddleware:
                 response = profiling.finish(request, record, response, is_staff)
             _end(record, own)
         return response
-
-    def _async_call(self, request: HttpRequest) -> Awaitable[HttpResponseBase]:
-        """The async chain's call: the request is begun here, and the awaitable
-        given back is the next middleware's, with the naming to run when it has
-        ended (``_hotpath.then``: in C, no frame of hopwatch's is added to the
-        chain, which Python passes through twice per crossing). With profiling
-        configured, :meth:`__acall__`, which awaits the profile's end too."""
-        settings = hopwatch_settings.merged()
-        if not settings["ENABLED"]:  # off means off: no record, no profile
-            return self.get_response(request)
-        if settings["PROFILE_DIR"]:
-            return self.__acall__(request)
-        record, own = _begin(request, settings, async_mode=True)
-        if record is None:
-            return self.get_response(request)
-        try:
-            awaitable = self.get_response(request)
-        except BaseException:
-            _ended(record, request, None, own)
-            raise
-        return then(awaitable, _ended_own if own else _ended, record, request)  # type: ignore[no-any-return]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         settings = hopwatch_settings.merged()
@@ -175,7 +173,8 @@ os.register_at_fork(after_in_child=_ids.seed)
 _meta_keys: dict[str, str | None] = {}
 
 
-def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
+def _meta_key(header: str | None) -> str | None:
+    """The META key of the request-id header, or None for none or a credential header."""
     if not header:
         return None
     key = _meta_keys.get(header, "")
@@ -184,6 +183,11 @@ def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
         key = "HTTP_" + header.upper().replace("-", "_") if usable else None
         if len(_meta_keys) < 64:
             _meta_keys[header] = key
+    return key
+
+
+def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
+    key = _meta_key(header)
     if key is None:
         return None
     value = request.META.get(key)
@@ -194,7 +198,14 @@ def _begin(
     request: HttpRequest, settings: dict[str, Any], async_mode: bool
 ) -> tuple[RequestRecord | None, bool]:
     try:
-        record = current_request()
+        if not begin_hooks and not settings["PROFILE_DIR"]:
+            # The usual request: its record is open (the handler opened it), and
+            # nothing else is to run: method, path and id set in one call.
+            key = _meta_key(settings["REQUEST_ID_HEADER"])
+            record = _begin_request(current_scope, RequestRecord, request, key, _ids)
+            if record is not None:
+                return record, False
+        record = _current_request()
         own = False
         if record is None:
             interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
@@ -204,7 +215,7 @@ def _begin(
         record.method = request.method
         record.path = request.path
         value = _request_id_header(request, settings["REQUEST_ID_HEADER"])
-        if value and _REQUEST_ID_OK.fullmatch(value):
+        if value and REQUEST_ID_OK.fullmatch(value):
             record.request_id = value
         else:
             record.request_id = f"{_ids.getrandbits(64):016x}"
@@ -221,22 +232,11 @@ def _begin(
         return None, False
 
 
-def _name(
-    record: RequestRecord | None, request: HttpRequest, response: HttpResponseBase | None
-) -> None:
-    """Route, view and status: before the profile is written, which is named after them."""
-    if record is None:
-        return
-    try:
-        match = getattr(request, "resolver_match", None)
-        if match is not None:
-            record.route = route_of(match)
-            record.view = view_of(match, request.method)
-        if response is not None:
-            record.status = response.status_code
-        record.request = request
-    except Exception as exc:
-        _errors.report("HopwatchMiddleware (response)", exc)
+#: Route, view and status (before a profile is written, which is named after
+#: them), and the request for the extra-fields hook: ``_name(record, request,
+#: response)``, response None if the chain raised; an error is reported, never
+#: raised (``_hotpath.name_request``, in C when it is built).
+_name = functools.partial(name_request, _named, names_of)
 
 
 def _ended(
