@@ -30,13 +30,9 @@ from hopwatch._django_scope import (
     finish_request,
 )
 from hopwatch._hotpath import begin_request as _begin_request
-from hopwatch._hotpath import find_scope, name_request, then
-from hopwatch._hotpath_py import REQUEST_ID_OK
+from hopwatch._hotpath import name_request, then
 from hopwatch._recorder import RequestRecord, current_scope, open_request
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
-
-#: The current request's record (``_django_scope.current_request``, without its frame).
-_current_request = functools.partial(find_scope, current_scope, RequestRecord)
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
 #: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
@@ -186,39 +182,23 @@ def _meta_key(header: str | None) -> str | None:
     return key
 
 
-def _request_id_header(request: HttpRequest, header: str | None) -> str | None:
-    key = _meta_key(header)
-    if key is None:
-        return None
-    value = request.META.get(key)
-    return value if isinstance(value, str) else None
-
-
 def _begin(
     request: HttpRequest, settings: dict[str, Any], async_mode: bool
 ) -> tuple[RequestRecord | None, bool]:
     try:
-        if not begin_hooks and not settings["PROFILE_DIR"]:
-            # The usual request: its record is open (the handler opened it), and
-            # nothing else is to run: method, path and id set in one call.
-            key = _meta_key(settings["REQUEST_ID_HEADER"])
-            record = _begin_request(current_scope, RequestRecord, request, key, _ids)
-            if record is not None:
-                return record, False
-        record = _current_request()
+        # Method, path and request id, on the record the handler opened
+        # (_hotpath.begin_request: in C when it is built).
+        key = _meta_key(settings["REQUEST_ID_HEADER"])
+        record = _begin_request(current_scope, RequestRecord, request, key, _ids)
         own = False
         if record is None:
+            # No handler of hopwatch's opened one (hopwatch installed after the
+            # handler was called, a custom handler): the middleware's own scope.
             interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
-            record, _token = open_request(interface)
+            open_request(interface)
+            record = _begin_request(current_scope, RequestRecord, request, key, _ids)
             record.extra["scope"] = "middleware"
             own = True
-        record.method = request.method
-        record.path = request.path
-        value = _request_id_header(request, settings["REQUEST_ID_HEADER"])
-        if value and REQUEST_ID_OK.fullmatch(value):
-            record.request_id = value
-        else:
-            record.request_id = f"{_ids.getrandbits(64):016x}"
         for hook in begin_hooks:
             try:
                 hook(record)
