@@ -146,3 +146,33 @@ def test_start_request_reports_an_error_and_gives_none():
         _errors.take_unreported()
 
     _in_fresh_context(run)
+
+
+def test_a_record_type_whose_field_is_its_own_is_written_through_it():
+    """The C side writes a RequestRecord's fields in their slots; a subclass that
+    makes a field a property of its own gets the property, as an assignment would."""
+
+    class Audited(RequestRecord):
+        __slots__ = ("_seen",)
+
+        @property
+        def method(self):
+            return self._seen
+
+        @method.setter
+        def method(self, value):
+            self._seen = f"seen {value}"
+
+    def run():
+        scope = {"type": "http", "method": "GET", "path": "/p/"}
+        audited = _hotpath.start_request(current_scope, Audited, "asgi", scope)
+        assert (audited.method, audited.path) == ("seen GET", "/p/")
+        current_scope.reset(audited.scope_token)
+        plain = _hotpath.start_request(current_scope, RequestRecord, "asgi", scope)
+        assert (plain.method, plain.path) == ("GET", "/p/")
+        current_scope.reset(plain.scope_token)
+        again = _hotpath.start_request(current_scope, Audited, "asgi", scope)
+        assert again.method == "seen GET"
+        current_scope.reset(again.scope_token)
+
+    _in_fresh_context(run)

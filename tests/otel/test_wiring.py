@@ -28,7 +28,7 @@ from hopwatch import _recorder, middleware
 Client().get("/async/")
 print(json.dumps({{
     "modules": sorted(m for m in sys.modules if m.startswith(("opentelemetry", "hopwatch.otel"))),
-    "sinks": [type(s).__name__ for s in _recorder._sinks],
+    "sinks": [type(getattr(s, "__self__", s)).__name__ for s in _recorder._sinks],
     "begin_hooks": [h.__name__ for h in middleware.begin_hooks],
 }}))
 """
