@@ -3699,26 +3699,27 @@ py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return scope;
 }
 
-/* start_request(var, cls, interface, scope) -> record | None: an async
- * handler's request begins: cls(interface), entered as var's scope (its token
- * kept as record.scope_token), with the method and path of the ASGI scope. An
- * error is reported ("<interface> handler") and gives None. The reference is
- * hopwatch._hotpath_py.start_request. */
-static PyObject *s_sr_get;
+static PyObject *s_get;
 
+/* mapping.get(key) (a new reference; None when missing), a dict's without a call. */
 static PyObject *
-scope_get(PyObject *scope, PyObject *key)
+mapping_get(PyObject *mapping, PyObject *key)
 {
-    if (PyDict_CheckExact(scope)) {
-        PyObject *value = PyDict_GetItemWithError(scope, key);
+    if (PyDict_CheckExact(mapping)) {
+        PyObject *value = PyDict_GetItemWithError(mapping, key);
         if (value == NULL && PyErr_Occurred()) {
             return NULL;
         }
         return Py_NewRef(value ? value : Py_None);
     }
-    return PyObject_CallMethodOneArg(scope, s_sr_get, key);
+    return PyObject_CallMethodOneArg(mapping, s_get, key);
 }
 
+/* start_request(var, cls, interface, scope) -> record | None: an async
+ * handler's request begins: cls(interface), entered as var's scope (its token
+ * kept as record.scope_token), with the method and path of the ASGI scope. An
+ * error is reported ("<interface> handler") and gives None. The reference is
+ * hopwatch._hotpath_py.start_request. */
 static PyObject *
 py_start_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -3742,7 +3743,7 @@ py_start_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int fields[2] = {RF_METHOD, RF_PATH};
     for (int i = 0; i < 2; i++) {
-        PyObject *value = scope_get(args[3], *g_rf_names[fields[i]]);
+        PyObject *value = mapping_get(args[3], *g_rf_names[fields[i]]);
         if (value == NULL) {
             goto fail;
         }
@@ -3769,7 +3770,7 @@ fail:
 
 /* ------------------------------------------------------- the middleware */
 
-static PyObject *s_mw_meta, *s_mw_get, *s_mw_getrandbits, *s_mw_resolver_match;
+static PyObject *s_mw_meta, *s_mw_getrandbits, *s_mw_resolver_match;
 static PyObject *s_mw_route, *s_mw_status_code, *s_mw_empty, *g_bits64;
 
 /* A request id from a header is kept when it is 1 to 128 of A-Z a-z 0-9 and
@@ -3839,22 +3840,16 @@ py_begin_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (meta == NULL) {
             goto fail;
         }
-        PyObject *value;
-        if (PyDict_CheckExact(meta)) {
-            value = Py_XNewRef(PyDict_GetItemWithError(meta, meta_key));
-        }
-        else {
-            value = PyObject_CallMethodOneArg(meta, s_mw_get, meta_key);
-        }
+        PyObject *value = mapping_get(meta, meta_key);
         Py_DECREF(meta);
-        if (value == NULL && PyErr_Occurred()) {
+        if (value == NULL) {
             goto fail;
         }
-        if (value != NULL && PyUnicode_Check(value) && request_id_ok(value)) {
+        if (PyUnicode_Check(value) && request_id_ok(value)) {
             id = value;
         }
         else {
-            Py_XDECREF(value);
+            Py_DECREF(value);
         }
     }
     if (id == NULL) {
@@ -4809,9 +4804,8 @@ PyInit__speedups(void)
     INTERN(s_main_process, "MainProcess");
     INTERN(s_mw_path, "path");
     INTERN(s_scope_token, "scope_token");
-    INTERN(s_sr_get, "get");
+    INTERN(s_get, "get");
     INTERN(s_mw_meta, "META");
-    INTERN(s_mw_get, "get");
     INTERN(s_mw_getrandbits, "getrandbits");
     INTERN(s_mw_resolver_match, "resolver_match");
     INTERN(s_mw_route, "route");
