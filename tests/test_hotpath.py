@@ -130,6 +130,31 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
 
 
+@pytest.mark.parametrize("causes", [1, 15, 32, 33, 80])
+def test_many_causes_rank_the_same_on_both_ledgers(causes):
+    """The C ledger ranks up to 32 causes in place (insertion sort) and more on
+    the heap (qsort): the same order as the reference on both sides of that,
+    ties included (equal totals: more hops first, then the site)."""
+    from hopwatch._recorder import intern_cause
+
+    hops = []
+    for i in range(causes):
+        cause = intern_cause("middleware", f"m{(i * 7919) % 97:02d}.Middleware{i}")
+        wall = (i % 5 + 1) * 1_000  # five totals: most causes tie with others
+        for _ in range(1 + i % 2):  # half of them with two hops
+            hops.append((cause, "sync_to_async", 0, wall))
+    implementations = {_hotpath_py, _hotpath.impl}
+    ranked = [
+        [c.site for c, _ in _ledger_with(impl, hops).ranked_causes()] for impl in implementations
+    ]
+    assert len(ranked[0]) == causes
+    assert all(r == ranked[0] for r in ranked)
+    sites = [_ledger_with(impl, hops).line_sites(causes) for impl in implementations]
+    assert all(s == sites[0] for s in sites)
+    totals = [(s["ms"], s["count"]) for s in sites[0][0]]
+    assert totals == sorted(totals, reverse=True)
+
+
 def test_pinned_time_is_summed_per_cause_whatever_the_order_on_both_ledgers():
     from hopwatch._recorder import intern_cause
 
