@@ -236,10 +236,14 @@ def encode_head(
         # The usual request (one thread, no crossing inside another, a resolved
         # route, a usual method): the fields below worked out in C. None otherwise.
         usual = record.encode_usual(
-            _HEAD_PREFIX, _USUAL, _executors.single_thread_ids(), sites_limit
+            _HEAD_PREFIX,
+            _USUAL,
+            _executors.known_single_ids or _executors.single_thread_ids(),
+            sites_limit,
         )
         if usual is not None:
-            _add_tail(record, tail, None, None)
+            if record.extra:
+                _add_tail(record, tail, None, None)
             return usual, tail
     facts = _executors.thread_facts(record)
     head = encode(
@@ -512,7 +516,8 @@ class Emitter:
         tax = self.hop_tax_us()
         if tax is not None:
             event["hop_tax_us"] = tax
-        errors = _errors.take_unreported()
+        # (take_unreported's own test, read here: no call on the usual line)
+        errors = _errors.take_unreported() if _errors._total != _errors._reported else 0
         if errors:
             event["hopwatch_errors"] = errors
         try:

@@ -47,7 +47,9 @@ def total() -> int:
 
 
 def take_unreported() -> int:
-    """Errors not yet reported in a log line; marks them reported."""
+    """Errors not yet reported in a log line; marks them reported. (The request
+    line's path, ``Emitter.__call__``, calls it only when ``_total != _reported``:
+    no call on the usual line.)"""
     global _reported
     total_now = _total
     fresh = total_now - _reported

@@ -79,16 +79,19 @@ def executor_threads(executor: Any) -> frozenset[int]:
     return frozenset(thread.ident for thread in list(threads) if thread.ident)
 
 
-_single_ids: frozenset[int] = frozenset()
+#: The single sync thread's ids once seen (empty before): what
+#: :func:`single_thread_ids` remembers; the line's path reads it directly and
+#: calls that only while it is empty.
+known_single_ids: frozenset[int] = frozenset()
 
 
 def single_thread_ids() -> frozenset[int]:
     """The process-wide single sync thread, once started (it never exits, so
     once seen it is remembered)."""
-    global _single_ids
-    if not _single_ids and getattr(SyncToAsync.single_thread_executor, "_threads", None):
-        _single_ids = executor_threads(SyncToAsync.single_thread_executor)
-    return _single_ids
+    global known_single_ids
+    if not known_single_ids and getattr(SyncToAsync.single_thread_executor, "_threads", None):
+        known_single_ids = executor_threads(SyncToAsync.single_thread_executor)
+    return known_single_ids
 
 
 class Classifier:

@@ -188,7 +188,11 @@ def _begin(
     try:
         # Method, path and request id, on the record the handler opened
         # (_hotpath.begin_request: in C when it is built).
-        key = _meta_key(settings["REQUEST_ID_HEADER"])
+        header = settings["REQUEST_ID_HEADER"]
+        # _meta_key's cache, read here (no call once the header is known)
+        key = _meta_keys.get(header, "") if header else None
+        if key == "":
+            key = _meta_key(header)
         record = _begin_request(current_scope, RequestRecord, request, key, _ids)
         own = False
         if record is None:
