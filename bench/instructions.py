@@ -14,6 +14,17 @@ difference).
     python -m bench.instructions                  # hops and requests, C and pure Python
     python -m bench.instructions --only hops
     python -m bench.instructions --json out.json
+    python -m bench.instructions --only requests --seeds 4   # the mean over 4 hash seeds
+
+One run is deterministic, but it is one draw: where objects land in memory and
+which of CPython's type-cache entries collide (the slot is the type's version
+tag xor the name's hash) follow the hash seed and the order in which types were
+first looked up, and a change anywhere in the process moves them. A bare
+request's count moves by about 20,000 instructions between seeds, a hopwatch
+request's by about as much, so a change worth a few thousand instructions is
+judged on ``--seeds`` (each seed's marginal is reported; the figure is their
+mean), and ``--repeat`` (the same seed again) only takes out thread-scheduling
+outliers.
 
 Per hop: the four crossings of ``bench/hops.py``, bare and with hopwatch
 recording into a scope (as inside a request), with the C accelerator and with
@@ -241,7 +252,9 @@ _WORKER = (
 )
 
 
-def _callgrind(args: list[str], tmp: str, pure: bool, tag: str) -> tuple[int, int | None]:
+def _callgrind(
+    args: list[str], tmp: str, pure: bool, tag: str, seed: int = 0
+) -> tuple[int, int | None]:
     """(total instructions, inclusive instructions of the C `attribute`, if seen)."""
     out = Path(tmp) / f"callgrind.{tag}.out"
     command = [
@@ -258,7 +271,7 @@ def _callgrind(args: list[str], tmp: str, pure: bool, tag: str) -> tuple[int, in
         _WORKER.format(root=str(ROOT)),
         *args,
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("HOPWATCH_PURE_PYTHON", None)
     if pure:
         env["HOPWATCH_PURE_PYTHON"] = "1"
@@ -290,13 +303,14 @@ def _inclusive(out: Path, function: str) -> int | None:
 
 def measure(
     only: str | None = None, hops_small: int = 200, hops_large: int = 1200,
-    requests_small: int = 30, requests_large: int = 330, repeat: int = 1,
+    requests_small: int = 30, requests_large: int = 330, repeat: int = 1, seeds: int = 1,
 ) -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (apt-get install valgrind)")
     from bench import hops
 
-    jobs: list[tuple[str, tuple[str, ...], bool, int]] = []
+    # (key, argv, pure Python, run length, hash seed)
+    jobs: list[tuple[str, tuple[str, ...], bool, int, int]] = []
     if only in (None, "hops"):
         for case_index, case in enumerate(hops.CASES):
             small = max(10, int(hops_small * case.scale))
@@ -304,50 +318,71 @@ def measure(
             for mode in ("bare", "c", "python"):
                 for n in (small, large):
                     args = ("hop", str(case_index), mode, str(n))
-                    jobs += [(f"hop:{case_index}:{mode}", args, mode == "python", n)] * repeat
+                    for seed in range(seeds):
+                        job = (f"hop:{case_index}:{mode}", args, mode == "python", n, seed)
+                        jobs += [job] * repeat
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
             config = mode.removesuffix("-python")
             for n in (requests_small, requests_large):
                 args = ("request", config, str(n))
-                jobs += [(f"request:{mode}", args, mode.endswith("python"), n)] * repeat
+                for seed in range(seeds):
+                    job = (f"request:{mode}", args, mode.endswith("python"), n, seed)
+                    jobs += [job] * repeat
 
-    results: dict[str, list[tuple[int, int, int | None]]] = {}
+    # key -> [(run length, hash seed, total, attribution)]
+    results: dict[str, list[tuple[int, int, int, int | None]]] = {}
     with tempfile.TemporaryDirectory(prefix="hopwatch-instructions-") as tmp:
 
         tags = itertools.count()
 
-        def run(job: tuple[str, tuple[str, ...], bool, int]) -> tuple[str, int, int, int | None]:
-            key, args, pure, n = job
+        def run(
+            job: tuple[str, tuple[str, ...], bool, int, int],
+        ) -> tuple[str, int, int, int, int | None]:
+            key, args, pure, n, seed = job
             tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
-            tag += f"-{next(tags)}"
+            tag += f"-s{seed}-{next(tags)}"
             argv = list(args)
             if argv[0] == "request":
                 argv.append(str(Path(tmp) / f"{tag}.log"))
-            total, attribution = _callgrind(argv, tmp, pure, tag)
+            total, attribution = _callgrind(argv, tmp, pure, tag, seed)
             if argv[0] == "request" and argv[1] == "hopwatch":
                 check_lines(argv[-1], n)
-            return key, n, total, attribution
+            return key, n, seed, total, attribution
 
         workers = max(1, min(len(jobs), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for key, n, total, attribution in pool.map(run, jobs):
-                results.setdefault(key, []).append((n, total, attribution))
+            for key, n, seed, total, attribution in pool.map(run, jobs):
+                results.setdefault(key, []).append((n, seed, total, attribution))
+
+    spreads: dict[str, list[float]] = {}
 
     def marginal(key: str) -> tuple[float, float | None]:
-        # With --repeat, each run length's median total (and attribution): a run
-        # whose threads happened to hand over more often moves one figure, not it.
-        lengths = sorted({n for n, _, _ in results[key]})
-        (n1, i1, a1), (n2, i2, a2) = (
-            (
-                n,
-                statistics.median_low([t for m, t, _ in results[key] if m == n]),
-                _median_or_none([a for m, _, a in results[key] if m == n]),
+        # Per hash seed, the marginal between the two run lengths; with --repeat,
+        # each length's median total (and attribution): a run whose threads
+        # happened to hand over more often moves one figure, not it. Then the
+        # mean over the seeds (see --seeds), whose spread is kept in `spreads`.
+        per_seed: list[tuple[float, float | None]] = []
+        for seed in sorted({s for _, s, _, _ in results[key]}):
+            runs = [(n, t, a) for n, s, t, a in results[key] if s == seed]
+            lengths = sorted({n for n, _, _ in runs})
+            (n1, i1, a1), (n2, i2, a2) = (
+                (
+                    n,
+                    statistics.median_low([t for m, t, _ in runs if m == n]),
+                    _median_or_none([a for m, _, a in runs if m == n]),
+                )
+                for n in lengths
             )
-            for n in lengths
+            attribution = None if a1 is None or a2 is None else (a2 - a1) / (n2 - n1)
+            per_seed.append(((i2 - i1) / (n2 - n1), attribution))
+        totals = [t for t, _ in per_seed]
+        spreads[key] = totals
+        attributions = [a for _, a in per_seed]
+        mean_attribution = (
+            None if None in attributions else statistics.fmean(attributions)  # type: ignore[arg-type]
         )
-        attribution = None if a1 is None or a2 is None else (a2 - a1) / (n2 - n1)
-        return (i2 - i1) / (n2 - n1), attribution
+        return statistics.fmean(totals), mean_attribution
 
     report: dict[str, Any] = {"hops": [], "requests": {}}
     if only in (None, "hops"):
@@ -368,6 +403,8 @@ def measure(
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
             total, attribution = marginal(f"request:{mode}")
             report["requests"][mode] = {"total": total, "attribution": attribution}
+    report["seeds"] = seeds
+    report["per_seed"] = spreads  # each key's marginal per hash seed
     return report
 
 
@@ -438,6 +475,11 @@ def format_report(report: dict[str, Any]) -> str:
                 f" | {_pct(attribution, bare)} |"
             )
         lines.append(f"| **total** | **{full - bare:,.0f}** | **{_pct(full - bare, bare)}** |")
+    per_seed = report.get("per_seed", {})
+    if report.get("seeds", 1) > 1 and per_seed:
+        lines += ["", f"Means over {report['seeds']} hash seeds; each seed's marginal:", ""]
+        for key, values in per_seed.items():
+            lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))
     return "\n".join(lines)
 
 
@@ -458,10 +500,23 @@ def main(argv: list[str] | None = None) -> int:
         " move by about 10,000 instructions per request between runs with thread"
         " hand-offs; 3 takes one outlier out)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run everything under this many hash seeds (PYTHONHASHSEED 0, 1, ...) and"
+        " report the mean: where objects land in memory and in which order types are"
+        " first looked up follow the seed, and with them which of CPython's cache"
+        " lookups and context-variable lookups hit; one seed's per-request figure"
+        " is one draw of that (bare requests move by about 20,000 instructions"
+        " between seeds)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    report = measure(args.only, repeat=args.repeat)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    report = measure(args.only, repeat=args.repeat, seeds=args.seeds)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
