@@ -285,6 +285,9 @@ def _callgrind(
 
 
 def _inclusive(out: Path, function: str) -> int | None:
+    """The function's inclusive count; None when callgrind_annotate is missing or
+    the profile has no such function (a compiler that inlined it): not measured,
+    never 0."""
     annotate = shutil.which("callgrind_annotate")
     if annotate is None:
         return None
@@ -298,7 +301,7 @@ def _inclusive(out: Path, function: str) -> int | None:
         match = re.match(r"\s*([\d,]+)\s.*:" + re.escape(function) + r"\s", line + " ")
         if match:
             return int(match.group(1).replace(",", ""))
-    return 0
+    return None
 
 
 def measure(

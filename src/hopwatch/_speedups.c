@@ -2258,7 +2258,13 @@ ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode,
     return cause;
 }
 
-/* The cause of a hop through `adapter` running `target`, called from `frame`. */
+/* The cause of a hop through `adapter` running `target`, called from `frame`.
+ * Never inlined: bench.instructions reports attribution's cost as this
+ * function's inclusive count, which an inlined copy would hide (a call's few
+ * instructions a hop). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
 static PyObject *
 attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
 {
