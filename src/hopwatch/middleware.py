@@ -165,20 +165,18 @@ os.register_at_fork(after_in_child=_ids.seed)
 
 # header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None
 # for headers never read as an id. request.META, not request.headers: the
-# latter builds a dict of every header on first use, per request.
+# latter builds a dict of every header on first use, per request. Read in
+# _begin; _new_meta_key fills it.
 _meta_keys: dict[str, str | None] = {}
 
 
-def _meta_key(header: str | None) -> str | None:
-    """The META key of the request-id header, or None for none or a credential header."""
-    if not header:
-        return None
-    key = _meta_keys.get(header, "")
-    if key == "":
-        usable = header.lower() not in CREDENTIAL_HEADERS
-        key = "HTTP_" + header.upper().replace("-", "_") if usable else None
-        if len(_meta_keys) < 64:
-            _meta_keys[header] = key
+def _new_meta_key(header: str) -> str | None:
+    """The META key of a request-id header not seen yet (None for a credential
+    header), remembered for the next requests."""
+    usable = header.lower() not in CREDENTIAL_HEADERS
+    key = "HTTP_" + header.upper().replace("-", "_") if usable else None
+    if len(_meta_keys) < 64:
+        _meta_keys[header] = key
     return key
 
 
@@ -189,10 +187,9 @@ def _begin(
         # Method, path and request id, on the record the handler opened
         # (_hotpath.begin_request: in C when it is built).
         header = settings["REQUEST_ID_HEADER"]
-        # _meta_key's cache, read here (no call once the header is known)
         key = _meta_keys.get(header, "") if header else None
         if key == "":
-            key = _meta_key(header)
+            key = _new_meta_key(header)
         record = _begin_request(current_scope, RequestRecord, request, key, _ids)
         own = False
         if record is None:
