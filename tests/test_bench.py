@@ -151,3 +151,51 @@ def test_server_part_runs_against_real_servers(tmp_path):
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert server["evidence"]["hopwatch"]["request lines logged"] > 0
     assert "| no instrumentation |" in doc and "| hopwatch |" in doc
+
+
+def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
+    raw = tmp_path / "wall.json"
+    command = [sys.executable, "-m", "bench.request_wall", "--rounds", "2", "--requests", "3"]
+    result = subprocess.run(
+        [*command, "--cpu", "-1", "--json", str(raw)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads(raw.read_text())
+    assert sorted(data["samples"]) == sorted(["bare", "hops", "scope", "build", "hopwatch"])
+    assert all(len(runs) == 2 for runs in data["samples"].values())
+    assert all(run["cpu_ns"] > 0 and run["wall_ns"] > 0 for r in data["samples"].values() for run in r)
+    assert "| hopwatch: plus the line written (the full product) |" in result.stdout
+
+
+def test_request_wall_ratios_are_per_round_and_parts_are_steps():
+    from bench import request_wall
+
+    def runs(*cpu_us: float) -> list[dict[str, float]]:
+        return [{"cpu_ns": c * 1000, "wall_ns": c * 1000} for c in cpu_us]
+
+    result = {
+        "rounds": 3,
+        "requests": 10,
+        "pinned_cpu": None,
+        "samples": {
+            "bare": runs(1000, 2000, 1000),
+            "hops": runs(1030, 2060, 1020),
+            "scope": runs(1050, 2100, 1040),
+            "build": runs(1060, 2120, 1050),
+            "hopwatch": runs(1080, 2160, 1070),
+        },
+    }
+    rows = {row["config"]: row for row in request_wall.summarize(result)}
+    # Ratios to the bare run of the same round (1.03, 1.03, 1.02), not of the medians.
+    assert rows["hops"]["ratio"] == pytest.approx(1.03)
+    assert (rows["hops"]["ratio_min"], rows["hops"]["ratio_max"]) == pytest.approx((1.02, 1.03))
+    assert rows["hops"]["step_us"] == pytest.approx(30)  # steps 30, 60, 20
+    assert rows["hopwatch"]["step_us"] == pytest.approx(20)
+    assert "step_us" not in rows["bare"]
+    table = request_wall.format_table(result)
+    assert "| bare | 1000.0 | 1.000 [1.000-1.000] |  |  |" in table
+    assert "| +30.0 | +3.0% |" in table
