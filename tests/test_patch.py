@@ -619,9 +619,14 @@ def test_parents_are_exact_with_one_adapter_shared_by_concurrent_tasks_and_gathe
             )
         return scope
 
+    before = time.perf_counter_ns()
     scope = asyncio.run(main())
+    after = time.perf_counter_ns()
     hops = scope.hops()
     assert len(hops) == 1 + 1 + 4 + 6
+    # The hop path's clock is time.perf_counter_ns()'s own (the request's
+    # start and end are read in Python): every stamp falls between two reads.
+    assert all(before < h.called_ns and h.resumed_ns < after for h in hops)
     (outer,) = [h for h in hops if h.cause.site.endswith("middle")]
     (bridge,) = [h for h in hops if h.direction == "async_to_sync"]
     noops = [h for h in hops if h.cause.site.endswith("_noop")]
