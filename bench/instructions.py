@@ -65,6 +65,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,10 @@ async def _one_request(handler: Any) -> int:
     return int(sent[0]["status"])
 
 
-def run_requests(config: str, n: int, log_path: str) -> None:
+def site(config: str, log_path: str) -> Callable[[int], Coroutine[Any, Any, None]]:
+    """Set Django up in ``config`` (one of ``REQUEST_CONFIGS``); return ``serve(count)``,
+    which sends ``count`` requests through Django's ``ASGIHandler`` in this process.
+    (``bench.request_wall`` times the same site natively.)"""
     _configure_django(config, log_path)
     if config == "hops":
         import hopwatch
@@ -200,11 +204,16 @@ def run_requests(config: str, n: int, log_path: str) -> None:
 
     handler = ASGIHandler()
 
-    async def main(count: int) -> None:
+    async def serve(count: int) -> None:
         for _ in range(count):
             status = await _one_request(handler)
             assert status == 200, status
 
+    return serve
+
+
+def run_requests(config: str, n: int, log_path: str) -> None:
+    main = site(config, log_path)
     # Warm up (first-request caches), then freeze what start-up left to the
     # collector: a full collection walks every object of the heap, millions of
     # instructions, and whether one falls inside a run of N requests but not M

@@ -30,29 +30,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import instructions, server
+
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ("bare", "hops", "scope", "build", "hopwatch")
+CONFIGS = instructions.REQUEST_CONFIGS
 
 # One process per configuration: set up once, then serve N requests per line on
 # stdin and answer with the CPU and wall nanoseconds they took.
 _WORKER = """
-import asyncio, gc, json, sys, tempfile, time
+import asyncio, json, sys, tempfile, time
 sys.path.insert(0, {root!r})
 from bench import instructions
-config = sys.argv[1]
 log = tempfile.NamedTemporaryFile(prefix="hopwatch-wall-", suffix=".log", delete=False).name
-instructions._configure_django(config, log)
-if config == "hops":
-    import hopwatch
-    hopwatch.install()
-from django.core.handlers.asgi import ASGIHandler
-handler = ASGIHandler()
-
-async def serve(count):
-    for _ in range(count):
-        status = await instructions._one_request(handler)
-        assert status == 200, status
-
+serve = instructions.site(sys.argv[1], log)
 loop = asyncio.new_event_loop()
 loop.run_until_complete(serve(200))  # warm up: first-request caches, the line's file
 print("ready", flush=True)
@@ -65,25 +55,18 @@ for line in sys.stdin:
 """
 
 
-def _pin(cpu: int | None) -> list[str]:
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        return []
-    from shutil import which
-
-    return ["taskset", "-c", str(cpu)] if which("taskset") else []
-
-
 def run(rounds: int = 9, requests: int = 1000, cpu: int | None = 1) -> dict[str, Any]:
     """Interleaved rounds; per configuration, per round: CPU and wall ns per request."""
-    if cpu is not None and (os.cpu_count() or 1) < 2:
-        cpu = None  # one core: nothing to pin away from
+    if cpu is not None and not server.can_pin():
+        cpu = None  # one core, or no taskset: nothing to pin with
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("HOPWATCH_PURE_PYTHON", None)
     workers: dict[str, subprocess.Popen[str]] = {}
     samples: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
     try:
         for config in CONFIGS:
-            command = [*_pin(cpu), sys.executable, "-c", _WORKER.format(root=str(ROOT)), config]
+            pin = server.pinned(cpu) if cpu is not None else []
+            command = [*pin, sys.executable, "-c", _WORKER.format(root=str(ROOT)), config]
             workers[config] = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
             )
@@ -119,7 +102,6 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
         row = {
             "config": config,
             "cpu_us": statistics.median(cpu) / 1000,
-            "wall_us": statistics.median(s["wall_ns"] for s in samples[config]) / 1000,
             "ratio": statistics.median(ratios),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
