@@ -255,6 +255,7 @@ typedef struct {
 } HopObject;
 
 static PyTypeObject HopType;
+static PyTypeObject LedgerCoreType;
 
 /* Per-thread hand-over, no context variable (each one a context holds costs
  * every later crossing a pass of asgiref's _restore_context, twice on 3.13):
@@ -278,7 +279,8 @@ static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
          PyObject *scope)
 {
-    HopObject *hop = PyObject_GC_New(HopObject, &HopType);
+    /* Not a GC object (see HopType): allocated outside the collector's count. */
+    HopObject *hop = PyObject_New(HopObject, &HopType);
     if (hop == NULL) {
         return NULL;
     }
@@ -297,7 +299,6 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
                      : 1;
     hop->new_loop = 0;
     hop->own_executor = 0;
-    PyObject_GC_Track(hop);
     return hop;
 }
 
@@ -312,6 +313,15 @@ Hop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &thread_sensitive, &parent, &scope, &called_ns)) {
         return NULL;
     }
+    /* A hop is no GC object: what it references must not lead back to it. */
+    if (parent != Py_None && !Py_IS_TYPE(parent, &HopType)) {
+        PyErr_SetString(PyExc_TypeError, "Hop(): parent must be a Hop or None");
+        return NULL;
+    }
+    if (scope != Py_None && !PyObject_TypeCheck(scope, &LedgerCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "Hop(): scope must be a Ledger or None");
+        return NULL;
+    }
     HopObject *hop = hop_make(direction, cause, thread_sensitive, parent, scope);
     if (hop) {
         hop->called_ns = called_ns;
@@ -319,35 +329,17 @@ Hop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)hop;
 }
 
-static int
-Hop_traverse(HopObject *self, visitproc visit, void *arg)
+static void
+Hop_dealloc(HopObject *self)
 {
-    Py_VISIT(self->cause);
-    Py_VISIT(self->parent);
-    Py_VISIT(self->scope);
-    Py_VISIT(self->expected_loop);
-    return 0;
-}
-
-static int
-Hop_clear(HopObject *self)
-{
+    Py_CLEAR(self->direction);
+    Py_CLEAR(self->thread_sensitive);
+    Py_CLEAR(self->outcome);
     Py_CLEAR(self->cause);
     Py_CLEAR(self->parent);
     Py_CLEAR(self->scope);
     Py_CLEAR(self->expected_loop);
-    return 0;
-}
-
-static void
-Hop_dealloc(HopObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->direction);
-    Py_CLEAR(self->thread_sensitive);
-    Py_CLEAR(self->outcome);
-    Hop_clear(self);
-    PyObject_GC_Del(self);
+    PyObject_Free(self);
 }
 
 static inline long long
@@ -416,13 +408,13 @@ Hop_repr(HopObject *h)
 }
 
 static PyMemberDef Hop_members[] = {
-    {"direction", T_OBJECT, offsetof(HopObject, direction), 0, NULL},
-    {"cause", T_OBJECT, offsetof(HopObject, cause), 0, NULL},
-    {"thread_sensitive", T_OBJECT, offsetof(HopObject, thread_sensitive), 0, NULL},
-    {"parent", T_OBJECT, offsetof(HopObject, parent), 0, NULL},
-    {"scope", T_OBJECT, offsetof(HopObject, scope), 0, NULL},
-    {"outcome", T_OBJECT, offsetof(HopObject, outcome), 0, NULL},
-    {"expected_loop", T_OBJECT, offsetof(HopObject, expected_loop), 0, NULL},
+    {"direction", T_OBJECT, offsetof(HopObject, direction), READONLY, NULL},
+    {"cause", T_OBJECT, offsetof(HopObject, cause), READONLY, NULL},
+    {"thread_sensitive", T_OBJECT, offsetof(HopObject, thread_sensitive), READONLY, NULL},
+    {"parent", T_OBJECT, offsetof(HopObject, parent), READONLY, NULL},
+    {"scope", T_OBJECT, offsetof(HopObject, scope), READONLY, NULL},
+    {"outcome", T_OBJECT, offsetof(HopObject, outcome), READONLY, NULL},
+    {"expected_loop", T_OBJECT, offsetof(HopObject, expected_loop), READONLY, NULL},
     {"called_ns", T_LONGLONG, offsetof(HopObject, called_ns), 0, NULL},
     {"started_ns", T_LONGLONG, offsetof(HopObject, started_ns), 0, NULL},
     {"ended_ns", T_LONGLONG, offsetof(HopObject, ended_ns), 0, NULL},
@@ -451,12 +443,20 @@ static PyGetSetDef Hop_getset[] = {
 static PyTypeObject HopType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.Hop",
     .tp_basicsize = sizeof(HopObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    /* No GC object: a request's hops live with its record, which Django's
+     * ASGI handler leaves in a reference cycle until a collection; allocated
+     * by the collector, each would count towards the next young collection
+     * (the count is of allocations, tracked or not), fifteen a request on
+     * the example site. A hop can be in no cycle: its object fields are
+     * read-only from Python, its parent is an older hop, its scope a ledger
+     * that holds finished hops only (finish_hop_impl drops the link first),
+     * its cause holds strings; the loop it expects is let go when the call
+     * returns. The holders that can be in cycles (awaitables, handlers) are
+     * GC objects and visit it. */
+    .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "One sync/async crossing (see hopwatch._hotpath_py.Hop).",
     .tp_new = Hop_new,
     .tp_dealloc = (destructor)Hop_dealloc,
-    .tp_traverse = (traverseproc)Hop_traverse,
-    .tp_clear = (inquiry)Hop_clear,
     .tp_members = Hop_members,
     .tp_getset = Hop_getset,
     .tp_repr = (reprfunc)Hop_repr,
@@ -1900,14 +1900,6 @@ finish_hop_impl(HopObject *hop)
 {
     int rc = finish_hop_account(hop);
     Py_SETREF(hop->scope, Py_NewRef(Py_None));
-    if (hop->parent == Py_None && hop->expected_loop == Py_None) {
-        /* A finished hop with no parent now references only strings, a bool
-         * and its Cause (which references no hop): it can be in no reference
-         * cycle, so the collector need not walk it (a request's hops, kept
-         * by its record, which asyncio's tasks keep until a collection).
-         * Untracking an untracked object is allowed (a hop accounted twice). */
-        PyObject_GC_UnTrack(hop);
-    }
     return rc;
 }
 
