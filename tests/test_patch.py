@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import sys
 import threading
 import time
 import traceback
@@ -133,6 +134,55 @@ def test_instances_made_before_install_are_seen():
         return value
 
     assert asyncio.run(main()) == 7
+
+
+def _managed_dict_slot(obj: object) -> int | None:
+    """CPython 3.11/3.12: the word three before an object with a managed dict, which
+    is empty (3.11) or tagged (3.12) while its attributes are in inline values."""
+    import ctypes
+
+    return ctypes.c_void_p.from_address(id(obj) - 3 * ctypes.sizeof(ctypes.c_void_p)).value
+
+
+def _attributes_inline(obj: object) -> bool:
+    slot = _managed_dict_slot(obj)
+    return slot is None or (sys.version_info >= (3, 12) and slot & 1 == 1)
+
+
+@pytest.mark.skipif(
+    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
+    reason="inline values that a dict replaces for good: CPython 3.11 and 3.12",
+)
+def test_an_adapters_attributes_stay_where_python_keeps_them():
+    """CPython 3.11 and 3.12 keep a new instance's attributes in inline values, which
+    the interpreter's fast attribute reads depend on; reading ``__dict__`` (or
+    asking for its pointer) turns them into a dict for good. hopwatch reads an
+    adapter's attributes, and tags it with its cause, without doing that: asgiref's
+    own reads of ``self.awaitable`` and the rest stay on the fast path."""
+    from hopwatch import _causes
+
+    async def noop() -> None:
+        return None
+
+    plain = AsyncToSync(noop)
+    tagged = AsyncToSync(noop)
+    if not (_attributes_inline(plain) and _attributes_inline(tagged)):
+        pytest.skip("this asgiref gives AsyncToSync a __dict__ itself")
+    _causes.tag(tagged, _causes.Cause("other", "tests.noop", None))
+
+    def in_thread() -> None:
+        plain()
+        tagged()
+
+    async def main() -> None:
+        with ledger() as scope:
+            await sync_to_async(in_thread)()
+        assert len(scope) == 3
+
+    asyncio.run(main())
+    assert _attributes_inline(plain), "hopwatch made the adapter a __dict__"
+    assert _attributes_inline(tagged), "tagging made the adapter a __dict__"
+    assert vars(tagged)[_causes.TAG_ATTR].site == "tests.noop"  # the tag is an attribute
 
 
 # --- transparency -------------------------------------------------------------------

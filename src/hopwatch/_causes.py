@@ -101,9 +101,12 @@ def register_caller_classifier(classifier: CallerClassifier) -> None:
 
 def tag(adapter: object, cause: Cause) -> None:
     """Attach a known cause to an adapter instance (see module docstring)."""
+    # An attribute, not an item of adapter.__dict__: reading __dict__ makes one for
+    # good (Python 3.11, 3.12), and asgiref's own reads of the adapter's attributes
+    # then take the interpreter's slow path.
     try:
-        adapter.__dict__[TAG_ATTR] = cause
-    except AttributeError:  # an adapter without __dict__: fall back to rules
+        object.__setattr__(adapter, TAG_ATTR, cause)
+    except (AttributeError, TypeError):  # an adapter without __dict__: fall back to rules
         pass
 
 
@@ -147,7 +150,7 @@ def resolve(
     code and caller: the same rule applies), and this function only if the
     rule answers None."""
     walks_before, reads_before = _walks, _instance_reads
-    tagged = getattr(adapter, "__dict__", {}).get(TAG_ATTR)
+    tagged = getattr(adapter, TAG_ATTR, None)  # not via __dict__: see tag()
     if tagged is not None:
         return tagged, MODE_ASK, None
     func = target.__func__ if type(target) is MethodType else target

@@ -594,10 +594,7 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
 
 def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
     """The cause of a hop through ``adapter`` running ``target``, called from ``frame``."""
-    try:
-        tagged = adapter.__dict__.get(TAG_ATTR)
-    except AttributeError:
-        tagged = None
+    tagged = getattr(adapter, TAG_ATTR, None)  # not via __dict__: see _causes.tag()
     if tagged is not None:
         return tagged
     summary = _summarize(target)
@@ -656,7 +653,7 @@ def _expected_loop(adapter: Any) -> object:
     """The running loop asgiref will schedule onto, or None for a new loop."""
     if getattr(adapter, "force_new_loop", False):
         return None
-    cached = adapter.__dict__.get("main_event_loop")  # asgiref < 3.12
+    cached = getattr(adapter, "main_event_loop", None)  # asgiref < 3.12
     if cached is not None:
         return cached
     local = _threadlocal

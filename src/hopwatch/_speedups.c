@@ -108,14 +108,43 @@ type_lacks(PyTypeObject *type, PyObject *name)
     return 1;
 }
 
+/* obj's instance dict if it has one now, without making one (borrowed; NULL:
+ * none, or its attributes are still in the object's inline values). Python 3.11
+ * and 3.12 keep a new instance's attributes in inline values, which the
+ * interpreter's specialized attribute reads depend on; _PyObject_GetDictPtr
+ * would turn them into a dict for good, and every later read of the object's
+ * attributes by asgiref's own code would take the slow, generic path (an
+ * async_to_sync adapter, which asgiref 3.8 makes with no dict: some 3,000
+ * instructions a hop). Python 3.13's dict shares the values, which stay valid. */
+static inline PyObject *
+existing_dict(PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+#if PY_VERSION_HEX < 0x030D0000
+    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        /* The managed dict's slot, three words before the object (3.11's
+         * _PyObject_ManagedDictPointer, 3.12's _PyObject_DictOrValuesPointer). */
+        uintptr_t slot = ((uintptr_t *)obj)[-3];
+#if PY_VERSION_HEX >= 0x030C0000
+        if (slot & 1) { /* tagged: inline values */
+            return NULL;
+        }
+#endif
+        return (PyObject *)slot;
+    }
+#endif
+    PyObject **dictptr = _PyObject_GetDictPtr(obj);
+    return dictptr != NULL ? *dictptr : NULL;
+}
+
 static inline int
 instance_attr(PyObject *obj, PyObject *name, PyObject **result)
 {
     PyTypeObject *type = Py_TYPE(obj);
     if (type->tp_getattro == PyObject_GenericGetAttr && type_lacks(type, name)) {
-        PyObject **dictptr = _PyObject_GetDictPtr(obj);
-        if (dictptr != NULL && *dictptr != NULL) {
-            PyObject *value = PyDict_GetItemWithError(*dictptr, name);
+        PyObject *dict = existing_dict(obj);
+        if (dict != NULL && PyDict_CheckExact(dict)) {
+            PyObject *value = PyDict_GetItemWithError(dict, name);
             if (value != NULL) {
                 *result = Py_NewRef(value);
                 return 1;
@@ -3273,24 +3302,15 @@ expected_loop(PyObject *adapter)
             Py_RETURN_NONE;
         }
     }
-    PyObject *dict = NULL;
-    PyObject **dictptr = _PyObject_GetDictPtr(adapter);
-    if (dictptr != NULL) {
-        dict = Py_XNewRef(*dictptr);
+    /* asgiref < 3.12 keeps the loop on the adapter (an instance attribute) */
+    PyObject *cached = NULL;
+    if (instance_attr(adapter, s_main_event_loop, &cached) < 0) {
+        return NULL;
     }
-    if (dict != NULL && PyDict_Check(dict)) {
-        PyObject *cached = PyDict_GetItemWithError(dict, s_main_event_loop); /* asgiref < 3.12 */
-        if (cached != NULL && cached != Py_None) {
-            Py_INCREF(cached);
-            Py_DECREF(dict);
-            return cached;
-        }
-        if (PyErr_Occurred()) {
-            Py_DECREF(dict);
-            return NULL;
-        }
+    if (cached != NULL && cached != Py_None) {
+        return cached;
     }
-    Py_XDECREF(dict);
+    Py_XDECREF(cached);
     if (tl_running != NULL && tl_loop != NULL) {
         /* Inside thread_handler in this thread, which set the threadlocal
          * read below to its loop argument: the same answer, without two
