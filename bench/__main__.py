@@ -576,7 +576,12 @@ def render_server(s: dict[str, Any] | None) -> str:
             "Not run: " + "; ".join(f"{name} ({why})" for name, why in s["skipped"].items()) + "."
         )
         out.append("")
-    if s["evidence"]:
+    recorded = {
+        name: {k: v for k, v in ev.items() if k != "collector"}
+        for name, ev in s["evidence"].items()
+    }
+    recorded = {name: ev for name, ev in recorded.items() if ev}
+    if recorded:
         out.append(
             "Each tool really recorded (counted inside each server, over the whole run):"
             + "; ".join(
@@ -584,10 +589,13 @@ def render_server(s: dict[str, Any] | None) -> str:
                 + ", ".join(
                     f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in ev.items()
                 )
-                for name, ev in s["evidence"].items()
+                for name, ev in recorded.items()
             )
             + "."
         )
+    collector = _render_collector(s)
+    if collector:
+        out += ["", collector]
     otel = _render_otel_costs(s)
     if otel:
         out += ["", otel]
@@ -600,6 +608,39 @@ def _added_us(table: dict[str, Any], name: str) -> float | None:
     if not row or not base or not base["rps"] or not row.get("tp_ratio"):
         return None
     return (1 / row["tp_ratio"] - 1) / base["rps"] * 1e6
+
+
+def _render_collector(s: dict[str, Any]) -> str:
+    """Each server's garbage collections per 1,000 requests it served (warm-ups
+    included) and its time in the collector per request: a full collection holds
+    up every connection for its whole length, which is what moves a short run's p99."""
+    served = s.get("served") or {}
+    labels = {c["name"]: c["label"] for c in s["configs"]}
+    rows = []
+    for name, ev in s["evidence"].items():
+        found = ev.get("collector")
+        requests = served.get(name, 0)
+        if not isinstance(found, dict) or not requests:
+            continue
+        per_k = [n * 1000 / requests for n in found["collections"]]
+        us = sum(found["ms"]) * 1000 / requests
+        rows.append(
+            f"| {labels.get(name, name)} | {per_k[0]:.1f} | {per_k[1]:.1f} | {per_k[2]:.2f}"
+            f" | {found['max_ms'][2]:.1f} | {us:.1f} |"
+        )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "The collector in each server (`gc.callbacks`, over the server's whole life,"
+            " warm-ups included): collections per 1,000 requests served, the longest"
+            " full collection, and the time in the collector per request.",
+            "",
+            "| configuration | young | gen1 | full | longest full ms | µs per request |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
 
 
 def _render_otel_costs(s: dict[str, Any]) -> str:
@@ -675,6 +716,7 @@ def summarize_server(results: Any) -> dict[str, Any]:
         "table": table,
         "skipped": results.skipped,
         "evidence": results.evidence,
+        "served": results.served,
     }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import importlib.util
 import json
@@ -154,6 +155,36 @@ def pinned(cpu: int) -> list[str]:
 # --- the server process -------------------------------------------------------
 
 
+class CollectorClock:
+    """A ``gc.callbacks`` entry: collections per generation and the time spent in
+    them, in this process. Under uvicorn a full collection of a Django process takes
+    tens of milliseconds and holds up every connection, which is what decides the
+    p99 in a short run; what a tool leaves for the collector shows here."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.ns = [0, 0, 0]
+        self.max_ns = [0, 0, 0]
+        self._started = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        generation = info["generation"]
+        spent = time.perf_counter_ns() - self._started
+        self.collections[generation] += 1
+        self.ns[generation] += spent
+        self.max_ns[generation] = max(self.max_ns[generation], spent)
+
+    def summary(self) -> dict[str, list[float]]:
+        return {
+            "collections": list(self.collections),
+            "ms": [round(ns / 1e6, 3) for ns in self.ns],
+            "max_ms": [round(ns / 1e6, 3) for ns in self.max_ns],
+        }
+
+
 def serve(config_name: str, port: int, lifetime: float, evidence_path: str | None) -> None:
     """Run the example site with ``config_name``'s settings under uvicorn on 127.0.0.1.
 
@@ -181,6 +212,8 @@ def serve(config_name: str, port: int, lifetime: float, evidence_path: str | Non
             lifespan="off",
         )
     )
+    collector = CollectorClock()
+    gc.callbacks.append(collector)
     timer = threading.Timer(lifetime, lambda: setattr(server, "should_exit", True))
     timer.daemon = True
     timer.start()
@@ -192,8 +225,10 @@ def serve(config_name: str, port: int, lifetime: float, evidence_path: str | Non
         server.run()
     finally:
         evidence: Callable[[], dict[str, object]] | None = getattr(module, "evidence", None)
-        if evidence_path and evidence is not None:
-            Path(evidence_path).write_text(json.dumps(evidence()))
+        if evidence_path:
+            found = evidence() if evidence is not None else {}
+            found[COLLECTOR] = collector.summary()
+            Path(evidence_path).write_text(json.dumps(found))
     os._exit(0)  # worker threads (Django's, a tool's) must not keep the process alive
 
 
@@ -346,6 +381,10 @@ def load_in_subprocess(url: str, connections: int, duration: float) -> Trial:
 # --- the benchmark ------------------------------------------------------------
 
 
+#: The evidence key of a server's CollectorClock summary.
+COLLECTOR = "collector"
+
+
 @dataclass
 class ServerResults:
     configs: list[Config]
@@ -359,6 +398,8 @@ class ServerResults:
     trials: dict[tuple[str, str], list[Trial]] = field(default_factory=dict)
     evidence: dict[str, dict[str, object]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # config name -> why
+    #: config name -> requests served over the server's life (warm-ups included)
+    served: dict[str, int] = field(default_factory=dict)
 
     def median(self, config: str, path: str, attr: str) -> float:
         return statistics.median(getattr(t, attr) for t in self.trials[(config, path)])
@@ -505,7 +546,8 @@ def run(
             say("warming up every server on every endpoint")
             for config in runnable:
                 for endpoint in endpoints:
-                    one(ports[config.name], endpoint.path, max(1.0, duration / 2))
+                    warm = one(ports[config.name], endpoint.path, max(1.0, duration / 2))
+                    results.served[config.name] = results.served.get(config.name, 0) + warm.requests
             for r in range(rounds):
                 for endpoint in endpoints:
                     # Rotate the order every round: no configuration always runs first.
@@ -513,6 +555,8 @@ def run(
                     for config in runnable[shift:] + runnable[:shift]:
                         trial = one(ports[config.name], endpoint.path, duration)
                         results.trials.setdefault((config.name, endpoint.path), []).append(trial)
+                        served = results.served.get(config.name, 0) + trial.requests
+                        results.served[config.name] = served
                 say(
                     f"round {r + 1}/{rounds}: "
                     + ", ".join(

@@ -113,7 +113,17 @@ def test_render_judges_every_target_from_results():
             "endpoints": [{"path": "/hello/", "label": "hello", "hops": 15}],
             "table": {"/hello/": table},
             "skipped": {},
-            "evidence": {},
+            "evidence": {
+                "hopwatch": {
+                    "request lines logged": 2000,
+                    "collector": {
+                        "collections": [100, 10, 1],
+                        "ms": [20.0, 20.0, 30.0],
+                        "max_ms": [0.5, 2.5, 30.0],
+                    },
+                }
+            },
+            "served": {"hopwatch": 2000},
         },
         "seconds": 1.0,
     }
@@ -128,6 +138,9 @@ def test_render_judges_every_target_from_results():
     assert "quick smoke run" in doc
     assert "not lighter than opentelemetry" in doc
     assert "### Server: missed" in doc and "### Per hop: missed" not in doc
+    # per 1,000 requests served: 50 young, 5 gen1, 0.5 full; 70 ms over 2,000 requests
+    assert "| hopwatch | 50.0 | 5.0 | 0.50 | 30.0 | 35.0 |" in doc
+    assert "request lines logged 2,000" in doc and "collector {" not in doc
 
 
 @pytest.mark.slow  # starts two uvicorn servers and puts load on them
@@ -151,6 +164,13 @@ def test_server_part_runs_against_real_servers(tmp_path):
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert server["evidence"]["hopwatch"]["request lines logged"] > 0
     assert "| no instrumentation |" in doc and "| hopwatch |" in doc
+    # each server counted its collections; the requests it served are the trials' and
+    # warm-ups' (two phases a server times itself, a young collection at least)
+    for name in ("baseline", "hopwatch"):
+        collector = server["evidence"][name]["collector"]
+        assert len(collector["collections"]) == 3 and collector["collections"][0] > 0
+        assert server["served"][name] > 0
+    assert "The collector in each server" in doc and "| no instrumentation | " in doc
 
 
 def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
