@@ -811,10 +811,11 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " another thread, so a few more instructions on either side can cost a scheduling"
             " turn.",
             "",
-            "What would close it: for `async_to_sync` onto the loop, finding the enclosing"
-            " crossing without setting the context variable (nothing else in asyncio follows a"
-            " task to the tasks it starts; hopwatch keeps one variable, no longer two); a free"
-            " list for the `Hop` and awaitable objects; on a quiet"
+            "What would close it: for `async_to_sync` onto the loop (about 1,600 of its"
+            " instructions are asgiref's own work on the context variable that holds the"
+            " scope), finding the enclosing crossing without setting the context variable"
+            " (nothing else in asyncio follows a task to the tasks it starts; hopwatch keeps"
+            " one variable, no longer two); fewer objects per hop; on a quiet"
             " machine the wall-time figures move by more than the remaining gap between runs,"
             " so read the instruction counts first.",
             "",
@@ -844,17 +845,25 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " the hops into sites, and one JSON line is built with structlog and written"
             " through the logging module. On a view that does real work (templates, several"
             " queries, calls to other services) the same absolute cost is a much smaller"
-            " fraction. With a closed-loop load on a single-process server, p99 latency is"
-            " mostly queueing, so it moves with throughput: the p99 target falls with the"
-            " throughput one.",
+            " fraction. With a closed-loop load on a single-process server, p50 moves with"
+            " throughput, but p99 is set by full garbage collections: one takes tens of"
+            " milliseconds in a Django process and holds up every connection, and they come"
+            " about once per 1,000 requests, so p99 sits on the edge of the requests they"
+            " delay (the collector table above). Whatever a request leaves for the collector"
+            " brings them closer, and under concurrency more of each request's objects are"
+            " alive when a collection comes.",
             "",
             "What would close it: the line's head is now written in C from the ledger, and"
             " what is left per request is spread over Python: the logging module's record"
             " and handler (about a fifth of hopwatch's per-request instructions, and the"
             " project's own configuration), structlog's call, the thread fields, the request"
-            " scope (route and view names, the record's open and close) and the young"
-            " collections its objects bring on (neither the middleware nor the handler"
-            " adds a frame to the request's awaiting chain any more). The instruction count"
+            " scope (route and view names, the record's open and close), asgiref 3.13's"
+            " Python walk of the scope's context variable on both sides of every"
+            " `sync_to_async` (about 50,000 instructions a request, which any context"
+            " variable costs), and the collections its objects bring on under concurrency"
+            " (the collector table). Neither the middleware nor the handler adds a frame"
+            " to the request's awaiting chain (Django's own wrapper around the middleware"
+            " is about 5,000 instructions). The instruction count"
             " is not the whole cost: callgrind's cache simulation shows hopwatch adding about"
             " 10,000 instruction-cache misses and 8,000 branch mispredictions per request"
             " (the instructions section), so the next step is a smaller per-request code"
