@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     env["EXAMPLE_SITE_DETAIL"] = "1"  # each crossing in the lines, for the page's timelines
     say(f"preparing a fresh database in {args.var}")
     prepare(args.var, env)
-    say("starting the example site under uvicorn (ASGI) and wsgiref (WSGI) on 127.0.0.1")
+    say("the example site on 127.0.0.1: uvicorn (ASGI) and wsgiref (WSGI)")
     started = time.monotonic()
     with servers(args.var, env, args.lifetime) as ports:
         say(f"sending {args.requests} requests to each of {len(ENDPOINTS)} endpoints")
