@@ -156,6 +156,19 @@ instance_attr(PyObject *obj, PyObject *name, PyObject **result)
     return lookup_attr(obj, name, result);
 }
 
+/* obj.name when it is set to something other than None: 1 (a new reference in
+ * *result), 0 (missing or None, *result NULL), -1 error. */
+static inline int
+instance_value(PyObject *obj, PyObject *name, PyObject **result)
+{
+    int found = instance_attr(obj, name, result);
+    if (found > 0 && *result == Py_None) {
+        Py_CLEAR(*result);
+        return 0;
+    }
+    return found;
+}
+
 /* An exception in flight is kept aside while hopwatch does its own work. */
 typedef struct {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -2301,13 +2314,10 @@ static PyObject *
 attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
 {
     PyObject *tagged = NULL;
-    if (instance_attr(adapter, s_tag, &tagged) < 0) {
-        return NULL;
+    int has_tag = instance_value(adapter, s_tag, &tagged);
+    if (has_tag != 0) {
+        return has_tag > 0 ? tagged : NULL;
     }
-    if (tagged != NULL && tagged != Py_None) {
-        return tagged;
-    }
-    Py_XDECREF(tagged);
 
     uintptr_t k[KEY_SLOTS] = {0};
     PyObject *held[4] = {NULL, NULL, NULL, NULL};
@@ -3304,13 +3314,10 @@ expected_loop(PyObject *adapter)
     }
     /* asgiref < 3.12 keeps the loop on the adapter (an instance attribute) */
     PyObject *cached = NULL;
-    if (instance_attr(adapter, s_main_event_loop, &cached) < 0) {
-        return NULL;
+    int has_loop = instance_value(adapter, s_main_event_loop, &cached);
+    if (has_loop != 0) {
+        return has_loop > 0 ? cached : NULL;
     }
-    if (cached != NULL && cached != Py_None) {
-        return cached;
-    }
-    Py_XDECREF(cached);
     if (tl_running != NULL && tl_loop != NULL) {
         /* Inside thread_handler in this thread, which set the threadlocal
          * read below to its loop argument: the same answer, without two
