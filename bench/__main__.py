@@ -576,11 +576,14 @@ def render_server(s: dict[str, Any] | None) -> str:
             "Not run: " + "; ".join(f"{name} ({why})" for name, why in s["skipped"].items()) + "."
         )
         out.append("")
+    from bench.server import COLLECTOR
+
+    # what each tool counted; each server's collector summary has a table of its own
     recorded = {
-        name: {k: v for k, v in ev.items() if k != "collector"}
+        name: kept
         for name, ev in s["evidence"].items()
+        if (kept := {k: v for k, v in ev.items() if k != COLLECTOR})
     }
-    recorded = {name: ev for name, ev in recorded.items() if ev}
     if recorded:
         out.append(
             "Each tool really recorded (counted inside each server, over the whole run):"
@@ -614,11 +617,13 @@ def _render_collector(s: dict[str, Any]) -> str:
     """Each server's garbage collections per 1,000 requests it served (warm-ups
     included) and its time in the collector per request: a full collection holds
     up every connection for its whole length, which is what moves a short run's p99."""
+    from bench.server import COLLECTOR
+
     served = s.get("served") or {}
     labels = {c["name"]: c["label"] for c in s["configs"]}
     rows = []
     for name, ev in s["evidence"].items():
-        found = ev.get("collector")
+        found = ev.get(COLLECTOR)
         requests = served.get(name, 0)
         if not isinstance(found, dict) or not requests:
             continue

@@ -401,6 +401,9 @@ class ServerResults:
     #: config name -> requests served over the server's life (warm-ups included)
     served: dict[str, int] = field(default_factory=dict)
 
+    def count_served(self, config: str, trial: Trial) -> None:
+        self.served[config] = self.served.get(config, 0) + trial.requests
+
     def median(self, config: str, path: str, attr: str) -> float:
         return statistics.median(getattr(t, attr) for t in self.trials[(config, path)])
 
@@ -547,7 +550,7 @@ def run(
             for config in runnable:
                 for endpoint in endpoints:
                     warm = one(ports[config.name], endpoint.path, max(1.0, duration / 2))
-                    results.served[config.name] = results.served.get(config.name, 0) + warm.requests
+                    results.count_served(config.name, warm)
             for r in range(rounds):
                 for endpoint in endpoints:
                     # Rotate the order every round: no configuration always runs first.
@@ -555,8 +558,7 @@ def run(
                     for config in runnable[shift:] + runnable[:shift]:
                         trial = one(ports[config.name], endpoint.path, duration)
                         results.trials.setdefault((config.name, endpoint.path), []).append(trial)
-                        served = results.served.get(config.name, 0) + trial.requests
-                        results.served[config.name] = served
+                        results.count_served(config.name, trial)
                 say(
                     f"round {r + 1}/{rounds}: "
                     + ", ".join(
