@@ -130,6 +130,47 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_the_views_crossing_is_always_on_the_line(limit):
+    """The view's crossing ranked below the limit takes the last place (the order
+    stays by time, the count of causes is the same); a view within the limit, or a
+    line with room for every cause, is left as it is. The C encoder (jb_sites)
+    writes the same sites as both ledgers' line_sites."""
+    import json
+
+    from hopwatch import _emit
+    from hopwatch._recorder import RequestRecord, intern_cause
+
+    slow = [intern_cause("middleware", f"m.Middleware{i}.process_request") for i in range(3)]
+    view = intern_cause("view", "shop.views.item_detail")
+    hops = [(cause, "sync_to_async", 0, 3_000_000 - i * 500_000) for i, cause in enumerate(slow)]
+    hops.append((view, "sync_to_async", 0, 100_000))
+    implementations = {_hotpath_py, _hotpath.impl}
+    for impl in implementations:
+        sites, causes = _ledger_with(impl, hops).line_sites(limit)
+        assert causes == 4
+        expected = [c.site for c in slow[: limit - 1]] + ["shop.views.item_detail"]
+        assert [site["site"] for site in sites] == expected, impl
+        assert sites[-1]["kind"] == "view" and sites[-1]["ms"] == 0.1
+        every, _ = _ledger_with(impl, hops).line_sites(4)
+        assert [site["site"] for site in every] == [c.site for c in slow] + [view.site]
+        # a view that ranks within the limit: the top `limit`, as ranked
+        first = [(view, "sync_to_async", 0, 9_000_000), *hops[:3]]
+        top, _ = _ledger_with(impl, first).line_sites(limit)
+        assert [site["site"] for site in top] == [view.site, *[c.site for c in slow][: limit - 1]]
+    if _hotpath.IMPLEMENTATION == "c":
+        record = RequestRecord("asgi")
+        record.method, record.route, record.status = "GET", "/items/<int:pk>/", 200
+        for cause, direction, called, resumed in hops:
+            hop = _hotpath.Hop(direction, cause, None, None, record, called)
+            hop.resumed_ns = resumed
+            _hotpath.finish_hop(hop)
+        head, _tail = _emit.encode_head(record, sites_limit=limit)
+        line = json.loads(head + "}")
+        assert [site["site"] for site in line["sites"]] == expected
+        assert line["sites_dropped"] == 4 - limit
+
+
 @pytest.mark.parametrize("causes", [1, 15, 32, 33, 80])
 def test_many_causes_rank_the_same_on_both_ledgers(causes):
     """The C ledger ranks up to 32 causes in place (insertion sort) and more on

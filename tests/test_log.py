@@ -205,6 +205,23 @@ def test_sites_limit(log_lines):
     assert sum(site["count"] for site in line["sites"]) <= line["hops"] == 15
 
 
+def test_the_views_crossing_is_on_the_line_whatever_the_limit(log_lines, db):
+    """A sync view under ASGI behind startproject's stack: many causes, the view's
+    crossing about the quickest of them, and still the one site a line of one lists
+    (what `hopwatch audit --logs` reads to tell a sync view from an async one)."""
+    with settings_with(SITES_LIMIT=1):  # the test settings' MIDDLEWARE: startproject's
+        for _ in range(3):
+            asgi_request("/sync/")
+    lines = log_lines.parsed()
+    assert len(lines) == 3
+    for line in lines:
+        (site,) = line["sites"]
+        assert (site["kind"], site["site"], site["direction"]) == (
+            "view", "tests.testapp.views.sync_view", "sync_to_async"
+        )  # fmt: skip
+        assert line["sites_dropped"] >= 10
+
+
 def extra_fields(request, record):
     return {"pod": "web-7", "user_id": 42, "hops": "not allowed to replace", "event": "nope"}
 

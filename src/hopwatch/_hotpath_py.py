@@ -66,6 +66,7 @@ MODE_USER: Final = 1  # ... and on the user's call site
 MODE_ASK: Final = 2  # ... and on the objects themselves: ask every time
 
 SYNC_TO_ASYNC: Final = "sync_to_async"
+VIEW: Final = "view"  # the view's kind (hopwatch.schema.KINDS): always on the line
 ASYNC_TO_SYNC: Final = "async_to_sync"
 OK: Final = "ok"
 ERROR: Final = "error"
@@ -336,10 +337,18 @@ class LedgerCore:
         return [(entry[4], entry[5]) for entry in ranked]
 
     def line_sites(self, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """(the line's ``sites`` entries for the top ``limit`` causes, how many causes)."""
+        """(the line's ``sites`` entries for the top ``limit`` causes, a view's always among
+        them, and how many causes there are)."""
         ranked = self.ranked_causes()
+        shown = ranked[: max(0, limit)]
+        if shown and len(ranked) > len(shown) and all(c.kind != VIEW for c, _ in shown):
+            # The view's crossing is always on the line (the C twin's last_shown
+            # says why): it takes the last place, the order staying by time.
+            view = next((entry for entry in ranked[len(shown) :] if entry[0].kind == VIEW), None)
+            if view is not None:
+                shown[-1] = view
         sites = []
-        for cause, stats in ranked[: max(0, limit)]:
+        for cause, stats in shown:
             site: dict[str, Any] = {
                 "site": cause.site,
                 "kind": cause.kind,

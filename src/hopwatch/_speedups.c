@@ -813,6 +813,7 @@ ranked_free(RankEntry *entries, Py_ssize_t n, RankEntry *stack)
 }
 
 static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
+static PyObject *s_view; /* the view's kind: its site is always on the line (see shown_at) */
 
 /* The entry's cause's site (read once, held by the entry), or NULL on error. */
 static PyObject *
@@ -931,6 +932,60 @@ put_new(PyObject *dict, PyObject *key, PyObject *value)
     return r;
 }
 
+static int
+is_view(PyObject *kind)
+{
+    /* Kinds are the literals of hopwatch.schema.KINDS, interned: the compare is
+     * by value only for a kind made at run time. */
+    return kind == s_view ||
+           (PyUnicode_Check(kind) && PyUnicode_Compare(kind, s_view) == 0);
+}
+
+/* The line's sites are the top `shown` causes by time, except that the view's
+ * crossing is always among them: when none of them is a view's and one ranked
+ * lower is, it takes the last place (the order stays by time). Whether the view
+ * was called across is what a reader cannot learn from any other field (the
+ * audit's traffic mix reads it), and which causes make the top ten of a request
+ * with more is up to microseconds. Returns the index of the entry for place
+ * `shown - 1`, or -1 with an exception set; `view_of(e)` is 1 for a view's entry,
+ * 0 for another's, -1 with an exception set. */
+static Py_ssize_t
+last_shown(RankEntry *entries, Py_ssize_t n, Py_ssize_t shown, int (*view_of)(RankEntry *))
+{
+    Py_ssize_t last = shown - 1, below = -1;
+    if (shown <= 0 || shown >= n) {
+        return last;
+    }
+    /* The causes left out first: usually few, and without a view's the line is
+     * the top `shown` whatever they are. */
+    for (Py_ssize_t i = shown; i < n && below < 0; i++) {
+        int v = view_of(&entries[i]);
+        if (v < 0) {
+            return -1;
+        }
+        below = v ? i : -1;
+    }
+    for (Py_ssize_t i = 0; below >= 0 && i < shown; i++) {
+        int v = view_of(&entries[i]);
+        if (v) { /* a view's is shown already (or an error: v < 0) */
+            return v < 0 ? -1 : last;
+        }
+    }
+    return below >= 0 ? below : last;
+}
+
+static int
+entry_is_view(RankEntry *e)
+{
+    PyObject *kind = PyObject_GetAttr(e->cause, s_kind);
+    if (kind == NULL) {
+        return -1;
+    }
+    int v = is_view(kind);
+    Py_DECREF(kind);
+    return v;
+}
+
 /* line_sites(limit) -> (sites, how many causes there are): the line's
  * ``sites`` entries for the top ``limit`` causes (see docs/log-schema.md). */
 static PyObject *
@@ -947,9 +1002,10 @@ LedgerCore_line_sites(LedgerCoreObject *self, PyObject *arg)
         return NULL;
     }
     Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
-    PyObject *list = PyList_New(shown);
+    Py_ssize_t last = last_shown(entries, n, shown, entry_is_view);
+    PyObject *list = last < 0 && shown > 0 ? NULL : PyList_New(shown);
     for (Py_ssize_t i = 0; list != NULL && i < shown; i++) {
-        RankEntry *e = &entries[i];
+        RankEntry *e = &entries[i == shown - 1 ? last : i];
         CauseStatsObject *st = (CauseStatsObject *)e->stats;
         PyObject *site = PyDict_New();
         PyObject *kind = NULL, *call_site = NULL;
@@ -1277,7 +1333,7 @@ jb_timestamp(JBuf *b)
  * or '}'). Causes are interned and never change; the cache is dropped whole when
  * it grows past CAUSE_JSON_MAX (a process with that many distinct causes). */
 #define CAUSE_JSON_MAX 4096
-static PyObject *g_cause_json; /* {cause: (head bytes, tail bytes)} */
+static PyObject *g_cause_json; /* {cause: (head bytes, tail bytes, a view's)} */
 
 static PyObject *
 cause_json(RankEntry *e)
@@ -1299,11 +1355,12 @@ cause_json(RankEntry *e)
              JB_LIT(&head, ",\"kind\":") == 0 && jb_str(&head, kind) == 0 &&
              (!truth || (JB_LIT(&tail, ",\"call_site\":") == 0 && jb_str(&tail, call_site) == 0)) &&
              JB_LIT(&tail, "}") == 0;
+    if (ok) {
+        parts = Py_BuildValue("(y#y#O)", head.data, head.len, tail.data, tail.len,
+                              is_view(kind) ? Py_True : Py_False);
+    }
     Py_XDECREF(kind);
     Py_XDECREF(call_site);
-    if (ok) {
-        parts = Py_BuildValue("(y#y#)", head.data, head.len, tail.data, tail.len);
-    }
     jb_free(&head);
     jb_free(&tail);
     if (parts == NULL) {
@@ -1324,6 +1381,13 @@ jb_bytes(JBuf *b, PyObject *bytes)
 }
 
 static int
+cached_is_view(RankEntry *e)
+{
+    PyObject *parts = cause_json(e);
+    return parts == NULL ? -1 : PyTuple_GET_ITEM(parts, 2) == Py_True;
+}
+
+static int
 jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
 {
     Py_ssize_t n = 0;
@@ -1333,9 +1397,10 @@ jb_sites(JBuf *b, LedgerCoreObject *l, Py_ssize_t limit)
         return -1;
     }
     Py_ssize_t shown = limit < 0 ? 0 : (limit < n ? limit : n);
-    int ok = JB_LIT(b, ",\"sites\":[") == 0;
+    Py_ssize_t last = last_shown(entries, n, shown, cached_is_view);
+    int ok = (shown == 0 || last >= 0) && JB_LIT(b, ",\"sites\":[") == 0;
     for (Py_ssize_t i = 0; ok && i < shown; i++) {
-        RankEntry *e = &entries[i];
+        RankEntry *e = &entries[i == shown - 1 ? last : i];
         CauseStatsObject *st = (CauseStatsObject *)e->stats;
         PyObject *parts = cause_json(e);
         ok = parts != NULL && (i == 0 || JB_LIT(b, ",") == 0) &&
@@ -4905,6 +4970,7 @@ PyInit__speedups(void)
     INTERN(s_close, "close");
     INTERN(s_site, "site");
     INTERN(s_kind, "kind");
+    INTERN(s_view, "view");
     INTERN(s_call_site, "call_site");
     INTERN(s_direction, "direction");
     INTERN(s_count, "count");

@@ -147,11 +147,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         10,
         _count,
         "a whole number >= 0",
-        "How many causes the line lists in `sites` (largest first); the rest are counted in"
-        " `sites_dropped`, and `hopwatch report` shows their crossings and overhead as left"
-        " out of the lines. A stack with more causes than this (startproject's middleware and"
-        " a few ORM calls make 12 or more) gets exact totals but per-cause counts that are lower"
-        " bounds: raise it to name every cause.",
+        "How many causes the line lists in `sites` (largest first, the view's crossing always"
+        " among them); the rest are counted in `sites_dropped`, and `hopwatch report` shows"
+        " their crossings and overhead as left out of the lines. A stack with more causes"
+        " than this (startproject's middleware and a few ORM calls make 12 or more) gets"
+        " exact totals but per-cause counts that are lower bounds: raise it to name every"
+        " cause.",
     ),
     "DETAIL": Setting(
         False,

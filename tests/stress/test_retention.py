@@ -265,9 +265,11 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     # Counted towards the next collection, per request: the record and its four
     # containers (and a map node) under Django before 6.1, nothing from 6.1 on; not
     # its hops, which are no objects of the collector's (before they were: 21 a
-    # request here, 15 more for the example site's 15 hops).
+    # request here, 15 more for the example site's 15 hops). The rest of the process
+    # moves the count by an allocation or two in ten requests (5.8 to 7.1 measured
+    # under Django 5.2, -0.4 to 0.0 under 6.1): one of slack per request.
     counted = added.pop(COUNTED) / 10
-    assert counted <= (1 if django.VERSION >= (6, 1) else 7), counted
+    assert counted <= (0 if django.VERSION >= (6, 1) else 6) + 1, counted
     # The request's context holds one variable more: its map's nodes are left out
     # (how many a map needs depends on the variables' hashes, their addresses).
     # (An object or two more or less once in a run, a cache's entry, is no request's.)
