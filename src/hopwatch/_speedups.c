@@ -580,7 +580,7 @@ typedef struct {
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
     PyObject *thread_ids; /* {thread id} */
-    PyObject *pinned_by;  /* {cause: ns}; see pinned_flush */
+    PyObject *pinned_by;  /* {cause: ns}, made on the first pinned time; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     long long threadless; /* hops with no thread recorded (never started) */
@@ -610,8 +610,9 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->causes = PyDict_New();
     self->details = PyList_New(0);
     self->thread_ids = PySet_New(NULL);
-    self->pinned_by = PyDict_New();
-    if (!self->causes || !self->details || !self->thread_ids || !self->pinned_by) {
+    /* (pinned_by waits for pinned time: most requests have none, and an object
+     * less per request is one less towards the next collection.) */
+    if (!self->causes || !self->details || !self->thread_ids) {
         Py_DECREF(self);
         return NULL;
     }
@@ -708,8 +709,11 @@ pinned_flush(LedgerCoreObject *l)
     /* Add the pending pinned time into the dict (a run of async_to_sync
      * crossings pinned by one cause, the usual case, costs one update). */
     PyObject *by = l->pin_cause;
-    if (by == NULL || l->pinned_by == NULL) {
+    if (by == NULL) {
         return 0;
+    }
+    if (l->pinned_by == NULL && (l->pinned_by = PyDict_New()) == NULL) {
+        return -1;
     }
     PyObject *old = PyDict_GetItemWithError(l->pinned_by, by);
     if (old == NULL && PyErr_Occurred()) {
@@ -744,7 +748,8 @@ LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
     if (pinned_flush(self) < 0) {
         return NULL;
     }
-    return Py_NewRef(self->pinned_by);
+    /* None pinned: an empty dict of the reader's own (the ledger keeps none). */
+    return self->pinned_by ? Py_NewRef(self->pinned_by) : PyDict_New();
 }
 
 static PyGetSetDef LedgerCore_getset[] = {
@@ -1625,7 +1630,7 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     /* (Pinned time comes only from an async_to_sync: none here, so pinned_by is null.) */
     if (count == 0 || count != self->count || self->max_depth > 1 || self->async_to_sync != 0 ||
         self->threadless != 0 || PySet_GET_SIZE(self->thread_ids) != 1 || self->pinned_ns != 0 ||
-        self->pin_ns != 0 || PyDict_GET_SIZE(self->pinned_by) != 0) {
+        self->pin_ns != 0 || (self->pinned_by && PyDict_GET_SIZE(self->pinned_by) != 0)) {
         Py_RETURN_NONE;
     }
     HopObject *first = (HopObject *)PyList_GET_ITEM(self->details, 0);

@@ -187,6 +187,9 @@ def test_hops_are_no_objects_of_the_collector(interface, db):
 
 #: _left_for_the_collector's key for its count of allocations (no type's name).
 COUNTED = "<allocations counted towards a collection>"
+#: Requests whose leftovers are counted: the difference between a run of 5 and one
+#: of 5 + RUN (what start-up and first requests leave cancels out).
+RUN = 40
 
 
 def _left_for_the_collector(installed: bool) -> Counter[str]:
@@ -241,12 +244,19 @@ def _left_for_the_collector(installed: bool) -> Counter[str]:
 
     try:
         with override_settings(MIDDLEWARE=middleware):
-            few, many = left(5), left(15)
+            # Twice, keeping the lesser figure of each kind: what happens once in a
+            # while in the process (a thread started, a cache refilled) leaves tens of
+            # objects in one run, never fewer (Django 6.1: 16 cells once in six runs).
+            runs = []
+            for _ in range(2):
+                few, many = left(5), left(5 + RUN)
+                runs.append({kind: many[kind] - few[kind] for kind in many | few})
     finally:
         if not installed:
             hopwatch.install()
             _django.install()
-    return Counter({kind: many[kind] - few[kind] for kind in many | few})
+    first, second = runs
+    return Counter({kind: min(first.get(kind, 0), second.get(kind, 0)) for kind in first})
 
 
 @pytest.mark.skipif(
@@ -259,17 +269,19 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     process) and no hop."""
     without = _left_for_the_collector(installed=False)
     with_hopwatch = _left_for_the_collector(installed=True)
-    assert without["ASGIRequest"] == 10, "Django leaves its requests for the collector"
+    assert without["ASGIRequest"] == RUN, "Django leaves its requests for the collector"
     added = with_hopwatch.copy()
     added.subtract(without)
     # Counted towards the next collection, per request: the record and its four
     # containers (and a map node) under Django before 6.1, nothing from 6.1 on; not
     # its hops, which are no objects of the collector's (before they were: 21 a
-    # request here, 15 more for the example site's 15 hops). The rest of the process
-    # moves the count by an allocation or two in ten requests (5.8 to 7.1 measured
-    # under Django 5.2, -0.4 to 0.0 under 6.1): one of slack per request.
-    counted = added.pop(COUNTED) / 10
-    assert counted <= (0 if django.VERSION >= (6, 1) else 6) + 1, counted
+    # request here, 15 more for the example site's 15 hops), nor a pinned-time dict
+    # for a request that pinned nothing: 5, or 6 when the context's map needs a node
+    # more for hopwatch's variable (how many it needs depends on the variables'
+    # addresses), and a little either way from the rest of the process (over 10
+    # requests the figure moved from 4.8 to 7.1 between runs: hence a run of 40).
+    counted = added.pop(COUNTED) / RUN
+    assert counted <= (1 if django.VERSION >= (6, 1) else 7), counted
     # The request's context holds one variable more: its map's nodes are left out
     # (how many a map needs depends on the variables' hashes, their addresses).
     # (An object or two more or less once in a run, a cache's entry, is no request's.)
@@ -284,7 +296,7 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     # Before, the disconnect listener's task holds a copy of the request's context
     # until a collection, and with it the record: one each of the record, its kept
     # hops' list, its causes' dict and its threads' set per request, nothing else.
-    assert added["RequestRecord"] == 10
-    per_request = {kind for kind, n in added.items() if n >= 5}
-    assert max(added.values()) <= 10 + 2
+    assert added["RequestRecord"] == RUN
+    per_request = {kind for kind, n in added.items() if n >= RUN // 2}
+    assert max(added.values()) <= RUN + 2
     assert per_request == {"RequestRecord", "list", "dict", "set"}
