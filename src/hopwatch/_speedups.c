@@ -579,7 +579,13 @@ typedef struct {
     PyObject *outer_hop;  /* the hop whose code ran where this ledger was entered */
     PyObject *causes;     /* {(cause, direction): CauseStats} */
     PyObject *details;    /* [Hop], at most detail_limit */
-    PyObject *thread_ids; /* {thread id} */
+    /* The threads that ran its hops: the first 8 distinct ids here (a request
+     * has one or two), the rest in a set made for them; read as one set through
+     * the thread_ids getter. (No set per request: one object less towards the
+     * next collection, and no hashing.) */
+    unsigned long long tids[8];
+    int n_tids;
+    PyObject *more_tids; /* {thread id} past the first 8, or NULL */
     PyObject *pinned_by;  /* {cause: ns}, made on the first pinned time; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
@@ -591,8 +597,6 @@ typedef struct {
     /* Pinned time not yet added into pinned_by: (cause, held) -> ns. */
     PyObject *pin_cause;
     long long pin_ns;
-    unsigned long long memo_tid[8];
-    int memo_tid_next;
     char closed;
 } LedgerCoreObject;
 
@@ -609,10 +613,9 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->outer_hop = Py_NewRef(Py_None);
     self->causes = PyDict_New();
     self->details = PyList_New(0);
-    self->thread_ids = PySet_New(NULL);
     /* (pinned_by waits for pinned time: most requests have none, and an object
      * less per request is one less towards the next collection.) */
-    if (!self->causes || !self->details || !self->thread_ids) {
+    if (!self->causes || !self->details) {
         Py_DECREF(self);
         return NULL;
     }
@@ -629,7 +632,7 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->outer_hop);
     Py_VISIT(self->causes);
     Py_VISIT(self->details);
-    Py_VISIT(self->thread_ids);
+    Py_VISIT(self->more_tids);
     Py_VISIT(self->pinned_by);
     Py_VISIT(self->pin_cause);
     for (int i = 0; i < 4; i++) {
@@ -646,7 +649,7 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_CLEAR(self->outer_hop);
     Py_CLEAR(self->causes);
     Py_CLEAR(self->details);
-    Py_CLEAR(self->thread_ids);
+    Py_CLEAR(self->more_tids);
     Py_CLEAR(self->pinned_by);
     Py_CLEAR(self->pin_cause);
     for (int i = 0; i < 4; i++) {
@@ -752,7 +755,26 @@ LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
     return self->pinned_by ? Py_NewRef(self->pinned_by) : PyDict_New();
 }
 
+static PyObject *
+LedgerCore_get_thread_ids(LedgerCoreObject *self, void *closure)
+{
+    /* A set of the reader's own: the ids of the threads that ran its hops. */
+    PyObject *ids = PySet_New(self->more_tids);
+    for (int i = 0; ids != NULL && i < self->n_tids; i++) {
+        PyObject *tid = PyLong_FromUnsignedLongLong(self->tids[i]);
+        if (tid == NULL || PySet_Add(ids, tid) < 0) {
+            Py_XDECREF(tid);
+            Py_CLEAR(ids);
+            break;
+        }
+        Py_DECREF(tid);
+    }
+    return ids;
+}
+
 static PyGetSetDef LedgerCore_getset[] = {
+    {"thread_ids", (getter)LedgerCore_get_thread_ids, NULL,
+     "{thread id}: the threads that ran its hops (a new set on each read).", NULL},
     {"pinned_by", (getter)LedgerCore_get_pinned_by, NULL,
      "{cause: ns}: the time each sync_to_async cause held a worker thread while async work ran.",
      NULL},
@@ -1629,7 +1651,8 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     Py_ssize_t count = PyList_GET_SIZE(self->details);
     /* (Pinned time comes only from an async_to_sync: none here, so pinned_by is null.) */
     if (count == 0 || count != self->count || self->max_depth > 1 || self->async_to_sync != 0 ||
-        self->threadless != 0 || PySet_GET_SIZE(self->thread_ids) != 1 || self->pinned_ns != 0 ||
+        self->threadless != 0 || self->n_tids != 1 || self->more_tids != NULL ||
+        self->pinned_ns != 0 ||
         self->pin_ns != 0 || (self->pinned_by && PyDict_GET_SIZE(self->pinned_by) != 0)) {
         Py_RETURN_NONE;
     }
@@ -1698,12 +1721,7 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     else {
         kind = PyTuple_GET_ITEM(constants, first->own_executor ? 5 : 6);
     }
-    PyObject *handler_id = PyLong_FromUnsignedLongLong(handler);
-    int handler_ran = handler_id ? PySet_Contains(self->thread_ids, handler_id) : -1;
-    Py_XDECREF(handler_id);
-    if (handler_ran < 0) {
-        goto done;
-    }
+    int handler_ran = self->tids[0] == handler; /* its one thread (checked above) */
     executors = PyDict_New();
     duration = PyLong_FromLongLong(ended > started ? ended - started : 0);
     threads = PyLong_FromLong(handler_ran ? 1 : 2);
@@ -1761,7 +1779,6 @@ static PyMemberDef LedgerCore_members[] = {
     {"closed", T_BOOL, offsetof(LedgerCoreObject, closed), 0, NULL},
     {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
-    {"thread_ids", T_OBJECT, offsetof(LedgerCoreObject, thread_ids), READONLY, NULL},
     {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
     {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
     {"async_to_sync", T_LONGLONG, offsetof(LedgerCoreObject, async_to_sync), READONLY, NULL},
@@ -1914,24 +1931,26 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         l->threadless++;
     }
     else {
-        /* The last 8 distinct threads seen (a pool's rotate; ids are
-         * addresses, so no hashing of their aligned low bits). */
         int seen = 0;
-        for (int i = 0; i < 8; i++) {
-            if (l->memo_tid[i] == thread_id) {
+        for (int i = 0; i < l->n_tids; i++) {
+            if (l->tids[i] == thread_id) {
                 seen = 1;
                 break;
             }
         }
-        if (!seen) {
+        if (!seen && l->n_tids < 8) {
+            l->tids[l->n_tids++] = thread_id;
+        }
+        else if (!seen) { /* a ninth thread or more: the set (which dedups) */
+            if (l->more_tids == NULL && (l->more_tids = PySet_New(NULL)) == NULL) {
+                return -1;
+            }
             PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
-            if (tid == NULL || PySet_Add(l->thread_ids, tid) < 0) {
+            if (tid == NULL || PySet_Add(l->more_tids, tid) < 0) {
                 Py_XDECREF(tid);
                 return -1;
             }
             Py_DECREF(tid);
-            l->memo_tid[l->memo_tid_next] = thread_id;
-            l->memo_tid_next = (l->memo_tid_next + 1) % 8;
         }
     }
     int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
