@@ -52,7 +52,7 @@ def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent(db):
     (record,) = records
     assert record.route == "/file/" and record.status == 200
     assert sites(record) == {("signal", "request_finished"): 1}
-    assert "response_closed" not in record.extra
+    assert "response_closed" not in (record.extra or {})
     assert environ["wsgi.file_wrapper"] is wsgiref.util.FileWrapper  # given back as it was
     assert not _awaiting_close
 
@@ -74,7 +74,7 @@ def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
         assert records == [mine_second]  # was: the first request's record, from the second
         first.run(sent_first.close)
     assert records == [mine_second, mine_first]
-    assert all("response_closed" not in record.extra for record in records)
+    assert all("response_closed" not in (record.extra or {}) for record in records)
     assert not _awaiting_close
 
 

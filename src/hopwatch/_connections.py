@@ -31,7 +31,7 @@ def _created(sender: Any, connection: Any = None, **kwargs: Any) -> None:
         record = current_request()
         if record is None or record.closed:
             return
-        threads = cast("list[int]", record.extra.setdefault(EXTRA_KEY, []))
+        threads = cast("list[int]", record.notes().setdefault(EXTRA_KEY, []))
         threads.append(threading.get_ident())
     except Exception as exc:  # never fail the app's connection
         _errors.report("counting a database connection", exc)
@@ -51,5 +51,5 @@ def uninstall() -> None:
 
 def opened(record: Any) -> list[int]:
     """The threads that opened the record's connections, one entry per connection."""
-    threads: list[int] = record.extra.get(EXTRA_KEY, [])
+    threads: list[int] = record.extra.get(EXTRA_KEY, []) if record.extra else []
     return threads

@@ -116,15 +116,15 @@ def _close_stale_scope() -> None:
             outside = value_outside(outside)
         current_scope.set(outside)
         return
-    if isinstance(stale, RequestRecord) and stale.extra.get("awaiting_close"):
+    if isinstance(stale, RequestRecord) and stale.extra and stale.extra.get("awaiting_close"):
         _forget(stale)
-        stale.extra["response_closed"] = False
+        stale.notes()["response_closed"] = False
         finish_request(stale)
 
 
 def _await_close(response: Any, record: RequestRecord) -> None:
     """Keep ``record`` open until ``response`` is closed (or collected unclosed)."""
-    record.extra["awaiting_close"] = True
+    record.notes()["awaiting_close"] = True
     key = id(response)
 
     def collected(_ref: Any, key: int = key) -> None:
@@ -135,7 +135,7 @@ def _await_close(response: Any, record: RequestRecord) -> None:
             _awaiting_close[key] = kept
         for entry in entries:
             if entry[0] is _ref:
-                entry[1].extra["response_closed"] = False
+                entry[1].notes()["response_closed"] = False
                 finish_request(entry[1])
 
     _awaiting_close.setdefault(key, []).append((weakref.ref(response, collected), record))
@@ -245,7 +245,7 @@ def _closed(response: Any) -> None:
     remaining = [entry for entry in _awaiting_close.pop(key, []) if entry is not chosen]
     if remaining:
         _awaiting_close[key] = remaining
-    chosen[1].extra.pop("awaiting_close", None)
+    chosen[1].notes().pop("awaiting_close", None)
     finish_request(chosen[1])
 
 

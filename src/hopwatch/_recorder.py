@@ -194,11 +194,20 @@ class RequestRecord(Ledger):
         #: The framework's request object, for the extra-fields hook; None once the
         #: record is closed and its sinks have run (the record must not keep it alive).
         self.request: object | None = None
-        #: Annotations from the integration layer (profile file, ...).
-        self.extra: dict[str, object] = {}
+        #: Annotations from the integration layer (profile file, ...): None until
+        #: the first, made by :meth:`notes` (most requests have none; a dict less
+        #: per request is one object less towards the next collection).
+        self.extra: dict[str, object] | None = None
         # Django-layer bookkeeping for responses closed after the handler
         # returned (WSGI): the token to reset and the response to wait for.
         self.scope_token: contextvars.Token[Ledger | Hop | None] | None = None
+
+    def notes(self) -> dict[str, object]:
+        """``extra``, made on first need: what the integration layer writes to."""
+        extra = self.extra
+        if extra is None:
+            extra = self.extra = {}
+        return extra
 
     @property
     def duration_ns(self) -> int:

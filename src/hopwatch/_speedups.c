@@ -1679,7 +1679,7 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     PyObject *method = PyDict_GetItemWithError(PyTuple_GET_ITEM(constants, 0), v[METHOD]);
     if (method == NULL || !PyUnicode_Check(v[ROUTE]) || PyUnicode_GET_LENGTH(v[ROUTE]) == 0 ||
         !PyLong_CheckExact(v[STARTED]) || !PyLong_CheckExact(v[ENDED]) ||
-        !PyLong_CheckExact(v[HANDLER]) || !PyDict_Check(v[EXTRA]) ||
+        !PyLong_CheckExact(v[HANDLER]) || (v[EXTRA] != Py_None && !PyDict_Check(v[EXTRA])) ||
         (v[REQUEST_ID] != Py_None && !PyUnicode_Check(v[REQUEST_ID]))) {
         if (!PyErr_Occurred()) {
             result = Py_NewRef(Py_None);
@@ -1697,7 +1697,9 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
         result = Py_NewRef(Py_None);
         goto done;
     }
-    PyObject *opened = PyDict_GetItemWithError(v[EXTRA], PyTuple_GET_ITEM(constants, 7));
+    PyObject *opened = v[EXTRA] == Py_None
+                           ? NULL /* no notes (see RequestRecord.notes) */
+                           : PyDict_GetItemWithError(v[EXTRA], PyTuple_GET_ITEM(constants, 7));
     if (opened == NULL && PyErr_Occurred()) {
         goto done;
     }

@@ -198,7 +198,7 @@ def _begin(
             interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
             open_request(interface)
             record = _begin_request(current_scope, RequestRecord, request, key, _ids)
-            record.extra["scope"] = "middleware"
+            record.notes()["scope"] = "middleware"
             own = True
         for hook in begin_hooks:
             try:

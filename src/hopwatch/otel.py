@@ -220,7 +220,7 @@ def _capture(record: RequestRecord) -> None:
     context = span.get_span_context()
     if not context.is_valid or not context.trace_flags.sampled:
         return  # no request span, or one not sampled: its children would be dropped
-    record.extra[_SPAN_KEY] = (span, time.time_ns() - time.perf_counter_ns())
+    record.notes()[_SPAN_KEY] = (span, time.time_ns() - time.perf_counter_ns())
     # The hops are kept as objects up to the limit, whether or not DETAIL is on.
     record.detail_limit = max(record.detail_limit, settings["DETAIL_LIMIT"])
 
@@ -285,7 +285,7 @@ class _Spans:
         self.tracer = trace.get_tracer("hopwatch", version)
 
     def emit(self, record: RequestRecord, limit: int) -> None:
-        entry = record.extra.pop(_SPAN_KEY, None)
+        entry = record.extra.pop(_SPAN_KEY, None) if record.extra else None
         if not isinstance(entry, tuple):
             return
         parent: trace.Span = entry[0]
@@ -358,7 +358,8 @@ class _Sink:
             except Exception as exc:
                 _errors.report("OpenTelemetry spans", exc)
         else:
-            record.extra.pop(_SPAN_KEY, None)
+            if record.extra:
+                record.extra.pop(_SPAN_KEY, None)
 
 
 _lock = threading.Lock()

@@ -247,7 +247,7 @@ def keep(
         if profile.reason == "auto" and not _slow_enough(record, duration_ms):
             return response
         html_name = write(session, record)
-        record.extra["profile"] = html_name
+        record.notes()["profile"] = html_name
         if profile.inline and response is not None:
             from django.http import HttpResponse
             from pyinstrument.renderers import HTMLRenderer
