@@ -130,6 +130,25 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
 
 
+@pytest.mark.parametrize("threads", [0, 1, 8, 9, 20])
+def test_the_threads_that_ran_the_hops_read_the_same_from_both_ledgers(threads):
+    """The C ledger keeps the first eight thread ids in place and a set past them;
+    either way ``thread_ids`` is the set of distinct ids, as the reference's."""
+    from hopwatch._recorder import intern_cause
+
+    cause = intern_cause("other", "tests.threads")
+    for impl in {_hotpath_py, _hotpath.impl}:
+        ledger = impl.LedgerCore()
+        for i in range(threads):
+            for _ in range(2):  # each thread twice: counted once
+                hop = impl.Hop("sync_to_async", cause, None, None, ledger, 0)
+                hop.started_ns, hop.ended_ns, hop.resumed_ns = 1, 2, 3
+                hop.thread_id = 1000 + i
+                impl.finish_hop(hop)
+        assert ledger.thread_ids == set(range(1000, 1000 + threads)), impl
+        assert ledger.count == 2 * threads
+
+
 @pytest.mark.parametrize("limit", [1, 2, 3])
 def test_the_views_crossing_is_always_on_the_line(limit):
     """The view's crossing ranked below the limit takes the last place (the order
