@@ -840,7 +840,7 @@ ranked_free(RankEntry *entries, Py_ssize_t n, RankEntry *stack)
 }
 
 static PyObject *s_site, *s_kind, *s_call_site, *s_direction, *s_count, *s_ms, *s_overhead_ms;
-static PyObject *s_view; /* the view's kind: its site is always on the line (see shown_at) */
+static PyObject *s_view; /* the view's kind: its site is always on the line (see last_shown) */
 
 /* The entry's cause's site (read once, held by the entry), or NULL on error. */
 static PyObject *
@@ -974,7 +974,7 @@ is_view(PyObject *kind)
  * was called across is what a reader cannot learn from any other field (the
  * audit's traffic mix reads it), and which causes make the top ten of a request
  * with more is up to microseconds. Returns the index of the entry for place
- * `shown - 1`, or -1 with an exception set; `view_of(e)` is 1 for a view's entry,
+ * `shown - 1` (-1 when nothing is shown), or -1 with an exception set; `view_of(e)` is 1 for a view's entry,
  * 0 for another's, -1 with an exception set. */
 static Py_ssize_t
 last_shown(RankEntry *entries, Py_ssize_t n, Py_ssize_t shown, int (*view_of)(RankEntry *))
