@@ -733,16 +733,22 @@ def judge(data: dict[str, Any]) -> list[dict[str, Any]]:
         worst = max((r["patched_us"] / r["bare_us"] - 1) * 100 for r in hops_rows)
         best = min((r["patched_us"] / r["bare_us"] - 1) * 100 for r in hops_rows)
         cg = data.get("callgrind") or []
-        instr = (
-            f"; instructions +{(cg[0]['patched'] / cg[0]['bare'] - 1) * 100:.0f}% ({cg[0]['name']})"
-            if cg
-            else ""
-        )
+        instr, instr_worst = "", None
+        if cg:
+            # The range across the hops, and which one is the worst: the target
+            # holds for every hop, in instructions as in wall time.
+            added = [((r["patched"] / r["bare"] - 1) * 100, r["name"]) for r in cg]
+            instr_worst = max(added)
+            instr = (
+                f"; instructions {min(added)[0]:+.1f}% to {instr_worst[0]:+.1f}%"
+                f" (the most: {instr_worst[1]})"
+            )
         rows.append(
             {
                 "target": f"per hop: hopwatch adds at most {HOP_TARGET_PCT:g}% of a bare hop",
                 "result": f"wall {best:+.1f}% to {worst:+.1f}% across the four hops{instr}",
-                "met": worst <= HOP_TARGET_PCT,
+                "met": worst <= HOP_TARGET_PCT
+                and (instr_worst is None or instr_worst[0] <= HOP_TARGET_PCT),
             }
         )
     s = data.get("server")
@@ -789,6 +795,7 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
     cg = data.get("callgrind") or []
     if any(not v["met"] and v["target"].startswith("per hop") for v in verdicts):
         worst = max(hops_rows or [], key=lambda r: r["patched_us"] / r["bare_us"])
+        most = max(cg, key=lambda r: r["patched"] / r["bare"]) if cg else None
         out += [
             "### Per hop: missed",
             "",
@@ -796,10 +803,10 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             f" bare hop here ({worst['name']}, {worst['patched_us'] - worst['bare_us']:+.1f} µs),"
             f" against a target of {HOP_TARGET_PCT:g}%"
             + (
-                f"; in instructions, {cg[0]['patched'] - cg[0]['bare']:+,.0f} on a"
-                f" {cg[0]['bare']:,.0f}-instruction bare hop"
-                f" ({(cg[0]['patched'] / cg[0]['bare'] - 1) * 100:+.0f}%)."
-                if cg
+                f"; in instructions, up to {most['patched'] - most['bare']:+,.0f} on a"
+                f" {most['bare']:,.0f}-instruction bare hop"
+                f" ({(most['patched'] / most['bare'] - 1) * 100:+.1f}%, {most['name']})."
+                if most
                 else "."
             ),
             "",

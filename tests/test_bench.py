@@ -219,3 +219,36 @@ def test_request_wall_ratios_are_per_round_and_parts_are_steps():
     table = request_wall.format_table(result)
     assert "| bare | 1000.0 | 1.000 [1.000-1.000] |  |  |" in table
     assert "| +30.0 | +3.0% |" in table
+
+
+def test_the_per_hop_verdict_reads_every_hop_in_instructions_too():
+    """Wall time within the target but one hop over it in instructions: the target
+    is missed, and the result and the missed section name that hop, not the first."""
+    from bench.__main__ import judge, render_misses
+
+    def hop(name, bare_us, patched_us):
+        return {
+            "name": name,
+            "bare_us": bare_us,
+            "patched_us": patched_us,
+            "bare_cpu_us": bare_us,
+            "patched_cpu_us": patched_us,
+        }
+
+    data = {
+        "hops": [hop("s2a", 100.0, 101.0), hop("a2s", 100.0, 101.5)],
+        "callgrind": [
+            {"name": "s2a", "bare": 200_000, "patched": 203_000},  # +1.5%
+            {"name": "a2s", "bare": 200_000, "patched": 207_000},  # +3.5%
+        ],
+    }
+    (verdict,) = judge(data)
+    assert verdict["met"] is False
+    assert verdict["result"] == (
+        "wall +1.0% to +1.5% across the four hops; instructions +1.5% to +3.5% (the most: a2s)"
+    )
+    missed = render_misses(data, [verdict])
+    assert "in instructions, up to +7,000 on a 200,000-instruction bare hop (+3.5%, a2s)" in missed
+    data["callgrind"][1]["patched"] = 203_800  # +1.9%: every hop within the target
+    (verdict,) = judge(data)
+    assert verdict["met"] is True
