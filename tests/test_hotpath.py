@@ -146,6 +146,7 @@ def test_the_threads_that_ran_the_hops_read_the_same_from_both_ledgers(threads):
                 hop.thread_id = 1000 + i
                 impl.finish_hop(hop)
         assert ledger.thread_ids == set(range(1000, 1000 + threads)), impl
+        assert ledger.threads_seen == threads
         assert ledger.count == 2 * threads
 
 

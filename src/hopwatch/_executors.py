@@ -206,7 +206,7 @@ def executor_counts(record: RequestRecord, classifier: Classifier | None = None)
         return count_kinds((), dropped)
     classifier = classifier or Classifier(record, hops)
     if record.max_depth <= 1:
-        if not record.async_to_sync and not record.threadless and len(record.thread_ids) == 1:
+        if not record.async_to_sync and not record.threadless and record.threads_seen == 1:
             # One thread ran every crossing (the usual ASGI request: its context
             # thread), and a thread runs one kind of crossing: the first one's.
             kind = classifier.kind(hops[0])
@@ -243,7 +243,7 @@ def concurrency(record: RequestRecord) -> tuple[int, int] | None:
     hops = record.details
     if len(hops) != record.count:
         return None  # some hops were not kept: a figure from the rest would be wrong
-    if record.max_depth <= 1 and len(record.thread_ids) <= 1:
+    if record.max_depth <= 1 and record.threads_seen <= 1:
         # None inside another, all on one thread: one ran at a time.
         return (1 if any(map(_STARTED, hops)) else 0), 0
     return running_concurrency(hops)
@@ -336,7 +336,7 @@ def thread_facts(record: RequestRecord) -> ThreadFacts:
         and record.max_depth <= 1
         and not record.async_to_sync
         and not record.threadless
-        and len(record.thread_ids) == 1
+        and record.threads_seen == 1
     ):
         # The usual ASGI request: every crossing kept, none inside another, all run
         # by one thread (its context thread). A thread runs one kind of crossing

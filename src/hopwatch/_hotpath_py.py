@@ -325,6 +325,11 @@ class LedgerCore:
                 del self.details[limit:]
                 self.detail_dropped += extra
 
+    @property
+    def threads_seen(self) -> int:
+        """How many distinct threads ran its hops (``len(thread_ids)``, without a set)."""
+        return len(self.thread_ids)
+
     def ranked_causes(self) -> list[tuple[Any, CauseStats]]:
         """[(cause, stats)] by summed wall time, largest first (ties: more hops, site)."""
         # A decorated list sorts in C; the index breaks ties, so causes

@@ -772,9 +772,18 @@ LedgerCore_get_thread_ids(LedgerCoreObject *self, void *closure)
     return ids;
 }
 
+static PyObject *
+LedgerCore_get_threads_seen(LedgerCoreObject *self, void *closure)
+{
+    Py_ssize_t more = self->more_tids ? PySet_GET_SIZE(self->more_tids) : 0;
+    return PyLong_FromSsize_t(self->n_tids + more);
+}
+
 static PyGetSetDef LedgerCore_getset[] = {
     {"thread_ids", (getter)LedgerCore_get_thread_ids, NULL,
      "{thread id}: the threads that ran its hops (a new set on each read).", NULL},
+    {"threads_seen", (getter)LedgerCore_get_threads_seen, NULL,
+     "How many distinct threads ran its hops (len(thread_ids), without a set).", NULL},
     {"pinned_by", (getter)LedgerCore_get_pinned_by, NULL,
      "{cause: ns}: the time each sync_to_async cause held a worker thread while async work ran.",
      NULL},
@@ -974,8 +983,8 @@ is_view(PyObject *kind)
  * was called across is what a reader cannot learn from any other field (the
  * audit's traffic mix reads it), and which causes make the top ten of a request
  * with more is up to microseconds. Returns the index of the entry for place
- * `shown - 1` (-1 when nothing is shown), or -1 with an exception set; `view_of(e)` is 1 for a view's entry,
- * 0 for another's, -1 with an exception set. */
+ * `shown - 1` (-1 when nothing is shown), or -1 with an exception set;
+ * `view_of(e)` is 1 for a view's entry, 0 for another's, -1 with an exception set. */
 static Py_ssize_t
 last_shown(RankEntry *entries, Py_ssize_t n, Py_ssize_t shown, int (*view_of)(RankEntry *))
 {

@@ -357,9 +357,8 @@ class _Sink:
                 self.spans.emit(record, settings["DETAIL_LIMIT"])
             except Exception as exc:
                 _errors.report("OpenTelemetry spans", exc)
-        else:
-            if record.extra:
-                record.extra.pop(_SPAN_KEY, None)
+        elif record.extra:
+            record.extra.pop(_SPAN_KEY, None)
 
 
 _lock = threading.Lock()
