@@ -16,13 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # In the test environments: no bench virtualenv, no apt-get, no valgrind runs,
-# and the report benchmark (a generated log of its own) left out.
+# and the report benchmark (a generated log of its own) and the per-request one
+# (its own test below) left out.
 HERE = ["--here", "--no-install", "--skip", "callgrind", "--skip", "report"]
 
 
-def run_bench(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
+def run_bench(
+    tmp_path: Path, *args: str, timeout: float, requests: bool = False
+) -> tuple[str, dict]:
     output, raw = tmp_path / "performance.md", tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench", *HERE, "--output", str(output), "--json", str(raw)]
+    here = HERE if requests else [*HERE, "--skip", "requests"]
+    command = [sys.executable, "-m", "bench", *here, "--output", str(output), "--json", str(raw)]
     result = subprocess.run(
         [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
@@ -252,3 +256,87 @@ def test_the_per_hop_verdict_reads_every_hop_in_instructions_too():
     data["callgrind"][1]["patched"] = 203_800  # +1.9%: every hop within the target
     (verdict,) = judge(data)
     assert verdict["met"] is True
+
+
+def test_per_request_part_runs_and_is_judged(tmp_path):
+    """The full bench runs bench.request_wall as its per-request part and judges the
+    CPU target from it, with a row per target in the results."""
+    doc, data = run_bench(
+        tmp_path,
+        "--skip", "hops",
+        "--skip", "server",
+        "--request-rounds", "2",
+        "--request-count", "5",
+        timeout=180,
+        requests=True,
+    )  # fmt: skip
+    samples = data["request_cpu"]["samples"]
+    assert sorted(samples) == sorted(["bare", "hops", "scope", "build", "hopwatch"])
+    assert all(len(runs) == 2 for runs in samples.values())
+    assert "## Per request" in doc
+    assert "| hopwatch: plus the line written (the full product) |" in doc
+    assert "| per request, in CPU time (the same requests in process): hopwatch at most" in doc
+
+
+def test_the_per_request_and_truth_verdicts_come_from_the_figures():
+    """Per request: instructions from the latest bench.instructions run (the mean of its
+    seeds, each seed shown), CPU time from bench.request_wall; truth: the time hopwatch
+    recorded for each hop against the bare hop's own."""
+    from bench.__main__ import judge, render_misses
+
+    def runs(*cpu_us: float) -> list[dict[str, float]]:
+        return [{"cpu_ns": c * 1000, "wall_ns": c * 1000} for c in cpu_us]
+
+    def hop(name, bare_us, recorded_us):
+        return {
+            "name": name,
+            "bare_us": bare_us,
+            "patched_us": bare_us,
+            "bare_cpu_us": bare_us,
+            "patched_cpu_us": bare_us,
+            "recorded_us": recorded_us,
+        }
+
+    data = {
+        "instructions_requests": {
+            "requests": {"bare": {"total": 1_000_000}, "hopwatch": {"total": 1_029_000}},
+            "seeds": 2,
+            "per_seed": {
+                "request:bare": [1_000_000, 1_000_000],
+                "request:hopwatch": [1_027_000, 1_031_000],
+            },
+            "measured": {"python": "CPython 3.11.7", "asgiref": "3.13.0"},
+        },
+        "request_cpu": {
+            "rounds": 2,
+            "requests": 10,
+            "pinned_cpu": None,
+            "samples": {
+                "bare": runs(1000, 1000),
+                "hops": runs(1010, 1010),
+                "scope": runs(1020, 1020),
+                "build": runs(1030, 1030),
+                "hopwatch": runs(1040, 1050),
+            },
+        },
+        "hops": [hop("s2a", 100.0, 101.0), hop("a2s", 100.0, 96.0)],
+    }
+    verdicts = {v["target"]: v for v in judge(data)}
+    counted = verdicts["per request: hopwatch adds at most 3% of a bare request's instructions"]
+    assert counted["met"] is True
+    assert counted["result"].startswith(
+        "+29,000 on 1,000,000 (+2.90%), the mean of 2 hash seed(s); seeds +2.7% to +3.1%"
+    )
+    assert "CPython 3.11.7, 3.13.0" in counted["result"]
+    cpu = verdicts["per request, in CPU time (the same requests in process): hopwatch at most 1.03x bare"]
+    assert cpu["met"] is False and cpu["result"].startswith("1.045x [1.040-1.050]")
+    truth = verdicts["truth: the time hopwatch records for a no-op hop is within 5% of the bare hop's own"]
+    assert truth["met"] is True
+    assert truth["result"].startswith("0.960 to 1.010 of the bare hop across the 2 hops")
+    missed = render_misses(data, list(verdicts.values()))
+    assert "### Per request: missed" in missed and "in CPU time" in missed
+    data["hops"][1]["recorded_us"] = 94.0  # 6% short of the bare hop
+    data["instructions_requests"]["requests"]["hopwatch"]["total"] = 1_031_000
+    verdicts = {v["target"]: v["met"] for v in judge(data)}
+    assert verdicts["truth: the time hopwatch records for a no-op hop is within 5% of the bare hop's own"] is False
+    assert verdicts["per request: hopwatch adds at most 3% of a bare request's instructions"] is False
