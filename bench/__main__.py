@@ -875,20 +875,29 @@ def render_requests(cpu: dict[str, Any] | None, counted: dict[str, Any] | None) 
     if counted:
         from bench import instructions
 
-        where = counted.get("measured") or {}
+        made = _measured_with(counted)
         out += [
             "",
             "In instructions, from the latest `python -m bench.instructions` run"
-            + (
-                f" ({', '.join(str(v) for v in where.values())})"
-                if where
-                else " (before runs carried their date)"
-            )
+            + (f" ({made})" if made else "")
             + "; it takes 10 to 20 minutes under valgrind, so this run does not repeat it:",
             "",
             instructions.format_report({**counted, "hops": []}),
         ]
     return "\n".join(out)
+
+
+def _measured_with(counted: dict[str, Any]) -> str:
+    """Where a bench.instructions run was made: "CPython 3.11.7, Django 5.2.19, ..., date"."""
+    where = counted.get("measured") or {}
+    parts = [str(where["python"])] if "python" in where else []
+    parts += [f"{k} {where[k]}" for k in ("Django", "asgiref") if k in where]
+    parts += [str(where["date"])] if "date" in where else []
+    return ", ".join(parts)
+
+
+def _seeds(n: int) -> str:
+    return "1 hash seed" if n == 1 else f"{n} hash seeds"
 
 
 def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -907,16 +916,13 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
             )
         ]
         spread = f"; seeds {min(by_seed):+.1f}% to {max(by_seed):+.1f}%" if len(by_seed) > 1 else ""
-        where = counted.get("measured") or {}
-        made = ", ".join(
-            str(where[k]) for k in ("python", "Django", "asgiref", "date") if k in where
-        )
+        made = _measured_with(counted)
         rows.append(
             {
                 "target": f"per request: hopwatch adds at most {REQUEST_TARGET_PCT:g}% of a bare"
                 " request's instructions",
                 "result": f"{full - bare:+,.0f} on {bare:,.0f} ({(full / bare - 1) * 100:+.2f}%),"
-                f" the mean of {counted.get('seeds', 1)} hash seed(s){spread}"
+                f" the mean over {_seeds(counted.get('seeds', 1))}{spread}"
                 f" (`python -m bench.instructions`, not re-run by this run"
                 + (f": {made}" if made else "")
                 + ")",
