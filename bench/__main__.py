@@ -922,8 +922,14 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"per request: hopwatch adds at most {REQUEST_TARGET_PCT:g}% of a bare"
                 " request's instructions",
                 "result": f"{full - bare:+,.0f} on {bare:,.0f} ({(full / bare - 1) * 100:+.2f}%),"
-                f" the mean over {_seeds(counted.get('seeds', 1))}{spread}"
-                f" (`python -m bench.instructions`, not re-run by this run"
+                f" the mean over {_seeds(counted.get('seeds', 1))}"
+                + (
+                    f" (each run length run {counted['repeat']} times, the median kept)"
+                    if counted.get("repeat", 1) > 1
+                    else ""
+                )
+                + spread
+                + " (`python -m bench.instructions`, not re-run by this run"
                 + (f": {made}" if made else "")
                 + ")",
                 "met": (full / bare - 1) * 100 <= REQUEST_TARGET_PCT,

@@ -421,6 +421,7 @@ def measure(
             total, attribution = marginal(f"request:{mode}")
             report["requests"][mode] = {"total": total, "attribution": attribution}
     report["seeds"] = seeds
+    report["repeat"] = repeat  # each run length run this many times, the median kept
     report["per_seed"] = spreads  # each key's marginal per hash seed
     return report
 

@@ -328,6 +328,9 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
         "+29,000 on 1,000,000 (+2.90%), the mean over 2 hash seeds; seeds +2.7% to +3.1%"
     )
     assert "(`python -m bench.instructions`, not re-run by this run: CPython 3.11.7, asgiref 3.13.0)" in counted["result"]
+    data["instructions_requests"]["repeat"] = 3
+    (counted,) = [v for v in judge(data) if v["target"].startswith("per request: hopwatch")]
+    assert "2 hash seeds (each run length run 3 times, the median kept); seeds" in counted["result"]
     cpu = verdicts["per request, in CPU time (the same requests in process): hopwatch at most 1.03x bare"]
     assert cpu["met"] is False and cpu["result"].startswith("1.045x [1.040-1.050]")
     truth = verdicts["truth: the time hopwatch records for a no-op hop is within 5% of the bare hop's own"]
