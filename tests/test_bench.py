@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,21 @@ def run_bench(
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return output.read_text(), json.loads(raw.read_text())
+
+
+def runs(*cpu_us: float) -> list[dict[str, float]]:
+    """bench.request_wall's samples: one per round, CPU (and wall) µs per request."""
+    return [{"cpu_ns": c * 1000, "wall_ns": c * 1000} for c in cpu_us]
+
+
+def hop(
+    name: str, bare_us: float, patched_us: float, recorded_us: float | None = None
+) -> dict[str, Any]:
+    """A row of bench.hops' results (CPU time as wall time; what hopwatch recorded, if given)."""
+    times = {"bare_us": bare_us, "patched_us": patched_us}
+    cpu = {"bare_cpu_us": bare_us, "patched_cpu_us": patched_us}
+    recorded = {} if recorded_us is None else {"recorded_us": recorded_us}
+    return {"name": name, **times, **cpu, **recorded}
 
 
 def test_per_hop_part_runs_and_renders(tmp_path):
@@ -198,9 +214,6 @@ def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
 def test_request_wall_ratios_are_per_round_and_parts_are_steps():
     from bench import request_wall
 
-    def runs(*cpu_us: float) -> list[dict[str, float]]:
-        return [{"cpu_ns": c * 1000, "wall_ns": c * 1000} for c in cpu_us]
-
     result = {
         "rounds": 3,
         "requests": 10,
@@ -229,15 +242,6 @@ def test_the_per_hop_verdict_reads_every_hop_in_instructions_too():
     """Wall time within the target but one hop over it in instructions: the target
     is missed, and the result and the missed section name that hop, not the first."""
     from bench.__main__ import judge, render_misses
-
-    def hop(name, bare_us, patched_us):
-        return {
-            "name": name,
-            "bare_us": bare_us,
-            "patched_us": patched_us,
-            "bare_cpu_us": bare_us,
-            "patched_cpu_us": patched_us,
-        }
 
     data = {
         "hops": [hop("s2a", 100.0, 101.0), hop("a2s", 100.0, 101.5)],
@@ -284,19 +288,6 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     recorded for each hop against the bare hop's own."""
     from bench.__main__ import judge, render_misses
 
-    def runs(*cpu_us: float) -> list[dict[str, float]]:
-        return [{"cpu_ns": c * 1000, "wall_ns": c * 1000} for c in cpu_us]
-
-    def hop(name, bare_us, recorded_us):
-        return {
-            "name": name,
-            "bare_us": bare_us,
-            "patched_us": bare_us,
-            "bare_cpu_us": bare_us,
-            "patched_cpu_us": bare_us,
-            "recorded_us": recorded_us,
-        }
-
     data = {
         "instructions_requests": {
             "requests": {"bare": {"total": 1_000_000}, "hopwatch": {"total": 1_029_000}},
@@ -319,7 +310,7 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
                 "hopwatch": runs(1040, 1050),
             },
         },
-        "hops": [hop("s2a", 100.0, 101.0), hop("a2s", 100.0, 96.0)],
+        "hops": [hop("s2a", 100.0, 100.0, 101.0), hop("a2s", 100.0, 100.0, 96.0)],
     }
     verdicts = {v["target"]: v for v in judge(data)}
     counted = verdicts["per request: hopwatch adds at most 3% of a bare request's instructions"]
