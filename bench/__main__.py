@@ -979,18 +979,18 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " instructions section): the awaitable around asgiref's coroutine and the extra"
             " `send` level on each step, the `Hop` object, attribution (a cache hit), the"
             " accounting into the request's ledger and, for `async_to_sync` only, setting"
-            " the `current_scope` context variable to the hop (its set and reset; the"
-            " variable itself is the request's, which asgiref's `_restore_context` passes"
-            " over on each side of every crossing), which is how a `sync_to_async`"
-            " made on the loop, or in a task started there, finds the crossing it is inside."
+            " the `current_scope` context variable to the hop (its set and reset, and"
+            " asgiref 3.13's pass over it on both sides of the crossings made inside), which"
+            " is how a `sync_to_async` made on the loop, or in a task started there, finds"
+            " the crossing it is inside. (The request itself is in no variable of hopwatch's"
+            " under Django's ASGI handler: it rides on the request's ThreadSensitiveContext.)"
             " Wall time adds what instructions do not show: a bare hop is mostly waiting for"
             " another thread, so a few more instructions on either side can cost a scheduling"
             " turn.",
             "",
-            "What would close it: for `async_to_sync` onto the loop (about 1,600 of its"
-            " instructions on asgiref 3.8.1, more on 3.13, which walks the context on both"
-            " sides, are asgiref's own work on the context variable that holds the"
-            " scope), finding the enclosing crossing without setting the context variable"
+            "What would close it: for `async_to_sync` onto the loop (about 1,100 of its"
+            " instructions are the variable's set and reset, and asgiref 3.13 passes over it"
+            " on both sides), finding the enclosing crossing without setting the context variable"
             " (nothing else in asyncio follows a task to the tasks it starts; hopwatch keeps"
             " one variable, no longer two); fewer objects per hop; on a quiet"
             " machine the wall-time figures move by more than the remaining gap between runs,"
@@ -1009,12 +1009,11 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " bare request's average one: it runs in short bursts between Django's code, on"
             " data the request has pushed out of the CPU's caches since the last hop"
             " (callgrind's cache simulation: about 8,000 more instruction-cache misses and"
-            " 8,000 more branch mispredictions per request, spread over hopwatch's C, its"
-            " Python and asgiref's walk of the scope's context variable).",
+            " 8,000 more branch mispredictions per request, spread over hopwatch's C and its"
+            " Python).",
             "",
             "What would close it: the per-request Python that is left (the middleware, the"
-            " request scope, the emitter) in C, and the scope out of a context variable"
-            " (asgiref 3.13 walks every variable in Python on both sides of each crossing).",
+            " request scope, the emitter) in C.",
             "",
         ]
     s = data.get("server")
@@ -1054,10 +1053,8 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " what is left per request is spread over Python: the logging module's record"
             " and handler (about a fifth of hopwatch's per-request instructions, and the"
             " project's own configuration), structlog's call, the thread fields, the request"
-            " scope (route and view names, the record's open and close), asgiref 3.13's"
-            " Python walk of the scope's context variable on both sides of every"
-            " `sync_to_async` (about 50,000 instructions a request, which any context"
-            " variable costs), and the collections its objects bring on under concurrency"
+            " scope (route and view names, the record's open and close), and the"
+            " collections its objects bring on under concurrency"
             " (the collector table). Neither the middleware nor the handler adds a frame"
             " to the request's awaiting chain (Django's own wrapper around the middleware"
             " is about 5,000 instructions). The instruction count"

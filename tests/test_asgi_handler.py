@@ -13,12 +13,19 @@ one record of the request.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import django
 import pytest
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers import asgi as handlers_asgi
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
+from hopwatch import _django, _django_scope, _errors
+from hopwatch._recorder import RequestContext, handed_over
+from hopwatch.apps import activate, deactivate
+from hopwatch.testing import count_hops
 from tests.helpers import asgi_call, asgi_request, asgi_scope, capture, sites
 from tests.testapp import views
 
@@ -193,3 +200,86 @@ def test_calling_the_handler_opens_nothing_in_the_callers_context():
     assert sent[0]["status"] == 200
     record = one(records)
     assert record.route == "/async/" and len(record) == 2  # request_started, close
+
+
+def test_the_record_rides_on_the_thread_sensitive_context_django_enters():
+    """asgiref 3.13 passes over every variable of the context, in Python, on both sides
+    of every crossing. Under Django's ASGIHandler the request's context holds no
+    variable of hopwatch's: the crossings find the record through the
+    ThreadSensitiveContext Django enters for the request (hopwatch's RequestContext),
+    on the loop and in asgiref's threads."""
+    with capture() as records:
+        result = asgi_request("/context/")
+    record = one(records)
+    body = json.loads(result.body)
+    assert body["context"] == "RequestContext"
+    for side in ("loop", "thread"):
+        assert body[side]["ledger"] == id(record), side
+        assert not [name for name in body[side]["variables"] if "hopwatch" in name], body
+    assert sites(record) == {
+        ("signal", "request_started"): 1,
+        ("other", "tests.testapp.views.context_view.<locals>.seen"): 1,
+        ("response", "HttpResponse.close"): 1,
+    }
+
+
+def test_the_variables_asgiref_passes_over_are_the_bare_requests():
+    """The same request without hopwatch: the same variables at its crossings."""
+    with_hopwatch = json.loads(asgi_request("/context/").body)
+    deactivate()
+    try:
+        with override_settings(MIDDLEWARE=[]):  # hopwatch's would install it again
+            bare = json.loads(asgi_request("/context/").body)
+    finally:
+        activate()
+    assert bare["context"] == "ThreadSensitiveContext"
+    assert bare["loop"]["ledger"] is None and bare["thread"]["ledger"] is None
+    for side in ("loop", "thread"):
+        assert with_hopwatch[side]["variables"] == bare[side]["variables"], side
+
+
+def test_uninstalling_gives_django_its_thread_sensitive_context_back():
+    assert handlers_asgi.ThreadSensitiveContext is RequestContext
+    _django.uninstall()
+    try:
+        assert handlers_asgi.ThreadSensitiveContext is ThreadSensitiveContext
+        assert not _django_scope.on_request_context
+    finally:
+        _django.install()
+    _django.install()  # idempotent
+    assert handlers_asgi.ThreadSensitiveContext is RequestContext
+    assert _django_scope.on_request_context
+
+
+def test_inside_a_hop_budget_the_request_is_entered_in_hopwatchs_variable():
+    """A scope current already (a hopwatch.testing block): Django's context is not
+    where the request begins, and its hops count in the block too."""
+    with count_hops() as block, capture() as records:
+        asgi_request("/context/")
+    record = one(records)
+    assert record.parent is block.ledger
+    assert len(block) == record.count == 3
+
+
+@pytest.mark.internal_errors
+def test_a_hand_over_django_does_not_take_is_reported_once_and_not_used_again(monkeypatch):
+    """A Django whose handler does not enter its ThreadSensitiveContext where hopwatch
+    expects it (here: asgiref's own class under the name, so nothing takes the record).
+    That request is counted by the middleware's own record (the chain's crossings only,
+    as without the handler's), which is said once. From then on the handler's records
+    are entered in hopwatch's variable and count every crossing again."""
+    monkeypatch.setattr(handlers_asgi, "ThreadSensitiveContext", ThreadSensitiveContext)
+    before = _errors.total()
+    try:
+        with capture() as records:
+            asgi_request("/context/")
+            asgi_request("/context/")
+        first, second = records
+        assert first.extra == {"scope": "middleware"} and handed_over() is None
+        assert sites(first) == {("other", "tests.testapp.views.context_view.<locals>.seen"): 1}
+        assert _errors.total() == before + 1
+        assert not _django_scope.on_request_context
+        assert second.count == 3 and not second.extra
+    finally:
+        _errors.take_unreported()  # not for the next test's line
+        _django_scope.on_request_context = True

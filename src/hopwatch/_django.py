@@ -7,7 +7,9 @@ reversible (``uninstall()``), all at class level. Two modules do the work:
   rules, and the tag ``BaseHandler.adapt_method_mode`` leaves on the adapters it
   makes);
 * :mod:`hopwatch._django_scope`: where a request begins and ends (the
-  handlers' ``__call__`` and ``response.close()``).
+  handlers' ``__call__`` and ``response.close()``; and, for
+  ``ASGIHandler``, the ``ThreadSensitiveContext`` its module enters per request:
+  see :class:`hopwatch._recorder.RequestContext`).
 
 The test client handlers are patched when ``django.test.client`` is imported (a
 post-import hook), never by importing it: production processes do not load
@@ -24,6 +26,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers import asgi as handlers_asgi
 from django.core.handlers import base as handlers_base
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
@@ -40,11 +44,12 @@ from hopwatch._django_scope import (
     current_request,
     finish_request,
 )
+from hopwatch._recorder import RequestContext
 
 _lock = threading.Lock()
 _installed = False
 # (owner, attribute name, original value) for everything we replaced.
-_replaced: list[tuple[type, str, Any]] = []
+_replaced: list[tuple[object, str, Any]] = []
 
 
 def _patch_test_client(module: types.ModuleType) -> None:
@@ -104,7 +109,7 @@ class _LoaderProxy(importlib.abc.Loader):
 _hook = _TestClientImportHook()
 
 
-def _replace(owner: type, name: str, factory: Callable[..., Any], *args: Any) -> None:
+def _replace(owner: object, name: str, factory: Callable[..., Any], *args: Any) -> None:
     original = owner.__dict__.get(name)
     if original is None or any(o is owner and n == name for o, n, _ in _replaced):
         return
@@ -124,6 +129,11 @@ def install() -> None:
             handlers_base.BaseHandler, "adapt_method_mode", causes.patched_adapt_method_mode
         )
         _replace(ASGIHandler, "__call__", scope.async_handler, INTERFACE_ASGI)
+        if handlers_asgi.__dict__.get("ThreadSensitiveContext") is ThreadSensitiveContext:
+            # The handler's per-request ThreadSensitiveContext carries the
+            # request's record (see hopwatch._recorder.RequestContext).
+            _replace(handlers_asgi, "ThreadSensitiveContext", lambda _original: RequestContext)
+            scope.on_request_context = True
         _replace(WSGIHandler, "__call__", scope.sync_handler, INTERFACE_WSGI)
         _replace(http_response.HttpResponseBase, "close", scope.patched_close)
         # response.close is now our wrapper: attribute it like the original.
@@ -145,7 +155,7 @@ def uninstall() -> None:
         while _replaced:
             owner, name, original = _replaced.pop()
             setattr(owner, name, original)
-        _installed = scope.active = False
+        _installed = scope.active = scope.on_request_context = False
     _patch.uninstall()
 
 

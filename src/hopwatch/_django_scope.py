@@ -17,11 +17,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import SyncToAsync, markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
-from hopwatch._hotpath import start_request, then
+from hopwatch._hotpath import scope_value, start_request, then
 from hopwatch._recorder import (
     Ledger,
     RequestRecord,
@@ -29,6 +29,8 @@ from hopwatch._recorder import (
     current_ledger,
     current_scope,
     find_scope,
+    hand_over,
+    handed_over,
     open_request,
     value_outside,
 )
@@ -46,6 +48,11 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
     """Close ``record`` (its line is written) and leave its scope. Never raises.
     (An async handler's ``then`` calls it with the ASGI scope and the result too.)"""
     try:
+        if handed_over() is record:
+            # Never in scope: no line of its own (the middleware's record, if
+            # it opened one, is the request's).
+            _handover_failed()
+            return
         token = record.scope_token
         record.scope_token = None
         close_request(record)
@@ -67,6 +74,59 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
 _handler_started = functools.partial(start_request, current_scope, RequestRecord)
 
 
+_thread_sensitive_context = SyncToAsync.thread_sensitive_context
+
+#: Whether Django's ASGIHandler requests ride on its ThreadSensitiveContext
+#: (RequestContext); set by hopwatch._django.install when Django's handler module
+#: uses asgiref's, turned off for good if a hand-over is ever not taken.
+on_request_context = False
+
+
+def _asgi_started(interface: str, scope: Any) -> RequestRecord | None:
+    """Django's ASGIHandler: a request begins. Its record rides on the
+    ThreadSensitiveContext Django enters for it (a RequestContext, made in the
+    coroutine step that follows at once), not on hopwatch's variable: asgiref
+    3.13 passes over every variable of the context in Python on both sides of
+    every crossing. Where a scope or a ThreadSensitiveContext is current already
+    (a hopwatch.testing block, a server's or an enclosing request's), Django's
+    would not be entered, and the record goes in hopwatch's variable, as for the
+    other handlers."""
+    if (
+        not on_request_context
+        or scope_value(current_scope) is not None
+        or _thread_sensitive_context.get(None) is not None
+    ):
+        return _handler_started(interface, scope)  # type: ignore[no-any-return]
+    try:
+        record = RequestRecord(interface)
+        record.method = scope.get("method")
+        record.path = scope.get("path")
+    except Exception as exc:
+        _errors.report(f"{interface} handler", exc)
+        return None
+    hand_over(record)
+    return record
+
+
+def _handover_failed() -> None:
+    """Django's handler made no ThreadSensitiveContext in the step after the record
+    was handed over (a Django version that does it later, or not at all): the
+    crossings outside the middleware chain went uncounted. Say so and use hopwatch's
+    variable from now on."""
+    global on_request_context
+    hand_over(None)
+    on_request_context = False
+    _errors.report(
+        "ASGI handler",
+        RuntimeError(
+            "Django's ASGIHandler did not enter its ThreadSensitiveContext when hopwatch"
+            " expected it: this request's crossings outside the middleware chain were not"
+            " counted; hopwatch keeps ASGI requests in a context variable of its own from"
+            " now on"
+        ),
+    )
+
+
 def async_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
     # Not a coroutine function: the handler's own coroutine, given back in
     # _hotpath.then, which opens the record when it is first driven (in the
@@ -77,7 +137,11 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
         awaitable = original(self, scope, *args, **kwargs)
-        return then(awaitable, finish_request, interface, scope, _handler_started)
+        return then(awaitable, finish_request, interface, scope, started)
+
+    # Only Django's ASGIHandler enters a ThreadSensitiveContext for each request
+    # itself; the async test client's handler does not, and must not get one.
+    started = _asgi_started if interface == INTERFACE_ASGI else _handler_started
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
     return markcoroutinefunction(__call__)

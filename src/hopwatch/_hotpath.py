@@ -37,6 +37,7 @@ then: Any = impl.then
 fill_log_record: Any = impl.fill_log_record
 deliver_line: Any = impl.deliver_line
 enter_scope: Any = impl.enter_scope
+scope_value: Any = impl.scope_value
 find_scope: Any = impl.find_scope
 start_request: Any = impl.start_request
 begin_request: Any = impl.begin_request

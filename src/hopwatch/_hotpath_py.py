@@ -454,6 +454,10 @@ _report: Callable[[str, BaseException], None]
 _cancelled: type[BaseException] = asyncio.CancelledError
 _get_running_loop: Callable[[], Any] = asyncio.events._get_running_loop
 _threadlocal: Any = None
+#: asgiref's SyncToAsync.thread_sensitive_context, and hopwatch's subclass of
+#: ThreadSensitiveContext that carries a request's record (see scope_value).
+_tsc_var: ContextVar[Any] | None = None
+_request_context: type | None = None
 _active = False
 _thread_hook: Callable[..., Any] | None = None
 
@@ -471,10 +475,19 @@ def configure(
     get_running_loop: Callable[[], Any],
     threadlocal: Any,
     partial: type,
+    thread_sensitive_context: ContextVar[Any] | None = None,
+    request_context: type | None = None,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
+    global _tsc_var, _request_context
+    if (thread_sensitive_context is None) != (request_context is None):
+        raise TypeError(
+            "configure: thread_sensitive_context (a ContextVar) and request_context"
+            " (a type) go together"
+        )
+    _tsc_var, _request_context = thread_sensitive_context, request_context
     _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
     _unscoped, _late, _overflow_cause, _report = unscoped, late, overflow_cause, report
@@ -680,7 +693,7 @@ def _scope_and_hop() -> tuple[Any, Any]:
     """The current scope and the hop whose code runs here, from ``current_scope``:
     a ledger (and the hop running where it was entered), or an async_to_sync hop
     (and its scope)."""
-    value = _current_scope.get()
+    value = scope_value(_current_scope)
     if type(value) is Hop:
         return value.scope, value
     return value, None if value is None else value.outer_hop
@@ -871,12 +884,26 @@ _FACTORIES: Final = {
 }
 
 
+def scope_value(var: ContextVar[Any]) -> Any:
+    """``var``'s value (the scope context variable) or, where it has none, the
+    record riding on the request's ThreadSensitiveContext when that is hopwatch's.
+    Under Django's ASGIHandler the record is not put in a variable of its own:
+    asgiref passes over every variable of the context on both sides of every
+    crossing (hopwatch._django_scope)."""
+    value = var.get(None)
+    if value is None and _tsc_var is not None:
+        context = _tsc_var.get(None)
+        if type(context) is _request_context:
+            return context.record
+    return value
+
+
 def enter_scope(var: ContextVar[Any], ledger: Any) -> Any:
     """Make ``ledger`` the value of ``var`` (the scope contextvar) inside the
     current one (its ``parent``, which also receives every hop of it); an
     ``async_to_sync`` whose code runs here stays the parent of the hops made in
     it (``outer_hop``). Returns the token."""
-    value = var.get(None)
+    value = scope_value(var)
     if type(value) is Hop:
         ledger.parent, ledger.outer_hop = value.scope, value
     elif value is not None:
@@ -887,7 +914,7 @@ def enter_scope(var: ContextVar[Any], ledger: Any) -> Any:
 def find_scope(var: ContextVar[Any], cls: type) -> Any:
     """The innermost scope of ``var``'s value (an ``async_to_sync`` hop's is its
     scope) that is a ``cls``, following parents; None if there is none."""
-    scope = var.get(None)
+    scope = scope_value(var)
     if type(scope) is Hop:
         scope = scope.scope
     while scope is not None and not isinstance(scope, cls):

@@ -26,7 +26,7 @@ from typing import Any
 from asgiref.sync import AsyncToSync, SyncToAsync
 
 from hopwatch import _causes, _errors, _hotpath
-from hopwatch._recorder import OVERFLOW_CAUSE, current_scope, late, unscoped
+from hopwatch._recorder import OVERFLOW_CAUSE, RequestContext, current_scope, late, unscoped
 
 __all__ = ["install", "is_installed", "uninstall"]
 
@@ -59,6 +59,8 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         get_running_loop=asyncio.events._get_running_loop,
         threadlocal=SyncToAsync.threadlocal,
         partial=functools.partial,
+        thread_sensitive_context=SyncToAsync.thread_sensitive_context,
+        request_context=RequestContext,
     )
 
 

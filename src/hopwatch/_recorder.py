@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
+from asgiref.sync import ThreadSensitiveContext
+
 from hopwatch import _hotpath
 from hopwatch._hotpath import CauseStats, Hop, LedgerCore
 
@@ -231,7 +233,10 @@ class RequestRecord(Ledger):
 
 #: The ledger hops are currently added to (a request, or a testing block) or,
 #: while an ``async_to_sync``'s code runs, that hop (its ``scope`` is then the
-#: ledger; it is the parent of the hops made there). One context variable, not
+#: ledger; it is the parent of the hops made there). Empty for a request served
+#: by Django's ASGIHandler, whose record rides on its ThreadSensitiveContext
+#: (:class:`RequestContext`); read it through :func:`current_ledger` or
+#: ``_hotpath.scope_value``, which look there too. One context variable, not
 #: a second for the running hop: asgiref passes over every variable of the
 #: context on both sides of every crossing (on asgiref 3.8.1 a second variable
 #: cost a cold ``async_to_sync`` 3,800 instructions more: docs/performance.md). Read it
@@ -242,14 +247,61 @@ current_scope: contextvars.ContextVar[Ledger | Hop | None] = contextvars.Context
 
 
 _enter_scope: Final = _hotpath.enter_scope
+_scope_value: Final = _hotpath.scope_value
 _find_scope: Final = _hotpath.find_scope
 L = TypeVar("L", bound="Ledger")
 
 
+class RequestContext(ThreadSensitiveContext):
+    """The ThreadSensitiveContext Django's ASGIHandler enters for each request,
+    carrying the request's record.
+
+    ``ASGIHandler.__call__`` serves every request inside ``async with
+    ThreadSensitiveContext()``, which sets asgiref's own
+    ``SyncToAsync.thread_sensitive_context`` variable (the request's executor for
+    thread-sensitive calls). With hopwatch installed, the name Django's handler
+    module looks up is this subclass (``hopwatch._django.install``): Django
+    enters and leaves it itself, and asgiref serves the request exactly as it
+    would have. It takes the record the handler's wrapper opened a moment before
+    (:func:`hand_over`; the wrapper starts Django's coroutine in the same step).
+    Tasks the view starts and asgiref's threads inherit the variable, so the
+    crossings find their request (``_hotpath.scope_value``) without a variable of
+    hopwatch's in the request's context: asgiref 3.13 passes over every
+    variable of the context in Python on both sides of every crossing, about
+    1,100 instructions a variable a side.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.record: RequestRecord | None = _take_handed_over()
+
+
+# The record the ASGI handler's wrapper hands to the RequestContext Django creates
+# next, in the same step, on this thread.
+_handed = threading.local()
+
+
+def hand_over(record: RequestRecord | None) -> None:
+    """Give ``record`` to the next RequestContext made on this thread (None: take it back)."""
+    _handed.record = record
+
+
+def _take_handed_over() -> RequestRecord | None:
+    record = getattr(_handed, "record", None)
+    if record is not None:
+        _handed.record = None
+    return record
+
+
+def handed_over() -> RequestRecord | None:
+    """The record handed over on this thread and not taken yet, if any."""
+    return getattr(_handed, "record", None)
+
+
 def current_ledger() -> Ledger | None:
     """The ledger hops made here are added to, if any."""
-    value = current_scope.get()
-    return value.scope if type(value) is Hop else value
+    value = _scope_value(current_scope)
+    return value.scope if type(value) is Hop else value  # type: ignore[no-any-return]
 
 
 def enter_scope(ledger: Ledger) -> contextvars.Token[Ledger | Hop | None]:

@@ -240,6 +240,9 @@ take_exc(void)
  * variable: asgiref passes over every variable of the context on both sides of
  * every crossing (see hopwatch._recorder.current_scope). */
 static PyObject *g_current_scope;
+/* asgiref's SyncToAsync.thread_sensitive_context and hopwatch's subclass of
+ * ThreadSensitiveContext that carries a request's record (see scope_value). */
+static PyObject *g_tsc_var, *g_request_context_type, *s_record;
 static PyObject *g_resolve;          /* resolve(adapter, target, frame) -> (cause, mode) */
 static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library, 2 loop */
 static PyObject *g_unscoped;         /* Ledger */
@@ -2623,11 +2626,43 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
 
 /* The current scope and the hop whose code runs here (new references; None
  * for either when there is none), from the one context variable. */
+/* The value of var (the scope context variable) or, where it has none, the
+ * record riding on the request's ThreadSensitiveContext when that is
+ * hopwatch's (under Django's ASGIHandler the record is not put in a variable
+ * of its own: asgiref passes over every variable of the context on both sides
+ * of every crossing). A new reference in *out (None when neither). The
+ * reference is hopwatch._hotpath_py.scope_value. */
+static int
+scope_value(PyObject *var, PyObject **out)
+{
+    if (PyContextVar_Get(var, Py_None, out) < 0) {
+        return -1;
+    }
+    if (*out != Py_None || g_tsc_var == NULL) {
+        return 0;
+    }
+    PyObject *context = NULL;
+    if (PyContextVar_Get(g_tsc_var, Py_None, &context) < 0) {
+        return -1;
+    }
+    if ((PyObject *)Py_TYPE(context) == g_request_context_type) {
+        PyObject *record = PyObject_GetAttr(context, s_record);
+        Py_DECREF(context);
+        if (record == NULL) {
+            return -1;
+        }
+        Py_SETREF(*out, record);
+        return 0;
+    }
+    Py_DECREF(context);
+    return 0;
+}
+
 static int
 scope_and_hop(PyObject **scope, PyObject **hop)
 {
     PyObject *v = NULL;
-    if (PyContextVar_Get(g_current_scope, Py_None, &v) < 0) {
+    if (scope_value(g_current_scope, &v) < 0) {
         return -1;
     }
     if (Py_IS_TYPE(v, &HopType)) {
@@ -3825,17 +3860,26 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"current_scope", "resolve", "classify_code", "unscoped", "late",
                              "overflow_cause", "report", "cancelled", "get_running_loop",
-                             "threadlocal", "partial", NULL};
-    PyObject *v[11];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO", kwlist, &v[0], &v[1], &v[2],
-                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10])) {
+                             "threadlocal", "partial", "thread_sensitive_context",
+                             "request_context", NULL};
+    PyObject *v[13] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OO", kwlist, &v[0], &v[1], &v[2],
+                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
+                                     &v[11], &v[12])) {
+        return NULL;
+    }
+    if ((v[11] != NULL) != (v[12] != NULL) ||
+        (v[11] != NULL && (!PyContextVar_CheckExact(v[11]) || !PyType_Check(v[12])))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure: thread_sensitive_context (a ContextVar) and request_context"
+                        " (a type) go together");
         return NULL;
     }
     PyObject **slots[] = {&g_current_scope, &g_resolve, &g_classify_code, &g_unscoped, &g_late,
                           &g_overflow_cause, &g_report, &g_cancelled, &g_get_running_loop,
-                          &g_threadlocal, &g_partial_type};
-    for (int i = 0; i < 11; i++) {
-        Py_XSETREF(*slots[i], Py_NewRef(v[i]));
+                          &g_threadlocal, &g_partial_type, &g_tsc_var, &g_request_context_type};
+    for (int i = 0; i < 13; i++) {
+        Py_XSETREF(*slots[i], Py_XNewRef(v[i]));
     }
     Py_RETURN_NONE;
 }
@@ -3868,7 +3912,7 @@ py_enter_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     LedgerCoreObject *l = (LedgerCoreObject *)args[1];
     PyObject *value = NULL;
-    if (PyContextVar_Get(args[0], Py_None, &value) < 0) {
+    if (scope_value(args[0], &value) < 0) {
         return NULL;
     }
     if (Py_IS_TYPE(value, &HopType)) {
@@ -3909,7 +3953,7 @@ py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTypeObject *cls = (PyTypeObject *)args[1];
     PyObject *scope = NULL;
-    if (PyContextVar_Get(args[0], Py_None, &scope) < 0) {
+    if (scope_value(args[0], &scope) < 0) {
         return NULL;
     }
     if (Py_IS_TYPE(scope, &HopType)) {
@@ -3931,6 +3975,18 @@ py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     return scope;
+}
+
+/* scope_value(var): see scope_value above. */
+static PyObject *
+py_scope_value(PyObject *module, PyObject *var)
+{
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "scope_value(var)");
+        return NULL;
+    }
+    PyObject *value = NULL;
+    return scope_value(var, &value) < 0 ? NULL : value;
 }
 
 static PyObject *s_get;
@@ -4904,6 +4960,8 @@ static PyMethodDef module_methods[] = {
      "enter_scope(var, ledger) -> token: ledger becomes the scope, inside the current one."},
     {"find_scope", (PyCFunction)(void (*)(void))py_find_scope, METH_FASTCALL,
      "find_scope(var, cls): the innermost current scope that is a cls, or None."},
+    {"scope_value", (PyCFunction)py_scope_value, METH_O,
+     "scope_value(var): var's value, or the record on the request's ThreadSensitiveContext"},
     {"start_request", (PyCFunction)(void (*)(void))py_start_request, METH_FASTCALL,
      "start_request(var, cls, interface, scope) -> record | None: an async handler's begin."},
     {"begin_request", (PyCFunction)(void (*)(void))py_begin_request, METH_FASTCALL,
@@ -5040,6 +5098,7 @@ PyInit__speedups(void)
     INTERN(s_mw_path, "path");
     INTERN(s_scope_token, "scope_token");
     INTERN(s_get, "get");
+    INTERN(s_record, "record");
     INTERN(s_mw_meta, "META");
     INTERN(s_mw_getrandbits, "getrandbits");
     INTERN(s_mw_resolver_match, "resolver_match");

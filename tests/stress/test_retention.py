@@ -295,9 +295,12 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
         assert max(added.values(), default=0) <= 2, added
         return
     # Before, the disconnect listener's task holds a copy of the request's context
-    # until a collection, and with it the record: one each of the record, its kept
-    # hops' list and its causes' dict per request, nothing else.
+    # until a collection, and with it the ThreadSensitiveContext Django entered for
+    # the request, which carries the record: one each of the record, its kept hops'
+    # list and its causes' dict per request, nothing else. (Django's context is
+    # hopwatch's subclass, RequestContext: one of those instead of asgiref's own.)
     assert added["RequestRecord"] == RUN
+    assert added["RequestContext"] == RUN and added["ThreadSensitiveContext"] == -RUN
     per_request = {kind for kind, n in added.items() if n >= RUN // 2}
     assert max(added.values()) <= RUN + 2
-    assert per_request == {"RequestRecord", "list", "dict"}
+    assert per_request == {"RequestRecord", "RequestContext", "list", "dict"}

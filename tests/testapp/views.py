@@ -1,14 +1,17 @@
 """Views, each making a known number of hops of a known kind."""
 
 import asyncio
+import contextvars
 import io
+import json
 import time
 from collections import Counter
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.views import View
 
+from hopwatch._recorder import current_ledger
 from tests.testapp.models import Item
 
 
@@ -185,6 +188,27 @@ async def child_task_view(request):
     async with asyncio.TaskGroup() as group:
         group.create_task(sync_to_async(_noop)())
     return HttpResponse("children")
+
+
+async def context_view(request):
+    """What asgiref passes over at a crossing: the context variables on the loop and in
+    a thread-sensitive sync_to_async's thread; where hopwatch finds the request there;
+    and the class of the ThreadSensitiveContext the handler entered."""
+
+    def seen() -> dict[str, object]:
+        ledger = current_ledger()
+        return {
+            "variables": sorted(variable.name for variable in contextvars.copy_context()),
+            "ledger": None if ledger is None else id(ledger),
+        }
+
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    body = {
+        "loop": seen(),
+        "thread": await sync_to_async(seen)(),
+        "context": None if context is None else type(context).__name__,
+    }
+    return HttpResponse(json.dumps(body), content_type="application/json")
 
 
 async def task_view(request):
