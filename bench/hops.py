@@ -17,11 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 
 import hopwatch
-from hopwatch._recorder import Ledger, current_scope
+from hopwatch._recorder import Ledger, RequestContext, current_scope, hand_over
 
 
 def _noop() -> None:
@@ -32,6 +33,26 @@ async def _anoop() -> None:
     return None
 
 
+#: The ledger the patched rounds record into (None in the bare rounds).
+_ledger: Ledger | None = None
+
+
+async def _in_request(main: Callable[[], Any]) -> float:
+    """Run ``main()`` as Django's ASGIHandler runs a request: inside the
+    ThreadSensitiveContext it enters for each request (the executor of the
+    request's thread-sensitive calls). Bare, asgiref's own; patched, the
+    RequestContext hopwatch puts under that name, carrying the ledger the hops
+    are recorded into, as it carries a request's record."""
+    if _ledger is not None:
+        hand_over(_ledger)
+        context: ThreadSensitiveContext = RequestContext()
+    else:
+        context = ThreadSensitiveContext()
+    async with context:
+        result: float = await main()
+    return result
+
+
 def _s2a_sensitive(n: int) -> float:
     async def main() -> float:
         hop = sync_to_async(_noop)
@@ -40,7 +61,7 @@ def _s2a_sensitive(n: int) -> float:
             await hop()
         return (time.perf_counter_ns() - start) / n
 
-    return asyncio.run(main())
+    return asyncio.run(_in_request(main))
 
 
 def _s2a_pool(n: int) -> float:
@@ -51,7 +72,7 @@ def _s2a_pool(n: int) -> float:
             await hop()
         return (time.perf_counter_ns() - start) / n
 
-    return asyncio.run(main())
+    return asyncio.run(_in_request(main))
 
 
 def _a2s_running_loop(n: int) -> float:
@@ -67,11 +88,12 @@ def _a2s_running_loop(n: int) -> float:
     async def main() -> float:
         return await sync_to_async(in_thread)()
 
-    return asyncio.run(main())
+    return asyncio.run(_in_request(main))
 
 
 def _a2s_cold(n: int) -> float:
-    """async_to_sync with no loop: a new thread and event loop per call (WSGI)."""
+    """async_to_sync with no loop: a new thread and event loop per call (WSGI, where
+    hopwatch's context variable holds the request's record)."""
     hop = async_to_sync(_anoop)
     start = time.perf_counter_ns()
     for _ in range(n):
@@ -111,16 +133,21 @@ def _measure_wall(case: Case, patched: bool, n: int, recorded: bool = True) -> f
     The instruction count (``bench.instructions``) passes ``recorded=False``: reading
     the recorded times back is the bench's own work, not hopwatch's.
     """
-    global last_recorded_ns
+    global last_recorded_ns, _ledger
     if patched:
         hopwatch.install()
-        scope = Ledger()  # record into a scope, as inside a request
-        token = current_scope.set(scope)
+        # Record into a scope, as inside a request: on a loop, as under Django's
+        # ASGIHandler (the request's ThreadSensitiveContext carries it: _in_request);
+        # without one, as under WSGI (hopwatch's context variable holds it).
+        scope = _ledger = Ledger()
+        token = current_scope.set(scope) if case.run is _a2s_cold else None
         try:
             _settle()
             return case.run(n)
         finally:
-            current_scope.reset(token)
+            _ledger = None
+            if token is not None:
+                current_scope.reset(token)
             assert len(scope) >= n, "hops were not recorded"
             if recorded:
                 # The hops this case timed (a case may make others around them).
