@@ -939,8 +939,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
     if cpu:
         from bench import request_wall
 
-        row = next(r for r in request_wall.summarize(cpu) if r["config"] == "hopwatch")
-        bare_us = next(r for r in request_wall.summarize(cpu) if r["config"] == "bare")["cpu_us"]
+        rows = {r["config"]: r for r in request_wall.summarize(cpu)}
+        row, bare_us = rows["hopwatch"], rows["bare"]["cpu_us"]
         rows.append(
             {
                 "target": "per request, in CPU time (the same requests in process):"

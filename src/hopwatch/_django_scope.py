@@ -21,7 +21,7 @@ from asgiref.sync import SyncToAsync, markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
-from hopwatch._hotpath import scope_value, start_request, then
+from hopwatch._hotpath import start_request, then
 from hopwatch._recorder import (
     Ledger,
     RequestRecord,
@@ -72,6 +72,8 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
 #: (``_handler_started(interface, scope)``; ``_hotpath.start_request``, in C when it
 #: is built). None, the error reported, if that failed.
 _handler_started = functools.partial(start_request, current_scope, RequestRecord)
+#: The same record, entered nowhere (Django's ThreadSensitiveContext takes it).
+_record_started = functools.partial(start_request, None, RequestRecord)
 
 
 _thread_sensitive_context = SyncToAsync.thread_sensitive_context
@@ -93,18 +95,13 @@ def _asgi_started(interface: str, scope: Any) -> RequestRecord | None:
     other handlers."""
     if (
         not on_request_context
-        or scope_value(current_scope) is not None
+        or current_scope.get() is not None
         or _thread_sensitive_context.get(None) is not None
     ):
         return _handler_started(interface, scope)  # type: ignore[no-any-return]
-    try:
-        record = RequestRecord(interface)
-        record.method = scope.get("method")
-        record.path = scope.get("path")
-    except Exception as exc:
-        _errors.report(f"{interface} handler", exc)
-        return None
-    hand_over(record)
+    record: RequestRecord | None = _record_started(interface, scope)
+    if record is not None:
+        hand_over(record)
     return record
 
 

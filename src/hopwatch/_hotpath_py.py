@@ -922,13 +922,15 @@ def find_scope(var: ContextVar[Any], cls: type) -> Any:
     return scope
 
 
-def start_request(var: ContextVar[Any], cls: type, interface: str, scope: Any) -> Any:
+def start_request(var: ContextVar[Any] | None, cls: type, interface: str, scope: Any) -> Any:
     """An async handler's request begins: ``cls(interface)``, entered as ``var``'s
-    scope (its token kept as ``record.scope_token``), with the method and path of
-    the ASGI ``scope``. An error is reported and gives None."""
+    scope (its token kept as ``record.scope_token``; ``var`` None: entered nowhere,
+    for the caller to hand to Django's ThreadSensitiveContext), with the method and
+    path of the ASGI ``scope``. An error is reported and gives None."""
     try:
         record = cls(interface)
-        record.scope_token = enter_scope(var, record)
+        if var is not None:
+            record.scope_token = enter_scope(var, record)
         record.method = scope.get("method")
         record.path = scope.get("path")
         return record

@@ -271,6 +271,9 @@ class RequestContext(ThreadSensitiveContext):
     1,100 instructions a variable a side.
     """
 
+    # A slot: the hop path reads it once per crossing (a descriptor, no dict lookup).
+    __slots__ = ("record",)
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.record: RequestRecord | None = _take_handed_over()

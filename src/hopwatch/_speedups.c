@@ -2624,8 +2624,6 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     return a;
 }
 
-/* The current scope and the hop whose code runs here (new references; None
- * for either when there is none), from the one context variable. */
 /* The value of var (the scope context variable) or, where it has none, the
  * record riding on the request's ThreadSensitiveContext when that is
  * hopwatch's (under Django's ASGIHandler the record is not put in a variable
@@ -2658,6 +2656,8 @@ scope_value(PyObject *var, PyObject **out)
     return 0;
 }
 
+/* The current scope and the hop whose code runs here (new references; None
+ * for either when there is none), from the one context variable. */
 static int
 scope_and_hop(PyObject **scope, PyObject **hop)
 {
@@ -4007,9 +4007,10 @@ mapping_get(PyObject *mapping, PyObject *key)
 
 /* start_request(var, cls, interface, scope) -> record | None: an async
  * handler's request begins: cls(interface), entered as var's scope (its token
- * kept as record.scope_token), with the method and path of the ASGI scope. An
- * error is reported ("<interface> handler") and gives None. The reference is
- * hopwatch._hotpath_py.start_request. */
+ * kept as record.scope_token; var None: entered nowhere, for the caller to
+ * hand to Django's ThreadSensitiveContext), with the method and path of the
+ * ASGI scope. An error is reported ("<interface> handler") and gives None. The
+ * reference is hopwatch._hotpath_py.start_request. */
 static PyObject *
 py_start_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -4021,15 +4022,18 @@ py_start_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (record == NULL) {
         goto fail;
     }
-    PyObject *enter[2] = {args[0], record};
-    PyObject *token = py_enter_scope(module, enter, 2);
-    if (token == NULL) {
-        goto fail;
-    }
-    int r = rf_set(record, RF_SCOPE_TOKEN, token);
-    Py_DECREF(token);
-    if (r < 0) {
-        goto fail;
+    int r;
+    if (args[0] != Py_None) {
+        PyObject *enter[2] = {args[0], record};
+        PyObject *token = py_enter_scope(module, enter, 2);
+        if (token == NULL) {
+            goto fail;
+        }
+        r = rf_set(record, RF_SCOPE_TOKEN, token);
+        Py_DECREF(token);
+        if (r < 0) {
+            goto fail;
+        }
     }
     int fields[2] = {RF_METHOD, RF_PATH};
     for (int i = 0; i < 2; i++) {
