@@ -939,8 +939,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
     if cpu:
         from bench import request_wall
 
-        rows = {r["config"]: r for r in request_wall.summarize(cpu)}
-        row, bare_us = rows["hopwatch"], rows["bare"]["cpu_us"]
+        by_config = {r["config"]: r for r in request_wall.summarize(cpu)}
+        row, bare_us = by_config["hopwatch"], by_config["bare"]["cpu_us"]
         rows.append(
             {
                 "target": "per request, in CPU time (the same requests in process):"
