@@ -571,6 +571,57 @@ def test_hopwatch_keeps_one_context_variable_inside_an_async_to_sync(cold):
     assert inner.depth == bridge.depth + 1
 
 
+@pytest.mark.skipif(
+    _patch._AWAITABLE_INDEX < 0,
+    reason="asgiref 3.8's main_wrap makes the awaitable itself: the hop is the variable's"
+    " value in the caller around the call there, and asgiref carries it to the loop",
+)
+@pytest.mark.parametrize("cold", [False, True], ids=["onto-the-loop", "cold"])
+def test_an_async_to_sync_puts_nothing_in_the_contexts_asgiref_carries(cold, monkeypatch):
+    """asgiref passes over every variable of the context it carries between the two
+    sides, on each side: the hop is the scope variable's value only inside its code,
+    on the loop, so what asgiref carries is what it carries without hopwatch."""
+    import asgiref.sync as asgiref_sync
+
+    passes: list[list[tuple[str, str]]] = []
+    restore = asgiref_sync._restore_context
+
+    def recording(context: contextvars.Context) -> None:
+        passes.append(
+            sorted(
+                (var.name, type(value).__name__)
+                for var, value in context.items()
+                if var.name.startswith("hopwatch")
+            )
+        )
+        restore(context)
+
+    monkeypatch.setattr(asgiref_sync, "_restore_context", recording)
+    inside: list[Any] = []
+
+    async def code() -> None:
+        inside.append(current_scope.get())
+
+    def sync_code() -> None:
+        async_to_sync(code)()
+
+    def scenario() -> list[list[tuple[str, str]]]:
+        passes.clear()
+        with ledger():
+            if cold:
+                sync_code()
+            else:
+                asyncio.run(sync_to_async(sync_code)())
+        return list(passes)
+
+    with_, without = both(scenario)
+    assert len(with_) >= 2 and with_ == without
+    assert all(seen == [("hopwatch_scope", "Ledger")] for seen in with_), with_
+    hop, bare = inside
+    assert type(hop) is hopwatch.Hop and hop.direction == "async_to_sync"
+    assert type(bare) is Ledger
+
+
 def test_a_scope_entered_inside_an_async_to_sync_keeps_the_hop_as_parent():
     """count_hops() inside an async_to_sync's code: its hops are counted there and
     in the enclosing scope, and their parent is still the async_to_sync."""

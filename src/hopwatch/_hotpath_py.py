@@ -21,16 +21,22 @@ class-level patches and no per-call copies of anything:
   thread's *running* hop meanwhile, the parent of an ``async_to_sync`` made
   from that code.
 * ``AsyncToSync.__call__`` (sync caller): attributes and creates the hop (its
-  parent: the thread's running hop, else the hop whose code runs here), makes
-  it the value of the ``current_scope`` contextvar around the original call
-  (the coroutine asgiref runs on the loop inherits it: a ``sync_to_async`` made
-  there finds its parent in it, and its scope as the hop's ``scope``), and
-  accounts it. hopwatch keeps one context variable, not a second one for the
-  running hop: each costs every later crossing a pass of ``_restore_context``.
-* ``AsyncToSync.main_wrap``: called by asgiref in the caller's thread while
-  ``current_scope`` is the hop being made; its coroutine, which runs on the
-  target loop, is timed from its first step to its end, and says whether the
-  loop is the one asgiref would have found (a new loop is the cold path).
+  parent: the thread's running hop, else the hop whose code runs here) and
+  makes it this thread's *a2s* hop around the original call, then accounts it.
+* ``AsyncToSync.main_wrap``: called by asgiref in the caller's thread, where it
+  takes the thread's a2s hop. On asgiref 3.9 and later it wraps the awaitable
+  ``main_wrap`` is given (the hop's code): on the target loop, that awaitable
+  is timed from its first step to its end, says whether the loop is the one
+  asgiref would have found (a new loop is the cold path), and runs with the
+  hop as the ``current_scope`` contextvar's value, so a ``sync_to_async`` made
+  there, or in a task started there, finds its parent in it (and its scope as
+  the hop's ``scope``). The variable is reset before ``main_wrap`` copies the
+  context back for the caller: it is never in the contexts asgiref carries
+  between the two sides, each of whose variables costs a pass of
+  ``_restore_context`` on each side. On asgiref 3.8, ``main_wrap`` makes the
+  awaitable itself, so its coroutine is timed instead, and ``__call__`` sets
+  the variable in the caller around the whole call (asgiref carries it over).
+  hopwatch keeps one context variable, not a second one for the running hop.
 
 Timestamps: the caller's ``called_ns`` is taken after hopwatch's own set-up
 and ``resumed_ns`` before its own wrap-up, so what a hop records is the
@@ -458,6 +464,9 @@ _threadlocal: Any = None
 #: ThreadSensitiveContext that carries a request's record (see scope_value).
 _tsc_var: ContextVar[Any] | None = None
 _request_context: type | None = None
+# Where main_wrap takes the awaitable it runs (counting self; asgiref 3.9 and
+# later), or -1 (3.8: main_wrap makes it from self.awaitable). See main_wrap.
+_awaitable_index = -1
 _active = False
 _thread_hook: Callable[..., Any] | None = None
 
@@ -477,16 +486,24 @@ def configure(
     partial: type,
     thread_sensitive_context: ContextVar[Any] | None = None,
     request_context: type | None = None,
+    awaitable_index: int = -1,
+    awaiting: Callable[[Any], Any] | None = None,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
-    global _tsc_var, _request_context
+    global _tsc_var, _request_context, _awaitable_index
     if (thread_sensitive_context is None) != (request_context is None):
         raise TypeError(
             "configure: thread_sensitive_context (a ContextVar) and request_context"
             " (a type) go together"
         )
+    if awaitable_index >= 0 and (awaitable_index < 1 or not callable(awaiting)):
+        raise TypeError(
+            "configure: awaitable_index (main_wrap's awaitable, counting self) goes"
+            " with awaiting (a callable)"
+        )
+    _awaitable_index = awaitable_index
     _tsc_var, _request_context = thread_sensitive_context, request_context
     _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
@@ -671,6 +688,8 @@ class _PerThread(threading.local):
     pending: Hop | None = None
     #: the sync_to_async hop whose code this sync thread runs
     running: Hop | None = None
+    #: the async_to_sync hop whose ``AsyncToSync.__call__`` runs here
+    a2s: Hop | None = None
 
 
 _here = _PerThread()
@@ -769,10 +788,14 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop = Hop(ASYNC_TO_SYNC, cause, None, parent, scope)
             hop.adapter_id = id(self)
             hop.expected_loop = _expected_loop(self)
-            token = _current_scope.set(hop)
+            # asgiref 3.8: the loop's code finds its hop in the context asgiref copies
+            token = _current_scope.set(hop) if _awaitable_index < 0 else None
         except Exception as exc:
             _report("AsyncToSync.__call__", exc)
             return original(self, *args, **kwargs)
+        here = _here
+        outer_a2s = here.a2s
+        here.a2s = hop  # main_wrap, called by the original here, takes it
         hop.called_ns = _now()
         try:
             return original(self, *args, **kwargs)
@@ -784,6 +807,7 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             hop.resumed_ns = _now()
+            here.a2s = outer_a2s
             hop.expected_loop = None  # do not keep a loop alive through the record
             _end_hop(hop, token, "AsyncToSync.__call__ (finish)")
 
@@ -843,7 +867,7 @@ def _make_thread_handler(original: Callable[..., Any]) -> Any:
 
 
 async def _timed_main(hop: Hop, coroutine: Any) -> Any:
-    """``main_wrap``'s coroutine, timed; runs on the target event loop."""
+    """``main_wrap``'s coroutine, timed; runs on the target event loop (asgiref 3.8)."""
     __traceback_hide__ = True
     __tracebackhide__ = True
     hop.thread_id = _get_ident()
@@ -855,23 +879,61 @@ async def _timed_main(hop: Hop, coroutine: Any) -> Any:
         hop.ended_ns = _now()
 
 
+async def _timed_code(hop: Hop, awaitable: Any) -> Any:
+    """The awaitable ``main_wrap`` runs (asgiref 3.9 and later), timed, with the
+    hop as the scope variable's value while it runs: a crossing made in it, or
+    in a task it starts, finds its parent there. Reset before ``main_wrap``
+    copies the context back for the caller, the variable is never in the
+    contexts asgiref carries between the two sides."""
+    __traceback_hide__ = True
+    __tracebackhide__ = True
+    try:
+        token = _current_scope.set(hop)
+        hop.thread_id = _get_ident()
+        hop.new_loop = _get_running_loop() is not hop.expected_loop
+    except Exception as exc:
+        _report("AsyncToSync.main_wrap", exc)
+        return await awaitable
+    hop.started_ns = _now()
+    try:
+        return await awaitable
+    finally:
+        hop.ended_ns = _now()
+        try:
+            _current_scope.reset(token)
+        except ValueError:  # closed from another context (collected): nothing to undo
+            pass
+
+
+async def _awaiting(awaitable: Any) -> Any:
+    """Awaits what is not a coroutine, as ``main_wrap``'s own await would (the C
+    accelerator drives coroutines itself and hands it anything else)."""
+    __traceback_hide__ = True
+    __tracebackhide__ = True
+    return await awaitable
+
+
 def _make_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     def main_wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True
-        coroutine = original(self, *args, **kwargs)
-        if not _active:
-            return coroutine
         # Called by AsyncToSync.__call__ in the caller's thread, where
-        # current_scope is the hop being made.
-        hop = _current_scope.get()
+        # _here.a2s is the hop being made.
+        hop = _here.a2s if _active else None
         if (
-            type(hop) is not Hop
+            hop is None
             or hop.adapter_id != id(self)
             or hop.started_ns
             or hop.direction is not ASYNC_TO_SYNC
         ):
-            return coroutine
-        return _timed_main(hop, coroutine)
+            return original(self, *args, **kwargs)
+        at = _awaitable_index - 1  # in args, without self
+        if at < 0:
+            return _timed_main(hop, original(self, *args, **kwargs))
+        if len(args) > at:
+            args = (*args[:at], _timed_code(hop, args[at]), *args[at + 1 :])
+        elif "awaitable" in kwargs:
+            kwargs["awaitable"] = _timed_code(hop, kwargs["awaitable"])
+        return original(self, *args, **kwargs)
 
     return main_wrap
 

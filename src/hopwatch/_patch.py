@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import threading
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
 
-from hopwatch import _causes, _errors, _hotpath
+from hopwatch import _causes, _errors, _hotpath, _hotpath_py
 from hopwatch._recorder import OVERFLOW_CAUSE, RequestContext, current_scope, late, unscoped
 
 __all__ = ["install", "is_installed", "uninstall"]
@@ -45,6 +46,25 @@ _TARGETS: tuple[tuple[type, str, int], ...] = (
 _patches: dict[tuple[type, str], tuple[Any, Any]] = {}
 
 
+def _main_wrap_awaitable_index(main_wrap: Any) -> int:
+    """Where asgiref's ``main_wrap`` takes the awaitable it runs, counting self
+    (asgiref 3.9 and later: ``main_wrap(self, call_result, exc_info,
+    task_context, context, awaitable)``), or -1 (3.8: ``*args, **kwargs``, and
+    it makes the awaitable itself)."""
+    try:
+        parameters = list(inspect.signature(main_wrap).parameters.values())
+    except (TypeError, ValueError):
+        return -1
+    for index, parameter in enumerate(parameters):
+        if parameter.name == "awaitable":
+            return index if parameter.kind is parameter.POSITIONAL_OR_KEYWORD else -1
+    return -1
+
+
+# Read from asgiref's own method, before hopwatch replaces it.
+_AWAITABLE_INDEX = _main_wrap_awaitable_index(AsyncToSync.__dict__["main_wrap"])
+
+
 def configure_hot_path(resolve: Any = _causes.resolve) -> None:
     """Hand the hop path its collaborators (``resolve``: a test may count its calls)."""
     _hotpath.configure(
@@ -61,6 +81,8 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         partial=functools.partial,
         thread_sensitive_context=SyncToAsync.thread_sensitive_context,
         request_context=RequestContext,
+        awaitable_index=_AWAITABLE_INDEX,
+        awaiting=_hotpath_py._awaiting,
     )
 
 

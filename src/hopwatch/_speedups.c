@@ -319,6 +319,16 @@ static _Thread_local PyObject *tl_loop = NULL;
  * a2s_call holds it): __call__ makes main_wrap's coroutine here, before handing
  * it to the loop, so main_wrap_call finds its hop without a context lookup. */
 static _Thread_local HopObject *tl_a2s = NULL;
+/* Where main_wrap takes the awaitable it runs (its position in the call,
+ * counting self; asgiref 3.9 and later), or -1 (3.8, where main_wrap makes it
+ * itself from self.awaitable). With it, the async_to_sync hop is the value of
+ * the scope variable only inside that awaitable, on the loop: it is never in
+ * the contexts asgiref copies between the two sides, each of whose variables
+ * costs a pass of _restore_context on each side. Without it, it is set in the
+ * caller around the whole call. g_awaiting: hopwatch._hotpath_py._awaiting, an
+ * ``async def`` that awaits what is not a coroutine, as main_wrap's await would. */
+static Py_ssize_t g_awaitable_index = -1;
+static PyObject *g_awaiting = NULL;
 
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
@@ -2585,12 +2595,16 @@ py_clear_caches(PyObject *module, PyObject *unused)
 /* The awaitable hopwatch puts around asgiref's coroutines, without a Python
  * frame of its own: kind S2A wraps SyncToAsync.__call__'s coroutine (the hop is
  * set up when it is first driven, in the awaiting task's context, and ended
- * when it finishes); kind MAIN wraps AsyncToSync.main_wrap's coroutine on the
- * target loop (the code's start and end). Everything else is delegated to the
+ * when it finishes); kind CODE wraps the awaitable AsyncToSync.main_wrap is
+ * given (asgiref 3.9 and later), on the target loop: the code's start and end,
+ * with the hop as the scope variable's value while it runs; kind MAIN wraps
+ * main_wrap's own coroutine (asgiref 3.8, whose main_wrap makes the awaitable
+ * itself): the code's start and end. Everything else is delegated to the
  * wrapped coroutine, which does all the work exactly as without hopwatch. */
 
 #define KIND_S2A 1
 #define KIND_MAIN 2
+#define KIND_CODE 3
 
 #define ST_FRESH 0
 #define ST_RUNNING 1
@@ -2602,6 +2616,7 @@ typedef struct {
     PyObject *inner;
     PyObject *adapter; /* S2A, until it starts */
     HopObject *hop;
+    PyObject *token; /* KIND_CODE: the scope variable's token while it runs */
     int kind;
     int state;
 } HopAwaitableObject;
@@ -2618,6 +2633,7 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     a->inner = Py_NewRef(inner);
     a->adapter = Py_XNewRef(adapter);
     a->hop = (HopObject *)Py_XNewRef(hop);
+    a->token = NULL;
     a->kind = kind;
     a->state = ST_FRESH;
     PyObject_GC_Track(a);
@@ -2744,6 +2760,25 @@ static void
 main_start(HopAwaitableObject *a)
 {
     HopObject *hop = a->hop;
+    if (a->kind == KIND_CODE) {
+        /* The async_to_sync's own awaitable, first driven by main_wrap's await
+         * on the loop: it runs with the hop as the scope variable's value, so
+         * a crossing made in it, or in a task it starts, finds its parent. */
+        PyObject *inner = a->inner;
+        if (!PyCoro_CheckExact(inner) && !Py_IS_TYPE(inner, &HopAwaitableType)) {
+            /* Any other awaitable: awaited by an `async def`, as main_wrap's
+             * own await would (its __await__ is called now, as it would be). */
+            PyObject *coro = PyObject_CallOneArg(g_awaiting, inner);
+            if (coro == NULL) {
+                goto fail;
+            }
+            Py_SETREF(a->inner, coro);
+        }
+        a->token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
+        if (a->token == NULL) {
+            goto fail;
+        }
+    }
     hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
     PyObject *loop = PyObject_CallNoArgs(g_get_running_loop);
     if (loop == NULL) {
@@ -2755,6 +2790,10 @@ main_start(HopAwaitableObject *a)
     }
     a->state = ST_RUNNING;
     hop->started_ns = now_ns();
+    return;
+fail:
+    report_error("AsyncToSync.main_wrap");
+    a->state = ST_PASSTHROUGH;
 }
 
 /* The wrapped coroutine finished (status: 0 returned, 1 raised). Called with
@@ -2768,9 +2807,18 @@ awaitable_end(HopAwaitableObject *a, int raised)
     if (hop == NULL) {
         return;
     }
-    if (a->kind == KIND_MAIN) {
+    if (a->kind != KIND_S2A) {
         hop->ended_ns = t;
         Py_CLEAR(a->hop);
+        if (a->token != NULL) {
+            saved_exc s;
+            save_exc(&s);
+            if (PyContextVar_Reset(g_current_scope, a->token) < 0) {
+                PyErr_Clear(); /* closed from another context (collected): nothing to undo */
+            }
+            Py_CLEAR(a->token);
+            restore_exc(&s);
+        }
         return;
     }
     hop->resumed_ns = t;
@@ -3000,6 +3048,7 @@ HopAwaitable_traverse(HopAwaitableObject *a, visitproc visit, void *arg)
     Py_VISIT(a->inner);
     Py_VISIT(a->adapter);
     Py_VISIT(a->hop);
+    Py_VISIT(a->token);
     return 0;
 }
 
@@ -3009,6 +3058,7 @@ HopAwaitable_clear(HopAwaitableObject *a)
     Py_CLEAR(a->inner);
     Py_CLEAR(a->adapter);
     Py_CLEAR(a->hop);
+    Py_CLEAR(a->token);
     return 0;
 }
 
@@ -3520,9 +3570,12 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
         goto fail;
     }
     Py_SETREF(hop->expected_loop, loop);
-    token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
-    if (token == NULL) {
-        goto fail;
+    if (g_awaitable_index < 0) {
+        /* asgiref 3.8: the loop's code finds its hop in the context it copies */
+        token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
+        if (token == NULL) {
+            goto fail;
+        }
     }
     Py_DECREF(target);
     Py_DECREF(cause);
@@ -3544,10 +3597,12 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     save_exc(&s);
     Py_SETREF(hop->expected_loop, Py_NewRef(Py_None)); /* keep no loop alive */
     hop->adapter_id = 0;
-    if (PyContextVar_Reset(g_current_scope, token) < 0) {
-        PyErr_Clear();
+    if (token != NULL) {
+        if (PyContextVar_Reset(g_current_scope, token) < 0) {
+            PyErr_Clear();
+        }
+        Py_DECREF(token);
     }
-    Py_DECREF(token);
     if (finish_hop_impl(hop) < 0) {
         report_error("AsyncToSync.__call__ (finish)");
     }
@@ -3733,10 +3788,58 @@ bound_handler(PatchObject *p, PyObject *obj)
     return (PyObject *)b;
 }
 
+/* main_wrap called with its awaitable (asgiref 3.9 and later) wrapped as the
+ * hop's code (KIND_CODE), when it is the call's argument at g_awaitable_index
+ * or keyword "awaitable"; otherwise as asgiref called it. */
+static PyObject *
+main_wrap_code(PatchObject *p, HopObject *hop, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    Py_ssize_t at = -1;
+    if (nargs > g_awaitable_index) {
+        at = g_awaitable_index;
+    }
+    else if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyUnicode_Check(PyTuple_GET_ITEM(kwnames, i)) &&
+                PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "awaitable") == 0) {
+                at = nargs + i;
+                break;
+            }
+        }
+    }
+    if (at < 0 || total > 15) {
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    HopAwaitableObject *a = awaitable_make(KIND_CODE, args[at], NULL, hop);
+    if (a == NULL) {
+        report_error("AsyncToSync.main_wrap");
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    PyObject *stack[16];
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[i] = args[i];
+    }
+    stack[at] = (PyObject *)a;
+    PyObject *result = PyObject_Vectorcall(p->original, stack, nargs, kwnames);
+    Py_DECREF(a);
+    return result;
+}
+
 static PyObject *
 main_wrap_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (g_awaitable_index >= 0 && g_active && nargs >= 1) {
+        HopObject *hop = tl_a2s;
+        if (hop != NULL && hop->adapter_id == (Py_ssize_t)(uintptr_t)args[0] &&
+            hop->started_ns == 0 && hop->direction == s_async_to_sync) {
+            return main_wrap_code(p, hop, args, nargsf, kwnames);
+        }
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
     PyObject *inner = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
     if (inner == NULL || !g_active || nargs < 1) {
         return inner;
@@ -3861,13 +3964,24 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"current_scope", "resolve", "classify_code", "unscoped", "late",
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
-                             "request_context", NULL};
+                             "request_context", "awaitable_index", "awaiting", NULL};
     PyObject *v[13] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OO", kwlist, &v[0], &v[1], &v[2],
+    Py_ssize_t awaitable_index = -1;
+    PyObject *awaiting = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnO", kwlist, &v[0], &v[1], &v[2],
                                      &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
-                                     &v[11], &v[12])) {
+                                     &v[11], &v[12], &awaitable_index, &awaiting)) {
         return NULL;
     }
+    if (awaitable_index >= 0 && (awaitable_index < 1 || awaiting == NULL ||
+                                 !PyCallable_Check(awaiting))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure: awaitable_index (main_wrap's awaitable, counting self) goes"
+                        " with awaiting (a callable)");
+        return NULL;
+    }
+    g_awaitable_index = awaitable_index;
+    Py_XSETREF(g_awaiting, Py_XNewRef(awaiting));
     if ((v[11] != NULL) != (v[12] != NULL) ||
         (v[11] != NULL && (!PyContextVar_CheckExact(v[11]) || !PyType_Check(v[12])))) {
         PyErr_SetString(PyExc_TypeError,
