@@ -303,6 +303,29 @@ def test_then_calls_back_with_none_when_it_raises_or_is_cancelled():
     assert calls == [(1, 2, None), (3, 4, None)]
 
 
+def test_then_can_be_delegated_to_with_yield_from_its_await():
+    """What ``__await__`` returns is an iterator, as a coroutine's is: a generator-based
+    coroutine (``types.coroutine``) or an ``__await__`` can ``yield from`` it."""
+    import asyncio
+    import types
+
+    calls = _Calls()
+
+    async def work():
+        await asyncio.sleep(0)
+        return "response"
+
+    @types.coroutine
+    def delegate():
+        return (yield from _hotpath.then(work(), calls, "a", "b").__await__())
+
+    async def main():
+        return await delegate()
+
+    assert asyncio.run(main()) == "response"
+    assert calls == [("a", "b", "response")]
+
+
 def test_then_awaits_any_awaitable_and_keeps_its_return_value_whole():
     import asyncio
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,7 @@ from asgiref.sync import (
     SyncToAsync,
     ThreadSensitiveContext,
     async_to_sync,
+    markcoroutinefunction,
     sync_to_async,
 )
 from django.dispatch import Signal
@@ -534,6 +536,87 @@ def test_hop_fields_for_nested_crossings():
     assert outer.cause.site.endswith("test_hop_fields_for_nested_crossings.<locals>.middle")
     assert outer.cause.call_site.startswith("tests/test_patch.py:")
     assert outer.cause.call_site.endswith(" in main")
+
+
+class _Awaitable:
+    """Not a coroutine: awaitable through ``__await__``, which makes a crossing."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        yield from sync_to_async(_noop)().__await__()
+        return self.value
+
+
+def _returns_an_awaitable(value: int) -> _Awaitable:
+    return _Awaitable(value)
+
+
+def _returns_a_generator_coroutine(value: int) -> Any:
+    @types.coroutine
+    def generator() -> Any:
+        yield from sync_to_async(_noop)().__await__()
+        return value
+
+    return generator()
+
+
+def _returns_a_sync_to_async(value: int) -> Any:
+    return sync_to_async(lambda: value)()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_returns_an_awaitable, _returns_a_generator_coroutine, _returns_a_sync_to_async],
+    ids=["__await__", "types.coroutine", "sync_to_async"],
+)
+@pytest.mark.parametrize("cold", [False, True], ids=["onto-the-loop", "cold"])
+def test_an_async_to_sync_of_what_is_not_a_coroutine(make, cold):
+    """async_to_sync of a callable marked as a coroutine function that returns another
+    awaitable: awaited as asgiref awaits it, timed, and the crossing it makes is the
+    async_to_sync's child."""
+    function = markcoroutinefunction(make)
+
+    def sync_code() -> int:
+        return async_to_sync(function)(7)
+
+    def scenario() -> tuple[int, list[tuple[str, int, str | None]]]:
+        with ledger() as scope:
+            value = sync_code() if cold else asyncio.run(sync_to_async(sync_code)())
+        hops = sorted(
+            (hop.direction, hop.depth, hop.parent.direction if hop.parent else None)
+            for hop in scope.hops()
+        )
+        for hop in scope.hops():
+            assert hop.called_ns <= hop.started_ns <= hop.ended_ns <= hop.resumed_ns
+        return value, hops
+
+    (value, hops), (bare_value, bare_hops) = both(scenario)
+    assert value == bare_value == 7 and bare_hops == []
+    top = [] if cold else [("sync_to_async", 1, None)]
+    depth = 1 if cold else 2
+    bridge = ("async_to_sync", depth, None if cold else "sync_to_async")
+    assert hops == sorted([*top, bridge, ("sync_to_async", depth + 1, "async_to_sync")])
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["onto-the-loop", "cold"])
+def test_an_async_to_sync_of_what_cannot_be_awaited_raises_as_asgiref_does(cold):
+    function = markcoroutinefunction(lambda: 7)
+
+    def sync_code() -> str:
+        try:
+            async_to_sync(function)()
+        except TypeError as exc:
+            return str(exc)
+        return "no error"
+
+    def scenario() -> str:
+        with ledger():
+            return sync_code() if cold else asyncio.run(sync_to_async(sync_code)())
+
+    with_, without = both(scenario)
+    assert with_ == without and "await" in without
 
 
 def _hopwatch_variables() -> list[str]:
