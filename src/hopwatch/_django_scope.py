@@ -48,7 +48,7 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
     """Close ``record`` (its line is written) and leave its scope. Never raises.
     (An async handler's ``then`` calls it with the ASGI scope and the result too.)"""
     try:
-        if handed_over() is record:
+        if on_request_context and handed_over() is record:
             # Never in scope: no line of its own (the middleware's record, if
             # it opened one, is the request's).
             _handover_failed()

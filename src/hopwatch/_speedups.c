@@ -243,6 +243,9 @@ static PyObject *g_current_scope;
 /* asgiref's SyncToAsync.thread_sensitive_context and hopwatch's subclass of
  * ThreadSensitiveContext that carries a request's record (see scope_value). */
 static PyObject *g_tsc_var, *g_request_context_type, *s_record;
+/* Where a RequestContext keeps its record (its "record" slot), read without an
+ * attribute lookup at every crossing; -1: read as an attribute. */
+static Py_ssize_t g_record_offset = -1;
 static PyObject *g_resolve;          /* resolve(adapter, target, frame) -> (cause, mode) */
 static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library, 2 loop */
 static PyObject *g_unscoped;         /* Ledger */
@@ -2660,7 +2663,17 @@ scope_value(PyObject *var, PyObject **out)
         return -1;
     }
     if ((PyObject *)Py_TYPE(context) == g_request_context_type) {
-        PyObject *record = PyObject_GetAttr(context, s_record);
+        PyObject *record;
+        if (g_record_offset >= 0) {
+            record = *(PyObject **)((char *)context + g_record_offset);
+            if (record == NULL) {
+                PyErr_SetObject(PyExc_AttributeError, s_record);
+            }
+            Py_XINCREF(record);
+        }
+        else {
+            record = PyObject_GetAttr(context, s_record);
+        }
         Py_DECREF(context);
         if (record == NULL) {
             return -1;
@@ -3996,6 +4009,19 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
                           &g_threadlocal, &g_partial_type, &g_tsc_var, &g_request_context_type};
     for (int i = 0; i < 13; i++) {
         Py_XSETREF(*slots[i], Py_XNewRef(v[i]));
+    }
+    /* The record's slot (RequestContext's __slots__), when it is a plain one. */
+    g_record_offset = -1;
+    if (g_request_context_type != NULL) {
+        PyObject *descr = PyDict_GetItemWithError(
+            ((PyTypeObject *)g_request_context_type)->tp_dict, s_record);
+        if (descr == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX) {
+            g_record_offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        }
     }
     Py_RETURN_NONE;
 }
