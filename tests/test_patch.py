@@ -654,6 +654,27 @@ def test_hopwatch_keeps_one_context_variable_inside_an_async_to_sync(cold):
     assert inner.depth == bridge.depth + 1
 
 
+def test_whether_the_loop_is_read_from_the_adapter_follows_asgiref():
+    """The expected loop of an async_to_sync is read from the adapter only where
+    asgiref keeps it there (before 3.12, ``self.main_event_loop``); the flag is read
+    from asgiref's own ``__init__``, so it must say what an adapter really holds,
+    made with a loop running and without."""
+    from asgiref.sync import AsyncToSync
+
+    async def code() -> None:
+        return None
+
+    def made() -> AsyncToSync:
+        return AsyncToSync(code)
+
+    async def on_a_loop() -> AsyncToSync:
+        return made()
+
+    for adapter in (made(), asyncio.run(on_a_loop())):
+        held = "main_event_loop" in vars(adapter) or hasattr(adapter, "main_event_loop")
+        assert held is _patch._LOOP_ON_ADAPTER
+
+
 @pytest.mark.skipif(
     _patch._AWAITABLE_INDEX < 0,
     reason="asgiref 3.8's main_wrap makes the awaitable itself: the hop is the variable's"

@@ -467,6 +467,8 @@ _request_context: type | None = None
 # Where main_wrap takes the awaitable it runs (counting self; asgiref 3.9 and
 # later), or -1 (3.8: main_wrap makes it from self.awaitable). See main_wrap.
 _awaitable_index = -1
+#: Whether AsyncToSync keeps its loop on the adapter (asgiref < 3.12; see configure).
+_loop_on_adapter = True
 _active = False
 _thread_hook: Callable[..., Any] | None = None
 
@@ -488,11 +490,12 @@ def configure(
     request_context: type | None = None,
     awaitable_index: int = -1,
     awaiting: Callable[[Any], Any] | None = None,
+    loop_on_adapter: bool = True,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
-    global _tsc_var, _request_context, _awaitable_index
+    global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter
     if (thread_sensitive_context is None) != (request_context is None):
         raise TypeError(
             "configure: thread_sensitive_context (a ContextVar) and request_context"
@@ -504,6 +507,7 @@ def configure(
             " with awaiting (a callable)"
         )
     _awaitable_index = awaitable_index
+    _loop_on_adapter = bool(loop_on_adapter)
     _tsc_var, _request_context = thread_sensitive_context, request_context
     _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
@@ -699,9 +703,10 @@ def _expected_loop(adapter: Any) -> object:
     """The running loop asgiref will schedule onto, or None for a new loop."""
     if getattr(adapter, "force_new_loop", False):
         return None
-    cached = getattr(adapter, "main_event_loop", None)  # asgiref < 3.12
-    if cached is not None:
-        return cached
+    if _loop_on_adapter:  # asgiref < 3.12 keeps it on the adapter
+        cached = getattr(adapter, "main_event_loop", None)
+        if cached is not None:
+            return cached
     local = _threadlocal
     if getattr(local, "main_event_loop_pid", None) == os.getpid():
         return getattr(local, "main_event_loop", None)

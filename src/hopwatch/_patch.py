@@ -63,6 +63,10 @@ def _main_wrap_awaitable_index(main_wrap: Any) -> int:
 
 # Read from asgiref's own method, before hopwatch replaces it.
 _AWAITABLE_INDEX = _main_wrap_awaitable_index(AsyncToSync.__dict__["main_wrap"])
+#: Whether AsyncToSync keeps the loop it schedules onto on the adapter
+#: (``self.main_event_loop``, set in ``__init__`` before asgiref 3.12; from 3.12
+#: ``__call__`` works it out each call and no adapter has the attribute).
+_LOOP_ON_ADAPTER = "main_event_loop" in AsyncToSync.__init__.__code__.co_names
 
 
 def configure_hot_path(resolve: Any = _causes.resolve) -> None:
@@ -83,6 +87,7 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         request_context=RequestContext,
         awaitable_index=_AWAITABLE_INDEX,
         awaiting=_hotpath_py._awaiting,
+        loop_on_adapter=_LOOP_ON_ADAPTER,
     )
 
 

@@ -332,6 +332,11 @@ static _Thread_local HopObject *tl_a2s = NULL;
  * ``async def`` that awaits what is not a coroutine, as main_wrap's await would. */
 static Py_ssize_t g_awaitable_index = -1;
 static PyObject *g_awaiting = NULL;
+/* Whether asgiref keeps the loop an async_to_sync schedules onto on the adapter
+ * (`self.main_event_loop`, before 3.12); later, nothing sets that attribute and
+ * expected_loop does not read it (a generic attribute read that misses, some 250
+ * instructions a hop). */
+static int g_loop_on_adapter = 1;
 
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
@@ -3512,11 +3517,13 @@ expected_loop(PyObject *adapter)
             Py_RETURN_NONE;
         }
     }
-    /* asgiref < 3.12 keeps the loop on the adapter (an instance attribute) */
-    PyObject *cached = NULL;
-    int has_loop = instance_value(adapter, s_main_event_loop, &cached);
-    if (has_loop != 0) {
-        return has_loop > 0 ? cached : NULL;
+    if (g_loop_on_adapter) {
+        /* asgiref < 3.12 keeps the loop on the adapter (an instance attribute) */
+        PyObject *cached = NULL;
+        int has_loop = instance_value(adapter, s_main_event_loop, &cached);
+        if (has_loop != 0) {
+            return has_loop > 0 ? cached : NULL;
+        }
     }
     if (tl_running != NULL && tl_loop != NULL) {
         /* Inside thread_handler in this thread, which set the threadlocal
@@ -3979,13 +3986,16 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"current_scope", "resolve", "classify_code", "unscoped", "late",
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
-                             "request_context", "awaitable_index", "awaiting", NULL};
+                             "request_context", "awaitable_index", "awaiting",
+                             "loop_on_adapter", NULL};
     PyObject *v[13] = {NULL};
     Py_ssize_t awaitable_index = -1;
     PyObject *awaiting = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnO", kwlist, &v[0], &v[1], &v[2],
+    int loop_on_adapter = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOp", kwlist, &v[0], &v[1], &v[2],
                                      &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
-                                     &v[11], &v[12], &awaitable_index, &awaiting)) {
+                                     &v[11], &v[12], &awaitable_index, &awaiting,
+                                     &loop_on_adapter)) {
         return NULL;
     }
     if (awaitable_index >= 0 && (awaitable_index < 1 || awaiting == NULL ||
@@ -3997,6 +4007,7 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
     }
     g_awaitable_index = awaitable_index;
     Py_XSETREF(g_awaiting, Py_XNewRef(awaiting));
+    g_loop_on_adapter = loop_on_adapter;
     if ((v[11] != NULL) != (v[12] != NULL) ||
         (v[11] != NULL && (!PyContextVar_CheckExact(v[11]) || !PyType_Check(v[12])))) {
         PyErr_SetString(PyExc_TypeError,
