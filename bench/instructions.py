@@ -93,6 +93,12 @@ _SAME_LAYOUT = (
 )
 
 
+def same_layout() -> None:
+    """Import the modules of ``_SAME_LAYOUT`` (see _configure_django)."""
+    for module in _SAME_LAYOUT:
+        importlib.import_module(module)
+
+
 def _configure_django(config: str, log_path: str) -> None:
     import django
     from django.conf import settings
@@ -108,8 +114,7 @@ def _configure_django(config: str, log_path: str) -> None:
     # cost was charged to hopwatch's request scope in one hash seed and not
     # the next. (Each seed still draws its own layout, the same for all.)
     # hopwatch is imported, not installed: nothing is patched.
-    for module in _SAME_LAYOUT:
-        importlib.import_module(module)
+    same_layout()
 
     with_app = config in ("scope", "build", "hopwatch")
     middleware = [
@@ -269,10 +274,18 @@ def check_lines(log_path: str, n: int) -> None:
 # --- callgrind ---------------------------------------------------------------------
 
 _WORKER = (
-    "import sys\n"
+    "import os, sys\n"
     "sys.path.insert(0, {root!r})\n"
     "from bench import instructions, hops\n"
-    "what = sys.argv[1]\n"
+    # The modules whose context variables a request sets, imported before
+    # anything of the job's is read; and the job comes in one environment
+    # variable of a fixed width, not in argv. So what the interpreter allocates
+    # before those variables are made is the same in every run, whatever the
+    # configuration and the run length, and so are their addresses (see
+    # _configure_django).
+    "instructions.same_layout()\n"
+    "argv = os.environ['HOPWATCH_BENCH_JOB'].split()\n"
+    "what = argv[0]\n"
     "if what == 'hop':\n"
     # Under valgrind a thread runs some fifty times slower, so the interpreter's
     # 5 ms GIL hand-off (a waiting thread asks the running one to let go) fires
@@ -282,11 +295,15 @@ _WORKER = (
     # wherever they block (a lock, the selector), as every hop does. (The
     # request runs repeat better without it: +-6,000 per request, +-10,000 with.)
     "    sys.setswitchinterval(100.0)\n"
-    "    case = hops.CASES[int(sys.argv[2])]\n"
-    "    hops._measure_wall(case, sys.argv[3] != 'bare', int(sys.argv[4]), recorded=False)\n"
+    "    case = hops.CASES[int(argv[1])]\n"
+    "    hops._measure_wall(case, argv[2] != 'bare', int(argv[3]), recorded=False)\n"
     "else:\n"
-    "    instructions.run_requests(sys.argv[2], int(sys.argv[3]), sys.argv[4])\n"
+    "    instructions.run_requests(argv[1], int(argv[2]), argv[3])\n"
 )
+
+
+#: The width of the worker's job variable (HOPWATCH_BENCH_JOB), padded with spaces.
+_JOB_WIDTH = 400
 
 
 def _callgrind(
@@ -306,9 +323,16 @@ def _callgrind(
         sys.executable,
         "-c",
         _WORKER.format(root=str(ROOT)),
-        *args,
     ]
-    env = {**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
+    job = " ".join(args)
+    if len(job) > _JOB_WIDTH or any(not arg or arg.split() != [arg] for arg in args):
+        raise ValueError(f"bench.instructions: a job that does not fit its variable: {job!r}")
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": str(seed),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOPWATCH_BENCH_JOB": job.ljust(_JOB_WIDTH),
+    }
     env.pop("HOPWATCH_PURE_PYTHON", None)
     if pure:
         env["HOPWATCH_PURE_PYTHON"] = "1"
