@@ -26,6 +26,17 @@ judged on ``--seeds`` (each seed's marginal is reported; the figure is their
 mean), and ``--repeat`` (the same seed again) only takes out thread-scheduling
 outliers.
 
+What a configuration does not change is kept out of that draw: every run
+imports the modules whose context variables a request sets before anything of
+its own (``same_layout``), and reads its job from one fixed-width environment
+variable, not argv, so those variables are at the same addresses in every
+configuration and run length of a seed. A context is a hash trie keyed on the
+variables' hashes, which mix in their addresses; before, Django's urlconf
+``Local``s landed elsewhere once hopwatch's app was imported, and where two of
+a request's variables then shared a trie node, every get and set of its
+context went a level deeper in the configurations with hopwatch only: some
+22,000 instructions a request, charged to hopwatch's request scope.
+
 Per hop: the four crossings of ``bench/hops.py``, bare and with hopwatch
 recording into a scope (as inside a request), with the C accelerator and with
 the pure-Python path.
@@ -108,7 +119,7 @@ def _configure_django(config: str, log_path: str) -> None:
     # translation's Locals). A context is a hash trie keyed on each variable's
     # hash, which mixes in its address: two variables whose hashes share their
     # low five bits put every get and set of the request's context a level
-    # deeper, some 25,000 instructions a request. Made after hopwatch's app
+    # deeper, some 22,000 instructions a request. Made after hopwatch's app
     # was imported, django.urls' Locals landed elsewhere in the configurations
     # with hopwatch than in those without, so a collision that was nobody's
     # cost was charged to hopwatch's request scope in one hash seed and not
