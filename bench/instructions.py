@@ -114,17 +114,9 @@ def _configure_django(config: str, log_path: str) -> None:
     import django
     from django.conf import settings
 
-    # The same objects at the same addresses in every configuration, first: the
-    # context variables a request sets (asgiref's, and the urlconf's and the
-    # translation's Locals). A context is a hash trie keyed on each variable's
-    # hash, which mixes in its address: two variables whose hashes share their
-    # low five bits put every get and set of the request's context a level
-    # deeper, some 22,000 instructions a request. Made after hopwatch's app
-    # was imported, django.urls' Locals landed elsewhere in the configurations
-    # with hopwatch than in those without, so a collision that was nobody's
-    # cost was charged to hopwatch's request scope in one hash seed and not
-    # the next. (Each seed still draws its own layout, the same for all.)
-    # hopwatch is imported, not installed: nothing is patched.
+    # First, the same addresses in every configuration for the context
+    # variables a request sets (the module docstring says why); hopwatch is
+    # imported, not installed. (The callgrind worker has done it already.)
     same_layout()
 
     with_app = config in ("scope", "build", "hopwatch")

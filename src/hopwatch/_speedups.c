@@ -3854,24 +3854,21 @@ static PyObject *
 main_wrap_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (g_awaitable_index >= 0 && g_active && nargs >= 1) {
-        HopObject *hop = tl_a2s;
-        if (hop != NULL && hop->adapter_id == (Py_ssize_t)(uintptr_t)args[0] &&
-            hop->started_ns == 0 && hop->direction == s_async_to_sync) {
-            return main_wrap_code(p, hop, args, nargsf, kwnames);
-        }
-        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    }
-    PyObject *inner = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
-    if (inner == NULL || !g_active || nargs < 1) {
-        return inner;
-    }
     /* Called by AsyncToSync.__call__ in the caller's thread, where tl_a2s is
-     * the hop being made; its coroutine runs later, on the target loop. */
-    HopObject *hop = tl_a2s;
+     * the hop being made (for this adapter, not started yet); what main_wrap
+     * runs runs later, on the target loop. */
+    HopObject *hop = g_active && nargs >= 1 ? tl_a2s : NULL;
     if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)args[0] ||
         hop->started_ns != 0 || hop->direction != s_async_to_sync) {
-        return inner;
+        return PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    }
+    if (g_awaitable_index >= 0) {
+        return main_wrap_code(p, hop, args, nargsf, kwnames);
+    }
+    /* asgiref 3.8: main_wrap makes the awaitable itself; its coroutine is timed. */
+    PyObject *inner = PyObject_Vectorcall(p->original, args, nargsf, kwnames);
+    if (inner == NULL) {
+        return NULL;
     }
     HopAwaitableObject *a = awaitable_make(KIND_MAIN, inner, NULL, hop);
     Py_DECREF(inner);
