@@ -366,10 +366,28 @@ def describe_machine(wrk: str | None) -> dict[str, Any]:
 
 
 def run_hops(params: Params) -> list[dict[str, Any]]:
-    from bench import hops
+    """``bench.hops`` in a process of its own, pinned to one core when the machine
+    has two (its docstring says why)."""
+    from bench import server
 
     say(f"per hop: {params.hop_rounds} interleaved rounds of {params.per_round} hops per case")
-    return [asdict(r) for r in hops.run(params.hop_rounds, params.per_round)]
+    with tempfile.TemporaryDirectory(prefix="hopwatch-hops-") as tmp:
+        out = Path(tmp) / "hops.json"
+        command = [
+            *server.pinned(1),
+            sys.executable,
+            "-m",
+            "bench.hops",
+            "--rounds",
+            str(params.hop_rounds),
+            "--per-round",
+            str(params.per_round),
+            "--json",
+            str(out),
+        ]
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        rows: list[dict[str, Any]] = json.loads(out.read_text())
+    return rows
 
 
 _CALLGRIND_WORKER = (
@@ -1165,7 +1183,8 @@ another run or another machine.
 - **Per hop**: one `sync_to_async` (thread-sensitive, and on the thread pool)
   and one `async_to_sync` (back onto the running loop, and cold, with a new
   event loop) with and without hopwatch's patch, alternating bare and patched
-  rounds in one process (`bench/hops.py`), in wall time and process CPU time;
+  rounds in one process pinned to one core (`bench/hops.py`), in wall time and
+  process CPU time;
   and the same hops counted in instructions under valgrind, which no other
   load on the machine can disturb. Target: hopwatch adds at most 2% of a bare
   hop. And the time hopwatch records for each no-op hop against the bare
@@ -1259,7 +1278,8 @@ def render(data: dict[str, Any]) -> str:
         f"{params['hop_rounds']} interleaved rounds of {params['per_round']} hops per case"
         " (cold hops: a quarter as many), bare and patched alternating which goes first;"
         ' medians of per-round means. "CPU" is the process\'s CPU time per hop (all'
-        " threads). Reproduce with `python -m bench.hops`.",
+        " threads). One process, pinned to one core; reproduce with"
+        " `taskset -c 1 python -m bench.hops`.",
         "",
         render_hops(data.get("hops"), data.get("callgrind")),
         "",

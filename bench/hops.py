@@ -4,7 +4,15 @@ The machine is shared and noisy, so configurations alternate round by round
 (bare, patched, bare, patched, ...) and the result is the ratio of medians of
 per-round means, never an absolute number from another run.
 
-    python -m bench.hops [--rounds 30] [--per-round 400]
+    python -m bench.hops [--rounds 30] [--per-round 400] [--json out.json]
+
+``python -m bench`` runs it pinned to one core (``taskset``), as it runs the
+per-request and server processes: the caller and the thread it hands the hop
+to then take turns on that core, instead of one waking the other on the second
+core, whose wake-up time (tens of microseconds on this virtual machine, and
+different every run) swamped a difference of a microsecond or two: unpinned,
+the same code read from -12% to +20% for one hop between runs; pinned, within
+about a point.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
@@ -241,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--per-round", type=int, default=400)
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    print(format_table(run(args.rounds, args.per_round)))
+    results = run(args.rounds, args.per_round)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print(format_table(results))
     return 0
 
 
