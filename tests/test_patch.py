@@ -845,6 +845,49 @@ def test_parents_are_exact_with_one_adapter_shared_by_concurrent_tasks_and_gathe
     assert scope.count == 12 and scope.max_depth == 3
 
 
+class _Ident(int):
+    """A thread ident of a type hopwatch does not read as one."""
+
+
+class _LoopOfAnotherKind(asyncio.SelectorEventLoop):
+    """A loop whose ``_thread_id`` is not a plain int (as a loop of another kind,
+    uvloop's, has none): hopwatch asks asyncio for the running loop instead."""
+
+    @property  # type: ignore[override]
+    def _thread_id(self) -> Any:
+        owner = self.__dict__.get("_owner")
+        return None if owner is None else _Ident(owner)
+
+    @_thread_id.setter
+    def _thread_id(self, value: Any) -> None:
+        self.__dict__["_owner"] = value
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "another"])
+def test_back_onto_the_running_loop_is_no_new_loop(loop_kind):
+    """Whether an async_to_sync ran on a new loop: read from the loop's own
+    ``_thread_id`` where asyncio keeps it, else from asyncio.get_running_loop()."""
+
+    async def inner() -> int:
+        return 1
+
+    def middle() -> int:
+        return async_to_sync(inner)()
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            assert await sync_to_async(middle)() == 1
+        return scope
+
+    loop = asyncio.new_event_loop() if loop_kind == "asyncio" else _LoopOfAnotherKind()
+    try:
+        scope = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    bridge = next(hop for hop in scope.hops() if hop.direction == "async_to_sync")
+    assert not bridge.new_loop and scope.new_loops == 0
+
+
 def test_cold_path_counts_a_new_loop():
     async def coro() -> int:
         return 1
