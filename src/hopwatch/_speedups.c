@@ -2791,18 +2791,20 @@ runs_expected_loop(HopObject *hop)
     if (loop == Py_None) {
         return 0;
     }
+    /* (A loop's attributes are in its inline values, not a dict: straight to
+     * the generic lookup.) */
     PyObject *owner = NULL;
-    if (instance_attr(loop, s_thread_id, &owner) <= 0) {
+    if (lookup_attr(loop, s_thread_id, &owner) <= 0) {
         PyErr_Clear();
         return 0;
     }
-    int same = PyLong_CheckExact(owner) &&
-               PyLong_AsUnsignedLongLong(owner) == hop->thread_id;
+    unsigned long long ident = PyLong_CheckExact(owner) ? PyLong_AsUnsignedLongLong(owner) : 0;
     Py_DECREF(owner);
-    if (PyErr_Occurred()) {
+    if (ident == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
     }
+    int same = ident != 0 && ident == hop->thread_id;
     if (same) {
         hop->new_loop = 0;
     }
