@@ -1003,9 +1003,13 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " before asgiref copies the context back, so asgiref 3.9 and later never carry"
             " it between the two sides; the request itself is in no variable of hopwatch's"
             " under Django's ASGI handler: it rides on the request's ThreadSensitiveContext.)"
-            " Wall time adds what instructions do not show: a bare hop is mostly waiting for"
-            " another thread, so a few more instructions on either side can cost a scheduling"
-            " turn.",
+            " Measured part by part in wall time (docs/performance.md, the 2026-12-02 morning"
+            " section: throwaway builds with one part switched off, pinned, paired rounds), the"
+            " `async_to_sync` onto the loop's share was: the class-level patch itself +0.5"
+            " points, `AsyncToSync.__call__`'s work (attribution, the scope's lookup, the `Hop`,"
+            " the ledger) +2.0, the variable's set and reset +1.3, and the loop check +1.1,"
+            " which was a `getpid()` system call inside `asyncio.get_running_loop()` on Python"
+            " 3.11; that check now reads the loop's `_thread_id` instead.",
             "",
             "What would close it: for `async_to_sync` onto the loop, about 1,900 of its"
             " instructions are the variable's set and reset (CPython's `PyContextVar_Set` and"
@@ -1013,9 +1017,9 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " thin (attribution, the scope's lookup, the awaitable around its code, the"
             " ledger's accounting, none above 1,000). The variable is how a crossing made in a"
             " task the code starts finds its parent (asyncio keeps no other link from a task to"
-            " the task that made it); fewer objects per hop; on a quiet"
-            " machine the wall-time figures move by more than the remaining gap between runs,"
-            " so read the instruction counts first.",
+            " the task that made it). Past that: fewer objects and fewer memory touches per"
+            " hop, measured in wall time the same way, since an instruction of hopwatch's costs"
+            " two to three times a bare hop's average one here.",
             "",
         ]
     request_misses = [v for v in verdicts if not v["met"] and v["target"].startswith("per request")]
