@@ -2780,7 +2780,7 @@ fail:
  * asking asyncio, from the thread asyncio's BaseEventLoop records in
  * `_thread_id` while it runs. Python 3.11's get_running_loop() makes a
  * getpid() system call on every call (its fork check; 3.12 dropped it), some
- * 0.4 µs of an async_to_sync's 35 here (bench.hops, pinned: +5.4% -> +4.3%
+ * 0.4 µs of an async_to_sync's 35 here (bench.hops, pinned: +5.4% -> +4.0%
  * of the bare hop). 0 (not known: a loop of another kind, no loop expected,
  * another thread, 3.12 and later) leaves it to get_running_loop(). */
 static inline int
