@@ -7,16 +7,29 @@ caches since the last hop, so it retires fewer instructions per nanosecond than
 the bare request does, and the count understates what it costs in time. This
 measures the same thing in time: the same in-process Django site as
 ``bench.instructions`` (its five configurations, ``bare``, ``hops``, ``scope``,
-``build``, ``hopwatch``; see that module), one long-lived process per
-configuration, all pinned to one core, served in interleaved rounds (a round
-runs every configuration once, in an order rotated from round to round, one at a
-time). The figure is the process's CPU time per request (all threads; on one
-core it is also the wall time), as medians over rounds of the ratio to the bare
-process *of the same round*, so the shared machine's drift cancels out as far as
-it can.
+``build``, ``hopwatch``; see that module), served natively, all pinned to one
+core.
 
-    python -m bench.request_wall                  # 9 rounds of 1,000 requests
-    python -m bench.request_wall --rounds 15 --requests 2000 --json out.json
+How, and why so:
+
+* **Several processes per configuration** (``--processes``, 3). One process's
+  memory layout (where the interpreter put what) moves its time per request by
+  a percent or more either way, for good, as if it were a cost of the
+  configuration; the mean over three processes per configuration halves that.
+* **Short, interleaved rounds** (``--requests``, 40 per process and round,
+  about 80 ms). A round runs every process once, one at a time, in an order
+  rotated from round to round. This shared VM's speed drifts by tens of percent
+  over seconds; rounds of 1,000 requests (2 s) per configuration left ratios of
+  one round anywhere from 0.8x to 1.3x. Short rounds put the processes they
+  compare a fraction of a second apart.
+* **The figure** is the process's CPU time per request (all threads; on one core
+  it is also the wall time), per round the mean over a configuration's
+  processes, and as the median over rounds of the ratio to bare *of the same
+  round*; the bracket is the 95% interval of that median (a bootstrap over
+  rounds, seeded: the same samples give the same interval).
+
+    python -m bench.request_wall                  # 60 rounds, 3 processes, 40 requests
+    python -m bench.request_wall --rounds 150 --json out.json
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -38,10 +52,11 @@ CONFIGS = instructions.REQUEST_CONFIGS
 # One process per configuration: set up once, then serve N requests per line on
 # stdin and answer with the CPU and wall nanoseconds they took.
 _WORKER = """
-import asyncio, json, sys, tempfile, time
+import asyncio, atexit, json, os, sys, tempfile, time
 sys.path.insert(0, {root!r})
 from bench import instructions
 log = tempfile.NamedTemporaryFile(prefix="hopwatch-wall-", suffix=".log", delete=False).name
+atexit.register(os.unlink, log)
 serve = instructions.site(sys.argv[1], log)
 loop = asyncio.new_event_loop()
 loop.run_until_complete(serve(200))  # warm up: first-request caches, the line's file
@@ -55,40 +70,69 @@ for line in sys.stdin:
 """
 
 
-def run(rounds: int = 9, requests: int = 1000, cpu: int | None = 1) -> dict[str, Any]:
-    """Interleaved rounds; per configuration, per round: CPU and wall ns per request."""
+def run(
+    rounds: int = 60, requests: int = 40, cpu: int | None = 1, processes: int = 3
+) -> dict[str, Any]:
+    """Interleaved rounds; per configuration, per round: CPU and wall ns per
+    request, the mean over the configuration's processes (each one's in ``each``)."""
     if cpu is not None and not server.can_pin():
         cpu = None  # one core, or no taskset: nothing to pin with
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("HOPWATCH_PURE_PYTHON", None)
-    workers: dict[str, subprocess.Popen[str]] = {}
-    samples: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
+    slots = [(config, k) for k in range(processes) for config in CONFIGS]
+    workers: dict[tuple[str, int], subprocess.Popen[str]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
     try:
-        for config in CONFIGS:
+        for slot in slots:
             pin = server.pinned(cpu) if cpu is not None else []
-            command = [*pin, sys.executable, "-c", _WORKER.format(root=str(ROOT)), config]
-            workers[config] = subprocess.Popen(
+            command = [*pin, sys.executable, "-c", _WORKER.format(root=str(ROOT)), slot[0]]
+            workers[slot] = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
             )
-        for config, worker in workers.items():
+        for slot, worker in workers.items():
             assert worker.stdout is not None
             if worker.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"the {config} worker did not start")
+                raise RuntimeError(f"the {slot[0]} worker did not start")
         for r in range(rounds):
-            shift = r % len(CONFIGS)
-            for config in CONFIGS[shift:] + CONFIGS[:shift]:
-                worker = workers[config]
+            shift = r % len(slots)
+            got: dict[str, list[dict[str, float]]] = {c: [] for c in CONFIGS}
+            for slot in slots[shift:] + slots[:shift]:
+                worker = workers[slot]
                 assert worker.stdin is not None and worker.stdout is not None
                 worker.stdin.write(f"{requests}\n")
                 worker.stdin.flush()
-                samples[config].append(json.loads(worker.stdout.readline()))
+                got[slot[0]].append(json.loads(worker.stdout.readline()))
+            for config, each in got.items():
+                samples[config].append(
+                    {
+                        "cpu_ns": statistics.fmean(s["cpu_ns"] for s in each),
+                        "wall_ns": statistics.fmean(s["wall_ns"] for s in each),
+                        "each": each,
+                    }
+                )
     finally:
         for worker in workers.values():
             if worker.stdin is not None:
                 worker.stdin.close()
         for worker in workers.values():
             worker.wait(timeout=60)
-    return {"rounds": rounds, "requests": requests, "pinned_cpu": cpu, "samples": samples}
+    return {
+        "rounds": rounds,
+        "requests": requests,
+        "processes": processes,
+        "pinned_cpu": cpu,
+        "samples": samples,
+    }
+
+
+def median_interval(values: list[float], draws: int = 2000) -> tuple[float, float]:
+    """The 95% interval of the median of ``values`` (a bootstrap, seeded: the same
+    values give the same interval)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    pick = random.Random(0)
+    medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(draws * 0.025)], medians[int(draws * 0.975) - 1]
 
 
 def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,12 +143,13 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     for config in CONFIGS:
         cpu = [s["cpu_ns"] for s in samples[config]]
         ratios = [s["cpu_ns"] / b["cpu_ns"] for s, b in zip(samples[config], bare, strict=True)]
+        low, high = median_interval(ratios)
         row = {
             "config": config,
             "cpu_us": statistics.median(cpu) / 1000,
             "ratio": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
+            "ratio_low": low,
+            "ratio_high": high,
         }
         # The part this configuration adds to the one before it (per round, then median).
         if previous is not None:
@@ -113,6 +158,7 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
                 for s, p in zip(samples[config], samples[previous], strict=True)
             ]
             row["step_us"] = statistics.median(steps)
+            row["step_low"], row["step_high"] = median_interval(steps)
         previous = config
         rows.append(row)
     return rows
@@ -129,12 +175,18 @@ _PARTS = {
 def format_table(result: dict[str, Any]) -> str:
     rows = summarize(result)
     bare_us = rows[0]["cpu_us"]
+    processes = result.get("processes", 1)
     lines = [
         f"{result['rounds']} interleaved rounds of {result['requests']:,} requests per"
-        " configuration, one process each"
+        + (
+            f" process, {processes} processes per configuration"
+            if processes > 1
+            else " configuration, one process each"
+        )
         + (f", pinned to CPU {result['pinned_cpu']}" if result["pinned_cpu"] is not None else "")
-        + "; CPU time per request (all threads), medians; ratios are medians of per-round"
-        " ratios to the bare process (range over rounds in brackets).",
+        + "; CPU time per request (all threads). Ratios are medians over rounds of the"
+        " ratio to bare in the same round, and a part's µs the median of its per-round"
+        " difference to the configuration above; brackets: the 95% interval of that median.",
         "",
         "| configuration | CPU µs per request | x bare | this part adds (µs) | % of bare |",
         "|---|---:|---:|---:|---:|",
@@ -145,8 +197,10 @@ def format_table(result: dict[str, Any]) -> str:
         cells = [
             label,
             f"{row['cpu_us']:.1f}",
-            f"{row['ratio']:.3f} [{row['ratio_min']:.3f}-{row['ratio_max']:.3f}]",
-            "" if step is None else f"{step:+.1f}",
+            f"{row['ratio']:.3f} [{row['ratio_low']:.3f}-{row['ratio_high']:.3f}]",
+            ""
+            if step is None
+            else f"{step:+.1f} [{row['step_low']:+.1f} to {row['step_high']:+.1f}]",
             "" if step is None else f"{step / bare_us * 100:+.1f}%",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -155,14 +209,15 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--requests", type=int, default=1000, help="requests per run")
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--requests", type=int, default=40, help="requests per process and round")
+    parser.add_argument("--processes", type=int, default=3, help="processes per configuration")
     parser.add_argument("--cpu", type=int, default=1, help="the core to pin to (-1: none)")
     parser.add_argument("--json", type=Path, help="also write the raw samples as JSON here")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests take a positive number")
-    result = run(args.rounds, args.requests, None if args.cpu < 0 else args.cpu)
+    if args.rounds < 1 or args.requests < 1 or args.processes < 1:
+        parser.error("--rounds, --requests and --processes take a positive number")
+    result = run(args.rounds, args.requests, None if args.cpu < 0 else args.cpu, args.processes)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     print(format_table(result))

@@ -196,6 +196,7 @@ def test_server_part_runs_against_real_servers(tmp_path):
 def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
     raw = tmp_path / "wall.json"
     command = [sys.executable, "-m", "bench.request_wall", "--rounds", "2", "--requests", "3"]
+    command += ["--processes", "2"]
     result = subprocess.run(
         [*command, "--cpu", "-1", "--json", str(raw)],
         cwd=ROOT,
@@ -208,7 +209,12 @@ def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
     assert sorted(data["samples"]) == sorted(["bare", "hops", "scope", "build", "hopwatch"])
     assert all(len(runs) == 2 for runs in data["samples"].values())
     assert all(run["cpu_ns"] > 0 and run["wall_ns"] > 0 for r in data["samples"].values() for run in r)
+    # Two processes per configuration: a round's figure is the mean of theirs.
+    for run in (run for r in data["samples"].values() for run in r):
+        assert len(run["each"]) == 2
+        assert run["cpu_ns"] == pytest.approx(sum(e["cpu_ns"] for e in run["each"]) / 2)
     assert "| hopwatch: plus the line written (the full product) |" in result.stdout
+    assert "2 processes per configuration" in result.stdout
 
 
 def test_request_wall_ratios_are_per_round_and_parts_are_steps():
@@ -229,13 +235,28 @@ def test_request_wall_ratios_are_per_round_and_parts_are_steps():
     rows = {row["config"]: row for row in request_wall.summarize(result)}
     # Ratios to the bare run of the same round (1.03, 1.03, 1.02), not of the medians.
     assert rows["hops"]["ratio"] == pytest.approx(1.03)
-    assert (rows["hops"]["ratio_min"], rows["hops"]["ratio_max"]) == pytest.approx((1.02, 1.03))
+    # The 95% interval of that median (a seeded bootstrap over the three rounds).
+    assert (rows["hops"]["ratio_low"], rows["hops"]["ratio_high"]) == pytest.approx((1.02, 1.03))
     assert rows["hops"]["step_us"] == pytest.approx(30)  # steps 30, 60, 20
+    assert (rows["hops"]["step_low"], rows["hops"]["step_high"]) == pytest.approx((20, 60))
     assert rows["hopwatch"]["step_us"] == pytest.approx(20)
     assert "step_us" not in rows["bare"]
     table = request_wall.format_table(result)
     assert "| bare | 1000.0 | 1.000 [1.000-1.000] |  |  |" in table
-    assert "| +30.0 | +3.0% |" in table
+    assert "| +30.0 [+20.0 to +60.0] | +3.0% |" in table
+    assert request_wall.summarize(result) == request_wall.summarize(result)  # seeded
+
+
+def test_the_interval_of_a_median_narrows_with_rounds():
+    from bench import request_wall
+
+    few = [1.0, 1.1, 0.9, 1.05, 0.95]
+    low, high = request_wall.median_interval(few)
+    assert low <= 1.0 <= high and (low, high) != (1.0, 1.0)
+    wide = high - low
+    low, high = request_wall.median_interval(few * 20)
+    assert low <= 1.0 <= high and high - low < wide
+    assert request_wall.median_interval([1.5]) == (1.5, 1.5)
 
 
 def test_the_per_hop_verdict_reads_every_hop_in_instructions_too():
