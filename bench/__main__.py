@@ -1064,8 +1064,10 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                 f" about {toggled['added_us'] / 15:.1f} µs for each of its 15 hops."
                 + (
                     f" In a tight loop of hops (the per-hop section) a thread-sensitive"
-                    f" `sync_to_async` costs hopwatch {tight_us:.1f} µs: between a request's"
-                    " hops, Django's own code and data push hopwatch's out of the caches."
+                    f" `sync_to_async` costs hopwatch {tight_us:.1f} µs. The likeliest reason"
+                    " is the caches: between a request's hops Django's own code runs, and"
+                    " hopwatch's code and data are no longer in them (not shown directly: a"
+                    " 1 MB copy between hops of the tight loop did not clearly reproduce it)."
                     if tight_us is not None
                     else ""
                 )
