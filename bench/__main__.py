@@ -894,8 +894,10 @@ def render_requests(cpu: dict[str, Any] | None, counted: dict[str, Any] | None) 
         out += [
             "The in-process site of `bench.instructions` (Django's `ASGIHandler`,"
             " startproject's middleware, an async view: 15 hops, the line written to a file"
-            " through a `logging.FileHandler`), one process per configuration, each part of"
-            " hopwatch added in turn. Reproduce with `python -m bench.request_wall`.",
+            " through a `logging.FileHandler`), three processes per configuration with paired"
+            " hash seeds, each part of hopwatch added in turn; and one process of the bare"
+            " site with asgiref's patch installed and removed in turn. Reproduce with"
+            " `python -m bench.request_wall`.",
             "",
             request_wall.format_table(cpu),
         ]
@@ -1236,9 +1238,11 @@ another run or another machine.
   hop. And the time hopwatch records for each no-op hop against the bare
   hop's own time (target: within 5%).
 - **Per request**: Django's real `ASGIHandler` in process (startproject's
-  middleware, an async view: 15 hops, the line written to a file), one
-  process per configuration, bare and each part of hopwatch, interleaved
-  rounds, in CPU time (`bench/request_wall.py`); and the latest per-request
+  middleware, an async view: 15 hops, the line written to a file), three
+  processes per configuration (paired hash seeds), bare and each part of
+  hopwatch, in short interleaved rounds, in CPU time, and the hops' share
+  again with asgiref's patch toggled inside one process
+  (`bench/request_wall.py`); and the latest per-request
   instruction counts of `python -m bench.instructions`, which takes too long
   to repeat in this run. Target: hopwatch adds at most 3%.
 - **Server**: the example site (`example_site/`) under uvicorn on 127.0.0.1,
