@@ -211,3 +211,46 @@ def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_work
     assert seen["status"] == 200 and seen["hops"] == [2]  # request_started and close, as ever
     assert "(hopwatch.I001) hopwatch runs on asgiref" in done.stderr
     assert "the asgiref module comes from the distribution 'asgire'" in done.stderr
+
+
+@pytest.mark.parametrize("chosen", [False, True], ids=["not-loadable", "pure-python-chosen"])
+def test_a_c_accelerator_that_does_not_load_is_reported_and_hopwatch_keeps_counting(chosen):
+    """W006 when hopwatch._speedups cannot be imported (here: blocked in sys.modules, as
+    a failed build or load leaves it), not when HOPWATCH_PURE_PYTHON chose the reference;
+    either way the pure-Python path counts the request's hops."""
+    script = textwrap.dedent(
+        """
+        import asyncio, json, sys
+        sys.modules["hopwatch._speedups"] = None  # the import now raises ImportError
+        import django
+        django.setup()
+        from django.core.management import call_command
+        from django.test import AsyncClient, override_settings
+        from hopwatch import _hotpath
+        from tests.helpers import capture
+
+        call_command("check")
+        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
+            with capture() as records:
+                status = asyncio.run(AsyncClient().get("/async/")).status_code
+        print(json.dumps({"implementation": _hotpath.IMPLEMENTATION, "status": status,
+                          "hops": [len(r) for r in records]}))
+        """
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "HOPWATCH_PURE_PYTHON": "1" if chosen else "",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"implementation": "python", "status": 200, "hops": [2]}
+    reported = "(hopwatch.W006) hopwatch's C accelerator (hopwatch._speedups) did not load"
+    assert (reported in done.stderr) is not chosen
+    if not chosen:
+        assert "import of hopwatch._speedups halted" in done.stderr

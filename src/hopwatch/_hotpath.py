@@ -15,11 +15,15 @@ from hopwatch import _hotpath_py
 
 impl: Any = _hotpath_py
 IMPLEMENTATION = "python"
+#: Why the C accelerator is not used although nobody asked for pure Python (not
+#: built, or built and not loadable), for the system check hopwatch.W006; None
+#: when it is used or HOPWATCH_PURE_PYTHON chose the reference.
+UNAVAILABLE: str | None = None
 if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0"):
     try:
         from hopwatch import _speedups  # type: ignore[attr-defined]
-    except ImportError:  # not built (an install without a compiler): the reference
-        pass
+    except ImportError as exc:  # not built (an install without a compiler): the reference
+        UNAVAILABLE = str(exc) or type(exc).__name__
     else:
         impl = _speedups
         IMPLEMENTATION = "c"

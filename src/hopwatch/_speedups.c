@@ -314,15 +314,28 @@ static PyTypeObject LedgerCoreType;
  * tl_running is the sync_to_async hop whose code this (sync) thread is
  * running, the parent of an async_to_sync made here. Both borrowed: the
  * awaitable and the bound handler hold the hop while they are set. */
-static _Thread_local HopObject *tl_pending = NULL;
-static _Thread_local HopObject *tl_running = NULL;
+/* glibc: the initial-exec model, a load at a fixed offset from the thread
+ * pointer, where the default for a module loaded by dlopen calls
+ * __tls_get_addr on every access (15 calls a request's 15 hops, about 350
+ * cache misses a request in callgrind's simulation) and allocates the block in
+ * each new thread. The 32 bytes come from the static TLS that glibc keeps
+ * spare for modules loaded later; were it used up, the import would fail and
+ * hopwatch would run its pure-Python hop path, which its system check
+ * hopwatch.W006 reports. */
+#if defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define HOPWATCH_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define HOPWATCH_TLS _Thread_local
+#endif
+static HOPWATCH_TLS HopObject *tl_pending = NULL;
+static HOPWATCH_TLS HopObject *tl_running = NULL;
 /* The loop tl_running's caller awaits (thread_handler's first argument), the
  * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
-static _Thread_local PyObject *tl_loop = NULL;
+static HOPWATCH_TLS PyObject *tl_loop = NULL;
 /* The async_to_sync hop whose AsyncToSync.__call__ runs in this thread (borrowed:
  * a2s_call holds it): __call__ makes main_wrap's coroutine here, before handing
  * it to the loop, so main_wrap_call finds its hop without a context lookup. */
-static _Thread_local HopObject *tl_a2s = NULL;
+static HOPWATCH_TLS HopObject *tl_a2s = NULL;
 /* Where main_wrap takes the awaitable it runs (its position in the call,
  * counting self; asgiref 3.9 and later), or -1 (3.8, where main_wrap makes it
  * itself from self.awaitable). With it, the async_to_sync hop is the value of

@@ -11,6 +11,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
 * ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
+* ``hopwatch.W006`` the C accelerator did not load: hopwatch runs its pure-Python hop
+  path, which costs several times as much per hop.
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
   what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
@@ -149,6 +151,26 @@ def check_versions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             id="hopwatch.I001",
         )
         for installed, reason in found
+    ]
+
+
+@register(Tags.compatibility)
+def check_accelerator(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``hopwatch.W006``: the C accelerator did not load (and nobody asked for pure Python)."""
+    from hopwatch import _hotpath
+
+    if _hotpath.UNAVAILABLE is None:
+        return []
+    return [
+        Warning(
+            "hopwatch's C accelerator (hopwatch._speedups) did not load"
+            f" ({_hotpath.UNAVAILABLE}): hopwatch runs its pure-Python hop path, with the"
+            " same counts and names, at several times the cost per hop.",
+            hint="Reinstall hopwatch where a C compiler and Python's headers are present"
+            " (pip install --force-reinstall --no-binary hopwatch hopwatch). To run the"
+            " pure-Python path on purpose, set HOPWATCH_PURE_PYTHON=1.",
+            id="hopwatch.W006",
+        )
     ]
 
 
