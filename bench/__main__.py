@@ -1066,10 +1066,11 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                 f" about {toggled['added_us'] / 15:.1f} µs for each of its 15 hops."
                 + (
                     f" In a tight loop of hops (the per-hop section) a thread-sensitive"
-                    f" `sync_to_async` costs hopwatch {tight_us:.1f} µs. The likeliest reason"
-                    " is the caches: between a request's hops Django's own code runs, and"
-                    " hopwatch's code and data are no longer in them (not shown directly: a"
-                    " 1 MB copy between hops of the tight loop did not clearly reproduce it)."
+                    f" `sync_to_async` costs hopwatch {tight_us:.1f} µs. The difference is the"
+                    " caches: between a request's hops Django's own code runs, and hopwatch's"
+                    " code and data are no longer in them. In callgrind's cache simulation"
+                    " the patch adds 0.7% of a request's instructions and about 3% of its"
+                    " cache misses, 9,600 (see this stop's section in the history above)."
                     if tight_us is not None
                     else ""
                 )
