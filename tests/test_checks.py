@@ -171,6 +171,42 @@ def _fork_wheel(directory: Path) -> Path:
     return wheel
 
 
+def check_and_one_request(prelude, seen, pythonpath, cwd, **env):
+    """In a new interpreter (tests.settings): ``prelude``, django.setup(),
+    ``manage.py check`` (its messages on stderr), then one request through hopwatch's
+    middleware. Returns ({"seen": eval of ``seen``, "status", "hops"}, stderr)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json
+        {prelude}
+        import django
+        django.setup()
+        from django.core.management import call_command
+        from django.test import AsyncClient, override_settings
+        from tests.helpers import capture
+
+        call_command("check")
+        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
+            with capture() as records:
+                status = asyncio.run(AsyncClient().get("/async/")).status_code
+        print(json.dumps({{"seen": {seen}, "status": status,
+                          "hops": [len(r) for r in records]}}))
+        """
+    )
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environ, cwd=cwd, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
 def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_working(tmp_path):
     target = tmp_path / "site"
     wheel = _fork_wheel(tmp_path)
@@ -179,38 +215,14 @@ def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_work
          "--disable-pip-version-check", "--target", str(target), str(wheel)],
         check=True, timeout=120,
     )  # fmt: skip
-    script = textwrap.dedent(
-        """
-        import asyncio, json
-        import asgiref, django
-        django.setup()
-        from django.core.management import call_command
-        from django.test import AsyncClient, override_settings
-        from tests.helpers import capture
-
-        call_command("check")  # prints the I001 message on stderr (an INFO)
-        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
-            with capture() as records:
-                status = asyncio.run(AsyncClient().get("/async/")).status_code
-        print(json.dumps({"asgiref": asgiref.__file__, "status": status,
-                          "hops": [len(r) for r in records]}))
-        """
+    seen, stderr = check_and_one_request(
+        "import asgiref", "asgiref.__file__", [str(target), str(ROOT)], tmp_path
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)]),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["asgiref"].startswith(str(target))  # the fork's module was the one imported
+    assert seen["seen"].startswith(str(target))  # the fork's module was the one imported
     assert seen["status"] == 200 and seen["hops"] == [2]  # request_started and close, as ever
-    assert "(hopwatch.I001) hopwatch runs on asgiref" in done.stderr
-    assert "the asgiref module comes from the distribution 'asgire'" in done.stderr
+    # check prints the I001 message on stderr (an INFO)
+    assert "(hopwatch.I001) hopwatch runs on asgiref" in stderr
+    assert "the asgiref module comes from the distribution 'asgire'" in stderr
 
 
 @pytest.mark.parametrize("chosen", [False, True], ids=["not-loadable", "pure-python-chosen"])
@@ -218,39 +230,15 @@ def test_a_c_accelerator_that_does_not_load_is_reported_and_hopwatch_keeps_count
     """W006 when hopwatch._speedups cannot be imported (here: blocked in sys.modules, as
     a failed build or load leaves it), not when HOPWATCH_PURE_PYTHON chose the reference;
     either way the pure-Python path counts the request's hops."""
-    script = textwrap.dedent(
-        """
-        import asyncio, json, sys
-        sys.modules["hopwatch._speedups"] = None  # the import now raises ImportError
-        import django
-        django.setup()
-        from django.core.management import call_command
-        from django.test import AsyncClient, override_settings
-        from hopwatch import _hotpath
-        from tests.helpers import capture
-
-        call_command("check")
-        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
-            with capture() as records:
-                status = asyncio.run(AsyncClient().get("/async/")).status_code
-        print(json.dumps({"implementation": _hotpath.IMPLEMENTATION, "status": status,
-                          "hops": [len(r) for r in records]}))
-        """
+    seen, stderr = check_and_one_request(
+        'import sys; sys.modules["hopwatch._speedups"] = None  # the import raises ImportError',
+        "sys.modules['hopwatch._hotpath'].IMPLEMENTATION",
+        [str(ROOT)],
+        ROOT,
+        HOPWATCH_PURE_PYTHON="1" if chosen else "",
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "HOPWATCH_PURE_PYTHON": "1" if chosen else "",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"implementation": "python", "status": 200, "hops": [2]}
+    assert seen == {"seen": "python", "status": 200, "hops": [2]}
     reported = "(hopwatch.W006) hopwatch's C accelerator (hopwatch._speedups) did not load"
-    assert (reported in done.stderr) is not chosen
+    assert (reported in stderr) is not chosen
     if not chosen:
-        assert "import of hopwatch._speedups halted" in done.stderr
+        assert "import of hopwatch._speedups halted" in stderr
