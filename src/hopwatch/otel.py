@@ -34,6 +34,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.version import __version__ as _api_version
 
 from hopwatch import _errors
+
+# A span's milliseconds are rounded as the line's are (half a microsecond up), so
+# the two never disagree in the last digit.
+from hopwatch._emit import _ms
 from hopwatch._recorder import ERROR, OK, Hop, RequestRecord, add_sink, remove_sink
 from hopwatch.conf import hopwatch_settings
 
@@ -223,10 +227,6 @@ def _capture(record: RequestRecord) -> None:
     record.notes()[_SPAN_KEY] = (span, time.time_ns() - time.perf_counter_ns())
     # The hops are kept as objects up to the limit, whether or not DETAIL is on.
     record.detail_limit = max(record.detail_limit, settings["DETAIL_LIMIT"])
-
-
-def _ms(ns: int) -> float:
-    return round(ns / 1_000_000, 3)
 
 
 def _hop_attributes(hop: Hop) -> dict[str, Any]:

@@ -69,8 +69,8 @@ def test_one_child_span_per_crossing_under_the_request_span(otel_on, log_lines):
         assert span.kind == SpanKind.INTERNAL
         # The crossing's own times: the span lasts exactly as long as the hop.
         assert span.end_time - span.start_time == hop.wall_ns
-        assert span.attributes["hopwatch.hop.wait_ms"] == round(hop.wait_ns / 1e6, 3)
-        assert span.attributes["hopwatch.hop.run_ms"] == round(hop.run_ns / 1e6, 3)
+        assert span.attributes["hopwatch.hop.wait_ms"] == half_up_ms(hop.wait_ns)
+        assert span.attributes["hopwatch.hop.run_ms"] == half_up_ms(hop.run_ns)
         assert span.attributes["thread.id"] == hop.thread_id
         assert span.attributes["hopwatch.direction"] == hop.direction
         assert "hopwatch.hop.new_loop" not in span.attributes  # only when it is one
@@ -260,3 +260,18 @@ def test_a_failing_metrics_pipeline_fails_no_request_and_stops_no_span(otel_on, 
     assert _errors.total() == before + 1
     (line,) = log_lines.parsed()
     assert len(crossings()) == line["hops"] == 17  # the spans were still made
+
+
+def half_up_ms(ns: int) -> float:
+    """Milliseconds to the microsecond, half a microsecond rounded up: the line's rule."""
+    return ((ns + 500) // 1000) / 1000
+
+
+def test_a_spans_milliseconds_are_rounded_as_the_lines_are():
+    """4,043,500 ns is 4.044 ms on the line; round(4.0435, 3) says 4.043 (the float is
+    4.04349999...), which is what the request's totals span once said next to it."""
+    from hopwatch import _emit, otel
+
+    for ns in (4_043_500, 1_500, 2_500, 999_999_500, 0, 123_456_789):
+        assert otel._ms(ns) == half_up_ms(ns) == _emit._ms(ns)
+    assert otel._ms(4_043_500) == 4.044
