@@ -306,19 +306,11 @@ typedef struct {
 static PyTypeObject HopType;
 static PyTypeObject LedgerCoreType;
 
-/* Per-thread hand-over, no context variable (each one a context holds costs
- * every later crossing a pass of asgiref's _restore_context, twice on 3.13):
- * tl_pending is the sync_to_async hop whose asgiref coroutine is taking its
- * first step in this thread, which is when asgiref binds thread_handler
- * (Patch_descr_get hands it to the bound handler the worker will call);
- * tl_running is the sync_to_async hop whose code this (sync) thread is
- * running, the parent of an async_to_sync made here. Both borrowed: the
- * awaitable and the bound handler hold the hop while they are set. */
 /* glibc: the initial-exec model, a load at a fixed offset from the thread
  * pointer, where the default for a module loaded by dlopen calls
- * __tls_get_addr on every access (15 calls a request's 15 hops, about 350
- * cache misses a request in callgrind's simulation) and allocates the block in
- * each new thread. The 32 bytes come from the static TLS that glibc keeps
+ * __tls_get_addr on every access (some 15 calls in a request of 15 hops,
+ * about 350 cache misses a request in callgrind's simulation) and allocates
+ * the block in each new thread. The 32 bytes come from the static TLS that glibc keeps
  * spare for modules loaded later; were it used up, the import would fail and
  * hopwatch would run its pure-Python hop path, which its system check
  * hopwatch.W006 reports. */
@@ -327,6 +319,15 @@ static PyTypeObject LedgerCoreType;
 #else
 #define HOPWATCH_TLS _Thread_local
 #endif
+
+/* Per-thread hand-over, no context variable (each one a context holds costs
+ * every later crossing a pass of asgiref's _restore_context, twice on 3.13):
+ * tl_pending is the sync_to_async hop whose asgiref coroutine is taking its
+ * first step in this thread, which is when asgiref binds thread_handler
+ * (Patch_descr_get hands it to the bound handler the worker will call);
+ * tl_running is the sync_to_async hop whose code this (sync) thread is
+ * running, the parent of an async_to_sync made here. Both borrowed: the
+ * awaitable and the bound handler hold the hop while they are set. */
 static HOPWATCH_TLS HopObject *tl_pending = NULL;
 static HOPWATCH_TLS HopObject *tl_running = NULL;
 /* The loop tl_running's caller awaits (thread_handler's first argument), the
