@@ -18,9 +18,18 @@ How, and why so:
   configuration: two runs of one build read 2.0% apart. The mean over three
   processes per configuration, with process k of each configuration given the
   same string-hash seed, brought the same two to 0.4%.
-* **The patch toggled in one process** (``--toggled``, 1). The bare site, with
-  asgiref's patch installed and removed in turn, N requests each way per round:
-  the hops' share of a request with no difference of layout at all.
+* **The five configurations toggled in one process** (``--toggled``, 1). One
+  process set up for the full product, with a second handler built without
+  hopwatch's middleware, switches through all five configurations, N requests
+  each per round (after two untimed ones), in an order rotated from round to
+  round and reversed every other round: every part's share of a request with no
+  difference of layout at all (its turn in a round is five processes' worth).
+  ``bare`` and ``hops`` are the app deactivated (asgiref's patch and the Django
+  layer removed) and the patch alone installed, on that second handler; ``scope``,
+  ``build`` and ``hopwatch`` the app activated, on the full handler, with
+  ``MIN_HOPS`` above any request's count, with the logger at WARNING, and as the
+  product runs. The process checks its log file each round: a line per request
+  under ``hopwatch`` and none under the others, or it stops (and the run with it).
 * **Short, interleaved rounds** (``--requests``, 40 per process and round,
   about 80 ms). A round runs every process once, one at a time, in an order
   rotated from round to round. This shared VM's speed drifts by tens of percent
@@ -54,44 +63,111 @@ from bench import instructions, server
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = instructions.REQUEST_CONFIGS
 
-# One process per configuration: set up once, then serve N requests per line on
-# stdin and answer with the CPU and wall nanoseconds they took. The "toggle"
-# process is the bare site with asgiref's patch installed and removed in turn:
-# per line, N requests each way (the order alternating), both answered.
+# Every worker starts with _WORKER (formatted with the repository's root); then a
+# configuration's process runs _SERVE: set up once, then serve N requests per
+# line on stdin and answer with the CPU and wall nanoseconds they took. The
+# "toggle" process runs _TOGGLE instead.
 _WORKER = """
 import asyncio, atexit, json, os, sys, tempfile, time
 sys.path.insert(0, {root!r})
 from bench import instructions
 log = tempfile.NamedTemporaryFile(prefix="hopwatch-wall-", suffix=".log", delete=False).name
 atexit.register(os.unlink, log)
-toggle = sys.argv[1] == "toggle"
-serve = instructions.site("bare" if toggle else sys.argv[1], log)
 loop = asyncio.new_event_loop()
-if toggle:
-    import hopwatch
-    hopwatch.install()
-    loop.run_until_complete(serve(200))
-    hopwatch.uninstall()
+"""
+
+_SERVE = """
+serve = instructions.site(sys.argv[1], log)
 loop.run_until_complete(serve(200))  # warm up: first-request caches, the line's file
 print("ready", flush=True)
-
-def timed(n):
+for line in sys.stdin:
+    n = int(line)
     cpu, wall = time.process_time_ns(), time.perf_counter_ns()
     loop.run_until_complete(serve(n))
     cpu, wall = time.process_time_ns() - cpu, time.perf_counter_ns() - wall
-    return {{"cpu_ns": cpu / n, "wall_ns": wall / n}}
+    print(json.dumps({"cpu_ns": cpu / n, "wall_ns": wall / n}), flush=True)
+"""
 
+# The toggle process, after _WORKER. Django is
+# set up as for the full product (the app activates itself in django.setup()),
+# with a second handler built without hopwatch's middleware; a configuration is
+# then a state of the app, the patch, the settings and the logger's level:
+#   bare      the app deactivated (the patch and Django's layer removed), that handler;
+#   hops      the same, then asgiref's patch installed (hopwatch.install());
+#   scope     the app activated, the full handler, MIN_HOPS above any request's count;
+#   build     the same with the default settings, the logger at WARNING (line dropped);
+#   hopwatch  the same at INFO (the full product: the line written).
+# After each switch, two untimed requests (the first one after activation re-plans
+# the emitter), then the timed ones. Per line (a turn), every configuration once,
+# in an order rotated by the turn and reversed on odd turns. Outside the timed
+# part, the log file is checked: n + 2 lines more after "hopwatch", none after the
+# others; anything else raises, and the parent reports the worker dead.
+_TOGGLE = """
+import logging
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.test.utils import override_settings
+import hopwatch
+from hopwatch import apps
+
+instructions._configure_django("hopwatch", log)
+configs = list(instructions.REQUEST_CONFIGS)
+full = ASGIHandler()
+apps.deactivate()
+with override_settings(
+    MIDDLEWARE=[m for m in settings.MIDDLEWARE if not m.startswith("hopwatch")]
+):
+    bare = ASGIHandler()
+hopwatch_logger = logging.getLogger("hopwatch")
+written = open(log, "rb")
+
+def switch(config):
+    if config in ("bare", "hops"):
+        apps.deactivate()
+        if config == "hops":
+            hopwatch.install()
+        handler = bare
+    else:
+        apps.activate()
+        settings.HOPWATCH = {"MIN_HOPS": 10**9} if config == "scope" else {}
+        hopwatch_logger.setLevel(logging.WARNING if config == "build" else logging.INFO)
+        handler = full
+    if hopwatch.is_installed() != (config != "bare"):
+        raise RuntimeError(f"toggle: asgiref's patch in the wrong state for {config}")
+    return handler
+
+async def requests(handler, n):
+    for _ in range(n):
+        status = await instructions._one_request(handler)
+        assert status == 200, status
+
+def new_lines():
+    # Lines the log file grew by since the last call (FileHandler flushes each one).
+    return written.read().count(b"\\n")
+
+for config in configs:  # warm up every configuration
+    loop.run_until_complete(requests(switch(config), 200))
+apps.deactivate()
+new_lines()
+print("ready", flush=True)
 turn = 0
 for line in sys.stdin:
     n = int(line)
-    if not toggle:
-        print(json.dumps(timed(n)), flush=True)
-        continue
-    answer = {{}}
-    for mode in ("bare", "hops") if turn % 2 else ("hops", "bare"):
-        (hopwatch.install if mode == "hops" else hopwatch.uninstall)()
-        answer[mode] = timed(n)["cpu_ns"]
-    hopwatch.uninstall()
+    shift = turn % len(configs)
+    order = configs[shift:] + configs[:shift]
+    answer = {}
+    for config in order[::-1] if turn % 2 else order:
+        handler = switch(config)
+        loop.run_until_complete(requests(handler, 2))
+        cpu = time.process_time_ns()
+        loop.run_until_complete(requests(handler, n))
+        answer[config] = (time.process_time_ns() - cpu) / n
+        lines, expected = new_lines(), n + 2 if config == "hopwatch" else 0
+        if lines != expected:
+            raise RuntimeError(
+                f"toggle: {lines} lines written under {config}, not {expected}"
+            )
+    apps.deactivate()
     turn += 1
     print(json.dumps(answer), flush=True)
 """
@@ -106,8 +182,10 @@ def run(
 ) -> dict[str, Any]:
     """Interleaved rounds; per configuration, per round: CPU and wall ns per
     request, the mean over the configuration's processes (each one's in ``each``);
-    and, from ``toggled`` processes, the bare site's CPU ns per request with and
-    without asgiref's patch in the same process (``toggled``)."""
+    and, from ``toggled`` processes that switch through all five configurations in
+    turn, per round each configuration's CPU ns per request in the same process
+    (``toggled``: ``cpu_ns``, the mean over those processes, each one's answer in
+    ``each``)."""
     if cpu is not None and not server.can_pin():
         cpu = None  # one core, or no taskset: nothing to pin with
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -117,10 +195,24 @@ def run(
     workers: dict[tuple[str, int], subprocess.Popen[str]] = {}
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
     toggled_samples: list[dict[str, Any]] = []
+    head = _WORKER.format(root=str(ROOT))
+
+    def answer(slot: tuple[str, int]) -> str:
+        worker = workers[slot]
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the {slot[0]} worker (process {slot[1]}) died, exit code {worker.wait()}"
+                " (its traceback is above)"
+            )
+        return line
+
     try:
         for slot in slots:
             pin = server.pinned(cpu) if cpu is not None else []
-            command = [*pin, sys.executable, "-c", _WORKER.format(root=str(ROOT)), slot[0]]
+            code = head + (_TOGGLE if slot[0] == "toggle" else _SERVE)
+            command = [*pin, sys.executable, "-c", code, slot[0]]
             # Process k of every configuration has the same string-hash seed: the
             # layout of the dicts a request reads then differs less between them
             # (two runs of one build: 2.0% apart unseeded, 0.4% with seeds).
@@ -128,25 +220,24 @@ def run(
             workers[slot] = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=seeded
             )
-        for slot, worker in workers.items():
-            assert worker.stdout is not None
-            if worker.stdout.readline().strip() != "ready":
+        for slot in workers:
+            if answer(slot).strip() != "ready":
                 raise RuntimeError(f"the {slot[0]} worker did not start")
         for r in range(rounds):
             shift = r % len(slots)
             got: dict[str, list[dict[str, float]]] = {c: [] for c in (*CONFIGS, "toggle")}
             for slot in slots[shift:] + slots[:shift]:
                 worker = workers[slot]
-                assert worker.stdin is not None and worker.stdout is not None
+                assert worker.stdin is not None
                 worker.stdin.write(f"{requests}\n")
                 worker.stdin.flush()
-                got[slot[0]].append(json.loads(worker.stdout.readline()))
+                got[slot[0]].append(json.loads(answer(slot)))
             toggle = got.pop("toggle")
             if toggle:
                 toggled_samples.append(
                     {
-                        "bare_ns": statistics.fmean(s["bare"] for s in toggle),
-                        "hops_ns": statistics.fmean(s["hops"] for s in toggle),
+                        "cpu_ns": {c: statistics.fmean(t[c] for t in toggle) for c in CONFIGS},
+                        "each": toggle,
                     }
                 )
             for config, each in got.items():
@@ -160,13 +251,17 @@ def run(
     finally:
         for worker in workers.values():
             if worker.stdin is not None:
-                worker.stdin.close()
+                try:
+                    worker.stdin.close()
+                except BrokenPipeError:  # a worker that died
+                    pass
         for worker in workers.values():
             worker.wait(timeout=60)
     return {
         "rounds": rounds,
         "requests": requests,
         "processes": processes,
+        "toggled_processes": toggled,
         "pinned_cpu": cpu,
         "samples": samples,
         "toggled": toggled_samples,
@@ -183,14 +278,17 @@ def median_interval(values: list[float], draws: int = 2000) -> tuple[float, floa
     return medians[int(draws * 0.025)], medians[int(draws * 0.975) - 1]
 
 
-def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
-    samples = result["samples"]
-    bare = samples["bare"]
+def _rows(cpu_ns: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Per configuration (those of ``cpu_ns``, in CONFIGS' order): the median CPU µs
+    per request, the median of the per-round ratio to bare, and (after the first)
+    the median of the per-round difference to the configuration above; each median
+    with its 95% interval."""
+    bare = cpu_ns["bare"]
     rows = []
     previous = None
-    for config in CONFIGS:
-        cpu = [s["cpu_ns"] for s in samples[config]]
-        ratios = [s["cpu_ns"] / b["cpu_ns"] for s, b in zip(samples[config], bare, strict=True)]
+    for config in (c for c in CONFIGS if c in cpu_ns):
+        cpu = cpu_ns[config]
+        ratios = [s / b for s, b in zip(cpu, bare, strict=True)]
         low, high = median_interval(ratios)
         row = {
             "config": config,
@@ -201,10 +299,7 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
         }
         # The part this configuration adds to the one before it (per round, then median).
         if previous is not None:
-            steps = [
-                (s["cpu_ns"] - p["cpu_ns"]) / 1000
-                for s, p in zip(samples[config], samples[previous], strict=True)
-            ]
+            steps = [(s - p) / 1000 for s, p in zip(cpu, cpu_ns[previous], strict=True)]
             row["step_us"] = statistics.median(steps)
             row["step_low"], row["step_high"] = median_interval(steps)
         previous = config
@@ -212,21 +307,20 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize_toggled(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The asgiref patch's share of a request, from the processes that install and
-    remove it in turn (None when the run had none)."""
+def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The separate processes' figures, a row per configuration (see _rows)."""
+    samples = result["samples"]
+    return _rows({c: [s["cpu_ns"] for s in samples[c]] for c in CONFIGS})
+
+
+def summarize_toggled(result: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The toggled processes' figures, rows as summarize()'s, each ratio and part
+    within one process and round. None when the run had no toggled process (or
+    its results are of an earlier shape: they are left out of a rerendering)."""
     runs = result.get("toggled") or []
-    if not runs:
+    if not runs or "cpu_ns" not in runs[0]:
         return None
-    ratios = [r["hops_ns"] / r["bare_ns"] for r in runs]
-    added = [(r["hops_ns"] - r["bare_ns"]) / 1000 for r in runs]
-    return {
-        "bare_us": statistics.median(r["bare_ns"] for r in runs) / 1000,
-        "ratio": statistics.median(ratios),
-        "ratio_interval": median_interval(ratios),
-        "added_us": statistics.median(added),
-        "added_interval": median_interval(added),
-    }
+    return _rows({c: [r["cpu_ns"][c] for r in runs] for c in CONFIGS})
 
 
 _PARTS = {
@@ -237,22 +331,9 @@ _PARTS = {
 }
 
 
-def format_table(result: dict[str, Any]) -> str:
-    rows = summarize(result)
+def _table(rows: list[dict[str, Any]]) -> list[str]:
     bare_us = rows[0]["cpu_us"]
-    processes = result.get("processes", 1)
     lines = [
-        f"{result['rounds']} interleaved rounds of {result['requests']:,} requests per"
-        + (
-            f" process, {processes} processes per configuration"
-            if processes > 1
-            else " configuration, one process each"
-        )
-        + (f", pinned to CPU {result['pinned_cpu']}" if result["pinned_cpu"] is not None else "")
-        + "; CPU time per request (all threads). Ratios are medians over rounds of the"
-        " ratio to bare in the same round, and a part's µs the median of its per-round"
-        " difference to the configuration above; brackets: the 95% interval of that median.",
-        "",
         "| configuration | CPU µs per request | x bare | this part adds (µs) | % of bare |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -269,17 +350,40 @@ def format_table(result: dict[str, Any]) -> str:
             "" if step is None else f"{step / bare_us * 100:+.1f}%",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_table(result: dict[str, Any]) -> str:
+    processes = result.get("processes", 1)
+    lines = [
+        f"{result['rounds']} interleaved rounds of {result['requests']:,} requests per"
+        + (
+            f" process, {processes} processes per configuration"
+            if processes > 1
+            else " configuration, one process each"
+        )
+        + (f", pinned to CPU {result['pinned_cpu']}" if result["pinned_cpu"] is not None else "")
+        + "; CPU time per request (all threads). Ratios are medians over rounds of the"
+        " ratio to bare in the same round, and a part's µs the median of its per-round"
+        " difference to the configuration above; brackets: the 95% interval of that median.",
+        "",
+        *_table(summarize(result)),
+    ]
     toggled = summarize_toggled(result)
     if toggled is not None:
-        low, high = toggled["ratio_interval"]
-        added_low, added_high = toggled["added_interval"]
+        count = result.get("toggled_processes", 1)
         lines += [
             "",
-            "The asgiref patch alone, installed and removed in turn inside one process"
-            " (the same memory layout both ways, which separate processes cannot have):"
-            f" {toggled['ratio']:.3f}x [{low:.3f}-{high:.3f}],"
-            f" {toggled['added_us']:+.1f} µs [{added_low:+.1f} to {added_high:+.1f}]"
-            f" on {toggled['bare_us']:.0f} µs.",
+            "The five configurations in turn inside one process (one memory layout:"
+            " separate processes of one build differ by up to 2% in CPU time per request),"
+            f" {len(result['toggled'])} rounds (the process takes its turn in each round"
+            " above): per round, each configuration switched to, two untimed requests, then"
+            f" {result['requests']:,} timed ones, in an order rotated and reversed from round"
+            " to round"
+            + (f"; per round, the mean of {count} such processes" if count > 1 else "")
+            + ". Ratios and parts as above, within the process and round.",
+            "",
+            *_table(toggled),
         ]
     return "\n".join(lines)
 
@@ -290,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=40, help="requests per process and round")
     parser.add_argument("--processes", type=int, default=3, help="processes per configuration")
     parser.add_argument(
-        "--toggled", type=int, default=1, help="processes toggling the patch (0: none)"
+        "--toggled",
+        type=int,
+        default=1,
+        help="processes serving all five configurations in turn, each inside itself (0: none)",
     )
     parser.add_argument("--cpu", type=int, default=1, help="the core to pin to (-1: none)")
     parser.add_argument("--json", type=Path, help="also write the raw samples as JSON here")

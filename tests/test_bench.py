@@ -215,10 +215,13 @@ def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
         assert run["cpu_ns"] == pytest.approx(sum(e["cpu_ns"] for e in run["each"]) / 2)
     assert "| hopwatch: plus the line written (the full product) |" in result.stdout
     assert "2 processes per configuration" in result.stdout
-    # And one process serving the bare site with asgiref's patch on and off in turn.
+    # And one process serving the five configurations in turn (it checks its log
+    # file each round: a line per request under hopwatch, none under the others).
     assert len(data["toggled"]) == 2
-    assert all(run["bare_ns"] > 0 and run["hops_ns"] > 0 for run in data["toggled"])
-    assert "The asgiref patch alone, installed and removed in turn" in result.stdout
+    for run in data["toggled"]:
+        assert sorted(run["cpu_ns"]) == sorted(data["samples"])
+        assert all(cpu > 0 for cpu in run["cpu_ns"].values())
+    assert "The five configurations in turn inside one process" in result.stdout
 
 
 def test_request_wall_ratios_are_per_round_and_parts_are_steps():
@@ -251,8 +254,11 @@ def test_request_wall_ratios_are_per_round_and_parts_are_steps():
     assert request_wall.summarize(result) == request_wall.summarize(result)  # seeded
 
 
-def test_the_toggled_patch_is_summarized_per_round():
+def test_the_toggled_configurations_are_summarized_per_round():
     from bench import request_wall
+
+    def turn(bare, hops, rest):
+        return {"cpu_ns": {"bare": bare, "hops": hops, "scope": rest, "build": rest, "hopwatch": rest}}
 
     result = {
         "rounds": 3,
@@ -260,21 +266,28 @@ def test_the_toggled_patch_is_summarized_per_round():
         "pinned_cpu": None,
         "samples": {c: runs(1000, 2000, 1000) for c in request_wall.CONFIGS},
         "toggled": [
-            {"bare_ns": 1_000_000, "hops_ns": 1_030_000},
-            {"bare_ns": 2_000_000, "hops_ns": 2_040_000},
-            {"bare_ns": 1_000_000, "hops_ns": 1_010_000},
+            turn(1_000_000, 1_030_000, 1_050_000),
+            turn(2_000_000, 2_040_000, 2_100_000),
+            turn(1_000_000, 1_010_000, 1_040_000),
         ],
     }
-    toggled = request_wall.summarize_toggled(result)
-    assert toggled is not None
-    assert toggled["ratio"] == pytest.approx(1.02)  # per round: 1.03, 1.02, 1.01
-    assert toggled["ratio_interval"] == pytest.approx((1.01, 1.03))
-    assert toggled["added_us"] == pytest.approx(30)  # 30, 40, 10
-    assert toggled["bare_us"] == pytest.approx(1000)
+    rows = {row["config"]: row for row in request_wall.summarize_toggled(result) or []}
+    assert list(rows) == list(request_wall.CONFIGS)
+    hops = rows["hops"]
+    assert hops["ratio"] == pytest.approx(1.02)  # per round: 1.03, 1.02, 1.01
+    assert (hops["ratio_low"], hops["ratio_high"]) == pytest.approx((1.01, 1.03))
+    assert hops["step_us"] == pytest.approx(30)  # 30, 40, 10
+    assert rows["bare"]["cpu_us"] == pytest.approx(1000)
+    assert rows["scope"]["step_us"] == pytest.approx(30)  # 20, 60, 30 over hops
+    assert rows["hopwatch"]["ratio"] == pytest.approx(1.05)  # 1.05, 1.05, 1.04
     table = request_wall.format_table(result)
-    assert "1.020x [1.010-1.030], +30.0 µs [+10.0 to +40.0] on 1000 µs." in table
+    assert "The five configurations in turn inside one process" in table
+    assert "| +30.0 [+10.0 to +40.0] | +3.0% |" in table
     assert request_wall.summarize_toggled({**result, "toggled": []}) is None
-    assert "installed and removed" not in request_wall.format_table({**result, "toggled": []})
+    assert "inside one process" not in request_wall.format_table({**result, "toggled": []})
+    # A result of the earlier toggled process (the patch alone): left out.
+    earlier = [{"bare_ns": 1_000_000, "hops_ns": 1_030_000}]
+    assert request_wall.summarize_toggled({**result, "toggled": earlier}) is None
 
 
 def test_the_interval_of_a_median_narrows_with_rounds():
@@ -380,11 +393,13 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     assert truth["result"].startswith("0.960 to 1.010 of the bare hop across the 2 hops")
     missed = render_misses(data, list(verdicts.values()))
     assert "### Per request: missed" in missed and "in CPU time" in missed
-    assert "installed and removed in turn" not in missed  # no toggled process in this run
+    assert "inside one process" not in missed  # no toggled process in this run
     data["request_cpu"]["toggled"] = [
-        {"bare_ns": 1_000_000, "hops_ns": 1_045_000},
-        {"bare_ns": 1_000_000, "hops_ns": 1_045_000},
-    ]
+        {"cpu_ns": {"bare": 1_000_000, "hops": 1_045_000, "scope": 1_060_000,
+                    "build": 1_070_000, "hopwatch": 1_080_000}},
+    ] * 2
+    (cpu,) = [v for v in judge(data) if v["target"].startswith("per request, in CPU time")]
+    assert cpu["result"].endswith("; in one process 1.080x [1.080-1.080]")
     data["hops"][0] = hop("sync_to_async, thread-sensitive", 50.0, 51.5, 51.0)
     missed = render_misses(data, [v for v in judge(data) if v["target"].startswith("per request")])
     assert "inside one process): 1.045x, +45 µs a request, about 3.0 µs for each of" in missed
