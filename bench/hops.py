@@ -1,10 +1,16 @@
 """Per-hop cost: hopwatch-patched vs bare asgiref, interleaved in one run.
 
 The machine is shared and noisy, so configurations alternate round by round
-(bare, patched, bare, patched, ...) and the result is the ratio of medians of
-per-round means, never an absolute number from another run.
+(bare, patched, bare, patched, ...), and the figures are medians over rounds
+of ratios within a round: the patched round's time to the bare round's next
+to it (a fraction of a second apart), and what hopwatch recorded in the
+patched round to that bare round's time (the truth figure); each with the 95%
+interval of its median (a seeded bootstrap over rounds), never an absolute
+number from another run. Short rounds, many of them: this VM's speed drifts by
+tens of percent over seconds, and with 30 rounds of 400 hops one hop's figure
+read from +1.1% to +13.2% between runs of the same code.
 
-    python -m bench.hops [--rounds 30] [--per-round 400] [--json out.json]
+    python -m bench.hops [--rounds 120] [--per-round 200] [--json out.json]
 
 ``python -m bench`` runs it pinned to one core (``taskset``), as it runs the
 per-request and server processes: the caller and the thread it hands the hop
@@ -32,6 +38,7 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 
 import hopwatch
+from bench.stats import median_interval
 from hopwatch._recorder import Ledger, RequestContext, current_scope, hand_over
 
 
@@ -187,20 +194,25 @@ class Result:
     bare_cpu_us: float
     patched_cpu_us: float
     #: What hopwatch recorded as the hop's wall time (resumed - called), median
-    #: of per-round means: held against bare_us, it says whether the recorded
-    #: time is the hop's own or includes hopwatch's work.
-    recorded_us: float = 0.0
+    #: of per-round means.
+    recorded_us: float
+    #: Median over rounds of the patched round's wall time to the bare one's
+    #: next to it, and the 95% interval of that median.
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    #: The same for what hopwatch recorded against the bare round's wall time:
+    #: whether the recorded time is the hop's own or includes hopwatch's work.
+    truth: float
+    truth_low: float
+    truth_high: float
 
     @property
     def added_us(self) -> float:
         return self.patched_us - self.bare_us
 
-    @property
-    def ratio(self) -> float:
-        return self.patched_us / self.bare_us
 
-
-def run(rounds: int = 30, per_round: int = 400) -> list[Result]:
+def run(rounds: int = 120, per_round: int = 200) -> list[Result]:
     results = []
     for case in CASES:
         n = max(10, int(per_round * case.scale))
@@ -216,6 +228,9 @@ def run(rounds: int = 30, per_round: int = 400) -> list[Result]:
                 (patched if is_patched else bare).append(_measure(case, is_patched, n))
                 if is_patched:
                     recorded.append(last_recorded_ns)
+        # Round i's bare and patched runs are next to each other in time.
+        ratios = [p / b for (p, _), (b, _) in zip(patched, bare, strict=True)]
+        truths = [r / b for r, (b, _) in zip(recorded, bare, strict=True)]
         results.append(
             Result(
                 case.name,
@@ -224,6 +239,10 @@ def run(rounds: int = 30, per_round: int = 400) -> list[Result]:
                 statistics.median(c for _, c in bare) / 1000,
                 statistics.median(c for _, c in patched) / 1000,
                 statistics.median(recorded) / 1000,
+                statistics.median(ratios),
+                *median_interval(ratios),
+                statistics.median(truths),
+                *median_interval(truths),
             )
         )
     hopwatch.uninstall()
@@ -240,17 +259,18 @@ def format_table(results: list[Result]) -> str:
         cpu_added = r.patched_cpu_us - r.bare_cpu_us
         lines.append(
             f"| {r.name} | {r.bare_us:.1f} | {r.patched_us:.1f} | {r.added_us:+.1f}"
-            f" | {(r.ratio - 1) * 100:+.1f}% | {cpu_added:+.1f}"
+            f" | {(r.ratio - 1) * 100:+.1f}% [{(r.ratio_low - 1) * 100:+.1f} to"
+            f" {(r.ratio_high - 1) * 100:+.1f}] | {cpu_added:+.1f}"
             f" | {cpu_added / r.bare_us * 100:+.1f}%"
-            f" | {r.recorded_us:.1f} | {r.recorded_us / r.bare_us:.3f} |"
+            f" | {r.recorded_us:.1f} | {r.truth:.3f} [{r.truth_low:.3f}-{r.truth_high:.3f}] |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--per-round", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=120)
+    parser.add_argument("--per-round", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     results = run(args.rounds, args.per_round)

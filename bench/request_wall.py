@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import instructions, server
+from bench.stats import median_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = instructions.REQUEST_CONFIGS
@@ -266,16 +266,6 @@ def run(
         "samples": samples,
         "toggled": toggled_samples,
     }
-
-
-def median_interval(values: list[float], draws: int = 2000) -> tuple[float, float]:
-    """The 95% interval of the median of ``values`` (a bootstrap, seeded: the same
-    values give the same interval)."""
-    if len(values) < 2:
-        return values[0], values[0]
-    pick = random.Random(0)
-    medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(draws))
-    return medians[int(draws * 0.025)], medians[int(draws * 0.975) - 1]
 
 
 def _rows(cpu_ns: dict[str, list[float]]) -> list[dict[str, Any]]:

@@ -43,11 +43,17 @@ def runs(*cpu_us: float) -> list[dict[str, float]]:
 def hop(
     name: str, bare_us: float, patched_us: float, recorded_us: float | None = None
 ) -> dict[str, Any]:
-    """A row of bench.hops' results (CPU time as wall time; what hopwatch recorded, if given)."""
+    """A row of bench.hops' results (CPU time as wall time, every round alike; what
+    hopwatch recorded, if given)."""
     times = {"bare_us": bare_us, "patched_us": patched_us}
     cpu = {"bare_cpu_us": bare_us, "patched_cpu_us": patched_us}
-    recorded = {} if recorded_us is None else {"recorded_us": recorded_us}
-    return {"name": name, **times, **cpu, **recorded}
+    ratio = patched_us / bare_us
+    ratios = {"ratio": ratio, "ratio_low": ratio, "ratio_high": ratio}
+    recorded = {}
+    if recorded_us is not None:
+        truth = recorded_us / bare_us
+        recorded = {"recorded_us": recorded_us, "truth": truth, "truth_low": truth, "truth_high": truth}
+    return {"name": name, **times, **cpu, **ratios, **recorded}
 
 
 def test_per_hop_part_runs_and_renders(tmp_path):
@@ -61,6 +67,9 @@ def test_per_hop_part_runs_and_renders(tmp_path):
         "async_to_sync, cold (new loop)",
     ]
     assert all(row["bare_us"] > 0 and row["patched_us"] > 0 for row in data["hops"])
+    # Ratios within a round, their medians with the interval of each.
+    assert all(r["ratio_low"] <= r["ratio"] <= r["ratio_high"] for r in data["hops"])
+    assert all(r["truth_low"] <= r["truth"] <= r["truth_high"] for r in data["hops"])
     assert "## Results against the targets" in doc
     assert "per hop: hopwatch adds at most 2% of a bare hop" in doc
     assert "## The machine" in doc and data["machine"]["logical_cpus"] >= 1
@@ -114,15 +123,7 @@ def test_render_judges_every_target_from_results():
             "valgrind": None,
             "loadavg_start": [0, 0, 0],
         },
-        "hops": [
-            {
-                "name": "sync_to_async, thread-sensitive",
-                "bare_us": 100.0,
-                "patched_us": 101.0,
-                "bare_cpu_us": 100.0,
-                "patched_cpu_us": 101.0,
-            }
-        ],
+        "hops": [hop("sync_to_async, thread-sensitive", 100.0, 101.0)],
         "server": {
             "rounds": 1,
             "duration": 1.0,
@@ -291,15 +292,15 @@ def test_the_toggled_configurations_are_summarized_per_round():
 
 
 def test_the_interval_of_a_median_narrows_with_rounds():
-    from bench import request_wall
+    from bench.stats import median_interval
 
     few = [1.0, 1.1, 0.9, 1.05, 0.95]
-    low, high = request_wall.median_interval(few)
+    low, high = median_interval(few)
     assert low <= 1.0 <= high and (low, high) != (1.0, 1.0)
     wide = high - low
-    low, high = request_wall.median_interval(few * 20)
+    low, high = median_interval(few * 20)
     assert low <= 1.0 <= high and high - low < wide
-    assert request_wall.median_interval([1.5]) == (1.5, 1.5)
+    assert median_interval([1.5]) == (1.5, 1.5)
 
 
 def test_the_per_hop_verdict_reads_every_hop_in_instructions_too():
@@ -404,7 +405,7 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     missed = render_misses(data, [v for v in judge(data) if v["target"].startswith("per request")])
     assert "inside one process): 1.045x, +45 µs a request, about 3.0 µs for each of" in missed
     assert "a thread-sensitive `sync_to_async` costs hopwatch 1.5 µs" in missed
-    data["hops"][1]["recorded_us"] = 94.0  # 6% short of the bare hop
+    data["hops"][1] = hop("a2s", 100.0, 100.0, 94.0)  # 6% short of the bare hop
     data["instructions_requests"]["requests"]["hopwatch"]["total"] = 1_031_000
     verdicts = {v["target"]: v["met"] for v in judge(data)}
     assert verdicts["truth: the time hopwatch records for a no-op hop is within 5% of the bare hop's own"] is False
