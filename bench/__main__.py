@@ -1100,7 +1100,7 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                     " caches: between a request's hops Django's own code runs, and hopwatch's"
                     " code and data are no longer in them. In callgrind's cache simulation"
                     " the patch adds 0.7% of a request's instructions and about 3% of its"
-                    " cache misses, 9,600 (see this stop's section in the history above)."
+                    " cache misses, 9,600 (the history's 2026-12-02 \"day\" section, above)."
                     if tight_us is not None
                     else ""
                 )
