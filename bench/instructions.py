@@ -241,11 +241,16 @@ def site(config: str, log_path: str) -> Callable[[int], Coroutine[Any, Any, None
     handler = ASGIHandler()
 
     async def serve(count: int) -> None:
-        for _ in range(count):
-            status = await _one_request(handler)
-            assert status == 200, status
+        await serve_on(handler, count)
 
     return serve
+
+
+async def serve_on(handler: Any, count: int) -> None:
+    """Send ``count`` requests through ``handler`` (an ``ASGIHandler``), each answered 200."""
+    for _ in range(count):
+        status = await _one_request(handler)
+        assert status == 200, status
 
 
 def run_requests(config: str, n: int, log_path: str) -> None:
