@@ -1006,6 +1006,42 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _request_floor(data: dict[str, Any]) -> list[str]:
+    """The per-request target against its floor: the hand-written access log the
+    toggled process serves beside hopwatch (bench/access_log.py), if it did."""
+    cpu = data.get("request_cpu")
+    if not cpu:
+        return []
+    from bench import request_wall
+
+    rows = {r["config"]: r for r in request_wall.summarize_toggled(cpu) or []}
+    access, full, hops = rows.get("access-log"), rows.get("hopwatch"), rows.get("hops")
+    if access is None or full is None or hops is None:
+        return []
+    bare_us = rows["bare"]["cpu_us"]
+    full_us = (full["ratio"] - 1) * bare_us
+    rest_us = full_us - hops["step_us"]
+    allowed_us = REQUEST_TARGET_PCT / 100 * bare_us
+    sizes = request_wall.line_bytes(cpu)
+    size = f" ({sizes['access-log']:,.0f} bytes)" if "access-log" in sizes else ""
+    return [
+        "The floor under the line, in the same process: a hand-written access log"
+        " (`bench/access_log.py`: an async middleware, one JSON line per request as long"
+        f" as hopwatch's{size}, `json.dumps`, `logger.info` through a `FileHandler`)"
+        f" costs {access['ratio']:.3f}x [{access['ratio_low']:.3f}-{access['ratio_high']:.3f}],"
+        f" {access['step_us']:+.0f} µs a request, against the {allowed_us:.0f} µs"
+        f" ({REQUEST_TARGET_PCT:g}%) the target allows for all of hopwatch. hopwatch costs"
+        f" {full['ratio']:.3f}x, about {full_us:+.0f} µs: its hops {hops['step_us']:+.0f} µs"
+        f" and everything else (the request's record, its names and fold, the line built"
+        f" and written) about {rest_us:+.0f} µs, where the access log alone takes"
+        f" {access['step_us']:+.0f}. A line written per request through `logging` costs"
+        " more than the target on a request this short, whoever writes it; the same"
+        f" {full_us:.0f} µs is {REQUEST_TARGET_PCT:g}% of a request of"
+        f" {full_us / (REQUEST_TARGET_PCT / 100) / 1000:.1f} ms of CPU.",
+        "",
+    ]
+
+
 def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
     out = []
     hops_rows = data.get("hops")
@@ -1109,6 +1145,7 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                 " paired hash seeds.",
                 "",
             ]
+        out += _request_floor(data)
         out += [
             "What would close it: fewer memory touches per hop and per request (objects,"
             " tables, code spread over pages), measured in CPU time in one process as"
@@ -1227,6 +1264,14 @@ def _server_breakdown(endpoint: dict[str, Any], table: dict[str, Any], hop_us: f
         )
     if parts:
         text += " Of that, by this run's numbers: " + "; ".join(parts) + "."
+    access = table.get("access-log")
+    if access and access["rps"] and access.get("tp_ratio"):
+        floor = (1 / access["rps"] - 1 / base) * 1e6
+        text += (
+            f" A hand-written access log in hopwatch's place (one JSON line per request"
+            f" through a `FileHandler`, `bench/access_log.py`) ran at {access['tp_ratio']:.3f}x"
+            f" baseline, {floor:+.0f} µs per request: the floor under any line per request."
+        )
     return text
 
 
@@ -1285,8 +1330,10 @@ another run or another machine.
   (`DjangoInstrumentor`, every request traced, `SimpleSpanProcessor` into an
   `InMemorySpanExporter` cleared every 10,000 spans); sentry-sdk with its Django
   integration, `traces_sample_rate=1.0` and a transport that discards every
-  envelope (no network traffic). Plus one diagnostic configuration, hopwatch
-  with its line turned off, to split hopwatch's cost. Settings for each are in
+  envelope (no network traffic). Plus two diagnostic configurations: hopwatch
+  with its line turned off, to split hopwatch's cost, and a hand-written access
+  log in hopwatch's place (one JSON line per request through a `FileHandler`,
+  `bench/access_log.py`), the floor under any line per request. Settings for each are in
   `bench/peers/`. Two endpoints: `/hello/` (an async view behind startproject's
   default middleware: 15 hops) and `/products/` (an async view with one ORM
   query: 16 hops). Each round gives every configuration one load run per

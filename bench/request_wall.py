@@ -30,6 +30,10 @@ How, and why so:
   ``MIN_HOPS`` above any request's count, with the logger at WARNING, and as the
   product runs. The process checks its log file each round: a line per request
   under ``hopwatch`` and none under the others, or it stops (and the run with it).
+  For reference it also serves a sixth configuration, not hopwatch: a
+  hand-written access log (``bench/access_log.py``, on a third handler, its
+  lines padded to hopwatch's length, its own log file checked the same way), the
+  floor under any line per request; its part is over bare.
 * **Short, interleaved rounds** (``--requests``, 40 per process and round,
   about 80 ms). A round runs every process once, one at a time, in an order
   rotated from round to round. This shared VM's speed drifts by tens of percent
@@ -62,6 +66,9 @@ from bench.stats import median_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = instructions.REQUEST_CONFIGS
+#: Configurations the toggled process also serves for comparison, not parts of
+#: hopwatch: their part is what they add to bare.
+REFERENCES = ("access-log",)
 
 # Every worker starts with _WORKER (formatted with the repository's root); then a
 # configuration's process runs _SERVE: set up once, then serve N requests per
@@ -96,12 +103,18 @@ for line in sys.stdin:
 #   hops      the same, then asgiref's patch installed (hopwatch.install());
 #   scope     the app activated, the full handler, MIN_HOPS above any request's count;
 #   build     the same with the default settings, the logger at WARNING (line dropped);
-#   hopwatch  the same at INFO (the full product: the line written).
+#   hopwatch  the same at INFO (the full product: the line written);
+# and one reference, not hopwatch:
+#   access-log  the app deactivated, a third handler with bench.access_log's
+#             middleware first: a hand-written JSON line per request, padded to the
+#             length of hopwatch's, through a FileHandler of its own.
 # After each switch, two untimed requests (the first one after activation re-plans
 # the emitter), then the timed ones. Per line (a turn), every configuration once,
 # in an order rotated by the turn and reversed on odd turns. Outside the timed
-# part, the log file is checked: n + 2 lines more after "hopwatch", none after the
-# others; anything else raises, and the parent reports the worker dead.
+# part, both log files are checked: n + 2 lines more in hopwatch's after "hopwatch",
+# in the access log's after "access-log", none after the others; anything else
+# raises, and the parent reports the worker dead. Each answer also gives the mean
+# length of the lines written (line_bytes).
 _TOGGLE = """
 import logging
 from django.conf import settings
@@ -109,39 +122,57 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test.utils import override_settings
 import hopwatch
 from hopwatch import apps
+from bench import access_log
 
 instructions._configure_django("hopwatch", log)
-configs = list(instructions.REQUEST_CONFIGS)
+configs = list(instructions.REQUEST_CONFIGS) + ["access-log"]
 full = ASGIHandler()
 apps.deactivate()
-with override_settings(
-    MIDDLEWARE=[m for m in settings.MIDDLEWARE if not m.startswith("hopwatch")]
-):
+plain = [m for m in settings.MIDDLEWARE if not m.startswith("hopwatch")]
+with override_settings(MIDDLEWARE=plain):
     bare = ASGIHandler()
+with override_settings(MIDDLEWARE=["bench.access_log.AccessLogMiddleware", *plain]):
+    access = ASGIHandler()
 hopwatch_logger = logging.getLogger("hopwatch")
-written = open(log, "rb")
+access_path = log + ".access"
+atexit.register(os.unlink, access_path)
+access_handler = logging.FileHandler(access_path)
+access_handler.setFormatter(logging.Formatter("%(message)s"))
+access_logger = logging.getLogger(access_log.LOGGER_NAME)
+access_logger.addHandler(access_handler)
+access_logger.setLevel(logging.INFO)
+access_logger.propagate = False
+files = {"hopwatch": open(log, "rb"), "access-log": open(access_path, "rb")}
 
 def switch(config):
-    if config in ("bare", "hops"):
+    if config in ("bare", "hops", "access-log"):
         apps.deactivate()
         if config == "hops":
             hopwatch.install()
-        handler = bare
+        handler = access if config == "access-log" else bare
     else:
         apps.activate()
         settings.HOPWATCH = {"MIN_HOPS": 10**9} if config == "scope" else {}
         hopwatch_logger.setLevel(logging.WARNING if config == "build" else logging.INFO)
         handler = full
-    if hopwatch.is_installed() != (config != "bare"):
+    if hopwatch.is_installed() != (config not in ("bare", "access-log")):
         raise RuntimeError(f"toggle: asgiref's patch in the wrong state for {config}")
     return handler
 
 def new_lines():
-    # Lines the log file grew by since the last call (FileHandler flushes each one).
-    return written.read().count(b"\\n")
+    # Per log file, (lines, bytes) it grew by since the last call (FileHandler
+    # flushes each line).
+    grown = {}
+    for name, written in files.items():
+        data = written.read()
+        grown[name] = (data.count(b"\\n"), len(data))
+    return grown
 
-for config in configs:  # warm up every configuration
+for config in configs[:-1]:  # warm up every configuration
     loop.run_until_complete(instructions.serve_on(switch(config), 200))
+# The access log's lines as long as hopwatch's on the same request.
+access_log.PAD_TO = len(open(log, "rb").read().splitlines()[-1])
+loop.run_until_complete(instructions.serve_on(switch("access-log"), 200))
 apps.deactivate()
 new_lines()
 print("ready", flush=True)
@@ -151,19 +182,25 @@ for line in sys.stdin:
     shift = turn % len(configs)
     order = configs[shift:] + configs[:shift]
     answer = {}
+    line_bytes = {}
     for config in order[::-1] if turn % 2 else order:
         handler = switch(config)
         loop.run_until_complete(instructions.serve_on(handler, 2))
         cpu = time.process_time_ns()
         loop.run_until_complete(instructions.serve_on(handler, n))
         answer[config] = (time.process_time_ns() - cpu) / n
-        lines, expected = new_lines(), n + 2 if config == "hopwatch" else 0
-        if lines != expected:
-            raise RuntimeError(
-                f"toggle: {lines} lines written under {config}, not {expected}"
-            )
+        for name, (lines, size) in new_lines().items():
+            expected = n + 2 if config == name else 0
+            if lines != expected:
+                raise RuntimeError(
+                    f"toggle: {lines} lines written to the {name} log under {config},"
+                    f" not {expected}"
+                )
+            if lines:
+                line_bytes[name] = size / lines
     apps.deactivate()
     turn += 1
+    answer["line_bytes"] = line_bytes
     print(json.dumps(answer), flush=True)
 """
 
@@ -229,9 +266,10 @@ def run(
                 got[slot[0]].append(json.loads(answer(slot)))
             toggle = got.pop("toggle")
             if toggle:
+                served = [c for c in (*CONFIGS, *REFERENCES) if c in toggle[0]]
                 toggled_samples.append(
                     {
-                        "cpu_ns": {c: statistics.fmean(t[c] for t in toggle) for c in CONFIGS},
+                        "cpu_ns": {c: statistics.fmean(t[c] for t in toggle) for c in served},
                         "each": toggle,
                     }
                 )
@@ -264,14 +302,16 @@ def run(
 
 
 def _rows(cpu_ns: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """Per configuration (those of ``cpu_ns``, in CONFIGS' order): the median CPU µs
-    per request, the median of the per-round ratio to bare, and (after the first)
-    the median of the per-round difference to the configuration above; each median
-    with its 95% interval."""
+    """Per configuration (those of ``cpu_ns``, in CONFIGS' order, then REFERENCES'):
+    the median CPU µs per request, the median of the per-round ratio to bare, and
+    (after the first) the median of the per-round difference to the configuration
+    above (a reference's: to bare); each median with its 95% interval."""
     bare = cpu_ns["bare"]
     rows = []
     previous = None
-    for config in (c for c in CONFIGS if c in cpu_ns):
+    for config in (c for c in (*CONFIGS, *REFERENCES) if c in cpu_ns):
+        if config in REFERENCES:
+            previous = "bare"
         cpu = cpu_ns[config]
         ratios = [s / b for s, b in zip(cpu, bare, strict=True)]
         low, high = median_interval(ratios)
@@ -305,7 +345,19 @@ def summarize_toggled(result: dict[str, Any]) -> list[dict[str, Any]] | None:
     runs = result.get("toggled") or []
     if not runs or "cpu_ns" not in runs[0]:
         return None
-    return _rows({c: [r["cpu_ns"][c] for r in runs] for c in CONFIGS})
+    served = [c for c in (*CONFIGS, *REFERENCES) if c in runs[0]["cpu_ns"]]
+    return _rows({c: [r["cpu_ns"][c] for r in runs] for c in served})
+
+
+def line_bytes(result: dict[str, Any]) -> dict[str, float]:
+    """The mean length of the lines the toggled processes wrote, per log (hopwatch's,
+    the access log's); empty for a run that did not record it."""
+    seen: dict[str, list[float]] = {}
+    for run_ in result.get("toggled") or []:
+        for answer in run_.get("each", []):
+            for name, size in (answer.get("line_bytes") or {}).items():
+                seen.setdefault(name, []).append(size)
+    return {name: statistics.fmean(sizes) for name, sizes in seen.items()}
 
 
 _PARTS = {
@@ -313,6 +365,8 @@ _PARTS = {
     "scope": "plus the app and middleware (scope, route, fold), no line",
     "build": "plus the line built, dropped by the logger's level",
     "hopwatch": "plus the line written (the full product)",
+    "access-log": "for reference, not hopwatch: a hand-written middleware writing one"
+    " JSON line per request as long as hopwatch's through a FileHandler (its part: over bare)",
 }
 
 
@@ -359,7 +413,8 @@ def format_table(result: dict[str, Any]) -> str:
         count = result.get("toggled_processes", 1)
         lines += [
             "",
-            "The five configurations in turn inside one process (one memory layout:"
+            "The five configurations in turn inside one process, with a hand-written"
+            " access log for reference (one memory layout:"
             " separate processes of one build differ by up to 2% in CPU time per request),"
             f" {len(result['toggled'])} rounds (the process takes its turn in each round"
             " above): per round, each configuration switched to, two untimed requests, then"
@@ -370,6 +425,17 @@ def format_table(result: dict[str, Any]) -> str:
             "",
             *_table(toggled),
         ]
+        sizes = line_bytes(result)
+        if "access-log" in {row["config"] for row in toggled} and sizes:
+            lines += [
+                "",
+                "The access log is the floor under hopwatch's line: the least a Django user"
+                " writes to log one JSON line per request (`bench/access_log.py`: an async"
+                " middleware, a dict of five fields, `json.dumps`, `logger.info`), with its"
+                f" lines padded to hopwatch's length (hopwatch's {sizes.get('hopwatch', 0):,.0f}"
+                f" bytes a line on average, the access log's {sizes.get('access-log', 0):,.0f})"
+                " and written through a `FileHandler` of its own, which flushes each one.",
+            ]
     return "\n".join(lines)
 
 

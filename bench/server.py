@@ -68,6 +68,11 @@ CONFIGS = [
         ("hopwatch",),
     ),
     Config(
+        "access-log",
+        "bench.peers.with_access_log",
+        "a hand-written access log, no hopwatch (diagnostic: the line's floor)",
+    ),
+    Config(
         "hopwatch-otel-metrics",
         "bench.peers.with_hopwatch_otel_metrics",
         "hopwatch with OTEL_METRICS (OpenTelemetry SDK)",

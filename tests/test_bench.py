@@ -88,6 +88,7 @@ def test_render_judges_every_target_from_results():
     table = {
         "baseline": row(1000),
         "hopwatch": row(980, 0.98, 1.02),
+        "access-log": row(990, 0.99, 1.0),  # diagnostic: not a peer, never judged
         "pyinstrument": row(500, 0.5, 2.0),
         "opentelemetry": row(990, 0.99, 1.01),
         "sentry": row(600, 0.6, 1.6),
@@ -162,6 +163,11 @@ def test_render_judges_every_target_from_results():
     # per 1,000 requests served: 50 young, 5 gen1, 0.5 full; 70 ms over 2,000 requests
     assert "| hopwatch | 50.0 | 5.0 | 0.50 | 30.0 | 35.0 |" in doc
     assert "request lines logged 2,000" in doc and "collector {" not in doc
+    # The access log's floor is told beside hopwatch's breakdown (1/990 - 1/1000 s).
+    assert (
+        "A hand-written access log in hopwatch's place (one JSON line per request through a"
+        " `FileHandler`, `bench/access_log.py`) ran at 0.990x baseline, +10 µs per request"
+    ) in doc
 
 
 @pytest.mark.slow  # starts two uvicorn servers and puts load on them
@@ -216,13 +222,22 @@ def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
         assert run["cpu_ns"] == pytest.approx(sum(e["cpu_ns"] for e in run["each"]) / 2)
     assert "| hopwatch: plus the line written (the full product) |" in result.stdout
     assert "2 processes per configuration" in result.stdout
-    # And one process serving the five configurations in turn (it checks its log
-    # file each round: a line per request under hopwatch, none under the others).
+    # And one process serving the five configurations in turn, and the hand-written
+    # access log (it checks both log files each round: a line per request under
+    # hopwatch in its own, under access-log in the access log's, none otherwise).
     assert len(data["toggled"]) == 2
     for run in data["toggled"]:
-        assert sorted(run["cpu_ns"]) == sorted(data["samples"])
+        assert sorted(run["cpu_ns"]) == sorted([*data["samples"], "access-log"])
         assert all(cpu > 0 for cpu in run["cpu_ns"].values())
     assert "The five configurations in turn inside one process" in result.stdout
+    assert "| access-log: for reference, not hopwatch:" in result.stdout
+    # Its lines as long as hopwatch's (padded to the length of hopwatch's last line
+    # at warm-up; the numbers in hopwatch's move by a few bytes).
+    from bench import request_wall
+
+    sizes = request_wall.line_bytes(data)
+    assert sizes["hopwatch"] > 1000
+    assert abs(sizes["access-log"] - sizes["hopwatch"]) < 20
 
 
 def test_request_wall_ratios_are_per_round_and_parts_are_steps():
@@ -258,8 +273,11 @@ def test_request_wall_ratios_are_per_round_and_parts_are_steps():
 def test_the_toggled_configurations_are_summarized_per_round():
     from bench import request_wall
 
-    def turn(bare, hops, rest):
-        return {"cpu_ns": {"bare": bare, "hops": hops, "scope": rest, "build": rest, "hopwatch": rest}}
+    def turn(bare, hops, rest, access=None):
+        cpu = {"bare": bare, "hops": hops, "scope": rest, "build": rest, "hopwatch": rest}
+        if access is not None:
+            cpu["access-log"] = access
+        return {"cpu_ns": cpu}
 
     result = {
         "rounds": 3,
@@ -289,6 +307,17 @@ def test_the_toggled_configurations_are_summarized_per_round():
     # A result of the earlier toggled process (the patch alone): left out.
     earlier = [{"bare_ns": 1_000_000, "hops_ns": 1_030_000}]
     assert request_wall.summarize_toggled({**result, "toggled": earlier}) is None
+    # The access log, for reference: its part is over bare, not over the row above.
+    with_access = [
+        turn(1_000_000, 1_030_000, 1_050_000, 1_060_000),
+        turn(2_000_000, 2_040_000, 2_100_000, 2_080_000),
+        turn(1_000_000, 1_010_000, 1_040_000, 1_030_000),
+    ]
+    rows = request_wall.summarize_toggled({**result, "toggled": with_access}) or []
+    assert [row["config"] for row in rows] == [*request_wall.CONFIGS, "access-log"]
+    assert rows[-1]["step_us"] == pytest.approx(60)  # 60, 80, 30 over bare
+    assert rows[-1]["ratio"] == pytest.approx(1.04)  # 1.06, 1.04, 1.03
+    assert rows[-2]["step_us"] == pytest.approx(0)  # hopwatch over build: unchanged
 
 
 def test_the_interval_of_a_median_narrows_with_rounds():
@@ -405,6 +434,23 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     missed = render_misses(data, [v for v in judge(data) if v["target"].startswith("per request")])
     assert "inside one process): 1.045x, +45 µs a request, about 3.0 µs for each of" in missed
     assert "a thread-sensitive `sync_to_async` costs hopwatch 1.5 µs" in missed
+    assert "The floor under the line" not in missed  # no access log in this run
+    # With the hand-written access log served beside it: the target against its floor.
+    for turn in data["request_cpu"]["toggled"]:
+        turn["cpu_ns"] = {**turn["cpu_ns"], "access-log": 1_050_000}
+    data["request_cpu"]["toggled"][0] = {**data["request_cpu"]["toggled"][0], "each": [
+        {"line_bytes": {"hopwatch": 2100.0, "access-log": 2099.0}},
+    ]}
+    missed = render_misses(data, [v for v in judge(data) if v["target"].startswith("per request")])
+    assert (
+        "a hand-written access log (`bench/access_log.py`: an async middleware, one JSON line"
+        " per request as long as hopwatch's (2,099 bytes), `json.dumps`, `logger.info` through"
+        " a `FileHandler`) costs 1.050x [1.050-1.050], +50 µs a request, against the 30 µs"
+        " (3%) the target allows for all of hopwatch. hopwatch costs 1.080x, about +80 µs:"
+        " its hops +45 µs and everything else (the request's record, its names and fold, the"
+        " line built and written) about +35 µs, where the access log alone takes +50."
+    ) in missed
+    assert "the same 80 µs is 3% of a request of 2.7 ms of CPU" in missed
     data["hops"][1] = hop("a2s", 100.0, 100.0, 94.0)  # 6% short of the bare hop
     data["instructions_requests"]["requests"]["hopwatch"]["total"] = 1_031_000
     verdicts = {v["target"]: v["met"] for v in judge(data)}

@@ -10,11 +10,15 @@ _lines_at_start = 0
 
 
 def evidence() -> dict[str, object]:
-    """How many request lines the server wrote (read from its log file)."""
+    """How many request lines the server wrote, and their mean length in bytes
+    (read from its log file)."""
     path = os.environ.get("HOPWATCH_LOG", "")
     try:
         with open(path, "rb") as log:
-            lines = sum(1 for _ in log)
+            sizes = [len(line) for line in log]
     except OSError:
-        lines = 0
-    return {"request lines logged": lines}
+        sizes = []
+    found: dict[str, object] = {"request lines logged": len(sizes)}
+    if sizes:
+        found["bytes a line"] = round(sum(sizes) / len(sizes))
+    return found
