@@ -456,3 +456,29 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     verdicts = {v["target"]: v["met"] for v in judge(data)}
     assert verdicts["truth: the time hopwatch records for a no-op hop is within 5% of the bare hop's own"] is False
     assert verdicts["per request: hopwatch adds at most 3% of a bare request's instructions"] is False
+
+
+def test_a_per_request_instruction_count_not_on_record_is_said_not_measured():
+    """A new checkout has no `python -m bench.instructions` run on record (.cache/ is
+    not in git): the per-request instruction target is listed as not measured, with
+    how to measure it, never dropped and never counted as missed."""
+    from bench.__main__ import judge, render_misses
+
+    data = {
+        "request_cpu": {
+            "rounds": 2,
+            "requests": 10,
+            "pinned_cpu": None,
+            "samples": {c: runs(1000, 1000) for c in ("bare", "hops", "scope", "build")}
+            | {"hopwatch": runs(1010, 1010)},
+        },
+    }
+    verdicts = {v["target"]: v for v in judge(data)}
+    counted = verdicts["per request: hopwatch adds at most 3% of a bare request's instructions"]
+    assert counted["met"] is None
+    assert counted["result"].startswith("no `python -m bench.instructions` run on record")
+    cpu = verdicts["per request, in CPU time (the same requests in process): hopwatch at most 1.03x bare"]
+    assert cpu["met"] is True
+    assert "### Per request: missed" not in render_misses(data, list(verdicts.values()))
+    # Without a request part at all, neither row.
+    assert judge({}) == []
