@@ -52,7 +52,7 @@ class AccessLogMiddleware:
             "duration_ms": round((time.perf_counter_ns() - started) / 1e6, 3),
         }
         if PAD_TO:
-            # ',"pad":""' is 9 bytes
-            fields["pad"] = "x" * max(0, PAD_TO - len(json.dumps(fields)) - 9)
+            # json.dumps's default separators: ', "pad": ""' is 11 bytes
+            fields["pad"] = "x" * max(0, PAD_TO - len(json.dumps(fields)) - 11)
         _logger.info(json.dumps(fields))
         return response
