@@ -1020,15 +1020,12 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _request_floor(data: dict[str, Any]) -> list[str]:
+def _request_floor(rows: dict[str, dict[str, Any]], cpu: dict[str, Any]) -> list[str]:
     """The per-request target against its floor: the hand-written access log the
-    toggled process serves beside hopwatch (bench/access_log.py), if it did."""
-    cpu = data.get("request_cpu")
-    if not cpu:
-        return []
+    toggled process serves beside hopwatch (bench/access_log.py), if it did
+    (``rows``: the toggled process's summary by configuration)."""
     from bench import request_wall
 
-    rows = {r["config"]: r for r in request_wall.summarize_toggled(cpu) or []}
     access, full, hops = rows.get("access-log"), rows.get("hopwatch"), rows.get("hops")
     if access is None or full is None or hops is None:
         return []
@@ -1132,13 +1129,14 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
         ]
         sensitive = next((r for r in hops_rows or [] if "thread-sensitive" in r["name"]), None)
         tight_us = sensitive["patched_us"] - sensitive["bare_us"] if sensitive else None
-        hops_row = None
-        if data.get("request_cpu"):
+        # The toggled process's rows by configuration (summarized once: a bootstrap).
+        toggled: dict[str, dict[str, Any]] = {}
+        cpu = data.get("request_cpu")
+        if cpu:
             from bench import request_wall
 
-            cpu = data["request_cpu"]
-            rows = request_wall.summarize_toggled(cpu) or []
-            hops_row = next((r for r in rows if r["config"] == "hops"), None)
+            toggled = {r["config"]: r for r in request_wall.summarize_toggled(cpu) or []}
+        hops_row = toggled.get("hops")
         if hops_row is not None:
             added_us = hops_row["step_us"]  # hops over bare, per round, in one process
             out += [
@@ -1161,7 +1159,8 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
                 " paired hash seeds.",
                 "",
             ]
-        out += _request_floor(data)
+        if cpu:
+            out += _request_floor(toggled, cpu)
         out += [
             "What would close it: fewer memory touches per hop and per request (objects,"
             " tables, code spread over pages), measured in CPU time in one process as"
