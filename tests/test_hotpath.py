@@ -363,6 +363,33 @@ def test_then_closed_while_waiting_calls_back_and_never_started_does_not():
     assert calls == [("x", "y", None)]
 
 
+def test_then_dropped_while_waiting_calls_back_and_dropped_finished_does_not_again():
+    """Dropped without close(): the one left waiting is finalized as a coroutine is
+    (the callback runs once); a finished one is not (its callback ran once, when
+    it finished)."""
+    calls = _Calls()
+
+    class Suspend:
+        def __await__(self):
+            yield "suspended"
+
+    async def waits():
+        await Suspend()
+
+    async def done():
+        return "done"
+
+    waiting = _hotpath.then(waits(), calls, "w", None)
+    assert waiting.send(None) == "suspended"
+    del waiting
+    assert calls == [("w", None, None)]
+    finished = _hotpath.then(done(), calls, "f", None)
+    with pytest.raises(StopIteration):
+        finished.send(None)
+    del finished
+    assert calls == [("w", None, None), ("f", None, "done")]
+
+
 @pytest.mark.internal_errors
 def test_an_error_of_the_callback_is_reported_and_leaves_the_result_alone():
     import asyncio

@@ -31,7 +31,7 @@ from asgiref.sync import (
 from django.dispatch import Signal
 
 import hopwatch
-from hopwatch import _patch
+from hopwatch import _hotpath, _patch
 from hopwatch._recorder import (
     Ledger,
     current_ledger,
@@ -187,6 +187,47 @@ def test_an_adapters_attributes_stay_where_python_keeps_them():
     assert vars(tagged)[_causes.TAG_ATTR].site == "tests.noop"  # the tag is an attribute
 
 
+@pytest.mark.skipif(
+    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
+    reason="inline values: CPython 3.11 and 3.12",
+)
+def test_an_attribute_read_from_inline_values_is_getattrs_answer():
+    """The C hop path reads an adapter's attributes (its tag here) straight from
+    its inline values, by the name's place among the class's shared keys. The
+    answer is getattr's: for a name set on the instance, one never set on it, one
+    deleted, and one whose key among the shared keys is an equal string that is
+    not the name's own object (put there through another instance's dict)."""
+    from hopwatch import _causes
+
+    async def noop() -> None:
+        return None
+
+    class Adapter:  # made fresh: its shared keys hold only what this test puts there
+        def __init__(self) -> None:
+            self.awaitable = noop
+
+    tag = _causes.Cause("other", "tests.tagged", None)
+    other_tag = _causes.Cause("other", "tests.through_a_dict", None)
+    first, plain, tagged, deleted = Adapter(), Adapter(), Adapter(), Adapter()
+    untagged_cause = _hotpath.attribute(plain, noop, None)
+    assert untagged_cause is not tag
+    # an equal name, not the interned one, becomes a shared key through first's dict
+    equal_name = "".join(["_hopwatch", "_cause"])
+    assert equal_name == _causes.TAG_ATTR and equal_name is not _causes.TAG_ATTR
+    vars(first)[equal_name] = other_tag
+    _causes.tag(tagged, tag)
+    _causes.tag(deleted, tag)
+    delattr(deleted, _causes.TAG_ATTR)
+    for adapter in (plain, tagged, deleted):
+        assert _attributes_inline(adapter)
+    assert _hotpath.attribute(tagged, noop, None) is tag
+    assert _hotpath.attribute(plain, noop, None) is untagged_cause
+    assert _hotpath.attribute(deleted, noop, None) is untagged_cause
+    assert _hotpath.attribute(first, noop, None) is other_tag  # from its dict
+    for adapter in (plain, tagged, deleted):
+        assert _attributes_inline(adapter), "reading the tag made the adapter a __dict__"
+
+
 # --- transparency -------------------------------------------------------------------
 
 
@@ -332,6 +373,35 @@ def test_cancelled_hop_is_recorded_as_cancelled():
     (hop,) = scope.hops()
     assert hop.outcome == "cancelled"
     assert hop.started_ns  # it had started running in its thread
+
+
+def test_a_hop_dropped_while_it_waits_is_ended_and_counted_once():
+    """A sync_to_async's awaitable driven by hand and then dropped, never closed,
+    while its code runs in the worker: finalized as a coroutine is (closed), so
+    its hop is ended and counted, once; one that finished is counted once too."""
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            started, release = threading.Event(), threading.Event()
+
+            def blocks() -> None:
+                started.set()
+                release.wait(5)
+
+            waiting = sync_to_async(blocks, thread_sensitive=False)()
+            waiting.send(None)  # its first step: the hop starts, the worker runs
+            await wait_until(started.is_set)
+            del waiting
+            assert len(scope) == 1
+            release.set()
+            finished = sync_to_async(lambda: 7, thread_sensitive=False)()
+            assert await finished == 7
+            del finished
+            assert len(scope) == 2
+        return scope
+
+    scope = asyncio.run(main())
+    assert sorted(hop.outcome for hop in scope.hops()) == ["error", "ok"]
 
 
 def test_a_hop_cancelled_before_it_started_ran_on_no_thread():
