@@ -2311,13 +2311,14 @@ key_hash(const uintptr_t *k)
     return h;
 }
 
+/* The entry of key k, whose key_hash is hash; NULL when there is none. */
 static CacheEntry *
-cache_find(Cache *c, const uintptr_t *k)
+cache_find(Cache *c, const uintptr_t *k, size_t hash)
 {
     if (c->entries == NULL) {
         return NULL;
     }
-    size_t i = key_hash(k) & (CACHE_SIZE - 1);
+    size_t i = hash & (CACHE_SIZE - 1);
     for (;;) {
         CacheEntry *e = &c->entries[i];
         if (!e->used) {
@@ -2580,7 +2581,8 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         held[3] = (PyObject *)caller_code;
     }
     PyObject *result = NULL;
-    CacheEntry *first = cache_find(&g_first, k);
+    size_t first_hash = key_hash(k); /* also the second level's first slot */
+    CacheEntry *first = cache_find(&g_first, k, first_hash);
     if (first != NULL && first->mode == MODE_FINAL) {
         result = Py_NewRef(first->cause);
         goto done;
@@ -2615,13 +2617,13 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
             user_lasti = (uintptr_t)PyFrame_GetLasti(user) + 1;
         }
         /* Fold the first-level key into three slots, then the user frame. */
-        k2[0] = key_hash(k);
+        k2[0] = first_hash;
         k2[1] = k[4];
         k2[2] = k[5];
         k2[3] = (uintptr_t)user_code;
         k2[4] = user_lasti;
         k2[5] = 0x5EC0;
-        CacheEntry *second = cache_find(&g_second, k2);
+        CacheEntry *second = cache_find(&g_second, k2, key_hash(k2));
         /* The folded hash could collide: the first-level entry's facts must
          * match too, which they do when the key objects are the ones held. */
         if (second != NULL && second->held[0] == first->held[0] &&
@@ -2658,7 +2660,7 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
                 user_code = PyFrame_GetCode(user);
                 user_lasti = (uintptr_t)PyFrame_GetLasti(user) + 1;
             }
-            k2[0] = key_hash(k);
+            k2[0] = first_hash;
             k2[1] = k[4];
             k2[2] = k[5];
             k2[3] = (uintptr_t)user_code;
