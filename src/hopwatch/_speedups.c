@@ -464,14 +464,32 @@ static PyObject *g_awaiting = NULL;
  * instructions a hop). */
 static int g_loop_on_adapter = 1;
 
+#ifndef Py_GIL_DISABLED
+/* Hops freed and kept for reuse (the GIL guards the list). */
+#define FREE_HOPS 16
+static HopObject *g_free_hops[FREE_HOPS];
+static int g_free_hops_n;
+#endif
+
 static HopObject *
 hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObject *parent,
          PyObject *scope)
 {
-    /* Not a GC object (see HopType): allocated outside the collector's count. */
-    HopObject *hop = PyObject_New(HopObject, &HopType);
-    if (hop == NULL) {
-        return NULL;
+    /* Not a GC object (see HopType): allocated outside the collector's count,
+     * from the free list when it holds one (see Hop_dealloc). */
+    HopObject *hop;
+#ifndef Py_GIL_DISABLED
+    if (g_free_hops_n > 0) {
+        hop = g_free_hops[--g_free_hops_n];
+        (void)PyObject_Init((PyObject *)hop, &HopType);
+    }
+    else
+#endif
+    {
+        hop = PyObject_New(HopObject, &HopType);
+        if (hop == NULL) {
+            return NULL;
+        }
     }
     hop->direction = Py_NewRef(direction);
     hop->cause = Py_NewRef(cause);
@@ -528,6 +546,14 @@ Hop_dealloc(HopObject *self)
     Py_CLEAR(self->parent);
     Py_CLEAR(self->scope);
     Py_CLEAR(self->expected_loop);
+#ifndef Py_GIL_DISABLED
+    if (Py_IS_TYPE(self, &HopType) && g_free_hops_n < FREE_HOPS) {
+        /* Kept for the next hop, holding nothing (its fields cleared above):
+         * an allocation and a free less a hop, as CPython keeps its own. */
+        g_free_hops[g_free_hops_n++] = self;
+        return;
+    }
+#endif
     PyObject_Free(self);
 }
 
