@@ -340,21 +340,25 @@ def test_then_awaits_any_awaitable_and_keeps_its_return_value_whole():
     assert calls == [(None, None, (1, 2))]
 
 
+class _Suspend:
+    """An awaitable that suspends once (what a `then` waits on in the next tests)."""
+
+    def __await__(self):
+        yield "suspended"
+
+
+async def _waits() -> None:
+    await _Suspend()
+
+
 def test_then_closed_while_waiting_calls_back_and_never_started_does_not():
     calls = _Calls()
 
-    class Suspend:
-        def __await__(self):
-            yield "suspended"
-
-    async def waits():
-        await Suspend()
-
-    started = _hotpath.then(waits(), calls, "x", "y")
+    started = _hotpath.then(_waits(), calls, "x", "y")
     assert started.send(None) == "suspended"
     started.close()
     assert calls == [("x", "y", None)]
-    inner = waits()
+    inner = _waits()
     never = _hotpath.then(inner, calls, "p", "q")
     never.close()  # as a coroutine that never started: the awaitable is left alone
     assert inner.cr_frame is not None  # not closed
@@ -369,17 +373,10 @@ def test_then_dropped_while_waiting_calls_back_and_dropped_finished_does_not_aga
     it finished)."""
     calls = _Calls()
 
-    class Suspend:
-        def __await__(self):
-            yield "suspended"
-
-    async def waits():
-        await Suspend()
-
     async def done():
         return "done"
 
-    waiting = _hotpath.then(waits(), calls, "w", None)
+    waiting = _hotpath.then(_waits(), calls, "w", None)
     assert waiting.send(None) == "suspended"
     del waiting
     assert calls == [("w", None, None)]
