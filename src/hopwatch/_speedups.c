@@ -550,9 +550,10 @@ Hop_dealloc(HopObject *self)
     Py_CLEAR(self->scope);
     Py_CLEAR(self->expected_loop);
 #ifndef Py_GIL_DISABLED
-    if (Py_IS_TYPE(self, &HopType) && g_free_hops_n < FREE_HOPS) {
+    if (g_free_hops_n < FREE_HOPS) {
         /* Kept for the next hop, holding nothing (its fields cleared above):
-         * an allocation and a free less a hop, as CPython keeps its own. */
+         * an allocation and a free less a hop, as CPython keeps its own.
+         * (HopType has no subclasses: every hop is the list's size.) */
         g_free_hops[g_free_hops_n++] = self;
         return;
     }
