@@ -537,36 +537,38 @@ def _ledger_add(ledger: Any, hop: Hop) -> None:
 
 
 def finish_hop(hop: Hop) -> None:
-    """Account a finished hop to its scope, then drop its link to the ledger: a
-    kept hop then references no ledger, so a request's record and its hops form
-    no cycle and are freed as soon as the request is done with."""
+    """Account a finished hop to its scope and every enclosing one, then drop its
+    link to the ledger: a kept hop then references no ledger, so a request's
+    record and its hops form no cycle and are freed as soon as the request is
+    done with. One function, not a chain of them: this runs on every hop."""
+    scope = hop.scope
     try:
-        _finish(hop)
+        if scope is None:
+            ledger = _unscoped
+        # The closed check and the accounting under one lock hold, so a hop that
+        # finishes while its request closes is in the request's line or late,
+        # never neither (close() takes the same lock).
+        elif scope._account(hop, unless_closed=True):
+            ledger = scope.parent
+        else:
+            ledger = _account_late(hop, scope)
+        while ledger is not None:  # every enclosing ledger
+            ledger._account(hop)
+            ledger = ledger.parent
     finally:
         hop.scope = None
 
 
-def _finish(hop: Hop) -> None:
-    scope = hop.scope
-    if scope is None:
-        _ledger_add(_unscoped, hop)
-        return
-    # The closed check and the accounting under one lock hold, so a hop that
-    # finishes while its request closes is in the request's line or late,
-    # never neither (close() takes the same lock).
-    if scope._account(hop, unless_closed=True):
-        _ledger_add(scope.parent, hop)
-        return
-    # Late: an enclosing scope still open (a test's count_hops() block around
-    # a request) still gets it; kept in `late` without its links, so it keeps
-    # no request alive.
+def _account_late(hop: Hop, scope: Any) -> Any:
+    """A hop whose request had closed: kept in ``late`` without its links, so it
+    keeps no request alive. Returns the innermost enclosing scope still open (a
+    test's count_hops() block around a request), which gets it too, or None."""
     parent = scope.parent
     while parent is not None and parent.closed:
         parent = parent.parent
     hop.scope = hop.parent = None
     _ledger_add(_late, hop)
-    if parent is not None:
-        _ledger_add(parent, hop)
+    return parent
 
 
 # --- attribution ------------------------------------------------------------------
@@ -723,20 +725,14 @@ def _scope_and_hop() -> tuple[Any, Any]:
     return value, None if value is None else value.outer_hop
 
 
-def _end_hop(hop: Hop, token: Any, where: str) -> None:
-    """The caller's side is done: reset the contextvar (if set), account the hop."""
+def _reset_scope(token: Any) -> None:
+    """Undo the caller-side set of the scope variable (asgiref 3.8)."""
     try:
-        if token is not None:
-            try:
-                _current_scope.reset(token)
-            except ValueError:
-                # The token belongs to another context (the caller's context was
-                # swapped under us); leave the variable as asgiref left it.
-                pass
-        hop.adapter_id = 0
-        finish_hop(hop)
-    except Exception as exc:
-        _report(where, exc)
+        _current_scope.reset(token)
+    except ValueError:
+        # The token belongs to another context (the caller's context was
+        # swapped under us); leave the variable as asgiref left it.
+        pass
 
 
 def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -774,7 +770,11 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop.resumed_ns = _now()
             if _here.pending is hop:  # never bound: asgiref failed before that
                 _here.pending = None
-            _end_hop(hop, None, "SyncToAsync.__call__ (finish)")
+            hop.adapter_id = 0
+            try:
+                finish_hop(hop)
+            except Exception as exc:
+                _report("SyncToAsync.__call__ (finish)", exc)
 
     return __call__
 
@@ -814,7 +814,13 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop.resumed_ns = _now()
             here.a2s = outer_a2s
             hop.expected_loop = None  # do not keep a loop alive through the record
-            _end_hop(hop, token, "AsyncToSync.__call__ (finish)")
+            hop.adapter_id = 0
+            try:
+                if token is not None:
+                    _reset_scope(token)
+                finish_hop(hop)
+            except Exception as exc:
+                _report("AsyncToSync.__call__ (finish)", exc)
 
     return __call__
 
