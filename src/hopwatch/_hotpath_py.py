@@ -552,9 +552,8 @@ def finish_hop(hop: Hop) -> None:
             ledger = scope.parent
         else:
             ledger = _account_late(hop, scope)
-        while ledger is not None:  # every enclosing ledger
-            ledger._account(hop)
-            ledger = ledger.parent
+        if ledger is not None:  # enclosing ledgers: a call only when there are any
+            _ledger_add(ledger, hop)
     finally:
         hop.scope = None
 
