@@ -8,6 +8,14 @@ same concurrency, in an order rotated from round to round. Results are medians
 over rounds, and ratios to the baseline *of the same round*, so the shared
 machine's drift cancels out as far as it can.
 
+In a round nine configurations take their turn, so the baseline's run and
+hopwatch's can lie half a minute apart, and a run of a few seconds holds one
+full garbage collection or two. The targets are judged on hopwatch against the
+baseline, so after the rounds those two alone run back to back
+(``paired_rounds`` pairs per endpoint, which of them goes first alternating):
+the ratio within a pair has no drift between its halves, and the pairs are
+many enough to give the median an interval.
+
 The load comes from wrk (``-t1``, keep-alive connections, a Lua ``done`` hook
 printing exact percentiles as JSON) or, when wrk is missing, from the asyncio
 HTTP/1.1 client below (same shape: fixed concurrency, keep-alive, fixed
@@ -405,6 +413,8 @@ class ServerResults:
     skipped: dict[str, str] = field(default_factory=dict)  # config name -> why
     #: config name -> requests served over the server's life (warm-ups included)
     served: dict[str, int] = field(default_factory=dict)
+    #: endpoint path -> (baseline trial, hopwatch trial) run back to back
+    paired: dict[str, list[tuple[Trial, Trial]]] = field(default_factory=dict)
 
     def count_served(self, config: str, trial: Trial) -> None:
         self.served[config] = self.served.get(config, 0) + trial.requests
@@ -423,11 +433,22 @@ class ServerResults:
     def errors(self, config: str, path: str) -> int:
         return sum(t.errors for t in self.trials[(config, path)])
 
+    def paired_ratios(self, path: str, attr: str) -> list[float]:
+        """Per pair, hopwatch's ``attr`` to the baseline's run next to it."""
+        return [
+            getattr(h, attr) / getattr(b, attr)
+            for b, h in self.paired.get(path, [])
+            if getattr(b, attr)
+        ]
 
-def estimate_seconds(n_configs: int, n_endpoints: int, rounds: int, duration: float) -> float:
+
+def estimate_seconds(
+    n_configs: int, n_endpoints: int, rounds: int, duration: float, paired_rounds: int = 0
+) -> float:
     per_run = duration + 0.4
     warmup = n_configs * n_endpoints * (max(1.0, duration / 2) + 0.4)
-    return 20 + warmup + rounds * n_configs * n_endpoints * per_run
+    paired = paired_rounds * 2 * n_endpoints * per_run
+    return 20 + warmup + rounds * n_configs * n_endpoints * per_run + paired
 
 
 def free_port() -> int:
@@ -513,8 +534,10 @@ def run(
     connections: int = 8,
     wrk: str | None = None,
     say: Callable[[str], None] = print,
+    paired_rounds: int = 0,
 ) -> ServerResults:
-    """The whole server benchmark; ``wrk`` is its path, or None for the Python generator."""
+    """The whole server benchmark; ``wrk`` is its path, or None for the Python generator.
+    ``paired_rounds``: pairs per endpoint of the baseline and hopwatch back to back."""
     endpoints = endpoints or ENDPOINTS
     wanted = configs or CONFIGS
     if wanted[0].name != "baseline":
@@ -545,7 +568,10 @@ def run(
             return run_wrk(url, connections, seconds, wrk)
         return load_in_subprocess(url, connections, seconds)
 
-    estimate = estimate_seconds(len(runnable), len(endpoints), rounds, duration)
+    names = [c.name for c in runnable]
+    if "hopwatch" not in names:
+        paired_rounds = 0
+    estimate = estimate_seconds(len(runnable), len(endpoints), rounds, duration, paired_rounds)
     with tempfile.TemporaryDirectory(prefix="hopwatch-bench-") as tmp:
         var = Path(tmp)
         say("preparing the example site's database")
@@ -572,6 +598,21 @@ def run(
                     )
                     + f" req/s on {endpoints[0].path}"
                 )
+            for endpoint in endpoints:
+                pairs = results.paired.setdefault(endpoint.path, [])
+                for k in range(paired_rounds):
+                    # Which goes first alternates, so drift within a pair favours neither.
+                    order = ("baseline", "hopwatch") if k % 2 == 0 else ("hopwatch", "baseline")
+                    got = {name: one(ports[name], endpoint.path, duration) for name in order}
+                    for name, trial in got.items():
+                        results.count_served(name, trial)
+                    pairs.append((got["baseline"], got["hopwatch"]))
+                ratios = results.paired_ratios(endpoint.path, "rps")
+                if ratios:
+                    say(
+                        f"back to back on {endpoint.path}: {len(ratios)} pairs, hopwatch"
+                        f" {statistics.median(ratios):.3f}x the baseline's req/s"
+                    )
         for config in runnable:
             path = var / f"{config.name}.evidence.json"
             if path.exists():

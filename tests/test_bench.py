@@ -76,22 +76,22 @@ def test_per_hop_part_runs_and_renders(tmp_path):
     assert "_Not run (`--skip server`)._" in doc
 
 
-def test_render_judges_every_target_from_results():
-    from bench.__main__ import judge, render
+def _row(rps, tp=None, p99=None):
+    r = {"rps": rps, "p50_ms": 10.0, "p99_ms": 20.0, "errors": 0, "trials": []}
+    if tp is not None:
+        r.update(tp_ratio=tp, tp_min=tp, tp_max=tp, p99_ratio=p99, p99_min=p99, p99_max=p99)
+    return r
 
-    def row(rps, tp=None, p99=None):
-        r = {"rps": rps, "p50_ms": 10.0, "p99_ms": 20.0, "errors": 0, "trials": []}
-        if tp is not None:
-            r.update(tp_ratio=tp, tp_min=tp, tp_max=tp, p99_ratio=p99, p99_min=p99, p99_max=p99)
-        return r
 
+def _results(**hopwatch_row: Any) -> dict[str, Any]:
+    """Results of a run as python -m bench keeps them, with a server part."""
     table = {
-        "baseline": row(1000),
-        "hopwatch": row(980, 0.98, 1.02),
-        "access-log": row(990, 0.99, 1.0),  # diagnostic: not a peer, never judged
-        "pyinstrument": row(500, 0.5, 2.0),
-        "opentelemetry": row(990, 0.99, 1.01),
-        "sentry": row(600, 0.6, 1.6),
+        "baseline": _row(1000),
+        "hopwatch": {**_row(980, 0.98, 1.02), **hopwatch_row},
+        "access-log": _row(990, 0.99, 1.0),  # diagnostic: not a peer, never judged
+        "pyinstrument": _row(500, 0.5, 2.0),
+        "opentelemetry": _row(990, 0.99, 1.01),
+        "sentry": _row(600, 0.6, 1.6),
     }
     data = {
         "params": {"quick": True, "hop_rounds": 2, "per_round": 20, "skip": ["report"]},
@@ -149,6 +149,13 @@ def test_render_judges_every_target_from_results():
         },
         "seconds": 1.0,
     }
+    return data
+
+
+def test_render_judges_every_target_from_results():
+    from bench.__main__ import judge, render
+
+    data = _results()
     verdicts = {v["target"]: v["met"] for v in judge(data)}
     assert verdicts == {
         "per hop: hopwatch adds at most 2% of a bare hop": True,
@@ -170,6 +177,42 @@ def test_render_judges_every_target_from_results():
     ) in doc
 
 
+def test_the_server_targets_are_judged_on_the_back_to_back_pairs():
+    """With pairs of the baseline and hopwatch run back to back, the targets read
+    their medians, not the rounds' (which say the opposite here), and say so."""
+    from bench.__main__ import judge, render
+
+    def trial(rps: float, p99_ms: float) -> dict[str, Any]:
+        return {"requests": int(rps * 4), "seconds": 4.0, "errors": 0, "p50_ms": 9.0,
+                "p99_ms": p99_ms}
+
+    paired = {
+        "pairs": 3,
+        "trials": [[trial(1000, 20.0), trial(950, 22.0)]] * 3,
+        "tp_ratio": 0.95, "tp_low": 0.94, "tp_high": 0.96,
+        "p99_ratio": 1.1, "p99_low": 1.08, "p99_high": 1.12,
+    }  # fmt: skip
+    data = _results(paired=paired)
+    data["server"]["paired_rounds"] = 3
+    verdicts = {v["target"]: (v["met"], v["result"]) for v in judge(data)}
+    met, result = verdicts["server `/hello/`: hopwatch ≥ 0.97x baseline req/s"]
+    assert not met  # the rounds' 0.98x would have met it
+    assert result == (
+        "0.950x [0.940-0.960] over 3 back-to-back pairs (in the rounds with every"
+        " configuration: 0.980x)"
+    )
+    met, result = verdicts["server `/hello/`: hopwatch p99 within 5% of baseline"]
+    assert not met and result.startswith("+10.0% [+8.0% to +12.0%] over 3 back-to-back pairs")
+    doc = render(data)
+    assert "Then, per endpoint, 3 pairs of the baseline and hopwatch alone, back to back" in doc
+    assert (
+        "hopwatch against the baseline back to back, 3 pairs: req/s 950 against 1000,"
+        " **0.950x** [0.940-0.960]; p99 22.0 ms against 20.0, **+10.0%**"
+    ) in doc
+    # the peers are still held against the rounds, where they ran
+    assert "hopwatch 0.980x vs pyinstrument 0.500x" in doc
+
+
 @pytest.mark.slow  # starts two uvicorn servers and puts load on them
 def test_server_part_runs_against_real_servers(tmp_path):
     doc, data = run_bench(
@@ -178,12 +221,20 @@ def test_server_part_runs_against_real_servers(tmp_path):
         "--configs", "baseline,hopwatch",
         "--endpoints", "/hello/",
         "--rounds", "1",
+        "--paired-rounds", "2",
         "--duration", "0.5",
         "--connections", "2",
         "--loadgen", "python",
         timeout=180,
     )  # fmt: skip
     server = data["server"]
+    # then two pairs of the two back to back, on real servers too
+    paired = server["table"]["/hello/"]["hopwatch"]["paired"]
+    assert server["paired_rounds"] == 2 and paired["pairs"] == 2
+    for pair in paired["trials"]:
+        assert [t["requests"] > 0 and t["errors"] == 0 for t in pair] == [True, True], pair
+    assert paired["tp_low"] <= paired["tp_ratio"] <= paired["tp_high"]
+    assert "hopwatch against the baseline back to back, 2 pairs" in doc
     assert [c["name"] for c in server["configs"]] == ["baseline", "hopwatch"]
     for name in ("baseline", "hopwatch"):
         row = server["table"]["/hello/"][name]
