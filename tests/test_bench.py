@@ -211,6 +211,17 @@ def test_the_server_targets_are_judged_on_the_back_to_back_pairs():
     ) in doc
     # the peers are still held against the rounds, where they ran
     assert "hopwatch 0.980x vs pyinstrument 0.500x" in doc
+    # the time per request comes from the pairs too: 1/950 - 1/1000 s
+    assert (
+        "On `/hello/` the server (one process on one core) served 1000 req/s bare and 950"
+        " with hopwatch (medians of its 3 back-to-back pairs): 1000 µs → 1053 µs per"
+        " request, +53 µs."
+    ) in doc
+    # an access log that read faster than the bare site in the rounds is no floor
+    data["server"]["table"]["/hello/"]["access-log"]["tp_ratio"] = 1.01
+    doc = render(data)
+    assert "ran at 1.010x baseline in the rounds: not slower than the bare site" in doc
+    assert "-10 µs per request: the floor" not in doc
 
 
 @pytest.mark.slow  # starts two uvicorn servers and puts load on them
