@@ -124,7 +124,8 @@ class Params:
     request_rounds: int = 60
     request_count: int = 40
     request_processes: int = 3
-    paired_rounds: int = 12
+    paired_rounds: int = 8
+    paired_duration: float = 10.0
     skip: list[str] = field(default_factory=list)
 
 
@@ -144,8 +145,10 @@ FULL = {
     "request_rounds": 60,
     "request_count": 40,
     "request_processes": 3,
-    # the server targets: hopwatch and the baseline back to back, pairs per endpoint
-    "paired_rounds": 12,
+    # the server targets: hopwatch and the baseline back to back, pairs per endpoint,
+    # runs long enough to hold several full collections each (their p99 follows them)
+    "paired_rounds": 8,
+    "paired_duration": 10.0,
 }
 QUICK = {
     "hop_rounds": 6,
@@ -162,6 +165,7 @@ QUICK = {
     "request_count": 40,
     "request_processes": 1,
     "paired_rounds": 2,
+    "paired_duration": 1.0,
 }
 
 
@@ -186,6 +190,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
         "--paired-rounds",
         type=int,
         help="server: pairs per endpoint of the baseline and hopwatch back to back (0: none)",
+    )
+    parser.add_argument(
+        "--paired-duration", type=float, help="server: seconds per run of those pairs"
     )
     parser.add_argument("--duration", type=float, help="server: seconds per load run")
     parser.add_argument("--connections", type=int, help="server: concurrent connections")
@@ -243,8 +250,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     if not 1 <= base["rounds"] <= 50 or not 0 < base["duration"] <= 120:
         parser.error("--rounds takes 1-50 and --duration (0, 120] seconds")
-    if not 0 <= base["paired_rounds"] <= 100:
-        parser.error("--paired-rounds takes 0-100")
+    if not 0 <= base["paired_rounds"] <= 100 or not 0 < base["paired_duration"] <= 120:
+        parser.error("--paired-rounds takes 0-100 and --paired-duration (0, 120] seconds")
     if not 1 <= base["connections"] <= 256:
         parser.error("--connections takes 1-256")
     if min(base["request_rounds"], base["request_count"], base["request_processes"]) < 1:
@@ -653,9 +660,11 @@ def render_server(s: dict[str, Any] | None) -> str:
         " (range over rounds in brackets)."
         + (
             f" Then, per endpoint, {s['paired_rounds']} pairs of the baseline and hopwatch"
-            " alone, back to back, which of them goes first alternating: within a pair no"
-            " drift of the machine separates the two runs, and the targets are judged on"
-            " those pairs."
+            f" alone, {s.get('paired_duration') or s['duration']:g} s each, back to back,"
+            " which of them goes first alternating: within a pair no drift of the machine"
+            " separates the two runs, and the targets are judged on those pairs (a run's"
+            " p99 follows the full collections inside it, so these runs are long enough to"
+            " hold several)."
             if s.get("paired_rounds")
             else ""
         ),
@@ -860,6 +869,7 @@ def summarize_server(results: Any) -> dict[str, Any]:
     return {
         "rounds": results.rounds,
         "paired_rounds": max((len(v) for v in results.paired.values()), default=0),
+        "paired_duration": results.paired_duration,
         "duration": results.duration,
         "connections": results.connections,
         "loadgen": results.loadgen,
@@ -1608,12 +1618,18 @@ def main(argv: list[str] | None = None) -> int:
         ]
         paired = params.paired_rounds if "hopwatch" in params.configs else 0
         estimate = server.estimate_seconds(
-            len(configs), len(endpoints), params.rounds, params.duration, paired
+            len(configs),
+            len(endpoints),
+            params.rounds,
+            params.duration,
+            paired,
+            params.paired_duration,
         )
         say(
             f"server: {len(configs)} configurations x {len(endpoints)} endpoints x"
             f" {params.rounds} rounds, then {paired} back-to-back pairs of the baseline and"
-            f" hopwatch per endpoint (about {estimate / 60:.0f} min)"
+            f" hopwatch per endpoint, {params.paired_duration:g} s a run"
+            f" (about {estimate / 60:.0f} min)"
         )
         results = server.run(
             configs,
@@ -1624,6 +1640,7 @@ def main(argv: list[str] | None = None) -> int:
             wrk,
             say=lambda m: say(f"server: {m}"),
             paired_rounds=paired,
+            paired_duration=params.paired_duration,
         )
         data["server"] = summarize_server(results)
     if "report" not in params.skip:

@@ -14,7 +14,10 @@ full garbage collection or two. The targets are judged on hopwatch against the
 baseline, so after the rounds those two alone run back to back
 (``paired_rounds`` pairs per endpoint, which of them goes first alternating):
 the ratio within a pair has no drift between its halves, and the pairs are
-many enough to give the median an interval.
+many enough to give the median an interval. The pairs' runs are longer
+(``paired_duration``): a run's p99 is set by the full collections inside it,
+and a longer run holds several (with 4-second runs the p99 ratio's interval
+spanned some 50 points, with 10-second runs 25 to 35).
 
 The load comes from wrk (``-t1``, keep-alive connections, a Lua ``done`` hook
 printing exact percentiles as JSON) or, when wrk is missing, from the asyncio
@@ -415,6 +418,8 @@ class ServerResults:
     served: dict[str, int] = field(default_factory=dict)
     #: endpoint path -> (baseline trial, hopwatch trial) run back to back
     paired: dict[str, list[tuple[Trial, Trial]]] = field(default_factory=dict)
+    #: seconds per run of those pairs
+    paired_duration: float = 0.0
 
     def count_served(self, config: str, trial: Trial) -> None:
         self.served[config] = self.served.get(config, 0) + trial.requests
@@ -443,11 +448,16 @@ class ServerResults:
 
 
 def estimate_seconds(
-    n_configs: int, n_endpoints: int, rounds: int, duration: float, paired_rounds: int = 0
+    n_configs: int,
+    n_endpoints: int,
+    rounds: int,
+    duration: float,
+    paired_rounds: int = 0,
+    paired_duration: float | None = None,
 ) -> float:
     per_run = duration + 0.4
     warmup = n_configs * n_endpoints * (max(1.0, duration / 2) + 0.4)
-    paired = paired_rounds * 2 * n_endpoints * per_run
+    paired = paired_rounds * 2 * n_endpoints * ((paired_duration or duration) + 0.4)
     return 20 + warmup + rounds * n_configs * n_endpoints * per_run + paired
 
 
@@ -535,9 +545,11 @@ def run(
     wrk: str | None = None,
     say: Callable[[str], None] = print,
     paired_rounds: int = 0,
+    paired_duration: float | None = None,
 ) -> ServerResults:
     """The whole server benchmark; ``wrk`` is its path, or None for the Python generator.
-    ``paired_rounds``: pairs per endpoint of the baseline and hopwatch back to back."""
+    ``paired_rounds``: pairs per endpoint of the baseline and hopwatch back to back, each
+    run ``paired_duration`` seconds long (default: ``duration``)."""
     endpoints = endpoints or ENDPOINTS
     wanted = configs or CONFIGS
     if wanted[0].name != "baseline":
@@ -571,7 +583,11 @@ def run(
     names = [c.name for c in runnable]
     if "hopwatch" not in names:
         paired_rounds = 0
-    estimate = estimate_seconds(len(runnable), len(endpoints), rounds, duration, paired_rounds)
+    paired_duration = paired_duration or duration
+    results.paired_duration = paired_duration if paired_rounds else 0.0
+    estimate = estimate_seconds(
+        len(runnable), len(endpoints), rounds, duration, paired_rounds, paired_duration
+    )
     with tempfile.TemporaryDirectory(prefix="hopwatch-bench-") as tmp:
         var = Path(tmp)
         say("preparing the example site's database")
@@ -603,7 +619,7 @@ def run(
                 for k in range(paired_rounds):
                     # Which goes first alternates, so drift within a pair favours neither.
                     order = ("baseline", "hopwatch") if k % 2 == 0 else ("hopwatch", "baseline")
-                    got = {name: one(ports[name], endpoint.path, duration) for name in order}
+                    got = {name: one(ports[name], endpoint.path, paired_duration) for name in order}
                     for name, trial in got.items():
                         results.count_served(name, trial)
                     pairs.append((got["baseline"], got["hopwatch"]))

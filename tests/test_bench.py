@@ -204,7 +204,7 @@ def test_the_server_targets_are_judged_on_the_back_to_back_pairs():
     met, result = verdicts["server `/hello/`: hopwatch p99 within 5% of baseline"]
     assert not met and result.startswith("+10.0% [+8.0% to +12.0%] over 3 back-to-back pairs")
     doc = render(data)
-    assert "Then, per endpoint, 3 pairs of the baseline and hopwatch alone, back to back" in doc
+    assert "Then, per endpoint, 3 pairs of the baseline and hopwatch alone, 1 s each, back to back" in doc
     assert (
         "hopwatch against the baseline back to back, 3 pairs: req/s 950 against 1000,"
         " **0.950x** [0.940-0.960]; p99 22.0 ms against 20.0, **+10.0%**"
@@ -233,6 +233,7 @@ def test_server_part_runs_against_real_servers(tmp_path):
         "--endpoints", "/hello/",
         "--rounds", "1",
         "--paired-rounds", "2",
+        "--paired-duration", "0.5",
         "--duration", "0.5",
         "--connections", "2",
         "--loadgen", "python",
@@ -242,6 +243,7 @@ def test_server_part_runs_against_real_servers(tmp_path):
     # then two pairs of the two back to back, on real servers too
     paired = server["table"]["/hello/"]["hopwatch"]["paired"]
     assert server["paired_rounds"] == 2 and paired["pairs"] == 2
+    assert server["paired_duration"] == 0.5
     for pair in paired["trials"]:
         assert [t["requests"] > 0 and t["errors"] == 0 for t in pair] == [True, True], pair
     assert paired["tp_low"] <= paired["tp_ratio"] <= paired["tp_high"]
