@@ -691,21 +691,13 @@ def render_server(s: dict[str, Any] | None) -> str:
                 f" | {row['p99_ms']:.1f} | {p99} | {row['errors']} |"
             )
         out.append("")
-        paired = s["table"][path].get("hopwatch", {}).get("paired") or {}
-        if "tp_ratio" in paired and "p99_ratio" in paired:
-            pairs = paired["trials"]
-            rps = [
-                (b["requests"] / b["seconds"], h["requests"] / h["seconds"])
-                for b, h in pairs
-                if b["seconds"] and h["seconds"]
-            ]
+        paired = s["table"][path].get("hopwatch", {}).get("paired")
+        if paired:
             out += [
                 f"hopwatch against the baseline back to back, {paired['pairs']} pairs: req/s"
-                f" {statistics.median(h for _, h in rps):.0f} against"
-                f" {statistics.median(b for b, _ in rps):.0f},"
+                f" {paired['rps']:.0f} against {paired['base_rps']:.0f},"
                 f" **{paired['tp_ratio']:.3f}x** [{paired['tp_low']:.3f}-{paired['tp_high']:.3f}];"
-                f" p99 {statistics.median(h['p99_ms'] for _, h in pairs):.1f} ms against"
-                f" {statistics.median(b['p99_ms'] for b, _ in pairs):.1f},"
+                f" p99 {paired['p99_ms']:.1f} ms against {paired['base_p99_ms']:.1f},"
                 f" **{_pct(paired['p99_ratio'])}** [{_pct(paired['p99_low'])} to"
                 f" {_pct(paired['p99_high'])}] (medians of the ratio within each pair;"
                 " brackets: the 95% interval of that median). The targets are judged on these.",
@@ -847,24 +839,31 @@ def summarize_server(results: Any) -> dict[str, Any]:
                     p99_min=min(p99),
                     p99_max=max(p99),
                 )
-            if name == "hopwatch" and results.paired.get(path):
+            pairs = results.paired.get(path) if name == "hopwatch" else None
+            tp_pairs = results.paired_ratios(path, "rps") if pairs else []
+            p99_pairs = results.paired_ratios(path, "p99_ms") if pairs else []
+            if tp_pairs and p99_pairs:
                 from bench.stats import median_interval
 
+                (tp_low, tp_high), (p99_low, p99_high) = (
+                    median_interval(tp_pairs),
+                    median_interval(p99_pairs),
+                )
                 row["paired"] = {
-                    "pairs": len(results.paired[path]),
-                    "trials": [[asdict(b), asdict(h)] for b, h in results.paired[path]],
+                    "pairs": len(pairs),
+                    "trials": [[asdict(b), asdict(h)] for b, h in pairs],
+                    # medians of each side, for the time per request and the text
+                    "base_rps": statistics.median(b.rps for b, _ in pairs),
+                    "rps": statistics.median(h.rps for _, h in pairs),
+                    "base_p99_ms": statistics.median(b.p99_ms for b, _ in pairs),
+                    "p99_ms": statistics.median(h.p99_ms for _, h in pairs),
+                    "tp_ratio": statistics.median(tp_pairs),
+                    "tp_low": tp_low,
+                    "tp_high": tp_high,
+                    "p99_ratio": statistics.median(p99_pairs),
+                    "p99_low": p99_low,
+                    "p99_high": p99_high,
                 }
-                for attr, key in (("rps", "tp"), ("p99_ms", "p99")):
-                    ratios = results.paired_ratios(path, attr)
-                    if ratios:
-                        low, high = median_interval(ratios)
-                        row["paired"].update(
-                            {
-                                f"{key}_ratio": statistics.median(ratios),
-                                f"{key}_low": low,
-                                f"{key}_high": high,
-                            }
-                        )
             table[path][name] = row
     return {
         "rounds": results.rounds,
@@ -889,8 +888,8 @@ def _server_verdicts(hw: dict[str, Any]) -> tuple[float, str, float, str]:
     """hopwatch's throughput and p99 ratios the server targets are judged on, and
     how each reads: the back-to-back pairs' median when the run made them, else
     the rounds'."""
-    paired = hw.get("paired") or {}
-    if "tp_ratio" in paired and "p99_ratio" in paired:
+    paired = hw.get("paired")
+    if paired:
         n = paired["pairs"]
         return (
             paired["tp_ratio"],
@@ -1333,12 +1332,10 @@ def _server_breakdown(endpoint: dict[str, Any], table: dict[str, Any], hop_us: f
     taken in different rounds, which drift apart by more than the split)."""
     path = endpoint["path"]
     row = table["hopwatch"]
-    paired = row.get("paired") or {}
-    if "tp_ratio" in paired:
-        base = statistics.median(
-            b["requests"] / b["seconds"] for b, _ in paired["trials"] if b["seconds"]
-        )
-        ratio, source = paired["tp_ratio"], f"its {paired['pairs']} back-to-back pairs"
+    paired = row.get("paired")
+    if paired:
+        base, ratio = paired["base_rps"], paired["tp_ratio"]
+        source = f"its {paired['pairs']} back-to-back pairs"
     else:
         base, ratio, source = table["baseline"]["rps"], row.get("tp_ratio"), "the rounds"
     if not base or not ratio:

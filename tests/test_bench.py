@@ -189,6 +189,7 @@ def test_the_server_targets_are_judged_on_the_back_to_back_pairs():
     paired = {
         "pairs": 3,
         "trials": [[trial(1000, 20.0), trial(950, 22.0)]] * 3,
+        "base_rps": 1000.0, "rps": 950.0, "base_p99_ms": 20.0, "p99_ms": 22.0,
         "tp_ratio": 0.95, "tp_low": 0.94, "tp_high": 0.96,
         "p99_ratio": 1.1, "p99_low": 1.08, "p99_high": 1.12,
     }  # fmt: skip
