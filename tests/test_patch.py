@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import sys
 import threading
 import time
@@ -404,6 +405,52 @@ def test_a_hop_dropped_while_it_waits_is_ended_and_counted_once():
     assert sorted(hop.outcome for hop in scope.hops()) == ["error", "ok"]
 
 
+def test_a_hop_collected_in_a_cycle_while_it_waits_leaves_later_ones_finalized_too():
+    """The garbage collector finalizes a waiting awaitable caught in a cycle (and marks
+    it finalized); the C path reuses freed awaitables, and must not reuse that one:
+    a later awaitable dropped while it waits is finalized, its hop counted, as ever."""
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            release = threading.Event()
+
+            def blocks() -> None:
+                release.wait(5)
+
+            def start_waiting() -> Any:
+                started = threading.Event()
+
+                def run() -> None:
+                    started.set()
+                    blocks()
+
+                waiting = sync_to_async(run, thread_sensitive=False)()
+                waiting.send(None)
+                return waiting, started
+
+            waiting, started = start_waiting()
+            await wait_until(started.is_set)
+            cycle: list[Any] = [waiting]
+            cycle.append(cycle)
+            del waiting, cycle
+            gc.collect()
+            assert len(scope) == 1  # finalized by the collector: ended and counted
+            release.set()
+            for _ in range(3):  # finished ones, freed and made again
+                assert await sync_to_async(lambda: 7, thread_sensitive=False)() == 7
+            assert len(scope) == 4
+            release.clear()
+            waiting, started = start_waiting()
+            await wait_until(started.is_set)
+            del waiting  # dropped by its last reference: finalized, counted
+            assert len(scope) == 5
+            release.set()
+        return scope
+
+    scope = asyncio.run(main())
+    assert sorted(hop.outcome for hop in scope.hops()) == ["error", "error", "ok", "ok", "ok"]
+
+
 def test_a_hop_cancelled_before_it_started_ran_on_no_thread():
     # Queued behind a busy thread-sensitive thread, cancelled before it ran: it has
     # no thread, and the ledger counts it (the thread fields' fast path reads that).
@@ -606,6 +653,48 @@ def test_hop_fields_for_nested_crossings():
     assert outer.cause.site.endswith("test_hop_fields_for_nested_crossings.<locals>.middle")
     assert outer.cause.call_site.startswith("tests/test_patch.py:")
     assert outer.cause.call_site.endswith(" in main")
+
+
+def test_each_user_call_site_is_named_through_a_library_frame_and_directly():
+    """A crossing called by library code names the first user frame above it, one
+    per user call site (the library frame is the same for both sites); one called
+    from user code names that frame. Attribution caches both: repeats name the same."""
+
+    async def anoop() -> None:
+        return None
+
+    hop = async_to_sync(anoop)
+
+    def site_a() -> None:
+        with contextlib.ExitStack() as stack:
+            stack.callback(hop)  # called by contextlib's own frame, at its exit
+
+    def site_b() -> None:
+        with contextlib.ExitStack() as stack:
+            stack.callback(hop)
+
+    def in_thread() -> None:
+        for _ in range(3):
+            site_a()
+        site_b()
+        for _ in range(3):
+            hop()
+
+    async def main() -> Ledger:
+        with ledger() as scope:
+            await sync_to_async(in_thread)()
+        return scope
+
+    scope = asyncio.run(main())
+    call_sites = [
+        hop.cause.call_site or "" for hop in scope.hops() if hop.direction == "async_to_sync"
+    ]
+    assert len(call_sites) == 7, call_sites
+    assert all(site.startswith("tests/test_patch.py:") for site in call_sites), call_sites
+    assert [site.rsplit(" in ", 1)[1] for site in call_sites] == (
+        ["site_a"] * 3 + ["site_b"] + ["in_thread"] * 3
+    ), call_sites
+    assert len(set(call_sites[:3])) == len(set(call_sites[4:])) == 1
 
 
 class _Awaitable:

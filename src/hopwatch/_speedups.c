@@ -119,9 +119,8 @@ type_lacks(PyTypeObject *type, PyObject *name)
 static inline PyObject *
 existing_dict(PyObject *obj)
 {
-    PyTypeObject *type = Py_TYPE(obj);
 #if PY_VERSION_HEX < 0x030D0000
-    if (type->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+    if (Py_TYPE(obj)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
         /* The managed dict's slot, three words before the object (3.11's
          * _PyObject_ManagedDictPointer, 3.12's _PyObject_DictOrValuesPointer). */
         uintptr_t slot = ((uintptr_t *)obj)[-3];
@@ -2294,6 +2293,11 @@ typedef struct {
     PyObject *held[4]; /* strong references that keep key addresses valid */
     PyObject *cause;
     PyObject *rule; /* MODE_ASK: the rule that answered, asked directly next time */
+    /* MODE_USER, first level: the answer when the caller's frame is itself
+     * the first user frame (its code is user code, a fact of the key's code
+     * object), so the second level's key is this key's own: the call site
+     * answered without the frame walk and the second lookup. */
+    PyObject *direct;
     int mode;
     int used;
 } CacheEntry;
@@ -2324,6 +2328,7 @@ cache_clear(Cache *c)
         }
         Py_CLEAR(e->cause);
         Py_CLEAR(e->rule);
+        Py_CLEAR(e->direct);
         e->used = 0;
     }
     c->used = 0;
@@ -2391,6 +2396,7 @@ cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mo
     e->cause = cause;
     Py_XINCREF(cause);
     e->rule = (rule == Py_None) ? NULL : Py_XNewRef(rule);
+    e->direct = NULL;
     e->mode = mode;
     e->used = 1;
     c->used++;
@@ -2617,6 +2623,10 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         result = Py_NewRef(first->cause);
         goto done;
     }
+    if (first != NULL && first->direct != NULL) {
+        result = Py_NewRef(first->direct);
+        goto done;
+    }
     if (first != NULL && first->mode == MODE_ASK) {
         if (first->rule != NULL) {
             /* The rule that answered for this key, without resolve()'s search. */
@@ -2659,6 +2669,9 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         if (second != NULL && second->held[0] == first->held[0] &&
             second->held[1] == first->held[1] && second->held[2] == first->held[2]) {
             result = Py_NewRef(second->cause);
+            if (user == frame && first->mode == MODE_USER) {
+                Py_XSETREF(first->direct, Py_NewRef(result));
+            }
             goto done_user;
         }
     }
@@ -2789,12 +2802,32 @@ typedef struct {
 
 static PyTypeObject HopAwaitableType;
 
+#ifndef Py_GIL_DISABLED
+/* Awaitables freed and kept for reuse, as the hops are (see Hop_dealloc):
+ * every hop makes one, and the collector's allocation and free cost some 150
+ * instructions a hop. Each is untracked and holds nothing while it waits
+ * here; one the collector finalized is never kept (see HopAwaitable_dealloc). */
+#define FREE_AWAITABLES 16
+static HopAwaitableObject *g_free_awaitables[FREE_AWAITABLES];
+static int g_free_awaitables_n;
+#endif
+
 static HopAwaitableObject *
 awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
 {
-    HopAwaitableObject *a = PyObject_GC_New(HopAwaitableObject, &HopAwaitableType);
-    if (a == NULL) {
-        return NULL;
+    HopAwaitableObject *a;
+#ifndef Py_GIL_DISABLED
+    if (g_free_awaitables_n > 0) {
+        a = g_free_awaitables[--g_free_awaitables_n];
+        (void)PyObject_Init((PyObject *)a, &HopAwaitableType);
+    }
+    else
+#endif
+    {
+        a = PyObject_GC_New(HopAwaitableObject, &HopAwaitableType);
+        if (a == NULL) {
+            return NULL;
+        }
     }
     a->inner = Py_NewRef(inner);
     a->adapter = Py_XNewRef(adapter);
@@ -3020,22 +3053,31 @@ awaitable_end(HopAwaitableObject *a, int raised)
     if (hop == NULL) {
         return;
     }
+    /* An exception in flight (the coroutine raised, or a throw() ended in
+     * StopIteration) is kept aside around hopwatch's own work; a hop that
+     * returned has none, and skips the fetch and the restore (about 70
+     * instructions). hopwatch's own errors below are cleared or reported
+     * where they occur. */
+    saved_exc s;
+    int in_flight = PyErr_Occurred() != NULL;
     if (a->kind != KIND_S2A) {
         hop->ended_ns = t;
         Py_CLEAR(a->hop);
         if (a->token != NULL) {
-            saved_exc s;
-            save_exc(&s);
+            if (in_flight) {
+                save_exc(&s);
+            }
             if (PyContextVar_Reset(g_current_scope, a->token) < 0) {
                 PyErr_Clear(); /* closed from another context (collected): nothing to undo */
             }
             Py_CLEAR(a->token);
-            restore_exc(&s);
+            if (in_flight) {
+                restore_exc(&s);
+            }
         }
         return;
     }
     hop->resumed_ns = t;
-    saved_exc s;
     if (raised) {
         PyObject *outcome = s_error;
         if (PyErr_ExceptionMatches(g_cancelled)) {
@@ -3043,13 +3085,17 @@ awaitable_end(HopAwaitableObject *a, int raised)
         }
         Py_SETREF(hop->outcome, Py_NewRef(outcome));
     }
-    save_exc(&s);
+    if (in_flight) {
+        save_exc(&s);
+    }
     hop->adapter_id = 0;
     if (finish_hop_impl(hop) < 0) {
         report_error("SyncToAsync.__call__ (finish)");
     }
     Py_CLEAR(a->hop);
-    restore_exc(&s);
+    if (in_flight) {
+        restore_exc(&s);
+    }
 }
 
 static int
@@ -3286,6 +3332,15 @@ HopAwaitable_dealloc(HopAwaitableObject *a)
     }
     PyObject_GC_UnTrack(a);
     HopAwaitable_clear(a);
+#ifndef Py_GIL_DISABLED
+    /* Kept for the next hop unless the collector finalized it (its header
+     * then carries that mark, which a new object must not: it would never be
+     * finalized). HopAwaitableType has no subclasses: every one is this size. */
+    if (g_free_awaitables_n < FREE_AWAITABLES && !PyObject_GC_IsFinalized((PyObject *)a)) {
+        g_free_awaitables[g_free_awaitables_n++] = a;
+        return;
+    }
+#endif
     PyObject_GC_Del(a);
 }
 
@@ -3810,12 +3865,12 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     hop->resumed_ns = now_ns();
     tl_a2s = outer_a2s;
 
-    saved_exc s;
+    saved_exc s; /* kept aside only when the call raised (see awaitable_end) */
     if (result == NULL) {
         PyObject *outcome = PyErr_ExceptionMatches(g_cancelled) ? s_cancelled : s_error;
         Py_SETREF(hop->outcome, Py_NewRef(outcome));
+        save_exc(&s);
     }
-    save_exc(&s);
     Py_SETREF(hop->expected_loop, Py_NewRef(Py_None)); /* keep no loop alive */
     hop->adapter_id = 0;
     if (token != NULL) {
@@ -3828,7 +3883,9 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
         report_error("AsyncToSync.__call__ (finish)");
     }
     Py_DECREF(hop);
-    restore_exc(&s);
+    if (result == NULL) {
+        restore_exc(&s);
+    }
     return result;
 
 fail:
