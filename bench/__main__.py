@@ -114,6 +114,7 @@ class Params:
     callgrind_cases: int  # how many of bench.hops.CASES, in order
     callgrind_small: int
     callgrind_large: int
+    callgrind_draws: int  # runs of each length; the marginal is their median
     rounds: int
     duration: float
     connections: int
@@ -137,6 +138,9 @@ FULL = {
     # instructions with thread scheduling (the same lengths as bench.instructions)
     "callgrind_small": 200,
     "callgrind_large": 1200,
+    # the two async_to_sync hops' marginal moves by thousands between draws of the
+    # same code (how the two threads meet under valgrind): the median of three
+    "callgrind_draws": 3,
     "rounds": 5,
     "duration": 4.0,
     "connections": 8,
@@ -156,6 +160,7 @@ QUICK = {
     "callgrind_cases": 1,
     "callgrind_small": 50,
     "callgrind_large": 150,
+    "callgrind_draws": 1,
     "rounds": 2,
     "duration": 1.0,
     "connections": 8,
@@ -425,8 +430,8 @@ _CALLGRIND_WORKER = (
 )
 
 
-def _instructions(case: int, patched: bool, n: int, tmp: str) -> int:
-    out = Path(tmp) / f"callgrind.{case}.{patched}.{n}.out"
+def _instructions(case: int, patched: bool, n: int, draw: int, tmp: str) -> int:
+    out = Path(tmp) / f"callgrind.{case}.{patched}.{n}.{draw}.out"
     command = ["valgrind", "--tool=callgrind", "--fair-sched=yes", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", _CALLGRIND_WORKER]
     command += [str(case), "patched" if patched else "bare", str(n)]
@@ -441,8 +446,12 @@ def _instructions(case: int, patched: bool, n: int, tmp: str) -> int:
 def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
     """Marginal instructions per hop, bare and patched: (I(large) - I(small)) / (large - small).
 
-    Instruction counts do not depend on the machine's load, so the runs go in
-    parallel (one per core).
+    Each is the median over ``params.callgrind_draws`` draws (a run of each
+    length per draw): the same code's marginal moves by thousands of
+    instructions between draws for the hops that hand work between two
+    threads, and the median does not follow one unlucky draw. Instruction
+    counts do not depend on the machine's load, so the runs go in parallel
+    (one per core).
     """
     if shutil.which("valgrind") is None:
         say("valgrind is not installed: no instruction counts")
@@ -450,15 +459,22 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
     from bench import hops, own_code
 
     cases = list(range(min(params.callgrind_cases, len(hops.CASES))))
+    draws = range(max(1, params.callgrind_draws))
+    lengths: dict[int, tuple[int, int]] = {}
     jobs = []
     for case in cases:
         scale = hops.CASES[case].scale
         small = max(10, int(params.callgrind_small * scale))
         large = max(small + 10, int(params.callgrind_large * scale))
-        for patched in (False, True):
-            for n in (small, large):
-                jobs.append((case, patched, n))
-    say(f"per hop: {len(jobs)} callgrind runs ({len(cases)} case(s); a few seconds each)")
+        lengths[case] = (small, large)
+        for draw in draws:
+            for patched in (False, True):
+                for n in (small, large):
+                    jobs.append((case, patched, n, draw))
+    say(
+        f"per hop: {len(jobs)} callgrind runs ({len(cases)} case(s), {len(draws)} draw(s);"
+        " a few seconds each)"
+    )
     own: dict[int, float | None] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hopwatch-callgrind-") as tmp:
@@ -467,39 +483,52 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                 runs = pool.map(lambda j: _instructions(*j, tmp), jobs)
                 counts = dict(zip(jobs, runs, strict=True))
             for case in cases:
-                # hopwatch's own code per hop, from the two patched profiles' call trees
-                n_small, n_large = sorted(n for c, p, n in jobs if c == case and p)
-                profile = Path(tmp) / f"callgrind.{case}.True.{{}}.out"
-                own[case] = own_code.per_hop(
-                    Path(str(profile).format(n_small)),
-                    Path(str(profile).format(n_large)),
-                    n_small,
-                    n_large,
-                )
+                # hopwatch's own code per hop, from each draw's two patched profiles' call trees
+                n_small, n_large = lengths[case]
+                per_draw = [
+                    own_code.per_hop(
+                        Path(tmp) / f"callgrind.{case}.True.{n_small}.{draw}.out",
+                        Path(tmp) / f"callgrind.{case}.True.{n_large}.{draw}.out",
+                        n_small,
+                        n_large,
+                    )
+                    for draw in draws
+                ]
+                found = [x for x in per_draw if x is not None]
+                own[case] = statistics.median(found) if len(found) == len(per_draw) else None
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         say(f"per hop: no instruction counts: {exc}")
         return None
-    rows = []
-    for case in cases:
-        per_hop = {}
-        for patched in (False, True):
-            (n_small, i_small), (n_large, i_large) = sorted(
-                (n, count) for (c, p, n), count in counts.items() if c == case and p == patched
-            )
-            per_hop[patched] = (i_large - i_small) / (n_large - n_small)
-        rows.append(
-            {
-                "name": hops.CASES[case].name,
-                "bare": per_hop[False],
-                "patched": per_hop[True],
-                "own": own[case],
-                "hops": f"{n_small} vs {n_large}",
-            }
-        )
-    return rows
+    return [
+        {
+            "name": hops.CASES[case].name,
+            **marginal_per_hop(counts, case, *lengths[case]),
+            "own": own[case],
+        }
+        for case in cases
+    ]
 
 
-# --- report -------------------------------------------------------------------------
+def marginal_per_hop(
+    counts: dict[tuple[int, bool, int, int], int], case: int, small: int, large: int
+) -> dict[str, Any]:
+    """One case's marginal per hop, bare and patched, each the median over the draws
+    in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's."""
+    draws = sorted({d for c, _, _, d in counts if c == case})
+    marginal = [
+        {
+            kind: (counts[(case, patched, large, draw)] - counts[(case, patched, small, draw)])
+            / (large - small)
+            for kind, patched in (("bare", False), ("patched", True))
+        }
+        for draw in draws
+    ]
+    return {
+        "bare": statistics.median(d["bare"] for d in marginal),
+        "patched": statistics.median(d["patched"] for d in marginal),
+        "hops": f"{small} vs {large}",
+        "draws": marginal,
+    }
 
 
 def run_requests(params: Params) -> dict[str, Any]:
@@ -645,26 +674,28 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
         out += [
             "Instructions per hop (valgrind `--tool=callgrind`, marginal: the difference between"
             " two runs of different lengths, divided by the difference in hops, so start-up"
-            " cancels out; one run of each, hash seed 0):",
+            f" cancels out; {_draws_phrase(cg)}, hash seed 0):",
             "",
             "| hop | hops per run | bare instructions | with hopwatch | added | added %"
-            " | hopwatch's own code | own % |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            " | added, each draw | hopwatch's own code | own % |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|",
         ]
         for r in cg:
             added = r["patched"] - r["bare"]
             own = r.get("own")
             own_cells = "- | -" if own is None else f"{own:,.0f} | {own / r['bare'] * 100:.2f}%"
+            each = ", ".join(f"{d['patched'] - d['bare']:+,.0f}" for d in r.get("draws") or [])
             out.append(
                 f"| {r['name']} | {r['hops']} | {r['bare']:,.0f} | {r['patched']:,.0f}"
-                f" | {added:+,.0f} | {added / r['bare'] * 100:+.2f}% | {own_cells} |"
+                f" | {added:+,.0f} | {added / r['bare'] * 100:+.2f}% | {each or '-'}"
+                f" | {own_cells} |"
             )
         out += [
             "",
             '"Added" is everything the process did more per hop with hopwatch; for the'
             " two `async_to_sync` hops it also holds how often the two threads happen to"
             " wake each other under valgrind, which moves by thousands of instructions"
-            " from run to run on the same code. \"hopwatch's own code\" is what runs"
+            ' from run to run on the same code. "hopwatch\'s own code" is what runs'
             " because of hopwatch's C functions, counted from the same profiles' call"
             " trees (`bench/own_code.py` says what is in it and what is not); it repeats"
             " to within a few dozen instructions.",
@@ -672,6 +703,17 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
     else:
         out.append("_No instruction counts (valgrind missing, or `--skip callgrind`)._")
     return "\n".join(out)
+
+
+def _draws_phrase(cg: list[dict[str, Any]]) -> str:
+    """How many draws the per-hop instruction counts are the median of."""
+    n = max((len(r.get("draws") or []) for r in cg), default=0)
+    if n <= 1:
+        return "one run of each length"
+    return (
+        f"the median of {n} draws (a run of each length per draw) for the bare and the"
+        ' patched hop apart; "added" is the difference of the two medians'
+    )
 
 
 def render_server(s: dict[str, Any] | None) -> str:
