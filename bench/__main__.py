@@ -435,7 +435,12 @@ def _instructions(case: int, patched: bool, n: int, draw: int, tmp: str) -> int:
     command = ["valgrind", "--tool=callgrind", "--fair-sched=yes", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", _CALLGRIND_WORKER]
     command += [str(case), "patched" if patched else "bare", str(n)]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+    # Each draw its own hash seed, both lengths and both sides the same: a context
+    # variable's hash (its name's hash and its address) shapes the context's tree,
+    # and so what a set, reset and lookup of hopwatch's variable cost (the
+    # `async_to_sync` onto the loop's own code read 3,903 in one process layout
+    # and 5,596 in another); a deployment's processes each draw a seed too.
+    env = {**os.environ, "PYTHONHASHSEED": str(draw), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if result.returncode != 0 or not match:
@@ -476,6 +481,7 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
         " a few seconds each)"
     )
     own: dict[int, float | None] = {}
+    own_draws: dict[int, list[float | None]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hopwatch-callgrind-") as tmp:
             workers = max(1, min(len(jobs), os.cpu_count() or 1))
@@ -494,6 +500,7 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                     )
                     for draw in draws
                 ]
+                own_draws[case] = per_draw
                 found = [x for x in per_draw if x is not None]
                 own[case] = statistics.median(found) if len(found) == len(per_draw) else None
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
@@ -502,7 +509,7 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
     return [
         {
             "name": hops.CASES[case].name,
-            **marginal_per_hop(counts, case, *lengths[case]),
+            **marginal_per_hop(counts, case, *lengths[case], own_draws[case]),
             "own": own[case],
         }
         for case in cases
@@ -510,18 +517,26 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
 
 
 def marginal_per_hop(
-    counts: dict[tuple[int, bool, int, int], int], case: int, small: int, large: int
+    counts: dict[tuple[int, bool, int, int], int],
+    case: int,
+    small: int,
+    large: int,
+    own: list[float | None] | None = None,
 ) -> dict[str, Any]:
     """One case's marginal per hop, bare and patched, each the median over the draws
-    in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's."""
+    in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's
+    (with hopwatch's own code in that draw, when ``own`` gives it)."""
     draws = sorted({d for c, _, _, d in counts if c == case})
     marginal = [
         {
-            kind: (counts[(case, patched, large, draw)] - counts[(case, patched, small, draw)])
-            / (large - small)
-            for kind, patched in (("bare", False), ("patched", True))
+            **{
+                kind: (counts[(case, patched, large, draw)] - counts[(case, patched, small, draw)])
+                / (large - small)
+                for kind, patched in (("bare", False), ("patched", True))
+            },
+            **({"own": own[i]} if own is not None else {}),
         }
-        for draw in draws
+        for i, draw in enumerate(draws)
     ]
     return {
         "bare": statistics.median(d["bare"] for d in marginal),
@@ -674,7 +689,7 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
         out += [
             "Instructions per hop (valgrind `--tool=callgrind`, marginal: the difference between"
             " two runs of different lengths, divided by the difference in hops, so start-up"
-            f" cancels out; {_draws_phrase(cg)}, hash seed 0):",
+            f" cancels out; {_draws_phrase(cg)}):",
             "",
             "| hop | hops per run | bare instructions | with hopwatch | added | added %"
             " | added, each draw | hopwatch's own code | own % |",
@@ -709,10 +724,11 @@ def _draws_phrase(cg: list[dict[str, Any]]) -> str:
     """How many draws the per-hop instruction counts are the median of."""
     n = max((len(r.get("draws") or []) for r in cg), default=0)
     if n <= 1:
-        return "one run of each length"
+        return "one run of each length, hash seed 0"
     return (
-        f"the median of {n} draws (a run of each length per draw) for the bare and the"
-        ' patched hop apart; "added" is the difference of the two medians'
+        f"the median of {n} draws (a run of each length per draw, draw k with hash seed k)"
+        ' for the bare and the patched hop apart; "added" is the difference of the'
+        " two medians"
     )
 
 

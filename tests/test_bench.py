@@ -525,7 +525,7 @@ def test_the_per_hop_marginal_is_the_median_of_its_draws():
     assert [d["patched"] - d["bare"] for d in row["draws"]] == [3_900, 13_000, 3_500]
     cg = [{"name": "a2s", **row, "own": 3_800.0}]
     text = render_hops(None, cg)
-    assert "the median of 3 draws (a run of each length per draw)" in text
+    assert "the median of 3 draws (a run of each length per draw, draw k with hash seed k)" in text
     assert (
         "| a2s | 200 vs 1200 | 200,500 | 204,000 | +3,500 | +1.75% | +3,900, +13,000, +3,500"
         " | 3,800 | 1.90% |" in text
