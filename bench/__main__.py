@@ -692,18 +692,22 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
             f" cancels out; {_draws_phrase(cg)}):",
             "",
             "| hop | hops per run | bare instructions | with hopwatch | added | added %"
-            " | added, each draw | hopwatch's own code | own % |",
-            "|---|---|---:|---:|---:|---:|---|---:|---:|",
+            " | added, each draw | hopwatch's own code | own % | own, each draw |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|---|",
         ]
         for r in cg:
             added = r["patched"] - r["bare"]
             own = r.get("own")
             own_cells = "- | -" if own is None else f"{own:,.0f} | {own / r['bare'] * 100:.2f}%"
-            each = ", ".join(f"{d['patched'] - d['bare']:+,.0f}" for d in r.get("draws") or [])
+            draws = r.get("draws") or []
+            each = ", ".join(f"{d['patched'] - d['bare']:+,.0f}" for d in draws)
+            own_each = ", ".join(
+                f"{d['own']:,.0f}" for d in draws if isinstance(d.get("own"), int | float)
+            )
             out.append(
                 f"| {r['name']} | {r['hops']} | {r['bare']:,.0f} | {r['patched']:,.0f}"
                 f" | {added:+,.0f} | {added / r['bare'] * 100:+.2f}% | {each or '-'}"
-                f" | {own_cells} |"
+                f" | {own_cells} | {own_each or '-'} |"
             )
         out += [
             "",
@@ -712,8 +716,13 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
             " wake each other under valgrind, which moves by thousands of instructions"
             ' from run to run on the same code. "hopwatch\'s own code" is what runs'
             " because of hopwatch's C functions, counted from the same profiles' call"
-            " trees (`bench/own_code.py` says what is in it and what is not); it repeats"
-            " to within a few dozen instructions.",
+            " trees (`bench/own_code.py` says what is in it and what is not). It repeats"
+            " to within a few dozen instructions under one hash seed, but not across"
+            " seeds: a context variable's hash (its name's hash and its address) shapes"
+            " the context's tree, and with it what setting, resetting and reading"
+            " hopwatch's variable cost (3,903 or 5,596 on the `async_to_sync` onto the"
+            " loop, 2026-12-03), so each draw has a seed of its own, as each of a"
+            " deployment's processes does.",
         ]
     else:
         out.append("_No instruction counts (valgrind missing, or `--skip callgrind`)._")
