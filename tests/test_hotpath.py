@@ -124,7 +124,15 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     }
     assert sites[1]["ms"] == 0.701 and "call_site" not in sites[1]
     assert all(result == results[0] for result in results)
-    assert list(sites[0]) == ["site", "kind", "direction", "count", "ms", "overhead_ms", "call_site"]
+    assert list(sites[0]) == [
+        "site",
+        "kind",
+        "direction",
+        "count",
+        "ms",
+        "overhead_ms",
+        "call_site",
+    ]
     ranked = [_ledger_with(impl, hops).ranked_causes() for impl in implementations]
     assert all([c.site for c, _ in r] == [c.site for c, _ in ranked[0]] for r in ranked)
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
@@ -244,7 +252,9 @@ def test_pinned_by_is_bounded_like_the_causes():
         ledger = impl.LedgerCore()
         ledger.cause_limit = 3
         for i in range(10):
-            parent = impl.Hop("sync_to_async", intern_cause("middleware", f"m{i}"), True, None, None)
+            parent = impl.Hop(
+                "sync_to_async", intern_cause("middleware", f"m{i}"), True, None, None
+            )
             hop = impl.Hop("async_to_sync", bridge, None, parent, ledger, 0)
             hop.resumed_ns = 1
             impl.finish_hop(hop)
@@ -456,3 +466,30 @@ def test_then_whose_start_gives_none_or_fails_only_awaits():
     assert asyncio.run(main()) == (3, 3)
     assert calls == []
     assert _errors.total() == before + 1
+
+
+def test_hopwatchs_context_variable_sits_apart_from_asgirefs_in_the_contexts_tree():
+    """Its first-level slot in a context's HAMT is none of asgiref's variables',
+    and the placing picks a free slot when most are taken (a shared slot puts
+    every set, reset and lookup of it a level deeper)."""
+    import contextvars
+
+    from hopwatch._recorder import (
+        asgiref_variables,
+        current_scope,
+        first_level_slot,
+        placed_context_variable,
+    )
+
+    theirs = asgiref_variables()
+    assert {"thread_sensitive_context", "deadlock_context"} <= {v.name for v in theirs}
+    assert first_level_slot(current_scope) not in {first_level_slot(v) for v in theirs}
+    made: list[contextvars.ContextVar[object]] = []
+    by_slot: dict[int, contextvars.ContextVar[object]] = {}
+    while len(by_slot) < 24:  # three slots in four taken
+        made.append(contextvars.ContextVar(f"taken{len(made)}"))
+        by_slot.setdefault(first_level_slot(made[-1]), made[-1])
+    for _ in range(20):
+        placed = placed_context_variable("placed", list(by_slot.values()))
+        assert first_level_slot(placed) not in by_slot
+        assert placed.get() is None

@@ -47,7 +47,6 @@ ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
 
-
 class Cause:
     """Why a crossing happened: a kind, a site and (for ORM/other) the user's call site.
 
@@ -241,8 +240,59 @@ class RequestRecord(Ledger):
 #: context on both sides of every crossing (on asgiref 3.8.1 a second variable
 #: cost a cold ``async_to_sync`` 3,800 instructions more: docs/performance.md). Read it
 #: through :func:`current_ledger`; enter a ledger with :func:`enter_scope`.
-current_scope: contextvars.ContextVar[Ledger | Hop | None] = contextvars.ContextVar(
-    "hopwatch_scope", default=None
+
+
+def first_level_slot(var: contextvars.ContextVar[object]) -> int:
+    """Where ``var`` sits in the first level of a context's tree (CPython's HAMT
+    folds the variable's 64-bit hash to 32 bits and takes its low 5 bits)."""
+    h = hash(var)
+    folded = (h & 0xFFFFFFFF) ^ ((h >> 32) & 0xFFFFFFFF)
+    return (0xFFFFFFFE if folded == 0xFFFFFFFF else folded) & 31
+
+
+def asgiref_variables() -> list[contextvars.ContextVar[object]]:
+    """asgiref.sync's own context variables (thread_sensitive_context,
+    deadlock_context and, on 3.10 and later, async_single_thread_context)."""
+    import asgiref.sync
+
+    spaces = [vars(asgiref.sync)]
+    spaces += [vars(c) for c in vars(asgiref.sync).values() if isinstance(c, type)]
+    found = {
+        id(v): v for space in spaces for v in space.values() if type(v) is contextvars.ContextVar
+    }
+    return list(found.values())
+
+
+def placed_context_variable(
+    name: str, apart_from: list[contextvars.ContextVar[object]]
+) -> contextvars.ContextVar[Ledger | Hop | None]:
+    """A context variable (default None) whose first-level slot none of
+    ``apart_from`` takes, when one of 64 tries gives one (else the last).
+
+    A context keeps its variables in a HAMT keyed by their hashes, and a
+    variable's hash is its name's hash XORed with its address: in one process
+    in about 32, hopwatch's variable shares a first-level slot with asgiref's
+    ``thread_sensitive_context``, which every Django request's context holds,
+    and every set, reset and lookup of it goes a level deeper (measured on an
+    ``async_to_sync`` onto the loop: 5,596 instructions of hopwatch's own a hop
+    against 3,921; docs/performance-history.md, 2026-12-03). The variables
+    tried and not kept live until the choice is made, so that none of their
+    addresses comes back to the next try.
+    """
+    taken = {first_level_slot(v) for v in apart_from}
+    tried = []
+    for _ in range(64):
+        var: contextvars.ContextVar[Ledger | Hop | None] = contextvars.ContextVar(
+            name, default=None
+        )
+        if first_level_slot(var) not in taken:
+            return var
+        tried.append(var)
+    return var
+
+
+current_scope: contextvars.ContextVar[Ledger | Hop | None] = placed_context_variable(
+    "hopwatch_scope", asgiref_variables()
 )
 
 
@@ -327,6 +377,7 @@ def value_outside(ledger: Ledger) -> Ledger | Hop | None:
     if hop is not None and hop.scope is ledger.parent:
         return hop
     return ledger.parent
+
 
 #: Hops made outside any scope: startup, management commands, background
 #: work. Kept apart, never attributed to a request.
