@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext
@@ -255,7 +255,7 @@ def asgiref_variables() -> list[contextvars.ContextVar[object]]:
     deadlock_context and, on 3.10 and later, async_single_thread_context)."""
     import asgiref.sync
 
-    spaces = [vars(asgiref.sync)]
+    spaces: list[Mapping[str, object]] = [vars(asgiref.sync)]
     spaces += [vars(c) for c in vars(asgiref.sync).values() if isinstance(c, type)]
     found = {
         id(v): v for space in spaces for v in space.values() if type(v) is contextvars.ContextVar
