@@ -480,7 +480,6 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
         f"per hop: {len(jobs)} callgrind runs ({len(cases)} case(s), {len(draws)} draw(s);"
         " a few seconds each)"
     )
-    own: dict[int, float | None] = {}
     own_draws: dict[int, list[float | None]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hopwatch-callgrind-") as tmp:
@@ -491,7 +490,7 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
             for case in cases:
                 # hopwatch's own code per hop, from each draw's two patched profiles' call trees
                 n_small, n_large = lengths[case]
-                per_draw = [
+                own_draws[case] = [
                     own_code.per_hop(
                         Path(tmp) / f"callgrind.{case}.True.{n_small}.{draw}.out",
                         Path(tmp) / f"callgrind.{case}.True.{n_large}.{draw}.out",
@@ -500,9 +499,6 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                     )
                     for draw in draws
                 ]
-                own_draws[case] = per_draw
-                found = [x for x in per_draw if x is not None]
-                own[case] = statistics.median(found) if len(found) == len(per_draw) else None
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         say(f"per hop: no instruction counts: {exc}")
         return None
@@ -510,7 +506,6 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
         {
             "name": hops.CASES[case].name,
             **marginal_per_hop(counts, case, *lengths[case], own_draws[case]),
-            "own": own[case],
         }
         for case in cases
     ]
@@ -524,8 +519,9 @@ def marginal_per_hop(
     own: list[float | None] | None = None,
 ) -> dict[str, Any]:
     """One case's marginal per hop, bare and patched, each the median over the draws
-    in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's
-    (with hopwatch's own code in that draw, when ``own`` gives it)."""
+    in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's;
+    with ``own`` (hopwatch's own code in each draw), its median too (None when a
+    draw has none)."""
     draws = sorted({d for c, _, _, d in counts if c == case})
     marginal = [
         {
@@ -538,12 +534,15 @@ def marginal_per_hop(
         }
         for i, draw in enumerate(draws)
     ]
-    return {
+    row = {
         "bare": statistics.median(d["bare"] for d in marginal),
         "patched": statistics.median(d["patched"] for d in marginal),
         "hops": f"{small} vs {large}",
         "draws": marginal,
     }
+    if own is not None:
+        row["own"] = None if None in own else statistics.median(own)
+    return row
 
 
 def run_requests(params: Params) -> dict[str, Any]:

@@ -424,7 +424,9 @@ def _count(endpoints: dict[str, dict[str, Any]], record: dict[str, Any]) -> None
         if not isinstance(site, dict) or not isinstance(site["ms"], float):
             continue  # a malformed entry: left out, the record's other causes kept
         cause = json.dumps([site["site"], site["kind"], site["direction"], site.get("call_site")])
-        totals = causes.setdefault(cause, {"requests": 0, "count": 0, "us": 0, "overhead_us": 0})
+        totals = causes.setdefault(
+            cause, {"requests": 0, "count": 0, "us": 0, "overhead_us": 0}
+        )
         totals["requests"] += 1
         totals["count"] += site["count"]
         totals["us"] += _us(site["ms"])
@@ -442,7 +444,9 @@ def main() -> None:
         "--malformed", type=float, default=0.0, help="share of records with a malformed part"
     )
     args = parser.parse_args()
-    truth = generate(args.path, args.lines, args.rendering, args.seed, args.foreign, args.malformed)
+    truth = generate(
+        args.path, args.lines, args.rendering, args.seed, args.foreign, args.malformed
+    )
     print(f"{args.path}: {truth['lines']:,} lines, {truth['records']:,} records")
 
 

@@ -531,6 +531,7 @@ def test_the_per_hop_marginal_is_the_median_of_its_draws():
     assert (row["bare"], row["patched"], row["hops"]) == (200_500, 204_000, "200 vs 1200")
     assert [d["patched"] - d["bare"] for d in row["draws"]] == [3_900, 13_000, 3_500]
     assert [d["own"] for d in row["draws"]] == [5_600.0, 3_800.0, 3_820.0]
+    assert row["own"] == 3_820.0  # their median
     cg = [{"name": "a2s", **row, "own": 3_820.0}]
     text = render_hops(None, cg)
     assert "the median of 3 draws (a run of each length per draw, draw k with hash seed k)" in text

@@ -124,15 +124,7 @@ def test_the_line_sites_are_the_same_from_both_ledgers():
     }
     assert sites[1]["ms"] == 0.701 and "call_site" not in sites[1]
     assert all(result == results[0] for result in results)
-    assert list(sites[0]) == [
-        "site",
-        "kind",
-        "direction",
-        "count",
-        "ms",
-        "overhead_ms",
-        "call_site",
-    ]
+    assert list(sites[0]) == ["site", "kind", "direction", "count", "ms", "overhead_ms", "call_site"]
     ranked = [_ledger_with(impl, hops).ranked_causes() for impl in implementations]
     assert all([c.site for c, _ in r] == [c.site for c, _ in ranked[0]] for r in ranked)
     assert _ledger_with(_hotpath.impl, hops).line_sites(0) == ([], 4)
@@ -252,9 +244,7 @@ def test_pinned_by_is_bounded_like_the_causes():
         ledger = impl.LedgerCore()
         ledger.cause_limit = 3
         for i in range(10):
-            parent = impl.Hop(
-                "sync_to_async", intern_cause("middleware", f"m{i}"), True, None, None
-            )
+            parent = impl.Hop("sync_to_async", intern_cause("middleware", f"m{i}"), True, None, None)
             hop = impl.Hop("async_to_sync", bridge, None, parent, ledger, 0)
             hop.resumed_ns = 1
             impl.finish_hop(hop)

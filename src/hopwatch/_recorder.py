@@ -47,6 +47,7 @@ ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
 
+
 class Cause:
     """Why a crossing happened: a kind, a site and (for ORM/other) the user's call site.
 
@@ -230,17 +231,6 @@ class RequestRecord(Ledger):
 
 # --- scope -----------------------------------------------------------------
 
-#: The ledger hops are currently added to (a request, or a testing block) or,
-#: while an ``async_to_sync``'s code runs, that hop (its ``scope`` is then the
-#: ledger; it is the parent of the hops made there). Empty for a request served
-#: by Django's ASGIHandler, whose record rides on its ThreadSensitiveContext
-#: (:class:`RequestContext`); read it through :func:`current_ledger` or
-#: ``_hotpath.scope_value``, which look there too. One context variable, not
-#: a second for the running hop: asgiref passes over every variable of the
-#: context on both sides of every crossing (on asgiref 3.8.1 a second variable
-#: cost a cold ``async_to_sync`` 3,800 instructions more: docs/performance.md). Read it
-#: through :func:`current_ledger`; enter a ledger with :func:`enter_scope`.
-
 
 def first_level_slot(var: contextvars.ContextVar[object]) -> int:
     """Where ``var`` sits in the first level of a context's tree (CPython's HAMT
@@ -291,6 +281,16 @@ def placed_context_variable(
     return var
 
 
+#: The ledger hops are currently added to (a request, or a testing block) or,
+#: while an ``async_to_sync``'s code runs, that hop (its ``scope`` is then the
+#: ledger; it is the parent of the hops made there). Empty for a request served
+#: by Django's ASGIHandler, whose record rides on its ThreadSensitiveContext
+#: (:class:`RequestContext`); read it through :func:`current_ledger` or
+#: ``_hotpath.scope_value``, which look there too. One context variable, not
+#: a second for the running hop: asgiref passes over every variable of the
+#: context on both sides of every crossing (on asgiref 3.8.1 a second variable
+#: cost a cold ``async_to_sync`` 3,800 instructions more: docs/performance.md). Read it
+#: through :func:`current_ledger`; enter a ledger with :func:`enter_scope`.
 current_scope: contextvars.ContextVar[Ledger | Hop | None] = placed_context_variable(
     "hopwatch_scope", asgiref_variables()
 )
@@ -377,7 +377,6 @@ def value_outside(ledger: Ledger) -> Ledger | Hop | None:
     if hop is not None and hop.scope is ledger.parent:
         return hop
     return ledger.parent
-
 
 #: Hops made outside any scope: startup, management commands, background
 #: work. Kept apart, never attributed to a request.
