@@ -57,8 +57,10 @@ is measured by taking parts away, one configuration each:
 - ``build``: plus the line built and rendered, dropped by the logger's level;
 - ``hopwatch``: plus the line written (the full product).
 
-and attribution is read from the full run's own profile (the inclusive cost of
-the C accelerator's ``attribute`` function).
+and, from the full run's own profiles, hopwatch's own C code by the parts the
+issue names (patch, attribution, record, fold, the request's scope, line build,
+line write: ``bench.own_code.PARTS``), counted as ``bench/own_code.py`` counts a
+hop's.
 """
 
 from __future__ import annotations
@@ -315,9 +317,10 @@ _JOB_WIDTH = 400
 
 
 def _callgrind(
-    args: list[str], tmp: str, pure: bool, tag: str, seed: int = 0
-) -> tuple[int, int | None]:
-    """(total instructions, inclusive instructions of the C `attribute`, if seen)."""
+    args: list[str], tmp: str, pure: bool, tag: str, seed: int = 0, parts: bool = False
+) -> tuple[int, dict[str, int] | None]:
+    """(total instructions, hopwatch's own C code by part when ``parts`` and
+    measurable, else None)."""
     out = Path(tmp) / f"callgrind.{tag}.out"
     command = [
         "valgrind",
@@ -348,27 +351,11 @@ def _callgrind(
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if result.returncode != 0 or not match:
         raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-1500:]}")
-    return int(match.group(1)), _inclusive(out, "attribute")
+    if not parts:
+        return int(match.group(1)), None
+    from bench import own_code
 
-
-def _inclusive(out: Path, function: str) -> int | None:
-    """The function's inclusive count; None when callgrind_annotate is missing or
-    the profile has no such function (a compiler that inlined it): not measured,
-    never 0."""
-    annotate = shutil.which("callgrind_annotate")
-    if annotate is None:
-        return None
-    result = subprocess.run(
-        [annotate, "--inclusive=yes", "--threshold=100", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    for line in result.stdout.splitlines():
-        match = re.match(r"\s*([\d,]+)\s.*:" + re.escape(function) + r"\s", line + " ")
-        if match:
-            return int(match.group(1).replace(",", ""))
-    return None
+    return int(match.group(1)), own_code.parts_of(out)
 
 
 def measure(
@@ -405,82 +392,129 @@ def measure(
                     job = (f"request:{mode}", args, mode.endswith("python"), n, seed)
                     jobs += [job] * repeat
 
-    # key -> [(run length, hash seed, total, attribution)]
-    results: dict[str, list[tuple[int, int, int, int | None]]] = {}
+    # key -> [(run length, hash seed, total, own C code by part)]
+    results: dict[str, list[tuple[int, int, int, dict[str, int] | None]]] = {}
     with tempfile.TemporaryDirectory(prefix="hopwatch-instructions-") as tmp:
         tags = itertools.count()
 
         def run(
             job: tuple[str, tuple[str, ...], bool, int, int],
-        ) -> tuple[str, int, int, int, int | None]:
+        ) -> tuple[str, int, int, int, dict[str, int] | None]:
             key, args, pure, n, seed = job
             tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
             tag += f"-s{seed}-{next(tags)}"
             argv = list(args)
             if argv[0] == "request":
                 argv.append(str(Path(tmp) / f"{tag}.log"))
-            total, attribution = _callgrind(argv, tmp, pure, tag, seed)
+            full = key == "request:hopwatch"  # the product, with the C path
+            total, parts = _callgrind(argv, tmp, pure, tag, seed, parts=full)
             if argv[0] == "request" and argv[1] == "hopwatch":
                 check_lines(argv[-1], n)
-            return key, n, seed, total, attribution
+            return key, n, seed, total, parts
 
         workers = max(1, min(len(jobs), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for key, n, seed, total, attribution in pool.map(run, jobs):
-                results.setdefault(key, []).append((n, seed, total, attribution))
+            for key, n, seed, total, parts in pool.map(run, jobs):
+                results.setdefault(key, []).append((n, seed, total, parts))
 
     spreads: dict[str, list[float]] = {}
 
-    def marginal(key: str) -> tuple[float, float | None]:
-        # Per hash seed, the marginal between the two run lengths; with --repeat,
-        # each length's median total (and attribution): a run whose threads
-        # happened to hand over more often moves one figure, not it. Then the
-        # mean over the seeds (see --seeds), whose spread is kept in `spreads`.
-        per_seed: list[tuple[float, float | None]] = []
-        for seed in sorted({s for _, s, _, _ in results[key]}):
-            runs = [(n, t, a) for n, s, t, a in results[key] if s == seed]
-            lengths = sorted({n for n, _, _ in runs})
-            (n1, i1, a1), (n2, i2, a2) = (
-                (
-                    n,
-                    statistics.median_low([t for m, t, _ in runs if m == n]),
-                    _median_or_none([a for m, _, a in runs if m == n]),
-                )
-                for n in lengths
-            )
-            attribution = None if a1 is None or a2 is None else (a2 - a1) / (n2 - n1)
-            per_seed.append(((i2 - i1) / (n2 - n1), attribution))
-        totals = [t for t, _ in per_seed]
-        spreads[key] = totals
-        attributions = [a for _, a in per_seed]
-        mean_attribution = (
-            None if None in attributions else statistics.fmean(attributions)  # type: ignore[arg-type]
-        )
-        return statistics.fmean(totals), mean_attribution
+    def marginal(key: str) -> tuple[float, dict[str, float] | None]:
+        total, per_seed, parts = marginal_of(results[key])
+        spreads[key] = per_seed
+        return total, parts
 
     report: dict[str, Any] = {"hops": [], "requests": {}}
     if only in (None, "hops"):
         for case_index, case in enumerate(hops.CASES):
             bare = marginal(f"hop:{case_index}:bare")[0]
-            c_total, c_attr = marginal(f"hop:{case_index}:c")
+            c_total = marginal(f"hop:{case_index}:c")[0]
             py_total = marginal(f"hop:{case_index}:python")[0]
             report["hops"].append(
-                {
-                    "name": case.name,
-                    "bare": bare,
-                    "c": c_total,
-                    "python": py_total,
-                    "c_attribution": c_attr,
-                }
+                {"name": case.name, "bare": bare, "c": c_total, "python": py_total}
             )
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
-            total, attribution = marginal(f"request:{mode}")
-            report["requests"][mode] = {"total": total, "attribution": attribution}
+            total, parts = marginal(f"request:{mode}")
+            report["requests"][mode] = {"total": total, "own_parts": parts}
     report["seeds"] = seeds
     report["repeat"] = repeat  # each run length run this many times, the median kept
     report["per_seed"] = spreads  # each key's marginal per hash seed
     return report
+
+
+def marginal_of(
+    runs: list[tuple[int, int, int, dict[str, int] | None]],
+) -> tuple[float, list[float], dict[str, float] | None]:
+    """One configuration's marginal per unit from its runs, each (run length, hash
+    seed, total, own C code by part or None): per seed, the marginal between
+    its two run lengths, each length's median total (with --repeat: a run whose
+    threads happened to hand over more often moves one figure, not it) and
+    the parts of that same run; then the mean over the seeds (see --seeds).
+    Returns (mean, each seed's marginal, the parts' means or None where a run
+    has none)."""
+    totals: list[float] = []
+    parts: list[dict[str, float] | None] = []
+    for seed in sorted({s for _, s, _, _ in runs}):
+        ends = []
+        for n in sorted({n for n, s, _, _ in runs if s == seed}):
+            these = sorted(
+                ((t, p) for m, s, t, p in runs if s == seed and m == n), key=lambda r: r[0]
+            )
+            ends.append((n, *these[(len(these) - 1) // 2]))  # the median_low run
+        (n1, t1, p1), (n2, t2, p2) = ends
+        totals.append((t2 - t1) / (n2 - n1))
+        parts.append(
+            None if p1 is None or p2 is None else {k: (p2[k] - p1[k]) / (n2 - n1) for k in p2}
+        )
+    known = [p for p in parts if p is not None]
+    mean_parts = (
+        {k: statistics.fmean(p[k] for p in known) for k in known[0]}
+        if known and len(known) == len(parts)
+        else None
+    )
+    return statistics.fmean(totals), totals, mean_parts
+
+
+#: What each part of hopwatch's own C code is (bench.own_code.PARTS), for the table.
+OWN_PART_LABELS = {
+    "patch": "patch: the class-level hooks, the awaitable around asgiref's coroutine,"
+    " the clock, the scope's lookup, the context variable",
+    "attribution": "attribution: naming each hop's cause (the caches; the resolver on a miss)",
+    "record": "record: each `Hop` made, finished, kept in its request's ledger, freed",
+    "fold": "fold: each hop into its request's per-cause sums as it finishes",
+    "request scope": "request scope: the record and ledger opened, named, closed (C glue)",
+    "line build": "line build: the sites ranked, the line's JSON encoded",
+    "line write": "line write: the line handed to the handler (C glue)",
+    "other": "other (functions in no part)",
+}
+
+
+def own_parts_table(own: dict[str, float], bare: float, added: float) -> list[str]:
+    """The full product's own C code per request, by part, as markdown lines."""
+    total = sum(own.values())
+    lines = [
+        "hopwatch's own C code per request, by part (the full product's profiles, counted"
+        " as `bench/own_code.py` counts a hop's: each function's own instructions and"
+        " what it calls, not the Python it calls back into):",
+        "",
+        "| part | instructions | % of a bare request |",
+        "|---|---:|---:|",
+    ]
+    for part, value in own.items():
+        if part == "other" and round(value) == 0:
+            continue
+        label = OWN_PART_LABELS.get(part, part)
+        lines.append(f"| {label} | {value:,.0f} | {_pct(value, bare)} |")
+    lines += [
+        f"| **own C code** | **{total:,.0f}** | **{_pct(total, bare)}** |",
+        "",
+        f"The rest of the {added:,.0f} hopwatch adds, {added - total:,.0f}, is Python"
+        " (the middleware, the emitter, structlog's call, logging's record and handler)"
+        " and what hopwatch makes other code do (asgiref passing one more context"
+        " variable, the collector).",
+    ]
+    return lines
 
 
 def _pct(part: float, whole: float) -> str:
@@ -534,7 +568,6 @@ def format_report(report: dict[str, Any]) -> str:
             ("line build and render", requests["build"]["total"] - requests["scope"]["total"]),
             ("line write (logging FileHandler)", full - requests["build"]["total"]),
         ]
-        attribution = requests["hopwatch"]["attribution"]
         lines += [
             "",
             "What each part of hopwatch costs per request (differences of the rows above):",
@@ -544,23 +577,16 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         for label, value in parts:
             lines.append(f"| {label} | {value:,.0f} | {_pct(value, bare)} |")
-        if attribution is not None:
-            lines.append(
-                f"| of which attribution (C `attribute`, inclusive) | {attribution:,.0f}"
-                f" | {_pct(attribution, bare)} |"
-            )
         lines.append(f"| **total** | **{full - bare:,.0f}** | **{_pct(full - bare, bare)}** |")
+    own = requests.get("hopwatch", {}).get("own_parts") if requests else None
+    if own:
+        lines += ["", *own_parts_table(own, requests["bare"]["total"], full - bare)]
     per_seed = report.get("per_seed", {})
     if report.get("seeds", 1) > 1 and per_seed:
         lines += ["", f"Means over {report['seeds']} hash seeds; each seed's marginal:", ""]
         for key, values in per_seed.items():
             lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))
     return "\n".join(lines)
-
-
-def _median_or_none(values: list[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
-    return statistics.median_low(known) if len(known) == len(values) else None
 
 
 def main(argv: list[str] | None = None) -> int:

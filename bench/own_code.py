@@ -69,18 +69,21 @@ def _ours(entry: str, names: frozenset[str], include: str) -> bool:
     return _name(entry) in names and (path.endswith("_speedups.c") or path.startswith(include))
 
 
-def own_count(
+def own_by_function(
     exclusive_tree: str, inclusive_tree: str, names: frozenset[str], include: str | None = None
-) -> int:
-    """hopwatch's own instructions in one profile, from ``callgrind_annotate
-    --tree=calling`` output with ``--inclusive=no`` and ``--inclusive=yes``;
-    ``include``: the directory of the headers the extension was built with."""
+) -> dict[str, int]:
+    """hopwatch's own instructions in one profile, by hopwatch function: each
+    function's own code and what it calls (see the module docstring), from
+    ``callgrind_annotate --tree=calling`` output with ``--inclusive=no`` and
+    ``--inclusive=yes``; ``include``: the directory of the headers the extension
+    was built with."""
     include = include if include is not None else sysconfig.get_paths()["include"]
-    total = 0
+    counts: dict[str, int] = {}
     for line in exclusive_tree.splitlines():
         match = _LINE.match(line)
         if match and match.group(2) == "*" and _ours(match.group(3), names, include):
-            total += int(match.group(1).replace(",", ""))
+            name = _name(match.group(3))
+            counts[name] = counts.get(name, 0) + int(match.group(1).replace(",", ""))
     caller: str | None = None
     for line in inclusive_tree.splitlines():
         match = _LINE.match(line)
@@ -94,8 +97,92 @@ def own_count(
             continue
         if name == "_Py_Dealloc" and _FREES_OTHERS.match(caller):
             continue
-        total += int(match.group(1).replace(",", ""))
-    return total
+        counts[caller] = counts.get(caller, 0) + int(match.group(1).replace(",", ""))
+    return counts
+
+
+def own_count(
+    exclusive_tree: str, inclusive_tree: str, names: frozenset[str], include: str | None = None
+) -> int:
+    """hopwatch's own instructions in one profile (see :func:`own_by_function`)."""
+    return sum(own_by_function(exclusive_tree, inclusive_tree, names, include).values())
+
+
+#: The parts of hopwatch's own code in a request, as the issue names them: each
+#: part's C functions, apart by whitespace. A helper's own code is counted where
+#: it runs, so the attribute readers the hooks and attribution share are the
+#: patch's. A function not listed is "other" (start-up, reprs, getters, error
+#: paths): the table shows that row too, so a new function on a request's path
+#: shows there until it is put in its part.
+PARTS: dict[str, str] = {
+    # the class-level hooks, the awaitable around asgiref's coroutine, the
+    # clock, the scope's lookup and the context variable's set and reset
+    "patch": """
+        Patch_descr_get patch_passthrough BoundHandler_call BoundHandler_dealloc
+        bound_handler s2a_call s2a_start a2s_call main_wrap_call main_wrap_code
+        main_start awaitable_make awaitable_end awaitable_gone HopAwaitable_am_send
+        HopAwaitable_await HopAwaitable_dealloc HopAwaitable_iternext HopAwaitable_send
+        HopAwaitable_throw HopAwaitable_close HopAwaitable_clear HopAwaitable_finalize
+        HopAwaitable_traverse HopAwaitable_getattro forwarded_attr sent stop_iteration
+        scope_and_hop scope_value expected_loop runs_expected_loop now_ns save_exc
+        restore_exc drop_exc take_exc run_thread_hook thread_local_attr instance_attr
+        instance_value inline_attr lookup_attr plain_attr existing_dict type_lacks
+        valid_tag
+        """,
+    # naming the hop's cause: the caches, and the resolver on a miss
+    "attribution": """
+        attribute ask_python cache_find cache_put cache_clear key_hash summarize_target
+        code_kind user_frame py_attribute
+        """,
+    # the Hop itself: made, finished, kept in its request's ledger, freed
+    "record": """
+        hop_make Hop_new Hop_dealloc finish_hop finish_hop_impl finish_hop_account
+        ledger_add ledger_keep
+        """,
+    # each hop into its request's per-cause sums, as it finishes
+    "fold": """
+        ledger_account account_stats cause_key stats_make CauseStats_new
+        CauseStats_dealloc pinned_flush clamp0
+        """,
+    # the request's record and ledger: opened, named, closed (C glue only: the
+    # middleware and the emitter's Python are not in it)
+    "request scope": """
+        py_begin_request py_start_request py_name_request py_enter_scope py_find_scope
+        py_scope_value py_then py_set_active Then_am_send Then_await Then_dealloc
+        Then_clear Then_close Then_finalize Then_getattro Then_iternext Then_send
+        Then_throw Then_traverse then_end LedgerCore_new LedgerCore_close
+        LedgerCore_clear LedgerCore_dealloc LedgerCore_traverse
+        LedgerCore_get_thread_ids LedgerCore_get_threads_seen LedgerCore_get_pinned_by
+        LedgerCore_get_detail_limit LedgerCore_set_detail_limit request_id_ok rf_get
+        rf_set rf_ready need_record mapping_get attr_true true_taken
+        """,
+    # the line: its sites ranked, its JSON encoded
+    "line build": """
+        LedgerCore_encode_line LedgerCore_encode_usual LedgerCore_line_sites
+        LedgerCore_ranked_causes ledger_ranked rank_cmp rank_cmp_totals ranked_free
+        entry_site entry_is_view last_shown is_view cached_is_view put_new ms_of
+        cause_json civil_text fill_time digits_back jb_bytes jb_free jb_grow
+        jb_int_or_null jb_ll jb_ms jb_put jb_sites jb_str jb_str_or_null jb_text
+        jb_timestamp
+        """,
+    # the line handed to logging's handler (or a file) and written
+    "line write": """
+        py_deliver_line deliver_plain write_line plain_handler handle_error
+        call_with_record call_then_attr py_fill_log_record fill_record_fields
+        logging_flag logging_method logging_own logging_type get_logging_classes
+        module_attr copy_attr
+        """,
+}
+
+_PART_OF = {name: part for part, names in PARTS.items() for name in names.split()}
+
+
+def by_part(counts: dict[str, int]) -> dict[str, int]:
+    """Per-function own counts summed into :data:`PARTS` (and "other")."""
+    parts = dict.fromkeys([*PARTS, "other"], 0)
+    for name, count in counts.items():
+        parts[_PART_OF.get(name, "other")] += count
+    return parts
 
 
 def _annotate(profile: Path, inclusive: bool) -> str:
@@ -130,3 +217,17 @@ def per_hop(small: Path, large: Path, n_small: int, n_large: int) -> float | Non
     except (OSError, subprocess.SubprocessError):
         return None
     return (counts[1] - counts[0]) / (n_large - n_small)
+
+
+def parts_of(profile: Path) -> dict[str, int] | None:
+    """hopwatch's own instructions in one profile, by part (:func:`by_part`);
+    None when callgrind_annotate is missing or fails (not measured, never 0)."""
+    try:
+        counts = own_by_function(
+            _annotate(profile, inclusive=False),
+            _annotate(profile, inclusive=True),
+            hopwatch_functions(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return by_part(counts)

@@ -475,6 +475,112 @@ def test_hopwatchs_own_code_is_counted_from_the_call_tree():
     assert own_code.own_count(exclusive, inclusive, names, include=inc) == 1_677
 
 
+def test_hopwatchs_own_code_is_split_by_function_and_into_the_issues_parts():
+    """The same count, kept per hopwatch function, and summed into the parts the
+    issue names; a function in no part is "other", and every name a part lists is
+    one _speedups.c defines, in one part only."""
+    from bench import own_code
+
+    names = own_code.hopwatch_functions()
+    listed = [n for part in own_code.PARTS.values() for n in part.split()]
+    assert len(listed) == len(set(listed))
+    assert set(listed) <= names
+    assert list(own_code.PARTS) == [
+        "patch", "attribution", "record", "fold", "request scope", "line build", "line write",
+    ]  # fmt: skip
+    so = "[/x/src/hopwatch/_speedups.cpython-311-x86_64-linux-gnu.so]"
+    lib = "[/usr/lib/libpython3.11.so.1.0]"
+    src, inc, cpy = "/x/src/hopwatch/_speedups.c", "/usr/include/python3.11", "/build/Python-3.11"
+    exclusive = f"""
+     1,000 ( 0.01%)  *  {src}:a2s_call {so}
+       200 ( 0.00%)  *  {src}:attribute {so}
+        60 ( 0.00%)  *  {src}:ledger_account {so}
+         9 ( 0.00%)  *  {src}:py_configure {so}
+"""
+    inclusive = f"""
+   900,000 ( 9.00%)  *  {src}:a2s_call {so}
+   800,000 ( 8.00%)  >   {cpy}/Objects/call.c:PyObject_Vectorcall'2 (10x) {lib}
+       500 ( 0.00%)  >   {cpy}/Python/context.c:PyContextVar_Set (10x) {lib}
+       300 ( 0.00%)  >   {src}:attribute (10x) {so}
+
+       300 ( 0.00%)  *  {src}:attribute {so}
+        70 ( 0.00%)  >   {cpy}/Objects/dictobject.c:PyDict_GetItemWithError (10x) {lib}
+
+       400 ( 0.00%)  *  {src}:ledger_account {so}
+       340 ( 0.00%)  >   {cpy}/Objects/dictobject.c:PyDict_SetItem (10x) {lib}
+"""
+    counts = own_code.own_by_function(exclusive, inclusive, names, include=inc)
+    assert counts == {"a2s_call": 1_500, "attribute": 270, "ledger_account": 400, "py_configure": 9}
+    assert own_code.own_count(exclusive, inclusive, names, include=inc) == 2_179
+    assert own_code.by_part(counts) == {
+        "patch": 1_500,
+        "attribution": 270,
+        "record": 0,
+        "fold": 400,
+        "request scope": 0,
+        "line build": 0,
+        "line write": 0,
+        "other": 9,
+    }
+
+
+def test_a_request_marginal_takes_its_parts_from_the_median_run_and_means_seeds():
+    """Per seed and run length the median_low run's total and that same run's
+    parts; the marginal per seed; their mean over seeds. A run without parts (the
+    profile could not be read) leaves the parts unmeasured, never 0."""
+    from bench.instructions import marginal_of
+
+    def run(n, seed, total, patch):
+        return (n, seed, total, {"patch": patch, "fold": patch // 2})
+
+    runs = [
+        run(30, 0, 3_000, 300), run(30, 0, 3_100, 999), run(30, 0, 2_900, 290),
+        run(130, 0, 13_000, 1_300), run(130, 0, 13_200, 9_999), run(130, 0, 12_500, 1_250),
+        run(30, 1, 4_000, 400), run(130, 1, 16_000, 1_600),
+    ]  # fmt: skip
+    mean, per_seed, parts = marginal_of(runs)
+    # seed 0: (13,000 - 3,000) / 100 = 100, patch (1,300 - 300) / 100 = 10;
+    # seed 1: (16,000 - 4,000) / 100 = 120, patch 12
+    assert per_seed == [100.0, 120.0]
+    assert mean == 110.0
+    assert parts == {"patch": 11.0, "fold": 5.5}
+    runs[-1] = (130, 1, 16_000, None)
+    assert marginal_of(runs)[2] is None
+
+
+def test_the_per_request_instructions_show_hopwatchs_own_code_by_part():
+    """format_report adds the own-code table under the configurations' parts, each
+    part against the bare request, and says what the rest of the added count is."""
+    from bench.instructions import format_report
+
+    totals = {"bare": 6_000_000, "hops": 6_040_000, "scope": 6_090_000, "build": 6_130_000}
+    totals |= {"hopwatch": 6_150_000, "hopwatch-python": 7_000_000}
+    requests: dict[str, Any] = {k: {"total": v, "own_parts": None} for k, v in totals.items()}
+    requests["hopwatch"]["own_parts"] = {
+        "patch": 22_000.3,
+        "attribution": 5_000,
+        "record": 4_500,
+        "fold": 16_000,
+        "request scope": 7_500,
+        "line build": 22_000,
+        "line write": 4_000,
+        "other": 0.1,
+    }
+    text = format_report({"hops": [], "requests": requests, "seeds": 1})
+    assert "| **total** | **150,000** | **+2.5%** |" in text
+    assert "| fold: each hop into its request's per-cause sums as it finishes | 16,000 | +0.3% |" in text
+    assert "| attribution: naming each hop's cause" in text
+    assert "other" not in text.split("own C code per request")[1].split("**own C code**")[0]
+    assert "| **own C code** | **81,000** | **+1.4%** |" in text
+    assert "The rest of the 150,000 hopwatch adds, 69,000, is Python" in text
+    requests["hopwatch"]["own_parts"]["other"] = 1_000
+    assert "| other (functions in no part) | 1,000 | +0.0% |" in format_report(
+        {"hops": [], "requests": requests, "seeds": 1}
+    )
+    requests["hopwatch"]["own_parts"] = None
+    assert "own C code" not in format_report({"hops": [], "requests": requests, "seeds": 1})
+
+
 def test_the_per_hop_table_shows_hopwatchs_own_code_beside_the_marginal():
     from bench.__main__ import judge, render_hops, render_misses
 
