@@ -142,7 +142,8 @@ PARTS: dict[str, str] = {
     # each hop into its request's per-cause sums, as it finishes
     "fold": """
         ledger_account account_stats cause_key stats_make CauseStats_new
-        CauseStats_dealloc pinned_flush clamp0
+        CauseStats_dealloc pinned_flush clamp0 cause_index cause_hash cause_find
+        cause_room cause_add
         """,
     # the request's record and ledger: opened, named, closed (C glue only: the
     # middleware and the emitter's Python are not in it)

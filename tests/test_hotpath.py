@@ -216,6 +216,51 @@ def test_many_causes_rank_the_same_on_both_ledgers(causes):
     assert totals == sorted(totals, reverse=True)
 
 
+@pytest.mark.parametrize("causes", [3, 16, 17, 40, 300])
+def test_the_causes_read_the_same_from_both_ledgers(causes):
+    """The C ledger finds a cause by its address (an array and an index grown as
+    causes come), the reference by a dict: the same causes, in the order first
+    seen, with the same sums, when the hops come round-robin in both directions,
+    and past the limit, into the overflow cause of each direction."""
+    from hopwatch._recorder import OVERFLOW_CAUSE, intern_cause
+
+    pool = [intern_cause("other", f"app.views.helper_{i}") for i in range(causes)]
+    hops = [
+        (pool[i % causes], direction, 0, 1_000 * (i % 7 + 1))
+        for i in range(3 * causes)
+        for direction in ("sync_to_async", "async_to_sync")
+    ]
+
+    def read(impl, limit):
+        ledger = impl.LedgerCore()
+        ledger.cause_limit = limit
+        for cause, direction, called, resumed in hops:
+            hop = impl.Hop(direction, cause, None, None, ledger, called)
+            hop.resumed_ns = resumed
+            impl.finish_hop(hop)
+        return ledger.count, [
+            (cause.site, direction, stats.count, stats.wall_ns)
+            for (cause, direction), stats in ledger.causes.items()
+        ]
+
+    results = [read(impl, 10_000) for impl in (_hotpath_py, _hotpath.impl)]
+    assert results[0] == results[-1]
+    order = [(pool[i].site, d) for i in range(causes) for d in ("sync_to_async", "async_to_sync")]
+    for limit in (10_000, 10):
+        # past the limit (10): the running implementation's overflow, which
+        # hopwatch's installation names (the reference module, when it is not
+        # the one running, has none)
+        count, seen = read(_hotpath.impl, limit)
+        assert count == len(hops) == sum(n for _, _, n, _ in seen)
+        kept = min(2 * causes, limit)  # a cause in each direction, up to the limit
+        assert [(site, d) for site, d, _, _ in seen[:kept]] == order[:kept]
+        assert all(n == 3 for _, _, n, _ in seen[:kept])
+        overflow = seen[kept:]
+        expected = [] if 2 * causes <= limit else [OVERFLOW_CAUSE.site] * 2
+        assert [site for site, _, _, _ in overflow] == expected
+        assert [d for _, d, _, _ in overflow] == ["sync_to_async", "async_to_sync"][: len(expected)]
+
+
 def test_pinned_time_is_summed_per_cause_whatever_the_order_on_both_ledgers():
     from hopwatch._recorder import intern_cause
 

@@ -745,6 +745,23 @@ static PyTypeObject CauseStatsType = {
 
 /* ------------------------------------------------------------- LedgerCore */
 
+/* One cause of a ledger's hops and their sums. A ledger keeps its causes in an
+ * array, in the order first seen, found through an open-addressed index by the
+ * cause's and the direction's addresses: causes are interned (one object per
+ * cause in the process: hopwatch._recorder.intern_cause) and the directions
+ * are the module's two interned strings, so no key is hashed or made per hop,
+ * and a request has no dict of its causes (a dict keyed by (cause, direction)
+ * tuples cost some 700 instructions a hop: the tuple's hash twice, the lookup,
+ * the insertion and the dict's growth). */
+typedef struct {
+    PyObject *cause, *direction; /* held */
+    CauseStatsObject *stats;     /* held */
+} CauseSlot;
+
+/* The first allocation's slots: 16 causes and an index of 32 (512 bytes, the
+ * largest block of Python's small-object allocator); doubled when full. */
+#define CAUSES_FIRST 16
+
 /* A ledger's exact account of hops (see hopwatch._hotpath_py.LedgerCore for
  * the reference): each finished hop is accounted at once, in C, under the GIL,
  * into counts and sums, per cause, and the kept hops (up to detail_limit).
@@ -753,7 +770,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *parent;
     PyObject *outer_hop;  /* the hop whose code ran where this ledger was entered */
-    PyObject *causes;     /* {(cause, direction): CauseStats} */
+    /* Its causes, in the order first seen: see CauseSlot. Python reads them
+     * as the `causes` dict, made on each read. */
+    CauseSlot *cause_slots; /* cause_cap slots, then the index (2 * cause_cap) */
+    Py_ssize_t n_causes, cause_cap;
     PyObject *details;    /* [Hop], at most detail_limit */
     /* The threads that ran its hops: the first 8 distinct ids here (a request
      * has one or two), the rest in a set made for them; read as one set through
@@ -767,9 +787,6 @@ typedef struct {
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
     long long threadless; /* hops with no thread recorded (never started) */
     Py_ssize_t detail_limit, cause_limit;
-    /* Caches in front of the dict and the set (a request repeats its causes
-     * and threads): (cause, direction) -> stats, held; thread ids added. */
-    PyObject *memo_cause[4], *memo_direction[4], *memo_stats[4];
     /* Pinned time not yet added into pinned_by: (cause, held) -> ns. */
     PyObject *pin_cause;
     long long pin_ns;
@@ -787,11 +804,11 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->parent = Py_NewRef(Py_None);
     self->outer_hop = Py_NewRef(Py_None);
-    self->causes = PyDict_New();
     self->details = PyList_New(0);
     /* (pinned_by waits for pinned time: most requests have none, and an object
-     * less per request is one less towards the next collection.) */
-    if (!self->causes || !self->details) {
+     * less per request is one less towards the next collection. The causes'
+     * slots wait for the first hop.) */
+    if (!self->details) {
         Py_DECREF(self);
         return NULL;
     }
@@ -806,15 +823,13 @@ LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->parent);
     Py_VISIT(self->outer_hop);
-    Py_VISIT(self->causes);
+    for (Py_ssize_t i = 0; i < self->n_causes; i++) {
+        Py_VISIT(self->cause_slots[i].cause);
+    }
     Py_VISIT(self->details);
     Py_VISIT(self->more_tids);
     Py_VISIT(self->pinned_by);
     Py_VISIT(self->pin_cause);
-    for (int i = 0; i < 4; i++) {
-        Py_VISIT(self->memo_cause[i]);
-        Py_VISIT(self->memo_stats[i]);
-    }
     return 0;
 }
 
@@ -823,16 +838,20 @@ LedgerCore_clear(LedgerCoreObject *self)
 {
     Py_CLEAR(self->parent);
     Py_CLEAR(self->outer_hop);
-    Py_CLEAR(self->causes);
+    CauseSlot *slots = self->cause_slots;
+    Py_ssize_t n = self->n_causes;
+    self->cause_slots = NULL;
+    self->n_causes = self->cause_cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(slots[i].cause);
+        Py_DECREF(slots[i].direction);
+        Py_DECREF(slots[i].stats);
+    }
+    PyMem_Free(slots);
     Py_CLEAR(self->details);
     Py_CLEAR(self->more_tids);
     Py_CLEAR(self->pinned_by);
     Py_CLEAR(self->pin_cause);
-    for (int i = 0; i < 4; i++) {
-        self->memo_direction[i] = NULL;
-        Py_CLEAR(self->memo_cause[i]);
-        Py_CLEAR(self->memo_stats[i]);
-    }
     return 0;
 }
 
@@ -851,6 +870,123 @@ LedgerCore_close(LedgerCoreObject *self, PyObject *unused)
      * flag and accounts without releasing it. */
     self->closed = 1;
     Py_RETURN_NONE;
+}
+
+/* The index follows the slots in one block: 2 * cause_cap entries, -1 empty. */
+static inline int32_t *
+cause_index(LedgerCoreObject *l)
+{
+    return (int32_t *)(l->cause_slots + l->cause_cap);
+}
+
+static inline size_t
+cause_hash(PyObject *cause, PyObject *direction)
+{
+    uintptr_t c = (uintptr_t)cause, d = (uintptr_t)direction;
+    return (size_t)((c >> 4) ^ (c >> 11) ^ (d >> 4));
+}
+
+/* The stats of (cause, direction) in the ledger (borrowed), or NULL. */
+static inline CauseStatsObject *
+cause_find(LedgerCoreObject *l, PyObject *cause, PyObject *direction)
+{
+    if (l->cause_cap == 0) {
+        return NULL;
+    }
+    size_t mask = (size_t)(2 * l->cause_cap - 1);
+    int32_t *index = cause_index(l);
+    for (size_t i = cause_hash(cause, direction) & mask;; i = (i + 1) & mask) {
+        int32_t k = index[i];
+        if (k < 0) {
+            return NULL;
+        }
+        CauseSlot *slot = &l->cause_slots[k];
+        if (slot->cause == cause && slot->direction == direction) {
+            return slot->stats;
+        }
+    }
+}
+
+/* Room for one more cause: the first block, or one of twice the size with
+ * the slots moved and the index rebuilt. 0 or -1. */
+static int
+cause_room(LedgerCoreObject *l)
+{
+    if (l->n_causes < l->cause_cap) {
+        return 0;
+    }
+    Py_ssize_t cap = l->cause_cap ? 2 * l->cause_cap : CAUSES_FIRST;
+    if (cap > (PY_SSIZE_T_MAX / 4) / (Py_ssize_t)(sizeof(CauseSlot) + 2 * sizeof(int32_t)) ||
+        cap > INT32_MAX / 2) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    CauseSlot *slots =
+        PyMem_Realloc(l->cause_slots, (size_t)cap * (sizeof(CauseSlot) + 2 * sizeof(int32_t)));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    l->cause_slots = slots;
+    l->cause_cap = cap;
+    int32_t *index = cause_index(l);
+    memset(index, 0xff, (size_t)(2 * cap) * sizeof(int32_t)); /* every entry -1 */
+    size_t mask = (size_t)(2 * cap - 1);
+    for (Py_ssize_t k = 0; k < l->n_causes; k++) {
+        size_t i = cause_hash(slots[k].cause, slots[k].direction) & mask;
+        while (index[i] >= 0) {
+            i = (i + 1) & mask;
+        }
+        index[i] = (int32_t)k;
+    }
+    return 0;
+}
+
+/* A new cause's stats (borrowed: the slot holds them), or NULL on error. */
+static CauseStatsObject *stats_make(PyObject *direction);
+
+static CauseStatsObject *
+cause_add(LedgerCoreObject *l, PyObject *cause, PyObject *direction)
+{
+    if (cause_room(l) < 0) {
+        return NULL;
+    }
+    CauseStatsObject *stats = stats_make(direction);
+    if (stats == NULL) {
+        return NULL;
+    }
+    Py_ssize_t k = l->n_causes++;
+    CauseSlot *slot = &l->cause_slots[k];
+    slot->cause = Py_NewRef(cause);
+    slot->direction = Py_NewRef(direction);
+    slot->stats = stats;
+    size_t mask = (size_t)(2 * l->cause_cap - 1);
+    int32_t *index = cause_index(l);
+    size_t i = cause_hash(cause, direction) & mask;
+    while (index[i] >= 0) {
+        i = (i + 1) & mask;
+    }
+    index[i] = (int32_t)k;
+    return stats;
+}
+
+static PyObject *cause_key(PyObject *cause, PyObject *direction);
+
+static PyObject *
+LedgerCore_get_causes(LedgerCoreObject *self, void *closure)
+{
+    /* {(cause, direction): CauseStats}, in the order first seen: a dict of the
+     * reader's own (the stats are the ledger's: they go on adding up). */
+    PyObject *causes = PyDict_New();
+    for (Py_ssize_t i = 0; causes != NULL && i < self->n_causes; i++) {
+        CauseSlot *slot = &self->cause_slots[i];
+        PyObject *key = cause_key(slot->cause, slot->direction);
+        if (key == NULL || PyDict_SetItem(causes, key, (PyObject *)slot->stats) < 0) {
+            Py_CLEAR(causes);
+        }
+        Py_XDECREF(key);
+    }
+    return causes;
 }
 
 static PyObject *
@@ -956,6 +1092,9 @@ LedgerCore_get_threads_seen(LedgerCoreObject *self, void *closure)
 }
 
 static PyGetSetDef LedgerCore_getset[] = {
+    {"causes", (getter)LedgerCore_get_causes, NULL,
+     "{(cause, direction): CauseStats}, in the order first seen (a new dict on each read).",
+     NULL},
     {"thread_ids", (getter)LedgerCore_get_thread_ids, NULL,
      "{thread id}: the threads that ran its hops (a new set on each read).", NULL},
     {"threads_seen", (getter)LedgerCore_get_threads_seen, NULL,
@@ -1041,27 +1180,22 @@ static RankEntry *
 ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n, RankEntry *stack)
 {
     /* In `stack` (RANK_STACK entries) when they fit; free with ranked_free. */
-    Py_ssize_t size = PyDict_GET_SIZE(l->causes), pos = 0, i = 0;
+    Py_ssize_t size = l->n_causes, i = 0;
     RankEntry *entries = size <= RANK_STACK ? stack
                                             : PyMem_Calloc(size ? size : 1, sizeof(RankEntry));
     if (entries == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
-    PyObject *key, *value;
-    while (PyDict_Next(l->causes, &pos, &key, &value) && i < size) {
-        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2 ||
-            !Py_IS_TYPE(value, &CauseStatsType)) {
-            continue;
-        }
+    for (; i < size; i++) {
+        CauseSlot *slot = &l->cause_slots[i];
         RankEntry *e = &entries[i];
-        e->cause = PyTuple_GET_ITEM(key, 0);
-        e->stats = value;
+        e->cause = slot->cause;
+        e->stats = (PyObject *)slot->stats;
         e->site = NULL;
-        e->wall = ((CauseStatsObject *)value)->wall_ns;
-        e->count = ((CauseStatsObject *)value)->count;
+        e->wall = slot->stats->wall_ns;
+        e->count = slot->stats->count;
         e->index = i;
-        i++;
     }
     /* By the totals first; the site is read only where totals tie (rare: a
      * request's crossings take different nanoseconds). */
@@ -1964,7 +2098,6 @@ static PyMemberDef LedgerCore_members[] = {
      "The async_to_sync hop whose code was running where this ledger was entered: the "
      "parent of the hops made in it (hopwatch._recorder.enter_scope)."},
     {"closed", T_BOOL, offsetof(LedgerCoreObject, closed), 0, NULL},
-    {"causes", T_OBJECT, offsetof(LedgerCoreObject, causes), READONLY, NULL},
     {"details", T_OBJECT, offsetof(LedgerCoreObject, details), READONLY, NULL},
     {"count", T_LONGLONG, offsetof(LedgerCoreObject, count), READONLY, NULL},
     {"sync_to_async", T_LONGLONG, offsetof(LedgerCoreObject, sync_to_async), READONLY, NULL},
@@ -2057,6 +2190,10 @@ cause_key(PyObject *cause, PyObject *direction)
     return key;
 }
 
+/* Never inlined, as attribute (above): its own code is the fold's part. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
 static int
 ledger_account(LedgerCoreObject *l, HopObject *hop)
 {
@@ -2140,52 +2277,23 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
             Py_DECREF(tid);
         }
     }
-    int slot = (int)(((uintptr_t)hop->cause >> 4) & 3);
-    if (l->memo_cause[slot] == hop->cause && l->memo_direction[slot] == hop->direction) {
-        account_stats((CauseStatsObject *)l->memo_stats[slot], wall, wait, run, resume, overhead);
-        return ledger_keep(l, hop);
-    }
-    PyObject *key = cause_key(hop->cause, hop->direction);
-    if (key == NULL) {
-        return -1;
-    }
-    PyObject *stats = PyDict_GetItemWithError(l->causes, key);
-    int overflowed = 0;
+    CauseStatsObject *stats = cause_find(l, hop->cause, hop->direction);
     if (stats == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return -1;
+        if (l->n_causes >= l->cause_limit && g_overflow_cause) {
+            /* Past the limit: into the overflow cause (one per direction). */
+            stats = cause_find(l, g_overflow_cause, hop->direction);
+            if (stats == NULL) {
+                stats = cause_add(l, g_overflow_cause, hop->direction);
+            }
         }
-        if (PyDict_GET_SIZE(l->causes) >= l->cause_limit && g_overflow_cause) {
-            overflowed = 1;
-            Py_SETREF(key, cause_key(g_overflow_cause, hop->direction));
-            if (key == NULL) {
-                return -1;
-            }
-            stats = PyDict_GetItemWithError(l->causes, key);
-            if (stats == NULL && PyErr_Occurred()) {
-                Py_DECREF(key);
-                return -1;
-            }
+        else {
+            stats = cause_add(l, hop->cause, hop->direction);
         }
         if (stats == NULL) {
-            stats = (PyObject *)stats_make(hop->direction);
-            if (stats == NULL || PyDict_SetItem(l->causes, key, stats) < 0) {
-                Py_XDECREF(stats);
-                Py_DECREF(key);
-                return -1;
-            }
-            Py_DECREF(stats); /* the dict holds it */
+            return -1;
         }
     }
-    Py_DECREF(key);
-    if (!overflowed) {
-        /* Not the overflow entry (which is not this cause's): remember it. */
-        Py_XSETREF(l->memo_cause[slot], Py_NewRef(hop->cause));
-        l->memo_direction[slot] = hop->direction; /* interned, the module holds it */
-        Py_XSETREF(l->memo_stats[slot], Py_NewRef(stats));
-    }
-    account_stats((CauseStatsObject *)stats, wall, wait, run, resume, overhead);
+    account_stats(stats, wall, wait, run, resume, overhead);
     return ledger_keep(l, hop);
 }
 
@@ -2200,7 +2308,7 @@ ledger_add(PyObject *ledger, PyObject *hop)
             return -1;
         }
         LedgerCoreObject *l = (LedgerCoreObject *)ledger;
-        if (l->causes == NULL || ledger_account(l, (HopObject *)hop) < 0) {
+        if (l->details == NULL || ledger_account(l, (HopObject *)hop) < 0) {
             return -1;
         }
         ledger = l->parent;
@@ -2588,9 +2696,9 @@ ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode,
 }
 
 /* The cause of a hop through `adapter` running `target`, called from `frame`.
- * Never inlined: bench.instructions reports attribution's cost as this
- * function's inclusive count, which an inlined copy would hide (a call's few
- * instructions a hop). */
+ * Never inlined: bench.instructions reports hopwatch's own code by part, by
+ * the function it runs in (bench/own_code.py), and an inlined copy would count
+ * attribution as its caller's (a call's few instructions a hop). */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
 #endif
