@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -221,7 +222,8 @@ def test_the_causes_read_the_same_from_both_ledgers(causes):
     """The C ledger finds a cause by its address (an array and an index grown as
     causes come), the reference by a dict: the same causes, in the order first
     seen, with the same sums, when the hops come round-robin in both directions,
-    and past the limit, into the overflow cause of each direction."""
+    some twice in a row (the last cause is remembered), and past the limit,
+    into the overflow cause of each direction."""
     from hopwatch._recorder import OVERFLOW_CAUSE, intern_cause
 
     pool = [intern_cause("other", f"app.views.helper_{i}") for i in range(causes)]
@@ -229,7 +231,9 @@ def test_the_causes_read_the_same_from_both_ledgers(causes):
         (pool[i % causes], direction, 0, 1_000 * (i % 7 + 1))
         for i in range(3 * causes)
         for direction in ("sync_to_async", "async_to_sync")
+        for _ in range(1 + i % 2)
     ]
+    counts = Counter((cause.site, direction) for cause, direction, _, _ in hops)
 
     def read(impl, limit):
         ledger = impl.LedgerCore()
@@ -254,7 +258,10 @@ def test_the_causes_read_the_same_from_both_ledgers(causes):
         assert count == len(hops) == sum(n for _, _, n, _ in seen)
         kept = min(2 * causes, limit)  # a cause in each direction, up to the limit
         assert [(site, d) for site, d, _, _ in seen[:kept]] == order[:kept]
-        assert all(n == 3 for _, _, n, _ in seen[:kept])
+        assert all(n == counts[site, d] for site, d, n, _ in seen[:kept])
+        assert sum(n for _, _, n, _ in seen[kept:]) == sum(
+            counts[key] for key in order[kept:]
+        )
         overflow = seen[kept:]
         expected = [] if 2 * causes <= limit else [OVERFLOW_CAUSE.site] * 2
         assert [site for site, _, _, _ in overflow] == expected

@@ -774,6 +774,11 @@ typedef struct {
      * as the `causes` dict, made on each read. */
     CauseSlot *cause_slots; /* cause_cap slots, then the index (2 * cause_cap) */
     Py_ssize_t n_causes, cause_cap;
+    /* The last cause accounted, and its stats (borrowed from its slot): the
+     * hops of a loop or a handler's repeated crossings find it without the
+     * index. Never the overflow cause's stats under another cause. */
+    PyObject *last_cause, *last_direction;
+    CauseStatsObject *last_stats;
     PyObject *details;    /* [Hop], at most detail_limit */
     /* The threads that ran its hops: the first 8 distinct ids here (a request
      * has one or two), the rest in a set made for them; read as one set through
@@ -842,6 +847,8 @@ LedgerCore_clear(LedgerCoreObject *self)
     Py_ssize_t n = self->n_causes;
     self->cause_slots = NULL;
     self->n_causes = self->cause_cap = 0;
+    self->last_cause = self->last_direction = NULL;
+    self->last_stats = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_DECREF(slots[i].cause);
         Py_DECREF(slots[i].direction);
@@ -2277,8 +2284,18 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
             Py_DECREF(tid);
         }
     }
-    CauseStatsObject *stats = cause_find(l, hop->cause, hop->direction);
-    if (stats == NULL) {
+    PyObject *cause = hop->cause, *direction = hop->direction;
+    if (cause == l->last_cause && direction == l->last_direction && cause != NULL) {
+        account_stats(l->last_stats, wall, wait, run, resume, overhead);
+        return ledger_keep(l, hop);
+    }
+    CauseStatsObject *stats = cause_find(l, cause, direction);
+    if (stats != NULL) {
+        l->last_cause = cause;
+        l->last_direction = direction;
+        l->last_stats = stats;
+    }
+    else {
         if (l->n_causes >= l->cause_limit && g_overflow_cause) {
             /* Past the limit: into the overflow cause (one per direction). */
             stats = cause_find(l, g_overflow_cause, hop->direction);
@@ -2286,8 +2303,10 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
                 stats = cause_add(l, g_overflow_cause, hop->direction);
             }
         }
-        else {
-            stats = cause_add(l, hop->cause, hop->direction);
+        else if ((stats = cause_add(l, cause, direction)) != NULL) {
+            l->last_cause = cause;
+            l->last_direction = direction;
+            l->last_stats = stats;
         }
         if (stats == NULL) {
             return -1;
