@@ -47,7 +47,6 @@ ERROR: Final = "error"
 CANCELLED: Final = "cancelled"
 
 
-
 class Cause:
     """Why a crossing happened: a kind, a site and (for ORM/other) the user's call site.
 
@@ -377,6 +376,7 @@ def value_outside(ledger: Ledger) -> Ledger | Hop | None:
     if hop is not None and hop.scope is ledger.parent:
         return hop
     return ledger.parent
+
 
 #: Hops made outside any scope: startup, management commands, background
 #: work. Kept apart, never attributed to a request.
