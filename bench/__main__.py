@@ -756,6 +756,16 @@ def render_server(s: dict[str, Any] | None) -> str:
             " separates the two runs, and the targets are judged on those pairs (a run's"
             " p99 follows the full collections inside it, so these runs are long enough to"
             " hold several)."
+            + (
+                " The hand-written access log runs beside each pair, the three in turn"
+                " (each order equally often), so hopwatch is read against the line's floor"
+                " the same way."
+                if any(
+                    (s["table"][e["path"]].get("hopwatch") or {}).get("paired", {}).get("floor")
+                    for e in s["endpoints"]
+                )
+                else ""
+            )
             if s.get("paired_rounds")
             else ""
         ),
@@ -794,6 +804,22 @@ def render_server(s: dict[str, Any] | None) -> str:
                 " brackets: the 95% interval of that median). The targets are judged on these.",
                 "",
             ]
+            floor = paired.get("floor")
+            if floor:
+                out += [
+                    f"The hand-written access log (the line's floor) beside each of those pairs,"
+                    f" {floor['groups']} groups of three: req/s {floor['rps']:.0f},"
+                    f" {floor['tp_ratio']:.3f}x the baseline's [{floor['tp_low']:.3f}-"
+                    f"{floor['tp_high']:.3f}], p99 {floor['p99_ms']:.1f} ms,"
+                    f" {_pct(floor['p99_ratio'])} [{_pct(floor['p99_low'])} to"
+                    f" {_pct(floor['p99_high'])}]. **hopwatch against the access log**, in the"
+                    f" same groups: req/s **{floor['hw_tp_ratio']:.3f}x**"
+                    f" [{floor['hw_tp_low']:.3f}-{floor['hw_tp_high']:.3f}], p99"
+                    f" **{_pct(floor['hw_p99_ratio'])}** [{_pct(floor['hw_p99_low'])} to"
+                    f" {_pct(floor['hw_p99_high'])}]: what hopwatch costs beyond a line per"
+                    " request written the plainest way.",
+                    "",
+                ]
     if s["skipped"]:
         out.append(
             "Not run: " + "; ".join(f"{name} ({why})" for name, why in s["skipped"].items()) + "."
@@ -955,6 +981,9 @@ def summarize_server(results: Any) -> dict[str, Any]:
                     "p99_low": p99_low,
                     "p99_high": p99_high,
                 }
+                floor = _paired_floor(results, path)
+                if floor:
+                    row["paired"]["floor"] = floor
             table[path][name] = row
     return {
         "rounds": results.rounds,
@@ -973,6 +1002,36 @@ def summarize_server(results: Any) -> dict[str, Any]:
         "evidence": results.evidence,
         "served": results.served,
     }
+
+
+def _paired_floor(results: Any, path: str) -> dict[str, Any] | None:
+    """The access log's runs beside the back-to-back pairs on ``path``: its medians,
+    its ratios to the baseline and hopwatch's to it (each within a group, with the
+    95% interval of the median), or None when it did not run there."""
+    from bench.stats import median_interval
+
+    trials = results.floor.get(path) or []
+    if not trials:
+        return None
+    out: dict[str, Any] = {
+        "groups": len(trials),
+        "trials": [asdict(t) for t in trials],
+        "rps": statistics.median(t.rps for t in trials),
+        "p99_ms": statistics.median(t.p99_ms for t in trials),
+    }
+    for key, of, attr in (
+        ("tp", "floor", "rps"),
+        ("p99", "floor", "p99_ms"),
+        ("hw_tp", "hopwatch", "rps"),
+        ("hw_p99", "hopwatch", "p99_ms"),
+    ):
+        ratios = results.floor_ratios(path, attr, of)
+        if not ratios:
+            return None
+        low, high = median_interval(ratios)
+        out[f"{key}_ratio"] = statistics.median(ratios)
+        out[f"{key}_low"], out[f"{key}_high"] = low, high
+    return out
 
 
 def _server_verdicts(hw: dict[str, Any]) -> tuple[float, str, float, str]:
@@ -1565,10 +1624,12 @@ another run or another machine.
   default middleware: 15 hops) and `/products/` (an async view with one ORM
   query: 16 hops). Each round gives every configuration one load run per
   endpoint, in an order rotated every round, after a warm-up of each; then the
-  baseline and hopwatch alone run back to back, in pairs. Targets: hopwatch
+  baseline and hopwatch alone run back to back, in pairs, with the access log
+  beside each pair (the three in turn, in every order). Targets: hopwatch
   keeps at least 0.97 of the baseline's throughput and its p99 latency stays
   within 5% of the baseline's (both judged on the pairs), and it costs less
-  than every peer (in the rounds).
+  than every peer (in the rounds); beside them, hopwatch against the access
+  log, read from the same runs.
 - **Report**: lines per second and peak memory of `hopwatch report` on a
   generated 1,000,000-line captured log (`bench/captured_logs.py`: structlog's
   rendering, container prefixes, foreign lines), next to what a user would
@@ -1715,6 +1776,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in params.endpoints
         ]
         paired = params.paired_rounds if "hopwatch" in params.configs else 0
+        with_floor = server.FLOOR in params.configs
         estimate = server.estimate_seconds(
             len(configs),
             len(endpoints),
@@ -1722,11 +1784,17 @@ def main(argv: list[str] | None = None) -> int:
             params.duration,
             paired,
             params.paired_duration,
+            with_floor=with_floor,
+        )
+        groups = (
+            "groups of the baseline, hopwatch and the access log"
+            if with_floor
+            else "pairs of the baseline and hopwatch"
         )
         say(
             f"server: {len(configs)} configurations x {len(endpoints)} endpoints x"
-            f" {params.rounds} rounds, then {paired} back-to-back pairs of the baseline and"
-            f" hopwatch per endpoint, {params.paired_duration:g} s a run"
+            f" {params.rounds} rounds, then {paired} back-to-back {groups}"
+            f" per endpoint, {params.paired_duration:g} s a run"
             f" (about {estimate / 60:.0f} min)"
         )
         results = server.run(

@@ -17,7 +17,10 @@ the ratio within a pair has no drift between its halves, and the pairs are
 many enough to give the median an interval. The pairs' runs are longer
 (``paired_duration``): a run's p99 is set by the full collections inside it,
 and a longer run holds several (with 4-second runs the p99 ratio's interval
-spanned some 50 points, with 10-second runs 25 to 35).
+spanned some 50 points, with 10-second runs 25 to 35). Where the hand-written
+access log runs (``FLOOR``: the floor under any line per request), it joins
+each pair: the three run back to back, each order equally often
+(``group_order``), and hopwatch is read against the floor from the same runs.
 
 The load comes from wrk (``-t1``, keep-alive connections, a Lua ``done`` hook
 printing exact percentiles as JSON) or, when wrk is missing, from the asyncio
@@ -418,6 +421,9 @@ class ServerResults:
     served: dict[str, int] = field(default_factory=dict)
     #: endpoint path -> (baseline trial, hopwatch trial) run back to back
     paired: dict[str, list[tuple[Trial, Trial]]] = field(default_factory=dict)
+    #: endpoint path -> the access log's trial run in the same back-to-back group as
+    #: each of those pairs (``FLOOR``; empty when it did not run), in their order
+    floor: dict[str, list[Trial]] = field(default_factory=dict)
     #: seconds per run of those pairs
     paired_duration: float = 0.0
 
@@ -446,6 +452,31 @@ class ServerResults:
             if getattr(b, attr)
         ]
 
+    def floor_ratios(self, path: str, attr: str, of: str) -> list[float]:
+        """Per back-to-back group with the access log in it: the access log's ``attr``
+        to the baseline's (``of="floor"``), or hopwatch's to the access log's
+        (``of="hopwatch"``), all three runs of one group side by side."""
+        groups = zip(self.paired.get(path, []), self.floor.get(path, []), strict=False)
+        if of == "floor":
+            return [getattr(a, attr) / getattr(b, attr) for (b, _), a in groups if getattr(b, attr)]
+        return [getattr(h, attr) / getattr(a, attr) for (_, h), a in groups if getattr(a, attr)]
+
+
+#: The configuration that is the floor under any line per request (a hand-written
+#: access log); it runs beside each back-to-back pair when it is configured.
+FLOOR = "access-log"
+
+
+def group_order(group: tuple[str, ...], k: int) -> tuple[str, ...]:
+    """The order of the ``k``-th back-to-back group's runs: rotated by one each
+    group, and reversed every other cycle of rotations, so that each configuration
+    goes first, between and last, and after each of the others, equally often (for
+    a pair: which goes first alternates). Drift within a group favours none."""
+    n = len(group)
+    shift = k % n
+    order = group[shift:] + group[:shift]
+    return order[::-1] if n > 2 and (k // n) % 2 else order
+
 
 def estimate_seconds(
     n_configs: int,
@@ -454,10 +485,12 @@ def estimate_seconds(
     duration: float,
     paired_rounds: int = 0,
     paired_duration: float | None = None,
+    with_floor: bool = False,
 ) -> float:
     per_run = duration + 0.4
     warmup = n_configs * n_endpoints * (max(1.0, duration / 2) + 0.4)
-    paired = paired_rounds * 2 * n_endpoints * ((paired_duration or duration) + 0.4)
+    runs = 3 if with_floor else 2  # runs per back-to-back group
+    paired = paired_rounds * runs * n_endpoints * ((paired_duration or duration) + 0.4)
     return 20 + warmup + rounds * n_configs * n_endpoints * per_run + paired
 
 
@@ -585,8 +618,17 @@ def run(
         paired_rounds = 0
     paired_duration = paired_duration or duration
     results.paired_duration = paired_duration if paired_rounds else 0.0
+    # The access log, where it runs, joins each pair: hopwatch against the line's
+    # floor, read the way the targets are.
+    group = ("baseline", "hopwatch", FLOOR) if FLOOR in names else ("baseline", "hopwatch")
     estimate = estimate_seconds(
-        len(runnable), len(endpoints), rounds, duration, paired_rounds, paired_duration
+        len(runnable),
+        len(endpoints),
+        rounds,
+        duration,
+        paired_rounds,
+        paired_duration,
+        with_floor=len(group) == 3,
     )
     with tempfile.TemporaryDirectory(prefix="hopwatch-bench-") as tmp:
         var = Path(tmp)
@@ -617,12 +659,13 @@ def run(
             for endpoint in endpoints:
                 pairs = results.paired.setdefault(endpoint.path, [])
                 for k in range(paired_rounds):
-                    # Which goes first alternates, so drift within a pair favours neither.
-                    order = ("baseline", "hopwatch") if k % 2 == 0 else ("hopwatch", "baseline")
+                    order = group_order(group, k)
                     got = {name: one(ports[name], endpoint.path, paired_duration) for name in order}
                     for name, trial in got.items():
                         results.count_served(name, trial)
                     pairs.append((got["baseline"], got["hopwatch"]))
+                    if FLOOR in got:
+                        results.floor.setdefault(endpoint.path, []).append(got[FLOOR])
                 ratios = results.paired_ratios(endpoint.path, "rps")
                 if ratios:
                     say(

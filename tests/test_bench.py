@@ -6,6 +6,7 @@ benchmark is ``python3 dev.py bench`` (see bench/README.md).
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -238,12 +239,75 @@ def test_the_server_targets_are_judged_on_the_back_to_back_pairs():
     assert "-10 µs per request: the floor" not in doc
 
 
-@pytest.mark.slow  # starts two uvicorn servers and puts load on them
+def test_the_back_to_back_groups_take_every_order_equally_often():
+    """A pair alternates which goes first; a group of three (with the access log)
+    runs in each of its six orders once every six groups."""
+    from bench.server import group_order
+
+    assert [group_order(("b", "h"), k) for k in range(4)] == [("b", "h"), ("h", "b")] * 2
+    three = [group_order(("b", "h", "a"), k) for k in range(6)]
+    assert sorted(three) == sorted(itertools.permutations(("b", "h", "a")))
+    assert [group_order(("b", "h", "a"), k) for k in range(6, 12)] == three
+
+
+def test_hopwatch_is_read_against_the_access_log_in_the_same_groups():
+    """The access log's runs beside the pairs give its ratios to the baseline and
+    hopwatch's to it, group by group; the targets still read the pairs alone."""
+    from bench.__main__ import judge, render, summarize_server
+    from bench.server import ENDPOINTS, Config, ServerResults, Trial
+
+    def trial(rps: float, p99_ms: float) -> Trial:
+        return Trial(int(rps * 10), 10.0, 0, 9.0, p99_ms)
+
+    configs = [Config(n, "", n) for n in ("baseline", "hopwatch", "access-log")]
+    results = ServerResults(configs, ENDPOINTS[:1], 1, 10.0, 8, "wrk", True)
+    path = ENDPOINTS[0].path
+    results.trials = {
+        (n, path): [trial(1000, 20.0)] for n in ("baseline", "hopwatch", "access-log")
+    }
+    # three groups: (baseline, hopwatch, access log)
+    for base, hw, log in ((1000, 900, 950), (1000, 920, 940), (800, 720, 760)):
+        results.paired.setdefault(path, []).append((trial(base, 20.0), trial(hw, 24.0)))
+        results.floor.setdefault(path, []).append(trial(log, 22.0))
+    summary = summarize_server(results)
+    floor = summary["table"][path]["hopwatch"]["paired"]["floor"]
+    assert floor["groups"] == 3 and floor["rps"] == 940.0 and floor["p99_ms"] == 22.0
+    # access log / baseline per group: 0.95, 0.94, 0.95; hopwatch / access log:
+    # 900/950, 920/940, 720/760
+    assert floor["tp_ratio"] == pytest.approx(0.95)
+    assert floor["hw_tp_ratio"] == pytest.approx(720 / 760)
+    assert floor["p99_ratio"] == pytest.approx(1.1)
+    assert floor["hw_p99_ratio"] == pytest.approx(24 / 22)
+    assert floor["hw_tp_low"] <= floor["hw_tp_ratio"] <= floor["hw_tp_high"]
+    data = _results()
+    data["server"] = summary
+    verdicts = {v["target"]: v["result"] for v in judge(data)}
+    assert verdicts["server `/hello/`: hopwatch ≥ 0.97x baseline req/s"].startswith(
+        "0.900x [0.900-0.920] over 3 back-to-back pairs"
+    )
+    doc = render(data)
+    assert "The hand-written access log runs beside each pair, the three in turn" in doc
+    assert (
+        "The hand-written access log (the line's floor) beside each of those pairs, 3 groups"
+        " of three: req/s 940, 0.950x the baseline's"
+    ) in doc
+    assert (
+        f"**hopwatch against the access log**, in the same groups: req/s **{720 / 760:.3f}x**"
+        in doc
+    )
+    # without the access log, neither sentence
+    results.floor = {}
+    data["server"] = summarize_server(results)
+    doc = render(data)
+    assert "floor) beside each" not in doc and "runs beside each pair" not in doc
+
+
+@pytest.mark.slow  # starts three uvicorn servers and puts load on them
 def test_server_part_runs_against_real_servers(tmp_path):
     doc, data = run_bench(
         tmp_path,
         "--skip", "hops",
-        "--configs", "baseline,hopwatch",
+        "--configs", "baseline,hopwatch,access-log",
         "--endpoints", "/hello/",
         "--rounds", "1",
         "--paired-rounds", "2",
@@ -262,7 +326,14 @@ def test_server_part_runs_against_real_servers(tmp_path):
         assert [t["requests"] > 0 and t["errors"] == 0 for t in pair] == [True, True], pair
     assert paired["tp_low"] <= paired["tp_ratio"] <= paired["tp_high"]
     assert "hopwatch against the baseline back to back, 2 pairs" in doc
-    assert [c["name"] for c in server["configs"]] == ["baseline", "hopwatch"]
+    # the access log ran beside each pair, on its own real server
+    floor = paired["floor"]
+    assert floor["groups"] == 2
+    assert [t["requests"] > 0 and t["errors"] == 0 for t in floor["trials"]] == [True, True]
+    assert floor["hw_tp_low"] <= floor["hw_tp_ratio"] <= floor["hw_tp_high"]
+    assert "**hopwatch against the access log**, in the same groups" in doc
+    assert server["evidence"]["access-log"]["request lines logged"] > 0
+    assert [c["name"] for c in server["configs"]] == ["baseline", "hopwatch", "access-log"]
     for name in ("baseline", "hopwatch"):
         row = server["table"]["/hello/"][name]
         assert row["rps"] > 0 and row["errors"] == 0, row
@@ -568,7 +639,10 @@ def test_the_per_request_instructions_show_hopwatchs_own_code_by_part():
     }
     text = format_report({"hops": [], "requests": requests, "seeds": 1})
     assert "| **total** | **150,000** | **+2.5%** |" in text
-    assert "| fold: each hop into its request's per-cause sums as it finishes | 16,000 | +0.3% |" in text
+    assert (
+        "| fold: each hop into its request's per-cause sums as it finishes | 16,000 | +0.3% |"
+        in text
+    )
     assert "| attribution: naming each hop's cause" in text
     assert "other" not in text.split("own C code per request")[1].split("**own C code**")[0]
     assert "| **own C code** | **81,000** | **+1.4%** |" in text
