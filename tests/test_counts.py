@@ -283,6 +283,55 @@ def test_async_test_client(middleware, path, hops):
     assert record.interface == "test-async-client"
 
 
+_IMPORTED_AFTER = """
+import json, os, sys
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+before = {m for m in ("django.test.client", "importlib.abc") if m in sys.modules}
+django.setup()  # hopwatch's app installs hopwatch: django.test.client is not loaded yet
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from django.test.client import ClientHandler
+from hopwatch import _recorder
+records = []
+_recorder.add_sink(records.append)
+status = Client().get("/async/").status_code
+print(json.dumps({
+    "before": sorted(before),
+    "abc": "importlib.abc" in sys.modules,
+    "patched": hasattr(ClientHandler.__call__, "__wrapped__"),
+    "status": status,
+    "records": [(r.interface, r.count) for r in records],
+}))
+"""
+
+
+def test_a_test_client_imported_after_hopwatch_is_patched_on_import():
+    """In a process where hopwatch installs itself before django.test.client is
+    imported, its import hook patches the test clients as the module loads, and
+    the hook (duck-typed, as the import system calls it) imports no importlib.abc,
+    which would bring importlib.resources into every app's process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED_AFTER],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["before"] == []
+    assert not got["abc"]
+    assert got["patched"] and got["status"] == 200
+    assert got["records"] == [["test-client", 1]]
+
+
 # --- concurrency and cancellation ------------------------------------------------------------
 
 

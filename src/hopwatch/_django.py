@@ -18,7 +18,6 @@ Django's test machinery because of hopwatch.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 import threading
@@ -65,7 +64,11 @@ def _patch_test_client(module: types.ModuleType) -> None:
         )
 
 
-class _TestClientImportHook(importlib.abc.MetaPathFinder):
+# The hook and its loader are what the import system calls (``find_spec``;
+# ``create_module`` and ``exec_module``), not subclasses of importlib.abc's: that
+# module imports importlib.resources (six modules, some 400 objects for the
+# collector to walk in every full collection of the app's process).
+class _TestClientImportHook:
     """Patches ``django.test.client`` right after it is first imported."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
@@ -94,10 +97,10 @@ class _TestClientImportHook(importlib.abc.MetaPathFinder):
         return None
 
 
-class _LoaderProxy(importlib.abc.Loader):
+class _LoaderProxy:
     def __init__(self, loader: Any, exec_module: Callable[[types.ModuleType], None]) -> None:
         self._loader = loader
-        self.exec_module = exec_module  # type: ignore[method-assign,assignment]
+        self.exec_module = exec_module
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self._loader.create_module(spec)
