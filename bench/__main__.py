@@ -743,6 +743,10 @@ def _draws_phrase(cg: list[dict[str, Any]]) -> str:
 def render_server(s: dict[str, Any] | None) -> str:
     if not s:
         return "_Not run (`--skip server`)._"
+    with_floor = any(
+        (s["table"][e["path"]].get("hopwatch") or {}).get("paired", {}).get("floor")
+        for e in s["endpoints"]
+    )
     out = [
         f"{s['rounds']} rounds x {s['duration']:g} s per configuration and endpoint,"
         f" {s['connections']} keep-alive connections, load by"
@@ -760,10 +764,7 @@ def render_server(s: dict[str, Any] | None) -> str:
                 " The hand-written access log runs beside each pair, the three in turn"
                 " (each order equally often), so hopwatch is read against the line's floor"
                 " the same way."
-                if any(
-                    (s["table"][e["path"]].get("hopwatch") or {}).get("paired", {}).get("floor")
-                    for e in s["endpoints"]
-                )
+                if with_floor
                 else ""
             )
             if s.get("paired_rounds")

@@ -12,7 +12,11 @@ middleware.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -312,11 +316,6 @@ def test_a_test_client_imported_after_hopwatch_is_patched_on_import():
     imported, its import hook patches the test clients as the module loads, and
     the hook (duck-typed, as the import system calls it) imports no importlib.abc,
     which would bring importlib.resources into every app's process."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     done = subprocess.run(
         [sys.executable, "-c", _IMPORTED_AFTER],
         cwd=Path(__file__).resolve().parent.parent,
