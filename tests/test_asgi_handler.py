@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 
 import django
 import pytest
@@ -23,7 +24,15 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
 from hopwatch import _django, _django_scope, _errors
-from hopwatch._recorder import RequestContext, handed_over
+from hopwatch._recorder import (
+    RequestContext,
+    add_sink,
+    after_close,
+    handed_over,
+    late,
+    remove_sink,
+    unscoped,
+)
 from hopwatch.apps import activate, deactivate
 from hopwatch.testing import count_hops
 from tests.helpers import asgi_call, asgi_request, asgi_scope, capture, sites
@@ -221,6 +230,43 @@ def test_the_record_rides_on_the_thread_sensitive_context_django_enters():
         ("other", "tests.testapp.views.context_view.<locals>.seen"): 1,
         ("response", "HttpResponse.close"): 1,
     }
+
+
+def test_a_task_left_running_keeps_no_record_and_crosses_into_late():
+    """A task the view starts and does not wait for holds the request's context,
+    and with it the ThreadSensitiveContext the record rides on, after the request
+    (so does the reference cycle Django's disconnect listener can end in, under a
+    server). The record leaves that context when its request closes: it is freed
+    then, not when the task ends. The task's crossing after that is counted in
+    ``late``, not in the request's line, nor as unscoped."""
+    views.DETACHED.clear()
+    closed = []
+
+    def sink(record):
+        closed.append((weakref.ref(record), len(record)))
+
+    async def main():
+        result = await asgi_call(ASGIHandler(), "/detached/")
+        ((task, go, context),) = views.DETACHED
+        ((record, hops),) = closed
+        assert hops == 2  # request_started, close
+        assert record() is None
+        assert type(context) is RequestContext and context.record is after_close
+        go.set()
+        await task
+        views.DETACHED.clear()
+        return result
+
+    key = ("other", "tests.testapp.views._noop")
+    late_before, unscoped_before, noop_before = len(late), len(unscoped), sites(late).get(key, 0)
+    add_sink(sink)
+    try:
+        assert asyncio.run(main()).body == b"detached"
+    finally:
+        remove_sink(sink)
+    assert len(late) == late_before + 1
+    assert sites(late).get(key, 0) == noop_before + 1
+    assert len(unscoped) == unscoped_before
 
 
 def test_the_variables_asgiref_passes_over_are_the_bare_requests():

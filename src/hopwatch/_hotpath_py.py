@@ -1086,6 +1086,11 @@ async def then(
             fn(a, b, result)
         except Exception as exc:
             _report("then (callback)", exc)
+        # This frame can outlive the call: a traceback in a cycle (Django 6.1's
+        # TaskGroup) keeps it until a collection, and with it its variables. Not
+        # the record, the scope or the result (the value returned is already
+        # taken).
+        a = b = result = None
 
 
 def fill_log_record(

@@ -162,6 +162,7 @@ class RequestRecord(Ledger):
     """A :class:`Ledger` for one request, plus what is known about the request."""
 
     __slots__ = (
+        "context",
         "ended_ns",
         "extra",
         "handler_thread_id",
@@ -202,6 +203,9 @@ class RequestRecord(Ledger):
         # Django-layer bookkeeping for responses closed after the handler
         # returned (WSGI): the token to reset and the response to wait for.
         self.scope_token: contextvars.Token[Ledger | Hop | None] | None = None
+        #: The RequestContext (Django's ThreadSensitiveContext) the record rides
+        #: on, until the record is closed (see close_request).
+        self.context: RequestContext | None = None
 
     def notes(self) -> dict[str, object]:
         """``extra``, made on first need: what the integration layer writes to."""
@@ -325,7 +329,10 @@ class RequestContext(ThreadSensitiveContext):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-        self.record: RequestRecord | None = _take_handed_over()
+        record = _take_handed_over()
+        self.record: Ledger | None = record
+        if isinstance(record, RequestRecord):  # (the bench hands over a plain ledger)
+            record.context = self
 
 
 # The record the ASGI handler's wrapper hands to the RequestContext Django creates
@@ -333,19 +340,19 @@ class RequestContext(ThreadSensitiveContext):
 _handed = threading.local()
 
 
-def hand_over(record: RequestRecord | None) -> None:
+def hand_over(record: Ledger | None) -> None:
     """Give ``record`` to the next RequestContext made on this thread (None: take it back)."""
     _handed.record = record
 
 
-def _take_handed_over() -> RequestRecord | None:
+def _take_handed_over() -> Ledger | None:
     record = getattr(_handed, "record", None)
     if record is not None:
         _handed.record = None
     return record
 
 
-def handed_over() -> RequestRecord | None:
+def handed_over() -> Ledger | None:
     """The record handed over on this thread and not taken yet, if any."""
     return getattr(_handed, "record", None)
 
@@ -385,6 +392,14 @@ unscoped = Ledger(detail_limit=200)
 #: Hops finished after their request had been closed (a task the view started
 #: and did not wait for). Kept apart too.
 late = Ledger(detail_limit=200)
+
+
+#: What a RequestContext carries once its request is closed, in place of the
+#: record: a closed ledger, so a crossing made later in the request's context (a
+#: task the view started and did not wait for) goes to ``late``, as it would
+#: with the closed record there. Closed, it takes no hop of its own.
+after_close = Ledger(detail_limit=0)
+after_close.close()
 
 
 #: Account a finished hop to its scope (the hop path calls this itself).
@@ -434,8 +449,20 @@ def close_request(record: RequestRecord) -> None:
 
             _errors.report(f"sink {sink!r}", exc)
     # The sinks are done with the request (the extra-fields hook's argument). The
-    # record itself may live on a while: under ASGI, the task Django starts to
-    # listen for a disconnect ends in a reference cycle that holds its context,
-    # and with it this record, until a full collection. It must not hold the
-    # request (its body, session, user) there too.
+    # record may live on a while (a crossing still under way holds it): it must
+    # not hold the request (its body, session, user) there too.
     record.request = None
+    # The request's context can outlive it: a task the view left running holds
+    # it, and under a server (uvicorn) the task Django starts to listen for a
+    # disconnect ends in a reference cycle that holds it, bare Django's too,
+    # until the collector finds it. There, nearly every request's context reached
+    # the oldest generation first, and a record riding on it went there too,
+    # with its list of hops: two objects a request more towards the next full
+    # collection. The record leaves its context here, and is freed when its last
+    # holder lets go. (On this path the record has no enclosing scope:
+    # _django_scope hands over only a record opened outside any.)
+    context = record.context
+    if context is not None:
+        record.context = None
+        if record.parent is None:
+            context.record = after_close

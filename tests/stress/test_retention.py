@@ -278,17 +278,20 @@ def _left_for_the_collector(installed: bool) -> Counter[str]:
     _hotpath.IMPLEMENTATION != "c", reason="the pure-Python Hop is a class the collector tracks"
 )
 def test_a_request_leaves_few_objects_for_the_collector(db):
-    """Under ASGI the record waits for the collector with the request's tasks: what it
-    adds for every collection to walk, and towards the count that starts the next
-    one, is a handful of objects per request, not a key tuple per cause (one per
-    process) and no hop."""
+    """Under ASGI the request's context waits for the collector with the request's
+    tasks (bare Django's too). What hopwatch adds for every collection to walk, and
+    towards the count that starts the next one, is nothing per request: its
+    RequestContext in place of asgiref's ThreadSensitiveContext, not the record,
+    which leaves the context when its request closes, nor a key tuple per cause,
+    nor a hop."""
     without = _left_for_the_collector(installed=False)
     with_hopwatch = _left_for_the_collector(installed=True)
     assert without["ASGIRequest"] == RUN, "Django leaves its requests for the collector"
     added = with_hopwatch.copy()
     added.subtract(without)
-    # Counted towards the next collection, per request: the record and its kept
-    # hops' list under Django before 6.1, nothing from 6.1 on. Not its causes (an
+    # Counted towards the next collection, per request: nothing. Not the record and
+    # its kept hops' list (before 6.1 they waited with the request's context, until
+    # the record left it when its request closed), nor its causes (an
     # array of the ledger's, no dict: there was one a request before), nor
     # its hops, which are no objects of the collector's (before they were: 21 a
     # request here, 15 more for the example site's 15 hops), a pinned-time dict
@@ -299,7 +302,7 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     # way from the rest of the process (hence a run of 40).
     maps = sum(n for kind, n in added.items() if kind.startswith("hamt"))
     counted = (added.pop(COUNTED) - maps) / RUN
-    assert counted <= (0.5 if django.VERSION >= (6, 1) else 2.5), counted
+    assert counted <= 0.5, counted
     # By kind, the map's nodes left out as above. (An object or two more or less
     # once in a run, a cache's entry, is no request's.)
     added = Counter({kind: n for kind, n in added.items() if not kind.startswith("hamt")})
@@ -312,11 +315,11 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
         return
     # Before, the disconnect listener's task holds a copy of the request's context
     # until a collection, and with it the ThreadSensitiveContext Django entered for
-    # the request, which carries the record: one each of the record and its kept
-    # hops' list per request, nothing else. (Django's context is
-    # hopwatch's subclass, RequestContext: one of those instead of asgiref's own.)
-    assert added["RequestRecord"] == RUN
+    # the request (hopwatch's subclass, RequestContext: one of those instead of
+    # asgiref's own). The record rode on it until its request closed, then left
+    # it: neither the record nor its kept hops' list waits with it.
     assert added["RequestContext"] == RUN and added["ThreadSensitiveContext"] == -RUN
+    assert added["RequestRecord"] == 0
     per_request = {kind for kind, n in added.items() if n >= RUN // 2}
     assert max(added.values()) <= RUN + 2
-    assert per_request == {"RequestRecord", "RequestContext", "list"}
+    assert per_request == {"RequestContext"}

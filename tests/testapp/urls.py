@@ -24,6 +24,7 @@ urlpatterns = [
     path("stream/counted/", views.counted_stream_view),
     path("child-tasks/", views.child_task_view),
     path("task/", views.task_view),
+    path("detached/", views.detached_view),
     path("context/", views.context_view),
     path("upload/", views_django6.upload_view),
     path("check-password/", views_django6.check_password_view),

@@ -214,3 +214,22 @@ async def context_view(request):
 async def task_view(request):
     """The qualified name of the coroutine of the task the view runs in."""
     return HttpResponse(asyncio.current_task().get_coro().__qualname__)
+
+
+#: The task detached_view starts and leaves running, what it waits for, and the
+#: ThreadSensitiveContext it holds (the request's).
+DETACHED: list[tuple[asyncio.Task, asyncio.Event, object]] = []
+
+
+async def detached_view(request):
+    """Starts a task the view does not wait for: one crossing, once ``go`` is set
+    (the test sets it when the request is over)."""
+    go = asyncio.Event()
+
+    async def straggler():
+        await go.wait()
+        await sync_to_async(_noop, thread_sensitive=False)()
+
+    task = asyncio.create_task(straggler())
+    DETACHED.append((task, go, SyncToAsync.thread_sensitive_context.get(None)))
+    return HttpResponse("detached")
