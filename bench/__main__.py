@@ -127,6 +127,7 @@ class Params:
     request_processes: int = 3
     paired_rounds: int = 8
     paired_duration: float = 10.0
+    frozen_rounds: int = 8
     skip: list[str] = field(default_factory=list)
 
 
@@ -153,6 +154,8 @@ FULL = {
     # runs long enough to hold several full collections each (their p99 follows them)
     "paired_rounds": 8,
     "paired_duration": 10.0,
+    # the same pairs again, both servers with start-up frozen (bench.server.FROZEN_PAIR)
+    "frozen_rounds": 8,
 }
 QUICK = {
     "hop_rounds": 6,
@@ -171,6 +174,7 @@ QUICK = {
     "request_processes": 1,
     "paired_rounds": 2,
     "paired_duration": 1.0,
+    "frozen_rounds": 1,
 }
 
 
@@ -198,6 +202,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
     )
     parser.add_argument(
         "--paired-duration", type=float, help="server: seconds per run of those pairs"
+    )
+    parser.add_argument(
+        "--frozen-rounds",
+        type=int,
+        help="server: the pairs again with start-up frozen in both servers (0: none)",
     )
     parser.add_argument("--duration", type=float, help="server: seconds per load run")
     parser.add_argument("--connections", type=int, help="server: concurrent connections")
@@ -257,6 +266,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
         parser.error("--rounds takes 1-50 and --duration (0, 120] seconds")
     if not 0 <= base["paired_rounds"] <= 100 or not 0 < base["paired_duration"] <= 120:
         parser.error("--paired-rounds takes 0-100 and --paired-duration (0, 120] seconds")
+    if not 0 <= base["frozen_rounds"] <= 100:
+        parser.error("--frozen-rounds takes 0-100")
     if not 1 <= base["connections"] <= 256:
         parser.error("--connections takes 1-256")
     if min(base["request_rounds"], base["request_count"], base["request_processes"]) < 1:
@@ -821,6 +832,22 @@ def render_server(s: dict[str, Any] | None) -> str:
                     " request written the plainest way.",
                     "",
                 ]
+        frozen = s["table"][path].get("hopwatch", {}).get("frozen")
+        if frozen:
+            out += [
+                f"The same pairs with start-up frozen in both servers (`gc.collect()` then"
+                f" `gc.freeze()` once the application is made, as the FAQ advises),"
+                f" {frozen['pairs']} pairs: req/s {frozen['rps']:.0f} against"
+                f" {frozen['base_rps']:.0f}, **{frozen['tp_ratio']:.3f}x**"
+                f" [{frozen['tp_low']:.3f}-{frozen['tp_high']:.3f}]; p99"
+                f" {frozen['p99_ms']:.1f} ms against {frozen['base_p99_ms']:.1f},"
+                f" **{_pct(frozen['p99_ratio'])}** [{_pct(frozen['p99_low'])} to"
+                f" {_pct(frozen['p99_high'])}]. The collector then walks none of start-up's"
+                " objects (Django's, hopwatch's and structlog's modules alike), so these pairs"
+                " read what the requests themselves cost the tail; the targets are judged on"
+                " the pairs above, as the servers run by default.",
+                "",
+            ]
     if s["skipped"]:
         out.append(
             "Not run: " + "; ".join(f"{name} ({why})" for name, why in s["skipped"].items()) + "."
@@ -870,7 +897,7 @@ def _render_collector(s: dict[str, Any]) -> str:
     from bench.server import COLLECTOR
 
     served = s.get("served") or {}
-    labels = {c["name"]: c["label"] for c in s["configs"]}
+    labels = {c["name"]: c["label"] for c in (*s["configs"], *s.get("frozen_configs", []))}
     rows = []
     for name, ev in s["evidence"].items():
         found = ev.get(COLLECTOR)
@@ -933,6 +960,8 @@ def _render_otel_costs(s: dict[str, Any]) -> str:
 
 def summarize_server(results: Any) -> dict[str, Any]:
     """ServerResults -> plain data (medians, ratios, ranges) for the JSON and the doc."""
+    from bench.server import FROZEN_PAIR
+
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for endpoint in results.endpoints:
         path = endpoint.path
@@ -957,34 +986,15 @@ def summarize_server(results: Any) -> dict[str, Any]:
                     p99_min=min(p99),
                     p99_max=max(p99),
                 )
-            pairs = results.paired.get(path) if name == "hopwatch" else None
-            tp_pairs = results.paired_ratios(path, "rps") if pairs else []
-            p99_pairs = results.paired_ratios(path, "p99_ms") if pairs else []
-            if tp_pairs and p99_pairs:
-                from bench.stats import median_interval
-
-                (tp_low, tp_high), (p99_low, p99_high) = (
-                    median_interval(tp_pairs),
-                    median_interval(p99_pairs),
-                )
-                row["paired"] = {
-                    "pairs": len(pairs),
-                    "trials": [[asdict(b), asdict(h)] for b, h in pairs],
-                    # medians of each side, for the time per request and the text
-                    "base_rps": statistics.median(b.rps for b, _ in pairs),
-                    "rps": statistics.median(h.rps for _, h in pairs),
-                    "base_p99_ms": statistics.median(b.p99_ms for b, _ in pairs),
-                    "p99_ms": statistics.median(h.p99_ms for _, h in pairs),
-                    "tp_ratio": statistics.median(tp_pairs),
-                    "tp_low": tp_low,
-                    "tp_high": tp_high,
-                    "p99_ratio": statistics.median(p99_pairs),
-                    "p99_low": p99_low,
-                    "p99_high": p99_high,
-                }
+            paired = _pairs(results, path, frozen=False) if name == "hopwatch" else None
+            if paired:
+                row["paired"] = paired
                 floor = _paired_floor(results, path)
                 if floor:
                     row["paired"]["floor"] = floor
+            frozen = _pairs(results, path, frozen=True) if name == "hopwatch" else None
+            if frozen:
+                row["frozen"] = frozen
             table[path][name] = row
     return {
         "rounds": results.rounds,
@@ -995,6 +1005,11 @@ def summarize_server(results: Any) -> dict[str, Any]:
         "loadgen": results.loadgen,
         "pinned": results.pinned,
         "configs": [{"name": c.name, "label": c.label} for c in results.configs],
+        "frozen_rounds": max((len(v) for v in results.frozen.values()), default=0),
+        # the servers of the frozen pairs, which run in no round (bench.server.FROZEN_PAIR)
+        "frozen_configs": [
+            {"name": c.name, "label": c.label} for c in FROZEN_PAIR if results.frozen
+        ],
         "endpoints": [
             {"path": e.path, "label": e.label, "hops": e.hops} for e in results.endpoints
         ],
@@ -1002,6 +1017,35 @@ def summarize_server(results: Any) -> dict[str, Any]:
         "skipped": results.skipped,
         "evidence": results.evidence,
         "served": results.served,
+    }
+
+
+def _pairs(results: Any, path: str, frozen: bool) -> dict[str, Any] | None:
+    """The back-to-back pairs of the baseline and hopwatch on ``path`` (the frozen
+    ones with ``frozen``): each side's medians, and the ratio within a pair with the
+    95% interval of its median; None when they did not run."""
+    from bench.stats import median_interval
+
+    pairs = (results.frozen if frozen else results.paired).get(path) or []
+    tp_pairs = results.paired_ratios(path, "rps", frozen=frozen)
+    p99_pairs = results.paired_ratios(path, "p99_ms", frozen=frozen)
+    if not (pairs and tp_pairs and p99_pairs):
+        return None
+    (tp_low, tp_high), (p99_low, p99_high) = median_interval(tp_pairs), median_interval(p99_pairs)
+    return {
+        "pairs": len(pairs),
+        "trials": [[asdict(b), asdict(h)] for b, h in pairs],
+        # medians of each side, for the time per request and the text
+        "base_rps": statistics.median(b.rps for b, _ in pairs),
+        "rps": statistics.median(h.rps for _, h in pairs),
+        "base_p99_ms": statistics.median(b.p99_ms for b, _ in pairs),
+        "p99_ms": statistics.median(h.p99_ms for _, h in pairs),
+        "tp_ratio": statistics.median(tp_pairs),
+        "tp_low": tp_low,
+        "tp_high": tp_high,
+        "p99_ratio": statistics.median(p99_pairs),
+        "p99_low": p99_low,
+        "p99_high": p99_high,
     }
 
 
@@ -1039,20 +1083,37 @@ def _server_verdicts(hw: dict[str, Any]) -> tuple[float, str, float, str]:
     """hopwatch's throughput and p99 ratios the server targets are judged on, and
     how each reads: the back-to-back pairs' median when the run made them, else
     the rounds'."""
-    paired = hw.get("paired")
+    paired, frozen = hw.get("paired"), hw.get("frozen")
+    # beside the verdict, not in it: the frozen pairs (bench.server.FROZEN_PAIR)
+    tp_frozen = p99_frozen = ""
+    if frozen:
+        tp_frozen = (
+            f"; start-up frozen in both: {frozen['tp_ratio']:.3f}x"
+            f" [{frozen['tp_low']:.3f}-{frozen['tp_high']:.3f}] over {frozen['pairs']} pairs"
+        )
+        p99_frozen = (
+            f"; start-up frozen in both: {_pct(frozen['p99_ratio'])}"
+            f" [{_pct(frozen['p99_low'])} to {_pct(frozen['p99_high'])}] over"
+            f" {frozen['pairs']} pairs"
+        )
     if paired:
         n = paired["pairs"]
         return (
             paired["tp_ratio"],
             f"{paired['tp_ratio']:.3f}x [{paired['tp_low']:.3f}-{paired['tp_high']:.3f}]"
             f" over {n} back-to-back pairs (in the rounds with every configuration:"
-            f" {hw['tp_ratio']:.3f}x)",
+            f" {hw['tp_ratio']:.3f}x){tp_frozen}",
             paired["p99_ratio"],
             f"{_pct(paired['p99_ratio'])} [{_pct(paired['p99_low'])} to"
             f" {_pct(paired['p99_high'])}] over {n} back-to-back pairs (in the rounds:"
-            f" {_pct(hw['p99_ratio'])})",
+            f" {_pct(hw['p99_ratio'])}){p99_frozen}",
         )
-    return hw["tp_ratio"], f"{hw['tp_ratio']:.3f}x", hw["p99_ratio"], _pct(hw["p99_ratio"])
+    return (
+        hw["tp_ratio"],
+        f"{hw['tp_ratio']:.3f}x{tp_frozen}",
+        hw["p99_ratio"],
+        f"{_pct(hw['p99_ratio'])}{p99_frozen}",
+    )
 
 
 def judge(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1777,6 +1838,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in params.endpoints
         ]
         paired = params.paired_rounds if "hopwatch" in params.configs else 0
+        frozen = params.frozen_rounds if "hopwatch" in params.configs else 0
         with_floor = server.FLOOR in params.configs
         estimate = server.estimate_seconds(
             len(configs),
@@ -1786,6 +1848,7 @@ def main(argv: list[str] | None = None) -> int:
             paired,
             params.paired_duration,
             with_floor=with_floor,
+            frozen_rounds=frozen,
         )
         groups = (
             "groups of the baseline, hopwatch and the access log"
@@ -1796,7 +1859,8 @@ def main(argv: list[str] | None = None) -> int:
             f"server: {len(configs)} configurations x {len(endpoints)} endpoints x"
             f" {params.rounds} rounds, then {paired} back-to-back {groups}"
             f" per endpoint, {params.paired_duration:g} s a run"
-            f" (about {estimate / 60:.0f} min)"
+            + (f", and {frozen} pairs with start-up frozen" if frozen else "")
+            + f" (about {estimate / 60:.0f} min)"
         )
         results = server.run(
             configs,
@@ -1808,6 +1872,7 @@ def main(argv: list[str] | None = None) -> int:
             say=lambda m: say(f"server: {m}"),
             paired_rounds=paired,
             paired_duration=params.paired_duration,
+            frozen_rounds=frozen,
         )
         data["server"] = summarize_server(results)
     if "report" not in params.skip:

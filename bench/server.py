@@ -22,6 +22,17 @@ access log runs (``FLOOR``: the floor under any line per request), it joins
 each pair: the three run back to back, each order equally often
 (``group_order``), and hopwatch is read against the floor from the same runs.
 
+Then the pairs run once more (``frozen_rounds``), the baseline and hopwatch
+each in a server of its own that froze what start-up loaded (``FROZEN_PAIR``:
+``gc.collect()`` then ``gc.freeze()`` once the application is made, what the
+FAQ advises). A full collection of a Django process takes tens of
+milliseconds and holds up every connection; a 10-second run's p99 falls on the
+edge of the band of requests those pauses hold up, so it moves with how long
+each one takes, which grows with every module a process has loaded. Frozen,
+the collector walks none of start-up's objects, whoever loaded them, and the
+pairs read what the requests themselves cost the tail. The targets stay judged
+on the pairs as they are; the frozen pairs are reported beside them.
+
 The load comes from wrk (``-t1``, keep-alive connections, a Lua ``done`` hook
 printing exact percentiles as JSON) or, when wrk is missing, from the asyncio
 HTTP/1.1 client below (same shape: fixed concurrency, keep-alive, fixed
@@ -70,6 +81,9 @@ class Config:
     label: str
     needs: tuple[str, ...] = ()  # importable modules the configuration needs
     install_hint: str = ""
+    #: start-up's objects frozen, as the FAQ advises: ``gc.collect()`` then
+    #: ``gc.freeze()`` once ``asgi.py`` has made the application
+    freeze: bool = False
 
 
 CONFIGS = [
@@ -131,7 +145,27 @@ CONFIGS = [
         "sentry-sdk",
     ),
 ]
-CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
+
+
+def frozen(config: Config) -> Config:
+    """``config`` with start-up's objects frozen (``Config.freeze``)."""
+    return Config(
+        f"{config.name}{FROZEN_SUFFIX}",
+        config.settings,
+        f"{config.label}, start-up frozen (gc.freeze())",
+        config.needs,
+        config.install_hint,
+        freeze=True,
+    )
+
+
+FROZEN_SUFFIX = "-frozen"
+#: The back-to-back pairs run once more with both servers frozen: a run's p99
+#: follows the full collections in it, and freezing takes start-up's objects
+#: (Django's, hopwatch's and structlog's modules alike) out of every one of them.
+#: They run only in those pairs, not in the rounds.
+FROZEN_PAIR = (frozen(CONFIGS[0]), frozen(CONFIGS[1]))
+CONFIG_BY_NAME = {c.name: c for c in (*CONFIGS, *FROZEN_PAIR)}
 
 
 @dataclass(frozen=True)
@@ -221,9 +255,20 @@ def serve(config_name: str, port: int, lifetime: float, evidence_path: str | Non
 
     import uvicorn
 
+    app: object = "example_site.asgi:application"
+    frozen_at_start = 0
+    if config.freeze:
+        # What the FAQ says to put at the end of asgi.py, after the application
+        # is made: the objects start-up loaded leave every later collection.
+        from example_site.asgi import application
+
+        app = application
+        gc.collect()
+        gc.freeze()
+        frozen_at_start = gc.get_freeze_count()
     server = uvicorn.Server(
         uvicorn.Config(
-            "example_site.asgi:application",
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -247,6 +292,8 @@ def serve(config_name: str, port: int, lifetime: float, evidence_path: str | Non
         if evidence_path:
             found = evidence() if evidence is not None else {}
             found[COLLECTOR] = collector.summary()
+            if config.freeze:
+                found["objects frozen at start-up"] = frozen_at_start
             Path(evidence_path).write_text(json.dumps(found))
     os._exit(0)  # worker threads (Django's, a tool's) must not keep the process alive
 
@@ -426,6 +473,9 @@ class ServerResults:
     floor: dict[str, list[Trial]] = field(default_factory=dict)
     #: seconds per run of those pairs
     paired_duration: float = 0.0
+    #: endpoint path -> (baseline trial, hopwatch trial) back to back, both servers
+    #: with start-up frozen (``FROZEN_PAIR``), as many pairs again when they ran
+    frozen: dict[str, list[tuple[Trial, Trial]]] = field(default_factory=dict)
 
     def count_served(self, config: str, trial: Trial) -> None:
         self.served[config] = self.served.get(config, 0) + trial.requests
@@ -444,11 +494,12 @@ class ServerResults:
     def errors(self, config: str, path: str) -> int:
         return sum(t.errors for t in self.trials[(config, path)])
 
-    def paired_ratios(self, path: str, attr: str) -> list[float]:
-        """Per pair, hopwatch's ``attr`` to the baseline's run next to it."""
+    def paired_ratios(self, path: str, attr: str, frozen: bool = False) -> list[float]:
+        """Per pair, hopwatch's ``attr`` to the baseline's run next to it (of the
+        frozen pairs with ``frozen``)."""
         return [
             getattr(h, attr) / getattr(b, attr)
-            for b, h in self.paired.get(path, [])
+            for b, h in (self.frozen if frozen else self.paired).get(path, [])
             if getattr(b, attr)
         ]
 
@@ -486,11 +537,14 @@ def estimate_seconds(
     paired_rounds: int = 0,
     paired_duration: float | None = None,
     with_floor: bool = False,
+    frozen_rounds: int = 0,
 ) -> float:
     per_run = duration + 0.4
-    warmup = n_configs * n_endpoints * (max(1.0, duration / 2) + 0.4)
+    n_servers = n_configs + (len(FROZEN_PAIR) if frozen_rounds else 0)
+    warmup = n_servers * n_endpoints * (max(1.0, duration / 2) + 0.4)
     runs = 3 if with_floor else 2  # runs per back-to-back group
-    paired = paired_rounds * runs * n_endpoints * ((paired_duration or duration) + 0.4)
+    paired_run = (paired_duration or duration) + 0.4
+    paired = (paired_rounds * runs + frozen_rounds * 2) * n_endpoints * paired_run
     return 20 + warmup + rounds * n_configs * n_endpoints * per_run + paired
 
 
@@ -579,10 +633,12 @@ def run(
     say: Callable[[str], None] = print,
     paired_rounds: int = 0,
     paired_duration: float | None = None,
+    frozen_rounds: int = 0,
 ) -> ServerResults:
     """The whole server benchmark; ``wrk`` is its path, or None for the Python generator.
     ``paired_rounds``: pairs per endpoint of the baseline and hopwatch back to back, each
-    run ``paired_duration`` seconds long (default: ``duration``)."""
+    run ``paired_duration`` seconds long (default: ``duration``); ``frozen_rounds``: as
+    many pairs again of the two with start-up frozen (``FROZEN_PAIR``), after those."""
     endpoints = endpoints or ENDPOINTS
     wanted = configs or CONFIGS
     if wanted[0].name != "baseline":
@@ -615,7 +671,8 @@ def run(
 
     names = [c.name for c in runnable]
     if "hopwatch" not in names:
-        paired_rounds = 0
+        paired_rounds = frozen_rounds = 0
+    extra = list(FROZEN_PAIR) if frozen_rounds else []
     paired_duration = paired_duration or duration
     results.paired_duration = paired_duration if paired_rounds else 0.0
     # The access log, where it runs, joins each pair: hopwatch against the line's
@@ -629,14 +686,15 @@ def run(
         paired_rounds,
         paired_duration,
         with_floor=len(group) == 3,
+        frozen_rounds=frozen_rounds,
     )
     with tempfile.TemporaryDirectory(prefix="hopwatch-bench-") as tmp:
         var = Path(tmp)
         say("preparing the example site's database")
         prepare_database(var)
-        with servers(runnable, var, lifetime=estimate * 2 + 120, say=say) as ports:
+        with servers([*runnable, *extra], var, lifetime=estimate * 2 + 120, say=say) as ports:
             say("warming up every server on every endpoint")
-            for config in runnable:
+            for config in [*runnable, *extra]:
                 for endpoint in endpoints:
                     warm = one(ports[config.name], endpoint.path, max(1.0, duration / 2))
                     results.count_served(config.name, warm)
@@ -672,7 +730,25 @@ def run(
                         f"back to back on {endpoint.path}: {len(ratios)} pairs, hopwatch"
                         f" {statistics.median(ratios):.3f}x the baseline's req/s"
                     )
-        for config in runnable:
+            frozen_names = tuple(c.name for c in extra)
+            for endpoint in endpoints if extra else []:
+                pairs = results.frozen.setdefault(endpoint.path, [])
+                for k in range(frozen_rounds):
+                    got = {
+                        name: one(ports[name], endpoint.path, paired_duration)
+                        for name in group_order(frozen_names, k)
+                    }
+                    for name, trial in got.items():
+                        results.count_served(name, trial)
+                    pairs.append((got[frozen_names[0]], got[frozen_names[1]]))
+                ratios = results.paired_ratios(endpoint.path, "p99_ms", frozen=True)
+                if ratios:
+                    say(
+                        f"back to back on {endpoint.path}, start-up frozen in both:"
+                        f" {len(ratios)} pairs, hopwatch's p99"
+                        f" {statistics.median(ratios):.3f}x the baseline's"
+                    )
+        for config in [*runnable, *extra]:
             path = var / f"{config.name}.evidence.json"
             if path.exists():
                 results.evidence[config.name] = json.loads(path.read_text())

@@ -302,7 +302,59 @@ def test_hopwatch_is_read_against_the_access_log_in_the_same_groups():
     assert "floor) beside each" not in doc and "runs beside each pair" not in doc
 
 
-@pytest.mark.slow  # starts three uvicorn servers and puts load on them
+def test_the_frozen_pairs_are_reported_beside_the_verdict_not_in_it():
+    """The pairs run again with start-up frozen in both servers: their ratios are
+    summarized and told beside the targets', which still read the pairs as run."""
+    from bench.__main__ import judge, render, summarize_server
+    from bench.server import ENDPOINTS, FROZEN_PAIR, Config, ServerResults, Trial
+
+    def trial(rps: float, p99_ms: float) -> Trial:
+        return Trial(int(rps * 10), 10.0, 0, 9.0, p99_ms)
+
+    configs = [Config(n, "", n) for n in ("baseline", "hopwatch")]
+    results = ServerResults(configs, ENDPOINTS[:1], 1, 10.0, 8, "wrk", True)
+    path = ENDPOINTS[0].path
+    results.trials = {(n, path): [trial(1000, 20.0)] for n in ("baseline", "hopwatch")}
+    for base, hw in ((1000, 900), (1000, 920), (800, 720)):
+        results.paired.setdefault(path, []).append((trial(base, 40.0), trial(hw, 48.0)))
+    # frozen: hopwatch's p99 1.02x, 1.01x and 0.99x the baseline's within each pair
+    for base_p99, hw_p99 in ((20.0, 20.4), (25.0, 25.25), (30.0, 29.7)):
+        results.frozen.setdefault(path, []).append((trial(1000, base_p99), trial(980, hw_p99)))
+    summary = summarize_server(results)
+    frozen = summary["table"][path]["hopwatch"]["frozen"]
+    assert frozen["pairs"] == 3 and frozen["tp_ratio"] == pytest.approx(0.98)
+    assert frozen["p99_ratio"] == pytest.approx(1.01)
+    assert frozen["base_p99_ms"] == 25.0 and frozen["p99_ms"] == 25.25
+    assert summary["frozen_rounds"] == 3
+    assert [c["name"] for c in summary["frozen_configs"]] == [c.name for c in FROZEN_PAIR]
+    assert [c.name for c in FROZEN_PAIR] == ["baseline-frozen", "hopwatch-frozen"]
+    assert all(c.freeze for c in FROZEN_PAIR)
+    data = _results()
+    data["server"] = summary
+    verdicts = {v["target"]: (v["met"], v["result"]) for v in judge(data)}
+    met, result = verdicts["server `/hello/`: hopwatch p99 within 5% of baseline"]
+    assert not met  # judged on the pairs as run: +20%
+    assert result.startswith("+20.0% [+20.0% to +20.0%] over 3 back-to-back pairs")
+    assert result.endswith("; start-up frozen in both: +1.0% [-1.0% to +2.0%] over 3 pairs")
+    met, result = verdicts["server `/hello/`: hopwatch ≥ 0.97x baseline req/s"]
+    assert not met and result.endswith(
+        "; start-up frozen in both: 0.980x [0.980-0.980] over 3 pairs"
+    )
+    doc = render(data)
+    assert (
+        "The same pairs with start-up frozen in both servers (`gc.collect()` then"
+        " `gc.freeze()` once the application is made, as the FAQ advises), 3 pairs:"
+        " req/s 980 against 1000, **0.980x** [0.980-0.980]; p99 25.2 ms against 25.0,"
+        " **+1.0%** [-1.0% to +2.0%]."
+    ) in doc
+    # without frozen pairs, no sentence and nothing beside the verdict
+    results.frozen = {}
+    data["server"] = summarize_server(results)
+    assert "start-up frozen" not in render(data)
+    assert not any("frozen" in v["result"] for v in judge(data))
+
+
+@pytest.mark.slow  # starts five uvicorn servers and puts load on them
 def test_server_part_runs_against_real_servers(tmp_path):
     doc, data = run_bench(
         tmp_path,
@@ -312,12 +364,22 @@ def test_server_part_runs_against_real_servers(tmp_path):
         "--rounds", "1",
         "--paired-rounds", "2",
         "--paired-duration", "0.5",
+        "--frozen-rounds", "1",
         "--duration", "0.5",
         "--connections", "2",
         "--loadgen", "python",
         timeout=180,
     )  # fmt: skip
     server = data["server"]
+    # the pair once more, each in a server of its own that froze start-up's objects
+    frozen = server["table"]["/hello/"]["hopwatch"]["frozen"]
+    assert server["frozen_rounds"] == 1 and frozen["pairs"] == 1
+    assert [t["requests"] > 0 and t["errors"] == 0 for t in frozen["trials"][0]] == [True, True]
+    for name in ("baseline-frozen", "hopwatch-frozen"):
+        assert server["evidence"][name]["objects frozen at start-up"] > 10_000
+    assert "objects frozen at start-up" not in server["evidence"]["baseline"]
+    assert server["evidence"]["hopwatch-frozen"]["request lines logged"] > 0
+    assert "The same pairs with start-up frozen in both servers" in doc
     # then two pairs of the two back to back, on real servers too
     paired = server["table"]["/hello/"]["hopwatch"]["paired"]
     assert server["paired_rounds"] == 2 and paired["pairs"] == 2
