@@ -1,6 +1,6 @@
 """hopwatch's benchmarks, in one run, as ratios; writes docs/performance.md.
 
-    python3 dev.py bench                 (the full run; about 10 minutes)
+    python3 dev.py bench                 (the full run; about 35 minutes)
     python3 dev.py bench --quick         (a smoke run; about 1-2 minutes)
     python -m bench [--quick] [--skip server] [--output PATH] ...
 
