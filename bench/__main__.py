@@ -751,6 +751,18 @@ def _draws_phrase(cg: list[dict[str, Any]]) -> str:
     )
 
 
+def _pair_figures(pairs: dict[str, Any]) -> str:
+    """Both sides' medians and hopwatch's ratios of a set of back-to-back pairs
+    (``_pairs``), in words."""
+    return (
+        f"req/s {pairs['rps']:.0f} against {pairs['base_rps']:.0f},"
+        f" **{pairs['tp_ratio']:.3f}x** [{pairs['tp_low']:.3f}-{pairs['tp_high']:.3f}];"
+        f" p99 {pairs['p99_ms']:.1f} ms against {pairs['base_p99_ms']:.1f},"
+        f" **{_pct(pairs['p99_ratio'])}** [{_pct(pairs['p99_low'])} to"
+        f" {_pct(pairs['p99_high'])}]"
+    )
+
+
 def render_server(s: dict[str, Any] | None) -> str:
     if not s:
         return "_Not run (`--skip server`)._"
@@ -807,12 +819,8 @@ def render_server(s: dict[str, Any] | None) -> str:
         paired = s["table"][path].get("hopwatch", {}).get("paired")
         if paired:
             out += [
-                f"hopwatch against the baseline back to back, {paired['pairs']} pairs: req/s"
-                f" {paired['rps']:.0f} against {paired['base_rps']:.0f},"
-                f" **{paired['tp_ratio']:.3f}x** [{paired['tp_low']:.3f}-{paired['tp_high']:.3f}];"
-                f" p99 {paired['p99_ms']:.1f} ms against {paired['base_p99_ms']:.1f},"
-                f" **{_pct(paired['p99_ratio'])}** [{_pct(paired['p99_low'])} to"
-                f" {_pct(paired['p99_high'])}] (medians of the ratio within each pair;"
+                f"hopwatch against the baseline back to back, {paired['pairs']} pairs:"
+                f" {_pair_figures(paired)} (medians of the ratio within each pair;"
                 " brackets: the 95% interval of that median). The targets are judged on these.",
                 "",
             ]
@@ -837,12 +845,8 @@ def render_server(s: dict[str, Any] | None) -> str:
             out += [
                 f"The same pairs with start-up frozen in both servers (`gc.collect()` then"
                 f" `gc.freeze()` once the application is made, as the FAQ advises),"
-                f" {frozen['pairs']} pairs: req/s {frozen['rps']:.0f} against"
-                f" {frozen['base_rps']:.0f}, **{frozen['tp_ratio']:.3f}x**"
-                f" [{frozen['tp_low']:.3f}-{frozen['tp_high']:.3f}]; p99"
-                f" {frozen['p99_ms']:.1f} ms against {frozen['base_p99_ms']:.1f},"
-                f" **{_pct(frozen['p99_ratio'])}** [{_pct(frozen['p99_low'])} to"
-                f" {_pct(frozen['p99_high'])}]. The collector then walks none of start-up's"
+                f" {frozen['pairs']} pairs: {_pair_figures(frozen)}. The collector then walks"
+                " none of start-up's"
                 " objects (Django's, hopwatch's and structlog's modules alike), so these pairs"
                 " read what the requests themselves cost the tail; the targets are judged on"
                 " the pairs above, as the servers run by default.",
