@@ -751,6 +751,28 @@ def _draws_phrase(cg: list[dict[str, Any]]) -> str:
     )
 
 
+def _frozen_why(s: dict[str, Any]) -> str:
+    """One sentence for the server's "Why": hopwatch's p99 and throughput ratios in
+    the frozen pairs against the pairs as run, per endpoint ("" without them)."""
+    said = []
+    for endpoint in s["endpoints"]:
+        hw = s["table"][endpoint["path"]].get("hopwatch") or {}
+        frozen, paired = hw.get("frozen"), hw.get("paired")
+        if frozen and paired:
+            said.append(
+                f"`{endpoint['path']}` p99 {_pct(frozen['p99_ratio'])} (as run"
+                f" {_pct(paired['p99_ratio'])}) and req/s {frozen['tp_ratio']:.3f}x (as run"
+                f" {paired['tp_ratio']:.3f}x)"
+            )
+    if not said:
+        return ""
+    return (
+        " With start-up's objects frozen in both servers (the frozen pairs above), a full"
+        " collection walks none of them (Django's, hopwatch's and structlog's modules among"
+        " them), and hopwatch read " + "; ".join(said) + "."
+    )
+
+
 def _pair_figures(pairs: dict[str, Any]) -> str:
     """Both sides' medians and hopwatch's ratios of a set of back-to-back pairs
     (``_pairs``), in words."""
@@ -1515,7 +1537,7 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " delay (the collector, in the instructions section above). Whatever a request"
             " leaves for the collector"
             " brings them closer, and under concurrency more of each request's objects are"
-            " alive when a collection comes.",
+            " alive when a collection comes." + _frozen_why(s),
             "",
             "What would close it: the line's head is now written in C from the ledger, and"
             " what is left per request is spread over Python: the logging module's record"

@@ -347,10 +347,15 @@ def test_the_frozen_pairs_are_reported_beside_the_verdict_not_in_it():
         " req/s 980 against 1000, **0.980x** [0.980-0.980]; p99 25.2 ms against 25.0,"
         " **+1.0%** [-1.0% to +2.0%]."
     ) in doc
+    # and in the server's "Why", against the pairs as run
+    assert (
+        "and hopwatch read `/hello/` p99 +1.0% (as run +20.0%) and req/s 0.980x (as run 0.900x)."
+    ) in doc
     # without frozen pairs, no sentence and nothing beside the verdict
     results.frozen = {}
     data["server"] = summarize_server(results)
-    assert "start-up frozen" not in render(data)
+    doc = render(data)
+    assert "start-up frozen" not in doc and "the frozen pairs above" not in doc
     assert not any("frozen" in v["result"] for v in judge(data))
 
 
