@@ -164,7 +164,9 @@ FROZEN_SUFFIX = "-frozen"
 #: follows the full collections in it, and freezing takes start-up's objects
 #: (Django's, hopwatch's and structlog's modules alike) out of every one of them.
 #: They run only in those pairs, not in the rounds.
-FROZEN_PAIR = (frozen(CONFIGS[0]), frozen(CONFIGS[1]))
+FROZEN_PAIR = tuple(
+    frozen(next(c for c in CONFIGS if c.name == n)) for n in ("baseline", "hopwatch")
+)
 CONFIG_BY_NAME = {c.name: c for c in (*CONFIGS, *FROZEN_PAIR)}
 
 
@@ -474,7 +476,7 @@ class ServerResults:
     #: seconds per run of those pairs
     paired_duration: float = 0.0
     #: endpoint path -> (baseline trial, hopwatch trial) back to back, both servers
-    #: with start-up frozen (``FROZEN_PAIR``), as many pairs again when they ran
+    #: with start-up frozen (``FROZEN_PAIR``), when they ran
     frozen: dict[str, list[tuple[Trial, Trial]]] = field(default_factory=dict)
 
     def count_served(self, config: str, trial: Trial) -> None:
@@ -637,8 +639,8 @@ def run(
 ) -> ServerResults:
     """The whole server benchmark; ``wrk`` is its path, or None for the Python generator.
     ``paired_rounds``: pairs per endpoint of the baseline and hopwatch back to back, each
-    run ``paired_duration`` seconds long (default: ``duration``); ``frozen_rounds``: as
-    many pairs again of the two with start-up frozen (``FROZEN_PAIR``), after those."""
+    run ``paired_duration`` seconds long (default: ``duration``); ``frozen_rounds``: pairs
+    per endpoint of the two with start-up frozen (``FROZEN_PAIR``), after those."""
     endpoints = endpoints or ENDPOINTS
     wanted = configs or CONFIGS
     if wanted[0].name != "baseline":
