@@ -39,7 +39,7 @@ from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 
 import hopwatch
 from bench.stats import median_interval
-from hopwatch._recorder import Ledger, RequestContext, current_scope, hand_over
+from hopwatch._recorder import RequestContext, RequestRecord, current_scope, hand_over
 
 
 def _noop() -> None:
@@ -51,7 +51,7 @@ async def _anoop() -> None:
 
 
 #: The ledger the patched rounds record into (None in the bare rounds).
-_ledger: Ledger | None = None
+_ledger: RequestRecord | None = None
 
 
 async def _in_request(main: Callable[[], Any]) -> float:
@@ -153,11 +153,12 @@ def _measure_wall(case: Case, patched: bool, n: int, recorded: bool = True) -> f
     global last_recorded_ns, _ledger
     if patched:
         hopwatch.install()
-        # Record into a scope, as inside a request: on a loop, as under Django's
+        # Record into a request's record: on a loop, as under Django's
         # ASGIHandler (the request's ThreadSensitiveContext carries it: _in_request);
         # without one, as under WSGI (hopwatch's context variable holds it).
-        scope = _ledger = Ledger()
-        token = current_scope.set(scope) if case.run is _a2s_cold else None
+        cold = case.run is _a2s_cold
+        scope = _ledger = RequestRecord("wsgi" if cold else "asgi")
+        token = current_scope.set(scope) if cold else None
         try:
             _settle()
             return case.run(n)

@@ -330,8 +330,9 @@ class RequestContext(ThreadSensitiveContext):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         record = _take_handed_over()
+        #: The request's record; once it is closed, ``after_close`` (close_request).
         self.record: Ledger | None = record
-        if isinstance(record, RequestRecord):  # (the bench hands over a plain ledger)
+        if record is not None:
             record.context = self
 
 
@@ -340,19 +341,19 @@ class RequestContext(ThreadSensitiveContext):
 _handed = threading.local()
 
 
-def hand_over(record: Ledger | None) -> None:
+def hand_over(record: RequestRecord | None) -> None:
     """Give ``record`` to the next RequestContext made on this thread (None: take it back)."""
     _handed.record = record
 
 
-def _take_handed_over() -> Ledger | None:
+def _take_handed_over() -> RequestRecord | None:
     record = getattr(_handed, "record", None)
     if record is not None:
         _handed.record = None
     return record
 
 
-def handed_over() -> Ledger | None:
+def handed_over() -> RequestRecord | None:
     """The record handed over on this thread and not taken yet, if any."""
     return getattr(_handed, "record", None)
 
