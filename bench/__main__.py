@@ -1416,11 +1416,12 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " `send` level on each step, the `Hop` object, attribution (a cache hit), the"
             " accounting into the request's ledger and, for `async_to_sync` only, the"
             " `current_scope` context variable set to the hop while its code runs on the"
-            " loop (its set and reset), which is how a `sync_to_async` made there, or in a"
-            " task started there, finds the crossing it is inside. (The variable is reset"
-            " before asgiref copies the context back, so asgiref 3.9 and later never carry"
-            " it between the two sides; the request itself is in no variable of hopwatch's"
-            " under Django's ASGI handler: it rides on the request's ThreadSensitiveContext.)"
+            " loop, which is how a `sync_to_async` made there, or in a task started there,"
+            " finds the crossing it is inside. (The code runs in a copy of its task's"
+            " context with the variable set, dropped before asgiref copies the context back,"
+            " so asgiref 3.9 and later never carry it between the two sides; the request"
+            " itself is in no variable of hopwatch's under Django's ASGI handler: it rides on"
+            " the request's ThreadSensitiveContext.)"
             " Measured part by part in wall time (docs/performance-history.md,"
             " 2026-12-02, morning: throwaway builds with one part switched off, pinned,"
             " paired rounds), the"
@@ -1430,15 +1431,17 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " which was a `getpid()` system call inside `asyncio.get_running_loop()` on Python"
             " 3.11; that check now reads the loop's `_thread_id` instead.",
             "",
-            "What would close it: for `async_to_sync` onto the loop, about 1,900 of its"
-            " instructions are the variable's set and reset (CPython's `PyContextVar_Set` and"
-            " `PyContextVar_Reset`: a new HAMT node each, and a `Token`), and the rest is spread"
-            " thin (attribution, the scope's lookup, the awaitable around its code, the"
-            " ledger's accounting, none above 1,000). The variable is how a crossing made in a"
-            " task the code starts finds its parent (asyncio keeps no other link from a task to"
-            " the task that made it). Past that: fewer objects and fewer memory touches per"
-            " hop, measured in wall time the same way, since an instruction of hopwatch's costs"
-            " two to three times a bare hop's average one here.",
+            "What would close it: for `async_to_sync` onto the loop, about 1,200 of its"
+            " instructions are the variable's set in the copy of the task's context"
+            " (CPython's `PyContextVar_Set`: a new HAMT node and a `Token`) and the copy"
+            " itself; the reset that undid the set in the task's own context (another 800)"
+            " is gone since 2026-12-03, night. The rest is spread thin (attribution, the"
+            " scope's lookup, the awaitable around its code, the ledger's accounting, none"
+            " above 300). The variable is how a crossing made in a task the code starts"
+            " finds its parent (asyncio keeps no other link from a task to the task that"
+            " made it). Past that: fewer objects and fewer memory touches per hop, measured"
+            " in wall time the same way, since an instruction of hopwatch's costs two to"
+            " three times a bare hop's average one here.",
             "",
         ]
     request_misses = [

@@ -325,6 +325,99 @@ def test_contextvars_flow_both_ways():
     assert "set on the loop" in with_[1]
 
 
+def test_what_an_async_to_syncs_code_sets_reaches_its_caller_as_the_same_objects():
+    """On the loop, an async_to_sync's code runs in a context hopwatch made for it
+    (a copy of its task's, with the hop as the scope); what the code sets there
+    reaches the caller as it would without hopwatch (the very objects asgiref
+    carries back: an equal value is not the same value), after several steps,
+    with a token made in one step reset in a later one, and when the code
+    raises."""
+    names = ("same", "reset", "late", "raised")
+    same, reset, late_, raised = (contextvars.ContextVar(f"hopwatch_test_{n}") for n in names)
+
+    def scenario() -> tuple[Any, ...]:
+        async def code() -> list[int]:
+            made = [1]
+            same.set(made)  # equal to the caller's value, not the same object
+            token = reset.set("for one step")
+            await asyncio.sleep(0)
+            reset.reset(token)
+            await asyncio.sleep(0)
+            late_.set("after two steps")
+            return made
+
+        async def failing() -> None:
+            try:
+                await asyncio.sleep(0)
+                raise ValueError("from the code")
+            finally:
+                raised.set("set as it raised")
+
+        def sync_side() -> tuple[Any, ...]:
+            before = [1]
+            same.set(before)
+            made = async_to_sync(code)()
+            with contextlib.suppress(ValueError):
+                async_to_sync(failing)()
+            now = same.get()
+            return now is made, now is not before, reset.get("unset"), late_.get(), raised.get()
+
+        async def main() -> tuple[Any, ...]:
+            return await sync_to_async(sync_side)()
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert with_ == without  # asgiref 3.8 compares with ==, later ones with `is`
+    assert with_[2:] == ("unset", "after two steps", "set as it raised")
+
+
+def test_what_a_cancelled_async_to_syncs_code_sets_reaches_its_caller():
+    """Cancelled while it waits (the exception is thrown into it): its ``finally``
+    still runs with the hop as the scope, and what it sets there is carried back
+    to the caller, as without hopwatch."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("hopwatch_test_cancelled")
+    scopes: list[Any] = []
+
+    def scenario() -> list[str]:
+        seen: list[str] = []
+
+        async def main() -> None:
+            started = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            async def code() -> None:
+                loop.call_soon(started.set)
+                try:
+                    await asyncio.sleep(30)
+                finally:
+                    scopes.append(current_scope.get())
+                    var.set("set while cancelled")
+
+            def sync_side() -> None:
+                try:
+                    async_to_sync(code)()
+                except asyncio.CancelledError:
+                    seen.append(var.get("unset"))
+                    raise
+
+            task = asyncio.ensure_future(sync_to_async(sync_side)())
+            await started.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        with ledger():
+            asyncio.run(main())
+        return seen
+
+    with_, without = both(scenario)
+    assert with_ == without == ["set while cancelled"]
+    hop = scopes[0]
+    assert type(hop) is hopwatch.Hop and hop.direction == "async_to_sync"
+    assert hop.outcome == "cancelled"
+
+
 def test_cancellation_propagates():
     def scenario() -> tuple[str, bool]:
         started, finished = threading.Event(), threading.Event()

@@ -894,7 +894,10 @@ async def _timed_code(hop: Hop, awaitable: Any) -> Any:
     hop as the scope variable's value while it runs: a crossing made in it, or
     in a task it starts, finds its parent there. Reset before ``main_wrap``
     copies the context back for the caller, the variable is never in the
-    contexts asgiref carries between the two sides."""
+    contexts asgiref carries between the two sides. (The C accelerator runs the
+    awaitable in a copy of the task's context instead, and sets in the task's
+    what the code set in the copy: no reset, the same for the code; see
+    run_context in _speedups.c.)"""
     __traceback_hide__ = True
     __tracebackhide__ = True
     try:

@@ -2922,7 +2922,8 @@ typedef struct {
     PyObject *inner;
     PyObject *adapter; /* S2A, until it starts */
     HopObject *hop;
-    PyObject *token; /* KIND_CODE: the scope variable's token while it runs */
+    PyObject *ctx;  /* KIND_CODE: the context it runs in (see run_context) */
+    PyObject *vars; /* ...and that context's variables as hopwatch made them */
     int kind;
     int state;
 } HopAwaitableObject;
@@ -2959,7 +2960,8 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     a->inner = Py_NewRef(inner);
     a->adapter = Py_XNewRef(adapter);
     a->hop = (HopObject *)Py_XNewRef(hop);
-    a->token = NULL;
+    a->ctx = NULL;
+    a->vars = NULL;
     a->kind = kind;
     a->state = ST_FRESH;
     PyObject_GC_Track(a);
@@ -3127,6 +3129,94 @@ runs_expected_loop(HopObject *hop)
 #endif
 }
 
+/* CPython's context object (pycore_context.h, the same in 3.11, 3.12 and
+ * 3.13): only ctx_vars is read here, the immutable mapping of its variables,
+ * replaced by a new one whenever a variable is set in it. NULL (not known: a
+ * later CPython) has hand_back compare every variable. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;
+} ContextLayout;
+
+static inline PyObject *
+context_vars(PyObject *ctx)
+{
+#if PY_VERSION_HEX < 0x030E0000
+    return ((ContextLayout *)ctx)->ctx_vars;
+#else
+    (void)ctx;
+    return NULL;
+#endif
+}
+
+/* The async_to_sync's awaitable runs, on the loop, in a context of its own: a
+ * copy of its task's with the hop as the scope variable's value, so a
+ * crossing made in it, or in a task it starts (which copies it), finds its
+ * parent. Setting the variable in the task's own context would have to be
+ * undone before main_wrap copies that context back to the caller (a token
+ * reset: a second new mapping, some 800 instructions a hop); this copy is
+ * simply dropped. Every send, throw and close into the awaitable enters it
+ * (send_in); what the awaitable's code set in it is handed back to the task's
+ * context when it ends (hand_back), as if it had been set there. */
+static int
+run_context(HopAwaitableObject *a, HopObject *hop)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return -1;
+    }
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    PyObject *token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
+    if (PyContext_Exit(ctx) < 0 || token == NULL) {
+        Py_XDECREF(token);
+        Py_DECREF(ctx);
+        return -1;
+    }
+    Py_DECREF(token);
+    a->vars = Py_XNewRef(context_vars(ctx)); /* held: its address is compared */
+    a->ctx = ctx;
+    return 0;
+}
+
+/* The task's context gets what the awaitable's code changed in its own (every
+ * variable but the scope's whose value is not the very object the task's
+ * holds), as asgiref's _restore_context compares; then the copy is dropped.
+ * Nothing to do, and nothing read, when the copy's variables are still the
+ * mapping run_context made. Called in the task's context, with no exception
+ * set; hopwatch's own errors are reported. */
+static void
+hand_back(HopAwaitableObject *a)
+{
+    PyObject *ctx = a->ctx, *vars = a->vars;
+    a->ctx = NULL;
+    a->vars = NULL;
+    if (vars == NULL || context_vars(ctx) != vars) {
+        PyObject *it = PyObject_GetIter(ctx);
+        PyObject *var;
+        while (it != NULL && (var = PyIter_Next(it)) != NULL) {
+            PyObject *value = var == g_current_scope ? NULL : PyObject_GetItem(ctx, var);
+            PyObject *now = NULL;
+            if (value != NULL && PyContextVar_Get(var, NULL, &now) == 0 && now != value) {
+                PyObject *token = PyContextVar_Set(var, value);
+                Py_XDECREF(token);
+            }
+            Py_XDECREF(now);
+            Py_XDECREF(value);
+            Py_DECREF(var);
+        }
+        Py_XDECREF(it);
+        if (PyErr_Occurred()) {
+            report_error("AsyncToSync.main_wrap (context)");
+        }
+    }
+    Py_XDECREF(vars);
+    Py_DECREF(ctx);
+}
+
 static void
 main_start(HopAwaitableObject *a)
 {
@@ -3145,8 +3235,7 @@ main_start(HopAwaitableObject *a)
             }
             Py_SETREF(a->inner, coro);
         }
-        a->token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
-        if (a->token == NULL) {
+        if (run_context(a, hop) < 0) {
             goto fail;
         }
     }
@@ -3190,14 +3279,11 @@ awaitable_end(HopAwaitableObject *a, int raised)
     if (a->kind != KIND_S2A) {
         hop->ended_ns = t;
         Py_CLEAR(a->hop);
-        if (a->token != NULL) {
+        if (a->ctx != NULL) {
             if (in_flight) {
                 save_exc(&s);
             }
-            if (PyContextVar_Reset(g_current_scope, a->token) < 0) {
-                PyErr_Clear(); /* closed from another context (collected): nothing to undo */
-            }
-            Py_CLEAR(a->token);
+            hand_back(a);
             if (in_flight) {
                 restore_exc(&s);
             }
@@ -3236,6 +3322,25 @@ awaitable_gone(HopAwaitableObject *a)
     return 0;
 }
 
+/* A step of the awaitable, in its own context when it has one (run_context). */
+static PySendResult
+send_in(HopAwaitableObject *a, PyObject *arg, PyObject **result)
+{
+    PyObject *ctx = a->ctx;
+    if (ctx == NULL) {
+        return PyIter_Send(a->inner, arg, result);
+    }
+    if (PyContext_Enter(ctx) < 0) {
+        /* Entered already: only a step taken inside a step of its own, which
+         * the coroutine refuses as it would without hopwatch. */
+        PyErr_Clear();
+        return PyIter_Send(a->inner, arg, result);
+    }
+    PySendResult r = PyIter_Send(a->inner, arg, result);
+    (void)PyContext_Exit(ctx); /* cannot fail: contexts are entered and exited in turn */
+    return r;
+}
+
 static PySendResult
 HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
 {
@@ -3267,7 +3372,7 @@ HopAwaitable_am_send(HopAwaitableObject *a, PyObject *arg, PyObject **result)
             main_start(a);
         }
     }
-    PySendResult r = PyIter_Send(a->inner, arg, result);
+    PySendResult r = send_in(a, arg, result);
     if (r != PYGEN_NEXT && a->state == ST_RUNNING) {
         awaitable_end(a, r == PYGEN_ERROR);
     }
@@ -3336,7 +3441,15 @@ HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t narg
     if (throw == NULL) {
         return NULL;
     }
+    PyObject *ctx = a->ctx;
+    if (ctx != NULL && PyContext_Enter(ctx) < 0) {
+        PyErr_Clear(); /* entered already (see send_in) */
+        ctx = NULL;
+    }
     PyObject *res = PyObject_Vectorcall(throw, args, nargs, NULL);
+    if (ctx != NULL) {
+        (void)PyContext_Exit(ctx);
+    }
     Py_DECREF(throw);
     if (res == NULL && a->state == ST_RUNNING) {
         awaitable_end(a, !PyErr_ExceptionMatches(PyExc_StopIteration));
@@ -3354,7 +3467,15 @@ HopAwaitable_close(HopAwaitableObject *a, PyObject *unused)
     if (close == NULL) {
         return NULL;
     }
+    PyObject *ctx = a->ctx;
+    if (ctx != NULL && PyContext_Enter(ctx) < 0) {
+        PyErr_Clear(); /* entered already (see send_in) */
+        ctx = NULL;
+    }
     PyObject *res = PyObject_CallNoArgs(close);
+    if (ctx != NULL) {
+        (void)PyContext_Exit(ctx);
+    }
     Py_DECREF(close);
     if (a->state == ST_RUNNING) {
         if (res == NULL) {
@@ -3434,7 +3555,8 @@ HopAwaitable_traverse(HopAwaitableObject *a, visitproc visit, void *arg)
     Py_VISIT(a->inner);
     Py_VISIT(a->adapter);
     Py_VISIT(a->hop);
-    Py_VISIT(a->token);
+    Py_VISIT(a->ctx);
+    Py_VISIT(a->vars);
     return 0;
 }
 
@@ -3444,7 +3566,8 @@ HopAwaitable_clear(HopAwaitableObject *a)
     Py_CLEAR(a->inner);
     Py_CLEAR(a->adapter);
     Py_CLEAR(a->hop);
-    Py_CLEAR(a->token);
+    Py_CLEAR(a->ctx);
+    Py_CLEAR(a->vars);
     return 0;
 }
 
