@@ -121,7 +121,8 @@ PARTS: dict[str, str] = {
     "patch": """
         Patch_descr_get patch_passthrough BoundHandler_call BoundHandler_dealloc
         bound_handler s2a_call s2a_start a2s_call main_wrap_call main_wrap_code
-        main_start run_context hand_back send_in awaitable_make awaitable_end awaitable_gone HopAwaitable_am_send
+        main_start run_context hand_back send_in awaitable_make awaitable_end
+        awaitable_gone HopAwaitable_am_send
         HopAwaitable_await HopAwaitable_dealloc HopAwaitable_iternext HopAwaitable_send
         HopAwaitable_throw HopAwaitable_close HopAwaitable_clear HopAwaitable_finalize
         HopAwaitable_traverse HopAwaitable_getattro forwarded_attr sent stop_iteration

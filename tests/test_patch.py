@@ -334,6 +334,8 @@ def test_what_an_async_to_syncs_code_sets_reaches_its_caller_as_the_same_objects
     raises."""
     names = ("same", "reset", "late", "raised")
     same, reset, late_, raised = (contextvars.ContextVar(f"hopwatch_test_{n}") for n in names)
+    default = object()
+    defaulted = contextvars.ContextVar("hopwatch_test_defaulted", default=default)
 
     def scenario() -> tuple[Any, ...]:
         async def code() -> list[int]:
@@ -344,6 +346,7 @@ def test_what_an_async_to_syncs_code_sets_reaches_its_caller_as_the_same_objects
             reset.reset(token)
             await asyncio.sleep(0)
             late_.set("after two steps")
+            defaulted.set(default)  # the variable's own default, set explicitly
             return made
 
         async def failing() -> None:
@@ -356,11 +359,19 @@ def test_what_an_async_to_syncs_code_sets_reaches_its_caller_as_the_same_objects
         def sync_side() -> tuple[Any, ...]:
             before = [1]
             same.set(before)
+            defaulted.set("the caller's")
             made = async_to_sync(code)()
             with contextlib.suppress(ValueError):
                 async_to_sync(failing)()
             now = same.get()
-            return now is made, now is not before, reset.get("unset"), late_.get(), raised.get()
+            return (
+                now is made,
+                now is not before,
+                defaulted.get() is default,
+                reset.get("unset"),
+                late_.get(),
+                raised.get(),
+            )
 
         async def main() -> tuple[Any, ...]:
             return await sync_to_async(sync_side)()
@@ -369,7 +380,7 @@ def test_what_an_async_to_syncs_code_sets_reaches_its_caller_as_the_same_objects
 
     with_, without = both(scenario)
     assert with_ == without  # asgiref 3.8 compares with ==, later ones with `is`
-    assert with_[2:] == ("unset", "after two steps", "set as it raised")
+    assert with_[2:] == (True, "unset", "after two steps", "set as it raised")
 
 
 def test_what_a_cancelled_async_to_syncs_code_sets_reaches_its_caller():

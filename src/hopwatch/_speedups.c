@@ -3184,7 +3184,7 @@ run_context(HopAwaitableObject *a, HopObject *hop)
 
 /* The task's context gets what the awaitable's code changed in its own (every
  * variable but the scope's whose value is not the very object the task's
- * holds), as asgiref's _restore_context compares; then the copy is dropped.
+ * holds), so it ends as if the code had run in it; then the copy is dropped.
  * Nothing to do, and nothing read, when the copy's variables are still the
  * mapping run_context made. Called in the task's context, with no exception
  * set; hopwatch's own errors are reported. */
@@ -3200,7 +3200,10 @@ hand_back(HopAwaitableObject *a)
         while (it != NULL && (var = PyIter_Next(it)) != NULL) {
             PyObject *value = var == g_current_scope ? NULL : PyObject_GetItem(ctx, var);
             PyObject *now = NULL;
-            if (value != NULL && PyContextVar_Get(var, NULL, &now) == 0 && now != value) {
+            /* ctx, private, as the default: a variable the task's context lacks
+             * reads as that, not as the variable's own default (which the code
+             * may have set). */
+            if (value != NULL && PyContextVar_Get(var, ctx, &now) == 0 && now != value) {
                 PyObject *token = PyContextVar_Set(var, value);
                 Py_XDECREF(token);
             }
