@@ -3325,22 +3325,37 @@ awaitable_gone(HopAwaitableObject *a)
     return 0;
 }
 
-/* A step of the awaitable, in its own context when it has one (run_context). */
+/* Enters the awaitable's own context when it has one (run_context) for one of
+ * its steps (send, throw, close); returns it (borrowed) for leave_own, or
+ * NULL. An enter refused means the context is entered already: only a step
+ * taken inside a step of its own, which the coroutine refuses as it would
+ * without hopwatch; that step goes ahead outside it. */
+static inline PyObject *
+enter_own(HopAwaitableObject *a)
+{
+    PyObject *ctx = a->ctx;
+    if (ctx != NULL && PyContext_Enter(ctx) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return ctx;
+}
+
+static inline void
+leave_own(PyObject *ctx)
+{
+    if (ctx != NULL) {
+        (void)PyContext_Exit(ctx); /* cannot fail: contexts are entered and exited in turn */
+    }
+}
+
+/* A step of the awaitable, in its own context when it has one. */
 static PySendResult
 send_in(HopAwaitableObject *a, PyObject *arg, PyObject **result)
 {
-    PyObject *ctx = a->ctx;
-    if (ctx == NULL) {
-        return PyIter_Send(a->inner, arg, result);
-    }
-    if (PyContext_Enter(ctx) < 0) {
-        /* Entered already: only a step taken inside a step of its own, which
-         * the coroutine refuses as it would without hopwatch. */
-        PyErr_Clear();
-        return PyIter_Send(a->inner, arg, result);
-    }
+    PyObject *ctx = enter_own(a);
     PySendResult r = PyIter_Send(a->inner, arg, result);
-    (void)PyContext_Exit(ctx); /* cannot fail: contexts are entered and exited in turn */
+    leave_own(ctx);
     return r;
 }
 
@@ -3444,15 +3459,9 @@ HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t narg
     if (throw == NULL) {
         return NULL;
     }
-    PyObject *ctx = a->ctx;
-    if (ctx != NULL && PyContext_Enter(ctx) < 0) {
-        PyErr_Clear(); /* entered already (see send_in) */
-        ctx = NULL;
-    }
+    PyObject *ctx = enter_own(a);
     PyObject *res = PyObject_Vectorcall(throw, args, nargs, NULL);
-    if (ctx != NULL) {
-        (void)PyContext_Exit(ctx);
-    }
+    leave_own(ctx);
     Py_DECREF(throw);
     if (res == NULL && a->state == ST_RUNNING) {
         awaitable_end(a, !PyErr_ExceptionMatches(PyExc_StopIteration));
@@ -3470,15 +3479,9 @@ HopAwaitable_close(HopAwaitableObject *a, PyObject *unused)
     if (close == NULL) {
         return NULL;
     }
-    PyObject *ctx = a->ctx;
-    if (ctx != NULL && PyContext_Enter(ctx) < 0) {
-        PyErr_Clear(); /* entered already (see send_in) */
-        ctx = NULL;
-    }
+    PyObject *ctx = enter_own(a);
     PyObject *res = PyObject_CallNoArgs(close);
-    if (ctx != NULL) {
-        (void)PyContext_Exit(ctx);
-    }
+    leave_own(ctx);
     Py_DECREF(close);
     if (a->state == ST_RUNNING) {
         if (res == NULL) {
