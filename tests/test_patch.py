@@ -229,6 +229,65 @@ def test_an_attribute_read_from_inline_values_is_getattrs_answer():
         assert _attributes_inline(adapter), "reading the tag made the adapter a __dict__"
 
 
+@pytest.mark.skipif(
+    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
+    reason="inline values: CPython 3.11 and 3.12",
+)
+def test_an_attribute_read_from_inline_values_follows_the_keys_as_they_grow():
+    """The C hop path remembers, per class and name, where it found the name among
+    the class's shared keys, or that they lacked it. Each answer stays getattr's
+    while the keys gain the name, other instances set and delete it, and two
+    classes keep it at different places."""
+    from hopwatch import _causes
+
+    async def noop() -> None:
+        return None
+
+    class Adapter:  # made fresh: the tag is not among its shared keys yet
+        def __init__(self) -> None:
+            self.awaitable = noop
+
+    class Wider:  # the tag comes third among its keys
+        def __init__(self) -> None:
+            self.awaitable = noop
+            self.extra = None
+
+    tag = _causes.Cause("other", "tests.tagged", None)
+    later_tag = _causes.Cause("other", "tests.tagged_later", None)
+    wide_tag = _causes.Cause("other", "tests.wide", None)
+    first = Adapter()
+    untagged = _hotpath.attribute(first, noop, None)
+    assert untagged not in (tag, later_tag, wide_tag)
+
+    def read(adapter: object) -> object:
+        assert _attributes_inline(adapter)
+        return _hotpath.attribute(adapter, noop, None)
+
+    def causes_of(*adapters: object) -> list[object]:
+        # each read twice: the second one goes by what the first remembered
+        return [cause for adapter in adapters for cause in (read(adapter), read(adapter))]
+
+    assert causes_of(first) == [untagged] * 2  # the keys lack the tag
+    second = Adapter()
+    _causes.tag(second, tag)  # the keys gain it
+    assert causes_of(first, second) == [untagged, untagged, tag, tag]
+    _causes.tag(first, later_tag)
+    wide, wide_untagged = Wider(), Wider()
+    assert causes_of(wide_untagged) == [untagged] * 2
+    _causes.tag(wide, wide_tag)
+    assert causes_of(first, wide, second, wide_untagged) == [
+        *[later_tag] * 2,
+        *[wide_tag] * 2,
+        *[tag] * 2,
+        *[untagged] * 2,
+    ]
+    delattr(first, _causes.TAG_ATTR)
+    third = Adapter()
+    assert causes_of(first, third, second) == [untagged] * 4 + [tag] * 2
+    _causes.tag(third, later_tag)
+    assert causes_of(third, first, wide) == [*[later_tag] * 2, *[untagged] * 2, *[wide_tag] * 2]
+
+
 # --- transparency -------------------------------------------------------------------
 
 

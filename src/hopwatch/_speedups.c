@@ -73,12 +73,20 @@ lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
  * valid-tag flag), and tags are never handed out twice, so a remembered answer
  * is only used for the very class state it was found in. `name` must be a
  * string the caller holds for the life of the module (hopwatch's interned
- * names), as its address is part of the key. The GIL guards the table. */
+ * names), as its address is part of the key. The GIL guards the table.
+ * An entry also remembers where inline_attr last found the name among the
+ * type's shared keys (a hint, checked before it is used) or that they lacked
+ * it. */
 #define NOATTR_SLOTS 128
+#define HINT_NONE (-1)
+#define HINT_MISSING (-2)
 typedef struct {
     PyTypeObject *type; /* compared only, never dereferenced through the table */
     PyObject *name;
     unsigned int tag;
+    Py_ssize_t ix;         /* the name's entry in the shared keys, or a HINT_ value */
+    const void *keys;      /* HINT_MISSING: the shared keys that lacked the name, */
+    Py_ssize_t nentries;   /* and how many entries they had (compared only) */
 } NoAttrEntry;
 static NoAttrEntry g_noattr[NOATTR_SLOTS];
 
@@ -88,24 +96,31 @@ valid_tag(PyTypeObject *type)
     return type->tp_version_tag != 0 && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG);
 }
 
-static inline int
+/* For a type that lacks the name: the table's entry for (type, name), where
+ * inline_attr keeps its hint, or &g_untagged when the type's state has no
+ * valid tag to key one by. NULL: the type defines the name. */
+static NoAttrEntry g_untagged;
+
+static inline NoAttrEntry *
 type_lacks(PyTypeObject *type, PyObject *name)
 {
     NoAttrEntry *e = &g_noattr[(((uintptr_t)type >> 4) * 31 + ((uintptr_t)name >> 4))
                                & (NOATTR_SLOTS - 1)];
     if (e->type == type && e->name == name && e->tag == type->tp_version_tag
         && valid_tag(type)) {
-        return 1;
+        return e;
     }
     if (_PyType_Lookup(type, name) != NULL) {
-        return 0;
+        return NULL;
     }
-    if (valid_tag(type)) {
-        e->type = type;
-        e->name = name;
-        e->tag = type->tp_version_tag;
+    if (!valid_tag(type)) {
+        return &g_untagged;
     }
-    return 1;
+    e->type = type;
+    e->name = name;
+    e->tag = type->tp_version_tag;
+    e->ix = HINT_NONE;
+    return e;
 }
 
 /* obj's instance dict if it has one now, without making one (borrowed; NULL:
@@ -156,6 +171,68 @@ typedef struct {
 } SharedKeyEntry;
 #define SHARED_KEYS_SPLIT 2 /* DICT_KEYS_SPLIT */
 
+/* The name's index among the keys (as inline_attr says), DKIX_EMPTY (-1) when
+ * they lack it, -2 when not known here; the answer remembered in `hint` when
+ * there is one. Out of line: a hop's reads find their answer in the hint. */
+static Py_NO_INLINE Py_ssize_t
+probe_keys(SharedKeys *keys, PyObject *name, NoAttrEntry *hint)
+{
+    Py_hash_t hash = ((PyASCIIObject *)name)->hash;
+    if (hash == -1) {
+        hash = PyObject_Hash(name);
+        if (hash == -1) {
+            PyErr_Clear();
+            return -2;
+        }
+    }
+    /* The index table's probe sequence, as dictobject.c walks it. */
+    const char *indices = keys->dk_indices;
+    SharedKeyEntry *entries =
+        (SharedKeyEntry *)(indices + ((size_t)1 << keys->dk_log2_index_bytes));
+    int width = keys->dk_log2_index_bytes - keys->dk_log2_size; /* log2 of an index's bytes */
+    size_t mask = ((size_t)1 << keys->dk_log2_size) - 1;
+    size_t perturb = (size_t)hash, i = (size_t)hash & mask;
+    Py_ssize_t ix;
+    for (size_t probes = 0;; probes++) {
+        if (probes > mask) { /* a table with no empty slot: not one of CPython's */
+            return -2;
+        }
+        switch (width) {
+            case 0: ix = ((const int8_t *)indices)[i]; break;
+            case 1: ix = ((const int16_t *)indices)[i]; break;
+            case 2: ix = ((const int32_t *)indices)[i]; break;
+            case 3: ix = (Py_ssize_t)((const int64_t *)indices)[i]; break;
+            default: return -2;
+        }
+        if (ix == -1) { /* DKIX_EMPTY: no such key */
+            if (hint != NULL) {
+                hint->ix = HINT_MISSING;
+                hint->keys = keys;
+                hint->nentries = keys->dk_nentries;
+            }
+            return -1;
+        }
+        if (ix >= 0) {
+            if (ix >= keys->dk_nentries) {
+                return -2;
+            }
+            PyObject *key = entries[ix].me_key;
+            if (key == name) {
+                if (hint != NULL) {
+                    hint->ix = ix;
+                }
+                return ix;
+            }
+            if (key != NULL && PyUnicode_CheckExact(key) &&
+                ((PyASCIIObject *)key)->hash == hash && PyUnicode_Compare(key, name) == 0) {
+                return ix; /* an equal name, not this one: no hint */
+            }
+        }
+        perturb >>= 5;
+        i = (i * 5 + perturb + 1) & mask;
+    }
+}
+
 /* obj.name read from the object's inline values, as CPython's own
  * _PyObject_GetInstanceAttribute reads it (obj has no dict, its type
  * uses generic attribute access and defines nothing of that name): the
@@ -164,11 +241,18 @@ typedef struct {
  * without a __dict__) and asyncio's loops keep their attributes there. The
  * generic lookup took about 95 instructions a read in a tight loop of hops,
  * and in a request, where Django's own lookups evict hopwatch's entries from
- * CPython's type cache, a miss of several hundred more; this read about 70,
- * the type check (type_lacks) included. 1 found, 0 missing, -2 not known
- * here (the caller asks getattr). */
+ * CPython's type cache, a miss of several hundred more. Probing the keys
+ * took most of the 120 or so instructions this read took (callgrind's
+ * per-line counts, 2026-12-03), so `hint` (type_lacks's entry, or NULL)
+ * remembers the answer: the entry's index, used only when the keys' entry at
+ * that index is this very name (a name is in the keys once, so the probe
+ * would find that index), or that the keys lacked the name, used only for
+ * the same keys with as many entries (a type's shared keys only ever gain
+ * entries, at the end). 1 found, 0 missing, -2 not known here (the caller
+ * asks getattr). */
 static inline int
-inline_attr(PyObject *obj, PyTypeObject *type, PyObject *name, PyObject **result)
+inline_attr(PyObject *obj, PyTypeObject *type, PyObject *name, PyObject **result,
+            NoAttrEntry *hint)
 {
     if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || !PyUnicode_CheckExact(name)) {
         return -2;
@@ -189,54 +273,25 @@ inline_attr(PyObject *obj, PyTypeObject *type, PyObject *name, PyObject **result
         return -2;
     }
 #endif
-    Py_hash_t hash = ((PyASCIIObject *)name)->hash;
-    if (hash == -1) {
-        hash = PyObject_Hash(name);
-        if (hash == -1) {
-            PyErr_Clear();
-            return -2;
+    Py_ssize_t ix = hint != NULL ? hint->ix : HINT_NONE;
+    if (ix >= 0) {
+        SharedKeyEntry *entries =
+            (SharedKeyEntry *)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
+        if (ix >= keys->dk_nentries || entries[ix].me_key != name) {
+            ix = probe_keys(keys, name, hint);
         }
     }
-    /* The index table's probe sequence, as dictobject.c walks it. */
-    const char *indices = keys->dk_indices;
-    int width = keys->dk_log2_index_bytes - keys->dk_log2_size; /* log2 of an index's bytes */
-    SharedKeyEntry *entries =
-        (SharedKeyEntry *)(indices + ((size_t)1 << keys->dk_log2_index_bytes));
-    size_t mask = ((size_t)1 << keys->dk_log2_size) - 1;
-    size_t perturb = (size_t)hash, i = (size_t)hash & mask;
-    Py_ssize_t ix;
-    for (size_t probes = 0;; probes++) {
-        if (probes > mask) { /* a table with no empty slot: not one of CPython's */
-            return -2;
-        }
-        switch (width) {
-            case 0: ix = ((const int8_t *)indices)[i]; break;
-            case 1: ix = ((const int16_t *)indices)[i]; break;
-            case 2: ix = ((const int32_t *)indices)[i]; break;
-            case 3: ix = (Py_ssize_t)((const int64_t *)indices)[i]; break;
-            default: return -2;
-        }
-        if (ix == -1) { /* DKIX_EMPTY: no such key */
-            *result = NULL;
-            return 0;
-        }
-        if (ix >= 0) {
-            if (ix >= keys->dk_nentries) {
-                return -2;
-            }
-            PyObject *key = entries[ix].me_key;
-            if (key == name) {
-                goto found;
-            }
-            if (key != NULL && PyUnicode_CheckExact(key) &&
-                ((PyASCIIObject *)key)->hash == hash && PyUnicode_Compare(key, name) == 0) {
-                goto found;
-            }
-        }
-        perturb >>= 5;
-        i = (i * 5 + perturb + 1) & mask;
+    else if (ix != HINT_MISSING || hint->keys != (const void *)keys
+             || hint->nentries != keys->dk_nentries) {
+        ix = probe_keys(keys, name, hint);
     }
-found:
+    else {
+        ix = -1; /* the same keys lacked it, and have gained nothing since */
+    }
+    if (ix < 0) {
+        *result = NULL;
+        return ix == -1 ? 0 : -2;
+    }
     *result = Py_XNewRef(values[ix]);
     return *result != NULL;
 }
@@ -246,7 +301,9 @@ static inline int
 instance_attr(PyObject *obj, PyObject *name, PyObject **result)
 {
     PyTypeObject *type = Py_TYPE(obj);
-    if (type->tp_getattro == PyObject_GenericGetAttr && type_lacks(type, name)) {
+    NoAttrEntry *entry;
+    if (type->tp_getattro == PyObject_GenericGetAttr
+        && (entry = type_lacks(type, name)) != NULL) {
         PyObject *dict = existing_dict(obj);
         if (dict != NULL && PyDict_CheckExact(dict)) {
             PyObject *value = PyDict_GetItemWithError(dict, name);
@@ -259,7 +316,8 @@ instance_attr(PyObject *obj, PyObject *name, PyObject **result)
         }
 #if PY_VERSION_HEX < 0x030D0000
         if (dict == NULL && (type->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
-            int found = inline_attr(obj, type, name, result);
+            int found =
+                inline_attr(obj, type, name, result, entry != &g_untagged ? entry : NULL);
             if (found != -2) {
                 return found;
             }
