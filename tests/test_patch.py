@@ -287,6 +287,18 @@ def test_an_attribute_read_from_inline_values_follows_the_keys_as_they_grow():
     _causes.tag(third, later_tag)
     assert causes_of(third, first, wide) == [*[later_tag] * 2, *[untagged] * 2, *[wide_tag] * 2]
 
+    # More classes than the table has entries: each class's answer survives the
+    # others evicting and moving its entry.
+    classes = [type(f"Adapter{i}", (Adapter,), {}) for i in range(300)]
+    adapters = [cls() for cls in classes]
+    for i, adapter in enumerate(adapters):
+        if i % 3:
+            _causes.tag(adapter, tag if i % 3 == 1 else later_tag)
+    expected = [(untagged, tag, later_tag)[i % 3] for i in range(len(adapters))]
+    for _ in range(2):
+        assert [read(adapter) for adapter in adapters] == expected
+        assert [read(adapter) for adapter in reversed(adapters)] == expected[::-1]
+
 
 # --- transparency -------------------------------------------------------------------
 

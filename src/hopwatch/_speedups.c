@@ -76,8 +76,11 @@ lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
  * names), as its address is part of the key. The GIL guards the table.
  * An entry also remembers where inline_attr last found the name among the
  * type's shared keys (a hint, checked before it is used) or that they lacked
- * it. */
-#define NOATTR_SLOTS 128
+ * it. Two entries a set: a hop reads several (type, name) pairs, and two of
+ * them in one slot of a table with one entry a slot evicted each other at
+ * every read, in some process layouts (a _PyType_Lookup a read, the hint
+ * lost). The set's first entry is the one filled last. */
+#define NOATTR_SETS 64
 #define HINT_NONE (-1)
 #define HINT_MISSING (-2)
 typedef struct {
@@ -88,7 +91,7 @@ typedef struct {
     const void *keys;      /* HINT_MISSING: the shared keys that lacked the name, */
     Py_ssize_t nentries;   /* and how many entries they had (compared only) */
 } NoAttrEntry;
-static NoAttrEntry g_noattr[NOATTR_SLOTS];
+static NoAttrEntry g_noattr[NOATTR_SETS][2];
 
 static inline int
 valid_tag(PyTypeObject *type)
@@ -104,11 +107,14 @@ static NoAttrEntry g_untagged;
 static inline NoAttrEntry *
 type_lacks(PyTypeObject *type, PyObject *name)
 {
-    NoAttrEntry *e = &g_noattr[(((uintptr_t)type >> 4) * 31 + ((uintptr_t)name >> 4))
-                               & (NOATTR_SLOTS - 1)];
-    if (e->type == type && e->name == name && e->tag == type->tp_version_tag
-        && valid_tag(type)) {
-        return e;
+    NoAttrEntry *set = g_noattr[(((uintptr_t)type >> 4) * 31 + ((uintptr_t)name >> 4))
+                                & (NOATTR_SETS - 1)];
+    for (int way = 0; way < 2; way++) {
+        NoAttrEntry *e = &set[way];
+        if (e->type == type && e->name == name && e->tag == type->tp_version_tag
+            && valid_tag(type)) {
+            return e;
+        }
     }
     if (_PyType_Lookup(type, name) != NULL) {
         return NULL;
@@ -116,6 +122,8 @@ type_lacks(PyTypeObject *type, PyObject *name)
     if (!valid_tag(type)) {
         return &g_untagged;
     }
+    set[1] = set[0];
+    NoAttrEntry *e = &set[0];
     e->type = type;
     e->name = name;
     e->tag = type->tp_version_tag;
