@@ -129,7 +129,7 @@ PARTS: dict[str, str] = {
         scope_and_hop scope_value expected_loop runs_expected_loop now_ns save_exc
         restore_exc drop_exc take_exc run_thread_hook thread_local_attr instance_attr
         instance_value inline_attr lookup_attr plain_attr existing_dict type_lacks
-        valid_tag
+        valid_tag probe_keys enter_own leave_own
         """,
     # naming the hop's cause: the caches, and the resolver on a miss
     "attribution": """
