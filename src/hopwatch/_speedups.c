@@ -179,6 +179,13 @@ typedef struct {
 } SharedKeyEntry;
 #define SHARED_KEYS_SPLIT 2 /* DICT_KEYS_SPLIT */
 
+/* The keys' entries, after their index table. */
+static inline SharedKeyEntry *
+keys_entries(SharedKeys *keys)
+{
+    return (SharedKeyEntry *)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
+}
+
 /* The name's index among the keys (as inline_attr says), DKIX_EMPTY (-1) when
  * they lack it, -2 when not known here; the answer remembered in `hint` when
  * there is one. Out of line: a hop's reads find their answer in the hint. */
@@ -195,8 +202,7 @@ probe_keys(SharedKeys *keys, PyObject *name, NoAttrEntry *hint)
     }
     /* The index table's probe sequence, as dictobject.c walks it. */
     const char *indices = keys->dk_indices;
-    SharedKeyEntry *entries =
-        (SharedKeyEntry *)(indices + ((size_t)1 << keys->dk_log2_index_bytes));
+    SharedKeyEntry *entries = keys_entries(keys);
     int width = keys->dk_log2_index_bytes - keys->dk_log2_size; /* log2 of an index's bytes */
     size_t mask = ((size_t)1 << keys->dk_log2_size) - 1;
     size_t perturb = (size_t)hash, i = (size_t)hash & mask;
@@ -283,9 +289,7 @@ inline_attr(PyObject *obj, PyTypeObject *type, PyObject *name, PyObject **result
 #endif
     Py_ssize_t ix = hint != NULL ? hint->ix : HINT_NONE;
     if (ix >= 0) {
-        SharedKeyEntry *entries =
-            (SharedKeyEntry *)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
-        if (ix >= keys->dk_nentries || entries[ix].me_key != name) {
+        if (ix >= keys->dk_nentries || keys_entries(keys)[ix].me_key != name) {
             ix = probe_keys(keys, name, hint);
         }
     }
