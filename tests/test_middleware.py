@@ -108,6 +108,11 @@ def test_the_async_chain_passes_through_no_frame_of_hopwatch():
     pure = ["_hotpath_py.py"] * (2 if django.VERSION >= (6, 1) else 1)
     assert ours == ([] if _hotpath.IMPLEMENTATION == "c" else pure)
     assert any(f.endswith(f"django{os.sep}utils{os.sep}deprecation.py") for f in files)
+    # Django's exception-to-response wrapper: one around the session middleware
+    # and one around the view's handler, none around hopwatch's middleware
+    # (hopwatch takes it away: see test_the_wrapper_around_the_first_middleware_only)
+    wrappers = [f for f in files if f.endswith(f"handlers{os.sep}exception.py")]
+    assert len(wrappers) == 2
     (record,) = records
     assert (record.route, record.view, record.status) == (
         "/stack/",
@@ -115,6 +120,60 @@ def test_the_async_chain_passes_through_no_frame_of_hopwatch():
         200,
     )
     assert record.request_id and len(record) == 4  # started, session x2, close
+
+
+@pytest.mark.parametrize("is_async", [True, False])
+def test_the_wrapper_around_the_first_middleware_only(is_async):
+    # First in MIDDLEWARE, hopwatch's middleware is the top of the chain itself;
+    # anywhere else, Django's wrapper stays around it (what is above it may
+    # raise nothing, but hopwatch does not judge another middleware's chain).
+    from django.core.handlers.exception import convert_exception_to_response
+
+    from hopwatch.middleware import HopwatchMiddleware
+
+    session = "django.contrib.sessions.middleware.SessionMiddleware"
+    handler_class = BareAsyncHandler if is_async else BareSyncHandler
+    with override_settings(MIDDLEWARE=[HW, session]):
+        first = handler_class()
+    with override_settings(MIDDLEWARE=[session, HW]):
+        second = handler_class()
+    assert type(first._middleware_chain) is HopwatchMiddleware
+    if is_async:
+
+        async def next_one(request):
+            return None
+    else:
+
+        def next_one(request):
+            return None
+
+    wrapper = convert_exception_to_response(next_one)
+    assert second._middleware_chain.__code__ is wrapper.__code__  # the session's wrapper
+    assert type(second._middleware_chain.__wrapped__).__name__ == "SessionMiddleware"
+    # uninstalled, a handler loads Django's chain as it is
+    from hopwatch import _django
+
+    _django.uninstall()
+    try:
+        with override_settings(MIDDLEWARE=[HW, session]):
+            bare = handler_class()
+    finally:
+        _django.install()
+    assert bare._middleware_chain.__code__ is wrapper.__code__
+    assert type(bare._middleware_chain.__wrapped__) is HopwatchMiddleware
+
+
+def test_a_view_that_raises_still_gets_djangos_500_under_every_interface():
+    # The wrapper hopwatch takes away converted nothing: the exception is the
+    # view's, converted by the wrapper around the view's own handler.
+    from django.test import AsyncClient, Client
+
+    with override_settings(MIDDLEWARE=[HW]), capture() as records:
+        sync_response = Client(raise_request_exception=False).get("/error/")
+        async_response = asyncio.run(AsyncClient(raise_request_exception=False).get("/error/"))
+        asgi = asgi_request("/error/")
+    assert sync_response.status_code == async_response.status_code == asgi.status == 500
+    assert [record.status for record in records] == [500, 500, 500]
 
 
 def test_a_chain_that_raises_still_names_the_request():

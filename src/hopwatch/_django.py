@@ -131,6 +131,7 @@ def install() -> None:
         _replace(
             handlers_base.BaseHandler, "adapt_method_mode", causes.patched_adapt_method_mode
         )
+        _replace(handlers_base.BaseHandler, "load_middleware", scope.patched_load_middleware)
         _replace(ASGIHandler, "__call__", scope.async_handler, INTERFACE_ASGI)
         if handlers_asgi.__dict__.get("ThreadSensitiveContext") is ThreadSensitiveContext:
             # The handler's per-request ThreadSensitiveContext carries the

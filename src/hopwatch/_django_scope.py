@@ -277,6 +277,63 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
     return __call__
 
 
+def _wrapper_codes() -> tuple[Any, Any]:
+    """The code of Django's exception-to-response wrapper around a middleware
+    (what ``convert_exception_to_response`` makes): async, sync."""
+    from django.core.handlers.exception import convert_exception_to_response
+
+    async def async_next(request: Any) -> None:
+        return None
+
+    def sync_next(request: Any) -> None:
+        return None
+
+    return (
+        convert_exception_to_response(async_next).__code__,
+        convert_exception_to_response(sync_next).__code__,
+    )
+
+
+def patched_load_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``BaseHandler.load_middleware``, then hopwatch's middleware at the top of the
+    chain without Django's wrapper around it (see :func:`without_wrapper`)."""
+
+    def load_middleware(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if active:
+            try:
+                self._middleware_chain = without_wrapper(self._middleware_chain)
+            except Exception as exc:
+                _errors.report("loading the middleware", exc)
+        return result
+
+    load_middleware.__wrapped__ = original  # type: ignore[attr-defined]
+    load_middleware.__doc__ = original.__doc__
+    return load_middleware
+
+
+def without_wrapper(chain: Any) -> Any:
+    """``chain`` (a handler's middleware chain), or, where its top is Django's
+    exception-to-response wrapper around hopwatch's middleware (first in
+    MIDDLEWARE), the middleware itself.
+
+    The wrapper turns an exception out of its middleware into a response. Below
+    hopwatch's middleware every middleware and the view have a wrapper of their
+    own, so the chain it calls gives back a response, never an exception, and
+    hopwatch's middleware raises none of its own (an error of hopwatch's is
+    reported, never raised): the wrapper has nothing to convert. Left in place,
+    it is one more coroutine frame in the request's awaiting chain, which Python
+    passes through twice on every crossing (suspended, resumed): some 15,000
+    instructions on a request of startproject's middleware.
+    """
+    from hopwatch.middleware import HopwatchMiddleware
+
+    inner = getattr(chain, "__wrapped__", None)
+    if type(inner) is HopwatchMiddleware and getattr(chain, "__code__", None) in _wrapper_codes():
+        return inner
+    return chain
+
+
 def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
     def close(self: Any) -> Any:
         try:

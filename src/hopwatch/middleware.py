@@ -2,6 +2,9 @@
 
 Put it first in ``MIDDLEWARE``. It is both sync and async capable, so Django
 runs it in whichever mode the chain around it needs: it never adds a hop.
+First, it is the top of the chain itself, without the exception-to-response
+wrapper Django puts around each middleware (``_django_scope.without_wrapper``
+says why that is safe): it adds no frame to the request's awaiting chain.
 
 The request record itself is opened earlier, by the handler (see
 ``hopwatch._django_scope``), so hops Django makes before and after the middleware
