@@ -323,8 +323,9 @@ def without_wrapper(chain: Any) -> Any:
     hopwatch's middleware raises none of its own (an error of hopwatch's is
     reported, never raised): the wrapper has nothing to convert. Left in place,
     it is one more coroutine frame in the request's awaiting chain, which Python
-    passes through twice on every crossing (suspended, resumed): some 15,000
-    instructions on a request of startproject's middleware.
+    passes through twice on every crossing (suspended, resumed): about 6,500
+    instructions on a request of startproject's middleware (callgrind, paired;
+    docs/performance-history.md, 2026-12-04, late morning).
     """
     from hopwatch.middleware import HopwatchMiddleware
 
