@@ -1457,14 +1457,18 @@ def render_misses(data: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             " gives each part. In time an instruction of hopwatch's costs more than the"
             " bare request's average one: it runs in short bursts between Django's code, on"
             " data the request has pushed out of the CPU's caches since the last hop"
-            " (callgrind's cache simulation, the full product against the bare site: 2.4%"
-            " more instructions, but 8,100 more instruction-cache misses, +4.4%, and 6,700"
-            " more data-cache misses, +5.5%, per request, spread over hopwatch's C and its"
-            " Python). And one cost no instruction count sees: the line's write system call"
-            " (the `FileHandler`'s flush), about 13 µs inside a request where a loop of"
-            " writes takes 3 to 5 µs each: after two milliseconds of user code the kernel's"
-            " code and data are cold too (by hand: a 2 KB write after a 2 ms busy loop took"
-            " 14 µs on this machine's ext4, 12 µs on tmpfs).",
+            " (callgrind's cache and branch simulation, the full product against the bare"
+            " site, on the Intel Xeon of 2026-12-04: 2.2% more instructions, but 5,658 more"
+            " instruction-cache misses, +6.9%, 3,988 more data-cache read misses, +5.6%, and"
+            " 6,467 more mispredicted branches, +3.4%, per request, spread over hopwatch's C"
+            " and its Python; hopwatch's own C takes one instruction-cache miss for every 8"
+            " of its instructions, the bare request one for every 76: docs/"
+            "performance-history.md, 2026-12-04, afternoon). And one cost no instruction"
+            " count sees: the line's write system call (the `FileHandler`'s flush), about"
+            " 13 µs inside a request where a loop of writes takes 3 to 5 µs each: after two"
+            " milliseconds of user code the kernel's code and data are cold too (by hand, on"
+            " the AMD EPYC machine: a 2 KB write after a 2 ms busy loop took 14 µs on ext4,"
+            " 12 µs on tmpfs).",
             "",
         ]
         sensitive = next((r for r in hops_rows or [] if "thread-sensitive" in r["name"]), None)
