@@ -128,7 +128,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         _number(0.0, 1.0),
         "a number from 0.0 to 1.0",
         "Fraction of requests to log, 0.0-1.0. Counting is never sampled: each logged line is"
-        " exact; lines below 1.0 carry `sample_rate`.",
+        " exact; lines below 1.0 carry `sample_rate`, and `hopwatch report` weighs each line by"
+        " `1 / sample_rate`. The line is about half of hopwatch's cost per request: see the FAQ,"
+        " \"How do I make it cheaper under load?\".",
     ),
     "MIN_HOPS": Setting(
         0,
