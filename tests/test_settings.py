@@ -66,6 +66,19 @@ def test_output_must_be_a_target_or_read_as_a_path(value, ok):
     assert (problems({"OUTPUT": value}) == []) is ok
 
 
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(0, True), (4096, True), (65536, True), (4194304, True), (4095, False), (4194305, False),
+     (-1, False), (True, False), (False, False), (0.0, False), (65536.0, False), ("64k", False),
+     (None, False)],
+)
+def test_output_buffer_is_off_or_a_size_in_range(value, ok):
+    assert (problems({"OUTPUT": "stdout", "OUTPUT_BUFFER": value}) == []) is ok
+    assert (problems({"OUTPUT": "hops.log", "OUTPUT_BUFFER": value}) == []) is ok
+    # with the logging output, only 0
+    assert (problems({"OUTPUT_BUFFER": value}) == []) is (ok and value == 0)
+
+
 # A process that starts Django with HOPWATCH set to the JSON on its command line.
 _START = textwrap.dedent(
     """
@@ -103,6 +116,9 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         ({"MIN_HOP_MS": "1"}, "HOPWATCH['MIN_HOP_MS'] is '1'; it must be a number of milliseconds >= 0."),
         ({"OUTPUT": "stderr"}, "HOPWATCH['OUTPUT'] is 'stderr'; it must be \"logging\", \"stdout\", or a file path"),
         ({"SAMPLE_RTE": 0.5}, "HOPWATCH has an unknown key 'SAMPLE_RTE'. Did you mean 'SAMPLE_RATE'?"),
+        # Held lines under the logging output: the handlers decide when records are written.
+        ({"OUTPUT_BUFFER": 65536}, "HOPWATCH['OUTPUT_BUFFER'] is 65536, but OUTPUT is \"logging\""),
+        ({"OUTPUT": "hops.log", "OUTPUT_BUFFER": 100}, "HOPWATCH['OUTPUT_BUFFER'] is 100; it must be 0, or"),
         # Off is checked too: a typo must not pass unseen because hopwatch is off.
         ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
     ],

@@ -14,11 +14,14 @@ nor is affected by them.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import random
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
@@ -389,6 +392,133 @@ class _LineWriter:
             self._stream.close()
 
 
+#: The longest a line held by OUTPUT_BUFFER waits before it is written, in seconds.
+HOLD_SECONDS: Final = 1.0
+
+
+class _HeldLines:
+    """A structlog logger for ``OUTPUT_BUFFER``: lines held in memory and written
+    together, one ``write`` and ``flush`` of the stream for many lines (inside a
+    request, the ``write`` system call alone costs about 15 µs on a 2 KB line;
+    docs/faq.md, "How do I make it cheaper under load?").
+
+    The held lines are written, whole and in the order they were held:
+
+    * when they reach ``limit`` characters, by the request that adds the last one;
+    * at most :data:`HOLD_SECONDS` after the first of them was held, by a daemon
+      thread (started when the process first holds a line, so a forked worker
+      starts its own; it sleeps while nothing is held);
+    * when the output is closed (the settings changed) and when the process exits
+      (``atexit``).
+
+    A process that is killed without exiting (``SIGKILL``, the OOM killer,
+    ``os._exit``) loses what it holds; a forked child drops what its parent held
+    (the parent writes it). A write that fails loses the lines it was writing, and
+    counts as one internal error.
+    """
+
+    def __init__(self, stream: TextIO, limit: int, *, close: bool = False) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._close = close
+        self._closed = False
+        self._reset()
+        _held_outputs.add(self)
+
+    def _reset(self) -> None:
+        """An empty hold and new locks (at start, and in a forked child)."""
+        self._held: list[str] = []
+        self._size = 0
+        #: Guards _held and _size. Never held while writing.
+        self._hold_lock = threading.Lock()
+        #: Guards the stream; taken before _hold_lock, so lines are written in order.
+        self._write_lock = threading.Lock()
+        #: Set while lines are held (changed under _hold_lock).
+        self._pending = threading.Event()
+        #: Set when the output is closed: the thread ends at once.
+        self._ended = threading.Event()
+        if self._closed:
+            self._ended.set()
+        self._thread: threading.Thread | None = None
+
+    def msg(self, message: str) -> None:
+        with self._hold_lock:
+            if self._closed:
+                raise ValueError("write to a closed hopwatch output")
+            held = self._held
+            held.append(message)
+            self._size += len(message) + 1
+            if len(held) == 1:
+                self._pending.set()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="hopwatch-held-lines", daemon=True
+                    )
+                    self._thread.start()
+            full = self._size >= self._limit
+        if full:
+            self.write_held()
+
+    info = msg
+
+    def write_held(self, *, closing: bool = False) -> None:
+        """Write what is held now (the write lock keeps concurrent writes in order);
+        ``closing``: and refuse lines from now on."""
+        with self._write_lock:
+            with self._hold_lock:
+                held, self._held, self._size = self._held, [], 0
+                self._pending.clear()
+                if closing:
+                    self._closed = True
+                    self._ended.set()
+                    self._pending.set()  # the thread wakes, sees it closed, and ends
+            if held:
+                held.append("")
+                self._stream.write("\n".join(held))
+                self._stream.flush()
+
+    def _run(self) -> None:
+        pending, ended = self._pending, self._ended
+        while True:
+            pending.wait()
+            if ended.wait(HOLD_SECONDS):
+                return
+            try:
+                self.write_held()
+            except Exception as exc:  # a full disk: the lines held are lost, said once
+                _errors.report("writing held request lines", exc)
+
+    def close(self) -> None:
+        """Write what is held, then close the stream (when it is hopwatch's own)."""
+        try:
+            self.write_held(closing=True)
+        finally:
+            _held_outputs.discard(self)
+            if self._close:
+                self._stream.close()
+
+
+#: Every open _HeldLines of this process, for exit and fork.
+_held_outputs: weakref.WeakSet[_HeldLines] = weakref.WeakSet()
+
+
+def _write_all_held() -> None:
+    for output in list(_held_outputs):
+        try:
+            output.write_held()
+        except Exception as exc:
+            _errors.report("writing held request lines at exit", exc)
+
+
+def _drop_parents_held() -> None:
+    for output in list(_held_outputs):
+        output._reset()
+
+
+atexit.register(_write_all_held)
+os.register_at_fork(after_in_child=_drop_parents_held)
+
+
 class _LineLogger(structlog.BoundLoggerBase):
     """structlog's bound logger for hopwatch's lines: ``info`` only, a method of
     its own (a custom wrapper class, as structlog's docs describe it), not the
@@ -399,17 +529,25 @@ class _LineLogger(structlog.BoundLoggerBase):
         return self._logger.info(*args, **kw)
 
 
-def make_logger(output: str, logger_name: str) -> tuple[Any, Callable[[], None]]:
-    """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer."""
+def make_logger(
+    output: str, logger_name: str, buffer: int = 0
+) -> tuple[Any, Callable[[], None]]:
+    """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer;
+    ``buffer`` > 0 (stdout or a path): lines held up to that many characters."""
     processors: list[Any] = [_renderer(logger_name)]
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
     if output == "logging":
         target = _StdlibLine(logging.getLogger(logger_name))
     elif output == "stdout":
-        target = _LineWriter(sys.stdout)
+        target = _HeldLines(sys.stdout, buffer) if buffer else _LineWriter(sys.stdout)
+        if buffer:
+            closer = target.close
     else:
-        writer = _LineWriter(open(output, "a", encoding="utf-8"), close=True)  # noqa: SIM115
+        stream = open(output, "a", encoding="utf-8")  # noqa: SIM115
+        writer: Any = (
+            _HeldLines(stream, buffer, close=True) if buffer else _LineWriter(stream, close=True)
+        )
         target, closer = writer, writer.close
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
@@ -431,14 +569,14 @@ class Emitter:
         #: This host's hop tax in µs once measured (MEASURE_HOP_TAX), else None.
         self.hop_tax_us = hop_tax_us
         self._logger: Any = None
-        self._logger_key: tuple[str, str] | None = None
+        self._logger_key: tuple[str, str, int] | None = None
         self._closer: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
         #: _plan_for's answer for the last settings snapshot (None: none yet, or closed).
         self._plan: tuple[Any, ...] | None = None
 
     def _get_logger(self, settings: dict[str, Any]) -> Any:
-        key = (settings["OUTPUT"], settings["LOGGER_NAME"])
+        key = (settings["OUTPUT"], settings["LOGGER_NAME"], settings["OUTPUT_BUFFER"])
         if key != self._logger_key:
             with self._lock:
                 if key != self._logger_key:

@@ -24,6 +24,13 @@ if os.environ.get("HOPWATCH_STRESS_WITHOUT"):
 
 # Every cause in the line, so the tests can check each one's count.
 HOPWATCH = {"SITES_LIMIT": 64}
+if os.environ.get("HOPWATCH_OUTPUT_BUFFER"):  # hopwatch's own file output, lines held
+    HOPWATCH["OUTPUT"] = os.environ["HOPWATCH_LOG"]
+    HOPWATCH["OUTPUT_BUFFER"] = int(os.environ["HOPWATCH_OUTPUT_BUFFER"])
+    if os.environ.get("HOPWATCH_HOLD_SECONDS"):  # only the size and the exit write them
+        from hopwatch import _emit
+
+        _emit.HOLD_SECONDS = float(os.environ["HOPWATCH_HOLD_SECONDS"])
 if os.environ.get("HOPWATCH_PROCESS_LINE_SECONDS"):  # the threads test's process lines
     HOPWATCH["PROCESS_LINE_SECONDS"] = float(os.environ["HOPWATCH_PROCESS_LINE_SECONDS"])
 

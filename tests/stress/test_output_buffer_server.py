@@ -1,0 +1,100 @@
+"""OUTPUT_BUFFER under uvicorn's own command line on 127.0.0.1.
+
+* Two worker processes: each holds its lines and its thread writes them about a
+  second after the first of them, every line once, with no request after them.
+* What the docs warn of: on SIGTERM, uvicorn shuts down gracefully and then ends
+  its process by re-raising the signal with its default action, which runs no
+  exit handler. The lines a process holds then are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.stress.client import get
+from tests.stress.harness import ROOT, free_port, site_env
+
+REQUESTS = 30
+
+
+def _ids(log: Path) -> list[str]:
+    if not log.exists():
+        return []
+    return [json.loads(line)["request_id"] for line in log.read_text().splitlines()]
+
+
+@contextlib.contextmanager
+def _uvicorn(tmp_path: Path, template_db: Path, *options: str, **env: str) -> Iterator[tuple]:
+    shutil.copyfile(template_db, tmp_path / "db.sqlite3")
+    log = tmp_path / "hops.jsonl"
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "example_site.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command += ["--log-level", "warning", *options]
+    stderr = tmp_path / "server.stderr"
+    with stderr.open("wb") as err:
+        server = subprocess.Popen(
+            command,
+            env=site_env(tmp_path, log, HOPWATCH_OUTPUT_BUFFER=str(1 << 22), **env),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, stderr.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield server, port, log, stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+
+
+def _traffic(port: int) -> None:
+    async def requests():
+        return await asyncio.gather(
+            *(get(port, "/hello/", {"X-Request-ID": f"held-{i}"}) for i in range(REQUESTS))
+        )
+
+    assert [r.status for r in asyncio.run(requests())] == [200] * REQUESTS
+
+
+def test_uvicorn_workers_write_held_lines_a_second_later_each_once(tmp_path, template_db):
+    with _uvicorn(tmp_path, template_db, "--workers", "2") as (server, port, log, stderr):
+        _traffic(port)
+        done = time.monotonic()
+        while len(_ids(log)) < REQUESTS:
+            assert time.monotonic() - done < 30, (_ids(log), stderr.read_text())
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0, stderr.read_text()
+    ids = _ids(log)
+    assert sorted(ids) == sorted(f"held-{i}" for i in range(REQUESTS))
+
+
+def test_uvicorn_ends_its_process_with_the_signal_and_the_held_lines_are_lost(
+    tmp_path, template_db
+):
+    # An hour's hold: only the size or the exit could write them.
+    with _uvicorn(tmp_path, template_db, HOPWATCH_HOLD_SECONDS="3600") as (server, port, log, _):
+        _traffic(port)
+        assert _ids(log) == []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == -signal.SIGTERM  # uvicorn re-raised it: no exit handler ran
+    assert _ids(log) == []

@@ -1,0 +1,260 @@
+"""OUTPUT_BUFFER: request lines held in memory and written together (stdout or a file path).
+
+Each test serves real requests through Django's ASGI or WSGI handler. The lines
+must reach the output whole, once each and in order: when the held lines reach
+the size, a second after the first of them, when the settings change, and when
+the process exits; a killed process loses them, and a forked child does not
+write its parent's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.test import Client, override_settings
+
+from hopwatch import _emit, _errors, apps
+from tests.helpers import asgi_request, wsgi_request
+
+ROOT = Path(__file__).resolve().parent.parent
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+
+
+def held_to(path: Path, size: int = 4096, **options):
+    return override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": str(path), "OUTPUT_BUFFER": size, **options}
+    )
+
+
+def request_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+
+
+def one(index: int) -> None:
+    asgi_request("/async/", headers=[(b"x-request-id", f"req-{index}".encode())])
+
+
+@pytest.fixture
+def slow_clock(monkeypatch):
+    """A held line's second made an hour, for the tests about the other triggers."""
+    monkeypatch.setattr(_emit, "HOLD_SECONDS", 3600.0)
+
+
+@pytest.fixture(autouse=True)
+def _closed_after():
+    yield
+    if apps._emitter is not None:
+        apps._emitter.close()  # what is still held is written; the next test starts afresh
+
+
+def test_lines_are_held_until_they_reach_the_size(tmp_path, slow_clock):
+    log = tmp_path / "hops.jsonl"
+    seen: list[list[str]] = []
+    with held_to(log, 4096):
+        for index in range(40):
+            one(index)
+            seen.append(request_ids(log))
+    written = log.read_text().splitlines()
+    # Each write is every line held: the file goes from one whole prefix to a longer one.
+    sizes = sorted({len(ids) for ids in seen})
+    assert sizes[0] == 0 and len(sizes) >= 3
+    for ids in seen:
+        assert ids == [f"req-{i}" for i in range(len(ids))]
+    # ... written by the request whose line made the held characters reach 4096.
+    held = 0
+    for index, line in enumerate(written):
+        held += len(line) + 1
+        written_after = len(seen[index])
+        if held >= 4096:
+            assert written_after == index + 1
+            held = 0
+        else:
+            assert written_after < index + 1
+    assert all(json.loads(line)["event"] == "hopwatch.request" for line in written)
+
+
+def test_a_held_line_is_written_within_a_second(tmp_path):
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 1 << 20):
+        one(0)
+        finished = time.monotonic()
+        assert request_ids(log) == []  # held
+        thread = apps._emitter._logger._logger._thread
+        while not request_ids(log):
+            assert time.monotonic() - finished < 30, "the held line was never written"
+            time.sleep(0.01)
+        waited = time.monotonic() - finished
+        assert request_ids(log) == ["req-0"]
+        assert waited >= _emit.HOLD_SECONDS * 0.9  # by the thread, not by anything sooner
+        assert thread.name == "hopwatch-held-lines" and thread.daemon and thread.is_alive()
+    apps._emitter.close()
+    thread.join(5)  # closed: the thread ends at once, not after its second
+    assert not thread.is_alive()
+
+
+def test_changing_the_settings_writes_what_is_held(tmp_path, slow_clock, log_lines):
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 1 << 20):
+        for index in range(3):
+            one(index)
+        assert request_ids(log) == []
+    # The next line, under other settings, closes the held output: its lines are written.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "logging"}):
+        one(3)
+    assert request_ids(log) == ["req-0", "req-1", "req-2"]
+    assert [line["request_id"] for line in log_lines.parsed()] == ["req-3"]
+
+
+def test_stdout_is_held_too(capsys, slow_clock):
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20}
+    ):
+        one(0)
+        one(1)
+        assert capsys.readouterr().out == ""
+        apps._emitter.close()
+    out = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["request_id"] for line in out] == ["req-0", "req-1"]
+
+
+def test_lines_from_many_threads_are_whole_and_each_written_once(tmp_path, slow_clock, db):
+    """WSGI requests on eight threads at once, a small size: many writes race."""
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 4096):
+
+        def serve(worker: int) -> None:
+            client = Client(headers={"x-request-id": f"w{worker}"})
+            for index in range(25):
+                assert client.get("/sync/", headers={"x-request-id": f"w{worker}-{index}"}).status_code == 200
+
+        threads = [threading.Thread(target=serve, args=(worker,)) for worker in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        apps._emitter.close()
+    ids = request_ids(log)  # json.loads of every line: each is whole
+    assert sorted(ids) == sorted(f"w{w}-{i}" for w in range(8) for i in range(25))
+    for worker in range(8):  # each thread's lines in its order
+        mine = [i for i in ids if i.startswith(f"w{worker}-")]
+        assert mine == [f"w{worker}-{i}" for i in range(25)]
+
+
+@pytest.mark.internal_errors
+def test_a_failed_write_loses_its_lines_counts_one_error_and_never_fails_a_request(tmp_path, db):
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 4096):
+        assert asgi_request("/async/").status == 200
+        apps._emitter._logger._logger._stream.close()  # the disk goes away under it
+        statuses = [asgi_request("/async/").status for _ in range(12)]
+        statuses.append(int(wsgi_request("/sync/")[0][:3]))
+    assert statuses == [200] * 13
+    assert _errors.total() >= 1
+    assert log.read_text() == ""  # nothing half-written
+
+
+def test_a_buffer_given_at_run_time_with_the_logging_output_is_said_once_and_not_used(
+    log_lines,
+):
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(handler)
+    try:
+        with override_settings(
+            MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "logging", "OUTPUT_BUFFER": 65536}
+        ):
+            one(0)
+            assert [line["request_id"] for line in log_lines.parsed()] == ["req-0"]  # not held
+            one(1)
+    finally:
+        logging.getLogger("hopwatch").removeHandler(handler)
+    assert [line["request_id"] for line in log_lines.parsed()] == ["req-0", "req-1"]
+    warnings = [message for message in said if "OUTPUT_BUFFER" in message]
+    assert warnings == [
+        "HOPWATCH['OUTPUT_BUFFER'] is 65536, but OUTPUT is \"logging\": your logging handlers"
+        " decide when their records are written. hopwatch uses the default (0) instead."
+    ]
+
+
+# --- the process's end, and fork ------------------------------------------------------------
+
+_PROCESS = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    django.setup()
+    from django.test import override_settings
+    from tests.helpers import asgi_request
+
+    log, how = sys.argv[1], sys.argv[2]
+    settings = override_settings(
+        MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+        HOPWATCH={"OUTPUT": log, "OUTPUT_BUFFER": 1 << 20},
+    )
+    settings.enable()
+    for index in range(5):
+        asgi_request("/async/", headers=[(b"x-request-id", b"parent-%d" % index)])
+    print(sum(1 for _ in open(log)), flush=True)  # held: 0
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "fork":
+        child = os.fork()
+        if child == 0:
+            asgi_request("/async/", headers=[(b"x-request-id", b"child-0")])
+            sys.exit(0)  # a normal exit: atexit writes what the child holds
+        os.waitpid(child, 0)
+    sys.exit(0)
+    """
+)
+
+
+def _run(tmp_path: Path, how: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    log = tmp_path / "hops.jsonl"
+    log.touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    done = subprocess.run(
+        [sys.executable, "-c", _PROCESS, str(log), how],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done, request_ids(log)
+
+
+def test_a_normal_exit_writes_what_is_held(tmp_path):
+    done, ids = _run(tmp_path, "exit")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0"]
+    assert ids == [f"parent-{i}" for i in range(5)]
+
+
+def test_a_killed_process_loses_what_it_held(tmp_path):
+    """The price OUTPUT_BUFFER's docs name: SIGKILL runs no exit handler."""
+    done, ids = _run(tmp_path, "kill")
+    assert done.returncode == -signal.SIGKILL
+    assert done.stdout.split() == ["0"]
+    assert ids == []
+
+
+def test_a_forked_child_does_not_write_its_parents_held_lines(tmp_path):
+    done, ids = _run(tmp_path, "fork")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(ids) == ["child-0", *(f"parent-{i}" for i in range(5))]
+    assert ids.index("child-0") == 0  # the child exited first; the parent wrote its own at exit
