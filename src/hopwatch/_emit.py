@@ -392,8 +392,9 @@ class _LineWriter:
             self._stream.close()
 
 
-#: The longest a line held by OUTPUT_BUFFER waits before it is written, in seconds.
-HOLD_SECONDS: Final = 1.0
+#: The longest a line held by OUTPUT_BUFFER waits before it is written, in seconds
+#: (read each time the thread waits: the tests lengthen it).
+HOLD_SECONDS = 1.0
 
 
 class _HeldLines:
