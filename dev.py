@@ -55,6 +55,8 @@ TEST_REQUIREMENTS = [
     "pytest-django==4.14.0",
     "hypothesis==6.155.2",
     "uvicorn==0.54.0",
+    # OUTPUT_BUFFER's server tests: how gunicorn's workers end (sync, and uvicorn's)
+    "gunicorn==27.0.1",
     "ruff==0.17.6",
     "mypy==1.19.1",
     "rich==15.0.0",  # the rich extra: the terminal tables' tests

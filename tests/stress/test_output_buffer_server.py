@@ -1,10 +1,14 @@
-"""OUTPUT_BUFFER under uvicorn's own command line on 127.0.0.1.
+"""OUTPUT_BUFFER under real servers' own command lines on 127.0.0.1.
 
-* Two worker processes: each holds its lines and its thread writes them about a
-  second after the first of them, every line once, with no request after them.
+* uvicorn with two worker processes: each holds its lines and its thread writes
+  them about a second after the first of them, every line once, with no request
+  after them.
+* gunicorn's sync workers exit normally on SIGTERM: the lines they hold are
+  written, each once.
 * What the docs warn of: on SIGTERM, uvicorn shuts down gracefully and then ends
   its process by re-raising the signal with its default action, which runs no
-  exit handler. The lines a process holds then are lost.
+  exit handler; so does gunicorn's worker class from uvicorn. The lines a
+  process holds then are lost.
 """
 
 from __future__ import annotations
@@ -33,14 +37,24 @@ def _ids(log: Path) -> list[str]:
     return [json.loads(line)["request_id"] for line in log.read_text().splitlines()]
 
 
+def _uvicorn(tmp_path: Path, template_db: Path, *options: str, **env: str):
+    command = ["uvicorn", "example_site.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", "{port}", "--no-access-log", "--log-level", "warning", *options]
+    return _server(tmp_path, template_db, command, **env)
+
+
+def _gunicorn(tmp_path: Path, template_db: Path, application: str, *options: str, **env: str):
+    command = ["gunicorn", application, "--bind", "127.0.0.1:{port}", "--workers", "2"]
+    command += ["--log-level", "warning", *options]
+    return _server(tmp_path, template_db, command, **env)
+
+
 @contextlib.contextmanager
-def _uvicorn(tmp_path: Path, template_db: Path, *options: str, **env: str) -> Iterator[tuple]:
+def _server(tmp_path: Path, template_db: Path, arguments: list[str], **env: str) -> Iterator[tuple]:
     shutil.copyfile(template_db, tmp_path / "db.sqlite3")
     log = tmp_path / "hops.jsonl"
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "example_site.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    command += ["--log-level", "warning", *options]
+    command = [sys.executable, "-m", *(a.format(port=port) for a in arguments)]
     stderr = tmp_path / "server.stderr"
     with stderr.open("wb") as err:
         server = subprocess.Popen(
@@ -97,4 +111,33 @@ def test_uvicorn_ends_its_process_with_the_signal_and_the_held_lines_are_lost(
         assert _ids(log) == []
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == -signal.SIGTERM  # uvicorn re-raised it: no exit handler ran
+    assert _ids(log) == []
+
+
+def test_gunicorn_sync_workers_exit_and_write_what_they_hold(tmp_path, template_db):
+    served = _gunicorn(
+        tmp_path, template_db, "example_site.wsgi:application", HOPWATCH_HOLD_SECONDS="3600"
+    )
+    with served as (server, port, log, stderr):
+        _traffic(port)
+        assert _ids(log) == []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0, stderr.read_text()
+    assert sorted(_ids(log)) == sorted(f"held-{i}" for i in range(REQUESTS))
+
+
+def test_gunicorn_with_uvicorns_worker_loses_what_it_holds(tmp_path, template_db):
+    served = _gunicorn(
+        tmp_path,
+        template_db,
+        "example_site.asgi:application",
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        HOPWATCH_HOLD_SECONDS="3600",
+    )
+    with served as (server, port, log, stderr):
+        _traffic(port)
+        assert _ids(log) == []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0, stderr.read_text()  # the arbiter exits; its workers did not
     assert _ids(log) == []
