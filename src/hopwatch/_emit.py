@@ -540,16 +540,11 @@ def make_logger(
     closer: Callable[[], None] = lambda: None  # noqa: E731
     if output == "logging":
         target = _StdlibLine(logging.getLogger(logger_name))
-    elif output == "stdout":
-        target = _HeldLines(sys.stdout, buffer) if buffer else _LineWriter(sys.stdout)
-        if buffer:
-            closer = target.close
     else:
-        stream = open(output, "a", encoding="utf-8")  # noqa: SIM115
-        writer: Any = (
-            _HeldLines(stream, buffer, close=True) if buffer else _LineWriter(stream, close=True)
-        )
-        target, closer = writer, writer.close
+        own = output != "stdout"  # a path: hopwatch's own stream, closed with the output
+        stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115
+        target = _HeldLines(stream, buffer, close=own) if buffer else _LineWriter(stream, close=own)
+        closer = target.close
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
     bound = structlog.wrap_logger(
