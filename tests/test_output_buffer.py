@@ -193,7 +193,7 @@ def test_a_buffer_given_at_run_time_with_the_logging_output_is_said_once_and_not
 
 _PROCESS = textwrap.dedent(
     """
-    import json, os, signal, sys, time
+    import json, multiprocessing, os, signal, sys, threading, time
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     import django
     django.setup()
@@ -217,6 +217,23 @@ _PROCESS = textwrap.dedent(
             asgi_request("/async/", headers=[(b"x-request-id", b"child-0")])
             sys.exit(0)  # a normal exit: atexit writes what the child holds
         os.waitpid(child, 0)
+    if how == "multiprocessing":  # as granian starts its workers, and stops them
+        def late():  # a thread the child's end waits for, serving a request after it began
+            from django.core.handlers.wsgi import WSGIHandler
+            from tests.helpers import wsgi_environ
+
+            time.sleep(0.5)  # (a new crossing would find the executors shut: WSGI, no hop)
+            environ = wsgi_environ("/sync/", headers={"X-Request-ID": "child-late"})
+            WSGIHandler()(environ, lambda *args: None).close()
+
+        def worker():
+            threading.Thread(target=late).start()
+            asgi_request("/async/", headers=[(b"x-request-id", b"child-0")])
+
+        child = multiprocessing.get_context("fork").Process(target=worker)
+        child.start()
+        child.join()
+        print(child.exitcode, flush=True)
     sys.exit(0)
     """
 )
@@ -258,3 +275,13 @@ def test_a_forked_child_does_not_write_its_parents_held_lines(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(ids) == ["child-0", *(f"parent-{i}" for i in range(5))]
     assert ids.index("child-0") == 0  # the child exited first; the parent wrote its own at exit
+
+
+def test_a_multiprocessing_child_writes_what_it_holds_when_it_ends(tmp_path):
+    """A forked multiprocessing child ends with os._exit and runs no atexit handler
+    of its parent's; granian's workers end so on SIGTERM. Its held line is written as
+    it ends, and the line of a thread that its end waits for, when that thread writes it."""
+    done, ids = _run(tmp_path, "multiprocessing")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "0"]  # nothing written before; the child's exit code
+    assert ids == ["child-0", "child-late", *(f"parent-{i}" for i in range(5))]

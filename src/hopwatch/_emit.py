@@ -409,13 +409,16 @@ class _HeldLines:
     * at most :data:`HOLD_SECONDS` after the first of them was held, by a daemon
       thread (started when the process first holds a line, so a forked worker
       starts its own; it sleeps while nothing is held);
-    * when the output is closed (the settings changed) and when the process exits
-      (``atexit``).
+    * when the output is closed (the settings changed);
+    * when the process begins to end (:func:`_process_ends`); from then on each
+      line is written as it comes, so a thread that finishes a request while the
+      process waits for it loses nothing.
 
     A process that is killed without exiting (``SIGKILL``, the OOM killer,
-    ``os._exit``) loses what it holds; a forked child drops what its parent held
-    (the parent writes it). A write that fails loses the lines it was writing, and
-    counts as one internal error.
+    ``os._exit`` before its exit hooks, a signal's default action) loses what it
+    holds; a forked child drops what its parent held (the parent writes it). A
+    write that fails loses the lines it was writing, and counts as one internal
+    error.
     """
 
     def __init__(self, stream: TextIO, limit: int, *, close: bool = False) -> None:
@@ -449,26 +452,29 @@ class _HeldLines:
             held = self._held
             held.append(message)
             self._size += len(message) + 1
-            if len(held) == 1:
+            full = self._size >= self._limit
+            if len(held) == 1 and not full:
                 self._pending.set()
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name="hopwatch-held-lines", daemon=True
                     )
                     self._thread.start()
-            full = self._size >= self._limit
         if full:
             self.write_held()
 
     info = msg
 
-    def write_held(self, *, closing: bool = False) -> None:
+    def write_held(self, *, closing: bool = False, ending: bool = False) -> None:
         """Write what is held now (the write lock keeps concurrent writes in order);
-        ``closing``: and refuse lines from now on."""
+        ``closing``: and refuse lines from now on; ``ending``: and hold none from now
+        on (the process is ending)."""
         with self._write_lock:
             with self._hold_lock:
                 held, self._held, self._size = self._held, [], 0
                 self._pending.clear()
+                if ending:
+                    self._limit = 0
                 if closing:
                     self._closed = True
                     self._ended.set()
@@ -503,10 +509,11 @@ class _HeldLines:
 _held_outputs: weakref.WeakSet[_HeldLines] = weakref.WeakSet()
 
 
-def _write_all_held() -> None:
+def _process_ends() -> None:
+    """The process is ending: write what every output holds, and hold nothing more."""
     for output in list(_held_outputs):
         try:
-            output.write_held()
+            output.write_held(ending=True)
         except Exception as exc:
             _errors.report("writing held request lines at exit", exc)
 
@@ -516,7 +523,16 @@ def _drop_parents_held() -> None:
         output._reset()
 
 
-atexit.register(_write_all_held)
+# When the process ends. threading's exit hook runs first: at the interpreter's exit,
+# before it waits for the threads that are not daemons (whose last lines are then
+# written as they come), and at the end of a multiprocessing child, where atexit does
+# not run for a forked one (it ends with os._exit; Python 3.13 runs only the handlers
+# registered in the child): granian's workers. It is CPython's own hook for this
+# (concurrent.futures waits for its workers through it), present on every Python
+# hopwatch supports. atexit as well, for an embedding interpreter that skips the first;
+# whichever runs second finds nothing held.
+threading._register_atexit(_process_ends)  # type: ignore[attr-defined]
+atexit.register(_process_ends)
 os.register_at_fork(after_in_child=_drop_parents_held)
 
 
