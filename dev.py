@@ -54,9 +54,12 @@ TEST_REQUIREMENTS = [
     "pytest==9.0.3",
     "pytest-django==4.14.0",
     "hypothesis==6.155.2",
-    "uvicorn==0.54.0",
-    # OUTPUT_BUFFER's server tests: how gunicorn's workers end (sync, and uvicorn's)
+    "uvicorn==0.55.0",
+    # OUTPUT_BUFFER's server tests: how each server's processes end on SIGTERM
     "gunicorn==27.0.1",
+    "hypercorn==0.18.0",
+    "daphne==4.2.3",
+    "granian==2.8.9",
     "ruff==0.17.6",
     "mypy==1.19.1",
     "rich==15.0.0",  # the rich extra: the terminal tables' tests

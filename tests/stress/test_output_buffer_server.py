@@ -5,6 +5,9 @@
   after them.
 * gunicorn's sync workers exit normally on SIGTERM: the lines they hold are
   written, each once.
+* Hypercorn's workers (multiprocessing, spawned), Daphne (Twisted, one process) and
+  Granian's workers (multiprocessing, forked: they end with ``os._exit``, so atexit
+  does not run there) write what they hold when they stop on SIGTERM.
 * What the docs warn of: on SIGTERM, uvicorn shuts down gracefully and then ends
   its process by re-raising the signal with its default action, which runs no
   exit handler; so does gunicorn's worker class from uvicorn. The lines a
@@ -24,6 +27,8 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.stress.client import get
 from tests.stress.harness import ROOT, free_port, site_env
@@ -46,6 +51,22 @@ def _uvicorn(tmp_path: Path, template_db: Path, *options: str, **env: str):
 def _gunicorn(tmp_path: Path, template_db: Path, application: str, *options: str, **env: str):
     command = ["gunicorn", application, "--bind", "127.0.0.1:{port}", "--workers", "2"]
     command += ["--log-level", "warning", *options]
+    return _server(tmp_path, template_db, command, **env)
+
+
+def _hypercorn(tmp_path: Path, template_db: Path, **env: str):
+    command = ["hypercorn", "example_site.asgi:application", "--bind", "127.0.0.1:{port}"]
+    return _server(tmp_path, template_db, [*command, "--workers", "2"], **env)
+
+
+def _daphne(tmp_path: Path, template_db: Path, **env: str):
+    command = ["daphne", "-b", "127.0.0.1", "-p", "{port}", "example_site.asgi:application"]
+    return _server(tmp_path, template_db, command, **env)
+
+
+def _granian(tmp_path: Path, template_db: Path, **env: str):
+    command = ["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}"]
+    command += ["--workers", "2", "--log-level", "warning", "example_site.asgi:application"]
     return _server(tmp_path, template_db, command, **env)
 
 
@@ -141,3 +162,18 @@ def test_gunicorn_with_uvicorns_worker_loses_what_it_holds(tmp_path, template_db
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0, stderr.read_text()  # the arbiter exits; its workers did not
     assert _ids(log) == []
+
+
+@pytest.mark.parametrize("serve", [_hypercorn, _daphne, _granian], ids=lambda f: f.__name__[1:])
+def test_servers_that_exit_on_sigterm_write_what_their_processes_hold(
+    serve, tmp_path, template_db
+):
+    with serve(tmp_path, template_db, HOPWATCH_HOLD_SECONDS="3600") as (server, port, log, stderr):
+        _traffic(port)
+        # Granian stops a worker without waiting for the application to return after
+        # its response (the request's close and signals, then its line): let them end.
+        time.sleep(2)
+        assert _ids(log) == []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0, stderr.read_text()
+    assert sorted(_ids(log)) == sorted(f"held-{i}" for i in range(REQUESTS))
