@@ -285,3 +285,57 @@ def test_a_multiprocessing_child_writes_what_it_holds_when_it_ends(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["0", "0"]  # nothing written before; the child's exit code
     assert ids == ["child-0", "child-late", *(f"parent-{i}" for i in range(5))]
+
+
+# --- stdout shared by processes: a pipe -----------------------------------------------------
+
+_SHARER = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    django.setup()
+    from django.test import override_settings
+    from tests.helpers import asgi_request
+
+    override_settings(
+        MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+        HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 65536},
+    ).enable()
+    tag = sys.argv[1]
+    for index in range(int(sys.argv[2])):
+        asgi_request("/async/", headers=[(b"x-request-id", b"%s-%d" % (tag.encode(), index))])
+    """
+)
+
+
+def test_processes_sharing_a_pipe_as_stdout_never_tear_each_others_lines(tmp_path):
+    """A server's workers share the container's stdout, a pipe. A pipe write of more
+    than PIPE_BUF bytes can be split around another process's write when the pipe is
+    full (a slow reader), so held lines go in whole-line pieces of at most that."""
+    read_end, write_end = os.pipe()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    count = 300
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SHARER, tag, str(count)],
+            cwd=ROOT,
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+        for tag in ("a", "b")
+    ]
+    os.close(write_end)
+    received = bytearray()
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(1000):  # a slow reader: the pipe fills, the writers wait
+            received += chunk
+            time.sleep(0.002)
+    for writer in writers:
+        assert writer.wait(120) == 0, writer.stderr.read().decode()[-2000:]
+    lines = received.decode().splitlines()
+    ids = [json.loads(line)["request_id"] for line in lines]  # every line whole
+    assert sorted(ids) == sorted(f"{tag}-{i}" for tag in ("a", "b") for i in range(count))
+    assert len(received) > 4 * 65536  # enough to fill the pipe many times over

@@ -18,6 +18,8 @@ import atexit
 import logging
 import os
 import random
+import select
+import stat
 import sys
 import threading
 import time
@@ -414,6 +416,12 @@ class _HeldLines:
       line is written as it comes, so a thread that finishes a request while the
       process waits for it loses nothing.
 
+    Into a regular file the held lines go in one ``write``. Into a pipe, a socket or
+    a terminal (stdout in a container, which a server's worker processes share) they
+    go in pieces of whole lines of at most ``PIPE_BUF`` bytes, one ``write`` each:
+    the kernel keeps such a write whole, where a longer one can be interleaved with
+    another process's write, tearing lines (a line longer than that goes alone).
+
     A process that is killed without exiting (``SIGKILL``, the OOM killer,
     ``os._exit`` before its exit hooks, a signal's default action) loses what it
     holds; a forked child drops what its parent held (the parent writes it). A
@@ -425,6 +433,7 @@ class _HeldLines:
         self._stream = stream
         self._limit = limit
         self._close = close
+        self._piece = _piece_bytes(stream)
         self._closed = False
         self._reset()
         _held_outputs.add(self)
@@ -480,9 +489,31 @@ class _HeldLines:
                     self._ended.set()
                     self._pending.set()  # the thread wakes, sees it closed, and ends
             if held:
-                held.append("")
-                self._stream.write("\n".join(held))
-                self._stream.flush()
+                if self._piece:
+                    self._write_pieces(held)
+                else:
+                    held.append("")
+                    self._stream.write("\n".join(held))
+                    self._stream.flush()
+
+    def _write_pieces(self, lines: list[str]) -> None:
+        """``lines`` in writes of whole lines, each at most ``self._piece`` bytes."""
+        stream, most = self._stream, self._piece
+        stream.flush()  # nothing of the stream's own buffer joins the first piece
+        piece: list[str] = []
+        size = 0
+        for line in lines:
+            length = (len(line) if line.isascii() else len(line.encode())) + 1
+            if piece and size + length > most:
+                piece.append("")
+                stream.write("\n".join(piece))
+                stream.flush()
+                piece, size = [], 0
+            piece.append(line)
+            size += length
+        piece.append("")
+        stream.write("\n".join(piece))
+        stream.flush()
 
     def _run(self) -> None:
         pending, ended = self._pending, self._ended
@@ -503,6 +534,16 @@ class _HeldLines:
             _held_outputs.discard(self)
             if self._close:
                 self._stream.close()
+
+
+def _piece_bytes(stream: TextIO) -> int:
+    """0 when ``stream`` is a regular file or no file descriptor (one write holds any
+    number of lines whole); else ``PIPE_BUF``, the most bytes a pipe write keeps whole."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return 0
+    return 0 if stat.S_ISREG(mode) else getattr(select, "PIPE_BUF", 512)
 
 
 #: Every open _HeldLines of this process, for exit and fork.
