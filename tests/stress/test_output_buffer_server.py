@@ -5,9 +5,10 @@
   after them.
 * gunicorn's sync workers exit normally on SIGTERM: the lines they hold are
   written, each once.
-* Hypercorn's workers (multiprocessing, spawned), Daphne (Twisted, one process) and
-  Granian's workers (multiprocessing, forked: they end with ``os._exit``, so atexit
-  does not run there) write what they hold when they stop on SIGTERM.
+* gunicorn's threaded workers (``--threads``), Hypercorn's workers (multiprocessing,
+  spawned), Daphne (Twisted, one process) and Granian's workers (multiprocessing,
+  forked: they end with ``os._exit``, so atexit does not run there) write what they
+  hold when they stop on SIGTERM.
 * What the docs warn of: on SIGTERM, uvicorn shuts down gracefully and then ends
   its process by re-raising the signal with its default action, which runs no
   exit handler; so does gunicorn's worker class from uvicorn. The lines a
@@ -52,6 +53,11 @@ def _gunicorn(tmp_path: Path, template_db: Path, application: str, *options: str
     command = ["gunicorn", application, "--bind", "127.0.0.1:{port}", "--workers", "2"]
     command += ["--log-level", "warning", *options]
     return _server(tmp_path, template_db, command, **env)
+
+
+def _gunicorn_threads(tmp_path: Path, template_db: Path, **env: str):
+    application = "example_site.wsgi:application"
+    return _gunicorn(tmp_path, template_db, application, "--threads", "4", **env)
 
 
 def _hypercorn(tmp_path: Path, template_db: Path, **env: str):
@@ -164,7 +170,9 @@ def test_gunicorn_with_uvicorns_worker_loses_what_it_holds(tmp_path, template_db
     assert _ids(log) == []
 
 
-@pytest.mark.parametrize("serve", [_hypercorn, _daphne, _granian], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "serve", [_gunicorn_threads, _hypercorn, _daphne, _granian], ids=lambda f: f.__name__[1:]
+)
 def test_servers_that_exit_on_sigterm_write_what_their_processes_hold(
     serve, tmp_path, template_db
 ):
