@@ -9,9 +9,11 @@ write its parent's.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -339,3 +341,52 @@ def test_processes_sharing_a_pipe_as_stdout_never_tear_each_others_lines(tmp_pat
     ids = [json.loads(line)["request_id"] for line in lines]  # every line whole
     assert sorted(ids) == sorted(f"{tag}-{i}" for tag in ("a", "b") for i in range(count))
     assert len(received) > 4 * 65536  # enough to fill the pipe many times over
+
+
+class _RecordedText(io.StringIO):
+    """A text stream on ``fd`` (a pipe's, a file's) that records each write reaching
+    it (each flush) instead of making it."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self.writes: list[str] = []
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def flush(self) -> None:
+        if self.getvalue():
+            self.writes.append(self.getvalue())
+            self.seek(0)
+            self.truncate()
+
+
+def test_into_a_pipe_each_write_is_whole_lines_of_at_most_pipe_buf_bytes(slow_clock):
+    read_end, write_end = os.pipe()
+    try:
+        stream = _RecordedText(write_end)
+        held = _emit._HeldLines(stream, 65536)
+        assert held._piece == select.PIPE_BUF
+        lines = ["a" * 1500, "é" * 1500, "b" * 1000, "c" * 5000, "d" * 10, "e" * 2000]
+        for line in lines:
+            held.msg(line)
+        held.close()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    # "é" is two bytes: 1,500 of them are 3,001 bytes with the newline, not 1,501
+    assert stream.writes == ["a" * 1500 + "\n", "é" * 1500 + "\n" + "b" * 1000 + "\n",
+                             "c" * 5000 + "\n", "d" * 10 + "\n" + "e" * 2000 + "\n"]
+    assert all(len(w.encode()) <= select.PIPE_BUF for w in stream.writes if w != "c" * 5000 + "\n")
+
+
+def test_into_a_regular_file_the_held_lines_go_in_one_write(tmp_path, slow_clock):
+    with open(tmp_path / "lines.jsonl", "a", encoding="utf-8") as file:
+        stream = _RecordedText(file.fileno())
+        held = _emit._HeldLines(stream, 65536)
+        assert held._piece == 0
+        for line in ("a" * 3000, "é" * 3000):
+            held.msg(line)
+        held.close()
+    assert stream.writes == ["a" * 3000 + "\n" + "é" * 3000 + "\n"]
