@@ -119,6 +119,34 @@ def test_changing_the_settings_writes_what_is_held(tmp_path, slow_clock, log_lin
     assert [line["request_id"] for line in log_lines.parsed()] == ["req-3"]
 
 
+def test_hopwatch_flush_writes_what_is_held_now_and_keeps_holding(tmp_path, slow_clock):
+    import hopwatch
+
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 1 << 20):
+        for index in range(3):
+            one(index)
+        assert request_ids(log) == []
+        hopwatch.flush()
+        assert request_ids(log) == ["req-0", "req-1", "req-2"]
+        one(3)  # held again: flush() is not the process's end
+        assert request_ids(log) == ["req-0", "req-1", "req-2"]
+        hopwatch.flush()
+        assert request_ids(log) == ["req-0", "req-1", "req-2", "req-3"]
+
+
+def test_hopwatch_flush_without_a_buffer_writes_nothing_more(tmp_path):
+    import hopwatch
+
+    log = tmp_path / "hops.jsonl"
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": str(log)}):
+        one(0)
+        errors = _errors.total()
+        hopwatch.flush()
+        assert request_ids(log) == ["req-0"]
+        assert _errors.total() == errors
+
+
 def test_stdout_is_held_too(capsys, slow_clock):
     with override_settings(
         MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20}

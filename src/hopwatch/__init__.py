@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from hopwatch._emit import flush
     from hopwatch._patch import install, is_installed, uninstall
     from hopwatch._recorder import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC, Cause, Hop, RequestRecord
 
 # What docs/how-it-works.md ("The Python API") describes, and nothing else:
 # name -> (module, attribute).
 _EXPORTS: dict[str, tuple[str, str]] = {
+    "flush": ("hopwatch._emit", "flush"),
     "install": ("hopwatch._patch", "install"),
     "is_installed": ("hopwatch._patch", "is_installed"),
     "uninstall": ("hopwatch._patch", "uninstall"),
@@ -65,6 +67,7 @@ __all__ = [
     "Hop",
     "RequestRecord",
     "__version__",
+    "flush",
     "install",
     "is_installed",
     "uninstall",

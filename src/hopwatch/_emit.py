@@ -550,13 +550,25 @@ def _piece_bytes(stream: TextIO) -> int:
 _held_outputs: weakref.WeakSet[_HeldLines] = weakref.WeakSet()
 
 
+def flush() -> None:
+    """Write now the request lines this process holds for ``OUTPUT_BUFFER`` (without
+    it, there are none). For a shutdown hook that runs before a server ends its process
+    without exiting: uvicorn's lifespan shutdown (docs/faq.md). Never raises: a failed
+    write counts as one internal error."""
+    _write_every_output(ending=False)
+
+
 def _process_ends() -> None:
     """The process is ending: write what every output holds, and hold nothing more."""
+    _write_every_output(ending=True)
+
+
+def _write_every_output(*, ending: bool) -> None:
     for output in list(_held_outputs):
         try:
-            output.write_held(ending=True)
+            output.write_held(ending=ending)
         except Exception as exc:
-            _errors.report("writing held request lines at exit", exc)
+            _errors.report("writing held request lines", exc)
 
 
 def _drop_parents_held() -> None:

@@ -127,7 +127,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         " `write` system call (measured: 14 to 18 µs, about 1.2% of a small request's CPU"
         " time). A process that ends without exiting loses the lines it holds: `SIGKILL`,"
         " the OOM killer, and uvicorn (also as gunicorn's worker class), which ends its process"
-        " with the `SIGTERM` it shut down on. See the FAQ, \"How do I make it cheaper under"
+        " with the `SIGTERM` it shut down on, unless your ASGI module calls `hopwatch.flush()`"
+        " at the lifespan shutdown. See the FAQ, \"How do I make it cheaper under"
         " load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when their"
         " records are written.",
     ),

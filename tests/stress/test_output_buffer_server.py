@@ -12,7 +12,8 @@
 * What the docs warn of: on SIGTERM, uvicorn shuts down gracefully and then ends
   its process by re-raising the signal with its default action, which runs no
   exit handler; so does gunicorn's worker class from uvicorn. The lines a
-  process holds then are lost.
+  process holds then are lost, unless the ASGI module calls ``hopwatch.flush()``
+  at the lifespan shutdown (the FAQ's module, run as the FAQ prints it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -139,6 +141,27 @@ def test_uvicorn_ends_its_process_with_the_signal_and_the_held_lines_are_lost(
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == -signal.SIGTERM  # uvicorn re-raised it: no exit handler ran
     assert _ids(log) == []
+
+
+def _faq_asgi_module() -> str:
+    """The ``asgi.py`` that docs/faq.md gives for uvicorn, as it prints it."""
+    faq = (ROOT / "docs" / "faq.md").read_text()
+    after = faq.split("runs this very\nmodule under uvicorn and gets every line:\n", 1)[1]
+    return after.split("```python\n", 1)[1].split("```\n", 1)[0]
+
+
+def test_the_faqs_lifespan_module_keeps_what_uvicorn_holds_at_sigterm(tmp_path, template_db):
+    (tmp_path / "faq_asgi.py").write_text(_faq_asgi_module())
+    command = ["uvicorn", "faq_asgi:application", "--host", "127.0.0.1", "--port", "{port}"]
+    command += ["--no-access-log", "--log-level", "warning"]
+    path = os.pathsep.join([str(tmp_path), str(ROOT)])
+    served = _server(tmp_path, template_db, command, HOPWATCH_HOLD_SECONDS="3600", PYTHONPATH=path)
+    with served as (server, port, log, stderr):
+        _traffic(port)
+        assert _ids(log) == []
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == -signal.SIGTERM, stderr.read_text()  # no exit handler ran
+    assert sorted(_ids(log)) == sorted(f"held-{i}" for i in range(REQUESTS))
 
 
 def test_gunicorn_sync_workers_exit_and_write_what_they_hold(tmp_path, template_db):
