@@ -269,11 +269,17 @@ _PROCESS = textwrap.dedent(
 )
 
 
+def _child_env() -> dict[str, str]:
+    """The environment for a Python child that sets Django up itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    return env
+
+
 def _run(tmp_path: Path, how: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     log = tmp_path / "hops.jsonl"
     log.touch()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    env = _child_env()
     done = subprocess.run(
         [sys.executable, "-c", _PROCESS, str(log), how],
         cwd=ROOT,
@@ -344,8 +350,7 @@ def test_processes_sharing_a_pipe_as_stdout_never_tear_each_others_lines(tmp_pat
     than PIPE_BUF bytes can be split around another process's write when the pipe is
     full (a slow reader), so held lines go in whole-line pieces of at most that."""
     read_end, write_end = os.pipe()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    env = _child_env()
     count = 300
     writers = [
         subprocess.Popen(

@@ -492,9 +492,7 @@ class _HeldLines:
                 if self._piece:
                     self._write_pieces(held)
                 else:
-                    held.append("")
-                    self._stream.write("\n".join(held))
-                    self._stream.flush()
+                    _write_lines(self._stream, held)
 
     def _write_pieces(self, lines: list[str]) -> None:
         """``lines`` in writes of whole lines, each at most ``self._piece`` bytes."""
@@ -505,15 +503,11 @@ class _HeldLines:
         for line in lines:
             length = (len(line) if line.isascii() else len(line.encode())) + 1
             if piece and size + length > most:
-                piece.append("")
-                stream.write("\n".join(piece))
-                stream.flush()
+                _write_lines(stream, piece)
                 piece, size = [], 0
             piece.append(line)
             size += length
-        piece.append("")
-        stream.write("\n".join(piece))
-        stream.flush()
+        _write_lines(stream, piece)
 
     def _run(self) -> None:
         pending, ended = self._pending, self._ended
@@ -534,6 +528,13 @@ class _HeldLines:
             _held_outputs.discard(self)
             if self._close:
                 self._stream.close()
+
+
+def _write_lines(stream: TextIO, lines: list[str]) -> None:
+    """``lines``, each ended by a newline, in one ``write`` of ``stream`` and a flush."""
+    lines.append("")
+    stream.write("\n".join(lines))
+    stream.flush()
 
 
 def _piece_bytes(stream: TextIO) -> int:

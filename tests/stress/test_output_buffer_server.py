@@ -45,8 +45,14 @@ def _ids(log: Path) -> list[str]:
     return [json.loads(line)["request_id"] for line in log.read_text().splitlines()]
 
 
-def _uvicorn(tmp_path: Path, template_db: Path, *options: str, **env: str):
-    command = ["uvicorn", "example_site.asgi:application", "--host", "127.0.0.1"]
+def _uvicorn(
+    tmp_path: Path,
+    template_db: Path,
+    *options: str,
+    application: str = "example_site.asgi:application",
+    **env: str,
+):
+    command = ["uvicorn", application, "--host", "127.0.0.1"]
     command += ["--port", "{port}", "--no-access-log", "--log-level", "warning", *options]
     return _server(tmp_path, template_db, command, **env)
 
@@ -156,17 +162,14 @@ def test_the_faqs_lifespan_module_keeps_what_uvicorn_holds_at_sigterm(
     server, tmp_path, template_db
 ):
     (tmp_path / "faq_asgi.py").write_text(_faq_asgi_module())
+    env = {"HOPWATCH_HOLD_SECONDS": "3600", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     if server == "uvicorn":
-        command = ["uvicorn", "faq_asgi:application", "--host", "127.0.0.1", "--port", "{port}"]
-        command += ["--no-access-log", "--log-level", "warning"]
+        served = _uvicorn(tmp_path, template_db, application="faq_asgi:application", **env)
         ends_with = -signal.SIGTERM  # uvicorn re-raised it: no exit handler ran
     else:
-        command = ["gunicorn", "faq_asgi:application", "--bind", "127.0.0.1:{port}"]
-        command += ["--workers", "2", "--worker-class", "uvicorn.workers.UvicornWorker"]
-        command += ["--log-level", "warning"]
+        worker = ("--worker-class", "uvicorn.workers.UvicornWorker")
+        served = _gunicorn(tmp_path, template_db, "faq_asgi:application", *worker, **env)
         ends_with = 0  # the arbiter's status; its workers ended as uvicorn does
-    path = os.pathsep.join([str(tmp_path), str(ROOT)])
-    served = _server(tmp_path, template_db, command, HOPWATCH_HOLD_SECONDS="3600", PYTHONPATH=path)
     with served as (server_process, port, log, stderr):
         _traffic(port)
         assert _ids(log) == []
