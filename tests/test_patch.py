@@ -140,28 +140,37 @@ def test_instances_made_before_install_are_seen():
 
 
 def _managed_dict_slot(obj: object) -> int | None:
-    """CPython 3.11/3.12: the word three before an object with a managed dict, which
-    is empty (3.11) or tagged (3.12) while its attributes are in inline values."""
+    """CPython 3.11 to 3.13: the word three before an object with a managed dict:
+    empty (3.11, 3.13) or tagged (3.12) while it has no dict of its own."""
     import ctypes
 
     return ctypes.c_void_p.from_address(id(obj) - 3 * ctypes.sizeof(ctypes.c_void_p)).value
 
 
 def _attributes_inline(obj: object) -> bool:
+    """Whether obj's attributes are in its inline values and it has no dict."""
+    import ctypes
+
     slot = _managed_dict_slot(obj)
+    if sys.version_info >= (3, 13):
+        # the values follow the object's header; their fourth byte says they are valid
+        valid = ctypes.c_uint8.from_address(id(obj) + object.__basicsize__ + 3).value
+        return slot is None and valid == 1
     return slot is None or (sys.version_info >= (3, 12) and slot & 1 == 1)
 
 
-@pytest.mark.skipif(
-    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
-    reason="inline values that a dict replaces for good: CPython 3.11 and 3.12",
-)
+#: The CPython versions whose inline values the C hop path reads.
+_INLINE_VALUES = sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 14)
+
+
+@pytest.mark.skipif(not _INLINE_VALUES, reason="inline values: CPython 3.11 to 3.13")
 def test_an_adapters_attributes_stay_where_python_keeps_them():
-    """CPython 3.11 and 3.12 keep a new instance's attributes in inline values, which
-    the interpreter's fast attribute reads depend on; reading ``__dict__`` (or
-    asking for its pointer) turns them into a dict for good. hopwatch reads an
-    adapter's attributes, and tags it with its cause, without doing that: asgiref's
-    own reads of ``self.awaitable`` and the rest stay on the fast path."""
+    """CPython 3.11 to 3.13 keep a new instance's attributes in inline values, which
+    the interpreter's fast attribute reads depend on; on 3.11 and 3.12 reading
+    ``__dict__`` (or asking for its pointer) turns them into a dict for good, and on
+    3.13 it makes a dict that shares them (an allocation per adapter). hopwatch
+    reads an adapter's attributes, and tags it with its cause, without doing that:
+    asgiref's own reads of ``self.awaitable`` and the rest stay on the fast path."""
     from hopwatch import _causes
 
     async def noop() -> None:
@@ -188,10 +197,7 @@ def test_an_adapters_attributes_stay_where_python_keeps_them():
     assert vars(tagged)[_causes.TAG_ATTR].site == "tests.noop"  # the tag is an attribute
 
 
-@pytest.mark.skipif(
-    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
-    reason="inline values: CPython 3.11 and 3.12",
-)
+@pytest.mark.skipif(not _INLINE_VALUES, reason="inline values: CPython 3.11 to 3.13")
 def test_an_attribute_read_from_inline_values_is_getattrs_answer():
     """The C hop path reads an adapter's attributes (its tag here) straight from
     its inline values, by the name's place among the class's shared keys. The
@@ -229,10 +235,7 @@ def test_an_attribute_read_from_inline_values_is_getattrs_answer():
         assert _attributes_inline(adapter), "reading the tag made the adapter a __dict__"
 
 
-@pytest.mark.skipif(
-    not (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 13)),
-    reason="inline values: CPython 3.11 and 3.12",
-)
+@pytest.mark.skipif(not _INLINE_VALUES, reason="inline values: CPython 3.11 to 3.13")
 def test_an_attribute_read_from_inline_values_follows_the_keys_as_they_grow():
     """The C hop path remembers, per class and name, where it found the name among
     the class's shared keys, or that they lacked it. Each answer stays getattr's
@@ -303,6 +306,36 @@ def test_an_attribute_read_from_inline_values_follows_the_keys_as_they_grow():
 # --- transparency -------------------------------------------------------------------
 
 
+def test_an_attribute_read_follows_a_change_to_its_class():
+    """The C hop path remembers, per class and name, that the class defines nothing
+    of that name, for as long as the class is unchanged (its version tag, which
+    Python 3.13 keeps valid without the flag 3.11 and 3.12 set). A property of that
+    name added to the class afterwards wins over the instance's value, as getattr
+    says, and once it is removed the instance's value is read again."""
+    from hopwatch import _causes
+
+    async def noop() -> None:
+        return None
+
+    class Adapter:
+        def __init__(self) -> None:
+            self.awaitable = noop
+
+    tag = _causes.Cause("other", "tests.tagged", None)
+    class_tag = _causes.Cause("other", "tests.from_the_class", None)
+    adapter = Adapter()
+    _causes.tag(adapter, tag)
+    for _ in range(3):  # read, and remembered
+        assert _hotpath.attribute(adapter, noop, None) is tag
+    setattr(Adapter, _causes.TAG_ATTR, property(lambda self: class_tag))
+    assert getattr(adapter, _causes.TAG_ATTR) is class_tag
+    for _ in range(3):
+        assert _hotpath.attribute(adapter, noop, None) is class_tag
+    delattr(Adapter, _causes.TAG_ATTR)
+    for _ in range(3):
+        assert _hotpath.attribute(adapter, noop, None) is tag
+
+
 def test_return_values():
     def scenario() -> tuple[Any, Any]:
         async def double(x: int) -> int:
@@ -320,6 +353,52 @@ def test_return_values():
 
     with_, without = both(scenario)
     assert with_ == without == (42, {"a": 1})
+
+
+def test_a_sync_to_async_stepped_every_way_ends_as_asgirefs_own():
+    """What ``sync_to_async(f)()`` gives back is stepped by ``await``, by ``yield
+    from`` (both step it through ``__next__`` from Python 3.12 on, where it is not
+    a coroutine) and by hand with ``__next__()``, ``next()`` and ``send(None)``.
+    Every way it ends in StopIteration with the function's value, None and a tuple
+    included, as asgiref's own coroutine ends; with hopwatch, one hop each."""
+
+    @types.coroutine
+    def delegated(awaitable: Any) -> Any:
+        return (yield from awaitable.__await__())
+
+    @types.coroutine
+    def by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
+        iterator = awaitable.__await__()
+        while True:
+            try:
+                yielded = step(iterator)
+            except StopIteration as stop:
+                return "stopped", stop.value, stop.args
+            yield yielded
+
+    steps = [lambda it: it.__next__(), next, lambda it: it.send(None)]
+
+    def returning(value: Any) -> Callable[[], Any]:
+        return lambda: value
+
+    def scenario() -> tuple[list[Any], int]:
+        async def main() -> tuple[list[Any], int]:
+            ended = []
+            with ledger() as scope:
+                for value in (None, 7, (1, 2)):
+                    ended.append(await sync_to_async(returning(value))())
+                    ended.append(await delegated(sync_to_async(returning(value))()))
+                    for step in steps:
+                        ended.append(await by_hand(sync_to_async(returning(value))(), step))
+            return ended, len(scope)
+
+        return asyncio.run(main())
+
+    (ended, hops), (ended_bare, hops_bare) = both(scenario)
+    assert ended == ended_bare
+    assert ended[:5] == [None, None, *[("stopped", None, ())] * 3]
+    assert ended[10:] == [(1, 2), (1, 2), *[("stopped", (1, 2), ((1, 2),))] * 3]
+    assert (hops, hops_bare) == (15, 0)
 
 
 def _user_frames(exc: BaseException) -> list[tuple[str, str]]:

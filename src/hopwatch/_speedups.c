@@ -96,7 +96,15 @@ static NoAttrEntry g_noattr[NOATTR_SETS][2];
 static inline int
 valid_tag(PyTypeObject *type)
 {
+#if PY_VERSION_HEX >= 0x030D0000
+    /* Python 3.13 no longer sets Py_TPFLAGS_VALID_VERSION_TAG: a tag is valid
+     * when it is not 0 (a change to the type or a base sets it to 0). Read
+     * through the flag there, every read missed this table and asked
+     * _PyType_Lookup. */
+    return type->tp_version_tag != 0;
+#else
     return type->tp_version_tag != 0 && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG);
+#endif
 }
 
 /* For a type that lacks the name: the table's entry for (type, name), where
@@ -138,7 +146,9 @@ type_lacks(PyTypeObject *type, PyObject *name)
  * would turn them into a dict for good, and every later read of the object's
  * attributes by asgiref's own code would take the slow, generic path (an
  * async_to_sync adapter, which asgiref 3.8 makes with no dict: some 3,000
- * instructions a hop). Python 3.13's dict shares the values, which stay valid. */
+ * instructions a hop). On Python 3.13 _PyObject_GetDictPtr makes a dict that
+ * shares the values, which stay valid; instance_attr reads those values first
+ * there, and comes here only when they are not. */
 static inline PyObject *
 existing_dict(PyObject *obj)
 {
@@ -159,10 +169,12 @@ existing_dict(PyObject *obj)
     return dictptr != NULL ? *dictptr : NULL;
 }
 
-#if PY_VERSION_HEX < 0x030D0000
-/* CPython 3.11 and 3.12's shared keys (a heap type's ht_cached_keys: the
- * attribute names its instances keep in inline values), as pycore_dict.h
- * lays them out in both: the header, the index table, then the entries. */
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+/* CPython's shared keys (a heap type's ht_cached_keys: the attribute names its
+ * instances keep in inline values), as pycore_dict.h lays them out in 3.11,
+ * 3.12 and 3.13 (with the GIL): the header, the index table, then the
+ * entries. A later Python reads attributes through getattr until its layout
+ * is checked here. */
 typedef struct {
     Py_ssize_t dk_refcnt;
     uint8_t dk_log2_size;
@@ -178,6 +190,16 @@ typedef struct {
     PyObject *me_value;
 } SharedKeyEntry;
 #define SHARED_KEYS_SPLIT 2 /* DICT_KEYS_SPLIT */
+#if PY_VERSION_HEX >= 0x030D0000
+/* Python 3.13's inline values (pycore_dict.h's struct _dictvalues). */
+typedef struct {
+    uint8_t capacity;
+    uint8_t size;
+    uint8_t embedded;
+    uint8_t valid;
+    PyObject *values[1];
+} InlineValues;
+#endif
 
 /* The keys' entries, after their index table. */
 static inline SharedKeyEntry *
@@ -248,11 +270,12 @@ probe_keys(SharedKeys *keys, PyObject *name, NoAttrEntry *hint)
 }
 
 /* obj.name read from the object's inline values, as CPython's own
- * _PyObject_GetInstanceAttribute reads it (obj has no dict, its type
- * uses generic attribute access and defines nothing of that name): the
- * name's index among the type's shared keys (their hash table, probed as
- * dictobject.c probes it), then that slot. asgiref's AsyncToSync (made
- * without a __dict__) and asyncio's loops keep their attributes there. The
+ * _PyObject_GetInstanceAttribute reads it (obj has no dict on 3.11 and
+ * 3.12, its values are valid on 3.13; its type uses generic attribute access
+ * and defines nothing of that name): the name's index among the type's shared
+ * keys (their hash table, probed as dictobject.c probes it), then that slot.
+ * asgiref's AsyncToSync (made without a __dict__) and asyncio's loops keep
+ * their attributes there, and on 3.13 SyncToAsync too (its dict shares them). The
  * generic lookup took about 95 instructions a read in a tight loop of hops,
  * and in a request, where Django's own lookups evict hopwatch's entries from
  * CPython's type cache, a miss of several hundred more. Probing the keys
@@ -275,7 +298,20 @@ inline_attr(PyObject *obj, PyTypeObject *type, PyObject *name, PyObject **result
     if (keys == NULL || keys->dk_kind != SHARED_KEYS_SPLIT) {
         return -2;
     }
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13: the values right after the object's header (_PyObject_InlineValues,
+     * for a type whose instances are just that header), valid until a dict
+     * takes them over; a dict made from them shares them and leaves them valid,
+     * and CPython reads them first while they are (_PyObject_GenericGetAttrWithDict). */
+    if (!(type->tp_flags & Py_TPFLAGS_INLINE_VALUES) || type->tp_basicsize != sizeof(PyObject)) {
+        return -2;
+    }
+    InlineValues *inline_values = (InlineValues *)((char *)obj + sizeof(PyObject));
+    if (!inline_values->valid) {
+        return -2;
+    }
+    PyObject **values = inline_values->values;
+#elif PY_VERSION_HEX >= 0x030C0000
     uintptr_t slot = ((uintptr_t *)obj)[-3]; /* _PyDictOrValues: tagged values */
     if (!(slot & 1)) {
         return -2;
@@ -316,6 +352,20 @@ instance_attr(PyObject *obj, PyObject *name, PyObject **result)
     NoAttrEntry *entry;
     if (type->tp_getattro == PyObject_GenericGetAttr
         && (entry = type_lacks(type, name)) != NULL) {
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000 \
+    && !defined(Py_GIL_DISABLED)
+        /* 3.13: the inline values first, dict or not, as CPython reads them.
+         * A SyncToAsync's dict (functools.update_wrapper made it) shares them,
+         * and a lookup in it took about 100 instructions a read; an
+         * AsyncToSync has none, and existing_dict would make one for it. */
+        if (type->tp_flags & Py_TPFLAGS_INLINE_VALUES) {
+            int found =
+                inline_attr(obj, type, name, result, entry != &g_untagged ? entry : NULL);
+            if (found != -2) {
+                return found;
+            }
+        }
+#endif
         PyObject *dict = existing_dict(obj);
         if (dict != NULL && PyDict_CheckExact(dict)) {
             PyObject *value = PyDict_GetItemWithError(dict, name);
@@ -3503,6 +3553,16 @@ HopAwaitable_iternext(HopAwaitableObject *a)
 {
     PyObject *result = NULL;
     PySendResult r = HopAwaitable_am_send(a, Py_None, &result); /* before `result` is read */
+    if (r == PYGEN_RETURN && result == Py_None) {
+        /* Ended with None: NULL and no exception, which every reader of
+         * tp_iternext takes for StopIteration() (next(), __next__, and from
+         * Python 3.12 on `await`'s SEND, which steps any awaitable that is not
+         * a coroutine through tp_iternext, not am_send). An async_to_sync's
+         * code on the loop ends so at every hop; a StopIteration made and
+         * fetched again cost some 1,000 instructions on 3.13. */
+        Py_DECREF(result);
+        return NULL;
+    }
     return sent(r, result);
 }
 
