@@ -7,6 +7,7 @@
     python3 dev.py site      the example site in debug mode (django-debug-toolbar, Hops panel)
     python3 dev.py bench     the benchmarks (writes docs/performance.md);
                              `bench --instructions`: instructions per hop and per request
+                             (`--env django61`: on that environment's Python and Django)
 
 Each environment is a virtualenv under .venvs/, made on first use and reused
 while its requirements are unchanged. Extra arguments after `test` go to pytest
@@ -325,7 +326,24 @@ def cmd_site(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    python = ensure_env(*_default_env())
+    if "--env" in args:
+        # the instruction counts on another Python and Django of the matrix
+        i = args.index("--env")
+        if "--instructions" not in args:
+            print("dev.py: --env goes with bench --instructions", file=sys.stderr)
+            return 2
+        if i + 1 >= len(args) or args[i + 1] not in ENVIRONMENTS:
+            print(f"dev.py: --env takes one of {', '.join(ENVIRONMENTS)}", file=sys.stderr)
+            return 2
+        env, args = args[i + 1], args[:i] + args[i + 2 :]
+        interpreter = find_python(ENVIRONMENTS[env].python)
+        if interpreter is None:
+            version = ENVIRONMENTS[env].python
+            print(f"dev.py: no python{version} on PATH or through pyenv", file=sys.stderr)
+            return 2
+    else:
+        env, interpreter = _default_env()
+    python = ensure_env(env, interpreter)
     if "--instructions" in args:
         rest = [a for a in args if a != "--instructions"]
         return _run([python, "-m", "bench.instructions", *rest])

@@ -406,8 +406,9 @@ def measure(
             argv = list(args)
             if argv[0] == "request":
                 argv.append(str(Path(tmp) / f"{tag}.log"))
-            full = key == "request:hopwatch"  # the product, with the C path
-            total, parts = _callgrind(argv, tmp, pure, tag, seed, parts=full)
+            # hopwatch's own C code: the product's requests, and every hop on the C path
+            own = key == "request:hopwatch" or (argv[0] == "hop" and argv[2] == "c")
+            total, parts = _callgrind(argv, tmp, pure, tag, seed, parts=own)
             if argv[0] == "request" and argv[1] == "hopwatch":
                 check_lines(argv[-1], n)
             return key, n, seed, total, parts
@@ -428,10 +429,11 @@ def measure(
     if only in (None, "hops"):
         for case_index, case in enumerate(hops.CASES):
             bare = marginal(f"hop:{case_index}:bare")[0]
-            c_total = marginal(f"hop:{case_index}:c")[0]
+            c_total, c_parts = marginal(f"hop:{case_index}:c")
             py_total = marginal(f"hop:{case_index}:python")[0]
+            own = sum(c_parts.values()) if c_parts else None
             report["hops"].append(
-                {"name": case.name, "bare": bare, "c": c_total, "python": py_total}
+                {"name": case.name, "bare": bare, "c": c_total, "own": own, "python": py_total}
             )
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
@@ -527,17 +529,25 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "Instructions per hop (marginal):",
             "",
-            "| hop | bare | hopwatch (C) | added | added % | pure Python | added | added % |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| hop | bare | hopwatch (C) | added | added % | its own code | pure Python"
+            " | added | added % |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in report["hops"]:
-            bare, c, py = row["bare"], row["c"], row["python"]
+            bare, c, py, own = row["bare"], row["c"], row["python"], row.get("own")
+            own_cell = f"{own:,.0f} ({own / bare * 100:.2f}%)" if own is not None else "n/a"
             lines.append(
                 f"| {row['name']} | {bare:,.0f} | {c:,.0f} | {c - bare:+,.0f}"
-                f" | {_pct(c - bare, bare)} | {py:,.0f} | {py - bare:+,.0f}"
+                f" | {_pct(c - bare, bare)} | {own_cell} | {py:,.0f} | {py - bare:+,.0f}"
                 f" | {_pct(py - bare, bare)} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "Its own code: hopwatch's C functions and what they call, not the code they"
+            " wrap (`bench/own_code.py`); it repeats from run to run where the marginal"
+            " moves with how the threads meet under valgrind.",
+            "",
+        ]
     requests = report["requests"]
     if requests:
         bare = requests["bare"]["total"]

@@ -722,6 +722,27 @@ def test_the_per_request_instructions_show_hopwatchs_own_code_by_part():
     assert "own C code" not in format_report({"hops": [], "requests": requests, "seeds": 1})
 
 
+def test_the_instruction_counts_per_hop_show_hopwatchs_own_code_beside_the_marginal():
+    """bench.instructions' hop table gives hopwatch's own C code beside what the
+    hop costs more in all, as a share of the bare hop, and says "n/a" where the
+    profiles could not be read for it."""
+    from bench.instructions import format_report
+
+    hops = [
+        {"name": "sync_to_async, thread-sensitive", "bare": 280_000, "c": 283_000,
+         "own": 2_100, "python": 338_000},
+        {"name": "async_to_sync, onto the running loop", "bare": 200_000, "c": 205_000,
+         "own": None, "python": 260_000},
+    ]  # fmt: skip
+    text = format_report({"hops": hops, "requests": {}, "seeds": 1})
+    assert (
+        "| sync_to_async, thread-sensitive | 280,000 | 283,000 | +3,000 | +1.1%"
+        " | 2,100 (0.75%) | 338,000 | +58,000 | +20.7% |" in text
+    )
+    assert "| +5,000 | +2.5% | n/a | 260,000 |" in text
+    assert "Its own code: hopwatch's C functions and what they call" in text
+
+
 def test_the_per_hop_table_shows_hopwatchs_own_code_beside_the_marginal():
     from bench.__main__ import judge, render_hops, render_misses
 

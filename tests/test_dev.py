@@ -94,3 +94,17 @@ def test_the_matrix_is_what_hopwatch_calls_tested():
         assert _versions.asgiref_untested(pins["asgiref"], [provider]) is None, env
     assert dev.SLOW_ENV in dev.ENVIRONMENTS
     assert set(dev.DEFAULT_ENVS) == set(dev.ENVIRONMENTS)
+
+
+def test_bench_on_another_environment_is_refused_clearly(no_pythons, monkeypatch, capsys):
+    """``dev.py bench --instructions --env NAME`` counts on that environment; a
+    wrong or unusable one is one line and status 2, with nothing set up."""
+    monkeypatch.setitem(dev.ENVIRONMENTS, "django99", dev.Environment("3.99", ("Django==9.9",)))
+    assert dev.cmd_bench(["--env", "django99"]) == 2
+    assert capsys.readouterr().err == "dev.py: --env goes with bench --instructions\n"
+    assert dev.cmd_bench(["--instructions", "--env", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("dev.py: --env takes one of django52, ")
+    assert dev.cmd_bench(["--instructions", "--env"]) == 2
+    assert capsys.readouterr().err.startswith("dev.py: --env takes one of ")
+    assert dev.cmd_bench(["--instructions", "--env", "django99"]) == 2
+    assert capsys.readouterr().err == "dev.py: no python3.99 on PATH or through pyenv\n"
