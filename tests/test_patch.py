@@ -303,9 +303,6 @@ def test_an_attribute_read_from_inline_values_follows_the_keys_as_they_grow():
         assert [read(adapter) for adapter in reversed(adapters)] == expected[::-1]
 
 
-# --- transparency -------------------------------------------------------------------
-
-
 def test_an_attribute_read_follows_a_change_to_its_class():
     """The C hop path remembers, per class and name, that the class defines nothing
     of that name, for as long as the class is unchanged (its version tag, which
@@ -334,6 +331,9 @@ def test_an_attribute_read_follows_a_change_to_its_class():
     delattr(Adapter, _causes.TAG_ATTR)
     for _ in range(3):
         assert _hotpath.attribute(adapter, noop, None) is tag
+
+
+# --- transparency -------------------------------------------------------------------
 
 
 def test_return_values():
