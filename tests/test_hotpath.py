@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from collections import Counter
 
 import pytest
@@ -390,6 +391,53 @@ def test_then_awaits_any_awaitable_and_keeps_its_return_value_whole():
 
     assert asyncio.run(main()) == (1, 2)  # a tuple is not taken for StopIteration's args
     assert calls == [(None, None, (1, 2))]
+
+
+def test_then_stepped_every_way_ends_with_its_value_none_included():
+    """A `then` ends as a coroutine does however it is stepped: `await`, `yield
+    from` (both through `__next__` from Python 3.12 on), `__next__()`, `next()`
+    and `send(None)`: StopIteration with the value, None too; the callback gets
+    the value once each time."""
+    import asyncio
+
+    calls = _Calls()
+
+    def returning(value):
+        async def work():
+            await asyncio.sleep(0)
+            return value
+
+        return work
+
+    @types.coroutine
+    def delegated(awaitable):
+        return (yield from awaitable.__await__())
+
+    @types.coroutine
+    def by_hand(awaitable, step):
+        iterator = awaitable.__await__()
+        while True:
+            try:
+                yielded = step(iterator)
+            except StopIteration as stop:
+                return "stopped", stop.value, stop.args
+            yield yielded
+
+    steps = [lambda it: it.__next__(), next, lambda it: it.send(None)]
+
+    async def main():
+        ended = []
+        for value in (None, 7):
+            ended.append(await _hotpath.then(returning(value)(), calls, value, None))
+            ended.append(await delegated(_hotpath.then(returning(value)(), calls, value, None)))
+            for step in steps:
+                awaitable = _hotpath.then(returning(value)(), calls, value, None)
+                ended.append(await by_hand(awaitable, step))
+        return ended
+
+    ended = asyncio.run(main())
+    assert ended == [None, None, *[("stopped", None, ())] * 3, 7, 7, *[("stopped", 7, (7,))] * 3]
+    assert calls == [(None, None, None)] * 5 + [(7, None, 7)] * 5
 
 
 class _Suspend:

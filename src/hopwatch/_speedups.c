@@ -3548,22 +3548,29 @@ sent(PySendResult r, PyObject *result)
     return NULL;
 }
 
+/* An am_send's outcome as `__next__()` gives it: as `send()` does, except
+ * that an end with None is NULL and no exception, which every reader of
+ * tp_iternext takes for StopIteration() (next(), the `__next__` slot wrapper,
+ * and from Python 3.12 on `await`'s SEND, which steps any awaitable that is
+ * not a coroutine through tp_iternext, not am_send). An async_to_sync's code
+ * on the loop ends so at every hop, and an ASGI handler at every request; a
+ * StopIteration made and fetched again cost some 1,000 instructions on 3.13. */
+static PyObject *
+next_sent(PySendResult r, PyObject *result)
+{
+    if (r == PYGEN_RETURN && result == Py_None) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return sent(r, result);
+}
+
 static PyObject *
 HopAwaitable_iternext(HopAwaitableObject *a)
 {
     PyObject *result = NULL;
     PySendResult r = HopAwaitable_am_send(a, Py_None, &result); /* before `result` is read */
-    if (r == PYGEN_RETURN && result == Py_None) {
-        /* Ended with None: NULL and no exception, which every reader of
-         * tp_iternext takes for StopIteration() (next(), __next__, and from
-         * Python 3.12 on `await`'s SEND, which steps any awaitable that is not
-         * a coroutine through tp_iternext, not am_send). An async_to_sync's
-         * code on the loop ends so at every hop; a StopIteration made and
-         * fetched again cost some 1,000 instructions on 3.13. */
-        Py_DECREF(result);
-        return NULL;
-    }
-    return sent(r, result);
+    return next_sent(r, result);
 }
 
 static PyObject *
@@ -3862,7 +3869,7 @@ Then_iternext(ThenObject *t)
 {
     PyObject *result = NULL;
     PySendResult r = Then_am_send(t, Py_None, &result); /* before `result` is read */
-    return sent(r, result);
+    return next_sent(r, result);
 }
 
 static PyObject *
