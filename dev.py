@@ -241,15 +241,24 @@ def _pytest(
     return status, _junit_counts(report)
 
 
+def _take_env(args: list[str]) -> tuple[str | None, list[str]] | None:
+    """``--env NAME`` taken out of ``args``: (NAME or None, the other arguments); None,
+    said on stderr, when NAME is missing or not one of :data:`ENVIRONMENTS`."""
+    if "--env" not in args:
+        return None, args
+    i = args.index("--env")
+    if i + 1 >= len(args) or args[i + 1] not in ENVIRONMENTS:
+        print(f"dev.py: --env takes one of {', '.join(ENVIRONMENTS)}", file=sys.stderr)
+        return None
+    return args[i + 1], args[:i] + args[i + 2 :]
+
+
 def cmd_test(args: list[str]) -> int:
-    envs = list(ENVIRONMENTS)
-    if "--env" in args:
-        i = args.index("--env")
-        if i + 1 >= len(args) or args[i + 1] not in ENVIRONMENTS:
-            print(f"dev.py: --env takes one of {', '.join(ENVIRONMENTS)}", file=sys.stderr)
-            return 2
-        envs = [args[i + 1]]
-        args = args[:i] + args[i + 2 :]
+    taken = _take_env(args)
+    if taken is None:
+        return 2
+    chosen, args = taken
+    envs = [chosen] if chosen else list(ENVIRONMENTS)
     status = 0
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     if not args:  # lint and types only on the full run
@@ -326,17 +335,15 @@ def cmd_site(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    if "--env" in args:
-        # the instruction counts on another Python and Django of the matrix
-        i = args.index("--env")
-        if "--instructions" not in args:
-            print("dev.py: --env goes with bench --instructions", file=sys.stderr)
-            return 2
-        if i + 1 >= len(args) or args[i + 1] not in ENVIRONMENTS:
-            print(f"dev.py: --env takes one of {', '.join(ENVIRONMENTS)}", file=sys.stderr)
-            return 2
-        env, args = args[i + 1], args[:i] + args[i + 2 :]
-        interpreter = find_python(ENVIRONMENTS[env].python)
+    if "--env" in args and "--instructions" not in args:
+        print("dev.py: --env goes with bench --instructions", file=sys.stderr)
+        return 2
+    taken = _take_env(args)  # the instruction counts on another Python and Django
+    if taken is None:
+        return 2
+    chosen, args = taken
+    if chosen:
+        env, interpreter = chosen, find_python(ENVIRONMENTS[chosen].python)
         if interpreter is None:
             version = ENVIRONMENTS[env].python
             print(f"dev.py: no python{version} on PATH or through pyenv", file=sys.stderr)
