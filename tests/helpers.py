@@ -11,6 +11,7 @@ import pty
 import struct
 import subprocess
 import termios
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,3 +196,29 @@ def in_terminal(
     status = process.wait(timeout=120)
     stderr = process.stderr.read().decode() if process.stderr else ""
     return status, b"".join(chunks), stderr
+
+
+# --- stepping an awaitable every way Python does --------------------------------------
+
+
+@types.coroutine
+def delegated(awaitable: Any) -> Any:
+    """``yield from`` its ``__await__()``: what ``await`` does, written out."""
+    return (yield from awaitable.__await__())
+
+
+@types.coroutine
+def stepped_by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
+    """Its ``__await__()`` stepped with ``step`` (each yield passed on to the loop),
+    to StopIteration: ("stopped", its value, its args)."""
+    iterator = awaitable.__await__()
+    while True:
+        try:
+            yielded = step(iterator)
+        except StopIteration as stop:
+            return "stopped", stop.value, stop.args
+        yield yielded
+
+
+#: The ways to step an iterator by hand: ``__next__()``, ``next()``, ``send(None)``.
+STEPS: list[Callable[[Any], Any]] = [lambda it: it.__next__(), next, lambda it: it.send(None)]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 from collections import Counter
 
 import pytest
 
 from hopwatch import _hotpath, _hotpath_py
+from tests.helpers import STEPS, delegated, stepped_by_hand
 
 PUBLIC = [
     "Hop",
@@ -409,30 +409,14 @@ def test_then_stepped_every_way_ends_with_its_value_none_included():
 
         return work
 
-    @types.coroutine
-    def delegated(awaitable):
-        return (yield from awaitable.__await__())
-
-    @types.coroutine
-    def by_hand(awaitable, step):
-        iterator = awaitable.__await__()
-        while True:
-            try:
-                yielded = step(iterator)
-            except StopIteration as stop:
-                return "stopped", stop.value, stop.args
-            yield yielded
-
-    steps = [lambda it: it.__next__(), next, lambda it: it.send(None)]
-
     async def main():
         ended = []
         for value in (None, 7):
             ended.append(await _hotpath.then(returning(value)(), calls, value, None))
             ended.append(await delegated(_hotpath.then(returning(value)(), calls, value, None)))
-            for step in steps:
+            for step in STEPS:
                 awaitable = _hotpath.then(returning(value)(), calls, value, None)
-                ended.append(await by_hand(awaitable, step))
+                ended.append(await stepped_by_hand(awaitable, step))
         return ended
 
     ended = asyncio.run(main())

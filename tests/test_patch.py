@@ -44,7 +44,7 @@ from hopwatch._recorder import (
 )
 from hopwatch.apps import activate, deactivate
 from hopwatch.testing import count_hops
-from tests.helpers import wait_until
+from tests.helpers import STEPS, delegated, stepped_by_hand, wait_until
 
 
 @contextlib.contextmanager
@@ -362,22 +362,6 @@ def test_a_sync_to_async_stepped_every_way_ends_as_asgirefs_own():
     Every way it ends in StopIteration with the function's value, None and a tuple
     included, as asgiref's own coroutine ends; with hopwatch, one hop each."""
 
-    @types.coroutine
-    def delegated(awaitable: Any) -> Any:
-        return (yield from awaitable.__await__())
-
-    @types.coroutine
-    def by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
-        iterator = awaitable.__await__()
-        while True:
-            try:
-                yielded = step(iterator)
-            except StopIteration as stop:
-                return "stopped", stop.value, stop.args
-            yield yielded
-
-    steps = [lambda it: it.__next__(), next, lambda it: it.send(None)]
-
     def returning(value: Any) -> Callable[[], Any]:
         return lambda: value
 
@@ -388,8 +372,9 @@ def test_a_sync_to_async_stepped_every_way_ends_as_asgirefs_own():
                 for value in (None, 7, (1, 2)):
                     ended.append(await sync_to_async(returning(value))())
                     ended.append(await delegated(sync_to_async(returning(value))()))
-                    for step in steps:
-                        ended.append(await by_hand(sync_to_async(returning(value))(), step))
+                    for step in STEPS:
+                        awaitable = sync_to_async(returning(value))()
+                        ended.append(await stepped_by_hand(awaitable, step))
             return ended, len(scope)
 
         return asyncio.run(main())
