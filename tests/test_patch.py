@@ -386,6 +386,69 @@ def test_a_sync_to_async_stepped_every_way_ends_as_asgirefs_own():
     assert (hops, hops_bare) == (15, 0)
 
 
+def test_the_stopiteration_a_hop_ends_with_is_the_one_asgirefs_coroutine_ends_with():
+    """Stepped by hand, a hop ends in a StopIteration whose every part is what
+    asgiref's own coroutine gives: its type, args, value, cause, the context it
+    is chained to when it is raised while an exception is being handled (and
+    none when not), and no notes or attributes. (From Python 3.12 on hopwatch
+    makes this exception itself at every hop returning a value, since `await`
+    takes the value out of it.)"""
+
+    class Handled(Exception):
+        pass
+
+    def parts(stop: StopIteration, handled: BaseException | None) -> tuple[Any, ...]:
+        return (
+            type(stop),
+            stop.args,
+            stop.value,
+            stop.__cause__,
+            stop.__context__ is handled,
+            type(stop.__context__),
+            stop.__suppress_context__,
+            getattr(stop, "__notes__", None),
+            vars(stop),
+            [frame.f_code.co_name for frame, _ in traceback.walk_tb(stop.__traceback__)],
+        )
+
+    @types.coroutine
+    def ended(value: Any, step: Callable[[Any], Any], handle: bool) -> Any:
+        iterator = sync_to_async(lambda: value)().__await__()
+        while True:
+            handled = None
+            try:
+                if handle:
+                    try:
+                        raise Handled("being handled")
+                    except Handled as exc:
+                        handled = exc
+                        yielded = step(iterator)
+                else:
+                    yielded = step(iterator)
+            except StopIteration as stop:
+                return parts(stop, handled)
+            yield yielded
+
+    def scenario() -> tuple[list[tuple[Any, ...]], int]:
+        async def main() -> tuple[list[tuple[Any, ...]], int]:
+            seen = []
+            with ledger() as scope:
+                for value in (7, (1, 2), None):
+                    for step in STEPS:
+                        seen.append(await ended(value, step, False))
+                        seen.append(await ended(value, step, True))
+            return seen, len(scope)
+
+        return asyncio.run(main())
+
+    (seen, hops), (seen_bare, hops_bare) = both(scenario)
+    assert seen == seen_bare
+    assert seen[0][:9] == (StopIteration, (7,), 7, None, True, type(None), False, None, {})
+    assert seen[1][:9] == (StopIteration, (7,), 7, None, True, Handled, False, None, {})
+    assert seen[6][1:3] == (((1, 2),), (1, 2))
+    assert (hops, hops_bare) == (18, 0)
+
+
 def _user_frames(exc: BaseException) -> list[tuple[str, str]]:
     """(file, function) of each traceback frame, hopwatch's own hidden frames left out."""
     frames = []

@@ -3526,6 +3526,31 @@ stop_iteration(PyObject *value)
         PyErr_SetNone(PyExc_StopIteration);
         return NULL;
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    /* From 3.12 on `await` takes a value out of a StopIteration from an
+     * awaitable that is not a coroutine (SEND, through tp_iternext), so every
+     * hop whose code returns something raises one. Made here as
+     * StopIteration(value) makes it (args (value,), value; the rest NULL, as
+     * tp_alloc leaves it), without the call of its type and its __init__'s
+     * argument parsing; and raised as it is, unless an exception is being
+     * handled, whose chaining (__context__) PyErr_SetObject does. */
+    PyObject *handled = PyErr_GetHandledException();
+    if (handled == NULL) {
+        PyTypeObject *type = (PyTypeObject *)PyExc_StopIteration;
+        PyStopIterationObject *e = (PyStopIterationObject *)type->tp_alloc(type, 0);
+        if (e != NULL && (e->args = PyTuple_Pack(1, value)) == NULL) {
+            Py_CLEAR(e);
+        }
+        if (e != NULL) {
+            e->value = value; /* the reference taken over */
+            PyErr_SetRaisedException((PyObject *)e);
+            return NULL;
+        }
+        Py_DECREF(value);
+        return NULL;
+    }
+    Py_DECREF(handled);
+#endif
     PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
     Py_DECREF(value);
     if (exc != NULL) {
