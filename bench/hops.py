@@ -50,6 +50,14 @@ async def _anoop() -> None:
     return None
 
 
+def _valued_noop() -> tuple[int, int]:
+    return (1, 2)
+
+
+async def _avalued_noop() -> tuple[int, int]:
+    return (1, 2)
+
+
 #: The ledger the patched rounds record into (None in the bare rounds).
 _ledger: RequestRecord | None = None
 
@@ -70,9 +78,9 @@ async def _in_request(main: Callable[[], Any]) -> float:
     return result
 
 
-def _s2a_sensitive(n: int) -> float:
+def _s2a_sensitive(n: int, function: Callable[[], Any] = _noop) -> float:
     async def main() -> float:
-        hop = sync_to_async(_noop)
+        hop = sync_to_async(function)
         start = time.perf_counter_ns()
         for _ in range(n):
             await hop()
@@ -92,11 +100,11 @@ def _s2a_pool(n: int) -> float:
     return asyncio.run(_in_request(main))
 
 
-def _a2s_running_loop(n: int) -> float:
+def _a2s_running_loop(n: int, function: Callable[[], Any] = _anoop) -> float:
     """async_to_sync from a worker thread back onto the running loop (Django's usual case)."""
 
     def in_thread() -> float:
-        hop = async_to_sync(_anoop)
+        hop = async_to_sync(function)
         start = time.perf_counter_ns()
         for _ in range(n):
             hop()
@@ -131,6 +139,30 @@ CASES = [
     Case("async_to_sync, onto the running loop", _a2s_running_loop, 1.0),
     Case("async_to_sync, cold (new loop)", _a2s_cold, 0.25),
 ]
+
+
+def _s2a_sensitive_valued(n: int) -> float:
+    return _s2a_sensitive(n, _valued_noop)
+
+
+def _a2s_running_loop_valued(n: int) -> float:
+    return _a2s_running_loop(n, _avalued_noop)
+
+
+#: Two of the hops again, their function returning a value (a tuple) where the
+#: hops above return None, as most of an application's do (an ORM query's
+#: result, a response). From Python 3.12 on, `await` takes a value out of an
+#: awaitable that is not a coroutine through a StopIteration, which hopwatch's
+#: awaitable makes and asgiref's coroutine does not; None needs none. Counted in
+#: instructions (bench.instructions), not timed: the wall-time bench and its
+#: verdicts keep to CASES.
+VALUED_CASES = [
+    Case("sync_to_async, thread-sensitive, returning a value", _s2a_sensitive_valued, 1.0),
+    Case("async_to_sync, onto the running loop, returning a value", _a2s_running_loop_valued, 1.0),
+]
+
+#: What bench.instructions counts, per hop.
+COUNTED_CASES = CASES + VALUED_CASES
 
 
 def _measure(case: Case, patched: bool, n: int) -> tuple[float, float]:

@@ -39,7 +39,9 @@ context went a level deeper in the configurations with hopwatch only: some
 
 Per hop: the four crossings of ``bench/hops.py``, bare and with hopwatch
 recording into a scope (as inside a request), with the C accelerator and with
-the pure-Python path.
+the pure-Python path; then two of them again with a function that returns a
+value, not None (``hops.VALUED_CASES``: from Python 3.12 on, `await` takes a
+value out of hopwatch's awaitable through a StopIteration).
 
 Per request: Django's real ``ASGIHandler`` in this process, startproject's
 default middleware, an async view (15 hops), driven by an in-process ASGI
@@ -305,7 +307,7 @@ _WORKER = (
     # wherever they block (a lock, the selector), as every hop does. (The
     # request runs repeat better without it: +-6,000 per request, +-10,000 with.)
     "    sys.setswitchinterval(100.0)\n"
-    "    case = hops.CASES[int(argv[1])]\n"
+    "    case = hops.COUNTED_CASES[int(argv[1])]\n"
     "    hops._measure_wall(case, argv[2] != 'bare', int(argv[3]), recorded=False)\n"
     "else:\n"
     "    instructions.run_requests(argv[1], int(argv[2]), argv[3])\n"
@@ -374,7 +376,7 @@ def measure(
     # (key, argv, pure Python, run length, hash seed)
     jobs: list[tuple[str, tuple[str, ...], bool, int, int]] = []
     if only in (None, "hops"):
-        for case_index, case in enumerate(hops.CASES):
+        for case_index, case in enumerate(hops.COUNTED_CASES):
             small = max(10, int(hops_small * case.scale))
             large = max(small + 10, int(hops_large * case.scale))
             for mode in ("bare", "c", "python"):
@@ -427,7 +429,7 @@ def measure(
 
     report: dict[str, Any] = {"hops": [], "requests": {}}
     if only in (None, "hops"):
-        for case_index, case in enumerate(hops.CASES):
+        for case_index, case in enumerate(hops.COUNTED_CASES):
             bare = marginal(f"hop:{case_index}:bare")[0]
             c_total, c_parts = marginal(f"hop:{case_index}:c")
             py_total = marginal(f"hop:{case_index}:python")[0]

@@ -966,3 +966,38 @@ def test_a_per_request_instruction_count_not_on_record_is_said_not_measured():
     assert "### Per request: missed" not in render_misses(data, list(verdicts.values()))
     # Without a request part at all, neither row.
     assert judge({}) == []
+
+
+def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch):
+    """bench.instructions counts two hops again with a function returning a value
+    (hops.VALUED_CASES): each runs that function once per hop, bare, and with
+    hopwatch every one of its hops is recorded as the no-op's, like the others."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import hops
+    finally:
+        sys.path.remove(str(ROOT))
+
+    assert [case.name for case in hops.COUNTED_CASES[: len(hops.CASES)]] == [
+        case.name for case in hops.CASES
+    ]
+    assert len(hops.VALUED_CASES) == 2
+    calls: list[str] = []
+
+    def valued_noop() -> tuple[int, int]:  # named as hopwatch's record is read
+        calls.append("sync")
+        return (1, 2)
+
+    async def avalued_noop() -> tuple[int, int]:
+        calls.append("async")
+        return (1, 2)
+
+    monkeypatch.setattr(hops, "_valued_noop", valued_noop)
+    monkeypatch.setattr(hops, "_avalued_noop", avalued_noop)
+    for case, side in zip(hops.VALUED_CASES, ("sync", "async"), strict=True):
+        calls.clear()
+        hops._measure_wall(case, False, 7)
+        assert calls == [side] * 7, case.name
+        hops.last_recorded_ns = 0.0
+        hops._measure_wall(case, True, 7)  # asserts the hops were recorded
+        assert hops.last_recorded_ns > 0, case.name
