@@ -972,11 +972,9 @@ def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch
     """bench.instructions counts two hops again with a function returning a value
     (hops.VALUED_CASES): each runs that function once per hop, bare, and with
     hopwatch every one of its hops is recorded as the no-op's, like the others."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from bench import hops
-    finally:
-        sys.path.remove(str(ROOT))
+    from bench import hops
+
+    import hopwatch
 
     assert [case.name for case in hops.COUNTED_CASES[: len(hops.CASES)]] == [
         case.name for case in hops.CASES
@@ -1001,3 +999,6 @@ def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch
         hops.last_recorded_ns = 0.0
         hops._measure_wall(case, True, 7)  # asserts the hops were recorded
         assert hops.last_recorded_ns > 0, case.name
+    # The bare runs uninstall the patch and the patched ones install it: it is
+    # left installed, as the test app has it.
+    assert hopwatch.is_installed()
