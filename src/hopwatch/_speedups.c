@@ -3538,15 +3538,15 @@ stop_iteration(PyObject *value)
     if (handled == NULL) {
         PyTypeObject *type = (PyTypeObject *)PyExc_StopIteration;
         PyStopIterationObject *e = (PyStopIterationObject *)type->tp_alloc(type, 0);
-        if (e != NULL && (e->args = PyTuple_Pack(1, value)) == NULL) {
-            Py_CLEAR(e);
-        }
-        if (e != NULL) {
-            e->value = value; /* the reference taken over */
-            PyErr_SetRaisedException((PyObject *)e);
+        PyObject *args = e != NULL ? PyTuple_Pack(1, value) : NULL;
+        if (args == NULL) {
+            Py_XDECREF(e);
+            Py_DECREF(value);
             return NULL;
         }
-        Py_DECREF(value);
+        e->args = args;
+        e->value = value; /* the reference taken over */
+        PyErr_SetRaisedException((PyObject *)e);
         return NULL;
     }
     Py_DECREF(handled);
