@@ -208,16 +208,23 @@ def delegated(awaitable: Any) -> Any:
 
 
 @types.coroutine
-def stepped_by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
+def stop_of(awaitable: Any, step: Callable[[Any], Any]) -> Any:
     """Its ``__await__()`` stepped with ``step`` (each yield passed on to the loop),
-    to StopIteration: ("stopped", its value, its args)."""
+    to the StopIteration it ends with, returned (not raised)."""
     iterator = awaitable.__await__()
     while True:
         try:
             yielded = step(iterator)
         except StopIteration as stop:
-            return "stopped", stop.value, stop.args
+            return stop
         yield yielded
+
+
+@types.coroutine
+def stepped_by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
+    """:func:`stop_of`, as ("stopped", its value, its args)."""
+    stop = yield from stop_of(awaitable, step)
+    return "stopped", stop.value, stop.args
 
 
 #: The ways to step an iterator by hand: ``__next__()``, ``next()``, ``send(None)``.

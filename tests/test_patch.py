@@ -44,7 +44,7 @@ from hopwatch._recorder import (
 )
 from hopwatch.apps import activate, deactivate
 from hopwatch.testing import count_hops
-from tests.helpers import STEPS, delegated, stepped_by_hand, wait_until
+from tests.helpers import STEPS, delegated, stepped_by_hand, stop_of, wait_until
 
 
 @contextlib.contextmanager
@@ -411,23 +411,17 @@ def test_the_stopiteration_a_hop_ends_with_is_the_one_asgirefs_coroutine_ends_wi
             [frame.f_code.co_name for frame, _ in traceback.walk_tb(stop.__traceback__)],
         )
 
-    @types.coroutine
-    def ended(value: Any, step: Callable[[Any], Any], handle: bool) -> Any:
-        iterator = sync_to_async(lambda: value)().__await__()
-        while True:
-            handled = None
+    async def ended(value: Any, step: Callable[[Any], Any], handle: bool) -> tuple[Any, ...]:
+        handled = Handled("being handled")
+
+        def while_handled(iterator: Any) -> Any:  # each step while `handled` is handled
             try:
-                if handle:
-                    try:
-                        raise Handled("being handled")
-                    except Handled as exc:
-                        handled = exc
-                        yielded = step(iterator)
-                else:
-                    yielded = step(iterator)
-            except StopIteration as stop:
-                return parts(stop, handled)
-            yield yielded
+                raise handled
+            except Handled:
+                return step(iterator)
+
+        stop = await stop_of(sync_to_async(lambda: value)(), while_handled if handle else step)
+        return parts(stop, handled if handle else None)
 
     def scenario() -> tuple[list[tuple[Any, ...]], int]:
         async def main() -> tuple[list[tuple[Any, ...]], int]:
