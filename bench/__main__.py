@@ -1298,7 +1298,7 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "result": f"{full - bare:+,.0f} on {bare:,.0f} ({(full / bare - 1) * 100:+.2f}%),"
                 f" the mean over {_seeds(counted.get('seeds', 1))}"
                 + (
-                    f" (each run length run {counted['repeat']} times, the median kept)"
+                    f" (each seed's run made {counted['repeat']} times, the median kept)"
                     if counted.get("repeat", 1) > 1
                     else ""
                 )

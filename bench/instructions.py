@@ -2,14 +2,22 @@
 
 Instruction counts do not move with the machine's load, so this is the number
 to hold hopwatch to (the wall-time benchmarks in ``bench/hops.py`` and
-``bench/server.py`` are ratios within one run). Every figure is marginal: the
-difference between a run of N and a run of M hops (or requests), divided by
-N - M, so interpreter start-up and Django's set-up cancel out; thread
-scheduling moves a run's total, so valgrind's fair scheduler runs the threads
+``bench/server.py`` are ratios within one run). A hop's figure is marginal: the
+difference between a run of N and a run of M hops, divided by N - M, so
+interpreter start-up cancels out. A request's figure is counted inside one
+process: each run serves its requests between two marks, where callgrind dumps
+its counts (``MARK``, ``run_requests``), and the count between them is those
+requests' alone. Two processes of different run lengths also differ in where
+everything lands in memory, and their difference took that into the figure
+with the start-up's billion instructions: on Python 3.13 the full product read
++179,831 to +207,401 a request that way over three hash seeds, and +153,000 to
++158,000 counted between the marks, each seed's lower of two runs
+(``docs/performance-history.md``, 2026-12-05). Thread
+scheduling moves a run's count, so valgrind's fair scheduler runs the threads
 in a fixed order (``--fair-sched=yes``), in the hop runs the interpreter hands
 the GIL over only where a thread blocks (no 5 ms timed hand-offs: see
-``_WORKER``), and the runs are long (the defaults: 1,000 hops, 300 requests of
-difference).
+``_WORKER``), and the runs are long (the defaults: 1,000 hops of difference,
+300 requests counted).
 
     python -m bench.instructions                  # hops and requests, C and pure Python
     python -m bench.instructions --only hops
@@ -22,15 +30,16 @@ tag xor the name's hash) follow the hash seed and the order in which types were
 first looked up, and a change anywhere in the process moves them. A bare
 request's count moves by about 20,000 instructions between seeds, a hopwatch
 request's by about as much, so a change worth a few thousand instructions is
-judged on ``--seeds`` (each seed's marginal is reported; the figure is their
-mean), and ``--repeat`` (the same seed again) only takes out thread-scheduling
-outliers.
+judged on ``--seeds`` (each seed's figure is reported; the figure is their
+mean), and ``--repeat`` (the same seed again, the median run kept) takes out
+thread-scheduling outliers: on 3.13 one request run in four or five read
+35,000 to 60,000 instructions a request above its repeat.
 
 What a configuration does not change is kept out of that draw: every run
 imports the modules whose context variables a request sets before anything of
 its own (``same_layout``), and reads its job from one fixed-width environment
 variable, not argv, so those variables are at the same addresses in every
-configuration and run length of a seed. A context is a hash trie keyed on the
+configuration and run of a seed. A context is a hash trie keyed on the
 variables' hashes, which mix in their addresses; before, Django's urlconf
 ``Local``s landed elsewhere once hopwatch's app was imported, and where two of
 a request's variables then shared a trie node, every get and set of its
@@ -49,8 +58,9 @@ loop; with hopwatch, its app and middleware and one line per request written
 to a file through a ``logging.FileHandler``. Each run first serves a few
 requests and freezes what start-up left to the collector (``gc.freeze()``), so
 a full collection, which comes every few hundred requests and walks the whole
-heap, cannot fall inside one run length and not the other. What each part of hopwatch costs
-is measured by taking parts away, one configuration each:
+heap, walks only what the requests left; then 30 more before the count
+starts. What each part of hopwatch costs is measured by taking parts away, one
+configuration each:
 
 - ``bare``: no hopwatch;
 - ``hops``: the asgiref patches recording every hop (no Django layer);
@@ -93,6 +103,15 @@ REQUEST_CONFIGS = ("bare", "hops", "scope", "build", "hopwatch")
 LATEST_REQUESTS = ROOT / ".cache" / "bench" / "instructions-requests.json"
 #: Requests served before a run is counted (see run_requests).
 WARM_UP = 5
+#: Requests served after the warm-up and the freeze, before the count starts:
+#: the requests counted are the ones the marginal between runs of 30 and 330
+#: requests counted before (see run_requests).
+LEAD_IN = 30
+#: The libc function callgrind dumps its counts at (``--dump-before``): the
+#: request runs call it (``os.getppid()``) at the start and at the end of the
+#: requests they count, and nothing else in the process does (a run checks it
+#: got exactly those two dumps).
+MARK = "getppid"
 
 
 # --- the in-process Django site ------------------------------------------------
@@ -258,17 +277,23 @@ async def serve_on(handler: Any, count: int) -> None:
 
 
 def run_requests(config: str, n: int, log_path: str) -> None:
+    """Serve ``n`` requests between two marks (``MARK``), where callgrind dumps
+    its counts, so the count between them is those requests' alone, in this one
+    process (``_callgrind``)."""
     main = site(config, log_path)
     # Warm up (first-request caches), then freeze what start-up left to the
     # collector: a full collection walks every object of the heap, millions of
-    # instructions, and whether one falls inside a run of N requests but not M
-    # (it comes every few hundred requests) moved the marginal by 20,000 to
-    # 40,000 per request either way. Frozen, the full collections walk only what
-    # the requests themselves left (hopwatch's records included).
+    # instructions, and whether one falls inside the counted requests (it comes
+    # every few hundred requests) moved the figure by 20,000 to 40,000 per
+    # request either way. Frozen, the full collections walk only what the
+    # requests themselves left (hopwatch's records included).
     asyncio.run(main(WARM_UP))
     gc.collect()
     gc.freeze()
+    asyncio.run(main(LEAD_IN))
+    os.getppid()  # MARK: the count starts
     asyncio.run(main(n))
+    os.getppid()  # MARK: the count ends
     # (The parent checks the log has one line per request: see check_lines.)
 
 
@@ -279,8 +304,9 @@ def check_lines(log_path: str, n: int) -> None:
     (iterating the file added about 7,000 instructions per request on Python 3.12)."""
     with open(log_path, "rb") as log:
         lines = sum(1 for _ in log)
-    if lines != n + WARM_UP:
-        raise RuntimeError(f"{lines} lines in {log_path} for {n + WARM_UP} requests")
+    served = WARM_UP + LEAD_IN + n
+    if lines != served:
+        raise RuntimeError(f"{lines} lines in {log_path} for {served} requests")
 
 
 # --- callgrind ---------------------------------------------------------------------
@@ -321,9 +347,11 @@ _JOB_WIDTH = 400
 def _callgrind(
     args: list[str], tmp: str, pure: bool, tag: str, seed: int = 0, parts: bool = False
 ) -> tuple[int, dict[str, int] | None]:
-    """(total instructions, hopwatch's own C code by part when ``parts`` and
-    measurable, else None)."""
+    """(instructions counted, hopwatch's own C code by part when ``parts`` and
+    measurable, else None). A hop run counts the whole process; a request run
+    counts only its requests, between its two marks (run_requests)."""
     out = Path(tmp) / f"callgrind.{tag}.out"
+    marked = args[0] == "request"
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -333,6 +361,7 @@ def _callgrind(
         # to within a few hundred instructions per request, not +-10,000
         "--fair-sched=yes",
         f"--callgrind-out-file={out}",
+        *([f"--dump-before={MARK}"] if marked else []),
         sys.executable,
         "-c",
         _WORKER.format(root=str(ROOT)),
@@ -353,19 +382,40 @@ def _callgrind(
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if result.returncode != 0 or not match:
         raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-1500:]}")
+    total = int(match.group(1))
+    if marked:
+        # Dumped at the marks: part 1 is everything before the first (start-up,
+        # Django's set-up, the warm-up), part 2 the requests counted, and the
+        # final profile (out itself) what followed the second.
+        out, total = _counted_part(out)
     if not parts:
-        return int(match.group(1)), None
+        return total, None
     from bench import own_code
 
-    return int(match.group(1)), own_code.parts_of(out)
+    return total, own_code.parts_of(out)
+
+
+def _counted_part(out: Path) -> tuple[Path, int]:
+    """The profile callgrind dumped at a request run's second mark, and its
+    count: what ran between the two marks."""
+    dumps = sorted(out.parent.glob(f"{out.name}.*"))
+    if [d.name for d in dumps] != [f"{out.name}.1", f"{out.name}.2"]:
+        raise RuntimeError(
+            f"callgrind dumped {len(dumps)} profiles at {MARK}() where a request run"
+            " marks 2: something else in the process calls it"
+        )
+    counted = dumps[1]
+    match = re.search(r"^summary:\s*(\d+)", counted.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no count in {counted}")
+    return counted, int(match.group(1))
 
 
 def measure(
     only: str | None = None,
     hops_small: int = 200,
     hops_large: int = 1200,
-    requests_small: int = 30,
-    requests_large: int = 330,
+    requests: int = 300,
     repeat: int = 1,
     seeds: int = 1,
 ) -> dict[str, Any]:
@@ -388,11 +438,10 @@ def measure(
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
             config = mode.removesuffix("-python")
-            for n in (requests_small, requests_large):
-                args = ("request", config, str(n))
-                for seed in range(seeds):
-                    job = (f"request:{mode}", args, mode.endswith("python"), n, seed)
-                    jobs += [job] * repeat
+            args = ("request", config, str(requests))
+            for seed in range(seeds):
+                job = (f"request:{mode}", args, mode.endswith("python"), requests, seed)
+                jobs += [job] * repeat
 
     # key -> [(run length, hash seed, total, own C code by part)]
     results: dict[str, list[tuple[int, int, int, dict[str, int] | None]]] = {}
@@ -422,55 +471,45 @@ def measure(
 
     spreads: dict[str, list[float]] = {}
 
-    def marginal(key: str) -> tuple[float, dict[str, float] | None]:
-        total, per_seed, parts = marginal_of(results[key])
+    def figure(key: str) -> tuple[float, dict[str, float] | None]:
+        of = per_request_of if key.startswith("request:") else marginal_of
+        total, per_seed, parts = of(results[key])
         spreads[key] = per_seed
         return total, parts
 
     report: dict[str, Any] = {"hops": [], "requests": {}}
     if only in (None, "hops"):
         for case_index, case in enumerate(hops.COUNTED_CASES):
-            bare = marginal(f"hop:{case_index}:bare")[0]
-            c_total, c_parts = marginal(f"hop:{case_index}:c")
-            py_total = marginal(f"hop:{case_index}:python")[0]
+            bare = figure(f"hop:{case_index}:bare")[0]
+            c_total, c_parts = figure(f"hop:{case_index}:c")
+            py_total = figure(f"hop:{case_index}:python")[0]
             own = sum(c_parts.values()) if c_parts else None
             report["hops"].append(
                 {"name": case.name, "bare": bare, "c": c_total, "own": own, "python": py_total}
             )
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
-            total, parts = marginal(f"request:{mode}")
+            total, parts = figure(f"request:{mode}")
             report["requests"][mode] = {"total": total, "own_parts": parts}
     report["seeds"] = seeds
     report["repeat"] = repeat  # each run length run this many times, the median kept
-    report["per_seed"] = spreads  # each key's marginal per hash seed
+    report["per_seed"] = spreads  # each key's figure per hash seed
     return report
 
 
-def marginal_of(
-    runs: list[tuple[int, int, int, dict[str, int] | None]],
+def _median_run(
+    runs: list[tuple[int, int, int, dict[str, int] | None]], seed: int, n: int
+) -> tuple[int, dict[str, int] | None]:
+    """(total, parts) of the median_low run of length ``n`` under ``seed`` (with
+    --repeat: a run whose threads happened to hand over more often moves one
+    figure, not the result)."""
+    these = sorted(((t, p) for m, s, t, p in runs if s == seed and m == n), key=lambda r: r[0])
+    return these[(len(these) - 1) // 2]
+
+
+def _mean_over_seeds(
+    totals: list[float], parts: list[dict[str, float] | None]
 ) -> tuple[float, list[float], dict[str, float] | None]:
-    """One configuration's marginal per unit from its runs, each (run length, hash
-    seed, total, own C code by part or None): per seed, the marginal between
-    its two run lengths, each length's median total (with --repeat: a run whose
-    threads happened to hand over more often moves one figure, not it) and
-    the parts of that same run; then the mean over the seeds (see --seeds).
-    Returns (mean, each seed's marginal, the parts' means or None where a run
-    has none)."""
-    totals: list[float] = []
-    parts: list[dict[str, float] | None] = []
-    for seed in sorted({s for _, s, _, _ in runs}):
-        ends = []
-        for n in sorted({n for n, s, _, _ in runs if s == seed}):
-            these = sorted(
-                ((t, p) for m, s, t, p in runs if s == seed and m == n), key=lambda r: r[0]
-            )
-            ends.append((n, *these[(len(these) - 1) // 2]))  # the median_low run
-        (n1, t1, p1), (n2, t2, p2) = ends
-        totals.append((t2 - t1) / (n2 - n1))
-        parts.append(
-            None if p1 is None or p2 is None else {k: (p2[k] - p1[k]) / (n2 - n1) for k in p2}
-        )
     known = [p for p in parts if p is not None]
     mean_parts = (
         {k: statistics.fmean(p[k] for p in known) for k in known[0]}
@@ -478,6 +517,45 @@ def marginal_of(
         else None
     )
     return statistics.fmean(totals), totals, mean_parts
+
+
+def marginal_of(
+    runs: list[tuple[int, int, int, dict[str, int] | None]],
+) -> tuple[float, list[float], dict[str, float] | None]:
+    """One hop configuration's marginal per hop from its runs, each (run length,
+    hash seed, total, own C code by part or None): per seed, the marginal
+    between its two run lengths, each length's median run (``_median_run``)
+    and the parts of that same run; then the mean over the seeds (see
+    --seeds). Returns (mean, each seed's marginal, the parts' means or None
+    where a run has none)."""
+    totals: list[float] = []
+    parts: list[dict[str, float] | None] = []
+    for seed in sorted({s for _, s, _, _ in runs}):
+        (n1, n2) = sorted({n for n, s, _, _ in runs if s == seed})
+        (t1, p1), (t2, p2) = _median_run(runs, seed, n1), _median_run(runs, seed, n2)
+        totals.append((t2 - t1) / (n2 - n1))
+        parts.append(
+            None if p1 is None or p2 is None else {k: (p2[k] - p1[k]) / (n2 - n1) for k in p2}
+        )
+    return _mean_over_seeds(totals, parts)
+
+
+def per_request_of(
+    runs: list[tuple[int, int, int, dict[str, int] | None]],
+) -> tuple[float, list[float], dict[str, float] | None]:
+    """One request configuration's count per request from its runs, each
+    (requests counted, hash seed, their count between the marks, own C code by
+    part or None): per seed, the median run's count over its requests; then the
+    mean over the seeds. Returns (mean, each seed's figure, the parts' means or
+    None where a run has none)."""
+    totals: list[float] = []
+    parts: list[dict[str, float] | None] = []
+    for seed in sorted({s for _, s, _, _ in runs}):
+        (n,) = {n for n, s, _, _ in runs if s == seed}
+        total, part = _median_run(runs, seed, n)
+        totals.append(total / n)
+        parts.append(None if part is None else {k: v / n for k, v in part.items()})
+    return _mean_over_seeds(totals, parts)
 
 
 #: What each part of hopwatch's own C code is (bench.own_code.PARTS), for the table.
@@ -555,8 +633,9 @@ def format_report(report: dict[str, Any]) -> str:
         bare = requests["bare"]["total"]
         full = requests["hopwatch"]["total"]
         lines += [
-            "Instructions per request (marginal; ASGIHandler in process, startproject's"
-            " middleware, async view, 15 hops, line written to a file):",
+            "Instructions per request (the requests counted between two marks in one"
+            " process; ASGIHandler in process, startproject's middleware, async view,"
+            " 15 hops, line written to a file):",
             "",
             "| configuration | per request | added over bare | added % |",
             "|---|---:|---:|---:|",
@@ -595,7 +674,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", *own_parts_table(own, requests["bare"]["total"], full - bare)]
     per_seed = report.get("per_seed", {})
     if report.get("seeds", 1) > 1 and per_seed:
-        lines += ["", f"Means over {report['seeds']} hash seeds; each seed's marginal:", ""]
+        lines += ["", f"Means over {report['seeds']} hash seeds; each seed's figure:", ""]
         for key, values in per_seed.items():
             lines.append(f"- {key}: " + ", ".join(f"{v:,.0f}" for v in values))
     return "\n".join(lines)
@@ -609,9 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="run each run length this many times and take the median (request runs"
-        " move by about 10,000 instructions per request between runs with thread"
-        " hand-offs; 3 takes one outlier out)",
+        help="run each run this many times and take the median (a request run moves"
+        " by a few thousand instructions per request between runs with thread"
+        " hand-offs, and now and then by 35,000 to 60,000; 3 takes one outlier out)",
     )
     parser.add_argument(
         "--seeds",

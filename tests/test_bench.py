@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -662,7 +664,7 @@ def test_hopwatchs_own_code_is_split_by_function_and_into_the_issues_parts():
     }
 
 
-def test_a_request_marginal_takes_its_parts_from_the_median_run_and_means_seeds():
+def test_a_hop_marginal_takes_its_parts_from_the_median_run_and_means_seeds():
     """Per seed and run length the median_low run's total and that same run's
     parts; the marginal per seed; their mean over seeds. A run without parts (the
     profile could not be read) leaves the parts unmeasured, never 0."""
@@ -684,6 +686,65 @@ def test_a_request_marginal_takes_its_parts_from_the_median_run_and_means_seeds(
     assert parts == {"patch": 11.0, "fold": 5.5}
     runs[-1] = (130, 1, 16_000, None)
     assert marginal_of(runs)[2] is None
+
+
+def test_a_request_count_is_its_median_runs_count_over_its_requests_mean_over_seeds():
+    """Per seed the median_low run's count between the marks over the requests it
+    counted, and that same run's parts; the mean over seeds. A run without parts
+    leaves the parts unmeasured, never 0."""
+    from bench.instructions import per_request_of
+
+    runs = [
+        (300, 0, 2_100_000, {"patch": 30_000}),
+        (300, 0, 2_000_000, {"patch": 90_000}),
+        (300, 0, 1_800_000, {"patch": 60_000}),
+        (300, 1, 2_400_000, {"patch": 36_000}),
+    ]
+    mean, per_seed, parts = per_request_of(runs)
+    # seed 0: the median_low run is 2,000,000 over 300 requests (its parts with it)
+    assert per_seed == [2_000_000 / 300, 8_000.0]
+    assert mean == (2_000_000 / 300 + 8_000) / 2
+    assert parts == {"patch": (300 + 120) / 2}
+    runs[-1] = (300, 1, 2_400_000, None)
+    assert per_request_of(runs)[2] is None
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+@pytest.mark.skipif(
+    os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"),
+    reason="the run is the same in both of the suite's runs (its child picks its own path)",
+)
+def test_a_request_run_under_callgrind_counts_its_requests_between_its_marks(tmp_path):
+    """A real run: callgrind dumps at the two marks, and the count is the part
+    between them: a bare request's few million instructions each, not the
+    start-up's billion before the first mark nor the exit after the second."""
+    from bench import instructions
+
+    log = tmp_path / "requests.log"
+    total, parts = instructions._callgrind(
+        ["request", "hopwatch", "10", str(log)], str(tmp_path), False, "t", parts=True
+    )
+    instructions.check_lines(str(log), 10)  # every request served, one line each
+    assert 3_000_000 < total / 10 < 15_000_000, total
+    assert sorted(p.name for p in tmp_path.glob("callgrind.t.out*")) == [
+        "callgrind.t.out", "callgrind.t.out.1", "callgrind.t.out.2",
+    ]  # fmt: skip
+    if parts is not None:  # callgrind_annotate read the counted part: hopwatch's own C code
+        assert 20_000 < sum(parts.values()) / 10 < 1_000_000, parts
+
+
+def test_a_request_run_refuses_a_profile_with_more_dumps_than_its_two_marks(tmp_path):
+    """Something else calling the mark's function would split the count: the
+    run says so instead of reading a part that is not its requests."""
+    from bench import instructions
+
+    out = tmp_path / "callgrind.x.out"
+    for name in ("callgrind.x.out.1", "callgrind.x.out.2"):
+        (tmp_path / name).write_text("version: 1\nsummary: 1234\n")
+    assert instructions._counted_part(out) == (tmp_path / "callgrind.x.out.2", 1234)
+    (tmp_path / "callgrind.x.out.3").write_text("version: 1\nsummary: 99\n")
+    with pytest.raises(RuntimeError, match="3 profiles at getppid"):
+        instructions._counted_part(out)
 
 
 def test_the_per_request_instructions_show_hopwatchs_own_code_by_part():
@@ -876,7 +937,7 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     )
     data["instructions_requests"]["repeat"] = 3
     (counted,) = [v for v in judge(data) if v["target"].startswith("per request: hopwatch")]
-    assert "2 hash seeds (each run length run 3 times, the median kept); seeds" in counted["result"]
+    assert "2 hash seeds (each seed's run made 3 times, the median kept); seeds" in counted["result"]
     cpu = verdicts[
         "per request, in CPU time (the same requests in process): hopwatch at most 1.03x bare"
     ]
