@@ -33,7 +33,7 @@ request's by about as much, so a change worth a few thousand instructions is
 judged on ``--seeds`` (each seed's figure is reported; the figure is their
 mean), and ``--repeat`` (the same seed again, the median run kept) takes out
 thread-scheduling outliers: on 3.13 one request run in four or five read
-35,000 to 60,000 instructions a request above its repeat.
+20,000 to 60,000 instructions a request above its repeat.
 
 What a configuration does not change is kept out of that draw: every run
 imports the modules whose context variables a request sets before anything of
@@ -357,8 +357,8 @@ def _callgrind(
         "--tool=callgrind",
         # valgrind runs one thread at a time; its fair scheduler hands the turns
         # round in order, so the threads' interleaving (and with it how often the
-        # loop polls, a lock spins...) is the same every run: counts then repeat
-        # to within a few hundred instructions per request, not +-10,000
+        # loop polls, a lock spins...) is far steadier from run to run (what is
+        # left: see --repeat)
         "--fair-sched=yes",
         f"--callgrind-out-file={out}",
         *([f"--dump-before={MARK}"] if marked else []),
@@ -492,7 +492,7 @@ def measure(
             total, parts = figure(f"request:{mode}")
             report["requests"][mode] = {"total": total, "own_parts": parts}
     report["seeds"] = seeds
-    report["repeat"] = repeat  # each run length run this many times, the median kept
+    report["repeat"] = repeat  # each run made this many times, the median kept
     report["per_seed"] = spreads  # each key's figure per hash seed
     return report
 
@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="run each run this many times and take the median (a request run moves"
         " by a few thousand instructions per request between runs with thread"
-        " hand-offs, and now and then by 35,000 to 60,000; 3 takes one outlier out)",
+        " hand-offs, and now and then by 20,000 to 60,000; 3 takes one outlier out)",
     )
     parser.add_argument(
         "--seeds",
