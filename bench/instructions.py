@@ -32,8 +32,9 @@ request's count moves by about 20,000 instructions between seeds, a hopwatch
 request's by about as much, so a change worth a few thousand instructions is
 judged on ``--seeds`` (each seed's figure is reported; the figure is their
 mean), and ``--repeat`` (the same seed again, the median run kept) takes out
-thread-scheduling outliers: on 3.13 one request run in four or five read
-20,000 to 60,000 instructions a request above its repeat.
+thread-scheduling outliers: on 3.13 two runs of one request job read from 160
+to 22,000 instructions a request apart (``run_tag`` keeps their layouts
+one).
 
 What a configuration does not change is kept out of that draw: every run
 imports the modules whose context variables a request sets before anything of
@@ -452,8 +453,7 @@ def measure(
             job: tuple[str, tuple[str, ...], bool, int, int],
         ) -> tuple[str, int, int, int, dict[str, int] | None]:
             key, args, pure, n, seed = job
-            tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
-            tag += f"-s{seed}-{next(tags)}"
+            tag = run_tag(args, pure, seed, next(tags))
             argv = list(args)
             if argv[0] == "request":
                 argv.append(str(Path(tmp) / f"{tag}.log"))
@@ -495,6 +495,18 @@ def measure(
     report["repeat"] = repeat  # each run made this many times, the median kept
     report["per_seed"] = spreads  # each key's figure per hash seed
     return report
+
+
+def run_tag(args: tuple[str, ...], pure: bool, seed: int, index: int) -> str:
+    """A run's name (its profile's, and its log's in a request run's job): of
+    one length for every run of one job, whatever its seed and place in the
+    queue. The job's strings are made before Django's set-up, and a log path
+    longer by a size class moves where everything after it lands: on 3.13 one
+    request job read 7,500 instructions a request higher with a path 16
+    characters longer, where runs with paths of one length read within 1,100
+    of each other."""
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(args)) + ("-pure" if pure else "")
+    return f"{tag}-s{seed:03d}-{index:05d}"
 
 
 def _median_run(
@@ -688,9 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="run each run this many times and take the median (a request run moves"
-        " by a few thousand instructions per request between runs with thread"
-        " hand-offs, and now and then by 20,000 to 60,000; 3 takes one outlier out)",
+        help="run each run this many times and take the median (two runs of one"
+        " request job moved by 160 to 22,000 instructions per request with thread"
+        " hand-offs on 3.13; 3 takes one outlier out)",
     )
     parser.add_argument(
         "--seeds",

@@ -734,6 +734,17 @@ def test_a_request_run_under_callgrind_counts_its_requests_between_its_marks(tmp
     assert 20_000 < sum(parts.values()) / 10 < 1_000_000, parts
 
 
+def test_every_run_of_one_job_has_a_name_of_one_length():
+    """Seeds and places in the queue do not change the length of a run's name (and
+    of the log path in a request run's job), which moves the process's layout."""
+    from bench.instructions import run_tag
+
+    args = ("request", "hopwatch", "300")
+    names = {run_tag(args, False, seed, index) for seed in (0, 9, 17) for index in (0, 7, 12, 345)}
+    assert len(names) == 12 and len({len(name) for name in names}) == 1
+    assert run_tag(args, False, 3, 42) == "request-hopwatch-300-s003-00042"
+
+
 def test_a_request_run_refuses_a_profile_with_more_dumps_than_its_two_marks(tmp_path):
     """Something else calling the mark's function would split the count: the
     run says so instead of reading a part that is not its requests."""
@@ -938,7 +949,9 @@ def test_the_per_request_and_truth_verdicts_come_from_the_figures():
     )
     data["instructions_requests"]["repeat"] = 3
     (counted,) = [v for v in judge(data) if v["target"].startswith("per request: hopwatch")]
-    assert "2 hash seeds (each seed's run made 3 times, the median kept); seeds" in counted["result"]
+    assert (
+        "2 hash seeds (each seed's run made 3 times, the median kept); seeds" in counted["result"]
+    )
     cpu = verdicts[
         "per request, in CPU time (the same requests in process): hopwatch at most 1.03x bare"
     ]
