@@ -3270,6 +3270,72 @@ context_vars(PyObject *ctx)
 #endif
 }
 
+#if PY_VERSION_HEX < 0x030E0000
+/* The `set` method of a context's mapping (CPython's Python/hamt.c,
+ * hamt_py_set: METH_VARARGS, (key, value), gives a new mapping with the key
+ * set; the same from 3.7 to 3.13), looked up once by find_map_set. With it,
+ * run_context makes the hop's context as the copy of the task's with the
+ * copy's mapping replaced by one with the scope variable set, before anyone
+ * entered the copy: no enter and exit around PyContextVar_Set, no lookup of
+ * the variable's old value and no Token, which PyContextVar_Set makes and
+ * run_context dropped. NULL when not found: run_context sets the variable
+ * through PyContextVar_Set. */
+static PyCFunction g_map_set = NULL;
+/* Its arguments: a 2-tuple made once and reused, untracked, its items NULL
+ * but during the call (which unpacks them before it allocates, so a
+ * collection during the call that runs Python code, and a hop made there,
+ * does not disturb it). */
+static PyObject *g_map_set_args = NULL;
+#define MAP_SET_FOUND (g_map_set != NULL)
+#else
+#define MAP_SET_FOUND 0
+#endif
+
+static void
+find_map_set(void)
+{
+#if PY_VERSION_HEX < 0x030E0000
+    PyObject *ctx = PyContext_New();
+    if (ctx == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyTypeObject *map_type = Py_TYPE(context_vars(ctx));
+    PyCFunction set = NULL;
+    if (strcmp(map_type->tp_name, "hamt") == 0 && map_type->tp_methods != NULL) {
+        for (PyMethodDef *m = map_type->tp_methods; m->ml_name != NULL; m++) {
+            if (strcmp(m->ml_name, "set") == 0 && m->ml_flags == METH_VARARGS) {
+                set = m->ml_meth;
+                break;
+            }
+        }
+    }
+    PyObject *args = set != NULL ? PyTuple_New(2) : NULL;
+    PyObject *probe = NULL;
+    if (args != NULL) {
+        /* One try: a mapping of the same type with the key set. */
+        PyObject *key = PyContextVar_New("hopwatch.probe", NULL);
+        if (key != NULL) {
+            PyTuple_SET_ITEM(args, 0, key);
+            PyTuple_SET_ITEM(args, 1, Py_NewRef(Py_None));
+            probe = set(context_vars(ctx), args);
+            Py_CLEAR(args); /* the key and None with it */
+        }
+    }
+    if (probe != NULL && Py_IS_TYPE(probe, map_type) && PyObject_Length(probe) == 1) {
+        g_map_set_args = PyTuple_New(2);
+        if (g_map_set_args != NULL) {
+            PyObject_GC_UnTrack(g_map_set_args);
+            g_map_set = set;
+        }
+    }
+    Py_XDECREF(probe);
+    Py_XDECREF(args);
+    Py_DECREF(ctx);
+    PyErr_Clear();
+#endif
+}
+
 /* The async_to_sync's awaitable runs, on the loop, in a context of its own: a
  * copy of its task's with the hop as the scope variable's value, so a
  * crossing made in it, or in a task it starts (which copies it), finds its
@@ -3286,6 +3352,27 @@ run_context(HopAwaitableObject *a, HopObject *hop)
     if (ctx == NULL) {
         return -1;
     }
+#if PY_VERSION_HEX < 0x030E0000
+    if (g_map_set != NULL) {
+        /* The copy's mapping replaced by one with the variable set, before
+         * anyone entered the copy (see find_map_set). */
+        ContextLayout *c = (ContextLayout *)ctx;
+        PyObject *args = g_map_set_args;
+        PyTuple_SET_ITEM(args, 0, g_current_scope); /* borrowed for the call */
+        PyTuple_SET_ITEM(args, 1, (PyObject *)hop);
+        PyObject *vars = g_map_set(c->ctx_vars, args);
+        PyTuple_SET_ITEM(args, 0, NULL);
+        PyTuple_SET_ITEM(args, 1, NULL);
+        if (vars == NULL) {
+            Py_DECREF(ctx);
+            return -1;
+        }
+        Py_SETREF(c->ctx_vars, vars);
+        a->vars = Py_NewRef(vars); /* held: its address is compared */
+        a->ctx = ctx;
+        return 0;
+    }
+#endif
     if (PyContext_Enter(ctx) < 0) {
         Py_DECREF(ctx);
         return -1;
@@ -5960,6 +6047,7 @@ PyInit__speedups(void)
     if (m == NULL) {
         return NULL;
     }
+    find_map_set();
     if (PyModule_AddObjectRef(m, "Hop", (PyObject *)&HopType) < 0 ||
         PyModule_AddObjectRef(m, "LedgerCore", (PyObject *)&LedgerCoreType) < 0 ||
         PyModule_AddObjectRef(m, "CauseStats", (PyObject *)&CauseStatsType) < 0 ||
@@ -5971,7 +6059,9 @@ PyInit__speedups(void)
         PyModule_AddIntConstant(m, "MAIN_WRAP", P_MAIN_WRAP) < 0 ||
         PyModule_AddIntConstant(m, "MODE_FINAL", MODE_FINAL) < 0 ||
         PyModule_AddIntConstant(m, "MODE_USER", MODE_USER) < 0 ||
-        PyModule_AddIntConstant(m, "MODE_ASK", MODE_ASK) < 0) {
+        PyModule_AddIntConstant(m, "MODE_ASK", MODE_ASK) < 0 ||
+        /* Whether run_context sets the scope variable in the mapping (find_map_set). */
+        PyModule_AddIntConstant(m, "CONTEXT_MAP_SET", MAP_SET_FOUND) < 0) {
         Py_DECREF(m);
         return NULL;
     }
