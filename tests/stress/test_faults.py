@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import logging
 import threading
@@ -115,6 +116,7 @@ def test_cancelled_request_task(path, log_lines):
     def scenario() -> dict[str, Any]:
         views.UNITS_STARTED.clear()
         views.HOPS_STARTED.clear()
+        views.ENDED.clear()
         testapp_views.REACHED.clear()
 
         async def main() -> dict[str, Any]:
@@ -130,6 +132,7 @@ def test_cancelled_request_task(path, log_lines):
         seen["signals"] = sorted(signals)
         seen["units"] = views.UNITS_STARTED[rid]
         seen["hops_started"] = views.HOPS_STARTED[rid]
+        seen["ended"] = list(views.ENDED[rid])
         return seen
 
     late_before = len(late)
@@ -171,8 +174,76 @@ def test_cancelled_request_task(path, log_lines):
         # Before 6.1 the view runs on (to the end); 6.1 cancels it with the handler.
         assert units_with == 20 if VIEW_OUTLIVES_THE_HANDLER else 3 <= units_with < 20
     assert len(cancelled) + late_hops == 1 + view_hops
-    outcomes = [hop.outcome for hop in cancelled.hops()]
-    assert outcomes.count("cancelled") <= 1
+    # The hops ended cancelled are one chain from the view down: the crossing
+    # the cancel reached and, when that was a nested unit's outer hop with its
+    # inner hops in flight, those (asgiref cancels the async_to_sync's task and
+    # so the sync_to_async it awaits). The app saw each of them end so.
+    chain = sorted(
+        (hop for hop in cancelled.hops() if hop.outcome == "cancelled"), key=lambda h: h.depth
+    )
+    assert [hop.depth for hop in chain] == list(range(1, len(chain) + 1))
+    assert all(inner.parent is outer for outer, inner in itertools.pairwise(chain))
+    assert len(chain) <= (3 if "nested" in path else 1)
+    if "nested" in path:
+        seen = sorted(depth for depth, how in with_["ended"] if how == "CancelledError")
+        assert seen == [hop.depth for hop in chain]
+
+
+def test_a_request_cancelled_three_hops_deep(log_lines):
+    """The request's task is cancelled while its view is three hops deep (``sync_to_async``,
+    then ``async_to_sync`` in that thread, then ``sync_to_async``, whose code is running).
+
+    Django 6.1 cancels the view with the handler, and asgiref passes the cancel down the
+    chain: it cancels the ``async_to_sync``'s task, and so the ``sync_to_async`` it awaits.
+    All three hops end cancelled, as the app itself sees them. Before 6.1 the view runs on
+    to the end: nothing is cancelled and its hops finish after the record closed.
+    """
+    if _asgiref_version() < (3, 12):
+        pytest.skip("asgiref < 3.12 can deadlock here (asgiref #535); see above")
+    rid = "cancel-deep"
+
+    def scenario() -> dict[str, Any]:
+        views.HELD.clear()
+        views.ENDED.clear()
+
+        async def main() -> dict[str, Any]:
+            app = ASGIHandler()
+            path = "/stress/load/?n=1&kind=nested&hold=0.5"
+            seen = await _cancel_during(app, path, rid, lambda: views.HELD[rid] > 0)
+            await wait_until(lambda: len(views.ENDED[rid]) == 3)  # the held code returned
+            return seen
+
+        seen = asyncio.run(main())
+        seen["ended"] = list(views.ENDED[rid])
+        return seen
+
+    late_before = len(late)
+    with capture() as records:
+        with_, without = both(scenario)
+    assert with_ == without  # the same messages sent, the same ends seen by the app
+    assert with_["outcome"] == "cancelled"
+    (record,) = records
+    (line,) = [line for line in log_lines.parsed() if line["request_id"] == rid]
+    if VIEW_OUTLIVES_THE_HANDLER:
+        assert with_["ended"] == [(3, "ok"), (2, "ok"), (1, "ok")]
+        assert len(record) + len(late) - late_before == 1 + 3
+        assert all(hop.outcome == "ok" for hop in record.hops())
+        return
+    assert with_["ended"] == [(3, "CancelledError"), (2, "CancelledError"), (1, "CancelledError")]
+    assert line["status"] is None and line["hops"] == len(record) == 1 + 3
+    chain = sorted(
+        (hop for hop in record.hops() if hop.outcome == "cancelled"), key=lambda h: h.depth
+    )
+    assert [(hop.depth, hop.direction) for hop in chain] == [
+        (1, "sync_to_async"),
+        (2, "async_to_sync"),
+        (3, "sync_to_async"),
+    ]
+    assert chain[1].parent is chain[0] and chain[2].parent is chain[1]
+    # The innermost code ran on to its end after its caller was cancelled: its
+    # run time is the code's own, longer than the crossing its caller saw.
+    assert chain[2].called_ns < chain[2].started_ns < chain[2].resumed_ns < chain[2].ended_ns
+    assert chain[2].run_ns > chain[2].wall_ns
 
 
 async def _bystander(app: Any) -> tuple[int | None, bytes]:

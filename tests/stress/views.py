@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
-from collections import Counter
+from collections import Counter, defaultdict
 from contextvars import ContextVar
 from typing import Any
 
@@ -16,14 +17,32 @@ def noop() -> None:
     return None
 
 
+def _held() -> None:
+    """The innermost code of a held nested unit: marks that it runs, then takes ``hold`` s."""
+    HELD[_request_id.get()] += 1
+    time.sleep(_hold.get())
+
+
 async def _deepest() -> None:
-    HOPS_STARTED[_request_id.get()] += 1
-    await sync_to_async(noop)()
+    rid = _request_id.get()
+    HOPS_STARTED[rid] += 1
+    try:
+        await sync_to_async(_held if _hold.get() else noop)()
+    except BaseException as exc:
+        ENDED[rid].append((3, type(exc).__name__))
+        raise
+    ENDED[rid].append((3, "ok"))
 
 
 def _middle() -> None:
-    HOPS_STARTED[_request_id.get()] += 1
-    async_to_sync(_deepest)()
+    rid = _request_id.get()
+    HOPS_STARTED[rid] += 1
+    try:
+        async_to_sync(_deepest)()
+    except BaseException as exc:
+        ENDED[rid].append((2, type(exc).__name__))
+        raise
+    ENDED[rid].append((2, "ok"))
 
 
 #: hops per unit of ``n`` for each ``kind``
@@ -35,8 +54,16 @@ UNITS_STARTED: Counter[str] = Counter()
 #: cancelled unit may not make all of its hops (its thread may never start), so
 #: units x hops per unit is not always what ran
 HOPS_STARTED: Counter[str] = Counter()
+#: how each hop of a nested unit ended, per X-Request-ID, as its caller saw it:
+#: (depth, "ok" or the exception's class name), innermost first. The app's own
+#: account, independent of hopwatch.
+ENDED: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+#: held nested units whose innermost code started, per X-Request-ID
+HELD: Counter[str] = Counter()
 #: the X-Request-ID, for the nested unit's code (asgiref carries it across hops)
 _request_id: ContextVar[str] = ContextVar("stress_request_id", default="")
+#: seconds the innermost code of a nested unit takes (``?hold=``; 0: it is ``noop``)
+_hold: ContextVar[float] = ContextVar("stress_hold", default=0.0)
 
 
 async def _unit(kind: str) -> None:
@@ -45,20 +72,28 @@ async def _unit(kind: str) -> None:
     elif kind == "pool":  # the loop's shared default executor: threads shared by requests
         await sync_to_async(noop, thread_sensitive=False)()
     else:  # sync_to_async -> async_to_sync -> sync_to_async: 3 hops, depths 1-3
-        await sync_to_async(_middle)()
+        rid = _request_id.get()
+        try:
+            await sync_to_async(_middle)()
+        except BaseException as exc:
+            ENDED[rid].append((1, type(exc).__name__))
+            raise
+        ENDED[rid].append((1, "ok"))
 
 
 async def load(request):
-    """``?n=N&kind=ts|pool|nested&sleep=S&gap=G``: sleeps S s, then ``KINDS[kind] * n`` hops.
+    """``?n=N&kind=ts|pool|nested&sleep=S&gap=G&hold=H``: sleeps S s, then ``KINDS[kind] * n`` hops.
 
     The units yield to the loop between hops (for G seconds, default 0), so
-    concurrent requests interleave their hops as much as possible.
+    concurrent requests interleave their hops as much as possible. A nested
+    unit's innermost code takes H s (default 0: it returns at once).
     """
     n = int(request.GET.get("n", "0"))
     kind = request.GET.get("kind", "ts")
     gap = float(request.GET.get("gap", "0"))
     rid = request.headers.get("X-Request-ID", "")
     _request_id.set(rid)
+    _hold.set(float(request.GET.get("hold", "0")))
     await asyncio.sleep(float(request.GET.get("sleep", "0")))
     for _ in range(n):
         UNITS_STARTED[rid] += 1
