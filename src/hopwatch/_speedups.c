@@ -3336,6 +3336,40 @@ find_map_set(void)
 #endif
 }
 
+/* Sets the scope variable to the hop in ctx, a copy no one has entered yet:
+ * by replacing the copy's mapping with one with the variable set (see
+ * find_map_set), else by entering the copy and PyContextVar_Set. */
+static int
+set_in_copy(PyObject *ctx, HopObject *hop)
+{
+#if PY_VERSION_HEX < 0x030E0000
+    if (g_map_set != NULL) {
+        ContextLayout *c = (ContextLayout *)ctx;
+        PyObject *args = g_map_set_args;
+        PyTuple_SET_ITEM(args, 0, g_current_scope); /* borrowed for the call */
+        PyTuple_SET_ITEM(args, 1, (PyObject *)hop);
+        PyObject *vars = g_map_set(c->ctx_vars, args);
+        PyTuple_SET_ITEM(args, 0, NULL);
+        PyTuple_SET_ITEM(args, 1, NULL);
+        if (vars == NULL) {
+            return -1;
+        }
+        Py_SETREF(c->ctx_vars, vars);
+        return 0;
+    }
+#endif
+    if (PyContext_Enter(ctx) < 0) {
+        return -1;
+    }
+    PyObject *token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
+    if (PyContext_Exit(ctx) < 0 || token == NULL) {
+        Py_XDECREF(token);
+        return -1;
+    }
+    Py_DECREF(token);
+    return 0;
+}
+
 /* The async_to_sync's awaitable runs, on the loop, in a context of its own: a
  * copy of its task's with the hop as the scope variable's value, so a
  * crossing made in it, or in a task it starts (which copies it), finds its
@@ -3352,38 +3386,10 @@ run_context(HopAwaitableObject *a, HopObject *hop)
     if (ctx == NULL) {
         return -1;
     }
-#if PY_VERSION_HEX < 0x030E0000
-    if (g_map_set != NULL) {
-        /* The copy's mapping replaced by one with the variable set, before
-         * anyone entered the copy (see find_map_set). */
-        ContextLayout *c = (ContextLayout *)ctx;
-        PyObject *args = g_map_set_args;
-        PyTuple_SET_ITEM(args, 0, g_current_scope); /* borrowed for the call */
-        PyTuple_SET_ITEM(args, 1, (PyObject *)hop);
-        PyObject *vars = g_map_set(c->ctx_vars, args);
-        PyTuple_SET_ITEM(args, 0, NULL);
-        PyTuple_SET_ITEM(args, 1, NULL);
-        if (vars == NULL) {
-            Py_DECREF(ctx);
-            return -1;
-        }
-        Py_SETREF(c->ctx_vars, vars);
-        a->vars = Py_NewRef(vars); /* held: its address is compared */
-        a->ctx = ctx;
-        return 0;
-    }
-#endif
-    if (PyContext_Enter(ctx) < 0) {
+    if (set_in_copy(ctx, hop) < 0) {
         Py_DECREF(ctx);
         return -1;
     }
-    PyObject *token = PyContextVar_Set(g_current_scope, (PyObject *)hop);
-    if (PyContext_Exit(ctx) < 0 || token == NULL) {
-        Py_XDECREF(token);
-        Py_DECREF(ctx);
-        return -1;
-    }
-    Py_DECREF(token);
     a->vars = Py_XNewRef(context_vars(ctx)); /* held: its address is compared */
     a->ctx = ctx;
     return 0;
