@@ -80,8 +80,8 @@ lookup_attr(PyObject *obj, PyObject *name, PyObject **result)
  * them in one slot of a table with one entry a slot evicted each other at
  * every read, in some process layouts (a _PyType_Lookup a read, the hint
  * lost). The set's first entry is the one filled last. */
-#define NOATTR_SETS 256
-#define NOATTR_SET_BITS 8 /* log2(NOATTR_SETS) */
+#define NOATTR_SET_BITS 8
+#define NOATTR_SETS (1 << NOATTR_SET_BITS)
 #define HINT_NONE (-1)
 #define HINT_MISSING (-2)
 typedef struct {
