@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,26 +25,28 @@ def _held() -> None:
     time.sleep(_hold.get())
 
 
-async def _deepest() -> None:
+@contextlib.contextmanager
+def _ending(depth: int) -> Iterator[None]:
+    """Records in ``ENDED`` how the hop made inside the block ended, as its caller saw it."""
     rid = _request_id.get()
-    HOPS_STARTED[rid] += 1
     try:
-        await sync_to_async(_held if _hold.get() else noop)()
+        yield
     except BaseException as exc:
-        ENDED[rid].append((3, type(exc).__name__))
+        ENDED[rid].append((depth, type(exc).__name__))
         raise
-    ENDED[rid].append((3, "ok"))
+    ENDED[rid].append((depth, "ok"))
+
+
+async def _deepest() -> None:
+    HOPS_STARTED[_request_id.get()] += 1
+    with _ending(3):
+        await sync_to_async(_held if _hold.get() else noop)()
 
 
 def _middle() -> None:
-    rid = _request_id.get()
-    HOPS_STARTED[rid] += 1
-    try:
+    HOPS_STARTED[_request_id.get()] += 1
+    with _ending(2):
         async_to_sync(_deepest)()
-    except BaseException as exc:
-        ENDED[rid].append((2, type(exc).__name__))
-        raise
-    ENDED[rid].append((2, "ok"))
 
 
 #: hops per unit of ``n`` for each ``kind``
@@ -72,13 +76,8 @@ async def _unit(kind: str) -> None:
     elif kind == "pool":  # the loop's shared default executor: threads shared by requests
         await sync_to_async(noop, thread_sensitive=False)()
     else:  # sync_to_async -> async_to_sync -> sync_to_async: 3 hops, depths 1-3
-        rid = _request_id.get()
-        try:
+        with _ending(1):
             await sync_to_async(_middle)()
-        except BaseException as exc:
-            ENDED[rid].append((1, type(exc).__name__))
-            raise
-        ENDED[rid].append((1, "ok"))
 
 
 async def load(request):
