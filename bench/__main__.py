@@ -27,7 +27,6 @@ asyncio load generator in ``bench.server`` stands in.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import hashlib
 import importlib.metadata
@@ -463,11 +462,10 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
     """Marginal instructions per hop, bare and patched: (I(large) - I(small)) / (large - small).
 
     Each is the median over ``params.callgrind_draws`` draws (a run of each
-    length per draw): the same code's marginal moves by thousands of
-    instructions between draws for the hops that hand work between two
-    threads, and the median does not follow one unlucky draw. Instruction
-    counts do not depend on the machine's load, so the runs go in parallel
-    (one per core).
+    length per draw, draw k with hash seed k). The runs go one at a time: a
+    run beside another lands in the other wake mode, thousands of
+    instructions a hop away, more or less often as the machine is loaded
+    (``instructions.lock_acquires``, which each draw's figure is given with).
     """
     if shutil.which("valgrind") is None:
         say("valgrind is not installed: no instruction counts")
@@ -489,15 +487,23 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                     jobs.append((case, patched, n, draw))
     say(
         f"per hop: {len(jobs)} callgrind runs ({len(cases)} case(s), {len(draws)} draw(s);"
-        " a few seconds each)"
+        " one at a time, a few seconds each)"
     )
     own_draws: dict[int, list[float | None]] = {}
+    acquires: dict[int, list[dict[str, float]]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="hopwatch-callgrind-") as tmp:
-            workers = max(1, min(len(jobs), os.cpu_count() or 1))
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                runs = pool.map(lambda j: _instructions(*j, tmp), jobs)
-                counts = dict(zip(jobs, runs, strict=True))
+            # one run at a time, so that a core is free for the thread each hop
+            # wakes and every run lands in one wake mode (instructions.lock_acquires)
+            counts = {job: _instructions(*job, tmp) for job in jobs}
+            for case in cases:
+                acquires[case] = [
+                    {
+                        kind: _acquires_per_hop(tmp, case, patched, *lengths[case], draw)
+                        for kind, patched in (("bare", False), ("patched", True))
+                    }
+                    for draw in draws
+                ]
             for case in cases:
                 # hopwatch's own code per hop, from each draw's two patched profiles' call trees
                 n_small, n_large = lengths[case]
@@ -513,13 +519,29 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         say(f"per hop: no instruction counts: {exc}")
         return None
-    return [
+    rows = [
         {
             "name": hops.CASES[case].name,
             **marginal_per_hop(counts, case, *lengths[case], own_draws[case]),
         }
         for case in cases
     ]
+    for case, row in zip(cases, rows, strict=True):
+        for draw, counted in zip(row["draws"], acquires.get(case, []), strict=True):
+            draw["acquires"] = counted
+    return rows
+
+
+def _acquires_per_hop(
+    tmp: str, case: int, patched: bool, small: int, large: int, draw: int
+) -> float:
+    """A draw's ``lock.acquire`` calls a hop (marginal), from its two runs' profiles."""
+    from bench import instructions
+
+    def of(n: int) -> int:
+        return instructions.lock_acquires(Path(tmp) / f"callgrind.{case}.{patched}.{n}.{draw}.out")
+
+    return (of(large) - of(small)) / (large - small)
 
 
 def marginal_per_hop(
@@ -719,12 +741,36 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
                 f" | {added:+,.0f} | {added / r['bare'] * 100:+.2f}% | {each or '-'}"
                 f" | {own_cells} | {own_each or '-'} |"
             )
+        from bench import instructions
+
+        counted = all(r.get("draws") and all("acquires" in d for d in r["draws"]) for r in cg)
+        waits = (
+            [
+                instructions.wake_modes(
+                    [
+                        (
+                            r["name"],
+                            {
+                                label: [d["acquires"][kind] for d in r["draws"]]
+                                for kind, label in (("bare", "bare"), ("patched", "with hopwatch"))
+                            },
+                        )
+                        for r in cg
+                    ],
+                    ("bare", "with hopwatch"),
+                )
+            ]
+            if counted
+            else []
+        )
         out += [
             "",
-            '"Added" is everything the process did more per hop with hopwatch; for the'
-            " two `async_to_sync` hops it also holds how often the two threads happen to"
-            " wake each other under valgrind, which moves by thousands of instructions"
-            ' from run to run on the same code. "hopwatch\'s own code" is what runs'
+            '"Added" is everything the process did more per hop with hopwatch. A run'
+            " lands in one of two wake modes for all of its hops, bare and with hopwatch"
+            ' alike, thousands of instructions a hop apart ("Two draws", above): the runs'
+            " go one at a time, so that on an idle machine every run lands in the same"
+            " one, and the line after this paragraph says whether they did."
+            ' "hopwatch\'s own code" is what runs'
             " because of hopwatch's C functions, counted from the same profiles' call"
             " trees (`bench/own_code.py` says what is in it and what is not). It repeats"
             " to within a few dozen instructions under one hash seed, but not across"
@@ -733,6 +779,7 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
             " hopwatch's variable cost (3,903 or 5,596 on the `async_to_sync` onto the"
             " loop, 2026-12-03), so each draw has a seed of its own, as each of a"
             " deployment's processes does.",
+            *(line for wait in waits for line in ("", wait)),
         ]
     else:
         out.append("_No instruction counts (valgrind missing, or `--skip callgrind`)._")

@@ -16,8 +16,10 @@ with the start-up's billion instructions: on Python 3.13 the full product read
 scheduling moves a run's count, so valgrind's fair scheduler runs the threads
 in a fixed order (``--fair-sched=yes``), in the hop runs the interpreter hands
 the GIL over only where a thread blocks (no 5 ms timed hand-offs: see
-``_WORKER``), and the runs are long (the defaults: 1,000 hops of difference,
-300 requests counted).
+``_WORKER``), the hop runs go one at a time, after the request runs, so that
+every run lands in one wake mode (``lock_acquires``: which mode, reported), and
+the runs are long (the defaults: 1,000 hops of difference, 300 requests
+counted).
 
     python -m bench.instructions                  # hops and requests, C and pure Python
     python -m bench.instructions --only hops
@@ -108,6 +110,10 @@ WARM_UP = 5
 #: the requests counted are the ones the marginal between runs of 30 and 330
 #: requests counted before (see run_requests).
 LEAD_IN = 30
+#: One callgrind run of a job: (run length, hash seed, instructions counted,
+#: hopwatch's own C code by part or None, ``lock.acquire`` calls or None).
+Run = tuple[int, int, int, dict[str, int] | None, int | None]
+
 #: The libc function callgrind dumps its counts at (``--dump-before``): the
 #: request runs call it (``os.getppid()``) at the start and at the end of the
 #: requests they count, and nothing else in the process does (a run checks it
@@ -347,10 +353,12 @@ _JOB_WIDTH = 400
 
 def _callgrind(
     args: list[str], tmp: str, pure: bool, tag: str, seed: int = 0, parts: bool = False
-) -> tuple[int, dict[str, int] | None]:
+) -> tuple[int, dict[str, int] | None, int | None]:
     """(instructions counted, hopwatch's own C code by part when ``parts`` and
-    measurable, else None). A hop run counts the whole process; a request run
-    counts only its requests, between its two marks (run_requests)."""
+    measurable, else None, and for a hop run the calls of ``lock.acquire``
+    (``lock_acquires``), else None). A hop run counts the whole process; a
+    request run counts only its requests, between its two marks
+    (run_requests)."""
     out = Path(tmp) / f"callgrind.{tag}.out"
     marked = args[0] == "request"
     command = [
@@ -389,11 +397,61 @@ def _callgrind(
         # Django's set-up, the warm-up), part 2 the requests counted, and the
         # final profile (out itself) what followed the second.
         out, total = _counted_part(out)
+    acquires = None if marked else lock_acquires(out)
     if not parts:
-        return total, None
+        return total, None, acquires
     from bench import own_code
 
-    return total, own_code.parts_of(out)
+    return total, own_code.parts_of(out), acquires
+
+
+#: How far apart two runs' ``lock.acquire`` calls a hop may be and still be one
+#: wake mode: the modes are about three a hop apart, and the runs of the mode in
+#: which the caller wakes first vary by a few tenths a hop.
+WAKE_MODE_GAP = 1.0
+
+#: The C function behind a Python-level ``lock.acquire`` (CPython's ``_thread``
+#: module, 3.11 to 3.13).
+LOCK_ACQUIRE = "lock_PyThread_acquire_lock"
+
+
+def lock_acquires(profile: Path) -> int:
+    """How many times a run's Python code called ``lock.acquire``, from its
+    callgrind profile's call records (``cfn=`` names the function called, the
+    ``calls=`` line after it how often; a name is spelled out once and then
+    referred to by its number).
+
+    Every hop hands work to another thread and waits for it. valgrind runs one
+    thread at a time, and when a core is free the woken thread takes its turn
+    before the one that woke it; when none is, the order varies. So a run lands
+    in one of two wake modes for all of its hops, bare and with hopwatch
+    alike, and the modes differ by thousands of instructions a hop
+    (docs/performance.md, "Two draws") and by how often the threads wait on a
+    lock, which this counts. The hop runs therefore go one at a time, with no
+    other run of the bench beside them: on an idle machine each lands in the
+    mode where the woken thread goes first (the page's "second mode") and
+    repeats to a few instructions a hop (3.13, asgiref 3.13: 5 calls a hop for
+    either ``sync_to_async``, 7 for the ``async_to_sync`` onto the loop, where
+    the other mode reads 3.5 to 4)."""
+    names: dict[str, str] = {}
+    called: str | None = None
+    count = 0
+    with profile.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith(("fn=(", "cfn=(")):
+                number, _, name = line[line.index("(") + 1 :].partition(")")
+                name = name.strip()
+                if name:
+                    names[number] = name
+                if line.startswith("cfn="):
+                    called = names.get(number)
+            elif (
+                line.startswith("calls=")
+                and called is not None
+                and called.split("'")[0] == LOCK_ACQUIRE
+            ):
+                count += int(line[6:].split()[0])
+    return count
 
 
 def _counted_part(out: Path) -> tuple[Path, int]:
@@ -426,6 +484,8 @@ def measure(
 
     # (key, argv, pure Python, run length, hash seed)
     jobs: list[tuple[str, tuple[str, ...], bool, int, int]] = []
+    # the hop runs: one at a time, after the others (lock_acquires)
+    alone: list[tuple[str, tuple[str, ...], bool, int, int]] = []
     if only in (None, "hops"):
         for case_index, case in enumerate(hops.COUNTED_CASES):
             small = max(10, int(hops_small * case.scale))
@@ -435,7 +495,7 @@ def measure(
                     args = ("hop", str(case_index), mode, str(n))
                     for seed in range(seeds):
                         job = (f"hop:{case_index}:{mode}", args, mode == "python", n, seed)
-                        jobs += [job] * repeat
+                        alone += [job] * repeat
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
             config = mode.removesuffix("-python")
@@ -444,14 +504,14 @@ def measure(
                 job = (f"request:{mode}", args, mode.endswith("python"), requests, seed)
                 jobs += [job] * repeat
 
-    # key -> [(run length, hash seed, total, own C code by part)]
-    results: dict[str, list[tuple[int, int, int, dict[str, int] | None]]] = {}
+    # key -> [(run length, hash seed, total, own C code by part, lock.acquire calls)]
+    results: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="hopwatch-instructions-") as tmp:
         tags = itertools.count()
 
         def run(
             job: tuple[str, tuple[str, ...], bool, int, int],
-        ) -> tuple[str, int, int, int, dict[str, int] | None]:
+        ) -> tuple[str, Run]:
             key, args, pure, n, seed = job
             tag = run_tag(args, pure, seed, next(tags))
             argv = list(args)
@@ -459,15 +519,17 @@ def measure(
                 argv.append(str(Path(tmp) / f"{tag}.log"))
             # hopwatch's own C code: the product's requests, and every hop on the C path
             own = key == "request:hopwatch" or (argv[0] == "hop" and argv[2] == "c")
-            total, parts = _callgrind(argv, tmp, pure, tag, seed, parts=own)
+            total, parts, acquires = _callgrind(argv, tmp, pure, tag, seed, parts=own)
             if argv[0] == "request" and argv[1] == "hopwatch":
                 check_lines(argv[-1], n)
-            return key, n, seed, total, parts
+            return key, (n, seed, total, parts, acquires)
 
         workers = max(1, min(len(jobs), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for key, n, seed, total, parts in pool.map(run, jobs):
-                results.setdefault(key, []).append((n, seed, total, parts))
+            for key, result in pool.map(run, jobs):
+                results.setdefault(key, []).append(result)
+        for key, result in map(run, alone):
+            results.setdefault(key, []).append(result)
 
     spreads: dict[str, list[float]] = {}
 
@@ -485,7 +547,18 @@ def measure(
             py_total = figure(f"hop:{case_index}:python")[0]
             own = sum(c_parts.values()) if c_parts else None
             report["hops"].append(
-                {"name": case.name, "bare": bare, "c": c_total, "own": own, "python": py_total}
+                {
+                    "name": case.name,
+                    "bare": bare,
+                    "c": c_total,
+                    "own": own,
+                    "python": py_total,
+                    # each seed's lock.acquire calls a hop, per configuration: the wake mode
+                    "acquires": {
+                        mode: acquires_of(results[f"hop:{case_index}:{mode}"])
+                        for mode in ("bare", "c", "python")
+                    },
+                }
             )
     if only in (None, "requests"):
         for mode in (*REQUEST_CONFIGS, "hopwatch-python"):
@@ -509,13 +582,11 @@ def run_tag(args: tuple[str, ...], pure: bool, seed: int, index: int) -> str:
     return f"{tag}-s{seed:03d}-{index:05d}"
 
 
-def _median_run(
-    runs: list[tuple[int, int, int, dict[str, int] | None]], seed: int, n: int
-) -> tuple[int, dict[str, int] | None]:
-    """(total, parts) of the median_low run of length ``n`` under ``seed`` (with
+def _median_run(runs: list[Run], seed: int, n: int) -> Run:
+    """The median_low run (by its total) of length ``n`` under ``seed`` (with
     --repeat: a run whose threads happened to hand over more often moves one
     figure, not the result)."""
-    these = sorted(((t, p) for m, s, t, p in runs if s == seed and m == n), key=lambda r: r[0])
+    these = sorted((r for r in runs if r[1] == seed and r[0] == n), key=lambda r: r[2])
     return these[(len(these) - 1) // 2]
 
 
@@ -531,30 +602,40 @@ def _mean_over_seeds(
     return statistics.fmean(totals), totals, mean_parts
 
 
-def marginal_of(
-    runs: list[tuple[int, int, int, dict[str, int] | None]],
-) -> tuple[float, list[float], dict[str, float] | None]:
-    """One hop configuration's marginal per hop from its runs, each (run length,
-    hash seed, total, own C code by part or None): per seed, the marginal
-    between its two run lengths, each length's median run (``_median_run``)
-    and the parts of that same run; then the mean over the seeds (see
-    --seeds). Returns (mean, each seed's marginal, the parts' means or None
-    where a run has none)."""
+def _marginal_runs(runs: list[Run]) -> list[tuple[int, Run, Run]]:
+    """Per hash seed: (the difference of its two run lengths, the shorter
+    length's median run, the longer's)."""
+    pairs = []
+    for seed in sorted({r[1] for r in runs}):
+        (n1, n2) = sorted({r[0] for r in runs if r[1] == seed})
+        pairs.append((n2 - n1, _median_run(runs, seed, n1), _median_run(runs, seed, n2)))
+    return pairs
+
+
+def marginal_of(runs: list[Run]) -> tuple[float, list[float], dict[str, float] | None]:
+    """One hop configuration's marginal per hop from its runs (``Run``): per
+    seed, the marginal between its two run lengths, each length's median run
+    (``_median_run``) and the parts of that same run; then the mean over the
+    seeds (see --seeds). Returns (mean, each seed's marginal, the parts' means
+    or None where a run has none)."""
     totals: list[float] = []
     parts: list[dict[str, float] | None] = []
-    for seed in sorted({s for _, s, _, _ in runs}):
-        (n1, n2) = sorted({n for n, s, _, _ in runs if s == seed})
-        (t1, p1), (t2, p2) = _median_run(runs, seed, n1), _median_run(runs, seed, n2)
-        totals.append((t2 - t1) / (n2 - n1))
-        parts.append(
-            None if p1 is None or p2 is None else {k: (p2[k] - p1[k]) / (n2 - n1) for k in p2}
-        )
+    for hops, (_, _, t1, p1, _), (_, _, t2, p2, _) in _marginal_runs(runs):
+        totals.append((t2 - t1) / hops)
+        parts.append(None if p1 is None or p2 is None else {k: (p2[k] - p1[k]) / hops for k in p2})
     return _mean_over_seeds(totals, parts)
 
 
-def per_request_of(
-    runs: list[tuple[int, int, int, dict[str, int] | None]],
-) -> tuple[float, list[float], dict[str, float] | None]:
+def acquires_of(runs: list[Run]) -> list[float | None]:
+    """Per hash seed, the ``lock.acquire`` calls a hop (marginal) of the same
+    runs ``marginal_of`` takes: which wake mode they landed in (lock_acquires)."""
+    return [
+        None if a1 is None or a2 is None else (a2 - a1) / hops
+        for hops, (*_, a1), (*_, a2) in _marginal_runs(runs)
+    ]
+
+
+def per_request_of(runs: list[Run]) -> tuple[float, list[float], dict[str, float] | None]:
     """One request configuration's count per request from its runs, each
     (requests counted, hash seed, their count between the marks, own C code by
     part or None): per seed, the median run's count over its requests; then the
@@ -562,9 +643,9 @@ def per_request_of(
     None where a run has none)."""
     totals: list[float] = []
     parts: list[dict[str, float] | None] = []
-    for seed in sorted({s for _, s, _, _ in runs}):
-        (n,) = {n for n, s, _, _ in runs if s == seed}
-        total, part = _median_run(runs, seed, n)
+    for seed in sorted({r[1] for r in runs}):
+        (n,) = {r[0] for r in runs if r[1] == seed}
+        _, _, total, part, _ = _median_run(runs, seed, n)
         totals.append(total / n)
         parts.append(None if part is None else {k: v / n for k, v in part.items()})
     return _mean_over_seeds(totals, parts)
@@ -615,6 +696,53 @@ def _pct(part: float, whole: float) -> str:
     return f"{part / whole * 100:+.1f}%"
 
 
+def wake_modes(
+    hops: list[tuple[str, dict[str, list[float | None]]]], compared: tuple[str, str]
+) -> str:
+    """Each hop's ``lock.acquire`` calls a hop, by configuration (label -> each
+    seed's or draw's), and whether its runs landed in one wake mode
+    (lock_acquires): every run of the two ``compared`` configurations (bare and
+    hopwatch, whose difference is the figure judged) within WAKE_MODE_GAP of
+    each other, and each other configuration's runs of each other. Where a hop's
+    did not, its added figures hold asgiref's waits as well as hopwatch's
+    work."""
+
+    def together(values: list[float | None]) -> bool:
+        known = [a for a in values if a is not None]
+        return len(known) == len(values) > 0 and max(known) - min(known) < WAKE_MODE_GAP
+
+    def one_mode(acquires: dict[str, list[float | None]]) -> bool:
+        return together([a for label in compared for a in acquires[label]]) and all(
+            together(values) for values in acquires.values()
+        )
+
+    labels = " / ".join(hops[0][1]) if hops else ""
+    cells = "; ".join(
+        f"{name}: "
+        + " / ".join(
+            ", ".join("n/a" if a is None else f"{a:.2f}" for a in values)
+            for values in acquires.values()
+        )
+        for name, acquires in hops
+    )
+    mixed = [name for name, acquires in hops if not one_mode(acquires)]
+    if mixed:
+        verdict = (
+            f"**Not one wake mode** for {'; '.join(mixed)}: its runs waited differently,"
+            " so its added figures hold asgiref's waits as well as hopwatch's work"
+            " (thousands of instructions a hop); run again on an idle machine."
+        )
+    else:
+        verdict = (
+            f"Every hop's runs landed in one wake mode: {compared[0]} and {compared[1]}"
+            " compare like with like."
+        )
+    return (
+        "`lock.acquire` calls a hop, which tell the two wake modes apart (docs/performance.md,"
+        f' "Two draws"; {labels}): {cells}. {verdict}'
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if report["hops"]:
@@ -636,10 +764,23 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             "Its own code: hopwatch's C functions and what they call, not the code they"
-            " wrap (`bench/own_code.py`); it repeats from run to run where the marginal"
-            " moves with how the threads meet under valgrind.",
+            " wrap (`bench/own_code.py`); it repeats from run to run, and so does the"
+            " marginal when every run lands in one wake mode (below).",
             "",
         ]
+        if all("acquires" in row for row in report["hops"]):
+            labels = {"bare": "bare", "c": "C", "python": "pure Python"}
+            acquires = [
+                (row["name"], {labels[k]: v for k, v in row["acquires"].items()})
+                for row in report["hops"]
+            ]
+            lines += [
+                wake_modes(acquires, ("bare", "C")),
+                "",
+                "The pure-Python path takes a lock of its own at each hop (its ledger's),"
+                " one `lock.acquire` call a hop more than bare and C in either mode.",
+                "",
+            ]
     requests = report["requests"]
     if requests:
         bare = requests["bare"]["total"]

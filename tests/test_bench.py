@@ -671,7 +671,7 @@ def test_a_hop_marginal_takes_its_parts_from_the_median_run_and_means_seeds():
     from bench.instructions import marginal_of
 
     def run(n, seed, total, patch):
-        return (n, seed, total, {"patch": patch, "fold": patch // 2})
+        return (n, seed, total, {"patch": patch, "fold": patch // 2}, n * 7 + total % 7)
 
     runs = [
         run(30, 0, 3_000, 300), run(30, 0, 3_100, 999), run(30, 0, 2_900, 290),
@@ -684,8 +684,25 @@ def test_a_hop_marginal_takes_its_parts_from_the_median_run_and_means_seeds():
     assert per_seed == [100.0, 120.0]
     assert mean == 110.0
     assert parts == {"patch": 11.0, "fold": 5.5}
-    runs[-1] = (130, 1, 16_000, None)
+    runs[-1] = (130, 1, 16_000, None, None)
     assert marginal_of(runs)[2] is None
+
+
+def test_a_hops_lock_acquires_are_taken_from_the_runs_its_marginal_is():
+    """The wake mode's figure, lock.acquire calls a hop, comes from the same median
+    runs as the instruction marginal, per seed; a run whose profile was not read
+    leaves that seed's None, never 0."""
+    from bench.instructions import acquires_of
+
+    runs = [
+        (200, 0, 3_000, None, 1_437), (200, 0, 3_100, None, 900), (200, 0, 2_900, None, 5),
+        (1200, 0, 13_000, None, 8_437), (1200, 0, 13_200, None, 1), (1200, 0, 12_500, None, 2),
+        (200, 1, 4_000, None, 840), (1200, 1, 16_000, None, 4_740),
+    ]  # fmt: skip
+    # seed 0: the median runs are 3,000 and 13,000: (8,437 - 1,437) / 1,000 = 7
+    assert acquires_of(runs) == [7.0, 3.9]
+    runs[-1] = (1200, 1, 16_000, None, None)
+    assert acquires_of(runs) == [7.0, None]
 
 
 def test_a_request_count_is_its_median_runs_count_over_its_requests_mean_over_seeds():
@@ -695,17 +712,17 @@ def test_a_request_count_is_its_median_runs_count_over_its_requests_mean_over_se
     from bench.instructions import per_request_of
 
     runs = [
-        (300, 0, 2_100_000, {"patch": 30_000}),
-        (300, 0, 2_000_000, {"patch": 90_000}),
-        (300, 0, 1_800_000, {"patch": 60_000}),
-        (300, 1, 2_400_000, {"patch": 36_000}),
+        (300, 0, 2_100_000, {"patch": 30_000}, None),
+        (300, 0, 2_000_000, {"patch": 90_000}, None),
+        (300, 0, 1_800_000, {"patch": 60_000}, None),
+        (300, 1, 2_400_000, {"patch": 36_000}, None),
     ]
     mean, per_seed, parts = per_request_of(runs)
     # seed 0: the median_low run is 2,000,000 over 300 requests (its parts with it)
     assert per_seed == [2_000_000 / 300, 8_000.0]
     assert mean == (2_000_000 / 300 + 8_000) / 2
     assert parts == {"patch": (300 + 120) / 2}
-    runs[-1] = (300, 1, 2_400_000, None)
+    runs[-1] = (300, 1, 2_400_000, None, None)
     assert per_request_of(runs)[2] is None
 
 
@@ -722,9 +739,10 @@ def test_a_request_run_under_callgrind_counts_its_requests_between_its_marks(tmp
     from bench import instructions
 
     log = tmp_path / "requests.log"
-    total, parts = instructions._callgrind(
+    total, parts, acquires = instructions._callgrind(
         ["request", "hopwatch", "10", str(log)], str(tmp_path), False, "t", parts=True
     )
+    assert acquires is None  # counted for hop runs only
     instructions.check_lines(str(log), 10)  # every request served, one line each
     assert 3_000_000 < total / 10 < 15_000_000, total
     assert sorted(p.name for p in tmp_path.glob("callgrind.t.out*")) == [
@@ -816,6 +834,93 @@ def test_the_instruction_counts_per_hop_show_hopwatchs_own_code_beside_the_margi
     assert "Its own code: hopwatch's C functions and what they call" in text
 
 
+def test_lock_acquires_counts_the_calls_of_lock_acquire_in_a_profile(tmp_path):
+    """Every call record of the lock's acquire counts, from whichever function,
+    with its name spelled out once and referred to by number after; calls of
+    other functions (an RLock's acquire among them) do not."""
+    from bench.instructions import LOCK_ACQUIRE, lock_acquires
+
+    profile = tmp_path / "callgrind.out"
+    profile.write_text(
+        "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
+        "fl=(1) Modules/_threadmodule.c\n"
+        f"fn=(1) {LOCK_ACQUIRE}\n"
+        "10 40\n"
+        "fn=(2) method_vectorcall_VARARGS_KEYWORDS\n"
+        "5 10\n"
+        "cfn=(1)\ncalls=1437 0\n5 90000\n"
+        "cfn=(3) rlock_acquire\ncalls=2563 0\n5 50000\n"
+        "fn=(4) _PyEval_EvalFrameDefault\n"
+        "cfl=(1)\ncfn=(1)\ncalls=3 0\n7 300\n"
+        f"cfn=(5) {LOCK_ACQUIRE}'2\ncalls=2 0\n7 200\n"
+        "totals: 140650\n"
+    )
+    assert lock_acquires(profile) == 1437 + 3 + 2
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+@pytest.mark.skipif(
+    os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"),
+    reason="the run is the same in both of the suite's runs (its child picks its own path)",
+)
+def test_a_hop_run_under_callgrind_counts_its_lock_acquires(tmp_path):
+    """Real hop runs of the async_to_sync onto the loop: their profiles name the
+    lock's acquire (on this Python), and the calling thread waits on a lock at
+    every hop: between two run lengths, three to eight calls a hop, whichever
+    wake mode the runs land in (3.5 to 4.5 in one, 7 in the other)."""
+    from bench import hops, instructions
+
+    (case,) = [i for i, c in enumerate(hops.COUNTED_CASES) if c.run is hops._a2s_running_loop]
+    counted = {}
+    for n in (20, 60):
+        _total, parts, counted[n] = instructions._callgrind(
+            ["hop", str(case), "bare", str(n)], str(tmp_path), False, f"h{n}"
+        )
+        assert parts is None and counted[n] is not None
+    assert 3 <= (counted[60] - counted[20]) / 40 <= 8, counted
+
+
+def test_the_instruction_counts_per_hop_say_which_wake_mode_their_runs_landed_in():
+    """bench.instructions gives each hop's lock.acquire calls a hop, by
+    configuration and seed, and says whether every hop's runs landed in one wake
+    mode: bare's and C's all together, and each other configuration's across its
+    seeds (the pure-Python path's own lock adds one call a hop); where one's did
+    not, that its added figures hold asgiref's waits."""
+    from bench.instructions import format_report
+
+    def row(name, bare, c, python):
+        return {"name": name, "bare": 200_000, "c": 204_400, "own": 3_400, "python": 260_000,
+                "acquires": {"bare": bare, "c": c, "python": python}}  # fmt: skip
+
+    rows = [row("s2a", [5.0, 5.0], [5.0, 5.0], [6.0, 6.0]),
+            row("a2s", [7.0, 7.0], [7.0, 7.0], [8.0, 7.9])]  # fmt: skip
+    text = format_report({"hops": rows, "requests": {}, "seeds": 2})
+    assert (
+        '(docs/performance.md, "Two draws"; bare / C / pure Python): s2a: 5.00, 5.00 /'
+        " 5.00, 5.00 / 6.00, 6.00; a2s: 7.00, 7.00 / 7.00, 7.00 / 8.00, 7.90. Every hop's"
+        " runs landed in one wake mode: bare and C compare like with like." in text
+    )
+    assert "The pure-Python path takes a lock of its own at each hop" in text
+    rows[1]["acquires"]["c"] = [3.6, 7.0]
+    text = format_report({"hops": rows, "requests": {}, "seeds": 2})
+    assert "a2s: 7.00, 7.00 / 3.60, 7.00 / 8.00, 7.90. **Not one wake mode** for a2s:" in text
+    rows[1]["acquires"]["c"] = [7.0, 7.0]
+    rows[1]["acquires"]["python"] = [4.5, 8.0]  # the pure path's seeds apart
+    assert "**Not one wake mode** for a2s:" in format_report(
+        {"hops": rows, "requests": {}, "seeds": 2}
+    )
+    rows[1]["acquires"]["python"] = [8.0, 8.0]
+    rows[0]["acquires"]["bare"] = [5.0, None]
+    text = format_report({"hops": rows, "requests": {}, "seeds": 2})
+    assert "s2a: 5.00, n/a / 5.00, 5.00 / 6.00, 6.00;" in text
+    assert "**Not one wake mode** for s2a:" in text
+    for r in rows:
+        del r["acquires"]  # a report from before the count: no line
+    assert "tell the two wake modes apart" not in format_report(
+        {"hops": rows, "requests": {}, "seeds": 2}
+    )
+
+
 def test_the_per_hop_table_shows_hopwatchs_own_code_beside_the_marginal():
     from bench.__main__ import judge, render_hops, render_misses
 
@@ -874,7 +979,20 @@ def test_the_per_hop_marginal_is_the_median_of_its_draws():
     assert [d["own"] for d in row["draws"]] == [5_600.0, 3_800.0, 3_820.0]
     assert row["own"] == 3_820.0  # their median
     cg = [{"name": "a2s", **row, "own": 3_820.0}]
+    assert "which tell the two wake modes apart" not in render_hops(None, cg)  # no count
+    for draw, (bare_waits, patched_waits) in zip(
+        row["draws"], [(7.0, 7.0), (7.0, 3.5), (6.95, 7.0)], strict=True
+    ):
+        draw["acquires"] = {"bare": bare_waits, "patched": patched_waits}
     text = render_hops(None, cg)
+    assert (
+        '"Two draws"; bare / with hopwatch): a2s: 7.00, 7.00, 6.95 / 7.00, 3.50, 7.00.'
+        " **Not one wake mode** for a2s:" in text
+    )
+    row["draws"][1]["acquires"]["patched"] = 7.0
+    assert "a2s: 7.00, 7.00, 6.95 / 7.00, 7.00, 7.00. Every hop's runs landed in one" in (
+        render_hops(None, cg)
+    )
     assert "the median of 3 draws (a run of each length per draw, draw k with hash seed k)" in text
     assert (
         "| a2s | 200 vs 1200 | 200,500 | 204,000 | +3,500 | +1.75% | +3,900, +13,000, +3,500"
