@@ -728,8 +728,8 @@ def wake_modes(
     mixed = [name for name, acquires in hops if not one_mode(acquires)]
     if mixed:
         verdict = (
-            f"**Not one wake mode** for {'; '.join(mixed)}: its runs waited differently,"
-            " so its added figures hold asgiref's waits as well as hopwatch's work"
+            f"**Not one wake mode** for {'; '.join(mixed)}: their runs waited differently,"
+            " so their added figures hold asgiref's waits as well as hopwatch's work"
             " (thousands of instructions a hop); run again on an idle machine."
         )
     else:
