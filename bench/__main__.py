@@ -497,15 +497,8 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
             # wakes and every run lands in one wake mode (instructions.lock_acquires)
             counts = {job: _instructions(*job, tmp) for job in jobs}
             for case in cases:
-                acquires[case] = [
-                    {
-                        kind: _acquires_per_hop(tmp, case, patched, *lengths[case], draw)
-                        for kind, patched in (("bare", False), ("patched", True))
-                    }
-                    for draw in draws
-                ]
-            for case in cases:
-                # hopwatch's own code per hop, from each draw's two patched profiles' call trees
+                # hopwatch's own code per hop, from each draw's two patched profiles' call
+                # trees; and each draw's lock.acquire calls a hop, bare and patched
                 n_small, n_large = lengths[case]
                 own_draws[case] = [
                     own_code.per_hop(
@@ -516,20 +509,23 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                     )
                     for draw in draws
                 ]
+                acquires[case] = [
+                    {
+                        kind: _acquires_per_hop(tmp, case, patched, n_small, n_large, draw)
+                        for kind, patched in (("bare", False), ("patched", True))
+                    }
+                    for draw in draws
+                ]
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         say(f"per hop: no instruction counts: {exc}")
         return None
-    rows = [
+    return [
         {
             "name": hops.CASES[case].name,
-            **marginal_per_hop(counts, case, *lengths[case], own_draws[case]),
+            **marginal_per_hop(counts, case, *lengths[case], own_draws[case], acquires[case]),
         }
         for case in cases
     ]
-    for case, row in zip(cases, rows, strict=True):
-        for draw, counted in zip(row["draws"], acquires.get(case, []), strict=True):
-            draw["acquires"] = counted
-    return rows
 
 
 def _acquires_per_hop(
@@ -550,11 +546,13 @@ def marginal_per_hop(
     small: int,
     large: int,
     own: list[float | None] | None = None,
+    acquires: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """One case's marginal per hop, bare and patched, each the median over the draws
     in ``counts`` ((case, patched, hops, draw) -> instructions), and every draw's;
     with ``own`` (hopwatch's own code in each draw), its median too (None when a
-    draw has none)."""
+    draw has none); with ``acquires`` (each draw's ``lock.acquire`` calls a hop,
+    bare and patched), each draw's beside its figures."""
     draws = sorted({d for c, _, _, d in counts if c == case})
     marginal = [
         {
@@ -564,6 +562,7 @@ def marginal_per_hop(
                 for kind, patched in (("bare", False), ("patched", True))
             },
             **({"own": own[i]} if own is not None else {}),
+            **({"acquires": acquires[i]} if acquires is not None else {}),
         }
         for i, draw in enumerate(draws)
     ]

@@ -979,6 +979,14 @@ def test_the_per_hop_marginal_is_the_median_of_its_draws():
     assert [d["patched"] - d["bare"] for d in row["draws"]] == [3_900, 13_000, 3_500]
     assert [d["own"] for d in row["draws"]] == [5_600.0, 3_800.0, 3_820.0]
     assert row["own"] == 3_820.0  # their median
+    assert all("acquires" not in d for d in row["draws"])
+    waits = [
+        {"bare": 7.0, "patched": 7.0},
+        {"bare": 7.0, "patched": 3.5},
+        {"bare": 7.0, "patched": 7.0},
+    ]
+    counted = marginal_per_hop(counts, 0, 200, 1200, None, waits)
+    assert [d["acquires"] for d in counted["draws"]] == waits  # each draw's, in draw order
     cg = [{"name": "a2s", **row, "own": 3_820.0}]
     assert "which tell the two wake modes apart" not in render_hops(None, cg)  # no count
     for draw, (bare_waits, patched_waits) in zip(
