@@ -120,17 +120,18 @@ SETTINGS: Final[dict[str, Setting]] = {
         _output_buffer,
         "0, or a whole number of characters from 4096 to 4194304",
         "`0`: each line is written when its request ends. A number (`65536`), with `OUTPUT`"
-        " `\"stdout\"` or a file path: lines are held in memory and written together, when"
-        " they reach that many characters, a second after the first of them at the latest,"
-        " when the settings change and when the process exits (gunicorn's, Hypercorn's,"
-        " Daphne's and Granian's workers on `SIGTERM`). It saves most requests their"
-        " `write` system call (measured: 14 to 18 µs, about 1.2% of a small request's CPU"
-        " time). A process that ends without exiting loses the lines it holds: `SIGKILL`,"
-        " the OOM killer, and uvicorn (also as gunicorn's worker class), which ends its process"
-        " with the `SIGTERM` it shut down on, unless your ASGI module calls `hopwatch.flush()`"
-        " at the lifespan shutdown. See the FAQ, \"How do I make it cheaper under"
-        " load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when their"
-        " records are written.",
+        " `\"stdout\"` or a file path: lines are held in memory and written together, when they"
+        " reach that many characters, a second after the first of them at the latest, when the"
+        " settings change and when the process exits (gunicorn's, Daphne's and Granian's workers"
+        " on `SIGTERM`, and Hypercorn's when it runs one). It saves most requests their `write`"
+        " system call (measured: 14 to 18 µs, about 1.2% of a small request's CPU time). A"
+        " process that ends without exiting loses the lines it holds: `SIGKILL`, the OOM killer,"
+        " and uvicorn (also as gunicorn's worker class), which ends its process with the"
+        " `SIGTERM` it shut down on, unless your ASGI module calls `hopwatch.flush()` at the"
+        " lifespan shutdown; and Hypercorn with several workers, which ends the ones still"
+        " running with `SIGTERM` once the first has exited. See the FAQ, \"How do I make it"
+        " cheaper under load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when"
+        " their records are written.",
     ),
     "LOGGER_NAME": Setting(
         "hopwatch",
