@@ -233,18 +233,20 @@ def _workers(server: subprocess.Popen, count: int) -> list[int]:
     """The pids of the ``count`` worker processes multiprocessing spawned for ``server``."""
     deadline = time.monotonic() + 60
     while True:
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         workers = []
-        for pid in children:
-            with contextlib.suppress(FileNotFoundError):
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile
+                status = (proc / "status").read_text()
+                parent = next(x for x in status.splitlines() if x.startswith("PPid:"))
                 # Spawned workers end their command with this; the resource tracker does not.
-                if b"--multiprocessing-fork" in Path(f"/proc/{pid}/cmdline").read_bytes().split(
-                    b"\0"
-                ):
-                    workers.append(int(pid))
+                arguments = (proc / "cmdline").read_bytes().split(b"\0")
+                if int(parent.split()[1]) == server.pid and b"--multiprocessing-fork" in arguments:
+                    workers.append(int(proc.name))
         if len(workers) == count:
             return workers
-        assert time.monotonic() < deadline, children
+        assert time.monotonic() < deadline, workers
         time.sleep(0.1)
 
 
