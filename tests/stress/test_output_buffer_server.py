@@ -266,15 +266,21 @@ def test_hypercorn_ends_a_worker_still_shutting_down_and_its_held_lines_are_lost
     served = _hypercorn(tmp_path, template_db, workers=2, HOPWATCH_HOLD_SECONDS="3600")
     with served as (server, port, log, stderr):
         idle, serving = _workers(server, 2)
-        os.kill(idle, signal.SIGSTOP)
-        _traffic(port)  # the stopped worker accepts nothing: the other serves all 30
-        os.kill(serving, signal.SIGSTOP)
-        os.kill(idle, signal.SIGCONT)
-        server.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while not _sigterm_pending(serving):  # the idle worker exited; then terminate()
-            assert time.monotonic() < deadline, stderr.read_text()
-            time.sleep(0.05)
-        os.kill(serving, signal.SIGCONT)
-        assert server.wait(60) == 0, stderr.read_text()  # its exit status: the first worker's
+        try:
+            os.kill(idle, signal.SIGSTOP)
+            _traffic(port)  # the stopped worker accepts nothing: the other serves all 30
+            os.kill(serving, signal.SIGSTOP)
+            os.kill(idle, signal.SIGCONT)
+            server.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while not _sigterm_pending(serving):  # the idle worker exited; then terminate()
+                assert time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.05)
+            os.kill(serving, signal.SIGCONT)
+            assert server.wait(60) == 0, stderr.read_text()  # the first worker's exit status
+        except BaseException:
+            for pid in (idle, serving):  # none left stopped, or running without its server
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
     assert _ids(log) == []
