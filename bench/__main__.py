@@ -440,8 +440,13 @@ _CALLGRIND_WORKER = (
 )
 
 
+def _profile(tmp: str, case: int, patched: bool, n: int, draw: int) -> Path:
+    """Where the callgrind run of ``n`` hops of ``case`` in ``draw`` keeps its profile."""
+    return Path(tmp) / f"callgrind.{case}.{patched}.{n}.{draw}.out"
+
+
 def _instructions(case: int, patched: bool, n: int, draw: int, tmp: str) -> int:
-    out = Path(tmp) / f"callgrind.{case}.{patched}.{n}.{draw}.out"
+    out = _profile(tmp, case, patched, n, draw)
     command = ["valgrind", "--tool=callgrind", "--fair-sched=yes", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", _CALLGRIND_WORKER]
     command += [str(case), "patched" if patched else "bare", str(n)]
@@ -502,8 +507,8 @@ def run_callgrind(params: Params) -> list[dict[str, Any]] | None:
                 n_small, n_large = lengths[case]
                 own_draws[case] = [
                     own_code.per_hop(
-                        Path(tmp) / f"callgrind.{case}.True.{n_small}.{draw}.out",
-                        Path(tmp) / f"callgrind.{case}.True.{n_large}.{draw}.out",
+                        _profile(tmp, case, True, n_small, draw),
+                        _profile(tmp, case, True, n_large, draw),
                         n_small,
                         n_large,
                     )
@@ -535,7 +540,7 @@ def _acquires_per_hop(
     from bench import instructions
 
     def of(n: int) -> int:
-        return instructions.lock_acquires(Path(tmp) / f"callgrind.{case}.{patched}.{n}.{draw}.out")
+        return instructions.lock_acquires(_profile(tmp, case, patched, n, draw))
 
     return (of(large) - of(small)) / (large - small)
 
@@ -742,26 +747,14 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
             )
         from bench import instructions
 
-        counted = all(r.get("draws") and all("acquires" in d for d in r["draws"]) for r in cg)
-        waits = (
-            [
-                instructions.wake_modes(
-                    [
-                        (
-                            r["name"],
-                            {
-                                label: [d["acquires"][kind] for d in r["draws"]]
-                                for kind, label in (("bare", "bare"), ("patched", "with hopwatch"))
-                            },
-                        )
-                        for r in cg
-                    ],
-                    ("bare", "with hopwatch"),
-                )
+        waits: list[str] = []
+        if all(r.get("draws") and all("acquires" in d for d in r["draws"]) for r in cg):
+            labels = (("bare", "bare"), ("patched", "with hopwatch"))
+            acquires = [
+                (r["name"], {label: [d["acquires"][k] for d in r["draws"]] for k, label in labels})
+                for r in cg
             ]
-            if counted
-            else []
-        )
+            waits = ["", instructions.wake_modes(acquires, ("bare", "with hopwatch"))]
         out += [
             "",
             '"Added" is everything the process did more per hop with hopwatch. A run'
@@ -778,7 +771,7 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
             " hopwatch's variable cost (3,903 or 5,596 on the `async_to_sync` onto the"
             " loop, 2026-12-03), so each draw has a seed of its own, as each of a"
             " deployment's processes does.",
-            *(line for wait in waits for line in ("", wait)),
+            *waits,
         ]
     else:
         out.append("_No instruction counts (valgrind missing, or `--skip callgrind`)._")
