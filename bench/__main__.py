@@ -608,6 +608,24 @@ def latest_request_instructions() -> dict[str, Any] | None:
     return report if isinstance(report, dict) and report.get("requests") else None
 
 
+def missing_instructions_notice(skip: list[str]) -> str | None:
+    """What to run first, said at the start of a run that will judge the
+    per-request instruction target with no count on record (a new checkout, or
+    ``.cache/`` wiped): otherwise it is found out 40 minutes later, as "not
+    measured" in the report."""
+    if "requests" in skip or latest_request_instructions() is not None:
+        return None
+    from bench import instructions
+
+    where = instructions.LATEST_REQUESTS.relative_to(ROOT)
+    return (
+        f"no per-request instruction count on record here ({where}): this run will"
+        " list that target as not measured. `python3 dev.py bench --instructions --only"
+        " requests` counts it (10 to 20 minutes under valgrind); `python -m bench"
+        " --rerender` then puts it in the report without measuring again."
+    )
+
+
 def run_report(params: Params) -> dict[str, Any] | None:
     """The "Report" part, owned by ``bench/report_bench.py``.
 
@@ -1886,6 +1904,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.here or args.no_install or in_bench_venv()):
         ensure_bench_venv(argv)  # re-runs this command in .venvs/bench, or returns
     started = time.monotonic()
+    notice = missing_instructions_notice(params.skip)
+    if notice:
+        say(notice)
 
     from bench import server
 

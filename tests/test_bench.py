@@ -1170,6 +1170,34 @@ def test_a_per_request_instruction_count_not_on_record_is_said_not_measured():
     assert judge({}) == []
 
 
+def test_a_run_without_a_per_request_instruction_count_says_so_at_its_start(monkeypatch, tmp_path):
+    """The full bench says at its start, not 40 minutes later, that no per-request
+    instruction count is on record, and what to run: once one is, or when the
+    request part is skipped, it says nothing."""
+    from bench import instructions
+    from bench.__main__ import missing_instructions_notice
+
+    assert (ROOT / ".cache" / "bench" / "instructions-requests.json") == (
+        instructions.LATEST_REQUESTS
+    )
+    latest = tmp_path / ".cache" / "bench" / "instructions-requests.json"
+    monkeypatch.setattr(instructions, "LATEST_REQUESTS", latest)
+    monkeypatch.setattr("bench.__main__.ROOT", tmp_path)
+    notice = missing_instructions_notice([])
+    assert notice is not None
+    assert notice.startswith(
+        "no per-request instruction count on record here (.cache/bench/instructions-requests.json)"
+    )
+    assert "`python3 dev.py bench --instructions --only requests`" in notice
+    assert "`python -m bench --rerender`" in notice
+    assert missing_instructions_notice(["requests"]) is None
+    latest.parent.mkdir(parents=True)
+    latest.write_text('{"requests": {}}')  # a run that counted no request
+    assert missing_instructions_notice([]) is not None
+    latest.write_text('{"requests": {"bare": {"total": 6000000}}}')
+    assert missing_instructions_notice([]) is None
+
+
 def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch):
     """bench.instructions counts two hops again with a function returning a value
     (hops.VALUED_CASES): each runs that function once per hop, bare, and with
