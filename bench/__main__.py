@@ -621,7 +621,7 @@ def missing_instructions_notice(skip: list[str]) -> str | None:
     return (
         f"no per-request instruction count on record here ({where}): this run will"
         " list that target as not measured. `python3 dev.py bench --instructions --only"
-        " requests` counts it (10 to 20 minutes under valgrind); `python -m bench"
+        " requests` counts it (10 to 20 minutes under valgrind); `python3 dev.py bench"
         " --rerender` then puts it in the report without measuring again."
     )
 
@@ -1374,8 +1374,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": f"per request: hopwatch adds at most {REQUEST_TARGET_PCT:g}% of a bare"
                 " request's instructions",
                 "result": "no `python -m bench.instructions` run on record on this machine"
-                " (`python3 dev.py bench --instructions`, 10 to 20 minutes under valgrind;"
-                " then `python -m bench --rerender`)",
+                " (`python3 dev.py bench --instructions --only requests`, 10 to 20 minutes"
+                " under valgrind; then `python3 dev.py bench --rerender`)",
                 "met": None,
             }
         )

@@ -1189,7 +1189,7 @@ def test_a_run_without_a_per_request_instruction_count_says_so_at_its_start(monk
         "no per-request instruction count on record here (.cache/bench/instructions-requests.json)"
     )
     assert "`python3 dev.py bench --instructions --only requests`" in notice
-    assert "`python -m bench --rerender`" in notice
+    assert "`python3 dev.py bench --rerender`" in notice
     assert missing_instructions_notice(["requests"]) is None
     latest.parent.mkdir(parents=True)
     latest.write_text('{"requests": {}}')  # a run that counted no request
