@@ -608,6 +608,14 @@ def latest_request_instructions() -> dict[str, Any] | None:
     return report if isinstance(report, dict) and report.get("requests") else None
 
 
+#: How a checkout gets the per-request instruction count the full run reads.
+COUNT_REQUESTS_FIRST = (
+    "`python3 dev.py bench --instructions --only requests` counts it (10 to 20 minutes"
+    " under valgrind); `python3 dev.py bench --rerender` then puts it in the report"
+    " without measuring again"
+)
+
+
 def missing_instructions_notice(skip: list[str]) -> str | None:
     """What to run first, said at the start of a run that will judge the
     per-request instruction target with no count on record (a new checkout, or
@@ -620,9 +628,7 @@ def missing_instructions_notice(skip: list[str]) -> str | None:
     where = instructions.LATEST_REQUESTS.relative_to(ROOT)
     return (
         f"no per-request instruction count on record here ({where}): this run will"
-        " list that target as not measured. `python3 dev.py bench --instructions --only"
-        " requests` counts it (10 to 20 minutes under valgrind); `python3 dev.py bench"
-        " --rerender` then puts it in the report without measuring again."
+        f" list that target as not measured. {COUNT_REQUESTS_FIRST}."
     )
 
 
@@ -1373,9 +1379,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "target": f"per request: hopwatch adds at most {REQUEST_TARGET_PCT:g}% of a bare"
                 " request's instructions",
-                "result": "no `python -m bench.instructions` run on record on this machine"
-                " (`python3 dev.py bench --instructions --only requests`, 10 to 20 minutes"
-                " under valgrind; then `python3 dev.py bench --rerender`)",
+                "result": "no `python -m bench.instructions` run on record on this machine:"
+                f" {COUNT_REQUESTS_FIRST}",
                 "met": None,
             }
         )
