@@ -8,6 +8,7 @@ the suite both ways); ``IMPLEMENTATION`` says which one this process uses.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -19,9 +20,18 @@ IMPLEMENTATION = "python"
 #: built, or built and not loadable), for the system check hopwatch.W006; None
 #: when it is used or HOPWATCH_PURE_PYTHON chose the reference.
 UNAVAILABLE: str | None = None
+#: What to do about it (the system check hopwatch.W006 and ``hopwatch --version``).
+REBUILD_COMMAND = "pip install --force-reinstall --no-binary hopwatch hopwatch"
+REBUILD_HINT = (
+    "Reinstall hopwatch where a C compiler and Python's headers are present"
+    f" ({REBUILD_COMMAND}), or install a wheel built on such a machine"
+    " (docs/getting-started.md)."
+)
 if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0"):
     try:
-        from hopwatch import _speedups  # type: ignore[attr-defined]
+        # (not ``from hopwatch import``: a module that was not built then reads
+        # "No module named ...", not "cannot import name ... from <a path>")
+        _speedups = importlib.import_module("hopwatch._speedups")
     except ImportError as exc:  # not built (an install without a compiler): the reference
         UNAVAILABLE = str(exc) or type(exc).__name__
     else:

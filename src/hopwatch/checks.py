@@ -166,9 +166,8 @@ def check_accelerator(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             "hopwatch's C accelerator (hopwatch._speedups) did not load"
             f" ({_hotpath.UNAVAILABLE}): hopwatch runs its pure-Python hop path, with the"
             " same counts and names, at several times the cost per hop.",
-            hint="Reinstall hopwatch where a C compiler and Python's headers are present"
-            " (pip install --force-reinstall --no-binary hopwatch hopwatch). To run the"
-            " pure-Python path on purpose, set HOPWATCH_PURE_PYTHON=1.",
+            hint=_hotpath.REBUILD_HINT
+            + " To run the pure-Python path on purpose, set HOPWATCH_PURE_PYTHON=1.",
             id="hopwatch.W006",
         )
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Final
 
@@ -33,13 +34,60 @@ def _version() -> str:
         return "unknown"
 
 
+def version_text() -> str:
+    """``hopwatch --version``: the version, and which of hopwatch's two C parts this
+    install runs (each has a pure-Python fallback, used where the install had no C
+    compiler: same results, more time), and why not where it does not."""
+    from hopwatch import _hotpath
+    from hopwatch.report import scan
+
+    lines = [f"hopwatch {_version()}"]
+    parts = (
+        ("hop path", "hopwatch._speedups", _hotpath, "several times the cost per hop"),
+        ("report scanner", "hopwatch.report._accumulate", scan, "slower per log line"),
+    )
+    missing = False
+    for part, module, owner, cost in parts:
+        if owner.IMPLEMENTATION == "c":
+            lines.append(f"{part}: C ({module})")
+        elif owner.UNAVAILABLE is None:
+            lines.append(f"{part}: pure Python (HOPWATCH_PURE_PYTHON is set)")
+        else:
+            missing = True
+            lines.append(f"{part}: pure Python, {cost}")
+            lines.append(f"  {module} did not load: {owner.UNAVAILABLE}")
+    if missing:
+        # wrapped to a terminal's width, never inside the command
+        command = _hotpath.REBUILD_COMMAND
+        hint = _hotpath.REBUILD_HINT.replace(command, command.replace(" ", "\0"))
+        lines.extend(line.replace("\0", " ") for line in textwrap.wrap(hint, 79))
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    """--version, its text made only when asked (it imports the hop path)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show the version and whether the hop path and report scanner run in C, then exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of ``command`` (the one about to run) filled in."""
     parser = Parser(
         prog="hopwatch",
         description="See what sync/async thread hops cost your Django app.",
     )
-    parser.add_argument("--version", action="version", version=f"hopwatch {_version()}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         if command is not None and name != command:

@@ -212,6 +212,31 @@ def _module_run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[b
     )
 
 
+@pytest.mark.parametrize("pure", ["", "1"])
+def test_version_says_whether_the_hop_path_and_the_scanner_run_in_c(pure: str) -> None:
+    """The test environments build both extensions (the editable install); an install
+    without a compiler is tests/test_install.py's."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HOPWATCH_PURE_PYTHON": pure}
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "--version"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines() == (
+        [
+            "hopwatch 0.1.0",
+            "hop path: pure Python (HOPWATCH_PURE_PYTHON is set)",
+            "report scanner: pure Python (HOPWATCH_PURE_PYTHON is set)",
+        ]
+        if pure
+        else [
+            "hopwatch 0.1.0",
+            "hop path: C (hopwatch._speedups)",
+            "report scanner: C (hopwatch.report._accumulate)",
+        ]
+    )
+
+
 def test_python_dash_m_runs_without_django() -> None:
     probe = (
         "import sys, runpy; sys.argv = ['hopwatch', 'report', '-', '--format', 'json'];\n"

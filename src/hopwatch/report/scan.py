@@ -39,6 +39,7 @@ lookups and calls cost as much as the work itself there.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,9 +99,12 @@ def load_accelerator() -> Any:
     (``add``) and the loop itself for the usual case (``scan``); None when it is not
     built (an install without a C compiler). Both update the same objects the same way
     as the Python code in :meth:`Scanner.feed`."""
+    global UNAVAILABLE
     try:
-        from hopwatch.report import _accumulate  # type: ignore[attr-defined]
-    except ImportError:
+        # (as hopwatch._hotpath: "No module named ..." when it was not built)
+        _accumulate = importlib.import_module("hopwatch.report._accumulate")
+    except ImportError as exc:  # not built (an install without a compiler): the Python loop
+        UNAVAILABLE = str(exc) or type(exc).__name__
         return None
     from hopwatch.report import aggregate
 
@@ -110,6 +114,10 @@ def load_accelerator() -> Any:
     return _accumulate
 
 
+#: Why the C module is not used although nobody asked for pure Python (not built,
+#: or built and not loadable), for ``hopwatch --version``; None when it is used or
+#: ``HOPWATCH_PURE_PYTHON`` chose the Python loop.
+UNAVAILABLE: str | None = None
 #: The C module, unless ``HOPWATCH_PURE_PYTHON`` is set (the test command runs both).
 _C: Any = (
     load_accelerator() if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0") else None
