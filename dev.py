@@ -45,7 +45,8 @@ ENVIRONMENTS: dict[str, Environment] = {
 }
 # Lint, types, the demo and the benchmarks: the first of these that is available.
 DEFAULT_ENVS = ("django52", "django61", "django60")
-# The load, memory and server-fault tests (marked `slow`) run on one environment
+# The load, memory and server-fault tests and the builds of hopwatch from its
+# source (tests/test_install.py), all marked `slow`, run on one environment
 # only: they test hopwatch under load, which does not change with Django, and
 # take ~4 of the ~6 minutes an environment needs on 2 cores (measured): on all
 # three the run would pass 20 minutes on a loaded machine.

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import fcntl
 import io
+import json
 import os
 import pty
 import struct
 import subprocess
+import sys
 import termios
+import textwrap
 import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -229,3 +232,41 @@ def stepped_by_hand(awaitable: Any, step: Callable[[Any], Any]) -> Any:
 
 #: The ways to step an iterator by hand: ``__next__()``, ``next()``, ``send(None)``.
 STEPS: list[Callable[[Any], Any]] = [lambda it: it.__next__(), next, lambda it: it.send(None)]
+
+
+def check_and_one_request(
+    prelude: str, seen: str, pythonpath: Sequence[str], cwd: Any, **env: str
+) -> tuple[dict[str, Any], str]:
+    """In a new interpreter (tests.settings): ``prelude``, django.setup(),
+    ``manage.py check`` (its messages on stderr), then one request through hopwatch's
+    middleware. Returns ({"seen": eval of ``seen``, "status", "hops"}, stderr)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json
+        {prelude}
+        import django
+        django.setup()
+        from django.core.management import call_command
+        from django.test import AsyncClient, override_settings
+        from tests.helpers import capture
+
+        call_command("check")
+        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
+            with capture() as records:
+                status = asyncio.run(AsyncClient().get("/async/")).status_code
+        print(json.dumps({{"seen": {seen}, "status": status,
+                          "hops": [len(r) for r in records]}}))
+        """
+    )
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **env,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environ, cwd=cwd, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from django.test import override_settings
 from hopwatch import _versions
 from hopwatch._versions import Provider
 from hopwatch.checks import check_logging, check_middleware, check_settings, check_versions
+from tests.helpers import check_and_one_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,42 +167,6 @@ def _fork_wheel(directory: Path) -> Path:
         )
         archive.writestr(f"{dist_info}/RECORD", "")  # pip writes the real one
     return wheel
-
-
-def check_and_one_request(prelude, seen, pythonpath, cwd, **env):
-    """In a new interpreter (tests.settings): ``prelude``, django.setup(),
-    ``manage.py check`` (its messages on stderr), then one request through hopwatch's
-    middleware. Returns ({"seen": eval of ``seen``, "status", "hops"}, stderr)."""
-    script = textwrap.dedent(
-        f"""
-        import asyncio, json
-        {prelude}
-        import django
-        django.setup()
-        from django.core.management import call_command
-        from django.test import AsyncClient, override_settings
-        from tests.helpers import capture
-
-        call_command("check")
-        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
-            with capture() as records:
-                status = asyncio.run(AsyncClient().get("/async/")).status_code
-        print(json.dumps({{"seen": {seen}, "status": status,
-                          "hops": [len(r) for r in records]}}))
-        """
-    )
-    environ = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(pythonpath),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        **env,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=environ, cwd=cwd, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
 def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_working(tmp_path):

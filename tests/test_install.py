@@ -1,0 +1,144 @@
+"""hopwatch installed the way a project installs it: pip builds it from its source.
+
+Its two C parts (the hop path's ``_speedups``, the report's ``_accumulate``) are
+optional extensions. Where the install has no C compiler (a slim container
+image), pip still installs hopwatch, with the pure-Python fallbacks: the same
+counts, more time. ``hopwatch --version`` and the system check ``hopwatch.W006``
+say so. A wheel built where a compiler is present installs the C parts where
+none is (the getting-started guide's two-stage image). These build real wheels
+with pip (setuptools in pip's build isolation, from the package index) from a
+copy of this checkout's sources, and load them in new interpreters, the checkout's
+own hopwatch kept off their path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import check_and_one_request
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One build of each kind per run, so once per suite: with the slow tests.
+pytestmark = pytest.mark.slow
+
+#: What makes an extension's build fail the way a machine without a compiler
+#: does: setuptools calls ``$CC``, which exits 1.
+NO_COMPILER = {"CC": shutil.which("false") or "/bin/false", "HOPWATCH_PURE_PYTHON": ""}
+EXTENSIONS = ("hopwatch/_speedups.", "hopwatch/report/_accumulate.")
+
+
+def _source(directory: Path) -> Path:
+    """The files an sdist of this checkout holds, without what a build left in it."""
+    source = directory / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src",
+        source / "src",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"),
+    )
+    return source
+
+
+def _wheel(directory: Path, **env: str) -> Path:
+    out = directory / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+         "--disable-pip-version-check", "-w", str(out), str(_source(directory))],
+        env={**os.environ, **env}, check=True, timeout=600,
+    )  # fmt: skip
+    (wheel,) = out.glob("hopwatch-*.whl")
+    return wheel
+
+
+def _install(wheel: Path, target: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--disable-pip-version-check", "--target", str(target), str(wheel)],
+        env={**os.environ, **NO_COMPILER}, check=True, timeout=300,
+    )  # fmt: skip
+
+
+def _version(target: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "--version"],
+        env={**os.environ, "PYTHONPATH": str(target), "HOPWATCH_PURE_PYTHON": ""},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout.splitlines()
+
+
+def _extensions(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return sorted(n for n in archive.namelist() if n.endswith(".so"))
+
+
+def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it_runs(
+    tmp_path,
+):
+    wheel = _wheel(tmp_path, **NO_COMPILER)
+    assert _extensions(wheel) == []  # neither extension was built, and pip went on
+    target = tmp_path / "site"
+    _install(wheel, target)
+
+    assert _version(target) == [
+        "hopwatch 0.1.0",
+        "hop path: pure Python, several times the cost per hop",
+        "  hopwatch._speedups did not load: No module named 'hopwatch._speedups'",
+        "report scanner: pure Python, slower per log line",
+        "  hopwatch.report._accumulate did not load: No module named"
+        " 'hopwatch.report._accumulate'",
+        "Reinstall hopwatch where a C compiler and Python's headers are present",
+        "(pip install --force-reinstall --no-binary hopwatch hopwatch), or install a",
+        "wheel built on such a machine (docs/getting-started.md).",
+    ]
+    seen, stderr = check_and_one_request(
+        "import sys",
+        "[sys.modules['hopwatch._hotpath'].IMPLEMENTATION, sys.modules['hopwatch'].__file__]",
+        [str(target), str(ROOT)],
+        tmp_path,
+        HOPWATCH_PURE_PYTHON="",
+    )
+    implementation, package = seen["seen"]
+    assert implementation == "python" and package.startswith(str(target))
+    assert seen["status"] == 200 and seen["hops"] == [2]  # as on the C path
+    assert (
+        "(hopwatch.W006) hopwatch's C accelerator (hopwatch._speedups) did not load"
+        " (No module named 'hopwatch._speedups')" in stderr
+    )
+
+
+def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(tmp_path):
+    wheel = _wheel(tmp_path)  # this machine's compiler
+    built = _extensions(wheel)
+    assert [name.rsplit(".", 2)[0] + "." for name in built] == sorted(EXTENSIONS)
+    target = tmp_path / "site"
+    _install(wheel, target)  # where $CC fails, as in a slim image
+
+    assert _version(target) == [
+        "hopwatch 0.1.0",
+        "hop path: C (hopwatch._speedups)",
+        "report scanner: C (hopwatch.report._accumulate)",
+    ]
+    seen, stderr = check_and_one_request(
+        "import sys",
+        "[sys.modules['hopwatch._hotpath'].IMPLEMENTATION,"
+        " sys.modules['hopwatch._speedups'].__file__]",
+        [str(target), str(ROOT)],
+        tmp_path,
+        HOPWATCH_PURE_PYTHON="",
+    )
+    implementation, extension = seen["seen"]
+    assert implementation == "c" and extension.startswith(str(target))
+    assert seen["status"] == 200 and seen["hops"] == [2]
+    assert "hopwatch.W006" not in stderr
