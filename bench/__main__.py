@@ -57,7 +57,7 @@ DEFAULT_JSON = ROOT / ".cache" / "bench" / "results.json"
 BENCH_REQUIREMENTS = [
     "Django==5.2.19",
     "asgiref==3.13.0",
-    "uvicorn==0.54.0",
+    "uvicorn==0.55.0",
     "pyinstrument==5.1.3",
     "opentelemetry-api==1.45.2",
     "opentelemetry-sdk==1.45.2",
