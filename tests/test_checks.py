@@ -198,9 +198,19 @@ def test_a_c_accelerator_that_does_not_load_is_reported_and_hopwatch_keeps_count
         [str(ROOT)],
         ROOT,
         HOPWATCH_PURE_PYTHON="1" if chosen else "",
+        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
     )
     assert seen == {"seen": "python", "status": 200, "hops": [2]}
     reported = "(hopwatch.W006) hopwatch's C accelerator (hopwatch._speedups) did not load"
     assert (reported in stderr) is not chosen
+    # and once at start-up on the hopwatch logger, which a server's logs carry (it runs
+    # no system checks)
+    logged = (
+        "hopwatch's C accelerator (hopwatch._speedups) did not load (import of"
+        " hopwatch._speedups halted; None in sys.modules): hopwatch runs its pure-Python"
+        " hop path, with the same counts and names, at several times the cost per hop."
+        " Reinstall hopwatch where a C compiler"
+    )
+    assert stderr.count(logged) == (0 if chosen else 1)
     if not chosen:
         assert "import of hopwatch._speedups halted" in stderr

@@ -3,8 +3,8 @@
 Its two C parts (the hop path's ``_speedups``, the report's ``_accumulate``) are
 optional extensions. Where the install has no C compiler (a slim container
 image), pip still installs hopwatch, with the pure-Python fallbacks: the same
-counts, more time. ``hopwatch --version`` and the system check ``hopwatch.W006``
-say so. A wheel built where a compiler is present installs the C parts where
+counts, more time. ``hopwatch --version``, the system check ``hopwatch.W006``
+and a warning as the app starts say so. A wheel built where a compiler is present installs the C parts where
 none is (the getting-started guide's two-stage image). These build real wheels
 with pip (setuptools in pip's build isolation, from the package index) from a
 copy of this checkout's sources, and load them in new interpreters, the checkout's
@@ -108,14 +108,17 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
         [str(target), str(ROOT)],
         tmp_path,
         HOPWATCH_PURE_PYTHON="",
+        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
     )
     implementation, package = seen["seen"]
     assert implementation == "python" and package.startswith(str(target))
     assert seen["status"] == 200 and seen["hops"] == [2]  # as on the C path
-    assert (
-        "(hopwatch.W006) hopwatch's C accelerator (hopwatch._speedups) did not load"
-        " (No module named 'hopwatch._speedups')" in stderr
+    said = (
+        "hopwatch's C accelerator (hopwatch._speedups) did not load (No module named"
+        " 'hopwatch._speedups'): hopwatch runs its pure-Python hop path"
     )
+    assert f"(hopwatch.W006) {said}" in stderr  # manage.py check
+    assert stderr.count(said) == 2  # and the start-up warning on the hopwatch logger
 
 
 def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(tmp_path):
@@ -137,8 +140,9 @@ def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(tmp_
         [str(target), str(ROOT)],
         tmp_path,
         HOPWATCH_PURE_PYTHON="",
+        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
     )
     implementation, extension = seen["seen"]
     assert implementation == "c" and extension.startswith(str(target))
     assert seen["status"] == 200 and seen["hops"] == [2]
-    assert "hopwatch.W006" not in stderr
+    assert "hopwatch.W006" not in stderr and "did not load" not in stderr

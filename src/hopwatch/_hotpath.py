@@ -27,6 +27,18 @@ REBUILD_HINT = (
     f" ({REBUILD_COMMAND}), or install a wheel built on such a machine"
     " (docs/getting-started.md)."
 )
+
+
+def unavailable_message() -> str:
+    """What the system check hopwatch.W006 and the start-up warning say when
+    ``UNAVAILABLE`` is set."""
+    return (
+        f"hopwatch's C accelerator (hopwatch._speedups) did not load ({UNAVAILABLE}):"
+        " hopwatch runs its pure-Python hop path, with the same counts and names, at"
+        " several times the cost per hop."
+    )
+
+
 if os.environ.get("HOPWATCH_PURE_PYTHON", "") in ("", "0"):
     try:
         # (not ``from hopwatch import``: a module that was not built then reads

@@ -23,6 +23,7 @@ def activate() -> None:
     conf.validate()
     if not hopwatch_settings.ENABLED:
         return
+    _warn_without_accelerator()
     with _lock:
         _django.install()
         _connections.install()
@@ -38,6 +39,25 @@ def activate() -> None:
         _start_hop_tax_measurement()
     if hopwatch_settings.OTEL_METRICS or hopwatch_settings.OTEL_SPANS:
         _install_otel()
+
+
+_accelerator_warned = False
+
+
+def _warn_without_accelerator() -> None:
+    """Once per process, on the ``hopwatch`` logger: the C accelerator did not load
+    (the system check hopwatch.W006 says the same, but a server runs no checks)."""
+    global _accelerator_warned
+    from hopwatch import _hotpath
+
+    if _hotpath.UNAVAILABLE is None or _accelerator_warned:
+        return
+    _accelerator_warned = True
+    import logging
+
+    logging.getLogger("hopwatch").warning(
+        "%s %s (hopwatch.W006)", _hotpath.unavailable_message(), _hotpath.REBUILD_HINT
+    )
 
 
 def _install_otel() -> None:

@@ -163,9 +163,7 @@ def check_accelerator(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
         return []
     return [
         Warning(
-            "hopwatch's C accelerator (hopwatch._speedups) did not load"
-            f" ({_hotpath.UNAVAILABLE}): hopwatch runs its pure-Python hop path, with the"
-            " same counts and names, at several times the cost per hop.",
+            _hotpath.unavailable_message(),
             hint=_hotpath.REBUILD_HINT
             + " To run the pure-Python path on purpose, set HOPWATCH_PURE_PYTHON=1.",
             id="hopwatch.W006",
