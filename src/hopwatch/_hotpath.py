@@ -17,10 +17,11 @@ from hopwatch import _hotpath_py
 impl: Any = _hotpath_py
 IMPLEMENTATION = "python"
 #: Why the C accelerator is not used although nobody asked for pure Python (not
-#: built, or built and not loadable), for the system check hopwatch.W006; None
-#: when it is used or HOPWATCH_PURE_PYTHON chose the reference.
+#: built, or built and not loadable), for the system check hopwatch.W006, the
+#: start-up warning (hopwatch.apps) and ``hopwatch --version``; None when it is
+#: used or HOPWATCH_PURE_PYTHON chose the reference.
 UNAVAILABLE: str | None = None
-#: What to do about it (the system check hopwatch.W006 and ``hopwatch --version``).
+#: What to do about it (the same three say it).
 REBUILD_COMMAND = "pip install --force-reinstall --no-binary hopwatch hopwatch"
 REBUILD_HINT = (
     "Reinstall hopwatch where a C compiler and Python's headers are present"
