@@ -78,6 +78,24 @@ def _version(target: Path) -> list[str]:
     return done.stdout.splitlines()
 
 
+def _check_and_serve(target: Path, module: str, cwd: Path) -> tuple[str, str]:
+    """``manage.py check`` and one request (tests.helpers.check_and_one_request) with
+    the install in ``target`` first on the path: the hop path's implementation, and
+    what the process wrote to standard error (hopwatch's warnings among it)."""
+    seen, stderr = check_and_one_request(
+        "import sys",
+        f"[sys.modules['hopwatch._hotpath'].IMPLEMENTATION, sys.modules[{module!r}].__file__]",
+        [str(target), str(ROOT)],
+        cwd,
+        HOPWATCH_PURE_PYTHON="",
+        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
+    )
+    implementation, path = seen["seen"]
+    assert path.startswith(str(target))  # the install's module, not the checkout's
+    assert seen["status"] == 200 and seen["hops"] == [2]  # the same on either path
+    return implementation, stderr
+
+
 def _extensions(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         return sorted(n for n in archive.namelist() if n.endswith(".so"))
@@ -96,23 +114,13 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
         "hop path: pure Python, several times the cost per hop",
         "  hopwatch._speedups did not load: No module named 'hopwatch._speedups'",
         "report scanner: pure Python, slower per log line",
-        "  hopwatch.report._accumulate did not load: No module named"
-        " 'hopwatch.report._accumulate'",
+        "  hopwatch.report._accumulate did not load: No module named 'hopwatch.report._accumulate'",
         "Reinstall hopwatch where a C compiler and Python's headers are present",
         "(pip install --force-reinstall --no-binary hopwatch hopwatch), or install a",
         "wheel built on such a machine (docs/getting-started.md).",
     ]
-    seen, stderr = check_and_one_request(
-        "import sys",
-        "[sys.modules['hopwatch._hotpath'].IMPLEMENTATION, sys.modules['hopwatch'].__file__]",
-        [str(target), str(ROOT)],
-        tmp_path,
-        HOPWATCH_PURE_PYTHON="",
-        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
-    )
-    implementation, package = seen["seen"]
-    assert implementation == "python" and package.startswith(str(target))
-    assert seen["status"] == 200 and seen["hops"] == [2]  # as on the C path
+    implementation, stderr = _check_and_serve(target, "hopwatch", tmp_path)
+    assert implementation == "python"
     said = (
         "hopwatch's C accelerator (hopwatch._speedups) did not load (No module named"
         " 'hopwatch._speedups'): hopwatch runs its pure-Python hop path"
@@ -133,16 +141,6 @@ def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(tmp_
         "hop path: C (hopwatch._speedups)",
         "report scanner: C (hopwatch.report._accumulate)",
     ]
-    seen, stderr = check_and_one_request(
-        "import sys",
-        "[sys.modules['hopwatch._hotpath'].IMPLEMENTATION,"
-        " sys.modules['hopwatch._speedups'].__file__]",
-        [str(target), str(ROOT)],
-        tmp_path,
-        HOPWATCH_PURE_PYTHON="",
-        DJANGO_SETTINGS_MODULE="tests.settings_stderr",
-    )
-    implementation, extension = seen["seen"]
-    assert implementation == "c" and extension.startswith(str(target))
-    assert seen["status"] == 200 and seen["hops"] == [2]
+    implementation, stderr = _check_and_serve(target, "hopwatch._speedups", tmp_path)
+    assert implementation == "c"
     assert "hopwatch.W006" not in stderr and "did not load" not in stderr
