@@ -39,7 +39,7 @@ def _source(directory: Path) -> Path:
     """The files an sdist of this checkout holds, without what a build left in it."""
     source = directory / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(
         ROOT / "src",
@@ -50,12 +50,17 @@ def _source(directory: Path) -> Path:
 
 
 def _wheel(directory: Path, **env: str) -> Path:
+    """The wheel pip builds; the build backend's output (``-v``) holds no deprecation
+    warning: each comes with a date after which the build fails (setuptools'
+    ``project.license`` table had 2027-02-18)."""
     out = directory / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
          "--disable-pip-version-check", "-w", str(out), str(_source(directory))],
-        env={**os.environ, **env}, check=True, timeout=600,
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "DeprecationWarning" not in done.stdout + done.stderr
     (wheel,) = out.glob("hopwatch-*.whl")
     return wheel
 
