@@ -84,6 +84,8 @@ TEST_REQUIREMENTS = [
     # How the line names a framework's operations (tests/test_names.py): a django-ninja API.
     "django-ninja==1.7.1",
     "pydantic==2.14.4",
+    # tests/test_install.py: hopwatch's sdist, as a release makes it, for pip to build
+    "build==1.6.1",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.

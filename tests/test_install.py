@@ -6,9 +6,9 @@ image), pip still installs hopwatch, with the pure-Python fallbacks: the same
 counts, more time. ``hopwatch --version``, the system check ``hopwatch.W006``
 and a warning as the app starts say so. A wheel built where a compiler is present installs the C parts where
 none is (the getting-started guide's two-stage image). These build real wheels
-with pip (setuptools in pip's build isolation, from the package index) from a
-copy of this checkout's sources, and load them in new interpreters, the checkout's
-own hopwatch kept off their path.
+with pip (setuptools in pip's build isolation, from the package index) from an
+sdist of this checkout's sources, and load them in new interpreters, the
+checkout's own hopwatch kept off their path.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ NO_COMPILER = {"CC": shutil.which("false") or "/bin/false", "HOPWATCH_PURE_PYTHO
 EXTENSIONS = ("hopwatch/_speedups.", "hopwatch/report/_accumulate.")
 
 
-def _source(directory: Path) -> Path:
-    """The files an sdist of this checkout holds, without what a build left in it."""
+def _sdist(directory: Path) -> Path:
+    """hopwatch's sdist, made as a release makes it (``python -m build --sdist``) from
+    the files of this checkout that git would hand it, without what a build left in
+    the checkout."""
     source = directory / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -46,21 +48,32 @@ def _source(directory: Path) -> Path:
         source / "src",
         ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"),
     )
-    return source
+    out = directory / "sdist"
+    _build([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(source)])
+    (sdist,) = out.glob("hopwatch-*.tar.gz")
+    return sdist
 
 
-def _wheel(directory: Path, **env: str) -> Path:
-    """The wheel pip builds; the build backend's output (``-v``) holds no deprecation
-    warning: each comes with a date after which the build fails (setuptools'
-    ``project.license`` table had 2027-02-18)."""
-    out = directory / "wheels"
+def _build(command: list[str], **env: str) -> None:
+    """Runs a build; the build backend's output holds no deprecation warning: each
+    comes with a date after which the build fails (setuptools' ``project.license``
+    table had 2027-02-18)."""
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
-         "--disable-pip-version-check", "-w", str(out), str(_source(directory))],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=False,
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+        check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "DeprecationWarning" not in done.stdout + done.stderr
+
+
+def _wheel(directory: Path, **env: str) -> Path:
+    """The wheel pip builds from the sdist, as ``pip install hopwatch`` does."""
+    out = directory / "wheels"
+    _build(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
+         "--disable-pip-version-check", "-w", str(out), str(_sdist(directory))],
+        **env,
+    )  # fmt: skip
     (wheel,) = out.glob("hopwatch-*.whl")
     return wheel
 
