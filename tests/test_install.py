@@ -4,8 +4,9 @@ Its two C parts (the hop path's ``_speedups``, the report's ``_accumulate``) are
 optional extensions. Where the install has no C compiler (a slim container
 image), pip still installs hopwatch, with the pure-Python fallbacks: the same
 counts, more time. ``hopwatch --version``, the system check ``hopwatch.W006``
-and a warning as the app starts say so. A wheel built where a compiler is present installs the C parts where
-none is (the getting-started guide's two-stage image). These build real wheels
+and a warning as the app starts say so. A wheel built where a compiler is
+present installs the C parts where none is (the getting-started guide's
+two-stage image). These build real wheels
 with pip (setuptools in pip's build isolation, from the package index) from an
 sdist of this checkout's sources, and load them in new interpreters, the
 checkout's own hopwatch kept off their path.
@@ -30,15 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 #: What makes an extension's build fail the way a machine without a compiler
-#: does: setuptools calls ``$CC``, which exits 1.
+#: does: setuptools calls ``$CC``, which exits 1 (a ``$CC`` that does not exist
+#: reads the same to setuptools: the optional extension is left out).
 NO_COMPILER = {"CC": shutil.which("false") or "/bin/false", "HOPWATCH_PURE_PYTHON": ""}
 EXTENSIONS = ("hopwatch/_speedups.", "hopwatch/report/_accumulate.")
 
 
 def _sdist(directory: Path) -> Path:
-    """hopwatch's sdist, made as a release makes it (``python -m build --sdist``) from
-    the files of this checkout that git would hand it, without what a build left in
-    the checkout."""
+    """hopwatch's sdist, made as a release makes it (``python -m build --sdist``),
+    from a copy of this checkout's ``pyproject.toml``, ``README.md``, ``LICENSE``
+    and ``src/`` without what the test environment's build left in it."""
     source = directory / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -56,8 +58,8 @@ def _sdist(directory: Path) -> Path:
 
 def _build(command: list[str], **env: str) -> None:
     """Runs a build; the build backend's output holds no deprecation warning: each
-    comes with a date after which the build fails (setuptools' ``project.license``
-    table had 2027-02-18)."""
+    comes with a date after which the backend may refuse the build (setuptools'
+    ``project.license`` table had 2027-02-18)."""
     done = subprocess.run(
         command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
         check=False,
