@@ -8,8 +8,8 @@ and a warning as the app starts say so. A wheel built where a compiler is
 present installs the C parts where none is (the getting-started guide's
 two-stage image). These build real wheels
 with pip (setuptools in pip's build isolation, from the package index) from an
-sdist of this checkout's sources, and load them in new interpreters, the
-checkout's own hopwatch kept off their path.
+sdist of this checkout, and load them in new interpreters, the checkout's own
+hopwatch kept off their path.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -38,21 +39,24 @@ EXTENSIONS = ("hopwatch/_speedups.", "hopwatch/report/_accumulate.")
 
 
 def _sdist(directory: Path) -> Path:
-    """hopwatch's sdist, made as a release makes it (``python -m build --sdist``),
-    from a copy of this checkout's ``pyproject.toml``, ``README.md``, ``LICENSE``
-    and ``src/`` without what the test environment's build left in it."""
-    source = directory / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "src",
-        source / "src",
-        ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"),
-    )
+    """hopwatch's sdist, made from this checkout as a release makes it (``python -m
+    build --sdist``): the package's sources and data, and no build product or test."""
     out = directory / "sdist"
-    _build([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(source)])
+    _build([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(ROOT)])
     (sdist,) = out.glob("hopwatch-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    top = {name for name in names if "/" not in name}
+    assert top == {"LICENSE", "MANIFEST.in", "PKG-INFO", "README.md", "pyproject.toml",
+                   "setup.cfg", "src"}  # fmt: skip
+    assert not [n for n in names if n.endswith((".so", ".pyc")) or n.startswith("tests")]
+    assert {
+        "src/hopwatch/_speedups.c",
+        "src/hopwatch/report/_accumulate.c",
+        "src/hopwatch/py.typed",
+        "src/hopwatch/contrib/templates/hops_panel.html",
+        "src/hopwatch/report/assets/page.js",
+    } <= names
     return sdist
 
 
