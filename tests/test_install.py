@@ -38,13 +38,16 @@ NO_COMPILER = {"CC": shutil.which("false") or "/bin/false", "HOPWATCH_PURE_PYTHO
 EXTENSIONS = ("hopwatch/_speedups.", "hopwatch/report/_accumulate.")
 
 
-def _sdist(directory: Path) -> Path:
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """hopwatch's sdist, made from this checkout as a release makes it (``python -m
     build --sdist``): the package's sources and data, and no build product or test."""
-    out = directory / "sdist"
-    _build([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(ROOT)])
-    (sdist,) = out.glob("hopwatch-*.tar.gz")
-    with tarfile.open(sdist) as archive:
+    directory = tmp_path_factory.mktemp("sdist")
+    out = directory / "dist"
+    command = [sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(ROOT)]
+    _build(command, directory)
+    (made,) = out.glob("hopwatch-*.tar.gz")
+    with tarfile.open(made) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     top = {name for name in names if "/" not in name}
     assert top == {"LICENSE", "MANIFEST.in", "PKG-INFO", "README.md", "pyproject.toml",
@@ -57,27 +60,30 @@ def _sdist(directory: Path) -> Path:
         "src/hopwatch/contrib/templates/hops_panel.html",
         "src/hopwatch/report/assets/page.js",
     } <= names
-    return sdist
+    return made
 
 
-def _build(command: list[str], **env: str) -> None:
-    """Runs a build; the build backend's output holds no deprecation warning: each
-    comes with a date after which the backend may refuse the build (setuptools'
-    ``project.license`` table had 2027-02-18)."""
+def _build(command: list[str], cwd: Path, **env: str) -> None:
+    """Runs a build in ``cwd`` (a checkout's own ``build/`` folder, left by a build,
+    would be the ``build`` that ``python -m build`` runs there); the build backend's
+    output holds no deprecation warning: each comes with a date after which the
+    backend may refuse the build (setuptools' ``project.license`` table had
+    2027-02-18)."""
     done = subprocess.run(
-        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
-        check=False,
+        command, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True,
+        timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "DeprecationWarning" not in done.stdout + done.stderr
 
 
-def _wheel(directory: Path, **env: str) -> Path:
+def _wheel(sdist: Path, directory: Path, **env: str) -> Path:
     """The wheel pip builds from the sdist, as ``pip install hopwatch`` does."""
     out = directory / "wheels"
     _build(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps",
-         "--disable-pip-version-check", "-w", str(out), str(_sdist(directory))],
+         "--disable-pip-version-check", "-w", str(out), str(sdist)],
+        directory,
         **env,
     )  # fmt: skip
     (wheel,) = out.glob("hopwatch-*.whl")
@@ -126,9 +132,9 @@ def _extensions(wheel: Path) -> list[str]:
 
 
 def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it_runs(
-    tmp_path,
+    sdist, tmp_path
 ):
-    wheel = _wheel(tmp_path, **NO_COMPILER)
+    wheel = _wheel(sdist, tmp_path, **NO_COMPILER)
     assert _extensions(wheel) == []  # neither extension was built, and pip went on
     target = tmp_path / "site"
     _install(wheel, target)
@@ -153,8 +159,8 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
     assert stderr.count(said) == 2  # and the start-up warning on the hopwatch logger
 
 
-def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(tmp_path):
-    wheel = _wheel(tmp_path)  # this machine's compiler
+def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(sdist, tmp_path):
+    wheel = _wheel(sdist, tmp_path)  # this machine's compiler
     built = _extensions(wheel)
     assert [name.rsplit(".", 2)[0] + "." for name in built] == sorted(EXTENSIONS)
     target = tmp_path / "site"
