@@ -1023,6 +1023,9 @@ def test_per_request_part_runs_and_is_judged(tmp_path):
         "--skip", "server",
         "--request-rounds", "2",
         "--request-count", "5",
+        # one process per configuration (request_wall's own test runs two): this
+        # test is the full bench's use of the part, not the part's processes
+        "--request-processes", "1",
         timeout=180,
         requests=True,
     )  # fmt: skip
