@@ -45,11 +45,13 @@ ENVIRONMENTS: dict[str, Environment] = {
 }
 # Lint, types, the demo and the benchmarks: the first of these that is available.
 DEFAULT_ENVS = ("django52", "django61", "django60")
-# The load, memory and server-fault tests and the builds of hopwatch from its
-# source (tests/test_install.py), all marked `slow`, run on one environment
+# The load, memory and server-fault tests (marked `slow`) run on one environment
 # only: they test hopwatch under load, which does not change with Django, and
 # take ~4 of the ~6 minutes an environment needs on 2 cores (measured): on all
-# three the run would pass 20 minutes on a loaded machine.
+# three the run would pass 20 minutes on a loaded machine. So do the builds of
+# hopwatch from its sdist (tests/test_install.py, marked `slow` too): what they
+# test, pip and setuptools building the optional extensions, is one build per
+# run whatever the Django, and each Python's extension is built by set-up anyway.
 SLOW_ENV = "django61"
 
 TEST_REQUIREMENTS = [
