@@ -152,6 +152,34 @@ def test_the_sections_fit_a_terminal_without_wrapping_a_row(width):
     threads.write_text(doc, out, width)
     rows = out.getvalue().splitlines()
     assert rows and max(len(row) for row in rows) <= width
-    body = [row for row in rows if row.startswith("GET")]
-    assert body and body[0].startswith("GET /api") and "…" in body[0]
-    assert body[0].rstrip().endswith(("2", "3", "1.500"))  # numbers, not a cut label
+    body = [row for row in rows if row.startswith("1  GET")]  # the rank, then the label
+    assert body and body[0].startswith("1  GET /api") and "…" in body[0]
+    assert body[0].split()[-1] in ("2", "3", "3.0", "1.500")  # numbers, not a cut label
+
+
+def test_rows_cut_alike_on_a_narrow_terminal_keep_the_main_tables_rank():
+    """Two routes that differ only in their middle read alike once cut to 80 columns;
+    each row starts with its rank in the main table, which tells them apart."""
+    import io
+
+    from hopwatch.report import threads
+
+    routes = ["/api/v1/organisations/<int:pk>/", "/api/v1/invitations/<int:pk>/"]
+    lines = [
+        line(request_id=f"{route}{n}", route=route, max_in_flight=2, db_connections=1)
+        for n, route in enumerate(routes * 2 + routes[:1])  # the first route ranks first
+    ]
+    doc = document(scan(lines))
+    ranked = {row["label"]: row["rank"] for row in doc["rows"]}
+    assert ranked == {"GET /api/v1/organisations/<int:pk>/": 1,
+                      "GET /api/v1/invitations/<int:pk>/": 2}  # fmt: skip
+    out = io.StringIO()
+    threads.write_text(doc, out, 60)
+    header, first, second = out.getvalue().splitlines()[2:5]
+    assert header.split()[:2] == ["#", "endpoint"]
+    assert first.split()[:2] == ["1", "GET"] and second.split()[:2] == ["2", "GET"]
+    assert "…" in first and first.split()[2] == second.split()[2]  # the cut labels alike
+    markdown = render.render_to_string(doc, "markdown")
+    section = markdown.split("#### threads and connections per request")[1]
+    assert "| 1 | GET /api/v1/organisations/" in section
+    assert "| 2 | GET /api/v1/invitations/" in section

@@ -213,8 +213,12 @@ def _coarse(minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, headers, rows) of the sections that have something to show."""
+def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], int]]:
+    """(title, headers, rows, label column) of the sections that have something to show.
+
+    The endpoints' table starts with the main table's rank (``#``): on a narrow terminal
+    its labels are cut in the middle, and two routes can then read alike
+    (``GET /api/…int:pk>/``); the rank still tells which row of the main table each is."""
     tables = []
     rows = [row for row in document.get("rows", []) if row.get("concurrency")]
     if rows:
@@ -224,6 +228,7 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             flight = c["max_in_flight"] or {}
             body.append(
                 [
+                    str(row.get("rank", "")),
                     fmt.clean(row["label"], 80),
                     fmt.mean(row["threads"]["mean"]),
                     fmt.mean(flight.get("mean")),
@@ -233,9 +238,9 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                     fmt.count(c["db_connections"]["max"]),
                 ]
             )
-        headers = ["endpoint", "threads/req", "in flight", "max", "concurrent ms",
+        headers = ["#", "endpoint", "threads/req", "in flight", "max", "concurrent ms",
                    "db conn/req", "max"]  # fmt: skip
-        tables.append(("threads and connections per request", headers, body))
+        tables.append(("threads and connections per request", headers, body, 1))
     pool = document.get("pool_over_time")
     if pool:
         body = [
@@ -259,7 +264,7 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         not_applied = pool["asgi_threads_not_applied_lines"]
         if not_applied:
             title += f"; ASGI_THREADS set but not applied in {not_applied:,} lines"
-        tables.append((title, headers, body))
+        tables.append((title, headers, body, 0))
     return tables
 
 
@@ -271,27 +276,32 @@ def write_text(document: dict[str, Any], out: IO[str], width: int | None = None)
     """The sections as aligned plain text (the text and rich formats). Within ``width``
     columns (a terminal's), rows never wrap: the label is cut in the middle first, then
     columns leave from the right, as in the main table."""
-    for title, headers, body in _tables(document):
+    for title, headers, body, label in _tables(document):
         cells = [headers, *body]
         widths = [max(fmt.cells(line[i]) for line in cells) for i in range(len(headers))]
         shown = len(headers)
         if width is not None:
             excess = sum(widths) + 2 * (shown - 1) - width
             if excess > 0:
-                widths[0] = max(_LABEL_MIN, widths[0] - excess)
-            while shown > 2 and sum(widths[:shown]) + 2 * (shown - 1) > width:
+                widths[label] = max(_LABEL_MIN, widths[label] - excess)
+            while shown > label + 2 and sum(widths[:shown]) + 2 * (shown - 1) > width:
                 shown -= 1
         out.write(f"\n{title}\n")
         for line in cells:
-            first = fmt.ljust_cells(truncate_middle(line[0], widths[0]), widths[0])
-            rest = [fmt.rjust_cells(v, widths[i + 1]) for i, v in enumerate(line[1:shown])]
-            out.write("  ".join([first, *rest]).rstrip() + "\n")
+            row = [
+                fmt.ljust_cells(truncate_middle(value, widths[i]), widths[i])
+                if i == label
+                else fmt.rjust_cells(value, widths[i])
+                for i, value in enumerate(line[:shown])
+            ]
+            out.write("  ".join(row).rstrip() + "\n")
 
 
 def write_markdown(document: dict[str, Any], out: IO[str]) -> None:
-    for title, headers, body in _tables(document):
+    for title, headers, body, label in _tables(document):
         out.write(f"\n#### {fmt.markdown_cell(title)}\n\n")
         out.write("| " + " | ".join(fmt.markdown_cell(h) for h in headers) + " |\n")
-        out.write("|---" + "|---:" * (len(headers) - 1) + "|\n")
+        aligns = ("---" if i == label else "---:" for i in range(len(headers)))
+        out.write("|" + "|".join(aligns) + "|\n")
         for line in body:
             out.write("| " + " | ".join(fmt.markdown_cell(v) for v in line) + " |\n")
