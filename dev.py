@@ -52,6 +52,9 @@ DEFAULT_ENVS = ("django52", "django61", "django60")
 # hopwatch from its sdist (tests/test_install.py, marked `slow` too): what they
 # test, pip and setuptools building the optional extensions, is one build per
 # run whatever the Django, and each Python's extension is built by set-up anyway.
+# And so do the bench harness's real runs (tests/test_bench.py: two under
+# callgrind, two of the per-request rounds; about 65 s a run): they test a
+# development tool, whose cheap tests (rendering, judging) still run everywhere.
 SLOW_ENV = "django61"
 
 TEST_REQUIREMENTS = [
