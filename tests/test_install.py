@@ -128,7 +128,9 @@ def _check_and_serve(target: Path, module: str, cwd: Path) -> tuple[str, str]:
 
 def _extensions(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
-        return sorted(n for n in archive.namelist() if n.endswith(".so"))
+        names = archive.namelist()
+    assert not [n for n in names if n.endswith(".c")]  # sources are the sdist's, not a wheel's
+    return sorted(n for n in names if n.endswith(".so"))
 
 
 def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it_runs(
