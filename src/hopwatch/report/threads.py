@@ -228,7 +228,7 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             flight = c["max_in_flight"] or {}
             body.append(
                 [
-                    str(row.get("rank", "")),
+                    str(row["rank"]),
                     fmt.clean(row["label"], 80),
                     fmt.mean(row["threads"]["mean"]),
                     fmt.mean(flight.get("mean")),
