@@ -164,15 +164,18 @@ def test_rows_cut_alike_on_a_narrow_terminal_keep_the_main_tables_rank():
 
     from hopwatch.report import threads
 
-    routes = ["/api/v1/organisations/<int:pk>/", "/api/v1/invitations/<int:pk>/"]
+    # alike in their first 28 characters and their last 18: any cut to 47 or less
+    routes = [
+        "/api/v1/things/<int:pk>/alpha/members/<int:pk>/",
+        "/api/v1/things/<int:pk>/bravo/members/<int:pk>/",
+    ]
     lines = [
         line(request_id=f"{route}{n}", route=route, max_in_flight=2, db_connections=1)
         for n, route in enumerate(routes * 2 + routes[:1])  # the first route ranks first
     ]
     doc = document(scan(lines))
     ranked = {row["label"]: row["rank"] for row in doc["rows"]}
-    assert ranked == {"GET /api/v1/organisations/<int:pk>/": 1,
-                      "GET /api/v1/invitations/<int:pk>/": 2}  # fmt: skip
+    assert ranked == {f"GET {routes[0]}": 1, f"GET {routes[1]}": 2}
     out = io.StringIO()
     threads.write_text(doc, out, 60)
     header, first, second = out.getvalue().splitlines()[2:5]
@@ -181,5 +184,22 @@ def test_rows_cut_alike_on_a_narrow_terminal_keep_the_main_tables_rank():
     assert "…" in first and first.split()[2] == second.split()[2]  # the cut labels alike
     markdown = render.render_to_string(doc, "markdown")
     section = markdown.split("#### threads and connections per request")[1]
-    assert "| 1 | GET /api/v1/organisations/" in section
-    assert "| 2 | GET /api/v1/invitations/" in section
+    assert "| 1 | GET /api/v1/things/\\<int:pk\\>/alpha/" in section
+    assert "| 2 | GET /api/v1/things/\\<int:pk\\>/bravo/" in section
+
+
+def test_the_label_takes_the_room_a_column_leaves():
+    """Columns leave only while the label cannot fit at its narrowest; then the label
+    gets all the room left, not just its narrowest."""
+    import io
+
+    from hopwatch.report import threads
+
+    route = "/api/v1/carts/<int:pk>/"  # 27 columns with its method: 92 in all, 5 too many
+    doc = document(scan([line(route=route, max_in_flight=2, concurrent_ms=1.5, db_connections=3)]))
+    out = io.StringIO()
+    threads.write_text(doc, out, 80)
+    header, row = out.getvalue().splitlines()[2:4]
+    assert header.split()[-1] == "conn/req"  # the last column (max) left
+    assert len(row) == 80 and row.startswith("1  GET /api/v")  # the label filled the room
+    assert "…" in row.split()[2]

@@ -281,11 +281,12 @@ def write_text(document: dict[str, Any], out: IO[str], width: int | None = None)
         widths = [max(fmt.cells(line[i]) for line in cells) for i in range(len(headers))]
         shown = len(headers)
         if width is not None:
-            excess = sum(widths) + 2 * (shown - 1) - width
-            if excess > 0:
-                widths[label] = max(_LABEL_MIN, widths[label] - excess)
+            natural = widths[label]
+            widths[label] = min(natural, _LABEL_MIN)
             while shown > label + 2 and sum(widths[:shown]) + 2 * (shown - 1) > width:
                 shown -= 1
+            room = width - (sum(widths[:shown]) - widths[label]) - 2 * (shown - 1)
+            widths[label] = max(widths[label], min(natural, room))
         out.write(f"\n{title}\n")
         for line in cells:
             row = [
