@@ -172,6 +172,57 @@ def test_what_to_change_first_names_fixable_causes_with_their_advice():
     assert "put it as low in `MIDDLEWARE`" in text  # the sync-only middleware's advice
 
 
+def test_one_endpoints_causes_never_read_alike_at_any_width():
+    """One view's QuerySet.aget at three lines is three causes, and a sync-only
+    middleware crosses both ways: each row's name says which, whether the call site
+    and direction columns have room or not, and the call site keeps its line. The list
+    of what to change first tells the middleware's two hops apart too."""
+    where = "shop/views.py:{} in handler"
+    sites = [
+        *(site("QuerySet.aget", "orm", count=1, ms=0.3, overhead_ms=0.3 - n / 100,
+               call_site=where.format(70 + n)) for n in range(3)),
+        site("myproject.middleware.SyncLast", count=1, ms=6.0, overhead_ms=0.2),
+        site("myproject.middleware.SyncLast", count=1, ms=1.0, overhead_ms=0.1,
+             direction="async_to_sync"),
+    ]  # fmt: skip
+    texts = [request("/page/", hops=5, overhead_ms=1.2, work_ms=6.0, sites=sites)] * 2
+    doc = document(texts, endpoint="GET /page/")
+
+    def table_rows(width: int | None) -> list[str]:
+        text = render.render_to_string(doc, "text", width=width)
+        rows = text.split("\n\n")[2].splitlines()  # the title, the endpoint, the table
+        assert rows[0].split()[:2] == ["#", "cause"] and len(rows) == 6
+        assert width is None or max(len(row) for row in text.splitlines()) <= width
+        return [row.split("  ")[1].strip() if width else row for row in rows[1:]]
+
+    narrow = table_rows(80)  # no room for the direction or the call site
+    assert narrow == [
+        "QuerySet.aget (views.py:70)",
+        "QuerySet.aget (views.py:71)",
+        "QuerySet.aget (views.py:72)",
+        "middleware.SyncLast (sync_to_async)",
+        "middleware.SyncLast (async_to_sync)",
+    ]
+    wide = table_rows(None)  # every column: the direction is its own, not in the name
+    assert [row.split()[1:3] for row in wide] == [
+        ["QuerySet.aget", "(views.py:70)"],
+        ["QuerySet.aget", "(views.py:71)"],
+        ["QuerySet.aget", "(views.py:72)"],
+        ["middleware.SyncLast", "middleware"],
+        ["middleware.SyncLast", "middleware"],
+    ]
+    assert "sync_to_async  shop/views.py:70 in handler" in wide[0]
+    assert "async_to_sync  -" in wide[4]
+    advice = render.render_to_string(doc, "text", width=80).split("what to change first")[1]
+    assert "4. middleware.SyncLast (middleware, sync_to_async): 0.200 ms" in advice
+    assert "5. middleware.SyncLast (middleware, async_to_sync): 0.100 ms" in advice
+    assert "1. QuerySet.aget (orm at shop/views.py:70 in handler)" in advice  # one way only
+    for width in (90, 100, 120):  # the call site cut to fit: its file and line kept
+        table = render.render_to_string(doc, "text", width=width).split("\n\n")[2]
+        assert "call site" in table and " in handler" not in table
+        assert table.splitlines()[1].count("shop/views.py:70") == 1, table
+
+
 def test_one_endpoint_in_detail():
     texts = [request("/page/", **NESTED)] * 3 + [request("/flat/", **FLAT)]
     doc = document(texts, endpoint="GET /page/")

@@ -98,6 +98,8 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
     measure = "crossing overhead" if by_overhead else "hop time: no line carries overhead_ms"
     lines = wrap(f"what to change first (ranked by {measure}{over}):", width, "  ")
     said: dict[str, int] = {}  # advice key -> the number that first gave it
+    # a cause listed both ways (a sync-only middleware's two hops) says which is which
+    places = [(cause["site"], cause["call_site"]) for cause in causes]
     for number, cause in enumerate(causes, 1):
         name = fmt.clean(fmt.short_site(cause["site"], None))
         if cause["overhead_ms"] is not None:
@@ -115,6 +117,8 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
         where = f", {endpoints} endpoint{'s' if endpoints != 1 else ''}" if endpoints else ""
         call = f" at {fmt.clean(cause['call_site'])}" if cause["call_site"] else ""
         kind = fmt.clean(cause["kind"])
+        if places.count((cause["site"], cause["call_site"])) > 1:
+            kind += f", {fmt.clean(cause['direction'])}"
         lines += wrap(f"  {number}. {name} ({kind}{call}): {cost}{where}", width, "     ")
         advice = cause["advice"]
         first = said.setdefault(advice["key"], number)

@@ -77,8 +77,12 @@ def summary_line(document: Document) -> str:
 
 
 # --- what the rich, text and markdown formats share -------------------------------------
-def _cause_rows(row: Row) -> list[Row]:
-    return [{**cause, "rank": rank} for rank, cause in enumerate(row["causes"], 1)]
+def _cause_rows(row: Row, directions: bool = False) -> list[Row]:
+    labels = table.cause_labels(row["causes"], directions)
+    return [
+        {**cause, "rank": rank, "label": label}
+        for rank, (cause, label) in enumerate(zip(row["causes"], labels, strict=True), 1)
+    ]
 
 
 def _tables(
@@ -86,9 +90,15 @@ def _tables(
 ) -> list[tuple[table.Layout, list[Row]]]:
     """The table (or, with --endpoint, the endpoint's causes) laid out for ``width``."""
     if document.get("endpoint") is not None:
-        rows = _cause_rows(document["rows"][0]) if document["rows"] else []
+        causes = document["rows"][0] if document["rows"] else {"causes": []}
+        rows = _cause_rows(causes)
         columns = [c for c in table.CAUSE_COLUMNS if wide or (not c.wide and c.shown(rows))]
-        return [(table.fit(columns, rows, None if wide else width, wide=wide), rows)]
+        layout = table.fit(columns, rows, None if wide else width, wide=wide)
+        if all(column.key != "direction" for column in layout.columns):
+            # no room for the direction: a cause seen both ways says which in its name
+            rows = _cause_rows(causes, directions=True)
+            layout = table.fit(columns, rows, width, wide=wide)
+        return [(layout, rows)]
     extra = _left_out_row(document)
     rows = [*document["rows"], *([extra] if extra else [])]
     chosen = table.columns(document, wide=wide)

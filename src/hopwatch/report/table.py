@@ -139,6 +139,32 @@ def _site_label(row: Row) -> str:
     return fmt.clean(fmt.short_site(row["site"], row["call_site"]))
 
 
+def cause_labels(causes: list[Row], directions: bool) -> list[str]:
+    """One endpoint's causes, named so that no two read alike: the site's last two
+    dotted parts and the call site's file and line (orm and other causes: one view's
+    ``QuerySet.aget`` at three lines is three causes); with ``directions`` (when the
+    table has no room for its direction column), the direction of a cause that
+    crosses both ways."""
+    names = [fmt.short_site(c["site"], c["call_site"]) for c in causes]
+    if not directions:
+        return [fmt.clean(name) for name in names]
+    return [_cause_name(cause, names) for cause in causes]
+
+
+def _call_site_cell(row: Row, width: int) -> str:
+    """The call site in ``width`` columns: its file and line kept to the last, the
+    function (`` in handler``) left out first, then the path's head."""
+    full = fmt.clean(row["call_site"] or "-")
+    if fmt.cells(full) <= width:
+        return full
+    where = full.split(" in ", 1)[0]
+    if fmt.cells(where) <= width:
+        return where
+    if width <= 1:
+        return fmt.ELLIPSIS[:width]
+    return fmt.ELLIPSIS + fmt.tail_cells(where, width - 1)
+
+
 def _top_endpoints(row: Row) -> str:
     names = [fmt.clean(e["label"]) for e in row["top_endpoints"]]
     if not names:
@@ -429,8 +455,9 @@ CAUSE_COLUMNS: Final = (
     Column(
         "label",
         "cause",
-        lambda r: fmt.clean(fmt.short_site(r["site"], None)),
-        "the cause (its last two dotted parts)",
+        lambda r: fmt.clean(r["label"]),
+        "the cause (its last two dotted parts; the call site's file and line for orm and"
+        " other; without the direction column, the direction of a cause seen both ways)",
         right=False,
         flexible=20,
     ),
@@ -452,6 +479,7 @@ CAUSE_COLUMNS: Final = (
         right=False,
         drop=5,
         flexible=16,
+        fit=_call_site_cell,
     ),
     Column(
         "requests",
