@@ -179,6 +179,6 @@ def test_no_cause_is_lost_when_an_endpoint_trims_its_causes_mid_record(parser: b
             scanner.accumulate = scanner.scan = None
         scanner.feed_lines([text.encode() for text in texts])
         (stats,) = scanner.finish().endpoints.values()
-        assert len(stats.sites) == SITE_CAP
+        assert SITE_CAP <= len(stats.sites) <= 2 * SITE_CAP
         requests = sum(entry[0] for entry in stats.sites.values()) + stats.other_site[0]
         assert requests == 800, ("c" if c else "python", requests)

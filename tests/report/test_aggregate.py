@@ -55,13 +55,45 @@ def test_endpoints_beyond_the_cap_share_one_overflow_row(monkeypatch: pytest.Mon
 
 
 def test_causes_beyond_the_cap_are_summed_into_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint keeps up to twice SITE_CAP causes; the next new one makes it keep the
+    SITE_CAP largest so far and sum the rest into "other"."""
     monkeypatch.setattr(aggregate, "SITE_CAP", 4)
     texts = [line(sites=[site(f"cause{i}", ms=float(i + 1))]) for i in range(10)]
     row = document(scan(texts))["rows"][0]
-    assert [c["site"] for c in row["causes"]] == ["cause9", "cause8", "cause7", "cause6"]
+    # cause8, the ninth, found eight: cause7 to cause4 kept, cause3 to cause0 summed
+    kept = ["cause9", "cause8", "cause7", "cause6", "cause5", "cause4"]
+    assert [c["site"] for c in row["causes"]] == kept
     assert row["other_causes"] == {
-        "count": 6, "ms": 21.0, "share": round(21 / (10 * 4.187), 4), "overhead_ms": None
+        "count": 4, "ms": 10.0, "share": round(10 / (10 * 4.187), 4), "overhead_ms": None
     }
+
+
+@pytest.mark.parametrize("by", ["route", "site"])
+def test_causes_are_exact_however_the_input_is_split_below_twice_the_cap(by: str) -> None:
+    """An endpoint with 100 distinct causes (SITE_CAP is 64: fewer than twice it) has
+    every one exact whether one process reads its lines or three, and in whatever order
+    their partials merge: neither folding nor merging sums a cause into "other". (Each
+    reader once kept only its own 64 largest, so a run of `hopwatch report` on two
+    cores could give a cause other counts than the run before.)"""
+    texts = [
+        line(request_id=f"r{n}", hops=1, sites=[site(f"cause{(n * 7) % 100}", ms=1 + n % 13)])
+        for n in range(600)
+    ]
+    options = rank.ReportOptions(by=by, top=0)
+    whole = rank.build_document(scan(texts), options, ["x"])
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = Partial()
+        parts = [scan(texts[i::3]) for i in range(3)]  # every third line, as pieces are
+        for index in order:
+            merged.merge(parts[index])
+        assert close(rank.build_document(merged, options, ["x"]), whole), order
+    causes = whole["rows"] if by == "site" else whole["rows"][0]["causes"]
+    if by == "route":
+        assert whole["rows"][0]["other_causes"]["count"] == 600 - sum(
+            c["count"] for c in causes
+        )  # the ones past the ten listed, not lost
+    else:
+        assert len(causes) == 100 and sum(c["count"] for c in causes) == 600
 
 
 def test_raw_spans_are_folded_before_they_grow_large() -> None:

@@ -9,8 +9,11 @@ report can be regrouped by route, by view or by site without reading the logs
 again. Everything that could grow with hostile input is capped:
 
 * at most :data:`ENDPOINT_CAP` endpoints; later ones go to one overflow endpoint;
-* at most :data:`SITE_CAP` causes per endpoint (the largest by time are kept),
-  the rest summed into that endpoint's "other" cause;
+* at most twice :data:`SITE_CAP` causes per endpoint: one more makes it keep the
+  :data:`SITE_CAP` largest (by overhead, then time) and sum the rest into that
+  endpoint's "other" cause. Only then: an endpoint with fewer distinct causes in all
+  the input has every one exact, however the input was split between processes and
+  in whatever order their partials merge (folding and merging never trim);
 * the hop time distribution is a fixed-size :class:`~hopwatch.report.sketch.Sketch`;
 * a few slowest requests and profiled requests per endpoint.
 
@@ -457,7 +460,6 @@ class EndpointStats:
                     len(overheads),
                 )
             self.raw_sites.clear()
-        self._trim_sites()
 
     @property
     def pinned_records(self) -> float:
@@ -524,9 +526,10 @@ class EndpointStats:
         for index in range(SITE_FIELDS):
             self.other_site[index] += other.other_site[index]
             self.unattributed[index] += other.unattributed[index]
-        self._trim_sites()
         for hop_ms, request_id, timestamp in other.slowest:
-            if hop_ms > acc[A_SLOWEST_FLOOR]:
+            # a tie with the floor too: offer_slowest's order (time, then id) decides it,
+            # not which partial merged first
+            if hop_ms >= acc[A_SLOWEST_FLOOR]:
                 self.offer_slowest(hop_ms, request_id, timestamp)
         for hop_ms, request_id, timestamp, profile in other.profiles:
             self.add_optional(hop_ms, request_id, timestamp, 1.0, 0, None, None, profile)

@@ -11,8 +11,12 @@ reads stdin and other streams (FIFOs: they cannot be split or reopened) and
 claims pieces too; the others are
 child processes that send back a folded
 :class:`~hopwatch.report.aggregate.Partial`. Partials merge exactly (counts,
-sketches, maxima); only floating-point sums may differ in their last bits
-from one run to the next, which rounding hides.
+sketches, maxima, an endpoint's causes below its cap, the slowest requests with
+their ties); only floating-point sums may differ in their last bits from one
+run to the next, which rounding hides. Which process reads which piece changes
+from run to run, so the report is the same only because of that: an endpoint
+past its cap of causes (aggregate.SITE_CAP) or the endpoints past ENDPOINT_CAP
+are summed as they come, and there a split read may differ from a single one.
 """
 
 from __future__ import annotations
