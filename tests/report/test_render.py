@@ -143,3 +143,19 @@ def test_a_cause_shown_twice_says_which_way_each_hop_went() -> None:
         "middleware.LegacyMiddleware (sync_to_async) 47.8%, "
         "middleware.LegacyMiddleware (async_to_sync) 23.9%, request_started 11.9%"
     ) in out
+
+
+def test_a_sums_last_bits_never_change_what_is_shown():
+    """Reader processes finish in any order, so a float total's last bits differ from
+    run to run (the HTML page once read 700.4 ms in one run, 700.5 in the next); what
+    is shown is the same for both, in every unit and format helper."""
+    from hopwatch.report import text as fmt
+
+    low, high = 700.4499999999999, 700.4500000000001
+    assert f"{low:.1f}" != f"{high:.1f}"  # the difference a plain format shows
+    for show in (fmt.duration, fmt.ms, fmt.mean, fmt.us):
+        assert show(low) == show(high) == show(700.45), show
+    assert fmt.duration(low * 1000) == fmt.duration(high * 1000) == "11.7 min"
+    assert fmt.percent(low / 1000) == fmt.percent(high / 1000) == "70.0%"
+    assert fmt.percent(0.0344999999999999) == fmt.percent(0.0345000000000001)
+    assert fmt.count(37965.99999999999) == fmt.count(37966.00000000001) == "37,966"

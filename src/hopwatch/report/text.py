@@ -69,10 +69,20 @@ def csv_cell(value: Any) -> Any:
 
 
 # --- numbers -----------------------------------------------------------------------------
+def settled(value: float) -> float:
+    """``value`` without the last bits that the order of a float sum leaves, for
+    showing: a total summed by several reader processes, in whatever order they
+    finish, is 700.4499999999999 in one run and 700.4500000000001 in the next, and
+    both show as 700.5. (A value the document already rounded, to 3 or 4 decimals,
+    is left as it is, and shows as before.)"""
+    return round(value, 6)
+
+
 def count(value: float | None) -> str:
     if value is None:
         return "-"
-    if float(value).is_integer():
+    value = settled(float(value))
+    if value.is_integer():
         return f"{int(value):,}"
     return f"{value:,.1f}"
 
@@ -80,6 +90,7 @@ def count(value: float | None) -> str:
 def ms(value: float | None) -> str:
     if value is None:
         return "-"
+    value = settled(value)
     if value < 10:
         return f"{value:.3f}"
     if value < 1000:
@@ -91,6 +102,7 @@ def us(value: float | None) -> str:
     """Microseconds (a hop's price)."""
     if value is None:
         return "-"
+    value = settled(value)
     return f"{value:,.1f} µs" if value < 100 else f"{value:,.0f} µs"
 
 
@@ -98,6 +110,7 @@ def duration(value_ms: float | None) -> str:
     """A total of milliseconds in the unit that reads best."""
     if value_ms is None:
         return "-"
+    value_ms = settled(value_ms)
     if value_ms < 1000:
         return f"{value_ms:.1f} ms"
     seconds = value_ms / 1000
@@ -109,11 +122,11 @@ def duration(value_ms: float | None) -> str:
 
 
 def percent(share: float | None) -> str:
-    return "-" if share is None else f"{share * 100:.1f}%"
+    return "-" if share is None else f"{settled(share) * 100:.1f}%"
 
 
 def mean(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    return "-" if value is None else f"{settled(value):,.1f}"
 
 
 def size(value: int) -> str:
