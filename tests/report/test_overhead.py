@@ -223,6 +223,26 @@ def test_one_endpoints_causes_never_read_alike_at_any_width():
         assert table.splitlines()[1].count("shop/views.py:70") == 1, table
 
 
+def test_by_site_names_a_cause_seen_both_ways_by_its_direction():
+    """--by site has no direction column: a sync-only middleware's hop in and its hop
+    back out are two rows, and their names say which is which (they read alike)."""
+    doc = document([request("/page/", **NESTED)] * 2, by="site")
+    for width in (None, 80):
+        text = render.render_to_string(doc, "text", width=width)
+        names = [
+            row.split("  ")[1].strip()
+            for row in text.split("\n\n")[1].splitlines()[1:]
+            if "SyncLast" in row
+        ]
+        assert names == [
+            "middleware.SyncLast (sync_to_async)",
+            "middleware.SyncLast (async_to_sync)",
+        ], text
+    markdown = render.render_to_string(doc, "markdown")
+    assert "SyncLast (async\\_to\\_sync)" in markdown
+    assert "| 5 | request\\_started |" in markdown  # seen one way: no direction
+
+
 def test_one_endpoint_in_detail():
     texts = [request("/page/", **NESTED)] * 3 + [request("/flat/", **FLAT)]
     doc = document(texts, endpoint="GET /page/")

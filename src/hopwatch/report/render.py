@@ -101,6 +101,9 @@ def _tables(
         return [(layout, rows)]
     extra = _left_out_row(document)
     rows = [*document["rows"], *([extra] if extra else [])]
+    if document["by"] == "site":  # no direction column: a cause seen both ways says which
+        labels = table.cause_labels(rows, directions=True)
+        rows = [{**row, "label": label} for row, label in zip(rows, labels, strict=True)]
     chosen = table.columns(document, wide=wide)
     return [(table.fit(chosen, rows, None if wide else width, wide=wide), rows)]
 

@@ -136,6 +136,8 @@ def _label(row: Row) -> str:
 
 
 def _site_label(row: Row) -> str:
+    if "label" in row:  # named beside the others (cause_labels)
+        return fmt.clean(row["label"])
     return fmt.clean(fmt.short_site(row["site"], row["call_site"]))
 
 
@@ -401,7 +403,7 @@ SITE_COLUMNS: Final = (
         "cause",
         _site_label,
         "the cause (its last two dotted parts; the call site's file and line for orm and"
-        " other)",
+        " other; the direction of a cause seen both ways)",
         right=False,
         flexible=20,
     ),
