@@ -179,6 +179,30 @@ def test_by_view_and_by_site(run_cli: RunCli, tmp_path: Path, by: str):
     assert [tag for tag, _a in page.tags].count("figure") == (1 if by == "view" else 2)
 
 
+def test_by_site_names_a_cause_listed_both_ways_by_its_direction(
+    run_cli: RunCli, tmp_path: Path
+):
+    """The page's cause table has no direction column either: a sync-only middleware's
+    hop in and its hop back out read apart, and the full name each shows on hover says
+    its direction too."""
+    both = [
+        site("myproject.middleware.SyncLast", ms=2.0, overhead_ms=0.2),
+        site("myproject.middleware.SyncLast", ms=1.0, overhead_ms=0.1, direction="async_to_sync"),
+        site("request_started", "signal", ms=0.5, overhead_ms=0.05),
+    ]
+    lines = [line(request_id=f"b{n}", hops=3, sites=both) for n in range(2)]
+    page = Page(page_of(run_cli, tmp_path, lines, "--by", "site"))
+    names = [row[1] for row in page.tables["site-table"]]
+    assert names == [
+        "middleware.SyncLast (sync_to_async)",
+        "middleware.SyncLast (async_to_sync)",
+        "request_started",  # listed one way: its name alone
+    ]
+    titles = set(page.attribute_values())
+    assert "myproject.middleware.SyncLast (async_to_sync)" in titles
+    assert "request_started (sync_to_async)" in titles
+
+
 def test_stdout_and_the_summary(run_cli: RunCli, tmp_path: Path):
     result = run_cli(write(tmp_path, sample_lines()), "--format", "html")
     assert result.status == 0 and result.err == ""

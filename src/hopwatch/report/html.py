@@ -49,6 +49,7 @@ from hopwatch.report.picture import (
     row_group,
 )
 from hopwatch.report.rank import fixable as _fixable
+from hopwatch.report.table import cause_labels
 from hopwatch.report.timeline import layout
 
 Row = dict[str, Any]
@@ -258,12 +259,15 @@ def _sites_section(document: Document) -> str:
         ("share", "num", "its share of all hop time"),
     ]
     rows = []
-    for row in document["rows"]:
-        full = row["site"] + (f" at {row['call_site']}" if row["call_site"] else "")
+    # a cause listed both ways (a sync-only middleware's two hops) says which is which
+    names = cause_labels(document["rows"], directions=True)
+    for row, name in zip(document["rows"], names, strict=True):
+        full = f"{row['site']} ({row['direction']})"
+        full += f" at {row['call_site']}" if row["call_site"] else ""
         rows.append(
             [
                 (str(row["rank"]), _num(row["rank"]), "n"),
-                _label(fmt.short_site(row["site"], row["call_site"]), full),
+                _label(name, full),
                 (esc(row["kind"]), fmt.clean(row["kind"]), ""),
                 _count(row["requests"]),
                 _count(row["endpoints"]),
