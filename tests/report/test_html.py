@@ -179,9 +179,7 @@ def test_by_view_and_by_site(run_cli: RunCli, tmp_path: Path, by: str):
     assert [tag for tag, _a in page.tags].count("figure") == (1 if by == "view" else 2)
 
 
-def test_by_site_names_a_cause_listed_both_ways_by_its_direction(
-    run_cli: RunCli, tmp_path: Path
-):
+def test_by_site_names_a_cause_listed_both_ways_by_its_direction(run_cli: RunCli, tmp_path: Path):
     """The page's cause table has no direction column either: a sync-only middleware's
     hop in and its hop back out read apart, and the full name each shows on hover says
     its direction too."""
