@@ -11,9 +11,9 @@ again. Everything that could grow with hostile input is capped:
 * at most :data:`ENDPOINT_CAP` endpoints; later ones go to one overflow endpoint;
 * at most twice :data:`SITE_CAP` causes per endpoint: one more makes it keep the
   :data:`SITE_CAP` largest (by overhead, then time) and sum the rest into that
-  endpoint's "other" cause. Only then: an endpoint with fewer distinct causes in all
-  the input has every one exact, however the input was split between processes and
-  in whatever order their partials merge (folding and merging never trim);
+  endpoint's "other" cause. Folding and merging never trim, so an endpoint with no
+  more distinct causes than that in all the input has every one exact, however the
+  input was split between processes and in whatever order their partials merge;
 * the hop time distribution is a fixed-size :class:`~hopwatch.report.sketch.Sketch`;
 * a few slowest requests and profiled requests per endpoint.
 

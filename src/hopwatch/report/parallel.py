@@ -14,9 +14,10 @@ child processes that send back a folded
 sketches, maxima, an endpoint's causes below its cap, the slowest requests with
 their ties); only floating-point sums may differ in their last bits from one
 run to the next, which rounding hides. Which process reads which piece changes
-from run to run, so the report is the same only because of that: an endpoint
-past its cap of causes (aggregate.SITE_CAP) or the endpoints past ENDPOINT_CAP
-are summed as they come, and there a split read may differ from a single one.
+from run to run; the report stays the same because every merge is exact. Past a
+cap (an endpoint's causes past twice aggregate.SITE_CAP, the endpoints past
+ENDPOINT_CAP) what is left out is summed as it comes, and there a split read may
+differ from a single one.
 """
 
 from __future__ import annotations

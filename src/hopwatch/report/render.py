@@ -97,7 +97,7 @@ def _tables(
         if all(column.key != "direction" for column in layout.columns):
             # no room for the direction: a cause seen both ways says which in its name
             rows = _cause_rows(causes, directions=True)
-            layout = table.fit(columns, rows, width, wide=wide)
+            layout = table.fit(columns, rows, None if wide else width, wide=wide)
         return [(layout, rows)]
     extra = _left_out_row(document)
     rows = [*document["rows"], *([extra] if extra else [])]

@@ -142,11 +142,11 @@ def _site_label(row: Row) -> str:
 
 
 def cause_labels(causes: list[Row], directions: bool) -> list[str]:
-    """One endpoint's causes, named so that no two read alike: the site's last two
-    dotted parts and the call site's file and line (orm and other causes: one view's
-    ``QuerySet.aget`` at three lines is three causes); with ``directions`` (when the
-    table has no room for its direction column), the direction of a cause that
-    crosses both ways."""
+    """A table's causes (one endpoint's, or --by site's), named so that no two read
+    alike: the site's last two dotted parts and the call site's file and line (orm and
+    other causes: one view's ``QuerySet.aget`` at three lines is three causes); with
+    ``directions`` (for a table with no direction column), the direction of a cause
+    listed both ways."""
     names = [fmt.short_site(c["site"], c["call_site"]) for c in causes]
     if not directions:
         return [fmt.clean(name) for name in names]
