@@ -410,6 +410,33 @@ def test_rich_output_never_interprets_markup():
     assert "\x1b" not in rendered  # not a terminal: no escape codes
 
 
+@pytest.mark.parametrize("width", [80, 120])
+def test_rich_output_narrower_than_its_table_lists_the_entries_as_blocks(width):
+    """rich folded the table's eight columns into a few letters each at 80 columns
+    ("middlewa" / "re", "hopwatch" / ".middlew" / ...); narrower than the table, it
+    lists one block per entry, as the text format does, and wraps its prose with each
+    continuation under its line's text."""
+    report = predicted(DEFAULT)
+    report.hop_tax = audit.HopTax(250.0, 200.0, 900.0, samples=7, instrumented=True)
+    out = io.StringIO()
+    audit.render_rich(report, out, width=width)
+    lines = out.getvalue().splitlines()
+    code = [line for line in lines if line.startswith(" " * 4) and "(" in line and ":" in line]
+    assert [line for line in lines if len(line) > width and line not in code] == []
+    assert "1  hopwatch.middleware.HopwatchMiddleware" in lines
+    assert f"3  {SESSION}" in lines and "    capable: sync+async" in lines
+    assert "    ASGI hops by hook: process_request 1, process_response 1" in lines
+    assert not any(line.strip() in ("re", "middlewa") for line in lines)
+    items = lines[lines.index(next(x for x in lines if x.startswith("  1. "))) :]
+    items = items[: items.index(next(x for x in items if not x.startswith("  ")))]
+    assert all(line.startswith(("  1. ", "  2. ", "     ")) for line in items), items
+    wide = io.StringIO()
+    audit.render_rich(report, wide, width=400)  # room for the table: the table
+    header = ["#", "middleware", "capable"]
+    assert any(line.split()[:3] == header for line in wide.getvalue().splitlines())
+    assert "    capable: sync+async" not in wide.getvalue()
+
+
 def test_control_characters_from_settings_are_neutralised():
     facts = [MiddlewareFacts(path="a\x1b[2Jb")]
     text = audit.render_to_string(audit.build_audit(facts), "text")

@@ -343,12 +343,29 @@ def changes_lines(audit: Audit) -> list[str]:
     return lines
 
 
+def _cells(audit: Audit) -> list[list[str]]:
+    """The middleware table's text: the headers, then a row per entry."""
+    columns = _columns(audit)
+    cells = [[header for header, _cell, _right in columns]]
+    cells += [[cell(entry) for _header, cell, _right in columns] for entry in audit.entries]
+    return cells
+
+
+def _wrapped(line: str, width: int, indent_items: bool = False) -> list[str]:
+    """``line`` wrapped to ``width``, each continuation under its line's text; with
+    ``indent_items`` (a list), under a numbered item's text, past its number, and two
+    columns in under a heading."""
+    lead = len(line) - len(line.lstrip())
+    numbered = indent_items and line[lead:].split(".")[0].isdigit()
+    indent = " " * (lead + 3 if numbered else lead if lead or not indent_items else 2)
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
 def render_text(audit: Audit, out: IO[str], *, width: int | None = None) -> None:
     """Plain text. With ``width`` (a terminal without rich), fitted to it: the prose
     wrapped as the rich table's is, and the table, if it is wider, one block per entry."""
     columns = _columns(audit)
-    cells = [[header for header, _cell, _right in columns]]
-    cells += [[cell(entry) for _header, cell, _right in columns] for entry in audit.entries]
+    cells = _cells(audit)
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     table = []
     for line in cells:
@@ -366,10 +383,7 @@ def render_text(audit: Audit, out: IO[str], *, width: int | None = None) -> None
             if width is None or (code and line.startswith("    ")):  # code is never wrapped
                 out.write(line + "\n")
                 continue
-            lead = len(line) - len(line.lstrip())
-            numbered = indent_items and line[lead:].split(".")[0].isdigit()
-            indent = " " * (lead + 3 if numbered else lead)
-            for part in textwrap.wrap(line, width, subsequent_indent=indent) or [""]:
+            for part in _wrapped(line, width, indent_items):
                 out.write(part + "\n")
 
     write([_title(audit), ""])
@@ -427,19 +441,36 @@ def render_rich(audit: Audit, out: IO[str], *, width: int | None = None) -> None
         console.print(Text(""))
         for line in changes_lines(audit):
             # wrapped here, so that a continuation lines up under its item's text
-            indent = "     " if line[:5].strip().rstrip(".").isdigit() else "  "
-            for part in textwrap.wrap(line, console.width, subsequent_indent=indent) or [""]:
+            for part in _wrapped(line, console.width, indent_items=True):
                 console.print(Text(part), no_wrap=True, overflow="ignore", crop=False)
         table.title = None
-        console.print(table)
+        unbounded = console.options.update_width(1_000_000)
+        if console.measure(table, options=unbounded).maximum > console.width:
+            # narrower than the table: one block per entry, as the text format does,
+            # not eight columns folded a few letters wide
+            console.print(Text(""))
+            for line in _entry_blocks(_cells(audit), console.width):
+                console.print(Text(line), no_wrap=True, overflow="ignore", crop=False)
+            console.print(Text(""))
+        else:
+            console.print(table)
     else:
         console.print(Text(_title(audit)))
         console.print(Text("MIDDLEWARE is empty"))
+
+    def prose(line: str) -> None:
+        """Wrapped as the text format wraps it, continuations under the line's text."""
+        for part in _wrapped(line, console.width):
+            console.print(Text(part), no_wrap=True, overflow="ignore", crop=False)
+
     for line in _summary_lines(audit):
-        console.print(Text(line))
+        prose(line)
     console.print(Text(""))
     for line in _how_to_lines(audit):
-        console.print(Text(line), soft_wrap=line.startswith("    "))
+        if line.startswith("    "):  # code: never wrapped
+            console.print(Text(line), soft_wrap=True)
+        else:
+            prose(line)
 
 
 def render_json(audit: Audit, out: IO[str]) -> None:
