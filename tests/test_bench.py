@@ -418,7 +418,7 @@ def test_server_part_runs_against_real_servers(tmp_path):
     assert "The collector in each server" in doc and "| no instrumentation | " in doc
 
 
-@pytest.mark.slow  # a real run of the harness: the bench's tests run once a suite (dev.py)
+@pytest.mark.slow  # a real run of the harness: once a suite, on dev.py's SLOW_ENV
 def test_request_wall_runs_each_configuration_in_interleaved_rounds(tmp_path):
     raw = tmp_path / "wall.json"
     command = [sys.executable, "-m", "bench.request_wall", "--rounds", "2", "--requests", "3"]
@@ -727,7 +727,7 @@ def test_a_request_count_is_its_median_runs_count_over_its_requests_mean_over_se
     assert per_request_of(runs)[2] is None
 
 
-@pytest.mark.slow  # a real run of the harness: the bench's tests run once a suite (dev.py)
+@pytest.mark.slow  # a real run of the harness: once a suite, on dev.py's SLOW_ENV
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 @pytest.mark.skipif(
     os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"),
@@ -860,7 +860,7 @@ def test_lock_acquires_counts_the_calls_of_lock_acquire_in_a_profile(tmp_path):
     assert lock_acquires(profile) == 1437 + 3 + 2
 
 
-@pytest.mark.slow  # a real run of the harness: the bench's tests run once a suite (dev.py)
+@pytest.mark.slow  # a real run of the harness: once a suite, on dev.py's SLOW_ENV
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 @pytest.mark.skipif(
     os.environ.get("HOPWATCH_PURE_PYTHON", "") not in ("", "0"),
@@ -1017,7 +1017,7 @@ def test_the_per_hop_marginal_is_the_median_of_its_draws():
     assert judge(data)[0]["met"] is False
 
 
-@pytest.mark.slow  # a real run of the harness: the bench's tests run once a suite (dev.py)
+@pytest.mark.slow  # a real run of the harness: once a suite, on dev.py's SLOW_ENV
 def test_per_request_part_runs_and_is_judged(tmp_path):
     """The full bench runs bench.request_wall as its per-request part and judges the
     CPU target from it, with a row per target in the results."""

@@ -77,12 +77,15 @@ def summary_line(document: Document) -> str:
 
 
 # --- what the rich, text and markdown formats share -------------------------------------
+def _named(causes: list[Row], directions: bool) -> list[Row]:
+    """Cause rows with their ``label`` (table.cause_labels): no two read alike."""
+    labels = table.cause_labels(causes, directions)
+    return [{**cause, "label": label} for cause, label in zip(causes, labels, strict=True)]
+
+
 def _cause_rows(row: Row, directions: bool = False) -> list[Row]:
-    labels = table.cause_labels(row["causes"], directions)
-    return [
-        {**cause, "rank": rank, "label": label}
-        for rank, (cause, label) in enumerate(zip(row["causes"], labels, strict=True), 1)
-    ]
+    ranked = [{**cause, "rank": rank} for rank, cause in enumerate(row["causes"], 1)]
+    return _named(ranked, directions)
 
 
 def _tables(
@@ -102,8 +105,7 @@ def _tables(
     extra = _left_out_row(document)
     rows = [*document["rows"], *([extra] if extra else [])]
     if document["by"] == "site":  # no direction column: a cause seen both ways says which
-        labels = table.cause_labels(rows, directions=True)
-        rows = [{**row, "label": label} for row, label in zip(rows, labels, strict=True)]
+        rows = _named(rows, directions=True)
     chosen = table.columns(document, wide=wide)
     return [(table.fit(chosen, rows, None if wide else width, wide=wide), rows)]
 
