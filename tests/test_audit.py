@@ -8,6 +8,7 @@ recorder's sites), for many stacks, on every supported Django (5.2, 6.0, 6.1).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ from hopwatch import audit
 from hopwatch.audit import ASGI, WSGI, HookFacts, MiddlewareFacts
 from hopwatch.audit.facts import NOTE_ASYNC_MIXIN_HOOK, NOTE_NOT_USED
 from hopwatch.audit.model import VIEW_SITE
+from hopwatch.audit.traffic import FROM_LOGS, Traffic
 from hopwatch.checks import check_sync_only_middleware
 from hopwatch.hop_tax import ASYNC_TO_SYNC, NEW_LOOP, SYNC_TO_ASYNC
 from tests.helpers import asgi_request, capture, sites, wsgi_request
@@ -435,6 +437,24 @@ def test_rich_output_narrower_than_its_table_lists_the_entries_as_blocks(width):
     header = ["#", "middleware", "capable"]
     assert any(line.split()[:3] == header for line in wide.getvalue().splitlines())
     assert "    capable: sync+async" not in wide.getvalue()
+
+
+def test_a_number_and_its_unit_are_never_wrapped_apart():
+    """At 80 columns the saving read "(~509" at a line's end and "µs)" on the next."""
+    report = predicted(DEFAULT)
+    report.hop_tax = audit.HopTax(250.0, 200.0, 900.0, samples=7, instrumented=True)
+    mix = {("asgi", "async_view"): 0.1, ("asgi", "sync_view"): 0.9}
+    report.traffic = Traffic(FROM_LOGS, 37_592.0, mix, price_us=35.2, left_out=374.0)
+    units = ("µs", "ms", "s ", "s,", "s)")
+    for width in range(60, 131):
+        for render in (audit.render_rich, audit.render_text):
+            out = io.StringIO()
+            render(report, out, width=width)
+            lines = out.getvalue().splitlines()
+            for before, after in itertools.pairwise(lines):
+                split = before.rstrip()[-1:].isdigit() and after.strip().startswith(units)
+                assert not split, (width, before, after)
+            assert sum(" µs)" in line for line in lines) >= 2  # the savings, priced
 
 
 def test_control_characters_from_settings_are_neutralised():

@@ -96,7 +96,7 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     log = tmp_path / "app.log"
     log.write_text("\n".join(log_lines.raw) + "\n")
     traffic = from_logs([str(log)])
-    assert traffic.requests == 6
+    assert traffic.requests == 6 and traffic.left_out == 1
     assert traffic.mix == {
         ("asgi", "async_view"): 0.5,
         ("asgi", "sync_view"): pytest.approx(1 / 6),
@@ -109,6 +109,13 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     report = audited(STARTPROJECT, traffic)
     document = audit.document(report)
     assert document["traffic"]["source"] == "logs" and document["traffic"]["requests"] == 6
+    assert document["traffic"]["requests_left_out"] == 1
+    lead = audit.render_to_string(report, "text").split("\n\n")[1]
+    assert lead.startswith(
+        "what to change first (ranked for your traffic: 6 requests to a view in the logs"
+        " (ASGI 50% async views, 17% sync views; WSGI 17% async views, 17% sync views),"
+        " 1 more that no view served left out; a crossing cost "
+    )
     assert document["changes"][0]["rank"] == 1
     assert document["changes"][0]["saving"]["total_ms"] is not None
     assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))

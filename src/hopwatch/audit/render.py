@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import textwrap
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
@@ -278,7 +279,12 @@ def _traffic_words(traffic: Traffic, priced_by_tax: bool) -> str:
             ]
             if kinds:
                 parts.append(f"{interface.upper()} {', '.join(kinds)}")
-        words = f"your traffic: {traffic.requests:,.0f} requests in the logs ({'; '.join(parts)})"
+        words = (
+            f"your traffic: {traffic.requests:,.0f} requests to a view in the logs"
+            f" ({'; '.join(parts)})"
+        )
+        if round(traffic.left_out):
+            words += f", {traffic.left_out:,.0f} more that no view served left out"
         if traffic.price_us is not None:
             return f"{words}; a crossing cost {_us(traffic.price_us)} there"
     else:
@@ -351,14 +357,21 @@ def _cells(audit: Audit) -> list[list[str]]:
     return cells
 
 
+#: the space between a number and its unit ("509 µs", "19.13 s"), which a wrap keeps
+_UNIT_SPACE: Final = re.compile(r"(?<=\d) (?=(?:µs|ms|s)\b)")
+_GLUE: Final = "\x00"  # never in a line: textwrap only breaks at ASCII whitespace
+
+
 def _wrapped(line: str, width: int, indent_items: bool = False) -> list[str]:
     """``line`` wrapped to ``width``, each continuation under its line's text; with
     ``indent_items`` (a list), under a numbered item's text, past its number, and two
-    columns in under a heading."""
+    columns in under a heading. A number and its unit stay on one line."""
     lead = len(line) - len(line.lstrip())
     numbered = indent_items and line[lead:].split(".")[0].isdigit()
     indent = " " * (lead + 3 if numbered else lead if lead or not indent_items else 2)
-    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+    glued = _UNIT_SPACE.sub(_GLUE, line)
+    parts = textwrap.wrap(glued, width, subsequent_indent=indent, break_on_hyphens=False)
+    return [part.replace(_GLUE, " ") for part in parts] or [""]
 
 
 def render_text(audit: Audit, out: IO[str], *, width: int | None = None) -> None:

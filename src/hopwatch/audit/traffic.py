@@ -10,8 +10,9 @@ format it reads works here.
 A request's view kind is read from its causes: under ASGI a sync view is called
 through ``sync_to_async`` (a ``view`` cause), an async one is not; under WSGI
 an async view is called through ``async_to_sync``. Requests no view resolved
-are left out. The test clients count as the interface they stand for
-(``test-async-client`` as ASGI, ``test-client`` as WSGI).
+are left out, and counted as such (``left_out``). The test clients count as
+the interface they stand for (``test-async-client`` as ASGI, ``test-client``
+as WSGI).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Traffic:
     #: one crossing's overhead measured in the logs, in µs (None: no line carries it)
     price_us: float | None = None
     files: tuple[str, ...] = field(default=())
+    #: requests in the logs not in ``requests``: no view resolved (a 404, say), or
+    #: served through an interface that is neither ASGI nor WSGI
+    left_out: float = 0.0
 
     def share(self, interface: str, view_kind: str) -> float:
         return self.mix.get((interface, view_kind), 0.0)
@@ -68,10 +72,11 @@ def from_logs(paths: Sequence[str]) -> Traffic:
     except inputs.InputError as exc:
         raise AuditError(f"--logs: {exc}") from None
     counts: dict[tuple[str, str], float] = {}
-    overhead = hops = 0.0
+    overhead = hops = logged = 0.0
     for (kind, _method, _route, _view), stats in partial.endpoints.items():
         overhead += stats.acc[A_OVERHEAD]
         hops += stats.overhead_hops
+        logged += stats.requests
         if kind in (NO_VIEW, OVERFLOW):
             continue
         records = stats.acc[A_RECORDS]
@@ -111,6 +116,7 @@ def from_logs(paths: Sequence[str]) -> Traffic:
         {key: value / total for key, value in sorted(counts.items()) if value},
         overhead / hops * 1000 if hops else None,
         tuple(source.name for source in sources),
+        max(logged - total, 0.0),
     )
 
 
