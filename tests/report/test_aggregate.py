@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import random
 from typing import Any
 
 import pytest
@@ -94,6 +96,37 @@ def test_causes_are_exact_however_the_input_is_split_below_twice_the_cap(by: str
         )  # the ones past the ten listed, not lost
     else:
         assert len(causes) == 100 and sum(c["count"] for c in causes) == 600
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_the_slowest_requests_are_the_same_however_the_input_is_split(escaped: bool) -> None:
+    """60 requests as slow as each other (a WSGI view's: no hops, hop_ms 0.0), their
+    timestamps out of order (logs of several pods, one after the other): the slowest
+    list is the earliest three, read whole or in three interleaved thirds merged in any
+    order. A reader once kept the first three it read and only a merge went by time,
+    so `--jobs 2` listed other requests than `--jobs 1`, and one run than the next.
+    ``escaped``: the timestamps' dot written ``\\u002e``, which the C scanner's own
+    parser leaves to msgspec (its other path)."""
+    rng = random.Random(3)
+    texts = []
+    for n in range(60):
+        at = f"2026-12-01T10:00:{rng.randrange(50):02d}.{rng.randrange(4):06d}Z"
+        text = line(request_id=f"r{n:03d}", timestamp=at, hops=0, hop_ms=0.0, sites=[])
+        texts.append(text.replace(at, at.replace(".", "\\u002e")) if escaped else text)
+    expected = sorted(
+        (json.loads(text)["timestamp"], json.loads(text)["request_id"]) for text in texts
+    )[:3]
+    whole = document(scan(texts))["rows"][0]["slowest"]
+    assert [(entry["timestamp"], entry["request_id"]) for entry in whole] == expected
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = Partial()
+        parts = [scan(texts[i::3]) for i in range(3)]
+        for index in order:
+            merged.merge(parts[index])
+        assert document(merged)["rows"][0]["slowest"] == whole, order
+    # a request slower than the floor still enters, whatever its time
+    later = line(request_id="late", timestamp="2026-12-01T11:00:00Z", hops=1, hop_ms=0.5)
+    assert document(scan([*texts, later]))["rows"][0]["slowest"][0]["request_id"] == "late"
 
 
 def test_raw_spans_are_folded_before_they_grow_large() -> None:

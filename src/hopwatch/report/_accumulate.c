@@ -34,10 +34,11 @@
 
 /* Indices into EndpointStats' lists and the sketch constants, from configure(). */
 static Py_ssize_t A_DURATION, A_HOP_MS, A_WAIT, A_HOPS, A_HOPS_MAX, A_SLOWEST_FLOOR;
-static Py_ssize_t A_OVERHEAD, A_WORK;
+static Py_ssize_t A_OVERHEAD, A_WORK, A_SLOWEST_FLOOR_AT;
 static Py_ssize_t C_SYNC_TO_ASYNC, C_ASYNC_TO_SYNC, C_THREADS, C_THREADS_MAX;
 static Py_ssize_t C_NEW_LOOPS, C_NEW_LOOP_RECORDS, C_DEPTH_MAX;
 static double MIN_VALUE, INV_LN_GAMMA, SHIFT;
+static int no_later_than_floor(PyObject *acc, PyObject *moment);
 static PyObject *timestamp_text = NULL; /* parse.timestamp_text */
 static int configured = 0;
 
@@ -359,11 +360,21 @@ add_plain(PyObject *stats, PyObject *record)
                                       add_to(pin, 2, f[F_PINNED_MS]) < 0)))
             goto done;
     }
-    if (!PyList_Check(acc) || A_SLOWEST_FLOOR >= PyList_GET_SIZE(acc)) {
+    if (!PyList_Check(acc) || A_SLOWEST_FLOOR >= PyList_GET_SIZE(acc) ||
+        A_SLOWEST_FLOOR_AT >= PyList_GET_SIZE(acc)) {
         PyErr_SetString(PyExc_TypeError, "hopwatch: an accumulator is not the expected list");
         goto done;
     }
-    int slow = PyObject_RichCompareBool(f[F_HOP_MS], PyList_GET_ITEM(acc, A_SLOWEST_FLOOR), Py_GT);
+    PyObject *floor = PyList_GET_ITEM(acc, A_SLOWEST_FLOOR);
+    int slow = PyObject_RichCompareBool(f[F_HOP_MS], floor, Py_GT);
+    if (slow == 0) { /* as slow as the floor: no later enters too (joins_slowest) */
+        slow = PyObject_RichCompareBool(f[F_HOP_MS], floor, Py_EQ);
+        if (slow > 0) {
+            PyObject *moment = PyObject_GetAttr(record, s_timestamp);
+            slow = moment == NULL ? -1 : no_later_than_floor(acc, moment);
+            Py_XDECREF(moment);
+        }
+    }
     if (slow < 0)
         goto done;
     if (slow) {
@@ -1952,6 +1963,44 @@ timestamp_of(long long micros)
     return PyUnicode_FromString(text);
 }
 
+/* Whether an instant (micros since 1970) is no later than the slowest list's floor
+ * request (acc[A_SLOWEST_FLOOR_AT], a float, +inf until the list is full): a request as
+ * slow as the floor then enters, as aggregate.joins_slowest says. The float rounds
+ * monotonically, so an earlier instant is never refused; offer_slowest decides exactly.
+ * 1 yes, 0 no, -1 error. */
+static int
+at_or_before(long long micros, PyObject *acc)
+{
+    PyObject *at = PyList_GET_ITEM(acc, A_SLOWEST_FLOOR_AT);
+    if (PyFloat_CheckExact(at))
+        return (double)micros <= PyFloat_AS_DOUBLE(at);
+    PyObject *boxed = PyLong_FromLongLong(micros);
+    if (boxed == NULL)
+        return -1;
+    int result = PyObject_RichCompareBool(boxed, at, Py_LE);
+    Py_DECREF(boxed);
+    return result;
+}
+
+/* at_or_before for a decoded record's timestamp: an aware datetime in UTC (to_utc). */
+static int
+no_later_than_floor(PyObject *acc, PyObject *moment)
+{
+    if (!PyDateTime_Check(moment)) {
+        PyErr_SetString(PyExc_TypeError, "hopwatch: a record's timestamp is not a datetime");
+        return -1;
+    }
+    long long days = days_from_civil(PyDateTime_GET_YEAR(moment),
+                                      (unsigned)PyDateTime_GET_MONTH(moment),
+                                      (unsigned)PyDateTime_GET_DAY(moment));
+    long long seconds = PyDateTime_DATE_GET_HOUR(moment) * 3600LL +
+                        PyDateTime_DATE_GET_MINUTE(moment) * 60LL +
+                        PyDateTime_DATE_GET_SECOND(moment);
+    return at_or_before(days * MICROS_PER_DAY + seconds * 1000000LL +
+                            PyDateTime_DATE_GET_MICROSECOND(moment),
+                        acc);
+}
+
 /* The aware datetime of that instant (tzinfo utc), as msgspec and to_utc make it. */
 static PyObject *
 datetime_of(long long micros, PyObject *utc)
@@ -2080,17 +2129,26 @@ add_parsed(PyObject *stats, const PLine *L, PObjects *o)
     else if (L->pinned != 0.0 &&
              (add_double(pin, 0, L->pinned) < 0 || add_double(pin, 2, L->pinned) < 0))
         goto done;
-    if (check_list(acc, A_SLOWEST_FLOOR) < 0)
+    if (check_list(acc, A_SLOWEST_FLOOR) < 0 || check_list(acc, A_SLOWEST_FLOOR_AT) < 0)
         goto done;
     PyObject *floor = PyList_GET_ITEM(acc, A_SLOWEST_FLOOR);
     int slow;
-    if (PyFloat_CheckExact(floor))
-        slow = L->hop_ms > PyFloat_AS_DOUBLE(floor);
+    if (PyFloat_CheckExact(floor)) {
+        double hop_floor = PyFloat_AS_DOUBLE(floor);
+        slow = L->hop_ms > hop_floor;
+        if (!slow && L->hop_ms == hop_floor && (slow = at_or_before(L->micros, acc)) < 0)
+            goto done;
+    }
     else {
         PyObject *boxed = PyFloat_FromDouble(L->hop_ms);
         if (boxed == NULL)
             goto done;
         slow = PyObject_RichCompareBool(boxed, floor, Py_GT);
+        if (slow == 0) {
+            slow = PyObject_RichCompareBool(boxed, floor, Py_EQ);
+            if (slow > 0)
+                slow = at_or_before(L->micros, acc);
+        }
         Py_DECREF(boxed);
         if (slow < 0)
             goto done;
@@ -2697,7 +2755,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     } wanted[] = {
         {"A_DURATION", &A_DURATION}, {"A_HOP_MS", &A_HOP_MS}, {"A_WAIT", &A_WAIT},
         {"A_HOPS", &A_HOPS}, {"A_HOPS_MAX", &A_HOPS_MAX}, {"A_SLOWEST_FLOOR", &A_SLOWEST_FLOOR},
-        {"A_OVERHEAD", &A_OVERHEAD}, {"A_WORK", &A_WORK}, {"C_SYNC_TO_ASYNC", &C_SYNC_TO_ASYNC},
+        {"A_OVERHEAD", &A_OVERHEAD}, {"A_WORK", &A_WORK},
+        {"A_SLOWEST_FLOOR_AT", &A_SLOWEST_FLOOR_AT}, {"C_SYNC_TO_ASYNC", &C_SYNC_TO_ASYNC},
         {"C_ASYNC_TO_SYNC", &C_ASYNC_TO_SYNC}, {"C_THREADS", &C_THREADS},
         {"C_THREADS_MAX", &C_THREADS_MAX}, {"C_NEW_LOOPS", &C_NEW_LOOPS},
         {"C_NEW_LOOP_RECORDS", &C_NEW_LOOP_RECORDS}, {"C_DEPTH_MAX", &C_DEPTH_MAX},

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, Final
 
-from hopwatch.report.parse import Record, timestamp_text
+from hopwatch.report.parse import Record, micros_of, timestamp_text
 from hopwatch.report.sketch import Sketch
 
 ENDPOINT_CAP: Final = 2000
@@ -82,6 +83,9 @@ A_NO_OVH_WAIT: Final = 14  # their sum of wait_ms
 A_EXTRA_OVERHEAD: Final = 15  # sum of overhead_ms * (1 / sample_rate - 1)
 A_EXTRA_WORK: Final = 16  # sum of work_ms * (1 / sample_rate - 1)
 A_NO_OVH_HOPS: Final = 17  # their sum of hops
+#: the floor request's timestamp (µs since 1970, UTC): as slow as the floor and no
+#: later also enters, as the list's order (slowest, earliest, id) has it
+A_SLOWEST_FLOOR_AT: Final = 18
 
 # Indices into EndpointStats.tax: the records that carry hop_tax_us (the host's
 # price of one hop), and their hops priced at it.
@@ -143,6 +147,14 @@ def endpoint_key(method: str, route: str, view: str | None) -> EndpointKey:
 RawSiteKey = tuple[str, str, str, str | None, int]
 
 
+def joins_slowest(acc: list[float], hop_ms: float, moment: datetime) -> bool:
+    """Whether a request is offered to its endpoint's slowest list: slower than the
+    floor, or as slow and no later (a tie then goes by time and id, as in a merge, so
+    the list is the same however the input is split; the scanners inline this)."""
+    floor = acc[A_SLOWEST_FLOOR]
+    return hop_ms > floor or (hop_ms == floor and micros_of(moment) <= acc[A_SLOWEST_FLOOR_AT])
+
+
 class EndpointStats:
     """Everything the report needs about one (method, route, view)."""
 
@@ -171,6 +183,7 @@ class EndpointStats:
     def __init__(self, key: EndpointKey) -> None:
         self.key = key
         self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0] + [0.0] * 8
+        self.acc.append(math.inf)  # A_SLOWEST_FLOOR_AT
         self.sketch = Sketch()  # hop_ms per request
         self.overhead_sketch = Sketch()  # overhead_ms per request that carries it
         # (status, interface, pinned_by) -> records the scanner added (acc[A_RECORDS] too)
@@ -265,7 +278,7 @@ class EndpointStats:
         if (record.sites_dropped or not record.sites) and record.hops > counted:
             self.add_left_out(record, counted, weight)
         timestamp = timestamp_text(record.timestamp)
-        if hop_ms > acc[A_SLOWEST_FLOOR]:
+        if joins_slowest(acc, hop_ms, record.timestamp):
             self.offer_slowest(hop_ms, record.request_id, timestamp)
         if record.pinned_ms is None:
             self.pinned[1] += 1
@@ -367,7 +380,9 @@ class EndpointStats:
         slowest.sort(key=lambda entry: (-entry[0], entry[2], entry[1]))
         del slowest[SLOWEST_KEPT:]
         if len(slowest) == SLOWEST_KEPT:
-            self.acc[A_SLOWEST_FLOOR] = slowest[-1][0]
+            hop_floor, _request_id, at = slowest[-1]
+            self.acc[A_SLOWEST_FLOOR] = hop_floor
+            self.acc[A_SLOWEST_FLOOR_AT] = float(micros_of(datetime.fromisoformat(at)))
 
     def _add_counters(
         self, records: int, s2a: int, a2s: int, threads: int, loops: int, depth: int

@@ -318,6 +318,15 @@ def timestamp_text(moment: datetime) -> str:
     )
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def micros_of(moment: datetime) -> int:
+    """An aware datetime as microseconds since 1970 in UTC (the C scanner's measure)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
 def canonical_timestamp(value: str) -> str | None:
     """``value`` as hopwatch's own UTC form, or None when it is not ISO 8601."""
     moment = parse_timestamp(value)

@@ -55,6 +55,7 @@ from hopwatch.report.aggregate import (
     A_HOPS_MAX,
     A_OVERHEAD,
     A_SLOWEST_FLOOR,
+    A_SLOWEST_FLOOR_AT,
     A_WAIT,
     A_WORK,
     C_ASYNC_TO_SYNC,
@@ -68,7 +69,7 @@ from hopwatch.report.aggregate import (
     Partial,
     endpoint_key,
 )
-from hopwatch.report.parse import Record, timestamp_text
+from hopwatch.report.parse import Record, micros_of, timestamp_text
 from hopwatch.report.sketch import INV_LN_GAMMA, MIN_VALUE, SHIFT
 
 #: The scanner's caches stop growing here (lookups still work, just slower).
@@ -490,7 +491,9 @@ class Scanner:
                 pin = stats.pinned
                 pin[0] += pinned
                 pin[2] += pinned
-            if hop_ms > acc[A_SLOWEST_FLOOR]:
+            if hop_ms > acc[A_SLOWEST_FLOOR] or (
+                hop_ms == acc[A_SLOWEST_FLOOR] and micros_of(ts) <= acc[A_SLOWEST_FLOOR_AT]
+            ):  # aggregate.joins_slowest
                 stats.offer_slowest(hop_ms, record.request_id, timestamp_text(ts))
             if record.hop_tax_us is not None:
                 stats.add_tax(hops, record.hop_tax_us, 1.0, record.duration_ms)
