@@ -129,6 +129,33 @@ def test_the_slowest_requests_are_the_same_however_the_input_is_split(escaped: b
     assert document(scan([*texts, later]))["rows"][0]["slowest"][0]["request_id"] == "late"
 
 
+def test_the_profiles_kept_are_the_same_however_the_input_is_split() -> None:
+    """More profiled requests of equal hop time than an endpoint keeps (20): the earliest
+    are kept, whole or split. A full list took a newcomer only when it was slower, so a
+    merge kept whichever partial's list came first."""
+    rng = random.Random(5)
+    texts = [
+        line(
+            request_id=f"r{n:03d}",
+            timestamp=f"2026-12-01T10:{rng.randrange(60):02d}:00Z",
+            hop_ms=2.0,
+            profile=f"p{n}.html",
+        )
+        for n in range(90)
+    ]
+    expected = sorted((json.loads(t)["timestamp"], json.loads(t)["request_id"]) for t in texts)
+    whole = document(scan(texts))["rows"][0]["profiles"]
+    assert len(whole) == aggregate.PROFILES_KEPT
+    kept = [(p["timestamp"].replace(".000000", ""), p["request_id"]) for p in whole]
+    assert kept == expected[: aggregate.PROFILES_KEPT]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = Partial()
+        parts = [scan(texts[i::3]) for i in range(3)]
+        for index in order:
+            merged.merge(parts[index])
+        assert document(merged)["rows"][0]["profiles"] == whole, order
+
+
 def test_raw_spans_are_folded_before_they_grow_large() -> None:
     scanner = Scanner(Partial())
     for block in range(40):

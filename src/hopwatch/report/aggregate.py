@@ -147,6 +147,11 @@ def endpoint_key(method: str, route: str, view: str | None) -> EndpointKey:
 RawSiteKey = tuple[str, str, str, str | None, int]
 
 
+def _profile_order(entry: tuple[float, str, str, str]) -> tuple[float, str, str, str]:
+    hop_ms, request_id, timestamp, profile = entry
+    return (-hop_ms, timestamp, request_id, profile)
+
+
 def joins_slowest(acc: list[float], hop_ms: float, moment: datetime) -> bool:
     """Whether a request is offered to its endpoint's slowest list: slower than the
     floor, or as slow and no later (a tie then goes by time and id, as in a merge, so
@@ -316,9 +321,13 @@ class EndpointStats:
             self.add_pinned_by(pinned_by, weight)
         if profile is not None:
             profiles = self.profiles
-            if len(profiles) < PROFILES_KEPT or hop_ms > profiles[-1][0]:
-                profiles.append((hop_ms, request_id, timestamp, profile))
-                profiles.sort(key=lambda entry: (-entry[0], entry[2], entry[1], entry[3]))
+            entry = (hop_ms, request_id, timestamp, profile)
+            # slowest first; ties by time, id, name: the same choice however the input is split
+            if len(profiles) < PROFILES_KEPT or _profile_order(entry) < _profile_order(
+                profiles[-1]
+            ):
+                profiles.append(entry)
+                profiles.sort(key=_profile_order)
                 del profiles[PROFILES_KEPT:]
 
     def lacks_overhead(self, duration_ms: float, wait_ms: float, hops: int) -> None:
