@@ -187,8 +187,8 @@ class EndpointStats:
 
     def __init__(self, key: EndpointKey) -> None:
         self.key = key
-        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0, 0.0, 0.0] + [0.0] * 8
-        self.acc.append(math.inf)  # A_SLOWEST_FLOOR_AT
+        # A_RECORDS to A_NO_OVH_HOPS, then A_SLOWEST_FLOOR_AT (none until the list is full)
+        self.acc: list[float] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, -1.0] + [0.0] * 10 + [math.inf]
         self.sketch = Sketch()  # hop_ms per request
         self.overhead_sketch = Sketch()  # overhead_ms per request that carries it
         # (status, interface, pinned_by) -> records the scanner added (acc[A_RECORDS] too)
