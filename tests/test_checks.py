@@ -42,12 +42,27 @@ def test_the_test_settings_pass_every_check():
         ({"SAMPLE_RATE": True}, ["hopwatch.E003"]),
         ({"MIN_HOPS": -1, "DETAIL": "yes"}, ["hopwatch.E003", "hopwatch.E003"]),
         ({"EXTRA_FIELDS": 3}, ["hopwatch.E003"]),
-        ({"SAMPLE_RATE": 0.25, "DETAIL": True, "EXTRA_FIELDS": "x.y"}, []),
+        ({"SAMPLE_RATE": 0.25, "DETAIL": True, "EXTRA_FIELDS": "tests.test_log.extra_fields"}, []),
+        # a dotted path is imported at start-up: a typo fails there, not silently per line
+        ({"EXTRA_FIELDS": "x.y"}, ["hopwatch.E003"]),
+        ({"EXTRA_FIELDS": "django.VERSION"}, ["hopwatch.E003"]),  # a tuple, not callable
     ],
 )
 def test_settings_check(value, expected):
     with override_settings(HOPWATCH=value):
         assert ids(check_settings()) == expected
+
+
+def test_an_extra_fields_path_that_does_not_import_says_why():
+    with override_settings(HOPWATCH={"EXTRA_FIELDS": "myproject.hopwatch_fields"}):
+        (message,) = check_settings()
+    assert message.msg == (
+        "HOPWATCH['EXTRA_FIELDS'] is 'myproject.hopwatch_fields', which cannot be imported"
+        " (ModuleNotFoundError: No module named 'myproject')."
+    )
+    with override_settings(HOPWATCH={"EXTRA_FIELDS": "django.VERSION"}):
+        (message,) = check_settings()
+    assert message.msg.endswith("which is tuple, not callable.")
 
 
 def test_unknown_key_hint_suggests_the_right_one():

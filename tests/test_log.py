@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,17 @@ def test_extra_fields_hook(log_lines):
     (line,) = log_lines.parsed()
     assert line["pod"] == "web-7" and line["user_id"] == 42
     assert line["hops"] == 15 and line["event"] == "hopwatch.request"
+
+
+def test_the_extra_fields_path_is_imported_once_per_settings(log_lines, monkeypatch):
+    """Not once per line: a line's hook is the one its settings named when they were read."""
+    with settings_with(EXTRA_FIELDS="tests.test_log.extra_fields"):
+        asgi_request("/async/")
+        monkeypatch.setattr(sys.modules[__name__], "extra_fields", lambda r, rec: {"pod": "x"})
+        asgi_request("/async/")
+    with settings_with(EXTRA_FIELDS="tests.test_log.extra_fields"):  # new settings: read anew
+        asgi_request("/async/")
+    assert [line["pod"] for line in log_lines.parsed()] == ["web-7", "web-7", "x"]
 
 
 def test_request_id_from_header_or_generated(log_lines):

@@ -33,6 +33,7 @@ import structlog
 
 from hopwatch import _connections, _errors, _executors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
+from hopwatch.conf import resolve_hook
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
 #: The route of a request no URL pattern resolved (LOG_RAW_PATHS off): never its raw path.
@@ -685,7 +686,7 @@ class Emitter:
                 settings["MIN_HOP_MS"] * 1_000_000,
                 settings["SAMPLE_RATE"],
                 options,
-                settings["EXTRA_FIELDS"],
+                self._hook(settings["EXTRA_FIELDS"]),
             )
         self._plan = plan
         return plan
@@ -740,13 +741,21 @@ class Emitter:
         line.update((k, v) for k, v in fields.items() if k not in line)
         self._get_logger(settings).info(line)
 
+    @staticmethod
+    def _hook(hook: Any) -> Any:
+        """The EXTRA_FIELDS callable, its dotted path imported once per settings snapshot
+        (start-up refused a path that does not import: conf.problems)."""
+        if hook is None:
+            return None
+        try:
+            return resolve_hook(hook)
+        except Exception as exc:
+            _errors.report("HOPWATCH['EXTRA_FIELDS'] hook", exc)
+            return None
+
     def _extra_fields(self, record: RequestRecord, hook: Any) -> Mapping[str, Any] | None:
         """The EXTRA_FIELDS hook's fields for this line (the caller checks it is set)."""
         try:
-            if isinstance(hook, str):
-                from django.utils.module_loading import import_string
-
-                hook = import_string(hook)
             result = hook(record.request, record)
             return result if isinstance(result, Mapping) else None
         except Exception as exc:

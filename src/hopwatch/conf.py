@@ -204,8 +204,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         "None, a callable or its dotted path",
         "A callable, or its dotted path, called as `hook(request, record)` for each logged"
         " request (`record` is a [`RequestRecord`](how-it-works.md#the-python-api)); the dict"
-        " it returns is added to the line (documented field names cannot be replaced). Errors"
-        " in it are counted, never raised.",
+        " it returns is added to the line (documented field names cannot be replaced). A path"
+        " is imported at start-up, where one that does not import, or names no callable, is"
+        " refused. Errors in the hook are counted, never raised.",
     ),
     "LOG_RAW_PATHS": Setting(
         False,
@@ -345,6 +346,23 @@ class Problem:
     hint: str
 
 
+def resolve_hook(hook: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The EXTRA_FIELDS callable itself: imported when it is given as a dotted path."""
+    if isinstance(hook, str):
+        from django.utils.module_loading import import_string
+
+        hook = import_string(hook)
+        if not callable(hook):
+            raise TypeError(f"is {type(hook).__name__}, not callable")
+    return hook
+
+
+def _why_not(exc: Exception) -> str:
+    if isinstance(exc, TypeError):
+        return str(exc)
+    return f"cannot be imported ({type(exc).__name__}: {exc})"
+
+
 def problems(user: object) -> list[Problem]:
     """Everything wrong with a ``HOPWATCH`` value (None, the setting absent, is fine)."""
     import difflib
@@ -381,6 +399,20 @@ def problems(user: object) -> list[Problem]:
                     f"HOPWATCH[{key!r}] is {user[key]!r}; it must be {setting.expected}.",
                     f"Set HOPWATCH[{key!r}] to {setting.expected}, or remove it for the default"
                     f" ({setting.default!r}).",
+                )
+            )
+    hook = user.get("EXTRA_FIELDS")
+    if isinstance(hook, str):
+        try:
+            resolve_hook(hook)
+        except Exception as exc:
+            found.append(
+                Problem(
+                    "hopwatch.E003",
+                    "EXTRA_FIELDS",
+                    f"HOPWATCH['EXTRA_FIELDS'] is {hook!r}, which {_why_not(exc)}.",
+                    "Set it to the dotted path of a callable taking (request, record), or to"
+                    " the callable itself, or remove it.",
                 )
             )
     buffer = user.get("OUTPUT_BUFFER", 0)
