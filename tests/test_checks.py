@@ -89,6 +89,28 @@ def test_middleware_check(middleware, installed, expected):
         assert ids(check_middleware()) == expected
 
 
+def test_a_file_output_that_cannot_be_written_is_a_warning(tmp_path):
+    """Before, a path in a directory that does not exist passed every check, and each
+    request's line was an internal error, said once on hopwatch's logger."""
+    def problems_of(output):
+        with override_settings(HOPWATCH={"OUTPUT": output}):
+            return check_logging()
+
+    assert problems_of(str(tmp_path / "hops.log")) == []
+    (tmp_path / "old.log").write_text("")
+    assert problems_of(str(tmp_path / "old.log")) == []
+    (message,) = problems_of(str(tmp_path / "missing" / "hops.log"))
+    assert message.id == "hopwatch.W007"
+    assert message.msg == (
+        f"HOPWATCH[\"OUTPUT\"] is {str(tmp_path / 'missing' / 'hops.log')!r}, which is in"
+        f" {str(tmp_path / 'missing')!r}, which does not exist: the request lines would be"
+        " lost (each failed write counted as an internal error)."
+    )
+    (tmp_path / "dir.log").mkdir()
+    assert "which is a directory:" in problems_of(str(tmp_path / "dir.log"))[0].msg
+    assert not (tmp_path / "hops.log").exists()  # checked, never created
+
+
 def test_logging_check_fires_when_lines_would_be_lost():
     logger = logging.getLogger("hopwatch-unconfigured")
     assert not logger.handlers

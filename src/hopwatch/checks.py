@@ -13,6 +13,7 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
 * ``hopwatch.W006`` the C accelerator did not load: hopwatch runs its pure-Python hop
   path, which costs several times as much per hop.
+* ``hopwatch.W007`` ``OUTPUT`` is a file this process cannot append to (lost lines).
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
   what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
@@ -22,6 +23,7 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from django.apps import apps
@@ -115,8 +117,11 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     disabled = isinstance(user, dict) and not user.get("ENABLED", True)
     if disabled or not apps.is_installed("hopwatch"):
         return []
-    if hopwatch_settings.OUTPUT != "logging":
+    output = hopwatch_settings.OUTPUT
+    if output == "stdout":
         return []
+    if output != "logging":
+        return _file_output_problems(output)
     name = hopwatch_settings.LOGGER_NAME
     logger = logging.getLogger(name)
     if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
@@ -129,6 +134,32 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             ' configuration" in docs/settings.md), or set HOPWATCH["OUTPUT"] to "stdout"'
             " or a file.",
             id="hopwatch.W004",
+        )
+    ]
+
+
+def _file_output_problems(path: str) -> list[CheckMessage]:
+    """``hopwatch.W007``: a file ``OUTPUT`` this process cannot append to (checked, not
+    opened: a check creates no file)."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        why = "is a directory"
+    elif not os.path.isdir(folder):
+        why = f"is in {folder!r}, which does not exist"
+    elif os.path.exists(target) and not os.access(target, os.W_OK):
+        why = "exists and this process may not write to it"
+    elif not os.path.exists(target) and not os.access(folder, os.W_OK):
+        why = f"does not exist and this process may not create it in {folder!r}"
+    else:
+        return []
+    return [
+        Warning(
+            f'HOPWATCH["OUTPUT"] is {path!r}, which {why}: the request lines would be lost'
+            " (each failed write counted as an internal error).",
+            hint="Create the directory or fix its permissions before the server starts, or"
+            ' set HOPWATCH["OUTPUT"] to "logging" or "stdout".',
+            id="hopwatch.W007",
         )
     ]
 

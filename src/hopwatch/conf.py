@@ -113,7 +113,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         ' handlers and shippers get them), `"stdout"`, or a file path (appended to, one JSON'
         " object per line). A path needs a directory part or a suffix (`hops.log`,"
         " `./hops`): a bare word such as `\"stderr\"` is refused at start-up rather than"
-        " taken for a file name.",
+        " taken for a file name. Check `hopwatch.W007` warns when this process cannot append"
+        " to the file (its directory missing, say).",
     ),
     "OUTPUT_BUFFER": Setting(
         0,
