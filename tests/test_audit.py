@@ -444,7 +444,7 @@ def test_a_number_and_its_unit_are_never_wrapped_apart():
     report = predicted(DEFAULT)
     report.hop_tax = audit.HopTax(250.0, 200.0, 900.0, samples=7, instrumented=True)
     mix = {("asgi", "async_view"): 0.1, ("asgi", "sync_view"): 0.9}
-    report.traffic = Traffic(FROM_LOGS, 37_592.0, mix, price_us=35.2, left_out=374.0)
+    report.traffic = Traffic(FROM_LOGS, 37_592.0, mix, price_us=35.2, left_out=374.0, no_view=374.0)
     units = ("µs", "ms", "s ", "s,", "s)")
     for width in range(60, 131):
         for render in (audit.render_rich, audit.render_text):

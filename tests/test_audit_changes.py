@@ -109,7 +109,7 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     report = audited(STARTPROJECT, traffic)
     document = audit.document(report)
     assert document["traffic"]["source"] == "logs" and document["traffic"]["requests"] == 6
-    assert document["traffic"]["requests_left_out"] == 1
+    assert document["traffic"]["requests_left_out"] == document["traffic"]["requests_no_view"] == 1
     lead = audit.render_to_string(report, "text").split("\n\n")[1]
     assert lead.startswith(
         "what to change first (ranked for your traffic: 6 requests to a view in the logs"
@@ -119,6 +119,30 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     assert document["changes"][0]["rank"] == 1
     assert document["changes"][0]["saving"]["total_ms"] is not None
     assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))
+
+
+def test_requests_whose_view_kind_is_unknown_are_left_out_by_name(
+    tmp_path, log_lines, db, monkeypatch
+):
+    """Past the report's endpoint cap a request's view is not known: counted apart from
+    the requests no view served."""
+    from hopwatch.report import aggregate
+
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        asgi_request("/async/")
+        asgi_request("/no/such/page/")
+        asgi_request("/sync/")
+        asgi_request("/sync/")
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    monkeypatch.setattr(aggregate, "ENDPOINT_CAP", 2)  # /async/ and the 404s: /sync/ overflows
+    traffic = from_logs([str(log)])
+    assert (traffic.requests, traffic.left_out, traffic.no_view) == (1, 3, 1)
+    lead = audit.render_to_string(audited(STARTPROJECT, traffic), "text").split("\n\n")[1]
+    assert (
+        "1 request to a view in the logs (ASGI 100% async views), 1 more that no view served"
+        " and 2 whose view the logs do not say is sync or async left out; " in lead
+    )
 
 
 def test_logs_that_cannot_be_read_are_one_line_and_status_2(capsys, tmp_path):

@@ -149,6 +149,7 @@ def changes_document(audit: Audit) -> dict[str, Any]:
             "source": traffic.source,
             "requests": round(traffic.requests, 3),
             "requests_left_out": round(traffic.left_out, 3),
+            "requests_no_view": round(traffic.no_view, 3),
             "mix": _cells({cell: round(traffic.share(*cell), 4) for cell in changes.CELLS}),
             "price_us": None if traffic.price_us is None else round(traffic.price_us, 1),
             "price_source": (

@@ -280,11 +280,25 @@ def _traffic_words(traffic: Traffic, priced_by_tax: bool) -> str:
             if kinds:
                 parts.append(f"{interface.upper()} {', '.join(kinds)}")
         words = (
-            f"your traffic: {traffic.requests:,.0f} requests to a view in the logs"
+            f"your traffic: {traffic.requests:,.0f}"
+            f" request{'' if round(traffic.requests) == 1 else 's'} to a view in the logs"
             f" ({'; '.join(parts)})"
         )
-        if round(traffic.left_out):
-            words += f", {traffic.left_out:,.0f} more that no view served left out"
+        unknown = traffic.left_out - traffic.no_view
+        left = [
+            (count, what)
+            for count, what in (
+                (traffic.no_view, "that no view served"),
+                (unknown, "whose view the logs do not say is sync or async"),
+            )
+            if round(count)
+        ]
+        if left:  # ", 374 more that no view served left out"
+            listed = [
+                f"{count:,.0f} {'more ' if not i else ''}{what}"
+                for i, (count, what) in enumerate(left)
+            ]
+            words += f", {' and '.join(listed)} left out"
         if traffic.price_us is not None:
             return f"{words}; a crossing cost {_us(traffic.price_us)} there"
     else:
@@ -418,8 +432,7 @@ def _entry_blocks(cells: list[list[str]], width: int) -> list[str]:
         lines.extend(textwrap.wrap(f"{row[0]}  {row[1]}", width, subsequent_indent="   ") or [""])
         for header, value in zip(headers[2:], row[2:], strict=True):
             lines.extend(
-                textwrap.wrap(f"    {header}: {value}", width, subsequent_indent="      ")
-                or [""]
+                textwrap.wrap(f"    {header}: {value}", width, subsequent_indent="      ") or [""]
             )
     return lines
 

@@ -48,8 +48,11 @@ class Traffic:
     price_us: float | None = None
     files: tuple[str, ...] = field(default=())
     #: requests in the logs not in ``requests``: no view resolved (a 404, say), or
-    #: served through an interface that is neither ASGI nor WSGI
+    #: their view's kind unknown (past the report's endpoint cap, or served through an
+    #: interface that is neither ASGI nor WSGI)
     left_out: float = 0.0
+    #: ... of which no view resolved
+    no_view: float = 0.0
 
     def share(self, interface: str, view_kind: str) -> float:
         return self.mix.get((interface, view_kind), 0.0)
@@ -72,11 +75,13 @@ def from_logs(paths: Sequence[str]) -> Traffic:
     except inputs.InputError as exc:
         raise AuditError(f"--logs: {exc}") from None
     counts: dict[tuple[str, str], float] = {}
-    overhead = hops = logged = 0.0
+    overhead = hops = logged = no_view = 0.0
     for (kind, _method, _route, _view), stats in partial.endpoints.items():
         overhead += stats.acc[A_OVERHEAD]
         hops += stats.overhead_hops
         logged += stats.requests
+        if kind == NO_VIEW:
+            no_view += stats.requests
         if kind in (NO_VIEW, OVERFLOW):
             continue
         records = stats.acc[A_RECORDS]
@@ -117,6 +122,7 @@ def from_logs(paths: Sequence[str]) -> Traffic:
         overhead / hops * 1000 if hops else None,
         tuple(source.name for source in sources),
         max(logged - total, 0.0),
+        no_view,
     )
 
 
