@@ -347,6 +347,10 @@ class Problem:
     hint: str
 
 
+class _NotCallable(TypeError):
+    pass
+
+
 def resolve_hook(hook: str | Callable[..., Any]) -> Callable[..., Any]:
     """The EXTRA_FIELDS callable itself: imported when it is given as a dotted path."""
     if isinstance(hook, str):
@@ -354,12 +358,12 @@ def resolve_hook(hook: str | Callable[..., Any]) -> Callable[..., Any]:
 
         hook = import_string(hook)
         if not callable(hook):
-            raise TypeError(f"is {type(hook).__name__}, not callable")
+            raise _NotCallable(f"is {type(hook).__name__}, not callable")
     return hook
 
 
 def _why_not(exc: Exception) -> str:
-    if isinstance(exc, TypeError):
+    if isinstance(exc, _NotCallable):
         return str(exc)
     return f"cannot be imported ({type(exc).__name__}: {exc})"
 
