@@ -224,6 +224,24 @@ def test_a_fork_installed_as_the_asgiref_module_is_named_and_hopwatch_keeps_work
     assert "the asgiref module comes from the distribution 'asgire'" in stderr
 
 
+def test_the_start_up_warning_of_a_missing_accelerator_is_silenced_as_its_check(monkeypatch):
+    from hopwatch import _hotpath, apps
+
+    said = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = said.append  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(collector)
+    monkeypatch.setattr(_hotpath, "UNAVAILABLE", "a build that failed")
+    try:
+        for silenced in (["hopwatch.W006"], []):
+            monkeypatch.setattr(apps, "_accelerator_warned", False)
+            with override_settings(SILENCED_SYSTEM_CHECKS=silenced):
+                apps._warn_without_accelerator()
+    finally:
+        logging.getLogger("hopwatch").removeHandler(collector)
+    assert [record.getMessage().endswith("(hopwatch.W006)") for record in said] == [True]
+
+
 @pytest.mark.parametrize("chosen", [False, True], ids=["not-loadable", "pure-python-chosen"])
 def test_a_c_accelerator_that_does_not_load_is_reported_and_hopwatch_keeps_counting(chosen):
     """W006 when hopwatch._speedups cannot be imported (here: blocked in sys.modules, as

@@ -435,6 +435,33 @@ def test_an_unwritable_file_output_never_fails_the_request(tmp_path, db):
     assert _errors.total() == 2
 
 
+def test_lines_a_logger_would_drop_are_said_once_as_the_first_goes_out(db):
+    """A server runs no system checks, so W004 alone never reached it: with LOGGING left
+    without a handler for the logger, every line was dropped without a word."""
+    said = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = said.append  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(collector)
+    try:
+        with settings_with(LOGGER_NAME="hopwatch-nowhere"):
+            for _ in range(3):
+                assert asgi_request("/async/").status == 200
+        with settings_with():  # the configured logger: nothing to say
+            asgi_request("/async/")
+        with settings_with(LOGGER_NAME="hopwatch-silenced"), override_settings(
+            SILENCED_SYSTEM_CHECKS=["hopwatch.W004"]
+        ):  # silenced as the system check is
+            asgi_request("/async/")
+    finally:
+        logging.getLogger("hopwatch").removeHandler(collector)
+    (record,) = said
+    assert record.getMessage().startswith(
+        "hopwatch writes request lines to the logger 'hopwatch-nowhere' at INFO, but that"
+        " logger has no handler or a level above INFO: the lines are lost."
+    )
+    assert record.getMessage().endswith("(hopwatch.W004).")
+
+
 def test_hop_tax_is_measured_once_in_the_background_and_logged(log_lines):
     from hopwatch import apps
 

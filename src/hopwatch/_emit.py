@@ -33,7 +33,7 @@ import structlog
 
 from hopwatch import _connections, _errors, _executors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
-from hopwatch.conf import resolve_hook
+from hopwatch.conf import resolve_hook, silenced
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
 #: The route of a request no URL pattern resolved (LOG_RAW_PATHS off): never its raw path.
@@ -601,6 +601,28 @@ class _LineLogger(structlog.BoundLoggerBase):
         return self._logger.info(*args, **kw)
 
 
+_lost_warned: set[str] = set()
+
+
+def _warn_if_lost(logger: logging.Logger) -> None:
+    """Once per process and logger, as the first line goes out: the logger has no handler
+    at INFO, so every line is dropped (check hopwatch.W004 says so too, but a server runs
+    no system checks; ``SILENCED_SYSTEM_CHECKS`` silences both). Said on hopwatch's own
+    logger, at WARNING: with no handler either, Python's last-resort handler prints it to
+    stderr."""
+    if (logger.isEnabledFor(logging.INFO) and logger.hasHandlers()) or logger.name in _lost_warned:
+        return
+    if silenced("hopwatch.W004"):
+        return
+    _lost_warned.add(logger.name)
+    logging.getLogger("hopwatch").warning(
+        "hopwatch writes request lines to the logger %r at INFO, but that logger has no"
+        " handler or a level above INFO: the lines are lost. Add a handler for it to LOGGING,"
+        ' or set HOPWATCH["OUTPUT"] to "stdout" or a file (hopwatch.W004).',
+        logger.name,
+    )
+
+
 def make_logger(
     output: str, logger_name: str, buffer: int = 0
 ) -> tuple[Any, Callable[[], None]]:
@@ -610,7 +632,9 @@ def make_logger(
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
     if output == "logging":
-        target = _StdlibLine(logging.getLogger(logger_name))
+        stdlib = logging.getLogger(logger_name)
+        _warn_if_lost(stdlib)
+        target = _StdlibLine(stdlib)
     else:
         own = output != "stdout"  # a path: hopwatch's own stream, closed with the output
         stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115

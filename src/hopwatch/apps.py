@@ -46,11 +46,16 @@ _accelerator_warned = False
 
 def _warn_without_accelerator() -> None:
     """Once per process, on the ``hopwatch`` logger: the C accelerator did not load
-    (the system check hopwatch.W006 says the same, but a server runs no checks)."""
+    (the system check hopwatch.W006 says the same, but a server runs no checks;
+    ``SILENCED_SYSTEM_CHECKS`` silences both)."""
     global _accelerator_warned
     from hopwatch import _hotpath
 
     if _hotpath.UNAVAILABLE is None or _accelerator_warned:
+        return
+    from hopwatch.conf import silenced
+
+    if silenced("hopwatch.W006"):
         return
     _accelerator_warned = True
     import logging

@@ -139,7 +139,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         lambda v: isinstance(v, str) and bool(v),
         "a logger name",
         "The stdlib logger used when `OUTPUT` is `\"logging\"`. It needs a handler at level"
-        " INFO; check `hopwatch.W004` warns when it has none.",
+        " INFO; check `hopwatch.W004` warns when it has none, and so does hopwatch's own"
+        " logger, once, as the first line goes out (a server runs no system checks;"
+        " `SILENCED_SYSTEM_CHECKS` silences both).",
     ),
     "REQUEST_ID_HEADER": Setting(
         "X-Request-ID",
@@ -345,6 +347,12 @@ class Problem:
     key: str | None
     message: str
     hint: str
+
+
+def silenced(check_id: str) -> bool:
+    """Whether ``SILENCED_SYSTEM_CHECKS`` holds ``check_id``: hopwatch's warnings at run
+    time that repeat a system check (a server runs none) are silenced with it."""
+    return check_id in getattr(django_settings, "SILENCED_SYSTEM_CHECKS", ())
 
 
 class _NotCallable(TypeError):
