@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
 
 
@@ -18,6 +20,22 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+#: A space a wrap keeps: between a number and its unit ("509 µs", "13.23 s").
+_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:µs|ms|s)\b)")
+_KEPT = "\0"  # in no text printed; textwrap breaks at ASCII whitespace only
+
+
+def wrap(text: str, width: int, indent: str = "", *, keep: Sequence[str] = ()) -> list[str]:
+    """``text`` wrapped to ``width`` at its spaces, each continuation after ``indent``;
+    never at a hyphen, between a number and its unit, nor inside a phrase of ``keep``
+    (a command to copy). An empty text gives no line, as ``textwrap.wrap``."""
+    glued = _UNIT_SPACE.sub(_KEPT, text)
+    for phrase in keep:
+        glued = glued.replace(phrase, phrase.replace(" ", _KEPT))
+    lines = textwrap.wrap(glued, width, subsequent_indent=indent, break_on_hyphens=False)
+    return [line.replace(_KEPT, " ") for line in lines]
 
 
 def is_terminal(stream: IO[str] | Any) -> bool:

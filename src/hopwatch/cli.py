@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import textwrap
 from collections.abc import Sequence
 from typing import Final
 
-from hopwatch._cli import Parser
+from hopwatch._cli import Parser, wrap
 
 #: subcommand name -> module implementing it
 COMMANDS: Final = {
@@ -58,9 +57,7 @@ def version_text() -> str:
             lines.append(f"  {module} did not load: {owner.UNAVAILABLE}")
     if missing:
         # wrapped to a terminal's width, never inside the command
-        command = _hotpath.REBUILD_COMMAND
-        hint = _hotpath.REBUILD_HINT.replace(command, command.replace(" ", "\0"))
-        lines.extend(line.replace("\0", " ") for line in textwrap.wrap(hint, 79))
+        lines.extend(wrap(_hotpath.REBUILD_HINT, 79, keep=[_hotpath.REBUILD_COMMAND]))
     return "\n".join(lines)
 
 

@@ -208,3 +208,33 @@ def test_wide_characters_take_two_columns_and_rows_stay_aligned(width):
         assert first is not None, text
         # the column after the label ends where its header does, whatever the label's script
         assert _columns(text[: first.end(1)]) == end, text
+
+
+UNITS = ("µs", "ms", "s ", "s,", "s)", "s;")
+
+
+def split_from_its_unit(lines: list[str]) -> list[tuple[str, str]]:
+    return [
+        (before, after)
+        for before, after in itertools.pairwise(lines)
+        if before.rstrip()[-1:].isdigit() and after.strip().startswith(UNITS)
+    ]
+
+
+def test_a_number_is_never_wrapped_apart_from_its_unit():
+    """At 80 columns "what to change first" read "..., 512.8" and then "ms in all (3.3%)"
+    on the next line; the summary can wrap the same way ("106 µs to 125" / "µs")."""
+    doc = document()
+    seen = 0
+    for width in range(60, 131):
+        for output in (rendered(doc, width), text_rendered(doc, width)):
+            assert split_from_its_unit(output) == [], width
+            seen += sum(" ms " in line or " µs" in line for line in output)
+    assert seen  # the prose does carry numbers with units
+    assert split_from_its_unit(["a 512.8", "  ms in all"]) == [("a 512.8", "  ms in all")]
+
+
+def text_rendered(doc: dict[str, Any], width: int) -> list[str]:
+    buffer = io.StringIO()
+    render.render_text(doc, buffer, width=width)
+    return buffer.getvalue().splitlines()

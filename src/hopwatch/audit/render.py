@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import textwrap
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
-from hopwatch._cli import auto_format, is_terminal, terminal_width
+from hopwatch._cli import auto_format, is_terminal, terminal_width, wrap
 from hopwatch.audit import changes
 from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
@@ -371,11 +369,6 @@ def _cells(audit: Audit) -> list[list[str]]:
     return cells
 
 
-#: the space between a number and its unit ("509 µs", "19.13 s"), which a wrap keeps
-_UNIT_SPACE: Final = re.compile(r"(?<=\d) (?=(?:µs|ms|s)\b)")
-_GLUE: Final = "\x00"  # never in a line: textwrap only breaks at ASCII whitespace
-
-
 def _wrapped(line: str, width: int, indent_items: bool = False) -> list[str]:
     """``line`` wrapped to ``width``, each continuation under its line's text; with
     ``indent_items`` (a list), under a numbered item's text, past its number, and two
@@ -383,9 +376,7 @@ def _wrapped(line: str, width: int, indent_items: bool = False) -> list[str]:
     lead = len(line) - len(line.lstrip())
     numbered = indent_items and line[lead:].split(".")[0].isdigit()
     indent = " " * (lead + 3 if numbered else lead if lead or not indent_items else 2)
-    glued = _UNIT_SPACE.sub(_GLUE, line)
-    parts = textwrap.wrap(glued, width, subsequent_indent=indent, break_on_hyphens=False)
-    return [part.replace(_GLUE, " ") for part in parts] or [""]
+    return wrap(line, width, indent) or [""]
 
 
 def render_text(audit: Audit, out: IO[str], *, width: int | None = None) -> None:
@@ -429,11 +420,9 @@ def _entry_blocks(cells: list[list[str]], width: int) -> list[str]:
     headers, *rows = cells
     lines: list[str] = []
     for row in rows:
-        lines.extend(textwrap.wrap(f"{row[0]}  {row[1]}", width, subsequent_indent="   ") or [""])
+        lines.extend(wrap(f"{row[0]}  {row[1]}", width, "   ") or [""])
         for header, value in zip(headers[2:], row[2:], strict=True):
-            lines.extend(
-                textwrap.wrap(f"    {header}: {value}", width, subsequent_indent="      ") or [""]
-            )
+            lines.extend(wrap(f"    {header}: {value}", width, "      ") or [""])
     return lines
 
 

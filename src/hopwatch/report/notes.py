@@ -15,9 +15,9 @@ Log content in these lines has been cleaned by the caller's cells or here
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
+from hopwatch._cli import wrap as wrap_words
 from hopwatch.report import text as fmt
 from hopwatch.report.table import Layout, legend
 
@@ -33,13 +33,7 @@ def wrap(line: str, width: int | None, indent: str = "") -> list[str]:
     """``line`` wrapped at ``width`` (None: as is), continuation lines indented."""
     if width is None or len(line) <= width:
         return [line]
-    return textwrap.wrap(
-        line,
-        width=width,
-        subsequent_indent=indent,
-        break_long_words=True,
-        break_on_hyphens=False,
-    ) or [line]
+    return wrap_words(line, width, indent) or [line]
 
 
 def legend_lines(layout: Layout, width: int | None) -> list[str]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
 
+from hopwatch._cli import wrap
 from hopwatch.report import notes, table, threads
 from hopwatch.report import text as fmt
 
@@ -183,7 +183,7 @@ def render_text(
     out.write(_title(document) + "\n")
     summary = summary_line(document)
     if width is not None and not wide:
-        summary = "\n".join(textwrap.wrap(summary, width, break_on_hyphens=False))
+        summary = "\n".join(wrap(summary, width))
     out.write(summary + "\n\n")
     for line, _style in _body_lines(document, width, wide, legend, rule=False):
         out.write(line + "\n")
@@ -342,7 +342,8 @@ def render_rich(
         console.print(Text(line, style=style), no_wrap=True, overflow="ignore", crop=False)
 
     console.print(Text(_title(document), style="bold"))
-    console.print(Text(summary_line(document)))
+    for line in wrap(summary_line(document), columns):
+        say(line)
     console.print(Text(""))
     for line, style in _body_lines(document, columns, wide, legend, rule=True):
         say(line, style)
