@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,17 @@ def scan(texts: list[str], filters: Filters | None = None) -> Partial:
 
 def document(partial: Partial, **options: Any) -> dict[str, Any]:
     return rank.build_document(partial, rank.ReportOptions(top=0, **options), ["x"])
+
+
+def merged_thirds(texts: list[str]) -> Iterator[tuple[list[int], Partial]]:
+    """Every third line read apart, as the parallel reader's pieces are, and the three
+    partials merged in three orders: (the order, the merged partial)."""
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        merged = Partial()
+        parts = [scan(texts[i::3]) for i in range(3)]
+        for index in order:
+            merged.merge(parts[index])
+        yield order, merged
 
 
 def close(a: Any, b: Any) -> bool:
@@ -83,11 +95,7 @@ def test_causes_are_exact_however_the_input_is_split_below_twice_the_cap(by: str
     ]
     options = rank.ReportOptions(by=by, top=0)
     whole = rank.build_document(scan(texts), options, ["x"])
-    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
-        merged = Partial()
-        parts = [scan(texts[i::3]) for i in range(3)]  # every third line, as pieces are
-        for index in order:
-            merged.merge(parts[index])
+    for order, merged in merged_thirds(texts):
         assert close(rank.build_document(merged, options, ["x"]), whole), order
     causes = whole["rows"] if by == "site" else whole["rows"][0]["causes"]
     if by == "route":
@@ -118,11 +126,7 @@ def test_the_slowest_requests_are_the_same_however_the_input_is_split(escaped: b
     )[:3]
     whole = document(scan(texts))["rows"][0]["slowest"]
     assert [(entry["timestamp"], entry["request_id"]) for entry in whole] == expected
-    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
-        merged = Partial()
-        parts = [scan(texts[i::3]) for i in range(3)]
-        for index in order:
-            merged.merge(parts[index])
+    for order, merged in merged_thirds(texts):
         assert document(merged)["rows"][0]["slowest"] == whole, order
     # a request slower than the floor still enters, whatever its time
     later = line(request_id="late", timestamp="2026-12-01T11:00:00Z", hops=1, hop_ms=0.5)
@@ -148,11 +152,7 @@ def test_the_profiles_kept_are_the_same_however_the_input_is_split() -> None:
     assert len(whole) == aggregate.PROFILES_KEPT
     kept = [(p["timestamp"].replace(".000000", ""), p["request_id"]) for p in whole]
     assert kept == expected[: aggregate.PROFILES_KEPT]
-    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
-        merged = Partial()
-        parts = [scan(texts[i::3]) for i in range(3)]
-        for index in order:
-            merged.merge(parts[index])
+    for order, merged in merged_thirds(texts):
         assert document(merged)["rows"][0]["profiles"] == whole, order
 
 
