@@ -33,7 +33,7 @@ import structlog
 
 from hopwatch import _connections, _errors, _executors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
-from hopwatch.conf import resolve_hook, silenced
+from hopwatch.conf import lines_lost_to, resolve_hook, silenced
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
 #: The route of a request no URL pattern resolved (LOG_RAW_PATHS off): never its raw path.
@@ -604,22 +604,22 @@ class _LineLogger(structlog.BoundLoggerBase):
 _lost_warned: set[str] = set()
 
 
-def _warn_if_lost(logger: logging.Logger) -> None:
+def _warn_if_lost(logger_name: str) -> None:
     """Once per process and logger, as the first line goes out: the logger has no handler
     at INFO, so every line is dropped (check hopwatch.W004 says so too, but a server runs
     no system checks; ``SILENCED_SYSTEM_CHECKS`` silences both). Said on hopwatch's own
     logger, at WARNING: with no handler either, Python's last-resort handler prints it to
     stderr."""
-    if (logger.isEnabledFor(logging.INFO) and logger.hasHandlers()) or logger.name in _lost_warned:
+    if logger_name in _lost_warned or silenced("hopwatch.W004"):
         return
-    if silenced("hopwatch.W004"):
+    lost = lines_lost_to(logger_name)
+    if lost is None:
         return
-    _lost_warned.add(logger.name)
+    _lost_warned.add(logger_name)
     logging.getLogger("hopwatch").warning(
-        "hopwatch writes request lines to the logger %r at INFO, but that logger has no"
-        " handler or a level above INFO: the lines are lost. Add a handler for it to LOGGING,"
-        ' or set HOPWATCH["OUTPUT"] to "stdout" or a file (hopwatch.W004).',
-        logger.name,
+        "%s Add a handler for it to LOGGING, or set HOPWATCH[\"OUTPUT\"] to \"stdout\" or a"
+        " file (hopwatch.W004).",
+        lost,
     )
 
 
@@ -632,9 +632,8 @@ def make_logger(
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
     if output == "logging":
-        stdlib = logging.getLogger(logger_name)
-        _warn_if_lost(stdlib)
-        target = _StdlibLine(stdlib)
+        _warn_if_lost(logger_name)
+        target = _StdlibLine(logging.getLogger(logger_name))
     else:
         own = output != "stdout"  # a path: hopwatch's own stream, closed with the output
         stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115

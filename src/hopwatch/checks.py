@@ -22,7 +22,6 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -30,7 +29,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
-from hopwatch.conf import hopwatch_settings, problems
+from hopwatch.conf import hopwatch_settings, lines_lost_to, problems
 
 MIDDLEWARE_PATH = "hopwatch.middleware.HopwatchMiddleware"
 #: What ``DjangoInstrumentor().instrument()`` inserts in MIDDLEWARE. It may stand
@@ -123,13 +122,12 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if output != "logging":
         return _file_output_problems(output)
     name = hopwatch_settings.LOGGER_NAME
-    logger = logging.getLogger(name)
-    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+    lost = lines_lost_to(name)
+    if lost is None:
         return []
     return [
         Warning(
-            f"hopwatch writes request lines to the logger {name!r} at INFO, but that logger"
-            " has no handler or a level above INFO: the lines are lost.",
+            lost,
             hint=f'Add a handler for {name!r} with level "INFO" to LOGGING (see "Logging'
             ' configuration" in docs/settings.md), or set HOPWATCH["OUTPUT"] to "stdout"'
             " or a file.",

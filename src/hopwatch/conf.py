@@ -349,6 +349,21 @@ class Problem:
     hint: str
 
 
+def lines_lost_to(logger_name: str) -> str | None:
+    """Why request lines sent to the stdlib logger ``logger_name`` at INFO are lost, or
+    None when they are not: the words of check hopwatch.W004 and of the same warning at
+    run time (``hopwatch._emit``)."""
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+        return None
+    return (
+        f"hopwatch writes request lines to the logger {logger_name!r} at INFO, but that"
+        " logger has no handler or a level above INFO: the lines are lost."
+    )
+
+
 def silenced(check_id: str) -> bool:
     """Whether ``SILENCED_SYSTEM_CHECKS`` holds ``check_id``: hopwatch's warnings at run
     time that repeat a system check (a server runs none) are silenced with it."""
