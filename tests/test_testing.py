@@ -10,6 +10,7 @@ sync view.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import subprocess
@@ -582,6 +583,66 @@ def test_the_default_file_sits_next_to_the_test_module(tmp_path, monkeypatch):
         "TestShop.test_decorated",
         "block",
     ]
+
+
+def passing_through(func):
+    """A decorator of another module than the test's, as override_settings or mock.patch are."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def test_the_decorator_finds_the_test_module_under_other_decorators(tmp_path, monkeypatch):
+    module = tmp_path / "test_stacked.py"
+    source = textwrap.dedent("""\
+        from unittest import mock
+        from django.test import SimpleTestCase, override_settings
+        from hopwatch.testing import assert_max_hops, hop_budget
+        from tests.test_testing import HOPWATCH_ONLY, passing_through
+
+        PATCHED = {}
+
+        class Case(SimpleTestCase):
+            @hop_budget()
+            @override_settings(MIDDLEWARE=HOPWATCH_ONLY)
+            async def test_override(self):
+                await self.async_client.get("/async/")
+
+            @hop_budget()
+            @assert_max_hops(50)
+            @override_settings(MIDDLEWARE=HOPWATCH_ONLY)
+            async def test_stacked(self):
+                await self.async_client.get("/sync/")
+
+            @hop_budget()
+            @mock.patch.dict(PATCHED, {"on": True})
+            @passing_through
+            def test_wrapped(self):
+                assert PATCHED == {"on": True}
+                self.client.get("/async/")
+        """)
+    namespace: dict = {}
+    exec(compile(source, str(module), "exec"), namespace)
+    case = namespace["Case"]
+    names = ("test_override", "test_stacked", "test_wrapped")
+    expected = tmp_path / "test_stacked.hops.json"
+    # Nothing is written in this mode: the message says which file the entry was looked up in.
+    monkeypatch.setenv(testing.BUDGETS_ENV, "0")
+    result = _run(case, *names)
+    assert not result.errors and len(result.failures) == 3
+    for name, (_case, traceback) in zip(names, result.failures, strict=True):
+        assert f"No hop budget recorded for Case.{name} in {expected} " in traceback
+    monkeypatch.delenv(testing.BUDGETS_ENV)
+    result = _run(case, *names)
+    assert result.wasSuccessful(), result.failures + result.errors
+    assert {name: entry["hops"] for name, entry in _entries(expected).items()} == {
+        "Case.test_override": 2,
+        "Case.test_stacked": 3,
+        "Case.test_wrapped": 1,
+    }
 
 
 def test_concurrent_writers_keep_every_entry(budgets):

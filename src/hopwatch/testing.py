@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import sys
@@ -652,8 +653,12 @@ class HopBudget(_CheckedBlock):
         return HopCount(), check
 
     def __call__(self, func: F) -> F:
-        name = self.name or getattr(func, "__qualname__", None) or repr(func)
-        code = getattr(func, "__code__", None)
+        # The test itself, under any decorators that wrap it with functools.wraps
+        # (override_settings, mock.patch, assert_max_hops): the file must be the
+        # test module's, not the decorator's module's.
+        test = inspect.unwrap(func)
+        name = self.name or getattr(test, "__qualname__", None) or repr(func)
+        code = getattr(test, "__code__", None)
         path = self.path or budget_path_for(code.co_filename if code else self._caller)
         return _decorate(func, lambda: HopBudget(name, path, self._caller))
 
