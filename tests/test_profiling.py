@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sys
 from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, override_settings
 
 from hopwatch import profiling
-from hopwatch._recorder import RequestRecord
-from tests.helpers import asgi_request, capture, wsgi_request
+from hopwatch._recorder import RequestRecord, own_work
+from hopwatch.testing import count_hops
+from tests.helpers import asgi_call, asgi_request, capture, wsgi_request
+from tests.settings import DEFAULT_MIDDLEWARE
+from tests.testapp import views
+from tests.testapp.middleware import StalledUserLookupMiddleware
 
 TOKEN = "t0k3n-for-the-profiling-tests"
 HW = "hopwatch.middleware.HopwatchMiddleware"
@@ -21,7 +28,7 @@ HW = "hopwatch.middleware.HopwatchMiddleware"
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limit():
-    profiling.rate_limiter = profiling.RateLimiter()
+    profiling.rate_limiters.clear()
     yield
 
 
@@ -236,3 +243,112 @@ def test_an_async_request_writes_its_profile_off_the_event_loop(profile_dir, mon
     # the thread it was written in is not a hop of the request
     assert len(profiled_record) == len(plain_record)
     assert profiling._profiles == {}  # nothing of the request kept
+
+
+def test_each_trigger_has_its_own_rate_limit(profile_dir):
+    """Samples that use up the minute's profiles leave a token's alone; a token
+    refused by its own limit is said, once a minute."""
+    said: list[logging.LogRecord] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = said.append  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(collector)
+    sampling = {"PROFILE_AUTO_SAMPLE": 1.0, "PROFILE_AUTO_MIN_DURATION_MS": 60_000}
+    try:
+        with profiled(profile_dir, PROFILE_RATE_LIMIT=2, **sampling):
+            for _ in range(4):  # sampled (2 taken, 2 refused), all too fast to keep
+                asgi_request("/async/")
+            assert files(profile_dir) == [] and said == []
+            for _ in range(4):  # 2 taken, 2 refused
+                asgi_request("/async/", headers=token_header())
+    finally:
+        logging.getLogger("hopwatch").removeHandler(collector)
+    assert len(files(profile_dir)) == 4  # the token's 2 profiles, 2 files each
+    assert [record.getMessage() for record in said] == [
+        "hopwatch: a token profile was not taken: PROFILE_RATE_LIMIT (2 a minute for each"
+        " trigger) was reached; said once a minute"
+    ]
+
+
+def test_a_refusal_is_said_once_a_minute():
+    limiter = profiling.RateLimiter()
+    assert [limiter.first_refusal_this_minute(now=t) for t in (0, 1, 59.9, 60.0, 61.0)] == [
+        True, False, False, True, False,
+    ]  # fmt: skip
+
+
+def test_the_staff_check_is_not_counted_in_the_request(profile_dir, transactional_db):
+    """Under ASGI the check asks ``request.auser()``, which reads the session and the
+    user with the async ORM: hopwatch's own hops, not the request's."""
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+
+    async def get(query):
+        client = AsyncClient()
+        await client.aforce_login(staff)
+        with count_hops() as counted:
+            response = await client.get("/async/", query)
+        assert response.status_code == 200
+        return counted.count
+
+    with (
+        profiled(profile_dir, PROFILE_STAFF_PARAM="hopwatch-profile", PROFILE_TOKEN=None),
+        capture() as records,
+    ):
+        plain = asyncio.run(get({}))
+        before = own_work.count
+        profiled_hops = asyncio.run(get({"hopwatch-profile": ""}))
+        checked = own_work.count - before
+    assert len(files(profile_dir)) == 2  # staff: kept
+    assert profiled_hops == plain == 15
+    assert [len(record) for record in records] == [15, 15]
+    assert checked == 2  # the session's and the user's aget, outside the request
+
+
+def test_a_request_cancelled_during_the_staff_check_leaves_no_profile_running(profile_dir, db):
+    """The client goes away while the check waits for the user: Django cancels the
+    request's task. The profile was stopped before the check, so it cannot be left
+    running (its sampler on the loop, every later hop through the profiling path)."""
+    middleware = ["hopwatch.middleware.HopwatchMiddleware", *DEFAULT_MIDDLEWARE]
+    middleware.append("tests.testapp.middleware.StalledUserLookupMiddleware")
+    with (
+        profiled(profile_dir, PROFILE_STAFF_PARAM="hopwatch-profile", PROFILE_TOKEN=None),
+        override_settings(MIDDLEWARE=middleware),
+        capture() as records,
+    ):
+        result = asyncio.run(
+            asgi_call(
+                ASGIHandler(),
+                "/async/",
+                query="hopwatch-profile",
+                disconnect_when=lambda: StalledUserLookupMiddleware.waiting > 0,
+            )
+        )
+    assert result.status is None  # cancelled: nothing sent
+    assert StalledUserLookupMiddleware.waiting == 0
+    assert profiling._profiles == {} and profiling._active_count == 0
+    assert sys.getprofile() is None  # pyinstrument's sampler is off the loop's thread
+    assert files(profile_dir) == []
+    assert len(records) == 1  # the request's line is still written
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+def test_a_profile_shown_inline_keeps_the_apps_cookies_and_closes_its_response(profile_dir):
+    """The page replaces the response's body only: the cookies the app set and its
+    security headers are kept, it is never cached, and the response it replaces is
+    closed as Django would have closed it."""
+    views.served_files.clear()
+    with profiled(profile_dir):
+        plain = asgi_request("/kept-file/")
+        shown = asgi_request("/kept-file/", query="hopwatch-profile-inline", headers=token_header())
+    assert plain.body == b"file body"
+    assert b"pyinstrument" in shown.body.lower()
+    plain_headers, shown_headers = dict(plain.headers), dict(shown.headers)
+    kept = (b"X-Frame-Options", b"X-Content-Type-Options", b"Referrer-Policy", b"Cross-Origin-Opener-Policy")
+    for name in kept:
+        assert shown_headers[name] == plain_headers[name]
+    assert shown_headers[b"Content-Type"] == b"text/html; charset=utf-8"
+    cache_control = set(shown_headers[b"Cache-Control"].decode().replace(" ", "").split(","))
+    assert {"no-store", "no-cache", "private", "max-age=0"} <= cache_control
+    cookies = [value for name, value in shown.headers if name == b"Set-Cookie"]
+    assert cookies == [value for name, value in plain.headers if name == b"Set-Cookie"]
+    assert [c.split(b";")[0] for c in cookies] == [b"app_state=kept"]
+    assert [f.closed for f in views.served_files] == [True, True]

@@ -16,6 +16,7 @@ each total means is in ``LedgerCore``'s docstring.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -393,6 +394,22 @@ unscoped = Ledger(detail_limit=200)
 #: Hops finished after their request had been closed (a task the view started
 #: and did not wait for). Kept apart too.
 late = Ledger(detail_limit=200)
+
+
+#: Hops hopwatch's own work makes while a request is under way (the profiling
+#: staff check: ``request.auser()``, which can query). Kept apart: they are not
+#: the request's, nor any enclosing block's (``hopwatch.testing.count_hops``).
+own_work = Ledger(detail_limit=0)
+
+
+@contextlib.contextmanager
+def outside_requests() -> Iterator[None]:
+    """Hops made inside go to :data:`own_work`, not to the request around them."""
+    token = current_scope.set(own_work)
+    try:
+        yield
+    finally:
+        current_scope.reset(token)
 
 
 #: What a RequestContext carries once its request is closed, in place of the

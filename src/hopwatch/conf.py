@@ -325,7 +325,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         6,
         _positive,
         "a whole number > 0",
-        "At most this many profiles started per minute, all triggers together.",
+        "At most this many profiles started per minute by each trigger (token, staff,"
+        " automatic): samples never use up what a token or staff user asks for.",
     ),
     "PROFILE_INTERVAL": Setting(
         0.001,

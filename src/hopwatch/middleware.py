@@ -34,7 +34,7 @@ from hopwatch._django_scope import (
 )
 from hopwatch._hotpath import begin_request as _begin_request
 from hopwatch._hotpath import name_request, then
-from hopwatch._recorder import RequestRecord, current_scope, open_request
+from hopwatch._recorder import RequestRecord, current_scope, open_request, outside_requests
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
@@ -99,11 +99,12 @@ class HopwatchMiddleware:
         try:
             response = self.get_response(request)
         finally:
-            _name(record, request, response)
-            if profiling.running and record is not None and profiling.active(record):
-                is_staff = _is_staff_sync(request, record)
-                response = profiling.finish(request, record, response, is_staff)
-            _end(record, own)
+            try:
+                _name(record, request, response)
+                if profiling.running and record is not None and profiling.active(record):
+                    response = _profiled(request, record, response)
+            finally:
+                _end(record, own)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -115,11 +116,12 @@ class HopwatchMiddleware:
         try:
             response = await self.get_response(request)
         finally:
-            _name(record, request, response)
-            if profiling.running and record is not None and profiling.active(record):
-                is_staff = await _is_staff_async(request, record)
-                response = await profiling.afinish(request, record, response, is_staff)
-            _end(record, own)
+            try:
+                _name(record, request, response)
+                if profiling.running and record is not None and profiling.active(record):
+                    response = await _aprofiled(request, record, response)
+            finally:
+                _end(record, own)
         return response
 
 
@@ -130,31 +132,51 @@ def _staff(user: Any) -> bool:
     return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
 
 
-def _is_staff_sync(request: HttpRequest, record: RequestRecord) -> bool | None:
-    if not profiling.needs_staff_check(record):
-        return None
-    try:
-        return _staff(getattr(request, "user", None))
-    except Exception as exc:
-        _errors.report("checking the profiling user", exc)
-        return False
+# The profile is stopped first, as the request's own work ends: the staff check
+# that follows is not in it, and a request cancelled during the check (the client
+# went away) cannot leave it running. The check's hops (``request.auser()`` can
+# query) are hopwatch's: they go to ``_recorder.own_work``, not to the request.
 
 
-async def _is_staff_async(request: HttpRequest, record: RequestRecord) -> bool | None:
-    if not profiling.needs_staff_check(record):
-        return None
-    try:
-        auser = getattr(request, "auser", None)  # set by AuthenticationMiddleware
-        if auser is not None:
-            return _staff(await auser())
-        if not hasattr(request, "user"):
-            return False
-        # Set by another authentication middleware: it may be lazy and query, so
-        # evaluate it in a thread.
-        return await sync_to_async(lambda: _staff(request.user))()
-    except Exception as exc:
-        _errors.report("checking the profiling user", exc)
+def _profiled(request: HttpRequest, record: RequestRecord, response: Any) -> Any:
+    stopped = profiling.stop_quietly(record)
+    if stopped is None:
+        return response
+    is_staff = None
+    if profiling.needs_staff_check(stopped):
+        try:
+            with outside_requests():
+                is_staff = _staff(getattr(request, "user", None))
+        except Exception as exc:
+            _errors.report("checking the profiling user", exc)
+            is_staff = False
+    return profiling.keep(record, stopped, response, is_staff)
+
+
+async def _aprofiled(request: HttpRequest, record: RequestRecord, response: Any) -> Any:
+    stopped = profiling.stop_quietly(record)
+    if stopped is None:
+        return response
+    is_staff = None
+    if profiling.needs_staff_check(stopped):
+        try:
+            with outside_requests():
+                is_staff = await _is_staff_async(request)
+        except Exception as exc:
+            _errors.report("checking the profiling user", exc)
+            is_staff = False
+    return await profiling.akeep(record, stopped, response, is_staff)
+
+
+async def _is_staff_async(request: HttpRequest) -> bool:
+    auser = getattr(request, "auser", None)  # set by AuthenticationMiddleware
+    if auser is not None:
+        return _staff(await auser())
+    if not hasattr(request, "user"):
         return False
+    # Set by another authentication middleware: it may be lazy and query, so
+    # evaluate it in a thread.
+    return await sync_to_async(lambda: _staff(request.user))()
 
 
 #: Request ids, 16 hex digits: a generator of hopwatch's own (seeded from the OS),

@@ -12,9 +12,10 @@ Off unless ``HOPWATCH["PROFILE_DIR"]`` is set. A request is profiled when:
   ``PROFILE_AUTO_MIN_HOP_MS`` or duration at least
   ``PROFILE_AUTO_MIN_DURATION_MS``.
 
-Every capture counts against ``PROFILE_RATE_LIMIT`` profiles per minute
-(tentative captures included, so a flood of requests with the parameter cannot
-make the server profile them all).
+Each trigger has its own ``PROFILE_RATE_LIMIT`` profiles per minute (tentative
+captures included, so a flood of requests with the parameter cannot make the
+server profile them all; and samples cannot use up what a token or staff user
+asks for). A profile asked for and refused by the limit is said, once a minute.
 
 pyinstrument samples one thread. The main profiler runs in the request's async
 context (or thread, under WSGI); each ``sync_to_async`` hop the request makes
@@ -28,6 +29,10 @@ built only from a timestamp, the request id and the route (sanitised), created
 exclusively (never overwriting, never following a link). The request's log
 line names the HTML file in ``profile``. The response is unchanged unless the
 authorised request asked for the profile inline (``PROFILE_INLINE_PARAM``).
+
+The profile stops as the request's own work ends, before the staff check, whose
+hops (``request.auser()`` can query) are hopwatch's, not the request's
+(``_recorder.outside_requests``).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from hopwatch import _errors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.conf import hopwatch_settings
 
-__all__ = ["ActiveProfile", "active", "afinish", "finish", "start"]
+__all__ = ["ActiveProfile", "active", "akeep", "keep", "start", "stop_quietly"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -60,6 +65,7 @@ class RateLimiter:
     def __init__(self) -> None:
         self._events: deque[float] = deque()
         self._lock = threading.Lock()
+        self._said_at: float | None = None
 
     def allow(self, limit: int, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -71,8 +77,29 @@ class RateLimiter:
             self._events.append(now)
             return True
 
+    def first_refusal_this_minute(self, now: float | None = None) -> bool:
+        """True at most once a minute: whether to say that an event was refused."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._said_at is not None and now - self._said_at < 60.0:
+                return False
+            self._said_at = now
+            return True
 
-rate_limiter = RateLimiter()
+
+#: One limiter per trigger ("token", "staff", "auto"): sampled captures never use
+#: up what a token holder or a staff user asks for, nor a flood of the staff
+#: parameter what the token asks for.
+rate_limiters: dict[str, RateLimiter] = {}
+
+
+def _limiter(reason: str) -> RateLimiter:
+    limiter = rate_limiters.get(reason)
+    if limiter is None:
+        limiter = rate_limiters.setdefault(reason, RateLimiter())
+    return limiter
+
+
 _active_lock = threading.Lock()
 _active_count = 0
 
@@ -186,7 +213,20 @@ def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
         return
     try:
         reason = _trigger(request)
-        if reason is None or not rate_limiter.allow(int(hopwatch_settings.PROFILE_RATE_LIMIT)):
+        if reason is None:
+            return
+        limit = int(hopwatch_settings.PROFILE_RATE_LIMIT)
+        limiter = _limiter(reason)
+        if not limiter.allow(limit):
+            if reason != "auto" and limiter.first_refusal_this_minute():
+                import logging
+
+                logging.getLogger("hopwatch").warning(
+                    "hopwatch: a %s profile was not taken: PROFILE_RATE_LIMIT (%d a minute"
+                    " for each trigger) was reached; said once a minute",
+                    reason,
+                    limit,
+                )
             return
         inline = reason != "auto" and _asked_inline(request)
         profile = ActiveProfile(
@@ -249,50 +289,81 @@ def keep(
         html_name = write(session, record)
         record.notes()["profile"] = html_name
         if profile.inline and response is not None:
-            from django.http import HttpResponse
             from pyinstrument.renderers import HTMLRenderer
 
-            return HttpResponse(HTMLRenderer().render(session), content_type="text/html")
+            return _shown(HTMLRenderer().render(session), response)
     except Exception as exc:
         _errors.report("writing a profile", exc)
     return response
 
 
-def finish(request: Any, record: RequestRecord, response: Any, is_staff: bool | None) -> Any:
-    """Stop the profile; keep, write and maybe show it. Returns the response to send."""
+#: The app's security headers, kept on a profile shown in place of its response
+#: (those of Django's SecurityMiddleware and XFrameOptionsMiddleware; not a
+#: Content-Security-Policy, which would stop pyinstrument's page from running).
+_KEPT_HEADERS: Final = (
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "X-Frame-Options",
+)
+
+
+def _shown(html: str, response: Any) -> Any:
+    """The profile's page in place of ``response``: the cookies the app set (a
+    rotated session, a CSRF token) and its security headers kept, never cached
+    (it is a staff or token holder's page, private to them), and the app's
+    response closed with it (its files, its iterator: Django closes only the
+    response it sends)."""
+    from django.http import HttpResponse
+    from django.utils.cache import add_never_cache_headers
+
+    shown = HttpResponse(html, content_type="text/html; charset=utf-8")
+    shown.cookies = response.cookies
+    for header in _KEPT_HEADERS:
+        if header in response:
+            shown[header] = response[header]
+    add_never_cache_headers(shown)  # no-store, private
+    # The app's response is not sent: what it would have closed is closed with
+    # the page (Django's close() runs each closer, then sends request_finished
+    # once, for the response it sent).
+    closers = getattr(response, "_resource_closers", None)
+    if closers:
+        shown._resource_closers.extend(closers)
+        closers.clear()
+    return shown
+
+
+def stop_quietly(record: RequestRecord) -> tuple[ActiveProfile, Any, float] | None:
+    """:func:`stop`, an error reported (None) and never raised."""
     try:
-        stopped = stop(record)
+        return stop(record)
     except Exception as exc:
         _errors.report("stopping a profile", exc)
-        return response
-    return response if stopped is None else keep(record, stopped, response, is_staff)
+        return None
 
 
-async def afinish(
-    request: Any, record: RequestRecord, response: Any, is_staff: bool | None
+async def akeep(
+    record: RequestRecord,
+    stopped: tuple[ActiveProfile, Any, float],
+    response: Any,
+    is_staff: bool | None,
 ) -> Any:
-    """:func:`finish` for an async request: stopped on the loop, written in a thread.
+    """:func:`keep` for an async request: written in a thread.
 
     Rendering a profile takes tens of milliseconds of CPU; on the event loop it
     would stall every other request of the worker. ``run_in_executor`` is not an
     asgiref crossing: it is not counted as a hop of the request.
     """
-    try:
-        stopped = stop(record)
-    except Exception as exc:
-        _errors.report("stopping a profile", exc)
-        return response
-    if stopped is None:
-        return response
     import asyncio
 
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, keep, record, stopped, response, is_staff)
 
 
-def needs_staff_check(record: RequestRecord) -> bool:
-    profile = _profile_of(record)
-    return profile is not None and profile.reason == "staff"
+def needs_staff_check(stopped: tuple[ActiveProfile, Any, float]) -> bool:
+    """Whether a stopped profile is kept only for active staff (the staff parameter)."""
+    return stopped[0].reason == "staff"
 
 
 def _slow_enough(record: RequestRecord, duration_ms: float) -> bool:

@@ -1,5 +1,7 @@
 """Middleware shapes whose hop cost the tests pin."""
 
+import asyncio
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 
@@ -42,3 +44,29 @@ class SyncLastXFrameOptionsMiddleware(XFrameOptionsMiddleware):
     middleware makes the whole chain run sync (15 hops -> 5 per async-view request)."""
 
     async_capable = False
+
+
+class StalledUserLookupMiddleware:
+    """After AuthenticationMiddleware: ``request.auser()`` never answers (a user
+    store that stalls) until the request is cancelled; ``waiting`` counts the
+    lookups under way."""
+
+    sync_capable = False
+    async_capable = True
+    waiting = 0
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        async def auser():
+            cls = type(self)
+            cls.waiting += 1
+            try:
+                await asyncio.Future()
+            finally:
+                cls.waiting -= 1
+
+        request.auser = auser
+        return await self.get_response(request)

@@ -6,6 +6,7 @@ urlpatterns = [
     path("async/", views.async_view),
     path("sync/", views.sync_view),
     path("file/", views.file_view),
+    path("kept-file/", views.kept_file_view),
     path("shared/", views.shared_response_view),
     path("class/", views.AsyncClassView.as_view()),
     path("hops/<int:n>/", views.hops_view),

@@ -27,6 +27,19 @@ def file_view(request):
     return FileResponse(io.BytesIO(b"file body"))
 
 
+#: The files ``kept_file_view`` served, to see whether each was closed.
+served_files: list[io.BytesIO] = []
+
+
+async def kept_file_view(request):
+    """A FileResponse with a cookie set: what the app's response holds and sets."""
+    body = io.BytesIO(b"file body")
+    served_files.append(body)
+    response = FileResponse(body)
+    response.set_cookie("app_state", "kept")
+    return response
+
+
 #: One response object returned to every request (a cached page): a shared object.
 SHARED_RESPONSE = HttpResponse("shared")
 
