@@ -547,6 +547,54 @@ def test_a_broken_file_is_reported(budgets):
         pass
 
 
+@pytest.mark.parametrize(
+    ("entry", "fault"),
+    [
+        ({"hops": 16, "sites": ["x"]}, "'sites' must map each site to its count, not ['x']"),
+        (
+            {"hops": 16, "sites": {"signal request_started": "1"}},
+            "the count of 'signal request_started' must be a whole number >= 0, not '1'",
+        ),
+        (
+            {"hops": 16, "sites": {"signal request_started": True}},
+            "the count of 'signal request_started' must be a whole number >= 0, not True",
+        ),
+        ({"hops": True, "sites": {}}, "'hops' must be a whole number >= 0, not True"),
+        ({"hops": -1, "sites": {}}, "'hops' must be a whole number >= 0, not -1"),
+        ({"hops": 2.0, "sites": {}}, "'hops' must be a whole number >= 0, not 2.0"),
+        ({"hops": 16}, "its keys must be 'hops' and 'sites', not ['hops']"),
+        ({"hops": 16, "sites": {}, "hop": 1}, "its keys must be 'hops' and 'sites', not ['hop',"),
+        ([16], "not a mapping"),
+    ],
+    ids=[
+        "sites-list",
+        "count-str",
+        "count-bool",
+        "hops-bool",
+        "negative",
+        "float",
+        "no-sites",
+        "extra-key",
+        "list",
+    ],
+)
+def test_a_malformed_entry_is_reported(budgets, entry, fault):
+    budgets.write_text(json.dumps({"hopwatch_budgets": 1, "tests": {"t": entry}}))
+    with (
+        override_settings(MIDDLEWARE=HOPWATCH_ONLY),
+        pytest.raises(AssertionError) as failure,
+        hop_budget("t", path=budgets),
+    ):
+        asyncio.run(AsyncClient().get("/async/"))  # 2 hops
+    assert str(failure.value).startswith(
+        f"hop budget entry 't' in {budgets} is malformed ({fault}"
+    ), failure.value
+    assert str(failure.value).endswith(
+        "Correct or delete it, or rewrite it with HOPWATCH_UPDATE_BUDGETS=1."
+    )
+    assert _entries(budgets)["t"] == entry  # left for the user to correct
+
+
 def test_the_name_comes_from_pytest_or_must_be_given(budgets, monkeypatch):
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_views.py::TestViews::test_x[1] (call)")
     with hop_budget(path=budgets):

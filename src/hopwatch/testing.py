@@ -710,14 +710,40 @@ def check_budget(counted: HopCount, name: str, path: str | os.PathLike[str]) -> 
         raise AssertionError(failure)
 
 
+def _is_count(value: object) -> bool:
+    """A hop count as the file holds it: an int >= 0 (JSON's ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry_fault(recorded: object) -> str | None:
+    """What is wrong with an entry's shape; None when it is what :func:`budget_entry` writes."""
+    if not isinstance(recorded, dict):
+        return "not a mapping"
+    if set(recorded) != {"hops", "sites"}:
+        return f"its keys must be 'hops' and 'sites', not {sorted(recorded)}"
+    if not _is_count(recorded["hops"]):
+        return f"'hops' must be a whole number >= 0, not {recorded['hops']!r}"
+    sites = recorded["sites"]
+    if not isinstance(sites, dict):
+        return f"'sites' must map each site to its count, not {sites!r}"
+    for site, n in sites.items():
+        if not _is_count(n):
+            return f"the count of {site!r} must be a whole number >= 0, not {n!r}"
+    return None
+
+
 def _budget_failure(counted: HopCount, name: str, path: Path, recorded: Any) -> str | None:
     """The failure message when ``counted`` grew past ``recorded``, else None."""
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("hops"), int):
-        return f"hop budget entry {name!r} in {path} is malformed: {recorded!r}"
-    old_sites = recorded.get("sites") or {}
+    fault = _entry_fault(recorded)
+    if fault is not None:
+        return (
+            f"hop budget entry {name!r} in {path} is malformed ({fault}): {recorded!r}."
+            f" Correct or delete it, or rewrite it with {BUDGETS_ENV}=1."
+        )
+    old_sites: dict[str, int] = recorded["sites"]
     made = len(counted)
     grew = [
-        (site, int(old_sites.get(site, 0)), n)
+        (site, old_sites.get(site, 0), n)
         for site, n in counted.by_site().items()
         if n > old_sites.get(site, 0)
     ]
