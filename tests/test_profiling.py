@@ -49,6 +49,8 @@ def profiled(profile_dir, **options):
 
 
 def files(directory):
+    """The profile files written (once the writer thread has written them all)."""
+    assert profiling.written(timeout=30)
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
@@ -221,25 +223,28 @@ def test_an_async_request_writes_its_profile_off_the_event_loop(profile_dir, mon
 
     written_on: list[int] = []
     loop_thread: list[int] = []
-    write = profiling.write
+    fill = profiling._fill
 
-    def spying_write(session, record):
+    def spying_fill(*args):
         written_on.append(threading.get_ident())
-        return write(session, record)
+        return fill(*args)
 
-    monkeypatch.setattr(profiling, "write", spying_write)
+    monkeypatch.setattr(profiling, "_fill", spying_fill)
 
-    async def request(headers: dict[str, str]) -> int:
+    async def request(headers: dict[str, str], query: str = "") -> int:
         loop_thread.append(threading.get_ident())
-        response = await AsyncClient().get("/async/", headers=headers)
+        response = await AsyncClient().get("/async/", QUERY_STRING=query, headers=headers)
         return response.status_code
 
     with profiled(profile_dir), capture() as records:
         assert asyncio.run(request({"X-Hopwatch-Profile": TOKEN})) == 200
         assert asyncio.run(request({})) == 200
-    profiled_record, plain_record = records
+        # shown inline: rendered in the request, in a thread of the loop's executor
+        assert asyncio.run(request({"X-Hopwatch-Profile": TOKEN}, "hopwatch-profile-inline")) == 200
+    profiled_record, plain_record, inline_record = records
     assert profiled_record.extra["profile"] == files(profile_dir)[0]
-    assert len(written_on) == 1 and written_on[0] != loop_thread[0]
+    assert inline_record.extra["profile"] == files(profile_dir)[2]
+    assert len(written_on) == 2 and loop_thread[0] not in written_on
     # the thread it was written in is not a hop of the request
     assert len(profiled_record) == len(plain_record)
     assert profiling._profiles == {}  # nothing of the request kept
@@ -352,3 +357,25 @@ def test_a_profile_shown_inline_keeps_the_apps_cookies_and_closes_its_response(p
     assert cookies == [value for name, value in plain.headers if name == b"Set-Cookie"]
     assert [c.split(b";")[0] for c in cookies] == [b"app_state=kept"]
     assert [f.closed for f in views.served_files] == [True, True]
+
+
+def test_a_kept_profile_is_written_after_its_request(profile_dir):
+    """Rendering a profile takes tens of milliseconds: neither the response nor the
+    request's duration_ms waits for it. The line names the file at once; the
+    writer thread fills it. Here the writer is held busy until the request is over."""
+    import threading
+
+    gate = threading.Event()
+    with profiled(profile_dir), capture() as records:
+        assert asgi_request("/async/", headers=token_header()).status == 200  # starts the writer
+        assert profiling.written(timeout=30)
+        profiling._writer.submit(gate.wait, 30)  # the writer is busy
+        try:
+            assert asgi_request("/async/", headers=token_header()).status == 200
+            name = records[1].extra["profile"]
+            assert (profile_dir / name).read_bytes() == b""  # named, not written yet
+        finally:
+            gate.set()
+    assert profiling.written(timeout=30)
+    assert b"pyinstrument" in (profile_dir / name).read_bytes().lower()
+    assert (profile_dir / name.replace(".html", ".speedscope.json")).stat().st_size > 0

@@ -278,20 +278,26 @@ def keep(
     response: Any,
     is_staff: bool | None,
 ) -> Any:
-    """Keep, write and maybe show a stopped profile; the response to send. The slow part
-    (rendering pyinstrument's HTML): under ASGI it runs in a thread, off the event loop."""
+    """Keep, write and maybe show a stopped profile; the response to send.
+
+    The slow part is rendering pyinstrument's HTML and speedscope JSON: tens of
+    milliseconds of CPU. A profile kept is rendered and written after the
+    request, in hopwatch's writer thread (:func:`write_later`): neither the
+    response nor the request's ``duration_ms`` waits for it. Only a profile
+    shown inline is rendered in the request, since it is the response."""
     try:
         profile, session, duration_ms = stopped
         if profile.reason == "staff" and not is_staff:
             return response  # not staff (or anonymous): discarded, never written
         if profile.reason == "auto" and not _slow_enough(record, duration_ms):
             return response
-        html_name = write(session, record)
-        record.notes()["profile"] = html_name
         if profile.inline and response is not None:
             from pyinstrument.renderers import HTMLRenderer
 
-            return _shown(HTMLRenderer().render(session), response)
+            html = HTMLRenderer().render(session)
+            record.notes()["profile"] = write(session, record, html)
+            return _shown(html, response)
+        record.notes()["profile"] = write_later(session, record)
     except Exception as exc:
         _errors.report("writing a profile", exc)
     return response
@@ -349,12 +355,12 @@ async def akeep(
     response: Any,
     is_staff: bool | None,
 ) -> Any:
-    """:func:`keep` for an async request: written in a thread.
-
-    Rendering a profile takes tens of milliseconds of CPU; on the event loop it
-    would stall every other request of the worker. ``run_in_executor`` is not an
-    asgiref crossing: it is not counted as a hop of the request.
+    """:func:`keep` for an async request: a profile shown inline is rendered in a
+    thread (on the event loop it would stall every other request of the worker;
+    ``run_in_executor`` is not an asgiref crossing, nor a hop of the request).
     """
+    if not stopped[0].inline:  # rendered later, in the writer thread
+        return keep(record, stopped, response, is_staff)
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -391,10 +397,9 @@ def _open_exclusive(directory: Path, name: str) -> int:
     return os.open(path, flags, 0o640)
 
 
-def write(session: Any, record: RequestRecord) -> str:
-    """Write HTML and speedscope JSON; return the HTML file's name."""
-    from pyinstrument.renderers import HTMLRenderer, SpeedscopeRenderer
-
+def _reserve(record: RequestRecord) -> tuple[Path, str, int, int]:
+    """The profile's two files, created empty and exclusively: (directory, name,
+    the HTML file's descriptor, the speedscope file's)."""
     directory = Path(hopwatch_settings.PROFILE_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     stem = safe_stem(record)
@@ -404,10 +409,100 @@ def write(session: Any, record: RequestRecord) -> str:
             html_fd = _open_exclusive(directory, f"{name}.html")
         except FileExistsError:
             continue
-        with os.fdopen(html_fd, "w", encoding="utf-8") as html:
-            html.write(HTMLRenderer().render(session))
-        speedscope_fd = _open_exclusive(directory, f"{name}.speedscope.json")
-        with os.fdopen(speedscope_fd, "w", encoding="utf-8") as speedscope:
-            speedscope.write(SpeedscopeRenderer().render(session))
-        return f"{name}.html"
+        try:
+            speedscope_fd = _open_exclusive(directory, f"{name}.speedscope.json")
+        except BaseException:
+            os.close(html_fd)
+            _remove(directory, name)
+            raise
+        return directory, name, html_fd, speedscope_fd
     raise FileExistsError(f"no free profile file name for {stem}")
+
+
+def _fill(session: Any, html_fd: int, speedscope_fd: int, html: str | None = None) -> None:
+    from pyinstrument.renderers import HTMLRenderer, SpeedscopeRenderer
+
+    with (
+        os.fdopen(html_fd, "w", encoding="utf-8") as html_file,
+        os.fdopen(speedscope_fd, "w", encoding="utf-8") as speedscope_file,
+    ):
+        html_file.write(HTMLRenderer().render(session) if html is None else html)
+        speedscope_file.write(SpeedscopeRenderer().render(session))
+
+
+def _remove(directory: Path, name: str) -> None:
+    for suffix in (".html", ".speedscope.json"):
+        try:
+            (directory / f"{name}{suffix}").unlink()
+        except OSError:
+            pass
+
+
+def write(session: Any, record: RequestRecord, html: str | None = None) -> str:
+    """Write HTML (``html`` if rendered already) and speedscope JSON now; return the
+    HTML file's name."""
+    directory, name, html_fd, speedscope_fd = _reserve(record)
+    try:
+        _fill(session, html_fd, speedscope_fd, html)
+    except BaseException:
+        _remove(directory, name)
+        raise
+    return f"{name}.html"
+
+
+# The writer: one thread of hopwatch's, made on the first profile kept. Profiles
+# are few (PROFILE_RATE_LIMIT a minute for each trigger): one thread keeps up,
+# and at exit Python waits for it to finish the files it was given.
+_writer: Any = None
+_writer_lock = threading.Lock()
+_pending: set[Any] = set()
+
+
+def _forget_writer() -> None:
+    global _writer
+    _writer = None  # a forked child has no thread of its parent's
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_writer)
+
+
+def write_later(session: Any, record: RequestRecord) -> str:
+    """Create the profile's files now, empty, and write them in the writer thread;
+    return the HTML file's name (the request's line names it at once). The job
+    holds pyinstrument's session only: nothing of the request."""
+    global _writer
+    directory, name, html_fd, speedscope_fd = _reserve(record)
+
+    def job() -> None:
+        try:
+            _fill(session, html_fd, speedscope_fd)
+        except Exception as exc:
+            _remove(directory, name)
+            _errors.report("writing a profile", exc)
+
+    try:
+        with _writer_lock:
+            if _writer is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _writer = ThreadPoolExecutor(1, thread_name_prefix="hopwatch-profile-writer")
+            future = _writer.submit(job)
+            _pending.add(future)
+        future.add_done_callback(_pending.discard)
+    except BaseException:
+        os.close(html_fd)
+        os.close(speedscope_fd)
+        _remove(directory, name)
+        raise
+    return f"{name}.html"
+
+
+def written(timeout: float | None = None) -> bool:
+    """Wait until every profile given to the writer so far is written (True), or
+    ``timeout`` seconds have passed (False)."""
+    from concurrent.futures import wait
+
+    with _writer_lock:
+        pending = set(_pending)
+    return not wait(pending, timeout).not_done
