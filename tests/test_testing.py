@@ -780,6 +780,74 @@ def test_plugin_refuses_a_budget_used_twice(pytester):
     result.stdout.fnmatch_lines(["*already used in this test*"])
 
 
+BLOCKS_TESTS = """
+import pytest
+from django.test import Client
+from hopwatch.testing import hop_budget
+
+def test_two_blocks():
+    with hop_budget():
+        Client().get("/sync/")
+    with hop_budget():
+        Client().get("/async/")
+
+def test_named_blocks():
+    with hop_budget():
+        Client().get("/sync/")
+    with hop_budget("test_named_blocks::second"):
+        Client().get("/async/")
+
+@hop_budget()
+def test_decorated_and_a_block():
+    with hop_budget():
+        Client().get("/async/")
+
+@pytest.mark.parametrize("path", ["/sync/", "/async/"])
+@hop_budget()
+def test_parameters_above(path):
+    Client().get(path)
+
+@hop_budget()
+@pytest.mark.parametrize("path", ["/sync/", "/async/"])
+def test_parameters_below(path):
+    Client().get(path)
+
+def test_once():
+    with hop_budget():
+        Client().get("/async/")
+"""
+
+
+def test_blocks_named_after_the_test_are_one_per_test(pytester, monkeypatch):
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    pytester.makepyfile(test_blocks=BLOCKS_TESTS)
+    result = pytester.runpytest_inprocess(*QUIET)
+    result.assert_outcomes(passed=6, failed=2)
+    budget_file = pytester.path / "test_blocks.hops.json"
+    result.stdout.fnmatch_lines(
+        [
+            "E * ValueError: hop_budget() is used twice in test_two_blocks: both blocks would"
+            f" share the entry 'test_two_blocks' in {budget_file}, and the second would be"
+            " compared with what the first recorded. Give each further block its own name:"
+            " hop_budget('test_two_blocks::second') (the hop_budget fixture's"
+            " hop_budget('second') is named so)",
+            "E * ValueError: hop_budget() is used twice in test_decorated_and_a_block: *",
+        ]
+    )
+    assert {name: entry["hops"] for name, entry in _entries(budget_file).items()} == {
+        "test_two_blocks": 0,
+        "test_named_blocks": 0,
+        "test_named_blocks::second": 1,
+        "test_parameters_above[/sync/]": 0,
+        "test_parameters_above[/async/]": 1,
+        "test_parameters_below[/sync/]": 0,
+        "test_parameters_below[/async/]": 1,
+        "test_once": 1,
+    }
+    # The same test run again in this process (as pytest-rerunfailures does) starts afresh.
+    pytester.runpytest_inprocess(*QUIET, "-k", "test_once").assert_outcomes(passed=1)
+
+
 def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
     """In a fresh process without Django settings: the plugin alone touches nothing."""
     (tmp_path / "test_plain.py").write_text(

@@ -9,10 +9,15 @@ fixture is used (or ``--hopwatch-update-budgets`` is given):
 * ``hop_budget``: ``with hop_budget():`` compares the block's hops with this
   test's entry in the budget file next to the test module
   (``test_views.py`` -> ``test_views.hops.json``).
+
+As each test starts, the plugin tells :mod:`hopwatch.testing`, if something
+imported it, so that a block named after a test is refused only when the
+same run of the test uses that name twice.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -52,6 +57,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
         testing._set_mode_override(config.stash[_previous_mode])
         del config.stash[_previous_mode]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test starts: the blocks named after it start afresh (a rerun of the same id too)."""
+    testing = sys.modules.get("hopwatch.testing")  # not imported: no block has run
+    if testing is not None:
+        testing._new_test()
 
 
 @pytest.fixture

@@ -613,13 +613,65 @@ def _write_budget(path: Path, name: str, entry: dict[str, Any]) -> None:
         os.replace(temporary, path)  # readers see the old or the new file, never half
 
 
-def _pytest_test_name() -> str | None:
-    """The running pytest test's id without its file (``TestX::test_y[1]``), if any."""
+def _pytest_node_id() -> str | None:
+    """The running pytest test's id (``tests/test_x.py::TestX::test_y[1]``), if any."""
     current = os.environ.get("PYTEST_CURRENT_TEST")
     if not current:
         return None
-    node_id = current.rsplit(" (", 1)[0]
+    return current.rsplit(" (", 1)[0]  # " (setup)", " (call)", " (teardown)"
+
+
+def _pytest_test_name() -> str | None:
+    """The running pytest test's id without its file (``TestX::test_y[1]``), if any."""
+    node_id = _pytest_node_id()
+    if not node_id:
+        return None
     return node_id.split("::", 1)[1] if "::" in node_id else node_id
+
+
+def _pytest_parameters() -> str:
+    """The parameters part of the running pytest test's id (``[1-de]``), or ``""``."""
+    name = _pytest_test_name() or ""
+    # A class or function name has no "[": the first one opens the parameters.
+    return name[name.index("[") :] if "[" in name and name.endswith("]") else ""
+
+
+# The entries named after the running pytest test that its blocks have used,
+# by budget file, and that test's node id. A second block named after the test
+# would share the entry: it would be compared with what the first one recorded.
+_test_entries: set[tuple[str, str]] = set()
+_test_entries_of: str | None = None
+_test_entries_lock = threading.Lock()
+
+
+def _new_test() -> None:
+    """Forget the entries used so far: a test starts (the pytest plugin calls this)."""
+    global _test_entries_of
+    with _test_entries_lock:
+        _test_entries.clear()
+        _test_entries_of = None
+
+
+def _claim_test_entry(name: str, path: Path) -> None:
+    """Refuse a second block of the running pytest test on the entry named after the test."""
+    __tracebackhide__ = True
+    global _test_entries_of
+    node_id = _pytest_node_id()
+    key = (os.path.abspath(path), name)
+    with _test_entries_lock:
+        if node_id != _test_entries_of:  # another test (the plugin may be disabled)
+            _test_entries.clear()
+            _test_entries_of = node_id
+        used = key in _test_entries
+        _test_entries.add(key)
+    if used:
+        raise ValueError(
+            f"hop_budget() is used twice in {name}: both blocks would share the entry"
+            f" {name!r} in {path}, and the second would be compared with what the first"
+            f" recorded. Give each further block its own name:"
+            f" hop_budget({name + '::second'!r}) (the hop_budget fixture's"
+            f" hop_budget('second') is named so)"
+        )
 
 
 class HopBudget(_CheckedBlock):
@@ -635,13 +687,17 @@ class HopBudget(_CheckedBlock):
         super().__init__()
 
     def _resolved(self) -> tuple[str, Path]:
-        name = self.name or _pytest_test_name()
+        test_name = _pytest_test_name()
+        name = self.name or test_name
         if not name:
             raise RuntimeError(
                 "hop_budget() needs a name outside pytest, e.g. hop_budget(self.id()),"
                 " or use it as a decorator"
             )
-        return name, self.path or budget_path_for(self._caller)
+        path = self.path or budget_path_for(self._caller)
+        if name == test_name:
+            _claim_test_entry(name, path)
+        return name, path
 
     def _start(self) -> tuple[HopCount, Callable[[HopCount], None]]:
         name, path = self._resolved()  # before the code under test runs: fail early
@@ -657,10 +713,18 @@ class HopBudget(_CheckedBlock):
         # (override_settings, mock.patch, assert_max_hops): the file must be the
         # test module's, not the decorator's module's.
         test = inspect.unwrap(func)
-        name = self.name or getattr(test, "__qualname__", None) or repr(func)
         code = getattr(test, "__code__", None)
         path = self.path or budget_path_for(code.co_filename if code else self._caller)
-        return _decorate(func, lambda: HopBudget(name, path, self._caller))
+        if self.name:
+            name = self.name
+            return _decorate(func, lambda: HopBudget(name, path, self._caller))
+        qualname = getattr(test, "__qualname__", None) or repr(func)
+        # Each parameter of a parametrized pytest test has its own entry, read
+        # as the test is called: ``test_list[de]``. Without parameters (Django
+        # test cases, plain tests) the entry is the qualified name alone.
+        return _decorate(
+            func, lambda: HopBudget(qualname + _pytest_parameters(), path, self._caller)
+        )
 
     def __repr__(self) -> str:
         return f"<hop_budget {self.name or '(test name)'} in {self.path or '(default file)'}>"
@@ -677,8 +741,9 @@ def hop_budget(name: str | None = None, *, path: str | os.PathLike[str] | None =
     ``HOPWATCH_UPDATE_BUDGETS=0`` never writes (a missing entry fails: for CI).
 
     ``name`` defaults to the pytest test id without its file
-    (``TestViews::test_detail[1]``), or, as a decorator, to the function's
-    qualified name (``TestViews.test_detail``).
+    (``TestViews::test_detail[1]``; one such block per test, a second raises
+    ``ValueError``), or, as a decorator, to the function's qualified name
+    (``TestViews.test_detail``, with pytest's parameters: ``test_detail[1]``).
     """
     return HopBudget(name, path, sys._getframe(1).f_code.co_filename)
 
