@@ -58,6 +58,7 @@ from hopwatch.report.aggregate import (
     site_order,
 )
 from hopwatch.report.sketch import ALPHA
+from hopwatch.report.text import clean
 
 REPORT_VERSION: Final = 1
 #: --hop-tax above this (one second per hop) is a unit mistake, not a host.
@@ -660,13 +661,14 @@ def _find(
     if len(exact) == 1:
         return exact[0]
     labels = sorted(group[2]["label"] for group in groups)
+    # the labels come from the logs: escaped as the tables escape them (text.clean)
     if exact:
-        choices = ", ".join(sorted(group[2]["label"] for group in exact))
+        choices = ", ".join(map(clean, sorted(group[2]["label"] for group in exact)))
         raise NoSuchEndpoint(f"--endpoint {wanted!r} matches several rows: {choices}")
     import difflib
 
     close = difflib.get_close_matches(wanted, labels, n=3, cutoff=0.5)
-    hint = f" (closest: {', '.join(close)})" if close else ""
+    hint = f" (closest: {', '.join(map(clean, close))})" if close else ""
     raise NoSuchEndpoint(f"no endpoint {wanted!r} in the logs read{hint}")
 
 
