@@ -153,6 +153,20 @@ def test_sync_only_middleware_in_an_async_stack():
     assert record.max_depth == 2 and record.new_loops == 0
 
 
+def test_under_wsgi_the_top_of_the_chain_blames_the_async_only_middleware(db):
+    """Under WSGI an async-only middleware makes the chain above it async, and
+    Django adapts the top back: async_to_sync, a new event loop per request. Both
+    crossings are the async-only middleware's (the top one was blamed on
+    whatever middleware was first: hopwatch's own)."""
+    async_only = "tests.testapp.middleware.AsyncOnlyMiddleware"
+    stack = [*HOPWATCH_ONLY, ASYNC_CAPABLE, async_only, "django.middleware.common.CommonMiddleware"]
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        assert wsgi_request("/sync/")[0].startswith("200")
+    record = one(records)
+    assert (len(record), record.sync_to_async, record.async_to_sync, record.new_loops) == (2, 1, 1, 1)
+    assert sites(record) == {("middleware", async_only): 2}
+
+
 def test_async_capable_rewrite_costs_nothing():
     with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, ASYNC_CAPABLE]), capture() as records:
         asgi_request("/async/")

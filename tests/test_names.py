@@ -42,6 +42,50 @@ def test_routes_and_views_are_named_as_written(path, method, route, view, wsgi, 
     assert _named(path, method, wsgi) == (route, view)
 
 
+@pytest.mark.parametrize(
+    ("path", "view"),
+    [
+        ("/partial/", "tests.testapp.views.sync_view"),
+        ("/closure/", "tests.ninja_site.urls.closure_view"),
+    ],
+)
+def test_a_sync_views_hop_is_named_as_the_line_names_the_view(path, view, db):
+    """The hop into a sync view under ASGI is the view's site: one name for one view
+    (a partial was "functools.partial", every partial view one cause; a closure was
+    named by its factory's locals)."""
+    urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+    with urls, capture() as records:
+        assert asgi_request(path).status == 200
+    (record,) = records
+    assert record.view == view
+    assert [cause.site for cause, _ in record.top_causes() if cause.kind == "view"] == [view]
+
+
+def test_naming_a_view_runs_none_of_what_it_closes_over(db):
+    """A view closing over a lazy object (SimpleLazyObject): naming the view must not
+    evaluate it (it was, on the event loop, at every new view's first request)."""
+    from django.urls import resolve
+    from django.utils.functional import empty
+
+    from hopwatch import _django_names
+    from tests.ninja_site import urls
+
+    view = resolve("/lazy-closure/", urlconf="tests.ninja_site.urls").func
+    (cell,) = view.__closure__
+    cell.cell_contents._wrapped = empty  # not evaluated yet, whatever ran before
+    # named afresh: as a new view's first request names it
+    _django_names._named.clear()
+    _django_names._views.clear()
+    urls.evaluated.clear()
+    for wsgi in (False, True):
+        assert _named("/lazy-closure/", wsgi=wsgi) == (
+            "/lazy-closure/",
+            "tests.ninja_site.urls.closure_view",
+        )
+    assert urls.evaluated == []
+    assert cell.cell_contents._wrapped is empty
+
+
 def test_a_ninja_api_is_several_views_not_its_dispatcher(db):
     # Before: every operation was "ninja.operation.async_view_wrapper" (or _async_view,
     # _sync_view, functools.partial): one row for a whole API in --by view.

@@ -19,7 +19,7 @@ from types import CodeType, FrameType, MethodType
 from typing import Any
 
 import django
-from asgiref.sync import SyncToAsync
+from asgiref.sync import AsyncToSync, SyncToAsync
 from django.core.handlers import base as handlers_base
 from django.core.handlers.exception import response_for_exception
 from django.dispatch import Signal
@@ -29,6 +29,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.log import log_response
 
 from hopwatch import _causes, _errors
+from hopwatch._django_names import view_name
 from hopwatch._recorder import Cause, intern_cause
 
 # --- naming -----------------------------------------------------------------
@@ -47,7 +48,12 @@ def middleware_site(instance: Any) -> str:
 
 
 def view_path(view: Any) -> str:
-    """A view's dotted path, as Django's ``ResolverMatch._func_path`` names it."""
+    """A view's dotted path, as the request's line names its view
+    (``_django_names``: Django's ``ResolverMatch._func_path`` rule, a partial
+    named after the function it calls); else its own dotted path."""
+    name = view_name(view)
+    if name is not None:
+        return name
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
         return class_path(view_class)
@@ -322,6 +328,28 @@ def _sync_only_below(middleware: Any) -> Any:
     return None
 
 
+def _async_only_below(middleware: Any) -> Any:
+    """The first async-only middleware at or below ``middleware`` in the chain, or None.
+
+    Under WSGI the chain is sync at its bottom; a middleware that cannot run sync
+    makes it async from there up, and Django adapts the top of the chain back
+    (``async_to_sync``, a new event loop per request): that middleware is the
+    reason. A function-based middleware's flags are on its factory, out of reach:
+    the first async one is named when no class-based one is found.
+    """
+    first_async_function = None
+    for _ in range(1000):  # a chain is finite; guard against odd get_response graphs
+        if middleware is None or isinstance(middleware, MethodType):
+            break  # reached the view-calling handler
+        if isinstance(middleware, types.FunctionType):
+            if first_async_function is None and inspect.iscoroutinefunction(middleware):
+                first_async_function = middleware
+        elif not getattr(type(middleware), "sync_capable", True):
+            return middleware
+        middleware = _unwrap_handler(getattr(middleware, "get_response", None))
+    return first_async_function
+
+
 def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
     """The middleware to blame for an adapter ``adapt_method_mode`` made.
 
@@ -330,13 +358,19 @@ def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
     sync-only, Django wraps the async handler below in ``async_to_sync`` and the
     name is right. When the handler below is sync (``sync_to_async``), the
     reason is the first sync-only middleware in that handler's chain (an
-    async-capable middleware above it also runs sync): blame that one.
+    async-capable middleware above it also runs sync): blame that one. The top
+    of the chain, adapted without a name: to ``async_to_sync`` under WSGI, the
+    reason is the first async-only middleware below (``_async_only_below``).
     """
     if type(method) is MethodType:  # process_view / process_template_response / ...
         return _hook_cause(method)
     below = _unwrap_handler(method)
     if isinstance(adapter, SyncToAsync):
         culprit = _sync_only_below(below)
+        if culprit is not None:
+            return intern_cause("middleware", middleware_site(culprit))
+    elif not name and isinstance(adapter, AsyncToSync):
+        culprit = _async_only_below(below)
         if culprit is not None:
             return intern_cause("middleware", middleware_site(culprit))
     if name and name.startswith("middleware "):

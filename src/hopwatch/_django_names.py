@@ -20,6 +20,7 @@ so naming costs a dict lookup per request.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from typing import Any, Final
 
@@ -193,7 +194,10 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
     django-ninja mounts one callable per path (its ``PathView``), a bound method
     (``_async_view``, ``_sync_view``) or a closure over the PathView; the
     PathView's ``operations`` each have ``methods`` and ``view_func``.
-    Recognised by that shape, without importing ninja.
+    Recognised by that shape, without importing ninja. Read statically
+    (``inspect.getattr_static``): what a view closes over is the app's, and a
+    lookup must not run its code (a ``SimpleLazyObject`` would be evaluated, a
+    ``__getattr__`` called).
     """
     candidates = [getattr(func, "__self__", None)]
     for cell in getattr(func, "__closure__", None) or ():
@@ -202,12 +206,12 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
         except ValueError:  # an empty cell
             continue
     for owner in candidates:
-        operations = getattr(owner, "operations", None)
+        operations = _static(owner, "operations")
         if not isinstance(operations, list) or not operations:
             continue
         for operation in operations:
-            methods = getattr(operation, "methods", None)
-            view_func = getattr(operation, "view_func", None)
+            methods = _static(operation, "methods")
+            view_func = _static(operation, "view_func")
             if view_func is None or not isinstance(methods, list | tuple):
                 break  # not a PathView after all
             if method in methods or len(operations) == 1:
@@ -215,4 +219,20 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
     return None
 
 
-__all__ = ["names_of", "regex_as_pattern", "route_of", "view_of"]
+def _static(owner: Any, name: str) -> Any:
+    """``owner``'s attribute ``name`` as stored (None if none), running none of its code."""
+    try:
+        value = inspect.getattr_static(owner, name, None)
+    except Exception:
+        return None
+    # A descriptor found on the class (a property, a slot) would need code to read.
+    return None if hasattr(type(value), "__get__") and not callable(value) else value
+
+
+def view_name(view: Any) -> str | None:
+    """A view callable's name as the request's line names its view, for a request
+    of no particular method (a django-ninja path with several operations: None)."""
+    return _name(view, None)
+
+
+__all__ = ["names_of", "regex_as_pattern", "route_of", "view_name", "view_of"]

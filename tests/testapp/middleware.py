@@ -15,6 +15,21 @@ class SyncOnlyMiddleware:
         return self.get_response(request)
 
 
+class AsyncOnlyMiddleware:
+    """Async-only: under WSGI, Django runs the chain above it async and adapts its
+    top back to sync (a new event loop per request)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        return await self.get_response(request)
+
+
 class AsyncCapableMiddleware:
     sync_capable = True
     async_capable = True
