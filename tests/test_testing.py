@@ -848,6 +848,84 @@ def test_blocks_named_after_the_test_are_one_per_test(pytester, monkeypatch):
     pytester.runpytest_inprocess(*QUIET, "-k", "test_once").assert_outcomes(passed=1)
 
 
+TRACEBACK_TESTS = """
+from django.test import Client, SimpleTestCase
+from hopwatch.testing import assert_max_hops, hop_budget
+
+def test_block():
+    with assert_max_hops(0):
+        Client().get("/async/")
+
+def test_named_twice(hop_budget):
+    with hop_budget():
+        pass
+    with hop_budget():  # the fixture refuses it
+        pass
+
+def test_unnamed_twice():
+    with hop_budget():
+        pass
+    with hop_budget():  # refused
+        pass
+
+@assert_max_hops(0)
+def test_decorated():
+    Client().get("/async/")
+
+class Case(SimpleTestCase):
+    async def test_async_block(self):
+        async with assert_max_hops(0):
+            await self.async_client.get("/async/")
+
+    @assert_max_hops(0)
+    async def test_async_decorated(self):
+        await self.async_client.get("/async/")
+
+    @assert_max_hops(0)
+    def test_sync_decorated(self):
+        self.client.get("/async/")
+"""
+
+
+def test_pytest_shows_the_line_of_the_block_not_hopwatch(pytester, monkeypatch):
+    """What docs/testing.md says pytest shows: the test's line for a block; for a decorator,
+    which checks after the test returned, the frames that called the test."""
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    pytester.makepyfile(test_traceback=TRACEBACK_TESTS)
+    result = pytester.runpytest_inprocess(*QUIET)
+    result.assert_outcomes(failed=7)
+    output = result.stdout.str()
+    assert "hopwatch/testing.py" not in output and "hopwatch/pytest_plugin.py" not in output
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_block _*",
+            ">       with assert_max_hops(0):",
+            "E       AssertionError: Expected at most 0 hops, 1 was made:",
+            "test_traceback.py:5: AssertionError",
+            "*_ test_named_twice _*",
+            ">       with hop_budget():  # the fixture refuses it",
+            "E       ValueError: hop_budget(None) is already used in this test*",
+            "test_traceback.py:11: ValueError",
+            "*_ test_unnamed_twice _*",
+            ">       with hop_budget():  # refused",
+            "E       ValueError: hop_budget() is used twice in test_unnamed_twice: *",
+            "test_traceback.py:17: ValueError",
+            "*_ test_decorated _*",
+            "E   AssertionError: Expected at most 0 hops, 1 was made:",
+            "All traceback entries are hidden. Pass `--full-trace` to see hidden and internal"
+            " frames.",
+            "*_ Case.test_async_block _*",
+            ">       async with assert_max_hops(0):",
+            "test_traceback.py:26: AssertionError",
+            "*_ Case.test_async_decorated _*",
+            "*asgiref/sync.py:*: in __call__",
+            "*asgiref/sync.py:*: AssertionError",
+            "*_ Case.test_sync_decorated _*",
+            "*unittest/case.py:*: AssertionError",
+        ]
+    )
+
+
 def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
     """In a fresh process without Django settings: the plugin alone touches nothing."""
     (tmp_path / "test_plain.py").write_text(

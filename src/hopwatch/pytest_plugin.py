@@ -90,6 +90,7 @@ def hop_budget(request: pytest.FixtureRequest) -> Callable[..., HopBudget]:
     used: set[str] = set()
 
     def make(name: str | None = None) -> HopBudget:
+        __tracebackhide__ = True
         key = test_name if name is None else f"{test_name}::{name}"
         if key in used:
             raise ValueError(

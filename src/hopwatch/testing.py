@@ -23,8 +23,11 @@ forwards its hops to the block. So the block sees exactly the hops of the code
 it wraps, and a hop made around it, such as the ``async_to_sync`` Django uses
 to run an ``async def`` test method, is not counted.
 
-This module imports neither Django nor pytest. Its frames that raise carry
-``__tracebackhide__`` so pytest points at the test's line, not at hopwatch.
+This module imports neither Django nor pytest. Its frames that raise as a
+block starts or ends carry ``__tracebackhide__``, so pytest points at the
+test's ``with`` line, not at hopwatch. A decorator checks after the test has
+returned: pytest then shows no line of the test, only the frames that called
+it (none for a plain test function). See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ class _AsyncBlock:
         raise NotImplementedError
 
     async def __aenter__(self) -> HopCount:
+        __tracebackhide__ = True
         return self.__enter__()
 
     async def __aexit__(
@@ -184,6 +188,7 @@ class _CheckedBlock(_AsyncBlock):
         raise NotImplementedError
 
     def __enter__(self) -> HopCount:
+        __tracebackhide__ = True  # a block refused on entry: pytest shows the `with` line
         counter, check = self._start()
         self._active.append((counter, check))
         return counter.__enter__()
@@ -687,6 +692,7 @@ class HopBudget(_CheckedBlock):
         super().__init__()
 
     def _resolved(self) -> tuple[str, Path]:
+        __tracebackhide__ = True
         test_name = _pytest_test_name()
         name = self.name or test_name
         if not name:
@@ -700,6 +706,7 @@ class HopBudget(_CheckedBlock):
         return name, path
 
     def _start(self) -> tuple[HopCount, Callable[[HopCount], None]]:
+        __tracebackhide__ = True
         name, path = self._resolved()  # before the code under test runs: fail early
 
         def check(counted: HopCount) -> None:
