@@ -183,6 +183,12 @@ class Kept:
     def decode(self) -> list[Crossing]:
         return _decode_crossings(self.crossings)
 
+    def label(self) -> str:
+        """The request's endpoint as the tables name it: ``GET /items/<int:pk>/``, or
+        ``GET (no view)`` for a request no URL pattern resolved (its route, then the raw
+        path with its query string, is not kept: see _keep)."""
+        return f"{self.method} {self.route if self.view is not None else rank.NO_VIEW_LABEL}"
+
 
 def _drawable(detail: list[Crossing] | None) -> bool:
     return bool(detail) and all(c.at_ms is not None for c in detail or ())
@@ -210,7 +216,9 @@ def _keep(record: Record, extras: Extras, limit: int | None) -> Kept:
         timestamp=timestamp_text(record.timestamp),
         request_id=record.request_id,
         method=record.method,
-        route=record.route,
+        # without a view the route is the raw path (query string and all): left out, as
+        # the tables fold such requests into (no view) (aggregate.endpoint_key)
+        route=record.route if record.view is not None else "",
         view=record.view,
         status=record.status,
         interface=record.interface,
@@ -418,12 +426,12 @@ def chosen_timelines(
         if picture.chosen is None:
             return []
         kept = picture.chosen
-        return [(f"{kept.method} {kept.route}", kept, "the request chosen with --request-id")]
+        return [(kept.label(), kept, "the request chosen with --request-id")]
     why = "its slowest request (hop time) with a detail list"
     if document["by"] == "site":
         every = [stats.timeline for stats in picture.endpoints.values() if stats.timeline]
         every.sort(key=Kept.order)
-        return [(f"{k.method} {k.route}", k, why) for k in every[:TIMELINES_SHOWN]]
+        return [(k.label(), k, why) for k in every[:TIMELINES_SHOWN]]
     found = []
     for row in document["rows"]:
         stats = groups.get(row_group(row, document["by"]))

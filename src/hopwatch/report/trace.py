@@ -64,7 +64,7 @@ def _args(bar: Bar, kept: Kept) -> dict[str, Any]:
 def timeline_events(timeline: Timeline, pid: int) -> list[dict[str, Any]]:
     """The events of one request's timeline, as process ``pid``."""
     kept = timeline.kept
-    label = fmt.clean(f"{kept.method} {kept.route} (request {kept.request_id})")
+    label = fmt.clean(f"{kept.label()} (request {kept.request_id})")
     events: list[dict[str, Any]] = [
         {"ph": "M", "pid": pid, "tid": 0, "name": "process_name", "args": {"name": label}},
         {"ph": "M", "pid": pid, "tid": 0, "name": "process_sort_index",
