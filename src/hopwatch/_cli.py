@@ -7,6 +7,7 @@ nothing of hopwatch's core or of Django.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -92,6 +93,14 @@ def silence_stdout() -> None:
         pass
 
 
+def os_error_reason(exc: OSError) -> str:
+    """Why a file could not be read or written, for a one-line message: the system's
+    words ("Permission denied"), but "symbolic link loop" for ELOOP."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return exc.strerror or str(exc)
+
+
 def whole_number(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least ``minimum``."""
 
@@ -119,6 +128,7 @@ __all__ = [
     "auto_format",
     "has_rich",
     "is_terminal",
+    "os_error_reason",
     "rich_missing",
     "silence_stdout",
     "terminal_width",

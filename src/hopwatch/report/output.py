@@ -5,14 +5,23 @@ The report is rendered in memory (it is bounded: at most ``--top`` rows, and
 FILE, then renamed over it: an interrupted or failed run never leaves half a
 report where a complete one was (a page open in a browser keeps the old one).
 Whether FILE can be written is checked first, before any input is read.
+
+FILE is otherwise what a shell's ``> FILE`` makes of it: a symbolic link is
+followed (the regular file it points to is the one replaced, the link stays),
+and a file that is not a regular file (a device such as ``/dev/null``, a FIFO,
+``/dev/stdout`` on a pipe) is written into, never replaced, without needing its
+directory to be writable.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from typing import IO
+
+from hopwatch._cli import os_error_reason
 
 
 class OutputError(Exception):
@@ -24,17 +33,41 @@ class Output:
 
     def __init__(self, path: str | None, default: IO[str]) -> None:
         self.path = path
+        #: Write into FILE itself (a device, a FIFO), not a new file renamed over it.
+        self.through = False
+        #: The regular file to replace: FILE, or the file a symbolic link FILE points to.
+        self.target = path or ""
         self.stream: IO[str] = default if path is None else io.StringIO()
-        if path is not None:
-            directory = os.path.dirname(os.path.abspath(path))
-            if os.path.isdir(path):
-                raise OutputError(f"cannot write {path}: it is a directory")
+        if path is None:
+            return
+        name = path
+        try:
+            info: os.stat_result | None = os.stat(path)  # through symbolic links
+        except FileNotFoundError:
+            info = None  # a new file (or a link to one)
+        except OSError as exc:
+            raise OutputError(f"cannot write {name}: {os_error_reason(exc)}") from None
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise OutputError(f"cannot write {name}: it is a directory")
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            if not os.access(path, os.W_OK):
+                raise OutputError(f"cannot write {name}: permission denied")
+            self.through = True
+            return
+        if os.path.islink(path):
+            self.target = os.path.realpath(path)
+            if info is not None and not _same_file(self.target, info):
+                # a link whose text is not a path to it (/dev/stdout on a deleted file)
+                self.target = path
+                self.through = True
+        if not self.through:
+            directory = os.path.dirname(os.path.abspath(self.target))
             if not os.path.isdir(directory):
-                raise OutputError(f"cannot write {path}: no directory {directory}")
-            if not os.access(directory, os.W_OK) or (
-                os.path.exists(path) and not os.access(path, os.W_OK)
-            ):
-                raise OutputError(f"cannot write {path}: permission denied")
+                raise OutputError(f"cannot write {name}: no directory {directory}")
+            if not os.access(directory, os.W_OK):
+                raise OutputError(f"cannot write {name}: permission denied")
+        if info is not None and not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {name}: permission denied")
 
     def finish(self) -> None:
         """Flush stdout, or put the whole file in place."""
@@ -42,20 +75,35 @@ class Output:
             self.stream.flush()
             return
         assert isinstance(self.stream, io.StringIO)
-        directory = os.path.dirname(os.path.abspath(self.path))
+        if self.through:
+            try:
+                with open(self.path, "w", encoding="utf-8") as file:
+                    file.write(self.stream.getvalue())
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
+            return
+        directory = os.path.dirname(os.path.abspath(self.target))
         temporary = None
         try:
             handle, temporary = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory
+                prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=directory
             )
             with open(handle, "w", encoding="utf-8") as file:
                 file.write(self.stream.getvalue())
             os.chmod(temporary, 0o666 & ~_umask())  # as open() would have made it
-            os.replace(temporary, self.path)
+            os.replace(temporary, self.target)
         except OSError as exc:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
+
+
+def _same_file(path: str, info: os.stat_result) -> bool:
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino)
 
 
 def _umask() -> int:

@@ -1,0 +1,117 @@
+"""``hopwatch report`` on hostile destinations and inputs: one line on stderr, the
+documented exit status, no traceback, and nothing damaged (docs/report.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.report.conftest import Run
+from tests.report.samples import canonical_lines
+
+RunCli = Callable[..., Run]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "app.log"
+    path.write_text("\n".join(canonical_lines(12)) + "\n", encoding="utf-8")
+    return path
+
+
+def _drain(fd: int) -> bytes:
+    """What is waiting in a FIFO opened O_RDWR | O_NONBLOCK, without waiting for more."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- -o FILE: as a shell's > FILE ------------------------------------------------------------
+
+
+def test_output_to_a_fifo_writes_into_it_and_keeps_it(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    # a reader that is there before the report opens the FIFO (O_RDWR: opening does not
+    # wait for a writer; the report, far below the pipe's 64 KB, never waits either)
+    reader = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        result = run_cli(log, "--format", "json", "-o", fifo)
+        written = _drain(reader)
+    finally:
+        os.close(reader)
+    assert (result.status, result.out, result.err) == (0, "", f"hopwatch report: wrote {fifo}\n")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # not replaced by a regular file
+    assert json.loads(written)["summary"]["records"] == 12
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "out.fifo"]  # no temporary file left
+
+
+def test_output_through_a_symbolic_link_writes_its_target_and_keeps_the_link(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target.json"
+    target.write_text("old\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target.name)  # relative, as ln -s target.json link.json
+    result = run_cli(log, "--format", "json", "-o", link)
+    assert (result.status, result.err) == (0, f"hopwatch report: wrote {link}\n")
+    assert link.is_symlink() and os.readlink(link) == "target.json"
+    assert json.loads(target.read_text())["summary"]["records"] == 12
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "link.json", "target.json"]
+
+
+def test_output_through_a_dangling_link_creates_its_target(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to("reports/today.json")
+    result = run_cli(log, "--format", "json", "-o", link)
+    assert (result.status, result.err) == (0, f"hopwatch report: wrote {link}\n")
+    assert link.is_symlink()
+    report = json.loads((tmp_path / "reports" / "today.json").read_text())
+    assert report["summary"]["records"] == 12
+
+
+def test_output_to_a_symbolic_link_loop_is_refused_and_left_alone(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    result = run_cli(log, "-o", tmp_path / "loop1")
+    assert (result.status, result.out) == (2, "")
+    assert result.err == f"hopwatch report: cannot write {tmp_path}/loop1: symbolic link loop\n"
+    assert os.readlink(tmp_path / "loop1") == "loop2"
+
+
+def test_output_to_dev_null_needs_no_writable_directory(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    # first through a link in tmp_path: a report that replaced the file named (not writing
+    # into it) fails here, on the link, before it could touch /dev/null itself
+    link = tmp_path / "null"
+    link.symlink_to(os.devnull)
+    result = run_cli(log, "-o", link)
+    assert (result.status, result.err) == (0, f"hopwatch report: wrote {link}\n")
+    assert link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "null"]
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    # /dev is not writable for a user (root may write it: written into all the same)
+    result = run_cli(log, "--format", "json", "-o", os.devnull)
+    assert (result.status, result.out) == (0, "")
+    assert result.err == f"hopwatch report: wrote {os.devnull}\n"
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
