@@ -246,6 +246,7 @@ def test_the_usual_request_names_its_thread_as_the_classifier_does(
 ):
     record = RequestRecord(interface)
     record.method, record.route, record.view, record.status = "GET", "/r/", "v.w", 200
+    record.request_id = "0123456789abcdef"  # as the middleware names it
     record.ended_ns = record.started_ns + 5_000_000
     ident = {
         "handler": record.handler_thread_id,

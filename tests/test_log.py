@@ -15,7 +15,7 @@ import structlog
 from django.test import override_settings
 
 from hopwatch import _errors
-from tests.helpers import asgi_request, wsgi_request
+from tests.helpers import asgi_request, asgi_scope, wsgi_request
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -244,6 +244,70 @@ def test_the_extra_fields_path_is_imported_once_per_settings(log_lines, monkeypa
     with settings_with(EXTRA_FIELDS="tests.test_log.extra_fields"):  # new settings: read anew
         asgi_request("/async/")
     assert [line["pod"] for line in log_lines.parsed()] == ["web-7", "web-7", "x"]
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text for this one")
+
+
+class _Printable:
+    def __str__(self):
+        return "printable"
+
+
+def unwritable_extra_fields(request, record):
+    return {
+        "pod": "web-7",
+        "big": 2**70,
+        "nested": {"a": [1, _Printable()]},
+        "bad": _Unprintable(),
+        # read on the event loop: the lazy user queries, and Django refuses it there
+        "user": request.user,
+    }
+
+
+@pytest.mark.internal_errors
+def test_an_extra_field_that_cannot_be_written_is_left_out_not_the_line(log_lines, db):
+    """The hook's values are encoded as the line is built: one that cannot be
+    written is left out and counted. Encoded when the line was rendered, such a
+    value lost the whole line, every time, and its errors were never reported."""
+    cookie = [(b"cookie", b"sessionid=abcdefghijklmnopqrstuvwxyz123456")]
+    with settings_with(EXTRA_FIELDS="tests.test_log.unwritable_extra_fields"):
+        for _ in range(2):
+            assert asgi_request("/async/", headers=cookie).status == 200
+    lines = log_lines.parsed()
+    assert len(lines) == 2
+    for line in lines:
+        assert line["hops"] == 15
+        assert (line["pod"], line["big"], line["nested"]) == ("web-7", str(2**70), {"a": [1, "printable"]})
+        assert "bad" not in line and "user" not in line
+        assert line["hopwatch_errors"] == 2  # each line's two fields left out
+
+
+def test_a_request_the_middleware_never_saw_has_an_id(log_lines):
+    """A client that goes away while sending the body: Django stops before the
+    middleware chain (RequestAborted in read_body), and the line still names the
+    request with an id of 16 hex digits (it was "")."""
+    import asyncio
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    messages = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop(0) if messages else await asyncio.Future()
+
+    async def send(message):
+        sent.append(message)
+
+    scope = asgi_scope("/async/", "POST", "", [(b"x-request-id", b"abc-123")])
+    asyncio.run(ASGIHandler()(scope, receive, send))
+    assert sent == []
+    (line,) = log_lines.parsed()
+    assert (line["method"], line["status"], line["route"]) == ("POST", None, "(unresolved)")
+    assert re.fullmatch(r"[0-9a-f]{16}", line["request_id"])
 
 
 def test_request_id_from_header_or_generated(log_lines):

@@ -32,7 +32,7 @@ import orjson
 import structlog
 
 from hopwatch import _connections, _errors, _executors, _hotpath
-from hopwatch._recorder import Hop, RequestRecord
+from hopwatch._recorder import Hop, RequestRecord, new_request_id
 from hopwatch.conf import lines_lost_to, resolve_hook, silenced
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
 
@@ -113,13 +113,18 @@ _METHODS: Final = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE
 def _request_fields(
     record: RequestRecord, path_limit: int, raw_paths: bool
 ) -> tuple[str, str, str, str | None, int | None, str, int]:
-    """request_id, method, route, view, status, interface and duration_ns, as logged."""
+    """request_id, method, route, view, status, interface and duration_ns, as logged.
+
+    A request the middleware never saw (its body cut short by the client,
+    ``RequestAborted`` before the middleware chain) is given its id here."""
+    if not record.request_id:
+        record.request_id = new_request_id()
     route = record.route or (clean_path(record.path, path_limit) if raw_paths else UNRESOLVED)
     method = _METHODS.get(record.method)  # type: ignore[arg-type]
     if method is None:
         method = (record.method or "").upper()[:16].translate(_CONTROL)
     return (
-        record.request_id or "",
+        record.request_id,
         method,
         route,
         record.view,
@@ -276,6 +281,27 @@ _WHOLE_LINE: Final = "event"
 
 def _json_default(value: Any) -> Any:
     return str(value)
+
+
+_LEFT_OUT: Final = object()
+_AS_IS: Final = (str, bool, float, type(None))
+
+
+def _encoded_extra(key: str, value: Any) -> Any:
+    """An extra field's value, encoded here and now (an ``orjson.Fragment``), or
+    ``_LEFT_OUT``: a value that cannot be written (its ``str()`` raises: a lazy user
+    read on the event loop; an int past 64 bits is written as text) is left out of
+    the line and counted, and the line is written. Encoded at render time instead,
+    such a value lost the whole line."""
+    if type(value) in _AS_IS:
+        return value
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS))
+    except Exception as exc:
+        if issubclass(type(value), int):  # past 64 bits (type(): a lazy object is not asked)
+            return str(value)
+        _errors.report(f"HOPWATCH['EXTRA_FIELDS'] field {key!r}", exc)
+        return _LEFT_OUT
 
 
 def _renderer(logger_name: str) -> Callable[..., str]:
@@ -740,7 +766,9 @@ class Emitter:
         if extra:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
-                    event[key] = value
+                    value = _encoded_extra(key, value)
+                    if value is not _LEFT_OUT:
+                        event[key] = value
         tax = self.hop_tax_us()
         if tax is not None:
             event["hop_tax_us"] = tax

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -394,6 +396,22 @@ unscoped = Ledger(detail_limit=200)
 #: Hops finished after their request had been closed (a task the view started
 #: and did not wait for). Kept apart too.
 late = Ledger(detail_limit=200)
+
+
+#: Request ids, 16 hex digits: a generator of hopwatch's own (seeded from the OS),
+#: so the app's ``random`` sequence is left alone and no id costs a system call
+#: (``secrets.token_hex`` reads the OS's random source every time). An id names a
+#: request in the logs; it is no secret and guards nothing. The middleware gives
+#: each request one (``_hotpath.begin_request``); :func:`new_request_id` one that
+#: never reached it.
+request_ids = random.Random()
+# a forked worker (gunicorn, uwsgi) would otherwise repeat its parent's ids
+os.register_at_fork(after_in_child=request_ids.seed)
+
+
+def new_request_id() -> str:
+    """A request id, as ``_hotpath.begin_request`` makes one."""
+    return f"{request_ids.getrandbits(64):016x}"
 
 
 #: Hops hopwatch's own work makes while a request is under way (the profiling

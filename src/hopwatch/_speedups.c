@@ -2154,7 +2154,9 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if (ended == 0) { /* still open: its duration is read from the clock, in Python */
+    if (ended == 0 || v[REQUEST_ID] == Py_None) {
+        /* still open: its duration is read from the clock; or never seen by the
+         * middleware: given its id (hopwatch._emit._request_fields). In Python. */
         result = Py_NewRef(Py_None);
         goto done;
     }
@@ -2197,8 +2199,8 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     }
     Py_DECREF(hops);
     PyObject *one = PyLong_FromLong(1), *zero = PyLong_FromLong(0); /* small ints: cached */
-    PyObject *request_id = v[REQUEST_ID] == Py_None ? PyUnicode_New(0, 0) : Py_NewRef(v[REQUEST_ID]);
-    if (one && zero && request_id) {
+    PyObject *request_id = Py_NewRef(v[REQUEST_ID]);
+    if (one && zero) {
         PyObject *line_args[15] = {args[0], request_id, method, v[ROUTE], v[VIEW], v[STATUS],
                                    v[INTERFACE], duration, threads, Py_None, executors, one,
                                    zero, db, args[3]};

@@ -209,7 +209,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         " request (`record` is a [`RequestRecord`](how-it-works.md#the-python-api)); the dict"
         " it returns is added to the line (documented field names cannot be replaced). A path"
         " is imported at start-up, where one that does not import, or names no callable, is"
-        " refused. Errors in the hook are counted, never raised.",
+        " refused. Errors in the hook are counted, never raised. It runs as the line is built"
+        " (under ASGI, on the event loop: return what the request has loaded, not a lazy"
+        " `request.user`, which would query there). A value that cannot be written as JSON (its"
+        " `str()` raises) is left out of the line and counted; an integer past 64 bits is"
+        " written as text.",
     ),
     "LOG_RAW_PATHS": Setting(
         False,

@@ -16,8 +16,6 @@ and the line says ``"scope": "middleware"``.
 from __future__ import annotations
 
 import functools
-import os
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,7 +32,13 @@ from hopwatch._django_scope import (
 )
 from hopwatch._hotpath import begin_request as _begin_request
 from hopwatch._hotpath import name_request, then
-from hopwatch._recorder import RequestRecord, current_scope, open_request, outside_requests
+from hopwatch._recorder import (
+    RequestRecord,
+    current_scope,
+    open_request,
+    outside_requests,
+    request_ids,
+)
 from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
@@ -179,13 +183,8 @@ async def _is_staff_async(request: HttpRequest) -> bool:
     return await sync_to_async(lambda: _staff(request.user))()
 
 
-#: Request ids, 16 hex digits: a generator of hopwatch's own (seeded from the OS),
-#: so the app's ``random`` sequence is left alone and no id costs a system call
-#: (``secrets.token_hex`` reads the OS's random source every time). An id names a
-#: request in the logs; it is no secret and guards nothing.
-_ids = random.Random()
-# a forked worker (gunicorn, uwsgi) would otherwise repeat its parent's ids
-os.register_at_fork(after_in_child=_ids.seed)
+#: Request ids, 16 hex digits of this generator (``_recorder.request_ids``).
+_ids = request_ids
 
 
 # header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None
