@@ -183,10 +183,6 @@ async def _is_staff_async(request: HttpRequest) -> bool:
     return await sync_to_async(lambda: _staff(request.user))()
 
 
-#: Request ids, 16 hex digits of this generator (``_recorder.request_ids``).
-_ids = request_ids
-
-
 # header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None
 # for headers never read as an id. request.META, not request.headers: the
 # latter builds a dict of every header on first use, per request. Read in
@@ -214,14 +210,14 @@ def _begin(
         key = _meta_keys.get(header, "") if header else None
         if key == "":
             key = _new_meta_key(header)
-        record = _begin_request(current_scope, RequestRecord, request, key, _ids)
+        record = _begin_request(current_scope, RequestRecord, request, key, request_ids)
         own = False
         if record is None:
             # No handler of hopwatch's opened one (hopwatch installed after the
             # handler was called, a custom handler): the middleware's own scope.
             interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
             open_request(interface)
-            record = _begin_request(current_scope, RequestRecord, request, key, _ids)
+            record = _begin_request(current_scope, RequestRecord, request, key, request_ids)
             record.notes()["scope"] = "middleware"
             own = True
         for hook in begin_hooks:
