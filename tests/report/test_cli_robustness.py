@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shlex
+import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +120,61 @@ def test_output_to_dev_null_needs_no_writable_directory(
     assert (result.status, result.out) == (0, "")
     assert result.err == f"hopwatch report: wrote {os.devnull}\n"
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+# --- standard output that cannot be written ----------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For preexec_fn: a file the child writes stops at ``limit`` bytes, as on a full disk
+    (the write fails with EFBIG instead of SIGXFSZ killing the process)."""
+
+    def limit_it() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_it
+
+
+@pytest.mark.parametrize("format_name", ["json", "text", "rich", "csv", "markdown", "html"])
+def test_a_failed_write_to_stdout_is_one_line_and_status_2(
+    log: Path, tmp_path: Path, format_name: str
+) -> None:
+    if format_name == "rich":
+        pytest.importorskip("rich")
+    with open(tmp_path / "stdout", "wb") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "hopwatch", "report", str(log), "--format", format_name],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            preexec_fn=_file_size_limit(100),
+            timeout=60,
+            check=False,
+        )
+    assert done.stderr.decode() == (
+        "hopwatch report: cannot write the report to standard output: File too large\n"
+    )
+    assert done.returncode == 2
+
+
+def test_a_closed_stdout_is_one_line_and_status_2(log: Path, tmp_path: Path) -> None:
+    command = f"{shlex.quote(sys.executable)} -m hopwatch report {shlex.quote(str(log))} >&-"
+    done = subprocess.run(
+        command, shell=True, env=ENV, capture_output=True, timeout=60, check=False
+    )
+    assert done.stderr.decode() == (
+        "hopwatch report: cannot write the report to standard output: it is closed\n"
+    )
+    assert done.returncode == 2
+    # with -o, standard output is not needed
+    out = tmp_path / "r.json"
+    command += f" --format json -o {shlex.quote(str(out))}"
+    done = subprocess.run(
+        command, shell=True, env=ENV, capture_output=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stderr.decode()) == (0, f"hopwatch report: wrote {out}\n")
+    assert json.loads(out.read_text())["summary"]["records"] == 12

@@ -1,7 +1,8 @@
 """``hopwatch audit`` and ``manage.py hopwatch_audit``: set Django up, audit, measure, print.
 
-Exit status: 0 when the audit was printed, 2 for a usage error or settings or
-middleware the audit cannot load (one line on stderr names it).
+Exit status: 0 when the audit was printed, 2 for a usage error, settings or
+middleware the audit cannot load, or standard output that cannot be written
+(one line on stderr names it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Final
 
-from hopwatch._cli import Parser, rich_missing, silence_stdout, usage_error, whole_number
+from hopwatch._cli import (
+    Parser,
+    os_error_reason,
+    rich_missing,
+    silence_stdout,
+    usage_error,
+    whole_number,
+)
 from hopwatch.audit.facts import (
     AuditError,
     _one_line,
@@ -25,6 +33,8 @@ from hopwatch.audit.render import FORMATS, render
 from hopwatch.audit.traffic import from_logs
 from hopwatch.hop_tax import DEFAULT_SAMPLES, HopTax, measure_hop_tax, measure_overhead
 
+#: The start of the message when standard output cannot be written (full, closed).
+STDOUT_ERROR: Final = "cannot write the audit to standard output"
 HELP: Final = "list MIDDLEWARE with the hops each entry costs per request, and what to change"
 
 
@@ -143,11 +153,15 @@ def write_audit(
 
     ``logs``: the project's hopwatch logs; the changes are then ranked for the traffic
     they hold (raises AuditError when they cannot be read or hold no request)."""
+    render(_measured_audit(samples, logs), format_name, out)
+
+
+def _measured_audit(samples: int, logs: Sequence[str] | None) -> Audit:
     audit = audit_settings()
     if logs:
         audit.traffic = from_logs(logs)  # before measuring: a bad path fails at once
     measure_host(audit, samples)
-    render(audit, format_name, out)
+    return audit
 
 
 def measure_host(audit: Audit, samples: int = DEFAULT_SAMPLES) -> None:
@@ -167,14 +181,21 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         )
     if args.format == "rich" and (missing := rich_missing()) is not None:
         return _error(missing)
+    if out is None:  # fd 1 closed (`>&-`): Python sets sys.stdout to None
+        return _error(f"{STDOUT_ERROR}: it is closed")
     try:
         _setup_django(module, args.pythonpath)
-        write_audit(out, args.format, args.samples, args.logs)
-        out.flush()
+        audit = _measured_audit(args.samples, args.logs)
     except AuditError as exc:
         return _error(str(exc))
+    try:
+        render(audit, args.format, out)
+        out.flush()
     except BrokenPipeError:
         silence_stdout()
+    except OSError as exc:  # standard output is full, or failing
+        silence_stdout()  # what is still buffered goes nowhere: no second error at exit
+        return _error(f"{STDOUT_ERROR}: {os_error_reason(exc)}")
     return 0
 
 

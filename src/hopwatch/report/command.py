@@ -1,8 +1,8 @@
 """``hopwatch report``: its options, and running it to an exit status.
 
 Exit status: 0 when hopwatch records were found and reported, 1 when none were
-found (or the filters left none), 2 for a usage error or an input that cannot
-be read (one line on stderr names it).
+found (or the filters left none), 2 for a usage error, an input that cannot be
+read or an output that cannot be written (one line on stderr names it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import IO, Any, Final
 from hopwatch._cli import (
     auto_format,
     is_terminal,
+    os_error_reason,
     rich_missing,
     silence_stdout,
     terminal_width,
@@ -39,8 +40,8 @@ sort keys: overhead (default: crossing overhead in all), overhead-mean,
 overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,
 max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with --by
 site: overhead (default), overhead-mean, total, requests, mean, count, endpoints.
-exit status: 0 reported, 1 no hopwatch records found, 2 usage error or
-unreadable input."""
+exit status: 0 reported, 1 no hopwatch records found, 2 usage error,
+unreadable input or unwritable output."""
 
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
 _UNITS: Final = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -134,7 +135,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint",
         metavar="LABEL",
-        help='one endpoint in detail: its causes, call sites, counts, overhead and what to'
+        help="one endpoint in detail: its causes, call sites, counts, overhead and what to"
         ' change ("GET /items/<int:pk>/", its route alone, or with --by view a view)',
     )
     parser.add_argument(
@@ -298,6 +299,10 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         silence_stdout()
     except output.OutputError as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # stdout (a file written to -o is written by target.finish())
+        silence_stdout()  # what is still buffered goes nowhere: no second error at exit
+        print(f"hopwatch report: {output.STDOUT_ERROR}: {os_error_reason(exc)}", file=sys.stderr)
         return 2
     if format_name in ("csv", "trace"):
         # no room for it in the output; json carries it in "summary", the page shows it

@@ -19,27 +19,34 @@ import io
 import os
 import stat
 import tempfile
-from typing import IO
+from typing import IO, Final
 
 from hopwatch._cli import os_error_reason
 
 
 class OutputError(Exception):
-    """FILE cannot be written (exit status 2)."""
+    """FILE, or standard output, cannot be written (exit status 2)."""
+
+
+#: The start of the message when standard output cannot be written (full, closed).
+STDOUT_ERROR: Final = "cannot write the report to standard output"
 
 
 class Output:
     """Where the report goes: ``path``, or ``default`` (stdout) when path is None."""
 
-    def __init__(self, path: str | None, default: IO[str]) -> None:
+    def __init__(self, path: str | None, default: IO[str] | None) -> None:
         self.path = path
         #: Write into FILE itself (a device, a FIFO), not a new file renamed over it.
         self.through = False
         #: The regular file to replace: FILE, or the file a symbolic link FILE points to.
         self.target = path or ""
-        self.stream: IO[str] = default if path is None else io.StringIO()
         if path is None:
+            if default is None:  # fd 1 closed (`>&-`): Python sets sys.stdout to None
+                raise OutputError(f"{STDOUT_ERROR}: it is closed")
+            self.stream: IO[str] = default
             return
+        self.stream = io.StringIO()
         name = path
         try:
             info: os.stat_result | None = os.stat(path)  # through symbolic links

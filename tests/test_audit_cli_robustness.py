@@ -1,0 +1,67 @@
+"""``hopwatch audit`` on bad settings and an output it cannot write: one line on stderr,
+exit status 2, no traceback (docs/audit.md)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+    "PYTHONPATH": str(ROOT / "src"),
+}
+AUDIT = [sys.executable, "-m", "hopwatch", "audit", "--samples", "1"]
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For preexec_fn: a file the child writes stops at ``limit`` bytes, as on a full disk
+    (the write fails with EFBIG instead of SIGXFSZ killing the process)."""
+
+    def limit_it() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_it
+
+
+@pytest.mark.parametrize("format_name", ["text", "json", "rich"])
+def test_a_failed_write_to_stdout_is_one_line_and_status_2(
+    tmp_path: Path, format_name: str
+) -> None:
+    if format_name == "rich":
+        pytest.importorskip("rich")
+    with open(tmp_path / "stdout", "wb") as stdout:
+        done = subprocess.run(
+            [*AUDIT, "--settings", "tests.settings", "--format", format_name],
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            preexec_fn=_file_size_limit(100),
+            timeout=120,
+            check=False,
+        )
+    assert done.stderr.decode() == (
+        "hopwatch audit: error: cannot write the audit to standard output: File too large\n"
+    )
+    assert done.returncode == 2
+
+
+def test_a_closed_stdout_is_one_line_and_status_2() -> None:
+    command = f"{shlex.join(AUDIT)} --settings tests.settings >&-"
+    done = subprocess.run(
+        command, shell=True, cwd=ROOT, env=ENV, capture_output=True, timeout=120, check=False
+    )
+    assert done.stderr.decode() == (
+        "hopwatch audit: error: cannot write the audit to standard output: it is closed\n"
+    )
+    assert done.returncode == 2
