@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from hopwatch.report.text import cells, clean
 from tests.report.conftest import Run
 from tests.report.detail_samples import crossing, detailed_line
 from tests.report.samples import line
@@ -89,3 +93,73 @@ def test_a_page_heads_an_unresolved_request_as_the_tables_do(
         assert result.status == 0, result.err
         assert "secret" not in result.out and "token" not in result.out
         assert "<h3>GET (no view) <small>" in result.out
+
+
+# --- 3. every invisible or line-breaking character is escaped ----------------------------
+#: (character, as it is printed): line and paragraph separators, the soft hyphen, an
+#: Arabic number sign, interlinear annotation, a tag character, a musical format
+#: character, the deprecated format characters, an unassigned one between the bidi
+#: isolates and them, private use, a Hangul filler, the combining grapheme joiner
+INVISIBLE = [
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+    ("\u00ad", "\\xad"),
+    ("\u0600", "\\u0600"),
+    ("\ufff9", "\\ufff9"),
+    ("\U000e0041", "\\U000e0041"),
+    ("\U0001d173", "\\U0001d173"),
+    *((chr(code), f"\\u{code:04x}") for code in range(0x206A, 0x2070)),
+    ("\u2065", "\\u2065"),
+    ("\ue000", "\\ue000"),
+    ("\u3164", "\\u3164"),
+    ("\u034f", "\\u034f"),
+]
+#: Printed as they are (and measured right): CJK, emoji, accented letters.
+VISIBLE = ["/日本語/", "/😀🎉/", "/café/naïve/"]
+
+
+def _invisible_log(tmp_path: Path) -> Path:
+    routes = [f"/a{char}b/" for char, _shown in INVISIBLE] + VISIBLE
+    return _log(
+        tmp_path,
+        *(line(route=route, request_id=str(i), hops=i + 1) for i, route in enumerate(routes)),
+    )
+
+
+@pytest.mark.parametrize("format_name", ["text", "markdown", "rich"])
+def test_invisible_characters_are_escaped(
+    run_cli: RunCli, tmp_path: Path, format_name: str
+) -> None:
+    result = run_cli(_invisible_log(tmp_path), "--format", format_name, "--top", "0")
+    assert result.status == 0, result.err
+    for char, shown in INVISIBLE:
+        assert char not in result.out
+        if format_name == "markdown":  # and the escape's backslash escaped for markdown
+            shown = "\\" + shown
+        assert f"GET /a{shown}b/" in result.out
+    for route in VISIBLE:
+        assert f"GET {route}" in result.out
+
+
+def test_the_table_stays_aligned_around_escapes_and_wide_characters(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    result = run_cli(_invisible_log(tmp_path), "--format", "text", "--top", "0", "--no-legend")
+    rows = [row for row in result.out.splitlines() if " GET /" in row]
+    assert len(rows) == len(INVISIBLE) + len(VISIBLE)
+    # the column after the endpoint's ends at the same terminal column on every row
+    ends = {cells(row.split("  1  ")[0]) for row in rows}
+    assert len(ends) == 1, rows
+
+
+def test_clean_escapes_every_code_point_that_draws_nothing_and_only_those() -> None:
+    escaped = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+    blank = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0}
+    hidden, shown = [], []
+    for code in range(0x110000):
+        if code in blank or unicodedata.category(chr(code)) in escaped:
+            hidden.append(chr(code))
+        else:
+            shown.append(chr(code))
+    assert clean("".join(hidden)).isascii()
+    assert clean("".join(shown)) == "".join(shown)

@@ -2,9 +2,11 @@
 
 Everything the report prints that came from a log line (routes, views, site
 names, request ids, file names) goes through :func:`clean` first: control
-characters (C0, DEL, C1, so every ANSI escape sequence), Unicode bidi and
-invisible formatting characters, and lone surrogates are replaced by visible
-escapes such as ``\\x1b``. Markdown and CSV add their own escaping on top.
+characters (C0, DEL, C1, so every ANSI escape sequence), Unicode format characters
+(bidi controls, zero-width ones, tags...), line and paragraph separators, lone
+surrogates, private-use and unassigned code points, and the few letters that draw
+nothing are replaced by visible escapes such as ``\\x1b`` (_ESCAPED_CATEGORIES).
+Markdown and CSV add their own escaping on top.
 """
 
 from __future__ import annotations
@@ -12,26 +14,42 @@ from __future__ import annotations
 import unicodedata
 from typing import Any, Final
 
-
-def _escape_table() -> dict[int, str]:
-    table: dict[int, str] = {}
-    for code in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]:
-        table[code] = f"\\x{code:02x}"
-    invisible = [
-        0x061C,
-        0x180E,
-        *range(0x200B, 0x2010),
-        *range(0x202A, 0x202F),
-        *range(0x2060, 0x2065),
-        *range(0x2066, 0x206A),
-        0xFEFF,
-    ]
-    for code in [*invisible, *range(0xD800, 0xE000)]:
-        table[code] = f"\\u{code:04x}"
-    return table
+#: Escaped, by Unicode general category: controls (Cc: C0, DEL, C1, so every ANSI escape
+#: sequence), format characters (Cf: bidi controls, zero-width characters and joiners,
+#: the soft hyphen, Arabic number signs, interlinear annotation, tag characters...), the
+#: line and paragraph separators (Zl, Zp), surrogates (Cs), private use (Co), and
+#: unassigned code points (Cn: this Python's Unicode knows neither whether they show nor
+#: how wide they are; an older Python escapes the few a newer one knows, never fewer).
+_ESCAPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: ... and the letters and marks of other categories that draw nothing (Unicode's
+#: default-ignorable code points outside Cf, but for the variation selectors that
+#: emoji need): the combining grapheme joiner, the Khmer inherent vowels, the Hangul
+#: fillers.
+_BLANK: Final = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0})
+#: Code points whose answer is remembered (the rest are looked up each time they come).
+_REMEMBERED: Final = 1 << 16
 
 
-_ESCAPES: Final = _escape_table()
+def _escape(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+class _EscapeTable(dict[int, int | str]):
+    """``str.translate``'s table: each character's escape, or its own code point when it
+    is printed as it is; filled in as characters are met, from their Unicode category
+    (a table of all 1,114,112 code points would cost a second and 100 MB to build)."""
+
+    def __missing__(self, code: int) -> int | str:
+        escaped = code in _BLANK or unicodedata.category(chr(code)) in _ESCAPED_CATEGORIES
+        value: int | str = _escape(code) if escaped else code
+        if len(self) < _REMEMBERED:
+            self[code] = value
+        return value
+
+
+_ESCAPES: Final = _EscapeTable()
 ELLIPSIS: Final = "…"
 
 
@@ -207,4 +225,3 @@ def tail_cells(value: str, width: int) -> str:
         if used > width:
             return value[index + 1 :]
     return value
-
