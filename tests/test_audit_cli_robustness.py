@@ -65,3 +65,22 @@ def test_a_closed_stdout_is_one_line_and_status_2() -> None:
         "hopwatch audit: error: cannot write the audit to standard output: it is closed\n"
     )
     assert done.returncode == 2
+
+
+@pytest.mark.parametrize("format_name", ["rich", "text", "json"])
+def test_a_reader_gone_before_the_audit_is_status_0_whatever_the_format(
+    format_name: str,
+) -> None:
+    if format_name == "rich":
+        pytest.importorskip("rich")
+    reader_gone = subprocess.Popen(
+        [*AUDIT, "--settings", "tests.settings", "--format", format_name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()  # as `| head -1` once it has its line: every write fails
+    err = reader_gone.stderr.read().decode()
+    assert (reader_gone.wait(timeout=120), err) == (0, "")

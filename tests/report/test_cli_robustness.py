@@ -178,3 +178,26 @@ def test_a_closed_stdout_is_one_line_and_status_2(log: Path, tmp_path: Path) -> 
     )
     assert (done.returncode, done.stderr.decode()) == (0, f"hopwatch report: wrote {out}\n")
     assert json.loads(out.read_text())["summary"]["records"] == 12
+
+
+@pytest.mark.parametrize("format_name", ["rich", "text", "json", "markdown", "csv"])
+def test_a_reader_gone_before_the_report_is_status_0_whatever_the_format(
+    log: Path, format_name: str
+) -> None:
+    if format_name == "rich":
+        pytest.importorskip("rich")
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "hopwatch", "report", str(log), "--format", format_name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()  # as `| head -1` once it has its line: every write fails
+    err = reader_gone.stderr.read().decode()
+    status = reader_gone.wait(timeout=60)
+    if format_name == "csv":  # its summary line goes to stderr, as without a pipe
+        assert err.startswith("hopwatch report: read 1 file (") and err.count("\n") == 1
+    else:
+        assert err == ""
+    assert status == 0

@@ -193,6 +193,10 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         out.flush()
     except BrokenPipeError:
         silence_stdout()
+    except SystemExit:
+        # rich's Console.on_broken_pipe, for the same closed pipe (| head): it puts
+        # /dev/null on stdout and exits with status 1, where the other formats give 0
+        silence_stdout()
     except OSError as exc:  # standard output is full, or failing
         silence_stdout()  # what is still buffered goes nowhere: no second error at exit
         return _error(f"{STDOUT_ERROR}: {os_error_reason(exc)}")

@@ -297,6 +297,10 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         target.finish()
     except BrokenPipeError:
         silence_stdout()
+    except SystemExit:
+        # rich's Console.on_broken_pipe, for the same closed pipe (| head): it puts
+        # /dev/null on stdout and exits with status 1, where the other formats go on
+        silence_stdout()
     except output.OutputError as exc:
         print(f"hopwatch report: {exc}", file=sys.stderr)
         return 2
