@@ -84,3 +84,32 @@ def test_a_reader_gone_before_the_audit_is_status_0_whatever_the_format(
     reader_gone.stdout.close()  # as `| head -1` once it has its line: every write fails
     err = reader_gone.stderr.read().decode()
     assert (reader_gone.wait(timeout=120), err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("middleware", "expected"),
+    [
+        ("None", "not None"),
+        ("5", "not an int"),
+        ('"django.middleware.common.CommonMiddleware"', "not a string"),
+        ('{"django.middleware.common.CommonMiddleware"}', "not a set"),
+        ('["django.middleware.common.CommonMiddleware", None]', "but its entry 1 is None"),
+    ],
+)
+def test_middleware_that_is_not_a_list_of_dotted_paths_is_one_line_and_status_2(
+    tmp_path: Path, middleware: str, expected: str
+) -> None:
+    (tmp_path / "odd_settings.py").write_text(f'SECRET_KEY = "x"\nMIDDLEWARE = {middleware}\n')
+    done = subprocess.run(
+        [*AUDIT, "--settings", "odd_settings", "--pythonpath", str(tmp_path)],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"hopwatch audit: error: MIDDLEWARE must be a list or tuple of dotted paths, {expected}\n"
+    )

@@ -46,7 +46,7 @@ def audit_settings(
     import django
     from django.conf import settings
 
-    paths = list(settings.MIDDLEWARE if middleware is None else middleware)
+    paths = _middleware_paths(settings.MIDDLEWARE if middleware is None else middleware)
     facts = gather(paths)
     asgi_application = getattr(settings, "ASGI_APPLICATION", None)
     audit = build_audit(
@@ -64,6 +64,31 @@ def audit_settings(
             facts, django_6_2_flag_changes(paths), audit.request_started
         )
     return audit
+
+
+def _middleware_paths(middleware: object) -> list[str]:
+    """MIDDLEWARE as a list, or AuditError when it is not a list or tuple of dotted paths
+    (Django would take a string for one path per character, and None for no list at all)."""
+    if not isinstance(middleware, list | tuple):
+        raise AuditError(
+            f"MIDDLEWARE must be a list or tuple of dotted paths, not {_kind(middleware)}"
+        )
+    for index, path in enumerate(middleware):
+        if not isinstance(path, str):
+            raise AuditError(
+                "MIDDLEWARE must be a list or tuple of dotted paths, but its entry"
+                f" {index} is {_kind(path)}"
+            )
+    return list(middleware)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return "a string"
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 DESCRIPTION: Final = """\
