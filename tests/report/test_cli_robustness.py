@@ -3,6 +3,7 @@ documented exit status, no traceback, and nothing damaged (docs/report.md)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -201,3 +202,40 @@ def test_a_reader_gone_before_the_report_is_status_0_whatever_the_format(
     else:
         assert err == ""
     assert status == 0
+
+
+# --- gzip ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def decompressor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test twice: with ISA-L (the fast-gzip extra) and with zlib, as without it."""
+    if request.param == "isal":
+        pytest.importorskip("isal", reason="the fast-gzip extra is installed by dev.py")
+    else:
+        monkeypatch.setitem(sys.modules, "isal", None)  # as if the extra were not installed
+    return str(request.param)
+
+
+def test_a_corrupt_gzip_header_is_corrupt_data_with_either_decompressor(
+    run_cli: RunCli, tmp_path: Path, decompressor: str
+) -> None:
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08garbagegarbage")  # FLG "g": reserved bits set
+    result = run_cli(corrupt, "--jobs", "1")
+    assert (result.status, result.out) == (2, "")
+    assert result.err == (
+        f"hopwatch report: cannot read {corrupt}: corrupt gzip data (unknown header flags set)\n"
+    )
+
+
+def test_a_gzip_cut_short_is_still_read_and_said_to_be_cut_short(
+    run_cli: RunCli, log: Path, tmp_path: Path, decompressor: str
+) -> None:
+    whole = gzip.compress(log.read_bytes())
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    result = run_cli(cut, "--format", "json", "--jobs", "1")
+    summary = json.loads(result.out)["summary"]
+    assert (result.status, result.err) == (0, "")
+    assert summary["truncated_inputs"] == [str(cut)] and 0 < summary["records"] < 12

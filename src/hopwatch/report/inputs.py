@@ -389,6 +389,9 @@ def decompressor() -> Any:
 
 #: Input read per call when decompressing.
 GZIP_INPUT_BYTES: Final = 256 * 1024
+#: Where a gzip member's FLG byte is, and its bits RFC 1952 reserves (they must be zero).
+_GZIP_FLAGS: Final = 3
+_GZIP_RESERVED_FLAGS: Final = 0xE0
 
 
 def gunzip_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
@@ -412,7 +415,7 @@ def gunzip_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
                 in_member = False
             if not in_member:  # between members: padding, another member, or the end
                 pending = pending.lstrip(b"\0")
-                if len(pending) < len(GZIP_MAGIC):
+                if len(pending) <= _GZIP_FLAGS:
                     more = read(GZIP_INPUT_BYTES)
                     if not more:
                         if pending:
@@ -422,6 +425,9 @@ def gunzip_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
                     continue
                 if not pending.startswith(GZIP_MAGIC):
                     raise zlib.error("data after a gzip member is not gzip")
+                if pending[_GZIP_FLAGS] & _GZIP_RESERVED_FLAGS:
+                    # zlib says so; ISA-L reads on and takes the rest for a header cut short
+                    raise zlib.error("unknown header flags set")
                 unzip = module.decompressobj(31)
                 in_member = True
             if unzip.unconsumed_tail:
