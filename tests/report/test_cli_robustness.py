@@ -239,3 +239,29 @@ def test_a_gzip_cut_short_is_still_read_and_said_to_be_cut_short(
     summary = json.loads(result.out)["summary"]
     assert (result.status, result.err) == (0, "")
     assert summary["truncated_inputs"] == [str(cut)] and 0 < summary["records"] < 12
+
+
+# --- inputs that cannot be read ---------------------------------------------------------------
+
+
+def test_a_symbolic_link_loop_is_named_as_one(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop1.log", "loop2.log")
+    os.symlink("loop2.log", "loop1.log")
+    os.symlink("nowhere.log", "dangling.log")
+    for argument in ["loop1.log", "loop*.log"]:  # named, or matched by a glob
+        result = run_cli(argument)
+        assert (result.status, result.out) == (2, "")
+        assert result.err == "hopwatch report: cannot read loop1.log: symbolic link loop\n"
+    result = run_cli("dangling.log")
+    assert (result.status, result.err) == (
+        2,
+        "hopwatch report: cannot read dangling.log: broken symbolic link\n",
+    )
+    result = run_cli("absent.log")
+    assert (result.status, result.err) == (
+        2,
+        "hopwatch report: cannot read absent.log: no such file or directory\n",
+    )

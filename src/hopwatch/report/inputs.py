@@ -22,6 +22,7 @@ docs/performance.md), else by the standard library's zlib.
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import os
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
+from hopwatch._cli import os_error_reason
 from hopwatch.report.parse import MAX_LINE_BYTES
 
 #: Bytes read per call; a block is this plus the end of the line it cut.
@@ -75,7 +77,7 @@ def _file_source(path: str) -> Source:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - kept open for a stream, else closed here
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {os_error_reason(exc)}") from None
     try:
         info = os.fstat(handle.fileno())
         if stat.S_ISREG(info.st_mode):
@@ -84,7 +86,7 @@ def _file_source(path: str) -> Source:
             return Source(name=path, path=path, size=info.st_size, gzip=magic == GZIP_MAGIC)
     except OSError as exc:
         handle.close()
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {path}: {os_error_reason(exc)}") from None
     # a FIFO, a pipe (<(command), /dev/stdin), a character device: read it once from
     # this handle; reopening it would lose data, seeking it fails ("Illegal seek")
     return Source(name=path, path=path, size=0, gzip=False, stream=handle)
@@ -104,7 +106,7 @@ def _walk(directory: str) -> list[str]:
 
 
 def _raise_walk_error(exc: OSError) -> None:
-    raise InputError(f"cannot read {exc.filename}: {exc.strerror or exc}")
+    raise InputError(f"cannot read {exc.filename}: {os_error_reason(exc)}")
 
 
 def resolve(arguments: list[str]) -> list[Source]:
@@ -138,11 +140,20 @@ def resolve(arguments: list[str]) -> list[Source]:
                         add_file(path)
                 else:
                     add_file(match)
-        elif os.path.lexists(argument):
-            raise InputError(f"cannot read {argument}: broken symbolic link")
         else:
-            raise InputError(f"cannot read {argument}: no such file or directory")
+            raise InputError(f"cannot read {argument}: {_missing(argument)}")
     return sources
+
+
+def _missing(path: str) -> str:
+    """Why ``path``, which os.path.exists() says is not there, cannot be read."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return "broken symbolic link" if os.path.lexists(path) else "no such file or directory"
+        return os_error_reason(exc)  # a symbolic link loop, a directory that cannot be searched
+    return "no such file or directory"  # gone, then back again, while we looked
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -252,7 +263,7 @@ def read_source(
     try:
         handle = open(source.path, "rb")  # noqa: SIM115 - closed by the returned closer
     except OSError as exc:
-        raise InputError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
     if source.gzip:
         ahead = ReadAhead(gunzip_reader(handle.read))
 
@@ -265,7 +276,7 @@ def read_source(
         read = _range_reader(handle, start, end)
     except OSError as exc:
         handle.close()
-        raise InputError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
     return line_blocks(_guarded(read, source), on_too_long), handle.close
 
 
@@ -461,7 +472,7 @@ def _guarded(read: Callable[[int], bytes], source: Source) -> Callable[[int], by
             if isinstance(exc, tuple(_GZIP_ERRORS)):
                 raise InputError(f"cannot read {source.name}: corrupt gzip data ({exc})") from None
             if isinstance(exc, OSError):
-                raise InputError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+                raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
             raise
 
     return guarded
