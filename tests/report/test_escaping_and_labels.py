@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import unicodedata
 from collections.abc import Callable
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from hopwatch.report import render
 from hopwatch.report.text import cells, clean
 from tests.report.conftest import Run
 from tests.report.detail_samples import crossing, detailed_line
-from tests.report.samples import line
+from tests.report.samples import line, site
 
 RunCli = Callable[..., Run]
 
@@ -163,3 +165,47 @@ def test_clean_escapes_every_code_point_that_draws_nothing_and_only_those() -> N
             shown.append(chr(code))
     assert clean("".join(hidden)).isascii()
     assert clean("".join(shown)) == "".join(shown)
+
+
+# --- 4. each cause named in "top causes" is cut at 80 characters ------------------------
+LONG_SITE = "app." + "a" * 400 + "b" * 400
+LONG_CUT = "app." + "a" * 36 + "…" + "b" * 39  # 80 columns, cut in the middle
+
+
+def _long_cause_log(tmp_path: Path) -> Path:
+    causes = [site(LONG_SITE, overhead_ms=0.5), site("app.mw.Short", ms=0.05, overhead_ms=0.2)]
+    return _log(tmp_path, line(sites=causes, overhead_ms=0.7, work_ms=0.4))
+
+
+def test_each_cause_in_the_table_is_cut_at_80(run_cli: RunCli, tmp_path: Path) -> None:
+    log = _long_cause_log(tmp_path)
+    text = run_cli(log, "--format", "text", "--no-legend").out
+    assert f"  {LONG_CUT} 71.4%, mw.Short 28.6%\n" in text
+    assert max(map(cells, text.splitlines()[:6])) < 220
+    markdown = run_cli(log, "--format", "markdown", "--no-legend").out
+    assert f"| {LONG_CUT} 71.4%, mw.Short 28.6% |\n" in markdown
+    document = json.loads(run_cli(log, "--format", "json").out)
+    assert document["rows"][0]["causes"][0]["site"] == LONG_SITE
+    rich = io.StringIO()
+    render.render_rich(document, rich, width=400, legend=False)
+    assert f"  {LONG_CUT} 71.4%, mw.Short 28.6%\n" in rich.getvalue()
+    assert LONG_SITE in run_cli(log, "--format", "csv").out
+
+
+def test_wide_keeps_every_cause_whole(run_cli: RunCli, tmp_path: Path) -> None:
+    log = _long_cause_log(tmp_path)
+    for format_name in ("text", "markdown"):
+        output = run_cli(log, "--format", format_name, "--wide").out
+        assert f"{LONG_SITE} 71.4%, mw.Short 28.6%" in output
+
+
+def test_a_long_call_site_is_cut_at_80_keeping_its_file_and_line(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    where = "/srv/" + "d/" * 60 + "views.py:42"
+    causes = [site("QuerySet.aget", "orm", call_site=f"{where} in handler", overhead_ms=0.5)]
+    log = _log(tmp_path, line(sites=causes, overhead_ms=0.5, work_ms=0.4))
+    text = run_cli(log, "--format", "text", "--endpoint", "GET /items/<int:pk>/").out
+    assert f"  …{where[-79:]}  " in text
+    wide = run_cli(log, "--format", "text", "--endpoint", "GET /items/<int:pk>/", "--wide").out
+    assert f"  {where} in handler  " in wide

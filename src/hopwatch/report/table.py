@@ -59,6 +59,9 @@ class Column:
     shown: Callable[[list[Row]], bool] = _always
     #: For a flexible column: the cell at a given width (default: cut in the middle).
     fit: Callable[[Row, int], str] | None = None
+    #: For a column with its own fit (cell: cut at LABEL_LIMIT as fit cuts, or each
+    #: name of a list cut there): the cell with every name whole, for --wide.
+    whole: Callable[[Row], str] | None = None
 
 
 def truncate_middle(value: str, width: int) -> str:
@@ -100,12 +103,15 @@ def _cause_share(cause: Row) -> float | None:
     return share if share is not None else cause["share"]
 
 
-def causes_cell(row: Row, width: int | None) -> str:
+def causes_cell(row: Row, width: int | None, limit: int | None = LABEL_LIMIT) -> str:
     """The row's top causes with their share of its overhead (of its hop time for lines
-    without overhead), as many as fit ``width`` (None: up to :data:`CAUSES_SHOWN`)."""
+    without overhead), as many as fit ``width`` (None: up to :data:`CAUSES_SHOWN`), each
+    name cut in the middle past ``limit`` columns as a label is (None: whole, --wide)."""
     causes = row["causes"][:CAUSES_SHOWN]
     names = [fmt.short_site(c["site"], c["call_site"]) for c in causes]
-    pairs = [(_cause_name(c, names), f" {fmt.percent(_cause_share(c))}") for c in causes]
+    pairs = [
+        (_cut(_cause_name(c, names), limit), f" {fmt.percent(_cause_share(c))}") for c in causes
+    ]
     parts = [name + share for name, share in pairs]
     if not parts:
         return "-"
@@ -129,6 +135,10 @@ def causes_cell(row: Row, width: int | None) -> str:
             return truncate_middle(part, width)
         return truncate_middle(name, room) + share + more_text
     return shown
+
+
+def _cut(name: str, limit: int | None) -> str:
+    return name if limit is None else truncate_middle(name, limit)
 
 
 def _label(row: Row) -> str:
@@ -354,6 +364,7 @@ ENDPOINT_COLUMNS: Final = (
         drop=5,
         flexible=28,
         fit=causes_cell,
+        whole=lambda r: causes_cell(r, None, limit=None),
     ),
 )
 
@@ -476,12 +487,13 @@ CAUSE_COLUMNS: Final = (
     Column(
         "call_site",
         "call site",
-        lambda r: fmt.clean(r["call_site"] or "-"),
+        lambda r: _call_site_cell(r, LABEL_LIMIT),
         "for orm and other causes: your line that made the call",
         right=False,
         drop=5,
         flexible=16,
         fit=_call_site_cell,
+        whole=lambda r: fmt.clean(r["call_site"] or "-"),
     ),
     Column(
         "requests",
@@ -515,11 +527,15 @@ def columns(document: Document, *, wide: bool = False) -> list[Column]:
 class Layout:
     columns: list[Column]
     widths: list[int]
+    #: --wide: every name whole
+    whole: bool = False
 
     def cells(self, row: Row) -> list[str]:
         cells = []
         for column, width in zip(self.columns, self.widths, strict=True):
-            if column.flexible and column.fit is not None:
+            if self.whole and column.whole is not None:
+                cells.append(column.whole(row))
+            elif column.flexible and column.fit is not None:
                 cells.append(column.fit(row, width))
             elif column.flexible:
                 cells.append(truncate_middle(column.cell(row), width))
@@ -544,10 +560,10 @@ class Layout:
 
 
 def _natural(column: Column, rows: list[Row], cap: bool) -> int:
-    values = [column.cell(row) for row in rows]
-    natural = max([fmt.cells(column.header), *map(fmt.cells, values)])
-    # a name is cut at LABEL_LIMIT even with room to spare (not with --wide); a list of
-    # causes is not
+    cell = column.whole if not cap and column.whole is not None else column.cell
+    natural = max([fmt.cells(column.header), *(fmt.cells(cell(row)) for row in rows)])
+    # a name is cut at LABEL_LIMIT even with room to spare (not with --wide); so is each
+    # name in a list of causes (by its cell), not the list
     limited = cap and column.flexible and column.fit is None
     return min(natural, LABEL_LIMIT) if limited else natural
 
@@ -567,7 +583,7 @@ def fit(
     chosen = list(chosen)
     natural = {column.key: _natural(column, rows, cap=not wide) for column in chosen}
     if width is None:
-        return Layout(chosen, [natural[c.key] for c in chosen])
+        return Layout(chosen, [natural[c.key] for c in chosen], whole=wide)
 
     def floor(column: Column, label_whole: bool) -> int:
         if not column.flexible:
@@ -594,7 +610,7 @@ def fit(
             spare += give
             if spare >= 0:
                 break
-    return Layout(kept, [widths[c.key] for c in kept])
+    return Layout(kept, [widths[c.key] for c in kept], whole=wide)
 
 
 def legend(layout: Layout) -> list[tuple[str, str]]:
