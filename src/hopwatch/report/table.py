@@ -213,8 +213,7 @@ ENDPOINT_COLUMNS: Final = (
         "label",
         "endpoint",
         _label,
-        "method and URL pattern (--by view: the view); (no view): requests no URL pattern"
-        " resolved",
+        "method and URL pattern (--by view: the view); (no view): requests no URL pattern resolved",
         right=False,
         flexible=16,
     ),
@@ -273,9 +272,11 @@ ENDPOINT_COLUMNS: Final = (
     Column(
         "overhead_total",
         "overhead",
-        lambda r: NA
-        if _part(r, "overhead_ms", "total") is None
-        else fmt.duration(_part(r, "overhead_ms", "total")),
+        lambda r: (
+            NA
+            if _part(r, "overhead_ms", "total") is None
+            else fmt.duration(_part(r, "overhead_ms", "total"))
+        ),
         "overhead summed over the requests logged: what this endpoint's hops cost in all"
         " (the default sort)",
         shown=_with_overhead,
@@ -367,6 +368,7 @@ ENDPOINT_COLUMNS: Final = (
         whole=lambda r: causes_cell(r, None, limit=None),
     ),
 )
+
 
 def _cause_costs(
     over: str, share_of: str, share_drop: int, hop_drop: int
