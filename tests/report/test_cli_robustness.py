@@ -265,3 +265,68 @@ def test_a_symbolic_link_loop_is_named_as_one(
         2,
         "hopwatch report: cannot read absent.log: no such file or directory\n",
     )
+
+
+# --- file names in messages: escaped as the report escapes log content ------------------------
+
+#: Sets the terminal's title, rings its bell, turns the rest of the line around (no
+#: glob character: "[2J", which clears the screen, would make the name a glob).
+EVIL = "bad\x1b]0;owned\x07\u202ename"
+SHOWN = "bad\\x1b]0;owned\\x07\\u202ename"
+
+
+def test_a_file_name_found_in_a_directory_is_escaped_in_a_message(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / f"{EVIL}.gz").write_bytes(b"\x1f\x8b\x08garbagegarbage")
+    result = run_cli(logs, "--jobs", "1")
+    assert (result.status, result.out) == (2, "")
+    assert result.err == (
+        f"hopwatch report: cannot read {logs}/{SHOWN}.gz: corrupt gzip data"
+        " (unknown header flags set)\n"
+    )
+
+
+def test_a_directory_that_cannot_be_listed_is_escaped_in_a_message(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    # a directory too deep to be named (ENAMETOOLONG): an error reading a directory below
+    # the one given, as "Permission denied" is for a user, and as root too
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    part = EVIL + "d" * 200
+    depth = 4200 // len(part.encode()) + 1
+    fd = os.open(logs, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir(part, dir_fd=fd)
+            below = os.open(part, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+    finally:
+        os.close(fd)
+    result = run_cli(logs, "--jobs", "1")
+    assert (result.status, result.out) == (2, "")
+    assert result.err.startswith(f"hopwatch report: cannot read {logs}/{SHOWN}d")
+    assert result.err.endswith(": File name too long\n") and result.err.count("\n") == 1
+    assert "\x1b" not in result.err and "\u202e" not in result.err
+
+
+def test_file_names_given_are_escaped_in_messages(
+    run_cli: RunCli, log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(f"{EVIL}.log")
+    assert result.err == f"hopwatch report: cannot read {SHOWN}.log: no such file or directory\n"
+    result = run_cli(f"{EVIL}*.log")
+    assert result.err == f"hopwatch report: no files match {SHOWN}*.log\n"
+    result = run_cli(log, "-o", f"{EVIL}/r.json")
+    assert (
+        result.err
+        == f"hopwatch report: cannot write {SHOWN}/r.json: no directory {tmp_path}/{SHOWN}\n"
+    )
+    result = run_cli(log, "-o", f"{EVIL}.json")
+    assert (result.status, result.err) == (0, f"hopwatch report: wrote {SHOWN}.json\n")
+    assert (tmp_path / f"{EVIL}.json").is_file()

@@ -26,6 +26,7 @@ from hopwatch._cli import (
 )
 from hopwatch.report import inputs, output, parallel, parse, rank, render, visual
 from hopwatch.report.scan import Filters, StatusFilter
+from hopwatch.report.text import clean
 
 FORMATS: Final = ("auto", "rich", "text", "json", "markdown", "csv", *visual.FORMATS)
 HELP: Final = "rank the worst endpoints from captured hopwatch logs"
@@ -312,5 +313,5 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         # no room for it in the output; json carries it in "summary", the page shows it
         print(f"hopwatch report: {render.summary_line(document)}", file=sys.stderr)
     if args.output:
-        print(f"hopwatch report: wrote {args.output}", file=sys.stderr)
+        print(f"hopwatch report: wrote {clean(args.output)}", file=sys.stderr)
     return 0 if document["summary"]["reported"] > 0 else 1

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Final
 
 from hopwatch._cli import os_error_reason
 from hopwatch.report.parse import MAX_LINE_BYTES
+from hopwatch.report.text import clean
 
 #: Bytes read per call; a block is this plus the end of the line it cut.
 BLOCK_BYTES: Final = 512 * 1024
@@ -77,7 +78,7 @@ def _file_source(path: str) -> Source:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - kept open for a stream, else closed here
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {os_error_reason(exc)}") from None
+        raise InputError(f"cannot read {clean(path)}: {os_error_reason(exc)}") from None
     try:
         info = os.fstat(handle.fileno())
         if stat.S_ISREG(info.st_mode):
@@ -86,7 +87,7 @@ def _file_source(path: str) -> Source:
             return Source(name=path, path=path, size=info.st_size, gzip=magic == GZIP_MAGIC)
     except OSError as exc:
         handle.close()
-        raise InputError(f"cannot read {path}: {os_error_reason(exc)}") from None
+        raise InputError(f"cannot read {clean(path)}: {os_error_reason(exc)}") from None
     # a FIFO, a pipe (<(command), /dev/stdin), a character device: read it once from
     # this handle; reopening it would lose data, seeking it fails ("Illegal seek")
     return Source(name=path, path=path, size=0, gzip=False, stream=handle)
@@ -106,7 +107,7 @@ def _walk(directory: str) -> list[str]:
 
 
 def _raise_walk_error(exc: OSError) -> None:
-    raise InputError(f"cannot read {exc.filename}: {os_error_reason(exc)}")
+    raise InputError(f"cannot read {clean(exc.filename)}: {os_error_reason(exc)}")
 
 
 def resolve(arguments: list[str]) -> list[Source]:
@@ -133,7 +134,7 @@ def resolve(arguments: list[str]) -> list[Source]:
         elif glob.has_magic(argument):
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
-                raise InputError(f"no files match {argument}")
+                raise InputError(f"no files match {clean(argument)}")
             for match in matches:
                 if os.path.isdir(match):
                     for path in _walk(match):
@@ -141,7 +142,7 @@ def resolve(arguments: list[str]) -> list[Source]:
                 else:
                     add_file(match)
         else:
-            raise InputError(f"cannot read {argument}: {_missing(argument)}")
+            raise InputError(f"cannot read {clean(argument)}: {_missing(argument)}")
     return sources
 
 
@@ -263,7 +264,7 @@ def read_source(
     try:
         handle = open(source.path, "rb")  # noqa: SIM115 - closed by the returned closer
     except OSError as exc:
-        raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
+        raise InputError(f"cannot read {clean(source.name)}: {os_error_reason(exc)}") from None
     if source.gzip:
         ahead = ReadAhead(gunzip_reader(handle.read))
 
@@ -276,7 +277,7 @@ def read_source(
         read = _range_reader(handle, start, end)
     except OSError as exc:
         handle.close()
-        raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
+        raise InputError(f"cannot read {clean(source.name)}: {os_error_reason(exc)}") from None
     return line_blocks(_guarded(read, source), on_too_long), handle.close
 
 
@@ -470,9 +471,13 @@ def _guarded(read: Callable[[int], bytes], source: Source) -> Callable[[int], by
             raise TruncatedInput(source.name) from None
         except Exception as exc:
             if isinstance(exc, tuple(_GZIP_ERRORS)):
-                raise InputError(f"cannot read {source.name}: corrupt gzip data ({exc})") from None
+                raise InputError(
+                    f"cannot read {clean(source.name)}: corrupt gzip data ({exc})"
+                ) from None
             if isinstance(exc, OSError):
-                raise InputError(f"cannot read {source.name}: {os_error_reason(exc)}") from None
+                raise InputError(
+                    f"cannot read {clean(source.name)}: {os_error_reason(exc)}"
+                ) from None
             raise
 
     return guarded

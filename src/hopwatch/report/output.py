@@ -22,6 +22,7 @@ import tempfile
 from typing import IO, Final
 
 from hopwatch._cli import os_error_reason
+from hopwatch.report.text import clean
 
 
 class OutputError(Exception):
@@ -47,7 +48,7 @@ class Output:
             self.stream: IO[str] = default
             return
         self.stream = io.StringIO()
-        name = path
+        name = clean(path)  # as the report shows file names: no terminal escapes
         try:
             info: os.stat_result | None = os.stat(path)  # through symbolic links
         except FileNotFoundError:
@@ -70,7 +71,7 @@ class Output:
         if not self.through:
             directory = os.path.dirname(os.path.abspath(self.target))
             if not os.path.isdir(directory):
-                raise OutputError(f"cannot write {name}: no directory {directory}")
+                raise OutputError(f"cannot write {name}: no directory {clean(directory)}")
             if not os.access(directory, os.W_OK):
                 raise OutputError(f"cannot write {name}: permission denied")
         if info is not None and not os.access(path, os.W_OK):
@@ -87,7 +88,9 @@ class Output:
                 with open(self.path, "w", encoding="utf-8") as file:
                     file.write(self.stream.getvalue())
             except OSError as exc:
-                raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
+                raise OutputError(
+                    f"cannot write {clean(self.path)}: {os_error_reason(exc)}"
+                ) from None
             return
         directory = os.path.dirname(os.path.abspath(self.target))
         temporary = None
@@ -102,7 +105,7 @@ class Output:
         except OSError as exc:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
-            raise OutputError(f"cannot write {self.path}: {os_error_reason(exc)}") from None
+            raise OutputError(f"cannot write {clean(self.path)}: {os_error_reason(exc)}") from None
 
 
 def _same_file(path: str, info: os.stat_result) -> bool:
