@@ -268,6 +268,22 @@ def test_the_threads_page_is_not_found_for_anyone_but_staff(threads_url, is_staf
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize(("is_staff", "status"), [(None, 404), (False, 404), (True, 200)])
+def test_the_threads_page_with_the_lazy_user_of_another_authentication_middleware(
+    threads_url, is_staff, status
+):
+    """A lazy ``request.user`` and no ``auser()``: the user is read in a thread (on
+    the event loop Django refuses the query: a 500 for every logged-in user)."""
+    stack = [
+        "hopwatch.middleware.HopwatchMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "tests.testapp.middleware.LazyUserMiddleware",
+    ]
+    with override_settings(MIDDLEWARE=stack):
+        response = asyncio.run(_client_as(is_staff).get(threads_url))
+    assert response.status_code == status
+
+
 def test_the_threads_page_for_staff(threads_url, monkeypatch):
     monkeypatch.setenv("ASGI_THREADS", "4")
     response = asyncio.run(_client_as(True).get(threads_url))

@@ -167,14 +167,37 @@ def is_installed() -> bool:
     return _installed
 
 
+def active_staff(user: Any) -> bool:
+    """Whether ``user`` is an active staff user (None, anonymous: no)."""
+    return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
+
+
+async def is_active_staff(request: Any) -> bool:
+    """Whether the request's user is active staff, asked as an async view may ask:
+    ``request.auser()`` (Django's AuthenticationMiddleware), else ``request.user``
+    read in a thread (another authentication middleware's: it may be lazy and
+    query, which Django refuses on the event loop). The profiles' staff trigger
+    and the threads page both ask this."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        return active_staff(await auser())
+    if not hasattr(request, "user"):
+        return False
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(lambda: active_staff(request.user))()
+
+
 __all__ = [
     "INTERFACE_ASGI",
     "INTERFACE_TEST_ASYNC_CLIENT",
     "INTERFACE_TEST_CLIENT",
     "INTERFACE_WSGI",
+    "active_staff",
     "current_request",
     "finish_request",
     "install",
+    "is_active_staff",
     "is_installed",
     "uninstall",
 ]

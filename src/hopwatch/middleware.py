@@ -19,11 +19,11 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
-from hopwatch._django import is_installed
+from hopwatch._django import active_staff, is_active_staff, is_installed
 from hopwatch._django_names import _named, names_of
 from hopwatch._django_scope import (
     INTERFACE_ASGI,
@@ -132,10 +132,6 @@ class HopwatchMiddleware:
 # --- profiling (hopwatch.profiling does the work; only profiled requests get here) ---
 
 
-def _staff(user: Any) -> bool:
-    return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
-
-
 # The profile is stopped first, as the request's own work ends: the staff check
 # that follows is not in it, and a request cancelled during the check (the client
 # went away) cannot leave it running. The check's hops (``request.auser()`` can
@@ -150,7 +146,7 @@ def _profiled(request: HttpRequest, record: RequestRecord, response: Any) -> Any
     if profiling.needs_staff_check(stopped):
         try:
             with outside_requests():
-                is_staff = _staff(getattr(request, "user", None))
+                is_staff = active_staff(getattr(request, "user", None))
         except Exception as exc:
             _errors.report("checking the profiling user", exc)
             is_staff = False
@@ -165,22 +161,11 @@ async def _aprofiled(request: HttpRequest, record: RequestRecord, response: Any)
     if profiling.needs_staff_check(stopped):
         try:
             with outside_requests():
-                is_staff = await _is_staff_async(request)
+                is_staff = await is_active_staff(request)
         except Exception as exc:
             _errors.report("checking the profiling user", exc)
             is_staff = False
     return await profiling.akeep(record, stopped, response, is_staff)
-
-
-async def _is_staff_async(request: HttpRequest) -> bool:
-    auser = getattr(request, "auser", None)  # set by AuthenticationMiddleware
-    if auser is not None:
-        return _staff(await auser())
-    if not hasattr(request, "user"):
-        return False
-    # Set by another authentication middleware: it may be lazy and query, so
-    # evaluate it in a thread.
-    return await sync_to_async(lambda: _staff(request.user))()
 
 
 # header name -> its META key ("X-Request-ID" -> "HTTP_X_REQUEST_ID"), or None

@@ -17,16 +17,11 @@ from typing import Any
 from django.http import Http404, HttpRequest, JsonResponse
 
 from hopwatch import _process
-
-
-async def _is_staff(request: HttpRequest) -> bool:
-    auser = getattr(request, "auser", None)  # set by AuthenticationMiddleware
-    user: Any = await auser() if auser is not None else getattr(request, "user", None)
-    return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
+from hopwatch._django import is_active_staff
 
 
 async def threads(request: HttpRequest) -> JsonResponse:
-    if not await _is_staff(request):
+    if not await is_active_staff(request):
         raise Http404
     from hopwatch import apps
 

@@ -85,3 +85,18 @@ class StalledUserLookupMiddleware:
 
         request.auser = auser
         return await self.get_response(request)
+
+
+class LazyUserMiddleware:
+    """Authentication as a middleware written before Django 5 does it: a lazy
+    ``request.user`` (it queries when first read), and no ``request.auser``."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.contrib.auth import get_user
+        from django.utils.functional import SimpleLazyObject
+
+        request.user = SimpleLazyObject(lambda: get_user(request))
+        return self.get_response(request)
