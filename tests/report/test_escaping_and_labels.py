@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hopwatch.report import render
-from hopwatch.report.text import cells, clean
+from hopwatch.report.text import cells, clean, percent
 from tests.report.conftest import Run
 from tests.report.detail_samples import crossing, detailed_line
 from tests.report.samples import line, site
@@ -209,3 +209,44 @@ def test_a_long_call_site_is_cut_at_80_keeping_its_file_and_line(
     assert f"  …{where[-79:]}  " in text
     wide = run_cli(log, "--format", "text", "--endpoint", "GET /items/<int:pk>/", "--wide").out
     assert f"  {where} in handler  " in wide
+
+
+# --- 5. ovh % above 100% ---------------------------------------------------------------
+ABOVE_NOTE = (
+    " lines' overhead_ms add up to more than their duration_ms. The overhead sums each"
+    " crossing's own wait and hand-off, so crossings that ran at the same time (calls"
+    " gathered onto one thread, each queued behind the others) can add up to more than"
+    " the request lasted, and so can a line whose fields disagree. --format json has the"
+    " ratio (overhead_share).\n"
+)
+
+
+def _above_full_log(tmp_path: Path) -> Path:
+    return _log(
+        tmp_path,
+        line(overhead_ms=40, work_ms=0.5, duration_ms=1, hop_ms=41, wait_ms=20),
+        line(route="/ok/", overhead_ms=0.5, work_ms=0.5, duration_ms=10, wait_ms=0.2),
+    )
+
+
+def test_an_overhead_above_the_requests_time_reads_above_100_and_says_why(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    log = _above_full_log(tmp_path)
+    text = run_cli(log, "--format", "text", "--no-legend").out
+    rows = text.split("\n\n")[1].splitlines()
+    assert rows[1].split()[7:11] == ["40.0", "ms", ">100%", "0.500"]  # overhead, ovh %
+    assert rows[2].split()[7:11] == ["0.5", "ms", "5.0%", "0.500"]
+    assert "4000.0%" not in text
+    assert f"\novh % reads >100% for GET /items/<int:pk>/: its{ABOVE_NOTE}" in text
+    detail = run_cli(log, "--endpoint", "GET /items/<int:pk>/", "--no-legend").out
+    assert "40.0 ms in all, >100% of the requests' time;" in detail
+    assert f"\noverhead reads >100% of the requests' time: the{ABOVE_NOTE}" in detail
+    document = json.loads(run_cli(log, "--format", "json").out)
+    assert [row["overhead_share"] for row in document["rows"]] == [40.0, 0.05]
+
+
+def test_a_share_reads_above_100_only_past_100_0() -> None:
+    assert percent(1.0) == "100.0%" and percent(1.0004) == "100.0%"
+    assert percent(1.0006) == ">100%" and percent(40.0) == ">100%"
+    assert percent(0.05) == "5.0%" and percent(None) == "-"

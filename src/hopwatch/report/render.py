@@ -149,9 +149,40 @@ def _sections(
         notes.legend_lines(layout, width) if legend else [],
         notes.left_out_lines(left, width) if document["by"] != "site" or detail else [],
         notes.missing_overhead_lines(document, width),
+        _above_full_lines(document, width),
         notes.fixable_lines(document, width),
     ]
     return [block for block in blocks if block]
+
+
+def _above_full_lines(document: Document, width: int | None) -> list[str]:
+    """Why the overhead's share of the requests' time reads >100% (fmt.percent) in some
+    rows, and where the ratio is."""
+    if document["by"] == "site":  # its ovh % is a cause's part of all the overhead
+        return []
+    above = [
+        row
+        for row in document["rows"]
+        if row.get("overhead_share") is not None
+        and fmt.percent(row["overhead_share"]) == fmt.ABOVE_FULL
+    ]
+    if not above:
+        return []
+    if document.get("endpoint") is not None:
+        lead = f"overhead reads {fmt.ABOVE_FULL} of the requests' time: the"
+    else:
+        names = ", ".join(fmt.clean(row["label"], table.LABEL_LIMIT) for row in above[:3])
+        more = f" and {len(above) - 3:,} more" if len(above) > 3 else ""
+        whose = "its" if len(above) == 1 else "their"
+        lead = f"ovh % reads {fmt.ABOVE_FULL} for {names}{more}: {whose}"
+    line = (
+        f"{lead} lines' overhead_ms add up to more than their duration_ms. The overhead"
+        " sums each crossing's own wait and hand-off, so crossings that ran at the same"
+        " time (calls gathered onto one thread, each queued behind the others) can add up"
+        " to more than the request lasted, and so can a line whose fields disagree."
+        " --format json has the ratio (overhead_share)."
+    )
+    return notes.wrap(line, width, "  ")
 
 
 def _title(document: Document) -> str:

@@ -140,7 +140,17 @@ def duration(value_ms: float | None) -> str:
 
 
 def percent(share: float | None) -> str:
-    return "-" if share is None else f"{settled(share) * 100:.1f}%"
+    """A share in percent. Above 100% it reads ``>100%``: such a ratio is no share of
+    anything (crossings that overlapped each count their own overhead, or lines whose
+    fields disagree; see docs/report.md), and --format json keeps it exact."""
+    if share is None:
+        return "-"
+    shown = f"{settled(share) * 100:.1f}"
+    return ABOVE_FULL if float(shown) > 100 else f"{shown}%"
+
+
+#: A share above 100%, as printed.
+ABOVE_FULL: Final = ">100%"
 
 
 def mean(value: float | None) -> str:
