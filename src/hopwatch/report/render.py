@@ -125,8 +125,7 @@ def _left_out_row(document: Document) -> Row | None:
         "endpoints": None,
         "count_per_request": left["count"] / requests if requests else None,
         "overhead_per_request": (
-            left["overhead_ms"] / requests if left["overhead_ms"] is not None and requests
-            else None
+            left["overhead_ms"] / requests if left["overhead_ms"] is not None and requests else None
         ),
         "overhead_ms": left["overhead_ms"],
         "overhead_share": left["overhead_share"],
@@ -142,8 +141,10 @@ def _sections(
 ) -> list[list[str]]:
     """The blocks of lines under the table, in order."""
     detail = document.get("endpoint") is not None
-    left = (document["rows"][0].get("left_out") if document["rows"] else None) if detail else (
-        document["summary"].get("left_out")
+    left = (
+        (document["rows"][0].get("left_out") if document["rows"] else None)
+        if detail
+        else (document["summary"].get("left_out"))
     )
     blocks = [
         notes.legend_lines(layout, width) if legend else [],
