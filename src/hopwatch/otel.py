@@ -74,11 +74,25 @@ _SPAN_KEY: Final = "otel_span"
 _CALL_SITE = re.compile(r"(?P<path>.+):(?P<line>\d+) in (?P<function>.+)")
 
 
+def _django_route(record: RequestRecord) -> str | None:
+    """The matched URL pattern as Django writes it (``items/<int:pk>/``, a regex
+    pattern as written), which is what OpenTelemetry's Django instrumentation
+    puts in ``http.route``: hopwatch's series join with its ``http.server``
+    ones. None when no pattern matched (never the raw path), or the pattern is
+    empty (the root's ``path("", ...)``: the instrumentation sets none either)."""
+    if record.route is None:
+        return None
+    match = getattr(record.request, "resolver_match", None)
+    route = getattr(match, "route", None)
+    return route if isinstance(route, str) and route else None
+
+
 def http_attributes(record: RequestRecord) -> dict[str, Any]:
     """``http.route``, ``http.request.method``, ``http.response.status_code``: bounded."""
     attributes: dict[str, Any] = {}
-    if record.route is not None:  # the URL pattern; an unmatched path is never used
-        attributes["http.route"] = record.route
+    route = _django_route(record)
+    if route is not None:
+        attributes["http.route"] = route
     method = (record.method or "").upper()
     attributes["http.request.method"] = method if method in _METHODS else OTHER
     if record.status is not None:
@@ -250,9 +264,11 @@ def _hop_attributes(hop: Hop) -> dict[str, Any]:
     if cause.call_site:
         match = _CALL_SITE.fullmatch(cause.call_site)
         if match is not None:
-            attributes["code.filepath"] = match["path"]
-            attributes["code.lineno"] = int(match["line"])
-            attributes["code.function"] = match["function"]
+            # Semantic conventions 1.30 and later (code.filepath, code.lineno and
+            # code.function before, now deprecated).
+            attributes["code.file.path"] = match["path"]
+            attributes["code.line.number"] = int(match["line"])
+            attributes["code.function.name"] = match["function"]
     return attributes
 
 

@@ -105,7 +105,8 @@ def test_one_child_span_per_crossing_under_the_request_span(otel_on, log_lines):
     assert totals.attributes["hopwatch.max_depth"] == 3
     assert totals.attributes["hopwatch.pinned_by"] == line["pinned_by"]
     assert totals.attributes["hopwatch.spans_dropped"] == 0
-    assert totals.attributes["http.route"] == "/nested/"
+    # as Django and OpenTelemetry's Django instrumentation write it
+    assert totals.attributes["http.route"] == "nested/"
     assert all(totals.start_time <= s.start_time and s.end_time <= totals.end_time for s in spans)
     # One offset per request turns its perf_counter_ns readings into epoch time...
     for hop, span in zip(hops, spans, strict=True):
@@ -122,11 +123,11 @@ def test_the_user_call_site_and_a_failing_crossing(otel_on, db):
     lines, first = inspect.getsourcelines(views.orm_count_view)
     line = first + next(i for i, text in enumerate(lines) if "acount()" in text)
     assert acount.name == "sync_to_async QuerySet.acount"
-    assert acount.attributes["code.filepath"] == "tests/testapp/views.py"
-    assert acount.attributes["code.lineno"] == line
-    assert acount.attributes["code.function"] == "orm_count_view"
+    assert acount.attributes["code.file.path"] == "tests/testapp/views.py"
+    assert acount.attributes["code.line.number"] == line
+    assert acount.attributes["code.function.name"] == "orm_count_view"
     # Middleware causes have no user call site: no code.* attributes.
-    assert all("code.lineno" not in s.attributes for s in crossings() if s is not acount)
+    assert all("code.line.number" not in s.attributes for s in crossings() if s is not acount)
 
     EXPORTER.clear()
     asgi_traced("/sync-error/")  # a sync view under ASGI: it raises inside its crossing
@@ -162,6 +163,22 @@ def test_under_opentelemetrys_django_middleware(otel_on, log_lines):
     totals = summary()
     assert totals.parent.span_id == request.context.span_id
     assert totals.attributes["hopwatch.hops"] == line["hops"]
+
+
+@pytest.mark.parametrize("path", ["/plain/", "/regex/12/page-3/", "/api/datasets/7/"])
+def test_http_route_is_the_one_opentelemetrys_django_instrumentation_gives(otel_on, path, db):
+    """So hopwatch's series and spans join OpenTelemetry's own http.server ones on it:
+    Django's pattern as written (no leading "/", a re_path's regex as it is)."""
+    middleware = list(settings.MIDDLEWARE)
+    with override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=middleware):
+        DjangoInstrumentor().instrument(tracer_provider=TRACER_PROVIDER)
+        try:
+            assert asyncio.run(asgi_call(ASGIHandler(), path)).status == 200
+        finally:
+            DjangoInstrumentor().uninstrument()
+    request = server_span("opentelemetry.instrumentation.django")
+    assert summary().attributes["http.route"] == request.attributes["http.route"]
+    assert not request.attributes["http.route"].startswith("/")
 
 
 def test_under_opentelemetrys_wsgi_middleware_the_request_span_gets_the_totals(
