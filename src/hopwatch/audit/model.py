@@ -123,6 +123,23 @@ def _first_not_async_capable(
     return None
 
 
+def _first_async_only(
+    facts: Sequence[MiddlewareFacts], chain: Sequence[int], modes: Sequence[str | None]
+) -> int | None:
+    """The middleware the recorder blames for the top's ``async_to_sync`` under WSGI
+    (``_django_causes._async_only_below``): the first one that cannot run sync, a
+    function-based one (whose flags are on its factory) only when no other is."""
+    first_function = None
+    for index in chain:
+        fact = facts[index]
+        if fact.kind == "function":
+            if first_function is None and modes[index] == ASYNC:
+                first_function = index
+        elif not fact.sync_capable:
+            return index
+    return first_function
+
+
 def simulate(
     facts: Sequence[MiddlewareFacts],
     interface: str,
@@ -169,11 +186,17 @@ def simulate(
                     "adaptation (into the chain)",
                 )
             )
-        else:
+        else:  # async_to_sync into an async chain: blame the async-only entry that made it so
             adapter = a2s(encloses_the_rest=True)
+            blamed = _first_async_only(facts, chain, modes)
+            where = top if blamed is None else blamed
             hops.append(
                 PredictedHop(
-                    "middleware", facts[top].site_name, adapter, top, "adaptation (into the chain)"
+                    "middleware",
+                    facts[where].site_name,
+                    adapter,
+                    where,
+                    "adaptation (into the chain)",
                 )
             )
 
