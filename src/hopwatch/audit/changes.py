@@ -215,7 +215,9 @@ def candidates(
 def rank(changes: Sequence[Change], traffic: Traffic, hop_tax: HopTax | None) -> list[Ranked]:
     """The changes that save crossings for ``traffic``, most saved first; then those that
     cost crossings but free the worker thread each ASGI request holds (fewer crossings is
-    not always better: docs/audit.md, "Pinned threads")."""
+    not always better: docs/audit.md, "Pinned threads"). A change that makes each ASGI
+    request hold a thread is offered only when it saves crossings (not for a few µs of
+    cheaper ones)."""
     ranked = []
     for change in changes:
         hops = 0.0
@@ -237,6 +239,9 @@ def rank(changes: Sequence[Change], traffic: Traffic, hop_tax: HopTax | None) ->
         saves = hops > 0 or (us is not None and us > 0)
         asgi = traffic.share(ASGI, "async_view") + traffic.share(ASGI, "sync_view")
         if not saves and not (change.frees_thread and asgi):
+            continue
+        if change.pins_thread and not change.pinned_before and asgi and hops <= 0:
+            # no crossing saved, only cheaper ones: not worth a worker thread per request
             continue
         total = us * traffic.requests / 1000 if us is not None and traffic.requests else None
         ranked.append(Ranked(change, hops, us, total))

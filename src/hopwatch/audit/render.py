@@ -308,16 +308,28 @@ def _traffic_words(traffic: Traffic, priced_by_tax: bool) -> str:
 
 
 def _saving_words(item: Ranked, logs: bool) -> str:
-    if item.hops <= 0:  # a trade: crossings for the thread each request holds
-        cost = f"costs {-item.hops:.1f} more crossings per request"
-        if item.us is not None:
-            cost += f" (~{_us(-item.us)})"
-        return f"{cost}, but frees the worker thread each ASGI request holds"
-    words = f"saves {item.hops:.1f} crossings per request"
-    if item.us is not None:
-        words += f" (~{_us(item.us)})"
-    if logs and item.total_ms is not None:
-        words += f", {item.total_ms / 1000:,.2f} s over the logged requests"
+    """What the change does per request, as the JSON's ``saving`` and thread fields say:
+    the crossings saved (or added), their time at their price, the worker thread."""
+    hops = round(item.hops, 1) + 0.0  # + 0.0: no "-0.0"
+    if hops > 0:
+        words = f"saves {hops:.1f} crossings per request"
+    elif hops < 0:
+        words = f"costs {-hops:.1f} more crossings per request"
+    else:
+        words = "as many crossings per request"
+    dearer = False
+    if item.us is not None and round(item.us):
+        if item.us < 0:
+            words += f" (~{_us(-item.us)} more)"
+            dearer = True
+        else:
+            words += f" (~{_us(item.us)}{'' if hops > 0 else ' less'})"
+    if logs and item.total_ms is not None and round(item.total_ms / 1000, 2):
+        more = " more" if item.total_ms < 0 else ""
+        words += f", {abs(item.total_ms) / 1000:,.2f} s{more} over the logged requests"
+    if item.change.frees_thread:
+        words += f", {'but' if hops < 0 or dearer else 'and'} frees the worker thread each"
+        words += " ASGI request holds"
     return words
 
 
@@ -328,11 +340,11 @@ def _cells_words(item: Ranked, traffic: Traffic) -> str:
         if before != after and (traffic.share(interface, kind) or traffic.source != FROM_LOGS):
             shown.append(f"{interface.upper()} {kind.replace('_', ' ')} {before} -> {after}")
     held = (
-        "; a worker thread is then held for each request"
+        "a worker thread is then held for each request"
         if item.change.pins_thread
-        else "; no thread held"
+        else "no thread held"
     )
-    return ", ".join(shown) + held
+    return "; ".join([", ".join(shown), held] if shown else [held])
 
 
 def changes_lines(audit: Audit) -> list[str]:

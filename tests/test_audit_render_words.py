@@ -1,0 +1,90 @@
+"""The audit's words say what its JSON says: the crossings a change saves or adds, their
+time, the worker thread; and it offers no change that saves no crossing yet makes each
+request hold a thread."""
+
+from __future__ import annotations
+
+import json
+
+from django.test import override_settings
+from django.utils.deprecation import MiddlewareMixin
+
+from hopwatch import audit
+from hopwatch.audit import changes
+
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+HERE = "tests.test_audit_render_words"
+WSGI_LINE = (
+    "  1. serve the sync-view endpoints under WSGI (a WSGI server for their routes): a sync"
+    " view needs no crossing there: saves 2.5 crossings per request (~{us} µs)"
+)
+
+
+class OnlyExc(MiddlewareMixin):
+    """Only process_exception: no crossing on a request that raises nothing."""
+
+    def process_exception(self, request, exception):
+        return None
+
+
+class SyncOnly(MiddlewareMixin):
+    sync_capable = True
+    async_capable = False
+
+    def process_request(self, request):
+        return None
+
+
+def audited(stack):
+    with override_settings(MIDDLEWARE=stack):
+        report = audit.audit_settings()
+    report.hop_tax = audit.HopTax(100.0, 50.0, 800.0, samples=3, instrumented=False)
+    return report
+
+
+def lead(report) -> list[str]:
+    return audit.render_to_string(report, "text").split("\n\n")[1].splitlines()[1:]
+
+
+def test_no_change_is_offered_that_saves_no_crossing_and_pins_a_thread():
+    """Before: 'list a subclass of OnlyExc ... costs -0.0 more crossings per request
+    (~-50 µs), but frees the worker thread each ASGI request holds', then '     ; a
+    worker thread is then held for each request', where the JSON said 0 crossings, 50 µs
+    saved (cheaper crossings), pins_thread true, frees_thread false."""
+    report = audited([SESSION, f"{HERE}.OnlyExc"])
+    assert lead(report) == [
+        WSGI_LINE.format(us=250),
+        "     ASGI sync view 5 -> 0; no thread held",
+        "needs nothing: #2 OnlyExc",
+        "Django's own middleware (#1): nothing to change in them; a chain-wide change above"
+        " is what removes their hops",
+    ]
+    found = json.loads(audit.render_to_string(report, "json"))["changes"]
+    assert [change["change"] for change in found] == [changes.WSGI_SYNC_VIEWS]
+
+
+def test_a_trade_that_frees_a_thread_says_what_it_costs():
+    """Rewriting a sync-only middleware that is last: as many crossings, dearer ones (an
+    async_to_sync becomes a sync_to_async), and no thread held any more."""
+    report = audited([SESSION, f"{HERE}.SyncOnly"])
+    assert lead(report)[:4] == [
+        WSGI_LINE.format(us=225),
+        "     ASGI sync view 5 -> 0; a worker thread is then held for each request",
+        "  2. rewrite #2 SyncOnly natively async (sync and async capable, no MiddlewareMixin"
+        " hooks; docs/audit.md has the pattern): as many crossings per request (~50 µs more),"
+        " but frees the worker thread each ASGI request holds",
+        "     no thread held",
+    ]
+    trade = json.loads(audit.render_to_string(report, "json"))["changes"][1]
+    assert trade["saving"]["hops_per_request"] == 0.0
+    assert trade["saving"]["us_per_request"] == -50.0
+    assert trade["frees_thread"] and not trade["pins_thread"]
+
+
+def test_a_saving_that_frees_a_thread_says_both():
+    report = audited([f"{HERE}.SyncOnly", SESSION])
+    assert lead(report)[4] == (
+        "  3. rewrite #1 SyncOnly natively async (sync and async capable, no MiddlewareMixin"
+        " hooks; docs/audit.md has the pattern): saves 2.0 crossings per request (~150 µs),"
+        " and frees the worker thread each ASGI request holds"
+    )
