@@ -371,6 +371,22 @@ def test_nested_hops_figures(toolbar, log_lines):
     assert summary["work_ns"] < sum(r["run_ns"] for r in rows)
 
 
+def test_work_leaves_out_the_nested_overhead_of_an_outer_hop_not_kept(toolbar, log_lines):
+    """Past the record's limit the outermost crossing (it finishes last) is not kept:
+    its nested crossings' overhead is not taken from the kept outer hops' run time
+    (it was: "Work in hops 0.000 ms" once they outweighed it)."""
+    result = asgi_request("/nested-dropped/", headers=[(b"x-request-id", b"dropped-1")])
+    assert result.status == 200
+    stats = stored_stats(dict(result.headers)[b"djdt-request-id"].decode())
+    rows, summary = stats["rows"], stats["summary"]
+    line = line_for(log_lines, "dropped-1")
+    assert line["hops"] == PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI + 3
+    assert len(rows) + len(stats["tool_rows"]) + stats["dropped"] == line["hops"]
+    nested = [r for r in rows if r["site"].startswith("tests.")]
+    assert [r["depth"] for r in nested] == [2, 3]  # the outermost (depth 1) not kept
+    assert summary["work_ns"] == sum(r["run_ns"] for r in rows if r["depth"] == 1)
+
+
 # --- what the panel must not do -----------------------------------------------------
 
 
@@ -584,7 +600,13 @@ def test_check_without_the_app(toolbar):
     apps = [a for a in TOOLBAR["INSTALLED_APPS"] if a != "hopwatch"]
     with override_settings(INSTALLED_APPS=apps):
         (warning,) = HopsPanel.run_checks()
-    assert warning.id == "hopwatch.W020"
+        middleware = [m for m in TOOLBAR["MIDDLEWARE"] if not m.startswith("hopwatch.")]
+        with override_settings(MIDDLEWARE=middleware):
+            (without_middleware,) = HopsPanel.run_checks()
+    assert warning.id == without_middleware.id == "hopwatch.W020"
+    # The middleware installs hopwatch itself: the panel has hops, the checks are missing.
+    assert warning.msg.endswith("the panel shows hops, but hopwatch's system checks are not run.")
+    assert without_middleware.msg.endswith("the panel will have no hops to show.")
 
 
 # --- an optional extra ------------------------------------------------------------------

@@ -9,6 +9,7 @@ urlpatterns = [
     path("sync/", views.sync_page),
     path("nested/", nested_view),
     path("many/", views.many_hops_page),
+    path("nested-dropped/", views.nested_dropped_page),
     # The route pattern itself is markup-like: "<str:name>" must be escaped.
     path("hostile/<str:name>/", views.hostile_page),
     # Unconditionally (debug_toolbar_urls() is empty unless DEBUG was on at import).

@@ -50,6 +50,18 @@ async def many_hops_page(request):
     return HttpResponse(PAGE.format(title="many"))
 
 
+async def nested_dropped_page(request):
+    """The crossings of /nested/ (depths 1, 2, 3), in a record that keeps only two
+    more hops one by one: the outermost of them finishes last and is not kept."""
+    from hopwatch._django import current_request
+    from tests.testapp.views import _middle
+
+    record = current_request()
+    record.detail_limit = len(record.details) + 2
+    await sync_to_async(_middle)()
+    return HttpResponse(PAGE.format(title="nested, dropped"))
+
+
 def sync_page(request):
     return HttpResponse(PAGE.format(title="sync"))
 

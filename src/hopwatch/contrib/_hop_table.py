@@ -132,6 +132,11 @@ def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> di
 def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any]:
     overhead = wait = resume = outer_run = nested_overhead = 0
     used_threads = {record.handler_thread_id}
+    # Work is the outermost hops' run time less the overhead nested in them: only
+    # in those listed. Past the record's limit an outermost hop (it finishes last)
+    # may not be kept while hops nested in it are: their overhead is in no run
+    # time listed here.
+    outermost = {id(hop) for hop in hops if hop.depth == base}
     for hop in hops:
         cost: int = hop.overhead_ns
         overhead += cost
@@ -140,7 +145,11 @@ def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any
         if hop.depth == base:
             outer_run += hop.run_ns
         else:
-            nested_overhead += cost
+            outer = hop
+            while outer.parent is not None and outer.depth > base:
+                outer = outer.parent
+            if id(outer) in outermost:
+                nested_overhead += cost
         if hop.thread_id:
             used_threads.add(hop.thread_id)
     return {

@@ -89,10 +89,21 @@ class HopsPanel(Panel):
     def run_checks(cls) -> list[CheckMessage]:
         if apps.is_installed("hopwatch"):
             return []
+        from django.conf import settings
+
+        if "hopwatch.middleware.HopwatchMiddleware" in settings.MIDDLEWARE:
+            # The middleware installs hopwatch itself as Django loads it: the panel
+            # shows the hops, but hopwatch's own checks never run.
+            effect = (
+                "hopwatch's middleware installs it as Django loads the middleware, so the"
+                " panel shows hops, but hopwatch's system checks are not run."
+            )
+        else:
+            effect = "the panel will have no hops to show."
         return [
             CheckWarning(
                 "hopwatch's HopsPanel is in DEBUG_TOOLBAR_PANELS but hopwatch is not in"
-                " INSTALLED_APPS: the panel will have no hops to show.",
+                f" INSTALLED_APPS: {effect}",
                 hint='Add "hopwatch" to INSTALLED_APPS and'
                 ' "hopwatch.middleware.HopwatchMiddleware" first in MIDDLEWARE.',
                 id="hopwatch.W020",
