@@ -598,6 +598,17 @@ def test_cli_middleware_that_does_not_import(capsys):
     )
 
 
+def test_cli_middleware_whose_module_exits_on_import(capsys):
+    with override_settings(MIDDLEWARE=[HOPWATCH, "tests.testapp.exits_on_import.Thing"]):
+        assert audit.main(["--settings", "tests.settings", "--samples", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "hopwatch audit: error: the project's code exited (sys.exit(3)) while the audit"
+        " loaded the settings 'tests.settings' and their middleware\n"
+    )
+
+
 def test_cli_usage_error(capsys):
     assert audit.main(["--samples", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

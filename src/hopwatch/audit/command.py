@@ -213,6 +213,11 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         audit = _measured_audit(args.samples, args.logs)
     except AuditError as exc:
         return _error(str(exc))
+    except SystemExit as exc:  # the project's code (settings, a middleware) called sys.exit()
+        return _error(
+            f"the project's code exited (sys.exit({exc.code!r})) while the audit loaded"
+            f" the settings {module!r} and their middleware"
+        )
     try:
         render(audit, args.format, out)
         out.flush()
