@@ -270,3 +270,32 @@ def check_and_one_request(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def into_a_full_file(command: list[str], stdout_path: Any, **kwargs: Any) -> Any:
+    """Run ``command`` with its standard output a file that stops at 100 bytes, as on a
+    full disk (a write fails with EFBIG: SIGXFSZ ignored, RLIMIT_FSIZE set in the child)."""
+    import resource
+    import signal
+    import subprocess
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    with open(stdout_path, "wb") as stdout:
+        return subprocess.run(
+            command, stdout=stdout, stderr=subprocess.PIPE, preexec_fn=limit, check=False, **kwargs
+        )
+
+
+def with_the_reader_gone(command: list[str], timeout: float, **kwargs: Any) -> tuple[int, str]:
+    """Run ``command`` with its standard output a pipe whose reader has left, as under
+    ``| head -1`` once it has its line (every write fails): its status and stderr."""
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    return process.wait(timeout=timeout), err

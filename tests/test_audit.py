@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.management import call_command
@@ -67,18 +67,6 @@ class DeliberatelySyncMixin(MiddlewareMixin):
 
     def process_response(self, request, response):
         return response
-
-
-class AsyncOnlyMiddleware:
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        markcoroutinefunction(self)
-
-    async def __call__(self, request):
-        return await self.get_response(request)
 
 
 class AnotherSyncOnlyMiddleware:
@@ -135,6 +123,9 @@ def mw(name: str) -> str:
     return f"{HERE}.{name}"
 
 
+ASYNC_ONLY = "tests.testapp.middleware.AsyncOnlyMiddleware"
+
+
 STACKS = {
     "default": DEFAULT,
     "startproject": STARTPROJECT,
@@ -149,8 +140,8 @@ STACKS = {
     "mixin-async-hook": [HOPWATCH, mw("AsyncViewHookMixin"), SESSION],
     "session-alone": [SESSION],
     "deliberately-sync-mixin": [HOPWATCH, SESSION, mw("DeliberatelySyncMixin"), ASYNC_CAPABLE],
-    "async-only": [HOPWATCH, mw("AsyncOnlyMiddleware"), SESSION],
-    "async-only-below-sync-only": [HOPWATCH, SYNC_ONLY, mw("AsyncOnlyMiddleware"), SESSION],
+    "async-only": [HOPWATCH, ASYNC_ONLY, SESSION],
+    "async-only-below-sync-only": [HOPWATCH, SYNC_ONLY, ASYNC_ONLY, SESSION],
     "not-used": [HOPWATCH, mw("NotUsedMiddleware"), SYNC_ONLY, SESSION],
     "function-sync-only": [HOPWATCH, mw("plain_function_middleware"), SESSION],
     "function-both": [HOPWATCH, mw("both_function_middleware"), SYNC_ONLY, SESSION],
@@ -688,7 +679,7 @@ def test_check_hint_for_a_deliberately_sync_mixin():
         (None, [HOPWATCH, SYNC_ONLY]),  # not an ASGI project
         ("", [HOPWATCH, SYNC_ONLY]),
         ("m.asgi.application", DEFAULT),  # mixins are async capable
-        ("m.asgi.application", [HOPWATCH, ASYNC_CAPABLE, REWRITE, mw("AsyncOnlyMiddleware")]),
+        ("m.asgi.application", [HOPWATCH, ASYNC_CAPABLE, REWRITE, ASYNC_ONLY]),
         ("m.asgi.application", [HOPWATCH, "no_such_pkg.Thing"]),  # Django reports that one
     ],
 )

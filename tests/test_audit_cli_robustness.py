@@ -4,15 +4,14 @@ exit status 2, no traceback (docs/audit.md)."""
 from __future__ import annotations
 
 import os
-import resource
 import shlex
-import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import into_a_full_file, with_the_reader_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -22,34 +21,19 @@ ENV = {
 AUDIT = [sys.executable, "-m", "hopwatch", "audit", "--samples", "1"]
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    """For preexec_fn: a file the child writes stops at ``limit`` bytes, as on a full disk
-    (the write fails with EFBIG instead of SIGXFSZ killing the process)."""
-
-    def limit_it() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return limit_it
-
-
 @pytest.mark.parametrize("format_name", ["text", "json", "rich"])
 def test_a_failed_write_to_stdout_is_one_line_and_status_2(
     tmp_path: Path, format_name: str
 ) -> None:
     if format_name == "rich":
         pytest.importorskip("rich")
-    with open(tmp_path / "stdout", "wb") as stdout:
-        done = subprocess.run(
-            [*AUDIT, "--settings", "tests.settings", "--format", format_name],
-            cwd=ROOT,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            preexec_fn=_file_size_limit(100),
-            timeout=120,
-            check=False,
-        )
+    done = into_a_full_file(
+        [*AUDIT, "--settings", "tests.settings", "--format", format_name],
+        tmp_path / "stdout",
+        cwd=ROOT,
+        env=ENV,
+        timeout=120,
+    )
     assert done.stderr.decode() == (
         "hopwatch audit: error: cannot write the audit to standard output: File too large\n"
     )
@@ -73,17 +57,13 @@ def test_a_reader_gone_before_the_audit_is_status_0_whatever_the_format(
 ) -> None:
     if format_name == "rich":
         pytest.importorskip("rich")
-    reader_gone = subprocess.Popen(
+    status, err = with_the_reader_gone(
         [*AUDIT, "--settings", "tests.settings", "--format", format_name],
+        timeout=120,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         env=ENV,
     )
-    assert reader_gone.stdout is not None and reader_gone.stderr is not None
-    reader_gone.stdout.close()  # as `| head -1` once it has its line: every write fails
-    err = reader_gone.stderr.read().decode()
-    assert (reader_gone.wait(timeout=120), err) == (0, "")
+    assert (status, err) == (0, "")
 
 
 @pytest.mark.parametrize(

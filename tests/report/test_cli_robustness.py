@@ -6,9 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import resource
 import shlex
-import signal
 import stat
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import into_a_full_file, with_the_reader_gone
 from tests.report.conftest import Run
 from tests.report.samples import canonical_lines
 
@@ -129,33 +128,18 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC)}
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    """For preexec_fn: a file the child writes stops at ``limit`` bytes, as on a full disk
-    (the write fails with EFBIG instead of SIGXFSZ killing the process)."""
-
-    def limit_it() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return limit_it
-
-
 @pytest.mark.parametrize("format_name", ["json", "text", "rich", "csv", "markdown", "html"])
 def test_a_failed_write_to_stdout_is_one_line_and_status_2(
     log: Path, tmp_path: Path, format_name: str
 ) -> None:
     if format_name == "rich":
         pytest.importorskip("rich")
-    with open(tmp_path / "stdout", "wb") as stdout:
-        done = subprocess.run(
-            [sys.executable, "-m", "hopwatch", "report", str(log), "--format", format_name],
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            preexec_fn=_file_size_limit(100),
-            timeout=60,
-            check=False,
-        )
+    done = into_a_full_file(
+        [sys.executable, "-m", "hopwatch", "report", str(log), "--format", format_name],
+        tmp_path / "stdout",
+        env=ENV,
+        timeout=60,
+    )
     assert done.stderr.decode() == (
         "hopwatch report: cannot write the report to standard output: File too large\n"
     )
@@ -187,16 +171,11 @@ def test_a_reader_gone_before_the_report_is_status_0_whatever_the_format(
 ) -> None:
     if format_name == "rich":
         pytest.importorskip("rich")
-    reader_gone = subprocess.Popen(
+    status, err = with_the_reader_gone(
         [sys.executable, "-m", "hopwatch", "report", str(log), "--format", format_name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        timeout=60,
         env=ENV,
     )
-    assert reader_gone.stdout is not None and reader_gone.stderr is not None
-    reader_gone.stdout.close()  # as `| head -1` once it has its line: every write fails
-    err = reader_gone.stderr.read().decode()
-    status = reader_gone.wait(timeout=60)
     if format_name == "csv":  # its summary line goes to stderr, as without a pipe
         assert err.startswith("hopwatch report: read 1 file (") and err.count("\n") == 1
     else:
