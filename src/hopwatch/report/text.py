@@ -11,6 +11,7 @@ Markdown and CSV add their own escaping on top.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any, Final
 
@@ -194,19 +195,110 @@ def reason(name: str) -> str:
 # --- terminal cells: a wide (CJK) character takes two columns, a combining mark none ---
 # (rich.cells measures the same, but rich is imported only to draw the terminal table:
 # the other formats and the reading processes start without it; tests/report/test_boundaries.py)
+# An emoji and what follows it to change how it is drawn take the columns a terminal
+# draws them in: a variation selector 16 (U+FE0F) makes a text-style emoji two columns
+# wide (U+2764 U+FE0F, a red heart), a skin-tone modifier tints the emoji before it in its
+# two columns (U+1F44D U+1F3FD, a thumbs up in a medium tone).
+# (A zero-width joiner (U+200D) between two emoji is escaped by clean(), as every format
+# character is: the two emoji and the six letters of its escape are drawn, and measured.)
+
+#: The emoji that are drawn one column wide, as text, unless a variation selector 16
+#: asks for them as emoji (then two): the bases of Unicode's emoji-variation-sequences.txt
+#: that are not East Asian wide (the wide ones take two columns either way).
+_TEXT_EMOJI_RANGES: Final = (
+    (0x0023, 0x0023), (0x002A, 0x002A), (0x0030, 0x0039), (0x00A9, 0x00A9),
+    (0x00AE, 0x00AE), (0x203C, 0x203C), (0x2049, 0x2049), (0x2122, 0x2122),
+    (0x2139, 0x2139), (0x2194, 0x2199), (0x21A9, 0x21AA), (0x2328, 0x2328),
+    (0x23CF, 0x23CF), (0x23ED, 0x23EF), (0x23F1, 0x23F2), (0x23F8, 0x23FA),
+    (0x24C2, 0x24C2), (0x25AA, 0x25AB), (0x25B6, 0x25B6), (0x25C0, 0x25C0),
+    (0x25FB, 0x25FC), (0x2600, 0x2604), (0x260E, 0x260E), (0x2611, 0x2611),
+    (0x2618, 0x2618), (0x261D, 0x261D), (0x2620, 0x2620), (0x2622, 0x2623),
+    (0x2626, 0x2626), (0x262A, 0x262A), (0x262E, 0x262F), (0x2638, 0x263A),
+    (0x2640, 0x2640), (0x2642, 0x2642), (0x265F, 0x2660), (0x2663, 0x2663),
+    (0x2665, 0x2666), (0x2668, 0x2668), (0x267B, 0x267B), (0x267E, 0x267E),
+    (0x2692, 0x2692), (0x2694, 0x2697), (0x2699, 0x2699), (0x269B, 0x269C),
+    (0x26A0, 0x26A0), (0x26A7, 0x26A7), (0x26B0, 0x26B1), (0x26C8, 0x26C8),
+    (0x26CF, 0x26CF), (0x26D1, 0x26D1), (0x26D3, 0x26D3), (0x26E9, 0x26E9),
+    (0x26F0, 0x26F1), (0x26F4, 0x26F4), (0x26F7, 0x26F9), (0x2702, 0x2702),
+    (0x2708, 0x2709), (0x270C, 0x270D), (0x270F, 0x270F), (0x2712, 0x2712),
+    (0x2714, 0x2714), (0x2716, 0x2716), (0x271D, 0x271D), (0x2721, 0x2721),
+    (0x2733, 0x2734), (0x2744, 0x2744), (0x2747, 0x2747), (0x2763, 0x2764),
+    (0x27A1, 0x27A1), (0x2934, 0x2935), (0x2B05, 0x2B07), (0x1F170, 0x1F171),
+    (0x1F17E, 0x1F17F), (0x1F321, 0x1F321), (0x1F324, 0x1F32C), (0x1F336, 0x1F336),
+    (0x1F37D, 0x1F37D), (0x1F396, 0x1F397), (0x1F399, 0x1F39B), (0x1F39E, 0x1F39F),
+    (0x1F3CB, 0x1F3CE), (0x1F3D4, 0x1F3DF), (0x1F3F3, 0x1F3F3), (0x1F3F5, 0x1F3F5),
+    (0x1F3F7, 0x1F3F7), (0x1F43F, 0x1F43F), (0x1F441, 0x1F441), (0x1F4FD, 0x1F4FD),
+    (0x1F549, 0x1F54A), (0x1F56F, 0x1F570), (0x1F573, 0x1F579), (0x1F587, 0x1F587),
+    (0x1F58A, 0x1F58D), (0x1F590, 0x1F590), (0x1F5A5, 0x1F5A5), (0x1F5A8, 0x1F5A8),
+    (0x1F5B1, 0x1F5B2), (0x1F5BC, 0x1F5BC), (0x1F5C2, 0x1F5C4), (0x1F5D1, 0x1F5D3),
+    (0x1F5DC, 0x1F5DE), (0x1F5E1, 0x1F5E1), (0x1F5E3, 0x1F5E3), (0x1F5E8, 0x1F5E8),
+    (0x1F5EF, 0x1F5EF), (0x1F5F3, 0x1F5F3), (0x1F5FA, 0x1F5FA), (0x1F6CB, 0x1F6CB),
+    (0x1F6CD, 0x1F6CF), (0x1F6E0, 0x1F6E5), (0x1F6E9, 0x1F6E9), (0x1F6F0, 0x1F6F0),
+    (0x1F6F3, 0x1F6F3),
+)  # fmt: skip
+_TEXT_EMOJI: Final = frozenset(
+    chr(code) for start, end in _TEXT_EMOJI_RANGES for code in range(start, end + 1)
+)
+_EMOJI_STYLE: Final = "\ufe0f"
+#: The skin-tone modifiers (U+1F3FB..U+1F3FF): after an emoji they are drawn into it;
+#: after anything else, as a swatch of their own, two columns wide.
+_SKIN_TONES: Final = frozenset(map(chr, range(0x1F3FB, 0x1F400)))
+#: What changes the columns of the character before it beyond its own: a string without
+#: any is measured one character at a time.
+_SEQUENCE: Final = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
 
 
-def _char_cells(char: str) -> int:
-    if unicodedata.combining(char):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+class _CellTable(dict[str, int]):
+    """Each character's columns, filled in as characters are met (as _EscapeTable)."""
+
+    def __missing__(self, char: str) -> int:
+        # nonspacing and enclosing marks (the variation selectors, the keycap's U+20E3,
+        # and the combining marks whose class is 0) draw on the character before them
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me"):
+            width = 0
+        else:
+            width = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        if len(self) < _REMEMBERED:
+            self[char] = width
+        return width
+
+
+_char_cells: Final = _CellTable().__getitem__
+
+
+def _is_emoji(char: str) -> bool:
+    return char in _TEXT_EMOJI or (
+        unicodedata.category(char) == "So" and unicodedata.east_asian_width(char) == "W"
+    )
+
+
+def _clusters(value: str) -> list[list[int]]:
+    """``[start, columns]`` of each run of ``value`` that is drawn as one: a character
+    and the marks, variation selectors and skin-tone modifiers drawn into it. A string
+    is cut between runs only (never between an emoji and its modifier)."""
+    runs: list[list[int]] = []
+    base = ""
+    for index, char in enumerate(value):
+        width = _char_cells(char)
+        if runs and width == 0:
+            if char == _EMOJI_STYLE and base in _TEXT_EMOJI:
+                runs[-1][1] = 2
+            continue
+        if runs and char in _SKIN_TONES and _is_emoji(base):
+            runs[-1][1] = 2
+            continue
+        runs.append([index, width])
+        base = char
+    return runs
 
 
 def cells(value: str) -> int:
     """How many terminal columns ``value`` takes."""
     if value.isascii():
         return len(value)
-    return sum(map(_char_cells, value))
+    if _SEQUENCE.search(value) is None:
+        return sum(map(_char_cells, value))
+    return sum(columns for _start, columns in _clusters(value))
 
 
 def ljust_cells(value: str, width: int) -> str:
@@ -219,19 +311,25 @@ def rjust_cells(value: str, width: int) -> str:
 
 def head_cells(value: str, width: int) -> str:
     """The longest start of ``value`` that takes at most ``width`` columns."""
+    if value.isascii():
+        return value[: max(width, 0)]
     used = 0
-    for index, char in enumerate(value):
-        used += _char_cells(char)
+    for start, columns in _clusters(value):
+        used += columns
         if used > width:
-            return value[:index]
+            return value[:start]
     return value
 
 
 def tail_cells(value: str, width: int) -> str:
     """The longest end of ``value`` that takes at most ``width`` columns."""
+    if value.isascii():
+        return value[max(len(value) - width, 0) :] if width > 0 else ""
     used = 0
-    for index in range(len(value) - 1, -1, -1):
-        used += _char_cells(value[index])
+    after = len(value)
+    for start, columns in reversed(_clusters(value)):
+        used += columns
         if used > width:
-            return value[index + 1 :]
+            return value[after:]
+        after = start
     return value
