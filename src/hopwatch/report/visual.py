@@ -14,6 +14,7 @@ from typing import IO, Any, Final
 
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.picture import Kept, Picture, chosen_timelines, groups_by
+from hopwatch.report.text import clean
 
 FORMATS: Final = ("html", "trace")
 Renderer = Callable[[dict[str, Any], IO[str]], None]
@@ -48,12 +49,13 @@ def nothing_to_draw(format_name: str, document: dict[str, Any], partial: Partial
     if format_name not in FORMATS:
         return None
     picture = _picture(partial)
-    request_id = picture.request_id
-    if request_id is not None and picture.chosen is None:
+    if picture.request_id is not None and picture.chosen is None:
+        # what was asked for, escaped as log text is (clean), between single quotes
+        request_id = f"'{clean(picture.request_id)}'"
         if not picture.chosen_lines:
-            return f"no hopwatch line with request_id {request_id!r} passed the filters"
+            return f"no hopwatch line with request_id {request_id} passed the filters"
         return (
-            f"the line with request_id {request_id!r} has no detail list that can be drawn:"
+            f"the line with request_id {request_id} has no detail list that can be drawn:"
             f" {_DETAIL_HINT}"
         )
     if format_name == "trace" and not _timelines(document, picture):
