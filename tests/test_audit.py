@@ -340,6 +340,7 @@ def test_json_document_is_stable():
         "hooks",
         "hops",
         "adaptation_hops",
+        "own_hops",
         "pins_thread",
         "pinned_by",
         "advice",
@@ -348,6 +349,7 @@ def test_json_document_is_stable():
     }
     assert sync_only["path"] == SYNC_ONLY and sync_only["mode"] == {"asgi": "sync", "wsgi": "sync"}
     assert sync_only["hops"] == {"asgi": 2, "wsgi": 0} and sync_only["pins_thread"] is True
+    assert sync_only["own_hops"] == {"asgi": 0, "wsgi": 0}  # its own code: not known to cross
     assert sync_only["advice"] == ["sync-only"]
     assert sync_only["what_if"] == [
         {"change": "native-async", "asgi_async_view": 2, "wsgi_async_view": 1, "pins_thread": False}

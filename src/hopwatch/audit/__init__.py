@@ -4,9 +4,11 @@ For every entry: its ``sync_capable`` / ``async_capable`` flags, the mode
 Django runs it in under ASGI and under WSGI, the hops its hooks cost per
 request (``MiddlewareMixin`` calls each sync ``process_request`` /
 ``process_response`` through its own ``sync_to_async`` when it runs async),
-the hops it costs by making Django adapt the chain, whether it pins a worker
-thread, and what to change. Then the predicted hops per request for an async
-and a sync view under ASGI and WSGI, and what a hop costs on this host.
+the hops its own code makes where the audit knows that code
+(``facts.OWN_CODE``: django-debug-toolbar), the hops it costs by making
+Django adapt the chain, whether it pins a worker thread, and what to change.
+Then the predicted hops per request for an async and a sync view under ASGI
+and WSGI, and what a hop costs on this host.
 
 One module per job:
 
@@ -44,6 +46,7 @@ from hopwatch.audit.facts import (
     HookFacts,
     MiddlewareFacts,
     Note,
+    OwnHop,
     gather,
 )
 from hopwatch.audit.model import (
@@ -91,6 +94,7 @@ __all__ = [
     "MiddlewareFacts",
     "Note",
     "Overhead",
+    "OwnHop",
     "Simulation",
     "audit_settings",
     "build_audit",

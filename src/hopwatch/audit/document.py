@@ -99,6 +99,7 @@ def document(audit: Audit) -> dict[str, Any]:
                 ],
                 "hops": dict(entry.hops),
                 "adaptation_hops": dict(entry.adaptation),
+                "own_hops": dict(entry.own),
                 "pins_thread": entry.pins_thread,
                 "pinned_by": entry.pinned_by,
                 "advice": list(entry.advice),

@@ -2,7 +2,8 @@
 
 :func:`gather` imports each middleware and instantiates it exactly as
 ``BaseHandler.load_middleware`` would (a ``MiddlewareNotUsed`` leaves it out),
-recording only facts (flags, hooks, which hooks are async). The model
+recording only facts (flags, hooks, which hooks are async, and the crossings
+its own code makes where :data:`OWN_CODE` knows that code). The model
 (:mod:`hopwatch.audit.model`) computes from these facts alone. Django is
 imported when these functions run, never when this module is imported.
 """
@@ -10,11 +11,15 @@ imported when these functions run, never when this module is imported.
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from hopwatch.hop_tax import ASYNC_TO_SYNC, SYNC_TO_ASYNC
 
 ASGI: Final = "asgi"
 WSGI: Final = "wsgi"
@@ -37,8 +42,10 @@ def _one_line(exc: BaseException) -> str:
 
 #: Kinds of note: what the audit could not model about an entry, or a problem with it.
 NOTE_NOT_BUILT: Final = "not-built"  # its factory raised: hooks not inspected
-NOTE_OWN_CALL: Final = "own-call"  # a mixin that overrides __call__/__acall__
+NOTE_OWN_CALL: Final = "own-call"  # a mixin (or an OWN_CODE class) overriding __call__/__acall__
 NOTE_NOT_USED: Final = "not-used"  # MiddlewareNotUsed under an interface
+#: Its own code's crossings (OWN_CODE): counted for one case of a per-request condition
+NOTE_OWN_CODE: Final = "own-code"
 #: A problem at request time, not a gap in the model: an async hook a mixin cannot call.
 NOTE_ASYNC_MIXIN_HOOK: Final = "async-mixin-hook"
 PROBLEM_NOTES: Final = frozenset({NOTE_ASYNC_MIXIN_HOOK})
@@ -58,6 +65,17 @@ class Note:
 class HookFacts:
     name: str
     is_async: bool
+
+
+@dataclass(frozen=True)
+class OwnHop:
+    """A crossing a middleware's own code makes on every ordinary request (``OWN_CODE``)."""
+
+    mode: str  # SYNC or ASYNC: the mode the middleware runs in when it makes it
+    direction: str  # SYNC_TO_ASYNC or ASYNC_TO_SYNC (the model tells a new event loop)
+    kind: str  # the recorder's cause kind
+    site: str  # the recorder's site
+    what: str  # short description
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ class MiddlewareFacts:
     #: the module is outside the project (site-packages, Django itself)
     third_party: bool = False
     notes: tuple[Note, ...] = ()
+    #: crossings its own code makes per ordinary request, in either mode (``OWN_CODE``)
+    own_hops: tuple[OwnHop, ...] = ()
 
     def used(self, interface: str) -> bool:
         return self.used_asgi if interface == ASGI else self.used_wsgi
@@ -144,6 +164,153 @@ def _dummy_get_response(is_async: bool) -> Callable[[Any], Any]:
         raise AssertionError("hopwatch audit never calls the middleware")
 
     return get_response
+
+
+# --- what a middleware's own code crosses ---------------------------------------------------
+#
+# Django's adaptations and MiddlewareMixin's hooks follow from flags and hooks, for
+# any middleware. What a middleware's own __call__/__acall__ crosses does not: only
+# the code knows. OWN_CODE is the one place the audit keeps that knowledge, per
+# class, as a reader that looks at the installed version and this project's
+# settings (not at a version number); the crossings of any other middleware's own
+# code are not predicted (docs/audit.md).
+
+OwnCodeReader = Callable[[type], tuple[tuple[OwnHop, ...], tuple[Note, ...]]]
+
+
+def _debug_toolbar(cls: type) -> tuple[tuple[OwnHop, ...], tuple[Note, ...]]:
+    """django-debug-toolbar's ``DebugToolbarMiddleware`` (5.0+: sync and async capable;
+    before 5.0 it is sync-only, and its flags say all there is to say).
+
+    On every request it asks ``SHOW_TOOLBAR_CALLBACK`` whether to show the toolbar.
+    From 5.1 ``get_show_toolbar(async_mode)`` adapts the callback to the mode the
+    middleware runs in: a sync callback through ``sync_to_async`` when it runs
+    async, an async one through ``async_to_sync`` when it runs sync (5.0 calls it
+    as is). Where it shows the toolbar and runs async, ``__acall__`` awaits each
+    enabled panel's ``aenable_instrumentation``: SQLPanel's is
+    ``sync_to_async(self.enable_instrumentation)``. Running sync it calls
+    ``enable_instrumentation`` directly; nothing it does after the view crosses,
+    whatever the response (rendering the toolbar into HTML included).
+    """
+    from asgiref.sync import iscoroutinefunction
+    from debug_toolbar import middleware as toolbar_middleware
+    from debug_toolbar import settings as toolbar_settings
+    from debug_toolbar.panels.sql.panel import SQLPanel
+    from django.conf import settings
+    from django.core.handlers.asgi import ASGIRequest
+    from django.utils.module_loading import import_string
+
+    from hopwatch._causes import dotted_name
+
+    config = toolbar_settings.get_config()
+    callback = config["SHOW_TOOLBAR_CALLBACK"]
+    if isinstance(callback, str):
+        callback = import_string(callback)
+    hops: list[OwnHop] = []
+    notes: list[Note] = []
+    get_show_toolbar = toolbar_middleware.get_show_toolbar
+    if "async_mode" in inspect.signature(get_show_toolbar).parameters:
+        # adapted to the mode it is not: an async callback when it runs sync, and back
+        mode, direction = (
+            (SYNC, ASYNC_TO_SYNC) if iscoroutinefunction(callback) else (ASYNC, SYNC_TO_ASYNC)
+        )
+        hops.append(
+            OwnHop(mode, direction, "other", dotted_name(callback), "SHOW_TOOLBAR_CALLBACK")
+        )
+
+    # Shown: the panels' instrumentation, awaited when the middleware runs async.
+    shown_only: list[OwnHop] = []
+    acall = inspect.getattr_static(cls, "__acall__", None)
+    if "aenable_instrumentation" in getattr(getattr(acall, "__code__", None), "co_names", ()):
+        # The panels enabled for a request with no djdt cookies, by their own rule.
+        request = ASGIRequest(
+            {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []},
+            io.BytesIO(),
+        )
+        stand_in = types.SimpleNamespace(request=request, config=config)
+        for panel_path in toolbar_settings.get_panels():
+            panel_class = import_string(panel_path)
+            hook = getattr(panel_class, "aenable_instrumentation", None)
+            if hook is None or not panel_class(stand_in, None).enabled:
+                continue
+            if hook is SQLPanel.__dict__["aenable_instrumentation"]:
+                site = f"{_class_path(panel_class)}.enable_instrumentation"
+                shown_only.append(
+                    OwnHop(
+                        ASYNC,
+                        SYNC_TO_ASYNC,
+                        "other",
+                        site,
+                        f"{panel_class.__name__}.aenable_instrumentation",
+                    )
+                )
+            else:
+                notes.append(
+                    Note(
+                        NOTE_OWN_CODE,
+                        f"panel {panel_path}'s own aenable_instrumentation: its crossings are"
+                        " not predicted",
+                    )
+                )
+    if callback is toolbar_middleware.show_toolbar:
+        shown = bool(settings.DEBUG) and bool(settings.INTERNAL_IPS)
+        why = (
+            "DEBUG on, a client in INTERNAL_IPS"
+            if shown
+            else ("DEBUG off" if not settings.DEBUG else "INTERNAL_IPS empty")
+        )
+    elif callback is getattr(toolbar_middleware, "show_toolbar_with_docker", None):
+        shown = bool(settings.DEBUG)
+        why = "DEBUG on, a client in INTERNAL_IPS or the Docker host" if shown else "DEBUG off"
+    else:  # the project's own callback: the audit does not call it
+        shown = True
+        why = f"as SHOW_TOOLBAR_CALLBACK {dotted_name(callback)} decides, per request"
+    if shown_only:
+        listed = ", ".join(f"{hop.what} through sync_to_async" for hop in shown_only)
+        if shown:
+            text = (
+                f"its own crossings are counted for a request the toolbar is shown to ({why});"
+                f" one it is not shown to makes {len(shown_only)} fewer when it runs async"
+                f" ({listed})"
+            )
+        else:
+            text = (
+                f"its own crossings are counted for a request the toolbar is not shown to"
+                f" ({why}); one it is shown to makes {len(shown_only)} more when it runs async"
+                f" ({listed})"
+            )
+        notes.append(Note(NOTE_OWN_CODE, text))
+    if shown:
+        hops.extend(shown_only)
+    return tuple(hops), tuple(notes)
+
+
+#: By class path (a subclass that keeps its ``__call__``/``__acall__`` is read the same).
+OWN_CODE: Final[dict[str, OwnCodeReader]] = {
+    "debug_toolbar.middleware.DebugToolbarMiddleware": _debug_toolbar,
+}
+
+
+def _own_code(factory: Any) -> tuple[tuple[OwnHop, ...], tuple[Note, ...]]:
+    """The crossings ``OWN_CODE`` knows this middleware's own code makes."""
+    if not isinstance(factory, type):
+        return (), ()
+    for cls in factory.__mro__:
+        reader = OWN_CODE.get(_class_path(cls))
+        if reader is None:
+            continue
+        if any(
+            inspect.getattr_static(factory, name, None) is not cls.__dict__.get(name)
+            for name in ("__call__", "__acall__")
+        ):
+            note = f"overrides {cls.__qualname__}'s __call__/__acall__: hops its own code makes"
+            return (), (Note(NOTE_OWN_CALL, note + " are not predicted"),)
+        try:
+            return reader(cls)
+        except Exception as exc:
+            text = f"what its own code crosses could not be read ({_one_line(exc)}): not predicted"
+            return (), (Note(NOTE_OWN_CODE, text),)
+    return (), ()
 
 
 def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
@@ -244,6 +411,8 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
                         " out",
                     )
                 )
+        own_hops, own_notes = _own_code(factory)
+        notes[index].extend(own_notes)
         facts.append(
             MiddlewareFacts(
                 path=path,
@@ -258,6 +427,7 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
                 instance_async_capable=instance_async_capable,
                 third_party=_is_third_party(factory),
                 notes=tuple(notes[index]),
+                own_hops=own_hops,
             )
         )
     return facts

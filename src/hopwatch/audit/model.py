@@ -60,6 +60,7 @@ class PredictedHop:
     adapter: str  # SYNC_TO_ASYNC, ASYNC_TO_SYNC or NEW_LOOP
     row: int | None  # index into MIDDLEWARE, or None (outside the chain, the view)
     what: str  # short description (the hook, "adaptation", ...)
+    own: bool = False  # made by the middleware's own code (MiddlewareFacts.own_hops)
 
 
 @dataclass
@@ -212,6 +213,14 @@ def simulate(
                             "middleware", f"{fact.site_name}.{name}", SYNC_TO_ASYNC, index, name
                         )
                     )
+        # Its own code, before it calls the handler below (facts.OWN_CODE).
+        for own in fact.own_hops:
+            if own.mode == mode:
+                crosses_in = own.direction == SYNC_TO_ASYNC
+                own_adapter = SYNC_TO_ASYNC if crosses_in else a2s(encloses_the_rest=False)
+                hops.append(
+                    PredictedHop(own.kind, own.site, own_adapter, index, own.what, own=True)
+                )
         below_async = modes[chain[position + 1]] == ASYNC if position + 1 < len(chain) else is_async
         if (mode == ASYNC) == below_async:
             continue
@@ -307,6 +316,8 @@ class EntryAudit:
     hooks: list[HookCost]
     hops: dict[str, int]  # per interface, per ordinary request, charged to this entry
     adaptation: dict[str, int]
+    #: per interface, the part of ``hops`` its own code makes (facts.OWN_CODE)
+    own: dict[str, int]
     pins_thread: bool
     pinned_by: str | None  # the path of the entry that is the reason (None: itself or none)
     advice: list[str]
@@ -454,6 +465,10 @@ def build_audit(
             iface: sum(1 for hop in sim.row_hops(index) if hop.what.startswith("adaptation"))
             for iface, sim in ((ASGI, asgi), (WSGI, wsgi))
         }
+        own = {
+            iface: sum(1 for hop in sim.row_hops(index) if hop.own)
+            for iface, sim in ((ASGI, asgi), (WSGI, wsgi))
+        }
         reason = asgi.pinned_by[index]
         advice = []
         if (
@@ -478,6 +493,7 @@ def build_audit(
                 hooks=hooks,
                 hops=hops,
                 adaptation=adaptation,
+                own=own,
                 pins_thread=reason is not None,
                 pinned_by=facts[reason].path if reason is not None and reason != index else None,
                 advice=advice,

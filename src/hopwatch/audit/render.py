@@ -122,6 +122,8 @@ def _hooks_cell(entry: EntryAudit) -> str:
         elif hook.when == WHEN_EXCEPTION:
             name += " (exceptions)"
         parts.append(f"{name} {hook.hops[ASGI]}")
+    if entry.own[ASGI]:
+        parts.append(f"its own code {entry.own[ASGI]}")
     if entry.adaptation[ASGI]:
         parts.append(f"adapting the chain {entry.adaptation[ASGI]}")
     return ", ".join(parts) if parts else "-"
