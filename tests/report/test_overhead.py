@@ -135,6 +135,23 @@ def test_old_and_new_lines_together():
     assert "1 of 2 records carry no overhead_ms" in render.render_to_string(doc, "text")
 
 
+def test_the_summarys_cost_per_crossing_is_the_rows_with_sampled_lines():
+    """overhead over crossings, both from the same lines: a sampled line's weight
+    must not count in the overhead and not in the crossings (it read twice the cost)."""
+    sampled = dict(FLAT, hops=10, overhead_ms=10.0, sample_rate=0.5)  # 1,000 us a crossing
+    doc = document([request("/a/", **sampled)])
+    assert doc["rows"][0]["overhead_ms"]["per_hop_us"] == 1000.0
+    assert doc["summary"]["overhead_ms"] == 20.0  # the total stays weighted
+    assert doc["summary"]["overhead_per_hop_us"] == 1000.0
+    # one line at 0.5 and one unsampled, in one endpoint and then in two: 40 ms / 20 hops
+    whole = dict(FLAT, hops=10, overhead_ms=30.0)
+    one = document([request("/a/", **sampled), request("/a/", **whole)])
+    assert one["rows"][0]["overhead_ms"]["per_hop_us"] == 2000.0
+    assert one["summary"]["overhead_per_hop_us"] == 2000.0
+    two = document([request("/a/", **sampled), request("/b/", **whole)])
+    assert two["summary"]["overhead_per_hop_us"] == 2000.0
+
+
 def test_every_crossing_reaches_the_report_when_the_line_left_causes_out():
     """SITES_LIMIT: a line lists its top causes; the rest are never lost silently."""
     sites = [site(f"app.middleware.M{i}.process_request", count=1, ms=0.3, overhead_ms=0.2)

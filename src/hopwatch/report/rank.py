@@ -619,11 +619,12 @@ def _summary(partial: Partial, sources: list[str], hop_tax_us: float | None = No
 
 def _summary_overhead(partial: Partial) -> Row:
     """Crossing overhead over the whole report, and what the lines left out."""
-    overhead = hops = records = requests = 0.0
+    overhead = logged_overhead = hops = records = requests = 0.0
     left = [0.0] * SITE_FIELDS
     hops_total = 0.0
     for stats in partial.endpoints.values():
         overhead += stats.overhead_total
+        logged_overhead += stats.acc[A_OVERHEAD]
         hops += stats.overhead_hops
         records += stats.overhead_records
         requests += stats.requests
@@ -634,7 +635,9 @@ def _summary_overhead(partial: Partial) -> Row:
         # records that carry overhead_ms (the others: hopwatch before it; their overhead n/a)
         "overhead_records": int(records),
         "overhead_ms": _r(overhead) if records else None,
-        "overhead_per_hop_us": _r(overhead / hops * 1000, 1) if hops else None,
+        # as each row's per_hop_us: the logged lines' overhead over their crossings (a
+        # ratio, so unweighted on both sides, as means and shares are)
+        "overhead_per_hop_us": _r(logged_overhead / hops * 1000, 1) if hops else None,
         "requests": _count(requests),
         "sites_dropped": sum(stats.sites_dropped for stats in partial.endpoints.values()),
         "left_out": _left_out(left, hops_total, overhead),
