@@ -325,3 +325,30 @@ def test_fixable_causes_by_overhead_with_what_to_change(run_cli: RunCli, tmp_pat
     assert ("Not listed, as there is nothing to change in your code: HttpResponse.close"
             " (Django closes every response through sync_to_async under ASGI).") in text  # fmt: skip
     assert "request_started (it stays while Django's own receivers are sync)" in text
+
+
+def test_overhead_over_all_requests_is_the_reports_total_with_sampled_lines(
+    run_cli: RunCli, tmp_path: Path
+):
+    """The page's totals are the document's (embedded in it, and in every other format):
+    a line sampled at 0.5 counts its overhead twice, and a line without overhead_ms
+    counts none, not the mean of the others."""
+    hook = site(SESSION_HOOK, count=10, ms=8.0, overhead_ms=6.0)
+    old_hook = site(SESSION_HOOK, count=10, ms=8.0)  # an entry without overhead_ms
+    fields = {"duration_ms": 20.0, "hops": 10, "hop_ms": 12.0, "work_ms": 2.0}
+    lines = [
+        line(route="/a/", overhead_ms=10.0, sample_rate=0.5, sites=[hook], **fields),
+        line(route="/a/", overhead_ms=30.0, sites=[old_hook], **fields),
+    ]
+    source = page_of(run_cli, tmp_path, lines)
+    page = Page(source)
+    document = json.loads(page.scripts[0][1])
+    ((row,),) = [document["rows"]]
+    assert (row["requests"], row["overhead_ms"]["total"]) == (3, 50.0)  # 2 x 10 + 30
+    (endpoint,) = page.tables["endpoint-table"]
+    assert endpoint[2:3] + endpoint[-1:] == ["3", "50.0 ms"]  # not the mean 20 x 3 requests
+    (fixable,) = document["fixable"]
+    assert (fixable["requests"], fixable["overhead_ms"]) == (3, 12.0)  # 2 x 6, the other n/a
+    (cause,) = page.tables["cause-table"]
+    assert cause[3] == "3" and cause[6] == "12.0 ms"  # not its mean 6 x 3 requests
+    assert "12.0 ms of overhead over all requests" in "".join(page.text)

@@ -178,7 +178,8 @@ _ENDPOINT_HEADERS: Final = [
     ("request ms", "num", "mean request duration"),
     ("per request", "bar", "crossing overhead then work, on the request's time (grey);"
      " below, pinned time (it overlaps the two). One scale for every row"),
-    ("overhead, all requests", "num", "crossing overhead per request x requests"),
+    ("overhead, all requests", "num", "crossing overhead summed over the requests (a sampled"
+     " line counts 1 / sample_rate): the report's overhead total"),
 ]  # fmt: skip
 
 
@@ -218,7 +219,9 @@ def _endpoint_rows(document: Document, groups: dict[GroupKey, EndpointPicture]) 
                 _ms(pinned),
                 _ms(request_ms),
                 (bar, _num(overhead if overhead is not None else unsplit), ""),
-                _total(overhead * row["requests"] if overhead is not None else None),
+                # the document's total (weighted as requests are), not a mean x requests:
+                # the same figure as in every other format
+                _total((row["overhead_ms"] or {}).get("total")),
             ]
         )
     return rows
@@ -323,7 +326,8 @@ _CAUSE_HEADERS: Final = [
     ("hops/req", "num", "its crossings per request that had it"),
     ("overhead ms/req", "num", "its crossing overhead (queue wait plus hand-off back) per"
      " request that had it: what removing it saves"),
-    ("overhead, all requests", "num", "overhead per request x requests"),
+    ("overhead, all requests", "num", "its crossing overhead summed over the requests"
+     " that listed it (a sampled line counts 1 / sample_rate)"),
     ("time ms/req", "num", "its crossings' whole time per request, the work inside included"),
     ("what to change", "text", "the advice below"),
 ]  # fmt: skip
@@ -343,7 +347,9 @@ def _causes_section(picture: Picture) -> str:
     for rank, ((site, kind, direction, call_site), entry) in enumerate(fixable[:CAUSES_SHOWN], 1):
         requests = entry[K_REQUESTS]
         per_request = entry[K_OVERHEAD] / entry[K_MEASURED] if entry[K_MEASURED] else None
-        total = per_request * requests if per_request is not None else None
+        # what the report's causes give as overhead_ms: the sum over the entries that carry
+        # it, not the mean x every request (which counts lines without it at the mean)
+        total = entry[K_OVERHEAD] if entry[K_MEASURED] else None
         name = fmt.short_site(site, call_site)
         advice = advice_for(kind, site, direction)
         _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
