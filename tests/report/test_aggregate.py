@@ -188,6 +188,31 @@ def test_sampled_lines_stand_for_more_requests() -> None:
     assert row["causes"][0]["requests"] == 16 and row["causes"][0]["ms"] == 16.0
 
 
+def test_statuses_and_interfaces_count_requests_as_requests_does() -> None:
+    """A line sampled at 0.4 stands for 2.5 requests in every count beside "requests",
+    whether one process read it or it merged in from another; --endpoint prints them
+    as it prints the requests."""
+    texts = [
+        line(sample_rate=0.4, status=200, interface="asgi"),
+        line(status=200, interface="asgi"),
+        line(status=None, interface="wsgi"),
+    ]
+    for partial in (scan(texts), *(merged for _order, merged in merged_thirds(texts))):
+        row = document(partial)["rows"][0]
+        assert row["requests"] == 4.5 and row["records"] == 3
+        assert row["statuses"] == {"200": 3.5, "none": 1}
+        assert row["interfaces"] == {"asgi": 3.5, "wsgi": 1}
+    assert sum(row["statuses"].values()) == sum(row["interfaces"].values()) == row["requests"]
+    doc = document(scan(texts), endpoint=row["label"])
+    assert "  4.5 requests (asgi x3.5, wsgi x1; statuses 200 x3.5, none x1);" in (
+        render.render_to_string(doc, "text")
+    )
+    # whole counts print whole, as requests do: one line at 0.5 is 2 requests
+    doc = document(scan([line(sample_rate=0.5)]), endpoint=row["label"])
+    assert doc["rows"][0]["statuses"] == {"200": 2} and doc["rows"][0]["interfaces"] == {"asgi": 2}
+    assert "  2 requests (asgi x2; statuses 200 x2);" in render.render_to_string(doc, "text")
+
+
 def test_pinned_profile_and_slowest_are_kept() -> None:
     texts = [
         line(

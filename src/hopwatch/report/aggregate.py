@@ -197,8 +197,10 @@ class EndpointStats:
         # in turn: [ms, overhead, ms, overhead, ...] (requests: half the list's length)
         self.raw_sites: defaultdict[RawSiteKey, list[float | None]] = defaultdict(list)
         self.counters: list[int] = [0, 0, 0, 0, 0, 0, 0]
-        self.statuses: dict[str, int] = {}  # "200", or "none" when no response
-        self.interfaces: dict[str, int] = {}
+        # requests (weighted by 1 / sample_rate, as requests are) per status ("200", or
+        # "none" when no response) and per interface
+        self.statuses: dict[str, float] = {}
+        self.interfaces: dict[str, float] = {}
         self.sites: dict[SiteKey, list[float]] = {}
         self.other_site: list[float] = new_site()
         # crossings in causes the lines themselves left out (SITES_LIMIT): a site entry
@@ -266,7 +268,7 @@ class EndpointStats:
             record.new_loops,
             record.max_depth,
         )
-        self._add_status(1, record.status, record.interface)
+        self._add_status(weight, record.status, record.interface)
         counted = 0
         for site in record.sites:
             site_overhead = site.overhead_ms
@@ -414,13 +416,13 @@ class EndpointStats:
             site = "(other)"
         pinned_by[site] = pinned_by.get(site, 0.0) + requests
 
-    def _add_status(self, records: int, status: int | None, interface: str) -> None:
+    def _add_status(self, requests: float, status: int | None, interface: str) -> None:
         name = "none" if status is None else str(status)
-        self.statuses[name] = self.statuses.get(name, 0) + records
+        self.statuses[name] = self.statuses.get(name, 0) + requests
         interfaces = self.interfaces
         if interface not in interfaces and len(interfaces) >= INTERFACE_CAP:
             interface = "(other)"
-        interfaces[interface] = interfaces.get(interface, 0) + records
+        interfaces[interface] = interfaces.get(interface, 0) + requests
 
     def _add_site(
         self,
@@ -539,12 +541,12 @@ class EndpointStats:
             c[index] += oc[index]
         for index in (C_THREADS_MAX, C_DEPTH_MAX):
             c[index] = max(c[index], oc[index])
-        for name, records in other.statuses.items():
-            self.statuses[name] = self.statuses.get(name, 0) + records
-        for interface, records in other.interfaces.items():
+        for name, requests in other.statuses.items():
+            self.statuses[name] = self.statuses.get(name, 0) + requests
+        for interface, requests in other.interfaces.items():
             if interface not in self.interfaces and len(self.interfaces) >= INTERFACE_CAP:
                 interface = "(other)"
-            self.interfaces[interface] = self.interfaces.get(interface, 0) + records
+            self.interfaces[interface] = self.interfaces.get(interface, 0) + requests
         for key, entry in other.sites.items():
             self._add_site(key, *entry)
         for index in range(SITE_FIELDS):

@@ -74,10 +74,17 @@ def missing_overhead_lines(document: Document, width: int | None) -> list[str]:
         return []
     lacking = reported - carrying
     ranked = " and the rows are ranked by hop time" if document["sort"] == "total" else ""
+    # a rolling upgrade: old and new lines in the same rows, their overhead over the new
+    over = (
+        f"the overhead and work columns count only the {carrying:,} that carry it (n/a in a"
+        " row with none)"
+        if carrying
+        else "their overhead reads n/a"
+    )
     line = (
         f"{lacking:,} of {reported:,} records carry no overhead_ms (written by a hopwatch"
-        f" before it): their overhead reads n/a{ranked}. hop total is whole crossings, the"
-        " code inside them included."
+        f" before it): {over}{ranked}. hop total is whole crossings, the code inside them"
+        " included."
     )
     return wrap(line, width, "  ")
 
@@ -128,8 +135,9 @@ def endpoint_lines(row: Row, width: int | None) -> list[str]:
     lines = [fmt.clean(row["label"])]
     if row.get("view") and row["label"] != row["view"]:
         lines.append(f"  view {fmt.clean(row['view'])}")
-    statuses = ", ".join(f"{fmt.clean(k)} x{v:,}" for k, v in row["statuses"].items())
-    interfaces = ", ".join(f"{fmt.clean(k)} x{v:,}" for k, v in row["interfaces"].items())
+    # requests per status and interface, printed as the requests beside them are
+    statuses = ", ".join(f"{fmt.clean(k)} x{fmt.count(v)}" for k, v in row["statuses"].items())
+    interfaces = ", ".join(f"{fmt.clean(k)} x{fmt.count(v)}" for k, v in row["interfaces"].items())
     lines.append(
         f"  {fmt.count(row['requests'])} requests ({interfaces}; statuses {statuses});"
         f" {fmt.mean(row['hops']['mean'])} crossings per request (at most"

@@ -441,8 +441,9 @@ def endpoint_row(
             else None
         ),
         "hop_tax_ms": _hop_tax(stats, hop_tax_us),
-        "statuses": dict(sorted(stats.statuses.items())),
-        "interfaces": dict(sorted(stats.interfaces.items())),
+        # requests, weighted as "requests" is: whole for unsampled logs
+        "statuses": {name: _count(n) for name, n in sorted(stats.statuses.items())},
+        "interfaces": {name: _count(n) for name, n in sorted(stats.interfaces.items())},
         "causes": causes,
         "other_causes": (
             {
