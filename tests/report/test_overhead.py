@@ -135,6 +135,32 @@ def test_old_and_new_lines_together():
     assert "1 of 2 records carry no overhead_ms" in render.render_to_string(doc, "text")
 
 
+def test_a_rolling_upgrade_shows_the_hop_columns_in_every_table_format():
+    """Old lines (no overhead_ms) and new ones in the same row: some lines carry no
+    overhead_ms, so the hop columns (what every line carries) are shown, as the docs
+    say; they were shown only when a whole row lacked it."""
+    old = {k: v for k, v in FLAT.items() if k not in ("overhead_ms", "work_ms")}
+    old["sites"] = [site(SESSION, count=15, ms=4.5)]
+    lines = [request("/a/", **FLAT), request("/a/", **old), request("/b/", **FLAT)]
+
+    def header(text: str) -> str:
+        return next(line for line in text.splitlines() if "ovh/req" in line)
+
+    for by in ("route", "view", "site"):
+        doc = document(lines, by=by)
+        assert all(row["overhead_ms"] is not None for row in doc["rows"])  # each row has some
+        for format_name, options in (("text", {}), ("markdown", {}), ("rich", {"width": 300})):
+            shown = header(render.render_to_string(doc, format_name, **options))
+            assert "hop/req" in shown and "hop total" in shown, (by, format_name, shown)
+    # every line carrying overhead_ms: nothing for them to say
+    new = render.render_to_string(document([request("/a/", **FLAT)] * 2), "text")
+    assert "hop/req" not in header(new) and "carry no overhead_ms" not in new
+    # the note says what the overhead columns are over, not that they read n/a
+    note = render.render_to_string(document(lines), "text")
+    assert "1 of 3 records carry no overhead_ms" in note and "reads n/a" not in note
+    assert "count only the 2 that carry it" in note
+
+
 def test_the_summarys_cost_per_crossing_is_the_rows_with_sampled_lines():
     """overhead over crossings, both from the same lines: a sampled line's weight
     must not count in the overhead and not in the crossings (it read twice the cost)."""
@@ -187,6 +213,28 @@ def test_what_to_change_first_names_fixable_causes_with_their_advice():
     text = render.render_to_string(doc, "text")
     assert "what to change first (ranked by crossing overhead, over the 4 requests logged):" in text
     assert "put it as low in `MIDDLEWARE`" in text  # the sync-only middleware's advice
+
+
+def test_what_to_change_first_says_which_requests_it_is_ranked_over():
+    """--endpoint ranks its own causes over its own requests; --top and --min-requests
+    hide rows, not the causes of their requests: the heading says which, in numbers."""
+    texts = [request("/page/", **NESTED)] * 3 + [request("/flat/", **FLAT)] * 2
+
+    def heading(**options: Any) -> str:
+        doc = rank.build_document(scan(texts), rank.ReportOptions(**options), ["x"])
+        text = render.render_to_string(doc, "text")
+        (line,) = [line for line in text.splitlines() if line.startswith("what to change")]
+        return line.removeprefix("what to change first (ranked by crossing overhead, ")
+
+    assert heading() == "over the 5 requests logged):"
+    assert heading(endpoint="GET /page/") == "over the 3 requests of GET /page/):"
+    assert heading(endpoint="GET /flat/") == "over the 2 requests of GET /flat/):"
+    every = "over all 5 requests logged, the 1 endpoint not shown included):"
+    assert heading(top=1) == every
+    assert heading(min_requests=3) == every
+    assert heading(by="view", top=1) == every.replace("endpoint", "view")
+    assert heading(min_requests=4) == every.replace("1 endpoint", "2 endpoints")
+    assert heading(by="site", top=1) == "over the 5 requests logged):"  # every cause
 
 
 def test_one_endpoints_causes_never_read_alike_at_any_width():

@@ -193,8 +193,26 @@ def _any(path: tuple[str, str]) -> Callable[[list[Row]], bool]:
 
 
 def _lacking_overhead(rows: list[Row]) -> bool:
-    """Some row has lines from before overhead_ms: show the hop time they do carry."""
-    return any(row.get("overhead_ms") is None for row in rows)
+    """Some row has lines from before overhead_ms, all of them or some (a rolling upgrade:
+    an endpoint row counts the records that carry it): show the hop time they do carry."""
+    return any(_lacks_overhead(row) for row in rows)
+
+
+def _lacks_overhead(row: Row) -> bool:
+    overhead = row.get("overhead_ms")
+    if overhead is None:
+        return True
+    return isinstance(overhead, dict) and overhead.get("records", 0) < row.get("records", 0)
+
+
+def lacks_overhead(document: Document) -> bool:
+    """Some line of the report carries no overhead_ms (a cause's row cannot say whether
+    all of its lines do: the summary can)."""
+    summary = document.get("summary") or {}
+    reported = summary.get("reported", 0)
+    return summary.get("overhead_records", reported) < reported or _lacking_overhead(
+        document["rows"]
+    )
 
 
 def _with_overhead(rows: list[Row]) -> bool:
@@ -519,7 +537,14 @@ def columns(document: Document, *, wide: bool = False) -> list[Column]:
     """The columns with something to say for the document's rows (--wide: every one)."""
     table = SITE_COLUMNS if document["by"] == "site" else ENDPOINT_COLUMNS
     rows = document["rows"]
-    chosen = [c for c in table if wide or (not c.wide and c.shown(rows))]
+    lacking = lacks_overhead(document)  # the hop columns: for the report's lines, as its note
+
+    def shown(column: Column) -> bool:
+        if column.shown is _lacking_overhead:
+            return lacking
+        return column.shown(rows)
+
+    chosen = [c for c in table if wide or (not c.wide and shown(c))]
     if document["by"] == "view":
         chosen = [replace(c, header="view") if c.key == "label" else c for c in chosen]
     return chosen
@@ -628,6 +653,7 @@ __all__ = [
     "Layout",
     "causes_cell",
     "columns",
+    "lacks_overhead",
     "layout",
     "legend",
     "truncate_middle",
