@@ -89,12 +89,30 @@ def missing_overhead_lines(document: Document, width: int | None) -> list[str]:
     return wrap(line, width, "  ")
 
 
+def _fixable_traffic(document: Document) -> str:
+    """The requests the what-to-change list is ranked over (rank.build_document): the one
+    endpoint's with --endpoint, else every endpoint's, the rows --top and --min-requests
+    leave out included."""
+    rows = document["rows"]
+    if document.get("endpoint") is not None and rows:
+        row = rows[0]
+        return f", over the {_requests(row['requests'])} of {fmt.clean(row['label'])}"
+    requests = document["summary"].get("requests")
+    if not requests:
+        return ""
+    hidden = document["groups"]["total"] - len(rows) if document["by"] != "site" else 0
+    if hidden > 0:
+        what = "view" if document["by"] == "view" else "endpoint"
+        what += "" if hidden == 1 else "s"
+        return f", over all {_requests(requests)} logged, the {hidden:,} {what} not shown included"
+    return f", over the {_requests(requests)} logged"
+
+
 def fixable_lines(document: Document, width: int | None) -> list[str]:
     causes = document.get("fixable") or []
     if not causes:
         return []
-    requests = document["summary"].get("requests")
-    over = f", over the {_requests(requests)} logged" if requests else ""
+    over = _fixable_traffic(document)
     by_overhead = any(cause["overhead_ms"] is not None for cause in causes)
     measure = "crossing overhead" if by_overhead else "hop time: no line carries overhead_ms"
     lines = wrap(f"what to change first (ranked by {measure}{over}):", width, "  ")
