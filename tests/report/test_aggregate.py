@@ -6,6 +6,7 @@ import json
 import pickle
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from hopwatch.report import aggregate, rank, render
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Filters, Scanner, StatusFilter
 from tests.report.samples import SESSION, canonical_lines, line, site
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scan(texts: list[str], filters: Filters | None = None) -> Partial:
@@ -170,6 +173,27 @@ def test_raw_spans_are_folded_before_they_grow_large() -> None:
     assert sum(map(len, stats.raw_sites.values())) <= 50 * 16
     assert len(stats.raw_status) <= 1
     assert len(stats.sites) <= 2 * aggregate.SITE_CAP
+
+
+def test_a_split_read_changes_a_rounded_sum_at_a_boundary_and_nothing_else() -> None:
+    """What docs/report.md says a parallel read may change: hop times that sum to exactly
+    6.6985 ms add up to one side of the rounding boundary in one pass and to the other
+    when read in thirds and merged, so hop_ms.total reads 6.699 or 6.698 (one unit in
+    the last digit). Counts, percentiles, maxima and the slowest requests are exact."""
+    hops = [1.0464, 1.4825, 1.3428, 0.1281, 1.5165, 1.1822]
+    texts = [line(request_id=f"r{i}", hop_ms=ms, duration_ms=10.0) for i, ms in enumerate(hops)]
+    (one,) = document(scan(texts))["rows"]
+    assert one["hop_ms"]["total"] == 6.699
+    for _order, merged in merged_thirds(texts):
+        (split,) = document(merged)["rows"]
+        assert split["hop_ms"]["total"] == 6.698  # the boundary read from the other side
+        for name in ("p50", "p95", "p99", "max"):
+            assert split["hop_ms"][name] == one["hop_ms"][name]
+        for name in ("requests", "records", "hops", "statuses", "interfaces", "slowest"):
+            assert split[name] == one[name]
+    documented = " ".join((ROOT / "docs" / "report.md").read_text().split())
+    assert "invisible after rounding" not in documented
+    assert "`hop_ms.total` 6.699 in one process, 6.698 in three" in documented
 
 
 def test_view_less_requests_collapse_into_one_row_per_method() -> None:

@@ -12,9 +12,11 @@ claims pieces too; the others are
 child processes that send back a folded
 :class:`~hopwatch.report.aggregate.Partial`. Partials merge exactly (counts,
 sketches, maxima, an endpoint's causes below its cap, the slowest requests with
-their ties); only floating-point sums may differ in their last bits from one
-run to the next, which rounding hides. Which process reads which piece changes
-from run to run; the report stays the same because every merge is exact. Past a
+their ties); only floating-point sums may differ in their last bits, added in
+another order, and rounding does not always hide that: a figure whose exact value
+lies at a rounding boundary can read one unit apart in its last digit (docs/report.md,
+"Memory and speed"). Which process reads which piece changes from run to run;
+everything else in the report stays the same because every other merge is exact. Past a
 cap (an endpoint's causes past twice aggregate.SITE_CAP, the endpoints past
 ENDPOINT_CAP) what is left out is summed as it comes, and there a split read may
 differ from a single one.
