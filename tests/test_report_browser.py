@@ -170,6 +170,47 @@ def test_the_page_renders_its_table_bars_and_timelines(page, logged, driver):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 50_000
 
 
+#: The smallest text a chart may draw, in CSS pixels (its CSS size is 10 to 11 px).
+SMALLEST_TEXT_PX = 9.5
+
+
+def test_the_page_reads_on_a_phone_as_it_does_on_a_desktop(page, driver):
+    """390 px wide: the page scrolls only down; a table or chart wider than the screen
+    scrolls sideways in its own box, drawn at its size (not shrunk to 3 px text), and a
+    heading breaks at spaces, not inside words. 1280 px: the same page as before."""
+    driver.get(page.as_uri())
+    measure = """
+        const texts = [...document.querySelectorAll('svg.hist text, svg.timeline text')];
+        const wide = [...document.querySelectorAll('.wide')];
+        return {
+          page: document.documentElement.scrollWidth, screen: window.innerWidth,
+          charts: document.querySelectorAll('.wide > svg.hist, .wide > svg.timeline').length,
+          tables: document.querySelectorAll('.wide > table').length,
+          smallest: Math.min(...texts.map(
+            t => t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))),
+          scrolled: wide.filter(w => w.scrollWidth > w.clientWidth).length,
+          within: wide.every(w => w.getBoundingClientRect().right <= window.innerWidth),
+          breakAll: [...document.querySelectorAll('h3')].filter(
+            h => getComputedStyle(h).wordBreak === 'break-all').length,
+        };
+    """
+    driver.set_window_size(390, 900)
+    phone = driver.execute_script(measure)
+    assert phone["screen"] <= 390 and phone["page"] <= phone["screen"], phone  # was 1,061
+    assert phone["tables"] == 2 and phone["charts"] == 1 + 6, phone
+    assert phone["smallest"] >= SMALLEST_TEXT_PX, phone
+    assert phone["scrolled"] >= 2 and phone["within"], phone  # each box scrolls, not the page
+    assert phone["breakAll"] == 0, phone
+    driver.set_window_size(1280, 900)
+    desktop = driver.execute_script(measure)
+    assert desktop["page"] <= desktop["screen"] and desktop["smallest"] >= SMALLEST_TEXT_PX
+    # the boxes scroll nothing at this width: the tables' headers stay sticky to the page
+    overflow = (
+        "return [...document.querySelectorAll('.wide')].map(w => getComputedStyle(w).overflowX)"
+    )
+    assert set(driver.execute_script(overflow)) == {"visible"}
+
+
 def test_log_content_is_shown_as_text_and_never_runs(page, logged, driver):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By

@@ -104,10 +104,16 @@ def _table(table_id: str, headers: list[tuple[str, str, str]], rows: Iterable[li
             for content, value, css in cells
         )
         body.append(f'<tr data-i="{index}">{tds}</tr>')
-    return (
+    return _wide(
         f'<table class="sortable" id="{table_id}"><thead><tr>{"".join(head)}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _wide(content: str) -> str:
+    """A table or chart wider than a phone: scrolled sideways in its own box there (the
+    page's CSS), so that the page keeps its width and the chart its text size."""
+    return f'<div class="wide">{content}</div>'
 
 
 def _ms(value: float | None) -> Cell:
@@ -304,7 +310,7 @@ def _hops_section(picture: Picture) -> str:
     return (
         '<section id="hops"><h2>Hops per request <small>every request read'
         f"</small></h2><p>{total:,} logged requests: half made {esc(median)} crossings or"
-        f" fewer, 95% made {esc(high)} or fewer.</p>{svg.histogram(bins)}</section>"
+        f" fewer, 95% made {esc(high)} or fewer.</p>{_wide(svg.histogram(bins))}</section>"
     )
 
 
@@ -436,7 +442,7 @@ def _timeline_figure(heading: str, kept: Kept, why: str) -> str:
     return (
         f'<figure class="timeline-figure"><h3>{esc(heading, LABEL_LIMIT)} <small>'
         f"{esc(why)}</small></h3><figcaption>{esc(' · '.join(facts))}</figcaption>"
-        f"{svg.timeline(chart)}{notes}</figure>"
+        f"{_wide(svg.timeline(chart))}{notes}</figure>"
     )
 
 
