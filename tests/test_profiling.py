@@ -17,7 +17,7 @@ from django.test import AsyncClient, override_settings
 from hopwatch import profiling
 from hopwatch._recorder import RequestRecord, own_work
 from hopwatch.testing import count_hops
-from tests.helpers import asgi_call, asgi_request, capture, wsgi_request
+from tests.helpers import asgi_call, asgi_request, capture
 from tests.settings import DEFAULT_MIDDLEWARE
 from tests.testapp import views
 from tests.testapp.middleware import StalledUserLookupMiddleware
@@ -203,17 +203,6 @@ def test_profile_files_are_named_after_the_route(profile_dir):
     html, _speedscope = files(profile_dir)
     assert record.route == "/sync/"
     assert "-GET-sync-" in html and "unmatched" not in html
-
-
-def test_enabled_false_means_off_no_line_no_record_no_profile(profile_dir, log_lines, db):
-    with profiled(profile_dir, ENABLED=False), capture() as records:
-        assert asgi_request("/sync/", headers=token_header()).status == 200
-        assert wsgi_request("/sync/")[0].startswith("200")
-    assert files(profile_dir) == []
-    assert log_lines.parsed() == []
-    # The handler's scope is hopwatch's own bookkeeping; nothing of the request
-    # was named, timed or written.
-    assert all(r.route is None and r.request_id is None for r in records)
 
 
 def test_an_async_request_writes_its_profile_off_the_event_loop(profile_dir, monkeypatch):

@@ -716,27 +716,24 @@ class Emitter:
 
     def _plan_for(self, settings: dict[str, Any]) -> tuple[Any, ...]:
         """What each line needs of a settings snapshot, read once per snapshot:
-        (the snapshot, the logger or None when off, the filters, the encoding
-        options, the extra-fields hook)."""
-        plan: tuple[Any, ...]
-        if not settings["ENABLED"]:
-            plan = (settings, None)
-        else:
-            options = (
-                settings["SITES_LIMIT"],
-                settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
-                settings["PATH_MAX_LENGTH"],
-                settings["LOG_RAW_PATHS"],
-            )
-            plan = (
-                settings,
-                self._get_logger(settings),
-                settings["MIN_HOPS"],
-                settings["MIN_HOP_MS"] * 1_000_000,
-                settings["SAMPLE_RATE"],
-                options,
-                self._hook(settings["EXTRA_FIELDS"]),
-            )
+        (the snapshot, the logger, the filters, the encoding options, the extra-fields
+        hook). ``ENABLED`` is not among them: it is read once, at start-up (off, there is
+        no emitter: ``hopwatch.apps.activate``)."""
+        options = (
+            settings["SITES_LIMIT"],
+            settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
+            settings["PATH_MAX_LENGTH"],
+            settings["LOG_RAW_PATHS"],
+        )
+        plan = (
+            settings,
+            self._get_logger(settings),
+            settings["MIN_HOPS"],
+            settings["MIN_HOP_MS"] * 1_000_000,
+            settings["SAMPLE_RATE"],
+            options,
+            self._hook(settings["EXTRA_FIELDS"]),
+        )
         self._plan = plan
         return plan
 
@@ -745,10 +742,7 @@ class Emitter:
         plan = self._plan
         if plan is None or plan[0] is not settings:
             plan = self._plan_for(settings)
-        logger = plan[1]
-        if logger is None:  # off
-            return
-        _, _, min_hops, min_hop_ns, rate, options, hook = plan
+        _, logger, min_hops, min_hop_ns, rate, options, hook = plan
         if record.count < min_hops or record.wall_ns < min_hop_ns:
             return
         if rate < 1.0 and random.random() >= rate:
@@ -786,8 +780,6 @@ class Emitter:
         """Write another hopwatch event (``hopwatch.process``) to the request lines' output:
         its ``event`` and ``schema``, the time, then the other fields."""
         settings = self._settings.merged()
-        if not settings["ENABLED"]:
-            return
         line = {"event": fields["event"], "schema": fields["schema"], "timestamp": _timestamp(None)}
         line.update((k, v) for k, v in fields.items() if k not in line)
         self._get_logger(settings).info(line)

@@ -10,18 +10,28 @@ from django.apps import AppConfig
 _lock = threading.Lock()
 _emitter = None
 
+#: ``HOPWATCH["ENABLED"]`` as read once, when hopwatch started in this process (the first
+#: :func:`activate`: the app's ``ready()``, or the middleware's first load without the
+#: app); None before. Off, nothing is installed and the middleware removes itself
+#: (``MiddlewareNotUsed``); a later change of the setting (``override_settings``) turns
+#: neither way.
+enabled: bool | None = None
+
 
 def activate() -> None:
     """Check the settings, then install the instrumentation and the request-line sink, if
-    enabled. Idempotent. A bad setting raises ``ImproperlyConfigured`` (start-up stops)."""
-    global _emitter
+    enabled at start-up (``ENABLED`` is read by the first call only). Idempotent. A bad
+    setting raises ``ImproperlyConfigured`` (start-up stops)."""
+    global _emitter, enabled
     from hopwatch import _connections, _django, conf
     from hopwatch._emit import Emitter
     from hopwatch._recorder import add_sink
     from hopwatch.conf import hopwatch_settings
 
     conf.validate()
-    if not hopwatch_settings.ENABLED:
+    if enabled is None:
+        enabled = bool(hopwatch_settings.ENABLED)
+    if not enabled:
         return
     _warn_without_accelerator()
     with _lock:

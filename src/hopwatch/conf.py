@@ -7,8 +7,9 @@ the two identical). Settings are checked when hopwatch starts
 with one clear error, since production servers never run the system checks.
 
 Read lazily on every access, so ``override_settings(HOPWATCH=...)`` works in
-tests; a bad value given that way is replaced by its default (and said once on
-the ``hopwatch`` logger), so it can never break a request.
+tests (``ENABLED`` excepted: it is read once, at start-up); a bad value given that
+way is replaced by its default (and said once on the ``hopwatch`` logger), so it can
+never break a request.
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         True,
         _flag,
         "True or False",
-        "Install the asgiref instrumentation and log requests. `False`: hopwatch patches"
-        " nothing, records nothing and logs nothing (read once, at start-up).",
+        "Install the asgiref instrumentation and log requests. Read once, when hopwatch"
+        " starts (the app's `ready()`, or the middleware's first load without the app):"
+        " `False` patches nothing, records nothing and logs nothing, and the middleware"
+        " leaves the chain (Django's `MiddlewareNotUsed`). Changing it later"
+        " (`override_settings`) turns hopwatch neither on nor off.",
     ),
     "OUTPUT": Setting(
         "logging",

@@ -20,10 +20,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import apps as django_apps
+from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
 from hopwatch import _errors, profiling
-from hopwatch._django import active_staff, is_active_staff, is_installed
+from hopwatch import apps as hopwatch_apps
+from hopwatch._django import active_staff, is_active_staff
 from hopwatch._django_names import _named, names_of
 from hopwatch._django_scope import (
     INTERFACE_ASGI,
@@ -57,28 +60,18 @@ class HopwatchMiddleware:
     ) -> None:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
-        if not is_installed():
-            # The app is missing from INSTALLED_APPS: install here so hops are
-            # counted from the first request on, and say what is missing (the
-            # app registers the system checks: without it, W003 never runs).
-            import logging
-
-            from hopwatch.apps import activate
-
-            activate()
-            logging.getLogger("hopwatch").warning(
-                "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
-                " INSTALLED_APPS: hopwatch installed itself as Django loaded its middleware,"
-                " but its system checks and manage.py hopwatch_audit are missing. Add"
-                " 'hopwatch' to INSTALLED_APPS."
-            )
+        if not django_apps.is_installed("hopwatch"):
+            _start_without_the_app()
+        if not hopwatch_apps.enabled:
+            # HOPWATCH["ENABLED"] was False at start-up: off for the process. Django
+            # leaves the middleware out of the chain (read once: a later
+            # override_settings turns nothing on).
+            raise MiddlewareNotUsed("hopwatch is off: HOPWATCH['ENABLED'] is False")
         if self.async_mode:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         settings = hopwatch_settings.merged()
-        if not settings["ENABLED"]:  # off means off: no record, no profile
-            return self.get_response(request)
         if self.async_mode:
             # The async chain's call: the request is begun here, and the awaitable
             # given back is the next middleware's, with the naming to run when it
@@ -113,8 +106,6 @@ class HopwatchMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         settings = hopwatch_settings.merged()
-        if not settings["ENABLED"]:  # off means off: no record, no profile
-            return await self.get_response(request)
         record, own = _begin(request, settings, async_mode=True)
         response = None
         try:
@@ -127,6 +118,28 @@ class HopwatchMiddleware:
             finally:
                 _end(record, own)
         return response
+
+
+_warned_without_the_app = False
+
+
+def _start_without_the_app() -> None:
+    """The app is missing from INSTALLED_APPS: start hopwatch here (as its ``ready()``
+    would: the settings checked, ``ENABLED`` read once), so hops are counted from the
+    first request on, and, when it is on, say once what is missing."""
+    global _warned_without_the_app
+    import logging
+
+    hopwatch_apps.activate()
+    if not hopwatch_apps.enabled or _warned_without_the_app:
+        return
+    _warned_without_the_app = True
+    logging.getLogger("hopwatch").warning(
+        "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
+        " INSTALLED_APPS: hopwatch installed itself as Django loaded its middleware,"
+        " but its system checks and manage.py hopwatch_audit are missing. Add"
+        " 'hopwatch' to INSTALLED_APPS."
+    )
 
 
 # --- profiling (hopwatch.profiling does the work; only profiled requests get here) ---

@@ -1,0 +1,111 @@
+"""What hopwatch does as a process starts: ENABLED read once, and the middleware
+without the app. Each test is a new interpreter (start-up is what is tested), running
+Django's real handlers through the test clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The hopwatch logger's records on standard error, as "LEVEL message".
+_LOGGING = """
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"f": {"format": "%(levelname)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "f"}},
+    "loggers": {
+        "hopwatch": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": [], "propagate": False},
+    },
+}
+"""
+
+
+def run(tmp_path: Path, settings: str, script: str) -> tuple[dict, list[str]]:
+    """``script`` in a new interpreter, after django.setup() with tests.settings and
+    ``settings`` added: (the JSON its last stdout line holds, the hopwatch logger's
+    records)."""
+    (tmp_path / "probe_settings.py").write_text(
+        "from tests.settings import *  # noqa\n" + _LOGGING + textwrap.dedent(settings)
+    )
+    code = "import django\ndjango.setup()\n" + textwrap.dedent(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")])
+    env["DJANGO_SETTINGS_MODULE"] = "probe_settings"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr.splitlines()
+
+
+_REQUESTS = """
+import asyncio, json
+from django.test import AsyncClient, Client, override_settings
+import hopwatch._django, hopwatch._patch
+
+def requests():  # each with the profiling token
+    Client().get("/sync/", headers={"X-Hopwatch-Profile": "t" * 16})
+    asyncio.run(AsyncClient().get("/async/", headers={"X-Hopwatch-Profile": "t" * 16}))
+
+requests()
+requests()  # new clients: new handlers, the middleware loaded again
+before = [hopwatch._patch.is_installed(), hopwatch._django.is_installed()]
+with override_settings(HOPWATCH={"ENABLED": True}):
+    requests()
+after = [hopwatch._patch.is_installed(), hopwatch._django.is_installed()]
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def test_enabled_false_at_start_up_is_off_for_the_process_and_says_nothing(tmp_path):
+    """Before, every load of the middleware logged that 'hopwatch' was not in
+    INSTALLED_APPS (it is), and override_settings(ENABLED=True) made it install asgiref's
+    patch for the rest of the process, with wrong lines (interface "asgi" under the test
+    client, two hops fewer)."""
+    seen, logged = run(
+        tmp_path,
+        'HOPWATCH = {"ENABLED": False, "PROFILE_DIR": "profiles", "PROFILE_TOKEN": "t" * 16}',
+        _REQUESTS,
+    )
+    assert seen == {"before": [False, False], "after": [False, False]}
+    assert logged == []  # no warning, no line
+    assert not (tmp_path / "profiles").exists()  # no profile
+
+
+def test_enabled_false_without_the_app_is_off_too(tmp_path):
+    seen, logged = run(
+        tmp_path,
+        """
+        HOPWATCH = {"ENABLED": False}
+        INSTALLED_APPS = [a for a in INSTALLED_APPS if a != "hopwatch"]
+        """,
+        _REQUESTS,
+    )
+    assert seen == {"before": [False, False], "after": [False, False]}
+    assert logged == []
+
+
+def test_enabled_true_at_start_up_stays_on_under_override_settings(tmp_path):
+    """Read once: override_settings(ENABLED=False) does not turn it off (lines go on)."""
+    _, logged = run(
+        tmp_path,
+        "",
+        """
+        import asyncio, json
+        from django.test import AsyncClient, override_settings
+        with override_settings(HOPWATCH={"ENABLED": False}):
+            asyncio.run(AsyncClient().get("/async/"))
+        print(json.dumps({}))
+        """,
+    )
+    (line,) = [json.loads(m.split(" ", 1)[1]) for m in logged]
+    assert (line["interface"], line["hops"]) == ("test-async-client", 15)
