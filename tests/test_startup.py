@@ -109,3 +109,75 @@ def test_enabled_true_at_start_up_stays_on_under_override_settings(tmp_path):
     )
     (line,) = [json.loads(m.split(" ", 1)[1]) for m in logged]
     assert (line["interface"], line["hops"]) == ("test-async-client", 15)
+
+
+_WITHOUT_THE_APP = 'INSTALLED_APPS = [a for a in INSTALLED_APPS if a != "hopwatch"]'
+
+_CHECK = """
+import io
+from django.core.management import call_command
+
+def check():
+    out = io.StringIO()
+    call_command("check", stdout=out, stderr=out)
+    return out.getvalue()
+"""
+
+
+def test_without_the_app_check_runs_once_the_middleware_is_loaded_and_says_so_once(tmp_path):
+    """Before, a check run in a process that had loaded the middleware said nothing (the
+    checks were registered only by the app), and W003 said request_started and
+    response.close were not counted: they are."""
+    seen, logged = run(
+        tmp_path,
+        _WITHOUT_THE_APP,
+        _CHECK
+        + textwrap.dedent(
+            """
+        import asyncio, json
+        from django.core.handlers.asgi import ASGIHandler
+        from tests.helpers import asgi_call, capture, sites
+        before = check()  # nothing of hopwatch's imported yet: manage.py check's case
+        with capture() as records:
+            asyncio.run(asgi_call(ASGIHandler(), "/async/"))  # as a server: its one handler
+            asyncio.run(asgi_call(ASGIHandler(), "/async/"))
+        print(json.dumps({
+            "before": before,
+            "after": check(),
+            "hops": [r.count for r in records],
+            "sites": [sorted(k for k in sites(r) if "process_view" in k[1]) for r in records],
+        }))
+        """
+        ),
+    )
+    assert "hopwatch" not in seen["before"]
+    assert "(hopwatch.W003) hopwatch's middleware is in MIDDLEWARE but" in seen["after"]
+    assert "request_started" not in seen["after"]
+    assert seen["hops"] == [15, 15]  # request_started and close counted
+    # What W003 says of the first handler's process_view (not fixable from the middleware:
+    # Django adapted it before loading hopwatch's), and the next handler's name.
+    assert seen["sites"] == [
+        [["view", "django.middleware.csrf.process_view"]],
+        [["middleware", "django.middleware.csrf.CsrfViewMiddleware.process_view"]],
+    ]
+    warnings = [m for m in logged if m.startswith("WARNING")]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        "Add 'hopwatch' to INSTALLED_APPS. (hopwatch.W003)"
+    )
+    assert 'named as the view (kind "view", site "django.middleware.csrf.process_view")' in (
+        warnings[0]
+    )
+
+
+def test_without_the_app_the_warning_is_silenced_with_its_check(tmp_path):
+    _, logged = run(
+        tmp_path,
+        _WITHOUT_THE_APP + '\nSILENCED_SYSTEM_CHECKS = ["hopwatch.W003"]',
+        """
+        import json
+        from django.test import Client
+        Client().get("/sync/")
+        print(json.dumps({}))
+        """,
+    )
+    assert [m for m in logged if m.startswith("WARNING")] == []

@@ -7,7 +7,9 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.E003`` a ``HOPWATCH`` value has the wrong type or range.
 * ``hopwatch.W001`` the middleware is missing from ``MIDDLEWARE``.
 * ``hopwatch.W002`` the middleware is not first in ``MIDDLEWARE``.
-* ``hopwatch.W003`` the middleware is used but the app is not installed.
+* ``hopwatch.W003`` the middleware is used but the app is not installed (these checks are
+  then registered by the middleware as Django loads it: ``manage.py check`` alone,
+  which loads no middleware, cannot run them).
 * ``hopwatch.W004`` request lines go to a logger with no handler at INFO (lost).
 * ``hopwatch.W005`` ``OTEL_SPANS`` is on but OpenTelemetry's Django middleware is
   below hopwatch's: the request's span does not exist yet when hopwatch looks for it.
@@ -76,16 +78,24 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             )
         )
     if MIDDLEWARE_PATH in middleware and not app_installed:
-        messages.append(
-            Warning(
-                "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
-                " INSTALLED_APPS: hops Django makes outside the middleware (request_started,"
-                " response.close) are not counted and request lines are not configured.",
-                hint="Add 'hopwatch' to INSTALLED_APPS.",
-                id="hopwatch.W003",
-            )
-        )
+        messages.append(Warning(WITHOUT_THE_APP, hint=WITHOUT_THE_APP_HINT, id="hopwatch.W003"))
     return messages
+
+
+#: hopwatch.W003, as the check says it and as the middleware logs it when it is loaded
+#: without the app (``manage.py check`` loads no middleware: without the app, nothing of
+#: hopwatch's is imported when it runs, so it can report nothing).
+WITHOUT_THE_APP = (
+    "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in INSTALLED_APPS:"
+    " hopwatch installs itself only as Django loads its middleware, and Django loads"
+    " MIDDLEWARE from the bottom up, so in the first handler of each process (a server's"
+    " only one) the sync process_view, process_template_response and process_exception"
+    " hooks of the middleware below it are named as the view (kind \"view\", site"
+    " \"django.middleware.csrf.process_view\") instead of as middleware (the hops are all"
+    " counted). manage.py check runs hopwatch's checks only in a process that has loaded"
+    " the middleware (never on its own), and manage.py hopwatch_audit is missing."
+)
+WITHOUT_THE_APP_HINT = "Add 'hopwatch' to INSTALLED_APPS."
 
 
 @register(Tags.compatibility)
@@ -114,7 +124,7 @@ def check_otel_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckM
 def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     user = getattr(settings, "HOPWATCH", None)
     disabled = isinstance(user, dict) and not user.get("ENABLED", True)
-    if disabled or not apps.is_installed("hopwatch"):
+    if disabled:
         return []
     output = hopwatch_settings.OUTPUT
     if output == "stdout":

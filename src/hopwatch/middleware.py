@@ -126,19 +126,21 @@ _warned_without_the_app = False
 def _start_without_the_app() -> None:
     """The app is missing from INSTALLED_APPS: start hopwatch here (as its ``ready()``
     would: the settings checked, ``ENABLED`` read once), so hops are counted from the
-    first request on, and, when it is on, say once what is missing."""
+    first request on; register the system checks the app would have registered (a
+    ``check`` run in this process then reports hopwatch.W003); and, when it is on, say
+    once what is missing (a server runs no checks)."""
     global _warned_without_the_app
     import logging
 
+    from hopwatch import checks
+    from hopwatch.conf import silenced
+
     hopwatch_apps.activate()
-    if not hopwatch_apps.enabled or _warned_without_the_app:
+    if not hopwatch_apps.enabled or _warned_without_the_app or silenced("hopwatch.W003"):
         return
     _warned_without_the_app = True
     logging.getLogger("hopwatch").warning(
-        "hopwatch's middleware is in MIDDLEWARE but 'hopwatch' is not in"
-        " INSTALLED_APPS: hopwatch installed itself as Django loaded its middleware,"
-        " but its system checks and manage.py hopwatch_audit are missing. Add"
-        " 'hopwatch' to INSTALLED_APPS."
+        "%s %s (hopwatch.W003)", checks.WITHOUT_THE_APP, checks.WITHOUT_THE_APP_HINT
     )
 
 
