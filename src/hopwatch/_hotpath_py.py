@@ -104,6 +104,8 @@ class Hop:
         "direction",
         "ended_ns",
         "expected_loop",
+        "inner_ns",
+        "inner_work_ns",
         "new_loop",
         "outcome",
         "own_executor",
@@ -129,6 +131,10 @@ class Hop:
     started_ns: int
     ended_ns: int
     resumed_ns: int
+    #: of the crossings made in this one's run (its scope's, accounted before it):
+    #: the time they spent crossing, and the time their code ran
+    inner_ns: int
+    inner_work_ns: int
     outcome: str
     expected_loop: object
     adapter_id: int
@@ -152,6 +158,7 @@ class Hop:
         self.started_ns = 0
         self.ended_ns = 0
         self.resumed_ns = 0
+        self.inner_ns = self.inner_work_ns = 0
         self.thread_id = 0
         self.new_loop = False
         self.own_executor = False
@@ -192,6 +199,16 @@ class Hop:
         """The crossing's own cost: wait plus hand-off back (wall minus run)."""
         return max(0, self.wall_ns - self.run_ns)
 
+    @property
+    def work_ns(self) -> int:
+        """The code's time in its run: the run less what the crossings made in it spent
+        crossing. Crossings that overlapped (gathered onto one thread, each queued
+        behind the others) each count their own wait, which can add up to more than
+        the run left beside their code: bounded by that. (``LedgerCore._account``
+        computes the same inline.)"""
+        run = self.run_ns
+        return run - min(self.inner_ns, max(0, run - self.inner_work_ns))
+
     def __repr__(self) -> str:
         return (
             f"<Hop {self.direction} {self.cause.describe()} depth={self.depth}"
@@ -224,6 +241,26 @@ class CauseStats:
         self.max_ns = 0
 
 
+def _pin_held(parent: Hop) -> bool:
+    """An async_to_sync made from ``parent``'s thread that an enclosing async_to_sync
+    already holds (a sync-only middleware's, then the same thread again through a
+    thread-sensitive call inside it): the thread is held once, and its time
+    counted there."""
+    thread = parent.thread_id
+    up = parent.parent
+    while up is not None:
+        held_from = up.parent
+        if (
+            up.direction is ASYNC_TO_SYNC
+            and held_from is not None
+            and held_from.direction is SYNC_TO_ASYNC
+            and held_from.thread_id == thread
+        ):
+            return True
+        up = held_from
+    return False
+
+
 class LedgerCore:
     """A ledger's exact account of hops: counts, sums, causes, kept hops.
 
@@ -236,12 +273,15 @@ class LedgerCore:
     crossing, nested ones included (a nested crossing lies inside its
     parent's); ``overhead_ns`` sums every hop's own crossing cost (wait plus
     hand-off: never double counted, because a nested hop's overhead lies inside
-    its parent's *run*); ``work_ns`` is the code that ran inside the outermost
-    crossings, less the overhead of the crossings nested in them, so
-    ``overhead_ns + work_ns`` is the outermost crossings' wall time.
-    ``pinned_ns``: the wall time of async_to_sync hops made from inside a
-    sync_to_async hop (a worker thread held while async work ran), by the
-    cause of that sync_to_async hop in ``pinned_by``.
+    its parent's *run*; hops that overlap each count their own wait);
+    ``work_ns`` is the code that ran inside the outermost crossings, less the
+    overhead of the crossings nested in them (bounded by what their parent's
+    run left beside their code: gathered hops' waits overlap each other's
+    work), so without overlap ``overhead_ns + work_ns`` is the outermost
+    crossings' wall time. ``pinned_ns``: the wall time of async_to_sync hops
+    made from inside a sync_to_async hop (a worker thread held while async work
+    ran), once per thread held, by the cause of that sync_to_async hop in
+    ``pinned_by``.
     """
 
     __slots__ = (
@@ -402,14 +442,22 @@ class LedgerCore:
             self.wait_ns += wait
             self.run_ns += run
             self.overhead_ns += overhead
-            if parent is not None and parent.scope is hop.scope:
-                self.work_ns -= overhead  # inside its parent's run: not work
-            else:
-                self.work_ns += run  # an outermost crossing in this ledger
+            # The work in this crossing: its run less what the crossings made in it
+            # spent crossing, bounded (Hop.work_ns, inline).
+            inner = hop.inner_ns
+            room = run - hop.inner_work_ns
+            if inner > room:
+                inner = room if room > 0 else 0
+            if parent is None or parent.scope is not hop.scope:
+                self.work_ns += run - inner  # an outermost crossing in this ledger
+            elif hop.scope is self:  # in its parent's run; once, in its own ledger
+                parent.inner_ns += overhead + inner
+                parent.inner_work_ns += run - inner
             if (
                 hop.direction is ASYNC_TO_SYNC
                 and parent is not None
                 and parent.direction is SYNC_TO_ASYNC
+                and not _pin_held(parent)
             ):
                 self.pinned_ns += wall
                 by = parent.cause

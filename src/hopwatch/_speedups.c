@@ -544,6 +544,10 @@ typedef struct {
     long long started_ns;
     long long ended_ns;
     long long resumed_ns;
+    /* Of the crossings made in this one's run (its scope's, accounted before it):
+     * the time they spent crossing, and the time their code ran. */
+    long long inner_ns;
+    long long inner_work_ns;
     unsigned long long thread_id;
     Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
     int depth;
@@ -636,6 +640,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
     hop->outcome = Py_NewRef(s_ok);
     hop->expected_loop = Py_NewRef(Py_None);
     hop->called_ns = hop->started_ns = hop->ended_ns = hop->resumed_ns = 0;
+    hop->inner_ns = hop->inner_work_ns = 0;
     hop->thread_id = 0;
     hop->adapter_id = 0;
     hop->depth = (parent != Py_None && Py_IS_TYPE(parent, &HopType))
@@ -745,6 +750,24 @@ Hop_overhead_ns(HopObject *h, void *c)
     return PyLong_FromLongLong(clamp0(wall - run));
 }
 
+/* The time the crossings made in its run spent crossing, as its work leaves it
+ * out: crossings that overlapped (gathered onto one thread, each queued behind
+ * the others) each count their own wait, which can add up to more than the run
+ * left beside their code; bounded by that. */
+static inline long long
+hop_inner(HopObject *h, long long run)
+{
+    long long inner = h->inner_ns, room = clamp0(run - h->inner_work_ns);
+    return inner > room ? room : inner;
+}
+
+static PyObject *
+Hop_work_ns(HopObject *h, void *c)
+{
+    long long run = h->started_ns ? clamp0(h->ended_ns - h->started_ns) : 0;
+    return PyLong_FromLongLong(run - hop_inner(h, run));
+}
+
 static PyObject *
 Hop_repr(HopObject *h)
 {
@@ -772,6 +795,10 @@ static PyMemberDef Hop_members[] = {
     {"started_ns", T_LONGLONG, offsetof(HopObject, started_ns), 0, NULL},
     {"ended_ns", T_LONGLONG, offsetof(HopObject, ended_ns), 0, NULL},
     {"resumed_ns", T_LONGLONG, offsetof(HopObject, resumed_ns), 0, NULL},
+    {"inner_ns", T_LONGLONG, offsetof(HopObject, inner_ns), 0,
+     "Of the crossings made in its run: the time they spent crossing."},
+    {"inner_work_ns", T_LONGLONG, offsetof(HopObject, inner_work_ns), 0,
+     "Of the crossings made in its run: the time their code ran."},
     {"thread_id", T_ULONGLONG, offsetof(HopObject, thread_id), 0, NULL},
     {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
     {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
@@ -790,6 +817,9 @@ static PyGetSetDef Hop_getset[] = {
     {"wall_ns", (getter)Hop_wall_ns, NULL, "The whole crossing as the caller saw it.", NULL},
     {"overhead_ns", (getter)Hop_overhead_ns, NULL,
      "The crossing's own cost: wait plus hand-off back (wall minus run).", NULL},
+    {"work_ns", (getter)Hop_work_ns, NULL,
+     "The code's time in its run: the run less what the crossings made in it spent crossing.",
+     NULL},
     {NULL},
 };
 
@@ -2334,6 +2364,28 @@ cause_key(PyObject *cause, PyObject *direction)
     return key;
 }
 
+/* An async_to_sync made from a sync_to_async's thread that an enclosing
+ * async_to_sync already holds (a sync-only middleware's, then the same thread
+ * again through a thread-sensitive call inside it): the thread is held once,
+ * and its time counted there. */
+static int
+pin_held(HopObject *hop)
+{
+    unsigned long long thread = ((HopObject *)hop->parent)->thread_id;
+    PyObject *up = ((HopObject *)hop->parent)->parent;
+    for (int guard = 0; guard < 64 && up != NULL && Py_IS_TYPE(up, &HopType); guard++) {
+        HopObject *a = (HopObject *)up;
+        PyObject *from = a->parent;
+        if (a->direction == s_async_to_sync && from != NULL && Py_IS_TYPE(from, &HopType) &&
+            ((HopObject *)from)->direction == s_sync_to_async &&
+            ((HopObject *)from)->thread_id == thread) {
+            return 1;
+        }
+        up = from;
+    }
+    return 0;
+}
+
 /* Never inlined, as attribute (above): its own code is the fold's part. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
@@ -2368,14 +2420,18 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     PyObject *parent = hop->parent;
     int nested = parent != NULL && Py_IS_TYPE(parent, &HopType) &&
                  ((HopObject *)parent)->scope == hop->scope;
-    if (nested) {
-        l->work_ns -= overhead; /* inside its parent's run: not work */
+    /* The work in this crossing: its run less what the crossings made in it
+     * spent crossing (hop_inner). */
+    long long inner = hop_inner(hop, run);
+    if (!nested) {
+        l->work_ns += run - inner; /* an outermost crossing in this ledger */
     }
-    else {
-        l->work_ns += run; /* an outermost crossing in this ledger */
+    else if ((PyObject *)l == hop->scope) { /* in its parent's run; once, in its own ledger */
+        ((HopObject *)parent)->inner_ns += overhead + inner;
+        ((HopObject *)parent)->inner_work_ns += run - inner;
     }
     if (!s2a && parent != NULL && Py_IS_TYPE(parent, &HopType) &&
-        ((HopObject *)parent)->direction == s_sync_to_async) {
+        ((HopObject *)parent)->direction == s_sync_to_async && !pin_held(hop)) {
         /* A worker thread held while async work ran: pinned, by the cause of
          * the sync_to_async hop that holds it. */
         PyObject *by = ((HopObject *)parent)->cause;

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -92,3 +93,30 @@ async def saturate_view(request):
     release.set()
     await asyncio.gather(*calls)
     return HttpResponse("saturated")
+
+
+#: What each of the gathered sleeping calls sleeps, in seconds.
+NAP = 0.01
+
+
+async def gather_sleep_view(request):
+    """Five thread-sensitive calls of NAP each, gathered: they run one after another
+    on one thread, each queued behind the ones before it."""
+    await asyncio.gather(*(sync_to_async(time.sleep)(NAP) for _ in range(GATHERED)))
+    return HttpResponse("slept")
+
+
+async def _sleep_there():
+    await sync_to_async(time.sleep)(3 * NAP)
+
+
+def _sleep_then_async():
+    time.sleep(2 * NAP)
+    async_to_sync(_sleep_there)()
+
+
+async def pinned_again_view(request):
+    """Behind a sync-only middleware (which holds its thread for the view): a
+    thread-sensitive call, on that same thread, that goes async again."""
+    await sync_to_async(_sleep_then_async)()
+    return HttpResponse("pinned")

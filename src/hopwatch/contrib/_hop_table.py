@@ -130,26 +130,17 @@ def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> di
 
 
 def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any]:
-    overhead = wait = resume = outer_run = nested_overhead = 0
+    overhead = wait = resume = work = 0
     used_threads = {record.handler_thread_id}
-    # Work is the outermost hops' run time less the overhead nested in them: only
-    # in those listed. Past the record's limit an outermost hop (it finishes last)
-    # may not be kept while hops nested in it are: their overhead is in no run
-    # time listed here.
-    outermost = {id(hop) for hop in hops if hop.depth == base}
     for hop in hops:
-        cost: int = hop.overhead_ns
-        overhead += cost
+        overhead += hop.overhead_ns
         wait += hop.wait_ns
         resume += hop.resume_ns
         if hop.depth == base:
-            outer_run += hop.run_ns
-        else:
-            outer = hop
-            while outer.parent is not None and outer.depth > base:
-                outer = outer.parent
-            if id(outer) in outermost:
-                nested_overhead += cost
+            # Work is the outermost hops' own (as the line's): only those listed.
+            # Past the record's limit an outermost hop (it finishes last) may not be
+            # kept while hops nested in it are: their time is in no work listed here.
+            work += hop.work_ns
         if hop.thread_id:
             used_threads.add(hop.thread_id)
     return {
@@ -159,7 +150,7 @@ def _summary(hops: list[Hop], base: int, record: RequestRecord) -> dict[str, Any
         "overhead_ns": overhead,
         "wait_ns": wait,
         "resume_ns": resume,
-        "work_ns": max(0, outer_run - nested_overhead),
+        "work_ns": work,
         # The line's pinned_ms: a sync worker thread held while async work ran (the
         # toolbar's own crossings hold none).
         "pinned_ns": record.pinned_ns,
