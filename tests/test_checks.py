@@ -269,3 +269,111 @@ def test_a_c_accelerator_that_does_not_load_is_reported_and_hopwatch_keeps_count
     assert stderr.count(logged) == (0 if chosen else 1)
     if not chosen:
         assert "import of hopwatch._speedups halted" in stderr
+
+
+# --- hopwatch.W004: where the lines would go, handler by handler -------------------------
+
+
+def test_lines_lost_to_follows_the_record_to_each_handler_it_would_reach():
+    """Before, a logger enabled for INFO with any handler in its chain passed, whatever
+    the handlers' levels and filters."""
+    from django.utils.log import CallbackFilter, RequireDebugTrue
+
+    from hopwatch.conf import lines_lost_to
+
+    parent, child = logging.getLogger("hw-w004"), logging.getLogger("hw-w004.lines")
+    parent.setLevel(logging.INFO)
+    parent.propagate = False  # not to the root's handlers (pytest's own)
+    warning_only = logging.NullHandler(logging.WARNING)
+    warning_only.name = "console"
+    try:
+        parent.addHandler(warning_only)
+        assert "refuses INFO records: NullHandler 'console' (level WARNING)" in lines_lost_to(
+            "hw-w004.lines"
+        )
+        debug_only = logging.NullHandler()
+        debug_only.addFilter(RequireDebugTrue())  # DEBUG is False in the test settings
+        child.addHandler(debug_only)
+        assert "NullHandler (its filters), NullHandler 'console'" in lines_lost_to(
+            "hw-w004.lines"
+        )
+        with override_settings(DEBUG=True):
+            assert lines_lost_to("hw-w004.lines") is None
+        child.removeHandler(debug_only)
+        parent.addHandler(logging.NullHandler(logging.INFO))  # one that takes them
+        assert lines_lost_to("hw-w004.lines") is None
+        child.propagate = False  # ... but the record never gets there
+        assert "neither it nor a logger it propagates to has a handler" in lines_lost_to(
+            "hw-w004.lines"
+        )
+        child.propagate = True
+        child.addFilter(CallbackFilter(lambda record: False))  # the logger's own filter
+        assert "that logger's filters drop them" in lines_lost_to("hw-w004.lines")
+    finally:
+        for logger in (parent, child):
+            logger.handlers.clear()
+            logger.filters.clear()
+            logger.propagate = True
+        parent.setLevel(logging.NOTSET)
+
+
+_ROOT_AT_WARNING = """
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler", "level": "WARNING"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+}
+"""
+
+_DEBUG_ONLY = """
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"require_debug_true": {"()": "django.utils.log.RequireDebugTrue"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["require_debug_true"]},
+    },
+    "loggers": {"hopwatch": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("logging_settings", "why"),
+    [
+        (_ROOT_AT_WARNING, "StreamHandler 'console' (level WARNING)"),
+        (_DEBUG_ONLY, "StreamHandler 'console' (its filters)"),
+    ],
+    ids=["root-handler-at-warning", "require-debug-true"],
+)
+def test_w004_and_the_run_time_warning_see_a_handler_that_refuses_info(
+    tmp_path, logging_settings, why
+):
+    """The tester's LOGGING: check said nothing, requests wrote nothing and warned nothing."""
+    from tests.test_startup import run
+
+    seen, stderr = run(
+        tmp_path,
+        logging_settings,
+        """
+        import io, json
+        from django.core.management import call_command
+        from django.test import Client
+        out = io.StringIO()
+        call_command("check", stdout=out, stderr=out)
+        Client().get("/sync/")
+        Client().get("/sync/")
+        print(json.dumps({"check": out.getvalue()}))
+        """,
+    )
+    lost = (
+        "hopwatch writes request lines to the logger 'hopwatch' at INFO, but every handler"
+        f" that would receive them refuses INFO records: {why}: the lines are lost."
+    )
+    assert f"(hopwatch.W004) {lost}" in seen["check"]
+    if logging_settings is _ROOT_AT_WARNING:  # the warning gets through; no line does
+        assert stderr == [f"{lost} Add a handler for it to LOGGING, or set HOPWATCH[\"OUTPUT\"]"
+                          ' to "stdout" or a file (hopwatch.W004).']  # fmt: skip
+    else:  # the same filter drops the warning too: nothing on stderr, as said in the docs
+        assert stderr == []

@@ -521,7 +521,7 @@ def test_lines_a_logger_would_drop_are_said_once_as_the_first_goes_out(db):
     (record,) = said
     assert record.getMessage().startswith(
         "hopwatch writes request lines to the logger 'hopwatch-nowhere' at INFO, but that"
-        " logger has no handler or a level above INFO: the lines are lost."
+        " logger is disabled or its level is above INFO: the lines are lost."
     )
     assert record.getMessage().endswith("(hopwatch.W004).")
 

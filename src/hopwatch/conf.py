@@ -142,10 +142,15 @@ SETTINGS: Final[dict[str, Setting]] = {
         "hopwatch",
         lambda v: isinstance(v, str) and bool(v),
         "a logger name",
-        "The stdlib logger used when `OUTPUT` is `\"logging\"`. It needs a handler at level"
-        " INFO; check `hopwatch.W004` warns when it has none, and so does hopwatch's own"
-        " logger, once, as the first line goes out (a server runs no system checks;"
-        " `SILENCED_SYSTEM_CHECKS` silences both).",
+        "The stdlib logger used when `OUTPUT` is `\"logging\"`. Its lines need a handler"
+        " that takes INFO records: on that logger or one it propagates to, at level INFO or"
+        " lower, its filters passing them. Check `hopwatch.W004` warns when none does (a"
+        " level above INFO, a handler at `WARNING`, Django's `require_debug_true` with"
+        " `DEBUG` off), and so does hopwatch's own logger, once, as the first line goes out"
+        " (a server runs no system checks; `SILENCED_SYSTEM_CHECKS` silences both; a filter"
+        " on the `hopwatch` logger's handlers drops that warning too). Filters are judged"
+        " by asking them about an empty INFO record of that logger, never written: one that"
+        " reads the message may judge the lines otherwise.",
     ),
     "REQUEST_ID_HEADER": Setting(
         "X-Request-ID",
@@ -361,16 +366,50 @@ class Problem:
 def lines_lost_to(logger_name: str) -> str | None:
     """Why request lines sent to the stdlib logger ``logger_name`` at INFO are lost, or
     None when they are not: the words of check hopwatch.W004 and of the same warning at
-    run time (``hopwatch._emit``)."""
+    run time (``hopwatch._emit``).
+
+    A line reaches a handler as ``Logger.handle`` would take it there: the logger
+    enabled for INFO and its filters passing the record, then each handler of the
+    logger and of the loggers it propagates to whose level is INFO or lower and whose
+    filters pass it. Filters are asked about a probe: an INFO record of that logger's
+    name with an empty message, never emitted (``logging.Filter`` and Django's
+    ``CallbackFilter`` such as ``require_debug_true`` judge it as they would a line; a
+    filter that reads the message, or counts what it is asked, may judge otherwise)."""
     import logging
 
     logger = logging.getLogger(logger_name)
-    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
-        return None
+    where = f"hopwatch writes request lines to the logger {logger_name!r} at INFO, but"
+    if not logger.isEnabledFor(logging.INFO):
+        return f"{where} that logger is disabled or its level is above INFO: the lines are lost."
+    probe = logging.LogRecord(logger_name, logging.INFO, __file__, 0, "", (), None)
+    if not logger.filter(probe):
+        return f"{where} that logger's filters drop them: the lines are lost."
+    refused: list[str] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if handler.level > logging.INFO:
+                refused.append(f"{_named(handler)} (level {logging.getLevelName(handler.level)})")
+            elif not handler.filter(probe):
+                refused.append(f"{_named(handler)} (its filters)")
+            else:
+                return None
+        current = current.parent if current.propagate else None
+    if not refused:
+        return (
+            f"{where} neither it nor a logger it propagates to has a handler: the lines are"
+            " lost."
+        )
     return (
-        f"hopwatch writes request lines to the logger {logger_name!r} at INFO, but that"
-        " logger has no handler or a level above INFO: the lines are lost."
+        f"{where} every handler that would receive them refuses INFO records: "
+        + ", ".join(refused)
+        + ": the lines are lost."
     )
+
+
+def _named(handler: object) -> str:
+    name = getattr(handler, "name", None)
+    return f"{type(handler).__name__} {name!r}" if name else type(handler).__name__
 
 
 def silenced(check_id: str) -> bool:
