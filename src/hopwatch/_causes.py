@@ -12,7 +12,9 @@ One mechanism, four sources, tried in order for every hop:
    ``QuerySet.get``); caller rules can also be derived from a code object on
    first sight by a *classifier* (all async ORM methods);
 4. the **fallback**: the wrapped callable's dotted name plus the user's call
-   site (the first frame outside Django, asgiref, hopwatch and the stdlib).
+   site (the first frame outside Django, asgiref, hopwatch and the stdlib,
+   looked for no further than where the application was entered: see
+   :func:`user_frame`).
 
 Rules are registered by the integration layer (``hopwatch._django_causes``); this
 module knows nothing about Django. Every lookup is a dict lookup keyed by
@@ -49,6 +51,7 @@ TAG_ATTR: Final = "_hopwatch_cause"
 
 Rule = Callable[[object, "FrameType | None"], "Cause | None"]
 CallerClassifier = Callable[[CodeType], "Rule | None"]
+BoundaryClassifier = Callable[[CodeType], bool]
 
 # id(code) -> (code, rule): see the module docstring for why ids.
 _target_rules: dict[int, tuple[CodeType, Rule]] = {}
@@ -208,7 +211,9 @@ def dotted_name(target: object) -> str:
 
 _library_roots: list[str] = []
 _non_library_roots: list[str] = []
-_is_library: dict[int, tuple[CodeType, bool]] = {}
+_boundary_classifiers: list[BoundaryClassifier] = []
+# id(code) -> (code, classify_code's answer)
+_code_kinds: dict[int, tuple[CodeType, int]] = {}
 
 
 def _norm(path: str) -> str:
@@ -220,7 +225,17 @@ def add_library_package(module_file: str) -> None:
     root = _norm(os.path.dirname(module_file))
     if root not in _library_roots:
         _library_roots.append(root)
-        _is_library.clear()
+        _code_kinds.clear()
+        _hotpath.clear_caches()  # the user frame of a cached call site may change
+
+
+def register_boundary_classifier(classifier: BoundaryClassifier) -> None:
+    """Ask ``classifier(code)`` once per unseen code object whether it is where the
+    application is entered (the handler a server or a test client calls): the walk
+    for a call site stops there (see :func:`user_frame`)."""
+    if classifier not in _boundary_classifiers:
+        _boundary_classifiers.append(classifier)
+        _code_kinds.clear()
         _hotpath.clear_caches()  # the user frame of a cached call site may change
 
 
@@ -248,23 +263,15 @@ def _init_roots() -> None:
 
 
 def _library(code: CodeType) -> bool:
-    known = _is_library.get(id(code))
-    if known is not None and known[0] is code:
-        return known[1]
     filename = code.co_filename
     if filename.startswith("<"):
-        result = True  # frozen modules, exec'd strings
-    else:
-        # The most specific root decides: django/ inside site-packages inside
-        # a distro's stdlib directory is library code.
-        path = os.path.normcase(os.path.abspath(filename))
-        library = max((len(r) for r in _library_roots if path.startswith(r)), default=0)
-        other = max((len(r) for r in _non_library_roots if path.startswith(r)), default=0)
-        result = library > other
-    if len(_is_library) >= _CACHE_LIMIT:
-        _is_library.clear()
-    _is_library[id(code)] = (code, result)
-    return result
+        return True  # frozen modules, exec'd strings
+    # The most specific root decides: django/ inside site-packages inside
+    # a distro's stdlib directory is library code.
+    path = os.path.normcase(os.path.abspath(filename))
+    library = max((len(r) for r in _library_roots if path.startswith(r)), default=0)
+    other = max((len(r) for r in _non_library_roots if path.startswith(r)), default=0)
+    return library > other
 
 
 #: Times a rule walked the frames (resolve() compares it before and after).
@@ -278,23 +285,41 @@ _LOOP_DISPATCH: Final = __import__("asyncio").events.Handle._run.__code__
 
 
 def classify_code(code: CodeType) -> int:
-    """0 user code, 1 library code, 2 the event loop's dispatch (the walk stops)."""
-    if code is _LOOP_DISPATCH:
-        return 2
-    return 1 if _library(code) else 0
+    """0 user code, 1 library code, 2 where the walk for a call site stops: the
+    event loop's dispatch, or where the application is entered (a boundary
+    classifier's answer). Once per code object (cached)."""
+    known = _code_kinds.get(id(code))
+    if known is not None and known[0] is code:
+        return known[1]
+    if code is _LOOP_DISPATCH or any(entry(code) for entry in _boundary_classifiers):
+        kind = 2
+    else:
+        kind = 1 if _library(code) else 0
+    if len(_code_kinds) >= _CACHE_LIMIT:
+        _code_kinds.clear()
+    _code_kinds[id(code)] = (code, kind)
+    return kind
 
 
 def user_frame(frame: FrameType | None) -> FrameType | None:
-    """The first frame at or above ``frame`` outside library code, or None
-    when there is none or the walk reaches the event loop's dispatch."""
+    """The first frame at or above ``frame`` outside library code, or None when
+    there is none before the walk reaches where it stops (:func:`classify_code`).
+
+    It stops at the event loop's dispatch (frames do not link across tasks) and
+    at the application's boundary, the handler a server or a test client called
+    (Django's ``ASGIHandler.__call__``, ``WSGIHandler.__call__``, the test
+    clients' handlers): what is above it is whoever called the application, a
+    server, a server's middleware or a test, never the code that made the call.
+    A hop made in the handler itself, outside the user's code, has no call site.
+    """
     global _walks
     _walks += 1
     while frame is not None:
-        code = frame.f_code
-        if code is _LOOP_DISPATCH:
-            return None
-        if not _library(code):
+        kind = classify_code(frame.f_code)
+        if kind == 0:
             return frame
+        if kind == 2:
+            return None
         frame = frame.f_back
     return None
 

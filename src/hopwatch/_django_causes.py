@@ -200,7 +200,7 @@ _KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
     ),
     # 6.0+: once an upload spools to disk (FILE_UPLOAD_MAX_MEMORY_SIZE), each
     # further body chunk is written through sync_to_async(body_file.write).
-    # Handler code: no call site (the frame above it is the server's).
+    # Handler code: no call site (the walk stops at the handler: _APPLICATION_ENTRIES).
     ("core/handlers/asgi.py", "ASGIHandler.read_body"): _fixed("stream", REQUEST_BODY_TO_DISK),
     # 6.1: aauthenticate() with an unknown username still hashes the password
     # once (so it takes as long as a wrong password), in a thread.
@@ -208,6 +208,30 @@ _KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
         _async_api_rule("other", "acheck_password (unknown user)")
     ),
 }
+
+
+#: Where a server or a test client enters the application, by (file under django/,
+#: qualname): a call site is never looked for above these (``_causes.user_frame``).
+#: Matched by name, as ``_KNOWN_CALLERS``: ``django.test.client`` is not imported
+#: for it, and hopwatch's replacements of the handlers' ``__call__`` call these.
+_APPLICATION_ENTRIES = frozenset(
+    {
+        ("core/handlers/asgi.py", "ASGIHandler.__call__"),
+        ("core/handlers/asgi.py", "ASGIHandler.handle"),
+        ("core/handlers/wsgi.py", "WSGIHandler.__call__"),
+        ("test/client.py", "ClientHandler.__call__"),
+        ("test/client.py", "AsyncClientHandler.__call__"),
+    }
+)
+
+
+def _application_entry(code: CodeType) -> bool:
+    """Whether ``code`` is a Django handler's entry (once per code object: cached)."""
+    filename = code.co_filename
+    if not filename.startswith(_DJANGO_ROOT):
+        return False
+    relative = filename[len(_DJANGO_ROOT) :].replace(os.sep, "/")
+    return (relative, code.co_qualname) in _APPLICATION_ENTRIES
 
 
 def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
@@ -297,6 +321,7 @@ def register_rules() -> None:
         )
     _causes.register_caller(MiddlewareMixin.__acall__, _mixin_hook_rule)
     _causes.register_caller_classifier(_classify_django_caller)
+    _causes.register_boundary_classifier(_application_entry)
 
 
 # --- middleware adaptation tags -----------------------------------------------
