@@ -121,6 +121,11 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         ({"OUTPUT": "hops.log", "OUTPUT_BUFFER": 100}, "HOPWATCH['OUTPUT_BUFFER'] is 100; it must be 0, or"),
         # Off is checked too: a typo must not pass unseen because hopwatch is off.
         ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
+        # A credential header spelt with underscores reaches the same request.META key.
+        ({"REQUEST_ID_HEADER": "X_Api_Key"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X_Api_Key'; it must be a header name that carries no credential"),
+        ({"REQUEST_ID_HEADER": "Proxy_Authorization"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'Proxy_Authorization'; it must be"),
+        # request.META's spelling matched no header, without a word.
+        ({"REQUEST_ID_HEADER": "HTTP_X_REQUEST_ID"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'HTTP_X_REQUEST_ID', a request.META key, not a header name: no header is read by that name. Write the header's name as the client sends it: 'X-Request-Id'."),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_clear_error(tmp_path, hopwatch, said):
@@ -186,3 +191,29 @@ def test_every_setting_reads_as_an_attribute_and_a_wrong_name_is_an_error():
             assert getattr(hopwatch_settings, name) == expected, name
     with pytest.raises(AttributeError, match="hopwatch has no setting 'SITES_LIMT'"):
         hopwatch_settings.SITES_LIMT  # noqa: B018
+
+
+@pytest.mark.parametrize("header", ["X_Api_Key", "x_api_key", "Proxy_Authorization"])
+def test_a_credential_header_spelt_with_underscores_never_becomes_the_request_id(
+    header, log_lines, db
+):
+    """Django reads ``-`` and ``_`` in a header name alike: ``X_Api_Key`` read the
+    X-Api-Key header, and its secret was logged as ``request_id``."""
+    from django.test import Client
+
+    from hopwatch import middleware
+
+    with override_settings(HOPWATCH={"REQUEST_ID_HEADER": header}):
+        Client().get("/sync/", headers={"X-Api-Key": "sk_live_abc", "Proxy-Authorization": "sk_live_abc"})
+    (line,) = log_lines.parsed()
+    assert line["request_id"] != "sk_live_abc"
+    assert middleware._new_meta_key(header) is None  # the middleware's own guard agrees
+
+
+def test_the_meta_spelling_of_the_request_id_header_is_refused_at_run_time_too(log_lines, db):
+    from django.test import Client
+
+    with override_settings(HOPWATCH={"REQUEST_ID_HEADER": "HTTP_X_REQUEST_ID"}):
+        Client().get("/sync/", headers={"X-Request-ID": "abc-123"})
+    (line,) = log_lines.parsed()
+    assert line["request_id"] == "abc-123"  # the default, X-Request-ID, read instead

@@ -86,8 +86,23 @@ def _output_buffer(value: Any) -> bool:
     return _count(value) and (value == 0 or low <= value <= high)
 
 
+def is_credential_header(name: str) -> bool:
+    """Whether the header ``name`` is one that carries a credential, spelt any way that
+    reaches the same ``request.META`` key (Django reads ``-`` and ``_`` alike:
+    ``X_Api_Key`` is ``X-Api-Key``)."""
+    return name.lower().replace("_", "-") in CREDENTIAL_HEADERS
+
+
 def _request_id_header(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.lower() not in CREDENTIAL_HEADERS)
+    return value is None or (isinstance(value, str) and not is_credential_header(value))
+
+
+def _meta_spelling(value: Any) -> str | None:
+    """The header name meant by a ``request.META`` key given as REQUEST_ID_HEADER
+    (``HTTP_X_REQUEST_ID``: ``X-Request-Id``), else None."""
+    if not isinstance(value, str) or not value.upper().startswith("HTTP_") or len(value) < 6:
+        return None
+    return "-".join(word.capitalize() for word in value[5:].split("_"))
 
 
 def _profile_token(value: Any) -> bool:
@@ -157,8 +172,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         _request_id_header,
         "a header name that carries no credential, or None",
         "A request header whose value becomes `request_id`, when it is 1-128 characters of"
-        " `A-Za-z0-9._:/+=-`. Otherwise (or `None`) an id is generated. Headers that carry"
-        " credentials (`Authorization`, `Cookie`, ...) are refused.",
+        " `A-Za-z0-9._:/+=-`. Otherwise (or `None`) an id is generated. Written as the"
+        " client sends it (`X-Request-ID`); its `request.META` key (`HTTP_X_REQUEST_ID`) is"
+        " refused, saying what to write. Headers that carry credentials (`Authorization`,"
+        " `Cookie`, `X-Api-Key`, ...) are refused however they are spelt (`X_Api_Key`:"
+        " Django reads `_` as `-`).",
     ),
     "SAMPLE_RATE": Setting(
         1.0,
@@ -479,6 +497,18 @@ def problems(user: object) -> list[Problem]:
                     f" ({setting.default!r}).",
                 )
             )
+    header = user.get("REQUEST_ID_HEADER")
+    meant = _meta_spelling(header) if _request_id_header(header) else None
+    if meant is not None:
+        found.append(
+            Problem(
+                "hopwatch.E003",
+                "REQUEST_ID_HEADER",
+                f"HOPWATCH['REQUEST_ID_HEADER'] is {header!r}, a request.META key, not a"
+                " header name: no header is read by that name.",
+                f"Write the header's name as the client sends it: {meant!r}.",
+            )
+        )
     hook = user.get("EXTRA_FIELDS")
     if isinstance(hook, str):
         try:

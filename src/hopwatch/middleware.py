@@ -42,7 +42,7 @@ from hopwatch._recorder import (
     outside_requests,
     request_ids,
 )
-from hopwatch.conf import CREDENTIAL_HEADERS, hopwatch_settings
+from hopwatch.conf import hopwatch_settings, is_credential_header
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
 #: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
@@ -193,7 +193,7 @@ _meta_keys: dict[str, str | None] = {}
 def _new_meta_key(header: str) -> str | None:
     """The META key of a request-id header not seen yet (None for a credential
     header), remembered for the next requests."""
-    usable = header.lower() not in CREDENTIAL_HEADERS
+    usable = not is_credential_header(header)
     key = "HTTP_" + header.upper().replace("-", "_") if usable else None
     if len(_meta_keys) < 64:
         _meta_keys[header] = key
