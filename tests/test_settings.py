@@ -217,3 +217,26 @@ def test_the_meta_spelling_of_the_request_id_header_is_refused_at_run_time_too(l
         Client().get("/sync/", headers={"X-Request-ID": "abc-123"})
     (line,) = log_lines.parsed()
     assert line["request_id"] == "abc-123"  # the default, X-Request-ID, read instead
+
+
+def test_a_pathlib_output_is_a_file_path(tmp_path, log_lines, db):
+    """``"OUTPUT": BASE_DIR / "hops.log"`` stopped start-up: "it must be ... a file path"."""
+    from django.test import Client
+
+    from hopwatch.checks import check_logging
+    from hopwatch.conf import validate
+
+    target = tmp_path / "hops.log"
+    assert problems({"OUTPUT": target}) == []
+    assert problems({"OUTPUT": Path("stdout")}) != []  # a bare word, as a str would be
+    assert problems({"OUTPUT": Path("logs") / "hops"}) == []
+    with override_settings(HOPWATCH={"OUTPUT": target}):
+        validate()  # what start-up runs: no ImproperlyConfigured
+        assert check_logging() == []
+        Client().get("/sync/")
+        Client().get("/sync/")
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["route"] for line in lines] == ["/sync/", "/sync/"]
+    with override_settings(HOPWATCH={"OUTPUT": tmp_path / "missing" / "hops.log"}):
+        (message,) = check_logging()
+    assert message.msg.startswith(f"HOPWATCH[\"OUTPUT\"] is {str(tmp_path / 'missing' / 'hops.log')!r}")

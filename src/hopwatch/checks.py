@@ -146,9 +146,10 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     ]
 
 
-def _file_output_problems(path: str) -> list[CheckMessage]:
+def _file_output_problems(output: str | os.PathLike[str]) -> list[CheckMessage]:
     """``hopwatch.W007``: a file ``OUTPUT`` this process cannot append to (checked, not
     opened: a check creates no file)."""
+    path = os.fspath(output)
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
     if os.path.isdir(target):

@@ -71,12 +71,15 @@ def _optional_text(value: Any) -> bool:
 
 
 def _output(value: Any) -> bool:
-    """``logging``, ``stdout``, or something that reads as a file path: a directory part or
-    a suffix. A bare word ("stderr", "file") is far more likely a mistake than a file name."""
+    """``logging``, ``stdout``, or something that reads as a file path (a ``str`` or an
+    ``os.PathLike``, ``BASE_DIR / "hops.log"``): a directory part or a suffix. A bare word
+    ("stderr", "file") is far more likely a mistake than a file name."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)  # a path, never "logging" or "stdout"
+    elif value in OUTPUT_TARGETS:
+        return True
     if not isinstance(value, str) or not value.strip():
         return False
-    if value in OUTPUT_TARGETS:
-        return True
     head, tail = os.path.split(value)
     return bool(tail) and (bool(head) or "." in tail.strip("."))
 
@@ -126,11 +129,12 @@ SETTINGS: Final[dict[str, Setting]] = {
     "OUTPUT": Setting(
         "logging",
         _output,
-        '"logging", "stdout", or a file path with a directory or a suffix'
-        ' ("/var/log/app/hops.jsonl", "hops.log")',
+        '"logging", "stdout", or a file path (a str or os.PathLike) with a directory or a'
+        ' suffix ("/var/log/app/hops.jsonl", "hops.log")',
         'Where request lines go: `"logging"` (the stdlib logger `LOGGER_NAME`, so your'
-        ' handlers and shippers get them), `"stdout"`, or a file path (appended to, one JSON'
-        " object per line). A path needs a directory part or a suffix (`hops.log`,"
+        ' handlers and shippers get them), `"stdout"`, or a file path, a string or a'
+        ' `pathlib.Path` (`BASE_DIR / "hops.log"`), appended to, one JSON object per line.'
+        " A path needs a directory part or a suffix (`hops.log`,"
         " `./hops`): a bare word such as `\"stderr\"` is refused at start-up rather than"
         " taken for a file name. Check `hopwatch.W007` warns when this process cannot append"
         " to the file (its directory missing, say).",
