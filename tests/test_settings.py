@@ -240,3 +240,28 @@ def test_a_pathlib_output_is_a_file_path(tmp_path, log_lines, db):
     with override_settings(HOPWATCH={"OUTPUT": tmp_path / "missing" / "hops.log"}):
         (message,) = check_logging()
     assert message.msg.startswith(f"HOPWATCH[\"OUTPUT\"] is {str(tmp_path / 'missing' / 'hops.log')!r}")
+
+
+def test_an_unknown_key_or_a_hopwatch_that_is_no_dict_is_said_once_at_run_time(log_lines, db):
+    """Both were ignored without a word under override_settings; settings.md says a bad
+    value given that way is said once on the hopwatch logger."""
+    from django.test import Client
+
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)  # not the lines
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(handler)
+    try:
+        for _ in range(2):  # each snapshot again: said once
+            with override_settings(HOPWATCH={"SAMPL_RATE": 0.0}):
+                Client().get("/sync/")
+            with override_settings(HOPWATCH=["x"]):
+                Client().get("/sync/")
+    finally:
+        logging.getLogger("hopwatch").removeHandler(handler)
+    assert said == [
+        "HOPWATCH has an unknown key 'SAMPL_RATE'. Did you mean 'SAMPLE_RATE'? hopwatch"
+        " ignores it.",
+        "HOPWATCH must be a dict, not list. hopwatch uses the defaults instead.",
+    ]
+    assert len(log_lines.parsed()) == 4  # the defaults: every request logged

@@ -561,15 +561,20 @@ _warned: set[str] = set()
 
 
 def _warn_once(problem: Problem) -> None:
-    """A bad value met after start-up (``override_settings``): said once, on hopwatch's logger."""
-    if problem.key is None or problem.message in _warned or len(_warned) > 100:
+    """A problem met after start-up (``override_settings``): said once, on hopwatch's
+    logger, with what hopwatch does instead."""
+    if problem.message in _warned or len(_warned) > 100:
         return
     _warned.add(problem.message)
     import logging
 
-    logging.getLogger("hopwatch").warning(
-        "%s hopwatch uses the default (%r) instead.", problem.message, DEFAULTS[problem.key]
-    )
+    if problem.key is None:  # HOPWATCH is not a dict
+        instead = "hopwatch uses the defaults instead."
+    elif problem.key in SETTINGS:
+        instead = f"hopwatch uses the default ({DEFAULTS[problem.key]!r}) instead."
+    else:  # an unknown key
+        instead = f"{problem.hint} hopwatch ignores it."
+    logging.getLogger("hopwatch").warning("%s %s", problem.message, instead)
 
 
 #: ``django.conf.settings``' own cache of the settings it has been asked for (its
@@ -610,10 +615,11 @@ class Settings:
             merged = dict(DEFAULTS)
             if isinstance(user, dict):
                 merged.update((k, v) for k, v in user.items() if k in SETTINGS)
-                for problem in problems(user):
-                    if problem.key in SETTINGS:  # validated at start-up; changed since
-                        merged[problem.key] = DEFAULTS[problem.key]
-                        _warn_once(problem)
+            # validated at start-up; changed since: each problem said once
+            for problem in problems(None if user is _ABSENT else user):
+                if problem.key in SETTINGS:
+                    merged[problem.key] = DEFAULTS[problem.key]
+                _warn_once(problem)
             self._merged, self._source = merged, user
         return self._merged
 
