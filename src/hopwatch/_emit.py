@@ -416,9 +416,63 @@ class _LineWriter:
 
     info = msg
 
+    def reopen_if_moved(self, path: str) -> None:
+        """Reopen ``path`` when it is no longer the file written to (see :class:`_Rotation`)."""
+        with self._lock:
+            old = _reopened(path, self._stream)
+            if old is None:
+                return
+            self._stream, old = old, self._stream
+        old.close()
+
     def close(self) -> None:
         if self._close:
             self._stream.close()
+
+
+#: How often a file OUTPUT is checked for a rotation, at most (nanoseconds).
+ROTATION_CHECK_NS = 1_000_000_000
+
+
+def _reopened(path: str, stream: TextIO) -> TextIO | None:
+    """``path`` opened anew when it no longer names the file ``stream`` writes to (it was
+    renamed or removed, as by logrotate), else None. One ``stat`` and one ``fstat``."""
+    if stream.closed:
+        return None
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        named = None
+    if named is not None:
+        open_now = os.fstat(stream.fileno())
+        if (named.st_dev, named.st_ino) == (open_now.st_dev, open_now.st_ino):
+            return None
+    return open(path, "a", encoding="utf-8")  # closed by its output
+
+
+class _Rotation:
+    """Follows a file ``OUTPUT`` across a rotation (logrotate's rename and create, a
+    removed file): when a line is written, at most once a second, by the clock the
+    request already read (its record's ``ended_ns``, ``perf_counter_ns``), the path is
+    compared with the open file (``stat`` against ``fstat``, device and inode) and
+    reopened when they differ. The request pays an attribute read and a comparison;
+    the check, once a second, two system calls. Lines written between the rename and
+    the check (at most a second's, after the first request that follows the rename) go
+    to the renamed file."""
+
+    __slots__ = ("_output", "_path", "due_ns")
+
+    def __init__(self, output: _LineWriter | _HeldLines, path: str) -> None:
+        self._output = output
+        self._path = path
+        self.due_ns = 0
+
+    def check(self, now_ns: int) -> None:
+        self.due_ns = now_ns + ROTATION_CHECK_NS
+        try:
+            self._output.reopen_if_moved(self._path)
+        except Exception as exc:  # the directory gone, no permission: said, never raised
+            _errors.report("reopening the request lines' file after a rotation", exc)
 
 
 #: The longest a line held by OUTPUT_BUFFER waits before it is written, in seconds
@@ -536,6 +590,18 @@ class _HeldLines:
             size += length
         _write_lines(stream, piece)
 
+    def reopen_if_moved(self, path: str) -> None:
+        """Reopen ``path`` when it is no longer the file written to (see :class:`_Rotation`);
+        what is held is written to the new one."""
+        with self._write_lock:
+            if self._closed:
+                return
+            old = _reopened(path, self._stream)
+            if old is None:
+                return
+            self._stream, old = old, self._stream
+        old.close()
+
     def _run(self) -> None:
         pending, ended = self._pending, self._ended
         while True:
@@ -650,13 +716,15 @@ def _warn_if_lost(logger_name: str) -> None:
 
 
 def make_logger(
-    output: str, logger_name: str, buffer: int = 0
-) -> tuple[Any, Callable[[], None]]:
-    """A structlog logger for ``output`` ("logging", "stdout" or a path), and its closer;
-    ``buffer`` > 0 (stdout or a path): lines held up to that many characters."""
+    output: str | os.PathLike[str], logger_name: str, buffer: int = 0
+) -> tuple[Any, Callable[[], None], _Rotation | None]:
+    """A structlog logger for ``output`` ("logging", "stdout" or a path), its closer, and
+    for a path, what follows the file across a rotation; ``buffer`` > 0 (stdout or a
+    path): lines held up to that many characters."""
     processors: list[Any] = [_renderer(logger_name)]
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
+    rotation = None
     if output == "logging":
         _warn_if_lost(logger_name)
         target = _StdlibLine(logging.getLogger(logger_name))
@@ -665,6 +733,8 @@ def make_logger(
         stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115
         target = _HeldLines(stream, buffer, close=own) if buffer else _LineWriter(stream, close=own)
         closer = target.close
+        if own:
+            rotation = _Rotation(target, os.path.abspath(output))
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
     bound = structlog.wrap_logger(
@@ -674,7 +744,7 @@ def make_logger(
         context_class=dict,
         cache_logger_on_first_use=True,
     ).bind()
-    return bound, closer
+    return bound, closer, rotation
 
 
 class Emitter:
@@ -685,6 +755,8 @@ class Emitter:
         #: This host's hop tax in µs once measured (MEASURE_HOP_TAX), else None.
         self.hop_tax_us = hop_tax_us
         self._logger: Any = None
+        #: The file output's rotation check (None for "logging" and "stdout").
+        self._rotation: _Rotation | None = None
         self._logger_key: tuple[str, str, int] | None = None
         self._closer: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
@@ -697,7 +769,7 @@ class Emitter:
             with self._lock:
                 if key != self._logger_key:
                     self._close_quietly()
-                    self._logger, self._closer = make_logger(*key)
+                    self._logger, self._closer, self._rotation = make_logger(*key)
                     self._logger_key = key
         return self._logger
 
@@ -717,8 +789,8 @@ class Emitter:
     def _plan_for(self, settings: dict[str, Any]) -> tuple[Any, ...]:
         """What each line needs of a settings snapshot, read once per snapshot:
         (the snapshot, the logger, the filters, the encoding options, the extra-fields
-        hook). ``ENABLED`` is not among them: it is read once, at start-up (off, there is
-        no emitter: ``hopwatch.apps.activate``)."""
+        hook, the file output's rotation check). ``ENABLED`` is not among them: it is
+        read once, at start-up (off, there is no emitter: ``hopwatch.apps.activate``)."""
         options = (
             settings["SITES_LIMIT"],
             settings["DETAIL_LIMIT"] if settings["DETAIL"] else None,
@@ -733,6 +805,7 @@ class Emitter:
             settings["SAMPLE_RATE"],
             options,
             self._hook(settings["EXTRA_FIELDS"]),
+            self._rotation,
         )
         self._plan = plan
         return plan
@@ -742,7 +815,7 @@ class Emitter:
         plan = self._plan
         if plan is None or plan[0] is not settings:
             plan = self._plan_for(settings)
-        _, logger, min_hops, min_hop_ns, rate, options, hook = plan
+        _, logger, min_hops, min_hop_ns, rate, options, hook, rotation = plan
         if record.count < min_hops or record.wall_ns < min_hop_ns:
             return
         if rate < 1.0 and random.random() >= rate:
@@ -770,6 +843,8 @@ class Emitter:
         errors = _errors.take_unreported() if _errors._total != _errors._reported else 0
         if errors:
             event["hopwatch_errors"] = errors
+        if rotation is not None and record.ended_ns >= rotation.due_ns:  # once a second
+            rotation.check(record.ended_ns)
         try:
             logger.info(line or event)
         except BaseException:

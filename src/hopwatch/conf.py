@@ -137,7 +137,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         " A path needs a directory part or a suffix (`hops.log`,"
         " `./hops`): a bare word such as `\"stderr\"` is refused at start-up rather than"
         " taken for a file name. Check `hopwatch.W007` warns when this process cannot append"
-        " to the file (its directory missing, say).",
+        " to the file (its directory missing, say). The file is followed across a rotation"
+        " (logrotate's rename, with `create` or without; `copytruncate` works too): at most"
+        " once a second, as a line goes out, hopwatch compares the path with the open file"
+        " and reopens it when it was moved (no system call per request); the lines of that"
+        " second may still go to the renamed file, so use `delaycompress`.",
     ),
     "OUTPUT_BUFFER": Setting(
         0,
