@@ -6,7 +6,9 @@ One mechanism, four sources, tried in order for every hop:
    it was created, for adapters whose cause is only known at creation time
    (Django's middleware adaptation);
 2. a **target rule**, keyed by the code object of the wrapped callable
-   (``Signal.send``, ``HttpResponseBase.close``, ``response_for_exception``);
+   (``Signal.send``, ``response_for_exception``); target rules can also be
+   derived from a code object on first sight by a *classifier* (every
+   response's ``close``, an override's too);
 3. a **caller rule**, keyed by the code object of the frame that made the call
    (``BaseHandler._get_response_async`` calls views, ``QuerySet.aget`` calls
    ``QuerySet.get``); caller rules can also be derived from a code object on
@@ -51,6 +53,7 @@ TAG_ATTR: Final = "_hopwatch_cause"
 
 Rule = Callable[[object, "FrameType | None"], "Cause | None"]
 CallerClassifier = Callable[[CodeType], "Rule | None"]
+TargetClassifier = Callable[[CodeType], "Rule | None"]
 BoundaryClassifier = Callable[[CodeType], bool]
 
 # id(code) -> (code, rule): see the module docstring for why ids.
@@ -59,6 +62,9 @@ _caller_rules: dict[int, tuple[CodeType, Rule]] = {}
 _caller_classifiers: list[CallerClassifier] = []
 # Registered caller rules plus the classifiers' answers (None included).
 _caller_cache: dict[int, tuple[CodeType, Rule | None]] = {}
+_target_classifiers: list[TargetClassifier] = []
+# The target classifiers' answers (None included), for codes without a registered rule.
+_target_cache: dict[int, tuple[CodeType, Rule | None]] = {}
 
 _MISSING: Final = object()
 _CACHE_LIMIT: Final = 20_000
@@ -84,6 +90,15 @@ def register_target(func: object, rule: Rule) -> None:
     code = _code_of(func)
     _target_rules[id(code)] = (code, rule)
     _hotpath.clear_caches()  # its answers were cached under the old rules
+
+
+def register_target_classifier(classifier: TargetClassifier) -> None:
+    """Ask ``classifier(code)`` once per unseen target code object (one without a
+    registered target rule) for a rule."""
+    if classifier not in _target_classifiers:
+        _target_classifiers.append(classifier)
+    _target_cache.clear()  # earlier negative answers may change
+    _hotpath.clear_caches()
 
 
 def register_caller(func: object, rule: Rule) -> None:
@@ -127,6 +142,25 @@ def _caller_rule(code: CodeType) -> Rule | None:
     return rule
 
 
+def _target_rule(code: CodeType) -> Rule | None:
+    """The rule for hops running ``code``: registered, else a classifier's (cached)."""
+    registered = _target_rules.get(id(code))
+    if registered is not None and registered[0] is code:
+        return registered[1]
+    cached = _target_cache.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    rule = None
+    for classifier in _target_classifiers:
+        rule = classifier(code)
+        if rule is not None:
+            break
+    if len(_target_cache) >= _CACHE_LIMIT:
+        _target_cache.clear()
+    _target_cache[id(code)] = (code, rule)
+    return rule
+
+
 def reads_instance() -> None:
     """Called by a rule whose answer depends on the hop's objects this time
     (not only on their code and names): the answer is then never cached."""
@@ -159,11 +193,11 @@ def resolve(
     func = target.__func__ if type(target) is MethodType else target
     code = getattr(func, "__code__", None)
     if code is not None:
-        entry = _target_rules.get(id(code))
-        if entry is not None and entry[0] is code:
-            cause = entry[1](target, frame)
+        target_rule = _target_rule(code)
+        if target_rule is not None:
+            cause = target_rule(target, frame)
             if cause is not None:
-                return _answer(cause, entry[1], walks_before, reads_before)
+                return _answer(cause, target_rule, walks_before, reads_before)
     if frame is not None:
         caller_code = frame.f_code
         cached = _caller_cache.get(id(caller_code))

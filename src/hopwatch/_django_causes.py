@@ -138,6 +138,28 @@ def _response_rule(verb: str) -> _causes.Rule:
     return rule
 
 
+def _response_close_rule(target: object, frame: FrameType | None) -> Cause | None:
+    """A response's ``close``, whichever class's code it runs: ``<its class>.close``.
+    (The answer depends on the instance's class only, which the hop path's cache
+    key holds for a bound method.)"""
+    owner = getattr(target, "__self__", None)
+    if not isinstance(owner, http_response.HttpResponseBase):
+        return None  # a function named close, or another object's: not this rule
+    return intern_cause("response", f"{type(owner).__name__}.close")
+
+
+def _classify_target(code: CodeType) -> _causes.Rule | None:
+    """Target rules derived from a code object on first sight (cached by _causes):
+    any method named ``close`` is asked whether it is bound to a response.
+
+    Django closes every response it sent (under ASGI through ``sync_to_async``):
+    ``HttpResponseBase.close``, hopwatch's wrapper around it, and a subclass's
+    override (``FileResponse``, a ``StreamingHttpResponse`` of the project's) alike.
+    Keyed by the code's name, not by ``HttpResponseBase.close``'s code object, so an
+    override is not left to the fallback."""
+    return _response_close_rule if code.co_name == "close" else None
+
+
 def _fixed(kind: str, site: str) -> _causes.Rule:
     cause = intern_cause(kind, site)
     return lambda target, frame: cause
@@ -303,7 +325,7 @@ def register_rules() -> None:
             if rule is not None:
                 _causes.register_target(nested, rule)
 
-    _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
+    _causes.register_target_classifier(_classify_target)  # every response's close
     _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
     _causes.register_target(response_for_exception, _fixed("exception", "response_for_exception"))
     _causes.register_target(log_response, _fixed("exception", "log_response"))
@@ -428,5 +450,6 @@ def patched_adapt_method_mode(original: Callable[..., Any]) -> Callable[..., Any
 
 
 def register_close_rule() -> None:
-    """``response.close`` is hopwatch's wrapper once installed: attribute it like the original."""
-    _causes.register_target(http_response.HttpResponseBase.close, _response_rule("close"))
+    """``response.close`` is hopwatch's wrapper once installed: nothing to register,
+    the target classifier names every response's ``close`` (``_classify_target``).
+    Kept for ``_django.install``, which calls it after replacing ``close``."""
