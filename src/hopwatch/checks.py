@@ -61,7 +61,8 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             messages.append(
                 Warning(
                     "hopwatch is installed but its middleware is not in MIDDLEWARE: request"
-                    " lines will have no route, view or request id.",
+                    " lines will have no route or view, status null, and a generated"
+                    " request_id (REQUEST_ID_HEADER is not read).",
                     hint=f"Add {MIDDLEWARE_PATH!r} as the first entry of MIDDLEWARE.",
                     id="hopwatch.W001",
                 )

@@ -215,9 +215,11 @@ SETTINGS: Final[dict[str, Setting]] = {
         "How many causes the line lists in `sites` (largest first, the view's crossing always"
         " among them); the rest are counted in `sites_dropped`, and `hopwatch report` shows"
         " their crossings and overhead as left out of the lines. A stack with more causes"
-        " than this (startproject's middleware and a few ORM calls make 12 or more) gets"
-        " exact totals but per-cause counts that are lower bounds: raise it to name every"
-        " cause.",
+        " than this gets exact totals but per-cause counts that are lower bounds: an async"
+        " view behind startproject's middleware alone makes 15 crossings of 15 causes, so"
+        " the default leaves 5 out of every such line (`sites_dropped: 5`), more with ORM"
+        " calls. Raise it (to 20, say) to name every cause; each cause costs the line"
+        " about 150 characters.",
     ),
     "DETAIL": Setting(
         False,
@@ -264,7 +266,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         200,
         _positive,
         "a whole number > 0",
-        "With `LOG_RAW_PATHS`, raw paths are cut to this many characters.",
+        "With `LOG_RAW_PATHS`, a raw path longer than this is cut to this many characters"
+        " and `...` is added (so the route is at most this many plus 3).",
     ),
     "MEASURE_HOP_TAX": Setting(
         False,
