@@ -22,11 +22,9 @@ from django.test import AsyncClient, override_settings
 from hopwatch import _executors, _process
 from hopwatch._recorder import RequestRecord, add_sink, current_scope, remove_sink
 from tests.helpers import asgi_call, asgi_request, wsgi_request
-from tests.testapp.views_threads import GATHERED
+from tests.testapp.views_threads import COLD_CALLS, GATHERED
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
-# asgiref 3.13 can reuse a cold async_to_sync's thread (AsyncSingleThreadContext).
-NEW_LOOP_STARTS_A_THREAD = None if hasattr(AsyncToSync, "async_single_thread_context") else True
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,7 +95,7 @@ def test_wsgi_runs_thread_sensitive_calls_on_the_request_thread_via_a_cold_loop(
     # The request's thread is the test's, which already has its connection.
     assert line["db_connections"] == 0
     cold = [hop for hop in line["detail"] if hop["executor"] == "new_loop"]
-    assert [hop["thread_started"] for hop in cold] == [NEW_LOOP_STARTS_A_THREAD]
+    assert [hop["thread_started"] for hop in cold] == [True]
 
 
 def test_wsgi_pool_calls_run_in_the_cold_loops_pool(log_lines):
@@ -333,3 +331,30 @@ def test_the_process_line_is_documented_field_by_field():
         types = fields[name]
         assert isinstance(value, types), (name, value, types)
         assert types != (bool,) or isinstance(value, bool)
+
+
+# --- threads that end: a new one may take an ended one's id -------------------------------
+
+
+def test_cold_loops_one_after_another_are_each_a_new_thread(log_lines):
+    # Each cold async_to_sync runs its loop in a thread started for it, which ends
+    # before the next call starts one: the OS may give the next the same id
+    # (threading.get_ident), and the line must still count every thread.
+    assert wsgi_request("/threads/cold-loops/")[1] == b"cold"
+    line = one_line(log_lines)
+    assert line["new_loops"] == COLD_CALLS
+    assert line["threads"] == 1 + COLD_CALLS  # the request's thread, then one per call
+    assert [hop["thread_started"] for hop in line["detail"]] == [True] * COLD_CALLS
+
+
+@pytest.mark.skipif(
+    not hasattr(AsyncToSync, "async_single_thread_context"),
+    reason="AsyncSingleThreadContext is asgiref 3.13's",
+)
+def test_cold_loops_in_one_single_thread_context_share_one_thread(log_lines):
+    assert wsgi_request("/threads/cold-loops-one-thread/")[1] == b"cold"
+    line = one_line(log_lines)
+    assert line["new_loops"] == COLD_CALLS
+    assert line["threads"] == 2  # the request's thread and the context's one
+    started = [hop["thread_started"] for hop in line["detail"]]
+    assert started == [True] + [False] * (COLD_CALLS - 1)

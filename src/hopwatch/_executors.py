@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
-from asgiref.sync import AsyncToSync, SyncToAsync
+from asgiref.sync import SyncToAsync
 
 from hopwatch import _connections
 from hopwatch._recorder import ASYNC_TO_SYNC, RequestRecord
@@ -65,10 +65,6 @@ KINDS: Final = (
 
 #: Interfaces whose handler runs on the request's own (sync) thread.
 SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
-
-# asgiref 3.13 can reuse a cold async_to_sync's thread (AsyncSingleThreadContext);
-# before it every cold call starts a thread of its own.
-_REUSABLE_LOOP_THREADS: Final = hasattr(AsyncToSync, "async_single_thread_context")
 
 
 def executor_threads(executor: Any) -> frozenset[int]:
@@ -147,12 +143,12 @@ class Classifier:
         A request's ThreadSensitiveContext starts its thread for its first
         crossing (Django's ASGIHandler opens a context per request); a cold
         async_to_sync starts a thread for its loop (asgiref 3.13 may reuse one
-        inside an AsyncSingleThreadContext); the caller's thread and the loop
-        are never started for a crossing. A pool thread's start is not recorded.
+        inside an AsyncSingleThreadContext), which the hop path records
+        (``Hop.new_thread``); the caller's thread and the loop are never started
+        for a crossing. A pool thread's start is not recorded.
         """
         started: list[bool | None] = [None] * len(self.hops)
         first_context: int | None = None
-        loop_threads: set[int] = set()
         order = sorted(range(len(self.hops)), key=lambda i: self.hops[i].started_ns or 1 << 62)
         per_request_context = self.record.interface == "asgi"
         for index in order:
@@ -166,11 +162,8 @@ class Classifier:
                 elif hop.thread_id == first_context:
                     started[index] = False
             elif kind == NEW_LOOP and hop.thread_id:
-                if hop.thread_id in loop_threads:
-                    started[index] = False
-                elif not _REUSABLE_LOOP_THREADS:
-                    started[index] = True
-                loop_threads.add(hop.thread_id)
+                # told on the hop path: a thread's id may be an ended one's, reused
+                started[index] = bool(hop.new_thread)
         return started
 
 

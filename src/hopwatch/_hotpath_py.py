@@ -107,6 +107,7 @@ class Hop:
         "inner_ns",
         "inner_work_ns",
         "new_loop",
+        "new_thread",
         "outcome",
         "own_executor",
         "parent",
@@ -124,6 +125,8 @@ class Hop:
     parent: Hop | None
     scope: Any
     new_loop: bool
+    #: an async_to_sync whose new loop ran in a thread started for it
+    new_thread: bool
     #: a sync_to_async that is not thread-sensitive ran on an executor its caller gave
     own_executor: bool
     thread_id: int
@@ -160,7 +163,7 @@ class Hop:
         self.resumed_ns = 0
         self.inner_ns = self.inner_work_ns = 0
         self.thread_id = 0
-        self.new_loop = False
+        self.new_loop = self.new_thread = False
         self.own_executor = False
         self.outcome = OK
         self.expected_loop = None
@@ -305,6 +308,7 @@ class LedgerCore:
         "run_ns",
         "sync_to_async",
         "thread_ids",
+        "thread_reuses",
         "threadless",
         "wait_ns",
         "wall_ns",
@@ -334,6 +338,9 @@ class LedgerCore:
     causes: dict[tuple[Any, str], CauseStats]
     details: list[Hop]
     thread_ids: set[int]
+    #: threads started for a new loop whose id an earlier thread of its hops had
+    #: (one that ended): distinct threads the ids do not tell apart
+    thread_reuses: int
     pinned_by: dict[Any, int]
     cause_limit: int
 
@@ -349,7 +356,7 @@ class LedgerCore:
         self.count = self.sync_to_async = self.async_to_sync = 0
         self.wall_ns = self.wait_ns = self.run_ns = self.overhead_ns = self.work_ns = 0
         self.new_loops = self.max_depth = self.pinned_ns = self.detail_dropped = 0
-        self.threadless = 0
+        self.threadless = self.thread_reuses = 0
         self._detail_limit = 1000
         self.cause_limit = 256
         return self
@@ -468,10 +475,13 @@ class LedgerCore:
                 self.new_loops += 1
             if hop.depth > self.max_depth:
                 self.max_depth = hop.depth
-            if hop.thread_id:
-                self.thread_ids.add(hop.thread_id)
-            else:
+            thread_id = hop.thread_id
+            if not thread_id:
                 self.threadless += 1
+            elif thread_id not in self.thread_ids:
+                self.thread_ids.add(thread_id)
+            elif hop.new_thread:  # a new thread with an id an ended one had
+                self.thread_reuses += 1
             causes = self.causes
             key = (hop.cause, hop.direction)
             stats = causes.get(key)
@@ -743,6 +753,8 @@ class _PerThread(threading.local):
     running: Hop | None = None
     #: the async_to_sync hop whose ``AsyncToSync.__call__`` runs here
     a2s: Hop | None = None
+    #: a new loop of an async_to_sync ran here (cold path only)
+    loop_thread: bool = False
 
 
 _here = _PerThread()
@@ -924,12 +936,23 @@ def _make_thread_handler(original: Callable[..., Any]) -> Any:
     return _ThreadHandler(original)
 
 
+def _new_loop(hop: Hop) -> None:
+    """An async_to_sync that made a new loop: in a thread started for it, unless an
+    earlier one ran here (asgiref 3.13's AsyncSingleThreadContext keeps it). Its id
+    tells no such thing: a thread that ended leaves its id to the next one started."""
+    hop.new_loop = True
+    here = _here
+    hop.new_thread = not here.loop_thread
+    here.loop_thread = True
+
+
 async def _timed_main(hop: Hop, coroutine: Any) -> Any:
     """``main_wrap``'s coroutine, timed; runs on the target event loop (asgiref 3.8)."""
     __traceback_hide__ = True
     __tracebackhide__ = True
     hop.thread_id = _get_ident()
-    hop.new_loop = _get_running_loop() is not hop.expected_loop
+    if _get_running_loop() is not hop.expected_loop:
+        _new_loop(hop)
     hop.started_ns = _now()
     try:
         return await coroutine
@@ -951,7 +974,8 @@ async def _timed_code(hop: Hop, awaitable: Any) -> Any:
     try:
         token = _current_scope.set(hop)
         hop.thread_id = _get_ident()
-        hop.new_loop = _get_running_loop() is not hop.expected_loop
+        if _get_running_loop() is not hop.expected_loop:
+            _new_loop(hop)
     except Exception as exc:
         _report("AsyncToSync.main_wrap", exc)
         return await awaitable

@@ -226,7 +226,9 @@ class RequestRecord(Ledger):
     @property
     def thread_count(self) -> int:
         thread_ids = self.thread_ids
-        return len(thread_ids) + (self.handler_thread_id not in thread_ids)
+        return (
+            len(thread_ids) + (self.handler_thread_id not in thread_ids) + int(self.thread_reuses)
+        )
 
     def __repr__(self) -> str:
         return (

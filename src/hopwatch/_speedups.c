@@ -552,6 +552,7 @@ typedef struct {
     Py_ssize_t adapter_id; /* identity of the adapter while the call lasts; never a reference */
     int depth;
     char new_loop;
+    char new_thread; /* async_to_sync: its new loop ran in a thread started for it */
     char own_executor; /* sync_to_async, not thread-sensitive: the caller gave an executor */
 } HopObject;
 
@@ -562,7 +563,7 @@ static PyTypeObject LedgerCoreType;
  * pointer, where the default for a module loaded by dlopen calls
  * __tls_get_addr on every access (some 15 calls in a request of 15 hops,
  * about 350 cache misses a request in callgrind's simulation) and allocates
- * the block in each new thread. The 32 bytes come from the static TLS that glibc keeps
+ * the block in each new thread. The 33 bytes come from the static TLS that glibc keeps
  * spare for modules loaded later; were it used up, the import would fail and
  * hopwatch would run its pure-Python hop path, which its system check
  * hopwatch.W006 reports. */
@@ -589,6 +590,8 @@ static HOPWATCH_TLS PyObject *tl_loop = NULL;
  * a2s_call holds it): __call__ makes main_wrap's coroutine here, before handing
  * it to the loop, so main_wrap_call finds its hop without a context lookup. */
 static HOPWATCH_TLS HopObject *tl_a2s = NULL;
+/* Set once a new loop of an async_to_sync ran in this thread (cold path only). */
+static HOPWATCH_TLS char tl_loop_thread = 0;
 /* Where main_wrap takes the awaitable it runs (its position in the call,
  * counting self; asgiref 3.9 and later), or -1 (3.8, where main_wrap makes it
  * itself from self.awaitable). With it, the async_to_sync hop is the value of
@@ -647,6 +650,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
                      ? ((HopObject *)parent)->depth + 1
                      : 1;
     hop->new_loop = 0;
+    hop->new_thread = 0;
     hop->own_executor = 0;
     return hop;
 }
@@ -803,6 +807,8 @@ static PyMemberDef Hop_members[] = {
     {"adapter_id", T_PYSSIZET, offsetof(HopObject, adapter_id), 0, NULL},
     {"depth", T_INT, offsetof(HopObject, depth), 0, NULL},
     {"new_loop", T_BOOL, offsetof(HopObject, new_loop), 0, NULL},
+    {"new_thread", T_BOOL, offsetof(HopObject, new_thread), 0,
+     "An async_to_sync whose new loop ran in a thread started for it."},
     {"own_executor", T_BOOL, offsetof(HopObject, own_executor), 0,
      "A sync_to_async that is not thread-sensitive ran on an executor its caller gave."},
     {NULL},
@@ -952,6 +958,9 @@ typedef struct {
     unsigned long long tids[8];
     int n_tids;
     PyObject *more_tids; /* {thread id} past the first 8, or NULL */
+    /* Threads started for a new loop whose id an earlier thread of its hops had
+     * (one that ended): distinct threads the ids do not tell apart. */
+    long long thread_reuses;
     PyObject *pinned_by;  /* {cause: ns}, made on the first pinned time; see pinned_flush */
     long long count, sync_to_async, async_to_sync, wall_ns, wait_ns, run_ns;
     long long overhead_ns, work_ns, new_loops, max_depth, pinned_ns, detail_dropped;
@@ -2283,6 +2292,8 @@ static PyMemberDef LedgerCore_members[] = {
     {"work_ns", T_LONGLONG, offsetof(LedgerCoreObject, work_ns), READONLY, NULL},
     {"new_loops", T_LONGLONG, offsetof(LedgerCoreObject, new_loops), READONLY, NULL},
     {"max_depth", T_LONGLONG, offsetof(LedgerCoreObject, max_depth), READONLY, NULL},
+    {"thread_reuses", T_LONGLONG, offsetof(LedgerCoreObject, thread_reuses), READONLY,
+     "Threads started for a new loop with the id of an earlier one of its hops (ended)."},
     {"threadless", T_LONGLONG, offsetof(LedgerCoreObject, threadless), READONLY,
      "Hops with no thread recorded (cancelled before they started)."},
     {"pinned_ns", T_LONGLONG, offsetof(LedgerCoreObject, pinned_ns), READONLY, NULL},
@@ -2465,16 +2476,20 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         if (!seen && l->n_tids < 8) {
             l->tids[l->n_tids++] = thread_id;
         }
-        else if (!seen) { /* a ninth thread or more: the set (which dedups) */
+        else if (!seen) { /* a ninth thread or more: the set */
             if (l->more_tids == NULL && (l->more_tids = PySet_New(NULL)) == NULL) {
                 return -1;
             }
             PyObject *tid = PyLong_FromUnsignedLongLong(thread_id);
-            if (tid == NULL || PySet_Add(l->more_tids, tid) < 0) {
+            if (tid == NULL || (seen = PySet_Contains(l->more_tids, tid)) < 0 ||
+                (!seen && PySet_Add(l->more_tids, tid) < 0)) {
                 Py_XDECREF(tid);
                 return -1;
             }
             Py_DECREF(tid);
+        }
+        if (seen && hop->new_thread) { /* a new thread with an id an ended one had */
+            l->thread_reuses++;
         }
     }
     PyObject *cause = hop->cause, *direction = hop->direction;
@@ -3537,6 +3552,14 @@ main_start(HopAwaitableObject *a)
         else {
             hop->new_loop = (loop != hop->expected_loop);
             Py_DECREF(loop);
+            if (hop->new_loop) {
+                /* A new loop: in a thread started for it, unless an earlier one
+                 * ran here (asgiref 3.13's AsyncSingleThreadContext keeps it). Its
+                 * id tells no such thing: a thread that ended leaves its id to the
+                 * next one started. */
+                hop->new_thread = !tl_loop_thread;
+                tl_loop_thread = 1;
+            }
         }
     }
     a->state = ST_RUNNING;

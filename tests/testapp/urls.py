@@ -42,4 +42,6 @@ urlpatterns = [
     path("threads/saturate/", views_threads.saturate_view),
     path("threads/gather-sleep/", views_threads.gather_sleep_view),
     path("threads/pinned-again/", views_threads.pinned_again_view),
+    path("threads/cold-loops/", views_threads.sync_cold_loops_view),
+    path("threads/cold-loops-one-thread/", views_threads.sync_cold_loops_one_thread_view),
 ]

@@ -120,3 +120,30 @@ async def pinned_again_view(request):
     thread-sensitive call, on that same thread, that goes async again."""
     await sync_to_async(_sleep_then_async)()
     return HttpResponse("pinned")
+
+
+#: How many cold async_to_sync calls the cold-loops views make, one after another.
+COLD_CALLS = 3
+
+
+def sync_cold_loops_view(request):
+    """A sync view that calls async code three times: under WSGI each call makes a new
+    event loop in a new thread, which ends before the next starts (and may leave the
+    next one its id)."""
+    for _ in range(COLD_CALLS):
+        async_to_sync(_noop_async)()
+    return HttpResponse("cold")
+
+
+def sync_cold_loops_one_thread_view(request):
+    """The same inside asgiref's AsyncSingleThreadContext (3.13): one thread for all."""
+    from asgiref.sync import AsyncSingleThreadContext
+
+    with AsyncSingleThreadContext():
+        for _ in range(COLD_CALLS):
+            async_to_sync(_noop_async)()
+    return HttpResponse("cold")
+
+
+async def _noop_async():
+    return None
