@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
 from hopwatch._cli import os_error_reason
-from hopwatch.report.parse import MAX_LINE_BYTES
+from hopwatch.report.parse import MAX_LINE_BYTES, PART_BYTES, line_part
 from hopwatch.report.text import clean
 
 #: Bytes read per call; a block is this plus the end of the line it cut.
@@ -170,7 +170,9 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
     A line that grows past MAX_LINE_BYTES before its newline is dropped here
     (``on_too_long``) without being kept; a shorter one split across reads is
     carried into the next buffer. (Complete lines inside a buffer are at most
-    BLOCK_BYTES + MAX_LINE_BYTES long; the scanner drops those over the limit.)
+    BLOCK_BYTES + MAX_LINE_BYTES long; the scanner drops those over the limit.) The
+    parts of a line a container runtime split (parse.PART_BYTES) whose line goes on
+    after the last newline are carried too, so that the scanner joins them in one buffer.
 
     The buffer is one bytearray, reused: each read is copied in after the line
     carried from the one before (slice assignments of the same length, which
@@ -205,17 +207,49 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
                 skipping = True
                 filled = 0
             continue
-        carried = filled - last - 1
+        cut = _before_parts(buffer, last + 1)
+        if filled - cut > MAX_LINE_BYTES:  # the parts would make a line too long anyway
+            cut = last + 1
+        carried = filled - cut
         if carried > MAX_LINE_BYTES:  # the line after the last newline is already too long
             on_too_long(1)
             skipping = True
             carried = 0
-        yield buffer, last + 1
+        elif cut == 0:  # nothing but parts of a line so far: read on
+            continue
+        yield buffer, cut
         if carried:
-            buffer[:carried] = buffer[last + 1 : filled]
+            buffer[:carried] = buffer[cut:filled]
         filled = carried
     if filled:
         yield buffer, filled
+
+
+def _before_parts(buffer: bytearray, end: int, first: int = 0) -> int:
+    """Where the parts near the end of ``buffer[:end]`` start whose line goes on in what
+    is still to be read (lines a container runtime split, parse.PART_BYTES), so that the
+    scanner gets each split line whole in one buffer; ``end`` when there are none. Lines
+    of other streams may come between the parts: a few are looked through."""
+    cut = position = end
+    closed: set[bytes] = set()  # streams whose last line near the end is whole
+    others = 0
+    while position > first and others < _PARTS_LOOK_THROUGH and end - position <= MAX_LINE_BYTES:
+        start = max(buffer.rfind(b"\n", 0, position - 1) + 1, first)
+        shape = line_part(buffer, start, position - 1)
+        if shape is None:  # not a container runtime's line: no runtime's log
+            break
+        if shape[1] and shape[0] not in closed:
+            cut = start  # a part whose next part is still to come
+        else:
+            others += 1
+            if not shape[1]:
+                closed.add(shape[0])
+        position = start
+    return cut
+
+
+#: Lines of other streams (or whole ones) looked through for parts at the end of a buffer.
+_PARTS_LOOK_THROUGH: Final = 8
 
 
 def _range_reader(handle: BinaryIO, start: int, end: int | None) -> Callable[[int], bytes]:
@@ -228,6 +262,11 @@ def _range_reader(handle: BinaryIO, start: int, end: int | None) -> Callable[[in
             piece = handle.readline(BLOCK_BYTES)
             if not piece or piece.endswith(b"\n"):
                 break
+        # ... but the parts of a line split by a container runtime before it are read
+        # here, with the rest of their line (the range before ends there too)
+        handle.seek(_before_open_parts(handle, handle.tell()))
+    if end is not None and end > 0:
+        end = _range_end(handle, end)
     position = handle.tell()
     state = "body" if end is None or position < end else "done"
 
@@ -252,6 +291,38 @@ def _range_reader(handle: BinaryIO, start: int, end: int | None) -> Callable[[in
         return b""
 
     return read
+
+
+def _range_end(handle: BinaryIO, end: int) -> int:
+    """Where a range that ends at ``end`` stops reading: after the line through
+    ``end - 1``, or before the parts at its end of a line split by a container runtime
+    that goes on after it (the next range starts there: _range_reader)."""
+    position = handle.tell()
+    handle.seek(end - 1)
+    while True:
+        piece = handle.readline(BLOCK_BYTES)
+        if not piece or piece.endswith(b"\n"):
+            break
+    stop = _before_open_parts(handle, handle.tell())
+    handle.seek(position)
+    return stop
+
+
+def _before_open_parts(handle: BinaryIO, position: int) -> int:
+    """``position`` (a line's start), or the start of the parts before it whose line goes
+    on after it (inputs._before_parts), as far as _PARTS_LOOK_BACK bytes back. The ranges on
+    either side of a cut ask this at the same place, so they agree on where it falls."""
+    back = min(position, _PARTS_LOOK_BACK)
+    handle.seek(position - back)
+    window = bytearray(handle.read(back))
+    first = window.find(b"\n") + 1 if back < position else 0  # the first whole line
+    cut = _before_parts(window, len(window), first)
+    return position - back + cut
+
+
+#: How far back the cut between two ranges looks for parts of a split line: sixteen
+#: parts; a line split in more may be cut there (its parts then counted as unjoined).
+_PARTS_LOOK_BACK: Final = 16 * PART_BYTES
 
 
 def read_source(

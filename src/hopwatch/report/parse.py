@@ -51,6 +51,52 @@ MAX_LINE_BYTES: Final = 1 << 20
 #: Keys of a log shipper's wrapper object that may hold the original line.
 WRAPPER_KEYS: Final = ("log", "message", "msg", "MESSAGE")
 
+#: A container runtime writes a line longer than this in parts, each (but the last) of
+#: exactly this many bytes of the line: docker's json-file driver as several
+#: ``{"log":"<part>","stream":"stdout","time":...}`` objects, only the last one's ``log``
+#: ending with ``\n``; a CRI runtime (containerd, CRI-O: ``/var/log/pods/``) as
+#: ``<time> stdout P <part>`` lines, then ``<time> stdout F <last part>``.
+PART_BYTES: Final = 16 * 1024
+_CRI_PART: Final = re.compile(rb"[0-9][^ \n]{0,63} (stdout|stderr) ([PF]) ")
+_DOCKER_HEAD: Final = b'{"log":"'
+_DOCKER_STREAM: Final = b'","stream":"'
+
+#: (stream, whether the line is a part that a later one continues, where its share of the
+#: line starts and ends in the buffer); see :func:`line_part`.
+Part = tuple[bytes, bool, int, int]
+
+
+def line_part(buffer: bytes | bytearray, start: int, stop: int) -> Part | None:
+    """``buffer[start:stop]`` (one line, without its newline) as a container runtime's
+    part of a line (see :data:`PART_BYTES`), or None when it is not in either form.
+
+    The stream is per runtime and per stdout/stderr: the parts of one line are joined
+    in their stream. A docker part's share is its ``log`` string as it is escaped in the
+    JSON, so the shares of one line laid end to end make the string of the whole line.
+    """
+    if buffer.startswith(_DOCKER_HEAD, start):
+        first = start + len(_DOCKER_HEAD)
+        end = buffer.find(_DOCKER_STREAM, first, stop)  # no quote in the string is bare
+        if end == -1:
+            return None
+        name = end + len(_DOCKER_STREAM)
+        stream = bytes(buffer[name : buffer.find(b'"', name, stop)])
+        # the last part's log ends with the escape \n (after an even run of backslashes)
+        slash = end - 1
+        if buffer[slash] == 0x6E:  # n
+            slash -= 1
+            while slash >= first and buffer[slash] == 0x5C:
+                slash -= 1
+            escaped = (end - 2 - slash) % 2 == 1
+        else:
+            escaped = False
+        return b"docker " + stream, not escaped, first, end
+    found = _CRI_PART.match(buffer, start, stop)
+    if found is None:
+        return None
+    return b"cri " + found.group(1), found.group(2) == b"P", found.end(), stop
+
+
 # --- the record -------------------------------------------------------------------------
 Count = Annotated[int, Meta(ge=0, lt=1_000_000_000)]
 Millis = Annotated[float, Meta(ge=0.0, lt=MAX_VALUE)]

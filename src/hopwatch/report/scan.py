@@ -329,11 +329,18 @@ class Scanner:
         bounds: list[Any] = [first, last, 0]  # what fast saw: first, last timestamp, errors
         to_utc = parse.to_utc
         new_endpoint = self._endpoint
+        # A line as long as a container runtime's part (parse.PART_BYTES) is this loop's
+        # (the C loop leaves it here): the first part of a line the runtime split is joined
+        # with the rest of its stream's parts below; any other is handed back to C.
+        part_bytes = parse.PART_BYTES
+        line_part = parse.line_part
+        joined: set[int] = set()  # where the later parts of lines joined already start
+        unjoined: set[bytes] = set()  # streams whose part could not be joined: read as is
         while position < end:
-            if fast is not None:
+            if fast is not None and not joined:
                 position, lines, found, parsed, unwrapped = fast(
                     buffer, position, end, decode, decode_errors, by_key, bounds, to_utc,
-                    new_endpoint, utc, max_line, own_parser, prefilter, wrapped,
+                    new_endpoint, utc, part_bytes - 1, own_parser, prefilter, wrapped,
                 )  # fmt: skip
                 count += lines
                 records += found
@@ -346,6 +353,30 @@ class Scanner:
             if stop == -1:  # the input's last line, without a newline
                 stop = end
             position = stop + 1
+            if joined and start in joined:  # a later part of a line already read whole
+                joined.discard(start)
+                continue
+            if stop - start >= part_bytes and stop - start <= max_line:
+                shape = line_part(buffer, start, stop)
+                if shape is not None and shape[1] and shape[0] not in unjoined:
+                    whole = self._join(buffer, start, stop, shape, end, joined)
+                    if whole is not None:  # read as one line
+                        self._feed_joined(whole)
+                        continue
+                    unjoined.add(shape[0])  # its later parts are not first parts either
+                if fast is not None and not joined:  # an unsplit long line: C reads it
+                    after, lines, found, parsed, unwrapped = fast(
+                        buffer, start, min(position, end), decode, decode_errors, by_key,
+                        bounds, to_utc, new_endpoint, utc, max_line, own_parser, prefilter,
+                        wrapped,
+                    )  # fmt: skip
+                    count += lines
+                    records += found
+                    enveloped += unwrapped
+                    self.parsed_lines += parsed
+                    if after != start:
+                        continue
+                    # C left the line to this loop, as it would have
             count += 1
             if stop - start > max_line:
                 too_long += 1
@@ -531,6 +562,53 @@ class Scanner:
         self._blocks += 1
         if self._blocks % _FOLD_EVERY_BLOCKS == 0:
             part.fold()
+
+    def _join(
+        self,
+        buffer: bytes | bytearray,
+        start: int,
+        stop: int,
+        part: parse.Part,
+        end: int,
+        joined: set[int],
+    ) -> bytes | None:
+        """The line whose first part is ``buffer[start:stop]``, joined with its stream's
+        later parts in ``buffer[:end]`` (lines of other streams may come in between); None
+        when its last part is not there or it would be longer than MAX_LINE_BYTES (the
+        parts are then read as they are). The later parts' starts go into ``joined``."""
+        stream, _partial, share_start, share_stop = part
+        shares = [buffer[share_start:share_stop]]
+        size = share_stop - share_start
+        later: list[int] = []
+        position = stop + 1
+        while position < end:
+            line_start = position
+            line_stop = buffer.find(b"\n", line_start, end)
+            if line_stop == -1:
+                line_stop = end
+            position = line_stop + 1
+            other = parse.line_part(buffer, line_start, line_stop)
+            if other is None or other[0] != stream:
+                continue
+            later.append(line_start)
+            shares.append(buffer[other[2] : other[3]])
+            size += other[3] - other[2]
+            if size > parse.MAX_LINE_BYTES:
+                return None
+            if not other[1]:  # the last part: the line is whole
+                joined.update(later)
+                return b"".join(
+                    (buffer[line_start : other[2]], *shares, buffer[other[3] : line_stop])
+                )
+        return None
+
+    def _feed_joined(self, line: bytes) -> None:
+        """One line joined from its parts, read as feed reads a buffer (without changing
+        the mode feed chose for the next buffer, or when it folds)."""
+        saved = self._prefilter, self._wrapped, self._blocks
+        self._blocks = 0
+        self.feed(line + b"\n")
+        self._prefilter, self._wrapped, self._blocks = saved
 
     def skip_lines(self, reason: str, count: int = 1) -> None:
         """Lines the reader dropped unread (e.g. longer than MAX_LINE_BYTES)."""

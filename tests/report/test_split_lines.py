@@ -1,0 +1,157 @@
+"""A line longer than 16 KB that a container runtime wrote in parts is read whole: docker's
+json-file driver ({"log": "<part>", ...}, the last part's log ending with "\\n") and CRI
+files ("<time> stdout P <part>" ... "<time> stdout F <last part>"), per file and per
+stream; a line whose parts cannot be joined is counted as before."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hopwatch.report import scan
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.inputs import read_source, resolve
+from hopwatch.report.parse import MAX_LINE_BYTES, PART_BYTES
+from hopwatch.report.scan import Scanner
+from tests.report.conftest import Run
+from tests.report.samples import line
+
+RunCli = Callable[..., Run]
+TIME = "2026-11-24T10:00:00.123456789Z"
+
+
+@pytest.fixture(params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The C loop and accumulation, or the Python ones (as in test_captured.py)."""
+    if request.param == "c":
+        module = scan.load_accelerator()
+        if module is None:
+            if os.environ.get("HOPWATCH_REQUIRE_C"):
+                pytest.fail("the report's C accelerator was not built")
+            pytest.skip("the report's C accelerator is not built here")
+        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
+        monkeypatch.setattr(scan, "SCAN", module.scan)
+    else:
+        monkeypatch.setattr(scan, "ACCUMULATE", None)
+        monkeypatch.setattr(scan, "SCAN", None)
+    return str(request.param)
+
+
+def long_line(number: int, size: int = 40_000) -> str:
+    """A hopwatch line of about ``size`` bytes (many EXTRA_FIELDS), with quotes and
+    backslashes all along it, so that the parts are cut inside escapes too."""
+    pad = ('a"b\\c/' * (size // 6))[:size]
+    return line(request_id=f"long{number}", route=f"/long/{number % 3}/", extra_pad=pad)
+
+
+def pieces(text: str, size: int = PART_BYTES) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def docker(text: str, stream: str = "stdout") -> list[str]:
+    """The json-file driver's lines for one logged line."""
+    parts = pieces(text + "\n")
+    return [
+        json.dumps({"log": part, "stream": stream, "time": TIME}, separators=(",", ":"))
+        for part in parts
+    ]
+
+
+def cri(text: str, stream: str = "stdout") -> list[str]:
+    parts = pieces(text)
+    return [
+        f"{TIME} {stream} {'F' if i == len(parts) - 1 else 'P'} {part}"
+        for i, part in enumerate(parts)
+    ]
+
+
+def interleaved(wrap: Callable[..., list[str]], count: int) -> Iterator[str]:
+    """``count`` long lines on stdout, with stderr lines (a short hopwatch line, another
+    logger's) written between their parts, and short hopwatch lines after each."""
+    for number in range(count):
+        parts = wrap(long_line(number))
+        yield parts[0]
+        yield from wrap("Traceback: not a hopwatch line", "stderr")
+        yield from wrap(line(request_id=f"err{number}"), "stderr")
+        yield from parts[1:]
+        yield from wrap(line(request_id=f"short{number}"))
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(text + "\n" for text in lines), encoding="utf-8")
+    return path
+
+
+def _summary(run_cli: RunCli, path: Path) -> dict[str, Any]:
+    result = run_cli(path, "--format", "json")
+    assert result.status == 0, result.err
+    summary: dict[str, Any] = json.loads(result.out)["summary"]
+    return summary
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_the_parts_of_a_long_line_are_joined(
+    run_cli: RunCli, tmp_path: Path, implementation: str, wrap: Callable[..., list[str]]
+) -> None:
+    count = 40  # 40 lines of 3 parts: about 2 MB, so parts fall on each side of a block end
+    log = _write(tmp_path / "app.log", list(interleaved(wrap, count)))
+    summary = _summary(run_cli, log)
+    assert summary["records"] == 3 * count  # the long lines, the short ones, the stderr ones
+    assert summary["skipped"] == 0, summary["skipped_by_reason"]
+    assert summary["other_lines"] == count  # the stderr tracebacks; a joined line is one line
+    assert summary["lines"] == 4 * count
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_parts_that_cannot_be_joined_are_counted_as_before(
+    run_cli: RunCli, tmp_path: Path, implementation: str, wrap: Callable[..., list[str]]
+) -> None:
+    first, *rest = wrap(long_line(1))
+    orphan = wrap(long_line(2))[-1]  # a last part whose first parts are not in the file
+    # the first part of a line whose last part never came (the end of the file)
+    log = _write(tmp_path / "app.log", [orphan, line(request_id="short"), *rest[:-1], first])
+    summary = _summary(run_cli, log)
+    assert summary["records"] == 1
+    assert summary["skipped_by_reason"] == {"truncated": 1}
+    assert summary["lines"] == 2 + len(rest)
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_parts_of_a_line_over_the_limit_are_counted_as_before(
+    run_cli: RunCli, tmp_path: Path, implementation: str, wrap: Callable[..., list[str]]
+) -> None:
+    huge = wrap(long_line(1, size=MAX_LINE_BYTES + PART_BYTES))
+    log = _write(tmp_path / "app.log", [*huge, line(request_id="short")])
+    summary = _summary(run_cli, log)
+    assert summary["records"] == 1
+    assert summary["skipped_by_reason"] == {"truncated": 1}  # the first part, as before
+
+
+def too_long(scanner: Scanner, count: int) -> None:
+    scanner.skip_lines("line_too_long", count)
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_byte_ranges_keep_a_split_line_in_one_range(
+    tmp_path: Path, implementation: str, wrap: Callable[..., list[str]]
+) -> None:
+    log = _write(tmp_path / "app.log", list(interleaved(wrap, 6)))
+    source = resolve([str(log)])[0]
+    size = log.stat().st_size
+    step = PART_BYTES // 3 + 1  # cuts inside parts, at their ends, and between lines
+    for cut in itertools.chain(range(1, size, step), [size // 2]):  # (about 50 cuts)
+        scanner = Scanner(Partial())
+        for start, end in ((0, cut), (cut, None)):
+            blocks, close = read_source(source, functools.partial(too_long, scanner), start, end)
+            for buffer, stop in blocks:
+                scanner.feed(buffer, stop)
+            close()
+        partial = scanner.finish()
+        assert (partial.records, partial.skipped, partial.lines) == (18, {}, 24), cut
