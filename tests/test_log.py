@@ -715,3 +715,38 @@ def test_a_custom_record_factory_or_logger_class_still_makes_the_record(log_line
         logging.getLogger("hopwatch").removeHandler(keep)
     assert len(made) == 1 and seen == made
     assert seen[0].tenant == "acme" and json.loads(seen[0].getMessage())["route"] == "/async/"
+
+
+@pytest.mark.internal_errors
+def test_an_internal_error_whose_warning_failed_is_said_by_the_next():
+    # The first error's warning could not be logged (here a filter on hopwatch's
+    # logger that raises, as a log call at the stack's limit does): the next error
+    # says it, rather than none ever being said.
+    from hopwatch import _errors
+
+    class FailsOnce(logging.Filter):
+        failed = False
+
+        def filter(self, record):
+            if not self.failed:
+                self.failed = True
+                raise RecursionError("maximum recursion depth exceeded")
+            return True
+
+    logger = logging.getLogger("hopwatch")
+    failing, kept = FailsOnce(), []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = kept.append  # type: ignore[method-assign]
+    logger.addFilter(failing)
+    logger.addHandler(handler)
+    _errors.reset_for_tests()
+    try:
+        _errors.report("first place", ValueError("one"))
+        _errors.report("second place", ValueError("two"))
+        _errors.report("third place", ValueError("three"))
+    finally:
+        logger.removeFilter(failing)
+        logger.removeHandler(handler)
+    said = [r.getMessage() for r in kept if "internal error" in r.getMessage()]
+    assert len(said) == 1 and "second place" in said[0]
+    assert _errors.total() == 3

@@ -38,7 +38,9 @@ def report(where: str, exc: BaseException) -> None:
             exc_info=(type(exc), exc, exc.__traceback__),
         )
     except Exception:  # a broken log handler must not turn this into an app error
-        pass
+        # Not said after all (a filter that raised, the stack at its limit): the next
+        # error says it, else it would never be said at all.
+        _first_logged = False
 
 
 def total() -> int:
