@@ -125,6 +125,12 @@ def test_parallel_reading_matches_one_process(run_cli: RunCli, tmp_path: Path) -
         (["--by", "site", "--sort", "p95", "x"], "--sort p95 does not apply to --by site"),
         (["--since", "2026-11-25", "--until", "2026-11-24", "x"], "--since must be earlier"),
         (["--status", "2x", "x"], "argument --status: invalid status '2x'"),
+        (
+            ["--interface", "asgii", "x"],
+            "argument --interface: invalid interface 'asgii': choose from asgi, wsgi,"
+            " test-client, test-async-client",
+        ),
+        (["--interface", "asgi,WSGI,x", "x"], "invalid interfaces 'WSGI', 'x': choose from"),
         (["--top", "-1", "x"], "argument --top: expected 0 or more, got -1"),
         (["--jobs", "zero", "x"], "argument --jobs: expected a whole number, got 'zero'"),
         (["--format", "pdf", "x"], "argument --format: invalid choice: 'pdf'"),

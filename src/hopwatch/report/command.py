@@ -14,6 +14,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
+import hopwatch.schema as schema
 from hopwatch._cli import (
     auto_format,
     is_terminal,
@@ -96,6 +97,20 @@ def parse_names(value: str) -> frozenset[str]:
     return names
 
 
+def parse_interfaces(value: str) -> frozenset[str]:
+    """The interfaces hopwatch writes (schema.INTERFACES): a typo would filter out
+    every record, so it is a usage error that names them."""
+    names = parse_names(value)
+    unknown = sorted(names.difference(schema.INTERFACES))
+    if unknown:
+        named = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise argparse.ArgumentTypeError(
+            f"invalid interface{plural} {named}: choose from {', '.join(schema.INTERFACES)}"
+        )
+    return names
+
+
 def parse_hop_tax(value: str) -> float:
     try:
         number = float(value.strip().removesuffix("us").removesuffix("µs"))
@@ -170,9 +185,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--interface",
-        type=parse_names,
+        type=parse_interfaces,
         metavar="LIST",
-        help="only these interfaces: asgi, wsgi, test-client, test-async-client",
+        help=f"only these interfaces: {', '.join(schema.INTERFACES)}",
     )
     parser.add_argument(
         "--hop-tax",
