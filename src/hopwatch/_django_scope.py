@@ -8,6 +8,12 @@ outside the middleware chain are counted. An async handler closes the record
 when it returns (Django has closed the response by then). A sync handler
 returns the response *before* the server iterates and closes it, so the record
 stays open in the calling context until ``response.close()``.
+
+The test clients' handlers return a streaming response unread, and the test
+reads it (or not) whenever it likes; Django's wrapper closes the response when
+the content runs out. Their records wait for that close too, and each step of
+the test's reading is taken in the request's scope (:class:`_ReadInScope`), as
+a server's reading is, while the test's own code stays outside it.
 """
 
 from __future__ import annotations
@@ -134,11 +140,14 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
         awaitable = original(self, scope, *args, **kwargs)
-        return then(awaitable, finish_request, interface, scope, started)
+        return then(awaitable, finish, interface, scope, started)
 
     # Only Django's ASGIHandler enters a ThreadSensitiveContext for each request
     # itself; the async test client's handler does not, and must not get one.
     started = _asgi_started if interface == INTERFACE_ASGI else _handler_started
+    # The ASGIHandler has sent and closed the response when it returns; the
+    # AsyncClient's handler returns a streaming response unread.
+    finish = finish_request if interface == INTERFACE_ASGI else finish_unless_streaming
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
     return markcoroutinefunction(__call__)
@@ -234,9 +243,101 @@ def _closes_with(
     return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
 
 
+class _ReadInScope:
+    """A streaming response's content as a test client hands it to the test: each
+    step taken with its request's record as the scope, so the hops its iterator
+    makes, and its close at the end (Django's test client closes the response when
+    the content runs out), are the request's, as under a server. Between steps the
+    test's own code runs in its own scope. No ``close`` of its own: the response
+    already closes what it wraps."""
+
+    __slots__ = ("_iterator", "_record")
+
+    def __init__(self, content: Any, record: RequestRecord) -> None:
+        self._iterator = iter(content)
+        self._record = record
+
+    def __iter__(self) -> _ReadInScope:
+        return self
+
+    def __next__(self) -> Any:
+        token = current_scope.set(self._record)
+        try:
+            return next(self._iterator)
+        finally:
+            current_scope.reset(token)
+
+
+class _AsyncReadInScope:
+    """:class:`_ReadInScope` for an async iterator (``async for`` in the test)."""
+
+    __slots__ = ("_iterator", "_record")
+
+    def __init__(self, content: Any, record: RequestRecord) -> None:
+        self._iterator = aiter(content)
+        self._record = record
+
+    def __aiter__(self) -> _AsyncReadInScope:
+        return self
+
+    async def __anext__(self) -> Any:
+        token = current_scope.set(self._record)
+        try:
+            return await anext(self._iterator)
+        finally:
+            current_scope.reset(token)
+
+
+def _read_in_scope(response: Any, record: RequestRecord) -> None:
+    """A test client's streaming response: its content read in ``record``'s scope.
+    Never raises (an error is reported; the content is then read as it was)."""
+    try:
+        if getattr(response, "streaming", False):
+            content = response.streaming_content  # what the test would read, as bytes
+            wrapper = _AsyncReadInScope if response.is_async else _ReadInScope
+            response.streaming_content = wrapper(content, record)
+    except Exception as exc:
+        _errors.report(f"{record.interface} handler (streaming content)", exc)
+
+
+def finish_unless_streaming(
+    record: RequestRecord, _scope: Any = None, response: Any = None
+) -> None:
+    """The AsyncClient's handler returned ``response``. Closed (Django's test client
+    closes every other response before returning): the request is finished. A
+    streaming one is not read yet: the record leaves the test's scope and waits
+    for the response's close, its content read in the request's scope. Never raises."""
+    if (
+        not isinstance(response, http_response.HttpResponseBase)
+        or not response.streaming
+        or getattr(response, "closed", False)
+    ):
+        finish_request(record)
+        return
+    try:
+        _await_close(response, record)
+    except Exception as exc:
+        _errors.report(f"{INTERFACE_TEST_ASYNC_CLIENT} handler", exc)
+        _forget(record)
+        finish_request(record)
+        return
+    _read_in_scope(response, record)
+    token = record.scope_token
+    record.scope_token = None
+    try:
+        if token is not None:
+            current_scope.reset(token)
+    except ValueError:  # left in another context than it was entered in
+        if current_scope.get() is record:
+            current_scope.set(value_outside(record))
+    except Exception as exc:
+        _errors.report(f"{INTERFACE_TEST_ASYNC_CLIENT} handler", exc)
+
+
 def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
     # The test Client returns the response to the test, which may read a stream much
-    # later, or never: the test's own code must not run in the request's scope.
+    # later, or never: the test's own code must not run in the request's scope, its
+    # reading of the stream does (_read_in_scope).
     leaves_scope = interface == INTERFACE_TEST_CLIENT
 
     def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
@@ -266,6 +367,7 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
                 if leaves_scope:
                     record.scope_token = None
                     current_scope.reset(token)
+                    _read_in_scope(response, record)
             else:
                 finish_request(record)
         except Exception as exc:
