@@ -137,6 +137,85 @@ def test_cold_async_to_sync_keeps_nothing_of_the_call() -> None:
     assert [ref() for ref in refs] == [None, None, None]
 
 
+# What a call may make anew each time: a class (a form or serializer factory's), a
+# callable instance of one, code compiled for it. Attribution keys on classes and
+# code objects: it must not keep them either.
+def _made_class(n: int, callable_async: bool = False) -> type:
+    def save(self: Any) -> int:
+        return n
+
+    async def asave(self: Any) -> int:
+        return n
+
+    namespace: dict[str, Any] = {"save": save, "asave": asave}
+    if callable_async:
+        namespace["__call__"] = asave
+    return type(f"Form{n}", (), namespace)
+
+
+def _compiled(n: int, prefix: str = "") -> Callable[[], Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(f"{prefix}def made():\n    return {n}\n", f"<made {n}>", "exec"), namespace)
+    return namespace["made"]
+
+
+MADE_SYNC: dict[str, Callable[[int], tuple[Any, Callable[[], Any]]]] = {
+    "method of a class made for the call": lambda n: (cls := _made_class(n), cls().save),
+    "class made for the call": lambda n: (cls := _made_class(n), cls),
+    "code compiled for the call": lambda n: (fn := _compiled(n), fn),
+}
+MADE_ASYNC: dict[str, Callable[[int], tuple[Any, Callable[[], Any]]]] = {
+    "method of a class made for the call": lambda n: (cls := _made_class(n), cls().asave),
+    "instance of a class made for the call": lambda n: (cls := _made_class(n, True), cls()),
+    "code compiled for the call": lambda n: (fn := _compiled(n, "async "), fn),
+}
+
+
+def _names(scope: Ledger) -> list[str]:
+    return sorted(cause.site for cause, _direction in scope.causes)
+
+
+@pytest.mark.parametrize("kind", list(MADE_SYNC))
+def test_sync_to_async_keeps_no_class_or_code_made_for_the_call(kind: str) -> None:
+    refs = []
+
+    async def main() -> None:
+        for n in range(3):
+            made, target = MADE_SYNC[kind](n)
+            refs.append(weakref.ref(made))
+            await sync_to_async(target)()
+            del made, target
+
+    with recording() as scope:
+        asyncio.run(main())
+    assert len(scope) == 3
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    if kind != "code compiled for the call":  # each named after its own class
+        assert all(f"Form{n}" in " ".join(_names(scope)) for n in range(3))
+
+
+@pytest.mark.parametrize("kind", list(MADE_ASYNC))
+def test_async_to_sync_keeps_no_class_or_code_made_for_the_call(kind: str) -> None:
+    refs = []
+
+    def in_thread() -> None:
+        for n in range(3):
+            made, target = MADE_ASYNC[kind](n)
+            refs.append(weakref.ref(made))
+            async_to_sync(target)()
+            del made, target
+
+    async def main() -> None:
+        await sync_to_async(in_thread)()
+
+    with recording() as scope:
+        asyncio.run(main())
+    assert len(scope) == 4
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

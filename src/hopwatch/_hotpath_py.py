@@ -57,6 +57,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import CodeType, FrameType, FunctionType, MethodType
@@ -636,14 +637,37 @@ def _account_late(hop: Hop, scope: Any) -> Any:
 # the first-level key plus the user frame's (code id, offset) -> (held, cause).
 _first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int, Any]] = {}
 _second: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
-_code_kinds: dict[int, tuple[CodeType, int]] = {}
+_code_kinds: dict[int, tuple[Any, int]] = {}
+#: A class or code object the caches held died (see _hold): cleared before the next use.
+_stale = False
 
 
 def clear_caches() -> None:
     """Forget every cached attribution."""
+    global _stale
+    _stale = False
     _first.clear()
     _second.clear()
     _code_kinds.clear()
+
+
+def _went_stale(_ref: Any) -> None:
+    global _stale
+    _stale = True
+
+
+def _hold(objects: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What keeps the key's ids from being another object's while the caches have
+    them: a weak reference to a class or a code object (a class a request made, a
+    form or serializer factory's, or code it compiled, must not outlive the
+    request because a hop ran its method), the object itself otherwise (strings
+    and modules keep nothing of a call). When one dies, its id may come back as
+    another's: the next attribution clears the caches first (the callback only
+    sets a flag, as it may run inside any deallocation)."""
+    return tuple(
+        weakref.ref(obj, _went_stale) if isinstance(obj, (type, CodeType)) else obj
+        for obj in objects
+    )
 
 
 def _summarize(target: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
@@ -679,12 +703,12 @@ def _summarize(target: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
 
 def _code_kind(code: CodeType) -> int:
     entry = _code_kinds.get(id(code))
-    if entry is not None and entry[0] is code:
+    if entry is not None and entry[0]() is code:
         return entry[1]
     kind = _classify_code(code)
     if len(_code_kinds) >= 4 * _CACHE_LIMIT:
         _code_kinds.clear()
-    _code_kinds[id(code)] = (code, kind)
+    _code_kinds[id(code)] = (weakref.ref(code, _went_stale), kind)
     return kind
 
 
@@ -704,6 +728,8 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
     tagged = getattr(adapter, TAG_ATTR, None)  # not via __dict__: see _causes.tag()
     if tagged is not None:
         return tagged
+    if _stale:
+        clear_caches()
     summary = _summarize(target)
     if summary is None:
         return _resolve(adapter, target, frame)[0]
@@ -730,7 +756,7 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
     if first is None:
         if len(_first) >= _CACHE_LIMIT:
             _first.clear()
-        _first[key] = ((*held, caller), cause, mode, rule)
+        _first[key] = (_hold((*held, caller)), cause, mode, rule)
         if mode != MODE_USER:
             return cause
         user = _user_frame(frame)
@@ -739,7 +765,7 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
         return cause
     if len(_second) >= _CACHE_LIMIT:
         _second.clear()
-    _second[user_key] = ((*held, caller, user.f_code if user else None), cause)
+    _second[user_key] = (_hold((*held, caller, user.f_code if user else None)), cause)
     return cause
 
 

@@ -2625,7 +2625,9 @@ finish_hop(PyObject *module, PyObject *hop)
 #define KEY_SLOTS 6
 typedef struct {
     uintptr_t k[KEY_SLOTS];
-    PyObject *held[4]; /* strong references that keep key addresses valid */
+    /* What keeps the key's addresses valid (see hold()), and those addresses. */
+    PyObject *held[4];
+    uintptr_t held_at[4];
     PyObject *cause;
     PyObject *rule; /* MODE_ASK: the rule that answered, asked directly next time */
     /* MODE_USER, first level: the answer when the caller's frame is itself
@@ -2646,6 +2648,43 @@ typedef struct {
 } Cache;
 
 static Cache g_first, g_second;
+
+/* Classes and code objects in the caches' keys are held by weak reference: a
+ * class a request made (a form or serializer factory's) or code it compiled
+ * must not outlive the request because a hop ran its method. When one dies,
+ * its address may come back as another's, so the next attribution clears the
+ * caches first (the callback only sets the flag: it may run inside any
+ * deallocation, in the middle of a cache lookup). Strings and modules, which
+ * keep nothing of a call, are held as they are. */
+static int g_caches_stale;
+static PyObject *g_stale_callback;
+
+static PyObject *
+caches_went_stale(PyObject *module, PyObject *ref)
+{
+    g_caches_stale = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef g_stale_def = {"caches_went_stale", caches_went_stale, METH_O, NULL};
+
+/* A new reference that keeps `obj`'s address from being another's while the
+ * cache has it: a weak one for a class or a code object, else `obj` itself. */
+static PyObject *
+hold(PyObject *obj)
+{
+    if (obj == NULL) {
+        return NULL;
+    }
+    if (g_stale_callback != NULL && (PyType_Check(obj) || PyCode_Check(obj))) {
+        PyObject *ref = PyWeakref_NewRef(obj, g_stale_callback);
+        if (ref != NULL) {
+            return ref;
+        }
+        PyErr_Clear();
+    }
+    return Py_NewRef(obj);
+}
 
 static void
 cache_clear(Cache *c)
@@ -2725,8 +2764,8 @@ cache_put(Cache *c, const uintptr_t *k, PyObject **held, PyObject *cause, int mo
     CacheEntry *e = &c->entries[i];
     memcpy(e->k, k, sizeof(e->k));
     for (int j = 0; j < 4; j++) {
-        e->held[j] = held[j];
-        Py_XINCREF(held[j]);
+        e->held[j] = hold(held[j]);
+        e->held_at[j] = (uintptr_t)held[j];
     }
     e->cause = cause;
     Py_XINCREF(cause);
@@ -2817,12 +2856,26 @@ summarize_target(PyObject *target, uintptr_t *k, PyObject **held)
 /* Library-code answers per code object: 0 user code, 1 library, 2 the event
  * loop's own dispatch (stop: whatever is above is not who awaited). */
 typedef struct {
-    PyObject *code;
+    PyObject *code; /* its address; held by `held` (see hold()) */
+    PyObject *held;
     int kind;
 } CodeKind;
 #define CODE_CACHE_SIZE 8192
 static CodeKind *g_codes;
 static int g_codes_used;
+
+static void
+codes_clear(void)
+{
+    if (g_codes == NULL) {
+        return;
+    }
+    for (int j = 0; j < CODE_CACHE_SIZE; j++) {
+        g_codes[j].code = NULL;
+        Py_CLEAR(g_codes[j].held);
+    }
+    g_codes_used = 0;
+}
 
 static int
 code_kind(PyObject *code)
@@ -2854,13 +2907,11 @@ code_kind(PyObject *code)
         return -1;
     }
     if (g_codes_used >= CODE_CACHE_SIZE / 2) {
-        for (int j = 0; j < CODE_CACHE_SIZE; j++) {
-            Py_CLEAR(g_codes[j].code);
-        }
-        g_codes_used = 0;
+        codes_clear();
         i = ((uintptr_t)code >> 4) & (CODE_CACHE_SIZE - 1);
     }
-    g_codes[i].code = Py_NewRef(code);
+    g_codes[i].code = code;
+    g_codes[i].held = hold(code);
     g_codes[i].kind = kind;
     g_codes_used++;
     return kind;
@@ -2938,6 +2989,12 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         return has_tag > 0 ? tagged : NULL;
     }
 
+    if (g_caches_stale) { /* a class or code object they held died */
+        g_caches_stale = 0;
+        cache_clear(&g_first);
+        cache_clear(&g_second);
+        codes_clear();
+    }
     uintptr_t k[KEY_SLOTS] = {0};
     PyObject *held[4] = {NULL, NULL, NULL, NULL};
     if (summarize_target(target, k, held) < 0) {
@@ -3001,8 +3058,9 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         CacheEntry *second = cache_find(&g_second, k2, key_hash(k2));
         /* The folded hash could collide: the first-level entry's facts must
          * match too, which they do when the key objects are the ones held. */
-        if (second != NULL && second->held[0] == first->held[0] &&
-            second->held[1] == first->held[1] && second->held[2] == first->held[2]) {
+        if (second != NULL && second->held_at[0] == first->held_at[0] &&
+            second->held_at[1] == first->held_at[1] &&
+            second->held_at[2] == first->held_at[2]) {
             result = Py_NewRef(second->cause);
             if (user == frame && first->mode == MODE_USER) {
                 Py_XSETREF(first->direct, Py_NewRef(result));
@@ -3087,12 +3145,7 @@ py_clear_caches(PyObject *module, PyObject *unused)
 {
     cache_clear(&g_first);
     cache_clear(&g_second);
-    if (g_codes) {
-        for (int j = 0; j < CODE_CACHE_SIZE; j++) {
-            Py_CLEAR(g_codes[j].code);
-        }
-        g_codes_used = 0;
-    }
+    codes_clear();
     if (g_cause_json) {
         PyDict_Clear(g_cause_json);
     }
@@ -6130,6 +6183,10 @@ PyInit__speedups(void)
     }
     g_info_level = PyLong_FromLong(20);
     if (g_info_level == NULL) {
+        return NULL;
+    }
+    g_stale_callback = PyCFunction_New(&g_stale_def, NULL);
+    if (g_stale_callback == NULL) {
         return NULL;
     }
     g_cause_json = PyDict_New();
