@@ -3185,6 +3185,7 @@ typedef struct {
     HopObject *hop;
     PyObject *ctx;  /* KIND_CODE: the context it runs in (see run_context) */
     PyObject *vars; /* ...and that context's variables as hopwatch made them */
+    PyObject *weakreflist; /* a coroutine can be weakly referenced: so can this */
     int kind;
     int state;
 } HopAwaitableObject;
@@ -3223,6 +3224,7 @@ awaitable_make(int kind, PyObject *inner, PyObject *adapter, HopObject *hop)
     a->hop = (HopObject *)Py_XNewRef(hop);
     a->ctx = NULL;
     a->vars = NULL;
+    a->weakreflist = NULL;
     a->kind = kind;
     a->state = ST_FRESH;
     PyObject_GC_Track(a);
@@ -3991,6 +3993,9 @@ HopAwaitable_dealloc(HopAwaitableObject *a)
         return; /* resurrected */
     }
     PyObject_GC_UnTrack(a);
+    if (a->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)a);
+    }
     HopAwaitable_clear(a);
 #ifndef Py_GIL_DISABLED
     /* Kept for the next hop unless the collector finalized it (its header
@@ -4019,6 +4024,7 @@ static PyMethodDef HopAwaitable_methods[] = {
 static PyTypeObject HopAwaitableType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.HopAwaitable",
     .tp_basicsize = sizeof(HopAwaitableObject),
+    .tp_weaklistoffset = offsetof(HopAwaitableObject, weakreflist),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "asgiref's coroutine, timed by hopwatch (everything else is the coroutine's).",
     .tp_dealloc = (destructor)HopAwaitable_dealloc,

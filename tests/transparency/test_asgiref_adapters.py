@@ -76,3 +76,25 @@ def test_a_class_level_thread_handler_wrapper_sees_the_users_function():
     with_, without = both(scenario)
     assert without == (42, [(functools.partial, True, (21,), {"_agent_injected": 1})])
     assert with_ == without
+
+
+def test_what_a_crossing_returns_can_be_weakly_referenced_and_awaited_as_before():
+    # A coroutine can be weakly referenced (task registries, debuggers do); with the C
+    # accelerator sync_to_async's call returns hopwatch's awaitable, not a coroutine
+    # (docs/how-it-works.md says what that changes): it must allow the same.
+    import weakref
+
+    def scenario() -> tuple[Any, ...]:
+        async def main() -> tuple[Any, ...]:
+            pending = sync_to_async(sync_function)(21)
+            ref = weakref.ref(pending)
+            alive = ref() is pending
+            result = await pending
+            del pending
+            return alive, result, ref() is None
+
+        return asyncio.run(main())
+
+    with_, without = both(scenario)
+    assert without == (True, 42, True)
+    assert with_ == without
