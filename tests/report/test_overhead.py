@@ -161,6 +161,24 @@ def test_a_rolling_upgrade_shows_the_hop_columns_in_every_table_format():
     assert "count only the 2 that carry it" in note
 
 
+def test_a_rolling_upgrade_shows_the_hop_column_of_one_endpoints_causes():
+    """--endpoint in a rolling upgrade: a cause's row has overhead when one of its lines
+    carries it, so the rows alone cannot show that others do not; the report's lines
+    can. Its causes' hop/req is shown in every table format, and the note under it names
+    that column, not hop total (which that table has not)."""
+    old = {k: v for k, v in FLAT.items() if k not in ("overhead_ms", "work_ms")}
+    old["sites"] = [site(SESSION, count=15, ms=4.5)]
+    lines = [request("/a/", **FLAT), request("/a/", **old), request("/b/", **FLAT)]
+    doc = document(lines, endpoint="GET /a/")
+    assert all(cause["overhead_ms"] is not None for cause in doc["rows"][0]["causes"])
+    for format_name, options in (("text", {}), ("markdown", {}), ("rich", {"width": 300})):
+        text = render.render_to_string(doc, format_name, **options)
+        header = next(line for line in text.splitlines() if "ovh/req" in line)
+        assert "hop/req" in header, (format_name, header)
+        assert "1 of 3 records carry no overhead" in text
+        assert "hop/req is whole crossings" in text and "hop total" not in text, format_name
+
+
 def test_the_summarys_cost_per_crossing_is_the_rows_with_sampled_lines():
     """overhead over crossings, both from the same lines: a sampled line's weight
     must not count in the overhead and not in the crossings (it read twice the cost)."""

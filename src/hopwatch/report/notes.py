@@ -66,7 +66,14 @@ def left_out_lines(left: Row | None, width: int | None) -> list[str]:
     return wrap(line, width, "  ")
 
 
-def missing_overhead_lines(document: Document, width: int | None) -> list[str]:
+#: The columns of whole crossings (hop_ms), what lines without overhead_ms carry: the
+#: table's totals (route, view, site) first, else its per-request column (--endpoint).
+_WHOLE_CROSSINGS = ("hop_total", "ms_total", "hop_mean", "ms_mean")
+
+
+def missing_overhead_lines(document: Document, layout: Layout, width: int | None) -> list[str]:
+    """How many records carry no overhead_ms, what the overhead columns are over then,
+    and what the hop column the table shows (``layout``) measures."""
     summary = document["summary"]
     reported = summary["reported"]
     carrying = summary.get("overhead_records", 0)
@@ -83,9 +90,12 @@ def missing_overhead_lines(document: Document, width: int | None) -> list[str]:
     )
     line = (
         f"{lacking:,} of {reported:,} records carry no overhead_ms (written by a hopwatch"
-        f" before it): {over}{ranked}. hop total is whole crossings, the code inside them"
-        " included."
+        f" before it): {over}{ranked}."
     )
+    shown = {column.key: column.header for column in layout.columns}
+    hop = next((shown[key] for key in _WHOLE_CROSSINGS if key in shown), None)
+    if hop is not None:  # not when the width left it out
+        line += f" {hop} is whole crossings, the code inside them included."
     return wrap(line, width, "  ")
 
 

@@ -95,7 +95,7 @@ def _tables(
     if document.get("endpoint") is not None:
         causes = document["rows"][0] if document["rows"] else {"causes": []}
         rows = _cause_rows(causes)
-        columns = [c for c in table.CAUSE_COLUMNS if wide or (not c.wide and c.shown(rows))]
+        columns = table.cause_columns(document, rows, wide=wide)
         layout = table.fit(columns, rows, None if wide else width, wide=wide)
         if all(column.key != "direction" for column in layout.columns):
             # no room for the direction: a cause seen both ways says which in its name
@@ -149,7 +149,7 @@ def _sections(
     blocks = [
         notes.legend_lines(layout, width) if legend else [],
         notes.left_out_lines(left, width) if document["by"] != "site" or detail else [],
-        notes.missing_overhead_lines(document, width),
+        notes.missing_overhead_lines(document, layout, width),
         _above_full_lines(document, width),
         notes.fixable_lines(document, width),
     ]

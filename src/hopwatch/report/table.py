@@ -536,18 +536,31 @@ CAUSE_COLUMNS: Final = (
 def columns(document: Document, *, wide: bool = False) -> list[Column]:
     """The columns with something to say for the document's rows (--wide: every one)."""
     table = SITE_COLUMNS if document["by"] == "site" else ENDPOINT_COLUMNS
-    rows = document["rows"]
-    lacking = lacks_overhead(document)  # the hop columns: for the report's lines, as its note
+    chosen = _chosen(table, document, document["rows"], wide)
+    if document["by"] == "view":
+        chosen = [replace(c, header="view") if c.key == "label" else c for c in chosen]
+    return chosen
+
+
+def cause_columns(document: Document, causes: list[Row], *, wide: bool = False) -> list[Column]:
+    """The columns with something to say for one endpoint's causes (--endpoint; --wide:
+    every one)."""
+    return _chosen(CAUSE_COLUMNS, document, causes, wide)
+
+
+def _chosen(
+    table: Sequence[Column], document: Document, rows: list[Row], wide: bool
+) -> list[Column]:
+    # the hop columns: whenever a line of the report lacks overhead_ms, as its note says
+    # (a row, a cause's above all, cannot show that only some of its lines lack it)
+    lacking = lacks_overhead(document)
 
     def shown(column: Column) -> bool:
         if column.shown is _lacking_overhead:
             return lacking
         return column.shown(rows)
 
-    chosen = [c for c in table if wide or (not c.wide and shown(c))]
-    if document["by"] == "view":
-        chosen = [replace(c, header="view") if c.key == "label" else c for c in chosen]
-    return chosen
+    return [c for c in table if wide or (not c.wide and shown(c))]
 
 
 @dataclass(frozen=True)
@@ -651,6 +664,7 @@ __all__ = [
     "SITE_COLUMNS",
     "Column",
     "Layout",
+    "cause_columns",
     "causes_cell",
     "columns",
     "lacks_overhead",
