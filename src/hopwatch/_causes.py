@@ -8,7 +8,7 @@ One mechanism, four sources, tried in order for every hop:
 2. a **target rule**, keyed by the code object of the wrapped callable
    (``Signal.send``, ``response_for_exception``); target rules can also be
    derived from a code object on first sight by a *classifier* (every
-   response's ``close``, an override's too);
+   response's ``close`` and template response's ``render``, an override's too);
 3. a **caller rule**, keyed by the code object of the frame that made the call
    (``BaseHandler._get_response_async`` calls views, ``QuerySet.aget`` calls
    ``QuerySet.get``); caller rules can also be derived from a code object on

@@ -128,36 +128,43 @@ def _signal_closure_rule(code: CodeType) -> _causes.Rule | None:
     return rule
 
 
-def _response_rule(verb: str) -> _causes.Rule:
+def _response_method_rule(verb: str, base: type) -> _causes.Rule:
+    """A response's ``verb`` (a method Django calls on the response it got, under ASGI
+    through ``sync_to_async``), whichever class's code it runs: ``<its class>.<verb>``
+    when the method is bound to a ``base``. (The answer depends on the instance's class
+    only, which the hop path's cache key holds for a bound method.)"""
+
     def rule(target: object, frame: FrameType | None) -> Cause | None:
         owner = getattr(target, "__self__", None)
-        if owner is None:
-            return None
+        if not isinstance(owner, base):
+            return None  # a function of that name, or another object's: not this rule
         return intern_cause("response", f"{type(owner).__name__}.{verb}")
 
     return rule
 
 
-def _response_close_rule(target: object, frame: FrameType | None) -> Cause | None:
-    """A response's ``close``, whichever class's code it runs: ``<its class>.close``.
-    (The answer depends on the instance's class only, which the hop path's cache
-    key holds for a bound method.)"""
-    owner = getattr(target, "__self__", None)
-    if not isinstance(owner, http_response.HttpResponseBase):
-        return None  # a function named close, or another object's: not this rule
-    return intern_cause("response", f"{type(owner).__name__}.close")
+#: The methods Django calls on a response after the view, by name, each with the
+#: class the response must be: it closes every response it sent, and renders a
+#: template response (``BaseHandler._get_response_async``).
+_RESPONSE_METHODS: dict[str, _causes.Rule] = {
+    "close": _response_method_rule("close", http_response.HttpResponseBase),
+    "render": _response_method_rule("render", SimpleTemplateResponse),
+}
 
 
 def _classify_target(code: CodeType) -> _causes.Rule | None:
     """Target rules derived from a code object on first sight (cached by _causes):
-    any method named ``close`` is asked whether it is bound to a response.
+    any method named ``close`` or ``render`` is asked whether it is bound to a
+    response (a template response for ``render``).
 
-    Django closes every response it sent (under ASGI through ``sync_to_async``):
-    ``HttpResponseBase.close``, hopwatch's wrapper around it, and a subclass's
-    override (``FileResponse``, a ``StreamingHttpResponse`` of the project's) alike.
-    Keyed by the code's name, not by ``HttpResponseBase.close``'s code object, so an
-    override is not left to the fallback."""
-    return _response_close_rule if code.co_name == "close" else None
+    ``HttpResponseBase.close``, hopwatch's wrapper around it,
+    ``SimpleTemplateResponse.render`` and a subclass's override of either
+    (``FileResponse``, a ``StreamingHttpResponse`` or a ``TemplateResponse`` of the
+    project's) alike. Keyed
+    by the code's name, not by Django's code objects, so an override is not left to
+    the other rules (an overriding ``render`` was named as the view, its caller being
+    the handler's view call)."""
+    return _RESPONSE_METHODS.get(code.co_name)
 
 
 def _fixed(kind: str, site: str) -> _causes.Rule:
@@ -325,8 +332,7 @@ def register_rules() -> None:
             if rule is not None:
                 _causes.register_target(nested, rule)
 
-    _causes.register_target_classifier(_classify_target)  # every response's close
-    _causes.register_target(SimpleTemplateResponse.render, _response_rule("render"))
+    _causes.register_target_classifier(_classify_target)  # every response's close, render
     _causes.register_target(response_for_exception, _fixed("exception", "response_for_exception"))
     _causes.register_target(log_response, _fixed("exception", "log_response"))
     _register(

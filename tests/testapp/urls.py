@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tests.testapp import views, views_django6, views_threads
+from tests.testapp import views, views_django6, views_render, views_threads
 
 urlpatterns = [
     path("async/", views.async_view),
@@ -44,4 +44,10 @@ urlpatterns = [
     path("threads/pinned-again/", views_threads.pinned_again_view),
     path("threads/cold-loops/", views_threads.sync_cold_loops_view),
     path("threads/cold-loops-one-thread/", views_threads.sync_cold_loops_one_thread_view),
+    path("render/template/", views_render.template_view),
+    path("render/overriding/", views_render.rendering_view),
+    path("render/inherited/", views_render.inherited_view),
+    path("render/simple/", views_render.simple_view),
+    path("render/sync-view/", views_render.sync_rendering_view),
+    path("render/template-render/", views_render.template_render_view),
 ]

@@ -1,0 +1,119 @@
+"""Under ASGI Django renders a template response after the view through
+``sync_to_async`` (``BaseHandler._get_response_async``, whatever the view): that
+hop is kind ``response``, named ``<the response's class>.render``, whichever
+class's ``render`` runs (docs/causes.md), as every response's ``close`` is.
+
+The rule was registered on ``SimpleTemplateResponse.render``'s own code only: a
+subclass overriding ``render`` fell to the caller rule of the handler's view call,
+named as a view (``<its module>.render``), where the audit counted the async view
+that returned it as a sync one. Each request goes through Django's real
+ASGIHandler, with hopwatch's middleware only, and its causes are compared whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from hopwatch._advice import RESPONSE, advice_for
+from hopwatch.audit.traffic import from_logs
+from hopwatch.report.rank import fixable
+from tests.helpers import asgi_request, capture
+from tests.testapp import views_render
+from tests.testapp.views_render import RENDERED
+
+SETTINGS = {"MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
+STARTED = ("signal", "request_started", None)
+
+
+def causes(record):
+    """{(kind, site, call_site): count} of a record, both directions summed."""
+    counts = {}
+    for cause, stats in record.top_causes():
+        key = (cause.kind, cause.site, cause.call_site)
+        counts[key] = counts.get(key, 0) + stats.count
+    return counts
+
+
+def asgi(path):
+    RENDERED.clear()
+    with override_settings(**SETTINGS), capture() as records:
+        result = asgi_request(path)
+    assert (result.status, result.body) == (200, b"ok")
+    assert len(records) == 1, records
+    return causes(records[0])
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "rendered"),
+    [
+        ("/render/template/", "TemplateResponse", []),
+        ("/render/overriding/", "RenderingResponse", ["RenderingResponse"]),
+        # runs RenderingResponse's render: named after its own class, as close is
+        ("/render/inherited/", "InheritedRender", ["InheritedRender"]),
+        ("/render/simple/", "SimpleRendering", ["SimpleRendering"]),
+    ],
+)
+def test_a_template_responses_render_is_the_response_hop(path, name, rendered):
+    assert asgi(path) == {
+        STARTED: 1,
+        ("response", f"{name}.render", None): 1,
+        ("response", f"{name}.close", None): 1,
+    }
+    assert rendered == RENDERED
+
+
+def test_a_sync_views_overriding_render_is_not_a_second_view_hop():
+    """A sync view under ASGI: one hop calls it, another renders what it returned."""
+    assert asgi("/render/sync-view/") == {
+        STARTED: 1,
+        ("view", "tests.testapp.views_render.sync_rendering_view", None): 1,
+        ("response", "RenderingResponse.render", None): 1,
+        ("response", "RenderingResponse.close", None): 1,
+    }
+    assert RENDERED == ["RenderingResponse"]
+
+
+def test_another_objects_render_is_not_a_response_hop():
+    """The rule asks whether ``render`` is bound to a template response: a template's
+    is the user's own call, named with its call site."""
+    source = Path(views_render.__file__)
+    lines = source.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.endswith("# a template's render"))
+    assert asgi("/render/template-render/") == {
+        STARTED: 1,
+        (
+            "other",
+            "django.template.backends.django.Template.render",
+            f"tests/testapp/views_render.py:{line} in template_render_view",
+        ): 1,
+        ("response", "HttpResponse.close", None): 1,
+    }
+
+
+def test_the_audit_reads_an_async_view_whose_response_overrides_render_as_async(
+    tmp_path, log_lines
+):
+    """``hopwatch audit --logs`` tells a sync view under ASGI by its ``view`` hop: an
+    overriding render named as a view made these async views read as sync ones."""
+    with override_settings(**SETTINGS):
+        for path in ("/render/overriding/", "/render/inherited/", "/render/sync-view/"):
+            asgi_request(path)
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    traffic = from_logs([str(log)])
+    assert traffic.requests == 3
+    assert traffic.mix == {
+        ("asgi", "async_view"): pytest.approx(2 / 3),
+        ("asgi", "sync_view"): pytest.approx(1 / 3),
+    }
+
+
+def test_what_the_report_says_of_an_overriding_render():
+    """The report's advice for kind response; unlike close, the project's to save
+    (render inside the view's own sync_to_async block)."""
+    for site in ("RenderingResponse.render", "TemplateResponse.render"):
+        assert advice_for("response", site, "sync_to_async") is RESPONSE
+        assert fixable("response", site)

@@ -1,0 +1,60 @@
+"""Views returning template responses, which Django renders after the view: under
+ASGI through ``sync_to_async`` (``BaseHandler._get_response_async``, Django 5.2 to
+6.1), whether the view is async or sync. Some responses override ``render``."""
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse
+from django.template import engines
+from django.template.response import SimpleTemplateResponse, TemplateResponse
+
+RENDERED: list[str] = []
+
+
+def _template():
+    return engines["django"].from_string("{{ word }}")
+
+
+class RenderingResponse(TemplateResponse):
+    """Overrides ``render``, as a project's response class that adds to every page does."""
+
+    def render(self):
+        RENDERED.append(type(self).__name__)
+        return super().render()
+
+
+class InheritedRender(RenderingResponse):
+    """Runs RenderingResponse's render: named after its own class, as TemplateResponse's is."""
+
+
+class SimpleRendering(SimpleTemplateResponse):
+    """A ``SimpleTemplateResponse`` (no request) that overrides ``render``."""
+
+    def render(self):
+        RENDERED.append(type(self).__name__)
+        return super().render()
+
+
+async def template_view(request):
+    return TemplateResponse(request, _template(), {"word": "ok"})
+
+
+async def rendering_view(request):
+    return RenderingResponse(request, _template(), {"word": "ok"})
+
+
+async def inherited_view(request):
+    return InheritedRender(request, _template(), {"word": "ok"})
+
+
+async def simple_view(request):
+    return SimpleRendering(_template(), {"word": "ok"})
+
+
+def sync_rendering_view(request):
+    """A sync view: under ASGI it runs in a thread, and its response is rendered in another."""
+    return RenderingResponse(request, _template(), {"word": "ok"})
+
+
+async def template_render_view(request):
+    html = await sync_to_async(_template().render)({"word": "ok"})  # a template's render
+    return HttpResponse(html)
