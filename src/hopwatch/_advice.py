@@ -88,8 +88,9 @@ RESPONSE: Final = Advice(
     "Closing and rendering the response",
     "## `response`",
     "Under ASGI, Django closes every response through `sync_to_async` (one hop per request,"
-    " nothing to do), and renders a `TemplateResponse` returned by an async view the same way:"
-    " render inside the view's own `sync_to_async` block to save that one.",
+    " nothing to do), and renders a `TemplateResponse` the same way, whichever view returned it:"
+    " render it in the view (a sync view's own thread, an async view's `sync_to_async` block)"
+    " to save that one.",
 )
 STREAM: Final = Advice(
     "stream",
