@@ -165,6 +165,15 @@ def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, 
     return status_line[0], body
 
 
+def causes(record: RequestRecord) -> dict[tuple[str, str, str | None], int]:
+    """{(kind, site, call_site): count} of a record, both directions summed."""
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for cause, stats in record.top_causes():
+        key = (cause.kind, cause.site, cause.call_site)
+        counts[key] = counts.get(key, 0) + stats.count
+    return counts
+
+
 def sites(record: RequestRecord) -> dict[tuple[str, str], int]:
     """{(kind, site): count} of a record, both directions summed."""
     counts: dict[tuple[str, str], int] = {}

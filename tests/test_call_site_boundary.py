@@ -28,7 +28,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
-from tests.helpers import asgi_request, capture, wsgi_request
+from tests.helpers import asgi_request, capture, causes, wsgi_request
 
 
 def passes(user):
@@ -112,15 +112,6 @@ OUTSIDE_ASYNC = {
 #: The async view's one hop: Django's decorator runs the test function, not the user's code.
 CHECKED_ASYNC = {**OUTSIDE_ASYNC, ("other", f"{__name__}.passes", None): 1}
 CHECKED_SYNC = {("other", f"{__name__}.apasses", None): 1}
-
-
-def causes(record):
-    """{(kind, site, call_site): count} of a record, both directions summed."""
-    counts = {}
-    for cause, stats in record.top_causes():
-        key = (cause.kind, cause.site, cause.call_site)
-        counts[key] = counts.get(key, 0) + stats.count
-    return counts
 
 
 def one(records):

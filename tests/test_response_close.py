@@ -22,7 +22,7 @@ from django.urls import path
 
 from hopwatch._advice import RESPONSE, advice_for
 from hopwatch.report.rank import fixable
-from tests.helpers import asgi_request, capture
+from tests.helpers import asgi_request, capture, causes
 
 CLOSED: list[str] = []
 
@@ -84,15 +84,6 @@ urlpatterns = [
 
 SETTINGS = {"ROOT_URLCONF": __name__, "MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
 STARTED = ("signal", "request_started", None)
-
-
-def causes(record):
-    """{(kind, site, call_site): count} of a record, both directions summed."""
-    counts = {}
-    for cause, stats in record.top_causes():
-        key = (cause.kind, cause.site, cause.call_site)
-        counts[key] = counts.get(key, 0) + stats.count
-    return counts
 
 
 def asgi(path):

@@ -20,21 +20,12 @@ from django.test import override_settings
 from hopwatch._advice import RESPONSE, advice_for
 from hopwatch.audit.traffic import from_logs
 from hopwatch.report.rank import fixable
-from tests.helpers import asgi_request, capture
+from tests.helpers import asgi_request, capture, causes
 from tests.testapp import views_render
 from tests.testapp.views_render import RENDERED
 
 SETTINGS = {"MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
 STARTED = ("signal", "request_started", None)
-
-
-def causes(record):
-    """{(kind, site, call_site): count} of a record, both directions summed."""
-    counts = {}
-    for cause, stats in record.top_causes():
-        key = (cause.kind, cause.site, cause.call_site)
-        counts[key] = counts.get(key, 0) + stats.count
-    return counts
 
 
 def asgi(path):

@@ -22,7 +22,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 from hopwatch.testing import count_hops
-from tests.helpers import asgi_request, capture, wsgi_request
+from tests.helpers import asgi_request, capture, causes, wsgi_request
 from tests.testapp.models import Item
 
 
@@ -69,15 +69,6 @@ STARTED = ("signal", "request_started", None)
 #: The ASGIHandler closes the response through sync_to_async; the AsyncClient's
 #: wrapper calls close() when the content runs out (no crossing).
 ASGI_CLOSE = ("response", "StreamingHttpResponse.close", None)
-
-
-def causes(record):
-    """{(kind, site, call_site): count} of a record, both directions summed."""
-    counts = {}
-    for cause, stats in record.top_causes():
-        key = (cause.kind, cause.site, cause.call_site)
-        counts[key] = counts.get(key, 0) + stats.count
-    return counts
 
 
 def test_the_test_clients_line_counts_a_sync_streams_hops_as_the_wsgi_handlers(db):

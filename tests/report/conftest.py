@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from hopwatch.cli import main
+from hopwatch.report import scan
 
 
 class FakeStdin:
@@ -43,3 +45,20 @@ def run_cli(
         return Run(status, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(params=["c", "python"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every scanner made in the test uses the C accumulation and loop, or the Python ones."""
+    if request.param == "c":
+        module = scan.load_accelerator()
+        if module is None:
+            if os.environ.get("HOPWATCH_REQUIRE_C"):
+                pytest.fail("the report's C accelerator was not built")
+            pytest.skip("the report's C accelerator is not built here")
+        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
+        monkeypatch.setattr(scan, "SCAN", module.scan)
+    else:
+        monkeypatch.setattr(scan, "ACCUMULATE", None)
+        monkeypatch.setattr(scan, "SCAN", None)
+    return str(request.param)

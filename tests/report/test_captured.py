@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,29 +20,10 @@ from typing import Any
 import pytest
 from bench.captured_logs import RENDERINGS, SPOILS, generate
 
-from hopwatch.report import parallel, scan
+from hopwatch.report import parallel
 from hopwatch.report.aggregate import A_HOP_MS, A_HOPS, A_OVERHEAD, NO_VIEW, Partial
 from hopwatch.report.inputs import resolve
 from hopwatch.report.scan import Filters, Scanner
-
-IMPLEMENTATIONS = ["c", "python"]
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every scanner made in the test uses the C accumulation and loop, or the Python ones."""
-    if request.param == "c":
-        module = scan.load_accelerator()
-        if module is None:
-            if os.environ.get("HOPWATCH_REQUIRE_C"):
-                pytest.fail("the report's C accelerator was not built")
-            pytest.skip("the report's C accelerator is not built here")
-        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
-        monkeypatch.setattr(scan, "SCAN", module.scan)
-    else:
-        monkeypatch.setattr(scan, "ACCUMULATE", None)
-        monkeypatch.setattr(scan, "SCAN", None)
-    return str(request.param)
 
 
 def _found(partial: Partial) -> dict[str, Any]:

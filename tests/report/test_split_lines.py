@@ -8,14 +8,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hopwatch.report import scan
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.inputs import read_source, resolve
 from hopwatch.report.parse import MAX_LINE_BYTES, PART_BYTES
@@ -25,23 +23,6 @@ from tests.report.samples import line
 
 RunCli = Callable[..., Run]
 TIME = "2026-11-24T10:00:00.123456789Z"
-
-
-@pytest.fixture(params=["c", "python"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The C loop and accumulation, or the Python ones (as in test_captured.py)."""
-    if request.param == "c":
-        module = scan.load_accelerator()
-        if module is None:
-            if os.environ.get("HOPWATCH_REQUIRE_C"):
-                pytest.fail("the report's C accelerator was not built")
-            pytest.skip("the report's C accelerator is not built here")
-        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
-        monkeypatch.setattr(scan, "SCAN", module.scan)
-    else:
-        monkeypatch.setattr(scan, "ACCUMULATE", None)
-        monkeypatch.setattr(scan, "SCAN", None)
-    return str(request.param)
 
 
 def long_line(number: int, size: int = 40_000) -> str:
