@@ -150,11 +150,17 @@ def wsgi_environ(
 
 def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, bytes]:
     """One request through a fresh ``WSGIHandler``, iterated and closed like a server."""
-    environ = wsgi_environ(path, method, query)
-    status_line: list[str] = []
+    status, _headers, body = wsgi_call(wsgi_environ(path, method, query))
+    return status, body
+
+
+def wsgi_call(environ: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    """``environ`` through a fresh ``WSGIHandler``, iterated and closed like a server:
+    the status line, the headers (names in lower case) and the body."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        status_line.append(status)
+        started.append((status, headers))
         return lambda data: None
 
     response = WSGIHandler()(environ, start_response)
@@ -162,7 +168,8 @@ def wsgi_request(path: str, method: str = "GET", query: str = "") -> tuple[str, 
         body = b"".join(response)
     finally:
         response.close()
-    return status_line[0], body
+    status, headers = started[0]
+    return status, {name.lower(): value for name, value in headers}, body
 
 
 def causes(record: RequestRecord) -> dict[tuple[str, str, str | None], int]:

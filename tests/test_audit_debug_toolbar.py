@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponse
 from django.test import override_settings
 from django.urls import path
@@ -25,7 +24,7 @@ from hopwatch import audit
 from hopwatch.audit import ASGI, WSGI
 from hopwatch.audit.model import VIEW_SITE
 from hopwatch.hop_tax import ASYNC_TO_SYNC, NEW_LOOP, SYNC_TO_ASYNC
-from tests.helpers import asgi_request, capture, sites, wsgi_environ
+from tests.helpers import asgi_request, capture, sites, wsgi_call, wsgi_environ
 
 pytest.importorskip("debug_toolbar", reason="django-debug-toolbar is not installed")
 
@@ -190,19 +189,7 @@ def wsgi_get(url: str) -> tuple[str, dict[str, str], bytes]:
     """One request through a fresh ``WSGIHandler`` from 127.0.0.1 (in INTERNAL_IPS)."""
     environ = wsgi_environ(url)
     environ["REMOTE_ADDR"] = "127.0.0.1"
-    started: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        started.append((status, headers))
-        return lambda data: None
-
-    response = WSGIHandler()(environ, start_response)
-    try:
-        body = b"".join(response)
-    finally:
-        response.close()
-    status, headers = started[0]
-    return status, {name.lower(): value for name, value in headers}, body
+    return wsgi_call(environ)
 
 
 def measure(interface: str, url: str) -> tuple[Any, bool, bool]:
