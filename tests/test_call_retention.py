@@ -162,12 +162,12 @@ def _compiled(n: int, prefix: str = "") -> Callable[[], Any]:
 MADE_SYNC: dict[str, Callable[[int], tuple[Any, Callable[[], Any]]]] = {
     "method of a class made for the call": lambda n: (cls := _made_class(n), cls().save),
     "class made for the call": lambda n: (cls := _made_class(n), cls),
-    "code compiled for the call": lambda n: (fn := _compiled(n), fn),
+    "code compiled for the call": lambda n: ((fn := _compiled(n)).__code__, fn),
 }
 MADE_ASYNC: dict[str, Callable[[int], tuple[Any, Callable[[], Any]]]] = {
     "method of a class made for the call": lambda n: (cls := _made_class(n), cls().asave),
     "instance of a class made for the call": lambda n: (cls := _made_class(n, True), cls()),
-    "code compiled for the call": lambda n: (fn := _compiled(n, "async "), fn),
+    "code compiled for the call": lambda n: ((fn := _compiled(n, "async ")).__code__, fn),
 }
 
 
@@ -193,6 +193,29 @@ def test_sync_to_async_keeps_no_class_or_code_made_for_the_call(kind: str) -> No
     assert [ref() for ref in refs] == [None, None, None]
     if kind != "code compiled for the call":  # each named after its own class
         assert all(f"Form{n}" in " ".join(_names(scope)) for n in range(3))
+
+
+def test_a_crossing_made_from_code_compiled_for_the_call_keeps_no_code() -> None:
+    # The call site's code (the user frame a cause is named after) is cached too.
+    refs = []
+
+    async def main() -> None:
+        for n in range(3):
+            namespace: dict[str, Any] = {"sync_to_async": sync_to_async, "_use": _use}
+            source = "async def made():\n    return await sync_to_async(_use)(None)\n"
+            exec(compile(source, f"/srv/app/made_{n}.py", "exec"), namespace)
+            refs.append(weakref.ref(namespace["made"].__code__))
+            await namespace.pop("made")()
+            del namespace
+
+    with recording() as scope:
+        asyncio.run(main())
+    assert len(scope) == 3
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    assert sorted(cause.call_site for cause, _direction in scope.causes) == [
+        f"/srv/app/made_{n}.py:2 in made" for n in range(3)
+    ]
 
 
 @pytest.mark.parametrize("kind", list(MADE_ASYNC))

@@ -40,6 +40,7 @@ import functools
 import os
 import sys
 import sysconfig
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType, MethodType
 from typing import Final
@@ -61,12 +62,16 @@ _target_rules: dict[int, tuple[CodeType, Rule]] = {}
 _caller_rules: dict[int, tuple[CodeType, Rule]] = {}
 _caller_classifiers: list[CallerClassifier] = []
 # Registered caller rules plus the classifiers' answers (None included).
-_caller_cache: dict[int, tuple[CodeType, Rule | None]] = {}
+_caller_cache: dict[int, tuple[weakref.ref[CodeType], Rule | None]] = {}
 _target_classifiers: list[TargetClassifier] = []
 # The target classifiers' answers (None included), for codes without a registered rule.
-_target_cache: dict[int, tuple[CodeType, Rule | None]] = {}
+_target_cache: dict[int, tuple[weakref.ref[CodeType], Rule | None]] = {}
 
 _MISSING: Final = object()
+#: The caches below key on a code object's id and keep a weak reference to it, to
+#: tell it from a later one with the same id: code compiled for one request (exec,
+#: a template engine's) is never kept alive by them.
+_ref: Final = weakref.ref
 _CACHE_LIMIT: Final = 20_000
 
 
@@ -138,7 +143,7 @@ def _caller_rule(code: CodeType) -> Rule | None:
                 break
     if len(_caller_cache) >= _CACHE_LIMIT:
         _caller_cache.clear()
-    _caller_cache[id(code)] = (code, rule)
+    _caller_cache[id(code)] = (_ref(code), rule)
     return rule
 
 
@@ -148,7 +153,7 @@ def _target_rule(code: CodeType) -> Rule | None:
     if registered is not None and registered[0] is code:
         return registered[1]
     cached = _target_cache.get(id(code))
-    if cached is not None and cached[0] is code:
+    if cached is not None and cached[0]() is code:
         return cached[1]
     rule = None
     for classifier in _target_classifiers:
@@ -157,7 +162,7 @@ def _target_rule(code: CodeType) -> Rule | None:
             break
     if len(_target_cache) >= _CACHE_LIMIT:
         _target_cache.clear()
-    _target_cache[id(code)] = (code, rule)
+    _target_cache[id(code)] = (_ref(code), rule)
     return rule
 
 
@@ -201,7 +206,7 @@ def resolve(
     if frame is not None:
         caller_code = frame.f_code
         cached = _caller_cache.get(id(caller_code))
-        if cached is not None and cached[0] is caller_code:
+        if cached is not None and cached[0]() is caller_code:
             caller = cached[1]
         else:
             caller = _caller_rule(caller_code)
@@ -247,7 +252,7 @@ _library_roots: list[str] = []
 _non_library_roots: list[str] = []
 _boundary_classifiers: list[BoundaryClassifier] = []
 # id(code) -> (code, classify_code's answer)
-_code_kinds: dict[int, tuple[CodeType, int]] = {}
+_code_kinds: dict[int, tuple[weakref.ref[CodeType], int]] = {}
 
 
 def _norm(path: str) -> str:
@@ -323,7 +328,7 @@ def classify_code(code: CodeType) -> int:
     event loop's dispatch, or where the application is entered (a boundary
     classifier's answer). Once per code object (cached)."""
     known = _code_kinds.get(id(code))
-    if known is not None and known[0] is code:
+    if known is not None and known[0]() is code:
         return known[1]
     if code is _LOOP_DISPATCH or any(entry(code) for entry in _boundary_classifiers):
         kind = 2
@@ -331,7 +336,7 @@ def classify_code(code: CodeType) -> int:
         kind = 1 if _library(code) else 0
     if len(_code_kinds) >= _CACHE_LIMIT:
         _code_kinds.clear()
-    _code_kinds[id(code)] = (code, kind)
+    _code_kinds[id(code)] = (_ref(code), kind)
     return kind
 
 
@@ -358,7 +363,7 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     return None
 
 
-_sites: dict[tuple[int, int], tuple[CodeType, str]] = {}
+_sites: dict[tuple[int, int], tuple[weakref.ref[CodeType], str]] = {}
 _short_paths: dict[str, str] = {}
 
 
@@ -389,7 +394,7 @@ def call_site(frame: FrameType | None) -> str | None:
     code = frame.f_code
     key = (id(code), frame.f_lasti)  # see _fallback: the offset is free, the line is not
     entry = _sites.get(key)
-    if entry is not None and entry[0] is code:
+    if entry is not None and entry[0]() is code:
         return entry[1]
     name = code.co_name
     enclosing = frame.f_back
@@ -404,7 +409,7 @@ def call_site(frame: FrameType | None) -> str | None:
     site = f"{short_path(code.co_filename)}:{frame.f_lineno} in {name}"
     if len(_sites) >= _CACHE_LIMIT:
         _sites.clear()
-    _sites[key] = (code, site)
+    _sites[key] = (_ref(code), site)
     return site
 
 
