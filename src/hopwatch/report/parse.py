@@ -477,7 +477,26 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
         return OTHER
     if obj.get("event") == EVENT:
         return record_from_object(obj)
+    inner = rendered_again(obj) if unwrap else None
+    if inner is not None:
+        try:
+            return in_utc(decode_record(inner))
+        except DECODE_ERRORS:
+            return _decode_text(inner, f'"{EVENT}"' in inner, unwrap=False)
     return OTHER
+
+
+def rendered_again(obj: dict[str, Any]) -> str | None:
+    """The line inside a record another JSON renderer made of it, keeping the line as
+    its ``event``, or None. structlog's stdlib integration does this (a
+    ``ProcessorFormatter`` with a ``JSONRenderer`` on the handler hopwatch's logger
+    reaches, as django-structlog sets up): ``{"event": "<the line>", "level": ...}``."""
+    event = obj.get("event")
+    if type(event) is str and EVENT in event:
+        brace = event.find("{")
+        if brace != -1:
+            return event[brace:].rstrip("\n")
+    return None
 
 
 def envelope_line(envelope: Envelope) -> str | None:

@@ -142,7 +142,8 @@ def _decode_leniently(line: Any) -> Extras:
             (obj[key] for key in parse.WRAPPER_KEYS if isinstance(obj.get(key), str)), None
         )
         if inner is None or parse.EVENT not in inner or "{" not in inner:
-            return _EMPTY
+            again = parse.rendered_again(obj)  # structlog's JSONRenderer around the line
+            return _EMPTY if again is None else decode_extras(again)
         return decode_extras(inner[inner.index("{") :].rstrip("\n"))
     fields: dict[str, Any] = {"event": parse.EVENT}
     for name, kind in _PARTS.items():
