@@ -875,7 +875,9 @@ class Emitter:
         """The EXTRA_FIELDS hook's fields for this line (the caller checks it is set)."""
         try:
             result = hook(record.request, record)
-            return result if isinstance(result, Mapping) else None
+            if result is None or isinstance(result, Mapping):
+                return result
+            raise TypeError(f"it returned a {type(result).__name__}, not a dict (or None)")
         except Exception as exc:
             _errors.report("HOPWATCH['EXTRA_FIELDS'] hook", exc)
             return None
