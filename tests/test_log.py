@@ -719,9 +719,9 @@ def test_a_custom_record_factory_or_logger_class_still_makes_the_record(log_line
 
 @pytest.mark.internal_errors
 def test_an_internal_error_whose_warning_failed_is_said_by_the_next():
-    # The first error's warning could not be logged (here a filter on hopwatch's
-    # logger that raises, as a log call at the stack's limit does): the next error
-    # says it, rather than none ever being said.
+    # The first error's warning could not be logged (the stack at its limit: here a
+    # filter on hopwatch's logger that raises RecursionError once, as a log call deep
+    # in a recursion does): the next error says it, rather than none ever being said.
     from hopwatch import _errors
 
     class FailsOnce(logging.Filter):
@@ -750,3 +750,20 @@ def test_an_internal_error_whose_warning_failed_is_said_by_the_next():
     said = [r.getMessage() for r in kept if "internal error" in r.getMessage()]
     assert len(said) == 1 and "second place" in said[0]
     assert _errors.total() == 3
+
+
+@pytest.mark.internal_errors
+def test_a_hook_that_returns_no_mapping_is_an_error_counted_not_ignored(log_lines):
+    # A hook that returns a list (a tuple of pairs, a string) gives no fields: it is a
+    # mistake in the project's hook, said once and counted as the hook's raising is,
+    # not a line without its fields and without a word.
+    from hopwatch import _errors
+
+    with settings_with(EXTRA_FIELDS=lambda request, record: [("pod", "web-7")]):
+        assert asgi_request("/async/").status == 200
+    with settings_with(EXTRA_FIELDS=lambda request, record: None):  # no fields: fine
+        assert asgi_request("/async/").status == 200
+    first, second = log_lines.parsed()
+    assert "pod" not in first and first["hopwatch_errors"] == 1
+    assert "hopwatch_errors" not in second
+    assert _errors.total() == 1

@@ -37,10 +37,13 @@ def report(where: str, exc: BaseException) -> None:
             where,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-    except Exception:  # a broken log handler must not turn this into an app error
-        # Not said after all (a filter that raised, the stack at its limit): the next
-        # error says it, else it would never be said at all.
+    except RecursionError:
+        # The stack at its limit (the app deep in a recursion): nothing was said, and
+        # the next error says it, else none ever would be. (A handler that raises is
+        # broken for every record: it is not asked again.)
         _first_logged = False
+    except Exception:  # a broken log handler must not turn this into an app error
+        pass
 
 
 def total() -> int:
