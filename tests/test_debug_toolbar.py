@@ -593,6 +593,28 @@ def test_without_hopwatch_the_panel_says_why(toolbar, client):
     assert "hopwatch recorded nothing: it is not installed." in html
 
 
+def test_off_at_start_up_the_panel_says_so_whatever_the_settings_say_now(
+    toolbar, client, monkeypatch
+):
+    # ENABLED is read once, at start-up: a process that started with it off records
+    # nothing even when a test's settings say True, and the panel says why.
+    from hopwatch import apps as hopwatch_apps
+
+    middleware = [m for m in TOOLBAR["MIDDLEWARE"] if not m.startswith("hopwatch.")]
+    deactivate()
+    monkeypatch.setattr(hopwatch_apps, "enabled", False)  # as after a start-up with it off
+    try:
+        with override_settings(MIDDLEWARE=middleware, HOPWATCH={"ENABLED": True}):
+            response = client.get("/page/")
+            toolbar_id = response.headers["djdt-request-id"]
+            html = render_panel(client, toolbar_id)
+    finally:
+        monkeypatch.setattr(hopwatch_apps, "enabled", True)
+        activate()
+    said = 'hopwatch recorded nothing: HOPWATCH["ENABLED"] was False at start-up.'
+    assert said.replace('"', "&quot;") in html
+
+
 def test_check_without_the_app(toolbar):
     from hopwatch.contrib.debug_toolbar import HopsPanel
 

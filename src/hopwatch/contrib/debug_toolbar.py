@@ -41,8 +41,8 @@ from django.http import HttpRequest, HttpResponseBase
 from django.template import Context, Engine
 
 from hopwatch import _django, _errors
+from hopwatch import apps as hopwatch_apps
 from hopwatch._recorder import Hop, RequestRecord, add_sink
-from hopwatch.conf import hopwatch_settings
 from hopwatch.contrib import _hop_table
 
 _TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
@@ -164,8 +164,9 @@ class HopsPanel(Panel):
 
 
 def _why_not_recorded() -> str:
-    if not hopwatch_settings.ENABLED:
-        return 'hopwatch recorded nothing: HOPWATCH["ENABLED"] is False.'
+    # ENABLED is read once, at start-up (hopwatch.apps.activate): its value then, not now
+    if hopwatch_apps.enabled is False:
+        return 'hopwatch recorded nothing: HOPWATCH["ENABLED"] was False at start-up.'
     if not _django.is_installed():
         return (
             'hopwatch recorded nothing: it is not installed. Add "hopwatch" to INSTALLED_APPS'
