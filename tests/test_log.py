@@ -285,10 +285,22 @@ def test_an_extra_field_that_cannot_be_written_is_left_out_not_the_line(log_line
         assert line["hopwatch_errors"] == 2  # each line's two fields left out
 
 
-def test_a_request_the_middleware_never_saw_has_an_id(log_lines):
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"x-request-id", b"abc-123")], "abc-123"),
+        ([(b"X-Request-Id", b"abc-123")], "abc-123"),
+        ([(b"x-request-id", b"bad id\x1b[31m")], None),
+        ([(b"x-request-id", b"a"), (b"x-request-id", b"b")], None),  # Django's META: "a,b"
+        ([], None),
+    ],
+)
+def test_a_request_the_middleware_never_saw_has_an_id(log_lines, headers, expected):
     """A client that goes away while sending the body: Django stops before the
     middleware chain (RequestAborted in read_body), and the line still names the
-    request with an id of 16 hex digits (it was "")."""
+    request: with its X-Request-ID when that is a usable id, as the middleware
+    would have read it (it was always generated), else an id of 16 hex digits
+    (it was "")."""
     import asyncio
 
     from django.core.handlers.asgi import ASGIHandler
@@ -302,11 +314,36 @@ def test_a_request_the_middleware_never_saw_has_an_id(log_lines):
     async def send(message):
         sent.append(message)
 
-    scope = asgi_scope("/async/", "POST", "", [(b"x-request-id", b"abc-123")])
+    scope = asgi_scope("/async/", "POST", "", headers)
     asyncio.run(ASGIHandler()(scope, receive, send))
     assert sent == []
     (line,) = log_lines.parsed()
     assert (line["method"], line["status"], line["route"]) == ("POST", None, "(unresolved)")
+    if expected is None:
+        assert re.fullmatch(r"[0-9a-f]{16}", line["request_id"])
+    else:
+        assert line["request_id"] == expected
+
+
+def test_a_request_the_middleware_never_saw_reads_no_credential_header(log_lines):
+    """REQUEST_ID_HEADER naming a credential is never read, here either."""
+    import asyncio
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    messages = [{"type": "http.request", "body": b"x", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0) if messages else await asyncio.Future()
+
+    async def send(message):
+        raise AssertionError(message)
+
+    scope = asgi_scope("/async/", "POST", "", [(b"x-api-key", b"secret-value")])
+    with settings_with(REQUEST_ID_HEADER="X-Api-Key"):
+        asyncio.run(ASGIHandler()(scope, receive, send))
+    (line,) = log_lines.parsed()
+    assert "secret-value" not in json.dumps(line)
     assert re.fullmatch(r"[0-9a-f]{16}", line["request_id"])
 
 

@@ -28,6 +28,7 @@ from django.http import response as http_response
 
 from hopwatch import _errors
 from hopwatch._hotpath import start_request, then
+from hopwatch._hotpath_py import REQUEST_ID_OK
 from hopwatch._recorder import (
     Ledger,
     RequestRecord,
@@ -40,6 +41,7 @@ from hopwatch._recorder import (
     open_request,
     value_outside,
 )
+from hopwatch.conf import hopwatch_settings, is_credential_header
 
 INTERFACE_ASGI = "asgi"
 INTERFACE_WSGI = "wsgi"
@@ -54,6 +56,10 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
     """Close ``record`` (its line is written) and leave its scope. Never raises.
     (An async handler's ``then`` calls it with the ASGI scope and the result too.)"""
     try:
+        if _scope is not None and not record.request_id:
+            # The middleware never saw it (RequestAborted before the chain): the
+            # id from the ASGI scope's header, as the middleware would have read it.
+            record.request_id = _scope_request_id(_scope)
         if on_request_context and handed_over() is record:
             # Never in scope: no line of its own (the middleware's record, if
             # it opened one, is the request's).
@@ -72,6 +78,24 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
                     current_scope.set(value_outside(record))
     except Exception as exc:
         _errors.report("closing a request record", exc)
+
+
+def _scope_request_id(scope: Any) -> str:
+    """``REQUEST_ID_HEADER``'s value in an ASGI ``scope``'s headers when it is a
+    usable id (as the middleware judges one from ``request.META``), else ""."""
+    header = hopwatch_settings.REQUEST_ID_HEADER
+    if not header or is_credential_header(header):
+        return ""
+    # Django's META key for a header folds "-" and "_" together (both become "_").
+    wanted = header.lower().replace("_", "-").encode("latin-1", "replace")
+    # Repeated, Django joins the values with "," (no usable id then).
+    values = [
+        bytes(raw).decode("latin-1")
+        for name, raw in scope.get("headers") or ()
+        if bytes(name).lower().replace(b"_", b"-") == wanted
+    ]
+    value = ",".join(values)
+    return value if REQUEST_ID_OK.fullmatch(value) else ""
 
 
 #: An async handler's request begins: its record, opened in the handler's context
