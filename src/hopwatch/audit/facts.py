@@ -146,7 +146,7 @@ def _flags(path: str, factory: Any) -> tuple[bool, bool]:
     can_async = bool(getattr(factory, "async_capable", False))
     if not can_sync and not can_async:
         raise AuditError(
-            f"middleware {path!r} sets neither sync_capable nor async_capable: Django refuses"
+            f"middleware {path!r} sets both sync_capable and async_capable to False: Django refuses"
             " to load it"
         )
     return can_sync, can_async

@@ -103,7 +103,7 @@ def _modes(facts: Sequence[MiddlewareFacts], interface: str) -> list[str | None]
         fact = facts[index]
         if not fact.sync_capable and not fact.async_capable:
             raise AuditError(
-                f"middleware {fact.path!r} sets neither sync_capable nor async_capable"
+                f"middleware {fact.path!r} sets both sync_capable and async_capable to False"
             )
         # load_middleware: sync where it can be over a sync handler, else async if it can be
         is_async = False if not handler_is_async and fact.sync_capable else fact.async_capable
