@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 
 from tests.helpers import asgi_request, wsgi_request
-from tests.testapp.views_threads import GATHERED, NAP
+from tests.testapp.views_threads import GATHERED, LATE_CALLS, NAP
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 SYNC_ONLY_LAST = [*HOPWATCH_ONLY, "tests.testapp.middleware.SyncOnlyMiddleware"]
@@ -58,3 +58,63 @@ def test_a_thread_held_again_is_pinned_once(log_lines):
     assert 5 * NAP * 1000 <= line["pinned_ms"] <= line["duration_ms"]
     held = next(site for site in line["sites"] if site["direction"] == "async_to_sync")
     assert line["pinned_ms"] <= held["ms"]  # the middleware's hold, whichever is listed first
+
+
+def outermost_wall_ms(line):
+    """The outermost crossings' summed wall time, from the line's detail: what
+    ``overhead_ms + work_ms`` adds up to (docs/log-schema.md)."""
+    return sum(
+        entry["wait_ms"] + entry["run_ms"] + entry["resume_ms"]
+        for entry in line["detail"]
+        if entry["parent"] is None
+    )
+
+
+def test_a_task_that_outlives_its_async_to_sync_is_the_requests(log_lines):
+    # A sync view's async_to_sync starts a task and returns; the task then makes three
+    # pool calls while the view still runs. They are the request's: counted in its
+    # line, inside the view's run (not added to work_ms a second time).
+    from hopwatch._recorder import unscoped
+
+    before = unscoped.count
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        assert asgi_request("/threads/outliving-task/").body == b"outlived"
+    line = one_line(log_lines)
+    late = [site for site in line["sites"] if site["site"].endswith("_pool_nap")]
+    assert [site["count"] for site in late] == [LATE_CALLS]
+    assert unscoped.count == before
+    made = [entry for entry in line["detail"] if entry["site"].endswith("_pool_nap")]
+    assert len(made) == LATE_CALLS
+    # children of the async_to_sync that had returned, inside the view's crossing
+    assert {line["detail"][entry["parent"]]["direction"] for entry in made} == {"async_to_sync"}
+    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    assert line["work_ms"] <= line["duration_ms"]
+
+
+def test_calls_that_end_after_their_async_to_sync_are_counted_once(log_lines):
+    # The async_to_sync starts three pool calls and returns while they run; they end
+    # during the view's own run, which already holds their time.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        assert asgi_request("/threads/tasks-still-running/").body == b"ran"
+    line = one_line(log_lines)
+    late = [site for site in line["sites"] if site["site"].endswith("_pool_nap")]
+    assert [site["count"] for site in late] == [LATE_CALLS]
+    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    assert line["work_ms"] <= line["duration_ms"]
+
+
+def test_a_call_its_caller_stopped_waiting_for(log_lines):
+    # wait_for gives up on a pool call after 5 naps; its code runs on until released.
+    # The crossing ran its code for as long as the caller waited: run, not overhead,
+    # and no figure of its detail past the caller's resumption.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        assert asgi_request("/threads/timed-out/").body == b"timed out"
+    line = one_line(log_lines)
+    (site,) = [site for site in line["sites"] if site["site"].endswith("_wait_for")]
+    assert 5 * NAP * 1000 <= site["ms"] <= line["duration_ms"]
+    assert site["overhead_ms"] < site["ms"] / 2  # its wait to start: well under its wall
+    (entry,) = [entry for entry in line["detail"] if entry["site"].endswith("_wait_for")]
+    assert entry["outcome"] == "cancelled"
+    assert entry["resume_ms"] == 0
+    assert entry["wait_ms"] + entry["run_ms"] == pytest.approx(site["ms"], abs=0.01)
+    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)

@@ -173,6 +173,17 @@ class Hop:
     # Durations; all clamp at zero because the sides are timed on different
     # threads and a clock read can land just before the other side's.
     @property
+    def end_ns(self) -> int:
+        """When the code's run ended, as far as this crossing goes: ``ended_ns``,
+        or ``resumed_ns`` when the caller resumed first (cancelled, or timed out,
+        while its code still ran on the other side: what the code did after
+        that was no part of the crossing)."""
+        ended, resumed = self.ended_ns, self.resumed_ns
+        if resumed and (not ended or ended > resumed):
+            return resumed
+        return ended
+
+    @property
     def wait_ns(self) -> int:
         """Queued: from the call until the code started running on the other side."""
         if not self.started_ns:
@@ -184,14 +195,14 @@ class Hop:
         """Running: the code's own time on the other side."""
         if not self.started_ns:
             return 0
-        return max(0, self.ended_ns - self.started_ns)
+        return max(0, self.end_ns - self.started_ns)
 
     @property
     def resume_ns(self) -> int:
         """From the code finishing until the caller resumed."""
         if not self.started_ns:
             return 0
-        return max(0, self.resumed_ns - self.ended_ns)
+        return max(0, self.resumed_ns - self.end_ns)
 
     @property
     def wall_ns(self) -> int:
@@ -431,13 +442,19 @@ class LedgerCore:
         wall = resumed - called if resumed > called else 0
         if started:
             ended = hop.ended_ns
+            if resumed and (not ended or ended > resumed):  # Hop.end_ns, inline
+                ended = resumed
             wait = started - called if started > called else 0
             run = ended - started if ended > started else 0
             resume = resumed - ended if resumed > ended else 0
         else:
             wait, run, resume = wall, 0, 0
         overhead = wall - run if wall > run else 0
-        parent = hop.parent
+        parent = holder = hop.parent
+        # A parent that finished first (a task its code started outlived it): the
+        # crossing whose run this one was made in is further up, if any.
+        while holder is not None and holder.resumed_ns and holder.scope is None:
+            holder = holder.parent
         with self._account_lock:
             if unless_closed and self.closed:
                 return False
@@ -456,11 +473,11 @@ class LedgerCore:
             room = run - hop.inner_work_ns
             if inner > room:
                 inner = room if room > 0 else 0
-            if parent is None or parent.scope is not hop.scope:
+            if holder is None or holder.scope is not hop.scope:
                 self.work_ns += run - inner  # an outermost crossing in this ledger
-            elif hop.scope is self:  # in its parent's run; once, in its own ledger
-                parent.inner_ns += overhead + inner
-                parent.inner_work_ns += run - inner
+            elif hop.scope is self:  # in its holder's run; once, in its own ledger
+                holder.inner_ns += overhead + inner
+                holder.inner_work_ns += run - inner
             if (
                 hop.direction is ASYNC_TO_SYNC
                 and parent is not None
@@ -806,7 +823,12 @@ def _scope_and_hop() -> tuple[Any, Any]:
     (and its scope)."""
     value = scope_value(_current_scope)
     if type(value) is Hop:
-        return value.scope, value
+        # A hop that has finished (a task its code started outlives it): the scope
+        # is that of the crossing its run was made in, if any.
+        holder = value
+        while holder.resumed_ns and holder.scope is None and holder.parent is not None:
+            holder = holder.parent
+        return holder.scope, value
     return value, None if value is None else value.outer_hop
 
 

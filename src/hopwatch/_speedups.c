@@ -710,6 +710,22 @@ clamp0(long long v)
     return v > 0 ? v : 0;
 }
 
+/* When the code's run ended, as far as the crossing goes: ended_ns, or
+ * resumed_ns when the caller resumed first (cancelled, or timed out, while its
+ * code still ran on the other side; hopwatch._hotpath_py.Hop.end_ns). */
+static inline long long
+hop_end(HopObject *h)
+{
+    long long ended = h->ended_ns, resumed = h->resumed_ns;
+    return resumed && (!ended || ended > resumed) ? resumed : ended;
+}
+
+static PyObject *
+Hop_end_ns(HopObject *h, void *c)
+{
+    return PyLong_FromLongLong(hop_end(h));
+}
+
 static PyObject *
 Hop_wait_ns(HopObject *h, void *c)
 {
@@ -725,7 +741,7 @@ Hop_run_ns(HopObject *h, void *c)
     if (!h->started_ns) {
         return PyLong_FromLong(0);
     }
-    return PyLong_FromLongLong(clamp0(h->ended_ns - h->started_ns));
+    return PyLong_FromLongLong(clamp0(hop_end(h) - h->started_ns));
 }
 
 static PyObject *
@@ -734,7 +750,7 @@ Hop_resume_ns(HopObject *h, void *c)
     if (!h->started_ns) {
         return PyLong_FromLong(0);
     }
-    return PyLong_FromLongLong(clamp0(h->resumed_ns - h->ended_ns));
+    return PyLong_FromLongLong(clamp0(h->resumed_ns - hop_end(h)));
 }
 
 static PyObject *
@@ -750,7 +766,7 @@ Hop_overhead_ns(HopObject *h, void *c)
     if (!h->started_ns) {
         return PyLong_FromLongLong(wall);
     }
-    long long run = clamp0(h->ended_ns - h->started_ns);
+    long long run = clamp0(hop_end(h) - h->started_ns);
     return PyLong_FromLongLong(clamp0(wall - run));
 }
 
@@ -768,7 +784,7 @@ hop_inner(HopObject *h, long long run)
 static PyObject *
 Hop_work_ns(HopObject *h, void *c)
 {
-    long long run = h->started_ns ? clamp0(h->ended_ns - h->started_ns) : 0;
+    long long run = h->started_ns ? clamp0(hop_end(h) - h->started_ns) : 0;
     return PyLong_FromLongLong(run - hop_inner(h, run));
 }
 
@@ -815,6 +831,10 @@ static PyMemberDef Hop_members[] = {
 };
 
 static PyGetSetDef Hop_getset[] = {
+    {"end_ns", (getter)Hop_end_ns, NULL,
+     "When the code's run ended, as far as the crossing goes: ended_ns, or resumed_ns when"
+     " the caller resumed first.",
+     NULL},
     {"wait_ns", (getter)Hop_wait_ns, NULL,
      "Queued: from the call until the code started running on the other side.", NULL},
     {"run_ns", (getter)Hop_run_ns, NULL, "Running: the code's own time on the other side.", NULL},
@@ -2407,9 +2427,10 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     long long called = hop->called_ns, started = hop->started_ns, resumed = hop->resumed_ns;
     long long wall = clamp0(resumed - called), wait, run, resume;
     if (started) {
+        long long ended = hop_end(hop);
         wait = clamp0(started - called);
-        run = clamp0(hop->ended_ns - started);
-        resume = clamp0(resumed - hop->ended_ns);
+        run = clamp0(ended - started);
+        resume = clamp0(resumed - ended);
     }
     else {
         wait = wall;
@@ -2428,18 +2449,24 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     l->wait_ns += wait;
     l->run_ns += run;
     l->overhead_ns += overhead;
-    PyObject *parent = hop->parent;
-    int nested = parent != NULL && Py_IS_TYPE(parent, &HopType) &&
-                 ((HopObject *)parent)->scope == hop->scope;
+    PyObject *parent = hop->parent, *holder = parent;
+    /* A parent that finished first (a task its code started outlived it): the
+     * crossing whose run this one was made in is further up, if any. */
+    while (holder != NULL && Py_IS_TYPE(holder, &HopType) && ((HopObject *)holder)->resumed_ns &&
+           ((HopObject *)holder)->scope == Py_None) {
+        holder = ((HopObject *)holder)->parent;
+    }
+    int nested = holder != NULL && Py_IS_TYPE(holder, &HopType) &&
+                 ((HopObject *)holder)->scope == hop->scope;
     /* The work in this crossing: its run less what the crossings made in it
      * spent crossing (hop_inner). */
     long long inner = hop_inner(hop, run);
     if (!nested) {
         l->work_ns += run - inner; /* an outermost crossing in this ledger */
     }
-    else if ((PyObject *)l == hop->scope) { /* in its parent's run; once, in its own ledger */
-        ((HopObject *)parent)->inner_ns += overhead + inner;
-        ((HopObject *)parent)->inner_work_ns += run - inner;
+    else if ((PyObject *)l == hop->scope) { /* in its holder's run; once, in its own ledger */
+        ((HopObject *)holder)->inner_ns += overhead + inner;
+        ((HopObject *)holder)->inner_work_ns += run - inner;
     }
     if (!s2a && parent != NULL && Py_IS_TYPE(parent, &HopType) &&
         ((HopObject *)parent)->direction == s_sync_to_async && !pin_held(hop)) {
@@ -3283,7 +3310,14 @@ scope_and_hop(PyObject **scope, PyObject **hop)
         return -1;
     }
     if (Py_IS_TYPE(v, &HopType)) {
-        PyObject *s = ((HopObject *)v)->scope;
+        /* A hop that has finished (a task its code started outlives it): the
+         * scope is that of the crossing its run was made in, if any. */
+        HopObject *h = (HopObject *)v;
+        while (h->resumed_ns && (h->scope == NULL || h->scope == Py_None) && h->parent != NULL &&
+               Py_IS_TYPE(h->parent, &HopType)) {
+            h = (HopObject *)h->parent;
+        }
+        PyObject *s = h->scope;
         *scope = Py_NewRef(s ? s : Py_None);
         *hop = v;
     }

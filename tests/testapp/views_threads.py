@@ -147,3 +147,87 @@ def sync_cold_loops_one_thread_view(request):
 
 async def _noop_async():
     return None
+
+
+#: How many pool calls the outliving-task views' tasks make.
+LATE_CALLS = 3
+
+
+def _pool_nap():
+    time.sleep(NAP)
+
+
+def _outliving_task(n: int, after: threading.Event, done: threading.Event):
+    """A coroutine for async_to_sync that starts a task and returns at once: the task
+    waits until ``after`` is set (the async_to_sync has returned), makes ``n`` pool
+    calls of NAP each, then sets ``done``."""
+    tasks = set()
+
+    async def late():
+        try:
+            while not after.is_set():
+                await asyncio.sleep(0.001)
+            for _ in range(n):
+                await sync_to_async(_pool_nap, thread_sensitive=False)()
+        finally:
+            done.set()
+
+    async def start():
+        task = asyncio.get_running_loop().create_task(late())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return start
+
+
+def outliving_task_view(request):
+    """A sync view whose async_to_sync starts a task that outlives it: the task's
+    crossings are made after that async_to_sync returned, while the view still runs."""
+    after, done = threading.Event(), threading.Event()
+    async_to_sync(_outliving_task(LATE_CALLS, after, done))()
+    after.set()
+    if not done.wait(timeout=30):
+        raise TimeoutError("the task never finished")
+    time.sleep(NAP)
+    return HttpResponse("outlived")
+
+
+def _running_tasks(n: int, started: threading.Event):
+    tasks = set()
+
+    async def start():
+        for _ in range(n):
+            task = asyncio.get_running_loop().create_task(
+                sync_to_async(_pool_nap, thread_sensitive=False)()
+            )
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.sleep(0)  # each task makes its crossing, then this returns
+        started.set()
+
+    return start
+
+
+def tasks_still_running_view(request):
+    """A sync view whose async_to_sync starts pool calls and returns while they run:
+    they end after it, inside the view's own run."""
+    started = threading.Event()
+    async_to_sync(_running_tasks(LATE_CALLS, started))()
+    assert started.is_set()
+    time.sleep(10 * NAP)  # the calls end during this
+    return HttpResponse("ran")
+
+
+async def timed_out_call_view(request):
+    """A pool call that outlasts the wait_for around it: the caller resumes (timed
+    out) while its code still runs."""
+    release = threading.Event()
+    try:
+        await asyncio.wait_for(
+            sync_to_async(_wait_for, thread_sensitive=False)(release), timeout=5 * NAP
+        )
+    except TimeoutError:
+        pass
+    finally:
+        release.set()
+    return HttpResponse("timed out")
