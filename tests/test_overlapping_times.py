@@ -118,3 +118,13 @@ def test_a_call_its_caller_stopped_waiting_for(log_lines):
     assert entry["resume_ms"] == 0
     assert entry["wait_ms"] + entry["run_ms"] == pytest.approx(site["ms"], abs=0.01)
     assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+
+
+def test_an_async_to_sync_asgiref_refused_is_no_crossing(log_lines):
+    # Called on the loop's own thread, async_to_sync raises before anything crosses.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        assert asgi_request("/threads/refused/").body == b"refused"
+    line = one_line(log_lines)
+    assert line["async_to_sync"] == 0
+    assert [entry["direction"] for entry in line["detail"]].count("async_to_sync") == 0
+    assert [site["count"] for site in line["sites"] if site["site"].endswith("._noop")] == [1]

@@ -908,6 +908,7 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
         here = _here
         outer_a2s = here.a2s
         here.a2s = hop  # main_wrap, called by the original here, takes it
+        refused = False
         hop.called_ns = _now()
         try:
             return original(self, *args, **kwargs)
@@ -916,6 +917,9 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except BaseException:
             hop.outcome = ERROR
+            # Called on a thread whose event loop runs: asgiref refused it before
+            # anything crossed (its first check), so it is no crossing.
+            refused = not hop.started_ns and _get_running_loop() is not None
             raise
         finally:
             hop.resumed_ns = _now()
@@ -925,7 +929,10 @@ def _make_a2s_call(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 if token is not None:
                     _reset_scope(token)
-                finish_hop(hop)
+                if refused:
+                    hop.scope = None
+                else:
+                    finish_hop(hop)
             except Exception as exc:
                 _report("AsyncToSync.__call__ (finish)", exc)
 

@@ -4566,10 +4566,19 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
     tl_a2s = outer_a2s;
 
     saved_exc s; /* kept aside only when the call raised (see awaitable_end) */
+    int refused = 0;
     if (result == NULL) {
         PyObject *outcome = PyErr_ExceptionMatches(g_cancelled) ? s_cancelled : s_error;
         Py_SETREF(hop->outcome, Py_NewRef(outcome));
         save_exc(&s);
+        if (!hop->started_ns) {
+            /* Called on a thread whose event loop runs: asgiref refused it before
+             * anything crossed (its first check), so it is no crossing. */
+            PyObject *loop = PyObject_CallNoArgs(g_get_running_loop);
+            refused = loop != NULL && loop != Py_None;
+            Py_XDECREF(loop);
+            PyErr_Clear();
+        }
     }
     Py_SETREF(hop->expected_loop, Py_NewRef(Py_None)); /* keep no loop alive */
     hop->adapter_id = 0;
@@ -4579,7 +4588,10 @@ a2s_call(PatchObject *p, PyObject *const *args, size_t nargsf, PyObject *kwnames
         }
         Py_DECREF(token);
     }
-    if (finish_hop_impl(hop) < 0) {
+    if (refused) {
+        Py_SETREF(hop->scope, Py_NewRef(Py_None));
+    }
+    else if (finish_hop_impl(hop) < 0) {
         report_error("AsyncToSync.__call__ (finish)");
     }
     Py_DECREF(hop);

@@ -231,3 +231,16 @@ async def timed_out_call_view(request):
     finally:
         release.set()
     return HttpResponse("timed out")
+
+
+async def refused_async_to_sync_view(request):
+    """async_to_sync called on the loop's own thread: asgiref refuses it (RuntimeError)
+    before anything crosses. Then one thread-sensitive call."""
+    try:
+        async_to_sync(_noop_async)()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("asgiref did not refuse")
+    await sync_to_async(_noop)()
+    return HttpResponse("refused")
