@@ -65,6 +65,22 @@ def test_an_extra_fields_path_that_does_not_import_says_why():
     assert message.msg.endswith("which is tuple, not callable.")
 
 
+def test_a_refused_profile_token_is_never_shown_by_the_check():
+    """E003 echoed the whole token ("is 'Sup3rS3cretTok'; it must be ..."): manage.py
+    check's output, a CI log. Its length is said, not its value."""
+    with override_settings(HOPWATCH={"PROFILE_TOKEN": "Sup3rS3cretTok"}):
+        (message,) = check_settings()
+    assert message.id == "hopwatch.E003"
+    assert message.msg == (
+        "HOPWATCH['PROFILE_TOKEN'] is a string of 14 characters (not shown: it is a"
+        " secret); it must be None or a secret string of at least 16 characters."
+    )
+    assert message.hint == (
+        "Set HOPWATCH['PROFILE_TOKEN'] to None or a secret string of at least 16 characters,"
+        " or remove it for the default (None)."
+    )
+
+
 def test_unknown_key_hint_suggests_the_right_one():
     with override_settings(HOPWATCH={"SAMPLE_RTE": 0.5}):
         (message,) = check_settings()

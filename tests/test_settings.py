@@ -137,6 +137,42 @@ def test_a_bad_setting_stops_start_up_with_one_clear_error(tmp_path, hopwatch, s
     assert list(tmp_path.iterdir()) == []  # no file named "stderr", nothing else either
 
 
+def test_a_refused_profile_token_is_never_shown_at_start_up(tmp_path):
+    """ImproperlyConfigured carried the whole token: the console, a crash reporter, the
+    deploy log. Its length is said instead."""
+    done = _start(tmp_path, {"PROFILE_TOKEN": "Sup3rS3cretTok"})
+    assert done.returncode != 0 and "started" not in done.stdout
+    assert "Sup3rS3cretTok" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
+        " docs/settings.md): HOPWATCH['PROFILE_TOKEN'] is a string of 14 characters (not"
+        " shown: it is a secret); it must be None or a secret string of at least 16"
+        " characters. Set HOPWATCH['PROFILE_TOKEN'] to None or a secret string of at least 16"
+        " characters, or remove it for the default (None)."
+    )
+
+
+def test_a_refused_profile_token_is_never_shown_at_run_time(log_lines, db):
+    """Given with override_settings, the warning that it is ignored quoted it in full."""
+    from django.test import Client
+
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)  # not the lines
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(handler)
+    try:
+        with override_settings(HOPWATCH={"PROFILE_TOKEN": "Sup3rS3cret-run"}):
+            Client().get("/sync/")
+            assert hopwatch_settings.PROFILE_TOKEN is None
+    finally:
+        logging.getLogger("hopwatch").removeHandler(handler)
+    assert said == [
+        "HOPWATCH['PROFILE_TOKEN'] is a string of 15 characters (not shown: it is a secret);"
+        " it must be None or a secret string of at least 16 characters. hopwatch uses the"
+        " default (None) instead."
+    ]
+
+
 def test_good_settings_start(tmp_path):
     done = _start(tmp_path, {"OUTPUT": "hops.log", "MIN_HOP_MS": 1, "SAMPLE_RATE": 0.5})
     assert done.returncode == 0, done.stderr

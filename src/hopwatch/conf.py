@@ -43,6 +43,8 @@ class Setting:
     expected: str
     #: What it does: the "meaning" column of docs/settings.md (markdown).
     meaning: str
+    #: A secret: its value is never shown in a message (its length is).
+    secret: bool = False
 
 
 def _number(low: float, high: float | None) -> Callable[[Any], bool]:
@@ -322,7 +324,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         None,
         _profile_token,
         "None or a secret string of at least 16 characters",
-        "A secret (16+ characters): a request whose `PROFILE_HEADER` carries it is profiled.",
+        "A secret (16+ characters): a request whose `PROFILE_HEADER` carries it is profiled."
+        " Never shown in a message: a refused one is said by its length.",
+        secret=True,
     ),
     "PROFILE_HEADER": Setting(
         "X-Hopwatch-Profile",
@@ -504,7 +508,8 @@ def problems(user: object) -> list[Problem]:
                 Problem(
                     "hopwatch.E003",
                     key,
-                    f"HOPWATCH[{key!r}] is {user[key]!r}; it must be {setting.expected}.",
+                    f"HOPWATCH[{key!r}] is {_shown(setting, user[key])}; it must be"
+                    f" {setting.expected}.",
                     f"Set HOPWATCH[{key!r}] to {setting.expected}, or remove it for the default"
                     f" ({setting.default!r}).",
                 )
@@ -547,6 +552,16 @@ def problems(user: object) -> list[Problem]:
             )
         )
     return found
+
+
+def _shown(setting: Setting, value: Any) -> str:
+    """A setting's value as a message shows it: a secret's is never shown, only its
+    length (a message reaches logs, the console and ``manage.py check``'s output)."""
+    if not setting.secret:
+        return repr(value)
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters (not shown: it is a secret)"
+    return f"a value of type {type(value).__name__} (not shown: it is a secret)"
 
 
 def validate() -> None:
