@@ -16,6 +16,7 @@ from django.test import AsyncClient, override_settings
 
 from hopwatch import profiling
 from hopwatch._recorder import RequestRecord, own_work
+from hopwatch.conf import SETTINGS
 from hopwatch.testing import count_hops
 from tests.helpers import asgi_call, asgi_request, capture
 from tests.settings import DEFAULT_MIDDLEWARE
@@ -23,6 +24,8 @@ from tests.testapp import views
 from tests.testapp.middleware import StalledUserLookupMiddleware
 
 TOKEN = "t0k3n-for-the-profiling-tests"
+#: The header the token is sent in: PROFILE_HEADER's default, X-Hopwatch-Profile-Token.
+HEADER = SETTINGS["PROFILE_HEADER"].default
 HW = "hopwatch.middleware.HopwatchMiddleware"
 
 
@@ -55,7 +58,7 @@ def files(directory):
 
 
 def token_header(value=TOKEN):
-    return [(b"x-hopwatch-profile", value.encode())]
+    return [(HEADER.lower().encode(), value.encode())]
 
 
 def test_a_sync_views_frames_and_orm_calls_appear_in_an_asgi_profile(profile_dir, transactional_db):
@@ -226,10 +229,10 @@ def test_an_async_request_writes_its_profile_off_the_event_loop(profile_dir, mon
         return response.status_code
 
     with profiled(profile_dir), capture() as records:
-        assert asyncio.run(request({"X-Hopwatch-Profile": TOKEN})) == 200
+        assert asyncio.run(request({HEADER: TOKEN})) == 200
         assert asyncio.run(request({})) == 200
         # shown inline: rendered in the request, in a thread of the loop's executor
-        assert asyncio.run(request({"X-Hopwatch-Profile": TOKEN}, "hopwatch-profile-inline")) == 200
+        assert asyncio.run(request({HEADER: TOKEN}, "hopwatch-profile-inline")) == 200
     profiled_record, plain_record, inline_record = records
     assert profiled_record.extra["profile"] == files(profile_dir)[0]
     assert inline_record.extra["profile"] == files(profile_dir)[2]
@@ -368,3 +371,39 @@ def test_a_kept_profile_is_written_after_its_request(profile_dir):
     assert profiling.written(timeout=30)
     assert b"pyinstrument" in (profile_dir / name).read_bytes().lower()
     assert (profile_dir / name.replace(".html", ".speedscope.json")).stat().st_size > 0
+
+
+@pytest.mark.parametrize("accept", ["text/html", "text/plain"], ids=["debug-page", "e-mail-text"])
+def test_the_profile_token_is_hidden_in_djangos_error_reports(profile_dir, accept, db):
+    """A token-profiled request that fails: Django's DEBUG page, and the text report
+    e-mailed to ADMINS, list the request's META, hiding only keys that look secret.
+    The default header used to be X-Hopwatch-Profile (HTTP_X_HOPWATCH_PROFILE): shown."""
+    from django.test import Client
+
+    with profiled(profile_dir), override_settings(DEBUG=True), capture() as records:
+        response = Client(raise_request_exception=False).get(
+            "/sync-error/", headers={HEADER: TOKEN, "Accept": accept}
+        )
+    assert response.status_code == 500
+    report = response.content.decode()
+    meta_key = "HTTP_" + HEADER.upper().replace("-", "_")  # HTTP_X_HOPWATCH_PROFILE_TOKEN
+    assert meta_key in report and "ValueError at /sync-error/" in report
+    assert TOKEN not in report
+    (record,) = records
+    assert record.extra["profile"] == files(profile_dir)[0]  # the token was read: profiled
+
+
+def test_the_profile_token_is_never_the_request_id(profile_dir, log_lines):
+    """REQUEST_ID_HEADER naming PROFILE_HEADER (in any spelling) logged the token as
+    request_id and put it in the profile's file names. Refused, the default is read."""
+    from hopwatch import middleware
+
+    spelt = HEADER.lower().replace("-", "_")  # x_hopwatch_profile_token: the same META key
+    with profiled(profile_dir, REQUEST_ID_HEADER=spelt):
+        asgi_request("/async/", headers=[*token_header(), (b"x-request-id", b"rid-1")])
+    (line,) = log_lines.parsed()
+    assert line["request_id"] == "rid-1"
+    html, speedscope = files(profile_dir)
+    assert line["profile"] == html and html.endswith("-GET-async-rid-1.html")
+    assert speedscope == html.replace(".html", ".speedscope.json")
+    assert middleware._new_meta_key(spelt) is None  # the middleware's own guard agrees

@@ -122,8 +122,16 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         # Off is checked too: a typo must not pass unseen because hopwatch is off.
         ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
         # A credential header spelt with underscores reaches the same request.META key.
-        ({"REQUEST_ID_HEADER": "X_Api_Key"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X_Api_Key'; it must be a header name that carries no credential"),
+        ({"REQUEST_ID_HEADER": "X_Api_Key"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X_Api_Key'; it must be a header name (ASCII letters, digits and !#$%&'*+-.^_`|~) that carries no credential"),
         ({"REQUEST_ID_HEADER": "Proxy_Authorization"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'Proxy_Authorization'; it must be"),
+        # Django's error reports showed the token sent in a header named so (DEBUG page, ADMINS' e-mail).
+        ({"PROFILE_HEADER": "X-Hopwatch-Profile"}, "HOPWATCH['PROFILE_HEADER'] is 'X-Hopwatch-Profile', whose request.META key (HTTP_X_HOPWATCH_PROFILE) Django's error reports do not hide: a profiled request that fails would show the profiling token on the DEBUG page and in the e-mail to ADMINS. Name the header with TOKEN, KEY or SECRET in it (the default is 'X-Hopwatch-Profile-Token'), or remove it."),
+        # A dotless i: "Cook\u0131e".lower() is no credential, but Django's upper() reads HTTP_COOKIE.
+        ({"REQUEST_ID_HEADER": "Cook\u0131e"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'Cook\\u0131e', which is not a header name: a name is ASCII letters, digits and !#$%&'*+-.^_`|~ only (Django upper-cases a name to find it, which turns some other letters into ASCII ones: it would read request.META['HTTP_COOKIE'])."),
+        ({"PROFILE_HEADER": "X-Profil\u0131ng-Token"}, "HOPWATCH['PROFILE_HEADER'] is 'X-Profil\\u0131ng-Token', which is not a header name"),
+        # The profiling token was logged as request_id and put in profile file names.
+        ({"REQUEST_ID_HEADER": "x_hopwatch_profile_token"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'x_hopwatch_profile_token', the header that carries the profiling token (PROFILE_HEADER, 'X-Hopwatch-Profile-Token'): the token would be logged as request_id and put in profile file names."),
+        ({"REQUEST_ID_HEADER": "X-Prof-Secret", "PROFILE_HEADER": "x-prof-secret"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X-Prof-Secret', the header that carries the profiling token (PROFILE_HEADER, 'x-prof-secret')"),
         # request.META's spelling matched no header, without a word.
         ({"REQUEST_ID_HEADER": "HTTP_X_REQUEST_ID"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'HTTP_X_REQUEST_ID', a request.META key, not a header name: no header is read by that name. Write the header's name as the client sends it: 'X-Request-Id'."),
     ],
@@ -171,6 +179,22 @@ def test_a_refused_profile_token_is_never_shown_at_run_time(log_lines, db):
         " it must be None or a secret string of at least 16 characters. hopwatch uses the"
         " default (None) instead."
     ]
+
+
+def test_a_header_name_that_is_no_http_token_never_reads_another_header(log_lines, db):
+    """``"Cook\\u0131e"`` (U+0131, a dotless i) passed the credential check, which compared
+    ``name.lower()``; the middleware's META key, ``"HTTP_" + name.upper()``, is
+    ``HTTP_COOKIE``: the session cookie was logged as ``request_id``."""
+    from django.test import Client
+
+    from hopwatch import middleware
+
+    with override_settings(HOPWATCH={"REQUEST_ID_HEADER": "Cook\u0131e"}):
+        Client().get("/sync/", headers={"Cookie": "sessionid=abc123", "X-Request-ID": "rid-1"})
+    (line,) = log_lines.parsed()
+    assert line["request_id"] == "rid-1"  # refused: the default, X-Request-ID, read instead
+    assert middleware._new_meta_key("Cook\u0131e") is None  # the middleware's own guard agrees
+    assert middleware._new_meta_key("X-Request-ID") == "HTTP_X_REQUEST_ID"
 
 
 def test_good_settings_start(tmp_path):

@@ -53,8 +53,8 @@ from django.test import AsyncClient, Client, override_settings
 import hopwatch._django, hopwatch._patch
 
 def requests():  # each with the profiling token
-    Client().get("/sync/", headers={"X-Hopwatch-Profile": "t" * 16})
-    asyncio.run(AsyncClient().get("/async/", headers={"X-Hopwatch-Profile": "t" * 16}))
+    Client().get("/sync/", headers={"X-Hopwatch-Profile-Token": "t" * 16})
+    asyncio.run(AsyncClient().get("/async/", headers={"X-Hopwatch-Profile-Token": "t" * 16}))
 
 requests()
 requests()  # new clients: new handlers, the middleware loaded again

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -91,15 +92,67 @@ def _output_buffer(value: Any) -> bool:
     return _count(value) and (value == 0 or low <= value <= high)
 
 
+#: A header name as HTTP defines one (RFC 9110's token): ASCII only.
+_TOKEN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+#: What a header name may be made of, for messages.
+TOKEN_CHARACTERS: Final = "ASCII letters, digits and !#$%&'*+-.^_`|~"
+
+
+def is_header_name(name: object) -> bool:
+    """Whether ``name`` is a header name (an HTTP token): only ASCII letters, digits and
+    ``!#$%&'*+-.^_`|~``. Django finds a header in ``request.META`` by upper-casing its name
+    with ``str.upper()``, which turns some other letters into ASCII ones (U+0131, a
+    dotless i, into ``I``; U+017F, a long s, into ``S``): ``"Cook\\u0131e"`` reads
+    ``HTTP_COOKIE``."""
+    return isinstance(name, str) and _TOKEN.fullmatch(name) is not None
+
+
+def meta_key(name: str) -> str:
+    """The ``request.META`` key Django files the header ``name`` under, folded as its
+    handlers fold a header's name (``"HTTP_" + name.upper()``, ``-`` as ``_``)."""
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+_CREDENTIAL_KEYS: Final = frozenset(meta_key(name) for name in CREDENTIAL_HEADERS)
+
+
+def hidden_by_django(name: str) -> bool:
+    """Whether Django's error reports (the ``DEBUG`` page, the e-mail to ``ADMINS``) hide
+    the header ``name``'s value: its ``request.META`` key matches the default
+    ``SafeExceptionReporterFilter.hidden_settings`` (``API``, ``AUTH``, ``TOKEN``, ``KEY``,
+    ``SECRET``, ``PASS``, ``SIGNATURE``, ``HTTP_COOKIE``, in any case)."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    return SafeExceptionReporterFilter.hidden_settings.search(meta_key(name)) is not None
+
+
 def is_credential_header(name: str) -> bool:
-    """Whether the header ``name`` is one that carries a credential, spelt any way that
-    reaches the same ``request.META`` key (Django reads ``-`` and ``_`` alike:
-    ``X_Api_Key`` is ``X-Api-Key``)."""
-    return name.lower().replace("_", "-") in CREDENTIAL_HEADERS
+    """Whether the header ``name`` must never be read as a request id: one that carries
+    a credential (``Authorization``, ``Cookie``, ...) or that Django's error reports hide
+    as a secret (``X-Hopwatch-Profile-Token``), compared on the ``request.META`` key Django
+    reads it under (``X_Api_Key`` is ``X-Api-Key``); or no header name at all (not an HTTP
+    token: ``"Cook\\u0131e"`` reaches ``HTTP_COOKIE``)."""
+    if not is_header_name(name):
+        return True
+    return meta_key(name) in _CREDENTIAL_KEYS or hidden_by_django(name)
+
+
+def request_id_meta_key(name: str) -> str | None:
+    """The ``request.META`` key REQUEST_ID_HEADER ``name`` is read from, or None for a
+    header never read as a request id (:func:`is_credential_header`)."""
+    return None if is_credential_header(name) else meta_key(name)
 
 
 def _request_id_header(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not is_credential_header(value))
+    if value is None or value == "":
+        return True
+    return isinstance(value, str) and not is_credential_header(value)
+
+
+def _profile_header(value: Any) -> bool:
+    if value is None or value == "":
+        return True
+    return isinstance(value, str) and is_header_name(value) and hidden_by_django(value)
 
 
 def _meta_spelling(value: Any) -> str | None:
@@ -180,13 +233,19 @@ SETTINGS: Final[dict[str, Setting]] = {
     "REQUEST_ID_HEADER": Setting(
         "X-Request-ID",
         _request_id_header,
-        "a header name that carries no credential, or None",
+        "a header name (" + TOKEN_CHARACTERS + ") that carries no credential and that"
+        " Django's error reports do not hide, or None",
         "A request header whose value becomes `request_id`, when it is 1-128 characters of"
         " `A-Za-z0-9._:/+=-`. Otherwise (or `None`) an id is generated. Written as the"
         " client sends it (`X-Request-ID`); its `request.META` key (`HTTP_X_REQUEST_ID`) is"
-        " refused, saying what to write. Headers that carry credentials (`Authorization`,"
-        " `Cookie`, `X-Api-Key`, ...) are refused however they are spelt (`X_Api_Key`:"
-        " Django reads `_` as `-`).",
+        " refused, saying what to write. A name must be an HTTP token: ASCII letters, digits"
+        " and the punctuation RFC 9110 allows (`-`, `_`, `.`, ...), since Django upper-cases a"
+        " name to find it, which turns some other letters into ASCII ones (with U+0131, a"
+        " dotless i, in place of its i, `Cookie` still reads `Cookie`). Refused however"
+        " they are spelt (`X_Api_Key`: Django reads `_` as `-`): headers that carry"
+        " credentials (`Authorization`, `Cookie`, `X-Api-Key`, ...), any header Django's error"
+        " reports hide as a secret (`API`, `AUTH`, `TOKEN`, `KEY`, `SECRET`, `PASS` or"
+        " `SIGNATURE` in its name), and `PROFILE_HEADER`, whose token would be logged.",
     ),
     "SAMPLE_RATE": Setting(
         1.0,
@@ -329,10 +388,16 @@ SETTINGS: Final[dict[str, Setting]] = {
         secret=True,
     ),
     "PROFILE_HEADER": Setting(
-        "X-Hopwatch-Profile",
-        _optional_text,
-        "a header name or None",
-        "The header carrying the token.",
+        "X-Hopwatch-Profile-Token",
+        _profile_header,
+        "a header name (" + TOKEN_CHARACTERS + ") that Django's error reports hide (with"
+        " TOKEN, KEY or SECRET in it), or None",
+        "The header carrying the token. Django's error reports (the `DEBUG` page, the"
+        " e-mail to `ADMINS`) show a failed request's headers, except those whose"
+        " `request.META` key has `API`, `AUTH`, `TOKEN`, `KEY`, `SECRET`, `PASS` or"
+        " `SIGNATURE` in it: a name they would show (`X-Hopwatch-Profile`) is refused at"
+        " start-up, as is one that is not an HTTP token (ASCII letters, digits and the"
+        " punctuation RFC 9110 allows).",
     ),
     "PROFILE_STAFF_PARAM": Setting(
         None,
@@ -502,8 +567,11 @@ def problems(user: object) -> list[Problem]:
                     f"Did you mean {close[0]!r}?" if close else "See docs/settings.md.",
                 )
             )
+    about_headers = _header_problems(user)
     for key, setting in SETTINGS.items():
-        if key in user and not setting.valid(user[key]):
+        if key in about_headers:
+            found.append(about_headers[key])
+        elif key in user and not setting.valid(user[key]):
             found.append(
                 Problem(
                     "hopwatch.E003",
@@ -514,18 +582,22 @@ def problems(user: object) -> list[Problem]:
                     f" ({setting.default!r}).",
                 )
             )
-    header = user.get("REQUEST_ID_HEADER")
-    meant = _meta_spelling(header) if _request_id_header(header) else None
-    if meant is not None:
-        found.append(
-            Problem(
-                "hopwatch.E003",
-                "REQUEST_ID_HEADER",
-                f"HOPWATCH['REQUEST_ID_HEADER'] is {header!r}, a request.META key, not a"
-                " header name: no header is read by that name.",
-                f"Write the header's name as the client sends it: {meant!r}.",
+    for key, valid in (
+        ("REQUEST_ID_HEADER", _request_id_header),
+        ("PROFILE_HEADER", _profile_header),
+    ):
+        header = user.get(key)
+        meant = _meta_spelling(header) if valid(header) else None
+        if meant is not None:
+            found.append(
+                Problem(
+                    "hopwatch.E003",
+                    key,
+                    f"HOPWATCH[{key!r}] is {header!r}, a request.META key, not a"
+                    " header name: no header is read by that name.",
+                    f"Write the header's name as the client sends it: {meant!r}.",
+                )
             )
-        )
     hook = user.get("EXTRA_FIELDS")
     if isinstance(hook, str):
         try:
@@ -562,6 +634,68 @@ def _shown(setting: Setting, value: Any) -> str:
     if isinstance(value, str):
         return f"a string of {len(value)} characters (not shown: it is a secret)"
     return f"a value of type {type(value).__name__} (not shown: it is a secret)"
+
+
+def _header_problems(user: dict[Any, Any]) -> dict[str, Problem]:
+    """What is wrong with REQUEST_ID_HEADER and PROFILE_HEADER beyond their type, said
+    more exactly than "it must be ...": a name that is no HTTP token, and a request id
+    read from the header that carries the profiling token."""
+    found: dict[str, Problem] = {}
+    for key in ("REQUEST_ID_HEADER", "PROFILE_HEADER"):
+        value = user.get(key)
+        if isinstance(value, str) and value and not is_header_name(value):
+            folded = (
+                ""
+                if value.isascii()
+                else " (Django upper-cases a name to find it, which turns some other letters"
+                f" into ASCII ones: it would read request.META[{meta_key(value)!a}])"
+            )
+            found[key] = Problem(
+                "hopwatch.E003",
+                key,
+                f"HOPWATCH[{key!r}] is {value!a}, which is not a header name: a name is"
+                f" {TOKEN_CHARACTERS} only{folded}.",
+                "Write the header's name as the client sends it, or remove it for the default"
+                f" ({SETTINGS[key].default!r}).",
+            )
+        elif (
+            key == "PROFILE_HEADER"
+            and isinstance(value, str)
+            and is_header_name(value)
+            and not hidden_by_django(value)
+        ):
+            found[key] = Problem(
+                "hopwatch.E003",
+                key,
+                f"HOPWATCH['PROFILE_HEADER'] is {value!r}, whose request.META key"
+                f" ({meta_key(value)}) Django's error reports do not hide: a profiled request"
+                " that fails would show the profiling token on the DEBUG page and in the"
+                " e-mail to ADMINS.",
+                "Name the header with TOKEN, KEY or SECRET in it (the default is"
+                f" {DEFAULTS['PROFILE_HEADER']!r}), or remove it.",
+            )
+    header = user.get("REQUEST_ID_HEADER")
+    profile = user.get("PROFILE_HEADER", DEFAULTS["PROFILE_HEADER"])
+    if not _profile_header(profile):
+        profile = DEFAULTS["PROFILE_HEADER"]  # what hopwatch reads instead
+    if (
+        "REQUEST_ID_HEADER" not in found
+        and isinstance(header, str)
+        and is_header_name(header)
+        and isinstance(profile, str)
+        and is_header_name(profile)
+        and meta_key(header) == meta_key(profile)
+    ):
+        found["REQUEST_ID_HEADER"] = Problem(
+            "hopwatch.E003",
+            "REQUEST_ID_HEADER",
+            f"HOPWATCH['REQUEST_ID_HEADER'] is {header!r}, the header that carries the"
+            f" profiling token (PROFILE_HEADER, {profile!r}): the token would be logged as"
+            " request_id and put in profile file names.",
+            "Set REQUEST_ID_HEADER to the header your proxy sends request ids in (the"
+            f" default is {DEFAULTS['REQUEST_ID_HEADER']!r}), or remove it.",
+        )
+    return found
 
 
 def validate() -> None:

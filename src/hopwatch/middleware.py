@@ -42,7 +42,7 @@ from hopwatch._recorder import (
     outside_requests,
     request_ids,
 )
-from hopwatch.conf import hopwatch_settings, is_credential_header
+from hopwatch.conf import hopwatch_settings, request_id_meta_key
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
 #: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
@@ -191,10 +191,11 @@ _meta_keys: dict[str, str | None] = {}
 
 
 def _new_meta_key(header: str) -> str | None:
-    """The META key of a request-id header not seen yet (None for a credential
-    header), remembered for the next requests."""
-    usable = not is_credential_header(header)
-    key = "HTTP_" + header.upper().replace("-", "_") if usable else None
+    """The META key of a request-id header not seen yet, remembered for the next
+    requests: None for one never read as an id (a credential, a header Django's error
+    reports hide, such as PROFILE_HEADER, or no HTTP token), as the settings check
+    judges it (``conf.request_id_meta_key``)."""
+    key = request_id_meta_key(header)
     if len(_meta_keys) < 64:
         _meta_keys[header] = key
     return key

@@ -2,7 +2,7 @@
 
 Off unless ``HOPWATCH["PROFILE_DIR"]`` is set. A request is profiled when:
 
-* it carries ``PROFILE_HEADER`` (default ``X-Hopwatch-Profile``) whose value
+* it carries ``PROFILE_HEADER`` (default ``X-Hopwatch-Profile-Token``) whose value
   equals ``PROFILE_TOKEN`` (compared in constant time); or
 * it carries the ``PROFILE_STAFF_PARAM`` query parameter and, once the request
   is done, ``request.user`` is active staff (the profile is captured
