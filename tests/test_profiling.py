@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 import sys
 from datetime import UTC, datetime
 
@@ -407,3 +408,88 @@ def test_the_profile_token_is_never_the_request_id(profile_dir, log_lines):
     assert line["profile"] == html and html.endswith("-GET-async-rid-1.html")
     assert speedscope == html.replace(".html", ".speedscope.json")
     assert middleware._new_meta_key(spelt) is None  # the middleware's own guard agrees
+
+
+def test_profiles_are_this_users_only(profile_dir):
+    """Files were created 0640 (and took a setgid directory's group); the directory
+    hopwatch made, 0755."""
+    with profiled(profile_dir):
+        assert asgi_request("/async/", headers=token_header()).status == 200
+    names = files(profile_dir)
+    assert stat.S_IMODE(profile_dir.stat().st_mode) == 0o700
+    assert [stat.S_IMODE((profile_dir / name).stat().st_mode) for name in names] == [0o600, 0o600]
+
+
+def _unsafe(profile_dir, mode=0o755, owner=None):
+    profile_dir.mkdir()
+    os.chmod(profile_dir, mode)
+    if owner is not None:
+        os.chown(profile_dir, owner, -1)
+
+
+def _warnings_while(run):
+    said: list[str] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("hopwatch").addHandler(collector)
+    try:
+        run()
+    finally:
+        logging.getLogger("hopwatch").removeHandler(collector)
+    return said
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["written-later", "inline"])
+def test_a_directory_others_may_write_to_is_refused(profile_dir, log_lines, inline):
+    """Another local user could read the profiles there, or swap one for a page of
+    theirs: nothing is written, the request is unchanged, and it is said once."""
+    _unsafe(profile_dir, mode=0o777)
+    query = "hopwatch-profile-inline" if inline else ""
+
+    def run():
+        with profiled(profile_dir):
+            for _ in range(2):
+                response = asgi_request("/async/", query=query, headers=token_header())
+                assert (response.status, response.body) == (200, b"async")
+
+    said = _warnings_while(run)
+    assert os.listdir(profile_dir) == []
+    assert [line.get("profile") for line in log_lines.parsed()] == [None, None]
+    assert said == [
+        f"hopwatch: no profile is written to PROFILE_DIR {str(profile_dir)!r}: it may be"
+        " written to by its group or by others (mode 0777), so other local users could read"
+        " the profiles or replace them. Use a directory of this user's that only it may write"
+        " to (a missing one is made with mode 0700); said once"
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_a_directory_another_user_owns_is_refused(profile_dir, log_lines):
+    """Run as root with PROFILE_DIR made by nobody: root's profiles went into a
+    directory its owner reads (and may replace files in)."""
+    nobody = 65534
+    _unsafe(profile_dir, mode=0o755, owner=nobody)
+    said = _warnings_while(lambda: _token_request(profile_dir))
+    assert os.listdir(profile_dir) == []
+    assert said == [
+        f"hopwatch: no profile is written to PROFILE_DIR {str(profile_dir)!r}: it is owned by"
+        f" uid {nobody}, not by this process's user (uid 0), so other local users could read"
+        " the profiles or replace them. Use a directory of this user's that only it may write"
+        " to (a missing one is made with mode 0700); said once"
+    ]
+    # made this user's own and closed to others, it is used
+    os.chown(profile_dir, 0, -1)
+    _token_request(profile_dir)
+    assert len(files(profile_dir)) == 2
+
+
+def _token_request(profile_dir):
+    with profiled(profile_dir):
+        assert asgi_request("/async/", headers=token_header()).status == 200
+
+
+def test_an_existing_directory_of_this_users_own_is_used(profile_dir):
+    _unsafe(profile_dir, mode=0o750)  # readable by its group: the files are not
+    _token_request(profile_dir)
+    assert len(files(profile_dir)) == 2
+    assert stat.S_IMODE(profile_dir.stat().st_mode) == 0o750  # left as it was

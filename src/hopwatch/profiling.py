@@ -26,7 +26,10 @@ frames and its ORM calls appear under ASGI, below a frame named
 
 Output: pyinstrument's HTML and speedscope JSON in ``PROFILE_DIR``, under names
 built only from a timestamp, the request id and the route (sanitised), created
-exclusively (never overwriting, never following a link). The request's log
+exclusively (never overwriting, never following a link), readable by this
+process's user only (0600; a directory hopwatch makes is 0700). A directory that
+another user owns, or that others may write to, is refused: nothing is written
+there, and a warning says so once (:func:`_unsafe_directory`). The request's log
 line names the HTML file in ``profile``. The response is unchanged unless the
 authorised request asked for the profile inline (``PROFILE_INLINE_PARAM``).
 
@@ -41,6 +44,7 @@ import hmac
 import os
 import random
 import re
+import stat
 import sys
 import threading
 import time
@@ -298,6 +302,8 @@ def keep(
             record.notes()["profile"] = write(session, record, html)
             return _shown(html, response)
         record.notes()["profile"] = write_later(session, record)
+    except UnsafeDirectory:
+        pass  # said once, by _checked_directory: a setting's problem, not an internal error
     except Exception as exc:
         _errors.report("writing a profile", exc)
     return response
@@ -394,14 +400,70 @@ def _open_exclusive(directory: Path, name: str) -> int:
     if path.parent.resolve() != directory.resolve() or os.sep in name or name.startswith("."):
         raise ValueError(f"unsafe profile file name {name!r}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    return os.open(path, flags, 0o640)
+    # This user's only: a profile shows the code, its arguments' names and the
+    # request's route, and a group (a setgid directory's) is not an audience.
+    return os.open(path, flags, 0o600)
+
+
+class UnsafeDirectory(Exception):
+    """PROFILE_DIR is a directory other local users could read profiles from or
+    replace them in: nothing is written there."""
+
+
+def _unsafe_directory(directory: Path) -> str | None:
+    """Why ``directory`` (made by now) is no place for this process's profiles, or None.
+
+    It must be this process's user's own (its effective uid; a link to it, too, unless
+    root's), and no one else may write to it: another user who owns it, or may write to
+    it, can read the profiles, or swap one for a page of theirs that whoever opens it
+    runs. Not checked where there are no POSIX owners (Windows)."""
+    if not hasattr(os, "geteuid"):
+        return None
+    uid = os.geteuid()
+    link = os.lstat(directory)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (uid, 0):
+        return f"is a link owned by uid {link.st_uid}, not by this process's user (uid {uid})"
+    found = os.stat(directory)
+    if not stat.S_ISDIR(found.st_mode):
+        return "is not a directory"
+    if found.st_uid != uid:
+        return f"is owned by uid {found.st_uid}, not by this process's user (uid {uid})"
+    if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(found.st_mode)
+        return f"may be written to by its group or by others (mode {mode:04o})"
+    return None
+
+
+#: The directories refused so far (each is said once per process).
+_refused: set[str] = set()
+
+
+def _checked_directory() -> Path:
+    """PROFILE_DIR, made (0700) when missing; :class:`UnsafeDirectory` when it is not
+    this user's own, said once on the ``hopwatch`` logger."""
+    directory = Path(hopwatch_settings.PROFILE_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    why = _unsafe_directory(directory)
+    if why is None:
+        return directory
+    message = (
+        f"hopwatch: no profile is written to PROFILE_DIR {str(directory)!r}: it {why}, so"
+        " other local users could read the profiles or replace them. Use a directory of"
+        " this user's that only it may write to (a missing one is made with mode 0700);"
+        " said once"
+    )
+    if str(directory) not in _refused and len(_refused) < 100:
+        _refused.add(str(directory))
+        import logging
+
+        logging.getLogger("hopwatch").warning("%s", message)
+    raise UnsafeDirectory(message)
 
 
 def _reserve(record: RequestRecord) -> tuple[Path, str, int, int]:
     """The profile's two files, created empty and exclusively: (directory, name,
     the HTML file's descriptor, the speedscope file's)."""
-    directory = Path(hopwatch_settings.PROFILE_DIR)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = _checked_directory()
     stem = safe_stem(record)
     for attempt in range(100):
         name = stem if attempt == 0 else f"{stem}-{attempt}"
