@@ -2,8 +2,9 @@
 
 :func:`measure_hop_tax` times no-op hops of each kind in a fresh event loop in a
 helper thread, never inside a request: ``hopwatch audit`` runs it, and so does a
-server with ``MEASURE_HOP_TAX`` (once, at start-up, in a background thread; the
-request lines then carry ``hop_tax_us``). :func:`measure_overhead` times the same
+server with ``MEASURE_HOP_TAX`` (once per process, in a background thread started
+by the first request the process closes; the request lines then carry
+``hop_tax_us``). :func:`measure_overhead` times the same
 hop with and without hopwatch's instrumentation, which it installs and removes
 while it measures: only for a process that serves no requests (the audit).
 
@@ -61,6 +62,15 @@ class HopTax:
         }
 
 
+class MeasurementStopped(Exception):
+    """:func:`measure_hop_tax`'s ``stop`` was set: the measurement ended between two hops."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise MeasurementStopped
+
+
 def _noop() -> None:
     return None
 
@@ -80,48 +90,62 @@ def _asgiref_sync() -> Any:
     return asgiref.sync
 
 
-def _time_async_to_sync(samples: int, warmup: int) -> list[int]:
+def _time_async_to_sync(
+    samples: int, warmup: int, stop: threading.Event | None = None
+) -> list[int]:
     """In a ``sync_to_async`` worker thread: ``async_to_sync`` onto the running loop."""
     async_to_sync = _asgiref_sync().async_to_sync
     call = async_to_sync(_anoop)  # made here: it finds the running loop, as Django's do
     for _ in range(warmup):
+        _check(stop)
         call()
     durations = []
     for _ in range(samples):
+        _check(stop)
         started = time.perf_counter_ns()
         call()
         durations.append(time.perf_counter_ns() - started)
     return durations
 
 
-async def _time_awaits(call: Callable[[], Any], count: int, durations: list[int]) -> None:
-    """Await ``call()`` ``count`` times, appending each wall time in nanoseconds."""
+async def _time_awaits(
+    call: Callable[[], Any], count: int, durations: list[int], stop: threading.Event | None = None
+) -> None:
+    """Await ``call()`` ``count`` times, appending each wall time in nanoseconds (``stop``
+    set: :class:`MeasurementStopped` before the next)."""
     for _ in range(count):
+        _check(stop)
         started = time.perf_counter_ns()
         await call()
         durations.append(time.perf_counter_ns() - started)
 
 
-async def _time_on_loop(samples: int, warmup: int) -> tuple[list[int], list[int]]:
+async def _time_on_loop(
+    samples: int, warmup: int, stop: threading.Event | None = None
+) -> tuple[list[int], list[int]]:
     sync = _asgiref_sync()
     sync_to_async = sync.sync_to_async
     # One context, as Django's ASGIHandler makes per request: its own thread.
     async with sync.ThreadSensitiveContext():
         hop = sync_to_async(_noop, thread_sensitive=True)
-        await _time_awaits(hop, warmup, [])
+        await _time_awaits(hop, warmup, [], stop)
         durations: list[int] = []
-        await _time_awaits(hop, samples, durations)
-        back = await sync_to_async(_time_async_to_sync, thread_sensitive=True)(samples, warmup)
+        await _time_awaits(hop, samples, durations, stop)
+        back = await sync_to_async(_time_async_to_sync, thread_sensitive=True)(
+            samples, warmup, stop
+        )
     return durations, back
 
 
-def _time_new_loop(samples: int, warmup: int) -> list[int]:
+def _time_new_loop(samples: int, warmup: int, stop: threading.Event | None = None) -> list[int]:
     async_to_sync = _asgiref_sync().async_to_sync
 
     for _ in range(warmup):
+        _check(stop)
         async_to_sync(_anoop)()
     durations = []
     for _ in range(samples):
+        _check(stop)
         started = time.perf_counter_ns()
         async_to_sync(_anoop)()  # no loop in this thread: a new one each time
         durations.append(time.perf_counter_ns() - started)
@@ -146,7 +170,7 @@ def _in_helper_thread(func: Callable[[], Any]) -> Any:
     return outcome["value"]
 
 
-def measure_hop_tax(samples: int = DEFAULT_SAMPLES) -> HopTax:
+def measure_hop_tax(samples: int = DEFAULT_SAMPLES, stop: threading.Event | None = None) -> HopTax:
     """Measure what a no-op hop costs on this host, now.
 
     ``samples`` timed calls of each kind (after a short warm-up): a
@@ -155,15 +179,17 @@ def measure_hop_tax(samples: int = DEFAULT_SAMPLES) -> HopTax:
     ``async_to_sync`` with no loop to go to (a new loop in a new thread: an
     async view under WSGI). All of it runs in a fresh event loop in a helper
     thread, so it never runs inside a request, and it blocks the caller for
-    about ``samples`` x 1-2 ms. Medians, in microseconds.
+    about ``samples`` x 1-2 ms. Medians, in microseconds. ``stop``: an event that,
+    once set, ends the measurement before its next hop with :class:`MeasurementStopped`
+    (the process is ending: no hop is left half made, no coroutine unawaited).
     """
     if samples < 1:
         raise ValueError("samples must be 1 or more")
     from hopwatch._patch import is_installed
 
     warmup = min(5, samples)
-    on_loop, back = _in_helper_thread(lambda: asyncio.run(_time_on_loop(samples, warmup)))
-    new_loop = _in_helper_thread(lambda: _time_new_loop(samples, min(2, samples)))
+    on_loop, back = _in_helper_thread(lambda: asyncio.run(_time_on_loop(samples, warmup, stop)))
+    new_loop = _in_helper_thread(lambda: _time_new_loop(samples, min(2, samples), stop))
     return HopTax(
         sync_to_async_us=_median_us(on_loop),
         async_to_sync_us=_median_us(back),
