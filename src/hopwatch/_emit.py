@@ -670,16 +670,35 @@ def _drop_parents_held() -> None:
         output._reset()
 
 
+#: hopwatch's own files (an ``OUTPUT`` path), for the interpreter's exit.
+_own_files: weakref.WeakSet[_LineWriter | _HeldLines] = weakref.WeakSet()
+
+
+def _interpreter_ends() -> None:
+    """The interpreter is ending (atexit: its threads that are not daemons are done):
+    write what is held, then close hopwatch's own files. A file left open for the
+    collector is a ``ResourceWarning`` at every exit (``python -X dev``). A line a
+    daemon thread writes after this finds its output closed: it is lost (an internal
+    error)."""
+    _process_ends()
+    for output in list(_own_files):
+        try:
+            output.close()
+        except Exception as exc:  # a full disk refusing the final flush
+            _errors.report("closing the request lines' file", exc)
+
+
 # When the process ends. threading's exit hook runs first: at the interpreter's exit,
 # before it waits for the threads that are not daemons (whose last lines are then
 # written as they come), and at the end of a multiprocessing child, where atexit does
 # not run for a forked one (it ends with os._exit; Python 3.13 runs only the handlers
 # registered in the child): granian's workers. It is CPython's own hook for this
 # (concurrent.futures waits for its workers through it), present on every Python
-# hopwatch supports. atexit as well, for an embedding interpreter that skips the first;
-# whichever runs second finds nothing held.
+# hopwatch supports. atexit as well, for an embedding interpreter that skips the first
+# (whichever runs second finds nothing held); atexit alone closes the files, once the
+# threads it waited for have written their last lines.
 threading._register_atexit(_process_ends)  # type: ignore[attr-defined]
-atexit.register(_process_ends)
+atexit.register(_interpreter_ends)
 os.register_at_fork(after_in_child=_drop_parents_held)
 
 
@@ -735,6 +754,7 @@ def make_logger(
         closer = target.close
         if own:
             rotation = _Rotation(target, os.path.abspath(output))
+            _own_files.add(target)  # closed at the interpreter's exit (or by closer)
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
     bound = structlog.wrap_logger(
