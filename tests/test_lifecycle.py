@@ -1,0 +1,436 @@
+"""A process's life around hopwatch: start-up, fork, uninstall, exit.
+
+* ``MEASURE_HOP_TAX`` is measured by each process at its first request: a worker
+  forked while its parent measured (gunicorn ``--preload``) measures for itself; a
+  process that serves no request (``manage.py migrate``) never measures; a process
+  that ends mid-measurement stops it cleanly (no ``RuntimeWarning`` at exit).
+* ``hopwatch.uninstall()`` in a Django process removes everything the app installed
+  (Django and asgiref exactly as before hopwatch, no more request lines), and
+  ``hopwatch.install()`` puts it back.
+* A file ``OUTPUT`` is closed at exit (no ``ResourceWarning``).
+* A misspelt setting stops start-up, ``manage.py check`` included, with
+  ``ImproperlyConfigured``; ``override_settings`` in a test gets the system checks.
+
+Processes are real children running Django with ``tests.settings`` and the
+``HOPWATCH`` given to them; requests are real, through Django's handlers or a
+real gunicorn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import Client, override_settings
+
+import hopwatch
+from tests.helpers import asgi_request
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The child's settings: the suite's, with HOPWATCH from the environment, and an
+# EXTRA_FIELDS hook naming the process.
+_SETTINGS = textwrap.dedent(
+    """
+    import json, os
+    from tests.settings import *  # noqa: F403
+    HOPWATCH = json.loads(os.environ["LIFECYCLE_HOPWATCH"])
+
+    def pid(request, record):
+        return {"pid": os.getpid()}
+    """
+)
+
+
+def _env(tmp_path: Path, hopwatch_settings: dict) -> dict[str, str]:
+    (tmp_path / "lifecycle_settings.py").write_text(_SETTINGS)
+    (tmp_path / "lifecycle_wsgi.py").write_text(
+        "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")])
+    env["DJANGO_SETTINGS_MODULE"] = "lifecycle_settings"
+    env["LIFECYCLE_HOPWATCH"] = json.dumps(hopwatch_settings)
+    return env
+
+
+def _python(
+    tmp_path: Path, hopwatch_settings: dict, script: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *options, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env=_env(tmp_path, hopwatch_settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --- MEASURE_HOP_TAX: once per process, at its first request --------------------------------
+
+_FORK = """
+    import json, os, sys, threading, time
+    import django
+    django.setup()
+    from hopwatch import apps
+    from tests.helpers import asgi_request
+
+    asgi_request("/async/")  # the parent's first request: its measurement starts
+    measuring = apps._hop_tax_thread is not None and apps._hop_tax_thread.is_alive()
+    if not measuring or apps.hop_tax is not None:
+        print(json.dumps({"parent_measuring_at_fork": False}))
+        sys.exit(0)
+    child = os.fork()
+    if child == 0:
+        asgi_request("/async/")  # the child's first request
+        deadline = time.monotonic() + 30
+        while apps.hop_tax is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        asgi_request("/async/")
+        os._exit(0)
+    os.waitpid(child, 0)
+    print(json.dumps({"parent_measuring_at_fork": True, "parent": os.getpid(), "child": child}))
+"""
+
+
+def test_a_child_forked_while_its_parent_measures_measures_for_itself(tmp_path):
+    """It inherited the parent's "started" and not its thread: none of its lines ever
+    carried hop_tax_us."""
+    log = tmp_path / "hops.jsonl"
+    settings = {
+        "OUTPUT": str(log),
+        "MEASURE_HOP_TAX": True,
+        "EXTRA_FIELDS": "lifecycle_settings.pid",
+    }
+    done = _python(tmp_path, settings, _FORK)
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.splitlines()[-1])
+    if not facts["parent_measuring_at_fork"]:
+        pytest.skip("the parent's measurement ended before the fork")
+    child = [line for line in _lines(log) if line["pid"] == facts["child"]]
+    assert len(child) == 2
+    assert "hop_tax_us" not in child[0]  # its first request started the measurement
+    assert child[1]["hop_tax_us"] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None, reason="gunicorn not installed")
+def test_gunicorn_preload_workers_each_measure_and_carry_hop_tax_us(tmp_path):
+    """``--preload`` loads the app (and starts hopwatch) in the master, then forks the
+    workers: each measures at its first request, the master never."""
+    log = tmp_path / "hops.jsonl"
+    settings = {
+        "OUTPUT": str(log),
+        "MEASURE_HOP_TAX": True,
+        "EXTRA_FIELDS": "lifecycle_settings.pid",
+    }
+    port = _free_port()
+    command = [sys.executable, "-m", "gunicorn", "lifecycle_wsgi:application", "--preload"]
+    command += ["--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    stderr = tmp_path / "server.stderr"
+    with stderr.open("wb") as err:
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=_env(tmp_path, settings), stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 60
+        workers: dict[int, list[dict]] = {}
+        while time.monotonic() < deadline:
+            assert server.poll() is None, stderr.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/sync/", timeout=5) as answer:
+                    assert answer.status == 200
+            except OSError:
+                time.sleep(0.1)
+                continue
+            workers = {}
+            for line in _lines(log):
+                workers.setdefault(line["pid"], []).append(line)
+            if len(workers) == 3 and all(
+                any("hop_tax_us" in line for line in lines) for lines in workers.values()
+            ):
+                break
+        else:
+            without = [
+                p for p, lines in workers.items() if not any("hop_tax_us" in x for x in lines)
+            ]
+            pytest.fail(f"of {len(workers)} workers, these never carried hop_tax_us: {without}")
+        assert server.pid not in workers  # the master serves nothing
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+_NO_REQUEST = """
+    import threading, time
+    import django
+    django.setup()  # as manage.py migrate does, then it does its work and exits
+    time.sleep(0.3)
+    from hopwatch import apps
+    print(apps._hop_tax_thread is None, apps.hop_tax is None,
+          [t.name for t in threading.enumerate() if t.name.startswith("hopwatch-hop-tax")])
+"""
+
+
+def test_a_process_that_serves_no_request_never_measures(tmp_path):
+    """``manage.py migrate`` measured at start-up and, about half the time on 3.13, was
+    killed mid-measurement at exit: "coroutine ... was never awaited"."""
+    done = _python(tmp_path, {"MEASURE_HOP_TAX": True}, _NO_REQUEST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True", "[]"]
+    assert "Warning" not in done.stderr, done.stderr
+
+
+_ENDS_MID_MEASUREMENT = """
+    import atexit, sys, time
+    import django
+    django.setup()
+    from hopwatch import apps
+    from tests.helpers import asgi_request
+
+    def after_threading_shutdown():  # atexit: after threading's exit hooks
+        thread = apps._hop_tax_thread
+        print("alive at exit:", thread is not None and thread.is_alive(), flush=True)
+
+    asgi_request("/async/")
+    if apps._hop_tax_thread is None:  # before the fix: measuring since start-up
+        apps._start_hop_tax_measurement()
+    deadline = time.monotonic() + 10
+    while apps._hop_tax_thread is None or not apps._hop_tax_thread.is_alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    thread = apps._hop_tax_thread
+    atexit.register(lambda: print("thread ended:", not thread.is_alive(), flush=True))
+    time.sleep(float(sys.argv[1]))  # now mid-measurement
+    print("measured before exit:", apps.hop_tax is not None, flush=True)
+    sys.exit(0)
+"""
+
+
+def test_a_process_ending_mid_measurement_stops_it_cleanly(tmp_path):
+    """The measuring thread is told to stop and ends before the interpreter finalizes;
+    before, the daemon thread was frozen mid-hop: RuntimeWarnings at exit."""
+    env = _env(tmp_path, {"MEASURE_HOP_TAX": True})
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_ENDS_MID_MEASUREMENT), f"0.00{i}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(1, 7)
+    ]
+    mid = 0
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-3000:]
+        assert "never awaited" not in err and "Warning" not in err, err
+        assert "thread ended: True" in out, out
+        mid += "measured before exit: False" in out
+    assert mid  # at least one run really ended mid-measurement
+
+
+# --- hopwatch.uninstall() / install() in a Django process -----------------------------------
+
+_UNINSTALL = """
+    import asyncio, json, sys
+    from asgiref.sync import AsyncToSync, SyncToAsync
+    import django.core.handlers.asgi as handlers_asgi
+    import django.core.handlers.base as handlers_base
+    import django.core.handlers.wsgi as handlers_wsgi
+    import django.http.response as http_response
+    from django.db.backends.signals import connection_created
+
+    owners = {
+        "SyncToAsync": SyncToAsync, "AsyncToSync": AsyncToSync,
+        "BaseHandler": handlers_base.BaseHandler, "ASGIHandler": handlers_asgi.ASGIHandler,
+        "WSGIHandler": handlers_wsgi.WSGIHandler, "HttpResponseBase": http_response.HttpResponseBase,
+        "django.core.handlers.asgi": handlers_asgi,
+    }
+    def state():
+        found = {name: dict(vars(owner)) for name, owner in owners.items()}
+        return found, list(sys.meta_path), list(connection_created.receivers)
+
+    def test_client_calls():  # whose __call__ each test client handler has
+        client = sys.modules["django.test.client"]
+        return [vars(handler)["__call__"].__module__
+                for handler in (client.ClientHandler, client.AsyncClientHandler)]
+
+    def differences(before, now):
+        (b_dicts, b_path, b_receivers), (n_dicts, n_path, n_receivers) = before, now
+        changed = [
+            f"{name}.{key}" for name in b_dicts for key in set(b_dicts[name]) | set(n_dicts[name])
+            if b_dicts[name].get(key) is not n_dicts[name].get(key)
+        ]
+        return changed + (["sys.meta_path"] if b_path != n_path else []) + (
+            ["connection_created"] if b_receivers != n_receivers else [])
+
+    pristine = state()
+    import django
+    django.setup()
+    import hopwatch
+    from django.core.asgi import get_asgi_application
+    from tests.helpers import asgi_call
+    application = get_asgi_application()  # made while hopwatch is installed
+
+    def serve():
+        asyncio.run(asgi_call(application, "/async/"))
+        from django.test import Client  # imported by now: the import hook patched it
+        Client().get("/sync/")
+
+    serve()
+    installed = differences(pristine, state())
+    hopwatch.uninstall()
+    uninstalled = differences(pristine, state())
+    client_calls = test_client_calls()
+    serve()
+    print(json.dumps({"installed": installed, "uninstalled": uninstalled,
+                      "client_calls": client_calls, "is_installed": hopwatch.is_installed()}),
+          flush=True)
+    hopwatch.install()
+    reinstalled = differences(pristine, state())
+    serve()
+    hopwatch.uninstall()
+    hopwatch.uninstall()
+    again = differences(pristine, state())
+    # (the test client's import hook is not put back: the client is imported by now)
+    print(json.dumps({"reinstalled": sorted(set(installed) - {"sys.meta_path"}) == sorted(reinstalled),
+                      "again": again}))
+"""
+
+
+def test_uninstall_gives_django_and_asgiref_back_and_install_puts_hopwatch_back(tmp_path):
+    """uninstall() restored asgiref only: Django's handlers stayed hopwatch's, its
+    ASGI module kept the name ThreadSensitiveContext bound to RequestContext, the test
+    client's import hook stayed, and every request still wrote a line saying 0 hops."""
+    log = tmp_path / "hops.jsonl"
+    done = _python(tmp_path, {"OUTPUT": str(log)}, _UNINSTALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert {  # among what hopwatch changed, and uninstall() undid:
+        "BaseHandler.load_middleware",
+        "django.core.handlers.asgi.ThreadSensitiveContext",
+        "SyncToAsync.__call__",
+        "sys.meta_path",
+        "connection_created",
+    } <= set(first["installed"])
+    assert first["uninstalled"] == [] and first["is_installed"] is False
+    assert first["client_calls"] == ["django.test.client"] * 2
+    assert second == {"reinstalled": True, "again": []}
+    lines = _lines(log)
+    # two requests before uninstall(), none while uninstalled, two after install()
+    assert [(line["route"], line["interface"]) for line in lines] == [
+        ("/async/", "asgi"),
+        ("/sync/", "test-client"),
+    ] * 2
+    assert [line["hops"] for line in lines[::2]] == [lines[0]["hops"]] * 2
+    assert lines[0]["hops"] > 0
+
+
+def test_uninstall_in_process_writes_no_line_and_install_brings_them_back(log_lines):
+    """The same in this process: a request through Django's ASGIHandler and one through
+    its test client while uninstalled write no line; after install() their lines are
+    the same as before."""
+    client = Client()
+
+    asgi_request("/async/")
+    client.get("/sync/")
+    before = [(line["interface"], line["hops"]) for line in log_lines.parsed()]
+    assert [interface for interface, _hops in before] == ["asgi", "test-client"]
+    try:
+        hopwatch.uninstall()
+        assert not hopwatch.is_installed()
+        asgi_request("/async/")
+        client.get("/sync/")
+        assert len(log_lines.parsed()) == 2  # none more
+    finally:
+        hopwatch.install()
+    assert hopwatch.is_installed()
+    asgi_request("/async/")
+    client.get("/sync/")
+    after = [(line["interface"], line["hops"]) for line in log_lines.parsed()[2:]]
+    assert after == before and before[0][1] == 15
+
+
+# --- a file OUTPUT is closed at exit --------------------------------------------------------
+
+_ONE_REQUEST = """
+    import django
+    django.setup()
+    from tests.helpers import asgi_request
+    asgi_request("/async/")
+"""
+
+
+@pytest.mark.parametrize("buffer", [0, 4096])
+def test_a_file_output_is_closed_at_exit(tmp_path, buffer):
+    """Nothing closed hopwatch's own file: ``ResourceWarning: unclosed file`` at every
+    exit under ``-X dev`` (``python -Wd manage.py runserver``, at each reload)."""
+    log = tmp_path / "hops.jsonl"
+    done = _python(
+        tmp_path, {"OUTPUT": str(log), "OUTPUT_BUFFER": buffer}, _ONE_REQUEST, "-X", "dev"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ResourceWarning" not in done.stderr, done.stderr
+    assert [line["hops"] for line in _lines(log)] == [15]
+
+
+# --- a misspelt setting: start-up stops; E001-E003 are for override_settings -----------------
+
+
+def test_a_misspelt_setting_stops_manage_py_check_with_improperly_configured(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=ROOT,
+        env=_env(tmp_path, {"ENABLD": True}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings")
+    assert "'ENABLD'" in last
+    assert "hopwatch.E002" not in done.stdout + done.stderr  # the check never ran
+
+
+def test_override_settings_gets_the_system_checks_for_a_misspelt_setting():
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(HOPWATCH={"ENABLD": True}), pytest.raises(SystemCheckError) as error:
+        call_command("check")
+    assert "hopwatch.E002" in str(error.value)
+
+
+def test_getting_started_says_what_a_misspelt_setting_does():
+    """It said ``manage.py check`` tells you a setting is misspelt: start-up fails first."""
+    text = " ".join((ROOT / "docs" / "getting-started.md").read_text().split())
+    assert "a setting is misspelt" not in text
+    assert "stops with `ImproperlyConfigured`" in text
+    assert "`hopwatch.E001`-`E003`" in text and "`override_settings`" in text
