@@ -128,3 +128,29 @@ def test_an_async_to_sync_asgiref_refused_is_no_crossing(log_lines):
     assert line["async_to_sync"] == 0
     assert [entry["direction"] for entry in line["detail"]].count("async_to_sync") == 0
     assert [site["count"] for site in line["sites"] if site["site"].endswith("._noop")] == [1]
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_subclass_with_its_own_thread_handler_is_timed(log_lines, interface):
+    # channels' database_sync_to_async binds its own thread_handler, which calls
+    # asgiref's through super() in the worker thread. The crossing is timed there like
+    # any other: its run is the nap, its thread known, and the async_to_sync made in it
+    # is nested inside it, its thread pinned.
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        if interface == "asgi":
+            assert asgi_request("/threads/own-handler/").body == b"own handler"
+        else:
+            assert wsgi_request("/threads/own-handler/")[1] == b"own handler"
+    line = one_line(log_lines)
+    detail = line["detail"]
+    (index,) = [i for i, entry in enumerate(detail) if entry["site"].endswith("_nap_then_async")]
+    crossing = detail[index]
+    assert crossing["thread"] != 0
+    assert crossing["executor"] != "unknown"
+    assert crossing["run_ms"] >= 2 * NAP * 1000
+    assert crossing["wait_ms"] < crossing["run_ms"]
+    (inner,) = [entry for entry in detail if entry["parent"] == index]
+    assert (inner["direction"], inner["depth"]) == ("async_to_sync", crossing["depth"] + 1)
+    assert line["max_depth"] == crossing["depth"] + 1
+    assert line["pinned_ms"] > 0
+    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)

@@ -802,6 +802,28 @@ class _PerThread(threading.local):
 
 _here = _PerThread()
 
+#: A SyncToAsync subclass with a thread_handler of its own (channels'
+#: DatabaseSyncToAsync) has asgiref bind that one in the caller's thread, and calls
+#: SyncToAsync's through super() in the worker thread: its hop waits here for that
+#: binding, by the adapter's id. _plain_s2a is an adapter class known to bind
+#: hopwatch's thread_handler (SyncToAsync).
+_handover: dict[int, Hop] = {}
+_plain_s2a: type | None = None
+
+
+def _hand_over(adapter: Any, hop: Hop) -> None:
+    """An adapter of a class not known to bind hopwatch's thread_handler: if its own
+    binds first, ``hop`` waits for the binding through super()."""
+    global _plain_s2a
+    for klass in type(adapter).__mro__:
+        own = vars(klass).get("thread_handler")
+        if own is not None:
+            if isinstance(own, _ThreadHandler):
+                _plain_s2a = type(adapter)
+            else:
+                _handover[id(adapter)] = hop
+            return
+
 
 def _expected_loop(adapter: Any) -> object:
     """The running loop asgiref will schedule onto, or None for a new loop."""
@@ -858,6 +880,8 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop.adapter_id = id(self)
             if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
                 hop.own_executor = getattr(self, "_executor", None) is not None
+            if type(self) is not _plain_s2a:
+                _hand_over(self, hop)
         except Exception as exc:
             _report("SyncToAsync.__call__", exc)
             return await original(self, *args, **kwargs)
@@ -877,6 +901,8 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop.resumed_ns = _now()
             if _here.pending is hop:  # never bound: asgiref failed before that
                 _here.pending = None
+            if _handover and _handover.get(id(self)) is hop:  # never bound through super()
+                del _handover[id(self)]
             hop.adapter_id = 0
             try:
                 finish_hop(hop)
@@ -981,6 +1007,10 @@ class _ThreadHandler:
         if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
             here.pending = None  # one binding per hop
             return _partial(_run_handler, self.__wrapped__, adapter, hop)
+        if _handover:  # a subclass's own thread_handler calling this one (super())
+            hop = _handover.pop(id(adapter), None)
+            if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
+                return _partial(_run_handler, self.__wrapped__, adapter, hop)
         return MethodType(self.__wrapped__, adapter)
 
     def __call__(self, adapter: Any, *args: Any, **kwargs: Any) -> Any:

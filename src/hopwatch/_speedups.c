@@ -508,7 +508,7 @@ static int g_thread_hooks = 0;
 
 
 static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelled;
-static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict;
+static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict, *s_thread_handler;
 static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid, *s_executor;
 static PyObject *s_thread_id; /* asyncio loops' `_thread_id` */
 static PyObject *s_throw, *s_close;
@@ -582,6 +582,13 @@ static PyTypeObject LedgerCoreType;
  * running, the parent of an async_to_sync made here. Both borrowed: the
  * awaitable and the bound handler hold the hop while they are set. */
 static HOPWATCH_TLS HopObject *tl_pending = NULL;
+/* A SyncToAsync subclass with a thread_handler of its own (channels'
+ * DatabaseSyncToAsync) has asgiref bind that one in the caller's thread, and
+ * calls SyncToAsync's through super() in the worker thread: its hop waits
+ * here for that binding, by the adapter's id ({id: hop}). g_plain_s2a is an
+ * adapter class known to bind hopwatch's thread_handler (SyncToAsync). */
+static PyObject *g_handover = NULL;
+static PyTypeObject *g_plain_s2a = NULL;
 static HOPWATCH_TLS HopObject *tl_running = NULL;
 /* The loop tl_running's caller awaits (thread_handler's first argument), the
  * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
@@ -3330,6 +3337,42 @@ scope_and_hop(PyObject **scope, PyObject **hop)
     return 0;
 }
 
+static PyTypeObject PatchType;
+
+static int
+handover_put(HopObject *hop)
+{
+    PyObject *key = PyLong_FromSsize_t(hop->adapter_id);
+    if (key == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(g_handover, key, (PyObject *)hop);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* The hop waiting for its adapter's binding (a new reference, taken out), or
+ * NULL; never raises. */
+static HopObject *
+handover_take(Py_ssize_t adapter_id)
+{
+    PyObject *key = PyLong_FromSsize_t(adapter_id);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *hop = PyDict_GetItemWithError(g_handover, key); /* borrowed */
+    if (hop != NULL) {
+        Py_INCREF(hop);
+        if (PyDict_DelItem(g_handover, key) < 0) {
+            PyErr_Clear();
+        }
+    }
+    PyErr_Clear();
+    Py_DECREF(key);
+    return (HopObject *)hop;
+}
+
 static void
 s2a_start(HopAwaitableObject *a)
 {
@@ -3367,6 +3410,15 @@ s2a_start(HopAwaitableObject *a)
         }
         hop->own_executor = executor != NULL && executor != Py_None;
         Py_XDECREF(executor);
+    }
+    if (Py_TYPE(adapter) != g_plain_s2a) {
+        PyObject *own = _PyType_Lookup(Py_TYPE(adapter), s_thread_handler); /* borrowed */
+        if (own == NULL || Py_IS_TYPE(own, &PatchType)) {
+            g_plain_s2a = Py_TYPE(adapter);
+        }
+        else if (handover_put(hop) < 0) {
+            goto fail;
+        }
     }
     a->hop = hop;
     a->state = ST_RUNNING;
@@ -3701,6 +3753,13 @@ awaitable_end(HopAwaitableObject *a, int raised)
     }
     if (in_flight) {
         save_exc(&s);
+    }
+    if (PyDict_GET_SIZE(g_handover) && !hop->started_ns) { /* never bound: keep it no longer */
+        HopObject *waiting = handover_take(hop->adapter_id);
+        if (waiting != NULL && waiting != hop && handover_put(waiting) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(waiting);
     }
     hop->adapter_id = 0;
     if (finish_hop_impl(hop) < 0) {
@@ -4760,13 +4819,8 @@ static PyTypeObject BoundHandlerType = {
 };
 
 static PyObject *
-bound_handler(PatchObject *p, PyObject *obj)
+bound_with(PatchObject *p, PyObject *obj, HopObject *hop)
 {
-    HopObject *hop = tl_pending;
-    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
-        return PyMethod_New((PyObject *)p, obj);
-    }
-    tl_pending = NULL; /* one binding per hop */
     BoundHandlerObject *b = PyObject_New(BoundHandlerObject, &BoundHandlerType);
     if (b == NULL) {
         return NULL;
@@ -4776,6 +4830,32 @@ bound_handler(PatchObject *p, PyObject *obj)
     b->self = Py_NewRef(obj);
     b->hop = (HopObject *)Py_NewRef((PyObject *)hop);
     return (PyObject *)b;
+}
+
+static PyObject *
+bound_handler(PatchObject *p, PyObject *obj)
+{
+    HopObject *hop = tl_pending;
+    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
+        return PyMethod_New((PyObject *)p, obj);
+    }
+    tl_pending = NULL; /* one binding per hop */
+    return bound_with(p, obj, hop);
+}
+
+/* Bound through super() by a subclass's own thread_handler, in the worker
+ * thread: the hop handed over for this adapter (g_handover), if any. */
+static PyObject *
+handed_handler(PatchObject *p, PyObject *obj)
+{
+    HopObject *hop = handover_take((Py_ssize_t)(uintptr_t)obj);
+    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
+        Py_XDECREF(hop);
+        return PyMethod_New((PyObject *)p, obj);
+    }
+    PyObject *b = bound_with(p, obj, hop);
+    Py_DECREF(hop);
+    return b;
 }
 
 /* main_wrap called with its awaitable (asgiref 3.9 and later) wrapped as the
@@ -4884,8 +4964,13 @@ Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
     }
-    if (((PatchObject *)self)->which == P_THREAD_HANDLER && tl_pending != NULL) {
-        return bound_handler((PatchObject *)self, obj);
+    if (((PatchObject *)self)->which == P_THREAD_HANDLER) {
+        if (tl_pending != NULL) {
+            return bound_handler((PatchObject *)self, obj);
+        }
+        if (PyDict_GET_SIZE(g_handover)) {
+            return handed_handler((PatchObject *)self, obj);
+        }
     }
     return PyMethod_New(self, obj);
 }
@@ -6130,6 +6215,7 @@ PyInit__speedups(void)
     INTERN(s_error, "error");
     INTERN(s_cancelled, "cancelled");
     INTERN(s_func, "func");
+    INTERN(s_thread_handler, "thread_handler");
     INTERN(s_awaitable, "awaitable");
     INTERN(s_thread_sensitive, "_thread_sensitive");
     INTERN(s_tag, "_hopwatch_cause");
@@ -6244,7 +6330,9 @@ PyInit__speedups(void)
     g_cause_json = PyDict_New();
     g_cause_keys[0] = PyDict_New();
     g_cause_keys[1] = PyDict_New();
-    if (g_cause_json == NULL || g_cause_keys[0] == NULL || g_cause_keys[1] == NULL) {
+    g_handover = PyDict_New();
+    if (g_cause_json == NULL || g_cause_keys[0] == NULL || g_cause_keys[1] == NULL ||
+        g_handover == NULL) {
         return NULL;
     }
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||

@@ -242,10 +242,14 @@ def test_a_request_cancelled_three_hops_deep(log_lines):
     assert line["status"] is None and line["hops"] == len(record) == 1 + 3
     chain = _cancelled_chain(record)
     assert [hop.direction for hop in chain] == ["sync_to_async", "async_to_sync", "sync_to_async"]
-    # The innermost code ran on to its end after its caller was cancelled: its
-    # run time is the code's own, longer than the crossing its caller saw.
+    # The innermost code ran on to its end after its caller was cancelled (its own
+    # end is kept, ended_ns); as a crossing, its run ended when the caller resumed:
+    # what the code did after that is no part of the crossing (Hop.end_ns).
     assert chain[2].called_ns < chain[2].started_ns < chain[2].resumed_ns < chain[2].ended_ns
-    assert chain[2].run_ns > chain[2].wall_ns
+    assert chain[2].end_ns == chain[2].resumed_ns
+    assert chain[2].run_ns == chain[2].resumed_ns - chain[2].started_ns
+    assert chain[2].resume_ns == 0
+    assert chain[2].wait_ns + chain[2].run_ns == chain[2].wall_ns
 
 
 async def _bystander(app: Any) -> tuple[int | None, bytes]:

@@ -48,6 +48,7 @@ urlpatterns = [
     path("threads/tasks-still-running/", views_threads.tasks_still_running_view),
     path("threads/timed-out/", views_threads.timed_out_call_view),
     path("threads/refused/", views_threads.refused_async_to_sync_view),
+    path("threads/own-handler/", views_threads.own_handler_view),
     path("render/template/", views_render.template_view),
     path("render/overriding/", views_render.rendering_view),
     path("render/inherited/", views_render.inherited_view),

@@ -5,7 +5,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.db import connection
 from django.http import HttpResponse
 
@@ -244,3 +244,27 @@ async def refused_async_to_sync_view(request):
         raise AssertionError("asgiref did not refuse")
     await sync_to_async(_noop)()
     return HttpResponse("refused")
+
+
+class OwnHandlerSyncToAsync(SyncToAsync):
+    """A SyncToAsync with a thread_handler of its own that calls asgiref's through
+    super(), as channels' ``database_sync_to_async`` (DatabaseSyncToAsync) does."""
+
+    def thread_handler(self, loop, *args, **kwargs):
+        threading.current_thread()  # its own work around asgiref's (channels: close_old_connections)
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            threading.current_thread()
+
+
+def _nap_then_async():
+    time.sleep(2 * NAP)
+    async_to_sync(_noop_async)()
+
+
+async def own_handler_view(request):
+    """A crossing through a SyncToAsync subclass's own thread_handler that naps, then
+    goes async again (a nested async_to_sync)."""
+    await OwnHandlerSyncToAsync(_nap_then_async)()
+    return HttpResponse("own handler")
