@@ -250,3 +250,18 @@ def test_a_share_reads_above_100_only_past_100_0() -> None:
     assert percent(1.0) == "100.0%" and percent(1.0004) == "100.0%"
     assert percent(1.0006) == ">100%" and percent(40.0) == ">100%"
     assert percent(0.05) == "5.0%" and percent(None) == "-"
+
+
+@pytest.mark.parametrize("field", ["kind", "outcome", "direction"])
+def test_a_crossing_exported_to_a_trace_has_its_names_escaped(
+    run_cli: RunCli, tmp_path: Path, field: str
+) -> None:
+    entry = crossing("views.v", 0.1, 0.5, 1.0, 0.5, **{field: "x\u202ey\x1b[31m"})
+    log = _log(tmp_path, detailed_line([entry], request_id="r1"))
+    result = run_cli(log, "--format", "trace")
+    assert result.status == 0, result.err
+    events = json.loads(result.out)["traceEvents"]
+    (event,) = [e for e in events if e.get("cat", "").startswith("hopwatch.crossing")]
+    assert event["args"][field] == "x\\u202ey\\x1b[31m"
+    if field == "direction":
+        assert event["cat"] == "hopwatch.crossing,x\\u202ey\\x1b[31m"

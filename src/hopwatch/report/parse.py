@@ -179,9 +179,20 @@ SEPARABLE: Final = ("sites", *(n for n, info in _FIELDS.items() if not info.requ
 READ_FIELDS: Final = frozenset(_FIELDS)
 
 #: The typed decoder for :class:`Record`: bytes (or str) of one JSON object in, a Record
-#: out; raises one of DECODE_ERRORS (RecursionError: nesting too deep for it).
+#: out; raises one of DECODE_ERRORS (RecursionError: nesting too deep for it;
+#: UnicodeEncodeError: a str holding a lone surrogate, see CONVERT_ERRORS).
 decode_record: Final = msgspec.json.Decoder(Record).decode
-DECODE_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+DECODE_ERRORS: Final = (
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    RecursionError,
+    UnicodeEncodeError,
+)
+#: What ``msgspec.convert`` raises for a value that does not fit its type. msgspec reads
+#: a str as UTF-8 for any type but str, and a str holding a lone surrogate (a ``"\ud800"``
+#: escape, which msgspec refuses and the standard json module lets through) cannot be
+#: encoded: such a value does not fit, like any other string that is no number.
+CONVERT_ERRORS: Final = (msgspec.ValidationError, UnicodeEncodeError)
 
 # --- the learning decoder --------------------------------------------------------------------
 #: String fields whose values repeat from line to line: (struct, field, nullable).
@@ -325,7 +336,7 @@ def parse_timestamp(value: str) -> datetime | None:
     """
     try:
         moment = msgspec.convert(value, Timestamp)
-    except msgspec.ValidationError:
+    except CONVERT_ERRORS:
         found = _ISO_LIKE.match(value)
         if found is None:
             return None
@@ -477,7 +488,12 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
         return OTHER
     if obj.get("event") == EVENT:
         return record_from_object(obj)
-    inner = rendered_again(obj) if unwrap else None
+    inner = None
+    if unwrap:
+        # an envelope msgspec refused (a lone surrogate in the line it wraps), or
+        # structlog's JSONRenderer around the line
+        envelope = Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS})
+        inner = envelope_line(envelope) or rendered_again(obj)
     if inner is not None:
         try:
             return in_utc(decode_record(inner))
@@ -530,7 +546,7 @@ def record_from_object(obj: dict[str, Any]) -> Decoded | str:
             continue
         try:
             fields[name] = msgspec.convert(value, _FIELDS[name].type)
-        except msgspec.ValidationError:
+        except CONVERT_ERRORS:
             return f"invalid:{name}"
     lost: list[str] = []
     sites = _sites(obj.get("sites"))
@@ -546,7 +562,7 @@ def record_from_object(obj: dict[str, Any]) -> Decoded | str:
             continue
         try:
             fields[name] = msgspec.convert(value, _FIELDS[name].type)
-        except msgspec.ValidationError:
+        except CONVERT_ERRORS:
             if name in WEIGHING:
                 return f"invalid:{name}"
             lost.append(name)
@@ -561,6 +577,6 @@ def _sites(value: Any) -> list[Site] | None:
     for entry in value:
         try:
             sites.append(msgspec.convert(entry, Site))
-        except msgspec.ValidationError:
+        except CONVERT_ERRORS:
             pass
     return sites

@@ -34,6 +34,7 @@ from msgspec import Meta, Struct
 from hopwatch.report import parse, rank
 from hopwatch.report.aggregate import NO_VIEW, NORMAL, OVERFLOW, OVERFLOW_KEY, EndpointKey, SiteKey
 from hopwatch.report.parse import Count, Millis, Record, timestamp_text
+from hopwatch.report.text import clean
 
 #: Crossings kept per endpoint's timeline (the first ones called); a request chosen
 #: with --request-id keeps all of its own.
@@ -150,7 +151,7 @@ def _decode_leniently(line: Any) -> Extras:
         try:
             if obj.get(name) is not None:
                 fields[name] = msgspec.convert(obj[name], kind)
-        except msgspec.ValidationError:
+        except parse.CONVERT_ERRORS:
             pass  # that part is left out
     return Extras(**fields)
 
@@ -229,8 +230,29 @@ def _keep(record: Record, extras: Extras, limit: int | None) -> Kept:
         work_ms=record.work_ms,
         pinned_ms=record.pinned_ms,
         detail_dropped=extras.detail_dropped,
-        crossings=_encode(kept),
+        crossings=_encoded(kept),
         crossings_total=len(detail),
+    )
+
+
+def _encoded(crossings: list[Crossing]) -> bytes:
+    """``crossings`` as compact JSON. A name holding a lone surrogate (a ``"\\ud800"``
+    escape in the line) cannot be UTF-8: the names are then kept as the report shows
+    them, escaped (text.clean: ``\\ud800``), which the renderers leave as it is."""
+    try:
+        return _encode(crossings)
+    except UnicodeEncodeError:
+        return _encode([_escaped(crossing) for crossing in crossings])
+
+
+def _escaped(c: Crossing) -> Crossing:
+    return msgspec.structs.replace(
+        c,
+        direction=clean(c.direction),
+        kind=clean(c.kind),
+        site=clean(c.site),
+        call_site=None if c.call_site is None else clean(c.call_site),
+        outcome=clean(c.outcome),
     )
 
 

@@ -41,15 +41,15 @@ def _name(bar: Bar) -> str:
 def _args(bar: Bar, kept: Kept) -> dict[str, Any]:
     c = bar.crossing
     return {
-        "direction": c.direction,
-        "kind": c.kind,
+        "direction": fmt.clean(c.direction),
+        "kind": fmt.clean(c.kind),
         "site": fmt.clean(c.site),
         "call_site": fmt.clean(c.call_site) if c.call_site else None,
         "depth": c.depth,
         "thread": c.thread,
         "thread_sensitive": c.thread_sensitive,
         "new_loop": c.new_loop,
-        "outcome": c.outcome,
+        "outcome": fmt.clean(c.outcome),
         "at_ms": c.at_ms,
         "wait_ms": c.wait_ms,
         "run_ms": c.run_ms,
@@ -120,7 +120,7 @@ def timeline_events(timeline: Timeline, pid: int) -> list[dict[str, Any]]:
                 "ts": call,
                 "dur": round(resume - call, 3),
                 "name": _name(bar),
-                "cat": f"hopwatch.crossing,{bar.crossing.direction}",
+                "cat": f"hopwatch.crossing,{fmt.clean(bar.crossing.direction)}",
                 "args": _args(bar, kept),
             }
         )
