@@ -122,6 +122,69 @@ def test_output_to_dev_null_needs_no_writable_directory(
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604, 0o444], ids=oct)
+def test_output_over_a_file_keeps_its_mode(
+    run_cli: RunCli, log: Path, tmp_path: Path, umask_022: None, mode: int
+) -> None:
+    """As ``> FILE``: a private report stays private (a read-only one can be replaced
+    only by root, who may, as with > FILE)."""
+    out = tmp_path / "p.md"
+    out.write_text("old\n")
+    out.chmod(mode)
+    if mode == 0o444 and os.geteuid() != 0:
+        pytest.skip("only root writes a read-only file")
+    result = run_cli(log, "--format", "markdown", "-o", out)
+    assert (result.status, result.err) == (0, f"hopwatch report: wrote {out}\n")
+    assert out.read_text().startswith("### hopwatch report: worst routes by overhead\n")
+    assert oct(stat.S_IMODE(out.stat().st_mode)) == oct(mode)
+    assert os.listdir(tmp_path) == ["app.log", "p.md"]  # no temporary file left
+
+
+def test_output_through_a_link_keeps_the_mode_of_its_target(
+    run_cli: RunCli, log: Path, tmp_path: Path, umask_022: None
+) -> None:
+    target = tmp_path / "private.md"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    link = tmp_path / "link.md"
+    link.symlink_to(target.name)
+    result = run_cli(log, "--format", "markdown", "-o", link)
+    assert result.status == 0, result.err
+    assert link.is_symlink() and oct(stat.S_IMODE(target.stat().st_mode)) == oct(0o600)
+
+
+def test_output_to_a_new_file_gets_the_mode_open_gives(
+    run_cli: RunCli, log: Path, tmp_path: Path, umask_022: None
+) -> None:
+    out = tmp_path / "new.md"
+    result = run_cli(log, "--format", "markdown", "-o", out)
+    assert result.status == 0, result.err
+    assert oct(stat.S_IMODE(out.stat().st_mode)) == oct(0o644)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_output_over_a_file_keeps_its_owner_and_group_when_root(
+    run_cli: RunCli, log: Path, tmp_path: Path, umask_022: None
+) -> None:
+    out = tmp_path / "p.md"
+    out.write_text("old\n")
+    os.chown(out, 12345, 23456)
+    out.chmod(0o640)
+    result = run_cli(log, "--format", "markdown", "-o", out)
+    assert result.status == 0, result.err
+    info = out.stat()
+    assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (12345, 23456, oct(0o640))
+
+
 # --- standard output that cannot be written ----------------------------------------------------
 
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -6,7 +6,9 @@ FILE, then renamed over it: an interrupted or failed run never leaves half a
 report where a complete one was (a page open in a browser keeps the old one).
 Whether FILE can be written is checked first, before any input is read.
 
-FILE is otherwise what a shell's ``> FILE`` makes of it: a symbolic link is
+FILE is otherwise what a shell's ``> FILE`` makes of it: a file replaced keeps its
+mode (and its owner and group, as far as this process may set them), a new one gets
+0o666 less the umask; a symbolic link is
 followed (the regular file it points to is the one replaced, the link stays),
 and a file that is not a regular file (a device such as ``/dev/null``, a FIFO,
 ``/dev/stdout`` on a pipe) is written into, never replaced, without needing its
@@ -100,7 +102,7 @@ class Output:
             )
             with open(handle, "w", encoding="utf-8") as file:
                 file.write(self.stream.getvalue())
-            os.chmod(temporary, 0o666 & ~_umask())  # as open() would have made it
+            _take_over(temporary, self.target)
             os.replace(temporary, self.target)
         except OSError as exc:
             if temporary is not None and os.path.exists(temporary):
@@ -114,6 +116,30 @@ def _same_file(path: str, info: os.stat_result) -> bool:
     except OSError:
         return False
     return (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _take_over(temporary: str, target: str) -> None:
+    """Give ``temporary`` what ``> target`` would leave: the mode of the file it replaces
+    (a private report stays private), and its owner and group as far as this process
+    may set them (root: both; others: a group they belong to); a new file gets the mode
+    open() gives one (0o666 less the umask)."""
+    try:
+        info: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        os.chmod(temporary, 0o666 & ~_umask())
+        return
+    mine = os.stat(temporary)
+    if (mine.st_uid, mine.st_gid) != (info.st_uid, info.st_gid):
+        # before the mode: changing the owner clears the set-id bits
+        for uid in (info.st_uid, -1):
+            try:
+                os.chown(temporary, uid, info.st_gid)
+                break
+            except PermissionError:
+                continue
+    os.chmod(temporary, stat.S_IMODE(info.st_mode))
 
 
 def _umask() -> int:
