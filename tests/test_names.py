@@ -36,6 +36,9 @@ def _named(path: str, method: str = "GET", wsgi: bool = False) -> tuple[str | No
         ("/partial/", "GET", "/partial/", "tests.testapp.views.sync_view"),
         ("/class/", "GET", "/class/", "tests.testapp.views.AsyncClassView"),
         ("/plain/", "GET", "/plain/", "tests.testapp.views.async_view"),
+        # @api_view's per-function class, named by its __name__ as Django names it
+        ("/wrapped-one/", "GET", "/wrapped-one/", "tests.ninja_site.urls.drf_style_one"),
+        ("/wrapped-two/", "GET", "/wrapped-two/", "tests.ninja_site.urls.drf_style_two"),
     ],
 )
 def test_routes_and_views_are_named_as_written(path, method, route, view, wsgi, db):
@@ -47,6 +50,7 @@ def test_routes_and_views_are_named_as_written(path, method, route, view, wsgi, 
     [
         ("/partial/", "tests.testapp.views.sync_view"),
         ("/closure/", "tests.ninja_site.urls.closure_view"),
+        ("/wrapped-one/", "tests.ninja_site.urls.drf_style_one"),
     ],
 )
 def test_a_sync_views_hop_is_named_as_the_line_names_the_view(path, view, db):

@@ -29,7 +29,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.log import log_response
 
 from hopwatch import _causes, _errors
-from hopwatch._django_names import view_name
+from hopwatch._django_names import view_class_path, view_name
 from hopwatch._recorder import Cause, intern_cause
 
 # --- naming -----------------------------------------------------------------
@@ -56,7 +56,7 @@ def view_path(view: Any) -> str:
         return name
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
-        return class_path(view_class)
+        return view_class_path(view_class)
     if not hasattr(view, "__name__"):
         return class_path(type(view))
     return f"{view.__module__}.{getattr(view, '__qualname__', view.__name__)}"

@@ -164,10 +164,22 @@ def _dotted(func: Any) -> str | None:
     return f"{module}.{name}"
 
 
+def view_class_path(cls: type) -> str:
+    """A class-based view's dotted path: its qualified name (``Outer.Inner``), or, when
+    its ``__name__`` was set to another name (DRF's and adrf's ``@api_view`` make a
+    ``WrappedAPIView`` named after the function), that name, as Django's
+    ``ResolverMatch._func_path`` has it."""
+    qualname = cls.__qualname__
+    name = cls.__name__
+    if qualname.rsplit(".", 1)[-1] != name:
+        qualname = name
+    return f"{cls.__module__}.{qualname}"
+
+
 def _name(func: Any, method: str | None) -> str | None:
     view_class = getattr(func, "view_class", None)
     if view_class is not None:  # as_view(): the class, as Django names it
-        return f"{view_class.__module__}.{view_class.__qualname__}"
+        return view_class_path(view_class)
     for _ in range(8):  # partial(partial(f)): bounded, never a loop
         if not isinstance(func, functools.partial):
             break

@@ -30,12 +30,39 @@ def _closure_view_factory():
     return closure_view
 
 
+def api_view(func):
+    """A class-based view made per function, as DRF's and adrf's ``@api_view`` make
+    one: a ``WrappedAPIView`` class whose ``__name__`` and ``__module__`` are the
+    function's (its ``__qualname__`` stays ``WrappedAPIView``)."""
+    from django.views import View
+
+    def get(self, request):
+        return func(request)
+
+    wrapped = type("WrappedAPIView", (View,), {"get": get})
+    wrapped.__name__ = func.__name__
+    wrapped.__module__ = func.__module__
+    return wrapped.as_view()
+
+
+@api_view
+def drf_style_one(request):
+    return HttpResponse("one")
+
+
+@api_view
+def drf_style_two(request):
+    return HttpResponse("two")
+
+
 urlpatterns = [
     path("api/", api.urls),
     re_path(r"^regex/(?P<pk>[0-9]+)/(?:page-(?P<page>\d+)/)?$", paged),
     path("partial/", functools.partial(views.sync_view)),
     path("class/", views.AsyncClassView.as_view()),
     path("plain/", views.async_view),
+    path("wrapped-one/", drf_style_one),
+    path("wrapped-two/", drf_style_two),
     path("closure/", _closure_view_factory()),
     path("lazy-closure/", _closure_view_factory()),  # its lazy object used by no request
 ]
