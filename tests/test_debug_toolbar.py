@@ -484,6 +484,89 @@ def test_everything_rendered_is_escaped(toolbar, client, settings, autoescape):
     assert HOSTILE_SITE in texts
 
 
+#: A name that would drive a terminal or reorder text: bidi override, ANSI colour, NUL.
+INVISIBLE = "x\u202e<b>\x1b[31my\x00"
+#: ... as ``hopwatch report`` prints it (hopwatch.report.text.clean), before HTML escaping.
+INVISIBLE_SHOWN = "x\\u202e<b>\\x1b[31my\\x00"
+
+
+def test_names_are_cleaned_as_the_report_cleans_them(toolbar, client, monkeypatch):
+    """A sync_to_async callable whose name holds bidi or control characters: the panel
+    prints them as the visible escapes ``hopwatch report`` prints (the view's name, the
+    route, the request's other names: the next test)."""
+    from tests.toolbar_site import views
+
+    monkeypatch.setattr(views._hostile, "__qualname__", f"hop{INVISIBLE}")
+    result = asgi_request("/hostile/a/")
+    assert result.status == 200
+    toolbar_id = dict(result.headers)[b"djdt-request-id"].decode()
+    stats = stored_stats(toolbar_id)
+    site = f"tests.toolbar_site.views.hop{INVISIBLE}"
+    assert [r["site"] for r in stats["rows"] if r["kind"] == "other"] == [site]  # stored raw
+    html = render_panel(client, toolbar_id)
+    assert not any(char in html for char in "\u202e\x1b\x00")
+    shown = f"tests.toolbar_site.views.hop{INVISIBLE_SHOWN}"
+    assert [row[3] for row in tables(html)["hopwatch-hops"] if row[2] == "other"] == [shown]
+    assert shown in [row[1] for row in tables(html)["hopwatch-causes"]]
+
+
+def test_every_name_the_panel_prints_is_cleaned():
+    """The request's names and each hop's, from captured data (as the store keeps it)."""
+    row = {
+        "direction": f"sync_to_async{INVISIBLE}",
+        "kind": f"other{INVISIBLE}",
+        "site": f"app.f{INVISIBLE}",
+        "call_site": f"app.py:1 in f{INVISIBLE}",
+        "wait_ns": 1000,
+        "run_ns": 2000,
+        "resume_ns": 3000,
+        "wall_ns": 6000,
+        "thread": "1",
+        "depth": 1,
+        "new_loop": False,
+        "outcome": f"error{INVISIBLE}",
+        "after_render": False,
+    }
+    stats = {
+        "schema": _hop_table.SCHEMA,
+        "recorded": True,
+        "complete": True,
+        "request_id": f"r{INVISIBLE}",
+        "method": f"GET{INVISIBLE}",
+        "route": f"/a{INVISIBLE}/",
+        "view": f"app.v{INVISIBLE}",
+        "status": 200,
+        "interface": f"asgi{INVISIBLE}",
+        "line_hops": 1,
+        "dropped": 0,
+        "rows": [row],
+        "tool_rows": [row],
+        "summary": {
+            "hops": 1, "sync_to_async": 1, "async_to_sync": 0, "overhead_ns": 4000,
+            "wait_ns": 1000, "resume_ns": 3000, "work_ns": 2000, "pinned_ns": 0,
+            "threads": 2, "new_loops": 0, "max_depth": 1,
+        },
+    }  # fmt: skip
+    context = _hop_table.display(stats)
+    assert context["request"] == {
+        "request_id": f"r{INVISIBLE_SHOWN}",
+        "method": f"GET{INVISIBLE_SHOWN}",
+        "route": f"/a{INVISIBLE_SHOWN}/",
+        "view": f"app.v{INVISIBLE_SHOWN}",
+        "status": 200,
+        "interface": f"asgi{INVISIBLE_SHOWN}",
+    }
+    names = ("direction", "kind", "site", "call_site", "outcome")
+    cleaned = {name: row[name].replace(INVISIBLE, INVISIBLE_SHOWN) for name in names}
+    for shown in (context["rows"][0], context["tool_rows"][0]):
+        assert {name: shown[name] for name in names} == cleaned
+    (group,) = context["groups"]
+    (cause,) = group["causes"]
+    assert {name: cause[name] for name in names[:4]} == {n: cleaned[n] for n in names[:4]}
+    # the stored data is left as it was
+    assert stats["rows"][0]["site"] == f"app.f{INVISIBLE}" and stats["view"] == f"app.v{INVISIBLE}"
+
+
 # --- other set-ups ------------------------------------------------------------------
 
 

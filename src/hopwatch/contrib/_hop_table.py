@@ -8,7 +8,11 @@ click that shows it):
   numbers, booleans and lists (no live :class:`~hopwatch.Hop`), durations in
   nanoseconds;
 * :func:`display`: that dict to what a template prints (milliseconds as
-  strings, causes grouped under the advice of :mod:`hopwatch._advice`).
+  strings, causes grouped under the advice of :mod:`hopwatch._advice`), every name
+  that came from the application (route, view, request id, sites, call sites, ...)
+  cleaned as ``hopwatch report`` cleans log content (:func:`hopwatch.report.text.clean`:
+  control, bidi and invisible characters become visible escapes such as ``\\x1b``);
+  the template's autoescaping then takes care of HTML.
 
 Figures and their names (as in the log line): a hop's **wait** is its queue
 wait before the code ran on the other side, **run** the code's own time there,
@@ -26,6 +30,7 @@ from typing import Any, Final
 
 from hopwatch import _advice
 from hopwatch._recorder import ASYNC_TO_SYNC, SYNC_TO_ASYNC, Hop, RequestRecord
+from hopwatch.report.text import clean
 
 #: Bumped when the captured dict changes shape (stored data of an older shape is shown as gone).
 SCHEMA: Final = 1
@@ -193,12 +198,12 @@ def display(stats: dict[str, Any]) -> dict[str, Any]:
         "recorded": True,
         "complete": stats["complete"],
         "request": {
-            "request_id": stats["request_id"],
-            "method": stats["method"],
-            "route": stats["route"],
-            "view": stats["view"],
+            "request_id": _name(stats["request_id"]),
+            "method": _name(stats["method"]),
+            "route": _name(stats["route"]),
+            "view": _name(stats["view"]),
             "status": stats["status"],
-            "interface": stats["interface"],
+            "interface": _name(stats["interface"]),
         },
         "summary": {
             **summary,
@@ -217,9 +222,19 @@ def display(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The names of a row or a cause that came from the application (or its log line).
+_NAMES: Final = ("direction", "kind", "site", "call_site", "outcome")
+
+
+def _name(value: Any) -> Any:
+    """A name as ``hopwatch report`` prints it (text.clean); None (no name) stays None."""
+    return None if value is None else clean(value)
+
+
 def _display_row(number: int, row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
+        **{key: _name(row[key]) for key in _NAMES},
         "number": number,
         "wait_ms": ms(row["wait_ns"]),
         "run_ms": ms(row["run_ns"]),
@@ -271,6 +286,8 @@ def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for cause in group["causes"]:
             cause["wall_ms"] = ms(cause["wall_ns"])
             cause["overhead_ms"] = ms(cause["overhead_ns"])
+            for name in ("kind", "site", "call_site", "direction"):  # grouped, advised: raw
+                cause[name] = _name(cause[name])
         group["wall_ms"] = ms(group["wall_ns"])
         group["overhead_ms"] = ms(group["overhead_ns"])
     return ordered
