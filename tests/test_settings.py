@@ -121,6 +121,9 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         ({"OUTPUT": "hops.log", "OUTPUT_BUFFER": 100}, "HOPWATCH['OUTPUT_BUFFER'] is 100; it must be 0, or"),
         # Off is checked too: a typo must not pass unseen because hopwatch is off.
         ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
+        # Past a C size: every line was lost to an OverflowError on the accelerator's path.
+        ({"SITES_LIMIT": 2**63}, "HOPWATCH['SITES_LIMIT'] is 9223372036854775808; it must be a whole number >= 0 (at most sys.maxsize)."),
+        ({"DETAIL_LIMIT": 2**64}, "HOPWATCH['DETAIL_LIMIT'] is 18446744073709551616; it must be"),
         # A credential header spelt with underscores reaches the same request.META key.
         ({"REQUEST_ID_HEADER": "X_Api_Key"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X_Api_Key'; it must be a header name (ASCII letters, digits and !#$%&'*+-.^_`|~) that carries no credential"),
         ({"REQUEST_ID_HEADER": "Proxy_Authorization"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'Proxy_Authorization'; it must be"),

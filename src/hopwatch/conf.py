@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ def _number(low: float, high: float | None) -> Callable[[Any], bool]:
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # At most sys.maxsize: the accelerator keeps counts and limits as C sizes.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= sys.maxsize
 
 
 def _positive(value: Any) -> bool:
@@ -259,7 +261,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     "MIN_HOPS": Setting(
         0,
         _count,
-        "a whole number >= 0",
+        "a whole number >= 0 (at most sys.maxsize)",
         "Log only requests with at least this many hops.",
     ),
     "MIN_HOP_MS": Setting(
@@ -272,7 +274,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     "SITES_LIMIT": Setting(
         10,
         _count,
-        "a whole number >= 0",
+        "a whole number >= 0 (at most sys.maxsize)",
         "How many causes the line lists in `sites` (largest first, the view's crossing always"
         " among them); the rest are counted in `sites_dropped`, and `hopwatch report` shows"
         " their crossings and overhead as left out of the lines. A stack with more causes"
@@ -294,7 +296,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     "DETAIL_LIMIT": Setting(
         100,
         _count,
-        "a whole number >= 0",
+        "a whole number >= 0 (at most sys.maxsize)",
         "The most hops listed in `detail`; the rest are counted in `detail_dropped` (all"
         " counts stay exact). With `OTEL_SPANS`, also the most crossings per request that"
         " become spans.",
@@ -327,7 +329,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     "PATH_MAX_LENGTH": Setting(
         200,
         _positive,
-        "a whole number > 0",
+        "a whole number > 0 (at most sys.maxsize)",
         "With `LOG_RAW_PATHS`, a raw path longer than this is cut to this many characters"
         " and `...` is added (so the route is at most this many plus 3).",
     ),
@@ -335,12 +337,14 @@ SETTINGS: Final[dict[str, Setting]] = {
         False,
         _flag,
         "True or False",
-        "Measure once, at start-up and in a background thread (never in a request), what a"
-        " no-op hop costs on this host; each line then carries `hop_tax_us`, and `hopwatch"
-        " report` shows what each endpoint's hops cost at that price (`hop tax ms`). `hopwatch"
-        " audit` always measures it. It is measured while the process starts: several workers"
-        " starting at once on few cores compete for them and read it high (the report shows"
-        " the range across processes); `hopwatch audit` on an idle host gives the floor.",
+        "Measure once per process, in a background thread its first request starts (never in"
+        " a request), what a no-op hop costs on this host; the lines after it carry"
+        " `hop_tax_us`, and `hopwatch report` shows what each endpoint's hops cost at that"
+        " price (`tax/req`). Each worker a server forks (gunicorn `--preload` included)"
+        " measures its own; a process that serves no request (`migrate`) measures nothing."
+        " `hopwatch audit` always measures it. Workers that start serving at once on few cores"
+        " compete for them and read it high (the report shows the range across processes);"
+        " `hopwatch audit` on an idle host gives the floor.",
     ),
     "PROCESS_LINE_SECONDS": Setting(
         0,
@@ -436,7 +440,7 @@ SETTINGS: Final[dict[str, Setting]] = {
     "PROFILE_RATE_LIMIT": Setting(
         6,
         _positive,
-        "a whole number > 0",
+        "a whole number > 0 (at most sys.maxsize)",
         "At most this many profiles started per minute by each trigger (token, staff,"
         " automatic): samples never use up what a token or staff user asks for.",
     ),
