@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numbers
 import os
-import sys
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
