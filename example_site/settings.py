@@ -103,8 +103,9 @@ if DEBUG:
 
 HOPWATCH = {
     "SITES_LIMIT": 8,
-    # time a no-op hop once at start-up (in a background thread): every line then
-    # carries hop_tax_us, and the report shows what each endpoint's hops cost here
+    # time a no-op hop once per process, from its first request (in a background
+    # thread): every line after it carries hop_tax_us, and the report shows what
+    # each endpoint's hops cost here
     "MEASURE_HOP_TAX": True,
     # the demo's servers: each crossing in the line, for the HTML report's timelines
     "DETAIL": os.environ.get("EXAMPLE_SITE_DETAIL") == "1",

@@ -338,11 +338,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         _flag,
         "True or False",
         "Measure once per process, in a background thread its first request starts (never in"
-        " a request), what a no-op hop costs on this host; the lines after it carry"
+        " a request), what a no-op hop costs on this host; the lines written after it carry"
         " `hop_tax_us`, and `hopwatch report` shows what each endpoint's hops cost at that"
-        " price (`tax/req`). Each worker a server forks (gunicorn `--preload` included)"
-        " measures its own; a process that serves no request (`migrate`) measures nothing."
-        " `hopwatch audit` always measures it. Workers that start serving at once on few cores"
+        " price (`tax/req`). A process that serves no request (`manage.py` commands, the"
+        " master of gunicorn `--preload`) measures nothing; each worker forked from it"
+        " measures its own (a child keeps a measurement its parent finished); a process that"
+        " ends mid-measurement stops it cleanly. `hopwatch audit` always measures it. Workers that start serving at once on few cores"
         " compete for them and read it high (the report shows the range across processes);"
         " `hopwatch audit` on an idle host gives the floor.",
     ),

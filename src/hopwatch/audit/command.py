@@ -191,8 +191,8 @@ def _measured_audit(samples: int, logs: Sequence[str] | None) -> Audit:
 
 def measure_host(audit: Audit, samples: int = DEFAULT_SAMPLES) -> None:
     """Fill in the hop tax and hopwatch's own cost (a process serving no requests only)."""
-    if "hopwatch.apps" in sys.modules:  # MEASURE_HOP_TAX may be measuring right now
-        sys.modules["hopwatch.apps"].wait_for_hop_tax_measurement()
+    if "hopwatch.apps" in sys.modules:  # MEASURE_HOP_TAX's, if one runs: never beside ours
+        sys.modules["hopwatch.apps"].wait_for_hop_tax_measurement(start=False)
     audit.hop_tax = measure_hop_tax(samples)
     audit.overhead = measure_overhead(samples)
 
