@@ -450,11 +450,7 @@ class LedgerCore:
         else:
             wait, run, resume = wall, 0, 0
         overhead = wall - run if wall > run else 0
-        parent = holder = hop.parent
-        # A parent that finished first (a task its code started outlived it): the
-        # crossing whose run this one was made in is further up, if any.
-        while holder is not None and holder.resumed_ns and holder.scope is None:
-            holder = holder.parent
+        parent = hop.parent
         with self._account_lock:
             if unless_closed and self.closed:
                 return False
@@ -467,6 +463,12 @@ class LedgerCore:
             self.wait_ns += wait
             self.run_ns += run
             self.overhead_ns += overhead
+            # A parent whose run is over (a task its code started outlived it): the
+            # crossing whose run this one ended in is further up, if any. Under the
+            # lock, as the parent's own accounting, which follows its end.
+            holder = parent
+            while holder is not None and (holder.ended_ns or holder.resumed_ns):
+                holder = holder.parent
             # The work in this crossing: its run less what the crossings made in it
             # spent crossing, bounded (Hop.work_ns, inline).
             inner = hop.inner_ns

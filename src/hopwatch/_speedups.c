@@ -2457,10 +2457,11 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     l->run_ns += run;
     l->overhead_ns += overhead;
     PyObject *parent = hop->parent, *holder = parent;
-    /* A parent that finished first (a task its code started outlived it): the
-     * crossing whose run this one was made in is further up, if any. */
-    while (holder != NULL && Py_IS_TYPE(holder, &HopType) && ((HopObject *)holder)->resumed_ns &&
-           ((HopObject *)holder)->scope == Py_None) {
+    /* A parent whose run is over (a task its code started outlived it): the
+     * crossing whose run this one ended in is further up, if any. (Under the
+     * GIL, as the parent's own accounting, which follows its end.) */
+    while (holder != NULL && Py_IS_TYPE(holder, &HopType) &&
+           (((HopObject *)holder)->ended_ns || ((HopObject *)holder)->resumed_ns)) {
         holder = ((HopObject *)holder)->parent;
     }
     int nested = holder != NULL && Py_IS_TYPE(holder, &HopType) &&
