@@ -70,6 +70,25 @@ def outermost_wall_ms(line):
     )
 
 
+def detailed_line(log_lines, path, body, interface="asgi"):
+    """The line (with its detail) of one request to ``path``, whose body must be ``body``."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
+        if interface == "asgi":
+            assert asgi_request(path).body == body
+        else:
+            assert wsgi_request(path)[1] == body
+    return one_line(log_lines)
+
+
+def assert_adds_up(line):
+    """overhead_ms + work_ms is the outermost crossings' summed wall time."""
+    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+
+
+def late_counts(line):
+    return [site["count"] for site in line["sites"] if site["site"].endswith("_pool_nap")]
+
+
 def test_a_task_that_outlives_its_async_to_sync_is_the_requests(log_lines):
     # A sync view's async_to_sync starts a task and returns; the task then makes three
     # pool calls while the view still runs. They are the request's: counted in its
@@ -77,29 +96,23 @@ def test_a_task_that_outlives_its_async_to_sync_is_the_requests(log_lines):
     from hopwatch._recorder import unscoped
 
     before = unscoped.count
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
-        assert asgi_request("/threads/outliving-task/").body == b"outlived"
-    line = one_line(log_lines)
-    late = [site for site in line["sites"] if site["site"].endswith("_pool_nap")]
-    assert [site["count"] for site in late] == [LATE_CALLS]
+    line = detailed_line(log_lines, "/threads/outliving-task/", b"outlived")
+    assert late_counts(line) == [LATE_CALLS]
     assert unscoped.count == before
     made = [entry for entry in line["detail"] if entry["site"].endswith("_pool_nap")]
     assert len(made) == LATE_CALLS
     # children of the async_to_sync that had returned, inside the view's crossing
     assert {line["detail"][entry["parent"]]["direction"] for entry in made} == {"async_to_sync"}
-    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    assert_adds_up(line)
     assert line["work_ms"] <= line["duration_ms"]
 
 
 def test_calls_that_end_after_their_async_to_sync_are_counted_once(log_lines):
     # The async_to_sync starts three pool calls and returns while they run; they end
     # during the view's own run, which already holds their time.
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
-        assert asgi_request("/threads/tasks-still-running/").body == b"ran"
-    line = one_line(log_lines)
-    late = [site for site in line["sites"] if site["site"].endswith("_pool_nap")]
-    assert [site["count"] for site in late] == [LATE_CALLS]
-    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    line = detailed_line(log_lines, "/threads/tasks-still-running/", b"ran")
+    assert late_counts(line) == [LATE_CALLS]
+    assert_adds_up(line)
     assert line["work_ms"] <= line["duration_ms"]
 
 
@@ -107,9 +120,7 @@ def test_a_call_its_caller_stopped_waiting_for(log_lines):
     # wait_for gives up on a pool call after 5 naps; its code runs on until released.
     # The crossing ran its code for as long as the caller waited: run, not overhead,
     # and no figure of its detail past the caller's resumption.
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
-        assert asgi_request("/threads/timed-out/").body == b"timed out"
-    line = one_line(log_lines)
+    line = detailed_line(log_lines, "/threads/timed-out/", b"timed out")
     (site,) = [site for site in line["sites"] if site["site"].endswith("_wait_for")]
     assert 5 * NAP * 1000 <= site["ms"] <= line["duration_ms"]
     assert site["overhead_ms"] < site["ms"] / 2  # its wait to start: well under its wall
@@ -117,14 +128,12 @@ def test_a_call_its_caller_stopped_waiting_for(log_lines):
     assert entry["outcome"] == "cancelled"
     assert entry["resume_ms"] == 0
     assert entry["wait_ms"] + entry["run_ms"] == pytest.approx(site["ms"], abs=0.01)
-    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    assert_adds_up(line)
 
 
 def test_an_async_to_sync_asgiref_refused_is_no_crossing(log_lines):
     # Called on the loop's own thread, async_to_sync raises before anything crosses.
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
-        assert asgi_request("/threads/refused/").body == b"refused"
-    line = one_line(log_lines)
+    line = detailed_line(log_lines, "/threads/refused/", b"refused")
     assert line["async_to_sync"] == 0
     assert [entry["direction"] for entry in line["detail"]].count("async_to_sync") == 0
     assert [site["count"] for site in line["sites"] if site["site"].endswith("._noop")] == [1]
@@ -136,12 +145,7 @@ def test_a_subclass_with_its_own_thread_handler_is_timed(log_lines, interface):
     # asgiref's through super() in the worker thread. The crossing is timed there like
     # any other: its run is the nap, its thread known, and the async_to_sync made in it
     # is nested inside it, its thread pinned.
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"DETAIL": True}):
-        if interface == "asgi":
-            assert asgi_request("/threads/own-handler/").body == b"own handler"
-        else:
-            assert wsgi_request("/threads/own-handler/")[1] == b"own handler"
-    line = one_line(log_lines)
+    line = detailed_line(log_lines, "/threads/own-handler/", b"own handler", interface)
     detail = line["detail"]
     (index,) = [i for i, entry in enumerate(detail) if entry["site"].endswith("_nap_then_async")]
     crossing = detail[index]
@@ -153,4 +157,4 @@ def test_a_subclass_with_its_own_thread_handler_is_timed(log_lines, interface):
     assert (inner["direction"], inner["depth"]) == ("async_to_sync", crossing["depth"] + 1)
     assert line["max_depth"] == crossing["depth"] + 1
     assert line["pinned_ms"] > 0
-    assert line["overhead_ms"] + line["work_ms"] == pytest.approx(outermost_wall_ms(line), abs=0.01)
+    assert_adds_up(line)
