@@ -343,9 +343,10 @@ SETTINGS: Final[dict[str, Setting]] = {
         " price (`tax/req`). A process that serves no request (`manage.py` commands, the"
         " master of gunicorn `--preload`) measures nothing; each worker forked from it"
         " measures its own (a child keeps a measurement its parent finished); a process that"
-        " ends mid-measurement stops it cleanly. `hopwatch audit` always measures it. Workers that start serving at once on few cores"
-        " compete for them and read it high (the report shows the range across processes);"
-        " `hopwatch audit` on an idle host gives the floor.",
+        " ends mid-measurement stops it cleanly. `hopwatch audit` always measures it. Workers"
+        " that start serving at once on few cores compete for them and read it high (the"
+        " report shows the range across processes); `hopwatch audit` on an idle host gives"
+        " the floor.",
     ),
     "PROCESS_LINE_SECONDS": Setting(
         0,
