@@ -128,6 +128,8 @@ def _serve_and_keep_the_records(installed: bool) -> tuple[bool, list[Any]]:
             response.close()
             del response
     finally:
+        if not installed:  # everything uninstall() removed, the request lines included
+            hopwatch.install()
         _django.install()
     gc.collect()
     (request,) = views.served
