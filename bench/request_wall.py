@@ -100,7 +100,7 @@ for line in sys.stdin:
 # with a second handler built without hopwatch's middleware; a configuration is
 # then a state of the app, the patch, the settings and the logger's level:
 #   bare      the app deactivated (the patch and Django's layer removed), that handler;
-#   hops      the same, then asgiref's patch installed (hopwatch.install());
+#   hops      the same, then asgiref's patch installed (hopwatch._patch.install());
 #   scope     the app activated, the full handler, MIN_HOPS above any request's count;
 #   build     the same with the default settings, the logger at WARNING (line dropped);
 #   hopwatch  the same at INFO (the full product: the line written);
@@ -121,7 +121,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.test.utils import override_settings
 import hopwatch
-from hopwatch import apps
+from hopwatch import _patch, apps
 from bench import access_log
 
 instructions._configure_django("hopwatch", log)
@@ -147,8 +147,8 @@ files = {"hopwatch": open(log, "rb"), "access-log": open(access_path, "rb")}
 def switch(config):
     if config in ("bare", "hops", "access-log"):
         apps.deactivate()
-        if config == "hops":
-            hopwatch.install()
+        if config == "hops":  # asgiref's patch alone (hopwatch.install() puts back all
+            _patch.install()  # that apps.deactivate() removed, the request lines included)
         handler = access if config == "access-log" else bare
     else:
         apps.activate()
