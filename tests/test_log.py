@@ -347,6 +347,42 @@ def test_a_request_the_middleware_never_saw_reads_no_credential_header(log_lines
     assert re.fullmatch(r"[0-9a-f]{16}", line["request_id"])
 
 
+@pytest.mark.parametrize(
+    ("setting", "headers"),
+    [
+        ("X-Request-ID", [(b"x_request_id", b"under-score")]),  # ignored (CVE-2026-3902)
+        ("Content-Length", [(b"content-length", b"1")]),  # filed as CONTENT_LENGTH: never read
+        ("X-Requesst-Id", [(b"x-reque\xdft-id", b"sharp-s")]),  # latin-1 "\xdf" upper()s to "SS"
+    ],
+)
+def test_a_request_the_middleware_never_saw_reads_the_header_the_middleware_reads(log_lines, setting, headers):
+    """One rule for both: the id of a request Django stopped before the middleware
+    chain comes from the header the middleware would have read (the request.META
+    key Django files it under), or is generated where the middleware's would be."""
+    import asyncio
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    messages = [{"type": "http.request", "body": b"x", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0) if messages else await asyncio.Future()
+
+    async def send(message):
+        raise AssertionError(message)
+
+    with settings_with(REQUEST_ID_HEADER=setting), override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        asgi_request("/async/", headers=headers)
+        asyncio.run(ASGIHandler()(asgi_scope("/async/", "POST", "", headers), receive, send))
+    seen, never_seen = log_lines.parsed()
+    assert never_seen["route"] == "(unresolved)"
+    generated = re.compile(r"[0-9a-f]{16}")
+    if generated.fullmatch(seen["request_id"]):
+        assert generated.fullmatch(never_seen["request_id"])
+    else:
+        assert never_seen["request_id"] == seen["request_id"]
+
+
 def test_request_id_from_header_or_generated(log_lines):
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
         asgi_request("/async/", headers=[(b"x-request-id", b"abc-123")])

@@ -41,7 +41,7 @@ from hopwatch._recorder import (
     open_request,
     value_outside,
 )
-from hopwatch.conf import hopwatch_settings, is_credential_header
+from hopwatch.conf import hopwatch_settings, request_id_meta_key
 
 INTERFACE_ASGI = "asgi"
 INTERFACE_WSGI = "wsgi"
@@ -82,20 +82,28 @@ def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = Non
 
 def _scope_request_id(scope: Any) -> str:
     """``REQUEST_ID_HEADER``'s value in an ASGI ``scope``'s headers when it is a
-    usable id (as the middleware judges one from ``request.META``), else ""."""
-    header = hopwatch_settings.REQUEST_ID_HEADER
-    if not header or is_credential_header(header):
+    usable id, read as the middleware reads it from ``request.META``: the header
+    Django files under the setting's key (``conf.request_id_meta_key``), else ""."""
+    key = request_id_meta_key(hopwatch_settings.REQUEST_ID_HEADER or "")
+    if key is None:
         return ""
-    # Django's META key for a header folds "-" and "_" together (both become "_").
-    wanted = header.lower().replace("_", "-").encode("latin-1", "replace")
     # Repeated, Django joins the values with "," (no usable id then).
-    values = [
-        bytes(raw).decode("latin-1")
-        for name, raw in scope.get("headers") or ()
-        if bytes(name).lower().replace(b"_", b"-") == wanted
-    ]
+    headers = scope.get("headers") or ()
+    values = [bytes(raw).decode("latin-1") for name, raw in headers if _meta_key_of(name) == key]
     value = ",".join(values)
     return value if REQUEST_ID_OK.fullmatch(value) else ""
+
+
+def _meta_key_of(name: Any) -> str:
+    """The ``request.META`` key Django's ASGIRequest files an ASGI header ``name``
+    under (``django.core.handlers.asgi.ASGIRequest.__init__``), or "" for one it
+    ignores: since 5.2.13 and 6.0.4 (CVE-2026-3902), a name with an underscore."""
+    text = bytes(name).decode("latin-1")
+    if "_" in text:
+        return ""
+    if text in ("content-length", "content-type"):
+        return text.upper().replace("-", "_")
+    return "HTTP_" + text.upper().replace("-", "_")
 
 
 #: An async handler's request begins: its record, opened in the handler's context
