@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.auth.models import User
 from django.core.handlers.asgi import ASGIHandler
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient, Client, override_settings
 
+import hopwatch
 from hopwatch import profiling
 from hopwatch._recorder import RequestRecord, own_work
 from hopwatch.conf import SETTINGS
@@ -83,6 +84,22 @@ def test_the_log_line_names_the_profile(profile_dir, log_lines):
     first, second = log_lines.parsed()
     assert first["profile"] == files(profile_dir)[0]
     assert "profile" not in second
+
+
+def test_no_profile_while_hopwatch_is_uninstalled(profile_dir, log_lines):
+    """hopwatch.uninstall() with the middleware left in MIDDLEWARE: an authorised
+    request is not profiled (it was, though it wrote no line); after install() it is."""
+    with profiled(profile_dir):
+        try:
+            hopwatch.uninstall()
+            assert asgi_request("/async/", headers=token_header()).status == 200
+            assert Client().get("/sync/", headers={HEADER: TOKEN}).status_code == 200
+            assert files(profile_dir) == [] and log_lines.parsed() == []
+        finally:
+            hopwatch.install()
+        asgi_request("/async/", headers=token_header())
+    (line,) = log_lines.parsed()
+    assert files(profile_dir) == sorted([line["profile"], line["profile"].replace(".html", ".speedscope.json")])
 
 
 @pytest.mark.parametrize(

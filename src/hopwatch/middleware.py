@@ -35,6 +35,7 @@ from hopwatch._django_scope import (
 )
 from hopwatch._hotpath import begin_request as _begin_request
 from hopwatch._hotpath import name_request, then
+from hopwatch._patch import is_installed
 from hopwatch._recorder import (
     RequestRecord,
     current_scope,
@@ -214,6 +215,10 @@ def _begin(
         record = _begin_request(current_scope, RequestRecord, request, key, request_ids)
         own = False
         if record is None:
+            if not is_installed():
+                # hopwatch.uninstall() with the middleware left in MIDDLEWARE: off
+                # (no record, no line, no profile) until hopwatch.install().
+                return None, False
             # No handler of hopwatch's opened one (hopwatch installed after the
             # handler was called, a custom handler): the middleware's own scope.
             interface = INTERFACE_ASGI if hasattr(request, "scope") else INTERFACE_WSGI
