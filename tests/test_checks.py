@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,13 @@ from django.test import override_settings
 
 from hopwatch import _versions
 from hopwatch._versions import Provider
-from hopwatch.checks import check_logging, check_middleware, check_settings, check_versions
+from hopwatch.checks import (
+    check_logging,
+    check_middleware,
+    check_profile_dir,
+    check_settings,
+    check_versions,
+)
 from tests.helpers import check_and_one_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +132,45 @@ def test_a_file_output_that_cannot_be_written_is_a_warning(tmp_path):
     (tmp_path / "dir.log").mkdir()
     assert "which is a directory:" in problems_of(str(tmp_path / "dir.log"))[0].msg
     assert not (tmp_path / "hops.log").exists()  # checked, never created
+
+
+def test_a_profile_dir_no_profile_would_be_written_to_is_a_warning(tmp_path):
+    """PROFILE_DIR had no check: a server runs none, but ``manage.py check`` (and a
+    deploy's) now says what each profile's run-time judgement would refuse, creating
+    nothing."""
+
+    def problems_of(directory, **more):
+        with override_settings(HOPWATCH={"PROFILE_DIR": str(directory), **more}):
+            return check_profile_dir()
+
+    assert problems_of(tmp_path / "made" / "later") == []
+    assert not (tmp_path / "made").exists()  # checked, never created
+    own = tmp_path / "own"
+    own.mkdir(mode=0o700)
+    assert problems_of(own) == []
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (message,) = problems_of(shared)
+    assert message.id == "hopwatch.W008"
+    assert message.msg == (
+        f"HOPWATCH[\"PROFILE_DIR\"] {str(shared)!r} may be written to by its group or by"
+        " others (mode 0777): no profile would be written there (the requests are served,"
+        " their lines name no profile)."
+    )
+    assert problems_of(shared, ENABLED=False) == []
+    with override_settings(HOPWATCH={"PROFILE_DIR": str(shared)}):  # registered, as a security check
+        assert "hopwatch.W008" in ids(checks.run_checks(tags=[checks.Tags.security]))
+    if os.geteuid() == 0:  # only root can give a directory away
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        assert "is owned by uid 65534" in problems_of(theirs)[0].msg
+    (tmp_path / "file").write_text("")
+    assert "is not a directory" in problems_of(tmp_path / "file")[0].msg
+    assert "may not create it in" in problems_of(tmp_path / "file" / "sub")[0].msg
+    with override_settings(HOPWATCH={}):
+        assert check_profile_dir() == []  # profiling not configured
 
 
 def test_logging_check_fires_when_lines_would_be_lost():

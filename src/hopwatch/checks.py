@@ -16,6 +16,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W006`` the C accelerator did not load: hopwatch runs its pure-Python hop
   path, which costs several times as much per hop.
 * ``hopwatch.W007`` ``OUTPUT`` is a file this process cannot append to (lost lines).
+* ``hopwatch.W008`` ``PROFILE_DIR`` is a directory no profile would be written to (not
+  this user's own, writable by others, not a directory, or not one this user can make).
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
   what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
@@ -170,6 +172,49 @@ def _file_output_problems(output: str | os.PathLike[str]) -> list[CheckMessage]:
             hint="Create the directory or fix its permissions before the server starts, or"
             ' set HOPWATCH["OUTPUT"] to "logging" or "stdout".',
             id="hopwatch.W007",
+        )
+    ]
+
+
+@register(Tags.security)
+def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``hopwatch.W008``: profiling is configured and no profile would be written to
+    ``PROFILE_DIR``: the same judgement as each profile's (``profiling._unsafe_directory``),
+    made without creating the directory."""
+    from pathlib import Path
+
+    from hopwatch.profiling import _unsafe_directory
+
+    user = getattr(settings, "HOPWATCH", None)
+    if isinstance(user, dict) and not user.get("ENABLED", True):
+        return []
+    configured = hopwatch_settings.PROFILE_DIR
+    if not configured:
+        return []
+    directory = Path(configured)
+    try:
+        if os.path.lexists(directory):
+            why = _unsafe_directory(directory)
+        else:
+            parent = directory.absolute().parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            why = (
+                None
+                if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+                else f"does not exist and this process may not create it in {str(parent)!r}"
+            )
+    except OSError as exc:
+        why = f"cannot be examined ({exc.strerror or exc})"
+    if why is None:
+        return []
+    return [
+        Warning(
+            f'HOPWATCH["PROFILE_DIR"] {str(directory)!r} {why}: no profile would be written'
+            " there (the requests are served, their lines name no profile).",
+            hint="Use a directory of this user's that only it may write to (chown, chmod go-w),"
+            " or a missing one it may create (made with mode 0700); see docs/profiling.md.",
+            id="hopwatch.W008",
         )
     ]
 
