@@ -238,3 +238,57 @@ def text_rendered(doc: dict[str, Any], width: int) -> list[str]:
     buffer = io.StringIO()
     render.render_text(doc, buffer, width=width)
     return buffer.getvalue().splitlines()
+
+
+def _taxed_document(*, carried: bool, routes: list[str], **options: Any) -> dict[str, Any]:
+    """Lines that carry hop_tax_us (MEASURE_HOP_TAX) or none (priced by --hop-tax)."""
+    scanner = Scanner(Partial())
+    texts = [
+        text.replace('"hop_tax_us":80.0', '"hop_tax_us":80.0' if carried else '"hop_tax_us":null')
+        for index, route in enumerate(routes)
+        for text in lines_for(route, index)
+    ]
+    scanner.feed_lines([text.encode() for text in texts])
+    return rank.build_document(scanner.finish(), rank.ReportOptions(**options), ["x"])
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("routes", [ROUTES[:3], ROUTES], ids=["short labels", "long labels"])
+@pytest.mark.parametrize(
+    "carried, options", [(False, {"hop_tax_us": 231.0}), (True, {})], ids=["--hop-tax", "lines"]
+)
+def test_the_hop_tax_column_is_shown_at_80_columns(width, routes, carried, options):
+    """The price the user asked for (--hop-tax, or MEASURE_HOP_TAX's hop_tax_us) is the
+    last column left out: 80 columns show tax/req, even beside a label cut to fit."""
+    doc = _taxed_document(carried=carried, routes=routes, **options)
+    assert all(row["hop_tax_ms"] for row in doc["rows"])
+    output = rendered(doc, width)
+    assert max(len(text) for text in output) <= width
+    header, rows = table_part(output)
+    assert " tax/req" in header, header
+    assert len(rows) == len(routes)
+    if not carried:  # 231 us x 8 hops
+        assert all(" 1.848" in text for text in rows), rows
+    legend = "\n".join(output[output.index("columns:") :])
+    assert "  tax/req  " in legend
+
+
+def test_without_a_price_the_narrow_table_is_unchanged():
+    doc = _taxed_document(carried=False, routes=ROUTES[:3])
+    header, _rows = table_part(rendered(doc, 80))
+    assert "tax/req" not in header and "requests" in header and "hops/req" in header
+
+
+def test_hop_tax_in_a_real_terminal_80_columns(tmp_path):
+    log = tmp_path / "app.log"
+    texts = [text for index, route in enumerate(ROUTES[:3]) for text in lines_for(route, index)]
+    log.write_text("\n".join(texts) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(PYTHONPATH=str(SRC), TERM="xterm-256color")
+    command = [sys.executable, "-m", "hopwatch", "report", str(log), "--hop-tax", "231"]
+    status, output, stderr = in_terminal(command, env, columns=80)
+    assert status == 0, stderr
+    text = ANSI.sub("", output.decode()).replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in text) <= 80
+    header, _rows = table_part(text)
+    assert "tax/req" in header and "priced at 231 µs" in " ".join(text)
