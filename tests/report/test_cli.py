@@ -277,6 +277,23 @@ def test_help_and_version_exit_0() -> None:
     assert _module_run().returncode == 2
 
 
+@pytest.mark.parametrize("command", [(), ("report",), ("audit",)], ids=" ".join)
+def test_every_help_line_fits_80_columns(command: tuple[str, ...]) -> None:
+    """argparse wraps what it writes to the width; the static text (description, sort
+    keys, exit status) must fit an 80-column terminal itself."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "80"}
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", *command, "--help"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    long = [text for text in done.stdout.decode().splitlines() if len(text) > 80]
+    assert long == []
+
+
 def test_an_output_that_cannot_encode_gets_escapes_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "x.log").write_text(line(route="/caf\u00e9/" + "a" * 90, hop_tax_us=212.5) + "\n")
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONIOENCODING": "ascii"}

@@ -40,8 +40,9 @@ and the causes to change first. See docs/report.md for every column and option."
 EPILOG: Final = """\
 sort keys: overhead (default: crossing overhead in all), overhead-mean,
 overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,
-max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with --by
-site: overhead (default), overhead-mean, total, requests, mean, count, endpoints.
+max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with
+--by site: overhead (default), overhead-mean, total, requests, mean, count,
+endpoints.
 exit status: 0 reported, 1 no hopwatch records found, 2 usage error,
 unreadable input or unwritable output."""
 
