@@ -112,6 +112,38 @@ def test_middleware_check(middleware, installed, expected):
         assert ids(check_middleware()) == expected
 
 
+SECURITY = "django.middleware.security.SecurityMiddleware"
+WHITENOISE = "whitenoise.middleware.WhiteNoiseMiddleware"
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+COMMON = "django.middleware.common.CommonMiddleware"
+CSRF = "django.middleware.csrf.CsrfViewMiddleware"
+
+
+@pytest.mark.parametrize(
+    "above, named",
+    [
+        ([SECURITY], SECURITY),
+        ([SECURITY, WHITENOISE], f"{SECURITY} and {WHITENOISE}"),
+        ([SECURITY, WHITENOISE, SESSION], f"{SECURITY}, {WHITENOISE} and {SESSION}"),
+        (
+            [SECURITY, WHITENOISE, SESSION, COMMON, CSRF],
+            f"{SECURITY}, {WHITENOISE}, {SESSION} and 2 more",
+        ),
+    ],
+)
+def test_w002_names_every_middleware_above_hopwatch(above, named):
+    """Before, it named only the first (SecurityMiddleware) when WhiteNoise and sessions
+    stood above hopwatch's too: moving that one left the warning standing."""
+    below = "django.middleware.clickjacking.XFrameOptionsMiddleware"
+    with override_settings(MIDDLEWARE=[*above, HW, below]):
+        (message,) = check_middleware()
+    assert message.id == "hopwatch.W002"
+    assert message.msg == (
+        f"{HW} is not first in MIDDLEWARE: middleware above it ({named}) is not covered"
+        " and may change what it sees."
+    )
+
+
 def test_a_file_output_that_cannot_be_written_is_a_warning(tmp_path):
     """Before, a path in a directory that does not exist passed every check, and each
     request's line was an internal error, said once on hopwatch's logger."""

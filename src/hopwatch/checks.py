@@ -75,7 +75,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         messages.append(
             Warning(
                 f"{MIDDLEWARE_PATH} is not first in MIDDLEWARE: middleware above it"
-                f" ({above[0]}) is not covered and may change what it sees.",
+                f" ({_named(above)}) is not covered and may change what it sees.",
                 hint=f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
                 id="hopwatch.W002",
             )
@@ -83,6 +83,19 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
     if MIDDLEWARE_PATH in middleware and not app_installed:
         messages.append(Warning(WITHOUT_THE_APP, hint=WITHOUT_THE_APP_HINT, id="hopwatch.W003"))
     return messages
+
+
+#: Middleware named in full by hopwatch.W002; past these, how many more.
+ABOVE_NAMED = 3
+
+
+def _named(paths: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``, ``A, B, C and 2 more``."""
+    if len(paths) > ABOVE_NAMED:
+        return f"{', '.join(paths[:ABOVE_NAMED])} and {len(paths) - ABOVE_NAMED} more"
+    if len(paths) == 1:
+        return paths[0]
+    return f"{', '.join(paths[:-1])} and {paths[-1]}"
 
 
 #: hopwatch.W003, as the check says it and as the middleware logs it when it is loaded
