@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from asgiref.sync import markcoroutinefunction
 from django.test import override_settings
 from django.utils.deprecation import MiddlewareMixin
 
@@ -88,3 +89,46 @@ def test_a_saving_that_frees_a_thread_says_both():
         " hooks; docs/audit.md has the pattern): saves 2.0 crossings per request (~150 µs),"
         " and frees the worker thread each ASGI request holds"
     )
+
+
+class Hooked(MiddlewareMixin):
+    def process_request(self, request):
+        return None
+
+
+class AsyncOnly:
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        return await self.get_response(request)
+
+
+def test_wsgi_for_sync_views_says_what_they_cost_there_and_is_a_trade_when_dearer():
+    """An async-only middleware keeps the chain async under WSGI: a sync view there still
+    crosses, the first crossing on a new event loop each request (measured: 14 crossings
+    under gunicorn behind startproject's stack). Before: 'a sync view needs no crossing
+    there', listed first as a saver while priced as a net cost."""
+    report = audited([SESSION, f"{HERE}.Hooked", f"{HERE}.AsyncOnly"])
+    assert report.predicted("wsgi", "sync_view") == 5
+    assert lead(report)[:4] == [
+        "  1. rewrite #2 Hooked natively async (sync and async capable, no MiddlewareMixin"
+        " hooks; docs/audit.md has the pattern): saves 1.0 crossings per request (~100 µs)",
+        "     ASGI async view 5 -> 4, ASGI sync view 6 -> 5, WSGI async view 6 -> 5, WSGI sync"
+        " view 5 -> 4; no thread held",
+        "  2. serve the sync-view endpoints under WSGI (a WSGI server for their routes): a sync"
+        " view still makes 5 crossings there, a new event loop per request among them: saves"
+        " 0.5 crossings per request, but they cost ~300 µs more: a trade, not a saving",
+        "     ASGI sync view 6 -> 5; no thread held",
+    ]
+    found = json.loads(audit.render_to_string(report, "json"))["changes"]
+    assert [change["change"] for change in found] == [changes.NATIVE_ASYNC, changes.WSGI_SYNC_VIEWS]
+    assert found[1]["saving"] == {
+        "hops_per_request": 0.5,
+        "us_per_request": -300.0,
+        "total_ms": None,
+    }

@@ -9,7 +9,8 @@ model for both interfaces and both kinds of view (:func:`candidates`, pure):
   ``MiddlewareMixin`` hook (startproject's stack: 15 -> 5 per async-view
   request), but each request holds a worker thread;
 * **sync views under WSGI**: the requests to sync views served by a WSGI
-  server (none of their crossings under ASGI is needed there);
+  server (none under a sync-capable stack; an async-only middleware keeps
+  crossings there, and a new event loop per request: then it is a trade);
 * per entry, when it is the project's own: rewrite it natively async (sync and
   async capable), make an async-only one sync capable, make a sync
   ``process_view`` async. A third-party entry gets "upgrade or replace it";
@@ -43,7 +44,7 @@ from hopwatch.audit.model import (
     sync_only,
 )
 from hopwatch.audit.traffic import Traffic, assumed
-from hopwatch.hop_tax import HopTax
+from hopwatch.hop_tax import NEW_LOOP, HopTax
 
 Cell = tuple[str, str]  # (interface, view kind)
 Simulated = dict[Cell, tuple[int, dict[str, int], bool]]  # crossings, by adapter, pins a thread
@@ -90,6 +91,13 @@ class Ranked:
     #: Time saved over the logged requests in ms (None: no logs or no price).
     total_ms: float | None
 
+    @property
+    def trade(self) -> bool:
+        """Not a plain saving: it saves no crossing, or its crossings saved cost more time
+        than they save (the new event loop of an async-only middleware under WSGI); it is
+        offered for the worker thread it frees, or as the trade it is."""
+        return self.hops <= 0 or (self.us is not None and self.us < 0)
+
 
 def _is_django(fact: MiddlewareFacts) -> bool:
     return fact.path.split(".", 1)[0] == "django"
@@ -128,6 +136,23 @@ def _change(
     )
 
 
+def _under_wsgi(sync_view: tuple[int, dict[str, int], bool]) -> str:
+    """What a sync view costs under WSGI with this stack, as the model predicts it: none
+    under a sync-capable stack, but an async-only middleware keeps crossings there (and
+    enters the chain on a new event loop each request)."""
+    count, adapters, _pins = sync_view
+    if not count:
+        return "a sync view needs no crossing there"
+    words = f"a sync view still makes {count} crossing{'' if count == 1 else 's'} there"
+    new_loops = adapters.get(NEW_LOOP, 0)
+    if new_loops:
+        words += (
+            f", {'a new event loop' if new_loops == 1 else f'{new_loops} new event loops'}"
+            " per request among them"
+        )
+    return words
+
+
 def candidates(
     facts: Sequence[MiddlewareFacts], entries: Sequence[EntryAudit], request_started: int
 ) -> list[Change]:
@@ -160,8 +185,8 @@ def candidates(
     found.append(
         _change(
             WSGI_SYNC_VIEWS,
-            "serve the sync-view endpoints under WSGI (a WSGI server for their routes): a sync"
-            " view needs no crossing there",
+            "serve the sync-view endpoints under WSGI (a WSGI server for their routes): "
+            + _under_wsgi(before[(WSGI, "sync_view")]),
             None,
             before,
             wsgi_sync,
@@ -213,9 +238,10 @@ def candidates(
 
 
 def rank(changes: Sequence[Change], traffic: Traffic, hop_tax: HopTax | None) -> list[Ranked]:
-    """The changes that save crossings for ``traffic``, most saved first; then those that
-    cost crossings but free the worker thread each ASGI request holds (fewer crossings is
-    not always better: docs/audit.md, "Pinned threads"). A change that makes each ASGI
+    """The changes that save crossings for ``traffic``, most saved first; then the trades:
+    those that cost crossings but free the worker thread each ASGI request holds (fewer
+    crossings is not always better: docs/audit.md, "Pinned threads"), and those that save
+    crossings but cost more time (:attr:`Ranked.trade`). A change that makes each ASGI
     request hold a thread is offered only when it saves crossings (not for a few µs of
     cheaper ones)."""
     ranked = []
@@ -247,7 +273,7 @@ def rank(changes: Sequence[Change], traffic: Traffic, hop_tax: HopTax | None) ->
         ranked.append(Ranked(change, hops, us, total))
     ranked.sort(
         key=lambda r: (
-            r.hops <= 0,  # the savers first, then the thread-freeing trades
+            r.trade,  # the savers first, then the trades (a thread freed, or dearer crossings)
             -(r.us if r.us is not None else 0.0),
             -r.hops,
             r.change.what,

@@ -321,7 +321,9 @@ def _saving_words(item: Ranked, logs: bool) -> str:
         words = "as many crossings per request"
     dearer = False
     if item.us is not None and round(item.us):
-        if item.us < 0:
+        if item.us < 0 and hops > 0:  # fewer crossings, dearer ones (a new event loop)
+            words += f", but they cost ~{_us(-item.us)} more: a trade, not a saving"
+        elif item.us < 0:
             words += f" (~{_us(-item.us)} more)"
             dearer = True
         else:
