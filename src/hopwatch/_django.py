@@ -47,8 +47,12 @@ from hopwatch._recorder import RequestContext
 
 _lock = threading.Lock()
 _installed = False
-# (owner, attribute name, original value) for everything we replaced.
-_replaced: list[tuple[object, str, Any]] = []
+# (owner, attribute name, original value, ours) for everything we replaced.
+_replaced: list[tuple[object, str, Any, Any]] = []
+# The same for what uninstall() left in place because other code had wrapped it
+# since (Sentry's ASGIHandler.__call__, say): ours passes through while
+# uninstalled, and install() makes it work again rather than wrap theirs.
+_left: list[tuple[object, str, Any, Any]] = []
 
 
 def _patch_test_client(module: types.ModuleType) -> None:
@@ -114,10 +118,37 @@ _hook = _TestClientImportHook()
 
 def _replace(owner: object, name: str, factory: Callable[..., Any], *args: Any) -> None:
     original = owner.__dict__.get(name)
-    if original is None or any(o is owner and n == name for o, n, _ in _replaced):
+    if original is None or any(o is owner and n == name for o, n, _, _ in _replaced):
         return
-    setattr(owner, name, factory(original, *args))
-    _replaced.append((owner, name, original))
+    for entry in _left:
+        if entry[0] is owner and entry[1] == name:
+            _left.remove(entry)
+            if original is not entry[2]:  # ours is still there, under theirs
+                _replaced.append(entry)
+                return
+            break
+    ours = factory(_unbound(owner, original), *args)
+    setattr(owner, name, ours)
+    _replaced.append((owner, name, original, ours))
+
+
+def _unbound(owner: object, original: Any) -> Any:
+    """``original`` as a function called with the instance first, as the factories
+    call it. Another agent's wrapper in the class (New Relic's, a ``wrapt``
+    FunctionWrapper) is bound through its own ``__get__`` first: called with the
+    instance as an argument, it took the instance for the ASGI scope."""
+    # type(), not isinstance(): a wrapt proxy claims its wrapped function's class.
+    if type(original) is types.FunctionType or not isinstance(owner, type):
+        return original
+    if not hasattr(type(original), "__get__"):
+        return original
+
+    def unbound(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return original.__get__(self, type(self))(*args, **kwargs)
+
+    unbound.__wrapped__ = original  # type: ignore[attr-defined]
+    unbound.__doc__ = getattr(original, "__doc__", None)
+    return unbound
 
 
 def install() -> None:
@@ -157,8 +188,19 @@ def uninstall() -> None:
         if _hook in sys.meta_path:
             sys.meta_path.remove(_hook)
         while _replaced:
-            owner, name, original = _replaced.pop()
-            setattr(owner, name, original)
+            entry = _replaced.pop()
+            owner, name, original, ours = entry
+            if owner.__dict__.get(name) is ours:
+                setattr(owner, name, original)
+                continue
+            # Wrapped by other code since: removing ours would remove theirs.
+            _left.append(entry)
+            _errors.logger.warning(
+                "hopwatch.uninstall(): %s.%s was replaced by other code after hopwatch"
+                " installed; left in place, hopwatch's layer is now inert.",
+                getattr(owner, "__name__", owner),
+                name,
+            )
         _installed = scope.active = scope.on_request_context = False
     _patch.uninstall()
 

@@ -991,6 +991,19 @@ def _run_handler(
         here.running = outer
 
 
+class _BoundHandler(functools.partial):  # type: ignore[type-arg]
+    """``partial(_run_handler, original, adapter, hop)``: thread_handler bound with
+    its hop. It reads as the bound method it stands for: ``__wrapped__`` is
+    ``original`` bound to the adapter, so ``inspect.signature`` gives asgiref's
+    parameters (New Relic's agent binds the arguments by them)."""
+
+    __slots__ = ()
+
+    @property
+    def __wrapped__(self) -> Any:
+        return MethodType(self.args[0], self.args[1])
+
+
 class _ThreadHandler:
     """``SyncToAsync.thread_handler``: a plain method, except when bound by
     asgiref's ``__call__`` for a hop being made (see the module docstring)."""
@@ -1008,11 +1021,11 @@ class _ThreadHandler:
         hop = here.pending
         if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
             here.pending = None  # one binding per hop
-            return _partial(_run_handler, self.__wrapped__, adapter, hop)
+            return _BoundHandler(_run_handler, self.__wrapped__, adapter, hop)
         if _handover:  # a subclass's own thread_handler calling this one (super())
             hop = _handover.pop(id(adapter), None)
             if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
-                return _partial(_run_handler, self.__wrapped__, adapter, hop)
+                return _BoundHandler(_run_handler, self.__wrapped__, adapter, hop)
         return MethodType(self.__wrapped__, adapter)
 
     def __call__(self, adapter: Any, *args: Any, **kwargs: Any) -> Any:

@@ -13,7 +13,8 @@ is measured is in ``_hotpath_py``'s docstring; the C accelerator
 
 ``uninstall()`` puts the originals back, leaving the classes' dicts exactly as
 they were. When someone wrapped over hopwatch's methods after install, those
-are left in place and hopwatch's layer becomes inert (it passes through).
+are left in place and hopwatch's layer becomes inert (it passes through); a
+later ``install()`` makes that same layer work again rather than wrap theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ _TARGETS: tuple[tuple[type, str, int], ...] = (
 # (class, attribute) -> (original, hopwatch's replacement), kept across
 # install/uninstall so the same replacement objects are reinstalled.
 _patches: dict[tuple[type, str], tuple[Any, Any]] = {}
+#: The methods uninstall() left in place because other code had wrapped them
+#: since (install() then reuses them, under that code's wrapper).
+_left: set[tuple[type, str]] = set()
 
 
 def _main_wrap_awaitable_index(main_wrap: Any) -> int:
@@ -115,6 +119,12 @@ def install() -> None:
         if _installed:
             return
         for cls, name, which in _TARGETS:
+            if (cls, name) in _left and cls.__dict__.get(name) is not _patches[(cls, name)][0]:
+                # Our layer, left under another's wrapper by uninstall(), is still
+                # there (nobody put the original back): it works again once active.
+                # A second layer over theirs would count every crossing twice.
+                continue
+            _left.discard((cls, name))
             _original, patched = _patch_for(cls, name, which)
             setattr(cls, name, patched)
         _hotpath.set_active(True)
@@ -132,7 +142,9 @@ def uninstall() -> None:
             original, patched = _patches[(cls, name)]
             if cls.__dict__.get(name) is patched:
                 setattr(cls, name, original)
-            else:
+                _left.discard((cls, name))
+            elif (cls, name) not in _left:
+                _left.add((cls, name))
                 # Someone wrapped our patch since; removing it would remove
                 # theirs. Our method now passes through (recording is off).
                 _errors.logger.warning(

@@ -4793,6 +4793,14 @@ BoundHandler_get_func(BoundHandlerObject *b, void *c)
     return Py_NewRef(b->original);
 }
 
+/* The bound method it stands for: inspect.signature then gives asgiref's
+ * parameters (New Relic's agent binds the arguments by them). */
+static PyObject *
+BoundHandler_get_wrapped(BoundHandlerObject *b, void *c)
+{
+    return PyMethod_New(b->original, b->self);
+}
+
 static PyObject *
 BoundHandler_repr(BoundHandlerObject *b)
 {
@@ -4803,7 +4811,7 @@ BoundHandler_repr(BoundHandlerObject *b)
 static PyGetSetDef BoundHandler_getset[] = {
     {"__self__", (getter)BoundHandler_get_self, NULL, NULL, NULL},
     {"__func__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
-    {"__wrapped__", (getter)BoundHandler_get_func, NULL, NULL, NULL},
+    {"__wrapped__", (getter)BoundHandler_get_wrapped, NULL, NULL, NULL},
     {NULL},
 };
 
