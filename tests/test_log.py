@@ -14,7 +14,7 @@ import pytest
 import structlog
 from django.test import override_settings
 
-from hopwatch import _errors
+from hopwatch import _emit, _errors
 from tests.helpers import asgi_request, asgi_scope, wsgi_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,6 +394,40 @@ def test_request_id_from_header_or_generated(log_lines):
     assert re.fullmatch(r"[0-9a-f]{16}", generated["request_id"])
 
 
+def test_the_line_record_has_a_line_number():
+    """A formatter's ``%(lineno)d`` (and pytest's log capture) read 0: the record now
+    names the line of hopwatch's that writes it, both ways a record is made (a
+    handler of the app's own class gets the record; a custom makeRecord too)."""
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    keep = Keep()
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(keep)
+    try:
+        with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+            asgi_request("/async/")
+            factory = logging.getLogRecordFactory()
+            logging.setLogRecordFactory(lambda *a, **k: factory(*a, **k))  # the other way
+            try:
+                asgi_request("/async/")
+            finally:
+                logging.setLogRecordFactory(factory)
+    finally:
+        logger.removeHandler(keep)
+    lines = [r for r in keep.records if r.getMessage().startswith("{")]
+    assert len(lines) == 2
+    for record in lines:
+        assert record.pathname == _emit.__file__ and record.lineno == _emit._LINE > 0
+        assert logging.Formatter("%(filename)s:%(lineno)d").format(record) == f"_emit.py:{_emit._LINE}"
+
+
 def test_file_and_stdout_outputs(tmp_path, capsys):
     target = tmp_path / "hops.log"
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
@@ -712,7 +746,9 @@ def _both_records(monkeypatch, ns, logger_name="hopwatch.record_test", line=None
     if line is None:
         line = _emit._StdlibLine(logging.getLogger(logger_name))
     logger = logging.getLogger(logger_name)
-    made = logger.makeRecord(logger.name, logging.INFO, _emit.__file__, 0, "the line", (), None, "emit")
+    made = logger.makeRecord(
+        logger.name, logging.INFO, _emit.__file__, _emit._LINE, "the line", (), None, "emit"
+    )
     return line._record("the line"), made, line
 
 

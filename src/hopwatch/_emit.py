@@ -361,7 +361,7 @@ class _StdlibLine:
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
-        made = logging.LogRecord(logger.name, logging.INFO, __file__, 0, "", (), None, "emit")
+        made = logging.LogRecord(logger.name, logging.INFO, __file__, _LINE, "", (), None, "emit")
         self._constant = dict(made.__dict__)
 
     def info(self, message: str) -> None:
@@ -375,7 +375,7 @@ class _StdlibLine:
             else:
                 logger.handle(
                     logger.makeRecord(
-                        logger.name, logging.INFO, __file__, 0, message, (), None, "emit"
+                        logger.name, logging.INFO, __file__, _LINE, message, (), None, "emit"
                     )
                 )
 
@@ -390,6 +390,9 @@ class _StdlibLine:
 
 
 _MAKE_RECORD: Final = logging.Logger.makeRecord
+#: The records' ``lineno``: where ``info`` writes the line (a formatter's
+#: ``%(lineno)d`` read 0, pytest's log capture ``_emit.py:0``).
+_LINE: Final = _StdlibLine.info.__code__.co_firstlineno
 _new_record: Final = object.__new__
 #: The per-line fields and the delivery (the C accelerator's when it is built: hopwatch._hotpath).
 _fill_record = _hotpath.fill_log_record
