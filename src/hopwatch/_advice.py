@@ -34,26 +34,57 @@ MIDDLEWARE_HOOK: Final = Advice(
     "middleware",
     "MiddlewareMixin hooks",
     "## `middleware`: `SomeMiddleware.process_request`",
-    "Under ASGI, `MiddlewareMixin` runs each sync hook (`process_request`, `process_response`,"
-    " `process_view`, ...) through its own `sync_to_async`. Drop middleware you do not need;"
-    " give your own middleware native async hooks, or make it sync and async capable.",
+    "Under ASGI, `MiddlewareMixin` runs each sync `process_request` and `process_response`"
+    " through its own `sync_to_async`, and Django's handler each sync `process_view`; Django's"
+    " own middleware is written that way. Drop the ones you do not need; the rest go only if"
+    " the whole chain runs sync (`hopwatch audit` says how): fewer hops, but each request then"
+    " holds a worker thread.",
+)
+MIDDLEWARE_OWN_HOOK: Final = Advice(
+    "middleware-own-hook",
+    "middleware",
+    "MiddlewareMixin hooks (not Django's)",
+    "## `middleware`: `SomeMiddleware.process_request`",
+    "Under ASGI, `MiddlewareMixin` runs each sync `process_request` and `process_response`"
+    " through its own `sync_to_async`, and cannot run `async def` ones (every request then"
+    " fails). For a middleware of yours, write a plain middleware class without the mixin,"
+    " with a sync and an async path (`sync_capable = async_capable = True`, an async"
+    " `__acall__`); for a third-party one, upgrade it or ask its maintainers.",
+)
+MIDDLEWARE_PROCESS_VIEW: Final = Advice(
+    "middleware-process-view",
+    "middleware",
+    "A sync process_view (not Django's)",
+    "## `middleware`: `SomeMiddleware.process_request`",
+    "Under ASGI, Django's handler runs a sync `process_view` or `process_template_response`"
+    " through `sync_to_async`, whatever the middleware's flags or base class: make it"
+    " `async def` (then one `async_to_sync` per request under WSGI instead). `process_exception`"
+    " is always called sync: keep it a plain `def`.",
 )
 MIDDLEWARE_SYNC_ONLY: Final = Advice(
     "middleware-sync-only",
     "middleware",
     "A sync-only middleware",
     "## `middleware`: `myproject.middleware.LegacyMiddleware`",
-    "A middleware without `async_capable = True` makes Django run the chain around it sync,"
-    " holding a worker thread for the rest of the request (`pinned_ms`). Make it sync and"
-    " async capable, or put it as low in `MIDDLEWARE` as its semantics allow.",
+    "A middleware without `async_capable = True` makes Django run it, and every middleware"
+    " above it, sync: one crossing into the chain and one out below it, with a worker thread"
+    " held for the rest of the request (`pinned_ms`). Making it sync and async capable frees"
+    " the thread, but then each `MiddlewareMixin` hook above it hops on its own: below a few"
+    " of them, a trade, not a saving (startproject's stack with it last: 5 hops become 15);"
+    " `hopwatch audit` prices it for your stack. Kept sync-only, it costs the fewest hops as"
+    " low in `MIDDLEWARE` as its semantics allow.",
 )
 VIEW_SYNC_UNDER_ASGI: Final = Advice(
     "view-sync-under-asgi",
     "view",
     "A sync view under ASGI",
     "## `view`",
-    "A sync view under ASGI runs in a worker thread. Make hot views `async def`, with async"
-    " ORM calls.",
+    "A sync view under ASGI runs in a worker thread: one hop, and its ORM calls inside it cost"
+    " none. An `async def` view saves that hop only if it crosses less: each async ORM call is"
+    " a hop of its own (10 `aget()` are 10), so it needs batched ORM access (`async for`,"
+    " `ain_bulk`) or its ORM block in one `sync_to_async` (one hop, as before). Keep views"
+    " sync under `ATOMIC_REQUESTS` (Django refuses async views there), `transaction.atomic`"
+    " or other sync-only database code.",
 )
 VIEW_ASYNC_UNDER_WSGI: Final = Advice(
     "view-async-under-wsgi",
@@ -70,7 +101,7 @@ ORM: Final = Advice(
     "Async ORM calls",
     "## `orm`",
     "Every `await` of an async ORM method is a hop, and the query still runs in a thread; the"
-    " call site says which line of yours. Batch (`async for`, `select_related`, `in_bulk`),"
+    " call site says which line of yours. Batch (`async for`, `select_related`, `ain_bulk`),"
     " or move a block of ORM work into one `sync_to_async` function.",
 )
 SIGNAL: Final = Advice(
@@ -88,9 +119,10 @@ RESPONSE: Final = Advice(
     "Closing and rendering the response",
     "## `response`",
     "Under ASGI, Django closes every response through `sync_to_async` (one hop per request,"
-    " nothing to do), and renders a `TemplateResponse` the same way, whichever view returned it:"
-    " render it in the view (a sync view's own thread, an async view's `sync_to_async` block)"
-    " to save that one.",
+    " nothing to do), and renders every response that has a `render()` method (a"
+    " `TemplateResponse`) the same way after the view, even one the view rendered already. To"
+    " save that hop, return a plain `HttpResponse` (`django.shortcuts.render()`,"
+    " `render_to_string()`); `process_template_response` hooks then do not run for it.",
 )
 STREAM: Final = Advice(
     "stream",
@@ -122,6 +154,8 @@ OTHER: Final = Advice(
 #: Every piece of advice, in the order docs/causes.md presents them.
 ALL: Final = (
     MIDDLEWARE_HOOK,
+    MIDDLEWARE_OWN_HOOK,
+    MIDDLEWARE_PROCESS_VIEW,
     MIDDLEWARE_SYNC_ONLY,
     VIEW_SYNC_UNDER_ASGI,
     VIEW_ASYNC_UNDER_WSGI,
@@ -133,15 +167,12 @@ ALL: Final = (
     OTHER,
 )
 
-#: The hooks ``MiddlewareMixin`` runs; a middleware cause ending in one is a hook's hop.
-_HOOKS: Final = frozenset(
-    {
-        "process_request",
-        "process_response",
-        "process_view",
-        "process_exception",
-        "process_template_response",
-    }
+#: The hooks ``MiddlewareMixin.__acall__`` runs through its own ``sync_to_async``.
+_MIXIN_HOOKS: Final = frozenset({"process_request", "process_response"})
+#: The hooks Django's handler adapts to its own mode (``BaseHandler.load_middleware``),
+#: whatever the middleware's flags or base class.
+_HANDLER_HOOKS: Final = frozenset(
+    {"process_view", "process_template_response", "process_exception"}
 )
 
 # The first advice of each kind is its default (tests check every kind has one).
@@ -152,10 +183,19 @@ def advice_for(kind: str, site: str, direction: str) -> Advice:
     """The advice for hops of one cause (its kind, site and direction)."""
     if kind == "middleware":
         hook = site.rsplit(".", 1)[-1]
-        return MIDDLEWARE_HOOK if hook in _HOOKS else MIDDLEWARE_SYNC_ONLY
+        if hook not in _MIXIN_HOOKS and hook not in _HANDLER_HOOKS:
+            return MIDDLEWARE_SYNC_ONLY  # the adaptation around a sync-only middleware
+        if is_djangos(site):
+            return MIDDLEWARE_HOOK  # nobody rewrites Django's own: drop it, or the sync chain
+        return MIDDLEWARE_OWN_HOOK if hook in _MIXIN_HOOKS else MIDDLEWARE_PROCESS_VIEW
     if kind == "view":
         return VIEW_ASYNC_UNDER_WSGI if direction == ASYNC_TO_SYNC else VIEW_SYNC_UNDER_ASGI
     return _BY_KIND.get(kind, OTHER)
+
+
+def is_djangos(site: str) -> bool:
+    """Whether a cause's site names Django's own code (``django.…``)."""
+    return site.split(".", 1)[0] == "django"
 
 
 def code_spans(text: str) -> list[tuple[str, bool]]:
@@ -163,4 +203,4 @@ def code_spans(text: str) -> list[tuple[str, bool]]:
     return [(piece, i % 2 == 1) for i, piece in enumerate(text.split("`")) if piece]
 
 
-__all__ = ["ALL", "Advice", "advice_for", "code_spans"]
+__all__ = ["ALL", "Advice", "advice_for", "code_spans", "is_djangos"]

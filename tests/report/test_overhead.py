@@ -230,7 +230,9 @@ def test_what_to_change_first_names_fixable_causes_with_their_advice():
     assert first["overhead_per_request"] == 0.2 and first["advice"]["summary"]
     text = render.render_to_string(doc, "text")
     assert "what to change first (ranked by crossing overhead, over the 4 requests logged):" in text
-    assert "put it as low in `MIDDLEWARE`" in text  # the sync-only middleware's advice
+    # the sync-only middleware's advice: a trade, not a saving (docs/causes.md)
+    assert "as low in `MIDDLEWARE` as its semantics allow" in text
+    assert "a trade, not a saving" in text
 
 
 def test_what_to_change_first_says_which_requests_it_is_ranked_over():
