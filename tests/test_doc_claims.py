@@ -10,6 +10,7 @@ from django.test import AsyncClient, Client, override_settings
 from hopwatch import schema
 from hopwatch.checks import check_middleware
 from hopwatch.conf import SETTINGS
+from tests.helpers import asgi_request
 
 
 def test_startproject_middleware_alone_drops_five_causes_at_the_default_limit(log_lines, db):
@@ -34,10 +35,14 @@ def test_what_w001_says_of_lines_without_the_middleware(log_lines, db):
     with override_settings(MIDDLEWARE=DEFAULT_MIDDLEWARE):
         (message,) = check_middleware()
         Client().get("/sync/", headers={"X-Request-ID": "given-id"})
-    (line,) = log_lines.parsed()
-    assert (line["route"], line["view"], line["status"]) == ("(unresolved)", None, None)
-    assert line["request_id"] != "given-id" and line["request_id"]
-    assert "no route or view, status null, and a generated request_id" in message.msg
+        asgi_request("/sync/", headers=[(b"x-request-id", b"given-id")])
+    test_client, asgi = log_lines.parsed()
+    assert (test_client["route"], test_client["view"], test_client["status"]) == ("(unresolved)", None, 200)
+    assert (asgi["route"], asgi["view"], asgi["status"]) == ("(unresolved)", None, None)
+    assert test_client["request_id"] != "given-id" and test_client["request_id"]
+    assert asgi["request_id"] == "given-id"  # read from the ASGI scope, as the handler closes
+    assert "no route or view; under WSGI a generated request_id" in message.msg
+    assert "under ASGI status null" in message.msg
 
 
 def test_max_in_flight_and_concurrent_ms_are_on_every_line_after_executors(log_lines, db):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from django.conf import settings
 from django.test import override_settings
 
 from hopwatch import _emit, _errors
@@ -381,6 +382,28 @@ def test_a_request_the_middleware_never_saw_reads_the_header_the_middleware_read
         assert generated.fullmatch(never_seen["request_id"])
     else:
         assert never_seen["request_id"] == seen["request_id"]
+
+
+def test_a_static_file_served_by_runserver_has_its_status(log_lines, tmp_path, db):
+    """runserver serves static files with StaticFilesHandler, before the middleware
+    chain: the line said ``status: null`` (the report's "none", a client gone away)."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from tests.helpers import wsgi_environ
+
+    (tmp_path / "site.css").write_text("body {}")
+    apps = [*settings.INSTALLED_APPS, "django.contrib.staticfiles"]
+    with override_settings(INSTALLED_APPS=apps, STATICFILES_DIRS=[str(tmp_path)]):
+        handler = StaticFilesHandler(WSGIHandler())
+        for path in ("/static/site.css", "/static/missing.css"):
+            body = handler(wsgi_environ(path), lambda status, headers, exc_info=None: None)
+            b"".join(body)
+            body.close()
+    assert [(line["route"], line["view"], line["status"]) for line in log_lines.parsed()] == [
+        ("(unresolved)", None, 200),
+        ("(unresolved)", None, 404),
+    ]
 
 
 def test_request_id_from_header_or_generated(log_lines):

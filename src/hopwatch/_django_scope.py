@@ -392,6 +392,10 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
             finish_request(record)
             raise
         try:
+            if response is not None and record.status is None:
+                # A response made outside the middleware chain (runserver's
+                # static files: StaticFilesHandler serves them before it).
+                record.status = response.status_code
             if response is not None and not getattr(response, "closed", False):
                 # The server closes it later (after sending the body): stay open
                 # until then, in this context (a server sends the body in it).

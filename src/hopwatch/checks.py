@@ -63,8 +63,8 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
             messages.append(
                 Warning(
                     "hopwatch is installed but its middleware is not in MIDDLEWARE: request"
-                    " lines will have no route or view, status null, and a generated"
-                    " request_id (REQUEST_ID_HEADER is not read).",
+                    " lines will have no route or view; under WSGI a generated request_id"
+                    " (REQUEST_ID_HEADER is not read), under ASGI status null.",
                     hint=f"Add {MIDDLEWARE_PATH!r} as the first entry of MIDDLEWARE.",
                     id="hopwatch.W001",
                 )
