@@ -45,10 +45,12 @@ HOW_TO: Final[dict[str, str]] = {
     ADVICE_SYNC_ONLY: (
         "Sync-only middleware under ASGI: Django runs it, and every middleware above it, in a"
         " worker thread (sync_to_async into the chain, async_to_sync out below it), and the"
-        " request holds that thread until it ends, even while the view awaits. Make it sync"
-        " and async capable (the pattern below); if it is third-party, upgrade it or ask its"
-        " maintainers. A MiddlewareMixin subclass with async_capable = False made that trade"
-        " on purpose: fewer hops, one thread held per request."
+        " request holds that thread until it ends, even while the view awaits. Making it sync"
+        " and async capable (the pattern below; if it is third-party, upgrade it or ask its"
+        " maintainers) frees the thread, but each MiddlewareMixin hook above it then hops on"
+        " its own again: a trade, not a saving, below a few of them (what to change first"
+        " prices it for this stack). A MiddlewareMixin subclass with async_capable = False made"
+        " that trade on purpose: fewer hops, one thread held per request."
     ),
     ADVICE_ASYNC_ONLY: (
         "Async-only middleware under WSGI: Django enters it through async_to_sync, a new event"
