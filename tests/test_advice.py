@@ -14,6 +14,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.core.handlers.base import BaseHandler
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.template import engines
 from django.template.response import TemplateResponse
 from django.test import override_settings
@@ -202,6 +203,12 @@ class AsyncProcessView(CapableWithProcessView):
         return None
 
 
+class SyncXFrameOptions(XFrameOptionsMiddleware):
+    """The audit's sync-chain change for startproject's stack."""
+
+    async_capable = False
+
+
 class SyncOnly:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -289,6 +296,16 @@ def test_djangos_own_hooks_get_the_advice_that_applies_to_them():
     assert "Drop the ones you do not need" in summary
     assert "whole chain runs sync" in summary and "holds a worker thread" in summary
     assert "your own" not in summary and "capable" not in summary
+    # the whole chain sync (the audit's model, checked against real requests in
+    # test_audit*): the mixins' hops go, CSRF's process_view stays, adapted by the handler
+    chain = _audited([*STARTPROJECT[:-1], f"{HERE}.SyncXFrameOptions"])
+    assert _audited(STARTPROJECT).predicted("asgi", "async_view") == 15
+    assert chain.predicted("asgi", "async_view") == 5
+    csrf = chain.entries[3]
+    assert [(hook.name, hook.hops["asgi"]) for hook in csrf.hooks if hook.hops["asgi"]] == [
+        ("process_view", 1)
+    ]
+    assert "A `process_view` (CSRF's) stays either way." in summary
 
 
 def _audited(stack):

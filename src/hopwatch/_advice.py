@@ -36,9 +36,10 @@ MIDDLEWARE_HOOK: Final = Advice(
     "## `middleware`: `SomeMiddleware.process_request`",
     "Under ASGI, `MiddlewareMixin` runs each sync `process_request` and `process_response`"
     " through its own `sync_to_async`, and Django's handler each sync `process_view`; Django's"
-    " own middleware is written that way. Drop the ones you do not need; the rest go only if"
-    " the whole chain runs sync (`hopwatch audit` says how): fewer hops, but each request then"
-    " holds a worker thread.",
+    " own middleware is written that way. Drop the ones you do not need. The mixin's hops of"
+    " the rest go only if the whole chain runs sync (`hopwatch audit` says how): fewer hops,"
+    " but each request then holds a worker thread. A `process_view` (CSRF's) stays either"
+    " way.",
 )
 MIDDLEWARE_OWN_HOOK: Final = Advice(
     "middleware-own-hook",
