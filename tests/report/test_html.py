@@ -352,3 +352,27 @@ def test_overhead_over_all_requests_is_the_reports_total_with_sampled_lines(
     (cause,) = page.tables["cause-table"]
     assert cause[3] == "3" and cause[6] == "12.0 ms"  # not its mean 6 x 3 requests
     assert "12.0 ms of overhead over all requests" in "".join(page.text)
+
+
+def test_djangos_own_middleware_hooks_are_one_row_of_the_fixable_causes(
+    run_cli: RunCli, tmp_path: Path
+):
+    """startproject's stack: 13 hook causes, each more overhead than any of the project's,
+    filled the 10 rows; they are one change (docs/causes.md), so one row, as the text
+    report's "what to change first" has them."""
+    hooks = [
+        {**site(f"django.middleware.m{i}.M{i}Middleware.process_request", ms=0.3),
+         "overhead_ms": 0.2}
+        for i in range(13)
+    ]  # fmt: skip
+    mine = [
+        {**site(f"shop.views.load{i}", "other", ms=0.2, call_site=f"shop/views.py:{i}"),
+         "overhead_ms": 0.1}
+        for i in range(12)
+    ]  # fmt: skip
+    lines = [line(request_id=f"r{i}", route="/busy/", sites=hooks + mine) for i in range(3)]
+    rows = Page(page_of(run_cli, tmp_path, lines)).tables["cause-table"]
+    kinds = [row[2] for row in rows]
+    assert kinds.count("middleware") == 1 and kinds.count("other") == 9, kinds
+    assert rows[0][1].startswith("Django's own middleware hooks13 hooks: django.middleware.m")
+    assert (rows[0][5], rows[0][6], rows[0][8]) == ("2.600", "7.8 ms", "MiddlewareMixin hooks")

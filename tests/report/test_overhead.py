@@ -340,3 +340,59 @@ def test_one_endpoint_in_detail():
     assert document(texts, endpoint="/flat/")["rows"][0]["route"] == "/flat/"
     with pytest.raises(rank.NoSuchEndpoint, match=r"no endpoint 'GET /pag/' .*closest: GET /page/"):
         document(texts, endpoint="GET /pag/")
+
+
+STARTPROJECT_HOOKS = [
+    f"django.middleware.security.SecurityMiddleware.{hook}"
+    for hook in ("process_request", "process_response")
+] + [
+    f"django.contrib.sessions.middleware.SessionMiddleware.{hook}"
+    for hook in ("process_request", "process_response")
+] + [
+    f"django.middleware.common.CommonMiddleware.{hook}"
+    for hook in ("process_request", "process_response")
+] + [
+    f"django.middleware.csrf.CsrfViewMiddleware.{hook}"
+    for hook in ("process_request", "process_view", "process_response")
+] + [
+    "django.contrib.auth.middleware.AuthenticationMiddleware.process_request",
+    "django.contrib.messages.middleware.MessageMiddleware.process_request",
+    "django.contrib.messages.middleware.MessageMiddleware.process_response",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware.process_response",
+]  # fmt: skip
+
+
+def test_djangos_own_middleware_hooks_are_one_item_and_leave_room_for_the_projects():
+    """startproject's stack makes 13 hook crossings, each its own cause, and each more
+    overhead than any one of the project's: the list was five of them ("The same change as
+    1"), the ten ``aget`` a request made nowhere. They are one change (docs/causes.md),
+    ranked by their overhead summed; the project's own causes follow."""
+    hooks = [site(name, overhead_ms=0.2, ms=0.3) for name in STARTPROJECT_HOOKS]
+    mine = [
+        site("QuerySet.aget", "orm", count=10, ms=1.5, overhead_ms=1.0,
+             call_site="shop/views.py:24 in one_by_one"),
+        site("shop.middleware.Timing.process_request", overhead_ms=0.15, ms=0.2),
+    ]  # fmt: skip
+    busy = dict(FLAT, hops=25, overhead_ms=3.6, hop_ms=5.6, sites=hooks + mine)
+    doc = document([request("/one-by-one/", **busy)] * 4 + [request("/hello/", **FLAT)])
+    first, *rest = doc["fixable"]
+    assert first["site"] == "Django's own middleware hooks" and first["hooks"] == 13
+    assert sorted(first["sites"]) == sorted(STARTPROJECT_HOOKS)
+    assert first["advice"]["key"] == "middleware-hook"
+    # /hello/'s line adds SessionMiddleware's 15 crossings (3 ms); requests: the
+    # most-listed hook's (SessionMiddleware.process_request: all 5), the per-request figure
+    # over them
+    assert (first["count"], first["overhead_ms"], first["requests"]) == (67, 13.4, 5)
+    assert first["overhead_per_request"] == 2.68
+    assert [(cause["site"], cause["advice"]["key"]) for cause in rest] == [
+        ("QuerySet.aget", "orm"),
+        ("shop.middleware.Timing.process_request", "middleware-own-hook"),
+    ]
+    # SESSION in FLAT's lines, from "django.": summed in, not a second item
+    assert SESSION in first["sites"] and first["endpoints"] == 2
+    text = render.render_to_string(doc, "text")
+    assert (
+        "1. Django's own middleware hooks (middleware, 13 hooks: SessionMiddleware.process_request,"
+        in " ".join(text.split())
+    )
+    assert "The same change as 1." not in text

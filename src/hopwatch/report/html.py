@@ -29,6 +29,7 @@ from typing import IO, Any, Final
 
 from hopwatch.report import render, svg
 from hopwatch.report import text as fmt
+from hopwatch.report.aggregate import SiteKey
 from hopwatch.report.markup import esc, script_json
 from hopwatch.report.picture import (
     HOP_BIN_EDGES,
@@ -48,6 +49,7 @@ from hopwatch.report.picture import (
     groups_by,
     row_group,
 )
+from hopwatch.report.rank import DJANGO_HOOKS
 from hopwatch.report.rank import fixable as _fixable
 from hopwatch.report.table import cause_labels
 from hopwatch.report.timeline import layout
@@ -339,14 +341,48 @@ _CAUSE_HEADERS: Final = [
 ]  # fmt: skip
 
 
+def _django_hooks_as_one(
+    fixable: list[tuple[SiteKey, list[float]]], measured: bool
+) -> tuple[list[tuple[SiteKey, list[float]]], dict[SiteKey, list[str]]]:
+    """Django's own middleware hooks as one cause, as "what to change first" lists them
+    (``rank.DJANGO_HOOKS``): crossings, time and overhead summed, requests the most-listed
+    hook's, ranked among the others in the same order; and that cause's key -> its hooks'
+    sites, most overhead first."""
+    from hopwatch._advice import MIDDLEWARE_HOOK, advice_for
+
+    hooks = [
+        item
+        for item in fixable
+        if advice_for(item[0][1], item[0][0], item[0][2]) is MIDDLEWARE_HOOK
+    ]
+    if not hooks:
+        return fixable, {}
+    summed = [0.0] * len(hooks[0][1])
+    for _key, entry in hooks:
+        for index, value in enumerate(entry):
+            if index in (K_REQUESTS, K_MEASURED):
+                summed[index] = max(summed[index], value)
+            else:
+                summed[index] += value
+    first = hooks[0][0]
+    key: SiteKey = (DJANGO_HOOKS, first[1], first[2], None)
+    rest = [item for item in fixable if item not in hooks] + [(key, summed)]
+    rest.sort(key=cause_order)
+    if not measured:
+        rest.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
+    return rest, {key: [hook_key[0] for hook_key, _entry in hooks]}
+
+
 def _causes_section(picture: Picture) -> str:
-    from hopwatch._advice import advice_for  # asgiref, never Django
+    from hopwatch._advice import MIDDLEWARE_HOOK, advice_for  # asgiref, never Django
 
     ranked = sorted(picture.causes.items(), key=cause_order)
     measured = any(entry[K_MEASURED] for _key, entry in ranked)
     if not measured:  # lines from before sites[].overhead_ms: by time in crossings
         ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
-    fixable = [item for item in ranked if unfixable(item[0][1], item[0][0]) is None]
+    fixable, grouped = _django_hooks_as_one(
+        [item for item in ranked if unfixable(item[0][1], item[0][0]) is None], measured
+    )
     rows = []
     # each piece of advice once, below the table: the causes it is for, their overhead
     advice_for_causes: dict[str, tuple[Any, dict[str, None], list[float]]] = {}
@@ -358,10 +394,15 @@ def _causes_section(picture: Picture) -> str:
         total = entry[K_OVERHEAD] if entry[K_MEASURED] else None
         name = fmt.short_site(site, call_site)
         advice = advice_for(kind, site, direction)
+        hooks = grouped.get((site, kind, direction, call_site))
+        if hooks is not None:  # Django's own middleware hooks, one row (rank.DJANGO_HOOKS)
+            advice = MIDDLEWARE_HOOK
         _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
         names[name] = None
         overhead[0] += total or 0.0
         full = f"{site} ({direction})" + (f" at {call_site}" if call_site else "")
+        if hooks is not None:
+            full = f"{len(hooks)} hooks: " + ", ".join(hooks)
         rows.append(
             [
                 (str(rank), str(rank), "n"),

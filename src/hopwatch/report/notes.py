@@ -148,6 +148,11 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
         kind = fmt.clean(cause["kind"])
         if places.count((cause["site"], cause["call_site"])) > 1:
             kind += f", {fmt.clean(cause['direction'])}"
+        hooks = cause.get("sites")
+        if hooks:  # Django's own middleware hooks as one item: how many, the first by name
+            named = ", ".join(fmt.clean(fmt.short_site(hook, None)) for hook in hooks[:3])
+            more = cause["hooks"] - 3
+            kind += f", {cause['hooks']} hooks: {named}{f' and {more} more' if more > 0 else ''}"
         lines += wrap(f"  {number}. {name} ({kind}{call}): {cost}{where}", width, "     ")
         advice = cause["advice"]
         first = said.setdefault(advice["key"], number)

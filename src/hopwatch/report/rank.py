@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hopwatch._advice import advice_for
+from hopwatch._advice import MIDDLEWARE_HOOK, advice_for
 from hopwatch.report import threads
 from hopwatch.report.aggregate import (
     A_DURATION,
@@ -72,6 +72,12 @@ PINNED_BY_LISTED: Final = 3
 ENDPOINTS_PER_SITE: Final = 3
 #: Causes listed under the table as what to change first.
 FIXABLE_LISTED: Final = 5
+#: The one what-to-change-first item that stands for every hook of Django's own middleware
+#: (the same change removes any of them: docs/causes.md); one item per hook (13 with
+#: startproject's stack) crowded the project's own causes out of the list.
+DJANGO_HOOKS: Final = "Django's own middleware hooks"
+#: Hooks named in that item (``sites``); it counts them all.
+DJANGO_HOOKS_NAMED: Final = 64
 
 NO_VIEW_LABEL: Final = "(no view)"
 OVERFLOW_LABEL: Final = "(other endpoints)"
@@ -564,16 +570,56 @@ def fixable_causes(
     traffic (by hop time when no line carries overhead), with the advice for each."""
     sites, _other, _left, total_ms, total_overhead = _sites_across(partial, endpoints)
     found = []
+    hooks: list[tuple[SiteKey, list[float], list[Any]]] = []
     for key, (entry, endpoints_of) in sites.items():
-        site, kind, _direction, _call_site = key
+        site, kind, direction, _call_site = key
         if not fixable(kind, site):
+            continue
+        if advice_for(kind, site, direction) is MIDDLEWARE_HOOK:
+            hooks.append((key, entry, endpoints_of))  # Django's own: one item for them all
             continue
         cause = _cause(key, entry, total_ms, total_overhead)
         cause["endpoints"] = len(endpoints_of)
         cause["advice"] = _advice_dict(key, summary=True)
         found.append((entry[S_OVERHEAD], entry[S_MS], site, cause))
+    if hooks:
+        cause = _django_hooks(hooks, total_ms, total_overhead)
+        found.append((cause["_overhead"], cause["_ms"], DJANGO_HOOKS, cause))
+        del cause["_overhead"], cause["_ms"]
     found.sort(key=lambda item: (-item[0], -item[1], item[2], str(item[3]["call_site"])))
     return [cause for *_key, cause in found[:limit]]
+
+
+def _django_hooks(
+    hooks: list[tuple[SiteKey, list[float], list[Any]]], total_ms: float, total_overhead: float
+) -> Row:
+    """Django's own middleware hooks as one cause: their crossings, time and overhead
+    summed; ``requests`` (and the per-request figures) over the requests that listed the
+    most-listed hook, those every request passes; ``sites``, each hook, most overhead
+    first; ``endpoints``, the endpoints that listed any."""
+    summed = [0.0] * SITE_FIELDS
+    for _key, entry, _endpoints in hooks:
+        for index in range(SITE_FIELDS):
+            if index in (S_REQUESTS, S_OVH_REQUESTS):
+                summed[index] = max(summed[index], entry[index])
+            else:
+                summed[index] += entry[index]
+    hooks.sort(key=lambda hook: (-hook[1][S_OVERHEAD], -hook[1][S_MS], hook[0][0]))
+    first = hooks[0][0]
+    cause = _cause((DJANGO_HOOKS, first[1], first[2], None), summed, total_ms, total_overhead)
+    cause["sites"] = [key[0] for key, _entry, _endpoints in hooks[:DJANGO_HOOKS_NAMED]]
+    cause["hooks"] = len(hooks)
+    cause["endpoints"] = len(
+        {id(identity) for _key, _entry, endpoints in hooks for _value, identity in endpoints}
+    )
+    cause["advice"] = {
+        "key": MIDDLEWARE_HOOK.key,
+        "title": MIDDLEWARE_HOOK.title,
+        "fixable": True,
+        "summary": MIDDLEWARE_HOOK.summary,
+    }
+    cause["_overhead"], cause["_ms"] = summed[S_OVERHEAD], summed[S_MS]
+    return cause
 
 
 def _summary_hop_tax(partial: Partial, hop_tax_us: float | None) -> Row | None:
