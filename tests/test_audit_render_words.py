@@ -141,3 +141,11 @@ def test_the_sync_only_explanation_says_making_it_capable_is_a_trade():
     (explained,) = [line for line in text.splitlines() if line.startswith("[B] ")]
     assert "Make it sync and async capable" not in explained
     assert "frees the thread" in explained and "a trade, not a saving" in explained
+
+
+def test_the_how_to_code_fits_80_columns():
+    """The pattern the audit prints (indented by four) had an 84-character line, which
+    an 80-column terminal wrapped mid-comment."""
+    from hopwatch.audit.render import PATTERN
+
+    assert max(len("    " + line) for line in PATTERN.splitlines()) <= 80

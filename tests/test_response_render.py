@@ -104,7 +104,7 @@ def test_the_audit_reads_an_async_view_whose_response_overrides_render_as_async(
 
 def test_what_the_report_says_of_an_overriding_render():
     """The report's advice for kind response; unlike close, the project's to save
-    (render inside the view's own sync_to_async block)."""
+    (return a plain HttpResponse: rendering the template response early saves nothing)."""
     for site in ("RenderingResponse.render", "TemplateResponse.render"):
         assert advice_for("response", site, "sync_to_async") is RESPONSE
         assert fixable("response", site)

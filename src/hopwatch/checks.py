@@ -296,8 +296,9 @@ def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[C
         hint = (
             f"Make {name} sync and async capable: set sync_capable = async_capable = True, call"
             " markcoroutinefunction(self) in __init__ when get_response is a coroutine function,"
-            " and add an async __acall__ (see hopwatch's docs/audit.md). If it is third-party,"
-            " upgrade it or ask its maintainers."
+            " and add an async __acall__ (see hopwatch's docs/audit.md). That frees the thread,"
+            " but each MiddlewareMixin hook above it then hops on its own: a trade, not always a"
+            " saving. If it is third-party, upgrade it or ask its maintainers."
         )
         if deliberate:
             hint += (

@@ -396,3 +396,10 @@ def test_djangos_own_middleware_hooks_are_one_item_and_leave_room_for_the_projec
         in " ".join(text.split())
     )
     assert "The same change as 1." not in text
+
+
+def test_one_new_event_loop_is_singular():
+    """``--endpoint`` said "1 new event loops"."""
+    for loops, words in ((1, "1 new event loop ("), (2, "2 new event loops (")):
+        doc = document([request("/a/", new_loops=loops)], endpoint="GET /a/")
+        assert words in render.render_to_string(doc, "text")

@@ -85,7 +85,7 @@ class MyMiddleware:
         return response
 
     async def __acall__(self, request):
-        # before the view: no blocking calls here (use the async ORM/cache APIs)
+        # before the view: no blocking calls (use the async ORM/cache APIs)
         response = await self.get_response(request)
         # after the view
         return response

@@ -208,10 +208,11 @@ def endpoint_lines(row: Row, width: int | None) -> list[str]:
             f"  at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
             f" {fmt.ms(tax['mean'])} ms per request"
         )
-    if row["new_loops"]["total"]:
+    new_loops = row["new_loops"]["total"]
+    if new_loops:
         lines.append(
-            f"  {fmt.count(row['new_loops']['total'])} new event loops (async_to_sync with no"
-            " loop to go to: the cold path)"
+            f"  {fmt.count(new_loops)} new event loop{'' if new_loops == 1 else 's'}"
+            " (async_to_sync with no loop to go to: the cold path)"
         )
     return [part for line in lines for part in wrap(line, width, "    ")]
 
