@@ -23,7 +23,7 @@ from django.core.handlers import asgi as handlers_asgi
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
-from hopwatch import _django, _django_scope, _errors
+from hopwatch import _django, _django_scope, _errors, _hotpath
 from hopwatch._recorder import (
     RequestContext,
     add_sink,
@@ -329,3 +329,36 @@ def test_a_hand_over_django_does_not_take_is_reported_once_and_not_used_again(mo
     finally:
         _errors.take_unreported()  # not for the next test's line
         _django_scope.on_request_context = True
+
+
+@pytest.mark.skipif(
+    _hotpath.IMPLEMENTATION != "c",
+    reason="the pure-Python path's handler is an async def around Django's (docs/how-it-works.md)",
+)
+def test_the_handlers_coroutine_behaves_as_djangos_before_it_starts(recwarn):
+    """The C path's ``ASGIHandler.__call__`` gives back hopwatch's awaitable around
+    Django's coroutine. It could not be weakly referenced, and closing it before it
+    started left Django's coroutine unclosed ("coroutine 'ASGIHandler.__call__' was
+    never awaited"), which the app's own close() never causes."""
+    import gc
+    import warnings
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        raise AssertionError(message)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        handler = ASGIHandler()
+        closed = handler(asgi_scope("/async/"), receive, send)
+        assert weakref.ref(closed)() is closed
+        assert closed.__qualname__ == "ASGIHandler.__call__"
+        closed.close()
+        thrown = handler(asgi_scope("/async/"), receive, send)
+        with pytest.raises(ValueError, match="before it started"):
+            thrown.throw(ValueError("before it started"))
+        del closed, thrown
+        gc.collect()
+    assert [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)] == []

@@ -4167,6 +4167,7 @@ typedef struct {
     PyObject *a;
     PyObject *b;
     PyObject *start;
+    PyObject *weakreflist; /* the coroutine it stands for can be weakly referenced */
     int state;
 } ThenObject;
 
@@ -4295,18 +4296,26 @@ Then_close(ThenObject *t, PyObject *unused)
     if (t->inner == NULL || t->state == ST_DONE) {
         Py_RETURN_NONE;
     }
-    if (t->state == ST_FRESH) {
-        /* As a coroutine that never started: the awaitable is left alone. */
+    int fresh = t->state == ST_FRESH;
+    if (fresh) {
+        /* Never started: no start, no fn; but the awaitable is closed, as the
+         * caller's close() would have closed it without hopwatch (left alone,
+         * Django's coroutine said "never awaited"). */
         t->state = ST_DONE;
-        Py_RETURN_NONE;
     }
     PyObject *close = PyObject_GetAttr(t->inner, s_close);
     if (close == NULL) {
+        if (fresh && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear(); /* an iterator with no close(): nothing to close */
+            Py_RETURN_NONE;
+        }
         return NULL;
     }
     PyObject *res = PyObject_CallNoArgs(close);
     Py_DECREF(close);
-    then_end(t, NULL);
+    if (!fresh) {
+        then_end(t, NULL);
+    }
     return res;
 }
 
@@ -4378,6 +4387,9 @@ Then_dealloc(ThenObject *t)
         return; /* resurrected */
     }
     PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)t);
+    }
     Then_clear(t);
     PyObject_GC_Del(t);
 }
@@ -4400,6 +4412,7 @@ static PyTypeObject ThenType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "An awaitable, then hopwatch's callback (everything else is the awaitable's).",
     .tp_dealloc = (destructor)Then_dealloc,
+    .tp_weaklistoffset = offsetof(ThenObject, weakreflist),
     .tp_traverse = (traverseproc)Then_traverse,
     .tp_clear = (inquiry)Then_clear,
     .tp_finalize = (destructor)Then_finalize,
@@ -4445,6 +4458,7 @@ py_then(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     t->a = Py_NewRef(args[2]);
     t->b = Py_NewRef(args[3]);
     t->start = (nargs == 5 && args[4] != Py_None) ? Py_NewRef(args[4]) : NULL;
+    t->weakreflist = NULL;
     t->state = ST_FRESH;
     PyObject_GC_Track(t);
     return (PyObject *)t;
