@@ -222,7 +222,7 @@ def _summary_lines(audit: Audit) -> list[str]:
     tax = audit.hop_tax
     if tax is not None:
         lines.append(
-            f"hop tax on this host (median of {tax.samples}"
+            f"hop tax on this host (10th percentile of {tax.samples}"
             f"{', hopwatch instrumentation on' if tax.instrumented else ''}):"
             f" sync_to_async {_us(tax.sync_to_async_us)},"
             f" async_to_sync {_us(tax.async_to_sync_us)} onto a running loop,"
