@@ -35,6 +35,7 @@ from hopwatch._advice import (
     code_spans,
 )
 from tests.helpers import asgi_request, capture, causes
+from tests.settings import DEFAULT_MIDDLEWARE
 
 CAUSES_MD = Path(__file__).resolve().parent.parent / "docs" / "causes.md"
 IN_SHORT = "**In short:** "
@@ -162,15 +163,8 @@ def test_code_spans():
 # What each piece of advice says, against what Django does. Each test failed against
 # the advice it replaced (the probe applied that advice on Django 5.2 and 6.1).
 
-STARTPROJECT = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
+#: startproject's MIDDLEWARE (the suite's, without hopwatch's).
+STARTPROJECT = [path for path in DEFAULT_MIDDLEWARE if not path.startswith("hopwatch.")]
 HERE = __name__
 
 
@@ -209,16 +203,8 @@ class SyncXFrameOptions(XFrameOptionsMiddleware):
     async_capable = False
 
 
-class SyncOnly:
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
-
-
 class SyncOnlyMadeCapable:
-    """``SyncOnly`` rewritten with the docs' pattern."""
+    """``SyncOnlyMiddleware`` rewritten with the docs' pattern."""
 
     sync_capable = True
     async_capable = True
@@ -318,7 +304,7 @@ def test_making_a_sync_only_middleware_capable_is_a_trade_as_the_advice_says():
     sync: 5 crossings per async-view request. Made sync and async capable (the docs'
     pattern) each hook hops again: 15, with no thread held (measured the same under
     uvicorn: 5 -> 15 hops, 1.19 -> 3.43 ms of overhead). The advice called it a fix."""
-    before = _audited([*STARTPROJECT, f"{HERE}.SyncOnly"])
+    before = _audited([*STARTPROJECT, "tests.testapp.middleware.SyncOnlyMiddleware"])
     after = _audited([*STARTPROJECT, f"{HERE}.SyncOnlyMadeCapable"])
     assert (before.predicted("asgi", "async_view"), after.predicted("asgi", "async_view")) == (
         5,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-from asgiref.sync import markcoroutinefunction
 from django.test import override_settings
 from django.utils.deprecation import MiddlewareMixin
 
@@ -96,24 +95,13 @@ class Hooked(MiddlewareMixin):
         return None
 
 
-class AsyncOnly:
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        markcoroutinefunction(self)
-
-    async def __call__(self, request):
-        return await self.get_response(request)
-
 
 def test_wsgi_for_sync_views_says_what_they_cost_there_and_is_a_trade_when_dearer():
     """An async-only middleware keeps the chain async under WSGI: a sync view there still
     crosses, the first crossing on a new event loop each request (measured: 14 crossings
     under gunicorn behind startproject's stack). Before: 'a sync view needs no crossing
     there', listed first as a saver while priced as a net cost."""
-    report = audited([SESSION, f"{HERE}.Hooked", f"{HERE}.AsyncOnly"])
+    report = audited([SESSION, f"{HERE}.Hooked", "tests.testapp.middleware.AsyncOnlyMiddleware"])
     assert report.predicted("wsgi", "sync_view") == 5
     assert lead(report)[:4] == [
         "  1. rewrite #2 Hooked natively async (sync and async capable, no MiddlewareMixin"
