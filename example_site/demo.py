@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     say("the example site on 127.0.0.1: uvicorn (ASGI) and wsgiref (WSGI)")
     started = time.monotonic()
     with servers(args.var, env, args.lifetime) as ports:
-        say(f"sending {args.requests} requests to each of {len(ENDPOINTS)} endpoints")
+        say(
+            f"sending {args.requests} requests to each of {len(ENDPOINTS)} endpoints,"
+            f" {args.concurrency} at a time"
+        )
         sent = drive(ports, args.requests, args.concurrency)
     say(f"{sent} requests in {time.monotonic() - started:.1f}s; servers stopped")
     logs = [str(args.var / "asgi.log"), str(args.var / "wsgi.log")]

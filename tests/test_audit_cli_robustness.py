@@ -93,3 +93,26 @@ def test_middleware_that_is_not_a_list_of_dotted_paths_is_one_line_and_status_2(
     assert done.stderr == (
         f"hopwatch audit: error: MIDDLEWARE must be a list or tuple of dotted paths, {expected}\n"
     )
+
+
+@pytest.mark.parametrize("sets_it", [False, True])
+def test_a_settings_module_that_does_not_set_middleware_is_said_so(
+    tmp_path: Path, sets_it: bool
+) -> None:
+    """With split settings, ``--settings mysite.settings`` names the package, whose
+    ``__init__`` sets no MIDDLEWARE: the audit said only "MIDDLEWARE is empty", as if
+    the project had none."""
+    text = 'SECRET_KEY = "x"\n' + ("MIDDLEWARE = []\n" if sets_it else "")
+    (tmp_path / "split_settings.py").write_text(text)
+    done = subprocess.run(
+        [*AUDIT, "--settings", "split_settings", "--pythonpath", str(tmp_path), "--format", "text"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    said = "problem: split_settings does not set MIDDLEWARE, so Django's default (empty) is audited"
+    assert (said in " ".join(done.stdout.split())) is not sets_it

@@ -63,6 +63,14 @@ def audit_settings(
         audit.django_6_2 = preview_django_6_2(
             facts, django_6_2_flag_changes(paths), audit.request_started
         )
+    if middleware is None and not settings.is_overridden("MIDDLEWARE"):
+        # Split settings: `--settings mysite.settings` names the package, whose
+        # __init__ sets nothing (Django's own check passes it silently too).
+        audit.problems.append(
+            f"{audit.settings_module or 'the settings module'} does not set MIDDLEWARE, so"
+            " Django's default (empty) is audited; with split settings, name the module"
+            " that sets it (--settings mysite.settings.production)"
+        )
     return audit
 
 
