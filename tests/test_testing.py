@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import json
 import subprocess
@@ -691,6 +692,58 @@ def test_the_decorator_finds_the_test_module_under_other_decorators(tmp_path, mo
         "Case.test_stacked": 3,
         "Case.test_wrapped": 1,
     }
+
+
+def test_an_inherited_decorated_test_has_an_entry_per_subclass(tmp_path, monkeypatch):
+    """A ``@hop_budget()`` test defined on a mixin was one entry for every subclass
+    (the mixin's qualified name), in the mixin module's file: whichever subclass ran
+    second failed against the first's count, by test order. Each subclass now has its
+    own entry, ``Subclass.test``, beside the subclass's module, as its name says."""
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "budget_mixins.py").write_text(
+        textwrap.dedent("""\
+            from hopwatch.testing import hop_budget
+
+            class DetailMixin:
+                path = None
+
+                @hop_budget()
+                def test_detail(self):
+                    self.client.get(self.path)
+            """)
+    )
+    (tmp_path / "test_budget_pages.py").write_text(
+        textwrap.dedent("""\
+            from django.test import SimpleTestCase, override_settings
+            from budget_mixins import DetailMixin
+            from tests.test_testing import HOPWATCH_ONLY
+
+            @override_settings(MIDDLEWARE=HOPWATCH_ONLY)
+            class AsyncPage(DetailMixin, SimpleTestCase):
+                path = "/async/"
+
+            @override_settings(MIDDLEWARE=HOPWATCH_ONLY)
+            class SyncPage(DetailMixin, SimpleTestCase):
+                path = "/sync/"
+            """)
+    )
+    pages = importlib.import_module("test_budget_pages")
+    try:
+        for order in ((pages.AsyncPage, pages.SyncPage), (pages.SyncPage, pages.AsyncPage)):
+            for case in order:
+                result = _run(case, "test_detail")
+                assert result.wasSuccessful(), result.failures + result.errors
+            monkeypatch.setenv(testing.BUDGETS_ENV, "0")  # the second order: compare only
+    finally:
+        for module in ("test_budget_pages", "budget_mixins"):
+            sys.modules.pop(module, None)
+    entries = _entries(tmp_path / "test_budget_pages.hops.json")
+    assert {name: entry["hops"] for name, entry in entries.items()} == {
+        "AsyncPage.test_detail": 1,  # the async view through the sync Client
+        "SyncPage.test_detail": 0,
+    }
+    assert not (tmp_path / "budget_mixins.hops.json").exists()
 
 
 def test_concurrent_writers_keep_every_entry(budgets):

@@ -460,15 +460,18 @@ class HopAssertion(_CheckedBlock):
         raise AssertionError(f"{head}:\n{listing}" if listing else f"{head}.")
 
     def __call__(self, func: F) -> F:
-        return _decorate(func, self._fresh)
+        return _decorate(func, lambda _args: self._fresh())
 
     def __repr__(self) -> str:
         name = "assert_hops" if self.exact else "assert_max_hops"
         return f"<{name}({self.n}) {self._counter().describe()}>"
 
 
-def _decorate(func: F, make: Callable[[], contextlib.AbstractContextManager[Any]]) -> F:
-    """Wrap ``func`` so each call runs in a fresh ``make()`` block; keeps it async if it was."""
+def _decorate(
+    func: F, make: Callable[[tuple[Any, ...]], contextlib.AbstractContextManager[Any]]
+) -> F:
+    """Wrap ``func`` so each call runs in a fresh ``make(args)`` block (``args``: the
+    call's positional arguments, a method's instance first); keeps it async if it was."""
     if isinstance(func, type):
         raise TypeError("decorate test functions or methods, not classes")
     if iscoroutinefunction(func):
@@ -476,7 +479,7 @@ def _decorate(func: F, make: Callable[[], contextlib.AbstractContextManager[Any]
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
-            with make():
+            with make(args):
                 return await func(*args, **kwargs)
 
         return cast(F, async_wrapper)
@@ -484,7 +487,7 @@ def _decorate(func: F, make: Callable[[], contextlib.AbstractContextManager[Any]
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        with make():
+        with make(args):
             return func(*args, **kwargs)
 
     return cast(F, wrapper)
@@ -724,17 +727,44 @@ class HopBudget(_CheckedBlock):
         path = self.path or budget_path_for(code.co_filename if code else self._caller)
         if self.name:
             name = self.name
-            return _decorate(func, lambda: HopBudget(name, path, self._caller))
+            return _decorate(func, lambda _args: HopBudget(name, path, self._caller))
         qualname = getattr(test, "__qualname__", None) or repr(func)
-        # Each parameter of a parametrized pytest test has its own entry, read
-        # as the test is called: ``test_list[de]``. Without parameters (Django
-        # test cases, plain tests) the entry is the qualified name alone.
-        return _decorate(
-            func, lambda: HopBudget(qualname + _pytest_parameters(), path, self._caller)
-        )
+
+        def make(args: tuple[Any, ...]) -> HopBudget:
+            # Each parameter of a parametrized pytest test has its own entry, read
+            # as the test is called: ``test_list[de]``. Without parameters (Django
+            # test cases, plain tests) the entry is the qualified name alone: the
+            # class the test runs in, not the one that defines it, so that each
+            # subclass of a mixin has its own entry, in the file beside its module.
+            owner = _running_class(args, test)
+            if owner is None:
+                return HopBudget(qualname + _pytest_parameters(), path, self._caller)
+            where = self.path or _module_budget_path(owner) or path
+            name = f"{owner.__qualname__}.{test.__name__}{_pytest_parameters()}"
+            return HopBudget(name, where, self._caller)
+
+        return _decorate(func, make)
 
     def __repr__(self) -> str:
         return f"<hop_budget {self.name or '(test name)'} in {self.path or '(default file)'}>"
+
+
+def _running_class(args: tuple[Any, ...], test: Any) -> type | None:
+    """The class of the instance a test method runs on (``args[0]``), when that
+    instance's class resolves the test's name to this very test (defined there or
+    inherited from a mixin or base class); else None (a plain function)."""
+    if not args or "." not in getattr(test, "__qualname__", ""):
+        return None
+    owner = type(args[0])
+    found = getattr(owner, getattr(test, "__name__", ""), None)
+    return owner if found is not None and inspect.unwrap(found) is test else None
+
+
+def _module_budget_path(owner: type) -> Path | None:
+    """The budget file beside the module that defines ``owner``."""
+    module = sys.modules.get(owner.__module__)
+    file = getattr(module, "__file__", None)
+    return budget_path_for(file) if file else None
 
 
 def hop_budget(name: str | None = None, *, path: str | os.PathLike[str] | None = None) -> HopBudget:
