@@ -41,7 +41,7 @@ from hopwatch._recorder import (
     open_request,
     value_outside,
 )
-from hopwatch.conf import hopwatch_settings, request_id_meta_key
+from hopwatch.conf import hopwatch_settings, meta_key, request_id_meta_key
 
 INTERFACE_ASGI = "asgi"
 INTERFACE_WSGI = "wsgi"
@@ -103,7 +103,7 @@ def _meta_key_of(name: Any) -> str:
         return ""
     if text in ("content-length", "content-type"):
         return text.upper().replace("-", "_")
-    return "HTTP_" + text.upper().replace("-", "_")
+    return meta_key(text)
 
 
 #: An async handler's request begins: its record, opened in the handler's context
