@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import SyncToAsync, markcoroutinefunction
 from django.contrib.auth.models import User
 from django.core.exceptions import SynchronousOnlyOperation
 from django.core.handlers.base import BaseHandler
@@ -203,25 +203,17 @@ class SyncXFrameOptions(XFrameOptionsMiddleware):
     async_capable = False
 
 
-class SyncOnlyMadeCapable:
-    """``SyncOnlyMiddleware`` rewritten with the docs' pattern."""
+def _the_printed_pattern() -> type:
+    """The sync and async capable middleware exactly as ``hopwatch audit`` prints it."""
+    from hopwatch.audit.render import PATTERN
 
-    sync_capable = True
-    async_capable = True
+    namespace: dict = {"__name__": __name__}  # the class's module: this one
+    exec(PATTERN, namespace)
+    return namespace["MyMiddleware"]
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
-    def __call__(self, request):
-        if self.async_mode:
-            return self.__acall__(request)
-        return self.get_response(request)
-
-    async def __acall__(self, request):
-        return await self.get_response(request)
+#: ``SyncOnlyMiddleware`` rewritten with the pattern the audit prints.
+SyncOnlyMadeCapable = _the_printed_pattern()
 
 
 def _prose(text: str) -> str:

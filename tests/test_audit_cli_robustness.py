@@ -80,18 +80,25 @@ def test_middleware_that_is_not_a_list_of_dotted_paths_is_one_line_and_status_2(
     tmp_path: Path, middleware: str, expected: str
 ) -> None:
     (tmp_path / "odd_settings.py").write_text(f'SECRET_KEY = "x"\nMIDDLEWARE = {middleware}\n')
-    done = subprocess.run(
-        [*AUDIT, "--settings", "odd_settings", "--pythonpath", str(tmp_path)],
+    done = _audit_settings(tmp_path, "odd_settings")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"hopwatch audit: error: MIDDLEWARE must be a list or tuple of dotted paths, {expected}\n"
+    )
+
+
+def _audit_settings(
+    tmp_path: Path, module: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``hopwatch audit`` on the settings module ``module`` written in ``tmp_path``."""
+    return subprocess.run(
+        [*AUDIT, "--settings", module, "--pythonpath", str(tmp_path), *options],
         cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-    )
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        f"hopwatch audit: error: MIDDLEWARE must be a list or tuple of dotted paths, {expected}\n"
     )
 
 
@@ -104,15 +111,7 @@ def test_a_settings_module_that_does_not_set_middleware_is_said_so(
     the project had none."""
     text = 'SECRET_KEY = "x"\n' + ("MIDDLEWARE = []\n" if sets_it else "")
     (tmp_path / "split_settings.py").write_text(text)
-    done = subprocess.run(
-        [*AUDIT, "--settings", "split_settings", "--pythonpath", str(tmp_path), "--format", "text"],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _audit_settings(tmp_path, "split_settings", "--format", "text")
     assert done.returncode == 0, done.stderr
     said = "problem: split_settings does not set MIDDLEWARE, so Django's default (empty) is audited"
     assert (said in " ".join(done.stdout.split())) is not sets_it
