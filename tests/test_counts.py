@@ -167,6 +167,30 @@ def test_under_wsgi_the_top_of_the_chain_blames_the_async_only_middleware(db):
     assert sites(record) == {("middleware", async_only): 2}
 
 
+@pytest.mark.parametrize("async_only_first", [True, False], ids=["above", "below"])
+def test_the_middleware_out_of_the_handlers_mode_is_blamed_not_its_neighbour(
+    db, async_only_first
+):
+    """A sync-only and an async-only middleware side by side: under WSGI the chain is
+    sync, so both crossings are the async-only one's; under ASGI they are the sync-only
+    one's, in either order. (Under WSGI they were blamed on the sync-only middleware,
+    which runs in the handler's own mode there.)"""
+    async_only = "tests.testapp.middleware.AsyncOnlyMiddleware"
+    pair = [async_only, SYNC_ONLY] if async_only_first else [SYNC_ONLY, async_only]
+    with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, *pair]), capture() as records:
+        assert wsgi_request("/sync/")[0].startswith("200")
+        assert Client().get("/sync/").status_code == 200
+    for record in records:
+        assert (len(record), record.sync_to_async, record.async_to_sync, record.new_loops) == (
+            2, 1, 1, 1,
+        )  # fmt: skip
+        assert sites(record) == {("middleware", async_only): 2}
+    assert len(records) == 2
+    with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, *pair]), capture() as records:
+        asgi_request("/async/")
+    assert sites(one(records)) == {**OUTSIDE_CHAIN, ("middleware", SYNC_ONLY): 2}
+
+
 def test_async_capable_rewrite_costs_nothing():
     with override_settings(MIDDLEWARE=[*HOPWATCH_ONLY, ASYNC_CAPABLE]), capture() as records:
         asgi_request("/async/")

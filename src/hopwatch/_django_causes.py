@@ -403,27 +403,57 @@ def _async_only_below(middleware: Any) -> Any:
     return first_async_function
 
 
-def _adaptation_cause(method: Any, name: str | None, adapter: Any) -> Cause:
+#: Django's handlers, by module and class, and the mode each loads its chain in
+#: (``load_middleware(is_async=...)``). Looked up in ``sys.modules``: the test
+#: client's module is never imported for this.
+_HANDLER_MODES: tuple[tuple[str, str, bool], ...] = (
+    ("django.core.handlers.asgi", "ASGIHandler", True),
+    ("django.test.client", "AsyncClientHandler", True),
+    ("django.core.handlers.wsgi", "WSGIHandler", False),
+    ("django.test.client", "ClientHandler", False),
+)
+
+
+def _handler_is_async(handler: Any) -> bool | None:
+    """Whether ``handler`` (the ``BaseHandler`` loading its middleware) runs its chain
+    async: True for Django's ASGI handlers, False for its WSGI ones, None for others."""
+    for module_name, class_name, is_async in _HANDLER_MODES:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if cls is not None and isinstance(handler, cls):
+            return is_async
+    return None
+
+
+def _adaptation_cause(
+    method: Any, name: str | None, adapter: Any, handler_is_async: bool | None = None
+) -> Cause:
     """The middleware to blame for an adapter ``adapt_method_mode`` made.
 
-    ``name`` is Django's ``"middleware <path>"`` for the middleware being
-    loaded when the handler below it needed adapting. When that middleware is
-    sync-only, Django wraps the async handler below in ``async_to_sync`` and the
-    name is right. When the handler below is sync (``sync_to_async``), the
-    reason is the first sync-only middleware in that handler's chain (an
-    async-capable middleware above it also runs sync): blame that one. The top
-    of the chain, adapted without a name: to ``async_to_sync`` under WSGI, the
-    reason is the first async-only middleware below (``_async_only_below``).
+    The middleware out of the handler's mode is the reason: a sync-only one
+    under an async handler (ASGI), an async-only one under a sync handler
+    (WSGI). ``name`` is Django's ``"middleware <path>"`` for the middleware
+    being loaded when the handler below it needed adapting; the adapter is
+    ``sync_to_async`` when the handler below is sync, ``async_to_sync`` when it
+    is async. When the chain below is the one in the other mode (sync below an
+    async handler, async below a sync one), blame the first middleware below
+    that is the reason (``_sync_only_below`` / ``_async_only_below``: a
+    middleware that can run both ways runs in its neighbour's mode); otherwise
+    the middleware being loaded is out of mode: blame it. The top of the
+    chain is adapted without a name. For a handler that is none of Django's
+    (``handler_is_async`` None), the usual reading of each case: ``sync_to_async``
+    and a named ``async_to_sync`` as under ASGI, the top's ``async_to_sync`` as
+    under WSGI.
     """
     if type(method) is MethodType:  # process_view / process_template_response / ...
         return _hook_cause(method)
     below = _unwrap_handler(method)
-    if isinstance(adapter, SyncToAsync):
-        culprit = _sync_only_below(below)
-        if culprit is not None:
-            return intern_cause("middleware", middleware_site(culprit))
-    elif not name and isinstance(adapter, AsyncToSync):
-        culprit = _async_only_below(below)
+    into_sync = isinstance(adapter, SyncToAsync)
+    if not into_sync and not isinstance(adapter, AsyncToSync):
+        handler_is_async = None  # an adapter of another kind: blame by name below
+    elif handler_is_async is None:
+        handler_is_async = into_sync or bool(name)
+    if handler_is_async is not None and into_sync == handler_is_async:
+        culprit = _sync_only_below(below) if into_sync else _async_only_below(below)
         if culprit is not None:
             return intern_cause("middleware", middleware_site(culprit))
     if name and name.startswith("middleware "):
@@ -445,7 +475,9 @@ def patched_adapt_method_mode(original: Callable[..., Any]) -> Callable[..., Any
         adapted = original(self, is_async, method, method_is_async, debug, name)
         if adapted is not method:
             try:
-                _causes.tag(adapted, _adaptation_cause(method, name, adapted))
+                _causes.tag(
+                    adapted, _adaptation_cause(method, name, adapted, _handler_is_async(self))
+                )
             except Exception as exc:
                 _errors.report("adapt_method_mode", exc)
         return adapted
