@@ -67,6 +67,8 @@ TEST_REQUIREMENTS = [
     "hypercorn==0.18.0",
     "daphne==4.2.3",
     "granian==2.8.9",
+    # MEASURE_HOP_TAX under gevent's monkey-patching (gunicorn's gevent worker)
+    "gevent==26.9.0",
     "ruff==0.17.6",
     "mypy==1.19.1",
     "rich==15.0.0",  # the rich extra: the terminal tables' tests

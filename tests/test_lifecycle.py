@@ -205,6 +205,80 @@ def test_a_process_that_serves_no_request_never_measures(tmp_path):
     assert "Warning" not in done.stderr, done.stderr
 
 
+_GEVENT = """
+    from gevent import monkey
+
+    monkey.patch_all()  # first, as gunicorn's gevent worker does
+
+    import collections, json, sys, urllib.error, urllib.request
+    import django
+    django.setup()
+    import gevent.pool
+    from django.core.wsgi import get_wsgi_application
+    from gevent.pywsgi import WSGIServer
+    import logging
+    from hopwatch import apps
+
+    application = get_wsgi_application()  # django.setup() again: LOGGING again
+    logging.getLogger("hopwatch").addHandler(logging.StreamHandler(sys.stderr))
+    server = WSGIServer(("127.0.0.1", 0), application, log=None)
+    server.start()
+
+    def get(_):
+        try:
+            return urllib.request.urlopen(
+                f"http://127.0.0.1:{server.server_port}/db/", timeout=20
+            ).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    statuses = gevent.pool.Pool(8).map(get, range(200))
+    server.stop(timeout=5)
+    print(json.dumps({"statuses": collections.Counter(statuses), "hop_tax": apps.hop_tax}))
+"""
+
+_GEVENT_URLS = """
+from django.db import connection
+from django.http import HttpResponse
+from django.urls import path
+
+
+def db_view(request):
+    with connection.cursor() as cursor:  # Django refuses it while a loop runs in the thread
+        cursor.execute("SELECT 1")
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("db/", db_view)]
+"""
+
+
+def test_under_gevent_the_hop_tax_is_not_measured_and_no_request_fails(tmp_path):
+    """With threading monkey-patched (gunicorn's gevent worker), the measurement's
+    "thread" was a greenlet in the requests' own OS thread: while its event loop ran,
+    Django refused every request's database call (SynchronousOnlyOperation), 192 of 200
+    requests failed. It now measures nothing there, and says so once."""
+    pytest.importorskip("gevent")
+    out = tmp_path / "lines.log"
+    env = _env(tmp_path, {"MEASURE_HOP_TAX": True, "OUTPUT": str(out)})
+    (tmp_path / "gevent_urls.py").write_text(_GEVENT_URLS)
+    (tmp_path / "gevent_settings.py").write_text(
+        "from lifecycle_settings import *  # noqa: F403\nROOT_URLCONF = 'gevent_urls'\n"
+    )
+    env["DJANGO_SETTINGS_MODULE"] = "gevent_settings"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_GEVENT)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"statuses": {"200": 200}, "hop_tax": None}
+    lines = _lines(out)
+    assert len(lines) == 200 and {line["status"] for line in lines} == {200}
+    assert not any("hop_tax_us" in line for line in lines)
+    assert done.stderr.count("MEASURE_HOP_TAX measures nothing in this process") == 1
+    assert "Error" not in done.stderr, done.stderr[-3000:]
+
+
 _ENDS_MID_MEASUREMENT = """
     import atexit, sys, time
     import django

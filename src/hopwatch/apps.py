@@ -171,12 +171,20 @@ def _start_hop_tax_measurement() -> None:
     # Imported here, not in the thread: a fork while the thread imported a module would
     # leave the child that module's import lock, held for ever.
     import hopwatch._errors
-    import hopwatch.hop_tax  # noqa: F401
+    import hopwatch.hop_tax
 
     with _hop_tax_lock:
         if _hop_tax_started or not _hop_tax_wanted or hop_tax is not None:
             return
         _hop_tax_started = True
+        if hopwatch.hop_tax.threads_are_greenlets():
+            hopwatch._errors.logger.warning(
+                "hopwatch: MEASURE_HOP_TAX measures nothing in this process: threading is"
+                " monkey-patched (gevent or eventlet), and the measurement's event loop"
+                " would run in the requests' own thread. `hopwatch audit` measures the"
+                " price on the host; `hopwatch report --hop-tax US` applies it."
+            )
+            return
         _hop_tax_stop = stop = threading.Event()
         _hop_tax_thread = threading.Thread(
             target=_measure, args=(stop,), name="hopwatch-hop-tax", daemon=True

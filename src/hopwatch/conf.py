@@ -214,8 +214,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         " and uvicorn (also as gunicorn's worker class), which ends its process with the"
         " `SIGTERM` it shut down on, unless your ASGI module calls `hopwatch.flush()` at the"
         " lifespan shutdown; and Hypercorn with several workers, which ends the ones still"
-        " running with `SIGTERM` once the first has exited. See the FAQ, \"How do I make it"
-        " cheaper under load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when"
+        " running with `SIGTERM` once the first has exited; and waitress, which leaves"
+        " `SIGTERM` to its default action. See the FAQ, \"How do I make it cheaper under"
+        " load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when"
         " their records are written.",
     ),
     "LOGGER_NAME": Setting(
@@ -346,7 +347,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         " ends mid-measurement stops it cleanly. `hopwatch audit` always measures it. Workers"
         " that start serving at once on few cores compete for them and read it high (the"
         " report shows the range across processes); `hopwatch audit` on an idle host gives"
-        " the floor.",
+        " the floor. Under gevent or eventlet (threading monkey-patched) nothing is measured, and"
+        " one warning says so: a thread there would share the requests' own.",
     ),
     "PROCESS_LINE_SECONDS": Setting(
         0,

@@ -13,10 +13,12 @@ Nothing here imports Django.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import statistics
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -65,6 +67,19 @@ class HopTax:
 
 class MeasurementStopped(Exception):
     """:func:`measure_hop_tax`'s ``stop`` was set: the measurement ended between two hops."""
+
+
+class GreenThreads(RuntimeError):
+    """``threading`` is monkey-patched (gevent, eventlet): see :func:`threads_are_greenlets`."""
+
+
+def threads_are_greenlets() -> bool:
+    """Whether ``threading`` is monkey-patched (gevent's ``patch_all()``, eventlet's
+    ``monkey_patch()``, gunicorn's gevent worker): a thread started then is a greenlet in
+    the caller's OS thread, so an event loop the measurement ran in it would be running
+    for every request served by that OS thread meanwhile (Django then refuses their sync
+    ORM calls, ``SynchronousOnlyOperation``)."""
+    return not isinstance(_thread.start_new_thread, types.BuiltinFunctionType)
 
 
 def _check(stop: threading.Event | None) -> None:
@@ -198,6 +213,11 @@ def measure_hop_tax(samples: int = DEFAULT_SAMPLES, stop: threading.Event | None
     """
     if samples < 1:
         raise ValueError("samples must be 1 or more")
+    if threads_are_greenlets():
+        raise GreenThreads(
+            "threading is monkey-patched (gevent or eventlet): the hop tax is measured"
+            " in a separate thread, which would be a greenlet in this one"
+        )
     from hopwatch._patch import is_installed
 
     warmup = min(5, samples)
