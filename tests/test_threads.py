@@ -87,6 +87,21 @@ def test_nesting_is_not_concurrency(log_lines):
     assert line["concurrent_ms"] == 0.0
 
 
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_cancelled_crossing_runs_until_its_caller_resumes(log_lines, interface):
+    """A timeout cancels a pool call that sleeps on after it, and ends during the view's
+    next crossing. One at a time: the cancelled code is in no figure after its caller
+    resumed (docs/log-schema.md), so it overlaps neither the view (nested in its
+    async_to_sync under WSGI) nor the next call (it read max_in_flight 2, 3 with both)."""
+    if interface == "asgi":
+        assert asgi_request("/threads/cancelled/").body == b"cancelled"
+    else:
+        assert wsgi_request("/threads/cancelled/")[1] == b"cancelled"
+    line = one_line(log_lines)
+    assert [hop["outcome"] for hop in line["detail"]].count("cancelled") == 1
+    assert line["max_in_flight"] == 1 and line["concurrent_ms"] == 0.0
+
+
 def test_wsgi_runs_thread_sensitive_calls_on_the_request_thread_via_a_cold_loop(log_lines):
     assert wsgi_request("/threads/gather/")[1] == b"1"
     line = one_line(log_lines)

@@ -251,7 +251,8 @@ def running_concurrency(hops: Sequence[Any]) -> tuple[int, int]:
     other (1), five ``thread_sensitive=False`` calls in the default pool run
     side by side (5). While a crossing's code waits on a crossing nested in it
     (from the nested one's call to its return), it does not count, so nesting
-    is not mistaken for concurrency.
+    is not mistaken for concurrency. A cancelled crossing's code counts until its caller
+    resumed: what it did after that is in no figure of the line (docs/log-schema.md).
     """
     children: dict[int, list[Any]] = {}
     for hop in hops:
@@ -261,6 +262,8 @@ def running_concurrency(hops: Sequence[Any]) -> tuple[int, int]:
     events: list[tuple[int, int]] = []
     for hop in hops:
         start, end = hop.started_ns, hop.ended_ns
+        if hop.resumed_ns and hop.resumed_ns < end:  # cancelled: its caller went on
+            end = hop.resumed_ns
         if not start or end <= start:
             continue
         nested = children.get(id(hop))

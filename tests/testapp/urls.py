@@ -35,6 +35,7 @@ urlpatterns = [
     path("cache/", views_django6.cache_view),
     path("aiterator/", views_django6.aiterator_view),
     path("threads/gather/", views_threads.gather_view),
+    path("threads/cancelled/", views_threads.cancelled_view),
     path("threads/gather-pool/", views_threads.gather_pool_view),
     path("threads/own-executor/", views_threads.own_executor_view),
     path("threads/nested/", views_threads.nested_view),

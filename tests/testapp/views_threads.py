@@ -268,3 +268,14 @@ async def own_handler_view(request):
     goes async again (a nested async_to_sync)."""
     await OwnHandlerSyncToAsync(_nap_then_async)()
     return HttpResponse("own handler")
+
+
+async def cancelled_view(request):
+    """One crossing at a time: a timeout cancels a pool call that sleeps on after it,
+    and ends during the next crossing."""
+    try:
+        await asyncio.wait_for(sync_to_async(time.sleep, thread_sensitive=False)(2 * NAP), NAP / 2)
+    except asyncio.TimeoutError:
+        pass
+    await sync_to_async(time.sleep, thread_sensitive=False)(5 * NAP)
+    return HttpResponse("cancelled")
