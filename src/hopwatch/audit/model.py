@@ -224,9 +224,14 @@ def simulate(
         below_async = modes[chain[position + 1]] == ASYNC if position + 1 < len(chain) else is_async
         if (mode == ASYNC) == below_async:
             continue
+        # The recorder blames the middleware out of the handler's mode
+        # (_django_causes._adaptation_cause): under ASGI a sync-only one, under WSGI an
+        # async-only one; this one when it is, else the first below that is.
         if mode == ASYNC:  # sync_to_async of the sync handler below
-            row = _first_not_async_capable(facts, chain, position + 1, as_recorder=False)
-            blamed = _first_not_async_capable(facts, chain, position + 1, as_recorder=True)
+            row = blamed = None
+            if is_async:
+                row = _first_not_async_capable(facts, chain, position + 1, as_recorder=False)
+                blamed = _first_not_async_capable(facts, chain, position + 1, as_recorder=True)
             site = facts[blamed].site_name if blamed is not None else fact.path
             hops.append(
                 PredictedHop(
@@ -239,8 +244,16 @@ def simulate(
             )
         else:  # async_to_sync of the async handler below
             adapter = a2s(encloses_the_rest=True)
+            blamed = None if is_async else _first_async_only(facts, chain[position + 1 :], modes)
+            site = facts[blamed].site_name if blamed is not None else fact.path
             hops.append(
-                PredictedHop("middleware", fact.path, adapter, index, "adaptation (below it)")
+                PredictedHop(
+                    "middleware",
+                    site,
+                    adapter,
+                    index if blamed is None else blamed,
+                    "adaptation (below it)",
+                )
             )
 
     # _get_response(_async): process_view hooks, adapted to the handler's mode.
