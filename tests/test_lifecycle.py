@@ -233,11 +233,13 @@ _GEVENT = """
             return error.code
 
     statuses = gevent.pool.Pool(8).map(get, range(200))
+    urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/async/", timeout=20).read()
     server.stop(timeout=5)
     print(json.dumps({"statuses": collections.Counter(statuses), "hop_tax": apps.hop_tax}))
 """
 
 _GEVENT_URLS = """
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import path
@@ -249,7 +251,13 @@ def db_view(request):
     return HttpResponse("ok")
 
 
-urlpatterns = [path("db/", db_view)]
+async def async_view(request):  # under WSGI: async_to_sync on a new loop, then 3 back
+    for _ in range(3):
+        await sync_to_async(connection.vendor.upper)()
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("db/", db_view), path("async/", async_view)]
 """
 
 
@@ -257,7 +265,8 @@ def test_under_gevent_the_hop_tax_is_not_measured_and_no_request_fails(tmp_path)
     """With threading monkey-patched (gunicorn's gevent worker), the measurement's
     "thread" was a greenlet in the requests' own OS thread: while its event loop ran,
     Django refused every request's database call (SynchronousOnlyOperation), 192 of 200
-    requests failed. It now measures nothing there, and says so once."""
+    requests failed. It now measures nothing there, and says so once. And a greenlet is
+    a thread to the line, as it is to the app."""
     pytest.importorskip("gevent")
     out = tmp_path / "lines.log"
     env = _env(tmp_path, {"MEASURE_HOP_TAX": True, "OUTPUT": str(out)})
@@ -272,9 +281,13 @@ def test_under_gevent_the_hop_tax_is_not_measured_and_no_request_fails(tmp_path)
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == {"statuses": {"200": 200}, "hop_tax": None}
-    lines = _lines(out)
+    *lines, async_line = _lines(out)
     assert len(lines) == 200 and {line["status"] for line in lines} == {200}
-    assert not any("hop_tax_us" in line for line in lines)
+    assert not any("hop_tax_us" in line for line in lines + [async_line])
+    # The threads are greenlets, on both hop paths alike (the C path read the OS
+    # thread's id where the request's was a greenlet's: "context_thread", 3 threads).
+    assert async_line["executors"] == {"caller_thread": 3, "new_loop": 1}
+    assert async_line["threads"] == 2
     assert done.stderr.count("MEASURE_HOP_TAX measures nothing in this process") == 1
     assert "Error" not in done.stderr, done.stderr[-3000:]
 

@@ -569,11 +569,13 @@ def configure(
     awaitable_index: int = -1,
     awaiting: Callable[[Any], Any] | None = None,
     loop_on_adapter: bool = True,
+    get_ident: Callable[[], int] | None = None,
 ) -> None:
-    """Hand the hop path its collaborators (see hopwatch._hotpath)."""
+    """Hand the hop path its collaborators (see hopwatch._hotpath). ``get_ident``: the
+    thread id the recorder reads (``threading.get_ident``, a greenlet's under gevent)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
-    global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter
+    global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter, _get_ident
     if (thread_sensitive_context is None) != (request_context is None):
         raise TypeError(
             "configure: thread_sensitive_context (a ContextVar) and request_context"
@@ -591,6 +593,8 @@ def configure(
     _resolve, _classify_code = resolve, classify_code
     _unscoped, _late, _overflow_cause, _report = unscoped, late, overflow_cause, report
     _cancelled, _get_running_loop, _threadlocal = cancelled, get_running_loop, threadlocal
+    if get_ident is not None:
+        _get_ident = get_ident
 
 
 def set_active(active: bool) -> None:

@@ -29,6 +29,7 @@ from asgiref.sync import AsyncToSync, SyncToAsync
 
 from hopwatch import _causes, _errors, _hotpath, _hotpath_py
 from hopwatch._recorder import OVERFLOW_CAUSE, RequestContext, current_scope, late, unscoped
+from hopwatch._recorder import _get_ident as _recorder_get_ident
 
 __all__ = ["install", "is_installed", "uninstall"]
 
@@ -92,6 +93,7 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         awaitable_index=_AWAITABLE_INDEX,
         awaiting=_hotpath_py._awaiting,
         loop_on_adapter=_LOOP_ON_ADAPTER,
+        get_ident=_recorder_get_ident,
     )
 
 

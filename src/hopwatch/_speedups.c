@@ -499,6 +499,9 @@ static PyObject *g_classify_code;    /* classify_code(code) -> 0 user, 1 library
 static PyObject *g_unscoped;         /* Ledger */
 static PyObject *g_late;             /* Ledger */
 static PyObject *g_report;           /* report(where, exc) */
+/* threading.get_ident as the recorder reads it, when it is not the builtin (gevent's
+ * or eventlet's monkey-patching: a greenlet's id); NULL: the OS thread's, read in C. */
+static PyObject *g_get_ident = NULL;
 static PyObject *g_thread_hook;      /* hook(hop, handler, args, kwargs) or None */
 static PyObject *g_cancelled;        /* asyncio.CancelledError */
 static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
@@ -3338,6 +3341,25 @@ scope_and_hop(PyObject **scope, PyObject **hop)
     return 0;
 }
 
+/* The id of the thread running here, as the recorder and logging read it
+ * (threading.get_ident): the OS thread's, unless threading is monkey-patched. */
+static unsigned long long
+thread_ident(void)
+{
+    if (g_get_ident != NULL) {
+        PyObject *id = PyObject_CallNoArgs(g_get_ident);
+        if (id != NULL) {
+            unsigned long long value = PyLong_AsUnsignedLongLong(id);
+            Py_DECREF(id);
+            if (!PyErr_Occurred()) {
+                return value;
+            }
+        }
+        PyErr_Clear();
+    }
+    return (unsigned long long)PyThread_get_thread_ident();
+}
+
 static PyTypeObject PatchType;
 
 static int
@@ -3685,7 +3707,7 @@ main_start(HopAwaitableObject *a)
             goto fail;
         }
     }
-    hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+    hop->thread_id = thread_ident();
     if (!runs_expected_loop(hop)) {
         PyObject *loop = PyObject_CallNoArgs(g_get_running_loop);
         if (loop == NULL) {
@@ -4751,7 +4773,7 @@ BoundHandler_call(BoundHandlerObject *b, PyObject *const *args, size_t nargsf,
         result = run_thread_hook(b, args, nargs, kwnames);
     }
     else {
-        hop->thread_id = (unsigned long long)PyThread_get_thread_ident();
+        hop->thread_id = thread_ident();
         /* One vectorcall with self in front, without a bound-method object:
          * PY_VECTORCALL_ARGUMENTS_OFFSET lets us borrow the slot before args. */
         PyObject *small[8];
@@ -5060,17 +5082,29 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
                              "request_context", "awaitable_index", "awaiting",
-                             "loop_on_adapter", NULL};
+                             "loop_on_adapter", "get_ident", NULL};
     PyObject *v[13] = {NULL};
     Py_ssize_t awaitable_index = -1;
     PyObject *awaiting = NULL;
     int loop_on_adapter = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOp", kwlist, &v[0], &v[1], &v[2],
-                                     &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
-                                     &v[11], &v[12], &awaitable_index, &awaiting,
-                                     &loop_on_adapter)) {
+    PyObject *get_ident = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOpO", kwlist, &v[0], &v[1],
+                                     &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
+                                     &v[10], &v[11], &v[12], &awaitable_index, &awaiting,
+                                     &loop_on_adapter, &get_ident)) {
         return NULL;
     }
+    if (get_ident == Py_None) {
+        get_ident = NULL;
+    }
+    if (get_ident != NULL && !PyCallable_Check(get_ident)) {
+        PyErr_SetString(PyExc_TypeError, "configure: get_ident must be callable");
+        return NULL;
+    }
+    /* The builtin reads the OS thread's id, as PyThread_get_thread_ident does. */
+    Py_XSETREF(g_get_ident, get_ident != NULL && !PyCFunction_Check(get_ident)
+                                ? Py_NewRef(get_ident)
+                                : NULL);
     if (awaitable_index >= 0 && (awaitable_index < 1 || awaiting == NULL ||
                                  !PyCallable_Check(awaiting))) {
         PyErr_SetString(PyExc_TypeError,
@@ -5665,7 +5699,7 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
         PyObject *name = current ? PyObject_GetAttr(current, s_name) : NULL;
         Py_XDECREF(current);
         if (put_new(fields, s_lr_thread,
-                      PyLong_FromUnsignedLong(PyThread_get_thread_ident())) < 0 ||
+                      PyLong_FromUnsignedLongLong(thread_ident())) < 0 ||
             put_new(fields, s_lr_thread_name, name) < 0) {
             return -1;
         }
