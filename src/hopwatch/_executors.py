@@ -39,7 +39,7 @@ from typing import Any, Final, NamedTuple
 
 from asgiref.sync import SyncToAsync
 
-from hopwatch import _connections
+from hopwatch import _connections, schema
 from hopwatch._recorder import ASYNC_TO_SYNC, RequestRecord
 
 CONTEXT_THREAD: Final = "context_thread"
@@ -64,7 +64,7 @@ KINDS: Final = (
 )
 
 #: Interfaces whose handler runs on the request's own (sync) thread.
-SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
+SYNC_INTERFACES: Final = schema.SYNC_INTERFACES
 
 
 def executor_threads(executor: Any) -> frozenset[int]:

@@ -26,6 +26,8 @@ DIRECTIONS: Final = (SYNC_TO_ASYNC, ASYNC_TO_SYNC)
 #: Kinds of cause, in the order the docs list them.
 KINDS: Final = ("middleware", "view", "orm", "signal", "response", "stream", "exception", "other")
 INTERFACES: Final = ("asgi", "wsgi", "test-client", "test-async-client")
+#: The interfaces whose Django handler runs sync, on the request's own thread.
+SYNC_INTERFACES: Final = frozenset({"wsgi", "test-client"})
 OUTCOMES: Final = ("ok", "error", "cancelled")
 
 
@@ -134,6 +136,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SITE",
     "SITE_NAMES",
+    "SYNC_INTERFACES",
     "SYNC_TO_ASYNC",
     "Field",
 ]
