@@ -24,6 +24,7 @@ from django.utils.deprecation import MiddlewareMixin
 from hopwatch import ASYNC_TO_SYNC, KINDS, SYNC_TO_ASYNC, audit
 from hopwatch._advice import (
     ALL,
+    MIDDLEWARE_ASYNC_ONLY,
     MIDDLEWARE_HOOK,
     MIDDLEWARE_OWN_HOOK,
     MIDDLEWARE_PROCESS_VIEW,
@@ -34,7 +35,8 @@ from hopwatch._advice import (
     advice_for,
     code_spans,
 )
-from tests.helpers import asgi_request, capture, causes
+from hopwatch.schema import SYNC_INTERFACES
+from tests.helpers import asgi_request, capture, causes, sites, wsgi_request
 from tests.settings import DEFAULT_MIDDLEWARE
 
 CAUSES_MD = Path(__file__).resolve().parent.parent / "docs" / "causes.md"
@@ -148,6 +150,19 @@ def test_keys_are_unique_and_summaries_use_no_markup_but_code():
 )
 def test_advice_for_a_cause(kind, site, direction, key):
     assert advice_for(kind, site, direction).key == key
+
+
+@pytest.mark.parametrize("direction", [SYNC_TO_ASYNC, ASYNC_TO_SYNC])
+def test_an_adaptation_under_a_sync_handler_is_an_async_only_middlewares(direction):
+    """Django adapts around the middleware out of its handler's mode: under WSGI or the
+    sync test Client an async-only one, whose fix is a sync path, not async capability.
+    Unknown (or mixed) handlers keep the sync-only advice; a hook's does not change."""
+    site = "shop.middleware.LegacyAuditMiddleware"
+    assert advice_for("middleware", site, direction, sync_handler=True) is MIDDLEWARE_ASYNC_ONLY
+    assert advice_for("middleware", site, direction) is MIDDLEWARE_SYNC_ONLY
+    hook = "django.contrib.sessions.middleware.SessionMiddleware.process_request"
+    assert advice_for("middleware", hook, direction, sync_handler=True) is MIDDLEWARE_HOOK
+    assert {"wsgi", "test-client"} == SYNC_INTERFACES
 
 
 def test_code_spans():
@@ -306,6 +321,52 @@ def test_making_a_sync_only_middleware_capable_is_a_trade_as_the_advice_says():
     summary = _prose(MIDDLEWARE_SYNC_ONLY.summary)
     assert "a trade, not a saving" in summary
     assert "5 hops become 15" in summary
+
+
+ASYNC_ONLY = "tests.testapp.middleware.AsyncOnlyMiddleware"
+
+
+def _wsgi_lines(stack):
+    with (
+        override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware", *stack]),
+        capture() as records,
+    ):
+        assert wsgi_request("/sync/")[0].startswith("200")
+    (record,) = records
+    return record
+
+
+def test_an_async_only_middleware_under_wsgi_costs_what_its_advice_says(db):
+    """Last in startproject's stack under WSGI, an async-only middleware makes 14 crossings
+    per sync-view request, a new event loop among them: its own two and a hop per mixin
+    hook above it. With a sync path too (the pattern the audit prints), none, as the audit
+    predicts. Its advice was the sync-only one's ("Making it sync and async capable frees
+    the thread"): it is async capable already, and no thread is held."""
+    record = _wsgi_lines([*STARTPROJECT, ASYNC_ONLY])
+    assert (len(record), record.sync_to_async, record.async_to_sync, record.new_loops) == (
+        14, 13, 1, 1,
+    )  # fmt: skip
+    assert record.pinned_ns == 0
+    assert sites(record)[("middleware", ASYNC_ONLY)] == 2
+    sync_handler = record.interface in SYNC_INTERFACES
+    for direction in (SYNC_TO_ASYNC, ASYNC_TO_SYNC):
+        advice = advice_for("middleware", ASYNC_ONLY, direction, sync_handler=sync_handler)
+        assert advice is MIDDLEWARE_ASYNC_ONLY
+    made_capable = _wsgi_lines([*STARTPROJECT, f"{HERE}.SyncOnlyMadeCapable"])
+    assert (len(made_capable), made_capable.new_loops) == (0, 0)
+    before = _audited([*STARTPROJECT, ASYNC_ONLY])
+    after = _audited([*STARTPROJECT, f"{HERE}.SyncOnlyMadeCapable"])
+    assert (before.predicted("wsgi", "sync_view"), after.predicted("wsgi", "sync_view")) == (
+        14,
+        0,
+    )
+    assert before.entries[-1].advice == [audit.ADVICE_ASYNC_ONLY]
+    summary = _prose(MIDDLEWARE_ASYNC_ONLY.summary)
+    assert "14 hops per sync-view request" in summary
+    assert "on a new event loop per request (`new_loops`)" in summary
+    assert "`sync_capable = True` and a sync `__call__`" in summary
+    assert "serve the app under ASGI" in summary
+    assert "frees the thread" not in summary
 
 
 def test_a_sync_view_made_async_under_atomic_requests_fails_every_request(monkeypatch):

@@ -75,6 +75,19 @@ MIDDLEWARE_SYNC_ONLY: Final = Advice(
     " `hopwatch audit` prices it for your stack. Kept sync-only, it costs the fewest hops as"
     " low in `MIDDLEWARE` as its semantics allow.",
 )
+MIDDLEWARE_ASYNC_ONLY: Final = Advice(
+    "middleware-async-only",
+    "middleware",
+    "An async-only middleware under WSGI",
+    "## `middleware`: `myproject.middleware.AsyncOnlyMiddleware`",
+    "Under WSGI (or the sync test `Client`), a middleware with `sync_capable = False` makes"
+    " Django run it, and every middleware above it that can, async: one `async_to_sync` into"
+    " the chain, on a new event loop per request (`new_loops`), one `sync_to_async` out below"
+    " it, and a hop per `MiddlewareMixin` hook above it (startproject's stack with it last:"
+    " 14 hops per sync-view request). Give it a sync path too (`sync_capable = True` and a"
+    " sync `__call__`; `hopwatch audit` prints the pattern): then it costs none. Or serve"
+    " the app under ASGI.",
+)
 VIEW_SYNC_UNDER_ASGI: Final = Advice(
     "view-sync-under-asgi",
     "view",
@@ -158,6 +171,7 @@ ALL: Final = (
     MIDDLEWARE_OWN_HOOK,
     MIDDLEWARE_PROCESS_VIEW,
     MIDDLEWARE_SYNC_ONLY,
+    MIDDLEWARE_ASYNC_ONLY,
     VIEW_SYNC_UNDER_ASGI,
     VIEW_ASYNC_UNDER_WSGI,
     ORM,
@@ -180,12 +194,19 @@ _HANDLER_HOOKS: Final = frozenset(
 _BY_KIND: Final = {advice.kind: advice for advice in reversed(ALL)}
 
 
-def advice_for(kind: str, site: str, direction: str) -> Advice:
-    """The advice for hops of one cause (its kind, site and direction)."""
+def advice_for(kind: str, site: str, direction: str, *, sync_handler: bool = False) -> Advice:
+    """The advice for hops of one cause (its kind, site and direction).
+
+    ``sync_handler``: the hops were made under a handler that runs sync (WSGI, the sync
+    test ``Client``: ``hopwatch.schema.SYNC_INTERFACES``). A middleware Django adapts is
+    the one out of the handler's mode, so there an async-only one, not a sync-only one;
+    ``False`` when unknown or mixed.
+    """
     if kind == "middleware":
         hook = site.rsplit(".", 1)[-1]
         if hook not in _MIXIN_HOOKS and hook not in _HANDLER_HOOKS:
-            return MIDDLEWARE_SYNC_ONLY  # the adaptation around a sync-only middleware
+            # the adaptation around the middleware out of the handler's mode
+            return MIDDLEWARE_ASYNC_ONLY if sync_handler else MIDDLEWARE_SYNC_ONLY
         if is_djangos(site):
             return MIDDLEWARE_HOOK  # nobody rewrites Django's own: drop it, or the sync chain
         return MIDDLEWARE_OWN_HOOK if hook in _MIXIN_HOOKS else MIDDLEWARE_PROCESS_VIEW
