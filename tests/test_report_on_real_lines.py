@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from django.conf import settings
-from django.test import override_settings
+from django.test import Client, override_settings
 
+from hopwatch._advice import MIDDLEWARE_ASYNC_ONLY, MIDDLEWARE_SYNC_ONLY
+from hopwatch.cli import main
 from hopwatch.report import rank
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
-from tests.helpers import asgi_request
+from hopwatch.report.text import markdown_cell
+from tests.helpers import asgi_request, wsgi_request
 
 STARTPROJECT = ["hopwatch.middleware.HopwatchMiddleware", *settings.DEFAULT_MIDDLEWARE]
 SYNC_LAST = [*STARTPROJECT[:-1], "tests.testapp.middleware.SyncLastXFrameOptionsMiddleware"]
@@ -62,3 +66,91 @@ def test_following_the_audits_advice_reads_as_fewer_crossings_and_never_above_th
     doc = report([json.dumps(before)])
     row = doc["rows"][0]
     assert row["overhead_share"] <= 1 and row["work_ms"]["mean"] >= 0
+
+
+ASYNC_ONLY = "tests.testapp.middleware.AsyncOnlyMiddleware"
+SYNC_ONLY = "tests.testapp.middleware.SyncOnlyMiddleware"
+HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
+
+
+def _formats(tmp_path, capsys, raw_lines):
+    """``hopwatch report`` of the lines as text, markdown and the HTML page."""
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(raw_lines) + "\n", encoding="utf-8")
+    out = {}
+    for name in ("text", "markdown", "html"):
+        assert main(["report", str(log), "--format", name, "--jobs", "1"]) == 0
+        out[name] = " ".join(capsys.readouterr().out.split())
+    return out
+
+
+def _adaptations(causes, middleware):
+    return {
+        cause["direction"]: cause["advice"]["key"]
+        for cause in causes
+        if cause["site"] == middleware
+    }
+
+
+@pytest.mark.parametrize(
+    ("serve", "middleware", "advice", "other"),
+    [
+        # WSGI and the sync test Client run the handler sync: Django adapts around the
+        # async-only middleware (a new event loop per request)
+        ("wsgi", ASYNC_ONLY, MIDDLEWARE_ASYNC_ONLY, MIDDLEWARE_SYNC_ONLY),
+        # ASGI runs it async: Django adapts around the sync-only one
+        ("asgi", SYNC_ONLY, MIDDLEWARE_SYNC_ONLY, MIDDLEWARE_ASYNC_ONLY),
+    ],
+)
+def test_the_middleware_django_adapts_gets_the_advice_of_the_handlers_mode(
+    log_lines, db, tmp_path, capsys, serve, middleware, advice, other
+):
+    """Both directions of the adaptation are the middleware's, under WSGI as under ASGI; the
+    report's advice follows the interface the lines were served through. Every format said
+    "A sync-only middleware ... Making it sync and async capable frees the thread" for an
+    async-only middleware under WSGI: async capable already, and no thread held."""
+    with override_settings(MIDDLEWARE=[HOPWATCH, middleware]):
+        if serve == "wsgi":
+            assert wsgi_request("/sync/")[0].startswith("200")
+            assert Client().get("/sync/").status_code == 200
+        else:
+            assert asgi_request("/async/").status == 200
+    lines = log_lines.parsed()
+    assert {line["interface"] for line in lines} == (
+        {"wsgi", "test-client"} if serve == "wsgi" else {"asgi"}
+    )
+    both = {"sync_to_async": advice.key, "async_to_sync": advice.key}
+    doc = report(log_lines.raw)
+    (row,) = doc["rows"]
+    assert _adaptations(row["causes"], middleware) == both
+    fixable = [cause for cause in doc["fixable"] if cause["site"] == middleware]
+    assert _adaptations(fixable, middleware) == both
+    assert {cause["advice"]["summary"] for cause in fixable} == {advice.summary}
+    (detail,) = report(log_lines.raw, endpoint=row["label"])["rows"]
+    assert _adaptations(detail["causes"], middleware) == both
+    assert _adaptations(report(log_lines.raw, by="site")["rows"], middleware) == both
+    shown = _formats(tmp_path, capsys, log_lines.raw)
+    assert advice.summary in shown["text"]
+    assert other.summary not in shown["text"]
+    assert markdown_cell(advice.summary) in shown["markdown"]  # its markup escaped
+    assert markdown_cell(other.summary) not in shown["markdown"]
+    assert f'id="advice-{advice.key}"' in shown["html"]
+    assert f'id="advice-{other.key}"' not in shown["html"]
+
+
+def test_an_adaptation_listed_under_both_modes_keeps_the_sync_only_advice(log_lines, db):
+    """Which middleware it is cannot be told from lines of a route served both ways: the
+    sync-only advice, as before. A route served only under ASGI that did not list the
+    cause does not make it unknown."""
+    with override_settings(MIDDLEWARE=[HOPWATCH, ASYNC_ONLY]):
+        assert wsgi_request("/sync/")[0].startswith("200")
+        assert asgi_request("/async/").status == 200  # lists no adaptation
+    only_wsgi = report(log_lines.raw, by="site")["rows"]
+    assert set(_adaptations(only_wsgi, ASYNC_ONLY).values()) == {MIDDLEWARE_ASYNC_ONLY.key}
+    with override_settings(MIDDLEWARE=[HOPWATCH, ASYNC_ONLY]):
+        assert asgi_request("/sync/").status == 200
+    doc = report(log_lines.raw)
+    (mixed,) = [row for row in doc["rows"] if row["interfaces"] == {"asgi": 1, "wsgi": 1}]
+    assert set(_adaptations(mixed["causes"], ASYNC_ONLY).values()) == {MIDDLEWARE_SYNC_ONLY.key}
+    by_site = report(log_lines.raw, by="site")["rows"]
+    assert set(_adaptations(by_site, ASYNC_ONLY).values()) == {MIDDLEWARE_SYNC_ONLY.key}

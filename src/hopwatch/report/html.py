@@ -342,18 +342,19 @@ _CAUSE_HEADERS: Final = [
 
 
 def _django_hooks_as_one(
-    fixable: list[tuple[SiteKey, list[float]]], measured: bool
+    fixable: list[tuple[SiteKey, list[float]]], measured: bool, sync: frozenset[SiteKey]
 ) -> tuple[list[tuple[SiteKey, list[float]]], dict[SiteKey, list[str]]]:
     """Django's own middleware hooks as one cause, as "what to change first" lists them
     (``rank.DJANGO_HOOKS``): crossings, time and overhead summed, requests the most-listed
     hook's, ranked among the others in the same order; and that cause's key -> its hooks'
-    sites, most overhead first."""
+    sites, most overhead first. ``sync``: the causes listed under sync handlers only."""
     from hopwatch._advice import MIDDLEWARE_HOOK, advice_for
 
     hooks = [
         item
         for item in fixable
-        if advice_for(item[0][1], item[0][0], item[0][2]) is MIDDLEWARE_HOOK
+        if advice_for(item[0][1], item[0][0], item[0][2], sync_handler=item[0] in sync)
+        is MIDDLEWARE_HOOK
     ]
     if not hooks:
         return fixable, {}
@@ -373,7 +374,8 @@ def _django_hooks_as_one(
     return rest, {key: [hook_key[0] for hook_key, _entry in hooks]}
 
 
-def _causes_section(picture: Picture) -> str:
+def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
+    """``sync``: the causes listed under sync handlers only (rank.sync_handler_causes)."""
     from hopwatch._advice import MIDDLEWARE_HOOK, advice_for  # asgiref, never Django
 
     ranked = sorted(picture.causes.items(), key=cause_order)
@@ -381,7 +383,7 @@ def _causes_section(picture: Picture) -> str:
     if not measured:  # lines from before sites[].overhead_ms: by time in crossings
         ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
     fixable, grouped = _django_hooks_as_one(
-        [item for item in ranked if unfixable(item[0][1], item[0][0]) is None], measured
+        [item for item in ranked if unfixable(item[0][1], item[0][0]) is None], measured, sync
     )
     rows = []
     # each piece of advice once, below the table: the causes it is for, their overhead
@@ -393,8 +395,9 @@ def _causes_section(picture: Picture) -> str:
         # it, not the mean x every request (which counts lines without it at the mean)
         total = entry[K_OVERHEAD] if entry[K_MEASURED] else None
         name = fmt.short_site(site, call_site)
-        advice = advice_for(kind, site, direction)
-        hooks = grouped.get((site, kind, direction, call_site))
+        key = (site, kind, direction, call_site)
+        advice = advice_for(kind, site, direction, sync_handler=key in sync)
+        hooks = grouped.get(key)
         if hooks is not None:  # Django's own middleware hooks, one row (rank.DJANGO_HOOKS)
             advice = MIDDLEWARE_HOOK
         _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
@@ -536,9 +539,16 @@ def _heading(document: Document) -> str:
 
 
 def render_html(
-    document: Document, picture: Picture, out: IO[str], *, now: datetime | None = None
+    document: Document,
+    picture: Picture,
+    out: IO[str],
+    *,
+    now: datetime | None = None,
+    sync_causes: frozenset[SiteKey] = frozenset(),
 ) -> None:
-    """Write the page for ``document`` and the ``picture`` read with it."""
+    """Write the page for ``document`` and the ``picture`` read with it. ``sync_causes``:
+    the causes listed under sync handlers only, whose advice is a sync handler's
+    (rank.sync_handler_causes of the report's partial)."""
     by = document["by"]
     groups = groups_by(picture, by if by != "site" else "route")
     nonce = secrets.token_urlsafe(18)  # the page's script runs; nothing else can
@@ -563,7 +573,7 @@ def render_html(
     )
     out.write(_sites_section(document) if by == "site" else _endpoints_section(document, groups))
     out.write(_hops_section(picture))
-    out.write(_causes_section(picture))
+    out.write(_causes_section(picture, sync_causes))
     out.write(_timelines_section(document, picture, groups))
     out.write(
         f"<footer>Made by hopwatch {esc(_version())} on {esc(moment)}. Crossing overhead is"

@@ -13,7 +13,7 @@ they are.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -59,6 +59,7 @@ from hopwatch.report.aggregate import (
 )
 from hopwatch.report.sketch import ALPHA
 from hopwatch.report.text import clean
+from hopwatch.schema import SYNC_INTERFACES
 
 REPORT_VERSION: Final = 1
 #: --hop-tax above this (one second per hop) is a unit mistake, not a host.
@@ -311,17 +312,28 @@ def fixable(kind: str, site: str) -> bool:
     return not (kind == "signal" and site in ("request_started", "request_finished"))
 
 
-def _advice_dict(key: SiteKey, *, summary: bool = False) -> Row:
-    """Which advice of docs/causes.md applies (its text too in the what-to-change list)."""
+def sync_handler(interfaces: Iterable[str]) -> bool:
+    """Whether requests served through ``interfaces`` (an endpoint's) all ran under a sync
+    handler (WSGI, the sync test Client), where a middleware Django adapts is an async-only
+    one (docs/causes.md). None known, or any other: not (the sync-only advice)."""
+    names = set(interfaces)
+    return bool(names) and names <= SYNC_INTERFACES
+
+
+def _advice_dict(key: SiteKey, *, summary: bool = False, sync: bool = False) -> Row:
+    """Which advice of docs/causes.md applies (its text too in the what-to-change list);
+    ``sync``: the cause was listed under sync handlers only (:func:`sync_handler`)."""
     site, kind, direction, _call_site = key
-    advice = advice_for(kind, site, direction)
+    advice = advice_for(kind, site, direction, sync_handler=sync)
     found: Row = {"key": advice.key, "title": advice.title, "fixable": fixable(kind, site)}
     if summary:
         found["summary"] = advice.summary
     return found
 
 
-def _cause(key: SiteKey, entry: list[float], row_ms: float, row_overhead: float) -> Row:
+def _cause(
+    key: SiteKey, entry: list[float], row_ms: float, row_overhead: float, sync: bool = False
+) -> Row:
     requests = entry[S_REQUESTS]
     overhead_requests = entry[S_OVH_REQUESTS]
     return {
@@ -337,7 +349,7 @@ def _cause(key: SiteKey, entry: list[float], row_ms: float, row_overhead: float)
             _r(entry[S_OVERHEAD] / overhead_requests) if overhead_requests else None
         ),
         "overhead_share": _ratio(entry[S_OVERHEAD], row_overhead) if overhead_requests else None,
-        "advice": _advice_dict(key),
+        "advice": _advice_dict(key, sync=sync),
     }
 
 
@@ -371,8 +383,9 @@ def endpoint_row(
     overhead_hops = stats.overhead_hops
     p50, p95, p99 = stats.sketch.quantiles((0.5, 0.95, 0.99))
     ranked = sorted(stats.sites.items(), key=site_order)
+    sync = sync_handler(stats.interfaces)
     causes = [
-        _cause(key, entry, hop_total, overhead_total) for key, entry in ranked[:causes_listed]
+        _cause(key, entry, hop_total, overhead_total, sync) for key, entry in ranked[:causes_listed]
     ]
     other = list(stats.other_site)
     for _key, entry in ranked[causes_listed:]:
@@ -489,7 +502,8 @@ def _round_quantiles(row: Row) -> Row:
 def _sites_across(
     partial: Partial, endpoints: list[tuple[GroupKey, EndpointStats, Row]] | None = None
 ) -> tuple[dict[SiteKey, list[Any]], list[float], list[float], float, float]:
-    """Every cause summed over endpoints: site -> [entry, [(overhead or ms, identity)]];
+    """Every cause summed over endpoints: site -> [entry, [(overhead or ms, identity)],
+    whether every endpoint that listed it ran under a sync handler (:func:`sync_handler`)];
     the summed "other" and left-out entries; all hop time; all overhead."""
     sites: dict[SiteKey, list[Any]] = {}
     other = [0.0] * SITE_FIELDS
@@ -502,14 +516,33 @@ def _sites_across(
         for index in range(SITE_FIELDS):
             other[index] += stats.other_site[index]
             left[index] += stats.unattributed[index]
+        sync = sync_handler(stats.interfaces)
         for key, entry in stats.sites.items():
             summed = sites.get(key)
             if summed is None:
-                summed = sites[key] = [[0.0] * SITE_FIELDS, []]
+                summed = sites[key] = [[0.0] * SITE_FIELDS, [], True]
             for index in range(SITE_FIELDS):
                 summed[0][index] += entry[index]
             summed[1].append((entry[S_OVERHEAD] or entry[S_MS], identity))
+            summed[2] = summed[2] and sync
     return sites, other, left, total_ms, total_overhead
+
+
+def sync_handler_causes(partial: Partial) -> frozenset[SiteKey]:
+    """The causes :func:`site_rows` advises as a sync handler's: every route (method and
+    route, its groups) that listed one was served by sync handlers only. For the HTML
+    page, which counts the causes apart (picture.Picture); the groups' interfaces and
+    sites are read from the endpoints', without merging their stats."""
+    interfaces: dict[GroupKey, set[str]] = {}
+    for key, stats in partial.endpoints.items():
+        interfaces.setdefault(_group_key(key, "route"), set()).update(stats.interfaces)
+    sync = {group: sync_handler(names) for group, names in interfaces.items()}
+    listed: dict[SiteKey, bool] = {}
+    for key, stats in partial.endpoints.items():
+        group_sync = sync[_group_key(key, "route")]
+        for site in stats.sites:
+            listed[site] = listed.get(site, True) and group_sync
+    return frozenset(site for site, only_sync in listed.items() if only_sync)
 
 
 def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
@@ -518,10 +551,10 @@ def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
     sites, other, left, total_hop_ms, total_overhead = _sites_across(partial)
     hops_total = sum(stats.hops_total for stats in partial.endpoints.values())
     rows = []
-    for key, (entry, endpoints) in sites.items():
+    for key, (entry, endpoints, sync) in sites.items():
         endpoints.sort(key=lambda item: (-item[0], item[1]["label"]))
         requests, count = entry[S_REQUESTS], entry[S_COUNT]
-        cause = _cause(key, entry, total_hop_ms, total_overhead)
+        cause = _cause(key, entry, total_hop_ms, total_overhead, sync)
         rows.append(
             {
                 **_site_dict(key),
@@ -571,16 +604,16 @@ def fixable_causes(
     sites, _other, _left, total_ms, total_overhead = _sites_across(partial, endpoints)
     found = []
     hooks: list[tuple[SiteKey, list[float], list[Any]]] = []
-    for key, (entry, endpoints_of) in sites.items():
+    for key, (entry, endpoints_of, sync) in sites.items():
         site, kind, direction, _call_site = key
         if not fixable(kind, site):
             continue
-        if advice_for(kind, site, direction) is MIDDLEWARE_HOOK:
+        if advice_for(kind, site, direction, sync_handler=sync) is MIDDLEWARE_HOOK:
             hooks.append((key, entry, endpoints_of))  # Django's own: one item for them all
             continue
         cause = _cause(key, entry, total_ms, total_overhead)
         cause["endpoints"] = len(endpoints_of)
-        cause["advice"] = _advice_dict(key, summary=True)
+        cause["advice"] = _advice_dict(key, summary=True, sync=sync)
         found.append((entry[S_OVERHEAD], entry[S_MS], site, cause))
     if hooks:
         cause = _django_hooks(hooks, total_ms, total_overhead)

@@ -67,8 +67,11 @@ def renderer(format_name: str, partial: Partial) -> Renderer | None:
     """The writer of a drawing format (None for the others)."""
     if format_name == "html":
         from hopwatch.report.html import render_html
+        from hopwatch.report.rank import sync_handler_causes
 
-        return lambda document, out: render_html(document, _picture(partial), out)
+        return lambda document, out: render_html(
+            document, _picture(partial), out, sync_causes=sync_handler_causes(partial)
+        )
     if format_name == "trace":
         from hopwatch.report.trace import render_trace
 
