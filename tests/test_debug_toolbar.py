@@ -24,6 +24,7 @@ import pytest
 from django.test import AsyncClient, override_settings
 
 from hopwatch import _errors
+from hopwatch._advice import MIDDLEWARE_ASYNC_ONLY, code_spans
 from hopwatch.apps import activate, deactivate
 from hopwatch.contrib import _hop_table
 from tests.helpers import asgi_request
@@ -317,6 +318,39 @@ def test_asgi_request(toolbar, client, log_lines):
     groups = re.findall(r'<h5 class="hopwatch-group"[^>]*>(.*?)</h5>', html)
     assert [g.split(":")[0] for g in groups if "13 hops" in g] == ["MiddlewareMixin hooks"]
     assert sum(int(row[4]) for row in found["hopwatch-causes"]) == PAGE_HOPS_ASGI
+
+
+ASYNC_ONLY = "tests.testapp.middleware.AsyncOnlyMiddleware"
+
+
+def test_an_async_only_middleware_under_the_test_client_gets_the_async_only_advice(
+    toolbar, client, log_lines
+):
+    """The sync test Client's handler runs sync, as WSGI's: the middleware Django adapts
+    there is async-only, and the panel says so (it said "A sync-only middleware")."""
+    hopwatch, toolbar_middleware, *rest = TOOLBAR["MIDDLEWARE"]
+    stack = [hopwatch, ASYNC_ONLY, toolbar_middleware, *rest]
+    with override_settings(MIDDLEWARE=stack):
+        response = client.get("/sync/", headers={"X-Request-ID": "async-only-1"})
+    assert response.status_code == 200
+    stats = stored_stats(response.headers["djdt-request-id"])
+    line = line_for(log_lines, "async-only-1")
+    assert_matches_line(stats, line)
+    assert (line["interface"], line["hops"], line["new_loops"]) == ("test-client", 2, 1)
+    (group,) = _hop_table.display(stats)["groups"]
+    assert (group["key"], group["title"], group["count"]) == (
+        "middleware-async-only",
+        "An async-only middleware under WSGI",
+        2,
+    )
+    assert group["advice"] == code_spans(MIDDLEWARE_ASYNC_ONLY.summary)
+    assert sorted((cause["site"], cause["direction"]) for cause in group["causes"]) == [
+        (ASYNC_ONLY, "async_to_sync"),
+        (ASYNC_ONLY, "sync_to_async"),
+    ]
+    html = " ".join(render_panel(client, response.headers["djdt-request-id"]).split())
+    assert "An async-only middleware under WSGI: 2 hops" in html
+    assert "A sync-only middleware" not in html
 
 
 def test_history_keeps_each_request(toolbar, client, log_lines):

@@ -31,6 +31,7 @@ from typing import Any, Final
 from hopwatch import _advice
 from hopwatch._recorder import ASYNC_TO_SYNC, SYNC_TO_ASYNC, Hop, RequestRecord
 from hopwatch.report.text import clean
+from hopwatch.schema import SYNC_INTERFACES
 
 #: Bumped when the captured dict changes shape (stored data of an older shape is shown as gone).
 SCHEMA: Final = 1
@@ -218,7 +219,7 @@ def display(stats: dict[str, Any]) -> dict[str, Any]:
         "rows": rows,
         "tool_rows": tool_rows,
         "after_render": sum(1 for row in stats["rows"] if row["after_render"]),
-        "groups": _groups(stats["rows"]),
+        "groups": _groups(stats["rows"], sync_handler=stats["interface"] in SYNC_INTERFACES),
     }
 
 
@@ -243,8 +244,9 @@ def _display_row(number: int, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows grouped by cause, and causes by their advice; largest crossing time first."""
+def _groups(rows: list[dict[str, Any]], *, sync_handler: bool) -> list[dict[str, Any]]:
+    """Rows grouped by cause, and causes by their advice (``sync_handler``: the request's
+    handler ran sync, WSGI or the sync test Client); largest crossing time first."""
     causes: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         key = (row["kind"], row["site"], row["call_site"], row["direction"])
@@ -264,7 +266,9 @@ def _groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cause["overhead_ns"] += row["wait_ns"] + row["resume_ns"]
     groups: dict[str, dict[str, Any]] = {}
     for cause in causes.values():
-        advice = _advice.advice_for(cause["kind"], cause["site"], cause["direction"])
+        advice = _advice.advice_for(
+            cause["kind"], cause["site"], cause["direction"], sync_handler=sync_handler
+        )
         group = groups.get(advice.key)
         if group is None:
             group = groups[advice.key] = {
