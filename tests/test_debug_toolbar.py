@@ -475,6 +475,11 @@ def test_hops_beyond_the_record_limit_are_counted_and_said(toolbar, client, log_
     assert line["hops"] == PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI + 10
     assert len(stats["rows"]) + len(stats["tool_rows"]) == 5
     assert stats["dropped"] == line["hops"] - 5
+    # The sidebar's count is every hop so far, not the 5 listed (it read "5 hops so far").
+    subtitle = sidebar_subtitle(result.body.decode())
+    shown = len(stats["rows"])
+    drawn = line["hops"] - TOOLBAR_HOPS_ASGI - 1  # drawn before the response's close
+    assert subtitle.startswith(f"{drawn} hops so far, {shown} listed: "), subtitle
     html = " ".join(render_panel(client, toolbar_id).split())
     assert f"{line['hops'] - 5} hops of this request were counted but not kept one by one" in html
 

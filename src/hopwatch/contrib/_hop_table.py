@@ -180,9 +180,12 @@ def subtitle(stats: dict[str, Any]) -> str:
         return "not recorded"
     summary = stats["summary"]
     count = summary["hops"]
-    noun = "hop" if count == 1 else "hops"
     so_far = "" if stats["complete"] else " so far"
     overhead = summary["overhead_ns"] / 1_000_000
+    if stats["dropped"]:  # past the record's limit: counted, not kept one by one
+        total = count + stats["dropped"]
+        return f"{total} hops{so_far}, {count} listed: {overhead:.2f} ms overhead"
+    noun = "hop" if count == 1 else "hops"
     return f"{count} {noun}{so_far}, {overhead:.2f} ms overhead"
 
 
