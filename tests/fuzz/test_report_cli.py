@@ -45,6 +45,8 @@ HOSTILE_TEXT = [
     "<img src=x onerror=alert(1)>",
     "| injected | cell |",
     "[x](javascript:alert(1))",
+    "/go/https://evil.example/login",
+    "www.evil.example",
     "`code` **bold** _it_ # head",
     '=HYPERLINK("https://example.invalid")',
     "+1+1",
@@ -236,6 +238,8 @@ def check_output(format_name: str, out: str, err: str) -> dict[str, Any] | None:
             assert separators == len(re.findall(r"(?<!\\)\|", header)), row
         # No raw HTML, link or emphasis from log content: those characters are escaped.
         assert not re.search(r"(?<!\\)[<>`\[\]]", out), re.search(r"(?<!\\)[<>`\[\]]", out)
+        # No GFM autolink (its extension links "scheme://" and "www." in text).
+        assert not re.search(r"(?<!\\)://|www\.", out, re.IGNORECASE), out
     if format_name in ("text", "rich", "markdown"):
         assert "\x1b" not in out
     return None

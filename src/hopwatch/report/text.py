@@ -69,7 +69,15 @@ _MARKDOWN: Final = {ord(c): "\\" + c for c in "\\`*_[]<>|~#!&$"}
 
 
 def markdown_cell(value: Any, limit: int | None = None) -> str:
-    return clean(value, limit).translate(_MARKDOWN)
+    # GFM's extended autolinks ("https://...", "www....") are found in text, after the
+    # escapes are read: one more escaped character in them keeps them text. (E-mail
+    # addresses GFM links whatever their escapes: docs/report.md.)
+    text = clean(value, limit).translate(_MARKDOWN).replace("://", "\\://")
+    return _WWW.sub(r"\g<1>\\.", text)
+
+
+#: "www." as GFM's autolink extension finds it: its dot escaped keeps it text.
+_WWW: Final = re.compile(r"(www)\.", re.IGNORECASE)
 
 
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
