@@ -252,3 +252,88 @@ def test_log_content_is_shown_as_text_and_never_runs(page, logged, driver):
         "return JSON.parse(document.getElementById('hopwatch-report').textContent)"
     )
     assert {row["route"] for row in document["rows"]} >= {evil["route"], "/hand/<str:x>/"}
+
+
+# --- accessibility (WCAG 2.1 AA): what axe-core checks, measured here without it ----------
+_OPEN_DETAILS = "document.querySelectorAll('details').forEach(d => { d.open = true; })"
+
+
+def test_text_has_aa_contrast_against_what_it_is_drawn_on(page, driver):
+    """Every piece of text (links, the notes' code, the folded tables included) is at least
+    4.5:1 against the background behind it, from the computed styles (links were the
+    chart blue, 4.2:1; code in a note 4.4:1). SVG text is the charts', named and given as
+    text elsewhere."""
+    driver.get(page.as_uri())
+    driver.execute_script(_OPEN_DETAILS)
+    low = driver.execute_script(
+        """
+        function rgb(value) { return value.match(/[\\d.]+/g).map(Number); }
+        function luminance([r, g, b]) {
+          return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+          function lin(c) { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; }
+        }
+        function behind(element) {
+          for (let e = element; e; e = e.parentElement) {
+            const colour = rgb(getComputedStyle(e).backgroundColor);
+            if (colour.length < 4 || colour[3] > 0) { return colour; }
+          }
+          return [255, 255, 255];
+        }
+        const low = [];
+        let checked = 0;
+        for (const e of document.body.querySelectorAll('*')) {
+          if (e.closest('svg, script, style')) { continue; }
+          const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+          if (!own || !e.getClientRects().length) { continue; }
+          const a = luminance(rgb(getComputedStyle(e).color)), b = luminance(behind(e));
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          checked++;
+          if (ratio < 4.5) { low.push([e.tagName, e.className, ratio.toFixed(2)]); }
+        }
+        return {checked: checked, low: low.slice(0, 10),
+                links: document.querySelectorAll('nav a').length,
+                codeInNotes: document.querySelectorAll('.note code').length};
+        """
+    )
+    assert low["links"] == 4 and low["codeInNotes"] >= 1, low  # the two that were below
+    assert low["checked"] > 200 and low["low"] == [], low
+
+
+def _fill_colours(pdf: bytes) -> set[tuple[float, float, float]]:
+    """The fill colours (``r g b rg``) a PDF's content streams set."""
+    import re
+    import zlib
+
+    found = set()
+    for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            content = zlib.decompress(match.group(1))
+        except zlib.error:
+            continue
+        for colour in re.findall(rb"([\d.]+) ([\d.]+) ([\d.]+) rg\b", content):
+            found.add(tuple(float(part) for part in colour))  # type: ignore[arg-type]
+    return found
+
+
+def test_printing_keeps_the_bars_and_the_legends_colours(page, driver):
+    """Printed (or saved as PDF) with the browser's defaults, which leave CSS backgrounds
+    out: the per-request bars and the legends' swatches are backgrounds, and they print.
+    The SVG charts are taken off the page first: they print anyway, in the same colours."""
+    import base64
+
+    from selenium.webdriver.common.print_page_options import PrintOptions
+
+    driver.get(page.as_uri())
+    driver.execute_script("document.querySelectorAll('svg').forEach(s => s.remove())")
+    pdf = base64.b64decode(driver.print_page(PrintOptions()))
+    assert pdf.startswith(b"%PDF")
+    colours = _fill_colours(pdf)
+    wanted = {"overhead": "e8590c", "work": "1c7ed6", "pinned": "9c36b5", "track": "e9ecef",
+              "queued (legend)": "f59f00", "running async (legend)": "2f9e44"}  # fmt: skip
+    for what, hex_colour in wanted.items():
+        rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        assert any(all(abs(a - b) < 0.003 for a, b in zip(rgb, c, strict=True)) for c in colours), (
+            what, sorted(colours))  # fmt: skip
+    adjust = "return getComputedStyle(document.querySelector(arguments[0])).printColorAdjust"
+    assert driver.execute_script(adjust, "#endpoint-table .seg") == "exact"
+    assert driver.execute_script(adjust, ".swatch") == "exact"
