@@ -185,7 +185,8 @@ def test_the_page_reads_on_a_phone_as_it_does_on_a_desktop(page, driver):
         return {
           page: document.documentElement.scrollWidth, screen: window.innerWidth,
           charts: document.querySelectorAll('.wide > svg.hist, .wide > svg.timeline').length,
-          tables: document.querySelectorAll('.wide > table').length,
+          tables: document.querySelectorAll('.wide > table.sortable').length,
+          data: document.querySelectorAll('details.data > .wide > table').length,
           smallest: Math.min(...texts.map(
             t => t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))),
           scrolled: wide.filter(w => w.scrollWidth > w.clientWidth).length,
@@ -198,6 +199,7 @@ def test_the_page_reads_on_a_phone_as_it_does_on_a_desktop(page, driver):
     phone = driver.execute_script(measure)
     assert phone["screen"] <= 390 and phone["page"] <= phone["screen"], phone  # was 1,061
     assert phone["tables"] == 2 and phone["charts"] == 1 + 6, phone
+    assert phone["data"] == 2 + 6, phone  # the histogram's, the sparklines', each timeline's
     assert phone["smallest"] >= SMALLEST_TEXT_PX, phone
     assert phone["scrolled"] >= 2 and phone["within"], phone  # each box scrolls, not the page
     assert phone["breakAll"] == 0, phone
@@ -297,6 +299,97 @@ def test_text_has_aa_contrast_against_what_it_is_drawn_on(page, driver):
     )
     assert low["links"] == 4 and low["codeInNotes"] >= 1, low  # the two that were below
     assert low["checked"] > 200 and low["low"] == [], low
+
+
+def test_boxes_that_scroll_sideways_take_the_focus_and_are_named(page, driver):
+    """390 px: each box that scrolls sideways can be scrolled from the keyboard: it takes
+    the focus itself (a chart, a folded table: named, and outlined when focused) or holds
+    something that does (the sortable tables' header buttons)."""
+    driver.get(page.as_uri())
+    driver.set_window_size(390, 900)
+    driver.execute_script(_OPEN_DETAILS)
+    boxes = driver.execute_script(
+        """
+        return [...document.querySelectorAll('.wide')]
+          .filter(w => w.scrollWidth > w.clientWidth)
+          .map(w => ({stop: w.tabIndex === 0 && w.hasAttribute('tabindex'),
+                      inside: w.querySelectorAll('button, a[href], [tabindex]').length,
+                      chart: !!w.querySelector(':scope > svg')}));
+        """
+    )
+    assert sum(box["chart"] for box in boxes) == 1 + 6, boxes  # the histogram, 6 timelines
+    assert all(box["stop"] or box["inside"] for box in boxes), boxes
+    assert all(box["stop"] for box in boxes if box["chart"]), boxes
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    stops = driver.find_elements(By.CSS_SELECTOR, ".wide[tabindex='0']")
+    names = [stop.accessible_name for stop in stops]
+    assert all(names) and all(stop.aria_role == "group" for stop in stops), names
+    timelines = [name for name in names if name.startswith("timeline of ")]
+    assert len(timelines) == len(set(timelines)) == 6, timelines
+    # reached with the tab key, the box shows where the focus is
+    driver.execute_script("document.querySelector('#hops p').setAttribute('tabindex', '-1');"
+                          "document.querySelector('#hops p').focus()")  # fmt: skip
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    focused = driver.execute_script(
+        "const e = document.activeElement; const style = getComputedStyle(e);"
+        "return [e.className, e.matches(':focus-visible'), style.outlineStyle,"
+        " parseFloat(style.outlineWidth)]"
+    )
+    assert focused[:3] == ["wide", True, "solid"] and focused[3] >= 2, focused
+
+
+def test_every_chart_is_named_and_what_hovering_shows_is_text(page, logged, driver):
+    """The charts' hover titles are no use from the keyboard or to a screen reader: each
+    chart is named for what it shows (which endpoint, which request), a sparkline's name
+    holds its counts, and the histogram's bins and each timeline's crossings (cause, call
+    site, times) are tables folded under them."""
+    from selenium.webdriver.common.by import By
+
+    _log, lines = logged
+    driver.get(page.as_uri())
+    # the timelines: one name each, saying which request; a row per crossing of the drawing
+    figures = driver.find_elements(By.CSS_SELECTOR, "figure.timeline-figure")
+    names = [f.find_element(By.CSS_SELECTOR, "svg.timeline").accessible_name for f in figures]
+    assert len(figures) == len(set(names)) == 6, names
+    for figure, name in zip(figures, names, strict=True):
+        caption = figure.find_element(By.TAG_NAME, "figcaption").get_attribute("textContent")
+        assert caption.split(" · ")[0][:40] in name, (caption, name)  # "request ID"
+        tips = [t.get_attribute("textContent") for t in figure.find_elements(
+            By.CSS_SELECTOR, "g.crossing > title")]  # fmt: skip
+        assert f"{len(tips)} crossings" in name
+        drawn = set()
+        for tip in tips:
+            head, *rest = tip.splitlines()
+            direction, cause = head.split(" · ", 1)
+            call_site = rest.pop(0).removeprefix("called from ") if len(rest) == 3 else ""
+            times = rest[0].replace(";", ",").split(", ")
+            drawn.add((cause, direction, call_site, *(t.split()[-2] for t in times)))
+        summary = figure.find_element(By.CSS_SELECTOR, "details.data > summary")
+        assert summary.get_attribute("textContent") == f"the {len(tips)} crossings as a table"
+        assert driver.execute_script("return arguments[0].tabIndex", summary) == 0
+        rows = driver.execute_script(
+            "return [...arguments[0].querySelectorAll('details.data tbody tr')].map("
+            "r => [...r.cells].map(c => c.textContent))",
+            figure,
+        )
+        listed = {(r[1], r[2], r[3], r[0], r[5], r[6], r[7]) for r in rows}
+        assert len(rows) == len(tips) and listed == drawn, (rows, tips)
+    # the sparklines: each named for its endpoint, with its counts
+    sparks = driver.find_elements(By.CSS_SELECTOR, "#endpoint-table svg.spark")
+    spark_names = [spark.accessible_name for spark in sparks]
+    assert len(sparks) == len(set(spark_names)) == 6, spark_names
+    for spark, name in zip(sparks, spark_names, strict=True):
+        for tip in [t.get_attribute("textContent") for t in spark.find_elements(
+                By.TAG_NAME, "title")]:  # fmt: skip
+            count, _requests, _made, hops, _hops = tip.split()
+            assert f"{hops} hop" in name and f": {count} request" in name, (tip, name)
+    # the histogram: its bins as a table, every request read; each endpoint's sparkline too
+    assert driver.find_element(By.CSS_SELECTOR, "svg.hist").accessible_name
+    counts = _texts(driver, "#hops details.data:first-of-type tbody td:nth-child(2)")
+    assert sum(int(count.replace(",", "")) for count in counts) == len(lines)
+    assert len(_texts(driver, "#hops details.data:nth-of-type(2) tbody tr")) == 6
 
 
 def _fill_colours(pdf: bytes) -> set[tuple[float, float, float]]:

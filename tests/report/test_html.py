@@ -23,7 +23,7 @@ ELEMENTS = {
     "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "nav",
     "a", "section", "small", "table", "thead", "tbody", "tr", "th", "td", "button", "span",
     "div", "code", "svg", "g", "rect", "line", "text", "figure", "figcaption", "footer",
-    "script",
+    "script", "details", "summary",
 }  # fmt: skip
 
 ROUTE = '/</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">/'
@@ -163,6 +163,12 @@ def test_every_string_from_the_logs_is_text_in_html_attributes_and_json(
     for value in (ROUTE, SITE, REQUEST_ID, CALL_SITE):
         assert clean(value) in text, value
     assert any(clean(f"<b>GET</b> {ROUTE}") in value for value in page.attribute_values())
+    # the timeline's name says which request it is; its crossings' table, each as text
+    (name,) = [attrs["aria-label"] for tag, attrs in page.tags if attrs.get("class") == "timeline"]
+    assert name.startswith(
+        f"timeline of {clean(f'<b>GET</b> {ROUTE}')}, request {clean(REQUEST_ID)}: 2 crossings"
+    ), name
+    assert clean(CALL_SITE) in page.text and f"orm: {clean(SITE)}" in page.text
     # and in the embedded report, as it was logged
     document = json.loads(page.scripts[0][1])
     (row,) = document["rows"]

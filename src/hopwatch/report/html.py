@@ -14,6 +14,11 @@ anything and runs only the page's own script (by its nonce). Sections:
 * the timeline of the slowest detailed request of each endpoint, or of the
   request chosen with ``--request-id``.
 
+Every chart has an accessible name saying which endpoint or request it shows, and
+the figures its hover titles give are on the page as text too (a sparkline's name;
+a table under the histogram and under each timeline), for the keyboard and screen
+readers. A box that scrolls sideways on a phone is a tab stop, named.
+
 The report document is embedded as JSON (``<script type="application/json"
 id="hopwatch-report">``), for tools. Everything from a log is escaped by
 :mod:`~hopwatch.report.markup`.
@@ -52,7 +57,7 @@ from hopwatch.report.picture import (
 from hopwatch.report.rank import DJANGO_HOOKS
 from hopwatch.report.rank import fixable as _fixable
 from hopwatch.report.table import cause_labels
-from hopwatch.report.timeline import layout
+from hopwatch.report.timeline import Timeline, layout
 
 Row = dict[str, Any]
 Document = dict[str, Any]
@@ -112,10 +117,32 @@ def _table(table_id: str, headers: list[tuple[str, str, str]], rows: Iterable[li
     )
 
 
-def _wide(content: str) -> str:
+def _wide(content: str, name: str | None = None) -> str:
     """A table or chart wider than a phone: scrolled sideways in its own box there (the
-    page's CSS), so that the page keeps its width and the chart its text size."""
-    return f'<div class="wide">{content}</div>'
+    page's CSS), so that the page keeps its width and the chart its text size. A chart's
+    box (nothing in it takes the focus) is a tab stop named ``name``, so that the keyboard
+    scrolls it too."""
+    if name is None:
+        return f'<div class="wide">{content}</div>'
+    return f'<div class="wide" tabindex="0" role="group" aria-label="{esc(name)}">{content}</div>'
+
+
+def _data_table(
+    kind: str, summary: str, headers: list[tuple[str, str]], rows: Iterable[list[str]]
+) -> str:
+    """A chart's figures as a table of class ``kind``, folded under it (``<details>``):
+    headers (text, "n" for a number column), rows of cells' HTML. The cells are aligned
+    and wrapped by the page's CSS, by column (a class on each cell of 2,000 crossings
+    would be a tenth of the page)."""
+    head = "".join(f'<th{f" class={css}" if css else ""} scope=col>{esc(text)}</th>'
+                   for text, css in headers)  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" for cells in rows
+    )
+    table = f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<details class="data"><summary>{esc(summary)}</summary>{_wide(table, summary)}</details>'
+    )
 
 
 def _ms(value: float | None) -> Cell:
@@ -220,7 +247,7 @@ def _endpoint_rows(document: Document, groups: dict[GroupKey, EndpointPicture]) 
                 _label(row["label"], title),
                 _count(row["requests"]),
                 _mean(row["hops"]["mean"]),
-                (svg.sparkline(stats.hop_bins), "", ""),
+                (svg.sparkline(stats.hop_bins, fmt.clean(row["label"], LABEL_LIMIT)), "", ""),
                 _count(row["hops"]["max"]),
                 _ms(overhead),
                 _ms(work),
@@ -295,7 +322,9 @@ def _sites_section(document: Document) -> str:
 
 
 # --- hops per request ---------------------------------------------------------------------
-def _hops_section(picture: Picture) -> str:
+def _hops_section(picture: Picture, endpoints: list[tuple[str, list[int]]], what: str) -> str:
+    """endpoints: each row's label and hop bins (its sparkline), in the table's order;
+    what: "endpoint" or "view"."""
     bins = [0] * len(HOP_BIN_EDGES)
     for stats in picture.endpoints.values():
         bins = [a + b for a, b in zip(bins, stats.hop_bins, strict=True)]
@@ -309,10 +338,28 @@ def _hops_section(picture: Picture) -> str:
             median = bin_label(index)
         if not high and running * 100 >= total * 95:
             high = bin_label(index)
+    counts = _data_table(
+        "bins",
+        "the histogram as a table",
+        [("hops in one request", ""), ("requests", "n"), ("share", "n")],
+        (
+            [esc(bin_label(index)), esc(fmt.count(count)), esc(fmt.percent(count / total))]
+            for index, count in enumerate(bins)
+            if count
+        ),
+    )
+    if endpoints:
+        counts += _data_table(
+            "sparks",
+            f"each {what}'s hops per request (the sparklines) as a table",
+            [(what, ""), ("requests by hops in one request", "")],
+            ([esc(label, LABEL_LIMIT), esc(svg.bin_counts(row))] for label, row in endpoints),
+        )
+    chart = _wide(svg.histogram(bins), "histogram of hops per request, every request read")
     return (
         '<section id="hops"><h2>Hops per request <small>every request read'
         f"</small></h2><p>{total:,} logged requests: half made {esc(median)} crossings or"
-        f" fewer, 95% made {esc(high)} or fewer.</p>{_wide(svg.histogram(bins))}</section>"
+        f" fewer, 95% made {esc(high)} or fewer.</p>{chart}{counts}</section>"
     )
 
 
@@ -483,10 +530,47 @@ def _timeline_figure(heading: str, kept: Kept, why: str) -> str:
     if kept.pinned_ms:
         facts.append(f"a thread pinned {fmt.ms(kept.pinned_ms)} ms")
     notes = "".join(f'<p class="note">{esc(note)}</p>' for note in chart.notes)
+    request = fmt.clean(kept.request_id, 40)
+    which = f"{fmt.clean(heading, LABEL_LIMIT)}, request {request}"
+    threads = len(chart.lanes)
+    name = (
+        f"timeline of {which}: {len(chart.bars):,} crossings on {threads:,}"
+        f" thread{'s' if threads != 1 else ''}, listed in the table below it"
+    )
+    drawing = _wide(svg.timeline(chart, name), f"timeline of {which}")
     return (
         f'<figure class="timeline-figure"><h3>{esc(heading, LABEL_LIMIT)} <small>'
         f"{esc(why)}</small></h3><figcaption>{esc(' · '.join(facts))}</figcaption>"
-        f"{_wide(svg.timeline(chart))}{notes}</figure>"
+        f"{drawing}{_crossings_table(chart)}{notes}</figure>"
+    )
+
+
+#: The crossings' table; page.css aligns and wraps its cells by column (.crossings).
+_CROSSING_HEADERS: Final = [
+    ("called at ms", "n"), ("cause", ""), ("direction", ""), ("called from", ""),
+    ("thread", ""), ("queued ms", "n"), ("ran ms", "n"), ("handed back ms", "n"), ("notes", ""),
+]  # fmt: skip
+
+
+def _crossings_table(chart: Timeline) -> str:
+    """The timeline's crossings as text, in the order they were called: what hovering
+    each bar shows."""
+    rows = (
+        [
+            esc(fmt.ms(bar.call)),
+            esc(f"{bar.crossing.kind}: {bar.crossing.site}", 300),
+            esc(bar.crossing.direction),
+            esc(bar.crossing.call_site or "", 300),
+            esc(chart.lanes[bar.lane].name),
+            esc(fmt.ms(bar.crossing.wait_ms)),
+            esc(fmt.ms(bar.crossing.run_ms)),
+            esc(fmt.ms(bar.crossing.resume_ms)),
+            esc(", ".join(svg.crossing_notes(bar))),
+        ]
+        for bar in sorted(chart.bars, key=lambda bar: (bar.call, bar.index))
+    )
+    return _data_table(
+        "crossings", f"the {len(chart.bars):,} crossings as a table", _CROSSING_HEADERS, rows
     )
 
 
@@ -498,7 +582,7 @@ _TIMELINE_LEGEND: Final = (
     " from its call to its resume, on the thread that ran its code, with a dashed line"
     " from where it was called; crossings overlapping on one thread (nested, or queued"
     " behind another) are drawn one below the other; a red outline: its code raised."
-    " Hover a crossing for its cause and times.</p>"
+    " Hover a crossing for its cause and times, or open the table under the timeline.</p>"
 )
 
 
@@ -572,7 +656,13 @@ def render_html(
         "</header>"
     )
     out.write(_sites_section(document) if by == "site" else _endpoints_section(document, groups))
-    out.write(_hops_section(picture))
+    endpoints = []
+    if by != "site":
+        for row in document["rows"]:
+            stats = groups.get(row_group(row, by))
+            if stats is not None and any(stats.hop_bins):
+                endpoints.append((row["label"], stats.hop_bins))
+    out.write(_hops_section(picture, endpoints, "view" if by == "view" else "endpoint"))
     out.write(_causes_section(picture, sync_causes))
     out.write(_timelines_section(document, picture, groups))
     out.write(

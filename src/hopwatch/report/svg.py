@@ -2,7 +2,9 @@
 
 Drawn here rather than by a plotting library: a few hundred lines, no JavaScript,
 and every label escaped by :func:`~hopwatch.report.markup.esc`. Hovering a
-bar shows its ``<title>`` (the cause and its times).
+bar shows its ``<title>`` (the cause and its times). Each chart is one image to
+assistive technology, named by what it shows (``label``); the page gives the same
+figures as text beside it (html.py), for the keyboard and screen readers.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ def _tick_label(tick: float, step: float) -> str:
     return f"{tick:.{decimals}f} ms"
 
 
+def crossing_notes(bar: Bar) -> list[str]:
+    """What else a crossing's tooltip (and the page's table of crossings) says of it."""
+    c = bar.crossing
+    extra = [f"depth {c.depth}"]
+    if c.direction == SYNC_TO_ASYNC and c.thread_sensitive is not None:
+        extra.append(f"thread_sensitive={c.thread_sensitive}")
+    if c.new_loop:
+        extra.append("on a new event loop")
+    if c.outcome != "ok":
+        extra.append(f"outcome: {c.outcome}")
+    return extra
+
+
 def _bar_title(bar: Bar, lane_name: str) -> list[str]:
     """The lines of a crossing's tooltip."""
     c = bar.crossing
@@ -51,13 +66,8 @@ def _bar_title(bar: Bar, lane_name: str) -> list[str]:
         f"called at {fmt.ms(bar.call)} ms; queued {fmt.ms(c.wait_ms)} ms, ran"
         f" {fmt.ms(c.run_ms)} ms, handed back {fmt.ms(c.resume_ms)} ms"
     )
-    extra = [f"depth {c.depth}", f"ran on the {lane_name}"]
-    if c.direction == SYNC_TO_ASYNC and c.thread_sensitive is not None:
-        extra.append(f"thread_sensitive={c.thread_sensitive}")
-    if c.new_loop:
-        extra.append("on a new event loop")
-    if c.outcome != "ok":
-        extra.append(f"outcome: {c.outcome}")
+    extra = crossing_notes(bar)
+    extra.insert(1, f"ran on the {lane_name}")
     lines.append(", ".join(extra))
     return lines
 
@@ -88,8 +98,9 @@ def _bar(bar: Bar, top: float, x: Callable[[float], float], lane_name: str) -> s
     return "".join(parts)
 
 
-def timeline(chart: Timeline) -> str:
-    """The request's lanes, one per thread, and a bar per crossing (see report.timeline)."""
+def timeline(chart: Timeline, label: str = "timeline of the request") -> str:
+    """The request's lanes, one per thread, and a bar per crossing (see report.timeline);
+    ``label``: its accessible name (which request it is)."""
     span = chart.span_ms
     lanes = chart.lanes
     tops = []
@@ -156,7 +167,7 @@ def timeline(chart: Timeline) -> str:
         parts.append(_bar(bar, row_y(bar.lane, bar.row), x, lanes[bar.lane].name))
     return (
         f'<svg class="timeline" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="timeline of the request">'
+        f'height="{height}" role="img" aria-label="{esc(label)}">'
         f"{''.join(parts)}</svg>"
     )
 
@@ -201,8 +212,19 @@ def histogram(bins: list[int]) -> str:
     )
 
 
-def sparkline(bins: list[int]) -> str:
-    """A small histogram of hops per request, from the first bin used to the last."""
+def bin_counts(bins: list[int]) -> str:
+    """The used bins as text: ``1 hop: 3 requests; 17-24 hops: 1 request``."""
+    return "; ".join(
+        f"{bin_label(index)} {'hop' if bin_label(index) == '1' else 'hops'}: {count:,}"
+        f" {'request' if count == 1 else 'requests'}"
+        for index, count in enumerate(bins)
+        if count
+    )
+
+
+def sparkline(bins: list[int], label: str = "") -> str:
+    """A small histogram of hops per request, from the first bin used to the last; its
+    accessible name says whose (``label``) and every count."""
     used = [i for i, count in enumerate(bins) if count]
     if not used:
         return ""
@@ -218,7 +240,8 @@ def sparkline(bins: list[int]) -> str:
                 f'<rect x="{4 * offset}" y="{18 - bar_h:.1f}" width="3.2" height="{bar_h:.1f}">'
                 f"<title>{esc(tip)}</title></rect>"
             )
+    name = f"hops per request of {label}" if label else "hops per request"
     return (
         f'<svg class="spark" width="{max(4 * len(shown), 8)}" height="18" role="img" '
-        f'aria-label="hops per request">{"".join(rects)}</svg>'
+        f'aria-label="{esc(f"{name}: {bin_counts(bins)}")}">{"".join(rects)}</svg>'
     )
