@@ -19,7 +19,13 @@ class-level patches and no per-call copies of anything:
 * ``SyncToAsync.thread_handler`` (worker thread), when bound with a hop: takes
   the start and end of the code's run around the original, and is the
   thread's *running* hop meanwhile, the parent of an ``async_to_sync`` made
-  from that code.
+  from that code. A subclass's own ``thread_handler`` (channels'
+  ``DatabaseSyncToAsync``) is what asgiref binds for its adapters: the first
+  time ``__call__`` meets such a class, before asgiref's first step, it has
+  ``hopwatch._patch`` *adopt* it (``adopt``, handed in by ``configure``): the
+  class that defines the function gets the same patch around it. Its
+  ``super().thread_handler`` call then reaches SyncToAsync's in the worker
+  thread, where no hop is pending: a plain bound method, untimed.
 * ``AsyncToSync.__call__`` (sync caller): attributes and creates the hop (its
   parent: the thread's running hop, else the hop whose code runs here) and
   makes it this thread's *a2s* hop around the original call, then accounts it.
@@ -549,6 +555,8 @@ _awaitable_index = -1
 _loop_on_adapter = True
 _active = False
 _thread_hook: Callable[..., Any] | None = None
+#: hopwatch._patch._adopt (see _adopt_class)
+_adopt: Callable[[type], bool | None] | None = None
 
 
 def configure(
@@ -570,12 +578,16 @@ def configure(
     awaiting: Callable[[Any], Any] | None = None,
     loop_on_adapter: bool = True,
     get_ident: Callable[[], int] | None = None,
+    adopt: Callable[[type], bool | None] | None = None,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath). ``get_ident``: the
-    thread id the recorder reads (``threading.get_ident``, a greenlet's under gevent)."""
+    thread id the recorder reads (``threading.get_ident``, a greenlet's under gevent).
+    ``adopt(cls)`` puts hopwatch's thread_handler around an adapter class's own one
+    (hopwatch._patch._adopt): True done, False left alone, None ask again later."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
     global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter, _get_ident
+    global _adopt, _declined
     if (thread_sensitive_context is None) != (request_context is None):
         raise TypeError(
             "configure: thread_sensitive_context (a ContextVar) and request_context"
@@ -588,6 +600,7 @@ def configure(
         )
     _awaitable_index = awaitable_index
     _loop_on_adapter = bool(loop_on_adapter)
+    _adopt, _declined = adopt, None
     _tsc_var, _request_context = thread_sensitive_context, request_context
     _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
@@ -808,27 +821,46 @@ class _PerThread(threading.local):
 
 _here = _PerThread()
 
-#: A SyncToAsync subclass with a thread_handler of its own (channels'
-#: DatabaseSyncToAsync) has asgiref bind that one in the caller's thread, and calls
-#: SyncToAsync's through super() in the worker thread: its hop waits here for that
-#: binding, by the adapter's id. _plain_s2a is an adapter class known to bind
-#: hopwatch's thread_handler (SyncToAsync).
-_handover: dict[int, Hop] = {}
+#: An adapter class known to bind hopwatch's thread_handler (SyncToAsync, or a
+#: subclass whose own one was adopted), and the last thread_handler found that
+#: ``adopt`` left alone (a subclass's that is not a plain function, or other code's
+#: over hopwatch's): neither is looked at again while it stays.
 _plain_s2a: type | None = None
+_declined: Any = None
 
 
-def _hand_over(adapter: Any, hop: Hop) -> None:
-    """An adapter of a class not known to bind hopwatch's thread_handler: if its own
-    binds first, ``hop`` waits for the binding through super()."""
-    global _plain_s2a
-    for klass in type(adapter).__mro__:
-        own = vars(klass).get("thread_handler")
+def _own_thread_handler(klass: type) -> Any:
+    """``klass.thread_handler`` as it is found along the MRO, not bound."""
+    for owner in klass.__mro__:
+        own = vars(owner).get("thread_handler")
         if own is not None:
-            if isinstance(own, _ThreadHandler):
-                _plain_s2a = type(adapter)
-            else:
-                _handover[id(adapter)] = hop
-            return
+            return own
+    return None
+
+
+def _adopt_class(klass: type) -> None:
+    """An adapter class not known to bind hopwatch's thread_handler: a subclass
+    with one of its own is adopted (hopwatch._patch._adopt), so asgiref's binding,
+    in this thread, takes the hop. Cold: once a class (or a thread_handler left
+    alone)."""
+    global _plain_s2a, _declined
+    own = _own_thread_handler(klass)
+    if own is None or isinstance(own, _ThreadHandler):
+        _plain_s2a = klass
+        return
+    if own is _declined or _adopt is None:
+        return
+    try:
+        adopted = _adopt(klass)
+    except Exception as exc:
+        _report("SyncToAsync.__call__ (adopt)", exc)
+        adopted = False
+    if adopted is None:  # not installed: asked again at the next crossing
+        return
+    if adopted and isinstance(_own_thread_handler(klass), _ThreadHandler):
+        _plain_s2a = klass
+    else:
+        _declined = own
 
 
 def _expected_loop(adapter: Any) -> object:
@@ -887,7 +919,7 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             if hop.thread_sensitive is False:  # the caller's executor, or the loop's pool
                 hop.own_executor = getattr(self, "_executor", None) is not None
             if type(self) is not _plain_s2a:
-                _hand_over(self, hop)
+                _adopt_class(type(self))
         except Exception as exc:
             _report("SyncToAsync.__call__", exc)
             return await original(self, *args, **kwargs)
@@ -907,8 +939,6 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             hop.resumed_ns = _now()
             if _here.pending is hop:  # never bound: asgiref failed before that
                 _here.pending = None
-            if _handover and _handover.get(id(self)) is hop:  # never bound through super()
-                del _handover[id(self)]
             hop.adapter_id = 0
             try:
                 finish_hop(hop)
@@ -1009,8 +1039,10 @@ class _BoundHandler(functools.partial):  # type: ignore[type-arg]
 
 
 class _ThreadHandler:
-    """``SyncToAsync.thread_handler``: a plain method, except when bound by
-    asgiref's ``__call__`` for a hop being made (see the module docstring)."""
+    """``SyncToAsync.thread_handler`` (or an adopted subclass's): a plain method,
+    except when bound by asgiref's ``__call__`` for a hop being made (see the
+    module docstring). A subclass's ``super().thread_handler``, bound in the worker
+    thread where no hop is pending, is the plain method."""
 
     def __init__(self, original: Callable[..., Any]) -> None:
         self.__wrapped__ = original
@@ -1026,10 +1058,6 @@ class _ThreadHandler:
         if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
             here.pending = None  # one binding per hop
             return _BoundHandler(_run_handler, self.__wrapped__, adapter, hop)
-        if _handover:  # a subclass's own thread_handler calling this one (super())
-            hop = _handover.pop(id(adapter), None)
-            if hop is not None and hop.adapter_id == id(adapter) and not hop.started_ns:
-                return _BoundHandler(_run_handler, self.__wrapped__, adapter, hop)
         return MethodType(self.__wrapped__, adapter)
 
     def __call__(self, adapter: Any, *args: Any, **kwargs: Any) -> Any:

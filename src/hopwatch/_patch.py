@@ -11,10 +11,24 @@ methods too (APMs do) sees what it would see without hopwatch. How a crossing
 is measured is in ``_hotpath_py``'s docstring; the C accelerator
 (``_speedups``) does the same thing cheaply.
 
-``uninstall()`` puts the originals back, leaving the classes' dicts exactly as
-they were. When someone wrapped over hopwatch's methods after install, those
-are left in place and hopwatch's layer becomes inert (it passes through); a
-later ``install()`` makes that same layer work again rather than wrap theirs.
+A ``SyncToAsync`` subclass with a ``thread_handler`` of its own (channels'
+``DatabaseSyncToAsync``, which calls asgiref's through ``super()``) is
+*adopted* on the first crossing the hop path sees of it (:func:`_adopt`,
+before asgiref's coroutine takes its first step): the class in its MRO that
+defines that function gets hopwatch's thread_handler around it, as
+``SyncToAsync`` has, recorded with the four above. asgiref binds it in the
+caller's thread, where it takes the hop as ``SyncToAsync``'s would; the
+subclass's function then runs inside the hop's run, and its ``super()`` call
+reaches asgiref's through hopwatch's ``SyncToAsync.thread_handler``, which
+finds no hop in the worker thread and passes straight through. Only a plain
+function is adopted; any other ``thread_handler`` is left alone (its hops
+have no run figures).
+
+``uninstall()`` puts the originals back, leaving the classes' dicts (the
+adopted subclasses' too) exactly as they were. When someone wrapped over
+hopwatch's methods after install, those are left in place and hopwatch's
+layer becomes inert (it passes through); a later ``install()`` makes that
+same layer work again rather than wrap theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import asyncio
 import functools
 import inspect
 import threading
+from types import FunctionType
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -49,6 +64,10 @@ _patches: dict[tuple[type, str], tuple[Any, Any]] = {}
 #: The methods uninstall() left in place because other code had wrapped them
 #: since (install() then reuses them, under that code's wrapper).
 _left: set[tuple[type, str]] = set()
+#: The SyncToAsync subclasses whose own thread_handler hopwatch adopted (see
+#: _adopt), as (class, attribute, which): restored and reinstalled with _TARGETS.
+_adopted: list[tuple[type, str, int]] = []
+_THREAD_HANDLER = "thread_handler"
 
 
 def _main_wrap_awaitable_index(main_wrap: Any) -> int:
@@ -94,7 +113,42 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         awaiting=_hotpath_py._awaiting,
         loop_on_adapter=_LOOP_ON_ADAPTER,
         get_ident=_recorder_get_ident,
+        adopt=_adopt,
     )
+
+
+def _adopt(adapter_class: type) -> bool | None:
+    """Called by the hop path, before asgiref's coroutine takes its first step, the
+    first time it meets an adapter class whose ``thread_handler`` (along the MRO) is
+    not hopwatch's: the class that defines it gets hopwatch's thread_handler around
+    its own function, so asgiref's binding in the caller's thread takes the hop (see
+    the module docstring). True: the adapter class's thread_handler is hopwatch's
+    now; False: left alone for as long as that attribute stays (not a plain
+    function, ``SyncToAsync``'s own, or other code's over hopwatch's); None:
+    hopwatch is not installed (ask again later)."""
+    with _lock:
+        if not _installed:
+            return None
+        owner = next((k for k in adapter_class.__mro__ if _THREAD_HANDLER in k.__dict__), None)
+        if owner is None or owner is SyncToAsync:  # SyncToAsync's is install()'s
+            return False
+        own = owner.__dict__[_THREAD_HANDLER]
+        known = _patches.get((owner, _THREAD_HANDLER))
+        if known is not None and own is known[1]:
+            return True  # adopted already (the first crossing of another thread)
+        if known is not None and own is not known[0]:
+            # Other code's, put over hopwatch's since (uninstall() left it: _left):
+            # as for the four targets, a second layer over theirs is not added.
+            return False
+        if type(own) is not FunctionType:
+            return False
+        _original, patched = _patch_for(owner, _THREAD_HANDLER, _hotpath.THREAD_HANDLER)
+        setattr(owner, _THREAD_HANDLER, patched)
+        _left.discard((owner, _THREAD_HANDLER))
+        target = (owner, _THREAD_HANDLER, _hotpath.THREAD_HANDLER)
+        if target not in _adopted:
+            _adopted.append(target)
+        return True
 
 
 configure_hot_path()
@@ -120,13 +174,18 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        for cls, name, which in _TARGETS:
+        for cls, name, which in (*_TARGETS, *_adopted):
             if (cls, name) in _left and cls.__dict__.get(name) is not _patches[(cls, name)][0]:
                 # Our layer, left under another's wrapper by uninstall(), is still
                 # there (nobody put the original back): it works again once active.
                 # A second layer over theirs would count every crossing twice.
                 continue
             _left.discard((cls, name))
+            if (cls, name, which) in _adopted and type(cls.__dict__.get(name)) is not FunctionType:
+                # The adopted function was taken away while uninstalled (deleted,
+                # or replaced by what is not a function): nothing to adopt there.
+                _adopted.remove((cls, name, which))
+                continue
             _original, patched = _patch_for(cls, name, which)
             setattr(cls, name, patched)
         _hotpath.set_active(True)
@@ -140,7 +199,7 @@ def uninstall() -> None:
         if not _installed:
             return
         _hotpath.set_active(False)
-        for cls, name, _which in _TARGETS:
+        for cls, name, _which in (*_TARGETS, *_adopted):
             original, patched = _patches[(cls, name)]
             if cls.__dict__.get(name) is patched:
                 setattr(cls, name, original)

@@ -506,6 +506,7 @@ static PyObject *g_thread_hook;      /* hook(hop, handler, args, kwargs) or None
 static PyObject *g_cancelled;        /* asyncio.CancelledError */
 static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
 static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
+static PyObject *g_adopt;            /* adopt(cls) -> True, False or None (hopwatch._patch._adopt) */
 static int g_active = 0;
 static int g_thread_hooks = 0;
 
@@ -587,11 +588,18 @@ static PyTypeObject LedgerCoreType;
 static HOPWATCH_TLS HopObject *tl_pending = NULL;
 /* A SyncToAsync subclass with a thread_handler of its own (channels'
  * DatabaseSyncToAsync) has asgiref bind that one in the caller's thread, and
- * calls SyncToAsync's through super() in the worker thread: its hop waits
- * here for that binding, by the adapter's id ({id: hop}). g_plain_s2a is an
- * adapter class known to bind hopwatch's thread_handler (SyncToAsync). */
-static PyObject *g_handover = NULL;
+ * calls SyncToAsync's through super() in the worker thread, where no hop is
+ * pending. The first time s2a_start meets such a class (before asgiref's first
+ * step), g_adopt (hopwatch._patch._adopt) puts a Patch (P_THREAD_HANDLER)
+ * around the class's own function, in the class of the MRO that defines it:
+ * asgiref's binding then takes the hop, and the subclass's super() call binds
+ * SyncToAsync's Patch with no hop pending, a plain method. g_plain_s2a: an
+ * adapter class known to bind a Patch (SyncToAsync, or one adopted), borrowed,
+ * only ever compared; g_declined: the last thread_handler g_adopt left alone
+ * (not a plain function, or other code's over hopwatch's), held, so it is not
+ * asked again while the class keeps it. */
 static PyTypeObject *g_plain_s2a = NULL;
+static PyObject *g_declined = NULL;
 static HOPWATCH_TLS HopObject *tl_running = NULL;
 /* The loop tl_running's caller awaits (thread_handler's first argument), the
  * one asgiref's thread_handler has just stored in SyncToAsync.threadlocal. */
@@ -3362,38 +3370,32 @@ thread_ident(void)
 
 static PyTypeObject PatchType;
 
-static int
-handover_put(HopObject *hop)
+/* The first crossing of an adapter class whose thread_handler (found along its
+ * MRO: own, borrowed) is not a Patch: adopt it (see g_plain_s2a). Cold: once a
+ * class, or a declined thread_handler. An error is reported and the class
+ * left alone; the hop goes on either way (without run figures if not adopted). */
+static void
+adopt_class(PyTypeObject *type, PyObject *own)
 {
-    PyObject *key = PyLong_FromSsize_t(hop->adapter_id);
-    if (key == NULL) {
-        return -1;
+    if (own == g_declined || g_adopt == NULL || g_adopt == Py_None) {
+        return;
     }
-    int rc = PyDict_SetItem(g_handover, key, (PyObject *)hop);
-    Py_DECREF(key);
-    return rc;
-}
-
-/* The hop waiting for its adapter's binding (a new reference, taken out), or
- * NULL; never raises. */
-static HopObject *
-handover_take(Py_ssize_t adapter_id)
-{
-    PyObject *key = PyLong_FromSsize_t(adapter_id);
-    if (key == NULL) {
-        PyErr_Clear();
-        return NULL;
+    Py_INCREF(own); /* adopt() replaces it in the class's dict */
+    PyObject *r = PyObject_CallOneArg(g_adopt, (PyObject *)type);
+    if (r == NULL) {
+        report_error("SyncToAsync.__call__ (adopt)");
     }
-    PyObject *hop = PyDict_GetItemWithError(g_handover, key); /* borrowed */
-    if (hop != NULL) {
-        Py_INCREF(hop);
-        if (PyDict_DelItem(g_handover, key) < 0) {
-            PyErr_Clear();
+    if (r != Py_None) { /* None: not installed, asked again at the next crossing */
+        PyObject *now = _PyType_Lookup(type, s_thread_handler); /* borrowed */
+        if (r == Py_True && now != NULL && Py_IS_TYPE(now, &PatchType)) {
+            g_plain_s2a = type;
+        }
+        else {
+            Py_XSETREF(g_declined, Py_NewRef(own));
         }
     }
-    PyErr_Clear();
-    Py_DECREF(key);
-    return (HopObject *)hop;
+    Py_XDECREF(r);
+    Py_DECREF(own);
 }
 
 static void
@@ -3439,8 +3441,8 @@ s2a_start(HopAwaitableObject *a)
         if (own == NULL || Py_IS_TYPE(own, &PatchType)) {
             g_plain_s2a = Py_TYPE(adapter);
         }
-        else if (handover_put(hop) < 0) {
-            goto fail;
+        else {
+            adopt_class(Py_TYPE(adapter), own);
         }
     }
     a->hop = hop;
@@ -3776,13 +3778,6 @@ awaitable_end(HopAwaitableObject *a, int raised)
     }
     if (in_flight) {
         save_exc(&s);
-    }
-    if (PyDict_GET_SIZE(g_handover) && !hop->started_ns) { /* never bound: keep it no longer */
-        HopObject *waiting = handover_take(hop->adapter_id);
-        if (waiting != NULL && waiting != hop && handover_put(waiting) < 0) {
-            PyErr_Clear();
-        }
-        Py_XDECREF(waiting);
     }
     hop->adapter_id = 0;
     if (finish_hop_impl(hop) < 0) {
@@ -4710,11 +4705,13 @@ fail:
  * in its coroutine's first step, in the caller's thread, while tl_pending is
  * the hop being made (HopAwaitable_am_send); Patch_descr_get then returns a
  * BoundHandler carrying that hop, which the executor calls in the worker.
- * Any other binding gets a plain bound method (the original, untimed). */
+ * Any other binding gets a plain bound method (the original, untimed): an
+ * adopted subclass's super().thread_handler, bound in the worker thread,
+ * among them (see g_plain_s2a). */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *original; /* asgiref's thread_handler function */
+    PyObject *original; /* asgiref's thread_handler function (or an adopted subclass's) */
     PyObject *self;     /* the SyncToAsync instance */
     HopObject *hop;
 } BoundHandlerObject;
@@ -4888,21 +4885,6 @@ bound_handler(PatchObject *p, PyObject *obj)
     return bound_with(p, obj, hop);
 }
 
-/* Bound through super() by a subclass's own thread_handler, in the worker
- * thread: the hop handed over for this adapter (g_handover), if any. */
-static PyObject *
-handed_handler(PatchObject *p, PyObject *obj)
-{
-    HopObject *hop = handover_take((Py_ssize_t)(uintptr_t)obj);
-    if (hop == NULL || hop->adapter_id != (Py_ssize_t)(uintptr_t)obj || hop->started_ns != 0) {
-        Py_XDECREF(hop);
-        return PyMethod_New((PyObject *)p, obj);
-    }
-    PyObject *b = bound_with(p, obj, hop);
-    Py_DECREF(hop);
-    return b;
-}
-
 /* main_wrap called with its awaitable (asgiref 3.9 and later) wrapped as the
  * hop's code (KIND_CODE), when it is the call's argument at g_awaitable_index
  * or keyword "awaitable"; otherwise as asgiref called it. */
@@ -5009,13 +4991,8 @@ Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
     }
-    if (((PatchObject *)self)->which == P_THREAD_HANDLER) {
-        if (tl_pending != NULL) {
-            return bound_handler((PatchObject *)self, obj);
-        }
-        if (PyDict_GET_SIZE(g_handover)) {
-            return handed_handler((PatchObject *)self, obj);
-        }
+    if (((PatchObject *)self)->which == P_THREAD_HANDLER && tl_pending != NULL) {
+        return bound_handler((PatchObject *)self, obj);
     }
     return PyMethod_New(self, obj);
 }
@@ -5082,16 +5059,17 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
                              "request_context", "awaitable_index", "awaiting",
-                             "loop_on_adapter", "get_ident", NULL};
+                             "loop_on_adapter", "get_ident", "adopt", NULL};
     PyObject *v[13] = {NULL};
     Py_ssize_t awaitable_index = -1;
     PyObject *awaiting = NULL;
     int loop_on_adapter = 1;
     PyObject *get_ident = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOpO", kwlist, &v[0], &v[1],
+    PyObject *adopt = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOpOO", kwlist, &v[0], &v[1],
                                      &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
                                      &v[10], &v[11], &v[12], &awaitable_index, &awaiting,
-                                     &loop_on_adapter, &get_ident)) {
+                                     &loop_on_adapter, &get_ident, &adopt)) {
         return NULL;
     }
     if (get_ident == Py_None) {
@@ -5115,6 +5093,8 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
     g_awaitable_index = awaitable_index;
     Py_XSETREF(g_awaiting, Py_XNewRef(awaiting));
     g_loop_on_adapter = loop_on_adapter;
+    Py_XSETREF(g_adopt, Py_XNewRef(adopt));
+    Py_CLEAR(g_declined);
     if ((v[11] != NULL) != (v[12] != NULL) ||
         (v[11] != NULL && (!PyContextVar_CheckExact(v[11]) || !PyType_Check(v[12])))) {
         PyErr_SetString(PyExc_TypeError,
@@ -6387,9 +6367,7 @@ PyInit__speedups(void)
     g_cause_json = PyDict_New();
     g_cause_keys[0] = PyDict_New();
     g_cause_keys[1] = PyDict_New();
-    g_handover = PyDict_New();
-    if (g_cause_json == NULL || g_cause_keys[0] == NULL || g_cause_keys[1] == NULL ||
-        g_handover == NULL) {
+    if (g_cause_json == NULL || g_cause_keys[0] == NULL || g_cause_keys[1] == NULL) {
         return NULL;
     }
     if (PyType_Ready(&HopType) < 0 || PyType_Ready(&LedgerCoreType) < 0 ||
