@@ -50,6 +50,7 @@ urlpatterns = [
     path("threads/timed-out/", views_threads.timed_out_call_view),
     path("threads/refused/", views_threads.refused_async_to_sync_view),
     path("threads/own-handler/", views_threads.own_handler_view),
+    path("threads/own-handler-gather/", views_threads.own_handler_gather_view),
     path("render/template/", views_render.template_view),
     path("render/overriding/", views_render.rendering_view),
     path("render/inherited/", views_render.inherited_view),

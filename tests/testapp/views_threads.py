@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.db import connection
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 
 #: How many calls the gathering views make at once.
 GATHERED = 5
@@ -279,3 +279,32 @@ async def cancelled_view(request):
         pass
     await sync_to_async(time.sleep, thread_sensitive=False)(5 * NAP)
     return HttpResponse("cancelled")
+
+
+def _own_nap(seconds, together=None):
+    """Sleeps ``seconds``, once every call in ``together`` (a barrier) has started;
+    returns its thread."""
+    if together is not None:
+        together.wait()
+    time.sleep(seconds)
+    return threading.get_ident()
+
+
+#: One adapter for every call, as ``@database_sync_to_async`` on a module-level
+#: function makes it: calls awaited at once share it. Thread-sensitive (channels'
+#: default), and on the loop's pool.
+own_nap = OwnHandlerSyncToAsync(_own_nap)
+own_nap_pool = OwnHandlerSyncToAsync(_own_nap, thread_sensitive=False)
+#: The two calls' sleeps, in seconds, in the order each pair is gathered.
+OWN_NAPS = (10 * NAP, 20 * NAP)
+
+
+async def own_handler_gather_view(request):
+    """Each module-level adapter awaited twice at once (gather): on the pool, side by
+    side on a thread each (both in flight together by construction), then
+    thread-sensitive, one after the other on the request's thread. Answers each
+    call's thread, in the same order."""
+    together = threading.Barrier(2, timeout=30)
+    pool = await asyncio.gather(*(own_nap_pool(seconds, together) for seconds in OWN_NAPS))
+    sensitive = await asyncio.gather(*(own_nap(seconds) for seconds in OWN_NAPS))
+    return JsonResponse({"pool": pool, "sensitive": sensitive})
