@@ -283,7 +283,7 @@ def test_under_gevent_the_hop_tax_is_not_measured_and_no_request_fails(tmp_path)
     assert json.loads(done.stdout) == {"statuses": {"200": 200}, "hop_tax": None}
     *lines, async_line = _lines(out)
     assert len(lines) == 200 and {line["status"] for line in lines} == {200}
-    assert not any("hop_tax_us" in line for line in lines + [async_line])
+    assert not any("hop_tax_us" in line for line in [*lines, async_line])
     # The threads are greenlets, on both hop paths alike (the C path read the OS
     # thread's id where the request's was a greenlet's: "context_thread", 3 threads).
     assert async_line["executors"] == {"caller_thread": 3, "new_loop": 1}

@@ -275,7 +275,7 @@ async def cancelled_view(request):
     and ends during the next crossing."""
     try:
         await asyncio.wait_for(sync_to_async(time.sleep, thread_sensitive=False)(2 * NAP), NAP / 2)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await sync_to_async(time.sleep, thread_sensitive=False)(5 * NAP)
     return HttpResponse("cancelled")
