@@ -1,0 +1,58 @@
+"""A request closed from another context than the one that opened it: a server that
+closes the response on another thread, in a copy of the request's context. The
+request is left there too: a crossing the server makes there afterwards is outside
+any request (hopwatch's ``unscoped`` ledger), not the finished request's, nor one
+of its late crossings."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+from asgiref.sync import async_to_sync
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import override_settings
+
+from hopwatch._recorder import current_scope, late, unscoped
+from tests.helpers import capture, wsgi_environ
+
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+
+
+async def _server_work():
+    return None
+
+
+def test_a_response_closed_in_a_copy_of_its_context_on_another_thread():
+    started: list[str] = []
+    seen: dict[str, object] = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.append(status)
+        return lambda data: None
+
+    def close_then_cross(response):
+        # The server's context: a copy of the request's, made on its thread.
+        response.close()
+        seen["scope after close"] = current_scope.get()
+        seen["late"], seen["unscoped"] = late.count, unscoped.count
+        async_to_sync(_server_work)()  # a crossing the server makes there afterwards
+        seen["late after"], seen["unscoped after"] = late.count, unscoped.count
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        request_context = contextvars.copy_context()
+        response = request_context.run(WSGIHandler(), wsgi_environ("/sync/"), start_response)
+        assert b"".join(response) == b"sync" and started == ["200 OK"]
+        (record,) = [request_context[current_scope]]
+        assert record is not None and not record.closed
+        server_context = request_context.copy()
+        thread = threading.Thread(target=server_context.run, args=(close_then_cross, response))
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()
+    assert records == [record] and record.closed
+    hops = record.count
+    assert seen["late after"] == seen["late"]
+    assert seen["unscoped after"] == seen["unscoped"] + 1
+    assert record.count == hops
+    assert seen["scope after close"] is None
