@@ -9,12 +9,18 @@ from __future__ import annotations
 import contextvars
 import threading
 
+import pytest
 from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
 from hopwatch._recorder import current_scope, late, unscoped
 from tests.helpers import capture, wsgi_environ
+
+# Django closes old database connections as a request starts and ends (a WSGI
+# request, or a sync receiver on the test's own thread): with the test database set up
+# by another test, that is database access.
+pytestmark = pytest.mark.django_db
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
 from hopwatch._django_scope import finish_request
 from hopwatch._recorder import close_request
 from tests.helpers import asgi_request, capture, wsgi_environ
+
+# Django closes old database connections as a request starts and ends (a WSGI
+# request, or a sync receiver on the test's own thread): with the test database set up
+# by another test, that is database access.
+pytestmark = pytest.mark.django_db
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 

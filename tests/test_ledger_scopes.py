@@ -11,6 +11,7 @@ children's overhead and inner time, once.
 
 from __future__ import annotations
 
+import pytest
 from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
@@ -19,6 +20,11 @@ from hopwatch import _hotpath
 from hopwatch._recorder import RequestRecord
 from hopwatch.testing import count_hops
 from tests.helpers import asgi_call, asgi_request, capture
+
+# Django closes old database connections as a request starts and ends (a WSGI
+# request, or a sync receiver on the test's own thread): with the test database set up
+# by another test, that is database access.
+pytestmark = pytest.mark.django_db
 
 
 def bounded_inner(hop) -> int:

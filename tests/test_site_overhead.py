@@ -9,6 +9,11 @@ from django.test import override_settings
 from hopwatch import _hotpath
 from tests.helpers import asgi_request, capture, wsgi_request
 
+# Django closes old database connections as a request starts and ends (a WSGI
+# request, or a sync receiver on the test's own thread): with the test database set up
+# by another test, that is database access.
+pytestmark = pytest.mark.django_db
+
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 
 
