@@ -283,6 +283,14 @@ def test_a_gzip_cut_short_is_still_read_and_said_to_be_cut_short(
     assert summary["truncated_inputs"] == [str(cut)] and 0 < summary["records"] < 12
 
 
+def test_a_hard_link_is_read_once(run_cli: RunCli, log: Path, tmp_path: Path) -> None:
+    os.link(log, tmp_path / "hard.log")
+    os.symlink(log, tmp_path / "soft.log")
+    result = run_cli(log, tmp_path / "hard.log", tmp_path, "--format", "json")
+    summary = json.loads(result.out)["summary"]
+    assert (result.status, summary["files"], summary["records"]) == (0, 1, 12)
+
+
 # --- inputs that cannot be read ---------------------------------------------------------------
 
 

@@ -59,6 +59,9 @@ class Source:
     gzip: bool
     #: A stream (stdin, a FIFO): opened once by resolve(), read once, never reopened.
     stream: BinaryIO | None = field(default=None, compare=False, repr=False)
+    #: (st_dev, st_ino) of the file read, or None (stdin on a pipe or a terminal): the
+    #: file's identity, however it is named (a hard link, a symbolic link, a glob).
+    identity: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def splittable(self) -> bool:
@@ -71,7 +74,14 @@ def _stdin_source() -> Source:
     raw = getattr(stdin, "buffer", None) if stdin is not None else None
     if raw is None:  # fd 0 closed (`0<&-`): Python sets sys.stdin to None
         raise InputError("cannot read <stdin>: standard input is closed")
-    return Source(name="<stdin>", path=None, size=0, gzip=False, stream=raw)
+    identity = None
+    try:
+        info = os.fstat(raw.fileno())
+        if stat.S_ISREG(info.st_mode):  # `< app.log`: that file is an input (see -o)
+            identity = (info.st_dev, info.st_ino)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file descriptor (a test's stand-in)
+    return Source(name="<stdin>", path=None, size=0, gzip=False, stream=raw, identity=identity)
 
 
 def _file_source(path: str) -> Source:
@@ -84,13 +94,26 @@ def _file_source(path: str) -> Source:
         if stat.S_ISREG(info.st_mode):
             with handle:
                 magic = handle.read(len(GZIP_MAGIC))
-            return Source(name=path, path=path, size=info.st_size, gzip=magic == GZIP_MAGIC)
+            return Source(
+                name=path,
+                path=path,
+                size=info.st_size,
+                gzip=magic == GZIP_MAGIC,
+                identity=(info.st_dev, info.st_ino),
+            )
     except OSError as exc:
         handle.close()
         raise InputError(f"cannot read {clean(path)}: {os_error_reason(exc)}") from None
     # a FIFO, a pipe (<(command), /dev/stdin), a character device: read it once from
     # this handle; reopening it would lose data, seeking it fails ("Illegal seek")
-    return Source(name=path, path=path, size=0, gzip=False, stream=handle)
+    return Source(
+        name=path,
+        path=path,
+        size=0,
+        gzip=False,
+        stream=handle,
+        identity=(info.st_dev, info.st_ino),
+    )
 
 
 def _walk(directory: str) -> list[str]:
@@ -111,20 +134,33 @@ def _raise_walk_error(exc: OSError) -> None:
 
 
 def resolve(arguments: list[str]) -> list[Source]:
-    """The sources named by the command line, in order, each file once."""
+    """The sources named by the command line, in order, each file once: by its device
+    and inode, so that a hard link, a symbolic link or a second glob naming a file already
+    listed adds nothing."""
     sources: list[Source] = []
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
+    stdin = False
 
     def add_file(path: str) -> None:
-        real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
-            sources.append(_file_source(path))
+        try:
+            info = os.stat(path)
+        except OSError:
+            info = None  # _file_source names the problem
+        if info is not None and (info.st_dev, info.st_ino) in seen:
+            return
+        source = _file_source(path)
+        if source.identity is not None:
+            if source.identity in seen:  # replaced between the two looks
+                if source.stream is not None:
+                    source.stream.close()
+                return
+            seen.add(source.identity)
+        sources.append(source)
 
     for argument in arguments:
         if argument == STDIN:
-            if STDIN not in seen:
-                seen.add(STDIN)
+            if not stdin:
+                stdin = True
                 sources.append(_stdin_source())
         elif os.path.isdir(argument):
             for path in _walk(argument):
