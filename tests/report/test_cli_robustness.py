@@ -10,6 +10,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -281,6 +282,29 @@ def test_a_gzip_cut_short_is_still_read_and_said_to_be_cut_short(
     summary = json.loads(result.out)["summary"]
     assert (result.status, result.err) == (0, "")
     assert summary["truncated_inputs"] == [str(cut)] and 0 < summary["records"] < 12
+
+
+def test_a_gzip_cut_mid_line_counts_its_last_line_as_a_plain_file_does(
+    run_cli: RunCli, tmp_path: Path, decompressor: str
+) -> None:
+    text = ("\n".join(canonical_lines(400)) + "\n").encode()
+    whole = gzip.compress(text)
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    held = zlib.decompressobj(31).decompress(whole[: len(whole) // 2])
+    assert not held.endswith(b"\n")  # the cut is inside a line
+    plain = tmp_path / "held.log"
+    plain.write_bytes(held)
+    summaries = []
+    for path in (cut, plain):
+        result = run_cli(path, "--format", "json", "--jobs", "1")
+        assert result.status == 0
+        summaries.append(json.loads(result.out)["summary"])
+    lines = held.count(b"\n") + 1
+    for summary in summaries:
+        assert summary["bytes"] == len(held) and summary["lines"] == lines
+        assert summary["records"] == lines - 1 and summary["skipped_by_reason"] == {"truncated": 1}
+    assert summaries[0]["truncated_inputs"] == [str(cut)]
 
 
 def test_a_hard_link_is_read_once(run_cli: RunCli, log: Path, tmp_path: Path) -> None:

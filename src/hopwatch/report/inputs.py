@@ -14,7 +14,8 @@ to end by the main process, never split or reopened.
 
 gzip is recognised by its magic bytes, not the file name (rotated logs are
 not always named ``.gz``). A gzip stream that ends early (a log compressed
-while still being written) keeps what it held and is mentioned in the summary.
+while still being written) keeps what it held, its last partial line counted as a
+plain file's last line is, and is mentioned in the summary.
 It is decompressed by ISA-L (python-isal, ``pip install hopwatch[fast-gzip]``)
 when installed, three to four times as fast as zlib (measured in
 docs/performance.md), else by the standard library's zlib.
@@ -220,7 +221,14 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
     filled = 0  # buffer[:filled] holds the carried line, then the new read
     skipping = False  # inside a line that is already too long: drop up to its end
     while True:
-        chunk = read(BLOCK_BYTES)
+        try:
+            chunk = read(BLOCK_BYTES)
+        except TruncatedInput:
+            # a compressed stream cut short: its last line, cut too, is read as a plain
+            # file's last line is (the scanner counts it: truncated, or an other line)
+            if filled:
+                yield buffer, filled
+            raise
         if not chunk:
             break
         if skipping:
