@@ -3,8 +3,10 @@ documented exit status, no traceback, and nothing damaged (docs/report.md)."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
 import os
 import shlex
 import stat
@@ -305,6 +307,76 @@ def test_a_gzip_cut_mid_line_counts_its_last_line_as_a_plain_file_does(
         assert summary["bytes"] == len(held) and summary["lines"] == lines
         assert summary["records"] == lines - 1 and summary["skipped_by_reason"] == {"truncated": 1}
     assert summaries[0]["truncated_inputs"] == [str(cut)]
+
+
+# --- bzip2, xz: read as gzip is; zstd, UTF-16 and UTF-32: refused with a line -------------------
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    """Two streams (pbzip2, xz -T), with xz's padding between them."""
+    half = len(data) // 2
+    if kind == "bzip2":
+        return bz2.compress(data[:half]) + bz2.compress(data[half:])
+    return lzma.compress(data[:half]) + b"\0" * 4 + lzma.compress(data[half:])
+
+
+@pytest.mark.parametrize("kind", ["bzip2", "xz"])
+def test_bzip2_and_xz_are_read_whatever_their_name(
+    run_cli: RunCli, log: Path, tmp_path: Path, kind: str
+) -> None:
+    data = log.read_bytes()
+    packed = _compressed(kind, data)
+    rotated = tmp_path / "logs" / "app.log.1"  # logrotate's compresscmd, no extension
+    rotated.parent.mkdir()
+    rotated.write_bytes(packed)
+    (tmp_path / "logs" / "app.log").write_bytes(data)
+    for jobs in ("1", "2"):
+        result = run_cli(tmp_path / "logs", "--format", "json", "--jobs", jobs)
+        summary = json.loads(result.out)["summary"]
+        assert (result.status, result.err) == (0, "")
+        assert (summary["files"], summary["records"], summary["other_lines"]) == (2, 24, 0)
+        assert summary["bytes"] == 2 * len(data) and summary["truncated_inputs"] == []
+    result = run_cli("-", "--format", "json", stdin=packed)
+    assert json.loads(result.out)["summary"]["records"] == 12
+    cut = tmp_path / "cut"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])  # inside the second stream
+    result = run_cli(cut, "--format", "json")
+    summary = json.loads(result.out)["summary"]
+    assert result.status == 0 and summary["truncated_inputs"] == [str(cut)]
+    assert 5 <= summary["records"] < 12  # the first stream: 5 whole lines and a part
+    assert summary["lines"] == summary["records"] + sum(summary["skipped_by_reason"].values())
+    corrupt = tmp_path / "corrupt"
+    corrupt.write_bytes(packed[:12] + b"\xaa" * 40 + packed[52:])
+    result = run_cli(corrupt)
+    assert (result.status, result.out) == (2, "")
+    assert result.err.startswith(f"hopwatch report: cannot read {corrupt}: corrupt {kind} data (")
+
+
+@pytest.mark.parametrize(
+    ("head", "what", "how"),
+    [
+        (b"\x28\xb5\x2f\xfd", "it is zstd-compressed, which this Python cannot decompress", "zstd -dc"),
+        (b"\xff\xfe", "it is UTF-16 text (PowerShell's > writes it), not UTF-8", "iconv -f UTF-16 -t UTF-8"),
+        (b"\xfe\xff", "it is UTF-16 text (PowerShell's > writes it), not UTF-8", "iconv -f UTF-16 -t UTF-8"),
+        (b"\xff\xfe\x00\x00", "it is UTF-32 text (PowerShell's > writes it), not UTF-8", "iconv -f UTF-32 -t UTF-8"),
+    ],
+)  # fmt: skip
+def test_zstd_utf16_and_utf32_are_refused_with_what_to_do(
+    run_cli: RunCli, log: Path, tmp_path: Path, head: bytes, what: str, how: str
+) -> None:
+    path = tmp_path / "logs" / "app.log.3"
+    path.parent.mkdir()
+    path.write_bytes(head + log.read_bytes())
+    (tmp_path / "logs" / "app.log").write_bytes(log.read_bytes())
+    result = run_cli(tmp_path / "logs")
+    assert (result.status, result.out) == (2, "")
+    assert (
+        result.err
+        == f"hopwatch report: cannot read {path}: {what}: {how} {path} | hopwatch report -\n"
+    )
+    result = run_cli("-", stdin=head + log.read_bytes())
+    assert (result.status, result.out) == (2, "")
+    assert result.err == f"hopwatch report: cannot read <stdin>: {what}: {how} before the pipe\n"
 
 
 def test_a_hard_link_is_read_once(run_cli: RunCli, log: Path, tmp_path: Path) -> None:

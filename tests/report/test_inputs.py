@@ -113,10 +113,10 @@ def test_byte_ranges_cover_every_line_exactly_once(
 def test_plan_splits_plain_files_and_keeps_gzip_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PIECE_BYTES", 100)
     sources = [
-        Source("a", "a", 1000, False),
-        Source("b.gz", "b.gz", 100, True),
-        Source("c", "c", 3000, False),
-        Source("<stdin>", None, 0, False, stream=io.BytesIO()),
+        Source("a", "a", 1000, ""),
+        Source("b.gz", "b.gz", 100, "gzip"),
+        Source("c", "c", 3000, ""),
+        Source("<stdin>", None, 0, "", stream=io.BytesIO()),
     ]
     own, shared = parallel.plan(sources, 2)
     assert [piece.source.name for piece in own] == ["<stdin>"]

@@ -1,4 +1,5 @@
-"""Where lines come from: files, directories, globs, gzip, stdin; and reading them in blocks.
+"""Where lines come from: files, directories, globs, gzip, bzip2, xz, stdin; and reading
+them in blocks.
 
 Paths are resolved (and every file opened once) before anything is read, so a
 missing or unreadable input stops the report with a message naming it instead
@@ -12,10 +13,14 @@ A path that is not a regular file (a FIFO, ``<(command)``, ``/dev/stdin`` on a
 pipe) is a stream, like stdin: opened once while resolving, read once from start
 to end by the main process, never split or reopened.
 
-gzip is recognised by its magic bytes, not the file name (rotated logs are
-not always named ``.gz``). A gzip stream that ends early (a log compressed
-while still being written) keeps what it held, its last partial line counted as a
-plain file's last line is, and is mentioned in the summary.
+gzip, bzip2 and xz are recognised by their magic bytes, not the file name (rotated
+logs are not always named ``.gz``), and decompressed as they are read, every stream of
+a file of several. A compressed stream that ends early (a log compressed while still
+being written) keeps what it held, its last partial line counted as a truncated line,
+and is mentioned in the summary. zstd (no module in the standard library before
+Python 3.14) and UTF-16 or UTF-32 text (a byte order mark: PowerShell's ``>``) are
+refused with a line that says how to read them, as an unreadable input: their records
+would otherwise vanish into "other lines".
 It is decompressed by ISA-L (python-isal, ``pip install hopwatch[fast-gzip]``)
 when installed, three to four times as fast as zlib (measured in
 docs/performance.md), else by the standard library's zlib.
@@ -23,9 +28,11 @@ docs/performance.md), else by the standard library's zlib.
 
 from __future__ import annotations
 
+import bz2
 import errno
 import glob
 import io
+import lzma
 import os
 import queue
 import stat
@@ -45,6 +52,22 @@ BLOCK_BYTES: Final = 512 * 1024
 #: ID1, ID2 and CM = 8 (deflate, the only method RFC 1952 defines): a text log whose first
 #: line happens to start with the two ID bytes is not taken for gzip.
 GZIP_MAGIC: Final = b"\x1f\x8b\x08"
+#: "BZh", the block size ("1" to "9"), then a block's or the end's magic number.
+BZIP2_MAGIC: Final = b"BZh"
+_BZIP2_NEXT: Final = (b"1AY&SY", b"\x17rE8P\x90")
+XZ_MAGIC: Final = b"\xfd7zXZ\x00"
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+#: The first bytes of a compressed file (output.py refuses to replace one).
+COMPRESSED_MAGICS: Final = (GZIP_MAGIC, BZIP2_MAGIC, XZ_MAGIC, ZSTD_MAGIC)
+#: Byte order marks of text this reader cannot read (UTF-32 before UTF-16: FF FE 00 00).
+_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+#: Bytes read to tell what an input is.
+HEAD_BYTES: Final = 10
 STDIN: Final = "-"
 
 
@@ -56,8 +79,9 @@ class InputError(Exception):
 class Source:
     name: str  # as shown to the user
     path: str | None  # None for stdin
-    size: int  # bytes on disk (compressed size for gzip); 0 for a stream
-    gzip: bool
+    size: int  # bytes on disk (compressed size when compressed); 0 for a stream
+    #: "" (plain), "gzip", "bzip2" or "xz"; a stream's is found when it is read
+    compression: str
     #: A stream (stdin, a FIFO): opened once by resolve(), read once, never reopened.
     stream: BinaryIO | None = field(default=None, compare=False, repr=False)
     #: (st_dev, st_ino) of the file read, or None (stdin on a pipe or a terminal): the
@@ -65,9 +89,43 @@ class Source:
     identity: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     @property
+    def gzip(self) -> bool:
+        return self.compression == "gzip"
+
+    @property
     def splittable(self) -> bool:
-        """A plain regular file: byte ranges of it can be read by several processes."""
-        return self.stream is None and not self.gzip
+        """A plain regular file: byte ranges of it can be read by several processes (a
+        compressed stream cannot be entered in the middle)."""
+        return self.stream is None and not self.compression
+
+
+def sniff(head: bytes, name: str, stream: bool = False) -> str:
+    """The compression of an input that starts with ``head`` ("" for plain text), or
+    InputError for what cannot be read as text: zstd, UTF-16 and UTF-32."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    if head.startswith(BZIP2_MAGIC) and head[3:4] in b"123456789" and head[4:10] in _BZIP2_NEXT:
+        return "bzip2"
+    shown = clean(name)
+    if head.startswith(ZSTD_MAGIC):
+        how = "zstd -dc before the pipe" if stream else f"zstd -dc {shown} | hopwatch report -"
+        raise InputError(
+            f"cannot read {shown}: it is zstd-compressed, which this Python cannot"
+            f" decompress: {how}"
+        )
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            convert = f"iconv -f {encoding} -t UTF-8"
+            how = f"{convert} {shown} | hopwatch report -"
+            if stream:
+                how = f"{convert} before the pipe"
+            raise InputError(
+                f"cannot read {shown}: it is {encoding} text (PowerShell's > writes it),"
+                f" not UTF-8: {how}"
+            )
+    return ""
 
 
 def _stdin_source() -> Source:
@@ -82,7 +140,7 @@ def _stdin_source() -> Source:
             identity = (info.st_dev, info.st_ino)
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         pass  # not a real file descriptor (a test's stand-in)
-    return Source(name="<stdin>", path=None, size=0, gzip=False, stream=raw, identity=identity)
+    return Source(name="<stdin>", path=None, size=0, compression="", stream=raw, identity=identity)
 
 
 def _file_source(path: str) -> Source:
@@ -94,24 +152,27 @@ def _file_source(path: str) -> Source:
         info = os.fstat(handle.fileno())
         if stat.S_ISREG(info.st_mode):
             with handle:
-                magic = handle.read(len(GZIP_MAGIC))
+                head = handle.read(HEAD_BYTES)
             return Source(
                 name=path,
                 path=path,
                 size=info.st_size,
-                gzip=magic == GZIP_MAGIC,
+                compression=sniff(head, path),
                 identity=(info.st_dev, info.st_ino),
             )
     except OSError as exc:
         handle.close()
         raise InputError(f"cannot read {clean(path)}: {os_error_reason(exc)}") from None
+    except InputError:
+        handle.close()
+        raise
     # a FIFO, a pipe (<(command), /dev/stdin), a character device: read it once from
     # this handle; reopening it would lose data, seeking it fails ("Illegal seek")
     return Source(
         name=path,
         path=path,
         size=0,
-        gzip=False,
+        compression="",
         stream=handle,
         identity=(info.st_dev, info.st_ino),
     )
@@ -380,8 +441,8 @@ def read_source(
         handle = open(source.path, "rb")  # noqa: SIM115 - closed by the returned closer
     except OSError as exc:
         raise InputError(f"cannot read {clean(source.name)}: {os_error_reason(exc)}") from None
-    if source.gzip:
-        ahead = ReadAhead(gunzip_reader(handle.read))
+    if source.compression:
+        ahead = ReadAhead(decompressing_reader(source.compression, handle.read))
 
         def close() -> None:
             ahead.close()
@@ -397,25 +458,38 @@ def read_source(
 
 
 def _stream_blocks(source: Source, on_too_long: OnTooLong) -> tuple[LineBlocks, Callable[[], None]]:
-    """stdin or a FIFO: read once, from start to end; gzip when its first bytes say so."""
+    """stdin or a FIFO: read once, from start to end; decompressed when its first bytes
+    say so (sniff)."""
     stream = source.stream
     assert stream is not None
     close = stream.close if source.path is not None else (lambda: None)  # stdin stays open
     try:
-        head = _guarded(stream.read, source)(len(GZIP_MAGIC))
+        head = _read_head(_guarded(stream.read, source))
+        compression = sniff(head, source.name, stream=True)
     except InputError:
         close()
         raise
     read: Callable[[int], bytes] = _Prefixed(head, stream).read
-    if head != GZIP_MAGIC:
+    if not compression:
         return line_blocks(_guarded(read, source), on_too_long), close
-    ahead = ReadAhead(gunzip_reader(read))
+    ahead = ReadAhead(decompressing_reader(compression, read))
 
     def close_both() -> None:
         ahead.close()
         close()
 
     return line_blocks(_guarded(ahead.read, source), on_too_long), close_both
+
+
+def _read_head(read: Callable[[int], bytes]) -> bytes:
+    """The first HEAD_BYTES of a stream (fewer at its end): a pipe's read may return less."""
+    head = b""
+    while len(head) < HEAD_BYTES:
+        more = read(HEAD_BYTES - len(head))
+        if not more:
+            break
+        head += more
+    return head
 
 
 class ReadAhead:
@@ -572,8 +646,77 @@ def gunzip_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
     return read_unzipped
 
 
+#: Compressed input read per call by the bzip2 and xz readers.
+UNPACK_INPUT_BYTES: Final = 64 * 1024
+
+
+class CorruptData(Exception):
+    """bzip2 or xz data that cannot be decompressed; the message says which."""
+
+
+def decompressing_reader(compression: str, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    """read(n) of the decompressed bytes of ``read``, a stream of ``compression``."""
+    if compression == "gzip":
+        return gunzip_reader(read)
+    if compression == "bzip2":
+        return _streams_reader(read, bz2.BZ2Decompressor, BZIP2_MAGIC, "bzip2")
+    if compression == "xz":
+        return _streams_reader(read, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), XZ_MAGIC, "xz")
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+def _streams_reader(
+    read: Callable[[int], bytes], make: Callable[[], Any], magic: bytes, kind: str
+) -> Callable[[int], bytes]:
+    """read(n) of the decompressed bytes of every bzip2 or xz stream that ``read`` gives
+    (pbzip2 and ``xz -T`` write several; xz pads between them with zero bytes, skipped).
+
+    As gunzip_reader: a stream cut short hands over everything decompressed before the
+    cut, then raises EOFError; other bytes after a stream are corrupt data. Memory stays
+    bounded: at most ``n`` bytes come out of the decompressor per call.
+    """
+    unpack: Any = None
+    pending = b""  # input not given to the decompressor yet
+
+    def read_unpacked(size: int) -> bytes:
+        nonlocal unpack, pending
+        while True:
+            if unpack is not None and unpack.eof:
+                pending = unpack.unused_data + pending
+                unpack = None
+            if unpack is None:  # between streams: padding, another stream, or the end
+                pending = pending.lstrip(b"\0")
+                if len(pending) < len(magic):
+                    more = read(UNPACK_INPUT_BYTES)
+                    if not more:
+                        if pending:
+                            raise EOFError(f"compressed data ended inside an {kind} header")
+                        return b""
+                    pending += more
+                    continue
+                if not pending.startswith(magic):
+                    raise CorruptData(f"corrupt {kind} data (data after a stream is not {kind})")
+                unpack = make()
+            data = b""
+            if unpack.needs_input:
+                if pending:
+                    data, pending = pending, b""
+                else:
+                    data = read(UNPACK_INPUT_BYTES)
+                    if not data:
+                        raise EOFError("compressed data ended before the end of its stream")
+            try:
+                out: bytes = unpack.decompress(data, size)
+            except (OSError, lzma.LZMAError, ValueError) as exc:
+                raise CorruptData(f"corrupt {kind} data ({exc})") from None
+            if out:
+                return out
+
+    return read_unpacked
+
+
 class TruncatedInput(Exception):
-    """A gzip stream ended before its end marker; what came before it was read."""
+    """A compressed stream ended before its end marker; what came before it was read."""
 
 
 def _guarded(read: Callable[[int], bytes], source: Source) -> Callable[[int], bytes]:
@@ -584,6 +727,8 @@ def _guarded(read: Callable[[int], bytes], source: Source) -> Callable[[int], by
             return read(size)
         except EOFError:
             raise TruncatedInput(source.name) from None
+        except CorruptData as exc:
+            raise InputError(f"cannot read {clean(source.name)}: {exc}") from None
         except Exception as exc:
             if isinstance(exc, tuple(_GZIP_ERRORS)):
                 raise InputError(

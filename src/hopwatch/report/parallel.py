@@ -3,10 +3,11 @@
 Small input is read in this process. Large input (:data:`PARALLEL_MIN_BYTES` of
 files or more, and more than one usable core) is cut into pieces: plain files
 into byte ranges (a process reads the lines that *start* in its range, so no
-line is lost or read twice), gzip files whole (a gzip stream cannot be entered
-in the middle). There are a few pieces per process, and each process claims the
-next unread piece from a shared counter when it is done with one, so a process
-slowed down by a busy machine simply reads fewer pieces. The main process
+line is lost or read twice), compressed files (gzip, bzip2, xz) whole (a
+compressed stream cannot be entered in the middle). There are a few pieces per
+process, and each process claims the next unread piece from a shared counter
+when it is done with one, so a process slowed down by a busy machine simply
+reads fewer pieces. The main process
 reads stdin and other streams (FIFOs: they cannot be split or reopened) and
 claims pieces too; the others are
 child processes that send back a folded
@@ -41,8 +42,9 @@ from hopwatch.report.scan import Filters, Scanner
 
 #: Below this many bytes of files, starting processes costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 32 * 1024 * 1024
-#: Decompressing and reading a gzip byte costs about this many plain bytes.
+#: Decompressing and reading a compressed byte costs about this many plain bytes.
 GZIP_COST: Final = 8
+COMPRESSED_COST: Final = {"gzip": GZIP_COST, "bzip2": 40, "xz": 20}
 #: Pieces per process: enough for a slowed process to fall behind gracefully.
 PIECES_PER_PROCESS: Final = 6
 MIN_PIECE_BYTES: Final = 4 * 1024 * 1024
@@ -98,9 +100,9 @@ def read_pieces(pieces: list[Piece], filters: Filters, extra: Extra = None) -> P
 def plan(sources: list[Source], processes: int) -> tuple[list[Piece], list[Piece]]:
     """(what only the main process can read: stdin, pieces for any process, costliest first)."""
     own = [Piece(source) for source in sources if source.stream is not None]
-    shared = [Piece(source) for source in sources if source.gzip and source.stream is None]
+    shared = [Piece(source) for source in sources if source.compression and source.stream is None]
     plain = [source for source in sources if source.splittable]
-    total = sum(s.size * GZIP_COST for s in sources if s.gzip) + sum(s.size for s in plain)
+    total = sum(_weight(s) for s in sources if s.compression) + sum(s.size for s in plain)
     piece_bytes = max(MIN_PIECE_BYTES, math.ceil(total / (processes * PIECES_PER_PROCESS)))
     for source in plain:
         count = max(1, math.ceil(source.size / piece_bytes))
@@ -109,12 +111,17 @@ def plan(sources: list[Source], processes: int) -> tuple[list[Piece], list[Piece
             shared.append(Piece(source, start, None if end >= source.size else end))
 
     def cost(piece: Piece) -> int:
-        if piece.source.gzip:
-            return piece.source.size * GZIP_COST
+        if piece.source.compression:
+            return _weight(piece.source)
         return (piece.source.size if piece.end is None else piece.end) - piece.start
 
     shared.sort(key=cost, reverse=True)  # the big ones first: the last claims are short
     return own, shared
+
+
+def _weight(source: Source) -> int:
+    """A file's size in plain bytes' worth of reading (compressed bytes cost more)."""
+    return source.size * COMPRESSED_COST.get(source.compression, 1)
 
 
 def _claim_and_read(pieces: list[Piece], counter: Any, scanner: Scanner) -> None:
@@ -158,7 +165,7 @@ def read_all(
 ) -> Partial:
     """Read every source into one Partial, in parallel when it is worth it; ``extra``
     makes each process's ``Partial.extra`` (see aggregate.Partial)."""
-    file_bytes = sum(s.size * (GZIP_COST if s.gzip else 1) for s in sources if s.stream is None)
+    file_bytes = sum(_weight(s) for s in sources if s.stream is None)
     processes = jobs if jobs is not None else usable_cpus()
     if jobs is None and file_bytes < PARALLEL_MIN_BYTES:
         processes = 1
