@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers import into_a_full_file, with_the_reader_gone
 from tests.report.conftest import Run
-from tests.report.samples import canonical_lines
+from tests.report.samples import canonical_lines, line
 
 RunCli = Callable[..., Run]
 
@@ -186,6 +186,64 @@ def test_output_over_a_file_keeps_its_owner_and_group_when_root(
     assert result.status == 0, result.err
     info = out.stat()
     assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (12345, 23456, oct(0o640))
+
+
+def test_output_naming_an_input_is_refused_and_the_log_kept(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    """As cat's "input file is output file": by device and inode, however it is named."""
+    before = log.read_bytes()
+    hard = tmp_path / "hard.log"
+    os.link(log, hard)
+    cases = [
+        ([log, "-o", log], f"cannot write {log}: it is one of the inputs"),
+        ([tmp_path / "*.log", "-o", log], f"cannot write {log}: it is one of the inputs"),
+        ([tmp_path, "-o", log], f"cannot write {log}: it is one of the inputs"),
+        ([log, "-o", hard], f"cannot write {hard}: it is one of the inputs (read as {log})"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        assert (result.status, result.out, result.err) == (2, "", f"hopwatch report: {message}\n")
+        assert log.read_bytes() == before
+    result = run_cli("-", "-o", log, stdin=before)  # not the same file: it holds records
+    assert result.status == 2 and log.read_bytes() == before
+
+
+def test_output_before_an_expanded_glob_does_not_replace_the_first_log(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    """``hopwatch report -o logs/*.log``: the shell makes the first log -o's FILE."""
+    other = tmp_path / "b.log"
+    other.write_text("\n".join(canonical_lines(5)) + "\n")
+    compressed = tmp_path / "c.log.gz"
+    compressed.write_bytes(gzip.compress(b"not even records\n"))
+    for first in (log, compressed):
+        before = first.read_bytes()
+        result = run_cli("-o", first, other)
+        assert (result.status, result.out) == (2, "")
+        assert result.err == (
+            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+            " report (-o FILE takes the argument after it: a glob there names a log)\n"
+        )
+        assert first.read_bytes() == before
+
+
+def test_output_over_a_report_or_a_new_file_is_written(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.json"
+    for _ in range(2):  # new, then over the report written the first time
+        result = run_cli(log, "--format", "json", "-o", out)
+        assert result.status == 0 and json.loads(out.read_text())["summary"]["records"] == 12
+    page = tmp_path / "page.html"
+    for _ in range(2):
+        assert run_cli(log, "--format", "html", "-o", page).status == 0
+    trace = tmp_path / "trace.json"
+    detail = tmp_path / "detail.log"
+    detail.write_text(line(detail=[]) + "\n")
+    assert run_cli(log, "--format", "trace", "-o", trace).status in (0, 1)
+    trace.write_text(json.dumps({"traceEvents": [{"cat": "hopwatch.request", "name": "x"}]}))
+    assert run_cli(log, "--format", "json", "-o", trace).status == 0
 
 
 # --- standard output that cannot be written ----------------------------------------------------

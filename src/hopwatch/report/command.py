@@ -279,6 +279,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     try:
         target = output.Output(args.output, out)  # checked before reading anything
         sources = inputs.resolve(paths)
+        target.check_inputs([(source.name, source.identity) for source in sources])
         extra = visual.extra_for(args.format, args.request_id)
         partial = parallel.read_all(sources, filters, args.jobs, extra)
     except (inputs.InputError, output.OutputError) as exc:

@@ -44,6 +44,9 @@ class Output:
         self.through = False
         #: The regular file to replace: FILE, or the file a symbolic link FILE points to.
         self.target = path or ""
+        #: (st_dev, st_ino) of the regular file FILE is now, or None (none yet, stdout,
+        #: a device): an input with the same identity must not be replaced (check_inputs).
+        self.identity: tuple[int, int] | None = None
         if path is None:
             if default is None:  # fd 1 closed (`>&-`): Python sets sys.stdout to None
                 raise OutputError(f"{STDOUT_ERROR}: it is closed")
@@ -59,6 +62,8 @@ class Output:
             raise OutputError(f"cannot write {name}: {os_error_reason(exc)}") from None
         if info is not None and stat.S_ISDIR(info.st_mode):
             raise OutputError(f"cannot write {name}: it is a directory")
+        if info is not None and stat.S_ISREG(info.st_mode):
+            self.identity = (info.st_dev, info.st_ino)
         if info is not None and not stat.S_ISREG(info.st_mode):
             if not os.access(path, os.W_OK):
                 raise OutputError(f"cannot write {name}: permission denied")
@@ -78,6 +83,25 @@ class Output:
                 raise OutputError(f"cannot write {name}: permission denied")
         if info is not None and not os.access(path, os.W_OK):
             raise OutputError(f"cannot write {name}: permission denied")
+
+    def check_inputs(self, inputs: list[tuple[str, tuple[int, int] | None]]) -> None:
+        """Refuse to replace a log: a FILE that is one of the inputs (name, identity),
+        however each is named (a glob, a directory, a link, stdin redirected from it), or a
+        FILE that holds hopwatch records (``hopwatch report -o logs/*.log``: the shell makes
+        the first log FILE, and only the others inputs). A FILE that does not exist yet, or
+        is not a regular file, is neither."""
+        if self.identity is None:
+            return
+        name = clean(self.path or "")
+        for input_name, identity in inputs:
+            if identity == self.identity:
+                read_as = "" if input_name == self.path else f" (read as {clean(input_name)})"
+                raise OutputError(f"cannot write {name}: it is one of the inputs{read_as}")
+        if _holds_records(self.target):
+            raise OutputError(
+                f"cannot write {name}: it holds hopwatch records, a log, not a report"
+                " (-o FILE takes the argument after it: a glob there names a log)"
+            )
 
     def finish(self) -> None:
         """Flush stdout, or put the whole file in place."""
@@ -108,6 +132,27 @@ class Output:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise OutputError(f"cannot write {clean(self.path)}: {os_error_reason(exc)}") from None
+
+
+#: How much of an existing FILE is looked at to tell a log from a report.
+LOOK_BYTES: Final = 64 * 1024
+
+
+def _holds_records(path: str) -> bool:
+    """Whether the regular file ``path`` starts like a log: compressed (gzip, bzip2, xz,
+    zstd), or a hopwatch record in its first LOOK_BYTES. No format of the report writes
+    a line that reads as a record."""
+    from hopwatch.report.inputs import COMPRESSED_MAGICS
+    from hopwatch.report.parse import decode_line
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(LOOK_BYTES)
+    except OSError:
+        return False  # the write will say what is wrong, if anything
+    if head.startswith(COMPRESSED_MAGICS):
+        return True
+    return any(isinstance(decode_line(line), tuple) for line in head.splitlines()[:256])
 
 
 def _same_file(path: str, info: os.stat_result) -> bool:
