@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import random
@@ -69,6 +70,23 @@ def test_endpoints_beyond_the_cap_share_one_overflow_row(monkeypatch: pytest.Mon
     rows = document(partial)["rows"]
     overflow = [row for row in rows if row["kind"] == "overflow"]
     assert overflow and overflow[0]["records"] == 15 and overflow[0]["label"] == "(other endpoints)"
+
+
+def test_partials_past_the_endpoint_cap_merge_alike_in_any_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregate, "ENDPOINT_CAP", 5)
+    texts = [line(route=f"/r{i:02d}/") for i in range(12)]
+    parts = [texts[8:], texts[4:8], texts[:4], texts[2:6]]
+    documents = []
+    for order in itertools.permutations(range(len(parts))):
+        merged = Partial()
+        for index in order:
+            merged.merge(scan(parts[index]))
+        documents.append(document(merged))
+    assert all(doc == documents[0] for doc in documents)
+    kept = [row["label"] for row in documents[0]["rows"] if row["kind"] == "endpoint"]
+    assert sorted(kept) == [f"GET /r{i:02d}/" for i in range(5)]
 
 
 def test_causes_beyond_the_cap_are_summed_into_other(monkeypatch: pytest.MonkeyPatch) -> None:

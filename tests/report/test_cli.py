@@ -115,6 +115,37 @@ def test_parallel_reading_matches_one_process(run_cli: RunCli, tmp_path: Path) -
     assert close(outputs[1], outputs[0]) and close(outputs[2], outputs[0])
 
 
+def test_past_the_endpoint_cap_several_readers_keep_the_first_endpoints_in_key_order(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which endpoints keep a row does not depend on which reader read which piece: each
+    piece is read into a partial of its own, and merged partials keep the endpoints first
+    in key order (docs/report.md, "Memory and speed")."""
+    from hopwatch.report import aggregate, parallel
+
+    monkeypatch.setattr(aggregate, "ENDPOINT_CAP", 5)
+    monkeypatch.setattr(parallel, "MIN_PIECE_BYTES", 4096)
+    # 40 endpoints, the last in key order first in the file, each in one piece of its own
+    lines = [
+        line(route=f"/r{i:02d}/", request_id=f"{i}-{n}")
+        for i in range(39, -1, -1)
+        for n in range(9)
+    ]
+    (tmp_path / "app.log").write_text("\n".join(lines) + "\n")
+    expected = [*(f"GET /r{i:02d}/" for i in range(5)), "(other endpoints)"]
+    for _ in range(4):
+        result = run_cli(tmp_path / "app.log", "--format", "json", "--top", "0", "--jobs", "2")
+        rows = json.loads(result.out)["rows"]
+        assert sorted((row["label"], row["requests"]) for row in rows) == sorted(
+            [(label, 9) for label in expected[:-1]] + [("(other endpoints)", 35 * 9)]
+        )
+    one = json.loads(run_cli(tmp_path / "app.log", "--format", "json", "--jobs", "1").out)
+    assert {row["label"] for row in one["rows"]} == {  # one reader: the first read
+        *(f"GET /r{i:02d}/" for i in range(35, 40)),
+        "(other endpoints)",
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

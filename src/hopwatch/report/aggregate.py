@@ -8,7 +8,10 @@ Endpoints are kept at the finest grain, (method, route, view), so that the
 report can be regrouped by route, by view or by site without reading the logs
 again. Everything that could grow with hostile input is capped:
 
-* at most :data:`ENDPOINT_CAP` endpoints; later ones go to one overflow endpoint;
+* at most :data:`ENDPOINT_CAP` endpoints; later ones go to one overflow endpoint. A
+  reader keeps the first ones it reads; :meth:`Partial.merge` keeps, of the endpoints of
+  both partials, the ENDPOINT_CAP first in key order (:func:`endpoint_order`), so that
+  partials merge to the same result in any order and grouping;
 * at most twice :data:`SITE_CAP` causes per endpoint: one more makes it keep the
   :data:`SITE_CAP` largest (by overhead, then time) and sum the rest into that
   endpoint's "other" cause. Folding and merging never trim, so an endpoint with no
@@ -590,6 +593,12 @@ class EndpointStats:
             setattr(self, name, value)
 
 
+def endpoint_order(key: EndpointKey) -> str:
+    """The order of endpoints past the cap when partials merge (and of the report's rows
+    before ranking: rank.py): a total order on keys."""
+    return repr(key)
+
+
 class Partial:
     """What one reader made of its share of the input: endpoints and counts."""
 
@@ -644,15 +653,23 @@ class Partial:
             stats.fold()
 
     def merge(self, other: Partial) -> None:
+        """Add another (folded) partial. Past ENDPOINT_CAP endpoints in both, the first
+        ENDPOINT_CAP in endpoint_order keep their own, and the others' numbers go to the
+        overflow endpoint: merging is then commutative and associative (but for the order
+        floating-point sums are added in), so partials merged in any order, in any
+        grouping, give the same endpoints and overflow."""
         for key, stats in other.endpoints.items():
             mine = self.endpoints.get(key)
             if mine is None:
-                if len(self.endpoints) >= ENDPOINT_CAP and key != OVERFLOW_KEY:
-                    mine = self.endpoint(OVERFLOW_KEY)
-                else:
-                    self.endpoints[key] = stats
-                    continue
-            mine.merge(stats)
+                self.endpoints[key] = stats
+            else:
+                mine.merge(stats)
+        named = len(self.endpoints) - (OVERFLOW_KEY in self.endpoints)
+        if named > ENDPOINT_CAP:
+            keys = sorted((k for k in self.endpoints if k != OVERFLOW_KEY), key=endpoint_order)
+            overflow = self.endpoint(OVERFLOW_KEY)
+            for key in keys[ENDPOINT_CAP:]:
+                overflow.merge(self.endpoints.pop(key))
         self.files += other.files
         self.bytes += other.bytes
         self.lines += other.lines

@@ -11,16 +11,19 @@ reads fewer pieces. The main process
 reads stdin and other streams (FIFOs: they cannot be split or reopened) and
 claims pieces too; the others are
 child processes that send back a folded
-:class:`~hopwatch.report.aggregate.Partial`. Partials merge exactly (counts,
+:class:`~hopwatch.report.aggregate.Partial`. Each piece is read into a partial of its
+own, merged into its process's as soon as it is read. Partials merge exactly (counts,
 sketches, maxima, an endpoint's causes below its cap, the slowest requests with
 their ties); only floating-point sums may differ in their last bits, added in
 another order, and rounding does not always hide that: a figure whose exact value
 lies at a rounding boundary can read one unit apart in its last digit (docs/report.md,
 "Memory and speed"). Which process reads which piece changes from run to run;
-everything else in the report stays the same because every other merge is exact. Past a
-cap (an endpoint's causes past twice aggregate.SITE_CAP, the endpoints past
-ENDPOINT_CAP) what is left out is summed as it comes, and there a split read may
-differ from a single one.
+everything else in the report stays the same because every other merge is exact, and
+the pieces depend only on the input and the number of processes. Past a cap (an
+endpoint's causes past twice aggregate.SITE_CAP, the endpoints past ENDPOINT_CAP) each
+piece sums what it leaves out as it comes, and merging past ENDPOINT_CAP keeps the
+endpoints first in key order (Partial.merge): there a split read differs from a single
+one, but the same for every run with the same pieces.
 """
 
 from __future__ import annotations
@@ -124,14 +127,26 @@ def _weight(source: Source) -> int:
     return source.size * COMPRESSED_COST.get(source.compression, 1)
 
 
-def _claim_and_read(pieces: list[Piece], counter: Any, scanner: Scanner) -> None:
+def _read_alone(piece: Piece, filters: Filters, extra: Extra, into: Partial) -> None:
+    """Read one piece into a Partial of its own, and merge that into ``into``: which
+    endpoints a piece's partial keeps past the cap depends on the piece alone, and
+    partials merge alike in any order (Partial.merge), so the report does not depend on
+    which process read which piece."""
+    scanner = Scanner(Partial(extra() if extra else None), filters)
+    _read_piece(piece, scanner)
+    into.merge(scanner.finish())
+
+
+def _claim_and_read(
+    pieces: list[Piece], counter: Any, filters: Filters, extra: Extra, into: Partial
+) -> None:
     while True:
         with counter.get_lock():
             index = counter.value
             counter.value = index + 1
         if index >= len(pieces):
             return
-        _read_piece(pieces[index], scanner)
+        _read_alone(pieces[index], filters, extra, into)
 
 
 def _child(
@@ -139,9 +154,9 @@ def _child(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
-        scanner = Scanner(Partial(extra() if extra else None), filters)
-        _claim_and_read(pieces, counter, scanner)
-        result: Any = ("ok", scanner.finish())
+        partial = Partial(extra() if extra else None)
+        _claim_and_read(pieces, counter, filters, extra, partial)
+        result: Any = ("ok", partial)
     except InputError as exc:
         result = ("error", str(exc))
     except Exception as exc:
@@ -185,11 +200,10 @@ def read_all(
             process.start()
             sender.close()
             children.append((process, receiver))
-        scanner = Scanner(Partial(extra() if extra else None), filters)
+        merged = Partial(extra() if extra else None)
         for piece in own:
-            _read_piece(piece, scanner)
-        _claim_and_read(shared, counter, scanner)
-        merged = scanner.finish()
+            _read_alone(piece, filters, extra, merged)
+        _claim_and_read(shared, counter, filters, extra, merged)
         for process, receiver in children:
             try:
                 status, payload = receiver.recv()
