@@ -619,6 +619,15 @@ class Scanner:
         self.partial.fold()
         return self.partial
 
+    def restart(self, partial: Partial) -> Partial:
+        """Finish the partial read so far and go on into ``partial``, keeping what the
+        scanner learned (the decoder's strings, its modes): a piece of the input per
+        partial (parallel.py) without a new scanner per piece."""
+        done = self.finish()
+        self.partial = partial
+        self._by_key = {}
+        return done
+
 
 def _bound(text: str | None) -> datetime | None:
     """A --since / --until bound (canonical text) as the datetime records are compared with."""
