@@ -21,11 +21,12 @@ another order, and rounding does not always hide that: a figure whose exact valu
 lies at a rounding boundary can read one unit apart in its last digit (docs/report.md,
 "Memory and speed"). Which process reads which piece changes from run to run;
 everything else in the report stays the same because every other merge is exact, and
-the pieces depend only on the input and the number of processes. Past a cap (an
-endpoint's causes past twice aggregate.SITE_CAP, the endpoints past ENDPOINT_CAP) each
-piece sums what it leaves out as it comes, and merging past ENDPOINT_CAP keeps the
+the pieces depend only on the input and the number of processes. Past ENDPOINT_CAP
+each piece sums the endpoints it leaves out as it comes, and merging keeps the
 endpoints first in key order (Partial.merge): there a split read differs from a single
-one, but the same for every run with the same pieces.
+one, but alike in every run with the same pieces. Past twice aggregate.SITE_CAP causes
+of one endpoint, which it keeps depends on the order partials merge in: there two
+runs can differ.
 """
 
 from __future__ import annotations
