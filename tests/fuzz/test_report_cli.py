@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hopwatch.cli import main
+from hopwatch.report import inputs
 
 FORMATS = ("text", "rich", "json", "markdown", "csv")
 
@@ -273,13 +274,28 @@ def _is_number(cell: str) -> bool:
     final_newline=st.booleans(),
 )
 @example(lines=[b"\xff" * 10], format_name="json", by="route", gzipped=False, final_newline=True)
+@example(
+    lines=[b"\xfd7zXZ\x00", b"INFO django started"],
+    format_name="json",
+    by="route",
+    gzipped=False,
+    final_newline=True,
+)
+@example(lines=[b"\xff\xfe{}"], format_name="json", by="route", gzipped=False, final_newline=True)
 def test_report_never_crashes_and_counts_every_line(lines, format_name, by, gzipped, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     status, out, err = run_report(data, "--format", format_name, "--by", by, gzipped=gzipped)
-    if not gzipped and data[:2] == b"\x1f\x8b":
-        # gzip's magic number: read as gzip, and refused as a damaged one (no
-        # text log starts with it: 0x8b is no UTF-8 lead byte)
+    try:
+        sniffed = inputs.sniff(data[: inputs.HEAD_BYTES], "app.log")
+    except inputs.InputError:
+        sniffed = "refused"
+    if not gzipped and (data[:2] == b"\x1f\x8b" or sniffed):
+        # gzip's, bzip2's or xz's magic number: read as such, and refused as a damaged
+        # one or cut short; zstd's, or a UTF-16 or UTF-32 byte order mark: refused (no
+        # UTF-8 text log starts with any: each has a byte UTF-8 cannot have there, 0x8b,
+        # 0xfd, 0xb5, 0xff or 0xfe, but bzip2's "BZh9", followed by a 48-bit magic number)
         assert status in (1, 2) and "Traceback" not in err, (status, err)
+        assert status == 1 or err.count("\n") == 1, err
         return
     assert status in (0, 1), (status, err)
     document = check_output(format_name, out, err)
