@@ -125,6 +125,10 @@ CSRF = "django.middleware.csrf.CsrfViewMiddleware"
         ([SECURITY], SECURITY),
         ([SECURITY, WHITENOISE], f"{SECURITY} and {WHITENOISE}"),
         ([SECURITY, WHITENOISE, SESSION], f"{SECURITY}, {WHITENOISE} and {SESSION}"),
+        (  # one past the three named in full (ABOVE_NAMED)
+            [SECURITY, WHITENOISE, SESSION, COMMON],
+            f"{SECURITY}, {WHITENOISE}, {SESSION} and 1 more",
+        ),
         (
             [SECURITY, WHITENOISE, SESSION, COMMON, CSRF],
             f"{SECURITY}, {WHITENOISE}, {SESSION} and 2 more",
