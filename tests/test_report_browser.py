@@ -430,3 +430,27 @@ def test_printing_keeps_the_bars_and_the_legends_colours(page, driver):
     adjust = "return getComputedStyle(document.querySelector(arguments[0])).printColorAdjust"
     assert driver.execute_script(adjust, "#endpoint-table .seg") == "exact"
     assert driver.execute_script(adjust, ".swatch") == "exact"
+
+
+def test_a_time_too_short_for_a_pixel_still_shows_in_its_bar(tmp_path, driver):
+    """An endpoint whose crossings cost 2 µs of overhead, beside one whose request takes
+    two seconds: at that scale its overhead is 0.0001% of the bar, and drew no pixel
+    (the table said 0.002 ms, the bar showed none). A time above zero keeps a sliver."""
+    from selenium.webdriver.common.by import By
+
+    log = tmp_path / "app.log"
+    log.write_text(
+        detailed_line([crossing("app.tiny", 0.1, 0.001, 0.01, 0.001)], route="/tiny/") + "\n"
+        + detailed_line([crossing("app.long", 0.1, 0.5, 2000.0, 0.5)], route="/long/") + "\n"
+    )  # fmt: skip
+    out = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", str(log), "--format", "html", "-o", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    driver.get(out.as_uri())
+    rows = driver.find_elements(By.CSS_SELECTOR, "#endpoint-table tbody tr")
+    (tiny,) = [row for row in rows if "/tiny/" in row.text]
+    (overhead,) = tiny.find_elements(By.CSS_SELECTOR, ".bar .seg.overhead")
+    assert overhead.rect["width"] >= 1

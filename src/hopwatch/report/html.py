@@ -178,18 +178,22 @@ def _bar(
     def pct(value: float) -> str:
         return f"{min(100.0, 100 * value / scale):.2f}%"
 
+    def seg(kind: str, left: float, value: float) -> str:
+        # A time too short for a pixel at this scale still shows, as a sliver.
+        sliver = ";min-width:1px" if value > 0 else ""
+        style = f"left:{pct(left)};width:{pct(value)}{sliver}"
+        return f'<span class="seg {kind}" style="{style}"></span>'
+
     parts, title = [], []
     if request_ms:
         parts.append(f'<span class="track" style="width:{pct(request_ms)}"></span>')
     if split is not None:
         overhead, work = split
-        parts.append(f'<span class="seg overhead" style="left:0;width:{pct(overhead)}"></span>')
-        parts.append(
-            f'<span class="seg work" style="left:{pct(overhead)};width:{pct(work)}"></span>'
-        )
+        parts.append(seg("overhead", 0.0, overhead))
+        parts.append(seg("work", overhead, work))
         title.append(f"crossing overhead {fmt.ms(overhead)} ms, then work {fmt.ms(work)} ms")
     elif unsplit is not None:
-        parts.append(f'<span class="seg unsplit" style="left:0;width:{pct(unsplit)}"></span>')
+        parts.append(seg("unsplit", 0.0, unsplit))
         title.append(f"time in crossings {fmt.ms(unsplit)} ms (lines without overhead_ms)")
     if pinned:
         parts.append(f'<span class="pinned" style="width:{pct(pinned)}"></span>')
