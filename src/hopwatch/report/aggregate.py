@@ -594,8 +594,7 @@ class EndpointStats:
 
 
 def endpoint_order(key: EndpointKey) -> str:
-    """The order of endpoints past the cap when partials merge (and of the report's rows
-    before ranking: rank.py): a total order on keys."""
+    """The order of endpoints past the cap when partials merge: a total order on keys."""
     return repr(key)
 
 

@@ -109,21 +109,18 @@ def sniff(head: bytes, name: str, stream: bool = False) -> str:
     if head.startswith(BZIP2_MAGIC) and head[3:4] in b"123456789" and head[4:10] in _BZIP2_NEXT:
         return "bzip2"
     shown = clean(name)
+
+    def refused(what: str, command: str) -> InputError:
+        how = f"{command} before the pipe" if stream else f"{command} {shown} | hopwatch report -"
+        return InputError(f"cannot read {shown}: it is {what}: {how}")
+
     if head.startswith(ZSTD_MAGIC):
-        how = "zstd -dc before the pipe" if stream else f"zstd -dc {shown} | hopwatch report -"
-        raise InputError(
-            f"cannot read {shown}: it is zstd-compressed, which this Python cannot"
-            f" decompress: {how}"
-        )
+        raise refused("zstd-compressed, which this Python cannot decompress", "zstd -dc")
     for bom, encoding in _BOMS:
         if head.startswith(bom):
-            convert = f"iconv -f {encoding} -t UTF-8"
-            how = f"{convert} {shown} | hopwatch report -"
-            if stream:
-                how = f"{convert} before the pipe"
-            raise InputError(
-                f"cannot read {shown}: it is {encoding} text (PowerShell's > writes it),"
-                f" not UTF-8: {how}"
+            raise refused(
+                f"{encoding} text (PowerShell's > writes it), not UTF-8",
+                f"iconv -f {encoding} -t UTF-8",
             )
     return ""
 

@@ -97,7 +97,7 @@ def _read_piece(piece: Piece, scanner: Scanner) -> None:
 
 def read_pieces(pieces: list[Piece], filters: Filters, extra: Extra = None) -> Partial:
     """One process's work: every piece, in order, into one folded Partial."""
-    scanner = Scanner(Partial(extra() if extra else None), filters)
+    scanner = Scanner(_partial(extra), filters)
     for piece in pieces:
         _read_piece(piece, scanner)
     return scanner.finish()
@@ -125,6 +125,11 @@ def plan(sources: list[Source], processes: int) -> tuple[list[Piece], list[Piece
     return own, shared
 
 
+def _partial(extra: Extra) -> Partial:
+    """An empty Partial, with what ``extra`` makes for its ``extra``."""
+    return Partial(extra() if extra else None)
+
+
 def _weight(source: Source) -> int:
     """A file's size in plain bytes' worth of reading (compressed bytes cost more)."""
     return source.size * COMPRESSED_COST.get(source.compression, 1)
@@ -136,7 +141,7 @@ def _read_alone(piece: Piece, scanner: Scanner, extra: Extra, into: Partial) -> 
     partials merge alike in any order (Partial.merge), so the report does not depend on
     which process read which piece."""
     _read_piece(piece, scanner)
-    into.merge(scanner.restart(Partial(extra() if extra else None)))
+    into.merge(scanner.restart(_partial(extra)))
 
 
 def _claim_and_read(
@@ -165,12 +170,12 @@ def _claim_and_read(
         claimed.append(piece)
         _read_piece(piece, scanner)
         if OVERFLOW_KEY in scanner.partial.endpoints:  # past ENDPOINT_CAP
-            scanner.restart(Partial(extra() if extra else None))  # dropped
+            scanner.restart(_partial(extra))  # dropped
             for again in claimed:
                 _read_alone(again, scanner, extra, into)
             alone = True
     if not alone:
-        into.merge(scanner.restart(Partial(extra() if extra else None)))
+        into.merge(scanner.restart(_partial(extra)))
 
 
 def _child(
@@ -178,8 +183,8 @@ def _child(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
-        partial = Partial(extra() if extra else None)
-        scanner = Scanner(Partial(extra() if extra else None), filters)
+        partial = _partial(extra)
+        scanner = Scanner(_partial(extra), filters)
         _claim_and_read(pieces, counter, scanner, extra, partial)
         result: Any = ("ok", partial)
     except InputError as exc:
@@ -225,8 +230,8 @@ def read_all(
             process.start()
             sender.close()
             children.append((process, receiver))
-        merged = Partial(extra() if extra else None)
-        scanner = Scanner(Partial(extra() if extra else None), filters)
+        merged = _partial(extra)
+        scanner = Scanner(_partial(extra), filters)
         for piece in own:
             _read_alone(piece, scanner, extra, merged)
         _claim_and_read(shared, counter, scanner, extra, merged)

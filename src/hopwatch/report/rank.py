@@ -529,20 +529,10 @@ def _sites_across(
 
 
 def sync_handler_causes(partial: Partial) -> frozenset[SiteKey]:
-    """The causes :func:`site_rows` advises as a sync handler's: every route (method and
-    route, its groups) that listed one was served by sync handlers only. For the HTML
-    page, which counts the causes apart (picture.Picture); the groups' interfaces and
-    sites are read from the endpoints', without merging their stats."""
-    interfaces: dict[GroupKey, set[str]] = {}
-    for key, stats in partial.endpoints.items():
-        interfaces.setdefault(_group_key(key, "route"), set()).update(stats.interfaces)
-    sync = {group: sync_handler(names) for group, names in interfaces.items()}
-    listed: dict[SiteKey, bool] = {}
-    for key, stats in partial.endpoints.items():
-        group_sync = sync[_group_key(key, "route")]
-        for site in stats.sites:
-            listed[site] = listed.get(site, True) and group_sync
-    return frozenset(site for site, only_sync in listed.items() if only_sync)
+    """The causes :func:`site_rows` advises as a sync handler's (:func:`_sites_across`'s
+    flag), for the HTML page, which counts the causes apart (picture.Picture)."""
+    sites = _sites_across(partial)[0]
+    return frozenset(key for key, (_entry, _endpoints, sync) in sites.items() if sync)
 
 
 def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
