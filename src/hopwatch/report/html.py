@@ -178,11 +178,12 @@ def _bar(
     def pct(value: float) -> str:
         return f"{min(100.0, 100 * value / scale):.2f}%"
 
-    def seg(kind: str, left: float, value: float) -> str:
+    def width(value: float) -> str:
         # A time too short for a pixel at this scale still shows, as a sliver.
-        sliver = ";min-width:1px" if value > 0 else ""
-        style = f"left:{pct(left)};width:{pct(value)}{sliver}"
-        return f'<span class="seg {kind}" style="{style}"></span>'
+        return f"width:{pct(value)};min-width:1px" if value > 0 else f"width:{pct(value)}"
+
+    def seg(kind: str, left: float, value: float) -> str:
+        return f'<span class="seg {kind}" style="left:{pct(left)};{width(value)}"></span>'
 
     parts, title = [], []
     if request_ms:
@@ -196,7 +197,7 @@ def _bar(
         parts.append(seg("unsplit", 0.0, unsplit))
         title.append(f"time in crossings {fmt.ms(unsplit)} ms (lines without overhead_ms)")
     if pinned:
-        parts.append(f'<span class="pinned" style="width:{pct(pinned)}"></span>')
+        parts.append(f'<span class="pinned" style="{width(pinned)}"></span>')
         title.append(f"a thread pinned {fmt.ms(pinned)} ms")
     if request_ms:
         title.append(f"of a {fmt.ms(request_ms)} ms request")
