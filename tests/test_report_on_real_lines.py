@@ -154,3 +154,32 @@ def test_an_adaptation_listed_under_both_modes_keeps_the_sync_only_advice(log_li
     assert set(_adaptations(mixed["causes"], ASYNC_ONLY).values()) == {MIDDLEWARE_SYNC_ONLY.key}
     by_site = report(log_lines.raw, by="site")["rows"]
     assert set(_adaptations(by_site, ASYNC_ONLY).values()) == {MIDDLEWARE_SYNC_ONLY.key}
+
+
+ASYNC_PROCESS_VIEW = "tests.testapp.middleware.AsyncProcessViewMiddleware"
+
+
+def test_advice_under_a_sync_handler_does_not_speak_of_asgi(log_lines, db, tmp_path, capsys):
+    """Under WSGI, startproject's stack with an async-only middleware last: the mixin hooks
+    above it hop, and an ``async def`` process_view of one's own is an ``async_to_sync``.
+    The advice for both began "Under ASGI, ..." and told a WSGI-only app to make its
+    process_view ``async def``, which is what made the hop."""
+    with override_settings(MIDDLEWARE=[*STARTPROJECT, ASYNC_ONLY, ASYNC_PROCESS_VIEW]):
+        for _ in range(2):
+            assert wsgi_request("/sync/")[0].startswith("200")
+    lines = log_lines.parsed()
+    sites = {(site["site"], site["direction"]) for line in lines for site in line["sites"]}
+    assert (f"{ASYNC_PROCESS_VIEW}.process_view", "async_to_sync") in sites
+    assert ("django.contrib.sessions.middleware.SessionMiddleware.process_request",
+            "sync_to_async") in sites  # fmt: skip
+    doc = report(log_lines.raw)
+    summaries = {cause["advice"]["key"]: cause["advice"]["summary"] for cause in doc["fixable"]}
+    assert {"middleware-hook", "middleware-async-only", "middleware-process-view"} <= set(
+        summaries
+    )
+    for key, summary in summaries.items():
+        assert "Under ASGI," not in summary.split(".")[0], (key, summary)
+    assert "a plain `def` under WSGI" in summaries["middleware-process-view"]
+    assert "under WSGI only above an async-only middleware" in summaries["middleware-hook"]
+    shown = _formats(tmp_path, capsys, log_lines.raw)
+    assert "Under ASGI, `MiddlewareMixin`" not in shown["text"]

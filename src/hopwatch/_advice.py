@@ -34,33 +34,37 @@ MIDDLEWARE_HOOK: Final = Advice(
     "middleware",
     "MiddlewareMixin hooks",
     "## `middleware`: `SomeMiddleware.process_request`",
-    "Under ASGI, `MiddlewareMixin` runs each sync `process_request` and `process_response`"
-    " through its own `sync_to_async`, and Django's handler each sync `process_view`; Django's"
-    " own middleware is written that way. Drop the ones you do not need. The mixin's hops of"
-    " the rest go only if the whole chain runs sync (`hopwatch audit` says how): fewer hops,"
-    " but each request then holds a worker thread. A `process_view` (CSRF's) stays either"
-    " way.",
+    "Wherever the middleware chain runs async (always under ASGI; under WSGI only above an"
+    " async-only middleware, whose own advice comes first), `MiddlewareMixin` runs each sync"
+    " `process_request` and `process_response` through its own `sync_to_async`, and under"
+    " ASGI Django's handler each sync `process_view`; Django's own middleware is written that"
+    " way. Drop the ones you do not need. The mixin's hops of the rest go only if the whole"
+    " chain runs sync (`hopwatch audit` says how): fewer hops, but under ASGI each request"
+    " then holds a worker thread. A `process_view` (CSRF's) stays either way.",
 )
 MIDDLEWARE_OWN_HOOK: Final = Advice(
     "middleware-own-hook",
     "middleware",
     "MiddlewareMixin hooks (not Django's)",
     "## `middleware`: `SomeMiddleware.process_request`",
-    "Under ASGI, `MiddlewareMixin` runs each sync `process_request` and `process_response`"
-    " through its own `sync_to_async`, and cannot run `async def` ones (every request then"
-    " fails). For a middleware of yours, write a plain middleware class without the mixin,"
-    " with a sync and an async path (`sync_capable = async_capable = True`, an async"
-    " `__acall__`); for a third-party one, upgrade it or ask its maintainers.",
+    "Wherever the middleware chain runs async (always under ASGI; under WSGI only above an"
+    " async-only middleware), `MiddlewareMixin` runs each sync `process_request` and"
+    " `process_response` through its own `sync_to_async`, and cannot run `async def` ones"
+    " (every request then fails). For a middleware of yours, write a plain middleware class"
+    " without the mixin, with a sync and an async path (`sync_capable = async_capable ="
+    " True`, an async `__acall__`); for a third-party one, upgrade it or ask its maintainers.",
 )
 MIDDLEWARE_PROCESS_VIEW: Final = Advice(
     "middleware-process-view",
     "middleware",
-    "A sync process_view (not Django's)",
+    "A process_view out of the handler's mode (not Django's)",
     "## `middleware`: `SomeMiddleware.process_request`",
-    "Under ASGI, Django's handler runs a sync `process_view` or `process_template_response`"
-    " through `sync_to_async`, whatever the middleware's flags or base class: make it"
-    " `async def` (then one `async_to_sync` per request under WSGI instead). `process_exception`"
-    " is always called sync: keep it a plain `def`.",
+    "Django's handler runs each `process_view` and `process_template_response` in its own"
+    " mode, whatever the middleware's flags or base class: a sync one through `sync_to_async`"
+    " under ASGI, an `async def` one through `async_to_sync` under WSGI (or the sync test"
+    " `Client`). Write it for the interface you serve: make it `async def` under ASGI, a"
+    " plain `def` under WSGI. `process_exception` is always called sync: keep it a plain"
+    " `def`.",
 )
 MIDDLEWARE_SYNC_ONLY: Final = Advice(
     "middleware-sync-only",

@@ -48,6 +48,14 @@ class AsyncCapableMiddleware:
         return await self.get_response(request)
 
 
+class AsyncProcessViewMiddleware(AsyncCapableMiddleware):
+    """Sync and async capable, with an ``async def`` process_view: Django's handler adapts
+    it to the handler's mode, so under WSGI it is one ``async_to_sync`` per request."""
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        return None
+
+
 try:
     from django.middleware.clickjacking import XFrameOptionsMiddleware
 except ImportError:  # pragma: no cover
