@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             f"sending {args.requests} requests to each of {len(ENDPOINTS)} endpoints,"
             f" {args.concurrency} at a time"
         )
+        say("(/export/sync-iterator/ streams a sync iterator under ASGI on purpose:")
+        say(" Django warns of it once below, and hopwatch counts the hop it costs)")
         sent = drive(ports, args.requests, args.concurrency)
     say(f"{sent} requests in {time.monotonic() - started:.1f}s; servers stopped")
     logs = [str(args.var / "asgi.log"), str(args.var / "wsgi.log")]
