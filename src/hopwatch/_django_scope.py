@@ -27,7 +27,7 @@ from asgiref.sync import SyncToAsync, markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
-from hopwatch._hotpath import start_request, then
+from hopwatch._hotpath import Hop, scope_value, start_request, then
 from hopwatch._hotpath_py import REQUEST_ID_OK
 from hopwatch._recorder import (
     Ledger,
@@ -130,12 +130,26 @@ def _asgi_started(interface: str, scope: Any) -> RequestRecord | None:
     every crossing. Where a scope or a ThreadSensitiveContext is current already
     (a hopwatch.testing block, a server's or an enclosing request's), Django's
     would not be entered, and the record goes in hopwatch's variable, as for the
-    other handlers."""
+    other handlers.
+
+    A server calls the application afresh for each request, so another request's
+    record current here, not through a crossing, is not an enclosing scope: this
+    task inherited that request's context. (uvicorn resumes reading a connection
+    from inside the request that read a large body; the reader callback asyncio
+    makes then keeps a copy of that request's context, and the connection's next
+    request is started from it.) This request then begins at the top, or its
+    crossings would be counted in that request's line too."""
     if (
         not on_request_context
         or current_scope.get() is not None
         or _thread_sensitive_context.get(None) is not None
     ):
+        inherited = scope_value(current_scope)
+        if type(inherited) is not Hop and isinstance(inherited, RequestRecord):
+            record = _record_started(interface, scope)
+            if record is not None:
+                record.scope_token = current_scope.set(record)
+            return record
         return _handler_started(interface, scope)  # type: ignore[no-any-return]
     record: RequestRecord | None = _record_started(interface, scope)
     if record is not None:
