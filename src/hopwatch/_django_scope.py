@@ -19,6 +19,7 @@ a server's reading is, while the test's own code stays outside it.
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -145,13 +146,13 @@ def _asgi_started(interface: str, scope: Any) -> RequestRecord | None:
         or _thread_sensitive_context.get(None) is not None
     ):
         inherited = scope_value(current_scope)
-        if type(inherited) is not Hop and isinstance(inherited, RequestRecord):
-            record = _record_started(interface, scope)
-            if record is not None:
-                record.scope_token = current_scope.set(record)
-            return record
-        return _handler_started(interface, scope)  # type: ignore[no-any-return]
-    record: RequestRecord | None = _record_started(interface, scope)
+        if type(inherited) is Hop or not isinstance(inherited, RequestRecord):
+            return _handler_started(interface, scope)  # type: ignore[no-any-return]
+        record: RequestRecord | None = _record_started(interface, scope)
+        if record is not None:
+            record.scope_token = current_scope.set(record)
+        return record
+    record = _record_started(interface, scope)
     if record is not None:
         hand_over(record)
     return record
@@ -195,8 +196,23 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     # AsyncClient's handler returns a streaming response unread.
     finish = finish_request if interface == INTERFACE_ASGI else finish_unless_streaming
 
-    __call__.__wrapped__ = original  # type: ignore[attr-defined]
-    return markcoroutinefunction(__call__)
+    handler = _coroutine_function(__call__, original) if sys.version_info < (3, 12) else __call__
+    handler.__wrapped__ = original  # type: ignore[attr-defined]
+    return markcoroutinefunction(handler)
+
+
+def _coroutine_function(plain: Callable[..., Any], original: Any) -> Callable[..., Any]:
+    """``plain`` as an ``async def``, named as ``original`` (its coroutines too).
+    Before 3.12 asgiref's mark satisfies asyncio.iscoroutinefunction only, and
+    servers that ask inspect's (Hypercorn) took the handler for a WSGI app: every
+    request failed. Only a coroutine function's own code satisfies it there: one
+    frame more per request."""
+
+    async def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
+        return await plain(self, scope, *args, **kwargs)
+
+    __call__.__name__, __call__.__qualname__ = original.__name__, original.__qualname__
+    return __call__
 
 
 # Sync handlers whose response has not been closed yet: id(response) -> a list of
