@@ -69,6 +69,8 @@ TEST_REQUIREMENTS = [
     "granian==2.8.9",
     # MEASURE_HOP_TAX under gevent's monkey-patching (gunicorn's gevent worker)
     "gevent==26.9.0",
+    # uvloop (uvicorn[standard]'s loop): it dispatches from C, where call sites stop
+    "uvloop==0.23.0",
     "ruff==0.17.6",
     "mypy==1.19.1",
     "rich==15.0.0",  # the rich extra: the terminal tables' tests

@@ -47,6 +47,7 @@ from typing import Final
 
 from hopwatch import _hotpath
 from hopwatch._hotpath import MODE_ASK, MODE_FINAL, MODE_USER
+from hopwatch._hotpath_py import AWAITING_FLAGS, AWAITING_OR_GENERATOR
 from hopwatch._recorder import Cause, intern_cause
 
 #: Attribute set on adapter instances whose cause is known when they are made.
@@ -316,24 +317,15 @@ def _library(code: CodeType) -> bool:
 #: Times a rule walked the frames (resolve() compares it before and after).
 _walks = 0
 
-#: The event loop's dispatch of a callback (a task step). A walk that reaches it
-#: has left the code that awaited: the hop was awaited in a task of its own
-#: (``asyncio.gather``, ``create_task``), and whatever started the loop is not
-#: the call site.
-_LOOP_DISPATCH: Final = __import__("asyncio").events.Handle._run.__code__
-
-
 def classify_code(code: CodeType) -> int:
-    """0 user code, 1 library code, 2 where the walk for a call site stops: the
-    event loop's dispatch, or where the application is entered (a boundary
-    classifier's answer). Once per code object (cached)."""
+    """0 user code, 1 library code, 2 where the walk for a call site stops: where
+    the application is entered (a boundary classifier's answer). Once per code
+    object (cached)."""
     known = _code_kinds.get(id(code))
     if known is not None and known[0]() is code:
         return known[1]
-    if code is _LOOP_DISPATCH or any(entry(code) for entry in _boundary_classifiers):
-        kind = 2
-    else:
-        kind = 1 if _library(code) else 0
+    boundary = any(entry(code) for entry in _boundary_classifiers)
+    kind = 2 if boundary else 1 if _library(code) else 0
     if len(_code_kinds) >= _CACHE_LIMIT:
         _code_kinds.clear()
     _code_kinds[id(code)] = (_ref(code), kind)
@@ -344,8 +336,10 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     """The first frame at or above ``frame`` outside library code, or None when
     there is none before the walk reaches where it stops (:func:`classify_code`).
 
-    It stops at the event loop's dispatch (frames do not link across tasks) and
-    at the application's boundary, the handler a server or a test client called
+    It stops where a coroutine was resumed by a frame that awaits nothing: the
+    event loop's dispatch (frames do not link across tasks; asyncio's dispatch is
+    a Python frame, uvloop's is C and leaves the frame that started the loop
+    above), and at the application's boundary, the handler a server or a test client called
     (Django's ``ASGIHandler.__call__``, ``WSGIHandler.__call__``, the test
     clients' handlers): what is above it is whoever called the application, a
     server, a server's middleware or a test, never the code that made the call.
@@ -354,12 +348,22 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     global _walks
     _walks += 1
     while frame is not None:
-        kind = classify_code(frame.f_code)
+        code = frame.f_code
+        kind = classify_code(code)
         if kind == 0:
             return frame
         if kind == 2:
             return None
         frame = frame.f_back
+        if (
+            code.co_flags & AWAITING_FLAGS
+            and frame is not None
+            and not frame.f_code.co_flags & AWAITING_OR_GENERATOR
+        ):
+            # A coroutine resumed by a frame that awaits nothing: whatever drives
+            # the loop (asyncio's dispatch is a Python frame, uvloop's is C, and
+            # above it is the code that started the loop). Who awaited is unknown.
+            return None
     return None
 
 

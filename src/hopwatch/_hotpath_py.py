@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import re
 import sys
@@ -73,6 +74,14 @@ S2A_CALL: Final = 1
 A2S_CALL: Final = 2
 THREAD_HANDLER: Final = 3
 MAIN_WRAP: Final = 4
+
+#: Code flags of frames that await (a coroutine's, an async generator's): one
+#: resumed by a frame with none of these nor a generator's was resumed by what
+#: drives the event loop, where a walk for a call site stops.
+AWAITING_FLAGS: Final = (
+    inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+)
+AWAITING_OR_GENERATOR: Final = AWAITING_FLAGS | inspect.CO_GENERATOR
 
 MODE_FINAL: Final = 0  # the cause depends only on the cache key
 MODE_USER: Final = 1  # ... and on the user's call site
@@ -750,12 +759,19 @@ def _code_kind(code: CodeType) -> int:
 
 def _user_frame(frame: FrameType | None) -> FrameType | None:
     while frame is not None:
-        kind = _code_kind(frame.f_code)
+        code = frame.f_code
+        kind = _code_kind(code)
         if kind == 0:
             return frame
-        if kind == 2:  # the event loop's own dispatch: who awaited is unknown
+        if kind == 2:  # the application's boundary: what is above called it
             return None
         frame = frame.f_back
+        if (
+            code.co_flags & AWAITING_FLAGS
+            and frame is not None
+            and not frame.f_code.co_flags & AWAITING_OR_GENERATOR
+        ):
+            return None  # resumed by what drives the loop: who awaited is unknown
     return None
 
 
@@ -910,7 +926,10 @@ def _make_s2a_call(original: Callable[..., Any]) -> Callable[..., Any]:
             return await original(self, *args, **kwargs)
         # Kept inline, without helper functions: this runs on every hop.
         try:
-            cause = attribute(self, self.func, _getframe(1))
+            caller: FrameType | None = _getframe(1)
+            if not caller.f_code.co_flags & AWAITING_OR_GENERATOR:  # type: ignore[union-attr]
+                caller = None  # a task's own coroutine, stepped by the loop (gather)
+            cause = attribute(self, self.func, caller)
             scope, parent = _scope_and_hop()
             hop = Hop(
                 SYNC_TO_ASYNC, cause, getattr(self, "_thread_sensitive", None), parent, scope

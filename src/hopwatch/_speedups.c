@@ -2963,8 +2963,14 @@ code_kind(PyObject *code)
     return kind;
 }
 
+#define AWAITING_FLAGS (CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR)
+
 /* The first frame at or above `frame` outside library code (a new
- * reference), or NULL with no error when there is none. */
+ * reference), or NULL with no error when there is none. The walk stops where
+ * a coroutine's frame was resumed by a frame that awaits nothing: whatever
+ * drives the event loop (asyncio's Handle._run, or, where a loop dispatches
+ * from C as uvloop does, the code that started the loop), never the caller;
+ * hopwatch._causes.user_frame is the reference. */
 static PyFrameObject *
 user_frame(PyFrameObject *frame)
 {
@@ -2973,6 +2979,7 @@ user_frame(PyFrameObject *frame)
     while (frame != NULL && guard++ < 1000) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         int kind = code_kind((PyObject *)code);
+        int awaiting = code->co_flags & AWAITING_FLAGS;
         Py_DECREF(code);
         if (kind < 0) {
             Py_DECREF(frame);
@@ -2987,6 +2994,14 @@ user_frame(PyFrameObject *frame)
         PyFrameObject *back = PyFrame_GetBack(frame);
         Py_DECREF(frame);
         frame = back;
+        if (awaiting && frame != NULL) {
+            PyCodeObject *driver = PyFrame_GetCode(frame);
+            int flags = driver->co_flags;
+            Py_DECREF(driver);
+            if (!(flags & (AWAITING_FLAGS | CO_GENERATOR))) {
+                break;
+            }
+        }
     }
     Py_XDECREF(frame);
     return NULL;
@@ -3406,6 +3421,16 @@ s2a_start(HopAwaitableObject *a)
     PyObject *target = NULL, *cause = NULL, *parent = NULL, *scope = NULL, *ts = NULL;
     HopObject *hop = NULL;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the awaiting frame */
+    if (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int flags = code->co_flags;
+        Py_DECREF(code);
+        if (!(flags & (AWAITING_FLAGS | CO_GENERATOR))) {
+            /* Stepped by what drives the loop, not awaited by a frame: the hop's
+             * coroutine is a task's own (gather); who awaited it is unknown. */
+            frame = NULL;
+        }
+    }
     if (instance_attr(adapter, s_func, &target) <= 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_AttributeError, "func");

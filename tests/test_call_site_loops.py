@@ -1,0 +1,52 @@
+"""A crossing awaited in a task of its own (``asyncio.gather``) has no call site: the
+frames above its coroutine are whoever drives the event loop, not the code that
+awaited it (docs/log-schema.md). asyncio's loop dispatches from a Python frame of
+its own, where the walk stopped; uvloop (uvicorn's default with ``uvicorn[standard]``,
+granian's and hypercorn's option) dispatches from C, and the walk went on into the
+frame that started the loop: the server's code (``uvicorn/_compat.py:30 in
+asyncio_run``), here the test's, was named the crossing's call site."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
+from django.test import override_settings
+from django.urls import path
+
+from tests.helpers import asgi_call, capture, causes
+
+
+def _work() -> None:
+    return None
+
+
+async def gathered(request):
+    await asyncio.gather(sync_to_async(_work)(), sync_to_async(_work)())
+    await sync_to_async(_work)()  # awaited here: this line is its call site
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("gathered/", gathered)]
+SITE = f"{__name__}._work"
+AWAITED = f"tests/test_call_site_loops.py:{gathered.__code__.co_firstlineno + 2} in gathered"
+
+
+def _serve(run) -> dict:
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[]), capture() as records:
+        result = run(asgi_call(ASGIHandler(), "/gathered/"))
+    assert result.status == 200 and result.body == b"ok"
+    (record,) = records
+    return {key: count for key, count in causes(record).items() if key[1] == SITE}
+
+
+def test_a_gathered_crossing_has_no_call_site_under_asyncio():
+    assert _serve(asyncio.run) == {("other", SITE, None): 2, ("other", SITE, AWAITED): 1}
+
+
+def test_a_gathered_crossing_has_no_call_site_under_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+    assert _serve(uvloop.run) == {("other", SITE, None): 2, ("other", SITE, AWAITED): 1}
