@@ -385,6 +385,12 @@ class DjangoTestCaseTests(TestCase):
         with assert_max_hops(0):
             self.client.get("/sync/")
 
+    @assert_hops(2)
+    def test_sync_client_on_an_async_view_with_one_orm_call(self):
+        # docs/testing.md's decorator example (it said at most 1): the view through
+        # async_to_sync on a new loop, and its ORM call
+        self.client.get("/orm/count/")
+
 
 # --- the harness's own hops --------------------------------------------------------------------
 
