@@ -15,9 +15,11 @@ nor is affected by them.
 from __future__ import annotations
 
 import atexit
+import codecs
 import logging
 import os
 import random
+import re
 import select
 import stat
 import sys
@@ -304,11 +306,47 @@ def _encoded_extra(key: str, value: Any) -> Any:
         return _LEFT_OUT
 
 
-def _renderer(logger_name: str) -> Callable[..., str]:
+_NON_ASCII: Final = re.compile("[^\x00-\x7f]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+
+
+def ascii_line(line: str) -> str:
+    """A JSON line with every non-ASCII character written as JSON's ``\\uXXXX`` escape
+    (a pair of them past U+FFFF): the same JSON, read back to the same values, that any
+    stream encoding writes as is. Non-ASCII characters are only ever inside the line's
+    strings, where the escape means the character itself."""
+    return _NON_ASCII.sub(_json_escape, line)
+
+
+def writes_utf8(stream: Any) -> bool:
+    """Whether ``stream`` writes text as UTF-8 (or keeps it as text: no ``encoding``,
+    an ``io.StringIO``). A stream of another encoding (a C locale's ASCII,
+    ``PYTHONIOENCODING``, Windows' cp1252 for a redirected stdout) cannot write every
+    character, or writes some as bytes that are not UTF-8."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _renderer(logger_name: str, escape: bool = False) -> Callable[..., str]:
     """structlog's last processor. The emitter hands structlog each line whole and in
     order (the event first: the schema and grep want it there; structlog would put it
     last), as the event itself; it is encoded once, with level and logger added last.
-    Compact JSON; non-finite floats become null, other objects str()."""
+    Compact JSON; non-finite floats become null, other objects str(). ``escape``: a
+    line with non-ASCII characters has them escaped (:func:`ascii_line`), for an output
+    that may not write UTF-8 (an ASCII line, the usual one, pays one ``isascii()``,
+    which CPython answers from a flag of the string)."""
 
     ending = orjson.dumps({"logger": logger_name}).decode()[1:]
 
@@ -319,10 +357,14 @@ def _renderer(logger_name: str) -> Callable[..., str]:
             if tail:
                 fields = orjson.dumps(tail, default=_json_default, option=_ORJSON_OPTIONS)
                 head = f"{head},{fields.decode()[1:-1]}"
-            return f'{head},"level":"{method}",{ending}'
-        line["level"] = method
-        line["logger"] = logger_name
-        return orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
+            text = f'{head},"level":"{method}",{ending}'
+        else:
+            line["level"] = method
+            line["logger"] = logger_name
+            text = orjson.dumps(line, default=_json_default, option=_ORJSON_OPTIONS).decode()
+        if escape and not text.isascii():
+            return ascii_line(text)
+        return text
 
     return render
 
@@ -743,21 +785,26 @@ def make_logger(
     """A structlog logger for ``output`` ("logging", "stdout" or a path), its closer, and
     for a path, what follows the file across a rotation; ``buffer`` > 0 (stdout or a
     path): lines held up to that many characters."""
-    processors: list[Any] = [_renderer(logger_name)]
     target: Any
     closer: Callable[[], None] = lambda: None  # noqa: E731
     rotation = None
     if output == "logging":
+        # Non-ASCII escaped: the handlers' streams are the project's, of any encoding (a
+        # StreamHandler on a C locale's stderr writes "\xe9", a FileHandler without an
+        # encoding the locale's), and may change after this.
+        escape = True
         _warn_if_lost(logger_name)
         target = _StdlibLine(logging.getLogger(logger_name))
     else:
         own = output != "stdout"  # a path: hopwatch's own stream, closed with the output
         stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115
+        escape = not writes_utf8(stream)
         target = _HeldLines(stream, buffer, close=own) if buffer else _LineWriter(stream, close=own)
         closer = target.close
         if own:
             rotation = _Rotation(target, os.path.abspath(output))
             _own_files.add(target)  # closed at the interpreter's exit (or by closer)
+    processors: list[Any] = [_renderer(logger_name, escape)]
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
     bound = structlog.wrap_logger(

@@ -198,7 +198,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         " (logrotate's rename, with `create` or without; `copytruncate` works too): at most"
         " once a second, as a line goes out, hopwatch compares the path with the open file"
         " and reopens it when it was moved (no system call per request); the lines of that"
-        " second may still go to the renamed file, so use `delaycompress`.",
+        " second may still go to the renamed file, so use `delaycompress`. A file is written"
+        " in UTF-8, and so is `\"stdout\"` when its encoding is UTF-8; a line with"
+        " non-ASCII characters (`/café/`) going through `\"logging\"` (whose handlers'"
+        " streams may have any encoding) or to a stdout of another encoding (a C locale,"
+        " `PYTHONIOENCODING`, Windows' cp1252) has them written as JSON escapes"
+        " (`/caf\\u00e9/`), which `hopwatch report` reads back as the same text.",
     ),
     "OUTPUT_BUFFER": Setting(
         0,
