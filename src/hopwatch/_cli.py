@@ -7,13 +7,14 @@ nothing of hopwatch's core or of Django.
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import os
 import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Final, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +85,58 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
+def writes_utf8(stream: IO[str] | Any) -> bool:
+    """Whether ``stream`` writes text as UTF-8 (or keeps it as text: no ``encoding``)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+#: The report formats that are data (read back by a program, or a page that says
+#: it is UTF-8): written to stdout as UTF-8 whatever its encoding, as ``-o FILE`` is.
+UTF8_FORMATS: Final = ("csv", "html", "json", "trace")
+
+
+def tolerate_narrow_encodings(*, utf8_stdout: bool = False) -> None:
+    """Standard output and error of an encoding other than UTF-8 (a C locale without
+    UTF-8 mode, ``PYTHONIOENCODING=ascii``, Windows' cp1252 when redirected) cannot
+    write "µ", "…" or a route's "é", and would raise. Text for people gets a
+    backslash escape there instead (``\\xb5``), whatever error handler the stream
+    had (a C locale's is ``surrogateescape``, no help for "µ"); with ``utf8_stdout``
+    (the formats of :data:`UTF8_FORMATS`), stdout writes UTF-8: a CSV cell or a
+    page keeps the very text, an escape would change it."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or writes_utf8(stream):
+            continue
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:
+            continue
+        try:
+            if utf8_stdout and stream is sys.stdout:
+                reconfigure(encoding="utf-8", errors="strict")
+            else:
+                reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # closed, or not a text wrapper after all
+            pass
+
+
+def argv_text(word: str) -> str:
+    """A command-line argument as the text that was typed: on a C locale without UTF-8
+    mode, Python reads the UTF-8 bytes of ``"GET /café/"`` as surrogate escapes
+    (``"caf\\udcc3\\udca9"``), which match no route. For the arguments that are text
+    to match, not file paths (a path must stay as the system's encoding gives it)."""
+    if word.isascii():
+        return word
+    try:
+        return os.fsencode(word).decode("utf-8")
+    except UnicodeError:  # not UTF-8 bytes: left as read
+        return word
+
+
 def silence_stdout() -> None:
     """After the reader of our output went away (``| head``): no error at exit."""
     try:
@@ -124,7 +177,9 @@ def usage_error(command: str, message: str) -> int:
 
 __all__ = [
     "RICH_EXTRA",
+    "UTF8_FORMATS",
     "Parser",
+    "argv_text",
     "auto_format",
     "has_rich",
     "is_terminal",
@@ -132,6 +187,8 @@ __all__ = [
     "rich_missing",
     "silence_stdout",
     "terminal_width",
+    "tolerate_narrow_encodings",
     "usage_error",
     "whole_number",
+    "writes_utf8",
 ]

@@ -15,7 +15,12 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from hopwatch._cli import Parser, wrap
+from hopwatch._cli import (
+    UTF8_FORMATS,
+    Parser,
+    tolerate_narrow_encodings,
+    wrap,
+)
 
 #: subcommand name -> module implementing it
 COMMANDS: Final = {
@@ -107,24 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
-    _tolerate_narrow_encodings()
+    # a data format on stdout (not -o FILE, written as UTF-8 itself) is UTF-8 there too
+    data = getattr(args, "format", None) in UTF8_FORMATS
+    tolerate_narrow_encodings(utf8_stdout=data and not getattr(args, "output", None))
     try:
         status: int = args.run_command(args)
     except KeyboardInterrupt:
         print("hopwatch: interrupted", file=sys.stderr)
         return 130
     return status
-
-
-def _tolerate_narrow_encodings() -> None:
-    """A terminal or pipe that cannot encode "…" or "µ" gets an escape, not a traceback."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
-            try:
-                reconfigure(errors="backslashreplace")
-            except (ValueError, OSError):  # closed, or not a text wrapper after all
-                pass
 
 
 if __name__ == "__main__":

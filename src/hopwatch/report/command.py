@@ -16,6 +16,7 @@ from typing import IO, Any, Final
 
 import hopwatch.schema as schema
 from hopwatch._cli import (
+    argv_text,
     auto_format,
     is_terminal,
     os_error_reason,
@@ -153,6 +154,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint",
         metavar="LABEL",
+        type=argv_text,
         help="one endpoint in detail: its causes, call sites, counts, overhead and what to"
         ' change ("GET /items/<int:pk>/", its route alone, or with --by view a view)',
     )
@@ -209,6 +211,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--request-id",
         metavar="ID",
+        type=argv_text,
         help="html, trace: draw the timeline of this request (logged in detail mode)",
     )
     parser.add_argument(

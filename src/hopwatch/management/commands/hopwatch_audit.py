@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hopwatch import audit
-from hopwatch._cli import has_rich, rich_missing, terminal_width
+from hopwatch._cli import has_rich, rich_missing, terminal_width, tolerate_narrow_encodings
 from hopwatch.audit.command import samples_type
 from hopwatch.audit.traffic import from_logs
 
@@ -45,6 +45,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # "µs" on a stdout that cannot write it (an ASCII locale): an escape, as the
+        # hopwatch command writes it, not a UnicodeEncodeError once the hop tax is timed
+        tolerate_narrow_encodings()
         format_name = options["format"]
         on_terminal = format_name == "auto" and self.stdout.isatty()
         if format_name == "auto":

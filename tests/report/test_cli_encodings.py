@@ -1,0 +1,128 @@
+"""The ``hopwatch`` command on a standard output that is not UTF-8, a closed pipe and
+``COLUMNS=0``: the documented output and exit status, never a traceback.
+
+A C locale without UTF-8 mode gives stdout the ASCII codec with ``surrogateescape``,
+``PYTHONIOENCODING=ascii`` with ``strict``, a redirected stdout on Windows cp1252.
+Text for people gets backslash escapes there ("\\xb5s"); the data formats (csv, html)
+are written as UTF-8, as ``-o FILE`` writes them, so that a cell keeps its route.
+Each case runs the command in a child process with the environment in question.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.report.samples import line
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+HOPWATCH = [sys.executable, "-m", "hopwatch"]
+DJANGO_ADMIN = [sys.executable, "-m", "django"]
+C_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+ROUTE = "/café/<int:pk>/日本/"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHONIOENCODING", "LC_", "LANG", "PYTHONUTF8", "DJANGO_", "COLUMNS"))
+    }
+    env["PYTHONPATH"] = str(SRC)
+    env.update(extra)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*HOPWATCH, *args], env=env, cwd=ROOT, capture_output=True, timeout=120, check=False, **kwargs
+    )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "app.log"
+    path.write_text(line(route=ROUTE, view="app.views.vue_élève") + "\n", encoding="utf-8")
+    return path
+
+
+ENCODINGS = [C_LOCALE, {"PYTHONIOENCODING": "ascii"}, {"PYTHONIOENCODING": "cp1252"}]
+ENCODING_IDS = ["c-locale", "ascii", "cp1252"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=ENCODING_IDS)
+@pytest.mark.parametrize("format_name", ["text", "markdown"])
+def test_a_table_on_a_narrow_stdout_gets_escapes(log: Path, encoding, format_name: str) -> None:
+    done = _run(["report", str(log), "--format", format_name], _env(**encoding))
+    assert (done.returncode, done.stderr) == (0, b"")
+    # (markdown escapes the route's "<" and ">" as well)
+    if encoding.get("PYTHONIOENCODING") == "cp1252":  # é is in cp1252; 日本 is not
+        assert "GET /café/".encode("cp1252") in done.stdout
+    else:
+        assert b"GET /caf\\xe9/" in done.stdout
+    ending = b"/\\u65e5\\u672c/ |" if format_name == "markdown" else b"/\\u65e5\\u672c/ "
+    assert ending in done.stdout
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=ENCODING_IDS)
+def test_csv_on_a_narrow_stdout_is_utf8_and_keeps_the_route(log: Path, encoding) -> None:
+    done = _run(["report", str(log), "--format", "csv"], _env(**encoding))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout.decode("utf-8"))))
+    assert [(row["route"], row["view"]) for row in rows] == [(ROUTE, "app.views.vue_élève")]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=ENCODING_IDS)
+def test_html_on_a_narrow_stdout_is_the_utf8_page_it_says_it_is(
+    log: Path, encoding, tmp_path: Path
+) -> None:
+    done = _run(["report", str(log), "--format", "html"], _env(**encoding))
+    assert (done.returncode, done.stderr) == (0, b"")
+    page = done.stdout.decode("utf-8")
+    assert '<meta charset="utf-8">' in page
+    assert "<td>GET /café/&lt;int:pk&gt;/日本/</td>" in page
+
+
+def test_the_hop_tax_and_the_audit_on_a_c_locale_say_us_escaped(tmp_path: Path) -> None:
+    """"µs" is in every audit and every --hop-tax report: a traceback on any log."""
+    ascii_log = tmp_path / "ascii.log"
+    ascii_log.write_text(line(route="/items/") + "\n")
+    done = _run(["report", str(ascii_log), "--hop-tax", "68", "--format", "text"], _env(**C_LOCALE))
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert b"; hops priced at 68.0 \\xb5s (--hop-tax)\n" in done.stdout
+    done = _run(
+        ["audit", "--settings", "tests.settings", "--samples", "1", "--format", "text"],
+        _env(**C_LOCALE),
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert b" \\xb5s" in done.stdout
+
+
+def test_manage_py_hopwatch_audit_on_an_ascii_stdout_gets_escapes() -> None:
+    env = _env(PYTHONIOENCODING="ascii", PYTHONPATH=os.pathsep.join([str(ROOT), str(SRC)]))
+    done = subprocess.run(
+        [*DJANGO_ADMIN, "hopwatch_audit", "--settings", "tests.settings", "--samples", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert b" \\xb5s" in done.stdout  # the text format: auto, on a pipe
+
+
+def test_an_endpoint_typed_on_a_c_locale_is_found(log: Path) -> None:
+    """argv's UTF-8 bytes arrive as surrogate escapes there: read back as UTF-8."""
+    done = _run(
+        ["report", str(log), "--format", "text", "--endpoint", f"GET {ROUTE}"], _env(**C_LOCALE)
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.startswith(b"hopwatch report: GET /caf\\xe9/<int:pk>/\\u65e5\\u672c/, cause by cause\n")
