@@ -18,6 +18,7 @@ from typing import Final
 from hopwatch._cli import (
     UTF8_FORMATS,
     Parser,
+    silence_stdout,
     tolerate_narrow_encodings,
     wrap,
 )
@@ -79,7 +80,10 @@ class _Version(argparse.Action):
         )
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        print(version_text())
+        try:
+            print(version_text(), flush=True)
+        except BrokenPipeError:  # `hopwatch --version | true`: as the commands, no traceback
+            silence_stdout()
         parser.exit()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import with_the_reader_gone
 from tests.report.samples import line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +127,7 @@ def test_an_endpoint_typed_on_a_c_locale_is_found(log: Path) -> None:
     )
     assert (done.returncode, done.stderr) == (0, b"")
     assert done.stdout.startswith(b"hopwatch report: GET /caf\\xe9/<int:pk>/\\u65e5\\u672c/, cause by cause\n")
+
+
+def test_version_into_a_pipe_whose_reader_left_is_silent_and_status_0() -> None:
+    assert with_the_reader_gone([*HOPWATCH, "--version"], timeout=60, env=_env()) == (0, "")
