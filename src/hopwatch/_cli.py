@@ -137,6 +137,17 @@ def argv_text(word: str) -> str:
         return word
 
 
+def rich_width(width: int | None) -> int | None:
+    """The ``width`` to give rich's ``Console``: rich reads ``COLUMNS`` itself and takes
+    ``COLUMNS=0`` literally (a console 0 wide, "invalid width 0" at the first wrap);
+    ``shutil``, and so this, reads a ``COLUMNS`` below 1 as unset."""
+    if width is None:
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) < 1:  # what rich would read as a width
+            return terminal_width()
+    return width
+
+
 def silence_stdout() -> None:
     """After the reader of our output went away (``| head``): no error at exit."""
     try:
@@ -185,6 +196,7 @@ __all__ = [
     "is_terminal",
     "os_error_reason",
     "rich_missing",
+    "rich_width",
     "silence_stdout",
     "terminal_width",
     "tolerate_narrow_encodings",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,39 @@ def test_an_endpoint_typed_on_a_c_locale_is_found(log: Path) -> None:
 
 def test_version_into_a_pipe_whose_reader_left_is_silent_and_status_0() -> None:
     assert with_the_reader_gone([*HOPWATCH, "--version"], timeout=60, env=_env()) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["report", "{log}"], ["audit", "--settings", "tests.settings", "--samples", "1"]],
+    ids=["report", "audit"],
+)
+def test_columns_0_on_a_terminal_is_read_as_unset(command: list[str], log: Path) -> None:
+    """rich read COLUMNS=0 as a console 0 wide: "invalid width 0" from the first wrap."""
+    pytest.importorskip("rich")
+    leader, follower = pty.openpty()  # a terminal of no known size: shutil's 80 columns
+    try:
+        done = subprocess.run(
+            [*HOPWATCH, *(word.format(log=log) for word in command)],
+            env=_env(COLUMNS="0", TERM="xterm"),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and all was read
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(leader)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert b"hopwatch" in output

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
-from hopwatch._cli import auto_format, is_terminal, terminal_width, wrap
+from hopwatch._cli import auto_format, is_terminal, rich_width, terminal_width, wrap
 from hopwatch.audit import changes
 from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
@@ -450,7 +450,9 @@ def render_rich(audit: Audit, out: IO[str], *, width: int | None = None) -> None
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(file=out, highlight=False, emoji=False, markup=False, width=width)
+    console = Console(
+        file=out, highlight=False, emoji=False, markup=False, width=rich_width(width)
+    )
     columns = _columns(audit)
     table = Table(title=Text(_title(audit)), header_style="bold", box=box.SIMPLE_HEAD)
     # one item per line in the cells that list several

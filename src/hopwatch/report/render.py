@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
 
-from hopwatch._cli import wrap
+from hopwatch._cli import rich_width, wrap
 from hopwatch.report import notes, table, threads
 from hopwatch.report import text as fmt
 
@@ -366,7 +366,9 @@ def render_rich(
     from rich.console import Console  # imported here: only the terminal format needs it
     from rich.text import Text
 
-    console = Console(file=out, highlight=False, emoji=False, markup=False, width=width)
+    console = Console(
+        file=out, highlight=False, emoji=False, markup=False, width=rich_width(width)
+    )
     columns = console.width
 
     def say(line: str, style: str = "") -> None:
