@@ -22,6 +22,7 @@ from django.test import AsyncClient, override_settings
 from hopwatch import _executors, _process
 from hopwatch._recorder import RequestRecord, add_sink, current_scope, remove_sink
 from tests.helpers import asgi_call, asgi_request, wsgi_request
+from tests.testapp import views_threads
 from tests.testapp.views_threads import COLD_CALLS, GATHERED
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -193,20 +194,149 @@ def test_a_saturated_pool_shows_crossings_queued_behind_busy_threads():
     assert line["default_pool"]["max_workers"] == 2 and line["default_pool"]["created"]
     assert line["executors"] == {"context_thread": 2, "default_pool": GATHERED}
     assert line["pool_crossings"] == GATHERED
-    # Held until all five were called: two ran, the last found at least the 3rd and
-    # 4th queued ahead of it (the first two may still have been handed over).
-    assert 2 <= line["pool_queue_max"] <= GATHERED - 1
-    assert line["pool_busy_max"] <= 2
+    # Held until all five were called: the last found the first two with a thread
+    # each (running, or handed to it) and the 3rd and 4th queued ahead of it.
+    assert line["pool_queue_max"] == GATHERED - 3
+    assert line["pool_busy_max"] == 2
     assert line["pool_wait_max_ms"] > 0
     assert line["contexts_max"] == 1
     assert after["requests"] == 0 and after["pool_crossings"] == 0  # a new interval
 
 
 def test_the_queue_each_crossing_found():
-    # (called, started, ended): three submitted at once to two threads.
-    pool = [(0, 1, 10), (0, 2, 10), (0, 10, 20), (15, 20, 30)]
-    queued, running = _process._queues_seen(pool)
-    assert queued == [0, 1, 2, 0] and running == [0, 0, 0, 1]
+    # (called, started, ended): four submitted at once to two threads, a fifth later.
+    pool = [(0, 1, 10), (0, 2, 10), (0, 10, 20), (0, 11, 21), (15, 20, 30)]
+    queued, busy = _process._queues_seen(pool, 2)
+    # The first two each have a thread (called, not started yet: handed over, not
+    # queued); the third waits with none ahead of it, the fourth behind it; at 15
+    # the third and fourth are running.
+    assert queued == [0, 0, 0, 1, 0] and busy == [0, 1, 2, 2, 2]
+    assert _process._queues_seen(pool, None) == (None, None)  # the pool's size unknown
+
+
+def _lines_of(serve):
+    """The process lines ``serve`` writes, with the requests it makes on its loop folded."""
+    lines: list[dict] = []
+    process = _process.ProcessLines(3600, lines.append)
+    add_sink(process)  # the request sink, as PROCESS_LINE_SECONDS installs it
+    try:
+        asyncio.run(serve(process, lines))
+    finally:
+        remove_sink(process)
+        process.stop()
+    return lines
+
+
+def test_calls_handed_to_idle_threads_are_not_queued():
+    # One request at a time, each with five pool calls in flight together, on a pool
+    # with a thread for each: no call ever waited for a thread.
+    async def serve(process, lines):
+        pool = ThreadPoolExecutor(max_workers=GATHERED + 1)
+        asyncio.get_running_loop().set_default_executor(pool)
+        handler = ASGIHandler()
+        for _ in range(3):
+            assert (await asgi_call(handler, "/threads/gather-pool/")).body == b"5"
+        process.write_line()
+
+    (line,) = _lines_of(serve)
+    assert line["requests"] == 3 and line["pool_crossings"] == 3 * GATHERED
+    assert line["pool_queue_max"] == 0 and line["pool_queue_p95"] == 0
+    # The last of each request's calls found the four before it in the pool (they
+    # wait for one another), each with its thread.
+    assert line["pool_busy_max"] == GATHERED - 1
+    assert line["default_pool"]["max_workers"] == GATHERED + 1
+
+
+async def _idle_line(process, lines):
+    """A line once the pool's threads are back waiting for a call (they return a
+    moment after the calls' results reach the loop)."""
+    for _ in range(500):
+        process.write_line()
+        if lines[-1]["default_pool"]["busy"] == 0:
+            return lines[-1]
+        await asyncio.sleep(0.01)
+    raise AssertionError(lines[-1]["default_pool"])
+
+
+def test_the_pools_busy_threads_are_the_ones_running_a_call():
+    lines: list[dict] = []
+
+    async def serve(process, written):
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        handler = ASGIHandler()
+        # A saturated pool first (five calls, two threads): on Python 3.11 it leaves
+        # the pool's idle semaphore above the threads it has.
+        assert (await asgi_call(handler, "/threads/saturate/")).body == b"saturated"
+        lines.append(await _idle_line(process, written))
+        views_threads.HOLDING.clear()
+        views_threads.HOLD_RELEASE.clear()
+        request = asyncio.ensure_future(asgi_call(handler, "/threads/hold-pool/"))
+        for _ in range(3000):
+            if len(views_threads.HOLDING) == 2:
+                break
+            await asyncio.sleep(0.01)
+        process.write_line()  # both threads running a held call
+        lines.append(written[-1])
+        views_threads.HOLD_RELEASE.set()
+        assert (await request).body == b"held"
+        lines.append(await _idle_line(process, written))
+
+    _lines_of(serve)
+    idle, held, idle_again = (line["default_pool"] for line in lines)
+    assert idle == idle_again == held | {"busy": 0}
+    assert held["threads"] == 2 and held["busy"] == 2 and held["queued"] == 0
+
+
+def test_the_default_pool_of_a_uvloop_loop():
+    """uvloop (uvicorn's loop with uvicorn[standard]) keeps its default pool where
+    Python cannot read it: its size and threads are still the pool's own."""
+    uvloop = pytest.importorskip("uvloop")
+    lines: list[dict] = []
+    pools: list[dict] = []
+
+    async def serve(process):
+        pools.append(_process.process_facts()["default_pool"])  # before its first use
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=3))
+        assert (await asgi_call(ASGIHandler(), "/threads/saturate/")).body == b"saturated"
+        await _idle_line(process, lines)
+
+    process = _process.ProcessLines(3600, lines.append)
+    add_sink(process)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(process))
+    finally:
+        remove_sink(process)
+        process.stop()
+    (before,), after = pools, lines[-1]
+    assert before == {
+        "loop": True, "created": False, "max_workers": _process.default_max_workers(),
+        "threads": 0, "busy": 0, "queued": 0, "asgi_threads": None,
+        "asgi_threads_applied": None,
+    }  # fmt: skip
+    grown = {"created": True, "max_workers": 3, "threads": 3}
+    assert after["default_pool"] == before | grown
+    assert after["pool_crossings"] == GATHERED
+    assert after["pool_queue_max"] == GATHERED - 4 and after["pool_busy_max"] == 3
+
+
+def test_a_loop_whose_default_pool_cannot_be_read_says_so(monkeypatch):
+    """A loop that keeps its default pool where hopwatch cannot see it: the pool's
+    facts are null (unknown), not those of a pool never made."""
+    monkeypatch.setenv("ASGI_THREADS", "3")
+
+    class OtherLoop(asyncio.AbstractEventLoop):
+        pass
+
+    assert _process.pool_facts(OtherLoop()) == {
+        "loop": True, "created": None, "max_workers": None, "threads": None,
+        "busy": None, "queued": None, "asgi_threads": 3, "asgi_threads_applied": None,
+    }  # fmt: skip
+    interval = _process.Interval()
+    interval.pool = [(0, 1, 10), (0, 2, 10)]
+    figures = interval.take(max_workers=None)
+    assert figures["pool_queue_max"] is None and figures["pool_queue_p95"] is None
+    assert figures["pool_busy_max"] is None and figures["pool_crossings"] == 2
 
 
 def test_contexts_open_at_once():

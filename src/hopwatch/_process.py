@@ -5,13 +5,16 @@ Two parts, neither on the hop path:
 * :func:`process_facts`: what the process looks like now (read on demand, a few
   attribute reads): the default pool of the event loop requests run on (its
   ``max_workers`` as configured, and whether ``ASGI_THREADS`` was applied), its
-  threads alive and busy and its queue, the threads alive in the process,
-  asgiref's single sync thread, the ThreadSensitiveContexts open now.
+  threads alive and busy (running a call, read from each thread's stack) and its
+  queue, or null where the loop does not let its default pool be read; the
+  threads alive in the process, asgiref's single sync thread, the
+  ThreadSensitiveContexts open now.
 * :class:`Interval`: what the requests closed since the last line saw, folded
   once per request by a sink (only while ``PROCESS_LINE_SECONDS`` is on): the
   crossings per executor kind and, for the crossings that ran in the default
   pool, the queue each one found when it was called (how many pool crossings
-  were queued ahead of it, how many were running), and their queue wait;
+  were queued ahead of it with no worker free to take them, how many had a
+  worker, given the pool's ``max_workers``), and their queue wait;
   ThreadSensitiveContexts open at once. Computed once per interval.
 
 A daemon thread writes one line per interval through the request lines' output
@@ -23,12 +26,16 @@ one per worker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import thread as _futures_thread
 from typing import Any, Final
 
 from asgiref.sync import SyncToAsync
@@ -70,30 +77,77 @@ def _native_threads() -> int | None:
         return None
 
 
+_MISSING: Final = object()
+#: The code a ThreadPoolExecutor's thread runs between calls (waiting for the next one).
+_WORKER_CODE: Final = getattr(getattr(_futures_thread, "_worker", None), "__code__", None)
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return any(cls.__module__.partition(".")[0] == "uvloop" for cls in type(loop).__mro__)
+
+
+def loop_executor(loop: asyncio.AbstractEventLoop) -> tuple[bool, Executor | None]:
+    """(readable, the default executor of ``loop`` or None before its first use).
+
+    asyncio's loops (and rloop) keep it in ``_default_executor``; uvloop keeps it
+    in an attribute Python cannot read, which the loop's references to the
+    garbage collector list. Any other loop: not readable."""
+    executor = getattr(loop, "_default_executor", _MISSING)
+    if executor is not _MISSING:
+        return True, executor if isinstance(executor, Executor) else None
+    if _is_uvloop(loop):
+        referents = gc.get_referents(loop)
+        found = [ref for ref in referents if isinstance(ref, Executor)]
+        if referents and len(found) <= 1:
+            return True, found[0] if found else None
+    return False, None
+
+
+def _busy_threads(threads: list[threading.Thread]) -> int:
+    """Threads of a pool running a call: any not in the pool's wait for the next one."""
+    frames = sys._current_frames()
+    busy = 0
+    for thread in threads:
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        if frame is not None and frame.f_code is not _WORKER_CODE:
+            busy += 1
+    return busy
+
+
 def pool_facts(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
-    """The default pool of ``loop``: configured size, threads, busy, queued."""
-    executor = getattr(loop, "_default_executor", None) if loop is not None else None
+    """The default pool of ``loop``: configured size, threads, busy, queued.
+
+    Null where they cannot be read (a loop that does not expose its default pool,
+    an executor that is no ThreadPoolExecutor): unknown, never a guess."""
+    readable, executor = loop_executor(loop) if loop is not None else (True, None)
     asgi_threads = asgi_threads_env()
-    facts: dict[str, Any] = {"loop": loop is not None, "created": executor is not None}
-    if executor is None:
+    facts: dict[str, Any] = {"loop": loop is not None}
+    if not readable:
+        facts["created"] = facts["max_workers"] = None
+        facts["threads"] = facts["busy"] = facts["queued"] = None
+    elif executor is None:
         # Created on first use with the interpreter's default size.
+        facts["created"] = False
         facts["max_workers"] = default_max_workers()
         facts["threads"] = facts["busy"] = facts["queued"] = 0
+    elif isinstance(executor, ThreadPoolExecutor) and _WORKER_CODE is not None:
+        threads = [thread for thread in list(executor._threads) if thread.is_alive()]
+        facts["created"] = True
+        facts["max_workers"] = executor._max_workers
+        facts["threads"] = len(threads)
+        facts["busy"] = _busy_threads(threads)
+        facts["queued"] = executor._work_queue.qsize()
     else:
-        threads = list(getattr(executor, "_threads", ()))
-        idle = getattr(getattr(executor, "_idle_semaphore", None), "_value", None)
-        queue = getattr(executor, "_work_queue", None)
+        facts["created"] = True
         facts["max_workers"] = getattr(executor, "_max_workers", None)
-        facts["threads"] = sum(1 for thread in threads if thread.is_alive())
-        facts["busy"] = None if idle is None else max(0, facts["threads"] - idle)
-        facts["queued"] = queue.qsize() if queue is not None else None
+        facts["threads"] = facts["busy"] = facts["queued"] = None
     facts["asgi_threads"] = asgi_threads
     # Applied: the pool exists with that size (daphne sets it at start; uvicorn,
     # hypercorn and granian never read ASGI_THREADS; asgiref stopped in 3.3).
     facts["asgi_threads_applied"] = (
         None
-        if asgi_threads is None
-        else (executor is not None and facts["max_workers"] == asgi_threads)
+        if asgi_threads is None or facts["created"] is None
+        else (facts["created"] and facts["max_workers"] == asgi_threads)
     )
     return facts
 
@@ -177,8 +231,11 @@ class Interval:
                 self.contexts.append((record.started_ns, record.ended_ns))
             self.db_connections += connections
 
-    def take(self, *, reset: bool = True) -> dict[str, Any]:
-        """The interval's figures; with ``reset``, a new interval begins."""
+    def take(self, *, reset: bool = True, max_workers: int | None = None) -> dict[str, Any]:
+        """The interval's figures; with ``reset``, a new interval begins.
+
+        ``max_workers``: the default pool's size, which tells a crossing queued for
+        a thread from one handed to an idle one (without it the queue is null)."""
         now = time.monotonic()
         with self._lock:
             seconds = now - self.started
@@ -187,7 +244,7 @@ class Interval:
             contexts, connections = list(self.contexts), self.db_connections
             if reset:
                 self._reset(now)
-        queued, running = _queues_seen(pool)
+        queued, busy = _queues_seen(pool, max_workers)
         waits = [max(0, start - called) for called, start, _end in pool]
         return {
             "interval_s": round(seconds, 3),
@@ -195,19 +252,25 @@ class Interval:
             "executors": {kind: kinds[kind] for kind in _executors.KINDS if kinds.get(kind)},
             "db_connections": connections,
             "pool_crossings": len(pool) + dropped,
-            "pool_queue_max": max(queued, default=0),
-            "pool_queue_p95": _percentile(queued, 0.95),
-            "pool_busy_max": max(running, default=0),
+            "pool_queue_max": None if queued is None else max(queued, default=0),
+            "pool_queue_p95": None if queued is None else _percentile(queued, 0.95),
+            "pool_busy_max": None if busy is None else max(busy, default=0),
             "pool_wait_max_ms": _ms(max(waits, default=0)),
             "pool_wait_p95_ms": _ms(_percentile(waits, 0.95)),
             "contexts_max": _most_at_once(contexts),
         }
 
 
-def _queues_seen(pool: list[tuple[int, int, int]]) -> tuple[list[int], list[int]]:
-    """For each pool crossing, as it was called: crossings queued ahead of it, and running."""
-    queued: list[int] = []
-    running: list[int] = []
+def _queues_seen(
+    pool: list[tuple[int, int, int]], workers: int | None
+) -> tuple[list[int] | None, list[int] | None]:
+    """For each pool crossing, as it was called: crossings queued ahead of it, and busy.
+
+    The pool takes its calls in order: of the crossings in it (called, not ended),
+    the first ``workers`` have a thread (running, or being handed to an idle one:
+    called, not started yet), the rest are queued, waiting for a thread. Both None
+    without ``workers``: a call not started yet could be either."""
+    in_pool: list[int] = []
     waiting: list[tuple[int, int]] = []  # (started_ns, ended_ns): called earlier, not started
     busy: list[int] = []  # ended_ns of crossings running
     for called, started, ended in sorted(pool):
@@ -215,10 +278,12 @@ def _queues_seen(pool: list[tuple[int, int, int]]) -> tuple[list[int], list[int]
             heapq.heappush(busy, heapq.heappop(waiting)[1])
         while busy and busy[0] <= called:
             heapq.heappop(busy)
-        queued.append(len(waiting))
-        running.append(len(busy))
+        in_pool.append(len(waiting) + len(busy))
         heapq.heappush(waiting, (started, ended))
-    return queued, running
+    if not workers:
+        return None, None
+    queued = [max(0, count - workers) for count in in_pool]
+    return queued, [min(count, workers) for count in in_pool]
 
 
 def _most_at_once(intervals: list[tuple[int, int]]) -> int:
@@ -270,8 +335,9 @@ class ProcessLines:
 
     def line(self) -> dict[str, Any]:
         event: dict[str, Any] = {"event": EVENT, "schema": SCHEMA_VERSION}
-        event.update(process_facts(_tracked_loop()))
-        event.update(self.interval.take())
+        facts = process_facts(_tracked_loop())
+        event.update(facts)
+        event.update(self.interval.take(max_workers=facts["default_pool"]["max_workers"]))
         return event
 
     def write_line(self) -> None:

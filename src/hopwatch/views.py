@@ -29,5 +29,6 @@ async def threads(request: HttpRequest) -> JsonResponse:
     lines = apps.process_lines
     if lines is not None:
         facts["process_line_seconds"] = lines.seconds
-        facts["interval_so_far"] = lines.interval.take(reset=False)
+        workers = facts["default_pool"]["max_workers"]
+        facts["interval_so_far"] = lines.interval.take(reset=False, max_workers=workers)
     return JsonResponse(facts, headers={"Cache-Control": "no-store"})

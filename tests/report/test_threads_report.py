@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hopwatch.report import render
+from hopwatch.report import render, threads
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Filters, Scanner
 from tests.report.samples import line
@@ -102,6 +102,54 @@ def test_pool_saturation_over_time_from_process_lines(others):
     assert "2026-11-24T10:00" in text
     markdown = render.render_to_string(doc, "markdown")
     assert "#### default pool saturation over time" in markdown
+
+
+def _row_cells(doc: dict[str, Any], minute: str) -> list[str]:
+    """The cells of the saturation table's row of ``minute``, as the text shows them."""
+    text = render.render_to_string(doc, "text")
+    return next(row for row in text.splitlines() if row.startswith(minute)).split()
+
+
+def test_busy_percent_is_the_busy_column_over_max_workers():
+    """``busy %`` is the interval's busiest (``pool_busy_max``, the ``busy`` column)
+    of ``max_workers``: the pool's state as the line was written is no part of it
+    (an idle pool read 5 busy of 6 there once, and the row said busy 0, busy 83.3%)."""
+    idle = {"pool_busy_max": 0, "pool_queue_max": 0}
+    pool = {"loop": True, "created": True, "max_workers": 6, "threads": 6, "busy": 5,
+            "queued": 0, "asgi_threads": None, "asgi_threads_applied": None}  # fmt: skip
+    doc = document(scan([line(), process_line("00", default_pool=pool, **idle)]))
+    (minute,) = doc["pool_over_time"]["minutes"]
+    assert minute["pool_busy_max"] == 0 and minute["pool_busy_share_max"] == 0.0
+    assert _row_cells(doc, "2026-11-24T10:00")[4:7] == ["0", "0.0%", "0"]  # busy, %, queued
+
+
+def test_a_pool_that_could_not_be_read_shows_no_figures_for_it(monkeypatch):
+    """A loop whose default pool hopwatch cannot read writes null for its size and
+    the figures that need it: the minute shows them unknown, not 0."""
+    unknown = {"loop": True, "created": None, "max_workers": None, "threads": None,
+               "busy": None, "queued": None, "asgi_threads": None,
+               "asgi_threads_applied": None}  # fmt: skip
+    nulls = {"pool_queue_max": None, "pool_queue_p95": None, "pool_busy_max": None}
+    lines = [
+        line(),
+        process_line("00", default_pool=unknown, **nulls),
+        process_line("01", default_pool=unknown, **nulls),
+        process_line("01", 30, pid=2, pool_queue_max=1, pool_busy_max=3),
+    ]
+    doc = document(scan(lines))
+    pool = doc["pool_over_time"]
+    assert pool["lines"] == 3 and pool["invalid_lines"] == 0
+    unread, mixed = pool["minutes"]
+    assert unread["pool_queue_max"] is None and unread["pool_busy_max"] is None
+    assert unread["pool_busy_share_max"] is None and unread["requests"] == 10
+    # A minute with a line that could tell: its figures.
+    assert mixed["pool_queue_max"] == 1 and mixed["pool_busy_max"] == 3
+    assert mixed["pool_busy_share_max"] == 0.5
+    assert _row_cells(doc, "2026-11-24T10:00")[4:7] == ["-", "-", "-"]  # busy, %, queued
+    # Merged into coarser rows, the known figures win over the unknown ones.
+    monkeypatch.setattr(threads, "ROWS_SHOWN", 1)
+    (coarse,) = threads._coarse(pool["minutes"])
+    assert coarse["pool_queue_max"] == 1 and coarse["pool_busy_share_max"] == 0.5
 
 
 def test_process_lines_follow_the_time_filter_and_merge_across_readers():

@@ -41,6 +41,7 @@ urlpatterns = [
     path("threads/nested/", views_threads.nested_view),
     path("threads/cold-loop/", views_threads.sync_cold_loop_view),
     path("threads/saturate/", views_threads.saturate_view),
+    path("threads/hold-pool/", views_threads.hold_pool_view),
     path("threads/gather-sleep/", views_threads.gather_sleep_view),
     path("threads/pinned-again/", views_threads.pinned_again_view),
     path("threads/cold-loops/", views_threads.sync_cold_loops_view),

@@ -95,6 +95,24 @@ async def saturate_view(request):
     return HttpResponse("saturated")
 
 
+#: Threads of hold_pool_view's pool calls running now, and what lets them return
+#: (a test reads the pool meanwhile, then sets it).
+HOLDING: list[int] = []
+HOLD_RELEASE = threading.Event()
+
+
+def _hold():
+    HOLDING.append(threading.get_ident())
+    if not HOLD_RELEASE.wait(timeout=30):
+        raise TimeoutError("never released")
+
+
+async def hold_pool_view(request):
+    """Two pool calls that run until HOLD_RELEASE is set: the pool busy, for a while."""
+    await asyncio.gather(*(sync_to_async(_hold, thread_sensitive=False)() for _ in range(2)))
+    return HttpResponse("held")
+
+
 #: What each of the gathered sleeping calls sleeps, in seconds.
 NAP = 0.01
 

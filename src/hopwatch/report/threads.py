@@ -27,8 +27,6 @@ ROWS_SHOWN: Final = 24
 
 class _Pool(Struct, gc=False):
     max_workers: int | None = None
-    busy: int | None = None
-    queued: int | None = None
     asgi_threads_applied: bool | None = None
 
 
@@ -41,8 +39,8 @@ class ProcessRecord(Struct, gc=False):
     threads_alive: int = 0
     requests: int = 0
     pool_crossings: int = 0
-    pool_queue_max: int = 0
-    pool_busy_max: int = 0
+    pool_queue_max: int | None = 0  # null: the pool's size could not be read
+    pool_busy_max: int | None = 0
     pool_wait_p95_ms: float = 0.0
     pool_wait_max_ms: float = 0.0
     contexts_max: int = 0
@@ -52,7 +50,8 @@ class ProcessRecord(Struct, gc=False):
 _decode: Final = msgspec.json.Decoder(ProcessRecord).decode
 
 # Per minute: [lines, processes (a set), requests, pool crossings, queue max, busy max,
-# busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max]
+# busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max];
+# the queue, busy and the share are None while no line of the minute could tell them.
 _LINES, _PIDS, _REQUESTS, _CROSSINGS, _QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS = (
     range(11)
 )
@@ -93,20 +92,23 @@ class PoolSeries:
             if len(self.minutes) >= MINUTES_CAP:
                 self.dropped += 1
                 return
-            entry = self.minutes[minute] = [0, set(), 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0]
+            entry = self.minutes[minute] = _new_entry()
         pool = record.default_pool
-        full = 0.0
-        if pool is not None and pool.max_workers:
-            full = max(record.pool_busy_max, pool.busy or 0) / pool.max_workers
+        full = None
+        if pool is not None:
+            # The interval's busiest (pool_busy_max), as the busy column shows: the
+            # pool's state when the line was written is no part of it.
+            if pool.max_workers and record.pool_busy_max is not None:
+                full = record.pool_busy_max / pool.max_workers
             if pool.asgi_threads_applied is False:
                 self.not_applied += 1
         entry[_LINES] += 1
         entry[_PIDS].add(record.pid)
         entry[_REQUESTS] += record.requests
         entry[_CROSSINGS] += record.pool_crossings
-        entry[_QUEUE] = max(entry[_QUEUE], record.pool_queue_max)
-        entry[_BUSY] = max(entry[_BUSY], record.pool_busy_max)
-        entry[_FULL] = max(entry[_FULL], full)
+        entry[_QUEUE] = _max_known(entry[_QUEUE], record.pool_queue_max)
+        entry[_BUSY] = _max_known(entry[_BUSY], record.pool_busy_max)
+        entry[_FULL] = _max_known(entry[_FULL], full)
         entry[_P95] = max(entry[_P95], record.pool_wait_p95_ms)
         entry[_WAIT] = max(entry[_WAIT], record.pool_wait_max_ms)
         entry[_CONTEXTS] = max(entry[_CONTEXTS], record.contexts_max)
@@ -123,16 +125,29 @@ class PoolSeries:
                 if len(self.minutes) >= MINUTES_CAP:
                     self.dropped += theirs[_LINES]
                     continue
-                mine = self.minutes[minute] = [0, set(), 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0]
+                mine = self.minutes[minute] = _new_entry()
             _fold(mine, theirs)
+
+
+def _new_entry() -> list[Any]:
+    return [0, set(), 0, 0, None, None, None, 0.0, 0.0, 0, 0]
+
+
+def _max_known(mine: Any, theirs: Any) -> Any:
+    """The larger of two figures, either of which may be unknown (None)."""
+    if mine is None:
+        return theirs
+    return mine if theirs is None else max(mine, theirs)
 
 
 def _fold(mine: list[Any], theirs: list[Any]) -> None:
     for index in (_LINES, _REQUESTS, _CROSSINGS):
         mine[index] += theirs[index]
     mine[_PIDS] |= theirs[_PIDS]
-    for index in (_QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS):
+    for index in (_P95, _WAIT, _CONTEXTS, _THREADS):
         mine[index] = max(mine[index], theirs[index])
+    for index in (_QUEUE, _BUSY, _FULL):
+        mine[index] = _max_known(mine[index], theirs[index])
 
 
 def _row(minute: str, entry: list[Any]) -> dict[str, Any]:
@@ -144,7 +159,7 @@ def _row(minute: str, entry: list[Any]) -> dict[str, Any]:
         "pool_crossings": entry[_CROSSINGS],
         "pool_queue_max": entry[_QUEUE],
         "pool_busy_max": entry[_BUSY],
-        "pool_busy_share_max": round(entry[_FULL], 3),
+        "pool_busy_share_max": None if entry[_FULL] is None else round(entry[_FULL], 3),
         "pool_wait_p95_ms_max": round(entry[_P95], 3),
         "pool_wait_max_ms": round(entry[_WAIT], 3),
         "contexts_max": entry[_CONTEXTS],
@@ -208,7 +223,8 @@ def _coarse(minutes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[key] = sum(entry[key] for entry in group)
             for key in row:
                 if key not in ("minute", "lines", "requests", "pool_crossings"):
-                    row[key] = max(entry[key] for entry in group)
+                    known = [entry[key] for entry in group if entry[key] is not None]
+                    row[key] = max(known) if known else None
         rows.append(row)
     return rows
 
