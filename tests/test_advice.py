@@ -44,11 +44,11 @@ IN_SHORT = "**In short:** "
 
 
 def sections() -> dict[str, list[str]]:
-    """docs/causes.md's ``## `` sections: heading -> its lines."""
+    """docs/causes.md's ``## `` and ``### `` sections: heading -> its lines."""
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in CAUSES_MD.read_text(encoding="utf-8").splitlines():
-        if line.startswith("## "):
+        if line.startswith(("## ", "### ")):
             current = found.setdefault(line, [])
         elif current is not None:
             current.append(line)

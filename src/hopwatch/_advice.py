@@ -27,6 +27,9 @@ class Advice:
     section: str
     #: Why the hops happen and what to change, in one to three sentences.
     summary: str
+    #: Why there is nothing to change, for advice that says to keep the hops (they are
+    #: then not the project's to remove: left out of the report's what to change first).
+    keep: str = ""
 
 
 MIDDLEWARE_HOOK: Final = Advice(
@@ -169,6 +172,82 @@ OTHER: Final = Advice(
     " callable and your call site. Batch them, or move the sync work into one call.",
 )
 
+ORM_AITERATOR: Final = Advice(
+    "orm-aiterator",
+    "orm",
+    "Chunked async iteration",
+    "### `QuerySet.aiterator`",
+    "`aiterator(chunk_size=N)` fetches N rows per `sync_to_async`: one hop per chunk, and one"
+    " more when the last chunk is exactly full. For a few hundred rows, `async for obj in qs`"
+    " (one hop) is cheaper; keep `aiterator` for results too large to hold, with a"
+    " `chunk_size` large enough that the hops do not matter.",
+)
+REQUEST_BODY_TO_DISK: Final = Advice(
+    "request-body-to-disk",
+    "stream",
+    "A request body written to disk",
+    "### `request body (written to disk)`",
+    "Under ASGI, Django 6.0+ writes each chunk of a request body past"
+    " `FILE_UPLOAD_MAX_MEMORY_SIZE` to its temporary file through `sync_to_async`, before the"
+    " view runs. Usually nothing to do: disk writes belong off the event loop. If"
+    " medium-sized bodies show many, raise `FILE_UPLOAD_MAX_MEMORY_SIZE` above them, or send"
+    " large files straight to object storage.",
+)
+PASSWORD_CHECK: Final = Advice(
+    "password-check",
+    "other",
+    "Password checks in a thread",
+    "### `acheck_password`",
+    "From Django 6.0, `acheck_password()` (and `aauthenticate()` with `ModelBackend`) hashes"
+    " the password in a worker thread, and on 6.1 an unknown user's too, so that the"
+    " deliberately slow hash does not stall the event loop. Keep them: the hop costs"
+    " microseconds next to the hash; the only lever is how often you check passwords.",
+    keep="password hashing belongs in a thread, off the event loop",
+)
+ASYNC_PAGE: Final = Advice(
+    "async-page",
+    "other",
+    "Paginating a sequence that is not a list",
+    "### `AsyncPage.aget_object_list`",
+    "`AsyncPage.aget_object_list()` turns a page's slice that is not a list (a tuple, a"
+    " custom sequence) into one through `sync_to_async(list)`: one hop per page. Paginate a"
+    " list or a `QuerySet`; for a sync iterable of your own, build the list once (or give it"
+    " `__aiter__`).",
+)
+TASK_BACKEND: Final = Advice(
+    "task-backend",
+    "other",
+    "Enqueuing tasks",
+    "### `BaseTaskBackend.aenqueue`",
+    "`task.aenqueue()` and `task.aget_result()` are by default `sync_to_async` of the"
+    " backend's `enqueue()` and `get_result()`: one hop each (with `ImmediateBackend` the"
+    " task runs in that thread, which is held meanwhile). Use a backend with native"
+    " `aenqueue` and `aget_result` where the hop matters; with `ImmediateBackend`, write"
+    " tasks as plain functions.",
+)
+CACHE_BULK: Final = Advice(
+    "cache-bulk",
+    "other",
+    "Async cache methods",
+    "### `BaseCache.aget_many`",
+    "On Django 6.1 an async cache method whose backend has the sync one (`aget_many`,"
+    " `aset_many`, `ahas_key`, ...) is one hop to it, and `aclose()` calls the backend's"
+    " `close()` in one. Use the bulk methods on a backend that implements them (one"
+    " `aget_many`, not an `aget` per key); call `aclose()` only where you need it.",
+)
+DEBUG_TOOLBAR: Final = Advice(
+    "debug-toolbar",
+    "other",
+    "django-debug-toolbar's own crossings",
+    "### django-debug-toolbar's own",
+    "Running async, django-debug-toolbar calls a sync `SHOW_TOOLBAR_CALLBACK` (the default"
+    " `show_toolbar`) through `sync_to_async` on every request, and on a request it shows"
+    " itself to the SQL panel's `enable_instrumentation` too; running sync, an async"
+    " callback through `async_to_sync`. The call site is the toolbar's line, not yours."
+    " Write the callback for the mode the toolbar runs in (`async def` under ASGI); the"
+    " panel's hop is the toolbar's own, there only where it is installed.",
+)
+
 #: Every piece of advice, in the order docs/causes.md presents them.
 ALL: Final = (
     MIDDLEWARE_HOOK,
@@ -179,12 +258,46 @@ ALL: Final = (
     VIEW_SYNC_UNDER_ASGI,
     VIEW_ASYNC_UNDER_WSGI,
     ORM,
+    ORM_AITERATOR,
     SIGNAL,
     RESPONSE,
     STREAM,
+    REQUEST_BODY_TO_DISK,
     EXCEPTION,
     OTHER,
+    PASSWORD_CHECK,
+    ASYNC_PAGE,
+    TASK_BACKEND,
+    CACHE_BULK,
+    DEBUG_TOOLBAR,
 )
+
+#: The causes a section of docs/causes.md of their own names, by (kind, site): their
+#: advice is that section's, not their kind's.
+_BY_SITE: Final[dict[tuple[str, str], Advice]] = {
+    ("orm", "QuerySet.aiterator"): ORM_AITERATOR,
+    ("stream", "request body (written to disk)"): REQUEST_BODY_TO_DISK,
+    ("other", "acheck_password"): PASSWORD_CHECK,
+    ("other", "acheck_password (unknown user)"): PASSWORD_CHECK,
+    ("other", "AsyncPage.aget_object_list"): ASYNC_PAGE,
+    ("other", "BaseTaskBackend.aenqueue"): TASK_BACKEND,
+    ("other", "BaseTaskBackend.aget_result"): TASK_BACKEND,
+    **{
+        ("other", f"BaseCache.{method}"): CACHE_BULK
+        for method in (
+            "aget_many",
+            "aset_many",
+            "adelete_many",
+            "aget_or_set",
+            "ahas_key",
+            "aincr",
+            "aincr_version",
+            "aclose",
+        )
+    },
+}
+#: django-debug-toolbar's package: its functions' dotted names, its files' call sites.
+_TOOLBAR: Final = "debug_toolbar"
 
 #: The hooks ``MiddlewareMixin.__acall__`` runs through its own ``sync_to_async``.
 _MIXIN_HOOKS: Final = frozenset({"process_request", "process_response"})
@@ -198,14 +311,26 @@ _HANDLER_HOOKS: Final = frozenset(
 _BY_KIND: Final = {advice.kind: advice for advice in reversed(ALL)}
 
 
-def advice_for(kind: str, site: str, direction: str, *, sync_handler: bool = False) -> Advice:
-    """The advice for hops of one cause (its kind, site and direction).
+def advice_for(
+    kind: str,
+    site: str,
+    direction: str,
+    *,
+    sync_handler: bool = False,
+    call_site: str | None = None,
+) -> Advice:
+    """The advice for hops of one cause (its kind, site, direction and call site): the
+    advice of the section of docs/causes.md that names the cause where one does
+    (:func:`site_advice`), else its kind's.
 
     ``sync_handler``: the hops were made under a handler that runs sync (WSGI, the sync
     test ``Client``: ``hopwatch.schema.SYNC_INTERFACES``). A middleware Django adapts is
     the one out of the handler's mode, so there an async-only one, not a sync-only one;
     ``False`` when unknown or mixed.
     """
+    named = site_advice(kind, site, call_site)
+    if named is not None:
+        return named
     if kind == "middleware":
         hook = site.rsplit(".", 1)[-1]
         if hook not in _MIXIN_HOOKS and hook not in _HANDLER_HOOKS:
@@ -219,6 +344,22 @@ def advice_for(kind: str, site: str, direction: str, *, sync_handler: bool = Fal
     return _BY_KIND.get(kind, OTHER)
 
 
+def site_advice(kind: str, site: str, call_site: str | None = None) -> Advice | None:
+    """The advice of the section of docs/causes.md that names this cause, or None.
+
+    django-debug-toolbar's own crossings are its functions (``debug_toolbar.…``) or a
+    callback of yours its middleware called (the call site is in its package)."""
+    named = _BY_SITE.get((kind, site))
+    if named is not None:
+        return named
+    if kind == "other" and (
+        site.split(".", 1)[0] == _TOOLBAR
+        or (call_site is not None and call_site.replace("\\", "/").split("/", 1)[0] == _TOOLBAR)
+    ):
+        return DEBUG_TOOLBAR
+    return None
+
+
 def is_djangos(site: str) -> bool:
     """Whether a cause's site names Django's own code (``django.…``)."""
     return site.split(".", 1)[0] == "django"
@@ -229,4 +370,4 @@ def code_spans(text: str) -> list[tuple[str, bool]]:
     return [(piece, i % 2 == 1) for i, piece in enumerate(text.split("`")) if piece]
 
 
-__all__ = ["ALL", "Advice", "advice_for", "code_spans", "is_djangos"]
+__all__ = ["ALL", "Advice", "advice_for", "code_spans", "is_djangos", "site_advice"]

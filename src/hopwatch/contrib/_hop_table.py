@@ -270,7 +270,11 @@ def _groups(rows: list[dict[str, Any]], *, sync_handler: bool) -> list[dict[str,
     groups: dict[str, dict[str, Any]] = {}
     for cause in causes.values():
         advice = _advice.advice_for(
-            cause["kind"], cause["site"], cause["direction"], sync_handler=sync_handler
+            cause["kind"],
+            cause["site"],
+            cause["direction"],
+            sync_handler=sync_handler,
+            call_site=cause["call_site"],
         )
         group = groups.get(advice.key)
         if group is None:

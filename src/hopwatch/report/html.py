@@ -74,6 +74,11 @@ def unfixable(kind: str, site: str) -> str | None:
     Which causes those are is the report's one rule (``rank.fixable``)."""
     if _fixable(kind, site):
         return None
+    from hopwatch._advice import site_advice
+
+    named = site_advice(kind, site)
+    if named is not None and named.keep:
+        return named.keep
     if kind == "response":
         return "Django closes every response through sync_to_async under ASGI"
     return "it stays while Django's own receivers are sync"
@@ -448,7 +453,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
         total = entry[K_OVERHEAD] if entry[K_MEASURED] else None
         name = fmt.short_site(site, call_site)
         key = (site, kind, direction, call_site)
-        advice = advice_for(kind, site, direction, sync_handler=key in sync)
+        advice = advice_for(kind, site, direction, sync_handler=key in sync, call_site=call_site)
         hooks = grouped.get(key)
         if hooks is not None:  # Django's own middleware hooks, one row (rank.DJANGO_HOOKS)
             advice = MIDDLEWARE_HOOK

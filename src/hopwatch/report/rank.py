@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hopwatch._advice import MIDDLEWARE_HOOK, advice_for
+from hopwatch._advice import MIDDLEWARE_HOOK, advice_for, site_advice
 from hopwatch.report import threads
 from hopwatch.report.aggregate import (
     A_DURATION,
@@ -305,8 +305,13 @@ def _hop_tax(stats: EndpointStats, hop_tax_us: float | None) -> Row | None:
 
 def fixable(kind: str, site: str) -> bool:
     """Whether a cause's hops are the project's to remove. Not: Django closing every
-    response under ASGI, and its own receivers of ``request_started`` /
-    ``request_finished`` (docs/causes.md: nothing to do while Django's receivers are sync)."""
+    response under ASGI, its own receivers of ``request_started`` /
+    ``request_finished`` (docs/causes.md: nothing to do while Django's receivers are sync),
+    and the causes whose section of docs/causes.md says to keep them (``Advice.keep``:
+    ``acheck_password``)."""
+    named = site_advice(kind, site)
+    if named is not None and named.keep:
+        return False
     if kind == "response":
         return not site.endswith(".close")
     return not (kind == "signal" and site in ("request_started", "request_finished"))
@@ -323,8 +328,8 @@ def sync_handler(interfaces: Iterable[str]) -> bool:
 def _advice_dict(key: SiteKey, *, summary: bool = False, sync: bool = False) -> Row:
     """Which advice of docs/causes.md applies (its text too in the what-to-change list);
     ``sync``: the cause was listed under sync handlers only (:func:`sync_handler`)."""
-    site, kind, direction, _call_site = key
-    advice = advice_for(kind, site, direction, sync_handler=sync)
+    site, kind, direction, call_site = key
+    advice = advice_for(kind, site, direction, sync_handler=sync, call_site=call_site)
     found: Row = {"key": advice.key, "title": advice.title, "fixable": fixable(kind, site)}
     if summary:
         found["summary"] = advice.summary

@@ -510,7 +510,8 @@ CAUSE_COLUMNS: Final = (
         "call_site",
         "call site",
         lambda r: _call_site_cell(r, LABEL_LIMIT),
-        "for orm and other causes: your line that made the call",
+        "for orm and other causes: the line that made the call, the first outside Django,"
+        " asgiref and the stdlib: yours, or a third-party package's (django-debug-toolbar's)",
         right=False,
         drop=5,
         flexible=16,

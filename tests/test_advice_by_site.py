@@ -1,0 +1,204 @@
+"""The report's advice for a cause that a section of docs/causes.md names is that section's,
+not its kind's; a cause its section says to keep is not in "what to change first"; and
+the report names a cause by a part that says which function, wherever the line came from.
+
+Real requests through Django's ASGIHandler; the report built from the lines they logged.
+"""
+
+from __future__ import annotations
+
+import django
+import pytest
+from django.test import override_settings
+
+from hopwatch import _advice
+from hopwatch.cli import main
+from hopwatch.report import rank
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Scanner
+from tests.helpers import asgi_request
+
+DJANGO_6 = django.VERSION >= (6, 0)
+DJANGO_6_1 = django.VERSION >= (6, 1)
+HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
+
+SETTINGS = {
+    "MIDDLEWARE": [HOPWATCH],
+    "PASSWORD_HASHERS": ["django.contrib.auth.hashers.MD5PasswordHasher"],
+    "CACHES": {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "db": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "hopwatch_test_cache",
+        },
+    },
+    "TASKS": {"default": {"BACKEND": "tests.testapp.tasks.ResultKeepingBackend"}},
+    "FILE_UPLOAD_MAX_MEMORY_SIZE": 1000,
+}
+
+
+def report(raw_lines: list[str], **options):
+    scanner = Scanner(Partial())
+    scanner.feed_lines([text.encode() for text in raw_lines])
+    return rank.build_document(scanner.finish(), rank.ReportOptions(top=0, **options), ["x"])
+
+
+@pytest.fixture
+def django6_site(transactional_db):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from tests.testapp.models import Item
+
+    with override_settings(**SETTINGS):
+        call_command("createcachetable", verbosity=0)
+        get_user_model().objects.create_user("alice", password="right")
+        Item.objects.bulk_create([Item(name=name) for name in "abcdefg"])
+        yield
+
+
+needs_6 = pytest.mark.skipif(not DJANGO_6, reason="the cause is Django 6.0+")
+needs_6_1 = pytest.mark.skipif(not DJANGO_6_1, reason="the cause is Django 6.1+")
+
+#: (request, {the view's cause's site: (its advice's key, fixable)}); the causes every
+#: request here has outside the view (request_started, the response's close) left out.
+CASES = {
+    # "Keep them": never a thing to change first
+    "acheck_password": pytest.param(
+        ("/login/", {"query": "username=alice"}),
+        {"QuerySet.aget": ("orm", True), "acheck_password": ("password-check", False)},
+        marks=needs_6,
+    ),
+    "acheck_password-unknown-user": pytest.param(
+        ("/login/", {"query": "username=nobody"}),
+        {
+            "QuerySet.aget": ("orm", True),
+            "acheck_password (unknown user)": ("password-check", False),
+        },
+        marks=needs_6_1,
+    ),
+    # a request body, not a streaming response's iterator
+    "request-body": pytest.param(
+        ("/upload/", {"method": "POST", "body": [b"x" * 400] * 10}),
+        {"request body (written to disk)": ("request-body-to-disk", True)},
+        marks=needs_6,
+    ),
+    "async-page": pytest.param(
+        ("/paginate/", {"query": "of=tuple"}),
+        {"AsyncPage.aget_object_list": ("async-page", True)},
+        marks=needs_6,
+    ),
+    "tasks": pytest.param(
+        ("/enqueue/", {"query": "task=sync"}),
+        {
+            "BaseTaskBackend.aenqueue": ("task-backend", True),
+            "BaseTaskBackend.aget_result": ("task-backend", True),
+        },
+        marks=needs_6,
+    ),
+    "cache-bulk": pytest.param(
+        ("/cache/", {"query": "cache=db&op=get_many"}),
+        {"BaseCache.aget_many": ("cache-bulk", True)},
+        marks=needs_6_1,
+    ),
+    "aiterator": pytest.param(
+        ("/aiterator/", {"query": "chunk=3"}),
+        {"QuerySet.aiterator": ("orm-aiterator", True)},
+    ),
+}
+OUTSIDE = {"request_started", "HttpResponse.close"}
+
+
+@pytest.mark.parametrize(("request_", "expected"), CASES.values(), ids=CASES.keys())
+def test_a_cause_its_section_names_gets_that_sections_advice(
+    django6_site, log_lines, tmp_path, capsys, request_, expected
+):
+    url, kwargs = request_
+    assert asgi_request(url, **kwargs).status == 200
+    doc = report(log_lines.raw)
+    (row,) = doc["rows"]
+    got = {
+        cause["site"]: (cause["advice"]["key"], cause["advice"]["fixable"])
+        for cause in row["causes"]
+        if cause["site"] not in OUTSIDE
+    }
+    assert got == expected
+    listed = {cause["site"]: cause["advice"]["key"] for cause in doc["fixable"]}
+    assert listed == {site: key for site, (key, fixable) in expected.items() if fixable}
+    by_key = {advice.key: advice for advice in _advice.ALL}
+    for cause in doc["fixable"]:
+        assert cause["advice"]["summary"] == by_key[cause["advice"]["key"]].summary
+    # the text says so too: no kind's advice for a cause its own section names
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n", encoding="utf-8")
+    assert main(["report", str(log), "--format", "text", "--jobs", "1"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for key, _fixable in expected.values():
+        if key not in ("orm",) and _fixable:
+            assert by_key[key].summary in text
+    assert _advice.OTHER.summary not in text
+    assert _advice.STREAM.summary not in text
+
+
+# --- django-debug-toolbar's own crossings ------------------------------------------------
+
+
+@pytest.fixture
+def toolbar(db):
+    pytest.importorskip("debug_toolbar", reason="django-debug-toolbar is not installed")
+    from tests.toolbar_site.settings import TOOLBAR
+
+    with override_settings(**TOOLBAR):
+        from debug_toolbar.middleware import show_toolbar_func_or_path
+        from debug_toolbar.store import get_store
+
+        show_toolbar_func_or_path.cache_clear()  # the toolbar caches its callback
+        get_store().clear()
+        try:
+            yield
+        finally:
+            get_store().clear()
+            show_toolbar_func_or_path.cache_clear()
+
+
+SQL_SITE = "debug_toolbar.panels.sql.panel.SQLPanel.enable_instrumentation"
+
+
+@pytest.mark.parametrize(
+    "callback",
+    ["debug_toolbar.middleware.show_toolbar", "tests.toolbar_site.views.show_toolbar"],
+)
+def test_the_toolbars_own_crossings_get_the_toolbars_advice(
+    toolbar, log_lines, tmp_path, capsys, callback
+):
+    """Its default callback, a project's sync callback it calls (named by the project's
+    function, at the toolbar's line) and its SQL panel: the advice audit.md gives (an
+    async callback), not "your own calls: batch them"; its line is not called yours."""
+    from tests.toolbar_site.settings import TOOLBAR
+
+    config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "SHOW_TOOLBAR_CALLBACK": callback}
+    with override_settings(DEBUG_TOOLBAR_CONFIG=config):
+        assert asgi_request("/page/").status == 200
+    doc = report(log_lines.raw)
+    (row,) = doc["rows"]
+    toolbars = {
+        (cause["site"], cause["call_site"].split(":", 1)[0]): cause["advice"]["key"]
+        for cause in row["causes"]
+        if cause["kind"] == "other"
+    }
+    assert toolbars == {
+        (callback, "debug_toolbar/middleware.py"): "debug-toolbar",
+        (SQL_SITE, "debug_toolbar/panels/sql/panel.py"): "debug-toolbar",
+    }
+    toolbar_items = [c for c in doc["fixable"] if c["advice"]["key"] == "debug-toolbar"]
+    assert len(toolbar_items) == 2
+    assert {c["advice"]["summary"] for c in toolbar_items} == {_advice.DEBUG_TOOLBAR.summary}
+    assert "SHOW_TOOLBAR_CALLBACK" in _advice.DEBUG_TOOLBAR.summary
+    assert "`async def` under ASGI" in _advice.DEBUG_TOOLBAR.summary
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n", encoding="utf-8")
+    assert main(["report", str(log), "--endpoint", row["label"], "--format", "text"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert _advice.DEBUG_TOOLBAR.summary in text
+    assert _advice.OTHER.summary not in text
+    assert "your line that made the call" not in text
+    assert "yours, or a third-party package's (django-debug-toolbar's)" in text
