@@ -11,12 +11,13 @@ import django
 import pytest
 from django.test import override_settings
 
-from hopwatch import _advice
+from hopwatch import _advice, audit
 from hopwatch.cli import main
 from hopwatch.report import rank
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
-from tests.helpers import asgi_request
+from tests.helpers import asgi_request, capture, causes
+from tests.settings import DEFAULT_MIDDLEWARE
 
 DJANGO_6 = django.VERSION >= (6, 0)
 DJANGO_6_1 = django.VERSION >= (6, 1)
@@ -202,3 +203,32 @@ def test_the_toolbars_own_crossings_get_the_toolbars_advice(
     assert _advice.OTHER.summary not in text
     assert "your line that made the call" not in text
     assert "yours, or a third-party package's (django-debug-toolbar's)" in text
+
+
+# --- the audit: no process_view rewrite for Django's own middleware ----------------------
+
+STARTPROJECT = [p for p in DEFAULT_MIDDLEWARE if not p.startswith("hopwatch.")]
+SYNC_LAST = [*STARTPROJECT[:-1], "tests.testapp.middleware.SyncLastXFrameOptionsMiddleware"]
+CSRF = "django.middleware.csrf.CsrfViewMiddleware"
+
+
+def test_the_audit_offers_no_async_process_view_for_csrf(db):
+    """After the audit's own first change (the last middleware sync-only) CSRF's
+    process_view is the chain's one hook hop, measured; docs/causes.md: it stays either
+    way. The audit offered "[D] async process_view" for Django's own middleware."""
+    with override_settings(MIDDLEWARE=[HOPWATCH, *SYNC_LAST]), capture() as records:
+        assert asgi_request("/async/").status == 200
+    (record,) = records
+    hooks = {site: n for (kind, site, _call), n in causes(record).items() if kind == "middleware"}
+    assert hooks[f"{CSRF}.process_view"] == 1
+    with override_settings(MIDDLEWARE=SYNC_LAST):
+        audited = audit.audit_settings()
+    (csrf,) = [entry for entry in audited.entries if entry.facts.path == CSRF]
+    assert [(hook.name, hook.hops["asgi"]) for hook in csrf.hooks if hook.hops["asgi"]] == [
+        ("process_view", 1)
+    ]
+    assert csrf.advice == []
+    assert [w.change for w in csrf.what_ifs] == []
+    text = audit.render_to_string(audited, "text")
+    assert "[D]" not in text and "async process_view" not in text
+    assert "make #" not in text or "process_view async def" not in text

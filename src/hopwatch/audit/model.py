@@ -494,7 +494,11 @@ def build_audit(
             advice.append(ADVICE_SYNC_ONLY)
         if not fact.sync_capable:
             advice.append(ADVICE_ASYNC_ONLY)
-        if any(h.name == "process_view" and h.hops[ASGI] for h in hooks) and not advice:
+        if (
+            any(h.name == "process_view" and h.hops[ASGI] for h in hooks)
+            and not advice
+            and fact.path.split(".", 1)[0] != "django"  # nobody rewrites Django's own (CSRF's)
+        ):
             advice.append(ADVICE_PROCESS_VIEW)
         what_ifs = _what_ifs(facts, index, advice, request_started)
         problems.extend(f"{fact.path}: {note.text}" for note in fact.notes if note.is_problem)
