@@ -7,9 +7,14 @@ Real requests through Django's ASGIHandler; the report built from the lines they
 
 from __future__ import annotations
 
+import json
+
 import django
 import pytest
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
 from django.test import override_settings
+from django.urls import path
 
 from hopwatch import _advice, audit
 from hopwatch.cli import main
@@ -48,6 +53,7 @@ def report(raw_lines: list[str], **options):
 def django6_site(transactional_db):
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
+
     from tests.testapp.models import Item
 
     with override_settings(**SETTINGS):
@@ -232,3 +238,74 @@ def test_the_audit_offers_no_async_process_view_for_csrf(db):
     text = audit.render_to_string(audited, "text")
     assert "[D]" not in text and "async process_view" not in text
     assert "make #" not in text or "process_view async def" not in text
+
+
+# --- short names: a function defined in another, a call site written on Windows ------------
+
+
+@login_required
+async def private(request):
+    return HttpResponse("private")
+
+
+urlpatterns = [path("private/", private)]
+LOGIN = [
+    HOPWATCH,
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+DETAIL = {"OUTPUT": "logging", "DETAIL": True}
+LAMBDA = "django.contrib.auth.decorators.login_required.<locals>.<lambda>"
+
+
+def _shown(tmp_path, capsys, raw_lines, *args):
+    """Each format's output; with ``--request-id``, the formats that draw one request."""
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(raw_lines) + "\n", encoding="utf-8")
+    out = {}
+    one = "--request-id" in args
+    for name in ("html", "trace") if one else ("text", "markdown", "html"):
+        assert main(["report", str(log), "--format", name, "--jobs", "1", *args]) == 0
+        out[name] = capsys.readouterr().out
+    return out
+
+
+def test_a_lambda_in_a_decorator_is_named_by_the_decorator(db, log_lines, tmp_path, capsys):
+    """``@login_required`` on an async view runs its lambda through ``sync_to_async``: the
+    report named it ``<locals>.<lambda>``, which says nothing of whose."""
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=LOGIN, HOPWATCH=DETAIL):
+        assert asgi_request("/private/").status == 302
+    (line,) = log_lines.parsed()
+    assert [s["site"] for s in line["sites"] if s["kind"] == "other"] == [LAMBDA]
+    escaped = "login_required.&lt;locals&gt;.&lt;lambda&gt;"
+    shown = _shown(tmp_path, capsys, log_lines.raw)
+    one_request = _shown(tmp_path, capsys, log_lines.raw, "--request-id", line["request_id"])
+    assert "other login_required.<locals>.<lambda>" in one_request["trace"]
+    assert r"login\_required.\<locals\>.\<lambda\>" in shown.pop("markdown")
+    assert escaped in shown.pop("html")
+    assert escaped in one_request["html"]
+    assert "login_required.<locals>.<lambda>" in shown.pop("text")
+    by_site = _shown(tmp_path, capsys, log_lines.raw, "--by", "site")["text"]
+    assert "login_required.<locals>.<lambda>" in by_site
+    assert " <locals>.<lambda>" not in by_site
+
+
+def test_a_call_site_written_on_windows_is_shortened_to_its_file(db, log_lines, tmp_path, capsys):
+    """A line written on Windows has ``app\\views.py:12 in f`` call sites: the report kept
+    the whole path where a POSIX one shows its file."""
+    with override_settings(MIDDLEWARE=[HOPWATCH], HOPWATCH=DETAIL):
+        assert asgi_request("/aiterator/", query="chunk=3").status == 200
+    (posix,) = log_lines.raw
+    (call_site,) = [s["call_site"] for s in log_lines.parsed()[0]["sites"] if s.get("call_site")]
+    assert call_site.startswith("tests/testapp/views_django6.py:")
+    file_line = call_site.split(" in ", 1)[0].rsplit("/", 1)[-1]
+    windows = posix.replace(call_site, "C:\\\\site\\\\" + call_site.replace("/", "\\\\"))
+    assert "C:\\\\site\\\\tests\\\\testapp\\\\views_django6.py" in windows
+    for raw in ([posix], [windows]):
+        shown = _shown(tmp_path, capsys, raw, "--by", "site")
+        for name in ("text", "markdown", "html"):
+            assert f"QuerySet.aiterator ({file_line})" in shown[name].replace("\\_", "_"), name
+        request_id = json.loads(raw[0])["request_id"]
+        drawn = _shown(tmp_path, capsys, raw, "--request-id", request_id)
+        assert f"orm QuerySet.aiterator ({file_line})" in drawn["trace"]
+        assert f"QuerySet.aiterator ({file_line})" in drawn["html"]

@@ -176,13 +176,33 @@ def size(value: int) -> str:
 
 
 def short_site(site: str, call_site: str | None) -> str:
-    """``SessionMiddleware.process_request`` for the long dotted path, plus ``(file:line)``."""
+    """``SessionMiddleware.process_request`` for the long dotted path, plus ``(file:line)``.
+
+    The last two parts, not counting ``<locals>``, and back to a part that is a name: a
+    function defined in another is ``login_required.<locals>.<lambda>`` (not
+    ``<locals>.<lambda>``), ``make_view.<locals>.view``. A call site's file is its last
+    path part, written with ``/`` or (on Windows) ``\\``."""
     parts = site.split(".")
-    name = ".".join(parts[-2:]) if len(parts) > 2 else site
+    start = len(parts)
+    kept = 0
+    while start > 0 and (kept < 2 or parts[start].startswith("<")):
+        start -= 1
+        if parts[start] != "<locals>":
+            kept += 1
+    name = ".".join(parts[start:])
     if call_site:
         where = call_site.split(" in ", 1)[0]
-        name += f" ({where.rsplit('/', 1)[-1]})"
+        separator = _LAST_SEPARATOR.match(where)
+        name += f" ({where[separator.end() :] if separator else where})"
     return name
+
+
+#: Up to a call site's last path separator: ``/``, or ``\\`` (a site written on Windows)
+#: that does not start an escape as :func:`clean` writes them (a lone surrogate's, as a
+#: log line that holds one is read: ``\\ud800``).
+_LAST_SEPARATOR: Final = re.compile(
+    r".*(?:/|\\(?!x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}))", re.DOTALL
+)
 
 
 _REASONS: Final = {
