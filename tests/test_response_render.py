@@ -67,6 +67,24 @@ def test_a_sync_views_overriding_render_is_not_a_second_view_hop():
     assert RENDERED == ["RenderingResponse"]
 
 
+def test_a_render_replaced_on_the_instance_is_the_response_hop(log_lines):
+    """Wagtail's admin sets ``response.render = MethodType(overridden_render, response)``:
+    the hop Django's handler makes to render it is still the response's, not a view's
+    (a second ``view`` hop made the report and the audit read the async view as sync)."""
+    assert asgi("/render/replaced/") == {
+        STARTED: 1,
+        ("response", "TemplateResponse.render", None): 1,
+        ("response", "TemplateResponse.close", None): 1,
+    }
+    assert RENDERED == ["overridden_render"]
+    (line,) = log_lines.parsed()
+    assert sorted((s["kind"], s["site"], s["count"]) for s in line["sites"]) == [
+        ("response", "TemplateResponse.close", 1),
+        ("response", "TemplateResponse.render", 1),
+        ("signal", "request_started", 1),
+    ]
+
+
 def test_another_objects_render_is_not_a_response_hop():
     """The rule asks whether ``render`` is bound to a template response: a template's
     is the user's own call, named with its call site."""
@@ -90,15 +108,20 @@ def test_the_audit_reads_an_async_view_whose_response_overrides_render_as_async(
     """``hopwatch audit --logs`` tells a sync view under ASGI by its ``view`` hop: an
     overriding render named as a view made these async views read as sync ones."""
     with override_settings(**SETTINGS):
-        for path in ("/render/overriding/", "/render/inherited/", "/render/sync-view/"):
+        for path in (
+            "/render/overriding/",
+            "/render/inherited/",
+            "/render/replaced/",
+            "/render/sync-view/",
+        ):
             asgi_request(path)
     log = tmp_path / "app.log"
     log.write_text("\n".join(log_lines.raw) + "\n")
     traffic = from_logs([str(log)])
-    assert traffic.requests == 3
+    assert traffic.requests == 4
     assert traffic.mix == {
-        ("asgi", "async_view"): pytest.approx(2 / 3),
-        ("asgi", "sync_view"): pytest.approx(1 / 3),
+        ("asgi", "async_view"): pytest.approx(3 / 4),
+        ("asgi", "sync_view"): pytest.approx(1 / 4),
     }
 
 

@@ -143,6 +143,15 @@ def _response_method_rule(verb: str, base: type) -> _causes.Rule:
     return rule
 
 
+#: What the handler's view-calling methods call that is bound to a response: the
+#: handler rendering the response the view returned (``sync_to_async(response.render)``
+#: in ``_get_response_async``), whatever the bound function is called. A project's
+#: ``render`` set on the instance (Wagtail's admin sets ``response.render =
+#: MethodType(overridden_render, response)``) runs code the target rules do not know
+#: by its name, and was named as the view.
+_handler_render = _response_method_rule("render", http_response.HttpResponseBase)
+
+
 #: The methods Django calls on a response after the view, by name, each with the
 #: class the response must be: it closes every response it sent, and renders a
 #: template response (``BaseHandler._get_response_async``).
@@ -173,6 +182,10 @@ def _fixed(kind: str, site: str) -> _causes.Rule:
 
 
 def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
+    if type(target) is MethodType:
+        rendering = _handler_render(target, frame)
+        if rendering is not None:
+            return rendering
     if getattr(target, "view_class", None) is not None:
         # as_view()'s closures share one code object and name across views.
         _causes.reads_instance()

@@ -57,5 +57,6 @@ urlpatterns = [
     path("render/inherited/", views_render.inherited_view),
     path("render/simple/", views_render.simple_view),
     path("render/sync-view/", views_render.sync_rendering_view),
+    path("render/replaced/", views_render.replaced_render_view),
     path("render/template-render/", views_render.template_render_view),
 ]

@@ -2,6 +2,8 @@
 ASGI through ``sync_to_async`` (``BaseHandler._get_response_async``, Django 5.2 to
 6.1), whether the view is async or sync. Some responses override ``render``."""
 
+import types
+
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse
 from django.template import engines
@@ -48,6 +50,20 @@ async def inherited_view(request):
 
 async def simple_view(request):
     return SimpleRendering(_template(), {"word": "ok"})
+
+
+async def replaced_render_view(request):
+    """Replaces ``render`` on the instance, as Wagtail's admin does
+    (``wagtail.admin.localization``): a function of another name bound to the response."""
+    response = TemplateResponse(request, _template(), {"word": "ok"})
+    render = response.render
+
+    def overridden_render(response):
+        RENDERED.append("overridden_render")
+        return render()
+
+    response.render = types.MethodType(overridden_render, response)
+    return response
 
 
 def sync_rendering_view(request):
