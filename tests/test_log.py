@@ -199,6 +199,20 @@ def test_detail_mode_caps_the_list_and_keeps_counts_exact(log_lines):
     }  # fmt: skip
 
 
+def test_detail_lists_up_to_a_detail_limit_above_the_thousand_hops_a_record_keeps(log_lines):
+    """A record keeps 1000 hops as objects unless told otherwise: DETAIL_LIMIT above
+    that was accepted, and ``detail`` still listed 1000 (OpenTelemetry's spans alone
+    raised it). Back to the default limit, the next request lists 100 again."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
+        with settings_with(DETAIL=True, DETAIL_LIMIT=1100):
+            asgi_request("/hops/1200/")
+        with settings_with(DETAIL=True):
+            asgi_request("/hops/1200/")
+    first, second = log_lines.parsed()
+    assert (first["hops"], len(first["detail"]), first["detail_dropped"]) == (1202, 1100, 102)
+    assert (second["hops"], len(second["detail"]), second["detail_dropped"]) == (1202, 100, 1102)
+
+
 def test_sites_limit(log_lines):
     with settings_with(SITES_LIMIT=4):
         asgi_request("/async/")

@@ -772,6 +772,15 @@ class Settings:
         self._source: object = _ABSENT
         self._absent_in: object = None  # the settings object HOPWATCH was absent from
         self._merged: dict[str, Any] = dict(DEFAULTS)
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def follow(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(merged)`` now and with each new merged dict (the settings
+        changed): what follows from a setting is then worked out once per change,
+        not once per request."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        listener(self._merged)
 
     def merged(self) -> dict[str, Any]:
         """All settings, defaults filled in (a snapshot: do not mutate)."""
@@ -792,6 +801,8 @@ class Settings:
                     merged[problem.key] = DEFAULTS[problem.key]
                 _warn_once(problem)
             self._merged, self._source = merged, user
+            for listener in self._listeners:
+                listener(merged)
         return self._merged
 
     def __getattr__(self, name: str) -> Any:

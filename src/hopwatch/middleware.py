@@ -46,8 +46,44 @@ from hopwatch._recorder import (
 from hopwatch.conf import hopwatch_settings, request_id_meta_key
 
 #: Called with the record as each request enters the middleware. hopwatch.otel
-#: adds its span capture here when OTEL_SPANS is on; otherwise it stays empty.
+#: adds its span capture here when OTEL_SPANS is on, and ``_keep_detail_hops`` is here while
+#: DETAIL lists more hops than a record keeps; otherwise it stays empty.
 begin_hooks: list[Callable[[RequestRecord], None]] = []
+
+#: How many hops a request's record keeps as objects unless told otherwise
+#: (``RequestRecord``'s ``detail_limit``: ``_hotpath_py``, ``_speedups.c``). Beyond
+#: them hops are counted only: ``detail`` and OpenTelemetry's spans list kept hops.
+KEPT_HOPS = 1000
+
+
+def keep_hops(record: RequestRecord, limit: int) -> None:
+    """Keep up to ``limit`` (DETAIL_LIMIT) hops as objects in ``record`` when that is
+    more than it keeps: for DETAIL's ``detail`` (``_keep_detail_hops``) and
+    OpenTelemetry's spans (``otel._capture``)."""
+    if limit > record.detail_limit:
+        record.detail_limit = limit
+
+
+def _keep_detail_hops(record: RequestRecord) -> None:
+    """A begin hook while DETAIL lists more hops (DETAIL_LIMIT) than a record keeps."""
+    keep_hops(record, hopwatch_settings.merged()["DETAIL_LIMIT"])
+
+
+def _follow_detail(settings: dict[str, Any]) -> None:
+    """With each change of the settings: ``_keep_detail_hops`` is a begin hook only while
+    DETAIL asks for more hops than a record keeps (no request pays for it otherwise)."""
+    wanted = bool(settings["DETAIL"]) and settings["DETAIL_LIMIT"] > KEPT_HOPS
+    if wanted != (_keep_detail_hops in begin_hooks):
+        try:
+            if wanted:
+                begin_hooks.append(_keep_detail_hops)
+            else:
+                begin_hooks.remove(_keep_detail_hops)
+        except ValueError:  # another thread removed it first
+            pass
+
+
+hopwatch_settings.follow(_follow_detail)
 
 
 class HopwatchMiddleware:

@@ -40,6 +40,7 @@ from hopwatch import _errors
 from hopwatch._emit import _ms
 from hopwatch._recorder import ERROR, OK, Hop, RequestRecord, add_sink, remove_sink
 from hopwatch.conf import hopwatch_settings
+from hopwatch.middleware import keep_hops
 
 __all__ = ["SITE_LIMIT", "install", "is_installed", "uninstall"]
 
@@ -240,7 +241,7 @@ def _capture(record: RequestRecord) -> None:
         return  # no request span, or one not sampled: its children would be dropped
     record.notes()[_SPAN_KEY] = (span, time.time_ns() - time.perf_counter_ns())
     # The hops are kept as objects up to the limit, whether or not DETAIL is on.
-    record.detail_limit = max(record.detail_limit, settings["DETAIL_LIMIT"])
+    keep_hops(record, settings["DETAIL_LIMIT"])
 
 
 def _hop_attributes(hop: Hop) -> dict[str, Any]:
