@@ -122,7 +122,9 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         # Off is checked too: a typo must not pass unseen because hopwatch is off.
         ({"ENABLED": False, "MIN_HOPS": -1}, "HOPWATCH['MIN_HOPS'] is -1"),
         # Past a C size: every line was lost to an OverflowError on the accelerator's path.
-        ({"SITES_LIMIT": 2**63}, "HOPWATCH['SITES_LIMIT'] is 9223372036854775808; it must be a whole number >= 0 (at most sys.maxsize)."),
+        ({"SITES_LIMIT": 2**63}, "HOPWATCH['SITES_LIMIT'] is 9223372036854775808; it must be a whole number > 0 (at most sys.maxsize)."),
+        # 0 was accepted, and the line then left out the view's crossing it always lists.
+        ({"SITES_LIMIT": 0}, "HOPWATCH['SITES_LIMIT'] is 0; it must be a whole number > 0 (at most sys.maxsize). Set HOPWATCH['SITES_LIMIT'] to a whole number > 0 (at most sys.maxsize), or remove it for the default (10)."),
         ({"DETAIL_LIMIT": 2**64}, "HOPWATCH['DETAIL_LIMIT'] is 18446744073709551616; it must be"),
         # A credential header spelt with underscores reaches the same request.META key.
         ({"REQUEST_ID_HEADER": "X_Api_Key"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X_Api_Key'; it must be a header name (ASCII letters, digits and !#$%&'*+-.^_`|~) that carries no credential"),
