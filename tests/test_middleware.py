@@ -195,6 +195,30 @@ def test_a_chain_that_raises_still_names_the_request():
     assert record.status is None and record.extra["scope"] == "middleware"
 
 
+def test_an_apps_coroutine_for_a_response_is_no_internal_error_of_hopwatchs(log_lines):
+    """A MiddlewareMixin's ``async def process_request`` under WSGI (the app's bug: the
+    request fails the same without hopwatch) hands the middleware a coroutine for a
+    response: reading its status was reported as hopwatch's internal error and counted
+    in the line's ``hopwatch_errors``. The line is a failing request's, no status."""
+    import warnings
+
+    from django.test import Client
+
+    from hopwatch import _errors
+
+    before = _errors.total()
+    chain = [HW, "tests.testapp.middleware.AsyncProcessRequestMixin"]
+    with override_settings(MIDDLEWARE=chain, HOPWATCH={"OUTPUT": "logging"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine never awaited
+            with pytest.raises(AttributeError, match="_resource_closers"):
+                Client(raise_request_exception=False).get("/sync/")
+    assert _errors.total() == before
+    (line,) = log_lines.parsed()
+    assert (line["route"], line["view"], line["status"]) == ("(unresolved)", None, None)
+    assert "hopwatch_errors" not in line
+
+
 async def _call(middleware, request):
     return await middleware(request)
 

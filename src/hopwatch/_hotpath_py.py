@@ -1275,7 +1275,13 @@ def name_request(
             # (The C accelerator reads names_of's cache itself first.)
             record.route, record.view = names_of(match, request.method)
         if response is not None:
-            record.status = response.status_code
+            try:
+                record.status = response.status_code
+            except AttributeError:
+                # Not a response: the app's own bug (a MiddlewareMixin's async
+                # process_request under WSGI returns its coroutine), which fails the
+                # request in Django's handler; the status stays unknown.
+                pass
         record.request = request
     except Exception as exc:
         _report("HopwatchMiddleware (response)", exc)

@@ -5512,7 +5512,13 @@ py_name_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (response != Py_None && copy_attr(record, RF_STATUS, response, s_mw_status_code) < 0) {
-        goto fail;
+        /* Not a response: the app's own bug (a MiddlewareMixin's async
+         * process_request under WSGI returns its coroutine), which fails the
+         * request in Django's handler; the status stays unknown. */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            goto fail;
+        }
+        PyErr_Clear();
     }
     if (rf_set(record, RF_REQUEST, request) < 0) {
         goto fail;

@@ -3,6 +3,7 @@
 import asyncio
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.utils.deprecation import MiddlewareMixin
 
 
 class SyncOnlyMiddleware:
@@ -108,3 +109,12 @@ class LazyUserMiddleware:
 
         request.user = SimpleLazyObject(lambda: get_user(request))
         return self.get_response(request)
+
+
+class AsyncProcessRequestMixin(MiddlewareMixin):
+    """An app's bug: an ``async def process_request`` on a ``MiddlewareMixin`` that runs
+    sync (WSGI): Django's mixin returns the coroutine as the response, and Django's
+    handler fails on it."""
+
+    async def process_request(self, request):
+        return None
