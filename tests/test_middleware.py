@@ -208,11 +208,13 @@ def test_an_apps_coroutine_for_a_response_is_no_internal_error_of_hopwatchs(log_
 
     before = _errors.total()
     chain = [HW, "tests.testapp.middleware.AsyncProcessRequestMixin"]
-    with override_settings(MIDDLEWARE=chain, HOPWATCH={"OUTPUT": "logging"}):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine never awaited
-            with pytest.raises(AttributeError, match="_resource_closers"):
-                Client(raise_request_exception=False).get("/sync/")
+    with (
+        override_settings(MIDDLEWARE=chain, HOPWATCH={"OUTPUT": "logging"}),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine never awaited
+        with pytest.raises(AttributeError, match="_resource_closers"):
+            Client(raise_request_exception=False).get("/sync/")
     assert _errors.total() == before
     (line,) = log_lines.parsed()
     assert (line["route"], line["view"], line["status"]) == ("(unresolved)", None, None)

@@ -282,14 +282,14 @@ SETTINGS: Final[dict[str, Setting]] = {
         _positive,
         "a whole number > 0 (at most sys.maxsize)",
         "How many causes the line lists in `sites` (largest first, the view's crossing always"
-        " among them: `1` lists the view's crossing when the view was called across, else"
-        " the top cause; `0` is refused, as the line could not list the view's); the rest are counted in `sites_dropped`, and `hopwatch report` shows"
-        " their crossings and overhead as left out of the lines. A stack with more causes"
-        " than this gets exact totals but per-cause counts that are lower bounds: an async"
-        " view behind startproject's middleware alone makes 15 crossings of 15 causes, so"
-        " the default leaves 5 out of every such line (`sites_dropped: 5`), more with ORM"
-        " calls. Raise it (to 20, say) to name every cause; each cause costs the line"
-        " about 150 characters.",
+        " among them: `1` lists the view's crossing when the view was called across, else the top"
+        " cause; `0` is refused, as the line could not list the view's); the rest are counted in"
+        " `sites_dropped`, and `hopwatch report` shows their crossings and overhead as left out of"
+        " the lines. A stack with more causes than this gets exact totals but per-cause counts"
+        " that are lower bounds: an async view behind startproject's middleware alone makes 15"
+        " crossings of 15 causes, so the default leaves 5 out of every such line (`sites_dropped:"
+        " 5`), more with ORM calls. Raise it (to 20, say) to name every cause; each cause costs"
+        " the line about 150 characters.",
     ),
     "DETAIL": Setting(
         False,
