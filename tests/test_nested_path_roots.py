@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import sys
 import textwrap
 
@@ -47,4 +48,34 @@ def test_the_longest_sys_path_root_names_the_file(order, tmp_path, monkeypatch):
         assert hop.cause.call_site == f"{package}/views.py:9 in crosses"
     finally:
         for name in (f"{package}.views", package):
+            sys.modules.pop(name, None)
+
+
+def test_a_case_insensitive_file_system_names_the_file_from_its_root(tmp_path, monkeypatch):
+    """On Windows ``os.path.normcase`` lower-cases: the roots were compared normcased
+    with the frame's file name as Python holds it (``C:\\Projects\\Shop\\shop\\views.py``),
+    so no file was ever named relative to its root. Simulated here with a normcase that
+    lower-cases paths under this test's directory (and leaves every other one alone)."""
+    original = os.path.normcase
+    here = str(tmp_path).lower()
+
+    def normcase(path):
+        path = original(path)
+        return path.lower() if path.lower().startswith(here) else path
+
+    package = "case_roots_views"
+    root = tmp_path / "Projects" / "Shop"
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    (root / package / "Views.py").write_text(SOURCE)
+    monkeypatch.setattr(os.path, "normcase", normcase)
+    monkeypatch.setattr(sys, "path", [str(root), *sys.path])
+    module = importlib.import_module(f"{package}.Views")
+    try:
+        with count_hops() as counted:
+            asyncio.run(module.crosses())
+        (hop,) = counted.hops()
+        assert hop.cause.call_site == f"{package}/Views.py:9 in crosses"
+    finally:
+        for name in (f"{package}.Views", package):
             sys.modules.pop(name, None)

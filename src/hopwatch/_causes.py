@@ -377,11 +377,14 @@ def short_path(filename: str) -> str:
     if short is None:
         short = filename
         best = 0
+        # Compared as the roots are (normcase: lower-cased on Windows, where a code's
+        # file name keeps its case); a path keeps its length, so the cut is the same.
+        path = os.path.normcase(filename)
         for entry in sys.path:
             if not entry:
                 entry = os.getcwd()
             root = _norm(entry)
-            if filename.startswith(root) and len(root) > best:
+            if path.startswith(root) and len(root) > best:
                 best = len(root)
                 short = filename[len(root) :]
         if len(_short_paths) >= _CACHE_LIMIT:
