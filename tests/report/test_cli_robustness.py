@@ -228,6 +228,36 @@ def test_output_before_an_expanded_glob_does_not_replace_the_first_log(
         assert first.read_bytes() == before
 
 
+def test_output_before_a_glob_does_not_replace_a_mixed_log_whose_records_come_later(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    """A mixed log's first record can follow start-up lines: it is a log all the same if
+    the record's line starts in the first 64 KB, however many lines come before it."""
+    records = log.read_bytes()
+    other = tmp_path / "b.log"
+    other.write_text("\n".join(canonical_lines(5)) + "\n")
+    boot = b"[2026-11-24 10:00:00 +0000] [42] [INFO] Booting worker with pid: 7\n"
+    straddle = (65536 - 100) // len(boot)
+    cases = {
+        "one.log": boot + records,
+        "gunicorn.log": boot * 300 + records,  # the first record at byte 20700
+        # a record from 100 bytes before the 64 KB to past them
+        "edge.log": boot * straddle + b"x" * (65536 - 100 - len(boot) * straddle - 1) + b"\n"
+        + records,
+    }
+    for name, content in cases.items():
+        first = tmp_path / name
+        first.write_bytes(content)
+        result = run_cli("-o", first, other)
+        assert (result.status, result.out) == (2, ""), name
+        assert result.err == (
+            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+            " report (-o FILE takes the argument after it: a glob there names a log)\n"
+        )
+        assert first.read_bytes() == content
+    assert cases["edge.log"].index(b"{") == 65536 - 100
+
+
 def test_output_over_a_report_or_a_new_file_is_written(
     run_cli: RunCli, log: Path, tmp_path: Path
 ) -> None:

@@ -140,19 +140,25 @@ LOOK_BYTES: Final = 64 * 1024
 
 def _holds_records(path: str) -> bool:
     """Whether the regular file ``path`` starts like a log: compressed (gzip, bzip2, xz,
-    zstd), or a hopwatch record in its first LOOK_BYTES. No format of the report writes
-    a line that reads as a record."""
+    zstd), or a hopwatch record on a line that starts in its first LOOK_BYTES. No format
+    of the report writes a line that reads as a record."""
     from hopwatch.report.inputs import COMPRESSED_MAGICS
     from hopwatch.report.parse import decode_line
 
     try:
         with open(path, "rb") as file:
             head = file.read(LOOK_BYTES)
+            if len(head) == LOOK_BYTES and not head.endswith(b"\n"):
+                # a line that starts in the first LOOK_BYTES is read to its end (at most
+                # LOOK_BYTES more): a record cut at the boundary does not decode
+                head += file.readline(LOOK_BYTES)
     except OSError:
         return False  # the write will say what is wrong, if anything
     if head.startswith(COMPRESSED_MAGICS):
         return True
-    return any(isinstance(decode_line(line), tuple) for line in head.splitlines()[:256])
+    # every line, not a number of them: a mixed log's records can come after hundreds of
+    # start-up lines (300 of gunicorn's put the first at byte 20592)
+    return any(isinstance(decode_line(line), tuple) for line in head.splitlines())
 
 
 def _same_file(path: str, info: os.stat_result) -> bool:
