@@ -211,6 +211,12 @@ _LIFECYCLE = """
         )
         answers.append(serve())
         result["agent_calls"] = len(calls)
+    elif os.environ.get("DELETE_AFTER"):
+        hopwatch.uninstall()
+        del Own.thread_handler  # the subclass drops its override while uninstalled
+        hopwatch.install()  # nothing of Own's to adopt: asgiref's, patched, serves it
+        result["nothing_adopted"] = "thread_handler" not in vars(Own)
+        answers.append(serve())
     else:
         hopwatch.uninstall()
         result["restored"] = identical(state(), pristine)
@@ -227,11 +233,15 @@ _LIFECYCLE = """
 """
 
 
-def _lifecycle(tmp_path: Path, wrap_after: bool = False) -> tuple[dict, list[dict]]:
+def _lifecycle(
+    tmp_path: Path, wrap_after: bool = False, delete_after: bool = False
+) -> tuple[dict, list[dict]]:
     log = tmp_path / "lines.jsonl"
     script = "import os\n"
     if wrap_after:
         script += "os.environ['WRAP_AFTER'] = '1'\n"
+    if delete_after:
+        script += "os.environ['DELETE_AFTER'] = '1'\n"
     script += textwrap.dedent(_LIFECYCLE)
     done = _python(tmp_path, {"OUTPUT": str(log), "DETAIL": True}, script)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -275,3 +285,18 @@ def test_uninstall_leaves_a_wrapper_put_over_the_adopted_function(tmp_path):
     assert_each_crossing_its_own(lines[0], first, "asgi")
     assert_each_crossing_its_own(lines[1], wrapped, "asgi")
     assert_each_crossing_its_own(lines[2], reinstalled, "asgi")
+
+
+def test_install_after_the_adopted_function_was_deleted_while_uninstalled(tmp_path):
+    """The subclass's own thread_handler deleted while hopwatch was uninstalled:
+    install() has nothing of the subclass's to adopt (it raised KeyError, and Django's
+    process with it), and its crossings are counted through asgiref's, as any
+    SyncToAsync's are."""
+    result, lines = _lifecycle(tmp_path, delete_after=True)
+    assert result["adopted"]
+    assert result["nothing_adopted"]
+    assert result["warned"] == []
+    first, after = result["answers"]
+    assert [line["route"] for line in lines] == [PATH, PATH]
+    assert_each_crossing_its_own(lines[0], first, "asgi")
+    assert_each_crossing_its_own(lines[1], after, "asgi")

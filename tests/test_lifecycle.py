@@ -292,6 +292,120 @@ def test_under_gevent_the_hop_tax_is_not_measured_and_no_request_fails(tmp_path)
     assert "Error" not in done.stderr, done.stderr[-3000:]
 
 
+_GEVENT_MEASURE = """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import django
+    django.setup()
+    from hopwatch import audit, hop_tax
+
+    for measure in (audit.measure_hop_tax, hop_tax.measure_hop_tax):
+        try:
+            measure(samples=3)
+        except hop_tax.GreenThreads as error:
+            print(type(error).__name__, error)
+        else:
+            print("measured")
+"""
+
+
+def test_under_gevent_measuring_the_hop_tax_directly_is_refused_with_why(tmp_path):
+    """``measure_hop_tax()`` called by the app itself (not MEASURE_HOP_TAX) with
+    threading monkey-patched: its "thread" would be a greenlet in the caller's own,
+    its event loop running there; it refuses, saying so."""
+    pytest.importorskip("gevent")
+    done = _python(tmp_path, {}, _GEVENT_MEASURE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = (
+        "GreenThreads threading is monkey-patched (gevent or eventlet): the hop tax is"
+        " measured in a separate thread, which would be a greenlet in this one"
+    )
+    assert done.stdout.splitlines() == [message, message]
+
+
+_GEVENT_RECORDS = """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import collections, json, logging, threading, urllib.request
+    import django
+    django.setup()
+    import gevent.pool
+    from django.core.wsgi import get_wsgi_application
+    from gevent.pywsgi import WSGIServer
+
+    application = get_wsgi_application()  # django.setup() again: LOGGING again
+    threads = {"hopwatch": [], "app": []}
+
+    class Threads(logging.Handler):
+        def emit(self, record):
+            if record.levelno == logging.INFO:  # the lines, and the view's
+                threads[record.name].append(record.thread)
+
+    for name in threads:
+        logging.getLogger(name).addHandler(Threads())
+    logging.getLogger("app").setLevel(logging.INFO)
+    server = WSGIServer(("127.0.0.1", 0), application, log=None)
+    server.start()
+
+    def get(_):
+        url = f"http://127.0.0.1:{server.server_port}/logs/"
+        return urllib.request.urlopen(url, timeout=20).status
+
+    statuses = gevent.pool.Pool(4).map(get, range(8))
+    server.stop(timeout=5)
+    os_thread = monkey.get_original("_thread", "get_ident")()
+    lines, app = threads["hopwatch"], threads["app"]
+    print(json.dumps({
+        "statuses": statuses,
+        "records": [len(lines), len(app)],
+        "same": collections.Counter(lines) == collections.Counter(app),
+        "os_thread": [os_thread in lines, os_thread in app],
+    }))
+"""
+
+_GEVENT_RECORDS_URLS = """
+import logging
+from django.http import HttpResponse
+from django.urls import path
+
+
+def logs_view(request):
+    logging.getLogger("app").info("served")
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("logs/", logs_view)]
+"""
+
+
+def test_under_gevent_a_lines_log_record_carries_the_greenlet_as_the_apps_do(tmp_path):
+    """With OUTPUT "logging" under gevent, the line's LogRecord has the ``thread`` the
+    app's own records of that request have: its greenlet's id, not the OS thread's (on
+    both hop paths: the C one fills the record's fields itself)."""
+    pytest.importorskip("gevent")
+    env = _env(tmp_path, {"OUTPUT": "logging"})
+    (tmp_path / "gevent_records_urls.py").write_text(_GEVENT_RECORDS_URLS)
+    (tmp_path / "gevent_records_settings.py").write_text(
+        "from lifecycle_settings import *  # noqa: F403\nROOT_URLCONF = 'gevent_records_urls'\n"
+    )
+    env["DJANGO_SETTINGS_MODULE"] = "gevent_records_settings"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_GEVENT_RECORDS)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {
+        "statuses": [200] * 8,
+        "records": [8, 8],
+        "same": True,
+        "os_thread": [False, False],
+    }
+
+
 _ENDS_MID_MEASUREMENT = """
     import atexit, sys, time
     import django

@@ -89,6 +89,23 @@ def test_partials_past_the_endpoint_cap_merge_alike_in_any_order(
     assert sorted(kept) == [f"GET /r{i:02d}/" for i in range(5)]
 
 
+def test_partials_with_exactly_the_endpoint_cap_between_them_merge_without_overflow() -> None:
+    """Two readers' partials with ENDPOINT_CAP endpoints between them (`--jobs 2` over two
+    big logs): every endpoint keeps its row and there is no overflow row (an empty one,
+    made when the cap was reached rather than passed, broke the report: ZeroDivisionError)."""
+    cap = aggregate.ENDPOINT_CAP
+    texts = [line(route=f"/e{i:04d}/", request_id=f"r{i}") for i in range(cap)]
+    halves = [scan(texts[: cap // 2]), scan(texts[cap // 2 :])]
+    merged = Partial()
+    for half in halves:
+        merged.merge(half)
+    assert len(merged.endpoints) == cap and aggregate.OVERFLOW_KEY not in merged.endpoints
+    rows = document(merged)["rows"]
+    assert len(rows) == cap and {row["kind"] for row in rows} == {"endpoint"}
+    assert sorted(row["label"] for row in rows) == [f"GET /e{i:04d}/" for i in range(cap)]
+    assert {row["requests"] for row in rows} == {1}
+
+
 def test_causes_beyond_the_cap_are_summed_into_other(monkeypatch: pytest.MonkeyPatch) -> None:
     """An endpoint keeps up to twice SITE_CAP causes; the next new one makes it keep the
     SITE_CAP largest so far and sum the rest into "other"."""

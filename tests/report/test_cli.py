@@ -146,6 +146,28 @@ def test_past_the_endpoint_cap_several_readers_keep_the_first_endpoints_in_key_o
     }
 
 
+def test_exactly_the_endpoint_cap_read_by_several_readers_has_no_overflow_row(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As many endpoints as the cap, each piece read apart and the partials merged: one
+    row each, and no "(other endpoints)" row (an empty one crashed the report)."""
+    from hopwatch.report import aggregate, parallel
+
+    monkeypatch.setattr(aggregate, "ENDPOINT_CAP", 5)
+    monkeypatch.setattr(parallel, "MIN_PIECE_BYTES", 4096)
+    lines = [line(route=f"/r{i:02d}/", request_id=f"{i}-{n}") for i in range(5) for n in range(9)]
+    (tmp_path / "app.log").write_text("\n".join(lines) + "\n")
+    for name in ("json", "text"):
+        result = run_cli(tmp_path / "app.log", "--format", name, "--top", "0", "--jobs", "2")
+        assert (result.status, result.err) == (0, ""), result.err
+    rows = json.loads(
+        run_cli(tmp_path / "app.log", "--format", "json", "--top", "0", "--jobs", "2").out
+    )["rows"]
+    assert sorted((row["label"], row["requests"]) for row in rows) == [
+        (f"GET /r{i:02d}/", 9) for i in range(5)
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

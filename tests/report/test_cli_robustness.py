@@ -24,6 +24,9 @@ from tests.report.samples import canonical_lines, line
 
 RunCli = Callable[..., Run]
 
+SRC = Path(__file__).resolve().parents[2] / "src"
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
 
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
@@ -209,6 +212,25 @@ def test_output_naming_an_input_is_refused_and_the_log_kept(
     assert result.status == 2 and log.read_bytes() == before
 
 
+def test_output_named_by_stdin_redirected_from_it_is_refused(log: Path, tmp_path: Path) -> None:
+    """``hopwatch report -o app.log < app.log``: stdin's own file (its device and inode,
+    from a real redirection; run_cli's stand-in stdin has none) is one of the inputs."""
+    before = log.read_bytes()
+    with open(log, "rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "hopwatch", "report", "--format", "markdown", "-o", "app.log"],
+            stdin=stdin,
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    message = "hopwatch report: cannot write app.log: it is one of the inputs (read as <stdin>)\n"
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (2, b"", message)
+    assert log.read_bytes() == before
+
+
 def test_output_before_an_expanded_glob_does_not_replace_the_first_log(
     run_cli: RunCli, log: Path, tmp_path: Path
 ) -> None:
@@ -238,12 +260,12 @@ def test_output_before_a_glob_does_not_replace_a_mixed_log_whose_records_come_la
     other.write_text("\n".join(canonical_lines(5)) + "\n")
     boot = b"[2026-11-24 10:00:00 +0000] [42] [INFO] Booting worker with pid: 7\n"
     straddle = (65536 - 100) // len(boot)
+    filler = b"x" * (65536 - 100 - len(boot) * straddle - 1) + b"\n"
     cases = {
         "one.log": boot + records,
         "gunicorn.log": boot * 300 + records,  # the first record at byte 20700
         # a record from 100 bytes before the 64 KB to past them
-        "edge.log": boot * straddle + b"x" * (65536 - 100 - len(boot) * straddle - 1) + b"\n"
-        + records,
+        "edge.log": boot * straddle + filler + records,
     }
     for name, content in cases.items():
         first = tmp_path / name
@@ -277,9 +299,6 @@ def test_output_over_a_report_or_a_new_file_is_written(
 
 
 # --- standard output that cannot be written ----------------------------------------------------
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-ENV = {**os.environ, "PYTHONPATH": str(SRC)}
 
 
 @pytest.mark.parametrize("format_name", ["json", "text", "rich", "csv", "markdown", "html"])
@@ -438,6 +457,40 @@ def test_bzip2_and_xz_are_read_whatever_their_name(
     result = run_cli(corrupt)
     assert (result.status, result.out) == (2, "")
     assert result.err.startswith(f"hopwatch report: cannot read {corrupt}: corrupt {kind} data (")
+
+
+@pytest.mark.parametrize("kind", ["bzip2", "xz"])
+def test_a_second_stream_cut_inside_its_header_is_said_to_be_cut_short(
+    run_cli: RunCli, log: Path, tmp_path: Path, kind: str
+) -> None:
+    """pbzip2 or ``xz -T`` output cut 2 bytes into its second stream: the first stream's
+    records are read, and the file is named as cut short (text and json alike)."""
+    data = log.read_bytes()
+    first = bz2.compress(data) if kind == "bzip2" else lzma.compress(data)
+    cut = tmp_path / "cut.log"
+    cut.write_bytes(first + first[:2])
+    result = run_cli(cut, "--format", "json", "--jobs", "1")
+    summary = json.loads(result.out)["summary"]
+    assert (result.status, result.err) == (0, "")
+    assert (summary["records"], summary["truncated_inputs"]) == (12, [str(cut)])
+    result = run_cli(cut, "--format", "text", "--jobs", "1")
+    assert result.status == 0 and "; cut short: " in result.out  # the path, maybe wrapped
+
+
+def test_a_text_log_whose_first_line_starts_like_bzip2_is_read_as_text(
+    run_cli: RunCli, log: Path, tmp_path: Path
+) -> None:
+    """The letters "BZh" and a digit are all of bzip2's magic a host name can start
+    with: without the block header after them (or the end-of-stream marker), the file is
+    text."""
+    path = tmp_path / "web01.log"
+    path.write_bytes(b"BZh1-web01 starting gunicorn\n" + log.read_bytes())
+    for args in ([path], ["-"]):
+        stdin = path.read_bytes() if args == ["-"] else None
+        result = run_cli(*args, "--format", "json", "--jobs", "1", stdin=stdin)
+        summary = json.loads(result.out)["summary"]
+        assert (result.status, result.err) == (0, "")
+        assert (summary["records"], summary["other_lines"]) == (12, 1)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from hopwatch.report.text import clean
-from tests.report.detail_samples import crossing, detailed_line, gathered_detail, nested_wsgi_detail
+from tests.report.detail_samples import (
+    LOOP,
+    SYNC,
+    crossing,
+    detailed_line,
+    gathered_detail,
+    nested_wsgi_detail,
+)
 from tests.report.samples import line, site
 from tests.report.test_cli import RunCli
 
@@ -78,6 +85,46 @@ class Page(HTMLParser):
 
     def attribute_values(self) -> list[str]:
         return [value or "" for _tag, attrs in self.tags for value in attrs.values()]
+
+
+class DataTables(HTMLParser):
+    """The charts' figures as tables (``<details class="data">``): each table's class,
+    its header cells (text, attributes) and its body's rows of cell texts."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[tuple[str, list[tuple[str, dict[str, str | None]]], list[list[str]]]] = []
+        self._depth = 0  # inside a <details class="data">
+        self._cell: list[str] | None = None
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "details" and named.get("class") == "data":
+            self._depth += 1
+        elif self._depth and tag == "table":
+            self.tables.append((named.get("class") or "", [], []))
+        elif self._depth and tag == "th":
+            self.tables[-1][1].append(("", named))
+        elif self._depth and tag == "tr" and self.tables[-1][1]:
+            self.tables[-1][2].append([])
+        elif self._depth and tag == "td":
+            self.tables[-1][2][-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "details" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._depth or not self.tables:
+            return
+        _kind, head, rows = self.tables[-1]
+        if rows and rows[-1]:
+            rows[-1][-1] += data
+        elif head and not rows:
+            text, attrs = head[-1]
+            head[-1] = (text + data, attrs)
 
 
 def write(tmp_path: Path, lines: list[str], name: str = "app.log") -> Path:
@@ -174,6 +221,36 @@ def test_every_string_from_the_logs_is_text_in_html_attributes_and_json(
     (row,) = document["rows"]
     assert (row["route"], row["view"], row["method"]) == (ROUTE, VIEW, "<b>GET</b>")
     assert row["causes"][0]["call_site"] == CALL_SITE
+
+
+def test_the_crossings_table_lists_them_in_the_order_they_were_called(
+    run_cli: RunCli, tmp_path: Path
+):
+    """The detail lists crossings as they finished (a nested one before its outer one);
+    the timeline's table, what hovering each bar shows as text, goes by call time."""
+    detail = [  # the inner one, called at 5 ms, finished first
+        crossing("inner.site", 5.0, 0.1, 1.0, 0.1, thread=LOOP, caller=SYNC, parent=1,
+                 depth=2, direction="async_to_sync"),
+        crossing("outer.site", 1.0, 0.1, 10.0, 0.1, thread=SYNC, caller=LOOP, depth=1),
+    ]  # fmt: skip
+    tables = DataTables(page_of(run_cli, tmp_path, [detailed_line(detail)]))
+    (crossings,) = [rows for kind, _head, rows in tables.tables if kind == "crossings"]
+    assert [row[:3] for row in crossings] == [
+        ["1.000", "other: outer.site", "sync_to_async"],
+        ["5.000", "other: inner.site", "async_to_sync"],
+    ]
+
+
+def test_every_header_cell_of_the_data_tables_is_a_column_header(run_cli: RunCli, tmp_path: Path):
+    """The charts' tables name their columns for a screen reader: scope="col"."""
+    tables = DataTables(page_of(run_cli, tmp_path, sample_lines())).tables
+    assert sorted({kind for kind, _head, _rows in tables}) == ["bins", "crossings", "sparks"]
+    for kind, head, rows in tables:
+        assert head and rows, kind
+        assert [attrs.get("scope") for _text, attrs in head] == ["col"] * len(head), kind
+        assert all(len(row) == len(head) for row in rows), kind
+    crossings = next(head for kind, head, _rows in tables if kind == "crossings")
+    assert [text for text, _attrs in crossings][:3] == ["called at ms", "cause", "direction"]
 
 
 @pytest.mark.parametrize("by", ["view", "site"])
