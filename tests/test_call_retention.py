@@ -27,6 +27,17 @@ import hopwatch
 from hopwatch._recorder import Ledger, current_scope
 
 
+def _settled() -> None:
+    """Wait until asgiref's sync thread has let go of its last call. The thread pool
+    sets a call's result before it drops the work item that holds the callable
+    (concurrent.futures' ``_worker``): on a busy machine the test could look in
+    between, and find the last call's objects alive without hopwatch having kept them.
+    The next item starts only once the last is dropped."""
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor.submit(lambda: None).result(timeout=30)
+
+
 class Payload:
     """Stands for a request: what must not be kept."""
 
@@ -99,6 +110,7 @@ def test_sync_to_async_keeps_nothing_of_the_call(kind: str) -> None:
     with recording() as scope:
         asyncio.run(main())
     assert len(scope) == 3
+    _settled()
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
 
@@ -120,6 +132,7 @@ def test_async_to_sync_keeps_nothing_of_the_call(kind: str) -> None:
     with recording() as scope:
         asyncio.run(main())
     assert len(scope) == 4  # the outer sync_to_async and three async_to_sync
+    _settled()
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
 
@@ -189,6 +202,7 @@ def test_sync_to_async_keeps_no_class_or_code_made_for_the_call(kind: str) -> No
     with recording() as scope:
         asyncio.run(main())
     assert len(scope) == 3
+    _settled()
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
     if kind != "code compiled for the call":  # each named after its own class
@@ -211,6 +225,7 @@ def test_a_crossing_made_from_code_compiled_for_the_call_keeps_no_code() -> None
     with recording() as scope:
         asyncio.run(main())
     assert len(scope) == 3
+    _settled()
     gc.collect()
     assert [ref() for ref in refs] == [None, None, None]
     assert sorted(cause.call_site for cause, _direction in scope.causes) == [
@@ -261,6 +276,7 @@ def test_bound_builtin_methods_of_files_are_not_kept_open() -> None:
         before = _open_fds()
         with recording() as scope:
             asyncio.run(main())
+        _settled()
         gc.collect()
         assert len(scope) == 200
         assert _open_fds() - before <= 2  # the loop's own, if any
