@@ -86,7 +86,11 @@ def terminal_width() -> int:
 
 
 def writes_utf8(stream: IO[str] | Any) -> bool:
-    """Whether ``stream`` writes text as UTF-8 (or keeps it as text: no ``encoding``)."""
+    """Whether ``stream`` writes text as UTF-8 (or keeps it as text: no ``encoding``,
+    an ``io.StringIO``). A stream of another encoding (a C locale's ASCII,
+    ``PYTHONIOENCODING``, Windows' cp1252 for a redirected stdout) cannot write every
+    character, or writes some as bytes that are not UTF-8. The CLI's and the request
+    lines' (``hopwatch._emit``) one test."""
     encoding = getattr(stream, "encoding", None)
     if not encoding:
         return True

@@ -15,7 +15,6 @@ nor is affected by them.
 from __future__ import annotations
 
 import atexit
-import codecs
 import logging
 import os
 import random
@@ -34,6 +33,7 @@ import orjson
 import structlog
 
 from hopwatch import _connections, _errors, _executors, _hotpath
+from hopwatch._cli import writes_utf8
 from hopwatch._recorder import Hop, RequestRecord, new_request_id
 from hopwatch.conf import lines_lost_to, resolve_hook, silenced
 from hopwatch.schema import EVENT, NAMES, SCHEMA_VERSION
@@ -323,20 +323,6 @@ def ascii_line(line: str) -> str:
     stream encoding writes as is. Non-ASCII characters are only ever inside the line's
     strings, where the escape means the character itself."""
     return _NON_ASCII.sub(_json_escape, line)
-
-
-def writes_utf8(stream: Any) -> bool:
-    """Whether ``stream`` writes text as UTF-8 (or keeps it as text: no ``encoding``,
-    an ``io.StringIO``). A stream of another encoding (a C locale's ASCII,
-    ``PYTHONIOENCODING``, Windows' cp1252 for a redirected stdout) cannot write every
-    character, or writes some as bytes that are not UTF-8."""
-    encoding = getattr(stream, "encoding", None)
-    if not encoding:
-        return True
-    try:
-        return codecs.lookup(encoding).name == "utf-8"
-    except LookupError:
-        return False
 
 
 def _renderer(logger_name: str, escape: bool = False) -> Callable[..., str]:
