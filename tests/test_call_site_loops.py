@@ -9,7 +9,9 @@ asyncio_run``), here the test's, was named the crossing's call site."""
 from __future__ import annotations
 
 import asyncio
+import os
 
+import asgiref
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
@@ -30,14 +32,35 @@ async def gathered(request):
     return HttpResponse("ok")
 
 
-urlpatterns = [path("gathered/", gathered)]
+#: A library's coroutine (its file under asgiref's directory, so library code to the
+#: walk) that makes the crossing: the walk starts in it, and goes up past it.
+_LIBRARY = {"sync_to_async": sync_to_async}
+exec(
+    compile(
+        "async def call(f):\n    return await sync_to_async(f)()\n",
+        os.path.join(os.path.dirname(asgiref.__file__), "_a_library_of_the_tests.py"),
+        "exec",
+    ),
+    _LIBRARY,
+)
+
+
+async def gathered_in_a_library(request):
+    await asyncio.gather(_LIBRARY["call"](_work), _LIBRARY["call"](_work))
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("gathered/", gathered),
+    path("gathered-in-a-library/", gathered_in_a_library),
+]
 SITE = f"{__name__}._work"
 AWAITED = f"tests/test_call_site_loops.py:{gathered.__code__.co_firstlineno + 2} in gathered"
 
 
-def _serve(run) -> dict:
+def _serve(run, url: str = "/gathered/") -> dict:
     with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[]), capture() as records:
-        result = run(asgi_call(ASGIHandler(), "/gathered/"))
+        result = run(asgi_call(ASGIHandler(), url))
     assert result.status == 200 and result.body == b"ok"
     (record,) = records
     return {key: count for key, count in causes(record).items() if key[1] == SITE}
@@ -50,3 +73,13 @@ def test_a_gathered_crossing_has_no_call_site_under_asyncio():
 def test_a_gathered_crossing_has_no_call_site_under_uvloop():
     uvloop = pytest.importorskip("uvloop")
     assert _serve(uvloop.run) == {("other", SITE, None): 2, ("other", SITE, AWAITED): 1}
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_crossing_a_library_makes_in_a_gathered_task_has_no_call_site(loop):
+    """The walk starts in the library's coroutine and goes up: past it is what resumed
+    the task (asyncio's dispatch, or under uvloop the frame that started the loop),
+    never a caller. It stops where a coroutine was resumed by a frame that awaits
+    nothing."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    assert _serve(run, "/gathered-in-a-library/") == {("other", SITE, None): 2}
