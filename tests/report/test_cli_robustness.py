@@ -280,6 +280,97 @@ def test_output_before_a_glob_does_not_replace_a_mixed_log_whose_records_come_la
     assert cases["edge.log"].index(b"{") == 65536 - 100
 
 
+def test_output_before_a_glob_does_not_replace_a_log_whose_first_record_is_long(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A record's line that starts in the first 64 KB is read to its end, up to the
+    report's own limit (1 MiB): a detail line of a request with 700 hops, logged by a
+    real ASGI request, is about 260 KB from byte 0. A longer line is no record to the
+    report, nor to -o."""
+    from django.test import override_settings
+
+    from hopwatch.report.parse import MAX_LINE_BYTES
+    from tests.helpers import asgi_request
+
+    first = tmp_path / "hops.log"
+    settings = {"OUTPUT": str(first), "DETAIL": True, "DETAIL_LIMIT": 1000}
+    with override_settings(HOPWATCH=settings):
+        asgi_request("/hops/700/")
+    content = first.read_bytes()
+    record = json.loads(content)
+    assert record["hops"] >= 700 and len(record["detail"]) == record["hops"]
+    assert 4 * 65536 < len(content) < MAX_LINE_BYTES and content.count(b"\n") == 1
+    other = tmp_path / "b.log"
+    other.write_text("\n".join(canonical_lines(5)) + "\n")
+    result = run_cli("-o", first, other)
+    assert (result.status, result.out) == (2, "")
+    assert result.err == (
+        f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+        " report (-o FILE takes the argument after it: a glob there names a log)\n"
+    )
+    assert first.read_bytes() == content
+    # too long for the report (it skips the line unread): replaced by the report
+    too_long = tmp_path / "too_long.log"
+    padded = json.dumps({**record, "pad": "x" * MAX_LINE_BYTES}).encode() + b"\n"
+    too_long.write_bytes(padded + content)  # the second line starts past the 64 KB
+    assert run_cli(too_long, "--format", "json").out.count('"line_too_long": 1') == 1
+    assert run_cli(other, "--format", "json", "-o", too_long).status == 0
+    assert json.loads(too_long.read_text())["summary"]["records"] == 5
+
+
+def test_output_before_a_glob_does_not_replace_a_split_or_utf16_log(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A log whose first record a container runtime split in 16 KB parts (CRI: ``P``
+    lines, then ``F``; docker's json-file: ``{"log": ...}`` objects), which the report
+    joins, and a UTF-16 log (PowerShell's ``>``), which it refuses to read, are logs."""
+    from hopwatch.report.parse import PART_BYTES
+    from tests.helpers import asgi_request
+
+    logged = tmp_path / "hops.log"
+    from django.test import override_settings
+
+    with override_settings(HOPWATCH={"OUTPUT": str(logged), "DETAIL": True}):
+        asgi_request("/hops/120/")
+    text = logged.read_text().rstrip("\n")
+    assert 2 * PART_BYTES < len(text) < 4 * PART_BYTES
+    parts = [text[i : i + PART_BYTES] for i in range(0, len(text), PART_BYTES)]
+    time = "2026-12-06T10:00:00.000000000Z"
+    cri = "".join(
+        f"{time} stdout {'F' if i == len(parts) - 1 else 'P'} {part}\n"
+        f"{time} stderr F [INFO] a line of another stream between the parts\n"
+        for i, part in enumerate(parts)
+    )
+    docker = "".join(
+        json.dumps({"log": part + ("\n" if i == len(parts) - 1 else ""), "stream": "stdout",
+                    "time": time}, separators=(",", ":")) + "\n"
+        for i, part in enumerate(parts)
+    )  # fmt: skip
+    # each part's JSON escapes the record's quotes: the parts are longer than 16 KB
+    assert all(len(row) > PART_BYTES for row in docker.splitlines()[:-1])
+    other = tmp_path / "b.log"
+    other.write_text("\n".join(canonical_lines(5)) + "\n")
+    cases = {
+        "cri.log": cri.encode(),
+        "docker.log": docker.encode(),
+        "utf16.log": (text + "\r\n").encode("utf-16"),
+        "utf16be.log": b"\xfe\xff" + (text + "\n").encode("utf-16-be"),
+        "utf32.log": (text + "\n").encode("utf-32"),
+    }
+    for name, content in cases.items():
+        first = tmp_path / name
+        first.write_bytes(content)
+        if not name.startswith("utf"):  # the report reads the split record as one
+            assert json.loads(run_cli(first, "--format", "json").out)["summary"]["records"] == 1
+        result = run_cli("-o", first, other)
+        assert (result.status, result.out) == (2, ""), name
+        assert result.err == (
+            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+            " report (-o FILE takes the argument after it: a glob there names a log)\n"
+        )
+        assert first.read_bytes() == content
+
+
 def test_output_over_a_report_or_a_new_file_is_written(
     run_cli: RunCli, log: Path, tmp_path: Path
 ) -> None:

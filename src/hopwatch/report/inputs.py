@@ -66,6 +66,8 @@ _BOMS: Final = (
     (b"\xff\xfe", "UTF-16"),
     (b"\xfe\xff", "UTF-16"),
 )
+#: The first bytes of UTF-16 or UTF-32 text (output.py refuses to replace such a file).
+TEXT_BOMS: Final = tuple(bom for bom, _encoding in _BOMS)
 #: Bytes read to tell what an input is.
 HEAD_BYTES: Final = 10
 STDIN: Final = "-"

@@ -134,31 +134,124 @@ class Output:
             raise OutputError(f"cannot write {clean(self.path)}: {os_error_reason(exc)}") from None
 
 
-#: How much of an existing FILE is looked at to tell a log from a report.
+#: How much of an existing FILE is looked at to tell a log from a report: the lines
+#: that start in it (each read to its end, up to parse.MAX_LINE_BYTES).
 LOOK_BYTES: Final = 64 * 1024
 
 
 def _holds_records(path: str) -> bool:
     """Whether the regular file ``path`` starts like a log: compressed (gzip, bzip2, xz,
-    zstd), or a hopwatch record on a line that starts in its first LOOK_BYTES. No format
-    of the report writes a line that reads as a record."""
-    from hopwatch.report.inputs import COMPRESSED_MAGICS
-    from hopwatch.report.parse import decode_line
+    zstd), UTF-16 or UTF-32 text (a byte order mark: a log the report cannot read, never
+    a report), or a hopwatch record on a line that starts in its first LOOK_BYTES, read
+    as the report reads it: to its end if it is at most parse.MAX_LINE_BYTES long (a
+    longer one is no record to the report either), and joined with its later parts when
+    a container runtime split it (parse.PART_BYTES). No format of the report writes a
+    line that reads as a record."""
+    from hopwatch.report.inputs import COMPRESSED_MAGICS, TEXT_BOMS
 
     try:
         with open(path, "rb") as file:
             head = file.read(LOOK_BYTES)
-            if len(head) == LOOK_BYTES and not head.endswith(b"\n"):
-                # a line that starts in the first LOOK_BYTES is read to its end (at most
-                # LOOK_BYTES more): a record cut at the boundary does not decode
-                head += file.readline(LOOK_BYTES)
+            if head.startswith(COMPRESSED_MAGICS) or head.startswith(TEXT_BOMS):
+                return True
+            return _records_in(_Lines(file, head))
     except OSError:
         return False  # the write will say what is wrong, if anything
-    if head.startswith(COMPRESSED_MAGICS):
-        return True
+
+
+class _Lines:
+    """The lines of a file from its start (``head`` already read), each without its
+    newline, read only as far as they are asked for; a line longer than
+    parse.MAX_LINE_BYTES ends them (it is read no further)."""
+
+    def __init__(self, file: IO[bytes], head: bytes) -> None:
+        self._file = file
+        self._pending = head  # read, not yet cut into lines
+        self._at_end = len(head) < LOOK_BYTES
+        self.lines: list[tuple[int, bytes]] = []  # (where it starts, the line)
+        self._position = 0  # where the next line starts
+        self.over = False  # no more lines: the end of the file, or a line too long
+
+    def get(self, index: int) -> tuple[int, bytes] | None:
+        """Line ``index`` (from 0) and where it starts, or None past the last one."""
+        from hopwatch.report.parse import MAX_LINE_BYTES
+
+        while index >= len(self.lines) and not self.over:
+            newline = self._pending.find(b"\n")
+            if newline == -1 and not self._at_end:
+                # the rest of the line, and not a byte past MAX_LINE_BYTES + its newline
+                more = self._file.readline(MAX_LINE_BYTES + 1 - len(self._pending))
+                self._at_end = not more.endswith(b"\n")
+                self._pending += more
+                newline = self._pending.find(b"\n")
+            if newline == -1:
+                line, self._pending = self._pending, b""
+                self.over = True  # the last line (or none), or one too long
+                if not line or len(line) > MAX_LINE_BYTES:
+                    break
+            else:
+                line, self._pending = self._pending[:newline], self._pending[newline + 1 :]
+                if len(line) > MAX_LINE_BYTES:
+                    self.over = True
+                    break
+            self.lines.append((self._position, line))
+            self._position += len(line) + 1
+        return self.lines[index] if index < len(self.lines) else None
+
+
+def _records_in(lines: _Lines) -> bool:
     # every line, not a number of them: a mixed log's records can come after hundreds of
     # start-up lines (300 of gunicorn's put the first at byte 20592)
-    return any(isinstance(decode_line(line), tuple) for line in head.splitlines())
+    from hopwatch.report.parse import PART_BYTES, decode_line, line_part
+
+    joined: set[int] = set()  # later parts of a line already read whole
+    index = 0
+    while (found := lines.get(index)) is not None and found[0] < LOOK_BYTES:
+        line = found[1]
+        if index not in joined:
+            shape = line_part(line, 0, len(line)) if len(line) >= PART_BYTES else None
+            if shape is not None and shape[1]:
+                whole = _join(lines, index, shape, joined)
+                if whole is not None:
+                    line = whole
+            if isinstance(decode_line(line), tuple):
+                return True
+        index += 1
+    return False
+
+
+def _join(
+    lines: _Lines, index: int, part: tuple[bytes, bool, int, int], joined: set[int]
+) -> bytes | None:
+    """Line ``index``, the first part of a line a container runtime split, joined with
+    its stream's later parts as the report joins them (lines of other streams may come
+    in between), or None when its last part does not come before the parts would make a
+    line longer than parse.MAX_LINE_BYTES (or the file ends). Indexes of the later parts
+    go into ``joined``."""
+    from hopwatch.report.parse import MAX_LINE_BYTES, line_part
+
+    stream, _partial, share_start, share_stop = part
+    first = lines.get(index)
+    assert first is not None
+    shares = [first[1][share_start:share_stop]]
+    size = share_stop - share_start
+    later: list[int] = []
+    # the span read for it is bounded too: other lines between its parts count
+    while (found := lines.get(index + 1)) is not None and found[0] - first[0] <= 2 * MAX_LINE_BYTES:
+        index += 1
+        line = found[1]
+        other = line_part(line, 0, len(line))
+        if other is None or other[0] != stream:
+            continue
+        later.append(index)
+        shares.append(line[other[2] : other[3]])
+        size += other[3] - other[2]
+        if size > MAX_LINE_BYTES:
+            return None
+        if not other[1]:  # the last part: the line is whole
+            joined.update(later)
+            return b"".join((line[: other[2]], *shares, line[other[3] :]))
+    return None
 
 
 def _same_file(path: str, info: os.stat_result) -> bool:
