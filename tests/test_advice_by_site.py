@@ -309,3 +309,38 @@ def test_a_call_site_written_on_windows_is_shortened_to_its_file(db, log_lines, 
         drawn = _shown(tmp_path, capsys, raw, "--request-id", request_id)
         assert f"orm QuerySet.aiterator ({file_line})" in drawn["trace"]
         assert f"QuerySet.aiterator ({file_line})" in drawn["html"]
+
+
+def test_a_windows_call_site_file_named_like_an_escape_is_shortened_to_its_file(
+    db, log_lines, tmp_path, capsys
+):
+    """``app\\xadmin.py``: only a lone surrogate's escape (``\\ud800``, as the report
+    writes one) after a backslash is not a separator; the report kept the directory of
+    a file whose name starts with ``x`` and two hex digits, or ``u`` and four."""
+    with override_settings(MIDDLEWARE=[HOPWATCH], HOPWATCH=DETAIL):
+        assert asgi_request("/aiterator/", query="chunk=3").status == 200
+    (posix,) = log_lines.raw
+    (call_site,) = [s["call_site"] for s in log_lines.parsed()[0]["sites"] if s.get("call_site")]
+    file, line = call_site.split(" in ", 1)[0].rsplit("/", 1)[-1].split(":")
+    assert file == "views_django6.py"
+    for name in ("xadmin.py", "xdb.py", "u1234.py", "U0001f600.py"):
+        windows = posix.replace(call_site, call_site.replace("/", "\\\\").replace(file, name))
+        assert f"tests\\\\testapp\\\\{name}:{line}" in windows
+        shown = _shown(tmp_path, capsys, [windows], "--by", "site")
+        for form in ("text", "markdown", "html"):
+            assert f"QuerySet.aiterator ({name}:{line})" in shown[form].replace("\\_", "_"), form
+        request_id = json.loads(windows)["request_id"]
+        drawn = _shown(tmp_path, capsys, [windows], "--request-id", request_id)
+        assert f"orm QuerySet.aiterator ({name}:{line})" in drawn["trace"]
+        assert f"QuerySet.aiterator ({name}:{line})" in drawn["html"]
+    # a file whose name holds a lone surrogate: its escape is the file's, in every format
+    # (the page and the trace get the request's names escaped, the tables escape them)
+    windows = posix.replace(call_site, call_site.replace("/", "\\\\").replace(file, "\\ud800x.py"))
+    shown = _shown(tmp_path, capsys, [windows], "--by", "site")
+    for form in ("text", "html"):
+        assert f"QuerySet.aiterator (\\ud800x.py:{line})" in shown[form], form
+    request_id = json.loads(windows)["request_id"]
+    drawn = _shown(tmp_path, capsys, [windows], "--request-id", request_id)
+    assert f"QuerySet.aiterator (\\ud800x.py:{line})" in drawn["html"]
+    names = [e["name"] for e in json.loads(drawn["trace"])["traceEvents"] if "name" in e]
+    assert f"orm QuerySet.aiterator (\\ud800x.py:{line})" in names

@@ -198,11 +198,11 @@ def short_site(site: str, call_site: str | None) -> str:
 
 
 #: Up to a call site's last path separator: ``/``, or ``\\`` (a site written on Windows)
-#: that does not start an escape as :func:`clean` writes them (a lone surrogate's, as a
-#: log line that holds one is read: ``\\ud800``).
-_LAST_SEPARATOR: Final = re.compile(
-    r".*(?:/|\\(?!x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}))", re.DOTALL
-)
+#: that does not start a lone surrogate's escape as :func:`clean` writes it (``\\ud800``
+#: to ``\\udfff``: a request's crossings whose names hold one reach short_site escaped,
+#: picture._encoded). Any other backslash is a separator: ``app\\xadmin.py`` is
+#: ``xadmin.py``.
+_LAST_SEPARATOR: Final = re.compile(r".*(?:/|\\(?!ud[89a-f][0-9a-f]{2}))", re.DOTALL)
 
 
 _REASONS: Final = {
