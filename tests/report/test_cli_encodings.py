@@ -74,6 +74,50 @@ def test_a_table_on_a_narrow_stdout_gets_escapes(log: Path, encoding, format_nam
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS, ids=ENCODING_IDS)
+@pytest.mark.parametrize("format_name", ["text", "rich"])
+def test_a_table_on_a_narrow_stdout_is_padded_as_escaped(
+    tmp_path: Path, encoding, format_name: str
+) -> None:
+    """The stream's escapes are wider than the characters: the cells are escaped before
+    they are measured and padded, so every row's columns line up (they were padded to the
+    characters' width, and the escapes pushed the rest of the row right)."""
+    log = tmp_path / "app.log"
+    rows = [line(route=route, request_id=f"r{i}") for i, route in enumerate([ROUTE, "/plain/"])]
+    log.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    done = _run(["report", str(log), "--format", format_name], _env(COLUMNS="200", **encoding))
+    assert (done.returncode, done.stderr) == (0, b"")
+    lines = done.stdout.decode("cp1252" if "PYTHONIOENCODING" in encoding else "ascii")
+    header, *table = lines.split("\n\n")[1].splitlines()
+    if format_name == "rich":  # its rule: "─" is in neither encoding
+        assert table.pop(0) == "-" * len(header)
+    escaped = "/\\u65e5\\u672c/"
+    cafe = "café" if encoding.get("PYTHONIOENCODING") == "cp1252" else "caf\\xe9"
+    assert [row[:3] + row[3:].split("  ", 1)[0] for row in table] == [
+        f"1  GET /{cafe}/<int:pk>{escaped}",
+        "2  GET /plain/",
+    ]
+    end = header.index("requests") + len("requests")
+    assert [row[end - 1 : end + 1] for row in table] == ["1 ", "1 "]
+    assert len({row.index("ms ") for row in table}) == 1
+
+
+def test_a_name_cut_on_an_ascii_stdout_is_cut_with_a_tilde(tmp_path: Path) -> None:
+    """A "…" would be written as ``\\u2026``, six columns where the table gave it one."""
+    log = tmp_path / "app.log"
+    route = "/" + "é" * 60 + "/"
+    log.write_text(line(route=route) + "\n", encoding="utf-8")
+    env = _env(COLUMNS="80", PYTHONIOENCODING="ascii")
+    done = _run(["report", str(log), "--format", "rich"], env)
+    assert (done.returncode, done.stderr) == (0, b"")
+    header, rule, row = done.stdout.decode("ascii").split("\n\n")[1].splitlines()
+    assert rule == "-" * len(header) and len(row) <= 80
+    label = row[3 : row.index("  ", 3)]
+    # cut in the middle of what the stream writes (an escape may be cut too)
+    assert label == "GET /" + "\\xe9" * 4 + "\\~9" + "\\xe9" * 5 + "/"
+    assert row.index(" 1 ") == header.index("requests") + len("requests") - 2
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=ENCODING_IDS)
 def test_csv_on_a_narrow_stdout_is_utf8_and_keeps_the_route(log: Path, encoding) -> None:
     done = _run(["report", str(log), "--format", "csv"], _env(**encoding))
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
 
-from hopwatch._cli import rich_width, wrap
+from hopwatch._cli import rich_width, wrap, writes_utf8
 from hopwatch.report import notes, table, threads
 from hopwatch.report import text as fmt
 
@@ -237,7 +237,7 @@ def _body_lines(
     header = layout.header()
     yield header, "bold"
     if rule:
-        yield "─" * len(header), "dim"
+        yield fmt.drawable("─", "-") * len(header), "dim"
     for row in rows:
         yield layout.line(layout.cells(row)), ""
     fitted = None if wide else columns
@@ -406,6 +406,24 @@ def render(
     legend: bool = True,
 ) -> None:
     """Write ``document`` in ``format_name``, with the table options where they apply."""
+    if format_name in ("rich", "text") and not writes_utf8(out):
+        # what the stream cannot encode it writes as escapes: escaped before the table
+        # is measured and padded (a C locale's ASCII, PYTHONIOENCODING=ascii, cp1252)
+        with fmt.escaped_for(getattr(out, "encoding", None)):
+            _render(document, format_name, out, width=width, wide=wide, legend=legend)
+        return
+    _render(document, format_name, out, width=width, wide=wide, legend=legend)
+
+
+def _render(
+    document: Document,
+    format_name: str,
+    out: IO[str],
+    *,
+    width: int | None,
+    wide: bool,
+    legend: bool,
+) -> None:
     if format_name == "rich":
         render_rich(document, out, width=width, wide=wide, legend=legend)
     elif format_name == "text":

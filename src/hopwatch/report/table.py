@@ -69,11 +69,11 @@ def truncate_middle(value: str, width: int) -> str:
     if fmt.cells(value) <= width:
         return value
     if width <= 1:
-        return fmt.ELLIPSIS[:width]
+        return fmt.ellipsis()[:width]
     head = (width - 1 + 1) // 2
     tail = width - 1 - head
     return (
-        fmt.head_cells(value, head) + fmt.ELLIPSIS + (fmt.tail_cells(value, tail) if tail else "")
+        fmt.head_cells(value, head) + fmt.ellipsis() + (fmt.tail_cells(value, tail) if tail else "")
     )
 
 
@@ -173,8 +173,8 @@ def _call_site_cell(row: Row, width: int) -> str:
     if fmt.cells(where) <= width:
         return where
     if width <= 1:
-        return fmt.ELLIPSIS[:width]
-    return fmt.ELLIPSIS + fmt.tail_cells(where, width - 1)
+        return fmt.ellipsis()[:width]
+    return fmt.ellipsis() + fmt.tail_cells(where, width - 1)
 
 
 def _top_endpoints(row: Row) -> str:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 #: Escaped, by Unicode general category: controls (Cc: C0, DEL, C1, so every ANSI escape
@@ -54,12 +57,51 @@ _ESCAPES: Final = _EscapeTable()
 ELLIPSIS: Final = "…"
 
 
+#: The encoding of the stream (not UTF-8) a table for people is being written to, if any
+#: (see :func:`escaped_for`).
+_NARROW: Final[ContextVar[str | None]] = ContextVar("hopwatch_report_narrow", default=None)
+
+
+@contextmanager
+def escaped_for(encoding: str | None) -> Iterator[None]:
+    """While the report draws a table for a stream of ``encoding`` (None: UTF-8, which
+    writes every character), :func:`clean` also escapes what the stream cannot encode,
+    as its ``backslashreplace`` would (``\\xe9``, ``\\u65e5``): the table then measures
+    and pads the text the stream writes, and its columns stay aligned."""
+    token = _NARROW.set(encoding)
+    try:
+        yield
+    finally:
+        _NARROW.reset(token)
+
+
+def drawable(text: str, fallback: str) -> str:
+    """``text`` (a mark the report draws: "…", "─"), or ``fallback`` of the same width
+    when the stream of :func:`escaped_for` cannot encode it (its escape would be wider)."""
+    narrow = _NARROW.get()
+    if narrow is None:
+        return text
+    try:
+        text.encode(narrow)
+    except UnicodeEncodeError:
+        return fallback
+    return text
+
+
+def ellipsis() -> str:
+    """Where a name is cut: "…", or "~" on a stream that cannot encode it."""
+    return drawable(ELLIPSIS, "~")
+
+
 def clean(value: Any, limit: int | None = None) -> str:
     """``value`` as text that cannot drive a terminal; cut to ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
     text = text.translate(_ESCAPES)
+    narrow = _NARROW.get()
+    if narrow is not None and not text.isascii():
+        text = text.encode(narrow, "backslashreplace").decode(narrow)
     if limit is not None and len(text) > limit:
-        text = text[: max(limit - 1, 0)] + ELLIPSIS
+        text = text[: max(limit - 1, 0)] + ellipsis()
     return text
 
 
