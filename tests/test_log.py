@@ -16,7 +16,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from hopwatch import _emit, _errors
-from tests.helpers import asgi_request, asgi_scope, wsgi_request
+from tests.helpers import asgi_request, asgi_scope, capture, wsgi_request
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -211,6 +211,22 @@ def test_detail_lists_up_to_a_detail_limit_above_the_thousand_hops_a_record_keep
     first, second = log_lines.parsed()
     assert (first["hops"], len(first["detail"]), first["detail_dropped"]) == (1202, 1100, 102)
     assert (second["hops"], len(second["detail"]), second["detail_dropped"]) == (1202, 100, 1102)
+
+
+def test_detail_turned_off_keeps_a_record_to_its_thousand_hops_again(log_lines):
+    """DETAIL off (its DETAIL_LIMIT left at 1100) takes back the hook that raised a
+    record's kept hops: 1052 crossings are then counted, 1000 kept, and max_in_flight
+    (known only when every crossing is kept) is left off the line."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        with settings_with(DETAIL=True, DETAIL_LIMIT=1100):
+            asgi_request("/hops/1050/")
+        with settings_with(DETAIL=False, DETAIL_LIMIT=1100):
+            asgi_request("/hops/1050/")
+    first, second = log_lines.parsed()
+    assert [len(list(record.hops())) for record in records] == [1052, 1000]
+    assert (first["hops"], len(first["detail"]), first["max_in_flight"]) == (1052, 1052, 1)
+    assert second["hops"] == 1052
+    assert "detail" not in second and "max_in_flight" not in second
 
 
 def test_sites_limit(log_lines):

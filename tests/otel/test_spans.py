@@ -212,6 +212,20 @@ def test_spans_are_capped_per_request_and_the_count_stays_exact(otel_on, log_lin
     assert summary().attributes["hopwatch.spans_dropped"] == 30
 
 
+@pytest.mark.otel_settings(OTEL_SPANS=True, DETAIL_LIMIT=5)
+def test_a_span_limit_below_the_thousand_kept_hops_keeps_them_for_the_line(otel_on, log_lines):
+    """DETAIL_LIMIT caps the spans, never the hops a record keeps (1000): the line's
+    executors and max_in_flight are still worked out from every crossing."""
+    with capture() as records:
+        asgi_traced("/hops/20/")
+    (line,) = log_lines.parsed()
+    (record,) = records
+    assert len(crossings()) == 5
+    assert (line["hops"], len(list(record.hops()))) == (35, 35)
+    assert line["executors"] == {"context_thread": 35}
+    assert (line["max_in_flight"], line["concurrent_ms"]) == (1, 0.0)
+
+
 def _remote_parent(sampled: bool) -> object:
     parent = trace.NonRecordingSpan(
         SpanContext(
