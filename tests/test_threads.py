@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -337,6 +337,82 @@ def test_a_loop_whose_default_pool_cannot_be_read_says_so(monkeypatch):
     figures = interval.take(max_workers=None)
     assert figures["pool_queue_max"] is None and figures["pool_queue_p95"] is None
     assert figures["pool_busy_max"] is None and figures["pool_crossings"] == 2
+
+
+def test_a_loop_of_uvloops_own_loop_class_is_read_as_uvloop():
+    """uvloop.loop.Loop (the compiled class, which uvloop.Loop only subclasses) is
+    uvloop too: its default pool is read, not left unknown."""
+    uvloop_loop = pytest.importorskip("uvloop.loop")
+
+    async def serve():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=3))
+        assert (await asgi_call(ASGIHandler(), "/threads/saturate/")).body == b"saturated"
+        return _process.process_facts()["default_pool"]
+
+    with asyncio.Runner(loop_factory=uvloop_loop.Loop) as runner:
+        assert type(runner.get_loop()) is uvloop_loop.Loop
+        pool = runner.run(serve())
+    assert (pool["created"], pool["max_workers"], pool["threads"]) == (True, 3, 3)
+
+
+def test_a_shut_down_pools_dead_threads_are_not_counted():
+    """After the loop's shutdown_default_executor (as a server stops) its pool still
+    lists the threads it joined: dead, so neither alive nor busy."""
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+        assert (await asgi_call(ASGIHandler(), "/threads/saturate/")).body == b"saturated"
+        await loop.shutdown_default_executor()
+        return _process.process_facts()["default_pool"]
+
+    pool = asyncio.run(serve())
+    assert (pool["created"], pool["max_workers"], pool["threads"], pool["busy"]) == (True, 2, 0, 0)
+
+
+class _HandingOn(Executor):
+    """An executor that is no ThreadPoolExecutor (uvloop takes any): hands each call
+    to a pool of its own."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._max_workers = max_workers
+        self._pool = ThreadPoolExecutor(max_workers)
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
+
+
+def test_a_default_executor_that_is_no_thread_pool_has_null_figures(monkeypatch):
+    """Its size where it says it, its threads, busy and queue unknown (null)."""
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setenv("ASGI_THREADS", "3")
+
+    async def serve():
+        asyncio.get_running_loop().set_default_executor(_HandingOn(3))
+        assert (await asgi_call(ASGIHandler(), "/threads/saturate/")).body == b"saturated"
+        return _process.process_facts()["default_pool"]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        pool = runner.run(serve())
+    assert pool == {
+        "loop": True, "created": True, "max_workers": 3, "threads": None,
+        "busy": None, "queued": None, "asgi_threads": 3, "asgi_threads_applied": True,
+    }  # fmt: skip
+
+
+def test_a_loop_keeping_no_executor_as_its_default_executor_has_a_pool_not_made_yet():
+    """``_default_executor`` holding anything but an executor: no pool made yet."""
+
+    class OtherLoop(asyncio.AbstractEventLoop):
+        _default_executor = "none yet"
+
+    assert _process.loop_executor(OtherLoop()) == (True, None)
+    pool = _process.pool_facts(OtherLoop())
+    assert (pool["created"], pool["max_workers"]) == (False, _process.default_max_workers())
+    assert (pool["threads"], pool["busy"], pool["queued"]) == (0, 0, 0)
 
 
 def test_contexts_open_at_once():
