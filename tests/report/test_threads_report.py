@@ -152,6 +152,18 @@ def test_a_pool_that_could_not_be_read_shows_no_figures_for_it(monkeypatch):
     assert coarse["pool_queue_max"] == 1 and coarse["pool_busy_share_max"] == 0.5
 
 
+def test_a_pool_size_without_its_busy_figure_has_no_busy_share():
+    """A line that gives the pool's max_workers but null for pool_busy_max: the
+    busy share is unknown too, the line still read (not invalid, not 0%)."""
+    doc = document(scan([line(), process_line("00", pool_busy_max=None)]))
+    pool = doc["pool_over_time"]
+    assert pool["lines"] == 1 and pool["invalid_lines"] == 0
+    (minute,) = pool["minutes"]
+    assert (minute["pool_busy_max"], minute["pool_busy_share_max"]) == (None, None)
+    assert minute["pool_queue_max"] == 0 and minute["requests"] == 10
+    assert _row_cells(doc, "2026-11-24T10:00")[4:7] == ["-", "-", "0"]  # busy, %, queued
+
+
 def test_process_lines_follow_the_time_filter_and_merge_across_readers():
     lines = [process_line("00"), process_line("05"), process_line("09")]
     since = Filters(since="2026-11-24T10:04:00.000000Z")
