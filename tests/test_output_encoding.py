@@ -84,9 +84,11 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _requests(tmp_path: Path, output: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+def _requests(
+    tmp_path: Path, output: str, prelude: str = "", **env: str
+) -> subprocess.CompletedProcess[bytes]:
     script = tmp_path / "requests.py"  # a file: a C locale reads `-c`'s non-ASCII as surrogates
-    script.write_text(_CHILD, encoding="utf-8")
+    script.write_text(textwrap.dedent(prelude) + _CHILD, encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script), output],
         cwd=ROOT,
@@ -148,6 +150,52 @@ def test_stdout_of_a_c_locale_without_utf8_mode(tmp_path):
 def test_a_utf8_stdout_gets_the_characters_as_they_are(tmp_path):
     done = _requests(tmp_path, "stdout", PYTHONIOENCODING="utf-8")
     _check(done.stdout, tmp_path, escaped=False)
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "UTF8", "utf_8"])
+def test_a_stdout_rewrapped_as_utf8_by_another_name_gets_the_characters_as_they_are(
+    encoding, tmp_path
+):
+    """The common ``sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="UTF-8")``:
+    the wrapper keeps the name as given, which is UTF-8 all the same."""
+    prelude = f"""
+        import io, sys
+        sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="{encoding}", line_buffering=True)
+        assert sys.stdout.encoding == "{encoding}"
+    """
+    done = _requests(tmp_path, "stdout", prelude)
+    _check(done.stdout, tmp_path, escaped=False)
+
+
+#: sys.stdout replaced by a text stream that writes UTF-8 to the real one, with
+#: ``encoding`` (TextIOBase's: None, a stream that keeps text as text).
+_STDOUT_OF = """
+    import io, sys
+
+    class _Text(io.TextIOBase):
+        def write(self, text):
+            sys.__stdout__.buffer.write(text.encode("utf-8"))
+            return len(text)
+
+        def flush(self):
+            sys.__stdout__.buffer.flush()
+
+    class _Unknown(_Text):
+        encoding = "x-no-such-codec"
+
+    sys.stdout = {stream}()
+"""
+
+
+def test_a_stdout_without_an_encoding_gets_the_characters_as_they_are(tmp_path):
+    """A stdout that keeps text as text (``encoding`` None, as io.StringIO's): no escapes."""
+    done = _requests(tmp_path, "stdout", _STDOUT_OF.format(stream="_Text"))
+    _check(done.stdout, tmp_path, escaped=False)
+
+
+def test_a_stdout_of_an_encoding_python_does_not_know_gets_every_line_escaped(tmp_path):
+    done = _requests(tmp_path, "stdout", _STDOUT_OF.format(stream="_Unknown"))
+    _check(done.stdout, tmp_path, escaped=True)
 
 
 @pytest.mark.parametrize(

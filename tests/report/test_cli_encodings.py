@@ -136,6 +136,33 @@ def test_html_on_a_narrow_stdout_is_the_utf8_page_it_says_it_is(
     assert "<td>GET /café/&lt;int:pk&gt;/日本/</td>" in page
 
 
+def test_a_strict_narrow_stderr_gets_escapes_too(log: Path, tmp_path: Path) -> None:
+    """Python starts stderr with backslashreplace, but a program that calls the CLI
+    may have rewrapped it strictly: "wrote …/café/…" is escaped there, not a traceback."""
+    target = tmp_path / "café" / "out.csv"
+    target.parent.mkdir()
+    script = (
+        "import io, sys\n"
+        "sys.stderr = io.TextIOWrapper(sys.stderr.buffer, encoding='ascii', errors='strict')\n"
+        "from hopwatch.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "sys.stderr.flush()\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "report", str(log), "--format", "csv", "-o", str(target)],
+        env=_env(PYTHONIOENCODING="utf-8"),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr
+    wrote = f"hopwatch report: wrote {tmp_path}/caf\\xe9/out.csv\n".encode()
+    assert done.stderr.endswith(wrote), done.stderr
+    assert [row["route"] for row in csv.DictReader(target.open(encoding="utf-8"))] == [ROUTE]
+
+
 def test_the_hop_tax_and_the_audit_on_a_c_locale_say_us_escaped(tmp_path: Path) -> None:
     """"µs" is in every audit and every --hop-tax report: a traceback on any log."""
     ascii_log = tmp_path / "ascii.log"
