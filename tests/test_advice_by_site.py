@@ -7,10 +7,12 @@ Real requests through Django's ASGIHandler; the report built from the lines they
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import django
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.test import override_settings
@@ -105,6 +107,11 @@ CASES = {
     "cache-bulk": pytest.param(
         ("/cache/", {"query": "cache=db&op=get_many"}),
         {"BaseCache.aget_many": ("cache-bulk", True)},
+        marks=needs_6_1,
+    ),
+    "cache-aclose": pytest.param(
+        ("/cache/", {"query": "cache=db&op=close"}),
+        {"BaseCache.aclose": ("cache-bulk", True)},
         marks=needs_6_1,
     ),
     "aiterator": pytest.param(
@@ -211,6 +218,24 @@ def test_the_toolbars_own_crossings_get_the_toolbars_advice(
     assert "yours, or a third-party package's (django-debug-toolbar's)" in text
 
 
+def test_a_callback_the_toolbar_called_on_windows_gets_the_toolbars_advice(toolbar, log_lines):
+    """A project's callback is the toolbar's crossing by its call site, in the toolbar's
+    package: written on Windows, ``debug_toolbar\\middleware.py:NN in …``."""
+    from tests.toolbar_site.settings import TOOLBAR
+
+    callback = "tests.toolbar_site.views.show_toolbar"
+    config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "SHOW_TOOLBAR_CALLBACK": callback}
+    with override_settings(DEBUG_TOOLBAR_CONFIG=config):
+        assert asgi_request("/page/").status == 200
+    (raw,) = log_lines.raw
+    assert raw.count('"debug_toolbar/middleware.py:') == 1
+    windows = raw.replace('"debug_toolbar/middleware.py:', '"debug_toolbar\\\\middleware.py:')
+    (row,) = report([windows])["rows"]
+    (cause,) = [cause for cause in row["causes"] if cause["site"] == callback]
+    assert cause["call_site"].startswith("debug_toolbar\\middleware.py:")
+    assert cause["advice"]["key"] == "debug-toolbar"
+
+
 # --- the audit: no process_view rewrite for Django's own middleware ----------------------
 
 STARTPROJECT = [p for p in DEFAULT_MIDDLEWARE if not p.startswith("hopwatch.")]
@@ -240,6 +265,29 @@ def test_the_audit_offers_no_async_process_view_for_csrf(db):
     assert "make #" not in text or "process_view async def" not in text
 
 
+XVIEW = "django.contrib.admindocs.middleware.XViewMiddleware"
+
+
+def test_the_audit_offers_no_async_process_view_for_djangos_own_outside_django_middleware(db):
+    """admindocs' XViewMiddleware has a sync process_view only, a hop under ASGI: Django's
+    own too (``django.contrib``, not ``django.middleware``), so no "async process_view"."""
+    with override_settings(MIDDLEWARE=[HOPWATCH, *STARTPROJECT, XVIEW]), capture() as records:
+        assert asgi_request("/async/").status == 200
+    (record,) = records
+    hooks = {site: n for (kind, site, _call), n in causes(record).items() if kind == "middleware"}
+    assert [(site, n) for site, n in hooks.items() if site.startswith(XVIEW)] == [
+        (f"{XVIEW}.process_view", 1)
+    ]
+    with override_settings(MIDDLEWARE=[*STARTPROJECT, XVIEW]):
+        audited = audit.audit_settings()
+    (xview,) = [entry for entry in audited.entries if entry.facts.path == XVIEW]
+    assert [(hook.name, hook.hops["asgi"]) for hook in xview.hooks] == [("process_view", 1)]
+    assert xview.advice == []
+    assert [w.change for w in xview.what_ifs] == []
+    text = audit.render_to_string(audited, "text")
+    assert "[D]" not in text and "async process_view" not in text
+
+
 # --- short names: a function defined in another, a call site written on Windows ------------
 
 
@@ -248,7 +296,13 @@ async def private(request):
     return HttpResponse("private")
 
 
-urlpatterns = [path("private/", private)]
+async def gathered(request):
+    """Two lambdas made in a generator expression, each through ``sync_to_async``."""
+    values = await asyncio.gather(*(sync_to_async(lambda n=n: n)() for n in range(2)))
+    return HttpResponse(str(sum(values)))
+
+
+urlpatterns = [path("private/", private), path("gathered/", gathered)]
 LOGIN = [
     HOPWATCH,
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -288,6 +342,21 @@ def test_a_lambda_in_a_decorator_is_named_by_the_decorator(db, log_lines, tmp_pa
     by_site = _shown(tmp_path, capsys, log_lines.raw, "--by", "site")["text"]
     assert "login_required.<locals>.<lambda>" in by_site
     assert " <locals>.<lambda>" not in by_site
+
+
+def test_a_lambda_in_a_generator_expression_is_named_back_to_its_function(
+    db, log_lines, tmp_path, capsys
+):
+    """``<genexpr>.<lambda>`` says nothing of whose: the name goes back past every
+    ``<…>`` part to the function that made them."""
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HOPWATCH], HOPWATCH=DETAIL):
+        assert asgi_request("/gathered/").status == 200
+    (line,) = log_lines.parsed()
+    site = f"{__name__}.gathered.<locals>.<genexpr>.<lambda>"
+    assert [(s["site"], s["count"]) for s in line["sites"] if s["kind"] == "other"] == [(site, 2)]
+    text = _shown(tmp_path, capsys, log_lines.raw, "--by", "site")["text"]
+    assert "gathered.<locals>.<genexpr>.<lambda>" in text
+    assert " <genexpr>.<lambda>" not in text
 
 
 def test_a_call_site_written_on_windows_is_shortened_to_its_file(db, log_lines, tmp_path, capsys):
