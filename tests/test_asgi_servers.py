@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 from django.core.handlers.asgi import ASGIHandler
 
+from tests.helpers import ends_with_this_process
 from tests.test_lifecycle import ROOT, _env, _free_port, _lines
 
 
@@ -54,7 +55,12 @@ def test_a_server_serves_the_app_with_hopwatch_installed(tmp_path, server):
     stderr = tmp_path / "server.stderr"
     with stderr.open("wb") as err:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=ends_with_this_process(),
         )
     try:
         deadline = time.monotonic() + 60

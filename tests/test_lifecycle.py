@@ -34,7 +34,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 import hopwatch
-from tests.helpers import asgi_request
+from tests.helpers import asgi_request, ends_with_this_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,12 @@ def test_gunicorn_preload_workers_each_measure_and_carry_hop_tax_us(tmp_path):
     stderr = tmp_path / "server.stderr"
     with stderr.open("wb") as err:
         server = subprocess.Popen(
-            command, cwd=ROOT, env=_env(tmp_path, settings), stdout=subprocess.DEVNULL, stderr=err
+            command,
+            cwd=ROOT,
+            env=_env(tmp_path, settings),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=ends_with_this_process(),
         )
     try:
         deadline = time.monotonic() + 60

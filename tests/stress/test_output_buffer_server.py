@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ends_with_this_process
 from tests.stress.client import get
 from tests.stress.harness import ROOT, free_port, site_env
 
@@ -102,6 +103,7 @@ def _server(tmp_path: Path, template_db: Path, arguments: list[str], **env: str)
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=err,
+            preexec_fn=ends_with_this_process(),
         )
     try:
         deadline = time.monotonic() + 60
