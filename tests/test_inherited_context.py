@@ -75,7 +75,9 @@ def client():
         server.should_exit = True
 
 threading.Thread(target=client, daemon=True).start()
-threading.Timer(90, lambda: setattr(server, "should_exit", True)).start()
+timer = threading.Timer(90, lambda: setattr(server, "should_exit", True))
+timer.daemon = True  # a lifetime, not a wait: the process ends when the server does
+timer.start()
 server.run()
 print(json.dumps({"statuses": statuses}))
 """
