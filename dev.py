@@ -12,6 +12,8 @@
 Each environment is a virtualenv under .venvs/, made on first use and reused
 while its requirements are unchanged. Extra arguments after `test` go to pytest
 (`python3 dev.py test -k counts`); `--env django52` runs one environment only.
+The full run runs two environments' tests at a time on two or more cores, then
+the slow tests alone; `--serial` runs one at a time.
 An environment's Python is `python3.X` on PATH, else pyenv's newest 3.X; a
 missing one is skipped with a message (with CI=true it fails the run).
 """
@@ -240,17 +242,87 @@ def ensure_browser() -> None:
             return
 
 
-def _pytest(
-    python: Path, env: str, label: str, arguments: list[str], environ: dict[str, str]
-) -> tuple[int, dict[str, int]]:
-    """Run pytest under a watchdog (a hung test fails the run instead of using up
-    CI's time); the status and the counts from its JUnit report."""
-    report = ROOT / ".cache" / f"junit-{env}-{label}.xml"
-    report.parent.mkdir(exist_ok=True)
-    report.unlink(missing_ok=True)
-    command = [python, "-m", "pytest", "-q", f"--junitxml={report}", *arguments]
-    status = _run(command, 1200, environ)
-    return status, _junit_counts(report)
+@dataclass(frozen=True)
+class Run:
+    """One pytest run of the matrix: an environment, a hop path, a selection."""
+
+    env: str
+    label: str  # "c", "pure-python" or "c-slow": the hop path, and the slow tests apart
+    python: Path
+    environ: dict[str, str]
+    arguments: tuple[str, ...]
+
+    def title(self) -> str:
+        path = self.label.removesuffix("-slow")
+        slow = ", the slow tests" if self.label.endswith("-slow") else ""
+        return f"tests on {_describe(self.env)}, {path} hop path{slow}"
+
+    def command(self) -> list[str | Path]:
+        return [self.python, "-m", "pytest", "-q", f"--junitxml={self.report()}", *self.arguments]
+
+    def report(self) -> Path:
+        return ROOT / ".cache" / f"junit-{self.env}-{self.label}.xml"
+
+
+#: How long one pytest run may take before the watchdog ends it (a hung test fails
+#: the run instead of using up CI's time).
+RUN_TIMEOUT = 1200
+
+
+def _pytest(run: Run) -> tuple[int, dict[str, int]]:
+    """One run, its output streamed; its status and the counts from its JUnit report."""
+    run.report().parent.mkdir(exist_ok=True)
+    run.report().unlink(missing_ok=True)
+    print(f"\n=== {run.title()} ===", flush=True)
+    status = _run(run.command(), RUN_TIMEOUT, run.environ)
+    return status, _junit_counts(run.report())
+
+
+def _pytest_in_lanes(runs: list[Run], lanes: int) -> tuple[int, dict[str, int]]:
+    """``runs`` ``lanes`` at a time, each one's output kept in .cache/ and printed
+    whole when it ends (so runs never interleave their lines); the runs' joint status
+    and counts."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    printing = threading.Lock()
+    status = 0
+    totals: dict[str, int] = {}
+
+    def one(run: Run) -> None:
+        nonlocal status
+        run.report().parent.mkdir(exist_ok=True)
+        run.report().unlink(missing_ok=True)
+        log = ROOT / ".cache" / f"test-{run.env}-{run.label}.log"
+        with printing:
+            print(f"=== started: {run.title()} (its output when it ends) ===", flush=True)
+        started = time.monotonic()
+        env = {**os.environ, **run.environ}
+        command = [str(c) for c in run.command()]
+        with log.open("w", encoding="utf-8") as out:
+            try:
+                code = subprocess.call(
+                    command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    timeout=RUN_TIMEOUT,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                code = -1
+        counts = _junit_counts(run.report())
+        with printing:
+            shown = " ".join(f"{k}={v}" for k, v in run.environ.items())
+            print(f"\n=== {run.title()}: ended in {time.monotonic() - started:.0f} s ===")
+            print("+", shown, " ".join(command))
+            print(log.read_text(encoding="utf-8", errors="replace"), end="", flush=True)
+            if code == -1:
+                print(f"dev.py: gave up after {RUN_TIMEOUT} s (a hung test?)", flush=True)
+            status |= 1 if code else 0
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        list(pool.map(one, runs))
+    return status, totals
 
 
 def _take_env(args: list[str]) -> tuple[str | None, list[str]] | None:
@@ -265,12 +337,21 @@ def _take_env(args: list[str]) -> tuple[str | None, list[str]] | None:
     return args[i + 1], args[:i] + args[i + 2 :]
 
 
+def _lanes() -> int:
+    """How many runs of the matrix go at once: two where there are two cores (CI has
+    two; each run is one pytest process, mostly on one core), else one."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 def cmd_test(args: list[str]) -> int:
     taken = _take_env(args)
     if taken is None:
         return 2
     chosen, args = taken
+    serial = "--serial" in args  # the whole matrix one run at a time
+    args = [a for a in args if a != "--serial"]
     envs = [chosen] if chosen else list(ENVIRONMENTS)
+    full = not args and len(envs) > 1
     status = 0
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     if not args:  # lint and types only on the full run
@@ -280,6 +361,7 @@ def cmd_test(args: list[str]) -> int:
         status |= _run([lint_python, "-m", "mypy"])
     ensure_browser()
     skipped_envs = []
+    runs: list[Run] = []
     for env in envs:
         interpreter = find_python(ENVIRONMENTS[env].python)
         if interpreter is None:
@@ -289,19 +371,36 @@ def cmd_test(args: list[str]) -> int:
             print(f"\n=== skipped {_describe(env)}: {reason} ===", flush=True)
             continue
         python = ensure_env(env, interpreter)
-        # Explicit pytest arguments choose what runs; the full run keeps the
-        # slow tests to one environment (see SLOW_ENV).
-        selection = [] if args or env == SLOW_ENV or len(envs) == 1 else ["-m", "not slow"]
-        runs = [("c", {"HOPWATCH_REQUIRE_C": "1"}, selection)]
-        if env == PURE_PYTHON_ENV or len(envs) == 1:
-            pure_selection = [] if args else ["-m", "not slow"]
-            runs.append(("pure-python", {"HOPWATCH_PURE_PYTHON": "1"}, pure_selection))
-        for label, environ, chosen in runs:
-            print(f"\n=== tests on {_describe(env)}, {label} hop path ===", flush=True)
-            run_status, counts = _pytest(python, env, label, [*chosen, *args], environ)
-            status |= run_status
-            for key, value in counts.items():
-                totals[key] += value
+        c, pure = {"HOPWATCH_REQUIRE_C": "1"}, {"HOPWATCH_PURE_PYTHON": "1"}
+        if not full:
+            # Explicit pytest arguments, or one environment: everything they choose.
+            runs.append(Run(env, "c", python, c, tuple(args)))
+            if env == PURE_PYTHON_ENV or len(envs) == 1:
+                pure_selection = ("-m", "not slow") if not args else ()
+                runs.append(Run(env, "pure-python", python, pure, (*pure_selection, *args)))
+            continue
+        # The full run keeps the slow tests to one environment (see SLOW_ENV), in a
+        # run of their own.
+        runs.append(Run(env, "c", python, c, ("-m", "not slow")))
+        if env == PURE_PYTHON_ENV:
+            runs.append(Run(env, "pure-python", python, pure, ("-m", "not slow")))
+        if env == SLOW_ENV:
+            runs.append(Run(env, "c-slow", python, c, ("-m", "slow")))
+    # The full run's runs go two at a time, the slow tests (load, memory, servers,
+    # the bench's timings) alone at the end: their timings get the machine to
+    # themselves. `--serial`: one at a time, each one's output as it comes.
+    together = [run for run in runs if full and not serial and run.label != "c-slow"]
+    if together and _lanes() > 1:
+        run_status, counts = _pytest_in_lanes(together, _lanes())
+        status |= run_status
+        for key, value in counts.items():
+            totals[key] += value
+        runs = [run for run in runs if run not in together]
+    for run in runs:
+        run_status, counts = _pytest(run)
+        status |= run_status
+        for key, value in counts.items():
+            totals[key] += value
     for line in skipped_envs:
         print(f"dev.py: skipped {line}", flush=True)
     if skipped_envs and _on_ci():

@@ -108,3 +108,45 @@ def test_bench_on_another_environment_is_refused_clearly(no_pythons, monkeypatch
     assert capsys.readouterr().err.startswith("dev.py: --env takes one of ")
     assert dev.cmd_bench(["--instructions", "--env", "django99"]) == 2
     assert capsys.readouterr().err == "dev.py: no python3.99 on PATH or through pyenv\n"
+
+
+_STAND_IN_PYTEST = """
+import sys, time
+from pathlib import Path
+# argv: -m pytest -q --junitxml=REPORT NAME OTHER TESTS
+report, name, other, tests = sys.argv[4].split("=", 1)[1], *sys.argv[5:8]
+here = Path(report).parent
+print(f"{name} first", flush=True)
+(here / f"{name}.started").touch()
+deadline = time.monotonic() + 60
+while not (here / f"{other}.started").exists():  # both runs going at once
+    assert time.monotonic() < deadline, "the other run never started"
+    time.sleep(0.01)
+print(f"{name} last", flush=True)
+Path(report).write_text(f'<testsuite tests="{tests}" failures="1" errors="0" skipped="2"/>')
+sys.exit(1 if name == "b" else 0)
+"""
+
+
+def test_the_full_runs_lanes_run_together_and_print_each_runs_output_whole(
+    tmp_path, monkeypatch, capsys
+):
+    """Two runs in two lanes: each waits until the other has started (so they ran at
+    once), each one's output comes in one piece, and the status and counts are the
+    runs' together."""
+    python = tmp_path / "python"
+    python.write_text(f"#!{sys.executable}\n{_STAND_IN_PYTEST}")
+    python.chmod(0o755)
+    monkeypatch.setattr(dev, "ROOT", tmp_path)
+    runs = [
+        dev.Run("django52", "c", python, {"X": "1"}, ("a", "b", "5")),
+        dev.Run("django60", "c", python, {}, ("b", "a", "7")),
+    ]
+    status, counts = dev._pytest_in_lanes(runs, 2)
+    assert status == 1  # b failed
+    assert counts == {"passed": 12 - 2 - 4, "failed": 2, "skipped": 4}
+    out = capsys.readouterr().out
+    for name in "ab":
+        assert f"{name} first\n{name} last\n" in out
+    assert out.count("=== started: tests on django52 (") == 1
+    assert out.count("ended in") == 2
