@@ -9,6 +9,7 @@ default pool is read).
 from __future__ import annotations
 
 import asyncio
+import threading
 import os
 import re
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -368,6 +369,31 @@ def test_a_shut_down_pools_dead_threads_are_not_counted():
 
     pool = asyncio.run(serve())
     assert (pool["created"], pool["max_workers"], pool["threads"], pool["busy"]) == (True, 2, 0, 0)
+    # Its queue holds the end-of-work mark shutdown leaves for its threads: no call.
+    assert pool["queued"] == 0
+
+
+def test_a_pool_shut_down_with_calls_still_queued_counts_those_calls():
+    """shutdown(wait=False) with one call running and two waiting: two queued, not
+    three (the end-of-work mark is no call), one busy."""
+    release = threading.Event()
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=1)
+        loop.set_default_executor(pool)
+        running = threading.Event()
+        first = loop.run_in_executor(None, lambda: (running.set(), release.wait(30)))
+        waiting = [loop.run_in_executor(None, release.wait, 30) for _ in range(2)]
+        await loop.run_in_executor(ThreadPoolExecutor(1), running.wait, 30)
+        pool.shutdown(wait=False)
+        facts = _process.process_facts()["default_pool"]
+        release.set()
+        await asyncio.gather(first, *waiting)
+        return facts
+
+    pool = asyncio.run(serve())
+    assert (pool["threads"], pool["busy"], pool["queued"]) == (1, 1, 2)
 
 
 class _HandingOn(Executor):

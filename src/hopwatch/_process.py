@@ -136,7 +136,10 @@ def pool_facts(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
         facts["max_workers"] = executor._max_workers
         facts["threads"] = len(threads)
         facts["busy"] = _busy_threads(threads)
-        facts["queued"] = executor._work_queue.qsize()
+        # A shut-down pool's queue also holds the one end-of-work mark (None) its
+        # threads pass on to each other: no call.
+        ended = 1 if getattr(executor, "_shutdown", False) else 0
+        facts["queued"] = max(0, executor._work_queue.qsize() - ended)
     else:
         facts["created"] = True
         facts["max_workers"] = getattr(executor, "_max_workers", None)
