@@ -85,6 +85,30 @@ def test_a_render_replaced_on_the_instance_is_the_response_hop(log_lines):
     ]
 
 
+@pytest.mark.parametrize(
+    ("path", "rendered"), [("/render/lambda/", ["lambda"]), ("/render/partial/", [])]
+)
+def test_a_render_replaced_by_a_lambda_or_a_partial_is_the_response_hop(path, rendered):
+    """What Django's handler renders is the response's hop whatever ``render`` is
+    (a lambda or a partial has no response bound to it): it was named a view, by the
+    lambda's or the partial's function."""
+    assert asgi(path) == {
+        STARTED: 1,
+        ("response", "TemplateResponse.render", None): 1,
+        ("response", "TemplateResponse.close", None): 1,
+    }
+    assert rendered == RENDERED
+
+
+def test_a_sync_views_render_replaced_by_a_lambda_is_one_view_and_one_render():
+    assert asgi("/render/sync-lambda/") == {
+        STARTED: 1,
+        ("view", "tests.testapp.views_render.sync_lambda_render_view", None): 1,
+        ("response", "TemplateResponse.render", None): 1,
+        ("response", "TemplateResponse.close", None): 1,
+    }
+
+
 def test_another_objects_render_is_not_a_response_hop():
     """The rule asks whether ``render`` is bound to a template response: a template's
     is the user's own call, named with its call site."""

@@ -9,9 +9,9 @@ default pool is read).
 from __future__ import annotations
 
 import asyncio
-import threading
 import os
 import re
+import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 

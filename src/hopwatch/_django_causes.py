@@ -9,10 +9,12 @@ streaming, exception handling. Also how causes name a middleware and a view.
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import os
 import sys
+import textwrap
 import types
 from collections.abc import Callable
 from types import CodeType, FrameType, MethodType
@@ -181,9 +183,55 @@ def _fixed(kind: str, site: str) -> _causes.Rule:
     return lambda target, frame: cause
 
 
+def _render_call_lines(function: Any) -> tuple[CodeType | None, frozenset[int]]:
+    """The code of ``function`` (``BaseHandler._get_response_async``) and the lines
+    where it renders the response through a crossing, ``sync_to_async(response.render,
+    ...)()``: read from its source once, at registration."""
+    code = getattr(function, "__code__", None)
+    try:
+        source, first = inspect.getsourcelines(function)
+        tree = ast.parse(textwrap.dedent("".join(source)))
+    except (OSError, TypeError, SyntaxError):
+        return code, frozenset()
+    lines = set()
+    for node in ast.walk(tree):
+        # the outer call of sync_to_async(<x>.render, ...)(): the crossing's own line
+        inner = node.func if isinstance(node, ast.Call) else None
+        if (
+            isinstance(inner, ast.Call)
+            and isinstance(inner.func, ast.Name)
+            and inner.func.id == "sync_to_async"
+            and inner.args
+            and isinstance(inner.args[0], ast.Attribute)
+            and inner.args[0].attr == "render"
+        ):
+            lines.add(first + node.lineno - 1)
+    return code, frozenset(lines)
+
+
+#: Where the handler renders: a ``render`` that is no method bound to a response (a
+#: lambda or a partial set on the instance) is told from the view by its line.
+_render_calls: tuple[CodeType | None, frozenset[int]] = (None, frozenset())
+
+
+def _render_by_line(frame: FrameType) -> Cause | None:
+    code, lines = _render_calls
+    if frame.f_code is not code or frame.f_lineno not in lines:
+        return None
+    # The response's class, from the handler's frame: an answer for this response
+    # only (the same lambda may be set on responses of other classes).
+    _causes.reads_instance()
+    response = frame.f_locals.get("response")
+    return intern_cause("response", f"{type(response).__name__}.render")
+
+
 def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
     if type(target) is MethodType:
         rendering = _handler_render(target, frame)
+        if rendering is not None:
+            return rendering
+    if frame is not None:
+        rendering = _render_by_line(frame)
         if rendering is not None:
             return rendering
     if getattr(target, "view_class", None) is not None:
@@ -325,7 +373,12 @@ def _register(where: str, register: Callable[[], None]) -> None:
 
 
 def _register_view_caller(name: str) -> None:
-    _causes.register_caller(getattr(handlers_base.BaseHandler, name), _view_rule)
+    global _render_calls
+
+    function = getattr(handlers_base.BaseHandler, name)
+    if name == "_get_response_async":
+        _render_calls = _render_call_lines(function)
+    _causes.register_caller(function, _view_rule)
 
 
 def register_rules() -> None:

@@ -58,5 +58,8 @@ urlpatterns = [
     path("render/simple/", views_render.simple_view),
     path("render/sync-view/", views_render.sync_rendering_view),
     path("render/replaced/", views_render.replaced_render_view),
+    path("render/lambda/", views_render.lambda_render_view),
+    path("render/partial/", views_render.partial_render_view),
+    path("render/sync-lambda/", views_render.sync_lambda_render_view),
     path("render/template-render/", views_render.template_render_view),
 ]

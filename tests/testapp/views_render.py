@@ -2,6 +2,7 @@
 ASGI through ``sync_to_async`` (``BaseHandler._get_response_async``, Django 5.2 to
 6.1), whether the view is async or sync. Some responses override ``render``."""
 
+import functools
 import types
 
 from asgiref.sync import sync_to_async
@@ -63,6 +64,34 @@ async def replaced_render_view(request):
         return render()
 
     response.render = types.MethodType(overridden_render, response)
+    return response
+
+
+async def lambda_render_view(request):
+    """Replaces ``render`` on the instance with a lambda (no response bound to it)."""
+    response = TemplateResponse(request, _template(), {"word": "ok"})
+    render = response.render
+
+    def rendered():
+        RENDERED.append("lambda")
+        return render()
+
+    response.render = lambda: rendered()
+    return response
+
+
+async def partial_render_view(request):
+    """Replaces ``render`` on the instance with a partial of the class's own."""
+    response = TemplateResponse(request, _template(), {"word": "ok"})
+    response.render = functools.partial(SimpleTemplateResponse.render, response)
+    return response
+
+
+def sync_lambda_render_view(request):
+    """A sync view whose response's ``render`` is a lambda: two hops, a view and a render."""
+    response = TemplateResponse(request, _template(), {"word": "ok"})
+    render = response.render
+    response.render = lambda: render()
     return response
 
 
