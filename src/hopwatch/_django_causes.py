@@ -198,7 +198,8 @@ def _render_call_lines(function: Any) -> tuple[CodeType | None, frozenset[int]]:
         # the outer call of sync_to_async(<x>.render, ...)(): the crossing's own line
         inner = node.func if isinstance(node, ast.Call) else None
         if (
-            isinstance(inner, ast.Call)
+            isinstance(node, ast.Call)
+            and isinstance(inner, ast.Call)
             and isinstance(inner.func, ast.Name)
             and inner.func.id == "sync_to_async"
             and inner.args
