@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from hopwatch.report import render
-from hopwatch.report.text import cells, clean, percent
+from hopwatch.report import render, table
+from hopwatch.report.text import cells, clean, escaped_for, percent
 from tests.report.conftest import Run
 from tests.report.detail_samples import crossing, detailed_line
 from tests.report.samples import line, site
@@ -265,3 +266,20 @@ def test_a_crossing_exported_to_a_trace_has_its_names_escaped(
     assert event["args"][field] == "x\\u202ey\\x1b[31m"
     if field == "direction":
         assert event["cat"] == "hopwatch.crossing,x\\u202ey\\x1b[31m"
+
+
+@pytest.mark.parametrize("limit", range(1, 24))
+def test_a_cut_never_splits_an_escape(limit):
+    """Cut anywhere, an escape is kept whole or left out: half of one read as other text
+    (``\\xe~``, ``\\~9``)."""
+    escapes = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+    value = "a\x1bé日\U0001f600\x7fb" * 2
+    with escaped_for("ascii"):
+        whole = clean(value)
+        for text in (clean(value, limit), table.truncate_middle(whole, limit)):
+            assert len(text) <= limit
+            pieces = text.split("~")
+            assert len(pieces) == 2, text
+            for piece in pieces:  # every backslash starts an escape the whole has
+                assert escapes.sub("", piece).count("\\") == 0, text
+            assert whole.startswith(pieces[0]) and whole.endswith(pieces[1]), text

@@ -93,6 +93,32 @@ def ellipsis() -> str:
     return drawable(ELLIPSIS, "~")
 
 
+#: The escapes :func:`clean` writes (and a stream's ``backslashreplace``): a cut
+#: keeps each whole or leaves it out (half of ``\\xe9`` reads as another text).
+_ESCAPE: Final = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def _escape_around(text: str, at: int) -> tuple[int, int] | None:
+    """The escape of ``text`` that a cut at ``at`` would split: its start and end."""
+    start = text.rfind("\\", max(at - 9, 0), at)
+    if start < 0:
+        return None
+    found = _ESCAPE.match(text, start)
+    return (start, found.end()) if found is not None and found.end() > at else None
+
+
+def cut_before(text: str, at: int) -> str:
+    """``text[:at]``, less the start of an escape the cut would split."""
+    split = _escape_around(text, at)
+    return text[: split[0] if split else at]
+
+
+def cut_after(text: str, at: int) -> str:
+    """``text[at:]``, less the end of an escape the cut would split."""
+    split = _escape_around(text, at)
+    return text[split[1] if split else at :]
+
+
 def clean(value: Any, limit: int | None = None) -> str:
     """``value`` as text that cannot drive a terminal; cut to ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
@@ -101,7 +127,7 @@ def clean(value: Any, limit: int | None = None) -> str:
     if narrow is not None and not text.isascii():
         text = text.encode(narrow, "backslashreplace").decode(narrow)
     if limit is not None and len(text) > limit:
-        text = text[: max(limit - 1, 0)] + ellipsis()
+        text = cut_before(text, max(limit - 1, 0)) + ellipsis()
     return text
 
 
@@ -382,24 +408,24 @@ def rjust_cells(value: str, width: int) -> str:
 def head_cells(value: str, width: int) -> str:
     """The longest start of ``value`` that takes at most ``width`` columns."""
     if value.isascii():
-        return value[: max(width, 0)]
+        return cut_before(value, max(width, 0))
     used = 0
     for start, columns in _clusters(value):
         used += columns
         if used > width:
-            return value[:start]
+            return cut_before(value, start)
     return value
 
 
 def tail_cells(value: str, width: int) -> str:
     """The longest end of ``value`` that takes at most ``width`` columns."""
     if value.isascii():
-        return value[max(len(value) - width, 0) :] if width > 0 else ""
+        return cut_after(value, max(len(value) - width, 0)) if width > 0 else ""
     used = 0
     after = len(value)
     for start, columns in reversed(_clusters(value)):
         used += columns
         if used > width:
-            return value[after:]
+            return cut_after(value, after)
         after = start
     return value
