@@ -1012,3 +1012,16 @@ def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "2 passed" in completed.stdout
+
+
+def test_the_docs_budget_file_per_environment_is_one_per_feature_release():
+    """docs/testing.md's "Several environments" file name: one file per Django feature
+    release (6.0's and 6.1's hop counts differ; it said one per major version)."""
+    import re
+
+    import django
+
+    text = " ".join((Path(__file__).parent.parent / "docs" / "testing.md").read_text().split())
+    (expression,) = re.findall(r"`hop_budget\(path=(f\"budgets/[^`]*\")\)`", text)
+    path = eval(expression, {"django": django})  # the docs' own f-string
+    assert path == f"budgets/django{django.VERSION[0]}{django.VERSION[1]}.hops.json"
