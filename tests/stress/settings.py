@@ -31,6 +31,8 @@ if os.environ.get("HOPWATCH_OUTPUT_BUFFER"):  # hopwatch's own file output, line
         from hopwatch import _emit
 
         _emit.HOLD_SECONDS = float(os.environ["HOPWATCH_HOLD_SECONDS"])
+if os.environ.get("HOPWATCH_OTEL"):  # metrics and spans, through the SDK the test sets up
+    HOPWATCH["OTEL_METRICS"] = HOPWATCH["OTEL_SPANS"] = True
 if os.environ.get("HOPWATCH_PROCESS_LINE_SECONDS"):  # the threads test's process lines
     HOPWATCH["PROCESS_LINE_SECONDS"] = float(os.environ["HOPWATCH_PROCESS_LINE_SECONDS"])
 

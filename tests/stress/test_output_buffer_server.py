@@ -17,7 +17,10 @@
   its process by re-raising the signal with its default action, which runs no
   exit handler; so does gunicorn's worker class from uvicorn. The lines a
   process holds then are lost, unless the ASGI module calls ``hopwatch.flush()``
-  at the lifespan shutdown (the FAQ's module, run as the FAQ prints it).
+  at the lifespan shutdown (the FAQ's module, run as the FAQ prints it). So are
+  the OpenTelemetry SDK's last metric export and its queued spans, which its exit
+  handler sends: the same module shuts its providers down there, and the one
+  export each worker makes then counts every hop of the lines.
 """
 
 from __future__ import annotations
@@ -163,28 +166,118 @@ def _faq_asgi_module() -> str:
     return module
 
 
+# What docs/opentelemetry.md's OTLP set-up does before the FAQ's module, with the
+# SDK's console exporters writing to files in place of OTLP (one file per process,
+# one JSON document a line) and an hour between metric exports and between span
+# batches, so only a shutdown exports anything; and OpenTelemetry's Django
+# instrumentation for the request's span.
+_OTEL_SET_UP = """
+import os
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+def _out(kind):
+    return open(os.path.join(os.environ["OTEL_OUT"], f"{kind}-{os.getpid()}"), "w")
+
+HOUR = 3_600_000
+exporter = ConsoleMetricExporter(out=_out("metrics"), formatter=lambda d: d.to_json(None) + "\\n")
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=HOUR)
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+provider = TracerProvider()
+exporter = ConsoleSpanExporter(out=_out("spans"), formatter=lambda s: s.to_json(None) + "\\n")
+batches = BatchSpanProcessor(
+    exporter, max_queue_size=8192, schedule_delay_millis=HOUR, max_export_batch_size=8192
+)
+provider.add_span_processor(batches)
+trace.set_tracer_provider(provider)
+DjangoInstrumentor().instrument()
+
+from faq_asgi import application
+"""
+
+
+def _exported(directory: Path, kind: str) -> dict[str, list[dict]]:
+    """Each process's exports of one kind, a JSON document a line."""
+    return {
+        path.name: [json.loads(line) for line in path.read_text().splitlines()]
+        for path in directory.glob(f"{kind}-*")
+    }
+
+
+def _exported_hop_totals(directory: Path) -> tuple[int, int, int]:
+    """(requests, hops) of the ``hopwatch.request.hops`` histogram, and the hops of
+    the ``hopwatch.hops`` counter by cause, summed over the processes' exports."""
+    requests = hops = by_cause = 0
+    for exports in _exported(directory, "metrics").values():
+        for export in exports:
+            for resource in export["resource_metrics"]:
+                for scope in resource["scope_metrics"]:
+                    for metric in scope["metrics"]:
+                        points = metric["data"]["data_points"]
+                        if metric["name"] == "hopwatch.request.hops":
+                            requests += sum(point["count"] for point in points)
+                            hops += sum(point["sum"] for point in points)
+                        elif metric["name"] == "hopwatch.hops":
+                            by_cause += sum(point["value"] for point in points)
+    return requests, hops, by_cause
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn-uvicorn-worker"])
 def test_the_faqs_lifespan_module_keeps_what_uvicorn_holds_at_sigterm(
     server, tmp_path, template_db
 ):
+    # The held lines (an hour's hold: only the size or the exit could write them),
+    # the metrics and the spans all wait for the process's end, where uvicorn runs
+    # no exit handler: only the FAQ's lifespan shutdown writes and exports them.
     (tmp_path / "faq_asgi.py").write_text(_faq_asgi_module())
+    (tmp_path / "served.py").write_text(_OTEL_SET_UP)
+    out = tmp_path / "otel"
+    out.mkdir()
     env = {
         "HOPWATCH_HOLD_SECONDS": "3600",
+        "HOPWATCH_OTEL": "1",
+        "OTEL_OUT": str(out),
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
     }
     if server == "uvicorn":
-        served = _uvicorn(tmp_path, template_db, application="faq_asgi:application", **env)
+        served = _uvicorn(tmp_path, template_db, application="served:application", **env)
         ends_with = -signal.SIGTERM  # uvicorn re-raised it: no exit handler ran
     else:
         worker = ("--worker-class", "uvicorn.workers.UvicornWorker")
-        served = _gunicorn(tmp_path, template_db, "faq_asgi:application", *worker, **env)
+        served = _gunicorn(tmp_path, template_db, "served:application", *worker, **env)
         ends_with = 0  # the arbiter's status; its workers ended as uvicorn does
     with served as (server_process, port, log, stderr):
         _traffic(port)
         assert _ids(log) == []
+        assert [e for e in _exported(out, "metrics").values() if e] == []
         server_process.send_signal(signal.SIGTERM)
         assert server_process.wait(60) == ends_with, stderr.read_text()
-    assert sorted(_ids(log)) == sorted(f"held-{i}" for i in range(REQUESTS))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(line["request_id"] for line in lines) == sorted(
+        f"held-{i}" for i in range(REQUESTS)
+    )
+    hops = {line["request_id"]: line["hops"] for line in lines}
+    assert min(hops.values()) > 0
+    # At most one export per process, its shutdown's (none from a worker that served
+    # no request), and every request's hops in them.
+    metric_exports = _exported(out, "metrics")
+    assert len(metric_exports) == (1 if server == "uvicorn" else 2)
+    assert max(len(exports) for exports in metric_exports.values()) == 1
+    total = sum(hops.values())
+    assert _exported_hop_totals(out) == (REQUESTS, total, total)
+    # Every request's totals span, from the spans still queued at the shutdown.
+    totals = {
+        span["attributes"]["hopwatch.request_id"]: span["attributes"]["hopwatch.hops"]
+        for exports in _exported(out, "spans").values()
+        for span in exports
+        if span["name"] == "hopwatch.request"
+    }
+    assert totals == hops, stderr.read_text()
 
 
 def test_gunicorn_sync_workers_exit_and_write_what_they_hold(tmp_path, template_db):
