@@ -492,8 +492,7 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
     if unwrap:
         # an envelope msgspec refused (a lone surrogate in the line it wraps), or
         # structlog's JSONRenderer around the line
-        envelope = Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS})
-        inner = envelope_line(envelope) or rendered_again(obj)
+        inner = _inner_line(obj, EVENT)
     if inner is not None:
         try:
             return in_utc(decode_record(inner))
@@ -502,28 +501,64 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
     return OTHER
 
 
-def rendered_again(obj: dict[str, Any]) -> str | None:
+def rendered_again(obj: dict[str, Any], event: str = EVENT) -> str | None:
     """The line inside a record another JSON renderer made of it, keeping the line as
     its ``event``, or None. structlog's stdlib integration does this (a
     ``ProcessorFormatter`` with a ``JSONRenderer`` on the handler hopwatch's logger
-    reaches, as django-structlog sets up): ``{"event": "<the line>", "level": ...}``."""
-    event = obj.get("event")
-    if type(event) is str and EVENT in event:
-        brace = event.find("{")
+    reaches, as django-structlog sets up): ``{"event": "<the line>", "level": ...}``.
+    ``event``: the hopwatch event the line must hold (``hopwatch.process`` for the
+    process lines, :func:`wrapped_line`)."""
+    outer = obj.get("event")
+    if type(outer) is str and event in outer:
+        brace = outer.find("{")
         if brace != -1:
-            return event[brace:].rstrip("\n")
+            return outer[brace:].rstrip("\n")
     return None
 
 
-def envelope_line(envelope: Envelope) -> str | None:
-    """The wrapped line in an envelope, from its first "{", or None."""
+def envelope_line(envelope: Envelope, event: str = EVENT) -> str | None:
+    """The wrapped line in an envelope, from its first "{", or None (``event``: as for
+    :func:`rendered_again`)."""
     for key in WRAPPER_KEYS:
         inner = getattr(envelope, key)
-        if type(inner) is str and EVENT in inner:
+        if type(inner) is str and event in inner:
             brace = inner.find("{")
             if brace != -1:
                 return inner[brace:].rstrip("\n")
     return None
+
+
+def wrapped_line(line: bytes, event: str) -> str | None:
+    """The line of hopwatch's ``event`` that a log shipper's envelope (``{"log": ...}``,
+    ``message``, ``msg``, ``MESSAGE``) or structlog's rendering (``{"event": "<line>"}``)
+    holds, found as the request lines' reader finds it (:func:`_decode_text`:
+    msgspec's envelope first, then the standard library's object), or None. For the
+    other events' readers (``hopwatch.process``: hopwatch.report.threads)."""
+    brace = line.find(b"{")
+    if brace == -1:
+        return None
+    text = line[brace:]
+    try:
+        inner = envelope_line(decode_envelope(text), event)
+    except DECODE_ERRORS:
+        inner = None
+    if inner is not None:
+        return inner
+    try:
+        decoded = text.decode("utf-8")
+        obj = None if _too_deep(decoded) else _DECODER.decode(decoded)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+        return None
+    if type(obj) is not dict:
+        return None
+    return _inner_line(obj, event)
+
+
+def _inner_line(obj: dict[str, Any], event: str) -> str | None:
+    """The line of ``event`` inside a decoded object: an envelope msgspec refused (a lone
+    surrogate in the line it wraps), or structlog's JSONRenderer around the line."""
+    envelope = Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS})
+    return envelope_line(envelope, event) or rendered_again(obj, event)
 
 
 def record_from_object(obj: dict[str, Any]) -> Decoded | str:

@@ -48,6 +48,9 @@ class ProcessRecord(Struct, gc=False):
 
 
 _decode: Final = msgspec.json.Decoder(ProcessRecord).decode
+_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+#: The process line's event (docs/log-schema.md).
+EVENT: Final = "hopwatch.process"
 
 # Per minute: [lines, processes (a set), requests, pool crossings, queue max, busy max,
 # busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max];
@@ -67,15 +70,27 @@ class PoolSeries:
         self.dropped = 0
         self.not_applied = 0  # lines whose ASGI_THREADS was set but not applied
 
-    def add_line(self, line: bytes, filters: Any = None) -> None:
+    def add_line(self, line: bytes, filters: Any = None, source: str = "") -> None:
+        """One line with the process event's marker; ``source``: the input it came from."""
         start = line.find(b"{")
         try:
             record = _decode(line[start:] if start > 0 else line)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            self.invalid += 1
-            return
-        if record.event != "hopwatch.process":
-            return
+        except _ERRORS:
+            record = None
+        if record is None or record.event != EVENT:
+            # in a log shipper's envelope, or rendered again by structlog: unwrapped as
+            # the request lines are
+            inner = parse.wrapped_line(line, EVENT)
+            if inner is not None:
+                try:
+                    record = _decode(inner)
+                except _ERRORS:
+                    record = None
+            if record is None:
+                self.invalid += 1
+                return
+            if record.event != EVENT:
+                return
         moment = parse.to_utc(record.timestamp)
         if moment is None:
             self.invalid += 1

@@ -1,0 +1,185 @@
+"""``hopwatch report``'s pool saturation section on real ``hopwatch.process`` lines, as a
+container runtime, a log shipper or the project's structlog set-up hands them over.
+
+A real request through Django's ``ASGIHandler`` on a loop whose default pool has two
+threads (five pool calls at once: the pool saturates), the process line written by
+``ProcessLines`` through hopwatch's own output (as ``PROCESS_LINE_SECONDS`` does), both
+lines caught by real logging handlers: the plain line, structlog's ``ProcessorFormatter``
+with a ``JSONRenderer`` (``{"event": "<line>", ...}``) and a JSON formatter keeping the
+line under ``message``; the plain file then written as a container runtime writes it
+(kubectl's ``--prefix``, CRI, docker's json-file driver). Each is read by the C loop and
+the Python one, and all of them together by ``--jobs 2``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.test import override_settings
+
+from hopwatch import _process, apps
+from hopwatch._recorder import add_sink, remove_sink
+from hopwatch.report import rank, scan
+from hopwatch.report.aggregate import Partial
+from hopwatch.report.scan import Scanner
+from tests.helpers import asgi_call
+from tests.test_report_structlog_lines import structlog_json_handler
+from tests.testapp.views_threads import GATHERED
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: The wrappings docs/report.md says the report reads (besides the plain line).
+WRAPPINGS = ("prefixed", "cri", "docker", "message", "structlog")
+TIME = "2026-12-06T21:37:00.000000000Z"  # the runtime's own time, before the line
+
+
+class MessageFormatter(logging.Formatter):
+    """A logging formatter rendering each record as JSON with its text under ``message``
+    (python-json-logger's shape, or a shipper's)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return json.dumps({"message": text, "levelname": record.levelname, "name": record.name})
+
+
+def _handler(path: Path, formatter: logging.Formatter | None = None) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    if formatter is not None:
+        handler.setFormatter(formatter)
+    return handler
+
+
+def served_logs(directory: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """({wrapping: its log file}, the process line as written) for one saturating request
+    and the process line that follows it."""
+    assert apps._emitter is not None
+    paths = {name: directory / f"{name}.log" for name in ("plain", *WRAPPINGS)}
+    handlers = [
+        _handler(paths["plain"]),
+        structlog_json_handler(paths["structlog"]),
+        _handler(paths["message"], MessageFormatter()),
+    ]
+    logger = logging.getLogger("hopwatch")
+    process = _process.ProcessLines(3600, apps._emitter.write_event)
+
+    async def serve():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+        result = await asgi_call(ASGIHandler(), "/threads/saturate/")
+        process.write_line()  # on the loop: its default pool is the one read
+        return result
+
+    for handler in handlers:
+        logger.addHandler(handler)
+    add_sink(process)  # the request sink, as PROCESS_LINE_SECONDS installs it
+    try:
+        with override_settings(MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]):
+            assert asyncio.run(serve()).body == b"saturated"
+    finally:
+        remove_sink(process)
+        process.stop()
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    plain = paths["plain"].read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["event"] for line in plain] == ["hopwatch.request", "hopwatch.process"]
+    # as the runtimes write the lines (docker's json-file driver: compact, with the newline)
+    paths["prefixed"].write_text("".join(f"[pod/web-0/web] {line}\n" for line in plain))
+    paths["cri"].write_text("".join(f"{TIME} stderr F {line}\n" for line in plain))
+    compact = (",", ":")
+    docker = [{"log": line + "\n", "stream": "stderr", "time": TIME} for line in plain]
+    paths["docker"].write_text("".join(json.dumps(d, separators=compact) + "\n" for d in docker))
+    for name in ("structlog", "message"):
+        outer = [json.loads(line) for line in paths[name].read_text().splitlines()]
+        key = "event" if name == "structlog" else "message"
+        assert [entry[key] for entry in outer] == plain  # the very lines, wrapped
+    return paths, json.loads(plain[1])
+
+
+def expected_minute(process: dict[str, Any], lines: int = 1, processes: int = 1) -> dict:
+    """The saturation table's minute for ``lines`` copies of one process line."""
+    pool = process["default_pool"]
+    return {
+        "minute": process["timestamp"][:16],
+        "lines": lines,
+        "processes": processes,
+        "requests": lines * process["requests"],
+        "pool_crossings": lines * process["pool_crossings"],
+        "pool_queue_max": process["pool_queue_max"],
+        "pool_busy_max": process["pool_busy_max"],
+        "pool_busy_share_max": round(process["pool_busy_max"] / pool["max_workers"], 3),
+        "pool_wait_p95_ms_max": process["pool_wait_p95_ms"],
+        "pool_wait_max_ms": process["pool_wait_max_ms"],
+        "contexts_max": process["contexts_max"],
+        "threads_alive_max": process["threads_alive"],
+    }
+
+
+def read(path: Path, implementation: str) -> dict[str, Any]:
+    """The report document of one file, read by the C loop or the Python one."""
+    scanner = Scanner(Partial())
+    if implementation == "python":
+        scanner.accumulate = scanner.scan = None
+    elif scan.SCAN is None:
+        pytest.skip("the report's C accelerator is not built here")
+    scanner.feed(path.read_bytes())
+    return rank.build_document(scanner.finish(), rank.ReportOptions(top=0), [str(path)])
+
+
+def run_report(*args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "report", *args, "--format", "json", "--top", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_wrapped_process_lines_make_the_pool_section(tmp_path, implementation):
+    paths, process = served_logs(tmp_path)
+    # the saturated pool, as the threads tests find it
+    assert process["requests"] == 1 and process["pool_crossings"] == GATHERED
+    assert process["pool_busy_max"] == 2 and process["default_pool"]["max_workers"] == 2
+    for name in ("plain", *WRAPPINGS):
+        document = read(paths[name], implementation)
+        assert document["summary"]["records"] == 1, name
+        assert document["summary"]["other_lines"] == 1, name  # the process line
+        pool = document["pool_over_time"]
+        assert pool is not None, f"{name}: no pool section"
+        assert pool["lines"] == 1 and pool["invalid_lines"] == 0, name
+        assert pool["minutes"] == [expected_minute(process)], name
+
+
+def test_wrapped_process_lines_read_by_several_readers(tmp_path):
+    paths, process = served_logs(tmp_path)
+    files = [str(paths[name]) for name in ("plain", *WRAPPINGS)]
+    for implementation in ("0", "1"):
+        os.environ["HOPWATCH_PURE_PYTHON"] = implementation
+        try:
+            document = run_report(*files, "--jobs", "2")
+        finally:
+            del os.environ["HOPWATCH_PURE_PYTHON"]
+        assert document["summary"]["records"] == len(files)
+        pool = document["pool_over_time"]
+        assert pool is not None and pool["lines"] == len(files)
+        (minute,) = pool["minutes"]
+        assert {key: minute[key] for key in minute if key != "processes"} == {
+            key: value
+            for key, value in expected_minute(process, lines=len(files)).items()
+            if key != "processes"
+        }
