@@ -84,6 +84,7 @@ def _read_piece(piece: Piece, scanner: Scanner) -> None:
 
     if piece.start == 0:
         partial.files += int(piece.source.path is not None)
+    scanner.source = piece.source.name
     blocks, close = read_source(piece.source, too_long, piece.start, piece.end)
     try:
         for buffer, end in blocks:

@@ -201,6 +201,9 @@ class Scanner:
         self.parsed_lines = 0
         #: Records that came in a log shipper's envelope (their count sets the wrapped mode).
         self.enveloped = 0
+        #: The input being read (its name; parallel._read_piece sets it): the process lines'
+        #: pids are told apart per input.
+        self.source = ""
         f = self.filters
         self._since = _bound(f.since)
         self._until = _bound(f.until)
@@ -267,7 +270,7 @@ class Scanner:
 
         if self.partial.pool is None:
             self.partial.pool = threads.PoolSeries()
-        self.partial.pool.add_line(bytes(line), self.filters)
+        self.partial.pool.add_line(bytes(line), self.filters, self.source)
 
     def _verdict(self, key: tuple[int | None, str]) -> str:
         verdict = self.filters.status_reason(*key) or ""

@@ -52,8 +52,8 @@ _ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 #: The process line's event (docs/log-schema.md).
 EVENT: Final = "hopwatch.process"
 
-# Per minute: [lines, processes (a set), requests, pool crossings, queue max, busy max,
-# busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max];
+# Per minute: [lines, processes (a set of (input, pid)), requests, pool crossings, queue max,
+# busy max, busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max];
 # the queue, busy and the share are None while no line of the minute could tell them.
 _LINES, _PIDS, _REQUESTS, _CROSSINGS, _QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS = (
     range(11)
@@ -98,9 +98,12 @@ class PoolSeries:
         stamp = parse.timestamp_text(moment)
         if filters is not None and filters.reject_reason(stamp, 200, "asgi") == "time":
             return
-        self.add(stamp[:16], record)
+        self.add(stamp[:16], record, source)
 
-    def add(self, minute: str, record: ProcessRecord) -> None:
+    def add(self, minute: str, record: ProcessRecord, source: str = "") -> None:
+        """``source``: the input the line came from. A line tells its process by its pid
+        alone, so processes are counted per input: containers each running as pid 1 are
+        told apart by their files, not within one stream of them all (docs/report.md)."""
         self.lines += 1
         entry = self.minutes.get(minute)
         if entry is None:
@@ -118,7 +121,7 @@ class PoolSeries:
             if pool.asgi_threads_applied is False:
                 self.not_applied += 1
         entry[_LINES] += 1
-        entry[_PIDS].add(record.pid)
+        entry[_PIDS].add((source, record.pid))
         entry[_REQUESTS] += record.requests
         entry[_CROSSINGS] += record.pool_crossings
         entry[_QUEUE] = _max_known(entry[_QUEUE], record.pool_queue_max)
@@ -289,7 +292,7 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             ]
             for row in _coarse(pool["minutes"])
         ]
-        headers = ["minute (UTC)", "procs", "requests", "pool calls", "busy", "busy %",
+        headers = ["minute (UTC)", "pids", "requests", "pool calls", "busy", "busy %",
                    "queued", "wait p95 ms", "contexts", "threads"]  # fmt: skip
         title = "default pool saturation over time (hopwatch.process lines)"
         not_applied = pool["asgi_threads_not_applied_lines"]
