@@ -109,6 +109,21 @@ CASES = {
         {"BaseCache.aget_many": ("cache-bulk", True)},
         marks=needs_6_1,
     ),
+    # an aget per key: the user's own loop, or aget_many's loop (DatabaseCache before 6.1,
+    # LocMemCache on any version); docs/causes.md's cache section, not "batch them"
+    "cache-per-key-own-loop": pytest.param(
+        ("/cache/", {"query": "cache=db&op=get_each"}),
+        {"BaseCache.aget": ("cache-per-key", True)},
+    ),
+    "cache-per-key-aget-many-db": pytest.param(
+        ("/cache/", {"query": "cache=db&op=get_many"}),
+        {"BaseCache.aget": ("cache-per-key", True)},
+        marks=pytest.mark.skipif(DJANGO_6_1, reason="on 6.1 one hop to get_many (cache-bulk)"),
+    ),
+    "cache-per-key-aget-many-locmem": pytest.param(
+        ("/cache/", {"query": "cache=default&op=get_many"}),
+        {"BaseCache.aget": ("cache-per-key", True)},
+    ),
     "cache-aclose": pytest.param(
         ("/cache/", {"query": "cache=db&op=close"}),
         {"BaseCache.aclose": ("cache-bulk", True)},

@@ -235,6 +235,17 @@ CACHE_BULK: Final = Advice(
     " `close()` in one. Use the bulk methods on a backend that implements them (one"
     " `aget_many`, not an `aget` per key); call `aclose()` only where you need it.",
 )
+CACHE_PER_KEY: Final = Advice(
+    "cache-per-key",
+    "other",
+    "Async cache reads, a hop per key",
+    "### `BaseCache.aget_many`",
+    "`BaseCache.aget` hops are one per key, named by your line either way: a loop of `aget`"
+    " calls, or an `aget_many` that loops over `aget` (on every backend before Django 6.1; on"
+    " 6.1 on one without its own `get_many`, such as `LocMemCache` and `FileBasedCache`). On"
+    " 6.1 one `aget_many` on a backend with `get_many` (Redis, Memcached, `DatabaseCache`) is"
+    " one hop; on any version and backend, so is `await sync_to_async(cache.get_many)(keys)`.",
+)
 DEBUG_TOOLBAR: Final = Advice(
     "debug-toolbar",
     "other",
@@ -269,6 +280,7 @@ ALL: Final = (
     ASYNC_PAGE,
     TASK_BACKEND,
     CACHE_BULK,
+    CACHE_PER_KEY,
     DEBUG_TOOLBAR,
 )
 
@@ -282,6 +294,8 @@ _BY_SITE: Final[dict[tuple[str, str], Advice]] = {
     ("other", "AsyncPage.aget_object_list"): ASYNC_PAGE,
     ("other", "BaseTaskBackend.aenqueue"): TASK_BACKEND,
     ("other", "BaseTaskBackend.aget_result"): TASK_BACKEND,
+    # an aget per key: the user's loop, or aget_many's (the same cause: see CACHE_PER_KEY)
+    ("other", "BaseCache.aget"): CACHE_PER_KEY,
     **{
         ("other", f"BaseCache.{method}"): CACHE_BULK
         for method in (

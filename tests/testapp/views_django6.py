@@ -55,7 +55,8 @@ async def enqueue_view(request):
 
 
 async def cache_view(request):
-    """``?cache=alias&op=set_many|get_many|delete_many|has_key|close``: one bulk call."""
+    """``?cache=alias&op=set_many|get_many|delete_many|has_key|close``: one bulk call;
+    ``op=get_each``: an ``aget`` per key instead."""
     cache = caches[request.GET["cache"]]
     op = request.GET["op"]
     keys = ["a", "b", "c"]
@@ -63,6 +64,8 @@ async def cache_view(request):
         outcome = await cache.aset_many(dict.fromkeys(keys, 1))
     elif op == "get_many":
         outcome = sorted(await cache.aget_many(keys))
+    elif op == "get_each":
+        outcome = [key for key in keys if await cache.aget(key) is not None]
     elif op == "delete_many":
         outcome = await cache.adelete_many(keys)
     elif op == "has_key":
