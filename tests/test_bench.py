@@ -869,9 +869,11 @@ def test_lock_acquires_counts_the_calls_of_lock_acquire_in_a_profile(tmp_path):
 def test_a_hop_run_under_callgrind_counts_its_lock_acquires(tmp_path):
     """Real hop runs of the async_to_sync onto the loop: their profiles name the
     lock's acquire (on this Python), and the calling thread waits on a lock at
-    every hop: between two run lengths, three to nine calls a hop, whichever
+    every hop: between two run lengths, one to nine calls a hop, whichever
     wake mode the runs land in (3.5 to 4.5 in one; in the other 7 on asgiref
-    3.13, 8 on 3.8.1)."""
+    3.13, 8 on 3.8.1; 2.65 once with the machine's load at 7, where the runs
+    were scheduled otherwise: the count is the scheduler's, the test asks
+    only that the profile counts the acquires, and at least one a hop)."""
     from bench import hops, instructions
 
     (case,) = [i for i, c in enumerate(hops.COUNTED_CASES) if c.run is hops._a2s_running_loop]
@@ -881,7 +883,7 @@ def test_a_hop_run_under_callgrind_counts_its_lock_acquires(tmp_path):
             ["hop", str(case), "bare", str(n)], str(tmp_path), False, f"h{n}"
         )
         assert parts is None and counted[n] is not None
-    assert 3 <= (counted[60] - counted[20]) / 40 <= 9, counted
+    assert 1 <= (counted[60] - counted[20]) / 40 <= 9, counted
 
 
 def test_the_instruction_counts_per_hop_say_which_wake_mode_their_runs_landed_in():
