@@ -7,7 +7,8 @@
 * ``hopwatch.uninstall()`` in a Django process removes everything the app installed
   (Django and asgiref exactly as before hopwatch, no more request lines), and
   ``hopwatch.install()`` puts it back.
-* A file ``OUTPUT`` is closed at exit (no ``ResourceWarning``).
+* A file ``OUTPUT`` is closed at exit (no ``ResourceWarning``); a line finished after
+  that (a response the collector ends as the interpreter finalizes) is still written.
 * A misspelt setting stops start-up, ``manage.py check`` included, with
   ``ImproperlyConfigured``; ``override_settings`` in a test gets the system checks.
 
@@ -605,6 +606,46 @@ def test_a_file_output_is_closed_at_exit(tmp_path, buffer):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ResourceWarning" not in done.stderr, done.stderr
     assert [line["hops"] for line in _lines(log)] == [15]
+
+
+_COLLECTED_AT_EXIT = """
+    import atexit, logging, weakref
+    import django
+    django.setup()
+    # hopwatch's warnings (an internal error's traceback) on stderr, as by default
+    logging.getLogger("hopwatch").addHandler(logging.StreamHandler())
+    from django.test import Client
+    Client().get("/stream/sync/").getvalue()
+    kept = Client().get("/stream/sync/")  # its body never read
+    kept.itself = kept  # a reference cycle: only the collector ends it
+    alive = weakref.ref(kept)
+    del kept
+    # runs before hopwatch's own exit handler (registered earlier)
+    atexit.register(lambda: print("alive at exit:", alive() is not None))
+"""
+
+
+@pytest.mark.parametrize("buffer", [0, 4096])
+def test_a_line_finished_after_the_file_output_was_closed_at_exit_is_written(tmp_path, buffer):
+    """A test client's streaming response left unread in a reference cycle is collected
+    as the interpreter finalizes, after the exit handler closed the file: its line was
+    lost and stderr got an internal error's traceback (``I/O operation on closed file``;
+    with OUTPUT_BUFFER, ``write to a closed hopwatch output``)."""
+    log = tmp_path / "hops.jsonl"
+    done = _python(
+        tmp_path,
+        {"OUTPUT": str(log), "OUTPUT_BUFFER": buffer},
+        _COLLECTED_AT_EXIT,
+        "-X",
+        "dev",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "alive at exit: True\n"
+    assert done.stderr == ""
+    assert [
+        (line["route"], line["status"], line["hops"], line.get("response_closed"))
+        for line in _lines(log)
+    ] == [("/stream/sync/", 200, 0, None), ("/stream/sync/", 200, 0, False)]
 
 
 # --- a misspelt setting: start-up stops; E001-E003 are for override_settings -----------------

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 import orjson
 import structlog
@@ -460,6 +460,42 @@ class _LineWriter:
         if self._close:
             self._stream.close()
 
+    def close_at_exit(self, path: str) -> None:
+        """Close the file; a line written after this opens ``path`` for itself
+        (see :class:`_AppendEachWrite`)."""
+        with self._lock:
+            old, self._stream = self._stream, _append_each_write(path)
+        old.close()
+
+
+class _AppendEachWrite:
+    """The stream of a file ``OUTPUT`` once the interpreter's exit has closed the file:
+    each write opens ``path``, appends and closes it. For a line finished after the
+    atexit handlers: a request the garbage collector ends as the interpreter finalizes
+    (a test client's streaming response left unread in a reference cycle, its
+    ``close()`` run by the collector). No file is held open (no ``ResourceWarning``)."""
+
+    #: It holds no file open: a rotation check has nothing to reopen (each write
+    #: opens the path as it is then).
+    closed = True
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def write(self, text: str) -> int:
+        with open(self._path, "a", encoding="utf-8") as file:
+            return file.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _append_each_write(path: str) -> TextIO:
+    return cast(TextIO, _AppendEachWrite(path))
+
 
 #: How often a file OUTPUT is checked for a rotation, at most (nanoseconds).
 ROTATION_CHECK_NS = 1_000_000_000
@@ -653,6 +689,16 @@ class _HeldLines:
             if self._close:
                 self._stream.close()
 
+    def close_at_exit(self, path: str) -> None:
+        """Write what is held and close the file; from now on each line is written as
+        it comes (:func:`_process_ends`), opening ``path`` for itself (see
+        :class:`_AppendEachWrite`)."""
+        self.write_held(ending=True)
+        with self._write_lock:
+            old, self._stream = self._stream, _append_each_write(path)
+            self._piece = 0  # one write a line, each to the file opened for it
+        old.close()
+
 
 def _write_lines(stream: TextIO, lines: list[str]) -> None:
     """``lines``, each ended by a newline, in one ``write`` of ``stream`` and a flush."""
@@ -701,20 +747,22 @@ def _drop_parents_held() -> None:
         output._reset()
 
 
-#: hopwatch's own files (an ``OUTPUT`` path), for the interpreter's exit.
-_own_files: weakref.WeakSet[_LineWriter | _HeldLines] = weakref.WeakSet()
+#: hopwatch's own files (an ``OUTPUT`` path, absolute), for the interpreter's exit.
+_own_files: weakref.WeakKeyDictionary[_LineWriter | _HeldLines, str] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _interpreter_ends() -> None:
     """The interpreter is ending (atexit: its threads that are not daemons are done):
     write what is held, then close hopwatch's own files. A file left open for the
-    collector is a ``ResourceWarning`` at every exit (``python -X dev``). A line a
-    daemon thread writes after this finds its output closed: it is lost (an internal
-    error)."""
+    collector is a ``ResourceWarning`` at every exit (``python -X dev``). A line
+    written after this (a daemon thread's, or a request's the collector ends as the
+    interpreter finalizes) opens the file for itself: it is written, not lost."""
     _process_ends()
-    for output in list(_own_files):
+    for output, path in list(_own_files.items()):
         try:
-            output.close()
+            output.close_at_exit(path)
         except Exception as exc:  # a full disk refusing the final flush
             _errors.report("closing the request lines' file", exc)
 
@@ -788,8 +836,9 @@ def make_logger(
         target = _HeldLines(stream, buffer, close=own) if buffer else _LineWriter(stream, close=own)
         closer = target.close
         if own:
-            rotation = _Rotation(target, os.path.abspath(output))
-            _own_files.add(target)  # closed at the interpreter's exit (or by closer)
+            path = os.path.abspath(output)
+            rotation = _Rotation(target, path)
+            _own_files[target] = path  # closed at the interpreter's exit (or by closer)
     processors: list[Any] = [_renderer(logger_name, escape)]
     # bind(): the bound logger itself, not the lazy proxy (which would re-resolve
     # the method on every line)
