@@ -169,6 +169,62 @@ def test_without_the_app_check_runs_once_the_middleware_is_loaded_and_says_so_on
     )
 
 
+_OVERRIDDEN_APPS = """
+import json
+from django.test import Client, override_settings
+Client().get("/async/")
+with override_settings(INSTALLED_APPS=[]):  # as Django's own test_client tests do
+    Client().get("/async/")  # a new handler: the middleware loaded again
+print(json.dumps({}))
+"""
+
+
+def _w003_and_lines(logged: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
+    warnings = [m for m in logged if m.startswith("WARNING")]
+    lines = [json.loads(m.split(" ", 1)[1]) for m in logged if m.startswith("INFO")]
+    return warnings, [(line["interface"], line["hops"]) for line in lines]
+
+
+def test_override_settings_of_installed_apps_after_the_app_started_gives_no_w003(tmp_path):
+    """The app started hopwatch; a request under override_settings(INSTALLED_APPS=[]) loaded
+    the middleware, which said the app was missing (hopwatch.W003: "hopwatch installs
+    itself only as Django loads its middleware"), false: it had started with the app."""
+    _, logged = run(tmp_path, "", _OVERRIDDEN_APPS)
+    warnings, lines = _w003_and_lines(logged)
+    assert warnings == []
+    assert lines == [("test-client", 1), ("test-client", 1)]
+
+
+def test_without_the_app_override_settings_of_installed_apps_still_gives_w003_once(tmp_path):
+    _, logged = run(tmp_path, _WITHOUT_THE_APP, _OVERRIDDEN_APPS)
+    warnings, lines = _w003_and_lines(logged)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("WARNING hopwatch's middleware is in MIDDLEWARE but")
+    assert warnings[0].endswith("Add 'hopwatch' to INSTALLED_APPS. (hopwatch.W003)")
+    # (the first: the test client's handler was loaded before hopwatch installed itself)
+    assert lines == [("wsgi", 1), ("test-client", 1)]
+
+
+def test_without_the_app_uninstall_stays_uninstalled_when_a_handler_loads_again(tmp_path):
+    """Each load of the middleware without the app started hopwatch again: after
+    hopwatch.uninstall(), the next test client's handler installed everything back."""
+    seen, logged = run(
+        tmp_path,
+        _WITHOUT_THE_APP,
+        """
+        import json
+        import hopwatch
+        from django.test import Client
+        Client().get("/async/")
+        hopwatch.uninstall()
+        Client().get("/async/")  # a new handler: the middleware loaded again
+        print(json.dumps({"installed": hopwatch.is_installed()}))
+        """,
+    )
+    assert seen == {"installed": False}
+    assert _w003_and_lines(logged)[1] == [("wsgi", 1)]  # no line while uninstalled
+
+
 def test_without_the_app_the_warning_is_silenced_with_its_check(tmp_path):
     _, logged = run(
         tmp_path,

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.apps import apps as django_apps
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponseBase
 
@@ -97,7 +96,10 @@ class HopwatchMiddleware:
     ) -> None:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
-        if not django_apps.is_installed("hopwatch"):
+        if hopwatch_apps.enabled is None:
+            # Not started: the app, which starts it in ready(), is not installed. (Not
+            # INSTALLED_APPS as it is now: a test's override_settings(INSTALLED_APPS=[])
+            # after the app started hopwatch is no missing app.)
             _start_without_the_app()
         if not hopwatch_apps.enabled:
             # HOPWATCH["ENABLED"] was False at start-up: off for the process. Django
