@@ -769,6 +769,48 @@ def test_concurrent_writers_keep_every_entry(budgets):
     assert not [p for p in budgets.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only (docs/testing.md)")
+def test_concurrent_processes_keep_every_entry(budgets):
+    """docs/testing.md, parallel runs: pytest-xdist workers writing one budget file at once
+    do not lose each other's entries (the flock on the directory; the thread lock alone
+    lost about two thirds of 160 entries written by 4 processes)."""
+    script = textwrap.dedent("""\
+        import sys
+        from pathlib import Path
+        from hopwatch import testing
+        path, worker = Path(sys.argv[1]), sys.argv[2]
+        print("ready", flush=True)
+        sys.stdin.readline()  # all start together
+        for i in range(40):
+            testing._write_budget(path, f"w{worker}::test_{i:02}", {"hops": 1, "sites": {}})
+        """)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(budgets), str(k)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline() == "ready\n"
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        for worker in workers:
+            assert worker.wait(timeout=60) == 0
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+            worker.stdin.close()
+            worker.stdout.close()
+    assert sorted(_entries(budgets)) == [f"w{k}::test_{i:02}" for k in range(4) for i in range(40)]
+    assert not [p for p in budgets.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 # --- the pytest plugin ---------------------------------------------------------------------------
 
 PLUGIN_TESTS = """
