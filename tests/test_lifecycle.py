@@ -129,6 +129,36 @@ def test_a_child_forked_while_its_parent_measures_measures_for_itself(tmp_path):
     assert child[1]["hop_tax_us"] > 0
 
 
+_FORK_IDS = """
+    import os
+    import django
+    django.setup()
+    from tests.helpers import wsgi_request
+
+    wsgi_request("/sync/")  # the master serves one request (or --preload warms up)
+    child = os.fork()
+    for _ in range(3):
+        wsgi_request("/sync/")
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    print(child)
+"""
+
+
+def test_a_forked_child_and_its_parent_give_different_request_ids(tmp_path):
+    """The id generator is reseeded in a forked worker (gunicorn, uwsgi): without it the
+    child repeated its parent's ids after the fork."""
+    log = tmp_path / "hops.jsonl"
+    settings = {"OUTPUT": str(log), "EXTRA_FIELDS": "lifecycle_settings.pid"}
+    done = _python(tmp_path, settings, _FORK_IDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    child = int(done.stdout.split()[-1])
+    lines = _lines(log)
+    assert sorted(line["pid"] == child for line in lines) == [False] * 4 + [True] * 3
+    assert len({line["request_id"] for line in lines}) == 7
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
