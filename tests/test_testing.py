@@ -340,6 +340,34 @@ def test_decorating_keeps_async_functions_async():
         function(4)
 
 
+def test_overlapping_calls_of_a_decorated_function_are_counted_each_on_its_own():
+    """Two calls of one decorated coroutine function under way at once (asyncio.gather):
+    the one that makes 3 hops fails, the one that makes none passes (with one block shared
+    by the calls it was the other way round)."""
+
+    async def main() -> list[object]:
+        second_in = asyncio.Event()
+        first_done = asyncio.Event()
+
+        @assert_max_hops(2)
+        async def call(n: int) -> str:
+            if n:  # the first call: its block is open; wait for the second's
+                await second_in.wait()
+                await _hops(n)
+                first_done.set()
+            else:  # the second: its block opened after the first's, ends after it
+                second_in.set()
+                await first_done.wait()
+            return f"made {n}"
+
+        return await asyncio.gather(call(3), call(0), return_exceptions=True)
+
+    three, zero = asyncio.run(main())
+    assert isinstance(three, AssertionError)
+    assert str(three).startswith("Expected at most 2 hops, 3 were made:\n")
+    assert zero == "made 0"
+
+
 @assert_max_hops(0)
 def test_a_decorated_pytest_test_keeps_its_fixtures(tmp_path):
     assert tmp_path.is_dir()
