@@ -307,6 +307,31 @@ def test_inside_a_hop_budget_the_request_is_entered_in_hopwatchs_variable():
     assert len(block) == record.count == 3
 
 
+@pytest.mark.parametrize("kind", ["lifespan", "websocket"])
+def test_a_scope_other_than_http_is_left_to_django(kind):
+    """What uvicorn's ``--lifespan auto`` sends first, or a websocket routed to Django:
+    Django refuses it as ever; hopwatch opens no record, reports no internal error and
+    keeps its hand-over for the next request (a lifespan scope once switched it off)."""
+
+    async def receive():
+        return {"type": f"{kind}.startup" if kind == "lifespan" else "websocket.connect"}
+
+    async def send(message):
+        raise AssertionError(message)
+
+    scope = {"type": kind, "asgi": {"version": "3.0"}}
+    if kind == "websocket":
+        scope.update(path="/context/", headers=[], query_string=b"")
+    with capture() as records:
+        with pytest.raises(ValueError, match=f"not {kind}"):
+            asyncio.run(ASGIHandler()(scope, receive, send))
+        assert records == []
+        asgi_request("/context/")
+    assert _django_scope.on_request_context
+    record = one(records)
+    assert record.count == 3 and not record.extra
+
+
 @pytest.mark.internal_errors
 def test_a_hand_over_django_does_not_take_is_reported_once_and_not_used_again(monkeypatch):
     """A Django whose handler does not enter its ThreadSensitiveContext where hopwatch
