@@ -13,11 +13,13 @@ import wsgiref.util
 from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished
+from django.http import HttpResponse
 from django.test import Client, override_settings
 
 from hopwatch._django_scope import _awaiting_close
 from hopwatch._recorder import current_scope
 from tests.helpers import capture, sites, wsgi_environ
+from tests.testapp import views
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 
@@ -75,6 +77,54 @@ def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
         first.run(sent_first.close)
     assert records == [mine_second, mine_first]
     assert all("response_closed" not in (record.extra or {}) for record in records)
+    assert not _awaiting_close
+
+
+def test_a_shared_response_one_server_never_closes_still_closes_the_others_request(
+    db, monkeypatch
+):
+    """One shared response object, two requests: the first's server never closes it and
+    serves its next request, which finishes the first with ``response_closed: false``
+    (docs/reliability.md). The second's server then closes it: the second's record closes
+    too (forgetting the first request forgot the second's wait as well: its line was lost)."""
+    monkeypatch.setattr(views, "SHARED_RESPONSE", HttpResponse("cached"))  # not closed yet
+    handler = WSGIHandler.__new__(WSGIHandler)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        handler.__init__()
+        first, second = contextvars.copy_context(), contextvars.copy_context()
+        sent_first = first.run(handler, wsgi_environ("/shared/"), _start_response)
+        sent_second = second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
+        mine_first, mine_second = first.run(current_scope.get), second.run(current_scope.get)
+        following = first.run(handler, wsgi_environ("/sync/"), _start_response)
+        assert records == [mine_first]
+        first.run(following.close)
+        assert len(records) == 2 and records[1].route == "/sync/"
+        second.run(sent_second.close)
+    assert records[2] is mine_second and sent_first is sent_second
+    assert mine_first.extra["response_closed"] is False
+    assert [(record.extra or {}).get("response_closed") for record in records[1:]] == [None] * 2
+    assert not _awaiting_close
+
+
+def test_a_shared_response_collected_unclosed_finishes_every_request_it_served(db, monkeypatch):
+    """One response object returned to two requests (a cached page), closed by no
+    server, then dropped from the cache and collected: both lines are written, with
+    ``response_closed: false`` (docs/reliability.md); the second was lost."""
+    import gc
+
+    monkeypatch.setattr(views, "SHARED_RESPONSE", HttpResponse("cached"))
+    handler = WSGIHandler.__new__(WSGIHandler)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        handler.__init__()
+        first, second = contextvars.copy_context(), contextvars.copy_context()
+        first.run(handler, wsgi_environ("/shared/"), _start_response)
+        second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
+        mine = {id(first.run(current_scope.get)), id(second.run(current_scope.get))}
+        assert records == [] and len(mine) == 2
+        views.SHARED_RESPONSE = None  # evicted (monkeypatch puts the original back)
+        gc.collect()
+    assert {id(record) for record in records} == mine and len(records) == 2
+    assert [record.extra["response_closed"] for record in records] == [False, False]
     assert not _awaiting_close
 
 
