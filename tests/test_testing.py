@@ -977,6 +977,29 @@ def test_blocks_named_after_the_test_are_one_per_test(pytester, monkeypatch):
     pytester.runpytest_inprocess(*QUIET, "-k", "test_once").assert_outcomes(passed=1)
 
 
+def test_parameter_ids_containing_a_parenthesis_have_an_entry_each(pytester, monkeypatch):
+    """pytest names the phase after the test's id, "<id> (call)": only that last " (" is
+    cut off. Cutting at the first made "view (sync)" and "view (async)" one entry, and
+    the second parameter failed with "Hop budget exceeded"."""
+    monkeypatch.delenv(testing.BUDGETS_ENV, raising=False)
+    pytester.makepyfile(
+        test_ids="""
+        import pytest
+        from django.test import Client
+        from hopwatch.testing import hop_budget
+
+        @pytest.mark.parametrize("path", ["/sync/", "/async/"], ids=["view (sync)", "view (async)"])
+        def test_view(path):
+            with hop_budget():
+                Client().get(path)
+        """
+    )
+    pytester.runpytest_inprocess(*QUIET).assert_outcomes(passed=2)
+    assert {
+        name: entry["hops"] for name, entry in _entries(pytester.path / "test_ids.hops.json").items()
+    } == {"test_view[view (sync)]": 0, "test_view[view (async)]": 1}
+
+
 TRACEBACK_TESTS = """
 from django.test import Client, SimpleTestCase
 from hopwatch.testing import assert_max_hops, hop_budget
