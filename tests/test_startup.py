@@ -49,6 +49,8 @@ def run(tmp_path: Path, settings: str, script: str) -> tuple[dict, list[str]]:
 
 _REQUESTS = """
 import asyncio, json
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client, override_settings
 import hopwatch._django, hopwatch._patch
 
@@ -56,14 +58,30 @@ def requests():  # each with the profiling token
     Client().get("/sync/", headers={"X-Hopwatch-Profile-Token": "t" * 16})
     asyncio.run(AsyncClient().get("/async/", headers={"X-Hopwatch-Profile-Token": "t" * 16}))
 
+def chains():  # the classes of the middleware each handler's chain runs, outermost first
+    seen = []
+    for handler in (WSGIHandler(), ASGIHandler()):
+        names, link = [], handler._middleware_chain
+        while link is not None:
+            inner = getattr(link, "__wrapped__", link)  # convert_exception_to_response's
+            names.append(type(inner).__name__)
+            link = getattr(inner, "get_response", None)
+        seen.append(names[:2])
+    return seen
+
 requests()
 requests()  # new clients: new handlers, the middleware loaded again
 before = [hopwatch._patch.is_installed(), hopwatch._django.is_installed()]
 with override_settings(HOPWATCH={"ENABLED": True}):
     requests()
+    chains_after = chains()
 after = [hopwatch._patch.is_installed(), hopwatch._django.is_installed()]
-print(json.dumps({"before": before, "after": after}))
+print(json.dumps({"before": before, "after": after, "chains": [chains(), chains_after]}))
 """
+
+#: The first two middleware of tests.settings' chain once hopwatch's has left it
+#: (docs/settings.md, ENABLED: Django's MiddlewareNotUsed), for the WSGI and ASGI handler.
+_WITHOUT_HOPWATCH = [["SecurityMiddleware", "SessionMiddleware"]] * 2
 
 
 def test_enabled_false_at_start_up_is_off_for_the_process_and_says_nothing(tmp_path):
@@ -76,7 +94,11 @@ def test_enabled_false_at_start_up_is_off_for_the_process_and_says_nothing(tmp_p
         'HOPWATCH = {"ENABLED": False, "PROFILE_DIR": "profiles", "PROFILE_TOKEN": "t" * 16}',
         _REQUESTS,
     )
-    assert seen == {"before": [False, False], "after": [False, False]}
+    assert seen == {
+        "before": [False, False],
+        "after": [False, False],
+        "chains": [_WITHOUT_HOPWATCH, _WITHOUT_HOPWATCH],
+    }
     assert logged == []  # no warning, no line
     assert not (tmp_path / "profiles").exists()  # no profile
 
@@ -90,7 +112,11 @@ def test_enabled_false_without_the_app_is_off_too(tmp_path):
         """,
         _REQUESTS,
     )
-    assert seen == {"before": [False, False], "after": [False, False]}
+    assert seen == {
+        "before": [False, False],
+        "after": [False, False],
+        "chains": [_WITHOUT_HOPWATCH, _WITHOUT_HOPWATCH],
+    }
     assert logged == []
 
 
