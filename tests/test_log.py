@@ -436,6 +436,39 @@ def test_a_static_file_served_by_runserver_has_its_status(log_lines, tmp_path, d
     ]
 
 
+def test_a_static_file_served_by_runserver_has_its_raw_path_when_asked(log_lines, tmp_path, db):
+    """With ``LOG_RAW_PATHS`` its line carries its path (docs/settings.md), as the
+    middleware's lines do; and its generated id is 16 hex digits, leading zeros kept
+    (docs/log-schema.md: the generator is seeded so that this id has one)."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from hopwatch._recorder import request_ids
+    from tests.helpers import wsgi_environ
+
+    (tmp_path / "site.css").write_text("body {}")
+    apps = [*settings.INSTALLED_APPS, "django.contrib.staticfiles"]
+    with (
+        override_settings(INSTALLED_APPS=apps, STATICFILES_DIRS=[str(tmp_path)]),
+        settings_with(LOG_RAW_PATHS=True),
+    ):
+        handler = StaticFilesHandler(WSGIHandler())
+        request_ids.seed(10)  # its first 64 bits: 0x08577eb1924770d3
+        try:
+            for path in ("/static/site.css", "/static/missing.css"):
+                body = handler(wsgi_environ(path), lambda status, headers, exc_info=None: None)
+                b"".join(body)
+                body.close()
+        finally:
+            request_ids.seed()
+    lines = log_lines.parsed()
+    assert [(line["route"], line["view"], line["status"]) for line in lines] == [
+        ("/static/site.css", None, 200),
+        ("/static/missing.css", None, 404),
+    ]
+    assert lines[0]["request_id"] == "08577eb1924770d3"
+
+
 def test_request_id_from_header_or_generated(log_lines):
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY):
         asgi_request("/async/", headers=[(b"x-request-id", b"abc-123")])
