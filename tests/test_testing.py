@@ -191,6 +191,20 @@ def test_hops_beyond_the_detail_limit_are_counted_and_said(monkeypatch):
     assert message.endswith("By site:\n  5  other       tests.test_testing._noop")
 
 
+def test_a_block_keeps_up_to_10000_hops():
+    """docs/testing.md: "A block keeps up to 10,000 of them" (about a second of hops)."""
+
+    async def main() -> testing.HopCount:
+        noop = sync_to_async(_noop)
+        with count_hops() as counted:
+            for _ in range(10_001):
+                await noop()
+        return counted
+
+    counted = asyncio.run(main())
+    assert (len(counted), len(counted.hops()), counted.not_listed) == (10_001, 10_000, 1)
+
+
 # --- failure messages --------------------------------------------------------------------------
 
 
