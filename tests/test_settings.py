@@ -150,6 +150,37 @@ def test_a_bad_setting_stops_start_up_with_one_clear_error(tmp_path, hopwatch, s
     assert list(tmp_path.iterdir()) == []  # no file named "stderr", nothing else either
 
 
+_HEADER_REFUSED = (
+    "; it must be a header name (ASCII letters, digits and !#$%&'*+-.^_`|~) that carries no"
+    " credential and that Django's error reports do not hide, or None."
+)
+
+
+@pytest.mark.parametrize(
+    ("hopwatch", "said"),
+    [
+        # docs/settings.md: "at least 16 characters"; 16 was once refused.
+        ({"PROFILE_TOKEN": "t" * 16}, []),
+        # "seconds between samples, 0.0001-1.0": both ends in, 0 (no interval) out.
+        ({"PROFILE_INTERVAL": 0.0001}, []),
+        ({"PROFILE_INTERVAL": 1.0}, []),
+        ({"PROFILE_INTERVAL": 0.0}, ["HOPWATCH['PROFILE_INTERVAL'] is 0.0; it must be seconds between samples, 0.0001-1.0."]),
+        # "seconds from 0 (off) to 86400": a day at most.
+        ({"PROCESS_LINE_SECONDS": 0}, []),
+        ({"PROCESS_LINE_SECONDS": 86400}, []),
+        ({"PROCESS_LINE_SECONDS": 86400.5}, ["HOPWATCH['PROCESS_LINE_SECONDS'] is 86400.5; it must be seconds from 0 (off) to 86400."]),
+        # "HTTP_" alone is no request.META key of a header: a header name like another.
+        ({"REQUEST_ID_HEADER": "HTTP_"}, []),
+        # Credential headers, Set-Cookie among them; one in request.META's spelling is
+        # refused once, as a credential (not also as a META key).
+        ({"REQUEST_ID_HEADER": "Set-Cookie"}, ["HOPWATCH['REQUEST_ID_HEADER'] is 'Set-Cookie'" + _HEADER_REFUSED]),
+        ({"REQUEST_ID_HEADER": "HTTP_AUTHORIZATION"}, ["HOPWATCH['REQUEST_ID_HEADER'] is 'HTTP_AUTHORIZATION'" + _HEADER_REFUSED]),
+    ],
+)  # fmt: skip
+def test_values_at_the_edges_of_what_the_docs_allow(hopwatch, said):
+    assert [problem.message for problem in problems(hopwatch)] == said
+
+
 def test_a_refused_profile_token_is_never_shown_at_start_up(tmp_path):
     """ImproperlyConfigured carried the whole token: the console, a crash reporter, the
     deploy log. Its length is said instead."""
