@@ -7,20 +7,65 @@ on the connection is started from that callback: it begins inside the upload's
 context, asgiref's ThreadSensitiveContext and hopwatch's record with it. hopwatch
 took the upload's record for an enclosing scope, and the upload's line counted the
 next request's crossings too (``request_started: 2``, another view's ORM call).
+
+The same in process, without the server: Django's ASGIHandler starts the next request
+from inside the first one's ``receive()``, as uvicorn's callback does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.test import override_settings
 
+from tests.helpers import asgi_call, asgi_scope, capture, sites
 from tests.test_lifecycle import ROOT, _env, _lines
 
-pytestmark = pytest.mark.slow
+HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
+
+
+def test_a_request_started_inside_another_requests_receive_has_its_own_line():
+    """A request begun in a task that inherited an open request's context (the
+    ThreadSensitiveContext the first rides on): it is no child of the first, and each
+    line counts its own request's crossings. Taken for an enclosing scope, the first's
+    line counted both requests' crossings (5 hops, ``request_started`` twice); entered
+    nowhere, the second's line was empty (0 hops, no route)."""
+
+    async def main() -> None:
+        read = False
+
+        async def receive() -> dict:
+            nonlocal read
+            if read:
+                await asyncio.Future()  # connected until cancelled
+            read = True
+            # The connection's next request, started from inside this one's task.
+            following = await asyncio.create_task(asgi_call(ASGIHandler(), "/sync/"))
+            assert following.status == 200
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            return None
+
+        await ASGIHandler()(asgi_scope("/async/"), receive, send)
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asyncio.run(main())
+    following, first = records
+    assert (following.route, following.count, following.parent) == ("/sync/", 3, None)
+    assert sites(following) == {
+        ("signal", "request_started"): 1,
+        ("view", "tests.testapp.views.sync_view"): 1,
+        ("response", "HttpResponse.close"): 1,
+    }
+    assert (first.route, first.count, first.parent) == ("/async/", 2, None)
+    assert sites(first) == {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
 
 _URLS = """
 from django.contrib.auth.models import User
@@ -87,6 +132,7 @@ def _sites(line: dict) -> dict[str, int]:
     return {site["site"]: site["count"] for site in line["sites"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
 def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line(
     tmp_path, pure
