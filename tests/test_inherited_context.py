@@ -24,7 +24,8 @@ import pytest
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
-from tests.helpers import asgi_call, asgi_scope, capture, sites
+from tests.helpers import asgi_call, asgi_scope, capture
+from tests.helpers import sites as sites_of
 from tests.test_lifecycle import ROOT, _env, _lines
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -59,13 +60,13 @@ def test_a_request_started_inside_another_requests_receive_has_its_own_line():
         asyncio.run(main())
     following, first = records
     assert (following.route, following.count, following.parent) == ("/sync/", 3, None)
-    assert sites(following) == {
+    assert sites_of(following) == {
         ("signal", "request_started"): 1,
         ("view", "tests.testapp.views.sync_view"): 1,
         ("response", "HttpResponse.close"): 1,
     }
     assert (first.route, first.count, first.parent) == ("/async/", 2, None)
-    assert sites(first) == {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
+    assert sites_of(first) == {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
 
 _URLS = """
 from django.contrib.auth.models import User

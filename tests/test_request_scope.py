@@ -80,9 +80,7 @@ def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
     assert not _awaiting_close
 
 
-def test_a_shared_response_one_server_never_closes_still_closes_the_others_request(
-    db, monkeypatch
-):
+def test_a_shared_response_one_server_never_closes_still_closes_the_others_request(db, monkeypatch):
     """One shared response object, two requests: the first's server never closes it and
     serves its next request, which finishes the first with ``response_closed: false``
     (docs/reliability.md). The second's server then closes it: the second's record closes

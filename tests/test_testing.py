@@ -1010,7 +1010,8 @@ def test_parameter_ids_containing_a_parenthesis_have_an_entry_each(pytester, mon
     )
     pytester.runpytest_inprocess(*QUIET).assert_outcomes(passed=2)
     assert {
-        name: entry["hops"] for name, entry in _entries(pytester.path / "test_ids.hops.json").items()
+        name: entry["hops"]
+        for name, entry in _entries(pytester.path / "test_ids.hops.json").items()
     } == {"test_view[view (sync)]": 0, "test_view[view (async)]": 1}
 
 
