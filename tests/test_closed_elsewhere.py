@@ -1,6 +1,6 @@
 """A request closed from another context than the one that opened it: a server that
 closes the response on another thread, in a copy of the request's context. The
-request is left there too: a crossing the server makes there afterwards is outside
+request is not in that context (the handler left it as it returned): a crossing the server makes there afterwards is outside
 any request (hopwatch's ``unscoped`` ledger), not the finished request's, nor one
 of its late crossings."""
 
@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
+from hopwatch._django_scope import _awaiting_close
 from hopwatch._recorder import current_scope, late, unscoped
 from tests.helpers import capture, wsgi_environ
 
@@ -49,8 +50,11 @@ def test_a_response_closed_in_a_copy_of_its_context_on_another_thread():
         request_context = contextvars.copy_context()
         response = request_context.run(WSGIHandler(), wsgi_environ("/sync/"), start_response)
         assert b"".join(response) == b"sync" and started == ["200 OK"]
-        (record,) = [request_context[current_scope]]
-        assert record is not None and not record.closed
+        # The handler left the request's scope as it returned: what the server
+        # runs there next is not the request's (was: still the request's record).
+        assert request_context.get(current_scope) is None
+        ((_ref, record),) = [entry for entries in _awaiting_close.values() for entry in entries]
+        assert not record.closed
         server_context = request_context.copy()
         thread = threading.Thread(target=server_context.run, args=(close_then_cross, response))
         thread.start()

@@ -7,7 +7,7 @@ where that used to go wrong.
 
 from __future__ import annotations
 
-import contextvars
+import threading
 import wsgiref.util
 
 from asgiref.sync import async_to_sync
@@ -61,21 +61,39 @@ def test_a_file_response_under_a_file_wrapper_closes_after_the_body_is_sent(db):
 
 def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
     """A view returning one shared response object: two requests in flight, each
-    closed by its own server thread (context), each closes its own record.
+    closed by its own server thread, each closes its own record.
     (db: closing a response sends request_finished, whose receiver closes connections.)"""
     handler = WSGIHandler.__new__(WSGIHandler)
+    sent: dict[str, object] = {}
+    threads: dict[str, int] = {}
+    serve, close = threading.Barrier(2), threading.Barrier(2)
+
+    def server_thread(name: str, query: str) -> None:
+        threads[name] = threading.get_ident()
+        sent[name] = handler(wsgi_environ("/shared/", query=query), _start_response)
+        serve.wait(10)  # both requests served before either response is closed
+        if name == "first":
+            close.wait(10)  # the second closes first
+        sent[name].close()  # type: ignore[attr-defined]
+        if name == "second":
+            close.wait(10)
+
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         handler.__init__()
-        first, second = contextvars.copy_context(), contextvars.copy_context()
-        sent_first = first.run(handler, wsgi_environ("/shared/"), _start_response)
-        sent_second = second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
-        assert sent_first is sent_second and records == []
-        mine_first, mine_second = first.run(current_scope.get), second.run(current_scope.get)
-        assert mine_first is not mine_second
-        second.run(sent_second.close)
-        assert records == [mine_second]  # was: the first request's record, from the second
-        first.run(sent_first.close)
-    assert records == [mine_second, mine_first]
+        pool = [
+            threading.Thread(target=server_thread, args=("first", "")),
+            threading.Thread(target=server_thread, args=("second", "b")),
+        ]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(30)
+    assert sent["first"] is sent["second"]
+    # was: the first request's record, from the second thread
+    assert [(record.handler_thread_id, record.path) for record in records] == [
+        (threads["second"], "/shared/"),
+        (threads["first"], "/shared/"),
+    ]
     assert all("response_closed" not in (record.extra or {}) for record in records)
     assert not _awaiting_close
 

@@ -171,6 +171,7 @@ def install() -> None:
             scope.on_request_context = True
         _replace(WSGIHandler, "__call__", scope.sync_handler, INTERFACE_WSGI)
         _replace(http_response.HttpResponseBase, "close", scope.patched_close)
+        _replace(http_response.StreamingHttpResponse, "__iter__", scope.patched_iter)
         # response.close is now our wrapper: attribute it like the original.
         causes.register_close_rule()
         _installed = scope.active = True

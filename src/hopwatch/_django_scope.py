@@ -7,19 +7,27 @@ anything, so the ``request_started`` receivers and ``response.close()`` that run
 outside the middleware chain are counted. An async handler closes the record
 when it returns (Django has closed the response by then). A sync handler
 returns the response *before* the server iterates and closes it, so the record
-stays open in the calling context until ``response.close()``.
+stays open until ``response.close()``, but leaves the calling context's scope
+when the handler returns: what runs there next (the server's own code, another
+request, a test's) is not the request's. What the server does with the
+response is taken in the request's scope again: each step of a streaming
+response's iteration (:class:`_ReadInScope`), the iteration of an async
+iterator's content, which Django's ``StreamingHttpResponse.__iter__`` consumes
+at once in one ``async_to_sync`` (:func:`patched_iter`), and ``close()``
+(:func:`patched_close`).
 
 The test clients' handlers return a streaming response unread, and the test
 reads it (or not) whenever it likes; Django's wrapper closes the response when
-the content runs out. Their records wait for that close too, and each step of
-the test's reading is taken in the request's scope (:class:`_ReadInScope`), as
-a server's reading is, while the test's own code stays outside it.
+the content runs out. Their records wait for that close too, and the test's
+reading is taken in the request's scope the same way, while the test's own
+code stays outside it.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -232,31 +240,39 @@ def _forget(record: RequestRecord) -> None:
                 _awaiting_close.pop(key, None)
 
 
+class _ThreadState(threading.local):
+    #: The last WSGI request this thread's handler returned, while its response
+    #: is not closed (cleared when it is, by the thread that closes it).
+    unclosed: RequestRecord | None = None
+
+
+_this_thread = _ThreadState()
+
+
 def _close_stale_scope() -> None:
     """Clean up after a previous sync request in this context (a WSGI server thread).
 
-    Its response was never closed (finish it now), or it was closed from
-    another context, which could not reset this one (drop it, so it is not
-    kept alive or taken for the next request's parent).
+    Its response was never closed (finish it now), or a closed scope was left
+    current here (drop it, so it is not kept alive or taken for the next
+    request's parent).
     """
     stale = current_scope.get()
-    if not isinstance(stale, Ledger):  # none, or an async_to_sync's code runs here
-        return
-    if stale.closed:
+    if isinstance(stale, Ledger) and stale.closed:
         outside = value_outside(stale)
         while isinstance(outside, Ledger) and outside.closed:
             outside = value_outside(outside)
         current_scope.set(outside)
-        return
-    if isinstance(stale, RequestRecord) and stale.extra and stale.extra.get("awaiting_close"):
-        _forget(stale)
-        stale.notes()["response_closed"] = False
-        finish_request(stale)
+    unclosed = _this_thread.unclosed
+    if unclosed is not None:
+        _this_thread.unclosed = None
+        if not unclosed.closed:  # its response neither closed nor collected
+            _forget(unclosed)
+            unclosed.notes()["response_closed"] = False
+            finish_request(unclosed)
 
 
 def _await_close(response: Any, record: RequestRecord) -> None:
     """Keep ``record`` open until ``response`` is closed (or collected unclosed)."""
-    record.notes()["awaiting_close"] = True
     key = id(response)
 
     def collected(_ref: Any, key: int = key) -> None:
@@ -267,6 +283,8 @@ def _await_close(response: Any, record: RequestRecord) -> None:
             _awaiting_close[key] = kept
         for entry in entries:
             if entry[0] is _ref:
+                if _this_thread.unclosed is entry[1]:
+                    _this_thread.unclosed = None
                 entry[1].notes()["response_closed"] = False
                 finish_request(entry[1])
 
@@ -397,9 +415,11 @@ def finish_unless_streaming(
 
 
 def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
-    # The test Client returns the response to the test, which may read a stream much
-    # later, or never: the test's own code must not run in the request's scope, its
-    # reading of the stream does (_read_in_scope).
+    # The response is returned to the caller (a server, a test), which reads it
+    # later: the caller's own code must not run in the request's scope, its reading
+    # and closing of the response does. The test Client's test may read a stream
+    # much later, or never, between other requests: only a WSGI request is
+    # finished by its thread's next request (a server that never closed it).
     leaves_scope = interface == INTERFACE_TEST_CLIENT
 
     def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
@@ -428,12 +448,16 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
                 record.status = response.status_code
             if response is not None and not getattr(response, "closed", False):
                 # The server closes it later (after sending the body): stay open
-                # until then, in this context (a server sends the body in it).
+                # until then, but out of this context's scope (what runs here
+                # next is not the request's); its iteration and close are taken
+                # in the request's scope (_read_in_scope, patched_iter, patched_close).
                 _await_close(response, record)
-                if leaves_scope:
-                    record.scope_token = None
-                    current_scope.reset(token)
+                record.scope_token = None
+                current_scope.reset(token)
+                if result is response and response.streaming:  # not a file wrapper
                     _read_in_scope(response, record)
+                if not leaves_scope:
+                    _this_thread.unclosed = record
             else:
                 finish_request(record)
         except Exception as exc:
@@ -503,37 +527,96 @@ def without_wrapper(chain: Any) -> Any:
     return chain
 
 
+def _waiting_entry(response: Any) -> tuple[weakref.ref[Any], RequestRecord] | None:
+    """The entry of the request whose record waits for ``response``'s close, if any.
+
+    One response object returned to several requests is closed once per request,
+    each time by the server thread that sent it: the request whose scope is
+    current, else the one that thread's handler returned it to, else the oldest.
+    """
+    entries = _awaiting_close.get(id(response))
+    if not entries:
+        return None
+    if len(entries) == 1:
+        return entries[0] if entries[0][0]() is response else None
+    live = [entry for entry in entries if entry[0]() is response]
+    if not live:
+        return None
+    current = current_ledger()
+    thread = threading.get_ident()
+    return (
+        next((entry for entry in live if entry[1] is current), None)
+        or next((entry for entry in live if entry[1].handler_thread_id == thread), None)
+        or live[0]
+    )
+
+
+def _take(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> None:
+    """``entry`` no longer waits for ``response``'s close."""
+    key = id(response)
+    entries = _awaiting_close.pop(key, None)
+    if entries is None or (len(entries) == 1 and entries[0] is entry):
+        return
+    remaining = [other for other in entries if other is not entry]
+    if remaining:
+        _awaiting_close[key] = remaining
+
+
 def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
     def close(self: Any) -> Any:
+        # A response a sync handler returned: closed in its request's scope.
+        entry = _waiting_entry(self) if _awaiting_close else None
+        if entry is None:
+            return original(self)
+        token = current_scope.set(entry[1])
         try:
             return original(self)
         finally:
-            if _awaiting_close:
-                _closed(self)
+            current_scope.reset(token)
+            _closed(self, entry)
 
     close.__wrapped__ = original  # type: ignore[attr-defined]
     close.__doc__ = original.__doc__
     return close
 
 
-def _closed(response: Any) -> None:
-    """``response`` was closed: finish the request that waited for it.
+def _closed(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> None:
+    """``response`` was closed: finish the request of ``entry``, which waited for it."""
+    _take(response, entry)
+    record = entry[1]
+    if _this_thread.unclosed is record:
+        _this_thread.unclosed = None
+    finish_request(record)
 
-    One response object returned to several requests is closed once per request,
-    each time by the server thread that sent it, where that request's scope is
-    still set: that request is finished, else the oldest waiting.
-    """
-    key = id(response)
-    entries = [entry for entry in _awaiting_close.get(key, ()) if entry[0]() is response]
-    if not entries:
-        return
-    current = current_ledger()
-    chosen = next((entry for entry in entries if entry[1] is current), entries[0])
-    remaining = [entry for entry in _awaiting_close.pop(key, []) if entry is not chosen]
-    if remaining:
-        _awaiting_close[key] = remaining
-    chosen[1].notes().pop("awaiting_close", None)
-    finish_request(chosen[1])
+
+def patched_iter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``StreamingHttpResponse.__iter__``: a sync reader (a WSGI server, the test
+    ``Client``'s test) of an async iterator's content. Django consumes it here, at
+    once, in one ``async_to_sync``: that hop, and the iterator's own, are the
+    request's. The test Client's wrapper closes the response when the content runs
+    out, inside that hop: the request is finished when the hop has ended (else the
+    hop would end after its request, counted as late)."""
+
+    def __iter__(self: Any) -> Any:
+        if not _awaiting_close or not getattr(self, "is_async", False):
+            return original(self)
+        entry = _waiting_entry(self)
+        if entry is None:
+            return original(self)
+        _take(self, entry)  # a close inside the hop leaves the request open
+        token = current_scope.set(entry[1])
+        try:
+            return original(self)
+        finally:
+            current_scope.reset(token)
+            if getattr(self, "closed", False):
+                _closed(self, entry)
+            else:
+                _awaiting_close.setdefault(id(self), []).append(entry)
+
+    __iter__.__wrapped__ = original  # type: ignore[attr-defined]
+    __iter__.__doc__ = original.__doc__
+    return __iter__
 
 
 def current_request() -> RequestRecord | None:

@@ -1,0 +1,292 @@
+"""What a sync handler's request counts after the handler returned: the server's
+reading and closing of the response, nothing else.
+
+The WSGI handler returns the response before the server sends it; the request's
+record waits for its close. It used to stay the current scope of the calling
+context until then: whatever ran there next was counted in the request (a test
+that calls ``WSGIHandler()`` and leaves the response unclosed, then an ``async``
+test's ``AsyncClient`` request: the WSGI line counted the harness's
+``async_to_sync`` and all the other request's hops, which its own line counted
+too). The sync test ``Client`` left the scope, but took only each step of an
+async iterator's content in the request's scope, not Django's
+``StreamingHttpResponse.__iter__``, whose one ``async_to_sync`` consumes it: the
+line said 0 hops where a WSGI server's said 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test import AsyncClient, Client, override_settings
+from django.urls import path
+
+from hopwatch._django_scope import _awaiting_close
+from tests.helpers import capture, ends_with_this_process, sites, wsgi_environ
+from tests.test_lifecycle import _free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _noop() -> None:
+    return None
+
+
+async def _anoop() -> None:
+    return None
+
+
+async def _achunks():
+    yield b"a"
+    yield b"b"
+
+
+def _sync_chunks():
+    for chunk in (b"a", b"b"):
+        async_to_sync(_anoop)()  # a hop per chunk
+        yield chunk
+
+
+def plain_view(request):
+    return HttpResponse("plain")
+
+
+def two_hops_view(request):
+    async_to_sync(_anoop)()
+    async_to_sync(_anoop)()
+    return HttpResponse("two")
+
+
+def async_iterator_view(request):
+    return StreamingHttpResponse(_achunks())
+
+
+def sync_iterator_view(request):
+    return StreamingHttpResponse(_sync_chunks())
+
+
+urlpatterns = [
+    path("plain/", plain_view),
+    path("two-hops/", two_hops_view),
+    path("async-iterator/", async_iterator_view),
+    path("sync-iterator/", sync_iterator_view),
+]
+
+SETTINGS = {"ROOT_URLCONF": __name__, "MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
+
+ASYNC_ITERATOR = ("stream", "StreamingHttpResponse (async iterator)")
+OWN = ("other", f"{__name__}._anoop")
+CLOSE = ("signal", "request_finished")
+
+
+def _start_response(status, headers, exc_info=None):
+    return lambda data: None
+
+
+async def _receiver(sender, **kwargs):  # an async receiver: a hop under a sync handler
+    return None
+
+
+async def _an_async_test() -> int:
+    """An ``async def`` test, as Django's runner runs it (through async_to_sync)."""
+    response = await AsyncClient().get("/two-hops/")
+    return int(response.status_code)
+
+
+# --- fault 1: the WSGI request's line took later, unrelated hops ----------------------------
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_a_wsgi_response_left_unclosed_counts_none_of_what_runs_after_the_handler(db):
+    """Django's handlers tests call WSGIHandler() and leave the response unclosed;
+    the next test, an async one, makes an AsyncClient request. Its line counted its
+    own hops; the WSGI line counted them again, with the harness's async_to_sync."""
+    request_finished.connect(_receiver)
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            held = WSGIHandler()(wsgi_environ("/plain/"), _start_response)
+            assert async_to_sync(_an_async_test)() == 200
+            assert [record.interface for record in records] == ["test-async-client"]
+            assert b"".join(held) == b"plain"
+            held.close()  # as the server would, late: its hops are the request's
+    finally:
+        request_finished.disconnect(_receiver)
+    client, wsgi = records
+    assert (wsgi.interface, wsgi.route) == ("wsgi", "/plain/")
+    assert sites(wsgi) == {CLOSE: 1}  # was: the harness's hop and all of the other request's too
+    assert sites(client) == {
+        ("signal", "request_started"): 1,
+        ("view", f"{__name__}.two_hops_view"): 1,
+        OWN: 2,
+        ("response", "HttpResponse.close"): 1,
+        CLOSE: 1,
+    }
+    assert len(wsgi) == 1 and len(client) == 6
+    assert not _awaiting_close
+
+
+def test_a_wsgi_response_iterated_and_closed_after_other_work_counts_only_its_own(db):
+    """A streaming response's chunks and close, taken by the caller after it did
+    other work in the same context: the chunks' hops and the close's are the
+    request's, the work in between is not."""
+    request_finished.connect(_receiver)
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            response = WSGIHandler()(wsgi_environ("/sync-iterator/"), _start_response)
+            async_to_sync(_anoop)()  # the caller's own hop
+            chunks = iter(response)
+            assert next(chunks) == b"a"
+            async_to_sync(_anoop)()  # the caller's, between two chunks
+            assert list(chunks) == [b"b"]
+            async_to_sync(_anoop)()  # the caller's, before the close
+            assert records == []
+            response.close()
+            async_to_sync(_anoop)()  # the caller's, after the close
+    finally:
+        request_finished.disconnect(_receiver)
+    (record,) = records
+    assert sites(record) == {OWN: 2, CLOSE: 1}
+    assert not _awaiting_close
+
+
+def test_an_unclosed_wsgi_response_is_finished_by_its_threads_next_request(db):
+    """The record of a response the caller never closes no longer rides in the
+    context: the thread's next sync request (here the test Client's) still
+    finishes it (response_closed false), and counts none of its hops in it."""
+    with override_settings(**SETTINGS), capture() as records:
+        first = WSGIHandler()(wsgi_environ("/plain/"), _start_response)
+        assert Client().get("/two-hops/").status_code == 200
+        first.close()  # late: nothing waits for it any more
+    stale, client = records
+    assert (stale.route, stale.interface, len(stale)) == ("/plain/", "wsgi", 0)
+    assert (stale.extra or {}).get("response_closed") is False
+    assert (client.route, client.interface, sites(client)) == (
+        "/two-hops/",
+        "test-client",
+        {OWN: 2},
+    )
+    assert not _awaiting_close
+
+
+# --- fault 2: an async iterator's one hop, read by the sync test Client -----------------------
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_the_test_clients_line_counts_an_async_iterators_hop_as_the_wsgi_handlers(db):
+    """Django's StreamingHttpResponse.__iter__ consumes an async iterator at once, in
+    one async_to_sync: the test Client's line counted 0, the WSGI handler's 1."""
+    with override_settings(**SETTINGS), capture() as records:
+        wsgi = WSGIHandler()(wsgi_environ("/async-iterator/"), _start_response)
+        assert b"".join(wsgi) == b"ab"
+        wsgi.close()
+        response = Client().get("/async-iterator/")
+        assert len(records) == 1  # waits for its response's close
+        async_to_sync(_anoop)()  # the test's own hop, not the request's
+        assert b"".join(response) == b"ab"  # Django's wrapper closes it at the end
+    served, client = records
+    assert (served.interface, client.interface) == ("wsgi", "test-client")
+    assert sites(served) == sites(client) == {ASYNC_ITERATOR: 1}
+    assert "response_closed" not in (client.extra or {})
+    assert not _awaiting_close
+
+
+# --- under a real WSGI server ----------------------------------------------------------------
+
+_SERVER = """
+    import sys
+    import django
+    django.setup()
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    from django.core.wsgi import get_wsgi_application
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = make_server("127.0.0.1", int(sys.argv[1]), get_wsgi_application(), handler_class=Quiet)
+    print("serving", flush=True)
+    server.serve_forever()
+"""
+
+_SERVER_SETTINGS = """
+    import json, os, warnings
+    from tests.settings import *  # noqa: F403
+    ROOT_URLCONF = "tests.test_wsgi_scope"
+    MIDDLEWARE = ["hopwatch.middleware.HopwatchMiddleware"]
+    HOPWATCH = {"OUTPUT": os.environ["SCOPE_LOG"]}
+    warnings.filterwarnings("ignore", "StreamingHttpResponse must consume")
+"""
+
+
+def _serve(tmp_path: Path, paths: list[str]) -> list[dict[str, Any]]:
+    """``paths`` requested from wsgiref on 127.0.0.1 in a process of its own: the
+    bodies checked, the lines it wrote."""
+    (tmp_path / "scope_settings.py").write_text(textwrap.dedent(_SERVER_SETTINGS))
+    log = tmp_path / "hops.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")])
+    env["DJANGO_SETTINGS_MODULE"] = "scope_settings"
+    env["SCOPE_LOG"] = str(log)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_SERVER), str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ends_with_this_process(),
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "serving\n"
+        for url_path in paths:
+            url = f"http://127.0.0.1:{port}{url_path}"
+            with urllib.request.urlopen(url, timeout=20) as answer:
+                assert answer.read() == b"ab"
+        deadline = time.monotonic() + 20
+        lines: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            lines = [json.loads(line) for line in log.read_text().splitlines()]
+            if len(lines) == len(paths):
+                break
+            time.sleep(0.05)
+        return lines
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+def _line_sites(line: dict[str, Any]) -> dict[tuple[str, str], int]:
+    return {(site["kind"], site["site"]): site["count"] for site in line["sites"]}
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_a_real_wsgi_servers_lines_and_the_test_clients_count_alike(tmp_path, db):
+    """wsgiref on 127.0.0.1: the async iterator's hop and each sync chunk's hop are
+    the request's, as the server reads the body; the test Client's lines the same."""
+    lines = _serve(tmp_path, ["/async-iterator/", "/sync-iterator/"])
+    assert [(line["interface"], line["route"], line["hops"]) for line in lines] == [
+        ("wsgi", "/async-iterator/", 1),
+        ("wsgi", "/sync-iterator/", 2),
+    ]
+    assert [_line_sites(line) for line in lines] == [{ASYNC_ITERATOR: 1}, {OWN: 2}]
+    with override_settings(**SETTINGS), capture() as records:
+        for url_path in ("/async-iterator/", "/sync-iterator/"):
+            assert b"".join(Client().get(url_path)) == b"ab"
+    assert [sites(record) for record in records] == [{ASYNC_ITERATOR: 1}, {OWN: 2}]
