@@ -11,7 +11,7 @@ stays open until ``response.close()``, but leaves the calling context's scope
 when the handler returns: what runs there next (the server's own code, another
 request, a test's) is not the request's. What the server does with the
 response is taken in the request's scope again: each step of a streaming
-response's iteration (:class:`_ReadInScope`), the iteration of an async
+response's iteration (:func:`_read_steps_in_scope`), the iteration of an async
 iterator's content, which Django's ``StreamingHttpResponse.__iter__`` consumes
 at once in one ``async_to_sync`` (:func:`patched_iter`), and ``close()``
 (:func:`patched_close`).
@@ -29,7 +29,7 @@ import functools
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from asgiref.sync import SyncToAsync, markcoroutinefunction
@@ -323,33 +323,30 @@ def _closes_with(
     return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
 
 
-class _ReadInScope:
-    """A streaming response's content as a test client hands it to the test: each
-    step taken with its request's record as the scope, so the hops its iterator
-    makes, and its close at the end (Django's test client closes the response when
-    the content runs out), are the request's, as under a server. Between steps the
-    test's own code runs in its own scope. No ``close`` of its own: the response
-    already closes what it wraps."""
+_END = object()
 
-    __slots__ = ("_iterator", "_record")
 
-    def __init__(self, content: Any, record: RequestRecord) -> None:
-        self._iterator = iter(content)
-        self._record = record
-
-    def __iter__(self) -> _ReadInScope:
-        return self
-
-    def __next__(self) -> Any:
-        token = current_scope.set(self._record)
+def _read_steps_in_scope(iterator: Iterator[Any], record: RequestRecord) -> Iterator[Any]:
+    """A streaming response's content as the server or the test reads it: each step
+    taken with its request's record as the scope, so the hops its iterator makes,
+    and the response's close at the end where the reader's wrapper closes it (Django's
+    test client does when the content runs out), are the request's. Between steps
+    the reader's own code runs in its own scope. A generator, not a class with
+    ``__next__``: resuming it costs less than a method call, and its end raises
+    nothing through Python code."""
+    while True:
+        token = current_scope.set(record)
         try:
-            return next(self._iterator)
+            chunk = next(iterator, _END)
         finally:
             current_scope.reset(token)
+        if chunk is _END:
+            return
+        yield chunk
 
 
 class _AsyncReadInScope:
-    """:class:`_ReadInScope` for an async iterator (``async for`` in the test)."""
+    """:func:`_read_steps_in_scope` for an async iterator (``async for`` in the test)."""
 
     __slots__ = ("_iterator", "_record")
 
@@ -369,13 +366,26 @@ class _AsyncReadInScope:
 
 
 def _read_in_scope(response: Any, record: RequestRecord) -> None:
-    """A test client's streaming response: its content read in ``record``'s scope.
-    Never raises (an error is reported; the content is then read as it was)."""
+    """A streaming response a sync handler or a test client returned: its content
+    read in ``record``'s scope. Django's iterator (``_iterator``, what
+    ``streaming_content`` maps to bytes) is wrapped where it is there, so the
+    reading maps each chunk once and a ``FileResponse`` keeps its file; else the
+    public ``streaming_content``. Never raises (an error is reported; the content
+    is then read as it was)."""
     try:
-        if getattr(response, "streaming", False):
-            content = response.streaming_content  # what the test would read, as bytes
-            wrapper = _AsyncReadInScope if response.is_async else _ReadInScope
-            response.streaming_content = wrapper(content, record)
+        if not getattr(response, "streaming", False):
+            return
+        iterator = response.__dict__.get("_iterator")
+        if iterator is None:
+            content = response.streaming_content  # what the reader would get, as bytes
+            if response.is_async:
+                response.streaming_content = _AsyncReadInScope(content, record)
+            else:
+                response.streaming_content = _read_steps_in_scope(iter(content), record)
+        elif response.is_async:
+            response._iterator = _AsyncReadInScope(iterator, record)
+        else:
+            response._iterator = _read_steps_in_scope(iterator, record)
     except Exception as exc:
         _errors.report(f"{record.interface} handler (streaming content)", exc)
 
