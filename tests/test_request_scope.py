@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import wsgiref.util
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIHandler
@@ -98,27 +99,35 @@ def test_one_response_object_returned_to_two_requests_closes_each_its_own(db):
     assert not _awaiting_close
 
 
+def _server_threads(count: int) -> list[ThreadPoolExecutor]:
+    """Server threads: each runs what it is given on one thread of its own, in order."""
+    return [ThreadPoolExecutor(max_workers=1) for _ in range(count)]
+
+
 def test_a_shared_response_one_server_never_closes_still_closes_the_others_request(db, monkeypatch):
-    """One shared response object, two requests: the first's server never closes it and
-    serves its next request, which finishes the first with ``response_closed: false``
-    (docs/reliability.md). The second's server then closes it: the second's record closes
-    too (forgetting the first request forgot the second's wait as well: its line was lost)."""
+    """One shared response object, two requests on two server threads: the first's server
+    never closes it and serves its next request, which finishes the first with
+    ``response_closed: false`` (docs/reliability.md). The second's server then closes it:
+    the second's record closes too (forgetting the first request forgot the second's
+    wait as well: its line was lost)."""
     monkeypatch.setattr(views, "SHARED_RESPONSE", HttpResponse("cached"))  # not closed yet
     handler = WSGIHandler.__new__(WSGIHandler)
+    first, second = _server_threads(2)
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         handler.__init__()
-        first, second = contextvars.copy_context(), contextvars.copy_context()
-        sent_first = first.run(handler, wsgi_environ("/shared/"), _start_response)
-        sent_second = second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
-        mine_first, mine_second = first.run(current_scope.get), second.run(current_scope.get)
-        following = first.run(handler, wsgi_environ("/sync/"), _start_response)
-        assert records == [mine_first]
-        first.run(following.close)
-        assert len(records) == 2 and records[1].route == "/sync/"
-        second.run(sent_second.close)
-    assert records[2] is mine_second and sent_first is sent_second
-    assert mine_first.extra["response_closed"] is False
-    assert [(record.extra or {}).get("response_closed") for record in records[1:]] == [None] * 2
+        sent_first = first.submit(handler, wsgi_environ("/shared/"), _start_response).result()
+        environ = wsgi_environ("/shared/", query="b")
+        sent_second = second.submit(handler, environ, _start_response).result()
+        assert records == []
+        following = first.submit(handler, wsgi_environ("/sync/"), _start_response).result()
+        first.submit(following.close).result()
+        assert [record.route for record in records] == ["/shared/", "/sync/"]
+        second.submit(sent_second.close).result()
+    for thread in (first, second):
+        thread.shutdown()
+    assert sent_first is sent_second and len(records) == 3
+    assert (records[2].route, records[2].extra) == ("/shared/", None)
+    assert records[0].extra["response_closed"] is False
     assert not _awaiting_close
 
 
@@ -130,16 +139,17 @@ def test_a_shared_response_collected_unclosed_finishes_every_request_it_served(d
 
     monkeypatch.setattr(views, "SHARED_RESPONSE", HttpResponse("cached"))
     handler = WSGIHandler.__new__(WSGIHandler)
+    first, second = _server_threads(2)
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         handler.__init__()
-        first, second = contextvars.copy_context(), contextvars.copy_context()
-        first.run(handler, wsgi_environ("/shared/"), _start_response)
-        second.run(handler, wsgi_environ("/shared/", query="b"), _start_response)
-        mine = {id(first.run(current_scope.get)), id(second.run(current_scope.get))}
-        assert records == [] and len(mine) == 2
+        for thread in (first, second):
+            thread.submit(handler, wsgi_environ("/shared/"), _start_response).result()
+        assert records == []
         views.SHARED_RESPONSE = None  # evicted (monkeypatch puts the original back)
         gc.collect()
-    assert {id(record) for record in records} == mine and len(records) == 2
+    for thread in (first, second):
+        thread.shutdown()
+    assert [record.route for record in records] == ["/shared/", "/shared/"]
     assert [record.extra["response_closed"] for record in records] == [False, False]
     assert not _awaiting_close
 
