@@ -326,6 +326,17 @@ def ends_with_this_process() -> Callable[[], None] | None:
     return preexec
 
 
+def stop_server(server: Any, wait: float = 20) -> None:
+    """End a server a test started: SIGTERM, up to ``wait`` seconds to shut down, then
+    SIGKILL."""
+    server.terminate()
+    try:
+        server.wait(wait)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
 def with_the_reader_gone(command: list[str], timeout: float, **kwargs: Any) -> tuple[int, str]:
     """Run ``command`` with its standard output a pipe whose reader has left, as under
     ``| head -1`` once it has its line (every write fails): its status and stderr."""

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from django.core.handlers.asgi import ASGIHandler
 
-from tests.helpers import ends_with_this_process
+from tests.helpers import ends_with_this_process, stop_server
 from tests.test_lifecycle import ROOT, _env, _free_port, _lines
 
 
@@ -83,12 +83,7 @@ def test_a_server_serves_the_app_with_hopwatch_installed(tmp_path, server):
         while _whole_lines(out) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_server(process, 20)
     assert statuses == [200, 200], stderr.read_text()[-3000:]
     lines = _lines(out)
     assert [(line["route"], line["status"], line["interface"]) for line in lines] == [

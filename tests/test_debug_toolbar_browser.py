@@ -25,6 +25,8 @@ from pathlib import Path
 import django
 import pytest
 
+from tests.helpers import stop_server
+
 pytest.importorskip("debug_toolbar", reason="django-debug-toolbar is not installed")
 
 
@@ -72,12 +74,7 @@ def site(request, tmp_path_factory) -> Iterator[tuple[str, int, str, Path]]:
         _wait_until_up(port)
         yield name, port, page, log
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server, 15)
 
 
 def _wait_until_up(port: int, timeout: float = 30.0) -> None:

@@ -35,7 +35,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 import hopwatch
-from tests.helpers import asgi_request, ends_with_this_process
+from tests.helpers import asgi_request, ends_with_this_process, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -213,12 +213,7 @@ def test_gunicorn_preload_workers_each_measure_and_carry_hop_tax_us(tmp_path):
             pytest.fail(f"of {len(workers)} workers, these never carried hop_tax_us: {without}")
         assert server.pid not in workers  # the master serves nothing
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        stop_server(server, 20)
 
 
 _NO_REQUEST = """

@@ -34,7 +34,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 from hopwatch._django_scope import _awaiting_close
-from tests.helpers import capture, ends_with_this_process, sites, wsgi_environ
+from tests.helpers import capture, ends_with_this_process, sites, stop_server, wsgi_environ
 from tests.test_lifecycle import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,12 +264,7 @@ def _serve(tmp_path: Path, paths: list[str]) -> list[dict[str, Any]]:
             time.sleep(0.05)
         return lines
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        stop_server(server, 20)
 
 
 def _line_sites(line: dict[str, Any]) -> dict[tuple[str, str], int]:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import stop_server
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Hops of an async view behind the example site's middleware (startproject's seven).
@@ -150,11 +152,7 @@ def running(directory: Path, template_db: Path, **options: Any) -> Iterator[Serv
     try:
         yield server
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, 30)
 
 
 def by_request_id(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
