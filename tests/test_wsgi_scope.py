@@ -15,6 +15,8 @@ line said 0 hops where a WSGI server's said 1.
 
 from __future__ import annotations
 
+import gc
+import inspect
 import json
 import os
 import subprocess
@@ -22,6 +24,9 @@ import sys
 import textwrap
 import time
 import urllib.request
+import warnings
+import weakref
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
+from hopwatch import _hotpath, _hotpath_py
 from hopwatch._django_scope import _awaiting_close
 from tests.helpers import capture, ends_with_this_process, sites, stop_server, wsgi_environ
 from tests.test_lifecycle import _free_port
@@ -285,3 +291,86 @@ def test_a_real_wsgi_servers_lines_and_the_test_clients_count_alike(tmp_path, db
         for url_path in ("/async-iterator/", "/sync-iterator/"):
             assert b"".join(Client().get(url_path)) == b"ab"
     assert [sites(record) for record in records] == [{ASYNC_ITERATOR: 1}, {OWN: 2}]
+
+
+# --- the iteration's wrappers: no frame of hopwatch's, nothing kept ---------------------------
+
+
+def test_djangos_async_iterator_warning_names_the_line_that_read_the_response(db):
+    """Django warns (``stacklevel=2``) that a StreamingHttpResponse consumes an async
+    iterator. hopwatch's ``__iter__`` is a C wrapper with no frame of its own: the
+    warning names the line that iterated the response, as it does without hopwatch
+    (a filter by module, or ``-W error`` for the project's own code, still applies).
+    The pure-Python path adds a frame: its warning names hopwatch (docs/faq.md)."""
+    with override_settings(**SETTINGS), capture() as records:
+        response = WSGIHandler()(wsgi_environ("/async-iterator/"), _start_response)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+            body = b"".join(response)
+        response.close()
+    assert body == b"ab"
+    assert sites(records[0]) == {ASYNC_ITERATOR: 1}
+    [warning] = [w for w in caught if "must consume" in str(w.message)]
+    if _hotpath.IMPLEMENTATION == "c":
+        assert (warning.filename, warning.lineno) == (__file__, line)
+    else:
+        assert warning.filename == _hotpath_py.__file__
+
+
+def test_the_patched_iter_reads_as_djangos():
+    patched = StreamingHttpResponse.__dict__["__iter__"]
+    original = patched.__wrapped__
+    assert original.__module__ == "django.http.response"
+    assert (patched.__name__, patched.__qualname__, patched.__doc__) == (
+        "__iter__",
+        "StreamingHttpResponse.__iter__",
+        original.__doc__,
+    )
+    response = StreamingHttpResponse([b"a", b"b"])
+    assert b"".join(iter(response)) == b"ab"  # no request waits: Django's own, as is
+
+
+class _Kept:
+    pass
+
+
+def test_a_bodys_steps_each_run_in_the_scope_and_the_end_lets_go_of_both():
+    """``_hotpath.steps_in_scope`` (how a streaming body is read in its request's
+    scope): each step sees the value, the reader's code between steps does not;
+    an error ends it as a generator's does; once it ended it keeps neither the
+    iterator nor the value."""
+    var: ContextVar[Any] = ContextVar("hopwatch_test_steps", default=None)
+    seen: list[str] = []
+
+    class Body:
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def __iter__(self) -> Body:
+            return self
+
+        def __next__(self) -> bytes:
+            seen.append(type(var.get()).__name__)
+            self.steps += 1
+            if self.steps == 3:
+                raise ValueError("mid-stream")
+            return b"x"
+
+    value, body = _Kept(), Body()
+    kept, body_kept = weakref.ref(value), weakref.ref(body)
+    steps = _hotpath.steps_in_scope(var, body, value)
+    assert iter(steps) is steps
+    assert next(steps) == b"x"
+    assert var.get() is None
+    assert next(steps) == b"x"
+    with pytest.raises(ValueError, match="mid-stream"):
+        next(steps)
+    assert var.get() is None
+    assert list(steps) == []
+    assert seen == ["_Kept", "_Kept", "_Kept"]
+    del value, body
+    gc.collect()
+    assert kept() is None and body_kept() is None
+    ended = _hotpath.steps_in_scope(var, iter([b"a"]), _Kept())
+    assert list(ended) == [b"a"] and list(ended) == []

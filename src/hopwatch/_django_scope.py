@@ -36,7 +36,7 @@ from asgiref.sync import SyncToAsync, markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
-from hopwatch._hotpath import Hop, scope_value, start_request, then
+from hopwatch._hotpath import Hop, around, scope_value, start_request, steps_in_scope, then
 from hopwatch._hotpath_py import REQUEST_ID_OK
 from hopwatch._recorder import (
     Ledger,
@@ -323,26 +323,14 @@ def _closes_with(
     return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
 
 
-_END = object()
-
-
 def _read_steps_in_scope(iterator: Iterator[Any], record: RequestRecord) -> Iterator[Any]:
     """A streaming response's content as the server or the test reads it: each step
     taken with its request's record as the scope, so the hops its iterator makes,
     and the response's close at the end where the reader's wrapper closes it (Django's
     test client does when the content runs out), are the request's. Between steps
-    the reader's own code runs in its own scope. A generator, not a class with
-    ``__next__``: resuming it costs less than a method call, and its end raises
-    nothing through Python code."""
-    while True:
-        token = current_scope.set(record)
-        try:
-            chunk = next(iterator, _END)
-        finally:
-            current_scope.reset(token)
-        if chunk is _END:
-            return
-        yield chunk
+    the reader's own code runs in its own scope. (``_hotpath.steps_in_scope``: in C,
+    the variable set and reset around each step without a Python frame.)"""
+    return steps_in_scope(current_scope, iterator, record)  # type: ignore[no-any-return]
 
 
 class _AsyncReadInScope:
@@ -599,34 +587,44 @@ def _closed(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> Non
     finish_request(record)
 
 
+def _iter_begin(response: Any) -> Any:
+    """Before ``StreamingHttpResponse.__iter__``: None (nothing to do) unless the
+    response streams an async iterator and its request waits for its close; then
+    the request's scope is entered: (its entry, the token)."""
+    if not _awaiting_close or not getattr(response, "is_async", False):
+        return None
+    entry = _waiting_entry(response)
+    if entry is None:
+        return None
+    _take(response, entry)  # a close inside the hop leaves the request open
+    return entry, current_scope.set(entry[1])
+
+
+def _iter_end(response: Any, state: Any) -> None:
+    """After it (returned or raised): the scope left; the request finished if the
+    response was closed inside (the test Client's wrapper), else waiting again."""
+    entry, token = state
+    try:
+        current_scope.reset(token)
+        if getattr(response, "closed", False):
+            _closed(response, entry)
+        else:
+            _awaiting_close.setdefault(id(response), []).append(entry)
+    except Exception as exc:
+        _errors.report("StreamingHttpResponse.__iter__", exc)
+
+
 def patched_iter(original: Callable[..., Any]) -> Callable[..., Any]:
     """``StreamingHttpResponse.__iter__``: a sync reader (a WSGI server, the test
     ``Client``'s test) of an async iterator's content. Django consumes it here, at
     once, in one ``async_to_sync``: that hop, and the iterator's own, are the
     request's. The test Client's wrapper closes the response when the content runs
     out, inside that hop: the request is finished when the hop has ended (else the
-    hop would end after its request, counted as late)."""
-
-    def __iter__(self: Any) -> Any:
-        if not _awaiting_close or not getattr(self, "is_async", False):
-            return original(self)
-        entry = _waiting_entry(self)
-        if entry is None:
-            return original(self)
-        _take(self, entry)  # a close inside the hop leaves the request open
-        token = current_scope.set(entry[1])
-        try:
-            return original(self)
-        finally:
-            current_scope.reset(token)
-            if getattr(self, "closed", False):
-                _closed(self, entry)
-            else:
-                _awaiting_close.setdefault(id(self), []).append(entry)
-
-    __iter__.__wrapped__ = original  # type: ignore[attr-defined]
-    __iter__.__doc__ = original.__doc__
-    return __iter__
+    hop would end after its request, counted as late). ``_hotpath.around``: in C
+    there is no frame of hopwatch's between Django's ``__iter__`` and its caller,
+    so Django's warning about an async iterator (``stacklevel=2``) names the
+    caller's line, as without hopwatch."""
+    return around(_iter_begin, original, _iter_end)  # type: ignore[no-any-return]
 
 
 def current_request() -> RequestRecord | None:

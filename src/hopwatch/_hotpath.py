@@ -69,6 +69,8 @@ find_scope: Any = impl.find_scope
 start_request: Any = impl.start_request
 begin_request: Any = impl.begin_request
 name_request: Any = impl.name_request
+steps_in_scope: Any = impl.steps_in_scope
+around: Any = impl.around
 make_patch: Any = getattr(impl, "make_patch", None) or impl.Patch
 
 S2A_CALL: int = impl.S2A_CALL

@@ -65,7 +65,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import CodeType, FrameType, FunctionType, MethodType
 from typing import Any, Final
@@ -1512,3 +1512,46 @@ def make_patch(original: Callable[..., Any], which: int) -> Any:
     patched.__name__ = original.__name__
     patched.__qualname__ = original.__qualname__
     return patched
+
+
+_END = object()
+
+
+def steps_in_scope(var: ContextVar[Any], iterator: Iterator[Any], value: Any) -> Iterator[Any]:
+    """``iterator``'s steps, each taken with ``var`` set to ``value`` (a streaming
+    body read in its request's scope: hopwatch._django_scope._read_in_scope). A
+    generator: once the iterator has ended or raised, every later step ends at once."""
+    while True:
+        token = var.set(value)
+        try:
+            item = next(iterator, _END)
+        finally:
+            var.reset(token)
+        if item is _END:
+            return
+        yield item
+
+
+def around(
+    before: Callable[..., Any], original: Callable[..., Any], after: Callable[[Any, Any], Any]
+) -> Callable[..., Any]:
+    """``original`` (a method) with ``state = before(*args)`` first; when the state
+    is not None, ``after(args[0], state)`` once it returned or raised (``after``
+    must not raise). Unlike the C one, this adds a frame between the original and
+    its caller: a warning the original gives with ``stacklevel=2`` names this
+    function's line (see docs/faq.md)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        state = before(*args) if args else None
+        if state is None:
+            return original(*args, **kwargs)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            after(args[0], state)
+
+    call.__wrapped__ = original  # type: ignore[attr-defined]
+    call.__doc__ = original.__doc__
+    call.__name__ = getattr(original, "__name__", "call")
+    call.__qualname__ = getattr(original, "__qualname__", "call")
+    return call

@@ -6218,6 +6218,264 @@ error:
     return NULL;
 }
 
+/* --- A streaming body's steps, each in its request's scope -------------------------------
+ * steps_in_scope(var, iterator, value): an iterator whose every step is
+ * next(iterator) with var set to value around it (see
+ * hopwatch._django_scope._read_steps_in_scope). Once the iterator has ended or
+ * raised, it is let go and every later step ends at once, as a generator's. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *var;
+    PyObject *iterator; /* NULL once ended */
+    PyObject *value;
+} StepsObject;
+
+static PyObject *
+Steps_next(StepsObject *s)
+{
+    if (s->iterator == NULL) {
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(s->var, s->value);
+    if (token == NULL) {
+        return NULL;
+    }
+    PyObject *it = s->iterator;
+    Py_INCREF(it);
+    PyObject *item = Py_TYPE(it)->tp_iternext(it);
+    Py_DECREF(it);
+    saved_exc saved;
+    save_exc(&saved);
+    int failed = PyContextVar_Reset(s->var, token);
+    Py_DECREF(token);
+    if (failed < 0) {
+        drop_exc(&saved);
+        Py_XDECREF(item);
+        return NULL;
+    }
+    restore_exc(&saved);
+    if (item == NULL) { /* ended (no error, or StopIteration) or raised */
+        Py_CLEAR(s->iterator);
+        Py_CLEAR(s->value);
+    }
+    return item;
+}
+
+static int
+Steps_traverse(StepsObject *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->var);
+    Py_VISIT(s->iterator);
+    Py_VISIT(s->value);
+    return 0;
+}
+
+static int
+Steps_clear(StepsObject *s)
+{
+    Py_CLEAR(s->var);
+    Py_CLEAR(s->iterator);
+    Py_CLEAR(s->value);
+    return 0;
+}
+
+static void
+Steps_dealloc(StepsObject *s)
+{
+    PyObject_GC_UnTrack(s);
+    Steps_clear(s);
+    PyObject_GC_Del(s);
+}
+
+static PyTypeObject StepsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.StepsInScope",
+    .tp_basicsize = sizeof(StepsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A streaming body's iterator, each step taken in its request's scope.",
+    .tp_dealloc = (destructor)Steps_dealloc,
+    .tp_traverse = (traverseproc)Steps_traverse,
+    .tp_clear = (inquiry)Steps_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Steps_next,
+};
+
+static PyObject *
+py_steps_in_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "steps_in_scope(var, iterator, value)");
+        return NULL;
+    }
+    if (!PyIter_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    StepsObject *s = PyObject_GC_New(StepsObject, &StepsType);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->var = Py_NewRef(args[0]);
+    s->iterator = Py_NewRef(args[1]);
+    s->value = Py_NewRef(args[2]);
+    PyObject_GC_Track(s);
+    return (PyObject *)s;
+}
+
+/* --- A method wrapped around without a frame of its own ---------------------------------
+ * around(before, original, after): a callable that binds as a method. A call
+ * runs state = before(*args); None: original(*args, **kwargs) alone; else the
+ * original's call, then after(args[0], state) whether it returned or raised
+ * (an error of after's is its own to report: it must not raise). No Python
+ * frame of hopwatch's is on the stack while the original runs, so a warning it
+ * gives with a stacklevel names its caller's line, as without hopwatch
+ * (Django's StreamingHttpResponse.__iter__). Other attributes are the original's. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *before;
+    PyObject *original;
+    PyObject *after;
+    vectorcallfunc vectorcall;
+} AroundObject;
+
+static PyObject *
+Around_vectorcall(AroundObject *a, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        return PyObject_Vectorcall(a->original, args, nargsf, kwnames);
+    }
+    PyObject *state = PyObject_Vectorcall(a->before, args, nargs, NULL);
+    if (state == NULL) {
+        return NULL;
+    }
+    if (state == Py_None) {
+        Py_DECREF(state);
+        return PyObject_Vectorcall(a->original, args, nargsf, kwnames);
+    }
+    PyObject *result = PyObject_Vectorcall(a->original, args, nargsf, kwnames);
+    saved_exc saved;
+    save_exc(&saved);
+    PyObject *after_args[2] = {args[0], state};
+    PyObject *r = PyObject_Vectorcall(a->after, after_args, 2, NULL);
+    Py_DECREF(state);
+    if (r == NULL) { /* after raised after all: that error wins */
+        drop_exc(&saved);
+        Py_XDECREF(result);
+        return NULL;
+    }
+    Py_DECREF(r);
+    restore_exc(&saved);
+    return result;
+}
+
+static PyObject *
+Around_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+Around_getattro(AroundObject *a, PyObject *name)
+{
+    PyObject *v = PyObject_GenericGetAttr((PyObject *)a, name);
+    if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return v;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(a->original, name);
+}
+
+static PyObject *
+Around_get_doc(AroundObject *a, void *closure)
+{
+    return PyObject_GetAttrString(a->original, "__doc__");
+}
+
+static PyObject *
+Around_repr(AroundObject *a)
+{
+    return PyUnicode_FromFormat("<hopwatch around %R>", a->original);
+}
+
+static PyMemberDef Around_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(AroundObject, original), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Around_getset[] = {
+    {"__doc__", (getter)Around_get_doc, NULL, NULL, NULL},
+    {NULL},
+};
+
+static int
+Around_traverse(AroundObject *a, visitproc visit, void *arg)
+{
+    Py_VISIT(a->before);
+    Py_VISIT(a->original);
+    Py_VISIT(a->after);
+    return 0;
+}
+
+static int
+Around_clear(AroundObject *a)
+{
+    Py_CLEAR(a->before);
+    Py_CLEAR(a->original);
+    Py_CLEAR(a->after);
+    return 0;
+}
+
+static void
+Around_dealloc(AroundObject *a)
+{
+    PyObject_GC_UnTrack(a);
+    Around_clear(a);
+    PyObject_GC_Del(a);
+}
+
+static PyTypeObject AroundType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.Around",
+    .tp_basicsize = sizeof(AroundObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = NULL,
+    .tp_dealloc = (destructor)Around_dealloc,
+    .tp_traverse = (traverseproc)Around_traverse,
+    .tp_clear = (inquiry)Around_clear,
+    .tp_vectorcall_offset = offsetof(AroundObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = Around_descr_get,
+    .tp_getattro = (getattrofunc)Around_getattro,
+    .tp_members = Around_members,
+    .tp_getset = Around_getset,
+    .tp_repr = (reprfunc)Around_repr,
+};
+
+static PyObject *
+py_around(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "around(before, original, after)");
+        return NULL;
+    }
+    AroundObject *a = PyObject_GC_New(AroundObject, &AroundType);
+    if (a == NULL) {
+        return NULL;
+    }
+    a->before = Py_NewRef(args[0]);
+    a->original = Py_NewRef(args[1]);
+    a->after = Py_NewRef(args[2]);
+    a->vectorcall = (vectorcallfunc)Around_vectorcall;
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the hop path its collaborators (see hopwatch._hotpath)."},
@@ -6245,6 +6503,10 @@ static PyMethodDef module_methods[] = {
      "name_request(cache, names_of, record, request, response): the middleware's naming."},
     {"deliver_line", (PyCFunction)(void (*)(void))py_deliver_line, METH_FASTCALL,
      "deliver_line(logger, message, make_record, logging): logger.handle for one INFO line."},
+    {"steps_in_scope", (PyCFunction)(void (*)(void))py_steps_in_scope, METH_FASTCALL,
+     "steps_in_scope(var, iterator, value): iterator's steps, each with var set to value."},
+    {"around", (PyCFunction)(void (*)(void))py_around, METH_FASTCALL,
+     "around(before, original, after): original with before/after, no frame of its own."},
     {NULL},
 };
 
@@ -6405,7 +6667,8 @@ PyInit__speedups(void)
         PyType_Ready(&CauseStatsType) < 0 ||
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
         PyType_Ready(&ThenType) < 0 ||
-        PyType_Ready(&BoundHandlerType) < 0) {
+        PyType_Ready(&BoundHandlerType) < 0 || PyType_Ready(&StepsType) < 0 ||
+        PyType_Ready(&AroundType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&speedups_module);
