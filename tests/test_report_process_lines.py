@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -178,19 +179,28 @@ def test_wrapped_process_lines_read_by_several_readers(tmp_path):
         assert document["summary"]["records"] == len(files)
         pool = document["pool_over_time"]
         assert pool is not None and pool["lines"] == len(files)
-        # one process's line in each file: a process per input (see the test below)
-        assert pool["minutes"] == [expected_minute(process, len(files), len(files))]
+        # the same process's line in each file: one process (its process_id)
+        assert pool["minutes"] == [expected_minute(process, len(files), 1)]
 
 
-def test_processes_are_told_apart_by_pid_within_each_input(tmp_path):
-    """Containers each run their server as pid 1, so their process lines carry the same
-    pid and nothing else that names the process (docs/log-schema.md). Each pod's log in a
-    file of its own (here the real lines of one process under three pods' names: the same
-    pid, as such pods write it) counts a process per file, by one reader or by several;
-    one stream of them all (``kubectl logs -l app=web`` on stdin) tells them apart by
-    nothing, and counts one, as docs/report.md says."""
+def without_process_id(lines: str) -> str:
+    """Process lines as versions before ``process_id`` wrote them: the same line, less the
+    field (the text of the line otherwise as written)."""
+    stripped = re.sub(r'"process_id":"[0-9a-f]{16}",', "", lines)
+    assert stripped.count("hopwatch.process") == lines.count("hopwatch.process")
+    assert stripped != lines and "process_id" not in stripped
+    return stripped
+
+
+def test_old_lines_without_a_process_id_are_told_apart_by_pid_within_each_input(tmp_path):
+    """Lines of versions before ``process_id`` name their process by its pid alone, and
+    containers each run their server as pid 1. Each pod's log in a file of its own (here
+    the real lines of one process, less the field, under three pods' names: the same pid,
+    as such pods write it) counts a process per file, by one reader or by several; one
+    stream of them all (``kubectl logs -l app=web`` on stdin) tells them apart by
+    nothing, and counts one, as docs/report.md says: as before the field."""
     paths, process = served_logs(tmp_path)
-    lines = paths["plain"].read_text(encoding="utf-8")
+    lines = without_process_id(paths["plain"].read_text(encoding="utf-8"))
     pods = tmp_path / "pods"
     pods.mkdir()
     for pod in ("web-a", "web-b", "web-c"):
@@ -203,7 +213,159 @@ def test_processes_are_told_apart_by_pid_within_each_input(tmp_path):
         ]
     text = run_report(str(pods), form="text")
     header, row = text.split("default pool saturation over time")[1].splitlines()[1:3]
-    assert header.split()[2] == "pids"  # after "minute (UTC)"
-    assert row.split()[:3] == [process["timestamp"][:16], "3", "3"]  # pids, requests
+    assert header.split()[2] == "processes"  # after "minute (UTC)"
+    assert row.split()[:3] == [process["timestamp"][:16], "3", "3"]  # processes, requests
+    markdown = run_report(str(pods), form="markdown")
+    table = markdown.split("default pool saturation over time")[1].splitlines()
+    assert table[2].startswith("| minute (UTC) | processes | requests |")
     merged = run_report("-", stdin=lines * 3)
     assert merged["pool_over_time"]["minutes"] == [expected_minute(process, lines=3)]
+
+
+# --- processes named by process_id: real processes with PROCESS_LINE_SECONDS ---------------
+
+# The child's settings: the suite's, with HOPWATCH from the environment.
+_SETTINGS = """
+import json, os
+from tests.settings import *  # noqa: F403
+HOPWATCH = json.loads(os.environ["PROCESS_LINES_HOPWATCH"])
+"""
+
+# A process serving a request before each process line it writes (PROCESS_LINE_SECONDS
+# installs the writer; its own thread would write one an hour), all in one minute; with
+# "fork", it forks after its first line and the child does the same once.
+_WRITER = """
+import os, sys, time
+import django
+django.setup()
+from hopwatch import apps
+from tests.helpers import wsgi_request
+
+while time.time() % 60 > 50:  # the lines of one minute
+    time.sleep(0.5)
+count, fork = int(sys.argv[1]), sys.argv[2:] == ["fork"]
+child = None
+for index in range(count):
+    assert wsgi_request("/sync/")[0].startswith("200")
+    apps.process_lines.write_line()
+    if fork and child is None:
+        child = os.fork()
+        if child == 0:
+            assert wsgi_request("/sync/")[0].startswith("200")
+            apps.process_lines.write_line()
+            os._exit(0)
+if child:
+    os.waitpid(child, 0)
+print(os.getpid(), child or "")
+"""
+
+
+def writer(tmp_path: Path, *args: str, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The command of a real process writing request and process lines (to the ``OUTPUT``
+    of :func:`writer_env`)."""
+    (tmp_path / "process_lines_settings.py").write_text(_SETTINGS)
+    return [*prefix, sys.executable, "-c", _WRITER, *args]
+
+
+def writer_env(tmp_path: Path, log: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")])
+    env["DJANGO_SETTINGS_MODULE"] = "process_lines_settings"
+    settings = {"OUTPUT": str(log), "PROCESS_LINE_SECONDS": 3600}
+    env["PROCESS_LINES_HOPWATCH"] = json.dumps(settings)
+    return env
+
+
+def run_writer(tmp_path: Path, log: Path, *args: str) -> list[str]:
+    done = subprocess.run(
+        writer(tmp_path, *args), cwd=ROOT, env=writer_env(tmp_path, log),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()
+
+
+def process_lines_of(log: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line["event"] == "hopwatch.process"]
+
+
+def test_a_forked_child_gets_a_process_id_of_its_own(tmp_path):
+    """A server forking its workers after loading the app (gunicorn ``--preload``): each
+    worker is a process of its own, with an id of its own, kept for all its lines."""
+    log = tmp_path / "hopwatch.log"
+    parent, child = map(int, run_writer(tmp_path, log, "2", "fork"))
+    lines = process_lines_of(log)
+    assert sorted(line["pid"] for line in lines) == sorted([parent, parent, child])
+    ids = {line["pid"]: set() for line in lines}
+    for line in lines:
+        assert re.fullmatch("[0-9a-f]{16}", line["process_id"]), line["process_id"]
+        ids[line["pid"]].add(line["process_id"])
+    assert len(ids[parent]) == 1 and len(ids[child]) == 1  # once per process, not per line
+    assert ids[parent] != ids[child]
+    minute = lines[0]["timestamp"][:16]
+    assert {line["timestamp"][:16] for line in lines} == {minute}
+    (row,) = run_report(str(log))["pool_over_time"]["minutes"]
+    assert (row["minute"], row["lines"], row["processes"], row["requests"]) == (minute, 3, 2, 3)
+
+
+def test_one_processs_lines_of_a_minute_in_two_files_count_once(tmp_path):
+    """A log rotated within a minute: one process's lines of that minute are in app.log.1
+    and app.log. The same process, in two inputs, by one reader or by several."""
+    log = tmp_path / "hopwatch.log"
+    run_writer(tmp_path, log, "2")
+    written = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    events = [json.loads(line)["event"] for line in written]
+    assert events == ["hopwatch.request", "hopwatch.process"] * 2
+    (first, second) = process_lines_of(log)
+    assert first["process_id"] == second["process_id"] and first["pid"] == second["pid"]
+    minute = first["timestamp"][:16]
+    assert second["timestamp"][:16] == minute
+    rotated = tmp_path / "logs"
+    rotated.mkdir()
+    (rotated / "app.log.1").write_text("".join(written[:2]), encoding="utf-8")
+    (rotated / "app.log").write_text("".join(written[2:]), encoding="utf-8")
+    for jobs in ("1", "2"):
+        document = run_report(str(rotated / "app.log.1"), str(rotated / "app.log"), "--jobs", jobs)
+        assert document["summary"]["files"] == 2
+        (row,) = document["pool_over_time"]["minutes"]
+        assert (row["minute"], row["lines"], row["processes"], row["requests"]) == (minute, 2, 1, 2)
+    text = run_report(str(rotated), form="text")
+    row_text = text.split("default pool saturation over time")[1].splitlines()[2]
+    assert row_text.split()[:3] == [minute, "1", "2"]  # processes, requests
+
+
+def _pid_namespaces() -> bool:
+    probe = ["unshare", "--pid", "--fork", "--map-root-user", sys.executable, "-c",
+             "import os; print(os.getpid())"]  # fmt: skip
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return False
+    return done.returncode == 0 and done.stdout.split() == ["1"]
+
+
+def test_processes_with_the_same_pid_in_one_stream_count_apart(tmp_path):
+    """Containers each run their server as pid 1, and ``kubectl logs -l app=web`` merges
+    their logs into one stream on stdin: two real processes, each pid 1 in a pid namespace
+    of its own (as a container's is), count two."""
+    if not _pid_namespaces():
+        pytest.skip("no unprivileged pid namespaces here (unshare --pid --map-root-user)")
+    logs = [tmp_path / "web-a.log", tmp_path / "web-b.log"]
+    unshare = ("unshare", "--pid", "--fork", "--map-root-user")
+    pods = []
+    for log in logs:  # at once: their lines in one minute
+        command = writer(tmp_path, "1", prefix=unshare)
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        pods.append(subprocess.Popen(command, cwd=ROOT, env=writer_env(tmp_path, log), **pipes))
+    for pod in pods:
+        out, err = pod.communicate(timeout=120)
+        assert pod.returncode == 0, err[-3000:]
+        assert out.split() == ["1"]  # pid 1, as in a container
+    (a,), (b,) = (process_lines_of(log) for log in logs)
+    assert a["pid"] == b["pid"] == 1 and a["process_id"] != b["process_id"]
+    minute = a["timestamp"][:16]
+    assert b["timestamp"][:16] == minute
+    stream = "".join(log.read_text(encoding="utf-8") for log in logs)
+    (row,) = run_report("-", stdin=stream)["pool_over_time"]["minutes"]
+    assert (row["minute"], row["lines"], row["processes"], row["requests"]) == (minute, 2, 2, 2)

@@ -3,7 +3,7 @@
 Two parts, neither on the hop path:
 
 * :func:`process_facts`: what the process looks like now (read on demand, a few
-  attribute reads): the default pool of the event loop requests run on (its
+  attribute reads): its :func:`process_id`, the default pool of the event loop requests run on (its
   ``max_workers`` as configured, and whether ``ASGI_THREADS`` was applied), its
   threads alive and busy (running a call, read from each thread's stack) and its
   queue, or null where the loop does not let its default pool be read; the
@@ -29,6 +29,7 @@ import asyncio
 import gc
 import heapq
 import os
+import secrets
 import sys
 import threading
 import time
@@ -155,12 +156,39 @@ def pool_facts(loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
     return facts
 
 
+#: (pid, id) of this process: made on first use, made again in a forked child.
+_process_id: tuple[int, str] | None = None
+
+
+def process_id() -> str:
+    """16 random hex digits naming this process instance in its ``hopwatch.process``
+    lines: made once per process (never per request or per line), and again in a
+    forked child (at the fork, and should a fork go unseen, when the pid is not the
+    one it was made in). The pid alone cannot tell processes apart: containers each
+    run their server as pid 1."""
+    global _process_id
+    pid = os.getpid()
+    known = _process_id
+    if known is None or known[0] != pid:
+        known = _process_id = (pid, secrets.token_hex(8))
+    return known[1]
+
+
+def _forget_process_id() -> None:
+    global _process_id
+    _process_id = None
+
+
+os.register_at_fork(after_in_child=_forget_process_id)
+
+
 def process_facts(loop: asyncio.AbstractEventLoop | None = None) -> dict[str, Any]:
     """The process's thread facts now (``loop``: the loop requests run on, if known)."""
     if loop is None:
         loop = asyncio.events._get_running_loop() or _tracked_loop()
     return {
         "pid": os.getpid(),
+        "process_id": process_id(),
         "threads_alive": threading.active_count(),
         "native_threads": _native_threads(),
         "default_pool": pool_facts(loop),

@@ -201,8 +201,8 @@ class Scanner:
         self.parsed_lines = 0
         #: Records that came in a log shipper's envelope (their count sets the wrapped mode).
         self.enveloped = 0
-        #: The input being read (its name; parallel._read_piece sets it): the process lines'
-        #: pids are told apart per input.
+        #: The input being read (its name; parallel._read_piece sets it): the pids of
+        #: process lines without a ``process_id`` (older versions) are told apart per input.
         self.source = ""
         f = self.filters
         self._since = _bound(f.since)

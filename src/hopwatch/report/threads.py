@@ -36,6 +36,7 @@ class ProcessRecord(Struct, gc=False):
     event: str
     timestamp: parse.Timestamp
     pid: int = 0
+    process_id: str | None = None  # lines of older versions have none
     threads_alive: int = 0
     requests: int = 0
     pool_crossings: int = 0
@@ -52,7 +53,8 @@ _ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 #: The process line's event (docs/log-schema.md).
 EVENT: Final = "hopwatch.process"
 
-# Per minute: [lines, processes (a set of (input, pid)), requests, pool crossings, queue max,
+# Per minute: [lines, processes (a set of process ids, and of (input, pid) for lines
+# without one), requests, pool crossings, queue max,
 # busy max, busiest busy / max_workers, wait p95 max, wait max, contexts max, threads alive max];
 # the queue, busy and the share are None while no line of the minute could tell them.
 _LINES, _PIDS, _REQUESTS, _CROSSINGS, _QUEUE, _BUSY, _FULL, _P95, _WAIT, _CONTEXTS, _THREADS = (
@@ -101,9 +103,11 @@ class PoolSeries:
         self.add(stamp[:16], record, source)
 
     def add(self, minute: str, record: ProcessRecord, source: str = "") -> None:
-        """``source``: the input the line came from. A line tells its process by its pid
-        alone, so processes are counted per input: containers each running as pid 1 are
-        told apart by their files, not within one stream of them all (docs/report.md)."""
+        """``source``: the input the line came from. A line names its process by its
+        ``process_id``, whatever input it is in (one process's lines in two files, a log
+        rotated in the minute, count once; containers each running as pid 1 in one
+        stream count apart). A line of an older version has none: its process is told
+        by its pid within its input (docs/report.md)."""
         self.lines += 1
         entry = self.minutes.get(minute)
         if entry is None:
@@ -121,7 +125,8 @@ class PoolSeries:
             if pool.asgi_threads_applied is False:
                 self.not_applied += 1
         entry[_LINES] += 1
-        entry[_PIDS].add((source, record.pid))
+        # a str never equals a tuple: an id and an (input, pid) are never one process
+        entry[_PIDS].add(record.process_id or (source, record.pid))
         entry[_REQUESTS] += record.requests
         entry[_CROSSINGS] += record.pool_crossings
         entry[_QUEUE] = _max_known(entry[_QUEUE], record.pool_queue_max)
@@ -292,7 +297,7 @@ def _tables(document: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             ]
             for row in _coarse(pool["minutes"])
         ]
-        headers = ["minute (UTC)", "pids", "requests", "pool calls", "busy", "busy %",
+        headers = ["minute (UTC)", "processes", "requests", "pool calls", "busy", "busy %",
                    "queued", "wait p95 ms", "contexts", "threads"]  # fmt: skip
         title = "default pool saturation over time (hopwatch.process lines)"
         not_applied = pool["asgi_threads_not_applied_lines"]
