@@ -41,7 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 #: The wrappings docs/report.md says the report reads (besides the plain line).
-WRAPPINGS = ("prefixed", "cri", "docker", "message", "structlog")
+WRAPPINGS = (
+    "prefixed",
+    "cri",
+    "docker",
+    "message",
+    "structlog",
+    *(f"{shipper}-structlog" for shipper in ("docker", "vector", "journald")),
+)
 TIME = "2026-12-06T21:37:00.000000000Z"  # the runtime's own time, before the line
 
 
@@ -104,6 +111,19 @@ def served_logs(directory: Path) -> tuple[dict[str, Path], dict[str, Any]]:
         outer = [json.loads(line) for line in paths[name].read_text().splitlines()]
         key = "event" if name == "structlog" else "message"
         assert [entry[key] for entry in outer] == plain  # the very lines, wrapped
+    # structlog's lines as a shipper hands them over (django-structlog under docker,
+    # Kubernetes with Vector, systemd's journal): both layers at once
+    rendered = paths["structlog"].read_text(encoding="utf-8").splitlines()
+    shipped = {
+        "docker": [{"log": line + "\n", "stream": "stderr", "time": TIME} for line in rendered],
+        "vector": [{"message": line, "source_type": "kubernetes_logs"} for line in rendered],
+        "journald": [
+            {"_PID": "1", "SYSLOG_IDENTIFIER": "web", "MESSAGE": line} for line in rendered
+        ],
+    }
+    for shipper, objects in shipped.items():
+        text = "".join(json.dumps(obj, separators=compact) + "\n" for obj in objects)
+        paths[f"{shipper}-structlog"].write_text(text)
     return paths, json.loads(plain[1])
 
 

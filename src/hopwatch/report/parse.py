@@ -11,8 +11,9 @@ the report reads, with its type and its limits), serves two decoders:
 * :func:`decode_general`, for the lines it refuses: the object at the first
   ``{`` of the line, decoded by the standard library (which accepts raw control
   characters inside strings, and NaN, so that they are reported as invalid
-  values rather than as broken JSON), unwrapped from a log shipper's envelope
-  (``{"log": "<line>"}``), its timestamp normalised to UTC, then checked field by
+  values rather than as broken JSON), unwrapped (:func:`unwrap`: a log shipper's
+  envelope, ``{"log": "<line>"}``, then structlog's rendering, ``{"event": "<line>"}``),
+  its timestamp normalised to UTC, then checked field by
   field against the same Record definition. It decides why a line is skipped
   (``missing:hops``, ``invalid:hop_ms``) and keeps a record whose *separable*
   part is malformed: such a part (``sites``, or an optional field) is dropped
@@ -40,6 +41,12 @@ import hopwatch.schema as schema
 MARKER: Final = b"hopwatch.request"
 #: A line containing this, whose JSON is broken, was a hopwatch line: counted as skipped.
 QUOTED_MARKER: Final = b'"hopwatch.request"'
+#: How the quoted marker starts once the line is a string value inside another line (a
+#: shipper's envelope or structlog's rendering: ``\"hopwatch.request\"``; both:
+#: ``\\\"hopwatch.request\\\"``), its closing quote escaped at any depth. A line with it is
+#: looked into (:func:`unwrap`).
+NESTED_MARKER: Final = b'\\"hopwatch.request\\'
+_QUOTED_TEXT: Final = QUOTED_MARKER.decode()
 EVENT: Final = schema.EVENT
 
 #: Numbers at or above this (1e9 ms is 11.6 days; 1e9 hops is absurd) are rejected.
@@ -455,22 +462,31 @@ def decode_general(line: bytes) -> Decoded | str | None:
         text = line[brace:].decode("utf-8")
     except UnicodeDecodeError:
         return "invalid_utf8" if QUOTED_MARKER in line else OTHER
-    return _decode_text(text, QUOTED_MARKER in line, unwrap=True)
+    return _decode_text(text, QUOTED_MARKER in line, False)
 
 
-def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded | str | None:
-    if unwrap and not looks_like_ours:
-        # a log shipper's envelope: {"log": "<the original line>\n", ...}; the typed
-        # decoders read it first, as most lines of such a log are wrapped
-        try:
-            inner = envelope_line(decode_envelope(text))
-        except DECODE_ERRORS:
-            inner = None
+def _decode_text(text: str, quoted: bool, escaped: bool) -> Decoded | str | None:
+    """``text`` (a line from its first "{"): ``quoted``/``escaped``: whether it holds
+    :data:`QUOTED_MARKER` / :data:`NESTED_MARKER`."""
+    if not quoted:
+        # the record inside a shipper's envelope, structlog's rendering or both (unwrap);
+        # the typed decoder reads it first, as most lines of such a log are wrapped
+        inner = unwrap(text)
         if inner is not None:
-            try:
-                return in_utc(decode_record(inner))
-            except DECODE_ERRORS:
-                return _decode_text(inner, f'"{EVENT}"' in inner, unwrap=False)
+            return _decode_inner(inner)
+    return _decode_object(text, quoted or escaped, unwrap_again=quoted)
+
+
+def _decode_inner(inner: str) -> Decoded | str | None:
+    try:
+        return in_utc(decode_record(inner))
+    except DECODE_ERRORS:
+        return _decode_object(inner, _QUOTED_TEXT in inner, unwrap_again=False)
+
+
+def _decode_object(text: str, looks_like_ours: bool, *, unwrap_again: bool) -> Decoded | str | None:
+    """The object in ``text`` checked as a record, or why it is skipped (when it
+    ``looks_like_ours``); ``unwrap_again``: look inside it when it is no record."""
     if _too_deep(text):
         return "malformed_json" if looks_like_ours else OTHER
     try:
@@ -488,17 +504,90 @@ def _decode_text(text: str, looks_like_ours: bool, *, unwrap: bool) -> Decoded |
         return OTHER
     if obj.get("event") == EVENT:
         return record_from_object(obj)
-    inner = None
-    if unwrap:
-        # an envelope msgspec refused (a lone surrogate in the line it wraps), or
-        # structlog's JSONRenderer around the line
-        inner = _inner_line(obj, EVENT)
-    if inner is not None:
-        try:
-            return in_utc(decode_record(inner))
-        except DECODE_ERRORS:
-            return _decode_text(inner, f'"{EVENT}"' in inner, unwrap=False)
+    if unwrap_again:
+        # a line with the quoted marker that is no record itself: an envelope or
+        # structlog's rendering around a record, with a value holding the marker too
+        inner = unwrap_object(obj)
+        if inner is not None:
+            return _decode_inner(inner)
     return OTHER
+
+
+# --- the layers around a line ----------------------------------------------------------
+# A hopwatch line can reach the log inside at most two layers, peeled in this order:
+#
+# 1. a log shipper's envelope, the outer one: docker's json-file driver, a CRI runtime's
+#    collector, Vector, Fluent Bit, journald's JSON export (``{"log": "<line>"}``, or under
+#    ``message``, ``msg``, ``MESSAGE``: :data:`WRAPPER_KEYS`);
+# 2. the project's structlog set-up rendering the line again, the inner one: a
+#    ``ProcessorFormatter`` with a ``JSONRenderer`` (as django-structlog sets it up) keeps
+#    the line as the ``event`` of its own object (``{"event": "<line>", "level": ...}``).
+#
+# The shipper wraps whatever the process wrote, so the envelope is always outside the
+# rendering; a line wrapped twice by shippers, or rendered twice, is not looked into.
+
+
+class Rendered(Struct, gc=False):
+    """structlog's rendering of a line: the line is its ``event``."""
+
+    event: Any = None
+
+
+decode_rendered: Final = msgspec.json.Decoder(Rendered).decode
+
+
+def unwrap(text: bytes | bytearray | memoryview | str, event: str = EVENT) -> str | None:
+    """The line of hopwatch's ``event`` inside ``text`` (a line from its first "{"), from
+    the line's own first "{": a shipper's envelope peeled, then structlog's rendering (see
+    above), either or both; None when ``text`` holds neither around such a line. Typed
+    decoders first; a line they refuse (a lone surrogate in the line it wraps) is read by
+    the standard library. The one routine for every reader of the log: request lines,
+    process lines, the HTML page's extras; the audit and ``--jobs`` read through them."""
+    return peel(text, event)[0]
+
+
+def peel(text: bytes | bytearray | memoryview | str, event: str = EVENT) -> tuple[str | None, bool]:
+    """:func:`unwrap`'s line, and whether an envelope was peeled (a shipper's)."""
+    try:
+        inner = envelope_line(decode_envelope(text), event)
+    except DECODE_ERRORS:
+        obj = _object(text)
+        return (None, False) if obj is None else _peel_object(obj, event)
+    if inner is not None:
+        return _rendered_line(inner, event) or inner, True
+    return _rendered_line(text, event), False
+
+
+def unwrap_object(obj: dict[str, Any], event: str = EVENT) -> str | None:
+    """:func:`unwrap` for a line the standard library decoded already."""
+    return _peel_object(obj, event)[0]
+
+
+def _peel_object(obj: dict[str, Any], event: str) -> tuple[str | None, bool]:
+    inner = envelope_line(Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS}), event)
+    if inner is not None:
+        return _rendered_line(inner, event) or inner, True
+    return rendered_again(obj, event), False
+
+
+def _rendered_line(text: bytes | bytearray | memoryview | str, event: str) -> str | None:
+    """The line in structlog's rendering ``text``, or None (not a rendering of one)."""
+    try:
+        outer = decode_rendered(text).event
+    except DECODE_ERRORS:
+        obj = _object(text)
+        return None if obj is None else rendered_again(obj, event)
+    return rendered_again({"event": outer}, event)
+
+
+def _object(text: bytes | bytearray | memoryview | str) -> dict[str, Any] | None:
+    """The standard library's reading of a JSON object, or None."""
+    try:
+        decoded = text if isinstance(text, str) else bytes(text).decode("utf-8")
+        obj = None if _too_deep(decoded) else _DECODER.decode(decoded)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+        return None
+    return obj if type(obj) is dict else None
 
 
 def rendered_again(obj: dict[str, Any], event: str = EVENT) -> str | None:
@@ -507,7 +596,7 @@ def rendered_again(obj: dict[str, Any], event: str = EVENT) -> str | None:
     ``ProcessorFormatter`` with a ``JSONRenderer`` on the handler hopwatch's logger
     reaches, as django-structlog sets up): ``{"event": "<the line>", "level": ...}``.
     ``event``: the hopwatch event the line must hold (``hopwatch.process`` for the
-    process lines, :func:`wrapped_line`)."""
+    process lines)."""
     outer = obj.get("event")
     if type(outer) is str and event in outer:
         brace = outer.find("{")
@@ -529,36 +618,11 @@ def envelope_line(envelope: Envelope, event: str = EVENT) -> str | None:
 
 
 def wrapped_line(line: bytes, event: str) -> str | None:
-    """The line of hopwatch's ``event`` that a log shipper's envelope (``{"log": ...}``,
-    ``message``, ``msg``, ``MESSAGE``) or structlog's rendering (``{"event": "<line>"}``)
-    holds, found as the request lines' reader finds it (:func:`_decode_text`:
-    msgspec's envelope first, then the standard library's object), or None. For the
-    other events' readers (``hopwatch.process``: hopwatch.report.threads)."""
+    """The line of hopwatch's ``event`` inside ``line`` (after any prefix), as
+    :func:`unwrap` finds it, or None. For the other events' readers (``hopwatch.process``:
+    hopwatch.report.threads)."""
     brace = line.find(b"{")
-    if brace == -1:
-        return None
-    text = line[brace:]
-    try:
-        inner = envelope_line(decode_envelope(text), event)
-    except DECODE_ERRORS:
-        inner = None
-    if inner is not None:
-        return inner
-    try:
-        decoded = text.decode("utf-8")
-        obj = None if _too_deep(decoded) else _DECODER.decode(decoded)
-    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
-        return None
-    if type(obj) is not dict:
-        return None
-    return _inner_line(obj, event)
-
-
-def _inner_line(obj: dict[str, Any], event: str) -> str | None:
-    """The line of ``event`` inside a decoded object: an envelope msgspec refused (a lone
-    surrogate in the line it wraps), or structlog's JSONRenderer around the line."""
-    envelope = Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS})
-    return envelope_line(envelope, event) or rendered_again(obj, event)
+    return None if brace == -1 else unwrap(line[brace:], event)
 
 
 def record_from_object(obj: dict[str, Any]) -> Decoded | str:

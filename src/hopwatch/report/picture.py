@@ -107,30 +107,31 @@ _decode_crossings = msgspec.json.Decoder(list[Crossing]).decode
 _EMPTY: Final = Extras()
 #: The separable parts of Extras and their types, for a line the typed decoder refused.
 _PARTS: Final[dict[str, Any]] = {"detail": list[Crossing], "detail_dropped": Count}
-#: How the key of ``detail`` reads in a line, and in a line inside an envelope.
-_DETAIL_KEYS: Final = (b'"detail"', b'\\"detail\\"')
+#: How the key of ``detail`` reads in a line, and how it starts in a line inside an
+#: envelope, structlog's rendering or both (its closing quote escaped at any depth, as
+#: parse.NESTED_MARKER).
+_DETAIL_KEYS: Final = (b'"detail"', b'\\"detail\\')
 
 
-def decode_extras(line: Any) -> Extras:
+def decode_extras(line: Any, *, unwrapped: bool = False) -> Extras:
     """The extras of one record's line (bytes, memoryview or str, from its first ``{``).
 
+    A line in a shipper's envelope, structlog's rendering or both is unwrapped as the
+    scanner unwraps it (parse.unwrap), once (``unwrapped``: the line is the inner one).
     Never raises: a line the scanner accepted but whose extras are malformed
     gives the parts that are well formed (a malformed ``detail`` is left out whole).
     """
     try:
         extras = _decode_extras(line)
     except parse.DECODE_ERRORS:
-        return _decode_leniently(line)
-    if extras.event is None:  # a log shipper's envelope: the record is inside
-        try:
-            inner = parse.envelope_line(parse.decode_envelope(line))
-        except parse.DECODE_ERRORS:
-            return _EMPTY
-        return _EMPTY if inner is None else decode_extras(inner)
+        return _decode_leniently(line, unwrapped)
+    if extras.event != parse.EVENT and not unwrapped:  # the record is inside
+        inner = parse.unwrap(line)
+        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
     return extras
 
 
-def _decode_leniently(line: Any) -> Extras:
+def _decode_leniently(line: Any, unwrapped: bool) -> Extras:
     try:
         text = line if isinstance(line, str) else bytes(line).decode("utf-8")
         obj = _decode_any(text)
@@ -139,13 +140,8 @@ def _decode_leniently(line: Any) -> Extras:
     if not isinstance(obj, dict):
         return _EMPTY
     if obj.get("event") != parse.EVENT:
-        inner = next(
-            (obj[key] for key in parse.WRAPPER_KEYS if isinstance(obj.get(key), str)), None
-        )
-        if inner is None or parse.EVENT not in inner or "{" not in inner:
-            again = parse.rendered_again(obj)  # structlog's JSONRenderer around the line
-            return _EMPTY if again is None else decode_extras(again)
-        return decode_extras(inner[inner.index("{") :].rstrip("\n"))
+        inner = None if unwrapped else parse.unwrap_object(obj)
+        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
     fields: dict[str, Any] = {"event": parse.EVENT}
     for name, kind in _PARTS.items():
         try:

@@ -241,16 +241,19 @@ class Scanner:
 
     def _fallback(self, line: memoryview, enveloped: bool) -> Any:
         """A line the learning decoder refused: a Record, (Record,) when it came in an
-        envelope, a skip reason, or None (not a hopwatch record)."""
+        envelope, a skip reason, or None (not a hopwatch record). ``enveloped``: the line
+        holds parse.NESTED_MARKER (parse.peel looks inside it)."""
         plain = parse.decode_record
         errors = parse.DECODE_ERRORS
-        if enveloped:  # its quotes are escaped: the line inside a shipper's envelope
-            try:
-                inner = parse.envelope_line(parse.decode_envelope(line))
-                if inner is not None:
-                    return (plain(inner),)
-            except errors:
-                pass
+        if enveloped:  # its quotes are escaped: a shipper's envelope, structlog's rendering
+            inner, peeled = parse.peel(line)
+            if inner is not None:
+                try:
+                    record = plain(inner)
+                except errors:
+                    pass
+                else:
+                    return (record,) if peeled else record
         try:  # a value the learning decoder has not seen yet?
             return plain(line)
         except errors:
@@ -297,7 +300,7 @@ class Scanner:
         decode_errors = parse.DECODE_ERRORS
         decode_envelope = parse.decode_envelope
         envelope_line = parse.envelope_line
-        escaped = ESCAPED_MARKER
+        nested = parse.NESTED_MARKER  # (ESCAPED_MARKER's start, at any depth)
         wrapped = self._wrapped
         enveloped = 0  # records that came in an envelope
         by_key = self._by_key
@@ -410,7 +413,7 @@ class Scanner:
                         if find(process_marker, start, stop) != -1:
                             self._process_line(line)
                         continue  # another logger's JSON
-                    record = self._fallback(line, find(escaped, start, stop) != -1)
+                    record = self._fallback(line, find(nested, start, stop) != -1)
                     if record is None:
                         continue
                     if record.__class__ is str:

@@ -1,0 +1,199 @@
+"""Request lines as shippers and the project's structlog set-up hand them over, read by
+``hopwatch report`` as docs/report.md says:
+
+* a line structlog rendered again (django-structlog: ``{"event": "<line>", ...}``) and a
+  shipper then wrapped (docker's json-file driver, Fluent Bit, Vector, journald's JSON
+  export: ``{"log"|"message"|"MESSAGE": "<rendered line>", ...}``) is a record.
+
+Real requests through Django's ``ASGIHandler``, hopwatch's lines caught by real logging
+handlers (the plain line, and structlog's ``ProcessorFormatter`` with a ``JSONRenderer``),
+written as those runtimes and shippers write them; the real command, by the C loop and
+the Python one, in one process (``--jobs 1``) and in two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from hopwatch.audit import traffic
+from hopwatch.report.picture import decode_extras
+from tests.helpers import asgi_request
+from tests.report.conftest import Run
+from tests.test_report_structlog_lines import structlog_json_handler
+
+RunCli = Callable[..., Run]
+TIME = "2026-12-07T00:30:00.000000001Z"  # the runtime's or the shipper's own time
+ROUTES = ["/async/", "/async/", "/sync/", "/hops/3/"]
+LABELS = {"GET /async/": 2, "GET /sync/": 1, "GET /hops/<int:n>/": 1}
+
+
+# --- how the lines reach the file ------------------------------------------------------
+def docker(line: str) -> str:
+    """docker's json-file driver (and Fluent Bit's tail of it): compact, with the newline."""
+    record = {"log": line + "\n", "stream": "stderr", "time": TIME}
+    return json.dumps(record, separators=(",", ":"))
+
+
+def fluent_bit(line: str) -> str:
+    """Fluent Bit's kubernetes filter, forwarding the line under ``log``."""
+    pod = {"pod_name": "web-7d9f", "namespace_name": "shop", "container_name": "web"}
+    return json.dumps({"date": 1765067400.0, "log": line, "kubernetes": pod})
+
+
+def vector(line: str) -> str:
+    """Vector's kubernetes_logs source, its event as JSON: the line under ``message``."""
+    pod = {"pod_name": "web-7d9f", "pod_namespace": "shop"}
+    return json.dumps({"message": line, "source_type": "kubernetes_logs", "kubernetes": pod})
+
+
+def journald(line: str) -> str:
+    """``journalctl -o json``: the line under ``MESSAGE``, among journald's fields."""
+    return json.dumps(
+        {
+            "__REALTIME_TIMESTAMP": "1765067400000001",
+            "_PID": "1",
+            "_SYSTEMD_UNIT": "web.service",
+            "SYSLOG_IDENTIFIER": "web",
+            "MESSAGE": line,
+        },
+        separators=(",", ":"),
+    )
+
+
+def cri(line: str) -> str:
+    return f"{TIME} stderr F {line}"
+
+
+SHIPPERS = {"docker": docker, "fluent-bit": fluent_bit, "vector": vector, "journald": journald}
+
+
+@pytest.fixture
+def served(tmp_path: Path, log_lines: Any) -> tuple[list[str], list[str]]:
+    """(hopwatch's lines, the same lines as structlog rendered them) of real requests."""
+    path = tmp_path / "structlog.log"
+    handler = structlog_json_handler(path)
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(handler)
+    try:
+        for route in ROUTES:
+            asgi_request(route)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    plain = log_lines.raw
+    rendered = path.read_text(encoding="utf-8").splitlines()
+    assert len(plain) == len(ROUTES)
+    assert [json.loads(outer)["event"] for outer in rendered] == plain  # the very lines
+    return plain, rendered
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(text + "\n" for text in lines), encoding="utf-8")
+    return path
+
+
+def _document(run_cli: RunCli, *args: Any) -> dict[str, Any]:
+    result = run_cli(*args, "--format", "json", "--top", "0")
+    assert result.status == 0, result.err
+    document: dict[str, Any] = json.loads(result.out)
+    return document
+
+
+def _rows(document: dict[str, Any]) -> dict[str, Any]:
+    return {row["label"]: row for row in document["rows"]}
+
+
+# --- a structlog-rendered line in a shipper's envelope -----------------------------------
+def test_structlog_lines_in_a_shippers_envelope_are_read(
+    run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
+) -> None:
+    plain, rendered = served
+    reference = _document(run_cli, _write(tmp_path / "plain.log", plain))
+    assert {label: row["records"] for label, row in _rows(reference).items()} == LABELS
+    files = []
+    for name, ship in SHIPPERS.items():
+        path = _write(tmp_path / f"{name}-structlog.log", [ship(outer) for outer in rendered])
+        files.append(path)
+        document = _document(run_cli, path, "--jobs", "1")
+        summary = document["summary"]
+        assert (summary["lines"], summary["records"], summary["other_lines"]) == (4, 4, 0), name
+        assert summary["skipped"] == 0, (name, summary["skipped_by_reason"])
+        # the endpoints' figures are the plain lines' own, to the last digit
+        assert document["rows"] == reference["rows"], name
+        hops = {json.loads(line)["route"]: json.loads(line)["hops"] for line in plain}
+        assert _rows(document)["GET /hops/<int:n>/"]["hops"]["max"] == hops["/hops/<int:n>/"]
+    # all of them, with the plain, the rendered and the CRI-prefixed rendered lines, by
+    # one reader and by two
+    files += [
+        _write(tmp_path / "structlog.log", rendered),
+        _write(tmp_path / "cri-structlog.log", [cri(outer) for outer in rendered]),
+        tmp_path / "plain.log",
+    ]
+    for jobs in ("1", "2"):
+        document = _document(run_cli, *files, "--jobs", jobs)
+        assert document["summary"]["records"] == 4 * len(files), jobs
+        assert document["summary"]["other_lines"] == 0 and document["summary"]["skipped"] == 0
+        assert {label: row["records"] for label, row in _rows(document).items()} == {
+            label: count * len(files) for label, count in LABELS.items()
+        }
+
+
+def test_the_audit_reads_structlog_lines_in_a_shippers_envelope(
+    tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
+) -> None:
+    """``hopwatch audit --logs`` reads the logs with the report's reader: the traffic it
+    ranks its changes for is the plain lines' own."""
+    plain, rendered = served
+    expected = traffic.from_logs([str(_write(tmp_path / "plain.log", plain))])
+    assert expected.requests == len(ROUTES) and expected.price_us is not None
+    for name, ship in SHIPPERS.items():
+        path = _write(tmp_path / f"{name}-structlog.log", [ship(outer) for outer in rendered])
+        found = traffic.from_logs([str(path)])
+        assert dataclasses.replace(found, files=expected.files) == expected, name
+
+
+@pytest.fixture
+def detailed(tmp_path: Path, log_lines: Any) -> tuple[str, str]:
+    """(hopwatch's line, structlog's rendering of it) of a real request with DETAIL on."""
+    path = tmp_path / "structlog-detail.log"
+    handler = structlog_json_handler(path)
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(handler)
+    try:
+        with override_settings(HOPWATCH={"OUTPUT": "logging", "DETAIL": True}):
+            asgi_request("/hops/3/")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    (line,) = log_lines.raw
+    (outer,) = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(outer)["event"] == line and len(json.loads(line)["detail"]) >= 3
+    return line, outer
+
+
+def test_the_page_draws_the_detail_of_structlog_lines_in_a_shippers_envelope(
+    run_cli: RunCli, tmp_path: Path, implementation: str, detailed: tuple[str, str]
+) -> None:
+    line, outer = detailed
+    expected = decode_extras(line.encode())
+    assert expected.detail is not None and len(expected.detail) == len(json.loads(line)["detail"])
+    record = json.loads(line)
+    # the page's timeline of the request, named by it and its crossings (as test_html's)
+    drawn = f"request {record['request_id']}: {len(record['detail'])} crossings"
+    page = run_cli(_write(tmp_path / "app.log", [line]), "--format", "html", "--jobs", "1")
+    assert page.status == 0 and drawn in page.out, page.err
+    for name, ship in SHIPPERS.items():
+        shipped = ship(outer)
+        assert decode_extras(shipped[shipped.index("{") :].encode()) == expected, name
+        path = _write(tmp_path / f"{name}.log", [shipped])
+        result = run_cli(path, "--format", "html", "--jobs", "1")
+        assert result.status == 0, result.err
+        assert drawn in result.out, name
