@@ -3,7 +3,9 @@
 
 * a line structlog rendered again (django-structlog: ``{"event": "<line>", ...}``) and a
   shipper then wrapped (docker's json-file driver, Fluent Bit, Vector, journald's JSON
-  export: ``{"log"|"message"|"MESSAGE": "<rendered line>", ...}``) is a record.
+  export: ``{"log"|"message"|"MESSAGE": "<rendered line>", ...}``) is a record;
+* such a line cut short (a shipper's or a pipeline's size limit) is skipped as
+  ``truncated``, as the plain line cut short is, never an other line.
 
 Real requests through Django's ``ASGIHandler``, hopwatch's lines caught by real logging
 handlers (the plain line, and structlog's ``ProcessorFormatter`` with a ``JSONRenderer``),
@@ -158,6 +160,45 @@ def test_the_audit_reads_structlog_lines_in_a_shippers_envelope(
         path = _write(tmp_path / f"{name}-structlog.log", [ship(outer) for outer in rendered])
         found = traffic.from_logs([str(path)])
         assert dataclasses.replace(found, files=expected.files) == expected, name
+
+
+# --- a wrapped line cut short --------------------------------------------------------------
+def _cut(text: str) -> str:
+    """``text`` cut in its middle, as a shipper's or a pipeline's size limit cuts it (not
+    right after a "}": that is ``malformed_json``, see docs/report.md)."""
+    cut = len(text) // 2
+    while text[:cut].rstrip().endswith("}"):
+        cut -= 1
+    return text[:cut]
+
+
+def test_wrapped_lines_cut_short_are_skipped_as_truncated(
+    run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
+) -> None:
+    plain, rendered = served
+    forms: dict[str, list[str]] = {
+        "plain": plain,
+        "structlog": rendered,
+        **{name: [ship(line) for line in plain] for name, ship in SHIPPERS.items()},
+        **{f"{name}-structlog": [ship(o) for o in rendered] for name, ship in SHIPPERS.items()},
+        # the rendered line cut before the shipper wrapped it (a logging pipeline's limit)
+        "docker-cut-structlog": [docker(_cut(outer)) for outer in rendered],
+    }
+    files = []
+    for name, lines in forms.items():
+        cut = [line if name.endswith("cut-structlog") else _cut(line) for line in lines]
+        whole = [docker(line) for line in plain[:2]]  # a whole record before and after
+        path = _write(tmp_path / f"{name}.log", [whole[0], *cut, whole[1]])
+        files.append(path)
+        summary = _document(run_cli, path, "--jobs", "1")["summary"]
+        assert summary["lines"] == 6, name
+        assert summary["records"] == 2, name
+        assert summary["other_lines"] == 0, name
+        assert summary["skipped_by_reason"] == {"truncated": 4}, name
+    for jobs in ("1", "2"):
+        summary = _document(run_cli, *files, "--jobs", jobs)["summary"]
+        assert (summary["records"], summary["other_lines"]) == (2 * len(files), 0), jobs
+        assert summary["skipped_by_reason"] == {"truncated": 4 * len(files)}, jobs
 
 
 @pytest.fixture

@@ -39,14 +39,16 @@ import hopwatch.schema as schema
 #: Cheap byte-level prefilter: a line without it is not a hopwatch line. Unquoted
 #: so that lines wrapped by a log shipper (``\"hopwatch.request\"``) still pass.
 MARKER: Final = b"hopwatch.request"
-#: A line containing this, whose JSON is broken, was a hopwatch line: counted as skipped.
+#: A line containing this (or :data:`NESTED_MARKER`), whose JSON is broken, was a
+#: hopwatch line: counted as skipped.
 QUOTED_MARKER: Final = b'"hopwatch.request"'
 #: How the quoted marker starts once the line is a string value inside another line (a
 #: shipper's envelope or structlog's rendering: ``\"hopwatch.request\"``; both:
-#: ``\\\"hopwatch.request\\\"``), its closing quote escaped at any depth. A line with it is
-#: looked into (:func:`unwrap`).
+#: ``\\\"hopwatch.request\\\"``), its closing quote escaped at any depth. A broken line with
+#: it was hopwatch's, and a line with it is looked into (:func:`unwrap`).
 NESTED_MARKER: Final = b'\\"hopwatch.request\\'
 _QUOTED_TEXT: Final = QUOTED_MARKER.decode()
+_NESTED_TEXT: Final = NESTED_MARKER.decode()
 EVENT: Final = schema.EVENT
 
 #: Numbers at or above this (1e9 ms is 11.6 days; 1e9 hops is absurd) are rejected.
@@ -461,8 +463,19 @@ def decode_general(line: bytes) -> Decoded | str | None:
     try:
         text = line[brace:].decode("utf-8")
     except UnicodeDecodeError:
-        return "invalid_utf8" if QUOTED_MARKER in line else OTHER
-    return _decode_text(text, QUOTED_MARKER in line, False)
+        return "invalid_utf8" if mentions_event(line) else OTHER
+    return _decode_text(text, QUOTED_MARKER in line, NESTED_MARKER in line)
+
+
+def mentions_event(line: bytes) -> bool:
+    """Whether ``line`` holds the event as a record's value (:data:`QUOTED_MARKER`), or as
+    it reads once the record is a string inside another line (:data:`NESTED_MARKER`: a
+    shipper's envelope, structlog's rendering, or both): a broken such line was hopwatch's."""
+    return QUOTED_MARKER in line or NESTED_MARKER in line
+
+
+def _mentions(text: str) -> bool:
+    return _QUOTED_TEXT in text or _NESTED_TEXT in text
 
 
 def _decode_text(text: str, quoted: bool, escaped: bool) -> Decoded | str | None:
@@ -481,7 +494,7 @@ def _decode_inner(inner: str) -> Decoded | str | None:
     try:
         return in_utc(decode_record(inner))
     except DECODE_ERRORS:
-        return _decode_object(inner, _QUOTED_TEXT in inner, unwrap_again=False)
+        return _decode_object(inner, _mentions(inner), unwrap_again=False)
 
 
 def _decode_object(text: str, looks_like_ours: bool, *, unwrap_again: bool) -> Decoded | str | None:
