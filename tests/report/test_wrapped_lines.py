@@ -5,7 +5,10 @@
   shipper then wrapped (docker's json-file driver, Fluent Bit, Vector, journald's JSON
   export: ``{"log"|"message"|"MESSAGE": "<rendered line>", ...}``) is a record;
 * such a line cut short (a shipper's or a pipeline's size limit) is skipped as
-  ``truncated``, as the plain line cut short is, never an other line.
+  ``truncated``, as the plain line cut short is, never an other line;
+* the first parts of a line a container runtime split, whose last part was lost (the
+  container killed in the middle of the write, the restarted one writing on), are counted
+  as they come, the first as truncated, and the whole records after them are read.
 
 Real requests through Django's ``ASGIHandler``, hopwatch's lines caught by real logging
 handlers (the plain line, and structlog's ``ProcessorFormatter`` with a ``JSONRenderer``),
@@ -26,6 +29,7 @@ import pytest
 from django.test import override_settings
 
 from hopwatch.audit import traffic
+from hopwatch.report.parse import PART_BYTES
 from hopwatch.report.picture import decode_extras
 from tests.helpers import asgi_request
 from tests.report.conftest import Run
@@ -238,3 +242,72 @@ def test_the_page_draws_the_detail_of_structlog_lines_in_a_shippers_envelope(
         result = run_cli(path, "--format", "html", "--jobs", "1")
         assert result.status == 0, result.err
         assert drawn in result.out, name
+
+
+# --- a split line whose last part was lost -------------------------------------------------
+@pytest.fixture
+def long_line(served: tuple[list[str], list[str]], log_lines: Any) -> str:
+    """A real hopwatch line over two of a runtime's parts long (DETAIL on, 80 hops),
+    logged after ``served``'s."""
+    with override_settings(HOPWATCH={"OUTPUT": "logging", "DETAIL": True, "DETAIL_LIMIT": 2000}):
+        asgi_request("/hops/80/")
+    line = log_lines.raw[-1]
+    assert len(log_lines.raw) == len(ROUTES) + 1 and line not in served[0]
+    assert 2 * PART_BYTES < len(line.encode()) + 1 < 4 * PART_BYTES
+    return line
+
+
+def docker_parts(line: str) -> list[str]:
+    """docker's json-file driver's lines for one line: 16 KB of it per ``log``, only the
+    last ending with the newline."""
+    data = (line + "\n").encode()
+    return [
+        json.dumps(
+            {"log": data[i : i + PART_BYTES].decode(), "stream": "stderr", "time": TIME},
+            separators=(",", ":"),
+        )
+        for i in range(0, len(data), PART_BYTES)
+    ]
+
+
+def cri_parts(line: str) -> list[str]:
+    data = line.encode()
+    pieces = [data[i : i + PART_BYTES].decode() for i in range(0, len(data), PART_BYTES)]
+    last = len(pieces) - 1
+    return [f"{TIME} stderr {'F' if i == last else 'P'} {p}" for i, p in enumerate(pieces)]
+
+
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_a_line_whose_last_part_was_lost_swallows_no_record(
+    run_cli: RunCli,
+    tmp_path: Path,
+    implementation: str,
+    runtime: str,
+    long_line: str,
+    served: tuple[list[str], list[str]],
+) -> None:
+    plain, _rendered = served
+    split = docker_parts if runtime == "docker" else cri_parts
+    whole = docker if runtime == "docker" else cri
+    parts = split(long_line)
+    assert len(parts) == 3  # (the line is ASCII: its parts cut no character)
+    killed = parts[:-1]  # the container was killed before it wrote the last part
+    # the restarted container's lines: whole short ones, then the long line whole
+    after = [whole(line) for line in plain]
+    lost = _write(tmp_path / f"{runtime}-lost.log", [*killed, *after])
+    summary = _document(run_cli, lost, "--jobs", "1")["summary"]
+    assert summary["records"] == 4
+    assert summary["skipped_by_reason"] == {"truncated": 1}  # the first part
+    assert (summary["lines"], summary["other_lines"]) == (6, 1)  # the second part
+    # the restarted container's first line is the long one: its parts are joined
+    again = _write(tmp_path / f"{runtime}-lost-again.log", [*killed, *parts, *after])
+    document = _document(run_cli, again, "--jobs", "1")
+    summary = document["summary"]
+    assert summary["records"] == 5
+    assert summary["skipped_by_reason"] == {"truncated": 1}
+    assert (summary["lines"], summary["other_lines"]) == (7, 1)  # the joined line is one
+    assert _rows(document)["GET /hops/<int:n>/"]["records"] == 2
+    for jobs in ("1", "2"):
+        summary = _document(run_cli, lost, again, "--jobs", jobs)["summary"]
+        assert summary["records"] == 9, jobs
+        assert summary["skipped_by_reason"] == {"truncated": 2}, jobs

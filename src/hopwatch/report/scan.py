@@ -342,6 +342,7 @@ class Scanner:
         line_part = parse.line_part
         joined: set[int] = set()  # where the later parts of lines joined already start
         unjoined: set[bytes] = set()  # streams whose part could not be joined: read as is
+        loose: set[int] = set()  # where parts start that are read as is (see _read_split)
         while position < end:
             if fast is not None and not joined:
                 position, lines, found, parsed, unwrapped = fast(
@@ -364,12 +365,14 @@ class Scanner:
                 continue
             if stop - start >= part_bytes and stop - start <= max_line:
                 shape = line_part(buffer, start, stop)
-                if shape is not None and shape[1] and shape[0] not in unjoined:
-                    whole = self._join(buffer, start, stop, shape, end, joined)
-                    if whole is not None:  # read as one line
-                        self._feed_joined(whole)
+                if loose and start in loose:
+                    loose.discard(start)
+                elif shape is not None and shape[1] and shape[0] not in unjoined:
+                    read = self._read_split(buffer, start, stop, shape, end, joined, loose)
+                    if read:  # read as one line
                         continue
-                    unjoined.add(shape[0])  # its later parts are not first parts either
+                    if read is None:
+                        unjoined.add(shape[0])  # its later parts are not first parts either
                 if fast is not None and not joined:  # an unsplit long line: C reads it
                     after, lines, found, parsed, unwrapped = fast(
                         buffer, start, min(position, end), decode, decode_errors, by_key,
@@ -569,7 +572,7 @@ class Scanner:
         if self._blocks % _FOLD_EVERY_BLOCKS == 0:
             part.fold()
 
-    def _join(
+    def _read_split(
         self,
         buffer: bytes | bytearray,
         start: int,
@@ -577,11 +580,56 @@ class Scanner:
         part: parse.Part,
         end: int,
         joined: set[int],
-    ) -> bytes | None:
+        loose: set[int],
+    ) -> bool | None:
+        """Read the line whose first part is ``buffer[start:stop]`` joined with its stream's
+        later parts in ``buffer[:end]`` (lines of other streams may come in between): True
+        when it was read as one line (the later parts' starts go into ``joined``), None when
+        it cannot be joined (its last part is not there, or it would be longer than
+        MAX_LINE_BYTES: the parts are then read as they are, the stream's later ones too),
+        False when the first part's own last part was lost.
+
+        A container killed in the middle of writing a line leaves its first parts without
+        their last one; the restarted container's lines follow in the same stream, so the
+        next last part is another line's. Then the joined line is broken (a hopwatch line
+        skipped) while a line made of the later parts alone, from one of them on, is a
+        record: such a record is never lost. The first part and the parts before that one
+        are read as they come (the first part, cut, as truncated; see ``loose``), and the
+        rest is read from that part on (joined again when it is a first part itself). The
+        check costs nothing for the joined lines that are read (one comparison of the
+        skip counts); memory stays bounded by MAX_LINE_BYTES per line built."""
+        found = self._join(buffer, start, stop, part, end)
+        if found is None:
+            return None
+        head, shares, tail, later = found
+        partial = self.partial
+        skipped, lines = partial.skipped.copy(), partial.lines
+        self._feed_joined(b"".join((head, *shares, tail)))
+        if partial.skipped != skipped:  # a broken line: did it swallow a whole one?
+            for index in range(1, len(shares)):
+                result = parse.decode_line(b"".join((head, *shares[index:], tail)))
+                if result is not None and not isinstance(result, str):  # a record
+                    partial.skipped.clear()  # the joined line was never read
+                    partial.skipped.update(skipped)
+                    partial.lines = lines
+                    loose.update(later[: index - 1])
+                    return False
+        joined.update(later)
+        return True
+
+    def _join(
+        self,
+        buffer: bytes | bytearray,
+        start: int,
+        stop: int,
+        part: parse.Part,
+        end: int,
+    ) -> tuple[bytes, list[bytes | bytearray], bytes, list[int]] | None:
         """The line whose first part is ``buffer[start:stop]``, joined with its stream's
-        later parts in ``buffer[:end]`` (lines of other streams may come in between); None
-        when its last part is not there or it would be longer than MAX_LINE_BYTES (the
-        parts are then read as they are). The later parts' starts go into ``joined``."""
+        later parts in ``buffer[:end]``, as (the last part's line before its share, the
+        parts' shares, the last part's line after its share, where the later parts' lines
+        start); None when its last part is not there or it would be longer than
+        MAX_LINE_BYTES."""
         stream, _partial, share_start, share_stop = part
         shares = [buffer[share_start:share_stop]]
         size = share_stop - share_start
@@ -602,10 +650,8 @@ class Scanner:
             if size > parse.MAX_LINE_BYTES:
                 return None
             if not other[1]:  # the last part: the line is whole
-                joined.update(later)
-                return b"".join(
-                    (buffer[line_start : other[2]], *shares, buffer[other[3] : line_stop])
-                )
+                head = bytes(buffer[line_start : other[2]])
+                return head, shares, bytes(buffer[other[3] : line_stop]), later
         return None
 
     def _feed_joined(self, line: bytes) -> None:
