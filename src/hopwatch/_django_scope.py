@@ -334,7 +334,13 @@ def _read_steps_in_scope(iterator: Iterator[Any], record: RequestRecord) -> Iter
 
 
 class _AsyncReadInScope:
-    """:func:`_read_steps_in_scope` for an async iterator (``async for`` in the test)."""
+    """:func:`_read_steps_in_scope` for an async iterator (``async for`` in the test,
+    the AsyncClient's ``finish_unless_streaming``). A sync reader (a WSGI server, the
+    test ``Client``) reads it through Django's ``StreamingHttpResponse.__iter__``, in
+    one ``async_to_sync`` that :func:`patched_iter` makes in the request's scope: there
+    the step runs inside that crossing, the scope is already the request's (its hop),
+    and is left alone, or the crossings the step makes would be the request's
+    outermost, not nested in the one they run in."""
 
     __slots__ = ("_iterator", "_record")
 
@@ -346,7 +352,11 @@ class _AsyncReadInScope:
         return self
 
     async def __anext__(self) -> Any:
-        token = current_scope.set(self._record)
+        record = self._record
+        value = current_scope.get()
+        if value is record or (type(value) is Hop and value.scope is record):
+            return await anext(self._iterator)
+        token = current_scope.set(record)
         try:
             return await anext(self._iterator)
         finally:
