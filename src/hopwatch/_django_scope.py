@@ -240,13 +240,35 @@ def _forget(record: RequestRecord) -> None:
                 _awaiting_close.pop(key, None)
 
 
-class _ThreadState(threading.local):
-    #: The last WSGI request this thread's handler returned, while its response
-    #: is not closed (cleared when it is, by the thread that closes it).
+class _NotMadeYet:
+    """``_this_thread`` until a WSGI handler first remembers a request: nothing is
+    unclosed in any thread. Its first write makes the real one, a ``threading.local``
+    made then, not at import: under gunicorn's gevent or eventlet worker with
+    ``--preload`` hopwatch is imported in the master, before the worker
+    monkey-patches ``threading``, and one made at import would be one per OS
+    thread, not per greenlet (another connection's request, a greenlet of the same
+    thread, then took a streaming request for its own stale one and finished it).
+    Reading it costs what reading the real one does."""
+
     unclosed: RequestRecord | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        global _this_thread
+        with _making_thread_state:
+            if _this_thread is self:
 
-_this_thread = _ThreadState()
+                class _ThreadState(threading.local):  # whatever the server made it
+                    #: The last WSGI request this thread's handler returned, while its
+                    #: response is not closed (cleared when it is, by the thread that
+                    #: closes it).
+                    unclosed: RequestRecord | None = None
+
+                _this_thread = _ThreadState()
+        setattr(_this_thread, name, value)
+
+
+_making_thread_state = threading.Lock()
+_this_thread: Any = _NotMadeYet()
 
 
 def _close_stale_scope() -> None:
