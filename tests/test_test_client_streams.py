@@ -17,7 +17,7 @@ import asyncio
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
@@ -50,7 +50,15 @@ async def async_stream_view(request):
     return StreamingHttpResponse(_async_chunks())
 
 
-urlpatterns = [path("sync/", sync_stream_view), path("async/", async_stream_view)]
+def plain_view(request):
+    return HttpResponse(b"plain")
+
+
+urlpatterns = [
+    path("sync/", sync_stream_view),
+    path("async/", async_stream_view),
+    path("plain/", plain_view),
+]
 
 SETTINGS = {"ROOT_URLCONF": __name__, "MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
 
@@ -83,6 +91,23 @@ def test_the_test_clients_line_counts_a_sync_streams_hops_as_the_wsgi_handlers(d
     assert (wsgi.interface, client.interface) == ("wsgi", "test-client")
     assert causes(wsgi) == causes(client) == SYNC_CHUNK_HOPS
     assert len(client) == 2 and "response_closed" not in (client.extra or {})
+
+
+def test_a_stream_the_test_reads_after_another_request_keeps_its_hops(db):
+    """Only a WSGI request is finished by its thread's next request: the test
+    client's stream, read after the test made another request, is still open and
+    its line counts the 2 hops its reading made."""
+    with override_settings(**SETTINGS), capture() as records:
+        client = Client()
+        stream = client.get("/sync/")
+        assert client.get("/plain/").content == b"plain"
+        assert [record.path for record in records] == ["/plain/"]
+        assert b"".join(stream.streaming_content) == b"ab"
+    plain, streamed = records
+    assert (plain.path, streamed.path) == ("/plain/", "/sync/")
+    assert causes(plain) == {}
+    assert causes(streamed) == SYNC_CHUNK_HOPS
+    assert len(streamed) == 2 and "response_closed" not in (streamed.extra or {})
 
 
 async def _read_through_the_async_client(records):

@@ -208,6 +208,30 @@ def test_the_test_clients_line_counts_an_async_iterators_hop_as_the_wsgi_handler
     assert not _awaiting_close
 
 
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+def test_a_wsgi_servers_close_of_an_async_iterators_response_is_the_requests(db):
+    """A WSGI server reads an async iterator's content (Django consumes it at once,
+    in one async_to_sync) and closes the response later: the request was not
+    finished by the reading, so the close's hop (an async request_finished
+    receiver) is counted, and the line lasts until the close."""
+    request_finished.connect(_receiver)
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            response = WSGIHandler()(wsgi_environ("/async-iterator/"), _start_response)
+            assert b"".join(response) == b"ab"
+            assert records == []  # read, not closed: the request is not over
+            time.sleep(0.3)
+            response.close()
+    finally:
+        request_finished.disconnect(_receiver)
+    (record,) = records
+    assert (record.interface, record.route) == ("wsgi", "/async-iterator/")
+    assert sites(record) == {ASYNC_ITERATOR: 1, CLOSE: 1}
+    assert record.duration_ns >= 300_000_000
+    assert "response_closed" not in (record.extra or {})
+    assert not _awaiting_close
+
+
 # --- under a real WSGI server ----------------------------------------------------------------
 
 _SERVER = """
