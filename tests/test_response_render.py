@@ -100,6 +100,22 @@ def test_a_render_replaced_by_a_lambda_or_a_partial_is_the_response_hop(path, re
     assert rendered == RENDERED
 
 
+def test_one_lambda_render_on_responses_of_two_classes_names_each_class():
+    """The same lambda, set as render on a TemplateResponse and then on a subclass:
+    the name comes from each response (the handler's frame), not the first one's."""
+    for kind, name in [
+        ("template", "TemplateResponse"),
+        ("subclass", "PlainSubclass"),
+        ("template", "TemplateResponse"),
+        ("subclass", "PlainSubclass"),
+    ]:
+        assert asgi(f"/render/lambda-of/{kind}/") == {
+            STARTED: 1,
+            ("response", f"{name}.render", None): 1,
+            ("response", f"{name}.close", None): 1,
+        }
+
+
 def test_a_sync_views_render_replaced_by_a_lambda_is_one_view_and_one_render():
     assert asgi("/render/sync-lambda/") == {
         STARTED: 1,

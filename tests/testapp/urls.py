@@ -60,6 +60,7 @@ urlpatterns = [
     path("render/replaced/", views_render.replaced_render_view),
     path("render/lambda/", views_render.lambda_render_view),
     path("render/partial/", views_render.partial_render_view),
+    path("render/lambda-of/<str:kind>/", views_render.lambda_render_of_view),
     path("render/sync-lambda/", views_render.sync_lambda_render_view),
     path("render/template-render/", views_render.template_render_view),
 ]

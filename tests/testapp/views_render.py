@@ -29,6 +29,10 @@ class InheritedRender(RenderingResponse):
     """Runs RenderingResponse's render: named after its own class, as TemplateResponse's is."""
 
 
+class PlainSubclass(TemplateResponse):
+    """A subclass that overrides nothing."""
+
+
 class SimpleRendering(SimpleTemplateResponse):
     """A ``SimpleTemplateResponse`` (no request) that overrides ``render``."""
 
@@ -77,6 +81,15 @@ async def lambda_render_view(request):
         return render()
 
     response.render = lambda: rendered()
+    return response
+
+
+async def lambda_render_of_view(request, kind):
+    """One lambda set as ``render`` on a TemplateResponse or on a subclass, by ``kind``."""
+    cls = PlainSubclass if kind == "subclass" else TemplateResponse
+    response = cls(request, _template(), {"word": "ok"})
+    render = response.render
+    response.render = lambda: render()
     return response
 
 
