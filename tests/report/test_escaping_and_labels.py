@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hopwatch.report import render, table
-from hopwatch.report.text import cells, clean, escaped_for, percent
+from hopwatch.report.text import cells, clean, escaped_for, head_cells, percent, tail_cells
 from tests.report.conftest import Run
 from tests.report.detail_samples import crossing, detailed_line
 from tests.report.samples import line, site
@@ -268,18 +268,60 @@ def test_a_crossing_exported_to_a_trace_has_its_names_escaped(
         assert event["cat"] == "hopwatch.crossing,x\\u202ey\\x1b[31m"
 
 
-@pytest.mark.parametrize("limit", range(1, 24))
+_ESCAPE_OR_CHARACTER = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})|.", re.S)
+
+
+def _longest_whole(text: str, width: int, *, from_end: bool = False) -> str:
+    """The longest start (or end) of ``text`` in ``width`` columns that splits no escape."""
+    tokens = _ESCAPE_OR_CHARACTER.findall(text)
+    kept: list[str] = []
+    for token in reversed(tokens) if from_end else tokens:
+        if cells("".join(kept) + token) > width:
+            break
+        kept.append(token)
+    return "".join(reversed(kept) if from_end else kept)
+
+
+#: On an ASCII stdout: a(1) \x1b(4) \xe9(4) \u65e5(6) \U0001f600(10) \x7f(4) b(1), twice:
+#: 60 characters, so the limits below put a cut at every point of each escape, and
+#: right after each (the 10-character one ends at 25: limit 26 keeps it whole).
+CUT_VALUE = "a\x1bé日\U0001f600\x7fb" * 2
+
+
+@pytest.mark.parametrize("limit", range(1, 60))
 def test_a_cut_never_splits_an_escape(limit):
     """Cut anywhere, an escape is kept whole or left out: half of one read as other text
-    (``\\xe~``, ``\\~9``)."""
+    (``\\xe~``, ``\\~9``); and what is kept is all that fits."""
     escapes = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
-    value = "a\x1bé日\U0001f600\x7fb" * 2
     with escaped_for("ascii"):
-        whole = clean(value)
-        for text in (clean(value, limit), table.truncate_middle(whole, limit)):
+        whole = clean(CUT_VALUE)
+        assert len(whole) == 60
+        for text in (clean(CUT_VALUE, limit), table.truncate_middle(whole, limit)):
             assert len(text) <= limit
             pieces = text.split("~")
             assert len(pieces) == 2, text
             for piece in pieces:  # every backslash starts an escape the whole has
                 assert escapes.sub("", piece).count("\\") == 0, text
             assert whole.startswith(pieces[0]) and whole.endswith(pieces[1]), text
+        assert clean(CUT_VALUE, limit) == _longest_whole(whole, limit - 1) + "~"
+        head = limit // 2
+        assert table.truncate_middle(whole, limit) == (
+            _longest_whole(whole, head)
+            + "~"
+            + _longest_whole(whole, limit - 1 - head, from_end=True)
+        )
+
+
+@pytest.mark.parametrize("width", range(1, 30))
+def test_a_cut_of_wide_text_never_splits_an_escape(width):
+    """On a UTF-8 stdout 日 and \U0001f600 are kept (2 columns each) and a control
+    character is escaped: the text is not ASCII, and the cut by columns keeps each
+    escape whole or leaves it out, and all that fits."""
+    whole = clean(CUT_VALUE)
+    assert whole == "a\\x1bé日\U0001f600\\x7fb" * 2 and cells(whole) == 30
+    assert head_cells(whole, width) == _longest_whole(whole, width)
+    assert tail_cells(whole, width) == _longest_whole(whole, width, from_end=True)
+    head = width // 2
+    assert table.truncate_middle(whole, width) == (
+        _longest_whole(whole, head) + "…" + _longest_whole(whole, width - 1 - head, from_end=True)
+    )
