@@ -43,6 +43,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 #: The wrappings docs/report.md says the report reads (besides the plain line).
 WRAPPINGS = (
     "prefixed",
+    "prefixed-message",
     "cri",
     "docker",
     "message",
@@ -111,6 +112,9 @@ def served_logs(directory: Path) -> tuple[dict[str, Path], dict[str, Any]]:
         outer = [json.loads(line) for line in paths[name].read_text().splitlines()]
         key = "event" if name == "structlog" else "message"
         assert [entry[key] for entry in outer] == plain  # the very lines, wrapped
+    # kubectl logs --prefix over the JSON formatter: a prefix, then the envelope
+    messages = paths["message"].read_text(encoding="utf-8").splitlines()
+    paths["prefixed-message"].write_text("".join(f"[pod/web-0/web] {m}\n" for m in messages))
     # structlog's lines as a shipper hands them over (django-structlog under docker,
     # Kubernetes with Vector, systemd's journal): both layers at once
     rendered = paths["structlog"].read_text(encoding="utf-8").splitlines()
@@ -185,6 +189,35 @@ def test_wrapped_process_lines_make_the_pool_section(tmp_path, implementation):
         assert pool is not None, f"{name}: no pool section"
         assert pool["lines"] == 1 and pool["invalid_lines"] == 0, name
         assert pool["minutes"] == [expected_minute(process)], name
+
+
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_an_app_line_that_mentions_the_process_event_is_no_process_line(
+    tmp_path, implementation
+):
+    """The project's own structlog line whose event merely names ``hopwatch.process``
+    is one of the other lines, not a process line (nor an invalid one)."""
+    paths, process = served_logs(tmp_path)
+    log = paths["structlog"]
+    handler = structlog_json_handler(log)  # appends, as the app's own handler would
+    app = logging.getLogger("tests.app")
+    level = app.level
+    app.addHandler(handler)
+    app.setLevel(logging.INFO)
+    try:
+        app.info("restarting the hopwatch.process reader")
+    finally:
+        app.removeHandler(handler)
+        app.setLevel(level)
+        handler.close()
+    last = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
+    assert (last["event"], last["logger"]) == ("restarting the hopwatch.process reader", "tests.app")
+    document = read(log, implementation)
+    assert document["summary"]["records"] == 1
+    assert document["summary"]["other_lines"] == 2  # the process line and the app's
+    pool = document["pool_over_time"]
+    assert pool["lines"] == 1 and pool["invalid_lines"] == 0
+    assert pool["minutes"] == [expected_minute(process)]
 
 
 def test_wrapped_process_lines_read_by_several_readers(tmp_path):
