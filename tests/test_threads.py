@@ -373,9 +373,11 @@ def test_a_shut_down_pools_dead_threads_are_not_counted():
     assert pool["queued"] == 0
 
 
-def test_a_pool_shut_down_with_calls_still_queued_counts_those_calls():
+@pytest.mark.parametrize("shut_down", [True, False])
+def test_a_pools_calls_still_queued_are_counted_live_or_shut_down(shut_down):
     """shutdown(wait=False) with one call running and two waiting: two queued, not
-    three (the end-of-work mark is no call), one busy."""
+    three (the end-of-work mark is no call), one busy; and two queued, not one, in
+    the live pool (whose queue holds no such mark)."""
     release = threading.Event()
 
     async def serve():
@@ -386,7 +388,8 @@ def test_a_pool_shut_down_with_calls_still_queued_counts_those_calls():
         first = loop.run_in_executor(None, lambda: (running.set(), release.wait(30)))
         waiting = [loop.run_in_executor(None, release.wait, 30) for _ in range(2)]
         await loop.run_in_executor(ThreadPoolExecutor(1), running.wait, 30)
-        pool.shutdown(wait=False)
+        if shut_down:
+            pool.shutdown(wait=False)
         facts = _process.process_facts()["default_pool"]
         release.set()
         await asyncio.gather(first, *waiting)
