@@ -650,17 +650,22 @@ _COLLECTED_AT_EXIT = """
 """
 
 
+@pytest.mark.parametrize("idle", [False, True])
 @pytest.mark.parametrize("buffer", [0, 4096])
-def test_a_line_finished_after_the_file_output_was_closed_at_exit_is_written(tmp_path, buffer):
+def test_a_line_finished_after_the_file_output_was_closed_at_exit_is_written(
+    tmp_path, buffer, idle
+):
     """A test client's streaming response left unread in a reference cycle is collected
     as the interpreter finalizes, after the exit handler closed the file: its line was
     lost and stderr got an internal error's traceback (``I/O operation on closed file``;
-    with OUTPUT_BUFFER, ``write to a closed hopwatch output``)."""
+    with OUTPUT_BUFFER, ``write to a closed hopwatch output``). ``idle``: the process
+    wrote nothing for over a second before its exit, so the exit-time line is due a
+    rotation check, which has no file to reopen (each write opens the path)."""
     log = tmp_path / "hops.jsonl"
     done = _python(
         tmp_path,
         {"OUTPUT": str(log), "OUTPUT_BUFFER": buffer},
-        _COLLECTED_AT_EXIT,
+        _COLLECTED_AT_EXIT + ("    import time; time.sleep(1.2)\n" if idle else ""),
         "-X",
         "dev",
     )
