@@ -82,6 +82,15 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _complete_lines(path: Path) -> list[dict]:
+    """The lines of ``path`` written whole so far (each ending in "\\n"): for polling a log
+    that processes still write to, whose last line may be half-written."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.endswith(b"\n")]
+
+
 # --- MEASURE_HOP_TAX: once per process, at its first request --------------------------------
 
 _FORK = """
@@ -200,7 +209,7 @@ def test_gunicorn_preload_workers_each_measure_and_carry_hop_tax_us(tmp_path):
                 time.sleep(0.1)
                 continue
             workers = {}
-            for line in _lines(log):
+            for line in _complete_lines(log):  # the workers may be writing one
                 workers.setdefault(line["pid"], []).append(line)
             if len(workers) == 3 and all(
                 any("hop_tax_us" in line for line in lines) for lines in workers.values()
