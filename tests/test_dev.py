@@ -11,6 +11,7 @@ import importlib.util
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,55 @@ def test_the_full_runs_lanes_run_together_and_print_each_runs_output_whole(
         assert f"{name} first\n{name} last\n" in out
     assert out.count("=== started: tests on django52 (") == 1
     assert out.count("ended in") == 2
+
+
+_STAND_IN_OUTCOMES = """
+import sys, time
+from pathlib import Path
+# argv: -m pytest -q --junitxml=REPORT OUTCOME
+report, outcome = sys.argv[4].split("=", 1)[1], sys.argv[5]
+if outcome == "hang":
+    time.sleep(60)
+if outcome != "no-report":
+    failures = 1 if outcome == "fail" else 0
+    Path(report).write_text(f'<testsuite tests="3" failures="{failures}" errors="0" skipped="0"/>')
+sys.exit(0 if outcome == "pass" else 1)
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    python = tmp_path / "python"
+    python.write_text(f"#!{sys.executable}\n{_STAND_IN_OUTCOMES}")
+    python.chmod(0o755)
+    monkeypatch.setattr(dev, "ROOT", tmp_path)
+    return python
+
+
+def test_a_failed_run_that_ends_before_a_passing_one_fails_the_lanes(stand_in):
+    """One lane: the failing run ends first, then the passing one; the status is
+    still the failure's."""
+    runs = [
+        dev.Run("django52", "c", stand_in, {}, ("fail",)),
+        dev.Run("django60", "c", stand_in, {}, ("pass",)),
+    ]
+    assert dev._pytest_in_lanes(runs, 1) == (1, {"passed": 5, "failed": 1, "skipped": 0})
+
+
+def test_a_run_that_writes_no_report_does_not_count_an_earlier_runs(stand_in, tmp_path):
+    """The report an earlier run left in .cache/ is removed first: a run that writes
+    none counts as one failure, not as the earlier run's 900 tests."""
+    run = dev.Run("django52", "c", stand_in, {}, ("no-report",))
+    run.report().parent.mkdir()
+    run.report().write_text('<testsuite tests="900" failures="0" errors="0" skipped="0"/>')
+    assert dev._pytest_in_lanes([run], 1) == (1, {"failed": 1})
+
+
+def test_a_run_past_the_timeout_is_given_up_as_a_failure(stand_in, monkeypatch, capsys):
+    monkeypatch.setattr(dev, "RUN_TIMEOUT", 1)
+    started = time.monotonic()
+    run = dev.Run("django52", "c", stand_in, {}, ("hang",))
+    assert dev._pytest_in_lanes([run], 1) == (1, {"failed": 1})
+    assert time.monotonic() - started < 30  # ended, not waited for
+    out = capsys.readouterr().out
+    assert "dev.py: gave up after 1 s (a hung test?)\n" in out
