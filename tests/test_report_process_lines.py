@@ -192,9 +192,7 @@ def test_wrapped_process_lines_make_the_pool_section(tmp_path, implementation):
 
 
 @pytest.mark.parametrize("implementation", ["c", "python"])
-def test_an_app_line_that_mentions_the_process_event_is_no_process_line(
-    tmp_path, implementation
-):
+def test_an_app_line_that_mentions_the_process_event_is_no_process_line(tmp_path, implementation):
     """The project's own structlog line whose event merely names ``hopwatch.process``
     is one of the other lines, not a process line (nor an invalid one)."""
     paths, process = served_logs(tmp_path)
@@ -211,7 +209,10 @@ def test_an_app_line_that_mentions_the_process_event_is_no_process_line(
         app.setLevel(level)
         handler.close()
     last = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
-    assert (last["event"], last["logger"]) == ("restarting the hopwatch.process reader", "tests.app")
+    assert (last["event"], last["logger"]) == (
+        "restarting the hopwatch.process reader",
+        "tests.app",
+    )
     document = read(log, implementation)
     assert document["summary"]["records"] == 1
     assert document["summary"]["other_lines"] == 2  # the process line and the app's
