@@ -326,6 +326,21 @@ def ends_with_this_process() -> Callable[[], None] | None:
     return preexec
 
 
+def start_server(command: list[str], env: dict[str, str], stderr: Any, cwd: Any) -> Any:
+    """A server process for a test: stdout dropped, stderr to the file ``stderr``
+    (read it when the server fails), ended with this process
+    (:func:`ends_with_this_process`). Stop it with :func:`stop_server`."""
+    with open(stderr, "wb") as err:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=ends_with_this_process(),
+        )
+
+
 def stop_server(server: Any, wait: float = 20) -> None:
     """End a server a test started: SIGTERM, up to ``wait`` seconds to shut down, then
     SIGKILL."""

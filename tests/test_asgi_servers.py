@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,7 +18,7 @@ import urllib.request
 import pytest
 from django.core.handlers.asgi import ASGIHandler
 
-from tests.helpers import ends_with_this_process, stop_server
+from tests.helpers import start_server, stop_server
 from tests.test_lifecycle import ROOT, _env, _free_port, _lines
 
 
@@ -53,15 +52,7 @@ def test_a_server_serves_the_app_with_hopwatch_installed(tmp_path, server):
     port = _free_port()
     command = [sys.executable, "-m", *(part.format(port=port) for part in SERVERS[server])]
     stderr = tmp_path / "server.stderr"
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=ends_with_this_process(),
-        )
+    process = start_server(command, env, stderr, ROOT)
     try:
         deadline = time.monotonic() + 60
         statuses = []

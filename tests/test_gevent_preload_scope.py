@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
-import subprocess
 import sys
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ends_with_this_process, stop_server
+from tests.helpers import start_server, stop_server
 from tests.test_lifecycle import ROOT, _env, _free_port, _lines
 
 _URLS = """
@@ -104,15 +103,7 @@ def test_a_gevent_preload_workers_stream_is_not_finished_by_another_connections_
     command += ["-k", "gevent", "--workers", "1", "--bind", f"127.0.0.1:{port}"]
     command += ["--log-level", "warning"]
     stderr = tmp_path / "server.stderr"
-    with stderr.open("wb") as err:
-        server = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=ends_with_this_process(),
-        )
+    server = start_server(command, env, stderr, ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:

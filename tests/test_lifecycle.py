@@ -35,7 +35,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 
 import hopwatch
-from tests.helpers import asgi_request, ends_with_this_process, stop_server
+from tests.helpers import asgi_request, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,15 +188,7 @@ def test_gunicorn_preload_workers_each_measure_and_carry_hop_tax_us(tmp_path):
     command = [sys.executable, "-m", "gunicorn", "lifecycle_wsgi:application", "--preload"]
     command += ["--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
     stderr = tmp_path / "server.stderr"
-    with stderr.open("wb") as err:
-        server = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_env(tmp_path, settings),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=ends_with_this_process(),
-        )
+    server = start_server(command, _env(tmp_path, settings), stderr, ROOT)
     try:
         deadline = time.monotonic() + 60
         workers: dict[int, list[dict]] = {}

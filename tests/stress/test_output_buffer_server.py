@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ends_with_this_process
+from tests.helpers import start_server
 from tests.stress.client import get
 from tests.stress.harness import ROOT, free_port, site_env
 
@@ -99,15 +99,8 @@ def _server(tmp_path: Path, template_db: Path, arguments: list[str], **env: str)
     port = free_port()
     command = [sys.executable, "-m", *(a.format(port=port) for a in arguments)]
     stderr = tmp_path / "server.stderr"
-    with stderr.open("wb") as err:
-        server = subprocess.Popen(
-            command,
-            env=site_env(tmp_path, log, HOPWATCH_OUTPUT_BUFFER=str(1 << 22), **env),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=ends_with_this_process(),
-        )
+    env = site_env(tmp_path, log, HOPWATCH_OUTPUT_BUFFER=str(1 << 22), **env)
+    server = start_server(command, env, stderr, ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:
