@@ -815,6 +815,64 @@ def test_the_per_request_instructions_show_hopwatchs_own_code_by_part():
     assert "own C code" not in format_report({"hops": [], "requests": requests, "seeds": 1})
 
 
+def test_the_wsgi_request_is_reported_beside_the_asgi_one_under_a_key_of_its_own():
+    """format_report gives the WSGI arm's table, with the line's share, after the
+    ASGI arm's (which is as it was), or alone (``--only wsgi``)."""
+    from bench.instructions import format_report
+
+    totals = {"bare": 500_000, "scope": 560_000, "build": 590_000, "hopwatch": 610_000}
+    totals["hopwatch-python"] = 640_000
+    wsgi = {
+        "requests": {k: {"total": v} for k, v in totals.items()},
+        "seeds": 2,
+        "repeat": 3,
+        "per_seed": {"bare": [499_000, 501_000], "hopwatch": [600_000, 620_000]},
+        "measured": {"python": "CPython 3.11.7", "Django": "5.2.19", "date": "D"},
+    }
+    text = format_report({"hops": [], "requests": {}, "wsgi": wsgi})
+    assert text.startswith("### WSGI request\n\nInstructions per WSGI request (")
+    assert "stated for the ASGI request above (15 hops). This request makes no hop" in text
+    assert (
+        "2 hash seeds, each run made 3 times, the median kept; CPython 3.11.7, Django 5.2.19, D)"
+        in text
+    )
+    assert (
+        "| + the line written to a file: **hopwatch (C)** | 610,000 | +110,000 | +22.0% |" in text
+    )
+    assert "| hopwatch, pure-Python hop path | 640,000 | +140,000 | +28.0% |" in text
+    assert "| request scope, names, close | 60,000 | +12.0% | 55% |" in text
+    assert "| line build and render | 30,000 | +6.0% | 27% |" in text
+    assert "| line write (logging FileHandler) | 20,000 | +4.0% | 18% |" in text
+    assert "| **total** | **110,000** | **+22.0%** | |" in text
+    assert "- wsgi:hopwatch: 600,000, 620,000" in text
+    asgi = {k: {"total": 6_000_000, "own_parts": None} for k in ("bare", "hops", "scope")}
+    asgi |= {k: {"total": 6_100_000, "own_parts": None} for k in ("build", "hopwatch")}
+    asgi["hopwatch-python"] = {"total": 7_000_000, "own_parts": None}
+    both = format_report({"hops": [], "requests": asgi, "seeds": 1, "wsgi": wsgi})
+    alone = format_report({"hops": [], "requests": asgi, "seeds": 1})
+    assert both.startswith(alone + "\n\n### WSGI request\n\nInstructions per WSGI request (")
+    assert "stated for the ASGI request above (15 hops, about 12 times this one)" in both
+
+
+def test_a_run_of_one_request_arm_keeps_the_other_arms_latest_figures(tmp_path, monkeypatch):
+    """LATEST_REQUESTS after ``--only wsgi`` keeps the ASGI figures on record (the
+    per-request target is judged on them), and after ``--only requests`` the WSGI ones."""
+    from bench import instructions
+
+    monkeypatch.setattr(instructions, "LATEST_REQUESTS", tmp_path / "latest.json")
+    asgi = {"hops": [], "requests": {"bare": {"total": 1}}, "seeds": 2, "measured": {"date": "A"}}
+    wsgi = {"requests": {"bare": {"total": 2}}, "seeds": 1, "measured": {"date": "W"}}
+    assert instructions.latest_requests(asgi) == asgi  # nothing on record yet
+    instructions.LATEST_REQUESTS.write_text(json.dumps(asgi))
+    kept = instructions.latest_requests({"hops": [], "requests": {}, "wsgi": wsgi})
+    assert kept == {**asgi, "wsgi": wsgi}
+    instructions.LATEST_REQUESTS.write_text(json.dumps(kept))
+    newer = {**asgi, "seeds": 4}
+    assert instructions.latest_requests(newer) == {**newer, "wsgi": wsgi}
+    both = {**newer, "wsgi": {**wsgi, "seeds": 3}}
+    assert instructions.latest_requests(both) == both
+
+
 def test_the_instruction_counts_per_hop_show_hopwatchs_own_code_beside_the_marginal():
     """bench.instructions' hop table gives hopwatch's own C code beside what the
     hop costs more in all, as a share of the bare hop, and says "n/a" where the
