@@ -219,6 +219,37 @@ def test_the_usual_request_is_worked_out_in_one_c_call(path, middleware, usual, 
         assert _TIMESTAMP.sub('"timestamp":"T"', _emit.encode_head(record)[0]) == head
 
 
+@needs_c
+@pytest.mark.parametrize(
+    ("path", "usual"),
+    [
+        # a sync view under WSGI behind sync-capable middleware: no hop at all
+        ("/sync/", True),
+        ("/nope/", False),  # no route: worked out in Python
+    ],
+)
+def test_a_wsgi_request_without_hops_is_worked_out_in_one_c_call(path, usual, db):
+    """A WSGI request whose sync view makes no hop (the usual one under WSGI) is
+    written by encode_usual too, with the general path's text: no executor, the
+    handler's thread alone, none in flight."""
+    with capture() as records:
+        wsgi_request(path)
+    (record,) = records
+    assert record.count == 0 and record.interface == "wsgi"
+    head = _usual(record)
+    assert (head is not None) is usual
+    if usual:
+        assert head == _general(record)
+        fields = json.loads(head + "}")
+        assert (fields["executors"], fields["threads"], fields["max_in_flight"]) == ({}, 1, 0)
+        assert (fields["concurrent_ms"], fields["pinned_by"], fields["db_connections"]) == (
+            0.0,
+            None,
+            0,
+        )
+        assert _TIMESTAMP.sub('"timestamp":"T"', _emit.encode_head(record)[0]) == head
+
+
 def _single_thread() -> int:
     """The id of asgiref's single sync thread (thread-sensitive work outside any
     ThreadSensitiveContext runs there), started if it was not."""

@@ -323,6 +323,8 @@ def thread_facts(record: RequestRecord) -> ThreadFacts:
     ``concurrent_ns`` (when known exactly), ``db_connections``."""
     hops = record.details
     if not hops:
+        if not record.count:  # no hop at all (a WSGI request's sync view): none ran
+            return ThreadFacts(None, {}, 0, 0, _opened(record))
         known = concurrency(record)
         return ThreadFacts(None, executor_counts(record), *_known(known), _opened(record))
     classifier = Classifier(record, hops)

@@ -2171,7 +2171,8 @@ rf_set(PyObject *obj, int field, PyObject *value)
  * fields' fast path in hopwatch._executors.thread_facts, _request_fields,
  * thread_count; no pinned_by) worked out here, from the record. The usual
  * request: every crossing kept, none inside another, no async_to_sync, all run
- * by one thread, a resolved route, a usual method, an end time. None for any
+ * by one thread (or no crossing at all: a WSGI request's sync view), a resolved
+ * route, a usual method, an end time. None for any
  * other, and the emitter works them out in Python (the reference).
  * constants: (methods {name: name}, sync interfaces, the kinds single_thread,
  * caller_thread, context_thread, own_executor, default_pool, and the extra key
@@ -2187,17 +2188,31 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     }
     PyObject *constants = args[1];
     Py_ssize_t count = PyList_GET_SIZE(self->details);
+    HopObject *first = NULL;
+    if (count == 0) {
+        /* No hop at all (the usual WSGI request: a sync view behind sync-capable
+         * middleware): no thread but the handler's, no executor, none in flight
+         * (hopwatch._executors.thread_facts on a record without hops: executors
+         * {}, max_in_flight 0, concurrent 0; thread_count 1). */
+        if (self->count != 0 || self->n_tids != 0 || self->more_tids != NULL ||
+            self->thread_reuses != 0 || self->pinned_ns != 0 || self->pin_ns != 0 ||
+            (self->pinned_by && PyDict_GET_SIZE(self->pinned_by) != 0)) {
+            Py_RETURN_NONE;
+        }
+    }
     /* (Pinned time comes only from an async_to_sync: none here, so pinned_by is null.) */
-    if (count == 0 || count != self->count || self->max_depth > 1 || self->async_to_sync != 0 ||
-        self->threadless != 0 || self->n_tids != 1 || self->more_tids != NULL ||
-        self->pinned_ns != 0 ||
-        self->pin_ns != 0 || (self->pinned_by && PyDict_GET_SIZE(self->pinned_by) != 0)) {
+    else if (count != self->count || self->max_depth > 1 || self->async_to_sync != 0 ||
+             self->threadless != 0 || self->n_tids != 1 || self->more_tids != NULL ||
+             self->pinned_ns != 0 || self->pin_ns != 0 ||
+             (self->pinned_by && PyDict_GET_SIZE(self->pinned_by) != 0)) {
         Py_RETURN_NONE;
     }
-    HopObject *first = (HopObject *)PyList_GET_ITEM(self->details, 0);
-    if (!Py_IS_TYPE(first, &HopType) || first->direction != s_sync_to_async ||
-        (first->thread_sensitive != Py_True && first->thread_sensitive != Py_False)) {
-        Py_RETURN_NONE;
+    else {
+        first = (HopObject *)PyList_GET_ITEM(self->details, 0);
+        if (!Py_IS_TYPE(first, &HopType) || first->direction != s_sync_to_async ||
+            (first->thread_sensitive != Py_True && first->thread_sensitive != Py_False)) {
+            Py_RETURN_NONE;
+        }
     }
     enum { METHOD, ROUTE, VIEW, STATUS, INTERFACE, REQUEST_ID, STARTED, ENDED, HANDLER, EXTRA, N };
     /* (the first N of the record's fields, in this order) */
@@ -2248,10 +2263,10 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
         goto done;
     }
     /* The one thread's kind (hopwatch._executors.Classifier.kind): every crossing
-     * ran on it, so each is of the first one's kind. */
-    PyObject *kind;
-    unsigned long long thread = first->thread_id;
-    if (first->thread_sensitive == Py_True) {
+     * ran on it, so each is of the first one's kind. (No hop: no kind.) */
+    PyObject *kind = NULL;
+    unsigned long long thread = first ? first->thread_id : 0;
+    if (first != NULL && first->thread_sensitive == Py_True) {
         tid = PyLong_FromUnsignedLongLong(thread);
         int single = tid ? PySet_Contains(args[2], tid) : -1;
         int sync = single < 0 ? -1 : PySet_Contains(PyTuple_GET_ITEM(constants, 1), v[INTERFACE]);
@@ -2260,17 +2275,18 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
         }
         kind = PyTuple_GET_ITEM(constants, single ? 2 : (sync && thread == handler) ? 3 : 4);
     }
-    else {
+    else if (first != NULL) {
         kind = PyTuple_GET_ITEM(constants, first->own_executor ? 5 : 6);
     }
-    int handler_ran = self->tids[0] == handler; /* its one thread (checked above) */
+    /* its one thread (checked above); no hop: the handler's alone */
+    int handler_ran = first == NULL || self->tids[0] == handler;
     executors = PyDict_New();
     duration = PyLong_FromLongLong(ended > started ? ended - started : 0);
     threads = PyLong_FromLong(handler_ran ? 1 : 2);
     db = PyLong_FromSsize_t(opened != NULL ? PyList_GET_SIZE(opened) : 0);
     PyObject *hops = PyLong_FromSsize_t(count);
     if (executors == NULL || duration == NULL || threads == NULL || db == NULL || hops == NULL ||
-        PyDict_SetItem(executors, kind, hops) < 0) {
+        (kind != NULL && PyDict_SetItem(executors, kind, hops) < 0)) {
         Py_XDECREF(hops);
         goto done;
     }
@@ -2278,9 +2294,10 @@ LedgerCore_encode_usual(LedgerCoreObject *self, PyObject *const *args, Py_ssize_
     PyObject *one = PyLong_FromLong(1), *zero = PyLong_FromLong(0); /* small ints: cached */
     PyObject *request_id = Py_NewRef(v[REQUEST_ID]);
     if (one && zero) {
+        /* max_in_flight: 1, or 0 with no hop (one ran at a time; none ran) */
         PyObject *line_args[15] = {args[0], request_id, method, v[ROUTE], v[VIEW], v[STATUS],
-                                   v[INTERFACE], duration, threads, Py_None, executors, one,
-                                   zero, db, args[3]};
+                                   v[INTERFACE], duration, threads, Py_None, executors,
+                                   first ? one : zero, zero, db, args[3]};
         result = LedgerCore_encode_line(self, line_args, 15);
     }
     Py_XDECREF(one);
