@@ -37,6 +37,7 @@ from django.http import response as http_response
 
 from hopwatch import _errors
 from hopwatch._hotpath import Hop, around, scope_value, start_request, steps_in_scope, then
+from hopwatch._hotpath import enter_scope as _enter_scope
 from hopwatch._hotpath_py import REQUEST_ID_OK
 from hopwatch._recorder import (
     Ledger,
@@ -47,7 +48,6 @@ from hopwatch._recorder import (
     find_scope,
     hand_over,
     handed_over,
-    open_request,
     value_outside,
 )
 from hopwatch.conf import hopwatch_settings, meta_key, request_id_meta_key
@@ -59,6 +59,9 @@ INTERFACE_TEST_ASYNC_CLIENT = "test-async-client"
 
 #: Set by ``hopwatch._django.install()``; the replaced handlers do nothing extra when off.
 active = False
+
+_HttpResponseBase = http_response.HttpResponseBase
+_partial = functools.partial
 
 
 def finish_request(record: RequestRecord, _scope: Any = None, _result: Any = None) -> None:
@@ -293,56 +296,48 @@ def _close_stale_scope() -> None:
             finish_request(unclosed)
 
 
+class _Waiting(weakref.ref):  # type: ignore[type-arg]
+    """The weak reference to a response a request waits for: it keeps the response's
+    ``id`` (its key in ``_awaiting_close``) for :func:`_collected`, one callback for
+    every request (no function made per request)."""
+
+    __slots__ = ("key",)
+    key: int
+
+
+def _collected(ref: _Waiting) -> None:
+    """A response was collected unclosed: finish the requests that waited for it."""
+    # Only entries whose reference this is: the id may be reused by now.
+    key = ref.key
+    entries = _awaiting_close.pop(key, [])
+    kept = [entry for entry in entries if entry[0] is not ref]
+    if kept:
+        _awaiting_close[key] = kept
+    for entry in entries:
+        if entry[0] is ref:
+            if _this_thread.unclosed is entry[1]:
+                _this_thread.unclosed = None
+            entry[1].notes()["response_closed"] = False
+            finish_request(entry[1])
+
+
 def _await_close(response: Any, record: RequestRecord) -> None:
-    """Keep ``record`` open until ``response`` is closed (or collected unclosed)."""
-    key = id(response)
-
-    def collected(_ref: Any, key: int = key) -> None:
-        # Only entries whose reference this is: the id may be reused by now.
-        entries = _awaiting_close.pop(key, [])
-        kept = [entry for entry in entries if entry[0] is not _ref]
-        if kept:
-            _awaiting_close[key] = kept
-        for entry in entries:
-            if entry[0] is _ref:
-                if _this_thread.unclosed is entry[1]:
-                    _this_thread.unclosed = None
-                entry[1].notes()["response_closed"] = False
-                finish_request(entry[1])
-
-    _awaiting_close.setdefault(key, []).append((weakref.ref(response, collected), record))
+    """Keep ``record`` open until ``response`` is closed (or collected unclosed).
+    (``sync_handler`` does the same inline.)"""
+    ref = _Waiting(response, _collected)
+    ref.key = key = id(response)
+    _awaiting_close.setdefault(key, []).append((ref, record))
 
 
-def _closes_with(
-    environ: Any, call: Callable[[Any], Any]
-) -> tuple[Any, http_response.HttpResponseBase | None]:
-    """Call the handler; return what it returned and the HttpResponse to wait for.
-
-    With ``wsgi.file_wrapper`` (a ``FileResponse`` under a server that offers it)
-    Django returns the server's wrapper around the file, not the response; the
-    response's ``close`` is then the file's, and the server calls it after sending
-    the body. The wrapper is seen on its way in, for this call only.
-    """
-    server_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, dict) else None
-    if server_wrapper is None:
-        result = call(environ)
-        return result, result if isinstance(result, http_response.HttpResponseBase) else None
-    wrapped: list[Any] = []
-
-    def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
-        # Django set filelike.close = response.close before calling this
-        wrapped.append(getattr(getattr(filelike, "close", None), "__self__", None))
-        return server_wrapper(filelike, *args, **kwargs)
-
-    environ["wsgi.file_wrapper"] = file_wrapper
-    try:
-        result = call(environ)
-    finally:
-        environ["wsgi.file_wrapper"] = server_wrapper
-    if isinstance(result, http_response.HttpResponseBase):
-        return result, result
-    owner = wrapped[-1] if wrapped else None
-    return result, owner if isinstance(owner, http_response.HttpResponseBase) else None
+def _spied_file_wrapper(
+    server_wrapper: Any, wrapped: list[Any], filelike: Any, *args: Any, **kwargs: Any
+) -> Any:
+    """The server's ``wsgi.file_wrapper`` as ``sync_handler`` lends it to Django for
+    one call (a ``functools.partial`` of this): the response whose file it wraps is
+    noted in ``wrapped``."""
+    # Django set filelike.close = response.close before calling this
+    wrapped.append(getattr(getattr(filelike, "close", None), "__self__", None))
+    return server_wrapper(filelike, *args, **kwargs)
 
 
 def _read_steps_in_scope(iterator: Iterator[Any], record: RequestRecord) -> Iterator[Any]:
@@ -457,17 +452,40 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
         if not active:
             return original(self, environ, *args, **kwargs)
         try:
-            _close_stale_scope()
-            record, token = open_request(interface)
+            if _this_thread.unclosed is not None or current_scope.get() is not None:
+                _close_stale_scope()
+            # (_recorder.open_request, inline)
+            record = RequestRecord(interface)
+            record.scope_token = token = _enter_scope(current_scope, record)
             record.method = environ.get("REQUEST_METHOD")
             record.path = environ.get("PATH_INFO")
         except Exception as exc:
             _errors.report(f"{interface} handler", exc)
             return original(self, environ, *args, **kwargs)
+        # The handler called; what it returned, and the HttpResponse to wait for.
+        # With ``wsgi.file_wrapper`` (a ``FileResponse`` under a server that offers
+        # it) Django returns the server's wrapper around the file, not the response;
+        # the response's ``close`` is then the file's, and the server calls it after
+        # sending the body. The wrapper is seen on its way in, for this call only.
         try:
-            result, response = _closes_with(
-                environ, lambda env: original(self, env, *args, **kwargs)
-            )
+            server_wrapper = environ.get("wsgi.file_wrapper") if isinstance(environ, dict) else None
+            if server_wrapper is None:
+                result = original(self, environ, *args, **kwargs)
+                response = result if isinstance(result, _HttpResponseBase) else None
+            else:
+                wrapped: list[Any] = []
+                environ["wsgi.file_wrapper"] = _partial(
+                    _spied_file_wrapper, server_wrapper, wrapped
+                )
+                try:
+                    result = original(self, environ, *args, **kwargs)
+                finally:
+                    environ["wsgi.file_wrapper"] = server_wrapper
+                if isinstance(result, _HttpResponseBase):
+                    response = result
+                else:
+                    owner = wrapped[-1] if wrapped else None
+                    response = owner if isinstance(owner, _HttpResponseBase) else None
         except BaseException:
             finish_request(record)
             raise
@@ -481,7 +499,10 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
                 # until then, but out of this context's scope (what runs here
                 # next is not the request's); its iteration and close are taken
                 # in the request's scope (_read_in_scope, patched_iter, patched_close).
-                _await_close(response, record)
+                # (_await_close, inline)
+                ref = _Waiting(response, _collected)
+                ref.key = key = id(response)
+                _awaiting_close.setdefault(key, []).append((ref, record))
                 record.scope_token = None
                 current_scope.reset(token)
                 if result is response and response.streaming:  # not a file wrapper
@@ -595,9 +616,18 @@ def _take(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> None:
 def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
     def close(self: Any) -> Any:
         # A response a sync handler returned: closed in its request's scope.
-        entry = _waiting_entry(self) if _awaiting_close else None
-        if entry is None:
+        if not _awaiting_close:  # no request waits (under ASGI, none ever does)
             return original(self)
+        # (_waiting_entry's usual case inline: one request waits for this response)
+        entries = _awaiting_close.get(id(self))
+        if not entries:
+            return original(self)
+        entry = entries[0]
+        if len(entries) != 1 or entry[0]() is not self:
+            found = _waiting_entry(self)
+            if found is None:
+                return original(self)
+            entry = found
         token = current_scope.set(entry[1])
         try:
             return original(self)
@@ -612,11 +642,26 @@ def patched_close(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _closed(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> None:
     """``response`` was closed: finish the request of ``entry``, which waited for it."""
-    _take(response, entry)
+    # (_take, inline)
+    key = id(response)
+    entries = _awaiting_close.pop(key, None)
+    if entries is not None and (len(entries) != 1 or entries[0] is not entry):
+        remaining = [other for other in entries if other is not entry]
+        if remaining:
+            _awaiting_close[key] = remaining
     record = entry[1]
     if _this_thread.unclosed is record:
         _this_thread.unclosed = None
-    finish_request(record)
+    if record.scope_token is not None:
+        finish_request(record)
+        return
+    # finish_request with nothing of its to do but close the record: a sync
+    # handler's record left its scope when the handler returned (no token), and
+    # no record that waits for a close was ever handed over (an ASGIHandler's).
+    try:
+        close_request(record)
+    except Exception as exc:
+        _errors.report("closing a request record", exc)
 
 
 def _iter_begin(response: Any) -> Any:

@@ -140,7 +140,8 @@ class HopwatchMiddleware:
                 if profiling.running and record is not None and profiling.active(record):
                     response = _profiled(request, record, response)
             finally:
-                _end(record, own)
+                if own:  # (else _end has nothing to do: the handler finishes the record)
+                    _end(record, own)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
