@@ -1022,8 +1022,8 @@ def wsgi_table(wsgi: dict[str, Any], asgi_bare: float | None = None) -> list[str
     heavier = f", about {asgi_bare / bare:.0f} times this one" if asgi_bare else ""
     lines += [
         "",
-        "The 3% target (issue 16) is stated for the ASGI request above (15 hops"
-        f"{heavier}). This request makes no hop: what hopwatch adds to it is its cost per"
+        "The 3% target (issue 16) is stated for the ASGI request (`--only requests`: 15"
+        f" hops{heavier}). This request makes no hop: what hopwatch adds to it is its cost per"
         " request alone (the record, its names, the response's close, the line), the same"
         " work as on any request, against a bare request that does little; a WSGI view that"
         " queries or renders a template weighs more, and the same addition less.",

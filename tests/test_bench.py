@@ -831,7 +831,7 @@ def test_the_wsgi_request_is_reported_beside_the_asgi_one_under_a_key_of_its_own
     }
     text = format_report({"hops": [], "requests": {}, "wsgi": wsgi})
     assert text.startswith("### WSGI request\n\nInstructions per WSGI request (")
-    assert "stated for the ASGI request above (15 hops). This request makes no hop" in text
+    assert "for the ASGI request (`--only requests`: 15 hops). This request makes no hop" in text
     assert (
         "2 hash seeds, each run made 3 times, the median kept; CPython 3.11.7, Django 5.2.19, D)"
         in text
@@ -851,7 +851,7 @@ def test_the_wsgi_request_is_reported_beside_the_asgi_one_under_a_key_of_its_own
     both = format_report({"hops": [], "requests": asgi, "seeds": 1, "wsgi": wsgi})
     alone = format_report({"hops": [], "requests": asgi, "seeds": 1})
     assert both.startswith(alone + "\n\n### WSGI request\n\nInstructions per WSGI request (")
-    assert "stated for the ASGI request above (15 hops, about 12 times this one)" in both
+    assert "for the ASGI request (`--only requests`: 15 hops, about 12 times this one)" in both
 
 
 def test_a_run_of_one_request_arm_keeps_the_other_arms_latest_figures(tmp_path, monkeypatch):
