@@ -246,8 +246,9 @@ def encode_head(
         return None
     tail: dict[str, Any] = {}
     if detail_limit is None:
-        # The usual request (one thread, no crossing inside another, a resolved
-        # route, a usual method): the fields below worked out in C. None otherwise.
+        # The usual request (one thread, no crossing inside another, or no crossing
+        # at all; a resolved route, a usual method): the fields below worked out in
+        # C. None otherwise.
         usual = record.encode_usual(
             _HEAD_PREFIX,
             _USUAL,
