@@ -121,6 +121,70 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))
 
 
+@pytest.fixture(params=["c", "python"])
+def scanner(request, monkeypatch):
+    """The report's reader with its C accumulation and loop, or the pure-Python ones (as
+    tests/report's ``implementation``); the audit reads the logs through it."""
+    from hopwatch.report import scan
+
+    if request.param == "c":
+        module = scan.load_accelerator()
+        if module is None:
+            pytest.skip("the report's C accelerator is not built here")
+        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
+        monkeypatch.setattr(scan, "SCAN", module.scan)
+    else:
+        monkeypatch.setattr(scan, "ACCUMULATE", None)
+        monkeypatch.setattr(scan, "SCAN", None)
+    return request.param
+
+
+def test_sampled_lines_count_once_as_the_report_counts_them(
+    tmp_path, log_lines, db, scanner, capsys
+):
+    """Two lines of an async view written at SAMPLE_RATE 0.5 stand for 4 requests, two
+    unsampled lines of a sync view for 2: the audit said 10 requests (the sampled lines'
+    weight applied twice) and a 0.8/0.2 mix where `hopwatch report` says 4 and 2."""
+    with override_settings(
+        MIDDLEWARE=STARTPROJECT, HOPWATCH={"OUTPUT": "logging", "SAMPLE_RATE": 0.5}
+    ):
+        for _ in range(400):  # until two are kept (p(fewer in 400) ~ 1e-118)
+            asgi_request("/async/")
+            if len(log_lines.raw) == 2:
+                break
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        asgi_request("/sync/")
+        asgi_request("/sync/")
+    lines = log_lines.parsed()
+    assert [(line["route"], line.get("sample_rate")) for line in lines] == [
+        ("/async/", 0.5),
+        ("/async/", 0.5),
+        ("/sync/", None),
+        ("/sync/", None),
+    ]
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    from hopwatch.cli import main
+
+    assert main(["report", "--format", "json", str(log)]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {row["label"]: row["requests"] for row in rows} == {"GET /async/": 4, "GET /sync/": 2}
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        status = main(["audit", "--samples", "1", "--format", "json", "--logs", str(log)])
+    assert status == 0
+    found = json.loads(capsys.readouterr().out)["traffic"]
+    assert (found["source"], found["requests"], found["requests_left_out"]) == ("logs", 6, 0)
+    assert found["mix"] == {
+        "asgi": {"async_view": 0.6667, "sync_view": 0.3333},
+        "wsgi": {"async_view": 0.0, "sync_view": 0.0},
+    }
+    # priced as the report's per_hop_us: the logged lines' overhead over their crossings
+    overhead = sum(line["overhead_ms"] for line in lines)
+    assert found["price_us"] == pytest.approx(
+        overhead / sum(line["hops"] for line in lines) * 1000, abs=0.051
+    )
+
+
 def test_requests_whose_view_kind_is_unknown_are_left_out_by_name(
     tmp_path, log_lines, db, monkeypatch
 ):

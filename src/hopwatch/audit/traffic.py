@@ -84,10 +84,8 @@ def from_logs(paths: Sequence[str]) -> Traffic:
             no_view += stats.requests
         if kind in (NO_VIEW, OVERFLOW):
             continue
-        records = stats.acc[A_RECORDS]
-        if not records:
+        if not stats.acc[A_RECORDS]:
             continue
-        weight = stats.requests / records  # sampled lines stand for 1 / sample_rate
         through = {ASGI: 0.0, WSGI: 0.0}  # requests whose view was called across
         for (_site, cause_kind, direction, _call_site), entry in stats.sites.items():
             if cause_kind != "view":
@@ -96,11 +94,12 @@ def from_logs(paths: Sequence[str]) -> Traffic:
                 through[ASGI] += entry[S_REQUESTS]
             else:
                 through[WSGI] += entry[S_REQUESTS]
-        for name, records_of in stats.interfaces.items():
+        # requests per interface, already weighted: a sampled line stands for
+        # 1 / sample_rate requests (aggregate.py), as the site counts above do
+        for name, requests in stats.interfaces.items():
             interface = _INTERFACES.get(name)
             if interface is None:
                 continue
-            requests = records_of * weight
             crossed = min(through[interface], requests)
             through[interface] -= crossed
             # ASGI: a view called across is sync; WSGI: a view called across is async
