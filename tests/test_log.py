@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -563,6 +564,37 @@ def test_unmatched_paths_are_cleaned_and_truncated(log_lines):
     (line,) = log_lines.parsed()
     assert line["route"] == "/nope/[31mred/xxxxxx..."
     assert line["view"] is None and line["status"] == 404
+
+
+def test_a_raw_path_with_an_encoded_question_mark_keeps_no_query_tail(log_lines, db):
+    """A server decodes ``%3F`` in the path to ``?``: what follows it may be a token the
+    client meant as a query, and LOG_RAW_PATHS logs the path up to it, never the tail."""
+    from django.test import AsyncClient, Client
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(LOG_RAW_PATHS=True):
+        asgi_request("/nope?secret=abc/")  # what a server passes for /nope%3Fsecret=abc/
+        wsgi_request("/nope?secret=abc/")
+        assert Client().get("/nope%3Fsecret=abc/").status_code == 404
+        assert asyncio.run(AsyncClient().get("/nope%3Fsecret=abc/")).status_code == 404
+    assert [(line["route"], line["interface"]) for line in log_lines.parsed()] == [
+        ("/nope", "asgi"),
+        ("/nope", "wsgi"),
+        ("/nope", "test-client"),
+        ("/nope", "test-async-client"),
+    ]
+    assert not any("secret" in raw for raw in log_lines.raw)
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x80", "\x9b", "\x9f"])
+def test_a_raw_path_loses_del_and_c1_controls(log_lines, char, db):
+    """DEL and every C1 control (U+0080..U+009F; U+009B is a terminal's CSI) are taken
+    out of a raw path as the C0 ones are: a terminal showing the log would act on them."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(LOG_RAW_PATHS=True):
+        asgi_request(f"/nope/a{char}b/")  # a server's decoded path
+        # PATH_INFO carries the UTF-8 bytes as latin-1 (PEP 3333): Django decodes them
+        wsgi_request(f"/nope/a{char}b/".encode().decode("latin-1"))
+    assert [line["route"] for line in log_lines.parsed()] == ["/nope/ab/"] * 2
+    assert not any(char in raw or f"\\u{ord(char):04x}" in raw for raw in log_lines.raw)
 
 
 @pytest.mark.parametrize(
