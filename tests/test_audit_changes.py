@@ -3,11 +3,12 @@ prices hops, and says which entries need nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from django.conf import settings
-from django.test import override_settings
+from django.test import AsyncClient, override_settings
 
 from hopwatch import audit
 from hopwatch.audit import changes
@@ -183,6 +184,61 @@ def test_sampled_lines_count_once_as_the_report_counts_them(
     assert found["price_us"] == pytest.approx(
         overhead / sum(line["hops"] for line in lines) * 1000, abs=0.051
     )
+
+
+def audit_traffic(log, capsys):
+    """``hopwatch audit --logs LOG --format json``'s traffic, run as the CLI runs."""
+    from hopwatch.cli import main
+
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        assert main(["audit", "--samples", "1", "--format", "json", "--logs", str(log)]) == 0
+    return json.loads(capsys.readouterr().out)["traffic"]
+
+
+def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, scanner, capsys):
+    """AsyncClient requests go through Django's ASGI handler: their lines
+    (``test-async-client``) are ASGI traffic, an async view's and a sync one's."""
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        client = AsyncClient()
+        for path in ("/async/", "/async/", "/async/", "/sync/"):
+            assert asyncio.run(client.get(path)).status_code == 200
+    assert {line["interface"] for line in log_lines.parsed()} == {"test-async-client"}
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    found = audit_traffic(log, capsys)
+    assert (found["requests"], found["requests_left_out"]) == (4, 0)
+    assert found["mix"] == {
+        "asgi": {"async_view": 0.75, "sync_view": 0.25},
+        "wsgi": {"async_view": 0.0, "sync_view": 0.0},
+    }
+
+
+def test_a_view_crossing_is_matched_to_one_request_across_asgi_and_the_async_client(
+    tmp_path, log_lines, db, scanner, capsys
+):
+    """One endpoint, one line under ``asgi`` and one under ``test-async-client``, one
+    crossing of the view between them (CSRF turned the ASGI POST away before its view
+    ran; the test client skips the check): the crossing is one request's, so one
+    request called its sync view across and one did not. Matching it to each name's
+    requests in turn, not taking it from what is left, counted two."""
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        assert asgi_request("/sync/", method="POST").status == 403
+        assert asyncio.run(AsyncClient().post("/sync/")).status_code == 200
+    lines = log_lines.parsed()
+    assert [(line["route"], line["interface"], line["status"]) for line in lines] == [
+        ("/sync/", "asgi", 403),
+        ("/sync/", "test-async-client", 200),
+    ]
+    views = [[site for site in line["sites"] if site["kind"] == "view"] for line in lines]
+    assert [len(found) for found in views] == [0, 1]
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    found = audit_traffic(log, capsys)
+    assert (found["requests"], found["requests_left_out"]) == (2, 0)
+    assert found["mix"] == {
+        "asgi": {"async_view": 0.5, "sync_view": 0.5},
+        "wsgi": {"async_view": 0.0, "sync_view": 0.0},
+    }
 
 
 def test_requests_whose_view_kind_is_unknown_are_left_out_by_name(
