@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 import pytest
 from django.conf import settings
@@ -238,6 +239,85 @@ def test_a_view_crossing_is_matched_to_one_request_across_asgi_and_the_async_cli
     assert found["mix"] == {
         "asgi": {"async_view": 0.5, "sync_view": 0.5},
         "wsgi": {"async_view": 0.0, "sync_view": 0.0},
+    }
+
+
+class SyncOnlyLast:
+    """A project's sync-only middleware (no MiddlewareMixin): the whole chain above it
+    then runs in one worker thread, however few crossings each entry costs."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+def audit_document(stack, capsys):
+    """``hopwatch audit --format json`` for ``stack``, run as the CLI runs."""
+    from hopwatch.cli import main
+
+    with override_settings(MIDDLEWARE=stack):
+        assert main(["audit", "--samples", "1", "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_an_entry_that_holds_a_thread_does_not_need_nothing(capsys):
+    """Under a sync-only last entry, HopwatchMiddleware and CommonMiddleware cost no
+    crossing but run in the thread it pins: not "needs nothing". CommonMiddleware costs
+    no ASGI crossing there, so it is not offered among Django's own that cost some."""
+    stack = [HOPWATCH, "django.middleware.common.CommonMiddleware", f"{__name__}.SyncOnlyLast"]
+    document = audit_document(stack, capsys)
+    assert [
+        (entry["position"], entry["hops"], entry["pins_thread"]) for entry in document["middleware"]
+    ] == [
+        (1, {"asgi": 0, "wsgi": 0}, True),
+        (2, {"asgi": 0, "wsgi": 0}, True),
+        (3, {"asgi": 2, "wsgi": 0}, True),
+    ]
+    assert document["needs_nothing"] == [] and document["django_own"] == []
+    text = audit.render_to_string(audited(stack), "text")
+    assert "needs nothing:" not in text and "Django's own middleware (" not in text
+
+
+def test_a_third_party_package_named_django_something_is_not_djangos_own(
+    tmp_path, monkeypatch, capsys
+):
+    """``django_fake.middleware`` is a third-party package's (as django_ninja,
+    django_extensions): its hops are its own to change, unlike ``django.middleware``'s."""
+    package = tmp_path / "django_fake"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "middleware.py").write_text(
+        "from django.utils.deprecation import MiddlewareMixin\n\n\n"
+        "class FakeMiddleware(MiddlewareMixin):\n"
+        "    def process_request(self, request):\n"
+        "        return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "django_fake", raising=False)
+    monkeypatch.delitem(sys.modules, "django_fake.middleware", raising=False)
+    stack = [
+        HOPWATCH,
+        "django.middleware.common.CommonMiddleware",
+        "django_fake.middleware.FakeMiddleware",
+    ]
+    try:
+        document = audit_document(stack, capsys)
+    finally:
+        sys.modules.pop("django_fake.middleware", None)
+        sys.modules.pop("django_fake", None)
+    assert [(entry["position"], entry["hops"]) for entry in document["middleware"]] == [
+        (1, {"asgi": 0, "wsgi": 0}),
+        (2, {"asgi": 2, "wsgi": 0}),
+        (3, {"asgi": 1, "wsgi": 0}),
+    ]
+    assert document["needs_nothing"] == [1] and document["django_own"] == [2]
+    assert ("native-async", 3) in {
+        (change["change"], change["position"]) for change in document["changes"]
     }
 
 
