@@ -433,3 +433,149 @@ def test_hop_tax_survives_merging_and_the_general_decoder() -> None:
         assert close(document(other), document(whole))
         assert close(document(other, sort="hop-tax"), document(whole, sort="hop-tax"))
     assert document(whole)["rows"][0]["hop_tax_ms"]["records"] == 90
+
+
+# --- through the CLI, with either scanner ---------------------------------------------------
+
+
+def cli_rows(run_cli: Any, tmp_path: Path, texts: list[str], *args: str) -> list[dict[str, Any]]:
+    """``hopwatch report LOG --format json`` over ``texts``: its rows."""
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli(log, "--format", "json", "--top", "0", "--jobs", "1", *args)
+    assert result.status == 0 and result.err == ""
+    rows: list[dict[str, Any]] = json.loads(result.out)["rows"]
+    return rows
+
+
+ONE_SITE = [site(SESSION, ms=0.4, overhead_ms=0.1)]
+
+
+def test_by_view_a_row_names_the_route_seen_most_often(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    texts = [
+        line(request_id=f"{i:016x}", route="/a/" if i < 3 else "/b/", sites=ONE_SITE)
+        for i in range(4)
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts, "--by", "view")
+    assert (row["label"], row["route"], row["requests"]) == ("shop.views.item_detail", "/a/", 4)
+
+
+def test_new_loops_requests_counts_requests_not_loops(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """One request that started two event loops: 2 loops, 1 request (the counter the
+    general accumulation keeps, and the one the fast path keeps, alike)."""
+    texts = [
+        line(request_id="0000000000000000", new_loops=2, sites=ONE_SITE),
+        line(request_id="0000000000000001", sites=ONE_SITE),
+        line(request_id="0000000000000002", new_loops=2, sites=ONE_SITE, sample_rate=0.5),
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts[:2])
+    assert row["new_loops"] == {"total": 2, "requests": 1}
+    (row,) = cli_rows(run_cli, tmp_path, texts)  # a sampled line goes the general way
+    assert row["new_loops"] == {"total": 4, "requests": 2}
+
+
+def test_pinned_by_lists_the_site_that_pinned_most_requests_first(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    texts = [
+        line(
+            request_id=f"{i:016x}",
+            pinned_ms=1.0,
+            pinned_by="a.Middleware" if i == 0 else "b.Middleware",
+            sites=ONE_SITE,
+        )
+        for i in range(3)
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert row["pinned_ms"]["by"] == [
+        {"site": "b.Middleware", "requests": 2},
+        {"site": "a.Middleware", "requests": 1},
+    ]
+
+
+def test_the_cost_per_crossing_is_over_the_crossings_of_lines_that_carry_overhead(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """1.5 ms over the 15 crossings of the one line with overhead_ms: 100 µs, not 50 µs
+    over the 30 crossings of both (the other line is from before overhead_ms)."""
+    texts = [
+        line(request_id="0000000000000000", hops=15, overhead_ms=1.5, work_ms=0.0, sites=ONE_SITE),
+        line(request_id="0000000000000001", hops=15, sites=ONE_SITE),
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert (row["overhead_ms"]["records"], row["overhead_ms"]["per_hop_us"]) == (1, 100.0)
+
+
+def test_a_sampled_lines_site_counts_its_crossings_as_requests(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    texts = [line(sample_rate=0.5, hops=1, sites=[site(SESSION, count=1, ms=0.4, overhead_ms=0.1)])]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    (cause,) = row["causes"]
+    assert row["requests"] == 2
+    assert (cause["requests"], cause["count"], cause["ms"], cause["overhead_ms"]) == (
+        2,
+        2,
+        0.8,
+        0.2,
+    )
+
+
+def test_a_hop_tax_on_lines_without_hops_keeps_its_price_through_regrouping(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """Lines with 0 hops price nothing, but say the price: regrouping merges the endpoint
+    into an empty one, whose lowest price is none yet (the smaller of the two is theirs)."""
+    texts = [
+        line(
+            request_id=f"{i:016x}",
+            hops=0,
+            hop_ms=0.0,
+            wait_ms=0.0,
+            overhead_ms=0.0,
+            work_ms=0.0,
+            sync_to_async=0,
+            hop_tax_us=50.0,
+        )
+        for i in range(3)
+    ]
+    for by in ("route", "view"):
+        (row,) = cli_rows(run_cli, tmp_path, texts, "--by", by)
+        assert row["hop_tax_ms"] == {
+            "mean": 0.0,
+            "total": 0.0,
+            "share": 0.0,
+            "per_hop_us": 50.0,
+            "records": 3,
+            "source": "lines",
+        }
+
+
+def test_what_a_line_left_out_is_never_negative_when_its_sites_round_above_its_total(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """A line that left a cause out (sites_dropped) whose listed sites' rounded ms sum
+    above its hop_ms: the rest is 0 ms, not -0.1."""
+    texts = [
+        line(
+            hops=3,
+            hop_ms=0.5,
+            overhead_ms=0.3,
+            work_ms=0.0,
+            sites=[site(SESSION, count=1, ms=0.6, overhead_ms=0.4)],
+            sites_dropped=1,
+        )
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert row["left_out"] == {
+        "requests": 1,
+        "count": 2,
+        "ms": 0.0,
+        "overhead_ms": 0.0,
+        "share": 0.6667,
+        "overhead_share": 0.0,
+    }

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hopwatch.report.sketch import ALPHA, BUCKETS, MIN_VALUE, Sketch
+from tests.report.samples import SESSION, line, site
 
 QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
 # log() rounding at a bucket edge may add a hair to the bound
@@ -88,3 +92,50 @@ def test_the_size_is_fixed_and_it_pickles() -> None:
 
 def test_an_empty_sketch_has_no_quantiles() -> None:
     assert Sketch().quantiles((0.5, 0.99)) == [None, None]
+
+
+def test_the_reports_percentiles_are_never_above_the_maximum(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """Three requests of exactly 1 ms: every percentile is 1.0, not the value the bucket
+    holding 1.0 stands for (a hair above it)."""
+    texts = [
+        line(request_id=f"{i:016x}", hop_ms=1.0, overhead_ms=1.0, work_ms=0.0,
+             sites=[site(SESSION, ms=0.4, overhead_ms=0.1)])
+        for i in range(3)
+    ]  # fmt: skip
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli(log, "--format", "json", "--jobs", "1")
+    assert result.status == 0
+    (row,) = json.loads(result.out)["rows"]
+    every = {"p50": 1.0, "p95": 1.0, "p99": 1.0, "max": 1.0}
+    assert row["hop_ms"] == {"total": 3.0, "mean": 1.0, **every}
+    assert row["overhead_ms"] == {
+        "total": 3.0, "mean": 1.0, **every, "records": 3, "per_hop_us": 66.7
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("sample_rate", [None, 0.5])
+def test_the_smallest_value_kept_is_not_read_as_zero(
+    run_cli: Any, tmp_path: Path, implementation: str, sample_rate: float | None
+) -> None:
+    """hop_ms 0.001 (MIN_VALUE, the smallest a line writes above 0) is a value, not a
+    zero: its percentiles and maximum are 0.001, whether the scanner's fast path reads
+    the line or (sampled) the general accumulation, Sketch.add, does."""
+    assert MIN_VALUE == 0.001
+    extra = {} if sample_rate is None else {"sample_rate": sample_rate}
+    texts = [
+        line(request_id=f"{i:016x}", hop_ms=0.001, overhead_ms=0.001, work_ms=0.0,
+             sites=[site(SESSION, ms=0.001, overhead_ms=0.001)], **extra)
+        for i in range(3)
+    ]  # fmt: skip
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli(log, "--format", "json", "--jobs", "1")
+    assert result.status == 0
+    (row,) = json.loads(result.out)["rows"]
+    total = 0.003 if sample_rate is None else 0.006
+    every = {"p50": 0.001, "p95": 0.001, "p99": 0.001, "max": 0.001}
+    assert row["hop_ms"] == {"total": total, "mean": 0.001, **every}
+    assert {key: row["overhead_ms"][key] for key in every} == every
