@@ -133,6 +133,21 @@ def test_every_millisecond_value_is_pythons_repr_of_the_rounded_value(ns):
     assert f'"duration_ms":{((ns + 500) // 1000) / 1000!r},' in line
 
 
+@pytest.mark.parametrize(
+    ("ns", "ms"), [(499, 0.0), (500, 0.001), (1_500, 0.002), (2_500, 0.003), (2_499, 0.002)]
+)
+def test_the_reference_rounds_a_half_microsecond_up_as_the_c_encoder_does(ns, ms):
+    """The pure-Python line (build_event, all a pure-Python run writes) rounds a tie of
+    half a microsecond up, (ns + 500) // 1000 as the C encoder does: not to even as
+    round() would (2.5 µs -> 0.003, not 0.002), nor down."""
+    record = RequestRecord("asgi")
+    record.ended_ns = record.started_ns + ns
+    assert _emit.build_event(record)["duration_ms"] == ms
+    if C_PATH:
+        fast, reference = _both(record)
+        assert fast == reference
+
+
 @needs_c
 def test_the_timestamp_is_now_in_utc_to_the_microsecond():
     record = RequestRecord("asgi")
