@@ -238,6 +238,18 @@ def test_sites_limit(log_lines):
     assert sum(site["count"] for site in line["sites"]) <= line["hops"] == 15
 
 
+def test_a_line_with_exactly_sites_limit_causes_drops_none(log_lines):
+    """/async/ behind the test settings' stack crosses for 15 causes: at SITES_LIMIT 15
+    all are listed and the line has no sites_dropped (it appears only when one is left
+    out), at 14 one is dropped."""
+    for limit in (15, 14):
+        with settings_with(SITES_LIMIT=limit):
+            asgi_request("/async/")
+    whole, cut = log_lines.parsed()
+    assert (len(whole["sites"]), whole["hops"]) == (15, 15) and "sites_dropped" not in whole
+    assert (len(cut["sites"]), cut["sites_dropped"]) == (14, 1)
+
+
 def test_the_views_crossing_is_on_the_line_whatever_the_limit(log_lines, db):
     """A sync view under ASGI behind startproject's stack: many causes, the view's
     crossing about the quickest of them, and still the one site a line of one lists
