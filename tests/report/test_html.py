@@ -437,6 +437,27 @@ def test_overhead_over_all_requests_is_the_reports_total_with_sampled_lines(
     assert "12.0 ms of overhead over all requests" in "".join(page.text)
 
 
+def test_a_bar_never_runs_past_its_track_and_ten_ms_reads_as_ten_point_zero(
+    run_cli: RunCli, tmp_path: Path, implementation: str
+):
+    """A line whose pinned_ms (20) is above the longest request's time (10, the bars'
+    scale): its pinned bar stops at 100%, not 200%. And the milliseconds: below 10 to
+    three decimals, 10 and above to one (10.0, not 10.000)."""
+    hook = site(SESSION_HOOK, ms=4.0, overhead_ms=1.0)
+    fields = {"duration_ms": 10.0, "hop_ms": 4.0, "overhead_ms": 1.0, "work_ms": 0.5}
+    lines = [line(pinned_ms=20.0, pinned_by=SESSION_HOOK, sites=[hook], **fields)]
+    page = Page(page_of(run_cli, tmp_path, lines))
+    (endpoint,) = page.tables["endpoint-table"]
+    assert endpoint[6:10] == ["1.000", "0.500", "20.0", "10.0"]
+    pinned = [attrs for tag, attrs in page.tags if tag == "span" and attrs.get("class") == "pinned"]
+    assert pinned == [{"class": "pinned", "style": "width:100.00%;min-width:1px"}]
+    (bar,) = [attrs for tag, attrs in page.tags if tag == "div" and attrs.get("class") == "bar"]
+    assert bar["title"] == (
+        "crossing overhead 1.000 ms, then work 0.500 ms; a thread pinned 20.0 ms;"
+        " of a 10.0 ms request"
+    )
+
+
 def test_djangos_own_middleware_hooks_are_one_row_of_the_fixable_causes(
     run_cli: RunCli, tmp_path: Path
 ):
