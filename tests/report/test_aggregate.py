@@ -579,3 +579,32 @@ def test_what_a_line_left_out_is_never_negative_when_its_sites_round_above_its_t
         "share": 0.6667,
         "overhead_share": 0.0,
     }
+
+
+def test_an_endpoint_lists_three_pinning_sites_and_ten_causes(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """docs/report.md: ``pinned_ms.by`` lists up to 3 sites, most requests first, and
+    ``causes`` up to 10 (most overhead, then most time); the eleventh is summed into
+    ``other_causes``."""
+    pinning = [f"app.middleware.Pin{n}" for n in range(4)]
+    sites = [site(f"app.middleware.M{n:02}.process_request", ms=1.1 - n / 10) for n in range(11)]
+    texts = [
+        line(
+            request_id=f"{i:016x}",
+            hops=11,
+            hop_ms=6.05,
+            pinned_ms=1.0,
+            pinned_by=pinning[0 if i < 4 else 1 if i < 7 else 2 if i < 9 else 3],
+            sites=sites,
+        )
+        for i in range(10)
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert row["pinned_ms"]["by"] == [
+        {"site": pinning[0], "requests": 4},
+        {"site": pinning[1], "requests": 3},
+        {"site": pinning[2], "requests": 2},
+    ]
+    assert [cause["site"] for cause in row["causes"]] == [entry["site"] for entry in sites[:10]]
+    assert row["other_causes"] == {"count": 10, "ms": 1.0, "share": 0.0165, "overhead_ms": None}
