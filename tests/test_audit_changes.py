@@ -353,3 +353,20 @@ def test_logs_that_cannot_be_read_are_one_line_and_status_2(capsys, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("hopwatch audit: error: --logs: ") for line in err)
     assert "no hopwatch request with a resolved view" in err[1]
+
+
+def test_only_the_first_two_changes_say_what_they_do_to_each_kind_of_request(capsys):
+    """docs/audit.md: "The first two changes also say what they do to each kind of
+    request": a third is one line."""
+    from hopwatch.cli import main
+
+    stack = [HOPWATCH, "tests.test_audit.AsyncViewHookMixin", *settings.DEFAULT_MIDDLEWARE]
+    with override_settings(MIDDLEWARE=stack):
+        assert main(["audit", "--samples", "1"]) == 0
+    lead = capsys.readouterr().out.split("\n\n")[1].splitlines()
+    numbered = [index for index, text in enumerate(lead) if text[:5] in ("  1. ", "  2. ", "  3. ")]
+    assert len(numbered) == 3 and numbered[0] == 1
+    assert lead[numbered[2]].startswith("  3. rewrite #2 AsyncViewHookMixin natively async")
+    assert [lead[index + 1][:5] for index in numbered] == ["     ", "     ", "needs"]
+    assert lead[numbered[0] + 1].startswith("     ASGI async view 16 -> 5, ASGI sync view 17 -> 6;")
+    assert lead[numbered[1] + 1] == "     ASGI sync view 17 -> 1; no thread held"
