@@ -49,6 +49,7 @@ WRAPPINGS = (
     "message",
     "structlog",
     *(f"{shipper}-structlog" for shipper in ("docker", "vector", "journald")),
+    "docker-message",
 )
 TIME = "2026-12-06T21:37:00.000000000Z"  # the runtime's own time, before the line
 
@@ -115,6 +116,11 @@ def served_logs(directory: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     # kubectl logs --prefix over the JSON formatter: a prefix, then the envelope
     messages = paths["message"].read_text(encoding="utf-8").splitlines()
     paths["prefixed-message"].write_text("".join(f"[pod/web-0/web] {m}\n" for m in messages))
+    # the JSON formatter's lines (structlog's EventRenamer("message") shape) under docker
+    docker_messages = [{"log": m + "\n", "stream": "stderr", "time": TIME} for m in messages]
+    paths["docker-message"].write_text(
+        "".join(json.dumps(d, separators=compact) + "\n" for d in docker_messages)
+    )
     # structlog's lines as a shipper hands them over (django-structlog under docker,
     # Kubernetes with Vector, systemd's journal): both layers at once
     rendered = paths["structlog"].read_text(encoding="utf-8").splitlines()

@@ -22,7 +22,10 @@ from tests.helpers import asgi_request
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def structlog_json_handler(path: Path) -> logging.Handler:
+def structlog_json_handler(path: Path, event_key: str = "event") -> logging.Handler:
+    """structlog's stdlib formatter rendering each record as JSON, the line under
+    ``event_key`` (structlog's ``EventRenamer`` moves it from ``event``)."""
+    renamer = [] if event_key == "event" else [structlog.processors.EventRenamer(event_key)]
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -33,6 +36,7 @@ def structlog_json_handler(path: Path) -> logging.Handler:
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *renamer,
                 structlog.processors.JSONRenderer(),
             ],
         )

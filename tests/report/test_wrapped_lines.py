@@ -81,11 +81,13 @@ def cri(line: str) -> str:
 SHIPPERS = {"docker": docker, "fluent-bit": fluent_bit, "vector": vector, "journald": journald}
 
 
-@pytest.fixture
-def served(tmp_path: Path, log_lines: Any) -> tuple[list[str], list[str]]:
-    """(hopwatch's lines, the same lines as structlog rendered them) of real requests."""
+@pytest.fixture(params=["event", "message"])
+def served(request: Any, tmp_path: Path, log_lines: Any) -> tuple[list[str], list[str]]:
+    """(hopwatch's lines, the same lines as structlog rendered them) of real requests:
+    the line as the rendering's ``event``, or under ``message`` (structlog's
+    ``EventRenamer("message")``, a common set-up)."""
     path = tmp_path / "structlog.log"
-    handler = structlog_json_handler(path)
+    handler = structlog_json_handler(path, request.param)
     logger = logging.getLogger("hopwatch")
     logger.addHandler(handler)
     try:
@@ -97,7 +99,7 @@ def served(tmp_path: Path, log_lines: Any) -> tuple[list[str], list[str]]:
     plain = log_lines.raw
     rendered = path.read_text(encoding="utf-8").splitlines()
     assert len(plain) == len(ROUTES)
-    assert [json.loads(outer)["event"] for outer in rendered] == plain  # the very lines
+    assert [json.loads(outer)[request.param] for outer in rendered] == plain  # the very lines
     return plain, rendered
 
 

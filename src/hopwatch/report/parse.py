@@ -534,7 +534,9 @@ def _decode_object(text: str, looks_like_ours: bool, *, unwrap_again: bool) -> D
 #    ``message``, ``msg``, ``MESSAGE``: :data:`WRAPPER_KEYS`);
 # 2. the project's structlog set-up rendering the line again, the inner one: a
 #    ``ProcessorFormatter`` with a ``JSONRenderer`` (as django-structlog sets it up) keeps
-#    the line as the ``event`` of its own object (``{"event": "<line>", "level": ...}``).
+#    the line as the ``event`` of its own object (``{"event": "<line>", "level": ...}``),
+#    or under ``message`` (or another of :data:`WRAPPER_KEYS`) where an ``EventRenamer``
+#    renamed the event.
 #
 # The shipper wraps whatever the process wrote, so the envelope is always outside the
 # rendering; a line wrapped twice by shippers, or rendered twice, is not looked into.
@@ -584,13 +586,24 @@ def _peel_object(obj: dict[str, Any], event: str) -> tuple[str | None, bool]:
 
 
 def _rendered_line(text: bytes | bytearray | memoryview | str, event: str) -> str | None:
-    """The line in structlog's rendering ``text``, or None (not a rendering of one)."""
+    """The line in structlog's rendering ``text``, or None (not a rendering of one).
+    The line is its ``event``, or, when it has none, under the key structlog's
+    ``EventRenamer`` moved it to (``message``, or another of :data:`WRAPPER_KEYS`)."""
     try:
         outer = decode_rendered(text).event
     except DECODE_ERRORS:
         obj = _object(text)
-        return None if obj is None else rendered_again(obj, event)
-    return rendered_again({"event": outer}, event)
+        if obj is None:
+            return None
+        if "event" in obj:
+            return rendered_again(obj, event)
+        return envelope_line(Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS}), event)
+    if outer is not None:  # (a hopwatch line has its event: this is one, not a rendering)
+        return rendered_again({"event": outer}, event)
+    try:
+        return envelope_line(decode_envelope(text), event)
+    except DECODE_ERRORS:
+        return None
 
 
 def _object(text: bytes | bytearray | memoryview | str) -> dict[str, Any] | None:
