@@ -83,7 +83,23 @@ def sync_iterator_view(request):
     return StreamingHttpResponse(_sync_chunks())
 
 
+def _including_chunks():
+    """A body that includes a sub-request's response (an ESI-style include): the
+    WSGI application called from inside the body, then a hop of its own."""
+    yield b"a"
+    included = WSGIHandler()(wsgi_environ("/two-hops/"), _start_response)
+    yield b"".join(included)
+    included.close()
+    async_to_sync(_anoop)()
+    yield b"b"
+
+
+def including_view(request):
+    return StreamingHttpResponse(_including_chunks())
+
+
 urlpatterns = [
+    path("including/", including_view),
     path("plain/", plain_view),
     path("two-hops/", two_hops_view),
     path("async-iterator/", async_iterator_view),
@@ -398,3 +414,24 @@ def test_a_bodys_steps_each_run_in_the_scope_and_the_end_lets_go_of_both():
     assert kept() is None and body_kept() is None
     ended = _hotpath.steps_in_scope(var, iter([b"a"]), _Kept())
     assert list(ended) == [b"a"] and list(ended) == []
+
+
+def test_a_sub_request_made_inside_a_streaming_body_leaves_the_outer_request_open(db):
+    """The body calls the WSGI application for an include, then makes a hop of its
+    own. The include's handler used to finish the outer request as a stale one left
+    unclosed by the thread's last request: its line said 0 hops and
+    ``response_closed: false`` though the server closed it after the last chunk."""
+    with override_settings(**SETTINGS), capture() as records:
+        response = WSGIHandler()(wsgi_environ("/including/"), _start_response)
+        assert b"".join(response) == b"atwob"
+        assert [record.route for record in records] == ["/two-hops/"]
+        response.close()
+    included, outer = records
+    assert (included.route, outer.route) == ("/two-hops/", "/including/")
+    assert sites(included) == {OWN: 2}
+    # its own hop, and the include's two: an enclosing request receives the hops of
+    # one made inside it, as when a view calls the application (Ledger.parent)
+    assert sites(outer) == {OWN: 3}
+    assert "response_closed" not in (outer.extra or {})
+    assert outer.ended_ns >= included.ended_ns
+    assert not _awaiting_close

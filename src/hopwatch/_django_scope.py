@@ -288,7 +288,9 @@ def _close_stale_scope() -> None:
             outside = value_outside(outside)
         current_scope.set(outside)
     unclosed = _this_thread.unclosed
-    if unclosed is not None:
+    # (Not while its body is being read: a request made from inside the body, a
+    # sub-request of an include, runs in the unclosed request's scope.)
+    if unclosed is not None and find_scope(RequestRecord) is not unclosed:
         _this_thread.unclosed = None
         if not unclosed.closed:  # its response neither closed nor collected
             _forget(unclosed)
