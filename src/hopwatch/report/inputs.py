@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
 from hopwatch._cli import os_error_reason
-from hopwatch.report.parse import MAX_LINE_BYTES, PART_BYTES, line_part
+from hopwatch.report.parse import MAX_LINE_BYTES, line_part
 from hopwatch.report.text import clean
 
 #: Bytes read per call; a block is this plus the end of the line it cut.
@@ -311,7 +311,9 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
                 skipping = True
                 filled = 0
             continue
-        cut = _before_parts(buffer, last + 1)
+        # (the parts of a line that would keep more than MAX_LINE_BYTES carried are not
+        # looked for: memory stays bounded when a stream's last part never comes)
+        cut = _before_parts(buffer, last + 1, max(filled - MAX_LINE_BYTES, 0))
         if filled - cut > MAX_LINE_BYTES:  # the parts would make a line too long anyway
             cut = last + 1
         carried = filled - cut
@@ -332,28 +334,65 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
 def _before_parts(buffer: bytearray, end: int, first: int = 0) -> int:
     """Where the parts near the end of ``buffer[:end]`` start whose line goes on in what
     is still to be read (lines a container runtime split, parse.PART_BYTES), so that the
-    scanner gets each split line whole in one buffer; ``end`` when there are none. Lines
-    of other streams may come between the parts: a few are looked through."""
-    cut = position = end
-    closed: set[bytes] = set()  # streams whose last line near the end is whole
-    others = 0
-    while position > first and others < _PARTS_LOOK_THROUGH and end - position <= MAX_LINE_BYTES:
-        start = max(buffer.rfind(b"\n", 0, position - 1) + 1, first)
-        shape = line_part(buffer, start, position - 1)
-        if shape is None:  # not a container runtime's line: no runtime's log
-            break
-        if shape[1] and shape[0] not in closed:
-            cut = start  # a part whose next part is still to come
-        else:
-            others += 1
-            if not shape[1]:
-                closed.add(shape[0])
-        position = start
+    scanner gets each split line whole in one buffer; ``end`` when there are none.
+
+    Lines of other streams may come between the parts (any number of them), so the cut
+    falls where no stream's line is open: where each stream's last line before it is a
+    whole line or a last part. A stream whose last line before the cut is a first or
+    middle part (P) moves the cut to that part, and the streams are looked at again
+    before the new cut, until none is open there. ``buffer[first:]`` is looked through
+    (its start is taken for a place where no line is open); a line of a runtime's stream
+    is found by its stream's name (bytes.rfind), so a stream without lines there costs
+    one search. A buffer whose last line no runtime wrote is not a runtime's log: ``end``.
+    """
+    if end <= first:
+        return end
+    last = max(buffer.rfind(b"\n", first, end - 1) + 1, first)
+    shape = line_part(buffer, last, end - 1)
+    if shape is None:  # not a container runtime's line: no runtime's log
+        return end
+    kind = shape[0][: shape[0].index(b" ") + 1]  # b"cri " or b"docker "
+    streams = (kind + b"stdout", kind + b"stderr")
+    cut = end
+    found: dict[bytes, tuple[int, bool] | None] = {}  # a stream's last line before `cut`
+    moved = True
+    while moved:
+        moved = False
+        for stream in streams:
+            line = found.get(stream, _UNSEEN)
+            if line is _UNSEEN or (line is not None and line[0] >= cut):
+                line = found[stream] = _last_line(buffer, stream, first, cut)
+            if line is not None and line[1]:  # open: its line runs across the cut
+                cut = line[0]
+                moved = True
     return cut
 
 
-#: Lines of other streams (or whole ones) looked through for parts at the end of a buffer.
-_PARTS_LOOK_THROUGH: Final = 8
+_UNSEEN: Final = (-1, False)
+
+
+def _last_line(buffer: bytearray, stream: bytes, first: int, end: int) -> tuple[int, bool] | None:
+    """(start, whether it is a first or middle part) of the last line of ``stream`` (a
+    parse.line_part stream) that starts in ``buffer[first:end]`` (``end``: a line's start),
+    or None when there is none."""
+    docker = stream.startswith(b"docker ")
+    name = stream[stream.index(b" ") + 1 :]
+    needle = b'","stream":"' + name + b'"' if docker else b" " + name + b" "
+    position = end
+    while True:
+        hit = buffer.rfind(needle, first, position)
+        if hit == -1:
+            return None
+        start = buffer.rfind(b"\n", 0, hit) + 1
+        if start < first:
+            return None
+        stop = buffer.find(b"\n", hit, end)
+        shape = line_part(buffer, start, end if stop == -1 else stop)
+        if shape is not None and shape[0] == stream:
+            at = shape[3] if docker else buffer.find(b" ", start)  # where the name is
+            if at == hit:
+                return start, shape[1]
+        position = start  # the name inside another line: look before it
 
 
 def _range_reader(handle: BinaryIO, start: int, end: int | None) -> Callable[[int], bytes]:
@@ -424,9 +463,10 @@ def _before_open_parts(handle: BinaryIO, position: int) -> int:
     return position - back + cut
 
 
-#: How far back the cut between two ranges looks for parts of a split line: sixteen
-#: parts; a line split in more may be cut there (its parts then counted as unjoined).
-_PARTS_LOOK_BACK: Final = 16 * PART_BYTES
+#: How far back the cut between two ranges looks for parts of a split line (as far as a
+#: buffer's cut does: lines of other streams may come between the parts); a line whose
+#: parts spread over more may be cut there (its parts then counted as unjoined).
+_PARTS_LOOK_BACK: Final = MAX_LINE_BYTES
 
 
 def read_source(
