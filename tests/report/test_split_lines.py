@@ -6,14 +6,17 @@ stream; a line whose parts cannot be joined is counted as before."""
 from __future__ import annotations
 
 import functools
+import gzip
 import itertools
 import json
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hopwatch.report import inputs
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.inputs import read_source, resolve
 from hopwatch.report.parse import MAX_LINE_BYTES, PART_BYTES
@@ -136,3 +139,96 @@ def test_byte_ranges_keep_a_split_line_in_one_range(
             close()
         partial = scanner.finish()
         assert (partial.records, partial.skipped, partial.lines) == (18, {}, 24), cut
+
+
+def _cross(wrap: Callable[..., list[str]]) -> tuple[list[str], list[str]]:
+    """stderr's whole line whose parts stdout's open line interleaves, and stdout's last
+    part: stderr P, stdout P, stderr P, stderr F, stdout P (then stdout's F)."""
+    err = wrap(long_line(1, size=30_000), "stderr")
+    out = wrap(long_line(2, size=30_000))
+    assert len(err) == len(out) == 3
+    return [err[0], out[0], err[1], err[2], out[1]], [out[2]]
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_the_end_of_the_file(
+    run_cli: RunCli, tmp_path: Path, implementation: str, wrap: Callable[..., list[str]]
+) -> None:
+    """stdout's last part was lost (the container was killed): stderr's line is whole and
+    is read; the reader's cut fell between its parts (0 records)."""
+    tail, _rest = _cross(wrap)
+    summary = _summary(run_cli, _write(tmp_path / "app.log", tail))
+    assert summary["records"] == 1
+    assert summary["lines"] == 3  # stderr's joined line, stdout's two parts as they are
+    assert summary["skipped_by_reason"] == {"truncated": 1}  # stdout's first part
+    assert summary["other_lines"] == 1  # its second part
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_a_buffers_end(
+    run_cli: RunCli,
+    tmp_path: Path,
+    implementation: str,
+    monkeypatch: pytest.MonkeyPatch,
+    wrap: Callable[..., list[str]],
+) -> None:
+    """The five lines end the first read and stdout's last part begins the next: both
+    lines are read (stderr's was lost)."""
+    tail, rest = _cross(wrap)
+    head = [*wrap(line(request_id="short")), *tail]
+    monkeypatch.setattr(inputs, "BLOCK_BYTES", sum(len(text) + 1 for text in head))
+    summary = _summary(run_cli, _write(tmp_path / "app.log", [*head, *rest]))
+    assert summary["records"] == 3
+    assert summary["lines"] == 3
+    assert summary["skipped"] == 0, summary["skipped_by_reason"]
+
+
+def mixed(wrap: Callable[..., list[str]], count: int) -> tuple[list[str], int]:
+    """``count`` lines (long ones in three parts, short ones) on stdout and stderr, their
+    parts interleaved in runs of one to three, and the number of records among them."""
+    rng = random.Random(82)
+    queues: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    for number in range(count):
+        stream = rng.choice(["stdout", "stderr"])
+        text = long_line(number) if rng.random() < 0.6 else line(request_id=f"s{number}")
+        queues[stream] += wrap(text, stream)
+    lines: list[str] = []
+    while queues["stdout"] or queues["stderr"]:
+        stream = rng.choice([name for name, parts in queues.items() if parts])
+        take = rng.randint(1, 3)
+        lines += queues[stream][:take]
+        del queues[stream][:take]
+    return lines, count
+
+
+@pytest.mark.parametrize("wrap", [docker, cri])
+def test_interleaved_parts_are_read_exactly_whatever_the_buffers_and_ranges(
+    run_cli: RunCli,
+    tmp_path: Path,
+    implementation: str,
+    monkeypatch: pytest.MonkeyPatch,
+    wrap: Callable[..., list[str]],
+) -> None:
+    """Every whole line is read once, however the reads and the --jobs ranges fall
+    between the parts (stdin, gzip and a plain file are read in blocks)."""
+    from hopwatch.report import parallel
+
+    monkeypatch.setattr(inputs, "BLOCK_BYTES", 48 * 1024)  # about 40 reads
+    monkeypatch.setattr(parallel, "MIN_PIECE_BYTES", 256 * 1024)  # 8 ranges
+    lines, count = mixed(wrap, 100)
+    log = _write(tmp_path / "app.log", lines)
+    data = log.read_bytes()
+    (tmp_path / "app.log.gz").write_bytes(gzip.compress(data))
+    runs = {
+        "plain": run_cli(log, "--format", "json"),
+        "jobs 1": run_cli(log, "--format", "json", "--jobs", "1"),
+        "jobs 2": run_cli(log, "--format", "json", "--jobs", "2"),
+        "gzip": run_cli(tmp_path / "app.log.gz", "--format", "json"),
+        "stdin": run_cli("-", "--format", "json", stdin=data),
+    }
+    got = {}
+    for name, result in runs.items():
+        assert result.status == 0, (name, result.err)
+        summary = json.loads(result.out)["summary"]
+        got[name] = (summary["records"], summary["lines"], summary["skipped_by_reason"])
+    assert got == dict.fromkeys(runs, (count, count, {}))
