@@ -269,7 +269,9 @@ def line_blocks(read: Callable[[int], bytes], on_too_long: OnTooLong) -> LineBlo
     carried into the next buffer. (Complete lines inside a buffer are at most
     BLOCK_BYTES + MAX_LINE_BYTES long; the scanner drops those over the limit.) The
     parts of a line a container runtime split (parse.PART_BYTES) whose line goes on
-    after the last newline are carried too, so that the scanner joins them in one buffer.
+    after the last newline are carried too, with the lines of other streams between
+    them (_before_parts), so that the scanner joins them in one buffer; at most
+    MAX_LINE_BYTES are carried for them.
 
     The buffer is one bytearray, reused: each read is copied in after the line
     carried from the one before (slice assignments of the same length, which
@@ -368,6 +370,7 @@ def _before_parts(buffer: bytearray, end: int, first: int = 0) -> int:
     return cut
 
 
+#: (_before_parts) a stream not looked for yet.
 _UNSEEN: Final = (-1, False)
 
 
