@@ -8,6 +8,7 @@ from hypothesis import settings as hypothesis_settings
 from hopwatch import _errors
 from hopwatch._recorder import current_scope
 from tests.browser import browser_paths, driver  # noqa: F401 (the browser tests' fixtures)
+from tests.report.conftest import implementation  # noqa: F401 (the report scanner: C or Python)
 
 # Property tests: no timed assertions (hypothesis' default 200 ms deadline per
 # example and its too_slow health check fail a test on a loaded machine, not on

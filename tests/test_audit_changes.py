@@ -123,26 +123,8 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))
 
 
-@pytest.fixture(params=["c", "python"])
-def scanner(request, monkeypatch):
-    """The report's reader with its C accumulation and loop, or the pure-Python ones (as
-    tests/report's ``implementation``); the audit reads the logs through it."""
-    from hopwatch.report import scan
-
-    if request.param == "c":
-        module = scan.load_accelerator()
-        if module is None:
-            pytest.skip("the report's C accelerator is not built here")
-        monkeypatch.setattr(scan, "ACCUMULATE", module.add)
-        monkeypatch.setattr(scan, "SCAN", module.scan)
-    else:
-        monkeypatch.setattr(scan, "ACCUMULATE", None)
-        monkeypatch.setattr(scan, "SCAN", None)
-    return request.param
-
-
 def test_sampled_lines_count_once_as_the_report_counts_them(
-    tmp_path, log_lines, db, scanner, capsys
+    tmp_path, log_lines, db, implementation, capsys
 ):
     """Two lines of an async view written at SAMPLE_RATE 0.5 stand for 4 requests, two
     unsampled lines of a sync view for 2: the audit said 10 requests (the sampled lines'
@@ -196,7 +178,7 @@ def audit_traffic(log, capsys):
     return json.loads(capsys.readouterr().out)["traffic"]
 
 
-def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, scanner, capsys):
+def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, implementation, capsys):
     """AsyncClient requests go through Django's ASGI handler: their lines
     (``test-async-client``) are ASGI traffic, an async view's and a sync one's."""
     with override_settings(MIDDLEWARE=STARTPROJECT):
@@ -215,7 +197,7 @@ def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, 
 
 
 def test_a_view_crossing_is_matched_to_one_request_across_asgi_and_the_async_client(
-    tmp_path, log_lines, db, scanner, capsys
+    tmp_path, log_lines, db, implementation, capsys
 ):
     """One endpoint, one line under ``asgi`` and one under ``test-async-client``, one
     crossing of the view between them (CSRF turned the ASGI POST away before its view
