@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     html = [sys.executable, "-m", "hopwatch", "report", *logs, "--format", "html", "-o", str(page)]
     done = subprocess.run(html, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode == 0:
-        say(f"the same report as a page, with timelines: {page} (open it in a browser)")
+        # (the path on a line of its own: at 80 columns a long one wrapped the sentence)
+        say("the same report as a page, with timelines (open it in a browser):")
+        say(f"  {page}")
     else:
         say(f"could not write the page {page}: {done.stderr.strip()}")
         status = status or done.returncode

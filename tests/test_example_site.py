@@ -101,8 +101,8 @@ def demo(tmp_path_factory):
     report, end = json.JSONDecoder().raw_decode(result.stdout, result.stdout.index("{"))
     # after the report, where the same report was written as a page
     assert result.stdout[end:].strip() == (
-        f"demo: the same report as a page, with timelines: {var / 'report.html'}"
-        " (open it in a browser)"
+        "demo: the same report as a page, with timelines (open it in a browser):\n"
+        f"demo:   {var / 'report.html'}"
     )
     lines = []
     for name in ("asgi.log", "wsgi.log"):
