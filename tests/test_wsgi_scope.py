@@ -435,3 +435,42 @@ def test_a_sub_request_made_inside_a_streaming_body_leaves_the_outer_request_ope
     assert "response_closed" not in (outer.extra or {})
     assert outer.ended_ns >= included.ended_ns
     assert not _awaiting_close
+
+
+_kept_records: list[weakref.ref[Any]] = []
+
+
+def remembering_view(request):
+    """Notes its own request record, weakly."""
+    from hopwatch._django_scope import current_request
+
+    _kept_records.append(weakref.ref(current_request()))
+    return StreamingHttpResponse(iter([b"a", b"b"]))
+
+
+urlpatterns.append(path("remembering/", remembering_view))
+
+
+def test_a_wsgi_requests_record_is_let_go_once_its_response_is_closed_or_collected(db):
+    """Once the response is closed (by the server, on the serving thread) or collected
+    unclosed, hopwatch keeps nothing of the request: not even as the thread's last
+    unclosed request (whose next request would otherwise finish it)."""
+    _kept_records.clear()
+    with override_settings(**SETTINGS):
+        response = WSGIHandler()(wsgi_environ("/remembering/"), _start_response)
+        assert b"".join(response) == b"ab"
+        response.close()
+        del response
+        gc.collect()
+        [closed] = _kept_records
+        assert closed() is None  # before this thread's next request
+        with capture() as records:
+            unclosed = WSGIHandler()(wsgi_environ("/remembering/"), _start_response)
+            assert b"".join(unclosed) == b"ab"
+            del unclosed  # collected, never closed
+            gc.collect()
+        assert [record.extra for record in records] == [{"response_closed": False}]
+        del records
+        gc.collect()
+    assert [ref() for ref in _kept_records] == [None, None]
+    assert not _awaiting_close
