@@ -94,6 +94,16 @@ def test_an_empty_sketch_has_no_quantiles() -> None:
     assert Sketch().quantiles((0.5, 0.99)) == [None, None]
 
 
+def _only_row(run_cli: Any, tmp_path: Path, texts: list[str]) -> dict[str, Any]:
+    """The one endpoint row ``hopwatch report --format json`` gives for ``texts``."""
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli(log, "--format", "json", "--jobs", "1")
+    assert result.status == 0
+    (row,) = json.loads(result.out)["rows"]
+    return dict(row)
+
+
 def test_the_reports_percentiles_are_never_above_the_maximum(
     run_cli: Any, tmp_path: Path, implementation: str
 ) -> None:
@@ -104,11 +114,7 @@ def test_the_reports_percentiles_are_never_above_the_maximum(
              sites=[site(SESSION, ms=0.4, overhead_ms=0.1)])
         for i in range(3)
     ]  # fmt: skip
-    log = tmp_path / "app.log"
-    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    result = run_cli(log, "--format", "json", "--jobs", "1")
-    assert result.status == 0
-    (row,) = json.loads(result.out)["rows"]
+    row = _only_row(run_cli, tmp_path, texts)
     every = {"p50": 1.0, "p95": 1.0, "p99": 1.0, "max": 1.0}
     assert row["hop_ms"] == {"total": 3.0, "mean": 1.0, **every}
     assert row["overhead_ms"] == {
@@ -130,11 +136,7 @@ def test_the_smallest_value_kept_is_not_read_as_zero(
              sites=[site(SESSION, ms=0.001, overhead_ms=0.001)], **extra)
         for i in range(3)
     ]  # fmt: skip
-    log = tmp_path / "app.log"
-    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    result = run_cli(log, "--format", "json", "--jobs", "1")
-    assert result.status == 0
-    (row,) = json.loads(result.out)["rows"]
+    row = _only_row(run_cli, tmp_path, texts)
     total = 0.003 if sample_rate is None else 0.006
     every = {"p50": 0.001, "p95": 0.001, "p99": 0.001, "max": 0.001}
     assert row["hop_ms"] == {"total": total, "mean": 0.001, **every}
