@@ -2355,7 +2355,10 @@ contains(const char *haystack, size_t length, const char *needle, size_t size)
 /* --- envelopes: the line inside a log shipper's wrapper -------------------------------
  *
  * docker's json-file driver writes {"log": "<the line, JSON-escaped>\n", "stream": ...,
- * "time": ...}, a logging JSON formatter {"message": "<the line>", ...}. The Python loop
+ * "time": ...}, a logging JSON formatter {"message": "<the line>", ...}, Loki's logcli
+ * {"labels": {...}, "line": "<the line>", ...}. (An exported entry holding the line as an
+ * object, parse.PAYLOAD_KEYS, and Fluent Bit's out_file line are the Python loop's: this
+ * finds no wrapper key holding a line in the one, and is not sure of the other.) The Python loop
  * reads them with parse.decode_envelope and parse.envelope_line, then decodes the inner
  * line; unwrap() finds the same inner line (decoded into a buffer of its own), so that
  * parse_line can read it. Only when it is sure of the answer: ENV_NONE when no wrapper key
@@ -2365,9 +2368,10 @@ contains(const char *haystack, size_t length, const char *needle, size_t size)
  * end up with the record decoded from it (counted as enveloped); ENV_UNSURE otherwise
  * (the Python loop's). Its JSON reading is msgspec's or stricter (skip_value), so that
  * what it reads, msgspec reads the same. */
-enum { E_LOG, E_MESSAGE, E_MSG, E_MESSAGE_UPPER, E_EVENT, E_COUNT };
+enum { E_LOG, E_MESSAGE, E_MSG, E_MESSAGE_UPPER, E_LINE, E_EVENT, E_COUNT };
 /* parse.WRAPPER_KEYS, in its order (a test checks), and the record's "event". */
-static const char *const envelope_keys[E_COUNT] = {"log", "message", "msg", "MESSAGE", "event"};
+static const char *const envelope_keys[E_COUNT] = {"log",     "message", "msg",
+                                                   "MESSAGE", "line",    "event"};
 static Py_ssize_t envelope_key_lengths[E_COUNT];
 #define E_WRAPPERS E_EVENT
 /* scan.ESCAPED_MARKER: the marker as it reads inside a string value (a test checks). */
@@ -3046,8 +3050,9 @@ PyInit__accumulate(void)
         Py_DECREF(module);
         return NULL;
     }
-    PyObject *wrappers = Py_BuildValue("(ssss)", envelope_keys[E_LOG], envelope_keys[E_MESSAGE],
-                                       envelope_keys[E_MSG], envelope_keys[E_MESSAGE_UPPER]);
+    PyObject *wrappers = Py_BuildValue("(sssss)", envelope_keys[E_LOG], envelope_keys[E_MESSAGE],
+                                       envelope_keys[E_MSG], envelope_keys[E_MESSAGE_UPPER],
+                                       envelope_keys[E_LINE]);
     if (add_owned(module, "MARKER", PyBytes_FromString(MARKER)) < 0 ||
         add_owned(module, "PROCESS_MARKER", PyBytes_FromString(PROCESS_MARKER)) < 0 ||
         add_owned(module, "ESCAPED_MARKER", PyBytes_FromString(ESCAPED_MARKER)) < 0 ||

@@ -57,8 +57,18 @@ MAX_VALUE: Final = 1e9
 MIN_SAMPLE_RATE: Final = 1e-6
 #: Lines longer than this are skipped unread (``line_too_long``); bounds memory.
 MAX_LINE_BYTES: Final = 1 << 20
-#: Keys of a log shipper's wrapper object that may hold the original line.
-WRAPPER_KEYS: Final = ("log", "message", "msg", "MESSAGE")
+#: Keys of a log shipper's wrapper object that may hold the original line (``line``:
+#: Loki's ``logcli query -o jsonl``).
+WRAPPER_KEYS: Final = ("log", "message", "msg", "MESSAGE", "line")
+#: Keys of an exported log entry that may hold the line as an object, parsed already by
+#: the platform: ``jsonPayload`` (Google Cloud Logging's LogEntry), ``attributes`` (a
+#: Datadog log archive or export). The object is the record itself, or structlog's
+#: rendering holding the line (see :func:`peel`).
+PAYLOAD_KEYS: Final = ("jsonPayload", "attributes")
+#: Whether a line may be an exported entry (a key of :data:`PAYLOAD_KEYS`) or Fluent Bit's
+#: ``out_file`` line (a "]" last): the lines, without the escaped marker, that the scanner
+#: looks into when its decoder refuses them (:func:`peel`).
+EXPORTED: Final = re.compile(rb'"(?:jsonPayload|attributes)"|\][ \t\r]*\Z')
 
 #: A container runtime writes a line longer than this in parts, each (but the last) of
 #: exactly this many bytes of the line: docker's json-file driver as several
@@ -325,10 +335,23 @@ class Envelope(Struct, gc=False):
     message: Any = None
     msg: Any = None
     MESSAGE: Any = None
+    line: Any = None
 
 
 decode_envelope: Final = msgspec.json.Decoder(Envelope).decode
-assert tuple(msgspec.structs.fields(Envelope)[i].name for i in range(4)) == WRAPPER_KEYS
+assert tuple(field.name for field in msgspec.structs.fields(Envelope)) == WRAPPER_KEYS
+
+
+class Payloads(Struct, gc=False):
+    """An exported log entry: the line as an object, under one of :data:`PAYLOAD_KEYS`
+    (its JSON text as it is in the entry: empty when the key is absent)."""
+
+    jsonPayload: msgspec.Raw = msgspec.Raw()  # (Cloud Logging's name)
+    attributes: msgspec.Raw = msgspec.Raw()
+
+
+decode_payloads: Final = msgspec.json.Decoder(Payloads).decode
+assert tuple(field.name for field in msgspec.structs.fields(Payloads)) == PAYLOAD_KEYS
 
 # --- timestamps ------------------------------------------------------------------------
 _ISO_LIKE: Final = re.compile(
@@ -511,7 +534,8 @@ def _decode_object(text: str, looks_like_ours: bool, *, unwrap_again: bool) -> D
             return OTHER
         # a line cut short (a crash, a size limit, a partial write) lost its last "}"
         return "malformed_json" if text.rstrip(_JSON_SPACE).endswith("}") else "truncated"
-    if text[end:].strip(" \t\r"):
+    rest = text[end:].strip(" \t\r")
+    if rest and rest != "]":  # (after the object, "]" ends Fluent Bit's out_file line)
         return "malformed_json" if looks_like_ours else OTHER
     if type(obj) is not dict:
         return OTHER
@@ -530,8 +554,13 @@ def _decode_object(text: str, looks_like_ours: bool, *, unwrap_again: bool) -> D
 # A hopwatch line can reach the log inside at most two layers, peeled in this order:
 #
 # 1. a log shipper's envelope, the outer one: docker's json-file driver, a CRI runtime's
-#    collector, Vector, Fluent Bit, journald's JSON export (``{"log": "<line>"}``, or under
-#    ``message``, ``msg``, ``MESSAGE``: :data:`WRAPPER_KEYS`);
+#    collector, Vector, Fluent Bit, journald's JSON export, Loki's ``logcli -o jsonl``
+#    (``{"log": "<line>"}``, or under ``message``, ``msg``, ``MESSAGE``, ``line``:
+#    :data:`WRAPPER_KEYS`); or an exported log entry holding the line as an object the
+#    platform parsed (Cloud Logging's ``jsonPayload``, Datadog's ``attributes``:
+#    :data:`PAYLOAD_KEYS`), the record itself or structlog's rendering; the envelope may
+#    be the record of Fluent Bit's ``out_file`` line, ``<tag>: [<time>, {...}]`` (its
+#    ``]`` after the object: :func:`listed_object`);
 # 2. the project's structlog set-up rendering the line again, the inner one: a
 #    ``ProcessorFormatter`` with a ``JSONRenderer`` (as django-structlog sets it up) keeps
 #    the line as the ``event`` of its own object (``{"event": "<line>", "level": ...}``),
@@ -567,10 +596,20 @@ def peel(text: bytes | bytearray | memoryview | str, event: str = EVENT) -> tupl
         inner = envelope_line(decode_envelope(text), event)
     except DECODE_ERRORS:
         obj = _object(text)
-        return (None, False) if obj is None else _peel_object(obj, event)
+        if obj is not None:
+            return _peel_object(obj, event)
+        listed = listed_object(text)  # Fluent Bit's out_file line: the object before "]"
+        if listed is None:
+            return None, False
+        inner = _record_text(listed, event) or peel(listed, event)[0]
+        return inner, inner is not None
     if inner is not None:
         return _rendered_line(inner, event) or inner, True
-    return _rendered_line(text, event), False
+    rendered = _rendered_line(text, event)
+    if rendered is not None:
+        return rendered, False
+    inner = _payload_line(text, event)
+    return inner, inner is not None
 
 
 def unwrap_object(obj: dict[str, Any], event: str = EVENT) -> str | None:
@@ -582,7 +621,73 @@ def _peel_object(obj: dict[str, Any], event: str) -> tuple[str | None, bool]:
     inner = envelope_line(Envelope(**{key: obj.get(key) for key in WRAPPER_KEYS}), event)
     if inner is not None:
         return _rendered_line(inner, event) or inner, True
-    return rendered_again(obj, event), False
+    rendered = rendered_again(obj, event)
+    if rendered is not None:
+        return rendered, False
+    for key in PAYLOAD_KEYS:
+        payload = obj.get(key)
+        if type(payload) is dict:
+            inner = _payload_object(payload, event)
+            if inner is not None:
+                return inner, True
+    return None, False
+
+
+def listed_object(text: bytes | bytearray | memoryview | str) -> bytes | str | None:
+    """The object of Fluent Bit's ``out_file`` line (its default format, ``<tag>:
+    [<time>, {<record>}]``) from its "{": ``text`` without the list's closing "]" (and
+    what follows it: spaces, ``\r``), or None when ``text`` does not end so."""
+    if isinstance(text, str):
+        end = text.rstrip(" \t\r\n")
+        return end[:-1] if end.endswith("}]") else None
+    data = bytes(text).rstrip(b" \t\r\n")
+    return data[:-1] if data.endswith(b"}]") else None
+
+
+def _record_text(text: bytes | bytearray | memoryview | str, event: str) -> str | None:
+    """``text`` itself when it is an object whose ``event`` is ``event`` (a record), else
+    None."""
+    try:
+        if decode_rendered(text).event != event:
+            return None
+        return text if isinstance(text, str) else bytes(text).decode("utf-8")
+    except DECODE_ERRORS:
+        obj = _object(text)
+    except UnicodeDecodeError:
+        return None
+    return None if obj is None or obj.get("event") != event else _encode_object(obj)
+
+
+def _payload_line(text: bytes | bytearray | memoryview | str, event: str) -> str | None:
+    """The line in an exported log entry's object (:data:`PAYLOAD_KEYS`): the record
+    itself, or the line in structlog's rendering of it; None when there is none."""
+    try:
+        payloads = decode_payloads(text)
+    except DECODE_ERRORS:
+        return None
+    for raw in (payloads.jsonPayload, payloads.attributes):
+        if len(raw) < 2 or memoryview(raw)[0] != 0x7B:  # absent, or not an object
+            continue
+        inner = _record_text(raw, event) or _rendered_line(raw, event)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _payload_object(payload: dict[str, Any], event: str) -> str | None:
+    """:func:`_payload_line` for an object the standard library decoded already."""
+    if payload.get("event") == event:
+        return _encode_object(payload)
+    inner = rendered_again(payload, event)
+    if inner is not None:
+        return inner
+    return envelope_line(Envelope(**{key: payload.get(key) for key in WRAPPER_KEYS}), event)
+
+
+def _encode_object(obj: dict[str, Any]) -> str:
+    """A record the standard library decoded as the decoders read it (a rare line: one
+    that msgspec refused), its values as they were (NaN included, see _DECODER)."""
+    return json.dumps(obj)
 
 
 def _rendered_line(text: bytes | bytearray | memoryview | str, event: str) -> str | None:

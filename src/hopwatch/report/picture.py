@@ -136,7 +136,9 @@ def _decode_leniently(line: Any, unwrapped: bool) -> Extras:
         text = line if isinstance(line, str) else bytes(line).decode("utf-8")
         obj = _decode_any(text)
     except (ValueError, RecursionError):
-        return _EMPTY
+        # not one object: Fluent Bit's out_file line (the object, then "]") is unwrapped
+        inner = None if unwrapped else parse.unwrap(line)
+        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
     if not isinstance(obj, dict):
         return _EMPTY
     if obj.get("event") != parse.EVENT:

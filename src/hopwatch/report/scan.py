@@ -258,6 +258,16 @@ class Scanner:
             return plain(line)
         except errors:
             pass
+        if not enveloped and parse.EXPORTED.search(line):
+            # the record as an object in an exported entry, or Fluent Bit's out_file line
+            inner, peeled = parse.peel(line)
+            if inner is not None:
+                try:
+                    record = plain(inner)
+                except errors:
+                    pass
+                else:
+                    return (record,) if peeled else record
         self.slow_lines += 1
         result = parse.decode_general(bytes(line))
         if result is None or isinstance(result, str):
