@@ -7,8 +7,9 @@ threads (five pool calls at once: the pool saturates), the process line written 
 lines caught by real logging handlers: the plain line, structlog's ``ProcessorFormatter``
 with a ``JSONRenderer`` (``{"event": "<line>", ...}``) and a JSON formatter keeping the
 line under ``message``; the plain file then written as a container runtime writes it
-(kubectl's ``--prefix``, CRI, docker's json-file driver). Each is read by the C loop and
-the Python one, and all of them together by ``--jobs 2``.
+(kubectl's ``--prefix``, CRI, docker's json-file driver), and the plain and structlog's
+lines as four platforms export them (Cloud Logging, Datadog, Loki, Fluent Bit). Each is
+read by the C loop and the Python one, and all of them together by ``--jobs 2``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from hopwatch.report import rank, scan
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
 from tests.helpers import asgi_call
+from tests.report.test_platform_exports import PLATFORMS
 from tests.test_report_structlog_lines import structlog_json_handler
 from tests.testapp.views_threads import GATHERED
 
@@ -50,6 +52,9 @@ WRAPPINGS = (
     "structlog",
     *(f"{shipper}-structlog" for shipper in ("docker", "vector", "journald")),
     "docker-message",
+    # the platforms' exports (tests/report/test_platform_exports.py), of the plain lines
+    # and of structlog's
+    *(f"{name}-{kind}" for name in PLATFORMS for kind in ("plain", "structlog")),
 )
 TIME = "2026-12-06T21:37:00.000000000Z"  # the runtime's own time, before the line
 
@@ -134,6 +139,9 @@ def served_logs(directory: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     for shipper, objects in shipped.items():
         text = "".join(json.dumps(obj, separators=compact) + "\n" for obj in objects)
         paths[f"{shipper}-structlog"].write_text(text)
+    for name, export in PLATFORMS.items():
+        for kind, lines in (("plain", plain), ("structlog", rendered)):
+            paths[f"{name}-{kind}"].write_text("".join(export(line) + "\n" for line in lines))
     return paths, json.loads(plain[1])
 
 
