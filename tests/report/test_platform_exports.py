@@ -37,6 +37,7 @@ from tests.report.test_wrapped_lines import (
     LABELS,
     ROUTES,
     _document,
+    _reference,
     _rows,
     _write,
     detailed,
@@ -68,8 +69,8 @@ def cloud_logging(line: str) -> str:
     return json.dumps(entry, separators=(",", ":"))
 
 
-def datadog_attributes(line: str) -> str:
-    """A Datadog archive's log: the JSON line parsed into ``attributes``."""
+def _datadog(**fields: Any) -> str:
+    """A log in a Datadog archive: its reserved attributes, then ``fields``."""
     entry = {
         "_id": "AQAAAZMBk2jYbQ",
         "date": "2026-12-07T00:30:00.123Z",
@@ -77,25 +78,20 @@ def datadog_attributes(line: str) -> str:
         "source": "python",
         "service": "shop",
         "status": "info",
-        "message": "",
-        "attributes": json.loads(line),
+        **fields,
         "tags": ["env:prod"],
     }
     return json.dumps(entry)
 
 
+def datadog_attributes(line: str) -> str:
+    """A Datadog archive's log: the JSON line parsed into ``attributes``."""
+    return _datadog(message="", attributes=json.loads(line))
+
+
 def datadog_message(line: str) -> str:
     """A Datadog archive's log: the line kept as its ``message``."""
-    entry = {
-        "_id": "AQAAAZMBk2jYbQ",
-        "date": "2026-12-07T00:30:00.123Z",
-        "host": "web-7d9f",
-        "service": "shop",
-        "status": "info",
-        "message": line,
-        "attributes": {"container_name": "web"},
-    }
-    return json.dumps(entry)
+    return _datadog(message=line, attributes={"container_name": "web"})
 
 
 def loki(line: str) -> str:
@@ -152,9 +148,7 @@ def _exports(tmp_path: Path, served: tuple[list[str], list[str]]) -> dict[str, P
 def test_each_platforms_export_reads_as_the_plain_lines(
     run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
 ) -> None:
-    plain, _ = served
-    reference = _document(run_cli, _write(tmp_path / "plain.log", plain))
-    assert {label: row["records"] for label, row in _rows(reference).items()} == LABELS
+    reference = _reference(run_cli, tmp_path / "plain.log", served[0])
     files = _exports(tmp_path, served)
     for name, path in files.items():
         for read in (path, _gzip(path)):

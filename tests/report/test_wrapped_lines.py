@@ -119,13 +119,19 @@ def _rows(document: dict[str, Any]) -> dict[str, Any]:
     return {row["label"]: row for row in document["rows"]}
 
 
+def _reference(run_cli: RunCli, path: Path, plain: list[str]) -> dict[str, Any]:
+    """The report of the plain lines (written to ``path``): the rows the wrapped ones match."""
+    reference = _document(run_cli, _write(path, plain))
+    assert {label: row["records"] for label, row in _rows(reference).items()} == LABELS
+    return reference
+
+
 # --- a structlog-rendered line in a shipper's envelope -----------------------------------
 def test_structlog_lines_in_a_shippers_envelope_are_read(
     run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
 ) -> None:
     plain, rendered = served
-    reference = _document(run_cli, _write(tmp_path / "plain.log", plain))
-    assert {label: row["records"] for label, row in _rows(reference).items()} == LABELS
+    reference = _reference(run_cli, tmp_path / "plain.log", plain)
     files = []
     for name, ship in SHIPPERS.items():
         path = _write(tmp_path / f"{name}-structlog.log", [ship(outer) for outer in rendered])

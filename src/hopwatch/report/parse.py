@@ -12,7 +12,8 @@ the report reads, with its type and its limits), serves two decoders:
   ``{`` of the line, decoded by the standard library (which accepts raw control
   characters inside strings, and NaN, so that they are reported as invalid
   values rather than as broken JSON), unwrapped (:func:`unwrap`: a log shipper's
-  envelope, ``{"log": "<line>"}``, then structlog's rendering, ``{"event": "<line>"}``),
+  envelope, ``{"log": "<line>"}``, or an exported entry's object, ``{"jsonPayload":
+  {...}}``, then structlog's rendering, ``{"event": "<line>"}``),
   its timestamp normalised to UTC, then checked field by
   field against the same Record definition. It decides why a line is skipped
   (``missing:hops``, ``invalid:hop_ms``) and keeps a record whose *separable*

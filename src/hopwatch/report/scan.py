@@ -243,31 +243,19 @@ class Scanner:
         """A line the learning decoder refused: a Record, (Record,) when it came in an
         envelope, a skip reason, or None (not a hopwatch record). ``enveloped``: the line
         holds parse.NESTED_MARKER (parse.peel looks inside it)."""
-        plain = parse.decode_record
-        errors = parse.DECODE_ERRORS
         if enveloped:  # its quotes are escaped: a shipper's envelope, structlog's rendering
-            inner, peeled = parse.peel(line)
-            if inner is not None:
-                try:
-                    record = plain(inner)
-                except errors:
-                    pass
-                else:
-                    return (record,) if peeled else record
+            found = _peeled(line)
+            if found is not None:
+                return found
         try:  # a value the learning decoder has not seen yet?
-            return plain(line)
-        except errors:
+            return parse.decode_record(line)
+        except parse.DECODE_ERRORS:
             pass
         if not enveloped and parse.EXPORTED.search(line):
             # the record as an object in an exported entry, or Fluent Bit's out_file line
-            inner, peeled = parse.peel(line)
-            if inner is not None:
-                try:
-                    record = plain(inner)
-                except errors:
-                    pass
-                else:
-                    return (record,) if peeled else record
+            found = _peeled(line)
+            if found is not None:
+                return found
         self.slow_lines += 1
         result = parse.decode_general(bytes(line))
         if result is None or isinstance(result, str):
@@ -689,6 +677,19 @@ class Scanner:
         self.partial = partial
         self._by_key = {}
         return done
+
+
+def _peeled(line: memoryview) -> Any:
+    """The record inside ``line``'s layers (parse.peel) as the typed decoder reads it:
+    (Record,) when it came in an envelope, a Record, or None (none, or not one it reads)."""
+    inner, peeled = parse.peel(line)
+    if inner is None:
+        return None
+    try:
+        record = parse.decode_record(inner)
+    except parse.DECODE_ERRORS:
+        return None
+    return (record,) if peeled else record
 
 
 def _bound(text: str | None) -> datetime | None:
