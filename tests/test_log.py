@@ -329,6 +329,34 @@ def test_an_extra_field_that_cannot_be_written_is_left_out_not_the_line(log_line
         assert line["hopwatch_errors"] == 2  # each line's two fields left out
 
 
+def surrogate_extra_fields(request, record):
+    return {
+        "pod": "web-7",
+        "lone": "\ud800",  # a lone surrogate: UTF-8 cannot write it
+        "escaped": b"caf\xe9".decode("utf-8", "surrogateescape"),
+        "nested": {"name": "\udcff"},
+        "\udcff": "its name cannot be written",
+        "cafe": "caf\u00e9",
+    }
+
+
+@pytest.mark.internal_errors
+def test_an_extra_field_with_a_lone_surrogate_is_left_out_not_the_line(log_lines, db):
+    """A value or a field name holding a lone surrogate (text decoded with
+    ``surrogateescape``) cannot be written as UTF-8: it is left out and counted, and
+    the line is written. Passed through as a plain str, it lost the whole line."""
+    with settings_with(EXTRA_FIELDS="tests.test_log.surrogate_extra_fields"):
+        for _ in range(2):
+            assert asgi_request("/async/").status == 200
+    lines = log_lines.parsed()
+    assert len(lines) == 2
+    for line in lines:
+        assert line["hops"] == 15
+        assert (line["pod"], line["cafe"]) == ("web-7", "caf\u00e9")
+        assert not {"lone", "escaped", "nested", "\udcff"} & set(line)
+        assert line["hopwatch_errors"] == 4  # each line's four fields left out
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [

@@ -297,7 +297,10 @@ def _encoded_extra(key: str, value: Any) -> Any:
     the line and counted, and the line is written. Encoded at render time instead,
     such a value lost the whole line."""
     if type(value) in _AS_IS:
-        return value
+        if type(value) is not str or value.isascii() or _writable(value):
+            return value
+        _errors.report(f"HOPWATCH['EXTRA_FIELDS'] field {key!r}", _NOT_UTF8)
+        return _LEFT_OUT
     try:
         return orjson.Fragment(orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS))
     except Exception as exc:
@@ -305,6 +308,20 @@ def _encoded_extra(key: str, value: Any) -> Any:
             return str(value)
         _errors.report(f"HOPWATCH['EXTRA_FIELDS'] field {key!r}", exc)
         return _LEFT_OUT
+
+
+def _writable(text: str) -> bool:
+    """Whether UTF-8 can write ``text``: not when it holds a lone surrogate (text decoded
+    with ``surrogateescape``, or ``"\\ud800"`` itself), which no JSON encoder of the line
+    writes (orjson refuses the whole line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_NOT_UTF8: Final = ValueError("a str with a lone surrogate, which UTF-8 cannot write")
 
 
 _NON_ASCII: Final = re.compile("[^\x00-\x7f]")
@@ -939,6 +956,9 @@ class Emitter:
         if extra:
             for key, value in extra.items():
                 if isinstance(key, str) and key not in RESERVED:
+                    if not (key.isascii() or _writable(key)):
+                        _errors.report("HOPWATCH['EXTRA_FIELDS'] field name", _NOT_UTF8)
+                        continue
                     value = _encoded_extra(key, value)
                     if value is not _LEFT_OUT:
                         event[key] = value

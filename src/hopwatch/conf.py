@@ -320,7 +320,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         " anything but a dict or None (a list of pairs). It runs as the line is built"
         " (under ASGI, on the event loop: return what the request has loaded, not a lazy"
         " `request.user`, which would query there). A value that cannot be written as JSON (its"
-        " `str()` raises) is left out of the line and counted; an integer past 64 bits is"
+        " `str()` raises, or text with a lone surrogate, which UTF-8 cannot write: in a"
+        " value or a field's name) is left out of the line and counted; an integer past 64 bits is"
         " written as text.",
     ),
     "LOG_RAW_PATHS": Setting(
