@@ -1037,7 +1037,10 @@ LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 LedgerCore_traverse(LedgerCoreObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
+    /* Not Py_TYPE(self): LedgerCore is a static type, and its Python subclasses
+     * (Ledger, RequestRecord) are heap types whose own traversal visits the class
+     * before calling this one; visiting it here too counted one reference twice,
+     * which a debug CPython's collector aborts on ("refcount is too small"). */
     Py_VISIT(self->parent);
     Py_VISIT(self->outer_hop);
     for (Py_ssize_t i = 0; i < self->n_causes; i++) {

@@ -149,6 +149,26 @@ def test_a_kept_record_does_not_keep_its_request_alive(db):
     assert not alive, "the kept record keeps Django's request alive"
 
 
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_records_class_is_one_reference_to_the_collector(interface, db):
+    """The collector subtracts each reference an object reports from the referent's
+    count: a record (and any ledger) must report its class once. The C ledger's
+    traversal reported it a second time after its Python subclass's own, and a debug
+    CPython aborted at the first collection ("refcount is too small")."""
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        if interface == "asgi":
+            asgi_request("/nested/")
+        else:
+            wsgi_request("/nested/")
+    (record,) = records
+    assert gc.get_referents(record).count(type(record)) == 1
+    with count_hops() as block:  # a testing block's ledger, the other subclass
+        pass
+    ledger = block._ledger if hasattr(block, "_ledger") else None
+    if ledger is not None:
+        assert gc.get_referents(ledger).count(type(ledger)) == 1
+
+
 @pytest.mark.skipif(
     _hotpath.IMPLEMENTATION != "c", reason="the pure-Python Hop is a class the collector tracks"
 )
