@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,6 +17,7 @@ from hopwatch.report import parse, rank
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.parse import Record, decode_general, decode_line
 from hopwatch.report.scan import Scanner
+from tests.report.conftest import Run
 from tests.report.samples import SESSION, canonical_lines, line, record, site
 
 
@@ -227,6 +230,21 @@ def test_an_optional_field_is_one_edit() -> None:
 def test_invalid_utf8_is_a_skip_reason_not_an_error() -> None:
     raw = line(route="/x/").encode().replace(b"/x/", b"/\xff\xfe/")
     assert decode(raw) == "invalid_utf8"
+
+
+def test_invalid_utf8_in_an_enveloped_line_is_a_skip_reason_too(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str
+) -> None:
+    """A hopwatch line in docker's envelope holds the event only escaped (no
+    '"hopwatch.request"' in its bytes): a byte of it not UTF-8 is still hopwatch's line."""
+    docker = json.dumps({"log": line(route="/x/") + "\n", "stream": "stdout"})
+    raw = docker.encode().replace(b"/x/", b"/\xff\xfe/")
+    assert decode(raw) == "invalid_utf8"
+    log = tmp_path / "app.log"
+    log.write_bytes(raw + b"\n")
+    summary = json.loads(run_cli(log, "--format", "json").out)["summary"]
+    assert (summary["records"], summary["other_lines"]) == (0, 0)
+    assert summary["skipped_by_reason"] == {"invalid_utf8": 1}
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,22 @@ def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_a_buffers_end(
     assert summary["skipped"] == 0, summary["skipped_by_reason"]
 
 
+def test_a_line_naming_a_stream_in_its_text_does_not_hide_that_streams_open_parts(
+    run_cli: RunCli, tmp_path: Path, implementation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdout's line is open (P, P) when a stderr line whose text says " stdout " ends
+    the first read, and its last part begins the next: stdout's parts are looked for past
+    the stderr line, and its line is read whole (not as parts, the first truncated)."""
+    parts = cri(long_line(1, size=30_000))
+    assert len(parts) == 3
+    between = f"{TIME} stderr F warning: the worker wrote to stdout and stderr"
+    head = [*cri(line(request_id="short")), *parts[:2], between]
+    monkeypatch.setattr(inputs, "BLOCK_BYTES", sum(len(text) + 1 for text in head))
+    summary = _summary(run_cli, _write(tmp_path / "app.log", [*head, parts[2]]))
+    assert (summary["records"], summary["other_lines"], summary["lines"]) == (2, 1, 3)
+    assert summary["skipped"] == 0, summary["skipped_by_reason"]
+
+
 def mixed(wrap: Callable[..., list[str]], count: int) -> tuple[list[str], int]:
     """``count`` lines (long ones in three parts, short ones) on stdout and stderr, their
     parts interleaved in runs of one to three, and the number of records among them."""

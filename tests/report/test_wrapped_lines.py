@@ -319,3 +319,11 @@ def test_a_line_whose_last_part_was_lost_swallows_no_record(
         summary = _document(run_cli, lost, again, "--jobs", jobs)["summary"]
         assert summary["records"] == 9, jobs
         assert summary["skipped_by_reason"] == {"truncated": 2}, jobs
+    # killed after its first part: the restarted container's line is from the next part on
+    once = _write(tmp_path / f"{runtime}-lost-once.log", [parts[0], *parts, *after])
+    document = _document(run_cli, once, "--jobs", "1")
+    summary = document["summary"]
+    assert summary["records"] == 5
+    assert summary["skipped_by_reason"] == {"truncated": 1}
+    assert (summary["lines"], summary["other_lines"]) == (6, 0)
+    assert _rows(document)["GET /hops/<int:n>/"]["records"] == 2
