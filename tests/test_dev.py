@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import stat
 import sys
 import time
@@ -32,17 +33,24 @@ def _load_dev():
 dev = _load_dev()
 
 
+def _script(path: Path, body: str) -> Path:
+    """An executable that runs the Python ``body`` with this interpreter, its arguments
+    in ``sys.argv[1:]``. Through /bin/sh: a ``#!`` line cannot hold an interpreter whose
+    path has a space (a checkout in "my projects/")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(body)} "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
 def _interpreter(path: Path, version: str | None) -> Path:
     """A stand-in ``python3.X``: prints ``version``, or fails as an unselected pyenv shim."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = (
         f"print({version!r})"
         if version
         else "import sys; print('pyenv: command not found', file=sys.stderr); sys.exit(127)"
     )
-    path.write_text(f"#!{sys.executable}\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return path
+    return _script(path, body)
 
 
 @pytest.fixture
@@ -135,9 +143,7 @@ def test_the_full_runs_lanes_run_together_and_print_each_runs_output_whole(
     """Two runs in two lanes: each waits until the other has started (so they ran at
     once), each one's output comes in one piece, and the status and counts are the
     runs' together."""
-    python = tmp_path / "python"
-    python.write_text(f"#!{sys.executable}\n{_STAND_IN_PYTEST}")
-    python.chmod(0o755)
+    python = _script(tmp_path / "python", _STAND_IN_PYTEST)
     monkeypatch.setattr(dev, "ROOT", tmp_path)
     runs = [
         dev.Run("django52", "c", python, {"X": "1"}, ("a", "b", "5")),
@@ -169,9 +175,7 @@ sys.exit(0 if outcome == "pass" else 1)
 
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
-    python = tmp_path / "python"
-    python.write_text(f"#!{sys.executable}\n{_STAND_IN_OUTCOMES}")
-    python.chmod(0o755)
+    python = _script(tmp_path / "python", _STAND_IN_OUTCOMES)
     monkeypatch.setattr(dev, "ROOT", tmp_path)
     return python
 
@@ -203,3 +207,4 @@ def test_a_run_past_the_timeout_is_given_up_as_a_failure(stand_in, monkeypatch, 
     assert time.monotonic() - started < 30  # ended, not waited for
     out = capsys.readouterr().out
     assert "dev.py: gave up after 1 s (a hung test?)\n" in out
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -317,7 +318,7 @@ def test_python_dash_m_runs_without_django() -> None:
 def test_a_closed_pipe_is_not_an_error() -> None:
     data = ("\n".join(canonical_lines(50)) + "\n").encode()
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    command = f"{sys.executable} -m hopwatch report - --format text --top 0 | head -c 10"
+    command = f"{shlex.quote(sys.executable)} -m hopwatch report - --format text --top 0 | head -c 10"
     done = subprocess.run(
         command, shell=True, input=data, env=env, capture_output=True, timeout=60, check=False
     )

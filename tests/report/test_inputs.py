@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -216,10 +217,14 @@ LOG = ("\n".join(canonical_lines(30)) + "\n").encode()
 
 
 def _report(command: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """``hopwatch report`` run by bash, as a user types it (process substitution, 0<&-)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "HOPWATCH": f"{sys.executable} -m hopwatch"}
+    """``hopwatch report`` run by bash, as a user types it (process substitution, 0<&-).
+
+    ``hopwatch`` is a shell function that runs this interpreter's ``-m hopwatch``, its
+    path quoted (an interpreter in a checkout whose path has a space)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    hopwatch = f'hopwatch() {{ {shlex.quote(sys.executable)} -m hopwatch "$@"; }}\n'
     return subprocess.run(
-        ["bash", "-c", command],
+        ["bash", "-c", hopwatch + command],
         input=stdin,
         env=env,
         capture_output=True,
@@ -237,15 +242,15 @@ def _records(done: subprocess.CompletedProcess[bytes]) -> int:
 def test_process_substitution_is_read_once_without_seeking(tmp_path: Path, gzipped: bool) -> None:
     path = tmp_path / "app.log"
     path.write_bytes(gzip.compress(LOG) if gzipped else LOG)
-    done = _report(f'$HOPWATCH report <(cat "{path}") --format json --jobs 2')
+    done = _report(f"hopwatch report <(cat {shlex.quote(str(path))}) --format json --jobs 2")
     assert _records(done) == 30
 
 
 def test_dev_stdin_on_a_pipe_and_on_a_file(tmp_path: Path) -> None:
-    assert _records(_report("$HOPWATCH report /dev/stdin --format json", stdin=LOG)) == 30
+    assert _records(_report("hopwatch report /dev/stdin --format json", stdin=LOG)) == 30
     path = tmp_path / "app.log"
     path.write_bytes(LOG)
-    assert _records(_report(f'$HOPWATCH report /dev/stdin --format json < "{path}"')) == 30
+    assert _records(_report(f"hopwatch report /dev/stdin --format json < {shlex.quote(str(path))}")) == 30
 
 
 def test_a_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
@@ -267,12 +272,12 @@ def test_a_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
 
 
 def test_stdin_closed_is_one_clear_line() -> None:
-    done = _report("$HOPWATCH report - 0<&-")
+    done = _report("hopwatch report - 0<&-")
     assert done.returncode == 2 and done.stdout == b""
     assert (
         done.stderr.decode() == "hopwatch report: cannot read <stdin>: standard input is closed\n"
     )
-    done = _report("$HOPWATCH report 0<&-")  # no path: stdin would be read, if it were open
+    done = _report("hopwatch report 0<&-")  # no path: stdin would be read, if it were open
     assert done.returncode == 2 and done.stderr.decode().count("\n") == 1
     assert b"Traceback" not in done.stderr
 
