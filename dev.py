@@ -23,10 +23,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
@@ -113,17 +117,129 @@ def _python(env: str) -> Path:
     return VENVS / env / "bin" / "python"
 
 
+# --- the commands dev.py runs, and ending them with it -------------------------------------
+# A SIGTERM (what CI sends on a timeout or a cancel), a SIGHUP, or a SIGINT while a
+# command runs in a process group of its own, ends the commands running (each one's
+# process group when it has one: pytest with the servers its tests started) and then
+# dev.py, with status 128 + the signal's number (143 for SIGTERM). A command runs in a
+# process group of its own where no terminal would reach it: a lane, whose output goes
+# to a file, and every command when dev.py's stdin is not a terminal (CI). At a terminal
+# the others stay in dev.py's group, so Ctrl-C and pdb reach them as before.
+
+#: The commands running now: pid -> (the process, whether it has a process group of its own).
+_RUNNING: dict[int, tuple[subprocess.Popen[bytes], bool]] = {}
+_RUNNING_LOCK = threading.RLock()
+_ENDING = threading.Event()
+#: How long the commands get to end after the signal is passed on, before they are killed.
+END_GRACE = 10.0
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
+
+
+def _call(
+    cmd: list[str], timeout: float | None = None, own_group: bool = False, **kwargs: Any
+) -> int | None:
+    """``cmd`` run to its end, its status; None when it ran past ``timeout`` (it is
+    killed then, with its process group when it has one of its own)."""
+    own_group = own_group or not _interactive()
+    with _RUNNING_LOCK:
+        if _ENDING.is_set():  # dev.py is ending: start nothing more
+            return 1
+        process = subprocess.Popen(cmd, process_group=0 if own_group else None, **kwargs)
+        _RUNNING[process.pid] = (process, own_group)
+    try:
+        with process:
+            try:
+                return int(process.wait(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                _signal(process, own_group, signal.SIGKILL)
+                process.wait()
+                return None
+            except BaseException:  # Ctrl-C at a terminal: as subprocess.call does
+                process.kill()
+                raise
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.pop(process.pid, None)
+
+
+def _signal(process: subprocess.Popen[bytes], own_group: bool, signum: int) -> None:
+    try:
+        if own_group:
+            os.killpg(process.pid, signum)
+        elif process.returncode is None:
+            os.kill(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _ended(process: subprocess.Popen[bytes]) -> bool:
+    """Whether ``process`` has ended (reaped here, or by the thread that waits for it)."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitpid(process.pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def _say(message: str) -> None:
+    """A line that may not reach anyone (after a SIGHUP the terminal may be gone)."""
+    try:
+        print(message, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """End the commands running, then dev.py, with status 128 + ``signum``."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.values())
+    if signum == signal.SIGINT and not any(own for _, own in running):
+        raise KeyboardInterrupt  # the terminal's Ctrl-C has reached the commands too
+    _ENDING.set()
+    name = signal.Signals(signum).name
+    _say(f"\ndev.py: {name}: ending the commands it runs")
+    # SIGINT as it is (pytest then ends its tests' servers and prints where it was);
+    # SIGTERM for SIGTERM and SIGHUP (a command may ignore SIGHUP).
+    passed_on = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
+    signalled: set[int] = set()
+    deadline = time.monotonic() + END_GRACE
+    while True:
+        with _RUNNING_LOCK:  # (a lane may have started one since)
+            running += [child for child in _RUNNING.values() if child not in running]
+        for process, own_group in running:
+            if process.pid not in signalled:
+                signalled.add(process.pid)
+                _signal(process, own_group, passed_on)
+        if all(_ended(process) for process, _ in running) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for process, own_group in running:  # what is left, and what is left in their groups
+        if own_group or not _ended(process):
+            _signal(process, own_group, signal.SIGKILL)
+    _say(f"dev.py: ended by {name}")
+    os._exit(128 + signum)
+
+
+def _end_commands_on_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _on_signal)
+
+
 def _run(
     cmd: list[str | Path], timeout: float | None = None, environ: dict[str, str] | None = None
 ) -> int:
     shown = " ".join(f"{k}={v}" for k, v in (environ or {}).items())
     print("+", *([shown] if shown else []), " ".join(str(c) for c in cmd), flush=True)
     env = {**os.environ, **environ} if environ else None
-    try:
-        return subprocess.call([str(c) for c in cmd], cwd=ROOT, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    status = _call([str(c) for c in cmd], timeout, cwd=ROOT, env=env)
+    if status is None:
         print(f"dev.py: gave up after {timeout:.0f} s (a hung test?)", flush=True)
         return 1
+    return status
 
 
 def _reports_version(candidate: str | Path, version: str) -> bool:
@@ -237,7 +353,7 @@ def ensure_browser() -> None:
     install = [apt_get, *lock, "install", "-y", "-q", *BROWSER_PACKAGES]
     for command in (update, install):
         print("+", " ".join(command), flush=True)
-        if subprocess.call(command, env=env) != 0:
+        if _call(command, env=env) != 0:
             print("dev.py: could not install the browser (see apt-get's output)", flush=True)
             return
 
@@ -282,8 +398,6 @@ def _pytest_in_lanes(runs: list[Run], lanes: int) -> tuple[int, dict[str, int]]:
     """``runs`` ``lanes`` at a time, each one's output kept in .cache/ and printed
     whole when it ends (so runs never interleave their lines); the runs' joint status
     and counts."""
-    import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
     printing = threading.Lock()
@@ -301,13 +415,12 @@ def _pytest_in_lanes(runs: list[Run], lanes: int) -> tuple[int, dict[str, int]]:
         env = {**os.environ, **run.environ}
         command = [str(c) for c in run.command()]
         with log.open("w", encoding="utf-8") as out:
-            try:
-                code = subprocess.call(
-                    command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    timeout=RUN_TIMEOUT,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                code = -1
+            # A process group of its own: the watchdog and a SIGTERM end the run's servers too.
+            ended = _call(
+                command, RUN_TIMEOUT, own_group=True, cwd=ROOT, env=env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            code = -1 if ended is None else ended
         counts = _junit_counts(run.report())
         with printing:
             shown = " ".join(f"{k}={v}" for k, v in run.environ.items())
@@ -479,6 +592,7 @@ def main() -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    _end_commands_on_signals()
     return COMMANDS[sys.argv[1]](sys.argv[2:])
 
 

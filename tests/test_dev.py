@@ -208,3 +208,96 @@ def test_a_run_past_the_timeout_is_given_up_as_a_failure(stand_in, monkeypatch, 
     out = capsys.readouterr().out
     assert "dev.py: gave up after 1 s (a hung test?)\n" in out
 
+
+# --- a SIGTERM to dev.py (what CI sends on a timeout or a cancel) --------------------------
+_STAND_IN_HANGING = """
+import os, subprocess, sys, time
+from pathlib import Path
+if sys.argv[1:3] != ["-m", "pytest"]:
+    sys.exit(0)  # ruff and mypy: done
+# A server one of the tests started (in pytest's process group, as the suite's are).
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+(Path(os.environ["STAND_IN_PIDS"]) / f"{os.getpid()} {server.pid}").touch()
+time.sleep(120)
+"""
+
+#: dev.py's own main(), run on the stand-in interpreter for every environment.
+_DEV_ON_STAND_INS = """
+import importlib.util, sys
+from pathlib import Path
+dev_py, root, python, *argv = sys.argv[1:]
+spec = importlib.util.spec_from_file_location("hopwatch_dev_script", dev_py)
+dev = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = dev
+spec.loader.exec_module(dev)
+dev.ROOT = Path(root)
+dev.find_python = lambda version: python
+dev.ensure_env = lambda env, interpreter: Path(python)
+dev.ensure_browser = lambda: None
+dev._lanes = lambda: 2
+sys.argv = ["dev.py", *argv]
+raise SystemExit(dev.main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    ("argv", "started"),
+    [(["test"], 2), (["test", "--env", "django52", "tests/x.py"], 1)],
+    ids=["the full run's lanes", "one run at a time"],
+)
+def test_a_sigterm_ends_the_runs_and_their_servers_then_dev_py_with_143(tmp_path, argv, started):
+    """SIGTERM while pytest runs (two lanes of the full run, or one run alone): each
+    run ends with the servers its tests started, no further run starts, and dev.py
+    exits 143 (128 + SIGTERM), saying so."""
+    import signal
+    import subprocess
+
+    python = _script(tmp_path / "python", _STAND_IN_HANGING)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = _script(tmp_path / "dev", _DEV_ON_STAND_INS)
+    dev_py = subprocess.Popen(
+        [driver, ROOT / "dev.py", tmp_path, python, *argv],
+        env={**os.environ, "STAND_IN_PIDS": str(pids), "CI": ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < started and dev_py.poll() is None:
+            assert time.monotonic() < deadline, "the runs never started"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        dev_py.send_signal(signal.SIGTERM)
+        out, _ = dev_py.communicate(timeout=30)
+    finally:
+        if dev_py.poll() is None:
+            dev_py.kill()
+            dev_py.wait()
+    assert dev_py.returncode == 143, out
+    assert "\ndev.py: SIGTERM: ending the commands it runs\n" in out  # (then what the runs wrote)
+    assert out.endswith("\ndev.py: ended by SIGTERM\n")
+    assert "hopwatch:" not in out  # no closing line: the run did not end
+    children = [int(pid) for entry in pids.iterdir() for pid in entry.name.split()]
+    assert len(children) == 2 * started  # no run started after the SIGTERM
+    deadline = time.monotonic() + 10  # (an orphan's reaping by init takes a moment)
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in children if _alive(pid)] == []
