@@ -385,19 +385,55 @@ class Run:
 RUN_TIMEOUT = 1200
 
 
-def _pytest(run: Run) -> tuple[int, dict[str, int]]:
+#: What pytest's exit statuses other than 0 and 1 mean (a run may end with one of them
+#: and no failed test: the closing line says which).
+PYTEST_EXITS = {
+    2: "pytest was interrupted (exit 2)",
+    3: "pytest's internal error (exit 3)",
+    4: "pytest's usage error (exit 4)",
+    5: "no test ran (pytest's exit 5)",
+}
+
+
+def _note_status(run: Run, code: int, counts: dict[str, int], notes: list[str] | None) -> None:
+    """A run that failed with no failed test in its counts: why, in ``notes`` (for the
+    closing line, which would otherwise say 0 failed of a failed run)."""
+    if notes is not None and code != 0 and not counts.get("failed"):
+        reason = PYTEST_EXITS.get(code, f"pytest's exit {code}")
+        notes.append(f"{reason}: {run.env} {run.label}")
+
+
+def _closing_line(totals: dict[str, int], notes: list[str]) -> str:
+    """``hopwatch: N passed, N failed, N skipped``, then why the run failed where no
+    test did: the runs grouped by reason (``; no test ran (pytest's exit 5): django61 c,
+    django61 pure-python``)."""
+    passed, failed, skipped = totals["passed"], totals["failed"], totals["skipped"]
+    line = f"hopwatch: {passed} passed, {failed} failed, {skipped} skipped"
+    runs_by_reason: dict[str, list[str]] = {}
+    for note in notes:
+        reason, run = note.rsplit(": ", 1)
+        runs_by_reason.setdefault(reason, []).append(run)
+    said = [f"{reason}: {', '.join(runs)}" for reason, runs in runs_by_reason.items()]
+    return "; ".join([line, *said])
+
+
+def _pytest(run: Run, notes: list[str] | None = None) -> tuple[int, dict[str, int]]:
     """One run, its output streamed; its status and the counts from its JUnit report."""
     run.report().parent.mkdir(exist_ok=True)
     run.report().unlink(missing_ok=True)
     print(f"\n=== {run.title()} ===", flush=True)
     status = _run(run.command(), RUN_TIMEOUT, run.environ)
-    return status, _junit_counts(run.report())
+    counts = _junit_counts(run.report())
+    _note_status(run, status, counts, notes)
+    return status, counts
 
 
-def _pytest_in_lanes(runs: list[Run], lanes: int) -> tuple[int, dict[str, int]]:
+def _pytest_in_lanes(
+    runs: list[Run], lanes: int, notes: list[str] | None = None
+) -> tuple[int, dict[str, int]]:
     """``runs`` ``lanes`` at a time, each one's output kept in .cache/ and printed
     whole when it ends (so runs never interleave their lines); the runs' joint status
-    and counts."""
+    and counts (and in ``notes`` why a run failed with no failed test)."""
     from concurrent.futures import ThreadPoolExecutor
 
     printing = threading.Lock()
@@ -430,6 +466,7 @@ def _pytest_in_lanes(runs: list[Run], lanes: int) -> tuple[int, dict[str, int]]:
             if code == -1:
                 print(f"dev.py: gave up after {RUN_TIMEOUT} s (a hung test?)", flush=True)
             status |= 1 if code else 0
+            _note_status(run, code, counts, notes)
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
 
@@ -467,6 +504,7 @@ def cmd_test(args: list[str]) -> int:
     full = not args and len(envs) > 1
     status = 0
     totals = {"passed": 0, "failed": 0, "skipped": 0}
+    notes: list[str] = []  # why a run failed where no test did
     if not args:  # lint and types only on the full run
         lint_env, interpreter = _default_env()
         lint_python = ensure_env(lint_env, interpreter)
@@ -504,13 +542,13 @@ def cmd_test(args: list[str]) -> int:
     # themselves. `--serial`: one at a time, each one's output as it comes.
     together = [run for run in runs if full and not serial and run.label != "c-slow"]
     if together and _lanes() > 1:
-        run_status, counts = _pytest_in_lanes(together, _lanes())
+        run_status, counts = _pytest_in_lanes(together, _lanes(), notes)
         status |= run_status
         for key, value in counts.items():
             totals[key] += value
         runs = [run for run in runs if run not in together]
     for run in runs:
-        run_status, counts = _pytest(run)
+        run_status, counts = _pytest(run, notes)
         status |= run_status
         for key, value in counts.items():
             totals[key] += value
@@ -522,11 +560,7 @@ def cmd_test(args: list[str]) -> int:
         totals["failed"] += len(skipped_envs)
         status = 1
     # One plain closing line for the whole matrix (CI reads it).
-    print(
-        f"\nhopwatch: {totals['passed']} passed, {totals['failed']} failed,"
-        f" {totals['skipped']} skipped",
-        flush=True,
-    )
+    print(f"\n{_closing_line(totals, notes)}", flush=True)
     return 1 if status else 0
 
 

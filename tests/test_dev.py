@@ -168,8 +168,9 @@ if outcome == "hang":
     time.sleep(60)
 if outcome != "no-report":
     failures = 1 if outcome == "fail" else 0
-    Path(report).write_text(f'<testsuite tests="3" failures="{failures}" errors="0" skipped="0"/>')
-sys.exit(0 if outcome == "pass" else 1)
+    tests = 0 if outcome in ("usage", "no-tests") else 3
+    Path(report).write_text(f'<testsuite tests="{tests}" failures="{failures}" errors="0" skipped="0"/>')
+sys.exit({"pass": 0, "usage": 4, "no-tests": 5}.get(outcome, 1))
 """
 
 
@@ -301,3 +302,35 @@ def test_a_sigterm_ends_the_runs_and_their_servers_then_dev_py_with_143(tmp_path
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in children if _alive(pid)] == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [("no-tests", "no test ran (pytest's exit 5)"), ("usage", "pytest's usage error (exit 4)")],
+)
+def test_a_run_that_fails_with_no_failed_test_says_why_on_the_closing_line(
+    stand_in, monkeypatch, capsys, outcome, said
+):
+    """pytest's exit 5 (everything deselected) and 4 (no such file) write a report of
+    0 tests: the closing line of the failed run says why, not just "0 failed"."""
+    monkeypatch.setattr(dev, "find_python", lambda version: str(stand_in))
+    monkeypatch.setattr(dev, "ensure_env", lambda env, interpreter: stand_in)
+    monkeypatch.setattr(dev, "ensure_browser", lambda: None)
+    assert dev.cmd_test(["--env", "django61", outcome]) == 1
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
+        f"hopwatch: 0 passed, 0 failed, 0 skipped; {said}: django61 c, django61 pure-python"
+    )
+
+
+def test_the_closing_line_groups_the_runs_by_why_they_failed():
+    runs = [dev.Run(env, "c", Path("python"), {}, ()) for env in ("django52", "django60")]
+    notes: list[str] = []
+    dev._note_status(runs[0], 5, {"passed": 0, "failed": 0, "skipped": 0}, notes)
+    dev._note_status(runs[1], 1, {"failed": 1}, notes)  # a failed test says why itself
+    dev._note_status(runs[1], 2, {"passed": 3, "failed": 0, "skipped": 0}, notes)
+    dev._note_status(runs[0], 0, {"passed": 3}, notes)
+    totals = {"passed": 3, "failed": 1, "skipped": 0}
+    assert dev._closing_line(totals, notes) == (
+        "hopwatch: 3 passed, 1 failed, 0 skipped; no test ran (pytest's exit 5): django52 c;"
+        " pytest was interrupted (exit 2): django60 c"
+    )
