@@ -622,8 +622,16 @@ def main() -> int:
     if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be run by an older python3)
         print("dev.py: hopwatch needs Python 3.11 or newer", file=sys.stderr)
         return 2
+    if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help", "help"):
+        try:
+            print(__doc__.strip(), flush=True)
+        except BrokenPipeError:  # `dev.py --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
+        if len(sys.argv) >= 2:
+            print(f"\ndev.py: unknown command {sys.argv[1]!r}", file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     _end_commands_on_signals()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import http.client
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,7 +112,9 @@ def wait_until_up(port: int, interface: str, timeout: float = 30.0) -> None:
     raise SystemExit(f"demo: the {interface} server did not start on 127.0.0.1:{port}")
 
 
-def fetch(url: str) -> int:
+def fetch(url: str) -> int | str:
+    """The status of a GET of ``url``; what went wrong, when it got none (the
+    connection refused, reset, or closed in the middle of the response)."""
     try:
         with urllib.request.urlopen(url, timeout=30) as reply:
             reply.read()
@@ -118,6 +122,10 @@ def fetch(url: str) -> int:
     except urllib.error.HTTPError as error:  # /boom/ answers 500, by design
         error.read()
         return int(error.code)
+    except urllib.error.URLError as error:
+        return str(error.reason)
+    except (http.client.HTTPException, OSError) as error:
+        return str(error) or type(error).__name__
 
 
 def drive(ports: dict[str, int], requests: int, concurrency: int) -> int:
@@ -129,6 +137,17 @@ def drive(ports: dict[str, int], requests: int, concurrency: int) -> int:
     urls.sort(key=lambda url: hash(url) % 7)
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         statuses = list(pool.map(fetch, urls))
+    # A request that got no whole response: one line, the first error of each path (the
+    # server's own error, if it had one, is in its output above).
+    failed: dict[str, list[str]] = {}
+    for url, status in zip(urls, statuses, strict=True):
+        if isinstance(status, str):
+            failed.setdefault(urllib.parse.urlsplit(url).path, []).append(status)
+    if failed:
+        where = ", ".join(f"{path} ({errors[0]})" for path, errors in failed.items())
+        count = sum(len(errors) for errors in failed.values())
+        said = f"{count} of {len(urls)} requests ended without a whole response"
+        raise SystemExit(f"demo: {said}: {where}")
     unexpected = [s for s in statuses if s not in (200, 500)]
     if unexpected:
         raise SystemExit(f"demo: unexpected statuses {sorted(set(unexpected))}")

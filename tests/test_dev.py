@@ -334,3 +334,25 @@ def test_the_closing_line_groups_the_runs_by_why_they_failed():
         "hopwatch: 3 passed, 1 failed, 0 skipped; no test ran (pytest's exit 5): django52 c;"
         " pytest was interrupted (exit 2): django60 c"
     )
+
+
+def _dev_py(*args: str):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, ROOT / "dev.py", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_the_usage_on_stdout_and_status_0(flag):
+    done = _dev_py(flag)
+    assert (done.returncode, done.stdout, done.stderr) == (0, dev.__doc__.strip() + "\n", "")
+
+
+def test_an_unknown_command_is_named_after_the_usage_with_status_2():
+    done = _dev_py("tset")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"{dev.__doc__.strip()}\n\ndev.py: unknown command 'tset'\n"
+    done = _dev_py()  # no command: the usage alone
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", dev.__doc__.strip() + "\n")

@@ -265,3 +265,23 @@ def test_debug_mode_is_a_settings_flag(flag):
             "middleware": ["hopwatch.middleware.HopwatchMiddleware", "django.middleware.security.SecurityMiddleware"],
             "routes": [],
         }
+
+
+def test_a_request_cut_short_ends_the_demo_in_one_line_without_a_traceback(tmp_path):
+    """With warnings made errors, Django's warning of the sync iterator under ASGI
+    (/export/sync-iterator/) ends that response half-sent: the demo says so in one
+    line, status 1, and stops its servers, with no traceback of its own."""
+    var = tmp_path / "var"
+    command = [sys.executable, "-m", "example_site.demo", "--requests", "1", "--concurrency", "4"]
+    command += ["--var", str(var), "--lifetime", "120"]
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == (
+        "demo: 1 of 13 requests ended without a whole response:"
+        " /export/sync-iterator/ (IncompleteRead(0 bytes read))"
+    )
+    # (the server's traceback of the warning is above it; none of the demo's own)
+    assert str(ROOT / "example_site" / "demo.py") not in result.stderr
+    assert "Traceback" not in result.stdout
+    assert _servers_running(var) == []
