@@ -130,6 +130,8 @@ def _python(env: str) -> Path:
 _RUNNING: dict[int, tuple[subprocess.Popen[bytes], bool]] = {}
 _RUNNING_LOCK = threading.RLock()
 _ENDING = threading.Event()
+#: Held while a lane prints its output, so that no other line comes inside it.
+_PRINTING = threading.Lock()
 #: How long the commands get to end after the signal is passed on, before they are killed.
 END_GRACE = 10.0
 
@@ -185,12 +187,18 @@ def _ended(process: subprocess.Popen[bytes]) -> bool:
         return True
 
 
-def _say(message: str) -> None:
-    """A line that may not reach anyone (after a SIGHUP the terminal may be gone)."""
+def _say(message: str, last: bool = False) -> None:
+    """A line that may not reach anyone (after a SIGHUP the terminal may be gone), not
+    inside a lane's output (a lane whose run has ended may be printing it); the
+    ``last``, with no lane's output after it."""
+    held = _PRINTING.acquire(timeout=5)
     try:
         print(message, flush=True)
     except (OSError, ValueError):
         pass
+    finally:
+        if held and not last:
+            _PRINTING.release()
 
 
 def _on_signal(signum: int, _frame: object) -> None:
@@ -220,7 +228,7 @@ def _on_signal(signum: int, _frame: object) -> None:
     for process, own_group in running:  # what is left, and what is left in their groups
         if own_group or not _ended(process):
             _signal(process, own_group, signal.SIGKILL)
-    _say(f"dev.py: ended by {name}")
+    _say(f"dev.py: ended by {name}", last=True)
     os._exit(128 + signum)
 
 
@@ -436,7 +444,7 @@ def _pytest_in_lanes(
     and counts (and in ``notes`` why a run failed with no failed test)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    printing = threading.Lock()
+    printing = _PRINTING
     status = 0
     totals: dict[str, int] = {}
 
