@@ -708,3 +708,33 @@ def test_file_names_given_are_escaped_in_messages(
     result = run_cli(log, "-o", f"{EVIL}.json")
     assert (result.status, result.err) == (0, f"hopwatch report: wrote {SHOWN}.json\n")
     assert (tmp_path / f"{EVIL}.json").is_file()
+
+
+def test_output_before_a_glob_does_not_replace_a_platforms_export_the_report_reads(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """-o's FILE is a log when the report reads a record in it, in whatever layers it
+    reads: an export's object (Cloud Logging's ``jsonPayload``, Datadog's ``attributes``,
+    Fluent Bit's ``out_file`` line) holding a record with a field nested 520 deep, which
+    the general decoder (512 levels) refuses and the typed one reads, was overwritten."""
+    record = json.loads(canonical_lines(1)[0])
+    line = json.dumps({**record, "deep": json.loads("[" * 520 + "]" * 520)})
+    other = tmp_path / "b.log"
+    other.write_text("\n".join(canonical_lines(5)) + "\n")
+    exports = {
+        "cloud.log": '{"insertId": "a", "jsonPayload": ' + line + "}\n",
+        "datadog.log": '{"date": "2026-11-24", "attributes": ' + line + "}\n",
+        "fluentbit.log": "web: [1733544000.123, " + line + "]\n",
+        "loki.log": json.dumps({"labels": {}, "line": line}) + "\n",
+    }
+    for name, content in exports.items():
+        first = tmp_path / name
+        first.write_text(content)
+        assert json.loads(run_cli(first, "--format", "json").out)["summary"]["records"] == 1
+        result = run_cli("-o", first, other)
+        assert (result.status, result.out) == (2, ""), name
+        assert result.err == (
+            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+            " report (-o FILE takes the argument after it: a glob there names a log)\n"
+        )
+        assert first.read_text() == content

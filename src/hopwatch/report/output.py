@@ -203,6 +203,7 @@ def _records_in(lines: _Lines) -> bool:
     # every line, not a number of them: a mixed log's records can come after hundreds of
     # start-up lines (300 of gunicorn's put the first at byte 20592)
     from hopwatch.report.parse import PART_BYTES, decode_line, line_part
+    from hopwatch.report.scan import _peeled
 
     joined: set[int] = set()  # later parts of a line already read whole
     index = 0
@@ -214,7 +215,12 @@ def _records_in(lines: _Lines) -> bool:
                 whole = _join(lines, index, shape, joined)
                 if whole is not None:
                     line = whole
+            # as the report reads it: the line itself, or the record in its layers (an
+            # export's object, which the general decoder's depth limit may refuse)
             if isinstance(decode_line(line), tuple):
+                return True
+            brace = line.find(b"{")  # (the report reads a line from its first "{")
+            if brace >= 0 and _peeled(memoryview(line)[brace:]) is not None:
                 return True
         index += 1
     return False
