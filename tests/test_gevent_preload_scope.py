@@ -1,18 +1,19 @@
 """gunicorn's gevent worker with ``--preload``: a streaming request's line is not cut
 short by a request on another connection to the same worker.
 
-The WSGI handler remembers the last request its thread returned while the
-response is unclosed, so that thread's next request finishes it (a server that
+The WSGI handler used to remember the last request its thread returned while the
+response was unclosed, so that thread's next request finished it (a server that
 never closed it). That memory was a ``threading.local`` made when hopwatch was
 imported: under ``--preload`` that is in gunicorn's master, before the gevent
 worker monkey-patches ``threading``, so it was one per OS thread, not per
 greenlet. A request on another connection (another greenlet, the same OS thread)
 took the streaming request for its own thread's stale one and finished it:
 ``response_closed: false`` though gunicorn closed it, its duration stopped there,
-and the hops of its later chunks were in no line. The memory is now made at the
-first request, when ``threading.local`` is the server's. The request's scope (a
-context variable) was already per greenlet: greenlet gives each its own context;
-the other request's hops are in its own line only.
+and the hops of its later chunks were in no line. No request finishes another
+now (a single-threaded server, bjoern, did the same to its connections'
+requests): a request ends at its own response's close, or its collection. The
+request's scope (a context variable) is per greenlet: greenlet gives each its own
+context; the other request's hops are in its own line only.
 """
 
 from __future__ import annotations

@@ -94,9 +94,9 @@ def test_the_test_clients_line_counts_a_sync_streams_hops_as_the_wsgi_handlers(d
 
 
 def test_a_stream_the_test_reads_after_another_request_keeps_its_hops(db):
-    """Only a WSGI request is finished by its thread's next request: the test
-    client's stream, read after the test made another request, is still open and
-    its line counts the 2 hops its reading made."""
+    """A request is finished by its response's close, never by another request: the
+    test client's stream, read after the test made another request, is still open
+    and its line counts the 2 hops its reading made."""
     with override_settings(**SETTINGS), capture() as records:
         client = Client()
         stream = client.get("/sync/")

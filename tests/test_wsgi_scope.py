@@ -183,22 +183,113 @@ def test_a_wsgi_response_iterated_and_closed_after_other_work_counts_only_its_ow
     assert not _awaiting_close
 
 
-def test_an_unclosed_wsgi_response_is_finished_by_its_threads_next_request(db):
-    """The record of a response the caller never closes no longer rides in the
-    context: the thread's next sync request (here the test Client's) still
-    finishes it (response_closed false), and counts none of its hops in it."""
-    with override_settings(**SETTINGS), capture() as records:
-        first = WSGIHandler()(wsgi_environ("/plain/"), _start_response)
-        assert Client().get("/two-hops/").status_code == 200
-        first.close()  # late: nothing waits for it any more
-    stale, client = records
-    assert (stale.route, stale.interface, len(stale)) == ("/plain/", "wsgi", 0)
-    assert (stale.extra or {}).get("response_closed") is False
+def test_a_wsgi_response_left_open_across_the_threads_next_request_is_finished_by_its_close(db):
+    """The record of a response the caller has not closed yet does not ride in the
+    context, and the thread's next sync request (here the test Client's) leaves it
+    open: it used to finish it there (``response_closed: false``, the late close's
+    hop lost). It is finished by its own close and counts none of the other's hops."""
+    request_finished.connect(_receiver)
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            first = WSGIHandler()(wsgi_environ("/plain/"), _start_response)
+            assert Client().get("/two-hops/").status_code == 200
+            assert [record.route for record in records] == ["/two-hops/"]
+            first.close()  # late: its close's hop is still the request's
+    finally:
+        request_finished.disconnect(_receiver)
+    client, first_line = records
+    assert (first_line.route, first_line.interface) == ("/plain/", "wsgi")
+    assert sites(first_line) == {CLOSE: 1}
+    assert "response_closed" not in (first_line.extra or {})
     assert (client.route, client.interface, sites(client)) == (
         "/two-hops/",
         "test-client",
-        {OWN: 2},
+        {OWN: 2, CLOSE: 1},
     )
+    assert not _awaiting_close
+
+
+# --- a single-threaded event-loop server (bjoern, meinheld) ----------------------------------
+#
+# It serves every connection in one thread and calls the application for one
+# connection's request before it closes another's response: A called, B called,
+# B closed, A closed. A's next request in the thread (B) used to finish A as a
+# response its server never closed: A's line was written at B's start with
+# ``response_closed: false``, its duration stopped there, and every hop A made
+# after it (its close's, its later chunks') went to no line.
+
+
+def test_a_single_threaded_servers_request_lasts_until_its_own_close(db):
+    """bjoern's order, one thread, Django's WSGIHandler: A's close, after B's, is A's:
+    its async ``request_finished`` receiver's hop counted, no ``response_closed``,
+    and its duration runs to its close."""
+    request_finished.connect(_receiver)
+    handler = WSGIHandler()
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            first = handler(wsgi_environ("/plain/"), _start_response)  # A
+            second = handler(wsgi_environ("/two-hops/"), _start_response)  # B
+            assert records == []  # was: A's line, written here
+            assert b"".join(second) == b"two"
+            second.close()
+            assert [record.route for record in records] == ["/two-hops/"]
+            assert b"".join(first) == b"plain"
+            time.sleep(0.3)
+            first.close()
+            closed_ns = time.perf_counter_ns()
+    finally:
+        request_finished.disconnect(_receiver)
+    b_line, a_line = records
+    assert (a_line.route, a_line.interface) == ("/plain/", "wsgi")
+    assert (b_line.route, b_line.interface) == ("/two-hops/", "wsgi")
+    assert sites(a_line) == {CLOSE: 1} and len(a_line) == 1  # was: {} and 0
+    assert sites(b_line) == {OWN: 2, CLOSE: 1} and len(b_line) == 3
+    assert "response_closed" not in (a_line.extra or {})  # was: False
+    assert "response_closed" not in (b_line.extra or {})
+    assert a_line.duration_ns >= 300_000_000  # was: stopped at B's start
+    assert b_line.ended_ns <= a_line.ended_ns <= closed_ns
+    assert not _awaiting_close
+
+
+def _three_sync_chunks():
+    for chunk in (b"a", b"b", b"c"):
+        async_to_sync(_anoop)()  # a hop per chunk
+        yield chunk
+
+
+def three_chunks_view(request):
+    return StreamingHttpResponse(_three_sync_chunks())
+
+
+urlpatterns.append(path("three-chunks/", three_chunks_view))
+
+
+def test_a_single_threaded_servers_stream_keeps_the_chunks_read_after_another_request(db):
+    """bjoern's order, one thread, Django's WSGIHandler: A, a sync stream whose chunks
+    each make an async_to_sync hop, read one chunk; B served whole in between; then
+    A read to its end and closed. A's line counts its three chunks' hops and its
+    close's, B's only its own."""
+    request_finished.connect(_receiver)
+    handler = WSGIHandler()
+    try:
+        with override_settings(**SETTINGS), capture() as records:
+            stream = handler(wsgi_environ("/three-chunks/"), _start_response)  # A
+            chunks = iter(stream)
+            assert next(chunks) == b"a"
+            second = handler(wsgi_environ("/two-hops/"), _start_response)  # B
+            assert b"".join(second) == b"two"
+            second.close()
+            assert [record.route for record in records] == ["/two-hops/"]
+            assert list(chunks) == [b"b", b"c"]
+            stream.close()
+    finally:
+        request_finished.disconnect(_receiver)
+    b_line, a_line = records
+    assert (a_line.route, a_line.interface) == ("/three-chunks/", "wsgi")
+    assert sites(a_line) == {OWN: 3, CLOSE: 1} and len(a_line) == 4  # was: {OWN: 1}
+    assert sites(b_line) == {OWN: 2, CLOSE: 1} and len(b_line) == 3
+    assert "response_closed" not in (a_line.extra or {})  # was: False
+    assert b_line.ended_ns <= a_line.ended_ns
     assert not _awaiting_close
 
 
@@ -453,8 +544,8 @@ urlpatterns.append(path("remembering/", remembering_view))
 
 def test_a_wsgi_requests_record_is_let_go_once_its_response_is_closed_or_collected(db):
     """Once the response is closed (by the server, on the serving thread) or collected
-    unclosed, hopwatch keeps nothing of the request: not even as the thread's last
-    unclosed request (whose next request would otherwise finish it)."""
+    unclosed, hopwatch keeps nothing of the request, before the thread's next request
+    as after it."""
     _kept_records.clear()
     with override_settings(**SETTINGS):
         response = WSGIHandler()(wsgi_environ("/remembering/"), _start_response)

@@ -243,59 +243,16 @@ def _forget(record: RequestRecord) -> None:
                 _awaiting_close.pop(key, None)
 
 
-class _NotMadeYet:
-    """``_this_thread`` until a WSGI handler first remembers a request: nothing is
-    unclosed in any thread. Its first write makes the real one, a ``threading.local``
-    made then, not at import: under gunicorn's gevent or eventlet worker with
-    ``--preload`` hopwatch is imported in the master, before the worker
-    monkey-patches ``threading``, and one made at import would be one per OS
-    thread, not per greenlet (another connection's request, a greenlet of the same
-    thread, then took a streaming request for its own stale one and finished it).
-    Reading it costs what reading the real one does."""
-
-    unclosed: RequestRecord | None = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        global _this_thread
-        with _making_thread_state:
-            if _this_thread is self:
-
-                class _ThreadState(threading.local):  # whatever the server made it
-                    #: The last WSGI request this thread's handler returned, while its
-                    #: response is not closed (cleared when it is, by the thread that
-                    #: closes it).
-                    unclosed: RequestRecord | None = None
-
-                _this_thread = _ThreadState()
-        setattr(_this_thread, name, value)
-
-
-_making_thread_state = threading.Lock()
-_this_thread: Any = _NotMadeYet()
-
-
-def _close_stale_scope() -> None:
-    """Clean up after a previous sync request in this context (a WSGI server thread).
-
-    Its response was never closed (finish it now), or a closed scope was left
-    current here (drop it, so it is not kept alive or taken for the next
-    request's parent).
-    """
+def _drop_closed_scope() -> None:
+    """A closed scope left current in this context (one finished where its token
+    could not be reset): drop it, back to the first open one outside it, so it is
+    not kept alive or taken for the next request's parent."""
     stale = current_scope.get()
     if isinstance(stale, Ledger) and stale.closed:
         outside = value_outside(stale)
         while isinstance(outside, Ledger) and outside.closed:
             outside = value_outside(outside)
         current_scope.set(outside)
-    unclosed = _this_thread.unclosed
-    # (Not while its body is being read: a request made from inside the body, a
-    # sub-request of an include, runs in the unclosed request's scope.)
-    if unclosed is not None and find_scope(RequestRecord) is not unclosed:
-        _this_thread.unclosed = None
-        if not unclosed.closed:  # its response neither closed nor collected
-            _forget(unclosed)
-            unclosed.notes()["response_closed"] = False
-            finish_request(unclosed)
 
 
 class _Waiting(weakref.ref):  # type: ignore[type-arg]
@@ -317,8 +274,6 @@ def _collected(ref: _Waiting) -> None:
         _awaiting_close[key] = kept
     for entry in entries:
         if entry[0] is ref:
-            if _this_thread.unclosed is entry[1]:
-                _this_thread.unclosed = None
             entry[1].notes()["response_closed"] = False
             finish_request(entry[1])
 
@@ -444,18 +399,19 @@ def finish_unless_streaming(
 def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., Any]:
     # The response is returned to the caller (a server, a test), which reads it
     # later: the caller's own code must not run in the request's scope, its reading
-    # and closing of the response does. The test Client's test may read a stream
-    # much later, or never, between other requests: only a WSGI request is
-    # finished by its thread's next request (a server that never closed it).
-    leaves_scope = interface == INTERFACE_TEST_CLIENT
+    # and closing of the response does. The request is over when its response is
+    # closed (on any thread), or collected unclosed; never by another request: a
+    # single-threaded event-loop server (bjoern, meinheld) calls the application
+    # for its other connections' requests before it closes this one's response,
+    # and a test may read a stream much later, between other requests.
 
     def __call__(self: Any, environ: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True
         if not active:
             return original(self, environ, *args, **kwargs)
         try:
-            if _this_thread.unclosed is not None or current_scope.get() is not None:
-                _close_stale_scope()
+            if current_scope.get() is not None:
+                _drop_closed_scope()
             # (_recorder.open_request, inline)
             record = RequestRecord(interface)
             record.scope_token = token = _enter_scope(current_scope, record)
@@ -509,8 +465,6 @@ def sync_handler(original: Callable[..., Any], interface: str) -> Callable[..., 
                 current_scope.reset(token)
                 if result is response and response.streaming:  # not a file wrapper
                     _read_in_scope(response, record)
-                if not leaves_scope:
-                    _this_thread.unclosed = record
             else:
                 finish_request(record)
         except Exception as exc:
@@ -652,8 +606,6 @@ def _closed(response: Any, entry: tuple[weakref.ref[Any], RequestRecord]) -> Non
         if remaining:
             _awaiting_close[key] = remaining
     record = entry[1]
-    if _this_thread.unclosed is record:
-        _this_thread.unclosed = None
     if record.scope_token is not None:
         finish_request(record)
         return
