@@ -333,7 +333,8 @@ class RequestContext(ThreadSensitiveContext):
     __slots__ = ("record",)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # (untyped before asgiref 3.13; typed there, as taking an executor)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call, arg-type, unused-ignore]
         record = _take_handed_over()
         #: The request's record; once it is closed, ``after_close`` (close_request).
         self.record: Ledger | None = record
