@@ -15,6 +15,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,6 +232,19 @@ def test_output_named_by_stdin_redirected_from_it_is_refused(log: Path, tmp_path
     assert log.read_bytes() == before
 
 
+def _assert_refused_as_a_log(run_cli: RunCli, first: Path, other: Path, content: Any) -> None:
+    """``-o first`` before the log ``other`` is refused (one line, status 2) and ``first``,
+    which held ``content`` (bytes or text), is left as it was."""
+    result = run_cli("-o", first, other)
+    assert (result.status, result.out) == (2, ""), first.name
+    assert result.err == (
+        f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
+        " report (-o FILE takes the argument after it: a glob there names a log)\n"
+    )
+    kept = first.read_bytes() if isinstance(content, bytes) else first.read_text()
+    assert kept == content
+
+
 def test_output_before_an_expanded_glob_does_not_replace_the_first_log(
     run_cli: RunCli, log: Path, tmp_path: Path
 ) -> None:
@@ -241,13 +255,7 @@ def test_output_before_an_expanded_glob_does_not_replace_the_first_log(
     compressed.write_bytes(gzip.compress(b"not even records\n"))
     for first in (log, compressed):
         before = first.read_bytes()
-        result = run_cli("-o", first, other)
-        assert (result.status, result.out) == (2, "")
-        assert result.err == (
-            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
-            " report (-o FILE takes the argument after it: a glob there names a log)\n"
-        )
-        assert first.read_bytes() == before
+        _assert_refused_as_a_log(run_cli, first, other, before)
 
 
 def test_output_before_a_glob_does_not_replace_a_mixed_log_whose_records_come_later(
@@ -270,13 +278,7 @@ def test_output_before_a_glob_does_not_replace_a_mixed_log_whose_records_come_la
     for name, content in cases.items():
         first = tmp_path / name
         first.write_bytes(content)
-        result = run_cli("-o", first, other)
-        assert (result.status, result.out) == (2, ""), name
-        assert result.err == (
-            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
-            " report (-o FILE takes the argument after it: a glob there names a log)\n"
-        )
-        assert first.read_bytes() == content
+        _assert_refused_as_a_log(run_cli, first, other, content)
     assert cases["edge.log"].index(b"{") == 65536 - 100
 
 
@@ -302,13 +304,7 @@ def test_output_before_a_glob_does_not_replace_a_log_whose_first_record_is_long(
     assert 4 * 65536 < len(content) < MAX_LINE_BYTES and content.count(b"\n") == 1
     other = tmp_path / "b.log"
     other.write_text("\n".join(canonical_lines(5)) + "\n")
-    result = run_cli("-o", first, other)
-    assert (result.status, result.out) == (2, "")
-    assert result.err == (
-        f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
-        " report (-o FILE takes the argument after it: a glob there names a log)\n"
-    )
-    assert first.read_bytes() == content
+    _assert_refused_as_a_log(run_cli, first, other, content)
     # too long for the report (it skips the line unread): replaced by the report
     too_long = tmp_path / "too_long.log"
     padded = json.dumps({**record, "pad": "x" * MAX_LINE_BYTES}).encode() + b"\n"
@@ -362,13 +358,7 @@ def test_output_before_a_glob_does_not_replace_a_split_or_utf16_log(
         first.write_bytes(content)
         if not name.startswith("utf"):  # the report reads the split record as one
             assert json.loads(run_cli(first, "--format", "json").out)["summary"]["records"] == 1
-        result = run_cli("-o", first, other)
-        assert (result.status, result.out) == (2, ""), name
-        assert result.err == (
-            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
-            " report (-o FILE takes the argument after it: a glob there names a log)\n"
-        )
-        assert first.read_bytes() == content
+        _assert_refused_as_a_log(run_cli, first, other, content)
 
 
 def test_output_over_a_report_or_a_new_file_is_written(
@@ -731,10 +721,4 @@ def test_output_before_a_glob_does_not_replace_a_platforms_export_the_report_rea
         first = tmp_path / name
         first.write_text(content)
         assert json.loads(run_cli(first, "--format", "json").out)["summary"]["records"] == 1
-        result = run_cli("-o", first, other)
-        assert (result.status, result.out) == (2, ""), name
-        assert result.err == (
-            f"hopwatch report: cannot write {first}: it holds hopwatch records, a log, not a"
-            " report (-o FILE takes the argument after it: a glob there names a log)\n"
-        )
-        assert first.read_text() == content
+        _assert_refused_as_a_log(run_cli, first, other, content)

@@ -149,18 +149,24 @@ def test_a_kept_record_does_not_keep_its_request_alive(db):
     assert not alive, "the kept record keeps Django's request alive"
 
 
-@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
-def test_a_records_class_is_one_reference_to_the_collector(interface, db):
-    """The collector subtracts each reference an object reports from the referent's
-    count: a record (and any ledger) must report its class once. The C ledger's
-    traversal reported it a second time after its Python subclass's own, and a debug
-    CPython aborted at the first collection ("refcount is too small")."""
+def _nested_record(interface: str) -> Any:
+    """The record of one request to the nested view, served by ``interface``'s handler."""
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         if interface == "asgi":
             asgi_request("/nested/")
         else:
             wsgi_request("/nested/")
     (record,) = records
+    return record
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_records_class_is_one_reference_to_the_collector(interface, db):
+    """The collector subtracts each reference an object reports from the referent's
+    count: a record (and any ledger) must report its class once. The C ledger's
+    traversal reported it a second time after its Python subclass's own, and a debug
+    CPython aborted at the first collection ("refcount is too small")."""
+    record = _nested_record(interface)
     assert gc.get_referents(record).count(type(record)) == 1
     ledger = Ledger()  # a testing block's, the other subclass
     assert gc.get_referents(ledger).count(Ledger) == 1
@@ -177,12 +183,7 @@ def test_hops_are_no_objects_of_the_collector(interface, db):
     one. That is safe because nothing it references can lead back to it: a finished
     hop holds strings, a bool, its Cause and its parent (an older hop), no ledger and
     no loop, and Python cannot point its fields elsewhere."""
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
-        if interface == "asgi":
-            asgi_request("/nested/")
-        else:
-            wsgi_request("/nested/")
-    (record,) = records
+    record = _nested_record(interface)
     hops = record.hops()
     # ASGI: Django's own two (request_started, response.close()) and the view's three
     # levels; WSGI: the async view's own async_to_sync first, then those three
