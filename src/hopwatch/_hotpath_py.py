@@ -678,9 +678,10 @@ def _account_late(hop: Hop, scope: Any) -> Any:
 
 # First level: (target summary ids, caller code id, caller offset) ->
 # (objects held so no id is reused, cause, mode, the rule to ask first for a
-# MODE_ASK: see _causes.resolve). Second level, for MODE_USER:
+# MODE_ASK: see _causes.resolve, and for a MODE_USER key whose caller is the
+# user frame, the cause: see attribute). Second level, for MODE_USER:
 # the first-level key plus the user frame's (code id, offset) -> (held, cause).
-_first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int, Any]] = {}
+_first: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, int, Any, Any]] = {}
 _second: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 _code_kinds: dict[int, tuple[Any, int]] = {}
 #: A class or code object the caches held died (see _hold): cleared before the next use.
@@ -782,16 +783,37 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
         return tagged
     if _stale:
         clear_caches()
-    summary = _summarize(target)
-    if summary is None:
-        return _resolve(adapter, target, frame)[0]
-    ids, held = summary
-    caller = frame.f_code if frame is not None else None
-    key = (*ids, id(caller), frame.f_lasti if frame is not None else -1)
+    if frame is not None:
+        caller: CodeType | None = frame.f_code
+        lasti = frame.f_lasti
+    else:
+        caller, lasti = None, -1
+    if type(target) is FunctionType:  # most targets: _summarize's first case, inline
+        key: tuple[Any, ...] = (
+            id(target.__code__),
+            id(target.__qualname__),
+            id(target.__module__),
+            0,
+            id(caller),
+            lasti,
+        )
+        held = None
+    else:
+        summary = _summarize(target)
+        if summary is None:
+            return _resolve(adapter, target, frame)[0]
+        ids, held = summary
+        key = (*ids, id(caller), lasti)
     first = _first.get(key)
     if first is not None:
+        # (held, cause, mode, rule, direct): a MODE_USER key whose caller is itself
+        # the user frame has its answer in ``direct`` (the second level's key would
+        # be this one's own), without the frame walk and the second lookup; the C
+        # accelerator's CacheEntry.direct
         if first[2] == MODE_FINAL:
             return first[1]
+        if first[4] is not None:
+            return first[4]
         if first[2] == MODE_ASK:
             rule = first[3]  # the rule that answered for this key (see _causes.resolve)
             if rule is not None:
@@ -805,13 +827,16 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
         if second is not None:
             return second[1]
     cause, mode, rule = _resolve(adapter, target, frame)
+    if held is None:
+        held = (target.__code__, target.__qualname__, target.__module__)
     if first is None:
         if len(_first) >= _CACHE_LIMIT:
             _first.clear()
-        _first[key] = (_hold((*held, caller)), cause, mode, rule)
+        user = _user_frame(frame) if mode == MODE_USER else None
+        direct = cause if user is not None and user is frame else None
+        _first[key] = (_hold((*held, caller)), cause, mode, rule, direct)
         if mode != MODE_USER:
             return cause
-        user = _user_frame(frame)
         user_key = (*key, id(user.f_code) if user else 0, user.f_lasti if user else -1)
     elif mode != MODE_USER:
         return cause
