@@ -419,20 +419,26 @@ def test_processes_with_the_same_pid_in_one_stream_count_apart(tmp_path):
     of its own (as a container's is), count two."""
     if not _pid_namespaces():
         pytest.skip("no unprivileged pid namespaces here (unshare --pid --map-root-user)")
-    logs = [tmp_path / "web-a.log", tmp_path / "web-b.log"]
     unshare = ("unshare", "--pid", "--fork", "--map-root-user")
-    pods = []
-    for log in logs:  # at once: their lines in one minute
-        command = writer(tmp_path, "1", prefix=unshare)
-        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-        pods.append(subprocess.Popen(command, cwd=ROOT, env=writer_env(tmp_path, log), **pipes))
-    for pod in pods:
-        out, err = pod.communicate(timeout=120)
-        assert pod.returncode == 0, err[-3000:]
-        assert out.split() == ["1"]  # pid 1, as in a container
-    (a,), (b,) = (process_lines_of(log) for log in logs)
-    assert a["pid"] == b["pid"] == 1 and a["process_id"] != b["process_id"]
-    minute = a["timestamp"][:16]
+    # Started at once, their lines fall in one minute, unless a loaded machine starts
+    # them on either side of a minute's end: then the pair is made again.
+    for attempt in range(3):
+        logs = [tmp_path / f"web-a{attempt}.log", tmp_path / f"web-b{attempt}.log"]
+        pods = []
+        for log in logs:
+            command = writer(tmp_path, "1", prefix=unshare)
+            pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+            env = writer_env(tmp_path, log)
+            pods.append(subprocess.Popen(command, cwd=ROOT, env=env, **pipes))
+        for pod in pods:
+            out, err = pod.communicate(timeout=120)
+            assert pod.returncode == 0, err[-3000:]
+            assert out.split() == ["1"]  # pid 1, as in a container
+        (a,), (b,) = (process_lines_of(log) for log in logs)
+        assert a["pid"] == b["pid"] == 1 and a["process_id"] != b["process_id"]
+        minute = a["timestamp"][:16]
+        if b["timestamp"][:16] == minute:
+            break
     assert b["timestamp"][:16] == minute
     stream = "".join(log.read_text(encoding="utf-8") for log in logs)
     (row,) = run_report("-", stdin=stream)["pool_over_time"]["minutes"]
