@@ -169,16 +169,21 @@ def test_sampled_lines_count_once_as_the_report_counts_them(
     )
 
 
-def audit_traffic(log, capsys):
-    """``hopwatch audit --logs LOG --format json``'s traffic, run as the CLI runs."""
+def audit_traffic(tmp_path, log_lines, capsys):
+    """``hopwatch audit --logs LOG --format json``'s traffic, run as the CLI runs, LOG
+    the lines the test's requests logged."""
     from hopwatch.cli import main
 
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
     with override_settings(MIDDLEWARE=STARTPROJECT):
         assert main(["audit", "--samples", "1", "--format", "json", "--logs", str(log)]) == 0
     return json.loads(capsys.readouterr().out)["traffic"]
 
 
-def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, implementation, capsys):
+def test_the_async_test_clients_lines_are_asgi_traffic(
+    tmp_path, log_lines, db, implementation, capsys
+):
     """AsyncClient requests go through Django's ASGI handler: their lines
     (``test-async-client``) are ASGI traffic, an async view's and a sync one's."""
     with override_settings(MIDDLEWARE=STARTPROJECT):
@@ -186,9 +191,7 @@ def test_the_async_test_clients_lines_are_asgi_traffic(tmp_path, log_lines, db, 
         for path in ("/async/", "/async/", "/async/", "/sync/"):
             assert asyncio.run(client.get(path)).status_code == 200
     assert {line["interface"] for line in log_lines.parsed()} == {"test-async-client"}
-    log = tmp_path / "app.log"
-    log.write_text("\n".join(log_lines.raw) + "\n")
-    found = audit_traffic(log, capsys)
+    found = audit_traffic(tmp_path, log_lines, capsys)
     assert (found["requests"], found["requests_left_out"]) == (4, 0)
     assert found["mix"] == {
         "asgi": {"async_view": 0.75, "sync_view": 0.25},
@@ -214,9 +217,7 @@ def test_a_view_crossing_is_matched_to_one_request_across_asgi_and_the_async_cli
     ]
     views = [[site for site in line["sites"] if site["kind"] == "view"] for line in lines]
     assert [len(found) for found in views] == [0, 1]
-    log = tmp_path / "app.log"
-    log.write_text("\n".join(log_lines.raw) + "\n")
-    found = audit_traffic(log, capsys)
+    found = audit_traffic(tmp_path, log_lines, capsys)
     assert (found["requests"], found["requests_left_out"]) == (2, 0)
     assert found["mix"] == {
         "asgi": {"async_view": 0.5, "sync_view": 0.5},

@@ -164,6 +164,19 @@ def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_the_end_of_the_f
     assert summary["other_lines"] == 1  # its second part
 
 
+def _read_with_a_first_read_of(
+    head: list[str],
+    rest: list[str],
+    run_cli: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    """The report's summary of the lines ``head`` then ``rest``, its first read ending
+    exactly after ``head``."""
+    monkeypatch.setattr(inputs, "BLOCK_BYTES", sum(len(text) + 1 for text in head))
+    return _summary(run_cli, _write(tmp_path / "app.log", [*head, *rest]))
+
+
 @pytest.mark.parametrize("wrap", [docker, cri])
 def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_a_buffers_end(
     run_cli: RunCli,
@@ -176,8 +189,7 @@ def test_a_line_whose_parts_an_open_line_interleaves_is_read_at_a_buffers_end(
     lines are read (stderr's was lost)."""
     tail, rest = _cross(wrap)
     head = [*wrap(line(request_id="short")), *tail]
-    monkeypatch.setattr(inputs, "BLOCK_BYTES", sum(len(text) + 1 for text in head))
-    summary = _summary(run_cli, _write(tmp_path / "app.log", [*head, *rest]))
+    summary = _read_with_a_first_read_of(head, rest, run_cli, tmp_path, monkeypatch)
     assert summary["records"] == 3
     assert summary["lines"] == 3
     assert summary["skipped"] == 0, summary["skipped_by_reason"]
@@ -193,8 +205,7 @@ def test_a_line_naming_a_stream_in_its_text_does_not_hide_that_streams_open_part
     assert len(parts) == 3
     between = f"{TIME} stderr F warning: the worker wrote to stdout and stderr"
     head = [*cri(line(request_id="short")), *parts[:2], between]
-    monkeypatch.setattr(inputs, "BLOCK_BYTES", sum(len(text) + 1 for text in head))
-    summary = _summary(run_cli, _write(tmp_path / "app.log", [*head, parts[2]]))
+    summary = _read_with_a_first_read_of(head, parts[2:], run_cli, tmp_path, monkeypatch)
     assert (summary["records"], summary["other_lines"], summary["lines"]) == (2, 1, 3)
     assert summary["skipped"] == 0, summary["skipped_by_reason"]
 
