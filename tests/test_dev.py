@@ -322,6 +322,34 @@ def test_a_run_that_fails_with_no_failed_test_says_why_on_the_closing_line(
     )
 
 
+_STAND_IN_LINT = """
+import sys
+from pathlib import Path
+if sys.argv[1:3] == ["-m", "ruff"]:
+    print("dev.py:1:1: E999 a stand-in finding")
+    sys.exit(1)
+if sys.argv[1:3] == ["-m", "mypy"]:
+    sys.exit(0)
+report = next(a for a in sys.argv if a.startswith("--junitxml=")).split("=", 1)[1]
+Path(report).write_text('<testsuite tests="3" failures="0" errors="0" skipped="1"/>')
+"""
+
+
+def test_a_lint_failure_is_named_on_the_closing_line(tmp_path, monkeypatch, capsys):
+    """ruff failing and every test passing: the run fails, and its closing line says
+    it was ruff (CI's log ends in that line, whose counts alone read as a pass)."""
+    python = _script(tmp_path / "python", _STAND_IN_LINT)
+    monkeypatch.setattr(dev, "ROOT", tmp_path)
+    monkeypatch.setattr(dev, "find_python", lambda version: str(python))
+    monkeypatch.setattr(dev, "ensure_env", lambda env, interpreter: python)
+    monkeypatch.setattr(dev, "ensure_browser", lambda: None)
+    assert dev.cmd_test(["--env", "django61"]) == 1
+    lint_env = dev._default_env()[0]
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
+        f"hopwatch: 4 passed, 0 failed, 2 skipped; ruff failed (exit 1): lint on {lint_env}"
+    )
+
+
 def test_the_closing_line_groups_the_runs_by_why_they_failed():
     runs = [dev.Run(env, "c", Path("python"), {}, ()) for env in ("django52", "django60")]
     notes: list[str] = []
