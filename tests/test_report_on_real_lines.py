@@ -186,3 +186,54 @@ def test_advice_under_a_sync_handler_does_not_speak_of_asgi(log_lines, db, tmp_p
     assert "under WSGI only above an async-only middleware" in summaries["middleware-hook"]
     shown = _formats(tmp_path, capsys, log_lines.raw)
     assert "Under ASGI, `MiddlewareMixin`" not in shown["text"]
+
+
+async def _three_made_functions(request, name):
+    """Three functions of one name and call site, each compiled anew (a code
+    generator's): one cause, or three equal ones past the table's limit."""
+    from asgiref.sync import sync_to_async
+    from django.http import HttpResponse
+
+    for _ in range(3):
+        namespace: dict = {}
+        exec(f"def {name}():\n    return 1\n", namespace)
+        await sync_to_async(namespace[name])()
+    return HttpResponse("ok")
+
+
+urlpatterns = [__import__("django.urls").urls.path("made/<str:name>/", _three_made_functions)]
+
+
+@pytest.fixture
+def full_cause_table():
+    """The process's table of causes filled to its limit (docs/how-it-works.md's
+    table of caches), then given back as it was."""
+    from hopwatch import _recorder
+
+    before = dict(_recorder._interned)
+    for i in range(_recorder._MAX_INTERNED - len(_recorder._interned)):
+        _recorder.intern_cause("other", f"tests.filler_{i}")
+    try:
+        yield
+    finally:
+        _recorder._interned.clear()
+        _recorder._interned.update(before)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_past_the_cause_tables_limit_a_cause_is_listed_per_place_and_the_report_adds_it_up(
+    log_lines, request, full
+):
+    """Under the limit the three crossings are one `sites` entry of count 3; past it,
+    three entries of 1 (equal causes no longer shared), which the report adds up to 3."""
+    if full:
+        request.getfixturevalue("full_cause_table")
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=STARTPROJECT[:1]):
+        name = f"made_{'past' if full else 'under'}_the_limit"  # a cause made in this test
+        asgi_request(f"/made/{name}/")
+    (line,) = log_lines.parsed()
+    made = [site for site in line["sites"] if site["site"] == f"builtins.{name}"]
+    assert [site["count"] for site in made] == ([1, 1, 1] if full else [3])
+    (row,) = report(log_lines.raw)["rows"]
+    (cause,) = [cause for cause in row["causes"] if cause["site"] == f"builtins.{name}"]
+    assert cause["count"] == 3
