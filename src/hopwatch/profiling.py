@@ -33,6 +33,11 @@ there, and a warning says so once (:func:`_unsafe_directory`). The request's log
 line names the HTML file in ``profile``. The response is unchanged unless the
 authorised request asked for the profile inline (``PROFILE_INLINE_PARAM``).
 
+An app that profiles with pyinstrument itself comes first: pyinstrument runs one
+async-aware profiler per async context, and under ASGI hopwatch's main profiler
+holds the request's; when the app's starts there, hopwatch hands it over and
+gives that request's profile up (:func:`_yield_to_the_app`; docs/profiling.md).
+
 The profile stops as the request's own work ends, before the staff check, whose
 hops (``request.auser()`` can query) are hopwatch's, not the request's
 (``_recorder.outside_requests``).
@@ -133,7 +138,7 @@ def _run_hop(hop: Hop, handler: Callable[..., Any], args: Any, kwargs: Any) -> A
     """The hop path's per-hop hook while requests are profiled: a hop of a
     profiled request runs under the profile, any other is only timed."""
     profile = _profile_of(hop.scope)
-    if profile is not None:
+    if profile is not None and not profile.given_up:
         return profile.wrap_sync(handler, hop)(*args, **kwargs)
     hop.thread_id = threading.get_ident()
     hop.started_ns = time.perf_counter_ns()
@@ -152,6 +157,66 @@ def _count_active(delta: int) -> None:
         _hotpath.set_thread_hook(_run_hop if _active_count > 0 else None)
 
 
+# pyinstrument runs one async-aware profiler per async context: it keeps it in a
+# context variable (``stack_sampler.active_profiler_context_var``), and refuses to
+# start another while it is set. Under ASGI hopwatch's main profiler is that one,
+# in the request's context, which the app's code runs in and its hops copy: an
+# app profiling with pyinstrument itself (its ProfilerMiddleware, a
+# ``with Profiler():`` block; async-aware by default) would be refused, and its
+# request would fail. So the app comes first: an app's async-aware profiler that
+# finds the slot held by a hopwatch profile takes it, and hopwatch gives that
+# request's profile up (the app's profiler sets the slot for itself from then on,
+# and hopwatch's would record the rest of the request as out of its context).
+# Only ``StackSampler.subscribe`` is wrapped, once, when a request is first
+# profiled under ASGI: a profiler starting pays one dict lookup; hops pay nothing.
+
+#: The slots hopwatch's main profilers hold: id(pyinstrument's target) -> (the
+#: target, its profile), while each profile runs.
+_slot_holders: dict[int, tuple[Any, ActiveProfile]] = {}
+_yielding = False
+
+
+class SlotTaken(Exception):
+    """An async-aware pyinstrument profiler of the app's was running in the request
+    already: hopwatch takes no profile of it."""
+
+
+def _yield_to_the_app(subscribe: Callable[..., Any]) -> Callable[..., Any]:
+    """pyinstrument's ``StackSampler.subscribe``, handing the app's async-aware
+    profiler the slot a hopwatch profile holds in this context (that profile is
+    given up)."""
+
+    def subscribe_yielding(self: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        # pyinstrument 5 passes use_async_context by keyword, 4.6 second after target.
+        wants_slot = kwargs.get("use_async_context", args[1] if len(args) > 1 else False)
+        if wants_slot and _slot_holders:
+            try:
+                from pyinstrument.stack_sampler import active_profiler_context_var as slot
+
+                held = slot.get()
+                entry = _slot_holders.get(id(held))
+                if entry is not None and entry[0] is held:
+                    entry[1].given_up = True
+                    slot.set(None)
+            except Exception as exc:
+                _errors.report("yielding a profile to the app's", exc)
+        return subscribe(self, target, *args, **kwargs)
+
+    subscribe_yielding.__wrapped__ = subscribe  # type: ignore[attr-defined]
+    return subscribe_yielding
+
+
+def _install_yielding() -> None:
+    global _yielding
+    with _active_lock:
+        if _yielding:
+            return
+        from pyinstrument.stack_sampler import StackSampler
+
+        StackSampler.subscribe = _yield_to_the_app(StackSampler.subscribe)  # type: ignore[method-assign]
+        _yielding = True
+
+
 class ActiveProfile:
     """A profile being captured for one request (main thread plus hop threads)."""
 
@@ -161,11 +226,26 @@ class ActiveProfile:
         self.reason = reason  # "token", "staff" (tentative until checked) or "auto"
         self.inline = inline
         self.interval = interval
+        #: The app started an async-aware pyinstrument profiler of its own in the
+        #: request, and took the slot this profile held: it is not kept.
+        self.given_up = False
+        self._target: Any = None  # the slot's value while this profile holds it
         self._profiler = Profiler(
             interval=interval, async_mode="enabled" if async_mode else "disabled"
         )
         self._hop_sessions: list[Any] = []  # list.append is atomic: worker threads add here
-        self._profiler.start(target_description="hopwatch request profile")
+        if async_mode:
+            from pyinstrument.stack_sampler import active_profiler_context_var as slot
+
+            held = slot.get()
+            if held is not None:
+                raise SlotTaken(held)
+            _install_yielding()
+            self._profiler.start(target_description="hopwatch request profile")
+            self._target = slot.get()
+            _slot_holders[id(self._target)] = (self._target, self)
+        else:
+            self._profiler.start(target_description="hopwatch request profile")
 
     def wrap_sync(self, func: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
         """The wrapped callable of a sync_to_async hop: timed, and profiled in its thread."""
@@ -202,9 +282,23 @@ class ActiveProfile:
         return sync_to_async_hop
 
     def stop(self) -> Any:
-        """The combined pyinstrument Session."""
+        """The combined pyinstrument Session; None when the profile was given up."""
         from pyinstrument.session import Session
 
+        if self._target is not None:
+            from pyinstrument.stack_sampler import active_profiler_context_var as slot
+
+            _slot_holders.pop(id(self._target), None)
+            if self.given_up:
+                # pyinstrument's stop empties the slot: an app's profiler that has it
+                # now (still running) keeps it.
+                held = slot.get()
+                try:
+                    self._profiler.stop()
+                finally:
+                    if held is not self._target:
+                        slot.set(held)
+                return None
         session = self._profiler.stop()
         for hop_session in list(self._hop_sessions):
             session = Session.combine(session, hop_session)
@@ -238,6 +332,12 @@ def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
         )
         _profiles[id(record)] = (record, profile)
         _count_active(+1)
+    except SlotTaken as taken:
+        # (Not said for a request made inside one hopwatch profiles: that one's
+        # profile holds the slot, and shows this request.)
+        held = taken.args[0]
+        if _slot_holders.get(id(held), (None,))[0] is not held:
+            _say_given_up(reason, "was already running")
     except Exception as exc:
         _errors.report("starting a profile", exc)
 
@@ -263,17 +363,40 @@ def _asked_inline(request: Any) -> bool:
     return bool(param) and param in request.GET
 
 
+#: Says, once a minute at most, that a token or staff profile was given up.
+_given_up_said = RateLimiter()
+
+
+def _say_given_up(reason: str | None, when: str) -> None:
+    if reason == "auto" or not _given_up_said.first_refusal_this_minute():
+        return
+    import logging
+
+    logging.getLogger("hopwatch").warning(
+        "hopwatch: a %s profile was given up: a pyinstrument profiler of the app's %s in"
+        " the request, and pyinstrument runs one async-aware profiler per async context"
+        " (the app's ran as without hopwatch); said once a minute",
+        reason,
+        when,
+    )
+
+
 def stop(record: RequestRecord) -> tuple[ActiveProfile, Any, float] | None:
     """Stop this request's profile: (the profile, pyinstrument's Session, the request's
-    duration so far in ms), or None if none was captured. Cheap; call it where the
-    profile started (pyinstrument stops the thread or task it runs in)."""
+    duration so far in ms), or None if none was captured (or it was given up to the
+    app's own pyinstrument profiler). Cheap; call it where the profile started
+    (pyinstrument stops the thread or task it runs in)."""
     entry = _profiles.pop(id(record), None)
     if entry is None or entry[0] is not record:
         return None
     _count_active(-1)
     profile = entry[1]
     duration_ms = (time.perf_counter_ns() - record.started_ns) / 1e6
-    return profile, profile.stop(), duration_ms
+    session = profile.stop()
+    if session is None:
+        _say_given_up(profile.reason, "started")
+        return None
+    return profile, session, duration_ms
 
 
 def keep(

@@ -5,6 +5,8 @@ from tests.testapp import views, views_django6, views_render, views_threads
 urlpatterns = [
     path("async/", views.async_view),
     path("sync/", views.sync_view),
+    path("app-profiler/sync/", views.sync_app_profiler_view),
+    path("app-profiler/async/", views.async_app_profiler_view),
     path("file/", views.file_view),
     path("kept-file/", views.kept_file_view),
     path("shared/", views.shared_response_view),

@@ -1,0 +1,174 @@
+"""hopwatch's profile of a request whose app profiles with pyinstrument itself.
+
+pyinstrument runs one async-aware profiler per async context, and refuses a
+second. Under ASGI hopwatch's main profiler is that one, in the request's
+context: an app's own ``pyinstrument.middleware.ProfilerMiddleware`` or
+``with Profiler():`` in a view (both async-aware, pyinstrument's default) used
+to be refused there, and the request failed (500). The app comes first: its
+profiler runs and writes its profile as without hopwatch, and hopwatch gives
+its own profile of that request up (the line has no ``profile``; a token or
+staff profile given up is said on the ``hopwatch`` logger). Under WSGI
+hopwatch's profiler is not async-aware: both profiles are taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient, Client, override_settings
+
+from hopwatch import profiling
+from hopwatch.conf import SETTINGS
+from tests.settings import DEFAULT_MIDDLEWARE
+
+TOKEN = "t0k3n-for-the-app-pyinstrument-tests"
+HEADER = SETTINGS["PROFILE_HEADER"].default
+HW = "hopwatch.middleware.HopwatchMiddleware"
+PYI = "pyinstrument.middleware.ProfilerMiddleware"
+GIVEN_UP = (
+    "hopwatch: a token profile was given up: a pyinstrument profiler of the app's {when} in"
+    " the request, and pyinstrument runs one async-aware profiler per async context"
+    " (the app's ran as without hopwatch); said once a minute"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits(monkeypatch):
+    profiling.rate_limiters.clear()
+    monkeypatch.setattr(profiling, "_given_up_said", profiling.RateLimiter(), raising=False)
+
+
+@pytest.fixture
+def said():
+    messages: list[str] = []
+    collector = logging.Handler(logging.WARNING)
+    collector.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(collector)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(collector)
+
+
+def hopwatch_settings(profile_dir, trigger):
+    options = {"PROFILE_DIR": str(profile_dir), "PROFILE_INTERVAL": 0.0005}
+    if trigger == "token":
+        options["PROFILE_TOKEN"] = TOKEN
+    else:  # every request sampled, and kept however fast
+        options.update(PROFILE_AUTO_SAMPLE=1.0, PROFILE_AUTO_MIN_DURATION_MS=0.001)
+    return options
+
+
+def get(interface, path, trigger):
+    headers = {HEADER: TOKEN} if trigger == "token" else {}
+    if interface == "asgi":
+        return async_to_sync(AsyncClient().get)(path, headers=headers)
+    return Client().get(path, headers=headers)
+
+
+def hopwatch_files(profile_dir):
+    assert profiling.written(timeout=30)
+    return sorted(p.name for p in profile_dir.iterdir()) if profile_dir.exists() else []
+
+
+def check_hopwatch_profile(interface, trigger, line, profile_dir, said, when):
+    """ASGI: hopwatch gave its profile up (no file, no ``profile``; a token's said
+    once). WSGI: it took its profile beside the app's."""
+    if interface == "asgi":
+        assert "profile" not in line
+        assert hopwatch_files(profile_dir) == []
+        assert said == ([GIVEN_UP.format(when=when)] if trigger == "token" else [])
+    else:
+        html = line["profile"]
+        assert hopwatch_files(profile_dir) == [html, html.replace(".html", ".speedscope.json")]
+        assert said == []
+    assert not profiling.running and getattr(profiling, "_slot_holders", {}) == {}
+
+
+INTERFACES = pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+TRIGGERS = pytest.mark.parametrize("trigger", ["token", "auto"])
+
+
+@INTERFACES
+@TRIGGERS
+@pytest.mark.parametrize("view", ["async", "sync"])
+@pytest.mark.parametrize("place", ["inside", "outside"])
+def test_the_apps_profiler_middleware_writes_its_profile(
+    tmp_path, log_lines, said, interface, trigger, view, place
+):
+    """pyinstrument's ProfilerMiddleware (PYINSTRUMENT_PROFILE_DIR: every request),
+    inside hopwatch's middleware or outside it (first, as pyinstrument's docs suggest)."""
+    profile_dir, app_dir = tmp_path / "hopwatch", tmp_path / "pyinstrument"
+    app_dir.mkdir()
+    chain = [HW, PYI] if place == "inside" else [PYI, HW]
+    with override_settings(
+        MIDDLEWARE=[*chain, *DEFAULT_MIDDLEWARE],
+        PYINSTRUMENT_PROFILE_DIR=str(app_dir),
+        HOPWATCH=hopwatch_settings(profile_dir, trigger),
+    ):
+        response = get(interface, f"/{view}/", trigger)
+    assert response.status_code == 200
+    assert response.content == view.encode()  # the app's response, unchanged
+    (app_profile,) = app_dir.iterdir()  # the app's profile, written
+    assert f" _{view}_ " in app_profile.name and app_profile.name.endswith(".html")
+    assert "pyinstrument" in app_profile.read_text()
+    (line,) = log_lines.parsed()
+    assert line["status"] == 200
+    when = "started" if place == "inside" else "was already running"
+    check_hopwatch_profile(interface, trigger, line, profile_dir, said, when)
+
+
+@INTERFACES
+@TRIGGERS
+@pytest.mark.parametrize("view", ["async", "sync"])
+def test_a_view_profiling_a_block_of_its_own(tmp_path, log_lines, said, interface, trigger, view):
+    """``with pyinstrument.Profiler():`` in a sync or an async view."""
+    profile_dir, app_dir = tmp_path / "hopwatch", tmp_path / "app"
+    app_dir.mkdir()
+    with override_settings(
+        APP_PROFILE_DIR=str(app_dir), HOPWATCH=hopwatch_settings(profile_dir, trigger)
+    ):
+        response = get(interface, f"/app-profiler/{view}/", trigger)
+    assert response.status_code == 200
+    assert response.content == f"{view}, profiled by the app".encode()
+    # the app's profile, written, with the block's frame in it
+    assert "_app_profiled_work" in (app_dir / f"{view}.txt").read_text()
+    (line,) = log_lines.parsed()
+    assert line["status"] == 200
+    check_hopwatch_profile(interface, trigger, line, profile_dir, said, "started")
+    if interface == "wsgi" and view == "sync":
+        # Both profiles are true: hopwatch's saw the block too. (An async view
+        # under WSGI runs on a new event loop, in a thread hopwatch's profile
+        # does not see: docs/profiling.md, "Limits".)
+        speedscope = json.loads(
+            (profile_dir / line["profile"].replace(".html", ".speedscope.json")).read_text()
+        )
+        assert "_app_profiled_work" in {frame["name"] for frame in speedscope["shared"]["frames"]}
+
+
+@pytest.mark.parametrize("view", ["async", "sync"])
+def test_the_next_request_is_profiled_as_before(tmp_path, log_lines, said, view):
+    """A profile given up leaves nothing behind: the next profiled request of the
+    same ASGI app, whose view does not profile, has its profile (and the one
+    after that gives up again)."""
+    profile_dir, app_dir = tmp_path / "hopwatch", tmp_path / "app"
+    app_dir.mkdir()
+    with override_settings(
+        APP_PROFILE_DIR=str(app_dir), HOPWATCH=hopwatch_settings(profile_dir, "token")
+    ):
+        statuses = [
+            get("asgi", f"/app-profiler/{view}/", "token").status_code,
+            get("asgi", "/async/", "token").status_code,
+            get("asgi", f"/app-profiler/{view}/", "token").status_code,
+        ]
+    assert statuses == [200, 200, 200]
+    first, second, third = log_lines.parsed()
+    assert "profile" not in first and "profile" not in third
+    html = second["profile"]
+    assert hopwatch_files(profile_dir) == [html, html.replace(".html", ".speedscope.json")]
+    assert said == [GIVEN_UP.format(when="started")]  # once a minute
+    assert not profiling.running and getattr(profiling, "_slot_holders", {}) == {}
