@@ -172,3 +172,39 @@ def test_the_next_request_is_profiled_as_before(tmp_path, log_lines, said, view)
     assert hopwatch_files(profile_dir) == [html, html.replace(".html", ".speedscope.json")]
     assert said == [GIVEN_UP.format(when="started")]  # once a minute
     assert not profiling.running and getattr(profiling, "_slot_holders", {}) == {}
+
+
+def test_pyinstrument_4_6s_profiler_start_takes_no_target_description(
+    tmp_path, log_lines, monkeypatch
+):
+    """pyinstrument 4.6, the oldest pyproject.toml allows, has ``Profiler.start(self,
+    caller_frame=None)``: hopwatch profiled nothing with it (every start was an
+    internal error, "unexpected keyword argument 'target_description'"). Its
+    signature, in front of the installed pyinstrument's start."""
+    import pyinstrument
+
+    start = pyinstrument.Profiler.start
+
+    def start_of_4_6(self, caller_frame=None):
+        return start(self, caller_frame=caller_frame)
+
+    monkeypatch.setattr(pyinstrument.Profiler, "start", start_of_4_6)
+    monkeypatch.setattr(profiling, "_names_targets", None, raising=False)
+    profile_dir = tmp_path / "hopwatch"
+    with override_settings(HOPWATCH=hopwatch_settings(profile_dir, "token")):
+        assert get("asgi", "/busy/sync/", "token").status_code == 200
+        assert get("wsgi", "/busy/sync/", "token").status_code == 200
+    lines = log_lines.parsed()
+    names = sorted(
+        name
+        for line in lines
+        for name in (line["profile"], line["profile"].replace(".html", ".speedscope.json"))
+    )
+    assert hopwatch_files(profile_dir) == names and len(names) == 4
+    # the ASGI one has the sync view in it, profiled in its hop's worker thread
+    speedscope = json.loads(
+        (profile_dir / lines[0]["profile"].replace(".html", ".speedscope.json")).read_text()
+    )
+    assert {"sync_to_async_hop", "sync_busy_view", "_app_profiled_work"} <= {
+        frame["name"] for frame in speedscope["shared"]["frames"]
+    }

@@ -217,6 +217,24 @@ def _install_yielding() -> None:
         _yielding = True
 
 
+_names_targets: bool | None = None
+
+
+def _start(profiler: Any, caller_frame: Any, description: str) -> None:
+    """``profiler.start``, from ``caller_frame`` (pyinstrument trims the stack down
+    to it), naming the profile where pyinstrument can: 4.6, the oldest supported,
+    takes no ``target_description``."""
+    global _names_targets
+    if _names_targets is None:
+        import inspect
+
+        _names_targets = "target_description" in inspect.signature(profiler.start).parameters
+    if _names_targets:
+        profiler.start(caller_frame=caller_frame, target_description=description)
+    else:
+        profiler.start(caller_frame=caller_frame)
+
+
 class ActiveProfile:
     """A profile being captured for one request (main thread plus hop threads)."""
 
@@ -241,11 +259,11 @@ class ActiveProfile:
             if held is not None:
                 raise SlotTaken(held)
             _install_yielding()
-            self._profiler.start(target_description="hopwatch request profile")
+            _start(self._profiler, sys._getframe(), "hopwatch request profile")
             self._target = slot.get()
             _slot_holders[id(self._target)] = (self._target, self)
         else:
-            self._profiler.start(target_description="hopwatch request profile")
+            _start(self._profiler, sys._getframe(), "hopwatch request profile")
 
     def wrap_sync(self, func: Callable[..., Any], hop: Hop) -> Callable[..., Any]:
         """The wrapped callable of a sync_to_async hop: timed, and profiled in its thread."""
@@ -263,9 +281,7 @@ class ActiveProfile:
             try:
                 # Start from our caller's frame: pyinstrument trims the stack
                 # down to it, so this frame (the hop boundary) stays visible.
-                profiler.start(  # type: ignore[union-attr]
-                    caller_frame=sys._getframe(1), target_description="hopwatch hop"
-                )
+                _start(profiler, sys._getframe(1), "hopwatch hop")
             except Exception:  # already profiled in this thread: time only
                 profiler = None
             hop.started_ns = time.perf_counter_ns()

@@ -7,6 +7,7 @@ urlpatterns = [
     path("sync/", views.sync_view),
     path("app-profiler/sync/", views.sync_app_profiler_view),
     path("app-profiler/async/", views.async_app_profiler_view),
+    path("busy/sync/", views.sync_busy_view),
     path("file/", views.file_view),
     path("kept-file/", views.kept_file_view),
     path("shared/", views.shared_response_view),

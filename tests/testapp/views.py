@@ -285,3 +285,9 @@ async def async_app_profiler_view(request):
         _app_profiled_work()
     _write_app_profile(profiler, "async")
     return HttpResponse("async, profiled by the app")
+
+
+def sync_busy_view(request):
+    """The same work, with no profiler of the app's."""
+    _app_profiled_work()
+    return HttpResponse("sync, busy")
