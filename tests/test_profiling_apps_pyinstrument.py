@@ -208,3 +208,27 @@ def test_pyinstrument_4_6s_profiler_start_takes_no_target_description(
     assert {"sync_to_async_hop", "sync_busy_view", "_app_profiled_work"} <= {
         frame["name"] for frame in speedscope["shared"]["frames"]
     }
+
+
+def test_uninstall_gives_pyinstrument_its_subscribe_back(tmp_path, log_lines):
+    """The hand-over wraps pyinstrument's ``StackSampler.subscribe`` when a request is
+    first profiled under ASGI; ``hopwatch.uninstall()`` puts pyinstrument's own back,
+    and the next request profiled after ``install()`` wraps it again."""
+    from pyinstrument.stack_sampler import StackSampler
+
+    import hopwatch
+
+    with override_settings(HOPWATCH=hopwatch_settings(tmp_path, "token")):
+        assert get("asgi", "/async/", "token").status_code == 200
+        assert StackSampler.subscribe.__name__ == "subscribe_yielding"
+        own = StackSampler.subscribe.__wrapped__
+        try:
+            hopwatch.uninstall()
+            hopwatch.uninstall()  # idempotent
+            assert StackSampler.subscribe is own
+        finally:
+            hopwatch.install()
+        assert StackSampler.subscribe is own  # until a request is profiled again
+        assert get("asgi", "/async/", "token").status_code == 200
+        assert StackSampler.subscribe.__wrapped__ is own
+    assert [("profile" in line) for line in log_lines.parsed()] == [True, True]

@@ -64,8 +64,13 @@ def uninstall() -> None:
     asgiref's adapters are put back exactly as they were and, in a Django process,
     Django's too (the handlers, ``load_middleware``, ``response.close``, the name
     ``ThreadSensitiveContext`` in ``django.core.handlers.asgi``, the test client's
-    import hook); no request line is written from then on. :func:`install` puts it back.
+    import hook), and pyinstrument's ``StackSampler.subscribe`` once a request was
+    profiled under ASGI (docs/profiling.md); no request line is written from then on.
+    :func:`install` puts it back.
     """
+    profiling = sys.modules.get("hopwatch.profiling")
+    if profiling is not None:  # its hand-over to an app's own pyinstrument profiler
+        profiling.uninstall_yielding()
     apps = sys.modules.get("hopwatch.apps")
     if apps is not None:  # the Django app's module: what it installed, and the rest
         apps.deactivate()

@@ -217,6 +217,24 @@ def _install_yielding() -> None:
         _yielding = True
 
 
+def uninstall_yielding() -> None:
+    """Put pyinstrument's own ``StackSampler.subscribe`` back (``hopwatch.uninstall``;
+    the next request profiled under ASGI wraps it again)."""
+    global _yielding
+    with _active_lock:
+        if not _yielding:
+            return
+        from pyinstrument.stack_sampler import StackSampler
+
+        subscribe = StackSampler.subscribe
+        if getattr(subscribe, "__wrapped__", None) is not None and subscribe.__name__ == (
+            "subscribe_yielding"
+        ):
+            StackSampler.subscribe = subscribe.__wrapped__  # type: ignore[method-assign]
+            _yielding = False
+        # else: wrapped again since, by another package: left as it is, and ours stays
+
+
 _names_targets: bool | None = None
 
 
