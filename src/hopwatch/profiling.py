@@ -227,10 +227,9 @@ def uninstall_yielding() -> None:
         from pyinstrument.stack_sampler import StackSampler
 
         subscribe = StackSampler.subscribe
-        if getattr(subscribe, "__wrapped__", None) is not None and subscribe.__name__ == (
-            "subscribe_yielding"
-        ):
-            StackSampler.subscribe = subscribe.__wrapped__  # type: ignore[method-assign]
+        own = getattr(subscribe, "__wrapped__", None)
+        if own is not None and subscribe.__name__ == "subscribe_yielding":
+            StackSampler.subscribe = own  # type: ignore[method-assign]
             _yielding = False
         # else: wrapped again since, by another package: left as it is, and ours stays
 
