@@ -434,3 +434,53 @@ def test_nested_view_code_pins_the_thread_it_bridges_from():
     record = one(records)
     assert record.pinned_ns > 0
     assert record.top_pinning_cause().site.endswith("views._middle")
+
+
+def _distinct_helpers(n: int) -> list:
+    """``n`` sync functions of ``n`` names: ``n`` causes."""
+    made = []
+    for i in range(n):
+        namespace: dict = {}
+        exec(f"def helper_{i}():\n    return {i}\n", namespace)
+        made.append(namespace[f"helper_{i}"])
+    return made
+
+
+_HELPERS = _distinct_helpers(300)
+
+
+async def _many_causes_view(request):
+    from asgiref.sync import sync_to_async
+    from django.http import HttpResponse
+
+    for helper in _HELPERS:
+        await sync_to_async(helper)()
+    return HttpResponse("ok")
+
+
+urlpatterns = [__import__("django.urls").urls.path("many-causes/", _many_causes_view)]
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_the_views_crossing_keeps_its_own_site_past_the_per_request_cause_limit(
+    log_lines, db, interface
+):
+    """300 causes, past the per-request limit (256): the rest go into the overflow
+    cause, but the view's crossing (under WSGI an async view's ``async_to_sync``,
+    which ends last, after the limit is reached) keeps an entry of its own, so the
+    line lists it as SITES_LIMIT promises. Counts stay exact."""
+    with override_settings(
+        ROOT_URLCONF=__name__, MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"]
+    ):
+        if interface == "asgi":
+            asgi_request("/many-causes/")
+        else:
+            wsgi_request("/many-causes/")
+    (line,) = log_lines.parsed()
+    # ASGI: the request_started receiver and close(); WSGI: the view's async_to_sync
+    assert line["hops"] == 302 if interface == "asgi" else 301
+    views = [site for site in line["sites"] if site["kind"] == "view"]
+    if interface == "wsgi":
+        assert [(site["direction"], site["count"]) for site in views] == [("async_to_sync", 1)]
+    else:
+        assert views == []  # an async view under ASGI is not called across

@@ -525,7 +525,12 @@ class LedgerCore:
             key = (hop.cause, hop.direction)
             stats = causes.get(key)
             if stats is None:
-                if len(causes) >= self.cause_limit and _overflow_cause is not None:
+                if (
+                    len(causes) >= self.cause_limit
+                    and _overflow_cause is not None
+                    # the view's crossing keeps an entry of its own (always on the line)
+                    and getattr(hop.cause, "kind", None) != VIEW
+                ):
                     key = (_overflow_cause, hop.direction)
                     stats = causes.get(key)
                 if stats is None:

@@ -2570,7 +2570,20 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
         l->last_stats = stats;
     }
     else {
-        if (l->n_causes >= l->cause_limit && g_overflow_cause) {
+        int past = l->n_causes >= l->cause_limit && g_overflow_cause;
+        if (past && cause != NULL) {
+            /* The view's crossing keeps an entry of its own past the limit (the
+             * line always lists it, docs/settings.md SITES_LIMIT): one more. */
+            PyObject *kind = PyObject_GetAttr(cause, s_kind);
+            if (kind == NULL) {
+                PyErr_Clear(); /* not a Cause: into the overflow cause */
+            }
+            else {
+                past = !is_view(kind);
+                Py_DECREF(kind);
+            }
+        }
+        if (past) {
             /* Past the limit: into the overflow cause (one per direction). */
             stats = cause_find(l, g_overflow_cause, hop->direction);
             if (stats == NULL) {
