@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import types
+from importlib.metadata import version
 from typing import Any
 
+import pytest
 from asgiref.sync import SyncToAsync, sync_to_async
 
 from tests.transparency.helpers import both
+
+#: asgiref 3.12.0 alone hands ``thread_handler`` a closure, not a partial (3.12.1
+#: went back to the partial and added its canary): what an override sees there is
+#: still the same with hopwatch as without, but it is not the user's function.
+CHILD_IS_A_CLOSURE = version("asgiref") == "3.12.0"
 
 
 def sync_function(value: int) -> int:
@@ -51,10 +59,18 @@ def test_a_thread_handler_override_sees_the_users_function():
         return result, seen
 
     with_, without = both(scenario)
-    assert without == (42, [(functools.partial, True, (21,), {})])
+    if CHILD_IS_A_CLOSURE:
+        assert without == (42, [(types.FunctionType, False, None, {})])
+    else:
+        assert without == (42, [(functools.partial, True, (21,), {})])
     assert with_ == without
 
 
+@pytest.mark.skipif(
+    CHILD_IS_A_CLOSURE,
+    reason="asgiref 3.12.0 hands thread_handler a closure: this agent's wrapper, which"
+    " reads the partial's keywords, fails there without hopwatch too",
+)
 def test_a_class_level_thread_handler_wrapper_sees_the_users_function():
     def scenario() -> tuple[Any, ...]:
         seen: list[Any] = []
