@@ -175,6 +175,42 @@ def test_each_platforms_export_reads_as_the_plain_lines(
         }
 
 
+def _deep(line: str, depth: int = 600) -> str:
+    """The line with one more field, a list nested ``depth`` deep: past the general
+    decoder's 512 levels, which the typed one reads."""
+    return line[:-1] + ',"deep":' + "[" * depth + "]" * depth + "}"
+
+
+def test_records_nested_past_the_general_decoders_depth_read_in_each_platforms_export(
+    run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
+) -> None:
+    """A record with a field nested 600 deep, as an export's object (Cloud Logging's
+    ``jsonPayload``, Datadog's ``attributes``, Fluent Bit's ``out_file`` record) or as
+    its line, with ``\\n`` or ``\\r\\n`` endings, is read as the plain line is: the
+    general decoder refuses it, the report peels the export and reads it with the typed
+    one."""
+    reference = _reference(run_cli, tmp_path / "plain.log", served[0])
+    lines = [_deep(line) for line in served[0]]
+    for name, export in {"plain": str, **PLATFORMS}.items():
+        exported = [export(line) for line in lines]
+        assert all("[" * 600 + "]" * 600 in text for text in exported), name
+        for ending in ("\n", "\r\n"):
+            path = tmp_path / f"{name}.log"
+            path.write_bytes("".join(text + ending for text in exported).encode())
+            result = run_cli(path, "--format", "json", "--top", "0", "--jobs", "1")
+            assert (result.status, result.err) == (0, ""), (name, ending)
+            document = json.loads(result.out)
+            summary = document["summary"]
+            assert (summary["lines"], summary["records"], summary["other_lines"]) == (
+                len(ROUTES),
+                len(ROUTES),
+                0,
+            ), (name, ending)
+            assert summary["skipped"] == 0, (name, ending, summary["skipped_by_reason"])
+            assert document["rows"] == reference["rows"], (name, ending)
+            assert summary["first_timestamp"] == reference["summary"]["first_timestamp"]
+
+
 def test_the_audit_reads_each_platforms_export(
     tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
 ) -> None:
