@@ -249,6 +249,36 @@ def test_broken_records_in_each_platforms_export_are_skipped_as_plain_ones_are(
         assert document["rows"] == reference["rows"], name
 
 
+def test_a_nan_in_each_platforms_export_is_skipped_as_an_invalid_value(
+    run_cli: RunCli, tmp_path: Path, implementation: str, served: tuple[list[str], list[str]]
+) -> None:
+    """``"hop_ms":NaN`` (Python's json writes it; it is no JSON) in an export's object:
+    Cloud Logging's ``jsonPayload``, Datadog's ``attributes``, Fluent Bit's ``out_file``
+    record. The report skips the record as ``invalid hop_ms``, as it does the plain line,
+    reads the good lines beside it and exits 0, no traceback."""
+    plain, _ = served
+    nan = []
+    for line in plain:
+        fields = json.loads(line)
+        fields["hop_ms"] = float("nan")
+        nan.append(json.dumps(fields, separators=(",", ":")))
+    assert all('"hop_ms":NaN' in line for line in nan)
+    exports = (cloud_logging, datadog_attributes, fluent_bit_json)
+    lines = [export(line) for export in exports for line in nan] + plain
+    assert sum("NaN" in line for line in lines) == 3 * len(ROUTES)
+    path = _write(tmp_path / "nan.log", lines)
+    bad, good = 3 * len(ROUTES), len(ROUTES)
+    result = run_cli(path, "--jobs", "1")
+    assert (result.status, result.err) == (0, "")
+    assert (
+        f"{bad + good} lines, {good} hopwatch records, 0 other lines, "
+        f"{bad} skipped ({bad} invalid hop_ms);"
+    ) in result.out
+    document = _document(run_cli, path)
+    assert document["summary"]["skipped_by_reason"] == {"invalid:hop_ms": bad}
+    assert document["rows"] == _reference(run_cli, tmp_path / "plain.log", plain)["rows"]
+
+
 def test_the_page_draws_the_detail_of_each_platforms_export(
     run_cli: RunCli, tmp_path: Path, implementation: str, detailed: tuple[str, str]
 ) -> None:
