@@ -37,7 +37,8 @@ async def gathered(request):
 _LIBRARY = {"sync_to_async": sync_to_async}
 exec(
     compile(
-        "async def call(f):\n    return await sync_to_async(f)()\n",
+        "async def call(f):\n    return await sync_to_async(f)()\n"
+        "async def call_from_two_lines(f):\n    return await sync_to_async(f)()\n",
         os.path.join(os.path.dirname(asgiref.__file__), "_a_library_of_the_tests.py"),
         "exec",
     ),
@@ -50,9 +51,16 @@ async def gathered_in_a_library(request):
     return HttpResponse("ok")
 
 
+async def two_lines_in_a_library(request):
+    await _LIBRARY["call_from_two_lines"](_work)  # the first crossing's call site
+    await _LIBRARY["call_from_two_lines"](_work)  # the second's
+    return HttpResponse("ok")
+
+
 urlpatterns = [
     path("gathered/", gathered),
     path("gathered-in-a-library/", gathered_in_a_library),
+    path("two-lines-in-a-library/", two_lines_in_a_library),
 ]
 SITE = f"{__name__}._work"
 AWAITED = f"tests/test_call_site_loops.py:{gathered.__code__.co_firstlineno + 2} in gathered"
@@ -83,3 +91,19 @@ def test_a_crossing_a_library_makes_in_a_gathered_task_has_no_call_site(loop):
     nothing."""
     run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
     assert _serve(run, "/gathered-in-a-library/") == {("other", SITE, None): 2}
+
+
+def test_a_library_helper_awaited_from_two_lines_names_each_line():
+    """One library helper (its own: no other test's crossing fills its cache key), one
+    crossing in it (so one cache key: the helper's frame and offset), awaited from two lines of the view: each crossing's call site is the line
+    that awaited it, on the first request (the cache filled) and the next (read from
+    it). The key's answer is the user frame's only when the crossing's own caller is
+    that frame; here it is the library's, and both were credited to the first line."""
+    first = two_lines_in_a_library.__code__.co_firstlineno
+    name = "tests/test_call_site_loops.py:{} in two_lines_in_a_library"
+    expected = {
+        ("other", SITE, name.format(first + 1)): 1,
+        ("other", SITE, name.format(first + 2)): 1,
+    }
+    for _ in range(2):
+        assert _serve(asyncio.run, "/two-lines-in-a-library/") == expected
