@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import weakref
 
 import django
 import pytest
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers import asgi as handlers_asgi
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
 from django.test import override_settings
+from django.urls import path
 
 from hopwatch import _django, _django_scope, _errors, _hotpath
 from hopwatch._recorder import (
@@ -282,6 +285,64 @@ def test_the_variables_asgiref_passes_over_are_the_bare_requests():
     assert bare["loop"]["ledger"] is None and bare["thread"]["ledger"] is None
     for side in ("loop", "thread"):
         assert with_hopwatch[side]["variables"] == bare[side]["variables"], side
+
+
+#: What the hops late_view starts wait for (the test sets it when the request is over),
+#: and the tasks awaiting them.
+LATE_GO = threading.Event()
+LATE_TASKS: list[asyncio.Future] = []
+
+
+def _wait_for_go() -> None:
+    assert LATE_GO.wait(5)
+
+
+async def late_view(request):
+    """Starts two crossings it does not wait for: both are under way while the request
+    is, and finish after its record closed."""
+    for _ in range(2):
+        LATE_TASKS.append(
+            asyncio.ensure_future(sync_to_async(_wait_for_go, thread_sensitive=False)())
+        )
+    return HttpResponse("late")
+
+
+urlpatterns = [path("late/", late_view)]
+
+
+def test_two_crossings_of_one_request_finishing_after_it_closed_go_to_late():
+    """Two crossings started in the request and finished after its record closed: the
+    record refuses each (it is closed) and they are counted in ``late``; the event loop
+    goes on. A refusal that kept the record's lock held hung the loop at the second:
+    the loop runs in a thread here, so that shows as a thread still running."""
+    LATE_GO.clear()
+    LATE_TASKS.clear()
+
+    async def main():
+        result = await asgi_call(ASGIHandler(), "/late/")
+        LATE_GO.set()
+        await asyncio.wait_for(asyncio.gather(*LATE_TASKS), 5)
+        return result
+
+    finished = []
+    key = ("other", f"{__name__}._wait_for_go")
+    late_before, unscoped_before, key_before = len(late), len(unscoped), sites(late).get(key, 0)
+    with override_settings(ROOT_URLCONF=__name__), capture() as records:
+        loop = threading.Thread(target=lambda: finished.append(asyncio.run(main())), daemon=True)
+        loop.start()
+        loop.join(10)
+    LATE_GO.set()  # (a hung loop's threads go on)
+    assert not loop.is_alive(), "the event loop hung"
+    ((result,),) = (finished,)
+    assert (result.status, result.body) == (200, b"late")
+    record = one(records)
+    assert sites(record) == {
+        ("signal", "request_started"): 1,
+        ("response", "HttpResponse.close"): 1,
+    }
+    assert len(late) == late_before + 2
+    assert sites(late).get(key, 0) == key_before + 2
+    assert len(unscoped) == unscoped_before
 
 
 def test_uninstalling_gives_django_its_thread_sensitive_context_back():
