@@ -15,6 +15,7 @@ line said 0 hops where a WSGI server's said 1.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import inspect
 import json
@@ -40,6 +41,8 @@ from django.urls import path
 
 from hopwatch import _hotpath, _hotpath_py
 from hopwatch._django_scope import _awaiting_close
+from hopwatch._recorder import current_scope
+from hopwatch.testing import count_hops
 from tests.helpers import capture, ends_with_this_process, sites, stop_server, wsgi_environ
 from tests.test_lifecycle import _free_port
 
@@ -564,4 +567,64 @@ def test_a_wsgi_requests_record_is_let_go_once_its_response_is_closed_or_collect
         del records
         gc.collect()
     assert [ref() for ref in _kept_records] == [None, None]
+    assert not _awaiting_close
+
+
+#: The copy of its context the innermost request of /nesting/<depth>/ kept (as code
+#: that hands its context to a thread of its own does), its scope that request's record.
+_kept_contexts: list[contextvars.Context] = []
+
+
+def _nested_chunks(depth: int):
+    """A body that includes the next level's response (an ESI-style include)."""
+    included = WSGIHandler()(wsgi_environ(f"/nesting/{depth - 1}/"), _start_response)
+    yield b"".join(included)
+    included.close()
+    yield b"%d" % depth
+
+
+def nesting_view(request, depth):
+    """Nested ``depth`` requests deep, each in the body of the one above it; the
+    innermost keeps a copy of its context."""
+    if depth:
+        return StreamingHttpResponse(_nested_chunks(depth))
+    _kept_contexts.append(contextvars.copy_context())
+    return HttpResponse("0")
+
+
+urlpatterns.append(path("nesting/<int:depth>/", nesting_view))
+
+
+def test_a_wsgi_request_in_a_context_its_closed_requests_left_current_lets_them_go(db):
+    """A context copied in a request (handed to a thread of its own, say) outlives it:
+    its scope is that request's record, closed with its response, and (the request
+    made inside the body of another, and that one in a third) the records around it,
+    all closed. A WSGI request made later in that context is not one of theirs: it is
+    made inside the first scope still open around them (here a test's ``count_hops()``
+    block, which counts its hops), and the closed records are let go, not kept alive
+    by that context or the new request."""
+    _kept_contexts.clear()
+    with override_settings(**SETTINGS), count_hops() as block:
+        with capture() as records:
+            response = WSGIHandler()(wsgi_environ("/nesting/2/"), _start_response)
+            assert b"".join(response) == b"012"
+            response.close()
+        assert [record.path for record in records] == ["/nesting/0/", "/nesting/1/", "/nesting/2/"]
+        assert all(record.closed for record in records)
+        kept = [weakref.ref(record) for record in records]
+        del records
+        (context,) = _kept_contexts
+        _kept_contexts.clear()
+        assert context.get(current_scope) is kept[0]()  # the innermost, closed
+        before = len(block)
+        with capture() as records:
+            later = context.run(WSGIHandler(), wsgi_environ("/two-hops/"), _start_response)
+            assert b"".join(later) == b"two"
+            context.run(later.close)
+        (record,) = records
+        assert (record.path, sites(record), record.extra) == ("/two-hops/", {OWN: 2}, None)
+        assert len(block) == before + 2  # the block around the closed ones counts them
+        del records, record, later
+        gc.collect()
+        assert [ref() for ref in kept] == [None, None, None]
     assert not _awaiting_close
