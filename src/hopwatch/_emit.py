@@ -394,8 +394,9 @@ class _StdlibLine:
     reads it (``_hotpath.deliver_line``, in C when it is built; its reference
     says how): a handler of the configuration the docs give (a
     ``logging.FileHandler`` or ``StreamHandler`` itself, no filters, the plain
-    ``"%(message)s"`` formatter or none) has the line written to its stream,
-    under its lock, and flushed, as its ``emit`` would; any other handler gets
+    ``"%(message)s"`` formatter or none, none of its methods replaced on the
+    handler itself) has the line written to its stream, under its lock, and
+    flushed, as its ``emit`` would; any other handler gets
     ``handle(record)``, and a logger with filters, of a class of its own or with
     a logging method patched (Sentry's ``callHandlers``) gets ``handle(record)``
     itself. ``tests/test_log_delivery.py`` holds both to ``logger.info``'s output

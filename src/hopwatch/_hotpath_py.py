@@ -1439,7 +1439,8 @@ def deliver_line(
 
     ``Logger.callHandlers``' walk: the logger and its ancestors while they
     propagate, each handler whose level lets INFO through. A *plain* handler (a
-    ``logging.FileHandler`` or ``StreamHandler`` itself, no filters, its lock a
+    ``logging.FileHandler`` or ``StreamHandler`` itself, no filters, none of the
+    methods this stands in for set on the handler itself, its lock a
     ``threading.RLock``, the ``"%(message)s"`` formatter or none) gets the line
     written to its stream under its lock and flushed, as its ``emit`` writes
     it: ``format()`` of the line's record is its message. Any other handler
@@ -1537,9 +1538,18 @@ def _logging_own(logger_type: Any, logging: Any) -> bool:
     return False
 
 
+#: The handler methods deliver_line stands in for: one of them set on the handler
+#: itself (``handler.format = ...``, as code wrapping a handler does) is called instead.
+_HANDLER_METHODS: Final = frozenset(("handle", "filter", "format", "emit", "flush"))
+
+
 def _plain_handler(handler: Any, logging: Any) -> bool:
     kind = type(handler)
-    if (kind is not logging.FileHandler and kind is not logging.StreamHandler) or handler.filters:
+    if (
+        (kind is not logging.FileHandler and kind is not logging.StreamHandler)
+        or handler.filters
+        or not _HANDLER_METHODS.isdisjoint(handler.__dict__)
+    ):
         return False
     formatter = handler.formatter or logging._defaultFormatter
     if type(formatter) is not logging.Formatter:

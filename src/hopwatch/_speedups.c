@@ -5956,6 +5956,114 @@ attr_true(PyObject *obj, PyObject *name)
     return true_taken(plain_attr(obj, name));
 }
 
+/* The handler methods deliver_line stands in for (_HANDLER_METHODS in the
+ * reference): one set on the handler itself is called instead. */
+#define HANDLER_METHODS 5
+static PyObject **g_handler_methods[HANDLER_METHODS] = {&s_dl_handle, &s_dl_filter, &s_dl_format,
+                                                        &s_dl_emit, &s_dl_flush};
+
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+/* Where those names are among a handler class's shared keys (the names its
+ * instances keep in inline values), for the keys last probed, with as many
+ * entries (keys only gain entries, at the end): -1 absent. One for each of
+ * FileHandler and StreamHandler. Most processes never set one on a handler:
+ * the keys lack all five (any 0). */
+typedef struct {
+    const void *keys;
+    Py_ssize_t nentries;
+    Py_ssize_t ix[HANDLER_METHODS];
+    int any;
+} HandlerKeys;
+static HandlerKeys g_handler_keys[2];
+
+/* The handler's inline values when they hold its attributes (no dict has taken
+ * them over), as inline_attr finds them; NULL otherwise. *keys and *capacity set. */
+static inline PyObject **
+handler_values(PyObject *obj, PyTypeObject *type, SharedKeys **keys, Py_ssize_t *capacity)
+{
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        return NULL;
+    }
+    *keys = (SharedKeys *)((PyHeapTypeObject *)type)->ht_cached_keys;
+    if (*keys == NULL || (*keys)->dk_kind != SHARED_KEYS_SPLIT) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!(type->tp_flags & Py_TPFLAGS_INLINE_VALUES) || type->tp_basicsize != sizeof(PyObject)) {
+        return NULL;
+    }
+    InlineValues *inline_values = (InlineValues *)((char *)obj + sizeof(PyObject));
+    *capacity = inline_values->capacity;
+    return inline_values->valid ? inline_values->values : NULL;
+#else
+    /* 3.11, 3.12: the values have room for every entry the keys can hold */
+    *capacity = PY_SSIZE_T_MAX;
+    if (!(type->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    uintptr_t slot = ((uintptr_t *)obj)[-3];
+    return (slot & 1) ? (PyObject **)(slot + 1) : NULL;
+#else
+    return ((PyObject ***)obj)[-4];
+#endif
+#endif
+}
+#endif
+
+/* One of those methods is set on the handler itself (`file`: a FileHandler,
+ * else a StreamHandler): 1, 0, -1. Its attributes are in inline values (the
+ * usual handler: its class's keys compared with the ones last probed, no
+ * lookup) or in its dict (a lookup of each name, only for a handler that has
+ * one); on a Python past 3.13, the dict (made if need be). */
+static int
+overrides_method(PyObject *handler, int file)
+{
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    SharedKeys *keys = NULL;
+    Py_ssize_t capacity = 0;
+    PyObject **values = handler_values(handler, Py_TYPE(handler), &keys, &capacity);
+    if (values != NULL) {
+        HandlerKeys *known = &g_handler_keys[file];
+        if (known->keys != (const void *)keys || known->nentries != keys->dk_nentries) {
+            int any = 0;
+            known->keys = NULL;
+            for (int i = 0; i < HANDLER_METHODS; i++) {
+                known->ix[i] = probe_keys(keys, *g_handler_methods[i], NULL);
+                if (known->ix[i] == -2) { /* not known here: through the dict below */
+                    goto by_dict;
+                }
+                any |= known->ix[i] >= 0;
+            }
+            known->keys = keys;
+            known->nentries = keys->dk_nentries;
+            known->any = any;
+        }
+        if (known->any) {
+            for (int i = 0; i < HANDLER_METHODS; i++) {
+                Py_ssize_t ix = known->ix[i];
+                if (ix >= 0 && (ix >= capacity || values[ix] != NULL)) {
+                    return 1; /* (past the values' room: not plain, to be safe) */
+                }
+            }
+        }
+        return 0;
+    }
+by_dict:;
+#endif
+    PyObject *dict = existing_dict(handler);
+    if (dict == NULL) {
+        return 0;
+    }
+    for (int i = 0; i < HANDLER_METHODS; i++) {
+        int rc = PyDict_Contains(dict, *g_handler_methods[i]);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /* _plain_handler in the reference: 1 yes (*lock set: the handler's lock), 0 no, -1 error */
 static int
 plain_handler(PyObject *handler, logging_classes *c, PyObject **lock)
@@ -5963,6 +6071,10 @@ plain_handler(PyObject *handler, logging_classes *c, PyObject **lock)
     PyTypeObject *kind = Py_TYPE(handler);
     if (kind == NULL || (kind != c->file && kind != c->stream)) {
         return 0;
+    }
+    int overrides = overrides_method(handler, kind == c->file);
+    if (overrides != 0) {
+        return overrides < 0 ? -1 : 0;
     }
     int rc = attr_true(handler, s_dl_filters);
     if (rc != 0) {
