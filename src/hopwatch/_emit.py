@@ -871,6 +871,29 @@ def make_logger(
     return bound, closer, rotation
 
 
+def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | None:
+    """Whether a handler (not a ``NullHandler``) got the request line before ``exc``
+    was raised writing it: False when none did, None when that is not known (the line went through the
+    logger's own ``handle``). Only when the line failed."""
+    failure = _hotpath.take_failure()
+    if settings["OUTPUT"] != "logging":
+        return False  # hopwatch's own stream: the line was not written
+    if failure is None or failure[0] is not exc:
+        return None
+    # deliver_line's walk again, over the handlers before the one that raised
+    before = failure[1] - 1
+    current: Any = logging.getLogger(settings["LOGGER_NAME"])
+    while current and before > 0:
+        for handler in current.handlers:
+            if before <= 0:
+                break
+            before -= 1
+            if handler.level <= logging.INFO and not isinstance(handler, logging.NullHandler):
+                return True  # (a NullHandler writes nothing)
+        current = current.parent if current.propagate else None
+    return False
+
+
 class Emitter:
     """The request sink: filters, builds and writes one line per request."""
 
@@ -966,16 +989,28 @@ class Emitter:
         tax = self.hop_tax_us()
         if tax is not None:
             event["hop_tax_us"] = tax
-        # (take_unreported's own test, read here: no call on the usual line)
-        errors = _errors.take_unreported() if _errors._total != _errors._reported else 0
-        if errors:
-            event["hopwatch_errors"] = errors
+        # (take_for_line's own test, read here: no call on the usual line)
+        if _errors._total != _errors._reported:
+            errors, again = _errors.take_for_line()
+            if errors:
+                event["hopwatch_errors"] = errors
+        else:
+            errors = again = 0
         if rotation is not None and record.ended_ns >= rotation.due_ns:  # once a second
             rotation.check(record.ended_ns)
         try:
             logger.info(line or event)
-        except BaseException:
-            _errors.give_back(errors)  # this line is lost: the next one reports them
+        except BaseException as exc:
+            written = _written_before(exc, settings)  # (taking what the walk left)
+            if errors and written is None:
+                # logger.handle took the line (logger filters, a patched logging
+                # method): which handlers got it before the failure is not known.
+                # Given back, but each error once: a handler that writes every line
+                # before another that fails on every line has each one reported twice
+                # at most, not on every later line.
+                _errors.give_back(errors - again, errors - again)
+            elif errors and not written:  # no handler got it: the next line written
+                _errors.give_back(errors, again)  # reports them
             raise
 
     def write_event(self, fields: Mapping[str, Any]) -> None:
@@ -984,7 +1019,10 @@ class Emitter:
         settings = self._settings.merged()
         line = {"event": fields["event"], "schema": fields["schema"], "timestamp": _timestamp(None)}
         line.update((k, v) for k, v in fields.items() if k not in line)
-        self._get_logger(settings).info(line)
+        try:
+            self._get_logger(settings).info(line)
+        finally:
+            _hotpath.take_failure()  # (if it failed: what it left is not for a request line)
 
     @staticmethod
     def _hook(hook: Any) -> Any:

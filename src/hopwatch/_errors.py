@@ -17,6 +17,9 @@ logger = logging.getLogger("hopwatch")
 _count = itertools.count(1)  # next() is atomic in CPython: no lock on the error path
 _total = 0
 _reported = 0
+#: Of the errors not yet reported, how many a line that may have been written gave
+#: back (give_back's ``again``): such a line does not give them back a second time.
+_given_back = 0
 _first_logged = False
 _lock = threading.Lock()
 
@@ -52,25 +55,36 @@ def total() -> int:
 
 
 def take_unreported() -> int:
-    """Errors not yet reported in a log line; marks them reported. (The request
-    line's path, ``Emitter.__call__``, calls it only when ``_total != _reported``:
-    no call on the usual line.)"""
-    global _reported
+    """Errors not yet reported in a log line; marks them reported."""
+    return take_for_line()[0]
+
+
+def take_for_line() -> tuple[int, int]:
+    """Errors not yet reported in a log line, and how many of them a line that may
+    have been written gave back already; marks them reported. (The request line's
+    path, ``Emitter.__call__``, calls it only when ``_total != _reported``: no call
+    on the usual line.)"""
+    global _reported, _given_back
     total_now = _total
     fresh = total_now - _reported
     _reported = total_now
-    return fresh
+    again, _given_back = _given_back, 0
+    return fresh, min(again, fresh)
 
 
-def give_back(count: int) -> None:
-    """A line that was to report ``count`` errors was itself lost: report them later."""
-    global _reported
+def give_back(count: int, again: int = 0) -> None:
+    """A line that was to report ``count`` errors was lost, or may have been: report
+    them later. ``again``: how many of them the next line that may have been written
+    is not to give back again (see ``Emitter.__call__``)."""
+    global _reported, _given_back
     _reported -= count
+    _given_back += again
 
 
 def reset_for_tests() -> None:
-    global _count, _total, _reported, _first_logged
+    global _count, _total, _reported, _given_back, _first_logged
     _count = itertools.count(1)
     _total = 0
     _reported = 0
+    _given_back = 0
     _first_logged = False

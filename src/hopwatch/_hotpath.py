@@ -63,6 +63,7 @@ clear_caches: Any = impl.clear_caches
 then: Any = impl.then
 fill_log_record: Any = impl.fill_log_record
 deliver_line: Any = impl.deliver_line
+take_failure: Any = impl.take_failure
 enter_scope: Any = impl.enter_scope
 scope_value: Any = impl.scope_value
 find_scope: Any = impl.find_scope

@@ -1450,45 +1450,67 @@ def deliver_line(
     logging's own (defined in another module: a subclass's, a patch's, as
     Sentry's of ``callHandlers``); its ``callHandlers`` when no handler was found
     (``lastResort``). The caller has checked ``isEnabledFor(INFO)`` and that the
-    record factory and ``makeRecord`` are logging's.
+    record factory and ``makeRecord`` are logging's. When the walk raises (a
+    handler's ``emit`` that raises), what :func:`take_failure` returns says where.
     """
+    global _failure
     if logger.filters or not _logging_own(type(logger), logging):
         logger.handle(make_record(message))
         return
     record = None
     found = 0
     current = logger
-    while current:
-        for handler in current.handlers:
-            found += 1
-            if handler.level > _INFO:
-                continue
-            if _plain_handler(handler, logging):
-                with handler.lock:  # Handler.handle, its filter() being true
-                    stream = handler.stream
-                    if type(handler) is logging.FileHandler and not stream:
-                        # closed or delayed: FileHandler.emit opens it (or not)
-                        if record is None:
-                            record = make_record(message)
-                        handler.emit(record)
-                        continue
-                    try:  # StreamHandler.emit
-                        stream.write(message + handler.terminator)
-                        if stream and hasattr(stream, "flush"):  # StreamHandler.flush
-                            stream.flush()
-                    except RecursionError:
-                        raise
-                    except Exception:
-                        if record is None:
-                            record = make_record(message)
-                        handler.handleError(record)
-            else:
-                if record is None:
-                    record = make_record(message)
-                handler.handle(record)
-        current = current.parent if current.propagate else None
-    if not found:  # lastResort, or the one-time "no handlers" warning
-        logger.callHandlers(make_record(message) if record is None else record)
+    try:
+        while current:
+            for handler in current.handlers:
+                found += 1
+                if handler.level > _INFO:
+                    continue
+                if _plain_handler(handler, logging):
+                    with handler.lock:  # Handler.handle, its filter() being true
+                        stream = handler.stream
+                        if type(handler) is logging.FileHandler and not stream:
+                            # closed or delayed: FileHandler.emit opens it (or not)
+                            if record is None:
+                                record = make_record(message)
+                            handler.emit(record)
+                            continue
+                        try:  # StreamHandler.emit
+                            stream.write(message + handler.terminator)
+                            if stream and hasattr(stream, "flush"):  # StreamHandler.flush
+                                stream.flush()
+                        except RecursionError:
+                            raise
+                        except Exception:
+                            if record is None:
+                                record = make_record(message)
+                            handler.handleError(record)
+                else:
+                    if record is None:
+                        record = make_record(message)
+                    handler.handle(record)
+            current = current.parent if current.propagate else None
+        if not found:  # lastResort, or the one-time "no handlers" warning
+            logger.callHandlers(make_record(message) if record is None else record)
+    except BaseException as exc:
+        # (a try costs nothing until something raises.) Which handler of the walk
+        # it was, for the emitter: the handlers before it got the line.
+        _failure = (exc, found)
+        raise
+
+
+#: (the exception, how many handlers the walk had come to, the one that raised
+#: included) of the last walk of deliver_line that raised, until take_failure.
+_failure: tuple[BaseException, int] | None = None
+
+
+def take_failure() -> tuple[BaseException, int] | None:
+    """What the last failed walk of :func:`deliver_line` left (then nothing): its
+    exception and the number of handlers it had come to, the one that raised
+    included (the logger's own ``handle``, taken on the slow path, leaves nothing)."""
+    global _failure
+    failure, _failure = _failure, None
+    return failure
 
 
 _INFO: Final = 20  # logging.INFO, a line's level

@@ -6259,6 +6259,41 @@ release:
     return rc;
 }
 
+/* take_failure in the reference: the exception of the last walk of deliver_line
+ * that raised and how many handlers it had come to (the one that raised
+ * included), kept until take_failure() takes them. */
+static PyObject *g_failed_exc;
+static Py_ssize_t g_failed_at;
+
+/* The walk raised (the exception is set, and stays set): remember it. */
+static Py_NO_INLINE void
+note_failure(Py_ssize_t found)
+{
+    PyObject *exc = take_exc(); /* normalized, with its traceback */
+    if (exc == NULL) {
+        return;
+    }
+    Py_XSETREF(g_failed_exc, Py_NewRef(exc));
+    g_failed_at = found;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef(Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+static PyObject *
+py_take_failure(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *exc = g_failed_exc;
+    if (exc == NULL) {
+        Py_RETURN_NONE;
+    }
+    g_failed_exc = NULL;
+    PyObject *r = Py_BuildValue("(Nn)", exc, g_failed_at);
+    return r;
+}
+
 static PyObject *
 py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -6355,6 +6390,7 @@ py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XDECREF(record);
     Py_RETURN_NONE;
 error:
+    note_failure(found);
     Py_XDECREF(handler);
     Py_XDECREF(iter);
     Py_XDECREF(handlers);
@@ -6648,6 +6684,8 @@ static PyMethodDef module_methods[] = {
      "name_request(cache, names_of, record, request, response): the middleware's naming."},
     {"deliver_line", (PyCFunction)(void (*)(void))py_deliver_line, METH_FASTCALL,
      "deliver_line(logger, message, make_record, logging): logger.handle for one INFO line."},
+    {"take_failure", (PyCFunction)py_take_failure, METH_NOARGS,
+     "take_failure(): (exception, handlers come to) of the last failed deliver_line walk, or None."},
     {"steps_in_scope", (PyCFunction)(void (*)(void))py_steps_in_scope, METH_FASTCALL,
      "steps_in_scope(var, iterator, value): iterator's steps, each with var set to value."},
     {"around", (PyCFunction)(void (*)(void))py_around, METH_FASTCALL,
