@@ -265,8 +265,12 @@ class ActiveProfile:
         #: request, and took the slot this profile held: it is not kept.
         self.given_up = False
         self._target: Any = None  # the slot's value while this profile holds it
+        # "strict": while the request is switched out, what the event loop runs
+        # (other requests' code) is an [out-of-context] frame, or [await] where
+        # pyinstrument sees what the request awaits. "enabled" recorded it as the
+        # request's own frames wherever pyinstrument could not tell the await.
         self._profiler = Profiler(
-            interval=interval, async_mode="enabled" if async_mode else "disabled"
+            interval=interval, async_mode="strict" if async_mode else "disabled"
         )
         self._hop_sessions: list[Any] = []  # list.append is atomic: worker threads add here
         if async_mode:
