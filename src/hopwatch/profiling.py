@@ -53,6 +53,7 @@ import stat
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -173,7 +174,24 @@ def _count_active(delta: int) -> None:
 #: The slots hopwatch's main profilers hold: id(pyinstrument's target) -> (the
 #: target, its profile), while each profile runs.
 _slot_holders: dict[int, tuple[Any, ActiveProfile]] = {}
+#: Every target hopwatch's profiles put in the slot, weakly: a stopped profile's
+#: stays in the contexts copied from its request while they live (a task the
+#: request started), where it is recognised as no profiler's (it runs no more),
+#: and emptied for the app's profiler or the next request's profile.
+_ours: weakref.WeakSet[Any] = weakref.WeakSet()
 _yielding = False
+#: ``hopwatch.uninstall()`` came while profiles held the slot: pyinstrument's own
+#: ``subscribe`` is put back when the last of them stops.
+_put_back_pending = False
+
+
+def _finished_ours(held: Any) -> bool:
+    """Whether ``held`` (the slot's value) is the target of a hopwatch profile that
+    has stopped: left in a context copied from its request, held by no profiler."""
+    if held is None or held not in _ours:
+        return False
+    entry = _slot_holders.get(id(held))
+    return entry is None or entry[0] is not held
 
 
 class SlotTaken(Exception):
@@ -189,7 +207,7 @@ def _yield_to_the_app(subscribe: Callable[..., Any]) -> Callable[..., Any]:
     def subscribe_yielding(self: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
         # pyinstrument 5 passes use_async_context by keyword, 4.6 second after target.
         wants_slot = kwargs.get("use_async_context", args[1] if len(args) > 1 else False)
-        if wants_slot and _slot_holders:
+        if wants_slot and (_slot_holders or _ours):
             try:
                 from pyinstrument.stack_sampler import active_profiler_context_var as slot
 
@@ -198,6 +216,8 @@ def _yield_to_the_app(subscribe: Callable[..., Any]) -> Callable[..., Any]:
                 if entry is not None and entry[0] is held:
                     entry[1].given_up = True
                     slot.set(None)
+                elif _finished_ours(held):
+                    slot.set(None)  # a stopped profile's, in a copied context: no one's
             except Exception as exc:
                 _errors.report("yielding a profile to the app's", exc)
         return subscribe(self, target, *args, **kwargs)
@@ -207,8 +227,9 @@ def _yield_to_the_app(subscribe: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _install_yielding() -> None:
-    global _yielding
+    global _yielding, _put_back_pending
     with _active_lock:
+        _put_back_pending = False
         if _yielding:
             return
         from pyinstrument.stack_sampler import StackSampler
@@ -219,11 +240,17 @@ def _install_yielding() -> None:
 
 def uninstall_yielding() -> None:
     """Put pyinstrument's own ``StackSampler.subscribe`` back (``hopwatch.uninstall``;
-    the next request profiled under ASGI wraps it again)."""
-    global _yielding
+    the next request profiled under ASGI wraps it again). While profiles hold the
+    slot (requests in flight), when the last of them stops: until then an app's
+    profiler started in one of them still takes the slot over."""
+    global _yielding, _put_back_pending
     with _active_lock:
         if not _yielding:
             return
+        if _slot_holders:
+            _put_back_pending = True
+            return
+        _put_back_pending = False
         from pyinstrument.stack_sampler import StackSampler
 
         subscribe = StackSampler.subscribe
@@ -277,12 +304,15 @@ class ActiveProfile:
             from pyinstrument.stack_sampler import active_profiler_context_var as slot
 
             held = slot.get()
-            if held is not None:
+            if _finished_ours(held):
+                slot.set(None)  # a stopped profile's, in a copied context: no one's
+            elif held is not None:
                 raise SlotTaken(held)
             _install_yielding()
             _start(self._profiler, sys._getframe(), "hopwatch request profile")
             self._target = slot.get()
             _slot_holders[id(self._target)] = (self._target, self)
+            _ours.add(self._target)
         else:
             _start(self._profiler, sys._getframe(), "hopwatch request profile")
 
@@ -322,24 +352,33 @@ class ActiveProfile:
         """The combined pyinstrument Session; None when the profile was given up."""
         from pyinstrument.session import Session
 
-        if self._target is not None:
-            from pyinstrument.stack_sampler import active_profiler_context_var as slot
+        # The profiler stays referenced by its target in every context copied from
+        # the request (a task it started): it is left holding no session.
+        try:
+            if self._target is not None:
+                from pyinstrument.stack_sampler import active_profiler_context_var as slot
 
-            _slot_holders.pop(id(self._target), None)
-            if self.given_up:
-                # pyinstrument's stop empties the slot: an app's profiler that has it
-                # now (still running) keeps it.
-                held = slot.get()
-                try:
-                    self._profiler.stop()
-                finally:
-                    if held is not self._target:
-                        slot.set(held)
-                return None
-        session = self._profiler.stop()
-        for hop_session in list(self._hop_sessions):
-            session = Session.combine(session, hop_session)
-        return session
+                _slot_holders.pop(id(self._target), None)
+                if _put_back_pending and not _slot_holders:
+                    uninstall_yielding()
+                if self.given_up:
+                    # pyinstrument's stop empties the slot: an app's profiler that has
+                    # it now (still running) keeps it.
+                    held = slot.get()
+                    try:
+                        self._profiler.stop()
+                    finally:
+                        if held is not self._target:
+                            slot.set(held)
+                    return None
+            session = self._profiler.stop()
+            for hop_session in list(self._hop_sessions):
+                session = Session.combine(session, hop_session)
+            return session
+        finally:
+            if not self._profiler.is_running:  # its last session: the caller has it
+                self._profiler.reset()  # type: ignore[no-untyped-call]
+            self._hop_sessions = []
 
 
 def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
