@@ -232,3 +232,27 @@ def test_uninstall_gives_pyinstrument_its_subscribe_back(tmp_path, log_lines):
         assert get("asgi", "/async/", "token").status_code == 200
         assert StackSampler.subscribe.__wrapped__ is own
     assert [("profile" in line) for line in log_lines.parsed()] == [True, True]
+
+
+@pytest.mark.parametrize("view", ["async", "sync"])
+def test_an_anonymous_staff_parameter_profile_given_up_is_not_called_staff(
+    tmp_path, log_lines, said, view
+):
+    """The staff parameter's profile is tentative (the staff check comes after it
+    stops): given up for an anonymous request, it was said as "a staff profile"."""
+    profile_dir, app_dir = tmp_path / "hopwatch", tmp_path / "app"
+    app_dir.mkdir()
+    options = {"PROFILE_DIR": str(profile_dir), "PROFILE_STAFF_PARAM": "hopwatch-profile"}
+    with override_settings(APP_PROFILE_DIR=str(app_dir), HOPWATCH=options):
+        response = async_to_sync(AsyncClient().get)(f"/app-profiler/{view}/?hopwatch-profile")
+    assert response.status_code == 200
+    assert response.content == f"{view}, profiled by the app".encode()
+    (line,) = log_lines.parsed()
+    assert "profile" not in line
+    assert hopwatch_files(profile_dir) == []
+    assert said == [
+        "hopwatch: a profile asked for with the staff parameter (kept for active staff only)"
+        " was given up: a pyinstrument profiler of the app's started in the request, and"
+        " pyinstrument runs one async-aware profiler per async context (the app's ran as"
+        " without hopwatch); said once a minute"
+    ]

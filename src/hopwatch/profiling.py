@@ -396,9 +396,9 @@ def start(request: Any, record: RequestRecord, async_mode: bool) -> None:
                 import logging
 
                 logging.getLogger("hopwatch").warning(
-                    "hopwatch: a %s profile was not taken: PROFILE_RATE_LIMIT (%d a minute"
+                    "hopwatch: %s was not taken: PROFILE_RATE_LIMIT (%d a minute"
                     " for each trigger) was reached; said once a minute",
-                    reason,
+                    _asked(reason),
                     limit,
                 )
             return
@@ -439,7 +439,17 @@ def _asked_inline(request: Any) -> bool:
     return bool(param) and param in request.GET
 
 
-#: Says, once a minute at most, that a token or staff profile was given up.
+def _asked(reason: str | None) -> str:
+    """The profile asked for, as said on the logger. The staff parameter's is
+    tentative until the request is done (whoever sent it: the staff check comes
+    after the profile stops), so it is not called a staff profile."""
+    if reason == "staff":
+        return "a profile asked for with the staff parameter (kept for active staff only)"
+    return f"a {reason} profile"
+
+
+#: Says, once a minute at most, that a profile asked for (token, staff parameter)
+#: was given up.
 _given_up_said = RateLimiter()
 
 
@@ -449,10 +459,10 @@ def _say_given_up(reason: str | None, when: str) -> None:
     import logging
 
     logging.getLogger("hopwatch").warning(
-        "hopwatch: a %s profile was given up: a pyinstrument profiler of the app's %s in"
+        "hopwatch: %s was given up: a pyinstrument profiler of the app's %s in"
         " the request, and pyinstrument runs one async-aware profiler per async context"
         " (the app's ran as without hopwatch); said once a minute",
-        reason,
+        _asked(reason),
         when,
     )
 
