@@ -65,7 +65,8 @@ def uninstall() -> None:
     Django's too (the handlers, ``load_middleware``, ``response.close``, the name
     ``ThreadSensitiveContext`` in ``django.core.handlers.asgi``, the test client's
     import hook), and pyinstrument's ``StackSampler.subscribe`` once a request was
-    profiled under ASGI (docs/profiling.md); no request line is written from then on.
+    profiled under ASGI (docs/profiling.md; when the last profile running then stops);
+    no request line is written from then on.
     :func:`install` puts it back.
     """
     profiling = sys.modules.get("hopwatch.profiling")
