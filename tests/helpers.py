@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import os
 import pty
 import struct
@@ -23,6 +24,23 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 
 from hopwatch._recorder import RequestRecord, add_sink, remove_sink
+
+
+@contextlib.contextmanager
+def logged(
+    name: str, level: int, item: Callable[[logging.LogRecord], Any] = logging.LogRecord.getMessage
+) -> Iterator[list[Any]]:
+    """What the logger ``name`` logs at ``level`` or above inside the block, each record
+    as ``item`` makes it (its message, by default)."""
+    seen: list[Any] = []
+    handler = logging.Handler(level)
+    handler.emit = lambda record: seen.append(item(record))  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from django.test import AsyncClient, Client, override_settings
 
 from hopwatch import profiling
 from hopwatch.conf import SETTINGS
+from tests.helpers import logged
 from tests.settings import DEFAULT_MIDDLEWARE
 
 TOKEN = "t0k3n-for-the-app-pyinstrument-tests"
@@ -43,15 +44,8 @@ def _fresh_limits(monkeypatch):
 
 @pytest.fixture
 def said():
-    messages: list[str] = []
-    collector = logging.Handler(logging.WARNING)
-    collector.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("hopwatch")
-    logger.addHandler(collector)
-    try:
+    with logged("hopwatch", logging.WARNING) as messages:
         yield messages
-    finally:
-        logger.removeHandler(collector)
 
 
 def hopwatch_settings(profile_dir, trigger):

@@ -873,8 +873,8 @@ def make_logger(
 
 def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | None:
     """Whether a handler (not a ``NullHandler``) got the request line before ``exc``
-    was raised writing it: False when none did, None when that is not known (the line went through the
-    logger's own ``handle``). Only when the line failed."""
+    was raised writing it: False when none did, None when that is not known (the line
+    went through the logger's own ``handle``). Only when the line failed."""
     failure = _hotpath.take_failure()
     if settings["OUTPUT"] != "logging":
         return False  # hopwatch's own stream: the line was not written

@@ -26,7 +26,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, Client, override_settings
 
-from tests.helpers import asgi_scope, capture, wait_until, wsgi_environ
+from tests.helpers import asgi_scope, capture, logged, wait_until, wsgi_environ
 from tests.testapp import views
 from tests.transparency.helpers import both, signal_log
 
@@ -81,15 +81,10 @@ def _urls_and_items(transactional_db):
 @contextmanager
 def django_request_log() -> Iterator[list[tuple[str, str]]]:
     """What Django logs about requests (``django.request``: 4xx/5xx), as (level, message)."""
-    seen: list[tuple[str, str]] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: seen.append((record.levelname, record.getMessage()))  # type: ignore[method-assign]
-    logger = logging.getLogger("django.request")
-    logger.addHandler(handler)
-    try:
+    with logged(
+        "django.request", logging.DEBUG, lambda record: (record.levelname, record.getMessage())
+    ) as seen:
         yield seen
-    finally:
-        logger.removeHandler(handler)
 
 
 _RANDOM_COOKIE_PARTS = re.compile(r"(csrftoken=|expires=)[^;]*")
