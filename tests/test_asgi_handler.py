@@ -413,7 +413,7 @@ def test_a_hand_over_django_does_not_take_is_reported_once_and_not_used_again(mo
         assert not _django_scope.on_request_context
         assert second.count == 3 and not second.extra
     finally:
-        _errors.take_unreported()  # not for the next test's line
+        _errors.take_for_line()  # not for the next test's line
         _django_scope.on_request_context = True
 
 

@@ -324,4 +324,4 @@ def test_name_request_reports_an_error_and_never_raises():
     assert _hotpath.name_request({}, failing_names_of, record, request, None) is None
     assert _errors.total() == before + 1
     assert record.route is None and record.request is None
-    _errors.take_unreported()  # not for the next test's line
+    _errors.take_for_line()  # not for the next test's line

@@ -143,7 +143,7 @@ def test_start_request_reports_an_error_and_gives_none():
         assert _hotpath.start_request(current_scope, Broken, "asgi", {"type": "http"}) is None
         assert _errors.total() == before + 1
         assert current_scope.get() is None
-        _errors.take_unreported()
+        _errors.take_for_line()
 
     _in_fresh_context(run)
 

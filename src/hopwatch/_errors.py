@@ -54,11 +54,6 @@ def total() -> int:
     return _total
 
 
-def take_unreported() -> int:
-    """Errors not yet reported in a log line; marks them reported."""
-    return take_for_line()[0]
-
-
 def take_for_line() -> tuple[int, int]:
     """Errors not yet reported in a log line, and how many of them a line that may
     have been written gave back already; marks them reported. (The request line's
