@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth.models import User
@@ -510,3 +511,57 @@ def test_an_existing_directory_of_this_users_own_is_used(profile_dir):
     _token_request(profile_dir)
     assert len(files(profile_dir)) == 2
     assert stat.S_IMODE(profile_dir.stat().st_mode) == 0o750  # left as it was
+
+
+class _Scripts(HTMLParser):
+    """The ``<script>`` elements of a page, as a browser's parser finds them."""
+
+    def __init__(self, page):
+        super().__init__()
+        self.scripts: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.scripts.append("")
+
+    def handle_data(self, data):
+        if self.scripts and self.lasttag == "script":
+            self.scripts[-1] += data
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_markup_in_a_frames_name_or_file_stays_in_the_profiles_json(profile_dir):
+    """pyinstrument embeds the profile's JSON in its page's <script> as it is: a
+    function named ``</script><script>alert('fn')</script><!--`` (or a file so
+    named) ended that script and added its own, in the file written and in the
+    page shown inline on the app's origin. Its JSON's <, >, & and U+2028/2029 are
+    written as JSON escapes: the page has pyinstrument's two scripts only, and its
+    data decodes to the same names."""
+    with profiled(profile_dir):
+        shown = asgi_request("/markup-named/", query="hopwatch-profile-inline", headers=token_header())
+    html, _speedscope = files(profile_dir)
+    written = (profile_dir / html).read_text(encoding="utf-8")
+    for page in (shown.body.decode(), written):
+        scripts = _Scripts(page).scripts
+        assert len(scripts) == 2  # pyinstrument's app, and the one that shows the profile
+        assert "const sessionData = " in scripts[1]
+        assert "<script>alert(" not in page and "<!--" not in page
+        assert "\\u003c/script\\u003e\\u003cscript\\u003ealert('fn')\\u003c/script\\u003e\\u003c!--" in page
+        assert "\u2028" not in page and "\\u0026\\u2028.py" in page
+        data, _end = json.JSONDecoder().raw_decode(page.rsplit("const sessionData = ", 1)[1])
+        names = list(_strings(data))
+        assert any(views.MARKUP_FUNCTION in name for name in names)
+        assert any(views.MARKUP_FILE in name for name in names)
+    assert shown.body.decode() == written

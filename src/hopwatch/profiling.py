@@ -505,9 +505,7 @@ def keep(
         if profile.reason == "auto" and not _slow_enough(record, duration_ms):
             return response
         if profile.inline and response is not None:
-            from pyinstrument.renderers import HTMLRenderer
-
-            html = HTMLRenderer().render(session)
+            html = render_html(session)
             record.notes()["profile"] = write(session, record, html)
             return _shown(html, response)
         record.notes()["profile"] = write_later(session, record)
@@ -690,14 +688,58 @@ def _reserve(record: RequestRecord) -> tuple[Path, str, int, int]:
     raise FileExistsError(f"no free profile file name for {stem}")
 
 
+#: What pyinstrument's page (4.6 to 5.x) ends with, after the profile's JSON:
+#: ``const sessionData = {json};`` and the call that shows it.
+_PAGE_END: Final = re.compile(
+    r"\s*;\s*pyinstrumentHTMLRenderer\.render\(document\.getElementById\('app'\),"
+    r" sessionData\);\s*</script>\s*</body>\s*</html>\s*\Z"
+)
+_SESSION_DATA: Final = "const sessionData = "
+#: Inside the JSON, as the same characters' JSON escapes: in a JSON text these
+#: appear in strings only, where ``\u003c`` decodes to ``<``; raw, a ``</script>``
+#: or ``<!--`` in a frame's name or file path would end the page's script (or
+#: change how the browser parses it), and U+2028/U+2029 end a line in older JS.
+_IN_A_SCRIPT: Final = str.maketrans(
+    {
+        "<": "\\u003c",
+        ">": "\\u003e",
+        "&": "\\u0026",
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+    }
+)
+
+
+def render_html(session: Any) -> str:
+    """pyinstrument's HTML page of ``session``, with the profile's JSON made safe
+    to embed in its ``<script>``: pyinstrument writes the JSON there as it is, so
+    a function or file named with ``</script>`` (code the app runs, a path it
+    loads) would end the script and run its own markup in the page (served on
+    the app's origin when shown inline). The JSON decodes to the same profile.
+
+    pyinstrument's JSON has no raw line break but a trailing one (its strings'
+    are escaped): it is the last line's text after ``const sessionData = ``. A
+    page of any other shape is not written (ValueError)."""
+    from pyinstrument.renderers import HTMLRenderer
+
+    page: str = HTMLRenderer().render(session)
+    end = _PAGE_END.search(page)
+    line = page.rfind("\n", 0, end.start()) + 1 if end is not None else -1
+    start = page.find(_SESSION_DATA, line) if line > 0 else -1
+    if end is None or start < 0 or page[line:start].strip():
+        raise ValueError("pyinstrument's HTML page is not of the shape hopwatch escapes")
+    start += len(_SESSION_DATA)
+    return page[:start] + page[start : end.start()].translate(_IN_A_SCRIPT) + page[end.start() :]
+
+
 def _fill(session: Any, html_fd: int, speedscope_fd: int, html: str | None = None) -> None:
-    from pyinstrument.renderers import HTMLRenderer, SpeedscopeRenderer
+    from pyinstrument.renderers import SpeedscopeRenderer
 
     with (
         os.fdopen(html_fd, "w", encoding="utf-8") as html_file,
         os.fdopen(speedscope_fd, "w", encoding="utf-8") as speedscope_file,
     ):
-        html_file.write(HTMLRenderer().render(session) if html is None else html)
+        html_file.write(render_html(session) if html is None else html)
         speedscope_file.write(SpeedscopeRenderer().render(session))
 
 

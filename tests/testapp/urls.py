@@ -5,6 +5,7 @@ from tests.testapp import views, views_django6, views_render, views_threads
 urlpatterns = [
     path("async/", views.async_view),
     path("sync/", views.sync_view),
+    path("markup-named/", views.markup_named_view),
     path("app-profiler/sync/", views.sync_app_profiler_view),
     path("app-profiler/async/", views.async_app_profiler_view),
     path("busy/sync/", views.sync_busy_view),

@@ -291,3 +291,21 @@ def sync_busy_view(request):
     """The same work, with no profiler of the app's."""
     _app_profiled_work()
     return HttpResponse("sync, busy")
+
+
+#: A function whose name and file carry markup (code an app may run: a name or a
+#: path is not chosen with HTML in mind), to show how a profile embeds them.
+MARKUP_FUNCTION = "</script><script>alert('fn')</script><!--"
+MARKUP_FILE = "/srv/</script><script>alert('file')</script>&\u2028.py"
+_markup_code = compile("def f(seconds):\n    return _burn_cpu(seconds)\n", MARKUP_FILE, "exec")
+_markup_namespace = {"_burn_cpu": _burn_cpu}
+exec(_markup_code, _markup_namespace)
+_markup_named = type(_burn_cpu)(
+    _markup_namespace["f"].__code__.replace(co_name=MARKUP_FUNCTION, co_qualname=MARKUP_FUNCTION),
+    _markup_namespace,
+)
+
+
+def markup_named_view(request):
+    _markup_named(0.05)
+    return HttpResponse("markup")
