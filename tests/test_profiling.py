@@ -565,3 +565,36 @@ def test_markup_in_a_frames_name_or_file_stays_in_the_profiles_json(profile_dir)
         assert any(views.MARKUP_FUNCTION in name for name in names)
         assert any(views.MARKUP_FILE in name for name in names)
     assert shown.body.decode() == written
+
+
+@pytest.mark.parametrize("path", ["/async/", "/query-fields/"], ids=["view-ignores-it", "view-reads-it"])
+def test_a_query_string_django_refuses_to_read_asks_for_no_profile(profile_dir, log_lines, path):
+    """More query fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (1000): Django refuses to
+    read request.GET (TooManyFieldsSent). hopwatch reading it for PROFILE_STAFF_PARAM
+    counted that as its own internal error, with a traceback, for any anonymous
+    client. It asks for no profile; the view sees what it would without hopwatch
+    (a view that reads the query gets Django's 400, one that does not its page)."""
+    query = "&".join(f"f{k}=1" for k in range(1001)) + "&hopwatch-profile&hopwatch-profile-inline"
+    status = {"/async/": 200, "/query-fields/": 400}[path]
+
+    def run():
+        with override_settings(HOPWATCH={}):  # not profiling: what the app answers
+            plain = asgi_request(path, query=query)
+            plain_wsgi = Client().get(f"{path}?{query}")
+        assert plain.status == plain_wsgi.status_code == status
+        assert plain.body == plain_wsgi.content
+        assert (b"<h1>Bad Request (400)</h1>" in plain.body) == (status == 400)
+        with profiled(profile_dir, PROFILE_STAFF_PARAM="hopwatch-profile"):
+            for _ in range(2):
+                response = asgi_request(path, query=query)
+                assert (response.status, response.body) == (status, plain.body)
+                response_wsgi = Client().get(f"{path}?{query}")
+                assert (response_wsgi.status_code, response_wsgi.content) == (status, plain.body)
+
+    said = _warnings_while(run)
+    assert said == []
+    lines = log_lines.parsed()
+    assert [(line["status"], line.get("hopwatch_errors", 0), line.get("profile")) for line in lines] == [
+        (status, 0, None)
+    ] * 6
+    assert files(profile_dir) == []

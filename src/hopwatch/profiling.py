@@ -60,6 +60,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from django.core.exceptions import SuspiciousOperation
+
 from hopwatch import _errors, _hotpath
 from hopwatch._recorder import Hop, RequestRecord
 from hopwatch.conf import hopwatch_settings
@@ -426,7 +428,7 @@ def _trigger(request: Any) -> str | None:
         if sent and hmac.compare_digest(sent.encode(), str(token).encode()):
             return "token"
     param = hopwatch_settings.PROFILE_STAFF_PARAM
-    if param and param in request.GET:
+    if param and _in_query(request, param):
         return "staff"
     sample = float(hopwatch_settings.PROFILE_AUTO_SAMPLE)
     if sample > 0 and random.random() < sample:
@@ -436,7 +438,19 @@ def _trigger(request: Any) -> str | None:
 
 def _asked_inline(request: Any) -> bool:
     param = hopwatch_settings.PROFILE_INLINE_PARAM
-    return bool(param) and param in request.GET
+    return bool(param) and _in_query(request, param)
+
+
+def _in_query(request: Any, param: str) -> bool:
+    """Whether the request's query string carries ``param``. A query string Django
+    refuses to read (more fields than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``: a
+    ``SuspiciousOperation``) asks for nothing: it is the client's doing, not an
+    internal error. The app sees what it would without hopwatch: Django keeps no
+    ``request.GET`` that failed, so the view's own read is refused the same way."""
+    try:
+        return param in request.GET
+    except SuspiciousOperation:
+        return False
 
 
 def _asked(reason: str | None) -> str:

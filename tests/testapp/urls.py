@@ -6,6 +6,7 @@ urlpatterns = [
     path("async/", views.async_view),
     path("sync/", views.sync_view),
     path("markup-named/", views.markup_named_view),
+    path("query-fields/", views.query_fields_view),
     path("app-profiler/sync/", views.sync_app_profiler_view),
     path("app-profiler/async/", views.async_app_profiler_view),
     path("busy/sync/", views.sync_busy_view),

@@ -309,3 +309,8 @@ _markup_named = type(_burn_cpu)(
 def markup_named_view(request):
     _markup_named(0.05)
     return HttpResponse("markup")
+
+
+def query_fields_view(request):
+    """Reads the query string (Django refuses one of too many fields: a 400)."""
+    return HttpResponse(f"{len(request.GET)} fields")
