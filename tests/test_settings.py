@@ -161,6 +161,8 @@ _HEADER_REFUSED = (
     [
         # docs/settings.md: "at least 16 characters"; 16 was once refused.
         ({"PROFILE_TOKEN": "t" * 16}, []),
+        # Visible ASCII with spaces inside: a header value as servers pass it on.
+        ({"PROFILE_TOKEN": "a token, 16 ch!~"}, []),
         # "seconds between samples, 0.0001-1.0": both ends in, 0 (no interval) out.
         ({"PROFILE_INTERVAL": 0.0001}, []),
         ({"PROFILE_INTERVAL": 1.0}, []),
@@ -193,6 +195,38 @@ def test_a_refused_profile_token_is_never_shown_at_start_up(tmp_path):
         " shown: it is a secret); it must be None or a secret string of at least 16"
         " characters. Set HOPWATCH['PROFILE_TOKEN'] to None or a secret string of at least 16"
         " characters, or remove it for the default (None)."
+    )
+
+
+_NO_REQUEST_MATCHES = ": no request could carry it to match. Set HOPWATCH['PROFILE_TOKEN'] to a secret string of at least 16 visible ASCII characters (spaces inside it only), or remove it for the default (None)."
+
+
+@pytest.mark.parametrize(
+    ("token", "fault"),
+    [
+        ("Sup3rS3cretT0ken-one\n", "has a control character in it (a line break, a tab, NUL: clients refuse to send one in a header value, or servers strip it)"),
+        ("Sup3rS3cret\tT0ken-two", "has a control character in it (a line break, a tab, NUL: clients refuse to send one in a header value, or servers strip it)"),
+        ("Sup3rS3cretT0ken-\x7f", "has a control character in it (a line break, a tab, NUL: clients refuse to send one in a header value, or servers strip it)"),
+        (" Sup3rS3cretT0ken-three ", "begins or ends with whitespace (servers strip the whitespace around a header value)"),
+        ("Sup3rS3cretT0ken-four ", "begins or ends with whitespace (servers strip the whitespace around a header value)"),
+        (" " * 16, "is only whitespace (servers strip the whitespace around a header value)"),
+        ("\n" * 16, "is only whitespace (servers strip the whitespace around a header value)"),
+        ("Sup3rS3cretT0ken-fünf", "has a non-ASCII character in it (Django reads a header value's bytes as Latin-1: sent as UTF-8, as curl and browsers send it, it never matches)"),
+    ],
+    ids=["newline", "tab", "del", "spaces-around", "trailing-space", "all-spaces", "all-newlines", "non-ascii"],
+)  # fmt: skip
+def test_a_profile_token_no_request_could_match_stops_start_up(tmp_path, token, fault):
+    """A server strips the whitespace around a header value and no client sends a line
+    break in one: such a token passed start-up and `manage.py check` (and the test
+    client, which sends a header as given), then profiled no request in production.
+    One line says what is wrong, by its length, never the token."""
+    done = _start(tmp_path, {"PROFILE_TOKEN": token})
+    assert done.returncode != 0 and "started" not in done.stdout
+    assert token.strip() not in done.stderr or not token.strip()
+    assert done.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
+        f" docs/settings.md): HOPWATCH['PROFILE_TOKEN'] is a string of {len(token)} characters"
+        f" (not shown: it is a secret) that {fault}{_NO_REQUEST_MATCHES}"
     )
 
 

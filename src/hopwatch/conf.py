@@ -166,7 +166,32 @@ def _meta_spelling(value: Any) -> str | None:
 
 
 def _profile_token(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and len(value) >= 16)
+    return value is None or (
+        isinstance(value, str) and len(value) >= 16 and token_fault(value) is None
+    )
+
+
+def token_fault(token: str) -> str | None:
+    """Why no request could carry ``token`` in a header to match it, or None. RFC 9110
+    keeps a header value to visible ASCII, spaces and tabs; a server strips the
+    whitespace around it (the test client does not, so tests would pass). Said
+    without the token, or which of its characters is wrong."""
+    stripped = "servers strip the whitespace around a header value"
+    if not token.strip():
+        return f"is only whitespace ({stripped})"
+    if any(char < " " or char == "\x7f" for char in token):
+        return (
+            "has a control character in it (a line break, a tab, NUL: clients refuse to"
+            " send one in a header value, or servers strip it)"
+        )
+    if not token.isascii():
+        return (
+            "has a non-ASCII character in it (Django reads a header value's bytes as"
+            " Latin-1: sent as UTF-8, as curl and browsers send it, it never matches)"
+        )
+    if token != token.strip():
+        return f"begins or ends with whitespace ({stripped})"
+    return None
 
 
 _MS = "a number of milliseconds >= 0"
@@ -400,7 +425,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         _profile_token,
         "None or a secret string of at least 16 characters",
         "A secret (16+ characters): a request whose `PROFILE_HEADER` carries it is profiled."
-        " Never shown in a message: a refused one is said by its length.",
+        " Visible ASCII characters only, spaces inside it allowed: one with whitespace around"
+        " it (servers strip it from a header value), only whitespace, a control character (a"
+        " line break, a tab) or a non-ASCII one (Django reads a header's bytes as Latin-1;"
+        " curl and browsers send UTF-8) would match no request a server passes on, and is"
+        " refused at start-up. Never shown in a message: a refused one is said by its length"
+        " and what is wrong with it.",
         secret=True,
     ),
     "PROFILE_HEADER": Setting(
@@ -434,7 +464,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         _number(0.0, 1.0),
         "a number from 0.0 to 1.0",
         "Fraction of requests profiled tentatively for automatic capture; kept only when slow"
-        " (below).",
+        " (below): set `PROFILE_AUTO_MIN_HOP_MS` or `PROFILE_AUTO_MIN_DURATION_MS`, since with"
+        " both at 0 (their defaults) every sampled request is profiled and none is kept.",
     ),
     "PROFILE_AUTO_MIN_HOP_MS": Setting(
         0.0,
@@ -584,6 +615,17 @@ def problems(user: object) -> list[Problem]:
                 )
             )
     about_headers = _header_problems(user)
+    token = user.get("PROFILE_TOKEN")
+    fault = token_fault(token) if isinstance(token, str) else None
+    if fault is not None:
+        about_headers["PROFILE_TOKEN"] = Problem(
+            "hopwatch.E003",
+            "PROFILE_TOKEN",
+            f"HOPWATCH['PROFILE_TOKEN'] is {_shown(SETTINGS['PROFILE_TOKEN'], token)} that"
+            f" {fault}: no request could carry it to match.",
+            "Set HOPWATCH['PROFILE_TOKEN'] to a secret string of at least 16 visible ASCII"
+            " characters (spaces inside it only), or remove it for the default (None).",
+        )
     for key, setting in SETTINGS.items():
         if key in about_headers:
             found.append(about_headers[key])
