@@ -598,3 +598,93 @@ def test_a_query_string_django_refuses_to_read_asks_for_no_profile(profile_dir, 
         (status, 0, None)
     ] * 6
     assert files(profile_dir) == []
+
+
+def _refusal(profile_dir, why):
+    return (
+        f"hopwatch: no profile is written to PROFILE_DIR {str(profile_dir)!r}: it {why}, so"
+        " other local users could read the profiles or replace them. Use a directory of this"
+        " user's that only it may write to (a missing one is made with mode 0700); said once"
+    )
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["missing", "made-already"])
+def test_a_directory_inside_one_others_may_write_to_is_refused(tmp_path, log_lines, made):
+    """PROFILE_DIR itself this user's and 0700, in a directory others may write to (not
+    sticky): they can rename it away and put theirs in its place. Only the directory
+    itself was checked: W008 was silent and profiles were written. Now refused, by the
+    check and by each profile; in a sticky one (/tmp's mode) or a closed one, used."""
+    from hopwatch.checks import check_profile_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    profile_dir = shared / "profiles"
+    if made:
+        profile_dir.mkdir(mode=0o700)
+    why = f"is inside {str(shared)!r}, which its group or others may write to (mode 0777, not sticky)"
+    with profiled(profile_dir):
+        (warning,) = check_profile_dir()
+    assert (warning.id, warning.msg) == (
+        "hopwatch.W008",
+        f'HOPWATCH["PROFILE_DIR"] {str(profile_dir)!r} {why}: no profile would be written there'
+        " (the requests are served, their lines name no profile).",
+    )
+    said = _warnings_while(lambda: [_token_request(profile_dir) for _ in range(2)])
+    assert said == [_refusal(profile_dir, why)]
+    assert os.listdir(profile_dir) == []
+    assert [line.get("profile") for line in log_lines.parsed()] == [None, None]
+    for mode in (0o1777, 0o755):  # sticky, as /tmp; or closed to others
+        shared.chmod(mode)
+        with profiled(profile_dir):
+            assert check_profile_dir() == []
+        _token_request(profile_dir)
+    assert len(files(profile_dir)) == 4
+    if os.geteuid() == 0:  # only root can give a directory away
+        shared.chmod(0o755)
+        os.chown(shared, 65534, 65534)
+        with profiled(profile_dir):
+            (warning,) = check_profile_dir()
+        assert f"is inside {str(shared)!r}, owned by uid 65534, neither this process's user (uid 0) nor root:" in warning.msg
+
+
+def _swapped(profile_dir, theirs):
+    """Rename PROFILE_DIR away (to ``…-checked``) and put ``theirs`` in its place."""
+    checked = profile_dir.with_name(profile_dir.name + "-checked")
+    os.rename(profile_dir, checked)
+    os.rename(theirs, profile_dir)
+    return checked
+
+
+@pytest.mark.parametrize("when", ["after-the-check", "before-the-files"])
+def test_a_directory_swapped_after_the_check_receives_no_profile(tmp_path, monkeypatch, when):
+    """The directory was checked by its path, then each file created by its path: one
+    put in its place in between (by whoever may write to the directory above it; here
+    this test, between hopwatch's own steps) received the profile. The files are
+    created in the directory opened and checked, or not at all."""
+    profile_dir = tmp_path / "profiles"
+    profile_dir.mkdir(mode=0o700)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    moved: list = []
+    step = "_unsafe_directory" if when == "after-the-check" else "_open_exclusive"
+    original = getattr(profiling, step)
+
+    def then_swap(*args, **kwargs):
+        if when == "after-the-check":
+            result = original(*args, **kwargs)
+        if not moved:
+            moved.append(_swapped(profile_dir, theirs))
+        return result if when == "after-the-check" else original(*args, **kwargs)
+
+    monkeypatch.setattr(profiling, step, then_swap)
+    said = _warnings_while(lambda: _token_request(profile_dir))
+    (checked,) = moved
+    assert os.listdir(profile_dir) == []  # theirs, now at the path: nothing
+    if when == "after-the-check":  # what was opened is not what was checked: refused
+        assert said == [_refusal(profile_dir, "may be written to by its group or by others (mode 0777)")]
+        assert os.listdir(checked) == []
+    else:  # the files are made in the directory opened and checked
+        assert said == []
+        assert len(files(checked)) == 2

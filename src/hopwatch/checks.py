@@ -17,7 +17,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
   path, which costs several times as much per hop.
 * ``hopwatch.W007`` ``OUTPUT`` is a file this process cannot append to (lost lines).
 * ``hopwatch.W008`` ``PROFILE_DIR`` is a directory no profile would be written to (not
-  this user's own, writable by others, not a directory, or not one this user can make).
+  this user's own, writable by others, inside a directory others may write to and
+  not sticky, not a directory, or not one this user can make).
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
   what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
@@ -196,7 +197,7 @@ def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     made without creating the directory."""
     from pathlib import Path
 
-    from hopwatch.profiling import _unsafe_directory
+    from hopwatch.profiling import _unsafe_ancestor, _unsafe_directory
 
     user = getattr(settings, "HOPWATCH", None)
     if isinstance(user, dict) and not user.get("ENABLED", True):
@@ -216,7 +217,7 @@ def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                 None
                 if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
                 else f"does not exist and this process may not create it in {str(parent)!r}"
-            )
+            ) or _unsafe_ancestor(directory)
     except OSError as exc:
         why = f"cannot be examined ({exc.strerror or exc})"
     if why is None:
@@ -226,7 +227,8 @@ def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             f'HOPWATCH["PROFILE_DIR"] {str(directory)!r} {why}: no profile would be written'
             " there (the requests are served, their lines name no profile).",
             hint="Use a directory of this user's that only it may write to (chown, chmod go-w),"
-            " or a missing one it may create (made with mode 0700); see docs/profiling.md.",
+            " in directories only it or root may write to (or sticky ones, as /tmp), or a"
+            " missing one it may create (made with mode 0700); see docs/profiling.md.",
             id="hopwatch.W008",
         )
     ]

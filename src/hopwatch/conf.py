@@ -417,8 +417,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         lambda v: v is None or isinstance(v, str | os.PathLike),
         "None or a path",
         "Profiling is off unless this is set: the directory profiles are written to, this"
-        " user's own and writable by no one else (check `hopwatch.W008` warns when it is"
-        " not). See [profiling](profiling.md).",
+        " user's own and writable by no one else, inside directories that only this user or"
+        " root may write to, or sticky ones such as `/tmp` (check `hopwatch.W008` warns when"
+        " it is not). See [profiling](profiling.md).",
     ),
     "PROFILE_TOKEN": Setting(
         None,

@@ -28,10 +28,13 @@ Output: pyinstrument's HTML and speedscope JSON in ``PROFILE_DIR``, under names
 built only from a timestamp, the request id and the route (sanitised), created
 exclusively (never overwriting, never following a link), readable by this
 process's user only (0600; a directory hopwatch makes is 0700). A directory that
-another user owns, or that others may write to, is refused: nothing is written
-there, and a warning says so once (:func:`_unsafe_directory`). The request's log
-line names the HTML file in ``profile``. The response is unchanged unless the
-authorised request asked for the profile inline (``PROFILE_INLINE_PARAM``).
+another user owns, or that others may write to, or one inside a directory others
+may write to (not sticky), is refused: nothing is written there, and a warning
+says so once (:func:`_unsafe_directory`). The files are created in the directory
+opened and checked, by its descriptor (a directory swapped in at its path receives
+none). The request's log line names the HTML file in ``profile``. The response is
+unchanged unless the authorised request asked for the profile inline
+(``PROFILE_INLINE_PARAM``).
 
 An app that profiles with pyinstrument itself comes first: pyinstrument runs one
 async-aware profiler per async context, and under ASGI hopwatch's main profiler
@@ -615,15 +618,17 @@ def safe_stem(record: RequestRecord, now: datetime | None = None) -> str:
     return "-".join(part for part in (stamp, method, route, request_id) if part)
 
 
-def _open_exclusive(directory: Path, name: str) -> int:
-    path = directory / name
-    # Belt and braces: the name has no separators, and the result must be in the directory.
-    if path.parent.resolve() != directory.resolve() or os.sep in name or name.startswith("."):
+def _open_exclusive(directory: Path, name: str, dir_fd: int | None = None) -> int:
+    """Create ``name`` in the directory (the one open as ``dir_fd`` when given: what
+    its path names by now does not matter), exclusively, never through a link."""
+    # Belt and braces: the name has no separators, so it is in the directory.
+    if os.sep in name or (os.altsep and os.altsep in name) or name.startswith("."):
         raise ValueError(f"unsafe profile file name {name!r}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
     # This user's only: a profile shows the code, its arguments' names and the
     # request's route, and a group (a setgid directory's) is not an audience.
-    return os.open(path, flags, 0o600)
+    return os.open(name if dir_fd is not None else directory / name, flags, 0o600, dir_fd=dir_fd)
 
 
 class UnsafeDirectory(Exception):
@@ -637,14 +642,20 @@ def _unsafe_directory(directory: Path) -> str | None:
     It must be this process's user's own (its effective uid; a link to it, too, unless
     root's), and no one else may write to it: another user who owns it, or may write to
     it, can read the profiles, or swap one for a page of theirs that whoever opens it
-    runs. Not checked where there are no POSIX owners (Windows)."""
+    runs. Nor to a directory above it (:func:`_unsafe_ancestor`). Not checked where
+    there are no POSIX owners (Windows)."""
     if not hasattr(os, "geteuid"):
         return None
     uid = os.geteuid()
     link = os.lstat(directory)
     if stat.S_ISLNK(link.st_mode) and link.st_uid not in (uid, 0):
         return f"is a link owned by uid {link.st_uid}, not by this process's user (uid {uid})"
-    found = os.stat(directory)
+    return _unsafe_found(os.stat(directory)) or _unsafe_ancestor(directory)
+
+
+def _unsafe_found(found: os.stat_result) -> str | None:
+    """Why a directory of this ``stat`` (its own, not above it) is unsafe, or None."""
+    uid = os.geteuid()
     if not stat.S_ISDIR(found.st_mode):
         return "is not a directory"
     if found.st_uid != uid:
@@ -655,18 +666,77 @@ def _unsafe_directory(directory: Path) -> str | None:
     return None
 
 
+def _unsafe_ancestor(directory: Path) -> str | None:
+    """Why a directory above ``directory`` lets another user replace it, or None.
+
+    Whoever may write to a directory above PROFILE_DIR can rename it away and put a
+    directory of theirs in its place, where a profile named in a log line is then
+    theirs to choose. As OpenSSH's ``StrictModes`` asks of a home directory, each one
+    above it, on its path as written and as resolved (links followed), must be this
+    user's or root's, and writable by no one else unless sticky (``/tmp``: there only
+    an entry's owner may rename it). Ones missing yet are skipped: hopwatch makes
+    them, this user's."""
+    if not hasattr(os, "geteuid"):
+        return None
+    uid = os.geteuid()
+    seen: set[Path] = set()
+    for path in (Path(os.path.abspath(directory)), Path(os.path.realpath(directory))):
+        for above in path.parents:
+            if above in seen:
+                continue
+            seen.add(above)
+            try:
+                found = os.stat(above)
+            except FileNotFoundError:
+                continue
+            if found.st_uid not in (uid, 0):
+                return (
+                    f"is inside {str(above)!r}, owned by uid {found.st_uid}, neither this"
+                    f" process's user (uid {uid}) nor root"
+                )
+            if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not found.st_mode & stat.S_ISVTX:
+                mode = stat.S_IMODE(found.st_mode)
+                return (
+                    f"is inside {str(above)!r}, which its group or others may write to"
+                    f" (mode {mode:04o}, not sticky)"
+                )
+    return None
+
+
 #: The directories refused so far (each is said once per process).
 _refused: set[str] = set()
 
+#: Whether files are made relative to the directory's descriptor (POSIX): then a
+#: directory swapped in at its path once it was checked receives none.
+_BY_DESCRIPTOR: Final = (
+    hasattr(os, "geteuid") and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
+)
 
-def _checked_directory() -> Path:
-    """PROFILE_DIR, made (0700) when missing; :class:`UnsafeDirectory` when it is not
-    this user's own, said once on the ``hopwatch`` logger."""
+
+def _checked_directory() -> tuple[Path, int | None]:
+    """PROFILE_DIR, made (0700) when missing, and the descriptor it is open as (None
+    where files are made by path: Windows); :class:`UnsafeDirectory` when it is not
+    this user's own, said once on the ``hopwatch`` logger.
+
+    The directory is checked by its path, then opened, and what was opened checked
+    again (``fstat``): the files are made in that one, whatever its path names by
+    the time they are."""
     directory = Path(hopwatch_settings.PROFILE_DIR)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     why = _unsafe_directory(directory)
+    if why is None and not _BY_DESCRIPTOR:
+        return directory, None
     if why is None:
-        return directory
+        # Following a link: one of this user's or root's, checked above.
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            why = _unsafe_found(os.fstat(dir_fd))
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        if why is None:
+            return directory, dir_fd
+        os.close(dir_fd)
     message = (
         f"hopwatch: no profile is written to PROFILE_DIR {str(directory)!r}: it {why}, so"
         " other local users could read the profiles or replace them. Use a directory of"
@@ -681,25 +751,48 @@ def _checked_directory() -> Path:
     raise UnsafeDirectory(message)
 
 
-def _reserve(record: RequestRecord) -> tuple[Path, str, int, int]:
-    """The profile's two files, created empty and exclusively: (directory, name,
-    the HTML file's descriptor, the speedscope file's)."""
-    directory = _checked_directory()
-    stem = safe_stem(record)
-    for attempt in range(100):
-        name = stem if attempt == 0 else f"{stem}-{attempt}"
-        try:
-            html_fd = _open_exclusive(directory, f"{name}.html")
-        except FileExistsError:
-            continue
-        try:
-            speedscope_fd = _open_exclusive(directory, f"{name}.speedscope.json")
-        except BaseException:
-            os.close(html_fd)
-            _remove(directory, name)
-            raise
-        return directory, name, html_fd, speedscope_fd
-    raise FileExistsError(f"no free profile file name for {stem}")
+class _Reserved:
+    """A profile's two files, created empty and exclusively, and the directory they
+    are in (its descriptor, closed with :meth:`done`)."""
+
+    def __init__(
+        self, directory: Path, dir_fd: int | None, name: str, html_fd: int, speedscope_fd: int
+    ) -> None:
+        self.directory, self.dir_fd, self.name = directory, dir_fd, name
+        self.html_fd, self.speedscope_fd = html_fd, speedscope_fd
+
+    def remove(self) -> None:
+        _remove(self.directory, self.name, self.dir_fd)
+
+    def done(self) -> None:
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+
+def _reserve(record: RequestRecord) -> _Reserved:
+    """The profile's two files, created empty and exclusively."""
+    directory, dir_fd = _checked_directory()
+    try:
+        stem = safe_stem(record)
+        for attempt in range(100):
+            name = stem if attempt == 0 else f"{stem}-{attempt}"
+            try:
+                html_fd = _open_exclusive(directory, f"{name}.html", dir_fd)
+            except FileExistsError:
+                continue
+            try:
+                speedscope_fd = _open_exclusive(directory, f"{name}.speedscope.json", dir_fd)
+            except BaseException:
+                os.close(html_fd)
+                _remove(directory, name, dir_fd)
+                raise
+            return _Reserved(directory, dir_fd, name, html_fd, speedscope_fd)
+        raise FileExistsError(f"no free profile file name for {stem}")
+    except BaseException:
+        if dir_fd is not None:
+            os.close(dir_fd)
+        raise
 
 
 #: What pyinstrument's page (4.6 to 5.x) ends with, after the profile's JSON:
@@ -757,10 +850,11 @@ def _fill(session: Any, html_fd: int, speedscope_fd: int, html: str | None = Non
         speedscope_file.write(SpeedscopeRenderer().render(session))
 
 
-def _remove(directory: Path, name: str) -> None:
+def _remove(directory: Path, name: str, dir_fd: int | None = None) -> None:
     for suffix in (".html", ".speedscope.json"):
+        file = f"{name}{suffix}"
         try:
-            (directory / f"{name}{suffix}").unlink()
+            os.unlink(file if dir_fd is not None else directory / file, dir_fd=dir_fd)
         except OSError:
             pass
 
@@ -768,13 +862,15 @@ def _remove(directory: Path, name: str) -> None:
 def write(session: Any, record: RequestRecord, html: str | None = None) -> str:
     """Write HTML (``html`` if rendered already) and speedscope JSON now; return the
     HTML file's name."""
-    directory, name, html_fd, speedscope_fd = _reserve(record)
+    reserved = _reserve(record)
     try:
-        _fill(session, html_fd, speedscope_fd, html)
+        _fill(session, reserved.html_fd, reserved.speedscope_fd, html)
     except BaseException:
-        _remove(directory, name)
+        reserved.remove()
         raise
-    return f"{name}.html"
+    finally:
+        reserved.done()
+    return f"{reserved.name}.html"
 
 
 # The writer: one thread of hopwatch's, made on the first profile kept. Profiles
@@ -799,14 +895,16 @@ def write_later(session: Any, record: RequestRecord) -> str:
     return the HTML file's name (the request's line names it at once). The job
     holds pyinstrument's session only: nothing of the request."""
     global _writer
-    directory, name, html_fd, speedscope_fd = _reserve(record)
+    reserved = _reserve(record)
 
     def job() -> None:
         try:
-            _fill(session, html_fd, speedscope_fd)
+            _fill(session, reserved.html_fd, reserved.speedscope_fd)
         except Exception as exc:
-            _remove(directory, name)
+            reserved.remove()
             _errors.report("writing a profile", exc)
+        finally:
+            reserved.done()
 
     try:
         with _writer_lock:
@@ -818,11 +916,12 @@ def write_later(session: Any, record: RequestRecord) -> str:
             _pending.add(future)
         future.add_done_callback(_pending.discard)
     except BaseException:
-        os.close(html_fd)
-        os.close(speedscope_fd)
-        _remove(directory, name)
+        os.close(reserved.html_fd)
+        os.close(reserved.speedscope_fd)
+        reserved.remove()
+        reserved.done()
         raise
-    return f"{name}.html"
+    return f"{reserved.name}.html"
 
 
 def written(timeout: float | None = None) -> bool:
