@@ -21,7 +21,7 @@ from hopwatch import profiling
 from hopwatch._recorder import RequestRecord, own_work
 from hopwatch.conf import SETTINGS
 from hopwatch.testing import count_hops
-from tests.helpers import asgi_call, asgi_request, capture
+from tests.helpers import asgi_call, asgi_request, capture, wsgi_call, wsgi_environ
 from tests.settings import DEFAULT_MIDDLEWARE
 from tests.testapp import views
 from tests.testapp.middleware import StalledUserLookupMiddleware
@@ -688,3 +688,48 @@ def test_a_directory_swapped_after_the_check_receives_no_profile(tmp_path, monke
     else:  # the files are made in the directory opened and checked
         assert said == []
         assert len(files(checked)) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/error/", 500), ("/sync-error/", 500), ("/no-such-page/", 404), ("/async", 301)],
+    ids=["async-view-raising", "sync-view-raising", "not-found", "redirect"],
+)
+def test_a_profile_shown_inline_keeps_an_errors_status(profile_dir, path, status, db):
+    """The page shown inline keeps an error's status, and Django logs the error
+    once, as without the page (its outer log_response, one hop under ASGI, runs
+    as it would): the client, the logs and the line agree. A redirect's status
+    could not carry the page: it is sent as 200, and the line keeps the app's."""
+    shown_status = status if status >= 400 else 200
+
+    class Kept(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    django_request = logging.getLogger("django.request")
+    with profiled(profile_dir), capture() as records:
+        for query, headers in (("", ()), ("hopwatch-profile-inline", token_header())):
+            kept = Kept()
+            django_request.addHandler(kept)
+            try:
+                result = asgi_request(path, query=query, headers=headers)
+            finally:
+                django_request.removeHandler(kept)
+            if query:
+                shown, shown_logged = result, kept.messages
+            else:
+                plain, plain_logged = result, kept.messages
+        environ = wsgi_environ(path, query="hopwatch-profile-inline")
+        environ["HTTP_" + HEADER.upper().replace("-", "_")] = TOKEN
+        wsgi_status, _headers, wsgi_body = wsgi_call(environ)
+    assert plain.status == status and shown.status == shown_status
+    assert b"pyinstrument" in shown.body.lower() and b"pyinstrument" in wsgi_body.lower()
+    assert int(wsgi_status.split()[0]) == shown_status
+    assert shown_logged == plain_logged and len(plain_logged) == (1 if status >= 400 else 0)
+    plain_record, shown_record, _wsgi_record = records
+    assert [r.status for r in records] == [status, status, status]
+    assert len(shown_record) == len(plain_record)

@@ -546,15 +546,20 @@ _KEPT_HEADERS: Final = (
 
 
 def _shown(html: str, response: Any) -> Any:
-    """The profile's page in place of ``response``: the cookies the app set (a
-    rotated session, a CSRF token) and its security headers kept, never cached
-    (it is a staff or token holder's page, private to them), and the app's
-    response closed with it (its files, its iterator: Django closes only the
-    response it sends)."""
+    """The profile's page in place of ``response``, with its status when an error:
+    the cookies the app set (a rotated session, a CSRF token) and its security
+    headers kept, never cached (it is a staff or token holder's page, private to
+    them), and the app's response closed with it (its files, its iterator: Django
+    closes only the response it sends)."""
     from django.http import HttpResponse
     from django.utils.cache import add_never_cache_headers
 
-    shown = HttpResponse(html, content_type="text/html; charset=utf-8")
+    # An error's status is kept (the client, its logs and the line agree); a
+    # redirect's, a 204's or a 304's could not carry the page, which is sent as 200.
+    status = response.status_code if response.status_code >= 400 else 200
+    shown = HttpResponse(html, content_type="text/html; charset=utf-8", status=status)
+    if getattr(response, "_has_been_logged", False):
+        shown._has_been_logged = True  # logged once, as it was
     shown.cookies = response.cookies
     for header in _KEPT_HEADERS:
         if header in response:
