@@ -7,6 +7,17 @@ thread-sensitive thread (a new thread per request, whatever ``CONN_MAX_AGE``
 says). The signal is sent in the thread that connects, in the context asgiref
 copied from the request, so the receiver finds the request's record there.
 
+A connection pool (Django 5.1+'s PostgreSQL ``OPTIONS["pool"]``) sends the same
+signal on every checkout: ``connect()`` takes a connection from the pool
+(``get_new_connection`` -> ``pool.getconn()``) and sends ``connection_created``
+as for a new one. So a connection counts once, the first time its DB-API
+connection object (``connection.connection``, psycopg's ``Connection``) is
+seen: a checkout of a physical connection already used counts 0. Without a
+pool each connect makes a new object, so each counts, as before. The objects
+seen are held weakly (a ``WeakSet``: at most the connections alive, a pool's
+while it keeps them); one that cannot be weakly referenced (``sqlite3``'s) is
+new at each connect, and counts.
+
 Runs per connection opened, never per hop. The thread ids go into the record
 with one ``list.append`` (atomic under the GIL, so several pool threads of one
 request need no lock).
@@ -15,6 +26,7 @@ request need no lock).
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any, Final, cast
 
 from hopwatch import _errors
@@ -23,11 +35,35 @@ from hopwatch import _errors
 EXTRA_KEY: Final = "db_connection_threads"
 _UID: Final = "hopwatch.db_connections"
 
+#: The DB-API connection objects a ``connection_created`` was sent for, process-wide.
+_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+_seen_lock = threading.Lock()
+
+
+def _first_use(connection: Any) -> bool:
+    """Whether ``connection`` (Django's wrapper) holds a physical connection used for the
+    first time: False for one a pool handed out before."""
+    dbapi = getattr(connection, "connection", None)
+    if dbapi is None:
+        return True
+    try:
+        with _seen_lock:
+            if dbapi in _seen:
+                return False
+            _seen.add(dbapi)
+    except TypeError:  # no weak reference to it (sqlite3), or unhashable: new at each connect
+        pass
+    return True
+
 
 def _created(sender: Any, connection: Any = None, **kwargs: Any) -> None:
     try:
         from hopwatch._django import current_request
 
+        # Before looking for a record: a connection first used outside any request (a
+        # management command, start-up) is not opened by the request that reuses it.
+        if not _first_use(connection):
+            return
         record = current_request()
         if record is None or record.closed:
             return
@@ -50,6 +86,7 @@ def uninstall() -> None:
 
 
 def opened(record: Any) -> list[int]:
-    """The threads that opened the record's connections, one entry per connection."""
+    """The threads that opened the record's connections, one entry per connection (a
+    pooled connection counts for the request that first used it only)."""
     threads: list[int] = record.extra.get(EXTRA_KEY, []) if record.extra else []
     return threads
