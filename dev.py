@@ -101,6 +101,10 @@ TEST_REQUIREMENTS = [
     "pydantic==2.14.4",
     # tests/test_install.py: hopwatch's sdist, as a release makes it, for pip to build
     "build==1.6.1",
+    # tests/test_db_pool.py: Django's PostgreSQL connection pool, against a throw-away
+    # cluster when PostgreSQL's initdb and postgres are installed (skipped otherwise)
+    "psycopg[binary]==3.3.9",
+    "psycopg-pool==3.3.3",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.
