@@ -102,13 +102,15 @@ TEST_REQUIREMENTS = [
     # tests/test_install.py: hopwatch's sdist, as a release makes it, for pip to build
     "build==1.6.1",
     # tests/test_db_pool.py: Django's PostgreSQL connection pool, against a throw-away
-    # cluster when PostgreSQL's initdb and postgres are installed (skipped otherwise)
+    # cluster of PostgreSQL's server (dev.py installs it with apt-get when it can)
     "psycopg[binary]==3.3.9",
     "psycopg-pool==3.3.3",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.
 BROWSER_PACKAGES = ["chromium", "chromium-driver"]
+# PostgreSQL's server, for tests/test_db_pool.py (Django's connection pool is PostgreSQL's).
+POSTGRES_PACKAGES = ["postgresql"]
 
 # The whole suite runs once more on the pure-Python hop path
 # (HOPWATCH_PURE_PYTHON=1), on this environment (asgiref's oldest supported
@@ -347,26 +349,47 @@ def _on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def ensure_browser() -> None:
-    """Install chromium and chromedriver with apt-get when they are missing and we can."""
-    if shutil.which("chromium") and shutil.which("chromedriver"):
+def _postgres_installed() -> bool:
+    """Whether PostgreSQL's server is here: on PATH, or in Debian's own directory (its
+    postgresql package puts neither ``initdb`` nor ``postgres`` on PATH)."""
+    import glob
+
+    if shutil.which("initdb") and shutil.which("postgres"):
+        return True
+    return any(
+        os.path.exists(os.path.join(directory, "postgres"))
+        for directory in glob.glob("/usr/lib/postgresql/*/bin")
+    )
+
+
+def ensure_system_packages() -> None:
+    """Install what the browser tests (chromium, chromedriver) and the database pool
+    test (PostgreSQL's server: tests/test_db_pool.py runs a throw-away cluster of its
+    own, on a socket) need, with apt-get, when it is missing and we can."""
+    wanted = []
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        wanted += BROWSER_PACKAGES
+    if not _postgres_installed():
+        wanted += POSTGRES_PACKAGES
+    if not wanted:
         return
     apt_get = shutil.which("apt-get")
     if apt_get is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
         print(
-            "dev.py: chromium/chromedriver are missing and apt-get cannot install them here"
-            f" (install {' '.join(BROWSER_PACKAGES)}); the browser test skips (fails when CI=true)",
+            f"dev.py: {' '.join(wanted)} are missing and apt-get cannot install them here;"
+            " the browser and database pool tests skip (fail when CI=true)",
             flush=True,
         )
         return
     lock = ["-o", "DPkg::Lock::Timeout=600"]  # other developers' apt-get may hold the lock
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     update = [apt_get, *lock, "update", "-q"]
-    install = [apt_get, *lock, "install", "-y", "-q", *BROWSER_PACKAGES]
+    install = [apt_get, *lock, "install", "-y", "-q", *wanted]
     for command in (update, install):
         print("+", " ".join(command), flush=True)
         if _call(command, env=env) != 0:
-            print("dev.py: could not install the browser (see apt-get's output)", flush=True)
+            print(f"dev.py: could not install {' '.join(wanted)} (see apt-get's output)",
+                  flush=True)
             return
 
 
@@ -529,7 +552,7 @@ def cmd_test(args: list[str]) -> int:
             status |= code
             if code:  # the closing line says so: its counts are the tests' only
                 notes.append(f"{tool} failed (exit {code}): lint on {lint_env}")
-    ensure_browser()
+    ensure_system_packages()
     skipped_envs = []
     runs: list[Run] = []
     for env in envs:

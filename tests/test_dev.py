@@ -234,7 +234,7 @@ spec.loader.exec_module(dev)
 dev.ROOT = Path(root)
 dev.find_python = lambda version: python
 dev.ensure_env = lambda env, interpreter: Path(python)
-dev.ensure_browser = lambda: None
+dev.ensure_system_packages = lambda: None
 dev._lanes = lambda: 2
 sys.argv = ["dev.py", *argv]
 raise SystemExit(dev.main())
@@ -315,7 +315,7 @@ def test_a_run_that_fails_with_no_failed_test_says_why_on_the_closing_line(
     0 tests: the closing line of the failed run says why, not just "0 failed"."""
     monkeypatch.setattr(dev, "find_python", lambda version: str(stand_in))
     monkeypatch.setattr(dev, "ensure_env", lambda env, interpreter: stand_in)
-    monkeypatch.setattr(dev, "ensure_browser", lambda: None)
+    monkeypatch.setattr(dev, "ensure_system_packages", lambda: None)
     assert dev.cmd_test(["--env", "django61", outcome]) == 1
     assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
         f"hopwatch: 0 passed, 0 failed, 0 skipped; {said}: django61 c, django61 pure-python"
@@ -342,7 +342,7 @@ def test_a_lint_failure_is_named_on_the_closing_line(tmp_path, monkeypatch, caps
     monkeypatch.setattr(dev, "ROOT", tmp_path)
     monkeypatch.setattr(dev, "find_python", lambda version: str(python))
     monkeypatch.setattr(dev, "ensure_env", lambda env, interpreter: python)
-    monkeypatch.setattr(dev, "ensure_browser", lambda: None)
+    monkeypatch.setattr(dev, "ensure_system_packages", lambda: None)
     assert dev.cmd_test(["--env", "django61"]) == 1
     lint_env = dev._default_env()[0]
     assert capsys.readouterr().out.rstrip().splitlines()[-1] == (
