@@ -228,6 +228,53 @@ def test_uninstall_gives_pyinstrument_its_subscribe_back(tmp_path, log_lines):
     assert [("profile" in line) for line in log_lines.parsed()] == [True, True]
 
 
+def test_uninstall_leaves_another_packages_wraps_wrapper_and_install_adds_no_layer(
+    tmp_path, log_lines
+):
+    """Another package wraps ``StackSampler.subscribe`` with ``functools.wraps``
+    after hopwatch's hand-over did (the copy takes its name, ``__dict__`` and so
+    ``__wrapped__``'s target one layer down): ``hopwatch.uninstall()`` leaves that
+    wrapper, and hopwatch's under it, in place (it took the other package's off,
+    and left its own), and ``install()`` and the next profiled request wrap
+    nothing again (there were two hopwatch layers)."""
+    import functools
+
+    from pyinstrument.stack_sampler import StackSampler
+
+    import hopwatch
+
+    with override_settings(HOPWATCH=hopwatch_settings(tmp_path, "token")):
+        assert get("asgi", "/async/", "token").status_code == 200
+        ours = StackSampler.subscribe
+        assert ours.__module__ == "hopwatch.profiling"
+        own = ours.__wrapped__
+        calls: list[int] = []
+
+        @functools.wraps(ours)
+        def other_packages_subscribe(self, *args, **kwargs):
+            calls.append(1)
+            return ours(self, *args, **kwargs)
+
+        assert other_packages_subscribe.__name__ == "subscribe_yielding"
+        StackSampler.subscribe = other_packages_subscribe
+        try:
+            try:
+                hopwatch.uninstall()
+                assert StackSampler.subscribe is other_packages_subscribe
+                assert other_packages_subscribe.__wrapped__ is ours
+                assert ours.__wrapped__ is own
+            finally:
+                hopwatch.install()
+            assert get("asgi", "/async/", "token").status_code == 200
+            assert StackSampler.subscribe is other_packages_subscribe
+            assert other_packages_subscribe.__wrapped__ is ours
+            assert ours.__wrapped__ is own and not hasattr(own, "__wrapped__")
+            assert calls  # the profile's profilers subscribed through both
+        finally:
+            StackSampler.subscribe = ours
+    assert [("profile" in line) for line in log_lines.parsed()] == [True, True]
+
+
 @pytest.mark.parametrize("view", ["async", "sync"])
 def test_an_anonymous_staff_parameter_profile_given_up_is_not_called_staff(
     tmp_path, log_lines, said, view

@@ -185,6 +185,10 @@ _slot_holders: dict[int, tuple[Any, ActiveProfile]] = {}
 #: and emptied for the app's profiler or the next request's profile.
 _ours: weakref.WeakSet[Any] = weakref.WeakSet()
 _yielding = False
+#: The wrapper hopwatch set as ``StackSampler.subscribe`` (None: none set). Known by
+#: identity: ``functools.wraps`` copies its name and ``__dict__`` onto another
+#: package's wrapper of it.
+_installed: Callable[..., Any] | None = None
 #: ``hopwatch.uninstall()`` came while profiles held the slot: pyinstrument's own
 #: ``subscribe`` is put back when the last of them stops.
 _put_back_pending = False
@@ -231,15 +235,30 @@ def _yield_to_the_app(subscribe: Callable[..., Any]) -> Callable[..., Any]:
     return subscribe_yielding
 
 
+def _wraps_ours(subscribe: Any) -> bool:
+    """Whether ``subscribe`` is the wrapper hopwatch installed, or wraps it."""
+    layer = subscribe
+    for _ in range(100):  # (a __wrapped__ chain that loops: ends)
+        if layer is None or _installed is None:
+            return False
+        if layer is _installed:
+            return True
+        layer = getattr(layer, "__wrapped__", None)
+    return False
+
+
 def _install_yielding() -> None:
-    global _yielding, _put_back_pending
+    global _yielding, _put_back_pending, _installed
     with _active_lock:
         _put_back_pending = False
         if _yielding:
             return
         from pyinstrument.stack_sampler import StackSampler
 
-        StackSampler.subscribe = _yield_to_the_app(StackSampler.subscribe)  # type: ignore[method-assign]
+        # (ours may be there still, under another package's wrapper: not wrapped twice)
+        if not _wraps_ours(StackSampler.subscribe):
+            _installed = _yield_to_the_app(StackSampler.subscribe)
+            StackSampler.subscribe = _installed  # type: ignore[method-assign]
         _yielding = True
 
 
@@ -248,7 +267,7 @@ def uninstall_yielding() -> None:
     the next request profiled under ASGI wraps it again). While profiles hold the
     slot (requests in flight), when the last of them stops: until then an app's
     profiler started in one of them still takes the slot over."""
-    global _yielding, _put_back_pending
+    global _yielding, _put_back_pending, _installed
     with _active_lock:
         if not _yielding:
             return
@@ -258,12 +277,12 @@ def uninstall_yielding() -> None:
         _put_back_pending = False
         from pyinstrument.stack_sampler import StackSampler
 
-        subscribe = StackSampler.subscribe
-        own = getattr(subscribe, "__wrapped__", None)
-        if own is not None and subscribe.__name__ == "subscribe_yielding":
-            StackSampler.subscribe = own  # type: ignore[method-assign]
+        if _installed is not None and StackSampler.subscribe is _installed:
+            StackSampler.subscribe = _installed.__wrapped__  # type: ignore[attr-defined,method-assign]
+            _installed = None
             _yielding = False
-        # else: wrapped again since, by another package: left as it is, and ours stays
+        # else: wrapped again since, by another package (functools.wraps copies our
+        # wrapper's name and __wrapped__): left as it is, and ours stays under it
 
 
 _names_targets: bool | None = None
