@@ -145,6 +145,176 @@ def test_through_the_logger_s_own_handle_an_error_is_given_back_once(
     assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 2, 2, 2, 2, 2]
 
 
+@pytest.mark.internal_errors
+def test_a_handler_at_level_info_before_the_raising_one_wrote_the_line(
+    tmp_path, delivery, line_logger
+):
+    # ("level": "INFO" on the handler, as LOGGING configurations often have it: INFO
+    # lines pass a handler whose level is INFO itself)
+    _errors.reset_for_tests()
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    file.setLevel(logging.INFO)
+    down = ShipperDown()
+    line_logger.addHandler(file)
+    line_logger.addHandler(down)
+    _requests(6)
+    line_logger.removeHandler(down)
+    _requests(1)
+    assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
+    assert _errors.total() == 6
+
+
+@pytest.mark.internal_errors
+def test_handlers_on_an_ancestor_of_the_logger_count_as_its_own(tmp_path, delivery, db):
+    # LOGGER_NAME "<app>.requests", the handlers on "<app>": the line propagates to
+    # them, and the file handler there wrote each line before the shipper raised
+    _errors.reset_for_tests()
+    parent = logging.getLogger(f"hopwatch_failures_{next(_names)}")
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    down = ShipperDown()
+    parent.addHandler(file)
+    parent.addHandler(down)
+    try:
+        with override_settings(
+            MIDDLEWARE=HOPWATCH_ONLY,
+            HOPWATCH={"OUTPUT": "logging", "LOGGER_NAME": f"{parent.name}.requests"},
+        ):
+            _requests(6)
+            parent.removeHandler(down)
+            _requests(1)
+    finally:
+        parent.removeHandler(down)
+        parent.removeHandler(file)
+        file.close()
+    assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
+    assert _errors.total() == 6
+
+
+@pytest.mark.internal_errors
+def test_a_handler_above_info_first_does_not_shift_which_handler_raised(
+    tmp_path, delivery, line_logger
+):
+    # a handler at WARNING (mail_admins-like) first: the walk counts it too, so the
+    # file handler after it is known to have written each line before the shipper
+    _errors.reset_for_tests()
+    warnings = logging.StreamHandler(io.StringIO())
+    warnings.setLevel(logging.WARNING)
+    down = ShipperDown()
+    for handler in (
+        warnings,
+        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
+        down,
+    ):
+        line_logger.addHandler(handler)
+    _requests(6)
+    line_logger.removeHandler(down)
+    _requests(1)
+    assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
+    assert _errors.total() == 6
+    assert warnings.stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("accepts", [False, True])
+@pytest.mark.internal_errors
+def test_a_handler_with_filters_before_the_raising_one_may_not_have_written_it(
+    tmp_path, delivery, line_logger, accepts
+):
+    # Django's require_debug_true on a console handler, DEBUG off: its filter drops
+    # every line, so no handler got the lines the shipper failed on. They counted as
+    # written (the first line after the outage reported 1 of 6 errors). Whether a
+    # handler's filters let a line through is not known (they are not run again):
+    # as through the logger's own handle, each error is given back once.
+    from django.utils.log import RequireDebugFalse, RequireDebugTrue
+
+    _errors.reset_for_tests()
+    console = logging.StreamHandler(io.StringIO())
+    console.addFilter(RequireDebugFalse() if accepts else RequireDebugTrue())
+    down = ShipperDown()
+    for handler in (
+        console,
+        down,
+        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
+    ):
+        line_logger.addHandler(handler)
+    _requests(6)
+    assert _errors.total() == 6
+    line_logger.removeHandler(down)
+    _requests(1)
+    assert _errors_per_line(tmp_path / "lines.log") == [2]
+    shown = [
+        json.loads(line).get("hopwatch_errors", 0)
+        for line in console.stream.getvalue().splitlines()
+    ]
+    assert shown == ([0, 1, 2, 2, 2, 2, 2] if accepts else [])
+    assert _errors.total() == 6
+
+
+@pytest.mark.internal_errors
+def test_a_line_lost_on_a_failing_stdout_passes_its_count_on(monkeypatch, db):
+    """OUTPUT "stdout" whose writes fail for 5 lines (a full disk), then work: the
+    first line written reports the 5 errors."""
+    from hopwatch import apps
+
+    class Flaky(io.StringIO):
+        failing = True
+
+        def write(self, text: str) -> int:
+            if self.failing:
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    _errors.reset_for_tests()
+    flaky = Flaky()
+    monkeypatch.setattr("sys.stdout", flaky)
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY,
+        # (a logger name of its own: the output is made again, on this stdout)
+        HOPWATCH={"OUTPUT": "stdout", "LOGGER_NAME": f"hopwatch_failures_{next(_names)}"},
+    ):
+        try:
+            _requests(5)
+            assert _errors.total() == 5
+            flaky.failing = False
+            _requests(2)
+        finally:
+            apps._emitter.close()
+    lines = [json.loads(line) for line in flaky.getvalue().splitlines()]
+    assert [line.get("hopwatch_errors", 0) for line in lines] == [5, 0]
+    assert _errors.total() == 5
+
+
+@pytest.mark.internal_errors
+def test_the_exception_of_a_failed_line_is_not_kept(tmp_path, delivery, line_logger):
+    """What a failed walk leaves (take_failure) is taken by its line: the exception,
+    and the request's frames in its traceback, are not kept until the next failure."""
+    import gc
+    import weakref
+
+    raised: list[weakref.ref[BaseException]] = []
+
+    class Boom(OSError):
+        pass
+
+    class ShipperDownOnce(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            exc = Boom("shipper down")
+            raised.append(weakref.ref(exc))
+            raise exc
+
+    _errors.reset_for_tests()
+    down = ShipperDownOnce()
+    line_logger.addHandler(down)
+    _requests(1)
+    line_logger.removeHandler(down)
+    line_logger.addHandler(_bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")))
+    _requests(3)
+    gc.collect()
+    assert len(raised) == 1 and raised[0]() is None
+    assert _errors_per_line(tmp_path / "lines.log") == [1, 0, 0]
+
+
 # --- handler methods replaced on the handler itself -------------------------------
 
 

@@ -874,7 +874,9 @@ def make_logger(
 def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | None:
     """Whether a handler (not a ``NullHandler``) got the request line before ``exc``
     was raised writing it: False when none did, None when that is not known (the line
-    went through the logger's own ``handle``). Only when the line failed."""
+    went through the logger's own ``handle``, or the only handlers before were ones
+    with filters: whether their filters let the line through is not known, and they
+    are not run again). Only when the line failed."""
     failure = _hotpath.take_failure()
     if settings["OUTPUT"] != "logging":
         return False  # hopwatch's own stream: the line was not written
@@ -882,6 +884,7 @@ def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | N
         return None
     # deliver_line's walk again, over the handlers before the one that raised
     before = failure[1] - 1
+    filtered = False
     current: Any = logging.getLogger(settings["LOGGER_NAME"])
     while current and before > 0:
         for handler in current.handlers:
@@ -889,9 +892,11 @@ def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | N
                 break
             before -= 1
             if handler.level <= logging.INFO and not isinstance(handler, logging.NullHandler):
-                return True  # (a NullHandler writes nothing)
+                if not handler.filters:
+                    return True  # (a NullHandler writes nothing)
+                filtered = True  # (Django's require_debug_true drops every line)
         current = current.parent if current.propagate else None
-    return False
+    return None if filtered else False
 
 
 class Emitter:
