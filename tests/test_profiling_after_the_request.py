@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 
 from django.http import HttpResponse
 from django.test import AsyncClient, override_settings
@@ -26,6 +27,7 @@ from pyinstrument.session import Session
 
 from hopwatch import profiling
 from hopwatch.conf import SETTINGS
+from tests.helpers import logged
 
 TOKEN = "t0k3n-for-the-after-the-request-tests"
 HEADER = SETTINGS["PROFILE_HEADER"].default
@@ -58,9 +60,34 @@ async def profiles_itself_later(request):
     return HttpResponse("profiled itself")
 
 
+async def _job_making_a_profiled_request() -> None:
+    await gates["job"].wait()  # the request is over by then
+    response = await AsyncClient().get("/plain/", headers={HEADER: TOKEN})
+    results.append(f"{response.status_code} {response.content.decode()}")
+
+
+async def starts_a_requesting_task(request):
+    task = asyncio.create_task(_job_making_a_profiled_request())
+    tasks.add(task)
+    return HttpResponse("started")
+
+
+async def makes_a_profiled_request(request):
+    response = await AsyncClient().get("/plain/", headers={HEADER: TOKEN})
+    return HttpResponse(f"inner: {response.status_code} {response.content.decode()}")
+
+
+async def plain(request):
+    await asyncio.sleep(0.001)
+    return HttpResponse("plain")
+
+
 urlpatterns = [
     path("starts-a-task/", starts_a_task),
     path("profiles-itself-later/", profiles_itself_later),
+    path("starts-a-requesting-task/", starts_a_requesting_task),
+    path("makes-a-profiled-request/", makes_a_profiled_request),
+    path("plain/", plain),
 ]
 
 
@@ -137,3 +164,63 @@ def test_uninstall_while_a_profiled_request_runs(tmp_path, log_lines):
         assert not profiling.running and profiling._slot_holders == {}
     finally:
         hopwatch.install()
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_task_the_request_started_makes_a_profiled_request_after_it(
+    tmp_path, log_lines, monkeypatch
+):
+    """The task's context holds the stopped profile's target still: the in-process
+    request it makes (its context copied from the task's) is profiled, with no
+    "was already running" said (that target is no one's)."""
+    results.clear()
+    monkeypatch.setattr(profiling, "_given_up_said", profiling.RateLimiter())
+
+    async def scenario() -> int:
+        gates["job"] = asyncio.Event()
+        response = await AsyncClient().get("/starts-a-requesting-task/", headers={HEADER: TOKEN})
+        assert profiling.written(timeout=30)
+        gates["job"].set()
+        await asyncio.gather(*tasks)
+        tasks.clear()
+        return response.status_code
+
+    with logged("hopwatch", logging.WARNING) as said, override_settings(
+        HOPWATCH=options(tmp_path)
+    ):
+        status = asyncio.run(scenario())
+        assert profiling.written(timeout=30)
+    assert (status, results, said) == (200, ["200 plain"], [])
+    lines = log_lines.parsed()
+    assert [line["route"] for line in lines] == ["/starts-a-requesting-task/", "/plain/"]
+    assert all(line["profile"].endswith(".html") for line in lines)  # each its own
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == sorted(
+        line["profile"] for line in lines
+    )
+    assert not profiling.running and profiling._slot_holders == {}
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_a_request_made_inside_a_profiled_one_is_not_said_given_up(
+    tmp_path, log_lines, monkeypatch
+):
+    """The view makes a token-profiled in-process request: the outer request's profile
+    holds the slot and shows the inner one, which takes none, and nothing is said (it
+    was said that an app's profiler "was already running")."""
+    monkeypatch.setattr(profiling, "_given_up_said", profiling.RateLimiter())
+
+    async def scenario() -> tuple[int, bytes]:
+        response = await AsyncClient().get("/makes-a-profiled-request/", headers={HEADER: TOKEN})
+        return response.status_code, response.content
+
+    with logged("hopwatch", logging.WARNING) as said, override_settings(
+        HOPWATCH=options(tmp_path)
+    ):
+        assert asyncio.run(scenario()) == (200, b"inner: 200 plain")
+        assert profiling.written(timeout=30)
+    assert said == []
+    inner, outer = log_lines.parsed()
+    assert (inner["route"], outer["route"]) == ("/plain/", "/makes-a-profiled-request/")
+    assert "profile" not in inner and outer["profile"].endswith(".html")
+    assert [p.name for p in tmp_path.glob("*.html")] == [outer["profile"]]
+    assert not profiling.running and profiling._slot_holders == {}
