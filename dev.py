@@ -44,8 +44,11 @@ class Environment:
 
 # The support matrix. Each Django with the Python it is tested on; asgiref is
 # pinned to cover its range: 5.2's floor (3.8.1), 6.0's floor (3.9.1), newest.
+# The oldest-dependencies environment has pyinstrument's floor too (4.6.0: it passes
+# use_async_context to StackSampler.subscribe positionally, 5 by keyword); the
+# others have the newest (pip's choice).
 ENVIRONMENTS: dict[str, Environment] = {
-    "django52": Environment("3.11", ("Django==5.2.19", "asgiref==3.8.1")),
+    "django52": Environment("3.11", ("Django==5.2.19", "asgiref==3.8.1", "pyinstrument==4.6.0")),
     "django60": Environment("3.12", ("Django==6.0.10", "asgiref==3.9.1")),
     "django61": Environment("3.13", ("Django==6.1.3", "asgiref==3.13.0")),
 }
