@@ -303,8 +303,26 @@ def _read_steps_in_scope(iterator: Iterator[Any], record: RequestRecord) -> Iter
     and the response's close at the end where the reader's wrapper closes it (Django's
     test client does when the content runs out), are the request's. Between steps
     the reader's own code runs in its own scope. (``_hotpath.steps_in_scope``: in C,
-    the variable set and reset around each step without a Python frame.)"""
+    the variable set and reset around each step without a Python frame.) Under a
+    WSGI server, content that raises at its first step is the server's 500
+    (:func:`_failed_before_sending`)."""
+    if record.interface == INTERFACE_WSGI:
+        return steps_in_scope(current_scope, iterator, record, _failed_before_sending)  # type: ignore[no-any-return]
     return steps_in_scope(current_scope, iterator, record)  # type: ignore[no-any-return]
+
+
+#: What a PEP 3333 server answers when the response's content raises before anything
+#: of the body was sent: it sends the headers with the first chunk only, so it can
+#: still answer an error of its own (gunicorn, waitress and wsgiref, runserver's,
+#: all send "500 Internal Server Error").
+SERVER_ERROR_STATUS = 500
+
+
+def _failed_before_sending(record: RequestRecord) -> None:
+    """A WSGI response's content raised before its first chunk (or, an async
+    iterator's, anywhere: Django reads it all before the server gets the first):
+    the client got the server's 500, not the response's status."""
+    record.status = SERVER_ERROR_STATUS
 
 
 class _AsyncReadInScope:
@@ -328,13 +346,22 @@ class _AsyncReadInScope:
     async def __anext__(self) -> Any:
         record = self._record
         value = current_scope.get()
-        if value is record or (type(value) is Hop and value.scope is record):
-            return await anext(self._iterator)
-        token = current_scope.set(record)
         try:
-            return await anext(self._iterator)
-        finally:
-            current_scope.reset(token)
+            if value is record or (type(value) is Hop and value.scope is record):
+                return await anext(self._iterator)
+            token = current_scope.set(record)
+            try:
+                return await anext(self._iterator)
+            finally:
+                current_scope.reset(token)
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            # Under a WSGI server Django's __iter__ reads the whole content before
+            # the server gets its first chunk: any error is before it.
+            if record.interface == INTERFACE_WSGI:
+                _failed_before_sending(record)
+            raise
 
 
 def _read_in_scope(response: Any, record: RequestRecord) -> None:

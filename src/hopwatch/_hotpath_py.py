@@ -1599,10 +1599,36 @@ def make_patch(original: Callable[..., Any], which: int) -> Any:
 _END = object()
 
 
-def steps_in_scope(var: ContextVar[Any], iterator: Iterator[Any], value: Any) -> Iterator[Any]:
+def steps_in_scope(
+    var: ContextVar[Any],
+    iterator: Iterator[Any],
+    value: Any,
+    first_failed: Callable[[Any], Any] | None = None,
+) -> Iterator[Any]:
     """``iterator``'s steps, each taken with ``var`` set to ``value`` (a streaming
     body read in its request's scope: hopwatch._django_scope._read_in_scope). A
-    generator: once the iterator has ended or raised, every later step ends at once."""
+    generator: once the iterator has ended or raised, every later step ends at once.
+    With ``first_failed``, ``first_failed(value)`` is called when the first step
+    raises an Exception, before it propagates (an error of its is reported); that
+    step is taken apart from the loop, which stays as it is without it."""
+    if first_failed is not None:
+        token = var.set(value)
+        try:
+            item = next(iterator, _END)
+        except Exception:
+            var.reset(token)
+            try:
+                first_failed(value)
+            except Exception as exc:
+                _report("steps_in_scope (first_failed)", exc)
+            raise
+        except BaseException:
+            var.reset(token)
+            raise
+        var.reset(token)
+        if item is _END:
+            return
+        yield item
     while True:
         token = var.set(value)
         try:

@@ -6400,17 +6400,24 @@ error:
 }
 
 /* --- A streaming body's steps, each in its request's scope -------------------------------
- * steps_in_scope(var, iterator, value): an iterator whose every step is
- * next(iterator) with var set to value around it (see
+ * steps_in_scope(var, iterator, value[, first_failed]): an iterator whose every
+ * step is next(iterator) with var set to value around it (see
  * hopwatch._django_scope._read_steps_in_scope). Once the iterator has ended or
- * raised, it is let go and every later step ends at once, as a generator's. */
+ * raised, it is let go and every later step ends at once, as a generator's.
+ * With first_failed (not None), first_failed(value) is called when the first step
+ * raises an Exception (not StopIteration), before it propagates: the object is
+ * then a StepsInScopeFirst until its first step, a StepsInScope after it (its type
+ * changed there), so the later steps run Steps_next alone, as without it. */
 
 typedef struct {
     PyObject_HEAD
     PyObject *var;
     PyObject *iterator; /* NULL once ended */
     PyObject *value;
+    PyObject *first_failed; /* NULL unless given, and after the first step */
 } StepsObject;
+
+static PyTypeObject StepsType;
 
 static PyObject *
 Steps_next(StepsObject *s)
@@ -6443,12 +6450,39 @@ Steps_next(StepsObject *s)
     return item;
 }
 
+/* The first step of a StepsInScopeFirst: Steps_next, then a plain StepsInScope. */
+static PyObject *
+StepsFirst_next(StepsObject *s)
+{
+    PyObject *value = Py_XNewRef(s->value); /* Steps_next lets it go when it raises */
+    PyObject *item = Steps_next(s);
+    PyObject *hook = s->first_failed;
+    s->first_failed = NULL;
+    Py_SET_TYPE(s, &StepsType); /* same layout and slots but tp_iternext; both static */
+    if (item == NULL && hook != NULL && value != NULL && PyErr_Occurred() &&
+        PyErr_ExceptionMatches(PyExc_Exception) &&
+        !PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        saved_exc saved;
+        save_exc(&saved);
+        PyObject *r = PyObject_CallOneArg(hook, value);
+        if (r == NULL) {
+            report_error("steps_in_scope (first_failed)");
+        }
+        Py_XDECREF(r);
+        restore_exc(&saved);
+    }
+    Py_XDECREF(hook);
+    Py_XDECREF(value);
+    return item;
+}
+
 static int
 Steps_traverse(StepsObject *s, visitproc visit, void *arg)
 {
     Py_VISIT(s->var);
     Py_VISIT(s->iterator);
     Py_VISIT(s->value);
+    Py_VISIT(s->first_failed);
     return 0;
 }
 
@@ -6458,6 +6492,7 @@ Steps_clear(StepsObject *s)
     Py_CLEAR(s->var);
     Py_CLEAR(s->iterator);
     Py_CLEAR(s->value);
+    Py_CLEAR(s->first_failed);
     return 0;
 }
 
@@ -6481,11 +6516,23 @@ static PyTypeObject StepsType = {
     .tp_iternext = (iternextfunc)Steps_next,
 };
 
+static PyTypeObject StepsFirstType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "hopwatch._speedups.StepsInScopeFirst",
+    .tp_basicsize = sizeof(StepsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A streaming body's iterator before its first step (then a StepsInScope).",
+    .tp_dealloc = (destructor)Steps_dealloc,
+    .tp_traverse = (traverseproc)Steps_traverse,
+    .tp_clear = (inquiry)Steps_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)StepsFirst_next,
+};
+
 static PyObject *
 py_steps_in_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "steps_in_scope(var, iterator, value)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "steps_in_scope(var, iterator, value[, first_failed])");
         return NULL;
     }
     if (!PyIter_Check(args[1])) {
@@ -6493,13 +6540,16 @@ py_steps_in_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      Py_TYPE(args[1])->tp_name);
         return NULL;
     }
-    StepsObject *s = PyObject_GC_New(StepsObject, &StepsType);
+    PyObject *first_failed = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
+    StepsObject *s =
+        PyObject_GC_New(StepsObject, first_failed != NULL ? &StepsFirstType : &StepsType);
     if (s == NULL) {
         return NULL;
     }
     s->var = Py_NewRef(args[0]);
     s->iterator = Py_NewRef(args[1]);
     s->value = Py_NewRef(args[2]);
+    s->first_failed = Py_XNewRef(first_failed);
     PyObject_GC_Track(s);
     return (PyObject *)s;
 }
@@ -6687,7 +6737,8 @@ static PyMethodDef module_methods[] = {
     {"take_failure", (PyCFunction)py_take_failure, METH_NOARGS,
      "take_failure(): (exception, handlers come to) of the last failed deliver_line walk, or None."},
     {"steps_in_scope", (PyCFunction)(void (*)(void))py_steps_in_scope, METH_FASTCALL,
-     "steps_in_scope(var, iterator, value): iterator's steps, each with var set to value."},
+     "steps_in_scope(var, iterator, value[, first_failed]): iterator's steps, each with var"
+     " set to value; first_failed(value) if the first step raises."},
     {"around", (PyCFunction)(void (*)(void))py_around, METH_FASTCALL,
      "around(before, original, after): original with before/after, no frame of its own."},
     {NULL},
@@ -6851,6 +6902,7 @@ PyInit__speedups(void)
         PyType_Ready(&HopAwaitableType) < 0 || PyType_Ready(&PatchType) < 0 ||
         PyType_Ready(&ThenType) < 0 ||
         PyType_Ready(&BoundHandlerType) < 0 || PyType_Ready(&StepsType) < 0 ||
+        PyType_Ready(&StepsFirstType) < 0 ||
         PyType_Ready(&AroundType) < 0) {
         return NULL;
     }
