@@ -7,10 +7,13 @@
   gets the first chunk: any error in it is the server's 500 too. Once a chunk is out,
   or under ASGI (the headers go out first), the response's status is what the client
   got.
+* A middleware above hopwatch's (``hopwatch.W002``) that answers itself: under WSGI
+  the line had the response's status, under ASGI null (the docs' "client went away").
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -23,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.http import StreamingHttpResponse
-from django.test import Client, override_settings
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 from hopwatch import _errors, _hotpath
-from tests.helpers import capture, start_server, stop_server
+from tests.helpers import asgi_request, capture, start_server, stop_server, wsgi_request
 from tests.test_lifecycle import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +75,31 @@ def whole(request):
     return StreamingHttpResponse(_whole())
 
 
+def created(request):
+    return HttpResponse("made", status=201)
+
+
+class Gate:
+    """A middleware that answers some requests itself (maintenance mode, a CORS
+    preflight) and marks the others' responses afterwards."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/closed/"):
+            return HttpResponse("closed", status=418)
+        response = self.get_response(request)
+        response.status_code = 203  # after hopwatch's middleware named the request
+        return response
+
+
 urlpatterns = [
     path("first-fails/", first_fails),
     path("later-fails/", later_fails),
     path("async-fails/", async_fails),
     path("whole/", whole),
+    path("created/", created),
 ]
 
 
@@ -232,3 +256,69 @@ def test_steps_in_scope_calls_first_failed_only_for_an_error_at_the_first_step()
         next(steps)
     assert _errors.total() == before + 1
     _errors.take_for_line()  # not for the next test's line
+
+
+# --- a middleware above hopwatch's answers itself (hopwatch.W002) ---------------------------
+
+GATE = f"{__name__}.Gate"
+GATED = {"ROOT_URLCONF": __name__, "MIDDLEWARE": [GATE, HW]}
+
+
+def test_a_middleware_above_answering_logs_its_status_under_every_interface(db):
+    with override_settings(**GATED), capture() as records:
+        asgi = asgi_request("/closed/")
+        async_client = asyncio.run(AsyncClient().get("/closed/"))
+        wsgi_status, _body = wsgi_request("/closed/")
+        client = Client().get("/closed/")
+    assert (asgi.status, async_client.status_code, wsgi_status, client.status_code) == (
+        418,
+        418,
+        "418 I'm a Teapot",
+        418,
+    )
+    assert [(record.interface, record.status) for record in records] == [
+        ("asgi", 418),
+        ("test-async-client", 418),
+        ("wsgi", 418),
+        ("test-client", 418),
+    ]
+
+
+def test_below_it_the_middlewares_status_stays_under_every_interface(db):
+    """What hopwatch's middleware named is kept, as under WSGI (the middleware above
+    changes the response afterwards: hopwatch.W002's "not covered")."""
+    with override_settings(**GATED), capture() as records:
+        asgi = asgi_request("/created/")
+        async_client = asyncio.run(AsyncClient().get("/created/"))
+        wsgi_status, _body = wsgi_request("/created/")
+    assert (asgi.status, async_client.status_code, wsgi_status) == (
+        203,
+        203,
+        "203 Non-Authoritative Information",
+    )
+    assert [(record.interface, record.status) for record in records] == [
+        ("asgi", 201),
+        ("test-async-client", 201),
+        ("wsgi", 201),
+    ]
+
+
+def test_with_hopwatch_first_the_handler_is_left_as_it_is():
+    """Only where a middleware stands above hopwatch's does the handler look at the
+    response its chain returns: first, the middleware names the status itself."""
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HW]):
+        assert "get_response_async" not in vars(ASGIHandler())
+    with override_settings(**GATED):
+        assert "get_response_async" in vars(ASGIHandler())
+
+
+def test_under_opentelemetrys_middleware_the_handler_is_left_as_it_is():
+    """OpenTelemetry's middleware may stand above hopwatch's (OTEL_SPANS needs it
+    there; hopwatch.W002 does not count it): it calls the next middleware always."""
+    pytest.importorskip("opentelemetry.instrumentation.django")
+    from hopwatch.checks import OTEL_MIDDLEWARE_PATH
+
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[OTEL_MIDDLEWARE_PATH, HW]):
+        assert "get_response_async" not in vars(ASGIHandler())
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[OTEL_MIDDLEWARE_PATH, GATE, HW]):
+        assert "get_response_async" in vars(ASGIHandler())

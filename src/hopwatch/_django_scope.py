@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from asgiref.sync import SyncToAsync, markcoroutinefunction
+from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 from django.http import response as http_response
 
 from hopwatch import _errors
@@ -528,7 +528,11 @@ def patched_load_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
         result = original(self, *args, **kwargs)
         if active:
             try:
-                self._middleware_chain = without_wrapper(self._middleware_chain)
+                self._middleware_chain = chain = without_wrapper(self._middleware_chain)
+                is_async = args[0] if args else kwargs.get("is_async", False)
+                if is_async and _answered_above(chain):
+                    own = type(self).get_response_async.__get__(self)  # loaded again: not twice
+                    self.get_response_async = _partial(_get_response_async, own)
             except Exception as exc:
                 _errors.report("loading the middleware", exc)
         return result
@@ -536,6 +540,64 @@ def patched_load_middleware(original: Callable[..., Any]) -> Callable[..., Any]:
     load_middleware.__wrapped__ = original  # type: ignore[attr-defined]
     load_middleware.__doc__ = original.__doc__
     return load_middleware
+
+
+def _answered_above(chain: Any) -> bool:
+    """Whether middleware above hopwatch's may answer a request without it (the
+    hopwatch.W002 configuration): hopwatch's middleware is in MIDDLEWARE, but another
+    (not OpenTelemetry's, which calls the next one always) is the top of ``chain``."""
+    from django.conf import settings
+
+    from hopwatch.checks import MIDDLEWARE_PATH, OTEL_MIDDLEWARE_PATH
+    from hopwatch.middleware import HopwatchMiddleware
+
+    if MIDDLEWARE_PATH not in (getattr(settings, "MIDDLEWARE", None) or ()):
+        return False
+    top = _unwrapped(chain)
+    if type(top) is not HopwatchMiddleware and _path_of(top) == OTEL_MIDDLEWARE_PATH:
+        top = _unwrapped(getattr(top, "get_response", None))
+    return type(top) is not HopwatchMiddleware
+
+
+def _unwrapped(link: Any) -> Any:
+    """A link of a middleware chain without Django's wrappers around it (the
+    exception-to-response one, and asgiref's adapters to the chain's mode)."""
+    for _ in range(8):
+        inner = getattr(link, "__wrapped__", None)
+        if inner is None and isinstance(link, AsyncToSync):
+            inner = link.awaitable
+        elif inner is None and isinstance(link, SyncToAsync):
+            inner = link.func
+        if inner is None:
+            break
+        link = inner
+    return link
+
+
+def _path_of(middleware: Any) -> str:
+    kind = type(middleware)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _get_response_async(original: Callable[..., Any], request: Any) -> Any:
+    """An async handler's ``get_response_async`` where middleware above hopwatch's
+    may answer without it (:func:`_answered_above`; set on the handler for that
+    configuration only): the status of the response the chain returns is the
+    request's when hopwatch's middleware did not name one, as a sync handler reads
+    it (``sync_handler``). ``_hotpath.then``: in C no frame of hopwatch's in the
+    request's awaiting chain."""
+    if not active:
+        return original(request)
+    return then(original(request), _note_status, None, None, _request_of)
+
+
+def _request_of(_a: Any, _b: Any) -> RequestRecord | None:
+    return find_scope(RequestRecord)
+
+
+def _note_status(record: RequestRecord, _b: Any, response: Any) -> None:
+    if record.status is None and isinstance(response, _HttpResponseBase):
+        record.status = response.status_code
 
 
 def without_wrapper(chain: Any) -> Any:
