@@ -230,6 +230,37 @@ def test_a_profile_token_no_request_could_match_stops_start_up(tmp_path, token, 
     )
 
 
+_TOO_SHORT = (
+    "; it must be None or a secret string of at least 16 characters. Set"
+    " HOPWATCH['PROFILE_TOKEN'] to None or a secret string of at least 16 characters, or"
+    " remove it for the default (None)."
+)
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        # os.environ.get("HOPWATCH_PROFILE_TOKEN", ""), the variable unset: was "is only whitespace".
+        ("", "is an empty string; it must be None or a secret string of at least 16 characters. Leave PROFILE_TOKEN out, or set it to None, to turn token profiles off (read from the environment: os.environ.get('HOPWATCH_PROFILE_TOKEN'), None when it is unset, not a default of \"\"); or set it to a secret string of at least 16 characters."),
+        # Too short is said first, as before the character rules: was "has a control character".
+        ("abc\n", "is a string of 4 characters (not shown: it is a secret)" + _TOO_SHORT),
+        ("   ", "is a string of 3 characters (not shown: it is a secret)" + _TOO_SHORT),
+        ("Sup3rS3cr\u00e9t", "is a string of 11 characters (not shown: it is a secret)" + _TOO_SHORT),
+    ],
+    ids=["empty", "short-with-newline", "short-whitespace", "short-non-ascii"],
+)  # fmt: skip
+def test_a_profile_token_too_short_is_said_to_be_too_short_first(tmp_path, token, said):
+    """The length rule (the message before the character rules came) is said for a token
+    shorter than 16 characters, whatever its characters; an empty one, the usual
+    os.environ.get default, has its own hint."""
+    done = _start(tmp_path, {"PROFILE_TOKEN": token})
+    assert done.returncode != 0 and "started" not in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
+        f" docs/settings.md): HOPWATCH['PROFILE_TOKEN'] {said}"
+    )
+
+
 def test_a_refused_profile_token_is_never_shown_at_run_time(log_lines, db):
     """Given with override_settings, the warning that it is ignored quoted it in full."""
     from django.test import Client

@@ -175,7 +175,8 @@ def token_fault(token: str) -> str | None:
     """Why no request could carry ``token`` in a header to match it, or None. RFC 9110
     keeps a header value to visible ASCII, spaces and tabs; a server strips the
     whitespace around it (the test client does not, so tests would pass). Said
-    without the token, or which of its characters is wrong."""
+    without the token, or which of its characters is wrong. Asked of a token long
+    enough (16+ characters): a shorter one is said to be too short, first."""
     stripped = "servers strip the whitespace around a header value"
     if not token.strip():
         return f"is only whitespace ({stripped})"
@@ -430,8 +431,10 @@ SETTINGS: Final[dict[str, Setting]] = {
         " it (servers strip it from a header value), only whitespace, a control character (a"
         " line break, a tab) or a non-ASCII one (Django reads a header's bytes as Latin-1;"
         " curl and browsers send UTF-8) would match no request a server passes on, and is"
-        " refused at start-up. Never shown in a message: a refused one is said by its length"
-        " and what is wrong with it.",
+        " refused at start-up, as is a shorter one (said to be too short, whatever its"
+        " characters; an empty string too: leave the setting out or None to turn token"
+        " profiles off). Never shown in a message: a refused one is said by its length and"
+        " what is wrong with it.",
         secret=True,
     ),
     "PROFILE_HEADER": Setting(
@@ -617,8 +620,20 @@ def problems(user: object) -> list[Problem]:
             )
     about_headers = _header_problems(user)
     token = user.get("PROFILE_TOKEN")
-    fault = token_fault(token) if isinstance(token, str) else None
-    if fault is not None:
+    # Too short is said first (as before token_fault): its characters only of one long enough.
+    fault = token_fault(token) if isinstance(token, str) and len(token) >= 16 else None
+    if token == "":
+        # os.environ.get("HOPWATCH_PROFILE_TOKEN", ""), the variable unset: not "only whitespace".
+        about_headers["PROFILE_TOKEN"] = Problem(
+            "hopwatch.E003",
+            "PROFILE_TOKEN",
+            "HOPWATCH['PROFILE_TOKEN'] is an empty string; it must be None or a secret string of"
+            " at least 16 characters.",
+            "Leave PROFILE_TOKEN out, or set it to None, to turn token profiles off (read from"
+            " the environment: os.environ.get('HOPWATCH_PROFILE_TOKEN'), None when it is unset,"
+            ' not a default of ""); or set it to a secret string of at least 16 characters.',
+        )
+    elif fault is not None:
         about_headers["PROFILE_TOKEN"] = Problem(
             "hopwatch.E003",
             "PROFILE_TOKEN",
