@@ -648,6 +648,27 @@ def test_a_directory_inside_one_others_may_write_to_is_refused(tmp_path, log_lin
         assert f"is inside {str(shared)!r}, owned by uid 65534, neither this process's user (uid 0) nor root:" in warning.msg
 
 
+def test_the_directories_made_above_a_missing_profile_dir_are_0700(tmp_path, log_lines):
+    """Under umask 002 ``mkdir(mode=0o700, parents=True)`` made only PROFILE_DIR 0700, the
+    directories above it 0775: W008 passed (they were missing), then each profile was
+    refused for the group-writable parents hopwatch had made itself. Each is made 0700."""
+    from hopwatch.checks import check_profile_dir
+
+    profile_dir = tmp_path / "var" / "hopwatch" / "profiles"
+    before = os.umask(0o002)
+    try:
+        with profiled(profile_dir):
+            assert check_profile_dir() == []
+        said = _warnings_while(lambda: _token_request(profile_dir))
+    finally:
+        os.umask(before)
+    assert said == []
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in (profile_dir.parent.parent, profile_dir.parent, profile_dir)]
+    assert modes == [0o700, 0o700, 0o700]
+    assert len(files(profile_dir)) == 2
+    assert [bool(line.get("profile")) for line in log_lines.parsed()] == [True]
+
+
 def _swapped(profile_dir, theirs):
     """Rename PROFILE_DIR away (to ``…-checked``) and put ``theirs`` in its place."""
     checked = profile_dir.with_name(profile_dir.name + "-checked")

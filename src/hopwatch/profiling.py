@@ -699,7 +699,7 @@ def _unsafe_ancestor(directory: Path) -> str | None:
     above it, on its path as written and as resolved (links followed), must be this
     user's or root's, and writable by no one else unless sticky (``/tmp``: there only
     an entry's owner may rename it). Ones missing yet are skipped: hopwatch makes
-    them, this user's."""
+    them, this user's and 0700 (:func:`_made`)."""
     if not hasattr(os, "geteuid"):
         return None
     uid = os.geteuid()
@@ -746,7 +746,7 @@ def _checked_directory() -> tuple[Path, int | None]:
     again (``fstat``): the files are made in that one, whatever its path names by
     the time they are."""
     directory = Path(hopwatch_settings.PROFILE_DIR)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _made(directory)
     why = _unsafe_directory(directory)
     if why is None and not _BY_DESCRIPTOR:
         return directory, None
@@ -773,6 +773,25 @@ def _checked_directory() -> tuple[Path, int | None]:
 
         logging.getLogger("hopwatch").warning("%s", message)
     raise UnsafeDirectory(message)
+
+
+def _made(directory: Path) -> None:
+    """Make ``directory`` and each directory above it that is missing, every one with
+    mode 0700 (``Path.mkdir(parents=True)`` gives the ones above it the umask's mode,
+    0775 under umask 002, which :func:`_unsafe_ancestor` then refuses, though W008,
+    judging before they existed, passed)."""
+    missing = []
+    path = Path(os.path.abspath(directory))
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # made meanwhile, by another process: checked as found
+            pass
+    if not missing:
+        directory.mkdir(mode=0o700, exist_ok=True)  # (a link to nowhere: FileExistsError)
 
 
 class _Reserved:
