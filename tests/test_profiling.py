@@ -6,10 +6,14 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
 import sys
+import textwrap
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -25,6 +29,8 @@ from tests.helpers import asgi_call, asgi_request, capture, wsgi_call, wsgi_envi
 from tests.settings import DEFAULT_MIDDLEWARE
 from tests.testapp import views
 from tests.testapp.middleware import StalledUserLookupMiddleware
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOKEN = "t0k3n-for-the-profiling-tests"
 #: The header the token is sent in: PROFILE_HEADER's default, X-Hopwatch-Profile-Token.
@@ -667,6 +673,115 @@ def test_the_directories_made_above_a_missing_profile_dir_are_0700(tmp_path, log
     assert modes == [0o700, 0o700, 0o700]
     assert len(files(profile_dir)) == 2
     assert [bool(line.get("profile")) for line in log_lines.parsed()] == [True]
+
+
+# Run with a private group as its effective group, under umask 002 (as a Debian or Ubuntu
+# login runs): W008's messages, then the profile files one token request left and the
+# warnings said.
+_WITH_GROUP = textwrap.dedent(
+    """
+    import json, logging, os, sys
+    from django.conf import settings
+    settings.configure(
+        DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="x" * 50, ROOT_URLCONF="__main__",
+        INSTALLED_APPS=["hopwatch"], MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+        HOPWATCH={"PROFILE_DIR": sys.argv[1], "PROFILE_TOKEN": sys.argv[2]}, LOGGING_CONFIG=None,
+    )
+    import django
+    django.setup()
+    from django.http import HttpResponse
+    from django.test import Client
+    from django.urls import path
+    from hopwatch import profiling
+    from hopwatch.checks import check_profile_dir
+
+    urlpatterns = [path("ok/", lambda request: HttpResponse("ok"))]
+    said, profiles = [], []
+    collector = logging.Handler(logging.INFO)
+    collector.emit = lambda record: (said if record.levelno >= logging.WARNING else profiles).append(
+        json.loads(record.getMessage()).get("profile")
+        if record.levelno < logging.WARNING
+        else record.getMessage()
+    )
+    logging.getLogger("hopwatch").addHandler(collector)
+    logging.getLogger("hopwatch").setLevel(logging.INFO)
+    checks = [message.msg for message in check_profile_dir()]
+    status = Client().get("/ok/", HTTP_X_HOPWATCH_PROFILE_TOKEN=sys.argv[2]).status_code
+    profiling.written(30)
+    files = len(os.listdir(sys.argv[1]))
+    print(json.dumps({"checks": checks, "status": status, "files": files, "said": said, "profiled": [bool(p) for p in profiles]}))
+    """
+)
+
+
+@pytest.fixture
+def private_group():
+    """A group made with ``groupadd``, no one's primary group and with no member, and a
+    user made with ``useradd`` outside it (``usermod -a -G`` adds them); removed after."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("groupadd"):
+        pytest.skip("making groups and users needs root and groupadd")
+    import grp
+
+    group, other = f"hwg{os.getpid() % 100000}", f"hwu{os.getpid() % 100000}"
+    try:
+        subprocess.run(["groupadd", group], check=True, capture_output=True)
+        subprocess.run(["useradd", "-M", "-N", "-s", "/bin/false", other], check=True, capture_output=True)
+        yield grp.getgrnam(group).gr_gid, group, other
+    finally:
+        subprocess.run(["userdel", other], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def _with_group(gid, profile_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", _WITH_GROUP, str(profile_dir), TOKEN],
+        cwd=profile_dir.parent, env=env, capture_output=True, text=True, timeout=120,
+        group=gid, extra_groups=[], umask=0o002,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["missing", "made-already"])
+def test_a_directory_group_writable_by_the_users_private_group_is_used(tmp_path, private_group, made):
+    """A project directory made under umask 002 with user private groups (Debian's and
+    Ubuntu's logins) is 0775, its group the user's own, which no one else is in: no one
+    else may write there. The ancestor check refused it, and BASE_DIR / "profiles" got
+    no profile. Used (by W008's judgement and at run time), as is PROFILE_DIR made 0775
+    there; refused once another user is in the group."""
+    gid, group, other = private_group
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chown(project, -1, gid)
+    project.chmod(0o775)
+    profile_dir = project / "profiles"
+    if made:
+        profile_dir.mkdir()
+        os.chown(profile_dir, -1, gid)
+        profile_dir.chmod(0o775)
+    assert _with_group(gid, profile_dir) == {
+        "checks": [], "status": 200, "files": 2, "said": [], "profiled": [True]
+    }
+    assert stat.S_IMODE(profile_dir.stat().st_mode) == (0o775 if made else 0o700)
+    # Another user in the group may write there: refused, by W008 and at run time.
+    subprocess.run(["usermod", "-a", "-G", group, other], check=True, capture_output=True)
+    why = (
+        "may be written to by its group or by others (mode 0775)"
+        if made
+        else f"is inside {str(project)!r}, which its group or others may write to (mode 0775, not sticky)"
+    )
+    assert _with_group(gid, profile_dir) == {
+        "checks": [
+            f'HOPWATCH["PROFILE_DIR"] {str(profile_dir)!r} {why}: no profile would be'
+            " written there (the requests are served, their lines name no profile)."
+        ],
+        "status": 200,
+        "files": 2,  # the first run's, none more
+        "said": [_refusal(profile_dir, why)],
+        "profiled": [False],
+    }
 
 
 def _swapped(profile_dir, theirs):

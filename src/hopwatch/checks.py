@@ -18,7 +18,8 @@ Ids are stable; each message says what is wrong and each hint how to fix it.
 * ``hopwatch.W007`` ``OUTPUT`` is a file this process cannot append to (lost lines).
 * ``hopwatch.W008`` ``PROFILE_DIR`` is a directory no profile would be written to (not
   this user's own, writable by others, inside a directory others may write to and
-  not sticky, not a directory, or not one this user can make).
+  not sticky, not a directory, or not one this user can make). Writable by a group is
+  writable by others unless the group is this user's private one.
 * ``hopwatch.W010`` a sync-only middleware in an ASGI project (``hopwatch audit`` shows
   what it costs).
 * ``hopwatch.I001`` Django or asgiref is a version hopwatch was not tested on
@@ -227,8 +228,10 @@ def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             f'HOPWATCH["PROFILE_DIR"] {str(directory)!r} {why}: no profile would be written'
             " there (the requests are served, their lines name no profile).",
             hint="Use a directory of this user's that only it may write to (chown, chmod go-w),"
-            " in directories only it or root may write to (or sticky ones, as /tmp), or a"
-            " missing one it may create (made with mode 0700); see docs/profiling.md.",
+            " in directories only it or root may write to (or sticky ones, as /tmp; its group"
+            " may write to them only if it is this user's private group), or a missing one it"
+            " may create (made with mode 0700, as the missing directories above it); see"
+            " docs/profiling.md.",
             id="hopwatch.W008",
         )
     ]

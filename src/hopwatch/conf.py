@@ -419,8 +419,9 @@ SETTINGS: Final[dict[str, Setting]] = {
         "None or a path",
         "Profiling is off unless this is set: the directory profiles are written to, this"
         " user's own and writable by no one else, inside directories that only this user or"
-        " root may write to, or sticky ones such as `/tmp` (check `hopwatch.W008` warns when"
-        " it is not). See [profiling](profiling.md).",
+        " root may write to, or sticky ones such as `/tmp`; writable by a group only when it"
+        " is this user's private group (check `hopwatch.W008` warns when it is not). Missing"
+        " directories are made with mode 0700. See [profiling](profiling.md).",
     ),
     "PROFILE_TOKEN": Setting(
         None,

@@ -684,10 +684,53 @@ def _unsafe_found(found: os.stat_result) -> str | None:
         return "is not a directory"
     if found.st_uid != uid:
         return f"is owned by uid {found.st_uid}, not by this process's user (uid {uid})"
-    if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if _writable_by_others(found):
         mode = stat.S_IMODE(found.st_mode)
         return f"may be written to by its group or by others (mode {mode:04o})"
     return None
+
+
+#: Whether a group is this process's user's private group, by gid (asked once per
+#: process: a group's members rarely change while a server runs).
+_private_groups: dict[int, bool] = {}
+
+
+def _writable_by_others(found: os.stat_result) -> bool:
+    """Whether someone other than this process's user may write to a directory of this
+    ``stat`` by its mode: others may, or its group may and the group is not this user's
+    private group (:func:`_private_group`)."""
+    if found.st_mode & stat.S_IWOTH:
+        return True
+    return bool(found.st_mode & stat.S_IWGRP) and not _private_group(found.st_gid)
+
+
+def _private_group(gid: int) -> bool:
+    """Whether group ``gid`` has this process's user as its only member: the user's own
+    group (a user private group, as Debian's and Ubuntu's ``useradd`` make, whose logins
+    have umask 002). It must be the process's effective gid or the user's primary group,
+    list no other user as a member, and be no other user's primary group (as Debian's
+    OpenSSH accepts a group-writable ``~/.ssh`` whose group has the user as its only
+    member). Asked once per gid and process."""
+    known = _private_groups.get(gid)
+    if known is None:
+        known = _private_groups[gid] = _only_this_user_in(gid)
+    return known
+
+
+def _only_this_user_in(gid: int) -> bool:
+    try:
+        import grp
+        import pwd
+
+        uid = os.geteuid()
+        user = pwd.getpwuid(uid)
+        if gid not in (os.getegid(), user.pw_gid):
+            return False
+        if any(member != user.pw_name for member in grp.getgrgid(gid).gr_mem):
+            return False
+        return not any(other.pw_gid == gid and other.pw_uid != uid for other in pwd.getpwall())
+    except (ImportError, KeyError, OSError):  # no such group, user or database: not private
+        return False
 
 
 def _unsafe_ancestor(directory: Path) -> str | None:
@@ -698,8 +741,9 @@ def _unsafe_ancestor(directory: Path) -> str | None:
     theirs to choose. As OpenSSH's ``StrictModes`` asks of a home directory, each one
     above it, on its path as written and as resolved (links followed), must be this
     user's or root's, and writable by no one else unless sticky (``/tmp``: there only
-    an entry's owner may rename it). Ones missing yet are skipped: hopwatch makes
-    them, this user's and 0700 (:func:`_made`)."""
+    an entry's owner may rename it); writable by its group is fine when the group is
+    this user's private one (:func:`_private_group`). Ones missing yet are skipped:
+    hopwatch makes them, this user's and 0700 (:func:`_made`)."""
     if not hasattr(os, "geteuid"):
         return None
     uid = os.geteuid()
@@ -718,7 +762,7 @@ def _unsafe_ancestor(directory: Path) -> str | None:
                     f"is inside {str(above)!r}, owned by uid {found.st_uid}, neither this"
                     f" process's user (uid {uid}) nor root"
                 )
-            if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not found.st_mode & stat.S_ISVTX:
+            if not found.st_mode & stat.S_ISVTX and _writable_by_others(found):
                 mode = stat.S_IMODE(found.st_mode)
                 return (
                     f"is inside {str(above)!r}, which its group or others may write to"
