@@ -170,7 +170,7 @@ PARTS: dict[str, str] = {
         """,
     # the line handed to logging's handler (or a file) and written
     "line write": """
-        py_deliver_line deliver_plain write_line plain_handler handle_error
+        py_deliver_line deliver_plain write_line plain_handler handle_error handler_took
         call_with_record call_then_attr py_fill_log_record fill_record_fields
         logging_flag logging_method logging_own logging_type get_logging_classes
         module_attr copy_attr

@@ -216,21 +216,33 @@ def test_a_handler_above_info_first_does_not_shift_which_handler_raised(
     assert warnings.stream.getvalue() == ""
 
 
-@pytest.mark.parametrize("accepts", [False, True])
+def _annotate(record: logging.LogRecord) -> bool:
+    record.service = "web"  # a field for the formatter, the record let through
+    return True
+
+
+@pytest.mark.parametrize("kind", ["drops", "lets through", "adds a field"])
 @pytest.mark.internal_errors
-def test_a_handler_with_filters_before_the_raising_one_may_not_have_written_it(
-    tmp_path, delivery, line_logger, accepts
+def test_a_handler_with_filters_before_the_raising_one_wrote_the_line_if_they_let_it_through(
+    tmp_path, delivery, line_logger, kind
 ):
     # Django's require_debug_true on a console handler, DEBUG off: its filter drops
-    # every line, so no handler got the lines the shipper failed on. They counted as
-    # written (the first line after the outage reported 1 of 6 errors). Whether a
-    # handler's filters let a line through is not known (they are not run again):
-    # as through the logger's own handle, each error is given back once.
-    from django.utils.log import RequireDebugFalse, RequireDebugTrue
+    # every line, so no handler got the lines the shipper failed on, and the first
+    # line after the outage reports them all (they counted as written: it reported
+    # 1 of 6). A filter that lets the line through (require_debug_false, a
+    # CallbackFilter that adds a field): the console wrote each line before the
+    # shipper failed, each failure reported once (not known, each was reported twice).
+    from django.utils.log import CallbackFilter, RequireDebugFalse, RequireDebugTrue
 
     _errors.reset_for_tests()
     console = logging.StreamHandler(io.StringIO())
-    console.addFilter(RequireDebugFalse() if accepts else RequireDebugTrue())
+    console.addFilter(
+        {
+            "drops": RequireDebugTrue,
+            "lets through": RequireDebugFalse,
+            "adds a field": lambda: CallbackFilter(_annotate),
+        }[kind]()
+    )
     down = ShipperDown()
     for handler in (
         console,
@@ -242,12 +254,74 @@ def test_a_handler_with_filters_before_the_raising_one_may_not_have_written_it(
     assert _errors.total() == 6
     line_logger.removeHandler(down)
     _requests(1)
-    assert _errors_per_line(tmp_path / "lines.log") == [2]
     shown = [
         json.loads(line).get("hopwatch_errors", 0)
         for line in console.stream.getvalue().splitlines()
     ]
-    assert shown == ([0, 1, 2, 2, 2, 2, 2] if accepts else [])
+    if kind == "drops":
+        assert _errors_per_line(tmp_path / "lines.log") == [6]
+        assert shown == []
+    else:
+        assert _errors_per_line(tmp_path / "lines.log") == [1]
+        assert shown == [0, 1, 1, 1, 1, 1, 1]
+    assert _errors.total() == 6
+
+
+class OwnHandle(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler class with a ``handle`` of its own (what it returns says nothing)."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        super().handle(record)
+        return False
+
+
+@pytest.mark.parametrize("where", ["its class", "the handler itself"])
+@pytest.mark.internal_errors
+def test_a_handler_with_a_handle_of_its_own_before_the_raising_one_is_not_known(
+    tmp_path, delivery, line_logger, where
+):
+    # Whether it wrote the line is not known: as through the logger's own handle,
+    # each error is given back once (reported on two lines at most)
+    _errors.reset_for_tests()
+    if where == "its class":
+        own = _bare(OwnHandle(io.StringIO()))
+    else:
+        own = _bare(logging.StreamHandler(io.StringIO()))
+        handle = own.handle
+        own.handle = lambda record: not handle(record)  # type: ignore[method-assign]
+    down = ShipperDown()
+    line_logger.addHandler(own)
+    line_logger.addHandler(down)
+    _requests(6)
+    assert _errors.total() == 6
+    line_logger.removeHandler(down)
+    _requests(1)
+    shown = [
+        json.loads(line).get("hopwatch_errors", 0) for line in own.stream.getvalue().splitlines()
+    ]
+    assert shown == [0, 1, 2, 2, 2, 2, 2]
+    assert _errors.total() == 6
+
+
+@pytest.mark.internal_errors
+def test_a_handler_known_to_have_written_after_one_not_known_settles_it(
+    tmp_path, delivery, line_logger
+):
+    # a handler with a handle of its own, then a file handler that wrote each line,
+    # then the shipper: each failure is reported once
+    _errors.reset_for_tests()
+    own = _bare(OwnHandle(io.StringIO()))
+    down = ShipperDown()
+    for handler in (
+        own,
+        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
+        down,
+    ):
+        line_logger.addHandler(handler)
+    _requests(6)
+    line_logger.removeHandler(down)
+    _requests(1)
+    assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
     assert _errors.total() == 6
 
 

@@ -872,31 +872,18 @@ def make_logger(
 
 
 def _written_before(exc: BaseException, settings: Mapping[str, Any]) -> bool | None:
-    """Whether a handler (not a ``NullHandler``) got the request line before ``exc``
-    was raised writing it: False when none did, None when that is not known (the line
-    went through the logger's own ``handle``, or the only handlers before were ones
-    with filters: whether their filters let the line through is not known, and they
-    are not run again). Only when the line failed."""
+    """Whether a handler got the request line before ``exc`` was raised writing it
+    (as ``deliver_line`` found: a handler whose filters dropped it, a ``NullHandler``
+    did not): False when none did, None when that is not known (the line went through
+    the logger's own ``handle``, or the handlers before were ones with a ``handle``
+    of their own). Only when the line failed."""
     failure = _hotpath.take_failure()
     if settings["OUTPUT"] != "logging":
         return False  # hopwatch's own stream: the line was not written
     if failure is None or failure[0] is not exc:
         return None
-    # deliver_line's walk again, over the handlers before the one that raised
-    before = failure[1] - 1
-    filtered = False
-    current: Any = logging.getLogger(settings["LOGGER_NAME"])
-    while current and before > 0:
-        for handler in current.handlers:
-            if before <= 0:
-                break
-            before -= 1
-            if handler.level <= logging.INFO and not isinstance(handler, logging.NullHandler):
-                if not handler.filters:
-                    return True  # (a NullHandler writes nothing)
-                filtered = True  # (Django's require_debug_true drops every line)
-        current = current.parent if current.propagate else None
-    return None if filtered else False
+    written: bool | None = failure[1]
+    return written
 
 
 class Emitter:
@@ -1009,7 +996,8 @@ class Emitter:
             written = _written_before(exc, settings)  # (taking what the walk left)
             if errors and written is None:
                 # logger.handle took the line (logger filters, a patched logging
-                # method): which handlers got it before the failure is not known.
+                # method), or the handlers before the one that raised have a handle
+                # of their own: whether one got it before the failure is not known.
                 # Given back, but each error once: a handler that writes every line
                 # before another that fails on every line has each one reported twice
                 # at most, not on every later line.

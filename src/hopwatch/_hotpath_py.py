@@ -1451,7 +1451,14 @@ def deliver_line(
     Sentry's of ``callHandlers``); its ``callHandlers`` when no handler was found
     (``lastResort``). The caller has checked ``isEnabledFor(INFO)`` and that the
     record factory and ``makeRecord`` are logging's. When the walk raises (a
-    handler's ``emit`` that raises), what :func:`take_failure` returns says where.
+    handler's ``emit`` that raises), what :func:`take_failure` returns says
+    whether a handler before the one that raised wrote the line: a plain one
+    whose write went through (a closed ``FileHandler``: whose ``emit`` was
+    called); one whose ``handle`` is ``Handler.handle`` and returned true (its
+    filters let the record through and ``emit`` was called); not one whose
+    ``handle`` is ``NullHandler``'s. Any other ``handle`` (a class's own, one
+    set on the handler itself) says nothing of it: not known, unless a handler
+    before wrote it.
     """
     global _failure
     if logger.filters or not _logging_own(type(logger), logging):
@@ -1459,6 +1466,7 @@ def deliver_line(
         return
     record = None
     found = 0
+    wrote: bool | None = False  # a handler wrote the line (None: not known)
     current = logger
     try:
         while current:
@@ -1474,11 +1482,13 @@ def deliver_line(
                             if record is None:
                                 record = make_record(message)
                             handler.emit(record)
+                            wrote = True
                             continue
                         try:  # StreamHandler.emit
                             stream.write(message + handler.terminator)
                             if stream and hasattr(stream, "flush"):  # StreamHandler.flush
                                 stream.flush()
+                            wrote = True
                         except RecursionError:
                             raise
                         except Exception:
@@ -1488,26 +1498,45 @@ def deliver_line(
                 else:
                     if record is None:
                         record = make_record(message)
-                    handler.handle(record)
+                    took = handler.handle(record)
+                    if wrote is not True:
+                        handle = type(handler).handle
+                        if handle is logging.Handler.handle and "handle" not in handler.__dict__:
+                            if took:  # its filters let the record through: emit was called
+                                wrote = True
+                        elif not _writes_nothing(handler, handle, logging):
+                            wrote = None  # a handle of its own: not known
             current = current.parent if current.propagate else None
         if not found:  # lastResort, or the one-time "no handlers" warning
             logger.callHandlers(make_record(message) if record is None else record)
     except BaseException as exc:
-        # (a try costs nothing until something raises.) Which handler of the walk
-        # it was, for the emitter: the handlers before it got the line.
-        _failure = (exc, found)
+        # (a try costs nothing until something raises.) For the emitter: whether a
+        # handler before the one that raised wrote the line.
+        _failure = (exc, wrote)
         raise
 
 
-#: (the exception, how many handlers the walk had come to, the one that raised
-#: included) of the last walk of deliver_line that raised, until take_failure.
-_failure: tuple[BaseException, int] | None = None
+def _writes_nothing(handler: Any, handle: Any, logging: Any) -> bool:
+    """``handle``, the handler's class's, is logging's ``NullHandler.handle`` (and
+    none is set on the handler itself)."""
+    return (
+        handle is logging.NullHandler.handle
+        and getattr(handle, "__globals__", None) is logging.__dict__
+        and "handle" not in handler.__dict__
+    )
 
 
-def take_failure() -> tuple[BaseException, int] | None:
+#: (the exception, whether a handler of the walk wrote the line before it was
+#: raised: True, False, None when not known) of the last walk of deliver_line
+#: that raised, until take_failure.
+_failure: tuple[BaseException, bool | None] | None = None
+
+
+def take_failure() -> tuple[BaseException, bool | None] | None:
     """What the last failed walk of :func:`deliver_line` left (then nothing): its
-    exception and the number of handlers it had come to, the one that raised
-    included (the logger's own ``handle``, taken on the slow path, leaves nothing)."""
+    exception and whether a handler before the one that raised wrote the line
+    (True, False, or None when not known: see :func:`deliver_line`). The logger's
+    own ``handle``, taken on the slow path, leaves nothing."""
     global _failure
     failure, _failure = _failure, None
     return failure

@@ -5841,7 +5841,8 @@ static PyObject *s_dl_filters, *s_dl_handlers, *s_dl_level, *s_dl_formatter, *s_
     *s_dl_propagate, *s_dl_acquire, *s_dl_release, *s_dl_message_fmt, *s_dl_file_handler,
     *s_dl_stream_handler, *s_dl_formatter_cls, *s_dl_percent_style, *s_dl_log_record,
     *s_dl_default_formatter, *s_dl_filter, *s_dl_format, *s_dl_format_message,
-    *s_dl_uses_time, *s_dl_underscore_format, *s_dl_get_message;
+    *s_dl_uses_time, *s_dl_underscore_format, *s_dl_get_message, *s_dl_handler_cls,
+    *s_dl_null_handler;
 static PyTypeObject *g_rlock_type;
 
 /* The logging classes a line's delivery reads, from the logging module's dict
@@ -6208,7 +6209,8 @@ handle_error(PyObject *handler, PyObject *make_record, PyObject *message, PyObje
 
 /* One plain handler's line, under its lock (Handler.handle, FileHandler.emit,
  * StreamHandler.emit; ``lock``, the handler's, is the caller's reference, released
- * here): 0 or -1 */
+ * here): 1 written (the write went through, or FileHandler.emit was called), 0 not
+ * (the write failed: handleError had it), -1 */
 static int
 deliver_plain(PyObject *handler, PyObject *lock, logging_classes *c, PyObject *message,
               PyObject *make_record, PyObject **record)
@@ -6230,15 +6232,19 @@ deliver_plain(PyObject *handler, PyObject *lock, logging_classes *c, PyObject *m
             goto release;
         }
         if (!open) { /* closed or delayed: FileHandler.emit opens it (or not) */
-            if (need_record(make_record, message, record) == 0) {
-                rc = call_with_record(handler, s_dl_emit, *record);
+            if (need_record(make_record, message, record) == 0 &&
+                call_with_record(handler, s_dl_emit, *record) == 0) {
+                rc = 1;
             }
             goto release;
         }
     }
     rc = write_line(handler, stream, message);
-    if (rc < 0 && !PyErr_ExceptionMatches(PyExc_RecursionError) &&
-        PyErr_ExceptionMatches(PyExc_Exception)) {
+    if (rc == 0) {
+        rc = 1;
+    }
+    else if (!PyErr_ExceptionMatches(PyExc_RecursionError) &&
+             PyErr_ExceptionMatches(PyExc_Exception)) {
         rc = handle_error(handler, make_record, message, record);
     }
 release:
@@ -6259,22 +6265,83 @@ release:
     return rc;
 }
 
+/* Whether a handler of the walk wrote the line (the reference's `wrote`). */
+#define WROTE_NO 0
+#define WROTE_YES 1
+#define WROTE_UNKNOWN 2
+
+/* A non-plain handler's handle(record) returned `took` (not known to be written
+ * yet): what that says of the line, as the reference reads it. handle is
+ * Handler.handle (none set on the handler itself): WROTE_YES when `took` is
+ * true (its filters let the record through, emit was called), else `wrote`;
+ * NullHandler's (logging's own): `wrote`; any other: WROTE_UNKNOWN. -1 error.
+ * (Only for handlers that are not plain: their handle costs far more.) */
+static Py_NO_INLINE int
+handler_took(PyObject *handler, PyObject *took, logging_classes *c, int wrote)
+{
+    PyObject *handle = _PyType_Lookup(Py_TYPE(handler), s_dl_handle);
+    PyTypeObject *base = logging_type(c->own, s_dl_handler_cls);
+    int own = handle != NULL && base != NULL && handle == _PyType_Lookup(base, s_dl_handle);
+    if (!own) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyTypeObject *null = logging_type(c->own, s_dl_null_handler);
+        if (null == NULL || handle == NULL || handle != _PyType_Lookup(null, s_dl_handle) ||
+            !logging_method(null, s_dl_handle, c->own)) {
+            return PyErr_Occurred() ? -1 : WROTE_UNKNOWN;
+        }
+    }
+    /* "handle" set on the handler itself (then called instead): not known */
+    PyObject *dict = NULL;
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    SharedKeys *keys = NULL;
+    Py_ssize_t capacity = 0;
+    PyObject **values = handler_values(handler, Py_TYPE(handler), &keys, &capacity);
+    if (values != NULL) {
+        Py_ssize_t ix = probe_keys(keys, s_dl_handle, NULL);
+        if (ix >= 0 && (ix >= capacity || values[ix] != NULL)) {
+            return WROTE_UNKNOWN;
+        }
+        if (ix == -1) {
+            goto set;
+        }
+        /* -2, not known here: the dict below */
+    }
+#endif
+    dict = existing_dict(handler);
+    if (dict != NULL) {
+        int rc = PyDict_Contains(dict, s_dl_handle);
+        if (rc != 0) {
+            return rc < 0 ? -1 : WROTE_UNKNOWN;
+        }
+    }
+#if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+set:
+#endif
+    if (!own) {
+        return wrote; /* a NullHandler writes nothing */
+    }
+    int rc = PyObject_IsTrue(took);
+    return rc < 0 ? -1 : rc ? WROTE_YES : wrote;
+}
+
 /* take_failure in the reference: the exception of the last walk of deliver_line
- * that raised and how many handlers it had come to (the one that raised
- * included), kept until take_failure() takes them. */
+ * that raised and whether a handler had written the line before (WROTE_), kept
+ * until take_failure() takes them. */
 static PyObject *g_failed_exc;
-static Py_ssize_t g_failed_at;
+static int g_failed_wrote;
 
 /* The walk raised (the exception is set, and stays set): remember it. */
 static Py_NO_INLINE void
-note_failure(Py_ssize_t found)
+note_failure(int wrote)
 {
     PyObject *exc = take_exc(); /* normalized, with its traceback */
     if (exc == NULL) {
         return;
     }
     Py_XSETREF(g_failed_exc, Py_NewRef(exc));
-    g_failed_at = found;
+    g_failed_wrote = wrote;
 #if PY_VERSION_HEX >= 0x030C0000
     PyErr_SetRaisedException(exc);
 #else
@@ -6290,8 +6357,10 @@ py_take_failure(PyObject *module, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     g_failed_exc = NULL;
-    PyObject *r = Py_BuildValue("(Nn)", exc, g_failed_at);
-    return r;
+    PyObject *wrote = g_failed_wrote == WROTE_UNKNOWN ? Py_None
+                      : g_failed_wrote == WROTE_YES   ? Py_True
+                                                      : Py_False;
+    return Py_BuildValue("(NO)", exc, wrote);
 }
 
 static PyObject *
@@ -6322,6 +6391,7 @@ py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     }
     Py_ssize_t found = 0;
+    int wrote = WROTE_NO;
     current = Py_NewRef(logger);
     for (;;) {
         int alive = PyObject_IsTrue(current);
@@ -6353,14 +6423,32 @@ py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     goto error;
                 }
                 if (plain) {
-                    if (deliver_plain(handler, lock, &classes, message, make_record, &record) <
-                        0) {
+                    int written =
+                        deliver_plain(handler, lock, &classes, message, make_record, &record);
+                    if (written < 0) {
                         goto error;
                     }
+                    if (written) {
+                        wrote = WROTE_YES;
+                    }
                 }
-                else if (need_record(make_record, message, &record) < 0 ||
-                         call_with_record(handler, s_dl_handle, record) < 0) {
-                    goto error;
+                else {
+                    if (need_record(make_record, message, &record) < 0) {
+                        goto error;
+                    }
+                    PyObject *took = PyObject_CallMethodOneArg(handler, s_dl_handle, record);
+                    if (took == NULL) {
+                        goto error;
+                    }
+                    if (wrote != WROTE_YES) {
+                        int now = handler_took(handler, took, &classes, wrote);
+                        if (now < 0) {
+                            Py_DECREF(took);
+                            goto error;
+                        }
+                        wrote = now;
+                    }
+                    Py_DECREF(took);
                 }
             }
             Py_CLEAR(handler);
@@ -6390,7 +6478,7 @@ py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XDECREF(record);
     Py_RETURN_NONE;
 error:
-    note_failure(found);
+    note_failure(wrote);
     Py_XDECREF(handler);
     Py_XDECREF(iter);
     Py_XDECREF(handlers);
@@ -6735,7 +6823,8 @@ static PyMethodDef module_methods[] = {
     {"deliver_line", (PyCFunction)(void (*)(void))py_deliver_line, METH_FASTCALL,
      "deliver_line(logger, message, make_record, logging): logger.handle for one INFO line."},
     {"take_failure", (PyCFunction)py_take_failure, METH_NOARGS,
-     "take_failure(): (exception, handlers come to) of the last failed deliver_line walk, or None."},
+     "take_failure(): (exception, whether a handler wrote the line before: True, False, None "
+     "when not known) of the last failed deliver_line walk, or None."},
     {"steps_in_scope", (PyCFunction)(void (*)(void))py_steps_in_scope, METH_FASTCALL,
      "steps_in_scope(var, iterator, value[, first_failed]): iterator's steps, each with var"
      " set to value; first_failed(value) if the first step raises."},
@@ -6816,6 +6905,8 @@ PyInit__speedups(void)
     INTERN(s_dl_uses_time, "usesTime");
     INTERN(s_dl_underscore_format, "_format");
     INTERN(s_dl_get_message, "getMessage");
+    INTERN(s_dl_handler_cls, "Handler");
+    INTERN(s_dl_null_handler, "NullHandler");
     {
         PyObject *thread = PyImport_ImportModule("_thread");
         if (thread == NULL) {
