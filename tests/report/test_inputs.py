@@ -253,6 +253,32 @@ def test_dev_stdin_on_a_pipe_and_on_a_file(tmp_path: Path) -> None:
     assert _records(_report(f"hopwatch report /dev/stdin --format json < {shlex.quote(str(path))}")) == 30
 
 
+def test_stdin_redirected_from_a_file_also_named_is_read_once(tmp_path: Path) -> None:
+    """``-`` on ``< app.log`` is app.log (its device and inode), as /dev/stdin is: named
+    as well, either way round, the file is read once; a pipe on stdin is always read."""
+    path = tmp_path / "app.log"
+    path.write_bytes(LOG)
+    other = tmp_path / "other.log"
+    other.write_bytes(LOG)
+    log = shlex.quote(str(path))
+
+    def summary(command: str, stdin: bytes | None = None) -> tuple[int, bool, int]:
+        done = _report(command + " --format json", stdin=stdin)
+        assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+        s = json.loads(done.stdout)["summary"]
+        return s["files"], s["stdin"], s["records"]
+
+    assert summary(f"hopwatch report {log}") == (1, False, 30)
+    assert summary(f"hopwatch report {log} /dev/stdin < {log}") == (1, False, 30)
+    assert summary(f"hopwatch report {log} - < {log}") == (1, False, 30)
+    assert summary(f"hopwatch report - {log} < {log}") == (0, True, 30)
+    assert summary(f"hopwatch report - - {log} {log} < {log}") == (0, True, 30)
+    # another file on stdin, and a pipe, are inputs of their own
+    assert summary(f"hopwatch report {log} - < {shlex.quote(str(other))}") == (1, True, 60)
+    assert summary(f"hopwatch report {log} -", stdin=LOG) == (1, True, 60)
+    assert summary(f"cat {log} | hopwatch report {log} -") == (1, True, 60)
+
+
 def test_a_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -196,8 +196,8 @@ def _raise_walk_error(exc: OSError) -> None:
 
 def resolve(arguments: list[str]) -> list[Source]:
     """The sources named by the command line, in order, each file once: by its device
-    and inode, so that a hard link, a symbolic link or a second glob naming a file already
-    listed adds nothing."""
+    and inode, so that a hard link, a symbolic link, a second glob or stdin redirected
+    from a file already listed adds nothing (nor does the file after such a stdin)."""
     sources: list[Source] = []
     seen: set[tuple[int, int]] = set()
     stdin = False
@@ -222,7 +222,13 @@ def resolve(arguments: list[str]) -> list[Source]:
         if argument == STDIN:
             if not stdin:
                 stdin = True
-                sources.append(_stdin_source())
+                source = _stdin_source()
+                # `< app.log`: stdin is that file, read once as /dev/stdin would be
+                if source.identity is not None:
+                    if source.identity in seen:
+                        continue
+                    seen.add(source.identity)
+                sources.append(source)
         elif os.path.isdir(argument):
             for path in _walk(argument):
                 add_file(path)
