@@ -9,8 +9,8 @@
  * Python objects are updated with the same operations in the same order
  * (PyNumber_Add on the same values, libm's log for the sketch bucket, as
  * math.log), so both give the same partials, which tests check. Rare branches (a
- * line without overhead_ms, a new slowest request, hop_tax_us) call the same
- * EndpointStats methods the Python path calls.
+ * line without overhead_ms, a new slowest request, hop_tax_us, causes left out:
+ * sites_dropped) call the same EndpointStats methods the Python path calls.
  *
  * scan(...): Scanner.feed's loop over a buffer for the usual case. It reads the
  * usual request line with a JSON parser of its own (parse_line, below: no Record,
@@ -37,6 +37,8 @@ static Py_ssize_t A_DURATION, A_HOP_MS, A_WAIT, A_HOPS, A_HOPS_MAX, A_SLOWEST_FL
 static Py_ssize_t A_OVERHEAD, A_WORK, A_SLOWEST_FLOOR_AT;
 static Py_ssize_t C_SYNC_TO_ASYNC, C_ASYNC_TO_SYNC, C_THREADS, C_THREADS_MAX;
 static Py_ssize_t C_NEW_LOOPS, C_NEW_LOOP_RECORDS, C_DEPTH_MAX;
+/* aggregate.S_*: the fields of a cause's entry, and of stats.unattributed */
+static Py_ssize_t U_REQUESTS, U_COUNT, U_MS, U_OVERHEAD, U_OVH_REQUESTS;
 static double MIN_VALUE, INV_LN_GAMMA, SHIFT;
 static int no_later_than_floor(PyObject *acc, PyObject *moment);
 static PyObject *timestamp_text = NULL; /* parse.timestamp_text */
@@ -57,6 +59,7 @@ static PyObject *s_status, *s_interface, *s_pinned_by, *s_pinned_ms, *s_request_
 static PyObject *s_timestamp, *s_hop_tax_us, *s_db_connections, *s_max_in_flight;
 static PyObject *s_concurrent_ms, *s_sites, *s_site, *s_kind, *s_direction, *s_call_site;
 static PyObject *s_count, *s_ms;
+static PyObject *s_unattributed, *s_add_left_out;
 
 /* Where a type keeps the fields read here: msgspec Structs and __slots__ classes hold
  * each field in a slot at a fixed offset (a member descriptor), so it is read
@@ -483,6 +486,57 @@ static Layout line_layout = {NULL, R_COUNT, line_names, {0}};
 static PyObject *s_tzinfo, *s_add_record, *s_sites_dropped, *s_sample_rate, *s_hopwatch_errors;
 static PyObject *s_profile, *s_method, *s_route, *s_view;
 
+/* stats.sites_dropped += value (a Python int, or a C one when value is NULL). 0 ok, -1
+ * error. */
+static int
+add_sites_dropped(PyObject *stats, PyObject *value, long long number)
+{
+    PyObject *boxed = value != NULL ? Py_NewRef(value) : PyLong_FromLongLong(number);
+    if (boxed == NULL)
+        return -1;
+    PyObject *before = PyObject_GetAttr(stats, s_sites_dropped);
+    PyObject *after = before == NULL ? NULL : PyNumber_Add(before, boxed);
+    int status = after == NULL ? -1 : PyObject_SetAttr(stats, s_sites_dropped, after);
+    Py_DECREF(boxed);
+    Py_XDECREF(before);
+    Py_XDECREF(after);
+    return status;
+}
+
+/* A plain record that left causes out (sites_dropped, SITES_LIMIT), as Scanner.feed's
+ * Python loop handles it: stats.sites_dropped += it and, when its sites count fewer
+ * crossings than its hops, EndpointStats.add_left_out(record, counted, 1.0). 0 ok, -1
+ * error. */
+static int
+left_out_record(PyObject *stats, PyObject *record, PyObject *dropped, PyObject *hops,
+                PyObject *sites)
+{
+    int any = PyObject_IsTrue(dropped);
+    if (any <= 0)
+        return any;
+    if (add_sites_dropped(stats, dropped, 0) < 0)
+        return -1;
+    PyObject *counted = Py_NewRef(zero);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sites); i++) {
+        PyObject *count = PyObject_GetAttr(PyList_GET_ITEM(sites, i), s_count);
+        PyObject *sum = count == NULL ? NULL : PyNumber_Add(counted, count);
+        Py_XDECREF(count);
+        Py_SETREF(counted, sum);
+        if (counted == NULL)
+            return -1;
+    }
+    int more = PyObject_RichCompareBool(hops, counted, Py_GT);
+    PyObject *done = NULL;
+    if (more > 0)
+        done = PyObject_CallMethodObjArgs(stats, s_add_left_out, record, counted, one_float,
+                                          NULL);
+    Py_DECREF(counted);
+    if (more < 0 || (more && done == NULL))
+        return -1;
+    Py_XDECREF(done);
+    return 0;
+}
+
 /* One decoded record, as Scanner.feed's Python loop handles it when no filter, tap
  * or envelope is in play: 1 counted, 0 hand the line back to Python (a timestamp
  * out of range), -1 error. bounds: [first, last, hopwatch_errors]. */
@@ -514,15 +568,10 @@ take_record(PyObject *record, PyObject *by_key, PyObject *bounds, PyObject *to_u
         if (set < 0)
             goto done;
     }
-    /* optional values: (sites_dropped, sample_rate, hopwatch_errors, profile) == (0, 1.0, 0,
-     * None), as scan._PLAIN */
+    /* optional values: (sample_rate, hopwatch_errors, profile) == (1.0, 0, None), as
+     * scan._PLAIN (sites_dropped is not one: left_out_record below) */
     int plain = r[R_PROFILE] == Py_None;
     int equal;
-    if (plain) {
-        if ((equal = PyObject_RichCompareBool(r[R_SITES_DROPPED], zero, Py_EQ)) < 0)
-            goto done;
-        plain = equal;
-    }
     if (plain) {
         if ((equal = PyObject_RichCompareBool(r[R_SAMPLE_RATE], one_float, Py_EQ)) < 0)
             goto done;
@@ -565,11 +614,12 @@ take_record(PyObject *record, PyObject *by_key, PyObject *bounds, PyObject *to_u
         goto done;
     }
     if (!plain || (hops && PyList_GET_SIZE(r[R_SITES]) == 0)) {
-        /* sampled, profiled, sites lost or left out: the general accumulation */
+        /* sampled, profiled, sites lost: the general accumulation */
         if ((tmp = PyObject_CallMethodObjArgs(stats, s_add_record, record, NULL)) == NULL)
             goto done;
     }
-    else if (add_plain(stats, record) < 0)
+    else if (left_out_record(stats, record, r[R_SITES_DROPPED], r[R_HOPS], r[R_SITES]) < 0 ||
+             add_plain(stats, record) < 0)
         goto done;
     result = 1;
 done:
@@ -637,7 +687,7 @@ typedef struct {
     Str request_id, method, route, view, interface, pinned_by;
     long long status; /* -1: null */
     double duration, hop_ms, wait, overhead, work, pinned, tax, concurrent;
-    long long hops, s2a, a2s, threads, loops, depth, db, in_flight;
+    long long hops, s2a, a2s, threads, loops, depth, db, in_flight, sites_dropped;
     int has_overhead, has_work, has_pinned, has_tax, has_concurrent, has_db, has_in_flight;
     int nsites;
     PSite sites[P_MAX_SITES];
@@ -1555,8 +1605,8 @@ read_field(int id, const unsigned char *p, const unsigned char *end, PLine *line
     case K_THREADS: return read_count(p, end, 0, P_COUNT_LIMIT, &line->threads);
     case K_NEW_LOOPS: return read_count(p, end, 0, P_COUNT_LIMIT, &line->loops);
     case K_MAX_DEPTH: return read_count(p, end, 0, P_COUNT_LIMIT, &line->depth);
-    case K_SITES_DROPPED: /* not 0: EndpointStats.add_record's */
-    case K_ERRORS:
+    case K_SITES_DROPPED: return read_count(p, end, 0, P_COUNT_LIMIT, &line->sites_dropped);
+    case K_ERRORS: /* not 0: EndpointStats.add_record's */
         return read_count(p, end, 0, 1, &ignored);
     case K_SAMPLE_RATE: { /* not 1.0: add_record's (or invalid) */
         double rate;
@@ -1609,6 +1659,7 @@ parse_line(const unsigned char *p, Py_ssize_t size, PLine *line)
     const unsigned char *end = p + size;
     line->seen = 0;
     line->nsites = 0;
+    line->sites_dropped = 0;
     line->has_overhead = line->has_work = line->has_pinned = line->has_tax = 0;
     line->has_concurrent = line->has_db = line->has_in_flight = 0;
     line->pinned_by.p = NULL;
@@ -2239,6 +2290,101 @@ done:
     return result;
 }
 
+/* math.fsum(values[0:n]) for finite values, bit for bit: CPython's algorithm (Shewchuk's
+ * exact partials, then the half-even correction across partials), without its handling
+ * of infinities, NaNs and overflow (a parsed value is below 1e9). n <= P_MAX_SITES. */
+static double
+exact_sum(const double *values, int n)
+{
+    double partials[P_MAX_SITES + 1], x, y, t, hi, yr, lo = 0.0;
+    int used = 0;
+    for (int k = 0; k < n; k++) {
+        x = values[k];
+        int i = 0;
+        for (int j = 0; j < used; j++) {
+            y = partials[j];
+            if (fabs(x) < fabs(y)) {
+                t = x;
+                x = y;
+                y = t;
+            }
+            hi = x + y;
+            yr = hi - x;
+            lo = y - yr;
+            if (lo != 0.0)
+                partials[i++] = lo;
+            x = hi;
+        }
+        used = i;
+        if (x != 0.0)
+            partials[used++] = x;
+    }
+    hi = 0.0;
+    if (used > 0) {
+        hi = partials[--used];
+        while (used > 0) { /* from the top, until the sum becomes inexact */
+            x = hi;
+            y = partials[--used];
+            hi = x + y;
+            yr = hi - x;
+            lo = y - yr;
+            if (lo != 0.0)
+                break;
+        }
+        if (used > 0 && ((lo < 0.0 && partials[used - 1] < 0.0) ||
+                         (lo > 0.0 && partials[used - 1] > 0.0))) {
+            y = lo * 2.0;
+            x = hi + y;
+            yr = x - hi;
+            if (y == yr)
+                hi = x;
+        }
+    }
+    return hi;
+}
+
+/* left_out_record for a parsed line: stats.sites_dropped += it and, when its sites count
+ * fewer crossings than its hops, EndpointStats.add_left_out's sums, statement for
+ * statement (weight 1.0). 0 ok, -1 error. */
+static int
+left_out_parsed(PyObject *stats, const PLine *L)
+{
+    if (!L->sites_dropped)
+        return 0;
+    if (add_sites_dropped(stats, NULL, L->sites_dropped) < 0)
+        return -1;
+    long long counted = 0;
+    double listed[P_MAX_SITES];
+    for (int i = 0; i < L->nsites; i++) {
+        counted += L->sites[i].count;
+        listed[i] = L->sites[i].ms;
+    }
+    if (L->hops <= counted)
+        return 0;
+    PyObject *left = PyObject_GetAttr(stats, s_unattributed);
+    if (left == NULL)
+        return -1;
+    int failed = add_double(left, U_REQUESTS, 1.0) < 0 ||
+                 add_double(left, U_COUNT, (double)(L->hops - counted)) < 0;
+    double rest = L->hop_ms - exact_sum(listed, L->nsites);
+    if (0.0 > rest) /* max(rest, 0.0) */
+        rest = 0.0;
+    failed = failed || add_double(left, U_MS, rest) < 0;
+    if (!failed && L->has_overhead) {
+        for (int i = 0; i < L->nsites; i++) { /* site.overhead_ms or 0.0 */
+            const PSite *site = &L->sites[i];
+            listed[i] = site->has_overhead && site->overhead != 0.0 ? site->overhead : 0.0;
+        }
+        rest = L->overhead - exact_sum(listed, L->nsites);
+        if (0.0 > rest)
+            rest = 0.0;
+        failed = add_double(left, U_OVERHEAD, rest) < 0 ||
+                 add_double(left, U_OVH_REQUESTS, 1.0) < 0;
+    }
+    Py_DECREF(left);
+    return failed ? -1 : 0;
+}
+
 /* The UTC bounds of the lines the parser took in one scan() call. */
 typedef struct {
     int any;
@@ -2287,7 +2433,7 @@ take_parsed(const PLine *L, PyObject *by_key, PyObject *new_endpoint, Span *seen
         Py_INCREF(stats);
     else if (PyErr_Occurred() || (stats = PyObject_CallOneArg(new_endpoint, key)) == NULL)
         goto done;
-    if (add_parsed(stats, L, &o) < 0)
+    if (left_out_parsed(stats, L) < 0 || add_parsed(stats, L, &o) < 0)
         goto done;
     result = 1;
     goto done;
@@ -2764,6 +2910,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
         {"C_ASYNC_TO_SYNC", &C_ASYNC_TO_SYNC}, {"C_THREADS", &C_THREADS},
         {"C_THREADS_MAX", &C_THREADS_MAX}, {"C_NEW_LOOPS", &C_NEW_LOOPS},
         {"C_NEW_LOOP_RECORDS", &C_NEW_LOOP_RECORDS}, {"C_DEPTH_MAX", &C_DEPTH_MAX},
+        {"S_REQUESTS", &U_REQUESTS}, {"S_COUNT", &U_COUNT}, {"S_MS", &U_MS},
+        {"S_OVERHEAD", &U_OVERHEAD}, {"S_OVH_REQUESTS", &U_OVH_REQUESTS},
     };
     for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
         PyObject *value = PyDict_GetItemString(indices, wanted[i].name);
@@ -2788,9 +2936,9 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 }
 
 /* parse(line) -> dict | None: what the line parser reads from one line (its JSON object
- * from the first "{"), in parse.Record's terms: every field add_plain reads, "sites" a
- * list of dicts, the timestamp an aware datetime in UTC; None when it would not take the
- * line. For tests: they check it against msgspec's decode_record line by line. */
+ * from the first "{"), in parse.Record's terms: every field add_plain reads and
+ * sites_dropped, "sites" a list of dicts, the timestamp an aware datetime in UTC; None
+ * when it would not take the line. For tests: they check it against msgspec's decode_record line by line. */
 static PyObject *
 number_or_none(int has, double value)
 {
@@ -2861,6 +3009,12 @@ parse_one(PyObject *module, PyObject *arg)
             "db_connections", L->has_db ? PyLong_FromLongLong(L->db) : Py_NewRef(Py_None),
             "overhead_ms", number_or_none(L->has_overhead, L->overhead),
             "work_ms", number_or_none(L->has_work, L->work));
+        if (out != NULL) {
+            PyObject *dropped = PyLong_FromLongLong(L->sites_dropped);
+            if (dropped == NULL || PyDict_SetItemString(out, "sites_dropped", dropped) < 0)
+                Py_CLEAR(out);
+            Py_XDECREF(dropped);
+        }
         Py_XDECREF(status);
     }
     else if (!PyErr_Occurred())
@@ -2902,7 +3056,35 @@ unwrap_one(PyObject *module, PyObject *arg)
     return out;
 }
 
+/* fsum(floats) -> float: exact_sum of at most P_MAX_SITES floats (for tests: they check it
+ * against math.fsum). */
+static PyObject *
+fsum_one(PyObject *module, PyObject *arg)
+{
+    double values[P_MAX_SITES];
+    PyObject *seq = PySequence_Fast(arg, "fsum() takes a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > P_MAX_SITES) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "fsum(): too many values");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        values[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (values[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return PyFloat_FromDouble(exact_sum(values, (int)n));
+}
+
 static PyMethodDef methods[] = {
+    {"fsum", (PyCFunction)fsum_one, METH_O,
+     "fsum(floats): math.fsum of at most 64 finite floats, as the parser sums (for tests)."},
     {"unwrap", (PyCFunction)unwrap_one, METH_O,
      "unwrap(line): the line in a shipper's envelope, None, or False (for tests)."},
     {"parse", (PyCFunction)parse_one, METH_O,
@@ -2947,7 +3129,6 @@ PyInit__accumulate(void)
     INTERN(s_counters, "counters");
     INTERN(s_raw_status, "raw_status");
     INTERN(s_pinned, "pinned");
-    INTERN(s_add_site, "_add_site");
     INTERN(s_concurrency, "concurrency");
     INTERN(s_bins, "bins");
     INTERN(s_max, "max");
@@ -2983,6 +3164,9 @@ PyInit__accumulate(void)
     INTERN(s_call_site, "call_site");
     INTERN(s_count, "count");
     INTERN(s_ms, "ms");
+    INTERN(s_add_site, "_add_site");
+    INTERN(s_unattributed, "unattributed");
+    INTERN(s_add_left_out, "add_left_out");
     if ((one = PyLong_FromLong(1)) == NULL || (one_float = PyFloat_FromDouble(1.0)) == NULL ||
         (zero = PyLong_FromLong(0)) == NULL || (zero_float = PyFloat_FromDouble(0.0)) == NULL)
         return NULL;

@@ -11,7 +11,9 @@ line:
    malformed part;
 2. the record is accumulated inline into the endpoint's lists and small dicts. A
    record with optional values (sampled, profiled, ...) goes through
-   :meth:`EndpointStats.add_record` instead, which reads the same fields.
+   :meth:`EndpointStats.add_record` instead, which reads the same fields (a record
+   that left causes out, ``sites_dropped``, is accumulated inline, its left-out hops
+   through :meth:`EndpointStats.add_left_out`, as add_record counts them).
 
 Most of a realistic log's lines take the same path, and at a few microseconds
 per line every attribute read and call shows. So that path has a C version,
@@ -89,8 +91,11 @@ _EAGER_REBUILDS: Final = 64
 
 # Optional fields that make a record go through EndpointStats.add_record, and
 # their values when absent: a record equal to _PLAIN is accumulated inline.
-_OPTIONAL = attrgetter("sites_dropped", "sample_rate", "hopwatch_errors", "profile")
-_PLAIN: Final = (0, 1.0, 0, None)
+# (sites_dropped does not: a line that left causes out (SITES_LIMIT; every typical line of
+# a default-configured async view) is accumulated inline, its left-out hops as add_record
+# counts them.)
+_OPTIONAL = attrgetter("sample_rate", "hopwatch_errors", "profile")
+_PLAIN: Final = (1.0, 0, None)
 _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
@@ -109,7 +114,7 @@ def load_accelerator() -> Any:
         return None
     from hopwatch.report import aggregate
 
-    names = [name for name in dir(aggregate) if name.startswith(("A_", "C_"))]
+    names = [name for name in dir(aggregate) if name.startswith(("A_", "C_", "S_"))]
     indices = {name: getattr(aggregate, name) for name in names}
     _accumulate.configure(indices, MIN_VALUE, INV_LN_GAMMA, float(SHIFT), timestamp_text)
     return _accumulate
@@ -466,9 +471,17 @@ class Scanner:
             sites = record.sites
             hops = record.hops
             if optional != plain or (hops and not sites):
-                # sampled, profiled, sites lost or left out: the general accumulation
+                # sampled, profiled, sites lost: the general accumulation
                 stats.add_record(record)
                 continue
+            left_out = record.sites_dropped
+            if left_out:  # causes left out (SITES_LIMIT): as add_record counts them
+                stats.sites_dropped += left_out
+                counted = 0
+                for site in sites:
+                    counted += site.count
+                if hops > counted:
+                    stats.add_left_out(record, counted, 1.0)
             if accumulate is not None:  # the C version of the block below
                 accumulate(stats, record)
                 continue
