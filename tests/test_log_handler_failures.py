@@ -80,6 +80,20 @@ def _requests(count: int) -> None:
             assert wsgi_request("/sync/")[0].startswith("200")
 
 
+def _through_an_outage(logger: logging.Logger, *handlers: logging.Handler) -> None:
+    """``handlers`` on ``logger``, in this order, one of them a :class:`ShipperDown`: 6
+    requests while it is down (each line's failure counted once), then it is taken
+    off and 1 request more."""
+    for handler in handlers:
+        logger.addHandler(handler)
+    _requests(6)
+    assert _errors.total() == 6
+    for handler in handlers:
+        if isinstance(handler, ShipperDown):
+            logger.removeHandler(handler)
+    _requests(1)
+
+
 # --- hopwatch_errors when a handler raises ----------------------------------------
 
 
@@ -154,12 +168,7 @@ def test_a_handler_at_level_info_before_the_raising_one_wrote_the_line(
     _errors.reset_for_tests()
     file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
     file.setLevel(logging.INFO)
-    down = ShipperDown()
-    line_logger.addHandler(file)
-    line_logger.addHandler(down)
-    _requests(6)
-    line_logger.removeHandler(down)
-    _requests(1)
+    _through_an_outage(line_logger, file, ShipperDown())
     assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
     assert _errors.total() == 6
 
@@ -201,16 +210,8 @@ def test_a_handler_above_info_first_does_not_shift_which_handler_raised(
     _errors.reset_for_tests()
     warnings = logging.StreamHandler(io.StringIO())
     warnings.setLevel(logging.WARNING)
-    down = ShipperDown()
-    for handler in (
-        warnings,
-        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
-        down,
-    ):
-        line_logger.addHandler(handler)
-    _requests(6)
-    line_logger.removeHandler(down)
-    _requests(1)
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    _through_an_outage(line_logger, warnings, file, ShipperDown())
     assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
     assert _errors.total() == 6
     assert warnings.stream.getvalue() == ""
@@ -243,17 +244,8 @@ def test_a_handler_with_filters_before_the_raising_one_wrote_the_line_if_they_le
             "adds a field": lambda: CallbackFilter(_annotate),
         }[kind]()
     )
-    down = ShipperDown()
-    for handler in (
-        console,
-        down,
-        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
-    ):
-        line_logger.addHandler(handler)
-    _requests(6)
-    assert _errors.total() == 6
-    line_logger.removeHandler(down)
-    _requests(1)
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    _through_an_outage(line_logger, console, ShipperDown(), file)
     shown = [
         json.loads(line).get("hopwatch_errors", 0)
         for line in console.stream.getvalue().splitlines()
@@ -289,13 +281,7 @@ def test_a_handler_with_a_handle_of_its_own_before_the_raising_one_is_not_known(
         own = _bare(logging.StreamHandler(io.StringIO()))
         handle = own.handle
         own.handle = lambda record: not handle(record)  # type: ignore[method-assign]
-    down = ShipperDown()
-    line_logger.addHandler(own)
-    line_logger.addHandler(down)
-    _requests(6)
-    assert _errors.total() == 6
-    line_logger.removeHandler(down)
-    _requests(1)
+    _through_an_outage(line_logger, own, ShipperDown())
     shown = [
         json.loads(line).get("hopwatch_errors", 0) for line in own.stream.getvalue().splitlines()
     ]
@@ -311,16 +297,8 @@ def test_a_handler_known_to_have_written_after_one_not_known_settles_it(
     # then the shipper: each failure is reported once
     _errors.reset_for_tests()
     own = _bare(OwnHandle(io.StringIO()))
-    down = ShipperDown()
-    for handler in (
-        own,
-        _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8")),
-        down,
-    ):
-        line_logger.addHandler(handler)
-    _requests(6)
-    line_logger.removeHandler(down)
-    _requests(1)
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    _through_an_outage(line_logger, own, file, ShipperDown())
     assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
     assert _errors.total() == 6
 
