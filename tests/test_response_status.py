@@ -322,3 +322,17 @@ def test_under_opentelemetrys_middleware_the_handler_is_left_as_it_is():
         assert "get_response_async" not in vars(ASGIHandler())
     with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[OTEL_MIDDLEWARE_PATH, GATE, HW]):
         assert "get_response_async" in vars(ASGIHandler())
+
+
+def test_a_body_stepping_its_own_iterator_is_refused_as_without_hopwatch(db):
+    """A streaming body that steps its own response's iterator from within a step
+    gets "generator already executing", as without hopwatch (Django's iterator is a
+    generator), and goes on: its chunks all sent, and the line's status the 200 the
+    client got. The C wrapper stepped the body again: the body ended at that error
+    (its second chunk lost) and, the first step having raised, the line said 500."""
+    _errors.reset_for_tests()
+    with capture() as records:
+        status, body = wsgi_request("/stream/reentrant/")
+    assert (status, body) == ("200 OK", b"caught: generator already executing|second")
+    assert [record.status for record in records] == [200]
+    assert _errors.total() == 0

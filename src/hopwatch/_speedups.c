@@ -6503,6 +6503,7 @@ typedef struct {
     PyObject *iterator; /* NULL once ended */
     PyObject *value;
     PyObject *first_failed; /* NULL unless given, and after the first step */
+    char running;           /* a step is under way: another one is refused, as a generator's */
 } StepsObject;
 
 static PyTypeObject StepsType;
@@ -6513,13 +6514,19 @@ Steps_next(StepsObject *s)
     if (s->iterator == NULL) {
         return NULL;
     }
+    if (s->running) { /* stepped again from within its own step: as a generator says */
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
     PyObject *token = PyContextVar_Set(s->var, s->value);
     if (token == NULL) {
         return NULL;
     }
     PyObject *it = s->iterator;
     Py_INCREF(it);
+    s->running = 1;
     PyObject *item = Py_TYPE(it)->tp_iternext(it);
+    s->running = 0;
     Py_DECREF(it);
     saved_exc saved;
     save_exc(&saved);
@@ -6542,6 +6549,9 @@ Steps_next(StepsObject *s)
 static PyObject *
 StepsFirst_next(StepsObject *s)
 {
+    if (s->running) { /* from within its first step: refused, and that step is still first */
+        return Steps_next(s);
+    }
     PyObject *value = Py_XNewRef(s->value); /* Steps_next lets it go when it raises */
     PyObject *item = Steps_next(s);
     PyObject *hook = s->first_failed;
@@ -6638,6 +6648,7 @@ py_steps_in_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     s->iterator = Py_NewRef(args[1]);
     s->value = Py_NewRef(args[2]);
     s->first_failed = Py_XNewRef(first_failed);
+    s->running = 0;
     PyObject_GC_Track(s);
     return (PyObject *)s;
 }

@@ -21,6 +21,7 @@ urlpatterns = [
     path("orm/count/", views.orm_count_view),
     path("stream/sync/", views.stream_sync_view),
     path("stream/async/", views.stream_async_view),
+    path("stream/reentrant/", views.reentrant_stream_view),
     path("error/", views.error_view),
     path("sync-error/", views.sync_error_view),
     path("slow/", views.slow_view),

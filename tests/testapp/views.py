@@ -113,6 +113,23 @@ async def stream_async_view(request):
     return StreamingHttpResponse(_achunks())
 
 
+def reentrant_stream_view(request):
+    """A body that steps its own response's iterator from within a step: refused
+    ("generator already executing"), then two chunks."""
+    response = None
+
+    def chunks():
+        try:
+            first = next(response._iterator)
+        except ValueError as exc:
+            first = b"caught: " + str(exc).encode()
+        yield first
+        yield b"|second"
+
+    response = StreamingHttpResponse(chunks())
+    return response
+
+
 async def error_view(request):
     raise ValueError("boom")
 
