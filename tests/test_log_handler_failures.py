@@ -445,3 +445,69 @@ def test_a_method_replaced_on_the_handler_itself_writes_the_line(
     (text,) = buffer.getvalue().splitlines()
     assert text.startswith('{"event":"hopwatch.request","schema":1,')
     assert calls == [method]
+
+
+class _FullDisk(io.StringIO):
+    def write(self, s: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.internal_errors
+def test_a_handler_whose_write_failed_did_not_write_the_line(
+    tmp_path, delivery, line_logger, monkeypatch
+):
+    # a console on a full disk (its write fails: handleError has it), the shipper
+    # down, then the file: no handler got the lines, so the first one written after
+    # the outage reports all 6
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # (handleError quiet)
+    _errors.reset_for_tests()
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    _through_an_outage(line_logger, _bare(logging.StreamHandler(_FullDisk())), ShipperDown(), file)
+    assert _errors_per_line(tmp_path / "lines.log") == [6]
+
+
+@pytest.mark.internal_errors
+def test_a_delayed_file_handler_opened_by_the_line_wrote_it(tmp_path, delivery, line_logger):
+    # a FileHandler(delay=True) put first while the shipper is down: its first line
+    # goes through FileHandler.emit (which opens the file), and it wrote each line:
+    # the 3 failures before it on its first line, then each once
+    _errors.reset_for_tests()
+    down = ShipperDown()
+    line_logger.addHandler(down)
+    _requests(3)
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8", delay=True))
+    line_logger.handlers.insert(0, file)
+    _requests(3)
+    line_logger.removeHandler(down)
+    _requests(1)
+    assert _errors_per_line(tmp_path / "lines.log") == [3, 1, 1, 1]
+
+
+@pytest.mark.internal_errors
+def test_a_handler_known_to_have_written_before_one_not_known_settles_it(
+    tmp_path, delivery, line_logger
+):
+    # the file first (it wrote each line), then a handler with a handle of its own,
+    # then the shipper: each failure reported once
+    _errors.reset_for_tests()
+    file = _bare(logging.FileHandler(tmp_path / "lines.log", encoding="utf-8"))
+    _through_an_outage(line_logger, file, _bare(OwnHandle(io.StringIO())), ShipperDown())
+    assert _errors_per_line(tmp_path / "lines.log") == [0, 1, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.internal_errors
+def test_a_handle_set_in_the_handlers_dict_after_it_was_read_is_not_known(
+    tmp_path, delivery, line_logger
+):
+    # handle set on the handler itself once its __dict__ exists (vars() made it):
+    # found there, as in the inline values, so not known (each error on two lines)
+    _errors.reset_for_tests()
+    own = _bare(logging.StreamHandler(io.StringIO()))
+    vars(own)
+    handle = own.handle
+    own.__dict__["handle"] = lambda record: not handle(record)
+    _through_an_outage(line_logger, own, ShipperDown())
+    shown = [
+        json.loads(line).get("hopwatch_errors", 0) for line in own.stream.getvalue().splitlines()
+    ]
+    assert shown == [0, 1, 2, 2, 2, 2, 2]

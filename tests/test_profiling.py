@@ -828,8 +828,14 @@ def test_a_directory_swapped_after_the_check_receives_no_profile(tmp_path, monke
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/error/", 500), ("/sync-error/", 500), ("/no-such-page/", 404), ("/async", 301)],
-    ids=["async-view-raising", "sync-view-raising", "not-found", "redirect"],
+    [
+        ("/error/", 500),
+        ("/sync-error/", 500),
+        ("/no-such-page/", 404),
+        ("/bad-request/", 400),
+        ("/async", 301),
+    ],
+    ids=["async-view-raising", "sync-view-raising", "not-found", "bad-request", "redirect"],
 )
 def test_a_profile_shown_inline_keeps_an_errors_status(profile_dir, path, status, db):
     """The page shown inline keeps an error's status, and Django logs the error
@@ -869,3 +875,48 @@ def test_a_profile_shown_inline_keeps_an_errors_status(profile_dir, path, status
     plain_record, shown_record, _wsgi_record = records
     assert [r.status for r in records] == [status, status, status]
     assert len(shown_record) == len(plain_record)
+
+
+def test_a_profile_dir_reached_through_a_link_into_a_directory_others_may_write_to_is_refused(
+    tmp_path,
+):
+    """The directories above PROFILE_DIR are checked on its path as resolved too: a
+    link in a safe directory to one inside a directory anyone may write to (not
+    sticky) is refused, though every directory on the path as written is safe."""
+    shared = tmp_path / "shared"
+    (shared / "sub").mkdir(parents=True)
+    shared.chmod(0o777)
+    (shared / "sub").chmod(0o700)
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o700)
+    (safe / "link").symlink_to(shared / "sub")
+    assert profiling._unsafe_ancestor(safe / "link" / "profiles") == (
+        f"is inside {str(shared)!r}, which its group or others may write to"
+        " (mode 0777, not sticky)"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory another group needs root")
+def test_a_directory_writable_by_a_group_not_the_users_own_is_refused(tmp_path):
+    """A group with no members that is nobody's primary group is still not this
+    user's private group unless it is the process's or the user's own group."""
+    import grp
+    import pwd
+
+    own = {os.getegid(), pwd.getpwuid(os.geteuid()).pw_gid}
+    primary = {user.pw_gid for user in pwd.getpwall()}
+    other = next(
+        (g for g in grp.getgrall() if g.gr_gid not in own and not g.gr_mem and g.gr_gid not in primary),
+        None,
+    )
+    if other is None:
+        pytest.skip("no group without members that is nobody's primary group")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, os.geteuid(), other.gr_gid)
+    shared.chmod(0o770)
+    profiling._private_groups.pop(other.gr_gid, None)
+    assert profiling._unsafe_ancestor(shared / "profiles") == (
+        f"is inside {str(shared)!r}, which its group or others may write to"
+        " (mode 0770, not sticky)"
+    )

@@ -336,3 +336,12 @@ def test_a_body_stepping_its_own_iterator_is_refused_as_without_hopwatch(db):
     assert (status, body) == ("200 OK", b"caught: generator already executing|second")
     assert [record.status for record in records] == [200]
     assert _errors.total() == 0
+
+
+def test_an_empty_streaming_body_is_logged_with_its_status(db):
+    """A class-based iterator whose first step ends it (StopIteration at once): an
+    empty body, not a failed one; the client gets 200, and so does the line."""
+    with capture() as records:
+        status, body = wsgi_request("/stream/empty/")
+    assert (status, body) == ("200 OK", b"")
+    assert [record.status for record in records] == [200]

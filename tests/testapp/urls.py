@@ -22,6 +22,8 @@ urlpatterns = [
     path("stream/sync/", views.stream_sync_view),
     path("stream/async/", views.stream_async_view),
     path("stream/reentrant/", views.reentrant_stream_view),
+    path("stream/empty/", views.empty_stream_view),
+    path("bad-request/", views.bad_request_view),
     path("error/", views.error_view),
     path("sync-error/", views.sync_error_view),
     path("slow/", views.slow_view),

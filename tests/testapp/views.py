@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.views import View
 
 from hopwatch._recorder import current_ledger
@@ -111,6 +111,24 @@ def stream_sync_view(request):
 
 async def stream_async_view(request):
     return StreamingHttpResponse(_achunks())
+
+
+class _EmptyBody:
+    """A class-based iterator with nothing in it: its first step ends it."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
+def empty_stream_view(request):
+    return StreamingHttpResponse(_EmptyBody())
+
+
+def bad_request_view(request):
+    return HttpResponseBadRequest("bad input")
 
 
 def reentrant_stream_view(request):
