@@ -914,7 +914,7 @@ def render_html(session: Any) -> str:
     pyinstrument's JSON has no raw line break but a trailing one (its strings'
     are escaped): it is the last line's text after ``const sessionData = ``. A
     page of any other shape is not written (ValueError)."""
-    from pyinstrument.renderers import HTMLRenderer
+    from pyinstrument.renderers.html import HTMLRenderer
 
     page: str = HTMLRenderer().render(session)
     end = _PAGE_END.search(page)
@@ -927,7 +927,7 @@ def render_html(session: Any) -> str:
 
 
 def _fill(session: Any, html_fd: int, speedscope_fd: int, html: str | None = None) -> None:
-    from pyinstrument.renderers import SpeedscopeRenderer
+    from pyinstrument.renderers.speedscope import SpeedscopeRenderer
 
     with (
         os.fdopen(html_fd, "w", encoding="utf-8") as html_file,
