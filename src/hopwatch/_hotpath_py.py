@@ -1645,16 +1645,13 @@ def steps_in_scope(
         try:
             item = next(iterator, _END)
         except Exception:
-            var.reset(token)
             try:
                 first_failed(value)
             except Exception as exc:
                 _report("steps_in_scope (first_failed)", exc)
             raise
-        except BaseException:
+        finally:
             var.reset(token)
-            raise
-        var.reset(token)
         if item is _END:
             return
         yield item
