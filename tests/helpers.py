@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib
 import io
 import json
 import logging
@@ -16,8 +17,9 @@ import sys
 import termios
 import textwrap
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
@@ -41,6 +43,35 @@ def logged(
         yield seen
     finally:
         logger.removeHandler(handler)
+
+
+#: A package's MiddlewareMixin subclass with a sync process_request (``.format(name=…)``).
+MIXIN_MODULE = (
+    "from django.utils.deprecation import MiddlewareMixin\n\n\n"
+    "class {name}(MiddlewareMixin):\n"
+    "    def process_request(self, request):\n"
+    "        return None\n"
+)
+
+
+@contextlib.contextmanager
+def package_on_path(root: Path, name: str, modules: Mapping[str, str]) -> Iterator[None]:
+    """A package ``name`` of ``modules`` (module name -> source) written under ``root``
+    and importable inside the block (``root`` first on sys.path); its modules forgotten
+    after. ``root`` a ``site-packages`` directory: the audit counts it third-party."""
+    package = root / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for module, source in modules.items():
+        (package / f"{module}.py").write_text(source)
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(root))
+        for loaded in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+            del sys.modules[loaded]
 
 
 @contextlib.contextmanager

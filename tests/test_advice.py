@@ -128,6 +128,18 @@ def test_keys_are_unique_and_summaries_use_no_markup_but_code():
         ),
         (
             "middleware",
+            "django_otp.middleware.OTPMiddleware.process_request",
+            SYNC_TO_ASYNC,
+            "middleware-own-hook",
+        ),
+        (
+            "middleware",
+            "shop.middleware.ErrorPage.process_exception",
+            ASYNC_TO_SYNC,
+            "middleware-process-view",
+        ),
+        (
+            "middleware",
             "shop.middleware.LegacyAuditMiddleware",
             SYNC_TO_ASYNC,
             "middleware-sync-only",

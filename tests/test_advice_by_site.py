@@ -23,8 +23,9 @@ from hopwatch.cli import main
 from hopwatch.report import rank
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
-from tests.helpers import asgi_request, capture, causes
+from tests.helpers import MIXIN_MODULE, asgi_request, capture, causes, package_on_path
 from tests.settings import DEFAULT_MIDDLEWARE
+from tests.testapp.middleware import AsyncCapableMiddleware
 
 DJANGO_6 = django.VERSION >= (6, 0)
 DJANGO_6_1 = django.VERSION >= (6, 1)
@@ -260,6 +261,27 @@ def test_a_callback_the_toolbar_called_on_windows_gets_the_toolbars_advice(toolb
     assert cause["advice"]["key"] == "debug-toolbar"
 
 
+def test_the_toolbars_own_sync_view_gets_the_views_advice_not_the_callbacks(
+    toolbar, log_lines
+):
+    """The toolbar's advice is about the callback it calls (an ``other`` crossing): its own
+    sync views, as ``render_panel`` that its JavaScript fetches, are sync views under ASGI,
+    a ``view`` crossing with the advice for one."""
+    query = "request_id=gone&panel_id=HopsPanel"
+    assert asgi_request("/__debug__/render_panel/", query=query).status == 200
+    (row,) = report(log_lines.raw)["rows"]
+    (detail,) = report(log_lines.raw, endpoint=row["label"])["rows"]
+    toolbars = {
+        (cause["kind"], cause["site"]): cause["advice"]["key"]
+        for cause in detail["causes"]
+        if cause["site"].startswith("debug_toolbar.")
+    }
+    assert toolbars == {
+        ("view", "debug_toolbar.views.render_panel"): "view-sync-under-asgi",
+        ("other", "debug_toolbar.middleware.show_toolbar"): "debug-toolbar",
+    }
+
+
 # --- the audit: no process_view rewrite for Django's own middleware ----------------------
 
 STARTPROJECT = [p for p in DEFAULT_MIDDLEWARE if not p.startswith("hopwatch.")]
@@ -310,6 +332,56 @@ def test_the_audit_offers_no_async_process_view_for_djangos_own_outside_django_m
     assert [w.change for w in xview.what_ifs] == []
     text = audit.render_to_string(audited, "text")
     assert "[D]" not in text and "async process_view" not in text
+
+
+# --- a middleware's own hooks -----------------------------------------------------------
+
+
+class AsyncExceptionHook(AsyncCapableMiddleware):
+    """Sync and async capable, with an ``async def`` process_exception: Django's handler
+    always calls process_exception sync, so under ASGI it is one ``async_to_sync``."""
+
+    async def process_exception(self, request, exception):
+        return None
+
+
+def _middleware_advice(raw_lines: list[str]) -> dict[str, str]:
+    """The report's "what to change first" middleware causes: site -> advice key."""
+    return {
+        cause["site"]: cause["advice"]["key"]
+        for cause in report(raw_lines)["fixable"]
+        if cause["kind"] == "middleware"
+    }
+
+
+def test_a_third_party_package_named_django_something_gets_its_own_hooks_advice(
+    tmp_path, log_lines
+):
+    """``django_otp`` is not Django: its mixin's hook is a middleware of its own to change
+    (without the mixin), not one of "Django's own middleware hooks"."""
+    module = {"middleware": MIXIN_MODULE.format(name="OTPMiddleware")}
+    stack = [HOPWATCH, "django_otp.middleware.OTPMiddleware"]
+    with (
+        package_on_path(tmp_path / "site-packages", "django_otp", module),
+        override_settings(MIDDLEWARE=stack),
+    ):
+        assert asgi_request("/async/").status == 200
+    assert _middleware_advice(log_lines.raw) == {
+        "django_otp.middleware.OTPMiddleware.process_request": "middleware-own-hook"
+    }
+
+
+def test_an_async_process_exception_gets_the_handlers_hooks_advice(log_lines):
+    """Django's handler adapts process_exception, not the middleware's flags: the advice
+    is the one that says it is always called sync, not the sync-only middleware's."""
+    stack = [HOPWATCH, f"{__name__}.AsyncExceptionHook"]
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        assert asgi_request("/error/").status == 500
+    (record,) = records
+    site = f"{__name__}.AsyncExceptionHook.process_exception"
+    assert causes(record)[("middleware", site, None)] == 1
+    assert _middleware_advice(log_lines.raw) == {site: "middleware-process-view"}
+    assert "`process_exception` is always called sync" in _advice.MIDDLEWARE_PROCESS_VIEW.summary
 
 
 # --- short names: a function defined in another, a call site written on Windows ------------
