@@ -80,6 +80,13 @@ class AnotherSyncOnlyMiddleware:
         return None
 
 
+class SyncOnlyWithExceptionHook(AnotherSyncOnlyMiddleware):
+    """Sync only, with a sync process_view and a sync process_exception."""
+
+    def process_exception(self, request, exception):
+        return None
+
+
 class NotUsedMiddleware:
     def __init__(self, get_response):
         raise MiddlewareNotUsed
@@ -145,6 +152,7 @@ STACKS = {
     "not-used": [HOPWATCH, mw("NotUsedMiddleware"), SYNC_ONLY, SESSION],
     "function-sync-only": [HOPWATCH, mw("plain_function_middleware"), SESSION],
     "function-both": [HOPWATCH, mw("both_function_middleware"), SYNC_ONLY, SESSION],
+    "sync-only-with-hooks-last": [HOPWATCH, SESSION, mw("SyncOnlyWithExceptionHook")],
 }
 
 
@@ -227,6 +235,49 @@ def test_example_site_middleware_endpoints(extra, hops):
         assert (native.asgi_async_view, native.pins_thread) == (15, False)
     else:
         assert legacy.modes[ASGI] == "async" and legacy.hops[ASGI] == 0 and not legacy.advice
+
+
+def _row(text: str, position: int) -> list[str]:
+    """The cells of the plain-text table's row for the entry at ``position``."""
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{position}  ")]
+    return [cell.strip() for cell in line.split("  ") if cell.strip()]
+
+
+def test_a_sync_only_middlewares_own_row():
+    """Last in the stack, a sync-only middleware runs the chain sync under ASGI: its sync
+    process_view is adapted to the async handler (1), its sync process_exception is called
+    sync as Django always calls it (0); it pins the thread itself (not "via" itself, as the
+    entries above it are); and its advice is the sync-only one: the process_view advice
+    [D] is for a middleware with no other advice."""
+    stack = STACKS["sync-only-with-hooks-last"]
+    report = predicted(stack)
+    legacy = report.entries[-1]
+    assert [(hook.name, hook.is_async, hook.hops) for hook in legacy.hooks] == [
+        ("process_view", False, {ASGI: 1, WSGI: 0}),
+        ("process_exception", False, {ASGI: 0, WSGI: 0}),
+    ]
+    assert (legacy.pins_thread, legacy.pinned_by) == (True, None)
+    above = [(entry.pins_thread, entry.pinned_by) for entry in report.entries[:-1]]
+    assert above == [(True, stack[-1])] * 2
+    assert legacy.advice == [audit.ADVICE_SYNC_ONLY]
+    assert [w.change for w in legacy.what_ifs] == ["native-async"]
+    # Django calls it in the thread the chain runs in: no crossing of its own, measured
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        assert asgi_request("/error/").status == 500
+    (record,) = records
+    assert [site for _kind, site in sites(record) if "process_exception" in site] == [
+        "process_exception_by_middleware"
+    ]
+    assert _row(audit.render_to_string(report, "text"), 3) == [
+        "3",
+        stack[-1],
+        "sync only",
+        "sync/sync",
+        "3/0",
+        "process_view 1, process_exception (exceptions) 0, adapting the chain 2",
+        "yes",
+        "[B] native-async: 5->5 (no thread held)",
+    ]
 
 
 # --- the audit of Django's default middleware ----------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import pytest
 from django.conf import settings
@@ -14,11 +13,20 @@ from django.test import AsyncClient, override_settings
 from hopwatch import audit
 from hopwatch.audit import changes
 from hopwatch.audit.traffic import FROM_LOGS, Traffic, from_logs
-from tests.helpers import asgi_request, wsgi_request
+from tests.helpers import (
+    MIXIN_MODULE,
+    asgi_request,
+    capture,
+    package_on_path,
+    sites,
+    wsgi_request,
+)
+from tests.test_audit import STACKS
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
 STARTPROJECT = [HOPWATCH, *settings.DEFAULT_MIDDLEWARE]
 LEGACY = "example_site.shop.middleware.LegacyAuditMiddleware"
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 
 
 def audited(stack, traffic=None):
@@ -169,16 +177,21 @@ def test_sampled_lines_count_once_as_the_report_counts_them(
     )
 
 
-def audit_traffic(tmp_path, log_lines, capsys):
-    """``hopwatch audit --logs LOG --format json``'s traffic, run as the CLI runs, LOG
+def audit_logged(stack, tmp_path, log_lines, capsys):
+    """``hopwatch audit --logs LOG --format json`` for ``stack``, run as the CLI runs, LOG
     the lines the test's requests logged."""
     from hopwatch.cli import main
 
     log = tmp_path / "app.log"
     log.write_text("\n".join(log_lines.raw) + "\n")
-    with override_settings(MIDDLEWARE=STARTPROJECT):
+    with override_settings(MIDDLEWARE=stack):
         assert main(["audit", "--samples", "1", "--format", "json", "--logs", str(log)]) == 0
-    return json.loads(capsys.readouterr().out)["traffic"]
+    return json.loads(capsys.readouterr().out)
+
+
+def audit_traffic(tmp_path, log_lines, capsys):
+    """The traffic ``audit_logged`` reads for startproject's stack."""
+    return audit_logged(STARTPROJECT, tmp_path, log_lines, capsys)["traffic"]
 
 
 def test_the_async_test_clients_lines_are_asgi_traffic(
@@ -266,33 +279,17 @@ def test_an_entry_that_holds_a_thread_does_not_need_nothing(capsys):
     assert "needs nothing:" not in text and "Django's own middleware (" not in text
 
 
-def test_a_third_party_package_named_django_something_is_not_djangos_own(
-    tmp_path, monkeypatch, capsys
-):
+def test_a_third_party_package_named_django_something_is_not_djangos_own(tmp_path, capsys):
     """``django_fake.middleware`` is a third-party package's (as django_ninja,
     django_extensions): its hops are its own to change, unlike ``django.middleware``'s."""
-    package = tmp_path / "django_fake"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "middleware.py").write_text(
-        "from django.utils.deprecation import MiddlewareMixin\n\n\n"
-        "class FakeMiddleware(MiddlewareMixin):\n"
-        "    def process_request(self, request):\n"
-        "        return None\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "django_fake", raising=False)
-    monkeypatch.delitem(sys.modules, "django_fake.middleware", raising=False)
     stack = [
         HOPWATCH,
         "django.middleware.common.CommonMiddleware",
         "django_fake.middleware.FakeMiddleware",
     ]
-    try:
+    module = {"middleware": MIXIN_MODULE.format(name="FakeMiddleware")}
+    with package_on_path(tmp_path, "django_fake", module):
         document = audit_document(stack, capsys)
-    finally:
-        sys.modules.pop("django_fake.middleware", None)
-        sys.modules.pop("django_fake", None)
     assert [(entry["position"], entry["hops"]) for entry in document["middleware"]] == [
         (1, {"asgi": 0, "wsgi": 0}),
         (2, {"asgi": 2, "wsgi": 0}),
@@ -354,3 +351,146 @@ def test_only_the_first_two_changes_say_what_they_do_to_each_kind_of_request(cap
     assert [lead[index + 1][:5] for index in numbered] == ["     ", "     ", "needs"]
     per_kind = [lead[index + 1].strip() for index in numbered[:2]]
     assert all(" -> " in text and text.startswith("ASGI ") for text in per_kind), per_kind
+
+
+def test_the_chain_wide_change_names_the_last_middleware_django_uses(db):
+    """A middleware that raises ``MiddlewareNotUsed`` is not in the chain Django builds:
+    the last one Django uses is the one to list sync-only in its place (#8 here, not #9)."""
+    stack = [*STARTPROJECT, "tests.test_audit.NotUsedMiddleware"]
+    report = audited(stack)
+    assert [entry.modes["asgi"] for entry in report.entries][-2:] == ["async", None]
+    first = ranked(report)[0].change
+    assert (first.key, first.position) == (changes.SYNC_CHAIN, 8)
+    assert first.what == (
+        "list a subclass of XFrameOptionsMiddleware (#8, the last in MIDDLEWARE) with"
+        " async_capable = False in its place: Django then runs the whole chain sync under"
+        " ASGI, one crossing in and one out instead of a hop per hook"
+    )
+    assert first.hops[("asgi", "async_view")] == (15, 5)
+
+
+#: A sync and async capable middleware with a sync process_view (``VendorViewMiddleware``).
+CAPABLE_WITH_PROCESS_VIEW = (
+    "from tests.testapp.middleware import AsyncCapableMiddleware\n\n\n"
+    "class VendorViewMiddleware(AsyncCapableMiddleware):\n"
+    "    def process_view(self, request, view_func, view_args, view_kwargs):\n"
+    "        return None\n"
+)
+
+
+def _offered(report, position):
+    """The ranked changes for the entry at ``position``: (key, what, ASGI async view)."""
+    return [
+        (item.change.key, item.change.what, item.change.hops[("asgi", "async_view")])
+        for item in ranked(report)
+        if item.change.position == position
+    ]
+
+
+def test_a_third_party_mixin_is_upgraded_or_replaced_not_rewritten(tmp_path):
+    """A MiddlewareMixin subclass installed in site-packages is not the project's to
+    rewrite: the audit offers to upgrade or replace it. Its process_request is one crossing
+    per ASGI request, measured."""
+    stack = [HOPWATCH, "vendor_mw.middleware.VendorMiddleware", SESSION]
+    module = {"middleware": MIXIN_MODULE.format(name="VendorMiddleware")}
+    with package_on_path(tmp_path / "site-packages", "vendor_mw", module):
+        report = audited(stack)
+        with override_settings(MIDDLEWARE=stack), capture() as records:
+            assert asgi_request("/async/").status == 200
+    (record,) = records
+    assert [(site, n) for (kind, site), n in sites(record).items() if "Vendor" in site] == [
+        ("vendor_mw.middleware.VendorMiddleware.process_request", 1)
+    ]
+    vendor = report.entries[1]
+    assert vendor.facts.third_party and vendor.advice == [audit.ADVICE_MIXIN]
+    assert _offered(report, 2) == [
+        (
+            changes.UPGRADE,
+            "upgrade or replace #2 VendorMiddleware (third-party) with a sync and async"
+            " capable version",
+            (5, 4),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folder", "offered"),
+    [
+        ("site-packages", []),
+        (
+            "project",
+            [(changes.ASYNC_PROCESS_VIEW, "make #2 VendorViewMiddleware's process_view async def")],
+        ),
+    ],
+    ids=["third-party", "own"],
+)
+def test_an_async_process_view_is_offered_only_for_the_projects_own(tmp_path, folder, offered):
+    """A sync process_view is a crossing under ASGI whoever wrote it ([D] on its row), but
+    making it ``async def`` is a change only the project can make to its own code."""
+    stack = [HOPWATCH, "vendor_mw.middleware.VendorViewMiddleware"]
+    module = {"middleware": CAPABLE_WITH_PROCESS_VIEW}
+    with package_on_path(tmp_path / folder, "vendor_mw", module):
+        report = audited(stack)
+    assert report.entries[1].advice == [audit.ADVICE_PROCESS_VIEW]
+    assert [(key, what) for key, what, _hops in _offered(report, 2)] == offered
+
+
+def test_serving_sync_views_under_wsgi_says_the_one_crossing_they_still_make(db):
+    """An ``async def`` process_view is adapted to WSGI's sync handler: a sync view there
+    makes one crossing on a new event loop, measured, and the WSGI change says so."""
+    stack = [HOPWATCH, "tests.testapp.middleware.AsyncProcessViewMiddleware"]
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        status, _body = wsgi_request("/sync/")
+    assert status.startswith("200")
+    (record,) = records
+    assert (len(record), record.new_loops) == (1, 1)
+    (wsgi,) = [item.change for item in ranked(audited(stack)) if item.change.position is None]
+    assert wsgi.key == changes.WSGI_SYNC_VIEWS
+    assert wsgi.what == (
+        "serve the sync-view endpoints under WSGI (a WSGI server for their routes): a sync"
+        " view still makes 1 crossing there, a new event loop per request among them"
+    )
+    assert wsgi.hops[("asgi", "sync_view")] == (3, 1)
+
+
+def test_a_thread_freed_under_asgi_is_no_reason_to_change_for_wsgi_traffic(
+    tmp_path, log_lines, db, capsys
+):
+    """Logs of WSGI requests only: rewriting the sync-only middleware natively async
+    saves them nothing (it would free the thread an ASGI request holds, and there are
+    none), so it is not offered; under ASGI traffic it is."""
+    stack = [*STARTPROJECT, LEGACY]
+    with override_settings(MIDDLEWARE=stack):
+        for path in ("/async/", "/sync/"):
+            status, _body = wsgi_request(path)
+            assert status.startswith("200")
+    document = audit_logged(stack, tmp_path, log_lines, capsys)
+    assert document["traffic"]["mix"] == {
+        "asgi": {"async_view": 0.0, "sync_view": 0.0},
+        "wsgi": {"async_view": 0.5, "sync_view": 0.5},
+    }
+    assert document["changes"] == []
+    assert changes.NATIVE_ASYNC in {item.change.key for item in ranked(audited(stack))}
+
+
+def test_cheaper_crossings_alone_rank_after_a_change_that_saves_crossings():
+    """Listing SessionMiddleware sync-only (under a sync-only middleware already pinning
+    the thread) makes no fewer crossings, only cheaper ones (an ``async_to_sync`` for a
+    ``sync_to_async``): a trade, ranked after serving sync views under WSGI, which saves
+    crossings though fewer µs at this hop tax."""
+    stack = STACKS["async-only-below-sync-only"]  # its predictions measured there
+    report = audited(stack)
+    report.hop_tax = audit.HopTax(250.0, 40.0, 900.0, samples=7, instrumented=True)
+    assert [(item.change.key, item.hops, item.us) for item in ranked(report)] == [
+        (changes.NATIVE_ASYNC, 2.0, 290.0),
+        (changes.WSGI_SYNC_VIEWS, 2.5, 195.0),
+        (changes.SYNC_CHAIN, 0.0, 210.0),
+    ]
+    lead = audit.render_to_string(report, "text").split("\n\n")[1].splitlines()
+    assert lead[3].startswith("  2. serve the sync-view endpoints under WSGI")
+    assert lead[5] == (
+        "  3. list a subclass of SessionMiddleware (#4, the last in MIDDLEWARE) with"
+        " async_capable = False in its place: Django then runs the whole chain sync under"
+        " ASGI, one crossing in and one out instead of a hop per hook: as many crossings per"
+        " request (~210 µs less)"
+    )
