@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -567,6 +568,73 @@ def test_file_and_stdout_outputs(tmp_path, capsys):
     assert [line["route"] for line in lines] == ["/async/", "/sync/"]
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [line["route"] for line in out] == ["/async/"]
+
+
+def french_fields(request, record):
+    return {"who": "élève"}
+
+
+def test_stdout_is_sys_stdout_as_it_is_at_each_line_not_at_the_first(capsys, db):
+    """``"stdout"`` follows ``sys.stdout``: a capture around the process's first line
+    (``redirect_stdout``, pytest's ``capsys``) gets that line, and once it is over
+    (and closed, as pytest closes its own) the next lines go to the stdout of then,
+    not to the closed capture (each a failed write, said once, then lost). A stream
+    of another encoding met on the way gets its line escaped, the next UTF-8 one not."""
+    first = io.StringIO()
+    narrow = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    errors = _errors.total()
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(
+        OUTPUT="stdout", EXTRA_FIELDS="tests.test_log.french_fields"
+    ):
+        with contextlib.redirect_stdout(first):
+            asgi_request("/async/")  # the first line of these settings
+        in_first = first.getvalue()
+        first.close()
+        asgi_request("/sync/")
+        wsgi_request("/sync/")
+        with contextlib.redirect_stdout(narrow):
+            asgi_request("/async/")
+        narrow.flush()
+        in_narrow = narrow.buffer.getvalue().decode("ascii")
+        asgi_request("/async/")
+    assert _errors.total() == errors
+    (line,) = [json.loads(text) for text in in_first.splitlines()]
+    assert (line["route"], line["interface"], line["who"]) == ("/async/", "asgi", "élève")
+    out = capsys.readouterr().out
+    lines = [json.loads(text) for text in out.splitlines() if text.startswith("{")]
+    assert [(line["route"], line["interface"]) for line in lines] == [
+        ("/sync/", "asgi"), ("/sync/", "wsgi"), ("/async/", "asgi")
+    ]
+    assert out.count('"who":"élève"') == 3  # UTF-8: as it is
+    assert in_narrow.count('"who":"\\u00e9l\\u00e8ve"') == 1 and in_narrow.count("\n") == 1
+    assert json.loads(in_narrow)["who"] == "élève"
+
+
+def test_a_relative_file_output_is_the_directory_s_when_the_settings_are_read(
+    tmp_path, monkeypatch, db
+):
+    """A relative ``OUTPUT`` path is taken from the working directory when the settings
+    are read (here, as HOPWATCH changes), not at the first line: a test that changes
+    directory before it (``monkeypatch.chdir(tmp_path)``) does not take the lines there."""
+    from hopwatch.conf import hopwatch_settings
+
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(OUTPUT="hops.log"):
+        resolved = hopwatch_settings.OUTPUT
+        assert resolved == str(started / "hops.log")
+        monkeypatch.chdir(elsewhere)
+        asgi_request("/async/")
+        wsgi_request("/sync/")
+        monkeypatch.chdir(started)
+        asgi_request("/sync/")
+    lines = [json.loads(text) for text in (started / "hops.log").read_text().splitlines()]
+    assert [(line["route"], line["interface"]) for line in lines] == [
+        ("/async/", "asgi"), ("/sync/", "wsgi"), ("/sync/", "asgi")
+    ]
+    assert list(elsewhere.iterdir()) == []
 
 
 # --- privacy ---------------------------------------------------------------------------

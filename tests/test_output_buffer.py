@@ -9,6 +9,7 @@ write its parent's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -157,6 +158,36 @@ def test_stdout_is_held_too(capsys, slow_clock):
         apps._emitter.close()
     out = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["request_id"] for line in out] == ["req-0", "req-1"]
+
+
+def test_held_stdout_lines_go_to_sys_stdout_as_it_is_when_they_are_written(capsys, slow_clock, db):
+    """Held lines go to ``sys.stdout`` as it is when they are written, not to the stream
+    of the first line held: a capture closed since (``redirect_stdout`` around the
+    first request, as pytest's ``capsys``) gets none of the later ones."""
+    import hopwatch
+
+    first = io.StringIO()
+    errors = _errors.total()
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20}
+    ):
+        with contextlib.redirect_stdout(first):
+            one(0)
+            hopwatch.flush()
+        in_first = first.getvalue()
+        first.close()
+        one(1)
+        wsgi_request("/sync/")
+        one(2)
+        assert capsys.readouterr().out == ""
+        hopwatch.flush()
+    assert _errors.total() == errors
+    assert [json.loads(line)["request_id"] for line in in_first.splitlines()] == ["req-0"]
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["route"], line["interface"]) for line in out] == [
+        ("/async/", "asgi"), ("/sync/", "wsgi"), ("/async/", "asgi")
+    ]
+    assert [out[0]["request_id"], out[2]["request_id"]] == ["req-1", "req-2"]
 
 
 def test_lines_from_many_threads_are_whole_and_each_written_once(tmp_path, slow_clock, db):

@@ -487,6 +487,35 @@ class _LineWriter:
         old.close()
 
 
+class _StdoutLines(_LineWriter):
+    """``OUTPUT`` ``"stdout"``: each line to ``sys.stdout`` as it is when the line is
+    written, as logging's last-resort handler writes to ``sys.stderr`` as it is then.
+    Not the stream of the first line: a test's capture (pytest's ``capsys``,
+    ``contextlib.redirect_stdout``) around a process's first request would otherwise
+    get every later line, and once closed, make each a failed write. A line pays one
+    read of ``sys.stdout`` and an identity test; a new stream, one look at its
+    encoding (its escaping, :func:`ascii_line`, is decided here, not by the renderer)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        #: The stream the last line went to, and whether it needs the escapes (not
+        #: UTF-8: :func:`~hopwatch._cli.writes_utf8`); one tuple, read and set whole.
+        self._seen = (sys.stdout, not writes_utf8(sys.stdout))
+
+    def msg(self, message: str) -> None:
+        seen = self._seen
+        stream = sys.stdout
+        if stream is not seen[0]:
+            seen = self._seen = (stream, not writes_utf8(stream))
+        if seen[1] and not message.isascii():
+            message = ascii_line(message)
+        with self._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    info = msg
+
+
 class _AppendEachWrite:
     """The stream of a file ``OUTPUT`` once the interpreter's exit has closed the file:
     each write opens ``path``, appends and closes it. For a line finished after the
@@ -596,11 +625,15 @@ class _HeldLines:
     error.
     """
 
-    def __init__(self, stream: TextIO, limit: int, *, close: bool = False) -> None:
+    def __init__(self, stream: TextIO | None, limit: int, *, close: bool = False) -> None:
+        #: The file written to; None for ``"stdout"``: ``sys.stdout`` as it is when the
+        #: held lines are written (:meth:`_target`).
         self._stream = stream
         self._limit = limit
         self._close = close
-        self._piece = _piece_bytes(stream)
+        self._piece = 0 if stream is None else _piece_bytes(stream)
+        #: For ``"stdout"``: the last stream written to, its escaping and its pieces.
+        self._stdout: tuple[TextIO | None, bool, int] = (None, False, 0)
         self._closed = False
         self._reset()
         _held_outputs.add(self)
@@ -656,31 +689,32 @@ class _HeldLines:
                     self._ended.set()
                     self._pending.set()  # the thread wakes, sees it closed, and ends
             if held:
-                if self._piece:
-                    self._write_pieces(held)
+                stream, escape, piece = self._target()
+                if escape:
+                    held = [line if line.isascii() else ascii_line(line) for line in held]
+                if piece:
+                    _write_pieces(stream, held, piece)
                 else:
-                    _write_lines(self._stream, held)
+                    _write_lines(stream, held)
 
-    def _write_pieces(self, lines: list[str]) -> None:
-        """``lines`` in writes of whole lines, each at most ``self._piece`` bytes."""
-        stream, most = self._stream, self._piece
-        stream.flush()  # nothing of the stream's own buffer joins the first piece
-        piece: list[str] = []
-        size = 0
-        for line in lines:
-            length = (len(line) if line.isascii() else len(line.encode())) + 1
-            if piece and size + length > most:
-                _write_lines(stream, piece)
-                piece, size = [], 0
-            piece.append(line)
-            size += length
-        _write_lines(stream, piece)
+    def _target(self) -> tuple[TextIO, bool, int]:
+        """The stream to write to now, whether the lines need their non-ASCII characters
+        escaped for it, and its pieces' size (0: one write). For ``"stdout"``, the
+        ``sys.stdout`` of now (see :class:`_StdoutLines`): a new stream is looked at once."""
+        stream = self._stream
+        if stream is not None:
+            return stream, False, self._piece
+        seen = self._stdout
+        stream = sys.stdout
+        if stream is not seen[0]:
+            seen = self._stdout = (stream, not writes_utf8(stream), _piece_bytes(stream))
+        return stream, seen[1], seen[2]
 
     def reopen_if_moved(self, path: str) -> None:
         """Reopen ``path`` when it is no longer the file written to (see :class:`_Rotation`);
         what is held is written to the new one."""
         with self._write_lock:
-            if self._closed:
+            if self._closed or self._stream is None:
                 return
             old = _reopened(path, self._stream)
             if old is None:
@@ -705,7 +739,7 @@ class _HeldLines:
             self.write_held(closing=True)
         finally:
             _held_outputs.discard(self)
-            if self._close:
+            if self._close and self._stream is not None:
                 self._stream.close()
 
     def close_at_exit(self, path: str) -> None:
@@ -716,7 +750,23 @@ class _HeldLines:
         with self._write_lock:
             old, self._stream = self._stream, _append_each_write(path)
             self._piece = 0  # one write a line, each to the file opened for it
-        old.close()
+        if old is not None:  # (a file's: "stdout" is not among hopwatch's own files)
+            old.close()
+
+
+def _write_pieces(stream: TextIO, lines: list[str], most: int) -> None:
+    """``lines`` in writes of whole lines, each at most ``most`` bytes."""
+    stream.flush()  # nothing of the stream's own buffer joins the first piece
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        length = (len(line) if line.isascii() else len(line.encode())) + 1
+        if piece and size + length > most:
+            _write_lines(stream, piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    _write_lines(stream, piece)
 
 
 def _write_lines(stream: TextIO, lines: list[str]) -> None:
@@ -850,9 +900,18 @@ def make_logger(
         target = _StdlibLine(logging.getLogger(logger_name))
     else:
         own = output != "stdout"  # a path: hopwatch's own stream, closed with the output
-        stream = open(output, "a", encoding="utf-8") if own else sys.stdout  # noqa: SIM115
-        escape = not writes_utf8(stream)
-        target = _HeldLines(stream, buffer, close=own) if buffer else _LineWriter(stream, close=own)
+        # "stdout": sys.stdout as it is at each write, its escaping decided there
+        escape = False
+        if not own:
+            target = _HeldLines(None, buffer) if buffer else _StdoutLines()
+        else:
+            stream = open(output, "a", encoding="utf-8")  # noqa: SIM115
+            escape = not writes_utf8(stream)
+            target = (
+                _HeldLines(stream, buffer, close=True)
+                if buffer
+                else _LineWriter(stream, close=True)
+            )
         closer = target.close
         if own:
             path = os.path.abspath(output)

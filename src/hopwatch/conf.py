@@ -219,7 +219,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         ' `pathlib.Path` (`BASE_DIR / "hops.log"`), appended to, one JSON object per line.'
         " A path needs a directory part or a suffix (`hops.log`,"
         " `./hops`): a bare word such as `\"stderr\"` is refused at start-up rather than"
-        " taken for a file name. Check `hopwatch.W007` warns when this process cannot append"
+        " taken for a file name. A relative path is taken from the working directory when"
+        " the settings are read: at start-up, or when `HOPWATCH` changes"
+        " (`override_settings`), never at a request (a test that changes directory does not"
+        " move the lines). `\"stdout\"` is `sys.stdout` as it is when each line is written"
+        " (a test's capture, pytest's `capsys` or `redirect_stdout`, gets the lines written"
+        " inside it, and only those). Check `hopwatch.W007` warns when this process cannot append"
         " to the file (its directory missing, say). The file is followed across a rotation"
         " (logrotate's rename, with `create` or without; `copytruncate` works too): at most"
         " once a second, as a line goes out, hopwatch compares the path with the open file"
@@ -236,7 +241,8 @@ SETTINGS: Final[dict[str, Setting]] = {
         _output_buffer,
         "0, or a whole number of characters from 4096 to 4194304",
         "`0`: each line is written when its request ends. A number (`65536`), with `OUTPUT`"
-        " `\"stdout\"` or a file path: lines are held in memory and written together, when they"
+        " `\"stdout\"` or a file path: lines are held in memory and written together (to"
+        " `sys.stdout` as it is then, for `\"stdout\"`), when they"
         " reach that many characters, a second after the first of them at the latest, when the"
         " settings change and when the process exits (gunicorn's, Daphne's and Granian's workers"
         " on `SIGTERM`, and Hypercorn's when it runs one). It saves most requests their `write`"
@@ -861,6 +867,13 @@ class Settings:
                 if problem.key in SETTINGS:
                     merged[problem.key] = DEFAULTS[problem.key]
                 _warn_once(problem)
+            output = merged["OUTPUT"]
+            if output not in OUTPUT_TARGETS:
+                # A relative path is the working directory's of now (start-up, or the
+                # change of HOPWATCH), not of the first line: a test that changed
+                # directory (monkeypatch.chdir) before the first request would
+                # otherwise have the whole run's lines written there.
+                merged["OUTPUT"] = os.path.abspath(output)
             self._merged, self._source = merged, user
             for listener in self._listeners:
                 listener(merged)
