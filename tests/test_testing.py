@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import unittest
+import warnings
 from pathlib import Path
 
 import pytest
@@ -1133,3 +1134,102 @@ def test_the_docs_budget_file_per_environment_is_one_per_feature_release():
     (expression,) = re.findall(r"`hop_budget\(path=(f\"budgets/[^`]*\")\)`", text)
     path = eval(expression, {"django": django})  # the docs' own f-string
     assert path == f"budgets/django{django.VERSION[0]}{django.VERSION[1]}.hops.json"
+
+
+# --- requests a block does not see: a live server's -----------------------------------
+
+
+def _served(live_server, path: str) -> bytes:
+    """``path`` through pytest-django's live server (Django's ``LiveServerThread``: a
+    real server on 127.0.0.1, each request served in a thread of its own)."""
+    from urllib.request import urlopen
+
+    with urlopen(live_server.url + path) as response:
+        return response.read()
+
+
+def test_a_block_around_a_live_server_request_counts_none_and_lists_it_as_not_seen(
+    live_server,
+):
+    """The live server's thread starts each request in an empty context: the block's
+    scope is not there, so its hops are not counted. The block lists each request that
+    finished meanwhile outside its scope, with its hops, every time (its end waits for
+    the server's thread, which writes the response before it closes the request)."""
+    from hopwatch.testing import RequestNotSeen
+
+    for _ in range(20):  # the server closes the request after the client has the body
+        with count_hops() as seen:
+            assert _served(live_server, "/hops/3/") == b"3"
+            assert _served(live_server, "/async/") == b"async"
+        assert len(seen) == 0
+        assert seen.requests_not_seen == [
+            RequestNotSeen("GET", "/hops/<int:n>/", 4),  # async_to_sync and 3 sync_to_async
+            RequestNotSeen("GET", "/async/", 1),
+        ]
+        assert seen.hops_not_seen == 5
+    assert seen.report() == (
+        "Not counted: 2 requests that finished in another thread or context while the block"
+        " was open, 5 hops in all: GET /hops/<int:n>/ (4 hops), GET /async/ (1 hop). A block"
+        " counts only the requests made from its own code (the test Client, AsyncClient); a"
+        " live server (LiveServerTestCase, pytest-django's live_server) serves each request"
+        ' in a thread of its own (docs/testing.md, "What a block cannot see").'
+    )
+    with count_hops(direction="sync_to_async") as filtered:
+        _served(live_server, "/hops/3/")
+    assert filtered.requests_not_seen == [RequestNotSeen("GET", "/hops/<int:n>/", 3)]
+    # the same request from the test Client, in the block's scope: counted, none unseen
+    with count_hops() as client:
+        Client().get("/hops/3/")
+    assert (len(client), client.requests_not_seen, client.hops_not_seen) == (4, [], 0)
+    with count_hops() as async_client:
+        asyncio.run(AsyncClient().get("/hops/3/"))
+    assert len(async_client) > 3 and async_client.requests_not_seen == []
+    # a request finished after the block is not the block's concern
+    _served(live_server, "/async/")
+    assert seen.requests_not_seen[-1] == RequestNotSeen("GET", "/async/", 1)
+    assert len(seen.requests_not_seen) == 2
+
+
+def test_a_hop_check_that_passed_without_the_live_server_s_hops_warns(live_server, tmp_path):
+    with pytest.warns(UserWarning) as caught, assert_max_hops(0):
+        _served(live_server, "/async/")
+    (warning,) = caught
+    assert str(warning.message) == (
+        "a hop check passed counting 0 hops, but it did not see every request that finished"
+        " while it was open. Not counted: 1 request that finished in another thread or"
+        " context while the block was open, 1 hop in all: GET /async/ (1 hop). A block"
+        " counts only the requests made from its own code (the test Client, AsyncClient); a"
+        " live server (LiveServerTestCase, pytest-django's live_server) serves each request"
+        ' in a thread of its own (docs/testing.md, "What a block cannot see").'
+    )
+    assert warning.filename == __file__  # the test's `with` line
+    # exactly 1 seen, 1 more not seen
+    with pytest.warns(UserWarning, match="Not counted: 1 request"), assert_hops(1):
+        Client().get("/async/")
+        _served(live_server, "/async/")
+    budget = hop_budget("live-server", path=tmp_path / "budgets.hops.json")
+    with pytest.warns(UserWarning, match=r"GET /hops/<int:n>/ \(4 hops\)"), budget:
+        _served(live_server, "/hops/3/")
+    # a check its unseen hops could not have failed says nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with assert_max_hops(1):
+            _served(live_server, "/async/")
+        with assert_max_hops(5):
+            Client().get("/async/")
+            _served(live_server, "/hops/3/")
+
+
+def test_a_failing_hop_check_lists_the_requests_it_did_not_see(live_server):
+    with pytest.raises(AssertionError) as failed, assert_hops(0):
+        Client().get("/async/")
+        _served(live_server, "/hops/2/")
+    text = str(failed.value)
+    assert text.startswith("Expected exactly 0 hops, 1 was made:\n  1. async_to_sync")
+    assert text.endswith(
+        "\nNot counted: 1 request that finished in another thread or context while the block"
+        " was open, 3 hops in all: GET /hops/<int:n>/ (3 hops). A block counts only the"
+        " requests made from its own code (the test Client, AsyncClient); a live server"
+        " (LiveServerTestCase, pytest-django's live_server) serves each request in a thread"
+        ' of its own (docs/testing.md, "What a block cannot see").'
+    )

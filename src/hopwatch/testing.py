@@ -21,7 +21,10 @@ where the hop was *made*, and a request opened inside the block (the test
 clients' handlers, which hopwatch patches) makes its record a child that
 forwards its hops to the block. So the block sees exactly the hops of the code
 it wraps, and a hop made around it, such as the ``async_to_sync`` Django uses
-to run an ``async def`` test method, is not counted.
+to run an ``async def`` test method, is not counted. Nor is a request served in
+another thread (a live server's, whose threads start in an empty context): a
+block lists those that finished while it was open (:attr:`HopCount.requests_not_seen`),
+and a check they could have failed warns.
 
 This module imports neither Django nor pytest. Its frames that raise as a
 block starts or ends carry ``__tracebackhide__``, so pytest points at the
@@ -39,11 +42,13 @@ import json
 import os
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 
@@ -54,8 +59,11 @@ from hopwatch._recorder import (
     SYNC_TO_ASYNC,
     Hop,
     Ledger,
+    RequestRecord,
+    add_sink,
     current_scope,
     enter_scope,
+    remove_sink,
     value_outside,
 )
 
@@ -65,6 +73,7 @@ __all__ = [
     "HopBudget",
     "HopCount",
     "HopsFixture",
+    "RequestNotSeen",
     "assert_hops",
     "assert_max_hops",
     "budget_path_for",
@@ -132,6 +141,87 @@ def _direction(direction: str | None) -> str | None:
     if direction is not None and direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {list(_DIRECTIONS)}, not {direction!r}")
     return direction
+
+
+class RequestNotSeen(NamedTuple):
+    """A request that finished while a block was open, outside the block's scope (served
+    in another thread or context: a live server's), so its hops are not in the block's
+    count: see :attr:`HopCount.requests_not_seen`."""
+
+    method: str | None
+    #: The route (``"/items/<int:pk>/"``), else the path hopwatch logs, if any.
+    route: str | None
+    #: Its hops that match the block's ``kind``/``direction`` filters.
+    hops: int
+
+    def __str__(self) -> str:
+        what = " ".join(part for part in (self.method, self.route) if part) or "a request"
+        return f"{what} ({self.hops} hop{'' if self.hops == 1 else 's'})"
+
+
+class _NotSeenWarning(UserWarning):
+    """A hop check passed while requests it did not see made hops (a live server's)."""
+
+
+#: How long a block's end waits at most for the requests a server thread of this
+#: process is still finishing (:func:`_wait_for_served_requests`), in seconds.
+SERVED_WAIT_SECONDS = 1.0
+
+
+def _wait_for_served_requests() -> None:
+    """As a block ends, wait (at most :data:`SERVED_WAIT_SECONDS`) while another thread
+    runs a request in ``wsgiref``'s handler (Django's live server, ``runserver``): its
+    response is written before its request is closed (by ``response.close()``), so a
+    client inside the block can read the whole body and leave the block before the
+    request has finished. Waited for, it is among :attr:`HopCount.requests_not_seen`
+    every time, not only when the server's thread wins that race. Read from the
+    threads' frames, at the block's end only: nothing per request."""
+    handlers = sys.modules.get("wsgiref.handlers")
+    if handlers is None or threading.active_count() < 2:
+        return
+    run = handlers.BaseHandler.run.__code__
+    me = threading.get_ident()
+    deadline = time.monotonic() + SERVED_WAIT_SECONDS
+    while True:
+        busy = False
+        for ident, frame in sys._current_frames().items():
+            seen: Any = frame if ident != me else None
+            while seen is not None and not busy:
+                busy = seen.f_code is run
+                seen = seen.f_back
+            if busy:
+                break
+        del frame, seen
+        if not busy or time.monotonic() >= deadline:
+            return
+        time.sleep(0.001)
+
+
+def _not_seen_text(counted: HopCount) -> str:
+    """The listing's line for the requests a block did not see, or ``""``."""
+    unseen = counted.requests_not_seen
+    if not unseen:
+        return ""
+    shown = ", ".join(str(request) for request in unseen[:5])
+    more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+    requests = "request" if len(unseen) == 1 else "requests"
+    hops = counted.hops_not_seen
+    what = counted.describe()[:-1] if hops == 1 else counted.describe()  # "hops" -> "hop"
+    return (
+        f"Not counted: {len(unseen)} {requests} that finished in another thread or context"
+        f" while the block was open, {hops} {what} in all:"
+        f" {shown}{more}. A block counts only the requests made from its own code (the"
+        " test Client, AsyncClient); a live server (LiveServerTestCase, pytest-django's"
+        " live_server) serves each request in a thread of its own (docs/testing.md,"
+        ' "What a block cannot see").'
+    )
+
+
+def _passed_unseeing_text(counted: HopCount) -> str:
+    return (
+        f"a hop check passed counting {len(counted)} {counted.describe()}, but it did not"
+        f" see every request that finished while it was open. {_not_seen_text(counted)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -204,6 +294,13 @@ class _CheckedBlock(_AsyncBlock):
         counter.__exit__(exc_type, exc, tb)
         if exc_type is None:
             check(counter)
+            if self._passed_unseeing(counter):
+                warnings.warn(_NotSeenWarning(_passed_unseeing_text(counter)), stacklevel=2)
+
+    def _passed_unseeing(self, counted: HopCount) -> bool:
+        """Whether the check just passed might have failed with the hops of the requests
+        the block did not see counted (:attr:`HopCount.requests_not_seen`)."""
+        return counted.hops_not_seen > 0
 
 
 class HopCount(_AsyncBlock):
@@ -229,6 +326,8 @@ class HopCount(_AsyncBlock):
         self.ledger: Ledger | None = None
         self._token: Any = None
         self._frozen: _Tally | None = None
+        self._not_seen: list[RequestNotSeen] = []
+        self._watch: Callable[[RequestRecord], None] | None = None
 
     # --- context manager ------------------------------------------------------
     def __enter__(self) -> HopCount:
@@ -237,8 +336,29 @@ class HopCount(_AsyncBlock):
         _ensure_installed()
         # enter_scope makes the enclosing scope (a request, an outer block) its
         # parent, which still gets every hop.
-        self.ledger = Ledger(detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT)
-        self._token = enter_scope(self.ledger)
+        self.ledger = ledger = Ledger(detail_limit=_DETAIL_LIMIT, cause_limit=_CAUSE_LIMIT)
+        self._token = enter_scope(ledger)
+        not_seen = self._not_seen
+        matches = self._matches
+
+        def watch(record: RequestRecord) -> None:
+            """A request that finished while the block is open, in any thread (a sink:
+            one more call per request while a block is open, none otherwise)."""
+            scope = record.parent
+            while scope is not None:  # the block's own, or a nested block's
+                if scope is ledger:
+                    return
+                scope = scope.parent
+            hops = sum(
+                stats.count
+                for cause, stats in record.top_causes()
+                if matches(cause.kind, stats.direction)
+            )
+            route = record.route or record.path
+            not_seen.append(RequestNotSeen(record.method, route, hops))
+
+        self._watch = watch
+        add_sink(watch)
         return self
 
     def __exit__(
@@ -250,6 +370,10 @@ class HopCount(_AsyncBlock):
         ledger = self.ledger
         if ledger is None:
             raise RuntimeError("count_hops() exited without being entered")
+        if self._watch is not None:
+            _wait_for_served_requests()
+            remove_sink(self._watch)
+            self._watch = None
         try:
             current_scope.reset(self._token)
         except ValueError:
@@ -328,9 +452,24 @@ class HopCount(_AsyncBlock):
         words = [*sorted(self.kinds or ()), *([self.direction] if self.direction else [])]
         return " ".join([*words, "hops"])
 
+    @property
+    def requests_not_seen(self) -> list[RequestNotSeen]:
+        """The requests that finished while the block was open without being counted by
+        it: served in another thread or context (a live server's, a real server's),
+        not from the block's own code. Their hops are not in :attr:`count`."""
+        return list(self._not_seen)
+
+    @property
+    def hops_not_seen(self) -> int:
+        """The (matching) hops of :attr:`requests_not_seen`."""
+        return sum(request.hops for request in self._not_seen)
+
     def report(self) -> str:
-        """Every hop on one line (direction, kind, site, call site), then counts by site."""
-        return format_hops(self._current().hops, self.by_site(), self.not_listed)
+        """Every hop on one line (direction, kind, site, call site), then counts by site;
+        last, the requests the block did not see (:attr:`requests_not_seen`), if any."""
+        listing = format_hops(self._current().hops, self.by_site(), self.not_listed)
+        notice = _not_seen_text(self)
+        return f"{listing}\n{notice}" if listing and notice else listing or notice
 
     def __repr__(self) -> str:
         state = "frozen" if self._frozen is not None else "live"
@@ -458,6 +597,12 @@ class HopAssertion(_CheckedBlock):
         head = f"Expected {expected} {self.n} {what}, {made} {verb} made"
         listing = counted.report()
         raise AssertionError(f"{head}:\n{listing}" if listing else f"{head}.")
+
+    def _passed_unseeing(self, counted: HopCount) -> bool:
+        # with the hops of the requests it did not see, the check would have failed
+        unseen = counted.hops_not_seen
+        total = len(counted) + unseen
+        return unseen > 0 and (total > self.n or (self.exact and total != self.n))
 
     def __call__(self, func: F) -> F:
         return _decorate(func, lambda _args: self._fresh())
