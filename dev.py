@@ -108,6 +108,11 @@ TEST_REQUIREMENTS = [
     # cluster of PostgreSQL's server (dev.py installs it with apt-get when it can)
     "psycopg[binary]==3.3.9",
     "psycopg-pool==3.3.3",
+    # and the usual third-party pool (MySQL's above all): django-db-connection-pool, SQLAlchemy's
+    # QueuePool behind dj_db_conn_pool.backends.*; its PostgreSQL backend on psycopg 3 above
+    "django-db-connection-pool==1.2.6",
+    "SQLAlchemy==2.1.9",
+    "sqlparams==6.2.0",
 ]
 
 # The browser the screenshot test drives, from Debian's packages.

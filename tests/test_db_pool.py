@@ -1,17 +1,21 @@
-"""``db_connections`` with Django's connection pool (PostgreSQL ``OPTIONS["pool"]``, 5.1+).
+"""``db_connections`` with a connection pool: Django's (PostgreSQL ``OPTIONS["pool"]``, 5.1+)
+and django-db-connection-pool's (SQLAlchemy's pool behind ``dj_db_conn_pool.backends.*``).
 
 With the pool, Django's ``connect()`` takes a connection from the pool
 (``get_new_connection`` -> ``pool.getconn()``) and sends ``connection_created`` as
 for a new one, on every checkout. The field counts physical connections first used
 by the request: a checkout of one used before counts 0. Without the pool each
-connect is a new connection and counts. And what docs/threads.md says of pool
+connect is a new connection and counts. django-db-connection-pool hands Django a
+new proxy of SQLAlchemy's (``_ConnectionFairy``) at every checkout, around the
+same DB-API connection: that counts as the connection inside it. And what docs/threads.md says of pool
 threads: each ``thread_sensitive=False`` call keeps the connection it took from the
 pool, unless the function closes it.
 
-The pool exists in Django's PostgreSQL backend only, and needs a server: each test
+Django's pool exists in its PostgreSQL backend only, and needs a server: each test
 runs a real Django process (requests through Django's ``ASGIHandler`` on one event
 loop, as a server makes them, and its ``WSGIHandler``) against a throw-away cluster
-made with ``initdb`` and run by ``postgres`` for this module. Skipped, with the
+made with ``initdb`` and run by ``postgres`` for this module, which logs each connection
+it accepts (``log_connections``: the server's own count of connections). Skipped, with the
 reason, where ``initdb``/``postgres`` or psycopg and psycopg-pool are missing (failed under
 CI=true: ``python3 dev.py test`` installs PostgreSQL with apt-get where it can).
 """
@@ -42,11 +46,12 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 pytest.importorskip("psycopg_pool", reason="psycopg-pool is not installed")
 
 
-def missing(reason: str) -> None:
-    """Skip (or fail under CI=true, where dev.py installs PostgreSQL) for a missing part."""
+def missing(reason: str, installs: str = "where apt-get can") -> None:
+    """Skip (or fail under CI=true, where dev.py installs PostgreSQL and the test
+    requirements) for a missing part."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the database pool test must run)")
-    pytest.skip(f"{reason}; python3 dev.py test installs it where apt-get can")
+    pytest.skip(f"{reason}; python3 dev.py test installs it {installs}")
 
 
 def _postgres_bin() -> Path | None:
@@ -99,7 +104,8 @@ def cluster() -> Iterator[str]:
         with open(base / "log", "wb") as log:
             server = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(data), "-k", str(base),
-                 "-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=40"],
+                 "-c", "listen_addresses=", "-c", "fsync=off", "-c", "max_connections=40",
+                 "-c", "log_connections=on"],
                 stdout=subprocess.DEVNULL, stderr=log,
                 preexec_fn=ends_with_this_process(), **user,
             )  # fmt: skip
@@ -125,15 +131,17 @@ def cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-# The child's settings: the suite's, on the cluster, with the pool when POOL is set.
+# The child's settings: the suite's, on the cluster, with Django's pool when POOL is set;
+# ENGINE and django-db-connection-pool's POOL_OPTIONS from DB_ENGINE and POOL_OPTIONS.
 _SETTINGS = """
 import json, os
 from tests.settings import *  # noqa: F403
 _pool = json.loads(os.environ["POOL"])
 DATABASES = {"default": {
-    "ENGINE": "django.db.backends.postgresql",
+    "ENGINE": os.environ["DB_ENGINE"],
     "HOST": os.environ["PGHOST_DIR"], "USER": "hopwatch", "NAME": "postgres",
     "OPTIONS": {"pool": _pool} if _pool else {},
+    "POOL_OPTIONS": json.loads(os.environ["POOL_OPTIONS"]),
 }}
 ROOT_URLCONF = "db_pool_urls"
 MIDDLEWARE = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -209,8 +217,16 @@ print(json.dumps({"pids": pids, "pool": pool, "process": apps.process_lines.line
 """
 
 
-def _serve(tmp_path: Path, cluster: str, pool: Any, *requests: str) -> dict[str, Any]:
-    """The child's pids, pool stats and process line, and its request lines (``lines``)."""
+def _serve(
+    tmp_path: Path,
+    cluster: str,
+    pool: Any,
+    *requests: str,
+    engine: str = "django.db.backends.postgresql",
+    pool_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The child's pids, pool stats and process line, its request lines (``lines``), and
+    the connections the server accepted while it ran (``server_connections``)."""
     (tmp_path / "db_pool_settings.py").write_text(_SETTINGS)
     (tmp_path / "db_pool_urls.py").write_text(_URLS)
     log = tmp_path / "hopwatch.log"
@@ -221,6 +237,9 @@ def _serve(tmp_path: Path, cluster: str, pool: Any, *requests: str) -> dict[str,
     env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
     env["DJANGO_SETTINGS_MODULE"] = "db_pool_settings"
     env.update(POOL=json.dumps(pool), PGHOST_DIR=cluster, HOPWATCH_LOG=str(log))
+    env.update(DB_ENGINE=engine, POOL_OPTIONS=json.dumps(pool_options or {}))
+    server_log = Path(cluster) / "log"
+    server_log_start = server_log.stat().st_size
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_CHILD), *requests],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
@@ -230,6 +249,9 @@ def _serve(tmp_path: Path, cluster: str, pool: Any, *requests: str) -> dict[str,
     lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     result["lines"] = [line for line in lines if line["event"] == "hopwatch.request"]
     assert len(result["lines"]) == len(requests)
+    with open(server_log, "rb") as read:
+        read.seek(server_log_start)
+        result["server_connections"] = read.read().count(b"connection authorized:")
     return result
 
 
@@ -275,3 +297,50 @@ def test_pool_threads_keep_the_connections_they_took_unless_the_call_closes_them
     assert len(set(first)) == GATHERED and set(second) == set(first)  # the pool's five again
     assert [line["db_connections"] for line in closed["lines"]] == [GATHERED, 0]
     assert closed["pool"] == {"pool_size": GATHERED, "pool_available": GATHERED}
+
+
+def _sqlalchemy_pool() -> str:
+    """django-db-connection-pool's PostgreSQL backend (SQLAlchemy's ``QueuePool``, on
+    psycopg 3): the ENGINE; missing() without it."""
+    try:
+        import dj_db_conn_pool  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        missing("django-db-connection-pool is not installed", "with its environments")
+    return "dj_db_conn_pool.backends.postgresql"
+
+
+def test_a_sqlalchemy_pool_connection_counts_for_the_first_request_that_uses_it(
+    tmp_path, cluster
+):
+    """django-db-connection-pool, the usual pool on MySQL: its backend's ``connect()``
+    checks a connection out of SQLAlchemy's pool, which hands Django a new proxy around
+    it (``_ConnectionFairy``) each time, and Django sends ``connection_created``. A pool
+    of one connection serves the six requests: the first opened it, the others
+    reused it (each had counted 1 while the proxy was taken for the connection). The
+    sum is the server's own count of connections."""
+    engine = _sqlalchemy_pool()
+    options = {"POOL_SIZE": 1, "MAX_OVERFLOW": 0, "TIMEOUT": 20}
+    served = _serve(tmp_path, cluster, None, *SEQUENTIAL, engine=engine, pool_options=options)
+    assert len({pid for pids in served["pids"] for pid in pids}) == 1
+    assert [line["db_connections"] for line in served["lines"]] == [1, 0, 0, 0, 0, 0]
+    assert served["process"]["db_connections"] == 1
+    assert served["server_connections"] == 1
+
+
+def test_a_sqlalchemy_pool_gives_pool_threads_back_the_connections_they_closed(
+    tmp_path, cluster
+):
+    """Gathered ``thread_sensitive=False`` calls with django-db-connection-pool, each
+    closing its connection (back to the pool): the first request's five open five; the
+    next request's calls take the same five out of the pool again, as new proxies, and
+    open none. The sum is the server's own count."""
+    engine = _sqlalchemy_pool()
+    options = {"POOL_SIZE": GATHERED, "MAX_OVERFLOW": 0, "TIMEOUT": 20}
+    requests = ("asgi /gather/?close=close",) * 2
+    closed = _serve(tmp_path, cluster, None, *requests, engine=engine, pool_options=options)
+    first, second = closed["pids"]
+    assert len(set(first)) == GATHERED and set(second) == set(first)
+    assert [line["db_connections"] for line in closed["lines"]] == [GATHERED, 0]
+    assert closed["process"]["db_connections"] == GATHERED
+    assert closed["server_connections"] == GATHERED

@@ -18,6 +18,13 @@ seen are held weakly (a ``WeakSet``: at most the connections alive, a pool's
 while it keeps them); one that cannot be weakly referenced (``sqlite3``'s) is
 new at each connect, and counts.
 
+A pool may hand Django a proxy of its own around the DB-API connection instead
+of the connection itself: SQLAlchemy's pool (behind django-db-connection-pool's
+``dj_db_conn_pool.backends.*``, the usual pool for MySQL) gives a new
+``_ConnectionFairy`` at every checkout, the same DB-API connection inside as its
+``dbapi_connection`` (SQLAlchemy 1.4.24+). The object counted is the one inside
+such a proxy; a proxy without one (a connection the pool dropped) counts.
+
 Runs per connection opened, never per hop. The thread ids go into the record
 with one ``list.append`` (atomic under the GIL, so several pool threads of one
 request need no lock).
@@ -44,6 +51,8 @@ def _first_use(connection: Any) -> bool:
     """Whether ``connection`` (Django's wrapper) holds a physical connection used for the
     first time: False for one a pool handed out before."""
     dbapi = getattr(connection, "connection", None)
+    # A pool's proxy (SQLAlchemy's, new at each checkout): the DB-API connection inside.
+    dbapi = getattr(dbapi, "dbapi_connection", dbapi)
     if dbapi is None:
         return True
     try:
