@@ -162,7 +162,9 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
 
 
 def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(sdist, tmp_path):
-    wheel = _wheel(sdist, tmp_path)  # this machine's compiler
+    # this machine's compiler, every warning -Wall -Wextra give an error: a toolchain that
+    # builds with -Werror (some distributions' packaging does) must not drop a C part
+    wheel = _wheel(sdist, tmp_path, CFLAGS="-Wall -Wextra -Werror")
     built = _extensions(wheel)
     assert [name.rsplit(".", 2)[0] + "." for name in built] == sorted(EXTENSIONS)
     target = tmp_path / "site"

@@ -676,6 +676,7 @@ hop_make(PyObject *direction, PyObject *cause, PyObject *thread_sensitive, PyObj
 static PyObject *
 Hop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
+    (void)type;
     static char *kwlist[] = {"direction", "cause", "thread_sensitive", "parent", "scope",
                              "called_ns", NULL};
     PyObject *direction, *cause, *thread_sensitive, *parent, *scope;
@@ -741,12 +742,14 @@ hop_end(HopObject *h)
 static PyObject *
 Hop_end_ns(HopObject *h, void *c)
 {
+    (void)c;
     return PyLong_FromLongLong(hop_end(h));
 }
 
 static PyObject *
 Hop_wait_ns(HopObject *h, void *c)
 {
+    (void)c;
     if (!h->started_ns) {
         return PyLong_FromLongLong(clamp0(h->resumed_ns - h->called_ns));
     }
@@ -756,6 +759,7 @@ Hop_wait_ns(HopObject *h, void *c)
 static PyObject *
 Hop_run_ns(HopObject *h, void *c)
 {
+    (void)c;
     if (!h->started_ns) {
         return PyLong_FromLong(0);
     }
@@ -765,6 +769,7 @@ Hop_run_ns(HopObject *h, void *c)
 static PyObject *
 Hop_resume_ns(HopObject *h, void *c)
 {
+    (void)c;
     if (!h->started_ns) {
         return PyLong_FromLong(0);
     }
@@ -774,12 +779,14 @@ Hop_resume_ns(HopObject *h, void *c)
 static PyObject *
 Hop_wall_ns(HopObject *h, void *c)
 {
+    (void)c;
     return PyLong_FromLongLong(clamp0(h->resumed_ns - h->called_ns));
 }
 
 static PyObject *
 Hop_overhead_ns(HopObject *h, void *c)
 {
+    (void)c;
     long long wall = clamp0(h->resumed_ns - h->called_ns);
     if (!h->started_ns) {
         return PyLong_FromLongLong(wall);
@@ -802,6 +809,7 @@ hop_inner(HopObject *h, long long run)
 static PyObject *
 Hop_work_ns(HopObject *h, void *c)
 {
+    (void)c;
     long long run = h->started_ns ? clamp0(hop_end(h) - h->started_ns) : 0;
     return PyLong_FromLongLong(run - hop_inner(h, run));
 }
@@ -915,6 +923,7 @@ stats_make(PyObject *direction)
 static PyObject *
 CauseStats_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
+    (void)type;
     static char *kwlist[] = {"direction", NULL};
     PyObject *direction;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &direction)) {
@@ -1015,6 +1024,8 @@ static PyTypeObject LedgerCoreType;
 static PyObject *
 LedgerCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
+    (void)args;
+    (void)kwds;
     LedgerCoreObject *self = (LedgerCoreObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
@@ -1088,6 +1099,7 @@ LedgerCore_dealloc(LedgerCoreObject *self)
 static PyObject *
 LedgerCore_close(LedgerCoreObject *self, PyObject *unused)
 {
+    (void)unused;
     /* Atomic under the GIL with respect to the accounting, which checks the
      * flag and accounts without releasing it. */
     self->closed = 1;
@@ -1197,6 +1209,7 @@ static PyObject *cause_key(PyObject *cause, PyObject *direction);
 static PyObject *
 LedgerCore_get_causes(LedgerCoreObject *self, void *closure)
 {
+    (void)closure;
     /* {(cause, direction): CauseStats}, in the order first seen: a dict of the
      * reader's own (the stats are the ledger's: they go on adding up). */
     PyObject *causes = PyDict_New();
@@ -1214,12 +1227,14 @@ LedgerCore_get_causes(LedgerCoreObject *self, void *closure)
 static PyObject *
 LedgerCore_get_detail_limit(LedgerCoreObject *self, void *closure)
 {
+    (void)closure;
     return PyLong_FromSsize_t(self->detail_limit);
 }
 
 static int
 LedgerCore_set_detail_limit(LedgerCoreObject *self, PyObject *value, void *closure)
 {
+    (void)closure;
     /* At most this many hops kept, whenever it is set: a lower limit drops
      * the kept hops beyond it (counted in detail_dropped). */
     Py_ssize_t limit = value ? PyLong_AsSsize_t(value) : -1;
@@ -1282,6 +1297,7 @@ pinned_flush(LedgerCoreObject *l)
 static PyObject *
 LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
 {
+    (void)closure;
     if (pinned_flush(self) < 0) {
         return NULL;
     }
@@ -1292,6 +1308,7 @@ LedgerCore_get_pinned_by(LedgerCoreObject *self, void *closure)
 static PyObject *
 LedgerCore_get_thread_ids(LedgerCoreObject *self, void *closure)
 {
+    (void)closure;
     /* A set of the reader's own: the ids of the threads that ran its hops. */
     PyObject *ids = PySet_New(self->more_tids);
     for (int i = 0; ids != NULL && i < self->n_tids; i++) {
@@ -1309,6 +1326,7 @@ LedgerCore_get_thread_ids(LedgerCoreObject *self, void *closure)
 static PyObject *
 LedgerCore_get_threads_seen(LedgerCoreObject *self, void *closure)
 {
+    (void)closure;
     Py_ssize_t more = self->more_tids ? PySet_GET_SIZE(self->more_tids) : 0;
     return PyLong_FromSsize_t(self->n_tids + more);
 }
@@ -1462,6 +1480,7 @@ ledger_ranked(LedgerCoreObject *l, Py_ssize_t *n, RankEntry *stack)
 static PyObject *
 LedgerCore_ranked_causes(LedgerCoreObject *self, PyObject *unused)
 {
+    (void)unused;
     Py_ssize_t n = 0;
     RankEntry stack[RANK_STACK];
     RankEntry *entries = ledger_ranked(self, &n, stack);
@@ -2673,6 +2692,7 @@ finish_hop_account(HopObject *hop)
 static PyObject *
 finish_hop(PyObject *module, PyObject *hop)
 {
+    (void)module;
     if (!Py_IS_TYPE(hop, &HopType)) {
         PyErr_SetString(PyExc_TypeError, "finish_hop() takes a Hop");
         return NULL;
@@ -2741,6 +2761,8 @@ static PyObject *g_stale_callback;
 static PyObject *
 caches_went_stale(PyObject *module, PyObject *ref)
 {
+    (void)module;
+    (void)ref;
     g_caches_stale = 1;
     Py_RETURN_NONE;
 }
@@ -3222,6 +3244,7 @@ done:
 static PyObject *
 py_attribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "attribute(adapter, target, frame)");
         return NULL;
@@ -3237,6 +3260,8 @@ py_attribute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 py_clear_caches(PyObject *module, PyObject *unused)
 {
+    (void)module;
+    (void)unused;
     cache_clear(&g_first);
     cache_clear(&g_second);
     codes_clear();
@@ -4047,6 +4072,7 @@ HopAwaitable_throw(HopAwaitableObject *a, PyObject *const *args, Py_ssize_t narg
 static PyObject *
 HopAwaitable_close(HopAwaitableObject *a, PyObject *unused)
 {
+    (void)unused;
     if (a->inner == NULL) {
         Py_RETURN_NONE;
     }
@@ -4368,6 +4394,7 @@ Then_throw(ThenObject *t, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Then_close(ThenObject *t, PyObject *unused)
 {
+    (void)unused;
     if (t->inner == NULL || t->state == ST_DONE) {
         Py_RETURN_NONE;
     }
@@ -4502,6 +4529,7 @@ static PyTypeObject ThenType = {
 static PyObject *
 py_then(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 4 && nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "then(awaitable, fn, a, b, start=None)");
         return NULL;
@@ -4875,12 +4903,14 @@ BoundHandler_dealloc(BoundHandlerObject *b)
 static PyObject *
 BoundHandler_get_self(BoundHandlerObject *b, void *c)
 {
+    (void)c;
     return Py_NewRef(b->self);
 }
 
 static PyObject *
 BoundHandler_get_func(BoundHandlerObject *b, void *c)
 {
+    (void)c;
     return Py_NewRef(b->original);
 }
 
@@ -4889,6 +4919,7 @@ BoundHandler_get_func(BoundHandlerObject *b, void *c)
 static PyObject *
 BoundHandler_get_wrapped(BoundHandlerObject *b, void *c)
 {
+    (void)c;
     return PyMethod_New(b->original, b->self);
 }
 
@@ -5046,6 +5077,7 @@ Patch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyObject *
 Patch_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
+    (void)type;
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
     }
@@ -5113,6 +5145,7 @@ static PyTypeObject PatchType = {
 static PyObject *
 py_configure(PyObject *module, PyObject *args, PyObject *kwds)
 {
+    (void)module;
     static char *kwlist[] = {"current_scope", "resolve", "classify_code", "unscoped", "late",
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
@@ -5185,6 +5218,7 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
 static PyObject *
 py_set_active(PyObject *module, PyObject *arg)
 {
+    (void)module;
     int truth = PyObject_IsTrue(arg);
     if (truth < 0) {
         return NULL;
@@ -5203,6 +5237,7 @@ py_set_active(PyObject *module, PyObject *arg)
 static PyObject *
 py_enter_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 2 || !PyContextVar_CheckExact(args[0]) ||
         !PyObject_TypeCheck(args[1], &LedgerCoreType)) {
         PyErr_SetString(PyExc_TypeError, "enter_scope(var, ledger)");
@@ -5245,6 +5280,7 @@ py_enter_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 2 || !PyContextVar_CheckExact(args[0]) || !PyType_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "find_scope(var, cls)");
         return NULL;
@@ -5279,6 +5315,7 @@ py_find_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 py_scope_value(PyObject *module, PyObject *var)
 {
+    (void)module;
     if (!PyContextVar_CheckExact(var)) {
         PyErr_SetString(PyExc_TypeError, "scope_value(var)");
         return NULL;
@@ -5485,6 +5522,7 @@ fail:
 static PyObject *
 py_name_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
                         "name_request(cache, names_of, record, request, response)");
@@ -5572,6 +5610,7 @@ done:
 static PyObject *
 py_set_thread_hook(PyObject *module, PyObject *arg)
 {
+    (void)module;
     /* None: no hook; else hook(hop, handler, args, kwargs) runs every timed
      * sync_to_async handler (profiling turns it on while it has requests). */
     Py_XSETREF(g_thread_hook, Py_NewRef(arg));
@@ -5809,6 +5848,7 @@ fill_record_fields(PyObject *fields, PyObject *message, PyObject *clock, PyObjec
 static PyObject *
 py_fill_log_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 5 || !PyDict_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError,
                         "fill_log_record(record, constant, message, clock, logging)");
@@ -6352,6 +6392,7 @@ note_failure(int wrote)
 static PyObject *
 py_take_failure(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
+    (void)module;
     PyObject *exc = g_failed_exc;
     if (exc == NULL) {
         Py_RETURN_NONE;
@@ -6366,6 +6407,7 @@ py_take_failure(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *
 py_deliver_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 4 || !PyModule_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError,
                         "deliver_line(logger, message, make_record, logging)");
@@ -6629,6 +6671,7 @@ static PyTypeObject StepsFirstType = {
 static PyObject *
 py_steps_in_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 3 && nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "steps_in_scope(var, iterator, value[, first_failed])");
         return NULL;
@@ -6704,6 +6747,7 @@ Around_vectorcall(AroundObject *a, PyObject *const *args, size_t nargsf, PyObjec
 static PyObject *
 Around_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
+    (void)type;
     if (obj == NULL || obj == Py_None) {
         return Py_NewRef(self);
     }
@@ -6724,6 +6768,7 @@ Around_getattro(AroundObject *a, PyObject *name)
 static PyObject *
 Around_get_doc(AroundObject *a, void *closure)
 {
+    (void)closure;
     return PyObject_GetAttrString(a->original, "__doc__");
 }
 
@@ -6790,6 +6835,7 @@ static PyTypeObject AroundType = {
 static PyObject *
 py_around(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "around(before, original, after)");
         return NULL;

@@ -465,6 +465,7 @@ done:
 static PyObject *
 accumulate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "add(stats, record)");
         return NULL;
@@ -2735,6 +2736,7 @@ take_line(const unsigned char *p, Py_ssize_t size, PLine *line, PyObject *by_key
 static PyObject *
 scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     if (nargs < 11 || nargs > 14) {
         PyErr_SetString(PyExc_TypeError, "scan() takes 11 to 14 arguments");
         return NULL;
@@ -2891,6 +2893,7 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
+    (void)module;
     static char *keywords[] = {"indices", "min_value", "inv_ln_gamma", "shift",
                                "timestamp_text", NULL};
     PyObject *indices, *text;
@@ -2950,6 +2953,7 @@ number_or_none(int has, double value)
 static PyObject *
 parse_one(PyObject *module, PyObject *arg)
 {
+    (void)module;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -3034,6 +3038,7 @@ done:
 static PyObject *
 unwrap_one(PyObject *module, PyObject *arg)
 {
+    (void)module;
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -3061,6 +3066,7 @@ unwrap_one(PyObject *module, PyObject *arg)
 static PyObject *
 fsum_one(PyObject *module, PyObject *arg)
 {
+    (void)module;
     double values[P_MAX_SITES];
     PyObject *seq = PySequence_Fast(arg, "fsum() takes a sequence");
     if (seq == NULL)
@@ -3099,8 +3105,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "hopwatch.report._accumulate",
-    "The report's per-record accumulation in C (see hopwatch.report.scan).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hopwatch.report._accumulate",
+    .m_doc = "The report's per-record accumulation in C (see hopwatch.report.scan).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 /* PyModule_AddObjectRef for a new reference (or NULL: an error), which it releases. */
