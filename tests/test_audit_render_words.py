@@ -71,7 +71,7 @@ def test_a_trade_that_frees_a_thread_says_what_it_costs():
         WSGI_LINE.format(us=225),
         "     ASGI sync view 5 -> 0; a worker thread is then held for each request",
         "  2. rewrite #2 SyncOnly natively async (sync and async capable, no MiddlewareMixin"
-        " hooks; docs/audit.md has the pattern): as many crossings per request (~50 µs more),"
+        " hooks; docs/audit.md in hopwatch's source distribution has the pattern): as many crossings per request (~50 µs more),"
         " but frees the worker thread each ASGI request holds",
         "     no thread held",
     ]
@@ -85,7 +85,7 @@ def test_a_saving_that_frees_a_thread_says_both():
     report = audited([f"{HERE}.SyncOnly", SESSION])
     assert lead(report)[4] == (
         "  3. rewrite #1 SyncOnly natively async (sync and async capable, no MiddlewareMixin"
-        " hooks; docs/audit.md has the pattern): saves 2.0 crossings per request (~150 µs),"
+        " hooks; docs/audit.md in hopwatch's source distribution has the pattern): saves 2.0 crossings per request (~150 µs),"
         " and frees the worker thread each ASGI request holds"
     )
 
@@ -105,7 +105,7 @@ def test_wsgi_for_sync_views_says_what_they_cost_there_and_is_a_trade_when_deare
     assert report.predicted("wsgi", "sync_view") == 5
     assert lead(report)[:4] == [
         "  1. rewrite #2 Hooked natively async (sync and async capable, no MiddlewareMixin"
-        " hooks; docs/audit.md has the pattern): saves 1.0 crossings per request (~100 µs)",
+        " hooks; docs/audit.md in hopwatch's source distribution has the pattern): saves 1.0 crossings per request (~100 µs)",
         "     ASGI async view 5 -> 4, ASGI sync view 6 -> 5, WSGI async view 6 -> 5, WSGI sync"
         " view 5 -> 4; no thread held",
         "  2. serve the sync-view endpoints under WSGI (a WSGI server for their routes): a sync"

@@ -50,8 +50,12 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(made) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     top = {name for name in names if "/" not in name}
-    assert top == {"LICENSE", "MANIFEST.in", "PKG-INFO", "README.md", "pyproject.toml",
-                   "setup.cfg", "src"}  # fmt: skip
+    assert top == {"CHANGELOG.md", "LICENSE", "MANIFEST.in", "PKG-INFO", "README.md",
+                   "docs", "pyproject.toml", "setup.cfg", "src"}  # fmt: skip
+    # the docs the README links and the messages name, each of them
+    assert {n for n in names if n.startswith("docs/")} == {
+        f"docs/{path.name}" for path in (ROOT / "docs").iterdir()
+    }
     assert not [n for n in names if n.endswith((".so", ".pyc")) or n.startswith("tests")]
     assert {
         "src/hopwatch/_speedups.c",
@@ -149,7 +153,8 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
         "  hopwatch.report._accumulate did not load: No module named 'hopwatch.report._accumulate'",
         "Reinstall hopwatch where a C compiler and Python's headers are present",
         "(pip install --force-reinstall --no-binary hopwatch hopwatch), or install a",
-        "wheel built on such a machine (docs/getting-started.md).",
+        "wheel built on such a machine (docs/getting-started.md in hopwatch's source",
+        "distribution).",
     ]
     implementation, stderr = _check_and_serve(target, "hopwatch", tmp_path)
     assert implementation == "python"

@@ -191,7 +191,8 @@ def test_a_refused_profile_token_is_never_shown_at_start_up(tmp_path):
     assert "Sup3rS3cretTok" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
-        " docs/settings.md): HOPWATCH['PROFILE_TOKEN'] is a string of 14 characters (not"
+        " docs/settings.md in hopwatch's source distribution): HOPWATCH['PROFILE_TOKEN'] is a"
+        " string of 14 characters (not"
         " shown: it is a secret); it must be None or a secret string of at least 16"
         " characters. Set HOPWATCH['PROFILE_TOKEN'] to None or a secret string of at least 16"
         " characters, or remove it for the default (None)."
@@ -225,7 +226,8 @@ def test_a_profile_token_no_request_could_match_stops_start_up(tmp_path, token, 
     assert token.strip() not in done.stderr or not token.strip()
     assert done.stderr.strip().splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
-        f" docs/settings.md): HOPWATCH['PROFILE_TOKEN'] is a string of {len(token)} characters"
+        " docs/settings.md in hopwatch's source distribution): HOPWATCH['PROFILE_TOKEN'] is a"
+        f" string of {len(token)} characters"
         f" (not shown: it is a secret) that {fault}{_NO_REQUEST_MATCHES}"
     )
 
@@ -257,7 +259,8 @@ def test_a_profile_token_too_short_is_said_to_be_too_short_first(tmp_path, token
     assert done.returncode != 0 and "started" not in done.stdout
     assert done.stderr.strip().splitlines()[-1] == (
         "django.core.exceptions.ImproperlyConfigured: hopwatch: bad settings (see"
-        f" docs/settings.md): HOPWATCH['PROFILE_TOKEN'] {said}"
+        " docs/settings.md in hopwatch's source distribution): HOPWATCH['PROFILE_TOKEN']"
+        f" {said}"
     )
 
 

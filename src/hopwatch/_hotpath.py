@@ -26,7 +26,7 @@ REBUILD_COMMAND = "pip install --force-reinstall --no-binary hopwatch hopwatch"
 REBUILD_HINT = (
     "Reinstall hopwatch where a C compiler and Python's headers are present"
     f" ({REBUILD_COMMAND}), or install a wheel built on such a machine"
-    " (docs/getting-started.md)."
+    " (docs/getting-started.md in hopwatch's source distribution)."
 )
 
 

@@ -157,8 +157,8 @@ def check_logging(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         Warning(
             lost,
             hint=f'Add a handler for {name!r} with level "INFO" to LOGGING (see "Logging'
-            ' configuration" in docs/settings.md), or set HOPWATCH["OUTPUT"] to "stdout"'
-            " or a file.",
+            " configuration\" in docs/settings.md in hopwatch's source distribution), or set"
+            ' HOPWATCH["OUTPUT"] to "stdout" or a file.',
             id="hopwatch.W004",
         )
     ]
@@ -231,7 +231,7 @@ def check_profile_dir(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             " in directories only it or root may write to (or sticky ones, as /tmp; its group"
             " may write to them only if it is this user's private group), or a missing one it"
             " may create (made with mode 0700, as the missing directories above it); see"
-            " docs/profiling.md.",
+            " docs/profiling.md in hopwatch's source distribution.",
             id="hopwatch.W008",
         )
     ]
@@ -301,9 +301,10 @@ def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[C
         hint = (
             f"Make {name} sync and async capable: set sync_capable = async_capable = True, call"
             " markcoroutinefunction(self) in __init__ when get_response is a coroutine function,"
-            " and add an async __acall__ (see hopwatch's docs/audit.md). That frees the thread,"
-            " but each MiddlewareMixin hook above it then hops on its own: a trade, not always a"
-            " saving. If it is third-party, upgrade it or ask its maintainers."
+            " and add an async __acall__ (see docs/audit.md in hopwatch's source distribution)."
+            " That frees the thread, but each MiddlewareMixin hook above it then hops on its"
+            " own: a trade, not always a saving. If it is third-party, upgrade it or ask its"
+            " maintainers."
         )
         if deliberate:
             hint += (

@@ -622,7 +622,9 @@ def problems(user: object) -> list[Problem]:
                     "hopwatch.E002",
                     str(key),
                     f"HOPWATCH has an unknown key {key!r}.",
-                    f"Did you mean {close[0]!r}?" if close else "See docs/settings.md.",
+                    f"Did you mean {close[0]!r}?"
+                    if close
+                    else "See docs/settings.md in hopwatch's source distribution.",
                 )
             )
     about_headers = _header_problems(user)
@@ -791,7 +793,8 @@ def validate() -> None:
 
         lines = [f"{problem.message} {problem.hint}" for problem in found]
         raise ImproperlyConfigured(
-            "hopwatch: bad settings (see docs/settings.md): " + " ".join(lines)
+            "hopwatch: bad settings (see docs/settings.md in hopwatch's source distribution): "
+            + " ".join(lines)
         )
 
 

@@ -205,7 +205,8 @@ def candidates(
                 _change(
                     NATIVE_ASYNC if own else UPGRADE,
                     f"rewrite {name} natively async (sync and async capable, no"
-                    " MiddlewareMixin hooks; docs/audit.md has the pattern)"
+                    " MiddlewareMixin hooks; docs/audit.md in hopwatch's source distribution has"
+                    " the pattern)"
                     if own
                     else f"upgrade or replace {name} (third-party) with a sync and async"
                     " capable version",

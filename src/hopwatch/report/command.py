@@ -37,8 +37,8 @@ Read hopwatch.request lines from log files, directories, globs, gzip, bzip2 or
 xz files or stdin ("-"), mixed with anything else, and rank endpoints by what
 their sync/async thread hops cost: the crossing overhead (queue wait plus
 hand-off back), not the code that ran inside. Under the table: what each
-column means, and the causes to change first. See docs/report.md for every
-column and option."""
+column means, and the causes to change first. See docs/report.md in
+hopwatch's source distribution for every column and option."""
 EPILOG: Final = """\
 sort keys: overhead (default: crossing overhead in all), overhead-mean,
 overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,

@@ -482,7 +482,8 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
         f"<p>{_advice_text(advice.summary)}</p><p class=note>For "
         f"{esc(', '.join(names), 400)}"
         + (f"; {esc(fmt.duration(total[0]))} of overhead over all requests" if total[0] else "")
-        + f". More in docs/causes.md, {esc(advice.section.lstrip('# '))}.</p></div>"
+        + ". More in docs/causes.md in hopwatch's source distribution,"
+        + f" {esc(advice.section.lstrip('# '))}.</p></div>"
         for advice, names, total in advice_for_causes.values()
     )
     notes = []
@@ -679,7 +680,7 @@ def render_html(
         f"<footer>Made by hopwatch {esc(_version())} on {esc(moment)}. Crossing overhead is"
         " each crossing's queue wait plus its hand-off back; work is the code that ran inside"
         " the crossings (nested crossings counted once); pinned time overlaps both. See"
-        " docs/report.md.</footer>"
+        " docs/report.md in hopwatch's source distribution.</footer>"
         f'<script type="application/json" id="hopwatch-report">{script_json(document)}'
         f'</script><script nonce="{nonce}">{_asset("page.js")}</script>'
         "</body></html>\n"

@@ -157,7 +157,8 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
         advice = cause["advice"]
         first = said.setdefault(advice["key"], number)
         if first == number:
-            lines += wrap(f"     {advice['summary']} (docs/causes.md)", width, "     ")
+            about = "(docs/causes.md in hopwatch's source distribution)"
+            lines += wrap(f"     {advice['summary']} {about}", width, "     ")
         else:
             lines.append(f"     The same change as {first}.")
     return lines
