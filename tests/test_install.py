@@ -152,9 +152,10 @@ def test_without_a_c_compiler_hopwatch_installs_counts_the_same_and_says_what_it
         "report scanner: pure Python, slower per log line",
         "  hopwatch.report._accumulate did not load: No module named 'hopwatch.report._accumulate'",
         "Reinstall hopwatch where a C compiler and Python's headers are present",
-        "(pip install --force-reinstall --no-binary hopwatch hopwatch), or install a",
-        "wheel built on such a machine (docs/getting-started.md in hopwatch's source",
-        "distribution).",
+        "(pip install --force-reinstall --no-deps --no-cache-dir --no-binary hopwatch"
+        " hopwatch==0.1.0),",  # a line of its own: a command to copy, never cut
+        "or install a wheel built on such a machine (docs/getting-started.md in",
+        "hopwatch's source distribution).",
     ]
     implementation, stderr = _check_and_serve(target, "hopwatch", tmp_path)
     assert implementation == "python"
@@ -183,3 +184,64 @@ def test_a_wheel_built_with_a_compiler_runs_the_c_parts_where_there_is_none(sdis
     implementation, stderr = _check_and_serve(target, "hopwatch._speedups", tmp_path)
     assert implementation == "c"
     assert "hopwatch.W006" not in stderr and "did not load" not in stderr
+
+
+def _in_venv(venv: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``command`` run with ``venv``'s scripts first on the path, as its user runs it
+    (neither the checkout on PYTHONPATH nor a pure-Python choice of the test run's)."""
+    environ = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    bin_dir = str(venv / "bin")
+    environ.update(
+        PATH=bin_dir + os.pathsep + environ.get("PATH", ""), VIRTUAL_ENV=str(venv),
+        PIP_DISABLE_PIP_VERSION_CHECK="1", HOPWATCH_PURE_PYTHON="",
+    )  # fmt: skip
+    environ.update(env)
+    return subprocess.run(
+        [str(venv / "bin" / command[0]), *command[1:]], env=environ, capture_output=True,
+        text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_the_rebuild_command_hopwatch_prints_builds_the_c_parts_and_changes_nothing_else(
+    sdist, tmp_path
+):
+    """A project's venv (this run's Django and asgiref) installs hopwatch where there is
+    no compiler, which leaves pip's cache holding the pure wheel it built; with the
+    compiler back, the command ``hopwatch --version`` prints, as printed (only offered
+    this sdist in place of the package index), builds both C parts and changes no other
+    package. ``--no-binary hopwatch`` alone took the cached pure wheel again, and
+    ``--force-reinstall`` alone reinstalled every dependency at its newest (Django 5.2
+    became 6.1)."""
+    from importlib.metadata import version
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    requirements = ["Django", "asgiref", "structlog", "orjson", "pyinstrument", "msgspec"]
+    pins = [f"{name}=={version(name)}" for name in requirements]
+    done = _in_venv(venv, "pip", "install", "-q", *pins)  # from the package index
+    assert done.returncode == 0, done.stderr[-3000:]
+    # this sdist in place of the index's, and the build backend its build isolation installs
+    offered = tmp_path / "offered"
+    offered.mkdir()
+    shutil.copy(sdist, offered)
+    done = _in_venv(venv, "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                    "-d", str(offered), "setuptools>=77")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    offer = ["--find-links", str(offered), "--no-index"]
+    cache = {"PIP_CACHE_DIR": str(tmp_path / "pip-cache")}  # the user's, as pip fills it
+    done = _in_venv(venv, "pip", "install", "-q", *offer, "hopwatch", **cache, **NO_COMPILER)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = _in_venv(venv, "pip", "freeze", "--all").stdout
+    assert f"Django=={version('Django')}" in before.splitlines()
+    said = _in_venv(venv, "hopwatch", "--version").stdout
+    assert "hop path: pure Python, several times the cost per hop" in said
+    command = " ".join(said.split()).split(" (pip ", 1)[1].split(")", 1)[0].split()
+
+    done = _in_venv(venv, "pip", *command, *offer, **cache)  # the compiler back
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _in_venv(venv, "hopwatch", "--version").stdout.splitlines() == [
+        "hopwatch 0.1.0",
+        "hop path: C (hopwatch._speedups)",
+        "report scanner: C (hopwatch.report._accumulate)",
+    ]
+    assert _in_venv(venv, "pip", "freeze", "--all").stdout == before  # Django's version too

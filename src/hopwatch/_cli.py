@@ -32,11 +32,15 @@ _KEPT = "\0"  # in no text printed; textwrap breaks at ASCII whitespace only
 def wrap(text: str, width: int, indent: str = "", *, keep: Sequence[str] = ()) -> list[str]:
     """``text`` wrapped to ``width`` at its spaces, each continuation after ``indent``;
     never at a hyphen, between a number and its unit, nor inside a phrase of ``keep``
-    (a command to copy). An empty text gives no line, as ``textwrap.wrap``."""
+    (a command to copy: on a line of its own where it is wider than ``width``). An
+    empty text gives no line, as ``textwrap.wrap``."""
     glued = _UNIT_SPACE.sub(_KEPT, text)
     for phrase in keep:
         glued = glued.replace(phrase, phrase.replace(" ", _KEPT))
-    lines = textwrap.wrap(glued, width, subsequent_indent=indent, break_on_hyphens=False)
+    lines = textwrap.wrap(
+        glued, width, subsequent_indent=indent, break_on_hyphens=False,
+        break_long_words=not keep,  # a command longer than the width keeps a line of its own
+    )  # fmt: skip
     return [line.replace(_KEPT, " ") for line in lines]
 
 

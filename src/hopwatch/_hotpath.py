@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Any
 
-from hopwatch import _hotpath_py
+from hopwatch import __version__, _hotpath_py
 
 impl: Any = _hotpath_py
 IMPLEMENTATION = "python"
@@ -21,8 +21,15 @@ IMPLEMENTATION = "python"
 #: start-up warning (hopwatch.apps) and ``hopwatch --version``; None when it is
 #: used or HOPWATCH_PURE_PYTHON chose the reference.
 UNAVAILABLE: str | None = None
-#: What to do about it (the same three say it).
-REBUILD_COMMAND = "pip install --force-reinstall --no-binary hopwatch hopwatch"
+#: What to do about it (the same three say it): this version built again from its
+#: sdist and nothing else changed. pip's --no-binary alone still takes a wheel of
+#: it from pip's cache (the pure one this install built), hence --no-cache-dir;
+#: --force-reinstall alone reinstalls and upgrades every dependency too (Django
+#: among them), hence --no-deps and this version pinned.
+REBUILD_COMMAND = (
+    "pip install --force-reinstall --no-deps --no-cache-dir --no-binary hopwatch"
+    f" hopwatch=={__version__}"
+)
 REBUILD_HINT = (
     "Reinstall hopwatch where a C compiler and Python's headers are present"
     f" ({REBUILD_COMMAND}), or install a wheel built on such a machine"
