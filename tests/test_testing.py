@@ -1123,6 +1123,34 @@ def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
     assert "2 passed" in completed.stdout
 
 
+def test_the_plugin_alone_imports_only_hopwatchs_package_init(tmp_path):
+    """What docs/testing.md says the plugin loads in any pytest run until a fixture is
+    used: hopwatch's package (pytest imports the plugin module inside it), nothing of
+    hopwatch's instrumentation, nor Django, asgiref or structlog. It said "neither
+    Django nor hopwatch", which no pytest run can keep."""
+    (tmp_path / "test_plain.py").write_text(
+        textwrap.dedent("""\
+            import sys
+
+            def test_what_is_loaded():
+                watched = ("hopwatch", "django", "asgiref", "structlog")
+                loaded = sorted(
+                    name for name in sys.modules if name.split(".")[0] in watched
+                )
+                assert loaded == ["hopwatch", "hopwatch.pytest_plugin"]
+            """)
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *QUIET, str(tmp_path / "test_plain.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "1 passed" in completed.stdout
+
+
 def test_the_docs_budget_file_per_environment_is_one_per_feature_release():
     """docs/testing.md's "Several environments" file name: one file per Django feature
     release (6.0's and 6.1's hop counts differ; it said one per major version)."""

@@ -1,8 +1,9 @@
 """pytest plugin (entry point ``pytest11``): fixtures for hop budgets. See hopwatch.testing.
 
-Loaded in every pytest run of every project that installs hopwatch, so it
-imports neither Django nor hopwatch at import time and changes nothing unless a
-fixture is used (or ``--hopwatch-update-budgets`` is given):
+Loaded in every pytest run of every project that installs hopwatch, so at import
+time it imports only the ``hopwatch`` package itself (its ``__init__``, which loads
+neither Django, asgiref nor structlog and patches nothing), and it changes nothing
+unless a fixture is used (or ``--hopwatch-update-budgets`` is given):
 
 * ``hops``: :class:`hopwatch.testing.HopsFixture`; ``with hops() as counted:``,
   ``with hops.at_most(2):``, ``with hops.exactly(2):``.
