@@ -338,3 +338,75 @@ def _reports(log: Path, raw: list[bytes], formats: tuple[str, ...]) -> list[dict
             page = re.sub(r"nonce[-=]\"?[\w-]+", "nonce", done.stdout.decode())
             shown[pure][name] = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "(minute) UTC", page)
     return shown
+
+
+PIPE_BUF = 4096  # Linux: a pipe keeps a write whole up to this many bytes
+
+
+def _through_a_pipe(*writers: list[str]) -> bytes:
+    """What a slowly read pipe hands on when each writer (a worker process sharing the
+    container's stdout) writes each of its lines in one ``write()``, as hopwatch does: a
+    write of at most PIPE_BUF bytes goes whole, a longer one PIPE_BUF bytes at a time as
+    the reader makes room, the other writers' writes going in between, in turn."""
+    pending = [[(text + "\n").encode() for text in lines] for lines in writers]
+    left = [b""] * len(writers)
+    out = bytearray()
+    while any(pending) or any(left):
+        for i, lines in enumerate(pending):
+            if not left[i] and lines:
+                left[i] = lines.pop(0)
+            out += left[i][:PIPE_BUF]
+            left[i] = left[i][PIPE_BUF:]
+    return bytes(out)
+
+
+def test_the_tail_of_a_line_a_pipe_tore_is_skipped_as_torn_not_counted_as_another_line(
+    log_lines, db, implementation
+):
+    """Two workers' DETAIL lines (longer than PIPE_BUF) through one slowly read stdout
+    pipe: each line is split around the other worker's write. The piece that starts a
+    line holds the marker and is skipped as malformed JSON; the tail that ends the other
+    line had no marker and was counted as another logger's line, so ``skipped`` told
+    half the loss. It is now skipped as ``torn``, in both loops (and both of the loops'
+    modes: the marker looked for first, or the line decoded first), with a CRI prefix or
+    a carriage return after it; another logger's JSON stays another line."""
+    from hopwatch.report import scan
+
+    with override_settings(MIDDLEWARE=STARTPROJECT, HOPWATCH={"DETAIL": True}):
+        for _ in range(9):
+            assert asgi_request("/async/").status == 200
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        for _ in range(3):
+            assert asgi_request("/async/").status == 200
+    raw = log_lines.raw
+    long, short = raw[:9], raw[9:]
+    assert all(text.endswith(',"level":"info","logger":"hopwatch"}') for text in raw)
+    # every long line written in the same number of pieces (2 or more): each round of
+    # the two workers makes one line of both heads (malformed) and one tail
+    pieces = {-(-len(text.encode()) // PIPE_BUF) for text in long[:8]}
+    assert len(pieces) == 1 and pieces.pop() >= 2, [len(text) for text in long]
+    assert all(len(text.encode()) < PIPE_BUF for text in short)
+    piped = _through_a_pipe(long[0:8:2], long[1:8:2])
+    last = long[8]
+    tail_without_brace = last[last.rindex("{") + 1 :]  # the pipe cuts anywhere
+    log = b"".join(
+        (
+            piped,
+            *((text + "\n").encode() for text in short),
+            b"Starting ASGI server\n",
+            b'{"event":"request_finished","level":"info","logger":"django"}\n',
+            b"2026-12-07T12:00:00.000000000Z stdout F " + last[PIPE_BUF:].encode() + b"\n",
+            last[PIPE_BUF:].encode() + b"\r\n",
+            tail_without_brace.encode() + b"\n",
+        )
+    )
+    assert log.count(b"\n") == 8 + 3 + 2 + 3
+    if implementation == "c":
+        assert scan.SCAN is not None
+    for prefilter in (False, True):
+        scanner = Scanner(Partial())
+        scanner._prefilter = prefilter
+        scanner.feed(log)
+        partial = scanner.finish()
+        assert (partial.lines, partial.records, partial.other_lines) == (16, 3, 2), prefilter
+        assert partial.skipped == {"malformed_json": 4, "torn": 4 + 3}, prefilter

@@ -155,6 +155,7 @@ def test_wrong_objects_raise_instead_of_crashing() -> None:
 def test_the_c_loop_looks_for_the_same_markers() -> None:
     assert C is not None
     assert (C.MARKER, C.PROCESS_MARKER) == (scan.parse.MARKER, scan.PROCESS_MARKER)
+    assert C.LINE_ENDING == scan.parse.LINE_ENDING  # a torn line's tail ends so
 
 
 @needs_c

@@ -2499,6 +2499,22 @@ contains(const char *haystack, size_t length, const char *needle, size_t size)
     return 0;
 }
 
+/* parse.LINE_ENDING: how the emitter ends every line (a test checks they agree). */
+static const char LINE_ENDING[] = ",\"level\":\"info\",\"logger\":\"hopwatch\"}";
+
+/* parse.torn_tail: whether a line that is no record (and holds neither marker) ends as
+ * the emitter ends its lines, then only blanks: the tail of a torn hopwatch line, which
+ * the Python loop counts as skipped ("torn"). Asked of the lines that are no record
+ * only. */
+static int
+torn_tail(const char *line, Py_ssize_t size)
+{
+    while (size > 0 && (line[size - 1] == ' ' || line[size - 1] == '\t' || line[size - 1] == '\r'))
+        size--;
+    Py_ssize_t ending = (Py_ssize_t)sizeof(LINE_ENDING) - 1;
+    return size >= ending && memcmp(line + size - ending, LINE_ENDING, (size_t)ending) == 0;
+}
+
 /* --- envelopes: the line inside a log shipper's wrapper -------------------------------
  *
  * docker's json-file driver writes {"log": "<the line, JSON-escaped>\n", "stream": ...,
@@ -2727,7 +2743,8 @@ take_line(const unsigned char *p, Py_ssize_t size, PLine *line, PyObject *by_key
  * "{") read by the line parser above (unless parse is false), else decoded by
  * ``decode``; a line without "{" counted as another line. It returns at the first
  * line Python must look at (too long, refused by the decoder: another logger's JSON,
- * a broken or new-valued line; a timestamp out of range; a process line), its
+ * a broken or new-valued line; a timestamp out of range; a process line; a line that is
+ * no record but ends as hopwatch's lines end, a torn line's tail: torn_tail), its
  * position first, having counted the lines before it; parsed: the records the
  * parser read. A line in a shipper's envelope is unwrapped (unwrap, above) and its inner
  * line read by the parser where the Python loop would decode it: first with wrapped (the
@@ -2792,13 +2809,20 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (contains(buf + start, (size_t)(stop - start), PROCESS_MARKER,
                          sizeof(PROCESS_MARKER) - 1))
                 break; /* a process line: Python's */
+            if (torn_tail(buf + start, stop - start))
+                break; /* a torn line's tail: the Python loop skips it */
             lines++;
             position = stop + 1;
             continue;
         }
         if (buf[start] != '{') { /* a prefix (container runtime, pod name) first */
             const char *brace = memchr(buf + start, '{', (size_t)(stop - start));
-            if (brace == NULL) { /* an other line */
+            if (brace == NULL) { /* an other line, or a torn line's tail: Python's */
+                size_t length = (size_t)(stop - start);
+                if (torn_tail(buf + start, stop - start) &&
+                    !contains(buf + start, length, MARKER, sizeof(MARKER) - 1) &&
+                    !contains(buf + start, length, PROCESS_MARKER, sizeof(PROCESS_MARKER) - 1))
+                    break;
                 lines++;
                 position = stop + 1;
                 continue;
@@ -2858,11 +2882,13 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
             PyErr_Clear();
-            /* another logger's JSON (no marker, nor the process line's): an other line,
-             * as the Python loop counts it; anything else is the Python loop's */
+            /* another logger's JSON (no marker, nor the process line's, nor a torn
+             * line's ending): an other line, as the Python loop counts it; anything else
+             * is the Python loop's */
             size_t length = (size_t)(stop - start);
             if (contains(buf + start, length, MARKER, sizeof(MARKER) - 1) ||
-                contains(buf + start, length, PROCESS_MARKER, sizeof(PROCESS_MARKER) - 1))
+                contains(buf + start, length, PROCESS_MARKER, sizeof(PROCESS_MARKER) - 1) ||
+                torn_tail(buf + start, stop - start))
                 break;
             lines++;
             position = stop + 1;
@@ -3249,6 +3275,7 @@ PyInit__accumulate(void)
     if (add_owned(module, "MARKER", PyBytes_FromString(MARKER)) < 0 ||
         add_owned(module, "PROCESS_MARKER", PyBytes_FromString(PROCESS_MARKER)) < 0 ||
         add_owned(module, "ESCAPED_MARKER", PyBytes_FromString(ESCAPED_MARKER)) < 0 ||
+        add_owned(module, "LINE_ENDING", PyBytes_FromString(LINE_ENDING)) < 0 ||
         add_owned(module, "WRAPPER_KEYS", wrappers) < 0) {
         Py_DECREF(module);
         return NULL;

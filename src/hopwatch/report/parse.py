@@ -51,6 +51,15 @@ NESTED_MARKER: Final = b'\\"hopwatch.request\\'
 _QUOTED_TEXT: Final = QUOTED_MARKER.decode()
 _NESTED_TEXT: Final = NESTED_MARKER.decode()
 EVENT: Final = schema.EVENT
+#: How the emitter ends every line it writes (its renderer adds the level and the logger
+#: last; ``LOGGER_NAME``'s default), with ``OUTPUT`` ``"stdout"``, a file, or ``"logging"``
+#: through a handler that writes the message as it is. A line that ends so but is no
+#: record and holds neither marker is the tail of a hopwatch line another process's
+#: write cut in two (a pipe keeps a write whole only up to ``PIPE_BUF``): skipped as
+#: ``torn`` (:func:`torn_tail`).
+LINE_ENDING: Final = b',"level":"info","logger":"hopwatch"}'
+#: What may follow the ending on a line (a CRLF log's carriage return).
+_TRAILING: Final = b" \t\r"
 
 #: Numbers at or above this (1e9 ms is 11.6 days; 1e9 hops is absurd) are rejected.
 MAX_VALUE: Final = 1e9
@@ -452,6 +461,16 @@ def _too_deep(text: str) -> bool:
         elif bracket in "]}":
             depth -= 1
     return False
+
+
+def torn_tail(buffer: bytes | bytearray, start: int, stop: int) -> bool:
+    """Whether ``buffer[start:stop]``, a line that is no record and holds no marker, is
+    the tail of a torn hopwatch line: it ends as the emitter ends its lines
+    (:data:`LINE_ENDING`, then only blanks). Only such lines are looked at, so a log's
+    records pay nothing for it (the C loop's ``torn_tail`` is the same test)."""
+    while stop > start and buffer[stop - 1] in _TRAILING:
+        stop -= 1
+    return buffer.endswith(LINE_ENDING, start, stop)
 
 
 def decode_line(line: bytes) -> Decoded | str | None:

@@ -22,7 +22,9 @@ accelerator; :data:`IMPLEMENTATION` says which is used, ``HOPWATCH_PURE_PYTHON=1
 forces Python): ``scan`` runs the loop over a buffer while no filter or extra
 account is in play, and hands any line it does not take (too long,
 refused by the decoder while it mentions ``hopwatch.``, a timestamp out of
-range, a process line) to the Python loop below, which carries on from there;
+range, a process line, a line that is no record but ends as hopwatch's lines end: a torn
+line's tail, :func:`~hopwatch.report.parse.torn_tail`) to the Python loop below, which
+carries on from there;
 ``add`` is the accumulation block. ``scan`` reads the usual request line with a
 JSON parser of its own (no Record, no Site objects: its numbers go straight into
 the accumulators) and leaves every line it is not sure of to msgspec, as above;
@@ -297,6 +299,7 @@ class Scanner:
         find = buffer.find
         marker = parse.MARKER
         process_marker = PROCESS_MARKER
+        torn_tail = parse.torn_tail  # (for the lines that are no record only)
         max_line = parse.MAX_LINE_BYTES
         typed = self._typed
         decode = typed.decode
@@ -396,11 +399,22 @@ class Scanner:
             if prefilter and find(marker, start, stop) == -1:
                 if find(process_marker, start, stop) != -1:
                     self._process_line(view[start:stop])
-                continue
+                elif torn_tail(buffer, start, stop):
+                    dropped += 1
+                    part.skip("torn")
+                continue  # (else an other line)
             if buffer[start] != 0x7B:  # "{": a prefix (container runtime, pod name) first
-                start = find(b"{", start, stop)
-                if start == -1:
+                brace = find(b"{", start, stop)
+                if brace == -1:
+                    if (
+                        torn_tail(buffer, start, stop)
+                        and find(marker, start, stop) == -1
+                        and find(process_marker, start, stop) == -1
+                    ):
+                        dropped += 1
+                        part.skip("torn")
                     continue  # an other line
+                start = brace
             line = view[start:stop]
             record = None
             if wrapped:  # most lines came in a log shipper's envelope: unwrap first
@@ -418,6 +432,9 @@ class Scanner:
                     if not prefilter and find(marker, start, stop) == -1:
                         if find(process_marker, start, stop) != -1:
                             self._process_line(line)
+                        elif torn_tail(buffer, start, stop):
+                            dropped += 1
+                            part.skip("torn")
                         continue  # another logger's JSON
                     record = self._fallback(line, find(nested, start, stop) != -1)
                     if record is None:
