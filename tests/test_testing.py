@@ -1261,3 +1261,42 @@ def test_a_failing_hop_check_lists_the_requests_it_did_not_see(live_server):
         " (LiveServerTestCase, pytest-django's live_server) serves each request in a thread"
         ' of its own (docs/testing.md, "What a block cannot see").'
     )
+
+
+def test_blocks_open_at_once_in_threads_and_tasks_do_not_list_each_other_s_requests():
+    """Each thread's (or task's) block counts its own test-Client requests; another
+    open block's requests were counted by that block, so neither lists them as not
+    seen, and no budget warns. The barriers hold both blocks open across both requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(2)
+
+    def budget_one(path: str) -> tuple[int, list[object]]:
+        with assert_max_hops(4) as hops:
+            barrier.wait()
+            assert Client().get(path).status_code == 200
+            barrier.wait()  # the other thread's request has finished too
+        return len(hops), hops.requests_not_seen
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(budget_one, ["/hops/3/", "/async/"]))
+    assert results == [(4, []), (1, [])]
+    assert [str(w.message) for w in caught] == []
+
+    async def one(path: str, started: asyncio.Event, both: asyncio.Event) -> tuple[int, list]:
+        with count_hops() as hops:
+            if started.is_set():
+                both.set()
+            started.set()
+            await both.wait()
+            await AsyncClient().get(path)
+            await asyncio.sleep(0.05)  # the other task's request finishes meanwhile
+        return len(hops), hops.requests_not_seen
+
+    async def main() -> list[tuple[int, list]]:
+        started, both = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(one("/hops/3/", started, both), one("/async/", started, both))
+
+    assert asyncio.run(main()) == [(18, []), (15, [])]  # startproject's middleware

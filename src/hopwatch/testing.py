@@ -100,6 +100,12 @@ _FORMAT_VERSION: Final = 1
 
 _DIRECTIONS: Final = (SYNC_TO_ASYNC, ASYNC_TO_SYNC)
 
+# The ledgers of every count_hops() block open now, in any thread or task: a request
+# whose scope chain reaches one of them was counted by a block (its own code's, or
+# another thread's or task's), so no block lists it as not seen. Added to and removed
+# from only as blocks open and close; read by the blocks' sinks at each request's end.
+_open_ledgers: set[Ledger] = set()
+
 
 # --- installing ---------------------------------------------------------------
 
@@ -345,8 +351,8 @@ class HopCount(_AsyncBlock):
             """A request that finished while the block is open, in any thread (a sink:
             one more call per request while a block is open, none otherwise)."""
             scope = record.parent
-            while scope is not None:  # the block's own, or a nested block's
-                if scope is ledger:
+            while scope is not None:  # this block's, a nested one's, or any open block's
+                if scope in _open_ledgers:
                     return
                 scope = scope.parent
             hops = sum(
@@ -358,6 +364,7 @@ class HopCount(_AsyncBlock):
             not_seen.append(RequestNotSeen(record.method, route, hops))
 
         self._watch = watch
+        _open_ledgers.add(ledger)
         add_sink(watch)
         return self
 
@@ -374,6 +381,7 @@ class HopCount(_AsyncBlock):
             _wait_for_served_requests()
             remove_sink(self._watch)
             self._watch = None
+            _open_ledgers.discard(ledger)
         try:
             current_scope.reset(self._token)
         except ValueError:
