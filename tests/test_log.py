@@ -637,6 +637,33 @@ def test_a_relative_file_output_is_the_directory_s_when_the_settings_are_read(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_relative_file_output_is_resolved_as_override_settings_changes_hopwatch(
+    tmp_path, monkeypatch, db
+):
+    """Nothing reads the settings between ``override_settings``' entry and the first
+    request: the path is still the directory's of the change (hopwatch follows Django's
+    ``setting_changed``), not the request's. The same on the way out: the restored
+    settings are read at the exit, in the directory of then."""
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(OUTPUT="hops.log"):
+        with settings_with(OUTPUT="inner.log"):
+            monkeypatch.chdir(elsewhere)  # before any request of these settings
+            asgi_request("/async/")
+            wsgi_request("/sync/")
+        asgi_request("/sync/")  # hops.log, read again at the exit above, in elsewhere
+        monkeypatch.chdir(started)
+    assert sorted(p.name for p in started.iterdir()) == ["inner.log"]
+    lines = [json.loads(text) for text in (started / "inner.log").read_text().splitlines()]
+    assert [(line["route"], line["interface"]) for line in lines] == [
+        ("/async/", "asgi"), ("/sync/", "wsgi")
+    ]
+    lines = [json.loads(text) for text in (elsewhere / "hops.log").read_text().splitlines()]
+    assert [(line["route"], line["interface"]) for line in lines] == [("/sync/", "asgi")]
+
+
 # --- privacy ---------------------------------------------------------------------------
 
 SECRETS = ["SECRET-QUERY-1", "SECRET-COOKIE-2", "SECRET-AUTH-3", "SECRET-SESSION-4", "SECRET-BODY-5"]

@@ -31,6 +31,7 @@ def activate() -> None:
     from hopwatch.conf import hopwatch_settings
 
     conf.validate()
+    _follow_setting_changes()
     with _lifecycle:
         if enabled is None:
             enabled = bool(hopwatch_settings.ENABLED)
@@ -38,6 +39,24 @@ def activate() -> None:
             return
         _warn_without_accelerator()
         _install()
+
+
+def _setting_changed(*, setting: str, **kwargs: object) -> None:
+    """Django's ``setting_changed``: a change of ``HOPWATCH`` (``override_settings``'
+    entry and exit) is read at once, so a relative ``OUTPUT`` path is resolved against
+    the working directory of the change, and the output's listeners (held lines written
+    out) run then, not at the next request."""
+    if setting == "HOPWATCH":
+        from hopwatch.conf import hopwatch_settings
+
+        hopwatch_settings.merged()
+
+
+def _follow_setting_changes() -> None:
+    """Connect :func:`_setting_changed` (once; it stays connected, enabled or not)."""
+    from django.core.signals import setting_changed
+
+    setting_changed.connect(_setting_changed, weak=False, dispatch_uid="hopwatch.settings")
 
 
 def _install() -> None:
