@@ -610,6 +610,34 @@ def test_stdout_is_sys_stdout_as_it_is_at_each_line_not_at_the_first(capsys, db)
     assert json.loads(in_narrow)["who"] == "élève"
 
 
+@pytest.mark.parametrize("buffer", [0])
+def test_stdout_keeps_no_capture_alive(buffer, db):
+    """``"stdout"`` references no stream it wrote to once its owner drops it: not the
+    process's first line's (a test's ``redirect_stdout`` buffer, megabytes of its
+    output), not the last line's (held weakly); with ``OUTPUT_BUFFER``, not once the
+    held lines are written."""
+    import gc
+    import weakref
+
+    import hopwatch
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(
+        OUTPUT="stdout", OUTPUT_BUFFER=buffer
+    ):
+        gone = []
+        for path in ("/async/", "/sync/"):  # the first line of these settings, the next
+            capture = io.StringIO()
+            with contextlib.redirect_stdout(capture):
+                asgi_request(path)
+            hopwatch.flush()
+            lines = [json.loads(text) for text in capture.getvalue().splitlines()]
+            assert [line["route"] for line in lines] == [path]
+            gone.append(weakref.ref(capture))
+            del capture
+            gc.collect()
+            assert [ref() is None for ref in gone] == [True] * len(gone)
+
+
 def test_a_relative_file_output_is_the_directory_s_when_the_settings_are_read(
     tmp_path, monkeypatch, db
 ):

@@ -487,26 +487,45 @@ class _LineWriter:
         old.close()
 
 
+def _no_stream() -> None:
+    """The dead reference of a stream never seen (or not weakly referenceable)."""
+    return None
+
+
+def _weak_stream(stream: TextIO) -> Callable[[], TextIO | None]:
+    """A weak reference to ``stream``: hopwatch keeps no capture (``redirect_stdout``'s
+    buffer, pytest's) alive once its owner drops it. A stream that cannot be weakly
+    referenced (a class with ``__slots__`` and no ``__weakref__``) is not kept at all:
+    it is looked at again at each line (its encoding read again), never held."""
+    try:
+        return weakref.ref(stream)
+    except TypeError:
+        return _no_stream
+
+
 class _StdoutLines(_LineWriter):
     """``OUTPUT`` ``"stdout"``: each line to ``sys.stdout`` as it is when the line is
     written, as logging's last-resort handler writes to ``sys.stderr`` as it is then.
     Not the stream of the first line: a test's capture (pytest's ``capsys``,
     ``contextlib.redirect_stdout``) around a process's first request would otherwise
     get every later line, and once closed, make each a failed write. A line pays one
-    read of ``sys.stdout`` and an identity test; a new stream, one look at its
-    encoding (its escaping, :func:`ascii_line`, is decided here, not by the renderer)."""
+    read of ``sys.stdout``, a weak reference's call and an identity test; a new stream,
+    one look at its encoding (its escaping, :func:`ascii_line`, is decided here, not by
+    the renderer). No stream is referenced strongly: the last one is held weakly."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-        #: The stream the last line went to, and whether it needs the escapes (not
-        #: UTF-8: :func:`~hopwatch._cli.writes_utf8`); one tuple, read and set whole.
-        self._seen = (sys.stdout, not writes_utf8(sys.stdout))
+    def __init__(self) -> None:  # no stream of its own (_LineWriter's is never set)
+        self._close = False
+        self._lock = threading.Lock()
+        #: A weak reference to the stream the last line went to, and whether it needs
+        #: the escapes (not UTF-8: :func:`~hopwatch._cli.writes_utf8`); one tuple, read
+        #: and set whole.
+        self._seen: tuple[Callable[[], TextIO | None], bool] = (_no_stream, False)
 
     def msg(self, message: str) -> None:
         seen = self._seen
         stream = sys.stdout
-        if stream is not seen[0]:
-            seen = self._seen = (stream, not writes_utf8(stream))
+        if stream is not seen[0]():
+            seen = self._seen = (_weak_stream(stream), not writes_utf8(stream))
         if seen[1] and not message.isascii():
             message = ascii_line(message)
         with self._lock:
@@ -514,6 +533,9 @@ class _StdoutLines(_LineWriter):
             stream.flush()
 
     info = msg
+
+    def close(self) -> None:
+        pass
 
 
 class _AppendEachWrite:
