@@ -610,7 +610,7 @@ def test_stdout_is_sys_stdout_as_it_is_at_each_line_not_at_the_first(capsys, db)
     assert json.loads(in_narrow)["who"] == "élève"
 
 
-@pytest.mark.parametrize("buffer", [0])
+@pytest.mark.parametrize("buffer", [0, 1 << 20])
 def test_stdout_keeps_no_capture_alive(buffer, db):
     """``"stdout"`` references no stream it wrote to once its owner drops it: not the
     process's first line's (a test's ``redirect_stdout`` buffer, megabytes of its

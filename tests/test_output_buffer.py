@@ -161,9 +161,9 @@ def test_stdout_is_held_too(capsys, slow_clock):
 
 
 def test_held_stdout_lines_go_to_sys_stdout_as_it_is_when_they_are_written(capsys, slow_clock, db):
-    """Held lines go to ``sys.stdout`` as it is when they are written, not to the stream
-    of the first line held: a capture closed since (``redirect_stdout`` around the
-    first request, as pytest's ``capsys``) gets none of the later ones."""
+    """Held lines go to the ``sys.stdout`` of when they were made, not to the stream of
+    the first line held: a capture closed since (``redirect_stdout`` around the first
+    request, as pytest's ``capsys``) gets none of the later ones."""
     import hopwatch
 
     first = io.StringIO()
@@ -188,6 +188,65 @@ def test_held_stdout_lines_go_to_sys_stdout_as_it_is_when_they_are_written(capsy
         ("/async/", "asgi"), ("/sync/", "wsgi"), ("/async/", "asgi")
     ]
     assert [out[0]["request_id"], out[2]["request_id"]] == ["req-1", "req-2"]
+
+
+def test_held_stdout_lines_go_to_the_sys_stdout_they_were_made_under(capsys, slow_clock, db):
+    """A held line is written to the ``sys.stdout`` of when it was made, whenever it is
+    written (by the second's timer, here ``flush()``): not into a later test's capture.
+    A line made under another stream first writes out the lines held for the last one."""
+    import hopwatch
+
+    first, second = io.StringIO(), io.StringIO()
+    errors = _errors.total()
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20}
+    ):
+        with contextlib.redirect_stdout(first):  # test A's capture
+            one(0)
+            one(1)
+        assert first.getvalue() == ""  # held
+        with contextlib.redirect_stdout(second):  # test B's
+            print("hello")
+            hopwatch.flush()  # test A's lines are written to test A's capture
+            assert second.getvalue() == "hello\n"
+            one(2)
+        with contextlib.redirect_stdout(first):
+            one(3)  # test B's line goes to test B's capture first, then this one is held
+            written = second.getvalue().splitlines()[1:]
+            assert [json.loads(line)["request_id"] for line in written] == ["req-2"]
+        hopwatch.flush()
+    assert _errors.total() == errors
+    assert capsys.readouterr().out == ""
+    assert [json.loads(line)["request_id"] for line in first.getvalue().splitlines()] == [
+        "req-0", "req-1", "req-3"
+    ]
+    hello, *lines = second.getvalue().splitlines()
+    assert hello == "hello"
+    assert [json.loads(line)["request_id"] for line in lines] == ["req-2"]
+    # a capture closed before its lines are written (capsys at its test's end): dropped
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20}
+    ):
+        with contextlib.redirect_stdout(first):
+            one(4)
+        first.close()
+        one(5)
+        hopwatch.flush()
+    assert _errors.total() == errors
+    assert [json.loads(line)["request_id"] for line in capsys.readouterr().out.splitlines()] == [
+        "req-5"
+    ]
+
+
+def test_held_lines_are_written_as_override_settings_exits(tmp_path, slow_clock, db):
+    """A change of where the lines go (here, override_settings' exit) writes what is held
+    at once, not at the next line."""
+    log = tmp_path / "hops.jsonl"
+    with held_to(log, 1 << 20):
+        one(0)
+        one(1)
+        assert request_ids(log) == []
+    assert request_ids(log) == ["req-0", "req-1"]
 
 
 def test_lines_from_many_threads_are_whole_and_each_written_once(tmp_path, slow_clock, db):

@@ -629,7 +629,12 @@ class _HeldLines:
     * at most :data:`HOLD_SECONDS` after the first of them was held, by a daemon
       thread (started when the process first holds a line, so a forked worker
       starts its own; it sleeps while nothing is held);
-    * when the output is closed (the settings changed);
+    * for ``"stdout"``, before a line made under another ``sys.stdout`` is held: each
+      line goes to the ``sys.stdout`` of when it was made (a test's capture), not to
+      the one of when it is written (a later test's);
+    * when the output is closed: ``OUTPUT``, ``OUTPUT_BUFFER`` or ``LOGGER_NAME``
+      changed (:meth:`Emitter._settings_changed`, as ``override_settings`` enters or
+      exits);
     * when the process begins to end (:func:`_process_ends`); from then on each
       line is written as it comes, so a thread that finishes a request while the
       process waits for it loses nothing.
@@ -644,18 +649,20 @@ class _HeldLines:
     ``os._exit`` before its exit hooks, a signal's default action) loses what it
     holds; a forked child drops what its parent held (the parent writes it). A
     write that fails loses the lines it was writing, and counts as one internal
-    error.
+    error. For ``"stdout"``, lines whose stream was closed before they were written
+    (pytest's ``capsys``, closed at its test's end) are dropped, not an error.
     """
 
     def __init__(self, stream: TextIO | None, limit: int, *, close: bool = False) -> None:
-        #: The file written to; None for ``"stdout"``: ``sys.stdout`` as it is when the
-        #: held lines are written (:meth:`_target`).
+        #: The file written to; None for ``"stdout"``: the ``sys.stdout`` of the moment
+        #: the held lines were made (:meth:`msg`, :meth:`_target`).
         self._stream = stream
         self._limit = limit
         self._close = close
         self._piece = 0 if stream is None else _piece_bytes(stream)
-        #: For ``"stdout"``: the last stream written to, its escaping and its pieces.
-        self._stdout: tuple[TextIO | None, bool, int] = (None, False, 0)
+        #: For ``"stdout"``: a weak reference to the last stream written to, its escaping
+        #: and its pieces (see :func:`_weak_stream`).
+        self._stdout: tuple[Callable[[], TextIO | None], bool, int] = (_no_stream, False, 0)
         self._closed = False
         self._reset()
         _held_outputs.add(self)
@@ -664,6 +671,9 @@ class _HeldLines:
         """An empty hold and new locks (at start, and in a forked child)."""
         self._held: list[str] = []
         self._size = 0
+        #: For ``"stdout"``: the ``sys.stdout`` the held lines were made under (they are
+        #: written there, not to a later test's capture); None while none are held.
+        self._held_for: TextIO | None = None
         #: Guards _held and _size. Never held while writing.
         self._hold_lock = threading.Lock()
         #: Guards the stream; taken before _hold_lock, so lines are written in order.
@@ -677,20 +687,32 @@ class _HeldLines:
         self._thread: threading.Thread | None = None
 
     def msg(self, message: str) -> None:
-        with self._hold_lock:
-            if self._closed:
-                raise ValueError("write to a closed hopwatch output")
-            held = self._held
-            held.append(message)
-            self._size += len(message) + 1
-            full = self._size >= self._limit
-            if len(held) == 1 and not full:
-                self._pending.set()
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="hopwatch-held-lines", daemon=True
-                    )
-                    self._thread.start()
+        # "stdout": the lines held are all of one sys.stdout, the one of when they were
+        # made (a test's capture). A line made under another one has those written out
+        # first (to theirs), then starts a new hold. A file: made_for is always None.
+        made_for = sys.stdout if self._stream is None else None
+        while True:
+            with self._hold_lock:
+                if self._closed:
+                    raise ValueError("write to a closed hopwatch output")
+                held = self._held
+                if not held or made_for is self._held_for:
+                    self._held_for = made_for
+                    held.append(message)
+                    self._size += len(message) + 1
+                    full = self._size >= self._limit
+                    if len(held) == 1 and not full:
+                        self._pending.set()
+                        if self._thread is None:
+                            self._thread = threading.Thread(
+                                target=self._run, name="hopwatch-held-lines", daemon=True
+                            )
+                            self._thread.start()
+                    break
+            try:
+                self.write_held()
+            except Exception as exc:  # the other stream's lines are lost, not this one
+                _errors.report("writing held request lines", exc)
         if full:
             self.write_held()
 
@@ -703,6 +725,7 @@ class _HeldLines:
         with self._write_lock:
             with self._hold_lock:
                 held, self._held, self._size = self._held, [], 0
+                held_for, self._held_for = self._held_for, None
                 self._pending.clear()
                 if ending:
                     self._limit = 0
@@ -711,7 +734,12 @@ class _HeldLines:
                     self._ended.set()
                     self._pending.set()  # the thread wakes, sees it closed, and ends
             if held:
-                stream, escape, piece = self._target()
+                if held_for is not None and getattr(held_for, "closed", False):
+                    # "stdout": the capture they were made in ended before they were
+                    # written (pytest's capsys closes its own): no one can read them
+                    # there, and no other stream is theirs. Dropped, not an error.
+                    return
+                stream, escape, piece = self._target(held_for)
                 if escape:
                     held = [line if line.isascii() else ascii_line(line) for line in held]
                 if piece:
@@ -719,17 +747,20 @@ class _HeldLines:
                 else:
                     _write_lines(stream, held)
 
-    def _target(self) -> tuple[TextIO, bool, int]:
-        """The stream to write to now, whether the lines need their non-ASCII characters
-        escaped for it, and its pieces' size (0: one write). For ``"stdout"``, the
-        ``sys.stdout`` of now (see :class:`_StdoutLines`): a new stream is looked at once."""
+    def _target(self, held_for: TextIO | None) -> tuple[TextIO, bool, int]:
+        """The stream to write to, whether the lines need their non-ASCII characters
+        escaped for it, and its pieces' size (0: one write). For ``"stdout"``,
+        ``held_for``: the ``sys.stdout`` the lines were made under (see
+        :class:`_StdoutLines`); a new stream is looked at once."""
         stream = self._stream
         if stream is not None:
             return stream, False, self._piece
+        stream = cast(TextIO, held_for)  # not None: set with the first line held
         seen = self._stdout
-        stream = sys.stdout
-        if stream is not seen[0]:
-            seen = self._stdout = (stream, not writes_utf8(stream), _piece_bytes(stream))
+        if stream is not seen[0]():
+            seen = self._stdout = (
+                _weak_stream(stream), not writes_utf8(stream), _piece_bytes(stream)
+            )
         return stream, seen[1], seen[2]
 
     def reopen_if_moved(self, path: str) -> None:
@@ -982,6 +1013,23 @@ class Emitter:
         self._lock = threading.Lock()
         #: _plan_for's answer for the last settings snapshot (None: none yet, or closed).
         self._plan: tuple[Any, ...] | None = None
+        follow = getattr(settings, "follow", None)
+        if follow is not None:
+            follow(self._settings_changed)
+
+    def _settings_changed(self, settings: dict[str, Any]) -> None:
+        """The settings changed (hopwatch.conf.Settings.follow: once per change, read as
+        ``override_settings`` enters and exits): an output they no longer name is closed
+        now, so the lines it holds (``OUTPUT_BUFFER``) are written at the change, not at
+        the next line. The next line opens the new one."""
+        key = (settings["OUTPUT"], settings["LOGGER_NAME"], settings["OUTPUT_BUFFER"])
+        if self._logger_key is None or key == self._logger_key:
+            return
+        with self._lock:
+            if self._logger_key is not None and key != self._logger_key:
+                self._plan = None
+                self._close_quietly()
+                self._logger_key = None
 
     def _get_logger(self, settings: dict[str, Any]) -> Any:
         key = (settings["OUTPUT"], settings["LOGGER_NAME"], settings["OUTPUT_BUFFER"])

@@ -248,10 +248,10 @@ SETTINGS: Final[dict[str, Setting]] = {
         _output_buffer,
         "0, or a whole number of characters from 4096 to 4194304",
         "`0`: each line is written when its request ends. A number (`65536`), with `OUTPUT`"
-        " `\"stdout\"` or a file path: lines are held in memory and written together (to"
-        " `sys.stdout` as it is then, for `\"stdout\"`), when they"
-        " reach that many characters, a second after the first of them at the latest, when the"
-        " settings change and when the process exits (gunicorn's, Daphne's and Granian's workers"
+        " `\"stdout\"` or a file path: lines are held in memory and written together, when they"
+        " reach that many characters, a second after the first of them at the latest, when"
+        " `OUTPUT` or `OUTPUT_BUFFER` changes (`override_settings`, as it enters and as it"
+        " exits), and when the process exits (gunicorn's, Daphne's and Granian's workers"
         " on `SIGTERM`, and Hypercorn's when it runs one). It saves most requests their `write`"
         " system call (measured: 14 to 18 µs, about 1.2% of a small request's CPU time). A"
         " process that ends without exiting loses the lines it holds: `SIGKILL`, the OOM killer,"
@@ -260,7 +260,12 @@ SETTINGS: Final[dict[str, Setting]] = {
         " lifespan shutdown; and Hypercorn with several workers, which ends the ones still"
         " running with `SIGTERM` once the first has exited; and waitress, which leaves"
         " `SIGTERM` to its default action. See the FAQ, \"How do I make it cheaper under"
-        " load?\". Refused with `OUTPUT` `\"logging\"`: your handlers decide when"
+        " load?\". With `\"stdout\"`, each held line goes to the `sys.stdout` of when it was"
+        " made, whenever it is written (a line made under another one first has those"
+        " written out): a test's capture gets its own lines, not a later test's; the lines"
+        " of a capture closed before they are written are dropped (pytest closes"
+        " `capsys`'s at the test's end)."
+        " Refused with `OUTPUT` `\"logging\"`: your handlers decide when"
         " their records are written.",
     ),
     "LOGGER_NAME": Setting(
