@@ -17,6 +17,7 @@ from hopwatch.report import parse, rank
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.parse import Record, decode_general, decode_line
 from hopwatch.report.scan import Scanner
+from tests.helpers import asgi_request
 from tests.report.conftest import Run
 from tests.report.samples import SESSION, canonical_lines, line, record, site
 
@@ -244,6 +245,47 @@ def test_invalid_utf8_in_an_enveloped_line_is_a_skip_reason_too(
     log.write_bytes(raw + b"\n")
     summary = json.loads(run_cli(log, "--format", "json").out)["summary"]
     assert (summary["records"], summary["other_lines"]) == (0, 0)
+    assert summary["skipped_by_reason"] == {"invalid_utf8": 1}
+
+
+def _utf8_first(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``decode`` as msgspec before 0.23 read bytes (the floor was 0.19): a byte not UTF-8
+    in a string raised UnicodeDecodeError (0.23 raises its DecodeError)."""
+
+    def strict(data: Any) -> Any:
+        if not isinstance(data, str):
+            bytes(data).decode("utf-8")
+        return decode(data)
+
+    return strict
+
+
+def test_a_decoder_raising_unicode_decode_error_skips_the_line(
+    run_cli: Callable[..., Run],
+    tmp_path: Path,
+    implementation: str,
+    log_lines: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real request's line with one byte 0xff in its route, read by typed decoders that
+    raise UnicodeDecodeError for it as msgspec 0.19 to 0.22 did: a skip reason, as with
+    0.23; the report ended with that error's traceback (exit 1)."""
+    asgi_request("/sync/")
+    (good,) = log_lines.raw
+    bad = good.encode().replace(b'"route":"/sync/"', b'"route":"/sy\xffnc/"')
+    assert b"\xff" in bad
+    monkeypatch.setattr(parse, "decode_record", _utf8_first(parse.decode_record))
+    build = parse.LearningDecoder._build
+    monkeypatch.setattr(parse.LearningDecoder, "_build", lambda self: _utf8_first(build(self)))
+    with pytest.raises(UnicodeDecodeError):
+        parse.decode_record(bad)
+    assert decode(bad) == "invalid_utf8"
+    log = tmp_path / "app.log"
+    log.write_bytes(good.encode() + b"\n" + bad + b"\n" + good.encode() + b"\n")
+    run = run_cli(log, "--format", "json")
+    assert (run.status, run.err) == (0, "")
+    summary = json.loads(run.out)["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (3, 2, 0)
     assert summary["skipped_by_reason"] == {"invalid_utf8": 1}
 
 

@@ -209,13 +209,16 @@ READ_FIELDS: Final = frozenset(_FIELDS)
 
 #: The typed decoder for :class:`Record`: bytes (or str) of one JSON object in, a Record
 #: out; raises one of DECODE_ERRORS (RecursionError: nesting too deep for it;
-#: UnicodeEncodeError: a str holding a lone surrogate, see CONVERT_ERRORS).
+#: UnicodeEncodeError: a str holding a lone surrogate, see CONVERT_ERRORS;
+#: UnicodeDecodeError: a string of bytes not UTF-8, as msgspec before 0.23 raised it, where
+#: 0.23 raises DecodeError). Every path that decodes a line catches these: a line that
+#: raises one is a skip reason (or another logger's), never the report's end.
 decode_record: Final = msgspec.json.Decoder(Record).decode
 DECODE_ERRORS: Final = (
     msgspec.ValidationError,
     msgspec.DecodeError,
     RecursionError,
-    UnicodeEncodeError,
+    UnicodeError,  # UnicodeEncodeError and UnicodeDecodeError
 )
 #: What ``msgspec.convert`` raises for a value that does not fit its type. msgspec reads
 #: a str as UTF-8 for any type but str, and a str holding a lone surrogate (a ``"\ud800"``
