@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,11 +45,34 @@ class Environment:
 
 # The support matrix. Each Django with the Python it is tested on; asgiref is
 # pinned to cover its range: 5.2's floor (3.8.1), 6.0's floor (3.9.1), newest.
-# The oldest-dependencies environment has pyinstrument's floor too (4.6.0: it passes
-# use_async_context to StackSampler.subscribe positionally, 5 by keyword); the
-# others have the newest (pip's choice).
+# The oldest-dependencies environment (django52) has every other runtime dependency's
+# and extra's floor from pyproject.toml too (pyinstrument 4.6.0, for one, passes
+# use_async_context to StackSampler.subscribe positionally, 5 by keyword; msgspec
+# before 0.23 read lines differently), and the OpenTelemetry SDK, exporter and
+# instrumentation releases of the otel extra's floor (API 1.30.0). An environment's
+# pin replaces the test requirement of the same project (see requirements()); the
+# others have the newest (pip's choice, or TEST_REQUIREMENTS' pin).
 ENVIRONMENTS: dict[str, Environment] = {
-    "django52": Environment("3.11", ("Django==5.2.19", "asgiref==3.8.1", "pyinstrument==4.6.0")),
+    "django52": Environment(
+        "3.11",
+        (
+            "Django==5.2.19",
+            "asgiref==3.8.1",
+            "pyinstrument==4.6.0",
+            "structlog==23.1.0",
+            "orjson==3.9.0",
+            "msgspec==0.23.0",
+            "rich==13.0.0",
+            "opentelemetry-api==1.30.0",
+            "opentelemetry-sdk==1.30.0",
+            "opentelemetry-exporter-prometheus==0.51b0",
+            "opentelemetry-instrumentation-django==0.51b0",
+            "opentelemetry-instrumentation-asgi==0.51b0",
+            "opentelemetry-instrumentation-wsgi==0.51b0",
+            "django-debug-toolbar==6.0.0",
+            "isal==1.6.0",
+        ),
+    ),
     "django60": Environment("3.12", ("Django==6.0.10", "asgiref==3.9.1")),
     "django61": Environment("3.13", ("Django==6.1.3", "asgiref==3.13.0")),
 }
@@ -94,7 +118,7 @@ TEST_REQUIREMENTS = [
     "opentelemetry-instrumentation-asgi==0.66b2",
     "opentelemetry-instrumentation-wsgi==0.66b2",
     "duckdb==2.0.0",
-    # The debug-toolbar panel (the extra's newest release; every supported Django has it)
+    # The debug-toolbar panel (the extra's newest release; django52 has its floor, 6.0.0)
     # and selenium, which drives Debian's chromium for the panel's screenshot.
     "django-debug-toolbar==8.0.0",
     "selenium==4.51.0",
@@ -315,15 +339,29 @@ def _describe(env: str) -> str:
     return f"{env} (Python {spec.python}, {', '.join(spec.requirements)})"
 
 
+def _project(requirement: str) -> str:
+    """A requirement's project name as pip compares them: "psycopg[binary]==3.3.9" -> "psycopg"."""
+    name = re.split(r"[\[=<>!~;@ ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements(env: str) -> list[str]:
+    """What ``env``'s virtualenv installs: its pins, then the test requirements of the
+    projects it does not pin (its pin wins: the oldest combination's floors)."""
+    pins = ENVIRONMENTS[env].requirements
+    pinned = {_project(requirement) for requirement in pins}
+    return [*pins, *(r for r in TEST_REQUIREMENTS if _project(r) not in pinned)]
+
+
 def ensure_env(env: str, interpreter: str) -> Path:
     """Create or refresh the virtualenv for ``env`` with ``interpreter``; return its python."""
     spec = ENVIRONMENTS[env]
-    requirements = [*spec.requirements, *TEST_REQUIREMENTS]
+    wanted = requirements(env)
     pyproject = (ROOT / "pyproject.toml").read_bytes()
     # The C accelerator is built by the editable install: a changed source rebuilds.
     accelerator = (ROOT / "src" / "hopwatch" / "_speedups.c").read_bytes()
     accelerator += (ROOT / "src" / "hopwatch" / "report" / "_accumulate.c").read_bytes()
-    key = repr((requirements, spec.python, interpreter)).encode()
+    key = repr((wanted, spec.python, interpreter)).encode()
     stamp_value = hashlib.sha256(key + pyproject + accelerator).hexdigest()
     target = VENVS / env
     stamp = target / ".hopwatch-stamp"
@@ -337,7 +375,7 @@ def ensure_env(env: str, interpreter: str) -> Path:
         raise SystemExit(f"dev.py: could not make a virtualenv with {interpreter}")
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # The project first, then the pins: the pins win over the ranges in pyproject.
-    if _run([*pip, "-e", "."]) or _run([*pip, *requirements]):
+    if _run([*pip, "-e", "."]) or _run([*pip, *wanted]):
         raise SystemExit(f"dev.py: could not install the {env} environment (see pip's output)")
     stamp.write_text(stamp_value)
     return python

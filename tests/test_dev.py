@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shlex
 import stat
 import sys
 import time
+import tomllib
+from itertools import chain
 from pathlib import Path
 
 import pytest
@@ -103,6 +106,55 @@ def test_the_matrix_is_what_hopwatch_calls_tested():
         assert _versions.asgiref_untested(pins["asgiref"], [provider]) is None, env
     assert dev.SLOW_ENV in dev.ENVIRONMENTS
     assert set(dev.DEFAULT_ENVS) == set(dev.ENVIRONMENTS)
+
+
+def test_the_oldest_combination_installs_every_floor():
+    """django52 installs every runtime dependency and extra at the floor pyproject.toml
+    declares (Django: 5.2's newest patch release), with the OpenTelemetry SDK, exporter
+    and instrumentation of the otel extra's floor, and no test requirement pins another
+    release of them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *chain(*project["optional-dependencies"].values())]
+    floors = dict(re.match(r"([\w.-]+)>=([\w.]+)", spec).groups() for spec in declared)
+    assert floors == {
+        "Django": "5.2",
+        "asgiref": "3.8.1",
+        "structlog": "23.1",
+        "orjson": "3.9",
+        "pyinstrument": "4.6",
+        "msgspec": "0.23",
+        "rich": "13.0",
+        "opentelemetry-api": "1.30",
+        "django-debug-toolbar": "6.0",
+        "isal": "1.6",
+    }
+    installed = dev.requirements("django52")
+    names = [dev._project(requirement) for requirement in installed]
+    assert len(names) == len(set(names)), installed  # one pin a project: pip takes it
+    pins = dict(requirement.split("==") for requirement in installed)
+    assert {name: pins[name] for name in floors} == {
+        "Django": "5.2.19",
+        "asgiref": "3.8.1",
+        "structlog": "23.1.0",
+        "orjson": "3.9.0",
+        "pyinstrument": "4.6.0",
+        "msgspec": "0.23.0",
+        "rich": "13.0.0",
+        "opentelemetry-api": "1.30.0",
+        "django-debug-toolbar": "6.0.0",
+        "isal": "1.6.0",
+    }
+    otel = {name: pin for name, pin in pins.items() if name.startswith("opentelemetry-")}
+    assert otel == {
+        "opentelemetry-api": "1.30.0",
+        "opentelemetry-sdk": "1.30.0",
+        "opentelemetry-exporter-prometheus": "0.51b0",
+        "opentelemetry-instrumentation-django": "0.51b0",
+        "opentelemetry-instrumentation-asgi": "0.51b0",
+        "opentelemetry-instrumentation-wsgi": "0.51b0",
+    }
+    # the other combinations keep the test requirements' pins (the newest)
+    assert dev.requirements("django61")[2:] == dev.TEST_REQUIREMENTS
 
 
 def test_bench_on_another_environment_is_refused_clearly(no_pythons, monkeypatch, capsys):
