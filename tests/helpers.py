@@ -411,3 +411,20 @@ def with_the_reader_gone(command: list[str], timeout: float, **kwargs: Any) -> t
     process.stdout.close()
     err = process.stderr.read().decode()
     return process.wait(timeout=timeout), err
+
+
+def without_pytests_log_capture(*names: str) -> None:
+    """Take pytest's log-capture handler off the loggers ``names`` and the ancestors they
+    propagate to, for the rest of the test's phase. pytest 9.2 adds it to every logger
+    that does not propagate, as each test starts: on hopwatch's line logger a handler
+    before the test's own, which writes every line (so a line the test's handler fails
+    on was written, and is no error) and keeps each line's LogRecord (objects for the
+    collector); on the ``hopwatch`` logger it keeps the records of hopwatch's warnings,
+    their exceptions with them."""
+    for name in names:
+        logger: logging.Logger | None = logging.getLogger(name)
+        while logger is not None:
+            for handler in list(logger.handlers):
+                if type(handler).__module__.startswith("_pytest."):
+                    logger.removeHandler(handler)  # (pytest's own removal: a no-op)
+            logger = logger.parent if logger.propagate else None

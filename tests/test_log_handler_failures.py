@@ -19,7 +19,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from hopwatch import _emit, _errors, _hotpath, _hotpath_py
-from tests.helpers import asgi_request, wsgi_request
+from tests.helpers import asgi_request, without_pytests_log_capture, wsgi_request
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
 _names = iter(range(1_000_000))
@@ -73,24 +73,9 @@ def _errors_per_line(path: Path) -> list[int]:
     ]
 
 
-def _without_pytests_capture() -> None:
-    """pytest 9.2 adds its log-capture handler to every logger that does not
-    propagate, as each test starts: a handler before the test's own on the line
-    logger, which writes every line (so a line the test's shipper fails on was
-    written), and to the ``hopwatch`` logger, where it keeps the records of hopwatch's
-    warnings, their exceptions with them. Each test here says which handlers the line
-    logger has."""
-    for name in (settings.HOPWATCH["LOGGER_NAME"], "hopwatch"):
-        logger: logging.Logger | None = logging.getLogger(name)
-        while logger is not None:
-            for handler in list(logger.handlers):
-                if type(handler).__module__.startswith("_pytest."):
-                    logger.removeHandler(handler)  # (pytest's own removal: a no-op)
-            logger = logger.parent if logger.propagate else None
-
-
 def _requests(count: int) -> None:
-    _without_pytests_capture()
+    # each test here says which handlers the line logger has
+    without_pytests_log_capture(settings.HOPWATCH["LOGGER_NAME"], "hopwatch")
     for i in range(count):
         if i % 2:
             assert asgi_request("/sync/").status == 200

@@ -29,7 +29,13 @@ from hopwatch import _errors
 from hopwatch._django_scope import _awaiting_close
 from hopwatch._recorder import late
 from hopwatch.apps import activate, deactivate
-from tests.helpers import asgi_scope, capture, wait_until, wsgi_environ
+from tests.helpers import (
+    asgi_scope,
+    capture,
+    wait_until,
+    without_pytests_log_capture,
+    wsgi_environ,
+)
 from tests.stress import views
 from tests.testapp import views as testapp_views
 from tests.transparency.helpers import both, signal_log, without_hopwatch
@@ -429,6 +435,7 @@ def test_a_failing_log_handler_loses_lines_but_never_silently(db):
         response.close()
 
     _errors.reset_for_tests()
+    without_pytests_log_capture("hopwatch")  # the doomed handler is the line's only one
     logger.addHandler(handler)
     try:
         with hopwatch_settings():
@@ -520,6 +527,7 @@ def test_lines_lost_to_a_full_disk_are_reported_when_the_disk_has_room_again(tmp
     _errors.reset_for_tests()
     handler = DoomedLinesHandler({f"full-{i}" for i in range(5)})
     logger = logging.getLogger("hopwatch")
+    without_pytests_log_capture("hopwatch")  # the failing handler is the line's only one
     logger.addHandler(handler)
     try:
         with hopwatch_settings():

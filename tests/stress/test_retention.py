@@ -34,6 +34,7 @@ from tests.helpers import (
     asgi_scope,
     capture,
     wait_until,
+    without_pytests_log_capture,
     wsgi_environ,
     wsgi_request,
 )
@@ -304,6 +305,7 @@ def test_a_request_leaves_few_objects_for_the_collector(db):
     RequestContext in place of asgiref's ThreadSensitiveContext, not the record,
     which leaves the context when its request closes, nor a key tuple per cause,
     nor a hop."""
+    without_pytests_log_capture("hopwatch")  # it would keep each line's LogRecord
     without = _left_for_the_collector(installed=False)
     with_hopwatch = _left_for_the_collector(installed=True)
     assert without["ASGIRequest"] == RUN, "Django leaves its requests for the collector"
