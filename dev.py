@@ -91,7 +91,7 @@ DEFAULT_ENVS = ("django52", "django61", "django60")
 SLOW_ENV = "django61"
 
 TEST_REQUIREMENTS = [
-    "pytest==9.0.3",
+    "pytest==9.2.0",
     "pytest-django==4.14.0",
     "hypothesis==6.155.2",
     "uvicorn==0.55.0",
