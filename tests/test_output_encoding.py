@@ -13,6 +13,7 @@ lines are read back as UTF-8 JSON and by ``hopwatch report``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -21,8 +22,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from django.http import HttpResponse
+from django.test import Client, override_settings
+from django.urls import path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +47,7 @@ _CHILD = textwrap.dedent(
         return HttpResponse("ok")
 
     urlpatterns = [path("café/<int:pk>/日本/😀/", vue_élève)]
-    output = sys.argv[1]
+    output, buffer = sys.argv[1], int(sys.argv[2])
     logging_config = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -58,7 +63,7 @@ _CHILD = textwrap.dedent(
         ROOT_URLCONF="__main__",
         DATABASES={},
         LOGGING=logging_config,
-        HOPWATCH={"OUTPUT": output},
+        HOPWATCH={"OUTPUT": output, "OUTPUT_BUFFER": buffer},
     )
     django.setup()
     from django.core.asgi import get_asgi_application
@@ -74,10 +79,14 @@ _CHILD = textwrap.dedent(
 
 
 def _child_env(**extra: str) -> dict[str, str]:
+    # (not PYTHONUNBUFFERED, which the suite's runs set: a server's stdout, a pipe, is
+    # block-buffered, and a line is written only as hopwatch flushes it)
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "DJANGO_", "PYTHONIOENCODING", "LC_", "LANG", "PYTHONUTF8"))
+        if not k.startswith(
+            ("PYTEST_", "DJANGO_", "PYTHONIOENCODING", "LC_", "LANG", "PYTHONUTF8", "PYTHONUNBUFFERED")
+        )
     }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
     env.update(extra)
@@ -85,12 +94,14 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 
 def _requests(
-    tmp_path: Path, output: str, prelude: str = "", **env: str
+    tmp_path: Path, output: str, prelude: str = "", *, buffer: int = 0, after: str = "", **env: str
 ) -> subprocess.CompletedProcess[bytes]:
+    """The child's two requests with ``OUTPUT`` ``output`` and ``OUTPUT_BUFFER`` ``buffer``;
+    ``prelude`` runs before, ``after`` after them."""
     script = tmp_path / "requests.py"  # a file: a C locale reads `-c`'s non-ASCII as surrogates
-    script.write_text(textwrap.dedent(prelude) + _CHILD, encoding="utf-8")
+    script.write_text(textwrap.dedent(prelude) + _CHILD + textwrap.dedent(after), encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, str(script), output],
+        [sys.executable, str(script), output, str(buffer)],
         cwd=ROOT,
         env=_child_env(**env),
         capture_output=True,
@@ -135,9 +146,11 @@ def _check(data: bytes, tmp_path: Path, *, escaped: bool) -> None:
     assert "2 hopwatch records" in summary and "skipped" not in summary, summary
 
 
+@pytest.mark.parametrize("buffer", [0, 4096], ids=["each-line", "held"])
 @pytest.mark.parametrize("encoding", ["ascii", "cp1252", "latin-1"])
-def test_stdout_of_another_encoding_gets_every_line_escaped(encoding, tmp_path):
-    done = _requests(tmp_path, "stdout", PYTHONIOENCODING=encoding)
+def test_stdout_of_another_encoding_gets_every_line_escaped(encoding, buffer, tmp_path):
+    """Each line as it comes, and held lines (``OUTPUT_BUFFER``, written at the exit)."""
+    done = _requests(tmp_path, "stdout", buffer=buffer, PYTHONIOENCODING=encoding)
     assert b"internal error" not in done.stderr, done.stderr.decode(errors="replace")
     _check(done.stdout, tmp_path, escaped=True)
 
@@ -149,6 +162,14 @@ def test_stdout_of_a_c_locale_without_utf8_mode(tmp_path):
 
 def test_a_utf8_stdout_gets_the_characters_as_they_are(tmp_path):
     done = _requests(tmp_path, "stdout", PYTHONIOENCODING="utf-8")
+    _check(done.stdout, tmp_path, escaped=False)
+
+
+def test_each_stdout_line_is_flushed_as_it_is_written(tmp_path):
+    """stdout a pipe, block-buffered (no PYTHONUNBUFFERED): each line is on the pipe
+    once its request ends, as a log collector tailing it needs; a worker that ends
+    without Python's exit (``os._exit``, a kill) has lost none of them."""
+    done = _requests(tmp_path, "stdout", after="import os; os._exit(0)", PYTHONIOENCODING="utf-8")
     _check(done.stdout, tmp_path, escaped=False)
 
 
@@ -219,3 +240,31 @@ def test_a_file_is_utf8_whatever_the_locale(tmp_path):
     path = tmp_path / "hops.log"
     _requests(tmp_path, str(path), LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONIOENCODING="ascii")
     _check(path.read_bytes(), tmp_path, escaped=False)
+
+
+def _vue(request):
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("café/", _vue)]  # the ROOT_URLCONF of the test below
+
+
+def test_each_stdout_line_is_escaped_for_the_stdout_it_goes_to(capsys):
+    """``"stdout"``: a line is escaped for the ``sys.stdout`` it is written to, not for
+    the one of the first line (where the logger is made): the first line into an ASCII
+    ``redirect_stdout`` is escaped, the next, onto a UTF-8 stdout, keeps ``é``."""
+    narrow = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    with override_settings(
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+        HOPWATCH={"OUTPUT": "stdout"},
+    ):
+        with contextlib.redirect_stdout(narrow):
+            assert Client().get(quote("/café/")).status_code == 200
+        assert Client().get(quote("/café/")).status_code == 200
+    narrow.flush()
+    assert [line["route"] for line in _lines(narrow.buffer.getvalue())] == ["/café/"]
+    assert b'"route":"/caf\\u00e9/"' in narrow.buffer.getvalue()
+    out = capsys.readouterr().out
+    assert [line["route"] for line in _lines(out.encode())] == ["/café/"]
+    assert '"route":"/café/"' in out
