@@ -638,19 +638,21 @@ def test_stdout_keeps_no_capture_alive(buffer, db):
             assert [ref() is None for ref in gone] == [True] * len(gone)
 
 
+@pytest.mark.parametrize("output", ["hops.log", Path("hops.log")], ids=["str", "pathlib"])
 def test_a_relative_file_output_is_the_directory_s_when_the_settings_are_read(
-    tmp_path, monkeypatch, db
+    output, tmp_path, monkeypatch, db
 ):
-    """A relative ``OUTPUT`` path is taken from the working directory when the settings
-    are read (here, as HOPWATCH changes), not at the first line: a test that changes
-    directory before it (``monkeypatch.chdir(tmp_path)``) does not take the lines there."""
+    """A relative ``OUTPUT`` path (a str, or a ``pathlib.Path`` as settings.md allows)
+    is taken from the working directory when the settings are read (here, as HOPWATCH
+    changes), not at the first line: a test that changes directory before it
+    (``monkeypatch.chdir(tmp_path)``) does not take the lines there."""
     from hopwatch.conf import hopwatch_settings
 
     started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
     started.mkdir()
     elsewhere.mkdir()
     monkeypatch.chdir(started)
-    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(OUTPUT="hops.log"):
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(OUTPUT=output):
         resolved = hopwatch_settings.OUTPUT
         assert resolved == str(started / "hops.log")
         monkeypatch.chdir(elsewhere)
