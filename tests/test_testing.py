@@ -1218,6 +1218,29 @@ def test_a_block_around_a_live_server_request_counts_none_and_lists_it_as_not_se
     assert len(seen.requests_not_seen) == 2
 
 
+def _not_found(live_server, path: str) -> None:
+    """``path`` through the live server, which no URL pattern resolves: a 404."""
+    from urllib.error import HTTPError
+
+    with pytest.raises(HTTPError) as failed:
+        _served(live_server, path)
+    assert failed.value.code == 404
+
+
+def test_a_request_no_route_resolved_is_listed_with_the_route_of_its_line(live_server):
+    """A 404 has no route: listed as its line has it, ``"(unresolved)"`` (its raw path
+    may carry a token or an e-mail address, and a failure's text ends up in CI logs);
+    its path, without the query string, only with ``LOG_RAW_PATHS``."""
+    from hopwatch.testing import RequestNotSeen
+
+    with count_hops() as seen:
+        _not_found(live_server, "/nowhere/secret-token/?email=a@b.c")
+    assert seen.requests_not_seen == [RequestNotSeen("GET", "(unresolved)", 0)]
+    with override_settings(HOPWATCH={"LOG_RAW_PATHS": True}), count_hops() as seen:
+        _not_found(live_server, "/nowhere/secret-token/?email=a@b.c")
+    assert seen.requests_not_seen == [RequestNotSeen("GET", "/nowhere/secret-token/", 0)]
+
+
 def test_a_hop_check_that_passed_without_the_live_server_s_hops_warns(live_server, tmp_path):
     with pytest.warns(UserWarning) as caught, assert_max_hops(0):
         _served(live_server, "/async/")

@@ -203,6 +203,18 @@ def _wait_for_served_requests() -> None:
         time.sleep(0.001)
 
 
+def _unresolved_route(path: str | None) -> str:
+    """The route of a request no URL pattern resolved (a 404), as its line has it:
+    ``"(unresolved)"``, its raw path only with ``LOG_RAW_PATHS`` (cleaned and cut to
+    ``PATH_MAX_LENGTH``): a path may carry a token or an e-mail address."""
+    from hopwatch._emit import UNRESOLVED, clean_path
+    from hopwatch.conf import hopwatch_settings
+
+    if not hopwatch_settings.LOG_RAW_PATHS:
+        return UNRESOLVED
+    return clean_path(path, hopwatch_settings.PATH_MAX_LENGTH)
+
+
 def _not_seen_text(counted: HopCount) -> str:
     """The listing's line for the requests a block did not see, or ``""``."""
     unseen = counted.requests_not_seen
@@ -360,7 +372,7 @@ class HopCount(_AsyncBlock):
                 for cause, stats in record.top_causes()
                 if matches(cause.kind, stats.direction)
             )
-            route = record.route or record.path
+            route = record.route or _unresolved_route(record.path)
             not_seen.append(RequestNotSeen(record.method, route, hops))
 
         self._watch = watch
