@@ -1227,6 +1227,28 @@ def _not_found(live_server, path: str) -> None:
     assert failed.value.code == 404
 
 
+def test_nested_blocks_do_not_list_the_inner_block_s_requests_as_not_seen(db):
+    """A test-Client request in the inner block is the outer's too: counted by both,
+    listed by neither."""
+    with count_hops() as outer, count_hops() as inner:
+        assert Client().get("/async/").status_code == 200
+    assert (len(outer), outer.requests_not_seen, outer.hops_not_seen) == (1, [], 0)
+    assert (len(inner), inner.requests_not_seen, inner.hops_not_seen) == (1, [], 0)
+
+    async def outliving() -> tuple[testing.HopCount, testing.HopCount]:
+        """A request started in the inner block that finishes after it (a task): the
+        outer counts it, so does not list it either."""
+        with count_hops() as outer:
+            with count_hops() as inner:
+                task = asyncio.create_task(AsyncClient().get("/async/"))
+            assert (await task).status_code == 200
+        return outer, inner
+
+    outer, inner = asyncio.run(outliving())
+    assert (len(outer), outer.requests_not_seen, outer.hops_not_seen) == (15, [], 0)
+    assert (len(inner), inner.requests_not_seen) == (0, [])
+
+
 def test_a_request_no_route_resolved_is_listed_with_the_route_of_its_line(live_server):
     """A 404 has no route: listed as its line has it, ``"(unresolved)"`` (its raw path
     may carry a token or an e-mail address, and a failure's text ends up in CI logs);
@@ -1239,6 +1261,42 @@ def test_a_request_no_route_resolved_is_listed_with_the_route_of_its_line(live_s
     with override_settings(HOPWATCH={"LOG_RAW_PATHS": True}), count_hops() as seen:
         _not_found(live_server, "/nowhere/secret-token/?email=a@b.c")
     assert seen.requests_not_seen == [RequestNotSeen("GET", "/nowhere/secret-token/", 0)]
+
+
+def test_more_than_five_requests_not_seen_list_five_and_say_how_many_more(live_server):
+    with count_hops() as seen:
+        for _ in range(7):
+            assert _served(live_server, "/async/") == b"async"
+    assert seen.hops_not_seen == 7
+    assert seen.report() == (
+        "Not counted: 7 requests that finished in another thread or context while the block"
+        " was open, 7 hops in all: GET /async/ (1 hop), GET /async/ (1 hop), GET /async/"
+        " (1 hop), GET /async/ (1 hop), GET /async/ (1 hop) and 2 more. A block counts only"
+        " the requests made from its own code (the test Client, AsyncClient); a live server"
+        " (LiveServerTestCase, pytest-django's live_server) serves each request in a thread"
+        ' of its own (docs/testing.md, "What a block cannot see").'
+    )
+
+
+def test_a_block_s_end_does_not_wait_for_a_server_thread_that_serves_nothing(live_server):
+    """The live server's thread is alive (``wsgiref`` imported) but idle between
+    requests: the end of a block waits only while a thread is inside a request."""
+    import time
+
+    assert _served(live_server, "/async/") == b"async"  # the server is up, and idle now
+    started = time.monotonic()
+    for _ in range(5):
+        with count_hops():
+            pass
+    assert time.monotonic() - started < 0.9  # (waiting: a second each)
+
+
+def test_a_hop_budget_with_no_request_elsewhere_does_not_warn(tmp_path, db):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with hop_budget("plain", path=tmp_path / "budgets.hops.json") as counted:
+            assert Client().get("/async/").status_code == 200
+    assert (len(counted), counted.requests_not_seen) == (1, [])
 
 
 def test_a_hop_check_that_passed_without_the_live_server_s_hops_warns(live_server, tmp_path):
@@ -1269,6 +1327,8 @@ def test_a_hop_check_that_passed_without_the_live_server_s_hops_warns(live_serve
         with assert_max_hops(5):
             Client().get("/async/")
             _served(live_server, "/hops/3/")
+        with assert_max_hops(5):  # 1 unseen hop, far from 5
+            _served(live_server, "/async/")
 
 
 def test_a_failing_hop_check_lists_the_requests_it_did_not_see(live_server):
