@@ -1094,6 +1094,20 @@ def test_pytest_shows_the_line_of_the_block_not_hopwatch(pytester, monkeypatch):
     )
 
 
+def _passes_alone(tmp_path, summary: str) -> None:
+    """tmp_path/test_plain.py run by pytest in a process of its own (hopwatch's plugin
+    loaded as any pytest run loads it): it passes, with ``summary``."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *QUIET, str(tmp_path / "test_plain.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert summary in completed.stdout
+
+
 def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
     """In a fresh process without Django settings: the plugin alone touches nothing."""
     (tmp_path / "test_plain.py").write_text(
@@ -1112,15 +1126,7 @@ def test_plugin_imports_nothing_and_installs_nothing_until_used(tmp_path):
                 assert "django" not in sys.modules
             """)
     )
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *QUIET, str(tmp_path / "test_plain.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "2 passed" in completed.stdout
+    _passes_alone(tmp_path, "2 passed")
 
 
 def test_the_plugin_alone_imports_only_hopwatchs_package_init(tmp_path):
@@ -1140,15 +1146,7 @@ def test_the_plugin_alone_imports_only_hopwatchs_package_init(tmp_path):
                 assert loaded == ["hopwatch", "hopwatch.pytest_plugin"]
             """)
     )
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *QUIET, str(tmp_path / "test_plain.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "1 passed" in completed.stdout
+    _passes_alone(tmp_path, "1 passed")
 
 
 def test_the_docs_budget_file_per_environment_is_one_per_feature_release():
@@ -1167,12 +1165,12 @@ def test_the_docs_budget_file_per_environment_is_one_per_feature_release():
 # --- requests a block does not see: a live server's -----------------------------------
 
 
-def _served(live_server, path: str) -> bytes:
+def _served(live_server, path: str, method: str = "GET") -> bytes:
     """``path`` through pytest-django's live server (Django's ``LiveServerThread``: a
     real server on 127.0.0.1, each request served in a thread of its own)."""
-    from urllib.request import urlopen
+    from urllib.request import Request, urlopen
 
-    with urlopen(live_server.url + path) as response:
+    with urlopen(Request(live_server.url + path, method=method)) as response:
         return response.read()
 
 
@@ -1218,12 +1216,12 @@ def test_a_block_around_a_live_server_request_counts_none_and_lists_it_as_not_se
     assert len(seen.requests_not_seen) == 2
 
 
-def _not_found(live_server, path: str) -> None:
+def _not_found(live_server, path: str, method: str = "GET") -> None:
     """``path`` through the live server, which no URL pattern resolves: a 404."""
     from urllib.error import HTTPError
 
     with pytest.raises(HTTPError) as failed:
-        _served(live_server, path)
+        _served(live_server, path, method)
     assert failed.value.code == 404
 
 
@@ -1261,6 +1259,10 @@ def test_a_request_no_route_resolved_is_listed_with_the_route_of_its_line(live_s
     with override_settings(HOPWATCH={"LOG_RAW_PATHS": True}), count_hops() as seen:
         _not_found(live_server, "/nowhere/secret-token/?email=a@b.c")
     assert seen.requests_not_seen == [RequestNotSeen("GET", "/nowhere/secret-token/", 0)]
+    # a method as the line cleans it too: any text a client sent, cut to 16 characters
+    with count_hops() as seen:
+        _not_found(live_server, "/nowhere/", method="SECRETTOKEN_0123456789")
+    assert seen.requests_not_seen == [RequestNotSeen("SECRETTOKEN_0123", "(unresolved)", 0)]
 
 
 def test_more_than_five_requests_not_seen_list_five_and_say_how_many_more(live_server):

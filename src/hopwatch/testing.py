@@ -203,16 +203,19 @@ def _wait_for_served_requests() -> None:
         time.sleep(0.001)
 
 
-def _unresolved_route(path: str | None) -> str:
-    """The route of a request no URL pattern resolved (a 404), as its line has it:
-    ``"(unresolved)"``, its raw path only with ``LOG_RAW_PATHS`` (cleaned and cut to
-    ``PATH_MAX_LENGTH``): a path may carry a token or an e-mail address."""
-    from hopwatch._emit import UNRESOLVED, clean_path
+def _as_logged(record: RequestRecord) -> tuple[str, str]:
+    """A request's method and route as its line has them (hopwatch._emit's own
+    ``_request_fields``): a method cleaned as the line cleans it; for a request no URL
+    pattern resolved (a 404), ``"(unresolved)"``, its raw path only with
+    ``LOG_RAW_PATHS`` (cleaned and cut to ``PATH_MAX_LENGTH``): a path may carry a
+    token or an e-mail address, a method any text a client sent."""
+    from hopwatch._emit import _request_fields
     from hopwatch.conf import hopwatch_settings
 
-    if not hopwatch_settings.LOG_RAW_PATHS:
-        return UNRESOLVED
-    return clean_path(path, hopwatch_settings.PATH_MAX_LENGTH)
+    fields = _request_fields(
+        record, hopwatch_settings.PATH_MAX_LENGTH, hopwatch_settings.LOG_RAW_PATHS
+    )
+    return fields[1], fields[2]
 
 
 def _not_seen_text(counted: HopCount) -> str:
@@ -372,8 +375,7 @@ class HopCount(_AsyncBlock):
                 for cause, stats in record.top_causes()
                 if matches(cause.kind, stats.direction)
             )
-            route = record.route or _unresolved_route(record.path)
-            not_seen.append(RequestNotSeen(record.method, route, hops))
+            not_seen.append(RequestNotSeen(*_as_logged(record), hops))
 
         self._watch = watch
         _open_ledgers.add(ledger)
