@@ -335,8 +335,12 @@ def find_python(version: str) -> str | None:
 
 
 def _describe(env: str) -> str:
+    """``env`` in a few words: its Python, Django and asgiref (the oldest combination's
+    other floors counted, not listed: each run's heading stays a line or two)."""
     spec = ENVIRONMENTS[env]
-    return f"{env} (Python {spec.python}, {', '.join(spec.requirements)})"
+    shown, rest = spec.requirements[:2], len(spec.requirements) - 2
+    more = f", {rest} more pinned in dev.py" if rest > 0 else ""
+    return f"{env} (Python {spec.python}, {', '.join(shown)}{more})"
 
 
 def _project(requirement: str) -> str:
