@@ -458,11 +458,18 @@ class _LineWriter:
         self._stream = stream
         self._close = close
         self._lock = threading.Lock()
+        #: A line's write failed (a full disk): its bytes, counted as an error then, may
+        #: still be in the stream's buffer, which closing tries to write once more.
+        self._failed = False
 
     def msg(self, message: str) -> None:
         with self._lock:
-            self._stream.write(message + "\n")
-            self._stream.flush()
+            try:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+            except BaseException:
+                self._failed = True
+                raise
 
     info = msg
 
@@ -476,8 +483,15 @@ class _LineWriter:
         old.close()
 
     def close(self) -> None:
-        if self._close:
+        if not self._close:
+            return
+        try:
             self._stream.close()
+        except OSError:
+            # The buffer's bytes are a failed line's, already counted (each line is
+            # flushed as it is written): not a second error. Closed all the same.
+            if not self._failed:
+                raise
 
     def close_at_exit(self, path: str) -> None:
         """Close the file; a line written after this opens ``path`` for itself
