@@ -62,7 +62,7 @@ ENVIRONMENTS: dict[str, Environment] = {
             "structlog==23.1.0",
             "orjson==3.9.0",
             "msgspec==0.23.0",
-            "rich==13.0.0",
+            "rich==14.3.0",
             "opentelemetry-api==1.30.0",
             "opentelemetry-sdk==1.30.0",
             "opentelemetry-exporter-prometheus==0.51b0",

@@ -123,7 +123,7 @@ def test_the_oldest_combination_installs_every_floor():
         "orjson": "3.9",
         "pyinstrument": "4.6",
         "msgspec": "0.23",
-        "rich": "13.0",
+        "rich": "14.3",
         "opentelemetry-api": "1.30",
         "django-debug-toolbar": "6.0",
         "isal": "1.6",
