@@ -139,7 +139,7 @@ def test_the_oldest_combination_installs_every_floor():
         "orjson": "3.9.0",
         "pyinstrument": "4.6.0",
         "msgspec": "0.23.0",
-        "rich": "13.0.0",
+        "rich": "14.3.0",
         "opentelemetry-api": "1.30.0",
         "django-debug-toolbar": "6.0.0",
         "isal": "1.6.0",
