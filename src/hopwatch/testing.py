@@ -478,7 +478,8 @@ class HopCount(_AsyncBlock):
     def requests_not_seen(self) -> list[RequestNotSeen]:
         """The requests that finished while the block was open without being counted by
         it: served in another thread or context (a live server's, a real server's),
-        not from the block's own code. Their hops are not in :attr:`count`."""
+        not from the block's own code, in the order they finished (a server's threads
+        may close two requests in either order). Their hops are not in :attr:`count`."""
         return list(self._not_seen)
 
     @property
