@@ -588,6 +588,43 @@ def test_never_write_mode_fails_on_a_missing_entry(budgets, monkeypatch):
         pass
 
 
+def test_never_write_mode_counts_the_hops_made_in_words(budgets, monkeypatch):
+    """The missing entry's message said "1 hops were made"; the assertions' own say
+    "1 was made"."""
+    monkeypatch.setenv(testing.BUDGETS_ENV, "0")
+    with pytest.raises(AssertionError) as failure, hop_budget("t", path=budgets):
+        Client().get("/async/")  # the async view through async_to_sync: its one hop
+    assert str(failure.value) == (
+        f"No hop budget recorded for t in {budgets} (HOPWATCH_UPDATE_BUDGETS=0 forbids"
+        " writing it); 1 hop was made. Run once without HOPWATCH_UPDATE_BUDGETS=0 (or with"
+        " HOPWATCH_UPDATE_BUDGETS=1) and commit the file.\n"
+        "  1. async_to_sync  view        tests.testapp.views.async_view  [new event loop]"
+    )
+    with (
+        override_settings(MIDDLEWARE=HOPWATCH_ONLY),
+        pytest.raises(AssertionError) as failure,
+        hop_budget("t", path=budgets),
+    ):
+        asyncio.run(AsyncClient().get("/async/"))
+    assert str(failure.value).startswith(
+        f"No hop budget recorded for t in {budgets} (HOPWATCH_UPDATE_BUDGETS=0 forbids"
+        " writing it); 2 hops were made. Run once without"
+    )
+    assert not budgets.exists()
+
+
+def test_one_hop_past_an_empty_budget_is_one_hop_made(budgets):
+    """The exceeded budget's head said "1 hops made, 0 recorded"."""
+    with hop_budget("t", path=budgets):
+        Client().get("/sync/")  # a sync view under the sync Client: no hop
+    with pytest.raises(AssertionError) as failure, hop_budget("t", path=budgets):
+        Client().get("/async/")
+    assert str(failure.value).splitlines()[0] == (
+        f"Hop budget exceeded for t: 1 hop made, 0 recorded in {budgets}."
+    )
+    assert _entries(budgets)["t"] == {"hops": 0, "sites": {}}
+
+
 def test_a_broken_file_is_reported(budgets):
     budgets.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"), hop_budget("t", path=budgets):

@@ -972,8 +972,9 @@ def check_budget(counted: HopCount, name: str, path: str | os.PathLike[str]) -> 
     if recorded is None:
         raise AssertionError(
             f"No hop budget recorded for {name} in {path} ({BUDGETS_ENV}=0 forbids writing"
-            f" it); {len(counted)} hops were made. Run once without {BUDGETS_ENV}=0 (or with"
-            f" {BUDGETS_ENV}=1) and commit the file.\n{counted.report()}".rstrip()
+            f" it); {_hops_made(len(counted), 'was made', 'were made')}. Run once without"
+            f" {BUDGETS_ENV}=0 (or with {BUDGETS_ENV}=1) and commit the file."
+            f"\n{counted.report()}".rstrip()
         )
     failure = _budget_failure(counted, name, path, recorded)
     if failure:
@@ -1002,6 +1003,11 @@ def _entry_fault(recorded: object) -> str | None:
     return None
 
 
+def _hops_made(n: int, singular: str = "made", plural: str = "made") -> str:
+    """``1 hop was made`` / ``2 hops were made`` (with both verbs given), ``1 hop made``."""
+    return f"{n} hop {singular}" if n == 1 else f"{n} hops {plural}"
+
+
 def _budget_failure(counted: HopCount, name: str, path: Path, recorded: Any) -> str | None:
     """The failure message when ``counted`` grew past ``recorded``, else None."""
     fault = _entry_fault(recorded)
@@ -1019,7 +1025,7 @@ def _budget_failure(counted: HopCount, name: str, path: Path, recorded: Any) -> 
     ]
     if made <= recorded["hops"] and not grew:
         return None
-    head = f"Hop budget exceeded for {name}: {made} hops made, {recorded['hops']} recorded"
+    head = f"Hop budget exceeded for {name}: {_hops_made(made)}, {recorded['hops']} recorded"
     lines = [f"{head} in {path}."]
     if grew:
         lines.append("Grew:")
