@@ -49,7 +49,11 @@ class Environment:
 # and extra's floor from pyproject.toml too (pyinstrument 4.6.0, for one, passes
 # use_async_context to StackSampler.subscribe positionally, 5 by keyword; msgspec
 # before 0.23 read lines differently), and the OpenTelemetry SDK, exporter and
-# instrumentation releases of the otel extra's floor (API 1.30.0). An environment's
+# instrumentation releases of the otel extra's floor (API 1.31.0: the Prometheus
+# exporter's oldest right release, 0.52b0, needs SDK 1.31.0, which needs API 1.31.0;
+# the exporter before it gave every series of a metric the label names of its last
+# data point, so one 404's missing http.route took http_route off every route's
+# series: open-telemetry/opentelemetry-python #3391, #4418). An environment's
 # pin replaces the test requirement of the same project (see requirements()); the
 # others have the newest (pip's choice, or TEST_REQUIREMENTS' pin).
 ENVIRONMENTS: dict[str, Environment] = {
@@ -63,12 +67,12 @@ ENVIRONMENTS: dict[str, Environment] = {
             "orjson==3.9.0",
             "msgspec==0.23.0",
             "rich==14.3.0",
-            "opentelemetry-api==1.30.0",
-            "opentelemetry-sdk==1.30.0",
-            "opentelemetry-exporter-prometheus==0.51b0",
-            "opentelemetry-instrumentation-django==0.51b0",
-            "opentelemetry-instrumentation-asgi==0.51b0",
-            "opentelemetry-instrumentation-wsgi==0.51b0",
+            "opentelemetry-api==1.31.0",
+            "opentelemetry-sdk==1.31.0",
+            "opentelemetry-exporter-prometheus==0.52b0",
+            "opentelemetry-instrumentation-django==0.52b0",
+            "opentelemetry-instrumentation-asgi==0.52b0",
+            "opentelemetry-instrumentation-wsgi==0.52b0",
             "django-debug-toolbar==6.0.0",
             "isal==1.6.0",
         ),

@@ -124,7 +124,7 @@ def test_the_oldest_combination_installs_every_floor():
         "pyinstrument": "4.6",
         "msgspec": "0.23",
         "rich": "14.3",
-        "opentelemetry-api": "1.30",
+        "opentelemetry-api": "1.31",
         "django-debug-toolbar": "6.0",
         "isal": "1.6",
     }
@@ -140,18 +140,18 @@ def test_the_oldest_combination_installs_every_floor():
         "pyinstrument": "4.6.0",
         "msgspec": "0.23.0",
         "rich": "14.3.0",
-        "opentelemetry-api": "1.30.0",
+        "opentelemetry-api": "1.31.0",
         "django-debug-toolbar": "6.0.0",
         "isal": "1.6.0",
     }
     otel = {name: pin for name, pin in pins.items() if name.startswith("opentelemetry-")}
     assert otel == {
-        "opentelemetry-api": "1.30.0",
-        "opentelemetry-sdk": "1.30.0",
-        "opentelemetry-exporter-prometheus": "0.51b0",
-        "opentelemetry-instrumentation-django": "0.51b0",
-        "opentelemetry-instrumentation-asgi": "0.51b0",
-        "opentelemetry-instrumentation-wsgi": "0.51b0",
+        "opentelemetry-api": "1.31.0",
+        "opentelemetry-sdk": "1.31.0",
+        "opentelemetry-exporter-prometheus": "0.52b0",
+        "opentelemetry-instrumentation-django": "0.52b0",
+        "opentelemetry-instrumentation-asgi": "0.52b0",
+        "opentelemetry-instrumentation-wsgi": "0.52b0",
     }
     # the other combinations keep the test requirements' pins (the newest)
     assert dev.requirements("django61")[2:] == dev.TEST_REQUIREMENTS
