@@ -435,6 +435,49 @@ class DjangoTestCaseTests(TestCase):
         self.client.get("/orm/count/")
 
 
+def _filter_example() -> str:
+    """docs/testing.md's ``with assert_hops(0, direction="async_to_sync")`` example, its
+    ``/items/`` (the page's async ``item_list``) served by the test app's async view."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()
+    section = text.split("\n### Filters\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    start = block.index('with assert_hops(0, direction="async_to_sync")')
+    return block[start:].replace('"/items/"', '"/async/"')
+
+
+class DocsFilterExampleTests(SimpleTestCase):
+    """The example checked that a sync ``Client`` request to the async /items/ made no
+    async_to_sync hop: the Client makes one itself, so the example failed as written."""
+
+    def _run_example(self) -> None:
+        example = _filter_example()
+        asynchronous = "await " in example
+        source = ("async def example(self):\n" if asynchronous else "def example(self):\n") + (
+            textwrap.indent(example, "    ")
+        )
+        namespace: dict = {"assert_hops": assert_hops}
+        exec(compile(source, "docs/testing.md", "exec"), namespace)
+        if asynchronous:
+            asyncio.run(namespace["example"](self))
+        else:
+            namespace["example"](self)
+
+    def test_the_filter_example_passes_on_the_pages_async_view(self):
+        self._run_example()
+
+    def test_the_filter_example_fails_on_a_sync_only_middleware(self):
+        # what it guards: a sync-only middleware runs the async rest of the chain
+        # through async_to_sync
+        middleware = [*settings.MIDDLEWARE, "tests.testapp.middleware.SyncOnlyMiddleware"]
+        with (
+            override_settings(MIDDLEWARE=middleware),
+            self.assertRaisesRegex(
+                AssertionError, r"^Expected exactly 0 async_to_sync hops, 1 was made:\n"
+            ),
+        ):
+            self._run_example()
+
+
 # --- the harness's own hops --------------------------------------------------------------------
 
 
