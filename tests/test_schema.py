@@ -77,6 +77,48 @@ def test_the_emitter_writes_the_schema_in_its_order(log_lines):
     assert RESERVED == schema.NAMES
 
 
+def _top_level_keys(example: str) -> list[str]:
+    """The keys of an example line's outer object, in order, with "..." where the example
+    leaves some out at that level (an elision inside a value, ``[...]``, is the value's)."""
+    tokens, depth, i = [], 0, 0
+    while i < len(example):
+        if example[i] == '"':
+            end = i + 1
+            while example[end] != '"':
+                end += 2 if example[end] == "\\" else 1
+            if depth == 1 and example[end + 1] == ":":
+                tokens.append(example[i + 1 : end])
+            i = end + 1
+            continue
+        if example.startswith("...", i):
+            if depth == 1:
+                tokens.append("...")
+            i += 3
+            continue
+        depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(example[i], 0)
+        i += 1
+    return tokens
+
+
+@override_settings(HOPWATCH={"OUTPUT": "logging"})
+def test_the_docs_example_lines_have_every_field_a_real_line_has(log_lines):
+    """README.md, docs/log-schema.md and docs/getting-started.md show the line of an async
+    view behind startproject's middleware under ASGI; they left out executors,
+    max_in_flight, concurrent_ms and db_connections, which every such line has. Each
+    example has the real line's keys in its order, but where it writes "..." for some."""
+    asgi_request("/async/")
+    (line,) = log_lines.parsed()
+    real = ",".join(line) + ","
+    assert {"executors", "max_in_flight", "concurrent_ms", "db_connections"} < set(line)
+    for doc in ("README.md", "docs/log-schema.md", "docs/getting-started.md"):
+        text = (ROOT / doc).read_text()
+        example = re.search(r'```json\n(\{"event":"hopwatch\.request".*?)\n```', text, re.S)
+        assert example is not None, doc
+        keys = _top_level_keys(example[1])
+        pattern = "".join("(?:[^,]+,)+" if key == "..." else re.escape(key) + "," for key in keys)
+        assert re.fullmatch(pattern, real), (doc, keys, list(line))
+
+
 def test_the_report_reads_only_documented_fields():
     record_fields = {info.name for info in msgspec.structs.fields(parse.Record)}
     site_fields = {info.name for info in msgspec.structs.fields(parse.Site)}
