@@ -122,15 +122,32 @@ def new_site() -> list[float]:
     return [0.0] * SITE_FIELDS
 
 
+#: The log's resolution: its ms figures have 3 decimals (microseconds).
+MS_DIGITS: Final = 3
+
+
+def at_resolution(ms: float) -> float:
+    """A sum of logged ms as the log resolves it, and the report shows it. The same
+    figures summed in another order (the C accumulation adds each in turn, the Python
+    one folds them with fsum; --jobs merges partial sums in whatever order its readers
+    finish) can differ in their last bits: 0.1 + 0.2 + 0.3 is 0.6000000000000001. Ranks
+    compare sums through this, so that what ties in the log ties in the ranking, and the
+    next key decides, the same way for every path and every --jobs."""
+    return round(ms, MS_DIGITS)
+
+
 def site_order(
     item: tuple[SiteKey, list[float]],
 ) -> tuple[float, float, str, str, str, bool, str]:
-    """Largest overhead first, then largest time, then by name: a total order (call_site
-    may be None). Causes from lines without overhead have none and rank by time."""
+    """Largest overhead first, then largest time (both at the log's resolution:
+    :func:`at_resolution`), then by name (site, kind, direction, call site): a total
+    order (call_site may be None), the same however the sums were added up. Causes from
+    lines without overhead have none and rank by time. Once per sort of a row's causes,
+    never per line."""
     (site, kind, direction, call_site), entry = item
     return (
-        -entry[S_OVERHEAD],
-        -entry[S_MS],
+        -at_resolution(entry[S_OVERHEAD]),
+        -at_resolution(entry[S_MS]),
         site,
         kind,
         direction,
@@ -448,7 +465,7 @@ class EndpointStats:
         entry[S_OVH_REQUESTS] += overhead_requests
 
     def _trim_sites(self) -> None:
-        """Keep the SITE_CAP largest causes by time; sum the rest into "other"."""
+        """Keep the SITE_CAP largest causes (:func:`site_order`); sum the rest into "other"."""
         if len(self.sites) <= SITE_CAP:
             return
         ranked = sorted(self.sites.items(), key=site_order)

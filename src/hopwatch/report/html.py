@@ -34,7 +34,7 @@ from typing import IO, Any, Final
 
 from hopwatch.report import render, svg
 from hopwatch.report import text as fmt
-from hopwatch.report.aggregate import SiteKey
+from hopwatch.report.aggregate import SiteKey, at_resolution
 from hopwatch.report.markup import esc, script_json
 from hopwatch.report.picture import (
     HOP_BIN_EDGES,
@@ -427,7 +427,7 @@ def _django_hooks_as_one(
     rest = [item for item in fixable if item not in hooks] + [(key, summed)]
     rest.sort(key=cause_order)
     if not measured:
-        rest.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
+        rest.sort(key=lambda item: (-at_resolution(item[1][K_MS]), item[0][0]))
     return rest, {key: [hook_key[0] for hook_key, _entry in hooks]}
 
 
@@ -438,7 +438,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
     ranked = sorted(picture.causes.items(), key=cause_order)
     measured = any(entry[K_MEASURED] for _key, entry in ranked)
     if not measured:  # lines from before sites[].overhead_ms: by time in crossings
-        ranked.sort(key=lambda item: (-item[1][K_MS], item[0][0]))
+        ranked.sort(key=lambda item: (-at_resolution(item[1][K_MS]), item[0][0]))
     fixable, grouped = _django_hooks_as_one(
         [item for item in ranked if unfixable(item[0][1], item[0][0]) is None], measured, sync
     )

@@ -32,7 +32,15 @@ import msgspec
 from msgspec import Meta, Struct
 
 from hopwatch.report import parse, rank
-from hopwatch.report.aggregate import NO_VIEW, NORMAL, OVERFLOW, OVERFLOW_KEY, EndpointKey, SiteKey
+from hopwatch.report.aggregate import (
+    NO_VIEW,
+    NORMAL,
+    OVERFLOW,
+    OVERFLOW_KEY,
+    EndpointKey,
+    SiteKey,
+    at_resolution,
+)
 from hopwatch.report.parse import Count, Millis, Record, timestamp_text
 from hopwatch.report.text import clean
 
@@ -407,9 +415,17 @@ class Picture:
 
 
 def cause_order(item: tuple[SiteKey, list[float]]) -> tuple[float, float, str, str, str, str]:
-    """Most overhead first, then most time, then by name: a total order."""
+    """Most overhead first, then most time (at the log's resolution, as the report's
+    rows rank their causes: aggregate.site_order), then by name: a total order."""
     (site, kind, direction, call_site), entry = item
-    return (-entry[K_OVERHEAD], -entry[K_MS], site, kind, direction, call_site or "")
+    return (
+        -at_resolution(entry[K_OVERHEAD]),
+        -at_resolution(entry[K_MS]),
+        site,
+        kind,
+        direction,
+        call_site or "",
+    )
 
 
 # --- grouped like the report's rows ------------------------------------------------------

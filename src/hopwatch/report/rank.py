@@ -55,6 +55,7 @@ from hopwatch.report.aggregate import (
     EndpointStats,
     Partial,
     SiteKey,
+    at_resolution,
     site_order,
 )
 from hopwatch.report.sketch import ALPHA
@@ -547,7 +548,7 @@ def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
     hops_total = sum(stats.hops_total for stats in partial.endpoints.values())
     rows = []
     for key, (entry, endpoints, sync) in sites.items():
-        endpoints.sort(key=lambda item: (-item[0], item[1]["label"]))
+        endpoints.sort(key=lambda item: (-at_resolution(item[0]), item[1]["label"]))
         requests, count = entry[S_REQUESTS], entry[S_COUNT]
         cause = _cause(key, entry, total_hop_ms, total_overhead, sync)
         rows.append(
@@ -597,7 +598,7 @@ def fixable_causes(
     """The causes to change first: fixable ones, by crossing overhead over the logged
     traffic (by hop time when no line carries overhead), with the advice for each."""
     sites, _other, _left, total_ms, total_overhead = _sites_across(partial, endpoints)
-    found = []
+    found: list[tuple[SiteKey, list[float], Row]] = []
     hooks: list[tuple[SiteKey, list[float], list[Any]]] = []
     for key, (entry, endpoints_of, sync) in sites.items():
         site, kind, direction, _call_site = key
@@ -609,22 +610,23 @@ def fixable_causes(
         cause = _cause(key, entry, total_ms, total_overhead)
         cause["endpoints"] = len(endpoints_of)
         cause["advice"] = _advice_dict(key, summary=True, sync=sync)
-        found.append((entry[S_OVERHEAD], entry[S_MS], site, cause))
+        found.append((key, entry, cause))
     if hooks:
-        cause = _django_hooks(hooks, total_ms, total_overhead)
-        found.append((cause["_overhead"], cause["_ms"], DJANGO_HOOKS, cause))
-        del cause["_overhead"], cause["_ms"]
-    found.sort(key=lambda item: (-item[0], -item[1], item[2], str(item[3]["call_site"])))
-    return [cause for *_key, cause in found[:limit]]
+        cause, key, entry = _django_hooks(hooks, total_ms, total_overhead)
+        found.append((key, entry, cause))
+    # as a row's causes: most overhead, then most time, at the log's resolution, then name
+    found.sort(key=lambda item: site_order((item[0], item[1])))
+    return [cause for _key, _entry, cause in found[:limit]]
 
 
 def _django_hooks(
     hooks: list[tuple[SiteKey, list[float], list[Any]]], total_ms: float, total_overhead: float
-) -> Row:
+) -> tuple[Row, SiteKey, list[float]]:
     """Django's own middleware hooks as one cause: their crossings, time and overhead
     summed; ``requests`` (and the per-request figures) over the requests that listed the
     most-listed hook, those every request passes; ``sites``, each hook, most overhead
-    first; ``endpoints``, the endpoints that listed any."""
+    first (:func:`site_order`); ``endpoints``, the endpoints that listed any. With the
+    item's key and summed entry, which rank it among the other causes."""
     summed = [0.0] * SITE_FIELDS
     for _key, entry, _endpoints in hooks:
         for index in range(SITE_FIELDS):
@@ -632,9 +634,10 @@ def _django_hooks(
                 summed[index] = max(summed[index], entry[index])
             else:
                 summed[index] += entry[index]
-    hooks.sort(key=lambda hook: (-hook[1][S_OVERHEAD], -hook[1][S_MS], hook[0][0]))
+    hooks.sort(key=lambda hook: site_order((hook[0], hook[1])))
     first = hooks[0][0]
-    cause = _cause((DJANGO_HOOKS, first[1], first[2], None), summed, total_ms, total_overhead)
+    key: SiteKey = (DJANGO_HOOKS, first[1], first[2], None)
+    cause = _cause(key, summed, total_ms, total_overhead)
     cause["sites"] = [key[0] for key, _entry, _endpoints in hooks[:DJANGO_HOOKS_NAMED]]
     cause["hooks"] = len(hooks)
     cause["endpoints"] = len(
@@ -646,8 +649,7 @@ def _django_hooks(
         "fixable": True,
         "summary": MIDDLEWARE_HOOK.summary,
     }
-    cause["_overhead"], cause["_ms"] = summed[S_OVERHEAD], summed[S_MS]
-    return cause
+    return cause, key, summed
 
 
 def _summary_hop_tax(partial: Partial, hop_tax_us: float | None) -> Row | None:
@@ -720,7 +722,27 @@ def _summary_overhead(partial: Partial) -> Row:
 
 
 def _sort_and_cut(rows: list[Row], key: Callable[[Row], float], top: int) -> list[Row]:
-    rows.sort(key=lambda row: (-key(row), str(row.get("label", row.get("site")))))
+    """Largest ``key`` first (the rows' figures are rounded as shown: a tie in the table
+    is a tie here), then an endpoint by its label, a cause as a row's causes rank
+    (:func:`site_order`: most overhead, then most time, then by name; one site at two
+    call sites or in two directions is two rows), the same for every --jobs."""
+
+    def order(row: Row) -> tuple[Any, ...]:
+        if "label" in row:
+            return (-key(row), str(row["label"]))
+        call_site = row["call_site"]
+        return (
+            -key(row),
+            -(row["overhead_ms"] or 0.0),
+            -row["ms"],
+            row["site"],
+            row["kind"],
+            row["direction"],
+            call_site is not None,
+            call_site or "",
+        )
+
+    rows.sort(key=order)
     return rows[:top] if top else rows
 
 
