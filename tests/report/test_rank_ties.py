@@ -124,3 +124,85 @@ def test_djangos_hooks_tie_with_a_cause_as_the_log_has_them(
         ]
         assert fixable[1]["sites"] == [AUTH, SESSION]
 
+
+def test_the_wait_share_sort_ranks_by_the_wait_column(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """``--sort wait-share`` ranks by what the table's ``wait %`` shows, wait over
+    overhead: /a/ queued half its overhead (1 of 2 ms), /b/ a tenth (1 of 10 ms), though
+    over hop time /b/'s wait is the larger share (1 of 10.5 ms against 1 of 20)."""
+    texts = [
+        line(request_id="0000000000000000", route="/a/", view="app.views.a", hop_ms=20.0,
+             wait_ms=1.0, overhead_ms=2.0, work_ms=18.0,
+             sites=[site("app.x", "other", count=2, ms=20.0, overhead_ms=2.0)]),
+        line(request_id="0000000000000001", route="/b/", view="app.views.b", hop_ms=10.5,
+             wait_ms=1.0, overhead_ms=10.0, work_ms=0.5,
+             sites=[site("app.x", "other", count=2, ms=10.5, overhead_ms=10.0)]),
+    ]  # fmt: skip
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    rows = report(run_cli, [log], "--sort", "wait-share", "--jobs", "1")["rows"]
+    assert [(r["label"], r["wait_of_overhead"], r["wait_share"]) for r in rows] == [
+        ("GET /a/", 0.5, 0.05),
+        ("GET /b/", 0.1, 0.0952),
+    ]
+    result: Run = run_cli(log, "--sort", "wait-share", "--format", "text", "--no-legend")
+    title, _read, _blank, header, first, second = result.out.splitlines()[:6]
+    assert title == "hopwatch report: worst routes by wait-share"
+    assert "wait %" in header
+    assert (first.split()[1:3], second.split()[1:3]) == (["GET", "/a/"], ["GET", "/b/"])
+    assert (first.split()[-3], second.split()[-3]) == ("50.0%", "10.0%")  # wait %
+
+
+def _sort_key_tables() -> list[list[list[str]]]:
+    """docs/report.md's "Sort keys" tables, as rows of cells."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text("utf-8")
+    section = text.split("\n### Sort keys\n", 1)[1].split("\n#", 1)[0]
+    tables: list[list[list[str]]] = []
+    for block in section.split("\n\n"):
+        rows = [row for row in block.splitlines() if row.startswith("| `")]
+        if rows:
+            tables.append([[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows])
+    return tables
+
+
+def _codes(cell: str) -> list[str]:
+    return cell.split("`")[1::2]
+
+
+def test_every_sort_key_says_the_field_and_the_column_it_ranks_by(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    """Each documented key ranks by the JSON field the docs name (the same value), the
+    column named shows that figure, and every key is documented."""
+    from hopwatch.report import rank, table
+    from tests.report.samples import canonical_lines
+
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(canonical_lines(90)) + "\n", encoding="utf-8")
+    endpoint_table, site_table = _sort_key_tables()
+    for doc_table, sorts, columns, by in (
+        (endpoint_table, rank.ENDPOINT_SORTS, table.ENDPOINT_COLUMNS, "route"),
+        (site_table, rank.SITE_SORTS, table.SITE_COLUMNS, "site"),
+    ):
+        rows = report(run_cli, [log], "--by", by, "--hop-tax", "300", "--jobs", "1")["rows"]
+        documented = {}
+        for key_cell, _meaning, field_cell, column_cell in doc_table:
+            for key, field in zip(_codes(key_cell), _codes(field_cell), strict=True):
+                documented[key] = field
+            headers = {column.header for column in columns}
+            if not column_cell.startswith("none"):
+                assert set(_codes(column_cell)) <= headers, column_cell
+        assert documented.keys() == sorts.keys()
+        for key, field in documented.items():
+            for row in rows:
+                value: Any = row
+                for name in field.split("."):
+                    value = value[name] if value is not None else None
+                expected = float("-inf") if value is None else float(value)
+                assert sorts[key](row) == expected, (key, field, row["rank"])
+    # wait-share: what the wait % column shows, not wait over hop time
+    rows = report(run_cli, [log], "--jobs", "1")["rows"]
+    assert any(row["wait_of_overhead"] != row["wait_share"] for row in rows)
+    wait = next(column for column in table.ENDPOINT_COLUMNS if column.header == "wait %")
+    assert all(wait.cell(row) == f"{row['wait_of_overhead']:.1%}" for row in rows)

@@ -42,9 +42,10 @@ hopwatch's source distribution for every column and option."""
 EPILOG: Final = """\
 sort keys: overhead (default: crossing overhead in all), overhead-mean,
 overhead-p95, work, total (hop time), requests, mean, p50, p95, p99, hops,
-max-hops, hop-share, wait-share, threads, loops, pinned, hop-tax; with
---by site: overhead (default), overhead-mean, total, requests, mean, count,
-endpoints.
+max-hops, hop-share, wait-share (the wait % column), threads, loops, pinned
+(pinned/req), hop-tax; with --by site: overhead (default), overhead-mean,
+total, requests, mean, count, endpoints. What each ranks by: docs/report.md,
+"Sort keys".
 exit status: 0 reported, 1 no hopwatch records found, 2 usage error,
 unreadable input or unwritable output."""
 

@@ -135,7 +135,9 @@ ENDPOINT_SORTS: Final[dict[str, Callable[[Row], float]]] = {
     "hops": _get("hops", "mean"),
     "max-hops": _get("hops", "max"),
     "hop-share": _get("hop_share"),
-    "wait-share": _get("wait_share"),
+    # the "wait %" column: queue wait over overhead (wait_share, over hop time, is
+    # in the JSON and CSV only)
+    "wait-share": _get("wait_of_overhead"),
     "threads": _get("threads", "mean"),
     "loops": _get("new_loops", "total"),
     "pinned": _get("pinned_ms", "mean"),
