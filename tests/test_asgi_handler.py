@@ -13,6 +13,7 @@ one record of the request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import weakref
@@ -23,7 +24,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers import asgi as handlers_asgi
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse
-from django.test import override_settings
+from django.test import AsyncClient, override_settings
 from django.urls import path
 
 from hopwatch import _django, _django_scope, _errors, _hotpath
@@ -307,7 +308,19 @@ async def late_view(request):
     return HttpResponse("late")
 
 
-urlpatterns = [path("late/", late_view)]
+#: Weak references to the requests running_view was given.
+RUNNING_REQUESTS: list[weakref.ref] = []
+
+
+async def running_view(request):
+    """Starts a crossing it does not wait for (it waits for LATE_GO): under way when the
+    response is sent, and after."""
+    RUNNING_REQUESTS.append(weakref.ref(request))
+    LATE_TASKS.append(asyncio.ensure_future(sync_to_async(_wait_for_go, thread_sensitive=False)()))
+    return HttpResponse("running")
+
+
+urlpatterns = [path("late/", late_view), path("running/", running_view)]
 
 
 def test_two_crossings_of_one_request_finishing_after_it_closed_go_to_late():
@@ -343,6 +356,52 @@ def test_two_crossings_of_one_request_finishing_after_it_closed_go_to_late():
     assert len(late) == late_before + 2
     assert sites(late).get(key, 0) == key_before + 2
     assert len(unscoped) == unscoped_before
+
+
+def test_a_crossing_left_running_keeps_its_record_but_not_the_request():
+    """A crossing the view left running holds the request's record (its hop's scope,
+    and here the task's context: the test client's request is entered in hopwatch's
+    variable) after the request. The record lets go of the request when it closes:
+    the request (its body, session, user) is freed with the response while the
+    crossing is under way, as without hopwatch, and stays freed once it ended, the
+    task still referenced (as an app keeps the tasks it starts)."""
+    LATE_GO.clear()
+    LATE_TASKS.clear()
+    RUNNING_REQUESTS.clear()
+    closed = []
+
+    def sink(record):
+        closed.append((weakref.ref(record), len(record)))
+
+    async def main():
+        response = await AsyncClient().get("/running/")
+        assert (response.status_code, response.content) == (200, b"running")
+        del response
+        ((record, hops),) = closed
+        (request,) = RUNNING_REQUESTS
+        gc.collect()
+        assert not any(task.done() for task in LATE_TASKS)  # the crossing is under way
+        while_running = (hops, record() is not None, request() is not None)
+        LATE_GO.set()
+        await asyncio.wait_for(asyncio.gather(*LATE_TASKS), 5)
+        gc.collect()
+        return while_running, request() is not None
+
+    key = ("other", f"{__name__}._wait_for_go")
+    late_before, key_before = len(late), sites(late).get(key, 0)
+    add_sink(sink)
+    try:
+        with override_settings(ROOT_URLCONF=__name__):
+            while_running, after = asyncio.run(main())
+    finally:
+        remove_sink(sink)
+        LATE_GO.set()  # (a failed test's crossing goes on)
+    LATE_TASKS.clear()
+    # request_started, close; the record alive, the request not.
+    assert while_running == (2, True, False)
+    assert after is False
+    assert len(late) == late_before + 1
+    assert sites(late).get(key, 0) == key_before + 1
 
 
 def test_uninstalling_gives_django_its_thread_sensitive_context_back():
