@@ -6,6 +6,8 @@ without hopwatch: attribution caches key on code objects, names and types,
 never on the callable or its instance. Checked with weak references and with
 file descriptors, in both directions, on whichever hop path this run uses (the
 test command runs the suite on the C accelerator and on the pure-Python path).
+The same for what a request is made with: its database connections, its record
+and hops (freed by reference counting, the cyclic collector off).
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import contextlib
 import functools
 import gc
 import os
+import sqlite3
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
+from django.http import HttpResponse
+from django.test import AsyncClient, Client, override_settings
+from django.urls import path
 
 import hopwatch
-from hopwatch._recorder import Ledger, current_scope
+from hopwatch._recorder import Ledger, add_sink, current_scope, remove_sink
 
 
 def _settled() -> None:
@@ -299,3 +307,86 @@ def test_hops_keep_no_adapter_or_loop() -> None:
         type(r).__name__ in {"Cause", "Ledger", "str", "bool", "NoneType", "int", "type"}
         for r in referents
     ), referents
+
+
+# What a request is made with: real requests through Django's handlers.
+
+
+def select_one_view(request: Any) -> HttpResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("select 1")
+        ((one,),) = cursor.fetchall()
+    return HttpResponse(str(one))
+
+
+async def plain_view(request: Any) -> HttpResponse:
+    return HttpResponse("plain")
+
+
+urlpatterns = [path("select-one/", select_one_view), path("plain/", plain_view)]
+
+
+def _sqlite_connections_alive() -> int:
+    gc.collect()
+    # type(), not isinstance(): that asks a lazy object (SimpleLazyObject) its __class__,
+    # which sets up what it wraps.
+    return sum(1 for o in gc.get_objects() if type(o) is sqlite3.Connection)
+
+
+@pytest.mark.django_db
+def test_database_connections_requests_opened_are_not_kept(log_lines: Any) -> None:
+    """Each request on a thread of its own, as a threaded WSGI server serves them: the
+    thread opens its own connection (Django's connections are per thread), counted
+    on the line, and frees it when it ends (the thread's connections go with it).
+    hopwatch remembers the DB-API connections it saw (a pool's, checked out again)
+    weakly: it keeps none of them alive. sqlite3's cannot be weakly referenced, so it
+    is not remembered at all; a strong set kept all 20."""
+    served = []
+
+    def serve() -> None:
+        response = Client().get("/select-one/")
+        served.append((response.status_code, response.content))
+
+    before = _sqlite_connections_alive()
+    with override_settings(ROOT_URLCONF=__name__):
+        for _ in range(20):
+            thread = threading.Thread(target=serve)
+            thread.start()
+            thread.join()
+    assert served == [(200, b"1")] * 20
+    assert [line["db_connections"] for line in log_lines.parsed()] == [1] * 20
+    assert _sqlite_connections_alive() - before == 0
+
+
+def test_a_requests_record_and_hops_are_freed_without_the_cyclic_collector() -> None:
+    """A finished hop drops its link to its record (finish_hop): a request's record and
+    the hops it keeps form no reference cycle, and are freed as soon as the request is
+    done with, the cyclic collector off, on either hop path. A hop that kept its link
+    made a cycle with the record's list of hops: all 50 records (and their hops) were
+    left for the collector."""
+    records: list[tuple[weakref.ref[Any], int]] = []
+
+    def sink(record: Any) -> None:
+        records.append((weakref.ref(record), len(record)))
+
+    async def main() -> list[int]:
+        statuses = []
+        for _ in range(50):
+            response = await AsyncClient().get("/plain/")
+            statuses.append(response.status_code)
+        return statuses
+
+    gc.collect()
+    add_sink(sink)
+    gc.disable()
+    try:
+        with override_settings(ROOT_URLCONF=__name__):  # startproject's middleware
+            statuses = asyncio.run(main())
+        alive = [ref() is not None for ref, _hops in records]
+    finally:
+        gc.enable()
+        remove_sink(sink)
+    assert statuses == [200] * 50
+    # request_started, the chain's 13 middleware hooks (each a hop), the response's close.
+    assert [hops for _ref, hops in records] == [15] * 50
+    assert alive == [False] * 50
