@@ -247,6 +247,41 @@ def test_sampled_lines_stand_for_more_requests() -> None:
     assert row["causes"][0]["requests"] == 16 and row["causes"][0]["ms"] == 16.0
 
 
+def test_min_requests_counts_a_causes_logged_requests_as_it_does_an_endpoints(
+    implementation: str, run_cli: Any, tmp_path: Path
+) -> None:
+    """--min-requests leaves out rows with fewer logged requests, lines, whatever their
+    sample_rate: a cause one line at 0.1 listed is left out at 2 under --by site as its
+    endpoint is under --by route (it was shown, its 10 weighted requests counted), in
+    one pass and merged from partials (as --jobs merges them); its requests stay weighted."""
+    texts = [
+        line(route="/a/", sample_rate=0.1, hops=2, sites=[site("m.Sampled", count=2, ms=1.0)]),
+        line(route="/b/", hops=1, sites=[site("m.Plain", ms=0.5)]),
+        line(route="/b/", hops=1, sites=[site("m.Plain", ms=0.5)]),
+    ]
+    log = tmp_path / "sampled.log"
+    log.write_text("\n".join(texts) + "\n")
+    documents = {
+        (by, least): json.loads(
+            run_cli(log, "--format", "json", "--by", by, "--min-requests", least).out
+        )
+        for by in ("route", "site")
+        for least in ("1", "2")
+    }
+    for by, key, kept in (("route", "label", "GET /b/"), ("site", "site", "m.Plain")):
+        assert documents[by, "2"]["groups"] == {"total": 2, "below_min_requests": 1}
+        rows = documents[by, "2"]["rows"]
+        assert [(row[key], row["requests"], row["records"]) for row in rows] == [(kept, 2, 2)]
+    assert documents["site", "1"]["groups"] == {"total": 2, "below_min_requests": 0}
+    assert [
+        (row["site"], row["requests"], row["records"], row["count"], row["count_per_request"])
+        for row in documents["site", "1"]["rows"]
+    ] == [("m.Sampled", 10, 1, 20, 2.0), ("m.Plain", 2, 2, 2, 1.0)]
+    for partial in (scan(texts), *(merged for _order, merged in merged_thirds(texts))):
+        doc = document(partial, by="site", min_requests=2)
+        assert [row["site"] for row in doc["rows"]] == ["m.Plain"]
+
+
 def test_statuses_and_interfaces_count_requests_as_requests_does() -> None:
     """A line sampled at 0.4 stands for 2.5 requests in every count beside "requests",
     whether one process read it or it merged in from another; --endpoint prints them

@@ -66,7 +66,7 @@ def assumed(interface: str) -> Traffic:
 def from_logs(paths: Sequence[str]) -> Traffic:
     """Read ``paths`` (files, directories, globs, gzip; as ``hopwatch report``)."""
     from hopwatch.report import inputs, parallel
-    from hopwatch.report.aggregate import A_OVERHEAD, A_RECORDS, NO_VIEW, OVERFLOW, S_REQUESTS
+    from hopwatch.report.aggregate import A_OVERHEAD, A_RECORDS, NO_VIEW, OVERFLOW, site_requests
     from hopwatch.report.scan import Filters
 
     try:
@@ -91,9 +91,9 @@ def from_logs(paths: Sequence[str]) -> Traffic:
             if cause_kind != "view":
                 continue
             if direction == "sync_to_async":
-                through[ASGI] += entry[S_REQUESTS]
+                through[ASGI] += site_requests(entry)
             else:
-                through[WSGI] += entry[S_REQUESTS]
+                through[WSGI] += site_requests(entry)
         # requests per interface, already weighted: a sampled line stands for
         # 1 / sample_rate requests (aggregate.py), as the site counts above do
         for name, requests in stats.interfaces.items():

@@ -109,13 +109,24 @@ C_NEW_LOOPS: Final = 4
 C_NEW_LOOP_RECORDS: Final = 5  # records with at least one new loop
 C_DEPTH_MAX: Final = 6
 
-# Indices into a site accumulator list; every value is weighted by 1 / sample_rate.
-S_REQUESTS: Final = 0  # requests that listed the site
+# Indices into a site accumulator list; every value but S_REQUESTS is weighted by
+# 1 / sample_rate. As for an endpoint (A_RECORDS, A_EXTRA_REQUESTS), the requests that
+# listed the site are counted as logged (each line one) and the excess of sampled lines
+# apart, so that the C accumulation adds 1 and never touches S_EXTRA_REQUESTS: the
+# weighted requests are site_requests(entry); --min-requests counts S_REQUESTS.
+S_REQUESTS: Final = 0  # logged requests that listed the site (lines; not weighted)
 S_COUNT: Final = 1  # crossings
 S_MS: Final = 2
 S_OVERHEAD: Final = 3  # their crossing overhead, from the entries that carry it
 S_OVH_REQUESTS: Final = 4  # requests whose entry carried overhead_ms
-SITE_FIELDS: Final = 5
+S_EXTRA_REQUESTS: Final = 5  # sum of (1 / sample_rate - 1) over the lines that listed it
+SITE_FIELDS: Final = 6
+
+
+def site_requests(entry: list[float]) -> float:
+    """The requests (weighted by 1 / sample_rate) that listed a site entry's cause."""
+    return entry[S_REQUESTS] + entry[S_EXTRA_REQUESTS]
+
 
 
 def new_site() -> list[float]:
@@ -294,11 +305,12 @@ class EndpointStats:
             site_overhead = site.overhead_ms
             self._add_site(
                 (site.site, site.kind, site.direction, site.call_site),
-                weight,
+                1.0,
                 site.count * weight,
                 site.ms * weight,
                 0.0 if site_overhead is None else site_overhead * weight,
                 0.0 if site_overhead is None else weight,
+                weight - 1.0,
             )
             counted += site.count
         # a line that left causes out (SITES_LIMIT) or lost its sites: the rest of its hops
@@ -381,7 +393,8 @@ class EndpointStats:
         """A record whose sites list fewer crossings than it made: the causes the line
         left out (SITES_LIMIT, or a malformed part), counted here, never lost."""
         left = self.unattributed
-        left[S_REQUESTS] += weight
+        left[S_REQUESTS] += 1.0
+        left[S_EXTRA_REQUESTS] += weight - 1.0
         left[S_COUNT] += (record.hops - counted) * weight
         listed_ms = math.fsum(site.ms for site in record.sites)
         left[S_MS] += max(record.hop_ms - listed_ms, 0.0) * weight
@@ -452,7 +465,10 @@ class EndpointStats:
         ms: float,
         overhead: float = 0.0,
         overhead_requests: float = 0.0,
+        extra_requests: float = 0.0,
     ) -> None:
+        """``requests`` as logged, ``extra_requests`` the excess of sampled lines, the
+        other figures weighted (a site entry's fields, in their order)."""
         entry = self.sites.get(key)
         if entry is None:
             if len(self.sites) >= 2 * SITE_CAP:
@@ -463,6 +479,7 @@ class EndpointStats:
         entry[S_MS] += ms
         entry[S_OVERHEAD] += overhead
         entry[S_OVH_REQUESTS] += overhead_requests
+        entry[S_EXTRA_REQUESTS] += extra_requests
 
     def _trim_sites(self) -> None:
         """Keep the SITE_CAP largest causes (:func:`site_order`); sum the rest into "other"."""

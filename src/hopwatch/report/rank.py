@@ -38,6 +38,7 @@ from hopwatch.report.aggregate import (
     NORMAL,
     OVERFLOW,
     S_COUNT,
+    S_EXTRA_REQUESTS,
     S_MS,
     S_OVERHEAD,
     S_OVH_REQUESTS,
@@ -57,6 +58,7 @@ from hopwatch.report.aggregate import (
     SiteKey,
     at_resolution,
     site_order,
+    site_requests,
 )
 from hopwatch.report.sketch import ALPHA
 from hopwatch.report.text import clean
@@ -342,7 +344,7 @@ def _advice_dict(key: SiteKey, *, summary: bool = False, sync: bool = False) -> 
 def _cause(
     key: SiteKey, entry: list[float], row_ms: float, row_overhead: float, sync: bool = False
 ) -> Row:
-    requests = entry[S_REQUESTS]
+    requests = site_requests(entry)
     overhead_requests = entry[S_OVH_REQUESTS]
     return {
         **_site_dict(key),
@@ -366,7 +368,7 @@ def _left_out(entry: list[float], hops_total: float, overhead_total: float) -> R
     if not entry[S_COUNT]:
         return None
     return {
-        "requests": _count(entry[S_REQUESTS]),
+        "requests": _count(site_requests(entry)),
         "count": _count(entry[S_COUNT]),
         "ms": _r(entry[S_MS]),
         "overhead_ms": _r(entry[S_OVERHEAD]) if entry[S_OVH_REQUESTS] else None,
@@ -557,11 +559,12 @@ def site_rows(partial: Partial) -> tuple[list[Row], Row | None, Row | None]:
             {
                 **_site_dict(key),
                 "requests": cause["requests"],
+                "records": _count(requests),  # as logged: what --min-requests counts
                 "endpoints": len(endpoints),
                 "count": cause["count"],
                 "ms": cause["ms"],
                 "ms_per_request": cause["ms_per_request"],
-                "count_per_request": _r(count / requests) if requests else 0.0,
+                "count_per_request": _r(count / site_requests(entry)) if requests else 0.0,
                 "share": cause["share"],
                 "overhead_ms": cause["overhead_ms"],
                 "overhead_per_request": cause["overhead_per_request"],
@@ -630,9 +633,13 @@ def _django_hooks(
     first (:func:`site_order`); ``endpoints``, the endpoints that listed any. With the
     item's key and summed entry, which rank it among the other causes."""
     summed = [0.0] * SITE_FIELDS
+    # its requests as logged and its sampled lines' excess: both of the same hook
+    most = max((entry for _key, entry, _endpoints in hooks), key=site_requests)
     for _key, entry, _endpoints in hooks:
         for index in range(SITE_FIELDS):
-            if index in (S_REQUESTS, S_OVH_REQUESTS):
+            if index in (S_REQUESTS, S_EXTRA_REQUESTS):
+                summed[index] = most[index]
+            elif index == S_OVH_REQUESTS:
                 summed[index] = max(summed[index], entry[index])
             else:
                 summed[index] += entry[index]
@@ -793,7 +800,7 @@ def build_document(partial: Partial, options: ReportOptions, sources: list[str])
     }
     if options.by == "site":
         rows, other, _left = site_rows(partial)
-        shown = [row for row in rows if row["requests"] >= options.min_requests]
+        shown = [row for row in rows if row["records"] >= options.min_requests]
         document["groups"] = {"total": len(rows), "below_min_requests": len(rows) - len(shown)}
         document["rows"] = _sort_and_cut(shown, SITE_SORTS[sort], options.top)
         document["other_causes"] = other
