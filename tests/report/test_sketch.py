@@ -81,6 +81,24 @@ def test_merging_equals_adding_everything_to_one_sketch() -> None:
     assert left.quantiles(QUANTILES) == whole.quantiles(QUANTILES)
 
 
+def test_merging_adds_the_zeros_of_both_sketches() -> None:
+    """Values below MIN_VALUE (0 included) are counted apart, in ``zeros``: a merge adds
+    both sketches' (it once kept only the other's, mutant sk9)."""
+    whole, left, right = Sketch(), Sketch(), Sketch()
+    for value in [0.0, 0.0, 0.0, 5.0]:
+        left.add(value)
+        whole.add(value)
+    for value in [0.0, 0.0005, 5.0, 5.0, 5.0]:
+        right.add(value)
+        whole.add(value)
+    left.merge(right)
+    assert (left.zeros, right.zeros, whole.zeros) == (5, 2, 5)
+    assert left.count == whole.count == 9
+    assert left.bins == whole.bins and left.max == whole.max == 5.0
+    # ranks 0 to 4 are the zeros, 5 to 8 the fives (rank floor(q * 8))
+    assert left.quantiles((0.5, 0.625, 0.95)) == [0.0, 5.0, 5.0]
+
+
 def test_the_size_is_fixed_and_it_pickles() -> None:
     sketch = Sketch()
     for value in (0.001, 1e8, 5.5):
@@ -141,3 +159,29 @@ def test_the_smallest_value_kept_is_not_read_as_zero(
     every = {"p50": 0.001, "p95": 0.001, "p99": 0.001, "max": 0.001}
     assert row["hop_ms"] == {"total": total, "mean": 0.001, **every}
     assert {key: row["overhead_ms"][key] for key in every} == every
+
+
+def test_a_view_row_counts_the_zero_hop_requests_of_every_route_it_serves(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    """``--by view`` merges the view's endpoints (one per route): the requests without
+    hop time (0.0) of both routes are counted, so its percentiles are over all 8
+    requests, 4 of them 0.0 (with one route's zeros only, p50 was 5.0)."""
+    view = "shop.views.shared"
+    texts = [
+        line(request_id=f"{i:016x}", route=route, view=view, hops=1, hop_ms=hop_ms,
+             sites=[site(SESSION, ms=hop_ms)])
+        for i, (route, hop_ms) in enumerate(
+            [("/a/", 0.0)] * 3 + [("/a/", 5.0)] + [("/b/", 0.0)] + [("/b/", 5.0)] * 3
+        )
+    ]  # fmt: skip
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = run_cli(log, "--format", "json", "--jobs", "1", "--by", "view")
+    assert result.status == 0
+    (row,) = json.loads(result.out)["rows"]
+    assert (row["label"], row["records"]) == (view, 8)
+    # ranks floor(q * 7): 0 to 3 are the zeros, 4 to 7 the fives
+    assert row["hop_ms"] == {
+        "total": 20.0, "mean": 2.5, "p50": 0.0, "p95": 5.0, "p99": 5.0, "max": 5.0
+    }  # fmt: skip
