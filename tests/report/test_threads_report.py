@@ -179,6 +179,33 @@ def test_process_lines_follow_the_time_filter_and_merge_across_readers():
     assert document(merged)["pool_over_time"]["lines"] == 3
 
 
+def test_process_lines_on_the_time_bounds_follow_since_and_until_as_requests_do(
+    run_cli, tmp_path, implementation
+):
+    """--since is inclusive and --until exclusive (docs/report.md), for the pool's
+    process lines as for request lines: a process line exactly at --until is left out
+    (it was kept, mutant sc3), one exactly at --since is kept."""
+    lines = [
+        process_line("00"),
+        line(timestamp="2026-11-24T10:00:30.000000Z"),
+        process_line("01"),
+        process_line("02"),
+    ]
+    until = Filters(since="2026-11-24T10:00:00.000000Z", until="2026-11-24T10:01:00.000000Z")
+    pool = document(scan(lines, until))["pool_over_time"]
+    assert (pool["lines"], [m["minute"] for m in pool["minutes"]]) == (1, ["2026-11-24T10:00"])
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(lines) + "\n")
+    for bounds, minutes in (
+        (["--until", "2026-11-24T10:01:00Z"], ["00"]),
+        (["--since", "2026-11-24T10:01:00Z", "--until", "2026-11-24T10:02:00Z"], ["01"]),
+    ):
+        result = run_cli(log, "--format", "json", "--jobs", "1", *bounds)
+        pool = json.loads(result.out)["pool_over_time"]
+        assert [m["minute"][-2:] for m in pool["minutes"]] == minutes, bounds
+        assert pool["lines"] == 1
+
+
 def test_a_malformed_process_line_is_counted_not_fatal():
     broken = process_line("00").replace('"pid":1', '"pid":"one"')
     pool = document(scan([broken, process_line("01")]))["pool_over_time"]
