@@ -177,6 +177,43 @@ def test_sampled_lines_count_once_as_the_report_counts_them(
     )
 
 
+def test_sampled_lines_of_a_view_called_across_weigh_as_the_requests_they_stand_for(
+    tmp_path, log_lines, db, implementation
+):
+    """Two lines of a sync view served through ASGI written at SAMPLE_RATE 0.5 stand
+    for 4 requests, each calling its view across: all 4 count as sync views (the view
+    cause's requests, weighted as the interface's are), with the 2 of an async view."""
+    with override_settings(
+        MIDDLEWARE=STARTPROJECT, HOPWATCH={"OUTPUT": "logging", "SAMPLE_RATE": 0.5}
+    ):
+        for _ in range(400):  # until two are kept (p(fewer in 400) ~ 1e-118)
+            asgi_request("/sync/")
+            if len(log_lines.raw) == 2:
+                break
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        asgi_request("/async/")
+        asgi_request("/async/")
+    lines = log_lines.parsed()
+    assert [(line["route"], line.get("sample_rate")) for line in lines] == [
+        ("/sync/", 0.5),
+        ("/sync/", 0.5),
+        ("/async/", None),
+        ("/async/", None),
+    ]
+    assert [
+        [(s["kind"], s["direction"]) for s in line["sites"] if s["kind"] == "view"]
+        for line in lines
+    ] == [[("view", "sync_to_async")]] * 2 + [[]] * 2
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n")
+    traffic = from_logs([str(log)])
+    assert traffic.requests == 6 and traffic.left_out == 0
+    assert traffic.mix == {
+        ("asgi", "async_view"): pytest.approx(1 / 3),
+        ("asgi", "sync_view"): pytest.approx(2 / 3),
+    }
+
+
 def audit_logged(stack, tmp_path, log_lines, capsys):
     """``hopwatch audit --logs LOG --format json`` for ``stack``, run as the CLI runs, LOG
     the lines the test's requests logged."""

@@ -362,6 +362,23 @@ STARTPROJECT_HOOKS = [
 ]  # fmt: skip
 
 
+def test_djangos_own_hooks_count_the_most_listed_hooks_requests_with_sampled_lines(
+    implementation: str,
+) -> None:
+    """The hooks' item's requests are the most-listed hook's, weighted: one line at
+    sample_rate 0.25 listing CsrfViewMiddleware.process_view (4 requests) outweighs
+    three unsampled lines listing SessionMiddleware.process_request (3). A cause counts
+    its lines and its sampled lines' excess apart: both come from that one hook (3 lines
+    of one and the excess of the other would make 6)."""
+    csrf = "django.middleware.csrf.CsrfViewMiddleware.process_view"
+    plain = dict(FLAT, hops=1, sites=[site(SESSION, ms=0.3, overhead_ms=0.2)])
+    sampled = dict(FLAT, hops=1, sample_rate=0.25, sites=[site(csrf, ms=0.3, overhead_ms=0.2)])
+    doc = document([request("/a/", **plain)] * 3 + [request("/a/", **sampled)])
+    (hooks,) = [cause for cause in doc["fixable"] if cause["site"] == rank.DJANGO_HOOKS]
+    assert (hooks["hooks"], hooks["requests"], hooks["count"]) == (2, 4, 7)
+    assert (hooks["overhead_ms"], hooks["overhead_per_request"]) == (1.4, 0.35)
+
+
 def test_djangos_own_middleware_hooks_are_one_item_and_leave_room_for_the_projects():
     """startproject's stack makes 13 hook crossings, each its own cause, and each more
     overhead than any one of the project's: the list was five of them ("The same change as
