@@ -3,8 +3,10 @@ framework's operations by their own function (django-ninja, a test-only dependen
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from django.test import override_settings
+from django.test import AsyncClient, Client, override_settings
 
 from hopwatch._django_names import regex_as_pattern
 from tests.helpers import asgi_request, capture, wsgi_request
@@ -107,7 +109,58 @@ def test_a_ninja_api_is_several_views_not_its_dispatcher(db):
         (r"^a\.json$", "a.json"),
         (r"^(?i)case/$", "case/"),
         (r"^api/items/<int:pk>/", "api/items/<int:pk>/"),  # a path() below a re_path()
+        (r"\Aitems/(?P<pk>[0-9]+)/\Z", "items/<pk>/"),  # \A was kept as "A"
     ],
 )
 def test_regex_routes_read_as_patterns(regex, pattern):
     assert regex_as_pattern(regex) == pattern
+
+
+def _routed(path: str, interface: str) -> tuple[str | None, str | None]:
+    """The line's (route, view) for one GET of ``path`` through ``interface``."""
+    urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+    with urls, capture() as records:
+        if interface == "test-client":
+            assert Client().get(path).status_code == 200
+        elif interface == "wsgi":
+            assert wsgi_request(path)[0].split()[0] == "200"
+        else:
+            assert asgi_request(path).status == 200
+    (record,) = records
+    return record.route, record.view
+
+
+@pytest.mark.parametrize("interface", ["test-client", "asgi", "wsgi"])
+def test_one_view_at_several_routes_is_logged_at_each(interface, db):
+    """The names are cached by route and view: a view mounted at three routes is
+    logged at the route each request took (with the names cached by view alone,
+    every line had the route of the view's first request). The re_path's \\A and
+    \\Z anchors are dropped as ^ and $ are (the line had "/Aitems/<pk>/")."""
+    shared = "tests.ninja_site.urls.shared"
+    seen = [_routed(path, interface) for path in ("/one/3/", "/other/x/", "/items/7/", "/one/4/")]
+    assert seen == [
+        ("/one/<int:pk>/", shared),
+        ("/other/<slug:s>/", shared),
+        ("/items/<pk>/", shared),
+        ("/one/<int:pk>/", shared),
+    ]
+
+
+def test_each_class_based_views_hop_is_named_by_its_own_class(db):
+    """Two sync class-based views under ASGI: as_view() makes each a closure of one
+    code object, so the hop into each is named from the view itself, not from a
+    cache keyed by that code (/b/'s hop was named after /a/'s class)."""
+
+    async def get(path: str) -> None:
+        assert (await AsyncClient().get(path)).status_code == 200
+
+    urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+    with urls, capture() as records:
+        for path in ("/a/", "/b/", "/a/"):
+            asyncio.run(get(path))
+    named = [
+        (record.route, record.view, [c.site for c, _ in record.top_causes() if c.kind == "view"])
+        for record in records
+    ]
+    a, b = "tests.ninja_site.urls.ViewA", "tests.ninja_site.urls.ViewB"
+    assert named == [("/a/", a, [a]), ("/b/", b, [b]), ("/a/", a, [a])]

@@ -3,6 +3,7 @@ import functools
 from django.http import HttpResponse
 from django.urls import path, re_path
 from django.utils.functional import SimpleLazyObject
+from django.views import View
 
 from tests.ninja_site.api import api
 from tests.testapp import views
@@ -55,6 +56,21 @@ def drf_style_two(request):
     return HttpResponse("two")
 
 
+def shared(request, *args, **kwargs):
+    """One view mounted at several routes below: each request's line names its own."""
+    return HttpResponse("shared")
+
+
+class ViewA(View):  # two sync class-based views: as_view()'s closures share one code
+    def get(self, request):
+        return HttpResponse("a")
+
+
+class ViewB(View):
+    def get(self, request):
+        return HttpResponse("b")
+
+
 urlpatterns = [
     path("api/", api.urls),
     re_path(r"^regex/(?P<pk>[0-9]+)/(?:page-(?P<page>\d+)/)?$", paged),
@@ -65,4 +81,9 @@ urlpatterns = [
     path("wrapped-two/", drf_style_two),
     path("closure/", _closure_view_factory()),
     path("lazy-closure/", _closure_view_factory()),  # its lazy object used by no request
+    path("one/<int:pk>/", shared),
+    path("other/<slug:s>/", shared),
+    re_path(r"\Aitems/(?P<pk>[0-9]+)/\Z", shared),  # \A and \Z: Python's own anchors
+    path("a/", ViewA.as_view()),
+    path("b/", ViewB.as_view()),
 ]
