@@ -12,6 +12,7 @@ middleware.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import subprocess
@@ -19,9 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
+from django.urls import path
 
 from tests.helpers import asgi_call, asgi_request, capture, sites, wsgi_request
 from tests.testapp import views
@@ -134,6 +138,59 @@ def test_nested_hops_have_depth():
     assert middle.cause.kind == "other"
     assert middle.cause.call_site.startswith("tests/testapp/views.py:")
     assert middle.cause.call_site.endswith(" in nested_view")
+
+
+# --- the names of the callables a view calls across --------------------------------------------
+
+
+class Service:
+    """An app's service object: a view calls its methods across, each a site of its own."""
+
+    @classmethod
+    def load(cls):
+        return cls.__name__
+
+    @staticmethod
+    def build():
+        return "built"
+
+    def fetch(self):
+        return "fetched"
+
+
+def _plain():
+    return "plain"
+
+
+CALLED_ACROSS = {
+    "classmethod": (Service.load, "tests.test_counts.Service.load"),
+    "staticmethod": (Service.build, "tests.test_counts.Service.build"),
+    "method": (Service().fetch, "tests.test_counts.Service.fetch"),
+    "partial-method": (functools.partial(Service().fetch), "tests.test_counts.Service.fetch"),
+    "function": (_plain, "tests.test_counts._plain"),
+}
+
+
+async def _called_across_view(request, name):
+    await sync_to_async(CALLED_ACROSS[name][0])()
+    return HttpResponse(name)
+
+
+urlpatterns = [path("across/<str:name>/", _called_across_view)]
+
+
+@pytest.mark.parametrize("name", list(CALLED_ACROSS))
+def test_a_callable_called_across_is_named_by_its_own_class_and_name(name):
+    """The fallback names (no rule of hopwatch's knows the callable): a classmethod
+    is named by its class (it was "builtins.type.load": the class's own class)."""
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        assert asyncio.run(AsyncClient().get(f"/across/{name}/")).status_code == 200
+    record = one(records)
+    assert [(c.kind, c.site) for c, _ in record.top_causes() if c.kind == "other"] == [
+        ("other", CALLED_ACROSS[name][1])
+    ]
+    (hop,) = [hop for hop in record.hops() if hop.cause.kind == "other"]
+    assert hop.cause.call_site.endswith(" in _called_across_view")
 
 
 # --- middleware adaptation ------------------------------------------------------------
@@ -458,7 +515,7 @@ async def _many_causes_view(request):
     return HttpResponse("ok")
 
 
-urlpatterns = [__import__("django.urls").urls.path("many-causes/", _many_causes_view)]
+urlpatterns += [path("many-causes/", _many_causes_view)]
 
 
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
