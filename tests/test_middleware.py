@@ -10,10 +10,11 @@ from pathlib import Path
 import django
 import pytest
 from django.core.handlers.base import BaseHandler
-from django.test import AsyncRequestFactory, RequestFactory, override_settings
+from django.test import AsyncClient, AsyncRequestFactory, RequestFactory, override_settings
 from django.urls import path
+from django.utils.deprecation import MiddlewareMixin
 
-from tests.helpers import asgi_request, capture
+from tests.helpers import asgi_request, capture, sites
 
 HW = "hopwatch.middleware.HopwatchMiddleware"
 
@@ -325,3 +326,40 @@ def test_name_request_reports_an_error_and_never_raises():
     assert _errors.total() == before + 1
     assert record.route is None and record.request is None
     _errors.take_for_line()  # not for the next test's line
+
+
+# --- hooks inherited from one base -----------------------------------------------
+
+
+class _RequestHookBase(MiddlewareMixin):
+    """A project's base middleware: its subclasses inherit this one process_request."""
+
+    def process_request(self, request):
+        return None
+
+
+class TenantMiddleware(_RequestHookBase):
+    pass
+
+
+class AuditMiddleware(_RequestHookBase):
+    pass
+
+
+def test_middlewares_sharing_an_inherited_hook_are_each_named_by_their_class():
+    """Two MiddlewareMixin subclasses with one inherited process_request: each hop is
+    named by the middleware's own class (the hook's name was cached by its function
+    alone: the first class counted twice, the second missing from the line)."""
+    here = "tests.test_middleware"
+    stack = [HW, f"{here}.TenantMiddleware", f"{here}.AuditMiddleware"]
+    with override_settings(MIDDLEWARE=stack), capture() as records:
+        for _ in range(2):
+            assert asyncio.run(AsyncClient().get("/async/")).status_code == 200
+    for record in records:
+        assert sites(record) == {
+            ("signal", "request_started"): 1,
+            ("middleware", f"{here}.TenantMiddleware.process_request"): 1,
+            ("middleware", f"{here}.AuditMiddleware.process_request"): 1,
+            ("response", "HttpResponse.close"): 1,
+        }
+    assert len(records) == 2
