@@ -8,12 +8,20 @@ test then checks the same behaviour on both.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.http import HttpResponse
+from django.urls import path
 
 from hopwatch import _hotpath, _hotpath_py
 from tests.helpers import STEPS, delegated, stepped_by_hand
@@ -94,6 +102,93 @@ def test_hop_durations_agree_between_the_two_hop_types():
         never_ran = hop_type("async_to_sync", None, None, None, None, 100)
         never_ran.resumed_ns = 150
         assert (never_ran.wait_ns, never_ran.run_ns, never_ran.overhead_ns) == (50, 0, 50)
+
+
+# --- one nested request's times, measured by each path ---------------------------------
+
+
+async def _inner_sleeps():
+    await asyncio.sleep(0.05)
+
+
+def _outer_sleeps():
+    time.sleep(0.05)
+    async_to_sync(_inner_sleeps)()
+
+
+async def _nested_sleeps_view(request):
+    await sync_to_async(_outer_sleeps)()
+    return HttpResponse("slept")
+
+
+urlpatterns = [path("nested-sleeps/", _nested_sleeps_view)]
+
+_NESTED_REQUEST = """
+import asyncio, json, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+import django
+django.setup()
+from django.test import AsyncClient, override_settings
+from hopwatch import _hotpath
+from tests.helpers import capture
+hw = ["hopwatch.middleware.HopwatchMiddleware"]
+with override_settings(ROOT_URLCONF="tests.test_hotpath", MIDDLEWARE=hw), capture() as records:
+    status = asyncio.run(AsyncClient().get("/nested-sleeps/")).status_code
+(record,) = records
+names = ("count", "sync_to_async", "async_to_sync", "max_depth", "new_loops")
+times = ("wall_ns", "wait_ns", "run_ns", "overhead_ns", "work_ns", "pinned_ns")
+print(json.dumps({
+    "implementation": _hotpath.IMPLEMENTATION,
+    "status": status,
+    "counts": [getattr(record, name) for name in names],
+    "pinned_by": record.top_pinning_cause().site,
+    **{name: getattr(record, name) for name in times},
+}))
+"""
+
+
+def _nested_request_on(pure: bool) -> dict:
+    chosen = ("HOPWATCH_PURE_PYTHON", "HOPWATCH_REQUIRE_C")
+    env = {name: value for name, value in os.environ.items() if name not in chosen}
+    if pure:
+        env["HOPWATCH_PURE_PYTHON"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", _NESTED_REQUEST],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_nested_requests_times_add_up_alike_on_both_paths():
+    """An async view calls a sync function across that sleeps 50 ms and calls async
+    code back across that sleeps 50 ms. Each path's totals keep the same relations,
+    whatever the machine's load: a hop's wait (called to started) is part of its
+    overhead (wall less run), so the sums are too, and wait plus run is at most the
+    wall time; the code's 100 ms is work, the inner 50 ms pinned the outer's thread.
+    (The reference once took the wait to the hop's resumption: its wait_ms was its
+    hop_ms, some 150 ms, beside the C path's few.)"""
+    paths = [True]
+    if importlib.util.find_spec("hopwatch._speedups") is not None:
+        paths.append(False)
+    for pure in paths:
+        got = _nested_request_on(pure)
+        assert got["implementation"] == ("python" if pure else "c")
+        assert got["status"] == 200
+        # hops: request_started, the outer call, the inner call, close
+        assert got["counts"] == [4, 3, 1, 2, 0], got
+        assert got["pinned_by"] == "tests.test_hotpath._outer_sleeps"
+        assert got["wait_ns"] <= got["overhead_ns"], got
+        assert got["wait_ns"] + got["run_ns"] <= got["wall_ns"], got
+        assert got["overhead_ns"] + got["work_ns"] <= got["wall_ns"], got
+        assert got["work_ns"] >= 95_000_000, got  # the two 50 ms sleeps
+        assert got["run_ns"] >= got["work_ns"], got
+        assert got["pinned_ns"] >= 45_000_000, got
+        assert got["wall_ns"] >= got["work_ns"] + got["pinned_ns"], got  # the inner's counted twice
 
 
 def _ledger_with(impl, hops):
