@@ -143,7 +143,11 @@ def at_resolution(ms: float) -> float:
     one folds them with fsum; --jobs merges partial sums in whatever order its readers
     finish) can differ in their last bits: 0.1 + 0.2 + 0.3 is 0.6000000000000001. Ranks
     compare sums through this, so that what ties in the log ties in the ranking, and the
-    next key decides, the same way for every path and every --jobs."""
+    next key decides, the same way for every path and every --jobs. Sums of logged
+    figures lie on the microsecond grid, so they round alike whatever the order; a
+    sampled log's weighted sum (a rate of 0.4 weighs 2.5) can lie exactly on a half
+    microsecond, and that one can round either way between split reads (docs/report.md,
+    "Sort keys")."""
     return round(ms, MS_DIGITS)
 
 
