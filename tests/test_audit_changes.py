@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -131,29 +132,36 @@ def test_the_traffic_is_read_from_real_lines(tmp_path, log_lines, db):
     assert document["needs_nothing"] == [1] and document["django_own"] == list(range(2, 9))
 
 
+def _two_sampled_then_two_plain(log_lines: Any, sampled: str, plain: str) -> list[dict]:
+    """Two lines of ``sampled`` written at SAMPLE_RATE 0.5, then two unsampled lines of
+    ``plain``, through ASGI behind startproject's middleware."""
+    with override_settings(
+        MIDDLEWARE=STARTPROJECT, HOPWATCH={"OUTPUT": "logging", "SAMPLE_RATE": 0.5}
+    ):
+        for _ in range(400):  # until two are kept (p(fewer in 400) ~ 1e-118)
+            asgi_request(sampled)
+            if len(log_lines.raw) == 2:
+                break
+    with override_settings(MIDDLEWARE=STARTPROJECT):
+        asgi_request(plain)
+        asgi_request(plain)
+    lines = log_lines.parsed()
+    assert [(line["route"], line.get("sample_rate")) for line in lines] == [
+        (sampled, 0.5),
+        (sampled, 0.5),
+        (plain, None),
+        (plain, None),
+    ]
+    return lines
+
+
 def test_sampled_lines_count_once_as_the_report_counts_them(
     tmp_path, log_lines, db, implementation, capsys
 ):
     """Two lines of an async view written at SAMPLE_RATE 0.5 stand for 4 requests, two
     unsampled lines of a sync view for 2: the audit said 10 requests (the sampled lines'
     weight applied twice) and a 0.8/0.2 mix where `hopwatch report` says 4 and 2."""
-    with override_settings(
-        MIDDLEWARE=STARTPROJECT, HOPWATCH={"OUTPUT": "logging", "SAMPLE_RATE": 0.5}
-    ):
-        for _ in range(400):  # until two are kept (p(fewer in 400) ~ 1e-118)
-            asgi_request("/async/")
-            if len(log_lines.raw) == 2:
-                break
-    with override_settings(MIDDLEWARE=STARTPROJECT):
-        asgi_request("/sync/")
-        asgi_request("/sync/")
-    lines = log_lines.parsed()
-    assert [(line["route"], line.get("sample_rate")) for line in lines] == [
-        ("/async/", 0.5),
-        ("/async/", 0.5),
-        ("/sync/", None),
-        ("/sync/", None),
-    ]
+    lines = _two_sampled_then_two_plain(log_lines, "/async/", "/sync/")
     log = tmp_path / "app.log"
     log.write_text("\n".join(log_lines.raw) + "\n")
     from hopwatch.cli import main
@@ -183,23 +191,7 @@ def test_sampled_lines_of_a_view_called_across_weigh_as_the_requests_they_stand_
     """Two lines of a sync view served through ASGI written at SAMPLE_RATE 0.5 stand
     for 4 requests, each calling its view across: all 4 count as sync views (the view
     cause's requests, weighted as the interface's are), with the 2 of an async view."""
-    with override_settings(
-        MIDDLEWARE=STARTPROJECT, HOPWATCH={"OUTPUT": "logging", "SAMPLE_RATE": 0.5}
-    ):
-        for _ in range(400):  # until two are kept (p(fewer in 400) ~ 1e-118)
-            asgi_request("/sync/")
-            if len(log_lines.raw) == 2:
-                break
-    with override_settings(MIDDLEWARE=STARTPROJECT):
-        asgi_request("/async/")
-        asgi_request("/async/")
-    lines = log_lines.parsed()
-    assert [(line["route"], line.get("sample_rate")) for line in lines] == [
-        ("/sync/", 0.5),
-        ("/sync/", 0.5),
-        ("/async/", None),
-        ("/async/", None),
-    ]
+    lines = _two_sampled_then_two_plain(log_lines, "/sync/", "/async/")
     assert [
         [(s["kind"], s["direction"]) for s in line["sites"] if s["kind"] == "view"]
         for line in lines
