@@ -184,19 +184,28 @@ urlpatterns = [path("pid/", pid_view), path("gather/", gather_view)]
 
 # Requests made one after another: first the "asgi PATH" ones, through one ASGIHandler
 # on one event loop (its default pool lives on, as a server's does), then the
-# "wsgi PATH" ones, through Django's WSGIHandler on this thread. Prints each
-# response's backend pids, the pool's stats after the ASGI requests, and the process line.
+# "wsgi PATH" ones, through Django's WSGIHandler on this thread, then the "client PATH"
+# ones, through the test Client on this thread. With WARM_UP set, first a query outside
+# any request (as at start-up, before serving), its connection closed: back to the pool.
+# Prints each response's backend pids, the warm-up's, the pool's stats after the ASGI
+# requests, and the process line.
 _CHILD = """
-import asyncio, json, sys
+import asyncio, json, os, sys
 import django
 django.setup()
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection
+from django.test import Client
 from hopwatch import apps
 from tests.helpers import asgi_call, wsgi_request
 
 requests = [arg.split(" ", 1) for arg in sys.argv[1:]]
 pids = []
+warm_up = None
+if os.environ.get("WARM_UP"):
+    from db_pool_urls import _pid
+    warm_up = _pid()
+    connection.close()
 
 async def serve():
     handler = ASGIHandler()
@@ -213,7 +222,12 @@ for path in (path for interface, path in requests if interface == "wsgi"):
     status, body = wsgi_request(path)
     assert status.startswith("200"), body
     pids.append(json.loads(body)["pids"])
-print(json.dumps({"pids": pids, "pool": pool, "process": apps.process_lines.line()}))
+for path in (path for interface, path in requests if interface == "client"):
+    response = Client().get(path)
+    assert response.status_code == 200, response.content
+    pids.append(response.json()["pids"])
+print(json.dumps({"pids": pids, "warm_up": warm_up, "pool": pool,
+                  "process": apps.process_lines.line()}))
 """
 
 
@@ -224,9 +238,11 @@ def _serve(
     *requests: str,
     engine: str = "django.db.backends.postgresql",
     pool_options: dict[str, Any] | None = None,
+    warm_up: bool = False,
 ) -> dict[str, Any]:
-    """The child's pids, pool stats and process line, its request lines (``lines``), and
-    the connections the server accepted while it ran (``server_connections``)."""
+    """The child's pids, the warm-up query's (``warm_up``, with ``warm_up``), pool stats
+    and process line, its request lines (``lines``), and the connections the server
+    accepted while it ran (``server_connections``)."""
     (tmp_path / "db_pool_settings.py").write_text(_SETTINGS)
     (tmp_path / "db_pool_urls.py").write_text(_URLS)
     log = tmp_path / "hopwatch.log"
@@ -238,6 +254,7 @@ def _serve(
     env["DJANGO_SETTINGS_MODULE"] = "db_pool_settings"
     env.update(POOL=json.dumps(pool), PGHOST_DIR=cluster, HOPWATCH_LOG=str(log))
     env.update(DB_ENGINE=engine, POOL_OPTIONS=json.dumps(pool_options or {}))
+    env["WARM_UP"] = "1" if warm_up else ""
     server_log = Path(cluster) / "log"
     server_log_start = server_log.stat().st_size
     done = subprocess.run(
@@ -268,6 +285,24 @@ def test_a_pooled_connection_counts_for_the_first_request_that_uses_it(tmp_path,
     assert [line["db_connections"] for line in served["lines"]] == [1, 0, 0, 0, 0, 0]
     assert served["process"]["requests"] == 6
     assert served["process"]["db_connections"] == 1
+
+
+def test_a_pooled_connection_first_used_before_serving_counts_for_no_request(
+    tmp_path, cluster
+):
+    """A pool of one connection, first used outside any request (a warm-up query at
+    start-up, then ``connection.close()``: back to the pool), then by a request of each
+    handler: ASGI's, WSGI's and the test Client's. The pool hands each the connection
+    the warm-up used (the server's pid): no request opened it, each counts 0."""
+    served = _serve(
+        tmp_path, cluster, {"min_size": 1, "max_size": 1},
+        "asgi /pid/", "wsgi /pid/", "client /pid/", warm_up=True,
+    )  # fmt: skip
+    assert served["pids"] == [[served["warm_up"]]] * 3  # the server's truth
+    assert [line["route"] for line in served["lines"]] == ["/pid/"] * 3
+    assert [line["db_connections"] for line in served["lines"]] == [0, 0, 0]
+    assert served["process"]["db_connections"] == 0
+    assert served["server_connections"] == 1
 
 
 def test_without_the_pool_every_connect_is_a_connection(tmp_path, cluster):
