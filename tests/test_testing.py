@@ -130,6 +130,26 @@ def test_nested_blocks_and_the_enclosing_scope_all_count():
     assert (len(inner), len(outer)) == (3, 5)
 
 
+def test_hops_after_an_inner_block_left_in_another_task_count_for_the_outer_one():
+    """Code run by async_to_sync opens two blocks; the inner one is left in another task
+    (as an async fixture finalised in another task), which then makes one hop: the inner
+    block had ended, the outer one is still open and counts it."""
+
+    async def main() -> tuple[int, int]:
+        with count_hops() as outer:
+            inner = count_hops()
+            inner.__enter__()
+
+            async def other_task() -> None:
+                inner.__exit__(None, None, None)  # not in the context it was entered in
+                await _hops(1)
+
+            await asyncio.create_task(other_task())
+        return inner.count, outer.count
+
+    assert async_to_sync(main)() == (0, 1)
+
+
 def test_async_with_works_too():
     async def main() -> int:
         async with count_hops() as counted:
