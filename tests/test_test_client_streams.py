@@ -14,6 +14,7 @@ two lines are compared whole.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
@@ -54,10 +55,17 @@ def plain_view(request):
     return HttpResponse(b"plain")
 
 
+async def closed_stream_view(request):
+    response = StreamingHttpResponse(iter([b"a", b"b"]))
+    response.close()  # as a view or middleware that released its resources already
+    return response
+
+
 urlpatterns = [
     path("sync/", sync_stream_view),
     path("async/", async_stream_view),
     path("plain/", plain_view),
+    path("closed/", closed_stream_view),
 ]
 
 SETTINGS = {"ROOT_URLCONF": __name__, "MIDDLEWARE": ["hopwatch.middleware.HopwatchMiddleware"]}
@@ -154,3 +162,26 @@ def test_an_async_stream_the_test_closes_unread_is_written_when_closed(transacti
     (record,) = records
     assert causes(record) == {STARTED: 1}
     assert "response_closed" not in (record.extra or {})
+
+
+def test_an_async_stream_closed_before_the_async_client_returned_is_written_then(db):
+    """An async view returns a streaming response it closed already: nothing will close
+    it again, so the request is over when the AsyncClient returns. Its line is written
+    by then, closed as usual, and does not time the test's code after it."""
+
+    async def get():
+        response = await AsyncClient().get("/closed/")
+        returned = time.perf_counter_ns()
+        written = list(records)
+        await asyncio.sleep(0.05)  # the test's own code, after the request
+        return response, returned, written
+
+    with override_settings(**SETTINGS), capture() as records:
+        response, returned, written = asyncio.run(get())
+        assert response.closed
+    (record,) = written
+    assert records == written  # and none later
+    assert (record.interface, record.path, record.status) == ("test-async-client", "/closed/", 200)
+    assert causes(record) == {STARTED: 1}
+    assert "response_closed" not in (record.extra or {})
+    assert record.started_ns < record.ended_ns <= returned
