@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import async_to_sync
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.test import Client, override_settings
 
 from hopwatch._django_scope import _awaiting_close
@@ -164,6 +164,39 @@ def test_a_shared_response_collected_unclosed_finishes_every_request_it_served(d
         thread.shutdown()
     assert [record.route for record in records] == ["/shared/", "/shared/"]
     assert [record.extra["response_closed"] for record in records] == [False, False]
+    assert not _awaiting_close
+
+
+def test_one_stream_returned_to_two_test_client_requests_closes_first_the_one_read_inside(
+    db, monkeypatch
+):
+    """One streaming response object returned to two test-Client requests, the first
+    made on another thread, the second on this one, which reads the content. The test
+    client wrapped the content once per request, the first request's wrapper inside:
+    its close runs in the first request's scope (the content is read in it) and
+    finishes the first request, the outer wrapper's close the second (not the second
+    first, though it was served on the thread that closes). The hop the reading made
+    is the first request's."""
+
+    def chunks():
+        yield b"a"
+        async_to_sync(_noop)()
+        yield b"b"
+
+    monkeypatch.setattr(views, "SHARED_RESPONSE", StreamingHttpResponse(chunks()))
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        with ThreadPoolExecutor(max_workers=1) as other:
+            first = other.submit(Client().get, "/shared/").result()
+            other_thread = other.submit(threading.get_ident).result()
+        second = Client().get("/shared/")
+        assert first is second and records == []
+        assert b"".join(second.streaming_content) == b"ab"
+    assert [(record.handler_thread_id, record.path) for record in records] == [
+        (other_thread, "/shared/"),
+        (threading.get_ident(), "/shared/"),
+    ]
+    assert [len(record) for record in records] == [1, 0]
+    assert all("response_closed" not in (record.extra or {}) for record in records)
     assert not _awaiting_close
 
 
