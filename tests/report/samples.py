@@ -263,3 +263,47 @@ def write_mixed(path: Path) -> None:
 
 if __name__ == "__main__":
     write_mixed(FIXTURES / "mixed.log")
+
+
+PLAIN: dict[str, Any] = {
+    "event": "hopwatch.request",
+    "schema": 1,
+    "timestamp": "2026-11-24T10:00:00.000000Z",
+    "request_id": "r1",
+    "method": "GET",
+    "route": "/items/",
+    "view": "shop.views.items",
+    "status": 200,
+    "interface": "asgi",
+    "duration_ms": 10.0,
+    "hops": 4,
+    "hop_ms": 2.0,
+    "wait_ms": 0.1,
+    "sync_to_async": 4,
+    "async_to_sync": 0,
+    "threads": 2,
+    "new_loops": 0,
+    "max_depth": 1,
+    "pinned_ms": 0.0,
+    "pinned_by": None,
+    "sites": [
+        {
+            "site": "request_started",
+            "kind": "signal",
+            "direction": "sync_to_async",
+            "count": 4,
+            "ms": 2.0,
+        }
+    ],
+    "level": "info",
+    "logger": "hopwatch",
+}
+
+
+def plain_line(*drop: str, **fields: Any) -> str:
+    """One line of a GET /items/ request with 4 hops of 2.0 ms in all, all from
+    request_started, and no overhead_ms (``fields`` replace, ``drop`` removes)."""
+    obj = {**PLAIN, **fields}
+    for name in drop:
+        del obj[name]
+    return json.dumps(obj)

@@ -8,6 +8,8 @@ before overhead_ms read n/a and rank by what they carry.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from hopwatch.report import rank, render
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
-from tests.report.samples import SESSION, line, site
+from tests.report.samples import SESSION, line, plain_line, site
 
 
 def scan(texts: list[str]) -> Partial:
@@ -420,3 +422,20 @@ def test_one_new_event_loop_is_singular():
     for loops, words in ((1, "1 new event loop ("), (2, "2 new event loops (")):
         doc = document([request("/a/", new_loops=loops)], endpoint="GET /a/")
         assert words in render.render_to_string(doc, "text")
+
+
+def test_work_inside_sampled_lines_is_weighted_like_their_hops(
+    implementation: str, run_cli: Any, tmp_path: Path
+) -> None:
+    # 3 lines sampled at 1/2 stand for 6 requests: each carries 1.5 ms of work, so
+    # 6 x 1.5 = 9.0 ms of work in all (weighted by the sample rate as overhead is).
+    log = tmp_path / "sampled.log"
+    lines = [
+        plain_line(request_id=f"r{i}", sample_rate=0.5, overhead_ms=0.5, work_ms=1.5)
+        for i in range(3)
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    row = json.loads(run_cli(log, "--format", "json").out)["rows"][0]
+    assert row["requests"] == 6
+    assert row["overhead_ms"]["total"] == 3.0
+    assert row["work_ms"]["total"] == 9.0
