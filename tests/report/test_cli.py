@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.report.conftest import Run
-from tests.report.samples import FIXTURES, canonical_lines, line
+from tests.report.samples import (
+    FIXTURES,
+    PLAIN,
+    SESSION,
+    canonical_lines,
+    line,
+    plain_line,
+)
 
 MIXED = FIXTURES / "mixed.log"
 UPDATE = os.environ.get("HOPWATCH_UPDATE_GOLDEN") == "1"
@@ -408,3 +415,104 @@ def test_the_legend_is_on_by_default_and_can_be_turned_off(run_cli: RunCli, tmp_
     assert "\ncolumns:\n" not in run_cli(log, "--no-legend").out
     wide = run_cli(log, "--wide").out
     assert "ovh p99" in wide and "max hops" in wide and "threads" in wide
+
+
+def test_several_readers_keep_what_each_left_out_and_why(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two gzip files read by two processes, each cut in half, each with a record
+    # whose sites part is malformed and two records after --until: the summary
+    # adds up what every reader filtered out, left out and found cut short.
+    filler = "".join(
+        plain_line(request_id=f"f{i}", timestamp="2026-11-24T09:00:00.000000Z") + "\n"
+        for i in range(200)
+    )
+    for name in ("a", "b"):
+        head = [
+            plain_line(request_id=f"{name}0", sites=[PLAIN["sites"][0], {"site": 5}]),
+            plain_line(request_id=f"{name}1", timestamp="2026-11-24T10:00:01.000000Z"),
+            plain_line(request_id=f"{name}2", timestamp="2026-11-24T10:00:02.000000Z"),
+        ]
+        data = gzip.compress(("\n".join(head) + "\n" + filler).encode())
+        (tmp_path / f"{name}.log.gz").write_bytes(data[: len(data) // 2])
+    monkeypatch.chdir(tmp_path)
+    args = ("a.log.gz", "b.log.gz", "--until", "2026-11-24T10:00:01Z", "--jobs", "2")
+    assert run_cli(*args).out.splitlines()[1] == (
+        "read 2 files (59.8 KB): 114 lines, 112 hopwatch records, 0 other lines,"
+        " 2 skipped (2 truncated); malformed parts left out (sites in 2), their records"
+        " counted; 4 filtered out (4 by time); 2026-11-24T09:00:00Z to 2026-11-24T10:00:00Z;"
+        " cut short: a.log.gz, b.log.gz"
+    )
+    summary = json.loads(run_cli(*args, "--format", "json").out)["summary"]
+    assert (summary["filtered"], summary["filtered_by_reason"]) == (4, {"time": 4})
+    assert summary["parts_lost"] == {"sites": 2}
+    assert summary["truncated_inputs"] == ["a.log.gz", "b.log.gz"]
+
+
+def test_a_hop_total_under_two_minutes_reads_in_seconds(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "slow.log"
+    site = dict(PLAIN["sites"][0], ms=90_000.0)
+    log.write_text(plain_line(hop_ms=90_000.0, duration_ms=95_000.0, sites=[site]) + "\n")
+    assert run_cli(log).out.splitlines()[4].split() == [
+        *("1", "GET", "/items/", "1", "4.0", "90,000", "90.0", "s"),
+        *("request_started", "100.0%"),
+    ]
+
+
+def test_a_line_without_a_status_is_skipped_and_the_summary_names_the_field(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    log = tmp_path / "nostatus.log"
+    log.write_text(plain_line("status") + "\n" + plain_line() + "\n")
+    summary = run_cli(log).out.splitlines()[1]
+    assert "1 hopwatch records, 0 other lines, 1 skipped (1 missing status);" in summary
+
+
+def test_one_request_is_one_request_in_the_notes(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "one.log"
+    session = {"site": SESSION, "kind": "middleware", "direction": "sync_to_async"}
+    log.write_text(plain_line(sites=[dict(session, count=4, ms=2.0)]) + "\n")
+    assert (
+        "what to change first (ranked by hop time: no line carries overhead_ms,"
+        " over the 1 request logged):"
+    ) in run_cli(log).out.splitlines()
+
+
+def test_by_site_names_three_endpoints_and_counts_the_rest(run_cli: RunCli, tmp_path: Path) -> None:
+    log = tmp_path / "six.log"
+    log.write_text(
+        "".join(
+            plain_line(request_id=f"e{i}", route=f"/e{i}/", view=f"shop.views.e{i}") + "\n"
+            for i in range(6)
+        )
+    )
+    row = run_cli(log, "--by", "site").out.splitlines()[4]
+    assert row.split("12.0 ms  ") == [
+        "1  request_started  signal         6          6       4.0    2.000    ",
+        "GET /e0/, GET /e1/, GET /e2/ +3",
+    ]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [b"BZh hello, this is a plain text line\n", b"\x1fhello plain text\n"],
+    ids=["bzip2-magic-only", "gzip-first-byte-only"],
+)
+def test_text_that_starts_like_a_compressed_file_is_read_as_text(
+    run_cli: RunCli, tmp_path: Path, first: bytes
+) -> None:
+    log = tmp_path / "text.log"
+    log.write_bytes(first + plain_line().encode() + b"\n")
+    result = run_cli(log, "--format", "json")
+    assert result.status == 0
+    summary = json.loads(result.out)["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (2, 1, 1)
+
+
+def test_zstd_on_stdin_says_to_decompress_before_the_pipe(run_cli: RunCli) -> None:
+    result = run_cli("-", stdin=b"\x28\xb5\x2f\xfdxxxx\n")
+    assert (result.status, result.out) == (2, "")
+    assert result.err == (
+        "hopwatch report: cannot read <stdin>: it is zstd-compressed,"
+        " which this Python cannot decompress: zstd -dc before the pipe\n"
+    )
