@@ -15,7 +15,7 @@ import pytest
 from hopwatch.report import aggregate, rank, render
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Filters, Scanner, StatusFilter
-from tests.report.samples import SESSION, canonical_lines, line, site
+from tests.report.samples import SESSION, canonical_lines, line, plain_line, site
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -643,3 +643,24 @@ def test_an_endpoint_lists_three_pinning_sites_and_ten_causes(
     ]
     assert [cause["site"] for cause in row["causes"]] == [entry["site"] for entry in sites[:10]]
     assert row["other_causes"] == {"count": 10, "ms": 1.0, "share": 0.0165, "overhead_ms": None}
+
+
+def test_p95_is_the_95th_percentile_of_hop_time(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    # hop_ms 1..100: the 50th and 95th values, as the sketch (1% accuracy) reads them
+    texts = [
+        plain_line(request_id=f"q{i}", hop_ms=float(i), duration_ms=200.0)
+        for i in range(1, 101)
+    ]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert (row["hop_ms"]["p50"], row["hop_ms"]["p95"]) == (49.903, 94.642)
+
+
+def test_a_tie_between_views_names_the_last_in_name_order(
+    run_cli: Any, tmp_path: Path, implementation: str
+) -> None:
+    # one request each: the view seen most often is a tie, broken by the greater name
+    texts = [plain_line(request_id=v, view=f"shop.views.{v}") for v in ("v1", "v2")]
+    (row,) = cli_rows(run_cli, tmp_path, texts)
+    assert (row["label"], row["view"], row["requests"]) == ("GET /items/", "shop.views.v2", 2)
