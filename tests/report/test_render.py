@@ -14,7 +14,7 @@ from hopwatch.report import rank, render, table
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Scanner
 from hopwatch.report.text import clean, csv_cell, markdown_cell
-from tests.report.samples import line, site
+from tests.report.samples import line, plain_line, site
 
 HOSTILE = (
     "<i>|a|`b`*c*_d_&amp; [bold red]x[/] \x1b[2J\x1b]8;;http://evil\x07link\x9b31m \u202eevil\u202c"
@@ -72,6 +72,19 @@ def test_markdown_cells_cannot_inject_markup() -> None:
     assert "<i>" not in output and "\\<i\\>" in output
     assert "\\`b\\`" in output and "\\*c\\*" in output and "\\_d\\_" in output
     assert "\\&amp;" in output
+    # ~~ would strike text through and www. become a link in GitHub's markdown
+    scanner = Scanner(Partial())
+    scanner.feed_lines(
+        [
+            plain_line(request_id="a", route="/~~old~~/", view="shop.views.old").encode(),
+            plain_line(request_id="b", route="/go/www.example.com/", view="shop.views.go").encode(),
+        ]
+    )
+    document = rank.build_document(scanner.finish(), rank.ReportOptions(), ["x"])
+    rows = render.render_to_string(document, "markdown").splitlines()
+    cells = "| 4.0 | 2.000 | 2.0 ms | request\\_started 100.0% |"
+    assert f"| 1 | GET /go/www\\.example.com/ | 1 {cells}" in rows
+    assert f"| 2 | GET /\\~\\~old\\~\\~/ | 1 {cells}" in rows
 
 
 def test_csv_guards_against_formulas_and_round_trips() -> None:
@@ -156,6 +169,8 @@ def test_a_sums_last_bits_never_change_what_is_shown():
     for show in (fmt.duration, fmt.ms, fmt.mean, fmt.us):
         assert show(low) == show(high) == show(700.45), show
     assert fmt.duration(low * 1000) == fmt.duration(high * 1000) == "11.7 min"
+    assert fmt.duration(90_000) == "90.0 s" and fmt.duration(119_949) == "119.9 s"
+    assert fmt.duration(120_000) == "2.0 min"
     assert fmt.percent(low / 1000) == fmt.percent(high / 1000) == "70.0%"
     assert fmt.percent(0.0344999999999999) == fmt.percent(0.0345000000000001)
     assert fmt.count(37965.99999999999) == fmt.count(37966.00000000001) == "37,966"
