@@ -218,6 +218,7 @@ def _group_key(key: EndpointKey, by: str) -> GroupKey:
 
 
 def _dominant(counts: dict[Any, float]) -> Any:
+    """The key seen most often; a tie goes to the one whose name sorts last."""
     return max(counts.items(), key=lambda item: (item[1], str(item[0])))[0] if counts else None
 
 
