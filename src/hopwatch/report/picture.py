@@ -37,9 +37,11 @@ from hopwatch.report.aggregate import (
     NORMAL,
     OVERFLOW,
     OVERFLOW_KEY,
+    S_MS,
+    S_OVERHEAD,
     EndpointKey,
     SiteKey,
-    at_resolution,
+    site_order,
 )
 from hopwatch.report.parse import Count, Millis, Record, timestamp_text
 from hopwatch.report.text import clean
@@ -292,8 +294,10 @@ class EndpointPicture:
 # Indices into a cause's accumulator (every value weighted by 1 / sample_rate).
 K_REQUESTS: Final = 0  # requests that listed the cause
 K_COUNT: Final = 1  # its crossings
-K_MS: Final = 2  # their wall time
-K_OVERHEAD: Final = 3  # their overhead, over the requests whose entry carries it
+# Time and overhead sit where a site entry's do (aggregate.S_MS, S_OVERHEAD), so that
+# one order ranks both: cause_order is aggregate.site_order.
+K_MS: Final = S_MS  # their wall time
+K_OVERHEAD: Final = S_OVERHEAD  # their overhead, over the requests whose entry carries it
 K_MEASURED: Final = 4  # those requests
 
 
@@ -414,18 +418,9 @@ class Picture:
                 target.merge(stats)
 
 
-def cause_order(item: tuple[SiteKey, list[float]]) -> tuple[float, float, str, str, str, str]:
-    """Most overhead first, then most time (at the log's resolution, as the report's
-    rows rank their causes: aggregate.site_order), then by name: a total order."""
-    (site, kind, direction, call_site), entry = item
-    return (
-        -at_resolution(entry[K_OVERHEAD]),
-        -at_resolution(entry[K_MS]),
-        site,
-        kind,
-        direction,
-        call_site or "",
-    )
+#: Most overhead first, then most time (at the log's resolution), then by name: a total
+#: order, the one the report's rows rank their causes by.
+cause_order: Final = site_order
 
 
 # --- grouped like the report's rows ------------------------------------------------------
