@@ -687,6 +687,80 @@ def test_database_store_under_wsgi(tmp_path):
     assert stats["line_hops"] == 3
 
 
+def test_a_request_pushed_out_of_the_store_while_it_ran_stays_out(toolbar, client, log_lines):
+    """A streaming response still being read while three later requests fill the store
+    (RESULTS_CACHE_SIZE 3): when it ends, the panel does not put it back (it did: an
+    empty row in the History, and the oldest request still there pushed out)."""
+    config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "RESULTS_CACHE_SIZE": 3}
+    with override_settings(DEBUG_TOOLBAR_CONFIG=config):
+        streaming = client.get("/stream/", headers={"X-Request-ID": "evicted-1"})
+        stream_id = streaming.headers["djdt-request-id"]
+        assert list(get_store().request_ids()) == [stream_id]
+        others = [client.get("/sync/").headers["djdt-request-id"] for _ in range(3)]
+        assert list(get_store().request_ids()) == others
+        assert b"".join(streaming.streaming_content) == b"ab"
+        streaming.close()  # hopwatch closes the request: the panel's sink runs
+        assert list(get_store().request_ids()) == others
+        assert dict(get_store().panels(stream_id)) == {}
+        assert stored_stats(others[0])["complete"] is True
+    assert line_for(log_lines, "evicted-1")["hops"] == 0
+
+
+DATABASE_STORE_EVICTION_SCRIPT = """
+import json
+import uuid
+import django
+django.setup()
+from django.core.management import call_command
+from django.test import Client
+call_command("migrate", run_syncdb=True, verbosity=0)
+from debug_toolbar.store import get_store
+def ids(values):  # the header's hex, the store's UUIDs: one spelling
+    return sorted(uuid.UUID(str(value)).hex for value in values)
+client = Client()
+streaming = client.get("/stream/")
+stream_id = streaming.headers["djdt-request-id"]
+others = [client.get("/sync/").headers["djdt-request-id"] for _ in range(3)]
+before = ids(get_store().request_ids())
+b"".join(streaming.streaming_content)
+streaming.close()
+print(json.dumps({
+    "others": ids(others),
+    "before": before,
+    "after": ids(get_store().request_ids()),
+    "stream_exists": get_store().exists(stream_id),
+}))
+"""
+
+
+def test_a_request_pushed_out_of_the_database_store_while_it_ran_stays_out(tmp_path):
+    """As above, with the toolbar's DatabaseStore (under WSGI, where it works)."""
+    (tmp_path / "db_evict_settings.py").write_text(
+        "from tests.toolbar_site.settings import *  # noqa\n"
+        'DEBUG_TOOLBAR_CONFIG = {"IS_RUNNING_TESTS": False, "RESULTS_CACHE_SIZE": 3,'
+        ' "TOOLBAR_STORE_CLASS": "debug_toolbar.store.DatabaseStore"}\n'
+        f'DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(tmp_path / "db.sqlite3")!r}}}}}\n'
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "db_evict_settings",
+        # (the caller's path after: the hopwatch under test, where it put one first)
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", DATABASE_STORE_EVICTION_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["before"] == out["after"] == out["others"]
+    assert out["stream_exists"] is False
+
+
 def test_a_failing_store_never_fails_the_request(toolbar, log_lines):
     """Saving the complete request is hopwatch's work: an error there is counted, not raised."""
     before = _errors.total()

@@ -1,12 +1,13 @@
 from django.urls import include, path
 
-from tests.testapp.views import nested_view
+from tests.testapp.views import nested_view, stream_sync_view
 from tests.toolbar_site import views
 
 urlpatterns = [
     path("page/", views.page),
     path("orm/", views.orm_page),
     path("sync/", views.sync_page),
+    path("stream/", stream_sync_view),
     path("nested/", nested_view),
     path("many/", views.many_hops_page),
     path("nested-dropped/", views.nested_dropped_page),

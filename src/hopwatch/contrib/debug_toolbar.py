@@ -11,7 +11,8 @@ closed, so some hops (the response's ``close()`` under ASGI, middleware above
 the toolbar on the way out) come later. The panel stores what the record holds
 when the toolbar asks (the sidebar's figure), and, when hopwatch closes the
 request, stores the whole request again in the toolbar's store, which is where
-the panel's content and the toolbar's history read it from. It only reads the
+the panel's content and the toolbar's history read it from (unless the store has
+dropped the request meanwhile: it is not put back). It only reads the
 record: the log line is the same with the panel on or off, and the panel makes
 no hop of its own.
 """
@@ -231,13 +232,19 @@ def _store_complete_request(record: RequestRecord) -> None:
     if destination is None:
         return
     try:
+        store = destination.store
+        # A request still running (a streaming response being read) can be pushed out of
+        # the store by later ones (RESULTS_CACHE_SIZE): saving would put it back, an
+        # empty row in the History that pushes out the oldest request still there.
+        if not store.exists(destination.request_id):
+            return
         handed_on_ns = destination.handed_on_ns
         stats = _hop_table.capture(
             record,
             made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
             kept_at_render=destination.kept_at_render,
         )
-        destination.store.save_panel(destination.request_id, destination.panel_id, stats)
+        store.save_panel(destination.request_id, destination.panel_id, stats)
     except Exception as exc:
         _errors.report("HopsPanel (storing the complete request)", exc)
 
