@@ -315,6 +315,7 @@ def test_asgi_request(toolbar, client, log_lines):
     assert "Its log line counts 17 hops: these 15, and 2 made by django-debug-toolbar" in " ".join(
         html.split()
     )
+    assert stats["line"] == "written"
     # Causes grouped with their advice; their rows add up to the request's hops.
     groups = re.findall(r'<h5 class="hopwatch-group"[^>]*>(.*?)</h5>', html)
     assert [g.split(":")[0] for g in groups if "13 hops" in g] == ["MiddlewareMixin hooks"]
@@ -578,6 +579,7 @@ def test_every_name_the_panel_prints_is_cleaned():
         "status": 200,
         "interface": f"asgi{INVISIBLE}",
         "line_hops": 1,
+        "line": "written",
         "dropped": 0,
         "rows": [row],
         "tool_rows": [row],
@@ -608,6 +610,79 @@ def test_every_name_the_panel_prints_is_cleaned():
 
 
 # --- other set-ups ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"SAMPLE_RATE": 0.0}, 'HOPWATCH["SAMPLE_RATE"] left it out.'),
+        ({"MIN_HOPS": 100}, 'it made fewer hops than HOPWATCH["MIN_HOPS"].'),
+        ({"MIN_HOP_MS": 60_000.0}, 'its hops took less time in all than HOPWATCH["MIN_HOP_MS"].'),
+    ],
+)
+def test_a_request_without_a_log_line_is_said_to_have_none(
+    toolbar, client, log_lines, setting, said
+):
+    """SAMPLE_RATE, MIN_HOPS or MIN_HOP_MS left the line out: the panel says so (it said
+    "Its log line counts 17 hops" of a line that was never written)."""
+    # hopwatch installed again: its line sink now comes after the panel's (as when
+    # "debug_toolbar" is above "hopwatch" in INSTALLED_APPS): the panel must still
+    # read what became of the line.
+    from hopwatch.contrib.debug_toolbar import HopsPanel
+
+    HopsPanel.ready()
+    deactivate()
+    activate()
+    with override_settings(HOPWATCH={**TOOLBAR["HOPWATCH"], **setting}):
+        response = asyncio.run(AsyncClient().get("/page/", headers={"X-Request-ID": "no-line-1"}))
+    assert [line["request_id"] for line in log_lines.parsed()] == []
+    toolbar_id = response.headers["djdt-request-id"]
+    stats = stored_stats(toolbar_id)
+    assert (stats["complete"], stats["line"], stats["line_hops"]) == (
+        True,
+        next(iter(setting)),
+        PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI,
+    )
+    html = " ".join(render_panel(client, toolbar_id).split())
+    assert "Its log line" not in html
+    expected = (
+        f"No log line was written for it: {said} hopwatch counted 17 hops: these 15, and 2 made"
+        " by django-debug-toolbar itself, listed apart at the end."
+    )
+    assert expected.replace('"', "&quot;") in html
+
+
+@pytest.mark.internal_errors
+def test_a_log_line_that_failed_is_said_to_have_failed(toolbar, client, tmp_path):
+    output = str(tmp_path / "missing-dir" / "hops.log")
+    with override_settings(HOPWATCH={**TOOLBAR["HOPWATCH"], "OUTPUT": output}):
+        response = client.get("/page/")
+    assert _errors.total() == 1
+    _errors.reset_for_tests()
+    toolbar_id = response.headers["djdt-request-id"]
+    assert stored_stats(toolbar_id)["line"] == "failed"
+    html = " ".join(render_panel(client, toolbar_id).split())
+    assert (
+        "Writing its log line failed: the line may be missing from your log."
+        " hopwatch counted 1 hop." in html
+    )
+
+
+def test_render_panels_inline_counts_the_hops_so_far_not_the_line(toolbar, log_lines):
+    """RENDER_PANELS: drawn before the response's close, the panel's count is the hops so
+    far, and says so (it said "Its log line counts 16 hops" of a line that counts 17)."""
+    config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "RENDER_PANELS": True}
+    with override_settings(DEBUG_TOOLBAR_CONFIG=config):
+        result = asgi_request("/page/", headers=[(b"x-request-id", b"inline-1")])
+    html = result.body.decode()
+    content = " ".join(html[html.index('id="HopsPanel"') :].split())
+    assert "Its log line counts" not in content
+    assert (
+        "hopwatch has counted 16 hops so far: these 14, and 2 made by django-debug-toolbar"
+        " itself, listed apart at the end. Whether its log line is written, and the hops it"
+        " counts, is settled when the request ends." in content
+    )
+    assert line_for(log_lines, "inline-1")["hops"] == PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI
 
 
 def test_render_panels_inline_shows_the_hops_so_far(toolbar, log_lines):

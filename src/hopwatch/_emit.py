@@ -44,6 +44,15 @@ UNRESOLVED: Final = "(unresolved)"
 #: Fields the extra-fields hook may not replace: every documented one.
 RESERVED: Final = NAMES
 
+# What became of a request's line (RequestRecord.line, set by Emitter.__call__): handed
+# to the output, left out by a filter (the setting's name), or the output raised.
+LINE_WRITTEN: Final = "written"
+LINE_MIN_HOPS: Final = "MIN_HOPS"
+LINE_MIN_HOP_MS: Final = "MIN_HOP_MS"
+LINE_SAMPLED_OUT: Final = "SAMPLE_RATE"
+LINE_FAILED: Final = "failed"
+LINE_OUTCOMES: Final = (LINE_WRITTEN, LINE_MIN_HOPS, LINE_MIN_HOP_MS, LINE_SAMPLED_OUT, LINE_FAILED)
+
 # C0, DEL, C1, and U+2028/U+2029: str.splitlines() and JavaScript read those two as
 # line breaks, so a path carrying them could split one log line in two downstream
 _CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029])
@@ -1096,11 +1105,19 @@ class Emitter:
         settings = self._settings.merged()  # one snapshot per line
         plan = self._plan
         if plan is None or plan[0] is not settings:
-            plan = self._plan_for(settings)
+            try:
+                plan = self._plan_for(settings)
+            except BaseException:  # the output would not open
+                record.line = LINE_FAILED
+                raise
         _, logger, min_hops, min_hop_ns, rate, options, hook, rotation = plan
+        # record.line: what became of the line (LINE_OUTCOMES), one store per request,
+        # for the debug toolbar's panel (its sink runs after this one).
         if record.count < min_hops or record.wall_ns < min_hop_ns:
+            record.line = LINE_MIN_HOPS if record.count < min_hops else LINE_MIN_HOP_MS
             return
         if rate < 1.0 and random.random() >= rate:
+            record.line = LINE_SAMPLED_OUT
             return
         line: Any = None
         try:
@@ -1136,6 +1153,7 @@ class Emitter:
         try:
             logger.info(line or event)
         except BaseException as exc:
+            record.line = LINE_FAILED
             written = _written_before(exc, settings)  # (taking what the walk left)
             if errors and written is None:
                 # logger.handle took the line (logger filters, a patched logging
@@ -1148,6 +1166,7 @@ class Emitter:
             elif errors and not written:  # no handler got it: the next line written
                 _errors.give_back(errors, again)  # reports them
             raise
+        record.line = LINE_WRITTEN
 
     def write_event(self, fields: Mapping[str, Any]) -> None:
         """Write another hopwatch event (``hopwatch.process``) to the request lines' output:

@@ -170,6 +170,7 @@ class RequestRecord(Ledger):
         "extra",
         "handler_thread_id",
         "interface",
+        "line",
         "method",
         "path",
         "request",
@@ -209,6 +210,10 @@ class RequestRecord(Ledger):
         #: The RequestContext (Django's ThreadSensitiveContext) the record rides
         #: on, until the record is closed (see close_request).
         self.context: RequestContext | None = None
+        # ``line``: what became of the request's log line, set by the line's sink
+        # (hopwatch._emit.Emitter) when the request closes: one of hopwatch._emit's
+        # LINE_OUTCOMES. Not set here (a store less per request): unset until that
+        # sink has run, read with getattr(record, "line", None).
 
     def notes(self) -> dict[str, object]:
         """``extra``, made on first need: what the integration layer writes to."""
@@ -451,10 +456,15 @@ Sink = Callable[[RequestRecord], None]
 _sinks: tuple[Sink, ...] = ()
 
 
-def add_sink(sink: Sink) -> None:
-    """Call ``sink(record)`` for every closed request (idempotent)."""
+def add_sink(sink: Sink, *, last: bool = False) -> None:
+    """Call ``sink(record)`` for every closed request (idempotent). ``last``: after
+    every sink added so far, moved there if it was added before (a sink that reads
+    what another wrote on the record: the log line's outcome)."""
     global _sinks
-    if sink not in _sinks:
+    if last:
+        if not _sinks or _sinks[-1] != sink:
+            _sinks = (*(s for s in _sinks if s != sink), sink)
+    elif sink not in _sinks:
         _sinks = (*_sinks, sink)
 
 

@@ -29,12 +29,31 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from hopwatch import _advice
+from hopwatch._emit import (
+    LINE_FAILED,
+    LINE_MIN_HOP_MS,
+    LINE_MIN_HOPS,
+    LINE_SAMPLED_OUT,
+    LINE_WRITTEN,
+)
 from hopwatch._recorder import ASYNC_TO_SYNC, SYNC_TO_ASYNC, Hop, RequestRecord
 from hopwatch.report.text import clean
 from hopwatch.schema import SYNC_INTERFACES
 
 #: Bumped when the captured dict changes shape (stored data of an older shape is shown as gone).
-SCHEMA: Final = 1
+SCHEMA: Final = 2
+
+#: What the panel says when hopwatch wrote no line for the request (RequestRecord.line).
+NO_LINE: Final = {
+    LINE_MIN_HOPS: 'No log line was written for it: it made fewer hops than HOPWATCH["MIN_HOPS"].',
+    LINE_MIN_HOP_MS: (
+        "No log line was written for it: its hops took less time in all"
+        ' than HOPWATCH["MIN_HOP_MS"].'
+    ),
+    LINE_SAMPLED_OUT: 'No log line was written for it: HOPWATCH["SAMPLE_RATE"] left it out.',
+    LINE_FAILED: "Writing its log line failed: the line may be missing from your log.",
+    None: "Whether hopwatch wrote a log line for it is not known.",
+}  # (and LINE_WRITTEN: "Its log line counts", in the template)
 
 HANDLER_THREAD: Final = "handler"
 
@@ -73,7 +92,10 @@ def capture(
         "view": record.view,
         "status": record.status,
         "interface": record.interface,
+        # The hops counted so far (all of them once complete: the line's count), and
+        # what became of the line (None: not known, or not yet: the request still runs).
         "line_hops": record.count,
+        "line": getattr(record, "line", None),
         "dropped": record.detail_dropped,
         "rows": [_row(hop, base, threads, id(hop) in after) for hop in shown],
         "tool_rows": [_row(hop, base, threads, id(hop) in after) for hop in tools],
@@ -218,6 +240,8 @@ def display(stats: dict[str, Any]) -> dict[str, Any]:
             "pinned_ms": ms(summary["pinned_ns"]),
         },
         "line_hops": stats["line_hops"],
+        "line_written": stats["line"] == LINE_WRITTEN,
+        "no_line": NO_LINE.get(stats["line"], NO_LINE[None]),
         "dropped": stats["dropped"],
         "rows": rows,
         "tool_rows": tool_rows,

@@ -84,7 +84,8 @@ class HopsPanel(Panel):
 
     @classmethod
     def ready(cls) -> None:
-        add_sink(_store_complete_request)
+        # Last: after hopwatch's line sink, which marks whether it wrote the line.
+        add_sink(_store_complete_request, last=True)
 
     @classmethod
     def run_checks(cls) -> list[CheckMessage]:
@@ -144,7 +145,9 @@ class HopsPanel(Panel):
         self.record_stats(stats)
         if stats["complete"]:
             return
-        add_sink(_store_complete_request)  # idempotent; ready() may not have run
+        # Idempotent. ready() may not have run, or hopwatch was installed again since
+        # (hopwatch.install(): its line sink added after this one).
+        add_sink(_store_complete_request, last=True)
         _awaiting_close.add(
             record,
             _Destination(
