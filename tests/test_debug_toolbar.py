@@ -407,6 +407,39 @@ def test_nested_hops_figures(toolbar, log_lines):
     assert summary["work_ns"] < sum(r["run_ns"] for r in rows)
 
 
+def test_a_request_served_inside_the_request_has_its_rows_marked(toolbar, client, log_lines):
+    """A view that serves /page/ with the AsyncClient: hopwatch counts the inner request's
+    hops in the outer one (its line and the panel's figures), and the panel marks those
+    rows as the inner request's (they looked like the outer request's own)."""
+    result = asgi_request("/serves-a-request/", headers=[(b"x-request-id", b"outer-1")])
+    assert result.status == 200
+    toolbar_id = dict(result.headers)[b"djdt-request-id"].decode()
+    stats = stored_stats(toolbar_id)
+    outer, inner = line_for(log_lines, "outer-1"), line_for(log_lines, "inner-1")
+    assert_matches_line(stats, outer)
+    assert inner["hops"] == PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI
+    assert outer["hops"] == 2 * (PAGE_HOPS_ASGI + TOOLBAR_HOPS_ASGI)
+    marked = [r for r in stats["rows"] if r["nested"] is not None]
+    marked_tool = [r for r in stats["tool_rows"] if r["nested"] is not None]
+    assert {r["nested"] for r in marked + marked_tool} == {"GET /page/"}
+    assert (len(marked), len(marked_tool)) == (PAGE_HOPS_ASGI, TOOLBAR_HOPS_ASGI)
+    assert causes(marked) + causes(marked_tool) == line_causes(inner)
+    own = [r for r in stats["rows"] if r["nested"] is None]
+    assert len(own) == PAGE_HOPS_ASGI
+    assert [r["site"] for r in own].count("request_started") == 1
+
+    html = render_panel(client, toolbar_id)
+    sites = [row[3] for row in tables(html)["hopwatch-hops"]]
+    assert sum(s.endswith(" of GET /page/, served inside this request") for s in sites) == 15
+    assert len(sites) == 2 * PAGE_HOPS_ASGI
+    text = " ".join(html.split())
+    assert (
+        "Rows marked <em>served inside this request</em> are another request's, served while"
+        " this one ran (a test client called from the view): 15 hops of"
+        ' <code data-djdt-styles="display:inline">GET /page/</code>.' in text
+    )
+
+
 def test_work_leaves_out_the_nested_overhead_of_an_outer_hop_not_kept(toolbar, log_lines):
     """Past the record's limit the outermost crossing (it finishes last) is not kept:
     its nested crossings' overhead is not taken from the kept outer hops' run time
@@ -567,6 +600,7 @@ def test_every_name_the_panel_prints_is_cleaned():
         "new_loop": False,
         "outcome": f"error{INVISIBLE}",
         "after_render": False,
+        "nested": None,
     }
     stats = {
         "schema": _hop_table.SCHEMA,

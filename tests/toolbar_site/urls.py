@@ -5,6 +5,7 @@ from tests.toolbar_site import views
 
 urlpatterns = [
     path("page/", views.page),
+    path("serves-a-request/", views.serves_a_request),
     path("orm/", views.orm_page),
     path("sync/", views.sync_page),
     path("stream/", stream_sync_view),

@@ -62,6 +62,15 @@ async def nested_dropped_page(request):
     return HttpResponse(PAGE.format(title="nested, dropped"))
 
 
+async def serves_a_request(request):
+    """A view that serves another request inside this one (the AsyncClient, as a test
+    or a proxy view might): /page/, its request id "inner-1"."""
+    from django.test import AsyncClient
+
+    inner = await AsyncClient().get("/page/", headers={"X-Request-ID": "inner-1"})
+    return HttpResponse(PAGE.format(title=f"served inside: {inner.status_code}"))
+
+
 def sync_page(request):
     return HttpResponse(PAGE.format(title="sync"))
 

@@ -25,7 +25,7 @@ is counted twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from hopwatch import _advice
@@ -63,13 +63,15 @@ def capture(
     *,
     made_by_tool: Callable[[Hop], bool] = lambda hop: False,
     kept_at_render: int | None = None,
+    nested: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """The record's hops as plain data.
 
     ``made_by_tool(hop)`` picks hops a debugging tool made itself: they are
     listed apart (``tool_rows``) and left out of the rows and the summary.
     ``kept_at_render``: how many hops the record held when the tool drew its
-    summary; later hops are flagged ``after_render``.
+    summary; later hops are flagged ``after_render``. ``nested``: ``id(hop)`` to the
+    request served inside this one that made it (a row's ``nested``, else None).
     """
     hops = record.hops()  # in the order they finished
     rendered = len(hops) if kept_at_render is None else kept_at_render
@@ -97,8 +99,8 @@ def capture(
         "line_hops": record.count,
         "line": getattr(record, "line", None),
         "dropped": record.detail_dropped,
-        "rows": [_row(hop, base, threads, id(hop) in after) for hop in shown],
-        "tool_rows": [_row(hop, base, threads, id(hop) in after) for hop in tools],
+        "rows": [_row(hop, base, threads, id(hop) in after, nested) for hop in shown],
+        "tool_rows": [_row(hop, base, threads, id(hop) in after, nested) for hop in tools],
         "summary": _summary(shown, base, record),
     }
 
@@ -137,7 +139,13 @@ def _thread_labels(record: RequestRecord, hops: Iterable[Hop]) -> dict[int, str]
     return labels
 
 
-def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> dict[str, Any]:
+def _row(
+    hop: Hop,
+    base: int,
+    threads: dict[int, str],
+    after_render: bool,
+    nested: Mapping[int, str] | None,
+) -> dict[str, Any]:
     cause = hop.cause
     return {
         "direction": hop.direction,
@@ -154,6 +162,8 @@ def _row(hop: Hop, base: int, threads: dict[int, str], after_render: bool) -> di
         "new_loop": hop.new_loop,
         "outcome": hop.outcome,
         "after_render": after_render,
+        # The request served inside this one that made the hop ("GET /page/"), else None.
+        "nested": nested.get(id(hop)) if nested else None,
     }
 
 
@@ -246,12 +256,22 @@ def display(stats: dict[str, Any]) -> dict[str, Any]:
         "rows": rows,
         "tool_rows": tool_rows,
         "after_render": sum(1 for row in stats["rows"] if row["after_render"]),
+        "nested": _nested_counts(stats["rows"]),
         "groups": _groups(stats["rows"], sync_handler=stats["interface"] in SYNC_INTERFACES),
     }
 
 
 #: The names of a row or a cause that came from the application (or its log line).
-_NAMES: Final = ("direction", "kind", "site", "call_site", "outcome")
+_NAMES: Final = ("direction", "kind", "site", "call_site", "outcome", "nested")
+
+
+def _nested_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The requests served inside this one, each with its rows' count, in row order."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["nested"] is not None:
+            counts[row["nested"]] = counts.get(row["nested"], 0) + 1
+    return [{"request": _name(name), "count": count} for name, count in counts.items()]
 
 
 def _name(value: Any) -> Any:

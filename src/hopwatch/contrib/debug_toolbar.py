@@ -140,7 +140,9 @@ class HopsPanel(Panel):
             return
         handed_on_ns = self._handed_on_ns
         stats = _hop_table.capture(
-            record, made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns)
+            record,
+            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
+            nested=_nested.labels(record),
         )
         self.record_stats(stats)
         if stats["complete"]:
@@ -229,8 +231,50 @@ class _AwaitingClose:
 _awaiting_close = _AwaitingClose()
 
 
+class _NestedRequests:
+    """The hops of requests served inside another (a test client called from a view).
+
+    hopwatch counts a request's hops in the request it was served inside too (its
+    record is the inner one's parent: docs/testing.md), so they are rows of the
+    outer request's panel, as they are in its line. Kept here when the inner
+    request closes, weakly by the outer record, so the panel can say whose they are.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: weakref.WeakKeyDictionary[RequestRecord, list[tuple[str, list[Hop]]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def add(self, record: RequestRecord) -> None:
+        """``record`` closed: its hops, for the request it was served inside, if any."""
+        outer: Any = record.parent
+        while outer is not None and not isinstance(outer, RequestRecord):
+            outer = outer.parent  # a count_hops() block in between
+        if outer is None or outer.closed:
+            return
+        label = f"{record.method or ''} {record.route or record.path or ''}".strip()
+        with self._lock:
+            self._entries.setdefault(outer, []).append((label, record.hops()))
+
+    def labels(self, record: RequestRecord) -> dict[int, str]:
+        """``id(hop)``: the request served inside ``record`` that made the hop."""
+        if not self._entries:  # the common case: no lock
+            return {}
+        with self._lock:
+            inner = list(self._entries.get(record, ()))
+        # (a request served inside an inner one is listed under that one: its hops
+        # are the inner one's here)
+        return {id(hop): label for label, hops in inner for hop in hops}
+
+
+_nested = _NestedRequests()
+
+
 def _store_complete_request(record: RequestRecord) -> None:
     """hopwatch's request sink: the closed request's complete data, to the toolbar's store."""
+    if record.parent is not None:  # served inside another request, or a count_hops() block
+        _nested.add(record)
     destination = _awaiting_close.pop(record)
     if destination is None:
         return
@@ -246,6 +290,7 @@ def _store_complete_request(record: RequestRecord) -> None:
             record,
             made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
             kept_at_render=destination.kept_at_render,
+            nested=_nested.labels(record),
         )
         store.save_panel(destination.request_id, destination.panel_id, stats)
     except Exception as exc:
