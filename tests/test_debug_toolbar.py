@@ -25,7 +25,7 @@ import pytest
 from django.test import AsyncClient, override_settings
 
 from hopwatch import _errors
-from hopwatch._advice import MIDDLEWARE_ASYNC_ONLY, code_spans
+from hopwatch._advice import MIDDLEWARE_ASYNC_ONLY, SIGNAL, SIGNAL_ASYNC_RECEIVER, code_spans
 from hopwatch.apps import activate, deactivate
 from hopwatch.contrib import _hop_table
 from tests.helpers import asgi_request
@@ -353,6 +353,43 @@ def test_an_async_only_middleware_under_the_test_client_gets_the_async_only_advi
     html = " ".join(render_panel(client, response.headers["djdt-request-id"]).split())
     assert "An async-only middleware under WSGI: 2 hops" in html
     assert "A sync-only middleware" not in html
+
+
+async def _on_page_shown(sender, **kwargs):
+    return None
+
+
+def test_an_async_receiver_of_a_signal_sent_with_send_gets_the_advice_to_make_it_sync(
+    toolbar, client, log_lines
+):
+    """``send()`` runs an ``async def`` receiver through ``async_to_sync`` (on a new loop
+    under the sync test Client); the panel gave it the advice for sync receivers of a
+    signal sent with ``asend()`` ("write receivers as `async def`")."""
+    from tests.toolbar_site.views import page_shown
+
+    page_shown.connect(_on_page_shown)
+    try:
+        response = client.get("/signal/", headers={"X-Request-ID": "signal-1"})
+    finally:
+        page_shown.disconnect(_on_page_shown)
+    assert response.status_code == 200
+    stats = stored_stats(response.headers["djdt-request-id"])
+    line = line_for(log_lines, "signal-1")
+    assert_matches_line(stats, line)
+    assert (line["interface"], line["hops"], line["new_loops"]) == ("test-client", 1, 1)
+    (group,) = _hop_table.display(stats)["groups"]
+    assert (group["key"], group["title"], group["count"]) == (
+        "signal-async-receiver",
+        "Async receivers of a signal sent with send()",
+        1,
+    )
+    assert group["advice"] == code_spans(SIGNAL_ASYNC_RECEIVER.summary)
+    assert [(cause["site"], cause["direction"]) for cause in group["causes"]] == [
+        ("tests.toolbar_site.views.page_shown", "async_to_sync")
+    ]
+    html = " ".join(render_panel(client, response.headers["djdt-request-id"]).split())
+    assert "Async receivers of a signal sent with send(): 1 hop" in html
+    assert SIGNAL.title not in html
 
 
 def test_history_keeps_each_request(toolbar, client, log_lines):

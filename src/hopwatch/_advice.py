@@ -134,6 +134,17 @@ SIGNAL: Final = Advice(
     " receivers of your own signals as `async def`; `request_started`'s hop stays while"
     " Django's own receivers are sync.",
 )
+SIGNAL_ASYNC_RECEIVER: Final = Advice(
+    "signal-async-receiver",
+    "signal",
+    "Async receivers of a signal sent with send()",
+    "### An `async def` receiver of a signal sent with `send()`",
+    "An `async def` receiver of a signal sent with `send()` runs through `async_to_sync`:"
+    " one hop per send, on a new event loop where none is running (WSGI, the sync test"
+    " `Client`). Django sends most of its own signals that way (`post_save`, the tasks'"
+    " `task_enqueued`, `task_started`, `task_finished`): make such a receiver a plain"
+    " `def`; send a signal of your own from async code with `asend()`.",
+)
 RESPONSE: Final = Advice(
     "response",
     "response",
@@ -271,6 +282,7 @@ ALL: Final = (
     ORM,
     ORM_AITERATOR,
     SIGNAL,
+    SIGNAL_ASYNC_RECEIVER,
     RESPONSE,
     STREAM,
     REQUEST_BODY_TO_DISK,
@@ -355,6 +367,9 @@ def advice_for(
         return MIDDLEWARE_OWN_HOOK if hook in _MIXIN_HOOKS else MIDDLEWARE_PROCESS_VIEW
     if kind == "view":
         return VIEW_ASYNC_UNDER_WSGI if direction == ASYNC_TO_SYNC else VIEW_SYNC_UNDER_ASGI
+    if kind == "signal":
+        # send() runs async receivers through async_to_sync, asend() sync ones the other way
+        return SIGNAL_ASYNC_RECEIVER if direction == ASYNC_TO_SYNC else SIGNAL
     return _BY_KIND.get(kind, OTHER)
 
 

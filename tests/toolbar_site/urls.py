@@ -9,6 +9,7 @@ urlpatterns = [
     path("orm/", views.orm_page),
     path("sync/", views.sync_page),
     path("stream/", stream_sync_view),
+    path("signal/", views.signal_page),
     path("nested/", nested_view),
     path("many/", views.many_hops_page),
     path("nested-dropped/", views.nested_dropped_page),

@@ -1,6 +1,7 @@
 """Pages for the toolbar to show: each makes hops of known kinds."""
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.dispatch import Signal
 from django.http import HttpResponse
 
 from tests.testapp.models import Item
@@ -13,6 +14,16 @@ PAGE = (
 async def page(request):
     """An async view behind startproject's middleware: 15 hops under ASGI."""
     return HttpResponse(PAGE.format(title="page"))
+
+
+#: A signal of the site's own, sent with send() by signal_page.
+page_shown = Signal()
+
+
+def signal_page(request):
+    """A sync view sending a signal with send(): an async receiver of it is one hop."""
+    page_shown.send(sender=None)
+    return HttpResponse(PAGE.format(title="signal"))
 
 
 async def orm_page(request):
