@@ -131,8 +131,9 @@ SIGNAL: Final = Advice(
     "Sync signal receivers",
     "## `signal`",
     "Sync receivers of a signal sent with `asend()` run through `sync_to_async`. Write"
-    " receivers of your own signals as `async def`; `request_started`'s hop stays while"
-    " Django's own receivers are sync.",
+    " receivers of your own signals as `async def`; the hop of `request_started` (and of"
+    " `task_enqueued` from a backend's native `aenqueue`) stays while Django's own"
+    " receivers are sync.",
 )
 SIGNAL_ASYNC_RECEIVER: Final = Advice(
     "signal-async-receiver",
@@ -232,8 +233,10 @@ TASK_BACKEND: Final = Advice(
     "### `BaseTaskBackend.aenqueue`",
     "`task.aenqueue()` and `task.aget_result()` are by default `sync_to_async` of the"
     " backend's `enqueue()` and `get_result()`: one hop each (with `ImmediateBackend` the"
-    " task runs in that thread, which is held meanwhile). Use a backend with native"
-    " `aenqueue` and `aget_result` where the hop matters; with `ImmediateBackend`, write"
+    " task runs in that thread, which is held meanwhile). A backend's native `aenqueue` or"
+    " `aget_result` saves that hop only where its own I/O needs no thread (each async ORM"
+    " call is a hop), and its `task_enqueued.asend()` is a hop while Django's own receiver"
+    " is sync: django-tasks-db's `aenqueue` makes 2, not 1. With `ImmediateBackend`, write"
     " tasks as plain functions.",
 )
 CACHE_BULK: Final = Advice(
