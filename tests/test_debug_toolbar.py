@@ -493,6 +493,34 @@ def test_work_leaves_out_the_nested_overhead_of_an_outer_hop_not_kept(toolbar, l
     assert summary["work_ns"] == sum(r["run_ns"] for r in rows if r["depth"] == 1)
 
 
+def test_a_request_served_inside_the_view_is_in_work_once(toolbar, log_lines):
+    """A sync view serves another request inside itself (the test Client, an async view
+    that sleeps): the inner request's crossing is nested in the view's, in the panel
+    and in the line. Its overhead is left out of the view's work once and its run is
+    not added again: the panel's work (with the toolbar's own hops) is the line's, and
+    overhead + work is the outermost hops' wall time."""
+    result = asgi_request("/serving/", headers=[(b"x-request-id", b"serving-1")])
+    assert result.status == 200 and result.body == b"served slept"
+    stats = stored_stats(dict(result.headers)[b"djdt-request-id"].decode())
+    line = line_for(log_lines, "serving-1")
+    assert_matches_line(stats, line)
+    rows, tool_rows, summary = stats["rows"], stats["tool_rows"], stats["summary"]
+    view_rows = [r for r in rows if r["kind"] == "view"]
+    assert [(r["depth"], r["direction"]) for r in view_rows] == [
+        (1, "sync_to_async"),  # /serving/'s own view
+        (2, "async_to_sync"),  # /sleepy/'s, in the Client's request, inside it
+    ]
+    outermost = [r for r in rows if r["depth"] == 1]
+    assert summary["overhead_ns"] + summary["work_ns"] == sum(r["wall_ns"] for r in outermost)
+    # The toolbar's own hops (listed apart) are outermost and nest nothing.
+    assert all(r["depth"] == 1 for r in tool_rows)
+    work_ns = summary["work_ns"] + sum(r["run_ns"] for r in tool_rows)
+    overhead_ns = summary["overhead_ns"] + sum(r["wait_ns"] + r["resume_ns"] for r in tool_rows)
+    # (to the microsecond, as the line writes them)
+    assert line["work_ms"] == ((work_ns + 500) // 1000) / 1000
+    assert line["overhead_ms"] == ((overhead_ns + 500) // 1000) / 1000
+
+
 # --- what the panel must not do -----------------------------------------------------
 
 

@@ -150,8 +150,9 @@ class Hop:
     started_ns: int
     ended_ns: int
     resumed_ns: int
-    #: of the crossings made in this one's run (its scope's, accounted before it):
-    #: the time they spent crossing, and the time their code ran
+    #: of the crossings made in this one's run (in its scope or one inside it: a
+    #: request served there; accounted before it): the time they spent crossing,
+    #: and the time their code ran
     inner_ns: int
     inner_work_ns: int
     outcome: str
@@ -288,6 +289,21 @@ def _pin_held(parent: Hop) -> bool:
         ):
             return True
         up = held_from
+    return False
+
+
+def _holds(scope: Any, ledger: Any) -> bool:
+    """Whether a crossing in ``scope`` is in ``ledger`` too: ``scope`` is ``ledger``
+    or a scope inside it (its parent's parent's ...). Asked only of a crossing held
+    by one in another scope (a request served inside another's crossing, or inside
+    a ``count_hops()`` block's): there the crossing is nested in the ledgers that
+    have its holder, and outermost in the ones inside them."""
+    guard = 0
+    while scope is not None and guard < 64:
+        if scope is ledger:
+            return True
+        scope = scope.parent
+        guard += 1
     return False
 
 
@@ -494,9 +510,12 @@ class LedgerCore:
             room = run - hop.inner_work_ns
             if inner > room:
                 inner = room if room > 0 else 0
-            if holder is None or holder.scope is not hop.scope:
+            # Nested in this ledger when its holder is in it too: the holder's scope
+            # is the hop's, or (a request served inside the holder's run) encloses it
+            # and is this ledger or inside it.
+            if holder is None or (holder.scope is not hop.scope and not _holds(holder.scope, self)):
                 self.work_ns += run - inner  # an outermost crossing in this ledger
-            elif hop.scope is self:  # in its holder's run; once, in its own ledger
+            elif holder.scope is self:  # in its holder's run; once, in its holder's ledger
                 holder.inner_ns += overhead + inner
                 holder.inner_work_ns += run - inner
             if (

@@ -548,8 +548,9 @@ typedef struct {
     long long started_ns;
     long long ended_ns;
     long long resumed_ns;
-    /* Of the crossings made in this one's run (its scope's, accounted before it):
-     * the time they spent crossing, and the time their code ran. */
+    /* Of the crossings made in this one's run (in its scope or one inside it: a
+     * request served there; accounted before it): the time they spent crossing,
+     * and the time their code ran. */
     long long inner_ns;
     long long inner_work_ns;
     unsigned long long thread_id;
@@ -2474,6 +2475,29 @@ pin_held(HopObject *hop)
     return 0;
 }
 
+/* Whether a crossing in `scope` is in ledger `l` too: `scope` is `l` or a scope
+ * inside it (its parent's parent's ...). Asked only of a crossing held by one in
+ * another scope (a request served inside another's crossing, or inside a
+ * count_hops() block's): there the crossing is nested in the ledgers that have
+ * its holder, and outermost in the ones inside them. Kept out of line, off the
+ * common path's registers. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline, cold))
+#endif
+static int
+scope_within(PyObject *scope, LedgerCoreObject *l)
+{
+    for (int guard = 0; guard < 64 && scope != NULL && scope != Py_None &&
+                        PyObject_TypeCheck(scope, &LedgerCoreType);
+         guard++) {
+        if (scope == (PyObject *)l) {
+            return 1;
+        }
+        scope = ((LedgerCoreObject *)scope)->parent;
+    }
+    return 0;
+}
+
 /* Never inlined, as attribute (above): its own code is the fold's part. */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((noinline))
@@ -2514,15 +2538,21 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
            (((HopObject *)holder)->ended_ns || ((HopObject *)holder)->resumed_ns)) {
         holder = ((HopObject *)holder)->parent;
     }
-    int nested = holder != NULL && Py_IS_TYPE(holder, &HopType) &&
-                 ((HopObject *)holder)->scope == hop->scope;
+    int nested = holder != NULL && Py_IS_TYPE(holder, &HopType);
+    PyObject *held_in = NULL; /* the holder's scope */
+    if (nested) {
+        held_in = ((HopObject *)holder)->scope;
+        if (held_in != hop->scope) { /* a request served inside the holder's run */
+            nested = scope_within(held_in, l);
+        }
+    }
     /* The work in this crossing: its run less what the crossings made in it
      * spent crossing (hop_inner). */
     long long inner = hop_inner(hop, run);
     if (!nested) {
         l->work_ns += run - inner; /* an outermost crossing in this ledger */
     }
-    else if ((PyObject *)l == hop->scope) { /* in its holder's run; once, in its own ledger */
+    else if ((PyObject *)l == held_in) { /* in its holder's run; once, in its holder's ledger */
         ((HopObject *)holder)->inner_ns += overhead + inner;
         ((HopObject *)holder)->inner_work_ns += run - inner;
     }

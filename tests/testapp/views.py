@@ -178,6 +178,35 @@ async def sleepy_async_view(request):
     return HttpResponse("slept")
 
 
+#: How long the request served inside another's view sleeps (nested_serving_view).
+INNER_NAP = 0.02
+
+
+def napping_view(request):
+    time.sleep(INNER_NAP)
+    return HttpResponse("napped")
+
+
+def nested_serving_view(request):
+    """A sync view that serves another request inside itself through the test Client:
+    an async view that sleeps, whose crossing (async_to_sync) is made in this view's
+    run, in the inner request's scope."""
+    from django.test import Client
+
+    inner = Client().get("/sleepy/", {"s": str(INNER_NAP)})
+    return HttpResponse(b"served " + inner.content)
+
+
+async def async_nested_serving_view(request):
+    """An async view that serves another request inside itself through the AsyncClient:
+    a sync view that sleeps, whose crossing (sync_to_async) is made in this view's run
+    (an async_to_sync under WSGI), in the inner request's scope."""
+    from django.test import AsyncClient
+
+    inner = await AsyncClient().get("/napping/")
+    return HttpResponse(b"served " + inner.content)
+
+
 @sync_to_async
 def _decorated_helper():
     return 1

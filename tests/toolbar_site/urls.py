@@ -1,6 +1,11 @@
 from django.urls import include, path
 
-from tests.testapp.views import nested_view, stream_sync_view
+from tests.testapp.views import (
+    nested_serving_view,
+    nested_view,
+    sleepy_async_view,
+    stream_sync_view,
+)
 from tests.toolbar_site import views
 
 urlpatterns = [
@@ -13,6 +18,9 @@ urlpatterns = [
     path("nested/", nested_view),
     path("many/", views.many_hops_page),
     path("nested-dropped/", views.nested_dropped_page),
+    # A sync view that serves /sleepy/ inside itself through the test Client.
+    path("serving/", nested_serving_view),
+    path("sleepy/", sleepy_async_view),
     # The route pattern itself is markup-like: "<str:name>" must be escaped.
     path("hostile/<str:name>/", views.hostile_page),
     # Unconditionally (debug_toolbar_urls() is empty unless DEBUG was on at import).
