@@ -18,11 +18,22 @@ set-up (and so before hopwatch installs) or after it.
 * ``hopwatch.uninstall()`` leaves an agent's later wrappers in place (it removed
   Sentry's), and ``hopwatch.install()`` reuses the layer it left under them rather
   than adding a second one (which counted every crossing twice).
+* An agent's wrapper over hopwatch's ``SyncToAsync.__call__`` or
+  ``AsyncToSync.__call__`` (put there after hopwatch installed) is not where the
+  crossing was made: the lines name the same causes, kinds and call sites as
+  without the agent, whatever shape the wrapper has (wrapt's FunctionWrapper,
+  with and without its C extension; a plain function over a closure, a global
+  or ``functools.wraps``; a ``functools.partialmethod``; a sync wrapper returning
+  the coroutine; several agents, one over the other). Before, every middleware
+  hook and async ORM call under such an agent was kind ``other``, the ORM's API
+  name was lost (``QuerySet.acount`` read ``django.db.models.query.QuerySet.count``)
+  and every call site was the agent's wrapper's line.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -122,7 +133,8 @@ def _run(tmp_path: Path, order: str, uninstall: bool = False) -> tuple[dict, lis
     env_script = f"import os\nos.environ['AGENT_ORDER'] = {order!r}\n"
     if uninstall:
         env_script += "os.environ['AGENT_UNINSTALL'] = '1'\n"
-    done = _python(tmp_path, {"OUTPUT": str(log)}, env_script + _dedented_agent())
+    settings = {"OUTPUT": str(log), "SITES_LIMIT": 50}  # every site, however long it took
+    done = _python(tmp_path, settings, env_script + _dedented_agent())
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1]), _lines(log)
 
@@ -141,20 +153,31 @@ def _counts(lines: list[dict]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def without_agent(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+def lines_without_agent(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     tmp_path = tmp_path_factory.mktemp("none")
     result, lines = _run(tmp_path, "none")
     assert result["served"] == _OK
     assert result["seen"]["asgi"] == result["seen"]["thread_handler"] == 0
-    return _counts(lines)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def without_agent(lines_without_agent: list[dict]) -> list[tuple]:
+    return _counts(lines_without_agent)
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
-def test_an_agent_wrapping_what_hopwatch_wraps(tmp_path, order, without_agent):
+def test_an_agent_wrapping_what_hopwatch_wraps(
+    tmp_path, order, without_agent, lines_without_agent
+):
     result, lines = _run(tmp_path, order)
     assert result["served"] == _OK
     assert [(line["route"], line["interface"]) for line in lines] == _SERVED
     assert _counts(lines) == without_agent
+    # and the same causes: the middleware hooks', not the agent's wrapper's
+    assert _causes(lines) == _causes(lines_without_agent)
+    hooks = [site for site in lines[0]["sites"] if site["kind"] == "middleware"]
+    assert len(hooks) == 13 and not any("call_site" in site for site in hooks)
     assert without_agent[0][3] == 15  # startproject's middleware, an async view under ASGI
     seen = result["seen"]
     assert (seen["asgi"], seen["wsgi"]) == (2, 2)
@@ -165,7 +188,7 @@ def test_an_agent_wrapping_what_hopwatch_wraps(tmp_path, order, without_agent):
 
 
 def test_uninstall_leaves_an_agents_later_wrappers_and_install_adds_no_second_layer(
-    tmp_path, without_agent
+    tmp_path, without_agent, lines_without_agent
 ):
     result, lines = _run(tmp_path, "after", uninstall=True)
     assert result["served"] == result["uninstalled"] == result["reinstalled"] == _OK
@@ -173,3 +196,193 @@ def test_uninstall_leaves_an_agents_later_wrappers_and_install_adds_no_second_la
     assert (result["seen"]["asgi"], result["seen"]["wsgi"]) == (6, 6)
     # no line while uninstalled; after install(), the same counts as before (not twice)
     assert _counts(lines) == without_agent * 2
+    assert _causes(lines) == _causes(lines_without_agent) * 2
+
+
+# --- causes under agents of every shape ---------------------------------------------
+
+#: Agents wrapping asgiref's two ``__call__`` methods, in the shapes real ones use.
+#: Written to a file of its own: the wrappers' lines are user code, as an agent's are
+#: (a call site would name them).
+_SHAPES = """
+import functools
+
+import wrapt
+from asgiref import sync
+
+calls = {"s2a": 0, "a2s": 0}
+
+
+async def wrapt_s2a(wrapped, instance, args, kwargs):  # awaits what it wrapped
+    calls["s2a"] += 1
+    return await wrapped(*args, **kwargs)
+
+
+def wrapt_a2s(wrapped, instance, args, kwargs):
+    calls["a2s"] += 1
+    return wrapped(*args, **kwargs)
+
+
+def wrapt_agent():
+    wrapt.wrap_function_wrapper(sync, "SyncToAsync.__call__", wrapt_s2a)
+    wrapt.wrap_function_wrapper(sync, "AsyncToSync.__call__", wrapt_a2s)
+
+
+def functions_agent():  # hand-written monkeypatches, over closures
+    s2a = sync.SyncToAsync.__call__
+    a2s = sync.AsyncToSync.__call__
+
+    async def patched_s2a(self, *args, **kwargs):
+        calls["s2a"] += 1
+        return await s2a(self, *args, **kwargs)
+
+    @functools.wraps(a2s)  # as Sentry's
+    def patched_a2s(*args, **kwargs):
+        calls["a2s"] += 1
+        return a2s(*args, **kwargs)
+
+    sync.SyncToAsync.__call__ = patched_s2a
+    sync.AsyncToSync.__call__ = patched_a2s
+
+
+async def partial_s2a(self, original, *args, **kwargs):
+    calls["s2a"] += 1
+    return await original(self, *args, **kwargs)
+
+
+A2S = None
+
+
+def global_a2s(self, *args, **kwargs):  # calls what a module global holds
+    calls["a2s"] += 1
+    return A2S(self, *args, **kwargs)
+
+
+def coroutine_returning(original):
+    def s2a(self, *args, **kwargs):  # a sync wrapper: returns the coroutine
+        calls["s2a"] += 1
+        return original(self, *args, **kwargs)
+
+    return s2a
+
+
+def stacked_agent():  # four agents, each over the one before
+    global A2S
+    sync.SyncToAsync.__call__ = functools.partialmethod(partial_s2a, sync.SyncToAsync.__call__)
+    A2S = sync.AsyncToSync.__call__
+    sync.AsyncToSync.__call__ = global_a2s
+    sync.SyncToAsync.__call__ = coroutine_returning(sync.SyncToAsync.__call__)
+    functions_agent()
+    wrapt_agent()
+
+
+AGENTS = {"wrapt": wrapt_agent, "functions": functions_agent, "stacked": stacked_agent}
+"""
+
+_SHAPES_RUN = """
+    import asyncio, json, os
+    import django
+    import agent_shapes
+
+    style, order = os.environ["AGENT_STYLE"], os.environ["AGENT_ORDER"]
+    if order == "before":
+        agent_shapes.AGENTS[style]()
+    django.setup()  # hopwatch installs here (its app's ready())
+    if order == "after":
+        agent_shapes.AGENTS[style]()
+    from django.core.asgi import get_asgi_application
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+    from tests.helpers import asgi_call, wsgi_environ
+
+    connection.creation.create_test_db(verbosity=0)  # the app's table, for the ORM's view
+    asgi_app, wsgi_app = get_asgi_application(), get_wsgi_application()
+    statuses = []
+    for path in json.loads(os.environ["ROUTES"]):
+        statuses.append(asyncio.run(asgi_call(asgi_app, path)).status)
+        started = []
+        body = wsgi_app(wsgi_environ(path), lambda status, headers, exc_info=None: started.append(status))
+        b"".join(body)
+        body.close()
+        statuses.append(started[0])
+    print(json.dumps({"served": statuses, "calls": agent_shapes.calls}))
+"""
+
+#: Each served under ASGI, then WSGI: middleware hooks, a view run through either
+#: adapter, async_to_sync and sync_to_async made by the user's code, the async ORM.
+_ROUTES = ["/async/", "/sync/", "/nested/", "/orm/count/"]
+
+
+def _run_shapes(tmp_path: Path, style: str, order: str) -> tuple[dict, list[dict]]:
+    (tmp_path / "agent_shapes.py").write_text(_SHAPES)
+    log = tmp_path / f"{style}-{order}.jsonl"
+    env_script = (
+        f"import os\nos.environ.update(AGENT_STYLE={style.removesuffix('-pure')!r},"
+        f" AGENT_ORDER={order!r}, ROUTES={json.dumps(json.dumps(_ROUTES))})\n"
+    )
+    if style.endswith("-pure"):  # wrapt's pure-Python wrappers: frames of their own
+        env_script += "os.environ['WRAPT_DISABLE_EXTENSIONS'] = '1'\n"
+    settings = {"OUTPUT": str(log), "SITES_LIMIT": 50}  # every site, however long it took
+    done = _python(tmp_path, settings, env_script + textwrap.dedent(_SHAPES_RUN))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["served"] == [200, "200 OK"] * len(_ROUTES)
+    return result, _lines(log)
+
+
+def _causes(lines: list[dict]) -> list[tuple]:
+    """Each line's route and interface, and its sites: every field but the times."""
+    return [
+        (
+            line["route"],
+            line["interface"],
+            sorted(
+                (s["site"], s["kind"], s["direction"], s.get("call_site"), s["count"])
+                for s in line["sites"]
+            ),
+        )
+        for line in lines
+    ]
+
+
+@pytest.fixture(scope="module")
+def causes_without_agent(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
+    result, lines = _run_shapes(tmp_path_factory.mktemp("shapes"), "none", "none")
+    assert result["calls"] == {"s2a": 0, "a2s": 0}
+    causes = _causes(lines)
+    by_request = {(route, interface): sites for route, interface, sites in causes}
+    views = "tests/testapp/views.py"
+    # what the comparisons below rest on, exactly
+    assert [(route, interface) for route, interface, _sites in causes] == [
+        (route, interface) for route in _ROUTES for interface in ("asgi", "wsgi")
+    ]
+    assert ("QuerySet.acount", "orm", "sync_to_async", f"{views}:94 in orm_count_view", 1) in (
+        by_request[("/orm/count/", "asgi")]
+    )
+    nested = by_request[("/nested/", "asgi")]
+    assert ("tests.testapp.views._middle", "other", "sync_to_async", f"{views}:77 in nested_view", 1) in nested
+    assert ("tests.testapp.views._deepest", "other", "async_to_sync", f"{views}:72 in _middle", 1) in nested
+    assert ("tests.testapp.views._noop", "other", "sync_to_async", f"{views}:68 in _deepest", 1) in nested
+    hooks = [s for s in by_request[("/async/", "asgi")] if s[1] == "middleware"]
+    assert len(hooks) == 13 and all(s[3] is None for s in hooks)  # startproject's stack
+    assert ("tests.testapp.views.async_view", "view", "async_to_sync", None, 1) in (
+        by_request[("/async/", "wsgi")]
+    )
+    return causes
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+@pytest.mark.parametrize("style", ["wrapt", "wrapt-pure", "functions", "stacked"])
+def test_an_agents_wrapper_over_the_adapters_call_is_not_the_call_site(
+    tmp_path, style, order, causes_without_agent
+):
+    result, lines = _run_shapes(tmp_path, style, order)
+    # each of the agent's layers saw every crossing the lines count, once
+    layers = {"s2a": 4, "a2s": 3} if style == "stacked" else {"s2a": 1, "a2s": 1}
+    crossings = {
+        "s2a": sum(line["sync_to_async"] for line in lines),
+        "a2s": sum(line["async_to_sync"] for line in lines),
+    }
+    assert crossings == {"s2a": 67, "a2s": 5}
+    assert result["calls"] == {key: layers[key] * crossings[key] for key in crossings}
+    assert _causes(lines) == causes_without_agent

@@ -86,6 +86,9 @@ AWAITING_OR_GENERATOR: Final = AWAITING_FLAGS | inspect.CO_GENERATOR
 MODE_FINAL: Final = 0  # the cause depends only on the cache key
 MODE_USER: Final = 1  # ... and on the user's call site
 MODE_ASK: Final = 2  # ... and on the objects themselves: ask every time
+#: (first level only) the caller is a layer other code wrapped over hopwatch's
+#: ``__call__`` (``layer`` says, handed in by configure): ask from the frame past it
+MODE_LAYER: Final = 3
 
 SYNC_TO_ASYNC: Final = "sync_to_async"
 VIEW: Final = "view"  # the view's kind (hopwatch.schema.KINDS): always on the line
@@ -596,6 +599,8 @@ _active = False
 _thread_hook: Callable[..., Any] | None = None
 #: hopwatch._patch._adopt (see _adopt_class)
 _adopt: Callable[[type], bool | None] | None = None
+#: hopwatch._patch._layer (see attribute)
+_layer: Callable[[Any, CodeType], bool] | None = None
 
 
 def configure(
@@ -618,15 +623,18 @@ def configure(
     loop_on_adapter: bool = True,
     get_ident: Callable[[], int] | None = None,
     adopt: Callable[[type], bool | None] | None = None,
+    layer: Callable[[Any, CodeType], bool] | None = None,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath). ``get_ident``: the
     thread id the recorder reads (``threading.get_ident``, a greenlet's under gevent).
     ``adopt(cls)`` puts hopwatch's thread_handler around an adapter class's own one
-    (hopwatch._patch._adopt): True done, False left alone, None ask again later."""
+    (hopwatch._patch._adopt): True done, False left alone, None ask again later.
+    ``layer(adapter, code)``: whether a caller running ``code`` is a layer other code
+    wrapped over hopwatch's ``__call__`` (hopwatch._patch._layer; see attribute)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
     global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter, _get_ident
-    global _adopt, _declined
+    global _adopt, _declined, _layer
     if (thread_sensitive_context is None) != (request_context is None):
         raise TypeError(
             "configure: thread_sensitive_context (a ContextVar) and request_context"
@@ -639,7 +647,7 @@ def configure(
         )
     _awaitable_index = awaitable_index
     _loop_on_adapter = bool(loop_on_adapter)
-    _adopt, _declined = adopt, None
+    _adopt, _declined, _layer = adopt, None, layer
     _tsc_var, _request_context = thread_sensitive_context, request_context
     _current_scope = current_scope
     _resolve, _classify_code = resolve, classify_code
@@ -806,8 +814,29 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
     return None
 
 
+def _past_layer(frame: FrameType | None) -> FrameType | None:
+    """The frame that called the layer running in ``frame`` (a wrapper other code put
+    over hopwatch's ``__call__``), or None where that layer is a coroutine stepped by
+    what drives the loop (a task's own): who awaited it is unknown."""
+    if frame is None:
+        return None
+    back = frame.f_back
+    if (
+        frame.f_code.co_flags & AWAITING_FLAGS
+        and back is not None
+        and not back.f_code.co_flags & AWAITING_OR_GENERATOR
+    ):
+        return None
+    return back
+
+
 def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
-    """The cause of a hop through ``adapter`` running ``target``, called from ``frame``."""
+    """The cause of a hop through ``adapter`` running ``target``, called from ``frame``.
+
+    When ``frame`` runs a layer other code wrapped over hopwatch's ``__call__`` (an
+    APM agent's wrapper: ``layer`` says so, once per key, on a cache miss), the
+    cause is the one of a call from the frame that called that layer, as without
+    the agent; its first-level entry (``MODE_LAYER``) says so for the key."""
     tagged = getattr(adapter, TAG_ATTR, None)  # not via __dict__: see _causes.tag()
     if tagged is not None:
         return tagged
@@ -831,6 +860,8 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
     else:
         summary = _summarize(target)
         if summary is None:
+            while frame is not None and _layer is not None and _layer(adapter, frame.f_code):
+                frame = _past_layer(frame)
             return _resolve(adapter, target, frame)[0]
         ids, held = summary
         key = (*ids, id(caller), lasti)
@@ -851,11 +882,22 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
                 if cause is not None:
                     return cause
             return _resolve(adapter, target, frame)[0]
+        if first[2] == MODE_LAYER:
+            return attribute(adapter, target, _past_layer(frame))
         user = _user_frame(frame)
         user_key = (*key, id(user.f_code) if user else 0, user.f_lasti if user else -1)
         second = _second.get(user_key)
         if second is not None:
             return second[1]
+    elif caller is not None and _layer is not None and _layer(adapter, caller):
+        # A layer over hopwatch's __call__ (an agent's wrapper): the key says so, and
+        # the cause is the one of a call from the frame past it
+        if len(_first) >= _CACHE_LIMIT:
+            _first.clear()
+        if held is None:
+            held = (target.__code__, target.__qualname__, target.__module__)
+        _first[key] = (_hold((*held, caller)), None, MODE_LAYER, None, None)
+        return attribute(adapter, target, _past_layer(frame))
     cause, mode, rule = _resolve(adapter, target, frame)
     if held is None:
         held = (target.__code__, target.__qualname__, target.__module__)

@@ -37,7 +37,7 @@ import asyncio
 import functools
 import inspect
 import threading
-from types import FunctionType
+from types import CodeType, FunctionType, MethodType
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -114,6 +114,7 @@ def configure_hot_path(resolve: Any = _causes.resolve) -> None:
         loop_on_adapter=_LOOP_ON_ADAPTER,
         get_ident=_recorder_get_ident,
         adopt=_adopt,
+        layer=_layer,
     )
 
 
@@ -149,6 +150,133 @@ def _adopt(adapter_class: type) -> bool | None:
         if target not in _adopted:
             _adopted.append(target)
         return True
+
+
+#: The ``__call__`` other code put over hopwatch's (an APM agent's wrapper), by its
+#: id: (that object, the code objects of its layers: see _layer_codes).
+_layers: dict[int, tuple[Any, frozenset[CodeType]]] = {}
+_CALL = "__call__"
+_CALLS = ((SyncToAsync, _CALL), (AsyncToSync, _CALL))
+
+
+def _layer(adapter: Any, code: CodeType) -> bool:
+    """Called by the hop path when it has no cached answer for a crossing's caller:
+    whether the frame that called hopwatch's ``__call__`` runs ``code`` of a layer
+    other code wrapped over it since install (an APM agent's wrapper, which calls
+    what it wrapped). The crossing is then attributed from the frame that called
+    that layer: Django's middleware, the ORM's async method, the user's line,
+    never the agent's wrapper. Cold: once per cache key (the layers of one class
+    attribute are found once)."""
+    top = _class_attribute(type(adapter), _CALL)
+    ours = [_patches[key][1] for key in _CALLS if key in _patches]
+    if top is None or any(top is patched for patched in ours):
+        return False  # hopwatch's own, nothing over it
+    seen = _layers.get(id(top))
+    if seen is None or seen[0] is not top:
+        try:
+            codes = _layer_codes(top, ours, adapter)
+        except Exception as exc:  # attributed from the wrapper's frame, as before
+            _errors.report("SyncToAsync.__call__ (layers)", exc)
+            codes = frozenset()
+        if len(_layers) >= 16:
+            _layers.clear()
+        seen = _layers[id(top)] = (top, codes)
+    return code in seen[1]
+
+
+def _class_attribute(klass: type, name: str) -> Any:
+    for owner in klass.__mro__:
+        found = vars(owner).get(name)
+        if found is not None:
+            return found
+    return None
+
+
+def _layer_codes(top: Any, ours: list[Any], adapter: Any) -> frozenset[CodeType]:
+    """The code objects of the Python functions through which a call of ``top`` (a
+    class's ``__call__``) reaches hopwatch's: each layer's own function, whatever
+    the shape it was wrapped in (a plain function over a closure, a global, a
+    default or ``__wrapped__``; a ``functools.partial``/``partialmethod`` given
+    hopwatch's; a wrapt ``FunctionWrapper``'s wrapper function, and its own
+    ``__call__`` when wrapt runs without its C extension). A function that only
+    lies next to the way (a helper a wrapper calls) is not one: only those that
+    call what reaches hopwatch's (``ours``)."""
+    codes: set[CodeType] = set()
+    known: dict[int, bool] = {}
+    budget = [400]
+
+    def code_of(obj: Any) -> CodeType | None:
+        obj = getattr(obj, "__func__", obj)
+        code = getattr(obj, "__code__", None) if type(obj) is FunctionType else None
+        return code if isinstance(code, CodeType) else None
+
+    def add(obj: Any) -> None:
+        code = code_of(obj)
+        if code is not None:
+            codes.add(code)
+
+    def reaches(obj: Any) -> bool:
+        if any(obj is patched for patched in ours):
+            return True
+        if obj is None or id(obj) in known or budget[0] <= 0:
+            return known.get(id(obj), False)
+        budget[0] -= 1
+        known[id(obj)] = False  # (a cycle ends here)
+        found = False
+        if type(obj) is FunctionType:
+            links = [*(cell.cell_contents for cell in obj.__closure__ or () if _filled(cell))]
+            links += [obj.__globals__[n] for n in obj.__code__.co_names if n in obj.__globals__]
+            links += [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
+            links.append(vars(obj).get("__wrapped__"))
+            if any([reaches(link) for link in links]):
+                codes.add(obj.__code__)
+                found = True
+        elif issubclass(type(obj), (functools.partial, functools.partialmethod)):
+            if any([reaches(a) for a in (*obj.args, *obj.keywords.values())]):
+                add(obj.func)  # called with what reaches hopwatch's
+                found = True
+            found = reaches(obj.func) or found
+        elif issubclass(type(obj), (MethodType, staticmethod, classmethod)):
+            found = reaches(obj.__func__)
+        elif not issubclass(type(obj), (type, CodeType, str, bytes, int, float, tuple, dict)):
+            found = _reaches_through_wrapper(obj, adapter, reaches, add)
+        known[id(obj)] = found
+        return found
+
+    reaches(top)
+    return frozenset(codes)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def _reaches_through_wrapper(obj: Any, adapter: Any, reaches: Any, add: Any) -> bool:
+    """An object with ``__wrapped__`` (a wrapt FunctionWrapper, a proxy): its
+    wrapper function is a layer, and so is its type's ``__call__`` and that of
+    what it binds to (wrapt's BoundFunctionWrapper) where those are Python code."""
+    try:
+        wrapped = getattr(obj, "__wrapped__", None)
+    except Exception:
+        return False
+    if wrapped is None or wrapped is obj or not reaches(wrapped):
+        return False
+    try:
+        add(getattr(obj, "_self_wrapper", None))
+        add(getattr(type(obj), _CALL, None))
+        bind = getattr(type(obj), "__get__", None)
+        if bind is not None:
+            bound = bind(obj, adapter, type(adapter))
+            if bound is not obj:
+                add(getattr(bound, "_self_wrapper", None))
+                add(getattr(type(bound), _CALL, None))
+    except Exception:  # an object whose attributes fail: what was found stands
+        pass
+    return True
 
 
 configure_hot_path()

@@ -507,6 +507,7 @@ static PyObject *g_cancelled;        /* asyncio.CancelledError */
 static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
 static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
 static PyObject *g_adopt;            /* adopt(cls) -> True, False or None (hopwatch._patch._adopt) */
+static PyObject *g_layer;            /* layer(adapter, code) -> bool (hopwatch._patch._layer) */
 static int g_active = 0;
 static int g_thread_hooks = 0;
 
@@ -515,6 +516,7 @@ static PyObject *s_sync_to_async, *s_async_to_sync, *s_ok, *s_error, *s_cancelle
 static PyObject *s_func, *s_awaitable, *s_thread_sensitive, *s_tag, *s_dict, *s_thread_handler;
 static PyObject *s_force_new_loop, *s_main_event_loop, *s_main_event_loop_pid, *s_executor;
 static PyObject *s_thread_id; /* asyncio loops' `_thread_id` */
+static PyObject *s_call;      /* "__call__" */
 static PyObject *s_throw, *s_close;
 static PyObject *g_partial_type;
 static PyObject *g_overflow_cause;  /* the Cause that absorbs causes past the limit */
@@ -2750,6 +2752,9 @@ finish_hop(PyObject *module, PyObject *hop)
 #define MODE_FINAL 0
 #define MODE_USER 1
 #define MODE_ASK 2
+/* First level only: the caller is a layer other code wrapped over hopwatch's
+ * __call__ (g_layer says): the cause is asked from the frame past it. */
+#define MODE_LAYER 3
 
 #define KEY_SLOTS 6
 typedef struct {
@@ -3119,7 +3124,68 @@ ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode,
     return cause;
 }
 
+static PyTypeObject PatchType;
+
+/* Whether `code`, run by the frame that called hopwatch's __call__ for `adapter`,
+ * is a layer other code wrapped over it (an APM agent's wrapper): 1, 0, or -1 with
+ * an error set. Only asked on a first-level miss, and of g_layer only when the
+ * adapter class's __call__ is not a Patch (something is over hopwatch's). */
+static int
+is_layer(PyObject *adapter, PyCodeObject *code)
+{
+    if (g_layer == NULL) {
+        return 0;
+    }
+    PyObject *top = _PyType_Lookup(Py_TYPE(adapter), s_call); /* borrowed */
+    if (top == NULL || Py_IS_TYPE(top, &PatchType)) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(g_layer, adapter, (PyObject *)code, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+/* The frame that called the layer running in `frame` (a new reference), or NULL
+ * where that layer is a coroutine stepped by what drives the loop (a task's own):
+ * who awaited it is unknown. hopwatch._hotpath_py._past_layer is the reference. */
+static PyFrameObject *
+past_layer(PyFrameObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int awaiting = code->co_flags & AWAITING_FLAGS;
+    Py_DECREF(code);
+    PyFrameObject *back = PyFrame_GetBack(frame);
+    if (awaiting && back != NULL) {
+        PyCodeObject *driver = PyFrame_GetCode(back);
+        int flags = driver->co_flags;
+        Py_DECREF(driver);
+        if (!(flags & (AWAITING_FLAGS | CO_GENERATOR))) {
+            Py_CLEAR(back);
+        }
+    }
+    return back;
+}
+
+static PyObject *attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame);
+
+/* attribute() from the frame past the layer running in `frame`. */
+static PyObject *
+attribute_past_layer(PyObject *adapter, PyObject *target, PyFrameObject *frame)
+{
+    PyFrameObject *back = past_layer(frame);
+    PyObject *result = attribute(adapter, target, back);
+    Py_XDECREF(back);
+    return result;
+}
+
 /* The cause of a hop through `adapter` running `target`, called from `frame`.
+ * When `frame` runs a layer other code wrapped over hopwatch's __call__ (see
+ * is_layer), the cause is the one of a call from the frame that called that
+ * layer, as without it; the key's first-level entry (MODE_LAYER) says so.
  * Never inlined: bench.instructions reports hopwatch's own code by part, by
  * the function it runs in (bench/own_code.py), and an inlined copy would count
  * attribution as its caller's (a call's few instructions a hop). */
@@ -3144,6 +3210,14 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
     uintptr_t k[KEY_SLOTS] = {0};
     PyObject *held[4] = {NULL, NULL, NULL, NULL};
     if (summarize_target(target, k, held) < 0) {
+        if (frame != NULL) { /* uncached: past any layer each time */
+            PyCodeObject *code = PyFrame_GetCode(frame);
+            int layer = is_layer(adapter, code);
+            Py_DECREF(code);
+            if (layer != 0) {
+                return layer < 0 ? NULL : attribute_past_layer(adapter, target, frame);
+            }
+        }
         int mode;
         return ask_python(adapter, target, frame, &mode, NULL);
     }
@@ -3178,6 +3252,20 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         int mode;
         result = ask_python(adapter, target, frame, &mode, NULL);
         goto done;
+    }
+    if (first == NULL ? caller_code != NULL : first->mode == MODE_LAYER) {
+        int layer = first != NULL ? 1 : is_layer(adapter, caller_code);
+        if (layer < 0) {
+            goto done;
+        }
+        if (layer) {
+            if (first == NULL &&
+                cache_put(&g_first, k, held, Py_None, MODE_LAYER, NULL) < 0) {
+                goto done;
+            }
+            result = attribute_past_layer(adapter, target, frame);
+            goto done;
+        }
     }
     /* The user-call-site level: the key plus the first user frame. */
     uintptr_t k2[KEY_SLOTS];
@@ -5180,17 +5268,18 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
                              "overflow_cause", "report", "cancelled", "get_running_loop",
                              "threadlocal", "partial", "thread_sensitive_context",
                              "request_context", "awaitable_index", "awaiting",
-                             "loop_on_adapter", "get_ident", "adopt", NULL};
+                             "loop_on_adapter", "get_ident", "adopt", "layer", NULL};
     PyObject *v[13] = {NULL};
     Py_ssize_t awaitable_index = -1;
     PyObject *awaiting = NULL;
     int loop_on_adapter = 1;
     PyObject *get_ident = NULL;
     PyObject *adopt = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOpOO", kwlist, &v[0], &v[1],
+    PyObject *layer = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOOO|OOnOpOOO", kwlist, &v[0], &v[1],
                                      &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
                                      &v[10], &v[11], &v[12], &awaitable_index, &awaiting,
-                                     &loop_on_adapter, &get_ident, &adopt)) {
+                                     &loop_on_adapter, &get_ident, &adopt, &layer)) {
         return NULL;
     }
     if (get_ident == Py_None) {
@@ -5215,6 +5304,7 @@ py_configure(PyObject *module, PyObject *args, PyObject *kwds)
     Py_XSETREF(g_awaiting, Py_XNewRef(awaiting));
     g_loop_on_adapter = loop_on_adapter;
     Py_XSETREF(g_adopt, Py_XNewRef(adopt));
+    Py_XSETREF(g_layer, layer == Py_None ? NULL : Py_XNewRef(layer));
     Py_CLEAR(g_declined);
     if ((v[11] != NULL) != (v[12] != NULL) ||
         (v[11] != NULL && (!PyContextVar_CheckExact(v[11]) || !PyType_Check(v[12])))) {
@@ -6956,6 +7046,7 @@ PyInit__speedups(void)
     INTERN(s_cancelled, "cancelled");
     INTERN(s_func, "func");
     INTERN(s_thread_handler, "thread_handler");
+    INTERN(s_call, "__call__");
     INTERN(s_awaitable, "awaitable");
     INTERN(s_thread_sensitive, "_thread_sensitive");
     INTERN(s_tag, "_hopwatch_cause");
