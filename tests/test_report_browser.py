@@ -462,3 +462,41 @@ def test_a_time_too_short_for_a_pixel_still_shows_in_its_bar(tmp_path, driver):
     assert overhead.rect["width"] >= 1
     (pinned,) = tiny.find_elements(By.CSS_SELECTOR, ".bar .pinned")
     assert pinned.rect["width"] >= 1
+
+
+# --- what a probe of the page found ---------------------------------------------------------
+def _report(log: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "hopwatch", "report", str(log), *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _page_of(log: Path, *options: str) -> Path:
+    out = log.parent / "report.html"
+    done = _report(log, "--format", "html", "-o", str(out), *options)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_the_folded_sparklines_table_wraps_in_the_window(tmp_path, transactional_db, driver):
+    """One endpoint whose requests made 1 to 40 crossings: its row of the folded table of
+    the sparklines is one long line of counts. It wraps in its column: opening it does
+    not make the page scroll sideways (it was 2,566 px wide in a 1,385 px window)."""
+    log = tmp_path / "app.log"
+    lines = log_detail_requests(log, [], [f"/hops/{n}/" for n in range(40)])
+    assert sorted(line["hops"] for line in lines) == list(range(1, 41))
+    driver.get(_page_of(log).as_uri())
+    window = driver.execute_script("return document.documentElement.clientWidth")
+    assert driver.execute_script("return document.documentElement.scrollWidth") == window
+    driver.execute_script(_OPEN_DETAILS)
+    measured = driver.execute_script(
+        """
+        const cell = document.querySelector('table.sparks tbody td:nth-child(2)');
+        return {page: document.documentElement.scrollWidth, cell: cell.textContent,
+                whiteSpace: getComputedStyle(cell).whiteSpace,
+                lines: Math.round(cell.getBoundingClientRect().height
+                                  / parseFloat(getComputedStyle(cell).lineHeight))};
+        """
+    )
+    assert measured["page"] == window, measured
+    assert measured["whiteSpace"] == "normal" and measured["lines"] >= 2, measured
+    assert measured["cell"].startswith("1 hop: 1 request; 2 hops: 1 request;"), measured
