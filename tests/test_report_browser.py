@@ -500,3 +500,43 @@ def test_the_folded_sparklines_table_wraps_in_the_window(tmp_path, transactional
     assert measured["page"] == window, measured
     assert measured["whiteSpace"] == "normal" and measured["lines"] >= 2, measured
     assert measured["cell"].startswith("1 hop: 1 request; 2 hops: 1 request;"), measured
+
+
+def test_forced_colours_keep_the_bars_and_the_legends(page, driver):
+    """A forced-colours theme (Windows' contrast themes, emulated through DevTools) paints
+    every background in its one background colour: the per-request bars and the legends'
+    swatches, backgrounds, vanished (each white on white). They keep their colours."""
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "forced-colors", "value": "active"}]},
+    )
+    driver.get(page.as_uri())
+    drawn = driver.execute_script(
+        """
+        const out = {forced: matchMedia('(forced-colors: active)').matches};
+        for (const selector of ['#endpoint-table .bar .track', '#endpoint-table .seg.overhead',
+            '#endpoint-table .seg.work', '#endpoint-table .bar .pinned', '.swatch.overhead',
+            '.swatch.work', '.swatch.pinned', '.swatch.track', '.swatch.wait', '.swatch.s2a',
+            '.swatch.a2s', '.swatch.handoff']) {
+          out[selector] = getComputedStyle(document.querySelector(selector)).backgroundColor;
+        }
+        out.page = getComputedStyle(document.body).backgroundColor;
+        return out;
+        """
+    )
+    assert drawn == {
+        "forced": True,
+        "#endpoint-table .bar .track": "rgb(233, 236, 239)",
+        "#endpoint-table .seg.overhead": "rgb(232, 89, 12)",
+        "#endpoint-table .seg.work": "rgb(28, 126, 214)",
+        "#endpoint-table .bar .pinned": "rgb(156, 54, 181)",
+        ".swatch.overhead": "rgb(232, 89, 12)",
+        ".swatch.work": "rgb(28, 126, 214)",
+        ".swatch.pinned": "rgb(156, 54, 181)",
+        ".swatch.track": "rgb(233, 236, 239)",
+        ".swatch.wait": "rgb(245, 159, 0)",
+        ".swatch.s2a": "rgb(28, 126, 214)",
+        ".swatch.a2s": "rgb(47, 158, 68)",
+        ".swatch.handoff": "rgb(232, 89, 12)",
+        "page": "rgb(255, 255, 255)",
+    }, drawn
