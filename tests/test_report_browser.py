@@ -134,7 +134,7 @@ def test_the_page_renders_its_table_bars_and_timelines(page, logged, driver):
     assert len(figures) == 6
     (nested,) = [f for f in figures if f.find_element(By.TAG_NAME, "h3").text.startswith(
         "GET /nested/")]  # fmt: skip
-    request_id = nested.find_element(By.TAG_NAME, "figcaption").text.split()[1]
+    request_id = nested.find_element(By.CSS_SELECTOR, "figcaption .facts").text.split()[1]
     (line,) = [line for line in lines if line["request_id"] == request_id]
     assert line["route"] == "/nested/"
     crossings = nested.find_elements(By.CSS_SELECTOR, "g.crossing")
@@ -354,7 +354,9 @@ def test_every_chart_is_named_and_what_hovering_shows_is_text(page, logged, driv
     names = [f.find_element(By.CSS_SELECTOR, "svg.timeline").accessible_name for f in figures]
     assert len(figures) == len(set(names)) == 6, names
     for figure, name in zip(figures, names, strict=True):
-        caption = figure.find_element(By.TAG_NAME, "figcaption").get_attribute("textContent")
+        caption = figure.find_element(By.CSS_SELECTOR, "figcaption .facts").get_attribute(
+            "textContent"
+        )
         assert caption.split(" · ")[0][:40] in name, (caption, name)  # "request ID"
         tips = [t.get_attribute("textContent") for t in figure.find_elements(
             By.CSS_SELECTOR, "g.crossing > title")]  # fmt: skip
@@ -540,3 +542,22 @@ def test_forced_colours_keep_the_bars_and_the_legends(page, driver):
         ".swatch.handoff": "rgb(232, 89, 12)",
         "page": "rgb(255, 255, 255)",
     }, drawn
+
+
+def test_each_timeline_is_named_by_its_caption(page, driver):
+    """A figure's caption is its first or last child (one in the middle is none): the
+    heading and the request's facts are the caption, the figure's accessible name."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(page.as_uri())
+    figures = driver.find_elements(By.CSS_SELECTOR, "figure.timeline-figure")
+    assert len(figures) == 6
+    for figure in figures:
+        children = driver.execute_script(
+            "return [...arguments[0].children].map(e => e.localName)", figure
+        )
+        assert children[0] == "figcaption" and children.count("figcaption") == 1, children
+        heading = figure.find_element(By.CSS_SELECTOR, "figcaption > h3").text
+        facts = figure.find_element(By.CSS_SELECTOR, "figcaption > .facts").text
+        assert figure.aria_role == "figure"
+        assert figure.accessible_name == f"{heading} {facts}", figure.accessible_name

@@ -524,7 +524,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
 
 
 # --- timelines --------------------------------------------------------------------------
-def _timeline_figure(heading: str, kept: Kept, why: str) -> str:
+def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
     chart = layout(kept)
     facts = [
         f"request {kept.request_id}",
@@ -549,9 +549,12 @@ def _timeline_figure(heading: str, kept: Kept, why: str) -> str:
         f" thread{'s' if threads != 1 else ''}, listed in the table below it"
     )
     drawing = _wide(svg.timeline(chart, name), f"timeline of {which}")
+    # The caption first, the heading in it (a caption between other children is none),
+    # and the figure's name by aria-labelledby: Chromium takes no name from a caption.
     return (
-        f'<figure class="timeline-figure"><h3>{esc(heading, LABEL_LIMIT)} <small>'
-        f"{esc(why)}</small></h3><figcaption>{esc(' · '.join(facts))}</figcaption>"
+        f'<figure class="timeline-figure" aria-labelledby="timeline-{number}">'
+        f'<figcaption id="timeline-{number}"><h3>{esc(heading, LABEL_LIMIT)} <small>'
+        f'{esc(why)}</small></h3><p class="facts">{esc(" · ".join(facts))}</p></figcaption>'
         f"{drawing}{_crossings_table(chart)}{notes}</figure>"
     )
 
@@ -619,7 +622,7 @@ def _timelines_section(
             f"The first {TIMELINES_SHOWN} endpoints with one are drawn;"
             " <code>--request-id ID</code> draws any other request."
         )
-    figures = "".join(_timeline_figure(*item) for item in chosen)
+    figures = "".join(_timeline_figure(*item, number) for number, item in enumerate(chosen, 1))
     note_html = "".join(f'<p class="note">{note}</p>' for note in notes)
     return (
         '<section id="timelines"><h2>Timelines <small>requests logged in detail mode'
