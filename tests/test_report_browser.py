@@ -561,3 +561,24 @@ def test_each_timeline_is_named_by_its_caption(page, driver):
         facts = figure.find_element(By.CSS_SELECTOR, "figcaption > .facts").text
         assert figure.aria_role == "figure"
         assert figure.accessible_name == f"{heading} {facts}", figure.accessible_name
+
+
+def test_one_of_a_thing_reads_in_the_singular(tmp_path, transactional_db, driver):
+    """One request that made one crossing: "1 logged request", "half made 1 crossing",
+    "1 request made 1 hop", "1 hop", "1 crossing" (each read "1 ...s")."""
+    from selenium.webdriver.common.by import By
+
+    log = tmp_path / "app.log"
+    (line,) = log_detail_requests(log, [], ["/hops/0/"])
+    assert line["hops"] == len(line["detail"]) == 1 and line["interface"] == "wsgi"
+    driver.get(_page_of(log).as_uri())
+    assert driver.find_element(By.CSS_SELECTOR, "#hops > p").text == (
+        "1 logged request: half made 1 crossing or fewer, 95% made 1 or fewer."
+    )
+    assert _texts(driver, "svg.hist rect > title") == ["1 request (100.0%) made 1 hop"]
+    assert _texts(driver, "svg.spark rect > title") == ["1 request made 1 hop"]
+    (facts,) = _texts(driver, "figcaption .facts")
+    assert facts.split(" · ")[5] == "1 hop", facts
+    chart = driver.find_element(By.CSS_SELECTOR, "svg.timeline").accessible_name
+    assert ": 1 crossing on 2 threads, listed" in chart, chart
+    assert _texts(driver, "figure details.data > summary") == ["the 1 crossing as a table"]

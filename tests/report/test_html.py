@@ -327,7 +327,7 @@ def test_lines_without_the_newer_fields_still_make_a_page(run_cli: RunCli, tmp_p
         del entry["overhead_ms"]
     page = Page(page_of(run_cli, tmp_path, [json.dumps(old), line(request_id="plain")]))
     text = " ".join(page.text)
-    assert "1 lines have a detail list without at_ms" in text
+    assert "1 line has a detail list without at_ms" in text
     assert "carry no sites[].overhead_ms" in text
     assert [tag for tag, _a in page.tags].count("figure") == 0
     result = run_cli(write(tmp_path, [json.dumps(old)]), "--format", "trace")

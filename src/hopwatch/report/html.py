@@ -368,8 +368,9 @@ def _hops_section(picture: Picture, endpoints: list[tuple[str, list[int]]], what
     chart = _wide(svg.histogram(bins), "histogram of hops per request, every request read")
     return (
         '<section id="hops"><h2>Hops per request <small>every request read'
-        f"</small></h2><p>{total:,} logged requests: half made {esc(median)} crossings or"
-        f" fewer, 95% made {esc(high)} or fewer.</p>{chart}{counts}</section>"
+        f"</small></h2><p>{esc(fmt.counted(total, 'logged request'))}: half made"
+        f" {esc(median)} {fmt.noun(median, 'crossing')} or fewer, 95% made {esc(high)} or"
+        f" fewer.</p>{chart}{counts}</section>"
     )
 
 
@@ -462,7 +463,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
         overhead[0] += total or 0.0
         full = f"{site} ({direction})" + (f" at {call_site}" if call_site else "")
         if hooks is not None:
-            full = f"{len(hooks)} hooks: " + ", ".join(hooks)
+            full = f"{fmt.counted(len(hooks), 'hook')}: " + ", ".join(hooks)
         rows.append(
             [
                 (str(rank), str(rank), "n"),
@@ -504,8 +505,8 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
                      f" ({esc(reason)}).")  # fmt: skip
     if picture.sites_dropped_lines:
         notes.append(
-            f"{picture.sites_dropped_lines:,} lines left causes out (SITES_LIMIT): their"
-            " smallest causes are not counted here."
+            f"{fmt.counted(picture.sites_dropped_lines, 'line')} left causes out (SITES_LIMIT):"
+            " their smallest causes are not counted here."
         )
     if picture.other_causes[K_REQUESTS]:
         notes.append(
@@ -532,7 +533,7 @@ def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
         f"status {kept.status if kept.status is not None else 'none'}",
         kept.interface,
         f"{fmt.ms(kept.duration_ms)} ms",
-        f"{kept.hops:,} hops",
+        fmt.counted(kept.hops, "hop"),
     ]
     if kept.overhead_ms is not None and kept.work_ms is not None:
         facts.append(
@@ -545,8 +546,8 @@ def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
     which = f"{fmt.clean(heading, LABEL_LIMIT)}, request {request}"
     threads = len(chart.lanes)
     name = (
-        f"timeline of {which}: {len(chart.bars):,} crossings on {threads:,}"
-        f" thread{'s' if threads != 1 else ''}, listed in the table below it"
+        f"timeline of {which}: {fmt.counted(len(chart.bars), 'crossing')} on"
+        f" {fmt.counted(threads, 'thread')}, listed in the table below it"
     )
     drawing = _wide(svg.timeline(chart, name), f"timeline of {which}")
     # The caption first, the heading in it (a caption between other children is none),
@@ -584,7 +585,10 @@ def _crossings_table(chart: Timeline) -> str:
         for bar in sorted(chart.bars, key=lambda bar: (bar.call, bar.index))
     )
     return _data_table(
-        "crossings", f"the {len(chart.bars):,} crossings as a table", _CROSSING_HEADERS, rows
+        "crossings",
+        f"the {fmt.counted(len(chart.bars), 'crossing')} as a table",
+        _CROSSING_HEADERS,
+        rows,
     )
 
 
@@ -613,8 +617,9 @@ def _timelines_section(
         )
     if picture.undrawable_lines:
         notes.append(
-            f"{picture.undrawable_lines:,} lines have a detail list without at_ms (logged by"
-            " an older hopwatch): their crossings cannot be placed in time."
+            f"{fmt.counted(picture.undrawable_lines, 'line')}"
+            f" {fmt.noun(picture.undrawable_lines, 'has', 'have')} a detail list without at_ms"
+            " (logged by an older hopwatch): their crossings cannot be placed in time."
         )
     with_one = sum(1 for stats in groups.values() if stats.timeline is not None)
     if picture.request_id is None and with_one > len(chosen) == TIMELINES_SHOWN:

@@ -192,7 +192,10 @@ def histogram(bins: list[int]) -> str:
         label = bin_label(index)
         if count:
             bar_h = max(1.0, plot_h * count / top)
-            tip = f"{count:,} requests ({count / total:.1%}) made {label} hops"
+            tip = (
+                f"{fmt.counted(count, 'request')} ({count / total:.1%}) made {label}"
+                f" {fmt.noun(label, 'hop')}"
+            )
             parts.append(
                 f'<rect x="{x + 1:.1f}" y="{10 + plot_h - bar_h:.1f}" width="{step - 2:.1f}" '
                 f'height="{bar_h:.1f}"><title>{esc(tip)}</title></rect>'
@@ -215,8 +218,7 @@ def histogram(bins: list[int]) -> str:
 def bin_counts(bins: list[int]) -> str:
     """The used bins as text: ``1 hop: 3 requests; 17-24 hops: 1 request``."""
     return "; ".join(
-        f"{bin_label(index)} {'hop' if bin_label(index) == '1' else 'hops'}: {count:,}"
-        f" {'request' if count == 1 else 'requests'}"
+        f"{bin_label(index)} {fmt.noun(bin_label(index), 'hop')}: {fmt.counted(count, 'request')}"
         for index, count in enumerate(bins)
         if count
     )
@@ -235,7 +237,8 @@ def sparkline(bins: list[int], label: str = "") -> str:
     for offset, count in enumerate(shown):
         if count:
             bar_h = max(1.5, 18 * count / top)
-            tip = f"{count:,} requests made {bin_label(first + offset)} hops"
+            hops = bin_label(first + offset)
+            tip = f"{fmt.counted(count, 'request')} made {hops} {fmt.noun(hops, 'hop')}"
             rects.append(
                 f'<rect x="{4 * offset}" y="{18 - bar_h:.1f}" width="3.2" height="{bar_h:.1f}">'
                 f"<title>{esc(tip)}</title></rect>"

@@ -182,6 +182,18 @@ def count(value: float | None) -> str:
     return f"{value:,.1f}"
 
 
+def noun(value: float | str, singular: str, plural: str | None = None) -> str:
+    """``singular`` for one, else ``plural`` (``singular`` + "s"). ``value``: a count, or
+    a count as text (a histogram bin's label: ``1``, ``17-24``)."""
+    one = value == "1" if isinstance(value, str) else settled(float(value)) == 1
+    return singular if one else (plural if plural is not None else singular + "s")
+
+
+def counted(value: float, singular: str, plural: str | None = None) -> str:
+    """``1 request``, ``2,000 requests``: ``value`` as :func:`count` shows it, and its noun."""
+    return f"{count(value)} {noun(value, singular, plural)}"
+
+
 def ms(value: float | None) -> str:
     if value is None:
         return "-"
