@@ -582,3 +582,44 @@ def test_one_of_a_thing_reads_in_the_singular(tmp_path, transactional_db, driver
     chart = driver.find_element(By.CSS_SELECTOR, "svg.timeline").accessible_name
     assert ": 1 crossing on 2 threads, listed" in chart, chart
     assert _texts(driver, "figure details.data > summary") == ["the 1 crossing as a table"]
+
+
+#: Right-to-left letters in a request id (a line another logger wrote: the ids hopwatch
+#: takes from X-Request-ID are ASCII).
+RTL_ID = "طلب"
+
+
+def test_right_to_left_text_from_a_log_reorders_nothing_around_it(tmp_path, driver):
+    """The timeline's caption, ``request ID · time · status · interface · ...``: with an
+    Arabic id the bidi algorithm drew it ``request 24-11-2026 · طلب T10:00...`` (the date
+    reversed, before the id). Each value from the line is isolated: the pieces are drawn
+    left to right in the order they are written."""
+    log = tmp_path / "app.log"
+    log.write_text(
+        detailed_line([crossing("app.views.work", 0.5, 0.2, 1.0, 0.1)], request_id=RTL_ID) + "\n"
+    )
+    driver.get(_page_of(log).as_uri())
+    pieces = [f"request {RTL_ID}", "2026-11-24T10:00:00.000Z", "status 200", "asgi"]
+    where = driver.execute_script(
+        """
+        const caption = document.querySelector('figcaption .facts')
+          || document.querySelector('figcaption');
+        const texts = [], walker = document.createTreeWalker(caption, NodeFilter.SHOW_TEXT);
+        while (walker.nextNode()) { texts.push(walker.currentNode); }
+        // each word of each piece: where its first character is drawn
+        return arguments[0].map(piece => piece.split(' ').map(word => {
+          for (const node of texts) {
+            const at = node.data.indexOf(word);
+            if (at < 0) { continue; }
+            const range = document.createRange();
+            range.setStart(node, at); range.setEnd(node, at + word.length);
+            return Math.round(range.getBoundingClientRect().left);
+          }
+          return null;
+        }));
+        """,
+        pieces,
+    )
+    lefts = [left for words in where for left in words]
+    assert None not in lefts and lefts == sorted(lefts) and len(set(lefts)) == len(lefts), (
+        pieces, where)  # fmt: skip

@@ -95,7 +95,7 @@ def test_a_page_heads_an_unresolved_request_as_the_tables_do(
         result = run_cli(log, "--format", "html", *args)
         assert result.status == 0, result.err
         assert "secret" not in result.out and "token" not in result.out
-        assert "<h3>GET (no view) <small>" in result.out
+        assert "<h3><bdi>GET (no view)</bdi> <small>" in result.out
 
 
 # --- 3. every invisible or line-breaking character is escaped ----------------------------

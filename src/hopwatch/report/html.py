@@ -35,7 +35,7 @@ from typing import IO, Any, Final
 from hopwatch.report import render, svg
 from hopwatch.report import text as fmt
 from hopwatch.report.aggregate import SiteKey, at_resolution
-from hopwatch.report.markup import esc, script_json
+from hopwatch.report.markup import bdi, esc, script_json
 from hopwatch.report.picture import (
     HOP_BIN_EDGES,
     K_COUNT,
@@ -461,13 +461,14 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
         _advice, names, overhead = advice_for_causes.setdefault(advice.key, (advice, {}, [0.0]))
         names[name] = None
         overhead[0] += total or 0.0
-        full = f"{site} ({direction})" + (f" at {call_site}" if call_site else "")
+        full = f"{bdi(site, 300)} ({bdi(direction)})"
+        full += f" at {bdi(call_site, 300)}" if call_site else ""
         if hooks is not None:
-            full = f"{fmt.counted(len(hooks), 'hook')}: " + ", ".join(hooks)
+            full = f"{esc(fmt.counted(len(hooks), 'hook'))}: " + ", ".join(map(bdi, hooks))
         rows.append(
             [
                 (str(rank), str(rank), "n"),
-                (f'{esc(name, LABEL_LIMIT)}<div class="full">{esc(full, 300)}</div>',
+                (f'{esc(name, LABEL_LIMIT)}<div class="full">{full}</div>',
                  fmt.clean(name), "l"),
                 (esc(kind), fmt.clean(kind), ""),
                 _count(requests),
@@ -481,7 +482,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
     advice_html = "".join(
         f'<div class="advice" id="advice-{advice.key}"><h3>{esc(advice.title)}</h3>'
         f"<p>{_advice_text(advice.summary)}</p><p class=note>For "
-        f"{esc(', '.join(names), 400)}"
+        f"{', '.join(bdi(name, LABEL_LIMIT) for name in names)}"
         + (f"; {esc(fmt.duration(total[0]))} of overhead over all requests" if total[0] else "")
         + ". More in docs/causes.md in hopwatch's source distribution,"
         + f" {esc(advice.section.lstrip('# '))}.</p></div>"
@@ -499,7 +500,7 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
         if reason is not None:
             left_out.setdefault(reason, {})[site] = None
     for reason, sites in left_out.items():
-        shown = ", ".join(f"<code>{esc(site)}</code>" for site in list(sites)[:5])
+        shown = ", ".join(f"<code>{bdi(site)}</code>" for site in list(sites)[:5])
         more = f" and {len(sites) - 5} more" if len(sites) > 5 else ""
         notes.append(f"Not listed, as there is nothing to change in your code: {shown}{more}"
                      f" ({esc(reason)}).")  # fmt: skip
@@ -527,20 +528,21 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
 # --- timelines --------------------------------------------------------------------------
 def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
     chart = layout(kept)
+    # the page's words, escaped; every value from the line isolated (bdi)
     facts = [
-        f"request {kept.request_id}",
-        kept.timestamp[:23] + "Z",
-        f"status {kept.status if kept.status is not None else 'none'}",
-        kept.interface,
-        f"{fmt.ms(kept.duration_ms)} ms",
-        fmt.counted(kept.hops, "hop"),
+        f"request {bdi(kept.request_id)}",
+        bdi(kept.timestamp[:23] + "Z"),
+        f"status {bdi(kept.status) if kept.status is not None else 'none'}",
+        bdi(kept.interface),
+        f"{esc(fmt.ms(kept.duration_ms))} ms",
+        esc(fmt.counted(kept.hops, "hop")),
     ]
     if kept.overhead_ms is not None and kept.work_ms is not None:
         facts.append(
-            f"crossing overhead {fmt.ms(kept.overhead_ms)} ms, work {fmt.ms(kept.work_ms)} ms"
+            esc(f"crossing overhead {fmt.ms(kept.overhead_ms)} ms, work {fmt.ms(kept.work_ms)} ms")
         )
     if kept.pinned_ms:
-        facts.append(f"a thread pinned {fmt.ms(kept.pinned_ms)} ms")
+        facts.append(esc(f"a thread pinned {fmt.ms(kept.pinned_ms)} ms"))
     notes = "".join(f'<p class="note">{esc(note)}</p>' for note in chart.notes)
     request = fmt.clean(kept.request_id, 40)
     which = f"{fmt.clean(heading, LABEL_LIMIT)}, request {request}"
@@ -554,8 +556,8 @@ def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
     # and the figure's name by aria-labelledby: Chromium takes no name from a caption.
     return (
         f'<figure class="timeline-figure" aria-labelledby="timeline-{number}">'
-        f'<figcaption id="timeline-{number}"><h3>{esc(heading, LABEL_LIMIT)} <small>'
-        f'{esc(why)}</small></h3><p class="facts">{esc(" · ".join(facts))}</p></figcaption>'
+        f'<figcaption id="timeline-{number}"><h3>{bdi(heading, LABEL_LIMIT)} <small>'
+        f'{esc(why)}</small></h3><p class="facts">{" · ".join(facts)}</p></figcaption>'
         f"{drawing}{_crossings_table(chart)}{notes}</figure>"
     )
 
@@ -573,7 +575,7 @@ def _crossings_table(chart: Timeline) -> str:
     rows = (
         [
             esc(fmt.ms(bar.call)),
-            esc(f"{bar.crossing.kind}: {bar.crossing.site}", 300),
+            f"{bdi(bar.crossing.kind)}: {bdi(bar.crossing.site, 300)}",
             esc(bar.crossing.direction),
             esc(bar.crossing.call_site or "", 300),
             esc(chart.lanes[bar.lane].name),

@@ -3,7 +3,9 @@
 Every string that came from a log goes through :func:`esc` before it is part of
 the page: :func:`hopwatch.report.text.clean` first (control, bidi and invisible
 characters become visible escapes), then HTML escaping of ``& < > " '``, which
-is safe in element text and in quoted attribute values alike.
+is safe in element text and in quoted attribute values alike. In element text,
+:func:`bdi` also isolates it: right-to-left letters in a value (a client's
+``X-Request-ID``) reorder only the value, not the page's own text around it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from hopwatch.report import text as fmt
 def esc(value: Any, limit: int | None = None) -> str:
     """``value`` as HTML text or a quoted attribute value, cut to ``limit`` characters."""
     return html.escape(fmt.clean(value, limit), quote=True)
+
+
+def bdi(value: Any, limit: int | None = None) -> str:
+    """``value`` as element text set apart from the text around it (``<bdi>``): how a
+    value from a log joins the page's own words in one line."""
+    return f"<bdi>{esc(value, limit)}</bdi>"
 
 
 def script_json(value: Any) -> str:
