@@ -623,3 +623,75 @@ def test_right_to_left_text_from_a_log_reorders_nothing_around_it(tmp_path, driv
     lefts = [left for words in where for left in words]
     assert None not in lefts and lefts == sorted(lefts) and len(set(lefts)) == len(lefts), (
         pieces, where)  # fmt: skip
+
+
+def test_endpoint_makes_the_page_that_endpoints(logged, driver):
+    """``--endpoint "GET /orm/loop/"``: the page had that one row in its table, but every
+    endpoint's requests in "hops per request" and the timelines, every endpoint's causes
+    in "top fixable causes" (another endpoint's first), and neither the endpoint's own
+    causes nor what to change first, which the other formats give. Now all of it is that
+    endpoint's, figure for figure what ``--format json --endpoint`` says."""
+    from selenium.webdriver.common.by import By
+
+    from hopwatch.report import text as fmt
+    from hopwatch.report.table import cause_labels
+
+    log, lines = logged
+    label = "GET /orm/loop/"
+    done = _report(log, "--format", "json", "--endpoint", label)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    (row,) = document["rows"]
+    mine = [line for line in lines if line["route"] == "/orm/loop/"]
+    assert row["label"] == label and row["requests"] == len(mine) == 1
+    assert len(row["causes"]) >= 2 and document["fixable"]
+    driver.get(_page_of(log, "--endpoint", label).as_uri())
+    assert driver.title == f"hopwatch report: {label}, cause by cause"
+    assert _texts(driver, "#endpoint-table tbody td.l") == [label]
+    # its causes, every one the document lists, with the text's columns and figures
+    headers = _texts(driver, "#cause-table thead th")
+    assert headers == ["#", "cause", "kind", "direction", "call site", "requests", "hops/req",
+                       "ovh/req", "overhead", "ovh %"]  # fmt: skip
+    cells = driver.execute_script(
+        "return [...document.querySelectorAll('#cause-table tbody tr')]"
+        ".map(r => [...r.cells].map(c => c.textContent))"
+    )
+    names = cause_labels(row["causes"], directions=False)
+    assert cells == [
+        [str(rank), name, cause["kind"], cause["direction"], cause["call_site"] or "-",
+         fmt.count(cause["requests"]), fmt.mean(cause["count"] / cause["requests"]),
+         fmt.ms(cause["overhead_per_request"]), fmt.duration(cause["overhead_ms"]),
+         fmt.percent(cause["overhead_share"])]
+        for rank, (cause, name) in enumerate(zip(row["causes"], names, strict=True), 1)
+    ]  # fmt: skip
+    # what to change first: the document's fixable causes, in its order, as the text says
+    items = _texts(driver, "ol.fixable > li")
+    assert len(items) == len(document["fixable"])
+    for item, cause in zip(items, document["fixable"], strict=True):
+        assert item.startswith(fmt.short_site(cause["site"], None)), (item, cause)
+        cost = f"{fmt.ms(cause['overhead_per_request'])} ms per request,"
+        assert f"{cost} {fmt.duration(cause['overhead_ms'])} in all" in item, (item, cause)
+    text = _report(log, "--format", "text", "--endpoint", label).stdout
+    said = text.split(f"over the 1 request of {label}):\n")[1].splitlines()
+    said = [line.split(". ", 1)[1] for line in said if line[:2] == "  " and line[2:3].isdigit()]
+    assert [item[: len(line)] for item, line in zip(items, said, strict=True)] == said
+    (heading,) = _texts(driver, "#causes h3")
+    assert (
+        heading
+        == f"What to change first ranked by crossing overhead, over the 1 request of {label}"
+    )
+    # its requests only, in the histogram and its summary; its timeline only
+    from hopwatch.report.picture import bin_label, hop_bin
+
+    bars = _texts(driver, "svg.hist rect title")
+    assert bars == [f"1 request (100.0%) made {bin_label(hop_bin(mine[0]['hops']))} hops"]
+    assert driver.find_element(By.CSS_SELECTOR, "#hops > p").text.startswith("1 logged request: ")
+    assert _texts(driver, "figure.timeline-figure h3") == [
+        f"{label} its slowest request (hop time) with a detail list"
+    ]
+    facts = _texts(driver, "figcaption .facts")
+    assert [text.split(" · ")[0] for text in facts] == [f"request {mine[0]['request_id']}"]
+    # and nothing of the other endpoints' causes
+    assert _texts(driver, "#causes h2") == [f"Causes of {label}, by crossing overhead"]
+    shown = driver.execute_script("return document.querySelector('main, body').innerText")
+    assert "/nested/" not in shown and "Top fixable causes" not in shown

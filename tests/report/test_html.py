@@ -30,7 +30,7 @@ ELEMENTS = {
     "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "nav",
     "a", "section", "small", "table", "thead", "tbody", "tr", "th", "td", "button", "span",
     "div", "code", "svg", "g", "rect", "line", "text", "figure", "figcaption", "footer",
-    "script", "details", "summary", "bdi",
+    "script", "details", "summary", "bdi", "ol", "li",
 }  # fmt: skip
 
 ROUTE = '/</script><script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">/'

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from importlib import metadata, resources
 from typing import IO, Any, Final
 
-from hopwatch.report import render, svg
+from hopwatch.report import notes, render, svg, table
 from hopwatch.report import text as fmt
 from hopwatch.report.aggregate import SiteKey, at_resolution
 from hopwatch.report.markup import bdi, esc, script_json
@@ -332,15 +332,23 @@ def _sites_section(document: Document) -> str:
 
 
 # --- hops per request ---------------------------------------------------------------------
-def _hops_section(picture: Picture, endpoints: list[tuple[str, list[int]]], what: str) -> str:
-    """endpoints: each row's label and hop bins (its sparkline), in the table's order;
-    what: "endpoint" or "view"."""
+def _hops_section(
+    groups: dict[GroupKey, EndpointPicture],
+    endpoints: list[tuple[str, list[int]]],
+    what: str,
+    whose: str | None = None,
+) -> str:
+    """groups: the requests counted (every request read, or --endpoint's); endpoints: each
+    row's label and hop bins (its sparkline), in the table's order; what: "endpoint" or
+    "view"; whose: --endpoint's label (None: every request read)."""
     bins = [0] * len(HOP_BIN_EDGES)
-    for stats in picture.endpoints.values():
+    for stats in groups.values():
         bins = [a + b for a, b in zip(bins, stats.hop_bins, strict=True)]
     total = sum(bins)
     if not total:
         return '<section id="hops"><h2>Hops per request</h2><p>No requests.</p></section>'
+    read = "every request read" if whose is None else f"the requests of {fmt.clean(whose)}"
+    read_html = "every request read" if whose is None else f"the requests of {bdi(whose)}"
     running, median, high = 0, "", ""
     for index, count in enumerate(bins):
         running += count
@@ -365,9 +373,9 @@ def _hops_section(picture: Picture, endpoints: list[tuple[str, list[int]]], what
             [(what, ""), ("requests by hops in one request", "")],
             ([esc(label, LABEL_LIMIT), esc(svg.bin_counts(row))] for label, row in endpoints),
         )
-    chart = _wide(svg.histogram(bins), "histogram of hops per request, every request read")
+    chart = _wide(svg.histogram(bins), f"histogram of hops per request, {read}")
     return (
-        '<section id="hops"><h2>Hops per request <small>every request read'
+        f'<section id="hops"><h2>Hops per request <small>{read_html}'
         f"</small></h2><p>{esc(fmt.counted(total, 'logged request'))}: half made"
         f" {esc(median)} {fmt.noun(median, 'crossing')} or fewer, 95% made {esc(high)} or"
         f" fewer.</p>{chart}{counts}</section>"
@@ -525,6 +533,64 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
     )
 
 
+def _endpoint_causes_section(document: Document) -> str:
+    """--endpoint: that endpoint's causes, every one the report lists for it, and what to
+    change first, as the other formats give them: the text's columns (table.CAUSE_COLUMNS,
+    a column's legend its header's title) and list (notes.fixable_items)."""
+    row = document["rows"][0]
+    ranked = [{**cause, "rank": rank} for rank, cause in enumerate(row["causes"], 1)]
+    names = cause_labels(ranked, directions=False)
+    causes = [{**cause, "label": name} for cause, name in zip(ranked, names, strict=True)]
+    columns = table.cause_columns(document, causes)
+    headers = [(column.header, "", column.legend) for column in columns]
+    rows = [
+        [
+            (
+                esc(column.whole(cause) if column.whole is not None else column.cell(cause), 300),
+                "",
+                "n" if column.right else ("l" if column.key == "label" else ""),
+            )
+            for column in columns
+        ]
+        for cause in causes
+    ]
+    whose = bdi(row["label"], LABEL_LIMIT)
+    body = (
+        _table("cause-table", headers, rows)
+        if rows
+        else "<p>No causes in these lines (they list no sites).</p>"
+    )
+    measure, items = notes.fixable_items(document)
+    listed = []
+    for number, item in enumerate(items, 1):
+        call = f" at {bdi(item.call_site)}" if item.call_site is not None else ""
+        if item.first == number:
+            advice = (
+                f"<p>{_advice_text(item.advice)} (docs/causes.md in hopwatch's source"
+                " distribution)</p>"
+            )
+        else:
+            advice = f'<p class="note">The same change as {item.first}.</p>'
+        listed.append(
+            f"<li>{bdi(item.name)} ({esc(item.kind)}{call}): {esc(item.cost)}"
+            f"{esc(item.where)}{advice}</li>"
+        )
+    fixable = (
+        f"<h3>What to change first <small>ranked by {esc(measure)}, over the"
+        f" {esc(fmt.counted(row['requests'], 'request'))} of {whose}</small></h3>"
+        f'<ol class="fixable">{"".join(listed)}</ol>'
+        if listed
+        else ""
+    )
+    left = "".join(
+        f'<p class="note">{esc(line)}</p>' for line in notes.left_out_lines(row["left_out"], None)
+    )
+    return (
+        f'<section id="causes"><h2>Causes <small>of {whose}, by crossing overhead</small></h2>'
+        f"{body}{left}{fixable}</section>"
+    )
+
+
 # --- timelines --------------------------------------------------------------------------
 def _timeline_figure(heading: str, kept: Kept, why: str, number: int) -> str:
     chart = layout(kept)
@@ -639,6 +705,8 @@ def _timelines_section(
 
 # --- the page -----------------------------------------------------------------------------
 def _heading(document: Document) -> str:
+    if document.get("endpoint") is not None:
+        return f"hopwatch report: {fmt.clean(document['endpoint'])}, cause by cause"
     what = "causes" if document["by"] == "site" else f"{document['by']}s"
     return f"hopwatch report: worst {what} by {document['sort']}"
 
@@ -656,6 +724,13 @@ def render_html(
     (rank.sync_handler_causes of the report's partial)."""
     by = document["by"]
     groups = groups_by(picture, by if by != "site" else "route")
+    whose = None
+    if document.get("endpoint") is not None and document["rows"]:
+        # --endpoint: the page is that endpoint's, as the other formats' report is
+        row = document["rows"][0]
+        whose = row["label"]
+        mine = row_group(row, by)
+        groups = {key: stats for key, stats in groups.items() if key == mine}
     nonce = secrets.token_urlsafe(18)  # the page's script runs; nothing else can
     policy = (
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -673,18 +748,26 @@ def render_html(
         f"<header><h1>{esc(title)}</h1>"
         f'<p class="summary" id="summary">{esc(render.summary_line(document))}</p>'
         '<nav><a href="#endpoints">endpoints</a><a href="#hops">hops per request</a>'
-        '<a href="#causes">fixable causes</a><a href="#timelines">timelines</a></nav>'
+        f'<a href="#causes">{"causes" if whose is not None else "fixable causes"}</a>'
+        '<a href="#timelines">timelines</a></nav>'
         "</header>"
     )
     out.write(_sites_section(document) if by == "site" else _endpoints_section(document, groups))
+    if whose is not None:
+        facts = "".join(f"<p>{esc(line)}</p>" for line in notes.endpoint_lines(row, None))
+        out.write(f'<section id="endpoint">{facts}</section>')
     endpoints = []
     if by != "site":
         for row in document["rows"]:
             stats = groups.get(row_group(row, by))
             if stats is not None and any(stats.hop_bins):
                 endpoints.append((row["label"], stats.hop_bins))
-    out.write(_hops_section(picture, endpoints, "view" if by == "view" else "endpoint"))
-    out.write(_causes_section(picture, sync_causes))
+    what = "view" if by == "view" else "endpoint"
+    out.write(_hops_section(groups, endpoints, what, whose))
+    if whose is not None:
+        out.write(_endpoint_causes_section(document))
+    else:
+        out.write(_causes_section(picture, sync_causes))
     out.write(_timelines_section(document, picture, groups))
     out.write(
         f"<footer>Made by hopwatch {esc(_version())} on {esc(moment)}. Crossing overhead is"

@@ -15,7 +15,7 @@ Log content in these lines has been cleaned by the caller's cells or here
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hopwatch._cli import wrap as wrap_words
 from hopwatch.report import text as fmt
@@ -118,14 +118,29 @@ def _fixable_traffic(document: Document) -> str:
     return f", over the {_requests(requests)} logged"
 
 
-def fixable_lines(document: Document, width: int | None) -> list[str]:
+class FixableItem(NamedTuple):
+    """One cause of the what-to-change list, its parts as the text says them (cleaned):
+    ``{name} ({kind}{ at call}): {cost}{where}``; ``first``: the number of the item that
+    first gave its advice (this one's, or an earlier one's that says the same)."""
+
+    name: str
+    kind: str
+    call_site: str | None
+    cost: str
+    where: str
+    advice: str
+    first: int
+
+
+def fixable_items(document: Document) -> tuple[str, list[FixableItem]]:
+    """The what-to-change list, the text's and the page's alike: what it is ranked by
+    (``crossing overhead``) and its causes."""
     causes = document.get("fixable") or []
     if not causes:
-        return []
-    over = _fixable_traffic(document)
+        return "", []
     by_overhead = any(cause["overhead_ms"] is not None for cause in causes)
     measure = "crossing overhead" if by_overhead else "hop time: no line carries overhead_ms"
-    lines = wrap(f"what to change first (ranked by {measure}{over}):", width, "  ")
+    items = []
     said: dict[str, int] = {}  # advice key -> the number that first gave it
     # a cause listed both ways (a sync-only middleware's two hops) says which is which
     places = [(cause["site"], cause["call_site"]) for cause in causes]
@@ -144,7 +159,6 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
             cost += f" ({fmt.percent(share)})"
         endpoints = cause.get("endpoints")
         where = f", {endpoints} endpoint{'s' if endpoints != 1 else ''}" if endpoints else ""
-        call = f" at {fmt.clean(cause['call_site'])}" if cause["call_site"] else ""
         kind = fmt.clean(cause["kind"])
         if places.count((cause["site"], cause["call_site"])) > 1:
             kind += f", {fmt.clean(cause['direction'])}"
@@ -153,14 +167,28 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
             named = ", ".join(fmt.clean(fmt.short_site(hook, None)) for hook in hooks[:3])
             more = cause["hooks"] - 3
             kind += f", {cause['hooks']} hooks: {named}{f' and {more} more' if more > 0 else ''}"
-        lines += wrap(f"  {number}. {name} ({kind}{call}): {cost}{where}", width, "     ")
+        call_site = fmt.clean(cause["call_site"]) if cause["call_site"] else None
         advice = cause["advice"]
         first = said.setdefault(advice["key"], number)
-        if first == number:
+        items.append(FixableItem(name, kind, call_site, cost, where, advice["summary"], first))
+    return measure, items
+
+
+def fixable_lines(document: Document, width: int | None) -> list[str]:
+    measure, items = fixable_items(document)
+    if not items:
+        return []
+    over = _fixable_traffic(document)
+    lines = wrap(f"what to change first (ranked by {measure}{over}):", width, "  ")
+    for number, item in enumerate(items, 1):
+        call = f" at {item.call_site}" if item.call_site is not None else ""
+        line = f"  {number}. {item.name} ({item.kind}{call}): {item.cost}{item.where}"
+        lines += wrap(line, width, "     ")
+        if item.first == number:
             about = "(docs/causes.md in hopwatch's source distribution)"
-            lines += wrap(f"     {advice['summary']} {about}", width, "     ")
+            lines += wrap(f"     {item.advice} {about}", width, "     ")
         else:
-            lines.append(f"     The same change as {first}.")
+            lines.append(f"     The same change as {item.first}.")
     return lines
 
 
@@ -219,7 +247,9 @@ def endpoint_lines(row: Row, width: int | None) -> list[str]:
 
 
 __all__ = [
+    "FixableItem",
     "endpoint_lines",
+    "fixable_items",
     "fixable_lines",
     "left_out_lines",
     "legend_lines",
