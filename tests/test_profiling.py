@@ -148,6 +148,25 @@ def test_inline_only_for_an_authorised_request(profile_dir):
     assert plain.body == b"async"
 
 
+def test_an_auto_sampled_request_asking_inline_gets_the_apps_response(profile_dir, log_lines, db):
+    """Automatic capture profiles anyone's request; only an authorised one may see its
+    profile inline. An anonymous request sampled and kept (every request lasts past
+    1 µs) that adds ?hopwatch-profile-inline is served the app's own response, on ASGI
+    and WSGI, and its profile is written to PROFILE_DIR as any kept one is."""
+    with profiled(profile_dir, PROFILE_TOKEN=None, PROFILE_AUTO_SAMPLE=1.0, PROFILE_AUTO_MIN_DURATION_MS=0.001):
+        shown = asgi_request("/async/", query="hopwatch-profile-inline")
+        wsgi_status, _headers, wsgi_body = wsgi_call(wsgi_environ("/sync/", query="hopwatch-profile-inline"))
+        client = Client().get("/sync/", {"hopwatch-profile-inline": ""})
+    assert (shown.status, shown.body) == (200, b"async")
+    assert (wsgi_status, wsgi_body) == ("200 OK", b"sync")
+    assert (client.status_code, client.content) == (200, b"sync")
+    lines = log_lines.parsed()
+    assert len(lines) == 3 and all(line["profile"].endswith(".html") for line in lines)
+    assert files(profile_dir) == sorted(
+        name for line in lines for name in (line["profile"], line["profile"].replace(".html", ".speedscope.json"))
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_staff_parameter_profiles_staff_only(profile_dir):
     staff = User.objects.create_user("staff", password="pw", is_staff=True)
@@ -180,6 +199,25 @@ def test_auto_capture_keeps_only_slow_requests(profile_dir):
         asgi_request("/async/")
         assert files(profile_dir) == []
         asgi_request("/sleepy/", query="s=1.2")
+    assert len(files(profile_dir)) == 2
+
+
+def test_auto_capture_by_hop_time_alone_ignores_the_duration(profile_dir, log_lines, db):
+    """PROFILE_AUTO_MIN_DURATION_MS left at 0 is not used (docs/settings.md): with only
+    PROFILE_AUTO_MIN_HOP_MS set, a request that hops for 500 ms (its view's sleep in a
+    sync_to_async) is kept; one that sleeps 500 ms on the event loop, its few hops
+    Django's own, is not, nor is one that does not hop at all."""
+    with override_settings(MIDDLEWARE=[HW]), profiled(
+        profile_dir, PROFILE_TOKEN=None, PROFILE_AUTO_SAMPLE=1.0, PROFILE_AUTO_MIN_HOP_MS=300
+    ):
+        for path, query in (("/sleepy/", "s=0.5"), ("/async/", ""), ("/slow/", "")):
+            assert asgi_request(path, query=query).status == 200
+        assert Client().get("/sync/").status_code == 200
+    lines = log_lines.parsed()
+    assert [line.get("profile") is not None for line in lines] == [False, False, True, False], [
+        (line["route"], line["hop_ms"], line["duration_ms"]) for line in lines
+    ]
+    assert lines[0]["duration_ms"] >= 500 and lines[2]["hop_ms"] >= 500
     assert len(files(profile_dir)) == 2
 
 
@@ -505,6 +543,31 @@ def test_a_directory_another_user_owns_is_refused(profile_dir, log_lines):
     os.chown(profile_dir, 0, -1)
     _token_request(profile_dir)
     assert len(files(profile_dir)) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="lchown to another user needs root")
+def test_a_profile_dir_that_is_a_link_another_user_owns_is_refused(tmp_path, log_lines):
+    """Run as root with PROFILE_DIR a link owned by nobody to a directory of root's
+    own, closed to others: the link's owner may point it anywhere (at a directory
+    they read), so nothing is written through it; the link made root's, it is used."""
+    nobody = 65534
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    os.lchown(link, nobody, -1)
+    said = _warnings_while(lambda: _token_request(link))
+    assert os.listdir(real) == []
+    assert [line.get("profile") for line in log_lines.parsed()] == [None]
+    assert said == [
+        f"hopwatch: no profile is written to PROFILE_DIR {str(link)!r}: it is a link owned by"
+        f" uid {nobody}, not by this process's user (uid 0), so other local users could read"
+        " the profiles or replace them. Use a directory of this user's that only it may write"
+        " to (a missing one is made with mode 0700); said once"
+    ]
+    os.lchown(link, 0, -1)
+    _token_request(link)
+    assert len(files(real)) == 2
 
 
 def _token_request(profile_dir):
