@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
 from hopwatch.checks import check_middleware, check_otel_middleware
 from tests.helpers import asgi_call, asgi_request, capture, wsgi_environ
-from tests.otel.conftest import EXPORTER, TRACER_PROVIDER, hopwatch_spans
+from tests.otel.conftest import EXPORTER, TRACER_PROVIDER, collect, hopwatch_spans
 from tests.testapp import views
 
 
@@ -105,6 +105,11 @@ def test_one_child_span_per_crossing_under_the_request_span(otel_on, log_lines):
     assert totals.attributes["hopwatch.max_depth"] == 3
     assert totals.attributes["hopwatch.pinned_by"] == line["pinned_by"]
     assert totals.attributes["hopwatch.spans_dropped"] == 0
+    # Each time the line's own: the queue's wait alone, not the overhead (the wait
+    # and the hand-off back, which three crossings' returns make the greater).
+    for field in ("hop_ms", "wait_ms", "overhead_ms", "work_ms", "pinned_ms"):
+        assert totals.attributes[f"hopwatch.{field}"] == line[field], field
+    assert line["wait_ms"] < line["overhead_ms"]
     # as Django and OpenTelemetry's Django instrumentation write it
     assert totals.attributes["http.route"] == "nested/"
     assert all(totals.start_time <= s.start_time and s.end_time <= totals.end_time for s in spans)
@@ -181,6 +186,34 @@ def test_http_route_is_the_one_opentelemetrys_django_instrumentation_gives(otel_
     assert not request.attributes["http.route"].startswith("/")
 
 
+@pytest.mark.parametrize(("path", "route"), [("/", None), ("/plain/", "plain/")], ids=["root", "plain"])
+def test_the_roots_empty_pattern_gives_no_http_route_as_opentelemetrys_django_instrumentation(
+    otel_on, path, route
+):
+    """The root's path("", view) matches "/" with the pattern "". OpenTelemetry's Django
+    instrumentation sets http.route only from a non-empty resolver_match.route (its
+    process_view: ``if route:``), so the root's span has none (it is named "GET"): nor
+    do hopwatch's series and spans, where http.route="" would be a series of its own
+    that joins none of OpenTelemetry's."""
+    with override_settings(ROOT_URLCONF="tests.otel.root_urls", MIDDLEWARE=list(settings.MIDDLEWARE)):
+        DjangoInstrumentor().instrument(tracer_provider=TRACER_PROVIDER)
+        try:
+            assert asyncio.run(asgi_call(ASGIHandler(), path)).status == 200
+        finally:
+            DjangoInstrumentor().uninstrument()
+    request = server_span("opentelemetry.instrumentation.django")
+    assert request.attributes.get("http.route") == route
+    assert request.name == ("GET" if route is None else f"GET {route}")
+    assert summary().attributes.get("http.route") == route
+    expected = {"http.request.method": "GET", "http.response.status_code": 200}
+    if route is not None:
+        expected = {"http.route": route, **expected}
+    points = collect()
+    assert [p.attributes for p in points["hopwatch.request.hops"]] == [expected]
+    per_request = ("hopwatch.request.hops", "hopwatch.request.hop.overhead", "hopwatch.request.hop.duration")
+    assert [{p.attributes.get("http.route") for p in points[name]} for name in per_request] == [{route}] * 3
+
+
 def test_under_opentelemetrys_wsgi_middleware_the_request_span_gets_the_totals(
     otel_on, log_lines, db
 ):
@@ -199,6 +232,8 @@ def test_under_opentelemetrys_wsgi_middleware_the_request_span_gets_the_totals(
     assert crossing.attributes["hopwatch.hop.new_loop"] is True
     assert request.attributes["hopwatch.hops"] == 1
     assert request.attributes["hopwatch.request_id"] == line["request_id"]
+    for field in ("hop_ms", "wait_ms", "overhead_ms", "work_ms"):
+        assert request.attributes[f"hopwatch.{field}"] == line[field], field
     assert [s.name for s in hopwatch_spans()] == [crossing.name]  # no totals span
 
 
