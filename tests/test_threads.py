@@ -12,17 +12,19 @@ import asyncio
 import os
 import re
 import threading
+import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from asgiref.sync import AsyncToSync, async_to_sync, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
 from django.test import AsyncClient, override_settings
 
 from hopwatch import _executors, _process
 from hopwatch._recorder import RequestRecord, add_sink, current_scope, remove_sink
-from tests.helpers import asgi_call, asgi_request, wsgi_request
+from tests.helpers import asgi_call, asgi_request, capture, wsgi_request
 from tests.testapp import views_threads
 from tests.testapp.views_threads import COLD_CALLS, GATHERED
 
@@ -442,6 +444,139 @@ def test_a_loop_keeping_no_executor_as_its_default_executor_has_a_pool_not_made_
     pool = _process.pool_facts(OtherLoop())
     assert (pool["created"], pool["max_workers"]) == (False, _process.default_max_workers())
     assert (pool["threads"], pool["busy"], pool["queued"]) == (0, 0, 0)
+
+
+async def _pool_naps_view(request):
+    """``n`` calls gathered into the loop's default pool, each sleeping ``ms``."""
+    n, ms = int(request.GET["n"]), float(request.GET["ms"])
+    await asyncio.gather(*(sync_to_async(time.sleep, thread_sensitive=False)(ms / 1000) for _ in range(n)))
+    return HttpResponse(str(n))
+
+
+@pytest.fixture
+def pool_naps_url():
+    from django.urls import path
+
+    from tests.testapp import urls
+
+    module = type(urls)("pool_naps_urls")
+    module.urlpatterns = [*urls.urlpatterns, path("pool-naps/", _pool_naps_view)]
+    with override_settings(ROOT_URLCONF=module):
+        yield "/pool-naps/"
+
+
+def _interval_line(serve_paths, workers=1):
+    """The hopwatch.process line of an interval in which ``serve_paths`` were requested
+    (path, query) one after another on one loop whose default pool has ``workers``
+    threads, and the requests' records."""
+
+    async def serve(process, lines):
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
+        handler = ASGIHandler()
+        for path, query in serve_paths:
+            assert (await asgi_call(handler, path, query=query)).status == 200
+        process.write_line()
+
+    with capture() as records:
+        (line,) = _lines_of(serve)
+    return line, records
+
+
+def _pool_hops(records):
+    """The crossings of ``records`` that ran in the loop's default pool."""
+    return [
+        hop
+        for record in records
+        for hop, kind in zip(record.details, _executors.Classifier(record, record.details).kinds(), strict=True)
+        if kind == _executors.DEFAULT_POOL
+    ]
+
+
+def test_the_pool_wait_is_from_the_call_to_its_start_not_its_end(pool_naps_url):
+    """Four 20 ms calls gathered into a one-thread pool: each waits for the ones before
+    it to run, not for its own run too. pool_wait_max_ms is the last one's wait (the
+    record's start minus call), below its time from call to end by its 20 ms run."""
+    line, records = _interval_line([(pool_naps_url, "n=4&ms=20")])
+    hops = _pool_hops(records)
+    assert line["pool_crossings"] == len(hops) == 4
+    waits = [hop.started_ns - hop.called_ns for hop in hops]
+    assert line["pool_wait_max_ms"] == _process._ms(max(waits))
+    assert line["pool_wait_max_ms"] < _process._ms(max(hop.ended_ns - hop.called_ns for hop in hops))
+
+
+def test_the_pool_wait_p95_is_the_nearest_rank(pool_naps_url):
+    """Ten 5 ms calls gathered into a one-thread pool wait ever longer, each for those
+    before it: the 95th percentile of ten by nearest rank (the 10th: rank ceil(9.5))
+    is the longest, not the 9th."""
+    line, records = _interval_line([(pool_naps_url, "n=10&ms=5")])
+    waits = sorted(hop.started_ns - hop.called_ns for hop in _pool_hops(records))
+    assert len(waits) == 10 and _process._ms(waits[8]) < _process._ms(waits[9])
+    assert line["pool_wait_p95_ms"] == line["pool_wait_max_ms"] == _process._ms(waits[9])
+    # by nearest rank: rank ceil(0.95 n), the n-th of 1 or 10, the 29th of 30
+    assert [_process._percentile(values, 0.95) for values in ([7], list(range(10)), list(range(30)))] == [7, 9, 28]
+    assert _process._percentile([], 0.95) == 0
+
+
+def test_pool_crossings_past_the_kept_limit_are_all_counted(pool_naps_url, monkeypatch):
+    """Past POOL_HOPS_LIMIT (lowered to 4 so that one request of ten passes it) the
+    interval keeps no more pool crossings for its queue figures, and counts them all."""
+    monkeypatch.setattr(_process, "POOL_HOPS_LIMIT", 4)
+    line, _records = _interval_line([(pool_naps_url, "n=10&ms=0"), (pool_naps_url, "n=3&ms=0")], workers=2)
+    assert line["requests"] == 2
+    assert line["pool_crossings"] == line["executors"]["default_pool"] == 13
+
+
+def test_the_intervals_executors_count_the_hops_a_request_did_not_keep(log_lines):
+    """A request of 1,100 crossings (and Django's own) keeps 1,000 (KEPT_HOPS): the
+    interval counts the others as unknown, as the request's line does, so every
+    crossing is counted."""
+    line, (record,) = _interval_line([("/hops/1100/", "")])
+    (request_line,) = log_lines.parsed()
+    assert record.count == request_line["hops"] >= 1100 and len(record.details) == 1000
+    assert line["executors"] == request_line["executors"]
+    assert line["executors"]["unknown"] == record.count - 1000
+    assert sum(line["executors"].values()) == record.count
+
+
+def test_a_request_that_used_no_context_thread_is_not_in_contexts_max():
+    """contexts_max counts the requests whose ThreadSensitiveContext had a thread: a
+    sync view under WSGI made no crossing (0); an async view's under ASGI ran in its
+    context's thread (1)."""
+    lines: list[dict] = []
+    process = _process.ProcessLines(3600, lines.append)
+    add_sink(process)  # the request sink, as PROCESS_LINE_SECONDS installs it
+    try:
+        with capture() as records:
+            assert wsgi_request("/sync/") == ("200 OK", b"sync")
+        process.write_line()
+    finally:
+        remove_sink(process)
+        process.stop()
+    ((line,), (record,)) = (lines, records)
+    assert record.count == 0 and line["executors"] == {}
+    assert (line["requests"], line["contexts_max"]) == (1, 0)
+    line, (record,) = _interval_line([("/hops/2/", "")])
+    assert line["executors"] == {"context_thread": record.count}
+    assert (line["requests"], line["contexts_max"]) == (1, 1)
+
+
+def test_the_default_pools_size_before_it_is_made_is_pythons_default(monkeypatch):
+    """A loop's default pool, not made yet, will be ThreadPoolExecutor()'s size:
+    min(32, CPUs + 4); made, it is that size. ASGI_THREADS set to that number is not
+    applied while no pool exists, and is once the pool has that size."""
+    size = ThreadPoolExecutor()._max_workers
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    assert size == min(32, cpus + 4)
+    monkeypatch.setenv("ASGI_THREADS", str(size))
+
+    async def before_and_after():
+        before = _process.process_facts()["default_pool"]
+        await asyncio.get_running_loop().run_in_executor(None, int)
+        return before, _process.process_facts()["default_pool"]
+
+    before, after = asyncio.run(before_and_after())
+    assert (before["created"], before["max_workers"], before["asgi_threads_applied"]) == (False, size, False)
+    assert (after["created"], after["max_workers"], after["asgi_threads_applied"]) == (True, size, True)
 
 
 def test_contexts_open_at_once():
