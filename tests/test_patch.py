@@ -1548,3 +1548,32 @@ def test_a_per_instance_rule_is_asked_directly_once_it_has_answered_for_its_key(
         f"signal {__name__}.order_shipped": 5,
     }
     assert len(calls) == 1  # the first hop; the nine after it asked the rule
+
+
+def test_the_overhead_is_not_measured_under_an_apms_wrapper_over_the_patch():
+    """An APM that wraps SyncToAsync.__call__ after hopwatch (functools.wraps, as
+    wrapt-style patches do): hopwatch's patch is no longer the method, so
+    hop_tax.measure_overhead says "not measured" (None) rather than install and
+    remove the patch under the wrapper; the wrapper stays, and hops through it count."""
+    import functools
+
+    from hopwatch import hop_tax
+
+    ours = SyncToAsync.__dict__["__call__"]
+    assert _patch.is_installed() and _patch.owns_call(SyncToAsync)
+
+    @functools.wraps(ours)
+    def apm_call(self, *args, **kwargs):
+        return ours(self, *args, **kwargs)
+
+    SyncToAsync.__call__ = apm_call  # type: ignore[method-assign]
+    try:
+        assert not _patch.owns_call(SyncToAsync)
+        assert hop_tax.measure_overhead(samples=2) is None
+        assert SyncToAsync.__dict__["__call__"] is apm_call and _patch.is_installed()
+        with count_hops() as hops:
+            asyncio.run(sync_to_async(int)())
+        assert hops.sync_to_async == 1
+    finally:
+        SyncToAsync.__call__ = ours  # type: ignore[method-assign]
+    assert _patch.owns_call(SyncToAsync)
