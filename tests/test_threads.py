@@ -514,6 +514,8 @@ def test_the_pool_wait_p95_is_the_nearest_rank(pool_naps_url):
     assert line["pool_wait_p95_ms"] == line["pool_wait_max_ms"] == _process._ms(waits[9])
     # by nearest rank: rank ceil(0.95 n), the n-th of 1 or 10, the 29th of 30
     assert [_process._percentile(values, 0.95) for values in ([7], list(range(10)), list(range(30)))] == [7, 9, 28]
+    # nearest rank where 0.95 * n is whole: the 19th of 20 and the 38th of 40, not the next
+    assert [_process._percentile(list(range(1, n + 1)), 0.95) for n in (20, 40, 100)] == [19, 38, 95]
     assert _process._percentile([], 0.95) == 0
 
 

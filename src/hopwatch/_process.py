@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import heapq
+import math
 import os
 import secrets
 import sys
@@ -210,8 +211,11 @@ def _tracked_loop() -> asyncio.AbstractEventLoop | None:
 def _percentile(values: list[int], fraction: float) -> int:
     if not values:
         return 0
+    # nearest rank: the smallest value at or above `fraction` of them (ceil(f * n)
+    # of n, rounded first so that 0.95 * 20 is 19, not 19.000000000000004 or below)
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    rank = math.ceil(round(fraction * len(ordered), 9))
+    return ordered[min(len(ordered), max(rank, 1)) - 1]
 
 
 class Interval:
