@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +14,7 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
+import hopwatch
 from hopwatch import _versions
 from hopwatch._versions import Provider
 from hopwatch.checks import (
@@ -207,6 +209,72 @@ def test_a_profile_dir_no_profile_would_be_written_to_is_a_warning(tmp_path):
     assert "may not create it in" in problems_of(tmp_path / "file" / "sub")[0].msg
     with override_settings(HOPWATCH={}):
         assert check_profile_dir() == []  # profiling not configured
+
+
+def _without_permission_bypass() -> list[str] | None:
+    """A command prefix that runs a program as this user without the capabilities that
+    bypass file permissions (root's CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER):
+    [] for a user who has none, None where root cannot drop them here."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []
+    caps = "dac_override,dac_read_search,fowner"
+    if shutil.which("setpriv"):
+        return ["setpriv", "--bounding-set=" + ",".join("-" + c for c in caps.split(","))]
+    if shutil.which("capsh"):
+        drop = ",".join("cap_" + c for c in caps.split(","))
+        return ["capsh", f"--drop={drop}", "--", "-c", 'exec "$0" "$@"']
+    return None
+
+
+def test_files_this_process_may_not_write_are_warned_by_manage_py_check(tmp_path):
+    """W007 for an OUTPUT file that exists and this process may not write to, and W008
+    for a missing PROFILE_DIR in a directory it may not create it in: ``manage.py
+    check`` in a process without permission to write there (root runs it without the
+    capabilities that bypass permissions; root's own run would be right not to warn)."""
+    prefix = _without_permission_bypass()
+    if prefix is None:
+        pytest.skip("running as root, with neither setpriv nor capsh to drop CAP_DAC_OVERRIDE")
+    output = tmp_path / "theirs.log"
+    output.write_text("{}\n")
+    output.chmod(0o444)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    profile_dir = locked / "profiles"
+    (tmp_path / "probe_settings.py").write_text(
+        "from tests.settings import *  # noqa\n"
+        f"HOPWATCH = {{'OUTPUT': {str(output)!r}, 'PROFILE_DIR': {str(profile_dir)!r}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    # the hopwatch under test (a mutant's, a built one's), then the tests' package
+    src = str(Path(hopwatch.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), src, str(ROOT)])
+    env["DJANGO_SETTINGS_MODULE"] = "probe_settings"
+    script = (
+        "from django.core.management import execute_from_command_line\n"
+        "execute_from_command_line(['manage.py', 'check'])\n"
+    )
+    try:
+        # exit status 0: the process so started may not write in locked/
+        probe = f"import os, sys; sys.exit(os.access({str(locked)!r}, os.W_OK))"
+        if subprocess.run([*prefix, sys.executable, "-c", probe], timeout=60).returncode:
+            pytest.skip(f"{prefix} could not drop the capabilities that bypass permissions")
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", script], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    warned = sorted(line for line in done.stderr.splitlines() if "(hopwatch." in line)
+    assert warned == [
+        f"?: (hopwatch.W007) HOPWATCH[\"OUTPUT\"] is {str(output)!r}, which exists and this"
+        " process may not write to it: the request lines would be lost (each failed write"
+        " counted as an internal error).",
+        f"?: (hopwatch.W008) HOPWATCH[\"PROFILE_DIR\"] {str(profile_dir)!r} does not exist"
+        f" and this process may not create it in {str(locked)!r}: no profile would be"
+        " written there (the requests are served, their lines name no profile).",
+    ]
+    assert output.read_text() == "{}\n" and not profile_dir.exists()  # checked, not touched
 
 
 def test_logging_check_fires_when_lines_would_be_lost():
