@@ -139,6 +139,9 @@ def _start(tmp_path: Path, hopwatch: dict) -> subprocess.CompletedProcess[str]:
         ({"REQUEST_ID_HEADER": "X-Prof-Secret", "PROFILE_HEADER": "x-prof-secret"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'X-Prof-Secret', the header that carries the profiling token (PROFILE_HEADER, 'x-prof-secret')"),
         # request.META's spelling matched no header, without a word.
         ({"REQUEST_ID_HEADER": "HTTP_X_REQUEST_ID"}, "HOPWATCH['REQUEST_ID_HEADER'] is 'HTTP_X_REQUEST_ID', a request.META key, not a header name: no header is read by that name. Write the header's name as the client sends it: 'X-Request-Id'."),
+        # No path: each profile would be an internal error, and manage.py check a TypeError.
+        ({"PROFILE_DIR": True}, "HOPWATCH['PROFILE_DIR'] is True; it must be None or a path. Set HOPWATCH['PROFILE_DIR'] to None or a path, or remove it for the default (None)."),
+        ({"PROFILE_DIR": 3}, "HOPWATCH['PROFILE_DIR'] is 3; it must be None or a path."),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_clear_error(tmp_path, hopwatch, said):
@@ -177,6 +180,15 @@ _HEADER_REFUSED = (
         # refused once, as a credential (not also as a META key).
         ({"REQUEST_ID_HEADER": "Set-Cookie"}, ["HOPWATCH['REQUEST_ID_HEADER'] is 'Set-Cookie'" + _HEADER_REFUSED]),
         ({"REQUEST_ID_HEADER": "HTTP_AUTHORIZATION"}, ["HOPWATCH['REQUEST_ID_HEADER'] is 'HTTP_AUTHORIZATION'" + _HEADER_REFUSED]),
+        # None, or "" (os.environ.get("REQUEST_ID_HEADER", "")): no header read, ids generated.
+        ({"REQUEST_ID_HEADER": None}, []),
+        ({"REQUEST_ID_HEADER": ""}, []),
+        # "None or a path": a str or any os.PathLike; nothing else.
+        ({"PROFILE_DIR": None}, []),
+        ({"PROFILE_DIR": "profiles"}, []),
+        ({"PROFILE_DIR": Path("profiles")}, []),
+        ({"PROFILE_DIR": True}, ["HOPWATCH['PROFILE_DIR'] is True; it must be None or a path."]),
+        ({"PROFILE_DIR": b"profiles"}, ["HOPWATCH['PROFILE_DIR'] is b'profiles'; it must be None or a path."]),
     ],
 )  # fmt: skip
 def test_values_at_the_edges_of_what_the_docs_allow(hopwatch, said):
@@ -299,6 +311,22 @@ def test_a_header_name_that_is_no_http_token_never_reads_another_header(log_line
     assert line["request_id"] == "rid-1"  # refused: the default, X-Request-ID, read instead
     assert middleware._new_meta_key("Cook\u0131e") is None  # the middleware's own guard agrees
     assert middleware._new_meta_key("X-Request-ID") == "HTTP_X_REQUEST_ID"
+
+
+def test_an_empty_request_id_header_starts_and_every_id_is_generated(tmp_path, log_lines, db):
+    """``"REQUEST_ID_HEADER": ""`` (as ``os.environ.get("REQUEST_ID_HEADER", "")`` gives
+    when the variable is unset) means what ``None`` does: no header is read as the id."""
+    from django.test import Client
+
+    done = _start(tmp_path, {"REQUEST_ID_HEADER": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "started"
+    with override_settings(HOPWATCH={"REQUEST_ID_HEADER": ""}):
+        Client().get("/sync/", headers={"X-Request-ID": "abc-123"})
+        Client().get("/sync/", headers={"X-Request-ID": "abc-123"})
+    ids = [line["request_id"] for line in log_lines.parsed()]
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", rid) for rid in ids), ids
 
 
 def test_good_settings_start(tmp_path):
