@@ -456,6 +456,38 @@ def test_a_request_the_middleware_never_saw_reads_the_header_the_middleware_read
         assert never_seen["request_id"] == seen["request_id"]
 
 
+#: (method as the server passes it, as logged): upper case, at most 16 characters, with no
+#: control character or Unicode line break (a terminal would act on one, a reader
+#: splitting on Unicode breaks would cut the line there).
+UNUSUAL_METHODS = [
+    ("get", "GET"),  # a server passes the method as the client sent it
+    ("get\u2028x", "GETX"),
+    ("prop\x85find", "PROPFIND"),  # NEL, a C1 control
+    ("del\x7fete", "DELETE"),
+    ("a" * 17, "A" * 16),
+]
+
+
+@pytest.mark.parametrize("middleware", [HOPWATCH_ONLY, []], ids=["middleware", "no-middleware"])
+def test_an_unusual_method_is_logged_upper_case_and_without_controls(log_lines, middleware, db):
+    """With the middleware, the method is Django's ``request.method`` (upper case);
+    without it (the app alone: Django's handlers open the record), the server's value
+    as it came: both logged upper case, cut to 16 characters, without controls."""
+    expected = []
+    with override_settings(MIDDLEWARE=middleware), settings_with():
+        for method, logged in UNUSUAL_METHODS:
+            asgi_request("/async/", method=method)
+            expected.append((logged, "asgi"))
+            if max(method) <= "\xff":  # a WSGI environ's strings are latin-1 (PEP 3333)
+                wsgi_request("/sync/", method=method)
+                expected.append((logged, "wsgi"))
+    assert [(line["method"], line["interface"]) for line in log_lines.parsed()] == expected
+    for raw in log_lines.raw:
+        assert raw.splitlines() == [raw]
+        assert not any(c in raw for c in "\u2028\x85\x7f")
+        assert not any(e in raw for e in ("\\u2028", "\\u0085", "\\u007f"))
+
+
 def test_a_static_file_served_by_runserver_has_its_status(log_lines, tmp_path, db):
     """runserver serves static files with StaticFilesHandler, before the middleware
     chain: the line said ``status: null`` (the report's "none", a client gone away)."""
