@@ -358,6 +358,25 @@ def test_an_extra_field_with_a_lone_surrogate_is_left_out_not_the_line(log_lines
         assert line["hopwatch_errors"] == 4  # each line's four fields left out
 
 
+def keyed_extra_fields(request, record):
+    return {"tenant": "acme", 7: "seven", None: "none", "caf\u00e9": 1, "\u540d\u524d": "name"}
+
+
+def test_extra_fields_of_non_ascii_names_are_written_and_names_no_str_are_ignored(log_lines, db):
+    """A field name is any str UTF-8 can write ("café" too); a key that is no str (an
+    int, None) names no field: it is passed over, and the rest of the line is written,
+    with no internal error."""
+    with settings_with(EXTRA_FIELDS="tests.test_log.keyed_extra_fields"):
+        assert asgi_request("/async/").status == 200
+        assert wsgi_request("/sync/")[0] == "200 OK"
+    lines = log_lines.parsed()
+    assert [line["route"] for line in lines] == ["/async/", "/sync/"]
+    for line in lines:
+        added = {k: v for k, v in line.items() if k not in _emit.RESERVED}
+        assert added == {"tenant": "acme", "caf\u00e9": 1, "\u540d\u524d": "name"}
+        assert "hopwatch_errors" not in line
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
