@@ -251,6 +251,24 @@ def test_a_line_with_exactly_sites_limit_causes_drops_none(log_lines):
     assert (len(cut["sites"]), cut["sites_dropped"]) == (14, 1)
 
 
+def test_a_line_of_one_cause_at_sites_limit_one_drops_none(log_lines, db):
+    """The edge at the smallest limit: a request whose one cause is the view's crossing
+    (an async view under WSGI, behind hopwatch alone) lists it and has no
+    sites_dropped, not ``"sites_dropped": 0``."""
+    from django.test import Client
+
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with(SITES_LIMIT=1):
+        wsgi_request("/async/")
+        Client().get("/async/")
+    lines = log_lines.parsed()
+    assert [(line["interface"], line["hops"], len(line["sites"])) for line in lines] == [
+        ("wsgi", 1, 1),
+        ("test-client", 1, 1),
+    ]
+    assert [line["sites"][0]["kind"] for line in lines] == ["view", "view"]
+    assert not any("sites_dropped" in line for line in lines)
+
+
 def test_the_views_crossing_is_on_the_line_whatever_the_limit(log_lines, db):
     """A sync view under ASGI behind startproject's stack: many causes, the view's
     crossing about the quickest of them, and still the one site a line of one lists
