@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -589,6 +591,57 @@ def test_request_id_from_header_or_generated(log_lines):
     assert first["request_id"] == "abc-123"
     assert re.fullmatch(r"[0-9a-f]{16}", hostile["request_id"])
     assert re.fullmatch(r"[0-9a-f]{16}", generated["request_id"])
+
+
+_ISO_MICROSECONDS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z")
+
+
+def _early_in_a_second(write):
+    """Call ``write`` inside the first 100 ms of a wall-clock second (its microseconds
+    below 100000, where a fraction unpadded would have fewer than 6 digits): the
+    (second, first microsecond, last microsecond) it ran between."""
+    for _ in range(20):
+        while time.time_ns() // 1000 % 1_000_000 >= 20_000:
+            time.sleep(0.001)
+        before = time.time_ns() // 1000
+        write()
+        after = time.time_ns() // 1000
+        if before // 1_000_000 == after // 1_000_000 and after % 1_000_000 < 100_000:
+            return before // 1_000_000, before % 1_000_000, after % 1_000_000
+    raise AssertionError("no write finished within the first 100 ms of a second in 20 tries")
+
+
+def _assert_written_at(timestamp, moment):
+    second, first, last = moment
+    found = _ISO_MICROSECONDS.fullmatch(timestamp)
+    assert found, timestamp
+    assert found[1] == datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert first <= int(found[2]) <= last < 100_000 and found[2].startswith("0")
+
+
+def test_a_timestamp_early_in_a_second_has_six_fraction_digits(db):
+    """The timestamp's microseconds are zero-padded to 6 digits (docs/log-schema.md's
+    ``...T23:59:01.123456Z``): at .017291 a request line and a hopwatch.process line
+    both read ``.017291Z``, never ``.17291Z`` (which is 0.17291 s to a reader)."""
+    from hopwatch import _process, apps
+
+    kept: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: kept.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("hopwatch")
+    logger.addHandler(handler)
+    assert apps._emitter is not None
+    process = _process.ProcessLines(3600, apps._emitter.write_event)
+    try:
+        with override_settings(MIDDLEWARE=HOPWATCH_ONLY), settings_with():
+            request_moment = _early_in_a_second(lambda: wsgi_request("/sync/"))
+            process_moment = _early_in_a_second(process.write_line)
+    finally:
+        logger.removeHandler(handler)
+    request_line, process_line = [json.loads(m) for m in kept if m.startswith('{"event":')]
+    assert (request_line["event"], process_line["event"]) == ("hopwatch.request", "hopwatch.process")
+    _assert_written_at(request_line["timestamp"], request_moment)
+    _assert_written_at(process_line["timestamp"], process_moment)
 
 
 def test_the_line_record_has_a_line_number():
