@@ -288,7 +288,7 @@ SETTINGS: Final[dict[str, Setting]] = {
         "a header name (" + TOKEN_CHARACTERS + ") that carries no credential and that"
         " Django's error reports do not hide, or None",
         "A request header whose value becomes `request_id`, when it is 1-128 characters of"
-        " `A-Za-z0-9._:/+=-`. Otherwise (or `None`) an id is generated. Written as the"
+        " `A-Za-z0-9._:/+=-`. Otherwise (or `None`, or `\"\"`) an id is generated. Written as the"
         " client sends it (`X-Request-ID`); its `request.META` key (`HTTP_X_REQUEST_ID`) is"
         " refused, saying what to write. A name must be an HTTP token: ASCII letters, digits"
         " and the punctuation RFC 9110 allows (`-`, `_`, `.`, ...), since Django upper-cases a"
