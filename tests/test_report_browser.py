@@ -646,7 +646,7 @@ def test_endpoint_makes_the_page_that_endpoints(logged, driver):
     assert row["label"] == label and row["requests"] == len(mine) == 1
     assert len(row["causes"]) >= 2 and document["fixable"]
     driver.get(_page_of(log, "--endpoint", label).as_uri())
-    assert driver.title == f"hopwatch report: {label}, cause by cause"
+    assert driver.title == f"hopwatch report: \u2068{label}\u2069, cause by cause"
     assert _texts(driver, "#endpoint-table tbody td.l") == [label]
     # its causes, every one the document lists, with the text's columns and figures
     headers = _texts(driver, "#cause-table thead th")

@@ -481,3 +481,42 @@ def test_djangos_own_middleware_hooks_are_one_row_of_the_fixable_causes(
     assert kinds.count("middleware") == 1 and kinds.count("other") == 9, kinds
     assert rows[0][1].startswith("Django's own middleware hooks13 hooks: django.middleware.m")
     assert (rows[0][5], rows[0][6], rows[0][8]) == ("2.600", "7.8 ms", "MiddlewareMixin hooks")
+
+
+def test_endpoint_facts_in_the_pages_words_with_text_from_the_log_isolated(
+    run_cli: RunCli, tmp_path: Path
+):
+    """``--endpoint``: the #endpoint section was the text's lines escaped, "1 requests
+    (asgi x1; ...)" with the text's indent inside each <p>, and the h1 and <title> had
+    the endpoint's right-to-left letters among the page's words with nothing isolating
+    them. Now: one request in the singular, no indents, every value from the log in
+    <bdi> (FSI...PDI in <title>, which holds no elements)."""
+    route = "/\u05e9\u05dc\u05d5\u05dd/<int:pk>/"
+    view = "app.views.\u05d0\u05d1\u05d2"
+    lines = [*sample_lines(), detailed_line(gathered_detail(), route=route, view=view)]
+    source = page_of(run_cli, tmp_path, lines, "--endpoint", route)
+    title = source.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title == (
+        "hopwatch report: \u2068/\u05e9\u05dc\u05d5\u05dd/&lt;int:pk&gt;/\u2069, cause by cause"
+    )
+    heading = source.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    assert heading == (
+        "hopwatch report: <bdi>/\u05e9\u05dc\u05d5\u05dd/&lt;int:pk&gt;/</bdi>, cause by cause"
+    )
+    section = source.split('<section id="endpoint">', 1)[1].split("</section>", 1)[0]
+    assert section == (
+        "<p><bdi>GET /\u05e9\u05dc\u05d5\u05dd/&lt;int:pk&gt;/</bdi></p>"
+        "<p>view <bdi>app.views.\u05d0\u05d1\u05d2</bdi></p>"
+        "<p>1 request (<bdi>asgi</bdi> x1; statuses <bdi>200</bdi> x1); 5.0 crossings per"
+        " request (at most 5)</p>"
+        "<p>crossing overhead: 3.700 ms per request (p50 3.700, p95 3.700, p99 3.700), 3.7 ms"
+        " in all, 51.4% of the requests' time; 740 µs per crossing</p>"
+        "<p>work inside the crossings: 7.000 ms per request (it stays when the hops go)</p>"
+    )
+    # two requests: the plural, the interface and the status isolated
+    twice = page_of(run_cli, tmp_path, sample_lines(), "--endpoint", "GET /gather/")
+    section = twice.split('<section id="endpoint">', 1)[1].split("</section>", 1)[0]
+    assert section.split("</p>")[2] == (
+        "<p>2 requests (<bdi>asgi</bdi> x2; statuses <bdi>200</bdi> x2); 5.0 crossings per"
+        " request (at most 5)"
+    )

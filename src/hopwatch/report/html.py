@@ -27,7 +27,7 @@ id="hopwatch-report">``), for tools. Everything from a log is escaped by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata, resources
 from typing import IO, Any, Final
@@ -704,11 +704,78 @@ def _timelines_section(
 
 
 # --- the page -----------------------------------------------------------------------------
-def _heading(document: Document) -> str:
+def _endpoint_facts(row: Row) -> str:
+    """--endpoint: the endpoint's numbers in words, as the text's notes.endpoint_lines
+    gives them, in the page's words: one of a thing in the singular, each value from the
+    log isolated (bdi) among them, no text indents."""
+    lines = [bdi(row["label"])]
+    if row.get("view") and row["label"] != row["view"]:
+        lines.append(f"view {bdi(row['view'])}")
+
+    def each(counts: dict[str, int]) -> str:
+        return ", ".join(f"{bdi(key)} x{fmt.count(value)}" for key, value in counts.items())
+
+    crossings = fmt.mean(row["hops"]["mean"])
+    lines.append(
+        f"{fmt.counted(row['requests'], 'request')} ({each(row['interfaces'])}; statuses"
+        f" {each(row['statuses'])}); {crossings} {fmt.noun(crossings, 'crossing')} per"
+        f" request (at most {fmt.count(row['hops']['max'])})"
+    )
+    overhead = row.get("overhead_ms")
+    if overhead is not None:
+        per_hop = overhead.get("per_hop_us")
+        price = f"; {fmt.us(per_hop)} per crossing" if per_hop is not None else ""
+        lines.append(
+            f"crossing overhead: {fmt.ms(overhead['mean'])} ms per request (p50"
+            f" {fmt.ms(overhead['p50'])}, p95 {fmt.ms(overhead['p95'])}, p99"
+            f" {fmt.ms(overhead['p99'])}), {fmt.duration(overhead['total'])} in all,"
+            f" {fmt.percent(row['overhead_share'])} of the requests' time{price}"
+        )
+        lines.append(
+            f"work inside the crossings: {fmt.ms(row['work_ms']['mean'])} ms per request"
+            " (it stays when the hops go)"
+        )
+    else:
+        lines.append(
+            "crossing overhead: n/a (no line carries overhead_ms); whole crossings"
+            f" {fmt.ms(row['hop_ms']['mean'])} ms per request, the code inside included"
+        )
+    pinned = row.get("pinned_ms")
+    if pinned and pinned["mean"]:
+        by = ", ".join(bdi(entry["site"]) for entry in pinned["by"])
+        lines.append(
+            f"a worker thread held {fmt.ms(pinned['mean'])} ms per request while async work"
+            f" ran (by {by})"
+        )
+    tax = row.get("hop_tax_ms")
+    if tax:
+        lines.append(
+            f"at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
+            f" {fmt.ms(tax['mean'])} ms per request"
+        )
+    new_loops = row["new_loops"]["total"]
+    if new_loops:
+        lines.append(
+            f"{fmt.counted(new_loops, 'new event loop')} (async_to_sync with no loop to go"
+            " to: the cold path)"
+        )
+    facts = "".join(f"<p>{line}</p>" for line in lines)
+    return f'<section id="endpoint">{facts}</section>'
+
+
+def _heading(document: Document, isolate: Callable[[Any], str]) -> str:
+    """The page's heading as HTML; ``isolate`` escapes --endpoint's value (text from a log)
+    and sets it apart from the words around it: bdi in the h1, FSI...PDI in <title>,
+    which holds no elements."""
     if document.get("endpoint") is not None:
-        return f"hopwatch report: {fmt.clean(document['endpoint'])}, cause by cause"
+        return f"hopwatch report: {isolate(document['endpoint'])}, cause by cause"
     what = "causes" if document["by"] == "site" else f"{document['by']}s"
-    return f"hopwatch report: worst {what} by {document['sort']}"
+    return esc(f"hopwatch report: worst {what} by {document['sort']}")
+
+
+def _first_strong_isolated(value: Any) -> str:
+    # U+2068 FIRST STRONG ISOLATE ... U+2069 POP DIRECTIONAL ISOLATE: <bdi> for a title
+    return f"\u2068{esc(value)}\u2069"
 
 
 def render_html(
@@ -736,7 +803,8 @@ def render_html(
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'"
     )
-    title = _heading(document)
+    title = _heading(document, _first_strong_isolated)
+    heading = _heading(document, bdi)
     moment = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     out.write(
         "<!DOCTYPE html>\n"
@@ -744,8 +812,8 @@ def render_html(
         f'<meta http-equiv="Content-Security-Policy" content="{esc(policy)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{esc(title)}</title><style>{_asset('page.css')}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1>"
+        f"<title>{title}</title><style>{_asset('page.css')}</style></head><body>"
+        f"<header><h1>{heading}</h1>"
         f'<p class="summary" id="summary">{esc(render.summary_line(document))}</p>'
         '<nav><a href="#endpoints">endpoints</a><a href="#hops">hops per request</a>'
         f'<a href="#causes">{"causes" if whose is not None else "fixable causes"}</a>'
@@ -754,8 +822,7 @@ def render_html(
     )
     out.write(_sites_section(document) if by == "site" else _endpoints_section(document, groups))
     if whose is not None:
-        facts = "".join(f"<p>{esc(line)}</p>" for line in notes.endpoint_lines(row, None))
-        out.write(f'<section id="endpoint">{facts}</section>')
+        out.write(_endpoint_facts(row))
     endpoints = []
     if by != "site":
         for row in document["rows"]:
