@@ -46,6 +46,9 @@ RESERVED: Final = NAMES
 
 # What became of a request's line (RequestRecord.line, set by Emitter.__call__): handed
 # to the output, left out by a filter (the setting's name), or the output raised.
+# "written" means handed over, not that it reached a log: with OUTPUT "logging" the
+# logger's level, its handlers and their filters decide that after (W004 warns of
+# none), and OUTPUT_BUFFER holds the line before writing it; hopwatch does not ask.
 LINE_WRITTEN: Final = "written"
 LINE_MIN_HOPS: Final = "MIN_HOPS"
 LINE_MIN_HOP_MS: Final = "MIN_HOP_MS"

@@ -53,7 +53,7 @@ NO_LINE: Final = {
     LINE_SAMPLED_OUT: 'No log line was written for it: HOPWATCH["SAMPLE_RATE"] left it out.',
     LINE_FAILED: "Writing its log line failed: the line may be missing from your log.",
     None: "Whether hopwatch wrote a log line for it is not known.",
-}  # (and LINE_WRITTEN: "Its log line counts", in the template)
+}  # (and LINE_WRITTEN: "Its log line, as handed to HOPWATCH["OUTPUT"], counts", in the template)
 
 HANDLER_THREAD: Final = "handler"
 
