@@ -28,6 +28,10 @@ set-up (and so before hopwatch installs) or after it.
   hook and async ORM call under such an agent was kind ``other``, the ORM's API
   name was lost (``QuerySet.acount`` read ``django.db.models.query.QuerySet.count``)
   and every call site was the agent's wrapper's line.
+* A crossing such a wrapper makes of its own, with another adapter, before passing
+  the call on, is the wrapper's (its line); the one passed on is as without the
+  agent. Before, it was read from the wrapper's caller (the user's line seemed to
+  make two crossings; on Django 6.1 ``Signal.asend`` became a cause).
 """
 
 from __future__ import annotations
@@ -210,7 +214,7 @@ import functools
 import wrapt
 from asgiref import sync
 
-calls = {"s2a": 0, "a2s": 0}
+calls = {"s2a": 0, "a2s": 0, "flush": 0}
 
 
 async def wrapt_s2a(wrapped, instance, args, kwargs):  # awaits what it wrapped
@@ -276,7 +280,43 @@ def stacked_agent():  # four agents, each over the one before
     wrapt_agent()
 
 
-AGENTS = {"wrapt": wrapt_agent, "functions": functions_agent, "stacked": stacked_agent}
+def flush():  # what an agent sends on its own
+    calls["flush"] += 1
+
+
+def own_crossing_agent():  # makes a crossing of its own, then passes the call on
+    s2a = sync.SyncToAsync.__call__
+
+    async def flushing_s2a(self, *args, **kwargs):
+        calls["s2a"] += 1
+        await s2a(sync.SyncToAsync(flush))  # the agent's own crossing: this line
+        return await s2a(self, *args, **kwargs)
+
+    sync.SyncToAsync.__call__ = flushing_s2a
+
+
+S2A = None
+
+
+async def wrapt_flushing_s2a(wrapped, instance, args, kwargs):
+    calls["s2a"] += 1
+    await S2A(sync.SyncToAsync(flush))  # the agent's own crossing: this line
+    return await wrapped(*args, **kwargs)
+
+
+def wrapt_own_crossing_agent():
+    global S2A
+    S2A = sync.SyncToAsync.__call__
+    wrapt.wrap_function_wrapper(sync, "SyncToAsync.__call__", wrapt_flushing_s2a)
+
+
+AGENTS = {
+    "wrapt": wrapt_agent,
+    "functions": functions_agent,
+    "stacked": stacked_agent,
+    "own-crossing": own_crossing_agent,
+    "wrapt-own-crossing": wrapt_own_crossing_agent,
+}
 """
 
 _SHAPES_RUN = """
@@ -330,6 +370,12 @@ def _run_shapes(tmp_path: Path, style: str, order: str) -> tuple[dict, list[dict
     return result, _lines(log)
 
 
+def _site_order(site: tuple) -> tuple:
+    """(site, kind, direction, call site or None, count), in an order that holds
+    where a site and kind come with and without a call site."""
+    return (*site[:3], site[3] or "", site[4])
+
+
 def _causes(lines: list[dict]) -> list[tuple]:
     """Each line's route and interface, and its sites: every field but the times."""
     return [
@@ -337,8 +383,11 @@ def _causes(lines: list[dict]) -> list[tuple]:
             line["route"],
             line["interface"],
             sorted(
-                (s["site"], s["kind"], s["direction"], s.get("call_site"), s["count"])
-                for s in line["sites"]
+                (
+                    (s["site"], s["kind"], s["direction"], s.get("call_site"), s["count"])
+                    for s in line["sites"]
+                ),
+                key=_site_order,
             ),
         )
         for line in lines
@@ -348,7 +397,7 @@ def _causes(lines: list[dict]) -> list[tuple]:
 @pytest.fixture(scope="module")
 def causes_without_agent(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
     result, lines = _run_shapes(tmp_path_factory.mktemp("shapes"), "none", "none")
-    assert result["calls"] == {"s2a": 0, "a2s": 0}
+    assert result["calls"] == {"s2a": 0, "a2s": 0, "flush": 0}
     causes = _causes(lines)
     by_request = {(route, interface): sites for route, interface, sites in causes}
     views = "tests/testapp/views.py"
@@ -384,5 +433,31 @@ def test_an_agents_wrapper_over_the_adapters_call_is_not_the_call_site(
         "a2s": sum(line["async_to_sync"] for line in lines),
     }
     assert crossings == {"s2a": 67, "a2s": 5}
-    assert result["calls"] == {key: layers[key] * crossings[key] for key in crossings}
+    assert result["calls"] == {key: layers[key] * crossings[key] for key in crossings} | {
+        "flush": 0
+    }
     assert _causes(lines) == causes_without_agent
+
+
+@pytest.mark.parametrize(
+    ("style", "line"), [("own-crossing", 82), ("wrapt-own-crossing", 93)]
+)
+def test_a_crossing_an_agents_wrapper_makes_of_its_own_is_the_wrappers(
+    tmp_path, style, line, causes_without_agent
+):
+    """An agent's wrapper over hopwatch's ``SyncToAsync.__call__`` that, before
+    passing the call on, makes a crossing of its own with another adapter: that one
+    is the wrapper's (its line), and the one passed on is as without the agent.
+    Before, the wrapper's own crossing was read from the wrapper's caller (the
+    user's line seemed to make two crossings, a signal's send became a cause)."""
+    result, lines = _run_shapes(tmp_path, style, "after")
+    function = "flushing_s2a" if style == "own-crossing" else "wrapt_flushing_s2a"
+    own = ("agent_shapes.flush", "other", "sync_to_async", f"agent_shapes.py:{line} in {function}")
+    expected = []
+    for route, interface, sites in causes_without_agent:
+        passed_on = sum(s[4] for s in sites if s[2] == "sync_to_async")
+        expected.append(
+            (route, interface, sorted([*sites, (*own, passed_on)] if passed_on else sites, key=_site_order))
+        )
+    assert _causes(lines) == expected
+    assert result["calls"] == {"s2a": 67, "a2s": 0, "flush": 67}

@@ -600,7 +600,7 @@ _thread_hook: Callable[..., Any] | None = None
 #: hopwatch._patch._adopt (see _adopt_class)
 _adopt: Callable[[type], bool | None] | None = None
 #: hopwatch._patch._layer (see attribute)
-_layer: Callable[[Any, CodeType], bool] | None = None
+_layer: Callable[[Any, FrameType], bool] | None = None
 
 
 def configure(
@@ -623,14 +623,15 @@ def configure(
     loop_on_adapter: bool = True,
     get_ident: Callable[[], int] | None = None,
     adopt: Callable[[type], bool | None] | None = None,
-    layer: Callable[[Any, CodeType], bool] | None = None,
+    layer: Callable[[Any, FrameType], bool] | None = None,
 ) -> None:
     """Hand the hop path its collaborators (see hopwatch._hotpath). ``get_ident``: the
     thread id the recorder reads (``threading.get_ident``, a greenlet's under gevent).
     ``adopt(cls)`` puts hopwatch's thread_handler around an adapter class's own one
     (hopwatch._patch._adopt): True done, False left alone, None ask again later.
-    ``layer(adapter, code)``: whether a caller running ``code`` is a layer other code
-    wrapped over hopwatch's ``__call__`` (hopwatch._patch._layer; see attribute)."""
+    ``layer(adapter, frame)``: whether the caller ``frame`` runs a layer other code
+    wrapped over hopwatch's ``__call__``, passing on ``adapter``'s call
+    (hopwatch._patch._layer; see attribute)."""
     global _current_scope, _resolve, _classify_code, _unscoped, _late
     global _overflow_cause, _report, _cancelled, _get_running_loop, _threadlocal
     global _tsc_var, _request_context, _awaitable_index, _loop_on_adapter, _get_ident
@@ -860,7 +861,7 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
     else:
         summary = _summarize(target)
         if summary is None:
-            while frame is not None and _layer is not None and _layer(adapter, frame.f_code):
+            while frame is not None and _layer is not None and _layer(adapter, frame):
                 frame = _past_layer(frame)
             return _resolve(adapter, target, frame)[0]
         ids, held = summary
@@ -889,9 +890,10 @@ def attribute(adapter: Any, target: Any, frame: FrameType | None) -> Any:
         second = _second.get(user_key)
         if second is not None:
             return second[1]
-    elif caller is not None and _layer is not None and _layer(adapter, caller):
-        # A layer over hopwatch's __call__ (an agent's wrapper): the key says so, and
-        # the cause is the one of a call from the frame past it
+    elif frame is not None and _layer is not None and _layer(adapter, frame):
+        # A layer over hopwatch's __call__ (an agent's wrapper) passing this adapter's
+        # call on: the key says so (its lasti tells it from a crossing the layer makes
+        # of its own), and the cause is the one of a call from the frame past it
         if len(_first) >= _CACHE_LIMIT:
             _first.clear()
         if held is None:

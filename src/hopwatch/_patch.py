@@ -37,7 +37,7 @@ import asyncio
 import functools
 import inspect
 import threading
-from types import CodeType, FunctionType, MethodType
+from types import CodeType, FrameType, FunctionType, MethodType
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -157,16 +157,23 @@ def _adopt(adapter_class: type) -> bool | None:
 _layers: dict[int, tuple[Any, frozenset[CodeType]]] = {}
 _CALL = "__call__"
 _CALLS = ((SyncToAsync, _CALL), (AsyncToSync, _CALL))
+#: The types of the bound wrappers (wrapt's BoundFunctionWrapper) found among the
+#: layers: their ``_self_instance`` is the adapter they pass on (see _holds)
+_binders: set[type] = set()
 
 
-def _layer(adapter: Any, code: CodeType) -> bool:
+def _layer(adapter: Any, frame: FrameType) -> bool:
     """Called by the hop path when it has no cached answer for a crossing's caller:
-    whether the frame that called hopwatch's ``__call__`` runs ``code`` of a layer
-    other code wrapped over it since install (an APM agent's wrapper, which calls
-    what it wrapped). The crossing is then attributed from the frame that called
-    that layer: Django's middleware, the ORM's async method, the user's line,
-    never the agent's wrapper. Cold: once per cache key (the layers of one class
-    attribute are found once)."""
+    whether ``frame``, which called hopwatch's ``__call__`` for ``adapter``, runs a
+    layer other code wrapped over it since install (an APM agent's wrapper, which calls
+    what it wrapped) and is passing on this adapter's call: it holds ``adapter`` (see
+    _holds). The crossing is then attributed from the frame that called that layer:
+    Django's middleware, the ORM's async method, the user's line, never the agent's
+    wrapper. A crossing the wrapper makes of its own, with another adapter, is the
+    wrapper's. Cold: once per cache key (the layers of one class attribute are found
+    once; the key holds the caller's instruction, so a wrapper's own crossing and
+    the one it passes on have keys of their own)."""
+    code = frame.f_code
     top = _class_attribute(type(adapter), _CALL)
     ours = [_patches[key][1] for key in _CALLS if key in _patches]
     if top is None or any(top is patched for patched in ours):
@@ -181,7 +188,35 @@ def _layer(adapter: Any, code: CodeType) -> bool:
         if len(_layers) >= 16:
             _layers.clear()
         seen = _layers[id(top)] = (top, codes)
-    return code in seen[1]
+    return code in seen[1] and _holds(frame, adapter)
+
+
+def _holds(frame: FrameType, adapter: Any) -> bool:
+    """Whether a layer's ``frame`` holds ``adapter`` among its arguments and locals:
+    itself (``self``, a wrapt wrapper's ``instance``), in a tuple (``*args``), as a
+    bound method's ``__self__``, or as the instance of a wrapt bound wrapper (its
+    pure-Python ``__call__``'s ``self``)."""
+    try:
+        values = list(frame.f_locals.values())
+    except Exception:  # a frame whose locals cannot be read: not passing it on
+        return False
+    for value in values:
+        if value is adapter:
+            return True
+        kind = type(value)
+        if kind is tuple:
+            if any(item is adapter for item in value):
+                return True
+        elif kind is MethodType:
+            if value.__self__ is adapter:
+                return True
+        elif kind in _binders:
+            try:
+                if getattr(value, "_self_instance", None) is adapter:
+                    return True
+            except Exception:
+                pass
+    return False
 
 
 def _class_attribute(klass: type, name: str) -> Any:
@@ -272,6 +307,7 @@ def _reaches_through_wrapper(obj: Any, adapter: Any, reaches: Any, add: Any) -> 
         if bind is not None:
             bound = bind(obj, adapter, type(adapter))
             if bound is not obj:
+                _binders.add(type(bound))
                 add(getattr(bound, "_self_wrapper", None))
                 add(getattr(type(bound), _CALL, None))
     except Exception:  # an object whose attributes fail: what was found stands

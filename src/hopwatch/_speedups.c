@@ -507,7 +507,7 @@ static PyObject *g_cancelled;        /* asyncio.CancelledError */
 static PyObject *g_get_running_loop; /* asyncio.events._get_running_loop */
 static PyObject *g_threadlocal;      /* SyncToAsync.threadlocal */
 static PyObject *g_adopt;            /* adopt(cls) -> True, False or None (hopwatch._patch._adopt) */
-static PyObject *g_layer;            /* layer(adapter, code) -> bool (hopwatch._patch._layer) */
+static PyObject *g_layer;            /* layer(adapter, frame) -> bool (hopwatch._patch._layer) */
 static int g_active = 0;
 static int g_thread_hooks = 0;
 
@@ -3126,12 +3126,14 @@ ask_python(PyObject *adapter, PyObject *target, PyFrameObject *frame, int *mode,
 
 static PyTypeObject PatchType;
 
-/* Whether `code`, run by the frame that called hopwatch's __call__ for `adapter`,
- * is a layer other code wrapped over it (an APM agent's wrapper): 1, 0, or -1 with
- * an error set. Only asked on a first-level miss, and of g_layer only when the
- * adapter class's __call__ is not a Patch (something is over hopwatch's). */
+/* Whether `frame`, which called hopwatch's __call__ for `adapter`, runs a layer
+ * other code wrapped over it (an APM agent's wrapper) and passes this adapter's
+ * call on (it holds the adapter; a crossing the layer makes of its own, with
+ * another adapter, is its own): 1, 0, or -1 with an error set. Only asked on a
+ * first-level miss, and of g_layer only when the adapter class's __call__ is not
+ * a Patch (something is over hopwatch's). */
 static int
-is_layer(PyObject *adapter, PyCodeObject *code)
+is_layer(PyObject *adapter, PyFrameObject *frame)
 {
     if (g_layer == NULL) {
         return 0;
@@ -3140,7 +3142,7 @@ is_layer(PyObject *adapter, PyCodeObject *code)
     if (top == NULL || Py_IS_TYPE(top, &PatchType)) {
         return 0;
     }
-    PyObject *r = PyObject_CallFunctionObjArgs(g_layer, adapter, (PyObject *)code, NULL);
+    PyObject *r = PyObject_CallFunctionObjArgs(g_layer, adapter, (PyObject *)frame, NULL);
     if (r == NULL) {
         return -1;
     }
@@ -3211,9 +3213,7 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
     PyObject *held[4] = {NULL, NULL, NULL, NULL};
     if (summarize_target(target, k, held) < 0) {
         if (frame != NULL) { /* uncached: past any layer each time */
-            PyCodeObject *code = PyFrame_GetCode(frame);
-            int layer = is_layer(adapter, code);
-            Py_DECREF(code);
+            int layer = is_layer(adapter, frame);
             if (layer != 0) {
                 return layer < 0 ? NULL : attribute_past_layer(adapter, target, frame);
             }
@@ -3254,7 +3254,7 @@ attribute(PyObject *adapter, PyObject *target, PyFrameObject *frame)
         goto done;
     }
     if (first == NULL ? caller_code != NULL : first->mode == MODE_LAYER) {
-        int layer = first != NULL ? 1 : is_layer(adapter, caller_code);
+        int layer = first != NULL ? 1 : is_layer(adapter, frame);
         if (layer < 0) {
             goto done;
         }
