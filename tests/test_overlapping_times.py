@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from tests.helpers import asgi_request, wsgi_request
+from tests.helpers import asgi_request, capture, wsgi_request
 from tests.testapp.views_threads import GATHERED, LATE_CALLS, NAP
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -44,6 +44,26 @@ def test_gathered_calls_work_is_their_code(log_lines, interface):
     assert gathered["count"] == GATHERED
     # the queueing is there, as each crossing's own wait: at least 1 + 2 + 3 + 4 naps
     assert gathered["overhead_ms"] >= 10 * NAP * 1000
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_the_lines_wait_is_its_crossings_queue_wait(log_lines, interface):
+    # The same five gathered calls: each queues behind the naps of the ones before it.
+    # The line's wait_ms is every crossing's wait summed (Hop.wait_ns, in ns, rounded
+    # once as the line rounds), so at least 1 + 2 + 3 + 4 naps.
+    settings = {"OUTPUT": "logging", "DETAIL": True}
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY, HOPWATCH=settings), capture() as records:
+        if interface == "asgi":
+            assert asgi_request("/threads/gather-sleep/").body == b"slept"
+        else:
+            assert wsgi_request("/threads/gather-sleep/")[1] == b"slept"
+    (record,) = records
+    line = one_line(log_lines)
+    hops = record.hops()
+    assert line["hops"] == len(hops) == len(line["detail"])  # every crossing kept
+    waited = sum(hop.wait_ns for hop in hops)
+    assert line["wait_ms"] == ((waited + 500) // 1000) / 1000
+    assert line["wait_ms"] >= 10 * NAP * 1000
 
 
 def test_a_thread_held_again_is_pinned_once(log_lines):
