@@ -256,7 +256,6 @@ class CauseStats:
     __slots__ = (
         "count",
         "direction",
-        "max_ns",
         "overhead_ns",
         "resume_ns",
         "run_ns",
@@ -272,7 +271,6 @@ class CauseStats:
         self.run_ns = 0
         self.resume_ns = 0
         self.overhead_ns = 0
-        self.max_ns = 0
 
 
 def _pin_held(parent: Hop) -> bool:
@@ -563,8 +561,6 @@ class LedgerCore:
             stats.run_ns += run
             stats.resume_ns += resume
             stats.overhead_ns += overhead
-            if wall > stats.max_ns:
-                stats.max_ns = wall
             if len(self.details) < self._detail_limit:
                 self.details.append(hop)
             else:

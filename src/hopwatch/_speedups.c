@@ -905,7 +905,7 @@ static PyTypeObject HopType = {
 typedef struct {
     PyObject_HEAD
     PyObject *direction;
-    long long count, wall_ns, wait_ns, run_ns, resume_ns, overhead_ns, max_ns;
+    long long count, wall_ns, wait_ns, run_ns, resume_ns, overhead_ns;
 } CauseStatsObject;
 
 static PyTypeObject CauseStatsType;
@@ -919,7 +919,7 @@ stats_make(PyObject *direction)
     }
     st->direction = Py_NewRef(direction);
     st->count = st->wall_ns = st->wait_ns = st->run_ns = st->resume_ns = 0;
-    st->overhead_ns = st->max_ns = 0;
+    st->overhead_ns = 0;
     return st;
 }
 
@@ -950,7 +950,6 @@ static PyMemberDef CauseStats_members[] = {
     {"run_ns", T_LONGLONG, offsetof(CauseStatsObject, run_ns), 0, NULL},
     {"resume_ns", T_LONGLONG, offsetof(CauseStatsObject, resume_ns), 0, NULL},
     {"overhead_ns", T_LONGLONG, offsetof(CauseStatsObject, overhead_ns), 0, NULL},
-    {"max_ns", T_LONGLONG, offsetof(CauseStatsObject, max_ns), 0, NULL},
     {NULL},
 };
 
@@ -2409,9 +2408,6 @@ account_stats(CauseStatsObject *st, long long wall, long long wait, long long ru
     st->run_ns += run;
     st->resume_ns += resume;
     st->overhead_ns += overhead;
-    if (wall > st->max_ns) {
-        st->max_ns = wall;
-    }
 }
 
 static inline int
