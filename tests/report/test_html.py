@@ -520,3 +520,21 @@ def test_endpoint_facts_in_the_pages_words_with_text_from_the_log_isolated(
         "<p>2 requests (<bdi>asgi</bdi> x2; statuses <bdi>200</bdi> x2); 5.0 crossings per"
         " request (at most 5)"
     )
+
+
+def test_endpoint_facts_are_the_same_words_in_text_and_markdown(run_cli: RunCli, tmp_path: Path):
+    """The page's endpoint facts and the text's are one list (notes.endpoint_facts): the
+    text and markdown say "1 request" of one request too (they said "1 requests"), and
+    "2 requests" of two."""
+    route = "/one/"
+    log = write(tmp_path, [*sample_lines(), detailed_line(gathered_detail(), route=route)])
+    for form in ("text", "markdown"):
+        one = run_cli(log, "--endpoint", route, "--format", form)
+        assert one.status == 0, one.err
+        # the text indents the facts under the label; markdown ends each with a break
+        start, end = ("\n  ", "\n") if form == "text" else ("\n", "  \n")
+        facts = "request (asgi x{0}; statuses 200 x{0}); 5.0 crossings per request (at most 5)"
+        assert f"{start}1 {facts.format(1)}{end}" in one.out
+        assert "1 requests" not in one.out
+        two = run_cli(log, "--endpoint", "GET /gather/", "--format", form)
+        assert f"{start}2 {facts.format(2).replace('request (', 'requests (', 1)}{end}" in two.out

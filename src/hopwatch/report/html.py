@@ -705,61 +705,9 @@ def _timelines_section(
 
 # --- the page -----------------------------------------------------------------------------
 def _endpoint_facts(row: Row) -> str:
-    """--endpoint: the endpoint's numbers in words, as the text's notes.endpoint_lines
-    gives them, in the page's words: one of a thing in the singular, each value from the
-    log isolated (bdi) among them, no text indents."""
-    lines = [bdi(row["label"])]
-    if row.get("view") and row["label"] != row["view"]:
-        lines.append(f"view {bdi(row['view'])}")
-
-    def each(counts: dict[str, int]) -> str:
-        return ", ".join(f"{bdi(key)} x{fmt.count(value)}" for key, value in counts.items())
-
-    crossings = fmt.mean(row["hops"]["mean"])
-    lines.append(
-        f"{fmt.counted(row['requests'], 'request')} ({each(row['interfaces'])}; statuses"
-        f" {each(row['statuses'])}); {crossings} {fmt.noun(crossings, 'crossing')} per"
-        f" request (at most {fmt.count(row['hops']['max'])})"
-    )
-    overhead = row.get("overhead_ms")
-    if overhead is not None:
-        per_hop = overhead.get("per_hop_us")
-        price = f"; {fmt.us(per_hop)} per crossing" if per_hop is not None else ""
-        lines.append(
-            f"crossing overhead: {fmt.ms(overhead['mean'])} ms per request (p50"
-            f" {fmt.ms(overhead['p50'])}, p95 {fmt.ms(overhead['p95'])}, p99"
-            f" {fmt.ms(overhead['p99'])}), {fmt.duration(overhead['total'])} in all,"
-            f" {fmt.percent(row['overhead_share'])} of the requests' time{price}"
-        )
-        lines.append(
-            f"work inside the crossings: {fmt.ms(row['work_ms']['mean'])} ms per request"
-            " (it stays when the hops go)"
-        )
-    else:
-        lines.append(
-            "crossing overhead: n/a (no line carries overhead_ms); whole crossings"
-            f" {fmt.ms(row['hop_ms']['mean'])} ms per request, the code inside included"
-        )
-    pinned = row.get("pinned_ms")
-    if pinned and pinned["mean"]:
-        by = ", ".join(bdi(entry["site"]) for entry in pinned["by"])
-        lines.append(
-            f"a worker thread held {fmt.ms(pinned['mean'])} ms per request while async work"
-            f" ran (by {by})"
-        )
-    tax = row.get("hop_tax_ms")
-    if tax:
-        lines.append(
-            f"at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
-            f" {fmt.ms(tax['mean'])} ms per request"
-        )
-    new_loops = row["new_loops"]["total"]
-    if new_loops:
-        lines.append(
-            f"{fmt.counted(new_loops, 'new event loop')} (async_to_sync with no loop to go"
-            " to: the cold path)"
-        )
-    facts = "".join(f"<p>{line}</p>" for line in lines)
+    """--endpoint: the endpoint's numbers in words (notes.endpoint_facts), each value from
+    the log isolated (bdi) among the page's words."""
+    facts = "".join(f"<p>{line}</p>" for line in notes.endpoint_facts(row, bdi))
     return f'<section id="endpoint">{facts}</section>'
 
 

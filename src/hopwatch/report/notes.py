@@ -15,6 +15,7 @@ Log content in these lines has been cleaned by the caller's cells or here
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hopwatch._cli import wrap as wrap_words
@@ -192,62 +193,75 @@ def fixable_lines(document: Document, width: int | None) -> list[str]:
     return lines
 
 
-def endpoint_lines(row: Row, width: int | None) -> list[str]:
-    """One endpoint's numbers in words (--endpoint), above its causes."""
-    lines = [fmt.clean(row["label"])]
+def endpoint_facts(row: Row, value: Callable[[Any], str] = fmt.clean) -> list[str]:
+    """One endpoint's numbers in words (--endpoint), above its causes: one fact a line,
+    the endpoint's label first. ``value`` makes text from a log safe where the words
+    around it are the report's (the text's ``fmt.clean``, the page's ``bdi``)."""
+    lines = [value(row["label"])]
     if row.get("view") and row["label"] != row["view"]:
-        lines.append(f"  view {fmt.clean(row['view'])}")
-    # requests per status and interface, printed as the requests beside them are
-    statuses = ", ".join(f"{fmt.clean(k)} x{fmt.count(v)}" for k, v in row["statuses"].items())
-    interfaces = ", ".join(f"{fmt.clean(k)} x{fmt.count(v)}" for k, v in row["interfaces"].items())
+        lines.append(f"view {value(row['view'])}")
+
+    def each(counts: dict[str, int]) -> str:
+        return ", ".join(f"{value(key)} x{fmt.count(number)}" for key, number in counts.items())
+
+    crossings = fmt.mean(row["hops"]["mean"])
     lines.append(
-        f"  {fmt.count(row['requests'])} requests ({interfaces}; statuses {statuses});"
-        f" {fmt.mean(row['hops']['mean'])} crossings per request (at most"
-        f" {fmt.count(row['hops']['max'])})"
+        f"{fmt.counted(row['requests'], 'request')} ({each(row['interfaces'])}; statuses"
+        f" {each(row['statuses'])}); {crossings} {fmt.noun(crossings, 'crossing')} per"
+        f" request (at most {fmt.count(row['hops']['max'])})"
     )
     overhead = row.get("overhead_ms")
     if overhead is not None:
         per_hop = overhead.get("per_hop_us")
         price = f"; {fmt.us(per_hop)} per crossing" if per_hop is not None else ""
         lines.append(
-            f"  crossing overhead: {fmt.ms(overhead['mean'])} ms per request (p50"
+            f"crossing overhead: {fmt.ms(overhead['mean'])} ms per request (p50"
             f" {fmt.ms(overhead['p50'])}, p95 {fmt.ms(overhead['p95'])}, p99"
             f" {fmt.ms(overhead['p99'])}), {fmt.duration(overhead['total'])} in all,"
             f" {fmt.percent(row['overhead_share'])} of the requests' time{price}"
         )
         lines.append(
-            f"  work inside the crossings: {fmt.ms(row['work_ms']['mean'])} ms per request"
+            f"work inside the crossings: {fmt.ms(row['work_ms']['mean'])} ms per request"
             " (it stays when the hops go)"
         )
     else:
         lines.append(
-            f"  crossing overhead: n/a (no line carries overhead_ms); whole crossings"
+            "crossing overhead: n/a (no line carries overhead_ms); whole crossings"
             f" {fmt.ms(row['hop_ms']['mean'])} ms per request, the code inside included"
         )
     pinned = row.get("pinned_ms")
     if pinned and pinned["mean"]:
-        by = ", ".join(fmt.clean(entry["site"]) for entry in pinned["by"])
+        by = ", ".join(value(entry["site"]) for entry in pinned["by"])
         lines.append(
-            f"  a worker thread held {fmt.ms(pinned['mean'])} ms per request while async work"
+            f"a worker thread held {fmt.ms(pinned['mean'])} ms per request while async work"
             f" ran (by {by})"
         )
     tax = row.get("hop_tax_ms")
     if tax:
         lines.append(
-            f"  at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
+            f"at this host's price of a no-op hop ({fmt.us(tax['per_hop_us'])}):"
             f" {fmt.ms(tax['mean'])} ms per request"
         )
     new_loops = row["new_loops"]["total"]
     if new_loops:
         lines.append(
-            f"  {fmt.count(new_loops)} new event loop{'' if new_loops == 1 else 's'}"
-            " (async_to_sync with no loop to go to: the cold path)"
+            f"{fmt.counted(new_loops, 'new event loop')} (async_to_sync with no loop to go"
+            " to: the cold path)"
         )
+    return lines
+
+
+def endpoint_lines(row: Row, width: int | None) -> list[str]:
+    """One endpoint's numbers in words (--endpoint), above its causes: the terminal's and
+    markdown's form of :func:`endpoint_facts`, the facts under the label indented."""
+    label, *facts = endpoint_facts(row)
+    lines = [label, *("  " + line for line in facts)]
     return [part for line in lines for part in wrap(line, width, "    ")]
 
 
 __all__ = [
     "FixableItem",
+    "endpoint_facts",
     "endpoint_lines",
     "fixable_items",
     "fixable_lines",
