@@ -8,6 +8,8 @@ built from the lines they logged, its text read as ``hopwatch report`` prints it
 
 from __future__ import annotations
 
+import json
+
 import django
 import pytest
 from django.dispatch import Signal
@@ -185,3 +187,38 @@ def test_an_async_receiver_of_a_task_signal_gets_the_advice_to_make_it_sync(
     ), text  # the report's short name for Django's own signal
     assert _advice.SIGNAL_ASYNC_RECEIVER.summary in text
     assert _advice.SIGNAL.summary not in text
+
+
+def test_an_async_receiver_of_request_started_under_wsgi_is_the_projects_to_change(
+    site, log_lines, tmp_path, capsys
+):
+    """Django's own receivers of request_started are sync, so under ASGI (asend()) their
+    sync_to_async stays whatever the project does, and the report leaves it out of "what
+    to change first". An ``async def`` receiver of the project's under WSGI (send()) is
+    the project's own async_to_sync, a new event loop a request: it was left out too,
+    though its advice said to make it a plain ``def``."""
+    from django.core.signals import request_started
+
+    async def on_request_started(sender, **kwargs):
+        pass
+
+    request_started.connect(on_request_started)
+    try:
+        with capture() as records:
+            status, body = wsgi_request("/place/")
+    finally:
+        request_started.disconnect(on_request_started)
+    assert (int(status.split()[0]), body) == (200, b"placed")
+    (record,) = records
+    assert signal_hops(record) == [("signal", "request_started", "async_to_sync")]
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(log_lines.raw) + "\n", encoding="utf-8")
+    assert main(["report", str(log), "--format", "json", "--jobs", "1"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    ((cause,),) = [row["causes"] for row in document["rows"]]
+    assert (cause["site"], cause["advice"]["key"], cause["advice"]["fixable"]) == (
+        "request_started",
+        _advice.SIGNAL_ASYNC_RECEIVER.key,
+        True,
+    )
+    assert [item["site"] for item in document["fixable"]] == ["request_started"]

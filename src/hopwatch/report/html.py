@@ -69,10 +69,10 @@ CAUSES_SHOWN: Final = 10
 LABEL_LIMIT: Final = 120
 
 
-def unfixable(kind: str, site: str) -> str | None:
+def unfixable(kind: str, site: str, direction: str | None = None) -> str | None:
     """Why a cause has nothing to change in the app's code (docs/causes.md), or None.
     Which causes those are is the report's one rule (``rank.fixable``)."""
-    if _fixable(kind, site):
+    if _fixable(kind, site, direction):
         return None
     from hopwatch._advice import site_advice
 
@@ -449,7 +449,9 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
     if not measured:  # lines from before sites[].overhead_ms: by time in crossings
         ranked.sort(key=lambda item: (-at_resolution(item[1][K_MS]), item[0][0]))
     fixable, grouped = _django_hooks_as_one(
-        [item for item in ranked if unfixable(item[0][1], item[0][0]) is None], measured, sync
+        [item for item in ranked if unfixable(item[0][1], item[0][0], item[0][2]) is None],
+        measured,
+        sync,
     )
     rows = []
     # each piece of advice once, below the table: the causes it is for, their overhead
@@ -503,8 +505,8 @@ def _causes_section(picture: Picture, sync: frozenset[SiteKey]) -> str:
             " ranked by their crossings' whole time, the work inside included."
         )
     left_out: dict[str, dict[str, None]] = {}
-    for (site, kind, _direction, _call_site), _entry in ranked:
-        reason = unfixable(kind, site)
+    for (site, kind, direction, _call_site), _entry in ranked:
+        reason = unfixable(kind, site, direction)
         if reason is not None:
             left_out.setdefault(reason, {})[site] = None
     for reason, sites in left_out.items():

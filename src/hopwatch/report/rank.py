@@ -309,18 +309,23 @@ def _hop_tax(stats: EndpointStats, hop_tax_us: float | None) -> Row | None:
     }
 
 
-def fixable(kind: str, site: str) -> bool:
+def fixable(kind: str, site: str, direction: str | None = None) -> bool:
     """Whether a cause's hops are the project's to remove. Not: Django closing every
     response under ASGI, its own receivers of ``request_started`` /
-    ``request_finished`` (docs/causes.md: nothing to do while Django's receivers are sync),
-    and the causes whose section of docs/causes.md says to keep them (``Advice.keep``:
-    ``acheck_password``)."""
+    ``request_finished`` run through ``sync_to_async`` (docs/causes.md: nothing to do while
+    Django's receivers are sync; an ``async def`` receiver of the project's run through
+    ``async_to_sync`` under WSGI is its to change), and the causes whose section of
+    docs/causes.md says to keep them (``Advice.keep``: ``acheck_password``)."""
     named = site_advice(kind, site)
     if named is not None and named.keep:
         return False
     if kind == "response":
         return not site.endswith(".close")
-    return not (kind == "signal" and site in ("request_started", "request_finished"))
+    return not (
+        kind == "signal"
+        and site in ("request_started", "request_finished")
+        and direction != "async_to_sync"
+    )
 
 
 def sync_handler(interfaces: Iterable[str]) -> bool:
@@ -336,7 +341,11 @@ def _advice_dict(key: SiteKey, *, summary: bool = False, sync: bool = False) -> 
     ``sync``: the cause was listed under sync handlers only (:func:`sync_handler`)."""
     site, kind, direction, call_site = key
     advice = advice_for(kind, site, direction, sync_handler=sync, call_site=call_site)
-    found: Row = {"key": advice.key, "title": advice.title, "fixable": fixable(kind, site)}
+    found: Row = {
+        "key": advice.key,
+        "title": advice.title,
+        "fixable": fixable(kind, site, direction),
+    }
     if summary:
         found["summary"] = advice.summary
     return found
@@ -608,7 +617,7 @@ def fixable_causes(
     hooks: list[tuple[SiteKey, list[float], list[Any]]] = []
     for key, (entry, endpoints_of, sync) in sites.items():
         site, kind, direction, _call_site = key
-        if not fixable(kind, site):
+        if not fixable(kind, site, direction):
             continue
         if advice_for(kind, site, direction, sync_handler=sync) is MIDDLEWARE_HOOK:
             hooks.append((key, entry, endpoints_of))  # Django's own: one item for them all
