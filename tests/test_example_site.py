@@ -147,7 +147,7 @@ def test_the_demo_writes_the_report_as_a_page_with_timelines(demo):
     assert table.count('<tr data-i="') == len(report["rows"])
     assert all("detail" in line for line in lines)  # the demo's servers log in detail mode
     # a timeline for each of the first ten endpoints
-    assert page.count('<figure class="timeline-figure">') == min(10, len(report["rows"]))
+    assert page.count('<figure class="timeline-figure" ') == min(10, len(report["rows"]))
 
 
 def test_the_report_ranks_the_n_plus_one_endpoint_worst(demo):

@@ -69,10 +69,15 @@ def frame_names(profile_dir, line):
     page = (profile_dir / line["profile"]).read_text()
     start = page.rindex(profiling._SESSION_DATA) + len(profiling._SESSION_DATA)
     data, _end = json.JSONDecoder().raw_decode(page, start)
-    frames = [data["frame_tree"]]
+    # pyinstrument 5: "frame_tree", each frame's "identifier" (function NUL file NUL
+    # line); 4.x: "root_frame", each frame's "function", filtered as the speedscope file
+    # is (its page renders the processed tree: there the loaded-machine case can recur)
+    frames = [data["frame_tree"] if "frame_tree" in data else data["root_frame"]]
     while frames:
         frame = frames.pop()
-        names.add(frame["identifier"].split("\x00")[0])
+        if frame is None:
+            continue
+        names.add(frame["identifier"].split("\x00")[0] if "identifier" in frame else frame["function"])
         frames.extend(frame.get("children", ()))
     return names
 
