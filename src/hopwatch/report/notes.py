@@ -26,10 +26,6 @@ Row = dict[str, Any]
 Document = dict[str, Any]
 
 
-def _requests(count: float) -> str:
-    return f"{fmt.count(count)} request{'' if count == 1 else 's'}"
-
-
 def wrap(line: str, width: int | None, indent: str = "") -> list[str]:
     """``line`` wrapped at ``width`` (None: as is), continuation lines indented."""
     if width is None or len(line) <= width:
@@ -60,7 +56,7 @@ def left_out_lines(left: Row | None, width: int | None) -> list[str]:
     line = (
         f"left out of the lines: {fmt.count(left['count'])} crossings"
         f" ({fmt.percent(left['share'])} of all){overhead}, in"
-        f" {_requests(left['requests'])} whose line listed only its top causes"
+        f" {fmt.counted(left['requests'], 'request')} whose line listed only its top causes"
         ' (SITES_LIMIT): the causes\' counts are lower bounds. Raise HOPWATCH["SITES_LIMIT"]'
         " to see them."
     )
@@ -107,7 +103,7 @@ def _fixable_traffic(document: Document) -> str:
     rows = document["rows"]
     if document.get("endpoint") is not None and rows:
         row = rows[0]
-        return f", over the {_requests(row['requests'])} of {fmt.clean(row['label'])}"
+        return f", over the {fmt.counted(row['requests'], 'request')} of {fmt.clean(row['label'])}"
     requests = document["summary"].get("requests")
     if not requests:
         return ""
@@ -115,8 +111,11 @@ def _fixable_traffic(document: Document) -> str:
     if hidden > 0:
         what = "view" if document["by"] == "view" else "endpoint"
         what += "" if hidden == 1 else "s"
-        return f", over all {_requests(requests)} logged, the {hidden:,} {what} not shown included"
-    return f", over the {_requests(requests)} logged"
+        return (
+            f", over all {fmt.counted(requests, 'request')} logged, the {hidden:,} {what}"
+            " not shown included"
+        )
+    return f", over the {fmt.counted(requests, 'request')} logged"
 
 
 class FixableItem(NamedTuple):
