@@ -293,7 +293,7 @@ def _pin_held(parent: Hop) -> bool:
     return False
 
 
-def _holds(scope: Any, ledger: Any) -> bool:
+def _scope_within(scope: Any, ledger: Any) -> bool:
     """Whether a crossing in ``scope`` is in ``ledger`` too: ``scope`` is ``ledger``
     or a scope inside it (its parent's parent's ...). Asked only of a crossing held
     by one in another scope (a request served inside another's crossing, or inside
@@ -514,7 +514,9 @@ class LedgerCore:
             # Nested in this ledger when its holder is in it too: the holder's scope
             # is the hop's, or (a request served inside the holder's run) encloses it
             # and is this ledger or inside it.
-            if holder is None or (holder.scope is not hop.scope and not _holds(holder.scope, self)):
+            if holder is None or (
+                holder.scope is not hop.scope and not _scope_within(holder.scope, self)
+            ):
                 self.work_ns += run - inner  # an outermost crossing in this ledger
             elif holder.scope is self:  # in its holder's run; once, in its holder's ledger
                 holder.inner_ns += overhead + inner
