@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, Client, override_settings
 
@@ -82,6 +82,38 @@ def test_the_same_nesting_with_no_enclosing_ledger_is_exact_too():
     (record,) = records
     assert record.parent is None
     check_exact(record)
+
+
+def test_hops_of_no_scope_nest_in_the_unscoped_ledger_as_in_a_request():
+    """Outside any request or block (a management command, a worker): hops go to the
+    unscoped ledger, where a nested crossing's time is in its holder's inner time
+    once too, so its overhead and work add up to the outermost crossing's wall."""
+    from hopwatch._recorder import unscoped
+
+    async def innermost() -> None:
+        pass
+
+    def middle() -> None:
+        async_to_sync(innermost)()
+
+    async def outer() -> None:
+        await sync_to_async(middle)()
+
+    kept, limit = len(unscoped.hops()), unscoped.detail_limit
+    unscoped.detail_limit = kept + 3
+    try:
+        before = (unscoped.count, unscoped.overhead_ns, unscoped.work_ns)
+        async_to_sync(outer)()
+        after = (unscoped.count, unscoped.overhead_ns, unscoped.work_ns)
+        hops = unscoped.hops()[kept:]
+    finally:
+        unscoped.detail_limit = limit
+    assert after[0] - before[0] == 3
+    top, held, inner = sorted(hops, key=lambda hop: hop.depth)
+    assert (top.depth, held.parent, inner.parent) == (1, top, held)
+    assert (after[1] - before[1]) + (after[2] - before[2]) == top.wall_ns
+    assert held.inner_ns == inner.overhead_ns + bounded_inner(inner)
+    assert top.inner_ns == held.overhead_ns + bounded_inner(held)
 
 
 # --- a request served inside another request's crossing ------------------------------

@@ -518,7 +518,9 @@ class LedgerCore:
                 holder.scope is not hop.scope and not _scope_within(holder.scope, self)
             ):
                 self.work_ns += run - inner  # an outermost crossing in this ledger
-            elif holder.scope is self:  # in its holder's run; once, in its holder's ledger
+            elif holder.scope is self or (holder.scope is None and self is _unscoped):
+                # in its holder's run; once, in its holder's ledger (a hop of no
+                # scope is accounted in the unscoped one)
                 holder.inner_ns += overhead + inner
                 holder.inner_work_ns += run - inner
             if (

@@ -2550,7 +2550,9 @@ ledger_account(LedgerCoreObject *l, HopObject *hop)
     if (!nested) {
         l->work_ns += run - inner; /* an outermost crossing in this ledger */
     }
-    else if ((PyObject *)l == held_in) { /* in its holder's run; once, in its holder's ledger */
+    else if ((PyObject *)l == held_in || (held_in == Py_None && (PyObject *)l == g_unscoped)) {
+        /* in its holder's run; once, in its holder's ledger (a hop of no scope
+         * is accounted in the unscoped one) */
         ((HopObject *)holder)->inner_ns += overhead + inner;
         ((HopObject *)holder)->inner_work_ns += run - inner;
     }
