@@ -706,6 +706,8 @@ def render_machine(m: dict[str, Any], pinned: bool | None) -> str:
 
 
 def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]] | None) -> str:
+    from bench import hops
+
     out = []
     if hops_rows:
         out += [
@@ -716,7 +718,7 @@ def render_hops(hops_rows: list[dict[str, Any]] | None, cg: list[dict[str, Any]]
         for r in hops_rows:
             wall = (r["ratio"] - 1) * 100
             band = f"[{(r['ratio_low'] - 1) * 100:+.1f} to {(r['ratio_high'] - 1) * 100:+.1f}]"
-            cpu = (r["patched_cpu_us"] / r["bare_cpu_us"] - 1) * 100 if r["bare_cpu_us"] else 0
+            cpu = hops.cpu_added_pct(r)
             verdict = (
                 "met" if wall <= HOP_TARGET_PCT else f"missed by {wall - HOP_TARGET_PCT:.1f} points"
             )
@@ -1858,7 +1860,8 @@ def render(data: dict[str, Any]) -> str:
         f"{params['hop_rounds']} interleaved rounds of {params['per_round']} hops per case"
         " (cold hops: a quarter as many), bare and patched alternating which goes first;"
         ' medians of per-round means. "CPU" is the process\'s CPU time per hop (all'
-        " threads). One process, pinned to one core; reproduce with"
+        " threads), over the hop loop the wall time covers. One process, pinned to one"
+        " core; reproduce with"
         " `taskset -c 1 python -m bench.hops`.",
         "",
         render_hops(data.get("hops"), data.get("callgrind")),

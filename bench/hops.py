@@ -62,7 +62,7 @@ async def _avalued_noop() -> tuple[int, int]:
 _ledger: RequestRecord | None = None
 
 
-async def _in_request(main: Callable[[], Any]) -> float:
+async def _in_request(main: Callable[[], Any]) -> Timing:
     """Run ``main()`` as Django's ASGIHandler runs a request: inside the
     ThreadSensitiveContext it enters for each request (the executor of the
     request's thread-sensitive calls). Bare, asgiref's own; patched, the
@@ -74,62 +74,79 @@ async def _in_request(main: Callable[[], Any]) -> float:
     else:
         context = ThreadSensitiveContext()
     async with context:
-        result: float = await main()
+        result: Timing = await main()
     return result
 
 
-def _s2a_sensitive(n: int, function: Callable[[], Any] = _noop) -> float:
-    async def main() -> float:
+#: A hop run's figures: (wall ns per hop, process CPU ns per hop), both over the
+#: same window, the hop loop and nothing else (not the loop's set-up, not
+#: ``_settle``'s collection, not install() or the recorded times read back).
+Timing = tuple[float, float]
+
+
+def _start() -> tuple[int, int]:
+    """The window's start: (wall, process CPU) clock readings, next to each other."""
+    return time.perf_counter_ns(), time.process_time_ns()
+
+
+def _per_hop(start: tuple[int, int], n: int) -> Timing:
+    """The window from ``start`` to now, per hop, on both clocks."""
+    wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+    return (wall - start[0]) / n, (cpu - start[1]) / n
+
+
+def _s2a_sensitive(n: int, function: Callable[[], Any] = _noop) -> Timing:
+    async def main() -> Timing:
         hop = sync_to_async(function)
-        start = time.perf_counter_ns()
+        start = _start()
         for _ in range(n):
             await hop()
-        return (time.perf_counter_ns() - start) / n
+        return _per_hop(start, n)
 
     return asyncio.run(_in_request(main))
 
 
-def _s2a_pool(n: int) -> float:
-    async def main() -> float:
+def _s2a_pool(n: int) -> Timing:
+    async def main() -> Timing:
         hop = sync_to_async(_noop, thread_sensitive=False)
-        start = time.perf_counter_ns()
+        start = _start()
         for _ in range(n):
             await hop()
-        return (time.perf_counter_ns() - start) / n
+        return _per_hop(start, n)
 
     return asyncio.run(_in_request(main))
 
 
-def _a2s_running_loop(n: int, function: Callable[[], Any] = _anoop) -> float:
+def _a2s_running_loop(n: int, function: Callable[[], Any] = _anoop) -> Timing:
     """async_to_sync from a worker thread back onto the running loop (Django's usual case)."""
 
-    def in_thread() -> float:
+    def in_thread() -> Timing:
         hop = async_to_sync(function)
-        start = time.perf_counter_ns()
+        start = _start()
         for _ in range(n):
             hop()
-        return (time.perf_counter_ns() - start) / n
+        return _per_hop(start, n)
 
-    async def main() -> float:
+    async def main() -> Timing:
         return await sync_to_async(in_thread)()
 
     return asyncio.run(_in_request(main))
 
 
-def _a2s_cold(n: int) -> float:
+def _a2s_cold(n: int) -> Timing:
     """async_to_sync with no loop: a new thread and event loop per call (WSGI, where
     hopwatch's context variable holds the request's record)."""
     hop = async_to_sync(_anoop)
-    start = time.perf_counter_ns()
+    start = _start()
     for _ in range(n):
         hop()
-    return (time.perf_counter_ns() - start) / n
+    return _per_hop(start, n)
 
 
 @dataclass
 class Case:
     name: str
-    run: Callable[[int], float]
+    run: Callable[[int], Timing]
     scale: float  # cold hops are slow: fewer per round
 
 
@@ -141,11 +158,11 @@ CASES = [
 ]
 
 
-def _s2a_sensitive_valued(n: int) -> float:
+def _s2a_sensitive_valued(n: int) -> Timing:
     return _s2a_sensitive(n, _valued_noop)
 
 
-def _a2s_running_loop_valued(n: int) -> float:
+def _a2s_running_loop_valued(n: int) -> Timing:
     return _a2s_running_loop(n, _avalued_noop)
 
 
@@ -165,11 +182,9 @@ VALUED_CASES = [
 COUNTED_CASES = CASES + VALUED_CASES
 
 
-def _measure(case: Case, patched: bool, n: int) -> tuple[float, float]:
-    """(wall ns per hop, process CPU ns per hop)."""
-    cpu = time.process_time_ns()
-    wall = _measure_wall(case, patched, n)
-    return wall, (time.process_time_ns() - cpu) / n
+def _measure(case: Case, patched: bool, n: int) -> Timing:
+    """(wall ns per hop, process CPU ns per hop), both over the hop loop alone."""
+    return _measure_window(case, patched, n)
 
 
 #: The mean wall time hopwatch recorded per hop in the last patched round (ns).
@@ -177,7 +192,13 @@ last_recorded_ns = 0.0
 
 
 def _measure_wall(case: Case, patched: bool, n: int, recorded: bool = True) -> float:
-    """Wall ns per hop; with ``recorded``, also what hopwatch recorded (``last_recorded_ns``).
+    """Wall ns per hop (see :func:`_measure_window`)."""
+    return _measure_window(case, patched, n, recorded)[0]
+
+
+def _measure_window(case: Case, patched: bool, n: int, recorded: bool = True) -> Timing:
+    """(wall, CPU) ns per hop; with ``recorded``, also what hopwatch recorded
+    (``last_recorded_ns``).
 
     The instruction count (``bench.instructions``) passes ``recorded=False``: reading
     the recorded times back is the bench's own work, not hopwatch's.
@@ -245,6 +266,15 @@ class Result:
         return self.patched_us - self.bare_us
 
 
+def cpu_added_pct(row: Result | dict[str, Any]) -> float:
+    """What hopwatch adds to a hop in CPU time, in % of the bare hop's CPU time
+    (patched CPU / bare CPU - 1), for ``python -m bench.hops``' table and the
+    full report's alike; 0 when the bare hop took no measurable CPU."""
+    values = asdict(row) if isinstance(row, Result) else row
+    bare, patched = values["bare_cpu_us"], values["patched_cpu_us"]
+    return (patched / bare - 1) * 100 if bare else 0.0
+
+
 def run(rounds: int = 120, per_round: int = 200) -> list[Result]:
     results = []
     for case in CASES:
@@ -294,7 +324,7 @@ def format_table(results: list[Result]) -> str:
             f"| {r.name} | {r.bare_us:.1f} | {r.patched_us:.1f} | {r.added_us:+.1f}"
             f" | {(r.ratio - 1) * 100:+.1f}% [{(r.ratio_low - 1) * 100:+.1f} to"
             f" {(r.ratio_high - 1) * 100:+.1f}] | {cpu_added:+.1f}"
-            f" | {cpu_added / r.bare_us * 100:+.1f}%"
+            f" | {cpu_added_pct(r):+.1f}%"
             f" | {r.recorded_us:.1f} | {r.truth:.3f} [{r.truth_low:.3f}-{r.truth_high:.3f}] |"
         )
     return "\n".join(lines)

@@ -1299,3 +1299,66 @@ def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch
     # The bare runs uninstall the patch and the patched ones install it: it is
     # left installed, as the test app has it.
     assert hopwatch.is_installed()
+
+
+
+def test_a_hops_cpu_time_is_timed_over_the_window_its_wall_time_is(monkeypatch):
+    """bench.hops' CPU per hop covers the hop loop its wall time covers, nothing
+    around it: not _settle()'s collection, install()/uninstall(), the loop's
+    set-up or the recorded times read back. Both clocks read one counter that
+    each reading advances, and _settle() moves it by 1,000: the two windows read
+    alike only if they are one window, and 2 (the end's first reading is 2 after
+    the start's) only if nothing in it reads a clock of the bench's."""
+    import time
+
+    from bench import hops
+
+    ticks = itertools.count()
+
+    def clock() -> int:
+        return next(ticks)
+
+    def settle() -> None:
+        for _ in range(1000):
+            next(ticks)
+
+    monkeypatch.setattr(time, "perf_counter_ns", clock)
+    monkeypatch.setattr(time, "process_time_ns", clock)
+    monkeypatch.setattr(hops, "_settle", settle)
+    for case in hops.CASES:
+        for patched in (False, True):
+            wall, cpu = hops._measure(case, patched, 10)
+            assert cpu == wall, (case.name, patched)
+            assert wall == 2 / 10, (case.name, patched)
+
+
+def test_added_cpu_is_one_figure_in_the_hop_table_and_in_the_report():
+    """'added % (CPU)' is patched CPU over bare CPU, in `python -m bench.hops`' table
+    and in the full report's: bare 80 µs of CPU, patched 100, is +25.0% (not
+    added CPU over the bare wall time, 50 µs: +40.0%)."""
+    from dataclasses import asdict
+
+    from bench import hops
+    from bench.__main__ import render_hops
+
+    result = hops.Result(
+        "sync_to_async, thread-sensitive",
+        bare_us=50.0,
+        patched_us=51.0,
+        bare_cpu_us=80.0,
+        patched_cpu_us=100.0,
+        recorded_us=49.0,
+        ratio=1.02,
+        ratio_low=1.01,
+        ratio_high=1.03,
+        truth=0.98,
+        truth_low=0.97,
+        truth_high=0.99,
+    )
+    standalone = hops.format_table([result]).splitlines()
+    assert standalone[0].split(" | ")[6] == "added % (CPU)"
+    assert standalone[2].split(" | ")[6] == "+25.0%"
+    report = render_hops([asdict(result)], None).splitlines()
+    assert report[0].split(" | ")[5] == "added % (CPU)"
+    assert report[2].split(" | ")[5] == "+25.0%"
+    assert hops.cpu_added_pct(result) == 25.0
