@@ -409,7 +409,7 @@ def describe_machine(wrk: str | None) -> dict[str, Any]:
 def run_hops(params: Params) -> list[dict[str, Any]]:
     """``bench.hops`` in a process of its own, pinned to one core when the machine
     has two (its docstring says why)."""
-    from bench import server
+    from bench import hop_path, server
 
     say(f"per hop: {params.hop_rounds} interleaved rounds of {params.per_round} hops per case")
     with tempfile.TemporaryDirectory(prefix="hopwatch-hops-") as tmp:
@@ -426,7 +426,19 @@ def run_hops(params: Params) -> list[dict[str, Any]]:
             "--json",
             str(out),
         ]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        result = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=hop_path.worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stopped = hop_path.stop_line(result.stderr)
+        if stopped:
+            raise SystemExit(stopped)
+        sys.stderr.write(result.stderr)
+        result.check_returncode()
         rows: list[dict[str, Any]] = json.loads(out.read_text())
     return rows
 
@@ -437,6 +449,9 @@ _CALLGRIND_WORKER = (
     "from bench import hops\n"
     "case = hops.CASES[int(sys.argv[1])]\n"
     "hops._measure_wall(case, sys.argv[2] == 'patched', int(sys.argv[3]), recorded=False)\n"
+    # after the hops (the same in every run: the marginal cancels it)
+    "from bench import hop_path\n"
+    "hop_path.check()\n"
 )
 
 
@@ -455,8 +470,13 @@ def _instructions(case: int, patched: bool, n: int, draw: int, tmp: str) -> int:
     # and so what a set, reset and lookup of hopwatch's variable cost (the
     # `async_to_sync` onto the loop's own code read 3,903 in one process layout
     # and 5,596 in another); a deployment's processes each draw a seed too.
-    env = {**os.environ, "PYTHONHASHSEED": str(draw), "PYTHONPATH": str(ROOT)}
+    from bench import hop_path
+
+    env = hop_path.worker_env(PYTHONHASHSEED=str(draw), PYTHONPATH=str(ROOT))
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    stopped = hop_path.stop_line(result.stderr)
+    if stopped:
+        raise SystemExit(stopped)
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if result.returncode != 0 or not match:
         raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-800:]}")
@@ -678,6 +698,8 @@ def _verdict(met: bool | None) -> str:
 
 
 def render_machine(m: dict[str, Any], pinned: bool | None) -> str:
+    from bench import hop_path
+
     v = m["versions"]
     lines = [
         f"- Date: {m['date']}",
@@ -691,6 +713,14 @@ def render_machine(m: dict[str, Any], pinned: bool | None) -> str:
         f"- Peers: pyinstrument {v['pyinstrument']}, opentelemetry-sdk {v['opentelemetry-sdk']}"
         f" with opentelemetry-instrumentation-django {v['opentelemetry-instrumentation-django']},"
         f" sentry-sdk {v['sentry-sdk']}",
+        *(
+            [
+                f"- hopwatch's hop path: {hop_path.NAMES[m['hop_path']]}, checked by every"
+                " process that measures hopwatch (it stops otherwise)"
+            ]
+            if m.get("hop_path") in hop_path.NAMES
+            else []
+        ),
         f"- Load generator: {m['wrk'] or 'the asyncio generator in bench/server.py (wrk missing)'}"
         f"; valgrind: {m['valgrind'] or 'not installed'}",
         f"- Load average (1, 5, 15 min) at the start: {m['loadavg_start']}"
@@ -1915,6 +1945,13 @@ def main(argv: list[str] | None = None) -> int:
     notice = missing_instructions_notice(params.skip)
     if notice:
         say(notice)
+    from bench import hop_path
+
+    if hop_path.asked() != "c":
+        say(
+            f"{hop_path.PURE_VAR} is set here: the bench's workers run without it and"
+            " measure the C hop path (the pure-Python figures are bench.instructions')"
+        )
 
     from bench import server
 
@@ -1927,6 +1964,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             say("using the Python load generator (bench/server.py) instead of wrk")
     data: dict[str, Any] = {"params": asdict(params), "machine": describe_machine(wrk)}
+    # what every worker measuring hopwatch checks it runs (bench.hop_path)
+    data["machine"]["hop_path"] = hop_path.asked(hop_path.worker_env())
 
     steps: list[tuple[str, str, Callable[[], Any]]] = [
         ("hops", "hops", lambda: run_hops(params)),

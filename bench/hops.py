@@ -336,9 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    from bench import hop_path  # (not at the top: the instruction counts' workers import this)
+
+    path = hop_path.check()  # stops here if the hop path is not the one asked for
     results = run(args.rounds, args.per_round)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        rows = [{**asdict(r), "hop_path": path} for r in results]
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"hopwatch's hop path: {hop_path.NAMES[path]}")
     print(format_table(results))
     return 0
 

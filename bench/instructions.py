@@ -460,6 +460,11 @@ _WORKER = (
     "    instructions.run_wsgi(argv[1], int(argv[2]), argv[3])\n"
     "else:\n"
     "    instructions.run_requests(argv[1], int(argv[2]), argv[3])\n"
+    # The hop path asked for (C, or pure Python for a pure arm) or stop: after the
+    # count (a request run's ends at its second mark, a hop run's cancels in the
+    # marginal), so it moves no figure and no run's memory layout.
+    "from bench import hop_path\n"
+    "hop_path.check()\n"
 )
 
 
@@ -494,16 +499,18 @@ def _callgrind(
     job = " ".join(args)
     if len(job) > _JOB_WIDTH or any(not arg or arg.split() != [arg] for arg in args):
         raise ValueError(f"bench.instructions: a job that does not fit its variable: {job!r}")
-    env = {
-        **os.environ,
-        "PYTHONHASHSEED": str(seed),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "HOPWATCH_BENCH_JOB": job.ljust(_JOB_WIDTH),
-    }
-    env.pop("HOPWATCH_PURE_PYTHON", None)
-    if pure:
-        env["HOPWATCH_PURE_PYTHON"] = "1"
+    from bench import hop_path
+
+    env = hop_path.worker_env(
+        pure,
+        PYTHONHASHSEED=str(seed),
+        PYTHONDONTWRITEBYTECODE="1",
+        HOPWATCH_BENCH_JOB=job.ljust(_JOB_WIDTH),
+    )
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=1800)
+    stopped = hop_path.stop_line(result.stderr)
+    if stopped:
+        raise SystemExit(stopped)
     match = re.search(r"Collected\s*:\s*(\d+)", result.stderr)
     if result.returncode != 0 or not match:
         raise RuntimeError(f"callgrind run failed: {result.stderr.strip()[-1500:]}")

@@ -54,14 +54,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench import instructions, server
+from bench import hop_path, instructions, server
 from bench.stats import median_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +76,19 @@ REFERENCES = ("access-log",)
 _WORKER = """
 import asyncio, atexit, json, os, sys, tempfile, time
 sys.path.insert(0, {root!r})
-from bench import instructions
+from bench import hop_path, instructions
+
+def stop(reason):
+    # the one line the parent stops the run with, in place of "ready"
+    print("stop", reason, flush=True)
+    sys.exit(1)
+
+def lines_in(path):
+    with open(path, "rb") as written:
+        return written.read().count(b"\\n")
+
+if hop_path.problem():
+    stop(hop_path.problem())
 log = tempfile.NamedTemporaryFile(prefix="hopwatch-wall-", suffix=".log", delete=False).name
 atexit.register(os.unlink, log)
 loop = asyncio.new_event_loop()
@@ -220,8 +231,7 @@ def run(
     ``each``)."""
     if cpu is not None and not server.can_pin():
         cpu = None  # one core, or no taskset: nothing to pin with
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("HOPWATCH_PURE_PYTHON", None)
+    env = hop_path.worker_env(PYTHONDONTWRITEBYTECODE="1")
     slots = [(config, k) for k in range(processes) for config in CONFIGS]
     slots += [("toggle", k) for k in range(toggled)]
     workers: dict[tuple[str, int], subprocess.Popen[str]] = {}
@@ -253,7 +263,10 @@ def run(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=seeded
             )
         for slot in workers:
-            if answer(slot).strip() != "ready":
+            started = answer(slot).strip()
+            if started.startswith("stop "):
+                raise SystemExit(started.removeprefix("stop "))
+            if started != "ready":
                 raise RuntimeError(f"the {slot[0]} worker did not start")
         for r in range(rounds):
             shift = r % len(slots)
@@ -296,6 +309,8 @@ def run(
         "processes": processes,
         "toggled_processes": toggled,
         "pinned_cpu": cpu,
+        # every worker checked it runs the hop path its environment asks for
+        "hop_path": hop_path.asked(env),
         "samples": samples,
         "toggled": toggled_samples,
     }
@@ -402,6 +417,11 @@ def format_table(result: dict[str, Any]) -> str:
             else " configuration, one process each"
         )
         + (f", pinned to CPU {result['pinned_cpu']}" if result["pinned_cpu"] is not None else "")
+        + (
+            f"; hopwatch's hop path {hop_path.NAMES[result['hop_path']]}"
+            if result.get("hop_path") in hop_path.NAMES
+            else ""
+        )
         + "; CPU time per request (all threads). Ratios are medians over rounds of the"
         " ratio to bare in the same round, and a part's µs the median of its per-round"
         " difference to the configuration above; brackets: the 95% interval of that median.",

@@ -249,6 +249,10 @@ def serve(config_name: str, port: int, lifetime: float, evidence_path: str | Non
     """
     config = CONFIG_BY_NAME[config_name]
     sys.path.insert(0, str(ROOT))
+    if "hopwatch" in config.needs:
+        from bench import hop_path
+
+        hop_path.check()  # the C hop path, or stop with one line
     os.environ["DJANGO_SETTINGS_MODULE"] = config.settings
     module = importlib.import_module(config.settings)
     instrument: Callable[[], None] | None = getattr(module, "instrument", None)
@@ -591,9 +595,11 @@ def servers(
     configs: list[Config], var: Path, lifetime: float, say: Callable[[str], None]
 ) -> Iterator[dict[str, int]]:
     """Start one server per configuration (pinned to SERVER_CPU); stop them all on exit."""
+    from bench import hop_path
+
     ports = {c.name: free_port() for c in configs}
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    env = {**os.environ, "EXAMPLE_SITE_VAR": str(var), "PYTHONPATH": str(ROOT)}
+    env = hop_path.worker_env(EXAMPLE_SITE_VAR=str(var), PYTHONPATH=str(ROOT))
     env.pop("DJANGO_SETTINGS_MODULE", None)
     try:
         for config in configs:

@@ -1362,3 +1362,85 @@ def test_added_cpu_is_one_figure_in_the_hop_table_and_in_the_report():
     assert report[0].split(" | ")[5] == "added % (CPU)"
     assert report[2].split(" | ")[5] == "+25.0%"
     assert hops.cpu_added_pct(result) == 25.0
+
+
+def _without_the_c_hop_path(tmp_path: Path) -> dict[str, str]:
+    """An environment whose hopwatch is this one without its C hop path built (a
+    copy of src/hopwatch less _speedups), as a checkout where the build failed."""
+    shutil.copytree(
+        ROOT / "src" / "hopwatch",
+        tmp_path / "src" / "hopwatch",
+        ignore=shutil.ignore_patterns("_speedups*.so", "__pycache__"),
+    )
+    from bench import hop_path
+
+    return hop_path.worker_env(PYTHONPATH=f"{tmp_path / 'src'}{os.pathsep}{ROOT}")
+
+
+NO_C_HOP_PATH = (
+    "bench: stopped: hopwatch's C hop path did not load here (No module named"
+    " 'hopwatch._speedups'), so this would measure the pure-Python one: build it"
+    " (`pip install -e .` in the repository) and run again"
+)
+
+
+def test_the_per_hop_bench_stops_in_one_line_without_the_c_hop_path(tmp_path):
+    """bench.hops measures the C hop path or nothing: without it, it stops at once
+    with one line saying so (it had timed the pure-Python path as "hopwatch")."""
+    env = _without_the_c_hop_path(tmp_path)
+    command = [sys.executable, "-m", "bench.hops", "--rounds", "1", "--per-round", "10"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", NO_C_HOP_PATH + "\n")
+
+
+def test_the_request_workers_stop_the_run_in_one_line_without_the_c_hop_path(tmp_path):
+    """Every per-request worker checks the hop path before it says it is ready, and
+    the run stops with that worker's one line (it had measured pure Python)."""
+    env = _without_the_c_hop_path(tmp_path)
+    command = [sys.executable, "-m", "bench.request_wall", "--rounds", "1", "--requests", "2"]
+    command += ["--processes", "1", "--toggled", "0", "--cpu", "-1"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", NO_C_HOP_PATH + "\n")
+
+
+def test_a_workers_environment_asks_for_the_c_hop_path_unless_it_is_the_pure_arm():
+    """One environment for every worker: HOPWATCH_PURE_PYTHON left in the shell (the
+    test command's pure half sets it) is removed, and set only for a pure arm."""
+    from bench import hop_path
+
+    shell = {"HOPWATCH_PURE_PYTHON": "1", "PATH": "/bin"}
+    assert hop_path.worker_env(base=shell, PYTHONHASHSEED="3") == {
+        "PATH": "/bin",
+        "PYTHONHASHSEED": "3",
+    }
+    assert hop_path.worker_env(True, base={"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        "HOPWATCH_PURE_PYTHON": "1",
+    }
+    assert hop_path.asked(hop_path.worker_env(base=shell)) == "c"
+    assert hop_path.asked({"HOPWATCH_PURE_PYTHON": "0"}) == "c"
+    assert hop_path.asked(shell) == "python"
+
+
+def test_the_full_runs_hops_measure_the_c_path_with_the_pure_variable_in_the_shell(tmp_path):
+    """`HOPWATCH_PURE_PYTHON=1 python -m bench`: the per-hop part measures the C
+    hop path all the same (the variable had reached bench.hops, which timed the
+    pure-Python path as "hopwatch"), says so, and the report names the path."""
+    output, raw = tmp_path / "performance.md", tmp_path / "results.json"
+    command = [sys.executable, "-m", "bench", *HERE, "--skip", "requests", "--skip", "server"]
+    command += ["--hop-rounds", "1", "--per-round", "10", "--output", str(output)]
+    command += ["--json", str(raw)]
+    env = {**os.environ, "HOPWATCH_PURE_PYTHON": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads(raw.read_text())
+    assert [row["hop_path"] for row in data["hops"]] == ["c"] * 4
+    assert (
+        "bench: HOPWATCH_PURE_PYTHON is set here: the bench's workers run without it and"
+        " measure the C hop path (the pure-Python figures are bench.instructions')\n"
+    ) in result.stdout
+    assert data["machine"]["hop_path"] == "c"
+    assert (
+        "- hopwatch's hop path: C (hopwatch._speedups), checked by every process that"
+        " measures hopwatch (it stops otherwise)\n"
+    ) in output.read_text()
