@@ -18,6 +18,9 @@ How, and why so:
   configuration: two runs of one build read 2.0% apart. The mean over three
   processes per configuration, with process k of each configuration given the
   same string-hash seed, brought the same two to 0.4%.
+  Each process checks after its warm-up that its log holds a line per request
+  under ``hopwatch`` and none under the others; otherwise it stops the run,
+  with one line saying so (as does the toggled process below).
 * **The five configurations toggled in one process** (``--toggled``, 1). One
   process set up for the full product, with a second handler built without
   hopwatch's middleware, switches through all five configurations, N requests
@@ -97,6 +100,12 @@ loop = asyncio.new_event_loop()
 _SERVE = """
 serve = instructions.site(sys.argv[1], log)
 loop.run_until_complete(serve(200))  # warm up: first-request caches, the line's file
+expected = 200 if sys.argv[1] == "hopwatch" else 0  # a line a request, and only there
+if lines_in(log) != expected:
+    stop(
+        f"{hop_path.STOP}the {sys.argv[1]} process wrote {lines_in(log)} lines to its log"
+        f" in its 200 warm-up requests, not {expected}"
+    )
 print("ready", flush=True)
 for line in sys.stdin:
     n = int(line)
@@ -181,6 +190,11 @@ def new_lines():
 
 for config in configs[:-1]:  # warm up every configuration
     loop.run_until_complete(instructions.serve_on(switch(config), 200))
+if lines_in(log) != 200:  # only "hopwatch" writes hopwatch's line, a line a request
+    stop(
+        f"{hop_path.STOP}the toggled process's hopwatch log has {lines_in(log)} lines after"
+        " its 200 warm-up requests under the full product, not 200"
+    )
 # The access log's lines as long as hopwatch's on the same request.
 access_log.PAD_TO = len(open(log, "rb").read().splitlines()[-1])
 loop.run_until_complete(instructions.serve_on(switch("access-log"), 200))

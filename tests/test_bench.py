@@ -1444,3 +1444,59 @@ def test_the_full_runs_hops_measure_the_c_path_with_the_pure_variable_in_the_she
         "- hopwatch's hop path: C (hopwatch._speedups), checked by every process that"
         " measures hopwatch (it stops otherwise)\n"
     ) in output.read_text()
+
+
+#: Drops every record a bench.request_wall worker's FileHandler gets for hopwatch's
+#: log: the line not written, whatever the reason.
+_NO_LINE_WRITTEN = """
+import logging
+_emit = logging.FileHandler.emit
+def emit(self, record):
+    name = getattr(self, "baseFilename", "")
+    if "hopwatch-wall-" in name and name.endswith(".log"):
+        return None
+    return _emit(self, record)
+logging.FileHandler.emit = emit
+"""
+
+
+def test_a_request_process_that_writes_no_line_stops_the_run_in_one_line(tmp_path):
+    """The full product's own process, and the process toggling all five, each
+    check hopwatch wrote a line per warm-up request before they say they are
+    ready: a line not written stops the run with one line (the separate process
+    had never looked; the toggled one stopped with an IndexError)."""
+    (tmp_path / "sitecustomize.py").write_text(_NO_LINE_WRITTEN)
+    from bench import hop_path
+
+    env = hop_path.worker_env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT / 'src'}{os.pathsep}{ROOT}")
+    code = (
+        "import sys\n"
+        "from bench import request_wall\n"
+        "request_wall.CONFIGS = ('hopwatch',)\n"
+        "request_wall.run(1, 2, None, int(sys.argv[1]), int(sys.argv[2]))\n"
+    )
+    stopped = {}
+    for processes, toggled in ((1, 0), (0, 1)):
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(processes), str(toggled)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        stopped[processes, toggled] = (result.returncode, result.stdout, result.stderr)
+    assert stopped == {
+        (1, 0): (
+            1,
+            "",
+            "bench: stopped: the hopwatch process wrote 0 lines to its log in its 200"
+            " warm-up requests, not 200\n",
+        ),
+        (0, 1): (
+            1,
+            "",
+            "bench: stopped: the toggled process's hopwatch log has 0 lines after its 200"
+            " warm-up requests under the full product, not 200\n",
+        ),
+    }
