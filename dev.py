@@ -6,8 +6,9 @@
     python3 dev.py demo      the example site under uvicorn, traffic, then `hopwatch report`
     python3 dev.py site      the example site in debug mode (django-debug-toolbar, Hops panel)
     python3 dev.py bench     the benchmarks (writes docs/performance.md);
-                             `bench --instructions`: instructions per hop and per request
-                             (`--env django61`: on that environment's Python and Django)
+                             `bench --instructions`: instructions per hop and per request,
+                             in .venvs/bench as the full run (`--env django61`: on that
+                             environment's Python and Django)
 
 Each environment is a virtualenv under .venvs/, made on first use and reused
 while its requirements are unchanged. Extra arguments after `test` go to pytest
@@ -705,9 +706,13 @@ def cmd_bench(args: list[str]) -> int:
     else:
         env, interpreter = _default_env()
     python = ensure_env(env, interpreter)
-    if "--instructions" in args:
+    if "--instructions" in args and chosen:
         rest = [a for a in args if a != "--instructions"]
         return _run([python, "-m", "bench.instructions", *rest])
+    # The full run, and the instruction counts on the default Python: both in
+    # .venvs/bench, which `python -m bench` makes (or refreshes) and re-runs in
+    # (with --instructions, as bench.instructions), where the full run reads
+    # the counts from.
     return _run([python, "-m", "bench", *args])
 
 

@@ -1930,8 +1930,22 @@ def render(data: dict[str, Any]) -> str:
 # --- main -------------------------------------------------------------------------------
 
 
+def count_instructions(argv: list[str]) -> int:
+    """``python -m bench --instructions ARGS`` (what ``python3 dev.py bench
+    --instructions`` runs): ``python -m bench.instructions ARGS`` in .venvs/bench,
+    made or refreshed first as for the full run, whose per-request target reads
+    its figures."""
+    if not in_bench_venv():
+        ensure_bench_venv(["--instructions", *argv])  # re-runs this there, or returns
+    from bench import instructions
+
+    return instructions.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--instructions" in argv:
+        return count_instructions([a for a in argv if a != "--instructions"])
     args, params = parse_args(argv)
     if args.rerender:
         data = json.loads(args.json.read_text())

@@ -1500,3 +1500,30 @@ def test_a_request_process_that_writes_no_line_stops_the_run_in_one_line(tmp_pat
             " warm-up requests under the full product, not 200\n",
         ),
     }
+
+
+def test_the_instruction_counts_run_in_the_bench_environment(monkeypatch, capsys):
+    """`python -m bench --instructions ARGS` (what `dev.py bench --instructions`
+    runs) is bench.instructions in .venvs/bench: made and re-run there first as
+    for the full run, and there it is bench.instructions with ARGS."""
+    import bench.__main__ as bench_main
+
+    execs: list[list[str]] = []
+
+    class Reran(Exception):
+        pass
+
+    def rerun(argv: list[str]) -> None:
+        execs.append(argv)
+        raise Reran
+
+    monkeypatch.setattr(bench_main, "ensure_bench_venv", rerun)
+    monkeypatch.setattr(bench_main, "in_bench_venv", lambda: False)
+    with pytest.raises(Reran):
+        bench_main.main(["--instructions", "--only", "requests"])
+    assert execs == [["--instructions", "--only", "requests"]]
+    monkeypatch.setattr(bench_main, "in_bench_venv", lambda: True)
+    with pytest.raises(SystemExit) as stop:
+        bench_main.main(["--instructions", "--help"])
+    assert stop.value.code == 0
+    assert "--repeat" in capsys.readouterr().out

@@ -436,3 +436,23 @@ def test_an_unknown_command_is_named_after_the_usage_with_status_2():
     assert done.stderr == f"{dev.__doc__.strip()}\n\ndev.py: unknown command 'tset'\n"
     done = _dev_py()  # no command: the usage alone
     assert (done.returncode, done.stdout, done.stderr) == (2, "", dev.__doc__.strip() + "\n")
+
+
+def test_bench_instructions_counts_in_the_bench_environment(monkeypatch, tmp_path):
+    """``dev.py bench --instructions`` runs ``python -m bench --instructions``, which
+    counts in .venvs/bench as the full run does (it had run bench.instructions in
+    the default test environment, with its older asgiref and structlog); with
+    ``--env NAME`` it counts on that environment's Python, as before."""
+    ran: list[list[object]] = []
+    monkeypatch.setattr(dev, "_default_env", lambda: ("django52", "python3.11"))
+    monkeypatch.setattr(dev, "find_python", lambda version: f"python{version}")
+    monkeypatch.setattr(dev, "ensure_env", lambda env, interpreter: f"{env}/bin/python")
+    monkeypatch.setattr(dev, "_run", lambda command, *a, **k: ran.append(command) or 0)
+    assert dev.cmd_bench(["--instructions", "--only", "requests"]) == 0
+    assert dev.cmd_bench(["--instructions", "--env", "django61", "--only", "hops"]) == 0
+    assert dev.cmd_bench(["--quick"]) == 0
+    assert ran == [
+        ["django52/bin/python", "-m", "bench", "--instructions", "--only", "requests"],
+        ["django61/bin/python", "-m", "bench.instructions", "--only", "hops"],
+        ["django52/bin/python", "-m", "bench", "--quick"],
+    ]
