@@ -1930,6 +1930,26 @@ def render(data: dict[str, Any]) -> str:
 # --- main -------------------------------------------------------------------------------
 
 
+def full_run_results(path: Path) -> dict[str, Any] | None:
+    """The raw results of the last full run, for ``--rerender``; or None, having
+    said in one line what is missing and what to run first."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        problem = "there are none"
+    except (OSError, ValueError) as exc:
+        problem = f"they cannot be read ({exc})"
+    else:
+        if isinstance(data, dict) and {"params", "machine", "seconds"} <= data.keys():
+            return data
+        problem = "that file is not a full run's results"
+    say(
+        f"--rerender renders a full run's results again, from {path}, and {problem}: run"
+        " `python3 dev.py bench` first (it reads the latest instruction count too)"
+    )
+    return None
+
+
 def count_instructions(argv: list[str]) -> int:
     """``python -m bench --instructions ARGS`` (what ``python3 dev.py bench
     --instructions`` runs): ``python -m bench.instructions ARGS`` in .venvs/bench,
@@ -1948,7 +1968,9 @@ def main(argv: list[str] | None = None) -> int:
         return count_instructions([a for a in argv if a != "--instructions"])
     args, params = parse_args(argv)
     if args.rerender:
-        data = json.loads(args.json.read_text())
+        data = full_run_results(args.json)
+        if data is None:
+            return 2
         data["instructions_requests"] = latest_request_instructions()
         args.output.write_text(keep_instructions_block(render(data), args.output))
         say(f"rewrote {args.output} from {args.json}")

@@ -1502,6 +1502,27 @@ def test_a_request_process_that_writes_no_line_stops_the_run_in_one_line(tmp_pat
     }
 
 
+def test_rerender_without_a_full_runs_results_says_what_to_run_in_one_line(tmp_path, capsys):
+    """`python -m bench --rerender` with no results.json (instructions counted on a
+    new checkout, no full run yet): one line, what to run first, and status 2 (it
+    had stopped with a FileNotFoundError's traceback); a file that is not a full
+    run's results reads the same way."""
+    from bench.__main__ import main
+
+    raw, output = tmp_path / "results.json", tmp_path / "performance.md"
+    args = ["--rerender", "--json", str(raw), "--output", str(output)]
+    assert main(args) == 2
+    assert capsys.readouterr().out == (
+        f"bench: --rerender renders a full run's results again, from {raw}, and there are"
+        " none: run `python3 dev.py bench` first (it reads the latest instruction count"
+        " too)\n"
+    )
+    raw.write_text('{"requests": {}}')
+    assert main(args) == 2
+    assert "and that file is not a full run's results: run" in capsys.readouterr().out
+    assert not output.exists()
+
+
 def test_the_instruction_counts_run_in_the_bench_environment(monkeypatch, capsys):
     """`python -m bench --instructions ARGS` (what `dev.py bench --instructions`
     runs) is bench.instructions in .venvs/bench: made and re-run there first as
