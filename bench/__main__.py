@@ -1375,6 +1375,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     counted = data.get("instructions_requests")
     if counted:
+        from bench import instructions
+
         requests = counted["requests"]
         bare, full = requests["bare"]["total"], requests["hopwatch"]["total"]
         seeds = counted.get("per_seed", {})
@@ -1393,7 +1395,8 @@ def _judge_requests(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "result": f"{full - bare:+,.0f} on {bare:,.0f} ({(full / bare - 1) * 100:+.2f}%),"
                 f" the mean over {_seeds(counted.get('seeds', 1))}"
                 + (
-                    f" (each seed's run made {counted['repeat']} times, the median kept)"
+                    f" (each seed's run made {counted['repeat']} times,"
+                    f" {instructions.repeat_kept(counted['repeat'])})"
                     if counted.get("repeat", 1) > 1
                     else ""
                 )

@@ -34,7 +34,8 @@ first looked up, and a change anywhere in the process moves them. A bare
 request's count moves by about 20,000 instructions between seeds, a hopwatch
 request's by about as much, so a change worth a few thousand instructions is
 judged on ``--seeds`` (each seed's figure is reported; the figure is their
-mean), and ``--repeat`` (the same seed again, the median run kept) takes out
+mean), and ``--repeat`` (the same seed again, the median of the runs kept: the
+middle run, or the mean of the middle two for an even count) takes out
 thread-scheduling outliers: on 3.13 two runs of one request job read from 160
 to 22,000 instructions a request apart (``run_tag`` keeps their layouts
 one).
@@ -126,8 +127,9 @@ WARM_UP = 5
 #: requests counted before (see run_requests).
 LEAD_IN = 30
 #: One callgrind run of a job: (run length, hash seed, instructions counted,
-#: hopwatch's own C code by part or None, ``lock.acquire`` calls or None).
-Run = tuple[int, int, int, dict[str, int] | None, int | None]
+#: hopwatch's own C code by part or None, ``lock.acquire`` calls or None); or,
+#: from ``_median_run``, the mean of two such runs' figures.
+Run = tuple[int, int, float, dict[str, float] | None, float | None]
 
 #: The libc function callgrind dumps its counts at (``--dump-before``): the
 #: request runs call it (``os.getppid()``) at the start and at the end of the
@@ -701,9 +703,16 @@ def measure(
             wsgi["per_seed"][mode] = spreads.pop(f"wsgi:{mode}")
         report["wsgi"] = wsgi
     report["seeds"] = seeds
-    report["repeat"] = repeat  # each run made this many times, the median kept
+    report["repeat"] = repeat  # each run made this many times, their median kept
     report["per_seed"] = spreads  # each key's figure per hash seed
     return report
+
+
+def repeat_kept(repeat: int) -> str:
+    """What a figure keeps of a job's ``repeat`` runs (``_median_run``), in words."""
+    if repeat % 2:
+        return "the median kept"
+    return "the mean of the middle two kept" if repeat > 2 else "the mean of the two kept"
 
 
 def run_tag(args: tuple[str, ...], pure: bool, seed: int, index: int) -> str:
@@ -719,11 +728,19 @@ def run_tag(args: tuple[str, ...], pure: bool, seed: int, index: int) -> str:
 
 
 def _median_run(runs: list[Run], seed: int, n: int) -> Run:
-    """The median_low run (by its total) of length ``n`` under ``seed`` (with
-    --repeat: a run whose threads happened to hand over more often moves one
-    figure, not the result)."""
+    """The median of the runs of length ``n`` under ``seed``, by their totals:
+    with an odd number of runs the middle one; with an even number (``--repeat
+    2``) the mean of the middle two, in every figure (total, parts, lock calls).
+    With --repeat, a run whose threads happened to hand over more often moves
+    one figure, not the result; with two runs neither is the outlier, and
+    keeping the lower would take the cheaper draw as the figure."""
     these = sorted((r for r in runs if r[1] == seed and r[0] == n), key=lambda r: r[2])
-    return these[(len(these) - 1) // 2]
+    middle = these[(len(these) - 1) // 2 : len(these) // 2 + 1]
+    if len(middle) == 1:
+        return middle[0]
+    (_, _, t1, p1, a1), (_, _, t2, p2, a2) = middle
+    parts = None if p1 is None or p2 is None else {k: (p1[k] + p2[k]) / 2 for k in p1}
+    return (n, seed, (t1 + t2) / 2, parts, None if a1 is None or a2 is None else (a1 + a2) / 2)
 
 
 def _mean_over_seeds(
@@ -984,7 +1001,9 @@ def wsgi_table(wsgi: dict[str, Any], asgi_bare: float | None = None) -> list[str
         if k in where
     )
     draws = f"{wsgi['seeds']} hash seed{'s' if wsgi['seeds'] > 1 else ''}" + (
-        f", each run made {wsgi['repeat']} times, the median kept" if wsgi["repeat"] > 1 else ""
+        f", each run made {wsgi['repeat']} times, {repeat_kept(wsgi['repeat'])}"
+        if wsgi["repeat"] > 1
+        else ""
     )
     lines = [
         "### WSGI request",
@@ -1054,7 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="run each run this many times and take the median (two runs of one"
+        help="run each run this many times and take the median (of two: their mean;"
+        " two runs of one"
         " request job moved by 160 to 22,000 instructions per request with thread"
         " hand-offs on 3.13; 3 takes one outlier out)",
     )

@@ -1523,6 +1523,42 @@ def test_rerender_without_a_full_runs_results_says_what_to_run_in_one_line(tmp_p
     assert not output.exists()
 
 
+def test_two_runs_of_a_job_give_their_mean_and_the_text_says_so():
+    """--repeat 2: a job's figure is the median of its two runs, their mean (the
+    lower had been kept, under "the median kept"), per request and per hop alike;
+    the verdict says what is kept."""
+    from bench import instructions
+    from bench.__main__ import judge
+    from bench.instructions import marginal_of, per_request_of
+
+    requests = [
+        (300, 0, 6_300_000 * 300, {"patch": 30_000}, None),
+        (300, 0, 6_340_000 * 300, {"patch": 36_000}, None),
+    ]
+    assert per_request_of(requests) == (6_320_000.0, [6_320_000.0], {"patch": 110.0})
+    hop_runs = [
+        (200, 0, 200_000, None, 1_000), (200, 0, 2_200_000, None, 1_400),
+        (1200, 0, 1_200_000, None, 6_000), (1200, 0, 5_200_000, None, 7_000),
+    ]  # fmt: skip
+    # (3,200,000 - 1,200,000) / 1,000, where the lower runs gave 1,000
+    assert marginal_of(hop_runs)[:2] == (2_000.0, [2_000.0])
+    assert [instructions.repeat_kept(n) for n in (2, 3, 4)] == [
+        "the mean of the two kept",
+        "the median kept",
+        "the mean of the middle two kept",
+    ]
+    counted = {
+        "requests": {"bare": {"total": 6_000_000}, "hopwatch": {"total": 6_120_000}},
+        "seeds": 1,
+        "repeat": 2,
+    }
+    (row,) = [v for v in judge({"instructions_requests": counted}) if "instructions" in v["target"]]
+    assert row["result"].startswith(
+        "+120,000 on 6,000,000 (+2.00%), the mean over 1 hash seed (each seed's run made"
+        " 2 times, the mean of the two kept)"
+    )
+
+
 def test_the_instruction_counts_run_in_the_bench_environment(monkeypatch, capsys):
     """`python -m bench --instructions ARGS` (what `dev.py bench --instructions`
     runs) is bench.instructions in .venvs/bench: made and re-run there first as
