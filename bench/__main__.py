@@ -1361,6 +1361,9 @@ def _measured_with(counted: dict[str, Any]) -> str:
     where = counted.get("measured") or {}
     parts = [str(where["python"])] if "python" in where else []
     parts += [f"{k} {where[k]}" for k in ("Django", "asgiref") if k in where]
+    if "commit" in where:
+        dirty = " with uncommitted changes" if where.get("dirty") else ""
+        parts.append(f"at {str(where['commit'])[:12]}{dirty}")
     parts += [str(where["date"])] if "date" in where else []
     return ", ".join(parts)
 

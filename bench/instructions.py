@@ -1137,7 +1137,30 @@ def describe_run() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         **{name: importlib.metadata.version(name) for name in ("Django", "asgiref", "structlog")},
+        **git_state(),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit the figures were counted at (``git rev-parse HEAD``) and whether
+    the tracked files differed from it (``dirty``), so "counted at REV" can be
+    checked; nothing when this is not a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if head.returncode != 0 or status.returncode != 0:
+        return {}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 if __name__ == "__main__":

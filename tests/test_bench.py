@@ -1559,6 +1559,28 @@ def test_two_runs_of_a_job_give_their_mean_and_the_text_says_so():
     )
 
 
+def test_an_instruction_count_records_the_commit_it_was_counted_at():
+    """describe_run (kept with every instruction count) records `git rev-parse HEAD`
+    and whether tracked files differed from it, and the report names it."""
+    from bench.__main__ import _measured_with
+    from bench.instructions import describe_run
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    run, head = describe_run(), git("rev-parse", "HEAD")
+    if head.returncode == 0:
+        assert run["commit"] == head.stdout.strip()
+        status = git("status", "--porcelain", "--untracked-files=no").stdout
+        assert run["dirty"] is bool(status.strip())
+    else:  # not a git checkout (an unpacked sdist): no commit claimed
+        assert "commit" not in run and "dirty" not in run
+    where = {"python": "CPython 3.11.7", "commit": "0123456789abcdef", "dirty": True, "date": "d"}
+    assert _measured_with({"measured": where}) == (
+        "CPython 3.11.7, at 0123456789ab with uncommitted changes, d"
+    )
+
+
 def test_the_instruction_counts_run_in_the_bench_environment(monkeypatch, capsys):
     """`python -m bench --instructions ARGS` (what `dev.py bench --instructions`
     runs) is bench.instructions in .venvs/bench: made and re-run there first as
