@@ -1,7 +1,7 @@
 """hopwatch's benchmarks, in one run, as ratios; writes docs/performance.md.
 
-    python3 dev.py bench                 (the full run; about 35 minutes)
-    python3 dev.py bench --quick         (a smoke run; about 1-2 minutes)
+    python3 dev.py bench                 (the full run; about 40 minutes)
+    python3 dev.py bench --quick         (a smoke run; about 3 minutes)
     python -m bench [--quick] [--skip server] [--output PATH] ...
 
 Four parts, each measured against its own baseline within this run:
@@ -181,7 +181,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Params]:
     from bench import server
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~1-2 min)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~3 min)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the markdown report")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results as JSON")
     parser.add_argument(
