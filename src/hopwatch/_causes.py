@@ -6,9 +6,11 @@ One mechanism, four sources, tried in order for every hop:
    it was created, for adapters whose cause is only known at creation time
    (Django's middleware adaptation);
 2. a **target rule**, keyed by the code object of the wrapped callable
-   (``Signal.send``, ``response_for_exception``); target rules can also be
-   derived from a code object on first sight by a *classifier* (every
-   response's ``close`` and template response's ``render``, an override's too);
+   (``Signal.send``, ``response_for_exception``), or of what it wraps, down its
+   ``__wrapped__`` chain (an agent's wrapper: see :func:`_by_target`); target
+   rules can also be derived from a code object on first sight by a
+   *classifier* (every response's ``close`` and template response's ``render``,
+   an override's too);
 3. a **caller rule**, keyed by the code object of the frame that made the call
    (``BaseHandler._get_response_async`` calls views, ``QuerySet.aget`` calls
    ``QuerySet.get``); caller rules can also be derived from a code object on
@@ -42,8 +44,8 @@ import sys
 import sysconfig
 import weakref
 from collections.abc import Callable
-from types import CodeType, FrameType, MethodType
-from typing import Final
+from types import CodeType, FrameType, FunctionType, MethodType
+from typing import Any, Final
 
 from hopwatch import _hotpath
 from hopwatch._hotpath import MODE_ASK, MODE_FINAL, MODE_USER
@@ -91,9 +93,39 @@ def per_instance(rule: Rule) -> Rule:
     return rule
 
 
+#: How deep :func:`unwrapped` and the target rules' search follow a ``__wrapped__``
+#: chain (agents' wrappers are one or two deep; a cycle ends there too).
+_UNWRAP_LIMIT: Final = 32
+
+
+def _wrapped(obj: object) -> object:
+    """What ``obj`` says it wraps (``__wrapped__``: ``functools.wraps``, wrapt's
+    proxies), or None."""
+    try:
+        inner = getattr(obj, "__wrapped__", None)
+    except Exception:  # a proxy whose attributes raise: nothing under it for us
+        return None
+    return None if inner is obj else inner
+
+
+def unwrapped(func: Any) -> Any:
+    """What ``func`` wraps at the end of its ``__wrapped__`` chain, as
+    ``inspect.unwrap`` follows it (bounded): a function an agent wrapped before
+    hopwatch installed, as Django defined it."""
+    for _ in range(_UNWRAP_LIMIT):
+        inner = _wrapped(func)
+        if inner is None:
+            break
+        func = inner
+    return func
+
+
 def register_target(func: object, rule: Rule) -> None:
-    """Use ``rule`` for hops whose wrapped callable runs ``func``'s code."""
-    code = _code_of(func)
+    """Use ``rule`` for hops whose wrapped callable runs ``func``'s code, or the
+    code of a wrapper of it (see :func:`_by_target`). ``func`` is unwrapped first:
+    a wrapper an agent put over it before this is not what Django defined, and a
+    wrapper's code may be shared by everything that agent wraps."""
+    code = _code_of(unwrapped(func))
     _target_rules[id(code)] = (code, rule)
     _hotpath.clear_caches()  # its answers were cached under the old rules
 
@@ -196,14 +228,15 @@ def resolve(
     tagged = getattr(adapter, TAG_ATTR, None)  # not via __dict__: see tag()
     if tagged is not None:
         return tagged, MODE_ASK, None
-    func = target.__func__ if type(target) is MethodType else target
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        target_rule = _target_rule(code)
-        if target_rule is not None:
-            cause = target_rule(target, frame)
-            if cause is not None:
-                return _answer(cause, target_rule, walks_before, reads_before)
+    found = _by_target(target, frame)
+    if found is not None:
+        by_target, target_rule, below = found
+        answer = _answer(by_target, target_rule, walks_before, reads_before)
+        if below and answer[2] is not None:
+            # asked of what the target wraps: the hop path would ask the rule of the
+            # target itself, so it asks the whole search again
+            return by_target, MODE_ASK, _target_search
+        return answer
     if frame is not None:
         caller_code = frame.f_code
         cached = _caller_cache.get(id(caller_code))
@@ -216,6 +249,77 @@ def resolve(
             if cause is not None:
                 return _answer(cause, caller, walks_before, reads_before)
     return intern_cause("other", dotted_name(target), call_site(frame)), MODE_USER, None
+
+
+def _by_target(target: object, frame: FrameType | None) -> tuple[Cause, Rule, bool] | None:
+    """A target rule's answer for ``target``, the rule the hop path may cache for its
+    key, and whether that rule was asked of something below ``target``.
+
+    The rules are asked of ``target``'s own code first, then of what it wraps, down
+    its ``__wrapped__`` chain (bounded, as ``inspect.unwrap`` follows it:
+    ``functools.wraps``, wrapt's FunctionWrapper and ObjectProxy): an agent that
+    replaced Django's ``response_for_exception`` with a wrapper after hopwatch
+    installed (Sentry's, which Django looks up at each call) leaves its hops named
+    as without the agent. The first answer wins. Below a bound method of a wrapper,
+    a rule is asked of what the wrapper wraps, bound to the same instance.
+
+    The hop path caches the answer by the key's facts: a function's code, qualified
+    name and module (a bound method's class for the module), a callable instance's
+    class. An answer from a code the key holds, or from one whose function's names
+    the key holds (``functools.wraps`` copies them: the same objects), is cached as
+    the rule says; any other (a wrapt proxy, keyed by its class; a wrapper that did
+    not copy the names) depends on what the wrapper wraps, not on the key: the rule
+    given is :func:`_target_search`, which asks again every time."""
+    bound_to, outer = (
+        (target.__self__, target.__func__) if type(target) is MethodType else (None, target)
+    )
+    level: object = outer
+    for depth in range(_UNWRAP_LIMIT + 1):
+        func = level.__func__ if type(level) is MethodType else level
+        code = getattr(func, "__code__", None)
+        if isinstance(code, CodeType):
+            rule = _target_rule(code)
+            if rule is not None:
+                if depth == 0:
+                    asked = target
+                elif bound_to is not None and type(level) is FunctionType:
+                    asked = MethodType(level, bound_to)
+                else:
+                    asked = level
+                cause = rule(asked, frame)
+                if cause is not None:
+                    if not _key_holds(outer, func, bound_to):
+                        rule = _target_search
+                    return cause, rule, depth > 0
+        if depth == _UNWRAP_LIMIT:
+            break
+        inner = _wrapped(level)
+        if inner is None:
+            break
+        level = inner
+    return None
+
+
+def _key_holds(outer: object, func: object, bound_to: object) -> bool:
+    """Whether the hop path's key for a target whose function is ``outer`` (bound
+    to ``bound_to``, or not) tells ``func``'s code from another's, as well as it
+    does for ``func`` itself: ``outer`` is ``func``, or a function that took its
+    qualified name and module (the same objects) from it."""
+    if outer is func:
+        return type(func) is FunctionType
+    return (
+        type(outer) is FunctionType
+        and type(func) is FunctionType
+        and outer.__qualname__ is func.__qualname__
+        and (bound_to is not None or outer.__module__ is func.__module__)
+    )
+
+
+@per_instance  # which callable the wrapper wraps: the instance, not the key
+def _target_search(target: object, frame: FrameType | None) -> Cause | None:
+    """The target rules' answer for a wrapper whose key does not tell what it wraps."""
+    found = _by_target(target, frame)
+    return None if found is None else found[0]
 
 
 def _answer(

@@ -390,7 +390,8 @@ def register_rules() -> None:
     _causes.add_library_package(django.__file__ or "")
 
     for name in ("send", "send_robust", "asend", "asend_robust"):
-        method = getattr(Signal, name, None)
+        # Django's own: an agent may have wrapped it before hopwatch installed
+        method = _causes.unwrapped(getattr(Signal, name, None))
         if method is None:
             continue
         _causes.register_target(method, _signal_bound_rule)
