@@ -4,6 +4,8 @@ framework's operations by their own function (django-ninja, a test-only dependen
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
@@ -164,3 +166,107 @@ def test_each_class_based_views_hop_is_named_by_its_own_class(db):
     ]
     a, b = "tests.ninja_site.urls.ViewA", "tests.ninja_site.urls.ViewB"
     assert named == [("/a/", a, [a]), ("/b/", b, [b]), ("/a/", a, [a])]
+
+
+def _served(requests: list[tuple[str, str]], client: str) -> list[tuple[Any, ...]]:
+    """Each request's (method, line's view, its view-kind sites), served in order by
+    ``client``: ``AsyncClient`` (a sync view's hop) or the sync ``Client`` (an async one's)."""
+
+    async def serve() -> None:
+        for method, path in requests:
+            response = await getattr(AsyncClient(), method.lower())(path)
+            assert response.status_code == 200
+
+    urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+    with urls, capture() as records:
+        if client == "async-client":
+            asyncio.run(serve())
+        else:
+            for method, path in requests:
+                assert getattr(Client(), method.lower())(path).status_code == 200
+    return [
+        (record.method, record.view, [c.site for c, _ in record.top_causes() if c.kind == "view"])
+        for record in records
+    ]
+
+
+_API = "tests.ninja_site.api"
+#: Sync operations (their hop under AsyncClient): two paths, and a GET and a POST on one.
+_SYNC_OPERATIONS = [
+    ("GET", "/api/datasets/7/", f"{_API}.get_dataset"),
+    ("GET", "/api/health/", f"{_API}.health"),
+    ("GET", "/api/orders/", f"{_API}.list_orders"),
+    ("POST", "/api/orders/", f"{_API}.create_order"),
+    ("GET", "/api/datasets/7/", f"{_API}.get_dataset"),
+]
+#: Async operations (their hop under the sync Client): a GET and a POST on one path, another.
+_ASYNC_OPERATIONS = [
+    ("GET", "/api/datasets/", f"{_API}.list_datasets"),
+    ("POST", "/api/datasets/", f"{_API}.create_dataset"),
+    ("GET", "/api/customers/", f"{_API}.list_customers"),
+    ("GET", "/api/datasets/", f"{_API}.list_datasets"),
+]
+
+
+@pytest.mark.parametrize(
+    ("client", "operations"),
+    [("async-client", _SYNC_OPERATIONS), ("test-client", _ASYNC_OPERATIONS)],
+)
+def test_each_ninja_operations_hop_is_named_as_the_line_names_its_view(client, operations, db):
+    """Every path of a django-ninja API is one dispatcher closure (one code, qualified
+    name and module): the view's site was the first operation's the process served, for
+    every other one, and ``ninja.operation.sync_view_wrapper`` (or ``async_view_wrapper``)
+    on a path with a GET and a POST. Now it is the line's ``view``, exactly."""
+    served = _served([(method, path) for method, path, _ in operations], client)
+    assert served == [(method, view, [view]) for method, _, view in operations]
+
+
+def test_a_ninja_operations_hop_under_atomic_requests_is_named_as_its_view(monkeypatch, db):
+    """With ``ATOMIC_REQUESTS`` the handler calls ``transaction.atomic``'s wrapper of the
+    view, which names itself after ninja's dispatcher: every operation's site was
+    ``ninja.operation.sync_view_wrapper``. The site is the request's view's."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    served = _served([(method, path) for method, path, _ in _SYNC_OPERATIONS], "async-client")
+    assert served == [(method, view, [view]) for method, _, view in _SYNC_OPERATIONS]
+
+
+def test_views_a_decorator_renamed_by_name_alone_are_each_their_own_site(db):
+    """A decorator that sets its wrapper's ``__name__`` (not its ``__qualname__``) makes
+    every view it wraps one code, qualified name and module: the second view's site was
+    the first's name."""
+    served = _served([("GET", "/renamed-one/"), ("GET", "/renamed-two/")], "async-client")
+    one, two = "tests.ninja_site.urls.renamed_one", "tests.ninja_site.urls.renamed_two"
+    assert served == [("GET", one, [one]), ("GET", two, [two])]
+
+
+def test_a_hop_budget_of_ninja_operations_does_not_depend_on_the_tests_order(
+    tmp_path, monkeypatch, db
+):
+    """Two tests' budgets, each one sync operation's request under AsyncClient: recorded
+    in one order, they pass in the other. Each budget holds its own operation's view
+    (the second test's held the first's, and failed in the other order: "view ...: 0 -> 1")."""
+    from hopwatch import _hotpath
+    from hopwatch.testing import BUDGETS_ENV, hop_budget
+
+    paths = {"test_dataset": "/api/datasets/7/", "test_health": "/api/health/"}
+    budgets = tmp_path / "test_api.hops.json"
+    monkeypatch.delenv(BUDGETS_ENV, raising=False)
+
+    def run(order: list[str]) -> None:
+        _hotpath.clear_caches()  # as in a new process: its first request is the first named
+        urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+        for name in order:
+            with urls, hop_budget(name, path=budgets):
+                assert asyncio.run(AsyncClient().get(paths[name])).status_code == 200
+
+    run(["test_dataset", "test_health"])  # recorded
+    monkeypatch.setenv(BUDGETS_ENV, "0")  # compared, never written
+    run(["test_health", "test_dataset"])
+    run(["test_dataset", "test_health"])
+    common = {"response HttpResponse.close": 1, "signal request_started": 1}
+    assert json.loads(budgets.read_text())["tests"] == {
+        "test_dataset": {"hops": 3, "sites": {**common, f"view {_API}.get_dataset": 1}},
+        "test_health": {"hops": 3, "sites": {**common, f"view {_API}.health": 1}},
+    }

@@ -31,7 +31,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.log import log_response
 
 from hopwatch import _causes, _errors
-from hopwatch._django_names import view_class_path, view_name
+from hopwatch._django_names import named_by_instance, names_of, view_class_path, view_name
 from hopwatch._recorder import Cause, intern_cause
 
 # --- naming -----------------------------------------------------------------
@@ -232,13 +232,45 @@ def _view_rule(target: object, frame: FrameType | None) -> Cause | None:
         if rendering is not None:
             return rendering
     if frame is not None:
+        local = frame.f_locals
+        callback = local.get("callback")  # the view the handler resolved
+        if callback is not None and (target is callback or _wraps(target, callback)):
+            return intern_cause("view", _request_view(target, callback, local.get("request")))
         rendering = _render_by_line(frame)
         if rendering is not None:
             return rendering
-    if getattr(target, "view_class", None) is not None:
-        # as_view()'s closures share one code object and name across views.
-        _causes.reads_instance()
     return intern_cause("view", view_path(target))
+
+
+def _request_view(target: Any, callback: Any, request: Any) -> str:
+    """The site of the view's own call: the line's ``view``, by the function that names
+    it (``names_of``) with the same inputs (the request's ``resolver_match`` and
+    method). When that name is read from the view callable itself
+    (``named_by_instance``: as_view()'s closures, a django-ninja path's dispatcher,
+    each one code and name for many views), or from another view than the one called
+    (a ``resolver_match`` replaced since), the answer is this request's, never cached
+    by the code: the hop path asks again at each such hop (the frame's locals and two
+    dict lookups)."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None:
+        if named_by_instance(callback) or getattr(match, "func", None) is not callback:
+            _causes.reads_instance()
+        name = names_of(match, getattr(request, "method", None))[1]
+        if name is not None:
+            return name
+    return view_path(target)
+
+
+def _wraps(target: Any, view: Any) -> bool:
+    """Whether ``target`` is a wrapper of ``view`` (``transaction.atomic``'s, one per
+    database with ``ATOMIC_REQUESTS``: ``functools.wraps`` sets ``__wrapped__``)."""
+    for _ in range(8):  # bounded: a __wrapped__ chain is short and never a loop
+        target = getattr(target, "__wrapped__", None)
+        if target is None:
+            return False
+        if target is view:
+            return True
+    return False
 
 
 # (id(class), id(function)) -> (class, function, cause)

@@ -14,7 +14,9 @@
   class (as Django does).
 
 Both are cached per pattern and per view callable (long-lived URLconf objects),
-so naming costs a dict lookup per request.
+so naming costs a dict lookup per request. The view's own crossing (a sync view's
+under ASGI, an async one's under WSGI) is named by the same ``names_of``, with the
+same request (``_django_causes``): its site is the line's ``view``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import types
 from typing import Any, Final
 
 #: Entries kept per cache; past this, names are computed every time (still correct).
@@ -211,6 +214,17 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
     lookup must not run its code (a ``SimpleLazyObject`` would be evaluated, a
     ``__getattr__`` called).
     """
+    operations = _path_operations(func)
+    for operation in operations:
+        if method in _static(operation, "methods") or len(operations) == 1:
+            return _static(operation, "view_func")
+    return None
+
+
+def _path_operations(func: Any) -> list[Any]:
+    """The operations of the django-ninja ``PathView`` ``func`` dispatches for (see
+    :func:`_ninja_operation`), each with its ``methods`` and ``view_func``; empty when
+    ``func`` is no such dispatcher."""
     candidates = [getattr(func, "__self__", None)]
     for cell in getattr(func, "__closure__", None) or ():
         try:
@@ -221,14 +235,13 @@ def _ninja_operation(func: Any, method: str | None) -> Any:
         operations = _static(owner, "operations")
         if not isinstance(operations, list) or not operations:
             continue
-        for operation in operations:
-            methods = _static(operation, "methods")
-            view_func = _static(operation, "view_func")
-            if view_func is None or not isinstance(methods, list | tuple):
-                break  # not a PathView after all
-            if method in methods or len(operations) == 1:
-                return view_func
-    return None
+        if all(
+            _static(operation, "view_func") is not None
+            and isinstance(_static(operation, "methods"), list | tuple)
+            for operation in operations
+        ):
+            return operations
+    return []
 
 
 def _static(owner: Any, name: str) -> Any:
@@ -241,10 +254,56 @@ def _static(owner: Any, name: str) -> Any:
     return None if hasattr(type(value), "__get__") and not callable(value) else value
 
 
+# id(view callable) -> (the callable, kept so the id is never reused, named_by_instance's answer)
+_by_instance: dict[int, tuple[Any, bool]] = {}
+
+
+def named_by_instance(view: Any) -> bool:
+    """Whether ``view``'s name (as the line names it) is read from the callable itself,
+    not only from what hopwatch's hop path caches a hop's cause by: the code, qualified
+    name and module of a function (the class of a bound method's instance, of a
+    callable instance). Several views then share one key and each has its own name:
+
+    * ``as_view()``'s closure: one code and qualified name for every class-based view
+      (DRF's and adrf's ``@api_view`` too), named by its ``view_class``;
+    * a django-ninja path's dispatcher: one closure (or bound method) for every path,
+      named by the operation the request's method picks;
+    * a function renamed through ``__name__`` alone (a decorator's wrapper given its
+      view's name, not its ``__qualname__``), named by that ``__name__``.
+
+    A decorator that copies its view's names (``functools.wraps``) makes a function of
+    its own key: not one of these. Cached per callable (long-lived URLconf objects).
+    """
+    entry = _by_instance.get(id(view))
+    if entry is not None and entry[0] is view:
+        return entry[1]
+    func = view
+    for _ in range(8):  # partial(partial(f)): bounded, never a loop
+        if not isinstance(func, functools.partial):
+            break
+        func = func.func
+    answer = (
+        getattr(view, "view_class", None) is not None
+        or bool(_path_operations(func))
+        or _renamed(func)
+    )
+    if len(_by_instance) < _CACHE_LIMIT:
+        _by_instance[id(view)] = (view, answer)
+    return answer
+
+
+def _renamed(func: Any) -> bool:
+    """Whether the function ``func``'s ``__name__`` (which names it: ``_plain_name``)
+    is not its ``__qualname__``'s last part."""
+    if not isinstance(func, types.FunctionType):
+        return False
+    return func.__qualname__.rpartition(".")[2] != func.__name__
+
+
 def view_name(view: Any) -> str | None:
     """A view callable's name as the request's line names its view, for a request
     of no particular method (a django-ninja path with several operations: None)."""
     return _name(view, None)
 
 
-__all__ = ["names_of", "regex_as_pattern", "route_of", "view_name", "view_of"]
+__all__ = ["named_by_instance", "names_of", "regex_as_pattern", "route_of", "view_name", "view_of"]

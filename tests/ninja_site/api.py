@@ -1,4 +1,5 @@
-"""Operations of every shape: async and sync, two methods on one path, a parameter."""
+"""Operations of every shape: async and sync, two methods on one path (async and sync),
+a parameter."""
 
 from __future__ import annotations
 
@@ -25,3 +26,20 @@ def get_dataset(request, pk: int):
 @api.get("/health/")
 def health(request):
     return {"ok": True}
+
+
+# Two sync operations on one path: ninja's one dispatcher for both, each request's
+# operation picked by its method.
+@api.get("/orders/")
+def list_orders(request):
+    return {"orders": []}
+
+
+@api.post("/orders/")
+def create_order(request):
+    return {"created": True}
+
+
+@api.get("/customers/")
+async def list_customers(request):
+    return {"customers": []}

@@ -56,6 +56,27 @@ def drf_style_two(request):
     return HttpResponse("two")
 
 
+def renamed(view):
+    """A decorator giving its wrapper the view's name through ``__name__`` alone (no
+    ``functools.wraps``): every view it wraps is one code, qualified name and module."""
+
+    def wrapper(request, *args, **kwargs):
+        return view(request, *args, **kwargs)
+
+    wrapper.__name__ = view.__name__
+    return wrapper
+
+
+@renamed
+def renamed_one(request):
+    return HttpResponse("one")
+
+
+@renamed
+def renamed_two(request):
+    return HttpResponse("two")
+
+
 def shared(request, *args, **kwargs):
     """One view mounted at several routes below: each request's line names its own."""
     return HttpResponse("shared")
@@ -86,4 +107,6 @@ urlpatterns = [
     re_path(r"\Aitems/(?P<pk>[0-9]+)/\Z", shared),  # \A and \Z: Python's own anchors
     path("a/", ViewA.as_view()),
     path("b/", ViewB.as_view()),
+    path("renamed-one/", renamed_one),
+    path("renamed-two/", renamed_two),
 ]
