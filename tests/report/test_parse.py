@@ -248,6 +248,35 @@ def test_invalid_utf8_in_an_enveloped_line_is_a_skip_reason_too(
     assert summary["skipped_by_reason"] == {"invalid_utf8": 1}
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xed\xa0\x80"],
+    ids=["overlong-form", "past-U+10FFFF", "encoded-surrogate"],
+)
+def test_no_utf8_in_a_field_not_read_of_an_enveloped_line_is_a_skip_reason(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, bad: bytes
+) -> None:
+    """Bytes no UTF-8 decoder takes (an overlong form from 0xC0, a code point past
+    U+10FFFF, a surrogate encoded) in a field the report does not read, in a line in
+    docker's envelope: skipped as invalid_utf8, as msgspec refuses the envelope; the line
+    after it is read. (The C loop's unwrap checks the bytes of the line it unwraps;
+    mutants M05 M06 M07 let each of these through, and counted the record.)"""
+    sites = [site(SESSION, ms=0.5)]  # (a record of hops and no sites is msgspec's)
+    docker = json.dumps({"log": line(sites=sites, note="@@") + "\n", "stream": "stdout"})
+    raw = docker.encode().replace(b"@@", bad)
+    assert decode(raw) == "invalid_utf8"
+    good = json.dumps({"log": line(route="/good/", sites=sites) + "\n", "stream": "stdout"})
+    log = tmp_path / "app.log"
+    log.write_bytes(raw + b"\n" + good.encode() + b"\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    summary = report["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (2, 1, 0)
+    assert summary["skipped_by_reason"] == {"invalid_utf8": 1}
+    assert [row["route"] for row in report["rows"]] == ["/good/"]
+
+
 def _utf8_first(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``decode`` as msgspec before 0.23 read bytes (the floor was 0.19): a byte not UTF-8
     in a string raised UnicodeDecodeError (0.23 raises its DecodeError)."""

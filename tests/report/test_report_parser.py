@@ -42,6 +42,9 @@ pytestmark = pytest.mark.skipif(
     reason="the report's C accelerator is not built here",
 )
 MODES = ("parser", "msgspec", "python")
+#: Bytes no UTF-8 decoder takes: an overlong form from 0xC0, a code point past U+10FFFF
+#: (0xF4 0x90), an encoded surrogate (U+D800).
+NOT_UTF8 = (b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xed\xa0\x80")
 SITES = [site(SESSION, ms=0.4, overhead_ms=0.1), site(AUTH, ms=0.3, overhead_ms=0.2)]
 PLAIN: dict[str, Any] = {"sites": SITES, "overhead_ms": 0.3, "work_ms": 0.4, "db_connections": 1}
 
@@ -345,6 +348,7 @@ def test_strings_msgspec_refuses_are_left_to_it() -> None:
         raw.replace(b'"0000000000000000"', b'"\xff000000000000000"'),  # in request_id
         raw.replace(b'"level"', b'"\xfflevel"'),  # in an unknown key
         raw.replace(b'"info"', b'"\xffinfo"'),  # in an unknown value
+        *(raw.replace(b'"info"', b'"' + bad + b'"') for bad in NOT_UTF8),
         raw.replace(b'"info"', b'"caf\xc3\xa9"'),  # valid UTF-8 in an unknown value
     ]
     scanner = differential([*bad, *bad_bytes, base])
@@ -704,6 +708,9 @@ def _envelope_variants() -> list[str | bytes]:
         _docker(base).encode().replace(b"/items/", b"/\xc3\xa9items/"),  # UTF-8 inside
         _docker(base).encode().replace(b"/items/", b"/\xffitems/"),  # not UTF-8 inside
         _docker(base).encode().replace(b'"stream"', b'"\xff"'),  # in a key
+        # no UTF-8 in a field of the inner line the report does not read: an overlong form
+        # (0xC0), a code point past U+10FFFF, an encoded surrogate (mutants M05 M06 M07)
+        *(_docker(line(**PLAIN, note="@@")).encode().replace(b"@@", bad) for bad in NOT_UTF8),
         _docker(base).replace("\\n", "\\u000a"),
         _docker(base).replace("\\n", "\\r"),
         "{}",
