@@ -277,6 +277,35 @@ def test_no_utf8_in_a_field_not_read_of_an_enveloped_line_is_a_skip_reason(
     assert [row["route"] for row in report["rows"]] == ["/good/"]
 
 
+@pytest.mark.parametrize(
+    "number",
+    [
+        "9.0",
+        "0.000000000000000009e18",  # 19 digits
+        "0.0000000000000000009e19",  # 20
+        "0.00000000000000000009e20",  # 21
+        "90000000000000000000e-19",  # 20, the 9 first
+        "9.0000000000000000000",
+    ],
+)
+def test_a_number_of_many_digits_reads_its_value(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, number: str
+) -> None:
+    """A time written with 19, 20 or 21 significant digits reads as its value. (The C
+    parser keeps 19 digits exactly, and sends a longer number to strtod; mutant M10 took
+    20 as exact, dropped the twentieth digit and read 0.0000000000000000009e19 as 0.0.)"""
+    text = line(sites=[site(SESSION, ms=0.5)], duration_ms=1.5)
+    log = tmp_path / "app.log"
+    log.write_text(text.replace('"duration_ms":1.5', f'"duration_ms":{number}') + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    assert (report["summary"]["records"], report["summary"]["skipped"]) == (1, 0)
+    (row,) = report["rows"]
+    assert row["duration_ms"] == {"mean": 9.0}
+    assert row["hop_share"] == round(4.187 / 9.0, 4)
+
+
 def _utf8_first(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``decode`` as msgspec before 0.23 read bytes (the floor was 0.19): a byte not UTF-8
     in a string raised UnicodeDecodeError (0.23 raises its DecodeError)."""

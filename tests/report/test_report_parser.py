@@ -251,6 +251,11 @@ def _variants() -> list[str]:
         base.replace('"hop_ms": 4.187', '"hop_ms": 123456789012345678901234567890e-25'),
         base.replace('"duration_ms": 6.412', '"duration_ms": 1e22'),
         base.replace('"duration_ms": 6.412', '"duration_ms": 0.1e-22'),
+        # 19, 20 and 21 digits (the parser holds 19 exactly): 9.0 each (mutant M10)
+        base.replace('"duration_ms": 6.412', '"duration_ms": 0.000000000000000009e18'),
+        base.replace('"duration_ms": 6.412', '"duration_ms": 0.0000000000000000009e19'),
+        base.replace('"duration_ms": 6.412', '"duration_ms": 0.00000000000000000009e20'),
+        base.replace('"duration_ms": 6.412', '"duration_ms": 90000000000000000000e-19'),
         base.replace('"wait_ms": 1.032', '"wait_ms": 0.000000000000000000000000001032e27'),
         base.replace('"hops": 15', '"hops": 15.0'),
         base.replace('"hops": 15', '"hops": 1.5e1'),
