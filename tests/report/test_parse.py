@@ -306,6 +306,43 @@ def test_a_number_of_many_digits_reads_its_value(
     assert row["hop_share"] == round(4.187 / 9.0, 4)
 
 
+@pytest.mark.parametrize(
+    ("moment", "utc"),
+    [
+        ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),  # the last moment
+        ("9999-12-31T23:00:00-01:00", None),  # 10000-01-01T00:00Z: the first one after
+        ("0001-01-01T01:00:00+01:00", "0001-01-01T00:00:00.000000Z"),  # the first moment
+        ("0001-01-01T00:59:59.999999+01:00", None),  # a microsecond before it
+    ],
+)
+def test_a_timestamp_out_of_range_in_utc_is_skipped(
+    run_cli: Callable[..., Run],
+    tmp_path: Path,
+    implementation: str,
+    moment: str,
+    utc: str | None,
+) -> None:
+    """A timestamp in range as written but out of years 1 to 9999 once in UTC is skipped
+    as invalid:timestamp, by both loops; the ends of the range are read. (Mutant M17 took
+    10000-01-01T00:00Z in C, and the report ended with a ValueError: year 10000.)"""
+    sites = [site(SESSION, ms=0.5)]
+    text = line(timestamp=moment, request_id="edge", sites=sites)
+    log = tmp_path / "app.log"
+    log.write_text(text + "\n" + line(sites=sites) + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    summary = json.loads(run.out)["summary"]
+    usual = "2026-11-24T10:00:00.000000Z"
+    moments = sorted([usual] if utc is None else [usual, utc])
+    skipped = {} if utc else {"invalid:timestamp": 1}
+    assert (summary["lines"], summary["records"], summary["skipped_by_reason"]) == (
+        2,
+        len(moments),
+        skipped,
+    )
+    assert (summary["first_timestamp"], summary["last_timestamp"]) == (moments[0], moments[-1])
+
+
 def _utf8_first(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``decode`` as msgspec before 0.23 read bytes (the floor was 0.19): a byte not UTF-8
     in a string raised UnicodeDecodeError (0.23 raises its DecodeError)."""

@@ -399,6 +399,9 @@ TIMESTAMPS = [
     "0001-01-01T00:30:00+01:00",  # before year 1 in UTC: skipped
     "9999-12-31T23:59:59.999999Z",
     "9999-12-31T23:30:00-01:00",  # after year 9999 in UTC: skipped
+    "9999-12-31T23:00:00-01:00",  # 10000-01-01T00:00Z, the first moment after: skipped
+    "0001-01-01T01:00:00+01:00",  # 0001-01-01T00:00Z, the first moment: taken
+    "0001-01-01T00:59:59.999999+01:00",  # a microsecond before it: skipped
     "2026-11-24T10:00:00",  # no zone
     "2026-11-24T10:00:00.Z",
     "2026-11-24T10:00:00+24:00",
@@ -416,7 +419,7 @@ def test_timestamps_read_the_same() -> None:
     lines = [line(timestamp=moment, request_id=moment, **PLAIN) for moment in TIMESTAMPS]
     scanner = differential([*lines, line(**PLAIN)], block=7)
     # RFC 3339 with a zone and at most microseconds, in range once in UTC (and the last)
-    assert scanner.parsed_lines == 14
+    assert scanner.parsed_lines == 15
 
 
 # --- what makes a record go through add_record, or be refused -------------------------------
