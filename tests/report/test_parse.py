@@ -313,9 +313,13 @@ def test_a_number_of_many_digits_reads_its_value(
         ("9999-12-31T23:00:00-01:00", None),  # 10000-01-01T00:00Z: the first one after
         ("0001-01-01T01:00:00+01:00", "0001-01-01T00:00:00.000000Z"),  # the first moment
         ("0001-01-01T00:59:59.999999+01:00", None),  # a microsecond before it
+        ("2026-11-25t10:00:00z", "2026-11-25T10:00:00.000000Z"),  # RFC 3339's separators
+        ("2026-11-25 10:00:00Z", "2026-11-25T10:00:00.000000Z"),
+        ("2026-11-25_10:00:00Z", None),  # and no other
+        ("2026-11-25x10:00:00Z", None),
     ],
 )
-def test_a_timestamp_out_of_range_in_utc_is_skipped(
+def test_a_timestamp_is_read_in_utc_or_skipped(
     run_cli: Callable[..., Run],
     tmp_path: Path,
     implementation: str,
@@ -324,7 +328,9 @@ def test_a_timestamp_out_of_range_in_utc_is_skipped(
 ) -> None:
     """A timestamp in range as written but out of years 1 to 9999 once in UTC is skipped
     as invalid:timestamp, by both loops; the ends of the range are read. (Mutant M17 took
-    10000-01-01T00:00Z in C, and the report ended with a ValueError: year 10000.)"""
+    10000-01-01T00:00Z in C, and the report ended with a ValueError: year 10000.) The
+    date and the time are separated by "T", "t" or a space, as msgspec reads RFC 3339;
+    any other is invalid (mutant M48 took "_" in C)."""
     sites = [site(SESSION, ms=0.5)]
     text = line(timestamp=moment, request_id="edge", sites=sites)
     log = tmp_path / "app.log"
