@@ -349,6 +349,41 @@ def test_a_timestamp_is_read_in_utc_or_skipped(
     assert (summary["first_timestamp"], summary["last_timestamp"]) == (moments[0], moments[-1])
 
 
+def _with_form_feeds() -> list[str]:
+    base = line(sites=[site(SESSION, ms=0.5)])
+    docker = json.dumps({"log": base + "\n", "stream": "stdout"}, separators=(",", ":"))
+    return [
+        base.replace('"hops":15,', '"hops":15,\f'),
+        base.replace('"hops":15,', '"hops":\f15,'),
+        base + "\f",
+        docker.replace(',"stream"', ',\f"stream"'),
+        docker.replace('"log":', '"log":\f'),
+        docker + "\f",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    _with_form_feeds(),
+    ids=["after-comma", "before-value", "after-object", *(f"envelope-{n}" for n in range(3))],
+)
+def test_a_form_feed_between_tokens_is_malformed_json(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, text: str
+) -> None:
+    """JSON's spaces are space, tab, line feed and carriage return: a form feed between
+    the tokens of a line, or of its envelope, makes it malformed_json for both loops.
+    (Mutant M37 skipped it as a space in C and counted the record.)"""
+    log = tmp_path / "app.log"
+    log.write_text(text + "\n" + line(route="/good/", sites=[site(SESSION)]) + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    summary = report["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (2, 1, 0)
+    assert summary["skipped_by_reason"] == {"malformed_json": 1}
+    assert [row["route"] for row in report["rows"]] == ["/good/"]
+
+
 def _utf8_first(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``decode`` as msgspec before 0.23 read bytes (the floor was 0.19): a byte not UTF-8
     in a string raised UnicodeDecodeError (0.23 raises its DecodeError)."""

@@ -225,6 +225,13 @@ def _variants() -> list[str]:
         _encoded(rec, indent=None, separators=(" , ", " : ")),
         "{ \t" + base[1:-1].replace(", ", " ,\t\r") + " \r}",  # every JSON space but \n
         base + " \t\r",  # trailing spaces
+        # a form feed, a vertical tab: no JSON space (mutant M37)
+        base.replace('"hops": 15,', '"hops": 15,\f'),
+        base.replace('"hops": 15,', '"hops":\f15,'),
+        base.replace('"hops": 15,', '"hops": 15\f,'),
+        "{\f" + base[1:],
+        base + "\f",
+        base.replace('"hops": 15,', '"hops": 15,\v'),
         _encoded(dict(reversed(rec.items()))),
         _encoded(rec, sort_keys=True),
         _encoded({"a": [1, {"b": [[], {}, "x\\"]}], **rec, "z": {"y": None, "t": True}}),
@@ -567,7 +574,7 @@ def test_every_truncation_of_real_lines_reads_the_same(tmp_path: Path) -> None:
     assert scanner.partial.skipped.get("truncated", 0) > len(lines) // 2
 
 
-ALPHABET = b'{}[],:"\\ \t\r0123456789.eE+-nultrfasx/u' + bytes([0, 0x1F, 0x7F, 0x80, 0xC3, 0xFF])
+ALPHABET = b'{}[],:"\\ \t\r\f0123456789.eE+-nultrfasx/u' + bytes([0, 0x1F, 0x7F, 0x80, 0xC3, 0xFF])
 
 
 def _mutate(rng: random.Random, text: bytes) -> bytes:
@@ -710,6 +717,9 @@ def _envelope_variants() -> list[str | bytes]:
         _logging(_docker(base)),
         "2026-11-24T00:00:00Z stdout F " + _docker(base),  # a prefix outside
         _docker(base) + "  \t",
+        _docker(base) + "\f",
+        _docker(base).replace(',"stream"', ',\f"stream"'),
+        _docker(base).replace('"log":', '"log":\f'),
         _docker(base) + "x",
         _docker(base)[:-1] + ",}",
         _docker(base).replace(',"stream"', ',,"stream"'),
