@@ -443,6 +443,28 @@ def test_lines_that_are_not_hopwatch_records_are_other(text: str) -> None:
     assert partial.other_lines == 1 and partial.records == 0
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n", " \r\n", "\r\t\n"])
+def test_the_tail_of_a_torn_line_is_torn_whatever_the_line_ending(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, ending: str
+) -> None:
+    """The tail of a torn hopwatch line (no marker, no brace, the emitter's ending) is
+    skipped as torn by both loops, in a log of CRLF line endings too: the carriage
+    return and blanks after the ending are not part of the line. (Mutant M35 kept the
+    "\r" in C and counted the tail as another logger's line.)"""
+    sites = [site(SESSION, ms=0.5)]
+    torn = line(request_id="torn")
+    tail = torn[torn.index('"threads"') :]
+    assert tail.endswith(parse.LINE_ENDING.decode()) and "{" not in tail
+    lines = [line(request_id="a", sites=sites), tail, line(request_id="b", sites=sites)]
+    log = tmp_path / "app.log"
+    log.write_bytes("".join(text + ending for text in lines).encode())
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    summary = json.loads(run.out)["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (3, 2, 0)
+    assert summary["skipped_by_reason"] == {"torn": 1}
+
+
 def test_raw_control_characters_in_strings_are_accepted() -> None:
     text = line(route="/a\x01b/", view="v\x1b[31m")
     result = decode(text)
