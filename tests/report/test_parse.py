@@ -502,6 +502,34 @@ def test_a_duplicate_key_means_the_last_one_wins_in_both_decoders() -> None:
     assert partial.endpoints and next(iter(partial.endpoints.values())).acc[5] == 3
 
 
+@pytest.mark.parametrize("where", ["line", "site"])
+def test_a_duplicate_key_whose_last_value_is_null_reads_null(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, where: str
+) -> None:
+    """msgspec keeps a duplicate key's last value, null too: "pinned_ms":0.5,
+    "pinned_ms":null is no pinned time, a site's "overhead_ms":0.1,"overhead_ms":null no
+    overhead, by both loops. (Mutants M18 M19 let the C parser read such lines, line
+    and site, and it kept the 0.5 and the 0.1.)"""
+    sites = [site(SESSION, ms=0.5, overhead_ms=0.1)]
+    text = line(route="/dup/", sites=sites)
+    if where == "line":
+        text = text.replace('"pinned_ms":0.0', '"pinned_ms":0.5,"pinned_ms":null')
+    else:
+        text = text.replace('"overhead_ms":0.1', '"overhead_ms":0.1,"overhead_ms":null')
+    log = tmp_path / "app.log"
+    log.write_text(text + "\n" + line(route="/good/", sites=sites) + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    assert (report["summary"]["records"], report["summary"]["skipped"]) == (2, 0)
+    rows = {row["route"]: row for row in report["rows"]}
+    expected = {"mean": 0.0, "total": 0.0, "records": 1, "by": []}
+    assert rows["/good/"]["pinned_ms"] == expected
+    assert rows["/dup/"]["pinned_ms"] == (None if where == "line" else expected)
+    [cause] = rows["/dup/"]["causes"]
+    assert (cause["ms"], cause["overhead_ms"]) == (0.5, 0.1 if where == "line" else None)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

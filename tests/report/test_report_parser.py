@@ -522,6 +522,9 @@ def test_duplicate_fields_are_left_to_msgspec() -> None:
         base.replace('"ms":0.4', '"ms":0.4,"ms":9.0'),
         base.replace('"level":"info"', '"level":"info","level":"debug"'),  # unknown: taken
         base.replace('"event":', '"event":"hopwatch.request","event":'),
+        # the last one null: msgspec's is null (mutants M18 M19 kept the first)
+        base.replace('"pinned_ms":0.0', '"pinned_ms":0.5,"pinned_ms":null'),
+        base.replace('"overhead_ms":0.1', '"overhead_ms":0.1,"overhead_ms":null', 1),
     ]
     scanner = differential(lines)
     assert scanner.parsed_lines == 1
