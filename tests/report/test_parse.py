@@ -349,30 +349,37 @@ def test_a_timestamp_is_read_in_utc_or_skipped(
     assert (summary["first_timestamp"], summary["last_timestamp"]) == (moments[0], moments[-1])
 
 
-def _with_form_feeds() -> list[str]:
+def _malformed() -> list[Any]:
     base = line(sites=[site(SESSION, ms=0.5)])
     docker = json.dumps({"log": base + "\n", "stream": "stdout"}, separators=(",", ":"))
-    return [
-        base.replace('"hops":15,', '"hops":15,\f'),
-        base.replace('"hops":15,', '"hops":\f15,'),
-        base + "\f",
-        docker.replace(',"stream"', ',\f"stream"'),
-        docker.replace('"log":', '"log":\f'),
-        docker + "\f",
-    ]
+    cases = {
+        # a form feed is no JSON space (mutant M37)
+        "ff-after-comma": base.replace('"hops":15,', '"hops":15,\f'),
+        "ff-before-value": base.replace('"hops":15,', '"hops":\f15,'),
+        "ff-after-object": base + "\f",
+        "ff-envelope-after-comma": docker.replace(',"stream"', ',\f"stream"'),
+        "ff-envelope-before-value": docker.replace('"log":', '"log":\f'),
+        "ff-after-envelope": docker + "\f",
+        # text after the object (mutant M20)
+        "brace-after-object": base + "}",
+        "text-after-object": base + " x",
+        "comma-after-object": base + ",",
+        # a decimal point with no digit after it (mutant M40)
+        "bare-point": base.replace('"hop_ms":4.187', '"hop_ms":3.'),
+        "bare-point-exponent": base.replace('"hop_ms":4.187', '"hop_ms":3.e1'),
+    }
+    return [pytest.param(text, id=name) for name, text in cases.items()]
 
 
-@pytest.mark.parametrize(
-    "text",
-    _with_form_feeds(),
-    ids=["after-comma", "before-value", "after-object", *(f"envelope-{n}" for n in range(3))],
-)
-def test_a_form_feed_between_tokens_is_malformed_json(
+@pytest.mark.parametrize("text", _malformed())
+def test_lines_msgspec_refuses_are_malformed_json_in_both_loops(
     run_cli: Callable[..., Run], tmp_path: Path, implementation: str, text: str
 ) -> None:
     """JSON's spaces are space, tab, line feed and carriage return: a form feed between
-    the tokens of a line, or of its envelope, makes it malformed_json for both loops.
-    (Mutant M37 skipped it as a space in C and counted the record.)"""
+    the tokens of a line, or of its envelope, makes it malformed_json for both loops, as
+    text after the object does, and a number with a decimal point and no digit after it.
+    (Mutants of the C parser took each and counted the record: M37 skipped a form feed
+    as a space, M20 read no further than the object, M40 read "3." as 3.0.)"""
     log = tmp_path / "app.log"
     log.write_text(text + "\n" + line(route="/good/", sites=[site(SESSION)]) + "\n")
     run = run_cli(log, "--format", "json", "--top", "0")

@@ -232,6 +232,11 @@ def _variants() -> list[str]:
         "{\f" + base[1:],
         base + "\f",
         base.replace('"hops": 15,', '"hops": 15,\v'),
+        # text after the object (mutant M20)
+        base + "}",
+        base + " x",
+        base + ",",
+        base + " {}",
         _encoded(dict(reversed(rec.items()))),
         _encoded(rec, sort_keys=True),
         _encoded({"a": [1, {"b": [[], {}, "x\\"]}], **rec, "z": {"y": None, "t": True}}),
@@ -246,6 +251,9 @@ def _variants() -> list[str]:
         base.replace('"hop_ms": 4.187', '"hop_ms": 0.4187E1'),
         base.replace('"hop_ms": 4.187', '"hop_ms": 4.187000000000000000000001'),
         base.replace('"hop_ms": 4.187', '"hop_ms": 4'),
+        base.replace('"hop_ms": 4.187', '"hop_ms": 3.'),  # no digit after the point (M40)
+        base.replace('"hop_ms": 4.187', '"hop_ms": 3.e1'),
+        base.replace('"hop_ms": 4.187', '"hop_ms": .5'),
         base.replace('"hop_ms": 4.187', '"hop_ms": -0'),
         base.replace('"hop_ms": 4.187', '"hop_ms": -0.0'),
         base.replace('"hop_ms": 4.187', '"hop_ms": 0e400'),
