@@ -209,6 +209,28 @@ def test_a_record_without_sites_is_counted_and_says_so() -> None:
     assert partial.records == 1 and partial.parts_lost == {"sites": 1}
 
 
+def test_hops_without_sites_are_left_out_in_both_loops(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str
+) -> None:
+    """A record of hops that lists no site (an empty "sites"): its hops and time are
+    the report's left-out ones, by both loops. (The C parser hands such a line to
+    add_record; mutant M21 read it itself and lost them: no left_out at all.)"""
+    log = tmp_path / "app.log"
+    bare = line(route="/bare/", hops=6, hop_ms=0.748)
+    assert '"sites":[]' in bare
+    log.write_text(bare + "\n" + line(route="/good/", sites=[site(SESSION, ms=0.5)]) + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    summary = report["summary"]
+    assert (summary["records"], summary["skipped"], summary["parts_lost"]) == (2, 0, {})
+    left_out = {"requests": 1, "count": 6, "ms": 0.748, "overhead_ms": None}
+    assert summary["left_out"] == {**left_out, "share": 0.2857, "overhead_share": None}
+    rows = {row["route"]: row for row in report["rows"]}
+    assert rows["/bare/"]["left_out"] == {**left_out, "share": 1.0, "overhead_share": None}
+    assert (rows["/bare/"]["causes"], rows["/good/"]["left_out"]) == ([], None)
+
+
 def test_detail_and_fields_the_report_does_not_read_never_cost_a_record() -> None:
     texts = [
         line(detail="not a list", detail_dropped="x", scope=7, response_closed="maybe"),
