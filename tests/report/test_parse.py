@@ -494,6 +494,31 @@ def test_the_tail_of_a_torn_line_is_torn_whatever_the_line_ending(
     assert summary["skipped_by_reason"] == {"torn": 1}
 
 
+@pytest.mark.parametrize(
+    "event", ["\\u0068opwatch.requesx", "hopwatch\\u002eprocess", "hopwatch.request\\u0020"]
+)
+def test_an_escaped_event_that_is_another_is_another_line(
+    run_cli: Callable[..., Run], tmp_path: Path, implementation: str, event: str
+) -> None:
+    """A line whose "event" is escaped and, unescaped, is not hopwatch.request (the
+    marker elsewhere in the line) is another logger's line for both loops. (Mutant M44
+    let the C parser take any escaped event, and counted it as a request.)"""
+    sites = [site(SESSION, ms=0.5)]
+    other = line(route="/other/", sites=sites).replace(
+        '"event":"hopwatch.request"', f'"x":"hopwatch.request","event":"{event}"'
+    )
+    assert '"x":"hopwatch.request"' in other
+    log = tmp_path / "app.log"
+    log.write_text(other + "\n" + line(route="/good/", sites=sites) + "\n")
+    run = run_cli(log, "--format", "json", "--top", "0")
+    assert (run.status, run.err) == (0, "")
+    report = json.loads(run.out)
+    summary = report["summary"]
+    assert (summary["lines"], summary["records"], summary["other_lines"]) == (2, 1, 1)
+    assert summary["skipped_by_reason"] == {}
+    assert [row["route"] for row in report["rows"]] == ["/good/"]
+
+
 def test_raw_control_characters_in_strings_are_accepted() -> None:
     text = line(route="/a\x01b/", view="v\x1b[31m")
     result = decode(text)

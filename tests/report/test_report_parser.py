@@ -243,6 +243,9 @@ def _variants() -> list[str]:
         _encoded({**rec, "deep": [[[[[[[[1]]]]]]]]}),
         base.replace('"hops"', '"\\u0068ops"'),  # an escaped key
         base.replace('"hopwatch.request"', '"hopwatch\\u002erequest"'),  # an escaped event
+        # an escaped event that is another, the marker elsewhere (mutant M44)
+        base.replace('"event": "hopwatch.request"', '"x": "hopwatch.request", "event": "\\u0068opwatch.requesx"'),
+        base.replace('"event": "hopwatch.request"', '"event": "hopwatch\\u002eprocess", "x": "hopwatch.request"'),
         base.replace('"/items/', '"\\/items\\/'),  # escaped solidus
         base.replace('"sites": [', '"sites" : [ '),
         base.replace('"GET"', '"\\u0047ET"'),
