@@ -117,3 +117,67 @@ def test_checks_opentelemetrys_middleware_belongs_above_hopwatchs(middleware, sp
     with override_settings(MIDDLEWARE=middleware, HOPWATCH={"OTEL_SPANS": spans}):
         found = [m.id for m in [*check_middleware(), *check_otel_middleware()]]
     assert found == expected
+
+
+# OpenTelemetry's SDK as a project sets it up, its spans kept in memory; then one request
+# under a request span: hopwatch's spans, each with its parent's name.
+_SPANS_ALONE = """
+import asyncio, json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+import django
+django.setup()
+from django.test import AsyncClient
+
+async def request():
+    with trace.get_tracer("app").start_as_current_span("GET /async/"):
+        return (await AsyncClient().get("/async/")).status_code
+
+status = asyncio.run(request())
+spans = exporter.get_finished_spans()
+names = {s.context.span_id: s.name for s in spans}
+print(json.dumps({
+    "status": status,
+    "otel": "hopwatch.otel" in sys.modules,
+    "spans": sorted(  # hopwatch's, each with its parent's name
+        [s.name, names.get(s.parent.span_id) if s.parent else None]
+        for s in spans if s.instrumentation_scope.name == "hopwatch"
+    ),
+}))
+"""
+
+
+def test_otel_spans_alone_at_start_up_installs_it_and_exports_the_crossings(tmp_path):
+    """``HOPWATCH = {"OTEL_SPANS": True}`` alone, no OTEL_METRICS: the app installs
+    hopwatch.otel at start-up and each crossing is a span under the request's (nothing
+    failed when the app installed it for OTEL_METRICS only)."""
+    (tmp_path / "spans_alone_settings.py").write_text(
+        "from tests.settings import *  # noqa: F403\n"
+        f'MIDDLEWARE = ["{HW}"]\n'
+        'HOPWATCH = {"OTEL_SPANS": True}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="spans_alone_settings",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "src")]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _SPANS_ALONE], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "status": 200,
+        "otel": True,
+        "spans": [
+            ["sync_to_async HttpResponse.close", "GET /async/"],
+            ["sync_to_async request_started", "GET /async/"],
+        ],
+    }
