@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -45,7 +46,7 @@ class Server:
             command += ["--port", str(self.port), "--metrics-port", str(self.metrics_port)]
             command += ["--lifetime", "120"]
             env = {"PATH": "/usr/bin:/bin", "HOPWATCH_LOG": str(self.log)}
-            env["PYTHONPATH"] = str(ROOT)
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
             with self.stderr_file.open("ab") as stderr:
                 self.process = subprocess.Popen(
                     command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr

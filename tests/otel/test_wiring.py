@@ -44,7 +44,9 @@ sys.meta_path.insert(0, _NoOpenTelemetry())
 
 def run_django(settings: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(DJANGO_SETTINGS_MODULE=settings, PYTHONPATH=str(ROOT))
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    )
     env.pop("HOPWATCH_LOG", None)
     return subprocess.run(
         [sys.executable, "-c", _PROCESS.format(prelude=prelude)],
