@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The hopwatch logger's records on standard error, as "LEVEL message".
@@ -263,3 +265,40 @@ def test_without_the_app_the_warning_is_silenced_with_its_check(tmp_path):
         """,
     )
     assert [m for m in logged if m.startswith("WARNING")] == []
+
+
+_INSTALL_WHEN_DISABLED = """
+import asyncio, json
+import hopwatch, hopwatch._django
+from django.test import AsyncClient, Client
+from tests.helpers import asgi_request, wsgi_request
+
+def requests():  # a test client's, a server's handler's, each interface
+    Client().get("/sync/")
+    asyncio.run(AsyncClient().get("/async/"))
+    wsgi_request("/sync/")
+    asgi_request("/async/")
+
+requests()
+hopwatch.install()
+installed = [hopwatch.is_installed(), hopwatch._django.is_installed()]
+requests()
+hopwatch.uninstall()
+print(json.dumps({"installed": installed,
+                  "uninstalled": [hopwatch.is_installed(), hopwatch._django.is_installed()]}))
+"""
+
+
+@pytest.mark.parametrize("app", [True, False], ids=["app", "middleware-alone"])
+def test_install_with_enabled_false_at_start_up_patches_asgiref_only(tmp_path, app):
+    """``ENABLED`` False at start-up: ``hopwatch.install()`` is then what it is without
+    Django (docs/how-it-works.md, the Python API): asgiref's adapters patched, nothing of
+    what the app installs (Django's scopes, the request lines), so no request logs a
+    line; ``uninstall()`` puts asgiref back."""
+    seen, logged = run(
+        tmp_path,
+        'HOPWATCH = {"ENABLED": False}\n' + ("" if app else _WITHOUT_THE_APP),
+        _INSTALL_WHEN_DISABLED,
+    )
+    assert seen == {"installed": [True, False], "uninstalled": [False, False]}
+    assert logged == []  # no line, no warning
