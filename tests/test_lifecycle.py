@@ -712,3 +712,49 @@ def test_getting_started_says_what_a_misspelt_setting_does():
     assert "a setting is misspelt" not in text
     assert "stops with `ImproperlyConfigured`" in text
     assert "`hopwatch.E001`-`E003`" in text and "`override_settings`" in text
+
+
+# --- uninstall() ends what the app started: the file output, the process lines ---------------
+
+_UNINSTALL_A_FILE = """
+    import json, os
+    import django
+    django.setup()
+    import hopwatch
+    from django.conf import settings
+    from django.test import Client
+
+    log = os.path.realpath(settings.HOPWATCH["OUTPUT"])
+
+    def lines():
+        with open(log) as file:
+            return [json.loads(line)["route"] for line in file]
+
+    def open_here():  # whether this process has the file open
+        fds = "/proc/self/fd"
+        return any(os.path.realpath(os.path.join(fds, fd)) == log for fd in os.listdir(fds))
+
+    Client().get("/sync/")
+    hopwatch.uninstall()
+    after_uninstall = [lines(), open_here()]
+    hopwatch.install()
+    Client().get("/async/")
+    hopwatch.flush()
+    print(json.dumps({"uninstalled": after_uninstall, "installed": lines()}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("buffer", [0, 65536])
+def test_uninstall_writes_the_held_lines_out_and_closes_the_file_output(tmp_path, buffer):
+    """``hopwatch.uninstall()`` with a file OUTPUT: the line of the request before it is
+    in the file (OUTPUT_BUFFER's held line written out, not left for the exit) and the
+    process holds the file no more; after ``install()`` the next line goes to it."""
+    log = tmp_path / "hops.jsonl"
+    done = _python(tmp_path, {"OUTPUT": str(log), "OUTPUT_BUFFER": buffer}, _UNINSTALL_A_FILE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "uninstalled": [["/sync/"], False],
+        "installed": ["/sync/", "/async/"],
+    }
+
