@@ -758,3 +758,50 @@ def test_uninstall_writes_the_held_lines_out_and_closes_the_file_output(tmp_path
         "installed": ["/sync/", "/async/"],
     }
 
+
+_UNINSTALL_PROCESS_LINES = """
+    import json, os, threading, time
+    import django
+    django.setup()
+    import hopwatch
+    from django.conf import settings
+    from django.test import Client
+
+    def process_lines():  # those written whole (the thread may be writing one)
+        with open(settings.HOPWATCH["OUTPUT"]) as file:
+            return sum(
+                json.loads(line).get("event") == "hopwatch.process"
+                for line in file if line.endswith("\\n")
+            )
+
+    def threads():
+        return sorted(t.name for t in threading.enumerate() if t.name == "hopwatch-process")
+
+    def wait_for_a_process_line():
+        deadline = time.monotonic() + 30
+        while not process_lines() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return process_lines() > 0
+
+    Client().get("/sync/")  # starts the line's thread
+    before = [wait_for_a_process_line(), threads()]
+    hopwatch.uninstall()
+    written = process_lines()
+    time.sleep(0.5)  # ten periods
+    after = [process_lines() - written, threads()]
+    print(json.dumps({"before": before, "after_uninstall": after}))
+"""
+
+
+def test_uninstall_stops_the_process_lines_and_their_thread(tmp_path):
+    """``hopwatch.uninstall()`` with PROCESS_LINE_SECONDS: no ``hopwatch.process`` line
+    is written from then on, and the thread that wrote them has ended."""
+    log = tmp_path / "hops.jsonl"
+    done = _python(
+        tmp_path, {"OUTPUT": str(log), "PROCESS_LINE_SECONDS": 0.05}, _UNINSTALL_PROCESS_LINES
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "before": [True, ["hopwatch-process"]],
+        "after_uninstall": [0, []],
+    }
