@@ -47,6 +47,33 @@ def test_middleware_opens_its_own_scope_under_an_unknown_handler():
     assert record.interface == "asgi" and record.status == 200
 
 
+def test_middleware_opens_its_own_scope_under_an_unknown_handler_with_profile_dir(
+    tmp_path, log_lines
+):
+    """The same with ``PROFILE_DIR`` set, where the middleware takes its coroutine path
+    (``__acall__``) for any request: each request's record is closed and its line
+    written, as without it."""
+    with override_settings(
+        MIDDLEWARE=[HW, "django.contrib.sessions.middleware.SessionMiddleware"],
+        HOPWATCH={"OUTPUT": "logging", "PROFILE_DIR": str(tmp_path / "profiles")},
+    ):
+        handler = BareAsyncHandler()
+        with capture() as records:
+            statuses = [
+                asyncio.run(handler.get_response_async(AsyncRequestFactory().get("/sync/")))
+                .status_code
+                for _ in range(2)
+            ]
+    assert statuses == [200, 200]
+    assert [(r.extra["scope"], len(r), r.route, r.interface, r.status) for r in records] == [
+        ("middleware", 3, "/sync/", "asgi", 200)
+    ] * 2
+    assert [
+        (line["route"], line["view"], line["interface"], line["hops"])
+        for line in log_lines.parsed()
+    ] == [("/sync/", "tests.testapp.views.sync_view", "asgi", 3)] * 2
+    assert not (tmp_path / "profiles").exists()  # no profiling token: no profile
+
 def test_middleware_scope_in_sync_mode():
     with override_settings(MIDDLEWARE=[HW]):
         handler = BareSyncHandler()
