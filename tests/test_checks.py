@@ -226,23 +226,19 @@ def _without_permission_bypass() -> list[str] | None:
     return None
 
 
-def test_files_this_process_may_not_write_are_warned_by_manage_py_check(tmp_path):
-    """W007 for an OUTPUT file that exists and this process may not write to, and W008
-    for a missing PROFILE_DIR in a directory it may not create it in: ``manage.py
-    check`` in a process without permission to write there (root runs it without the
-    capabilities that bypass permissions; root's own run would be right not to warn)."""
+def _checked_without_permission(tmp_path: Path, hopwatch_setting: str, cwd: Path) -> list[str]:
+    """The hopwatch messages (sorted) of ``manage.py check`` run in ``cwd`` by a process
+    without permission to write in ``tmp_path / "locked"`` (made read-only here, writable
+    again after), the test settings with ``HOPWATCH = hopwatch_setting`` (its source).
+    Skips where root cannot drop the capabilities that bypass permissions."""
     prefix = _without_permission_bypass()
     if prefix is None:
         pytest.skip("running as root, with neither setpriv nor capsh to drop CAP_DAC_OVERRIDE")
-    output = tmp_path / "theirs.log"
-    output.write_text("{}\n")
-    output.chmod(0o444)
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    profile_dir = locked / "profiles"
+    locked.mkdir(mode=0o555, exist_ok=True)
+    locked.chmod(0o555)
     (tmp_path / "probe_settings.py").write_text(
-        "from tests.settings import *  # noqa\n"
-        f"HOPWATCH = {{'OUTPUT': {str(output)!r}, 'PROFILE_DIR': {str(profile_dir)!r}}}\n"
+        f"from tests.settings import *  # noqa\nHOPWATCH = {hopwatch_setting}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
     # the hopwatch under test (a mutant's, a built one's), then the tests' package
@@ -259,13 +255,29 @@ def test_files_this_process_may_not_write_are_warned_by_manage_py_check(tmp_path
         if subprocess.run([*prefix, sys.executable, "-c", probe], timeout=60).returncode:
             pytest.skip(f"{prefix} could not drop the capabilities that bypass permissions")
         done = subprocess.run(
-            [*prefix, sys.executable, "-c", script], cwd=tmp_path, env=env,
+            [*prefix, sys.executable, "-c", script], cwd=cwd, env=env,
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     finally:
         locked.chmod(0o755)
     assert done.returncode == 0, done.stderr
-    warned = sorted(line for line in done.stderr.splitlines() if "(hopwatch." in line)
+    return sorted(line for line in done.stderr.splitlines() if "(hopwatch." in line)
+
+
+def test_files_this_process_may_not_write_are_warned_by_manage_py_check(tmp_path):
+    """W007 for an OUTPUT file that exists and this process may not write to, and W008
+    for a missing PROFILE_DIR in a directory it may not create it in: ``manage.py
+    check`` in a process without permission to write there (root runs it without the
+    capabilities that bypass permissions; root's own run would be right not to warn)."""
+    output = tmp_path / "theirs.log"
+    output.write_text("{}\n")
+    output.chmod(0o444)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    profile_dir = locked / "profiles"
+    warned = _checked_without_permission(
+        tmp_path, f"{{'OUTPUT': {str(output)!r}, 'PROFILE_DIR': {str(profile_dir)!r}}}", tmp_path
+    )
     assert warned == [
         f"?: (hopwatch.W007) HOPWATCH[\"OUTPUT\"] is {str(output)!r}, which exists and this"
         " process may not write to it: the request lines would be lost (each failed write"
@@ -275,6 +287,39 @@ def test_files_this_process_may_not_write_are_warned_by_manage_py_check(tmp_path
         " written there (the requests are served, their lines name no profile).",
     ]
     assert output.read_text() == "{}\n" and not profile_dir.exists()  # checked, not touched
+
+
+def test_a_missing_output_file_in_a_folder_this_process_may_not_write_is_warned(tmp_path):
+    """W007 for an OUTPUT file that does not exist, in a folder this process may not
+    create it in (``manage.py check`` without permission to write there, as above)."""
+    output = tmp_path / "locked" / "hops.log"
+    warned = _checked_without_permission(tmp_path, f"{{'OUTPUT': {str(output)!r}}}", tmp_path)
+    assert warned == [
+        f"?: (hopwatch.W007) HOPWATCH[\"OUTPUT\"] is {str(output)!r}, which does not exist"
+        f" and this process may not create it in {str(tmp_path / 'locked')!r}: the request"
+        " lines would be lost (each failed write counted as an internal error).",
+    ]
+    assert not output.exists()  # checked, not created
+
+
+def test_stdout_output_run_from_a_folder_this_process_may_not_write_is_no_warning(tmp_path):
+    """OUTPUT ``"stdout"`` is the process's standard output, not a file ``./stdout``:
+    ``manage.py check`` run from a folder it may not write in says nothing of it."""
+    warned = _checked_without_permission(tmp_path, "{'OUTPUT': 'stdout'}", tmp_path / "locked")
+    assert warned == []
+
+
+def test_stdout_output_beside_a_directory_named_stdout_is_no_warning(tmp_path, monkeypatch):
+    """The same in this process: a directory named ``stdout`` where the check runs is
+    not the output (as a file path it would be W007, "is a directory")."""
+    (tmp_path / "stdout").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with override_settings(HOPWATCH={"OUTPUT": "stdout"}):
+        assert check_logging() == []
+    with override_settings(HOPWATCH={"OUTPUT": "./stdout"}):  # the file path: a directory
+        assert [m.msg.split(": the request lines")[0] for m in check_logging()] == [
+            f"HOPWATCH[\"OUTPUT\"] is {str(tmp_path / 'stdout')!r}, which is a directory"
+        ]  # (a relative path is read against the working directory)
 
 
 def test_logging_check_fires_when_lines_would_be_lost():
