@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
+from django.urls import re_path
 
 from hopwatch._django_names import regex_as_pattern
 from tests.helpers import asgi_request, capture, wsgi_request
@@ -112,10 +114,47 @@ def test_a_ninja_api_is_several_views_not_its_dispatcher(db):
         (r"^(?i)case/$", "case/"),
         (r"^api/items/<int:pk>/", "api/items/<int:pk>/"),  # a path() below a re_path()
         (r"\Aitems/(?P<pk>[0-9]+)/\Z", "items/<pk>/"),  # \A was kept as "A"
+        # a repeated or optional group is shown once, without its quantifier
+        (r"^tags/(?P<tag>[a-z]+/)+$", "tags/<tag>"),
+        (r"^v(\d)+/$", "v<arg>/"),
+        (r"^page(?:/(?P<n>\d+))?/$", "page/<n>/"),
+        (r"^files/(?:(?P<dir>[a-z]+)/)*index/$", "files/<dir>/index/"),
     ],
 )
 def test_regex_routes_read_as_patterns(regex, pattern):
     assert regex_as_pattern(regex) == pattern
+
+
+def _any_view(request, **kwargs):
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    re_path(r"^tags/(?P<tag>[a-z]+/)+$", _any_view),
+    re_path(r"^page(?:/(?P<n>\d+))?/$", _any_view),
+    re_path(r"^files/(?:(?P<dir>[a-z]+)/)*index/$", _any_view),
+]
+
+
+@pytest.mark.parametrize("interface", ["test-client", "asgi"])
+def test_regex_routes_with_a_repeated_or_optional_group_are_logged_as_patterns(interface):
+    """The line's route for a re_path whose group is repeated (``+``, ``*``) or optional
+    (``?``): the group once, no quantifier (with ``+`` the route ended in ``<tag>+``)."""
+    paths = ["/tags/a/", "/tags/a/b/", "/page/", "/page/3/", "/files/index/", "/files/a/b/index/"]
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HW]), capture() as records:
+        for path in paths:
+            if interface == "test-client":
+                assert Client().get(path).status_code == 200
+            else:
+                assert asgi_request(path).status == 200
+    assert [record.route for record in records] == [
+        "/tags/<tag>",
+        "/tags/<tag>",
+        "/page/<n>/",
+        "/page/<n>/",
+        "/files/<dir>/index/",
+        "/files/<dir>/index/",
+    ]
 
 
 def _routed(path: str, interface: str) -> tuple[str | None, str | None]:
