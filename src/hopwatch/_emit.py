@@ -15,6 +15,7 @@ nor is affected by them.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import random
@@ -464,24 +465,17 @@ _time = time.time
 
 
 class _LineWriter:
-    """A structlog logger writing one line per event to a text stream."""
+    """A structlog logger writing one line per event to a file ``OUTPUT``
+    (:class:`_LineFile`: the line goes to the file whole, or is lost and raises)."""
 
     def __init__(self, stream: TextIO, *, close: bool = False) -> None:
         self._stream = stream
         self._close = close
         self._lock = threading.Lock()
-        #: A line's write failed (a full disk): its bytes, counted as an error then, may
-        #: still be in the stream's buffer, which closing tries to write once more.
-        self._failed = False
 
     def msg(self, message: str) -> None:
         with self._lock:
-            try:
-                self._stream.write(message + "\n")
-                self._stream.flush()
-            except BaseException:
-                self._failed = True
-                raise
+            self._stream.write(message + "\n")
 
     info = msg
 
@@ -495,15 +489,8 @@ class _LineWriter:
         old.close()
 
     def close(self) -> None:
-        if not self._close:
-            return
-        try:
+        if self._close:
             self._stream.close()
-        except OSError:
-            # The buffer's bytes are a failed line's, already counted (each line is
-            # flushed as it is written): not a second error. Closed all the same.
-            if not self._failed:
-                raise
 
     def close_at_exit(self, path: str) -> None:
         """Close the file; a line written after this opens ``path`` for itself
@@ -579,14 +566,91 @@ class _AppendEachWrite:
         self._path = path
 
     def write(self, text: str) -> int:
-        with open(self._path, "a", encoding="utf-8") as file:
+        file = _LineFile(self._path)
+        try:
             return file.write(text)
+        finally:
+            file.close()
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
         pass
+
+
+class _LineFile:
+    """A file ``OUTPUT``'s stream: each ``write`` goes to the file at once, encoded as
+    UTF-8 here and written with ``os.write`` on a descriptor of its own, unbuffered,
+    opened to append (as ``open(path, "a")`` opens it). Nothing is kept for later: a
+    write that fails leaves no bytes behind. (A ``TextIOWrapper``'s ``BufferedWriter``
+    kept the bytes a full disk refused and wrote them with the next line that fitted:
+    a line counted as lost was written after all, its errors reported twice, and once
+    its 8 KiB buffer was full, later lines were the ones lost.)
+
+    A write the disk cuts short (it filled up during the write: ``ENOSPC``, or
+    ``EFBIG`` at ``RLIMIT_FSIZE``) leaves the start of its text in the file: the rest
+    is dropped and the write raises (its line, or the held lines it did not write
+    whole, lost and counted by the caller). The next write starts with a newline,
+    which ends that fragment, so the lines after it start whole on lines of their own
+    (``hopwatch report`` skips the fragment and counts it). Removing the fragment
+    instead (``ftruncate``) could cut another process's line appended after it."""
+
+    encoding = "utf-8"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = -1  # (for __del__ when the open fails)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        #: The last write stopped inside a line: the next one ends that line first.
+        self._torn = False
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        return self._fd
+
+    def write(self, text: str) -> int:
+        data = text.encode()
+        if self._torn:
+            self._write_from(b"\n" + data, 0)
+        else:
+            # (a closed file's descriptor is -1: EBADF, never another file's)
+            written = os.write(self._fd, data)
+            if written != len(data):
+                self._write_from(data, written)
+        return len(text)
+
+    def _write_from(self, data: bytes, written: int) -> None:
+        """The rest of ``data`` from ``written`` on (a pipe may take a write in parts);
+        when a write fails, what was written stays, and whether it ended a line is kept."""
+        try:
+            while written < len(data):
+                done = os.write(self._fd, memoryview(data)[written:])
+                if not done:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += done
+        finally:
+            if written:
+                self._torn = data[written - 1] != 0x0A  # 0x0A: "\n"
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    #: Dropped unclosed (an output never closed): its descriptor closed, as a file's.
+    __del__ = close
+
+
+def _open_lines(path: str | os.PathLike[str]) -> TextIO:
+    return cast(TextIO, _LineFile(path))
 
 
 def _append_each_write(path: str) -> TextIO:
@@ -610,7 +674,7 @@ def _reopened(path: str, stream: TextIO) -> TextIO | None:
         open_now = os.fstat(stream.fileno())
         if (named.st_dev, named.st_ino) == (open_now.st_dev, open_now.st_ino):
             return None
-    return open(path, "a", encoding="utf-8")  # closed by its output
+    return _open_lines(path)  # closed by its output
 
 
 class _Rotation:
@@ -674,9 +738,10 @@ class _HeldLines:
     A process that is killed without exiting (``SIGKILL``, the OOM killer,
     ``os._exit`` before its exit hooks, a signal's default action) loses what it
     holds; a forked child drops what its parent held (the parent writes it). A
-    write that fails loses the lines it was writing, and counts as one internal
-    error. For ``"stdout"``, lines whose stream was closed before they were written
-    (pytest's ``capsys``, closed at its test's end) are dropped, not an error.
+    write that fails loses the lines it did not write whole (a file's:
+    :class:`_LineFile`), and counts as one internal error. For ``"stdout"``, lines
+    whose stream was closed before they were written (pytest's ``capsys``, closed at
+    its test's end) are dropped, not an error.
     """
 
     def __init__(self, stream: TextIO | None, limit: int, *, close: bool = False) -> None:
@@ -984,8 +1049,7 @@ def make_logger(
         if not own:
             target = _HeldLines(None, buffer) if buffer else _StdoutLines()
         else:
-            stream = open(output, "a", encoding="utf-8")  # noqa: SIM115
-            escape = not writes_utf8(stream)
+            stream = _open_lines(output)  # UTF-8: escape stays False
             target = (
                 _HeldLines(stream, buffer, close=True)
                 if buffer

@@ -14,6 +14,7 @@ import gc
 import itertools
 import json
 import logging
+import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -569,6 +570,95 @@ def test_deactivate_with_a_full_disk_file_output_still_uninstalls(full_disk, db)
         finally:
             activate()
     assert hopwatch.is_installed()
+
+
+_FILLS_UP = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    django.setup()
+    from django.test import override_settings
+    import hopwatch
+    from hopwatch import _errors
+    from tests.helpers import asgi_request
+
+    log, buffer, room = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    override_settings(
+        MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+        HOPWATCH={"OUTPUT": log, "OUTPUT_BUFFER": buffer},
+    ).enable()
+    statuses = []
+
+    def serve(*ids):
+        for rid in ids:
+            statuses.append(asgi_request("/async/", headers=[(b"x-request-id", rid.encode())]).status)
+        if buffer:
+            hopwatch.flush()  # (a failed write of what is held: one internal error)
+
+    serve("before-0")
+    # The disk fills up: the file may grow by `room` bytes more, then writes fail (EFBIG)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(log) + room, hard))
+    serve("full-0", "full-1", "full-2")
+    errors_while_full = _errors.total()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # and has room again
+    serve("after-0", "after-1")
+    print(json.dumps({"statuses": statuses, "errors_while_full": errors_while_full,
+                      "errors": _errors.total()}))
+    """
+)
+
+
+@pytest.mark.parametrize("buffer", [0, 1 << 20], ids=["each-line", "OUTPUT_BUFFER"])
+def test_a_line_lost_to_a_disk_that_filled_up_is_never_written_once_it_has_room(
+    tmp_path, capsys, buffer
+):
+    """A file OUTPUT whose disk fills up in the middle of a line, then has room again
+    (RLIMIT_FSIZE in a child process: writes past it fail with EFBIG, as ENOSPC on a
+    full disk). The lines that failed are lost and counted, never written later as
+    well (Python's buffered file kept their bytes, and wrote them, and the lines after,
+    with the next line that fitted); the start of the line the disk cut is ended by a
+    newline, so the lines after it are whole."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "hops.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "src")])
+    done = subprocess.run(
+        [sys.executable, "-c", _FILLS_UP, str(log), str(buffer), "60"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["statuses"] == [200] * 6  # the app never noticed
+    # one error per failed write: each line's own, or the one flush of the held lines
+    lost = 1 if buffer else 3
+    assert seen["errors_while_full"] == seen["errors"] == lost
+    raw = log.read_bytes()
+    first, fragment, *rest = raw.split(b"\n")
+    assert json.loads(first)["request_id"] == "before-0"
+    # the 60 bytes the disk took of full-0's line, ended by the next write's newline
+    assert len(fragment) == 60 and fragment.startswith(b'{"event":"hopwatch.request",')
+    assert rest[-1] == b""  # the file ends with a whole line
+    lines = [json.loads(line) for line in rest[:-1]]
+    assert [line["request_id"] for line in lines] == ["after-0", "after-1"]
+    # the errors reported once, by the first line written after them
+    assert [line.get("hopwatch_errors") for line in lines] == [lost, None]
+    # What a reader sees: the three records, the fragment skipped as a cut line
+    from hopwatch.cli import main
+
+    assert main(["report", str(log), "--format", "json", "--jobs", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert (summary["lines"], summary["records"], summary["skipped_by_reason"]) == (
+        4, 3, {"truncated": 1}
+    )
+    assert summary["hopwatch_errors"] == lost
 
 
 def test_without_hopwatch_helper_really_uninstalls():
