@@ -198,7 +198,14 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
         awaitable = original(self, scope, *args, **kwargs)
-        return then(awaitable, finish, interface, scope, started)
+        try:
+            return then(awaitable, finish, interface, scope, started)
+        except Exception as exc:
+            # then's wrapper not made (memory exhausted): the handler's own coroutine,
+            # as without hopwatch; no record was opened (``started`` runs when it is
+            # first driven), so this request has no line. (No cost when it is made.)
+            _errors.report("ASGI handler", exc)
+            return awaitable
 
     # Only Django's ASGIHandler enters a ThreadSensitiveContext for each request
     # itself; the async test client's handler does not, and must not get one.

@@ -128,8 +128,16 @@ class HopwatchMiddleware:
             except BaseException:
                 _ended(record, request, None, own)
                 raise
-            # _name: the request's own record is finished by its handler
-            return then(awaitable, _ended_own if own else _name, record, request)
+            try:
+                # _name: the request's own record is finished by its handler
+                return then(awaitable, _ended_own if own else _name, record, request)
+            except Exception as exc:
+                # then's wrapper not made (memory exhausted): the next middleware's
+                # awaitable, as without hopwatch, the record named without a response
+                # and finished if it is the middleware's own. (No cost when it is made.)
+                _errors.report("HopwatchMiddleware (request)", exc)
+                _ended(record, request, None, own)
+                return awaitable
         record, own = _begin(request, settings, async_mode=False)
         response = None
         try:

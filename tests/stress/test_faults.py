@@ -463,6 +463,80 @@ def test_a_failing_log_handler_loses_lines_but_never_silently(db):
     )
 
 
+# --- hopwatch's own awaitable not made (memory exhausted) ---------------------------------
+
+
+@pytest.mark.internal_errors
+@pytest.mark.parametrize("where", ["handler", "middleware", "both"])
+def test_a_then_that_cannot_be_made_leaves_the_request_as_without_hopwatch(
+    where, tmp_path, monkeypatch, db
+):
+    """``then`` (the awaitable hopwatch wraps the ASGI handler's coroutine and the next
+    middleware's awaitable in) fails to allocate, as under memory exhaustion: the
+    request goes on without it, as without hopwatch (Django's coroutine was dropped
+    unawaited, the middleware's record left open, and the app got the MemoryError),
+    and the next request's line is exact. Each failure is one internal error. (Made
+    to fail here by hopwatch's own ``then`` replaced, as its allocation fails under an
+    allocator that refuses it: the C ``then`` and the Python one raise MemoryError.)"""
+    import gc
+    import warnings
+
+    from hopwatch import _django_scope
+    from hopwatch import middleware as hopwatch_middleware
+    from tests.helpers import asgi_request
+
+    modules = {"handler": [_django_scope], "middleware": [hopwatch_middleware]}
+    modules["both"] = modules["handler"] + modules["middleware"]
+
+    def serve(rid: str) -> Any:
+        return asgi_request("/hops/3/", headers=[(b"x-request-id", rid.encode())])
+
+    log = tmp_path / "hops.log"
+    with without_hopwatch():
+        expected = serve("without")
+    _errors.reset_for_tests()
+    for module in modules[where]:
+        made = module.then
+        calls: list[int] = []
+
+        def then_out_of_memory_once(*args: Any, made: Any = made, calls: Any = calls) -> Any:
+            calls.append(len(args))
+            if len(calls) == 1:
+                raise MemoryError
+            return made(*args)
+
+        monkeypatch.setattr(module, "then", then_out_of_memory_once)
+    with hopwatch_settings(OUTPUT=str(log)), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with capture() as records:
+            got = serve("no-then")
+            after = serve("after")
+        gc.collect()  # (a coroutine dropped unawaited says so when it is collected)
+    assert got == expected and after == expected
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    failures = len(modules[where])
+    assert _errors.total() == failures
+    assert [record.closed for record in records] == [True, True]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    seen = [
+        (line["request_id"], line["route"], line["hops"], line["status"],
+         line.get("hopwatch_errors"))
+        for line in lines
+    ]  # fmt: skip
+    no_then = {
+        # no handler record: the middleware opens its own, without the crossings
+        # outside the middleware chain (request_started, the response's close)
+        "handler": ("no-then", "/hops/<int:n>/", 3, 200, 1),
+        # the handler's record, never named (the middleware's naming runs after the
+        # response): its crossings, but no route or status
+        "middleware": ("no-then", "(unresolved)", 5, None, 1),
+        # the middleware's own record, finished as the chain begins
+        "both": ("no-then", "(unresolved)", 0, None, 2),
+    }[where]
+    # the next request exact; the errors reported once, by the first line written after
+    assert seen == [no_then, ("after", "/hops/<int:n>/", 5, 200, None)]
+
+
 # --- a full disk under the file output ----------------------------------------------------------
 
 FULL = "/dev/full"  # Linux: every write fails with ENOSPC
