@@ -304,3 +304,48 @@ def test_an_agents_wrapper_put_on_before_hopwatch_installed(tmp_path):
     }
     (line,) = _lines(log)
     assert {(s["kind"], s["site"]): s["count"] for s in line["sites"]} == FAILING_ASGI
+
+
+_BEFORE_A_CALLABLE_INSTANCE = """
+    import functools, json
+    from django.core.handlers import exception
+
+    class Traced:  # agent A: a callable instance, keeping the function to itself
+        def __init__(self, function):
+            self._function = function
+
+        def __call__(self, *args, **kwargs):
+            return self._function(*args, **kwargs)
+
+    exception.response_for_exception = Traced(exception.response_for_exception)
+    current = exception.response_for_exception
+
+    @functools.wraps(current)  # agent B wraps what is there: its __wrapped__ has no code
+    def agent_b(*args, **kwargs):
+        return current(*args, **kwargs)
+
+    exception.response_for_exception = agent_b
+
+    import django
+    django.setup()  # hopwatch installs here, both agents' wrappers in place
+    from django.test import override_settings
+    from tests.helpers import asgi_request
+
+    with override_settings(
+        ROOT_URLCONF="tests.test_wrapped_targets",
+        MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+    ):
+        print(json.dumps({"statuses": [asgi_request("/failing/").status]}))
+"""
+
+
+def test_a_wrapper_chain_ending_in_a_callable_instance_before_hopwatch_installed(tmp_path):
+    """A __wrapped__ chain whose end has no code of its own (an agent's callable
+    instance under another's functools.wraps): Django starts, and the 500 is served
+    and written as ever (the rule is the deepest function's with code: agent B's)."""
+    log = tmp_path / "before.jsonl"
+    done = _python(tmp_path, {"OUTPUT": str(log)}, _BEFORE_A_CALLABLE_INSTANCE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"statuses": [500]}
+    (line,) = _lines(log)
+    assert {(s["kind"], s["site"]): s["count"] for s in line["sites"]} == FAILING_ASGI

@@ -109,15 +109,18 @@ def _wrapped(obj: object) -> object:
 
 
 def unwrapped(func: Any) -> Any:
-    """What ``func`` wraps at the end of its ``__wrapped__`` chain, as
-    ``inspect.unwrap`` follows it (bounded): a function an agent wrapped before
-    hopwatch installed, as Django defined it."""
+    """The deepest function with code of its own down ``func``'s ``__wrapped__``
+    chain, as ``inspect.unwrap`` follows it (bounded): a function an agent wrapped
+    before hopwatch installed, as Django defined it. ``func`` itself when nothing
+    under it has code (a chain ending at a class-based wrapper)."""
+    found = func
     for _ in range(_UNWRAP_LIMIT):
-        inner = _wrapped(func)
-        if inner is None:
+        func = _wrapped(func)
+        if func is None:
             break
-        func = inner
-    return func
+        if isinstance(getattr(func, "__code__", None), CodeType):
+            found = func
+    return found
 
 
 def register_target(func: object, rule: Rule) -> None:
