@@ -490,7 +490,10 @@ class _LineWriter:
 
     def close(self) -> None:
         if self._close:
-            self._stream.close()
+            # under the lock: a line being written finishes first (its descriptor,
+            # once closed, may be the number of the next file the app opens)
+            with self._lock:
+                self._stream.close()
 
     def close_at_exit(self, path: str) -> None:
         """Close the file; a line written after this opens ``path`` for itself
@@ -884,7 +887,8 @@ class _HeldLines:
         finally:
             _held_outputs.discard(self)
             if self._close and self._stream is not None:
-                self._stream.close()
+                with self._write_lock:  # as _LineWriter.close
+                    self._stream.close()
 
     def close_at_exit(self, path: str) -> None:
         """Write what is held and close the file; from now on each line is written as
