@@ -309,3 +309,25 @@ def test_a_hop_budget_of_ninja_operations_does_not_depend_on_the_tests_order(
         "test_dataset": {"hops": 3, "sites": {**common, f"view {_API}.get_dataset": 1}},
         "test_health": {"hops": 3, "sites": {**common, f"view {_API}.health": 1}},
     }
+
+
+_URLS = "tests.ninja_site.urls"
+
+
+@pytest.mark.parametrize("how", ["traced", "partial", "wrapt"])
+@pytest.mark.parametrize(
+    ("client", "views"),
+    [
+        ("async-client", ["traced_one", "traced_two", "traced_one"]),
+        ("test-client", ["traced_async_two", "traced_async_one", "traced_async_two"]),
+    ],
+)
+def test_views_wrapped_by_an_instance_are_each_their_own_site(how, client, views, db):
+    """Views wrapped the same way by a callable instance (an agent's wrapper: wrapt's
+    ``FunctionWrapper``, ddtrace's over every view; a ``functools.partial`` of one) are
+    one key of the hop path, their wrapper's class: every view's site was the first
+    view's the process served. Each line's view site is now its own ``view``."""
+    if how == "wrapt":
+        pytest.importorskip("wrapt")
+    served = _served([("GET", f"/{how}/{view}/") for view in views], client)
+    assert served == [("GET", f"{_URLS}.{view}", [f"{_URLS}.{view}"]) for view in views]

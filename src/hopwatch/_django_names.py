@@ -269,7 +269,13 @@ def named_by_instance(view: Any) -> bool:
     * a django-ninja path's dispatcher: one closure (or bound method) for every path,
       named by the operation the request's method picks;
     * a function renamed through ``__name__`` alone (a decorator's wrapper given its
-      view's name, not its ``__qualname__``), named by that ``__name__``.
+      view's name, not its ``__qualname__``), named by that ``__name__``;
+    * any view the key does not tell by its code: past the ``functools.partial``
+      layers the key looks through, neither a function nor a method bound to one (nor
+      a class), so keyed by its class alone. A wrapt ``FunctionWrapper`` (ddtrace's
+      Django integration wraps every view in one), a callable instance, a partial of
+      either: each named after what it wraps, or itself, while every one of its class
+      shares one key.
 
     A decorator that copies its view's names (``functools.wraps``) makes a function of
     its own key: not one of these. Cached per callable (long-lived URLconf objects).
@@ -278,14 +284,22 @@ def named_by_instance(view: Any) -> bool:
     if entry is not None and entry[0] is view:
         return entry[1]
     func = view
-    for _ in range(8):  # partial(partial(f)): bounded, never a loop
-        if not isinstance(func, functools.partial):
+    for _ in range(4):  # as the hop path's key: through at most four partials
+        if type(func) is not functools.partial:
             break
         func = func.func
+    if type(func) is types.MethodType:
+        keyed = type(func.__func__) is types.FunctionType
+        renamed = keyed and _renamed(func.__func__)
+    else:
+        # type(), not isinstance(): a wrapt proxy passes for what it wraps, not to the key
+        keyed = type(func) is types.FunctionType or issubclass(type(func), type)
+        renamed = _renamed(func)
     answer = (
-        getattr(view, "view_class", None) is not None
+        not keyed
+        or getattr(view, "view_class", None) is not None
         or bool(_path_operations(func))
-        or _renamed(func)
+        or renamed
     )
     if len(_by_instance) < _CACHE_LIMIT:
         _by_instance[id(view)] = (view, answer)

@@ -1,5 +1,6 @@
 import functools
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpResponse
 from django.urls import path, re_path
 from django.utils.functional import SimpleLazyObject
@@ -77,6 +78,64 @@ def renamed_two(request):
     return HttpResponse("two")
 
 
+class Traced:
+    """An agent's wrapper of a view, a callable instance (as wrapt's ``FunctionWrapper``,
+    which ddtrace puts over every view): named after its view (``__wrapped__``, and the
+    view's names copied), while every instance of its class is one key of the hop path."""
+
+    def __init__(self, view):
+        functools.update_wrapper(self, view)
+        if iscoroutinefunction(view):
+            markcoroutinefunction(self)
+
+    def __call__(self, request, *args, **kwargs):
+        return self.__wrapped__(request, *args, **kwargs)
+
+
+def _async_partial(view):
+    """``functools.partial(view)``, marked a coroutine function when ``view`` is one
+    (Django tells an async view by that mark; a partial does not forward it)."""
+    wrapped = functools.partial(view)
+    return markcoroutinefunction(wrapped) if iscoroutinefunction(view) else wrapped
+
+
+def traced_one(request):
+    return HttpResponse("one")
+
+
+def traced_two(request):
+    return HttpResponse("two")
+
+
+async def traced_async_one(request):
+    return HttpResponse("one")
+
+
+async def traced_async_two(request):
+    return HttpResponse("two")
+
+
+#: Two sync and two async views, each wrapped the same way: by ``Traced``, by a
+#: ``functools.partial`` of ``Traced``, and by wrapt's ``FunctionWrapper`` (when installed).
+_WRAPPINGS = {"traced": Traced, "partial": lambda view: _async_partial(Traced(view))}
+try:
+    import wrapt
+except ImportError:  # pragma: no cover - wrapt is installed with the agents' tests
+    pass
+else:
+
+    def _passthrough(wrapped, instance, args, kwargs):
+        return wrapped(*args, **kwargs)
+
+    _WRAPPINGS["wrapt"] = lambda view: wrapt.FunctionWrapper(view, _passthrough)
+
+_wrapped_views = [
+    path(f"{how}/{view.__name__}/", wrap(view))
+    for how, wrap in _WRAPPINGS.items()
+    for view in (traced_one, traced_two, traced_async_one, traced_async_two)
+]
+
+
 def shared(request, *args, **kwargs):
     """One view mounted at several routes below: each request's line names its own."""
     return HttpResponse("shared")
@@ -109,4 +168,5 @@ urlpatterns = [
     path("b/", ViewB.as_view()),
     path("renamed-one/", renamed_one),
     path("renamed-two/", renamed_two),
+    *_wrapped_views,
 ]
