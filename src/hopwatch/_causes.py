@@ -98,7 +98,7 @@ def per_instance(rule: Rule) -> Rule:
 _UNWRAP_LIMIT: Final = 32
 
 
-def _wrapped(obj: object) -> object:
+def wrapped_by(obj: object) -> object:
     """What ``obj`` says it wraps (``__wrapped__``: ``functools.wraps``, wrapt's
     proxies), or None."""
     try:
@@ -115,7 +115,7 @@ def unwrapped(func: Any) -> Any:
     under it has code (a chain ending at a class-based wrapper)."""
     found = func
     for _ in range(_UNWRAP_LIMIT):
-        func = _wrapped(func)
+        func = wrapped_by(func)
         if func is None:
             break
         if isinstance(getattr(func, "__code__", None), CodeType):
@@ -296,7 +296,7 @@ def _by_target(target: object, frame: FrameType | None) -> tuple[Cause, Rule, bo
                     return cause, rule, depth > 0
         if depth == _UNWRAP_LIMIT:
             break
-        inner = _wrapped(level)
+        inner = wrapped_by(level)
         if inner is None:
             break
         level = inner

@@ -265,7 +265,7 @@ def _wraps(target: Any, view: Any) -> bool:
     """Whether ``target`` is a wrapper of ``view`` (``transaction.atomic``'s, one per
     database with ``ATOMIC_REQUESTS``: ``functools.wraps`` sets ``__wrapped__``)."""
     for _ in range(8):  # bounded: a __wrapped__ chain is short and never a loop
-        target = getattr(target, "__wrapped__", None)
+        target = _causes.wrapped_by(target)
         if target is None:
             return False
         if target is view:
