@@ -170,17 +170,22 @@ def test_under_opentelemetrys_django_middleware(otel_on, log_lines):
     assert totals.attributes["hopwatch.hops"] == line["hops"]
 
 
-@pytest.mark.parametrize("path", ["/plain/", "/regex/12/page-3/", "/api/datasets/7/"])
-def test_http_route_is_the_one_opentelemetrys_django_instrumentation_gives(otel_on, path, db):
-    """So hopwatch's series and spans join OpenTelemetry's own http.server ones on it:
-    Django's pattern as written (no leading "/", a re_path's regex as it is)."""
-    middleware = list(settings.MIDDLEWARE)
-    with override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=middleware):
+def _served_under_opentelemetrys_instrumentation(urlconf: str, path: str) -> None:
+    """One request to ``path`` through ASGIHandler with OpenTelemetry's Django
+    instrumentation on (its middleware put first), then off again."""
+    with override_settings(ROOT_URLCONF=urlconf, MIDDLEWARE=list(settings.MIDDLEWARE)):
         DjangoInstrumentor().instrument(tracer_provider=TRACER_PROVIDER)
         try:
             assert asyncio.run(asgi_call(ASGIHandler(), path)).status == 200
         finally:
             DjangoInstrumentor().uninstrument()
+
+
+@pytest.mark.parametrize("path", ["/plain/", "/regex/12/page-3/", "/api/datasets/7/"])
+def test_http_route_is_the_one_opentelemetrys_django_instrumentation_gives(otel_on, path, db):
+    """So hopwatch's series and spans join OpenTelemetry's own http.server ones on it:
+    Django's pattern as written (no leading "/", a re_path's regex as it is)."""
+    _served_under_opentelemetrys_instrumentation("tests.ninja_site.urls", path)
     request = server_span("opentelemetry.instrumentation.django")
     assert summary().attributes["http.route"] == request.attributes["http.route"]
     assert not request.attributes["http.route"].startswith("/")
@@ -195,12 +200,7 @@ def test_the_roots_empty_pattern_gives_no_http_route_as_opentelemetrys_django_in
     process_view: ``if route:``), so the root's span has none (it is named "GET"): nor
     do hopwatch's series and spans, where http.route="" would be a series of its own
     that joins none of OpenTelemetry's."""
-    with override_settings(ROOT_URLCONF="tests.otel.root_urls", MIDDLEWARE=list(settings.MIDDLEWARE)):
-        DjangoInstrumentor().instrument(tracer_provider=TRACER_PROVIDER)
-        try:
-            assert asyncio.run(asgi_call(ASGIHandler(), path)).status == 200
-        finally:
-            DjangoInstrumentor().uninstrument()
+    _served_under_opentelemetrys_instrumentation("tests.otel.root_urls", path)
     request = server_span("opentelemetry.instrumentation.django")
     assert request.attributes.get("http.route") == route
     assert request.name == ("GET" if route is None else f"GET {route}")
