@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,11 @@ class Result:
     truth: float
     truth_low: float
     truth_high: float
+    #: Every round's raw figures, in ns (bare and patched wall and CPU time per
+    #: hop, what hopwatch recorded per hop), in the order they ran: the interval
+    #: above resamples these rounds, so it says how sure one run is of its median,
+    #: not how far another run lands (the spread between runs is wider).
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def added_us(self) -> float:
@@ -306,6 +311,13 @@ def run(rounds: int = 120, per_round: int = 200) -> list[Result]:
                 *median_interval(ratios),
                 statistics.median(truths),
                 *median_interval(truths),
+                {
+                    "bare_wall_ns": [w for w, _ in bare],
+                    "patched_wall_ns": [w for w, _ in patched],
+                    "bare_cpu_ns": [c for _, c in bare],
+                    "patched_cpu_ns": [c for _, c in patched],
+                    "recorded_ns": recorded,
+                },
             )
         )
     hopwatch.uninstall()

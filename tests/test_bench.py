@@ -1302,6 +1302,41 @@ def test_the_counted_hops_returning_a_value_call_it_and_are_recorded(monkeypatch
 
 
 
+def test_the_hop_tables_json_keeps_every_rounds_raw_figures(monkeypatch):
+    """bench.hops' --json keeps each round's raw figures in the order they ran
+    (its interval resamples these rounds of one run; a reader judging the spread
+    between runs needs them), and the medians in the row are theirs."""
+    from bench import hops
+
+    import hopwatch
+
+    ticks = itertools.count(1)
+
+    def measure(case, patched, n):
+        tick = next(ticks)
+        if patched:
+            hops.last_recorded_ns = 1000.0 * tick + 1
+        return (1000.0 * tick + (500 if patched else 0), 10.0 * tick)
+
+    monkeypatch.setattr(hops, "_measure", measure)
+    try:
+        rows = hops.run(rounds=3, per_round=10)
+    finally:
+        hopwatch.install()
+    first = rows[0].rounds
+    # Two warm-up runs, then rounds alternating which goes first: bare,
+    # patched; patched, bare; bare, patched.
+    assert first == {
+        "bare_wall_ns": [3000.0, 6000.0, 7000.0],
+        "patched_wall_ns": [4500.0, 5500.0, 8500.0],
+        "bare_cpu_ns": [30.0, 60.0, 70.0],
+        "patched_cpu_ns": [40.0, 50.0, 80.0],
+        "recorded_ns": [4001.0, 5001.0, 8001.0],
+    }
+    assert rows[0].bare_us == 6.0 and rows[0].patched_us == 5.5
+    assert [len(r.rounds["recorded_ns"]) for r in rows] == [3] * len(hops.CASES)
+
+
 def test_a_hops_cpu_time_is_timed_over_the_window_its_wall_time_is(monkeypatch):
     """bench.hops' CPU per hop covers the hop loop its wall time covers, nothing
     around it: not _settle()'s collection, install()/uninstall(), the loop's
