@@ -21,9 +21,11 @@ import sys
 import textwrap
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
+from hopwatch._recorder import unscoped
 from tests.helpers import asgi_call, asgi_scope, capture
 from tests.helpers import sites as sites_of
 from tests.test_lifecycle import ROOT, _env, _lines
@@ -67,6 +69,47 @@ def test_a_request_started_inside_another_requests_receive_has_its_own_line():
     }
     assert (first.route, first.count, first.parent) == ("/async/", 2, None)
     assert sites_of(first) == {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
+
+def test_another_apps_request_started_inside_receive_or_send_is_in_no_line():
+    """A request of another app the server serves (FastAPI with Django mounted,
+    a hand-written ASGI router), started from inside the Django request's
+    ``receive`` (uvicorn resuming a connection after a large body) and ``send``
+    (a pipelined request): its task inherits the Django request's context. Its
+    crossings are outside any request, and the Django line counts its own only
+    (it had 5 hops: the other app's 3 as kind ``other``)."""
+
+    def noop() -> None:
+        return None
+
+    async def other_apps_request(hops: int) -> None:
+        for _ in range(hops):
+            await sync_to_async(noop)()
+
+    async def main() -> None:
+        read = False
+
+        async def receive() -> dict:
+            nonlocal read
+            if read:
+                await asyncio.Future()  # connected until cancelled
+            read = True
+            await asyncio.create_task(other_apps_request(2))
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                await asyncio.create_task(other_apps_request(1))
+
+        await ASGIHandler()(asgi_scope("/async/"), receive, send)
+
+    unscoped_before = len(unscoped)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        asyncio.run(main())
+    (first,) = records
+    assert (first.route, first.count, first.parent) == ("/async/", 2, None)
+    assert sites_of(first) == {("signal", "request_started"): 1, ("response", "HttpResponse.close"): 1}
+    assert len(unscoped) - unscoped_before == 3
+
 
 _URLS = """
 from django.contrib.auth.models import User
@@ -174,3 +217,107 @@ def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line
     # Each endpoint's lines alike: the same crossings, round after round.
     assert len({json.dumps(sites, sort_keys=True) for sites in gets}) == 1, gets
     assert len({json.dumps(sites, sort_keys=True) for sites in uploads}) == 1, uploads
+
+
+_ROUTER = """
+from asgiref.sync import sync_to_async
+from django.core.asgi import get_asgi_application
+
+django_application = get_asgi_application()
+
+
+def api_work():
+    return None
+
+
+async def application(scope, receive, send):
+    # Another app beside Django (as FastAPI with Django mounted under it).
+    if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        await sync_to_async(api_work)()
+        await sync_to_async(api_work)()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"api"})
+        return
+    await django_application(scope, receive, send)
+"""
+
+_SERVE_PIPELINED = """
+import json, socket, threading, time
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0, run_syncdb=True)
+import uvicorn
+from router import application
+
+ROUNDS = 6
+server = uvicorn.Server(uvicorn.Config(
+    application, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+    http="h11", timeout_graceful_shutdown=5,
+))
+answers = []
+
+def client():
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        for _ in range(ROUNDS):
+            # Two requests in one write: the second is started from the first's send.
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+                connection.sendall(
+                    b"GET /q/ HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n"
+                    b"GET /api/ HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n"
+                )
+                data = b""
+                while chunk := connection.recv(65536):
+                    data += chunk
+            answers.append(data.count(b"HTTP/1.1 200"))
+    finally:
+        server.should_exit = True
+
+threading.Thread(target=client, daemon=True).start()
+timer = threading.Timer(90, lambda: setattr(server, "should_exit", True))
+timer.daemon = True  # a lifetime, not a wait: the process ends when the server does
+timer.start()
+server.run()
+print(json.dumps({"answers": answers}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_another_apps_pipelined_request_is_not_counted_in_the_django_line(tmp_path, pure):
+    """uvicorn serving Django beside another ASGI app (a router sending ``/api/`` to
+    its own endpoint, as FastAPI does with Django mounted under it); each
+    connection's two requests arrive in one write, and uvicorn starts the second
+    from inside the first's ``send``: 6 Django lines, each with its own crossings
+    only (each had the other app's two ``api_work`` crossings, kind ``other``)."""
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "lines.log"
+    env = _env(tmp_path, {"OUTPUT": str(out), "SITES_LIMIT": 100})
+    (tmp_path / "inherit_urls.py").write_text(_URLS)
+    (tmp_path / "router.py").write_text(_ROUTER)
+    (tmp_path / "inherit_settings.py").write_text(
+        "from lifecycle_settings import *  # noqa: F403\n"
+        "ROOT_URLCONF = 'inherit_urls'\n"
+        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3',"
+        f" 'NAME': {str(tmp_path / 'db.sqlite3')!r}}}}}\n"
+    )
+    env["DJANGO_SETTINGS_MODULE"] = "inherit_settings"
+    if pure:
+        env["HOPWATCH_PURE_PYTHON"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SERVE_PIPELINED)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"answers": [2] * 6}
+    lines = _lines(out)
+    assert [line["route"] for line in lines] == ["/q/"] * 6
+    for line in lines:
+        sites = _sites(line)
+        assert "api_work" not in json.dumps(line), sites
+        assert sites.get("request_started") == 1 and sites.get("QuerySet.acount") == 1, sites
+    assert len({json.dumps(_sites(line), sort_keys=True) for line in lines}) == 1

@@ -48,6 +48,7 @@ from hopwatch._recorder import (
     find_scope,
     hand_over,
     handed_over,
+    unscoped,
     value_outside,
 )
 from hopwatch.conf import hopwatch_settings, meta_key, request_id_meta_key
@@ -150,14 +151,17 @@ def _asgi_started(interface: str, scope: Any) -> RequestRecord | None:
     from inside the request that read a large body; the reader callback asyncio
     makes then keeps a copy of that request's context, and the connection's next
     request is started from it.) This request then begins at the top, or its
-    crossings would be counted in that request's line too."""
+    crossings would be counted in that request's line too. (Begun inside the server's
+    ``receive`` or ``send``, it finds ``unscoped`` here: :func:`_outside_requests`.)"""
     if (
         not on_request_context
         or current_scope.get() is not None
         or _thread_sensitive_context.get(None) is not None
     ):
         inherited = scope_value(current_scope)
-        if type(inherited) is Hop or not isinstance(inherited, RequestRecord):
+        if inherited is not unscoped and (
+            type(inherited) is Hop or not isinstance(inherited, RequestRecord)
+        ):
             return _handler_started(interface, scope)  # type: ignore[no-any-return]
         record: RequestRecord | None = _record_started(interface, scope)
         if record is not None:
@@ -197,6 +201,8 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
+        if server_calls and len(args) == 2:
+            args = (_outside_requests(args[0]), _outside_requests(args[1]))
         awaitable = original(self, scope, *args, **kwargs)
         try:
             return then(awaitable, finish, interface, scope, started)
@@ -210,6 +216,9 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     # Only Django's ASGIHandler enters a ThreadSensitiveContext for each request
     # itself; the async test client's handler does not, and must not get one.
     started = _asgi_started if interface == INTERFACE_ASGI else _handler_started
+    # A server's receive and send run outside the request (a test client's are
+    # the test's own: no task is started from them).
+    server_calls = interface == INTERFACE_ASGI
     # The ASGIHandler has sent and closed the response when it returns; the
     # AsyncClient's handler returns a streaming response unread.
     finish = finish_request if interface == INTERFACE_ASGI else finish_unless_streaming
@@ -217,6 +226,33 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     handler = _coroutine_function(__call__, original) if sys.version_info < (3, 12) else __call__
     handler.__wrapped__ = original  # type: ignore[attr-defined]
     return markcoroutinefunction(handler)
+
+
+def _step_out(_a: Any, _b: Any) -> Any:
+    return current_scope.set(unscoped)
+
+
+def _step_back(token: Any, _b: Any, _result: Any) -> None:
+    current_scope.reset(token)
+
+
+def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
+    """The server's ``receive`` or ``send`` (``call``), awaited with hopwatch's
+    variable set to ``unscoped`` (hops outside any request) until it returns.
+    What a server starts from inside them copies the request's context: uvicorn
+    resumes reading a connection from ``receive`` (asyncio's reader callback keeps
+    a copy of the context) and starts a pipelined request from ``send``; that
+    request's task inherits Django's ThreadSensitiveContext and the record on it.
+    A request of another app the server serves (FastAPI with Django mounted under
+    it, a hand-written ASGI router) made its crossings there and they were counted
+    in the Django request's line; they are now outside any request, as elsewhere.
+    The server's own code and an outer ASGI middleware's around these calls are
+    not the request's either. Per call: the ``then`` awaitable and two calls."""
+
+    def outside(*args: Any, **kwargs: Any) -> Any:
+        return then(call(*args, **kwargs), _step_back, None, None, _step_out)
+
+    return outside
 
 
 def _coroutine_function(plain: Callable[..., Any], original: Any) -> Callable[..., Any]:
