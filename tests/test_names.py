@@ -271,6 +271,60 @@ def test_a_ninja_operations_hop_under_atomic_requests_is_named_as_its_view(monke
     assert served == [(method, view, [view]) for method, _, view in _SYNC_OPERATIONS]
 
 
+@pytest.mark.parametrize(
+    ("client", "crossings"),
+    [
+        # the sync POST's hop is ninja's own (its async dispatcher's sync_to_async)
+        ("async-client", {"GET": [], "POST": ["sync_to_async"]}),
+        ("asgi", {"GET": [], "POST": ["sync_to_async"]}),  # Django's ASGIHandler, as served
+        # and, under the sync Client, after the handler's into the async dispatcher
+        ("test-client", {"GET": ["async_to_sync"], "POST": ["async_to_sync", "sync_to_async"]}),
+    ],
+)
+def test_a_sync_operation_on_a_path_with_an_async_one_is_its_views_hop(client, crossings, db):
+    """On a path with an async GET and a sync POST, ninja's dispatcher is async and calls
+    the sync operation through ``sync_to_async`` itself (``PathView._async_view``): that
+    hop read ``{"kind":"other","site":"ninja.operation.Operation.run"}`` at ninja's line.
+    It is the view's, named as the line's ``view``, and nothing else is named other."""
+    requests = [("POST", "/api/invoices/"), ("GET", "/api/invoices/"), ("POST", "/api/invoices/")]
+
+    async def serve() -> None:
+        for method, path in requests:
+            assert (await getattr(AsyncClient(), method.lower())(path)).status_code == 200
+
+    urls = override_settings(ROOT_URLCONF="tests.ninja_site.urls", MIDDLEWARE=[HW])
+    with urls, capture() as records:
+        if client == "async-client":
+            asyncio.run(serve())
+        elif client == "asgi":
+            for method, path in requests:
+                assert asgi_request(path, method=method).status == 200
+        else:
+            for method, path in requests:
+                assert getattr(Client(), method.lower())(path).status_code == 200
+    served = [
+        (
+            record.method,
+            record.view,
+            sorted(
+                (cause.kind, cause.site, cause.call_site, stats.direction, stats.count)
+                for cause, stats in record.top_causes()
+                if cause.kind not in ("signal", "response")
+            ),
+        )
+        for record in records
+    ]
+    views = {"GET": f"{_API}.list_invoices", "POST": f"{_API}.create_invoice"}
+    assert served == [
+        (
+            method,
+            views[method],
+            [("view", views[method], None, way, 1) for way in crossings[method]],
+        )
+        for method, _ in requests
+    ]
+
+
 def test_views_a_decorator_renamed_by_name_alone_are_each_their_own_site(db):
     """A decorator that sets its wrapper's ``__name__`` (not its ``__qualname__``) makes
     every view it wraps one code, qualified name and module: the second view's site was

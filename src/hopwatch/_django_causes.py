@@ -386,6 +386,44 @@ def _classify_django_caller(code: CodeType) -> _causes.Rule | None:
     return _async_api_rule(kind, site)
 
 
+@_causes.per_instance  # which operation: the request's, not the dispatcher's code
+def _dispatched_view_rule(target: object, frame: FrameType | None) -> Cause | None:
+    """A hop a framework's own dispatcher makes into the view it dispatches to: the
+    view's, named as the line names its view (``names_of``, with the request the
+    dispatcher holds). django-ninja's async ``PathView._async_view``, on a path with an
+    async operation and a sync one, calls the sync one through ``sync_to_async`` of
+    its own (the handler calls the dispatcher itself: no hop of the handler's)."""
+    request = frame.f_locals.get("request") if frame is not None else None
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None  # no request the line names a view for: the fallback's name
+    name = names_of(match, getattr(request, "method", None))[1]
+    return None if name is None else intern_cause("view", name)
+
+
+#: Third-party frameworks' dispatchers that call the view's own code through a crossing
+#: of their own, by module and qualified name, each with its rule. Looked up in
+#: ``sys.modules`` when a caller's code is first seen (never imported: an app without
+#: the framework pays nothing per hop), and matched by code object.
+_FRAMEWORK_CALLERS: dict[str, tuple[str, _causes.Rule]] = {
+    "PathView._async_view": ("ninja.operation", _dispatched_view_rule),
+}
+
+
+def _classify_framework_caller(code: CodeType) -> _causes.Rule | None:
+    """Caller rules for a framework's dispatcher (``_FRAMEWORK_CALLERS``), once per
+    caller code object (cached by _causes)."""
+    known = _FRAMEWORK_CALLERS.get(code.co_qualname)
+    if known is None:
+        return None
+    module_name, rule = known
+    owner: Any = sys.modules.get(module_name)
+    for part in code.co_qualname.split("."):
+        owner = getattr(owner, part, None)
+    function = _causes.unwrapped(owner)
+    return rule if getattr(function, "__code__", None) is code else None
+
+
 def _nested_codes(code: CodeType) -> list[CodeType]:
     found = []
     for const in code.co_consts:
@@ -449,6 +487,7 @@ def register_rules() -> None:
         )
     _causes.register_caller(MiddlewareMixin.__acall__, _mixin_hook_rule)
     _causes.register_caller_classifier(_classify_django_caller)
+    _causes.register_caller_classifier(_classify_framework_caller)
     _causes.register_boundary_classifier(_application_entry)
 
 

@@ -43,3 +43,15 @@ def create_order(request):
 @api.get("/customers/")
 async def list_customers(request):
     return {"customers": []}
+
+
+# An async GET and a sync POST on one path: ninja's dispatcher is async, and it calls
+# the sync operation through its own sync_to_async (a hop inside ninja, not the handler's).
+@api.get("/invoices/")
+async def list_invoices(request):
+    return {"invoices": []}
+
+
+@api.post("/invoices/")
+def create_invoice(request):
+    return {"created": True}
