@@ -115,10 +115,21 @@ def test_a_ninja_api_is_several_views_not_its_dispatcher(db):
         (r"^api/items/<int:pk>/", "api/items/<int:pk>/"),  # a path() below a re_path()
         (r"\Aitems/(?P<pk>[0-9]+)/\Z", "items/<pk>/"),  # \A was kept as "A"
         # a repeated or optional group is shown once, without its quantifier
-        (r"^tags/(?P<tag>[a-z]+/)+$", "tags/<tag>"),
+        (r"^tags/(?P<tag>[a-z]+/)+$", "tags/<tag>/"),  # its / as the path has it
         (r"^v(\d)+/$", "v<arg>/"),
         (r"^page(?:/(?P<n>\d+))?/$", "page/<n>/"),
         (r"^files/(?:(?P<dir>[a-z]+)/)*index/$", "files/<dir>/index/"),
+        # a / at either end of a group's own pattern is the path's, outside its placeholder
+        (r"^files/(?P<part>[^/]+/)*(?P<name>[^/]+)$", "files/<part>/<name>"),  # was <part><name>
+        (r"^(\w+/)+edit/$", "<arg>/edit/"),
+        (r"^docs(?P<rest>/.*)?$", "docs/<rest>"),
+        (r"^a/(?P<tree>(?:[a-z]+/)+)end/$", "a/<tree>/end/"),
+        (r"^(?P<y>\d{4})/(?P<m>\d{2}\/)(?P<d>\d{2})/$", "<y>/<m>/<d>/"),
+        (r"^a/(?P<sep>/)b$", "a/<sep>/b"),
+        # no / the group always has: an optional one, one alternative's, one in a class
+        (r"^a/(?P<x>[a-z]+/?)$", "a/<x>"),
+        (r"^a/(?P<x>b|c/)d$", "a/<x>d"),
+        (r"^a/(?P<x>[a-z/]+)$", "a/<x>"),
     ],
 )
 def test_regex_routes_read_as_patterns(regex, pattern):
@@ -133,7 +144,22 @@ urlpatterns = [
     re_path(r"^tags/(?P<tag>[a-z]+/)+$", _any_view),
     re_path(r"^page(?:/(?P<n>\d+))?/$", _any_view),
     re_path(r"^files/(?:(?P<dir>[a-z]+)/)*index/$", _any_view),
+    re_path(r"^files/(?P<part>[^/]+/)*(?P<name>[^/]+)$", _any_view),
 ]
+
+
+@pytest.mark.parametrize("interface", ["test-client", "asgi"])
+def test_a_regex_routes_slash_inside_a_repeated_group_is_kept(interface):
+    """A repeated group whose pattern ends with the path's ``/``: the line's route was
+    ``/files/<part><name>``, as if the two were one segment."""
+    paths = ["/files/a.txt", "/files/a/b.txt", "/files/a/b/c.txt"]
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HW]), capture() as records:
+        for path in paths:
+            if interface == "test-client":
+                assert Client().get(path).status_code == 200
+            else:
+                assert asgi_request(path).status == 200
+    assert [record.route for record in records] == ["/files/<part>/<name>"] * 3
 
 
 @pytest.mark.parametrize("interface", ["test-client", "asgi"])
@@ -148,8 +174,8 @@ def test_regex_routes_with_a_repeated_or_optional_group_are_logged_as_patterns(i
             else:
                 assert asgi_request(path).status == 200
     assert [record.route for record in records] == [
-        "/tags/<tag>",
-        "/tags/<tag>",
+        "/tags/<tag>/",
+        "/tags/<tag>/",
         "/page/<n>/",
         "/page/<n>/",
         "/files/<dir>/index/",

@@ -60,7 +60,12 @@ def regex_as_pattern(regex: str) -> str:
 
     Unnamed groups become ``<arg>``, ``<arg2>``, ...; non-capturing groups are kept
     as their content; escaped characters lose their backslash; other regex
-    syntax outside groups is left as it is (it is rare in URL patterns).
+    syntax outside groups is left as it is (it is rare in URL patterns). A
+    repeated or optional group is shown once, without its quantifier. A ``/`` at
+    either end of a capturing group's own pattern (read as here, with no ``|``) is
+    a path separator, shown outside its placeholder:
+    ``^files/(?P<part>[^/]+/)*(?P<name>[^/]+)$`` is ``files/<part>/<name>``, not
+    ``files/<part><name>``.
     """
     out: list[str] = []
     unnamed = 0
@@ -84,14 +89,14 @@ def regex_as_pattern(regex: str) -> str:
             inner = regex[i + 1 : end]
             found = re.match(r"\?P<(\w+)>", inner)
             if found:
-                out.append(f"<{found.group(1)}>")
+                out.append(_placeholder(found.group(1), inner[found.end() :]))
             elif inner.startswith("?:"):
                 out.append(regex_as_pattern(inner[2:]))
             elif inner.startswith("?"):
                 pass  # a lookaround or flag group: matches no characters of the path
             else:
                 unnamed += 1
-                out.append("<arg>" if unnamed == 1 else f"<arg{unnamed}>")
+                out.append(_placeholder("arg" if unnamed == 1 else f"arg{unnamed}", inner))
             i = end + 1
             if i < n and regex[i] in "?*+":  # an optional group: the pattern shows it once
                 i += 1
@@ -99,6 +104,18 @@ def regex_as_pattern(regex: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def _placeholder(name: str, content: str) -> str:
+    """``<name>`` for a capturing group whose regex is ``content``, with the ``/`` its
+    pattern starts or ends with outside (unless it has alternatives, ``|``: one may
+    have no ``/`` there), as the path's separator."""
+    shown = regex_as_pattern(content)
+    if "|" in shown:
+        return f"<{name}>"
+    head = "/" if shown.startswith("/") and len(shown) > 1 else ""  # "/" alone: its tail
+    tail = "/" if shown.endswith("/") else ""
+    return f"{head}<{name}>{tail}"
 
 
 def _group_end(regex: str, start: int) -> int:
