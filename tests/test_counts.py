@@ -126,6 +126,32 @@ def test_streaming_a_sync_iterator_under_asgi_adds_one_hop():
     assert len(one(records)) == 2  # an async iterator streams without a hop
 
 
+def test_a_static_file_served_under_asgi_is_buffered_as_a_sync_stream(tmp_path):
+    """ASGIStaticFilesHandler buffers a static file's FileResponse (a sync iterator)
+    in one sync_to_async(list), inside a function of Django's named ``awrapper``:
+    the stream buffering docs/causes.md describes, not an async API (it was kind
+    ``other``, site ``get_response_async.awrapper``, and the report advised
+    batching your own sync_to_async calls)."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    (tmp_path / "site.css").write_text("body {}")
+    apps = [*settings.INSTALLED_APPS, "django.contrib.staticfiles"]
+    with (
+        override_settings(
+            INSTALLED_APPS=apps, STATICFILES_DIRS=[str(tmp_path)], MIDDLEWARE=HOPWATCH_ONLY
+        ),
+        capture() as records,
+    ):
+        result = asyncio.run(asgi_call(ASGIStaticFilesHandler(ASGIHandler()), "/static/site.css"))
+    assert result.body == b"body {}"
+    assert sites(one(records)) == {
+        ("other", "django.contrib.staticfiles.handlers.ASGIStaticFilesHandler.serve"): 1,
+        ("signal", "request_started"): 1,
+        ("stream", "StreamingHttpResponse (sync iterator)"): 1,
+        ("response", "FileResponse.close"): 1,
+    }
+
+
 def test_nested_hops_have_depth():
     with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
         asgi_request("/nested/")

@@ -325,6 +325,13 @@ _KNOWN_CALLERS: dict[tuple[str, str], _causes.Rule] = {
     # further body chunk is written through sync_to_async(body_file.write).
     # Handler code: no call site (the walk stops at the handler: _APPLICATION_ENTRIES).
     ("core/handlers/asgi.py", "ASGIHandler.read_body"): _fixed("stream", REQUEST_BODY_TO_DISK),
+    # ASGIStaticFilesHandler (runserver's, and the toolbar docs' advice under
+    # uvicorn) buffers a static file's FileResponse, a sync iterator, through
+    # sync_to_async(list): the stream buffering, not an async API ("awrapper").
+    (
+        "contrib/staticfiles/handlers.py",
+        "ASGIStaticFilesHandler.get_response_async.<locals>.awrapper",
+    ): lambda target, frame: _STREAM_SYNC,
     # 6.1: aauthenticate() with an unknown username still hashes the password
     # once (so it takes as long as a wrong password), in a thread.
     ("contrib/auth/__init__.py", "acheck_password_with_timing_attack_mitigation"): (
