@@ -72,6 +72,17 @@ async def two_through_one_line(request):
     return HttpResponse("ok")
 
 
+#: What ``through_one_line`` calls through its one call site, each with its arguments
+#: (set by the test).
+THROUGH_ONE_LINE: list[tuple[Any, tuple[Any, ...]]] = []
+
+
+async def through_one_line(request):
+    for function, args in THROUGH_ONE_LINE:
+        await _through(function, *args)
+    return HttpResponse("ok")
+
+
 class RaisingAsyncMiddleware:
     """Async only: under WSGI its exception is answered by ``response_for_exception``
     through ``sync_to_async`` (its ``convert_exception_to_response`` is async)."""
@@ -90,6 +101,7 @@ class RaisingAsyncMiddleware:
 urlpatterns = [
     path("failing/", failing),
     path("two/", two_through_one_line),
+    path("one-line/", through_one_line),
 ]
 
 HOPWATCH_ONLY = ["hopwatch.middleware.HopwatchMiddleware"]
@@ -349,3 +361,31 @@ def test_a_wrapper_chain_ending_in_a_callable_instance_before_hopwatch_installed
     assert json.loads(done.stdout.splitlines()[-1]) == {"statuses": [500]}
     (line,) = _lines(log)
     assert {(s["kind"], s["site"]): s["count"] for s in line["sites"]} == FAILING_ASGI
+
+
+def test_builtins_of_one_name_in_two_modules_at_one_call_site():
+    """``math.sqrt`` and ``cmath.sqrt`` from one line are each named for their module,
+    on the C and the pure-Python hop path alike. Before, the pure-Python path keyed a
+    builtin bound to a module by the module's class (the C path by the module), and
+    named ``cmath.sqrt`` ``math.sqrt``."""
+    import cmath
+    import math
+
+    THROUGH_ONE_LINE[:] = [(math.sqrt, (4,)), (cmath.sqrt, (4,))]
+    try:
+        with (
+            override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=HOPWATCH_ONLY),
+            capture() as records,
+        ):
+            for _ in range(2):
+                assert asgi_request("/one-line/").status == 200
+    finally:
+        THROUGH_ONE_LINE.clear()
+    assert [sites(record) for record in records] == [
+        {
+            ("signal", "request_started"): 1,
+            ("other", "math.sqrt"): 1,
+            ("other", "cmath.sqrt"): 1,
+            ("response", "HttpResponse.close"): 1,
+        }
+    ] * 2

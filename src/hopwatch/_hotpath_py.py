@@ -67,7 +67,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from types import CodeType, FrameType, FunctionType, MethodType
+from types import CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any, Final
 
 S2A_CALL: Final = 1
@@ -769,17 +769,23 @@ def _summarize(target: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
         func, owner = target.__func__, target.__self__
         if type(func) is not FunctionType:
             return None
-        owner_type = owner if isinstance(owner, type) else type(owner)
+        # type(), not isinstance(), as the C key: a wrapt proxy of a class is no class
+        owner_type = type(owner)
+        if issubclass(owner_type, type):
+            owner_type = owner
         code, qualname = func.__code__, func.__qualname__
         ids = (id(code), id(qualname), id(owner_type), wrapped | 0x10)
         return ids, (code, qualname, owner_type)
-    if isinstance(target, type):
+    if issubclass(kind, type):
         return (id(target), 0, 0, wrapped | 0x40), (target,)
     # A callable instance, or a builtin (bound to an instance or not): named
     # after its class, or its qualified name and its instance's class.
     owner = getattr(target, "__self__", None)
     if kind.__name__ == "builtin_function_or_method":
-        bound_to: object = owner if owner is None or isinstance(owner, type) else type(owner)
+        # as the C key: a module or a class itself, else an instance's class
+        bound_to: object = (
+            owner if owner is None or issubclass(type(owner), (type, ModuleType)) else type(owner)
+        )
         name = target.__name__
         # A builtin's __name__ is a new string on every access: key by its value.
         return (name, id(bound_to), 0, wrapped | 0x20), (bound_to,)
