@@ -83,6 +83,36 @@ async def through_one_line(request):
     return HttpResponse("ok")
 
 
+class First:
+    """A class an agent's wrapper or proxy is put around."""
+
+
+class Second:
+    pass
+
+
+def _first() -> str:
+    return "first"
+
+
+def _second() -> str:
+    return "second"
+
+
+class _Traced:
+    """A class-based wrapper given its function's names (``functools.update_wrapper``)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        functools.update_wrapper(self, wrapped)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def _passed_on(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return wrapped(*args, **kwargs)
+
+
 class RaisingAsyncMiddleware:
     """Async only: under WSGI its exception is answered by ``response_for_exception``
     through ``sync_to_async`` (its ``convert_exception_to_response`` is async)."""
@@ -363,6 +393,62 @@ def test_a_wrapper_chain_ending_in_a_callable_instance_before_hopwatch_installed
     assert {(s["kind"], s["site"]): s["count"] for s in line["sites"]} == FAILING_ASGI
 
 
+#: Two targets of one shape, and the name each is known by.
+ONE_KEY_SHAPES = {
+    "wrapt FunctionWrapper of a class": (
+        lambda wrapt: [wrapt.FunctionWrapper(First, _passed_on), wrapt.FunctionWrapper(Second, _passed_on)],
+        ["tests.test_wrapped_targets.First", "tests.test_wrapped_targets.Second"],
+    ),
+    "wrapt CallableObjectProxy of a class": (
+        lambda wrapt: [wrapt.CallableObjectProxy(First), wrapt.CallableObjectProxy(Second)],
+        ["tests.test_wrapped_targets.First", "tests.test_wrapped_targets.Second"],
+    ),
+    "wrapt FunctionWrapper of a function": (
+        lambda wrapt: [wrapt.FunctionWrapper(_first, _passed_on), wrapt.FunctionWrapper(_second, _passed_on)],
+        ["tests.test_wrapped_targets._first", "tests.test_wrapped_targets._second"],
+    ),
+    "wrapt CallableObjectProxy of a function": (
+        lambda wrapt: [wrapt.CallableObjectProxy(_first), wrapt.CallableObjectProxy(_second)],
+        ["tests.test_wrapped_targets._first", "tests.test_wrapped_targets._second"],
+    ),
+    "a callable instance given its function's names": (
+        lambda wrapt: [_Traced(_first), _Traced(_second)],
+        ["tests.test_wrapped_targets._first", "tests.test_wrapped_targets._second"],
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", ONE_KEY_SHAPES)
+def test_wrappers_with_no_rule_below_at_one_call_site(shape):
+    """One line calls two wrappers of one shape (one hop path key: a wrapt proxy, a
+    callable instance, is keyed by its class) of two functions or classes no rule
+    knows: each is named for what it wraps, on the first request and from the caches
+    on the second, under the C and the pure-Python hop path alike. Before, the C path
+    named the second after the first (both ways, with a function inside); the
+    pure-Python path keyed a wrapt proxy of a class as a class (by ``isinstance()``),
+    named for itself: the two paths did not agree."""
+    make, names = ONE_KEY_SHAPES[shape]
+    wrapt = pytest.importorskip("wrapt") if "wrapt" in shape else None
+    THROUGH_ONE_LINE[:] = [(target, ()) for target in make(wrapt)]
+    try:
+        with (
+            override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=HOPWATCH_ONLY),
+            capture() as records,
+        ):
+            for _ in range(2):  # the second from the caches
+                assert asgi_request("/one-line/").status == 200
+    finally:
+        THROUGH_ONE_LINE.clear()
+    assert [sites(record) for record in records] == [
+        {
+            ("signal", "request_started"): 1,
+            ("other", names[0]): 1,
+            ("other", names[1]): 1,
+            ("response", "HttpResponse.close"): 1,
+        }
+    ] * 2
+
+
 def test_builtins_of_one_name_in_two_modules_at_one_call_site():
     """``math.sqrt`` and ``cmath.sqrt`` from one line are each named for their module,
     on the C and the pure-Python hop path alike. Before, the pure-Python path keyed a
@@ -389,3 +475,32 @@ def test_builtins_of_one_name_in_two_modules_at_one_call_site():
             ("response", "HttpResponse.close"): 1,
         }
     ] * 2
+
+
+def test_a_proxy_of_a_class_given_another_is_named_for_it():
+    """A wrapt proxy of a class that is given another class between two requests (a
+    lazy proxy's, set through ``__wrapped__``) is named for the class it holds at each,
+    on the C and the pure-Python hop path alike. Before, both named the second request's
+    crossing after the first class: the C path cached it by the proxy's class, the
+    pure-Python path by the proxy itself, which ``isinstance()`` took for a class."""
+    wrapt = pytest.importorskip("wrapt")
+    proxy = wrapt.CallableObjectProxy(First)
+    THROUGH_ONE_LINE[:] = [(proxy, ())]
+    try:
+        with (
+            override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=HOPWATCH_ONLY),
+            capture() as records,
+        ):
+            assert asgi_request("/one-line/").status == 200
+            proxy.__wrapped__ = Second
+            assert asgi_request("/one-line/").status == 200
+    finally:
+        THROUGH_ONE_LINE.clear()
+    assert [sites(record) for record in records] == [
+        {
+            ("signal", "request_started"): 1,
+            ("other", f"tests.test_wrapped_targets.{name}"): 1,
+            ("response", "HttpResponse.close"): 1,
+        }
+        for name in ("First", "Second")
+    ]

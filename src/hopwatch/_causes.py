@@ -251,7 +251,51 @@ def resolve(
             cause = caller(target, frame)
             if cause is not None:
                 return _answer(cause, caller, walks_before, reads_before)
-    return intern_cause("other", dotted_name(target), call_site(frame)), MODE_USER, None
+    cause = intern_cause("other", dotted_name(target), call_site(frame))
+    if _named_by_key(target):
+        return cause, MODE_USER, None
+    return cause, MODE_ASK, _fallback
+
+
+def _named_by_key(target: object) -> bool:
+    """Whether :func:`dotted_name` reads of ``target`` only what the hop path's key
+    holds (``_hotpath_py._summarize``, C ``summarize_target``), so that one name
+    serves every target of the key.
+
+    It does for a function (its code, qualified name and module), a method bound to
+    one (its code and qualified name, its instance's class or the class it is bound
+    to), a class (itself), a builtin (its name and what it is bound to). The key of
+    anything else, past the four ``functools.partial`` layers it looks through, is
+    its class: a callable instance, whose name is its class's, unless it has names
+    of its own. A wrapt proxy (``FunctionWrapper``, ``CallableObjectProxy``, of a
+    function or a class: it is no class to ``type()``, only to ``isinstance()``) and a
+    callable instance given its function's names (``functools.update_wrapper``) have
+    the names of what they wrap, one key for every function they wrap: such a
+    target's name is read at each hop (:func:`_fallback`)."""
+    for _ in range(4):  # as the key: through at most four partials
+        if type(target) is not functools.partial:
+            break
+        target = target.func
+    kind = type(target)
+    if kind is FunctionType or issubclass(kind, type):
+        return True
+    if kind is MethodType:
+        owner = target.__self__  # type: ignore[attr-defined]
+        # the key holds the class of a proxy the method is bound to, the name its target's
+        return issubclass(type(owner), type) or not isinstance(owner, type)
+    if kind.__name__ == "builtin_function_or_method":
+        return True
+    try:
+        return not isinstance(target, functools.partial) and not hasattr(target, "__qualname__")
+    except Exception:  # a proxy whose attributes raise: named as it is each time
+        return False
+
+
+@per_instance  # the name is the instance's, not the key's
+def _fallback(target: object, frame: FrameType | None) -> Cause | None:
+    """The fallback's answer for a target named by its own names, not its key's
+    (see :func:`_named_by_key`): its dotted name and the user's call site."""
+    return intern_cause("other", dotted_name(target), call_site(frame))
 
 
 def _by_target(target: object, frame: FrameType | None) -> tuple[Cause, Rule, bool] | None:
@@ -342,8 +386,13 @@ def dotted_name(target: object) -> str:
     if type(target) is MethodType:
         owner = target.__self__ if isinstance(target.__self__, type) else type(target.__self__)
         return f"{owner.__module__}.{owner.__qualname__}.{target.__func__.__name__}"
-    bound_to: object = getattr(target, "__self__", None)
-    if type(target).__name__ == "builtin_function_or_method" and bound_to is not None:
+    # __self__ read of a builtin only: a wrapt proxy's missing attribute costs microseconds
+    bound_to: object = (
+        getattr(target, "__self__", None)
+        if type(target).__name__ == "builtin_function_or_method"
+        else None
+    )
+    if bound_to is not None:
         if not isinstance(bound_to, type) and type(bound_to).__name__ != "module":
             bound_to = type(bound_to)
         if isinstance(bound_to, type):
