@@ -24,7 +24,9 @@ set-up (and so before hopwatch installs) or after it.
   without the agent, whatever shape the wrapper has (wrapt's FunctionWrapper,
   with and without its C extension; a plain function over a closure, a global
   or ``functools.wraps``; a ``functools.partialmethod``; a sync wrapper returning
-  the coroutine; several agents, one over the other). Before, every middleware
+  the coroutine; a wrapper object holding what it replaced in an attribute of its
+  own; subclasses put in place of asgiref's ``SyncToAsync`` and ``AsyncToSync``;
+  several agents, one over the other). Before, every middleware
   hook and async ORM call under such an agent was kind ``other``, the ORM's API
   name was lost (``QuerySet.acount`` read ``django.db.models.query.QuerySet.count``)
   and every call site was the agent's wrapper's line.
@@ -310,7 +312,47 @@ def wrapt_own_crossing_agent():
     wrapt.wrap_function_wrapper(sync, "SyncToAsync.__call__", wrapt_flushing_s2a)
 
 
+class AsyncCallWrapper:  # an agent's wrapper object, holding what it wraps as its own
+    def __init__(self, original):
+        self._original = original
+
+    def __get__(self, instance, owner):  # bound as a method is: the adapter first
+        return self if instance is None else functools.partial(self, instance)
+
+    async def __call__(self, instance, *args, **kwargs):
+        calls["s2a"] += 1
+        return await self._original(instance, *args, **kwargs)
+
+
+class CallWrapper(AsyncCallWrapper):
+    def __call__(self, instance, *args, **kwargs):
+        calls["a2s"] += 1
+        return self._original(instance, *args, **kwargs)
+
+
+def class_based_agent():
+    sync.SyncToAsync.__call__ = AsyncCallWrapper(sync.SyncToAsync.__call__)
+    sync.AsyncToSync.__call__ = CallWrapper(sync.AsyncToSync.__call__)
+
+
+def subclass_agent():  # asgiref's adapters replaced by its own subclasses
+    class TracedSyncToAsync(sync.SyncToAsync):
+        async def __call__(self, *args, **kwargs):
+            calls["s2a"] += 1
+            return await super().__call__(*args, **kwargs)
+
+    class TracedAsyncToSync(sync.AsyncToSync):
+        def __call__(self, *args, **kwargs):
+            calls["a2s"] += 1
+            return super().__call__(*args, **kwargs)
+
+    sync.SyncToAsync = TracedSyncToAsync
+    sync.AsyncToSync = TracedAsyncToSync
+
+
 AGENTS = {
+    "class-based": class_based_agent,
+    "subclass": subclass_agent,
     "wrapt": wrapt_agent,
     "functions": functions_agent,
     "stacked": stacked_agent,
@@ -421,7 +463,9 @@ def causes_without_agent(tmp_path_factory: pytest.TempPathFactory) -> list[tuple
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
-@pytest.mark.parametrize("style", ["wrapt", "wrapt-pure", "functions", "stacked"])
+@pytest.mark.parametrize(
+    "style", ["wrapt", "wrapt-pure", "functions", "stacked", "class-based", "subclass"]
+)
 def test_an_agents_wrapper_over_the_adapters_call_is_not_the_call_site(
     tmp_path, style, order, causes_without_agent
 ):

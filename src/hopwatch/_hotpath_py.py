@@ -1688,9 +1688,10 @@ def make_patch(original: Callable[..., Any], which: int) -> Any:
     if isinstance(patched, _ThreadHandler):
         return patched
     patched.__wrapped__ = original
-    patched.__doc__ = original.__doc__
-    patched.__name__ = original.__name__
-    patched.__qualname__ = original.__qualname__
+    # what an agent put there before hopwatch (a wrapper object) may have no names
+    patched.__doc__ = getattr(original, "__doc__", None)
+    patched.__name__ = getattr(original, "__name__", patched.__name__)
+    patched.__qualname__ = getattr(original, "__qualname__", patched.__qualname__)
     return patched
 
 

@@ -38,15 +38,33 @@ import functools
 import inspect
 import threading
 from types import CodeType, FrameType, FunctionType, MethodType
-from typing import Any
+from typing import Any, Final, TypeVar
 
-from asgiref.sync import AsyncToSync, SyncToAsync
+import asgiref.sync
 
 from hopwatch import _causes, _errors, _hotpath, _hotpath_py
 from hopwatch._recorder import OVERFLOW_CAUSE, RequestContext, current_scope, late, unscoped
 from hopwatch._recorder import _get_ident as _recorder_get_ident
 
 __all__ = ["install", "is_installed", "uninstall"]
+
+
+_Adapter = TypeVar("_Adapter", bound=type)
+
+
+def _asgirefs_own(adapter_class: _Adapter, method: str) -> _Adapter:
+    """asgiref's own adapter class: ``adapter_class`` (what ``asgiref.sync`` holds),
+    or the class above it that asgiref defined ``method`` on, when an agent put a
+    subclass of its own in its place before hopwatch was imported (a subclass whose
+    ``__call__`` passes the call on through ``super()``: see _super_links)."""
+    for klass in adapter_class.__mro__:
+        if klass.__module__ == "asgiref.sync" and method in vars(klass):
+            return klass  # type: ignore[return-value]  # a class above it
+    return adapter_class
+
+
+SyncToAsync: Final = _asgirefs_own(asgiref.sync.SyncToAsync, "thread_handler")
+AsyncToSync: Final = _asgirefs_own(asgiref.sync.AsyncToSync, "main_wrap")
 
 _lock = threading.Lock()
 _installed = False
@@ -263,6 +281,7 @@ def _layer_codes(top: Any, ours: list[Any], adapter: Any) -> frozenset[CodeType]
             links += [obj.__globals__[n] for n in obj.__code__.co_names if n in obj.__globals__]
             links += [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]
             links.append(vars(obj).get("__wrapped__"))
+            links += _super_links(obj)
             if any([reaches(link) for link in links]):
                 codes.add(obj.__code__)
                 found = True
@@ -290,15 +309,51 @@ def _filled(cell: Any) -> bool:
     return True
 
 
+def _super_links(func: FunctionType) -> list[Any]:
+    """What ``super().name`` finds in ``func`` for each attribute name its code reads,
+    where ``func`` is a method that calls ``super()`` (a subclass's ``__call__`` an
+    agent put in place of ``SyncToAsync``, which passes the call on to hopwatch's):
+    the attribute of that name along its class's MRO, past the class."""
+    code = func.__code__
+    if "__class__" not in code.co_freevars or not func.__closure__:
+        return []
+    cell = func.__closure__[code.co_freevars.index("__class__")]
+    owner = cell.cell_contents if _filled(cell) else None
+    if not isinstance(owner, type):
+        return []
+    links = []
+    for name in code.co_names:
+        for base in owner.__mro__[1:]:
+            found = vars(base).get(name)
+            if found is not None:
+                links.append(found)
+                break
+    return links
+
+
 def _reaches_through_wrapper(obj: Any, adapter: Any, reaches: Any, add: Any) -> bool:
-    """An object with ``__wrapped__`` (a wrapt FunctionWrapper, a proxy): its
-    wrapper function is a layer, and so is its type's ``__call__`` and that of
-    what it binds to (wrapt's BoundFunctionWrapper) where those are Python code."""
+    """An object with ``__wrapped__`` (a wrapt FunctionWrapper, a proxy), or a callable
+    instance holding what it wraps in an attribute of its own (an agent's class-based
+    wrapper): its wrapper function is a layer, and so is its type's ``__call__`` and
+    that of what it binds to (wrapt's BoundFunctionWrapper) where those are Python
+    code."""
     try:
         wrapped = getattr(obj, "__wrapped__", None)
     except Exception:
         return False
-    if wrapped is None or wrapped is obj or not reaches(wrapped):
+    if wrapped is obj:
+        wrapped = None
+    if wrapped is not None:
+        found = reaches(wrapped)
+    elif callable(obj):  # not a module, nor data: a class-based wrapper's attributes
+        try:
+            held = list(vars(obj).values())
+        except TypeError:  # no __dict__
+            held = []
+        found = any([reaches(value) for value in held])
+    else:
+        found = False
+    if not found:
         return False
     try:
         add(getattr(obj, "_self_wrapper", None))
