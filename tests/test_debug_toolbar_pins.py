@@ -1,7 +1,7 @@
 """The debug-toolbar panel's figures, order and notes, pinned to exact text.
 
 Real requests with the toolbar on (Django's ASGIHandler, the AsyncClient), read
-back through the toolbar's own view (``render_panel``). Where
+back through the toolbar's own views (``render_panel``, ``history_sidebar``). Where
 a figure must be known exactly, the request's stored panel data is given known
 durations in the toolbar's store (as the store would hold them) before the panel
 is drawn from it.
@@ -9,7 +9,10 @@ is drawn from it.
 
 from __future__ import annotations
 
+import json
 import re
+from html import unescape
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -26,6 +29,7 @@ from tests.test_debug_toolbar import (
     get_store,
     line_for,
     render_panel,
+    sidebar_subtitle,
     stored_stats,
     tables,
 )
@@ -53,6 +57,15 @@ def _groups(html: str) -> list[str]:
 
 def _text(html: str) -> str:
     return " ".join(html.split())
+
+
+def _sidebar(client: Any, toolbar_id: str) -> str:
+    """The panel's sidebar entry as the History panel's switch draws it from the store."""
+    response = client.get(
+        "/__debug__/history_sidebar/", {"request_id": toolbar_id, "exclude_history": "true"}
+    )
+    assert response.status_code == 200
+    return sidebar_subtitle(json.loads(response.content)[PANEL]["button"])
 
 
 def test_every_figure_has_three_decimals_as_the_log_line_writes_them(toolbar, client):
@@ -143,6 +156,34 @@ def test_a_request_served_inside_a_crossing_counts_depth_from_its_own(toolbar, c
     assert [row[9] for row in found["hopwatch-tool-hops"]] == ["1", "1"]
     (summary,) = found["hopwatch-summary"]
     assert summary[10] == "1"  # Max depth
+
+
+# Panel data stored by hopwatch 0.x before the panel said whether the line was written
+# (schema 1: no "line"), and by a later version of another shape (after a downgrade).
+
+
+def _another_version(stats: dict[str, Any], schema: int) -> dict[str, Any]:
+    stats = {**stats, "schema": schema}
+    if schema == 1:
+        del stats["line"]
+    else:  # a shape this version does not know
+        stats["summary"] = {"hop_count": stats["summary"]["hops"]}
+        del stats["complete"]
+    return stats
+
+
+@pytest.mark.parametrize("schema", [1, 99])
+def test_data_from_another_hopwatch_version_is_said_to_be(toolbar, client, schema):
+    """The toolbar's store outlives an upgrade (its database store, a persistent cache):
+    a request it kept from another hopwatch version is named as such, in the panel and
+    in the History panel's sidebar, and never fails the toolbar."""
+    toolbar_id = _served("/page/", f"pin-schema-{schema}")
+    stats = stored_stats(toolbar_id)
+    get_store().save_panel(toolbar_id, PANEL, _another_version(stats, schema))
+
+    html = _text(unescape(render_panel(client, toolbar_id)))
+    assert html == "<p>This panel's data is from another hopwatch version.</p>"
+    assert _sidebar(client, toolbar_id) == "from another hopwatch version"
 
 
 def test_django_code_below_the_toolbar_has_its_frame_as_call_site_and_is_the_requests(

@@ -57,6 +57,11 @@ NO_LINE: Final = {
 
 HANDLER_THREAD: Final = "handler"
 
+#: What the panel and its sidebar say for stored data of another SCHEMA (the toolbar's
+#: database or cache store keeps requests across an upgrade or a downgrade of hopwatch).
+ANOTHER_VERSION: Final = "This panel's data is from another hopwatch version."
+ANOTHER_VERSION_SUBTITLE: Final = "from another hopwatch version"
+
 
 def capture(
     record: RequestRecord,
@@ -208,6 +213,8 @@ def ms(ns: int) -> str:
 
 def subtitle(stats: dict[str, Any]) -> str:
     """One short line: the hop count and the crossing overhead."""
+    if stats and stats.get("schema") != SCHEMA:  # kept by the toolbar's store across versions
+        return ANOTHER_VERSION_SUBTITLE
     if not stats.get("recorded"):
         return "not recorded"
     summary = stats["summary"]
@@ -224,7 +231,7 @@ def subtitle(stats: dict[str, Any]) -> str:
 def display(stats: dict[str, Any]) -> dict[str, Any]:
     """The template context for captured ``stats``."""
     if stats.get("schema") != SCHEMA:
-        return {"recorded": False, "reason": "This panel's data is from another hopwatch version."}
+        return {"recorded": False, "reason": ANOTHER_VERSION}
     if not stats["recorded"]:
         return {"recorded": False, "reason": stats["reason"]}
     summary = stats["summary"]
