@@ -55,7 +55,9 @@ def site(request, tmp_path_factory) -> Iterator[tuple[str, int, str, Path]]:
     name, page = request.param
     var = tmp_path_factory.mktemp(f"{name}-site")
     log = var / "asgi.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOPWATCH_LOG": str(log)}
+    # This checkout's hopwatch first, not the one installed in the environment.
+    pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env = {**os.environ, "PYTHONPATH": pythonpath, "HOPWATCH_LOG": str(log)}
     port = free_port()
     if name == "example":
         env |= {
