@@ -92,6 +92,16 @@ class NotUsedMiddleware:
         raise MiddlewareNotUsed
 
 
+class AsyncNotUsedMiddleware:
+    """Async only, and left out (a feature flag off, say)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        raise MiddlewareNotUsed
+
+
 class AsyncProcessRequestMixin(MiddlewareMixin):
     """Broken: MiddlewareMixin cannot call an async process_request."""
 
@@ -437,6 +447,28 @@ def test_not_used_and_broken_middleware_are_reported():
     assert "not used" in text and text.count("MiddlewareMixin cannot call it") == 1
 
 
+def test_a_middleware_django_leaves_out_gets_no_advice():
+    """Before: a sync-only and an async-only middleware that raise MiddlewareNotUsed got
+    [B] and [C] on their rows (and the [B]/[C] paragraphs, JSON advice and what-ifs)
+    while the same output listed them under "needs nothing": Django never runs them."""
+    stack = [SESSION, mw("NotUsedMiddleware"), mw("AsyncNotUsedMiddleware")]
+    report = predicted(stack)
+    middleware = audit.document(report)["middleware"]
+    assert [(m["mode"], m["advice"], m["what_if"]) for m in middleware[1:]] == [
+        ({"asgi": None, "wsgi": None}, [], []),
+        ({"asgi": None, "wsgi": None}, [], []),
+    ]
+    text = audit.render_to_string(report, "text")
+    rows = [" ".join(line.split()) for line in text.splitlines() if line[:3] in ("2  ", "3  ")]
+    assert rows == [
+        f"2 {mw('NotUsedMiddleware')} sync only not used/not used 0/0 - no -",
+        f"3 {mw('AsyncNotUsedMiddleware')} async only not used/not used 0/0 - no -",
+    ]
+    assert "needs nothing: #2 NotUsedMiddleware, #3 AsyncNotUsedMiddleware" in text
+    how_to = text.split("\nwhat to change:\n", 1)[1].splitlines()
+    assert [line[:4] for line in how_to if line.startswith("[")] == ["[A] "]
+
+
 def test_neither_capable_is_an_error():
     with pytest.raises(audit.AuditError, match="NeitherMiddleware"):
         predicted([mw("NeitherMiddleware")])
@@ -730,6 +762,21 @@ def test_check_warns_about_sync_only_middleware_under_asgi():
     assert "Make SyncOnlyMiddleware sync and async capable" in first.hint
     assert "markcoroutinefunction" in first.hint and "__acall__" in first.hint
     assert "SILENCED_SYSTEM_CHECKS" not in first.hint
+
+
+def test_check_claims_no_more_than_the_flags_say_of_a_middleware_django_may_leave_out():
+    """The check builds nothing, so it cannot know that NotUsedMiddleware raises
+    MiddlewareNotUsed; before, its message said Django runs it in a worker thread."""
+    with override_settings(
+        ASGI_APPLICATION="m.asgi.application", MIDDLEWARE=[HOPWATCH, mw("NotUsedMiddleware")]
+    ):
+        (message,) = check_sync_only_middleware()
+    assert message.msg == (
+        f"{mw('NotUsedMiddleware')} is sync-only and this project is served by ASGI: if Django"
+        " uses it (it does not raise MiddlewareNotUsed), Django runs it, and every middleware"
+        " above it, in a worker thread the request holds until it ends, and adapts the chain"
+        " around it (sync_to_async in, async_to_sync out)."
+    )
 
 
 def test_check_hint_for_a_deliberately_sync_mixin():

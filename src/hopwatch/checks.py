@@ -281,7 +281,13 @@ SYNC_ONLY_CHECK_ID = "hopwatch.W010"
 
 @register(Tags.compatibility)
 def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``hopwatch.W010``: a sync-only middleware in a project served by ASGI."""
+    """``hopwatch.W010``: a sync-only middleware in a project served by ASGI.
+
+    Read from the class's flags only: the check does not build the middleware (its
+    ``__init__`` is the project's code, run by every ``manage.py`` command otherwise),
+    so it cannot know one that raises ``MiddlewareNotUsed``; its message says "if
+    Django uses it", and ``hopwatch audit``, which builds each one, shows "not used".
+    """
     from django.utils.module_loading import import_string
 
     if not getattr(settings, "ASGI_APPLICATION", None):
@@ -315,9 +321,10 @@ def check_sync_only_middleware(app_configs: Any = None, **kwargs: Any) -> list[C
         hint += " `hopwatch audit` shows what it costs."
         messages.append(
             Warning(
-                f"{path} is sync-only and this project is served by ASGI: Django runs it, and"
-                " every middleware above it, in a worker thread the request holds until it"
-                " ends, and adapts the chain around it (sync_to_async in, async_to_sync out).",
+                f"{path} is sync-only and this project is served by ASGI: if Django uses it"
+                " (it does not raise MiddlewareNotUsed), Django runs it, and every middleware"
+                " above it, in a worker thread the request holds until it ends, and adapts the"
+                " chain around it (sync_to_async in, async_to_sync out).",
                 hint=hint,
                 obj=path,
                 id=SYNC_ONLY_CHECK_ID,

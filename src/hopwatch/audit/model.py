@@ -490,9 +490,10 @@ def build_audit(
             and any(h.hops[ASGI] for h in hooks if h.name in MIXIN_HOOKS)
         ):
             advice.append(ADVICE_MIXIN)
-        if not fact.async_capable:
+        # each about one interface, and only where Django uses it there (MiddlewareNotUsed)
+        if not fact.async_capable and modes[ASGI] is not None:
             advice.append(ADVICE_SYNC_ONLY)
-        if not fact.sync_capable:
+        if not fact.sync_capable and modes[WSGI] is not None:
             advice.append(ADVICE_ASYNC_ONLY)
         if (
             any(h.name == "process_view" and h.hops[ASGI] for h in hooks)
