@@ -31,7 +31,7 @@ from hopwatch.audit.model import VIEW_SITE
 from hopwatch.audit.traffic import FROM_LOGS, Traffic
 from hopwatch.checks import check_sync_only_middleware
 from hopwatch.hop_tax import ASYNC_TO_SYNC, NEW_LOOP, SYNC_TO_ASYNC
-from tests.helpers import asgi_request, capture, sites, wsgi_request
+from tests.helpers import asgi_request, capture, package_on_path, sites, wsgi_request
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
 DEFAULT = list(settings.MIDDLEWARE)  # hopwatch + startproject's seven
@@ -829,3 +829,20 @@ def test_function_middleware_kinds():
     )
     assert (both.facts.kind, both.facts.async_capable) == ("function", True)
     assert plain.advice == [audit.ADVICE_SYNC_ONLY] and both.advice == []
+
+
+def test_management_command_error_is_escaped(tmp_path):
+    """``manage.py hopwatch_audit`` names a middleware that does not import by its
+    exception's text, with its control characters escaped as the hopwatch command's."""
+    module = {"mw": "raise RuntimeError('bad FEATURE_FLAGS=\\x1b[2J\\x1b]0;owned\\x07')\n"}
+    with (
+        package_on_path(tmp_path, "evil_mw", module),
+        override_settings(MIDDLEWARE=["evil_mw.mw.Anything"]),
+        pytest.raises(CommandError) as raised,
+    ):
+        call_command("hopwatch_audit", "--samples", "1")
+    assert str(raised.value) == (
+        "cannot import middleware 'evil_mw.mw.Anything': RuntimeError: bad FEATURE_FLAGS="
+        "\\x1b[2J\\x1b]0;owned\\x07"
+    )
+    assert raised.value.returncode == 2

@@ -115,3 +115,42 @@ def test_a_settings_module_that_does_not_set_middleware_is_said_so(
     assert done.returncode == 0, done.stderr
     said = "problem: split_settings does not set MIDDLEWARE, so Django's default (empty) is audited"
     assert (said in " ".join(done.stdout.split())) is not sets_it
+
+
+#: What a project's exception text can carry: clear the screen, set the window title.
+CONTROL = "\x1b[2J\x1b]0;owned\x07"
+#: ... and how the one line on stderr writes it (as hopwatch report escapes a path).
+ESCAPED = "\\x1b[2J\\x1b]0;owned\\x07"
+
+
+@pytest.mark.parametrize(
+    ("files", "module", "expected"),
+    [
+        (
+            {
+                "mw_settings.py": 'SECRET_KEY = "x"\nMIDDLEWARE = ["evil_mw.Anything"]\n',
+                "evil_mw.py": f"raise RuntimeError('bad FEATURE_FLAGS=' + {CONTROL!r})\n",
+            },
+            "mw_settings",
+            "cannot import middleware 'evil_mw.Anything': RuntimeError: bad FEATURE_FLAGS="
+            + ESCAPED,
+        ),
+        (
+            {"bad_settings.py": f"raise ValueError('DATABASE_URL is invalid: ' + {CONTROL!r})\n"},
+            "bad_settings",
+            "cannot load the settings 'bad_settings': ValueError: DATABASE_URL is invalid: "
+            + ESCAPED,
+        ),
+    ],
+    ids=["middleware", "settings"],
+)
+def test_the_projects_control_characters_reach_stderr_escaped(
+    tmp_path: Path, files: dict[str, str], module: str, expected: str
+) -> None:
+    """Before: the exception's text went to stderr as it was, its escape sequences
+    cleared the user's screen and set the terminal's title."""
+    for name, source in files.items():
+        (tmp_path / name).write_text(source)
+    done = _audit_settings(tmp_path, module)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"hopwatch audit: error: {expected}\n"

@@ -18,10 +18,11 @@ from typing import IO, Any, Final, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 2 (no usage dump)."""
+    """Usage errors as one line on stderr, escaped (:func:`printable`), and exit status 2
+    (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")
 
 
 #: A space a wrap keeps: between a number and its unit ("509 µs", "13.23 s").
@@ -188,9 +189,20 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return convert
 
 
+def printable(message: str) -> str:
+    """``message`` safe for a terminal, as one line: control characters (every ANSI
+    escape sequence, a newline), format characters and the rest the report escapes in
+    what it prints from a log (``hopwatch.report.text.clean``) become visible escapes
+    such as ``\\x1b``. For text that may carry the project's words (an exception's
+    message, a path) on its way to stderr."""
+    from hopwatch.report.text import clean  # standard library only; not at import
+
+    return clean(message)
+
+
 def usage_error(command: str, message: str) -> int:
-    """One line on stderr; the exit status of a usage error."""
-    print(f"hopwatch {command}: error: {message}", file=sys.stderr)
+    """One line on stderr, escaped (:func:`printable`); the exit status of a usage error."""
+    print(f"hopwatch {command}: error: {printable(message)}", file=sys.stderr)
     return 2
 
 
@@ -203,6 +215,7 @@ __all__ = [
     "has_rich",
     "is_terminal",
     "os_error_reason",
+    "printable",
     "rich_missing",
     "rich_width",
     "silence_stdout",

@@ -8,7 +8,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hopwatch import audit
-from hopwatch._cli import has_rich, rich_missing, terminal_width, tolerate_narrow_encodings
+from hopwatch._cli import (
+    has_rich,
+    printable,
+    rich_missing,
+    terminal_width,
+    tolerate_narrow_encodings,
+)
 from hopwatch.audit.command import samples_type
 from hopwatch.audit.traffic import from_logs
 
@@ -59,7 +65,8 @@ class Command(BaseCommand):
             if options["logs"]:
                 report.traffic = from_logs(options["logs"])
         except audit.AuditError as exc:
-            raise CommandError(str(exc), returncode=2) from None
+            # escaped as the hopwatch command's one line is: the project's words in it
+            raise CommandError(printable(str(exc)), returncode=2) from None
         audit.measure_host(report, options["samples"])
         buffer = io.StringIO()
         if format_name == "rich":
