@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import AsyncClient, override_settings
 
 from hopwatch import audit
@@ -362,6 +364,22 @@ def test_logs_that_cannot_be_read_are_one_line_and_status_2(capsys, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("hopwatch audit: error: --logs: ") for line in err)
     assert "no hopwatch request with a resolved view" in err[1]
+
+
+def test_logs_naming_an_empty_directory_say_it_holds_no_file(capsys, tmp_path):
+    """Before: "--logs: no hopwatch request with a resolved view in " and nothing after it:
+    the empty directory read no file, and the message joined the names of none."""
+    empty = tmp_path / "logs"
+    empty.mkdir()
+    (empty / ".hidden.log").write_text("not read, as hopwatch report reads a directory\n")
+    assert audit.main(["--samples", "1", "--logs", str(empty)]) == 2
+    assert capsys.readouterr().err == (
+        f"hopwatch audit: error: --logs: read 0 files: {empty} holds no file to read\n"
+    )
+    with pytest.raises(CommandError) as raised:
+        call_command("hopwatch_audit", "--samples", "1", "--logs", str(empty), str(empty))
+    assert str(raised.value) == f"--logs: read 0 files: {empty}, {empty} hold no file to read"
+    assert raised.value.returncode == 2
 
 
 def test_only_the_first_two_changes_say_what_they_do_to_each_kind_of_request(capsys):

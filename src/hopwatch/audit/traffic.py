@@ -74,6 +74,10 @@ def from_logs(paths: Sequence[str]) -> Traffic:
         partial = parallel.read_all(sources, Filters())
     except inputs.InputError as exc:
         raise AuditError(f"--logs: {exc}") from None
+    if not sources:  # empty directories (hidden files are not read, as by hopwatch report)
+        named = ", ".join(paths)
+        holds = "holds" if len(paths) == 1 else "hold"
+        raise AuditError(f"--logs: read 0 files: {named} {holds} no file to read")
     counts: dict[tuple[str, str], float] = {}
     overhead = hops = logged = no_view = 0.0
     for (kind, _method, _route, _view), stats in partial.endpoints.items():
