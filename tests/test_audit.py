@@ -469,6 +469,48 @@ def test_a_middleware_django_leaves_out_gets_no_advice():
     assert [line[:4] for line in how_to if line.startswith("[")] == ["[A] "]
 
 
+#: (class name, whether its get_response was async) for each build of the Built* below
+BUILDS: list[tuple[str, bool]] = []
+
+
+class BuiltSyncOnly:
+    def __init__(self, get_response):
+        BUILDS.append((type(self).__name__, iscoroutinefunction(get_response)))
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+class BuiltAsyncOnly(BuiltSyncOnly):
+    sync_capable = False
+    async_capable = True
+
+
+class BuiltMixin(MiddlewareMixin):
+    def __init__(self, get_response):
+        BUILDS.append((type(self).__name__, iscoroutinefunction(get_response)))
+        super().__init__(get_response)
+
+
+def test_each_middleware_is_built_once_per_mode_it_runs_in():
+    """Before: built once per interface, twice each (docs/audit.md said once). Now once
+    per mode, with the kind of get_response Django would give it there: the sync-only
+    and async-only ones once; the mixin twice, async under ASGI and sync under WSGI;
+    the mixin below a sync-only one runs sync under both: once."""
+    BUILDS.clear()
+    predicted([mw("BuiltSyncOnly"), mw("BuiltAsyncOnly"), mw("BuiltMixin")])
+    assert BUILDS == [
+        ("BuiltMixin", True),
+        ("BuiltAsyncOnly", True),
+        ("BuiltSyncOnly", False),
+        ("BuiltMixin", False),
+    ]
+    BUILDS.clear()
+    predicted([mw("BuiltMixin"), mw("BuiltSyncOnly")])
+    assert BUILDS == [("BuiltSyncOnly", False), ("BuiltMixin", False)]
+
+
 def test_neither_capable_is_an_error():
     with pytest.raises(audit.AuditError, match="NeitherMiddleware"):
         predicted([mw("NeitherMiddleware")])

@@ -2,8 +2,9 @@
 
 :func:`gather` imports each middleware and instantiates it exactly as
 ``BaseHandler.load_middleware`` would (a ``MiddlewareNotUsed`` leaves it out),
-recording only facts (flags, hooks, which hooks are async, and the crossings
-its own code makes where :data:`OWN_CODE` knows that code). The model
+once per mode it runs in under ASGI and WSGI, recording only facts (flags,
+hooks, which hooks are async, and the crossings its own code makes where
+:data:`OWN_CODE` knows that code). The model
 (:mod:`hopwatch.audit.model`) computes from these facts alone. Django is
 imported when these functions run, never when this module is imported.
 """
@@ -313,8 +314,24 @@ def _own_code(factory: Any) -> tuple[tuple[OwnHop, ...], tuple[Note, ...]]:
     return (), ()
 
 
+def _build(
+    factory: Any, is_async: bool, not_used: type[Exception]
+) -> tuple[Any, bool, Note | None]:
+    """``factory`` built with a stand-in ``get_response`` of the mode it runs in: the
+    instance (None if not built), whether Django uses it (``not_used`` not raised), and
+    the note when it could not be built."""
+    try:
+        return factory(_dummy_get_response(is_async)), True, None
+    except not_used:
+        return None, False, None
+    except Exception as exc:
+        text = f"could not be instantiated here ({_one_line(exc)}): hooks not inspected"
+        return None, True, Note(NOTE_NOT_BUILT, text)
+
+
 def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
-    """Import and instantiate each middleware as ``load_middleware`` would, for both modes.
+    """Import and instantiate each middleware as ``load_middleware`` would, for both
+    interfaces: once per mode it runs in (twice where ASGI runs it async and WSGI sync).
 
     Raises :class:`AuditError` (one line) for a path that does not import or a
     middleware Django would refuse to load.
@@ -328,26 +345,25 @@ def gather(paths: Sequence[str]) -> list[MiddlewareFacts]:
     instances: list[Any] = [None] * len(paths)
     used = {ASGI: [True] * len(paths), WSGI: [True] * len(paths)}
     notes: list[list[Note]] = [[] for _ in paths]
+    # Each entry built once per mode it runs in (the kind of get_response Django gives
+    # it): where both interfaces run it in the same mode, the one build answers for both,
+    # as the one load_middleware of a server would.
+    built: list[dict[bool, tuple[Any, bool, Note | None]]] = [{} for _ in paths]
     for interface in INTERFACES:
         handler_is_async = interface == ASGI
         for index in reversed(range(len(paths))):
             can_sync, can_async = flags[index]
             is_async = False if (not handler_is_async and can_sync) else can_async
-            try:
-                instance = factories[index](_dummy_get_response(is_async))
-            except MiddlewareNotUsed:
+            if is_async not in built[index]:
+                built[index][is_async] = _build(factories[index], is_async, MiddlewareNotUsed)
+            instance, is_used, note = built[index][is_async]
+            if not is_used:
                 used[interface][index] = False
                 continue
-            except Exception as exc:
-                note = Note(
-                    NOTE_NOT_BUILT,
-                    f"could not be instantiated here ({_one_line(exc)}): hooks not inspected",
-                )
-                if note not in notes[index]:
-                    notes[index].append(note)
-            else:
-                if instances[index] is None:
-                    instances[index] = instance
+            if note is not None and note not in notes[index]:
+                notes[index].append(note)
+            if instance is not None and instances[index] is None:
+                instances[index] = instance
             handler_is_async = is_async
 
     facts = []
