@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.test import AsyncClient, override_settings
 
 from hopwatch import audit
@@ -24,7 +25,7 @@ from tests.helpers import (
     sites,
     wsgi_request,
 )
-from tests.test_audit import STACKS
+from tests.test_audit import STACKS, both_function_middleware, measure
 
 HOPWATCH = "hopwatch.middleware.HopwatchMiddleware"
 STARTPROJECT = [HOPWATCH, *settings.DEFAULT_MIDDLEWARE]
@@ -414,6 +415,75 @@ def test_the_chain_wide_change_names_the_last_middleware_django_uses(db):
         " ASGI, one crossing in and one out instead of a hop per hook"
     )
     assert first.hops[("asgi", "async_view")] == (15, 5)
+
+
+class SyncXFrameOptionsMiddleware(XFrameOptionsMiddleware):
+    """What the chain-wide change says to list in XFrameOptionsMiddleware's place."""
+
+    async_capable = False
+
+
+def sync_both_function_middleware(get_response):
+    """What the chain-wide change says to list in place of a function middleware: a plain
+    function (no flags: sync only) that returns it."""
+    return both_function_middleware(get_response)
+
+
+ASYNC_ONLY = "tests.testapp.middleware.AsyncOnlyMiddleware"
+
+
+def _measured_hops(stack):
+    """Per (interface, view kind): the crossings of one real request, through Django's
+    ASGIHandler and WSGIHandler."""
+    found = {}
+    for interface, kind in changes.CELLS:
+        path = "/async/" if kind == "async_view" else "/sync/"
+        found[(interface, kind)] = len(measure(interface, path, stack))
+    return found
+
+
+def test_the_chain_wide_change_is_offered_above_async_only_middleware_listed_last(db):
+    """Before: with an async-only middleware last, the chain-wide change was not offered
+    (only the last entry was considered, only when sync and async capable), though making
+    the one above it sync-only takes startproject's 15 crossings to 5, measured."""
+    stack = [*STARTPROJECT, ASYNC_ONLY]
+    report = audited(stack)
+    (chain,) = [item.change for item in ranked(report) if item.change.key == changes.SYNC_CHAIN]
+    assert chain.position == 8
+    assert chain.what == (
+        "list a subclass of XFrameOptionsMiddleware (#8, the last in MIDDLEWARE that can run"
+        " sync; #9 AsyncOnlyMiddleware below it is async only) with async_capable = False in"
+        " its place: Django then runs every middleware down to it sync under ASGI, one"
+        " crossing in and one out instead of a hop per hook"
+    )
+    assert chain.hops == {
+        ("asgi", "async_view"): (15, 5),
+        ("asgi", "sync_view"): (16, 6),
+        ("wsgi", "async_view"): (15, 3),
+        ("wsgi", "sync_view"): (14, 2),
+    }
+    changed = [*stack[:8], f"{__name__}.SyncXFrameOptionsMiddleware", ASYNC_ONLY]
+    assert _measured_hops(stack) == {cell: hops[0] for cell, hops in chain.hops.items()}
+    assert _measured_hops(changed) == {cell: hops[1] for cell, hops in chain.hops.items()}
+
+
+def test_the_chain_wide_change_for_a_function_middleware_says_to_wrap_it_not_subclass_it(db):
+    """Before: "list a subclass of both_function_middleware", a function (no class to
+    subclass). Now a plain function that returns it, which saves what was predicted,
+    measured."""
+    stack = [*STARTPROJECT, "tests.test_audit.both_function_middleware"]
+    chain = ranked(audited(stack))[0].change
+    assert (chain.key, chain.position) == (changes.SYNC_CHAIN, 9)
+    assert chain.what == (
+        "list in place of both_function_middleware (#9, the last in MIDDLEWARE) a plain"
+        " function that returns both_function_middleware(get_response) (Django runs a"
+        " function without flags sync only): Django then runs the whole chain sync under"
+        " ASGI, one crossing in and one out instead of a hop per hook"
+    )
+    assert chain.hops[("asgi", "async_view")] == (15, 5)
+    changed = [*stack[:8], f"{__name__}.sync_both_function_middleware"]
+    assert _measured_hops(stack) == {cell: hops[0] for cell, hops in chain.hops.items()}
+    assert _measured_hops(changed) == {cell: hops[1] for cell, hops in chain.hops.items()}
 
 
 #: A sync and async capable middleware with a sync process_view (``VendorViewMiddleware``).

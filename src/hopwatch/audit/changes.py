@@ -4,10 +4,12 @@ Each candidate is the same ``MIDDLEWARE`` with one change, simulated by the
 model for both interfaces and both kinds of view (:func:`candidates`, pure):
 
 * **the whole chain sync**: a subclass of the last middleware with
-  ``async_capable = False`` listed in its place. Django then runs every
-  middleware sync under ASGI: one crossing in and one out instead of a hop per
-  ``MiddlewareMixin`` hook (startproject's stack: 15 -> 5 per async-view
-  request), but each request holds a worker thread;
+  ``async_capable = False`` listed in its place (for a function middleware, a
+  plain function that calls it). Django then runs every middleware sync under
+  ASGI: one crossing in and one out instead of a hop per ``MiddlewareMixin``
+  hook (startproject's stack: 15 -> 5 per async-view request), but each request
+  holds a worker thread. Where the last ones are async only, the last one that
+  can run sync is the one: every middleware down to it then runs sync;
 * **sync views under WSGI**: the requests to sync views served by a WSGI
   server (none under a sync-capable stack; an async-only middleware keeps
   crossings there, and a new event loop per request: then it is a trade);
@@ -25,6 +27,7 @@ crossing measured in the logs, else this host's hop tax per adapter kind.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -153,6 +156,42 @@ def _under_wsgi(sync_view: tuple[int, dict[str, int], bool]) -> str:
     return words
 
 
+def _chain_sync(
+    facts: Sequence[MiddlewareFacts], entries: Sequence[EntryAudit]
+) -> tuple[int, str] | None:
+    """The entry to make sync-only for the chain-wide change, and the line saying how:
+    the lowest entry Django uses that can run sync with only async-only ones below it
+    (sync-only, it makes Django run every middleware down to it sync under ASGI). None
+    when there is none, or it already is sync-only (the chain is sync down to it)."""
+    used = [i for i, entry in enumerate(entries) if entry.modes[ASGI] is not None]
+    below = list(itertools.takewhile(lambda i: not facts[i].sync_capable, reversed(used)))
+    rest = used[: len(used) - len(below)]
+    if not rest or not facts[rest[-1]].async_capable:
+        return None
+    index = rest[-1]
+    fact = facts[index]
+    name = _name(fact)
+    if below:
+        async_only = ", ".join(f"#{i + 1} {_name(facts[i])}" for i in reversed(below))
+        where = f"#{index + 1}, the last in MIDDLEWARE that can run sync; {async_only} below it"
+        where += " is async only" if len(below) == 1 else " are async only"
+        effect = "every middleware down to it"
+    else:
+        where = f"#{index + 1}, the last in MIDDLEWARE"
+        effect = "the whole chain"
+    if fact.kind in ("mixin", "class"):
+        how = f"list a subclass of {name} ({where}) with async_capable = False in its place"
+    else:  # a function (or callable) cannot be subclassed: a sync-only one that calls it
+        how = (
+            f"list in place of {name} ({where}) a plain function that returns"
+            f" {name}(get_response) (Django runs a function without flags sync only)"
+        )
+    return index, (
+        f"{how}: Django then runs {effect} sync under ASGI, one crossing in and one out"
+        " instead of a hop per hook"
+    )
+
+
 def candidates(
     facts: Sequence[MiddlewareFacts], entries: Sequence[EntryAudit], request_started: int
 ) -> list[Change]:
@@ -163,23 +202,12 @@ def candidates(
     def variant(index: int, changed: MiddlewareFacts) -> Simulated:
         return _simulated([*facts[:index], changed, *facts[index + 1 :]], request_started)
 
-    used = [i for i, entry in enumerate(entries) if entry.modes[ASGI] is not None]
-    if used:
-        last = used[-1]
-        fact = facts[last]
-        if fact.async_capable and fact.sync_capable:
-            sync_last = sync_only(fact)
-            found.append(
-                _change(
-                    SYNC_CHAIN,
-                    f"list a subclass of {_name(fact)} (#{last + 1}, the last in MIDDLEWARE) with"
-                    " async_capable = False in its place: Django then runs the whole chain"
-                    " sync under ASGI, one crossing in and one out instead of a hop per hook",
-                    last + 1,
-                    before,
-                    variant(last, sync_last),
-                )
-            )
+    chain_sync = _chain_sync(facts, entries)
+    if chain_sync is not None:
+        index, what = chain_sync
+        found.append(
+            _change(SYNC_CHAIN, what, index + 1, before, variant(index, sync_only(facts[index])))
+        )
     wsgi_sync = dict(before)
     wsgi_sync[(ASGI, "sync_view")] = before[(WSGI, "sync_view")]
     found.append(
