@@ -154,3 +154,17 @@ def test_the_projects_control_characters_reach_stderr_escaped(
     done = _audit_settings(tmp_path, module)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"hopwatch audit: error: {expected}\n"
+
+
+def test_the_one_line_escapes_every_character_as_the_report_does() -> None:
+    """hopwatch._cli imports only the standard library, so it keeps its own copy of the
+    rule by which the report escapes what it prints (hopwatch.report.text.clean): the two
+    agree on every code point."""
+    from hopwatch._cli import printable
+    from hopwatch.report.text import clean
+
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    assert printable(every) == clean(every)
+    assert printable("caf\u00e9 \u65e5\U0001f600 \x1b[2J\u202e\u200b\x85") == (
+        "caf\u00e9 \u65e5\U0001f600 \\x1b[2J\\u202e\\u200b\\x85"
+    )

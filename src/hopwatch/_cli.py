@@ -189,15 +189,34 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return convert
 
 
+#: What :func:`printable` escapes, by Unicode general category, and the letters that draw
+#: nothing: the rule of ``hopwatch.report.text.clean``, by which the report escapes what
+#: it prints from a log (a path on stderr among it). Kept here too because this module
+#: imports only the standard library (tests/report/test_boundaries.py); a test checks
+#: the two agree on every code point.
+_ESCAPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_BLANK: Final = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0})
+
+
+def _escaped(char: str) -> str:
+    import unicodedata
+
+    code = ord(char)
+    if code not in _BLANK and unicodedata.category(char) not in _ESCAPED_CATEGORIES:
+        return char
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def printable(message: str) -> str:
     """``message`` safe for a terminal, as one line: control characters (every ANSI
     escape sequence, a newline), format characters and the rest the report escapes in
-    what it prints from a log (``hopwatch.report.text.clean``) become visible escapes
-    such as ``\\x1b``. For text that may carry the project's words (an exception's
-    message, a path) on its way to stderr."""
-    from hopwatch.report.text import clean  # standard library only; not at import
-
-    return clean(message)
+    what it prints from a log become visible escapes such as ``\\x1b``. For text that
+    may carry the project's words (an exception's message, a path) on its way to stderr."""
+    if message.isascii() and message.isprintable():
+        return message
+    return "".join(_escaped(char) for char in message)
 
 
 def usage_error(command: str, message: str) -> int:
