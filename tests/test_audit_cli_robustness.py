@@ -157,9 +157,8 @@ def test_the_projects_control_characters_reach_stderr_escaped(
 
 
 def test_the_one_line_escapes_every_character_as_the_report_does() -> None:
-    """hopwatch._cli imports only the standard library, so it keeps its own copy of the
-    rule by which the report escapes what it prints (hopwatch.report.text.clean): the two
-    agree on every code point."""
+    """A one-line error and the report (hopwatch.report.text.clean, with its cached
+    table) escape every code point alike: one rule, hopwatch._cli.escaped."""
     from hopwatch._cli import printable
     from hopwatch.report.text import clean
 

@@ -189,16 +189,24 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return convert
 
 
-#: What :func:`printable` escapes, by Unicode general category, and the letters that draw
-#: nothing: the rule of ``hopwatch.report.text.clean``, by which the report escapes what
-#: it prints from a log (a path on stderr among it). Kept here too because this module
-#: imports only the standard library (tests/report/test_boundaries.py); a test checks
-#: the two agree on every code point.
+#: Escaped, by Unicode general category: controls (Cc: C0, DEL, C1, so every ANSI escape
+#: sequence), format characters (Cf: bidi controls, zero-width characters and joiners,
+#: the soft hyphen, Arabic number signs, interlinear annotation, tag characters...), the
+#: line and paragraph separators (Zl, Zp), surrogates (Cs), private use (Co), and
+#: unassigned code points (Cn: this Python's Unicode knows neither whether they show nor
+#: how wide they are; an older Python escapes the few a newer one knows, never fewer).
 _ESCAPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: ... and the letters and marks of other categories that draw nothing (Unicode's
+#: default-ignorable code points outside Cf, but for the variation selectors that
+#: emoji need): the combining grapheme joiner, the Khmer inherent vowels, the Hangul
+#: fillers.
 _BLANK: Final = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0})
 
 
-def _escaped(char: str) -> str:
+def escaped(char: str) -> str:
+    """``char`` as printed from a log or the project's words: itself, or a visible escape
+    (``\\x1b``, ``\\u200b``) when it could drive a terminal or draws nothing. The one
+    rule of what hopwatch escapes (``hopwatch.report.text.clean`` and :func:`printable`)."""
     import unicodedata
 
     code = ord(char)
@@ -216,7 +224,7 @@ def printable(message: str) -> str:
     may carry the project's words (an exception's message, a path) on its way to stderr."""
     if message.isascii() and message.isprintable():
         return message
-    return "".join(_escaped(char) for char in message)
+    return "".join(escaped(char) for char in message)
 
 
 def usage_error(command: str, message: str) -> int:
@@ -231,6 +239,7 @@ __all__ = [
     "Parser",
     "argv_text",
     "auto_format",
+    "escaped",
     "has_rich",
     "is_terminal",
     "os_error_reason",

@@ -5,7 +5,7 @@ names, request ids, file names) goes through :func:`clean` first: control
 characters (C0, DEL, C1, so every ANSI escape sequence), Unicode format characters
 (bidi controls, zero-width ones, tags...), line and paragraph separators, lone
 surrogates, private-use and unassigned code points, and the few letters that draw
-nothing are replaced by visible escapes such as ``\\x1b`` (_ESCAPED_CATEGORIES).
+nothing are replaced by visible escapes such as ``\\x1b`` (``hopwatch._cli.escaped``).
 Markdown and CSV add their own escaping on top.
 """
 
@@ -18,26 +18,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
-#: Escaped, by Unicode general category: controls (Cc: C0, DEL, C1, so every ANSI escape
-#: sequence), format characters (Cf: bidi controls, zero-width characters and joiners,
-#: the soft hyphen, Arabic number signs, interlinear annotation, tag characters...), the
-#: line and paragraph separators (Zl, Zp), surrogates (Cs), private use (Co), and
-#: unassigned code points (Cn: this Python's Unicode knows neither whether they show nor
-#: how wide they are; an older Python escapes the few a newer one knows, never fewer).
-_ESCAPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-#: ... and the letters and marks of other categories that draw nothing (Unicode's
-#: default-ignorable code points outside Cf, but for the variation selectors that
-#: emoji need): the combining grapheme joiner, the Khmer inherent vowels, the Hangul
-#: fillers.
-_BLANK: Final = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0})
+from hopwatch._cli import escaped
+
 #: Code points whose answer is remembered (the rest are looked up each time they come).
 _REMEMBERED: Final = 1 << 16
-
-
-def _escape(code: int) -> str:
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class _EscapeTable(dict[int, int | str]):
@@ -46,8 +30,8 @@ class _EscapeTable(dict[int, int | str]):
     (a table of all 1,114,112 code points would cost a second and 100 MB to build)."""
 
     def __missing__(self, code: int) -> int | str:
-        escaped = code in _BLANK or unicodedata.category(chr(code)) in _ESCAPED_CATEGORIES
-        value: int | str = _escape(code) if escaped else code
+        escape = escaped(chr(code))  # the rule (hopwatch._cli.escaped)
+        value: int | str = code if len(escape) == 1 else escape
         if len(self) < _REMEMBERED:
             self[code] = value
         return value
