@@ -144,11 +144,11 @@ def test_the_legend_explains_each_column_and_can_be_left_out():
     assert "columns:" not in rendered(doc, 120, legend=False)
 
 
-def _pty_run(width: int, path: Path) -> list[str]:
+def _pty_run(width: int, path: Path, *options: str) -> list[str]:
     """``hopwatch report`` in a real terminal (a pty) ``width`` columns wide."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(PYTHONPATH=str(SRC), TERM="xterm-256color")
-    command = [sys.executable, "-m", "hopwatch", "report", str(path)]
+    command = [sys.executable, "-m", "hopwatch", "report", str(path), *options]
     status, output, stderr = in_terminal(command, env, columns=width)
     assert status == 0, stderr
     text = ANSI.sub("", output.decode())
@@ -163,6 +163,20 @@ def test_in_a_real_terminal(tmp_path, width):
     output = _pty_run(width, log)
     assert max(len(text) for text in output) <= width
     header, rows = table_part(output)
+    assert len(rows) == len(ROUTES) and "ovh/req" in header
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_format_text_in_a_real_terminal_fits_it_too(tmp_path, width):
+    """--format text on a terminal is the plain table fitted to it, as auto without rich
+    (it was every column, at full width: lines of 600 characters on 80 columns)."""
+    log = tmp_path / "app.log"
+    texts = [text for index, route in enumerate(ROUTES) for text in lines_for(route, index)]
+    log.write_text("\n".join(texts) + "\n")
+    output = _pty_run(width, log, "--format", "text")
+    assert max(len(text) for text in output) <= width
+    (header,) = [text for text in output if text.startswith("#  endpoint ")]
+    rows = [text for text in output if re.match(r"\d+  GET /", text)]
     assert len(rows) == len(ROUTES) and "ovh/req" in header
 
 

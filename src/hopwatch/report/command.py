@@ -298,8 +298,8 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
     width = None
     if format_name == "auto":
         format_name = auto_format(target.stream)
-        if format_name == "text" and is_terminal(target.stream):
-            width = terminal_width()  # no rich: the plain table, fitted as rich's is
+    if format_name == "text" and is_terminal(target.stream):
+        width = terminal_width()  # the plain table on a terminal, fitted as rich's is
     problem = visual.nothing_to_draw(format_name, document, partial)
     if problem is not None:
         print(f"hopwatch report: {problem}", file=sys.stderr)
