@@ -3,7 +3,8 @@
 The page needs nothing at view time: its CSS and its few lines of JavaScript
 (sortable tables) are inline, the charts are SVG drawn by
 :mod:`~hopwatch.report.svg`, and a Content-Security-Policy forbids loading
-anything and runs only the page's own script (by its nonce). Sections:
+anything and runs only the page's own script (by its hash: the same page for the same
+input, every run). Sections:
 
 * the ranked endpoints, with per endpoint a bar of crossing overhead then work in
   crossings against the request's time, pinned time below it, and a sparkline of
@@ -26,7 +27,8 @@ id="hopwatch-report">``), for tools. Everything from a log is escaped by
 
 from __future__ import annotations
 
-import secrets
+import base64
+import hashlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata, resources
@@ -93,6 +95,15 @@ def _version() -> str:
 
 def _asset(name: str) -> str:
     return resources.files("hopwatch.report").joinpath("assets", name).read_text("utf-8")
+
+
+def script_source(script: str) -> str:
+    """The Content-Security-Policy source that lets the inline ``script`` run and no
+    other: its SHA-256 (a nonce would make every run's page differ). A browser hashes
+    the element's text as parsed, in UTF-8: a carriage return is a newline there."""
+    text = script.replace("\r\n", "\n").replace("\r", "\n")
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
 
 
 def _num(value: float | None) -> str:
@@ -748,10 +759,10 @@ def render_html(
         whose = row["label"]
         mine = row_group(row, by)
         groups = {key: stats for key, stats in groups.items() if key == mine}
-    nonce = secrets.token_urlsafe(18)  # the page's script runs; nothing else can
+    script = _asset("page.js")
     policy = (
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-        f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'"
+        f"script-src {script_source(script)}; base-uri 'none'; form-action 'none'"
     )
     title = _heading(document, _first_strong_isolated)
     heading = _heading(document, bdi)
@@ -792,6 +803,6 @@ def render_html(
         " the crossings (nested crossings counted once); pinned time overlaps both. See"
         " docs/report.md in hopwatch's source distribution.</footer>"
         f'<script type="application/json" id="hopwatch-report">{script_json(document)}'
-        f'</script><script nonce="{nonce}">{_asset("page.js")}</script>'
+        f"</script><script>{script}</script>"
         "</body></html>\n"
     )
