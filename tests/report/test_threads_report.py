@@ -11,7 +11,7 @@ from hopwatch.report import render, threads
 from hopwatch.report.aggregate import Partial
 from hopwatch.report.scan import Filters, Scanner
 from tests.report.samples import line
-from tests.report.test_aggregate import document, scan
+from tests.report.test_aggregate import ROOT, document, scan
 
 
 def process_line(minute: str, second: int = 0, pid: int = 1, **fields: Any) -> str:
@@ -290,3 +290,36 @@ def test_the_label_takes_the_room_a_column_leaves():
     assert header.split()[-1] == "conn/req"  # the last column (max) left
     assert len(row) == 80 and row.startswith("1  GET /api/v")  # the label filled the room
     assert "…" in row.split()[2]
+
+
+#: Objects whose keys are data (a status, a reason, a part's name), not fields.
+_DATA_KEYED = {"statuses", "interfaces", "skipped_by_reason", "filtered_by_reason", "parts_lost"}
+
+
+def _keys(value: Any) -> set[str]:
+    keys: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            keys.add(key)
+            if key not in _DATA_KEYED:
+                keys |= _keys(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            keys |= _keys(inner)
+    return keys
+
+
+def test_every_field_of_the_json_is_in_its_documentation():
+    """docs/report.md, "The JSON output", names every field of the document: a row's
+    ``concurrency`` and ``pool_over_time`` with their items too (they were not)."""
+    section = (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+    section = section[section.index("## The JSON output") : section.index("## Percentiles")]
+    lines = [
+        line(request_id="a", max_in_flight=2, concurrent_ms=1.5, db_connections=1),
+        process_line("00"),
+        process_line("01", pid=2),
+    ]
+    doc = document(scan(lines))
+    assert doc["rows"][0]["concurrency"] is not None and doc["pool_over_time"] is not None
+    named = [key for key in _keys(doc) if f"`{key}" in section or f"{key}`" in section]
+    assert sorted(_keys(doc).difference(named)) == []
