@@ -4,14 +4,18 @@ documented exit status, no traceback, and nothing damaged (docs/report.md)."""
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import lzma
 import os
+import select
 import shlex
+import signal
 import stat
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -722,3 +726,73 @@ def test_output_before_a_glob_does_not_replace_a_platforms_export_the_report_rea
         first.write_text(content)
         assert json.loads(run_cli(first, "--format", "json").out)["summary"]["records"] == 1
         _assert_refused_as_a_log(run_cli, first, other, content)
+
+
+# --- the command's own streams and signals ---------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one whose new parent, a container's PID 1, never reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _big_log(path: Path, megabytes: int) -> None:
+    """A log of many endpoints: a reader's result (a pickled Partial) is far larger than
+    a pipe's buffer."""
+    block = "".join(
+        line(route=f"/r{index}/<int:pk>/", request_id=f"{index:016x}") + "\n"
+        for index in range(1000)
+    )
+    with open(path, "w", encoding="utf-8") as file:
+        for _ in range(megabytes * 1024 * 1024 // len(block) + 1):
+            file.write(block)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("signal_name", ["SIGKILL"])
+def test_readers_end_when_the_main_process_is_killed(tmp_path: Path, signal_name: str) -> None:
+    """``kill`` or subprocess.run(timeout=) on a --jobs 2 report: its reader process
+    ends, and so does a pipeline reading the report (the reader stayed blocked for ever
+    sending its result, holding the report's stdout open: ``| cat`` never ended)."""
+    big = tmp_path / "big.log"
+    _big_log(big, 16)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hopwatch", "report", str(big), "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+    )  # fmt: skip
+    assert process.stdout is not None
+    readers: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not (readers := _children(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert readers and process.poll() is None
+        time.sleep(0.2)  # the readers are reading
+        process.send_signal(getattr(signal, signal_name))
+        status = process.wait(timeout=20)
+        # stdout at its end: nobody else holds the pipe
+        ready, _, _ = select.select([process.stdout], [], [], 5)
+        assert ready and process.stdout.read() == b""
+        deadline = time.monotonic() + 15
+        while any(map(_running, readers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in readers if _running(pid)] == []
+        assert status == (-signal.SIGKILL if signal_name == "SIGKILL" else 143)
+        assert process.stderr is not None and process.stderr.read() == b""
+    finally:
+        for pid in {process.pid, *readers, *_children(process.pid)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()

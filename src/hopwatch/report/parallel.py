@@ -180,9 +180,21 @@ def _claim_and_read(
 
 
 def _child(
-    pieces: list[Piece], counter: Any, filters: Filters, connection: Connection, extra: Extra
+    pieces: list[Piece],
+    counter: Any,
+    filters: Filters,
+    connection: Connection,
+    extra: Extra,
+    inherited: tuple[Connection, ...] = (),
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # its terminate(), not the CLI's handler
+    # The read ends of the result pipes a fork copied from the parent (this one's own
+    # and earlier readers'): with them open here, a parent ended by a signal leaves this
+    # process blocked for ever sending its result. Closed, sending fails, and it ends.
+    for receiver in inherited:
+        receiver.close()
+    _detach_stdout()  # a pipeline reading the report ends when the report does
     try:
         partial = _partial(extra)
         scanner = Scanner(_partial(extra), filters)
@@ -192,8 +204,22 @@ def _child(
         result = ("error", str(exc))
     except Exception as exc:
         result = ("error", f"internal error in a reader process: {exc!r}")
-    connection.send(result)
-    connection.close()
+    try:
+        connection.send(result)
+        connection.close()
+    except OSError:  # the parent is gone (ended by a signal): nobody to tell
+        pass
+
+
+def _detach_stdout() -> None:
+    """A reader writes nothing on stdout: /dev/null there, so that the report's stdout
+    (a pipe into ``| cat``) is held by the main process alone."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def _context() -> Any:
@@ -221,12 +247,17 @@ def read_all(
         return read_pieces([Piece(source) for source in sources], filters, extra)
     context = _context()
     counter = context.Value("q", 0)  # the next piece to claim, shared by every process
-    children = []
+    children: list[tuple[Any, Connection]] = []
     try:
         for _ in range(processes - 1):
             receiver, sender = context.Pipe(duplex=False)
+            # a forked reader closes the read ends it got (spawn passes none)
+            forked = context.get_start_method() == "fork"
+            inherited = (receiver, *(other for _, other in children)) if forked else ()
             process = context.Process(
-                target=_child, args=(shared, counter, filters, sender, extra), daemon=True
+                target=_child,
+                args=(shared, counter, filters, sender, extra, inherited),
+                daemon=True,
             )
             process.start()
             sender.close()
