@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final, TextIO, cast
 
 from hopwatch._cli import (
     UTF8_FORMATS,
     Parser,
+    os_error_reason,
     silence_stdout,
     tolerate_narrow_encodings,
     wrap,
@@ -80,10 +84,16 @@ class _Version(argparse.Action):
         )
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        # before main() would: a load error naming a non-ASCII path, on an ASCII stdout
+        tolerate_narrow_encodings()
         try:
             print(version_text(), flush=True)
         except BrokenPipeError:  # `hopwatch --version | true`: as the commands, no traceback
             silence_stdout()
+        except OSError as exc:  # `> /dev/full`: one line and status 2, as the commands
+            silence_stdout()  # what is still buffered goes nowhere: no second error at exit
+            reason = os_error_reason(exc)
+            parser.exit(2, f"hopwatch: cannot write the version to standard output: {reason}\n")
         parser.exit()
 
 
@@ -107,23 +117,86 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM during ``hopwatch report``: unwinds it (its reader processes are stopped
+    on the way out), then status 143, as the signal's own would be."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+class _Messages:
+    """``sys.stderr`` while a command runs: a message it cannot write (stderr a pipe whose
+    reader is gone, as in ``2>&1 | head -0``, or a full disk) is dropped, and leaves the
+    exit status the command's own (Python's error would make it 1, "no hopwatch records").
+    Everything but writing is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._drop()
+
+    def _drop(self) -> None:
+        # what is still buffered, and what comes after, goes to /dev/null: nothing fails
+        # again (at exit neither)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # the subcommand is the first word that is not an option (none take a value)
     command = next((word for word in arguments if not word.startswith("-")), None)
-    parser = build_parser(command)
+    stderr = sys.stderr
+    messages = None if stderr is None else _Messages(stderr)
+    if messages is not None:
+        sys.stderr = cast(TextIO, messages)
+    on_term: Any = None
+    handles_term = command == "report" and threading.current_thread() is threading.main_thread()
+    if handles_term:
+        # the report's own (audit keeps the default): its readers end with it
+        on_term = signal.signal(signal.SIGTERM, _terminate)
     try:
-        args = parser.parse_args(arguments)
-    except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else 2
-    # a data format on stdout (not -o FILE, written as UTF-8 itself) is UTF-8 there too
-    data = getattr(args, "format", None) in UTF8_FORMATS
-    tolerate_narrow_encodings(utf8_stdout=data and not getattr(args, "output", None))
-    try:
+        # Ctrl-C while the subcommand is imported too: no traceback
+        parser = build_parser(command)
+        try:
+            args = parser.parse_args(arguments)
+        except SystemExit as exc:  # --help, --version, usage errors
+            return exc.code if isinstance(exc.code, int) else 2
+        # a data format on stdout (not -o FILE, written as UTF-8 itself) is UTF-8 there too
+        data = getattr(args, "format", None) in UTF8_FORMATS
+        tolerate_narrow_encodings(utf8_stdout=data and not getattr(args, "output", None))
         status: int = args.run_command(args)
     except KeyboardInterrupt:
         print("hopwatch: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        return 143
+    finally:
+        if handles_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if on_term is None else on_term)
+        if messages is not None:
+            messages.flush()
+            sys.stderr = stderr
     return status
 
 

@@ -11,10 +11,12 @@ import lzma
 import os
 import select
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import sysconfig
 import time
 import zlib
 from collections.abc import Callable
@@ -731,6 +733,87 @@ def test_output_before_a_glob_does_not_replace_a_platforms_export_the_report_rea
 # --- the command's own streams and signals ---------------------------------------------------
 
 
+def test_stdout_and_stderr_a_closed_pipe_leave_the_exit_status_alone(
+    log: Path, tmp_path: Path
+) -> None:
+    """``2>&1 | head -0``: the message that cannot be written changes nothing (Python's
+    error writing it made every status 1, "no hopwatch records")."""
+    out = tmp_path / "r.txt"
+    cases = [
+        (["-o", str(out)], 0),  # "wrote r.txt" on stderr
+        (["--format", "csv"], 0),  # the report on stdout, its summary on stderr
+        ([str(tmp_path / "missing.log")], 2),  # the unreadable input's line
+    ]
+    for options, status in cases:
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "hopwatch", "report", str(log), *options],
+                stdout=writer, stderr=writer, env=ENV, timeout=60, check=False,
+            )  # fmt: skip
+        finally:
+            os.close(writer)
+        assert (options, done.returncode) == (options, status)
+    assert "GET /items/<int:pk>/" in out.read_text()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_version_on_a_full_stdout_is_one_line_and_status_2() -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "hopwatch", "--version"],
+            stdout=full, stderr=subprocess.PIPE, env=ENV, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.stderr.decode() == (
+        "hopwatch: cannot write the version to standard output: No space left on device\n"
+    )
+    assert done.returncode == 2
+
+
+def test_version_naming_a_non_ascii_path_on_an_ascii_stdout_gets_escapes(tmp_path: Path) -> None:
+    """The C hop path did not load from a venv under /home/josé, and stdout is ASCII:
+    --version escapes the é as the commands do (it raised UnicodeEncodeError)."""
+    src = tmp_path / "jösé" / "src"
+    shutil.copytree(SRC, src, ignore=shutil.ignore_patterns("__pycache__", "_speedups*"))
+    broken = src / "hopwatch" / f"_speedups{sysconfig.get_config_var('EXT_SUFFIX')}"
+    broken.write_bytes(b"")  # as a failed build: "file too short"
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONIOENCODING": "ascii"}
+    env.pop("HOPWATCH_PURE_PYTHON", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "hopwatch", "--version"],
+        capture_output=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.decode()) == (0, "")
+    escaped = str(broken).replace("ö", "\\xf6").replace("é", "\\xe9")
+    assert f"  hopwatch._speedups did not load: {escaped}: " in done.stdout.decode("ascii")
+
+
+#: Sends SIGINT to this process when the report's module is imported: Ctrl-C while
+#: ``hopwatch report`` starts (build_parser), every time.
+_INTERRUPTED_AT_IMPORT = """\
+import os, signal, sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hopwatch.report.command":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+from hopwatch.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_command_is_imported_is_one_line_and_status_130(log: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AT_IMPORT, "report", str(log)],
+        capture_output=True, env=ENV, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.decode()) == (130, "hopwatch: interrupted\n")
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:
@@ -761,7 +844,7 @@ def _big_log(path: Path, megabytes: int) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
-@pytest.mark.parametrize("signal_name", ["SIGKILL"])
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
 def test_readers_end_when_the_main_process_is_killed(tmp_path: Path, signal_name: str) -> None:
     """``kill`` or subprocess.run(timeout=) on a --jobs 2 report: its reader process
     ends, and so does a pipeline reading the report (the reader stayed blocked for ever
