@@ -327,3 +327,88 @@ def test_a_line_whose_last_part_was_lost_swallows_no_record(
     assert summary["skipped_by_reason"] == {"truncated": 1}
     assert (summary["lines"], summary["other_lines"]) == (6, 0)
     assert _rows(document)["GET /hops/<int:n>/"]["records"] == 2
+
+
+def _cut_after_a_brace(line: str) -> str:
+    """``line`` with its ``request_id`` lengthened so that its first part (its first
+    PART_BYTES bytes) ends with a "}" (the end of a ``detail`` entry): the cut a killed
+    container's first part may happen to end with, which a whole line cut short there
+    would be ``malformed_json`` for."""
+    record = json.loads(line)
+    data = line.encode()
+    after_id = data.index(b'"request_id":') + len(b'"request_id":')
+    brace = data.rindex(b"}", after_id, PART_BYTES)
+    field = f'"request_id":{json.dumps(record["request_id"])}'
+    longer = f'"request_id":{json.dumps(record["request_id"] + "x" * (PART_BYTES - 1 - brace))}'
+    assert line.count(field) == 1
+    cut = line.replace(field, longer)
+    assert cut.encode()[PART_BYTES - 1 : PART_BYTES] == b"}"
+    assert json.loads(cut) == {**record, "request_id": json.loads(longer.split(":", 1)[1])}
+    return cut
+
+
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_a_first_part_cut_right_after_a_brace_is_truncated(
+    run_cli: RunCli,
+    tmp_path: Path,
+    implementation: str,
+    runtime: str,
+    long_line: str,
+    served: tuple[list[str], list[str]],
+) -> None:
+    """A runtime's part that a later part continues is never a whole line: read alone
+    (its last part lost), it is skipped as ``truncated``, whatever its last character."""
+    plain, _rendered = served
+    split = docker_parts if runtime == "docker" else cri_parts
+    whole = docker if runtime == "docker" else cri
+    parts = split(_cut_after_a_brace(long_line))
+    assert len(parts) == 3
+    after = [whole(line) for line in plain]
+    lost = _write(tmp_path / f"{runtime}-lost.log", [*parts[:-1], *after])
+    for jobs in ("1", "2"):
+        summary = _document(run_cli, lost, "--jobs", jobs)["summary"]
+        assert summary["records"] == 4, jobs
+        assert summary["skipped_by_reason"] == {"truncated": 1}, jobs  # the first part
+        assert (summary["lines"], summary["other_lines"]) == (6, 1), jobs
+    # its last part in another file: its parts cannot be joined, the first is truncated
+    first = _write(tmp_path / f"{runtime}-first.log", [*parts[:-1], *after])
+    last = _write(tmp_path / f"{runtime}-last.log", parts[-1:])
+    summary = _document(run_cli, first, last, "--jobs", "1")["summary"]
+    assert summary["records"] == 4
+    assert summary["skipped_by_reason"]["truncated"] == 1
+    assert "malformed_json" not in summary["skipped_by_reason"]
+
+
+def test_a_cri_first_part_cut_inside_a_character_is_truncated(
+    run_cli: RunCli,
+    tmp_path: Path,
+    implementation: str,
+    long_line: str,
+    served: tuple[list[str], list[str]],
+) -> None:
+    """A CRI runtime cuts a line's bytes: a first part may end with half a character (its
+    lines are not JSON strings, as docker's are). Read alone, it is cut short, not a line
+    that was never UTF-8: ``truncated``, as a part ending anywhere else is."""
+    plain, _rendered = served
+    record = json.loads(long_line)
+    field = f'"request_id":{json.dumps(record["request_id"])}'
+    start = long_line.encode().index(field.encode()) + len(field) - 1  # before its last quote
+    longer = record["request_id"] + "x" * (PART_BYTES - 1 - start) + "é"  # é: 2 bytes
+    line = long_line.replace(field, f'"request_id":{json.dumps(longer, ensure_ascii=False)}')
+    data = line.encode()
+    assert data[PART_BYTES - 1 : PART_BYTES + 1] == "é".encode()  # cut between its bytes
+    pieces = [data[i : i + PART_BYTES] for i in range(0, len(data), PART_BYTES)]
+    last = len(pieces) - 1
+    assert last in (2, 3) and b"".join(pieces) == data
+    parts = [f"{TIME} stderr {'PF'[i == last]} ".encode() + p for i, p in enumerate(pieces)]
+    lost = tmp_path / "cri-lost.log"
+    lost.write_bytes(b"".join(p + b"\n" for p in [*parts[:-1], *(cri(x).encode() for x in plain)]))
+    summary = _document(run_cli, lost, "--jobs", "1")["summary"]
+    assert summary["records"] == 4
+    assert summary["skipped_by_reason"] == {"truncated": 1}  # the first part
+    assert (summary["lines"], summary["other_lines"]) == (last + 4, last - 1)  # the others
+    # whole, the line is read (its parts joined make the character again)
+    whole = tmp_path / "cri-whole.log"
+    whole.write_bytes(b"".join(p + b"\n" for p in parts))
+    summary = _document(run_cli, whole, "--jobs", "1")["summary"]
+    assert (summary["lines"], summary["records"], summary["skipped"]) == (1, 1, 0)

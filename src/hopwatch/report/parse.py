@@ -126,6 +126,23 @@ def line_part(buffer: bytes | bytearray, start: int, stop: int) -> Part | None:
     return b"cri " + found.group(1), found.group(2) == b"P", found.end(), stop
 
 
+#: The skip reasons of a line that did not decode: a runtime's part that a later part
+#: continues has them as ``truncated`` (see :func:`reason_of_part`).
+_UNDECODED: Final = frozenset(("malformed_json", "invalid_utf8"))
+
+
+def reason_of_part(reason: str, buffer: bytes | bytearray, start: int, stop: int) -> str:
+    """``reason``, why the line ``buffer[start:stop]`` (without its newline) was skipped,
+    as it stands when the line is read as it is: a runtime's part that a later part
+    continues (see :func:`line_part`), read alone (its last part lost, or in another
+    file), is a line cut short whatever it ends with (a "}", the end of a ``detail``
+    entry; a character cut in two), so a part that did not decode is ``truncated``."""
+    if reason not in _UNDECODED or stop - start < PART_BYTES:
+        return reason
+    shape = line_part(buffer, start, stop)
+    return "truncated" if shape is not None and shape[1] else reason
+
+
 # --- the record -------------------------------------------------------------------------
 Count = Annotated[int, Meta(ge=0, lt=1_000_000_000)]
 Millis = Annotated[float, Meta(ge=0.0, lt=MAX_VALUE)]

@@ -440,6 +440,9 @@ class Scanner:
                     if record is None:
                         continue
                     if record.__class__ is str:
+                        # (from the line's own start: a runtime's part read alone?)
+                        line_start = buffer.rfind(b"\n", 0, start) + 1
+                        record = parse.reason_of_part(record, buffer, line_start, stop)
                         dropped += 1
                         part.skip(record)
                         continue
