@@ -56,3 +56,31 @@ def test_a_rotation_is_checked_at_most_once_a_second(tmp_path, db):
             _request(n)
         assert rotation.due_ns == due  # not checked again within the second
     assert _ids(path) == ["r1", "r2", "r3", "r4", "r5"]
+
+
+@pytest.mark.parametrize("buffer", [0, 4096], ids=["each-line", "output-buffer"])
+def test_a_file_opened_that_ends_inside_a_line_has_that_line_ended_first(tmp_path, buffer, db):
+    """A file whose last line a full disk cut (by this output before the settings
+    changed or a rotation's check opened it again, or by another process): the first
+    line written starts on a line of its own. (The torn line's end was known only to
+    the stream that cut it: a file opened again appended its first line to the
+    fragment, and both were lost.)"""
+    path = tmp_path / "hops.log"
+    fragment = '{"event":"hopwatch.request","schema":1,"timest'
+    path.write_text('{"event":"other"}\n' + fragment)
+    with override_settings(HOPWATCH={"OUTPUT": str(path), "OUTPUT_BUFFER": buffer}):
+        _request(1)
+        _request(2)
+        _emit.flush()
+    first, cut, *rest = path.read_text().split("\n")
+    assert (first, cut, rest[-1]) == ('{"event":"other"}', fragment, "")
+    assert [json.loads(line)["request_id"] for line in rest[:-1]] == ["r1", "r2"]
+
+
+def test_a_file_opened_that_ends_with_a_whole_line_gets_no_empty_line(tmp_path, db):
+    path = tmp_path / "hops.log"
+    path.write_text('{"event":"other"}\n')
+    with override_settings(HOPWATCH={"OUTPUT": str(path)}):
+        _request(1)
+    first, line, end = path.read_text().split("\n")
+    assert (first, json.loads(line)["request_id"], end) == ('{"event":"other"}', "r1", "")

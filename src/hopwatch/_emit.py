@@ -604,8 +604,10 @@ class _LineFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._fd = -1  # (for __del__ when the open fails)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        #: The last write stopped inside a line: the next one ends that line first.
-        self._torn = False
+        #: The last write stopped inside a line: the next one ends that line first. So
+        #: does the first, when the file ends inside a line (one a full disk cut before
+        #: the file was opened again: a change of the settings, a rotation's check).
+        self._torn = _ends_inside_a_line(path, self._fd)
 
     @property
     def closed(self) -> bool:
@@ -650,6 +652,25 @@ class _LineFile:
 
     #: Dropped unclosed (an output never closed): its descriptor closed, as a file's.
     __del__ = close
+
+
+def _ends_inside_a_line(path: str | os.PathLike[str], fd: int) -> bool:
+    """Whether the regular file ``path``, open as ``fd``, ends inside a line: its last
+    byte is not a newline. A file hopwatch writes ends inside one only when a disk cut a
+    write short (see :class:`_LineFile`). Read once per opening: an ``fstat``, and for a
+    file that is not empty, an ``open`` to read its last byte (``fd`` is for writing
+    only). A file that cannot be read is taken to end a line."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return False
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return os.pread(reader, 1, info.st_size - 1) not in (b"\n", b"")
+        finally:
+            os.close(reader)
+    except OSError:
+        return False
 
 
 def _open_lines(path: str | os.PathLike[str]) -> TextIO:
