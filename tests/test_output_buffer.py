@@ -513,3 +513,139 @@ def test_into_a_regular_file_the_held_lines_go_in_one_write(tmp_path, slow_clock
             held.msg(line)
         held.close()
     assert stream.writes == ["a" * 3000 + "\n" + "é" * 3000 + "\n"]
+
+
+# --- a failed write: the errors its lost lines were to report --------------------------------
+
+_FILLS_UP = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    django.setup()
+    from django.test import override_settings
+    import hopwatch
+    from hopwatch import _emit, _errors, _recorder
+    from tests.helpers import asgi_request
+
+    log, how = sys.argv[1], sys.argv[2]
+    _emit.HOLD_SECONDS = 3600.0  # written by the triggers below, never by the thread
+
+    class Unwritable:
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    def fields(request, record):  # lines of about 1,800 characters; a full- line's field
+        # "bad" is left out, one internal error, reported by the line itself
+        fields = {"pad": "x" * 1000}
+        if record.request_id.startswith("full-"):
+            fields["bad"] = Unwritable()
+        return fields
+
+    def held(size):
+        return override_settings(
+            MIDDLEWARE=["hopwatch.middleware.HopwatchMiddleware"],
+            HOPWATCH={"OUTPUT": log, "OUTPUT_BUFFER": size, "EXTRA_FIELDS": fields},
+        )
+
+    outcomes = []
+    _recorder.add_sink(lambda record: outcomes.append([record.request_id, record.line]), last=True)
+    statuses = []
+
+    def serve(*ids):
+        for rid in ids:
+            statuses.append(asgi_request("/async/", headers=[(b"x-request-id", rid.encode())]).status)
+
+    # "full": the third line held reaches the size, and its request writes them
+    held(4096 if how == "full" else 1 << 20).enable()
+    serve("before-0")
+    hopwatch.flush()
+    # The disk fills up: the file may take one line and 100 bytes more, then writes fail
+    # (EFBIG): the first held line goes whole, the second is cut
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    size = os.path.getsize(log)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * size + 100, hard))
+    serve("full-0", "full-1", "full-2")
+    if how == "flush":
+        hopwatch.flush()
+    if how == "close":  # the settings change: the held lines are written as the output closes
+        held(0).enable()
+    errors_while_full = _errors.total()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # and has room again
+    serve("after-0", "after-1")
+    hopwatch.flush()
+    print(json.dumps({"statuses": statuses, "outcomes": outcomes,
+                      "errors_while_full": errors_while_full, "errors": _errors.total()}))
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["flush", "full", "close"])
+def test_the_errors_held_lines_lost_to_a_full_disk_were_to_report_are_reported_later(
+    tmp_path, how
+):
+    """Three held lines each report an internal error of their own (a field of the
+    EXTRA_FIELDS hook that cannot be written); the disk fills up as they are written (RLIMIT_FSIZE in a child
+    process), by ``hopwatch.flush()``, by the request whose line reached the size, or
+    as the settings change: the first is written whole, with its error; the other two
+    are lost, and the first line written after reports their errors and the failed
+    write's. (Their errors vanished: the next line reported the failed write alone.)"""
+    log = tmp_path / "hops.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", _FILLS_UP, str(log), how],
+        cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["statuses"] == [200] * 6  # the app never noticed
+    # three errors of the hook, one of the failed write
+    assert seen["errors_while_full"] == seen["errors"] == 4
+    # the request whose line made the write that failed: its line failed
+    lost_by = "failed" if how == "full" else "written"
+    assert seen["outcomes"] == [
+        ["before-0", "written"], ["full-0", "written"], ["full-1", "written"],
+        ["full-2", lost_by], ["after-0", "written"], ["after-1", "written"],
+    ]  # fmt: skip
+    first, kept, fragment, *rest = log.read_bytes().split(b"\n")
+    assert fragment.startswith(b'{"event":"hopwatch.request",')  # the start of full-1's
+    with pytest.raises(ValueError):
+        json.loads(fragment)
+    assert rest[-1] == b""
+    lines = [json.loads(line) for line in (first, kept, *rest[:-1])]
+    assert [(line["request_id"], line.get("hopwatch_errors")) for line in lines] == [
+        ("before-0", None), ("full-0", 1), ("after-0", 3), ("after-1", None)
+    ]  # fmt: skip
+
+
+@pytest.mark.internal_errors
+def test_the_errors_of_held_stdout_lines_dropped_with_their_capture_are_reported_later(
+    slow_clock,
+):
+    """Held ``"stdout"`` lines whose capture is closed before they are written are
+    dropped (no one can read them there): the internal errors they were to report are
+    reported by the next line written."""
+    import hopwatch
+
+    def failing_hook(request, record):
+        if record.request_id == "req-0":
+            raise RuntimeError("EXTRA_FIELDS fails")
+
+    with override_settings(
+        MIDDLEWARE=HOPWATCH_ONLY,
+        HOPWATCH={"OUTPUT": "stdout", "OUTPUT_BUFFER": 1 << 20, "EXTRA_FIELDS": failing_hook},
+    ):
+        gone = io.StringIO()
+        with contextlib.redirect_stdout(gone):
+            one(0)  # held, with its hook's error
+        gone.close()  # as pytest's capsys at its test's end
+        kept = io.StringIO()
+        with contextlib.redirect_stdout(kept):
+            one(1)  # req-0's line, made under the closed capture, dropped
+            one(2)
+            hopwatch.flush()
+    lines = [json.loads(line) for line in kept.getvalue().splitlines()]
+    assert [(line["request_id"], line.get("hopwatch_errors")) for line in lines] == [
+        ("req-1", None), ("req-2", 1)
+    ]  # fmt: skip
+    assert _errors.total() == 1

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO, cast
 
@@ -424,7 +424,7 @@ class _StdlibLine:
         made = logging.LogRecord(logger.name, logging.INFO, __file__, _LINE, "", (), None, "emit")
         self._constant = dict(made.__dict__)
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, carried: tuple[int, int] | None = None) -> None:
         logger = self._logger
         if logger.isEnabledFor(logging.INFO):
             if (
@@ -473,7 +473,7 @@ class _LineWriter:
         self._close = close
         self._lock = threading.Lock()
 
-    def msg(self, message: str) -> None:
+    def msg(self, message: str, carried: tuple[int, int] | None = None) -> None:
         with self._lock:
             self._stream.write(message + "\n")
 
@@ -537,7 +537,7 @@ class _StdoutLines(_LineWriter):
         #: and set whole.
         self._seen: tuple[Callable[[], TextIO | None], bool] = (_no_stream, False)
 
-    def msg(self, message: str) -> None:
+    def msg(self, message: str, carried: tuple[int, int] | None = None) -> None:
         seen = self._seen
         stream = sys.stdout
         if stream is not seen[0]():
@@ -568,10 +568,17 @@ class _AppendEachWrite:
     def __init__(self, path: str) -> None:
         self._path = path
 
+    #: After a write that raised: how many bytes of its text reached the file.
+    taken = 0
+
     def write(self, text: str) -> int:
+        self.taken = 0
         file = _LineFile(self._path)
         try:
             return file.write(text)
+        except BaseException:
+            self.taken = file.taken
+            raise
         finally:
             file.close()
 
@@ -601,6 +608,10 @@ class _LineFile:
 
     encoding = "utf-8"
 
+    #: After a write that raised: how many bytes of its text reached the file (the
+    #: held lines before them were written whole: :meth:`_HeldLines.write_held`).
+    taken = 0
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._fd = -1  # (for __del__ when the open fails)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -621,17 +632,22 @@ class _LineFile:
     def write(self, text: str) -> int:
         data = text.encode()
         if self._torn:
-            self._write_from(b"\n" + data, 0)
+            self._write_from(b"\n" + data, 0, 1)
         else:
-            # (a closed file's descriptor is -1: EBADF, never another file's)
-            written = os.write(self._fd, data)
+            try:
+                # (a closed file's descriptor is -1: EBADF, never another file's)
+                written = os.write(self._fd, data)
+            except BaseException:
+                self.taken = 0
+                raise
             if written != len(data):
-                self._write_from(data, written)
+                self._write_from(data, written, 0)
         return len(text)
 
-    def _write_from(self, data: bytes, written: int) -> None:
+    def _write_from(self, data: bytes, written: int, lead: int) -> None:
         """The rest of ``data`` from ``written`` on (a pipe may take a write in parts);
-        when a write fails, what was written stays, and whether it ended a line is kept."""
+        when a write fails, what was written stays, and whether it ended a line is kept.
+        ``lead``: the bytes before the text (the newline ending a torn line)."""
         try:
             while written < len(data):
                 done = os.write(self._fd, memoryview(data)[written:])
@@ -639,6 +655,7 @@ class _LineFile:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 written += done
         finally:
+            self.taken = max(written - lead, 0)
             if written:
                 self._torn = data[written - 1] != 0x0A  # 0x0A: "\n"
 
@@ -765,7 +782,11 @@ class _HeldLines:
     write that fails loses the lines it did not write whole (a file's:
     :class:`_LineFile`), and counts as one internal error. For ``"stdout"``, lines
     whose stream was closed before they were written (pytest's ``capsys``, closed at
-    its test's end) are dropped, not an error.
+    its test's end) are dropped, not an error. The internal errors a lost or dropped
+    line was to report (its ``hopwatch_errors``, handed in with it: :meth:`msg`'s
+    ``carried``) are given back, for the next line written to report, as the
+    emitter does for a line lost at once (a write that stopped inside the held
+    lines: the ones after the last whole line).
     """
 
     def __init__(self, stream: TextIO | None, limit: int, *, close: bool = False) -> None:
@@ -785,6 +806,10 @@ class _HeldLines:
     def _reset(self) -> None:
         """An empty hold and new locks (at start, and in a forked child)."""
         self._held: list[str] = []
+        #: The held lines that report internal errors: (the line's index in _held, its
+        #: errors, and how many of them were given back before: _errors.take_for_line).
+        #: Changed with _held, under _hold_lock.
+        self._carried: list[tuple[int, int, int]] = []
         self._size = 0
         #: For ``"stdout"``: the ``sys.stdout`` the held lines were made under (they are
         #: written there, not to a later test's capture); None while none are held.
@@ -801,7 +826,11 @@ class _HeldLines:
             self._ended.set()
         self._thread: threading.Thread | None = None
 
-    def msg(self, message: str) -> None:
+    def msg(self, message: str, carried: tuple[int, int] | None = None) -> bool:
+        """Hold ``message``; ``carried``: the internal errors it reports (and how many
+        of them were given back before), given back if it is lost. Raises only when the
+        line was not held (the output is closed); False when the write this line made
+        (the held lines reached the limit) failed: reported here, as one internal error."""
         # "stdout": the lines held are all of one sys.stdout, the one of when they were
         # made (a test's capture). A line made under another one has those written out
         # first (to theirs), then starts a new hold. A file: made_for is always None.
@@ -814,6 +843,8 @@ class _HeldLines:
                 if not held or made_for is self._held_for:
                     self._held_for = made_for
                     held.append(message)
+                    if carried is not None:
+                        self._carried.append((len(held) - 1, *carried))
                     self._size += len(message) + 1
                     full = self._size >= self._limit
                     if len(held) == 1 and not full:
@@ -829,7 +860,12 @@ class _HeldLines:
             except Exception as exc:  # the other stream's lines are lost, not this one
                 _errors.report("writing held request lines", exc)
         if full:
-            self.write_held()
+            try:
+                self.write_held()
+            except Exception as exc:  # the held lines, this one among them, are lost
+                _errors.report("writing held request lines", exc)
+                return False
+        return True
 
     info = msg
 
@@ -840,6 +876,7 @@ class _HeldLines:
         with self._write_lock:
             with self._hold_lock:
                 held, self._held, self._size = self._held, [], 0
+                carried, self._carried = self._carried, []
                 held_for, self._held_for = self._held_for, None
                 self._pending.clear()
                 if ending:
@@ -852,15 +889,26 @@ class _HeldLines:
                 if held_for is not None and getattr(held_for, "closed", False):
                     # "stdout": the capture they were made in ended before they were
                     # written (pytest's capsys closes its own): no one can read them
-                    # there, and no other stream is theirs. Dropped, not an error.
+                    # there, and no other stream is theirs. Dropped, not an error
+                    # (the errors they were to report are reported by the next line).
+                    _give_back_lost(carried, 0)
                     return
                 stream, escape, piece = self._target(held_for)
                 if escape:
                     held = [line if line.isascii() else ascii_line(line) for line in held]
-                if piece:
-                    _write_pieces(stream, held, piece)
-                else:
-                    _write_lines(stream, held)
+                whole = 0  # lines written whole
+                part: list[str] = []
+                try:
+                    if piece:
+                        stream.flush()  # nothing of the stream's own buffer joins a piece
+                    for part in _pieces(held, piece) if piece else (held,):
+                        count = len(part)
+                        _write_lines(stream, part)
+                        whole += count
+                except BaseException:
+                    if carried:  # the errors of the lines lost, for the next line
+                        _give_back_lost(carried, whole + _whole_lines(stream, part))
+                    raise
 
     def _target(self, held_for: TextIO | None) -> tuple[TextIO, bool, int]:
         """The stream to write to, whether the lines need their non-ASCII characters
@@ -923,19 +971,47 @@ class _HeldLines:
             old.close()
 
 
-def _write_pieces(stream: TextIO, lines: list[str], most: int) -> None:
-    """``lines`` in writes of whole lines, each at most ``most`` bytes."""
-    stream.flush()  # nothing of the stream's own buffer joins the first piece
+def _pieces(lines: list[str], most: int) -> Iterator[list[str]]:
+    """``lines`` cut into pieces of whole lines, each at most ``most`` bytes (a line
+    longer than that goes alone), for a write each."""
     piece: list[str] = []
     size = 0
     for line in lines:
         length = (len(line) if line.isascii() else len(line.encode())) + 1
         if piece and size + length > most:
-            _write_lines(stream, piece)
+            yield piece
             piece, size = [], 0
         piece.append(line)
         size += length
-    _write_lines(stream, piece)
+    yield piece
+
+
+def _whole_lines(stream: TextIO, lines: list[str]) -> int:
+    """How many of ``lines`` a failed write of them left in the file whole: from what
+    the file took of the write (:attr:`_LineFile.taken`); 0 for a stream that does not
+    say (``"stdout"``: all of them are taken as lost)."""
+    if not isinstance(stream, (_LineFile, _AppendEachWrite)):
+        return 0
+    taken = stream.taken
+    end = whole = 0
+    for line in lines:
+        end += (len(line) if line.isascii() else len(line.encode())) + 1
+        if end > taken:
+            break
+        whole += 1
+    return whole
+
+
+def _give_back_lost(carried: list[tuple[int, int, int]], whole: int) -> None:
+    """The internal errors the lost held lines were to report (the lines from index
+    ``whole`` on), for the next line written to report (``_errors.give_back``)."""
+    errors = again = 0
+    for index, count, before in carried:
+        if index >= whole:
+            errors += count
+            again += before
+    if errors:
+        _errors.give_back(errors, again)
 
 
 def _write_lines(stream: TextIO, lines: list[str]) -> None:
@@ -1024,9 +1100,14 @@ class _LineLogger(structlog.BoundLoggerBase):
     its own (a custom wrapper class, as structlog's docs describe it), not the
     generic ``BoundLogger``'s ``partial`` per method name and its proxy call."""
 
-    def info(self, event: Any) -> Any:
+    def info(self, event: Any, carried: tuple[int, int] | None = None) -> Any:
+        """Write ``event``; ``carried``: the internal errors it reports (its
+        ``hopwatch_errors``, and how many of them were given back before), for an
+        output that writes it later (``OUTPUT_BUFFER``) to give back if it is lost."""
         args, kw = self._process_event("info", event, {})
-        return self._logger.info(*args, **kw)
+        if carried is None:
+            return self._logger.info(*args, **kw)
+        return self._logger.info(*args, carried=carried, **kw)
 
 
 _lost_warned: set[str] = set()
@@ -1243,7 +1324,12 @@ class Emitter:
         if rotation is not None and record.ended_ns >= rotation.due_ns:  # once a second
             rotation.check(record.ended_ns)
         try:
-            logger.info(line or event)
+            # (False: OUTPUT_BUFFER's held lines, this one among them, failed to be
+            # written, reported by the output; their errors given back there)
+            if errors:
+                held = logger.info(line or event, (errors, again))
+            else:
+                held = logger.info(line or event)
         except BaseException as exc:
             record.line = LINE_FAILED
             written = _written_before(exc, settings)  # (taking what the walk left)
@@ -1258,7 +1344,7 @@ class Emitter:
             elif errors and not written:  # no handler got it: the next line written
                 _errors.give_back(errors, again)  # reports them
             raise
-        record.line = LINE_WRITTEN
+        record.line = LINE_WRITTEN if held is not False else LINE_FAILED
 
     def write_event(self, fields: Mapping[str, Any]) -> None:
         """Write another hopwatch event (``hopwatch.process``) to the request lines' output:

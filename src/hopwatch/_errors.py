@@ -60,20 +60,24 @@ def take_for_line() -> tuple[int, int]:
     path, ``Emitter.__call__``, calls it only when ``_total != _reported``: no call
     on the usual line.)"""
     global _reported, _given_back
-    total_now = _total
-    fresh = total_now - _reported
-    _reported = total_now
-    again, _given_back = _given_back, 0
+    with _lock:  # (give_back may run on another thread: the held lines' writer)
+        total_now = _total
+        fresh = total_now - _reported
+        _reported = total_now
+        again, _given_back = _given_back, 0
     return fresh, min(again, fresh)
 
 
 def give_back(count: int, again: int = 0) -> None:
     """A line that was to report ``count`` errors was lost, or may have been: report
     them later. ``again``: how many of them the next line that may have been written
-    is not to give back again (see ``Emitter.__call__``)."""
+    is not to give back again (see ``Emitter.__call__``). From a request's thread or
+    from ``OUTPUT_BUFFER``'s writer (``_emit._HeldLines``): under the lock, as
+    :func:`take_for_line`, so neither loses the other's change."""
     global _reported, _given_back
-    _reported -= count
-    _given_back += again
+    with _lock:
+        _reported -= count
+        _given_back += again
 
 
 def reset_for_tests() -> None:
