@@ -21,6 +21,7 @@ from tests.report.samples import (
     canonical_lines,
     line,
     plain_line,
+    site,
 )
 
 MIXED = FIXTURES / "mixed.log"
@@ -516,3 +517,49 @@ def test_zstd_on_stdin_says_to_decompress_before_the_pipe(run_cli: RunCli) -> No
         "hopwatch report: cannot read <stdin>: it is zstd-compressed,"
         " which this Python cannot decompress: zstd -dc before the pipe\n"
     )
+
+
+def test_any_number_of_readers_gives_the_report_of_one_bit_for_bit(
+    implementation: str, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Times as hopwatch logs them (to the microsecond) whose means lie exactly on a
+    rounding boundary (1.2345 ms a request), read by one process and by several, each
+    reading pieces and merging them in whatever order they finish: the same output, byte
+    for byte, in both formats, from the C loop and the Python one. (The sums, added in
+    another order, differed in their last bits, and the means read 1.234 from one reader,
+    1.235 from two or three: docs/report.md, "Memory and speed".)"""
+    import random
+
+    from hopwatch.report import parallel
+
+    monkeypatch.setattr(parallel, "MIN_PIECE_BYTES", 16 * 1024)  # pieces of about 25 lines
+    rng = random.Random(1)
+    count = 1200
+    micros = [rng.randint(1, 2400) for _ in range(count - 1)]
+    micros.append(count * 12345 // 10 - sum(micros))  # in all, 1.2345 ms a request
+    lines = [
+        line(
+            request_id=f"r{i}",
+            hops=1,
+            hop_ms=us / 1000,
+            wait_ms=us / 1000,
+            overhead_ms=us / 1000,
+            work_ms=0.0,
+            duration_ms=us / 1000,
+            sites=[site("request_started", "signal", ms=us / 1000, overhead_ms=us / 1000)],
+        )
+        for i, us in enumerate(micros)
+    ]
+    (tmp_path / "app.log").write_text("\n".join(lines) + "\n")
+    for name in ("json", "text"):
+        outputs = {
+            jobs: run_cli(tmp_path / "app.log", "--format", name, "--jobs", jobs).out
+            for jobs in ("1", "2", "3", "5")
+        }
+        assert outputs["2"] == outputs["1"] and outputs["3"] == outputs["1"], name
+        assert outputs["5"] == outputs["1"], name
+    document = json.loads(run_cli(tmp_path / "app.log", "--format", "json").out)
+    (row,) = document["rows"]
+    assert document["summary"]["records"] == count
+    assert (row["hop_ms"]["total"], row["hop_ms"]["mean"]) == (1481.4, 1.235)
+    assert (row["causes"][0]["ms"], row["causes"][0]["ms_per_request"]) == (1481.4, 1.235)

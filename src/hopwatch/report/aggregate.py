@@ -616,6 +616,23 @@ class EndpointStats:
         for index in (2, 5):
             mine[index] = max(mine[index], theirs_c[index])
 
+    def settle(self) -> None:
+        """Every sum of logged figures put on the log's grid (:func:`at_resolution`), once
+        the input is read (:meth:`Partial.settle`)."""
+        self.fold()
+        acc = self.acc
+        for index in _ACC_SUMS:
+            acc[index] = at_resolution(acc[index])
+        for entry in (*self.sites.values(), self.other_site, self.unattributed):
+            entry[:] = [at_resolution(value) for value in entry]
+        for weighted in (self.statuses, self.interfaces, self.pinned_by):
+            for name, requests in weighted.items():
+                weighted[name] = at_resolution(requests)
+        sums = ((self.pinned, (0, 2)), (self.tax, _TAX_SUMS), (self.concurrency, (6,)))
+        for fields, indices in sums:
+            for index in indices:
+                fields[index] = at_resolution(fields[index])
+
     def copy_as(self, key: EndpointKey) -> EndpointStats:
         """A folded copy under another key (to regroup endpoints without changing them)."""
         twin = EndpointStats(key)
@@ -629,6 +646,24 @@ class EndpointStats:
     def __setstate__(self, state: dict[str, object]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
+
+
+#: The sums of EndpointStats.acc and .tax that are not counts (:meth:`EndpointStats.settle`).
+_ACC_SUMS: Final = (
+    A_EXTRA_REQUESTS,
+    A_DURATION,
+    A_HOP_MS,
+    A_WAIT,
+    A_EXTRA_HOP_MS,
+    A_EXTRA_HOPS,
+    A_OVERHEAD,
+    A_WORK,
+    A_NO_OVH_DURATION,
+    A_NO_OVH_WAIT,
+    A_EXTRA_OVERHEAD,
+    A_EXTRA_WORK,
+)
+_TAX_SUMS: Final = (T_PRICED_US, T_PRICED_US_TOTAL, T_DURATION)
 
 
 def endpoint_order(key: EndpointKey) -> str:
@@ -688,6 +723,22 @@ class Partial:
     def fold(self) -> None:
         for stats in self.endpoints.values():
             stats.fold()
+
+    def settle(self) -> None:
+        """The input is read: every sum of logged figures put on the log's grid, the
+        microsecond (:func:`at_resolution`). Summed in another order (pieces read by
+        several processes, merged in the order they finish: --jobs), the same figures
+        can differ in their last bits, and a figure made from a sum (a mean, a share)
+        then read one unit apart in its last digit when its exact value lay at a
+        rounding boundary. A sum of logged figures lies on the grid, and no order of
+        adding them strays anywhere near half a microsecond from it: on the grid, each
+        sum is the same double whatever the order, and so is every figure made from it.
+        (A sampled log's weighted sums lie between grid points when a weight, 1 /
+        sample_rate - 1, has more than three decimals: those are rounded to the grid
+        too, and one that lies exactly half-way, as a weight of 1.5 can put it, can
+        still round either way.)"""
+        for stats in self.endpoints.values():
+            stats.settle()
 
     def merge(self, other: Partial) -> None:
         """Add another (folded) partial. Past ENDPOINT_CAP endpoints in both, the first

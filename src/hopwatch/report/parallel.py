@@ -17,10 +17,11 @@ fewer endpoints than the cap, one partial for its pieces is the same, and that i
 it reads them into: _claim_and_read). Partials merge exactly (counts,
 sketches, maxima, an endpoint's causes below its cap, the slowest requests with
 their ties); only floating-point sums may differ in their last bits, added in
-another order, and rounding does not always hide that: a figure whose exact value
-lies at a rounding boundary can read one unit apart in its last digit (docs/report.md,
-"Memory and speed"). Which process reads which piece changes from run to run;
-everything else in the report stays the same because every other merge is exact, and
+another order, and the merged partial's sums are put on the log's grid
+(:meth:`~hopwatch.report.aggregate.Partial.settle`), as one process's are: the
+same numbers, bit for bit, for logged figures (docs/report.md, "Memory and speed").
+Which process reads which piece changes from run to run; everything else in the
+report stays the same because every other merge is exact, and
 the pieces depend only on the input and the number of processes. Past ENDPOINT_CAP
 each piece sums the endpoints it leaves out as it comes, and merging keeps the
 endpoints first in key order (Partial.merge): there a split read differs from a single
@@ -244,7 +245,9 @@ def read_all(
     own, shared = plan(sources, max(1, processes))
     processes = min(processes, len(shared) + (1 if own else 0))
     if processes <= 1:
-        return read_pieces([Piece(source) for source in sources], filters, extra)
+        partial = read_pieces([Piece(source) for source in sources], filters, extra)
+        partial.settle()
+        return partial
     context = _context()
     counter = context.Value("q", 0)  # the next piece to claim, shared by every process
     children: list[tuple[Any, Connection]] = []
@@ -276,6 +279,7 @@ def read_all(
                 raise InputError(payload)
             merged.merge(payload)
             process.join()
+        merged.settle()  # the same sums as one process's, bit for bit
         return merged
     finally:
         for process, receiver in children:

@@ -35,7 +35,8 @@ not sure of is this loop's. The Python code is the
 reference: the C one updates the same objects with the same operations, tests
 run all of them side by side (tests/report/test_report_parser.py), and the
 per-cause sums (summed as they come in C, in batches with ``math.fsum`` in
-Python) may differ only in their last bits.
+Python) may differ only in their last bits, which the report drops: it puts every sum
+on the log's grid, the microsecond (:meth:`~hopwatch.report.aggregate.Partial.settle`).
 
 Keeping the Python loop one long flat function is deliberate too: attribute
 lookups and calls cost as much as the work itself there.
