@@ -240,6 +240,9 @@ def test_async_client_request(toolbar, log_lines):
                 "tests.toolbar_site.views._anoop",
             ],
         ),
+        # An async one is awaited as it is: its crossings are the toolbar's all the same.
+        ("tests.toolbar_site.views.show_toolbar_async", ["QuerySet.aexists"]),
+        ("tests.toolbar_site.views.show_toolbar_async_through_a_helper", ["QuerySet.aexists"]),
     ],
 )
 def test_a_show_toolbar_callback_of_yours_is_the_toolbar_hop(
@@ -248,6 +251,9 @@ def test_a_show_toolbar_callback_of_yours_is_the_toolbar_hop(
     config = {**TOOLBAR["DEBUG_TOOLBAR_CONFIG"], "SHOW_TOOLBAR_CALLBACK": callback}
     from debug_toolbar.middleware import show_toolbar_func_or_path
 
+    from hopwatch.contrib.debug_toolbar import HopsPanel
+
+    HopsPanel.ready()  # as the toolbar's app calls it at start-up (the tests add the panel later)
     show_toolbar_func_or_path.cache_clear()  # the toolbar caches the callback
     try:
         with override_settings(DEBUG_TOOLBAR_CONFIG=config):
@@ -280,6 +286,13 @@ def test_made_by_toolbar():
     assert not made_by_toolbar(hop("myproject.views.load", "myproject/views.py:3 in v", 5), 10)
     assert not made_by_toolbar(hop("debug_toolbarish.x", "debug_toolbarish/x.py:1 in f", 5), 10)
     assert made_by_toolbar(hop("x.y", "debug_toolbar\\panels\\sql\\panel.py:204 in f", 5), 10)
+    # Called after the toolbar's middleware began the request (3) and before it handed
+    # it on (10): an async callback's own crossing, whatever its site and call site.
+    orm = ("QuerySet.aexists", "myproject/toolbar.py:7 in show")
+    assert made_by_toolbar(hop(*orm, 3), 10, 3) and made_by_toolbar(hop(*orm, 9), 10, 3)
+    assert not made_by_toolbar(hop(*orm, 2), 10, 3)  # before it: a middleware above it
+    assert not made_by_toolbar(hop(*orm, 10), 10, 3)  # after it: the app's
+    assert not made_by_toolbar(hop(*orm, 5), None, 3)  # not handed on (yet): not known
 
 
 def test_asgi_request(toolbar, client, log_lines):

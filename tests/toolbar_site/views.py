@@ -99,3 +99,18 @@ def show_toolbar_after_a_hop(request):
     """A SHOW_TOOLBAR_CALLBACK that crosses back to async inside the toolbar's crossing."""
     async_to_sync(_anoop)()
     return True
+
+
+async def show_toolbar_async(request):
+    """An async SHOW_TOOLBAR_CALLBACK that asks the database (the toolbar awaits it as
+    it is, in no crossing of its own): the async ORM call is one hop."""
+    return not await Item.objects.filter(name="hide the toolbar").aexists()
+
+
+async def _show_toolbar_asks_the_database():
+    return not await Item.objects.filter(name="hide the toolbar").aexists()
+
+
+async def show_toolbar_async_through_a_helper(request):
+    """The same, the ORM call made in a helper of its own (its call site is the helper's)."""
+    return await _show_toolbar_asks_the_database()

@@ -14,11 +14,13 @@ request, stores the whole request again in the toolbar's store, which is where
 the panel's content and the toolbar's history read it from (unless the store has
 dropped the request meanwhile: it is not put back). It only reads the
 record: the log line is the same with the panel on or off, and the panel makes
-no hop of its own.
+no hop of its own. Of the toolbar it changes one thing: its ``get_show_toolbar``
+notes when the toolbar's middleware begins a request (:func:`made_by_toolbar`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 import time
@@ -53,25 +55,69 @@ _TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
 _TOOLBAR_PACKAGE: Final = "debug_toolbar"
 
 
-def made_by_toolbar(hop: Hop, handed_on_ns: int | None) -> bool:
+def made_by_toolbar(hop: Hop, handed_on_ns: int | None, entered_ns: int | None = None) -> bool:
     """Whether the toolbar made this crossing itself, not the request it watches.
 
     The toolbar's own crossings run its code (``sync_to_async(show_toolbar)``,
     the SQL panel's ``enable_instrumentation``): their site is in its package.
     A crossing of a ``SHOW_TOOLBAR_CALLBACK`` of yours runs your code but is
     called from the toolbar's, before the toolbar hands the request on
-    (``handed_on_ns``, when this panel's ``process_request`` ran). Later
-    crossings whose call site is the toolbar's are the request's: Django code
-    below the toolbar's middleware, with no code of yours in between, has the
-    toolbar's frame as its first non-library caller.
+    (``handed_on_ns``, when this panel's ``process_request`` ran): a sync
+    callback's crossing has the toolbar's call site; an async callback is awaited
+    as it is, and its crossings (an async ORM call) have your code's, so every
+    crossing called after the toolbar's middleware began the request
+    (``entered_ns``: :func:`_watch_the_toolbars_entry`) and before it handed the
+    request on is the toolbar's. Later crossings whose call site is the toolbar's
+    are the request's: Django code below the toolbar's middleware, with no code
+    of yours in between, has the toolbar's frame as its first non-library caller.
     """
     cause = hop.cause
     if cause.site.startswith(_TOOLBAR_PACKAGE + "."):
+        return True
+    if entered_ns is not None and handed_on_ns is not None and (
+        entered_ns <= hop.called_ns < handed_on_ns
+    ):
         return True
     call_site = cause.call_site
     if call_site is None or not call_site.replace("\\", "/").startswith(_TOOLBAR_PACKAGE + "/"):
         return False
     return handed_on_ns is None or hop.called_ns < handed_on_ns
+
+
+#: When the toolbar's middleware began the request (``perf_counter_ns``), as the
+#: request's context holds it: set as it asks for the ``SHOW_TOOLBAR_CALLBACK``,
+#: read by the request's panel, which the toolbar makes after that (see made_by_toolbar).
+_entered: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "hopwatch_toolbar_entered", default=None
+)
+
+
+def _watch_the_toolbars_entry() -> None:
+    """Have the toolbar's middleware say when it begins a request: its
+    ``get_show_toolbar``, which it calls first thing for every request (5.1 and later,
+    before asking the callback), is wrapped to note the time in the request's context
+    and return what it returns. Nothing else of the toolbar changes. Once (idempotent);
+    a toolbar without that function is left as it is (a sync callback's crossings are
+    still the toolbar's, by their call site)."""
+    try:
+        from debug_toolbar import middleware
+    except ImportError:
+        return
+    original = getattr(middleware, "get_show_toolbar", None)
+    if original is None or getattr(original, "_hopwatch_notes_entry", False):
+        return
+
+    @functools.wraps(original)
+    def get_show_toolbar(*args: Any, **kwargs: Any) -> Any:
+        _entered.set(time.perf_counter_ns())
+        return original(*args, **kwargs)
+
+    get_show_toolbar._hopwatch_notes_entry = True  # type: ignore[attr-defined]
+    middleware.get_show_toolbar = get_show_toolbar
+
+
+# As the toolbar loads its panels (at start-up, as its app is ready).
+_watch_the_toolbars_entry()
 
 
 class HopsPanel(Panel):
@@ -86,6 +132,7 @@ class HopsPanel(Panel):
     def ready(cls) -> None:
         # Last: after hopwatch's line sink, which marks whether it wrote the line.
         add_sink(_store_complete_request, last=True)
+        _watch_the_toolbars_entry()
 
     @classmethod
     def run_checks(cls) -> list[CheckMessage]:
@@ -116,6 +163,9 @@ class HopsPanel(Panel):
         super().__init__(*args, **kwargs)
         #: When the toolbar handed the request on to the app (see made_by_toolbar).
         self._handed_on_ns: int | None = None
+        #: When the toolbar's middleware began the request (None: not known); the
+        #: toolbar makes its panels after that, for this request only.
+        self._entered_ns = _entered.get()
 
     def process_request(self, request: HttpRequest) -> Any:
         # The toolbar calls its panels' process_request in order, this one
@@ -138,10 +188,10 @@ class HopsPanel(Panel):
         if record is None:
             self.record_stats(_hop_table.not_recorded(_why_not_recorded()))
             return
-        handed_on_ns = self._handed_on_ns
+        handed_on_ns, entered_ns = self._handed_on_ns, self._entered_ns
         stats = _hop_table.capture(
             record,
-            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
+            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns, entered_ns),
             nested=_nested.labels(record),
         )
         self.record_stats(stats)
@@ -157,6 +207,7 @@ class HopsPanel(Panel):
                 request_id=self.toolbar.request_id,
                 panel_id=self.panel_id,
                 handed_on_ns=handed_on_ns,
+                entered_ns=entered_ns,
                 kept_at_render=len(stats["rows"]) + len(stats["tool_rows"]),
             ),
         )
@@ -200,6 +251,7 @@ class _Destination:
     request_id: str
     panel_id: str
     handed_on_ns: int | None
+    entered_ns: int | None
     kept_at_render: int
 
 
@@ -285,10 +337,10 @@ def _store_complete_request(record: RequestRecord) -> None:
         # empty row in the History that pushes out the oldest request still there.
         if not store.exists(destination.request_id):
             return
-        handed_on_ns = destination.handed_on_ns
+        handed_on_ns, entered_ns = destination.handed_on_ns, destination.entered_ns
         stats = _hop_table.capture(
             record,
-            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns),
+            made_by_tool=lambda hop: made_by_toolbar(hop, handed_on_ns, entered_ns),
             kept_at_render=destination.kept_at_render,
             nested=_nested.labels(record),
         )
