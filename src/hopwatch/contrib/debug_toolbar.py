@@ -20,7 +20,6 @@ notes when the toolbar's middleware begins a request (:func:`made_by_toolbar`).
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import threading
 import time
@@ -84,12 +83,11 @@ def made_by_toolbar(hop: Hop, handed_on_ns: int | None, entered_ns: int | None =
     return handed_on_ns is None or hop.called_ns < handed_on_ns
 
 
-#: When the toolbar's middleware began the request (``perf_counter_ns``), as the
-#: request's context holds it: set as it asks for the ``SHOW_TOOLBAR_CALLBACK``,
-#: read by the request's panel, which the toolbar makes after that (see made_by_toolbar).
-_entered: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "hopwatch_toolbar_entered", default=None
-)
+#: When the toolbar's middleware began each request (``perf_counter_ns``), by its
+#: hopwatch record, weakly: set as it asks for the ``SHOW_TOOLBAR_CALLBACK``, read by
+#: the request's panel, which the toolbar makes after that (see made_by_toolbar). No
+#: context variable: hopwatch keeps one, its scope, in the contexts asgiref carries.
+_entered: weakref.WeakKeyDictionary[RequestRecord, int] = weakref.WeakKeyDictionary()
 
 
 def _watch_the_toolbars_entry() -> None:
@@ -109,7 +107,9 @@ def _watch_the_toolbars_entry() -> None:
 
     @functools.wraps(original)
     def get_show_toolbar(*args: Any, **kwargs: Any) -> Any:
-        _entered.set(time.perf_counter_ns())
+        record = _django.current_request()
+        if record is not None:
+            _entered[record] = time.perf_counter_ns()
         return original(*args, **kwargs)
 
     get_show_toolbar._hopwatch_notes_entry = True  # type: ignore[attr-defined]
@@ -165,7 +165,8 @@ class HopsPanel(Panel):
         self._handed_on_ns: int | None = None
         #: When the toolbar's middleware began the request (None: not known); the
         #: toolbar makes its panels after that, for this request only.
-        self._entered_ns = _entered.get()
+        record = _django.current_request()
+        self._entered_ns = _entered.get(record) if record is not None else None
 
     def process_request(self, request: HttpRequest) -> Any:
         # The toolbar calls its panels' process_request in order, this one
