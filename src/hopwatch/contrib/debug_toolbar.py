@@ -93,7 +93,7 @@ _entered: weakref.WeakKeyDictionary[RequestRecord, int] = weakref.WeakKeyDiction
 def _watch_the_toolbars_entry() -> None:
     """Have the toolbar's middleware say when it begins a request: its
     ``get_show_toolbar``, which it calls first thing for every request (5.1 and later,
-    before asking the callback), is wrapped to note the time in the request's context
+    before asking the callback), is wrapped to note the time on the request's record
     and return what it returns. Nothing else of the toolbar changes. Once (idempotent);
     a toolbar without that function is left as it is (a sync callback's crossings are
     still the toolbar's, by their call site)."""
