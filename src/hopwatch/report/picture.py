@@ -129,16 +129,48 @@ def decode_extras(line: Any, *, unwrapped: bool = False) -> Extras:
     A line in a shipper's envelope, structlog's rendering or both is unwrapped as the
     scanner unwraps it (parse.unwrap), once (``unwrapped``: the line is the inner one).
     Never raises: a line the scanner accepted but whose extras are malformed
-    gives the parts that are well formed (a malformed ``detail`` is left out whole).
+    gives the parts that are well formed (a malformed ``detail`` is left out whole;
+    a ``parent`` that cannot be one is dropped, see _sound_parents).
     """
+    extras = _decode_any_extras(line, unwrapped)
+    if extras.detail:
+        _sound_parents(extras.detail)
+    return extras
+
+
+def _decode_any_extras(line: Any, unwrapped: bool) -> Extras:
     try:
         extras = _decode_extras(line)
     except parse.DECODE_ERRORS:
         return _decode_leniently(line, unwrapped)
     if extras.event != parse.EVENT and not unwrapped:  # the record is inside
         inner = parse.unwrap(line)
-        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
+        return _EMPTY if inner is None else _decode_any_extras(inner, unwrapped=True)
     return extras
+
+
+def _sound_parents(detail: list[Crossing]) -> None:
+    """Drop (to None) each ``parent`` that cannot be one, in place: out of range, the
+    crossing's own index, or on a loop of parents (1 -> 2 -> 1), as only a damaged or
+    hand-edited line holds. The crossing is then drawn as an outermost one, and
+    everything that walks up the parents (the timeline's rows, the trace) ends."""
+    count = len(detail)
+    state = [0] * count  # 0: not seen, 1: on the walk under way, 2: done
+    for first in range(count):
+        walk = []
+        index: int | None = first
+        while index is not None and state[index] == 0:
+            state[index] = 1
+            walk.append(index)
+            parent = detail[index].parent
+            if parent is not None and not 0 <= parent < count:
+                detail[index].parent = parent = None
+            index = parent
+        if index is not None and state[index] == 1:  # the walk came back: a loop
+            for on_loop in walk[walk.index(index) :]:
+                detail[on_loop].parent = None
+        for seen in walk:
+            state[seen] = 2
 
 
 def _decode_leniently(line: Any, unwrapped: bool) -> Extras:
@@ -148,12 +180,12 @@ def _decode_leniently(line: Any, unwrapped: bool) -> Extras:
     except (ValueError, RecursionError):
         # not one object: Fluent Bit's out_file line (the object, then "]") is unwrapped
         inner = None if unwrapped else parse.unwrap(line)
-        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
+        return _EMPTY if inner is None else _decode_any_extras(inner, unwrapped=True)
     if not isinstance(obj, dict):
         return _EMPTY
     if obj.get("event") != parse.EVENT:
         inner = None if unwrapped else parse.unwrap_object(obj)
-        return _EMPTY if inner is None else decode_extras(inner, unwrapped=True)
+        return _EMPTY if inner is None else _decode_any_extras(inner, unwrapped=True)
     fields: dict[str, Any] = {"event": parse.EVENT}
     for name, kind in _PARTS.items():
         try:
