@@ -1,5 +1,6 @@
-"""The timeline of a line whose ``detail[].parent`` fields are damaged (a loop, a crossing
-its own parent, out of range), as ``--format trace`` and ``html`` show it."""
+"""The timeline's bars and rows, as ``--format trace`` and ``html`` show them: a line
+whose ``detail[].parent`` fields are damaged (a loop, a crossing its own parent, out of
+range), a child listed before its parent, a child called at its parent's run end."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from hopwatch.report.picture import decode_extras
 from tests.report.detail_samples import crossing, detailed_line
 from tests.report.test_cli import SRC
+from tests.report.test_trace import RunCli, trace_of
 
 #: a crossing ran on 2001 (then 2002, 2003): threads of the request's own loop (1001)
 A, B, C = 2001, 2002, 2003
@@ -125,4 +127,70 @@ def test_a_parent_out_of_range_on_a_loop_or_itself_decodes_as_none() -> None:
         None,
         6,
         1,
+    ]
+
+
+def test_a_child_listed_before_its_parent_is_clamped_into_the_clamped_parent(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """Crossings are listed as they complete, the innermost first: C (depth 3) inside B
+    (depth 2) inside A. B's times run past A's run, so B is clamped into A, and C then
+    into the clamped B (ending at 5 ms: it is drawn as 0 long at 5 ms, not 6-7 ms)."""
+    path = _write(
+        tmp_path / "app.log",
+        [
+            crossing(
+                "C", at=6.0, wait=0.0, run=1.0, resume=0.0, thread=B, caller=B, parent=1, depth=3
+            ),
+            crossing(
+                "B", at=4.0, wait=0.0, run=4.0, resume=0.0, thread=B, caller=B, parent=2, depth=2
+            ),
+            crossing("A", at=1.0, wait=0.0, run=4.0, resume=0.0, thread=B, caller=1001, depth=1),
+        ],
+        "cafe000000000003",
+    )
+    events = trace_of(run_cli, path)
+    placed = [
+        (e["args"]["site"], e["ts"], e["dur"])
+        for e in events
+        if e.get("cat", "").startswith("hopwatch.crossing")
+    ]
+    assert placed == [("A", 1000.0, 4000.0), ("B", 4000.0, 1000.0), ("C", 5000.0, 0.0)]
+
+
+def test_a_child_called_at_its_parents_run_end_does_not_share_its_row(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """The parent hands back in 0 ms: its row ends exactly when the child is called, but
+    the child is inside it and goes on the row below, never on the parent's own."""
+    path = _write(
+        tmp_path / "app.log",
+        [
+            crossing(
+                "child",
+                at=3.0,
+                wait=0.0,
+                run=0.0,
+                resume=0.0,
+                thread=B,
+                caller=B,
+                parent=1,
+                depth=2,
+            ),
+            crossing(
+                "parent", at=1.0, wait=0.0, run=2.0, resume=0.0, thread=B, caller=1001, depth=1
+            ),
+        ],
+        "cafe000000000004",
+    )
+    events = trace_of(run_cli, path)
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    placed = [
+        (e["args"]["site"], tracks[e["tid"]])
+        for e in events
+        if e.get("cat", "").startswith("hopwatch.crossing")
+    ]
+    assert placed == [
+        ("parent", "sync thread · thread 2002"),
+        ("child", "sync thread (2) · thread 2002"),
     ]
