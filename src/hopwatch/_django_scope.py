@@ -228,14 +228,6 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     return markcoroutinefunction(handler)
 
 
-def _step_out(_a: Any, _b: Any) -> Any:
-    return current_scope.set(unscoped)
-
-
-def _step_back(token: Any, _b: Any, _result: Any) -> None:
-    current_scope.reset(token)
-
-
 def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
     """The server's ``receive`` or ``send`` (``call``), awaited with hopwatch's
     variable set to ``unscoped`` (hops outside any request) until it returns.
@@ -247,10 +239,16 @@ def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
     it, a hand-written ASGI router) made its crossings there and they were counted
     in the Django request's line; they are now outside any request, as elsewhere.
     The server's own code and an outer ASGI middleware's around these calls are
-    not the request's either. Per call: the ``then`` awaitable and two calls."""
+    not the request's either. Per call: a coroutine, a set and a reset (fewer
+    instructions than ``then`` with two Python callbacks)."""
 
-    def outside(*args: Any, **kwargs: Any) -> Any:
-        return then(call(*args, **kwargs), _step_back, None, None, _step_out)
+    async def outside(*args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # Django's debug page leaves this frame out
+        token = current_scope.set(unscoped)
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            current_scope.reset(token)
 
     return outside
 
