@@ -111,6 +111,71 @@ def test_another_apps_request_started_inside_receive_or_send_is_in_no_line():
     assert len(unscoped) - unscoped_before == 3
 
 
+class _NextOnly:
+    """A server's awaitable whose iterator has ``__next__`` only, no ``throw`` or
+    ``close`` (granian's ``PyFutureAwaitable``)."""
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def __await__(self) -> _NextOnly:
+        return self
+
+    def __iter__(self) -> _NextOnly:
+        return self
+
+    def __next__(self) -> asyncio.Future:
+        if not self.future.done():
+            self.future._asyncio_future_blocking = True
+            return self.future
+        raise StopIteration(self.future.result())
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["positional", "keywords"])
+def test_a_servers_awaitables_without_throw_and_its_keywords_are_taken_as_they_are(by_name):
+    """A server whose ``receive`` returns an awaitable with no ``throw`` or ``close``
+    (granian): Django cancels its disconnect listener, waiting in ``receive()``, after
+    every response, and the handler returns as without hopwatch (awaited through C's
+    ``then`` it raised AttributeError: no ``throw``). Daphne passes ``receive`` and
+    ``send`` by name: a request started inside them is outside this one too."""
+
+    def noop() -> None:
+        return None
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        calls = 0
+
+        def receive() -> _NextOnly:
+            nonlocal calls
+            calls += 1
+            future = loop.create_future()
+            if calls == 1:
+                future.set_result({"type": "http.request", "body": b"", "more_body": False})
+            future._asyncio_future_blocking = False
+            return _NextOnly(future)
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+            if message["type"] == "http.response.start":
+                await asyncio.create_task(sync_to_async(noop)())  # another app's request
+
+        if by_name:
+            await ASGIHandler()(scope=asgi_scope("/async/"), receive=receive, send=send)
+        else:
+            await ASGIHandler()(asgi_scope("/async/"), receive, send)
+        return sent
+
+    unscoped_before = len(unscoped)
+    with override_settings(MIDDLEWARE=HOPWATCH_ONLY), capture() as records:
+        sent = asyncio.run(main())
+    assert sent == ["http.response.start", "http.response.body"]
+    (record,) = records
+    assert (record.route, record.count) == ("/async/", 2)
+    assert len(unscoped) - unscoped_before == 1
+
+
 _URLS = """
 from django.contrib.auth.models import User
 from django.http import JsonResponse

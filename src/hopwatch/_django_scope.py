@@ -201,8 +201,12 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     def __call__(self: Any, scope: Any, *args: Any, **kwargs: Any) -> Any:
         if not active or scope.get("type") != "http":
             return original(self, scope, *args, **kwargs)
-        if server_calls and len(args) == 2:
-            args = (_outside_requests(args[0]), _outside_requests(args[1]))
+        if server_calls:
+            if len(args) == 2:
+                args = (_outside_requests(args[0]), _outside_requests(args[1]))
+            elif "receive" in kwargs and "send" in kwargs:  # Daphne names them
+                kwargs["receive"] = _outside_requests(kwargs["receive"])
+                kwargs["send"] = _outside_requests(kwargs["send"])
         awaitable = original(self, scope, *args, **kwargs)
         try:
             return then(awaitable, finish, interface, scope, started)
@@ -248,7 +252,10 @@ def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await call(*args, **kwargs)
         finally:
-            current_scope.reset(token)
+            try:
+                current_scope.reset(token)
+            except ValueError:  # closed by the collector in another context: not ours
+                pass
 
     return outside
 
