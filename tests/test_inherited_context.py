@@ -241,15 +241,9 @@ def _sites(line: dict) -> dict[str, int]:
     return {site["site"]: site["count"] for site in line["sites"]}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
-def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line(
-    tmp_path, pure
-):
-    """12 rounds of a GET with one async ORM call and a 200 KB POST on one kept-alive
-    connection under uvicorn: each line counts its own request's crossings only (the
-    upload's line had ``request_started`` twice and the GET's ``QuerySet.acount`` in
-    10 of 20 rounds on Python 3.13)."""
+def _serve(tmp_path, pure: bool, script: str, printed: dict) -> list[dict]:
+    """Run ``script`` (a uvicorn server and its client, in a process of its own) on
+    ``_URLS`` with a SQLite database; it must print ``printed``. The lines written."""
     pytest.importorskip("uvicorn")
     out = tmp_path / "lines.log"
     env = _env(tmp_path, {"OUTPUT": str(out), "SITES_LIMIT": 100})
@@ -264,12 +258,24 @@ def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line
     if pure:
         env["HOPWATCH_PURE_PYTHON"] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SERVE)],
+        [sys.executable, "-c", textwrap.dedent(script)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"statuses": [200] * 24}
-    lines = _lines(out)
+    assert json.loads(done.stdout.splitlines()[-1]) == printed
+    return _lines(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "pure"])
+def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line(
+    tmp_path, pure
+):
+    """12 rounds of a GET with one async ORM call and a 200 KB POST on one kept-alive
+    connection under uvicorn: each line counts its own request's crossings only (the
+    upload's line had ``request_started`` twice and the GET's ``QuerySet.acount`` in
+    10 of 20 rounds on Python 3.13)."""
+    lines = _serve(tmp_path, pure, _SERVE, {"statuses": [200] * 24})
     assert len(lines) == 24
     gets = [_sites(line) for line in lines if line["route"] == "/q/"]
     uploads = [_sites(line) for line in lines if line["route"] == "/upload/"]
@@ -359,27 +365,8 @@ def test_another_apps_pipelined_request_is_not_counted_in_the_django_line(tmp_pa
     connection's two requests arrive in one write, and uvicorn starts the second
     from inside the first's ``send``: 6 Django lines, each with its own crossings
     only (each had the other app's two ``api_work`` crossings, kind ``other``)."""
-    pytest.importorskip("uvicorn")
-    out = tmp_path / "lines.log"
-    env = _env(tmp_path, {"OUTPUT": str(out), "SITES_LIMIT": 100})
-    (tmp_path / "inherit_urls.py").write_text(_URLS)
     (tmp_path / "router.py").write_text(_ROUTER)
-    (tmp_path / "inherit_settings.py").write_text(
-        "from lifecycle_settings import *  # noqa: F403\n"
-        "ROOT_URLCONF = 'inherit_urls'\n"
-        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3',"
-        f" 'NAME': {str(tmp_path / 'db.sqlite3')!r}}}}}\n"
-    )
-    env["DJANGO_SETTINGS_MODULE"] = "inherit_settings"
-    if pure:
-        env["HOPWATCH_PURE_PYTHON"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SERVE_PIPELINED)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"answers": [2] * 6}
-    lines = _lines(out)
+    lines = _serve(tmp_path, pure, _SERVE_PIPELINED, {"answers": [2] * 6})
     assert [line["route"] for line in lines] == ["/q/"] * 6
     for line in lines:
         sites = _sites(line)
