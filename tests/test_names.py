@@ -148,17 +148,24 @@ urlpatterns = [
 ]
 
 
-@pytest.mark.parametrize("interface", ["test-client", "asgi"])
-def test_a_regex_routes_slash_inside_a_repeated_group_is_kept(interface):
-    """A repeated group whose pattern ends with the path's ``/``: the line's route was
-    ``/files/<part><name>``, as if the two were one segment."""
-    paths = ["/files/a.txt", "/files/a/b.txt", "/files/a/b/c.txt"]
+def _routes_served(paths: list[str], interface: str) -> list[Any]:
+    """The records of ``paths`` served by this module's URLs, each a 200, through the
+    test Client or Django's ASGIHandler."""
     with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HW]), capture() as records:
         for path in paths:
             if interface == "test-client":
                 assert Client().get(path).status_code == 200
             else:
                 assert asgi_request(path).status == 200
+    return records
+
+
+@pytest.mark.parametrize("interface", ["test-client", "asgi"])
+def test_a_regex_routes_slash_inside_a_repeated_group_is_kept(interface):
+    """A repeated group whose pattern ends with the path's ``/``: the line's route was
+    ``/files/<part><name>``, as if the two were one segment."""
+    paths = ["/files/a.txt", "/files/a/b.txt", "/files/a/b/c.txt"]
+    records = _routes_served(paths, interface)
     assert [record.route for record in records] == ["/files/<part>/<name>"] * 3
 
 
@@ -167,12 +174,7 @@ def test_regex_routes_with_a_repeated_or_optional_group_are_logged_as_patterns(i
     """The line's route for a re_path whose group is repeated (``+``, ``*``) or optional
     (``?``): the group once, no quantifier (with ``+`` the route ended in ``<tag>+``)."""
     paths = ["/tags/a/", "/tags/a/b/", "/page/", "/page/3/", "/files/index/", "/files/a/b/index/"]
-    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[HW]), capture() as records:
-        for path in paths:
-            if interface == "test-client":
-                assert Client().get(path).status_code == 200
-            else:
-                assert asgi_request(path).status == 200
+    records = _routes_served(paths, interface)
     assert [record.route for record in records] == [
         "/tags/<tag>/",
         "/tags/<tag>/",
