@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
-from hopwatch._cli import auto_format, is_terminal, rich_width, terminal_width, wrap
+from hopwatch._cli import auto_format, is_terminal, printable, rich_width, terminal_width, wrap
 from hopwatch.audit import changes
 from hopwatch.audit.changes import Ranked
 from hopwatch.audit.document import django_6_2_document, document
@@ -100,8 +100,9 @@ _LABELS: Final = {
 
 
 def _clean(text: str) -> str:
-    """Text from settings or code, made safe for a terminal (no control characters)."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    """Text from settings or code, made safe for a terminal: escaped as everything
+    hopwatch prints from the project or a log (``hopwatch._cli.escaped``: ``\\x1b``)."""
+    return printable(text)
 
 
 def _capable(fact: MiddlewareFacts) -> str:
