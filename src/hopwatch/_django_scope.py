@@ -30,6 +30,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from types import MethodType
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
@@ -232,7 +233,7 @@ def async_handler(original: Callable[..., Any], interface: str) -> Callable[...,
     return markcoroutinefunction(handler)
 
 
-def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
+async def _outside(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """The server's ``receive`` or ``send`` (``call``), awaited with hopwatch's
     variable set to ``unscoped`` (hops outside any request) until it returns.
     What a server starts from inside them copies the request's context: uvicorn
@@ -243,21 +244,24 @@ def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
     it, a hand-written ASGI router) made its crossings there and they were counted
     in the Django request's line; they are now outside any request, as elsewhere.
     The server's own code and an outer ASGI middleware's around these calls are
-    not the request's either. Per call: a coroutine, a set and a reset (fewer
-    instructions than ``then`` with two Python callbacks)."""
-
-    async def outside(*args: Any, **kwargs: Any) -> Any:
-        __traceback_hide__ = True  # Django's debug page leaves this frame out
-        token = current_scope.set(unscoped)
+    not the request's either. Per request: two bound methods (the least the
+    collector can be left with: Django's own cycles hold them under ASGI); per
+    call: a coroutine, a set and a reset."""
+    __traceback_hide__ = True  # Django's debug page leaves this frame out
+    token = current_scope.set(unscoped)
+    try:
+        return await call(*args, **kwargs)
+    finally:
         try:
-            return await call(*args, **kwargs)
-        finally:
-            try:
-                current_scope.reset(token)
-            except ValueError:  # closed by the collector in another context: not ours
-                pass
+            current_scope.reset(token)
+        except ValueError:  # closed by the collector in another context: not ours
+            pass
 
-    return outside
+
+def _outside_requests(call: Callable[..., Any]) -> Callable[..., Any]:
+    """The server's ``call`` awaited by :func:`_outside` (a bound method: one object,
+    no closure, its cell and its tuple)."""
+    return MethodType(_outside, call)
 
 
 def _coroutine_function(plain: Callable[..., Any], original: Any) -> Callable[..., Any]:
