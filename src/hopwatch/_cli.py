@@ -157,13 +157,28 @@ def rich_width(width: int | None) -> int | None:
     return width
 
 
+def to_devnull(fd: int) -> None:
+    """The descriptor ``fd`` pointed at /dev/null: what is written there from now on
+    (a stream's buffer at exit too) goes nowhere and fails no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
+
+
 def silence_stdout() -> None:
     """After the reader of our output went away (``| head``): no error at exit."""
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        fd = sys.stdout.fileno()
     except (OSError, ValueError, AttributeError):
-        pass
+        return
+    to_devnull(fd)
 
 
 def os_error_reason(exc: OSError) -> str:
@@ -248,6 +263,7 @@ __all__ = [
     "rich_width",
     "silence_stdout",
     "terminal_width",
+    "to_devnull",
     "tolerate_narrow_encodings",
     "usage_error",
     "whole_number",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from hopwatch._cli import (
     Parser,
     os_error_reason,
     silence_stdout,
+    to_devnull,
     tolerate_narrow_encodings,
     wrap,
 )
@@ -152,11 +152,10 @@ class _Messages:
         # what is still buffered, and what comes after, goes to /dev/null: nothing fails
         # again (at exit neither)
         try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
+            fd = self._stream.fileno()
         except (OSError, ValueError, AttributeError):
-            pass
+            return
+        to_devnull(fd)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from hopwatch._cli import to_devnull
 from hopwatch.report.aggregate import OVERFLOW_KEY, Partial
 from hopwatch.report.inputs import InputError, Source, TruncatedInput, read_source
 from hopwatch.report.scan import Filters, Scanner
@@ -195,7 +196,7 @@ def _child(
     # process blocked for ever sending its result. Closed, sending fails, and it ends.
     for receiver in inherited:
         receiver.close()
-    _detach_stdout()  # a pipeline reading the report ends when the report does
+    to_devnull(1)  # no output here: a pipeline reading the report ends when the report does
     try:
         partial = _partial(extra)
         scanner = Scanner(_partial(extra), filters)
@@ -209,17 +210,6 @@ def _child(
         connection.send(result)
         connection.close()
     except OSError:  # the parent is gone (ended by a signal): nobody to tell
-        pass
-
-
-def _detach_stdout() -> None:
-    """A reader writes nothing on stdout: /dev/null there, so that the report's stdout
-    (a pipe into ``| cat``) is held by the main process alone."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-    except OSError:
         pass
 
 
