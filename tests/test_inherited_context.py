@@ -195,37 +195,31 @@ async def upload(request):
 urlpatterns = [path("q/", one_query), path("upload/", upload)]
 """
 
-_SERVE = """
-import http.client, json, threading, time
+#: A uvicorn server of APPLICATION on 127.0.0.1 and its client thread (CLIENT), in a
+#: process of its own; it prints what the client gathered in ``result``.
+_SERVER = """
+import http.client, json, socket, threading, time
 import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0, run_syncdb=True)
 import uvicorn
-from django.core.asgi import get_asgi_application
+APPLICATION_IMPORT
 
-ROUNDS, SIZE = 12, 200_000
 server = uvicorn.Server(uvicorn.Config(
-    get_asgi_application(), host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+    APPLICATION, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
     http="h11", timeout_graceful_shutdown=5,
 ))
-statuses = []
+result = []
 
 def client():
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # keep-alive
     try:
-        for _ in range(ROUNDS):
-            for method, url, body in (("GET", "/q/", None), ("POST", "/upload/", b"x" * SIZE)):
-                connection.request(method, url, body=body)
-                response = connection.getresponse()
-                response.read()
-                statuses.append(response.status)
+CLIENT
     finally:
-        connection.close()
         server.should_exit = True
 
 threading.Thread(target=client, daemon=True).start()
@@ -233,15 +227,42 @@ timer = threading.Timer(90, lambda: setattr(server, "should_exit", True))
 timer.daemon = True  # a lifetime, not a wait: the process ends when the server does
 timer.start()
 server.run()
-print(json.dumps({"statuses": statuses}))
+print(json.dumps(result))
 """
+
+
+def _server(application_import: str, application: str, client: str) -> str:
+    """:data:`_SERVER` with its application and its client's body (indented 8)."""
+    return (
+        _SERVER.replace("APPLICATION_IMPORT", application_import)
+        .replace("APPLICATION", application)
+        .replace("CLIENT", textwrap.indent(textwrap.dedent(client), " " * 8))
+    )
+
+
+_SERVE = _server(
+    "from django.core.asgi import get_asgi_application",
+    "get_asgi_application()",
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # keep-alive
+    try:
+        for _ in range(12):
+            for method, url, body in (("GET", "/q/", None), ("POST", "/upload/", b"x" * 200_000)):
+                connection.request(method, url, body=body)
+                response = connection.getresponse()
+                response.read()
+                result.append(response.status)
+    finally:
+        connection.close()
+    """,
+)
 
 
 def _sites(line: dict) -> dict[str, int]:
     return {site["site"]: site["count"] for site in line["sites"]}
 
 
-def _serve(tmp_path, pure: bool, script: str, printed: dict) -> list[dict]:
+def _serve(tmp_path, pure: bool, script: str, printed: list[int]) -> list[dict]:
     """Run ``script`` (a uvicorn server and its client, in a process of its own) on
     ``_URLS`` with a SQLite database; it must print ``printed``. The lines written."""
     pytest.importorskip("uvicorn")
@@ -258,7 +279,7 @@ def _serve(tmp_path, pure: bool, script: str, printed: dict) -> list[dict]:
     if pure:
         env["HOPWATCH_PURE_PYTHON"] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", script],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -275,7 +296,7 @@ def test_the_request_after_an_upload_on_a_kept_alive_connection_has_its_own_line
     connection under uvicorn: each line counts its own request's crossings only (the
     upload's line had ``request_started`` twice and the GET's ``QuerySet.acount`` in
     10 of 20 rounds on Python 3.13)."""
-    lines = _serve(tmp_path, pure, _SERVE, {"statuses": [200] * 24})
+    lines = _serve(tmp_path, pure, _SERVE, [200] * 24)
     assert len(lines) == 24
     gets = [_sites(line) for line in lines if line["route"] == "/q/"]
     uploads = [_sites(line) for line in lines if line["route"] == "/upload/"]
@@ -312,49 +333,23 @@ async def application(scope, receive, send):
     await django_application(scope, receive, send)
 """
 
-_SERVE_PIPELINED = """
-import json, socket, threading, time
-import django
-django.setup()
-from django.core.management import call_command
-call_command("migrate", verbosity=0, run_syncdb=True)
-import uvicorn
-from router import application
-
-ROUNDS = 6
-server = uvicorn.Server(uvicorn.Config(
-    application, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
-    http="h11", timeout_graceful_shutdown=5,
-))
-answers = []
-
-def client():
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        for _ in range(ROUNDS):
-            # Two requests in one write: the second is started from the first's send.
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-                connection.sendall(
-                    b"GET /q/ HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n"
-                    b"GET /api/ HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n"
-                )
-                data = b""
-                while chunk := connection.recv(65536):
-                    data += chunk
-            answers.append(data.count(b"HTTP/1.1 200"))
-    finally:
-        server.should_exit = True
-
-threading.Thread(target=client, daemon=True).start()
-timer = threading.Timer(90, lambda: setattr(server, "should_exit", True))
-timer.daemon = True  # a lifetime, not a wait: the process ends when the server does
-timer.start()
-server.run()
-print(json.dumps({"answers": answers}))
-"""
+_SERVE_PIPELINED = _server(
+    "from router import application",
+    "application",
+    """
+    for _ in range(6):
+        # Two requests in one write: the second is started from the first's send.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(
+                b"GET /q/ HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n"
+                b"GET /api/ HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n"
+            )
+            data = b""
+            while chunk := connection.recv(65536):
+                data += chunk
+        result.append(data.count(b"HTTP/1.1 200"))
+    """,
+)
 
 
 @pytest.mark.slow
@@ -366,7 +361,7 @@ def test_another_apps_pipelined_request_is_not_counted_in_the_django_line(tmp_pa
     from inside the first's ``send``: 6 Django lines, each with its own crossings
     only (each had the other app's two ``api_work`` crossings, kind ``other``)."""
     (tmp_path / "router.py").write_text(_ROUTER)
-    lines = _serve(tmp_path, pure, _SERVE_PIPELINED, {"answers": [2] * 6})
+    lines = _serve(tmp_path, pure, _SERVE_PIPELINED, [2] * 6)
     assert [line["route"] for line in lines] == ["/q/"] * 6
     for line in lines:
         sites = _sites(line)
